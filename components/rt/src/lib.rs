@@ -1,0 +1,50 @@
+//! The runtime every program on Cleave links: `_start`, the system call stubs (the only
+//! user-side assembly), a debug console with `print!`/`println!`, and a panic handler that
+//! reports and ends the run.
+//!
+//! A program declares its entry with [`entry!`]:
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! cleave_rt::entry!(main);
+//! fn main() -> i32 { cleave_rt::println!("hello"); 0 }
+//! ```
+//! The value `main` returns is passed to [`syscall::debug_exit`].
+#![no_std]
+
+pub mod console;
+pub mod syscall;
+
+/// Declares the program's `main` (a `fn() -> i32`); `_start` calls it, then exits with its
+/// return value.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[unsafe(no_mangle)]
+        extern "C" fn cleave_main() -> ! {
+            let main: fn() -> i32 = $main;
+            $crate::syscall::debug_exit(main())
+        }
+    };
+}
+
+// The kernel enters with rsp = the top of a 16-byte-aligned stack and every other register
+// zero; `call` keeps the SysV alignment rule (rsp + 8 aligned at function entry).
+core::arch::global_asm!(
+    ".section .text._start, \"ax\"",
+    ".global _start",
+    "_start:",
+    "    xor ebp, ebp",
+    "    call cleave_main",
+    "    ud2",
+);
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    match info.location() {
+        Some(at) => println!("panic at {}:{}: {}", at.file(), at.line(), info.message()),
+        None => println!("panic: {}", info.message()),
+    }
+    println!("TEST FAIL: user panic");
+    syscall::debug_exit(101)
+}

@@ -1,0 +1,20 @@
+//! The user address-space layout the kernel guarantees.
+
+/// Lowest address a user program may be linked at: page 0 and the first 4 MiB stay unmapped
+/// so that null and small-offset dereferences fault.
+pub const USER_IMAGE_MIN: u64 = 0x0040_0000;
+
+/// One past the highest user virtual address (the end of the lower canonical half).
+pub const USER_TOP: u64 = 0x0000_8000_0000_0000;
+
+/// The initial stack of the first user thread ends here (exclusive); it grows down.
+pub const USER_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
+
+/// Size of the initial stack the kernel maps for the first user thread.
+pub const USER_STACK_SIZE: u64 = 64 * 1024;
+
+/// Size of a small page.
+pub const PAGE_SIZE: u64 = 4096;
+
+const _: () = assert!(USER_STACK_TOP < USER_TOP);
+const _: () = assert!(USER_STACK_TOP % PAGE_SIZE == 0 && USER_STACK_SIZE % PAGE_SIZE == 0);

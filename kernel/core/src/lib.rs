@@ -1,0 +1,16 @@
+//! Kernel logic that needs no machine: parsing what the boot loader hands over, planning
+//! physical memory, checking user ELF images, decoding VT-x capabilities.
+//!
+//! The kernel crate calls into this crate; `cargo test` runs it on the host with fixtures,
+//! so the rules that guard the kernel against bad boot data and bad images are tested
+//! without an emulator. Nothing here touches hardware, and nothing here is `unsafe`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod addr;
+pub mod elf_image;
+pub mod memory;
+pub mod multiboot;
+pub mod vmx_caps;
+
+pub use addr::{PhysAddr, VirtAddr};

@@ -1,0 +1,97 @@
+//! Processor-wide registers and instructions: time stamp, CPUID-gated features, MSRs, the
+//! legacy PIC.
+
+use raw_cpuid::CpuId;
+use x86_64::instructions::port::Port;
+use x86_64::registers::control::{Cr4, Cr4Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
+
+/// Reads the time-stamp counter (under QEMU `-icount shift=0`, executed instructions).
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter; CR4.TSD is clear so it is allowed in ring 0.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Reads a model-specific register. Only for MSRs whose existence the caller has checked
+/// through CPUID or capability MSRs; the VMX decoder guarantees that for its reads.
+pub fn read_msr(msr: u32) -> u64 {
+    // SAFETY: reading an existing MSR has no side effect on the MSRs this kernel reads
+    // (feature control and VMX capabilities); callers only name MSRs whose presence the
+    // capability bits established.
+    unsafe { Msr::new(msr).read() }
+}
+
+/// Whether CPUID reports VMX.
+pub fn has_vmx() -> bool {
+    CpuId::new().get_feature_info().is_some_and(|f| f.has_vmx())
+}
+
+/// Remaps the 8259 PICs to vectors 0x20-0x2f (off the exception vectors) and masks every
+/// line: Cleave takes no legacy interrupt until a driver asks for one.
+pub fn mask_legacy_pic() {
+    let writes: [(u16, u8); 10] = [
+        (0x20, 0x11), // ICW1: init, expect ICW4
+        (0xa0, 0x11),
+        (0x21, 0x20), // ICW2: vector base
+        (0xa1, 0x28),
+        (0x21, 0x04), // ICW3: slave on line 2
+        (0xa1, 0x02),
+        (0x21, 0x01), // ICW4: 8086 mode
+        (0xa1, 0x01),
+        (0x21, 0xff), // mask all
+        (0xa1, 0xff),
+    ];
+    for (port, value) in writes {
+        // SAFETY: ports 0x20/0x21/0xa0/0xa1 are the two 8259 PICs on every PC; this is
+        // their documented initialisation sequence and leaves every line masked.
+        unsafe { Port::new(port).write(value) }
+    }
+}
+
+/// Turns on the paging protections the processor has: no-execute pages, and supervisor
+/// mode execution and access prevention (the kernel reaches user memory only through its
+/// direct map, never through user addresses).
+pub fn enable_protections() {
+    let cpuid = CpuId::new();
+    if cpuid.get_extended_processor_and_feature_identifiers().is_some_and(|f| f.has_execute_disable()) {
+        // SAFETY: setting NXE only makes bit 63 of page-table entries meaningful; every
+        // entry the kernel has written so far keeps it clear.
+        unsafe { Efer::update(|f| f.insert(EferFlags::NO_EXECUTE_ENABLE)) }
+    }
+    if let Some(features) = cpuid.get_extended_feature_info() {
+        let mut add = Cr4Flags::empty();
+        if features.has_smep() {
+            add |= Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION;
+        }
+        if features.has_smap() {
+            add |= Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION;
+        }
+        // SAFETY: the kernel neither executes nor accesses user-accessible pages through
+        // user addresses; with no user pages mapped yet this changes nothing now.
+        unsafe { Cr4::update(|f| f.insert(add)) }
+    }
+}
+
+/// Whether `EFER.NXE` is on, so that page-table entries may carry execute-never.
+pub fn no_execute_enabled() -> bool {
+    Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE)
+}
+
+/// Stops this processor for good.
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Reads an address the kernel never maps, to show the kernel's exception report (behind
+/// `cleave.selftest=kernel-page-fault` only).
+pub fn self_test_page_fault() -> ! {
+    let unmapped = 0xffff_9000_dead_0000usize as *const u64;
+    // SAFETY: deliberately faulting: nothing is mapped at this address (the direct map ends
+    // at 4 GiB above its base), so the read raises #PF and the exception handler ends the
+    // run; no memory is read.
+    let value = unsafe { core::ptr::read_volatile(unmapped) };
+    panic!("read of an unmapped address returned {value:#x}")
+}

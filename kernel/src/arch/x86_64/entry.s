@@ -1,0 +1,116 @@
+/* Kernel entry and exit stubs. They only save and restore state and call safe Rust
+ * handlers; all decisions are made in Rust.
+ *
+ * Every entry builds a TrapFrame (see trap.rs) on the kernel stack:
+ *   r15 r14 r13 r12 r11 r10 r9 r8 rbp rdi rsi rdx rcx rbx rax vector error rip cs rflags rsp ss
+ * (lowest address first). Exceptions get rip..ss from the CPU; `syscall` entry builds the
+ * same shape by hand so that one return path (iretq) serves both. */
+
+    .set SYSCALL_VECTOR, 0x100
+    .set USER_CODE_SELECTOR, 0x23
+    .set USER_DATA_SELECTOR, 0x1b
+
+    .macro SAVE_GPRS
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    .endm
+
+    .macro RESTORE_GPRS
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    .endm
+
+    .section .text.cleave_entry, "ax"
+    .code64
+
+/* Exception stubs: vectors with a CPU-pushed error code skip the dummy push. */
+    .macro EXCEPTION_STUB vector
+    .balign 16
+exception_stub_\vector:
+    .if (\vector == 8) || (\vector == 10) || (\vector == 11) || (\vector == 12) || (\vector == 13) || (\vector == 14) || (\vector == 17) || (\vector == 21) || (\vector == 29) || (\vector == 30)
+    .else
+    push $0
+    .endif
+    push $\vector
+    jmp exception_common
+    .endm
+
+    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    EXCEPTION_STUB \v
+    .endr
+
+exception_common:
+    SAVE_GPRS
+    mov %rsp, %rdi
+    call exception_entry
+    RESTORE_GPRS
+    add $16, %rsp
+    iretq
+
+/* System call entry. Interrupts are masked by IA32_FMASK; rcx = user rip, r11 = user
+ * rflags, rsp = user stack. Single core: the user rsp parks in a static until pushed. */
+    .global syscall_entry
+syscall_entry:
+    mov %rsp, syscall_user_rsp(%rip)
+    movabs $__kernel_stack_top, %rsp
+    push $USER_DATA_SELECTOR
+    push syscall_user_rsp(%rip)
+    push %r11
+    push $USER_CODE_SELECTOR
+    push %rcx
+    push $0
+    push $SYSCALL_VECTOR
+    SAVE_GPRS
+    mov %rsp, %rdi
+    call syscall_dispatch
+    RESTORE_GPRS
+    add $16, %rsp
+    iretq
+
+/* enter_user(frame: *const TrapFrame) -> !: loads every register from the frame and
+ * returns to the mode it describes. */
+    .global enter_user
+enter_user:
+    mov %rdi, %rsp
+    RESTORE_GPRS
+    add $16, %rsp
+    iretq
+
+    .section .rodata.cleave_entry, "a"
+    .balign 8
+    .global exception_stub_table
+exception_stub_table:
+    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad exception_stub_\v
+    .endr
+
+    .section .bss.cleave_entry, "aw", @nobits
+    .balign 8
+syscall_user_rsp:
+    .quad 0

@@ -1,0 +1,76 @@
+//! The global descriptor table and task-state segment.
+//!
+//! Selector order is fixed by `syscall`/`sysret`: kernel code 0x08, kernel data 0x10, user
+//! data 0x18, user code 0x20 (user selectors carry RPL 3: 0x1b and 0x23), TSS 0x28. The TSS
+//! gives the stack for entries from ring 3 (RSP0) and a separate stack for double faults.
+
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
+
+/// Interrupt-stack-table slot (1-based in the IDT, 0-based in the TSS) for double faults.
+pub const DOUBLE_FAULT_IST: u8 = 1;
+
+/// Selectors the rest of the kernel needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Selectors {
+    /// Ring-0 code.
+    pub kernel_code: SegmentSelector,
+    /// Ring-0 data and stack.
+    pub kernel_data: SegmentSelector,
+    /// Ring-3 data and stack (RPL 3).
+    pub user_data: SegmentSelector,
+    /// Ring-3 64-bit code (RPL 3).
+    pub user_code: SegmentSelector,
+}
+
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
+static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
+static mut SELECTORS: Option<Selectors> = None;
+
+unsafe extern "C" {
+    static __kernel_stack_top: u8;
+    static __double_fault_stack_top: u8;
+}
+
+/// Top of the kernel stack: where every entry from ring 3 starts.
+pub fn kernel_stack_top() -> u64 {
+    (&raw const __kernel_stack_top) as u64
+}
+
+/// Builds and loads the GDT and TSS. Called once at boot, before any other CPU setup.
+pub fn init() {
+    // SAFETY: runs once on the single boot processor with interrupts off, before anything
+    // else reads TSS, GDT or SELECTORS, so these exclusive references are the only ones.
+    let (tss, gdt, selectors) =
+        unsafe { (&mut *(&raw mut TSS), &mut *(&raw mut GDT), &mut *(&raw mut SELECTORS)) };
+    tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top());
+    tss.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST - 1)] =
+        VirtAddr::new((&raw const __double_fault_stack_top) as u64);
+    let kernel_code = gdt.append(Descriptor::kernel_code_segment());
+    let kernel_data = gdt.append(Descriptor::kernel_data_segment());
+    let user_data = gdt.append(Descriptor::user_data_segment());
+    let user_code = gdt.append(Descriptor::user_code_segment());
+    // SAFETY: TSS is a static and is never moved or freed.
+    let tss_selector = gdt.append(Descriptor::tss_segment(unsafe { &*(&raw const TSS) }));
+    // SAFETY: the GDT is a static that outlives every use; the selectors loaded next are
+    // the ones just appended to it.
+    unsafe {
+        (&*(&raw const GDT)).load_unsafe();
+        CS::set_reg(kernel_code);
+        SS::set_reg(kernel_data);
+        DS::set_reg(kernel_data);
+        ES::set_reg(kernel_data);
+        load_tss(tss_selector);
+    }
+    *selectors = Some(Selectors { kernel_code, kernel_data, user_data, user_code });
+}
+
+/// The selectors, once [`init`] has run.
+pub fn selectors() -> Selectors {
+    // SAFETY: written once by `init` at boot before any caller; read-only afterwards.
+    unsafe { (*(&raw const SELECTORS)).expect("gdt::init runs first") }
+}

@@ -1,0 +1,108 @@
+//! Four-level x86-64 page tables for user address spaces.
+//!
+//! A new address space shares the kernel half (PML4 entries 256-511: the direct map and
+//! the kernel image) with the boot tables and has an empty user half. Tables are reached
+//! through the direct map.
+
+use super::cpu;
+use super::physmem::{self, OwnedFrame};
+use cleave_abi::layout::{PAGE_SIZE, USER_TOP};
+use cleave_kernel_core::{PhysAddr, VirtAddr};
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::PhysFrame;
+
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const HUGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Access rights of a user mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rights {
+    /// Writes allowed.
+    pub write: bool,
+    /// Instruction fetches allowed.
+    pub execute: bool,
+}
+
+/// Why a mapping failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// The virtual address is not a page-aligned user address.
+    BadAddress(VirtAddr),
+    /// Something is mapped there already.
+    AlreadyMapped(VirtAddr),
+    /// No frame left for an intermediate table.
+    OutOfMemory,
+}
+
+/// A user address space: the physical address of its PML4.
+#[derive(Debug)]
+pub struct AddressSpace {
+    pml4: PhysAddr,
+}
+
+impl AddressSpace {
+    /// A new address space whose kernel half is the current one's. `frame` becomes its PML4.
+    pub fn new(mut frame: OwnedFrame) -> Self {
+        frame.bytes().fill(0);
+        let current = Cr3::read().0.start_address().as_u64();
+        for index in 256..512 {
+            physmem::write_entry(frame.addr(), index, physmem::read_entry(PhysAddr(current), index));
+        }
+        Self { pml4: frame.addr() }
+    }
+
+    /// Maps the 4 KiB `frame` at `page` with `rights`, taking frames for missing
+    /// intermediate tables from `allocate`.
+    pub fn map(
+        &mut self,
+        page: VirtAddr,
+        frame: PhysAddr,
+        rights: Rights,
+        mut allocate: impl FnMut() -> Option<OwnedFrame>,
+    ) -> Result<(), MapError> {
+        if !page.is_aligned(PAGE_SIZE) || page.0 >= USER_TOP {
+            return Err(MapError::BadAddress(page));
+        }
+        let mut table = self.pml4;
+        for level in [3u32, 2, 1] {
+            let index = ((page.0 >> (12 + 9 * level)) & 0x1ff) as usize;
+            let entry = physmem::read_entry(table, index);
+            if entry & PRESENT == 0 {
+                let mut next = allocate().ok_or(MapError::OutOfMemory)?;
+                next.bytes().fill(0);
+                physmem::write_entry(table, index, next.addr().0 | PRESENT | WRITABLE | USER);
+                table = next.addr();
+            } else if entry & HUGE != 0 {
+                return Err(MapError::AlreadyMapped(page));
+            } else {
+                table = PhysAddr(entry & ADDRESS_MASK);
+            }
+        }
+        let index = ((page.0 >> 12) & 0x1ff) as usize;
+        if physmem::read_entry(table, index) & PRESENT != 0 {
+            return Err(MapError::AlreadyMapped(page));
+        }
+        let mut entry = (frame.0 & ADDRESS_MASK) | PRESENT | USER;
+        if rights.write {
+            entry |= WRITABLE;
+        }
+        if !rights.execute && cpu::no_execute_enabled() {
+            entry |= NO_EXECUTE;
+        }
+        physmem::write_entry(table, index, entry);
+        Ok(())
+    }
+
+    /// Makes this the current address space.
+    pub fn activate(&self) {
+        let frame = PhysFrame::from_start_address(x86_64::PhysAddr::new(self.pml4.0))
+            .expect("PML4 frames are page aligned");
+        // SAFETY: the new PML4 maps the kernel half exactly as the current one does, so
+        // the kernel's code, stack and data stay mapped at the same addresses.
+        unsafe { Cr3::write(frame, Cr3Flags::empty()) }
+    }
+}

@@ -1,0 +1,88 @@
+//! The direct map: all physical memory below [`PHYSMAP_SIZE`] appears at [`PHYSMAP_BASE`]
+//! (built by boot.s). The only way the kernel touches memory by physical address.
+
+use cleave_abi::layout::PAGE_SIZE;
+use cleave_kernel_core::PhysAddr;
+use cleave_kernel_core::multiboot::{PhysMemory, Unreachable};
+
+/// Where physical address 0 appears in the kernel's address space.
+pub const PHYSMAP_BASE: u64 = 0xffff_8000_0000_0000;
+/// How much physical memory the direct map covers (the boot tables map 4 GiB).
+pub const PHYSMAP_SIZE: u64 = 4 << 30;
+
+/// The direct-map address of `[addr, addr + len)`, or `None` if the range is not covered.
+fn mapped(addr: PhysAddr, len: u64) -> Option<*mut u8> {
+    let end = addr.0.checked_add(len)?;
+    (end <= PHYSMAP_SIZE).then(|| (PHYSMAP_BASE + addr.0) as *mut u8)
+}
+
+/// Copies physical memory to `buf`.
+pub fn read(addr: PhysAddr, buf: &mut [u8]) -> Result<(), Unreachable> {
+    let src = mapped(addr, buf.len() as u64).ok_or(Unreachable)?;
+    // SAFETY: the source range lies inside the direct map (checked by `mapped`), which is
+    // always mapped readable; the copy is byte-wise so alignment does not matter, and the
+    // destination is a distinct Rust buffer.
+    unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) }
+    Ok(())
+}
+
+/// The direct map as the Multiboot parser's view of physical memory.
+pub struct DirectMap;
+
+impl PhysMemory for DirectMap {
+    fn read(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), Unreachable> {
+        read(addr, buf)
+    }
+}
+
+/// A frame the kernel owns exclusively: allocated by the boot allocator, not yet mapped
+/// anywhere the kernel reads it from concurrently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnedFrame(PhysAddr);
+
+impl OwnedFrame {
+    /// Takes ownership of the 4 KiB frame at `addr`, which must come from the frame
+    /// allocator (so nothing else uses it) and lie in the direct map.
+    pub fn new(addr: PhysAddr) -> Option<Self> {
+        (addr.is_aligned(PAGE_SIZE) && mapped(addr, PAGE_SIZE).is_some()).then_some(Self(addr))
+    }
+
+    /// Its physical address.
+    pub fn addr(self) -> PhysAddr {
+        self.0
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&mut self) -> &mut [u8; PAGE_SIZE as usize] {
+        // `new` established that the frame is covered by the direct map.
+        let ptr = (PHYSMAP_BASE + self.0.0) as *mut [u8; PAGE_SIZE as usize];
+        // SAFETY: the frame is page-aligned, inside the direct map (checked in `new`) and
+        // owned by this handle: the allocator hands each frame out once, and the `&mut
+        // self` borrow makes this the only reference for its lifetime.
+        unsafe { &mut *ptr }
+    }
+}
+
+/// Reads page-table entry `index` of the table in frame `table`.
+pub fn read_entry(table: PhysAddr, index: usize) -> u64 {
+    assert!(index < 512 && table.is_aligned(PAGE_SIZE) && mapped(table, PAGE_SIZE).is_some());
+    // SAFETY: a page-aligned frame inside the direct map (asserted) holds 512 aligned u64
+    // entries; volatile because the MMU reads these too.
+    unsafe { core::ptr::read_volatile(((PHYSMAP_BASE + table.0) as *const u64).add(index)) }
+}
+
+/// Writes page-table entry `index` of the table in frame `table`.
+pub fn write_entry(table: PhysAddr, index: usize, value: u64) {
+    assert!(index < 512 && table.is_aligned(PAGE_SIZE) && mapped(table, PAGE_SIZE).is_some());
+    // SAFETY: as in `read_entry`; the caller (paging) owns the table it writes.
+    unsafe { core::ptr::write_volatile(((PHYSMAP_BASE + table.0) as *mut u64).add(index), value) }
+}
+
+/// Boot module bytes, read-only for the rest of boot.
+pub fn module_bytes(start: PhysAddr, len: u64) -> Option<&'static [u8]> {
+    let ptr = mapped(start, len)?;
+    // SAFETY: the range is inside the direct map (checked), and boot modules are reserved
+    // in the physical-memory description, so no frame allocation ever aliases them; they
+    // are never written.
+    Some(unsafe { core::slice::from_raw_parts(ptr, len as usize) })
+}
