@@ -9,8 +9,12 @@
 
 pub mod addr;
 pub mod elf_image;
+pub mod kernel_image;
 pub mod memory;
 pub mod multiboot;
 pub mod vmx_caps;
+
+#[cfg(test)]
+mod test_elf;
 
 pub use addr::{PhysAddr, VirtAddr};

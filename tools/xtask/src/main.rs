@@ -1,1 +1,109 @@
-fn main() {}
+//! `cargo xtask`: the one entry point for building, running, testing, checking and
+//! benchmarking Cleave.
+//!
+//! It installs the emulator packages it needs (as root on Debian), builds the kernel and
+//! user programs for `x86_64-unknown-none`, boots them in QEMU (TCG) or Bochs (for VT-x),
+//! and judges emulator runs by exit status and serial output.
+
+mod artifacts;
+mod bench;
+mod deps;
+mod emulator;
+mod judge;
+mod system;
+mod tests;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run, test, check and benchmark Cleave")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the kernel and every user program (release, with debug info).
+    Build,
+    /// Build and boot the system in system.toml under QEMU; exits 0 if the run succeeds.
+    Run {
+        /// Start QEMU halted with a GDB server on localhost:1234 (QEMU `-s -S`), no timeout.
+        #[arg(long)]
+        gdb: bool,
+        /// Boot from a GRUB ISO in Bochs (VT-x capable CPU model) instead of QEMU.
+        #[arg(long, conflicts_with = "gdb")]
+        bochs: bool,
+        /// Extra kernel command-line words, e.g. `cleave.selftest=panic`.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+    },
+    /// Run the host unit tests, then the emulator tests; ends with `N passed, N failed`.
+    Test {
+        /// Only run tests whose name contains this text (emulator tests only).
+        filter: Option<String>,
+        /// Skip the host unit tests.
+        #[arg(long)]
+        no_host: bool,
+        /// Skip the emulator tests.
+        #[arg(long)]
+        no_emulator: bool,
+    },
+    /// rustfmt check and clippy with -D warnings on host and target crates.
+    Check,
+    /// Measure boot figures (instruction counts under QEMU -icount, wall time).
+    Bench,
+    /// Check (and as root on Debian, install) the emulator packages.
+    Deps,
+}
+
+/// The workspace root (xtask lives in tools/xtask).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.ancestors().nth(2).expect("tools/xtask lies two levels below the root").to_path_buf()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<bool> = match cli.command {
+        Command::Build => artifacts::build().map(|_| true),
+        Command::Run { gdb, bochs, cmdline } => emulator::run_system(gdb, bochs, &cmdline),
+        Command::Test { filter, no_host, no_emulator } => {
+            tests::run(filter.as_deref(), !no_host, !no_emulator)
+        }
+        Command::Check => check(),
+        Command::Bench => bench::run().map(|()| true),
+        Command::Deps => deps::ensure().map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask check`.
+fn check() -> Result<bool> {
+    let root = workspace_root();
+    let mut ok = artifacts::cargo(&root, &["fmt", "--all", "--", "--check"])?;
+    let mut host = vec!["clippy", "--all-targets"];
+    for package in artifacts::HOST_PACKAGES {
+        host.extend(["-p", package]);
+    }
+    host.extend(["--", "-D", "warnings"]);
+    ok &= artifacts::cargo(&root, &host)?;
+    let mut target = vec!["clippy", "--release", "--target", artifacts::TARGET];
+    for package in artifacts::TARGET_PACKAGES {
+        target.extend(["-p", package]);
+    }
+    target.extend(["--", "-D", "warnings"]);
+    ok &= artifacts::cargo(&root, &target)?;
+    println!("{}", if ok { "check: clean" } else { "check: FAILED" });
+    Ok(ok)
+}

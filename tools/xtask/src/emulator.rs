@@ -1,0 +1,331 @@
+//! Running the kernel in QEMU and Bochs: building the command line (and for Bochs the GRUB
+//! ISO and bochsrc), capturing the serial port to a file while echoing it, enforcing the
+//! timeout, and reporting how the run ended.
+
+use crate::artifacts::{self, Artifacts};
+use crate::judge::{self, Emulator, Ending, Expectation, Outcome};
+use crate::{deps, system, workspace_root};
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Guest memory for every run.
+const MEMORY_MIB: u32 = 128;
+
+/// One emulator run.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// Which emulator.
+    pub emulator: Emulator,
+    /// A short name, used for the work directory and log file.
+    pub name: String,
+    /// The user program passed as the first boot module, if any.
+    pub module: Option<PathBuf>,
+    /// Kernel command-line words.
+    pub cmdline: String,
+    /// Kill the emulator after this long (`None`: never, for GDB sessions).
+    pub timeout: Option<Duration>,
+    /// QEMU only: start halted with a GDB server on :1234.
+    pub gdb: bool,
+    /// QEMU only: `-icount shift=0`, so the TSC counts instructions.
+    pub icount: bool,
+    /// Echo serial output to stdout as it arrives.
+    pub echo: bool,
+}
+
+/// How a run went.
+#[derive(Debug)]
+pub struct Finished {
+    /// How the emulator ended.
+    pub ending: Ending,
+    /// Everything the serial port printed (CR removed).
+    pub serial: String,
+    /// Where the serial output was saved.
+    pub log: PathBuf,
+    /// When each serial line arrived, measured from the emulator's start.
+    pub arrivals: Vec<Duration>,
+}
+
+impl Finished {
+    /// The last `n` serial lines.
+    pub fn tail(&self, n: usize) -> Vec<&str> {
+        let lines: Vec<&str> = self.serial.lines().collect();
+        lines[lines.len().saturating_sub(n)..].to_vec()
+    }
+
+    /// When the first line containing `text` arrived.
+    pub fn arrival_of(&self, text: &str) -> Option<Duration> {
+        self.serial.lines().zip(&self.arrivals).find(|(l, _)| l.contains(text)).map(|(_, t)| *t)
+    }
+}
+
+impl Run {
+    /// Boots the kernel with this run's settings and waits for it to end.
+    pub fn execute(&self, artifacts: &Artifacts) -> Result<Finished> {
+        let dir = artifacts.work.join(&self.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log = dir.join("serial.log");
+        match self.emulator {
+            Emulator::Qemu => self.execute_qemu(artifacts, log),
+            Emulator::Bochs => self.execute_bochs(artifacts, &dir, log),
+        }
+    }
+
+    fn execute_qemu(&self, artifacts: &Artifacts, log: PathBuf) -> Result<Finished> {
+        let mut command = Command::new("qemu-system-x86_64");
+        command
+            .args(["-machine", "pc", "-cpu", "max", "-accel", "tcg"])
+            .args(["-m", &format!("{MEMORY_MIB}M")])
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .arg("-kernel")
+            .arg(&artifacts.kernel)
+            .args(["-append", &self.cmdline]);
+        if let Some(module) = &self.module {
+            // QEMU splits -initrd at commas; our paths never contain one.
+            command.arg("-initrd").arg(module);
+        }
+        if self.icount {
+            command.args(["-icount", "shift=0"]);
+        }
+        if self.gdb {
+            command.args(["-s", "-S"]);
+            println!("QEMU is waiting for GDB on localhost:1234. In another terminal:");
+            println!(
+                "  gdb {} -ex 'target remote localhost:1234' -ex 'break kernel_entry' -ex continue",
+                artifacts.kernel.display()
+            );
+        }
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = command.spawn().context("cannot start qemu-system-x86_64")?;
+        let stdout = child.stdout.take().context("QEMU stdout")?;
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+                let text = String::from_utf8_lossy(&line).replace('\r', "");
+                if sender.send((text, start.elapsed())).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        });
+        let mut capture = Capture::new(Some(&log), self.echo)?;
+        let deadline = self.timeout.map(|t| start + t);
+        let ending = loop {
+            let wait = deadline.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
+            match lines.recv_timeout(wait.min(Duration::from_millis(200))) {
+                Ok((text, at)) => capture.add(&text, at)?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break wait_exit(&mut child)?,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break kill(&mut child);
+                    }
+                }
+            }
+        };
+        if let Ending::Exited(1) = ending {
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                e.read_to_string(&mut stderr).ok();
+            }
+            if !stderr.trim().is_empty() {
+                eprintln!("QEMU said: {}", stderr.trim());
+            }
+        }
+        Ok(capture.finish(ending, log))
+    }
+
+    fn execute_bochs(&self, artifacts: &Artifacts, dir: &Path, log: PathBuf) -> Result<Finished> {
+        let iso = make_iso(artifacts, dir, self.module.as_deref(), &self.cmdline)?;
+        let bochsrc = dir.join("bochsrc");
+        std::fs::write(&bochsrc, bochs_config(&iso, &log, &dir.join("bochs.log")))?;
+        let commands = dir.join("debugger.rc");
+        // Bochs stops in its debugger before the first instruction and at the magic
+        // breakpoint: continue, then quit (exit status 0).
+        std::fs::write(&commands, "c\nquit\n")?;
+        std::fs::write(&log, "")?;
+        let output = std::fs::File::create(dir.join("bochs.out"))?;
+        let start = Instant::now();
+        let mut child = Command::new("bochs")
+            .arg("-q")
+            .arg("-f")
+            .arg(&bochsrc)
+            .arg("-rc")
+            .arg(&commands)
+            .env("TERM", "dumb")
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            .spawn()
+            .context("cannot start bochs")?;
+        // Bochs writes the serial log itself; the capture only echoes and times it.
+        let mut capture = Capture::new(None, self.echo)?;
+        let mut serial = std::fs::File::open(&log)?;
+        let mut pending = Vec::new();
+        let mut poll = |capture: &mut Capture| -> Result<()> {
+            let mut chunk = Vec::new();
+            serial.read_to_end(&mut chunk)?;
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                capture.add(&String::from_utf8_lossy(&line).replace('\r', ""), start.elapsed())?;
+            }
+            Ok(())
+        };
+        let deadline = self.timeout.map(|t| start + t);
+        let ending = loop {
+            poll(&mut capture)?;
+            if let Some(status) = child.try_wait()? {
+                break status.code().map_or(Ending::Signalled, Ending::Exited);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break kill(&mut child);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        poll(&mut capture)?;
+        if !pending.is_empty() {
+            capture.add(&String::from_utf8_lossy(&pending).replace('\r', ""), start.elapsed())?;
+        }
+        Ok(capture.finish(ending, log))
+    }
+}
+
+/// Serial lines as they arrive: saved, optionally echoed, timed.
+struct Capture {
+    file: Option<std::fs::File>,
+    echo: bool,
+    serial: String,
+    arrivals: Vec<Duration>,
+}
+
+impl Capture {
+    fn new(path: Option<&Path>, echo: bool) -> Result<Self> {
+        let file = path
+            .map(|p| std::fs::File::create(p).with_context(|| format!("creating {}", p.display())))
+            .transpose()?;
+        Ok(Self { file, echo, serial: String::new(), arrivals: Vec::new() })
+    }
+
+    fn add(&mut self, line: &str, at: Duration) -> Result<()> {
+        if let Some(file) = &mut self.file {
+            file.write_all(line.as_bytes())?;
+        }
+        if self.echo {
+            print!("{line}");
+            std::io::stdout().flush().ok();
+        }
+        self.serial.push_str(line);
+        self.arrivals.extend(std::iter::repeat_n(at, line.matches('\n').count().max(1)));
+        Ok(())
+    }
+
+    fn finish(self, ending: Ending, log: PathBuf) -> Finished {
+        Finished { ending, serial: self.serial, log, arrivals: self.arrivals }
+    }
+}
+
+fn wait_exit(child: &mut Child) -> Result<Ending> {
+    let status = child.wait()?;
+    Ok(status.code().map_or(Ending::Signalled, Ending::Exited))
+}
+
+fn kill(child: &mut Child) -> Ending {
+    child.kill().ok();
+    child.wait().ok();
+    Ending::TimedOut
+}
+
+/// Builds a GRUB rescue ISO that boots the kernel with `module` as its first module.
+fn make_iso(artifacts: &Artifacts, dir: &Path, module: Option<&Path>, cmdline: &str) -> Result<PathBuf> {
+    let root = dir.join("iso");
+    let boot = root.join("boot");
+    std::fs::create_dir_all(boot.join("grub"))?;
+    std::fs::copy(&artifacts.kernel, boot.join("kernel.elf"))?;
+    let mut config = format!("set timeout=0\nset default=0\nmenuentry \"Cleave\" {{\n  multiboot /boot/kernel.elf {cmdline}\n");
+    if let Some(module) = module {
+        let name = module.file_name().and_then(|n| n.to_str()).context("module file name")?;
+        std::fs::copy(module, boot.join(name))?;
+        config.push_str(&format!("  module /boot/{name} {name}\n"));
+    }
+    config.push_str("  boot\n}\n");
+    std::fs::write(boot.join("grub").join("grub.cfg"), config)?;
+    let iso = dir.join("cleave.iso");
+    let output = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&iso)
+        .arg(&root)
+        .output()
+        .context("cannot run grub-mkrescue")?;
+    if !output.status.success() {
+        bail!("grub-mkrescue failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(iso)
+}
+
+/// A bochsrc for a headless run of `iso` with a VT-x capable CPU model.
+fn bochs_config(iso: &Path, serial: &Path, log: &Path) -> String {
+    format!(
+        "# Generated by cargo xtask.\n\
+         cpu: model=corei7_skylake_x, count=1, ips=50000000, reset_on_triple_fault=0\n\
+         megs: {MEMORY_MIB}\n\
+         romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+         vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
+         ata0-master: type=cdrom, path={}, status=inserted\n\
+         boot: cdrom\n\
+         clock: sync=none\n\
+         com1: enabled=1, mode=file, dev={}\n\
+         magic_break: enabled=1\n\
+         display_library: term\n\
+         sound: driver=dummy\n\
+         speaker: enabled=0\n\
+         mouse: enabled=0\n\
+         panic: action=fatal\n\
+         log: {}\n",
+        iso.display(),
+        serial.display(),
+        log.display()
+    )
+}
+
+/// Prints why a run failed and the last serial lines.
+pub fn report_failure(run: &Run, finished: &Finished, reason: &str) {
+    println!("--- {} FAILED: {reason}", run.name);
+    println!("--- last 40 serial lines ({}):", finished.log.display());
+    for line in finished.tail(40) {
+        println!("    | {line}");
+    }
+}
+
+/// `cargo xtask run`: boots the root task named in system.toml.
+pub fn run_system(gdb: bool, bochs: bool, cmdline: &str) -> Result<bool> {
+    deps::ensure()?;
+    let root = workspace_root();
+    let system = system::read(&root.join("system.toml"))?;
+    let artifacts = artifacts::build()?;
+    let run = Run {
+        emulator: if bochs { Emulator::Bochs } else { Emulator::Qemu },
+        name: "run".into(),
+        module: Some(artifacts.program(&system.root)?),
+        cmdline: cmdline.into(),
+        timeout: if gdb { None } else { Some(Duration::from_secs(if bochs { 120 } else { 60 })) },
+        gdb,
+        icount: false,
+        echo: true,
+    };
+    let finished = run.execute(&artifacts)?;
+    let expect = Expectation { outcome: Outcome::Success, patterns: &[] };
+    match judge::judge(run.emulator, &expect, finished.ending, &finished.serial) {
+        Ok(()) => Ok(true),
+        Err(reason) => {
+            println!("xtask: the run did not succeed: {reason} (serial log: {})", finished.log.display());
+            Ok(false)
+        }
+    }
+}

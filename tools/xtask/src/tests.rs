@@ -1,0 +1,293 @@
+//! `cargo xtask test`: the host unit tests, then every emulator test, then one summary line.
+
+use crate::artifacts::{self, Artifacts};
+use crate::emulator::{self, Run};
+use crate::judge::{self, Emulator, Expectation, Outcome};
+use crate::{deps, workspace_root};
+use anyhow::{Context, Result};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An emulator test: boot the kernel with a module and command line, judge the run.
+struct EmulatorTest {
+    name: &'static str,
+    emulator: Emulator,
+    /// The user program passed as first boot module, or a file from the workspace
+    /// (`file:PATH`) to feed the kernel something that is not a program.
+    module: Option<&'static str>,
+    cmdline: &'static str,
+    expect: Expectation<'static>,
+}
+
+const QEMU_TIMEOUT: Duration = Duration::from_secs(30);
+const BOCHS_TIMEOUT: Duration = Duration::from_secs(120);
+
+const TESTS: &[EmulatorTest] = &[
+    EmulatorTest {
+        name: "qemu-boot",
+        emulator: Emulator::Qemu,
+        module: Some("boot-test"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &[
+                "Cleave",
+                "memory map:",
+                "boot-test' [0x",
+                "free memory:",
+                "kernel: starting root task 'boot-test'",
+                "boot-test: Hello from ring 3!",
+                "boot-test: running in ring 3: ok",
+                "TEST PASS",
+                "thread 'boot-test' exited with status 0",
+            ],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-run-hello",
+        emulator: Emulator::Qemu,
+        module: Some("hello"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &["hello: Hello from ring 3! (privilege level 3)", "exited with status 0"],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-user-fault",
+        emulator: Emulator::Qemu,
+        module: Some("user-fault"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Idle,
+            patterns: &[
+                "user-fault: executing hlt in ring 3",
+                "user fault: thread 'user-fault': vector 13 #GP (general protection)",
+                "rip=",
+                "kernel: thread 'user-fault' stopped",
+                "kernel: no runnable threads (1 stopped by faults)",
+            ],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-unknown-syscall",
+        emulator: Emulator::Qemu,
+        module: Some("bad-syscall"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Idle,
+            patterns: &[
+                "bad-syscall: calling system call 0xdead",
+                "user fault: thread 'bad-syscall': unknown system call 0xdead",
+                "kernel: thread 'bad-syscall' stopped",
+            ],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-no-module",
+        emulator: Emulator::Qemu,
+        module: None,
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Failure,
+            patterns: &["kernel: cannot boot: no boot module: the kernel needs a root task"],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-bad-module",
+        emulator: Emulator::Qemu,
+        module: Some("file:system.toml"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Failure,
+            patterns: &["kernel: cannot start root task 'system.toml': bad ELF image: not an ELF file"],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-kernel-exception",
+        emulator: Emulator::Qemu,
+        module: Some("boot-test"),
+        cmdline: "cleave.selftest=kernel-page-fault",
+        expect: Expectation {
+            outcome: Outcome::Failure,
+            patterns: &[
+                "self-test: reading an unmapped kernel address",
+                "KERNEL EXCEPTION: vector 14 #PF (page fault), error code 0x0, rip 0xffffffff8",
+                "cr2 0xffff9000dead0000",
+                "rax=",
+                "cs =0x0000000000000008",
+                "TEST FAIL: exception in the kernel",
+            ],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-kernel-panic",
+        emulator: Emulator::Qemu,
+        module: Some("boot-test"),
+        cmdline: "cleave.selftest=panic",
+        expect: Expectation {
+            outcome: Outcome::Failure,
+            patterns: &[
+                "KERNEL PANIC at kernel/src/boot.rs:",
+                "self-test panic requested on the command line",
+                "TEST FAIL: kernel panic",
+            ],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-bad-option",
+        emulator: Emulator::Qemu,
+        module: Some("boot-test"),
+        cmdline: "cleave.selftest=bogus",
+        expect: Expectation {
+            outcome: Outcome::Failure,
+            patterns: &["kernel: cannot boot: unknown cleave.selftest=bogus"],
+        },
+    },
+    EmulatorTest {
+        name: "bochs-vmx-capabilities",
+        emulator: Emulator::Bochs,
+        module: Some("boot-test"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &[
+                "boot loader: GRUB",
+                "vt-x: VMX yes, EPT yes, unrestricted guest yes",
+                "boot-test: Hello from ring 3!",
+                "TEST PASS",
+            ],
+        },
+    },
+];
+
+/// Tally of passed and failed tests.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    failures: Vec<String>,
+}
+
+/// Runs the selected tests; returns whether all passed.
+pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
+    let mut tally = Tally::default();
+    if host {
+        host_tests(&mut tally)?;
+    }
+    if emulator {
+        deps::ensure()?;
+        let artifacts = artifacts::build()?;
+        for test in TESTS.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))) {
+            run_emulator_test(test, &artifacts, &mut tally)?;
+        }
+    }
+    println!();
+    for failure in &tally.failures {
+        println!("failed: {failure}");
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(tally.failed == 0)
+}
+
+/// `cargo test` over the host crates; counts come from its `test result:` lines.
+fn host_tests(tally: &mut Tally) -> Result<()> {
+    println!("== host unit tests");
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.arg("test").current_dir(workspace_root());
+    for package in artifacts::HOST_PACKAGES {
+        command.args(["-p", package]);
+    }
+    let mut child = command.stdout(Stdio::piped()).spawn().context("cannot run cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = parse_test_result(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait()?;
+    tally.passed += passed;
+    tally.failed += failed;
+    if !status.success() && failed == 0 {
+        // A build failure runs no test: count it so the summary cannot read as green.
+        tally.failed += 1;
+        tally.failures.push("host unit tests: cargo test failed before running tests".into());
+    } else if failed > 0 {
+        tally.failures.push(format!("host unit tests: {failed} failed"));
+    }
+    Ok(())
+}
+
+/// Parses cargo's `test result: ok. 12 passed; 0 failed; ...` line.
+fn parse_test_result(line: &str) -> Option<(usize, usize)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<usize> {
+        rest.split(';').find_map(|part| part.trim().rsplit_once(". ").map_or(part.trim(), |(_, p)| p).strip_suffix(word)?.trim().parse().ok())
+    };
+    Some((count("passed")?, count("failed")?))
+}
+
+fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tally) -> Result<()> {
+    println!("== emulator test {} ({:?})", test.name, test.emulator);
+    let module = match test.module {
+        None => None,
+        Some(spec) => Some(match spec.strip_prefix("file:") {
+            Some(path) => workspace_root().join(path),
+            None => artifacts.program(spec)?,
+        }),
+    };
+    let run = Run {
+        emulator: test.emulator,
+        name: test.name.into(),
+        module,
+        cmdline: test.cmdline.into(),
+        timeout: Some(match test.emulator {
+            Emulator::Qemu => QEMU_TIMEOUT,
+            Emulator::Bochs => BOCHS_TIMEOUT,
+        }),
+        gdb: false,
+        icount: false,
+        echo: true,
+    };
+    let start = Instant::now();
+    let finished = run.execute(artifacts)?;
+    match judge::judge(test.emulator, &test.expect, finished.ending, &finished.serial) {
+        Ok(()) => {
+            println!("== {} ok ({:.1} s)", test.name, start.elapsed().as_secs_f64());
+            tally.passed += 1;
+        }
+        Err(reason) => {
+            emulator::report_failure(&run, &finished, &reason);
+            tally.failed += 1;
+            tally.failures.push(format!("{}: {reason}", test.name));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cargo_test_summaries() {
+        let ok = "test result: ok. 27 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s";
+        assert_eq!(parse_test_result(ok), Some((27, 0)));
+        let bad = "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(parse_test_result(bad), Some((3, 2)));
+        assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn test_names_are_unique() {
+        let mut names: Vec<&str> = TESTS.iter().map(|t| t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TESTS.len());
+    }
+}
