@@ -80,7 +80,13 @@ fn describe_memory(info: &BootInformation) -> PhysMemoryMap {
     let _ = reserved.push(PhysRange::new(0, 0x10_0000)); // real-mode area, BIOS, boot tables
     let _ = reserved.push(PhysRange::new(0x10_0000, kernel_end));
     for (index, m) in info.modules.iter().enumerate() {
-        kprintln!("module {index}: '{}' [{:#x}, {:#x}) {} KiB", m.cmdline, m.start.0, m.end.0, m.len().div_ceil(1024));
+        kprintln!(
+            "module {index}: '{}' [{:#x}, {:#x}) {} KiB",
+            m.cmdline,
+            m.start.0,
+            m.end.0,
+            m.len().div_ceil(1024)
+        );
         let _ = reserved.push(PhysRange { start: m.start, end: m.end });
     }
     let map = PhysMemoryMap::new(&info.memory, &reserved, PhysAddr(physmem::PHYSMAP_SIZE))

@@ -6,13 +6,9 @@ use crate::kprintln;
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     match info.location() {
-        Some(at) => kprintln!(
-            "KERNEL PANIC at {}:{}:{}: {}",
-            at.file(),
-            at.line(),
-            at.column(),
-            info.message()
-        ),
+        Some(at) => {
+            kprintln!("KERNEL PANIC at {}:{}:{}: {}", at.file(), at.line(), at.column(), info.message())
+        }
         None => kprintln!("KERNEL PANIC: {}", info.message()),
     }
     kprintln!("TEST FAIL: kernel panic");

@@ -57,7 +57,10 @@ pub fn fault_current(fault: Fault, frame: &TrapFrame) -> ! {
             );
         }
         Fault::UnknownSyscall(number) => {
-            kprintln!("user fault: thread '{name}': unknown system call {number:#x} at rip {:#018x}", frame.rip);
+            kprintln!(
+                "user fault: thread '{name}': unknown system call {number:#x} at rip {:#018x}",
+                frame.rip
+            );
         }
     }
     crate::kprint!("{frame}");

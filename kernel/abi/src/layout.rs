@@ -17,4 +17,4 @@ pub const USER_STACK_SIZE: u64 = 64 * 1024;
 pub const PAGE_SIZE: u64 = 4096;
 
 const _: () = assert!(USER_STACK_TOP < USER_TOP);
-const _: () = assert!(USER_STACK_TOP % PAGE_SIZE == 0 && USER_STACK_SIZE % PAGE_SIZE == 0);
+const _: () = assert!(USER_STACK_TOP.is_multiple_of(PAGE_SIZE) && USER_STACK_SIZE.is_multiple_of(PAGE_SIZE));

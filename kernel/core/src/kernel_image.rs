@@ -67,10 +67,9 @@ impl fmt::Display for LayoutError {
                 "segment {index} (physical {paddr:#x}) is at file offset {offset:#x}, \
                  but the flat copy expects it at {expected_offset:#x}"
             ),
-            Self::SegmentOutside { index, paddr } => write!(
-                f,
-                "segment {index} (physical {paddr:#x}) lies outside the loaded and zeroed area"
-            ),
+            Self::SegmentOutside { index, paddr } => {
+                write!(f, "segment {index} (physical {paddr:#x}) lies outside the loaded and zeroed area")
+            }
         }
     }
 }
@@ -106,7 +105,8 @@ pub fn check(image: &[u8]) -> Result<MultibootHeader, LayoutError> {
     if h.flags & FLAG_AOUT_KLUDGE == 0 {
         return Err(LayoutError::NoAoutKludge);
     }
-    let (load, load_end, bss_end) = (u64::from(h.load_addr), u64::from(h.load_end_addr), u64::from(h.bss_end_addr));
+    let (load, load_end, bss_end) =
+        (u64::from(h.load_addr), u64::from(h.load_end_addr), u64::from(h.bss_end_addr));
     let header_delta = u64::from(h.header_addr)
         .checked_sub(load)
         .ok_or(LayoutError::BadAddresses("header_addr below load_addr"))?;
@@ -140,7 +140,12 @@ pub fn check(image: &[u8]) -> Result<MultibootHeader, LayoutError> {
         }
         let expected_offset = load_offset + (ph.p_paddr - load);
         if ph.p_filesz > 0 && ph.p_offset != expected_offset {
-            return Err(LayoutError::SegmentMisplaced { index, paddr: ph.p_paddr, offset: ph.p_offset, expected_offset });
+            return Err(LayoutError::SegmentMisplaced {
+                index,
+                paddr: ph.p_paddr,
+                offset: ph.p_offset,
+                expected_offset,
+            });
         }
     }
     Ok(h)
@@ -199,7 +204,12 @@ mod tests {
         let err = check(&kernel(0x2200, header(0x0001_0003, 0x10_2800, 0x10_4000, 0x10_0020))).unwrap_err();
         assert_eq!(
             err,
-            LayoutError::SegmentMisplaced { index: 1, paddr: 0x10_1000, offset: 0x2200, expected_offset: 0x2000 }
+            LayoutError::SegmentMisplaced {
+                index: 1,
+                paddr: 0x10_1000,
+                offset: 0x2200,
+                expected_offset: 0x2000
+            }
         );
         assert!(std::format!("{err}").contains("flat copy expects it at 0x2000"));
     }
@@ -214,10 +224,16 @@ mod tests {
         let no_kludge = header(0x3, 0x10_2800, 0x10_4000, 0x10_0020);
         assert_eq!(check(&kernel(0x2000, no_kludge)), Err(LayoutError::NoAoutKludge));
         let short_bss = header(0x0001_0003, 0x10_2800, 0x10_3800, 0x10_0020);
-        assert_eq!(check(&kernel(0x2000, short_bss)), Err(LayoutError::SegmentOutside { index: 3, paddr: 0x10_3000 }));
+        assert_eq!(
+            check(&kernel(0x2000, short_bss)),
+            Err(LayoutError::SegmentOutside { index: 3, paddr: 0x10_3000 })
+        );
         // Data whose zero-filled tail the loader would fill from the file instead.
         let long_load = header(0x0001_0003, 0x10_2c00, 0x10_4000, 0x10_0020);
-        assert_eq!(check(&kernel(0x2000, long_load)), Err(LayoutError::SegmentOutside { index: 2, paddr: 0x10_2000 }));
+        assert_eq!(
+            check(&kernel(0x2000, long_load)),
+            Err(LayoutError::SegmentOutside { index: 2, paddr: 0x10_2000 })
+        );
         let past_file = header(0x0001_0003, 0x10_3100, 0x10_4000, 0x10_0020);
         assert!(matches!(check(&kernel(0x2000, past_file)), Err(LayoutError::BadAddresses(_))));
         let bad_entry = header(0x0001_0003, 0x10_2800, 0x10_4000, 0x50_0000);

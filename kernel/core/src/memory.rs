@@ -305,10 +305,10 @@ mod tests {
         let map = PhysMemoryMap::new(&regions, &[], LIMIT).unwrap();
         let mut alloc = BootFrameAllocator::new(map);
         assert_eq!(alloc.allocate(), Some(PhysAddr(0x10_0000)));
-        assert_eq!(alloc.remaining().free_ranges(), &[
-            PhysRange::new(0x10_1000, 0x10_2000),
-            PhysRange::new(0x20_0000, 0x20_1000)
-        ]);
+        assert_eq!(
+            alloc.remaining().free_ranges(),
+            &[PhysRange::new(0x10_1000, 0x10_2000), PhysRange::new(0x20_0000, 0x20_1000)]
+        );
         assert_eq!(alloc.allocate(), Some(PhysAddr(0x10_1000)));
         assert_eq!(alloc.allocate(), Some(PhysAddr(0x20_0000)));
         assert_eq!(alloc.allocate(), None);

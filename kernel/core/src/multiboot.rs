@@ -146,10 +146,9 @@ pub enum MultibootError {
 impl fmt::Display for MultibootError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadMagic(m) => write!(
-                f,
-                "not started by a Multiboot loader (eax = {m:#x}, expected {BOOTLOADER_MAGIC:#x})"
-            ),
+            Self::BadMagic(m) => {
+                write!(f, "not started by a Multiboot loader (eax = {m:#x}, expected {BOOTLOADER_MAGIC:#x})")
+            }
             Self::Unreadable { what, addr } => {
                 write!(f, "multiboot {what} at {addr} is outside readable memory")
             }
@@ -175,15 +174,13 @@ impl fmt::Display for MultibootError {
 
 fn read_u32(mem: &impl PhysMemory, addr: PhysAddr, what: &'static str) -> Result<u32, MultibootError> {
     let mut b = [0u8; 4];
-    mem.read(addr, &mut b)
-        .map_err(|Unreachable| MultibootError::Unreadable { what, addr })?;
+    mem.read(addr, &mut b).map_err(|Unreachable| MultibootError::Unreadable { what, addr })?;
     Ok(u32::from_le_bytes(b))
 }
 
 fn read_u64(mem: &impl PhysMemory, addr: PhysAddr, what: &'static str) -> Result<u64, MultibootError> {
     let mut b = [0u8; 8];
-    mem.read(addr, &mut b)
-        .map_err(|Unreachable| MultibootError::Unreadable { what, addr })?;
+    mem.read(addr, &mut b).map_err(|Unreachable| MultibootError::Unreadable { what, addr })?;
     Ok(u64::from_le_bytes(b))
 }
 
@@ -197,15 +194,12 @@ fn read_string(
     let mut cursor = addr;
     loop {
         let mut b = [0u8; 1];
-        mem.read(cursor, &mut b)
-            .map_err(|Unreachable| MultibootError::Unreadable { what, addr: cursor })?;
+        mem.read(cursor, &mut b).map_err(|Unreachable| MultibootError::Unreadable { what, addr: cursor })?;
         if b[0] == 0 {
             break;
         }
         bytes.push(b[0]).map_err(|_| MultibootError::BadString { what })?;
-        cursor = cursor
-            .checked_add(1)
-            .ok_or(MultibootError::Unreadable { what, addr: cursor })?;
+        cursor = cursor.checked_add(1).ok_or(MultibootError::Unreadable { what, addr: cursor })?;
     }
     String::from_utf8(bytes).map_err(|_| MultibootError::BadString { what })
 }
@@ -334,9 +328,8 @@ mod tests {
         m.put(0xa100, b"qemu\0");
         m.put_u32(INFO + 20, 2);
         m.put_u32(INFO + 24, 0xa200);
-        for (i, (s, e, name)) in [(0x20_0000u32, 0x20_1000u32, 0xa300u32), (0x20_1000, 0x20_3000, 0)]
-            .into_iter()
-            .enumerate()
+        for (i, (s, e, name)) in
+            [(0x20_0000u32, 0x20_1000u32, 0xa300u32), (0x20_1000, 0x20_3000, 0)].into_iter().enumerate()
         {
             let at = 0xa200 + 16 * i as u64;
             m.put_u32(at, s);
@@ -409,10 +402,7 @@ mod tests {
     fn rejects_bad_modules() {
         let mut m = qemu_like();
         m.put_u32(INFO + 20, 1000);
-        assert_eq!(
-            parse(&m, BOOTLOADER_MAGIC, PhysAddr(INFO)),
-            Err(MultibootError::TooManyModules(1000))
-        );
+        assert_eq!(parse(&m, BOOTLOADER_MAGIC, PhysAddr(INFO)), Err(MultibootError::TooManyModules(1000)));
         let mut m = qemu_like();
         m.put_u32(0xa204, 0x10_0000);
         assert_eq!(

@@ -62,7 +62,10 @@ fn boot_instructions(artifacts: &Artifacts) -> Result<u64> {
         .lines()
         .find(|l| l.starts_with("boot: ") && l.contains("TSC ticks"))
         .context("the kernel did not print its boot TSC line")?;
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).with_context(|| format!("cannot read `{line}`"))
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("cannot read `{line}`"))
 }
 
 fn wall_to_greeting(artifacts: &Artifacts) -> Result<Duration> {
@@ -72,4 +75,3 @@ fn wall_to_greeting(artifacts: &Artifacts) -> Result<Duration> {
         None => bail!("no greeting in the serial output ({})", finished.log.display()),
     }
 }
-

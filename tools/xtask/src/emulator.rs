@@ -118,7 +118,8 @@ impl Run {
         let mut capture = Capture::new(Some(&log), self.echo)?;
         let deadline = self.timeout.map(|t| start + t);
         let ending = loop {
-            let wait = deadline.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
+            let wait =
+                deadline.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
             match lines.recv_timeout(wait.min(Duration::from_millis(200))) {
                 Ok((text, at)) => capture.add(&text, at)?,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break wait_exit(&mut child)?,
@@ -248,7 +249,9 @@ fn make_iso(artifacts: &Artifacts, dir: &Path, module: Option<&Path>, cmdline: &
     let boot = root.join("boot");
     std::fs::create_dir_all(boot.join("grub"))?;
     std::fs::copy(&artifacts.kernel, boot.join("kernel.elf"))?;
-    let mut config = format!("set timeout=0\nset default=0\nmenuentry \"Cleave\" {{\n  multiboot /boot/kernel.elf {cmdline}\n");
+    let mut config = format!(
+        "set timeout=0\nset default=0\nmenuentry \"Cleave\" {{\n  multiboot /boot/kernel.elf {cmdline}\n"
+    );
     if let Some(module) = module {
         let name = module.file_name().and_then(|n| n.to_str()).context("module file name")?;
         std::fs::copy(module, boot.join(name))?;

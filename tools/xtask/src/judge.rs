@@ -76,7 +76,12 @@ pub fn describe_status(emulator: Emulator, status: i32) -> &'static str {
 }
 
 /// Judges a run; `Err` says why it failed.
-pub fn judge(emulator: Emulator, expect: &Expectation<'_>, ending: Ending, serial: &str) -> Result<(), String> {
+pub fn judge(
+    emulator: Emulator,
+    expect: &Expectation<'_>,
+    ending: Ending,
+    serial: &str,
+) -> Result<(), String> {
     let status = match ending {
         Ending::TimedOut => return Err("timed out (no exit before the deadline)".into()),
         Ending::Signalled => return Err("the emulator was killed by a signal".into()),
@@ -114,7 +119,8 @@ pub fn judge(emulator: Emulator, expect: &Expectation<'_>, ending: Ending, seria
 mod tests {
     use super::*;
 
-    const PASS: Expectation<'static> = Expectation { outcome: Outcome::Success, patterns: &["hello", "TEST PASS"] };
+    const PASS: Expectation<'static> =
+        Expectation { outcome: Outcome::Success, patterns: &["hello", "TEST PASS"] };
 
     #[test]
     fn passes_on_status_and_patterns_in_order() {

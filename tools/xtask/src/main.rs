@@ -10,8 +10,8 @@ mod bench;
 mod deps;
 mod emulator;
 mod judge;
+mod suite;
 mod system;
-mod tests;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         Command::Build => artifacts::build().map(|_| true),
         Command::Run { gdb, bochs, cmdline } => emulator::run_system(gdb, bochs, &cmdline),
         Command::Test { filter, no_host, no_emulator } => {
-            tests::run(filter.as_deref(), !no_host, !no_emulator)
+            suite::run(filter.as_deref(), !no_host, !no_emulator)
         }
         Command::Check => check(),
         Command::Bench => bench::run().map(|()| true),

@@ -4,6 +4,7 @@
 //! data 0x18, user code 0x20 (user selectors carry RPL 3: 0x1b and 0x23), TSS 0x28. The TSS
 //! gives the stack for entries from ring 3 (RSP0) and a separate stack for double faults.
 
+use super::global::BootCell;
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
 use x86_64::instructions::tables::load_tss;
@@ -27,9 +28,9 @@ pub struct Selectors {
     pub user_code: SegmentSelector,
 }
 
-static mut TSS: TaskStateSegment = TaskStateSegment::new();
-static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
-static mut SELECTORS: Option<Selectors> = None;
+static TSS: BootCell<TaskStateSegment> = BootCell::new(TaskStateSegment::new());
+static GDT: BootCell<GlobalDescriptorTable> = BootCell::new(GlobalDescriptorTable::new());
+static SELECTORS: BootCell<Option<Selectors>> = BootCell::new(None);
 
 unsafe extern "C" {
     static __kernel_stack_top: u8;
@@ -45,8 +46,7 @@ pub fn kernel_stack_top() -> u64 {
 pub fn init() {
     // SAFETY: runs once on the single boot processor with interrupts off, before anything
     // else reads TSS, GDT or SELECTORS, so these exclusive references are the only ones.
-    let (tss, gdt, selectors) =
-        unsafe { (&mut *(&raw mut TSS), &mut *(&raw mut GDT), &mut *(&raw mut SELECTORS)) };
+    let (tss, gdt, selectors) = unsafe { (TSS.init_mut(), GDT.init_mut(), SELECTORS.init_mut()) };
     tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top());
     tss.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST - 1)] =
         VirtAddr::new((&raw const __double_fault_stack_top) as u64);
@@ -54,12 +54,11 @@ pub fn init() {
     let kernel_data = gdt.append(Descriptor::kernel_data_segment());
     let user_data = gdt.append(Descriptor::user_data_segment());
     let user_code = gdt.append(Descriptor::user_code_segment());
-    // SAFETY: TSS is a static and is never moved or freed.
-    let tss_selector = gdt.append(Descriptor::tss_segment(unsafe { &*(&raw const TSS) }));
+    let tss_selector = gdt.append(Descriptor::tss_segment(tss));
     // SAFETY: the GDT is a static that outlives every use; the selectors loaded next are
     // the ones just appended to it.
     unsafe {
-        (&*(&raw const GDT)).load_unsafe();
+        gdt.load_unsafe();
         CS::set_reg(kernel_code);
         SS::set_reg(kernel_data);
         DS::set_reg(kernel_data);
@@ -71,6 +70,5 @@ pub fn init() {
 
 /// The selectors, once [`init`] has run.
 pub fn selectors() -> Selectors {
-    // SAFETY: written once by `init` at boot before any caller; read-only afterwards.
-    unsafe { (*(&raw const SELECTORS)).expect("gdt::init runs first") }
+    SELECTORS.get().expect("gdt::init runs first")
 }

@@ -31,3 +31,35 @@ impl<T> KernelCell<T> {
         result
     }
 }
+
+/// Processor structures set up once at boot and then only read (descriptor tables and
+/// what describes them), which the hardware needs at a `'static` address.
+pub struct BootCell<T>(UnsafeCell<T>);
+
+// SAFETY: written only by `init_mut` during single-processor boot before any reader
+// exists; afterwards only shared references are handed out.
+unsafe impl<T: Send> Sync for BootCell<T> {}
+
+impl<T> BootCell<T> {
+    /// A cell holding `value`.
+    pub const fn new(value: T) -> Self {
+        Self(UnsafeCell::new(value))
+    }
+
+    /// Exclusive access for boot-time initialisation.
+    ///
+    /// # Safety
+    /// Only during boot, before any `get` of this cell, and never twice at once.
+    #[allow(clippy::mut_from_ref, reason = "exclusivity is the caller's documented obligation")]
+    pub unsafe fn init_mut(&'static self) -> &'static mut T {
+        // SAFETY: the caller guarantees that no other reference exists.
+        unsafe { &mut *self.0.get() }
+    }
+
+    /// Shared access once initialisation is over.
+    pub fn get(&'static self) -> &'static T {
+        // SAFETY: after boot the cell is never written again, so shared references are
+        // sound; during boot `init_mut`'s caller guarantees it is not called concurrently.
+        unsafe { &*self.0.get() }
+    }
+}

@@ -3,6 +3,7 @@
 //! general-protection fault naming the vector, never as a jump to nowhere.
 
 use super::gdt::{self, DOUBLE_FAULT_IST};
+use super::global::BootCell;
 use x86_64::VirtAddr;
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
@@ -43,7 +44,7 @@ impl Gate {
 #[repr(C, align(16))]
 struct Idt([Gate; 256]);
 
-static mut IDT: Idt = Idt([Gate::MISSING; 256]);
+static IDT: BootCell<Idt> = BootCell::new(Idt([Gate::MISSING; 256]));
 
 unsafe extern "C" {
     /// Addresses of the 32 exception stubs, in vector order (entry.s).
@@ -54,17 +55,17 @@ unsafe extern "C" {
 pub fn init() {
     let code = gdt::selectors().kernel_code.0;
     // SAFETY: the stub table is a read-only array of 32 addresses defined in entry.s.
-    let stubs = unsafe { &*(&raw const exception_stub_table) };
+    let stubs = unsafe { &exception_stub_table };
     // SAFETY: runs once at boot on the only processor with interrupts off; nothing else
     // references IDT until it is loaded below.
-    let idt = unsafe { &mut *(&raw mut IDT) };
+    let idt = unsafe { IDT.init_mut() };
     for (vector, &stub) in stubs.iter().enumerate() {
         let ist = if vector == 8 { DOUBLE_FAULT_IST } else { 0 };
         idt.0[vector] = Gate::interrupt(stub, code, ist);
     }
     let pointer = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
-        base: VirtAddr::new((&raw const IDT) as u64),
+        base: VirtAddr::new(core::ptr::from_ref(idt) as u64),
     };
     // SAFETY: the IDT is a static that lives forever and every present gate points at a
     // stub that saves state and calls a handler.

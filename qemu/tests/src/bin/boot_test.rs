@@ -26,11 +26,16 @@ fn main() -> i32 {
     };
     check("running in ring 3", syscall::privilege_level() == 3);
     check("data initialised from the image", core::hint::black_box(&INITIALISED)[0] == 0xc1ea_0e00);
-    // SAFETY: single-threaded program; no other reference to ZEROED exists.
-    let zeroed = unsafe { &mut *(&raw mut ZEROED) };
-    check("bss zeroed", zeroed.iter().all(|&w| w == 0));
-    zeroed[511] = 7;
-    check("bss writable", core::hint::black_box(&zeroed)[511] == 7);
+    let zeroed = (&raw mut ZEROED).cast::<u64>();
+    // SAFETY: in bounds of the 512-word static; single-threaded, no reference to it exists.
+    let all_zero = (0..512).all(|i| unsafe { zeroed.add(i).read_volatile() } == 0);
+    check("bss zeroed", all_zero);
+    // SAFETY: as above.
+    let written = unsafe {
+        zeroed.add(511).write_volatile(7);
+        zeroed.add(511).read_volatile()
+    };
+    check("bss writable", written == 7);
     check("stack holds 400 nested frames", recurse(400) == 400);
     if failures == 0 {
         println!("TEST PASS");

@@ -227,7 +227,15 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
 fn parse_test_result(line: &str) -> Option<(usize, usize)> {
     let rest = line.strip_prefix("test result: ")?;
     let count = |word: &str| -> Option<usize> {
-        rest.split(';').find_map(|part| part.trim().rsplit_once(". ").map_or(part.trim(), |(_, p)| p).strip_suffix(word)?.trim().parse().ok())
+        rest.split(';').find_map(|part| {
+            part.trim()
+                .rsplit_once(". ")
+                .map_or(part.trim(), |(_, p)| p)
+                .strip_suffix(word)?
+                .trim()
+                .parse()
+                .ok()
+        })
     };
     Some((count("passed")?, count("failed")?))
 }
@@ -276,7 +284,8 @@ mod tests {
 
     #[test]
     fn parses_cargo_test_summaries() {
-        let ok = "test result: ok. 27 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s";
+        let ok =
+            "test result: ok. 27 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s";
         assert_eq!(parse_test_result(ok), Some((27, 0)));
         let bad = "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
         assert_eq!(parse_test_result(bad), Some((3, 2)));
