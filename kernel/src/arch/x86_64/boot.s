@@ -161,3 +161,8 @@ __double_fault_stack_bottom:
     .space 16 * 1024
     .global __double_fault_stack_top
 __double_fault_stack_top:
+    .global __nmi_stack_bottom
+__nmi_stack_bottom:
+    .space 16 * 1024
+    .global __nmi_stack_top
+__nmi_stack_top:

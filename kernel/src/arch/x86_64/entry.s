@@ -4,11 +4,13 @@
  * Every entry builds a TrapFrame (see trap.rs) on the kernel stack:
  *   r15 r14 r13 r12 r11 r10 r9 r8 rbp rdi rsi rdx rcx rbx rax vector error rip cs rflags rsp ss
  * (lowest address first). Exceptions get rip..ss from the CPU; `syscall` entry builds the
- * same shape by hand so that one return path (iretq) serves both. */
+ * same shape by hand, so that a thread's saved state looks the same however it entered;
+ * it leaves through sysretq where that is safe and iretq otherwise. */
 
     .set SYSCALL_VECTOR, 0x100
     .set USER_CODE_SELECTOR, 0x23
     .set USER_DATA_SELECTOR, 0x1b
+    .set FRAME_RIP, 17 * 8          /* offset of rip in TrapFrame */
 
     .macro SAVE_GPRS
     push %rax
@@ -89,7 +91,18 @@ syscall_entry:
     SAVE_GPRS
     mov %rsp, %rdi
     call syscall_dispatch
+    /* Return with sysretq when the frame's rip is a canonical user address: sysretq with
+     * a non-canonical rcx would fault in ring 0 on the user stack. Otherwise, iretq. */
+    mov FRAME_RIP(%rsp), %rcx
+    shr $47, %rcx
+    jnz 1f
     RESTORE_GPRS
+    add $16, %rsp
+    mov 0(%rsp), %rcx           /* rip */
+    mov 16(%rsp), %r11          /* rflags */
+    mov 24(%rsp), %rsp          /* user rsp: nothing may interrupt from here (NMI has its own stack) */
+    sysretq
+1:  RESTORE_GPRS
     add $16, %rsp
     iretq
 

@@ -14,6 +14,9 @@ use x86_64::structures::tss::TaskStateSegment;
 
 /// Interrupt-stack-table slot (1-based in the IDT, 0-based in the TSS) for double faults.
 pub const DOUBLE_FAULT_IST: u8 = 1;
+/// Interrupt-stack-table slot for NMIs and machine checks, which can arrive anywhere,
+/// including in the last instructions of the `sysret` path where rsp is the user's.
+pub const NMI_IST: u8 = 2;
 
 /// Selectors the rest of the kernel needs.
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +38,7 @@ static SELECTORS: BootCell<Option<Selectors>> = BootCell::new(None);
 unsafe extern "C" {
     static __kernel_stack_top: u8;
     static __double_fault_stack_top: u8;
+    static __nmi_stack_top: u8;
 }
 
 /// Top of the kernel stack: where every entry from ring 3 starts.
@@ -50,6 +54,7 @@ pub fn init() {
     tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top());
     tss.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST - 1)] =
         VirtAddr::new((&raw const __double_fault_stack_top) as u64);
+    tss.interrupt_stack_table[usize::from(NMI_IST - 1)] = VirtAddr::new((&raw const __nmi_stack_top) as u64);
     let kernel_code = gdt.append(Descriptor::kernel_code_segment());
     let kernel_data = gdt.append(Descriptor::kernel_data_segment());
     let user_data = gdt.append(Descriptor::user_data_segment());

@@ -2,7 +2,7 @@
 //! `entry.s`. Every other vector is left not-present, so a stray interrupt arrives as a
 //! general-protection fault naming the vector, never as a jump to nowhere.
 
-use super::gdt::{self, DOUBLE_FAULT_IST};
+use super::gdt::{self, DOUBLE_FAULT_IST, NMI_IST};
 use super::global::BootCell;
 use x86_64::VirtAddr;
 use x86_64::instructions::tables::lidt;
@@ -60,7 +60,11 @@ pub fn init() {
     // references IDT until it is loaded below.
     let idt = unsafe { IDT.init_mut() };
     for (vector, &stub) in stubs.iter().enumerate() {
-        let ist = if vector == 8 { DOUBLE_FAULT_IST } else { 0 };
+        let ist = match vector {
+            8 => DOUBLE_FAULT_IST,
+            2 | 18 => NMI_IST,
+            _ => 0,
+        };
         idt.0[vector] = Gate::interrupt(stub, code, ist);
     }
     let pointer = DescriptorTablePointer {

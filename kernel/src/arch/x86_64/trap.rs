@@ -38,6 +38,8 @@ pub struct TrapFrame {
 }
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+// entry.s reads rip at this offset (FRAME_RIP).
+const _: () = assert!(core::mem::offset_of!(TrapFrame, rip) == 17 * 8);
 
 impl TrapFrame {
     /// A frame that enters ring 3 at `rip` with stack `rsp`, interrupts enabled and every
