@@ -18,6 +18,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
             kprintln!("kernel: thread '{}' exited with status {status}", thread::current_name());
             exit(if status == 0 { Outcome::Success } else { Outcome::Failure })
         }
-        None => thread::fault_current(thread::Fault::UnknownSyscall(frame.rax), frame),
+        // The IPC calls arrive with the capability kernel; until then they fault like
+        // numbers the kernel does not know.
+        Some(_) | None => thread::fault_current(thread::Fault::UnknownSyscall(frame.rax), frame),
     }
 }

@@ -1,20 +1,82 @@
-//! Error codes a system call returns in `rax`.
+//! Error codes a system call returns in `rax`, in the spirit of seL4's.
 
-/// Why a system call failed. The numeric value is what the kernel puts in `rax`.
+use core::fmt;
+
+/// Why a system call or object invocation failed. The numeric value is what the kernel
+/// puts in `rax`; 0 means success.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u64)]
 pub enum Error {
-    /// An argument is outside the range the call accepts.
+    /// An argument is outside the range the operation accepts.
     InvalidArgument = 1,
+    /// The capability is empty or of the wrong type for the operation.
+    InvalidCapability = 2,
+    /// The operation is not allowed on this object or in this state.
+    IllegalOperation = 3,
+    /// A numeric argument is outside its permitted range.
+    RangeError = 4,
+    /// An address or size is not suitably aligned.
+    AlignmentError = 5,
+    /// A capability address could not be resolved (guard mismatch, depth, missing level).
+    FailedLookup = 6,
+    /// The message is shorter than the operation needs.
+    TruncatedMessage = 7,
+    /// The destination slot is occupied.
+    DeleteFirst = 8,
+    /// The capability has derived children that must be revoked first.
+    RevokeFirst = 9,
+    /// The untyped memory has no room for the requested objects.
+    NotEnoughMemory = 10,
+    /// The capability lacks a right the operation needs.
+    InsufficientRights = 11,
 }
 
 impl Error {
-    /// Decodes a non-zero `rax` value; `None` for values the ABI does not define.
-    pub const fn from_raw(raw: u64) -> Option<Self> {
+    /// Every error, for tables and tests.
+    pub const ALL: [Self; 11] = [
+        Self::InvalidArgument,
+        Self::InvalidCapability,
+        Self::IllegalOperation,
+        Self::RangeError,
+        Self::AlignmentError,
+        Self::FailedLookup,
+        Self::TruncatedMessage,
+        Self::DeleteFirst,
+        Self::RevokeFirst,
+        Self::NotEnoughMemory,
+        Self::InsufficientRights,
+    ];
+
+    /// Decodes a non-zero `rax` value; `None` for 0 and for values the ABI does not define.
+    pub fn from_raw(raw: u64) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| *e as u64 == raw)
+    }
+
+    /// `Ok(())` for 0, the error otherwise (unknown values become `IllegalOperation`).
+    pub fn check(raw: u64) -> Result<(), Self> {
         match raw {
-            1 => Some(Self::InvalidArgument),
-            _ => None,
+            0 => Ok(()),
+            other => Err(Self::from_raw(other).unwrap_or(Self::IllegalOperation)),
         }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Self::InvalidArgument => "invalid argument",
+            Self::InvalidCapability => "invalid capability",
+            Self::IllegalOperation => "illegal operation",
+            Self::RangeError => "argument out of range",
+            Self::AlignmentError => "misaligned address or size",
+            Self::FailedLookup => "capability lookup failed",
+            Self::TruncatedMessage => "message too short",
+            Self::DeleteFirst => "destination slot is occupied",
+            Self::RevokeFirst => "capability has children: revoke first",
+            Self::NotEnoughMemory => "not enough untyped memory",
+            Self::InsufficientRights => "capability lacks the needed rights",
+        };
+        f.write_str(text)
     }
 }
 
@@ -23,8 +85,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_is_not_an_error() {
+    fn codes_round_trip_and_zero_is_success() {
+        for e in Error::ALL {
+            assert_eq!(Error::from_raw(e as u64), Some(e));
+            assert_eq!(Error::check(e as u64), Err(e));
+        }
         assert_eq!(Error::from_raw(0), None);
-        assert_eq!(Error::from_raw(1), Some(Error::InvalidArgument));
+        assert_eq!(Error::check(0), Ok(()));
+        assert_eq!(Error::check(999), Err(Error::IllegalOperation));
     }
 }

@@ -2,26 +2,48 @@
 //!
 //! A user thread executes `syscall` with:
 //!
-//! | register | in                         | out                               |
-//! | -------- | -------------------------- | --------------------------------- |
-//! | `rax`    | system call number         | 0 on success, or an [`Error`] code |
-//! | `rdi`    | argument 0                 | result 0                          |
-//! | `rsi`    | argument 1                 | result 1                          |
-//! | `rdx`    | argument 2                 | result 2                          |
-//! | `r8`     | argument 3                 | result 3                          |
-//! | `r9`     | argument 4                 | result 4                          |
-//! | `r10`    | argument 5                 | result 5                          |
-//! | `rcx`, `r11` | destroyed by the `syscall` instruction (return RIP and RFLAGS) | |
+//! | register | in                              | out                                  |
+//! | -------- | ------------------------------- | ------------------------------------ |
+//! | `rax`    | system call number              | 0, or an [`Error`] code              |
+//! | `rdi`    | capability pointer (or argument)| badge of the received message        |
+//! | `rsi`    | [`MessageInfo`] of the message  | [`MessageInfo`] of the received one  |
+//! | `rdx`    | message register 0              | message register 0                   |
+//! | `r8`     | message register 1              | message register 1                   |
+//! | `r9`     | message register 2              | message register 2                   |
+//! | `r10`    | message register 3              | message register 3                   |
+//! | `rcx`, `r11` | destroyed by `syscall` (return RIP and RFLAGS) |                   |
 //!
-//! Every other register is preserved. A number the kernel does not know is not an error
-//! return: it is a fault of the calling thread (see `doc/abi.md`).
+//! Message registers beyond [`REGISTER_MESSAGE_WORDS`] live in the thread's IPC buffer
+//! ([`crate::ipc_buffer::IpcBuffer`]). Every other register is preserved. A number the
+//! kernel does not implement is not an error return: it is a fault of the calling thread.
 //!
 //! [`Error`]: crate::Error
+//! [`MessageInfo`]: crate::message::MessageInfo
+
+/// Message registers passed in CPU registers (`rdx`, `r8`, `r9`, `r10`).
+pub const REGISTER_MESSAGE_WORDS: usize = 4;
 
 /// A system call number, passed in `rax`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u64)]
 pub enum Syscall {
+    /// Send to an endpoint and wait for the reply (which arrives through a one-time reply
+    /// capability given to the receiver); on any other capability, invoke the object.
+    Call = 1,
+    /// Reply to the last caller, then wait on an endpoint or notification.
+    ReplyRecv = 2,
+    /// Send to an endpoint (blocking) or signal a notification.
+    Send = 3,
+    /// Send to an endpoint only if a receiver is waiting (else drop), or signal.
+    NbSend = 4,
+    /// Wait for a message on an endpoint or a signal on a notification.
+    Recv = 5,
+    /// Poll an endpoint or notification without blocking.
+    NbRecv = 6,
+    /// Reply to the last caller.
+    Reply = 7,
+    /// Give up the rest of the time slice to threads of the same priority.
+    Yield = 8,
     /// Write the byte in `rdi` to the kernel's debug console (COM1). Debug builds only.
     DebugPutChar = 0x100,
     /// End the whole run: the kernel reports the status in `rdi` (0 = success) and stops the
@@ -31,13 +53,23 @@ pub enum Syscall {
 }
 
 impl Syscall {
+    /// Every system call, for tables and tests.
+    pub const ALL: [Self; 10] = [
+        Self::Call,
+        Self::ReplyRecv,
+        Self::Send,
+        Self::NbSend,
+        Self::Recv,
+        Self::NbRecv,
+        Self::Reply,
+        Self::Yield,
+        Self::DebugPutChar,
+        Self::DebugExit,
+    ];
+
     /// Decodes a raw number from `rax`; `None` for numbers the kernel does not implement.
-    pub const fn from_raw(raw: u64) -> Option<Self> {
-        match raw {
-            0x100 => Some(Self::DebugPutChar),
-            0x101 => Some(Self::DebugExit),
-            _ => None,
-        }
+    pub fn from_raw(raw: u64) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| *s as u64 == raw)
     }
 }
 
@@ -47,7 +79,7 @@ mod tests {
 
     #[test]
     fn numbers_round_trip() {
-        for s in [Syscall::DebugPutChar, Syscall::DebugExit] {
+        for s in Syscall::ALL {
             assert_eq!(Syscall::from_raw(s as u64), Some(s));
         }
         assert_eq!(Syscall::from_raw(0), None);
