@@ -12,6 +12,7 @@ pub mod elf_image;
 pub mod kernel_image;
 pub mod memory;
 pub mod multiboot;
+pub mod object;
 pub mod vmx_caps;
 
 #[cfg(test)]

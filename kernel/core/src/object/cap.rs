@@ -1,0 +1,241 @@
+//! Capabilities: what they name and with which rights, and their 32-byte encoding.
+
+use crate::addr::{PhysAddr, VirtAddr};
+use bytemuck::{Pod, Zeroable};
+use cleave_abi::Rights;
+
+/// Where a frame or page table is mapped: the address space (by ASID) and the address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The address space's identifier (index and generation).
+    pub asid: u64,
+    /// The virtual address of the mapping.
+    pub vaddr: VirtAddr,
+}
+
+/// A capability, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cap {
+    /// An empty slot.
+    Null,
+    /// Untyped memory `[base, base + 2^size_bits)`; objects are carved from `watermark` on.
+    Untyped { base: PhysAddr, size_bits: u8, watermark: u64, device: bool },
+    /// A CNode of 2^radix slots, addressed with `guard_bits` bits of `guard` first.
+    CNode { base: PhysAddr, radix: u8, guard: u64, guard_bits: u8 },
+    /// A thread.
+    Tcb { base: PhysAddr },
+    /// A synchronous endpoint; receivers see `badge`.
+    Endpoint { base: PhysAddr, badge: u64, rights: Rights },
+    /// A notification; a signal ORs `badge` into its word.
+    Notification { base: PhysAddr, badge: u64, rights: Rights },
+    /// A 4 KiB or (`large`) 2 MiB frame.
+    Frame { base: PhysAddr, large: bool, device: bool, rights: Rights, mapping: Option<Mapping> },
+    /// A page table of `level` 1 (PT), 2 (PD) or 3 (PDPT).
+    PageTable { base: PhysAddr, level: u8, mapping: Option<Mapping> },
+    /// The root (PML4) of an address space and its ASID.
+    VSpace { base: PhysAddr, asid: u64 },
+    /// Authority to create IRQ handlers.
+    IrqControl,
+    /// Authority over one interrupt line.
+    IrqHandler { irq: u8 },
+    /// Authority to create I/O port capabilities.
+    IoPortControl,
+    /// Authority over I/O ports `first..=last`.
+    IoPort { first: u16, last: u16 },
+}
+
+/// A capability as stored: four words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct RawCap(pub [u64; 4]);
+
+mod tag {
+    pub const NULL: u64 = 0;
+    pub const UNTYPED: u64 = 1;
+    pub const CNODE: u64 = 2;
+    pub const TCB: u64 = 3;
+    pub const ENDPOINT: u64 = 4;
+    pub const NOTIFICATION: u64 = 5;
+    pub const FRAME: u64 = 6;
+    pub const PAGE_TABLE: u64 = 7;
+    pub const VSPACE: u64 = 8;
+    pub const IRQ_CONTROL: u64 = 9;
+    pub const IRQ_HANDLER: u64 = 10;
+    pub const IO_PORT_CONTROL: u64 = 11;
+    pub const IO_PORT: u64 = 12;
+}
+
+/// Tag of the internal marker written into a slot of a container under destruction
+/// (see `object::destroy`); it decodes as [`Cap::Null`] and is never visible to users.
+pub(crate) const LINK_TAG: u64 = 13;
+
+const DEVICE: u64 = 1 << 28;
+const MAPPED: u64 = 1 << 29;
+const LARGE: u64 = 1 << 30;
+
+/// What kind of object a capability names, for "same object" comparisons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectRef {
+    /// A kernel object at this address (the kind is implied by the capability type).
+    Memory(u8, PhysAddr),
+    /// An interrupt line.
+    Irq(u8),
+    /// Nothing that needs tracking (control capabilities, I/O ports).
+    None,
+}
+
+impl Cap {
+    /// Encodes for storage.
+    pub fn encode(self) -> RawCap {
+        let mapping_words = |m: Option<Mapping>| match m {
+            Some(m) => (MAPPED, m.vaddr.0, m.asid),
+            None => (0, 0, 0),
+        };
+        let words = match self {
+            Self::Null => [tag::NULL, 0, 0, 0],
+            Self::Untyped { base, size_bits, watermark, device } => [
+                tag::UNTYPED | (u64::from(size_bits) << 12) | if device { DEVICE } else { 0 },
+                base.0,
+                watermark,
+                0,
+            ],
+            Self::CNode { base, radix, guard, guard_bits } => {
+                [tag::CNODE | (u64::from(radix) << 12) | (u64::from(guard_bits) << 20), base.0, guard, 0]
+            }
+            Self::Tcb { base } => [tag::TCB, base.0, 0, 0],
+            Self::Endpoint { base, badge, rights } => {
+                [tag::ENDPOINT | (u64::from(rights.0) << 8), base.0, badge, 0]
+            }
+            Self::Notification { base, badge, rights } => {
+                [tag::NOTIFICATION | (u64::from(rights.0) << 8), base.0, badge, 0]
+            }
+            Self::Frame { base, large, device, rights, mapping } => {
+                let (mapped, vaddr, asid) = mapping_words(mapping);
+                let flags = mapped | if large { LARGE } else { 0 } | if device { DEVICE } else { 0 };
+                [tag::FRAME | (u64::from(rights.0) << 8) | flags, base.0, vaddr, asid]
+            }
+            Self::PageTable { base, level, mapping } => {
+                let (mapped, vaddr, asid) = mapping_words(mapping);
+                [tag::PAGE_TABLE | (u64::from(level) << 12) | mapped, base.0, vaddr, asid]
+            }
+            Self::VSpace { base, asid } => [tag::VSPACE, base.0, asid, 0],
+            Self::IrqControl => [tag::IRQ_CONTROL, 0, 0, 0],
+            Self::IrqHandler { irq } => [tag::IRQ_HANDLER | (u64::from(irq) << 32), 0, 0, 0],
+            Self::IoPortControl => [tag::IO_PORT_CONTROL, 0, 0, 0],
+            Self::IoPort { first, last } => {
+                [tag::IO_PORT | (u64::from(first) << 32) | (u64::from(last) << 48), 0, 0, 0]
+            }
+        };
+        RawCap(words)
+    }
+
+    /// Decodes a stored capability. Storage is written only by [`Cap::encode`], so an
+    /// unknown tag (or the internal link marker) reads as [`Cap::Null`].
+    pub fn decode(raw: RawCap) -> Self {
+        let [w0, w1, w2, w3] = raw.0;
+        let base = PhysAddr(w1);
+        let rights = Rights(((w0 >> 8) & 0xf) as u8);
+        let device = w0 & DEVICE != 0;
+        let mapping = (w0 & MAPPED != 0).then_some(Mapping { asid: w3, vaddr: VirtAddr(w2) });
+        match w0 & 0xff {
+            tag::UNTYPED => {
+                Self::Untyped { base, size_bits: ((w0 >> 12) & 0xff) as u8, watermark: w2, device }
+            }
+            tag::CNODE => Self::CNode {
+                base,
+                radix: ((w0 >> 12) & 0xff) as u8,
+                guard: w2,
+                guard_bits: ((w0 >> 20) & 0xff) as u8,
+            },
+            tag::TCB => Self::Tcb { base },
+            tag::ENDPOINT => Self::Endpoint { base, badge: w2, rights },
+            tag::NOTIFICATION => Self::Notification { base, badge: w2, rights },
+            tag::FRAME => Self::Frame { base, large: w0 & LARGE != 0, device, rights, mapping },
+            tag::PAGE_TABLE => Self::PageTable { base, level: ((w0 >> 12) & 0xff) as u8, mapping },
+            tag::VSPACE => Self::VSpace { base, asid: w2 },
+            tag::IRQ_CONTROL => Self::IrqControl,
+            tag::IRQ_HANDLER => Self::IrqHandler { irq: (w0 >> 32) as u8 },
+            tag::IO_PORT_CONTROL => Self::IoPortControl,
+            tag::IO_PORT => Self::IoPort { first: (w0 >> 32) as u16, last: (w0 >> 48) as u16 },
+            _ => Self::Null,
+        }
+    }
+
+    /// Whether the slot is empty.
+    pub fn is_null(self) -> bool {
+        self == Self::Null
+    }
+
+    /// The object this capability names.
+    pub fn object(self) -> ObjectRef {
+        let memory = |kind: u8, base: PhysAddr| ObjectRef::Memory(kind, base);
+        match self {
+            Self::Untyped { base, .. } => memory(1, base),
+            Self::CNode { base, .. } => memory(2, base),
+            Self::Tcb { base } => memory(3, base),
+            Self::Endpoint { base, .. } => memory(4, base),
+            Self::Notification { base, .. } => memory(5, base),
+            Self::Frame { base, .. } => memory(6, base),
+            Self::PageTable { base, .. } => memory(7, base),
+            Self::VSpace { base, .. } => memory(8, base),
+            Self::IrqHandler { irq } => ObjectRef::Irq(irq),
+            Self::Null | Self::IrqControl | Self::IoPortControl | Self::IoPort { .. } => ObjectRef::None,
+        }
+    }
+
+    /// The rights this capability carries (all for capability types without rights).
+    pub fn rights(self) -> Rights {
+        match self {
+            Self::Endpoint { rights, .. }
+            | Self::Notification { rights, .. }
+            | Self::Frame { rights, .. } => rights,
+            _ => Rights::ALL,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_round_trips() {
+        let m = Some(Mapping { asid: 0x1_0005, vaddr: VirtAddr(0x7000_0000) });
+        let caps = [
+            Cap::Null,
+            Cap::Untyped { base: PhysAddr(0x100_0000), size_bits: 24, watermark: 0x3000, device: true },
+            Cap::CNode { base: PhysAddr(0x20_0000), radix: 12, guard: 0x5, guard_bits: 52 },
+            Cap::Tcb { base: PhysAddr(0x30_0800) },
+            Cap::Endpoint { base: PhysAddr(0x40_0020), badge: u64::MAX, rights: Rights(0b1011) },
+            Cap::Notification { base: PhysAddr(0x40_0040), badge: 7, rights: Rights::WRITE },
+            Cap::Frame {
+                base: PhysAddr(0x60_0000),
+                large: true,
+                device: false,
+                rights: Rights::READ,
+                mapping: m,
+            },
+            Cap::Frame {
+                base: PhysAddr(0x61_0000),
+                large: false,
+                device: true,
+                rights: Rights::ALL,
+                mapping: None,
+            },
+            Cap::PageTable { base: PhysAddr(0x70_0000), level: 2, mapping: m },
+            Cap::VSpace { base: PhysAddr(0x80_0000), asid: 3 },
+            Cap::IrqControl,
+            Cap::IrqHandler { irq: 15 },
+            Cap::IoPortControl,
+            Cap::IoPort { first: 0x40, last: 0xffff },
+        ];
+        for cap in caps {
+            assert_eq!(Cap::decode(cap.encode()), cap);
+        }
+    }
+
+    #[test]
+    fn link_markers_are_not_capabilities() {
+        assert_eq!(Cap::decode(RawCap([LINK_TAG, 0x1000, 4, 2])), Cap::Null);
+    }
+}

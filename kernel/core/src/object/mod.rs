@@ -1,0 +1,15 @@
+//! Kernel objects and capabilities: encoding, slots and the derivation tree, capability
+//! addressing, and the operations that create, copy and destroy them.
+//!
+//! Everything here works on [`kmem::KernelMemory`], so the kernel runs it over its direct
+//! map and `cargo test` runs it over a byte vector, including property tests of the
+//! derivation tree's invariants.
+
+pub mod cap;
+pub mod cspace;
+pub mod kmem;
+pub mod slot;
+pub mod space;
+
+#[cfg(test)]
+mod tests;

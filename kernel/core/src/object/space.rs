@@ -1,0 +1,366 @@
+//! The object space: capability operations with their authority rules — copy, mint,
+//! move, mutate, delete, revoke — and untyped retype, over the derivation tree.
+//!
+//! Rules (documented for users in doc/objects.md):
+//! - a derived capability never has more rights than its source; a badge is set once;
+//! - untyped capabilities are never copied (split memory by retyping into smaller
+//!   untyped instead), so each byte of untyped memory has exactly one capability;
+//! - deleting the last capability to an object destroys it; a CNode or TCB is destroyed
+//!   by deleting every capability it holds, iteratively (no kernel recursion, whatever
+//!   chain of CNodes a user builds);
+//! - an untyped capability with live children cannot be deleted (revoke first); once it
+//!   has no children, its whole region is free again.
+
+use super::cap::{Cap, LINK_TAG, RawCap};
+use super::kmem::KernelMemory;
+use super::slot::{Cte, Slot, SlotOps};
+use crate::addr::PhysAddr;
+use cleave_abi::object::SLOT_SIZE_BITS;
+use cleave_abi::{Error, ObjectType, Rights};
+
+/// Capability slots at the start of every TCB: CSpace root, VSpace root, IPC buffer
+/// frame, fault endpoint.
+pub const TCB_SLOT_COUNT: u64 = 4;
+
+/// Most objects one retype may create.
+pub const MAX_RETYPE_COUNT: u64 = 256;
+
+/// A kernel object that holds capability slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Container {
+    base: PhysAddr,
+    slots: u64,
+}
+
+impl Container {
+    fn of(cap: Cap) -> Option<Self> {
+        match cap {
+            Cap::CNode { base, radix, .. } => Some(Self { base, slots: 1 << radix }),
+            Cap::Tcb { base } => Some(Self { base, slots: TCB_SLOT_COUNT }),
+            _ => None,
+        }
+    }
+
+    fn slot(self, index: u64) -> Slot {
+        PhysAddr(self.base.0 + (index << SLOT_SIZE_BITS))
+    }
+}
+
+/// The kernel's objects and capabilities, in some kernel memory.
+pub struct ObjectSpace<M> {
+    /// The memory objects live in.
+    pub mem: M,
+    /// Sentinel slot: parent of every capability without another origin.
+    root: Slot,
+}
+
+/// The capability `cap` derived with `rights` kept and `badge` applied (0: unchanged).
+pub fn derive(cap: Cap, rights: Rights, badge: u64) -> Result<Cap, Error> {
+    let badged = |old: u64| -> Result<u64, Error> {
+        match (old, badge) {
+            (old, 0) => Ok(old),
+            (0, new) => Ok(new),
+            _ => Err(Error::IllegalOperation),
+        }
+    };
+    Ok(match cap {
+        Cap::Null => return Err(Error::InvalidCapability),
+        Cap::Untyped { .. } | Cap::PageTable { .. } => return Err(Error::IllegalOperation),
+        Cap::Endpoint { base, badge: old, rights: r } => {
+            Cap::Endpoint { base, badge: badged(old)?, rights: r.intersect(rights) }
+        }
+        Cap::Notification { base, badge: old, rights: r } => {
+            Cap::Notification { base, badge: badged(old)?, rights: r.intersect(rights) }
+        }
+        Cap::CNode { base, radix, guard, guard_bits } => {
+            if badge == 0 {
+                Cap::CNode { base, radix, guard, guard_bits }
+            } else {
+                // For CNodes the "badge" word sets the guard: bits 0-5 its size, the rest
+                // its value.
+                let new_bits = (badge & 0x3f) as u32;
+                let new_guard = badge >> 6;
+                if new_bits + u32::from(radix) > 64 || (new_bits < 64 && new_guard >> new_bits != 0) {
+                    return Err(Error::RangeError);
+                }
+                Cap::CNode { base, radix, guard: new_guard, guard_bits: new_bits as u8 }
+            }
+        }
+        Cap::Frame { base, large, device, rights: r, .. } => {
+            Cap::Frame { base, large, device, rights: r.intersect(rights), mapping: None }
+        }
+        other @ (Cap::Tcb { .. }
+        | Cap::VSpace { .. }
+        | Cap::IrqControl
+        | Cap::IrqHandler { .. }
+        | Cap::IoPortControl
+        | Cap::IoPort { .. }) => other,
+    })
+}
+
+impl<M: KernelMemory> ObjectSpace<M> {
+    /// An object space whose derivation tree hangs from the (zeroed) sentinel slot `root`.
+    pub fn new(mut mem: M, root: Slot) -> Self {
+        mem.write(root, &Cte::default());
+        Self { mem, root }
+    }
+
+    /// Places a capability that has no origin (boot-time objects) into the empty `slot`.
+    pub fn insert_original(&mut self, slot: Slot, cap: Cap) -> Result<(), Error> {
+        if !self.mem.cap_at(slot).is_null() {
+            return Err(Error::DeleteFirst);
+        }
+        self.mem.insert(slot, cap, self.root);
+        Ok(())
+    }
+
+    /// The sentinel at the root of the derivation tree.
+    pub fn tree_root(&self) -> Slot {
+        self.root
+    }
+
+    fn occupied(&self, slot: Slot) -> Result<Cap, Error> {
+        match self.mem.cap_at(slot) {
+            Cap::Null => Err(Error::InvalidCapability),
+            cap => Ok(cap),
+        }
+    }
+
+    fn empty(&self, slot: Slot) -> Result<(), Error> {
+        if self.mem.cap_at(slot).is_null() { Ok(()) } else { Err(Error::DeleteFirst) }
+    }
+
+    /// Copies `src` into the empty `dst` with the same rights; the copy is a child of `src`.
+    pub fn copy(&mut self, src: Slot, dst: Slot) -> Result<(), Error> {
+        self.mint(src, dst, Rights::ALL, 0)
+    }
+
+    /// Copies `src` into `dst` keeping only `rights` and applying `badge` (endpoints and
+    /// notifications: set once; CNodes: the guard). The copy is a child of `src`.
+    pub fn mint(&mut self, src: Slot, dst: Slot, rights: Rights, badge: u64) -> Result<(), Error> {
+        let cap = derive(self.occupied(src)?, rights, badge)?;
+        self.empty(dst)?;
+        self.mem.insert(dst, cap, src);
+        Ok(())
+    }
+
+    /// Moves the capability at `src` to the empty `dst`.
+    pub fn move_cap(&mut self, src: Slot, dst: Slot) -> Result<(), Error> {
+        self.occupied(src)?;
+        self.empty(dst)?;
+        self.mem.move_slot(src, dst);
+        Ok(())
+    }
+
+    /// Moves the capability at `src` to `dst`, keeping only `rights` and applying `badge`.
+    /// The capability must have no children: they were derived from what it was, and would
+    /// otherwise hold more rights, or another badge, than their parent.
+    pub fn mutate(&mut self, src: Slot, dst: Slot, rights: Rights, badge: u64) -> Result<(), Error> {
+        let cap = self.occupied(src)?;
+        if self.mem.first_child(src).is_some() {
+            return Err(Error::RevokeFirst);
+        }
+        let derived = match cap {
+            // Moving an untyped or page table is fine; only copying them is not.
+            Cap::Untyped { .. } | Cap::PageTable { .. } => cap,
+            Cap::Frame { mapping, .. } => match derive(cap, rights, badge)? {
+                Cap::Frame { base, large, device, rights, .. } => {
+                    Cap::Frame { base, large, device, rights, mapping }
+                }
+                other => other,
+            },
+            _ => derive(cap, rights, badge)?,
+        };
+        self.empty(dst)?;
+        self.mem.move_slot(src, dst);
+        self.mem.set_cap(dst, derived);
+        Ok(())
+    }
+
+    /// Deletes the capability at `slot`; if it was the last one to its object, the object
+    /// is destroyed. An untyped capability with children is refused (revoke first).
+    pub fn delete(&mut self, slot: Slot) -> Result<(), Error> {
+        match self.mem.cap_at(slot) {
+            Cap::Null => Ok(()),
+            Cap::Untyped { .. } if self.mem.first_child(slot).is_some() => Err(Error::RevokeFirst),
+            _ => {
+                self.delete_slot(slot);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes every capability derived from the one at `slot` (not that one). For an
+    /// untyped capability this destroys every object made from it and frees its region.
+    pub fn revoke(&mut self, slot: Slot) -> Result<(), Error> {
+        self.occupied(slot)?;
+        while let Some(child) = self.mem.first_child(slot) {
+            let mut leaf = child;
+            while let Some(c) = self.mem.first_child(leaf) {
+                leaf = c;
+            }
+            self.delete_slot(leaf);
+            if self.mem.cap_at(slot).is_null() {
+                // The capability revoked was itself inside an object just destroyed.
+                return Ok(());
+            }
+        }
+        if let Cap::Untyped { base, size_bits, device, .. } = self.mem.cap_at(slot) {
+            self.mem.set_cap(slot, Cap::Untyped { base, size_bits, watermark: 0, device });
+        }
+        Ok(())
+    }
+
+    /// Removes the capability at `slot` from the tree and destroys its object if no other
+    /// capability names it.
+    fn delete_slot(&mut self, slot: Slot) {
+        let (cap, parent) = self.mem.unlink(slot);
+        if self.mem.still_referenced(parent, cap.object()) {
+            return;
+        }
+        match Container::of(cap) {
+            Some(container) => self.destroy(container),
+            None => self.finalize_leaf(cap),
+        }
+    }
+
+    /// Releases what a destroyed object without capability slots holds. Endpoints,
+    /// notifications, frames and the rest carry no kernel state that points elsewhere
+    /// yet; their memory simply returns with their untyped.
+    fn finalize_leaf(&mut self, cap: Cap) {
+        let _ = cap;
+    }
+
+    /// Destroys a CNode or TCB by deleting every capability in it, descending into
+    /// containers that become unreachable on the way. The descent keeps its state in the
+    /// dying containers' own freed slots (a link marker per level), so it needs no stack.
+    fn destroy(&mut self, first: Container) {
+        let mut current = first;
+        let mut cursor = 0;
+        // The slot (inside the parent container) holding the marker to return through.
+        let mut back: Option<Slot> = None;
+        loop {
+            let mut found = None;
+            while cursor < current.slots {
+                let slot = current.slot(cursor);
+                cursor += 1;
+                if !self.mem.cap_at(slot).is_null() {
+                    found = Some(slot);
+                    break;
+                }
+            }
+            match found {
+                Some(slot) => {
+                    let (cap, parent) = self.mem.unlink(slot);
+                    if self.mem.still_referenced(parent, cap.object()) {
+                        continue;
+                    }
+                    match Container::of(cap) {
+                        Some(inner) => {
+                            // Save where to resume in the freed slot, then descend.
+                            let marker = Cte {
+                                cap: RawCap([
+                                    LINK_TAG,
+                                    back.map_or(0, |s| s.0),
+                                    current.base.0,
+                                    current.slots,
+                                ]),
+                                parent: cursor,
+                                ..Cte::default()
+                            };
+                            self.mem.write(slot, &marker);
+                            back = Some(slot);
+                            current = inner;
+                            cursor = 0;
+                        }
+                        None => self.finalize_leaf(cap),
+                    }
+                }
+                None => {
+                    let Some(marker_slot) = back else { return };
+                    let marker = self.mem.cte(marker_slot);
+                    self.mem.write(marker_slot, &Cte::default());
+                    let [_, up, base, slots] = marker.cap.0;
+                    back = (up != 0).then_some(PhysAddr(up));
+                    current = Container { base: PhysAddr(base), slots };
+                    cursor = marker.parent;
+                }
+            }
+        }
+    }
+
+    /// Creates `count` objects of type `ty` from the untyped capability at `untyped`,
+    /// placing their capabilities in the consecutive empty slots from `first_dest` (which
+    /// the caller has checked lie in one CNode), each a child of the untyped capability.
+    /// `size_bits` is the untyped size or CNode radix.
+    pub fn retype(
+        &mut self,
+        untyped: Slot,
+        ty: ObjectType,
+        size_bits: u32,
+        count: u64,
+        first_dest: Slot,
+    ) -> Result<(), Error> {
+        let dest = |i: u64| PhysAddr(first_dest.0 + (i << SLOT_SIZE_BITS));
+        let Cap::Untyped { base, size_bits: region_bits, watermark, device } = self.mem.cap_at(untyped)
+        else {
+            return Err(Error::InvalidCapability);
+        };
+        let object_bits = ty.size_bits(size_bits).ok_or(Error::RangeError)?;
+        if device && !ty.allowed_from_device() {
+            return Err(Error::InvalidArgument);
+        }
+        if count == 0 || count > MAX_RETYPE_COUNT {
+            return Err(Error::RangeError);
+        }
+        for i in 0..count {
+            self.empty(dest(i))?;
+        }
+        // With no children left, the whole region is free again.
+        let watermark = if self.mem.first_child(untyped).is_none() { 0 } else { watermark };
+        let object_size = 1u64 << object_bits;
+        let region_end = base.0 + (1u64 << region_bits);
+        let start =
+            PhysAddr(base.0 + watermark).checked_align_up(object_size).ok_or(Error::NotEnoughMemory)?;
+        let end = count
+            .checked_mul(object_size)
+            .and_then(|total| start.0.checked_add(total))
+            .filter(|&end| end <= region_end)
+            .ok_or(Error::NotEnoughMemory)?;
+        for i in 0..count {
+            let addr = PhysAddr(start.0 + i * object_size);
+            if !device {
+                self.mem.zero(addr, object_size);
+            }
+            let cap = match ty {
+                ObjectType::Untyped => {
+                    Cap::Untyped { base: addr, size_bits: size_bits as u8, watermark: 0, device }
+                }
+                ObjectType::CNode => {
+                    Cap::CNode { base: addr, radix: size_bits as u8, guard: 0, guard_bits: 0 }
+                }
+                ObjectType::Tcb => Cap::Tcb { base: addr },
+                ObjectType::Endpoint => Cap::Endpoint { base: addr, badge: 0, rights: Rights::ALL },
+                ObjectType::Notification => Cap::Notification { base: addr, badge: 0, rights: Rights::ALL },
+                ObjectType::Frame4K | ObjectType::Frame2M => Cap::Frame {
+                    base: addr,
+                    large: ty == ObjectType::Frame2M,
+                    device,
+                    rights: Rights::ALL,
+                    mapping: None,
+                },
+                ObjectType::PageTable => Cap::PageTable { base: addr, level: 1, mapping: None },
+                ObjectType::PageDirectory => Cap::PageTable { base: addr, level: 2, mapping: None },
+                ObjectType::Pdpt => Cap::PageTable { base: addr, level: 3, mapping: None },
+                ObjectType::Pml4 => {
+                    self.mem.init_vspace_root(addr);
+                    Cap::VSpace { base: addr, asid: 0 }
+                }
+            };
+            self.mem.insert(dest(i), cap, untyped);
+        }
+        self.mem
+            .set_cap(untyped, Cap::Untyped { base, size_bits: region_bits, watermark: end - base.0, device });
+        Ok(())
+    }
+}
