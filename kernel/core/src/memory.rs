@@ -191,6 +191,24 @@ impl BootFrameAllocator {
         None
     }
 
+    /// `bytes` (a multiple of the page size) of contiguous memory aligned to `align` (a
+    /// power of two, at least a page). Frames skipped for alignment are not handed out.
+    pub fn allocate_contiguous(&mut self, bytes: u64, align: u64) -> Option<PhysAddr> {
+        while let Some(r) = self.map.free.get(self.range) {
+            if let Some(start) = self.next.max(r.start).checked_align_up(align)
+                && let Some(end) = start.checked_add(bytes)
+                && end <= r.end
+            {
+                self.next = end;
+                self.allocated += bytes / PAGE_SIZE;
+                return Some(start);
+            }
+            self.range += 1;
+            self.next = self.map.free.get(self.range).map_or(PhysAddr(0), |r| r.start);
+        }
+        None
+    }
+
     /// How many frames have been handed out.
     pub fn allocated_frames(&self) -> u64 {
         self.allocated
@@ -208,6 +226,27 @@ impl BootFrameAllocator {
         }
         rest
     }
+}
+
+/// Splits free memory into naturally aligned power-of-two blocks (each becomes one untyped
+/// capability), largest first within each range, at most `limit` blocks. Returns the
+/// blocks and how many bytes did not fit in the limit.
+pub fn untyped_blocks<const N: usize>(map: &PhysMemoryMap, max_bits: u32) -> (Vec<(PhysAddr, u32), N>, u64) {
+    let mut blocks = Vec::new();
+    let mut left_out = 0;
+    for r in map.free_ranges() {
+        let mut at = r.start.0;
+        while at < r.end.0 {
+            let align_bits = at.trailing_zeros();
+            let size_bits = (63 - (r.end.0 - at).leading_zeros()).min(align_bits).min(max_bits);
+            if blocks.push((PhysAddr(at), size_bits)).is_err() {
+                left_out += r.end.0 - at;
+                break;
+            }
+            at += 1 << size_bits;
+        }
+    }
+    (blocks, left_out)
 }
 
 #[cfg(test)]
@@ -295,6 +334,44 @@ mod tests {
     }
 
     extern crate std;
+
+    #[test]
+    fn contiguous_allocation_aligns_and_skips_short_ranges() {
+        let regions = [
+            region(0x10_0000, 0x3000, RegionKind::Available),
+            region(0x20_0000, 0x10_0000, RegionKind::Available),
+        ];
+        let mut alloc = BootFrameAllocator::new(PhysMemoryMap::new(&regions, &[], LIMIT).unwrap());
+        assert_eq!(alloc.allocate(), Some(PhysAddr(0x10_0000)));
+        // 16 KiB do not fit in what is left of the first range.
+        assert_eq!(alloc.allocate_contiguous(0x4000, 0x4000), Some(PhysAddr(0x20_0000)));
+        assert_eq!(alloc.allocate_contiguous(0x4_0000, 0x4_0000), Some(PhysAddr(0x24_0000)));
+        assert_eq!(alloc.allocate(), Some(PhysAddr(0x28_0000)));
+        assert_eq!(alloc.allocate_contiguous(0x10_0000, 0x1000), None);
+        assert_eq!(alloc.allocated_frames(), 1 + 4 + 64 + 1);
+    }
+
+    #[test]
+    fn untyped_blocks_are_aligned_powers_of_two() {
+        let regions = [region(0x10_3000, 0x7ed_d000, RegionKind::Available)];
+        let map = PhysMemoryMap::new(&regions, &[], LIMIT).unwrap();
+        let (blocks, left) = untyped_blocks::<64>(&map, 47);
+        assert_eq!(left, 0);
+        let total: u64 = blocks.iter().map(|&(_, b)| 1u64 << b).sum();
+        assert_eq!(total, map.free_bytes());
+        for &(base, bits) in &blocks {
+            assert!(base.is_aligned(1 << bits), "{base:?} not aligned to 2^{bits}");
+        }
+        assert_eq!(blocks[0], (PhysAddr(0x10_3000), 12));
+        assert_eq!(blocks.iter().map(|b| b.1).max(), Some(25));
+        // A tiny limit leaves the rest out and says how much.
+        let (few, left) = untyped_blocks::<2>(&map, 47);
+        assert_eq!(few.len(), 2);
+        assert_eq!(left, map.free_bytes() - 0x1000 - 0x4000);
+        // The size cap applies.
+        let (capped, _) = untyped_blocks::<512>(&map, 20);
+        assert!(capped.iter().all(|b| b.1 <= 20));
+    }
 
     #[test]
     fn allocator_walks_ranges_in_order_and_reports_the_rest() {

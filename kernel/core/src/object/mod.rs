@@ -7,6 +7,7 @@
 
 pub mod cap;
 pub mod cspace;
+pub mod invoke;
 pub mod kmem;
 pub mod slot;
 pub mod space;

@@ -1,0 +1,192 @@
+//! Decoding object invocations: a `Call` on an Untyped or CNode capability, with the
+//! operation in the message label and its arguments in message words.
+//!
+//! Argument words (`doc/objects.md` has the user-facing table):
+//! - Untyped retype: type, size bits, destination root (a CNode capability address in the
+//!   caller's CSpace), node index, node depth (0: the root itself), offset, count.
+//! - CNode copy / mint / move / mutate (on the destination CNode): destination index,
+//!   destination depth, source root (CNode capability address), source index, source
+//!   depth, rights, badge (or guard for CNode capabilities).
+//! - CNode delete / revoke: index, depth.
+
+use super::cap::Cap;
+use super::cspace::{lookup_cap, lookup_slot};
+use super::kmem::KernelMemory;
+use super::slot::{Slot, SlotOps};
+use super::space::ObjectSpace;
+use crate::addr::PhysAddr;
+use cleave_abi::object::{SLOT_SIZE_BITS, label};
+use cleave_abi::{Error, ObjectType, Rights};
+
+/// An invocation's label and argument words.
+#[derive(Clone, Copy, Debug)]
+pub struct Invocation<'a> {
+    /// The operation.
+    pub label: u64,
+    /// The argument words the caller sent.
+    pub words: &'a [u64],
+}
+
+impl Invocation<'_> {
+    fn word(&self, i: usize) -> Result<u64, Error> {
+        self.words.get(i).copied().ok_or(Error::TruncatedMessage)
+    }
+
+    fn depth(&self, i: usize) -> Result<u32, Error> {
+        u32::try_from(self.word(i)?).map_err(|_| Error::RangeError)
+    }
+}
+
+/// Looks up a CNode capability by address in the caller's CSpace.
+fn cnode_at(mem: &impl SlotOps, cspace: Cap, cptr: u64) -> Result<Cap, Error> {
+    match lookup_cap(mem, cspace, cptr)? {
+        (_, cap @ Cap::CNode { .. }) => Ok(cap),
+        _ => Err(Error::InvalidCapability),
+    }
+}
+
+/// Performs `invocation` on the capability `target` (in `slot`) for a caller whose CSpace
+/// root is `cspace`.
+pub fn invoke<M: KernelMemory>(
+    space: &mut ObjectSpace<M>,
+    cspace: Cap,
+    slot: Slot,
+    target: Cap,
+    invocation: Invocation<'_>,
+) -> Result<(), Error> {
+    match target {
+        Cap::Null => Err(Error::InvalidCapability),
+        Cap::Untyped { .. } => match invocation.label {
+            label::UNTYPED_RETYPE => retype(space, cspace, slot, invocation),
+            _ => Err(Error::IllegalOperation),
+        },
+        Cap::CNode { .. } => cnode(space, cspace, target, invocation),
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+fn retype<M: KernelMemory>(
+    space: &mut ObjectSpace<M>,
+    cspace: Cap,
+    untyped: Slot,
+    inv: Invocation<'_>,
+) -> Result<(), Error> {
+    let ty = ObjectType::from_raw(inv.word(0)?).ok_or(Error::InvalidArgument)?;
+    let size_bits = u32::try_from(inv.word(1)?).map_err(|_| Error::RangeError)?;
+    let root = cnode_at(&space.mem, cspace, inv.word(2)?)?;
+    let node = match inv.depth(4)? {
+        0 => root,
+        depth => match space.mem.cap_at(lookup_slot(&space.mem, root, inv.word(3)?, depth)?) {
+            cap @ Cap::CNode { .. } => cap,
+            _ => return Err(Error::InvalidCapability),
+        },
+    };
+    let Cap::CNode { base, radix, .. } = node else { return Err(Error::InvalidCapability) };
+    let (offset, count) = (inv.word(5)?, inv.word(6)?);
+    let slots = 1u64 << radix;
+    if offset >= slots || count > slots - offset {
+        return Err(Error::RangeError);
+    }
+    space.retype(untyped, ty, size_bits, count, PhysAddr(base.0 + (offset << SLOT_SIZE_BITS)))
+}
+
+fn cnode<M: KernelMemory>(
+    space: &mut ObjectSpace<M>,
+    cspace: Cap,
+    node: Cap,
+    inv: Invocation<'_>,
+) -> Result<(), Error> {
+    let dest = lookup_slot(&space.mem, node, inv.word(0)?, inv.depth(1)?)?;
+    match inv.label {
+        label::CNODE_DELETE => space.delete(dest),
+        label::CNODE_REVOKE => space.revoke(dest),
+        label::CNODE_COPY | label::CNODE_MINT | label::CNODE_MOVE | label::CNODE_MUTATE => {
+            let src_root = cnode_at(&space.mem, cspace, inv.word(2)?)?;
+            let src = lookup_slot(&space.mem, src_root, inv.word(3)?, inv.depth(4)?)?;
+            match inv.label {
+                label::CNODE_MOVE => space.move_cap(src, dest),
+                label::CNODE_COPY => space.mint(src, dest, Rights::from_word(inv.word(5)?), 0),
+                label::CNODE_MINT => space.mint(src, dest, Rights::from_word(inv.word(5)?), inv.word(6)?),
+                _ => space.mutate(src, dest, Rights::from_word(inv.word(5)?), inv.word(6)?),
+            }
+        }
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::kmem::TestMemory;
+
+    const ROOT: u64 = 0x10_1000;
+
+    fn setup() -> (ObjectSpace<TestMemory>, Cap) {
+        let mut s = ObjectSpace::new(TestMemory::new(0x10_0000, 0x10_0000), PhysAddr(0x10_0000));
+        let root = Cap::CNode { base: PhysAddr(ROOT), radix: 6, guard: 0, guard_bits: 58 };
+        s.insert_original(PhysAddr(ROOT), root).unwrap();
+        let ut = Cap::Untyped { base: PhysAddr(0x14_0000), size_bits: 18, watermark: 0, device: false };
+        s.insert_original(PhysAddr(ROOT + 64), ut).unwrap();
+        (s, root)
+    }
+
+    fn call(
+        s: &mut ObjectSpace<TestMemory>,
+        root: Cap,
+        cptr: u64,
+        label: u64,
+        words: &[u64],
+    ) -> Result<(), Error> {
+        let (slot, cap) = lookup_cap(&s.mem, root, cptr).map_err(Error::from)?;
+        invoke(s, root, slot, cap, Invocation { label, words })
+    }
+
+    #[test]
+    fn retype_then_copy_then_revoke() {
+        let (mut s, root) = setup();
+        let ep = ObjectType::Endpoint as u64;
+        call(&mut s, root, 1, label::UNTYPED_RETYPE, &[ep, 0, 0, 0, 0, 10, 3]).unwrap();
+        assert!(matches!(s.mem.cap_at(PhysAddr(ROOT + 12 * 64)), Cap::Endpoint { .. }));
+        // Mint slot 10 into slot 20 with a badge and write-only rights.
+        call(&mut s, root, 0, label::CNODE_MINT, &[20, 64, 0, 10, 64, 1, 99]).unwrap();
+        let Cap::Endpoint { badge: 99, rights: Rights::WRITE, .. } = s.mem.cap_at(PhysAddr(ROOT + 20 * 64))
+        else {
+            panic!()
+        };
+        call(&mut s, root, 0, label::CNODE_REVOKE, &[10, 64]).unwrap();
+        assert!(s.mem.cap_at(PhysAddr(ROOT + 20 * 64)).is_null());
+        call(&mut s, root, 0, label::CNODE_DELETE, &[10, 64]).unwrap();
+        assert!(s.mem.cap_at(PhysAddr(ROOT + 10 * 64)).is_null());
+    }
+
+    #[test]
+    fn bad_invocations() {
+        let (mut s, root) = setup();
+        let ep = ObjectType::Endpoint as u64;
+        // Empty slot, unknown label, short message, unknown type, range past the CNode.
+        assert_eq!(call(&mut s, root, 5, label::UNTYPED_RETYPE, &[ep]), Err(Error::InvalidCapability));
+        assert_eq!(call(&mut s, root, 1, 999, &[]), Err(Error::IllegalOperation));
+        assert_eq!(call(&mut s, root, 1, label::UNTYPED_RETYPE, &[ep, 0, 0]), Err(Error::TruncatedMessage));
+        assert_eq!(
+            call(&mut s, root, 1, label::UNTYPED_RETYPE, &[77, 0, 0, 0, 0, 10, 1]),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            call(&mut s, root, 1, label::UNTYPED_RETYPE, &[ep, 0, 0, 0, 0, 60, 5]),
+            Err(Error::RangeError)
+        );
+        // Destination root that is not a CNode; invoking a CNode operation on an untyped.
+        assert_eq!(
+            call(&mut s, root, 1, label::UNTYPED_RETYPE, &[ep, 0, 1, 0, 0, 10, 1]),
+            Err(Error::InvalidCapability)
+        );
+        assert_eq!(
+            call(&mut s, root, 1, label::CNODE_COPY, &[3, 64, 0, 1, 64, 15]),
+            Err(Error::IllegalOperation)
+        );
+        // A CNode address with a bad guard; a depth over 64.
+        assert_eq!(call(&mut s, root, 0, label::CNODE_DELETE, &[1 << 60, 64]), Err(Error::FailedLookup));
+        assert_eq!(call(&mut s, root, 0, label::CNODE_DELETE, &[1, 65]), Err(Error::FailedLookup));
+        assert_eq!(call(&mut s, root, 0, label::CNODE_DELETE, &[1, 1 << 40]), Err(Error::RangeError));
+    }
+}
