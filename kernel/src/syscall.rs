@@ -3,8 +3,18 @@
 use crate::arch::exit::{Outcome, exit};
 use crate::arch::serial;
 use crate::arch::trap::TrapFrame;
-use crate::{kprintln, thread};
-use cleave_abi::Syscall;
+use crate::{kprintln, objects, thread};
+use cleave_abi::object::SLOT_SIZE_BITS;
+use cleave_abi::{Error, MessageInfo, Syscall};
+use cleave_kernel_core::PhysAddr;
+use cleave_kernel_core::object::cap::Cap;
+use cleave_kernel_core::object::cspace::lookup_cap;
+use cleave_kernel_core::object::invoke::{Invocation, invoke};
+use cleave_kernel_core::object::kmem::KernelMemory;
+use cleave_kernel_core::object::slot::SlotOps;
+
+/// Most argument words an object invocation reads.
+const MAX_INVOCATION_WORDS: usize = 8;
 
 /// Entry from the `syscall` stub: performs the call and leaves results in `frame`.
 pub fn dispatch(frame: &mut TrapFrame) {
@@ -18,8 +28,41 @@ pub fn dispatch(frame: &mut TrapFrame) {
             kprintln!("kernel: thread '{}' exited with status {status}", thread::current_name());
             exit(if status == 0 { Outcome::Success } else { Outcome::Failure })
         }
-        // The IPC calls arrive with the capability kernel; until then they fault like
-        // numbers the kernel does not know.
+        Some(Syscall::Call) => {
+            let result = call(frame);
+            frame.rax = match result {
+                Ok(()) => 0,
+                Err(e) => e as u64,
+            };
+            frame.rsi = MessageInfo::default().0;
+        }
+        // The IPC calls arrive with endpoints; until then they fault like numbers the
+        // kernel does not know.
         Some(_) | None => thread::fault_current(thread::Fault::UnknownSyscall(frame.rax), frame),
     }
+}
+
+/// `Call` on an object capability: an invocation.
+fn call(frame: &TrapFrame) -> Result<(), Error> {
+    let info = MessageInfo(frame.rsi);
+    let tcb = thread::current_tcb();
+    objects::with(|space| {
+        let tcb_slot = |i: u64| PhysAddr(tcb.0 + (i << SLOT_SIZE_BITS));
+        let cspace = space.mem.cap_at(tcb_slot(0));
+        // Message words: the first four in registers, the rest in the IPC buffer.
+        let mut words = [0u64; MAX_INVOCATION_WORDS];
+        let length = info.length().min(MAX_INVOCATION_WORDS);
+        let registers = [frame.rdx, frame.r8, frame.r9, frame.r10];
+        for (i, word) in words.iter_mut().enumerate().take(length) {
+            *word = match registers.get(i) {
+                Some(&r) => r,
+                None => match space.mem.cap_at(tcb_slot(2)) {
+                    Cap::Frame { base, .. } => space.mem.read::<u64>(PhysAddr(base.0 + 8 + 8 * i as u64)),
+                    _ => return Err(Error::TruncatedMessage),
+                },
+            };
+        }
+        let (slot, target) = lookup_cap(&space.mem, cspace, frame.rdi)?;
+        invoke(space, cspace, slot, target, Invocation { label: info.label(), words: &words[..length] })
+    })
 }

@@ -5,6 +5,7 @@ use crate::arch::exit::{Outcome, exit};
 use crate::arch::global::KernelCell;
 use crate::arch::trap::{self, TrapFrame};
 use crate::kprintln;
+use cleave_kernel_core::PhysAddr;
 use heapless::String;
 
 /// A reason a user thread cannot go on by itself.
@@ -20,9 +21,22 @@ pub enum Fault {
 struct Thread {
     name: String<32>,
     faults: u32,
+    /// The thread's TCB object.
+    tcb: PhysAddr,
 }
 
-static CURRENT: KernelCell<Thread> = KernelCell::new(Thread { name: String::new(), faults: 0 });
+static CURRENT: KernelCell<Thread> =
+    KernelCell::new(Thread { name: String::new(), faults: 0, tcb: PhysAddr(0) });
+
+/// Records the current thread's TCB object.
+pub fn set_current_tcb(tcb: PhysAddr) {
+    CURRENT.with(|t| t.tcb = tcb);
+}
+
+/// The current thread's TCB object.
+pub fn current_tcb() -> PhysAddr {
+    CURRENT.with(|t| t.tcb)
+}
 
 /// Names the current thread (module name, truncated to 32 bytes).
 pub fn set_current_name(name: &str) {

@@ -1,23 +1,32 @@
 //! Starting the root task: check the first boot module's ELF image, build its address
-//! space (segments and stack), and enter it in ring 3.
+//! space (segments, stack, BootInfo page, IPC buffer), give it its initial capabilities
+//! and all free memory as untyped capabilities, and enter it in ring 3.
 
 use crate::arch::exit::{Outcome, exit};
 use crate::arch::trap::{TrapFrame, return_to_user};
 use crate::arch::x86_64::cpu;
-use crate::arch::x86_64::paging::{AddressSpace, Rights};
-use crate::arch::x86_64::physmem::{self, OwnedFrame};
-use crate::{kprintln, thread};
+use crate::arch::x86_64::paging::{AddressSpace, MapError, Rights as PageRights};
+use crate::arch::x86_64::physmem::{self, DirectMemory, OwnedFrame};
+use crate::{kprintln, objects, thread};
+use cleave_abi::boot_info::{self, BootInfo, MAX_UNTYPED, UntypedDescriptor, slot};
 use cleave_abi::layout::{PAGE_SIZE, USER_STACK_SIZE, USER_STACK_TOP};
-use cleave_kernel_core::VirtAddr;
+use cleave_abi::object::SLOT_SIZE_BITS;
+use cleave_abi::{Error, Rights};
 use cleave_kernel_core::elf_image::{self, LoadPlan};
-use cleave_kernel_core::memory::BootFrameAllocator;
+use cleave_kernel_core::memory::{self, BootFrameAllocator};
 use cleave_kernel_core::multiboot::Module;
+use cleave_kernel_core::object::cap::Cap;
+use cleave_kernel_core::object::kmem::KernelMemory as _;
+use cleave_kernel_core::object::space::ObjectSpace;
+use cleave_kernel_core::{PhysAddr, VirtAddr};
+use x86_64::registers::control::Cr3;
 
 /// Why the root task could not be built.
 enum LoadError {
     Image(elf_image::ImageError),
     OutOfMemory,
-    Map(crate::arch::x86_64::paging::MapError),
+    Map(MapError),
+    Capability(Error),
 }
 
 impl core::fmt::Display for LoadError {
@@ -26,7 +35,20 @@ impl core::fmt::Display for LoadError {
             Self::Image(e) => write!(f, "bad ELF image: {e}"),
             Self::OutOfMemory => write!(f, "out of memory"),
             Self::Map(e) => write!(f, "cannot map: {e:?}"),
+            Self::Capability(e) => write!(f, "cannot place its capabilities: {e}"),
         }
+    }
+}
+
+impl From<Error> for LoadError {
+    fn from(e: Error) -> Self {
+        Self::Capability(e)
+    }
+}
+
+impl From<MapError> for LoadError {
+    fn from(e: MapError) -> Self {
+        Self::Map(e)
     }
 }
 
@@ -46,21 +68,23 @@ pub fn start_root_task(module: &Module, mut frames: BootFrameAllocator, boot_tsc
         kprintln!("kernel: cannot start root task '{name}': module lies outside the direct map");
         exit(Outcome::Failure)
     };
-    let result = elf_image::plan(image)
-        .map_err(LoadError::Image)
-        .and_then(|plan| build(&plan, image, &mut frames).map(|space| (plan, space)));
-    let (plan, space) = match result {
+    let result = elf_image::plan(image).map_err(LoadError::Image).and_then(|plan| {
+        let (space, tcb, untyped) = build(&plan, image, &mut frames)?;
+        Ok((plan, space, tcb, untyped))
+    });
+    let (plan, space, tcb, untyped) = match result {
         Ok(built) => built,
         Err(e) => {
             kprintln!("kernel: cannot start root task '{name}': {e}");
             exit(Outcome::Failure)
         }
     };
+    thread::set_current_tcb(tcb);
     kprintln!(
-        "kernel: starting root task '{name}' (entry {}, {} segments, {} frames used)",
+        "kernel: starting root task '{name}' (entry {}, {} segments, {} untyped capabilities)",
         plan.entry,
         plan.segments.len(),
-        frames.allocated_frames()
+        untyped
     );
     space.activate();
     let frame = TrapFrame::user(plan.entry.0, USER_STACK_TOP);
@@ -69,13 +93,28 @@ pub fn start_root_task(module: &Module, mut frames: BootFrameAllocator, boot_tsc
     return_to_user(&frame)
 }
 
-/// Builds the address space: every segment page copied from the image (the rest zero),
-/// and a zeroed stack below `USER_STACK_TOP`.
-fn build(plan: &LoadPlan, image: &[u8], frames: &mut BootFrameAllocator) -> Result<AddressSpace, LoadError> {
+/// Builds the root task: its address space, its objects and capabilities. Returns the
+/// address space, the TCB's address and the number of untyped capabilities.
+fn build(
+    plan: &LoadPlan,
+    image: &[u8],
+    frames: &mut BootFrameAllocator,
+) -> Result<(AddressSpace, PhysAddr, usize), LoadError> {
+    // Kernel objects first, while large aligned blocks are easy to find.
+    let cnode_bytes = 1u64 << (boot_info::ROOT_CNODE_RADIX + SLOT_SIZE_BITS);
+    let cnode = frames.allocate_contiguous(cnode_bytes, cnode_bytes).ok_or(LoadError::OutOfMemory)?;
     let mut next_frame = || frames.allocate().and_then(OwnedFrame::new);
+    let mut sentinel = next_frame().ok_or(LoadError::OutOfMemory)?;
+    let mut tcb = next_frame().ok_or(LoadError::OutOfMemory)?;
+    let mut boot_info_frame = next_frame().ok_or(LoadError::OutOfMemory)?;
+    let mut ipc_buffer = next_frame().ok_or(LoadError::OutOfMemory)?;
+    for f in [&mut sentinel, &mut tcb, &mut boot_info_frame, &mut ipc_buffer] {
+        f.bytes().fill(0);
+    }
+
     let mut space = AddressSpace::new(next_frame().ok_or(LoadError::OutOfMemory)?);
     for segment in &plan.segments {
-        let rights = Rights { write: segment.writable, execute: segment.executable };
+        let rights = PageRights { write: segment.writable, execute: segment.executable };
         for page in segment.pages().step_by(PAGE_SIZE as usize) {
             let mut frame = next_frame().ok_or(LoadError::OutOfMemory)?;
             let bytes = frame.bytes();
@@ -91,14 +130,73 @@ fn build(plan: &LoadPlan, image: &[u8], frames: &mut BootFrameAllocator) -> Resu
                 let len = (to - from) as usize;
                 bytes[dst..dst + len].copy_from_slice(&image[src..src + len]);
             }
-            space.map(VirtAddr(page), frame.addr(), rights, &mut next_frame).map_err(LoadError::Map)?;
+            space.map(VirtAddr(page), frame.addr(), rights, &mut next_frame)?;
         }
     }
-    let stack = Rights { write: true, execute: false };
+    let stack = PageRights { write: true, execute: false };
     for page in (USER_STACK_TOP - USER_STACK_SIZE..USER_STACK_TOP).step_by(PAGE_SIZE as usize) {
         let mut frame = next_frame().ok_or(LoadError::OutOfMemory)?;
         frame.bytes().fill(0);
-        space.map(VirtAddr(page), frame.addr(), stack, &mut next_frame).map_err(LoadError::Map)?;
+        space.map(VirtAddr(page), frame.addr(), stack, &mut next_frame)?;
     }
-    Ok(space)
+    let read_only = PageRights { write: false, execute: false };
+    space.map(VirtAddr(boot_info::BOOT_INFO_ADDRESS), boot_info_frame.addr(), read_only, &mut next_frame)?;
+    space.map(VirtAddr(boot_info::ROOT_IPC_BUFFER_ADDRESS), ipc_buffer.addr(), stack, &mut next_frame)?;
+
+    // The object space and the root task's capabilities.
+    let kernel_pml4 = PhysAddr(Cr3::read().0.start_address().as_u64());
+    let mut objects = ObjectSpace::new(DirectMemory::new(kernel_pml4), sentinel.addr());
+    objects.mem.zero(cnode, cnode_bytes);
+    let at = |index: u64| PhysAddr(cnode.0 + (index << SLOT_SIZE_BITS));
+    let frame_cap =
+        |base: PhysAddr| Cap::Frame { base, large: false, device: false, rights: Rights::ALL, mapping: None };
+    let root_cnode = Cap::CNode {
+        base: cnode,
+        radix: boot_info::ROOT_CNODE_RADIX as u8,
+        guard: 0,
+        guard_bits: (64 - boot_info::ROOT_CNODE_RADIX) as u8,
+    };
+    objects.insert_original(at(slot::CNODE), root_cnode)?;
+    objects.insert_original(at(slot::TCB), Cap::Tcb { base: tcb.addr() })?;
+    objects.insert_original(at(slot::VSPACE), Cap::VSpace { base: space.root(), asid: 0 })?;
+    objects.insert_original(at(slot::IRQ_CONTROL), Cap::IrqControl)?;
+    objects.insert_original(at(slot::IO_PORT_CONTROL), Cap::IoPortControl)?;
+    objects.insert_original(at(slot::BOOT_INFO_FRAME), frame_cap(boot_info_frame.addr()))?;
+    objects.insert_original(at(slot::IPC_BUFFER), frame_cap(ipc_buffer.addr()))?;
+    // The TCB's own slots: CSpace root, VSpace root, IPC buffer.
+    let tcb_slot = |i: u64| PhysAddr(tcb.addr().0 + (i << SLOT_SIZE_BITS));
+    objects.copy(at(slot::CNODE), tcb_slot(0))?;
+    objects.copy(at(slot::VSPACE), tcb_slot(1))?;
+    objects.copy(at(slot::IPC_BUFFER), tcb_slot(2))?;
+
+    // Everything still free becomes untyped memory.
+    let (blocks, left_out) = memory::untyped_blocks::<MAX_UNTYPED>(&frames.remaining(), 47);
+    if left_out > 0 {
+        kprintln!(
+            "kernel: {} KiB of free memory left out (more than {MAX_UNTYPED} untyped blocks)",
+            left_out / 1024
+        );
+    }
+    let mut info = BootInfo {
+        version: BootInfo::VERSION,
+        root_cnode_radix: u64::from(boot_info::ROOT_CNODE_RADIX),
+        empty_first: slot::FIRST_UNTYPED + blocks.len() as u64,
+        empty_end: 1 << boot_info::ROOT_CNODE_RADIX,
+        untyped_first: slot::FIRST_UNTYPED,
+        untyped_count: blocks.len() as u64,
+        ipc_buffer: boot_info::ROOT_IPC_BUFFER_ADDRESS,
+        io_ports: [0, u16::MAX],
+        irq_lines: 16,
+        untyped: [UntypedDescriptor::default(); MAX_UNTYPED],
+    };
+    for (i, &(base, bits)) in blocks.iter().enumerate() {
+        let cap = Cap::Untyped { base, size_bits: bits as u8, watermark: 0, device: false };
+        objects.insert_original(at(slot::FIRST_UNTYPED + i as u64), cap)?;
+        info.untyped[i] =
+            UntypedDescriptor { physical_address: base.0, size_bits: bits as u8, ..Default::default() };
+    }
+    physmem::write_to_frame(&mut boot_info_frame, 0, &info);
+    let untyped = blocks.len();
+    objects::install(objects);
+    Ok((space, tcb.addr(), untyped))
 }

@@ -5,7 +5,7 @@
 //! only through this trait, so the same code runs in both.
 
 use crate::addr::PhysAddr;
-use bytemuck::Pod;
+pub use bytemuck::Pod;
 
 /// Reads and writes plain-old-data values at physical addresses.
 ///

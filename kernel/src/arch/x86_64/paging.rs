@@ -97,6 +97,11 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// The physical address of its top-level table.
+    pub fn root(&self) -> PhysAddr {
+        self.pml4
+    }
+
     /// Makes this the current address space.
     pub fn activate(&self) {
         let frame = PhysFrame::from_start_address(x86_64::PhysAddr::new(self.pml4.0))

@@ -4,6 +4,7 @@
 use cleave_abi::layout::PAGE_SIZE;
 use cleave_kernel_core::PhysAddr;
 use cleave_kernel_core::multiboot::{PhysMemory, Unreachable};
+use cleave_kernel_core::object::kmem::{KernelMemory, Pod};
 
 /// Where physical address 0 appears in the kernel's address space.
 pub const PHYSMAP_BASE: u64 = 0xffff_8000_0000_0000;
@@ -85,4 +86,66 @@ pub fn module_bytes(start: PhysAddr, len: u64) -> Option<&'static [u8]> {
     // in the physical-memory description, so no frame allocation ever aliases them; they
     // are never written.
     Some(unsafe { core::slice::from_raw_parts(ptr, len as usize) })
+}
+
+/// Kernel objects in the direct map, for the object code of `cleave_kernel_core`.
+///
+/// Addresses come from capabilities the kernel itself created, so an address outside the
+/// direct map or misaligned for its type is a broken kernel invariant (a panic).
+pub struct DirectMemory {
+    /// The boot page tables' PML4, whose kernel half every new address space copies.
+    kernel_pml4: PhysAddr,
+}
+
+impl DirectMemory {
+    /// Object access for a kernel whose address-space template is the PML4 at
+    /// `kernel_pml4` (the boot tables).
+    pub fn new(kernel_pml4: PhysAddr) -> Self {
+        Self { kernel_pml4 }
+    }
+
+    fn pointer<T>(at: PhysAddr) -> *mut T {
+        let size = core::mem::size_of::<T>() as u64;
+        let ptr = mapped(at, size).unwrap_or_else(|| panic!("object at {at:?} outside the direct map"));
+        assert!(at.is_aligned(core::mem::align_of::<T>() as u64), "misaligned object at {at:?}");
+        ptr.cast()
+    }
+}
+
+impl KernelMemory for DirectMemory {
+    fn read<T: Pod>(&self, at: PhysAddr) -> T {
+        // SAFETY: `pointer` checked that the object lies in the direct map and is aligned;
+        // every bit pattern is a valid `T` (Pod). The kernel is single-threaded with
+        // interrupts off, and users do not run while it does, so nothing writes
+        // concurrently.
+        unsafe { Self::pointer::<T>(at).read() }
+    }
+
+    fn write<T: Pod>(&mut self, at: PhysAddr, value: &T) {
+        // SAFETY: as in `read`; `&mut self` is the only path to kernel-object memory.
+        unsafe { Self::pointer::<T>(at).write(*value) }
+    }
+
+    fn zero(&mut self, at: PhysAddr, len: u64) {
+        let ptr = mapped(at, len).unwrap_or_else(|| panic!("range at {at:?} outside the direct map"));
+        // SAFETY: the range lies in the direct map (checked); it is memory retype just
+        // carved from untyped RAM, which nothing else references.
+        unsafe { core::ptr::write_bytes(ptr, 0, len as usize) }
+    }
+
+    fn init_vspace_root(&mut self, pml4: PhysAddr) {
+        for index in 256..512 {
+            write_entry(pml4, index, read_entry(self.kernel_pml4, index));
+        }
+    }
+}
+
+/// Copies `value` to byte `offset` of an owned frame.
+pub fn write_to_frame<T: Copy>(frame: &mut OwnedFrame, offset: usize, value: &T) {
+    let size = core::mem::size_of::<T>();
+    assert!(offset + size <= PAGE_SIZE as usize, "value does not fit in the frame");
+    let bytes = frame.bytes();
+    // SAFETY: the destination range lies inside the frame (asserted) and the frame is
+    // exclusively borrowed; an unaligned write copies `T`'s bytes without reading them.
+    unsafe { core::ptr::write_unaligned(bytes.as_mut_ptr().add(offset).cast::<T>(), *value) }
 }
