@@ -1,6 +1,7 @@
 //! The runtime every program on Cleave links: `_start`, the system call stubs (the only
-//! user-side assembly), a debug console with `print!`/`println!`, and a panic handler that
-//! reports and ends the run.
+//! user-side assembly), typed capabilities with their invocations, the root task's
+//! BootInfo, a debug console with `print!`/`println!`, and a panic handler that reports and
+//! ends the run.
 //!
 //! A program declares its entry with [`entry!`]:
 //! ```ignore
@@ -12,8 +13,12 @@
 //! The value `main` returns is passed to [`syscall::debug_exit`].
 #![no_std]
 
+pub mod boot;
+pub mod cap;
 pub mod console;
 pub mod syscall;
+
+pub use cap::{Cap, SlotRef, kind};
 
 /// Declares the program's `main` (a `fn() -> i32`); `_start` calls it, then exits with its
 /// return value.

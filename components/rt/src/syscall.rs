@@ -58,3 +58,36 @@ pub fn privilege_level() -> u16 {
     unsafe { core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) }
     cs & 3
 }
+
+/// `Call` on `cptr` with a message: `info` and the first four message words in
+/// registers (the rest must already be in the IPC buffer). Returns the status word (0 or
+/// an error code), the reply's [`MessageInfo`] and its first four words.
+///
+/// [`MessageInfo`]: cleave_abi::MessageInfo
+pub fn call(
+    cptr: u64,
+    info: cleave_abi::MessageInfo,
+    words: [u64; 4],
+) -> (u64, cleave_abi::MessageInfo, [u64; 4]) {
+    let (status, out_info, w0, w1, w2, w3): (u64, u64, u64, u64, u64, u64);
+    // SAFETY: `syscall` with the documented convention (rax number, rdi capability, rsi
+    // info, rdx/r8/r9/r10 message words); the kernel returns status, badge, info and words
+    // in the same registers and destroys rcx and r11. It reads the IPC buffer through its
+    // own mapping, never through a pointer from these registers.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") Syscall::Call as u64 => status,
+            inlateout("rdi") cptr => _,
+            inlateout("rsi") info.0 => out_info,
+            inlateout("rdx") words[0] => w0,
+            inlateout("r8") words[1] => w1,
+            inlateout("r9") words[2] => w2,
+            inlateout("r10") words[3] => w3,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    (status, cleave_abi::MessageInfo(out_info), [w0, w1, w2, w3])
+}

@@ -55,6 +55,28 @@ const TESTS: &[EmulatorTest] = &[
         },
     },
     EmulatorTest {
+        name: "qemu-capabilities",
+        emulator: Emulator::Qemu,
+        module: Some("cap-test"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &[
+                "TEST PASS boot-info",
+                "TEST PASS retype-endpoint",
+                "TEST PASS retype-larger-than-untyped",
+                "TEST PASS retype-bad-arguments",
+                "TEST PASS invalid-capability",
+                "TEST PASS wrong-object-type",
+                "TEST PASS copy-mint-rights",
+                "TEST PASS revoke-with-live-children",
+                "TEST PASS cnode-destroyed-with-contents",
+                "TEST PASS untyped-revoke-and-reuse",
+                "TEST PASS\n",
+            ],
+        },
+    },
+    EmulatorTest {
         name: "qemu-user-fault",
         emulator: Emulator::Qemu,
         module: Some("user-fault"),

@@ -1,0 +1,151 @@
+//! Typed capabilities: a capability address with the kind of object it names, and the
+//! invocations that kind accepts (in the style of the rust-sel4 `sel4` crate).
+
+use crate::boot::set_message_word;
+use crate::syscall;
+use cleave_abi::object::label;
+use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
+use core::marker::PhantomData;
+
+/// Kinds of capability.
+pub mod kind {
+    /// Untyped memory.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Untyped;
+    /// A CNode.
+    #[derive(Clone, Copy, Debug)]
+    pub struct CNode;
+    /// A thread control block.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Tcb;
+    /// A synchronous endpoint.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Endpoint;
+    /// A notification.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Notification;
+    /// A frame.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Frame;
+    /// Any capability (kind not known to the program).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Unknown;
+}
+
+/// A capability address (in the caller's CSpace) naming an object of kind `K`.
+#[derive(Debug)]
+pub struct Cap<K> {
+    cptr: u64,
+    kind: PhantomData<K>,
+}
+
+impl<K> Clone for Cap<K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K> Copy for Cap<K> {}
+
+impl<K> Cap<K> {
+    /// The capability at address `cptr`.
+    pub const fn from_cptr(cptr: u64) -> Self {
+        Self { cptr, kind: PhantomData }
+    }
+    /// Its address.
+    pub const fn cptr(self) -> u64 {
+        self.cptr
+    }
+    /// The same address seen as another kind (the kernel checks the real type).
+    pub const fn cast<L>(self) -> Cap<L> {
+        Cap::from_cptr(self.cptr)
+    }
+
+    /// Invokes the capability: `label` with `words` as the message.
+    pub fn invoke(self, label: u64, words: &[u64]) -> Result<[u64; 4], Error> {
+        let mut registers = [0u64; 4];
+        for (i, &w) in words.iter().enumerate() {
+            match registers.get_mut(i) {
+                Some(r) => *r = w,
+                None => set_message_word(i, w),
+            }
+        }
+        let info = MessageInfo::new(label, 0, 0, words.len() as u64);
+        let (status, _, reply) = syscall::call(self.cptr, info, registers);
+        Error::check(status).map(|()| reply)
+    }
+}
+
+impl Cap<kind::Untyped> {
+    /// `Untyped::retype`: makes `count` objects of type `ty` (`size_bits`: untyped size or
+    /// CNode radix) and places their capabilities in slots `offset..offset + count` of the
+    /// CNode reached from `root` by `node_index`/`node_depth` (depth 0: `root` itself).
+    #[allow(clippy::too_many_arguments, reason = "mirrors the kernel operation's arguments")]
+    pub fn retype(
+        self,
+        ty: ObjectType,
+        size_bits: u64,
+        root: Cap<kind::CNode>,
+        node_index: u64,
+        node_depth: u64,
+        offset: u64,
+        count: u64,
+    ) -> Result<(), Error> {
+        let words = [ty as u64, size_bits, root.cptr, node_index, node_depth, offset, count];
+        self.invoke(label::UNTYPED_RETYPE, &words).map(drop)
+    }
+}
+
+/// A slot named relative to a CNode capability: index and depth.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotRef {
+    /// The CNode the address is resolved from.
+    pub root: Cap<kind::CNode>,
+    /// The address.
+    pub index: u64,
+    /// How many bits of the address to use.
+    pub depth: u64,
+}
+
+impl Cap<kind::CNode> {
+    /// The slot at `index` resolved with `depth` bits from this CNode.
+    pub const fn slot(self, index: u64, depth: u64) -> SlotRef {
+        SlotRef { root: self, index, depth }
+    }
+
+    fn transfer(
+        self,
+        operation: u64,
+        dest: SlotRef,
+        src: SlotRef,
+        rights: Rights,
+        badge: u64,
+    ) -> Result<(), Error> {
+        let words = [dest.index, dest.depth, src.root.cptr, src.index, src.depth, u64::from(rights.0), badge];
+        dest.root.invoke(operation, &words).map(drop)
+    }
+
+    /// `CNode::copy`: copies `src` into `dest` (a slot of this CNode) keeping `rights`.
+    pub fn copy(self, dest: SlotRef, src: SlotRef, rights: Rights) -> Result<(), Error> {
+        self.transfer(label::CNODE_COPY, dest, src, rights, 0)
+    }
+    /// `CNode::mint`: copies with `rights` and a badge (or, for CNodes, a guard word).
+    pub fn mint(self, dest: SlotRef, src: SlotRef, rights: Rights, badge: u64) -> Result<(), Error> {
+        self.transfer(label::CNODE_MINT, dest, src, rights, badge)
+    }
+    /// `CNode::move`: moves `src` into `dest`.
+    pub fn move_cap(self, dest: SlotRef, src: SlotRef) -> Result<(), Error> {
+        self.transfer(label::CNODE_MOVE, dest, src, Rights::ALL, 0)
+    }
+    /// `CNode::mutate`: moves with `rights` and a badge.
+    pub fn mutate(self, dest: SlotRef, src: SlotRef, rights: Rights, badge: u64) -> Result<(), Error> {
+        self.transfer(label::CNODE_MUTATE, dest, src, rights, badge)
+    }
+    /// `CNode::delete`: deletes the capability in `slot`.
+    pub fn delete(slot: SlotRef) -> Result<(), Error> {
+        slot.root.invoke(label::CNODE_DELETE, &[slot.index, slot.depth]).map(drop)
+    }
+    /// `CNode::revoke`: deletes every capability derived from the one in `slot`.
+    pub fn revoke(slot: SlotRef) -> Result<(), Error> {
+        slot.root.invoke(label::CNODE_REVOKE, &[slot.index, slot.depth]).map(drop)
+    }
+}

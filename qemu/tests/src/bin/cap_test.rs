@@ -1,0 +1,277 @@
+//! Capability test suite (root task): Untyped retype and CNode operations through real
+//! system calls, including the refusals. Prints one `TEST PASS name` or
+//! `TEST FAIL name: why` line per case, then `TEST PASS` if every case passed.
+#![no_std]
+#![no_main]
+
+use cleave_abi::boot_info::slot;
+use cleave_abi::{Error, ObjectType, Rights};
+use cleave_rt::boot::boot_info;
+use cleave_rt::cap::kind::{CNode, Endpoint, Untyped};
+use cleave_rt::{Cap, println};
+
+cleave_rt::entry!(main);
+
+const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
+/// Depth that resolves a plain slot index in the root CNode (guard + radix = 64).
+const D: u64 = 64;
+
+/// Slots this suite uses, from the first empty one.
+struct Slots(u64);
+
+impl Slots {
+    fn at(&self, i: u64) -> u64 {
+        self.0 + i
+    }
+}
+
+fn expect(name: &str, failures: &mut u32, result: Result<(), &'static str>) {
+    match result {
+        Ok(()) => println!("TEST PASS {name}"),
+        Err(why) => {
+            println!("TEST FAIL {name}: {why}");
+            *failures += 1;
+        }
+    }
+}
+
+fn is(result: Result<(), Error>, want: Result<(), Error>, what: &'static str) -> Result<(), &'static str> {
+    if result == want {
+        Ok(())
+    } else {
+        println!("  {what}: got {result:?}, expected {want:?}");
+        Err(what)
+    }
+}
+
+fn main() -> i32 {
+    let info = boot_info();
+    let s = Slots(info.empty_first);
+    let untyped: Cap<Untyped> = Cap::from_cptr(info.untyped_first);
+    let biggest = (0..info.untyped_count as usize).max_by_key(|&i| info.untyped[i].size_bits).unwrap_or(0);
+    let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
+    let big_bits = u64::from(info.untyped[biggest].size_bits);
+    println!(
+        "cap-test: {} untyped capabilities, largest 2^{big_bits} bytes; empty slots {}..{}",
+        info.untyped_count, info.empty_first, info.empty_end
+    );
+    let mut failures = 0;
+    let f = &mut failures;
+
+    expect(
+        "boot-info",
+        f,
+        if info.version == 1 && info.untyped_count > 0 && info.empty_first < info.empty_end {
+            Ok(())
+        } else {
+            Err("BootInfo is not sane")
+        },
+    );
+
+    expect(
+        "retype-endpoint",
+        f,
+        (|| {
+            is(big.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, s.at(0), 1), Ok(()), "retype")?;
+            is(
+                big.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, s.at(0), 1),
+                Err(Error::DeleteFirst),
+                "into occupied slot",
+            )
+        })(),
+    );
+
+    expect(
+        "retype-larger-than-untyped",
+        f,
+        is(
+            big.retype(ObjectType::Untyped, big_bits + 1, ROOT, 0, 0, s.at(1), 1),
+            Err(Error::NotEnoughMemory),
+            "oversized retype",
+        ),
+    );
+
+    expect(
+        "retype-bad-arguments",
+        f,
+        (|| {
+            is(big.retype(ObjectType::CNode, 0, ROOT, 0, 0, s.at(1), 1), Err(Error::RangeError), "radix 0")?;
+            is(
+                big.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, info.empty_end - 1, 2),
+                Err(Error::RangeError),
+                "past CNode end",
+            )?;
+            is(
+                big.retype(ObjectType::Endpoint, 0, big.cast(), 0, 0, s.at(1), 1),
+                Err(Error::InvalidCapability),
+                "dest root not a CNode",
+            )?;
+            is(
+                big.invoke(cleave_abi::object::label::UNTYPED_RETYPE, &[2, 0, slot::CNODE]).map(drop),
+                Err(Error::TruncatedMessage),
+                "short message",
+            )
+        })(),
+    );
+
+    expect(
+        "invalid-capability",
+        f,
+        (|| {
+            let empty: Cap<Untyped> = Cap::from_cptr(s.at(50));
+            is(
+                empty.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, s.at(1), 1),
+                Err(Error::InvalidCapability),
+                "empty slot",
+            )?;
+            let guarded: Cap<Untyped> = Cap::from_cptr(1 << 40);
+            is(
+                guarded.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, s.at(1), 1),
+                Err(Error::FailedLookup),
+                "guard mismatch",
+            )
+        })(),
+    );
+
+    expect(
+        "wrong-object-type",
+        f,
+        (|| {
+            is(CNode_op_on(untyped), Err(Error::IllegalOperation), "CNode operation on an untyped")?;
+            let ep: Cap<Untyped> = Cap::from_cptr(s.at(0));
+            is(
+                ep.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, s.at(1), 1),
+                Err(Error::IllegalOperation),
+                "retype on an endpoint",
+            )
+        })(),
+    );
+
+    expect(
+        "copy-mint-rights",
+        f,
+        (|| {
+            is(ROOT.mint(ROOT.slot(s.at(1), D), ROOT.slot(s.at(0), D), Rights::WRITE, 7), Ok(()), "mint")?;
+            is(
+                ROOT.mint(ROOT.slot(s.at(2), D), ROOT.slot(s.at(1), D), Rights::ALL, 8),
+                Err(Error::IllegalOperation),
+                "re-badge",
+            )?;
+            is(
+                ROOT.copy(ROOT.slot(s.at(2), D), ROOT.slot(s.at(1), D), Rights::ALL),
+                Ok(()),
+                "copy of badged cap",
+            )?;
+            is(
+                ROOT.copy(ROOT.slot(s.at(3), D), ROOT.slot(info.untyped_first, D), Rights::ALL),
+                Err(Error::IllegalOperation),
+                "copy of untyped",
+            )?;
+            is(
+                ROOT.copy(ROOT.slot(s.at(3), D), ROOT.slot(s.at(60), D), Rights::ALL),
+                Err(Error::InvalidCapability),
+                "copy of empty slot",
+            )?;
+            is(
+                ROOT.copy(ROOT.slot(s.at(2), D), ROOT.slot(s.at(0), D), Rights::ALL),
+                Err(Error::DeleteFirst),
+                "copy onto occupied slot",
+            )
+        })(),
+    );
+
+    expect(
+        "revoke-with-live-children",
+        f,
+        (|| {
+            // The endpoint in s.at(0) has children (s.at(1), s.at(2)): it cannot be mutated.
+            is(
+                ROOT.mutate(ROOT.slot(s.at(3), D), ROOT.slot(s.at(0), D), Rights::READ, 0),
+                Err(Error::RevokeFirst),
+                "mutate with children",
+            )?;
+            is(Cap::<CNode>::revoke(ROOT.slot(s.at(0), D)), Ok(()), "revoke")?;
+            is(
+                ROOT.copy(ROOT.slot(s.at(4), D), ROOT.slot(s.at(1), D), Rights::ALL),
+                Err(Error::InvalidCapability),
+                "revoked copy is gone",
+            )?;
+            is(
+                ROOT.mutate(ROOT.slot(s.at(3), D), ROOT.slot(s.at(0), D), Rights::READ, 0),
+                Ok(()),
+                "mutate after revoke",
+            )?;
+            is(ROOT.move_cap(ROOT.slot(s.at(0), D), ROOT.slot(s.at(3), D)), Ok(()), "move back")
+        })(),
+    );
+
+    expect(
+        "cnode-destroyed-with-contents",
+        f,
+        (|| {
+            is(big.retype(ObjectType::CNode, 4, ROOT, 0, 0, s.at(10), 1), Ok(()), "retype CNode")?;
+            let inner: Cap<CNode> = Cap::from_cptr(s.at(10));
+            // Radix 4, no guard: 4-bit addresses inside it.
+            is(
+                inner.copy(inner.slot(3, 4), ROOT.slot(s.at(0), D), Rights::ALL),
+                Ok(()),
+                "copy into inner CNode",
+            )?;
+            is(
+                ROOT.mutate(ROOT.slot(s.at(11), D), ROOT.slot(s.at(0), D), Rights::ALL, 0),
+                Err(Error::RevokeFirst),
+                "child inside",
+            )?;
+            is(Cap::<CNode>::delete(ROOT.slot(s.at(10), D)), Ok(()), "delete last CNode cap")?;
+            is(
+                ROOT.mutate(ROOT.slot(s.at(11), D), ROOT.slot(s.at(0), D), Rights::ALL, 0),
+                Ok(()),
+                "child destroyed with its CNode",
+            )?;
+            is(ROOT.move_cap(ROOT.slot(s.at(0), D), ROOT.slot(s.at(11), D)), Ok(()), "move back")
+        })(),
+    );
+
+    expect(
+        "untyped-revoke-and-reuse",
+        f,
+        (|| {
+            is(big.retype(ObjectType::Untyped, 16, ROOT, 0, 0, s.at(20), 1), Ok(()), "split untyped")?;
+            let small: Cap<Untyped> = Cap::from_cptr(s.at(20));
+            is(small.retype(ObjectType::Tcb, 0, ROOT, 0, 0, s.at(21), 4), Ok(()), "four TCBs")?;
+            is(
+                small.retype(ObjectType::Untyped, 16, ROOT, 0, 0, s.at(25), 1),
+                Err(Error::NotEnoughMemory),
+                "full",
+            )?;
+            is(
+                Cap::<CNode>::delete(ROOT.slot(s.at(20), D)),
+                Err(Error::RevokeFirst),
+                "delete untyped with children",
+            )?;
+            is(Cap::<CNode>::revoke(ROOT.slot(s.at(20), D)), Ok(()), "revoke untyped")?;
+            let gone: Cap<Endpoint> = Cap::from_cptr(s.at(21));
+            is(CNode_op_on(gone.cast()), Err(Error::InvalidCapability), "object of revoked untyped is gone")?;
+            is(
+                small.retype(ObjectType::Untyped, 16, ROOT, 0, 0, s.at(25), 1),
+                Ok(()),
+                "whole region free again",
+            )
+        })(),
+    );
+
+    if failures == 0 {
+        println!("cap-test: all cases passed");
+        println!("TEST PASS");
+        0
+    } else {
+        println!("TEST FAIL: {failures} capability cases failed");
+        1
+    }
+}
+
+/// Any CNode operation, used to probe what kind of capability an address holds.
+#[allow(non_snake_case, reason = "reads as the operation it performs")]
+fn CNode_op_on(target: Cap<Untyped>) -> Result<(), Error> {
+    target.invoke(cleave_abi::object::label::CNODE_DELETE, &[0, 64]).map(drop)
+}
