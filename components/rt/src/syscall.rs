@@ -91,3 +91,13 @@ pub fn call(
     }
     (status, cleave_abi::MessageInfo(out_info), [w0, w1, w2, w3])
 }
+
+/// Reads the time-stamp counter (under QEMU `-icount shift=0`: instructions executed).
+pub fn rdtsc() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: RDTSC only reads the counter; the kernel leaves CR4.TSD clear so ring 3 may.
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
+    }
+    (u64::from(high) << 32) | u64::from(low)
+}

@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: boot figures, measured in one run each.
 //!
+//! - instructions per kernel operation, measured by benchmark programs in `qemu/tests`
+//!   that time system calls with the TSC under `-icount shift=0`;
 //! - instructions the kernel executes from its first instruction to ring 3: QEMU with
 //!   `-icount shift=0` makes the TSC advance once per instruction, and the kernel prints
 //!   the TSC difference just before it enters ring 3 (`boot: N TSC ticks ...`);
@@ -35,6 +37,11 @@ pub fn run() -> Result<()> {
     let artifacts = artifacts::build()?;
     let instructions = boot_instructions(&artifacts)?;
     println!("bench boot.kernel_instructions_to_ring3 = {instructions} instructions");
+    for program in ["bench-retype"] {
+        for line in program_bench_lines(&artifacts, program)? {
+            println!("{line}");
+        }
+    }
     let mut walls = Vec::new();
     for _ in 0..WALL_RUNS {
         walls.push(wall_to_greeting(&artifacts)?);
@@ -66,6 +73,20 @@ fn boot_instructions(artifacts: &Artifacts) -> Result<u64> {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("cannot read `{line}`"))
+}
+
+/// Runs a benchmark program under `-icount shift=0` and returns its `bench ...` lines.
+fn program_bench_lines(artifacts: &Artifacts, program: &str) -> Result<Vec<String>> {
+    let mut run = boot_run(true);
+    run.name = format!("bench-{program}");
+    run.module = Some(artifacts.program(program)?);
+    let finished = run.execute(artifacts)?;
+    let lines: Vec<String> =
+        finished.serial.lines().filter(|l| l.starts_with("bench ")).map(String::from).collect();
+    if lines.is_empty() || !finished.serial.contains("TEST PASS") {
+        bail!("benchmark {program} printed no result (serial log: {})", finished.log.display());
+    }
+    Ok(lines)
 }
 
 fn wall_to_greeting(artifacts: &Artifacts) -> Result<Duration> {
