@@ -3,13 +3,14 @@
 use crate::arch::exit::{Outcome, exit};
 use crate::arch::serial;
 use crate::arch::trap::TrapFrame;
+use crate::arch::x86_64::cpu::Ports;
 use crate::{kprintln, objects, thread};
 use cleave_abi::object::SLOT_SIZE_BITS;
 use cleave_abi::{Error, MessageInfo, Syscall};
 use cleave_kernel_core::PhysAddr;
 use cleave_kernel_core::object::cap::Cap;
 use cleave_kernel_core::object::cspace::lookup_cap;
-use cleave_kernel_core::object::invoke::{Invocation, invoke};
+use cleave_kernel_core::object::invoke::{Invocation, Reply, invoke};
 use cleave_kernel_core::object::kmem::KernelMemory;
 use cleave_kernel_core::object::slot::SlotOps;
 
@@ -29,12 +30,14 @@ pub fn dispatch(frame: &mut TrapFrame) {
             exit(if status == 0 { Outcome::Success } else { Outcome::Failure })
         }
         Some(Syscall::Call) => {
-            let result = call(frame);
-            frame.rax = match result {
-                Ok(()) => 0,
-                Err(e) => e as u64,
+            let reply = call(frame);
+            let (status, reply) = match reply {
+                Ok(reply) => (0, reply),
+                Err(e) => (e as u64, Reply::default()),
             };
-            frame.rsi = MessageInfo::default().0;
+            frame.rax = status;
+            frame.rsi = MessageInfo::new(0, 0, 0, reply.length as u64).0;
+            [frame.rdx, frame.r8, frame.r9, frame.r10] = reply.words;
         }
         // The IPC calls arrive with endpoints; until then they fault like numbers the
         // kernel does not know.
@@ -43,7 +46,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
 }
 
 /// `Call` on an object capability: an invocation.
-fn call(frame: &TrapFrame) -> Result<(), Error> {
+fn call(frame: &TrapFrame) -> Result<Reply, Error> {
     let info = MessageInfo(frame.rsi);
     let tcb = thread::current_tcb();
     objects::with(|space| {
@@ -63,6 +66,13 @@ fn call(frame: &TrapFrame) -> Result<(), Error> {
             };
         }
         let (slot, target) = lookup_cap(&space.mem, cspace, frame.rdi)?;
-        invoke(space, cspace, slot, target, Invocation { label: info.label(), words: &words[..length] })
+        invoke(
+            space,
+            &mut Ports,
+            cspace,
+            slot,
+            target,
+            Invocation { label: info.label(), words: &words[..length] },
+        )
     })
 }

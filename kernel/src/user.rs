@@ -146,6 +146,10 @@ fn build(
     // The object space and the root task's capabilities.
     let kernel_pml4 = PhysAddr(Cr3::read().0.start_address().as_u64());
     let mut objects = ObjectSpace::new(DirectMemory::new(kernel_pml4), sentinel.addr());
+    // The kernel's own devices: COM1 and the two 8259 PICs.
+    for (first, last) in [(0x3f8, 0x3ff), (0x20, 0x21), (0xa0, 0xa1)] {
+        objects.reserve_io_ports(first, last);
+    }
     objects.mem.zero(cnode, cnode_bytes);
     let at = |index: u64| PhysAddr(cnode.0 + (index << SLOT_SIZE_BITS));
     let frame_cap =

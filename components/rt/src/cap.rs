@@ -27,6 +27,12 @@ pub mod kind {
     /// A frame.
     #[derive(Clone, Copy, Debug)]
     pub struct Frame;
+    /// Authority to issue I/O port capabilities.
+    #[derive(Clone, Copy, Debug)]
+    pub struct IoPortControl;
+    /// A range of I/O ports.
+    #[derive(Clone, Copy, Debug)]
+    pub struct IoPort;
     /// Any capability (kind not known to the program).
     #[derive(Clone, Copy, Debug)]
     pub struct Unknown;
@@ -147,5 +153,32 @@ impl Cap<kind::CNode> {
     /// `CNode::revoke`: deletes every capability derived from the one in `slot`.
     pub fn revoke(slot: SlotRef) -> Result<(), Error> {
         slot.root.invoke(label::CNODE_REVOKE, &[slot.index, slot.depth]).map(drop)
+    }
+}
+
+impl Cap<kind::Frame> {
+    /// `Frame::get_address`: the frame's physical address (for DMA).
+    pub fn physical_address(self) -> Result<u64, Error> {
+        self.invoke(label::FRAME_GET_ADDRESS, &[]).map(|reply| reply[0])
+    }
+}
+
+impl Cap<kind::IoPortControl> {
+    /// `IoPortControl::issue`: an IoPort capability for ports `first..=last`, placed in
+    /// `dest`. Ports already issued, or used by the kernel, are refused (`RevokeFirst`).
+    pub fn issue(self, first: u16, last: u16, dest: SlotRef) -> Result<(), Error> {
+        let words = [u64::from(first), u64::from(last), dest.root.cptr, dest.index, dest.depth];
+        self.invoke(label::IO_PORT_CONTROL_ISSUE, &words).map(drop)
+    }
+}
+
+impl Cap<kind::IoPort> {
+    /// `IoPort::in`: reads `width` (1, 2 or 4) bytes from `port`.
+    pub fn read(self, port: u16, width: u8) -> Result<u32, Error> {
+        self.invoke(label::IO_PORT_IN, &[u64::from(port), u64::from(width)]).map(|reply| reply[0] as u32)
+    }
+    /// `IoPort::out`: writes the low `width` bytes of `value` to `port`.
+    pub fn write(self, port: u16, width: u8, value: u32) -> Result<(), Error> {
+        self.invoke(label::IO_PORT_OUT, &[u64::from(port), u64::from(width), u64::from(value)]).map(drop)
     }
 }

@@ -72,6 +72,8 @@ const TESTS: &[EmulatorTest] = &[
                 "TEST PASS revoke-with-live-children",
                 "TEST PASS cnode-destroyed-with-contents",
                 "TEST PASS untyped-revoke-and-reuse",
+                "TEST PASS frame-physical-address",
+                "TEST PASS io-ports",
                 "TEST PASS\n",
             ],
         },

@@ -80,6 +80,8 @@ pub enum ObjectRef {
     Memory(u8, PhysAddr),
     /// An interrupt line.
     Irq(u8),
+    /// A range of I/O ports.
+    IoPorts(u16, u16),
     /// Nothing that needs tracking (control capabilities, I/O ports).
     None,
 }
@@ -179,7 +181,8 @@ impl Cap {
             Self::PageTable { base, .. } => memory(7, base),
             Self::VSpace { base, .. } => memory(8, base),
             Self::IrqHandler { irq } => ObjectRef::Irq(irq),
-            Self::Null | Self::IrqControl | Self::IoPortControl | Self::IoPort { .. } => ObjectRef::None,
+            Self::IoPort { first, last } => ObjectRef::IoPorts(first, last),
+            Self::Null | Self::IrqControl | Self::IoPortControl => ObjectRef::None,
         }
     }
 

@@ -8,6 +8,10 @@
 //!   destination depth, source root (CNode capability address), source index, source
 //!   depth, rights, badge (or guard for CNode capabilities).
 //! - CNode delete / revoke: index, depth.
+//! - Frame get-address: nothing; replies with the physical address.
+//! - IoPortControl issue: first port, last port, destination root, index, depth.
+//! - IoPort in: port, width (1, 2 or 4 bytes); replies with the value. Out: port, width,
+//!   value.
 
 use super::cap::Cap;
 use super::cspace::{lookup_cap, lookup_slot};
@@ -37,6 +41,29 @@ impl Invocation<'_> {
     }
 }
 
+/// Port I/O, performed by the kernel for the holder of an IoPort capability.
+pub trait PortIo {
+    /// Reads `width` (1, 2 or 4) bytes from `port`.
+    fn read(&mut self, port: u16, width: u8) -> u32;
+    /// Writes the low `width` bytes of `value` to `port`.
+    fn write(&mut self, port: u16, width: u8, value: u32);
+}
+
+/// What an invocation returns besides success: up to four words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// The words.
+    pub words: [u64; 4],
+    /// How many of them mean something.
+    pub length: usize,
+}
+
+impl Reply {
+    fn one(word: u64) -> Self {
+        Self { words: [word, 0, 0, 0], length: 1 }
+    }
+}
+
 /// Looks up a CNode capability by address in the caller's CSpace.
 fn cnode_at(mem: &impl SlotOps, cspace: Cap, cptr: u64) -> Result<Cap, Error> {
     match lookup_cap(mem, cspace, cptr)? {
@@ -46,21 +73,47 @@ fn cnode_at(mem: &impl SlotOps, cspace: Cap, cptr: u64) -> Result<Cap, Error> {
 }
 
 /// Performs `invocation` on the capability `target` (in `slot`) for a caller whose CSpace
-/// root is `cspace`.
+/// root is `cspace`; `io` performs port I/O.
 pub fn invoke<M: KernelMemory>(
     space: &mut ObjectSpace<M>,
+    io: &mut impl PortIo,
     cspace: Cap,
     slot: Slot,
     target: Cap,
     invocation: Invocation<'_>,
-) -> Result<(), Error> {
-    match target {
-        Cap::Null => Err(Error::InvalidCapability),
-        Cap::Untyped { .. } => match invocation.label {
-            label::UNTYPED_RETYPE => retype(space, cspace, slot, invocation),
-            _ => Err(Error::IllegalOperation),
-        },
-        Cap::CNode { .. } => cnode(space, cspace, target, invocation),
+) -> Result<Reply, Error> {
+    let inv = invocation;
+    match (target, inv.label) {
+        (Cap::Null, _) => Err(Error::InvalidCapability),
+        (Cap::Untyped { .. }, label::UNTYPED_RETYPE) => {
+            retype(space, cspace, slot, inv).map(|()| Reply::default())
+        }
+        (Cap::CNode { .. }, _) => cnode(space, cspace, target, inv).map(|()| Reply::default()),
+        (Cap::Frame { base, .. }, label::FRAME_GET_ADDRESS) => Ok(Reply::one(base.0)),
+        (Cap::IoPortControl, label::IO_PORT_CONTROL_ISSUE) => {
+            let port = |i| u16::try_from(inv.word(i)?).map_err(|_| Error::RangeError);
+            let (first, last) = (port(0)?, port(1)?);
+            let root = cnode_at(&space.mem, cspace, inv.word(2)?)?;
+            let dst = lookup_slot(&space.mem, root, inv.word(3)?, inv.depth(4)?)?;
+            space.issue_io_ports(slot, dst, first, last).map(|()| Reply::default())
+        }
+        (Cap::IoPort { first, last }, label::IO_PORT_IN | label::IO_PORT_OUT) => {
+            let port = u16::try_from(inv.word(0)?).map_err(|_| Error::RangeError)?;
+            let width = match inv.word(1)? {
+                w @ (1 | 2 | 4) => w as u8,
+                _ => return Err(Error::InvalidArgument),
+            };
+            let end = u32::from(port) + u32::from(width) - 1;
+            if port < first || end > u32::from(last) {
+                return Err(Error::RangeError);
+            }
+            if inv.label == label::IO_PORT_IN {
+                Ok(Reply::one(u64::from(io.read(port, width))))
+            } else {
+                io.write(port, width, inv.word(2)? as u32);
+                Ok(Reply::default())
+            }
+        }
         _ => Err(Error::IllegalOperation),
     }
 }
@@ -130,6 +183,34 @@ mod tests {
         (s, root)
     }
 
+    /// Records port I/O; reads return the port number plus the width.
+    #[derive(Default)]
+    struct FakePorts(std::vec::Vec<(u16, u8, Option<u32>)>);
+
+    impl PortIo for FakePorts {
+        fn read(&mut self, port: u16, width: u8) -> u32 {
+            self.0.push((port, width, None));
+            u32::from(port) + u32::from(width)
+        }
+        fn write(&mut self, port: u16, width: u8, value: u32) {
+            self.0.push((port, width, Some(value)));
+        }
+    }
+
+    extern crate std;
+
+    fn call_io(
+        s: &mut ObjectSpace<TestMemory>,
+        io: &mut FakePorts,
+        root: Cap,
+        cptr: u64,
+        label: u64,
+        words: &[u64],
+    ) -> Result<Reply, Error> {
+        let (slot, cap) = lookup_cap(&s.mem, root, cptr).map_err(Error::from)?;
+        invoke(s, io, root, slot, cap, Invocation { label, words })
+    }
+
     fn call(
         s: &mut ObjectSpace<TestMemory>,
         root: Cap,
@@ -137,8 +218,50 @@ mod tests {
         label: u64,
         words: &[u64],
     ) -> Result<(), Error> {
-        let (slot, cap) = lookup_cap(&s.mem, root, cptr).map_err(Error::from)?;
-        invoke(s, root, slot, cap, Invocation { label, words })
+        call_io(s, &mut FakePorts::default(), root, cptr, label, words).map(drop)
+    }
+
+    #[test]
+    fn io_ports_are_issued_once_and_bounded() {
+        let (mut s, root) = setup();
+        s.insert_original(PhysAddr(ROOT + 2 * 64), Cap::IoPortControl).unwrap();
+        s.reserve_io_ports(0x3f8, 0x3ff);
+        let io = &mut FakePorts::default();
+        let issue = label::IO_PORT_CONTROL_ISSUE;
+        call_io(&mut s, io, root, 2, issue, &[0x70, 0x71, 0, 10, 64]).unwrap();
+        assert_eq!(call_io(&mut s, io, root, 2, issue, &[0x71, 0x72, 0, 11, 64]), Err(Error::RevokeFirst));
+        assert_eq!(call_io(&mut s, io, root, 2, issue, &[0x3f8, 0x3f8, 0, 11, 64]), Err(Error::RevokeFirst));
+        assert_eq!(
+            call_io(&mut s, io, root, 2, issue, &[0x80, 0x7f, 0, 11, 64]),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            call_io(&mut s, io, root, 2, issue, &[0x1_0000, 0x1_0000, 0, 11, 64]),
+            Err(Error::RangeError)
+        );
+        call_io(&mut s, io, root, 10, label::IO_PORT_OUT, &[0x70, 1, 0x40]).unwrap();
+        assert_eq!(call_io(&mut s, io, root, 10, label::IO_PORT_IN, &[0x71, 1]).unwrap(), Reply::one(0x72));
+        assert_eq!(call_io(&mut s, io, root, 10, label::IO_PORT_IN, &[0x71, 2]), Err(Error::RangeError));
+        assert_eq!(call_io(&mut s, io, root, 10, label::IO_PORT_IN, &[0x6f, 1]), Err(Error::RangeError));
+        assert_eq!(call_io(&mut s, io, root, 10, label::IO_PORT_IN, &[0x70, 3]), Err(Error::InvalidArgument));
+        assert_eq!(io.0, [(0x70, 1, Some(0x40)), (0x71, 1, None)]);
+        // A copy keeps the range issued; deleting the last capability frees it.
+        call(&mut s, root, 0, label::CNODE_COPY, &[11, 64, 0, 10, 64, 15]).unwrap();
+        call(&mut s, root, 0, label::CNODE_DELETE, &[10, 64]).unwrap();
+        assert_eq!(call_io(&mut s, io, root, 2, issue, &[0x70, 0x70, 0, 12, 64]), Err(Error::RevokeFirst));
+        call(&mut s, root, 0, label::CNODE_DELETE, &[11, 64]).unwrap();
+        call_io(&mut s, io, root, 2, issue, &[0x70, 0x71, 0, 12, 64]).unwrap();
+    }
+
+    #[test]
+    fn frame_address() {
+        let (mut s, root) = setup();
+        call(&mut s, root, 1, label::UNTYPED_RETYPE, &[ObjectType::Frame4K as u64, 0, 0, 0, 0, 10, 1])
+            .unwrap();
+        let reply =
+            call_io(&mut s, &mut FakePorts::default(), root, 10, label::FRAME_GET_ADDRESS, &[]).unwrap();
+        assert_eq!(reply, Reply::one(0x14_0000));
+        assert_eq!(call(&mut s, root, 1, label::FRAME_GET_ADDRESS, &[]), Err(Error::IllegalOperation));
     }
 
     #[test]

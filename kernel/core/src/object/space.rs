@@ -52,6 +52,8 @@ pub struct ObjectSpace<M> {
     pub mem: M,
     /// Sentinel slot: parent of every capability without another origin.
     root: Slot,
+    /// I/O ports issued to an IoPort capability or used by the kernel (one bit each).
+    io_ports: [u64; 1024],
 }
 
 /// The capability `cap` derived with `rights` kept and `badge` applied (0: unchanged).
@@ -102,7 +104,41 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// An object space whose derivation tree hangs from the (zeroed) sentinel slot `root`.
     pub fn new(mut mem: M, root: Slot) -> Self {
         mem.write(root, &Cte::default());
-        Self { mem, root }
+        Self { mem, root, io_ports: [0; 1024] }
+    }
+
+    fn ports_free(&self, first: u16, last: u16) -> bool {
+        (first..=last).all(|p| self.io_ports[usize::from(p / 64)] & (1 << (p % 64)) == 0)
+    }
+
+    fn mark_ports(&mut self, first: u16, last: u16, used: bool) {
+        for p in first..=last {
+            let (word, bit) = (usize::from(p / 64), 1u64 << (p % 64));
+            if used { self.io_ports[word] |= bit } else { self.io_ports[word] &= !bit }
+        }
+    }
+
+    /// Keeps I/O ports `first..=last` for the kernel: they are never issued.
+    pub fn reserve_io_ports(&mut self, first: u16, last: u16) {
+        self.mark_ports(first, last, true);
+    }
+
+    /// Issues an IoPort capability for `first..=last` from the IoPortControl capability at
+    /// `control` into the empty `dst`. Ports already issued (or the kernel's) are refused.
+    pub fn issue_io_ports(&mut self, control: Slot, dst: Slot, first: u16, last: u16) -> Result<(), Error> {
+        if self.mem.cap_at(control) != Cap::IoPortControl {
+            return Err(Error::InvalidCapability);
+        }
+        if first > last {
+            return Err(Error::InvalidArgument);
+        }
+        self.empty(dst)?;
+        if !self.ports_free(first, last) {
+            return Err(Error::RevokeFirst);
+        }
+        self.mark_ports(first, last, true);
+        self.mem.insert(dst, Cap::IoPort { first, last }, control);
+        Ok(())
     }
 
     /// Places a capability that has no origin (boot-time objects) into the empty `slot`.
@@ -224,11 +260,13 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
-    /// Releases what a destroyed object without capability slots holds. Endpoints,
-    /// notifications, frames and the rest carry no kernel state that points elsewhere
-    /// yet; their memory simply returns with their untyped.
+    /// Releases what a destroyed object without capability slots holds: an I/O port
+    /// range becomes issuable again. Endpoints, notifications, frames and the rest carry
+    /// no kernel state that points elsewhere yet; their memory returns with their untyped.
     fn finalize_leaf(&mut self, cap: Cap) {
-        let _ = cap;
+        if let Cap::IoPort { first, last } = cap {
+            self.mark_ports(first, last, false);
+        }
     }
 
     /// Destroys a CNode or TCB by deleting every capability in it, descending into

@@ -95,3 +95,32 @@ pub fn self_test_page_fault() -> ! {
     let value = unsafe { core::ptr::read_volatile(unmapped) };
     panic!("read of an unmapped address returned {value:#x}")
 }
+
+/// Port I/O on behalf of IoPort capability holders (the object code checked the range).
+pub struct Ports;
+
+impl cleave_kernel_core::object::invoke::PortIo for Ports {
+    fn read(&mut self, port: u16, width: u8) -> u32 {
+        // SAFETY: the caller holds an IoPort capability covering these ports, issued only
+        // for ports the kernel does not use itself (COM1 and the PICs are reserved), so the
+        // access cannot disturb kernel state; port reads have no memory effects.
+        unsafe {
+            match width {
+                1 => u32::from(Port::<u8>::new(port).read()),
+                2 => u32::from(Port::<u16>::new(port).read()),
+                _ => Port::<u32>::new(port).read(),
+            }
+        }
+    }
+
+    fn write(&mut self, port: u16, width: u8, value: u32) {
+        // SAFETY: as in `read`.
+        unsafe {
+            match width {
+                1 => Port::<u8>::new(port).write(value as u8),
+                2 => Port::<u16>::new(port).write(value as u16),
+                _ => Port::<u32>::new(port).write(value),
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@
 use cleave_abi::boot_info::slot;
 use cleave_abi::{Error, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
-use cleave_rt::cap::kind::{CNode, Endpoint, Untyped};
+use cleave_rt::cap::kind::{CNode, Endpoint, Frame, IoPort, IoPortControl, Untyped};
 use cleave_rt::{Cap, println};
 
 cleave_rt::entry!(main);
@@ -257,6 +257,57 @@ fn main() -> i32 {
                 Ok(()),
                 "whole region free again",
             )
+        })(),
+    );
+
+    expect(
+        "frame-physical-address",
+        f,
+        (|| {
+            is(big.retype(ObjectType::Frame4K, 0, ROOT, 0, 0, s.at(30), 1), Ok(()), "retype frame")?;
+            let frame: Cap<Frame> = Cap::from_cptr(s.at(30));
+            let address = frame.physical_address().map_err(|_| "get address failed")?;
+            let region = info.untyped[biggest];
+            let inside = region.physical_address <= address
+                && address + 4096 <= region.physical_address + (1 << region.size_bits)
+                && address % 4096 == 0;
+            if !inside {
+                println!("  frame at {address:#x} is not in its untyped region");
+                return Err("address outside the untyped");
+            }
+            is(
+                untyped.invoke(cleave_abi::object::label::FRAME_GET_ADDRESS, &[]).map(drop),
+                Err(Error::IllegalOperation),
+                "on an untyped",
+            )
+        })(),
+    );
+
+    expect(
+        "io-ports",
+        f,
+        (|| {
+            let control: Cap<IoPortControl> = Cap::from_cptr(slot::IO_PORT_CONTROL);
+            is(control.issue(0x70, 0x71, ROOT.slot(s.at(31), D)), Ok(()), "issue CMOS ports")?;
+            let cmos: Cap<IoPort> = Cap::from_cptr(s.at(31));
+            // CMOS RAM byte 0x40 is free storage: write it and read it back.
+            is(cmos.write(0x70, 1, 0x40), Ok(()), "select CMOS byte")?;
+            is(cmos.write(0x71, 1, 0x5a), Ok(()), "write CMOS byte")?;
+            is(cmos.write(0x70, 1, 0x40), Ok(()), "select again")?;
+            if cmos.read(0x71, 1) != Ok(0x5a) {
+                return Err("CMOS byte did not read back");
+            }
+            is(cmos.read(0x72, 1).map(drop), Err(Error::RangeError), "port outside the range")?;
+            is(cmos.read(0x71, 2).map(drop), Err(Error::RangeError), "width past the range")?;
+            is(cmos.read(0x70, 3).map(drop), Err(Error::InvalidArgument), "bad width")?;
+            is(control.issue(0x71, 0x71, ROOT.slot(s.at(32), D)), Err(Error::RevokeFirst), "issued twice")?;
+            is(
+                control.issue(0x3f8, 0x3ff, ROOT.slot(s.at(32), D)),
+                Err(Error::RevokeFirst),
+                "kernel's COM1",
+            )?;
+            is(Cap::<CNode>::delete(ROOT.slot(s.at(31), D)), Ok(()), "delete")?;
+            is(control.issue(0x70, 0x71, ROOT.slot(s.at(32), D)), Ok(()), "issuable again after delete")
         })(),
     );
 
