@@ -18,6 +18,7 @@ use super::cspace::{lookup_cap, lookup_slot};
 use super::kmem::KernelMemory;
 use super::slot::{Slot, SlotOps};
 use super::space::ObjectSpace;
+use super::tcb::{INITIAL_RFLAGS, Registers, TcbRef, ThreadState, USER_CODE_SELECTOR, USER_DATA_SELECTOR, slot as tcb_slot};
 use crate::addr::PhysAddr;
 use cleave_abi::object::{SLOT_SIZE_BITS, label};
 use cleave_abi::{Error, ObjectType, Rights};
@@ -49,18 +50,27 @@ pub trait PortIo {
     fn write(&mut self, port: u16, width: u8, value: u32);
 }
 
-/// What an invocation returns besides success: up to four words.
+/// Most words an invocation replies with.
+pub const MAX_REPLY_WORDS: usize = 20;
+
+/// What an invocation returns besides success: up to [`MAX_REPLY_WORDS`] words.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reply {
     /// The words.
-    pub words: [u64; 4],
+    pub words: [u64; MAX_REPLY_WORDS],
     /// How many of them mean something.
     pub length: usize,
 }
 
 impl Reply {
     fn one(word: u64) -> Self {
-        Self { words: [word, 0, 0, 0], length: 1 }
+        Self::of(&[word])
+    }
+    fn of(words: &[u64]) -> Self {
+        let mut reply = Self::default();
+        reply.words[..words.len()].copy_from_slice(words);
+        reply.length = words.len();
+        reply
     }
 }
 
@@ -77,6 +87,7 @@ fn cnode_at(mem: &impl SlotOps, cspace: Cap, cptr: u64) -> Result<Cap, Error> {
 pub fn invoke<M: KernelMemory>(
     space: &mut ObjectSpace<M>,
     io: &mut impl PortIo,
+    caller: TcbRef,
     cspace: Cap,
     slot: Slot,
     target: Cap,
@@ -90,6 +101,7 @@ pub fn invoke<M: KernelMemory>(
         }
         (Cap::CNode { .. }, _) => cnode(space, cspace, target, inv).map(|()| Reply::default()),
         (Cap::Frame { base, .. }, label::FRAME_GET_ADDRESS) => Ok(Reply::one(base.0)),
+        (Cap::Tcb { base }, _) => tcb(space, caller, cspace, TcbRef(base), inv),
         (Cap::IoPortControl, label::IO_PORT_CONTROL_ISSUE) => {
             let port = |i| u16::try_from(inv.word(i)?).map_err(|_| Error::RangeError);
             let (first, last) = (port(0)?, port(1)?);
@@ -116,6 +128,110 @@ pub fn invoke<M: KernelMemory>(
         }
         _ => Err(Error::IllegalOperation),
     }
+}
+
+/// Looks up a capability of the expected kind (by `check`) and returns its slot.
+fn slot_of(mem: &impl SlotOps, cspace: Cap, cptr: u64, check: fn(Cap) -> bool) -> Result<Slot, Error> {
+    let (slot, cap) = lookup_cap(mem, cspace, cptr)?;
+    if check(cap) { Ok(slot) } else { Err(Error::InvalidCapability) }
+}
+
+fn tcb<M: KernelMemory>(
+    space: &mut ObjectSpace<M>,
+    caller: TcbRef,
+    cspace: Cap,
+    t: TcbRef,
+    inv: Invocation<'_>,
+) -> Result<Reply, Error> {
+    let done = Ok(Reply::default());
+    match inv.label {
+        label::TCB_CONFIGURE => {
+            // CSpace root, VSpace root, IPC buffer address, IPC buffer frame, fault
+            // endpoint; address 0 (the null slot) leaves that part empty.
+            let vaddr = inv.word(2)?;
+            if vaddr % cleave_abi::ipc_buffer::IPC_BUFFER_SIZE as u64 != 0 || vaddr >= cleave_abi::layout::USER_TOP {
+                return Err(Error::AlignmentError);
+            }
+            let wanted: [(u64, u64, fn(Cap) -> bool); 4] = [
+                (tcb_slot::CSPACE, inv.word(0)?, |c| matches!(c, Cap::CNode { .. })),
+                (tcb_slot::VSPACE, inv.word(1)?, |c| matches!(c, Cap::VSpace { .. })),
+                (tcb_slot::IPC_BUFFER, inv.word(3)?, |c| matches!(c, Cap::Frame { large: false, .. })),
+                (tcb_slot::FAULT_ENDPOINT, inv.word(4)?, |c| matches!(c, Cap::Endpoint { .. })),
+            ];
+            let mut sources = [None; 4];
+            for (i, &(_, cptr, check)) in wanted.iter().enumerate() {
+                if cptr != 0 {
+                    sources[i] = Some(slot_of(&space.mem, cspace, cptr, check)?);
+                }
+            }
+            for (&(index, _, _), source) in wanted.iter().zip(sources) {
+                space.delete(t.slot(index))?;
+                if let Some(src) = source {
+                    space.copy(src, t.slot(index))?;
+                }
+            }
+            t.set_ipc_buffer_vaddr(&mut space.mem, vaddr);
+            done
+        }
+        label::TCB_SET_PRIORITY | label::TCB_SET_MCP => {
+            let value = inv.word(0)?;
+            if value > 255 || value > caller.mcp(&space.mem) {
+                return Err(Error::RangeError);
+            }
+            if inv.label == label::TCB_SET_PRIORITY {
+                space.set_priority(t, value as u8);
+            } else {
+                t.set_mcp(&mut space.mem, value);
+            }
+            done
+        }
+        label::TCB_READ_REGISTERS => Ok(Reply::of(&t.regs(&space.mem).user_words())),
+        label::TCB_WRITE_REGISTERS => {
+            let resume = inv.word(0)? != 0;
+            let mut regs = t.regs(&space.mem);
+            regs.set_user_words(&inv.words[1..])?;
+            t.set_regs(&mut space.mem, &regs);
+            if resume {
+                resume_thread(space, t)?;
+            }
+            done
+        }
+        label::TCB_RESUME => resume_thread(space, t).map(|()| Reply::default()),
+        label::TCB_SUSPEND => {
+            space.suspend(t);
+            done
+        }
+        label::TCB_BIND_NOTIFICATION => {
+            let (_, cap) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            let Cap::Notification { base, .. } = cap else { return Err(Error::InvalidCapability) };
+            space.bind_notification(t, base).map(|()| Reply::default())
+        }
+        label::TCB_UNBIND_NOTIFICATION => {
+            space.unbind_notification(t);
+            done
+        }
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+/// Makes an inactive thread runnable; it needs a CSpace and a VSpace to run in.
+fn resume_thread<M: KernelMemory>(space: &mut ObjectSpace<M>, t: TcbRef) -> Result<(), Error> {
+    if t.state(&space.mem) != ThreadState::Inactive {
+        return Ok(());
+    }
+    let configured = matches!(space.mem.cap_at(t.slot(tcb_slot::CSPACE)), Cap::CNode { .. })
+        && matches!(space.mem.cap_at(t.slot(tcb_slot::VSPACE)), Cap::VSpace { .. });
+    if !configured {
+        return Err(Error::IllegalOperation);
+    }
+    let mut regs = t.regs(&space.mem);
+    if !regs.from_user() {
+        // Never ran: give it user selectors and flags around whatever rip/rsp it has.
+        regs = Registers { cs: USER_CODE_SELECTOR, ss: USER_DATA_SELECTOR, rflags: INITIAL_RFLAGS, ..regs };
+        t.set_regs(&mut space.mem, &regs);
+    }
+    space.make_runnable(t);
+    Ok(())
 }
 
 fn retype<M: KernelMemory>(
@@ -176,6 +292,8 @@ mod tests {
 
     fn setup() -> (ObjectSpace<TestMemory>, Cap) {
         let mut s = ObjectSpace::new(TestMemory::new(0x10_0000, 0x10_0000), PhysAddr(0x10_0000));
+        // A caller TCB (for priority checks) at the top of test memory, MCP 255.
+        TcbRef(PhysAddr(0x1f_0000)).set_mcp(&mut s.mem, 255);
         let root = Cap::CNode { base: PhysAddr(ROOT), radix: 6, guard: 0, guard_bits: 58 };
         s.insert_original(PhysAddr(ROOT), root).unwrap();
         let ut = Cap::Untyped { base: PhysAddr(0x14_0000), size_bits: 18, watermark: 0, device: false };
@@ -208,7 +326,7 @@ mod tests {
         words: &[u64],
     ) -> Result<Reply, Error> {
         let (slot, cap) = lookup_cap(&s.mem, root, cptr).map_err(Error::from)?;
-        invoke(s, io, root, slot, cap, Invocation { label, words })
+        invoke(s, io, TcbRef(PhysAddr(0x1f_0000)), root, slot, cap, Invocation { label, words })
     }
 
     fn call(

@@ -8,9 +8,12 @@
 pub mod cap;
 pub mod cspace;
 pub mod invoke;
+pub mod ipc;
+pub mod sched;
 pub mod kmem;
 pub mod slot;
 pub mod space;
+pub mod tcb;
 
 #[cfg(test)]
 mod tests;

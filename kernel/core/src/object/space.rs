@@ -54,6 +54,12 @@ pub struct ObjectSpace<M> {
     root: Slot,
     /// I/O ports issued to an IoPort capability or used by the kernel (one bit each).
     io_ports: [u64; 1024],
+    /// Ready queues (head and tail TCB links), one per priority.
+    pub(crate) ready: [[u64; 2]; 256],
+    /// Which ready queues are non-empty (bit per priority).
+    pub(crate) ready_bitmap: [u64; 4],
+    /// The thread that entered the kernel (or runs next), as a TCB link.
+    pub(crate) current: u64,
 }
 
 /// The capability `cap` derived with `rights` kept and `badge` applied (0: unchanged).
@@ -104,7 +110,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// An object space whose derivation tree hangs from the (zeroed) sentinel slot `root`.
     pub fn new(mut mem: M, root: Slot) -> Self {
         mem.write(root, &Cte::default());
-        Self { mem, root, io_ports: [0; 1024] }
+        Self { mem, root, io_ports: [0; 1024], ready: [[0; 2]; 256], ready_bitmap: [0; 4], current: 0 }
     }
 
     fn ports_free(&self, first: u16, last: u16) -> bool {
@@ -255,17 +261,30 @@ impl<M: KernelMemory> ObjectSpace<M> {
             return;
         }
         match Container::of(cap) {
-            Some(container) => self.destroy(container),
+            Some(container) => {
+                self.before_destroy(cap);
+                self.destroy(container)
+            }
             None => self.finalize_leaf(cap),
         }
     }
 
+    /// Stops a thread whose TCB is about to be destroyed.
+    fn before_destroy(&mut self, cap: Cap) {
+        if let Cap::Tcb { base } = cap {
+            self.suspend(super::tcb::TcbRef(base));
+        }
+    }
+
     /// Releases what a destroyed object without capability slots holds: an I/O port
-    /// range becomes issuable again. Endpoints, notifications, frames and the rest carry
-    /// no kernel state that points elsewhere yet; their memory returns with their untyped.
+    /// range becomes issuable again; threads waiting on an endpoint or notification wake
+    /// with an error. Frames and the rest hold no kernel state that points elsewhere.
     fn finalize_leaf(&mut self, cap: Cap) {
-        if let Cap::IoPort { first, last } = cap {
-            self.mark_ports(first, last, false);
+        match cap {
+            Cap::IoPort { first, last } => self.mark_ports(first, last, false),
+            Cap::Endpoint { base, .. } => self.cancel_endpoint(base),
+            Cap::Notification { base, .. } => self.cancel_notification(base),
+            _ => {}
         }
     }
 
@@ -295,6 +314,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     }
                     match Container::of(cap) {
                         Some(inner) => {
+                            self.before_destroy(cap);
                             // Save where to resume in the freed slot, then descend.
                             let marker = Cte {
                                 cap: RawCap([

@@ -1,0 +1,389 @@
+//! Synchronous IPC through endpoints, signals through notifications, replies, and what
+//! happens to waiting threads when their endpoint, notification or partner disappears.
+//!
+//! A message is a [`MessageInfo`] (in `rsi`), up to four words in registers and the rest
+//! in the IPC buffer. The receiver gets the badge of the sender's capability in `rdi`.
+
+use super::cap::Cap;
+use super::kmem::KernelMemory;
+use super::slot::SlotOps;
+use super::space::ObjectSpace;
+use super::tcb::{TcbRef, ThreadState, ipc_flag, slot};
+use crate::addr::PhysAddr;
+use cleave_abi::message::MAX_MESSAGE_WORDS;
+use cleave_abi::syscall::REGISTER_MESSAGE_WORDS;
+use cleave_abi::{Error, MessageInfo, Rights};
+
+/// Endpoint queue states (word 0 of an endpoint).
+const IDLE: u64 = 0;
+const SENDERS: u64 = 1;
+const RECEIVERS: u64 = 2;
+
+/// Notification words: 0 queue state, 1 signal word, 2 head, 3 tail, 4 bound TCB.
+const NTFN_WORD: u64 = 8;
+const NTFN_HEAD: u64 = 16;
+const NTFN_BOUND: u64 = 32;
+
+/// A wait queue stored in an object: state word at `base`, head and tail after it
+/// (endpoints), or head and tail at `base + 16` (notifications).
+#[derive(Clone, Copy)]
+struct Queue {
+    head: PhysAddr,
+}
+
+impl Queue {
+    fn endpoint(base: PhysAddr) -> Self {
+        Self { head: PhysAddr(base.0 + 8) }
+    }
+    fn notification(base: PhysAddr) -> Self {
+        Self { head: PhysAddr(base.0 + NTFN_HEAD) }
+    }
+    fn tail(self) -> PhysAddr {
+        PhysAddr(self.head.0 + 8)
+    }
+}
+
+impl<M: KernelMemory> ObjectSpace<M> {
+    fn word(&self, at: PhysAddr) -> u64 {
+        self.mem.read(at)
+    }
+    fn set_word(&mut self, at: PhysAddr, v: u64) {
+        self.mem.write(at, &v)
+    }
+
+    fn push(&mut self, q: Queue, t: TcbRef) {
+        let tail = self.word(q.tail());
+        t.set_queue_next(&mut self.mem, 0);
+        t.set_queue_prev(&mut self.mem, tail);
+        match TcbRef::from_link(tail) {
+            Some(last) => last.set_queue_next(&mut self.mem, t.link()),
+            None => self.set_word(q.head, t.link()),
+        }
+        self.set_word(q.tail(), t.link());
+    }
+
+    fn remove(&mut self, q: Queue, t: TcbRef) {
+        let (next, prev) = (t.queue_next(&self.mem), t.queue_prev(&self.mem));
+        match TcbRef::from_link(prev) {
+            Some(before) => before.set_queue_next(&mut self.mem, next),
+            None => self.set_word(q.head, next),
+        }
+        match TcbRef::from_link(next) {
+            Some(after) => after.set_queue_prev(&mut self.mem, prev),
+            None => self.set_word(q.tail(), prev),
+        }
+        t.set_queue_next(&mut self.mem, 0);
+        t.set_queue_prev(&mut self.mem, 0);
+    }
+
+    fn pop(&mut self, q: Queue) -> Option<TcbRef> {
+        let first = TcbRef::from_link(self.word(q.head))?;
+        self.remove(q, first);
+        Some(first)
+    }
+
+    /// Where message word `i` of `t`'s IPC buffer is, if it has one.
+    fn buffer_word(&self, t: TcbRef, i: usize) -> Option<PhysAddr> {
+        match self.mem.cap_at(t.slot(slot::IPC_BUFFER)) {
+            Cap::Frame { base, .. } => {
+                let offset = t.ipc_buffer_vaddr(&self.mem) & 0xfff;
+                Some(PhysAddr(base.0 + offset + cleave_abi::ipc_buffer::message_word_offset(i) as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// Message word `i` sent by `t` (registers first, then its IPC buffer).
+    pub fn message_word(&self, t: TcbRef, i: usize) -> Option<u64> {
+        let r = t.regs(&self.mem);
+        match i {
+            0 => Some(r.rdx),
+            1 => Some(r.r8),
+            2 => Some(r.r9),
+            3 => Some(r.r10),
+            _ => self.buffer_word(t, i).map(|at| self.word(at)),
+        }
+    }
+
+    /// Delivers to `to` a message of `words` (as `from` would send them) with `badge`.
+    /// Words beyond the registers are copied between IPC buffers; without a buffer on
+    /// either side the message is cut to the register words.
+    fn deliver(&mut self, from: TcbRef, to: TcbRef, badge: u64) {
+        let info = MessageInfo(from.regs(&self.mem).rsi);
+        let mut length = info.length().min(MAX_MESSAGE_WORDS);
+        for i in REGISTER_MESSAGE_WORDS..length {
+            match (self.buffer_word(from, i), self.buffer_word(to, i)) {
+                (Some(src), Some(dst)) => {
+                    let w = self.word(src);
+                    self.set_word(dst, w);
+                }
+                _ => {
+                    length = i;
+                    break;
+                }
+            }
+        }
+        let src = from.regs(&self.mem);
+        let mut dst = to.regs(&self.mem);
+        dst.rax = 0;
+        dst.rdi = badge;
+        dst.rsi = MessageInfo::new(info.label(), 0, 0, length as u64).0;
+        [dst.rdx, dst.r8, dst.r9, dst.r10] = [src.rdx, src.r8, src.r9, src.r10];
+        to.set_regs(&mut self.mem, &dst);
+    }
+
+    /// Sets the status word (`rax`) `t` sees when it next runs.
+    pub fn set_status(&mut self, t: TcbRef, result: Result<(), Error>) {
+        let mut r = t.regs(&self.mem);
+        r.rax = match result {
+            Ok(()) => 0,
+            Err(e) => e as u64,
+        };
+        t.set_regs(&mut self.mem, &r);
+    }
+
+    fn await_reply(&mut self, caller: TcbRef, replier: TcbRef) {
+        self.block(caller, ThreadState::BlockedOnReply, 0);
+        caller.set_replier(&mut self.mem, replier.link());
+        replier.set_caller(&mut self.mem, caller.link());
+    }
+
+    /// `Send`, `NBSend` or `Call` by `sender` through the endpoint capability `cap`.
+    pub fn send(&mut self, sender: TcbRef, cap: Cap, blocking: bool, call: bool) -> Result<(), Error> {
+        let Cap::Endpoint { base, badge, rights } = cap else { return Err(Error::InvalidCapability) };
+        if !rights.contains(Rights::WRITE) {
+            return Err(Error::InsufficientRights);
+        }
+        let q = Queue::endpoint(base);
+        if self.word(base) == RECEIVERS {
+            let receiver = self.pop(q).expect("an endpoint in the receive state has receivers");
+            if self.word(q.head) == 0 {
+                self.set_word(base, IDLE);
+            }
+            self.deliver(sender, receiver, badge);
+            self.make_runnable(receiver);
+            self.set_status(sender, Ok(()));
+            if call {
+                self.await_reply(sender, receiver);
+            }
+        } else if blocking || call {
+            sender.set_ipc_badge(&mut self.mem, badge);
+            let grant = if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 };
+            sender.set_ipc_flags(&mut self.mem, grant | if call { ipc_flag::CALL } else { 0 });
+            self.block(sender, ThreadState::BlockedOnSend, base.0);
+            self.push(q, sender);
+            self.set_word(base, SENDERS);
+        } else {
+            self.set_status(sender, Ok(()));
+        }
+        Ok(())
+    }
+
+    /// `Recv` or `NBRecv` by `receiver` on an endpoint or notification capability.
+    pub fn receive(&mut self, receiver: TcbRef, cap: Cap, blocking: bool) -> Result<(), Error> {
+        match cap {
+            Cap::Endpoint { base, rights, .. } => {
+                if !rights.contains(Rights::READ) {
+                    return Err(Error::InsufficientRights);
+                }
+                if self.take_bound_signal(receiver) {
+                    return Ok(());
+                }
+                let q = Queue::endpoint(base);
+                if self.word(base) == SENDERS {
+                    let sender = self.pop(q).expect("an endpoint in the send state has senders");
+                    if self.word(q.head) == 0 {
+                        self.set_word(base, IDLE);
+                    }
+                    let badge = sender.ipc_badge(&self.mem);
+                    self.deliver(sender, receiver, badge);
+                    self.set_status(sender, Ok(()));
+                    if sender.ipc_flags(&self.mem) & ipc_flag::CALL != 0 {
+                        self.await_reply(sender, receiver);
+                    } else {
+                        self.make_runnable(sender);
+                    }
+                } else if blocking {
+                    self.block(receiver, ThreadState::BlockedOnReceive, base.0);
+                    self.push(q, receiver);
+                    self.set_word(base, RECEIVERS);
+                } else {
+                    self.no_message(receiver);
+                }
+                Ok(())
+            }
+            Cap::Notification { base, rights, .. } => {
+                if !rights.contains(Rights::READ) {
+                    return Err(Error::InsufficientRights);
+                }
+                let word = self.word(PhysAddr(base.0 + NTFN_WORD));
+                if word != 0 {
+                    self.set_word(PhysAddr(base.0 + NTFN_WORD), 0);
+                    self.signal_to(receiver, word);
+                } else if blocking {
+                    self.block(receiver, ThreadState::BlockedOnNotification, base.0);
+                    self.push(Queue::notification(base), receiver);
+                } else {
+                    self.no_message(receiver);
+                }
+                Ok(())
+            }
+            _ => Err(Error::InvalidCapability),
+        }
+    }
+
+    fn no_message(&mut self, t: TcbRef) {
+        let mut r = t.regs(&self.mem);
+        (r.rax, r.rdi, r.rsi) = (0, 0, 0);
+        t.set_regs(&mut self.mem, &r);
+    }
+
+    /// Delivers a notification word to `t` (badge bits in `rdi`, empty message).
+    fn signal_to(&mut self, t: TcbRef, word: u64) {
+        let mut r = t.regs(&self.mem);
+        (r.rax, r.rdi, r.rsi) = (0, word, 0);
+        t.set_regs(&mut self.mem, &r);
+    }
+
+    /// If `t`'s bound notification has a pending word, takes it for `t`.
+    fn take_bound_signal(&mut self, t: TcbRef) -> bool {
+        let Some(ntfn) = (t.bound_notification(&self.mem) != 0).then(|| PhysAddr(t.bound_notification(&self.mem)))
+        else {
+            return false;
+        };
+        let word = self.word(PhysAddr(ntfn.0 + NTFN_WORD));
+        if word == 0 {
+            return false;
+        }
+        self.set_word(PhysAddr(ntfn.0 + NTFN_WORD), 0);
+        self.signal_to(t, word);
+        true
+    }
+
+    /// `Reply` by `replier` to the thread whose Call it received. A reply capability
+    /// works once: without a caller waiting this is `InvalidCapability`.
+    pub fn reply(&mut self, replier: TcbRef) -> Result<(), Error> {
+        let Some(caller) = TcbRef::from_link(replier.caller(&self.mem)) else {
+            return Err(Error::InvalidCapability);
+        };
+        replier.set_caller(&mut self.mem, 0);
+        caller.set_replier(&mut self.mem, 0);
+        if caller.state(&self.mem) != ThreadState::BlockedOnReply {
+            return Err(Error::InvalidCapability);
+        }
+        self.deliver(replier, caller, 0);
+        self.make_runnable(caller);
+        Ok(())
+    }
+
+    /// A signal through the notification capability `cap`.
+    pub fn signal(&mut self, cap: Cap) -> Result<(), Error> {
+        let Cap::Notification { base, badge, rights } = cap else { return Err(Error::InvalidCapability) };
+        if !rights.contains(Rights::WRITE) {
+            return Err(Error::InsufficientRights);
+        }
+        self.signal_object(base, badge);
+        Ok(())
+    }
+
+    /// ORs `bits` into the notification at `base`, waking a waiter (or its bound thread
+    /// blocked in a receive) if there is one.
+    pub fn signal_object(&mut self, base: PhysAddr, bits: u64) {
+        if let Some(waiter) = self.pop(Queue::notification(base)) {
+            self.signal_to(waiter, bits);
+            self.make_runnable(waiter);
+            return;
+        }
+        if let Some(bound) = TcbRef::from_link(self.word(PhysAddr(base.0 + NTFN_BOUND)))
+            && bound.state(&self.mem) == ThreadState::BlockedOnReceive
+        {
+            let ep = PhysAddr(bound.blocked_on(&self.mem));
+            self.remove(Queue::endpoint(ep), bound);
+            if self.word(PhysAddr(ep.0 + 8)) == 0 {
+                self.set_word(ep, IDLE);
+            }
+            self.signal_to(bound, bits);
+            self.make_runnable(bound);
+            return;
+        }
+        let word = self.word(PhysAddr(base.0 + NTFN_WORD));
+        self.set_word(PhysAddr(base.0 + NTFN_WORD), word | bits);
+    }
+
+    /// Binds the notification at `ntfn` to `t` (each side at most one).
+    pub fn bind_notification(&mut self, t: TcbRef, ntfn: PhysAddr) -> Result<(), Error> {
+        if t.bound_notification(&self.mem) != 0 || self.word(PhysAddr(ntfn.0 + NTFN_BOUND)) != 0 {
+            return Err(Error::IllegalOperation);
+        }
+        t.set_bound_notification(&mut self.mem, ntfn.0);
+        self.set_word(PhysAddr(ntfn.0 + NTFN_BOUND), t.link());
+        Ok(())
+    }
+
+    /// Unbinds `t`'s notification, if any.
+    pub fn unbind_notification(&mut self, t: TcbRef) {
+        let ntfn = t.bound_notification(&self.mem);
+        if ntfn != 0 {
+            self.set_word(PhysAddr(ntfn + NTFN_BOUND), 0);
+            t.set_bound_notification(&mut self.mem, 0);
+        }
+    }
+
+    /// Stops `t`: out of every queue, partners released, state inactive.
+    pub fn suspend(&mut self, t: TcbRef) {
+        let on = PhysAddr(t.blocked_on(&self.mem));
+        match t.state(&self.mem) {
+            ThreadState::BlockedOnSend | ThreadState::BlockedOnReceive => {
+                self.remove(Queue::endpoint(on), t);
+                if self.word(PhysAddr(on.0 + 8)) == 0 {
+                    self.set_word(on, IDLE);
+                }
+            }
+            ThreadState::BlockedOnNotification => self.remove(Queue::notification(on), t),
+            ThreadState::BlockedOnReply => {
+                if let Some(replier) = TcbRef::from_link(t.replier(&self.mem)) {
+                    replier.set_caller(&mut self.mem, 0);
+                }
+                t.set_replier(&mut self.mem, 0);
+            }
+            ThreadState::Running | ThreadState::Inactive => {}
+        }
+        // A thread waiting for this one's reply gets an error instead of waiting forever.
+        if let Some(caller) = TcbRef::from_link(t.caller(&self.mem)) {
+            t.set_caller(&mut self.mem, 0);
+            caller.set_replier(&mut self.mem, 0);
+            self.set_status(caller, Err(Error::InvalidCapability));
+            self.make_runnable(caller);
+        }
+        self.unbind_notification(t);
+        self.block(t, ThreadState::Inactive, 0);
+        if self.current == t.link() {
+            self.current = 0;
+        }
+    }
+
+    /// Wakes every thread queued on the endpoint at `base` with an error (it is being
+    /// destroyed).
+    pub(crate) fn cancel_endpoint(&mut self, base: PhysAddr) {
+        while let Some(t) = self.pop(Queue::endpoint(base)) {
+            if t.ipc_flags(&self.mem) & ipc_flag::CALL != 0 {
+                t.set_ipc_flags(&mut self.mem, 0);
+            }
+            self.set_status(t, Err(Error::InvalidCapability));
+            self.make_runnable(t);
+        }
+        self.set_word(base, IDLE);
+    }
+
+    /// Wakes every thread waiting on the notification at `base` with an error and
+    /// unbinds its thread (it is being destroyed).
+    pub(crate) fn cancel_notification(&mut self, base: PhysAddr) {
+        while let Some(t) = self.pop(Queue::notification(base)) {
+            self.set_status(t, Err(Error::InvalidCapability));
+            self.make_runnable(t);
+        }
+        if let Some(bound) = TcbRef::from_link(self.word(PhysAddr(base.0 + NTFN_BOUND))) {
+            self.unbind_notification(bound);
+        }
+    }
+}

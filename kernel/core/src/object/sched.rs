@@ -1,0 +1,116 @@
+//! Scheduling: 256 fixed priorities, a FIFO ready queue per priority, and a bitmap to find
+//! the highest non-empty one. The running thread stays in its queue; it keeps the
+//! processor until it blocks, yields, or a higher-priority thread becomes runnable.
+
+use super::kmem::KernelMemory;
+use super::space::ObjectSpace;
+use super::tcb::{TcbRef, ThreadState};
+
+impl<M: KernelMemory> ObjectSpace<M> {
+    /// The thread the kernel is running on behalf of.
+    pub fn current(&self) -> Option<TcbRef> {
+        TcbRef::from_link(self.current)
+    }
+
+    /// Sets the current thread (at boot, and after choosing).
+    pub fn set_current(&mut self, tcb: Option<TcbRef>) {
+        self.current = tcb.map_or(0, TcbRef::link);
+    }
+
+    fn enqueue(&mut self, t: TcbRef) {
+        if t.queued(&self.mem) != 0 {
+            return;
+        }
+        let p = (t.priority(&self.mem) & 0xff) as usize;
+        let [head, tail] = self.ready[p];
+        t.set_sched_next(&mut self.mem, 0);
+        t.set_sched_prev(&mut self.mem, tail);
+        match TcbRef::from_link(tail) {
+            Some(last) => last.set_sched_next(&mut self.mem, t.link()),
+            None => self.ready[p][0] = t.link(),
+        }
+        let _ = head;
+        self.ready[p][1] = t.link();
+        self.ready_bitmap[p / 64] |= 1 << (p % 64);
+        t.set_queued(&mut self.mem, 1);
+    }
+
+    fn dequeue(&mut self, t: TcbRef) {
+        if t.queued(&self.mem) == 0 {
+            return;
+        }
+        let p = (t.priority(&self.mem) & 0xff) as usize;
+        let (next, prev) = (t.sched_next(&self.mem), t.sched_prev(&self.mem));
+        match TcbRef::from_link(prev) {
+            Some(before) => before.set_sched_next(&mut self.mem, next),
+            None => self.ready[p][0] = next,
+        }
+        match TcbRef::from_link(next) {
+            Some(after) => after.set_sched_prev(&mut self.mem, prev),
+            None => self.ready[p][1] = prev,
+        }
+        if self.ready[p][0] == 0 {
+            self.ready_bitmap[p / 64] &= !(1 << (p % 64));
+        }
+        t.set_sched_next(&mut self.mem, 0);
+        t.set_sched_prev(&mut self.mem, 0);
+        t.set_queued(&mut self.mem, 0);
+    }
+
+    /// Makes `t` runnable (at the back of its priority's queue).
+    pub fn make_runnable(&mut self, t: TcbRef) {
+        t.set_state(&mut self.mem, ThreadState::Running);
+        t.set_blocked_on(&mut self.mem, 0);
+        self.enqueue(t);
+    }
+
+    /// Takes `t` off the ready queues with a non-running `state`.
+    pub(crate) fn block(&mut self, t: TcbRef, state: ThreadState, on: u64) {
+        self.dequeue(t);
+        t.set_state(&mut self.mem, state);
+        t.set_blocked_on(&mut self.mem, on);
+    }
+
+    /// Changes `t`'s priority, keeping its place among runnable threads.
+    pub fn set_priority(&mut self, t: TcbRef, priority: u8) {
+        let queued = t.queued(&self.mem) != 0;
+        self.dequeue(t);
+        t.set_priority(&mut self.mem, u64::from(priority));
+        if queued {
+            self.enqueue(t);
+        }
+    }
+
+    /// Moves the current thread behind the others of its priority.
+    pub fn yield_current(&mut self) {
+        if let Some(t) = self.current()
+            && t.state(&self.mem) == ThreadState::Running
+        {
+            self.dequeue(t);
+            self.enqueue(t);
+            self.current = 0;
+        }
+    }
+
+    fn highest_ready(&self) -> Option<usize> {
+        (0..4).rev().find_map(|w| {
+            let bits = self.ready_bitmap[w];
+            (bits != 0).then(|| w * 64 + 63 - bits.leading_zeros() as usize)
+        })
+    }
+
+    /// Decides who runs next: the current thread if it is still runnable and no
+    /// runnable thread has a higher priority, else the first of the highest priority.
+    pub fn choose(&mut self) -> Option<TcbRef> {
+        let best = self.highest_ready();
+        if let Some(t) = self.current()
+            && t.state(&self.mem) == ThreadState::Running
+            && best.is_none_or(|p| t.priority(&self.mem) >= p as u64)
+        {
+            return Some(t);
+        }
+        let next = best.and_then(|p| TcbRef::from_link(self.ready[p][0]));
+        self.set_current(next);
+        next
+    }
+}
