@@ -18,7 +18,9 @@ use super::cspace::{lookup_cap, lookup_slot};
 use super::kmem::KernelMemory;
 use super::slot::{Slot, SlotOps};
 use super::space::ObjectSpace;
-use super::tcb::{INITIAL_RFLAGS, Registers, TcbRef, ThreadState, USER_CODE_SELECTOR, USER_DATA_SELECTOR, slot as tcb_slot};
+use super::tcb::{
+    INITIAL_RFLAGS, Registers, TcbRef, ThreadState, USER_CODE_SELECTOR, USER_DATA_SELECTOR, slot as tcb_slot,
+};
 use crate::addr::PhysAddr;
 use cleave_abi::object::{SLOT_SIZE_BITS, label};
 use cleave_abi::{Error, ObjectType, Rights};
@@ -130,8 +132,11 @@ pub fn invoke<M: KernelMemory>(
     }
 }
 
+/// A test of a capability's kind.
+type CapCheck = fn(Cap) -> bool;
+
 /// Looks up a capability of the expected kind (by `check`) and returns its slot.
-fn slot_of(mem: &impl SlotOps, cspace: Cap, cptr: u64, check: fn(Cap) -> bool) -> Result<Slot, Error> {
+fn slot_of(mem: &impl SlotOps, cspace: Cap, cptr: u64, check: CapCheck) -> Result<Slot, Error> {
     let (slot, cap) = lookup_cap(mem, cspace, cptr)?;
     if check(cap) { Ok(slot) } else { Err(Error::InvalidCapability) }
 }
@@ -149,10 +154,12 @@ fn tcb<M: KernelMemory>(
             // CSpace root, VSpace root, IPC buffer address, IPC buffer frame, fault
             // endpoint; address 0 (the null slot) leaves that part empty.
             let vaddr = inv.word(2)?;
-            if vaddr % cleave_abi::ipc_buffer::IPC_BUFFER_SIZE as u64 != 0 || vaddr >= cleave_abi::layout::USER_TOP {
+            if vaddr % cleave_abi::ipc_buffer::IPC_BUFFER_SIZE as u64 != 0
+                || vaddr >= cleave_abi::layout::USER_TOP
+            {
                 return Err(Error::AlignmentError);
             }
-            let wanted: [(u64, u64, fn(Cap) -> bool); 4] = [
+            let wanted: [(u64, u64, CapCheck); 4] = [
                 (tcb_slot::CSPACE, inv.word(0)?, |c| matches!(c, Cap::CNode { .. })),
                 (tcb_slot::VSPACE, inv.word(1)?, |c| matches!(c, Cap::VSpace { .. })),
                 (tcb_slot::IPC_BUFFER, inv.word(3)?, |c| matches!(c, Cap::Frame { large: false, .. })),

@@ -105,6 +105,17 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
+    /// Writes message word `i` (4 or more) into `t`'s IPC buffer; false without one.
+    pub(crate) fn write_message_word(&mut self, t: TcbRef, i: usize, value: u64) -> bool {
+        match self.buffer_word(t, i) {
+            Some(at) => {
+                self.set_word(at, value);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Delivers to `to` a message of `words` (as `from` would send them) with `badge`.
     /// Words beyond the registers are copied between IPC buffers; without a buffer on
     /// either side the message is cut to the register words.
@@ -247,7 +258,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// If `t`'s bound notification has a pending word, takes it for `t`.
     fn take_bound_signal(&mut self, t: TcbRef) -> bool {
-        let Some(ntfn) = (t.bound_notification(&self.mem) != 0).then(|| PhysAddr(t.bound_notification(&self.mem)))
+        let Some(ntfn) =
+            (t.bound_notification(&self.mem) != 0).then(|| PhysAddr(t.bound_notification(&self.mem)))
         else {
             return false;
         };

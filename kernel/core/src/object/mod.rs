@@ -9,11 +9,15 @@ pub mod cap;
 pub mod cspace;
 pub mod invoke;
 pub mod ipc;
-pub mod sched;
 pub mod kmem;
+pub mod sched;
 pub mod slot;
 pub mod space;
+pub mod syscall;
 pub mod tcb;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod ipc_tests;

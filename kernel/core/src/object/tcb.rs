@@ -73,7 +73,14 @@ pub const USER_REGISTER_WORDS: usize = 18;
 impl Registers {
     /// Registers that enter ring 3 at `rip` with stack `rsp`, everything else zero.
     pub fn user(rip: u64, rsp: u64) -> Self {
-        Self { rip, rsp, cs: USER_CODE_SELECTOR, ss: USER_DATA_SELECTOR, rflags: INITIAL_RFLAGS, ..Self::default() }
+        Self {
+            rip,
+            rsp,
+            cs: USER_CODE_SELECTOR,
+            ss: USER_DATA_SELECTOR,
+            rflags: INITIAL_RFLAGS,
+            ..Self::default()
+        }
     }
 
     /// Whether they were saved from ring 3.
@@ -85,8 +92,24 @@ impl Registers {
     /// rflags, rax, rbx, rcx, rdx, rsi, rdi, rbp, r8-r15.
     pub fn user_words(&self) -> [u64; USER_REGISTER_WORDS] {
         [
-            self.rip, self.rsp, self.rflags, self.rax, self.rbx, self.rcx, self.rdx, self.rsi, self.rdi, self.rbp,
-            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
+            self.rip,
+            self.rsp,
+            self.rflags,
+            self.rax,
+            self.rbx,
+            self.rcx,
+            self.rdx,
+            self.rsi,
+            self.rdi,
+            self.rbp,
+            self.r8,
+            self.r9,
+            self.r10,
+            self.r11,
+            self.r12,
+            self.r13,
+            self.r14,
+            self.r15,
         ]
     }
 

@@ -1,0 +1,306 @@
+//! Host tests of threads, scheduling, IPC, notifications and replies: threads are TCBs in
+//! test memory, system calls are made by setting a thread's registers and calling
+//! `ObjectSpace::syscall` as the kernel entry does.
+
+extern crate std;
+
+use super::cap::Cap;
+use super::invoke::PortIo;
+use super::kmem::TestMemory;
+use super::slot::SlotOps;
+use super::space::ObjectSpace;
+use super::syscall::Outcome;
+use super::tcb::{Registers, TcbRef, ThreadState};
+use crate::addr::PhysAddr;
+use cleave_abi::object::label;
+use cleave_abi::{Error, MessageInfo, ObjectType, Rights, Syscall};
+
+const ROOT: u64 = 0x10_1000;
+const VSPACE_SLOT: u64 = 3;
+
+struct NoPorts;
+impl PortIo for NoPorts {
+    fn read(&mut self, _: u16, _: u8) -> u32 {
+        0
+    }
+    fn write(&mut self, _: u16, _: u8, _: u32) {}
+}
+
+fn slot(i: u64) -> PhysAddr {
+    PhysAddr(ROOT + 64 * i)
+}
+
+struct World {
+    s: ObjectSpace<TestMemory>,
+    /// The "root" thread that configures the others (slot 2).
+    boss: TcbRef,
+}
+
+/// Root CNode (slot 0), 1 MiB untyped (slot 1), a boss TCB (slot 2, MCP 255, running),
+/// a VSpace capability (slot 3).
+fn world() -> World {
+    let mut s = ObjectSpace::new(TestMemory::new(0x10_0000, 0x20_0000), PhysAddr(0x10_0000));
+    let root = Cap::CNode { base: PhysAddr(ROOT), radix: 6, guard: 0, guard_bits: 58 };
+    s.insert_original(slot(0), root).unwrap();
+    s.insert_original(
+        slot(1),
+        Cap::Untyped { base: PhysAddr(0x20_0000), size_bits: 20, watermark: 0, device: false },
+    )
+    .unwrap();
+    s.retype(slot(1), ObjectType::Tcb, 0, 1, slot(2)).unwrap();
+    s.insert_original(slot(VSPACE_SLOT), Cap::VSpace { base: PhysAddr(0x1f_f000), asid: 0 }).unwrap();
+    let Cap::Tcb { base } = s.mem.cap_at(slot(2)) else { panic!() };
+    let boss = TcbRef(base);
+    s.copy(slot(0), boss.slot(0)).unwrap();
+    s.copy(slot(VSPACE_SLOT), boss.slot(1)).unwrap();
+    boss.set_mcp(&mut s.mem, 255);
+    boss.set_priority(&mut s.mem, 100);
+    s.make_runnable(boss);
+    s.set_current(Some(boss));
+    World { s, boss }
+}
+
+impl World {
+    /// Makes `t` the current thread and performs a system call for it.
+    fn sys(&mut self, t: TcbRef, call: Syscall, cptr: u64, info: MessageInfo, words: [u64; 4]) -> Outcome {
+        let mut r = t.regs(&self.s.mem);
+        r.rax = call as u64;
+        r.rdi = cptr;
+        r.rsi = info.0;
+        [r.rdx, r.r8, r.r9, r.r10] = words;
+        t.set_regs(&mut self.s.mem, &r);
+        self.s.set_current(Some(t));
+        let outcome = self.s.syscall(&mut NoPorts);
+        self.s.choose();
+        outcome
+    }
+
+    /// An invocation by the boss; returns the status.
+    fn invoke(&mut self, cptr: u64, label: u64, words: &[u64]) -> Result<(), Error> {
+        let boss = self.boss;
+        // The boss has no IPC buffer: at most four words reach the kernel.
+        let mut four = [0; 4];
+        for (d, s) in four.iter_mut().zip(words) {
+            *d = *s;
+        }
+        self.sys(boss, Syscall::Call, cptr, MessageInfo::new(label, 0, 0, words.len() as u64), four);
+        Error::check(self.status(boss))
+    }
+
+    fn status(&self, t: TcbRef) -> u64 {
+        t.regs(&self.s.mem).rax
+    }
+
+    fn state(&self, t: TcbRef) -> ThreadState {
+        t.state(&self.s.mem)
+    }
+
+    /// Retypes one object into `dest` (from the untyped in slot 1).
+    fn make(&mut self, ty: ObjectType, dest: u64) {
+        self.s.retype(slot(1), ty, 0, 1, slot(dest)).unwrap();
+    }
+
+    /// A runnable thread in slot `dest` at `priority` sharing the boss's spaces, with an
+    /// IPC buffer frame retyped into `dest + 1`.
+    fn thread(&mut self, dest: u64, priority: u64) -> TcbRef {
+        self.make(ObjectType::Tcb, dest);
+        self.make(ObjectType::Frame4K, dest + 1);
+        // Configure takes five words, more than the boss can send without an IPC buffer.
+        let short = self.invoke(dest, label::TCB_CONFIGURE, &[0, VSPACE_SLOT, 0x7000_0000, dest + 1]);
+        assert_eq!(short, Err(Error::TruncatedMessage));
+        let Cap::Tcb { base } = self.s.mem.cap_at(slot(dest)) else { panic!() };
+        let t = TcbRef(base);
+        // So place its capabilities directly, as Configure would.
+        self.s.copy(slot(0), t.slot(0)).unwrap();
+        self.s.copy(slot(VSPACE_SLOT), t.slot(1)).unwrap();
+        self.s.copy(slot(dest + 1), t.slot(2)).unwrap();
+        t.set_regs(&mut self.s.mem, &Registers::user(0x40_1000, 0x7000_0000));
+        self.invoke(dest, label::TCB_SET_PRIORITY, &[priority]).unwrap();
+        self.invoke(dest, label::TCB_RESUME, &[]).unwrap();
+        t
+    }
+}
+
+const EP: u64 = 10;
+
+#[test]
+fn call_reply_round_trip_and_one_shot_reply() {
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    w.s.mint(slot(EP), slot(EP + 1), Rights::ALL, 0xbad).unwrap();
+    let server = w.thread(20, 50);
+    let client = w.thread(22, 50);
+    w.sys(server, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.state(server), ThreadState::BlockedOnReceive);
+    // The client sends six words: four in registers, two through IPC buffers.
+    assert!(w.s.write_message_word(client, 4, 44));
+    assert!(w.s.write_message_word(client, 5, 55));
+    w.sys(client, Syscall::Call, EP + 1, MessageInfo::new(7, 0, 0, 6), [1, 2, 3, 4]);
+    assert_eq!(w.state(client), ThreadState::BlockedOnReply);
+    assert_eq!(w.state(server), ThreadState::Running);
+    let r = server.regs(&w.s.mem);
+    assert_eq!((r.rax, r.rdi, MessageInfo(r.rsi).label(), MessageInfo(r.rsi).length()), (0, 0xbad, 7, 6));
+    assert_eq!([r.rdx, r.r8, r.r9, r.r10], [1, 2, 3, 4]);
+    assert_eq!(w.s.message_word(server, 5), Some(55));
+    // Reply once: the client runs with the reply; twice: the reply capability is gone.
+    w.sys(server, Syscall::Reply, 0, MessageInfo::new(0, 0, 0, 1), [99, 0, 0, 0]);
+    assert_eq!(w.status(server), 0);
+    assert_eq!(w.state(client), ThreadState::Running);
+    assert_eq!(client.regs(&w.s.mem).rdx, 99);
+    w.sys(server, Syscall::Reply, 0, MessageInfo::new(0, 0, 0, 1), [98, 0, 0, 0]);
+    assert_eq!(w.status(server), Error::InvalidCapability as u64);
+    assert_eq!(client.regs(&w.s.mem).rdx, 99);
+}
+
+#[test]
+fn send_blocks_until_a_receiver_arrives_and_nonblocking_calls_do_not() {
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    let a = w.thread(20, 50);
+    let b = w.thread(22, 50);
+    w.sys(a, Syscall::NbSend, EP, MessageInfo::new(1, 0, 0, 1), [5, 0, 0, 0]);
+    assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, 0));
+    w.sys(b, Syscall::NbRecv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.state(b), b.regs(&w.s.mem).rsi), (ThreadState::Running, 0));
+    w.sys(a, Syscall::Send, EP, MessageInfo::new(1, 0, 0, 1), [6, 0, 0, 0]);
+    assert_eq!(w.state(a), ThreadState::BlockedOnSend);
+    w.sys(b, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.state(a), w.state(b)), (ThreadState::Running, ThreadState::Running));
+    assert_eq!(b.regs(&w.s.mem).rdx, 6);
+}
+
+#[test]
+fn rights_and_bad_capabilities() {
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    w.s.mint(slot(EP), slot(EP + 1), Rights::READ, 0).unwrap();
+    let a = w.thread(20, 50);
+    w.sys(a, Syscall::Send, EP + 1, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, Error::InsufficientRights as u64));
+    w.sys(a, Syscall::Recv, 40, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.status(a), Error::InvalidCapability as u64);
+    w.sys(a, Syscall::Send, 1 << 62, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.status(a), Error::FailedLookup as u64);
+    assert_eq!(
+        w.sys(a, Syscall::DebugPutChar, b'x' as u64, MessageInfo::default(), [0; 4]),
+        Outcome::DebugPutChar(b'x')
+    );
+    assert_eq!(w.sys(a, Syscall::DebugPutChar, 0, MessageInfo::default(), [0; 4]), Outcome::DebugPutChar(0));
+    let mut r = a.regs(&w.s.mem);
+    r.rax = 0xdead;
+    a.set_regs(&mut w.s.mem, &r);
+    w.s.set_current(Some(a));
+    assert_eq!(w.s.syscall(&mut NoPorts), Outcome::UnknownSyscall(0xdead));
+}
+
+#[test]
+fn notifications_accumulate_badges_and_wake_waiters() {
+    let mut w = world();
+    w.make(ObjectType::Notification, EP);
+    w.s.mint(slot(EP), slot(EP + 1), Rights::WRITE, 1).unwrap();
+    w.s.mint(slot(EP), slot(EP + 2), Rights::WRITE, 4).unwrap();
+    let a = w.thread(20, 50);
+    w.sys(a, Syscall::Send, EP + 1, MessageInfo::default(), [0; 4]);
+    w.sys(a, Syscall::Send, EP + 2, MessageInfo::default(), [0; 4]);
+    w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.state(a), a.regs(&w.s.mem).rdi), (ThreadState::Running, 5));
+    w.sys(a, Syscall::NbRecv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(a.regs(&w.s.mem).rdi, 0);
+    w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.state(a), ThreadState::BlockedOnNotification);
+    w.sys(w.boss, Syscall::Send, EP + 2, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.state(a), a.regs(&w.s.mem).rdi), (ThreadState::Running, 4));
+    // Without the write right a signal is refused.
+    w.s.mint(slot(EP), slot(EP + 3), Rights::READ, 8).unwrap();
+    w.sys(a, Syscall::Send, EP + 3, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.status(a), Error::InsufficientRights as u64);
+}
+
+#[test]
+fn bound_notification_wakes_a_thread_waiting_on_an_endpoint() {
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    w.make(ObjectType::Notification, EP + 1);
+    w.s.mint(slot(EP + 1), slot(EP + 2), Rights::WRITE, 2).unwrap();
+    let a = w.thread(20, 50);
+    w.invoke(20, label::TCB_BIND_NOTIFICATION, &[EP + 1]).unwrap();
+    assert_eq!(w.invoke(20, label::TCB_BIND_NOTIFICATION, &[EP + 1]), Err(Error::IllegalOperation));
+    w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.state(a), ThreadState::BlockedOnReceive);
+    w.sys(w.boss, Syscall::Send, EP + 2, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.state(a), a.regs(&w.s.mem).rdi), (ThreadState::Running, 2));
+    // The endpoint queue is empty again: a sender now blocks.
+    w.sys(w.boss, Syscall::NbSend, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.state(w.boss), ThreadState::Running);
+}
+
+#[test]
+fn destroying_objects_wakes_their_waiters_with_errors() {
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    let a = w.thread(20, 50);
+    let b = w.thread(22, 50);
+    w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    w.s.delete(slot(EP)).unwrap();
+    assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, Error::InvalidCapability as u64));
+    // A caller whose server is destroyed gets an error instead of waiting forever.
+    w.make(ObjectType::Endpoint, EP);
+    w.sys(b, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    w.sys(a, Syscall::Call, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.state(a), ThreadState::BlockedOnReply);
+    w.s.delete(slot(22)).unwrap();
+    assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, Error::InvalidCapability as u64));
+    // And a deleted current thread is no longer chosen.
+    w.s.set_current(Some(a));
+    w.s.delete(slot(20)).unwrap();
+    assert_eq!(w.s.choose(), Some(w.boss));
+}
+
+#[test]
+fn priorities_preempt_and_yield_rotates() {
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    let low = w.thread(20, 10);
+    let high = w.thread(22, 200);
+    let peer = w.thread(24, 10);
+    // The boss (100) lowers itself below everyone's reach: the high thread runs first.
+    w.invoke(2, label::TCB_SET_PRIORITY, &[5]).unwrap();
+    assert_eq!(w.s.choose(), Some(high));
+    w.sys(high, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.s.current(), Some(low));
+    w.sys(low, Syscall::Yield, 0, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.s.current(), Some(peer));
+    // A send that wakes the high-priority receiver switches to it.
+    w.sys(peer, Syscall::Send, EP, MessageInfo::new(0, 0, 0, 0), [0; 4]);
+    assert_eq!(w.s.current(), Some(high));
+    // Priorities above the caller's MCP are refused.
+    w.boss.set_mcp(&mut w.s.mem, 20);
+    assert_eq!(w.invoke(20, label::TCB_SET_PRIORITY, &[21]), Err(Error::RangeError));
+}
+
+#[test]
+fn tcb_registers_and_resume_rules() {
+    let mut w = world();
+    w.make(ObjectType::Tcb, 20);
+    // Resume needs a CSpace and a VSpace.
+    assert_eq!(w.invoke(20, label::TCB_RESUME, &[]), Err(Error::IllegalOperation));
+    assert_eq!(w.invoke(20, label::TCB_CONFIGURE, &[0, VSPACE_SLOT, 0, 0]), Err(Error::TruncatedMessage));
+    let Cap::Tcb { base } = w.s.mem.cap_at(slot(20)) else { panic!() };
+    let t = TcbRef(base);
+    w.s.copy(slot(0), t.slot(0)).unwrap();
+    w.s.copy(slot(VSPACE_SLOT), t.slot(1)).unwrap();
+    // Write rip and rsp without resuming, read them back, then resume.
+    w.invoke(20, label::TCB_WRITE_REGISTERS, &[0, 0x40_2000, 0x7000_0000]).unwrap();
+    assert_eq!(w.state(t), ThreadState::Inactive);
+    w.invoke(20, label::TCB_READ_REGISTERS, &[]).unwrap();
+    assert_eq!([w.boss.regs(&w.s.mem).rdx, w.boss.regs(&w.s.mem).r8], [0x40_2000, 0x7000_0000]);
+    assert_eq!(
+        w.invoke(20, label::TCB_WRITE_REGISTERS, &[1, 0xffff_8000_0000_0000]),
+        Err(Error::InvalidArgument)
+    );
+    w.invoke(20, label::TCB_RESUME, &[]).unwrap();
+    assert_eq!(w.state(t), ThreadState::Running);
+    assert!(t.regs(&w.s.mem).from_user());
+    w.invoke(20, label::TCB_SUSPEND, &[]).unwrap();
+    assert_eq!(w.state(t), ThreadState::Inactive);
+}

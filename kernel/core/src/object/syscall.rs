@@ -1,0 +1,131 @@
+//! System calls of the current thread: capability lookup, then IPC, signals, replies or
+//! object invocations. The thread's registers are in its TCB (the kernel entry saved them
+//! there); results are written back there. What needs the machine (the debug console,
+//! ending the run, reporting a fault) is returned to the kernel as an [`Outcome`].
+
+use super::cap::Cap;
+use super::cspace::lookup_cap;
+use super::invoke::{Invocation, PortIo, Reply, invoke};
+use super::kmem::KernelMemory;
+use super::slot::SlotOps;
+use super::space::ObjectSpace;
+use super::tcb::{TcbRef, slot};
+use cleave_abi::message::MAX_MESSAGE_WORDS;
+use cleave_abi::{Error, MessageInfo, Syscall};
+
+/// Most message words an invocation reads.
+const MAX_INVOCATION_WORDS: usize = 24;
+
+/// What the kernel must do after a system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing more: schedule and return to user mode.
+    Done,
+    /// Write this byte to the debug console.
+    DebugPutChar(u8),
+    /// End the run with this status.
+    DebugExit(i64),
+    /// The thread used a number the kernel does not implement: a fault.
+    UnknownSyscall(u64),
+}
+
+impl<M: KernelMemory> ObjectSpace<M> {
+    /// Performs the system call the current thread made. There must be a current thread.
+    pub fn syscall(&mut self, io: &mut impl PortIo) -> Outcome {
+        let Some(t) = self.current() else { return Outcome::Done };
+        let regs = t.regs(&self.mem);
+        let Some(call) = Syscall::from_raw(regs.rax) else { return Outcome::UnknownSyscall(regs.rax) };
+        let result = match call {
+            Syscall::DebugPutChar => {
+                self.set_status(t, Ok(()));
+                return Outcome::DebugPutChar(regs.rdi as u8);
+            }
+            Syscall::DebugExit => return Outcome::DebugExit(regs.rdi as i64),
+            Syscall::Yield => {
+                self.set_status(t, Ok(()));
+                self.yield_current();
+                Ok(())
+            }
+            Syscall::Reply => self.reply(t).map(|()| self.set_status(t, Ok(()))),
+            Syscall::ReplyRecv => {
+                // A missing caller is not an error here: the server simply waits.
+                let _ = self.reply(t);
+                self.lookup(t, regs.rdi).and_then(|cap| self.receive(t, cap, true))
+            }
+            Syscall::Recv | Syscall::NbRecv => {
+                self.lookup(t, regs.rdi).and_then(|cap| self.receive(t, cap, call == Syscall::Recv))
+            }
+            Syscall::Send | Syscall::NbSend | Syscall::Call => match self.lookup(t, regs.rdi) {
+                Err(e) => Err(e),
+                Ok(cap @ Cap::Endpoint { .. }) => {
+                    self.send(t, cap, call == Syscall::Send, call == Syscall::Call)
+                }
+                Ok(cap @ Cap::Notification { .. }) => {
+                    let r = self.signal(cap);
+                    if r.is_ok() {
+                        self.set_status(t, Ok(()));
+                    }
+                    r
+                }
+                Ok(_) => {
+                    let reply = self.invoke_object(io, t, regs.rdi);
+                    if call == Syscall::Call {
+                        self.write_reply(t, reply);
+                    } else {
+                        self.set_status(t, reply.map(drop));
+                    }
+                    Ok(())
+                }
+            },
+        };
+        if let Err(e) = result {
+            self.set_status(t, Err(e));
+        }
+        Outcome::Done
+    }
+
+    /// The capability at `cptr` in `t`'s CSpace (empty is an error).
+    fn lookup(&self, t: TcbRef, cptr: u64) -> Result<Cap, Error> {
+        let cspace = self.mem.cap_at(t.slot(slot::CSPACE));
+        match lookup_cap(&self.mem, cspace, cptr)? {
+            (_, Cap::Null) => Err(Error::InvalidCapability),
+            (_, cap) => Ok(cap),
+        }
+    }
+
+    fn invoke_object(&mut self, io: &mut impl PortIo, t: TcbRef, cptr: u64) -> Result<Reply, Error> {
+        let regs = t.regs(&self.mem);
+        let info = MessageInfo(regs.rsi);
+        let length = info.length().min(MAX_INVOCATION_WORDS);
+        let mut words = [0u64; MAX_INVOCATION_WORDS];
+        for (i, word) in words.iter_mut().enumerate().take(length) {
+            *word = self.message_word(t, i).ok_or(Error::TruncatedMessage)?;
+        }
+        let cspace = self.mem.cap_at(t.slot(slot::CSPACE));
+        let (at, target) = lookup_cap(&self.mem, cspace, cptr)?;
+        invoke(self, io, t, cspace, at, target, Invocation { label: info.label(), words: &words[..length] })
+    }
+
+    /// Writes an invocation's result to `t`: status in `rax`, words in registers and the
+    /// IPC buffer (cut to the registers when it has none).
+    fn write_reply(&mut self, t: TcbRef, reply: Result<Reply, Error>) {
+        let (status, reply) = match reply {
+            Ok(r) => (0, r),
+            Err(e) => (e as u64, Reply::default()),
+        };
+        let mut length = reply.length.min(MAX_MESSAGE_WORDS);
+        for i in 4..length {
+            if !self.write_message_word(t, i, reply.words[i]) {
+                length = i;
+                break;
+            }
+        }
+        let mut regs = t.regs(&self.mem);
+        regs.rax = status;
+        regs.rdi = 0;
+        regs.rsi = MessageInfo::new(0, 0, 0, length as u64).0;
+        [regs.rdx, regs.r8, regs.r9, regs.r10] =
+            [reply.words[0], reply.words[1], reply.words[2], reply.words[3]];
+        t.set_regs(&mut self.mem, &regs);
+    }
+}
