@@ -10,8 +10,11 @@ use crate::{kprintln, thread};
 pub fn exception(frame: &mut TrapFrame) {
     let (mnemonic, name) = trap::exception_name(frame.vector);
     if frame.from_user() {
+        thread::save(frame);
         let fault = thread::Fault::Exception { vector: frame.vector, mnemonic, name, error: frame.error };
-        thread::fault_current(fault, frame)
+        thread::fault_current(fault, frame);
+        thread::schedule(frame);
+        return;
     }
     kprintln!();
     kprintln!(

@@ -1,11 +1,15 @@
-//! The user thread the kernel runs. For now there is one: the root task loaded from the
-//! first boot module. Faults it has no handler for are reported and stop it.
+//! Threads as the kernel entry sees them: saving and restoring the current thread's
+//! registers, choosing who runs next, and what happens to a thread that faults without a
+//! handler (it is reported and stopped; the kernel carries on).
 
 use crate::arch::exit::{Outcome, exit};
 use crate::arch::global::KernelCell;
 use crate::arch::trap::{self, TrapFrame};
-use crate::kprintln;
-use cleave_kernel_core::PhysAddr;
+use crate::arch::x86_64::paging;
+use crate::{kprintln, objects};
+use cleave_kernel_core::object::cap::Cap;
+use cleave_kernel_core::object::slot::SlotOps;
+use cleave_kernel_core::object::tcb::{TcbRef, slot};
 use heapless::String;
 
 /// A reason a user thread cannot go on by itself.
@@ -17,50 +21,42 @@ pub enum Fault {
     UnknownSyscall(u64),
 }
 
-/// What the kernel remembers of a thread.
-struct Thread {
-    name: String<32>,
-    faults: u32,
-    /// The thread's TCB object.
-    tcb: PhysAddr,
+/// Threads stopped by faults they had no handler for.
+static FAULTED: KernelCell<u32> = KernelCell::new(0);
+
+/// A thread's name for reports: the one the kernel gave it, else its TCB address.
+pub fn name_of(t: TcbRef) -> String<40> {
+    let bytes = objects::with(|s| t.name(&s.mem));
+    let mut name = String::new();
+    let text = core::str::from_utf8(&bytes).unwrap_or("").trim_end_matches('\0');
+    if text.is_empty() {
+        let _ = core::fmt::write(&mut name, format_args!("tcb@{:#x}", t.0.0));
+    } else {
+        let _ = name.push_str(text);
+    }
+    name
 }
 
-static CURRENT: KernelCell<Thread> =
-    KernelCell::new(Thread { name: String::new(), faults: 0, tcb: PhysAddr(0) });
-
-/// Records the current thread's TCB object.
-pub fn set_current_tcb(tcb: PhysAddr) {
-    CURRENT.with(|t| t.tcb = tcb);
+/// The current thread's name.
+pub fn current_name() -> String<40> {
+    match objects::with(|s| s.current()) {
+        Some(t) => name_of(t),
+        None => String::new(),
+    }
 }
 
-/// The current thread's TCB object.
-pub fn current_tcb() -> PhysAddr {
-    CURRENT.with(|t| t.tcb)
-}
-
-/// Names the current thread (module name, truncated to 32 bytes).
-pub fn set_current_name(name: &str) {
-    CURRENT.with(|t| {
-        t.name.clear();
-        for c in name.chars() {
-            if t.name.push(c).is_err() {
-                break;
-            }
+/// Saves the registers of the thread that entered the kernel into its TCB.
+pub fn save(frame: &TrapFrame) {
+    objects::with(|s| {
+        if let Some(t) = s.current() {
+            t.set_regs(&mut s.mem, frame);
         }
     });
 }
 
-/// The current thread's name, for reports.
-pub fn current_name() -> String<32> {
-    CURRENT.with(|t| t.name.clone())
-}
-
-/// Reports `fault` of the current thread, stops it, and runs whatever is left to run.
-pub fn fault_current(fault: Fault, frame: &TrapFrame) -> ! {
-    let name = CURRENT.with(|t| {
-        t.faults += 1;
-        t.name.clone()
-    });
+/// Reports `fault` of the current thread (registers in `frame`) and stops it.
+pub fn fault_current(fault: Fault, frame: &TrapFrame) {
+    let name = current_name();
     match fault {
         Fault::Exception { vector, mnemonic, name: what, error } => {
             kprintln!(
@@ -79,12 +75,42 @@ pub fn fault_current(fault: Fault, frame: &TrapFrame) -> ! {
     }
     crate::kprint!("{frame}");
     kprintln!("kernel: thread '{name}' stopped (it has no fault handler)");
-    nothing_to_run()
+    FAULTED.with(|n| *n += 1);
+    objects::with(|s| {
+        if let Some(t) = s.current() {
+            s.suspend(t);
+        }
+    });
+}
+
+/// Chooses the thread to run next and loads it: its registers into `frame`, its address
+/// space into CR3. A thread that cannot run (no address space) is reported and stopped.
+/// With nothing left to run, the run ends.
+pub fn schedule(frame: &mut TrapFrame) {
+    loop {
+        let Some((t, vspace, regs)) = objects::with(|s| {
+            let t = s.choose()?;
+            Some((t, s.mem.cap_at(t.slot(slot::VSPACE)), t.regs(&s.mem)))
+        }) else {
+            nothing_to_run()
+        };
+        match vspace {
+            Cap::VSpace { base, .. } if regs.from_user() => {
+                paging::activate_root(base);
+                *frame = regs;
+                return;
+            }
+            _ => {
+                kprintln!("kernel: thread '{}' has no address space to run in; stopped", name_of(t));
+                objects::with(|s| s.suspend(t));
+            }
+        }
+    }
 }
 
 /// Ends the run when no thread can run: the kernel itself is healthy.
 fn nothing_to_run() -> ! {
-    let faults = CURRENT.with(|t| t.faults);
+    let faults = FAULTED.with(|n| *n);
     kprintln!("kernel: no runnable threads ({faults} stopped by faults); shutting down");
     exit(Outcome::Idle)
 }

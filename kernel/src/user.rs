@@ -7,7 +7,7 @@ use crate::arch::trap::{TrapFrame, return_to_user};
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::paging::{AddressSpace, MapError, Rights as PageRights};
 use crate::arch::x86_64::physmem::{self, DirectMemory, OwnedFrame};
-use crate::{kprintln, objects, thread};
+use crate::{kprintln, objects};
 use cleave_abi::boot_info::{self, BootInfo, MAX_UNTYPED, UntypedDescriptor, slot};
 use cleave_abi::layout::{PAGE_SIZE, USER_STACK_SIZE, USER_STACK_TOP};
 use cleave_abi::object::SLOT_SIZE_BITS;
@@ -18,6 +18,7 @@ use cleave_kernel_core::multiboot::Module;
 use cleave_kernel_core::object::cap::Cap;
 use cleave_kernel_core::object::kmem::KernelMemory as _;
 use cleave_kernel_core::object::space::ObjectSpace;
+use cleave_kernel_core::object::tcb::TcbRef;
 use cleave_kernel_core::{PhysAddr, VirtAddr};
 use x86_64::registers::control::Cr3;
 
@@ -63,7 +64,6 @@ fn module_name(module: &Module) -> &str {
 /// Loads `module` as the root task and enters it. Never returns.
 pub fn start_root_task(module: &Module, mut frames: BootFrameAllocator, boot_tsc: u64) -> ! {
     let name = module_name(module);
-    thread::set_current_name(name);
     let Some(image) = physmem::module_bytes(module.start, module.len()) else {
         kprintln!("kernel: cannot start root task '{name}': module lies outside the direct map");
         exit(Outcome::Failure)
@@ -79,15 +79,24 @@ pub fn start_root_task(module: &Module, mut frames: BootFrameAllocator, boot_tsc
             exit(Outcome::Failure)
         }
     };
-    thread::set_current_tcb(tcb);
     kprintln!(
         "kernel: starting root task '{name}' (entry {}, {} segments, {} untyped capabilities)",
         plan.entry,
         plan.segments.len(),
         untyped
     );
-    space.activate();
     let frame = TrapFrame::user(plan.entry.0, USER_STACK_TOP);
+    objects::with(|s| {
+        let t = TcbRef(tcb);
+        t.set_regs(&mut s.mem, &frame);
+        t.set_name(&mut s.mem, name);
+        t.set_priority(&mut s.mem, 255);
+        t.set_mcp(&mut s.mem, 255);
+        t.set_ipc_buffer_vaddr(&mut s.mem, boot_info::ROOT_IPC_BUFFER_ADDRESS);
+        s.make_runnable(t);
+        s.set_current(Some(t));
+    });
+    space.activate();
     let ticks = cpu::rdtsc().wrapping_sub(boot_tsc);
     kprintln!("boot: {ticks} TSC ticks from the first kernel instruction to ring 3");
     return_to_user(&frame)

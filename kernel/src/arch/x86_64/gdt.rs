@@ -70,6 +70,9 @@ pub fn init() {
         ES::set_reg(kernel_data);
         load_tss(tss_selector);
     }
+    // The object code builds user register sets with these values.
+    assert_eq!(u64::from(user_code.0), cleave_kernel_core::object::tcb::USER_CODE_SELECTOR);
+    assert_eq!(u64::from(user_data.0), cleave_kernel_core::object::tcb::USER_DATA_SELECTOR);
     *selectors = Some(Selectors { kernel_code, kernel_data, user_data, user_code });
 }
 

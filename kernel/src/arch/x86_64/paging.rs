@@ -104,10 +104,21 @@ impl AddressSpace {
 
     /// Makes this the current address space.
     pub fn activate(&self) {
-        let frame = PhysFrame::from_start_address(x86_64::PhysAddr::new(self.pml4.0))
-            .expect("PML4 frames are page aligned");
-        // SAFETY: the new PML4 maps the kernel half exactly as the current one does, so
-        // the kernel's code, stack and data stay mapped at the same addresses.
-        unsafe { Cr3::write(frame, Cr3Flags::empty()) }
+        activate_root(self.pml4);
     }
 }
+
+/// Switches to the address space whose PML4 is at `pml4` (a VSpace object, whose kernel
+/// half was copied from the kernel's at retype), unless it is already current.
+pub fn activate_root(pml4: PhysAddr) {
+    if Cr3::read().0.start_address().as_u64() == pml4.0 {
+        return;
+    }
+    let frame =
+        PhysFrame::from_start_address(x86_64::PhysAddr::new(pml4.0)).expect("PML4 frames are page aligned");
+    // SAFETY: every VSpace root maps the kernel half exactly as the current one does (boot
+    // tables copied into it), so the kernel's code, stack and data stay mapped.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) }
+}
+
+impl AddressSpace {}

@@ -138,11 +138,12 @@ fn main() -> i32 {
         f,
         (|| {
             is(CNode_op_on(untyped), Err(Error::IllegalOperation), "CNode operation on an untyped")?;
-            let ep: Cap<Untyped> = Cap::from_cptr(s.at(0));
+            // (A Call on an endpoint is IPC, not an invocation: use a frame.)
+            let frame: Cap<Untyped> = Cap::from_cptr(slot::BOOT_INFO_FRAME);
             is(
-                ep.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, s.at(1), 1),
+                frame.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, s.at(1), 1),
                 Err(Error::IllegalOperation),
-                "retype on an endpoint",
+                "retype on a frame",
             )
         })(),
     );
