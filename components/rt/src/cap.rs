@@ -27,6 +27,9 @@ pub mod kind {
     /// A frame.
     #[derive(Clone, Copy, Debug)]
     pub struct Frame;
+    /// An address space (PML4).
+    #[derive(Clone, Copy, Debug)]
+    pub struct VSpace;
     /// Authority to issue I/O port capabilities.
     #[derive(Clone, Copy, Debug)]
     pub struct IoPortControl;
@@ -180,5 +183,107 @@ impl Cap<kind::IoPort> {
     /// `IoPort::out`: writes the low `width` bytes of `value` to `port`.
     pub fn write(self, port: u16, width: u8, value: u32) -> Result<(), Error> {
         self.invoke(label::IO_PORT_OUT, &[u64::from(port), u64::from(width), u64::from(value)]).map(drop)
+    }
+}
+
+/// A received message: the sender's badge, its descriptor and first four words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Badge of the capability the sender used (notifications: the signalled bits).
+    pub badge: u64,
+    /// Label, length.
+    pub info: MessageInfo,
+    /// Words 0-3.
+    pub words: [u64; 4],
+}
+
+fn received(r: syscall::Returned) -> Result<Message, Error> {
+    Error::check(r.status).map(|()| Message { badge: r.badge, info: r.info, words: r.words })
+}
+
+impl Cap<kind::Endpoint> {
+    /// `Send`: blocks until a receiver takes the message.
+    pub fn send(self, info: MessageInfo, words: [u64; 4]) -> Result<(), Error> {
+        Error::check(syscall::raw(cleave_abi::Syscall::Send, self.cptr, info, words).status)
+    }
+    /// `NBSend`: delivers only if a receiver is waiting.
+    pub fn nb_send(self, info: MessageInfo, words: [u64; 4]) -> Result<(), Error> {
+        Error::check(syscall::raw(cleave_abi::Syscall::NbSend, self.cptr, info, words).status)
+    }
+    /// `Call`: sends and waits for the reply.
+    pub fn call(self, info: MessageInfo, words: [u64; 4]) -> Result<Message, Error> {
+        received(syscall::raw(cleave_abi::Syscall::Call, self.cptr, info, words))
+    }
+    /// `Recv`: waits for a message.
+    pub fn recv(self) -> Result<Message, Error> {
+        received(syscall::raw(cleave_abi::Syscall::Recv, self.cptr, MessageInfo::default(), [0; 4]))
+    }
+    /// `NBRecv`: takes a waiting message, if any (an empty message otherwise).
+    pub fn nb_recv(self) -> Result<Message, Error> {
+        received(syscall::raw(cleave_abi::Syscall::NbRecv, self.cptr, MessageInfo::default(), [0; 4]))
+    }
+    /// `ReplyRecv`: replies to the last caller, then waits on this endpoint.
+    pub fn reply_recv(self, info: MessageInfo, words: [u64; 4]) -> Result<Message, Error> {
+        received(syscall::raw(cleave_abi::Syscall::ReplyRecv, self.cptr, info, words))
+    }
+}
+
+impl Cap<kind::Notification> {
+    /// Signal: ORs this capability's badge into the notification word.
+    pub fn signal(self) -> Result<(), Error> {
+        Error::check(
+            syscall::raw(cleave_abi::Syscall::Send, self.cptr, MessageInfo::default(), [0; 4]).status,
+        )
+    }
+    /// Wait: blocks until the word is non-zero, returns and clears it.
+    pub fn wait(self) -> Result<u64, Error> {
+        received(syscall::raw(cleave_abi::Syscall::Recv, self.cptr, MessageInfo::default(), [0; 4]))
+            .map(|m| m.badge)
+    }
+    /// Poll: returns and clears the word (0 if nothing was signalled).
+    pub fn poll(self) -> Result<u64, Error> {
+        received(syscall::raw(cleave_abi::Syscall::NbRecv, self.cptr, MessageInfo::default(), [0; 4]))
+            .map(|m| m.badge)
+    }
+}
+
+impl Cap<kind::Tcb> {
+    /// `TCB::configure`: CSpace root, VSpace root, IPC buffer (address and frame) and
+    /// fault endpoint; `None` leaves that part empty.
+    pub fn configure(
+        self,
+        cspace: Cap<kind::CNode>,
+        vspace: Cap<kind::VSpace>,
+        ipc_buffer: Option<(u64, Cap<kind::Frame>)>,
+        fault_endpoint: Option<Cap<kind::Endpoint>>,
+    ) -> Result<(), Error> {
+        let (vaddr, frame) = ipc_buffer.map_or((0, 0), |(v, f)| (v, f.cptr));
+        let words = [cspace.cptr, vspace.cptr, vaddr, frame, fault_endpoint.map_or(0, |e| e.cptr)];
+        self.invoke(label::TCB_CONFIGURE, &words).map(drop)
+    }
+    /// `TCB::set_priority` (at most the caller's maximum controlled priority).
+    pub fn set_priority(self, priority: u8) -> Result<(), Error> {
+        self.invoke(label::TCB_SET_PRIORITY, &[u64::from(priority)]).map(drop)
+    }
+    /// `TCB::write_registers`: rip, rsp, rflags, rax, rbx, rcx, rdx, rsi, rdi, … (as many
+    /// as given); `resume` also makes the thread runnable.
+    pub fn write_registers(self, resume: bool, registers: &[u64]) -> Result<(), Error> {
+        let mut words = [0u64; 19];
+        words[0] = u64::from(resume);
+        let n = registers.len().min(18);
+        words[1..=n].copy_from_slice(&registers[..n]);
+        self.invoke(label::TCB_WRITE_REGISTERS, &words[..=n]).map(drop)
+    }
+    /// `TCB::resume`.
+    pub fn resume(self) -> Result<(), Error> {
+        self.invoke(label::TCB_RESUME, &[]).map(drop)
+    }
+    /// `TCB::suspend`.
+    pub fn suspend(self) -> Result<(), Error> {
+        self.invoke(label::TCB_SUSPEND, &[]).map(drop)
+    }
+    /// `TCB::bind_notification`.
+    pub fn bind_notification(self, notification: Cap<kind::Notification>) -> Result<(), Error> {
+        self.invoke(label::TCB_BIND_NOTIFICATION, &[notification.cptr]).map(drop)
     }
 }

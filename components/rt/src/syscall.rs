@@ -59,17 +59,24 @@ pub fn privilege_level() -> u16 {
     cs & 3
 }
 
-/// `Call` on `cptr` with a message: `info` and the first four message words in
-/// registers (the rest must already be in the IPC buffer). Returns the status word (0 or
-/// an error code), the reply's [`MessageInfo`] and its first four words.
-///
-/// [`MessageInfo`]: cleave_abi::MessageInfo
-pub fn call(
-    cptr: u64,
-    info: cleave_abi::MessageInfo,
-    words: [u64; 4],
-) -> (u64, cleave_abi::MessageInfo, [u64; 4]) {
-    let (status, out_info, w0, w1, w2, w3): (u64, u64, u64, u64, u64, u64);
+/// What a system call returns: status (0 or an error code), badge, message descriptor and
+/// the four register message words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Returned {
+    /// 0, or an [`Error`](cleave_abi::Error) code.
+    pub status: u64,
+    /// Badge of the received message (`rdi`).
+    pub badge: u64,
+    /// Descriptor of the received message or reply.
+    pub info: cleave_abi::MessageInfo,
+    /// Message words 0-3.
+    pub words: [u64; 4],
+}
+
+/// Performs system call `number` with capability address `cptr`, `info` and the first
+/// four message words in registers (the rest must already be in the IPC buffer).
+pub fn raw(number: Syscall, cptr: u64, info: cleave_abi::MessageInfo, words: [u64; 4]) -> Returned {
+    let (status, badge, out_info, w0, w1, w2, w3): (u64, u64, u64, u64, u64, u64, u64);
     // SAFETY: `syscall` with the documented convention (rax number, rdi capability, rsi
     // info, rdx/r8/r9/r10 message words); the kernel returns status, badge, info and words
     // in the same registers and destroys rcx and r11. It reads the IPC buffer through its
@@ -77,8 +84,8 @@ pub fn call(
     unsafe {
         core::arch::asm!(
             "syscall",
-            inlateout("rax") Syscall::Call as u64 => status,
-            inlateout("rdi") cptr => _,
+            inlateout("rax") number as u64 => status,
+            inlateout("rdi") cptr => badge,
             inlateout("rsi") info.0 => out_info,
             inlateout("rdx") words[0] => w0,
             inlateout("r8") words[1] => w1,
@@ -89,7 +96,27 @@ pub fn call(
             options(nostack)
         );
     }
-    (status, cleave_abi::MessageInfo(out_info), [w0, w1, w2, w3])
+    Returned { status, badge, info: cleave_abi::MessageInfo(out_info), words: [w0, w1, w2, w3] }
+}
+
+/// `Call` on `cptr`: returns status, the reply's descriptor and its first four words.
+pub fn call(
+    cptr: u64,
+    info: cleave_abi::MessageInfo,
+    words: [u64; 4],
+) -> (u64, cleave_abi::MessageInfo, [u64; 4]) {
+    let r = raw(Syscall::Call, cptr, info, words);
+    (r.status, r.info, r.words)
+}
+
+/// `Yield`: lets the other runnable threads of the same priority run first.
+pub fn yield_now() {
+    raw(Syscall::Yield, 0, cleave_abi::MessageInfo::default(), [0; 4]);
+}
+
+/// `Reply`: answers the last Call this thread received (once).
+pub fn reply(info: cleave_abi::MessageInfo, words: [u64; 4]) -> Result<(), cleave_abi::Error> {
+    cleave_abi::Error::check(raw(Syscall::Reply, 0, info, words).status)
 }
 
 /// Reads the time-stamp counter (under QEMU `-icount shift=0`: instructions executed).

@@ -16,7 +16,7 @@ pub const TARGET_PACKAGES: &[&str] = &["cleave-kernel", "cleave-rt", "hello", "c
 
 /// User programs that become boot modules, by binary name.
 pub const PROGRAMS: &[&str] =
-    &["hello", "boot-test", "user-fault", "bad-syscall", "cap-test", "bench-retype"];
+    &["hello", "boot-test", "user-fault", "bad-syscall", "cap-test", "thread-test", "bench-retype"];
 
 /// Paths of the built images.
 #[derive(Clone, Debug)]

@@ -79,6 +79,25 @@ const TESTS: &[EmulatorTest] = &[
         },
     },
     EmulatorTest {
+        name: "qemu-threads-and-ipc",
+        emulator: Emulator::Qemu,
+        module: Some("thread-test"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &[
+                "TEST PASS call-reply-with-badge",
+                "TEST PASS reply-capability-works-once",
+                "TEST PASS send-needs-write-right",
+                "TEST PASS non-blocking-calls",
+                "TEST PASS signal-preempts-for-higher-priority",
+                "TEST PASS yield-rotates-equal-priorities",
+                "TEST PASS ipc-on-deleted-endpoint",
+                "thread-test: all cases passed",
+            ],
+        },
+    },
+    EmulatorTest {
         name: "qemu-user-fault",
         emulator: Emulator::Qemu,
         module: Some("user-fault"),

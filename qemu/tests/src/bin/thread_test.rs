@@ -1,0 +1,273 @@
+//! Thread and IPC test suite (root task): threads created from untyped memory run in the
+//! root task's address space and talk through endpoints and notifications. Prints one
+//! `TEST PASS name` or `TEST FAIL name: why` per case, then `TEST PASS` if all passed.
+#![no_std]
+#![no_main]
+
+use cleave_abi::boot_info::slot;
+use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
+use cleave_rt::boot::boot_info;
+use cleave_rt::cap::kind::{CNode, Endpoint, Notification, Tcb, Untyped, VSpace};
+use cleave_rt::{Cap, println, syscall};
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+cleave_rt::entry!(main);
+
+const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
+const D: u64 = 64;
+const STACK_SIZE: usize = 16 * 1024;
+const THREADS: usize = 6;
+
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+
+static mut STACKS: [Stack; THREADS] = [const { Stack([0; STACK_SIZE]) }; THREADS];
+
+/// Slot numbers, fixed once main has read BootInfo (threads read them too).
+static FIRST_FREE: AtomicU64 = AtomicU64::new(0);
+/// What the worker threads observed.
+static SECOND_REPLY: AtomicU64 = AtomicU64::new(u64::MAX);
+static WOKEN: AtomicU64 = AtomicU64::new(0);
+static DELETED_STATUS: AtomicU64 = AtomicU64::new(u64::MAX);
+static LOG: AtomicU64 = AtomicU64::new(0);
+static LOG_LEN: AtomicU64 = AtomicU64::new(0);
+
+fn at(i: u64) -> u64 {
+    FIRST_FREE.load(SeqCst) + i
+}
+
+// Slot plan (offsets from the first free slot).
+const UT: u64 = 0; // a 1 MiB untyped split from the largest
+const EP: u64 = 1; // server endpoint
+const EP_BADGED: u64 = 2; // badge 0x5a, all rights
+const EP_READ_ONLY: u64 = 3;
+const NTFN: u64 = 4;
+const PARK: u64 = 5; // a notification nobody signals: threads wait here when done
+const EP2: u64 = 6; // endpoint deleted under a waiting receiver
+const TCB0: u64 = 10; // TCBs 10..16
+
+/// Creates thread `index` running `entry(arg)` at `priority`, sharing the root's spaces.
+fn spawn(index: usize, entry: extern "C" fn(u64) -> !, arg: u64, priority: u8) -> Result<Cap<Tcb>, Error> {
+    let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+    let tcb_slot = at(TCB0 + index as u64);
+    untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, tcb_slot, 1)?;
+    let tcb: Cap<Tcb> = Cap::from_cptr(tcb_slot);
+    tcb.configure(ROOT, Cap::<VSpace>::from_cptr(slot::VSPACE), None, None)?;
+    tcb.set_priority(priority)?;
+    // The stack top minus 8 looks like a call just pushed a return address.
+    // SAFETY: only the address is taken; each stack is used by exactly one thread.
+    let stack = unsafe { &raw mut STACKS[index] };
+    let top = stack as u64 + STACK_SIZE as u64 - 8;
+    let rip = entry as usize as u64;
+    // rip, rsp, rflags, rax, rbx, rcx, rdx, rsi, rdi
+    tcb.write_registers(true, &[rip, top, 0x202, 0, 0, 0, 0, 0, arg])?;
+    Ok(tcb)
+}
+
+fn park() -> ! {
+    let park: Cap<Notification> = Cap::from_cptr(at(PARK));
+    loop {
+        let _ = park.wait();
+    }
+}
+
+/// Echo server: replies [badge, sum of words, label, length]; label 2 means "reply twice
+/// and remember what the second reply said"; label 3 means "report that".
+extern "C" fn server(_: u64) -> ! {
+    let ep: Cap<Endpoint> = Cap::from_cptr(at(EP));
+    let mut message = ep.recv();
+    loop {
+        let Ok(m) = message else { park() };
+        match m.info.label() {
+            2 => {
+                let first = syscall::reply(MessageInfo::new(0, 0, 0, 0), [0; 4]);
+                let second = syscall::reply(MessageInfo::new(0, 0, 0, 0), [0; 4]);
+                SECOND_REPLY
+                    .store(if first.is_ok() { second.err().map_or(0, |e| e as u64) } else { 999 }, SeqCst);
+                message = ep.recv();
+            }
+            label => {
+                let sum = m.words.iter().take(m.info.length()).sum();
+                let answer = [m.badge, sum, label, m.info.length() as u64];
+                message = ep.reply_recv(MessageInfo::new(0, 0, 0, 4), answer);
+            }
+        }
+    }
+}
+
+/// Waits on the notification and counts wake-ups.
+extern "C" fn waiter(_: u64) -> ! {
+    let ntfn: Cap<Notification> = Cap::from_cptr(at(NTFN));
+    loop {
+        if ntfn.wait().is_ok() {
+            WOKEN.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+/// Appends its letter to the log three times, yielding in between.
+extern "C" fn taker(letter: u64) -> ! {
+    for _ in 0..3 {
+        let n = LOG_LEN.fetch_add(1, SeqCst);
+        LOG.fetch_or(letter << (8 * n), SeqCst);
+        syscall::yield_now();
+    }
+    park()
+}
+
+/// Receives on an endpoint that the root task deletes; records the status.
+extern "C" fn orphan(_: u64) -> ! {
+    let ep: Cap<Endpoint> = Cap::from_cptr(at(EP2));
+    let status = match ep.recv() {
+        Ok(_) => 0,
+        Err(e) => e as u64,
+    };
+    DELETED_STATUS.store(status, SeqCst);
+    park()
+}
+
+fn expect(name: &str, failures: &mut u32, result: Result<(), &'static str>) {
+    match result {
+        Ok(()) => println!("TEST PASS {name}"),
+        Err(why) => {
+            println!("TEST FAIL {name}: {why}");
+            *failures += 1;
+        }
+    }
+}
+
+fn check(ok: bool, what: &'static str) -> Result<(), &'static str> {
+    if ok { Ok(()) } else { Err(what) }
+}
+
+fn setup() -> Result<(), Error> {
+    let info = boot_info();
+    FIRST_FREE.store(info.empty_first, SeqCst);
+    let biggest = (0..info.untyped_count as usize).max_by_key(|&i| info.untyped[i].size_bits).unwrap_or(0);
+    let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
+    big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1)?;
+    let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+    untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP), 1)?;
+    ROOT.mint(ROOT.slot(at(EP_BADGED), D), ROOT.slot(at(EP), D), Rights::ALL, 0x5a)?;
+    ROOT.mint(ROOT.slot(at(EP_READ_ONLY), D), ROOT.slot(at(EP), D), Rights::READ, 0)?;
+    untyped.retype(ObjectType::Notification, 0, ROOT, 0, 0, at(NTFN), 2)?;
+    untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP2), 1)
+}
+
+fn main() -> i32 {
+    if let Err(e) = setup() {
+        println!("TEST FAIL setup: {e:?}");
+        return 1;
+    }
+    let mut failures = 0;
+    let f = &mut failures;
+    let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
+
+    expect(
+        "call-reply-with-badge",
+        f,
+        (|| {
+            spawn(0, server, 0, 100).map_err(|_| "spawn server")?;
+            let ep: Cap<Endpoint> = Cap::from_cptr(at(EP_BADGED));
+            let reply = ep.call(MessageInfo::new(7, 0, 0, 3), [10, 20, 30, 99]).map_err(|_| "call failed")?;
+            check(reply.words == [0x5a, 60, 7, 3], "wrong reply")?;
+            check(reply.info.length() == 4, "wrong reply length")
+        })(),
+    );
+
+    expect(
+        "reply-capability-works-once",
+        f,
+        (|| {
+            let ep: Cap<Endpoint> = Cap::from_cptr(at(EP));
+            ep.call(MessageInfo::new(2, 0, 0, 0), [0; 4]).map_err(|_| "call failed")?;
+            // Let the server run its second reply (it has a lower priority): ask it something.
+            ep.call(MessageInfo::new(3, 0, 0, 0), [0; 4]).map_err(|_| "second call failed")?;
+            check(SECOND_REPLY.load(SeqCst) == Error::InvalidCapability as u64, "second reply did not fail")
+        })(),
+    );
+
+    expect(
+        "send-needs-write-right",
+        f,
+        (|| {
+            let ep: Cap<Endpoint> = Cap::from_cptr(at(EP_READ_ONLY));
+            check(
+                ep.send(MessageInfo::default(), [0; 4]) == Err(Error::InsufficientRights),
+                "read-only send allowed",
+            )?;
+            let empty: Cap<Endpoint> = Cap::from_cptr(at(60));
+            check(
+                empty.call(MessageInfo::default(), [0; 4]).err() == Some(Error::InvalidCapability),
+                "empty slot",
+            )
+        })(),
+    );
+
+    expect(
+        "non-blocking-calls",
+        f,
+        (|| {
+            let ep2: Cap<Endpoint> = Cap::from_cptr(at(EP2));
+            check(ep2.nb_send(MessageInfo::new(1, 0, 0, 1), [1, 0, 0, 0]).is_ok(), "nb_send")?;
+            let m = ep2.nb_recv().map_err(|_| "nb_recv")?;
+            check(m.badge == 0 && m.info.length() == 0, "nb_recv found a dropped message")?;
+            let ntfn: Cap<Notification> = Cap::from_cptr(at(NTFN));
+            check(ntfn.poll() == Ok(0), "poll of a quiet notification")
+        })(),
+    );
+
+    expect(
+        "signal-preempts-for-higher-priority",
+        f,
+        (|| {
+            spawn(1, waiter, 0, 200).map_err(|_| "spawn waiter")?;
+            // Drop below the waiter: it runs at once and blocks in wait.
+            me.set_priority(100).map_err(|_| "lower own priority")?;
+            let ntfn: Cap<Notification> = Cap::from_cptr(at(NTFN));
+            ntfn.signal().map_err(|_| "signal")?;
+            // The higher-priority waiter ran before signal returned here.
+            check(WOKEN.load(SeqCst) == 1, "waiter did not run first")?;
+            ntfn.signal().map_err(|_| "signal")?;
+            check(WOKEN.load(SeqCst) == 2, "second wake-up missing")
+        })(),
+    );
+
+    expect(
+        "yield-rotates-equal-priorities",
+        f,
+        (|| {
+            spawn(2, taker, u64::from(b'A'), 100).map_err(|_| "spawn A")?;
+            spawn(3, taker, u64::from(b'B'), 100).map_err(|_| "spawn B")?;
+            for _ in 0..20 {
+                if LOG_LEN.load(SeqCst) >= 6 {
+                    break;
+                }
+                syscall::yield_now();
+            }
+            check(LOG.load(SeqCst).to_le_bytes()[..6] == *b"ABABAB", "not round-robin")
+        })(),
+    );
+
+    expect(
+        "ipc-on-deleted-endpoint",
+        f,
+        (|| {
+            spawn(4, orphan, 0, 200).map_err(|_| "spawn")?;
+            Cap::<CNode>::delete(ROOT.slot(at(EP2), D)).map_err(|_| "delete endpoint")?;
+            check(
+                DELETED_STATUS.load(SeqCst) == Error::InvalidCapability as u64,
+                "waiter not woken with an error",
+            )
+        })(),
+    );
+
+    if failures == 0 {
+        println!("thread-test: all cases passed");
+        println!("TEST PASS");
+        0
+    } else {
+        println!("TEST FAIL: {failures} thread cases failed");
+        1
+    }
+}
