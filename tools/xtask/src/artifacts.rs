@@ -15,8 +15,16 @@ pub const HOST_PACKAGES: &[&str] = &["cleave-abi", "cleave-kernel-core", "xtask"
 pub const TARGET_PACKAGES: &[&str] = &["cleave-kernel", "cleave-rt", "hello", "cleave-tests"];
 
 /// User programs that become boot modules, by binary name.
-pub const PROGRAMS: &[&str] =
-    &["hello", "boot-test", "user-fault", "bad-syscall", "cap-test", "thread-test", "bench-retype"];
+pub const PROGRAMS: &[&str] = &[
+    "hello",
+    "boot-test",
+    "user-fault",
+    "bad-syscall",
+    "cap-test",
+    "thread-test",
+    "bench-retype",
+    "bench-ipc",
+];
 
 /// Paths of the built images.
 #[derive(Clone, Debug)]

@@ -37,7 +37,7 @@ pub fn run() -> Result<()> {
     let artifacts = artifacts::build()?;
     let instructions = boot_instructions(&artifacts)?;
     println!("bench boot.kernel_instructions_to_ring3 = {instructions} instructions");
-    for program in ["bench-retype"] {
+    for program in ["bench-retype", "bench-ipc"] {
         for line in program_bench_lines(&artifacts, program)? {
             println!("{line}");
         }
