@@ -1,12 +1,14 @@
 //! Threads as the kernel entry sees them: saving and restoring the current thread's
-//! registers, choosing who runs next, and what happens to a thread that faults without a
-//! handler (it is reported and stopped; the kernel carries on).
+//! registers, choosing who runs next, and delivering a thread's faults to its fault
+//! endpoint (or, without one, reporting the fault and stopping the thread; the kernel
+//! carries on either way).
 
 use crate::arch::exit::{Outcome, exit};
 use crate::arch::global::KernelCell;
 use crate::arch::trap::{self, TrapFrame};
 use crate::arch::x86_64::paging;
 use crate::{kprintln, objects};
+use cleave_abi::syscall::fault;
 use cleave_kernel_core::object::cap::Cap;
 use cleave_kernel_core::object::slot::SlotOps;
 use cleave_kernel_core::object::tcb::{TcbRef, slot};
@@ -54,8 +56,24 @@ pub fn save(frame: &TrapFrame) {
     });
 }
 
-/// Reports `fault` of the current thread (registers in `frame`) and stops it.
+/// Delivers `fault` of the current thread (registers in `frame`) to its fault endpoint;
+/// without one, reports it and stops the thread.
 pub fn fault_current(fault: Fault, frame: &TrapFrame) {
+    let (label, words) = match fault {
+        Fault::UnknownSyscall(number) => {
+            (fault::UNKNOWN_SYSCALL, [number, frame.rip, frame.rsp, frame.rflags])
+        }
+        Fault::Exception { vector: 14, error, .. } => {
+            (fault::VM_FAULT, [trap::cr2(), error, frame.rip, frame.rsp])
+        }
+        Fault::Exception { vector, error, .. } => {
+            (fault::USER_EXCEPTION, [vector, error, frame.rip, frame.rsp])
+        }
+    };
+    let handled = objects::with(|s| s.current().is_some_and(|t| s.raise_fault(t, label, words)));
+    if handled {
+        return;
+    }
     let name = current_name();
     match fault {
         Fault::Exception { vector, mnemonic, name: what, error } => {

@@ -86,3 +86,21 @@ mod tests {
         assert_eq!(Syscall::from_raw(u64::MAX), None);
     }
 }
+
+/// Fault messages: what the kernel sends to a thread's fault endpoint when the thread
+/// faults, as if the thread had made a `Call` (the handler's reply resumes it).
+///
+/// The message label says which fault; the four words say the rest. The badge is that of
+/// the fault endpoint capability in the faulting thread's TCB, so a handler serving many
+/// threads can tell them apart.
+pub mod fault {
+    /// A system call number the kernel does not implement. Words: number, rip (after the
+    /// `syscall` instruction), rsp, rflags. Reply word 0 becomes the thread's `rax`.
+    pub const UNKNOWN_SYSCALL: u64 = 1;
+    /// A processor exception other than a page fault (divide error, invalid opcode,
+    /// general protection, …). Words: vector, error code, rip (of the faulting
+    /// instruction), rsp. The thread resumes at its (possibly rewritten) rip.
+    pub const USER_EXCEPTION: u64 = 2;
+    /// A page fault. Words: faulting address, error code, rip, rsp.
+    pub const VM_FAULT: u64 = 3;
+}

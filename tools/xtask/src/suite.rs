@@ -93,6 +93,7 @@ const TESTS: &[EmulatorTest] = &[
                 "TEST PASS signal-preempts-for-higher-priority",
                 "TEST PASS yield-rotates-equal-priorities",
                 "TEST PASS ipc-on-deleted-endpoint",
+                "TEST PASS faults-reach-their-handler",
                 "thread-test: all cases passed",
             ],
         },

@@ -120,6 +120,17 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Words beyond the registers are copied between IPC buffers; without a buffer on
     /// either side the message is cut to the register words.
     fn deliver(&mut self, from: TcbRef, to: TcbRef, badge: u64) {
+        if from.ipc_flags(&self.mem) & ipc_flag::FAULT != 0 {
+            let label = from.fault_label(&self.mem);
+            let words = from.fault_words(&self.mem);
+            let mut dst = to.regs(&self.mem);
+            dst.rax = 0;
+            dst.rdi = badge;
+            dst.rsi = MessageInfo::new(label, 0, 0, 4).0;
+            [dst.rdx, dst.r8, dst.r9, dst.r10] = words;
+            to.set_regs(&mut self.mem, &dst);
+            return;
+        }
         let info = MessageInfo(from.regs(&self.mem).rsi);
         let mut length = info.length().min(MAX_MESSAGE_WORDS);
         for i in REGISTER_MESSAGE_WORDS..length {
@@ -165,6 +176,17 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if !rights.contains(Rights::WRITE) {
             return Err(Error::InsufficientRights);
         }
+        let grant = if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 };
+        let flags = grant | if call { ipc_flag::CALL } else { 0 };
+        self.send_message(sender, base, badge, flags, blocking || call);
+        Ok(())
+    }
+
+    /// Sends `sender`'s message (its registers, or its fault message with
+    /// [`ipc_flag::FAULT`]) to the endpoint at `base` with `badge`.
+    fn send_message(&mut self, sender: TcbRef, base: PhysAddr, badge: u64, flags: u64, blocking: bool) {
+        let fault = flags & ipc_flag::FAULT != 0;
+        sender.set_ipc_flags(&mut self.mem, flags);
         let q = Queue::endpoint(base);
         if self.word(base) == RECEIVERS {
             let receiver = self.pop(q).expect("an endpoint in the receive state has receivers");
@@ -173,21 +195,34 @@ impl<M: KernelMemory> ObjectSpace<M> {
             }
             self.deliver(sender, receiver, badge);
             self.make_runnable(receiver);
-            self.set_status(sender, Ok(()));
-            if call {
+            if !fault {
+                self.set_status(sender, Ok(()));
+            }
+            if flags & ipc_flag::CALL != 0 {
                 self.await_reply(sender, receiver);
             }
-        } else if blocking || call {
+        } else if blocking {
             sender.set_ipc_badge(&mut self.mem, badge);
-            let grant = if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 };
-            sender.set_ipc_flags(&mut self.mem, grant | if call { ipc_flag::CALL } else { 0 });
             self.block(sender, ThreadState::BlockedOnSend, base.0);
             self.push(q, sender);
             self.set_word(base, SENDERS);
         } else {
             self.set_status(sender, Ok(()));
         }
-        Ok(())
+    }
+
+    /// Sends the fault `label`/`words` of thread `t` to its fault endpoint, blocking it
+    /// until the handler replies. False (nothing done) if it has no usable fault endpoint.
+    pub fn raise_fault(&mut self, t: TcbRef, label: u64, words: [u64; 4]) -> bool {
+        let Cap::Endpoint { base, badge, rights } = self.mem.cap_at(t.slot(slot::FAULT_ENDPOINT)) else {
+            return false;
+        };
+        if !rights.contains(Rights::WRITE) {
+            return false;
+        }
+        t.set_fault(&mut self.mem, label, words);
+        self.send_message(t, base, badge, ipc_flag::CALL | ipc_flag::FAULT, true);
+        true
     }
 
     /// `Recv` or `NBRecv` by `receiver` on an endpoint or notification capability.
@@ -208,7 +243,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     }
                     let badge = sender.ipc_badge(&self.mem);
                     self.deliver(sender, receiver, badge);
-                    self.set_status(sender, Ok(()));
+                    if sender.ipc_flags(&self.mem) & ipc_flag::FAULT == 0 {
+                        self.set_status(sender, Ok(()));
+                    }
                     if sender.ipc_flags(&self.mem) & ipc_flag::CALL != 0 {
                         self.await_reply(sender, receiver);
                     } else {
@@ -283,7 +320,18 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if caller.state(&self.mem) != ThreadState::BlockedOnReply {
             return Err(Error::InvalidCapability);
         }
-        self.deliver(replier, caller, 0);
+        if caller.ipc_flags(&self.mem) & ipc_flag::FAULT != 0 {
+            // A fault reply resumes the thread; for an unknown system call, reply word 0
+            // is the call's result.
+            caller.set_ipc_flags(&mut self.mem, 0);
+            if caller.fault_label(&self.mem) == cleave_abi::syscall::fault::UNKNOWN_SYSCALL {
+                let mut regs = caller.regs(&self.mem);
+                regs.rax = replier.regs(&self.mem).rdx;
+                caller.set_regs(&mut self.mem, &regs);
+            }
+        } else {
+            self.deliver(replier, caller, 0);
+        }
         self.make_runnable(caller);
         Ok(())
     }
@@ -364,8 +412,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if let Some(caller) = TcbRef::from_link(t.caller(&self.mem)) {
             t.set_caller(&mut self.mem, 0);
             caller.set_replier(&mut self.mem, 0);
-            self.set_status(caller, Err(Error::InvalidCapability));
-            self.make_runnable(caller);
+            self.wake_with_error(caller);
         }
         self.unbind_notification(t);
         self.block(t, ThreadState::Inactive, 0);
@@ -374,15 +421,22 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
+    /// Wakes a thread whose partner or object vanished: with `InvalidCapability` in `rax`,
+    /// or, if it was delivering a fault, unchanged (it re-executes the faulting
+    /// instruction and faults again, to whatever handler it has then).
+    fn wake_with_error(&mut self, t: TcbRef) {
+        if t.ipc_flags(&self.mem) & ipc_flag::FAULT == 0 {
+            self.set_status(t, Err(Error::InvalidCapability));
+        }
+        t.set_ipc_flags(&mut self.mem, 0);
+        self.make_runnable(t);
+    }
+
     /// Wakes every thread queued on the endpoint at `base` with an error (it is being
     /// destroyed).
     pub(crate) fn cancel_endpoint(&mut self, base: PhysAddr) {
         while let Some(t) = self.pop(Queue::endpoint(base)) {
-            if t.ipc_flags(&self.mem) & ipc_flag::CALL != 0 {
-                t.set_ipc_flags(&mut self.mem, 0);
-            }
-            self.set_status(t, Err(Error::InvalidCapability));
-            self.make_runnable(t);
+            self.wake_with_error(t);
         }
         self.set_word(base, IDLE);
     }

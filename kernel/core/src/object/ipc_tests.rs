@@ -304,3 +304,45 @@ fn tcb_registers_and_resume_rules() {
     w.invoke(20, label::TCB_SUSPEND, &[]).unwrap();
     assert_eq!(w.state(t), ThreadState::Inactive);
 }
+
+#[test]
+fn faults_go_to_the_fault_endpoint_and_a_reply_resumes() {
+    use cleave_abi::syscall::fault;
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    w.s.mint(slot(EP), slot(EP + 1), Rights::ALL, 0x77).unwrap();
+    let handler = w.thread(20, 150);
+    let crasher = w.thread(22, 50);
+    w.s.copy(slot(EP + 1), crasher.slot(3)).unwrap();
+    w.sys(handler, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    // An unknown system call: the handler gets the number, its reply becomes rax.
+    let before = crasher.regs(&w.s.mem);
+    assert!(w.s.raise_fault(
+        crasher,
+        fault::UNKNOWN_SYSCALL,
+        [0xbeef, before.rip, before.rsp, before.rflags]
+    ));
+    assert_eq!(w.state(crasher), ThreadState::BlockedOnReply);
+    let r = handler.regs(&w.s.mem);
+    assert_eq!((r.rdi, MessageInfo(r.rsi).label(), r.rdx), (0x77, fault::UNKNOWN_SYSCALL, 0xbeef));
+    w.sys(handler, Syscall::ReplyRecv, EP, MessageInfo::new(0, 0, 0, 1), [42, 0, 0, 0]);
+    assert_eq!(w.state(crasher), ThreadState::Running);
+    let after = crasher.regs(&w.s.mem);
+    assert_eq!(after.rax, 42);
+    assert_eq!((after.rip, after.rsp, after.rdx), (before.rip, before.rsp, before.rdx));
+    // A fault while the handler is busy queues; deleting the endpoint restarts the thread
+    // with its registers untouched.
+    w.sys(handler, Syscall::Yield, 0, MessageInfo::default(), [0; 4]);
+    w.s.suspend(handler);
+    assert!(w.s.raise_fault(crasher, fault::VM_FAULT, [0x1000, 4, after.rip, after.rsp]));
+    assert_eq!(w.state(crasher), ThreadState::BlockedOnSend);
+    w.s.delete(slot(EP + 1)).unwrap();
+    w.s.delete(slot(EP)).unwrap();
+    // The copy in the crasher's TCB keeps the endpoint alive until it goes too.
+    assert_eq!(w.state(crasher), ThreadState::BlockedOnSend);
+    w.s.delete(crasher.slot(3)).unwrap();
+    assert_eq!(w.state(crasher), ThreadState::Running);
+    assert_eq!(crasher.regs(&w.s.mem).rax, 42);
+    // Without a fault endpoint, nothing is delivered.
+    assert!(!w.s.raise_fault(crasher, fault::VM_FAULT, [0; 4]));
+}

@@ -216,6 +216,8 @@ pub mod ipc_flag {
     pub const CALL: u64 = 1;
     /// The capability used had the grant right.
     pub const GRANT: u64 = 2;
+    /// The message is a fault message (in the TCB's fault fields, not its registers).
+    pub const FAULT: u64 = 4;
 }
 
 /// The layout of a TCB object.
@@ -256,6 +258,10 @@ pub struct Tcb {
     pub ipc_buffer_vaddr: u64,
     /// Whether the thread is in a ready queue.
     pub queued: u64,
+    /// Label of the pending fault message.
+    pub fault_label: u64,
+    /// Words of the pending fault message.
+    pub fault_words: [u64; 4],
     /// Name for reports (NUL-padded).
     pub name: [u8; 32],
 }
@@ -309,6 +315,15 @@ impl TcbRef {
     pub fn set_regs(self, m: &mut impl KernelMemory, regs: &Registers) {
         m.write(PhysAddr(self.0.0 + offset_of!(Tcb, regs) as u64), regs)
     }
+    /// The pending fault message's words.
+    pub fn fault_words(self, m: &impl KernelMemory) -> [u64; 4] {
+        m.read(PhysAddr(self.0.0 + offset_of!(Tcb, fault_words) as u64))
+    }
+    /// Records a fault message.
+    pub fn set_fault(self, m: &mut impl KernelMemory, label: u64, words: [u64; 4]) {
+        m.write(PhysAddr(self.0.0 + offset_of!(Tcb, fault_words) as u64), &words);
+        self.set_fault_label(m, label);
+    }
     /// The name (for reports).
     pub fn name(self, m: &impl KernelMemory) -> [u8; 32] {
         m.read(PhysAddr(self.0.0 + offset_of!(Tcb, name) as u64))
@@ -336,6 +351,7 @@ impl TcbRef {
     word_field!(bound_notification, set_bound_notification, bound_notification);
     word_field!(ipc_buffer_vaddr, set_ipc_buffer_vaddr, ipc_buffer_vaddr);
     word_field!(queued, set_queued, queued);
+    word_field!(fault_label, set_fault_label, fault_label);
 }
 
 #[cfg(test)]

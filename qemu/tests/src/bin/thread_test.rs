@@ -31,6 +31,8 @@ static WOKEN: AtomicU64 = AtomicU64::new(0);
 static DELETED_STATUS: AtomicU64 = AtomicU64::new(u64::MAX);
 static LOG: AtomicU64 = AtomicU64::new(0);
 static LOG_LEN: AtomicU64 = AtomicU64::new(0);
+static FAULT_STEPS: AtomicU64 = AtomicU64::new(0);
+static EMULATED: AtomicU64 = AtomicU64::new(0);
 
 fn at(i: u64) -> u64 {
     FIRST_FREE.load(SeqCst) + i
@@ -44,6 +46,8 @@ const EP_READ_ONLY: u64 = 3;
 const NTFN: u64 = 4;
 const PARK: u64 = 5; // a notification nobody signals: threads wait here when done
 const EP2: u64 = 6; // endpoint deleted under a waiting receiver
+const FEP: u64 = 7; // fault endpoint
+const FEP_BADGED: u64 = 8; // badge 0xfa, given to the crasher
 const TCB0: u64 = 10; // TCBs 10..16
 
 /// Creates thread `index` running `entry(arg)` at `priority`, sharing the root's spaces.
@@ -124,6 +128,43 @@ extern "C" fn orphan(_: u64) -> ! {
     };
     DELETED_STATUS.store(status, SeqCst);
     park()
+}
+
+/// Faults in five ways; its handler (the root task) fixes and resumes the first four.
+extern "C" fn crasher(_: u64) -> ! {
+    // SAFETY (all blocks below): each instruction faults on purpose before doing anything,
+    // and the handler resumes after it (or never); no memory is touched.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }
+    FAULT_STEPS.store(1, SeqCst);
+    unsafe {
+        core::arch::asm!("xor eax, eax", "xor edx, edx", "xor ecx, ecx", "div rcx", out("rax") _, out("rdx") _, out("rcx") _, options(nomem, nostack))
+    }
+    FAULT_STEPS.store(2, SeqCst);
+    EMULATED.store(syscall::raw_syscall(0xbeef), SeqCst);
+    FAULT_STEPS.store(3, SeqCst);
+    unsafe { core::arch::asm!("hlt", options(nomem, nostack)) }
+    FAULT_STEPS.store(4, SeqCst);
+    // SAFETY: as above: nothing is mapped at 0x1000, so this read faults.
+    let value = unsafe { core::ptr::read_volatile(0x1000 as *const u64) };
+    EMULATED.store(value, SeqCst);
+    park()
+}
+
+/// Receives the next fault on the fault endpoint and checks its label, badge and first word.
+fn next_fault(label: u64, first: u64) -> Result<cleave_rt::cap::Message, &'static str> {
+    let fep: Cap<Endpoint> = Cap::from_cptr(at(FEP));
+    let m = fep.recv().map_err(|_| "receive on the fault endpoint failed")?;
+    if m.badge != 0xfa || m.info.label() != label || m.words[0] != first {
+        println!("  fault message: badge {:#x} label {} words {:x?}", m.badge, m.info.label(), m.words);
+        return Err("unexpected fault message");
+    }
+    Ok(m)
+}
+
+/// Resumes the crasher `skip` bytes after the faulting instruction.
+fn resume_after(tcb: Cap<Tcb>, m: &cleave_rt::cap::Message, skip: u64) -> Result<(), &'static str> {
+    tcb.write_registers(false, &[m.words[2] + skip, m.words[3]]).map_err(|_| "write registers")?;
+    syscall::reply(MessageInfo::default(), [0; 4]).map_err(|_| "reply")
 }
 
 fn expect(name: &str, failures: &mut u32, result: Result<(), &'static str>) {
@@ -259,6 +300,43 @@ fn main() -> i32 {
                 DELETED_STATUS.load(SeqCst) == Error::InvalidCapability as u64,
                 "waiter not woken with an error",
             )
+        })(),
+    );
+
+    expect(
+        "faults-reach-their-handler",
+        f,
+        (|| {
+            use cleave_abi::syscall::fault;
+            let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+            untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(FEP), 1).map_err(|_| "endpoint")?;
+            ROOT.mint(ROOT.slot(at(FEP_BADGED), D), ROOT.slot(at(FEP), D), Rights::ALL, 0xfa)
+                .map_err(|_| "mint")?;
+            untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB0 + 5), 1).map_err(|_| "tcb")?;
+            let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB0 + 5));
+            let fault_ep: Cap<Endpoint> = Cap::from_cptr(at(FEP_BADGED));
+            tcb.configure(ROOT, Cap::<VSpace>::from_cptr(slot::VSPACE), None, Some(fault_ep))
+                .map_err(|_| "configure")?;
+            tcb.set_priority(50).map_err(|_| "priority")?;
+            // SAFETY: only the address is taken; this stack belongs to the crasher alone.
+            let top = unsafe { &raw mut STACKS[5] } as u64 + STACK_SIZE as u64 - 8;
+            tcb.write_registers(true, &[crasher as usize as u64, top, 0x202]).map_err(|_| "start")?;
+            // Invalid opcode (ud2, 2 bytes), divide error (div rcx, 3 bytes).
+            let m = next_fault(fault::USER_EXCEPTION, 6)?;
+            resume_after(tcb, &m, 2)?;
+            let m = next_fault(fault::USER_EXCEPTION, 0)?;
+            check(FAULT_STEPS.load(SeqCst) == 1, "did not resume after ud2")?;
+            resume_after(tcb, &m, 3)?;
+            // Unknown system call: the reply's first word is its result.
+            next_fault(fault::UNKNOWN_SYSCALL, 0xbeef)?;
+            syscall::reply(MessageInfo::new(0, 0, 0, 1), [4242, 0, 0, 0]).map_err(|_| "reply")?;
+            // General protection (hlt in ring 3, 1 byte).
+            let m = next_fault(fault::USER_EXCEPTION, 13)?;
+            check(EMULATED.load(SeqCst) == 4242, "emulated system call result lost")?;
+            resume_after(tcb, &m, 1)?;
+            // Page fault at 0x1000: left unanswered, the thread stays stopped.
+            next_fault(fault::VM_FAULT, 0x1000)?;
+            check(FAULT_STEPS.load(SeqCst) == 4, "crasher did not get through its faults")
         })(),
     );
 
