@@ -132,16 +132,17 @@ extern "C" fn orphan(_: u64) -> ! {
 
 /// Faults in five ways; its handler (the root task) fixes and resumes the first four.
 extern "C" fn crasher(_: u64) -> ! {
-    // SAFETY (all blocks below): each instruction faults on purpose before doing anything,
-    // and the handler resumes after it (or never); no memory is touched.
+    // SAFETY: ud2 faults on purpose before doing anything; the handler resumes after it.
     unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }
     FAULT_STEPS.store(1, SeqCst);
+    // SAFETY: dividing by zero faults before changing anything but the declared registers.
     unsafe {
         core::arch::asm!("xor eax, eax", "xor edx, edx", "xor ecx, ecx", "div rcx", out("rax") _, out("rdx") _, out("rcx") _, options(nomem, nostack))
     }
     FAULT_STEPS.store(2, SeqCst);
     EMULATED.store(syscall::raw_syscall(0xbeef), SeqCst);
     FAULT_STEPS.store(3, SeqCst);
+    // SAFETY: hlt is privileged: in ring 3 it faults before doing anything.
     unsafe { core::arch::asm!("hlt", options(nomem, nostack)) }
     FAULT_STEPS.store(4, SeqCst);
     // SAFETY: as above: nothing is mapped at 0x1000, so this read faults.
@@ -320,7 +321,8 @@ fn main() -> i32 {
             tcb.set_priority(50).map_err(|_| "priority")?;
             // SAFETY: only the address is taken; this stack belongs to the crasher alone.
             let top = unsafe { &raw mut STACKS[5] } as u64 + STACK_SIZE as u64 - 8;
-            tcb.write_registers(true, &[crasher as usize as u64, top, 0x202]).map_err(|_| "start")?;
+            tcb.write_registers(true, &[crasher as extern "C" fn(u64) -> ! as usize as u64, top, 0x202])
+                .map_err(|_| "start")?;
             // Invalid opcode (ud2, 2 bytes), divide error (div rcx, 3 bytes).
             let m = next_fault(fault::USER_EXCEPTION, 6)?;
             resume_after(tcb, &m, 2)?;
