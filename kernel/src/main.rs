@@ -15,6 +15,7 @@ mod arch;
 mod boot;
 mod console;
 mod fault;
+mod interrupt;
 mod objects;
 mod panic;
 mod syscall;

@@ -4,14 +4,14 @@
 use crate::arch::exit::{Outcome as RunOutcome, exit};
 use crate::arch::serial;
 use crate::arch::trap::TrapFrame;
-use crate::arch::x86_64::cpu::Ports;
+use crate::arch::x86_64::cpu::Machine;
 use crate::{kprintln, objects, thread};
 use cleave_kernel_core::object::syscall::Outcome;
 
 /// Entry from the `syscall` stub; on return `frame` holds the thread to resume.
 pub fn dispatch(frame: &mut TrapFrame) {
     thread::save(frame);
-    match objects::with(|space| space.syscall(&mut Ports)) {
+    match objects::with(|space| space.syscall(&mut Machine)) {
         Outcome::Done => {}
         Outcome::DebugPutChar(byte) => serial::write_byte(byte),
         Outcome::DebugExit(status) => {

@@ -6,7 +6,7 @@
 use crate::arch::exit::{Outcome, exit};
 use crate::arch::global::KernelCell;
 use crate::arch::trap::{self, TrapFrame};
-use crate::arch::x86_64::paging;
+use crate::arch::x86_64::{interrupt, paging};
 use crate::{kprintln, objects};
 use cleave_abi::syscall::fault;
 use cleave_kernel_core::object::cap::Cap;
@@ -103,13 +103,18 @@ pub fn fault_current(fault: Fault, frame: &TrapFrame) {
 
 /// Chooses the thread to run next and loads it: its registers into `frame`, its address
 /// space into CR3. A thread that cannot run (no address space) is reported and stopped.
-/// With nothing left to run, the run ends.
+/// With nothing runnable the kernel waits for an interrupt if one could wake a thread;
+/// otherwise the run ends.
 pub fn schedule(frame: &mut TrapFrame) {
     loop {
         let Some((t, vspace, regs)) = objects::with(|s| {
             let t = s.choose()?;
             Some((t, s.mem.cap_at(t.slot(slot::VSPACE)), t.regs(&s.mem)))
         }) else {
+            if objects::with(|s| s.interrupts_can_wake()) {
+                interrupt::wait_for_interrupt();
+                continue;
+            }
             nothing_to_run()
         };
         match vspace {

@@ -159,6 +159,9 @@ fn build(
     for (first, last) in [(0x3f8, 0x3ff), (0x20, 0x21), (0xa0, 0xa1)] {
         objects.reserve_io_ports(first, last);
     }
+    for irq in crate::arch::x86_64::interrupt::KERNEL_IRQS {
+        objects.reserve_irq(irq);
+    }
     objects.mem.zero(cnode, cnode_bytes);
     let at = |index: u64| PhysAddr(cnode.0 + (index << SLOT_SIZE_BITS));
     let frame_cap =

@@ -30,6 +30,12 @@ pub mod kind {
     /// An address space (PML4).
     #[derive(Clone, Copy, Debug)]
     pub struct VSpace;
+    /// Authority to issue IRQ handler capabilities.
+    #[derive(Clone, Copy, Debug)]
+    pub struct IrqControl;
+    /// Authority over one interrupt line.
+    #[derive(Clone, Copy, Debug)]
+    pub struct IrqHandler;
     /// Authority to issue I/O port capabilities.
     #[derive(Clone, Copy, Debug)]
     pub struct IoPortControl;
@@ -285,5 +291,30 @@ impl Cap<kind::Tcb> {
     /// `TCB::bind_notification`.
     pub fn bind_notification(self, notification: Cap<kind::Notification>) -> Result<(), Error> {
         self.invoke(label::TCB_BIND_NOTIFICATION, &[notification.cptr]).map(drop)
+    }
+}
+
+impl Cap<kind::IrqControl> {
+    /// `IrqControl::get`: an IrqHandler capability for legacy line `irq` (0-15), placed in
+    /// `dest`. One handler per line; the kernel's own lines are refused (`RevokeFirst`).
+    pub fn get(self, irq: u8, dest: SlotRef) -> Result<(), Error> {
+        let words = [u64::from(irq), dest.root.cptr, dest.index, dest.depth];
+        self.invoke(label::IRQ_CONTROL_GET, &words).map(drop)
+    }
+}
+
+impl Cap<kind::IrqHandler> {
+    /// `IrqHandler::set_notification`: deliver the line as a signal (with the
+    /// notification capability's badge).
+    pub fn set_notification(self, notification: Cap<kind::Notification>) -> Result<(), Error> {
+        self.invoke(label::IRQ_HANDLER_SET_NOTIFICATION, &[notification.cptr]).map(drop)
+    }
+    /// `IrqHandler::ack`: unmask the line (the kernel masks it on each delivery).
+    pub fn ack(self) -> Result<(), Error> {
+        self.invoke(label::IRQ_HANDLER_ACK, &[]).map(drop)
+    }
+    /// `IrqHandler::clear`: stop delivering the line.
+    pub fn clear(self) -> Result<(), Error> {
+        self.invoke(label::IRQ_HANDLER_CLEAR, &[]).map(drop)
     }
 }

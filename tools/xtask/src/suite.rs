@@ -99,6 +99,22 @@ const TESTS: &[EmulatorTest] = &[
         },
     },
     EmulatorTest {
+        name: "qemu-interrupts-and-preemption",
+        emulator: Emulator::Qemu,
+        module: Some("irq-test"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &[
+                "TEST PASS irq-handler-rules",
+                "TEST PASS timer-irq-delivered-to-notification",
+                "TEST PASS spinner-does-not-block-higher-priority",
+                "TEST PASS timer-round-robin-of-equal-priorities",
+                "irq-test: all cases passed",
+            ],
+        },
+    },
+    EmulatorTest {
         name: "qemu-user-fault",
         emulator: Emulator::Qemu,
         module: Some("user-fault"),

@@ -44,12 +44,15 @@ impl Invocation<'_> {
     }
 }
 
-/// Port I/O, performed by the kernel for the holder of an IoPort capability.
-pub trait PortIo {
+/// What invocations do to the machine: port I/O for IoPort holders, masking interrupt
+/// lines for IrqHandler holders.
+pub trait Hardware {
     /// Reads `width` (1, 2 or 4) bytes from `port`.
     fn read(&mut self, port: u16, width: u8) -> u32;
     /// Writes the low `width` bytes of `value` to `port`.
     fn write(&mut self, port: u16, width: u8, value: u32);
+    /// Masks or unmasks legacy interrupt line `irq` (0-15).
+    fn set_irq_masked(&mut self, irq: u8, masked: bool);
 }
 
 /// Most words an invocation replies with.
@@ -88,7 +91,7 @@ fn cnode_at(mem: &impl SlotOps, cspace: Cap, cptr: u64) -> Result<Cap, Error> {
 /// root is `cspace`; `io` performs port I/O.
 pub fn invoke<M: KernelMemory>(
     space: &mut ObjectSpace<M>,
-    io: &mut impl PortIo,
+    io: &mut impl Hardware,
     caller: TcbRef,
     cspace: Cap,
     slot: Slot,
@@ -104,6 +107,29 @@ pub fn invoke<M: KernelMemory>(
         (Cap::CNode { .. }, _) => cnode(space, cspace, target, inv).map(|()| Reply::default()),
         (Cap::Frame { base, .. }, label::FRAME_GET_ADDRESS) => Ok(Reply::one(base.0)),
         (Cap::Tcb { base }, _) => tcb(space, caller, cspace, TcbRef(base), inv),
+        (Cap::IrqControl, label::IRQ_CONTROL_GET) => {
+            let irq = u8::try_from(inv.word(0)?).map_err(|_| Error::RangeError)?;
+            let root = cnode_at(&space.mem, cspace, inv.word(1)?)?;
+            let dst = lookup_slot(&space.mem, root, inv.word(2)?, inv.depth(3)?)?;
+            space.issue_irq_handler(slot, dst, irq).map(|()| Reply::default())
+        }
+        (Cap::IrqHandler { irq }, label::IRQ_HANDLER_ACK) => {
+            io.set_irq_masked(irq, false);
+            Ok(Reply::default())
+        }
+        (Cap::IrqHandler { irq }, label::IRQ_HANDLER_SET_NOTIFICATION) => {
+            let (_, cap) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            let Cap::Notification { base, badge, rights } = cap else { return Err(Error::InvalidCapability) };
+            if !rights.contains(Rights::WRITE) {
+                return Err(Error::InsufficientRights);
+            }
+            space.set_irq_notification(irq, Some((base, badge)));
+            Ok(Reply::default())
+        }
+        (Cap::IrqHandler { irq }, label::IRQ_HANDLER_CLEAR) => {
+            space.set_irq_notification(irq, None);
+            Ok(Reply::default())
+        }
         (Cap::IoPortControl, label::IO_PORT_CONTROL_ISSUE) => {
             let port = |i| u16::try_from(inv.word(i)?).map_err(|_| Error::RangeError);
             let (first, last) = (port(0)?, port(1)?);
@@ -312,13 +338,16 @@ mod tests {
     #[derive(Default)]
     struct FakePorts(std::vec::Vec<(u16, u8, Option<u32>)>);
 
-    impl PortIo for FakePorts {
+    impl Hardware for FakePorts {
         fn read(&mut self, port: u16, width: u8) -> u32 {
             self.0.push((port, width, None));
             u32::from(port) + u32::from(width)
         }
         fn write(&mut self, port: u16, width: u8, value: u32) {
             self.0.push((port, width, Some(value)));
+        }
+        fn set_irq_masked(&mut self, irq: u8, masked: bool) {
+            self.0.push((u16::from(irq), 0xff, Some(u32::from(masked))));
         }
     }
 

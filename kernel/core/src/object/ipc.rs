@@ -19,7 +19,9 @@ const IDLE: u64 = 0;
 const SENDERS: u64 = 1;
 const RECEIVERS: u64 = 2;
 
-/// Notification words: 0 queue state, 1 signal word, 2 head, 3 tail, 4 bound TCB.
+/// Notification words: 0 active (signalled since the last wait, even with badge 0),
+/// 1 signal word, 2 head, 3 tail, 4 bound TCB.
+const NTFN_ACTIVE: u64 = 0;
 const NTFN_WORD: u64 = 8;
 const NTFN_HEAD: u64 = 16;
 const NTFN_BOUND: u64 = 32;
@@ -264,9 +266,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 if !rights.contains(Rights::READ) {
                     return Err(Error::InsufficientRights);
                 }
-                let word = self.word(PhysAddr(base.0 + NTFN_WORD));
-                if word != 0 {
+                if self.word(PhysAddr(base.0 + NTFN_ACTIVE)) != 0 {
+                    let word = self.word(PhysAddr(base.0 + NTFN_WORD));
                     self.set_word(PhysAddr(base.0 + NTFN_WORD), 0);
+                    self.set_word(PhysAddr(base.0 + NTFN_ACTIVE), 0);
                     self.signal_to(receiver, word);
                 } else if blocking {
                     self.block(receiver, ThreadState::BlockedOnNotification, base.0);
@@ -300,11 +303,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
         else {
             return false;
         };
-        let word = self.word(PhysAddr(ntfn.0 + NTFN_WORD));
-        if word == 0 {
+        if self.word(PhysAddr(ntfn.0 + NTFN_ACTIVE)) == 0 {
             return false;
         }
+        let word = self.word(PhysAddr(ntfn.0 + NTFN_WORD));
         self.set_word(PhysAddr(ntfn.0 + NTFN_WORD), 0);
+        self.set_word(PhysAddr(ntfn.0 + NTFN_ACTIVE), 0);
         self.signal_to(t, word);
         true
     }
@@ -368,6 +372,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         let word = self.word(PhysAddr(base.0 + NTFN_WORD));
         self.set_word(PhysAddr(base.0 + NTFN_WORD), word | bits);
+        self.set_word(PhysAddr(base.0 + NTFN_ACTIVE), 1);
     }
 
     /// Binds the notification at `ntfn` to `t` (each side at most one).

@@ -5,7 +5,7 @@
 extern crate std;
 
 use super::cap::Cap;
-use super::invoke::PortIo;
+use super::invoke::Hardware;
 use super::kmem::TestMemory;
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
@@ -19,11 +19,12 @@ const ROOT: u64 = 0x10_1000;
 const VSPACE_SLOT: u64 = 3;
 
 struct NoPorts;
-impl PortIo for NoPorts {
+impl Hardware for NoPorts {
     fn read(&mut self, _: u16, _: u8) -> u32 {
         0
     }
     fn write(&mut self, _: u16, _: u8, _: u32) {}
+    fn set_irq_masked(&mut self, _: u8, _: bool) {}
 }
 
 fn slot(i: u64) -> PhysAddr {
@@ -345,4 +346,56 @@ fn faults_go_to_the_fault_endpoint_and_a_reply_resumes() {
     assert_eq!(crasher.regs(&w.s.mem).rax, 42);
     // Without a fault endpoint, nothing is delivered.
     assert!(!w.s.raise_fault(crasher, fault::VM_FAULT, [0; 4]));
+}
+
+#[test]
+fn a_signal_with_badge_zero_is_not_lost() {
+    let mut w = world();
+    w.make(ObjectType::Notification, EP);
+    let a = w.thread(20, 50);
+    // Signal through the unbadged original while nobody waits: the wait still returns.
+    w.sys(w.boss, Syscall::Send, EP, MessageInfo::default(), [0; 4]);
+    w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.state(a), a.regs(&w.s.mem).rdi), (ThreadState::Running, 0));
+    // Consumed: the next wait blocks.
+    w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.state(a), ThreadState::BlockedOnNotification);
+}
+
+#[test]
+fn interrupt_lines_are_issued_once_and_signal_their_notification() {
+    let mut w = world();
+    w.make(ObjectType::Notification, EP);
+    w.s.insert_original(slot(30), Cap::IrqControl).unwrap();
+    w.s.reserve_irq(4);
+    let a = w.thread(20, 50);
+    w.invoke(30, label::IRQ_CONTROL_GET, &[0, 0, 31, 64]).unwrap();
+    assert_eq!(w.invoke(30, label::IRQ_CONTROL_GET, &[0, 0, 32, 64]), Err(Error::RevokeFirst));
+    assert_eq!(w.invoke(30, label::IRQ_CONTROL_GET, &[4, 0, 32, 64]), Err(Error::RevokeFirst));
+    assert_eq!(w.invoke(30, label::IRQ_CONTROL_GET, &[16, 0, 32, 64]), Err(Error::RangeError));
+    assert!(!w.s.interrupts_can_wake());
+    w.invoke(31, label::IRQ_HANDLER_SET_NOTIFICATION, &[EP]).unwrap();
+    assert!(w.s.interrupts_can_wake());
+    w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert!(w.s.irq_fired(0));
+    assert_eq!(w.state(a), ThreadState::Running);
+    assert!(!w.s.irq_fired(3));
+    // Deleting the handler frees the line.
+    w.s.delete(slot(31)).unwrap();
+    assert!(!w.s.interrupts_can_wake());
+    w.invoke(30, label::IRQ_CONTROL_GET, &[0, 0, 32, 64]).unwrap();
+}
+
+#[test]
+fn timer_ticks_rotate_equal_priorities() {
+    let mut w = world();
+    let a = w.thread(20, 200);
+    let b = w.thread(22, 200);
+    assert_eq!(w.s.choose(), Some(a));
+    for _ in 0..super::sched::TIME_SLICE_TICKS {
+        assert_eq!(w.s.current(), Some(a));
+        w.s.timer_tick();
+        w.s.choose();
+    }
+    assert_eq!(w.s.current(), Some(b));
 }

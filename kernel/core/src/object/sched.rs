@@ -6,6 +6,9 @@ use super::kmem::KernelMemory;
 use super::space::ObjectSpace;
 use super::tcb::{TcbRef, ThreadState};
 
+/// Timer ticks a thread runs before others of its priority get their turn.
+pub const TIME_SLICE_TICKS: u64 = 5;
+
 impl<M: KernelMemory> ObjectSpace<M> {
     /// The thread the kernel is running on behalf of.
     pub fn current(&self) -> Option<TcbRef> {
@@ -89,6 +92,28 @@ impl<M: KernelMemory> ObjectSpace<M> {
             self.dequeue(t);
             self.enqueue(t);
             self.current = 0;
+        }
+    }
+
+    /// A timer tick: the current thread uses up one tick of its time slice; when the
+    /// slice is gone it goes behind the other runnable threads of its priority
+    /// (round-robin) with a fresh slice.
+    pub fn timer_tick(&mut self) {
+        if let Some(t) = self.current()
+            && t.state(&self.mem) == ThreadState::Running
+        {
+            // A slice of 0 is a fresh one (threads start with it).
+            let slice = match t.time_slice(&self.mem) {
+                0 => TIME_SLICE_TICKS,
+                n => n,
+            };
+            let left = slice - 1;
+            if left == 0 {
+                t.set_time_slice(&mut self.mem, TIME_SLICE_TICKS);
+                self.yield_current();
+            } else {
+                t.set_time_slice(&mut self.mem, left);
+            }
         }
     }
 

@@ -60,6 +60,22 @@ pub struct ObjectSpace<M> {
     pub(crate) ready_bitmap: [u64; 4],
     /// The thread that entered the kernel (or runs next), as a TCB link.
     pub(crate) current: u64,
+    /// Legacy interrupt lines: issued to an IrqHandler, and where they are delivered.
+    pub(crate) irq_lines: [IrqLine; IRQ_LINES],
+}
+
+/// Legacy (8259) interrupt lines.
+pub const IRQ_LINES: usize = 16;
+
+/// One interrupt line's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqLine {
+    /// Kept by the kernel (never issued).
+    pub reserved: bool,
+    /// An IrqHandler capability exists for it.
+    pub issued: bool,
+    /// The notification it signals (address) and with which badge.
+    pub notification: Option<(PhysAddr, u64)>,
 }
 
 /// The capability `cap` derived with `rights` kept and `badge` applied (0: unchanged).
@@ -110,7 +126,15 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// An object space whose derivation tree hangs from the (zeroed) sentinel slot `root`.
     pub fn new(mut mem: M, root: Slot) -> Self {
         mem.write(root, &Cte::default());
-        Self { mem, root, io_ports: [0; 1024], ready: [[0; 2]; 256], ready_bitmap: [0; 4], current: 0 }
+        Self {
+            mem,
+            root,
+            io_ports: [0; 1024],
+            ready: [[0; 2]; 256],
+            ready_bitmap: [0; 4],
+            current: 0,
+            irq_lines: [IrqLine::default(); IRQ_LINES],
+        }
     }
 
     fn ports_free(&self, first: u16, last: u16) -> bool {
@@ -122,6 +146,54 @@ impl<M: KernelMemory> ObjectSpace<M> {
             let (word, bit) = (usize::from(p / 64), 1u64 << (p % 64));
             if used { self.io_ports[word] |= bit } else { self.io_ports[word] &= !bit }
         }
+    }
+
+    /// Keeps interrupt line `irq` for the kernel: no handler is ever issued for it.
+    pub fn reserve_irq(&mut self, irq: u8) {
+        if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
+            line.reserved = true;
+        }
+    }
+
+    /// Issues an IrqHandler capability for line `irq` from the IrqControl capability at
+    /// `control` into the empty `dst`. One handler per line; the kernel's lines are refused.
+    pub fn issue_irq_handler(&mut self, control: Slot, dst: Slot, irq: u8) -> Result<(), Error> {
+        if self.mem.cap_at(control) != Cap::IrqControl {
+            return Err(Error::InvalidCapability);
+        }
+        let line = self.irq_lines.get(usize::from(irq)).copied().ok_or(Error::RangeError)?;
+        self.empty(dst)?;
+        if line.reserved || line.issued {
+            return Err(Error::RevokeFirst);
+        }
+        self.irq_lines[usize::from(irq)].issued = true;
+        self.mem.insert(dst, Cap::IrqHandler { irq }, control);
+        Ok(())
+    }
+
+    /// Sets (or clears) the notification line `irq` signals.
+    pub fn set_irq_notification(&mut self, irq: u8, target: Option<(PhysAddr, u64)>) {
+        if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
+            line.notification = target;
+        }
+    }
+
+    /// Line `irq` fired (the kernel has masked it): signals its notification. Returns
+    /// whether anyone was told; the line stays masked until the handler acknowledges it.
+    pub fn irq_fired(&mut self, irq: u8) -> bool {
+        match self.irq_lines.get(usize::from(irq)).and_then(|l| l.notification) {
+            Some((base, badge)) => {
+                self.signal_object(base, badge);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether an interrupt could ever make a thread runnable (some line signals a
+    /// notification): if not, a kernel with nothing runnable has nothing to wait for.
+    pub fn interrupts_can_wake(&self) -> bool {
+        self.irq_lines.iter().any(|l| l.notification.is_some())
     }
 
     /// Keeps I/O ports `first..=last` for the kernel: they are never issued.
@@ -283,7 +355,19 @@ impl<M: KernelMemory> ObjectSpace<M> {
         match cap {
             Cap::IoPort { first, last } => self.mark_ports(first, last, false),
             Cap::Endpoint { base, .. } => self.cancel_endpoint(base),
-            Cap::Notification { base, .. } => self.cancel_notification(base),
+            Cap::Notification { base, .. } => {
+                self.cancel_notification(base);
+                for line in &mut self.irq_lines {
+                    if line.notification.is_some_and(|(b, _)| b == base) {
+                        line.notification = None;
+                    }
+                }
+            }
+            Cap::IrqHandler { irq } => {
+                if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
+                    *line = IrqLine { reserved: line.reserved, ..IrqLine::default() };
+                }
+            }
             _ => {}
         }
     }

@@ -5,7 +5,7 @@
 
 use super::cap::Cap;
 use super::cspace::lookup_cap;
-use super::invoke::{Invocation, PortIo, Reply, invoke};
+use super::invoke::{Hardware, Invocation, Reply, invoke};
 use super::kmem::KernelMemory;
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
@@ -31,7 +31,7 @@ pub enum Outcome {
 
 impl<M: KernelMemory> ObjectSpace<M> {
     /// Performs the system call the current thread made. There must be a current thread.
-    pub fn syscall(&mut self, io: &mut impl PortIo) -> Outcome {
+    pub fn syscall(&mut self, io: &mut impl Hardware) -> Outcome {
         let Some(t) = self.current() else { return Outcome::Done };
         let regs = t.regs(&self.mem);
         let Some(call) = Syscall::from_raw(regs.rax) else { return Outcome::UnknownSyscall(regs.rax) };
@@ -93,7 +93,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
-    fn invoke_object(&mut self, io: &mut impl PortIo, t: TcbRef, cptr: u64) -> Result<Reply, Error> {
+    fn invoke_object(&mut self, io: &mut impl Hardware, t: TcbRef, cptr: u64) -> Result<Reply, Error> {
         let regs = t.regs(&self.mem);
         let info = MessageInfo(regs.rsi);
         let length = info.length().min(MAX_INVOCATION_WORDS);

@@ -258,6 +258,8 @@ pub struct Tcb {
     pub ipc_buffer_vaddr: u64,
     /// Whether the thread is in a ready queue.
     pub queued: u64,
+    /// Timer ticks left before it goes behind the others of its priority.
+    pub time_slice: u64,
     /// Label of the pending fault message.
     pub fault_label: u64,
     /// Words of the pending fault message.
@@ -352,6 +354,7 @@ impl TcbRef {
     word_field!(ipc_buffer_vaddr, set_ipc_buffer_vaddr, ipc_buffer_vaddr);
     word_field!(queued, set_queued, queued);
     word_field!(fault_label, set_fault_label, fault_label);
+    word_field!(time_slice, set_time_slice, time_slice);
 }
 
 #[cfg(test)]

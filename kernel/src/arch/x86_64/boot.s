@@ -68,13 +68,17 @@ _start32:
     dec %ecx
     jnz 1b
 
-    /* 2048 entries of 2 MiB: present, writable, page size. */
+    /* 2048 entries of 2 MiB: present, writable, page size; the top GiB (the MMIO hole:
+     * local APIC, I/O APIC, PCI windows) also cache-disabled and write-through. */
     mov $boot_pd, %edi
     xor %ecx, %ecx
 2:  mov %ecx, %eax
     shl $21, %eax
     or $0x83, %eax
-    mov %eax, (%edi, %ecx, 8)
+    cmp $1536, %ecx
+    jb 5f
+    or $0x18, %eax
+5:  mov %eax, (%edi, %ecx, 8)
     movl $0, 4(%edi, %ecx, 8)
     inc %ecx
     cmp $2048, %ecx

@@ -26,28 +26,6 @@ pub fn has_vmx() -> bool {
     CpuId::new().get_feature_info().is_some_and(|f| f.has_vmx())
 }
 
-/// Remaps the 8259 PICs to vectors 0x20-0x2f (off the exception vectors) and masks every
-/// line: Cleave takes no legacy interrupt until a driver asks for one.
-pub fn mask_legacy_pic() {
-    let writes: [(u16, u8); 10] = [
-        (0x20, 0x11), // ICW1: init, expect ICW4
-        (0xa0, 0x11),
-        (0x21, 0x20), // ICW2: vector base
-        (0xa1, 0x28),
-        (0x21, 0x04), // ICW3: slave on line 2
-        (0xa1, 0x02),
-        (0x21, 0x01), // ICW4: 8086 mode
-        (0xa1, 0x01),
-        (0x21, 0xff), // mask all
-        (0xa1, 0xff),
-    ];
-    for (port, value) in writes {
-        // SAFETY: ports 0x20/0x21/0xa0/0xa1 are the two 8259 PICs on every PC; this is
-        // their documented initialisation sequence and leaves every line masked.
-        unsafe { Port::new(port).write(value) }
-    }
-}
-
 /// Turns on the paging protections the processor has: no-execute pages, and supervisor
 /// mode execution and access prevention (the kernel reaches user memory only through its
 /// direct map, never through user addresses).
@@ -96,10 +74,11 @@ pub fn self_test_page_fault() -> ! {
     panic!("read of an unmapped address returned {value:#x}")
 }
 
-/// Port I/O on behalf of IoPort capability holders (the object code checked the range).
-pub struct Ports;
+/// The machine as invocations see it: port I/O for IoPort holders (the object code
+/// checked the range), interrupt-line masking for IrqHandler holders.
+pub struct Machine;
 
-impl cleave_kernel_core::object::invoke::PortIo for Ports {
+impl cleave_kernel_core::object::invoke::Hardware for Machine {
     fn read(&mut self, port: u16, width: u8) -> u32 {
         // SAFETY: the caller holds an IoPort capability covering these ports, issued only
         // for ports the kernel does not use itself (COM1 and the PICs are reserved), so the
@@ -122,5 +101,9 @@ impl cleave_kernel_core::object::invoke::PortIo for Ports {
                 _ => Port::<u32>::new(port).write(value),
             }
         }
+    }
+
+    fn set_irq_masked(&mut self, irq: u8, masked: bool) {
+        super::interrupt::set_line_masked(irq, masked);
     }
 }

@@ -67,6 +67,27 @@ exception_stub_\vector:
     EXCEPTION_STUB \v
     .endr
 
+/* Interrupt stubs: PIC lines (0x20-0x2f), the local APIC timer (0x30), spurious (0xff). */
+    .macro INTERRUPT_STUB vector
+    .balign 16
+interrupt_stub_\vector:
+    push $0
+    push $\vector
+    jmp interrupt_common
+    .endm
+
+    .irp v, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,255
+    INTERRUPT_STUB \v
+    .endr
+
+interrupt_common:
+    SAVE_GPRS
+    mov %rsp, %rdi
+    call interrupt_entry
+    RESTORE_GPRS
+    add $16, %rsp
+    iretq
+
 exception_common:
     SAVE_GPRS
     mov %rsp, %rdi
@@ -121,6 +142,13 @@ enter_user:
 exception_stub_table:
     .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad exception_stub_\v
+    .endr
+
+    .balign 8
+    .global interrupt_stub_table
+interrupt_stub_table:
+    .irp v, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,255
+    .quad interrupt_stub_\v
     .endr
 
     .section .bss.cleave_entry, "aw", @nobits

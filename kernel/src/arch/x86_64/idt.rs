@@ -1,6 +1,7 @@
-//! The interrupt descriptor table: the 32 exception vectors point at the stubs in
-//! `entry.s`. Every other vector is left not-present, so a stray interrupt arrives as a
-//! general-protection fault naming the vector, never as a jump to nowhere.
+//! The interrupt descriptor table: the 32 exception vectors and the interrupt vectors
+//! (PIC lines, local APIC timer, spurious) point at the stubs in `entry.s`. Every other
+//! vector is left not-present, so a stray interrupt arrives as a general-protection fault
+//! naming the vector, never as a jump to nowhere.
 
 use super::gdt::{self, DOUBLE_FAULT_IST, NMI_IST};
 use super::global::BootCell;
@@ -49,7 +50,13 @@ static IDT: BootCell<Idt> = BootCell::new(Idt([Gate::MISSING; 256]));
 unsafe extern "C" {
     /// Addresses of the 32 exception stubs, in vector order (entry.s).
     static exception_stub_table: [u64; 32];
+    /// Addresses of the interrupt stubs for [`INTERRUPT_VECTORS`] (entry.s).
+    static interrupt_stub_table: [u64; 18];
 }
+
+/// The interrupt vectors with stubs: PIC lines 0-15, the local APIC timer, spurious.
+pub const INTERRUPT_VECTORS: [u8; 18] =
+    [32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 255];
 
 /// Fills and loads the IDT. Called once at boot after [`gdt::init`].
 pub fn init() {
@@ -66,6 +73,11 @@ pub fn init() {
             _ => 0,
         };
         idt.0[vector] = Gate::interrupt(stub, code, ist);
+    }
+    // SAFETY: the interrupt stub table is a read-only array of 18 addresses in entry.s.
+    let interrupt_stubs = unsafe { &interrupt_stub_table };
+    for (&vector, &stub) in INTERRUPT_VECTORS.iter().zip(interrupt_stubs) {
+        idt.0[usize::from(vector)] = Gate::interrupt(stub, code, 0);
     }
     let pointer = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod gdt;
 pub mod global;
 pub mod idt;
+pub mod interrupt;
 pub mod paging;
 pub mod physmem;
 pub mod serial;
@@ -23,14 +24,16 @@ core::arch::global_asm!(include_str!("entry.s"), options(att_syntax));
 /// First virtual address of the kernel image (the top 2 GiB).
 pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 
-/// Brings the processor to the state the kernel runs in: descriptor tables, exception
-/// handlers, the `syscall` instruction, legacy interrupt controllers masked, and the paging
-/// protections the processor offers. Called once, first thing, on the boot processor.
+/// Brings the processor to the state the kernel runs in: descriptor tables, exception and
+/// interrupt handlers, the `syscall` instruction, legacy interrupt lines masked, the local
+/// APIC timer ticking (interrupts stay off in the kernel; user threads take them), and the
+/// paging protections the processor offers. Called once, first thing, on the boot processor.
 pub fn init() {
     serial::init();
     gdt::init();
     idt::init();
-    cpu::mask_legacy_pic();
+    interrupt::init_pic();
     cpu::enable_protections();
     syscall::init();
+    interrupt::init_timer();
 }

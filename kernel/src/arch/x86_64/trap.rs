@@ -49,6 +49,12 @@ extern "C" fn exception_entry(frame: &mut TrapFrame) {
     crate::fault::exception(frame);
 }
 
+/// Called by every interrupt stub with the saved frame.
+#[unsafe(no_mangle)]
+extern "C" fn interrupt_entry(frame: &mut TrapFrame) {
+    crate::interrupt::interrupt(frame);
+}
+
 /// Called by the `syscall` stub with the saved frame.
 #[unsafe(no_mangle)]
 extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {

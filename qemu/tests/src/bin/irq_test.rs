@@ -1,0 +1,173 @@
+//! Interrupt and preemption test suite (root task): the PIT's line delivered through an
+//! IrqHandler to a notification; a spinning lower-priority thread that does not keep a
+//! higher-priority one from its interrupts; round-robin of equal priorities on the
+//! kernel's timer tick.
+#![no_std]
+#![no_main]
+
+use cleave_abi::boot_info::slot;
+use cleave_abi::{Error, ObjectType};
+use cleave_rt::boot::boot_info;
+use cleave_rt::cap::kind::{
+    CNode, IoPort, IoPortControl, IrqControl, IrqHandler, Notification, Tcb, Untyped, VSpace,
+};
+use cleave_rt::{Cap, println};
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+cleave_rt::entry!(main);
+
+const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
+const D: u64 = 64;
+const STACK_SIZE: usize = 8 * 1024;
+
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+
+static mut STACKS: [Stack; 3] = [const { Stack([0; STACK_SIZE]) }; 3];
+static SPINS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static FIRST_FREE: AtomicU64 = AtomicU64::new(0);
+
+fn at(i: u64) -> u64 {
+    FIRST_FREE.load(SeqCst) + i
+}
+
+const UT: u64 = 0;
+const IRQ0: u64 = 1;
+const NTFN: u64 = 2;
+const PIT: u64 = 3;
+const SCRATCH: u64 = 4;
+const TCB0: u64 = 10;
+
+extern "C" fn spinner(index: u64) -> ! {
+    let counter = &SPINS[index as usize % 3];
+    loop {
+        counter.fetch_add(1, SeqCst);
+    }
+}
+
+fn spawn(index: usize, priority: u8) -> Result<(), Error> {
+    let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+    untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB0 + index as u64), 1)?;
+    let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB0 + index as u64));
+    tcb.configure(ROOT, Cap::<VSpace>::from_cptr(slot::VSPACE), None, None)?;
+    tcb.set_priority(priority)?;
+    // SAFETY: only the address is taken; each stack belongs to one thread.
+    let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64 - 8;
+    let entry = spinner as extern "C" fn(u64) -> ! as usize as u64;
+    // rip, rsp, rflags, rax, rbx, rcx, rdx, rsi, rdi (the argument)
+    tcb.write_registers(true, &[entry, top, 0x202, 0, 0, 0, 0, 0, index as u64])
+}
+
+/// Waits for `n` timer interrupts, acknowledging each.
+fn ticks(n: u32) -> Result<(), &'static str> {
+    let ntfn: Cap<Notification> = Cap::from_cptr(at(NTFN));
+    let irq: Cap<IrqHandler> = Cap::from_cptr(at(IRQ0));
+    for _ in 0..n {
+        ntfn.wait().map_err(|_| "wait failed")?;
+        irq.ack().map_err(|_| "ack failed")?;
+    }
+    Ok(())
+}
+
+fn expect(name: &str, failures: &mut u32, result: Result<(), &'static str>) {
+    match result {
+        Ok(()) => println!("TEST PASS {name}"),
+        Err(why) => {
+            println!("TEST FAIL {name}: {why}");
+            *failures += 1;
+        }
+    }
+}
+
+fn check(ok: bool, what: &'static str) -> Result<(), &'static str> {
+    if ok { Ok(()) } else { Err(what) }
+}
+
+fn main() -> i32 {
+    let info = boot_info();
+    FIRST_FREE.store(info.empty_first, SeqCst);
+    let biggest = (0..info.untyped_count as usize).max_by_key(|&i| info.untyped[i].size_bits).unwrap_or(0);
+    let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
+    let control: Cap<IrqControl> = Cap::from_cptr(slot::IRQ_CONTROL);
+    let mut failures = 0;
+    let f = &mut failures;
+
+    expect(
+        "irq-handler-rules",
+        f,
+        (|| {
+            big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).map_err(|_| "untyped")?;
+            check(control.get(0, ROOT.slot(at(IRQ0), D)).is_ok(), "get line 0")?;
+            check(
+                control.get(0, ROOT.slot(at(SCRATCH), D)) == Err(Error::RevokeFirst),
+                "line 0 issued twice",
+            )?;
+            check(
+                control.get(4, ROOT.slot(at(SCRATCH), D)) == Err(Error::RevokeFirst),
+                "kernel's COM1 line issued",
+            )?;
+            check(control.get(16, ROOT.slot(at(SCRATCH), D)) == Err(Error::RangeError), "line 16 issued")?;
+            check(control.get(0, ROOT.slot(at(IRQ0), D)) == Err(Error::DeleteFirst), "occupied destination")
+        })(),
+    );
+
+    expect(
+        "timer-irq-delivered-to-notification",
+        f,
+        (|| {
+            let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+            untyped
+                .retype(ObjectType::Notification, 0, ROOT, 0, 0, at(NTFN), 1)
+                .map_err(|_| "notification")?;
+            let irq: Cap<IrqHandler> = Cap::from_cptr(at(IRQ0));
+            irq.set_notification(Cap::from_cptr(at(NTFN))).map_err(|_| "set notification")?;
+            let ports: Cap<IoPortControl> = Cap::from_cptr(slot::IO_PORT_CONTROL);
+            ports.issue(0x40, 0x43, ROOT.slot(at(PIT), D)).map_err(|_| "PIT ports")?;
+            let pit: Cap<IoPort> = Cap::from_cptr(at(PIT));
+            // Channel 0, low then high byte, mode 2 (rate generator), divisor 1193: ~1 kHz.
+            pit.write(0x43, 1, 0x34).map_err(|_| "PIT mode")?;
+            pit.write(0x40, 1, 1193 & 0xff).map_err(|_| "PIT low")?;
+            pit.write(0x40, 1, 1193 >> 8).map_err(|_| "PIT high")?;
+            irq.ack().map_err(|_| "first ack")?;
+            ticks(100)
+        })(),
+    );
+
+    expect(
+        "spinner-does-not-block-higher-priority",
+        f,
+        (|| {
+            let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
+            me.set_priority(100).map_err(|_| "own priority")?;
+            spawn(0, 50).map_err(|_| "spawn spinner")?;
+            ticks(20)?;
+            check(SPINS[0].load(SeqCst) > 0, "the spinner never ran")
+        })(),
+    );
+
+    expect(
+        "timer-round-robin-of-equal-priorities",
+        f,
+        (|| {
+            spawn(1, 60).map_err(|_| "spawn first")?;
+            spawn(2, 60).map_err(|_| "spawn second")?;
+            let before = [SPINS[1].load(SeqCst), SPINS[2].load(SeqCst)];
+            // Kernel ticks are about 10 ms and a slice is 5 of them: wait about 300 ms.
+            ticks(300)?;
+            check(
+                SPINS[1].load(SeqCst) > before[0] && SPINS[2].load(SeqCst) > before[1],
+                "one spinner starved",
+            )?;
+            check(SPINS[0].load(SeqCst) > 0, "lower spinner state")
+        })(),
+    );
+
+    if failures == 0 {
+        println!("irq-test: all cases passed");
+        println!("TEST PASS");
+        0
+    } else {
+        println!("TEST FAIL: {failures} interrupt cases failed");
+        1
+    }
+}
