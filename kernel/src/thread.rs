@@ -107,10 +107,14 @@ pub fn fault_current(fault: Fault, frame: &TrapFrame) {
 /// otherwise the run ends.
 pub fn schedule(frame: &mut TrapFrame) {
     loop {
-        let Some((t, vspace, regs)) = objects::with(|s| {
-            let t = s.choose()?;
-            Some((t, s.mem.cap_at(t.slot(slot::VSPACE)), t.regs(&s.mem)))
-        }) else {
+        let (flush, chosen) = objects::with(|s| {
+            let chosen = s.choose().map(|t| (t, s.mem.cap_at(t.slot(slot::VSPACE)), t.regs(&s.mem)));
+            (s.take_tlb_flush(), chosen)
+        });
+        if flush {
+            paging::flush_tlb();
+        }
+        let Some((t, vspace, regs)) = chosen else {
             if objects::with(|s| s.interrupts_can_wake()) {
                 interrupt::wait_for_interrupt();
                 continue;

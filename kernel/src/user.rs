@@ -174,7 +174,8 @@ fn build(
     };
     objects.insert_original(at(slot::CNODE), root_cnode)?;
     objects.insert_original(at(slot::TCB), Cap::Tcb { base: tcb.addr() })?;
-    objects.insert_original(at(slot::VSPACE), Cap::VSpace { base: space.root(), asid: 0 })?;
+    let asid = objects.assign_asid(space.root()).ok_or(LoadError::OutOfMemory)?;
+    objects.insert_original(at(slot::VSPACE), Cap::VSpace { base: space.root(), asid })?;
     objects.insert_original(at(slot::IRQ_CONTROL), Cap::IrqControl)?;
     objects.insert_original(at(slot::IO_PORT_CONTROL), Cap::IoPortControl)?;
     objects.insert_original(at(slot::BOOT_INFO_FRAME), frame_cap(boot_info_frame.addr()))?;

@@ -27,6 +27,9 @@ pub mod kind {
     /// A frame.
     #[derive(Clone, Copy, Debug)]
     pub struct Frame;
+    /// A page table of any level below the PML4 (PDPT, page directory, page table).
+    #[derive(Clone, Copy, Debug)]
+    pub struct PageTable;
     /// An address space (PML4).
     #[derive(Clone, Copy, Debug)]
     pub struct VSpace;
@@ -316,5 +319,34 @@ impl Cap<kind::IrqHandler> {
     /// `IrqHandler::clear`: stop delivering the line.
     pub fn clear(self) -> Result<(), Error> {
         self.invoke(label::IRQ_HANDLER_CLEAR, &[]).map(drop)
+    }
+}
+
+impl Cap<kind::Frame> {
+    /// `Frame::map`: maps the frame at `vaddr` in `vspace` with `rights` (at most the
+    /// capability's; read is required) — `execute_never` forbids instruction fetches.
+    pub fn map(self, vspace: Cap<kind::VSpace>, vaddr: u64, rights: Rights, execute_never: bool) -> Result<(), Error> {
+        let words = [vspace.cptr, vaddr, u64::from(rights.0), u64::from(execute_never)];
+        self.invoke(label::FRAME_MAP, &words).map(drop)
+    }
+    /// `Frame::remap`: changes the rights of the mapping this capability made.
+    pub fn remap(self, rights: Rights, execute_never: bool) -> Result<(), Error> {
+        self.invoke(label::FRAME_REMAP, &[u64::from(rights.0), u64::from(execute_never)]).map(drop)
+    }
+    /// `Frame::unmap`.
+    pub fn unmap(self) -> Result<(), Error> {
+        self.invoke(label::FRAME_UNMAP, &[]).map(drop)
+    }
+}
+
+impl Cap<kind::PageTable> {
+    /// `PageTable::map` (any of PDPT, page directory, page table): installs the table in
+    /// `vspace` to cover `vaddr`. The level above must be there (`FailedLookup`).
+    pub fn map(self, vspace: Cap<kind::VSpace>, vaddr: u64) -> Result<(), Error> {
+        self.invoke(label::PAGE_TABLE_MAP, &[vspace.cptr, vaddr]).map(drop)
+    }
+    /// `PageTable::unmap`.
+    pub fn unmap(self) -> Result<(), Error> {
+        self.invoke(label::PAGE_TABLE_UNMAP, &[]).map(drop)
     }
 }

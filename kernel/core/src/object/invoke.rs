@@ -9,6 +9,9 @@
 //!   depth, rights, badge (or guard for CNode capabilities).
 //! - CNode delete / revoke: index, depth.
 //! - Frame get-address: nothing; replies with the physical address.
+//! - Frame map: VSpace capability, address, rights, attributes (bit 0: execute-never).
+//!   Remap: rights, attributes. Unmap: nothing.
+//! - Page table (PDPT, PD, PT) map: VSpace capability, address. Unmap: nothing.
 //! - IoPortControl issue: first port, last port, destination root, index, depth.
 //! - IoPort in: port, width (1, 2 or 4 bytes); replies with the value. Out: port, width,
 //!   value.
@@ -106,6 +109,21 @@ pub fn invoke<M: KernelMemory>(
         }
         (Cap::CNode { .. }, _) => cnode(space, cspace, target, inv).map(|()| Reply::default()),
         (Cap::Frame { base, .. }, label::FRAME_GET_ADDRESS) => Ok(Reply::one(base.0)),
+        (Cap::Frame { .. }, label::FRAME_MAP) => {
+            let (_, vspace) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            let rights = Rights::from_word(inv.word(2)?);
+            space.map_frame(slot, vspace, inv.word(1)?, rights, inv.word(3)?).map(|()| Reply::default())
+        }
+        (Cap::Frame { .. }, label::FRAME_REMAP) => {
+            space.remap_frame(slot, Rights::from_word(inv.word(0)?), inv.word(1)?).map(|()| Reply::default())
+        }
+        (Cap::Frame { .. } | Cap::PageTable { .. }, label::FRAME_UNMAP | label::PAGE_TABLE_UNMAP) => {
+            space.unmap(slot).map(|()| Reply::default())
+        }
+        (Cap::PageTable { .. }, label::PAGE_TABLE_MAP) => {
+            let (_, vspace) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            space.map_page_table(slot, vspace, inv.word(1)?).map(|()| Reply::default())
+        }
         (Cap::Tcb { base }, _) => tcb(space, caller, cspace, TcbRef(base), inv),
         (Cap::IrqControl, label::IRQ_CONTROL_GET) => {
             let irq = u8::try_from(inv.word(0)?).map_err(|_| Error::RangeError)?;

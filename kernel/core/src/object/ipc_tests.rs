@@ -6,7 +6,7 @@ extern crate std;
 
 use super::cap::Cap;
 use super::invoke::Hardware;
-use super::kmem::TestMemory;
+use super::kmem::{KernelMemory, TestMemory};
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
 use super::syscall::Outcome;
@@ -398,4 +398,62 @@ fn timer_ticks_rotate_equal_priorities() {
         w.s.choose();
     }
     assert_eq!(w.s.current(), Some(b));
+}
+
+#[test]
+fn page_tables_and_frames_map_unmap_and_refuse_what_is_missing() {
+    let mut w = world();
+    // A fresh VSpace with an ASID, and one table of each level plus two frames.
+    w.s.retype(slot(1), ObjectType::Pml4, 0, 1, slot(40)).unwrap();
+    w.s.retype(slot(1), ObjectType::Pdpt, 0, 1, slot(41)).unwrap();
+    w.s.retype(slot(1), ObjectType::PageDirectory, 0, 1, slot(42)).unwrap();
+    w.s.retype(slot(1), ObjectType::PageTable, 0, 1, slot(43)).unwrap();
+    w.s.retype(slot(1), ObjectType::Frame4K, 0, 2, slot(44)).unwrap();
+    let Cap::VSpace { base: pml4, asid } = w.s.mem.cap_at(slot(40)) else { panic!() };
+    assert_ne!(asid, 0);
+    let vaddr = 0x1234_5000u64;
+    let map = |w: &mut World, s: u64| w.invoke(s, label::FRAME_MAP, &[40, vaddr, 0b11, 0]);
+    // Mapping into a missing page table is a failed lookup, from the top down.
+    assert_eq!(map(&mut w, 44), Err(Error::FailedLookup));
+    for table in [41, 42] {
+        w.invoke(table, label::PAGE_TABLE_MAP, &[40, vaddr]).unwrap();
+        assert_eq!(map(&mut w, 44), Err(Error::FailedLookup));
+    }
+    w.invoke(43, label::PAGE_TABLE_MAP, &[40, vaddr]).unwrap();
+    assert_eq!(w.invoke(43, label::PAGE_TABLE_MAP, &[40, vaddr]), Err(Error::IllegalOperation));
+    map(&mut w, 44).unwrap();
+    // The entry is there: present, user, writable, pointing at the frame.
+    let Cap::Frame { base: frame, mapping: Some(m), .. } = w.s.mem.cap_at(slot(44)) else { panic!() };
+    assert_eq!(m.vaddr.0, vaddr);
+    let Cap::PageTable { base: pt, .. } = w.s.mem.cap_at(slot(43)) else { panic!() };
+    let entry: u64 = w.s.mem.read(PhysAddr(pt.0 + 8 * ((vaddr >> 12) & 0x1ff)));
+    assert_eq!(entry & 0x000f_ffff_ffff_f000, frame.0);
+    assert_eq!(entry & 0b111, 0b111);
+    // A second frame at the same address: occupied. The same capability twice: refused.
+    assert_eq!(map(&mut w, 45), Err(Error::DeleteFirst));
+    assert_eq!(map(&mut w, 44), Err(Error::IllegalOperation));
+    // Remap read-only, then unmap; the TLB must be flushed after both.
+    w.invoke(44, label::FRAME_REMAP, &[0b10, 1]).unwrap();
+    let entry: u64 = w.s.mem.read(PhysAddr(pt.0 + 8 * ((vaddr >> 12) & 0x1ff)));
+    assert_eq!((entry & 0b10, entry >> 63), (0, 1));
+    assert!(w.s.take_tlb_flush());
+    w.invoke(44, label::FRAME_UNMAP, &[]).unwrap();
+    assert!(w.s.take_tlb_flush());
+    assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 8 * ((vaddr >> 12) & 0x1ff))), 0);
+    // Deleting a mapped capability unmaps it; deleting the VSpace frees its ASID and
+    // makes every mapping through it stale.
+    map(&mut w, 45).unwrap();
+    w.s.delete(slot(45)).unwrap();
+    assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 8 * ((vaddr >> 12) & 0x1ff))), 0);
+    map(&mut w, 44).unwrap();
+    w.s.delete(slot(40)).unwrap();
+    assert_eq!(w.s.vspace_of(asid), None);
+    w.invoke(44, label::FRAME_UNMAP, &[]).unwrap();
+    // Kernel addresses, misalignment, missing read right.
+    w.s.retype(slot(1), ObjectType::Pml4, 0, 1, slot(40)).unwrap();
+    let _ = pml4;
+    assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, 0x1001, 3, 0]), Err(Error::AlignmentError));
+    assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, 0xffff_8000_0000_0000, 3, 0]), Err(Error::InvalidArgument));
+    assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, 0x1000, 0b01, 0]), Err(Error::InsufficientRights));
+    assert_eq!(w.invoke(44, label::FRAME_MAP, &[41, 0x1000, 3, 0]), Err(Error::InvalidCapability));
 }

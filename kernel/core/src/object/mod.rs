@@ -15,6 +15,7 @@ pub mod slot;
 pub mod space;
 pub mod syscall;
 pub mod tcb;
+pub mod vspace;
 
 #[cfg(test)]
 mod tests;

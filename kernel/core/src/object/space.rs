@@ -62,6 +62,10 @@ pub struct ObjectSpace<M> {
     pub(crate) current: u64,
     /// Legacy interrupt lines: issued to an IrqHandler, and where they are delivered.
     pub(crate) irq_lines: [IrqLine; IRQ_LINES],
+    /// Address spaces by ASID index.
+    pub(crate) asids: [super::vspace::AsidEntry; super::vspace::MAX_ASIDS],
+    /// A page-table entry was cleared or weakened: flush the TLB before user mode.
+    pub(crate) tlb_flush: bool,
 }
 
 /// Legacy (8259) interrupt lines.
@@ -134,6 +138,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
             ready_bitmap: [0; 4],
             current: 0,
             irq_lines: [IrqLine::default(); IRQ_LINES],
+            asids: [super::vspace::AsidEntry::default(); super::vspace::MAX_ASIDS],
+            tlb_flush: false,
         }
     }
 
@@ -329,6 +335,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// capability names it.
     fn delete_slot(&mut self, slot: Slot) {
         let (cap, parent) = self.mem.unlink(slot);
+        let cap = self.unmapped(cap);
         if self.mem.still_referenced(parent, cap.object()) {
             return;
         }
@@ -363,6 +370,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     }
                 }
             }
+            Cap::VSpace { asid, .. } => self.release_asid(asid),
             Cap::IrqHandler { irq } => {
                 if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
                     *line = IrqLine { reserved: line.reserved, ..IrqLine::default() };
@@ -393,6 +401,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             match found {
                 Some(slot) => {
                     let (cap, parent) = self.mem.unlink(slot);
+                    let cap = self.unmapped(cap);
                     if self.mem.still_referenced(parent, cap.object()) {
                         continue;
                     }
@@ -458,6 +467,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
         for i in 0..count {
             self.empty(dest(i))?;
         }
+        if ty == ObjectType::Pml4 && (self.free_asids() as u64) < count {
+            return Err(Error::NotEnoughMemory);
+        }
         // With no children left, the whole region is free again.
         let watermark = if self.mem.first_child(untyped).is_none() { 0 } else { watermark };
         let object_size = 1u64 << object_bits;
@@ -496,7 +508,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 ObjectType::Pdpt => Cap::PageTable { base: addr, level: 3, mapping: None },
                 ObjectType::Pml4 => {
                     self.mem.init_vspace_root(addr);
-                    Cap::VSpace { base: addr, asid: 0 }
+                    // Checked above: enough ASIDs are free.
+                    let asid = self.assign_asid(addr).unwrap_or(0);
+                    Cap::VSpace { base: addr, asid }
                 }
             };
             self.mem.insert(dest(i), cap, untyped);

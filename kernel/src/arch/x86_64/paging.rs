@@ -108,6 +108,14 @@ impl AddressSpace {
     }
 }
 
+/// Flushes every non-global TLB entry (after page-table entries were cleared or weakened).
+pub fn flush_tlb() {
+    let (frame, flags) = Cr3::read();
+    // SAFETY: reloading CR3 with its current value changes no mapping; it only drops
+    // cached translations.
+    unsafe { Cr3::write(frame, flags) }
+}
+
 /// Switches to the address space whose PML4 is at `pml4` (a VSpace object, whose kernel
 /// half was copied from the kernel's at retype), unless it is already current.
 pub fn activate_root(pml4: PhysAddr) {

@@ -1,0 +1,250 @@
+//! Address spaces: ASIDs, and mapping page tables and frames into a VSpace (a PML4).
+//!
+//! A VSpace capability carries the address space's ASID (an index into the kernel's table
+//! plus a generation, so a stale ASID never finds a newer address space). A mapped frame
+//! or page-table capability records the ASID and virtual address of its mapping; each
+//! capability maps at most one place (copy it to map the same frame twice), and deleting
+//! a mapped capability unmaps it. Entries the kernel clears set a flag that tells the
+//! kernel to flush the TLB before returning to user mode.
+
+use super::cap::{Cap, Mapping};
+use super::kmem::KernelMemory;
+use super::slot::{Slot, SlotOps};
+use super::space::ObjectSpace;
+use crate::addr::{PhysAddr, VirtAddr};
+use cleave_abi::layout::USER_TOP;
+use cleave_abi::{Error, Rights};
+
+/// Address spaces that can exist at once.
+pub const MAX_ASIDS: usize = 512;
+
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const WRITE_THROUGH: u64 = 1 << 3;
+const CACHE_DISABLE: u64 = 1 << 4;
+const HUGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+
+/// Frame mapping attribute: instructions may not be fetched from it.
+pub const ATTR_EXECUTE_NEVER: u64 = 1;
+
+/// One ASID table entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AsidEntry {
+    /// The PML4 using this index, or 0.
+    pub pml4: u64,
+    /// Bumped each time the index is freed.
+    pub generation: u64,
+}
+
+/// The index of the table entry at `level` (4 = PML4 … 1 = page table) for `vaddr`.
+fn index(vaddr: u64, level: u32) -> u64 {
+    (vaddr >> (12 + 9 * (level - 1))) & 0x1ff
+}
+
+impl<M: KernelMemory> ObjectSpace<M> {
+    fn entry_at(&self, table: PhysAddr, i: u64) -> u64 {
+        self.mem.read(PhysAddr(table.0 + 8 * i))
+    }
+    fn set_entry(&mut self, table: PhysAddr, i: u64, value: u64) {
+        self.mem.write(PhysAddr(table.0 + 8 * i), &value)
+    }
+
+    /// Gives the PML4 at `pml4` an ASID; `None` when all are in use.
+    pub fn assign_asid(&mut self, pml4: PhysAddr) -> Option<u64> {
+        // Index 0 is never used, so that an ASID is never 0.
+        let i = (1..MAX_ASIDS).find(|&i| self.asids[i].pml4 == 0)?;
+        self.asids[i].pml4 = pml4.0;
+        Some(i as u64 | (self.asids[i].generation << 16))
+    }
+
+    /// How many ASIDs are free.
+    pub fn free_asids(&self) -> usize {
+        self.asids[1..].iter().filter(|e| e.pml4 == 0).count()
+    }
+
+    /// The PML4 of a live ASID.
+    pub fn vspace_of(&self, asid: u64) -> Option<PhysAddr> {
+        let e = self.asids.get((asid & 0xffff) as usize)?;
+        (e.pml4 != 0 && e.generation == asid >> 16).then_some(PhysAddr(e.pml4))
+    }
+
+    pub(crate) fn release_asid(&mut self, asid: u64) {
+        if self.vspace_of(asid).is_some() {
+            let e = &mut self.asids[(asid & 0xffff) as usize];
+            *e = AsidEntry { pml4: 0, generation: e.generation + 1 };
+            self.tlb_flush = true;
+        }
+    }
+
+    /// Whether the kernel must flush the TLB before returning to user mode (and resets it).
+    pub fn take_tlb_flush(&mut self) -> bool {
+        core::mem::take(&mut self.tlb_flush)
+    }
+
+    /// Walks from `pml4` down to the table at `level` (3 = PDPT, 2 = PD, 1 = PT) that
+    /// covers `vaddr`; `FailedLookup` if a table on the way is missing.
+    fn table_for(&self, pml4: PhysAddr, vaddr: u64, level: u32) -> Result<PhysAddr, Error> {
+        let mut table = pml4;
+        for l in ((level + 1)..=4).rev() {
+            let e = self.entry_at(table, index(vaddr, l));
+            if e & PRESENT == 0 || e & HUGE != 0 {
+                return Err(Error::FailedLookup);
+            }
+            table = PhysAddr(e & ADDRESS);
+        }
+        Ok(table)
+    }
+
+    /// Looks up a VSpace capability's PML4 and ASID.
+    fn vspace_cap(&self, cap: Cap) -> Result<(PhysAddr, u64), Error> {
+        match cap {
+            Cap::VSpace { asid, .. } => Ok((self.vspace_of(asid).ok_or(Error::InvalidCapability)?, asid)),
+            _ => Err(Error::InvalidCapability),
+        }
+    }
+
+    /// Maps the page table (PDPT, PD or PT) whose capability is at `slot` into the
+    /// address space of the VSpace capability `vspace` at `vaddr`.
+    pub fn map_page_table(&mut self, slot: Slot, vspace: Cap, vaddr: u64) -> Result<(), Error> {
+        let Cap::PageTable { base, level, mapping } = self.mem.cap_at(slot) else {
+            return Err(Error::InvalidCapability);
+        };
+        if mapping.is_some() {
+            return Err(Error::IllegalOperation);
+        }
+        let (pml4, asid) = self.vspace_cap(vspace)?;
+        if vaddr >= USER_TOP {
+            return Err(Error::InvalidArgument);
+        }
+        let level = u32::from(level);
+        let vaddr = vaddr & !((1u64 << (12 + 9 * level)) - 1);
+        let parent = self.table_for(pml4, vaddr, level + 1)?;
+        let i = index(vaddr, level + 1);
+        if self.entry_at(parent, i) & PRESENT != 0 {
+            return Err(Error::DeleteFirst);
+        }
+        self.set_entry(parent, i, base.0 | PRESENT | WRITABLE | USER);
+        let mapping = Some(Mapping { asid, vaddr: VirtAddr(vaddr) });
+        self.mem.set_cap(slot, Cap::PageTable { base, level: level as u8, mapping });
+        Ok(())
+    }
+
+    /// Maps the frame whose capability is at `slot` at `vaddr` of `vspace`, with the
+    /// capability's rights limited to `rights` and `attributes` ([`ATTR_EXECUTE_NEVER`]).
+    pub fn map_frame(&mut self, slot: Slot, vspace: Cap, vaddr: u64, rights: Rights, attributes: u64) -> Result<(), Error> {
+        let Cap::Frame { base, large, device, rights: cap_rights, mapping } = self.mem.cap_at(slot) else {
+            return Err(Error::InvalidCapability);
+        };
+        if mapping.is_some() {
+            return Err(Error::IllegalOperation);
+        }
+        let (pml4, asid) = self.vspace_cap(vspace)?;
+        let size = if large { 1u64 << 21 } else { 1 << 12 };
+        if vaddr % size != 0 {
+            return Err(Error::AlignmentError);
+        }
+        if vaddr >= USER_TOP {
+            return Err(Error::InvalidArgument);
+        }
+        let rights = cap_rights.intersect(rights);
+        if !rights.contains(Rights::READ) {
+            return Err(Error::InsufficientRights);
+        }
+        let level = if large { 2 } else { 1 };
+        let table = self.table_for(pml4, vaddr, level)?;
+        let i = index(vaddr, level);
+        if self.entry_at(table, i) & PRESENT != 0 {
+            return Err(Error::DeleteFirst);
+        }
+        let entry = leaf_entry(base, large, device, rights, attributes);
+        self.set_entry(table, i, entry);
+        let mapping = Some(Mapping { asid, vaddr: VirtAddr(vaddr) });
+        self.mem.set_cap(slot, Cap::Frame { base, large, device, rights: cap_rights, mapping });
+        Ok(())
+    }
+
+    /// Changes the rights and attributes of the frame mapping made through `slot`.
+    pub fn remap_frame(&mut self, slot: Slot, rights: Rights, attributes: u64) -> Result<(), Error> {
+        let Cap::Frame { base, large, device, rights: cap_rights, mapping } = self.mem.cap_at(slot) else {
+            return Err(Error::InvalidCapability);
+        };
+        let (table, i) = self.leaf_of(base, large, mapping).ok_or(Error::IllegalOperation)?;
+        let rights = cap_rights.intersect(rights);
+        if !rights.contains(Rights::READ) {
+            return Err(Error::InsufficientRights);
+        }
+        self.set_entry(table, i, leaf_entry(base, large, device, rights, attributes));
+        self.tlb_flush = true;
+        Ok(())
+    }
+
+    /// Where the leaf entry of a frame mapping is, if the mapping is still in place.
+    fn leaf_of(&self, base: PhysAddr, large: bool, mapping: Option<Mapping>) -> Option<(PhysAddr, u64)> {
+        let m = mapping?;
+        let pml4 = self.vspace_of(m.asid)?;
+        let level = if large { 2 } else { 1 };
+        let table = self.table_for(pml4, m.vaddr.0, level).ok()?;
+        let i = index(m.vaddr.0, level);
+        let e = self.entry_at(table, i);
+        (e & PRESENT != 0 && e & ADDRESS == base.0).then_some((table, i))
+    }
+
+    /// Removes the mapping a frame or page-table capability made (if it still stands) and
+    /// returns the capability without it. Other capabilities are returned unchanged.
+    pub fn unmapped(&mut self, cap: Cap) -> Cap {
+        match cap {
+            Cap::Frame { base, large, device, rights, mapping } => {
+                if let Some((table, i)) = self.leaf_of(base, large, mapping) {
+                    self.set_entry(table, i, 0);
+                    self.tlb_flush = true;
+                }
+                Cap::Frame { base, large, device, rights, mapping: None }
+            }
+            Cap::PageTable { base, level, mapping: Some(m) } => {
+                if let Some(pml4) = self.vspace_of(m.asid)
+                    && let Ok(parent) = self.table_for(pml4, m.vaddr.0, u32::from(level) + 1)
+                {
+                    let i = index(m.vaddr.0, u32::from(level) + 1);
+                    if self.entry_at(parent, i) & ADDRESS == base.0 {
+                        self.set_entry(parent, i, 0);
+                        self.tlb_flush = true;
+                    }
+                }
+                Cap::PageTable { base, level, mapping: None }
+            }
+            other => other,
+        }
+    }
+
+    /// Unmaps through the capability at `slot`.
+    pub fn unmap(&mut self, slot: Slot) -> Result<(), Error> {
+        match self.mem.cap_at(slot) {
+            cap @ (Cap::Frame { .. } | Cap::PageTable { .. }) => {
+                let cap = self.unmapped(cap);
+                self.mem.set_cap(slot, cap);
+                Ok(())
+            }
+            _ => Err(Error::InvalidCapability),
+        }
+    }
+}
+
+fn leaf_entry(base: PhysAddr, large: bool, device: bool, rights: Rights, attributes: u64) -> u64 {
+    let mut entry = base.0 | PRESENT | USER;
+    if rights.contains(Rights::WRITE) {
+        entry |= WRITABLE;
+    }
+    if attributes & ATTR_EXECUTE_NEVER != 0 {
+        entry |= NO_EXECUTE;
+    }
+    if large {
+        entry |= HUGE;
+    }
+    if device {
+        entry |= CACHE_DISABLE | WRITE_THROUGH;
+    }
+    entry
+}
