@@ -325,7 +325,13 @@ impl Cap<kind::IrqHandler> {
 impl Cap<kind::Frame> {
     /// `Frame::map`: maps the frame at `vaddr` in `vspace` with `rights` (at most the
     /// capability's; read is required) — `execute_never` forbids instruction fetches.
-    pub fn map(self, vspace: Cap<kind::VSpace>, vaddr: u64, rights: Rights, execute_never: bool) -> Result<(), Error> {
+    pub fn map(
+        self,
+        vspace: Cap<kind::VSpace>,
+        vaddr: u64,
+        rights: Rights,
+        execute_never: bool,
+    ) -> Result<(), Error> {
         let words = [vspace.cptr, vaddr, u64::from(rights.0), u64::from(execute_never)];
         self.invoke(label::FRAME_MAP, &words).map(drop)
     }

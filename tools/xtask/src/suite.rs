@@ -115,6 +115,24 @@ const TESTS: &[EmulatorTest] = &[
         },
     },
     EmulatorTest {
+        name: "qemu-address-spaces",
+        emulator: Emulator::Qemu,
+        module: Some("vspace-test"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &[
+                "TEST PASS mapping-needs-its-page-tables",
+                "TEST PASS mapped-frame-is-shared-memory",
+                "TEST PASS unmapped-address-faults",
+                "TEST PASS read-only-mapping-faults-on-write",
+                "TEST PASS ipc-with-a-second-address-space",
+                "TEST PASS vspace-deleted-under-its-mappings",
+                "vspace-test: all cases passed",
+            ],
+        },
+    },
+    EmulatorTest {
         name: "qemu-user-fault",
         emulator: Emulator::Qemu,
         module: Some("user-fault"),

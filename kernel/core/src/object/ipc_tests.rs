@@ -453,7 +453,10 @@ fn page_tables_and_frames_map_unmap_and_refuse_what_is_missing() {
     w.s.retype(slot(1), ObjectType::Pml4, 0, 1, slot(40)).unwrap();
     let _ = pml4;
     assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, 0x1001, 3, 0]), Err(Error::AlignmentError));
-    assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, 0xffff_8000_0000_0000, 3, 0]), Err(Error::InvalidArgument));
+    assert_eq!(
+        w.invoke(44, label::FRAME_MAP, &[40, 0xffff_8000_0000_0000, 3, 0]),
+        Err(Error::InvalidArgument)
+    );
     assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, 0x1000, 0b01, 0]), Err(Error::InsufficientRights));
     assert_eq!(w.invoke(44, label::FRAME_MAP, &[41, 0x1000, 3, 0]), Err(Error::InvalidCapability));
 }

@@ -134,7 +134,14 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// Maps the frame whose capability is at `slot` at `vaddr` of `vspace`, with the
     /// capability's rights limited to `rights` and `attributes` ([`ATTR_EXECUTE_NEVER`]).
-    pub fn map_frame(&mut self, slot: Slot, vspace: Cap, vaddr: u64, rights: Rights, attributes: u64) -> Result<(), Error> {
+    pub fn map_frame(
+        &mut self,
+        slot: Slot,
+        vspace: Cap,
+        vaddr: u64,
+        rights: Rights,
+        attributes: u64,
+    ) -> Result<(), Error> {
         let Cap::Frame { base, large, device, rights: cap_rights, mapping } = self.mem.cap_at(slot) else {
             return Err(Error::InvalidCapability);
         };
