@@ -150,7 +150,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         let (pml4, asid) = self.vspace_cap(vspace)?;
         let size = if large { 1u64 << 21 } else { 1 << 12 };
-        if vaddr % size != 0 {
+        if !vaddr.is_multiple_of(size) {
             return Err(Error::AlignmentError);
         }
         if vaddr >= USER_TOP {

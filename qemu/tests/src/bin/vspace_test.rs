@@ -7,9 +7,9 @@
 use cleave_abi::boot_info::slot;
 use cleave_abi::syscall::fault;
 use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
+use cleave_rt::Cap;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Endpoint, Frame, PageTable, Tcb, Untyped, VSpace};
-use cleave_rt::Cap;
 use cleave_tests::{DEPTH, ROOT, check, echo_server_code, expect, finish, frame, map_tables};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -51,13 +51,17 @@ extern "C" fn reader(_: u64) -> ! {
     // fault handler never resumes this thread.
     let value = unsafe { core::ptr::read_volatile(PROBE_ADDRESS.load(SeqCst) as *const u64) };
     PROBE_ADDRESS.store(value, SeqCst);
-    loop {}
+    loop {
+        cleave_rt::syscall::yield_now();
+    }
 }
 
 extern "C" fn writer(_: u64) -> ! {
     // SAFETY: writes a read-only mapping on purpose: the write faults and is never resumed.
     unsafe { core::ptr::write_volatile(PROBE_ADDRESS.load(SeqCst) as *mut u64, 1) }
-    loop {}
+    loop {
+        cleave_rt::syscall::yield_now();
+    }
 }
 
 /// Starts a thread in the root's address space whose faults go to the fault endpoint.
@@ -93,92 +97,139 @@ fn main() -> i32 {
     let page = Cap::<Frame>::from_cptr(at(FRAME));
     let alias = Cap::<Frame>::from_cptr(at(ALIAS));
 
-    expect("mapping-needs-its-page-tables", f, (|| {
-        frame(untyped, at(FRAME)).map_err(|_| "frame")?;
-        check(page.map(me, VA, Rights::ALL, true) == Err(Error::FailedLookup), "mapped without tables")?;
-        untyped.retype(ObjectType::Pdpt, 0, ROOT, 0, 0, at(TABLES), 1).map_err(|_| "pdpt")?;
-        let pt: Cap<PageTable> = Cap::from_cptr(at(TABLES));
-        check(pt.map(me, VA).is_ok(), "map PDPT")?;
-        check(page.map(me, VA, Rights::ALL, true) == Err(Error::FailedLookup), "mapped without a page directory")?;
-        map_tables(untyped, me, VA, at(TABLES + 1)).map_err(|_| "remaining tables")?;
-        check(page.map(me, VA, Rights::ALL, true).is_ok(), "map frame")?;
-        check(page.map(me, VA + 0x1000, Rights::ALL, true) == Err(Error::IllegalOperation), "one capability mapped twice")
-    })());
+    expect(
+        "mapping-needs-its-page-tables",
+        f,
+        (|| {
+            frame(untyped, at(FRAME)).map_err(|_| "frame")?;
+            check(page.map(me, VA, Rights::ALL, true) == Err(Error::FailedLookup), "mapped without tables")?;
+            untyped.retype(ObjectType::Pdpt, 0, ROOT, 0, 0, at(TABLES), 1).map_err(|_| "pdpt")?;
+            let pt: Cap<PageTable> = Cap::from_cptr(at(TABLES));
+            check(pt.map(me, VA).is_ok(), "map PDPT")?;
+            check(
+                page.map(me, VA, Rights::ALL, true) == Err(Error::FailedLookup),
+                "mapped without a page directory",
+            )?;
+            map_tables(untyped, me, VA, at(TABLES + 1)).map_err(|_| "remaining tables")?;
+            check(page.map(me, VA, Rights::ALL, true).is_ok(), "map frame")?;
+            check(
+                page.map(me, VA + 0x1000, Rights::ALL, true) == Err(Error::IllegalOperation),
+                "one capability mapped twice",
+            )
+        })(),
+    );
 
-    expect("mapped-frame-is-shared-memory", f, (|| {
-        ROOT.copy(ROOT.slot(at(ALIAS), DEPTH), ROOT.slot(at(FRAME), DEPTH), Rights::ALL).map_err(|_| "copy")?;
-        alias.map(me, VA + 0x1000, Rights::ALL, true).map_err(|_| "map alias")?;
-        // SAFETY: both addresses were just mapped to the same frame, read-write.
-        let (a, b) = unsafe {
-            core::ptr::write_volatile(VA as *mut u64, 0x1234_5678);
-            core::ptr::write_volatile((VA + 0x1008) as *mut u64, 0x9abc);
-            (core::ptr::read_volatile((VA + 0x1000) as *const u64), core::ptr::read_volatile((VA + 8) as *const u64))
-        };
-        check(a == 0x1234_5678 && b == 0x9abc, "the alias does not show the same memory")
-    })());
+    expect(
+        "mapped-frame-is-shared-memory",
+        f,
+        (|| {
+            ROOT.copy(ROOT.slot(at(ALIAS), DEPTH), ROOT.slot(at(FRAME), DEPTH), Rights::ALL)
+                .map_err(|_| "copy")?;
+            alias.map(me, VA + 0x1000, Rights::ALL, true).map_err(|_| "map alias")?;
+            // SAFETY: both addresses were just mapped to the same frame, read-write.
+            let (a, b) = unsafe {
+                core::ptr::write_volatile(VA as *mut u64, 0x1234_5678);
+                core::ptr::write_volatile((VA + 0x1008) as *mut u64, 0x9abc);
+                (
+                    core::ptr::read_volatile((VA + 0x1000) as *const u64),
+                    core::ptr::read_volatile((VA + 8) as *const u64),
+                )
+            };
+            check(a == 0x1234_5678 && b == 0x9abc, "the alias does not show the same memory")
+        })(),
+    );
 
-    expect("unmapped-address-faults", f, (|| {
-        alias.unmap().map_err(|_| "unmap")?;
-        PROBE_ADDRESS.store(VA + 0x1010, SeqCst);
-        probe(0, reader).map_err(|_| "start reader")?;
-        let (label, address, _) = next_fault()?;
-        check(label == fault::VM_FAULT && address == VA + 0x1010, "wrong fault")
-    })());
+    expect(
+        "unmapped-address-faults",
+        f,
+        (|| {
+            alias.unmap().map_err(|_| "unmap")?;
+            PROBE_ADDRESS.store(VA + 0x1010, SeqCst);
+            probe(0, reader).map_err(|_| "start reader")?;
+            let (label, address, _) = next_fault()?;
+            check(label == fault::VM_FAULT && address == VA + 0x1010, "wrong fault")
+        })(),
+    );
 
-    expect("read-only-mapping-faults-on-write", f, (|| {
-        page.remap(Rights::READ, true).map_err(|_| "remap")?;
-        // SAFETY: VA is still mapped (read-only now): reading it is fine.
-        let still = unsafe { core::ptr::read_volatile(VA as *const u64) };
-        check(still == 0x1234_5678, "read-only mapping lost its contents")?;
-        PROBE_ADDRESS.store(VA, SeqCst);
-        probe(1, writer).map_err(|_| "start writer")?;
-        let (label, address, error) = next_fault()?;
-        // Error code: present (bit 0), write (bit 1), user (bit 2).
-        check(label == fault::VM_FAULT && address == VA && error & 0b111 == 0b111, "wrong fault")
-    })());
+    expect(
+        "read-only-mapping-faults-on-write",
+        f,
+        (|| {
+            page.remap(Rights::READ, true).map_err(|_| "remap")?;
+            // SAFETY: VA is still mapped (read-only now): reading it is fine.
+            let still = unsafe { core::ptr::read_volatile(VA as *const u64) };
+            check(still == 0x1234_5678, "read-only mapping lost its contents")?;
+            PROBE_ADDRESS.store(VA, SeqCst);
+            probe(1, writer).map_err(|_| "start writer")?;
+            let (label, address, error) = next_fault()?;
+            // Error code: present (bit 0), write (bit 1), user (bit 2).
+            check(label == fault::VM_FAULT && address == VA && error & 0b111 == 0b111, "wrong fault")
+        })(),
+    );
 
-    expect("ipc-with-a-second-address-space", f, (|| {
-        untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1).map_err(|_| "pml4")?;
-        let other: Cap<VSpace> = Cap::from_cptr(at(VSPACE2));
-        map_tables(untyped, other, CODE_VA, at(TABLES2)).map_err(|_| "tables")?;
-        untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP), 1).map_err(|_| "endpoint")?;
-        // Write the server's code through a mapping of our own, then map it for the server.
-        let code = frame(untyped, at(CODE)).map_err(|_| "code frame")?;
-        code.map(me, VA + 0x2000, Rights::ALL, true).map_err(|_| "map code here")?;
-        let bytes = echo_server_code(at(EP) as u32);
-        for (i, b) in bytes.iter().enumerate() {
-            // SAFETY: VA + 0x2000 maps the code frame read-write; i < 4096.
-            unsafe { core::ptr::write_volatile((VA + 0x2000 + i as u64) as *mut u8, *b) }
-        }
-        ROOT.copy(ROOT.slot(at(CODE_ALIAS), DEPTH), ROOT.slot(at(CODE), DEPTH), Rights::READ).map_err(|_| "copy")?;
-        Cap::<Frame>::from_cptr(at(CODE_ALIAS)).map(other, CODE_VA, Rights::READ, false).map_err(|_| "map code there")?;
-        check(
-            Cap::<Frame>::from_cptr(at(SCRATCH)).map(other, CODE_VA, Rights::READ, false) == Err(Error::InvalidCapability),
-            "mapped an empty slot",
-        )?;
-        untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB0 + 2), 1).map_err(|_| "tcb")?;
-        let server: Cap<Tcb> = Cap::from_cptr(at(TCB0 + 2));
-        server.configure(ROOT, other, None, None).map_err(|_| "configure")?;
-        server.set_priority(200).map_err(|_| "priority")?;
-        server.write_registers(true, &[CODE_VA, 0, 0x202]).map_err(|_| "start")?;
-        let ep: Cap<Endpoint> = Cap::from_cptr(at(EP));
-        let reply = ep.call(MessageInfo::new(0, 0, 0, 1), [41, 0, 0, 0]).map_err(|_| "call")?;
-        check(reply.words[0] == 42, "no answer from the other address space")?;
-        let reply = ep.call(MessageInfo::new(0, 0, 0, 1), [99, 0, 0, 0]).map_err(|_| "call")?;
-        check(reply.words[0] == 100, "second answer wrong")
-    })());
+    expect(
+        "ipc-with-a-second-address-space",
+        f,
+        (|| {
+            untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1).map_err(|_| "pml4")?;
+            let other: Cap<VSpace> = Cap::from_cptr(at(VSPACE2));
+            map_tables(untyped, other, CODE_VA, at(TABLES2)).map_err(|_| "tables")?;
+            untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP), 1).map_err(|_| "endpoint")?;
+            // Write the server's code through a mapping of our own, then map it for the server.
+            let code = frame(untyped, at(CODE)).map_err(|_| "code frame")?;
+            code.map(me, VA + 0x2000, Rights::ALL, true).map_err(|_| "map code here")?;
+            let bytes = echo_server_code(at(EP) as u32);
+            for (i, b) in bytes.iter().enumerate() {
+                // SAFETY: VA + 0x2000 maps the code frame read-write; i < 4096.
+                unsafe { core::ptr::write_volatile((VA + 0x2000 + i as u64) as *mut u8, *b) }
+            }
+            ROOT.copy(ROOT.slot(at(CODE_ALIAS), DEPTH), ROOT.slot(at(CODE), DEPTH), Rights::READ)
+                .map_err(|_| "copy")?;
+            Cap::<Frame>::from_cptr(at(CODE_ALIAS))
+                .map(other, CODE_VA, Rights::READ, false)
+                .map_err(|_| "map code there")?;
+            check(
+                Cap::<Frame>::from_cptr(at(SCRATCH)).map(other, CODE_VA, Rights::READ, false)
+                    == Err(Error::InvalidCapability),
+                "mapped an empty slot",
+            )?;
+            untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB0 + 2), 1).map_err(|_| "tcb")?;
+            let server: Cap<Tcb> = Cap::from_cptr(at(TCB0 + 2));
+            server.configure(ROOT, other, None, None).map_err(|_| "configure")?;
+            server.set_priority(200).map_err(|_| "priority")?;
+            server.write_registers(true, &[CODE_VA, 0, 0x202]).map_err(|_| "start")?;
+            let ep: Cap<Endpoint> = Cap::from_cptr(at(EP));
+            let reply = ep.call(MessageInfo::new(0, 0, 0, 1), [41, 0, 0, 0]).map_err(|_| "call")?;
+            check(reply.words[0] == 42, "no answer from the other address space")?;
+            let reply = ep.call(MessageInfo::new(0, 0, 0, 1), [99, 0, 0, 0]).map_err(|_| "call")?;
+            check(reply.words[0] == 100, "second answer wrong")
+        })(),
+    );
 
-    expect("vspace-deleted-under-its-mappings", f, (|| {
-        // The server thread holds a copy; suspend and delete it, then the VSpace.
-        let server: Cap<Tcb> = Cap::from_cptr(at(TCB0 + 2));
-        server.suspend().map_err(|_| "suspend")?;
-        cleave_rt::cap::Cap::<cleave_rt::kind::CNode>::delete(ROOT.slot(at(TCB0 + 2), DEPTH)).map_err(|_| "delete tcb")?;
-        cleave_rt::cap::Cap::<cleave_rt::kind::CNode>::delete(ROOT.slot(at(VSPACE2), DEPTH)).map_err(|_| "delete vspace")?;
-        // The code mapping went with it: unmapping through the stale capability is harmless.
-        check(Cap::<Frame>::from_cptr(at(CODE_ALIAS)).unmap().is_ok(), "stale unmap")?;
-        check(Cap::<Frame>::from_cptr(at(CODE_ALIAS)).map(Cap::from_cptr(at(VSPACE2)), CODE_VA, Rights::READ, false)
-            == Err(Error::InvalidCapability), "mapped into a deleted VSpace")
-    })());
+    expect(
+        "vspace-deleted-under-its-mappings",
+        f,
+        (|| {
+            // The server thread holds a copy; suspend and delete it, then the VSpace.
+            let server: Cap<Tcb> = Cap::from_cptr(at(TCB0 + 2));
+            server.suspend().map_err(|_| "suspend")?;
+            cleave_rt::cap::Cap::<cleave_rt::kind::CNode>::delete(ROOT.slot(at(TCB0 + 2), DEPTH))
+                .map_err(|_| "delete tcb")?;
+            cleave_rt::cap::Cap::<cleave_rt::kind::CNode>::delete(ROOT.slot(at(VSPACE2), DEPTH))
+                .map_err(|_| "delete vspace")?;
+            // The code mapping went with it: unmapping through the stale capability is harmless.
+            check(Cap::<Frame>::from_cptr(at(CODE_ALIAS)).unmap().is_ok(), "stale unmap")?;
+            check(
+                Cap::<Frame>::from_cptr(at(CODE_ALIAS)).map(
+                    Cap::from_cptr(at(VSPACE2)),
+                    CODE_VA,
+                    Rights::READ,
+                    false,
+                ) == Err(Error::InvalidCapability),
+                "mapped into a deleted VSpace",
+            )
+        })(),
+    );
 
     finish("vspace-test", failures)
 }
