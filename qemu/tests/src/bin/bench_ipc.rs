@@ -9,14 +9,14 @@
 use cleave_abi::boot_info::slot;
 use cleave_abi::{MessageInfo, ObjectType};
 use cleave_rt::boot::boot_info;
-use cleave_rt::cap::kind::{CNode, Endpoint, Notification, Tcb, Untyped, VSpace};
+use cleave_rt::cap::kind::{Endpoint, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::syscall::rdtsc;
 use cleave_rt::{Cap, println};
+use cleave_tests::ROOT;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
 
-const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
 const STACK_SIZE: usize = 16 * 1024;
 const RUNS: usize = 64;
 
@@ -36,8 +36,42 @@ fn at(i: u64) -> u64 {
 
 const EP: u64 = 0;
 const NTFN: u64 = 1;
-const TCB0: u64 = 2;
-const UT: u64 = 4;
+const TCB0: u64 = 2; // 2, 3, 4
+const UT: u64 = 5;
+const EP2: u64 = 6;
+const VSPACE2: u64 = 7;
+const CODE: u64 = 8;
+const CODE_ALIAS: u64 = 9;
+const TABLES: u64 = 10; // 10..13 in ours, 13..16 in the other
+/// Where the code frame is mapped here (to write it) and in the server's space.
+const CODE_HERE: u64 = 0x5000_0000_0000;
+const CODE_THERE: u64 = 0x1000_0000;
+
+/// Starts the hand-assembled echo server (no memory use) in a second address space.
+fn spawn_other_space_server() -> Result<(), cleave_abi::Error> {
+    use cleave_rt::cap::kind::Frame;
+    use cleave_tests::{echo_server_code, frame, map_tables};
+    let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+    untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP2), 1)?;
+    untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1)?;
+    let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
+    let other: Cap<VSpace> = Cap::from_cptr(at(VSPACE2));
+    map_tables(untyped, me, CODE_HERE, at(TABLES))?;
+    map_tables(untyped, other, CODE_THERE, at(TABLES + 3))?;
+    let code = frame(untyped, at(CODE))?;
+    code.map(me, CODE_HERE, cleave_abi::Rights::ALL, true)?;
+    for (i, b) in echo_server_code(at(EP2) as u32).iter().enumerate() {
+        // SAFETY: CODE_HERE maps the code frame read-write; i < 4096.
+        unsafe { core::ptr::write_volatile((CODE_HERE + i as u64) as *mut u8, *b) }
+    }
+    ROOT.copy(ROOT.slot(at(CODE_ALIAS), 64), ROOT.slot(at(CODE), 64), cleave_abi::Rights::READ)?;
+    Cap::<Frame>::from_cptr(at(CODE_ALIAS)).map(other, CODE_THERE, cleave_abi::Rights::READ, false)?;
+    untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB0 + 2), 1)?;
+    let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB0 + 2));
+    tcb.configure(ROOT, other, None, None)?;
+    tcb.set_priority(255)?;
+    tcb.write_registers(true, &[CODE_THERE, 0, 0x202])
+}
 
 extern "C" fn server(_: u64) -> ! {
     let ep: Cap<Endpoint> = Cap::from_cptr(at(EP));
@@ -125,9 +159,29 @@ fn main() -> i32 {
         there[i] = SERVER_RECEIVED.load(SeqCst) - t0 - overhead;
         back[i] = t1 - SERVER_REPLYING.load(SeqCst) - overhead;
     }
-    report("ipc.call_replyrecv_round_trip", &mut round, "448, two address spaces");
+    report("ipc.call_replyrecv_round_trip_same_space", &mut round, "448 across two address spaces");
     report("ipc.call_one_way", &mut there, "207 same address space");
     report("ipc.replyrecv_one_way", &mut back, "235");
+
+    // Round trip to a server in another address space (every call switches CR3 twice).
+    if spawn_other_space_server().is_err() {
+        println!("TEST FAIL: second address space set-up failed");
+        return 1;
+    }
+    let ep2: Cap<Endpoint> = Cap::from_cptr(at(EP2));
+    let _ = ep2.call(MessageInfo::new(0, 0, 0, 1), [0; 4]);
+    let mut across = [0u64; RUNS];
+    for (i, sample) in across.iter_mut().enumerate() {
+        let t0 = rdtsc();
+        let reply = ep2.call(MessageInfo::new(0, 0, 0, 1), [i as u64, 0, 0, 0]);
+        let t1 = rdtsc();
+        if reply.map(|m| m.words[0]) != Ok(i as u64 + 1) {
+            println!("TEST FAIL: wrong reply from the other address space in round {i}");
+            return 1;
+        }
+        *sample = t1 - t0 - overhead;
+    }
+    report("ipc.call_replyrecv_round_trip_two_spaces", &mut across, "448");
 
     // Signal to a waiting higher-priority thread: drop below the waiter first.
     let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
