@@ -22,3 +22,24 @@ pub fn set_message_word(index: usize, value: u64) {
         unsafe { (&raw mut (*buffer).msg[slot]).write_volatile(value) }
     }
 }
+
+/// Names the capability (`cptr`, in the sender's CSpace) that the next message sent with
+/// `extra_caps = 1` transfers, in the IPC buffer at `buffer`.
+pub fn set_transfer_cap(buffer: u64, cptr: u64) {
+    let buffer = buffer as *mut IpcBuffer;
+    // SAFETY: `buffer` is the caller's own IPC buffer, mapped read-write (the kernel
+    // refuses to configure an unaligned one); single writer, field in bounds.
+    unsafe { (&raw mut (*buffer).caps_or_badges[0]).write_volatile(cptr) }
+}
+
+/// Says where a received capability goes: slot `index` (resolved with `depth` bits) of the
+/// CNode at `cnode`, in the IPC buffer at `buffer`.
+pub fn set_receive_slot(buffer: u64, cnode: u64, index: u64, depth: u64) {
+    let buffer = buffer as *mut IpcBuffer;
+    // SAFETY: as in `set_transfer_cap`.
+    unsafe {
+        (&raw mut (*buffer).receive_cnode).write_volatile(cnode);
+        (&raw mut (*buffer).receive_index).write_volatile(index);
+        (&raw mut (*buffer).receive_depth).write_volatile(depth);
+    }
+}

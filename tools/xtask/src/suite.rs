@@ -128,6 +128,7 @@ const TESTS: &[EmulatorTest] = &[
                 "TEST PASS read-only-mapping-faults-on-write",
                 "TEST PASS ipc-with-a-second-address-space",
                 "TEST PASS vspace-deleted-under-its-mappings",
+                "TEST PASS capability-transfer-with-grant",
                 "vspace-test: all cases passed",
             ],
         },

@@ -95,6 +95,44 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
+    /// Where byte `offset` of `t`'s IPC buffer is, if it has one.
+    fn buffer_at(&self, t: TcbRef, offset: usize) -> Option<PhysAddr> {
+        match self.mem.cap_at(t.slot(slot::IPC_BUFFER)) {
+            Cap::Frame { base, .. } => {
+                Some(PhysAddr(base.0 + (t.ipc_buffer_vaddr(&self.mem) & 0xfff) + offset as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// Copies the capability `from` names in its IPC buffer (`caps_or_badges[0]`) into
+    /// the slot `to` names (`receive_cnode`, `receive_index`, `receive_depth`), as a child
+    /// of the sender's capability. Returns how many capabilities arrived (0 or 1): a
+    /// missing buffer, an unresolvable or occupied slot, or a capability that may not be
+    /// copied (untyped memory) means none, and the message goes without it.
+    fn transfer_cap(&mut self, from: TcbRef, to: TcbRef) -> u64 {
+        use super::cspace::{lookup_cap, lookup_slot};
+        use cleave_abi::ipc_buffer::{RECEIVE_OFFSET, cap_offset};
+        let Some(cptr_at) = self.buffer_at(from, cap_offset(0)) else { return 0 };
+        let Some(receive_at) = self.buffer_at(to, RECEIVE_OFFSET) else { return 0 };
+        let cptr = self.word(cptr_at);
+        let [cnode, index, depth] = [0u64, 8, 16].map(|o| self.word(PhysAddr(receive_at.0 + o)));
+        let from_cspace = self.mem.cap_at(from.slot(slot::CSPACE));
+        let to_cspace = self.mem.cap_at(to.slot(slot::CSPACE));
+        let Ok((src, cap)) = lookup_cap(&self.mem, from_cspace, cptr) else { return 0 };
+        if cap.is_null() {
+            return 0;
+        }
+        let Ok((_, root @ Cap::CNode { .. })) = lookup_cap(&self.mem, to_cspace, cnode) else { return 0 };
+        let Ok(dst) = u32::try_from(depth)
+            .map_err(drop)
+            .and_then(|d| lookup_slot(&self.mem, root, index, d).map_err(drop))
+        else {
+            return 0;
+        };
+        u64::from(self.copy(src, dst).is_ok())
+    }
+
     /// Message word `i` sent by `t` (registers first, then its IPC buffer).
     pub fn message_word(&self, t: TcbRef, i: usize) -> Option<u64> {
         let r = t.regs(&self.mem);
@@ -120,8 +158,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// Delivers to `to` a message of `words` (as `from` would send them) with `badge`.
     /// Words beyond the registers are copied between IPC buffers; without a buffer on
-    /// either side the message is cut to the register words.
-    fn deliver(&mut self, from: TcbRef, to: TcbRef, badge: u64) {
+    /// either side the message is cut to the register words. With `grant`, a capability
+    /// the message names is transferred too.
+    fn deliver(&mut self, from: TcbRef, to: TcbRef, badge: u64, grant: bool) {
         if from.ipc_flags(&self.mem) & ipc_flag::FAULT != 0 {
             let label = from.fault_label(&self.mem);
             let words = from.fault_words(&self.mem);
@@ -151,7 +190,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let mut dst = to.regs(&self.mem);
         dst.rax = 0;
         dst.rdi = badge;
-        dst.rsi = MessageInfo::new(info.label(), 0, 0, length as u64).0;
+        let caps = if grant && info.extra_caps() > 0 { self.transfer_cap(from, to) } else { 0 };
+        dst.rsi = MessageInfo::new(info.label(), 0, caps, length as u64).0;
         [dst.rdx, dst.r8, dst.r9, dst.r10] = [src.rdx, src.r8, src.r9, src.r10];
         to.set_regs(&mut self.mem, &dst);
     }
@@ -195,7 +235,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             if self.word(q.head) == 0 {
                 self.set_word(base, IDLE);
             }
-            self.deliver(sender, receiver, badge);
+            self.deliver(sender, receiver, badge, flags & ipc_flag::GRANT != 0);
             self.make_runnable(receiver);
             if !fault {
                 self.set_status(sender, Ok(()));
@@ -244,7 +284,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
                         self.set_word(base, IDLE);
                     }
                     let badge = sender.ipc_badge(&self.mem);
-                    self.deliver(sender, receiver, badge);
+                    let grant = sender.ipc_flags(&self.mem) & ipc_flag::GRANT != 0;
+                    self.deliver(sender, receiver, badge, grant);
                     if sender.ipc_flags(&self.mem) & ipc_flag::FAULT == 0 {
                         self.set_status(sender, Ok(()));
                     }
@@ -334,7 +375,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 caller.set_regs(&mut self.mem, &regs);
             }
         } else {
-            self.deliver(replier, caller, 0);
+            self.deliver(replier, caller, 0, false);
         }
         self.make_runnable(caller);
         Ok(())

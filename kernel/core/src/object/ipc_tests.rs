@@ -460,3 +460,48 @@ fn page_tables_and_frames_map_unmap_and_refuse_what_is_missing() {
     assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, 0x1000, 0b01, 0]), Err(Error::InsufficientRights));
     assert_eq!(w.invoke(44, label::FRAME_MAP, &[41, 0x1000, 3, 0]), Err(Error::InvalidCapability));
 }
+
+#[test]
+fn capabilities_travel_with_the_grant_right_only() {
+    use cleave_abi::ipc_buffer::{RECEIVE_OFFSET, cap_offset};
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    w.s.mint(slot(EP), slot(EP + 1), Rights::ALL, 0).unwrap();
+    w.s.mint(slot(EP), slot(EP + 2), Rights(Rights::WRITE.0 | Rights::READ.0), 0).unwrap();
+    w.make(ObjectType::Notification, 30);
+    let sender = w.thread(20, 50);
+    let receiver = w.thread(22, 50);
+    let buffer = |w: &World, t: TcbRef, offset: usize| match w.s.mem.cap_at(t.slot(2)) {
+        Cap::Frame { base, .. } => PhysAddr(base.0 + offset as u64),
+        _ => panic!(),
+    };
+    // The sender names slot 30; the receiver asks for slot 40 of the root CNode.
+    let at = buffer(&w, sender, cap_offset(0));
+    w.s.mem.write(at, &30u64);
+    let at = buffer(&w, receiver, RECEIVE_OFFSET);
+    w.s.mem.write(at, &[0u64, 40, 64]);
+    // Without the grant right the message arrives without the capability.
+    w.sys(receiver, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    w.sys(sender, Syscall::Send, EP + 2, MessageInfo::new(1, 0, 1, 0), [0; 4]);
+    assert_eq!(MessageInfo(receiver.regs(&w.s.mem).rsi).extra_caps(), 0);
+    assert!(w.s.mem.cap_at(slot(40)).is_null());
+    // With it, a copy lands in slot 40 as a child of the sender's capability.
+    w.sys(receiver, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    w.sys(sender, Syscall::Send, EP + 1, MessageInfo::new(1, 0, 1, 0), [0; 4]);
+    assert_eq!(MessageInfo(receiver.regs(&w.s.mem).rsi).extra_caps(), 1);
+    assert!(matches!(w.s.mem.cap_at(slot(40)), Cap::Notification { .. }));
+    assert_eq!(w.s.mem.parent_of(slot(40)), Some(slot(30)));
+    // An occupied receive slot: no transfer, message still delivered.
+    w.sys(receiver, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    w.sys(sender, Syscall::Send, EP + 1, MessageInfo::new(2, 0, 1, 0), [0; 4]);
+    let info = MessageInfo(receiver.regs(&w.s.mem).rsi);
+    assert_eq!((info.label(), info.extra_caps()), (2, 0));
+    // Untyped memory is never transferred.
+    let at = buffer(&w, sender, cap_offset(0));
+    w.s.mem.write(at, &1u64);
+    let at = buffer(&w, receiver, RECEIVE_OFFSET);
+    w.s.mem.write(at, &[0u64, 41, 64]);
+    w.sys(receiver, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    w.sys(sender, Syscall::Send, EP + 1, MessageInfo::new(3, 0, 1, 0), [0; 4]);
+    assert!(w.s.mem.cap_at(slot(41)).is_null());
+}

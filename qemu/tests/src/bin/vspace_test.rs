@@ -45,6 +45,25 @@ const CODE: u64 = 14;
 const CODE_ALIAS: u64 = 15;
 const EP: u64 = 16;
 const SCRATCH: u64 = 17;
+const SERVER_BUFFER: u64 = 18;
+const TRANSFER_EP: u64 = 19;
+const GIFT: u64 = 27; // the notification the root sends
+const RECEIVED: u64 = 28; // where the server receives it
+/// The server's IPC buffer, in the region whose tables the first case builds.
+const SERVER_BUFFER_VA: u64 = VA + 0x10000;
+
+/// Receives one message with a capability into RECEIVED, signals through it, replies
+/// with how many capabilities arrived.
+extern "C" fn cap_receiver(_: u64) -> ! {
+    cleave_rt::boot::set_receive_slot(SERVER_BUFFER_VA, slot::CNODE, at(RECEIVED), DEPTH);
+    let ep: Cap<Endpoint> = Cap::from_cptr(at(TRANSFER_EP));
+    let caps = ep.recv().map_or(99, |m| m.info.extra_caps() as u64);
+    let signalled = Cap::<cleave_rt::kind::Notification>::from_cptr(at(RECEIVED)).signal().is_ok();
+    let _ = cleave_rt::syscall::reply(MessageInfo::new(0, 0, 0, 2), [caps, u64::from(signalled), 0, 0]);
+    loop {
+        cleave_rt::syscall::yield_now();
+    }
+}
 
 extern "C" fn reader(_: u64) -> ! {
     // SAFETY: reads an address the root task unmapped on purpose: the read faults and the
@@ -228,6 +247,40 @@ fn main() -> i32 {
                 ) == Err(Error::InvalidCapability),
                 "mapped into a deleted VSpace",
             )
+        })(),
+    );
+
+    expect(
+        "capability-transfer-with-grant",
+        f,
+        (|| {
+            untyped
+                .retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(TRANSFER_EP), 1)
+                .map_err(|_| "endpoint")?;
+            untyped
+                .retype(ObjectType::Notification, 0, ROOT, 0, 0, at(GIFT), 1)
+                .map_err(|_| "notification")?;
+            let buffer = frame(untyped, at(SERVER_BUFFER)).map_err(|_| "buffer frame")?;
+            buffer.map(me, SERVER_BUFFER_VA, Rights::ALL, true).map_err(|_| "map buffer")?;
+            untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(SCRATCH), 1).map_err(|_| "tcb")?;
+            let server: Cap<Tcb> = Cap::from_cptr(at(SCRATCH));
+            server.configure(ROOT, me, Some((SERVER_BUFFER_VA, buffer)), None).map_err(|_| "configure")?;
+            server.set_priority(200).map_err(|_| "priority")?;
+            // SAFETY: only the address is taken; stack 0's reader thread is stopped for good.
+            let top = unsafe { &raw mut STACKS[0] } as u64 + STACK_SIZE as u64 - 8;
+            server
+                .write_registers(true, &[cap_receiver as extern "C" fn(u64) -> ! as usize as u64, top, 0x202])
+                .map_err(|_| "start")?;
+            // Send a badged copy: the server's signal through it shows up here as that badge.
+            ROOT.mint(ROOT.slot(at(GIFT + 2), DEPTH), ROOT.slot(at(GIFT), DEPTH), Rights::ALL, 9)
+                .map_err(|_| "mint")?;
+            cleave_rt::boot::set_transfer_cap(cleave_abi::boot_info::ROOT_IPC_BUFFER_ADDRESS, at(GIFT + 2));
+            let ep: Cap<Endpoint> = Cap::from_cptr(at(TRANSFER_EP));
+            let reply = ep.call(MessageInfo::new(5, 0, 1, 0), [0; 4]).map_err(|_| "call")?;
+            check(reply.words[0] == 1, "the capability did not arrive")?;
+            check(reply.words[1] == 1, "the received capability did not work")?;
+            let gift: Cap<cleave_rt::kind::Notification> = Cap::from_cptr(at(GIFT));
+            check(gift.poll() == Ok(9), "the server's signal did not arrive")
         })(),
     );
 
