@@ -13,6 +13,12 @@ unsafe extern "C" {
     static __kernel_end: u8;
 }
 
+/// Start of the window device untyped memory comes from (PCI devices' BARs live here on PC
+/// machines with less than 3 GiB of RAM below 4 GiB).
+const DEVICE_WINDOW_START: u64 = 0xc000_0000;
+/// End of that window: the I/O APIC, local APIC and firmware lie above, kept by the kernel.
+const DEVICE_WINDOW_END: u64 = 0xfec0_0000;
+
 /// Ends boot with a one-line reason.
 fn cannot_boot(reason: core::fmt::Arguments<'_>) -> ! {
     kprintln!("kernel: cannot boot: {reason}");
@@ -51,7 +57,11 @@ pub fn start(magic: u32, info_addr: u32, boot_tsc: u64) -> ! {
             "no boot module: the kernel needs a root task (QEMU: -initrd FILE; GRUB: a `module` line)"
         ))
     };
-    user::start_root_task(module, BootFrameAllocator::new(map), boot_tsc)
+    // Device memory: the MMIO window below the I/O APIC that no firmware range claims.
+    let window = PhysRange::new(DEVICE_WINDOW_START, DEVICE_WINDOW_END);
+    let device =
+        memory::device_memory(&info.memory, window).unwrap_or_else(|e| cannot_boot(format_args!("{e}")));
+    user::start_root_task(module, BootFrameAllocator::new(map), device, boot_tsc)
 }
 
 /// The value of `key=value` in the command line, if present.

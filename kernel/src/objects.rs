@@ -1,17 +1,24 @@
-//! The kernel's object space: every capability and object, in the direct map.
+//! The kernel's object space: every capability and object, in the direct map. It lives
+//! in a static (it is tens of KiB: never built on the kernel stack and moved).
 
 use crate::arch::x86_64::global::KernelCell;
 use crate::arch::x86_64::physmem::DirectMemory;
+use cleave_kernel_core::PhysAddr;
 use cleave_kernel_core::object::space::ObjectSpace;
 
-static OBJECTS: KernelCell<Option<ObjectSpace<DirectMemory>>> = KernelCell::new(None);
+static OBJECTS: KernelCell<ObjectSpace<DirectMemory>> =
+    KernelCell::new(ObjectSpace::unset(DirectMemory::new(PhysAddr(0))));
 
-/// Installs the object space at boot.
-pub fn install(space: ObjectSpace<DirectMemory>) {
-    OBJECTS.with(|o| *o = Some(space));
+/// Sets the object space up at boot: new address spaces copy the kernel half of
+/// `kernel_pml4`; the derivation tree hangs from the sentinel slot `root`.
+pub fn init(kernel_pml4: PhysAddr, root: PhysAddr) {
+    OBJECTS.with(|s| {
+        s.mem = DirectMemory::new(kernel_pml4);
+        s.init(root);
+    });
 }
 
-/// Runs `f` on the object space (installed at boot, before any thread runs).
+/// Runs `f` on the object space.
 pub fn with<R>(f: impl FnOnce(&mut ObjectSpace<DirectMemory>) -> R) -> R {
-    OBJECTS.with(|o| f(o.as_mut().expect("the object space is installed at boot")))
+    OBJECTS.with(f)
 }

@@ -6,18 +6,17 @@ use crate::arch::exit::{Outcome, exit};
 use crate::arch::trap::{TrapFrame, return_to_user};
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::paging::{AddressSpace, MapError, Rights as PageRights};
-use crate::arch::x86_64::physmem::{self, DirectMemory, OwnedFrame};
+use crate::arch::x86_64::physmem::{self, OwnedFrame};
 use crate::{kprintln, objects};
 use cleave_abi::boot_info::{self, BootInfo, MAX_UNTYPED, UntypedDescriptor, slot};
 use cleave_abi::layout::{PAGE_SIZE, USER_STACK_SIZE, USER_STACK_TOP};
 use cleave_abi::object::SLOT_SIZE_BITS;
 use cleave_abi::{Error, Rights};
 use cleave_kernel_core::elf_image::{self, LoadPlan};
-use cleave_kernel_core::memory::{self, BootFrameAllocator};
+use cleave_kernel_core::memory::{self, BootFrameAllocator, PhysMemoryMap};
 use cleave_kernel_core::multiboot::Module;
 use cleave_kernel_core::object::cap::Cap;
 use cleave_kernel_core::object::kmem::KernelMemory as _;
-use cleave_kernel_core::object::space::ObjectSpace;
 use cleave_kernel_core::object::tcb::TcbRef;
 use cleave_kernel_core::{PhysAddr, VirtAddr};
 use x86_64::registers::control::Cr3;
@@ -62,14 +61,19 @@ fn module_name(module: &Module) -> &str {
 }
 
 /// Loads `module` as the root task and enters it. Never returns.
-pub fn start_root_task(module: &Module, mut frames: BootFrameAllocator, boot_tsc: u64) -> ! {
+pub fn start_root_task(
+    module: &Module,
+    mut frames: BootFrameAllocator,
+    device: PhysMemoryMap,
+    boot_tsc: u64,
+) -> ! {
     let name = module_name(module);
     let Some(image) = physmem::module_bytes(module.start, module.len()) else {
         kprintln!("kernel: cannot start root task '{name}': module lies outside the direct map");
         exit(Outcome::Failure)
     };
     let result = elf_image::plan(image).map_err(LoadError::Image).and_then(|plan| {
-        let (space, tcb, untyped) = build(&plan, image, &mut frames)?;
+        let (space, tcb, untyped) = build(&plan, image, &mut frames, &device)?;
         Ok((plan, space, tcb, untyped))
     });
     let (plan, space, tcb, untyped) = match result {
@@ -108,6 +112,7 @@ fn build(
     plan: &LoadPlan,
     image: &[u8],
     frames: &mut BootFrameAllocator,
+    device: &PhysMemoryMap,
 ) -> Result<(AddressSpace, PhysAddr, usize), LoadError> {
     // Kernel objects first, while large aligned blocks are easy to find.
     let cnode_bytes = 1u64 << (boot_info::ROOT_CNODE_RADIX + SLOT_SIZE_BITS);
@@ -154,66 +159,91 @@ fn build(
 
     // The object space and the root task's capabilities.
     let kernel_pml4 = PhysAddr(Cr3::read().0.start_address().as_u64());
-    let mut objects = ObjectSpace::new(DirectMemory::new(kernel_pml4), sentinel.addr());
-    // The kernel's own devices: COM1 and the two 8259 PICs.
-    for (first, last) in [(0x3f8, 0x3ff), (0x20, 0x21), (0xa0, 0xa1)] {
-        objects.reserve_io_ports(first, last);
-    }
-    for irq in crate::arch::x86_64::interrupt::KERNEL_IRQS {
-        objects.reserve_irq(irq);
-    }
-    objects.mem.zero(cnode, cnode_bytes);
-    let at = |index: u64| PhysAddr(cnode.0 + (index << SLOT_SIZE_BITS));
-    let frame_cap =
-        |base: PhysAddr| Cap::Frame { base, large: false, device: false, rights: Rights::ALL, mapping: None };
-    let root_cnode = Cap::CNode {
-        base: cnode,
-        radix: boot_info::ROOT_CNODE_RADIX as u8,
-        guard: 0,
-        guard_bits: (64 - boot_info::ROOT_CNODE_RADIX) as u8,
-    };
-    objects.insert_original(at(slot::CNODE), root_cnode)?;
-    objects.insert_original(at(slot::TCB), Cap::Tcb { base: tcb.addr() })?;
-    let asid = objects.assign_asid(space.root()).ok_or(LoadError::OutOfMemory)?;
-    objects.insert_original(at(slot::VSPACE), Cap::VSpace { base: space.root(), asid })?;
-    objects.insert_original(at(slot::IRQ_CONTROL), Cap::IrqControl)?;
-    objects.insert_original(at(slot::IO_PORT_CONTROL), Cap::IoPortControl)?;
-    objects.insert_original(at(slot::BOOT_INFO_FRAME), frame_cap(boot_info_frame.addr()))?;
-    objects.insert_original(at(slot::IPC_BUFFER), frame_cap(ipc_buffer.addr()))?;
-    // The TCB's own slots: CSpace root, VSpace root, IPC buffer.
-    let tcb_slot = |i: u64| PhysAddr(tcb.addr().0 + (i << SLOT_SIZE_BITS));
-    objects.copy(at(slot::CNODE), tcb_slot(0))?;
-    objects.copy(at(slot::VSPACE), tcb_slot(1))?;
-    objects.copy(at(slot::IPC_BUFFER), tcb_slot(2))?;
+    objects::init(kernel_pml4, sentinel.addr());
+    let untyped = objects::with(|objects| -> Result<usize, LoadError> {
+        // The kernel's own devices: COM1 and the two 8259 PICs.
+        for (first, last) in [(0x3f8, 0x3ff), (0x20, 0x21), (0xa0, 0xa1)] {
+            objects.reserve_io_ports(first, last);
+        }
+        for irq in crate::arch::x86_64::interrupt::KERNEL_IRQS {
+            objects.reserve_irq(irq);
+        }
+        objects.mem.zero(cnode, cnode_bytes);
+        let at = |index: u64| PhysAddr(cnode.0 + (index << SLOT_SIZE_BITS));
+        let frame_cap = |base: PhysAddr| Cap::Frame {
+            base,
+            large: false,
+            device: false,
+            rights: Rights::ALL,
+            mapping: None,
+        };
+        let root_cnode = Cap::CNode {
+            base: cnode,
+            radix: boot_info::ROOT_CNODE_RADIX as u8,
+            guard: 0,
+            guard_bits: (64 - boot_info::ROOT_CNODE_RADIX) as u8,
+        };
+        objects.insert_original(at(slot::CNODE), root_cnode)?;
+        objects.insert_original(at(slot::TCB), Cap::Tcb { base: tcb.addr() })?;
+        let asid = objects.assign_asid(space.root()).ok_or(LoadError::OutOfMemory)?;
+        objects.insert_original(at(slot::VSPACE), Cap::VSpace { base: space.root(), asid })?;
+        objects.insert_original(at(slot::IRQ_CONTROL), Cap::IrqControl)?;
+        objects.insert_original(at(slot::IO_PORT_CONTROL), Cap::IoPortControl)?;
+        objects.insert_original(at(slot::BOOT_INFO_FRAME), frame_cap(boot_info_frame.addr()))?;
+        objects.insert_original(at(slot::IPC_BUFFER), frame_cap(ipc_buffer.addr()))?;
+        // The TCB's own slots: CSpace root, VSpace root, IPC buffer.
+        let tcb_slot = |i: u64| PhysAddr(tcb.addr().0 + (i << SLOT_SIZE_BITS));
+        objects.copy(at(slot::CNODE), tcb_slot(0))?;
+        objects.copy(at(slot::VSPACE), tcb_slot(1))?;
+        objects.copy(at(slot::IPC_BUFFER), tcb_slot(2))?;
 
-    // Everything still free becomes untyped memory.
-    let (blocks, left_out) = memory::untyped_blocks::<MAX_UNTYPED>(&frames.remaining(), 47);
-    if left_out > 0 {
-        kprintln!(
-            "kernel: {} KiB of free memory left out (more than {MAX_UNTYPED} untyped blocks)",
-            left_out / 1024
-        );
-    }
-    let mut info = BootInfo {
-        version: BootInfo::VERSION,
-        root_cnode_radix: u64::from(boot_info::ROOT_CNODE_RADIX),
-        empty_first: slot::FIRST_UNTYPED + blocks.len() as u64,
-        empty_end: 1 << boot_info::ROOT_CNODE_RADIX,
-        untyped_first: slot::FIRST_UNTYPED,
-        untyped_count: blocks.len() as u64,
-        ipc_buffer: boot_info::ROOT_IPC_BUFFER_ADDRESS,
-        io_ports: [0, u16::MAX],
-        irq_lines: 16,
-        untyped: [UntypedDescriptor::default(); MAX_UNTYPED],
-    };
-    for (i, &(base, bits)) in blocks.iter().enumerate() {
-        let cap = Cap::Untyped { base, size_bits: bits as u8, watermark: 0, device: false };
-        objects.insert_original(at(slot::FIRST_UNTYPED + i as u64), cap)?;
-        info.untyped[i] =
-            UntypedDescriptor { physical_address: base.0, size_bits: bits as u8, ..Default::default() };
-    }
-    physmem::write_to_frame(&mut boot_info_frame, 0, &info);
-    let untyped = blocks.len();
-    objects::install(objects);
+        // Everything still free becomes untyped memory; device memory follows it.
+        let (ram, left_out) = memory::untyped_blocks::<MAX_UNTYPED>(&frames.remaining(), 47);
+        let (device_blocks, _) = memory::untyped_blocks::<MAX_UNTYPED>(device, 47);
+        let mut blocks: heapless::Vec<(PhysAddr, u32, bool), MAX_UNTYPED> = heapless::Vec::new();
+        for (&(base, bits), is_device) in ram
+            .iter()
+            .zip(core::iter::repeat(false))
+            .chain(device_blocks.iter().zip(core::iter::repeat(true)))
+        {
+            if blocks.push((base, bits, is_device)).is_err() {
+                kprintln!(
+                    "kernel: more than {MAX_UNTYPED} untyped blocks; the rest of device memory is left out"
+                );
+                break;
+            }
+        }
+        if left_out > 0 {
+            kprintln!(
+                "kernel: {} KiB of free memory left out (more than {MAX_UNTYPED} untyped blocks)",
+                left_out / 1024
+            );
+        }
+        let mut info = BootInfo {
+            version: BootInfo::VERSION,
+            root_cnode_radix: u64::from(boot_info::ROOT_CNODE_RADIX),
+            empty_first: slot::FIRST_UNTYPED + blocks.len() as u64,
+            empty_end: 1 << boot_info::ROOT_CNODE_RADIX,
+            untyped_first: slot::FIRST_UNTYPED,
+            untyped_count: blocks.len() as u64,
+            ipc_buffer: boot_info::ROOT_IPC_BUFFER_ADDRESS,
+            io_ports: [0, u16::MAX],
+            irq_lines: 16,
+            untyped: [UntypedDescriptor::default(); MAX_UNTYPED],
+        };
+        for (i, &(base, bits, device)) in blocks.iter().enumerate() {
+            let cap = Cap::Untyped { base, size_bits: bits as u8, watermark: 0, device };
+            objects.insert_original(at(slot::FIRST_UNTYPED + i as u64), cap)?;
+            info.untyped[i] = UntypedDescriptor {
+                physical_address: base.0,
+                size_bits: bits as u8,
+                is_device: u8::from(device),
+                ..Default::default()
+            };
+        }
+        physmem::write_to_frame(&mut boot_info_frame, 0, &info);
+        let untyped = blocks.len();
+        Ok(untyped)
+    })?;
     Ok((space, tcb.addr(), untyped))
 }

@@ -228,6 +228,18 @@ impl BootFrameAllocator {
     }
 }
 
+/// Device (MMIO) memory for device untyped capabilities: the `window` minus every range
+/// the firmware map lists (RAM, ACPI, reserved: none of it is a device's to claim), in
+/// whole pages.
+pub fn device_memory(regions: &[MemoryRegion], window: PhysRange) -> Result<PhysMemoryMap, MemoryError> {
+    let whole = [MemoryRegion { start: window.start, len: window.len(), kind: RegionKind::Available }];
+    let mut taken: Vec<PhysRange, MAX_FREE_RANGES> = Vec::new();
+    for r in regions {
+        taken.push(PhysRange { start: r.start, end: r.end() }).map_err(|_| MemoryError::TooFragmented)?;
+    }
+    PhysMemoryMap::new(&whole, &taken, window.end)
+}
+
 /// Splits free memory into naturally aligned power-of-two blocks (each becomes one untyped
 /// capability), largest first within each range, at most `limit` blocks. Returns the
 /// blocks and how many bytes did not fit in the limit.
@@ -371,6 +383,19 @@ mod tests {
         // The size cap applies.
         let (capped, _) = untyped_blocks::<512>(&map, 20);
         assert!(capped.iter().all(|b| b.1 <= 20));
+    }
+
+    #[test]
+    fn device_memory_avoids_every_firmware_range() {
+        let mut regions = std::vec::Vec::from(qemu_128m());
+        regions.push(region(0xfffc_0000, 0x4_0000, RegionKind::Reserved(2)));
+        regions.push(region(0xe000_0000, 0x1000_0000, RegionKind::Reserved(2)));
+        let window = PhysRange::new(0xc000_0000, 0xfec0_0000);
+        let map = device_memory(&regions, window).unwrap();
+        assert_eq!(
+            map.free_ranges(),
+            &[PhysRange::new(0xc000_0000, 0xe000_0000), PhysRange::new(0xf000_0000, 0xfec0_0000)]
+        );
     }
 
     #[test]

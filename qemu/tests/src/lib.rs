@@ -79,3 +79,13 @@ pub fn echo_server_code(ep: u32) -> [u8; 34] {
         0xeb, 0xea, // jmp loop
     ]
 }
+
+/// The largest RAM (not device) untyped capability the kernel gave the root task, and its
+/// index in `BootInfo.untyped`.
+pub fn largest_ram_untyped(info: &cleave_abi::boot_info::BootInfo) -> (Cap<Untyped>, usize) {
+    let index = (0..info.untyped_count as usize)
+        .filter(|&i| info.untyped[i].is_device == 0)
+        .max_by_key(|&i| info.untyped[i].size_bits)
+        .unwrap_or(0);
+    (Cap::from_cptr(info.untyped_first + index as u64), index)
+}

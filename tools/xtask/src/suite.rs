@@ -74,6 +74,7 @@ const TESTS: &[EmulatorTest] = &[
                 "TEST PASS untyped-revoke-and-reuse",
                 "TEST PASS frame-physical-address",
                 "TEST PASS io-ports",
+                "TEST PASS device-untyped-only-becomes-frames",
                 "TEST PASS\n",
             ],
         },

@@ -128,19 +128,32 @@ pub fn derive(cap: Cap, rights: Rights, badge: u64) -> Result<Cap, Error> {
 
 impl<M: KernelMemory> ObjectSpace<M> {
     /// An object space whose derivation tree hangs from the (zeroed) sentinel slot `root`.
-    pub fn new(mut mem: M, root: Slot) -> Self {
-        mem.write(root, &Cte::default());
+    pub fn new(mem: M, root: Slot) -> Self {
+        let mut space = Self::unset(mem);
+        space.init(root);
+        space
+    }
+
+    /// An object space with no tree yet: [`ObjectSpace::init`] gives it its root. `const`
+    /// so that the kernel can keep it in a static and never move its 20-odd KiB.
+    pub const fn unset(mem: M) -> Self {
         Self {
             mem,
-            root,
+            root: PhysAddr(0),
             io_ports: [0; 1024],
             ready: [[0; 2]; 256],
             ready_bitmap: [0; 4],
             current: 0,
-            irq_lines: [IrqLine::default(); IRQ_LINES],
-            asids: [super::vspace::AsidEntry::default(); super::vspace::MAX_ASIDS],
+            irq_lines: [IrqLine { reserved: false, issued: false, notification: None }; IRQ_LINES],
+            asids: [super::vspace::AsidEntry { pml4: 0, generation: 0 }; super::vspace::MAX_ASIDS],
             tlb_flush: false,
         }
+    }
+
+    /// Hangs the derivation tree from the sentinel slot `root` (zeroed here).
+    pub fn init(&mut self, root: Slot) {
+        self.mem.write(root, &Cte::default());
+        self.root = root;
     }
 
     fn ports_free(&self, first: u16, last: u16) -> bool {

@@ -100,7 +100,7 @@ pub struct DirectMemory {
 impl DirectMemory {
     /// Object access for a kernel whose address-space template is the PML4 at
     /// `kernel_pml4` (the boot tables).
-    pub fn new(kernel_pml4: PhysAddr) -> Self {
+    pub const fn new(kernel_pml4: PhysAddr) -> Self {
         Self { kernel_pml4 }
     }
 

@@ -122,7 +122,7 @@ fn report(name: &str, samples: &mut [u64], sel4: &str) {
 fn main() -> i32 {
     let info = boot_info();
     FIRST_FREE.store(info.empty_first, SeqCst);
-    let biggest = (0..info.untyped_count as usize).max_by_key(|&i| info.untyped[i].size_bits).unwrap_or(0);
+    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let ok = big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).is_ok()
         && Cap::<Untyped>::from_cptr(at(UT)).retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP), 1).is_ok()

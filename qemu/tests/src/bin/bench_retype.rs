@@ -17,7 +17,7 @@ const RUNS: usize = 64;
 
 fn main() -> i32 {
     let info = boot_info();
-    let biggest = (0..info.untyped_count as usize).max_by_key(|&i| info.untyped[i].size_bits).unwrap_or(0);
+    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
     let untyped: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let root: Cap<CNode> = Cap::from_cptr(slot::CNODE);
     // The cost of the two timer reads themselves.

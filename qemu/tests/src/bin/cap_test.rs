@@ -48,7 +48,7 @@ fn main() -> i32 {
     let info = boot_info();
     let s = Slots(info.empty_first);
     let untyped: Cap<Untyped> = Cap::from_cptr(info.untyped_first);
-    let biggest = (0..info.untyped_count as usize).max_by_key(|&i| info.untyped[i].size_bits).unwrap_or(0);
+    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let big_bits = u64::from(info.untyped[biggest].size_bits);
     println!(
@@ -309,6 +309,32 @@ fn main() -> i32 {
             )?;
             is(Cap::<CNode>::delete(ROOT.slot(s.at(31), D)), Ok(()), "delete")?;
             is(control.issue(0x70, 0x71, ROOT.slot(s.at(32), D)), Ok(()), "issuable again after delete")
+        })(),
+    );
+
+    expect(
+        "device-untyped-only-becomes-frames",
+        f,
+        (|| {
+            let Some(i) = (0..info.untyped_count as usize).find(|&i| info.untyped[i].is_device == 1) else {
+                return Err("no device untyped in BootInfo");
+            };
+            let device: Cap<Untyped> = Cap::from_cptr(info.untyped_first + i as u64);
+            is(
+                device.retype(ObjectType::Tcb, 0, ROOT, 0, 0, s.at(40), 1),
+                Err(Error::InvalidArgument),
+                "TCB from device memory",
+            )?;
+            is(
+                device.retype(ObjectType::Frame4K, 0, ROOT, 0, 0, s.at(40), 1),
+                Ok(()),
+                "frame from device memory",
+            )?;
+            let address = Cap::<Frame>::from_cptr(s.at(40)).physical_address().map_err(|_| "address")?;
+            if address != info.untyped[i].physical_address {
+                return Err("device frame not at the start of its region");
+            }
+            Ok(())
         })(),
     );
 

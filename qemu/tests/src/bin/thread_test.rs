@@ -185,7 +185,7 @@ fn check(ok: bool, what: &'static str) -> Result<(), &'static str> {
 fn setup() -> Result<(), Error> {
     let info = boot_info();
     FIRST_FREE.store(info.empty_first, SeqCst);
-    let biggest = (0..info.untyped_count as usize).max_by_key(|&i| info.untyped[i].size_bits).unwrap_or(0);
+    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1)?;
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));

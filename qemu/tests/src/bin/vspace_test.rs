@@ -105,7 +105,7 @@ fn next_fault() -> Result<(u64, u64, u64), &'static str> {
 fn main() -> i32 {
     let info = boot_info();
     FIRST_FREE.store(info.empty_first, SeqCst);
-    let biggest = (0..info.untyped_count as usize).max_by_key(|&i| info.untyped[i].size_bits).unwrap_or(0);
+    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
     let mut failures = 0;
