@@ -1,7 +1,7 @@
 //! The runtime every program on Cleave links: `_start`, the system call stubs (the only
 //! user-side assembly), typed capabilities with their invocations, the root task's
 //! BootInfo, a debug console with `print!`/`println!`, and a panic handler that reports and
-//! ends the run.
+//! stops the thread.
 //!
 //! A program declares its entry with [`entry!`]:
 //! ```ignore
@@ -44,12 +44,18 @@ core::arch::global_asm!(
     "    ud2",
 );
 
+/// Reports the panic and stops the thread: it executes an invalid instruction, so the
+/// kernel delivers a fault to the thread's fault handler (which decides) or, without one,
+/// reports the fault and stops the thread. Other threads go on.
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     match info.location() {
         Some(at) => println!("panic at {}:{}: {}", at.file(), at.line(), info.message()),
         None => println!("panic: {}", info.message()),
     }
-    println!("TEST FAIL: user panic");
-    syscall::debug_exit(101)
+    loop {
+        // SAFETY: `ud2` raises #UD and changes nothing else; the kernel turns it into a
+        // fault of this thread, which never resumes here unless a handler moves rip on.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }
+    }
 }

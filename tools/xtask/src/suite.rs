@@ -165,6 +165,21 @@ const TESTS: &[EmulatorTest] = &[
         },
     },
     EmulatorTest {
+        name: "qemu-user-panic",
+        emulator: Emulator::Qemu,
+        module: Some("panic-test"),
+        cmdline: "",
+        expect: Expectation {
+            outcome: Outcome::Idle,
+            patterns: &[
+                "panic at qemu/tests/src/bin/panic_test.rs",
+                "deliberate panic",
+                "user fault: thread 'panic-test': vector 6 #UD (invalid opcode)",
+                "kernel: thread 'panic-test' stopped",
+            ],
+        },
+    },
+    EmulatorTest {
         name: "qemu-no-module",
         emulator: Emulator::Qemu,
         module: None,
