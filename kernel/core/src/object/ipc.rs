@@ -8,7 +8,7 @@ use super::cap::Cap;
 use super::kmem::KernelMemory;
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
-use super::tcb::{TcbRef, ThreadState, ipc_flag, slot};
+use super::tcb::{TcbRef, ThreadState, ipc_flag, reg, slot};
 use crate::addr::PhysAddr;
 use cleave_abi::message::MAX_MESSAGE_WORDS;
 use cleave_abi::syscall::REGISTER_MESSAGE_WORDS;
@@ -135,13 +135,19 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// Message word `i` sent by `t` (registers first, then its IPC buffer).
     pub fn message_word(&self, t: TcbRef, i: usize) -> Option<u64> {
-        let r = t.regs(&self.mem);
-        match i {
-            0 => Some(r.rdx),
-            1 => Some(r.r8),
-            2 => Some(r.r9),
-            3 => Some(r.r10),
-            _ => self.buffer_word(t, i).map(|at| self.word(at)),
+        match reg::MESSAGE.get(i) {
+            Some(&offset) => Some(t.reg(&self.mem, offset)),
+            None => self.buffer_word(t, i).map(|at| self.word(at)),
+        }
+    }
+
+    /// Writes the receiver-side registers of a message: status 0, badge, descriptor, words.
+    pub(crate) fn write_message(&mut self, to: TcbRef, badge: u64, info: MessageInfo, words: [u64; 4]) {
+        to.set_reg(&mut self.mem, reg::RAX, 0);
+        to.set_reg(&mut self.mem, reg::RDI, badge);
+        to.set_reg(&mut self.mem, reg::RSI, info.0);
+        for (&offset, w) in reg::MESSAGE.iter().zip(words) {
+            to.set_reg(&mut self.mem, offset, w);
         }
     }
 
@@ -164,15 +170,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if from.ipc_flags(&self.mem) & ipc_flag::FAULT != 0 {
             let label = from.fault_label(&self.mem);
             let words = from.fault_words(&self.mem);
-            let mut dst = to.regs(&self.mem);
-            dst.rax = 0;
-            dst.rdi = badge;
-            dst.rsi = MessageInfo::new(label, 0, 0, 4).0;
-            [dst.rdx, dst.r8, dst.r9, dst.r10] = words;
-            to.set_regs(&mut self.mem, &dst);
+            self.write_message(to, badge, MessageInfo::new(label, 0, 0, 4), words);
             return;
         }
-        let info = MessageInfo(from.regs(&self.mem).rsi);
+        let info = MessageInfo(from.reg(&self.mem, reg::RSI));
         let mut length = info.length().min(MAX_MESSAGE_WORDS);
         for i in REGISTER_MESSAGE_WORDS..length {
             match (self.buffer_word(from, i), self.buffer_word(to, i)) {
@@ -186,24 +187,18 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 }
             }
         }
-        let src = from.regs(&self.mem);
-        let mut dst = to.regs(&self.mem);
-        dst.rax = 0;
-        dst.rdi = badge;
         let caps = if grant && info.extra_caps() > 0 { self.transfer_cap(from, to) } else { 0 };
-        dst.rsi = MessageInfo::new(info.label(), 0, caps, length as u64).0;
-        [dst.rdx, dst.r8, dst.r9, dst.r10] = [src.rdx, src.r8, src.r9, src.r10];
-        to.set_regs(&mut self.mem, &dst);
+        let words = reg::MESSAGE.map(|offset| from.reg(&self.mem, offset));
+        self.write_message(to, badge, MessageInfo::new(info.label(), 0, caps, length as u64), words);
     }
 
     /// Sets the status word (`rax`) `t` sees when it next runs.
     pub fn set_status(&mut self, t: TcbRef, result: Result<(), Error>) {
-        let mut r = t.regs(&self.mem);
-        r.rax = match result {
+        let status = match result {
             Ok(()) => 0,
             Err(e) => e as u64,
         };
-        t.set_regs(&mut self.mem, &r);
+        t.set_reg(&mut self.mem, reg::RAX, status);
     }
 
     fn await_reply(&mut self, caller: TcbRef, replier: TcbRef) {
@@ -325,16 +320,14 @@ impl<M: KernelMemory> ObjectSpace<M> {
     }
 
     fn no_message(&mut self, t: TcbRef) {
-        let mut r = t.regs(&self.mem);
-        (r.rax, r.rdi, r.rsi) = (0, 0, 0);
-        t.set_regs(&mut self.mem, &r);
+        self.signal_to(t, 0);
     }
 
     /// Delivers a notification word to `t` (badge bits in `rdi`, empty message).
     fn signal_to(&mut self, t: TcbRef, word: u64) {
-        let mut r = t.regs(&self.mem);
-        (r.rax, r.rdi, r.rsi) = (0, word, 0);
-        t.set_regs(&mut self.mem, &r);
+        t.set_reg(&mut self.mem, reg::RAX, 0);
+        t.set_reg(&mut self.mem, reg::RDI, word);
+        t.set_reg(&mut self.mem, reg::RSI, 0);
     }
 
     /// If `t`'s bound notification has a pending word, takes it for `t`.
@@ -370,9 +363,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
             // is the call's result.
             caller.set_ipc_flags(&mut self.mem, 0);
             if caller.fault_label(&self.mem) == cleave_abi::syscall::fault::UNKNOWN_SYSCALL {
-                let mut regs = caller.regs(&self.mem);
-                regs.rax = replier.regs(&self.mem).rdx;
-                caller.set_regs(&mut self.mem, &regs);
+                let result = replier.reg(&self.mem, reg::RDX);
+                caller.set_reg(&mut self.mem, reg::RAX, result);
             }
         } else {
             self.deliver(replier, caller, 0, false);

@@ -9,7 +9,7 @@ use super::invoke::{Hardware, Invocation, Reply, invoke};
 use super::kmem::KernelMemory;
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
-use super::tcb::{TcbRef, slot};
+use super::tcb::{TcbRef, reg, slot};
 use cleave_abi::message::MAX_MESSAGE_WORDS;
 use cleave_abi::{Error, MessageInfo, Syscall};
 
@@ -33,14 +33,15 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Performs the system call the current thread made. There must be a current thread.
     pub fn syscall(&mut self, io: &mut impl Hardware) -> Outcome {
         let Some(t) = self.current() else { return Outcome::Done };
-        let regs = t.regs(&self.mem);
-        let Some(call) = Syscall::from_raw(regs.rax) else { return Outcome::UnknownSyscall(regs.rax) };
+        let number = t.reg(&self.mem, reg::RAX);
+        let cptr = t.reg(&self.mem, reg::RDI);
+        let Some(call) = Syscall::from_raw(number) else { return Outcome::UnknownSyscall(number) };
         let result = match call {
             Syscall::DebugPutChar => {
                 self.set_status(t, Ok(()));
-                return Outcome::DebugPutChar(regs.rdi as u8);
+                return Outcome::DebugPutChar(cptr as u8);
             }
-            Syscall::DebugExit => return Outcome::DebugExit(regs.rdi as i64),
+            Syscall::DebugExit => return Outcome::DebugExit(cptr as i64),
             Syscall::Yield => {
                 self.set_status(t, Ok(()));
                 self.yield_current();
@@ -50,12 +51,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
             Syscall::ReplyRecv => {
                 // A missing caller is not an error here: the server simply waits.
                 let _ = self.reply(t);
-                self.lookup(t, regs.rdi).and_then(|cap| self.receive(t, cap, true))
+                self.lookup(t, cptr).and_then(|cap| self.receive(t, cap, true))
             }
             Syscall::Recv | Syscall::NbRecv => {
-                self.lookup(t, regs.rdi).and_then(|cap| self.receive(t, cap, call == Syscall::Recv))
+                self.lookup(t, cptr).and_then(|cap| self.receive(t, cap, call == Syscall::Recv))
             }
-            Syscall::Send | Syscall::NbSend | Syscall::Call => match self.lookup(t, regs.rdi) {
+            Syscall::Send | Syscall::NbSend | Syscall::Call => match self.lookup(t, cptr) {
                 Err(e) => Err(e),
                 Ok(cap @ Cap::Endpoint { .. }) => {
                     self.send(t, cap, call == Syscall::Send, call == Syscall::Call)
@@ -68,7 +69,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     r
                 }
                 Ok(_) => {
-                    let reply = self.invoke_object(io, t, regs.rdi);
+                    let reply = self.invoke_object(io, t, cptr);
                     if call == Syscall::Call {
                         self.write_reply(t, reply);
                     } else {
@@ -94,8 +95,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     }
 
     fn invoke_object(&mut self, io: &mut impl Hardware, t: TcbRef, cptr: u64) -> Result<Reply, Error> {
-        let regs = t.regs(&self.mem);
-        let info = MessageInfo(regs.rsi);
+        let info = MessageInfo(t.reg(&self.mem, reg::RSI));
         let length = info.length().min(MAX_INVOCATION_WORDS);
         let mut words = [0u64; MAX_INVOCATION_WORDS];
         for (i, word) in words.iter_mut().enumerate().take(length) {
@@ -120,12 +120,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 break;
             }
         }
-        let mut regs = t.regs(&self.mem);
-        regs.rax = status;
-        regs.rdi = 0;
-        regs.rsi = MessageInfo::new(0, 0, 0, length as u64).0;
-        [regs.rdx, regs.r8, regs.r9, regs.r10] =
-            [reply.words[0], reply.words[1], reply.words[2], reply.words[3]];
-        t.set_regs(&mut self.mem, &regs);
+        let words = [reply.words[0], reply.words[1], reply.words[2], reply.words[3]];
+        self.write_message(t, 0, MessageInfo::new(0, 0, 0, length as u64), words);
+        t.set_reg(&mut self.mem, reg::RAX, status);
     }
 }

@@ -271,6 +271,28 @@ pub struct Tcb {
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_SIZE_BITS);
 const _: () = assert!(offset_of!(Tcb, slots) == 0 && core::mem::size_of::<[Cte; 4]>() == 4 << SLOT_SIZE_BITS);
 
+/// Offsets of single registers within [`Registers`], for [`TcbRef::reg`].
+pub mod reg {
+    use super::Registers;
+    use core::mem::offset_of;
+    /// `rax`.
+    pub const RAX: usize = offset_of!(Registers, rax);
+    /// `rdi`.
+    pub const RDI: usize = offset_of!(Registers, rdi);
+    /// `rsi`.
+    pub const RSI: usize = offset_of!(Registers, rsi);
+    /// `rdx`.
+    pub const RDX: usize = offset_of!(Registers, rdx);
+    /// `r8`.
+    pub const R8: usize = offset_of!(Registers, r8);
+    /// `r9`.
+    pub const R9: usize = offset_of!(Registers, r9);
+    /// `r10`.
+    pub const R10: usize = offset_of!(Registers, r10);
+    /// The message registers, words 0-3.
+    pub const MESSAGE: [usize; 4] = [RDX, R8, R9, R10];
+}
+
 /// Field access to a TCB in kernel memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TcbRef(pub PhysAddr);
@@ -312,6 +334,14 @@ impl TcbRef {
     /// The saved registers.
     pub fn regs(self, m: &impl KernelMemory) -> Registers {
         m.read(PhysAddr(self.0.0 + offset_of!(Tcb, regs) as u64))
+    }
+    /// One saved register, by its [`reg`] offset.
+    pub fn reg(self, m: &impl KernelMemory, offset: usize) -> u64 {
+        m.read(PhysAddr(self.0.0 + (offset_of!(Tcb, regs) + offset) as u64))
+    }
+    /// Sets one saved register, by its [`reg`] offset.
+    pub fn set_reg(self, m: &mut impl KernelMemory, offset: usize, value: u64) {
+        m.write(PhysAddr(self.0.0 + (offset_of!(Tcb, regs) + offset) as u64), &value)
     }
     /// Replaces the saved registers.
     pub fn set_regs(self, m: &mut impl KernelMemory, regs: &Registers) {

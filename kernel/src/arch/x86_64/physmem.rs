@@ -104,26 +104,29 @@ impl DirectMemory {
         Self { kernel_pml4 }
     }
 
+    /// The direct-map address of `at`, masked into the direct map: whatever a caller
+    /// passes, the result lies in memory that is always mapped. (Object addresses come
+    /// from capabilities the kernel made, so the mask never changes a correct one; debug
+    /// builds check that.)
     fn pointer<T>(at: PhysAddr) -> *mut T {
-        let size = core::mem::size_of::<T>() as u64;
-        let ptr = mapped(at, size).unwrap_or_else(|| panic!("object at {at:?} outside the direct map"));
-        assert!(at.is_aligned(core::mem::align_of::<T>() as u64), "misaligned object at {at:?}");
-        ptr.cast()
+        debug_assert!(mapped(at, core::mem::size_of::<T>() as u64).is_some(), "object at {at:?} outside the direct map");
+        (PHYSMAP_BASE + (at.0 & (PHYSMAP_SIZE - 1))) as *mut T
     }
 }
 
 impl KernelMemory for DirectMemory {
     fn read<T: Pod>(&self, at: PhysAddr) -> T {
-        // SAFETY: `pointer` checked that the object lies in the direct map and is aligned;
-        // every bit pattern is a valid `T` (Pod). The kernel is single-threaded with
-        // interrupts off, and users do not run while it does, so nothing writes
-        // concurrently.
-        unsafe { Self::pointer::<T>(at).read() }
+        // SAFETY: `pointer` lies in the direct map (masked), which maps all of physical
+        // memory below 4 GiB present and writable; kernel objects lie wholly below it. Every
+        // bit pattern is a valid `T` (Pod) and the access is unaligned-safe. The kernel is
+        // single-threaded with interrupts off and users do not run while it does, so
+        // nothing writes concurrently.
+        unsafe { Self::pointer::<T>(at).read_unaligned() }
     }
 
     fn write<T: Pod>(&mut self, at: PhysAddr, value: &T) {
         // SAFETY: as in `read`; `&mut self` is the only path to kernel-object memory.
-        unsafe { Self::pointer::<T>(at).write(*value) }
+        unsafe { Self::pointer::<T>(at).write_unaligned(*value) }
     }
 
     fn zero(&mut self, at: PhysAddr, len: u64) {
