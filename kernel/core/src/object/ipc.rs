@@ -15,9 +15,9 @@ use cleave_abi::syscall::REGISTER_MESSAGE_WORDS;
 use cleave_abi::{Error, MessageInfo, Rights};
 
 /// Endpoint queue states (word 0 of an endpoint).
-const IDLE: u64 = 0;
-const SENDERS: u64 = 1;
-const RECEIVERS: u64 = 2;
+pub(crate) const IDLE: u64 = 0;
+pub(crate) const SENDERS: u64 = 1;
+pub(crate) const RECEIVERS: u64 = 2;
 
 /// Notification words: 0 active (signalled since the last wait, even with badge 0),
 /// 1 signal word, 2 head, 3 tail, 4 bound TCB.
@@ -29,12 +29,12 @@ const NTFN_BOUND: u64 = 32;
 /// A wait queue stored in an object: state word at `base`, head and tail after it
 /// (endpoints), or head and tail at `base + 16` (notifications).
 #[derive(Clone, Copy)]
-struct Queue {
+pub(crate) struct Queue {
     head: PhysAddr,
 }
 
 impl Queue {
-    fn endpoint(base: PhysAddr) -> Self {
+    pub(crate) fn endpoint(base: PhysAddr) -> Self {
         Self { head: PhysAddr(base.0 + 8) }
     }
     fn notification(base: PhysAddr) -> Self {
@@ -46,14 +46,14 @@ impl Queue {
 }
 
 impl<M: KernelMemory> ObjectSpace<M> {
-    fn word(&self, at: PhysAddr) -> u64 {
+    pub(crate) fn word(&self, at: PhysAddr) -> u64 {
         self.mem.read(at)
     }
-    fn set_word(&mut self, at: PhysAddr, v: u64) {
+    pub(crate) fn set_word(&mut self, at: PhysAddr, v: u64) {
         self.mem.write(at, &v)
     }
 
-    fn push(&mut self, q: Queue, t: TcbRef) {
+    pub(crate) fn push(&mut self, q: Queue, t: TcbRef) {
         let tail = self.word(q.tail());
         t.set_queue_next(&mut self.mem, 0);
         t.set_queue_prev(&mut self.mem, tail);
@@ -78,7 +78,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         t.set_queue_prev(&mut self.mem, 0);
     }
 
-    fn pop(&mut self, q: Queue) -> Option<TcbRef> {
+    pub(crate) fn pop(&mut self, q: Queue) -> Option<TcbRef> {
         let first = TcbRef::from_link(self.word(q.head))?;
         self.remove(q, first);
         Some(first)

@@ -505,3 +505,62 @@ fn capabilities_travel_with_the_grant_right_only() {
     w.sys(sender, Syscall::Send, EP + 1, MessageInfo::new(3, 0, 1, 0), [0; 4]);
     assert!(w.s.mem.cap_at(slot(41)).is_null());
 }
+
+/// Runs one system call as the kernel entry does, with or without the fast path.
+fn enter(w: &mut World, t: TcbRef, call: Syscall, cptr: u64, info: MessageInfo, words: [u64; 4], fast: bool) -> bool {
+    let mut frame = t.regs(&w.s.mem);
+    frame.rax = call as u64;
+    frame.rdi = cptr;
+    frame.rsi = info.0;
+    [frame.rdx, frame.r8, frame.r9, frame.r10] = words;
+    w.s.set_current(Some(t));
+    if fast && w.s.fastpath(&mut frame).is_some() {
+        // The fast path leaves the next thread's registers in the frame; the kernel would
+        // return with them. They are also in its TCB.
+        assert_eq!(frame, w.s.current().unwrap().regs(&w.s.mem));
+        return true;
+    }
+    t.set_regs(&mut w.s.mem, &frame);
+    w.s.syscall(&mut NoPorts);
+    w.s.choose();
+    false
+}
+
+#[test]
+fn the_fast_path_does_exactly_what_the_general_path_does() {
+    let setup = || {
+        let mut w = world();
+        w.make(ObjectType::Endpoint, EP);
+        w.s.mint(slot(EP), slot(EP + 1), Rights::ALL, 0x44).unwrap();
+        let server = w.thread(20, 90);
+        let client = w.thread(22, 80);
+        // The boss steps aside so the two can hand the processor to each other.
+        w.invoke(2, label::TCB_SET_PRIORITY, &[10]).unwrap();
+        w.sys(server, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+        (w, server, client)
+    };
+    let (mut fast, server, client) = setup();
+    let (mut slow, _, _) = setup();
+    let steps: [(TcbRef, Syscall, u64, MessageInfo, [u64; 4]); 4] = [
+        (client, Syscall::Call, EP + 1, MessageInfo::new(3, 0, 0, 2), [7, 8, 0, 0]),
+        (server, Syscall::ReplyRecv, EP, MessageInfo::new(0, 0, 0, 1), [15, 0, 0, 0]),
+        (client, Syscall::Call, EP + 1, MessageInfo::new(4, 0, 0, 4), [1, 2, 3, 4]),
+        (server, Syscall::ReplyRecv, EP, MessageInfo::new(9, 0, 0, 3), [5, 6, 7, 0]),
+    ];
+    for (i, &(t, call, cptr, info, words)) in steps.iter().enumerate() {
+        assert!(enter(&mut fast, t, call, cptr, info, words, true), "step {i} not on the fast path");
+        assert!(!enter(&mut slow, t, call, cptr, info, words, false));
+        assert_eq!(fast.s.current(), slow.s.current(), "step {i}: different thread runs");
+        assert!(fast.s.mem.bytes() == slow.s.mem.bytes(), "step {i}: kernel memory differs");
+    }
+    assert_eq!(client.regs(&fast.s.mem).rdx, 5);
+    // Cases the fast path leaves alone: a longer message, a receiver that would not run
+    // next, a reply to nobody.
+    let (mut w, _, client) = setup();
+    assert!(!enter(&mut w, client, Syscall::Call, EP + 1, MessageInfo::new(0, 0, 0, 5), [0; 4], true));
+    let (mut w, _, client) = setup();
+    w.invoke(20, label::TCB_SET_PRIORITY, &[5]).unwrap();
+    assert!(!enter(&mut w, client, Syscall::Call, EP + 1, MessageInfo::default(), [0; 4], true));
+    let (mut w, server, _) = setup();
+    assert!(!enter(&mut w, server, Syscall::ReplyRecv, EP, MessageInfo::default(), [0; 4], true));
+}

@@ -41,6 +41,11 @@ impl TestMemory {
         Self { base, bytes: std::vec![0; size] }
     }
 
+    /// All of the memory, for comparing two runs.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     fn range(&self, at: PhysAddr, len: usize) -> core::ops::Range<usize> {
         let start = at.0.checked_sub(self.base).expect("address below test memory") as usize;
         assert!(start + len <= self.bytes.len(), "address {at:?}+{len} beyond test memory");

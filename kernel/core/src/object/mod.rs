@@ -7,6 +7,7 @@
 
 pub mod cap;
 pub mod cspace;
+pub mod fastpath;
 pub mod invoke;
 pub mod ipc;
 pub mod kmem;

@@ -20,7 +20,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.current = tcb.map_or(0, TcbRef::link);
     }
 
-    fn enqueue(&mut self, t: TcbRef) {
+    pub(crate) fn enqueue(&mut self, t: TcbRef) {
         if t.queued(&self.mem) != 0 {
             return;
         }
@@ -38,7 +38,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         t.set_queued(&mut self.mem, 1);
     }
 
-    fn dequeue(&mut self, t: TcbRef) {
+    pub(crate) fn dequeue(&mut self, t: TcbRef) {
         if t.queued(&self.mem) == 0 {
             return;
         }
@@ -117,7 +117,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
-    fn highest_ready(&self) -> Option<usize> {
+    pub(crate) fn highest_ready(&self) -> Option<usize> {
         (0..4).rev().find_map(|w| {
             let bits = self.ready_bitmap[w];
             (bits != 0).then(|| w * 64 + 63 - bits.leading_zeros() as usize)
