@@ -94,7 +94,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.switch_with_message(receiver, frame, badge, info, root)
     }
 
-    fn fast_reply_recv(&mut self, server: TcbRef, frame: &mut Registers, info: MessageInfo) -> Option<PhysAddr> {
+    fn fast_reply_recv(
+        &mut self,
+        server: TcbRef,
+        frame: &mut Registers,
+        info: MessageInfo,
+    ) -> Option<PhysAddr> {
         let caller = TcbRef::from_link(server.caller(&self.mem))?;
         if caller.state(&self.mem) != ThreadState::BlockedOnReply
             || caller.ipc_flags(&self.mem) & ipc_flag::FAULT != 0

@@ -507,7 +507,15 @@ fn capabilities_travel_with_the_grant_right_only() {
 }
 
 /// Runs one system call as the kernel entry does, with or without the fast path.
-fn enter(w: &mut World, t: TcbRef, call: Syscall, cptr: u64, info: MessageInfo, words: [u64; 4], fast: bool) -> bool {
+fn enter(
+    w: &mut World,
+    t: TcbRef,
+    call: Syscall,
+    cptr: u64,
+    info: MessageInfo,
+    words: [u64; 4],
+    fast: bool,
+) -> bool {
     let mut frame = t.regs(&w.s.mem);
     frame.rax = call as u64;
     frame.rdi = cptr;

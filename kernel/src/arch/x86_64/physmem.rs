@@ -109,7 +109,10 @@ impl DirectMemory {
     /// from capabilities the kernel made, so the mask never changes a correct one; debug
     /// builds check that.)
     fn pointer<T>(at: PhysAddr) -> *mut T {
-        debug_assert!(mapped(at, core::mem::size_of::<T>() as u64).is_some(), "object at {at:?} outside the direct map");
+        debug_assert!(
+            mapped(at, core::mem::size_of::<T>() as u64).is_some(),
+            "object at {at:?} outside the direct map"
+        );
         (PHYSMAP_BASE + (at.0 & (PHYSMAP_SIZE - 1))) as *mut T
     }
 }
