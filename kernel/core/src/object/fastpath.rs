@@ -129,7 +129,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
     }
 
     /// Makes `next` runnable and current, with the message from `frame` (badge `badge`)
-    /// delivered into its registers, which end up in `frame`.
+    /// delivered into its registers, which end up in `frame` only: a running thread's
+    /// registers live in the entry frame and reach its TCB at its next kernel entry.
     fn switch_with_message(
         &mut self,
         next: TcbRef,
@@ -144,7 +145,6 @@ impl<M: KernelMemory> ObjectSpace<M> {
         frame.rdi = badge;
         frame.rsi = MessageInfo::new(info.label(), 0, 0, info.length() as u64).0;
         [frame.rdx, frame.r8, frame.r9, frame.r10] = words;
-        next.set_regs(&mut self.mem, frame);
         self.make_runnable(next);
         self.set_current(Some(next));
         Some(root)

@@ -523,9 +523,10 @@ fn enter(
     [frame.rdx, frame.r8, frame.r9, frame.r10] = words;
     w.s.set_current(Some(t));
     if fast && w.s.fastpath(&mut frame).is_some() {
-        // The fast path leaves the next thread's registers in the frame; the kernel would
-        // return with them. They are also in its TCB.
-        assert_eq!(frame, w.s.current().unwrap().regs(&w.s.mem));
+        // The fast path leaves the next thread's registers in the frame; the kernel returns
+        // with them and saves them at the thread's next entry, as here.
+        let next = w.s.current().unwrap();
+        next.set_regs(&mut w.s.mem, &frame);
         return true;
     }
     t.set_regs(&mut w.s.mem, &frame);
