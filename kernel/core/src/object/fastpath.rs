@@ -4,10 +4,9 @@
 //! once. Everything else goes through the general path in `syscall.rs`, whose state
 //! transitions this reproduces exactly (a host test runs both and compares).
 
-use super::cap::Cap;
+use super::cap::raw;
 use super::ipc::{IDLE, Queue, RECEIVERS, SENDERS};
 use super::kmem::KernelMemory;
-use super::slot::SlotOps;
 use super::space::ObjectSpace;
 use super::tcb::{Registers, TcbRef, ThreadState, ipc_flag, slot};
 use crate::addr::PhysAddr;
@@ -20,17 +19,13 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// one CNode whose guard and radix consume the whole address, and the capability is an
     /// endpoint with `right`.
     fn fast_endpoint(&self, t: TcbRef, cptr: u64, right: Rights) -> Option<(PhysAddr, u64, Rights)> {
-        let Cap::CNode { base, radix, guard, guard_bits } = self.mem.cap_at(t.slot(slot::CSPACE)) else {
-            return None;
-        };
-        if u32::from(radix) + u32::from(guard_bits) != 64 || cptr >> radix != guard {
+        let (base, radix, guard, guard_bits) = raw::cnode(self.mem.read(t.slot(slot::CSPACE)))?;
+        if radix + guard_bits != 64 || radix == 0 || cptr >> radix != guard {
             return None;
         }
         let at = PhysAddr(base.0 + ((cptr & ((1 << radix) - 1)) << SLOT_SIZE_BITS));
-        match self.mem.cap_at(at) {
-            Cap::Endpoint { base, badge, rights } if rights.contains(right) => Some((base, badge, rights)),
-            _ => None,
-        }
+        let (base, badge, rights) = raw::endpoint(self.mem.read(at))?;
+        rights.contains(right).then_some((base, badge, rights))
     }
 
     /// Whether `next` would be the thread `choose` picks once `leaving` (the current thread)
@@ -41,10 +36,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// The VSpace root `t` runs in, if it has one.
     fn vspace_root(&self, t: TcbRef) -> Option<PhysAddr> {
-        match self.mem.cap_at(t.slot(slot::VSPACE)) {
-            Cap::VSpace { base, .. } => Some(base),
-            _ => None,
-        }
+        raw::vspace(self.mem.read(t.slot(slot::VSPACE)))
     }
 
     /// Tries the fast path for the system call in `frame` (the current thread's live
