@@ -1,0 +1,241 @@
+//! The specification model: objects, capabilities in slots, IRQ maps.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A reference to an object: a name, and an index if the name declares an array.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjRef {
+    /// The declared name.
+    pub name: String,
+    /// The element of an array, if any.
+    pub index: Option<u32>,
+}
+
+impl ObjRef {
+    /// A plain name.
+    pub fn named(name: &str) -> Self {
+        Self { name: name.into(), index: None }
+    }
+    /// Element `index` of array `name`.
+    pub fn element(name: &str, index: u32) -> Self {
+        Self { name: name.into(), index: Some(index) }
+    }
+}
+
+impl fmt::Display for ObjRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "{}[{i}]", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Thread parameters (all optional in the text syntax).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcbParams {
+    /// IPC buffer address.
+    pub addr: Option<u64>,
+    /// Initial instruction pointer.
+    pub ip: Option<u64>,
+    /// Initial stack pointer.
+    pub sp: Option<u64>,
+    /// Priority.
+    pub prio: Option<u64>,
+    /// Maximum controlled priority.
+    pub max_prio: Option<u64>,
+    /// Processor affinity.
+    pub affinity: Option<u64>,
+    /// Whether the loader starts it.
+    pub resume: Option<bool>,
+    /// Scheduling domain.
+    pub dom: Option<u64>,
+    /// Fault endpoint capability address (the old form; newer specs use a slot).
+    pub fault_ep: Option<u64>,
+    /// Initial argument registers.
+    pub init: Vec<u64>,
+}
+
+/// The kind of an object and its parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// `ep`.
+    Endpoint,
+    /// `notification`.
+    Notification,
+    /// `tcb (…)`.
+    Tcb(TcbParams),
+    /// `cnode (N bits)`.
+    CNode { size_bits: u32 },
+    /// `ut (N bits, paddr: …)`, covering its children.
+    Untyped { size_bits: Option<u32>, paddr: Option<u64>, children: Vec<ObjRef> },
+    /// `frame (4k, paddr: …, fill: […])`: size in bytes.
+    Frame { size: u64, paddr: Option<u64>, fill: Vec<String> },
+    /// `pt`.
+    PageTable,
+    /// `pd`.
+    PageDirectory,
+    /// `pdpt`.
+    Pdpt,
+    /// `pml4`.
+    Pml4,
+    /// `irq`: an interrupt line's handler object (slot 0 names its notification).
+    Irq,
+    /// `io_ports (ports: [a..b])`.
+    IoPorts { first: u64, last: u64 },
+    /// `asid_pool (asid_high: …)`.
+    AsidPool { asid_high: Option<u64> },
+    /// `vcpu`.
+    Vcpu,
+    /// `sc (period: …, budget: …, data: …)`.
+    SchedContext { period: Option<u64>, budget: Option<u64>, data: Option<u64> },
+    /// `rtreply`.
+    Reply,
+}
+
+impl ObjectKind {
+    /// The type keyword in the text syntax.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Self::Endpoint => "ep",
+            Self::Notification => "notification",
+            Self::Tcb(_) => "tcb",
+            Self::CNode { .. } => "cnode",
+            Self::Untyped { .. } => "ut",
+            Self::Frame { .. } => "frame",
+            Self::PageTable => "pt",
+            Self::PageDirectory => "pd",
+            Self::Pdpt => "pdpt",
+            Self::Pml4 => "pml4",
+            Self::Irq => "irq",
+            Self::IoPorts { .. } => "io_ports",
+            Self::AsidPool { .. } => "asid_pool",
+            Self::Vcpu => "vcpu",
+            Self::SchedContext { .. } => "sc",
+            Self::Reply => "rtreply",
+        }
+    }
+}
+
+/// A declared object (or array of objects).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Object {
+    /// Its name.
+    pub name: String,
+    /// For `name[N] = …`: N elements.
+    pub count: Option<u32>,
+    /// What it is.
+    pub kind: ObjectKind,
+}
+
+/// Capability rights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rights {
+    /// `R`.
+    pub read: bool,
+    /// `W`.
+    pub write: bool,
+    /// `G` (also written `X` by some tools).
+    pub grant: bool,
+    /// `P`: grant-reply.
+    pub grant_reply: bool,
+}
+
+impl Rights {
+    /// No right.
+    pub const NONE: Self = Self { read: false, write: false, grant: false, grant_reply: false };
+    /// Whether no right is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::NONE
+    }
+}
+
+impl fmt::Display for Rights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (set, letter) in [(self.read, 'R'), (self.write, 'W'), (self.grant, 'G'), (self.grant_reply, 'P')]
+        {
+            if set {
+                write!(f, "{letter}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a capability points at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A declared object.
+    Object(ObjRef),
+    /// `irq_control`.
+    IrqControl,
+    /// `asid_control`.
+    AsidControl,
+    /// `io_space_master`.
+    IoSpaceMaster,
+    /// `domain`.
+    Domain,
+    /// `sched_control (core: N)`.
+    SchedControl,
+}
+
+/// Capability parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CapParams {
+    /// Rights (endpoints, notifications, frames).
+    pub rights: Rights,
+    /// Badge (endpoints, notifications); 0 = none.
+    pub badge: u64,
+    /// CNode guard.
+    pub guard: u64,
+    /// CNode guard size in bits.
+    pub guard_size: u64,
+    /// Frame mapped uncached.
+    pub uncached: bool,
+    /// Frame and page-table caps: `asid: (high, low)`.
+    pub asid: Option<(u64, u64)>,
+    /// TCB caps: a reply capability.
+    pub reply: bool,
+    /// TCB caps: the master reply capability.
+    pub master_reply: bool,
+    /// `sched_control`: the core.
+    pub core: Option<u64>,
+}
+
+/// A capability in a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cap {
+    /// What it names.
+    pub target: Target,
+    /// Its parameters.
+    pub params: CapParams,
+}
+
+/// A whole specification.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Spec {
+    /// The architecture (`x86_64` for Cleave; others are read and kept).
+    pub arch: String,
+    /// Every declared object, in declaration order.
+    pub objects: Vec<Object>,
+    /// Slot contents of containers (CNodes, TCBs, page tables, IRQ objects).
+    pub caps: BTreeMap<ObjRef, BTreeMap<u64, Cap>>,
+    /// IRQ number to IRQ object.
+    pub irqs: BTreeMap<u64, ObjRef>,
+}
+
+/// Symbolic slot names of TCBs (seL4's numbering).
+pub const TCB_SLOT_NAMES: [(&str, u64); 9] = [
+    ("cspace", 0),
+    ("vspace", 1),
+    ("reply_slot", 2),
+    ("caller_slot", 3),
+    ("ipc_buffer_slot", 4),
+    ("fault_ep_slot", 5),
+    ("sc_slot", 6),
+    ("temp_fault_ep_slot", 7),
+    ("bound_notification", 8),
+];

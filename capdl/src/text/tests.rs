@@ -1,0 +1,198 @@
+//! Tests of the text syntax: round trips, files written the way seL4's tools write them,
+//! and errors with their locations.
+
+use super::*;
+use crate::model::Rights;
+use alloc::vec;
+
+fn sample() -> Spec {
+    let mut spec = Spec { arch: "x86_64".into(), ..Spec::default() };
+    let tcb = TcbParams {
+        addr: Some(0x7fff_0000),
+        ip: Some(0x40_1000),
+        sp: Some(0x7fff_f000),
+        prio: Some(100),
+        max_prio: Some(100),
+        affinity: Some(0),
+        resume: Some(true),
+        dom: None,
+        fault_ep: None,
+        init: vec![1, 2],
+    };
+    let objects = [
+        ("client_tcb", None, ObjectKind::Tcb(tcb)),
+        ("client_cnode", None, ObjectKind::CNode { size_bits: 4 }),
+        ("channel", None, ObjectKind::Endpoint),
+        ("signal", None, ObjectKind::Notification),
+        ("stack", Some(4), ObjectKind::Frame { size: 4096, paddr: None, fill: vec![] }),
+        ("big", None, ObjectKind::Frame { size: 2 << 20, paddr: Some(0xfe00_0000), fill: vec![] }),
+        (
+            "image",
+            None,
+            ObjectKind::Frame {
+                size: 4096,
+                paddr: None,
+                fill: vec!["0 4096 CDL_FrameFill_FileData \"client\" 0".into()],
+            },
+        ),
+        ("vspace", None, ObjectKind::Pml4),
+        ("pdpt0", None, ObjectKind::Pdpt),
+        ("pd0", None, ObjectKind::PageDirectory),
+        ("pt0", None, ObjectKind::PageTable),
+        ("serial_irq", None, ObjectKind::Irq),
+        ("serial_ports", None, ObjectKind::IoPorts { first: 0x3f8, last: 0x3ff }),
+        (
+            "pool",
+            None,
+            ObjectKind::Untyped {
+                size_bits: Some(20),
+                paddr: Some(0x100_0000),
+                children: vec![ObjRef::named("channel")],
+            },
+        ),
+    ];
+    for (name, count, kind) in objects {
+        spec.objects.push(Object { name: name.into(), count, kind });
+    }
+    let ep_cap = |badge| Cap {
+        target: Target::Object(ObjRef::named("channel")),
+        params: CapParams {
+            rights: Rights { read: false, write: true, grant: true, grant_reply: true },
+            badge,
+            ..CapParams::default()
+        },
+    };
+    let mut cnode = BTreeMap::new();
+    cnode.insert(1, ep_cap(7));
+    cnode.insert(2, Cap { target: Target::IrqControl, params: CapParams::default() });
+    cnode.insert(
+        3,
+        Cap {
+            target: Target::Object(ObjRef::element("stack", 2)),
+            params: CapParams {
+                rights: Rights { read: true, write: true, ..Rights::NONE },
+                uncached: true,
+                asid: Some((1, 2)),
+                ..CapParams::default()
+            },
+        },
+    );
+    spec.caps.insert(ObjRef::named("client_cnode"), cnode);
+    let mut tcb_slots = BTreeMap::new();
+    tcb_slots.insert(
+        0,
+        Cap {
+            target: Target::Object(ObjRef::named("client_cnode")),
+            params: CapParams { guard: 0, guard_size: 60, ..CapParams::default() },
+        },
+    );
+    tcb_slots
+        .insert(1, Cap { target: Target::Object(ObjRef::named("vspace")), params: CapParams::default() });
+    spec.caps.insert(ObjRef::named("client_tcb"), tcb_slots);
+    spec.irqs.insert(4, ObjRef::named("serial_irq"));
+    spec
+}
+
+#[test]
+fn write_then_read_round_trips_exactly() {
+    let spec = sample();
+    let text = write(&spec);
+    let back = read(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back, spec);
+    assert_eq!(write(&back), text);
+}
+
+#[test]
+fn reads_the_python_tools_style() {
+    // One object per line, hex slots, symbolic TCB slots, rights before badges, guards
+    // always printed, X for grant, comments of both kinds.
+    let text = r#"arch x86_64
+-- written by a tool
+objects {
+adder_tcb = tcb (addr: 0x4ff000,ip: 0x401000,sp: 0x50f000,prio: 254,max_prio: 254,affinity: 0,resume: True,init: [])
+adder_cnode = cnode (4 bits)
+adder_fault_ep = ep /* a /* nested */ comment */
+s_data_0_obj = frame (4k)
+}
+caps {
+adder_cnode {
+0x2: adder_fault_ep (RWP, badge: 1)
+0x5: s_data_0_obj (RWX, uncached)
+0xf: adder_cnode (guard: 0, guard_size: 28)
+}
+adder_tcb {
+cspace: adder_cnode (guard: 0, guard_size: 28)
+ipc_buffer_slot: s_data_0_obj (RW)
+}
+}
+"#;
+    let spec = read(text).unwrap();
+    let cnode = &spec.caps[&ObjRef::named("adder_cnode")];
+    assert_eq!(cnode[&2].params.badge, 1);
+    assert!(cnode[&2].params.rights.grant_reply && cnode[&2].params.rights.read);
+    assert!(cnode[&5].params.rights.grant && cnode[&5].params.uncached);
+    assert_eq!(cnode[&15].params.guard_size, 28);
+    let tcb = &spec.caps[&ObjRef::named("adder_tcb")];
+    assert!(tcb.contains_key(&0) && tcb.contains_key(&4));
+    let ObjectKind::Tcb(t) = &spec.objects[0].kind else { panic!() };
+    assert_eq!((t.prio, t.resume, t.init.len()), (Some(254), Some(true), 0));
+}
+
+#[test]
+fn reads_the_haskell_tools_style() {
+    // Indented, sections joined by `} caps {`, arrays, ranges filling consecutive slots,
+    // unnumbered slots continuing from the last, inline single-slot containers, irq maps.
+    let text = "arch x86_64\n\nobjects {\n  frame_nic[4] = frame (4k)\n  irq_handler[2] = irq\n  rm_cnode = cnode (8 bits)\n  rm_tcb = tcb (fault_ep: 15, dom: 5, init: [10])\n} caps {\n  rm_cnode {\n    230: frame_nic[0..3] (RW, asid: (0x1, 0x1))\n    frame_nic[0] (R)\n  }\n  rm_tcb {1: rm_cnode}\n} irq maps {\n  0: irq_handler[0]\n  irq_handler[1]\n}\n";
+    let spec = read(text).unwrap();
+    let cnode = &spec.caps[&ObjRef::named("rm_cnode")];
+    assert_eq!(cnode.len(), 5);
+    assert_eq!(cnode[&233].target, Target::Object(ObjRef::element("frame_nic", 3)));
+    assert_eq!(cnode[&234].params.rights, Rights { read: true, ..Rights::NONE });
+    assert_eq!(spec.irqs[&1], ObjRef::element("irq_handler", 1));
+    assert_eq!(spec.objects[0].count, Some(4));
+}
+
+fn error_of(text: &str) -> ParseError {
+    read(text).expect_err("should not parse")
+}
+
+#[test]
+fn errors_say_where_and_what() {
+    let e = error_of("arch x86_64\nobjects {\n  a = widget\n}\n");
+    assert_eq!((e.line, e.column), (3, 7));
+    assert!(e.message.contains("unknown object type `widget`"), "{e}");
+    let e = error_of("arch x86_64\nobjects {\n  a = ep\n  a = ep\n}\n");
+    assert!(e.message.contains("declared twice"), "{e}");
+    let e = error_of("arch x86_64\ncaps {\n  c {\n    1: a (RW, colour: 3)\n  }\n}\n");
+    assert_eq!(e.line, 4);
+    assert!(e.message.contains("unknown capability parameter `colour`"), "{e}");
+    let e = error_of("arch x86_64\ncaps {\n  c {\n    1: a\n    1: b\n  }\n}\n");
+    assert!(e.message.contains("slot 1 of `c` filled twice"), "{e}");
+    let e = error_of("arch pdp11\n");
+    assert!(e.message.contains("unknown architecture `pdp11`"), "{e}");
+    let e = error_of("arch x86_64\nobjects {\n  f = frame (3k)\n}\n");
+    assert!(e.message.contains("not a power of two"), "{e}");
+    let e = error_of("arch x86_64\nobjects {\n  f = frame\n}\n");
+    assert!(e.message.contains("needs a size"), "{e}");
+    let e = error_of("arch x86_64 /* never closed\n");
+    assert!(e.message.contains("unterminated comment"), "{e}");
+    let e = error_of("arch x86_64\nobjects {\n  c = cnode\n}\n");
+    assert!(e.message.contains("needs `N bits`"), "{e}");
+    let e = error_of("arch x86_64\nobjects {\n  a = ep (prio: 3)\n}\n");
+    assert!(e.message.contains("takes no parameter `prio`"), "{e}");
+    let e = error_of("arch x86_64\ncaps {\n  t {\n    bogus_slot: a\n  }\n}\n");
+    assert!(e.message.contains("unknown slot name `bogus_slot`"), "{e}");
+    let e = error_of("arch x86_64\nobjects {\n  a = ep\n");
+    assert!(e.message.contains("end of the file"), "{e}");
+    let e = error_of("objects { }");
+    assert!(e.message.contains("expected `arch`"), "{e}");
+}
+
+#[test]
+fn numbers_in_every_base() {
+    let spec = read("arch x86_64\nobjects {\n  f = frame (4k, paddr: 0o17000)\n  c = cnode (010 bits)\n}\n")
+        .unwrap();
+    assert_eq!(spec.objects[0].kind, ObjectKind::Frame { size: 4096, paddr: Some(0o17000), fill: vec![] });
+    // A leading zero is not octal.
+    assert_eq!(spec.objects[1].kind, ObjectKind::CNode { size_bits: 10 });
+}
