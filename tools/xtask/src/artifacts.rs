@@ -9,7 +9,7 @@ use std::process::Command;
 pub const TARGET: &str = "x86_64-unknown-none";
 
 /// Crates built for the host (tested with `cargo test`).
-pub const HOST_PACKAGES: &[&str] = &["cleave-abi", "cleave-capdl", "cleave-kernel-core", "xtask"];
+pub const HOST_PACKAGES: &[&str] = &["cleave-abi", "cleave-capdl", "cleave-kernel-core", "cleave", "xtask"];
 
 /// Crates built for [`TARGET`]: the kernel, the runtime and every user program.
 pub const TARGET_PACKAGES: &[&str] = &["cleave-kernel", "cleave-capdl", "cleave-rt", "hello", "cleave-tests"];

@@ -310,12 +310,12 @@ pub fn report_failure(run: &Run, finished: &Finished, reason: &str) {
 pub fn run_system(gdb: bool, bochs: bool, cmdline: &str) -> Result<bool> {
     deps::ensure()?;
     let root = workspace_root();
-    let system = system::read(&root.join("system.toml"))?;
+    let root_program = system::root_program(&root.join("system.toml"))?;
     let artifacts = artifacts::build()?;
     let run = Run {
         emulator: if bochs { Emulator::Bochs } else { Emulator::Qemu },
         name: "run".into(),
-        module: Some(artifacts.program(&system.root)?),
+        module: Some(artifacts.program(&root_program)?),
         cmdline: cmdline.into(),
         timeout: if gdb { None } else { Some(Duration::from_secs(if bochs { 120 } else { 60 })) },
         gdb,

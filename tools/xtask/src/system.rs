@@ -1,32 +1,19 @@
-//! What `cargo xtask run` takes from `system.toml` until the capDL pipeline compiles it:
-//! the program that boots as the root task.
+//! What `cargo xtask run` takes from `system.toml`: the file is checked by `cleave` (errors
+//! as snippets with file, line and column), and `[system] root` names the program the
+//! kernel boots as the root task until the capDL loader takes that place.
 
-use anyhow::{Context, Result};
-use serde::Deserialize;
+use anyhow::{Context, Result, bail};
 use std::path::Path;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct SystemFile {
-    system: System,
-}
-
-/// The `[system]` table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct System {
-    /// The user program the kernel loads from the first boot module and runs in ring 3.
-    pub root: String,
-}
-
-/// Reads the `[system]` table of `path`.
-pub fn read(path: &Path) -> Result<System> {
+/// Reads and checks `path`; returns the root task's program name.
+pub fn root_program(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&text).with_context(|| format!("in {}", path.display()))
-}
-
-fn parse(text: &str) -> Result<System> {
-    Ok(toml::from_str::<SystemFile>(text)?.system)
+    let file = cleave::system::load(&text)
+        .map_err(|errors| anyhow::anyhow!("{}", cleave::diagnostic::render(&errors, &path.display().to_string(), &text)))?;
+    match file.system {
+        Some(system) => Ok(system.root.into_inner()),
+        None => bail!("{}: no [system] root: name the program the kernel boots", path.display()),
+    }
 }
 
 #[cfg(test)]
@@ -34,15 +21,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_root() {
-        assert_eq!(parse("[system]\nroot = \"hello\"\n").unwrap().root, "hello");
+    fn the_repository_system_toml_names_a_root() {
+        let root = crate::workspace_root().join("system.toml");
+        assert_eq!(root_program(&root).unwrap(), "hello");
     }
 
     #[test]
-    fn rejects_unknown_keys_and_missing_root() {
-        let err = format!("{:#}", parse("[system]\nroot = \"hello\"\nroots = 1\n").unwrap_err());
-        assert!(err.contains("unknown field `roots`"), "{err}");
-        let err = format!("{:#}", parse("[system]\n").unwrap_err());
-        assert!(err.contains("missing field `root`"), "{err}");
+    fn errors_point_into_the_file() {
+        let dir = std::env::temp_dir().join(format!("xtask-system-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("system.toml");
+        std::fs::write(&path, "[system]\nroot = \"hello\"\nroots = 1\n").unwrap();
+        let err = format!("{:#}", root_program(&path).unwrap_err());
+        assert!(err.contains("system.toml:3:1: unknown field `roots`"), "{err}");
+        std::fs::write(&path, "[components.a]\n").unwrap();
+        let err = format!("{:#}", root_program(&path).unwrap_err());
+        assert!(err.contains("no [system] root"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

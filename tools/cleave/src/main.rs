@@ -1,0 +1,115 @@
+//! The `cleave` command: check and compile `system.toml`, read capDL files, print the
+//! privilege table.
+
+use clap::{Parser, Subcommand};
+use cleave::{compile, diagnostic, privileges, system};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cleave", about = "Compile and inspect Cleave system descriptions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a system description; every error points at file, line, column and key.
+    Check {
+        /// The description.
+        #[arg(default_value = "system.toml")]
+        system: PathBuf,
+    },
+    /// Print the capDL specification (text) of a system description.
+    Spec {
+        /// The description.
+        #[arg(default_value = "system.toml")]
+        system: PathBuf,
+        /// Write it here instead of standard output (nothing is written on error).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the Xoar privilege matrix of a system description.
+    Privileges {
+        /// The description.
+        #[arg(default_value = "system.toml")]
+        system: PathBuf,
+    },
+    /// Read a capDL text file, validate it, print it in canonical form.
+    Cdl {
+        /// The capDL file.
+        file: PathBuf,
+    },
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cleave: cannot read {}: {e}", path.display()))
+}
+
+fn load(path: &Path) -> Result<(String, system::SystemFile), String> {
+    let text = read(path)?;
+    match system::load(&text) {
+        Ok(file) => Ok((text, file)),
+        Err(errors) => Err(diagnostic::render(&errors, &path.display().to_string(), &text)),
+    }
+}
+
+fn run(cli: Cli) -> Result<String, String> {
+    match cli.command {
+        Command::Check { system } => {
+            let (_, file) = load(&system)?;
+            let compiled = compile::compile(&file);
+            let problems = cleave_capdl::validate::validate(&compiled.spec);
+            if !problems.is_empty() {
+                return Err(problems.iter().map(|p| format!("internal: generated spec: {p}\n")).collect());
+            }
+            Ok(format!(
+                "{}: {} components, {} objects, {} capabilities: ok\n",
+                system.display(),
+                file.components.len(),
+                compiled.spec.objects.len(),
+                compiled.spec.caps.values().map(|s| s.len()).sum::<usize>()
+            ))
+        }
+        Command::Spec { system, output } => {
+            let (_, file) = load(&system)?;
+            let text = cleave_capdl::text::write(&compile::compile(&file).spec);
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, &text)
+                        .map_err(|e| format!("cleave: cannot write {}: {e}", path.display()))?;
+                    Ok(String::new())
+                }
+                None => Ok(text),
+            }
+        }
+        Command::Privileges { system } => {
+            let (_, file) = load(&system)?;
+            Ok(privileges::table(&compile::compile(&file).spec))
+        }
+        Command::Cdl { file } => {
+            let text = read(&file)?;
+            let spec = cleave_capdl::text::read(&text)
+                .map_err(|e| format!("{}:{}:{}: {}\n", file.display(), e.line, e.column, e.message))?;
+            let problems = cleave_capdl::validate::validate(&spec);
+            if !problems.is_empty() {
+                return Err(problems.iter().map(|p| format!("{}: {p}\n", file.display())).collect());
+            }
+            Ok(cleave_capdl::text::write(&spec))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The Xoar privilege matrix, computed from a capDL specification: which component can
+//! touch arbitrary memory, access PCI configuration space, create VMs, manage VMs, manage
+//! devices, or boot the system.
+
+use cleave_capdl::model::{ObjRef, ObjectKind, Spec, Target};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// The columns of the matrix.
+pub const COLUMNS: [&str; 6] =
+    ["arbitrary memory", "PCI config", "create VMs", "manage VMs", "manage devices", "system boot"];
+
+/// One component's row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    /// Holds untyped memory (can make, and so touch, arbitrary memory).
+    pub arbitrary_memory: bool,
+    /// Holds I/O ports 0xcf8-0xcff (PCI configuration mechanism 1).
+    pub pci_config: bool,
+    /// Holds untyped memory and can make VCPUs (the builder's authority).
+    pub create_vms: bool,
+    /// Holds capabilities to VCPUs of guests.
+    pub manage_vms: bool,
+    /// Holds interrupt, I/O port or device-memory capabilities.
+    pub manage_devices: bool,
+    /// Holds IRQ control or untyped memory at boot.
+    pub system_boot: bool,
+}
+
+impl Row {
+    fn cells(&self) -> [bool; 6] {
+        [
+            self.arbitrary_memory,
+            self.pci_config,
+            self.create_vms,
+            self.manage_vms,
+            self.manage_devices,
+            self.system_boot,
+        ]
+    }
+}
+
+/// The matrix: component (by CNode object, without `_cnode`) → row.
+pub fn matrix(spec: &Spec) -> BTreeMap<String, Row> {
+    let kind_of = |r: &ObjRef| spec.objects.iter().find(|o| o.name == r.name).map(|o| &o.kind);
+    let mut rows = BTreeMap::new();
+    for (container, slots) in &spec.caps {
+        let Some(component) = container.name.strip_suffix("_cnode") else { continue };
+        let mut row = Row::default();
+        for cap in slots.values() {
+            match &cap.target {
+                Target::IrqControl => row.system_boot = true,
+                Target::Object(r) => match kind_of(r) {
+                    Some(ObjectKind::Untyped { .. }) => {
+                        row.arbitrary_memory = true;
+                        row.system_boot = true;
+                    }
+                    Some(ObjectKind::IoPorts { first, last }) => {
+                        row.manage_devices = true;
+                        row.pci_config |= *first <= 0xcff && 0xcf8 <= *last;
+                    }
+                    Some(ObjectKind::Irq) => row.manage_devices = true,
+                    Some(ObjectKind::Frame { paddr: Some(_), .. }) => row.manage_devices = true,
+                    Some(ObjectKind::Vcpu) => row.manage_vms = true,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        row.create_vms = row.arbitrary_memory && row.manage_vms;
+        rows.insert(component.to_string(), row);
+    }
+    rows
+}
+
+/// The matrix as a text table.
+pub fn table(spec: &Spec) -> String {
+    let rows = matrix(spec);
+    let width = rows.keys().map(String::len).max().unwrap_or(9).max(9);
+    let mut out = format!("{:width$}", "component");
+    for c in COLUMNS {
+        let _ = write!(out, " | {c}");
+    }
+    out.push('\n');
+    for (name, row) in rows {
+        let _ = write!(out, "{name:width$}");
+        for (c, set) in COLUMNS.iter().zip(row.cells()) {
+            let _ = write!(out, " | {:^w$}", if set { "yes" } else { "-" }, w = c.len());
+        }
+        out.push('\n');
+    }
+    out
+}

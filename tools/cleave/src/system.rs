@@ -1,0 +1,713 @@
+//! `system.toml`: the schema, and the checks that make a description valid. The reference
+//! for users is `doc/system-toml.md`.
+
+use crate::diagnostic::SystemError;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use toml::Spanned;
+
+/// Lowest priority a component may have.
+pub const MIN_PRIORITY: u64 = 1;
+/// Highest priority a component may have (255 is the loader's).
+pub const MAX_PRIORITY: u64 = 254;
+/// The interrupt lines the kernel keeps (cascade, COM1).
+pub const KERNEL_IRQS: [u64; 2] = [2, 4];
+/// The I/O ports the kernel keeps (PICs and COM1).
+pub const KERNEL_PORTS: [(u64, u64); 3] = [(0x20, 0x21), (0xa0, 0xa1), (0x3f8, 0x3ff)];
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SystemFile {
+    /// `[system]`.
+    pub system: Option<SystemSection>,
+    /// `[components.NAME]`.
+    #[serde(default)]
+    pub components: BTreeMap<Spanned<String>, Component>,
+    /// `[channels.NAME]`.
+    #[serde(default)]
+    pub channels: BTreeMap<Spanned<String>, Channel>,
+    /// `[regions.NAME]`.
+    #[serde(default)]
+    pub regions: BTreeMap<Spanned<String>, Region>,
+    /// `[devices.NAME]`.
+    #[serde(default)]
+    pub devices: BTreeMap<Spanned<String>, Device>,
+    /// `[guests.NAME]`.
+    #[serde(default)]
+    pub guests: BTreeMap<Spanned<String>, Guest>,
+    /// `[policy]`.
+    pub policy: Option<Policy>,
+}
+
+/// `[system]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SystemSection {
+    /// The program the kernel boots as the root task.
+    pub root: Spanned<String>,
+}
+
+/// A restart policy.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Restart {
+    /// `restart = "per-request"`.
+    Keyword(String),
+    /// `restart = { every = "10s" }`.
+    Every {
+        /// The period.
+        every: String,
+    },
+}
+
+/// `[components.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Component {
+    /// The program (defaults to the component's name).
+    pub binary: Option<Spanned<String>>,
+    /// Scheduling priority, 1-254.
+    pub priority: Option<Spanned<u64>>,
+    /// Stack size ("16K").
+    pub stack: Option<Spanned<String>>,
+    /// Extra memory (heap) size.
+    pub memory: Option<Spanned<String>>,
+    /// `"persistent"` (default) or `"disposable"`.
+    pub lifetime: Option<Spanned<String>>,
+    /// Restart policy.
+    pub restart: Option<Spanned<Restart>>,
+    /// `"shared"` (default) or `"per-guest"`.
+    pub instances: Option<Spanned<String>>,
+}
+
+/// `[channels.NAME]`: an endpoint or notification from clients to one server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Channel {
+    /// `"endpoint"` or `"notification"`.
+    pub kind: Spanned<String>,
+    /// The component that receives.
+    pub server: Spanned<String>,
+    /// The components that send (call) or signal.
+    pub clients: Spanned<Vec<Spanned<String>>>,
+    /// Badge per client (default: 1, 2, … in client order).
+    #[serde(default)]
+    pub badges: BTreeMap<Spanned<String>, Spanned<u64>>,
+    /// Clients may pass capabilities (grant right).
+    #[serde(default)]
+    pub grant: bool,
+}
+
+/// `[regions.NAME]`: shared memory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Region {
+    /// Size ("4K", "1M").
+    pub size: Spanned<String>,
+    /// Component → rights ("r", "rw", "rx").
+    pub map: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+/// An MMIO range of a device.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Mmio {
+    /// Physical address.
+    pub base: Spanned<u64>,
+    /// Size ("4K").
+    pub size: Spanned<String>,
+}
+
+/// `[devices.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Device {
+    /// The component that drives it.
+    pub owner: Spanned<String>,
+    /// Legacy interrupt line.
+    pub irq: Option<Spanned<u64>>,
+    /// I/O ports, "0x3f8-0x3ff".
+    pub io_ports: Option<Spanned<String>>,
+    /// MMIO ranges.
+    #[serde(default)]
+    pub mmio: Vec<Mmio>,
+}
+
+/// `[guests.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Guest {
+    /// Guest memory size.
+    pub memory: Spanned<String>,
+    /// The guest image.
+    pub image: Spanned<String>,
+    /// Components that serve it (backends).
+    #[serde(default)]
+    pub backends: Vec<Spanned<String>>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Policy {
+    /// Pairs (or groups) of guests/components that nothing may connect.
+    #[serde(default)]
+    pub isolate: Vec<Spanned<Vec<Spanned<String>>>>,
+    /// Authority → the components (glob patterns) that alone may hold it.
+    #[serde(default)]
+    pub only: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+}
+
+fn span<T>(s: &Spanned<T>) -> Range<usize> {
+    s.span()
+}
+
+/// Parses a size: "4096", "4K", "16K", "2M", "1G".
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&t[..i], t[i..].trim()),
+        None => (t, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+/// Parses a duration in milliseconds: "100ms", "10s", "1m".
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let i = t.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = t[..i].parse().ok()?;
+    match &t[i..] {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        _ => None,
+    }
+}
+
+/// Parses "0x3f8-0x3ff" (or decimal) into an inclusive range.
+pub fn parse_ports(text: &str) -> Option<(u64, u64)> {
+    let (a, b) = text.split_once('-')?;
+    let num = |s: &str| {
+        let s = s.trim();
+        match s.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => s.parse().ok(),
+        }
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    (a <= b && b <= 0xffff).then_some((a, b))
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+}
+
+/// Matches `pattern` (with `*` wildcards) against `name`.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            name.len() >= head.len() && name.starts_with(head) && {
+                let rest = &name[head.len()..];
+                (0..=rest.len()).any(|i| glob(tail, &rest[i..]))
+            }
+        }
+    }
+}
+
+/// Reads and checks `text`. Returns the description, or every error found.
+pub fn load(text: &str) -> Result<SystemFile, Vec<SystemError>> {
+    let file: SystemFile = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let key = text.get(span.clone()).unwrap_or("").trim().to_string();
+        vec![SystemError::new(
+            if key.is_empty() { "(file)".into() } else { key },
+            span,
+            e.message().to_string(),
+        )]
+    })?;
+    let errors = check(&file);
+    if errors.is_empty() { Ok(file) } else { Err(errors) }
+}
+
+/// The semantic checks.
+pub fn check(file: &SystemFile) -> Vec<SystemError> {
+    let mut errors = Vec::new();
+    let components: BTreeSet<&str> = file.components.keys().map(|k| k.get_ref().as_str()).collect();
+    let guests: BTreeSet<&str> = file.guests.keys().map(|k| k.get_ref().as_str()).collect();
+    let is_component = |n: &str| components.contains(n);
+
+    // Names: one namespace for everything that can be named.
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let sections: [(&str, Vec<&Spanned<String>>); 5] = [
+        ("components", file.components.keys().collect()),
+        ("channels", file.channels.keys().collect()),
+        ("regions", file.regions.keys().collect()),
+        ("devices", file.devices.keys().collect()),
+        ("guests", file.guests.keys().collect()),
+    ];
+    for (section, names) in &sections {
+        for name in names {
+            let n = name.get_ref().as_str();
+            if !valid_name(n) {
+                errors.push(
+                    SystemError::new(
+                        format!("{section}.{n}"),
+                        span(name),
+                        format!("`{n}` is not a valid name"),
+                    )
+                    .help("names are lower-case letters, digits and `-`, starting with a letter"),
+                );
+            }
+            if let Some(other) = seen.insert(n, section) {
+                errors.push(SystemError::new(
+                    format!("{section}.{n}"),
+                    span(name),
+                    format!("`{n}` is already the name of one of the {other}"),
+                ));
+            }
+        }
+    }
+
+    for (name, c) in &file.components {
+        let key = |field: &str| format!("components.{}.{field}", name.get_ref());
+        if let Some(p) = &c.priority
+            && !(MIN_PRIORITY..=MAX_PRIORITY).contains(p.get_ref())
+        {
+            errors.push(SystemError::new(
+                key("priority"),
+                span(p),
+                format!("priority {} is outside {MIN_PRIORITY}-{MAX_PRIORITY}", p.get_ref()),
+            ));
+        }
+        for (field, value) in [("stack", &c.stack), ("memory", &c.memory)] {
+            if let Some(v) = value {
+                match parse_size(v.get_ref()) {
+                    Some(n) if n % 4096 == 0 && n > 0 => {}
+                    Some(_) => errors.push(SystemError::new(
+                        key(field),
+                        span(v),
+                        format!("{field} `{}` is not a whole number of 4 KiB pages", v.get_ref()),
+                    )),
+                    None => errors.push(
+                        SystemError::new(key(field), span(v), format!("`{}` is not a size", v.get_ref()))
+                            .help("write a size like \"16K\" or \"1M\""),
+                    ),
+                }
+            }
+        }
+        if let Some(l) = &c.lifetime
+            && !["persistent", "disposable"].contains(&l.get_ref().as_str())
+        {
+            errors.push(
+                SystemError::new(key("lifetime"), span(l), format!("unknown lifetime `{}`", l.get_ref()))
+                    .help("lifetime is \"persistent\" or \"disposable\""),
+            );
+        }
+        if let Some(i) = &c.instances
+            && !["shared", "per-guest"].contains(&i.get_ref().as_str())
+        {
+            errors.push(
+                SystemError::new(key("instances"), span(i), format!("unknown instancing `{}`", i.get_ref()))
+                    .help("instances is \"shared\" or \"per-guest\""),
+            );
+        }
+        if let Some(r) = &c.restart {
+            match r.get_ref() {
+                Restart::Keyword(k) if k == "per-request" => {}
+                Restart::Keyword(k) => errors.push(
+                    SystemError::new(key("restart"), span(r), format!("unknown restart policy `{k}`"))
+                        .help("restart is \"per-request\" or { every = \"10s\" }"),
+                ),
+                Restart::Every { every } => match parse_duration_ms(every) {
+                    Some(ms) if ms > 0 => {}
+                    _ => errors.push(
+                        SystemError::new(
+                            key("restart.every"),
+                            span(r),
+                            format!("`{every}` is not a duration"),
+                        )
+                        .help("write a duration like \"100ms\", \"10s\" or \"1m\""),
+                    ),
+                },
+            }
+            if c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+                errors.push(SystemError::new(
+                    key("restart"),
+                    span(r),
+                    "a disposable component is never restarted",
+                ));
+            }
+        }
+    }
+
+    for (name, ch) in &file.channels {
+        let key = |field: &str| format!("channels.{}.{field}", name.get_ref());
+        if !["endpoint", "notification"].contains(&ch.kind.get_ref().as_str()) {
+            errors.push(
+                SystemError::new(
+                    key("kind"),
+                    span(&ch.kind),
+                    format!("unknown channel kind `{}`", ch.kind.get_ref()),
+                )
+                .help("kind is \"endpoint\" or \"notification\""),
+            );
+        }
+        if !is_component(ch.server.get_ref()) {
+            errors.push(SystemError::new(
+                key("server"),
+                span(&ch.server),
+                format!(
+                    "channel `{}` has server `{}`, which is not a component",
+                    name.get_ref(),
+                    ch.server.get_ref()
+                ),
+            ));
+        }
+        if ch.clients.get_ref().is_empty() {
+            errors.push(SystemError::new(
+                key("clients"),
+                span(&ch.clients),
+                format!("channel `{}` has no clients", name.get_ref()),
+            ));
+        }
+        let mut clients = BTreeSet::new();
+        for client in ch.clients.get_ref() {
+            let c = client.get_ref().as_str();
+            if !is_component(c) {
+                errors.push(SystemError::new(
+                    key("clients"),
+                    span(client),
+                    format!("channel `{}` has client `{c}`, which is not a component", name.get_ref()),
+                ));
+            }
+            if c == ch.server.get_ref() {
+                errors.push(SystemError::new(
+                    key("clients"),
+                    span(client),
+                    format!("`{c}` is both server and client of channel `{}`", name.get_ref()),
+                ));
+            }
+            if !clients.insert(c) {
+                errors.push(SystemError::new(
+                    key("clients"),
+                    span(client),
+                    format!("`{c}` is listed twice as a client"),
+                ));
+            }
+        }
+        let mut badges = BTreeMap::new();
+        for (client, badge) in &ch.badges {
+            if !clients.contains(client.get_ref().as_str()) {
+                errors.push(SystemError::new(
+                    key("badges"),
+                    span(client),
+                    format!(
+                        "badge for `{}`, which is not a client of `{}`",
+                        client.get_ref(),
+                        name.get_ref()
+                    ),
+                ));
+            }
+            if *badge.get_ref() == 0 {
+                errors.push(SystemError::new(
+                    key("badges"),
+                    span(badge),
+                    "badge 0 means no badge: use 1 or more",
+                ));
+            } else if let Some(other) = badges.insert(*badge.get_ref(), client.get_ref()) {
+                errors.push(SystemError::new(
+                    key("badges"),
+                    span(badge),
+                    format!("badge {} is also `{other}`'s", badge.get_ref()),
+                ));
+            }
+        }
+    }
+
+    let mut mmio_ranges: Vec<(u64, u64, &Spanned<u64>, &str)> = Vec::new();
+    let mut port_ranges: Vec<(u64, u64, &Spanned<String>, &str)> = Vec::new();
+    let mut irqs: BTreeMap<u64, &str> = BTreeMap::new();
+    for (name, r) in &file.regions {
+        let key = |field: &str| format!("regions.{}.{field}", name.get_ref());
+        match parse_size(r.size.get_ref()) {
+            Some(n) if n > 0 && n % 4096 == 0 => {}
+            _ => errors.push(SystemError::new(
+                key("size"),
+                span(&r.size),
+                format!("region size `{}` is not a whole number of 4 KiB pages", r.size.get_ref()),
+            )),
+        }
+        if r.map.get_ref().is_empty() {
+            errors.push(SystemError::new(
+                key("map"),
+                span(&r.map),
+                format!("region `{}` is mapped by no component", name.get_ref()),
+            ));
+        }
+        for (component, rights) in r.map.get_ref() {
+            if !is_component(component.get_ref()) {
+                errors.push(SystemError::new(
+                    key("map"),
+                    span(component),
+                    format!(
+                        "region `{}` is mapped by `{}`, which is not a component",
+                        name.get_ref(),
+                        component.get_ref()
+                    ),
+                ));
+            }
+            if !["r", "rw", "rx"].contains(&rights.get_ref().as_str()) {
+                errors.push(
+                    SystemError::new(
+                        key("map"),
+                        span(rights),
+                        format!("unknown rights `{}`", rights.get_ref()),
+                    )
+                    .help("rights are \"r\", \"rw\" or \"rx\""),
+                );
+            }
+        }
+    }
+    for (name, d) in &file.devices {
+        let dn = name.get_ref().as_str();
+        let key = |field: &str| format!("devices.{dn}.{field}");
+        if !is_component(d.owner.get_ref()) {
+            errors.push(SystemError::new(
+                key("owner"),
+                span(&d.owner),
+                format!("device `{dn}` is owned by `{}`, which is not a component", d.owner.get_ref()),
+            ));
+        }
+        if let Some(irq) = &d.irq {
+            let n = *irq.get_ref();
+            if n > 15 {
+                errors.push(SystemError::new(
+                    key("irq"),
+                    span(irq),
+                    format!("IRQ {n} is not a legacy line (0-15)"),
+                ));
+            } else if KERNEL_IRQS.contains(&n) {
+                errors.push(SystemError::new(key("irq"), span(irq), format!("IRQ {n} is the kernel's")));
+            } else if let Some(other) = irqs.insert(n, dn) {
+                errors.push(SystemError::new(
+                    key("irq"),
+                    span(irq),
+                    format!("IRQ {n} is also device `{other}`'s"),
+                ));
+            }
+        }
+        if let Some(ports) = &d.io_ports {
+            match parse_ports(ports.get_ref()) {
+                None => errors.push(
+                    SystemError::new(
+                        key("io-ports"),
+                        span(ports),
+                        format!("`{}` is not a port range", ports.get_ref()),
+                    )
+                    .help("write \"0x3f8-0x3ff\""),
+                ),
+                Some((a, b)) => {
+                    if KERNEL_PORTS.iter().any(|&(x, y)| a <= y && x <= b) {
+                        errors.push(SystemError::new(
+                            key("io-ports"),
+                            span(ports),
+                            format!("ports {a:#x}-{b:#x} include the kernel's"),
+                        ));
+                    }
+                    if let Some((_, _, _, other)) = port_ranges.iter().find(|(x, y, _, _)| a <= *y && *x <= b)
+                    {
+                        errors.push(SystemError::new(
+                            key("io-ports"),
+                            span(ports),
+                            format!("ports {a:#x}-{b:#x} overlap device `{other}`'s"),
+                        ));
+                    }
+                    port_ranges.push((a, b, ports, dn));
+                }
+            }
+        }
+        for m in &d.mmio {
+            let size = parse_size(m.size.get_ref());
+            let base = *m.base.get_ref();
+            match size {
+                Some(s) if s > 0 && s % 4096 == 0 && base % 4096 == 0 => {
+                    if let Some((_, _, _, other)) =
+                        mmio_ranges.iter().find(|(x, y, _, _)| base < *y && *x < base + s)
+                    {
+                        errors.push(SystemError::new(
+                            key("mmio"),
+                            span(&m.base),
+                            format!("MMIO at {base:#x} overlaps device `{other}`'s"),
+                        ));
+                    }
+                    mmio_ranges.push((base, base + s, &m.base, dn));
+                }
+                _ => errors.push(SystemError::new(
+                    key("mmio"),
+                    span(&m.base),
+                    format!("MMIO range at {base:#x} is not page-aligned whole pages"),
+                )),
+            }
+        }
+    }
+    for (name, g) in &file.guests {
+        let key = |field: &str| format!("guests.{}.{field}", name.get_ref());
+        match parse_size(g.memory.get_ref()) {
+            Some(n) if n >= 1 << 20 && n % (2 << 20) == 0 => {}
+            _ => errors.push(SystemError::new(
+                key("memory"),
+                span(&g.memory),
+                format!("guest memory `{}` is not a whole number of 2 MiB", g.memory.get_ref()),
+            )),
+        }
+        for b in &g.backends {
+            if !is_component(b.get_ref()) {
+                errors.push(SystemError::new(
+                    key("backends"),
+                    span(b),
+                    format!(
+                        "guest `{}` is served by `{}`, which is not a component",
+                        name.get_ref(),
+                        b.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(policy) = &file.policy {
+        check_policy(file, policy, &components, &guests, &mut errors);
+    }
+    errors
+}
+
+/// The components a guest or component stands for: a component itself; a guest's backends.
+fn reach<'a>(file: &'a SystemFile, name: &str) -> BTreeSet<&'a str> {
+    if let Some((k, _)) = file.components.iter().find(|(k, _)| k.get_ref() == name) {
+        return BTreeSet::from([k.get_ref().as_str()]);
+    }
+    file.guests
+        .iter()
+        .find(|(k, _)| k.get_ref() == name)
+        .map_or_else(BTreeSet::new, |(_, g)| g.backends.iter().map(|b| b.get_ref().as_str()).collect())
+}
+
+fn check_policy(
+    file: &SystemFile,
+    policy: &Policy,
+    components: &BTreeSet<&str>,
+    guests: &BTreeSet<&str>,
+    errors: &mut Vec<SystemError>,
+) {
+    for group in &policy.isolate {
+        let members = group.get_ref();
+        for m in members {
+            if !components.contains(m.get_ref().as_str()) && !guests.contains(m.get_ref().as_str()) {
+                errors.push(SystemError::new(
+                    "policy.isolate",
+                    span(m),
+                    format!("`{}` is neither a guest nor a component", m.get_ref()),
+                ));
+            }
+        }
+        for (i, a) in members.iter().enumerate() {
+            for b in &members[i + 1..] {
+                let (ra, rb) = (reach(file, a.get_ref()), reach(file, b.get_ref()));
+                let why = if let Some(shared) = ra.intersection(&rb).next() {
+                    Some(format!("component `{shared}` serves both"))
+                } else {
+                    file.channels
+                        .iter()
+                        .find_map(|(n, ch)| {
+                            let ends: BTreeSet<&str> = ch
+                                .clients
+                                .get_ref()
+                                .iter()
+                                .map(|c| c.get_ref().as_str())
+                                .chain([ch.server.get_ref().as_str()])
+                                .collect();
+                            (ends.iter().any(|e| ra.contains(e)) && ends.iter().any(|e| rb.contains(e)))
+                                .then(|| format!("channel `{}` connects them", n.get_ref()))
+                        })
+                        .or_else(|| {
+                            file.regions.iter().find_map(|(n, r)| {
+                                let users: BTreeSet<&str> =
+                                    r.map.get_ref().keys().map(|k| k.get_ref().as_str()).collect();
+                                (users.iter().any(|u| ra.contains(u)) && users.iter().any(|u| rb.contains(u)))
+                                    .then(|| format!("region `{}` is shared by both", n.get_ref()))
+                            })
+                        })
+                };
+                if let Some(why) = why {
+                    errors.push(SystemError::new(
+                        "policy.isolate",
+                        span(group),
+                        format!("`{}` and `{}` must be isolated, but {why}", a.get_ref(), b.get_ref()),
+                    ));
+                }
+            }
+        }
+    }
+    for (authority, patterns) in &policy.only {
+        let holders: BTreeSet<&str> = match authority.get_ref().as_str() {
+            "devices" => file.devices.values().map(|d| d.owner.get_ref().as_str()).collect(),
+            "map-guest-memory" => {
+                file.guests.values().flat_map(|g| g.backends.iter().map(|b| b.get_ref().as_str())).collect()
+            }
+            other => {
+                errors.push(
+                    SystemError::new("policy.only", span(authority), format!("unknown authority `{other}`"))
+                        .help("known: \"devices\", \"map-guest-memory\""),
+                );
+                continue;
+            }
+        };
+        for holder in holders {
+            if !patterns.iter().any(|p| glob(p.get_ref(), holder)) {
+                errors.push(SystemError::new(
+                    format!("policy.only.{}", authority.get_ref()),
+                    span(authority),
+                    format!(
+                        "`{holder}` holds `{}`, which the policy allows only to {}",
+                        authority.get_ref(),
+                        patterns.iter().map(|p| format!("`{}`", p.get_ref())).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_durations_ports_globs() {
+        assert_eq!(parse_size("16K"), Some(16384));
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("4Q"), None);
+        assert_eq!(parse_duration_ms("100ms"), Some(100));
+        assert_eq!(parse_duration_ms("10s"), Some(10_000));
+        assert_eq!(parse_duration_ms("10"), None);
+        assert_eq!(parse_ports("0x3f8-0x3ff"), Some((0x3f8, 0x3ff)));
+        assert_eq!(parse_ports("0x40-0x3f"), None);
+        assert!(glob("vmm-*", "vmm-alice") && glob("builder", "builder") && !glob("vmm-*", "builder"));
+        assert!(glob("*-back", "net-back") && !glob("a*c", "ab"));
+    }
+}

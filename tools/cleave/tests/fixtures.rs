@@ -1,0 +1,102 @@
+//! Fixture tests: every invalid `system.toml` in `fixtures/invalid` fails with the message
+//! and location its first line states; every valid one compiles to its golden capDL spec
+//! and privilege table.
+
+use cleave::{compile, diagnostic, privileges, system};
+use std::path::Path;
+
+fn fixtures(dir: &str, extension: &str) -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_invalid_fixture_fails_where_and_how_it_says() {
+    let files = fixtures("invalid", "toml");
+    assert!(files.len() >= 40, "only {} invalid fixtures", files.len());
+    let mut wrong = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks `# expect:`", path.display()));
+        let (location, message) = expect.split_once(' ').unwrap();
+        let (line, column) = location.split_once(':').unwrap();
+        let want = (line.parse::<usize>().unwrap(), column.parse::<usize>().unwrap());
+        match system::load(&text) {
+            Ok(_) => wrong.push(format!("{}: accepted", path.display())),
+            Err(errors) => {
+                let found =
+                    errors.iter().any(|e| e.line_column(&text) == want && e.message.contains(message));
+                if !found {
+                    let got: Vec<String> = errors
+                        .iter()
+                        .map(|e| {
+                            let (l, c) = e.line_column(&text);
+                            format!("{l}:{c} {} [{}]", e.message, e.key)
+                        })
+                        .collect();
+                    wrong.push(format!("{}: expected {expect}, got {got:?}", path.display()));
+                }
+                // The rendered report names the file and location.
+                let rendered = diagnostic::render(&errors, "system.toml", &text);
+                assert!(rendered.contains("system.toml:"), "{rendered}");
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn valid_fixtures_match_their_golden_outputs() {
+    for path in fixtures("valid", "toml") {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file = system::load(&text)
+            .unwrap_or_else(|e| panic!("{}: {}", path.display(), diagnostic::render(&e, "x", &text)));
+        let compiled = compile::compile(&file);
+        assert!(cleave_capdl::validate::validate(&compiled.spec).is_empty());
+        for (extension, actual) in [
+            ("cdl", cleave_capdl::text::write(&compiled.spec)),
+            ("privileges", privileges::table(&compiled.spec)),
+        ] {
+            let golden = path.with_extension(extension);
+            if std::env::var_os("CLEAVE_BLESS").is_some() {
+                std::fs::write(&golden, &actual).unwrap();
+            }
+            let expected =
+                std::fs::read_to_string(&golden).unwrap_or_else(|_| panic!("missing {}", golden.display()));
+            assert_eq!(actual, expected, "{} differs (CLEAVE_BLESS=1 rewrites it)", golden.display());
+            // The spec text reads back to the same specification.
+            if extension == "cdl" {
+                assert_eq!(cleave_capdl::text::read(&actual).unwrap(), compiled.spec);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_command_writes_nothing_on_error() {
+    let dir = std::env::temp_dir().join(format!("cleave-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("system.toml");
+    std::fs::write(&bad, "[components.a]\npriority = 999\n").unwrap();
+    let out = dir.join("spec.cdl");
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_cleave"))
+        .args(["spec", bad.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("system.toml:2:12: priority 999 is outside 1-254"), "{stderr}");
+    assert!(stderr.contains("components.a.priority"), "{stderr}");
+    assert!(!out.exists(), "a spec was written despite the error");
+    std::fs::remove_dir_all(&dir).ok();
+}
