@@ -8,8 +8,9 @@ use std::path::Path;
 /// Reads and checks `path`; returns the root task's program name.
 pub fn root_program(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file = cleave::system::load(&text)
-        .map_err(|errors| anyhow::anyhow!("{}", cleave::diagnostic::render(&errors, &path.display().to_string(), &text)))?;
+    let file = cleave::system::load(&text).map_err(|errors| {
+        anyhow::anyhow!("{}", cleave::diagnostic::render(&errors, &path.display().to_string(), &text))
+    })?;
     match file.system {
         Some(system) => Ok(system.root.into_inner()),
         None => bail!("{}: no [system] root: name the program the kernel boots", path.display()),
