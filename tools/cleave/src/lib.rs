@@ -7,5 +7,7 @@
 
 pub mod compile;
 pub mod diagnostic;
+pub mod exposure;
+pub mod graph;
 pub mod privileges;
 pub mod system;

@@ -2,7 +2,7 @@
 //! privilege table.
 
 use clap::{Parser, Subcommand};
-use cleave::{compile, diagnostic, privileges, system};
+use cleave::{compile, diagnostic, exposure, graph, privileges, system};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -32,6 +32,23 @@ enum Command {
     },
     /// Print the Xoar privilege matrix of a system description.
     Privileges {
+        /// The description.
+        #[arg(default_value = "system.toml")]
+        system: PathBuf,
+    },
+    /// Print the sharing graph: DOT, or SVG rendered in-process.
+    Graph {
+        /// The description.
+        #[arg(default_value = "system.toml")]
+        system: PathBuf,
+        /// Write SVG instead of DOT.
+        #[arg(long)]
+        svg: bool,
+    },
+    /// Every component whose failure or compromise can affect GUEST, and through what.
+    Exposure {
+        /// The guest.
+        guest: String,
         /// The description.
         #[arg(default_value = "system.toml")]
         system: PathBuf,
@@ -87,6 +104,16 @@ fn run(cli: Cli) -> Result<String, String> {
         Command::Privileges { system } => {
             let (_, file) = load(&system)?;
             Ok(privileges::table(&compile::compile(&file).spec))
+        }
+        Command::Graph { system, svg } => {
+            let (_, file) = load(&system)?;
+            if svg { graph::svg(&file) } else { Ok(graph::dot(&file)) }
+        }
+        Command::Exposure { guest, system } => {
+            let (_, file) = load(&system)?;
+            let list = exposure::exposure(&file, &guest)
+                .ok_or_else(|| format!("cleave: no guest named `{guest}`\n"))?;
+            Ok(list.iter().map(|(c, why)| format!("{c}: {why}\n")).collect())
         }
         Command::Cdl { file } => {
             let text = read(&file)?;

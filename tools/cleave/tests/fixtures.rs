@@ -2,7 +2,7 @@
 //! and location its first line states; every valid one compiles to its golden capDL spec
 //! and privilege table.
 
-use cleave::{compile, diagnostic, privileges, system};
+use cleave::{compile, diagnostic, exposure, graph, privileges, system};
 use std::path::Path;
 
 fn fixtures(dir: &str, extension: &str) -> Vec<std::path::PathBuf> {
@@ -63,10 +63,25 @@ fn valid_fixtures_match_their_golden_outputs() {
             .unwrap_or_else(|e| panic!("{}: {}", path.display(), diagnostic::render(&e, "x", &text)));
         let compiled = compile::compile(&file);
         assert!(cleave_capdl::validate::validate(&compiled.spec).is_empty());
-        for (extension, actual) in [
+        let mut exposures = String::new();
+        for guest in file.guests.keys() {
+            exposures.push_str(&format!("guest {}:\n", guest.get_ref()));
+            for (component, why) in exposure::exposure(&file, guest.get_ref()).unwrap() {
+                exposures.push_str(&format!("  {component}: {why}\n"));
+            }
+        }
+        let svg = graph::svg(&file).unwrap();
+        assert!(
+            svg.contains("<svg") && file.components.keys().all(|c| svg.contains(c.get_ref().as_str())),
+            "{svg}"
+        );
+        let outputs = [
             ("cdl", cleave_capdl::text::write(&compiled.spec)),
             ("privileges", privileges::table(&compiled.spec)),
-        ] {
+            ("dot", graph::dot(&file)),
+            ("exposure", exposures),
+        ];
+        for (extension, actual) in outputs {
             let golden = path.with_extension(extension);
             if std::env::var_os("CLEAVE_BLESS").is_some() {
                 std::fs::write(&golden, &actual).unwrap();

@@ -1,0 +1,101 @@
+//! The sharing graph: components, guests, shared regions and devices as nodes; channels,
+//! mappings, device ownership and guest service as edges labelled with their rights. As
+//! DOT text, and as SVG rendered in-process.
+
+use crate::system::SystemFile;
+use std::fmt::Write;
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\\\""))
+}
+
+/// The graph in DOT.
+pub fn dot(file: &SystemFile) -> String {
+    let mut out = String::from("digraph system {\n");
+    for name in file.components.keys() {
+        let _ = writeln!(out, "  {} [shape=box];", quote(name.get_ref()));
+    }
+    for name in file.guests.keys() {
+        let _ = writeln!(out, "  {} [shape=ellipse];", quote(&format!("guest {}", name.get_ref())));
+    }
+    for name in file.regions.keys() {
+        let _ = writeln!(out, "  {} [shape=note];", quote(&format!("region {}", name.get_ref())));
+    }
+    for name in file.devices.keys() {
+        let _ = writeln!(out, "  {} [shape=hexagon];", quote(&format!("device {}", name.get_ref())));
+    }
+    for (name, ch) in &file.channels {
+        for (i, client) in ch.clients.get_ref().iter().enumerate() {
+            let badge = ch
+                .badges
+                .iter()
+                .find(|(k, _)| k.get_ref() == client.get_ref())
+                .map_or(i as u64 + 1, |(_, b)| *b.get_ref());
+            let grant = if ch.grant { "G" } else { "" };
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}];",
+                quote(client.get_ref()),
+                quote(ch.server.get_ref()),
+                quote(&format!("{} {} (W{grant}, badge {badge})", ch.kind.get_ref(), name.get_ref()))
+            );
+        }
+    }
+    for (name, r) in &file.regions {
+        for (component, rights) in r.map.get_ref() {
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}];",
+                quote(component.get_ref()),
+                quote(&format!("region {}", name.get_ref())),
+                quote(&rights.get_ref().to_uppercase())
+            );
+        }
+    }
+    for (name, d) in &file.devices {
+        let mut what = Vec::new();
+        if let Some(irq) = &d.irq {
+            what.push(format!("IRQ {}", irq.get_ref()));
+        }
+        if let Some(p) = &d.io_ports {
+            what.push(format!("ports {}", p.get_ref()));
+        }
+        if !d.mmio.is_empty() {
+            what.push("MMIO".into());
+        }
+        let _ = writeln!(
+            out,
+            "  {} -> {} [label={}];",
+            quote(d.owner.get_ref()),
+            quote(&format!("device {}", name.get_ref())),
+            quote(&what.join(", "))
+        );
+    }
+    for (name, g) in &file.guests {
+        for b in &g.backends {
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label=\"serves\"];",
+                quote(b.get_ref()),
+                quote(&format!("guest {}", name.get_ref()))
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// The graph as SVG, laid out and rendered in-process.
+pub fn svg(file: &SystemFile) -> Result<String, String> {
+    use layout::backends::svg::SVGWriter;
+    use layout::gv::{DotParser, GraphBuilder};
+    let text = dot(file);
+    let mut parser = DotParser::new(&text);
+    let tree = parser.process().map_err(|e| format!("cannot lay out the graph: {e}"))?;
+    let mut builder = GraphBuilder::new();
+    builder.visit_graph(&tree);
+    let mut graph = builder.get();
+    let mut writer = SVGWriter::new();
+    graph.do_it(false, false, false, &mut writer);
+    Ok(writer.finalize())
+}
