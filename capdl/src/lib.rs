@@ -14,6 +14,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod binary;
 #[cfg(feature = "alloc")]
 pub mod model;
 #[cfg(feature = "alloc")]

@@ -57,6 +57,8 @@ pub struct TcbParams {
     pub fault_ep: Option<u64>,
     /// Initial argument registers.
     pub init: Vec<u64>,
+    /// The ELF image the loader loads into its address space (`elf: name`).
+    pub elf: Option<String>,
 }
 
 /// The kind of an object and its parameters.

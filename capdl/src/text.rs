@@ -376,6 +376,10 @@ impl Parser {
                 self.at += 1;
                 Ok(ParamValue::Bool(s == "True"))
             }
+            Some(Tok::Ident(s)) => {
+                self.at += 1;
+                Ok(ParamValue::Name(s))
+            }
             Some(Tok::Punct('[')) => {
                 self.at += 1;
                 let mut items = Vec::new();
@@ -473,7 +477,12 @@ impl Parser {
                     }
                     Some(_) => return self.error("`init` takes `[n, …]`".into()),
                 };
-                let mut t = TcbParams { resume, init, ..TcbParams::default() };
+                let elf = match params.remove("elf") {
+                    None => None,
+                    Some(ParamValue::Name(n)) => Some(n),
+                    Some(_) => return self.error("`elf` takes a name".into()),
+                };
+                let mut t = TcbParams { resume, init, elf, ..TcbParams::default() };
                 for (key, field) in [
                     ("addr", &mut t.addr),
                     ("ip", &mut t.ip),
@@ -652,6 +661,7 @@ fn take_num(params: &mut BTreeMap<String, ParamValue>, key: &str) -> Parsed<Opti
 
 enum ParamValue {
     Number(u64),
+    Name(String),
     Bool(bool),
     List(Vec<(u64, Option<u64>)>),
     Fill(Vec<String>),
@@ -729,6 +739,9 @@ pub fn write(spec: &Spec) -> String {
                 if !t.init.is_empty() {
                     let items: Vec<String> = t.init.iter().map(u64::to_string).collect();
                     params.push(format!("init: [{}]", items.join(", ")));
+                }
+                if let Some(elf) = &t.elf {
+                    params.push(format!("elf: {elf}"));
                 }
             }
             ObjectKind::IoPorts { first, last } => {

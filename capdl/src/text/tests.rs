@@ -18,6 +18,7 @@ fn sample() -> Spec {
         dom: None,
         fault_ep: None,
         init: vec![1, 2],
+        elf: Some("client".into()),
     };
     let objects = [
         ("client_tcb", None, ObjectKind::Tcb(tcb)),

@@ -57,6 +57,7 @@ pub fn compile(file: &SystemFile) -> Compiled {
             prio: Some(c.priority.as_ref().map_or(DEFAULT_PRIORITY, |p| *p.get_ref())),
             max_prio: Some(0),
             resume: Some(true),
+            elf: Some(c.binary.as_ref().map_or_else(|| n.clone(), |b| b.get_ref().clone())),
             ..TcbParams::default()
         };
         spec.objects.push(Object { name: format!("{n}_tcb"), count: None, kind: ObjectKind::Tcb(tcb) });

@@ -9,5 +9,6 @@ pub mod compile;
 pub mod diagnostic;
 pub mod exposure;
 pub mod graph;
+pub mod image;
 pub mod privileges;
 pub mod system;

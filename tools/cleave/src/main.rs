@@ -2,7 +2,7 @@
 //! privilege table.
 
 use clap::{Parser, Subcommand};
-use cleave::{compile, diagnostic, exposure, graph, privileges, system};
+use cleave::{compile, diagnostic, exposure, graph, image, privileges, system};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -29,6 +29,21 @@ enum Command {
         /// Write it here instead of standard output (nothing is written on error).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Print only the digest of the capability distribution (what the loader reports).
+        #[arg(long)]
+        digest: bool,
+    },
+    /// Build the boot image the loader embeds: the encoded spec and the programs' ELFs.
+    Image {
+        /// The description.
+        #[arg(default_value = "system.toml")]
+        system: PathBuf,
+        /// Where the built programs are.
+        #[arg(long)]
+        programs: PathBuf,
+        /// The image file to write (nothing is written on error).
+        #[arg(long)]
+        output: PathBuf,
     },
     /// Print the Xoar privilege matrix of a system description.
     Privileges {
@@ -89,9 +104,25 @@ fn run(cli: Cli) -> Result<String, String> {
                 compiled.spec.caps.values().map(|s| s.len()).sum::<usize>()
             ))
         }
-        Command::Spec { system, output } => {
+        Command::Image { system, programs, output } => {
             let (_, file) = load(&system)?;
-            let text = cleave_capdl::text::write(&compile::compile(&file).spec);
+            let spec = cleave_capdl::binary::encode(&compile::compile(&file).spec)
+                .map_err(|e| format!("cleave: {e}\n"))?;
+            let image = image::build(&spec, &programs).map_err(|e| format!("{e}\n"))?;
+            std::fs::write(&output, &image)
+                .map_err(|e| format!("cleave: cannot write {}: {e}\n", output.display()))?;
+            Ok(String::new())
+        }
+        Command::Spec { system, output, digest } => {
+            let (_, file) = load(&system)?;
+            let spec = compile::compile(&file).spec;
+            if digest {
+                let bytes = cleave_capdl::binary::encode(&spec).map_err(|e| format!("cleave: {e}\n"))?;
+                let encoded =
+                    cleave_capdl::binary::EncodedSpec::new(&bytes).map_err(|e| format!("cleave: {e}\n"))?;
+                return Ok(format!("{:#018x}\n", encoded.digest()));
+            }
+            let text = cleave_capdl::text::write(&spec);
             match output {
                 Some(path) => {
                     std::fs::write(&path, &text)

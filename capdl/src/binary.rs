@@ -1,0 +1,358 @@
+//! The binary form of a specification, which the loader reads in place, without a heap.
+//!
+//! Layout (little-endian): a 32-byte header (`b"CLVSPEC1"`, then the counts and offsets of
+//! the object, capability, IRQ and name tables), fixed-size records for objects (32 bytes),
+//! capabilities (40 bytes) and IRQ mappings (8 bytes), then the names. Arrays are
+//! expanded: `name[3]` is an object of its own. Every access is bounds-checked, so a
+//! corrupt image yields an error, never a wrong read.
+
+use core::fmt;
+
+/// The magic at the start of an encoded specification.
+pub const MAGIC: [u8; 8] = *b"CLVSPEC1";
+const HEADER: usize = 32;
+/// Size of an object record.
+pub const OBJECT_RECORD: usize = 32;
+/// Size of a capability record.
+pub const CAP_RECORD: usize = 40;
+const IRQ_RECORD: usize = 8;
+
+/// Object kinds in the binary form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Untyped memory.
+    Untyped = 1,
+    /// Endpoint.
+    Endpoint = 2,
+    /// Notification.
+    Notification = 3,
+    /// Thread.
+    Tcb = 4,
+    /// CNode.
+    CNode = 5,
+    /// Frame (size in `size_bits`).
+    Frame = 6,
+    /// Page table.
+    PageTable = 7,
+    /// Page directory.
+    PageDirectory = 8,
+    /// PDPT.
+    Pdpt = 9,
+    /// PML4 (VSpace).
+    Pml4 = 10,
+    /// IRQ handler object.
+    Irq = 11,
+    /// I/O port range.
+    IoPorts = 12,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Self> {
+        use Kind::*;
+        [
+            Untyped,
+            Endpoint,
+            Notification,
+            Tcb,
+            CNode,
+            Frame,
+            PageTable,
+            PageDirectory,
+            Pdpt,
+            Pml4,
+            Irq,
+            IoPorts,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == v)
+    }
+}
+
+/// One object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectRecord {
+    /// What it is.
+    pub kind: Kind,
+    /// Size (untyped, CNode radix + 6, frame 12/21), or 0.
+    pub size_bits: u8,
+    /// TCB priority.
+    pub priority: u8,
+    /// TCB maximum controlled priority.
+    pub max_priority: u8,
+    /// Index of its name in the name table.
+    pub name: u32,
+    /// Frame/untyped physical address (0: any), I/O ports first and last (16 bits each),
+    /// TCB: index of its ELF image name (u32::MAX: none).
+    pub param0: u64,
+    /// TCB: 1 if the loader starts it.
+    pub param1: u64,
+    /// Reserved.
+    pub param2: u64,
+}
+
+/// Capability targets that are not objects.
+pub mod special {
+    /// `irq_control`.
+    pub const IRQ_CONTROL: u32 = u32::MAX;
+    /// `io_space_master`, `asid_control`, `domain`, `sched_control`: not used by Cleave.
+    pub const UNSUPPORTED: u32 = u32::MAX - 1;
+}
+
+/// One capability in a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapRecord {
+    /// The object holding the slot.
+    pub container: u32,
+    /// The slot.
+    pub slot: u32,
+    /// The object named (or a [`special`] value).
+    pub target: u32,
+    /// Rights: bit 0 write, 1 read, 2 grant, 3 grant-reply (the kernel's encoding).
+    pub rights: u8,
+    /// Guard size.
+    pub guard_size: u8,
+    /// Bit 0: uncached.
+    pub flags: u8,
+    /// Badge.
+    pub badge: u64,
+    /// Guard.
+    pub guard: u64,
+}
+
+/// What is wrong with an encoded specification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not an encoded specification.
+    BadMagic,
+    /// A table lies outside the bytes.
+    Truncated,
+    /// Object `index` has an unknown kind.
+    BadKind { index: u32 },
+    /// Capability record `index` names an object or name that does not exist.
+    BadReference { index: u32 },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadMagic => write!(f, "not an encoded capDL specification"),
+            Self::Truncated => write!(f, "the encoded specification is truncated"),
+            Self::BadKind { index } => write!(f, "object {index} has an unknown kind"),
+            Self::BadReference { index } => {
+                write!(f, "record {index} refers to something that does not exist")
+            }
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    let s = b.get(at..at + 8)?;
+    Some(u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]))
+}
+
+/// An encoded specification, read in place.
+#[derive(Clone, Copy, Debug)]
+pub struct EncodedSpec<'a> {
+    bytes: &'a [u8],
+    objects: (usize, usize),
+    caps: (usize, usize),
+    irqs: (usize, usize),
+    names: (usize, usize),
+}
+
+impl<'a> EncodedSpec<'a> {
+    /// Checks the header, every table's bounds and every record.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        if bytes.get(..8) != Some(&MAGIC[..]) {
+            return Err(DecodeError::BadMagic);
+        }
+        let field = |i: usize| u32_at(bytes, 8 + 4 * i).map(|v| v as usize).ok_or(DecodeError::Truncated);
+        let (n_objects, n_caps, n_irqs, n_names) = (field(0)?, field(1)?, field(2)?, field(3)?);
+        let objects = HEADER;
+        let caps = objects + n_objects * OBJECT_RECORD;
+        let irqs = caps + n_caps * CAP_RECORD;
+        let names = irqs + n_irqs * IRQ_RECORD;
+        if names + n_names * 8 > bytes.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let spec = Self {
+            bytes,
+            objects: (objects, n_objects),
+            caps: (caps, n_caps),
+            irqs: (irqs, n_irqs),
+            names: (names, n_names),
+        };
+        for i in 0..n_objects as u32 {
+            let o = spec.object(i).ok_or(DecodeError::BadKind { index: i })?;
+            spec.name(o.name).ok_or(DecodeError::BadReference { index: i })?;
+        }
+        for i in 0..n_caps as u32 {
+            let c = spec.cap(i).ok_or(DecodeError::Truncated)?;
+            let target_ok = c.target >= special::UNSUPPORTED || (c.target as usize) < n_objects;
+            if c.container as usize >= n_objects || !target_ok {
+                return Err(DecodeError::BadReference { index: i });
+            }
+        }
+        for i in 0..n_irqs as u32 {
+            let (_, object) = spec.irq(i).ok_or(DecodeError::Truncated)?;
+            if object as usize >= n_objects {
+                return Err(DecodeError::BadReference { index: i });
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Number of objects.
+    pub fn object_count(&self) -> u32 {
+        self.objects.1 as u32
+    }
+    /// Number of capabilities.
+    pub fn cap_count(&self) -> u32 {
+        self.caps.1 as u32
+    }
+    /// Number of IRQ mappings.
+    pub fn irq_count(&self) -> u32 {
+        self.irqs.1 as u32
+    }
+
+    /// Object `i`.
+    pub fn object(&self, i: u32) -> Option<ObjectRecord> {
+        if i as usize >= self.objects.1 {
+            return None;
+        }
+        let at = self.objects.0 + i as usize * OBJECT_RECORD;
+        let b = self.bytes.get(at..at + OBJECT_RECORD)?;
+        Some(ObjectRecord {
+            kind: Kind::from_u8(b[0])?,
+            size_bits: b[1],
+            priority: b[2],
+            max_priority: b[3],
+            name: u32_at(b, 4)?,
+            param0: u64_at(b, 8)?,
+            param1: u64_at(b, 16)?,
+            param2: u64_at(b, 24)?,
+        })
+    }
+
+    /// Capability `i`.
+    pub fn cap(&self, i: u32) -> Option<CapRecord> {
+        if i as usize >= self.caps.1 {
+            return None;
+        }
+        let at = self.caps.0 + i as usize * CAP_RECORD;
+        let b = self.bytes.get(at..at + CAP_RECORD)?;
+        Some(CapRecord {
+            container: u32_at(b, 0)?,
+            slot: u32_at(b, 4)?,
+            target: u32_at(b, 8)?,
+            rights: b[12],
+            guard_size: b[13],
+            flags: b[14],
+            badge: u64_at(b, 16)?,
+            guard: u64_at(b, 24)?,
+        })
+    }
+
+    /// IRQ mapping `i`: (line, object).
+    pub fn irq(&self, i: u32) -> Option<(u32, u32)> {
+        if i as usize >= self.irqs.1 {
+            return None;
+        }
+        let at = self.irqs.0 + i as usize * IRQ_RECORD;
+        Some((u32_at(self.bytes, at)?, u32_at(self.bytes, at + 4)?))
+    }
+
+    /// Name `i` (object names, ELF image names).
+    pub fn name(&self, i: u32) -> Option<&'a str> {
+        if i as usize >= self.names.1 {
+            return None;
+        }
+        let at = self.names.0 + i as usize * 8;
+        let (offset, len) = (u32_at(self.bytes, at)? as usize, u32_at(self.bytes, at + 4)? as usize);
+        core::str::from_utf8(self.bytes.get(offset..offset.checked_add(len)?)?).ok()
+    }
+
+    /// A 64-bit digest (FNV-1a) of everything that defines the capability distribution:
+    /// every object's kind and size, every capability's place, target, rights, badge and
+    /// guard, every IRQ mapping. The loader reports the digest of what it built.
+    pub fn digest(&self) -> u64 {
+        let mut d = Digest::new();
+        for i in 0..self.object_count() {
+            if let Some(o) = self.object(i) {
+                d.object(&o);
+            }
+        }
+        for i in 0..self.cap_count() {
+            if let Some(c) = self.cap(i) {
+                d.cap(&c);
+            }
+        }
+        for i in 0..self.irq_count() {
+            if let Some((irq, object)) = self.irq(i) {
+                d.word(u64::from(irq));
+                d.word(u64::from(object));
+            }
+        }
+        d.finish()
+    }
+}
+
+/// The FNV-1a digest of a capability distribution, fed record by record.
+#[derive(Clone, Copy, Debug)]
+pub struct Digest(u64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Digest {
+    /// An empty digest.
+    pub const fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    /// Adds a word.
+    pub fn word(&mut self, w: u64) {
+        for b in w.to_le_bytes() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    /// Adds an object (kind, size, priorities, physical address).
+    pub fn object(&mut self, o: &ObjectRecord) {
+        self.word(
+            o.kind as u64
+                | u64::from(o.size_bits) << 8
+                | u64::from(o.priority) << 16
+                | u64::from(o.max_priority) << 24,
+        );
+        self.word(if matches!(o.kind, Kind::Frame | Kind::Untyped | Kind::IoPorts) { o.param0 } else { 0 });
+    }
+    /// Adds a capability.
+    pub fn cap(&mut self, c: &CapRecord) {
+        self.word(u64::from(c.container) | u64::from(c.slot) << 32);
+        self.word(
+            u64::from(c.target)
+                | u64::from(c.rights) << 32
+                | u64::from(c.guard_size) << 40
+                | u64::from(c.flags) << 48,
+        );
+        self.word(c.badge);
+        self.word(c.guard);
+    }
+    /// The digest.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(feature = "alloc")]
+mod encode;
+#[cfg(feature = "alloc")]
+pub use encode::{EncodeError, encode};

@@ -1,0 +1,185 @@
+//! Encoding a [`Spec`] into the binary form.
+
+use super::{CAP_RECORD, Kind, MAGIC, OBJECT_RECORD, special};
+use crate::model::{ObjRef, ObjectKind, Spec, Target};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Why a specification cannot be encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeError(pub String);
+
+impl core::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn rights_bits(r: &crate::model::Rights) -> u8 {
+    u8::from(r.write) | u8::from(r.read) << 1 | u8::from(r.grant) << 2 | u8::from(r.grant_reply) << 3
+}
+
+/// Encodes `spec` (which should have passed [`crate::validate::validate`]).
+pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
+    let mut names: Vec<String> = Vec::new();
+    let mut name_index: BTreeMap<String, u32> = BTreeMap::new();
+    let mut intern = |s: &str, names: &mut Vec<String>| -> u32 {
+        *name_index.entry(s.into()).or_insert_with(|| {
+            names.push(s.into());
+            (names.len() - 1) as u32
+        })
+    };
+    // Objects, arrays expanded, in declaration order.
+    let mut index: BTreeMap<ObjRef, u32> = BTreeMap::new();
+    let mut objects: Vec<[u8; OBJECT_RECORD]> = Vec::new();
+    for o in &spec.objects {
+        let elements: Vec<Option<u32>> = match o.count {
+            None => alloc::vec![None],
+            Some(n) => (0..n).map(Some).collect(),
+        };
+        for element in elements {
+            let r = ObjRef { name: o.name.clone(), index: element };
+            let mut rec = [0u8; OBJECT_RECORD];
+            let (kind, size_bits, p0, p1): (Kind, u8, u64, u64) = match &o.kind {
+                ObjectKind::Untyped { size_bits, paddr, .. } => {
+                    (Kind::Untyped, size_bits.unwrap_or(0) as u8, paddr.unwrap_or(0), 0)
+                }
+                ObjectKind::Endpoint => (Kind::Endpoint, 0, 0, 0),
+                ObjectKind::Notification => (Kind::Notification, 0, 0, 0),
+                ObjectKind::Tcb(t) => {
+                    rec[2] = t.prio.unwrap_or(0) as u8;
+                    rec[3] = t.max_prio.unwrap_or(0) as u8;
+                    let elf =
+                        t.elf.as_deref().map_or(u64::from(u32::MAX), |e| u64::from(intern(e, &mut names)));
+                    (Kind::Tcb, 0, elf, u64::from(t.resume.unwrap_or(false)))
+                }
+                ObjectKind::CNode { size_bits } => (Kind::CNode, (*size_bits + 6) as u8, 0, 0),
+                ObjectKind::Frame { size, paddr, .. } => {
+                    (Kind::Frame, size.trailing_zeros() as u8, paddr.unwrap_or(0), 0)
+                }
+                ObjectKind::PageTable => (Kind::PageTable, 12, 0, 0),
+                ObjectKind::PageDirectory => (Kind::PageDirectory, 12, 0, 0),
+                ObjectKind::Pdpt => (Kind::Pdpt, 12, 0, 0),
+                ObjectKind::Pml4 => (Kind::Pml4, 12, 0, 0),
+                ObjectKind::Irq => (Kind::Irq, 0, 0, 0),
+                ObjectKind::IoPorts { first, last } => (Kind::IoPorts, 0, first | last << 16, 0),
+                other => {
+                    return Err(EncodeError(format!("`{}`: Cleave has no `{}` objects", r, other.keyword())));
+                }
+            };
+            rec[0] = kind as u8;
+            rec[1] = size_bits;
+            rec[4..8]
+                .copy_from_slice(&intern(&alloc::string::ToString::to_string(&r), &mut names).to_le_bytes());
+            rec[8..16].copy_from_slice(&p0.to_le_bytes());
+            rec[16..24].copy_from_slice(&p1.to_le_bytes());
+            index.insert(r, objects.len() as u32);
+            objects.push(rec);
+        }
+    }
+    let find = |r: &ObjRef| index.get(r).copied().ok_or_else(|| EncodeError(format!("no object `{r}`")));
+    let mut caps: Vec<[u8; CAP_RECORD]> = Vec::new();
+    for (container, slots) in &spec.caps {
+        let c = find(container)?;
+        for (&slot, cap) in slots {
+            let target = match &cap.target {
+                Target::Object(r) => find(r)?,
+                Target::IrqControl => special::IRQ_CONTROL,
+                _ => special::UNSUPPORTED,
+            };
+            let mut rec = [0u8; CAP_RECORD];
+            rec[0..4].copy_from_slice(&c.to_le_bytes());
+            rec[4..8].copy_from_slice(
+                &u32::try_from(slot)
+                    .map_err(|_| EncodeError(format!("`{container}` slot {slot} too large")))?
+                    .to_le_bytes(),
+            );
+            rec[8..12].copy_from_slice(&target.to_le_bytes());
+            rec[12] = rights_bits(&cap.params.rights);
+            rec[13] = cap.params.guard_size as u8;
+            rec[14] = u8::from(cap.params.uncached);
+            rec[16..24].copy_from_slice(&cap.params.badge.to_le_bytes());
+            rec[24..32].copy_from_slice(&cap.params.guard.to_le_bytes());
+            caps.push(rec);
+        }
+    }
+    let mut irqs: Vec<[u8; 8]> = Vec::new();
+    for (&irq, r) in &spec.irqs {
+        let mut rec = [0u8; 8];
+        rec[0..4].copy_from_slice(&(irq as u32).to_le_bytes());
+        rec[4..8].copy_from_slice(&find(r)?.to_le_bytes());
+        irqs.push(rec);
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAGIC);
+    for n in [objects.len(), caps.len(), irqs.len(), names.len()] {
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    out.resize(super::HEADER, 0);
+    objects.iter().for_each(|r| out.extend_from_slice(r));
+    caps.iter().for_each(|r| out.extend_from_slice(r));
+    irqs.iter().for_each(|r| out.extend_from_slice(r));
+    let table_at = out.len();
+    out.resize(table_at + names.len() * 8, 0);
+    for (i, name) in names.iter().enumerate() {
+        let offset = out.len() as u32;
+        out.extend_from_slice(name.as_bytes());
+        let at = table_at + i * 8;
+        out[at..at + 4].copy_from_slice(&offset.to_le_bytes());
+        out[at + 4..at + 8].copy_from_slice(&(name.len() as u32).to_le_bytes());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{DecodeError, EncodedSpec, Kind};
+    use super::*;
+    use crate::text::read;
+
+    const TEXT: &str = "arch x86_64\nobjects {\n  t = tcb (prio: 100, max_prio: 0, resume: True, elf: server)\n  c = cnode (8 bits)\n  e = ep\n  f[2] = frame (4k)\n  i = irq\n  p = io_ports (ports: [0x40..0x43])\n}\ncaps {\n  c {\n    1: e (W, badge: 5)\n    2: f[1] (R, uncached)\n    3: irq_control\n  }\n  t {\n    0: c (guard_size: 56)\n  }\n}\nirq maps {\n  3: i\n}\n";
+
+    #[test]
+    fn encodes_and_reads_back_in_place() {
+        let spec = read(TEXT).unwrap();
+        let bytes = encode(&spec).unwrap();
+        let e = EncodedSpec::new(&bytes).unwrap();
+        assert_eq!((e.object_count(), e.cap_count(), e.irq_count()), (7, 4, 1));
+        let t = e.object(0).unwrap();
+        assert_eq!((t.kind, t.priority, t.param1), (Kind::Tcb, 100, 1));
+        assert_eq!(e.name(t.param0 as u32), Some("server"));
+        assert_eq!(e.name(e.object(4).unwrap().name), Some("f[1]"));
+        assert_eq!(e.object(1).unwrap().size_bits, 14);
+        assert_eq!(e.object(6).unwrap().param0, 0x40 | 0x43 << 16);
+        let caps: Vec<_> = (0..4).map(|i| e.cap(i).unwrap()).collect();
+        assert!(caps.iter().any(|c| c.target == 2 && c.badge == 5 && c.rights == 1 && c.slot == 1));
+        assert!(caps.iter().any(|c| c.target == 4 && c.flags == 1 && c.rights == 2));
+        assert!(caps.iter().any(|c| c.target == special::IRQ_CONTROL));
+        assert!(caps.iter().any(|c| c.container == 0 && c.guard_size == 56));
+        assert_eq!(e.irq(0), Some((3, 5)));
+        // The digest depends on the distribution: a different badge changes it.
+        let other = encode(&read(&TEXT.replace("badge: 5", "badge: 6")).unwrap()).unwrap();
+        assert_ne!(EncodedSpec::new(&other).unwrap().digest(), e.digest());
+        assert_eq!(EncodedSpec::new(&encode(&spec).unwrap()).unwrap().digest(), e.digest());
+    }
+
+    #[test]
+    fn corrupt_images_are_refused() {
+        let bytes = encode(&read(TEXT).unwrap()).unwrap();
+        assert_eq!(EncodedSpec::new(b"nonsense").unwrap_err(), DecodeError::BadMagic);
+        assert_eq!(EncodedSpec::new(&bytes[..40]).unwrap_err(), DecodeError::Truncated);
+        let mut bad = bytes.clone();
+        bad[32] = 99; // first object's kind
+        assert_eq!(EncodedSpec::new(&bad).unwrap_err(), DecodeError::BadKind { index: 0 });
+        let mut bad = bytes.clone();
+        let cap0 = 32 + 7 * 32;
+        bad[cap0 + 8..cap0 + 12].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(EncodedSpec::new(&bad).unwrap_err(), DecodeError::BadReference { index: 0 });
+        // Every truncation of a valid image is refused or still consistent, never a panic.
+        for len in 0..bytes.len() {
+            let _ = EncodedSpec::new(&bytes[..len]);
+        }
+    }
+}
