@@ -12,7 +12,7 @@ use std::path::Path;
 pub const MAGIC: &[u8; 8] = b"CLVIMG01";
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 8 != 0 {
+    while !out.len().is_multiple_of(8) {
         out.push(0);
     }
 }
