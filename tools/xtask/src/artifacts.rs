@@ -11,8 +11,10 @@ pub const TARGET: &str = "x86_64-unknown-none";
 /// Crates built for the host (tested with `cargo test`).
 pub const HOST_PACKAGES: &[&str] = &["cleave-abi", "cleave-capdl", "cleave-kernel-core", "cleave", "xtask"];
 
-/// Crates built for [`TARGET`]: the kernel, the runtime and every user program.
-pub const TARGET_PACKAGES: &[&str] = &["cleave-kernel", "cleave-capdl", "cleave-rt", "hello", "cleave-tests"];
+/// Crates built for [`TARGET`]: the kernel, the runtime and every user program. (The
+/// capDL crate is built for the target through the loader, without its `alloc` feature.)
+pub const TARGET_PACKAGES: &[&str] =
+    &["cleave-kernel", "cleave-rt", "hello", "xenstore-state", "toolstack", "cleave-tests", "cleave-loader"];
 
 /// User programs that become boot modules, by binary name.
 pub const PROGRAMS: &[&str] = &[
@@ -59,15 +61,37 @@ pub fn cargo(dir: &Path, args: &[&str]) -> Result<bool> {
     Ok(status.success())
 }
 
-/// Builds the kernel and every user program and checks the kernel's load layout.
+/// Runs `cargo ARGS` in `dir` with `env` set, streaming its output.
+fn cargo_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<bool> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(args).current_dir(dir);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let status = command.status().with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    Ok(status.success())
+}
+
+/// Builds the kernel and every user program, then the boot image from `system.toml` and
+/// the capDL loader that embeds it, and checks the kernel's load layout.
 pub fn build() -> Result<Artifacts> {
     let root = workspace_root();
     let mut args = vec!["build", "--release", "--target", TARGET];
-    for package in TARGET_PACKAGES {
+    for package in TARGET_PACKAGES.iter().filter(|p| **p != "cleave-loader") {
         args.extend(["-p", package]);
     }
     if !cargo(&root, &args)? {
         bail!("building the kernel and user programs failed");
+    }
+    let programs = root.join("target").join(TARGET).join("release");
+    let work = root.join("target").join("cleave");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let image = work.join("image.bin");
+    build_image(&root.join("system.toml"), &programs, &image)?;
+    let loader = ["build", "--release", "--target", TARGET, "-p", "cleave-loader"];
+    if !cargo_with_env(&root, &loader, &[("CLEAVE_IMAGE", &image)])? {
+        bail!("building the capDL loader failed");
     }
     let out = root.join("target").join(TARGET).join("release");
     let kernel = out.join("cleave-kernel");
@@ -75,7 +99,27 @@ pub fn build() -> Result<Artifacts> {
     cleave_kernel_core::kernel_image::check(&image)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("{} cannot be loaded by a Multiboot loader", kernel.display()))?;
-    let work = root.join("target").join("cleave");
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     Ok(Artifacts { kernel, programs: out, work })
+}
+
+/// Compiles `system` and writes the loader's boot image (encoded spec + programs).
+fn build_image(system: &Path, programs: &Path, image: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(system).with_context(|| format!("reading {}", system.display()))?;
+    let file = cleave::system::load(&text).map_err(|e| {
+        anyhow::anyhow!("{}", cleave::diagnostic::render(&e, &system.display().to_string(), &text))
+    })?;
+    let spec = cleave::compile::compile(&file).spec;
+    let encoded = cleave_capdl::binary::encode(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bytes = cleave::image::build(&encoded, programs).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(image, bytes).with_context(|| format!("writing {}", image.display()))
+}
+
+/// The digest the loader must report for `system`.
+pub fn expected_digest(system: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(system).with_context(|| format!("reading {}", system.display()))?;
+    let file =
+        cleave::system::load(&text).map_err(|_| anyhow::anyhow!("{} does not check", system.display()))?;
+    let encoded = cleave_capdl::binary::encode(&cleave::compile::compile(&file).spec)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cleave_capdl::binary::EncodedSpec::new(&encoded).map_err(|e| anyhow::anyhow!("{e}"))?.digest())
 }

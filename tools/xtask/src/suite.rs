@@ -18,6 +18,9 @@ struct EmulatorTest {
     module: Option<&'static str>,
     cmdline: &'static str,
     expect: Expectation<'static>,
+    /// The run must also report the capability digest `cleave` computes for this system
+    /// description (a path from the workspace root).
+    digest_of: Option<&'static str>,
 }
 
 const QEMU_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,10 +28,28 @@ const BOCHS_TIMEOUT: Duration = Duration::from_secs(120);
 
 const TESTS: &[EmulatorTest] = &[
     EmulatorTest {
+        name: "qemu-capdl-system",
+        emulator: Emulator::Qemu,
+        module: Some("loader"),
+        cmdline: "",
+        digest_of: Some("system.toml"),
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &[
+                "loader: specification with",
+                "loader: built",
+                "toolstack: 4 of 4 answers from xenstore-state were right",
+                "toolstack: 254 of 254 ungiven slots refused",
+                "TEST PASS",
+            ],
+        },
+    },
+    EmulatorTest {
         name: "qemu-boot",
         emulator: Emulator::Qemu,
         module: Some("boot-test"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -49,6 +70,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("hello"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &["hello: Hello from ring 3! (privilege level 3)", "exited with status 0"],
@@ -59,6 +81,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("cap-test"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -84,6 +107,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("thread-test"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -104,6 +128,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("irq-test"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -120,6 +145,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("vspace-test"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -139,6 +165,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("user-fault"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Idle,
             patterns: &[
@@ -155,6 +182,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("bad-syscall"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Idle,
             patterns: &[
@@ -169,6 +197,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("panic-test"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Idle,
             patterns: &[
@@ -184,6 +213,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: None,
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &["kernel: cannot boot: no boot module: the kernel needs a root task"],
@@ -194,6 +224,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("file:system.toml"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &["kernel: cannot start root task 'system.toml': bad ELF image: not an ELF file"],
@@ -204,6 +235,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("boot-test"),
         cmdline: "cleave.selftest=kernel-page-fault",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &[
@@ -221,6 +253,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("boot-test"),
         cmdline: "cleave.selftest=panic",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &[
@@ -235,6 +268,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Qemu,
         module: Some("boot-test"),
         cmdline: "cleave.selftest=bogus",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &["kernel: cannot boot: unknown cleave.selftest=bogus"],
@@ -245,6 +279,7 @@ const TESTS: &[EmulatorTest] = &[
         emulator: Emulator::Bochs,
         module: Some("boot-test"),
         cmdline: "",
+        digest_of: None,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -359,7 +394,16 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
     };
     let start = Instant::now();
     let finished = run.execute(artifacts)?;
-    match judge::judge(test.emulator, &test.expect, finished.ending, &finished.serial) {
+    let mut verdict = judge::judge(test.emulator, &test.expect, finished.ending, &finished.serial);
+    if let (Ok(()), Some(system)) = (&verdict, test.digest_of) {
+        let digest = artifacts::expected_digest(&workspace_root().join(system))?;
+        let line = format!("digest {digest:#018x}");
+        if !finished.serial.contains(&line) {
+            verdict =
+                Err(format!("the loader did not report `{line}`, the digest cleave computed for {system}"));
+        }
+    }
+    match verdict {
         Ok(()) => {
             println!("== {} ok ({:.1} s)", test.name, start.elapsed().as_secs_f64());
             tally.passed += 1;

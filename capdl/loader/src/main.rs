@@ -1,0 +1,437 @@
+//! The capDL loader: Cleave's root task. It reads the boot image built by `cleave image`
+//! (the encoded specification and the components' ELF images), creates every object from
+//! untyped memory, loads each component's image into its own address space, places
+//! exactly the specified capabilities, starts the threads, reports a digest of what it
+//! built, and stops itself.
+#![no_std]
+#![no_main]
+
+use cleave_abi::boot_info::{BootInfo, slot};
+use cleave_abi::{Error, ObjectType, Rights};
+use cleave_capdl::binary::{CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, special};
+use cleave_kernel_core::elf_image;
+use cleave_rt::boot::boot_info;
+use cleave_rt::cap::kind::{
+    CNode, Frame, IoPortControl, IrqControl, IrqHandler, PageTable, Tcb, Untyped, VSpace,
+};
+use cleave_rt::{Cap, println};
+
+cleave_rt::entry!(main);
+
+static IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/image.bin"));
+
+const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
+const ROOT_VSPACE: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
+/// Where the loader maps a frame to fill it.
+const SCRATCH: u64 = 0x6000_0000_0000;
+/// Component stack: 16 KiB ending here.
+const STACK_TOP: u64 = cleave_abi::layout::USER_STACK_TOP;
+const STACK_PAGES: u64 = 4;
+/// Component IPC buffer.
+const IPC_BUFFER: u64 = cleave_abi::boot_info::ROOT_IPC_BUFFER_ADDRESS;
+const MAX_OBJECTS: usize = 512;
+const MAX_TABLES: usize = 256;
+
+/// Why loading stopped.
+struct Failure(&'static str, Option<&'static str>, Option<Error>);
+
+type Step<T> = Result<T, Failure>;
+
+fn fail(what: &'static str) -> Failure {
+    Failure(what, None, None)
+}
+
+/// The boot image: the spec, then (name, ELF) pairs.
+struct Image<'a> {
+    spec: EncodedSpec<'a>,
+    programs: &'a [u8],
+    count: u64,
+}
+
+fn take<'a>(bytes: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let len = u64::from_le_bytes(bytes.get(*at..*at + 8)?.try_into().ok()?) as usize;
+    let start = *at + 8;
+    let part = bytes.get(start..start.checked_add(len)?)?;
+    *at = (start + len).next_multiple_of(8);
+    Some(part)
+}
+
+impl<'a> Image<'a> {
+    fn parse(bytes: &'a [u8]) -> Step<Self> {
+        if bytes.get(..8) != Some(b"CLVIMG01") {
+            return Err(fail("no boot image embedded (build with `cargo xtask build`)"));
+        }
+        let mut at = 8;
+        let spec = take(bytes, &mut at).ok_or(fail("boot image truncated"))?;
+        let spec = EncodedSpec::new(spec).map_err(|_| fail("the embedded specification is corrupt"))?;
+        let count = u64::from_le_bytes(
+            bytes.get(at..at + 8).ok_or(fail("boot image truncated"))?.try_into().unwrap_or([0; 8]),
+        );
+        Ok(Self { spec, programs: &bytes[at + 8..], count })
+    }
+
+    fn program(&self, name: &str) -> Option<&'a [u8]> {
+        let mut at = 0;
+        for _ in 0..self.count {
+            let n = take(self.programs, &mut at)?;
+            let elf = take(self.programs, &mut at)?;
+            if n == name.as_bytes() {
+                return Some(elf);
+            }
+        }
+        None
+    }
+}
+
+struct Loader {
+    info: &'static BootInfo,
+    spec: EncodedSpec<'static>,
+    next_slot: u64,
+    untyped: usize,
+    slots: [u64; MAX_OBJECTS],
+    /// Page tables made: (VSpace slot, level, vaddr >> level shift).
+    tables: [(u64, u8, u64); MAX_TABLES],
+    table_count: usize,
+    digest: Digest,
+}
+
+impl Loader {
+    /// A new object in the next free root slot, from the first RAM untyped with room.
+    fn retype(&mut self, ty: ObjectType, size_bits: u64) -> Result<u64, Error> {
+        let dest = self.next_slot;
+        if dest >= self.info.empty_end {
+            return Err(Error::NotEnoughMemory);
+        }
+        while self.untyped < self.info.untyped_count as usize {
+            let d = &self.info.untyped[self.untyped];
+            if d.is_device == 0 {
+                let cap: Cap<Untyped> = Cap::from_cptr(self.info.untyped_first + self.untyped as u64);
+                match cap.retype(ty, size_bits, ROOT, 0, 0, dest, 1) {
+                    Ok(()) => {
+                        self.next_slot += 1;
+                        return Ok(dest);
+                    }
+                    Err(Error::NotEnoughMemory) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.untyped += 1;
+        }
+        Err(Error::NotEnoughMemory)
+    }
+
+    fn free_slot(&mut self) -> u64 {
+        self.next_slot += 1;
+        self.next_slot - 1
+    }
+
+    /// Makes sure `vspace` has the PDPT, page directory and page table covering `vaddr`.
+    fn ensure_tables(&mut self, vspace: u64, vaddr: u64) -> Result<(), Error> {
+        for (level, ty, shift) in
+            [(3u8, ObjectType::Pdpt, 39), (2, ObjectType::PageDirectory, 30), (1, ObjectType::PageTable, 21)]
+        {
+            let key = (vspace, level, vaddr >> shift);
+            if self.tables[..self.table_count].contains(&key) {
+                continue;
+            }
+            let table = self.retype(ty, 0)?;
+            match Cap::<PageTable>::from_cptr(table).map(Cap::from_cptr(vspace), vaddr) {
+                Ok(()) | Err(Error::DeleteFirst) => {}
+                Err(e) => return Err(e),
+            }
+            if self.table_count < MAX_TABLES {
+                self.tables[self.table_count] = key;
+                self.table_count += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// A frame holding `data` at `offset`, mapped at `vaddr` of `vspace`.
+    fn page(
+        &mut self,
+        vspace: u64,
+        vaddr: u64,
+        data: &[u8],
+        offset: usize,
+        write: bool,
+        execute: bool,
+    ) -> Result<u64, Error> {
+        let frame = self.retype(ObjectType::Frame4K, 0)?;
+        let f: Cap<Frame> = Cap::from_cptr(frame);
+        if !data.is_empty() {
+            self.ensure_tables(slot::VSPACE, SCRATCH)?;
+            f.map(ROOT_VSPACE, SCRATCH, Rights::ALL, true)?;
+            // SAFETY: SCRATCH maps this fresh frame read-write (just above); offset + len
+            // lies within its 4 KiB (callers split data at page boundaries); the image is
+            // not mapped there.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    (SCRATCH + offset as u64) as *mut u8,
+                    data.len(),
+                )
+            }
+            f.unmap()?;
+        }
+        self.ensure_tables(vspace, vaddr)?;
+        let rights = if write { Rights(Rights::READ.0 | Rights::WRITE.0) } else { Rights::READ };
+        f.map(Cap::from_cptr(vspace), vaddr, rights, !execute)?;
+        Ok(frame)
+    }
+
+    fn create_objects(&mut self) -> Step<()> {
+        let spec = self.spec;
+        for i in 0..spec.object_count() {
+            let o = spec.object(i).ok_or(fail("object table"))?;
+            let what = |e| Failure("cannot create object", spec.name(o.name), Some(e));
+            let made = match o.kind {
+                Kind::Endpoint => self.retype(ObjectType::Endpoint, 0),
+                Kind::Notification => self.retype(ObjectType::Notification, 0),
+                Kind::Tcb => self.retype(ObjectType::Tcb, 0),
+                Kind::CNode => self.retype(ObjectType::CNode, u64::from(o.size_bits) - 6),
+                Kind::Untyped => self.retype(ObjectType::Untyped, u64::from(o.size_bits)),
+                Kind::PageTable => self.retype(ObjectType::PageTable, 0),
+                Kind::PageDirectory => self.retype(ObjectType::PageDirectory, 0),
+                Kind::Pdpt => self.retype(ObjectType::Pdpt, 0),
+                Kind::Pml4 => self.retype(ObjectType::Pml4, 0),
+                Kind::Frame if o.param0 != 0 => {
+                    return Err(Failure("device frames are not loaded yet", spec.name(o.name), None));
+                }
+                Kind::Frame if o.size_bits == 21 => self.retype(ObjectType::Frame2M, 0),
+                Kind::Frame => self.retype(ObjectType::Frame4K, 0),
+                Kind::Irq => {
+                    let line = (0..spec.irq_count()).filter_map(|k| spec.irq(k)).find(|&(_, obj)| obj == i);
+                    let Some((line, _)) = line else {
+                        return Err(Failure("irq object without a line", spec.name(o.name), None));
+                    };
+                    let dest = self.free_slot();
+                    let control: Cap<IrqControl> = Cap::from_cptr(slot::IRQ_CONTROL);
+                    control.get(line as u8, ROOT.slot(dest, 64)).map(|()| dest)
+                }
+                Kind::IoPorts => {
+                    let dest = self.free_slot();
+                    let control: Cap<IoPortControl> = Cap::from_cptr(slot::IO_PORT_CONTROL);
+                    control
+                        .issue(o.param0 as u16, (o.param0 >> 16) as u16, ROOT.slot(dest, 64))
+                        .map(|()| dest)
+                }
+            };
+            self.slots[i as usize] = made.map_err(what)?;
+            self.digest.object(&o);
+        }
+        Ok(())
+    }
+
+    /// The object a TCB's slot `tcb_slot` names in the spec.
+    fn tcb_cap(&self, tcb: u32, tcb_slot: u32) -> Option<CapRecord> {
+        (0..self.spec.cap_count())
+            .filter_map(|k| self.spec.cap(k))
+            .find(|c| c.container == tcb && c.slot == tcb_slot)
+    }
+
+    fn start_thread(&mut self, image: &Image<'static>, index: u32, o: &ObjectRecord) -> Step<()> {
+        let spec = self.spec;
+        let name = spec.object(index).and_then(|o| spec.name(o.name));
+        let err = |what: &'static str| move |e: Error| Failure(what, name, Some(e));
+        let elf_name =
+            spec.name(o.param0 as u32).ok_or(Failure("thread without an ELF image", name, None))?;
+        let elf =
+            image.program(elf_name).ok_or(Failure("ELF image missing from the boot image", name, None))?;
+        let plan = elf_image::plan(elf).map_err(|_| Failure("bad ELF image", name, None))?;
+        let cspace = self.tcb_cap(index, 0).ok_or(Failure("thread without a CSpace", name, None))?;
+        let vspace = self.tcb_cap(index, 1).ok_or(Failure("thread without a VSpace", name, None))?;
+        let vspace_slot = self.slots[vspace.target as usize];
+        for segment in &plan.segments {
+            for page in segment.pages().step_by(4096) {
+                let file_start = segment.vaddr.0;
+                let file_end = file_start + segment.file.len() as u64;
+                let from = page.max(file_start);
+                let to = (page + 4096).min(file_end);
+                let data = if from < to {
+                    let src = segment.file.start + (from - file_start) as usize;
+                    &elf[src..src + (to - from) as usize]
+                } else {
+                    &[][..]
+                };
+                self.page(
+                    vspace_slot,
+                    page,
+                    data,
+                    (from.max(page) - page) as usize,
+                    segment.writable,
+                    segment.executable,
+                )
+                .map_err(err("cannot load the image"))?;
+            }
+        }
+        for p in 0..STACK_PAGES {
+            self.page(vspace_slot, STACK_TOP - (p + 1) * 4096, &[], 0, true, false)
+                .map_err(err("cannot make the stack"))?;
+        }
+        let buffer = self
+            .page(vspace_slot, IPC_BUFFER, &[], 0, true, false)
+            .map_err(err("cannot make the IPC buffer"))?;
+        // The CSpace root with its guard, so that a slot number is a capability address.
+        let guarded = self.free_slot();
+        let cnode_slot = self.slots[cspace.target as usize];
+        ROOT.mint(
+            ROOT.slot(guarded, 64),
+            ROOT.slot(cnode_slot, 64),
+            Rights::ALL,
+            cspace.guard << 6 | u64::from(cspace.guard_size),
+        )
+        .map_err(err("cannot guard the CSpace"))?;
+        let tcb: Cap<Tcb> = Cap::from_cptr(self.slots[index as usize]);
+        tcb.configure(
+            Cap::from_cptr(guarded),
+            Cap::from_cptr(vspace_slot),
+            Some((IPC_BUFFER, Cap::from_cptr(buffer))),
+            None,
+        )
+        .map_err(err("cannot configure the thread"))?;
+        tcb.set_priority(o.priority).map_err(err("cannot set the priority"))?;
+        tcb.invoke(cleave_abi::object::label::TCB_SET_MCP, &[u64::from(o.max_priority)])
+            .map_err(err("cannot set the maximum priority"))?;
+        tcb.write_registers(false, &[plan.entry.0, STACK_TOP, 0x202])
+            .map_err(err("cannot set the registers"))?;
+        Ok(())
+    }
+
+    fn place_caps(&mut self) -> Step<()> {
+        let spec = self.spec;
+        for k in 0..spec.cap_count() {
+            let c = spec.cap(k).ok_or(fail("capability table"))?;
+            let container = spec.object(c.container).ok_or(fail("capability table"))?;
+            let name = spec.name(container.name);
+            let err = |e: Error| Failure("cannot place a capability", name, Some(e));
+            let source = match c.target {
+                special::IRQ_CONTROL => slot::IRQ_CONTROL,
+                special::UNSUPPORTED => return Err(Failure("capability type not supported", name, None)),
+                t => self.slots[t as usize],
+            };
+            let badge = if c.guard_size != 0 || c.guard != 0 {
+                c.guard << 6 | u64::from(c.guard_size)
+            } else {
+                c.badge
+            };
+            let rights = if c.rights == 0 { Rights::ALL } else { Rights(c.rights) };
+            match container.kind {
+                // CSpace and VSpace: placed by configure when the thread was set up.
+                Kind::Tcb if c.slot <= 1 => {}
+                Kind::Tcb => {
+                    return Err(Failure(
+                        "only the CSpace and VSpace slots of a TCB are supported",
+                        name,
+                        None,
+                    ));
+                }
+                Kind::CNode => {
+                    let target = spec.object(c.target).map(|o| o.kind);
+                    let rights = if matches!(target, Some(Kind::Endpoint | Kind::Notification | Kind::Frame))
+                    {
+                        rights
+                    } else {
+                        Rights::ALL
+                    };
+                    let cnode: Cap<CNode> = Cap::from_cptr(self.slots[c.container as usize]);
+                    let depth = u64::from(container.size_bits) - 6;
+                    cnode
+                        .mint(cnode.slot(u64::from(c.slot), depth), ROOT.slot(source, 64), rights, badge)
+                        .map_err(err)?;
+                }
+                Kind::Irq => {
+                    let temporary = self.free_slot();
+                    ROOT.mint(ROOT.slot(temporary, 64), ROOT.slot(source, 64), rights, badge).map_err(err)?;
+                    let handler: Cap<IrqHandler> = Cap::from_cptr(self.slots[c.container as usize]);
+                    handler.set_notification(Cap::from_cptr(temporary)).map_err(err)?;
+                }
+                _ => return Err(Failure("capabilities in this object are not supported", name, None)),
+            }
+            self.digest.cap(&c);
+        }
+        for k in 0..self.spec.irq_count() {
+            if let Some((irq, object)) = self.spec.irq(k) {
+                self.digest.word(u64::from(irq));
+                self.digest.word(u64::from(object));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
+    let info = boot_info();
+    let mut l = Loader {
+        info,
+        spec: image.spec,
+        next_slot: info.empty_first,
+        untyped: 0,
+        slots: [0; MAX_OBJECTS],
+        tables: [(0, 0, 0); MAX_TABLES],
+        table_count: 0,
+        digest: Digest::new(),
+    };
+    if l.spec.object_count() as usize > MAX_OBJECTS {
+        return Err(fail("more objects than the loader can track"));
+    }
+    l.create_objects()?;
+    let mut threads = 0;
+    for i in 0..l.spec.object_count() {
+        let Some(o) = l.spec.object(i) else { continue };
+        if o.kind == Kind::Tcb {
+            l.start_thread(image, i, &o)?;
+            threads += 1;
+        }
+    }
+    l.place_caps()?;
+    for i in 0..l.spec.object_count() {
+        if let Some(o) = l.spec.object(i)
+            && o.kind == Kind::Tcb
+            && o.param1 != 0
+        {
+            let tcb: Cap<Tcb> = Cap::from_cptr(l.slots[i as usize]);
+            let spec = l.spec;
+            tcb.resume().map_err(|e| Failure("cannot start a thread", spec.name(o.name), Some(e)))?;
+        }
+    }
+    Ok((l.spec.object_count(), threads, l.digest.finish()))
+}
+
+fn main() -> i32 {
+    let outcome = Image::parse(IMAGE).and_then(|image| {
+        println!(
+            "loader: specification with {} objects, {} capabilities, {} programs",
+            image.spec.object_count(),
+            image.spec.cap_count(),
+            image.count
+        );
+        load(&image).map(|built| (built, image.spec.digest()))
+    });
+    match outcome {
+        Ok(((objects, threads, built), expected)) => {
+            println!("loader: built {objects} objects and started {threads} threads; digest {built:#018x}");
+            if built != expected {
+                println!(
+                    "loader: TEST FAIL: built digest {built:#018x} differs from the specification's {expected:#018x}"
+                );
+                return 1;
+            }
+            // Done: stop, holding nothing that runs.
+            let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
+            let _ = me.suspend();
+            0
+        }
+        Err(Failure(what, object, error)) => {
+            cleave_rt::print!("loader: boot failed: {what}");
+            if let Some(o) = object {
+                cleave_rt::print!(" (object `{o}`)");
+            }
+            if let Some(e) = error {
+                cleave_rt::print!(": {e}");
+            }
+            println!();
+            1
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Generated code for components: each receives its capabilities as named constants (slot
+//! numbers in its CNode), produced from `system.toml` by the component's build script.
+
+use crate::{compile, diagnostic, system};
+use std::fmt::Write;
+use std::path::Path;
+
+/// Rust source declaring `component`'s capability slots as constants, plus a `CAPS` table
+/// (name, slot, what) the component can print.
+pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(system_toml)
+        .map_err(|e| format!("cannot read {}: {e}", system_toml.display()))?;
+    let file =
+        system::load(&text).map_err(|e| diagnostic::render(&e, &system_toml.display().to_string(), &text))?;
+    if !file.components.keys().any(|k| k.get_ref() == component) {
+        return Err(format!("{} declares no component `{component}`", system_toml.display()));
+    }
+    let compiled = compile::compile(&file);
+    let mut out =
+        format!("// Generated from {} for component `{component}`. Do not edit.\n", system_toml.display());
+    let entries = compiled.tables.get(component).map(|t| t.entries.clone()).unwrap_or_default();
+    for (slot, name, what) in &entries {
+        let constant: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .collect::<String>()
+            .trim_end_matches('_')
+            .to_string();
+        let _ = writeln!(out, "/// `{name}`: {what}.\npub const {constant}: u64 = {slot};");
+    }
+    let _ = writeln!(out, "/// Every capability this component was given: (name, slot, what).");
+    let _ = writeln!(out, "pub const CAPS: &[(&str, u64, &str)] = &[");
+    for (slot, name, what) in &entries {
+        let _ = writeln!(out, "    ({name:?}, {slot}, {what:?}),");
+    }
+    let _ = writeln!(out, "];");
+    Ok(out)
+}
