@@ -24,7 +24,7 @@ mod tests {
     #[test]
     fn the_repository_system_toml_names_a_root() {
         let root = crate::workspace_root().join("system.toml");
-        assert_eq!(root_program(&root).unwrap(), "hello");
+        assert_eq!(root_program(&root).unwrap(), "loader");
     }
 
     #[test]
