@@ -399,6 +399,7 @@ fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
 }
 
 fn main() -> i32 {
+    let start = cleave_rt::syscall::rdtsc();
     let outcome = Image::parse(IMAGE).and_then(|image| {
         println!(
             "loader: specification with {} objects, {} capabilities, {} programs",
@@ -410,7 +411,9 @@ fn main() -> i32 {
     });
     match outcome {
         Ok(((objects, threads, built), expected)) => {
+            let ticks = cleave_rt::syscall::rdtsc() - start;
             println!("loader: built {objects} objects and started {threads} threads; digest {built:#018x}");
+            println!("loader: {} TSC ticks per object ({ticks} in all)", ticks / u64::from(objects.max(1)));
             if built != expected {
                 println!(
                     "loader: TEST FAIL: built digest {built:#018x} differs from the specification's {expected:#018x}"

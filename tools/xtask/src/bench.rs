@@ -42,6 +42,17 @@ pub fn run() -> Result<()> {
             println!("{line}");
         }
     }
+    let loader = program_lines(&artifacts, "loader", "loader: ")?;
+    if let Some(line) = loader.iter().find(|l| l.contains("TSC ticks per object")) {
+        let per = line.split_whitespace().nth(1).unwrap_or("?");
+        println!(
+            "bench loader.instructions_per_object = {per} instructions (whole build, including ELF loading)"
+        );
+    }
+    let (spec_ms, objects) = cleave_generation_ms(1000)?;
+    println!(
+        "bench cleave.spec_and_graph_1000_components = {spec_ms:.1} ms (median of 5; {objects} objects)"
+    );
     let mut walls = Vec::new();
     for _ in 0..WALL_RUNS {
         walls.push(wall_to_greeting(&artifacts)?);
@@ -77,16 +88,62 @@ fn boot_instructions(artifacts: &Artifacts) -> Result<u64> {
 
 /// Runs a benchmark program under `-icount shift=0` and returns its `bench ...` lines.
 fn program_bench_lines(artifacts: &Artifacts, program: &str) -> Result<Vec<String>> {
+    program_lines(artifacts, program, "bench ")
+}
+
+/// Runs `program` as root task under `-icount shift=0` and returns the serial lines that
+/// start with `prefix`; the run must pass and print at least one.
+fn program_lines(artifacts: &Artifacts, program: &str, prefix: &str) -> Result<Vec<String>> {
     let mut run = boot_run(true);
     run.name = format!("bench-{program}");
     run.module = Some(artifacts.program(program)?);
     let finished = run.execute(artifacts)?;
     let lines: Vec<String> =
-        finished.serial.lines().filter(|l| l.starts_with("bench ")).map(String::from).collect();
+        finished.serial.lines().filter(|l| l.starts_with(prefix)).map(String::from).collect();
     if lines.is_empty() || !finished.serial.contains("TEST PASS") {
         bail!("benchmark {program} printed no result (serial log: {})", finished.log.display());
     }
     Ok(lines)
+}
+
+/// A generated description: `n` components, each a server of one endpoint whose client is
+/// the next component, so every component has a channel and the graph is one long chain.
+fn generated_system(n: usize) -> String {
+    let mut text = String::from("[system]\nroot = \"loader\"\n");
+    for i in 0..n {
+        text.push_str(&format!("\n[components.c{i}]\npriority = 100\n"));
+    }
+    for i in 0..n {
+        let client = (i + 1) % n;
+        text.push_str(&format!(
+            "\n[channels.ch{i}]\nkind = \"endpoint\"\nserver = \"c{i}\"\nclients = [\"c{client}\"]\n"
+        ));
+    }
+    text
+}
+
+/// Host time for `cleave` to read and check a generated description of `n` components,
+/// compile it, write its capDL text and its sharing graph (median of five runs), and the
+/// number of objects in the result.
+fn cleave_generation_ms(n: usize) -> Result<(f64, usize)> {
+    let text = generated_system(n);
+    let mut times = Vec::new();
+    let mut objects = 0;
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        let file = cleave::system::load(&text)
+            .map_err(|errors| anyhow::anyhow!("generated description rejected: {:?}", errors.first()))?;
+        let compiled = cleave::compile::compile(&file);
+        let cdl = cleave_capdl::text::write(&compiled.spec);
+        let dot = cleave::graph::dot(&file);
+        times.push(start.elapsed());
+        objects = compiled.spec.objects.len();
+        if cdl.is_empty() || dot.is_empty() {
+            bail!("cleave produced an empty specification or graph");
+        }
+    }
+    times.sort_unstable();
+    Ok((times[2].as_secs_f64() * 1000.0, objects))
 }
 
 fn wall_to_greeting(artifacts: &Artifacts) -> Result<Duration> {
