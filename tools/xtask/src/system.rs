@@ -1,6 +1,6 @@
 //! What `cargo xtask run` takes from `system.toml`: the file is checked by `cleave` (errors
 //! as snippets with file, line and column), and `[system] root` names the program the
-//! kernel boots as the root task until the capDL loader takes that place.
+//! kernel boots as the root task (normally `loader`, the capDL loader).
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
