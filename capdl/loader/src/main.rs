@@ -346,14 +346,109 @@ impl Loader {
                     let handler: Cap<IrqHandler> = Cap::from_cptr(self.slots[c.container as usize]);
                     handler.set_notification(Cap::from_cptr(temporary)).map_err(err)?;
                 }
+                // Mappings: placed by `map_tables`, top level first.
+                Kind::Pml4 | Kind::Pdpt | Kind::PageDirectory | Kind::PageTable => {}
                 _ => return Err(Failure("capabilities in this object are not supported", name, None)),
             }
+        }
+        self.map_tables()?;
+        for k in 0..spec.cap_count() {
+            let c = spec.cap(k).ok_or(fail("capability table"))?;
             self.digest.cap(&c);
         }
         for k in 0..self.spec.irq_count() {
             if let Some((irq, object)) = self.spec.irq(k) {
                 self.digest.word(u64::from(irq));
                 self.digest.word(u64::from(object));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many address bits one slot of a table of this kind covers.
+fn slot_shift(kind: Kind) -> Option<u32> {
+    match kind {
+        Kind::Pml4 => Some(39),
+        Kind::Pdpt => Some(30),
+        Kind::PageDirectory => Some(21),
+        Kind::PageTable => Some(12),
+        _ => None,
+    }
+}
+
+/// The kind a slot of a table of this kind holds.
+fn child_kind(kind: Kind) -> Option<Kind> {
+    match kind {
+        Kind::Pml4 => Some(Kind::Pdpt),
+        Kind::Pdpt => Some(Kind::PageDirectory),
+        Kind::PageDirectory => Some(Kind::PageTable),
+        Kind::PageTable => Some(Kind::Frame),
+        _ => None,
+    }
+}
+
+impl Loader {
+    /// Where table `object` sits: its PML4 and the first address it covers, found by
+    /// following the capabilities that name it up to a PML4.
+    fn table_place(&self, object: u32) -> Option<(u32, u64)> {
+        let spec = self.spec;
+        let mut vaddr = 0u64;
+        let mut at = object;
+        for _ in 0..4 {
+            if spec.object(at)?.kind == Kind::Pml4 {
+                // Canonical form: bit 47 extends upwards.
+                let canonical = if vaddr & (1 << 47) != 0 { vaddr | 0xffff_0000_0000_0000 } else { vaddr };
+                return Some((at, canonical));
+            }
+            let parent = (0..spec.cap_count()).filter_map(|k| spec.cap(k)).find(|c| {
+                c.target == at && spec.object(c.container).is_some_and(|o| slot_shift(o.kind).is_some())
+            })?;
+            let shift = slot_shift(spec.object(parent.container)?.kind)?;
+            vaddr += u64::from(parent.slot) << shift;
+            at = parent.container;
+        }
+        None
+    }
+
+    /// Builds every mapping the spec names: tables into their VSpace, top level first (the
+    /// level above must exist), then frames into page tables, each through its own copy of
+    /// the frame capability. A frame capability with the grant right is mapped executable.
+    fn map_tables(&mut self) -> Step<()> {
+        let spec = self.spec;
+        for level in [Kind::Pml4, Kind::Pdpt, Kind::PageDirectory, Kind::PageTable] {
+            for k in 0..spec.cap_count() {
+                let c = spec.cap(k).ok_or(fail("capability table"))?;
+                let container = spec.object(c.container).ok_or(fail("capability table"))?;
+                if container.kind != level {
+                    continue;
+                }
+                let name = spec.name(container.name);
+                let err = |e: Error| Failure("cannot map", name, Some(e));
+                let target = spec.object(c.target).ok_or(Failure("mapping of nothing", name, None))?;
+                let shift = slot_shift(level).ok_or(fail("table kind"))?;
+                if Some(target.kind) != child_kind(level) || c.slot >= 512 {
+                    return Err(Failure("a table slot holds what that level cannot map", name, None));
+                }
+                let (pml4, base) = self.table_place(c.container).ok_or(Failure(
+                    "a table that no PML4 reaches",
+                    name,
+                    None,
+                ))?;
+                let vspace: Cap<VSpace> = Cap::from_cptr(self.slots[pml4 as usize]);
+                let vaddr = base + (u64::from(c.slot) << shift);
+                if level == Kind::PageTable {
+                    let copy = self.free_slot();
+                    let readable = Rights(c.rights & (Rights::READ.0 | Rights::WRITE.0));
+                    ROOT.mint(ROOT.slot(copy, 64), ROOT.slot(self.slots[c.target as usize], 64), readable, 0)
+                        .map_err(err)?;
+                    let executable = c.rights & Rights::GRANT.0 != 0;
+                    Cap::<Frame>::from_cptr(copy).map(vspace, vaddr, readable, !executable).map_err(err)?;
+                } else {
+                    Cap::<PageTable>::from_cptr(self.slots[c.target as usize])
+                        .map(vspace, vaddr)
+                        .map_err(err)?;
+                }
             }
         }
         Ok(())

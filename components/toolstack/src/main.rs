@@ -1,5 +1,6 @@
 //! The toolstack, first form: writes a few keys into XenStore-State over its channel, reads
-//! them back, reports, and ends the run (it is the last thing `cargo xtask run` does).
+//! them back, passes a message through a shared page, checks that it holds nothing else, and
+//! ends the run (it is the last thing `cargo xtask run` does).
 #![no_std]
 #![no_main]
 
@@ -13,9 +14,16 @@ mod caps {
 
 cleave_rt::entry!(main);
 
+/// What the toolstack passes to xenstore-state through the shared `xs-ring` page.
+const MESSAGE: &[u8] = b"vm alice: memory 0x1000, vcpus 2";
+const _: () = assert!(MESSAGE.len() <= caps::REGION_XS_RING_SIZE, "the message must fit the shared page");
+
 fn main() -> i32 {
     for (name, slot, what) in caps::CAPS {
         println!("toolstack: cap {slot}: {name} ({what})");
+    }
+    for (name, address, bytes, rights) in caps::REGIONS {
+        println!("toolstack: region {name} at {address:#x}, {} KiB, {rights}", bytes / 1024);
     }
     let store: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
     let domains = [(1u64, 0x1000u64), (2, 0x2000), (7, 0x7000)];
@@ -37,6 +45,30 @@ fn main() -> i32 {
         }
     }
     println!("toolstack: {good} of 4 answers from xenstore-state were right");
+    // Shared memory: write a message into `xs-ring`, ask xenstore-state for its digest.
+    let message = MESSAGE;
+    for (i, byte) in message.iter().enumerate() {
+        // SAFETY: the loader mapped `xs-ring` read-write at REGION_XS_RING for
+        // REGION_XS_RING_SIZE bytes; the message is shorter than that. Volatile: the other
+        // side reads it.
+        unsafe { ((caps::REGION_XS_RING + i) as *mut u8).write_volatile(*byte) }
+    }
+    let expected = message
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    let shared = match store.call(MessageInfo::new(3, 0, 0, 1), [message.len() as u64, 0, 0, 0]) {
+        Ok(m) if m.info.label() == 0 && m.words[0] == expected => true,
+        other => {
+            println!("toolstack: ring digest: unexpected {other:?} (expected {expected:#x})");
+            false
+        }
+    };
+    println!(
+        "toolstack: xenstore-state read {} bytes from the shared page at {:#x}: {}",
+        message.len(),
+        caps::REGION_XS_RING,
+        if shared { "same bytes" } else { "different bytes" }
+    );
     // Every other slot of its CNode is empty: probing them must fail.
     let mut refused = 0;
     for slot in 1..256u64 {
@@ -49,7 +81,7 @@ fn main() -> i32 {
         }
     }
     println!("toolstack: {refused} of {} ungiven slots refused", 255 - caps::CAPS.len());
-    if good == 4 && refused == 255 - caps::CAPS.len() {
+    if good == 4 && shared && refused == 255 - caps::CAPS.len() {
         println!("TEST PASS");
         0
     } else {

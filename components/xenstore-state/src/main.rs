@@ -3,7 +3,9 @@
 //! half arrive with the XenStore work.)
 //!
 //! Protocol: label 1 WRITE(key, value) → reply (0); label 2 READ(key) → reply (found,
-//! value); anything else → reply with label 1 (unknown request).
+//! value); label 3 RING(length) → reply (FNV-1a of the first `length` bytes of the shared
+//! `xs-ring` region, which this component maps read-only); anything else → reply with
+//! label 1 (unknown request).
 #![no_std]
 #![no_main]
 
@@ -22,6 +24,9 @@ const ENTRIES: usize = 64;
 fn main() -> i32 {
     for (name, slot, what) in caps::CAPS {
         println!("xenstore-state: cap {slot}: {name} ({what})");
+    }
+    for (name, address, bytes, rights) in caps::REGIONS {
+        println!("xenstore-state: region {name} at {address:#x}, {} KiB, {rights}", bytes / 1024);
     }
     let mut table = [(0u64, 0u64, false); ENTRIES];
     let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
@@ -51,9 +56,25 @@ fn main() -> i32 {
                 Some(&(_, value, _)) => (0, [1, value, 0, 0], 2),
                 None => (0, [0, 0, 0, 0], 2),
             },
+            3 if words[0] as usize <= caps::REGION_XS_RING_SIZE => {
+                (0, [ring_digest(words[0] as usize), 0, 0, 0], 1)
+            }
             _ => (1, [0; 4], 0),
         };
         let (label, words, length) = reply;
         request = endpoint.reply_recv(MessageInfo::new(label, 0, 0, length), words);
     }
+}
+
+/// FNV-1a of the first `length` bytes of the shared ring (`length` is at most its size).
+fn ring_digest(length: usize) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for i in 0..length {
+        // SAFETY: the loader mapped `xs-ring` readable at REGION_XS_RING for
+        // REGION_XS_RING_SIZE bytes (the spec says so, and the boot digest checks it was
+        // built); i < length <= that size. Volatile: the toolstack writes it.
+        let byte = unsafe { ((caps::REGION_XS_RING + i) as *const u8).read_volatile() };
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
 }

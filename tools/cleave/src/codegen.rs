@@ -20,14 +20,39 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         format!("// Generated from {} for component `{component}`. Do not edit.\n", system_toml.display());
     let entries = compiled.tables.get(component).map(|t| t.entries.clone()).unwrap_or_default();
     for (slot, name, what) in &entries {
-        let constant: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-            .collect::<String>()
-            .trim_end_matches('_')
-            .to_string();
+        let constant = constant_name(name);
         let _ = writeln!(out, "/// `{name}`: {what}.\npub const {constant}: u64 = {slot};");
     }
+    let mut regions = Vec::new();
+    for place in compile::region_layout(&file) {
+        let Some((_, region)) = file.regions.iter().find(|(k, _)| k.get_ref() == &place.name) else {
+            continue;
+        };
+        let Some((_, mode)) = region.map.get_ref().iter().find(|(c, _)| c.get_ref() == component) else {
+            continue;
+        };
+        let constant = constant_name(&place.name);
+        let _ = writeln!(
+            out,
+            "/// Shared region `{}`, mapped `{}`: its first address.\npub const REGION_{constant}: usize = {:#x};",
+            place.name,
+            mode.get_ref(),
+            place.vaddr
+        );
+        let _ = writeln!(
+            out,
+            "/// Size of shared region `{}` in bytes.\npub const REGION_{constant}_SIZE: usize = {:#x};",
+            place.name,
+            place.pages * 4096
+        );
+        regions.push((place.name.clone(), place.vaddr, place.pages * 4096, mode.get_ref().clone()));
+    }
+    let _ = writeln!(out, "/// Every shared region this component maps: (name, address, bytes, rights).");
+    let _ = writeln!(out, "pub const REGIONS: &[(&str, usize, usize, &str)] = &[");
+    for (name, vaddr, bytes, mode) in &regions {
+        let _ = writeln!(out, "    ({name:?}, {vaddr:#x}, {bytes:#x}, {mode:?}),");
+    }
+    let _ = writeln!(out, "];");
     let _ = writeln!(out, "/// Every capability this component was given: (name, slot, what).");
     let _ = writeln!(out, "pub const CAPS: &[(&str, u64, &str)] = &[");
     for (slot, name, what) in &entries {
@@ -35,4 +60,13 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     }
     let _ = writeln!(out, "];");
     Ok(out)
+}
+
+/// `xs-ring` -> `XS_RING`.
+fn constant_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect::<String>()
+        .trim_end_matches('_')
+        .to_string()
 }

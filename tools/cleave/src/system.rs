@@ -483,6 +483,27 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
             }
         }
     }
+    let mut region_space = 0u64;
+    for (name, r) in &file.regions {
+        let Some(size) = parse_size(r.size.get_ref()).filter(|n| *n > 0 && n % 4096 == 0) else { continue };
+        region_space = region_space.saturating_add(size);
+        if region_space > crate::compile::REGION_WINDOW {
+            errors.push(
+                SystemError::new(
+                    format!("regions.{}.size", name.get_ref()),
+                    span(&r.size),
+                    format!(
+                        "region `{}` does not fit: regions share {} MiB of address space, one guard page after each",
+                        name.get_ref(),
+                        crate::compile::REGION_WINDOW >> 20
+                    ),
+                )
+                .help("make the regions smaller or fewer"),
+            );
+            break;
+        }
+        region_space += 4096;
+    }
     for (name, d) in &file.devices {
         let dn = name.get_ref().as_str();
         let key = |field: &str| format!("devices.{dn}.{field}");

@@ -38,7 +38,9 @@ const TESTS: &[EmulatorTest] = &[
             patterns: &[
                 "loader: specification with",
                 "loader: built",
+                "xenstore-state: region xs-ring at 0x8000000000, 4 KiB, r",
                 "toolstack: 4 of 4 answers from xenstore-state were right",
+                "toolstack: xenstore-state read 32 bytes from the shared page at 0x8000000000: same bytes",
                 "toolstack: 254 of 254 ungiven slots refused",
                 "TEST PASS",
             ],
