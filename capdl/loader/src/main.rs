@@ -290,6 +290,8 @@ impl Loader {
             None,
         )
         .map_err(err("cannot configure the thread"))?;
+        let thread = name.map_or("", |n| n.strip_suffix("_tcb").unwrap_or(n));
+        tcb.set_name(thread).map_err(err("cannot name the thread"))?;
         tcb.set_priority(o.priority).map_err(err("cannot set the priority"))?;
         tcb.invoke(cleave_abi::object::label::TCB_SET_MCP, &[u64::from(o.max_priority)])
             .map_err(err("cannot set the maximum priority"))?;

@@ -270,6 +270,19 @@ impl Cap<kind::Tcb> {
         let words = [cspace.cptr, vspace.cptr, vaddr, frame, fault_endpoint.map_or(0, |e| e.cptr)];
         self.invoke(label::TCB_CONFIGURE, &words).map(drop)
     }
+    /// `TCB::set_name`: the thread's name in the kernel's reports (at most 32 bytes; longer
+    /// names are cut at a character boundary).
+    pub fn set_name(self, name: &str) -> Result<(), Error> {
+        let mut end = name.len().min(32);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut words = [0u64; 4];
+        for (i, byte) in name.as_bytes()[..end].iter().enumerate() {
+            words[i / 8] |= u64::from(*byte) << (8 * (i % 8));
+        }
+        self.invoke(label::TCB_SET_NAME, &words).map(drop)
+    }
     /// `TCB::set_priority` (at most the caller's maximum controlled priority).
     pub fn set_priority(self, priority: u8) -> Result<(), Error> {
         self.invoke(label::TCB_SET_PRIORITY, &[u64::from(priority)]).map(drop)

@@ -155,6 +155,9 @@ pub mod label {
     pub const TCB_BIND_NOTIFICATION: u64 = 27;
     /// TCB: unbind its notification.
     pub const TCB_UNBIND_NOTIFICATION: u64 = 28;
+    /// TCB: name the thread in the kernel's reports (up to 32 bytes of UTF-8 in four
+    /// words, little-endian, ended by the first zero byte).
+    pub const TCB_SET_NAME: u64 = 29;
     /// Frame: map into an address space.
     pub const FRAME_MAP: u64 = 40;
     /// Frame: unmap.

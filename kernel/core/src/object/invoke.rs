@@ -261,6 +261,19 @@ fn tcb<M: KernelMemory>(
             space.unbind_notification(t);
             done
         }
+        label::TCB_SET_NAME => {
+            if inv.words.len() > 4 {
+                return Err(Error::RangeError);
+            }
+            let mut bytes = [0u8; 32];
+            for (chunk, word) in bytes.chunks_exact_mut(8).zip(inv.words) {
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            let length = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            let name = core::str::from_utf8(&bytes[..length]).map_err(|_| Error::InvalidArgument)?;
+            t.set_name(&mut space.mem, name);
+            done
+        }
         _ => Err(Error::IllegalOperation),
     }
 }

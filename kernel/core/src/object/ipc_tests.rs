@@ -573,3 +573,33 @@ fn the_fast_path_does_exactly_what_the_general_path_does() {
     let (mut w, server, _) = setup();
     assert!(!enter(&mut w, server, Syscall::ReplyRecv, EP, MessageInfo::default(), [0; 4], true));
 }
+
+#[test]
+fn threads_take_names_of_up_to_32_bytes() {
+    let mut w = world();
+    w.make(ObjectType::Tcb, 20);
+    let Cap::Tcb { base } = w.s.mem.cap_at(slot(20)) else { panic!() };
+    let t = TcbRef(base);
+    let words = |text: &[u8]| {
+        let mut bytes = [0u8; 32];
+        bytes[..text.len()].copy_from_slice(text);
+        let mut out = [0u64; 4];
+        for (w, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            *w = u64::from_le_bytes(c.try_into().unwrap());
+        }
+        out
+    };
+    w.invoke(20, label::TCB_SET_NAME, &words(b"xenstore-state")).unwrap();
+    assert_eq!(&t.name(&w.s.mem)[..15], b"xenstore-state\0");
+    // A full 32 bytes, no terminator.
+    w.invoke(20, label::TCB_SET_NAME, &words(&[b'a'; 32])).unwrap();
+    assert_eq!(t.name(&w.s.mem), [b'a'; 32]);
+    // Too long (this caller has no IPC buffer, so a fifth word cannot even arrive), or not
+    // UTF-8: refused, the name unchanged.
+    assert_eq!(w.invoke(20, label::TCB_SET_NAME, &[0; 5]), Err(Error::TruncatedMessage));
+    assert_eq!(w.invoke(20, label::TCB_SET_NAME, &words(&[0xff, 0xfe])), Err(Error::InvalidArgument));
+    assert_eq!(t.name(&w.s.mem), [b'a'; 32]);
+    // Shorter names clear what was there.
+    w.invoke(20, label::TCB_SET_NAME, &words(b"vmm")).unwrap();
+    assert_eq!(&t.name(&w.s.mem)[..4], b"vmm\0");
+}
