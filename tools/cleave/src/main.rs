@@ -21,7 +21,8 @@ enum Command {
         #[arg(default_value = "system.toml")]
         system: PathBuf,
     },
-    /// Print the capDL specification (text) of a system description.
+    /// Print the capDL specification of a system description: text, or (`--binary`) the
+    /// encoded form the loader reads.
     Spec {
         /// The description.
         #[arg(default_value = "system.toml")]
@@ -30,8 +31,11 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
         /// Print only the digest of the capability distribution (what the loader reports).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "binary")]
         digest: bool,
+        /// Write the binary encoding the loader reads instead of text (needs --output).
+        #[arg(long, requires = "output")]
+        binary: bool,
     },
     /// Build the boot image the loader embeds: the encoded spec and the programs' ELFs.
     Image {
@@ -113,9 +117,15 @@ fn run(cli: Cli) -> Result<String, String> {
                 .map_err(|e| format!("cleave: cannot write {}: {e}\n", output.display()))?;
             Ok(String::new())
         }
-        Command::Spec { system, output, digest } => {
+        Command::Spec { system, output, digest, binary } => {
             let (_, file) = load(&system)?;
             let spec = compile::compile(&file).spec;
+            if let (true, Some(path)) = (binary, &output) {
+                let bytes = cleave_capdl::binary::encode(&spec).map_err(|e| format!("cleave: {e}\n"))?;
+                std::fs::write(path, &bytes)
+                    .map_err(|e| format!("cleave: cannot write {}: {e}\n", path.display()))?;
+                return Ok(String::new());
+            }
             if digest {
                 let bytes = cleave_capdl::binary::encode(&spec).map_err(|e| format!("cleave: {e}\n"))?;
                 let encoded =

@@ -115,3 +115,29 @@ fn the_command_writes_nothing_on_error() {
     assert!(!out.exists(), "a spec was written despite the error");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_binary_spec_carries_the_digest_the_loader_checks() {
+    let dir = std::env::temp_dir().join(format!("cleave-binary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let system = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/valid/control-plane.toml");
+    let out = dir.join("spec.bin");
+    let cleave = |args: &[&str]| {
+        let result = std::process::Command::new(env!("CARGO_BIN_EXE_cleave")).args(args).output().unwrap();
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        String::from_utf8(result.stdout).unwrap()
+    };
+    cleave(&["spec", system, "--binary", "--output", out.to_str().unwrap()]);
+    let bytes = std::fs::read(&out).unwrap();
+    let encoded = cleave_capdl::binary::EncodedSpec::new(&bytes).unwrap();
+    let digest = cleave(&["spec", system, "--digest"]);
+    assert_eq!(format!("{:#018x}\n", encoded.digest()), digest);
+    // The encoding holds what the text names: every object and capability.
+    let spec = cleave_capdl::text::read(&cleave(&["spec", system])).unwrap();
+    assert_eq!(
+        encoded.object_count() as usize,
+        spec.objects.iter().map(|o| o.count.unwrap_or(1) as usize).sum()
+    );
+    assert_eq!(encoded.cap_count() as usize, spec.caps.values().map(|slots| slots.len()).sum());
+    std::fs::remove_dir_all(&dir).ok();
+}
