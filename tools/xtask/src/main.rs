@@ -10,6 +10,7 @@ mod bench;
 mod deps;
 mod emulator;
 mod judge;
+mod profile;
 mod suite;
 mod system;
 
@@ -56,6 +57,12 @@ enum Command {
     Check,
     /// Measure boot figures (instruction counts under QEMU -icount, wall time).
     Bench,
+    /// Count the kernel's instructions per function on the most common system-call paths
+    /// of a test program (QEMU instruction trace); see doc/testing.md.
+    Profile {
+        /// The program to boot as root task, e.g. bench-ipc.
+        program: String,
+    },
     /// Check (and as root on Debian, install) the emulator packages.
     Deps,
 }
@@ -76,6 +83,7 @@ fn main() -> ExitCode {
         }
         Command::Check => check(),
         Command::Bench => bench::run().map(|()| true),
+        Command::Profile { program } => profile::run(&program).map(|()| true),
         Command::Deps => deps::ensure().map(|()| true),
     };
     match result {
