@@ -92,6 +92,8 @@ struct Loader {
     /// Page tables made: (VSpace slot, level, vaddr >> level shift).
     tables: [(u64, u8, u64); MAX_TABLES],
     table_count: usize,
+    /// Per device untyped (by BootInfo index): the lowest address not yet handed out.
+    device_marks: [u64; cleave_abi::boot_info::MAX_UNTYPED],
     digest: Digest,
 }
 
@@ -195,9 +197,8 @@ impl Loader {
                 Kind::PageDirectory => self.retype(ObjectType::PageDirectory, 0),
                 Kind::Pdpt => self.retype(ObjectType::Pdpt, 0),
                 Kind::Pml4 => self.retype(ObjectType::Pml4, 0),
-                Kind::Frame if o.param0 != 0 => {
-                    return Err(Failure("device frames are not loaded yet", spec.name(o.name), None));
-                }
+                // Device frames: made afterwards, in address order (`device_frames`).
+                Kind::Frame if o.param0 != 0 => Ok(0),
                 Kind::Frame if o.size_bits == 21 => self.retype(ObjectType::Frame2M, 0),
                 Kind::Frame => self.retype(ObjectType::Frame4K, 0),
                 Kind::Irq => {
@@ -221,6 +222,68 @@ impl Loader {
             self.digest.object(&o);
         }
         Ok(())
+    }
+
+    /// Makes every device frame (a frame with a physical address) from the device untyped
+    /// that covers it, lowest address first: untyped memory hands out addresses in order,
+    /// so the gap below each frame is first retyped into filler untyped objects (the
+    /// largest aligned ones that fit, which the loader keeps and never uses).
+    fn device_frames(&mut self) -> Step<()> {
+        let spec = self.spec;
+        let mut floor = 0u64;
+        loop {
+            // The lowest device frame above the last one made.
+            let mut next: Option<(u32, u64)> = None;
+            for i in 0..spec.object_count() {
+                let o = spec.object(i).ok_or(fail("object table"))?;
+                let wanted = o.kind == Kind::Frame && o.param0 != 0 && self.slots[i as usize] == 0;
+                if wanted && o.param0 < floor {
+                    return Err(Failure(
+                        "two device frames at one physical address",
+                        spec.name(o.name),
+                        None,
+                    ));
+                }
+                if wanted && next.is_none_or(|(_, p)| o.param0 < p) {
+                    next = Some((i, o.param0));
+                }
+            }
+            let Some((index, paddr)) = next else { return Ok(()) };
+            let name = spec.object(index).and_then(|o| spec.name(o.name));
+            let err = |e| Failure("cannot create the device frame", name, Some(e));
+            let block = (0..self.info.untyped_count as usize).find(|&u| {
+                let d = &self.info.untyped[u];
+                d.is_device != 0
+                    && paddr >= d.physical_address
+                    && paddr + 4096 <= d.physical_address + (1u64 << d.size_bits)
+            });
+            let Some(block) = block else {
+                return Err(Failure("no device untyped covers this frame's physical address", name, None));
+            };
+            let cap: Cap<Untyped> = Cap::from_cptr(self.info.untyped_first + block as u64);
+            let mark = &mut self.device_marks[block];
+            if *mark == 0 {
+                *mark = self.info.untyped[block].physical_address;
+            }
+            if paddr % 4096 != 0 || paddr < *mark {
+                return Err(Failure("device frame not page-aligned", name, None));
+            }
+            while self.device_marks[block] < paddr {
+                let at = self.device_marks[block];
+                let mut bits = at.trailing_zeros().min(47);
+                while at + (1u64 << bits) > paddr {
+                    bits -= 1;
+                }
+                let filler = self.free_slot();
+                cap.retype(ObjectType::Untyped, u64::from(bits), ROOT, 0, 0, filler, 1).map_err(err)?;
+                self.device_marks[block] = at + (1u64 << bits);
+            }
+            let dest = self.free_slot();
+            cap.retype(ObjectType::Frame4K, 0, ROOT, 0, 0, dest, 1).map_err(err)?;
+            self.device_marks[block] = paddr + 4096;
+            self.slots[index as usize] = dest;
+            floor = paddr + 4096;
+        }
     }
 
     /// The object a TCB's slot `tcb_slot` names in the spec.
@@ -467,12 +530,14 @@ fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
         slots: [0; MAX_OBJECTS],
         tables: [(0, 0, 0); MAX_TABLES],
         table_count: 0,
+        device_marks: [0; cleave_abi::boot_info::MAX_UNTYPED],
         digest: Digest::new(),
     };
     if l.spec.object_count() as usize > MAX_OBJECTS {
         return Err(fail("more objects than the loader can track"));
     }
     l.create_objects()?;
+    l.device_frames()?;
     let mut threads = 0;
     for i in 0..l.spec.object_count() {
         let Some(o) = l.spec.object(i) else { continue };

@@ -1,5 +1,6 @@
 //! The toolstack, first form: writes a few keys into XenStore-State over its channel, reads
-//! them back, passes a message through a shared page, checks that it holds nothing else, and
+//! them back, passes a message through a shared page, asks the VGA driver about the display
+//! adapter, checks that it holds nothing else, and
 //! ends the run (it is the last thing `cargo xtask run` does).
 #![no_std]
 #![no_main]
@@ -69,6 +70,22 @@ fn main() -> i32 {
         caps::REGION_XS_RING,
         if shared { "same bytes" } else { "different bytes" }
     );
+    // The display adapter, through its driver: the toolstack cannot touch the device itself.
+    let vga: Cap<Endpoint> = Cap::from_cptr(caps::VGA_QUERY);
+    let display = match vga.call(MessageInfo::new(1, 0, 0, 0), [0; 4]) {
+        Ok(m) if m.info.label() == 0 => {
+            println!(
+                "toolstack: display adapter: VBE id {:#x}, EDID header {}",
+                m.words[0],
+                if m.words[1] == 1 { "valid" } else { "invalid" }
+            );
+            (0xb0c0..=0xb0cf).contains(&m.words[0]) && m.words[1] == 1
+        }
+        other => {
+            println!("toolstack: vga: unexpected {other:?}");
+            false
+        }
+    };
     // Every other slot of its CNode is empty: probing them must fail.
     let mut refused = 0;
     for slot in 1..256u64 {
@@ -81,7 +98,7 @@ fn main() -> i32 {
         }
     }
     println!("toolstack: {refused} of {} ungiven slots refused", 255 - caps::CAPS.len());
-    if good == 4 && shared && refused == 255 - caps::CAPS.len() {
+    if good == 4 && shared && display && refused == 255 - caps::CAPS.len() {
         println!("TEST PASS");
         0
     } else {

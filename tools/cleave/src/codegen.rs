@@ -47,7 +47,34 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         );
         regions.push((place.name.clone(), place.vaddr, place.pages * 4096, mode.get_ref().clone()));
     }
-    let _ = writeln!(out, "/// Every shared region this component maps: (name, address, bytes, rights).");
+    for place in compile::device_layout(&file) {
+        let owner =
+            file.devices.iter().find(|(k, _)| k.get_ref() == &place.device).map(|(_, d)| d.owner.get_ref());
+        if owner.map(String::as_str) != Some(component) {
+            continue;
+        }
+        let constant = format!("DEVICE_{}_MMIO{}", constant_name(&place.device), place.index);
+        let _ = writeln!(
+            out,
+            "/// MMIO range {} of device `{}` (physical {:#x}), mapped uncached: its first address.\npub const {constant}: usize = {:#x};",
+            place.index, place.device, place.paddr, place.vaddr
+        );
+        let _ = writeln!(
+            out,
+            "/// Size of that MMIO range in bytes.\npub const {constant}_SIZE: usize = {:#x};",
+            place.pages * 4096
+        );
+        regions.push((
+            format!("{}.mmio{}", place.device, place.index),
+            place.vaddr,
+            place.pages * 4096,
+            format!("rw device memory at {:#x}", place.paddr),
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "/// Every shared region and device MMIO range this component maps: (name, address, bytes, rights)."
+    );
     let _ = writeln!(out, "pub const REGIONS: &[(&str, usize, usize, &str)] = &[");
     for (name, vaddr, bytes, mode) in &regions {
         let _ = writeln!(out, "    ({name:?}, {vaddr:#x}, {bytes:#x}, {mode:?}),");

@@ -15,6 +15,10 @@ pub const DEFAULT_PRIORITY: u64 = 100;
 pub const REGION_BASE: u64 = 0x80_0000_0000;
 /// How much address space regions may take together, one page directory's worth.
 pub const REGION_WINDOW: u64 = 1 << 30;
+/// Where device MMIO ranges appear in their owner's address space: right after the regions.
+pub const DEVICE_BASE: u64 = REGION_BASE + REGION_WINDOW;
+/// How much address space device MMIO may take together.
+pub const DEVICE_WINDOW: u64 = 1 << 30;
 
 /// Where a shared region lives: the same address in every component that maps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,62 +48,93 @@ pub fn region_layout(file: &SystemFile) -> Vec<RegionPlace> {
     places
 }
 
-/// Maps every region page into the VSpace of each component that maps it, as capDL does:
-/// frame capabilities in page-table slots, page tables in page-directory slots, and so on up
-/// to the component's PML4. Rights: `r` read, `rw` read and write, `rx` read and grant, which
-/// the loader maps executable (seL4's capDL reads `X` as grant).
-fn map_regions(file: &SystemFile, spec: &mut Spec) {
-    let places = region_layout(file);
-    // component -> (vaddr, region, page, mode)
-    let mut pages: BTreeMap<String, Vec<(u64, String, u32, String)>> = BTreeMap::new();
-    for place in &places {
+/// A page to map: in whose VSpace, where, which frame, with what rights.
+type Mapping = (String, u64, ObjRef, Rights);
+
+/// Every region page, in the VSpace of each component that maps it. Rights: `r` read, `rw`
+/// read and write, `rx` read and grant, which the loader maps executable (seL4's capDL
+/// reads `X` as grant).
+fn region_mappings(file: &SystemFile) -> Vec<Mapping> {
+    let mut out = Vec::new();
+    for place in region_layout(file) {
         let Some(region) = file.regions.iter().find(|(k, _)| k.get_ref() == &place.name).map(|(_, r)| r)
         else {
             continue;
         };
         for (component, mode) in region.map.get_ref() {
+            let m = mode.get_ref();
             for page in 0..place.pages {
-                pages.entry(component.get_ref().clone()).or_default().push((
+                out.push((
+                    component.get_ref().clone(),
                     place.vaddr + page * 4096,
-                    place.name.clone(),
-                    page as u32,
-                    mode.get_ref().clone(),
+                    ObjRef { name: place.name.clone(), index: Some(page as u32) },
+                    rights(true, m.contains('w'), m.contains('x')),
                 ));
             }
         }
     }
-    for (component, list) in pages {
-        let pdpt = format!("{component}_regions_pdpt");
-        let pd = format!("{component}_regions_pd");
-        spec.objects.push(Object { name: pdpt.clone(), count: None, kind: ObjectKind::Pdpt });
-        spec.objects.push(Object { name: pd.clone(), count: None, kind: ObjectKind::PageDirectory });
-        let slot_of = |vaddr: u64, shift: u32| (vaddr >> shift) & 511;
-        spec.caps
-            .entry(ObjRef::named(&format!("{component}_vspace")))
-            .or_default()
-            .insert(slot_of(REGION_BASE, 39), cap(&pdpt, None, CapParams::default()));
-        spec.caps
-            .entry(ObjRef::named(&pdpt))
-            .or_default()
-            .insert(slot_of(REGION_BASE, 30), cap(&pd, None, CapParams::default()));
-        for (vaddr, region, page, mode) in list {
-            let pt = format!("{component}_regions_pt{}", slot_of(vaddr, 21));
-            if !spec.caps.contains_key(&ObjRef::named(&pt)) {
-                spec.objects.push(Object { name: pt.clone(), count: None, kind: ObjectKind::PageTable });
-                spec.caps
-                    .entry(ObjRef::named(&pd))
-                    .or_default()
-                    .insert(slot_of(vaddr, 21), cap(&pt, None, CapParams::default()));
+    out
+}
+
+/// Where a device's MMIO range appears in its owner's address space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmioPlace {
+    /// The device.
+    pub device: String,
+    /// Which of its `mmio` ranges.
+    pub index: usize,
+    /// First virtual address.
+    pub vaddr: u64,
+    /// Size in 4 KiB pages.
+    pub pages: u64,
+    /// First physical address.
+    pub paddr: u64,
+}
+
+/// Every device MMIO range, in name order from [`DEVICE_BASE`], one guard page after each.
+/// Ranges that do not fit the window are left out; `system::check` reports them.
+pub fn device_layout(file: &SystemFile) -> Vec<MmioPlace> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for (name, d) in &file.devices {
+        for (index, m) in d.mmio.iter().enumerate() {
+            let pages = parse_size(m.size.get_ref()).unwrap_or(4096) / 4096;
+            if offset + pages * 4096 > DEVICE_WINDOW {
+                return out;
             }
-            let params = CapParams {
-                rights: rights(true, mode.contains('w'), mode.contains('x')),
-                ..CapParams::default()
-            };
-            spec.caps
-                .entry(ObjRef::named(&pt))
-                .or_default()
-                .insert(slot_of(vaddr, 12), cap(&region, Some(page), params));
+            let (vaddr, paddr) = (DEVICE_BASE + offset, *m.base.get_ref());
+            out.push(MmioPlace { device: name.get_ref().clone(), index, vaddr, pages, paddr });
+            offset += (pages + 1) * 4096;
         }
+    }
+    out
+}
+
+/// Builds `mappings` the capDL way: frame capabilities in page-table slots, page tables
+/// in page-directory slots, and so on up to each component's PML4 (slot 1, which covers
+/// [`REGION_BASE`] and [`DEVICE_BASE`]).
+fn map_pages(spec: &mut Spec, mappings: Vec<Mapping>) {
+    let slot_of = |vaddr: u64, shift: u32| (vaddr >> shift) & 511;
+    for (component, vaddr, frame, rights) in mappings {
+        let pdpt = format!("{component}_map_pdpt");
+        let pd = format!("{component}_map_pd{}", slot_of(vaddr, 30));
+        let pt = format!("{component}_map_pt{}_{}", slot_of(vaddr, 30), slot_of(vaddr, 21));
+        for (parent, shift, child, kind) in [
+            (format!("{component}_vspace"), 39, &pdpt, ObjectKind::Pdpt),
+            (pdpt.clone(), 30, &pd, ObjectKind::PageDirectory),
+            (pd.clone(), 21, &pt, ObjectKind::PageTable),
+        ] {
+            let slots = spec.caps.entry(ObjRef::named(&parent)).or_default();
+            if let std::collections::btree_map::Entry::Vacant(e) = slots.entry(slot_of(vaddr, shift)) {
+                e.insert(cap(child, None, CapParams::default()));
+                spec.objects.push(Object { name: child.clone(), count: None, kind });
+            }
+        }
+        let params = CapParams { rights, ..CapParams::default() };
+        spec.caps
+            .entry(ObjRef::named(&pt))
+            .or_default()
+            .insert(slot_of(vaddr, 12), Cap { target: Target::Object(frame), params });
     }
 }
 
@@ -203,7 +238,6 @@ pub fn compile(file: &SystemFile) -> Compiled {
             kind: ObjectKind::Frame { size: 4096, paddr: None, fill: Vec::new() },
         });
     }
-    map_regions(file, &mut spec);
     for (name, d) in &file.devices {
         let n = name.get_ref();
         let owner = d.owner.get_ref();
@@ -258,28 +292,28 @@ pub fn compile(file: &SystemFile) -> Compiled {
                 &mut slots,
             );
         }
-        for (i, m) in d.mmio.iter().enumerate() {
-            let pages = parse_size(m.size.get_ref()).unwrap_or(4096) / 4096;
-            let object = format!("{n}_mmio{i}");
-            for page in 0..pages {
-                let paddr = m.base.get_ref() + page * 4096;
-                spec.objects.push(Object {
-                    name: format!("{object}_{page}"),
-                    count: None,
-                    kind: ObjectKind::Frame { size: 4096, paddr: Some(paddr), fill: Vec::new() },
-                });
-                let params =
-                    CapParams { rights: rights(true, true, false), uncached: true, ..CapParams::default() };
-                add(
-                    owner,
-                    format!("{object}_{page}"),
-                    format!("MMIO page at {paddr:#x}"),
-                    cap(&format!("{object}_{page}"), None, params),
-                    &mut slots,
-                );
+    }
+    let mut mappings = region_mappings(file);
+    for MmioPlace { device, index: i, vaddr, pages, paddr } in device_layout(file) {
+        let owner = file.devices.iter().find(|(k, _)| k.get_ref() == &device).map(|(_, d)| d.owner.get_ref());
+        for page in 0..pages {
+            let name = format!("{device}_mmio{i}_{page}");
+            spec.objects.push(Object {
+                name: name.clone(),
+                count: None,
+                kind: ObjectKind::Frame { size: 4096, paddr: Some(paddr + page * 4096), fill: Vec::new() },
+            });
+            if let Some(owner) = owner {
+                mappings.push((
+                    owner.clone(),
+                    vaddr + page * 4096,
+                    ObjRef::named(&name),
+                    rights(true, true, false),
+                ));
             }
         }
     }
+    map_pages(&mut spec, mappings);
     for (component, caps) in slots {
         spec.caps.insert(ObjRef::named(&format!("{component}_cnode")), caps);
     }
@@ -341,12 +375,35 @@ map = { b = "rw", c = "r" }
         assert_eq!(layout[0], RegionPlace { name: "bc".into(), vaddr: REGION_BASE, pages: 2 });
         assert_eq!(layout[1], RegionPlace { name: "next".into(), vaddr: REGION_BASE + 3 * 4096, pages: 1 });
         let spec = compile(&file).spec;
-        let pt = |c: &str| spec.caps.get(&ObjRef::named(&format!("{c}_regions_pt0"))).unwrap();
+        let pt = |c: &str| spec.caps.get(&ObjRef::named(&format!("{c}_map_pt0_0"))).unwrap();
         // `next` is page 3 of the window in both a and c; c maps it executable (grant).
         assert_eq!(pt("a")[&3].target, Target::Object(ObjRef { name: "next".into(), index: Some(0) }));
         assert!(!pt("a")[&3].params.rights.grant && pt("c")[&3].params.rights.grant);
         assert!(pt("b")[&1].params.rights.write && !pt("c")[&1].params.rights.write);
         assert!(!pt("c").contains_key(&2), "the guard page is mapped");
+        assert_eq!(cleave_capdl::validate::validate(&spec), Vec::new());
+    }
+
+    #[test]
+    fn device_mmio_is_mapped_into_its_owner_only() {
+        let text = format!(
+            "{SYSTEM}[devices.vga]\nowner = \"c\"\nmmio = [{{ base = 0xfebf0000, size = \"8K\" }}]\n"
+        );
+        let file = crate::system::load(&text).unwrap();
+        let layout = device_layout(&file);
+        assert_eq!(
+            layout,
+            [MmioPlace { device: "vga".into(), index: 0, vaddr: DEVICE_BASE, pages: 2, paddr: 0xfebf_0000 }]
+        );
+        let spec = compile(&file).spec;
+        let frame = spec.objects.iter().find(|o| o.name == "vga_mmio0_1").unwrap();
+        assert_eq!(frame.kind, ObjectKind::Frame { size: 4096, paddr: Some(0xfebf_1000), fill: Vec::new() });
+        // DEVICE_BASE is PDPT slot 1 of PML4 slot 1; its pages are PT slots 0 and 1.
+        let pt = spec.caps.get(&ObjRef::named("c_map_pt1_0")).unwrap();
+        assert_eq!(pt[&1].target, Target::Object(ObjRef::named("vga_mmio0_1")));
+        assert!(pt[&1].params.rights.write);
+        let (a, c) = (reach(&spec, "a"), reach(&spec, "c"));
+        assert!(c.contains(&ObjRef::named("vga_mmio0_0")) && !a.contains(&ObjRef::named("vga_mmio0_0")));
         assert_eq!(cleave_capdl::validate::validate(&spec), Vec::new());
     }
 }

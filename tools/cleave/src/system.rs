@@ -504,6 +504,28 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
         }
         region_space += 4096;
     }
+    let mut device_space = 0u64;
+    'devices: for (name, d) in &file.devices {
+        for m in &d.mmio {
+            let Some(size) = parse_size(m.size.get_ref()).filter(|n| *n > 0 && n % 4096 == 0) else {
+                continue;
+            };
+            device_space = device_space.saturating_add(size);
+            if device_space > crate::compile::DEVICE_WINDOW {
+                errors.push(SystemError::new(
+                    format!("devices.{}.mmio", name.get_ref()),
+                    span(&m.size),
+                    format!(
+                        "MMIO of device `{}` does not fit: device MMIO shares {} MiB of address space",
+                        name.get_ref(),
+                        crate::compile::DEVICE_WINDOW >> 20
+                    ),
+                ));
+                break 'devices;
+            }
+            device_space += 4096;
+        }
+    }
     for (name, d) in &file.devices {
         let dn = name.get_ref().as_str();
         let key = |field: &str| format!("devices.{dn}.{field}");

@@ -13,8 +13,16 @@ pub const HOST_PACKAGES: &[&str] = &["cleave-abi", "cleave-capdl", "cleave-kerne
 
 /// Crates built for [`TARGET`]: the kernel, the runtime and every user program. (The
 /// capDL crate is built for the target through the loader, without its `alloc` feature.)
-pub const TARGET_PACKAGES: &[&str] =
-    &["cleave-kernel", "cleave-rt", "hello", "xenstore-state", "toolstack", "cleave-tests", "cleave-loader"];
+pub const TARGET_PACKAGES: &[&str] = &[
+    "cleave-kernel",
+    "cleave-rt",
+    "hello",
+    "xenstore-state",
+    "toolstack",
+    "vga",
+    "cleave-tests",
+    "cleave-loader",
+];
 
 /// User programs that become boot modules, by binary name.
 pub const PROGRAMS: &[&str] = &[
