@@ -369,3 +369,23 @@ impl Cap<kind::PageTable> {
         self.invoke(label::PAGE_TABLE_UNMAP, &[]).map(drop)
     }
 }
+
+/// Probes every slot of a component's CNode (radix `slots`, slot 0 unused) that its
+/// capability table `given` does not list, with a non-blocking send, and returns (how many
+/// were refused as holding no capability, how many were probed). A component whose
+/// description gives it nothing else can reach nothing else: both numbers are equal.
+pub fn probe_ungiven_slots(given: &[(&str, u64, &str)], slots: u64) -> (usize, usize) {
+    let mut refused = 0;
+    let mut probed = 0;
+    for slot in 1..slots {
+        if given.iter().any(|&(_, s, _)| s == slot) {
+            continue;
+        }
+        probed += 1;
+        let probe: Cap<kind::Endpoint> = Cap::from_cptr(slot);
+        if probe.nb_send(MessageInfo::default(), [0; 4]) == Err(Error::InvalidCapability) {
+            refused += 1;
+        }
+    }
+    (refused, probed)
+}

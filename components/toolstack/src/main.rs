@@ -87,18 +87,9 @@ fn main() -> i32 {
         }
     };
     // Every other slot of its CNode is empty: probing them must fail.
-    let mut refused = 0;
-    for slot in 1..256u64 {
-        if caps::CAPS.iter().any(|&(_, s, _)| s == slot) {
-            continue;
-        }
-        let probe: Cap<Endpoint> = Cap::from_cptr(slot);
-        if probe.nb_send(MessageInfo::default(), [0; 4]) == Err(cleave_abi::Error::InvalidCapability) {
-            refused += 1;
-        }
-    }
-    println!("toolstack: {refused} of {} ungiven slots refused", 255 - caps::CAPS.len());
-    if good == 4 && shared && display && refused == 255 - caps::CAPS.len() {
+    let (refused, probed) = cleave_rt::cap::probe_ungiven_slots(caps::CAPS, 256);
+    println!("toolstack: {refused} of {probed} ungiven slots refused");
+    if good == 4 && shared && display && refused == probed {
         println!("TEST PASS");
         0
     } else {

@@ -48,6 +48,9 @@ fn main() -> i32 {
     for (name, address, bytes, rights) in caps::REGIONS {
         println!("vga: region {name} at {address:#x}, {} KiB, {rights}", bytes / 1024);
     }
+    // Nothing but what the description gives: every other slot is empty.
+    let (refused, probed) = cleave_rt::cap::probe_ungiven_slots(caps::CAPS, 256);
+    println!("vga: {refused} of {probed} ungiven slots refused");
     let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::VGA_QUERY);
     let mut request = endpoint.recv();
     loop {

@@ -28,6 +28,9 @@ fn main() -> i32 {
     for (name, address, bytes, rights) in caps::REGIONS {
         println!("xenstore-state: region {name} at {address:#x}, {} KiB, {rights}", bytes / 1024);
     }
+    // Nothing but what the description gives: every other slot is empty.
+    let (refused, probed) = cleave_rt::cap::probe_ungiven_slots(caps::CAPS, 256);
+    println!("xenstore-state: {refused} of {probed} ungiven slots refused");
     let mut table = [(0u64, 0u64, false); ENTRIES];
     let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
     let mut request = endpoint.recv();
