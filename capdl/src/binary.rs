@@ -87,7 +87,7 @@ pub struct ObjectRecord {
     pub param0: u64,
     /// TCB: 1 if the loader starts it.
     pub param1: u64,
-    /// Reserved.
+    /// TCB: its lifetime (`model::Lifetime::encode`; 0 persistent).
     pub param2: u64,
 }
 
@@ -333,6 +333,8 @@ impl Digest {
                 | u64::from(o.max_priority) << 24,
         );
         self.word(if matches!(o.kind, Kind::Frame | Kind::Untyped | Kind::IoPorts) { o.param0 } else { 0 });
+        // TCBs: the lifetime (`param2`).
+        self.word(if o.kind == Kind::Tcb { o.param2 } else { 0 });
     }
     /// Adds a capability.
     pub fn cap(&mut self, c: &CapRecord) {

@@ -59,6 +59,45 @@ pub struct TcbParams {
     pub init: Vec<u64>,
     /// The ELF image the loader loads into its address space (`elf: name`).
     pub elf: Option<String>,
+    /// Cleave: what happens to the component over time (`lifetime: …`, `restart_ms: N`);
+    /// `None` is persistent.
+    pub lifetime: Option<Lifetime>,
+}
+
+/// Cleave's component lifetimes (`system.toml`'s `lifetime` and `restart`), recorded in the
+/// spec for the supervisor that enforces them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// `lifetime: persistent`: runs until the system stops.
+    Persistent,
+    /// `lifetime: disposable`: destroyed once it says it is done.
+    Disposable,
+    /// `lifetime: restart, restart_ms: N`: restarted from its pristine image every N ms.
+    RestartEvery { ms: u64 },
+    /// `lifetime: per_request`: rolled back after every request.
+    PerRequest,
+}
+
+impl Lifetime {
+    /// The keyword in the text syntax.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Self::Persistent => "persistent",
+            Self::Disposable => "disposable",
+            Self::RestartEvery { .. } => "restart",
+            Self::PerRequest => "per_request",
+        }
+    }
+
+    /// The binary encoding: the kind in bits 0-7, the restart period in ms above.
+    pub fn encode(self) -> u64 {
+        match self {
+            Self::Persistent => 0,
+            Self::Disposable => 1,
+            Self::RestartEvery { ms } => 2 | ms << 8,
+            Self::PerRequest => 3,
+        }
+    }
 }
 
 /// The kind of an object and its parameters.

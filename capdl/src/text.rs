@@ -1,7 +1,9 @@
 //! seL4's capDL text syntax: a reader (with line and column in every error) and a writer
 //! that produces one canonical form.
 
-use crate::model::{Cap, CapParams, ObjRef, Object, ObjectKind, Spec, TCB_SLOT_NAMES, Target, TcbParams};
+use crate::model::{
+    Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Spec, TCB_SLOT_NAMES, Target, TcbParams,
+};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -482,7 +484,32 @@ impl Parser {
                     Some(ParamValue::Name(n)) => Some(n),
                     Some(_) => return self.error("`elf` takes a name".into()),
                 };
-                let mut t = TcbParams { resume, init, elf, ..TcbParams::default() };
+                let restart_ms = take_num(&mut params, "restart_ms").map_err(|e| self.here(e))?;
+                let lifetime = match (params.remove("lifetime"), restart_ms) {
+                    (None, None) => None,
+                    (Some(ParamValue::Name(n)), ms) => match (n.as_str(), ms) {
+                        ("persistent", None) => Some(Lifetime::Persistent),
+                        ("disposable", None) => Some(Lifetime::Disposable),
+                        ("per_request", None) => Some(Lifetime::PerRequest),
+                        ("restart", Some(ms)) if ms > 0 => Some(Lifetime::RestartEvery { ms }),
+                        ("restart", _) => {
+                            return self.error("`lifetime: restart` needs `restart_ms: N` (N > 0)".into());
+                        }
+                        (other, None) => {
+                            return self.error(format!(
+                                "unknown lifetime `{other}` (persistent, disposable, restart, per_request)"
+                            ));
+                        }
+                        (_, Some(_)) => {
+                            return self.error("`restart_ms` goes with `lifetime: restart` only".into());
+                        }
+                    },
+                    (None, Some(_)) => {
+                        return self.error("`restart_ms` goes with `lifetime: restart` only".into());
+                    }
+                    (Some(_), _) => return self.error("`lifetime` takes a name".into()),
+                };
+                let mut t = TcbParams { resume, init, elf, lifetime, ..TcbParams::default() };
                 for (key, field) in [
                     ("addr", &mut t.addr),
                     ("ip", &mut t.ip),
@@ -742,6 +769,12 @@ pub fn write(spec: &Spec) -> String {
                 }
                 if let Some(elf) = &t.elf {
                     params.push(format!("elf: {elf}"));
+                }
+                if let Some(lifetime) = t.lifetime {
+                    params.push(format!("lifetime: {}", lifetime.keyword()));
+                    if let Lifetime::RestartEvery { ms } = lifetime {
+                        params.push(format!("restart_ms: {ms}"));
+                    }
                 }
             }
             ObjectKind::IoPorts { first, last } => {

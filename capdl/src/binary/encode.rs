@@ -51,6 +51,8 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                 ObjectKind::Tcb(t) => {
                     rec[2] = t.prio.unwrap_or(0) as u8;
                     rec[3] = t.max_prio.unwrap_or(0) as u8;
+                    let lifetime = t.lifetime.map_or(0, crate::model::Lifetime::encode);
+                    rec[24..32].copy_from_slice(&lifetime.to_le_bytes());
                     let elf =
                         t.elf.as_deref().map_or(u64::from(u32::MAX), |e| u64::from(intern(e, &mut names)));
                     (Kind::Tcb, 0, elf, u64::from(t.resume.unwrap_or(false)))

@@ -19,6 +19,7 @@ fn sample() -> Spec {
         fault_ep: None,
         init: vec![1, 2],
         elf: Some("client".into()),
+        lifetime: Some(crate::model::Lifetime::RestartEvery { ms: 250 }),
     };
     let objects = [
         ("client_tcb", None, ObjectKind::Tcb(tcb)),
@@ -196,4 +197,29 @@ fn numbers_in_every_base() {
     assert_eq!(spec.objects[0].kind, ObjectKind::Frame { size: 4096, paddr: Some(0o17000), fill: vec![] });
     // A leading zero is not octal.
     assert_eq!(spec.objects[1].kind, ObjectKind::CNode { size_bits: 10 });
+}
+
+#[test]
+fn lifetimes_read_back_and_bad_ones_are_refused() {
+    use crate::model::Lifetime;
+    for (text, lifetime) in [
+        ("lifetime: disposable", Lifetime::Disposable),
+        ("lifetime: per_request", Lifetime::PerRequest),
+        ("lifetime: persistent", Lifetime::Persistent),
+        ("lifetime: restart, restart_ms: 10", Lifetime::RestartEvery { ms: 10 }),
+    ] {
+        let spec = read(&format!("arch x86_64\nobjects {{\n  t = tcb ({text})\n}}\n")).unwrap();
+        let ObjectKind::Tcb(t) = &spec.objects[0].kind else { panic!() };
+        assert_eq!(t.lifetime, Some(lifetime));
+    }
+    for (text, message) in [
+        ("lifetime: restart", "needs `restart_ms: N`"),
+        ("lifetime: restart, restart_ms: 0", "needs `restart_ms: N`"),
+        ("restart_ms: 5", "goes with `lifetime: restart` only"),
+        ("lifetime: disposable, restart_ms: 5", "goes with `lifetime: restart` only"),
+        ("lifetime: forever", "unknown lifetime `forever`"),
+    ] {
+        let e = error_of(&format!("arch x86_64\nobjects {{\n  t = tcb ({text})\n}}\n"));
+        assert!(e.message.contains(message), "{text}: {e}");
+    }
 }

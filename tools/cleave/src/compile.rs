@@ -2,8 +2,10 @@
 //! TCB, a CNode and a VSpace root; an object per channel, region and device; and in each
 //! component's CNode exactly the capabilities its description gives it, in a fixed order.
 
-use crate::system::{SystemFile, parse_ports, parse_size};
-use cleave_capdl::model::{Cap, CapParams, ObjRef, Object, ObjectKind, Rights, Spec, Target, TcbParams};
+use crate::system::{SystemFile, parse_duration_ms, parse_ports, parse_size};
+use cleave_capdl::model::{
+    Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Rights, Spec, Target, TcbParams,
+};
 use std::collections::BTreeMap;
 
 /// Radix of every component's CNode (256 slots).
@@ -162,6 +164,21 @@ fn rights(read: bool, write: bool, grant: bool) -> Rights {
     Rights { read, write, grant, grant_reply: false }
 }
 
+/// A component's lifetime as the spec records it; `None` when it is the default
+/// (persistent, no restart).
+fn lifetime_of(c: &crate::system::Component) -> Option<Lifetime> {
+    if c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+        return Some(Lifetime::Disposable);
+    }
+    match c.restart.as_ref().map(|r| r.get_ref()) {
+        Some(crate::system::Restart::Every { every }) => {
+            parse_duration_ms(every).map(|ms| Lifetime::RestartEvery { ms })
+        }
+        Some(crate::system::Restart::Keyword(_)) => Some(Lifetime::PerRequest),
+        None => None,
+    }
+}
+
 /// Compiles a checked description.
 pub fn compile(file: &SystemFile) -> Compiled {
     let mut spec = Spec { arch: "x86_64".into(), ..Spec::default() };
@@ -185,6 +202,7 @@ pub fn compile(file: &SystemFile) -> Compiled {
             max_prio: Some(0),
             resume: Some(true),
             elf: Some(c.binary.as_ref().map_or_else(|| n.clone(), |b| b.get_ref().clone())),
+            lifetime: lifetime_of(c),
             ..TcbParams::default()
         };
         spec.objects.push(Object { name: format!("{n}_tcb"), count: None, kind: ObjectKind::Tcb(tcb) });
@@ -405,5 +423,26 @@ map = { b = "rw", c = "r" }
         let (a, c) = (reach(&spec, "a"), reach(&spec, "c"));
         assert!(c.contains(&ObjRef::named("vga_mmio0_0")) && !a.contains(&ObjRef::named("vga_mmio0_0")));
         assert_eq!(cleave_capdl::validate::validate(&spec), Vec::new());
+    }
+
+    #[test]
+    fn lifetimes_are_recorded_in_the_spec_and_its_encoding() {
+        let text = "[components.a]\nrestart = { every = \"2s\" }\n[components.b]\nlifetime = \"disposable\"\n[components.c]\nrestart = \"per-request\"\n[components.d]\n";
+        let spec = compile(&crate::system::load(text).unwrap()).spec;
+        let lifetime = |name: &str| match &spec.objects.iter().find(|o| o.name == name).unwrap().kind {
+            ObjectKind::Tcb(t) => t.lifetime,
+            _ => panic!(),
+        };
+        assert_eq!(lifetime("a_tcb"), Some(Lifetime::RestartEvery { ms: 2000 }));
+        assert_eq!(lifetime("b_tcb"), Some(Lifetime::Disposable));
+        assert_eq!(lifetime("c_tcb"), Some(Lifetime::PerRequest));
+        assert_eq!(lifetime("d_tcb"), None);
+        let bytes = cleave_capdl::binary::encode(&spec).unwrap();
+        let encoded = cleave_capdl::binary::EncodedSpec::new(&bytes).unwrap();
+        let record = (0..encoded.object_count())
+            .filter_map(|i| encoded.object(i))
+            .find(|o| encoded.name(o.name) == Some("a_tcb"))
+            .unwrap();
+        assert_eq!(record.param2, 2 | 2000 << 8);
     }
 }
