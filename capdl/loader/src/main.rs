@@ -582,7 +582,19 @@ fn main() -> i32 {
                 );
                 return 1;
             }
-            // Done: stop, holding nothing that runs.
+            // Done. Give up the authority nothing in the spec needs: creating IRQ handlers
+            // and I/O port ranges, and every untyped capability nothing was made from (those
+            // with children back the components' objects and stay). Then stop; no other
+            // thread holds this thread or its CSpace, so what remains cannot be used.
+            let info = boot_info();
+            let mut dropped = 0;
+            let untyped = (0..info.untyped_count).map(|i| info.untyped_first + i);
+            for cptr in [slot::IRQ_CONTROL, slot::IO_PORT_CONTROL].into_iter().chain(untyped) {
+                if Cap::<CNode>::delete(ROOT.slot(cptr, 64)).is_ok() {
+                    dropped += 1;
+                }
+            }
+            println!("loader: dropped {dropped} capabilities it no longer needs; stopping");
             let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
             let _ = me.suspend();
             0

@@ -38,6 +38,7 @@ const TESTS: &[EmulatorTest] = &[
             patterns: &[
                 "loader: specification with",
                 "loader: built",
+                "loader: dropped",
                 "xenstore-state: region xs-ring at 0x8000000000, 4 KiB, r",
                 "xenstore-state: 254 of 254 ungiven slots refused",
                 "vga: region display.mmio0 at 0x8040000000, 4 KiB, rw device memory at 0xfebf0000",
