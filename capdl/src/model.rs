@@ -131,6 +131,9 @@ pub enum ObjectKind {
     AsidPool { asid_high: Option<u64> },
     /// `vcpu`.
     Vcpu,
+    /// `ept_pml4`, `ept_pdpt`, `ept_pd`, `ept_pt`: a guest's second-level (EPT) tables, top
+    /// level 4 down to page tables at level 1 (Cleave's names; built from issue 5 on).
+    EptTable { level: u8 },
     /// `sc (period: …, budget: …, data: …)`.
     SchedContext { period: Option<u64>, budget: Option<u64>, data: Option<u64> },
     /// `rtreply`.
@@ -155,6 +158,10 @@ impl ObjectKind {
             Self::IoPorts { .. } => "io_ports",
             Self::AsidPool { .. } => "asid_pool",
             Self::Vcpu => "vcpu",
+            Self::EptTable { level: 4 } => "ept_pml4",
+            Self::EptTable { level: 3 } => "ept_pdpt",
+            Self::EptTable { level: 2 } => "ept_pd",
+            Self::EptTable { .. } => "ept_pt",
             Self::SchedContext { .. } => "sc",
             Self::Reply => "rtreply",
         }

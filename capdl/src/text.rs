@@ -440,6 +440,10 @@ impl Parser {
             "pml4" => ObjectKind::Pml4,
             "irq" => ObjectKind::Irq,
             "vcpu" => ObjectKind::Vcpu,
+            "ept_pml4" => ObjectKind::EptTable { level: 4 },
+            "ept_pdpt" => ObjectKind::EptTable { level: 3 },
+            "ept_pd" => ObjectKind::EptTable { level: 2 },
+            "ept_pt" => ObjectKind::EptTable { level: 1 },
             "rtreply" => ObjectKind::Reply,
             "cnode" => ObjectKind::CNode { size_bits: bits("a cnode").map_err(|e| self.here(e))? },
             "ut" => ObjectKind::Untyped {

@@ -48,7 +48,11 @@ fn slot_count(kind: &ObjectKind) -> Option<u64> {
     match kind {
         ObjectKind::CNode { size_bits } => Some(1u64.checked_shl(*size_bits).unwrap_or(u64::MAX)),
         ObjectKind::Tcb(_) => Some(9),
-        ObjectKind::PageTable | ObjectKind::PageDirectory | ObjectKind::Pdpt | ObjectKind::Pml4 => Some(512),
+        ObjectKind::PageTable
+        | ObjectKind::PageDirectory
+        | ObjectKind::Pdpt
+        | ObjectKind::Pml4
+        | ObjectKind::EptTable { .. } => Some(512),
         ObjectKind::Irq => Some(1),
         _ => None,
     }

@@ -26,6 +26,9 @@ fn sample() -> Spec {
         ("client_cnode", None, ObjectKind::CNode { size_bits: 4 }),
         ("channel", None, ObjectKind::Endpoint),
         ("signal", None, ObjectKind::Notification),
+        ("guest_ept", None, ObjectKind::EptTable { level: 4 }),
+        ("guest_ept_pt", Some(2), ObjectKind::EptTable { level: 1 }),
+        ("guest_vcpu", None, ObjectKind::Vcpu),
         ("stack", Some(4), ObjectKind::Frame { size: 4096, paddr: None, fill: vec![] }),
         ("big", None, ObjectKind::Frame { size: 2 << 20, paddr: Some(0xfe00_0000), fill: vec![] }),
         (
