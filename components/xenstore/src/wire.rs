@@ -90,7 +90,8 @@ impl MsgType {
     }
 }
 
-/// Xen's error names (`xsd_errors`), sent as the payload of an `XS_ERROR` reply.
+/// Xen's error names (`xsd_errors` in `xs_wire.h`, all of them), sent as the payload of an
+/// `XS_ERROR` reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// Invalid argument: a malformed request.
@@ -123,8 +124,6 @@ pub enum Error {
     IsConn,
     /// The request or reply is too big.
     TooBig,
-    /// Operation not permitted.
-    Perm,
 }
 
 impl Error {
@@ -146,7 +145,6 @@ impl Error {
             Self::Again => "EAGAIN",
             Self::IsConn => "EISCONN",
             Self::TooBig => "E2BIG",
-            Self::Perm => "EPERM",
         }
     }
 
@@ -157,7 +155,7 @@ impl Error {
 }
 
 /// Every error, for lookups and tests.
-pub const ALL_ERRORS: [Error; 16] = [
+pub const ALL_ERRORS: [Error; 15] = [
     Error::Inval,
     Error::Acces,
     Error::Exist,
@@ -173,7 +171,6 @@ pub const ALL_ERRORS: [Error; 16] = [
     Error::Again,
     Error::IsConn,
     Error::TooBig,
-    Error::Perm,
 ];
 
 /// A message header.
