@@ -4,6 +4,7 @@
 use crate::arch::exit::{Outcome, exit};
 use crate::arch::x86_64::{KERNEL_BASE, cpu, physmem};
 use crate::{kprintln, user};
+use cleave_abi::layout::{DEVICE_WINDOW_END, DEVICE_WINDOW_START};
 use cleave_kernel_core::memory::{BootFrameAllocator, PhysMemoryMap, PhysRange};
 use cleave_kernel_core::multiboot::{self, BootInformation, RegionKind};
 use cleave_kernel_core::vmx_caps::VmxCapabilities;
@@ -12,12 +13,6 @@ use cleave_kernel_core::{PhysAddr, memory};
 unsafe extern "C" {
     static __kernel_end: u8;
 }
-
-/// Start of the window device untyped memory comes from (PCI devices' BARs live here on PC
-/// machines with less than 3 GiB of RAM below 4 GiB).
-const DEVICE_WINDOW_START: u64 = 0xc000_0000;
-/// End of that window: the I/O APIC, local APIC and firmware lie above, kept by the kernel.
-const DEVICE_WINDOW_END: u64 = 0xfec0_0000;
 
 /// Ends boot with a one-line reason.
 fn cannot_boot(reason: core::fmt::Arguments<'_>) -> ! {

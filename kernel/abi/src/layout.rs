@@ -18,3 +18,9 @@ pub const PAGE_SIZE: u64 = 4096;
 
 const _: () = assert!(USER_STACK_TOP < USER_TOP);
 const _: () = assert!(USER_STACK_TOP.is_multiple_of(PAGE_SIZE) && USER_STACK_SIZE.is_multiple_of(PAGE_SIZE));
+
+/// Start of the physical window device untyped memory comes from (PCI devices' BARs live
+/// here on PC machines with less than 3 GiB of RAM below 4 GiB).
+pub const DEVICE_WINDOW_START: u64 = 0xc000_0000;
+/// End of that window: the I/O APIC, local APIC and firmware lie above, kept by the kernel.
+pub const DEVICE_WINDOW_END: u64 = 0xfec0_0000;

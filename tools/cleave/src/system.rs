@@ -589,6 +589,21 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
             let base = *m.base.get_ref();
             match size {
                 Some(s) if s > 0 && s % 4096 == 0 && base % 4096 == 0 => {
+                    use cleave_abi::layout::{DEVICE_WINDOW_END, DEVICE_WINDOW_START};
+                    if base < DEVICE_WINDOW_START || base.saturating_add(s) > DEVICE_WINDOW_END {
+                        errors.push(
+                            SystemError::new(
+                                key("mmio"),
+                                span(&m.base),
+                                format!(
+                                    "MMIO at {base:#x} lies outside the device memory the kernel hands out"
+                                ),
+                            )
+                            .help(format!(
+                                "device memory is {DEVICE_WINDOW_START:#x}-{DEVICE_WINDOW_END:#x}"
+                            )),
+                        );
+                    }
                     if let Some((_, _, _, other)) =
                         mmio_ranges.iter().find(|(x, y, _, _)| base < *y && *x < base + s)
                     {
