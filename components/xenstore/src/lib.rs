@@ -5,11 +5,15 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
 pub mod path;
 pub mod perms;
+#[cfg(feature = "alloc")]
+pub mod store;
 pub mod wire;
 
 pub use wire::{Error, Header, MsgType, Request};

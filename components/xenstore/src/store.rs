@@ -1,0 +1,279 @@
+//! The tree XenStore-State keeps: nodes by absolute path, each with a value, permissions
+//! and a generation, and the operations XenStore-Logic performs on it on behalf of a
+//! domain, with Xen's permission rules and error names. (Transactions and watches build
+//! on the generations; they live in Logic.)
+
+use crate::path;
+use crate::perms::{self, Access, Perm};
+use crate::wire::Error;
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Limits on what one store holds (Xen's quotas, per store here).
+#[derive(Clone, Copy, Debug)]
+pub struct Quota {
+    /// Most nodes.
+    pub nodes: usize,
+    /// Longest value in bytes.
+    pub value: usize,
+    /// Most permission entries per node.
+    pub perms: usize,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        // Xen's defaults: 1000 nodes per domain, 2048-byte values, 5 permission entries.
+        Self { nodes: 1000, value: 2048, perms: 5 }
+    }
+}
+
+/// One node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Its value (any bytes).
+    pub value: Vec<u8>,
+    /// Owner and default first, then per-domain entries.
+    pub perms: Vec<Perm>,
+    /// The store generation of its last change (transactions compare these).
+    pub generation: u64,
+}
+
+/// The tree.
+#[derive(Clone, Debug)]
+pub struct Store {
+    nodes: BTreeMap<String, Node>,
+    generation: u64,
+    quota: Quota,
+}
+
+/// Whether `child` is a direct child of `parent` (both absolute).
+fn is_child(parent: &str, child: &str) -> bool {
+    path::parent(child) == Some(parent)
+}
+
+impl Store {
+    /// A store holding only the root, owned by domain 0 and closed to everyone else.
+    pub fn new(quota: Quota) -> Self {
+        let root =
+            Node { value: Vec::new(), perms: vec![Perm { access: Access::None, domid: 0 }], generation: 0 };
+        let mut nodes = BTreeMap::new();
+        nodes.insert("/".to_string(), root);
+        Self { nodes, generation: 0, quota }
+    }
+
+    /// How many nodes there are.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether only the root is left (never empty).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The node at absolute `path`, without permission checks.
+    pub fn node(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    fn check(&self, path: &str, domid: u32, want: Access) -> Result<&Node, Error> {
+        let node = self.nodes.get(path).ok_or(Error::NoEnt)?;
+        if perms::allowed(&node.perms, domid, want) { Ok(node) } else { Err(Error::Acces) }
+    }
+
+    /// `XS_READ`.
+    pub fn read(&self, path: &str, domid: u32) -> Result<&[u8], Error> {
+        self.check(path, domid, Access::Read).map(|n| n.value.as_slice())
+    }
+
+    /// `XS_DIRECTORY`: the names of the children, in order.
+    pub fn directory(&self, path: &str, domid: u32) -> Result<Vec<&str>, Error> {
+        self.check(path, domid, Access::Read)?;
+        let prefix = if path == "/" { String::from("/") } else { alloc::format!("{path}/") };
+        Ok(self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| is_child(path, k))
+            .map(|(k, _)| &k[prefix.len()..])
+            .collect())
+    }
+
+    /// `XS_GET_PERMS`.
+    pub fn get_perms(&self, path: &str, domid: u32) -> Result<&[Perm], Error> {
+        self.check(path, domid, Access::Read).map(|n| n.perms.as_slice())
+    }
+
+    /// Creates `path` and any missing ancestors, as `domid`: each new node inherits its
+    /// parent's permissions, owned by `domid` (domain 0's nodes keep the parent's owner).
+    /// Writing needs write permission on the nearest existing ancestor.
+    fn create(&mut self, path: &str, domid: u32) -> Result<(), Error> {
+        let mut missing = Vec::new();
+        let mut at = path;
+        while !self.nodes.contains_key(at) {
+            missing.push(at);
+            at = path::parent(at).ok_or(Error::NoEnt)?;
+        }
+        self.check(at, domid, Access::Write)?;
+        if self.nodes.len() + missing.len() > self.quota.nodes {
+            return Err(Error::NoSpc);
+        }
+        self.generation += 1;
+        for p in missing.into_iter().rev() {
+            let parent = path::parent(p).ok_or(Error::NoEnt)?;
+            let mut perms = self.nodes.get(parent).map(|n| n.perms.clone()).ok_or(Error::NoEnt)?;
+            if domid != 0 {
+                perms[0].domid = domid;
+            }
+            self.nodes.insert(p.to_string(), Node { value: Vec::new(), perms, generation: self.generation });
+        }
+        Ok(())
+    }
+
+    /// `XS_WRITE`: sets the value, creating the node (and its ancestors) if needed.
+    pub fn write(&mut self, path: &str, value: &[u8], domid: u32) -> Result<(), Error> {
+        if value.len() > self.quota.value {
+            return Err(Error::NoSpc);
+        }
+        if self.nodes.contains_key(path) {
+            self.check(path, domid, Access::Write)?;
+        } else {
+            self.create(path, domid)?;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let node = self.nodes.get_mut(path).ok_or(Error::NoEnt)?;
+        node.value = value.to_vec();
+        node.generation = generation;
+        Ok(())
+    }
+
+    /// `XS_MKDIR`: creates the node if missing (an existing one is left alone).
+    pub fn mkdir(&mut self, path: &str, domid: u32) -> Result<(), Error> {
+        if self.nodes.contains_key(path) {
+            return self.check(path, domid, Access::Read).map(drop);
+        }
+        self.create(path, domid)
+    }
+
+    /// `XS_RM`: removes the node and everything below it. The root cannot be removed;
+    /// removing a missing node whose parent exists succeeds, as in Xen.
+    pub fn rm(&mut self, path: &str, domid: u32) -> Result<(), Error> {
+        if path == "/" {
+            return Err(Error::Inval);
+        }
+        if !self.nodes.contains_key(path) {
+            let parent = path::parent(path).ok_or(Error::Inval)?;
+            return self.nodes.get(parent).map(drop).ok_or(Error::NoEnt);
+        }
+        self.check(path, domid, Access::Write)?;
+        let doomed: Vec<String> = self.nodes.keys().filter(|k| path::is_within(k, path)).cloned().collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+        }
+        self.generation += 1;
+        // The parent changed: its child list is part of what transactions read.
+        let generation = self.generation;
+        if let Some(parent) = path::parent(path).and_then(|p| self.nodes.get_mut(p)) {
+            parent.generation = generation;
+        }
+        Ok(())
+    }
+
+    /// `XS_SET_PERMS`: only the owner (or domain 0) may change them.
+    pub fn set_perms(&mut self, path: &str, new: &[Perm], domid: u32) -> Result<(), Error> {
+        if new.is_empty() {
+            return Err(Error::Inval);
+        }
+        if new.len() > self.quota.perms {
+            return Err(Error::NoSpc);
+        }
+        let node = self.nodes.get(path).ok_or(Error::NoEnt)?;
+        if domid != 0 && node.perms.first().map(|p| p.domid) != Some(domid) {
+            return Err(Error::Acces);
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let node = self.nodes.get_mut(path).ok_or(Error::NoEnt)?;
+        node.perms = new.to_vec();
+        node.generation = generation;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Perm {
+        Perm::parse(text).unwrap()
+    }
+
+    fn store() -> Store {
+        let mut s = Store::new(Quota::default());
+        // The toolstack (domain 0) makes a home for domain 1, owned by it.
+        s.write("/local/domain/1", b"", 0).unwrap();
+        s.set_perms("/local/domain/1", &[p("n1")], 0).unwrap();
+        s
+    }
+
+    #[test]
+    fn write_read_directory_and_rm() {
+        let mut s = store();
+        s.write("/local/domain/1/name", b"alice", 1).unwrap();
+        s.write("/local/domain/1/device/vif/0", b"", 1).unwrap();
+        assert_eq!(s.read("/local/domain/1/name", 1), Ok(&b"alice"[..]));
+        assert_eq!(s.directory("/local/domain/1", 1), Ok(vec!["device", "name"]));
+        assert_eq!(s.directory("/", 0), Ok(vec!["local"]));
+        // Created ancestors belong to the writer.
+        assert_eq!(s.get_perms("/local/domain/1/device", 1), Ok(&[p("n1")][..]));
+        s.rm("/local/domain/1/device", 1).unwrap();
+        assert_eq!(s.read("/local/domain/1/device/vif/0", 1), Err(Error::NoEnt));
+        assert_eq!(s.directory("/local/domain/1", 1), Ok(vec!["name"]));
+        // A missing node under an existing parent: removed already, fine.
+        assert_eq!(s.rm("/local/domain/1/gone", 1), Ok(()));
+        assert_eq!(s.rm("/local/domain/9/gone", 0), Err(Error::NoEnt));
+        assert_eq!(s.rm("/", 0), Err(Error::Inval));
+    }
+
+    #[test]
+    fn other_domains_are_kept_out_unless_allowed() {
+        let mut s = store();
+        s.write("/local/domain/1/secret", b"k", 1).unwrap();
+        assert_eq!(s.read("/local/domain/1/secret", 2), Err(Error::Acces));
+        assert_eq!(s.write("/local/domain/1/x", b"y", 2), Err(Error::Acces));
+        assert_eq!(s.read("/local/domain/1/secret", 0), Ok(&b"k"[..]), "domain 0 reads anything");
+        // The owner lets domain 2 read this one node.
+        s.set_perms("/local/domain/1/secret", &[p("n1"), p("r2")], 1).unwrap();
+        assert_eq!(s.read("/local/domain/1/secret", 2), Ok(&b"k"[..]));
+        assert_eq!(s.write("/local/domain/1/secret", b"z", 2), Err(Error::Acces));
+        // Only the owner changes permissions.
+        assert_eq!(s.set_perms("/local/domain/1/secret", &[p("b2")], 2), Err(Error::Acces));
+        assert_eq!(s.rm("/local/domain/1/secret", 2), Err(Error::Acces));
+    }
+
+    #[test]
+    fn quotas_hold() {
+        let mut s = Store::new(Quota { nodes: 3, value: 4, perms: 1 });
+        assert_eq!(s.write("/a", b"12345", 0), Err(Error::NoSpc));
+        s.write("/a/b", b"1234", 0).unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.write("/c", b"", 0), Err(Error::NoSpc));
+        assert_eq!(s.set_perms("/a", &[p("n0"), p("r1")], 0), Err(Error::NoSpc));
+        assert_eq!(s.read("/c", 0), Err(Error::NoEnt), "a refused write leaves nothing behind");
+    }
+
+    #[test]
+    fn generations_move_with_changes() {
+        let mut s = store();
+        s.write("/local/domain/1/a", b"1", 1).unwrap();
+        let before = s.node("/local/domain/1/a").unwrap().generation;
+        s.write("/local/domain/1/a", b"2", 1).unwrap();
+        assert!(s.node("/local/domain/1/a").unwrap().generation > before);
+        let parent = s.node("/local/domain/1").unwrap().generation;
+        s.rm("/local/domain/1/a", 1).unwrap();
+        assert!(s.node("/local/domain/1").unwrap().generation > parent);
+    }
+}
