@@ -10,6 +10,8 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+pub mod logic;
 pub mod path;
 pub mod perms;
 #[cfg(feature = "alloc")]

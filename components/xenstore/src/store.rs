@@ -46,6 +46,8 @@ pub struct Store {
     nodes: BTreeMap<String, Node>,
     generation: u64,
     quota: Quota,
+    /// When kept (a transaction's copy): every path created, changed or removed.
+    changes: Option<alloc::collections::BTreeSet<String>>,
 }
 
 /// Whether `child` is a direct child of `parent` (both absolute).
@@ -60,7 +62,43 @@ impl Store {
             Node { value: Vec::new(), perms: vec![Perm { access: Access::None, domid: 0 }], generation: 0 };
         let mut nodes = BTreeMap::new();
         nodes.insert("/".to_string(), root);
-        Self { nodes, generation: 0, quota }
+        Self { nodes, generation: 0, quota, changes: None }
+    }
+
+    /// A copy for a transaction: it records every path it changes.
+    pub fn transaction_copy(&self) -> Self {
+        Self { changes: Some(alloc::collections::BTreeSet::new()), ..self.clone() }
+    }
+
+    /// The paths a transaction copy changed.
+    pub fn changes(&self) -> impl Iterator<Item = &str> {
+        self.changes.iter().flatten().map(String::as_str)
+    }
+
+    /// The store's generation counter.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Puts `node` (or its absence) at `path` with a new generation: how a committed
+    /// transaction's changes land.
+    pub fn install(&mut self, path: &str, node: Option<&Node>) {
+        self.generation += 1;
+        match node {
+            Some(n) => {
+                let node = Node { generation: self.generation, ..n.clone() };
+                self.nodes.insert(path.to_string(), node);
+            }
+            None => {
+                self.nodes.remove(path);
+            }
+        }
+    }
+
+    fn changed(&mut self, path: &str) {
+        if let Some(changes) = self.changes.as_mut() {
+            changes.insert(path.to_string());
+        }
     }
 
     /// How many nodes there are.
@@ -101,6 +139,11 @@ impl Store {
             .collect())
     }
 
+    /// Every path strictly below `path` (no permission check): what removing it touches.
+    pub fn directory_all(&self, path: &str) -> Vec<String> {
+        self.nodes.keys().filter(|k| k.as_str() != path && path::is_within(k, path)).cloned().collect()
+    }
+
     /// `XS_GET_PERMS`.
     pub fn get_perms(&self, path: &str, domid: u32) -> Result<&[Perm], Error> {
         self.check(path, domid, Access::Read).map(|n| n.perms.as_slice())
@@ -128,7 +171,15 @@ impl Store {
                 perms[0].domid = domid;
             }
             self.nodes.insert(p.to_string(), Node { value: Vec::new(), perms, generation: self.generation });
+            self.changed(p);
         }
+        // The existing ancestor's child list changed.
+        let generation = self.generation;
+        if let Some(n) = self.nodes.get_mut(at) {
+            n.generation = generation;
+        }
+        let at = at.to_string();
+        self.changed(&at);
         Ok(())
     }
 
@@ -147,6 +198,7 @@ impl Store {
         let node = self.nodes.get_mut(path).ok_or(Error::NoEnt)?;
         node.value = value.to_vec();
         node.generation = generation;
+        self.changed(path);
         Ok(())
     }
 
@@ -172,12 +224,16 @@ impl Store {
         let doomed: Vec<String> = self.nodes.keys().filter(|k| path::is_within(k, path)).cloned().collect();
         for k in doomed {
             self.nodes.remove(&k);
+            self.changed(&k);
         }
         self.generation += 1;
         // The parent changed: its child list is part of what transactions read.
         let generation = self.generation;
-        if let Some(parent) = path::parent(path).and_then(|p| self.nodes.get_mut(p)) {
-            parent.generation = generation;
+        if let Some(parent) = path::parent(path) {
+            if let Some(node) = self.nodes.get_mut(parent) {
+                node.generation = generation;
+            }
+            self.changed(parent);
         }
         Ok(())
     }
@@ -199,6 +255,7 @@ impl Store {
         let node = self.nodes.get_mut(path).ok_or(Error::NoEnt)?;
         node.perms = new.to_vec();
         node.generation = generation;
+        self.changed(path);
         Ok(())
     }
 }

@@ -1,0 +1,243 @@
+//! XenStore-Logic's request handling: one wire message in, one reply out, for a connection
+//! of a given domain, against the store; transactions with Xen's conflict rule (`EAGAIN`
+//! when a node the transaction touched changed before it ended). Watches are not handled
+//! yet: `XS_WATCH` and `XS_UNWATCH` get `ENOSYS`.
+
+use crate::path::{self, ABS_PATH_MAX};
+use crate::perms::{self, Perm};
+use crate::store::{Quota, Store};
+use crate::wire::{self, Error, Header, MsgType, Request};
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// Most transactions open at once.
+pub const MAX_TRANSACTIONS: usize = 64;
+
+struct Transaction {
+    domid: u32,
+    store: Store,
+    /// Every path the transaction looked at or changed, with its generation when it first
+    /// did (`None`: it did not exist).
+    seen: BTreeMap<String, Option<u64>>,
+}
+
+/// The store and its open transactions.
+pub struct Logic {
+    store: Store,
+    transactions: BTreeMap<u32, Transaction>,
+    next_tx: u32,
+}
+
+/// What a request produced: a reply payload, or an error.
+type Outcome = Result<Vec<u8>, Error>;
+
+const OK: &[u8] = b"OK\0";
+
+impl Logic {
+    /// A fresh store with `quota`.
+    pub fn new(quota: Quota) -> Self {
+        Self { store: Store::new(quota), transactions: BTreeMap::new(), next_tx: 1 }
+    }
+
+    /// The committed store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Handles one message from a connection of domain `domid`; returns the whole reply
+    /// message (header and payload), which carries the request's `req_id` and `tx_id`.
+    pub fn handle(&mut self, domid: u32, header: &Header, payload: &[u8]) -> Vec<u8> {
+        // `decode` refuses unknown types, so a successful request has a type.
+        let outcome = wire::decode(header, payload).and_then(|request| self.perform(domid, header, request));
+        let (reply_type, body) = match (outcome, MsgType::from_u32(header.msg_type)) {
+            (Ok(body), Some(ty)) => (ty, body),
+            (Err(e), _) => {
+                let mut body = e.name().as_bytes().to_vec();
+                body.push(0);
+                (MsgType::Error, body)
+            }
+            (Ok(_), None) => (MsgType::Error, b"ENOSYS\0".to_vec()),
+        };
+        let mut out = alloc::vec![0u8; wire::HEADER_LEN + body.len()];
+        match wire::encode(&mut out, reply_type, header.req_id, header.tx_id, &[&body]) {
+            Some(n) => {
+                out.truncate(n);
+                out
+            }
+            None => {
+                let mut out = alloc::vec![0u8; 32];
+                let n = wire::encode_error(&mut out, header, Error::TooBig).unwrap_or(0);
+                out.truncate(n);
+                out
+            }
+        }
+    }
+
+    fn perform(&mut self, domid: u32, header: &Header, request: Request<'_>) -> Outcome {
+        match request {
+            Request::TransactionStart => {
+                if header.tx_id != 0 {
+                    return Err(Error::Busy);
+                }
+                if self.transactions.len() >= MAX_TRANSACTIONS {
+                    return Err(Error::NoSpc);
+                }
+                let id = self.next_tx;
+                self.next_tx = self.next_tx.wrapping_add(1).max(1);
+                let store = self.store.transaction_copy();
+                self.transactions.insert(id, Transaction { domid, store, seen: BTreeMap::new() });
+                let mut body = id.to_string().into_bytes();
+                body.push(0);
+                Ok(body)
+            }
+            Request::TransactionEnd(commit) => {
+                let tx = self.transactions.remove(&header.tx_id).ok_or(Error::NoEnt)?;
+                if tx.domid != domid {
+                    self.transactions.insert(header.tx_id, tx);
+                    return Err(Error::NoEnt);
+                }
+                if commit {
+                    self.commit(tx)?;
+                }
+                Ok(OK.to_vec())
+            }
+            Request::GetDomainPath(id) => {
+                let mut buf = [0u8; 32];
+                let n = path::home(id, &mut buf)?;
+                let mut body = buf[..n].to_vec();
+                body.push(0);
+                Ok(body)
+            }
+            Request::ResetWatches => Ok(OK.to_vec()),
+            Request::Watch(..) | Request::Unwatch(..) => Err(Error::NoSys),
+            other => {
+                if header.tx_id == 0 {
+                    node_request(&mut self.store, domid, other, None)
+                } else {
+                    let tx = self.transactions.get_mut(&header.tx_id).ok_or(Error::NoEnt)?;
+                    if tx.domid != domid {
+                        return Err(Error::NoEnt);
+                    }
+                    node_request(&mut tx.store, domid, other, Some(&mut tx.seen))
+                }
+            }
+        }
+    }
+
+    /// Ends a transaction: if every node it saw is as it was, its changes land.
+    fn commit(&mut self, tx: Transaction) -> Result<(), Error> {
+        for (p, generation) in &tx.seen {
+            if self.store.node(p).map(|n| n.generation) != *generation {
+                return Err(Error::Again);
+            }
+        }
+        let changes: Vec<&str> = tx.store.changes().collect();
+        for p in changes {
+            self.store.install(p, tx.store.node(p));
+        }
+        Ok(())
+    }
+}
+
+/// Records, for a transaction, the generation of `p` when first seen (`None`: absent) and,
+/// if it is absent, that of its nearest existing ancestor, whose child list creating `p`
+/// changes. Changes elsewhere (even to other children of the same ancestors) do not
+/// conflict.
+fn note(store: &Store, seen: &mut Option<&mut BTreeMap<String, Option<u64>>>, p: &str) {
+    let Some(seen) = seen.as_deref_mut() else { return };
+    let mut at = Some(p);
+    while let Some(q) = at {
+        let generation = store.node(q).map(|n| n.generation);
+        seen.entry(q.to_string()).or_insert(generation);
+        if generation.is_some() {
+            break;
+        }
+        at = path::parent(q);
+    }
+}
+
+/// Performs a request on one node against `store` (the committed one, or a transaction's).
+fn node_request(
+    store: &mut Store,
+    domid: u32,
+    request: Request<'_>,
+    mut seen: Option<&mut BTreeMap<String, Option<u64>>>,
+) -> Outcome {
+    let mut buf = [0u8; ABS_PATH_MAX + 32];
+    let target = match request {
+        Request::Read(p)
+        | Request::Write(p, _)
+        | Request::Mkdir(p)
+        | Request::Rm(p)
+        | Request::Directory(p)
+        | Request::DirectoryPart(p, _)
+        | Request::GetPerms(p)
+        | Request::SetPerms(p, _) => p,
+        _ => return Err(Error::Inval),
+    };
+    let p = path::resolve(target, domid, &mut buf)?;
+    path::check(p, path::PathKind::Node)?;
+    note(store, &mut seen, p);
+    if matches!(request, Request::Rm(_)) {
+        // Removing touches the whole subtree.
+        for q in &store.directory_all(p) {
+            note(store, &mut seen, q);
+        }
+    }
+    match request {
+        Request::Read(_) => store.read(p, domid).map(<[u8]>::to_vec),
+        Request::Write(_, value) => store.write(p, value, domid).map(|()| OK.to_vec()),
+        Request::Mkdir(_) => store.mkdir(p, domid).map(|()| OK.to_vec()),
+        Request::Rm(_) => store.rm(p, domid).map(|()| OK.to_vec()),
+        Request::Directory(_) => Ok(nul_list(store.directory(p, domid)?.iter().map(|s| s.as_bytes()))),
+        Request::DirectoryPart(_, offset) => {
+            let generation = store.node(p).map_or(0, |n| n.generation);
+            let all = nul_list(store.directory(p, domid)?.iter().map(|s| s.as_bytes()));
+            let start = (offset as usize).min(all.len());
+            let mut body = generation.to_string().into_bytes();
+            body.push(0);
+            let room = wire::PAYLOAD_MAX - body.len() - 1;
+            let rest = &all[start..];
+            if rest.len() <= room {
+                body.extend_from_slice(rest);
+                body.push(0);
+            } else {
+                // Whole names only: cut after the last NUL that fits.
+                let cut = rest[..room].iter().rposition(|&b| b == 0).map_or(0, |i| i + 1);
+                body.extend_from_slice(&rest[..cut]);
+            }
+            Ok(body)
+        }
+        Request::GetPerms(_) => {
+            let perms = store.get_perms(p, domid)?;
+            let mut body = Vec::new();
+            for perm in perms {
+                let mut b = [0u8; 11];
+                let n = perm.write(&mut b);
+                body.extend_from_slice(&b[..n]);
+                body.push(0);
+            }
+            Ok(body)
+        }
+        Request::SetPerms(_, list) => {
+            let mut parsed = [Perm { access: perms::Access::None, domid: 0 }; 64];
+            let n = perms::parse_list(list, &mut parsed)?;
+            store.set_perms(p, &parsed[..n], domid).map(|()| OK.to_vec())
+        }
+        _ => Err(Error::Inval),
+    }
+}
+
+/// Each item followed by a NUL.
+fn nul_list<'a>(items: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for item in items {
+        out.extend_from_slice(item);
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! Request handling through the wire format, as a client sees it.
+
+use super::*;
+use std::string::String as StdString;
+
+/// Sends `payload` as a `ty` request in transaction `tx` from `domid`; returns the reply's
+/// type and payload.
+fn send(logic: &mut Logic, domid: u32, ty: MsgType, tx: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+    let header = Header { msg_type: ty as u32, req_id: 42, tx_id: tx, len: payload.len() as u32 };
+    let reply = logic.handle(domid, &header, payload);
+    let h = Header::from_bytes(&reply).unwrap();
+    assert_eq!((h.req_id, h.tx_id, h.len as usize), (42, tx, reply.len() - 16));
+    (h.msg_type, reply[16..].to_vec())
+}
+
+fn ok(logic: &mut Logic, domid: u32, ty: MsgType, tx: u32, payload: &[u8]) -> Vec<u8> {
+    let (t, body) = send(logic, domid, ty, tx, payload);
+    assert_eq!(
+        t,
+        ty as u32,
+        "{ty:?} {:?} failed: {}",
+        StdString::from_utf8_lossy(payload),
+        StdString::from_utf8_lossy(&body)
+    );
+    body
+}
+
+fn error(logic: &mut Logic, domid: u32, ty: MsgType, tx: u32, payload: &[u8]) -> StdString {
+    let (t, body) = send(logic, domid, ty, tx, payload);
+    assert_eq!(t, MsgType::Error as u32, "{ty:?} succeeded");
+    StdString::from_utf8(body).unwrap()
+}
+
+fn logic() -> Logic {
+    let mut l = Logic::new(Quota::default());
+    ok(&mut l, 0, MsgType::Mkdir, 0, b"/local/domain/1\0");
+    ok(&mut l, 0, MsgType::SetPerms, 0, b"/local/domain/1\0n1\0");
+    l
+}
+
+#[test]
+fn reads_writes_listings_and_permissions_over_the_wire() {
+    let mut l = logic();
+    assert_eq!(ok(&mut l, 1, MsgType::Write, 0, b"name\0alice"), b"OK\0");
+    assert_eq!(ok(&mut l, 1, MsgType::Read, 0, b"name\0"), b"alice");
+    assert_eq!(ok(&mut l, 0, MsgType::Read, 0, b"/local/domain/1/name\0"), b"alice");
+    assert_eq!(ok(&mut l, 1, MsgType::Directory, 0, b"/local/domain/1\0"), b"name\0");
+    assert_eq!(ok(&mut l, 1, MsgType::GetPerms, 0, b"name\0"), b"n1\0");
+    assert_eq!(error(&mut l, 2, MsgType::Read, 0, b"/local/domain/1/name\0"), "EACCES\0");
+    assert_eq!(ok(&mut l, 1, MsgType::SetPerms, 0, b"name\0n1\0r2\0"), b"OK\0");
+    assert_eq!(ok(&mut l, 2, MsgType::Read, 0, b"/local/domain/1/name\0"), b"alice");
+    assert_eq!(ok(&mut l, 3, MsgType::GetDomainPath, 0, b"3\0"), b"/local/domain/3\0");
+    assert_eq!(error(&mut l, 1, MsgType::Read, 0, b"missing\0"), "ENOENT\0");
+    assert_eq!(ok(&mut l, 1, MsgType::Rm, 0, b"name\0"), b"OK\0");
+    assert_eq!(ok(&mut l, 1, MsgType::Directory, 0, b"/local/domain/1\0"), b"");
+}
+
+#[test]
+fn directory_part_pages_whole_names() {
+    let mut l = logic();
+    for i in 0..300 {
+        let mut p = std::format!("/local/domain/1/a-fairly-long-child-name-{i:04}").into_bytes();
+        p.push(0);
+        ok(&mut l, 0, MsgType::Mkdir, 0, &p);
+    }
+    let mut names = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut req = b"/local/domain/1\0".to_vec();
+        req.extend_from_slice(offset.to_string().as_bytes());
+        req.push(0);
+        let body = ok(&mut l, 0, MsgType::DirectoryPart, 0, &req);
+        let after_gen = body.iter().position(|&b| b == 0).unwrap() + 1;
+        let chunk = &body[after_gen..];
+        let done = chunk.ends_with(b"\0\0") || chunk == b"\0";
+        let list = if done { &chunk[..chunk.len() - 1] } else { chunk };
+        offset += list.len();
+        names.extend(list.split(|&b| b == 0).filter(|n| !n.is_empty()).map(<[u8]>::to_vec));
+        if done {
+            break;
+        }
+    }
+    assert_eq!(names.len(), 300);
+    assert_eq!(names[299], b"a-fairly-long-child-name-0299");
+}
+
+#[test]
+fn transactions_commit_abort_and_conflict() {
+    let mut l = logic();
+    let tx: u32 = StdString::from_utf8(ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0"))
+        .unwrap()
+        .trim_end_matches('\0')
+        .parse()
+        .unwrap();
+    ok(&mut l, 1, MsgType::Write, tx, b"a\x001");
+    // Not visible outside the transaction until it commits.
+    assert_eq!(error(&mut l, 1, MsgType::Read, 0, b"a\0"), "ENOENT\0");
+    assert_eq!(ok(&mut l, 1, MsgType::Read, tx, b"a\0"), b"1");
+    ok(&mut l, 1, MsgType::TransactionEnd, tx, b"T\0");
+    assert_eq!(ok(&mut l, 1, MsgType::Read, 0, b"a\0"), b"1");
+
+    // Aborted: nothing lands.
+    let tx = 2;
+    ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    ok(&mut l, 1, MsgType::Write, tx, b"a\x002");
+    ok(&mut l, 1, MsgType::TransactionEnd, tx, b"F\0");
+    assert_eq!(ok(&mut l, 1, MsgType::Read, 0, b"a\0"), b"1");
+
+    // Conflict: the node the transaction read changes underneath it.
+    let tx = 3;
+    ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    assert_eq!(ok(&mut l, 1, MsgType::Read, tx, b"a\0"), b"1");
+    ok(&mut l, 1, MsgType::Write, tx, b"b\0from tx");
+    ok(&mut l, 1, MsgType::Write, 0, b"a\0changed");
+    assert_eq!(error(&mut l, 1, MsgType::TransactionEnd, tx, b"T\0"), "EAGAIN\0");
+    assert_eq!(error(&mut l, 1, MsgType::Read, 0, b"b\0"), "ENOENT\0", "a failed commit lands nothing");
+
+    // Unrelated changes do not conflict.
+    let tx = 4;
+    ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    ok(&mut l, 1, MsgType::Write, tx, b"x/y\0new");
+    ok(&mut l, 0, MsgType::Write, 0, b"/elsewhere\0z");
+    ok(&mut l, 1, MsgType::TransactionEnd, tx, b"T\0");
+    assert_eq!(ok(&mut l, 1, MsgType::Read, 0, b"x/y\0"), b"new");
+
+    // Someone else's or an unknown transaction.
+    ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    assert_eq!(error(&mut l, 2, MsgType::Read, 5, b"/local/domain/1\0"), "ENOENT\0");
+    assert_eq!(error(&mut l, 1, MsgType::TransactionEnd, 99, b"T\0"), "ENOENT\0");
+}
+
+#[test]
+fn removal_in_a_transaction_conflicts_with_changes_below() {
+    let mut l = logic();
+    ok(&mut l, 1, MsgType::Write, 0, b"dir/child\0v");
+    ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    ok(&mut l, 1, MsgType::Rm, 1, b"dir\0");
+    ok(&mut l, 1, MsgType::Write, 0, b"dir/child\0w");
+    assert_eq!(error(&mut l, 1, MsgType::TransactionEnd, 1, b"T\0"), "EAGAIN\0");
+    assert_eq!(ok(&mut l, 1, MsgType::Read, 0, b"dir/child\0"), b"w");
+}
+
+#[test]
+fn bad_messages_get_errors_and_change_nothing() {
+    let mut l = logic();
+    let before = l.store().len();
+    assert_eq!(error(&mut l, 1, MsgType::Write, 0, b"a//b\0x"), "EINVAL\0");
+    assert_eq!(error(&mut l, 1, MsgType::Read, 0, b"no-nul"), "EINVAL\0");
+    assert_eq!(error(&mut l, 1, MsgType::Watch, 0, b"/a\0t\0"), "ENOSYS\0");
+    assert_eq!(error(&mut l, 1, MsgType::WatchEvent, 0, b"/a\0t\0"), "ENOSYS\0");
+    let unknown = Header { msg_type: 77, req_id: 1, tx_id: 0, len: 0 };
+    let reply = l.handle(1, &unknown, b"");
+    assert_eq!(&reply[16..], b"ENOSYS\0");
+    assert_eq!(l.store().len(), before);
+}
