@@ -15,7 +15,8 @@ use alloc::vec::Vec;
 pub const MAX_TRANSACTIONS: usize = 64;
 
 struct Transaction {
-    domid: u32,
+    /// The connection that started it (only it may use it).
+    connection: u64,
     store: Store,
     /// Every path the transaction looked at or changed, with its generation when it first
     /// did (`None`: it did not exist).
@@ -45,11 +46,18 @@ impl Logic {
         &self.store
     }
 
-    /// Handles one message from a connection of domain `domid`; returns the whole reply
-    /// message (header and payload), which carries the request's `req_id` and `tx_id`.
-    pub fn handle(&mut self, domid: u32, header: &Header, payload: &[u8]) -> Vec<u8> {
+    /// A connection closed: its open transactions end without committing.
+    pub fn close(&mut self, connection: u64) {
+        self.transactions.retain(|_, tx| tx.connection != connection);
+    }
+
+    /// Handles one message from `connection` (any number the caller keeps unique), of
+    /// domain `domid`; returns the whole reply message (header and payload), which carries
+    /// the request's `req_id` and `tx_id`.
+    pub fn handle(&mut self, connection: u64, domid: u32, header: &Header, payload: &[u8]) -> Vec<u8> {
         // `decode` refuses unknown types, so a successful request has a type.
-        let outcome = wire::decode(header, payload).and_then(|request| self.perform(domid, header, request));
+        let outcome = wire::decode(header, payload)
+            .and_then(|request| self.perform(connection, domid, header, request));
         let (reply_type, body) = match (outcome, MsgType::from_u32(header.msg_type)) {
             (Ok(body), Some(ty)) => (ty, body),
             (Err(e), _) => {
@@ -74,7 +82,7 @@ impl Logic {
         }
     }
 
-    fn perform(&mut self, domid: u32, header: &Header, request: Request<'_>) -> Outcome {
+    fn perform(&mut self, connection: u64, domid: u32, header: &Header, request: Request<'_>) -> Outcome {
         match request {
             Request::TransactionStart => {
                 if header.tx_id != 0 {
@@ -86,14 +94,14 @@ impl Logic {
                 let id = self.next_tx;
                 self.next_tx = self.next_tx.wrapping_add(1).max(1);
                 let store = self.store.transaction_copy();
-                self.transactions.insert(id, Transaction { domid, store, seen: BTreeMap::new() });
+                self.transactions.insert(id, Transaction { connection, store, seen: BTreeMap::new() });
                 let mut body = id.to_string().into_bytes();
                 body.push(0);
                 Ok(body)
             }
             Request::TransactionEnd(commit) => {
                 let tx = self.transactions.remove(&header.tx_id).ok_or(Error::NoEnt)?;
-                if tx.domid != domid {
+                if tx.connection != connection {
                     self.transactions.insert(header.tx_id, tx);
                     return Err(Error::NoEnt);
                 }
@@ -116,7 +124,7 @@ impl Logic {
                     node_request(&mut self.store, domid, other, None)
                 } else {
                     let tx = self.transactions.get_mut(&header.tx_id).ok_or(Error::NoEnt)?;
-                    if tx.domid != domid {
+                    if tx.connection != connection {
                         return Err(Error::NoEnt);
                     }
                     node_request(&mut tx.store, domid, other, Some(&mut tx.seen))

@@ -6,6 +6,8 @@ use cleave::{compile, diagnostic, exposure, graph, image, privileges, system};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod xenstored;
+
 #[derive(Parser)]
 #[command(name = "cleave", about = "Compile and inspect Cleave system descriptions")]
 struct Cli {
@@ -76,6 +78,16 @@ enum Command {
     Cdl {
         /// The capDL file.
         file: PathBuf,
+    },
+    /// Run XenStore (Logic and the store) as a daemon on a Unix socket, for Xen's own
+    /// clients: `XENSTORED_PATH=PATH xenstore-ls`.
+    Xenstored {
+        /// The socket domain 0 connects to.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Another socket whose connections are domain N: `N=PATH` (repeatable).
+        #[arg(long = "domain", value_parser = xenstored::parse_domain)]
+        domains: Vec<(u32, PathBuf)>,
     },
 }
 
@@ -156,6 +168,7 @@ fn run(cli: Cli) -> Result<String, String> {
                 .ok_or_else(|| format!("cleave: no guest named `{guest}`\n"))?;
             Ok(list.iter().map(|(c, why)| format!("{c}: {why}\n")).collect())
         }
+        Command::Xenstored { socket, domains } => xenstored::serve(&socket, &domains).map(|()| String::new()),
         Command::Cdl { file } => {
             let text = read(&file)?;
             let spec = cleave_capdl::text::read(&text)

@@ -4,8 +4,9 @@ use anyhow::{Context, Result, bail};
 use std::process::Command;
 
 /// QEMU, Bochs with its BIOS, VGA BIOS and terminal display (Debian's build has no
-/// headless display; `term` is the one that needs neither a window nor a port), and what
-/// `grub-mkrescue` needs to make a bootable ISO.
+/// headless display; `term` is the one that needs neither a window nor a port), what
+/// `grub-mkrescue` needs to make a bootable ISO, and Xen's XenStore clients, which the
+/// tests point at `cleave xenstored`.
 pub const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "bochs",
@@ -16,6 +17,7 @@ pub const PACKAGES: &[&str] = &[
     "grub-common",
     "xorriso",
     "mtools",
+    "xenstore-utils",
 ];
 
 fn installed(package: &str) -> bool {

@@ -310,11 +310,12 @@ struct Tally {
 /// Runs the selected tests; returns whether all passed.
 pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
     let mut tally = Tally::default();
+    // The host tests need some of the packages too (Xen's XenStore clients).
+    deps::ensure()?;
     if host {
         host_tests(&mut tally)?;
     }
     if emulator {
-        deps::ensure()?;
         let artifacts = artifacts::build()?;
         for test in TESTS.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))) {
             run_emulator_test(test, &artifacts, &mut tally)?;

@@ -7,7 +7,8 @@ use std::string::String as StdString;
 /// type and payload.
 fn send(logic: &mut Logic, domid: u32, ty: MsgType, tx: u32, payload: &[u8]) -> (u32, Vec<u8>) {
     let header = Header { msg_type: ty as u32, req_id: 42, tx_id: tx, len: payload.len() as u32 };
-    let reply = logic.handle(domid, &header, payload);
+    // One connection per domain in these tests.
+    let reply = logic.handle(u64::from(domid), domid, &header, payload);
     let h = Header::from_bytes(&reply).unwrap();
     assert_eq!((h.req_id, h.tx_id, h.len as usize), (42, tx, reply.len() - 16));
     (h.msg_type, reply[16..].to_vec())
@@ -149,7 +150,17 @@ fn bad_messages_get_errors_and_change_nothing() {
     assert_eq!(error(&mut l, 1, MsgType::Watch, 0, b"/a\0t\0"), "ENOSYS\0");
     assert_eq!(error(&mut l, 1, MsgType::WatchEvent, 0, b"/a\0t\0"), "ENOSYS\0");
     let unknown = Header { msg_type: 77, req_id: 1, tx_id: 0, len: 0 };
-    let reply = l.handle(1, &unknown, b"");
+    let reply = l.handle(1, 1, &unknown, b"");
     assert_eq!(&reply[16..], b"ENOSYS\0");
     assert_eq!(l.store().len(), before);
+}
+
+#[test]
+fn a_closed_connection_ends_its_transactions() {
+    let mut l = logic();
+    ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    ok(&mut l, 1, MsgType::Write, 1, b"a\0v");
+    l.close(1);
+    assert_eq!(error(&mut l, 1, MsgType::TransactionEnd, 1, b"T\0"), "ENOENT\0");
+    assert_eq!(error(&mut l, 1, MsgType::Read, 0, b"a\0"), "ENOENT\0");
 }

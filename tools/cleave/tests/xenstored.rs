@@ -1,0 +1,119 @@
+//! `cleave xenstored` driven by Xen's own clients (Debian's `xenstore-utils`, which
+//! `cargo xtask deps` installs): write, read, ls, list, exists, rm, and chmod with a read
+//! from another domain first allowed, then denied.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(test: &str) -> Daemon {
+    let dir = std::env::temp_dir().join(format!("cleave-xenstored-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_cleave"))
+        .arg("xenstored")
+        .arg("--socket")
+        .arg(dir.join("dom0"))
+        .arg("--domain")
+        .arg(format!("5={}", dir.join("dom5").display()))
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(daemon.dir.join("dom0").exists() && daemon.dir.join("dom5").exists()) {
+        assert!(Instant::now() < deadline, "cleave xenstored did not create its sockets");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon
+}
+
+fn tool(socket: &Path, name: &str, args: &[&str]) -> Output {
+    Command::new(name).args(args).env("XENSTORED_PATH", socket).output().unwrap_or_else(|e| {
+        panic!("cannot run {name} ({e}): install Debian's xenstore-utils (`cargo xtask deps` does)")
+    })
+}
+
+fn ok(socket: &Path, name: &str, args: &[&str]) -> String {
+    let out = tool(socket, name, args);
+    assert!(out.status.success(), "{name} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn xens_own_clients_work_against_it() {
+    let d = start("clients");
+    let (dom0, dom5) = (d.dir.join("dom0"), d.dir.join("dom5"));
+    ok(&dom0, "xenstore-write", &["/vm/alice/name", "alice", "/vm/alice/memory", "1024"]);
+    assert_eq!(ok(&dom0, "xenstore-read", &["/vm/alice/name"]), "alice\n");
+    assert_eq!(ok(&dom0, "xenstore-ls", &["/vm"]), "alice = \"\"\n memory = \"1024\"\n name = \"alice\"\n");
+    assert_eq!(ok(&dom0, "xenstore-list", &["/vm/alice"]), "memory\nname\n");
+    assert!(tool(&dom0, "xenstore-exists", &["/vm/alice"]).status.success());
+    assert!(!tool(&dom0, "xenstore-exists", &["/vm/bob"]).status.success());
+
+    // Nodes domain 0 makes are closed to others; opening one lets domain 5 read it.
+    assert!(!tool(&dom5, "xenstore-read", &["/vm/alice/name"]).status.success());
+    ok(&dom0, "xenstore-chmod", &["/vm/alice/name", "n0", "r5"]);
+    assert_eq!(ok(&dom5, "xenstore-read", &["/vm/alice/name"]), "alice\n");
+    assert!(!tool(&dom5, "xenstore-write", &["/vm/alice/name", "mallory"]).status.success());
+    ok(&dom0, "xenstore-chmod", &["/vm/alice/name", "n0"]);
+    let denied = tool(&dom5, "xenstore-read", &["/vm/alice/name"]);
+    assert!(!denied.status.success(), "domain 5 still reads after chmod n0");
+    assert_eq!(
+        ok(&dom0, "xenstore-read", &["/vm/alice/name"]),
+        "alice\n",
+        "the failed write changed nothing"
+    );
+
+    ok(&dom0, "xenstore-rm", &["/vm/alice"]);
+    assert!(!tool(&dom0, "xenstore-exists", &["/vm/alice/name"]).status.success());
+    assert_eq!(ok(&dom0, "xenstore-list", &["/vm"]), "");
+}
+
+#[test]
+fn a_hostile_client_loses_its_connection_and_nothing_else() {
+    use std::io::{Read, Write};
+    let d = start("hostile");
+    let dom0 = d.dir.join("dom0");
+    ok(&dom0, "xenstore-write", &["/kept", "yes"]);
+    // A header announcing 5000 bytes: over Xen's limit, the stream cannot be trusted.
+    let mut s = std::os::unix::net::UnixStream::connect(&dom0).unwrap();
+    let mut header = Vec::new();
+    for word in [11u32, 1, 0, 5000] {
+        header.extend_from_slice(&word.to_le_bytes());
+    }
+    s.write_all(&header).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap(), 0, "the connection was not closed");
+    // An unknown message type and a malformed path get error replies on a live connection.
+    let mut s = std::os::unix::net::UnixStream::connect(&dom0).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for (ty, payload) in [(99u32, &b""[..]), (2, &b"/a//b\0"[..])] {
+        let mut m = Vec::new();
+        for word in [ty, 7, 0, payload.len() as u32] {
+            m.extend_from_slice(&word.to_le_bytes());
+        }
+        m.extend_from_slice(payload);
+        s.write_all(&m).unwrap();
+        let mut reply = [0u8; 16];
+        s.read_exact(&mut reply).unwrap();
+        let len = u32::from_le_bytes(reply[12..16].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        assert_eq!(u32::from_le_bytes(reply[..4].try_into().unwrap()), 16, "not an XS_ERROR reply");
+        assert!(body == b"ENOSYS\0" || body == b"EINVAL\0", "{body:?}");
+    }
+    assert_eq!(ok(&dom0, "xenstore-read", &["/kept"]), "yes\n");
+}
