@@ -1,7 +1,7 @@
 //! XenStore-Logic's request handling: one wire message in, one reply out, for a connection
 //! of a given domain, against the store; transactions with Xen's conflict rule (`EAGAIN`
-//! when a node the transaction touched changed before it ended). Watches are not handled
-//! yet: `XS_WATCH` and `XS_UNWATCH` get `ENOSYS`.
+//! when a node the transaction touched changed before it ended); watches, whose events
+//! queue up for the connections that registered them (`take_events`).
 
 use crate::path::{self, ABS_PATH_MAX};
 use crate::perms::{self, Perm};
@@ -21,13 +21,32 @@ struct Transaction {
     /// Every path the transaction looked at or changed, with its generation when it first
     /// did (`None`: it did not exist).
     seen: BTreeMap<String, Option<u64>>,
+    /// The paths its requests changed (and whether by removal), fired when it commits.
+    fired: Vec<(String, bool)>,
 }
+
+/// A registered watch.
+struct Watch {
+    connection: u64,
+    domid: u32,
+    /// As registered (relative paths are reported relative).
+    registered: String,
+    /// Absolute, or a special `@` path.
+    absolute: String,
+    token: String,
+}
+
+/// Most watches one connection may hold (Xen's default quota).
+pub const MAX_WATCHES: usize = 128;
 
 /// The store and its open transactions.
 pub struct Logic {
     store: Store,
     transactions: BTreeMap<u32, Transaction>,
     next_tx: u32,
+    watches: Vec<Watch>,
+    /// `XS_WATCH_EVENT` messages waiting to go out: (connection, whole message).
+    events: Vec<(u64, Vec<u8>)>,
 }
 
 /// What a request produced: a reply payload, or an error.
@@ -38,7 +57,13 @@ const OK: &[u8] = b"OK\0";
 impl Logic {
     /// A fresh store with `quota`.
     pub fn new(quota: Quota) -> Self {
-        Self { store: Store::new(quota), transactions: BTreeMap::new(), next_tx: 1 }
+        Self {
+            store: Store::new(quota),
+            transactions: BTreeMap::new(),
+            next_tx: 1,
+            watches: Vec::new(),
+            events: Vec::new(),
+        }
     }
 
     /// The committed store.
@@ -46,9 +71,56 @@ impl Logic {
         &self.store
     }
 
-    /// A connection closed: its open transactions end without committing.
+    /// A connection closed: its open transactions end without committing, its watches go.
     pub fn close(&mut self, connection: u64) {
         self.transactions.retain(|_, tx| tx.connection != connection);
+        self.watches.retain(|w| w.connection != connection);
+        self.events.retain(|(c, _)| *c != connection);
+    }
+
+    /// The watch events produced since the last call, each for its connection, in order.
+    pub fn take_events(&mut self) -> Vec<(u64, Vec<u8>)> {
+        core::mem::take(&mut self.events)
+    }
+
+    fn event(&mut self, connection: u64, path: &str, token: &str) {
+        let mut out = alloc::vec![0u8; wire::HEADER_LEN + path.len() + token.len() + 2];
+        if let Some(n) = wire::encode(
+            &mut out,
+            MsgType::WatchEvent,
+            0,
+            0,
+            &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
+        ) {
+            out.truncate(n);
+            self.events.push((connection, out));
+        }
+    }
+
+    /// Fires the watches a change at `changed` (absolute) concerns: those at or above it,
+    /// and, when it was removed, those below it. A watcher must be able to read the node
+    /// (or, when it is gone, be domain 0 or have watched at or below it).
+    fn fire(&mut self, changed: &str, removed: bool) {
+        let mut due = Vec::new();
+        for w in &self.watches {
+            let above = path::is_within(changed, &w.absolute);
+            let below = removed && path::is_within(&w.absolute, changed);
+            if !(above || below) {
+                continue;
+            }
+            let readable = match self.store.node(changed) {
+                Some(n) => perms::allowed(&n.perms, w.domid, perms::Access::Read),
+                None => true,
+            };
+            if !readable {
+                continue;
+            }
+            let reported = if below { w.absolute.as_str() } else { changed };
+            due.push((w.connection, relative_to(reported, &w.registered, w.domid), w.token.clone()));
+        }
+        for (connection, p, token) in due {
+            self.event(connection, &p, &token);
+        }
     }
 
     /// Handles one message from `connection` (any number the caller keeps unique), of
@@ -94,7 +166,8 @@ impl Logic {
                 let id = self.next_tx;
                 self.next_tx = self.next_tx.wrapping_add(1).max(1);
                 let store = self.store.transaction_copy();
-                self.transactions.insert(id, Transaction { connection, store, seen: BTreeMap::new() });
+                self.transactions
+                    .insert(id, Transaction { connection, store, seen: BTreeMap::new(), fired: Vec::new() });
                 let mut body = id.to_string().into_bytes();
                 body.push(0);
                 Ok(body)
@@ -117,17 +190,67 @@ impl Logic {
                 body.push(0);
                 Ok(body)
             }
-            Request::ResetWatches => Ok(OK.to_vec()),
-            Request::Watch(..) | Request::Unwatch(..) => Err(Error::NoSys),
+            Request::ResetWatches => {
+                self.watches.retain(|w| w.connection != connection);
+                Ok(OK.to_vec())
+            }
+            Request::Watch(p, token) => {
+                let mut buf = [0u8; ABS_PATH_MAX + 32];
+                let absolute = path::resolve(p, domid, &mut buf)?.to_string();
+                let mine = self.watches.iter().filter(|w| w.connection == connection);
+                if mine.clone().any(|w| w.absolute == absolute && w.token == token) {
+                    return Err(Error::Exist);
+                }
+                if mine.count() >= MAX_WATCHES {
+                    return Err(Error::NoSpc);
+                }
+                self.watches.push(Watch {
+                    connection,
+                    domid,
+                    registered: p.to_string(),
+                    absolute,
+                    token: token.to_string(),
+                });
+                // As Xen does: one event right away, so the client reads the initial state.
+                self.event(connection, p, token);
+                Ok(OK.to_vec())
+            }
+            Request::Unwatch(p, token) => {
+                let mut buf = [0u8; ABS_PATH_MAX + 32];
+                let absolute = path::resolve(p, domid, &mut buf)?;
+                let at = self
+                    .watches
+                    .iter()
+                    .position(|w| w.connection == connection && w.absolute == absolute && w.token == token)
+                    .ok_or(Error::NoEnt)?;
+                self.watches.remove(at);
+                Ok(OK.to_vec())
+            }
             other => {
+                let changes = match other {
+                    Request::Write(p, _) | Request::Mkdir(p) | Request::SetPerms(p, _) => Some((p, false)),
+                    Request::Rm(p) => Some((p, true)),
+                    _ => None,
+                };
+                let mut buf = [0u8; ABS_PATH_MAX + 32];
+                let changed = match changes {
+                    Some((p, removed)) => Some((path::resolve(p, domid, &mut buf)?.to_string(), removed)),
+                    None => None,
+                };
                 if header.tx_id == 0 {
-                    node_request(&mut self.store, domid, other, None)
+                    let body = node_request(&mut self.store, domid, other, None)?;
+                    if let Some((p, removed)) = changed {
+                        self.fire(&p, removed);
+                    }
+                    Ok(body)
                 } else {
                     let tx = self.transactions.get_mut(&header.tx_id).ok_or(Error::NoEnt)?;
                     if tx.connection != connection {
                         return Err(Error::NoEnt);
                     }
-                    node_request(&mut tx.store, domid, other, Some(&mut tx.seen))
+                    let body = node_request(&mut tx.store, domid, other, Some(&mut tx.seen))?;
+                    tx.fired.extend(changed);
+                    Ok(body)
                 }
             }
         }
@@ -144,8 +267,23 @@ impl Logic {
         for p in changes {
             self.store.install(p, tx.store.node(p));
         }
+        for (p, removed) in &tx.fired {
+            self.fire(p, *removed);
+        }
         Ok(())
     }
+}
+
+/// `path` as a watch registered as `registered` reports it: relative to the domain's home
+/// when the watch was registered with a relative path.
+fn relative_to(path: &str, registered: &str, domid: u32) -> String {
+    if registered.starts_with('/') || registered.starts_with('@') {
+        return path.to_string();
+    }
+    let mut buf = [0u8; 32];
+    let Ok(n) = path::home(domid, &mut buf) else { return path.to_string() };
+    let home = core::str::from_utf8(&buf[..n]).unwrap_or("");
+    path.strip_prefix(home).and_then(|rest| rest.strip_prefix('/')).unwrap_or(path).to_string()
 }
 
 /// Records, for a transaction, the generation of `p` when first seen (`None`: absent) and,

@@ -7,15 +7,24 @@
 use cleave_xenstore::logic::Logic;
 use cleave_xenstore::store::Quota;
 use cleave_xenstore::wire::{self, Framed};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The store and every connection's write side. Replies and watch events are written
+/// under this one lock, so messages to a connection never interleave.
+struct Shared {
+    logic: Logic,
+    writers: HashMap<u64, UnixStream>,
+}
+
 /// Serves until killed. Errors only for sockets that cannot be made.
 pub fn serve(main: &Path, domains: &[(u32, PathBuf)]) -> Result<(), String> {
-    let logic = Arc::new(Mutex::new(Logic::new(Quota::default())));
+    let shared =
+        Arc::new(Mutex::new(Shared { logic: Logic::new(Quota::default()), writers: HashMap::new() }));
     let next = Arc::new(AtomicU64::new(1));
     let mut listeners = Vec::new();
     for (domid, path) in core::iter::once((0, main.to_path_buf())).chain(domains.iter().cloned()) {
@@ -31,11 +40,11 @@ pub fn serve(main: &Path, domains: &[(u32, PathBuf)]) -> Result<(), String> {
     }
     let mut threads = Vec::new();
     for (domid, listener) in listeners {
-        let (logic, next) = (Arc::clone(&logic), Arc::clone(&next));
+        let (shared, next) = (Arc::clone(&shared), Arc::clone(&next));
         threads.push(std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (logic, id) = (Arc::clone(&logic), next.fetch_add(1, Ordering::Relaxed));
-                std::thread::spawn(move || connection(stream, id, domid, &logic));
+                let (shared, id) = (Arc::clone(&shared), next.fetch_add(1, Ordering::Relaxed));
+                std::thread::spawn(move || connection(stream, id, domid, &shared));
             }
         }));
     }
@@ -45,9 +54,15 @@ pub fn serve(main: &Path, domains: &[(u32, PathBuf)]) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads messages, answers each; a message announcing more than Xen's payload limit ends
-/// the connection (the stream cannot be resynchronised), as does any I/O error.
-fn connection(mut stream: UnixStream, id: u64, domid: u32, logic: &Mutex<Logic>) {
+/// Reads messages, answers each, and sends the watch events they cause to whichever
+/// connections registered the watches; a message announcing more than Xen's payload limit
+/// ends the connection (the stream cannot be resynchronised), as does any I/O error.
+fn connection(mut stream: UnixStream, id: u64, domid: u32, shared: &Mutex<Shared>) {
+    let Ok(writer) = stream.try_clone() else { return };
+    match shared.lock() {
+        Ok(mut s) => s.writers.insert(id, writer),
+        Err(_) => return,
+    };
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
     'read: loop {
@@ -61,20 +76,27 @@ fn connection(mut stream: UnixStream, id: u64, domid: u32, logic: &Mutex<Logic>)
                 Framed::Incomplete => break,
                 Framed::TooLong(_) => break 'read,
                 Framed::Message(header, payload, used) => {
-                    let reply = match logic.lock() {
-                        Ok(mut l) => l.handle(id, domid, &header, payload),
-                        Err(_) => break 'read,
-                    };
+                    let Ok(mut s) = shared.lock() else { break 'read };
+                    let reply = s.logic.handle(id, domid, &header, payload);
                     if stream.write_all(&reply).is_err() {
                         break 'read;
                     }
+                    for (to, event) in s.logic.take_events() {
+                        // A watcher that cannot be written to is closing; its own thread
+                        // cleans up.
+                        if let Some(w) = s.writers.get_mut(&to) {
+                            let _ = w.write_all(&event);
+                        }
+                    }
+                    drop(s);
                     pending.drain(..used);
                 }
             }
         }
     }
-    if let Ok(mut l) = logic.lock() {
-        l.close(id);
+    if let Ok(mut s) = shared.lock() {
+        s.logic.close(id);
+        s.writers.remove(&id);
     }
 }
 

@@ -1,6 +1,6 @@
 //! `cleave xenstored` driven by Xen's own clients (Debian's `xenstore-utils`, which
-//! `cargo xtask deps` installs): write, read, ls, list, exists, rm, and chmod with a read
-//! from another domain first allowed, then denied.
+//! `cargo xtask deps` installs): write, read, ls, list, exists, rm, chmod with a read from
+//! another domain first allowed, then denied, and a watch that fires.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -116,4 +116,33 @@ fn a_hostile_client_loses_its_connection_and_nothing_else() {
         assert!(body == b"ENOSYS\0" || body == b"EINVAL\0", "{body:?}");
     }
     assert_eq!(ok(&dom0, "xenstore-read", &["/kept"]), "yes\n");
+}
+
+#[test]
+fn a_watch_fires_for_xenstore_watch() {
+    use std::io::{BufRead, BufReader};
+    let d = start("watch");
+    let dom0 = d.dir.join("dom0");
+    ok(&dom0, "xenstore-write", &["/vm/a", "1"]);
+    // Three events: the one on registering, then one per write below /vm.
+    let mut watcher = Command::new("xenstore-watch")
+        .args(["-n", "3", "/vm"])
+        .env("XENSTORED_PATH", &dom0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("xenstore-watch (Debian's xenstore-utils)");
+    let pid = watcher.id();
+    // Never hang: the watcher is killed after 20 s, which fails the test below.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    // The first event means the watch is registered: writes from now on fire it.
+    assert_eq!(lines.next().unwrap().unwrap(), "/vm");
+    ok(&dom0, "xenstore-write", &["/vm/a", "2"]);
+    ok(&dom0, "xenstore-write", &["/vm/b/c", "3"]);
+    assert_eq!(lines.next().unwrap().unwrap(), "/vm/a");
+    assert_eq!(lines.next().unwrap().unwrap(), "/vm/b/c");
+    assert!(watcher.wait().unwrap().success());
 }

@@ -147,7 +147,8 @@ fn bad_messages_get_errors_and_change_nothing() {
     let before = l.store().len();
     assert_eq!(error(&mut l, 1, MsgType::Write, 0, b"a//b\0x"), "EINVAL\0");
     assert_eq!(error(&mut l, 1, MsgType::Read, 0, b"no-nul"), "EINVAL\0");
-    assert_eq!(error(&mut l, 1, MsgType::Watch, 0, b"/a\0t\0"), "ENOSYS\0");
+    assert_eq!(error(&mut l, 1, MsgType::Watch, 0, b"/a//b\0t\0"), "EINVAL\0");
+    assert_eq!(error(&mut l, 1, MsgType::Unwatch, 0, b"/a\0t\0"), "ENOENT\0");
     assert_eq!(error(&mut l, 1, MsgType::WatchEvent, 0, b"/a\0t\0"), "ENOSYS\0");
     let unknown = Header { msg_type: 77, req_id: 1, tx_id: 0, len: 0 };
     let reply = l.handle(1, 1, &unknown, b"");
@@ -163,4 +164,76 @@ fn a_closed_connection_ends_its_transactions() {
     l.close(1);
     assert_eq!(error(&mut l, 1, MsgType::TransactionEnd, 1, b"T\0"), "ENOENT\0");
     assert_eq!(error(&mut l, 1, MsgType::Read, 0, b"a\0"), "ENOENT\0");
+}
+
+/// The watch events waiting for `connection`, as (path, token).
+fn events(l: &mut Logic, connection: u64) -> Vec<(StdString, StdString)> {
+    let mut out = Vec::new();
+    for (c, m) in l.take_events() {
+        let h = Header::from_bytes(&m).unwrap();
+        assert_eq!(h.msg_type, MsgType::WatchEvent as u32);
+        if c == connection {
+            let parts: Vec<StdString> = m[16..]
+                .split(|&b| b == 0)
+                .take(2)
+                .map(|p| StdString::from_utf8(p.to_vec()).unwrap())
+                .collect();
+            out.push((parts[0].clone(), parts[1].clone()));
+        }
+    }
+    out
+}
+
+fn pair(a: &str, b: &str) -> (StdString, StdString) {
+    (a.into(), b.into())
+}
+
+#[test]
+fn watches_fire_on_changes_at_and_below_them() {
+    let mut l = logic();
+    ok(&mut l, 1, MsgType::Watch, 0, b"device\0tok\0");
+    // Registering fires once, with the path as registered.
+    assert_eq!(events(&mut l, 1), [pair("device", "tok")]);
+    assert_eq!(error(&mut l, 1, MsgType::Watch, 0, b"device\0tok\0"), "EEXIST\0");
+    ok(&mut l, 1, MsgType::Write, 0, b"device/vif/0\0up");
+    assert_eq!(events(&mut l, 1), [pair("device/vif/0", "tok")], "relative watch, relative path");
+    ok(&mut l, 1, MsgType::Write, 0, b"name\0x");
+    assert_eq!(events(&mut l, 1), [], "outside the watch");
+    // Domain 0 watches absolutely; removal of an ancestor reaches a watch below it.
+    ok(&mut l, 0, MsgType::Watch, 0, b"/local/domain/1/device/vif\0d0\0");
+    events(&mut l, 0);
+    ok(&mut l, 1, MsgType::Rm, 0, b"device\0");
+    assert_eq!(events(&mut l, 0), [pair("/local/domain/1/device/vif", "d0")]);
+    // Domain 2 cannot read domain 1's nodes, so its watch stays quiet.
+    ok(&mut l, 2, MsgType::Watch, 0, b"/local/domain/1\0d2\0");
+    events(&mut l, 2);
+    ok(&mut l, 1, MsgType::Write, 0, b"secret\0s");
+    assert_eq!(events(&mut l, 2), []);
+    // Unwatch and reset.
+    ok(&mut l, 1, MsgType::Unwatch, 0, b"device\0tok\0");
+    ok(&mut l, 1, MsgType::Write, 0, b"device/x\0y");
+    assert_eq!(events(&mut l, 1), []);
+    ok(&mut l, 0, MsgType::ResetWatches, 0, b"");
+    ok(&mut l, 1, MsgType::Write, 0, b"device/vif/1\0y");
+    assert_eq!(events(&mut l, 0), []);
+}
+
+#[test]
+fn transaction_changes_fire_when_they_land() {
+    let mut l = logic();
+    ok(&mut l, 0, MsgType::Watch, 0, b"/local/domain/1\0w\0");
+    events(&mut l, 0);
+    ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    ok(&mut l, 1, MsgType::Write, 1, b"a\0v");
+    assert_eq!(events(&mut l, 0), [], "not before the commit");
+    ok(&mut l, 1, MsgType::TransactionEnd, 1, b"T\0");
+    assert_eq!(events(&mut l, 0), [pair("/local/domain/1/a", "w")]);
+    ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    ok(&mut l, 1, MsgType::Write, 2, b"b\0v");
+    ok(&mut l, 1, MsgType::TransactionEnd, 2, b"F\0");
+    assert_eq!(events(&mut l, 0), [], "an aborted transaction fires nothing");
+    // A closed connection's watches go.
+    l.close(0);
+    ok(&mut l, 1, MsgType::Write, 0, b"c\0v");
+    assert_eq!(events(&mut l, 0), []);
 }
