@@ -17,6 +17,8 @@ use std::time::Duration;
 
 const GREETING: &str = "Hello from ring 3!";
 const WALL_RUNS: usize = 5;
+/// Requests per XenStore measurement.
+const XS_REQUESTS: u32 = 20_000;
 
 fn boot_run(icount: bool) -> Run {
     Run {
@@ -52,6 +54,13 @@ pub fn run() -> Result<()> {
     let (spec_ms, objects) = cleave_generation_ms(1000)?;
     println!(
         "bench cleave.spec_and_graph_1000_components = {spec_ms:.1} ms (median of 5; {objects} objects)"
+    );
+    let (reads, writes) = xenstore_rates()?;
+    println!(
+        "bench xenstored.read_requests_per_second = {reads:.0} (host daemon, Unix socket, one client, {XS_REQUESTS} requests)"
+    );
+    println!(
+        "bench xenstored.write_requests_per_second = {writes:.0} (host daemon, Unix socket, one client, {XS_REQUESTS} requests)"
     );
     let mut walls = Vec::new();
     for _ in 0..WALL_RUNS {
@@ -152,4 +161,74 @@ fn wall_to_greeting(artifacts: &Artifacts) -> Result<Duration> {
         Some(at) => Ok(at),
         None => bail!("no greeting in the serial output ({})", finished.log.display()),
     }
+}
+
+/// Starts `cleave xenstored` (release build) and measures, with a client written here,
+/// how many WRITE and then READ requests per second one connection gets answered, each
+/// request waiting for its reply as Xen's clients do.
+fn xenstore_rates() -> Result<(f64, f64)> {
+    use cleave_xenstore::wire::{self, Framed, Header, MsgType};
+    use std::io::{Read, Write};
+    let root = crate::workspace_root();
+    if !artifacts::cargo(&root, &["build", "--release", "-p", "cleave"])? {
+        bail!("building cleave failed");
+    }
+    let dir = std::env::temp_dir().join(format!("cleave-bench-xs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let socket = dir.join("socket");
+    let mut daemon = std::process::Command::new(root.join("target/release/cleave"))
+        .arg("xenstored")
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting cleave xenstored")?;
+    let result = (|| -> Result<(f64, f64)> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if std::time::Instant::now() > deadline {
+                bail!("cleave xenstored made no socket");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut s = std::os::unix::net::UnixStream::connect(&socket)?;
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 8192];
+        let mut round = |ty: MsgType, payload: &[u8], req_id: u32| -> Result<()> {
+            let header = Header { msg_type: ty as u32, req_id, tx_id: 0, len: payload.len() as u32 };
+            s.write_all(&header.to_bytes())?;
+            s.write_all(payload)?;
+            loop {
+                if let Framed::Message(h, _, used) = wire::frame(&pending) {
+                    if h.msg_type != ty as u32 || h.req_id != req_id {
+                        bail!("request {req_id}: unexpected reply type {}", h.msg_type);
+                    }
+                    pending.drain(..used);
+                    return Ok(());
+                }
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    bail!("cleave xenstored closed the connection");
+                }
+                pending.extend_from_slice(&buf[..n]);
+            }
+        };
+        let start = std::time::Instant::now();
+        for i in 0..XS_REQUESTS {
+            let payload = format!("/bench/node{}\0value {i}", i % 100);
+            round(MsgType::Write, payload.as_bytes(), i)?;
+        }
+        let writes = f64::from(XS_REQUESTS) / start.elapsed().as_secs_f64();
+        let start = std::time::Instant::now();
+        for i in 0..XS_REQUESTS {
+            let payload = format!("/bench/node{}\0", i % 100);
+            round(MsgType::Read, payload.as_bytes(), i)?;
+        }
+        let reads = f64::from(XS_REQUESTS) / start.elapsed().as_secs_f64();
+        Ok((reads, writes))
+    })();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
