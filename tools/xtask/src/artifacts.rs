@@ -10,7 +10,7 @@ pub const TARGET: &str = "x86_64-unknown-none";
 
 /// Crates built for the host (tested with `cargo test`).
 pub const HOST_PACKAGES: &[&str] =
-    &["cleave-abi", "cleave-capdl", "cleave-kernel-core", "cleave-xenstore", "cleave", "xtask"];
+    &["cleave-abi", "cleave-capdl", "cleave-kernel-core", "cleave-xenstore", "cleave-vmm", "cleave", "xtask"];
 
 /// Crates built for [`TARGET`]: the kernel, the runtime and every user program. (The
 /// capDL crate is built for the target through the loader, without its `alloc` feature.)
