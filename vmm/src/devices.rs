@@ -1,3 +1,4 @@
 //! Device models a guest drives through I/O ports or MMIO exits.
 
+pub mod pit8254;
 pub mod uart16550;
