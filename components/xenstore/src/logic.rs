@@ -11,8 +11,8 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-/// Most transactions open at once.
-pub const MAX_TRANSACTIONS: usize = 64;
+/// Most transactions open at once over all connections (a bound on memory).
+pub const MAX_TRANSACTIONS: usize = 1024;
 
 struct Transaction {
     /// The connection that started it (only it may use it).
@@ -21,9 +21,17 @@ struct Transaction {
     /// Every path the transaction looked at or changed, with its generation when it first
     /// did (`None`: it did not exist).
     seen: BTreeMap<String, Option<u64>>,
-    /// The paths its requests changed (and whether by removal), fired when it commits.
-    fired: Vec<(String, bool)>,
+    /// The paths its requests changed (whether by removal, and the permissions before),
+    /// fired when it commits.
+    fired: Vec<Change>,
 }
+
+/// A change watches may hear of: the absolute path, whether it was removed, and the
+/// node's permissions before the change (a watcher that could read it then hears of it).
+type Change = (String, bool, Option<Vec<Perm>>);
+
+/// Most transactions one unprivileged connection may have open (Xen's default).
+pub const MAX_TRANSACTIONS_PER_CONNECTION: usize = 10;
 
 /// A registered watch.
 struct Watch {
@@ -36,7 +44,7 @@ struct Watch {
     token: String,
 }
 
-/// Most watches one connection may hold (Xen's default quota).
+/// Most watches one unprivileged connection may hold (Xen's default quota).
 pub const MAX_WATCHES: usize = 128;
 
 /// The store and its open transactions.
@@ -98,9 +106,11 @@ impl Logic {
     }
 
     /// Fires the watches a change at `changed` (absolute) concerns: those at or above it,
-    /// and, when it was removed, those below it. A watcher must be able to read the node
-    /// (or, when it is gone, be domain 0 or have watched at or below it).
-    fn fire(&mut self, changed: &str, removed: bool) {
+    /// and, when it was removed, those below it. As in Xen, a watcher hears of it only if it
+    /// may read the node or its parent, now or (`before`) before the change.
+    fn fire(&mut self, changed: &str, removed: bool, before: Option<&[Perm]>) {
+        let parent = path::parent(changed).and_then(|p| self.store.node(p)).map(|n| n.perms.clone());
+        let now = self.store.node(changed).map(|n| n.perms.clone());
         let mut due = Vec::new();
         for w in &self.watches {
             let above = path::is_within(changed, &w.absolute);
@@ -108,11 +118,11 @@ impl Logic {
             if !(above || below) {
                 continue;
             }
-            let readable = match self.store.node(changed) {
-                Some(n) => perms::allowed(&n.perms, w.domid, perms::Access::Read),
-                None => true,
+            let may = |p: &Option<Vec<Perm>>| {
+                p.as_deref().is_some_and(|p| perms::allowed(p, w.domid, perms::Access::Read))
             };
-            if !readable {
+            let was = before.is_some_and(|p| perms::allowed(p, w.domid, perms::Access::Read));
+            if !(may(&now) || may(&parent) || was) {
                 continue;
             }
             let reported = if below { w.absolute.as_str() } else { changed };
@@ -160,7 +170,10 @@ impl Logic {
                 if header.tx_id != 0 {
                     return Err(Error::Busy);
                 }
-                if self.transactions.len() >= MAX_TRANSACTIONS {
+                let mine = self.transactions.values().filter(|t| t.connection == connection).count();
+                if self.transactions.len() >= MAX_TRANSACTIONS
+                    || (domid != 0 && mine >= MAX_TRANSACTIONS_PER_CONNECTION)
+                {
                     return Err(Error::NoSpc);
                 }
                 let id = self.next_tx;
@@ -191,7 +204,9 @@ impl Logic {
                 Ok(body)
             }
             Request::ResetWatches => {
+                // As Xen: the connection's watches and its open transactions end.
                 self.watches.retain(|w| w.connection != connection);
+                self.transactions.retain(|_, tx| tx.connection != connection);
                 Ok(OK.to_vec())
             }
             Request::Watch(p, token) => {
@@ -201,7 +216,7 @@ impl Logic {
                 if mine.clone().any(|w| w.absolute == absolute && w.token == token) {
                     return Err(Error::Exist);
                 }
-                if mine.count() >= MAX_WATCHES {
+                if domid != 0 && mine.count() >= MAX_WATCHES {
                     return Err(Error::NoSpc);
                 }
                 self.watches.push(Watch {
@@ -227,29 +242,46 @@ impl Logic {
                 Ok(OK.to_vec())
             }
             other => {
-                let changes = match other {
-                    Request::Write(p, _) | Request::Mkdir(p) | Request::SetPerms(p, _) => Some((p, false)),
-                    Request::Rm(p) => Some((p, true)),
+                let kind = match other {
+                    Request::Write(p, _) | Request::SetPerms(p, _) => Some((p, false, false)),
+                    Request::Mkdir(p) => Some((p, false, true)),
+                    Request::Rm(p) => Some((p, true, false)),
                     _ => None,
                 };
-                let mut buf = [0u8; ABS_PATH_MAX + 32];
-                let changed = match changes {
-                    Some((p, removed)) => Some((path::resolve(p, domid, &mut buf)?.to_string(), removed)),
-                    None => None,
-                };
-                if header.tx_id == 0 {
-                    let body = node_request(&mut self.store, domid, other, None)?;
-                    if let Some((p, removed)) = changed {
-                        self.fire(&p, removed);
-                    }
-                    Ok(body)
-                } else {
-                    let tx = self.transactions.get_mut(&header.tx_id).ok_or(Error::NoEnt)?;
+                let tx_id = header.tx_id;
+                if tx_id != 0 {
+                    let tx = self.transactions.get(&tx_id).ok_or(Error::NoEnt)?;
                     if tx.connection != connection {
                         return Err(Error::NoEnt);
                     }
+                }
+                let target = if tx_id == 0 {
+                    &self.store
+                } else {
+                    &self.transactions.get(&tx_id).ok_or(Error::NoEnt)?.store
+                };
+                // What the change is, judged before it happens: removing a missing node or
+                // making an existing one changes nothing and fires nothing.
+                let mut buf = [0u8; ABS_PATH_MAX + 32];
+                let change: Option<Change> = match kind {
+                    Some((p, removed, mkdir)) => {
+                        let absolute = path::resolve(p, domid, &mut buf)?;
+                        let before = target.node(absolute).map(|n| n.perms.clone());
+                        let no_op = (removed && before.is_none()) || (mkdir && before.is_some());
+                        (!no_op).then(|| (absolute.to_string(), removed, before))
+                    }
+                    None => None,
+                };
+                if tx_id == 0 {
+                    let body = node_request(&mut self.store, domid, other, None)?;
+                    if let Some((p, removed, before)) = change {
+                        self.fire(&p, removed, before.as_deref());
+                    }
+                    Ok(body)
+                } else {
+                    let tx = self.transactions.get_mut(&tx_id).ok_or(Error::NoEnt)?;
                     let body = node_request(&mut tx.store, domid, other, Some(&mut tx.seen))?;
-                    tx.fired.extend(changed);
+                    tx.fired.extend(change);
                     Ok(body)
                 }
             }
@@ -267,8 +299,8 @@ impl Logic {
         for p in changes {
             self.store.install(p, tx.store.node(p));
         }
-        for (p, removed) in &tx.fired {
-            self.fire(p, *removed);
+        for (p, removed, before) in &tx.fired {
+            self.fire(p, *removed, before.as_deref());
         }
         Ok(())
     }

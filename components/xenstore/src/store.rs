@@ -11,10 +11,10 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
-/// Limits on what one store holds (Xen's quotas, per store here).
+/// Limits on what an unprivileged domain may hold (Xen's quotas; domain 0 has none).
 #[derive(Clone, Copy, Debug)]
 pub struct Quota {
-    /// Most nodes.
+    /// Most nodes one domain owns.
     pub nodes: usize,
     /// Longest value in bytes.
     pub value: usize,
@@ -117,8 +117,31 @@ impl Store {
     }
 
     fn check(&self, path: &str, domid: u32, want: Access) -> Result<&Node, Error> {
-        let node = self.nodes.get(path).ok_or(Error::NoEnt)?;
+        let Some(node) = self.nodes.get(path) else { return Err(self.missing(path, domid)) };
         if perms::allowed(&node.perms, domid, want) { Ok(node) } else { Err(Error::Acces) }
+    }
+
+    /// The error for a missing node, as Xen reports it: `ENOENT` only to a domain that may
+    /// read the nearest existing ancestor, `EACCES` otherwise (so that what exists below a
+    /// closed node stays hidden).
+    fn missing(&self, path: &str, domid: u32) -> Error {
+        let mut at = path::parent(path);
+        while let Some(p) = at {
+            if let Some(n) = self.nodes.get(p) {
+                return if perms::allowed(&n.perms, domid, Access::Read) {
+                    Error::NoEnt
+                } else {
+                    Error::Acces
+                };
+            }
+            at = path::parent(p);
+        }
+        Error::NoEnt
+    }
+
+    /// How many nodes domain `domid` owns (what its node quota counts).
+    fn owned_by(&self, domid: u32) -> usize {
+        self.nodes.values().filter(|n| n.perms.first().is_some_and(|p| p.domid == domid)).count()
     }
 
     /// `XS_READ`.
@@ -160,7 +183,7 @@ impl Store {
             at = path::parent(at).ok_or(Error::NoEnt)?;
         }
         self.check(at, domid, Access::Write)?;
-        if self.nodes.len() + missing.len() > self.quota.nodes {
+        if domid != 0 && self.owned_by(domid) + missing.len() > self.quota.nodes {
             return Err(Error::NoSpc);
         }
         self.generation += 1;
@@ -185,7 +208,7 @@ impl Store {
 
     /// `XS_WRITE`: sets the value, creating the node (and its ancestors) if needed.
     pub fn write(&mut self, path: &str, value: &[u8], domid: u32) -> Result<(), Error> {
-        if value.len() > self.quota.value {
+        if domid != 0 && value.len() > self.quota.value {
             return Err(Error::NoSpc);
         }
         if self.nodes.contains_key(path) {
@@ -205,7 +228,7 @@ impl Store {
     /// `XS_MKDIR`: creates the node if missing (an existing one is left alone).
     pub fn mkdir(&mut self, path: &str, domid: u32) -> Result<(), Error> {
         if self.nodes.contains_key(path) {
-            return self.check(path, domid, Access::Read).map(drop);
+            return self.check(path, domid, Access::Write).map(drop);
         }
         self.create(path, domid)
     }
@@ -217,8 +240,9 @@ impl Store {
             return Err(Error::Inval);
         }
         if !self.nodes.contains_key(path) {
+            // Already gone: fine if the parent exists and this domain may change it.
             let parent = path::parent(path).ok_or(Error::Inval)?;
-            return self.nodes.get(parent).map(drop).ok_or(Error::NoEnt);
+            return self.check(parent, domid, Access::Write).map(drop);
         }
         self.check(path, domid, Access::Write)?;
         let doomed: Vec<String> = self.nodes.keys().filter(|k| path::is_within(k, path)).cloned().collect();
@@ -238,17 +262,23 @@ impl Store {
         Ok(())
     }
 
-    /// `XS_SET_PERMS`: only the owner (or domain 0) may change them.
+    /// `XS_SET_PERMS`: only the owner (or domain 0) may change them, and only domain 0 may
+    /// make another domain the owner (`EPERM`).
     pub fn set_perms(&mut self, path: &str, new: &[Perm], domid: u32) -> Result<(), Error> {
         if new.is_empty() {
             return Err(Error::Inval);
         }
-        if new.len() > self.quota.perms {
+        if domid != 0 && new.len() > self.quota.perms {
             return Err(Error::NoSpc);
         }
-        let node = self.nodes.get(path).ok_or(Error::NoEnt)?;
-        if domid != 0 && node.perms.first().map(|p| p.domid) != Some(domid) {
+        let node = self.check(path, domid, Access::Write)?;
+        let owner = node.perms.first().map(|p| p.domid);
+        if domid != 0 && owner != Some(domid) {
             return Err(Error::Acces);
+        }
+        // Only domain 0 may give a node away.
+        if domid != 0 && new[0].domid != domid {
+            return Err(Error::Perm);
         }
         self.generation += 1;
         let generation = self.generation;
@@ -263,6 +293,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
 
     fn p(text: &str) -> Perm {
         Perm::parse(text).unwrap()
@@ -312,14 +343,37 @@ mod tests {
     }
 
     #[test]
-    fn quotas_hold() {
+    fn quotas_hold_for_unprivileged_domains_only() {
         let mut s = Store::new(Quota { nodes: 3, value: 4, perms: 1 });
-        assert_eq!(s.write("/a", b"12345", 0), Err(Error::NoSpc));
-        s.write("/a/b", b"1234", 0).unwrap();
-        assert_eq!(s.len(), 3);
-        assert_eq!(s.write("/c", b"", 0), Err(Error::NoSpc));
-        assert_eq!(s.set_perms("/a", &[p("n0"), p("r1")], 0), Err(Error::NoSpc));
-        assert_eq!(s.read("/c", 0), Err(Error::NoEnt), "a refused write leaves nothing behind");
+        s.write("/local/domain/1", b"", 0).unwrap();
+        s.set_perms("/local/domain/1", &[p("n1")], 0).unwrap();
+        let home = "/local/domain/1";
+        assert_eq!(s.write(&format!("{home}/a"), b"12345", 1), Err(Error::NoSpc), "value too long");
+        s.write(&format!("{home}/a/b"), b"1234", 1).unwrap();
+        assert_eq!(s.write(&format!("{home}/c"), b"", 1), Err(Error::NoSpc), "a fourth node");
+        assert_eq!(s.read(&format!("{home}/c"), 1), Err(Error::NoEnt), "a refused write leaves nothing");
+        assert_eq!(s.set_perms(&format!("{home}/a"), &[p("n1"), p("r2")], 1), Err(Error::NoSpc));
+        // Domain 0 is not limited.
+        s.write("/tool/x", b"a long value", 0).unwrap();
+        s.set_perms("/tool/x", &[p("n0"), p("r1"), p("r2")], 0).unwrap();
+    }
+
+    #[test]
+    fn xens_finer_rules() {
+        let mut s = store();
+        s.write("/local/domain/1/a", b"", 1).unwrap();
+        // Only domain 0 gives nodes away.
+        assert_eq!(s.set_perms("/local/domain/1/a", &[p("n2")], 1), Err(Error::Perm));
+        // MKDIR of an existing node needs write permission.
+        s.write("/closed", b"", 0).unwrap();
+        s.set_perms("/closed", &[p("r0")], 0).unwrap();
+        assert_eq!(s.mkdir("/closed", 1), Err(Error::Acces));
+        // What is below a node a domain may not read stays hidden.
+        assert_eq!(s.read("/local/domain/1/missing", 2), Err(Error::Acces));
+        assert_eq!(s.read("/local/domain/1/missing", 1), Err(Error::NoEnt));
+        // Removing what is already gone needs write permission on the parent.
+        assert_eq!(s.rm("/local/domain/1/missing", 2), Err(Error::Acces));
+        assert_eq!(s.rm("/local/domain/1/missing", 1), Ok(()));
     }
 
     #[test]

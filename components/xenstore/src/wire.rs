@@ -90,8 +90,8 @@ impl MsgType {
     }
 }
 
-/// Xen's error names (`xsd_errors` in `xs_wire.h`, all of them), sent as the payload of an
-/// `XS_ERROR` reply.
+/// Xen's error names (`xsd_errors` in `xs_wire.h`, all of them; `EPERM` is the newest),
+/// sent as the payload of an `XS_ERROR` reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// Invalid argument: a malformed request.
@@ -124,6 +124,8 @@ pub enum Error {
     IsConn,
     /// The request or reply is too big.
     TooBig,
+    /// Not permitted (giving a node to another domain).
+    Perm,
 }
 
 impl Error {
@@ -145,6 +147,7 @@ impl Error {
             Self::Again => "EAGAIN",
             Self::IsConn => "EISCONN",
             Self::TooBig => "E2BIG",
+            Self::Perm => "EPERM",
         }
     }
 
@@ -155,7 +158,7 @@ impl Error {
 }
 
 /// Every error, for lookups and tests.
-pub const ALL_ERRORS: [Error; 15] = [
+pub const ALL_ERRORS: [Error; 16] = [
     Error::Inval,
     Error::Acces,
     Error::Exist,
@@ -171,6 +174,7 @@ pub const ALL_ERRORS: [Error; 15] = [
     Error::Again,
     Error::IsConn,
     Error::TooBig,
+    Error::Perm,
 ];
 
 /// A message header.

@@ -59,6 +59,11 @@ pub fn serve(main: &Path, domains: &[(u32, PathBuf)]) -> Result<(), String> {
 /// ends the connection (the stream cannot be resynchronised), as does any I/O error.
 fn connection(mut stream: UnixStream, id: u64, domid: u32, shared: &Mutex<Shared>) {
     let Ok(writer) = stream.try_clone() else { return };
+    // Writes happen under the store's lock: a client that stops reading must not stall
+    // everyone. After a second it is cut off.
+    if writer.set_write_timeout(Some(std::time::Duration::from_secs(1))).is_err() {
+        return;
+    }
     match shared.lock() {
         Ok(mut s) => s.writers.insert(id, writer),
         Err(_) => return,
@@ -82,10 +87,12 @@ fn connection(mut stream: UnixStream, id: u64, domid: u32, shared: &Mutex<Shared
                         break 'read;
                     }
                     for (to, event) in s.logic.take_events() {
-                        // A watcher that cannot be written to is closing; its own thread
-                        // cleans up.
-                        if let Some(w) = s.writers.get_mut(&to) {
-                            let _ = w.write_all(&event);
+                        // A watcher that cannot take its event is cut off; its own thread
+                        // then sees the connection end and cleans up.
+                        if let Some(w) = s.writers.get_mut(&to)
+                            && w.write_all(&event).is_err()
+                        {
+                            let _ = w.shutdown(std::net::Shutdown::Both);
                         }
                     }
                     drop(s);

@@ -237,3 +237,38 @@ fn transaction_changes_fire_when_they_land() {
     ok(&mut l, 1, MsgType::Write, 0, b"c\0v");
     assert_eq!(events(&mut l, 0), []);
 }
+
+#[test]
+fn removals_reach_only_watchers_that_could_read_and_no_ops_fire_nothing() {
+    let mut l = logic();
+    ok(&mut l, 1, MsgType::Write, 0, b"private/key\0v");
+    // Domain 2 watches the root: it may not read anything of domain 1.
+    ok(&mut l, 2, MsgType::Watch, 0, b"/\0spy\0");
+    ok(&mut l, 0, MsgType::Watch, 0, b"/local/domain/1\0d0\0");
+    events(&mut l, 0);
+    events(&mut l, 2);
+    ok(&mut l, 1, MsgType::Rm, 0, b"private\0");
+    assert_eq!(events(&mut l, 2), [], "a removal under a closed node leaks nothing");
+    // Removing what is gone, or making what exists, changes nothing and fires nothing.
+    let before = l.take_events();
+    assert!(before.is_empty());
+    ok(&mut l, 1, MsgType::Rm, 0, b"private\0");
+    ok(&mut l, 0, MsgType::Mkdir, 0, b"/local/domain/1\0");
+    assert_eq!(events(&mut l, 0), []);
+}
+
+#[test]
+fn reset_watches_ends_transactions_and_unprivileged_limits() {
+    let mut l = logic();
+    ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    ok(&mut l, 1, MsgType::ResetWatches, 0, b"");
+    assert_eq!(error(&mut l, 1, MsgType::TransactionEnd, 1, b"T\0"), "ENOENT\0");
+    for _ in 0..MAX_TRANSACTIONS_PER_CONNECTION {
+        ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
+    }
+    assert_eq!(error(&mut l, 1, MsgType::TransactionStart, 0, b"\0"), "ENOSPC\0");
+    // Domain 0 is not held to the per-connection limit.
+    for _ in 0..MAX_TRANSACTIONS_PER_CONNECTION + 1 {
+        ok(&mut l, 0, MsgType::TransactionStart, 0, b"\0");
+    }
+}
