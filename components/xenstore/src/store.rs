@@ -111,6 +111,11 @@ impl Store {
         false
     }
 
+    /// Every node with its path, in path order.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     /// The node at absolute `path`, without permission checks.
     pub fn node(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)

@@ -272,3 +272,71 @@ fn reset_watches_ends_transactions_and_unprivileged_limits() {
         ok(&mut l, 0, MsgType::TransactionStart, 0, b"\0");
     }
 }
+
+mod random {
+    //! Random request sequences from several domains: whatever arrives, every reply is a
+    //! well-formed message for its request, and the tree stays a tree.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec;
+
+    fn request() -> impl Strategy<Value = (u32, u32, u32, Vec<u8>)> {
+        let path = prop::sample::select(vec![
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/c",
+            "x",
+            "x/y",
+            "/local/domain/1/z",
+            "@releaseDomain",
+            "/a//b",
+            "",
+        ]);
+        let ty = prop::sample::select(vec![1u32, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15, 16, 21, 22, 99]);
+        (0u32..3, ty, 0u32..4, path, prop::collection::vec(any::<u8>(), 0..6), any::<bool>()).prop_map(
+            |(domid, ty, tx, path, extra, nul)| {
+                let mut payload = path.as_bytes().to_vec();
+                if nul {
+                    payload.push(0);
+                }
+                payload.extend_from_slice(&extra);
+                (domid, ty, tx, payload)
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn replies_stay_well_formed_and_the_tree_a_tree(requests in prop::collection::vec(request(), 1..60)) {
+            let mut l = logic();
+            for (i, (domid, ty, tx, payload)) in requests.iter().enumerate() {
+                let header = Header { msg_type: *ty, req_id: i as u32, tx_id: *tx, len: payload.len() as u32 };
+                let reply = l.handle(u64::from(*domid), *domid, &header, payload);
+                let h = Header::from_bytes(&reply).expect("a reply header");
+                prop_assert_eq!((h.req_id, h.tx_id), (i as u32, *tx));
+                prop_assert_eq!(h.len as usize, reply.len() - wire::HEADER_LEN);
+                prop_assert!(h.msg_type == *ty || h.msg_type == MsgType::Error as u32);
+                if h.msg_type == MsgType::Error as u32 {
+                    let name = core::str::from_utf8(&reply[16..reply.len() - 1]).unwrap();
+                    prop_assert!(Error::from_name(name).is_some(), "unknown error {}", name);
+                }
+                for (c, event) in l.take_events() {
+                    prop_assert!(c <= 2);
+                    let eh = Header::from_bytes(&event).unwrap();
+                    prop_assert_eq!(eh.msg_type, MsgType::WatchEvent as u32);
+                }
+            }
+            for (p, node) in l.store().nodes() {
+                prop_assert!(!node.perms.is_empty(), "{} has no permissions", p);
+                if p != "/" {
+                    let parent = crate::path::parent(p).unwrap();
+                    prop_assert!(l.store().node(parent).is_some(), "{} has no parent", p);
+                    prop_assert_eq!(crate::path::check(p, crate::path::PathKind::Node), Ok(()));
+                }
+            }
+        }
+    }
+}
