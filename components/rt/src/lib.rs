@@ -16,6 +16,7 @@
 pub mod boot;
 pub mod cap;
 pub mod console;
+pub mod heap;
 pub mod syscall;
 
 pub use cap::{Cap, SlotRef, kind};

@@ -1,25 +1,66 @@
-//! XenStore-State, first form: a table of numeric keys and values that clients read and
-//! write over the `xs-request` endpoint. (The Xen wire protocol, the tree and the Logic
-//! half arrive with the XenStore work.)
+//! XenStore in the running system, second form: Xen's wire protocol, its tree, permissions,
+//! transactions and watches (the `cleave-xenstore` code the host daemon also runs), served
+//! to the components `system.toml` connects over the `xs-request` endpoint. The split into
+//! Logic and State comes next (issue 6); today this one component holds both.
 //!
-//! Protocol: label 1 WRITE(key, value) → reply (0); label 2 READ(key) → reply (found,
-//! value); label 3 RING(length) → reply (FNV-1a of the first `length` bytes of the shared
-//! `xs-ring` region, which this component maps read-only); anything else → reply with
-//! label 1 (unknown request).
+//! Transport: each client shares the two-page `xs-ring` region with this component. The
+//! client writes one `xsd_sockmsg` (header and payload) at the start of page 0 and calls
+//! the endpoint with label 1 and the message length in word 0; this component writes the
+//! reply, then any watch events for that client, at the start of page 1, and answers with
+//! label 0, the reply length in word 0 and the events' total length in word 1. A client's
+//! domain id is its capability's badge minus one (badge 0 means none). Anything else gets
+//! label 1 and no reply.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
 
 use cleave_abi::MessageInfo;
 use cleave_rt::cap::kind::Endpoint;
 use cleave_rt::{Cap, println};
+use cleave_xenstore::logic::Logic;
+use cleave_xenstore::store::Quota;
+use cleave_xenstore::wire::{self, Framed};
 
 mod caps {
     include!(concat!(env!("OUT_DIR"), "/caps.rs"));
 }
 
 cleave_rt::entry!(main);
+cleave_rt::heap!(1 << 20);
 
-const ENTRIES: usize = 64;
+const PAGE: usize = 4096;
+/// Room for one message: the header and Xen's largest payload.
+const MESSAGE_MAX: usize = wire::HEADER_LEN + wire::PAYLOAD_MAX;
+const _: () = assert!(caps::REGION_XS_RING_SIZE >= 2 * PAGE && MESSAGE_MAX <= 2 * PAGE);
+
+/// Copies the request out of the shared page (the client could change it while it is
+/// read): `length` bytes, at most one message.
+fn request(length: usize) -> Option<alloc::vec::Vec<u8>> {
+    if length > MESSAGE_MAX || length > PAGE {
+        return None;
+    }
+    let mut copy = alloc::vec![0u8; length];
+    for (i, b) in copy.iter_mut().enumerate() {
+        // SAFETY: the loader mapped `xs-ring` read-write at REGION_XS_RING for
+        // REGION_XS_RING_SIZE bytes (checked above to hold two pages); i < length <= PAGE.
+        *b = unsafe { ((caps::REGION_XS_RING + i) as *const u8).read_volatile() };
+    }
+    Some(copy)
+}
+
+/// Writes `bytes` into the reply page at `offset`; false if they do not fit.
+fn reply_at(offset: usize, bytes: &[u8]) -> bool {
+    if offset + bytes.len() > PAGE {
+        return false;
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        // SAFETY: as in `request`; the reply page is the region's second page and
+        // offset + i < PAGE.
+        unsafe { ((caps::REGION_XS_RING + PAGE + offset + i) as *mut u8).write_volatile(*b) }
+    }
+    true
+}
 
 fn main() -> i32 {
     for (name, slot, what) in caps::CAPS {
@@ -28,56 +69,47 @@ fn main() -> i32 {
     for (name, address, bytes, rights) in caps::REGIONS {
         println!("xenstore-state: region {name} at {address:#x}, {} KiB, {rights}", bytes / 1024);
     }
-    // Nothing but what the description gives: every other slot is empty.
     let (refused, probed) = cleave_rt::cap::probe_ungiven_slots(caps::CAPS, 256);
     println!("xenstore-state: {refused} of {probed} ungiven slots refused");
-    let mut table = [(0u64, 0u64, false); ENTRIES];
+    let mut logic = Logic::new(Quota::default());
     let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
-    let mut request = endpoint.recv();
+    let mut incoming = endpoint.recv();
     loop {
-        let (label, words) = match request {
-            Ok(m) => (m.info.label(), m.words),
+        let m = match incoming {
+            Ok(m) => m,
             Err(e) => {
                 println!("xenstore-state: receive failed: {e}");
                 return 1;
             }
         };
-        let reply = match label {
-            1 => {
-                let [key, value, ..] = words;
-                let at =
-                    table.iter().position(|e| e.2 && e.0 == key).or_else(|| table.iter().position(|e| !e.2));
-                match at {
-                    Some(i) => {
-                        table[i] = (key, value, true);
-                        (0, [0, 0, 0, 0], 0)
+        // Badge 0 means no badge, so a client's domain id is its badge minus one: the
+        // toolstack's badge 1 makes it domain 0, the privileged one.
+        let domid = m.badge.saturating_sub(1) as u32;
+        let answer = match (m.info.label(), request(m.words[0] as usize)) {
+            (1, Some(bytes)) => match wire::frame(&bytes) {
+                Framed::Message(header, payload, used) if used == bytes.len() => {
+                    let reply = logic.handle(u64::from(domid), domid, &header, payload);
+                    let mut events = 0;
+                    if reply_at(0, &reply) {
+                        for (connection, event) in logic.take_events() {
+                            // One connection per domain here; events that do not fit
+                            // this reply page are dropped (the client re-reads state).
+                            if connection == u64::from(domid) && reply_at(reply.len() + events, &event) {
+                                events += event.len();
+                            }
+                        }
+                        Some([reply.len() as u64, events as u64, 0, 0])
+                    } else {
+                        None
                     }
-                    None => (2, [0; 4], 0),
                 }
-            }
-            2 => match table.iter().find(|e| e.2 && e.0 == words[0]) {
-                Some(&(_, value, _)) => (0, [1, value, 0, 0], 2),
-                None => (0, [0, 0, 0, 0], 2),
+                _ => None,
             },
-            3 if words[0] as usize <= caps::REGION_XS_RING_SIZE => {
-                (0, [ring_digest(words[0] as usize), 0, 0, 0], 1)
-            }
-            _ => (1, [0; 4], 0),
+            _ => None,
         };
-        let (label, words, length) = reply;
-        request = endpoint.reply_recv(MessageInfo::new(label, 0, 0, length), words);
+        incoming = match answer {
+            Some(words) => endpoint.reply_recv(MessageInfo::new(0, 0, 0, 2), words),
+            None => endpoint.reply_recv(MessageInfo::new(1, 0, 0, 0), [0; 4]),
+        };
     }
-}
-
-/// FNV-1a of the first `length` bytes of the shared ring (`length` is at most its size).
-fn ring_digest(length: usize) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for i in 0..length {
-        // SAFETY: the loader mapped `xs-ring` readable at REGION_XS_RING for
-        // REGION_XS_RING_SIZE bytes (the spec says so, and the boot digest checks it was
-        // built); i < length <= that size. Volatile: the toolstack writes it.
-        let byte = unsafe { ((caps::REGION_XS_RING + i) as *const u8).read_volatile() };
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
-    }
-    hash
 }
