@@ -19,3 +19,17 @@ pub mod store;
 pub mod wire;
 
 pub use wire::{Error, Header, MsgType, Request};
+
+/// `n` in decimal, written at the end of `buf`; returns the digits.
+pub fn decimal(n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut n = n;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}

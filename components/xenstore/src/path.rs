@@ -102,18 +102,8 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn number(&mut self, mut n: u32) -> Result<(), Error> {
-        let mut digits = [0u8; 10];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[i..])
+    fn number(&mut self, n: u32) -> Result<(), Error> {
+        self.push(crate::decimal(n, &mut [0; 10]))
     }
 }
 

@@ -68,20 +68,10 @@ impl Perm {
     /// Writes the entry (`b12`) into `out`; returns its length.
     pub fn write(self, out: &mut [u8; 11]) -> usize {
         out[0] = self.access.letter();
-        let mut digits = [0u8; 10];
-        let mut i = digits.len();
-        let mut n = self.domid;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let len = digits.len() - i;
-        out[1..1 + len].copy_from_slice(&digits[i..]);
-        1 + len
+        let mut buf = [0; 10];
+        let digits = crate::decimal(self.domid, &mut buf);
+        out[1..1 + digits.len()].copy_from_slice(digits);
+        1 + digits.len()
     }
 }
 

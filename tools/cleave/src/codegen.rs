@@ -97,3 +97,17 @@ fn constant_name(name: &str) -> String {
         .trim_end_matches('_')
         .to_string()
 }
+
+/// The whole build script of a component crate: generates `caps.rs` in `OUT_DIR` for the
+/// crate's package name from the repository's `system.toml` (two directories up), and
+/// links the binary with the user-program layout `cleave-rt` publishes. Panics with the
+/// reason (a build script's way to fail the build).
+pub fn component_build_script() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("cargo sets {name}"));
+    let system = Path::new(&var("CARGO_MANIFEST_DIR")).join("../../system.toml");
+    println!("cargo:rerun-if-changed={}", system.display());
+    let source = caps_source(&system, &var("CARGO_PKG_NAME")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(Path::new(&var("OUT_DIR")).join("caps.rs"), source).expect("writing caps.rs");
+    println!("cargo:rustc-link-arg-bins=-T{}", var("DEP_CLEAVE_RT_LINKER_SCRIPT"));
+    println!("cargo:rustc-link-arg-bins=--no-pie");
+}

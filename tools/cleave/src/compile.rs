@@ -234,11 +234,7 @@ pub fn compile(file: &SystemFile) -> Compiled {
             &mut slots,
         );
         for (i, client) in ch.clients.get_ref().iter().enumerate() {
-            let badge = ch
-                .badges
-                .iter()
-                .find(|(k, _)| k.get_ref() == client.get_ref())
-                .map_or(i as u64 + 1, |(_, b)| *b.get_ref());
+            let badge = ch.badge_of(i, client.get_ref());
             let params = CapParams { rights: rights(false, true, ch.grant), badge, ..CapParams::default() };
             add(
                 client.get_ref(),

@@ -26,11 +26,7 @@ pub fn dot(file: &SystemFile) -> String {
     }
     for (name, ch) in &file.channels {
         for (i, client) in ch.clients.get_ref().iter().enumerate() {
-            let badge = ch
-                .badges
-                .iter()
-                .find(|(k, _)| k.get_ref() == client.get_ref())
-                .map_or(i as u64 + 1, |(_, b)| *b.get_ref());
+            let badge = ch.badge_of(i, client.get_ref());
             let grant = if ch.grant { "G" } else { "" };
             let _ = writeln!(
                 out,

@@ -100,6 +100,17 @@ pub struct Channel {
     pub grant: bool,
 }
 
+impl Channel {
+    /// The badge of the `index`th client's capability: the one `badges` gives it, else its
+    /// position in `clients` counting from 1.
+    pub fn badge_of(&self, index: usize, client: &str) -> u64 {
+        self.badges
+            .iter()
+            .find(|(k, _)| k.get_ref() == client)
+            .map_or(index as u64 + 1, |(_, b)| *b.get_ref())
+    }
+}
+
 /// `[regions.NAME]`: shared memory.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
