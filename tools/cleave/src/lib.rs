@@ -5,6 +5,7 @@
 //! Every error in `system.toml` points at the file, line, column and key, as a snippet.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod codegen;
 pub mod compile;
 pub mod diagnostic;

@@ -2,7 +2,7 @@
 //! privilege table.
 
 use clap::{Parser, Subcommand};
-use cleave::{compile, diagnostic, exposure, graph, image, privileges, system};
+use cleave::{audit, compile, diagnostic, exposure, graph, image, privileges, system};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -78,6 +78,28 @@ enum Command {
     Cdl {
         /// The capDL file.
         file: PathBuf,
+    },
+    /// Ask an audit log which guests relied on a component between two times
+    /// (`--component C --from T1 --to T2`), or what a guest relied on at a time
+    /// (`--guest G --at T`); times in microseconds since boot.
+    Audit {
+        /// The log.
+        log: PathBuf,
+        /// The component asked about.
+        #[arg(long, requires_all = ["from", "to"], conflicts_with_all = ["guest", "at"])]
+        component: Option<String>,
+        /// Start of the interval (µs).
+        #[arg(long)]
+        from: Option<u64>,
+        /// End of the interval (µs).
+        #[arg(long)]
+        to: Option<u64>,
+        /// The guest asked about.
+        #[arg(long, requires = "at")]
+        guest: Option<String>,
+        /// The time (µs).
+        #[arg(long)]
+        at: Option<u64>,
     },
     /// Run XenStore (Logic and the store) as a daemon on a Unix socket, for Xen's own
     /// clients: `XENSTORED_PATH=PATH xenstore-ls`.
@@ -167,6 +189,19 @@ fn run(cli: Cli) -> Result<String, String> {
             let list = exposure::exposure(&file, &guest)
                 .ok_or_else(|| format!("cleave: no guest named `{guest}`\n"))?;
             Ok(list.iter().map(|(c, why)| format!("{c}: {why}\n")).collect())
+        }
+        Command::Audit { log, component, from, to, guest, at } => {
+            let text = read(&log)?;
+            let log_data = audit::read(&text).map_err(|e| format!("{}: {e}\n", log.display()))?;
+            match (component, from, to, guest, at) {
+                (Some(c), Some(t1), Some(t2), None, None) => {
+                    Ok(audit::describe(&log_data.relied_on(&c, t1, t2)))
+                }
+                (None, None, None, Some(g), Some(t)) => {
+                    Ok(log_data.relied_at(&g, t).iter().map(|i| format!("{i}\n")).collect())
+                }
+                _ => Err("cleave audit: ask --component C --from T1 --to T2, or --guest G --at T\n".into()),
+            }
         }
         Command::Xenstored { socket, domains } => xenstored::serve(&socket, &domains).map(|()| String::new()),
         Command::Cdl { file } => {

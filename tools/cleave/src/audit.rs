@@ -1,0 +1,262 @@
+//! The audit log and its two questions: which guests relied on a component between two
+//! times, and what a guest relied on at a time. The log is append-only text, one event per
+//! line, times in microseconds since boot, never decreasing:
+//!
+//! ```text
+//! 0 boot
+//! 120 start netback#1
+//! 5000 serve alice netback#1
+//! 90000 restart netback#1 netback#2
+//! 200000 unserve alice netback#2
+//! 250000 dispose builder#1
+//! ```
+//!
+//! `start` begins an instance; `restart` ends one and begins its successor, which goes on
+//! serving the guests the old one served; `dispose` ends one; `serve`/`unserve` begin and
+//! end a guest's reliance on an instance. The supervisor writes it (issue 7); this module
+//! reads it strictly: any malformed line or impossible event is an error naming the line.
+
+use std::collections::BTreeMap;
+
+/// A component instance: `netback#2`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instance {
+    /// The component.
+    pub component: String,
+    /// Which start of it (1 for the first).
+    pub number: u64,
+}
+
+impl std::fmt::Display for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.component, self.number)
+    }
+}
+
+/// A guest's reliance on an instance over `[from, to)` (`to` = `None`: still at the end of
+/// the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reliance {
+    /// The guest.
+    pub guest: String,
+    /// The instance.
+    pub instance: Instance,
+    /// Start time (µs).
+    pub from: u64,
+    /// End time (µs), if it ended.
+    pub to: Option<u64>,
+}
+
+impl Reliance {
+    fn overlaps(&self, t1: u64, t2: u64) -> bool {
+        self.from <= t2 && self.to.is_none_or(|to| to > t1)
+    }
+}
+
+/// A read log: every reliance interval.
+#[derive(Debug, Default)]
+pub struct Log {
+    /// In the order they began.
+    pub reliances: Vec<Reliance>,
+}
+
+fn instance(text: &str) -> Option<Instance> {
+    let (component, number) = text.split_once('#')?;
+    let number = number.parse().ok().filter(|n| *n > 0)?;
+    (!component.is_empty()).then(|| Instance { component: component.to_string(), number })
+}
+
+/// Reads a log; errors name the line (1-based) and what is wrong.
+pub fn read(text: &str) -> Result<Log, String> {
+    let mut log = Log::default();
+    let mut last = 0u64;
+    // Live instances, and per live instance the guests it serves (index into reliances).
+    let mut live: BTreeMap<Instance, Vec<usize>> = BTreeMap::new();
+    let mut ever: BTreeMap<Instance, ()> = BTreeMap::new();
+    let mut booted = false;
+    for (n, line) in text.lines().enumerate() {
+        let at = n + 1;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.is_empty() {
+            continue;
+        }
+        let err = |what: String| format!("line {at}: {what}: `{line}`");
+        let time: u64 =
+            words[0].parse().map_err(|_| err("the time is not a number of microseconds".into()))?;
+        if time < last {
+            return Err(err(format!("time goes backwards (after {last})")));
+        }
+        last = time;
+        let inst = |i: usize| -> Result<Instance, String> {
+            words.get(i).and_then(|w| instance(w)).ok_or_else(|| err("expected COMPONENT#N".into()))
+        };
+        let arity = |k: usize| {
+            if words.len() == k { Ok(()) } else { Err(err(format!("`{}` takes {} words", words[1], k - 2))) }
+        };
+        match words.get(1).copied() {
+            Some("boot") => {
+                arity(2)?;
+                if booted {
+                    return Err(err("a second boot".into()));
+                }
+                booted = true;
+            }
+            _ if !booted => return Err(err("events before `boot`".into())),
+            Some("start") => {
+                arity(3)?;
+                let i = inst(2)?;
+                if ever.insert(i.clone(), ()).is_some() {
+                    return Err(err(format!("{i} started before")));
+                }
+                live.insert(i, Vec::new());
+            }
+            Some("restart") => {
+                arity(4)?;
+                let (old, new) = (inst(2)?, inst(3)?);
+                if old.component != new.component {
+                    return Err(err("a restart keeps the component".into()));
+                }
+                let served = live.remove(&old).ok_or_else(|| err(format!("{old} is not running")))?;
+                if ever.insert(new.clone(), ()).is_some() {
+                    return Err(err(format!("{new} started before")));
+                }
+                let mut moved = Vec::new();
+                for r in served {
+                    let guest = log.reliances[r].guest.clone();
+                    log.reliances[r].to = Some(time);
+                    moved.push(log.reliances.len());
+                    log.reliances.push(Reliance { guest, instance: new.clone(), from: time, to: None });
+                }
+                live.insert(new, moved);
+            }
+            Some("dispose") => {
+                arity(3)?;
+                let i = inst(2)?;
+                let served = live.remove(&i).ok_or_else(|| err(format!("{i} is not running")))?;
+                for r in served {
+                    log.reliances[r].to = Some(time);
+                }
+            }
+            Some(verb @ ("serve" | "unserve")) => {
+                arity(4)?;
+                let guest = words[2].to_string();
+                let i = inst(3)?;
+                let served = live.get_mut(&i).ok_or_else(|| err(format!("{i} is not running")))?;
+                let current = served.iter().position(|&r| log.reliances[r].guest == guest);
+                match (verb, current) {
+                    ("serve", None) => {
+                        served.push(log.reliances.len());
+                        log.reliances.push(Reliance { guest, instance: i, from: time, to: None });
+                    }
+                    ("serve", Some(_)) => return Err(err(format!("{i} already serves {guest}"))),
+                    (_, Some(k)) => {
+                        let r = served.remove(k);
+                        log.reliances[r].to = Some(time);
+                    }
+                    (_, None) => return Err(err(format!("{i} does not serve {guest}"))),
+                }
+            }
+            _ => return Err(err("unknown event (boot, start, restart, dispose, serve, unserve)".into())),
+        }
+    }
+    if !booted {
+        return Err("the log has no `boot` line".into());
+    }
+    Ok(log)
+}
+
+impl Log {
+    /// Every reliance on an instance of `component` that overlaps `[t1, t2]`.
+    pub fn relied_on(&self, component: &str, t1: u64, t2: u64) -> Vec<&Reliance> {
+        self.reliances.iter().filter(|r| r.instance.component == component && r.overlaps(t1, t2)).collect()
+    }
+
+    /// The instances serving `guest` at time `t`, in name order.
+    pub fn relied_at(&self, guest: &str, t: u64) -> Vec<&Instance> {
+        let mut at: Vec<&Instance> = self
+            .reliances
+            .iter()
+            .filter(|r| r.guest == guest && r.from <= t && r.to.is_none_or(|to| to > t))
+            .map(|r| &r.instance)
+            .collect();
+        at.sort();
+        at
+    }
+}
+
+/// One line per reliance: `alice netback#1 5000..90000` (`..` open at the end).
+pub fn describe(reliances: &[&Reliance]) -> String {
+    reliances
+        .iter()
+        .map(|r| match r.to {
+            Some(to) => format!("{} {} {}..{}\n", r.guest, r.instance, r.from, to),
+            None => format!("{} {} {}..\n", r.guest, r.instance, r.from),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "\
+0 boot
+100 start netback#1
+100 start xenstore-logic#1
+5000 serve alice netback#1
+6000 serve bob netback#1
+6000 serve alice xenstore-logic#1
+90000 restart netback#1 netback#2
+120000 unserve bob netback#2
+200000 restart xenstore-logic#1 xenstore-logic#2
+250000 dispose netback#2
+";
+
+    #[test]
+    fn who_relied_on_a_component_and_when() {
+        let log = read(LOG).unwrap();
+        // netback was bad between 10 ms and 20 ms: alice and bob relied on instance 1.
+        let bad = log.relied_on("netback", 10_000, 20_000);
+        assert_eq!(describe(&bad), "alice netback#1 5000..90000\nbob netback#1 6000..90000\n");
+        // After its restart, only alice remained with it (bob left at 120 ms).
+        let later = log.relied_on("netback", 130_000, 140_000);
+        assert_eq!(describe(&later), "alice netback#2 90000..250000\n");
+        assert!(log.relied_on("netback", 260_000, 300_000).is_empty(), "disposed at 250 ms");
+        assert!(log.relied_on("builder", 0, u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn what_a_guest_relied_on_at_a_time() {
+        let log = read(LOG).unwrap();
+        let names = |v: Vec<&Instance>| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(log.relied_at("alice", 7000)), ["netback#1", "xenstore-logic#1"]);
+        assert_eq!(names(log.relied_at("alice", 95_000)), ["netback#2", "xenstore-logic#1"]);
+        assert_eq!(names(log.relied_at("alice", 300_000)), ["xenstore-logic#2"]);
+        assert_eq!(names(log.relied_at("bob", 130_000)), Vec::<String>::new());
+        assert_eq!(names(log.relied_at("alice", 4999)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn malformed_logs_are_refused_with_the_line() {
+        for (text, message) in [
+            ("", "no `boot`"),
+            ("5 start a#1\n", "line 1: events before `boot`"),
+            ("0 boot\n10 start a#1\n5 start b#1\n", "line 3: time goes backwards"),
+            ("0 boot\nx start a#1\n", "line 2: the time is not"),
+            ("0 boot\n1 start a\n", "line 2: expected COMPONENT#N"),
+            ("0 boot\n1 start a#0\n", "line 2: expected COMPONENT#N"),
+            ("0 boot\n1 start a#1\n2 start a#1\n", "line 3: a#1 started before"),
+            ("0 boot\n1 restart a#1 a#2\n", "line 2: a#1 is not running"),
+            ("0 boot\n1 start a#1\n2 restart a#1 b#2\n", "line 3: a restart keeps the component"),
+            ("0 boot\n1 start a#1\n2 serve g a#1\n3 serve g a#1\n", "line 4: a#1 already serves g"),
+            ("0 boot\n1 start a#1\n2 unserve g a#1\n", "line 3: a#1 does not serve g"),
+            ("0 boot\n1 start a#1\n2 dispose a#1\n3 serve g a#1\n", "line 4: a#1 is not running"),
+            ("0 boot\n1 explode\n", "line 2: unknown event"),
+            ("0 boot\n1 start a#1 extra\n", "line 2: `start` takes 1 words"),
+            ("0 boot\n1 boot\n", "line 2: a second boot"),
+        ] {
+            let e = read(text).unwrap_err();
+            assert!(e.contains(message), "{text:?}: {e}");
+        }
+    }
+}
