@@ -27,7 +27,7 @@ mod caps {
 }
 
 cleave_rt::entry!(main);
-cleave_rt::heap!(1 << 20);
+cleave_rt::heap!(256 * 1024);
 
 const PAGE: usize = 4096;
 /// Room for one message: the header and Xen's largest payload.
