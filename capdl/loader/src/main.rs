@@ -227,7 +227,7 @@ impl Loader {
     /// Makes every device frame (a frame with a physical address) from the device untyped
     /// that covers it, lowest address first: untyped memory hands out addresses in order,
     /// so the gap below each frame is first retyped into filler untyped objects (the
-    /// largest aligned ones that fit, which the loader keeps and never uses).
+    /// largest aligned ones that fit), deleted once the frame exists.
     fn device_frames(&mut self) -> Step<()> {
         let spec = self.spec;
         let mut floor = 0u64;
@@ -268,6 +268,7 @@ impl Loader {
             if paddr % 4096 != 0 || paddr < *mark {
                 return Err(Failure("device frame not page-aligned", name, None));
             }
+            let first_filler = self.next_slot;
             while self.device_marks[block] < paddr {
                 let at = self.device_marks[block];
                 let mut bits = at.trailing_zeros().min(47);
@@ -281,6 +282,12 @@ impl Loader {
             let dest = self.free_slot();
             cap.retype(ObjectType::Frame4K, 0, ROOT, 0, 0, dest, 1).map_err(err)?;
             self.device_marks[block] = paddr + 4096;
+            // The fillers only moved the block's watermark; with the frame made (which keeps
+            // the block from counting as unused), they go: the loader keeps no authority
+            // over device memory nobody was given.
+            for filler in first_filler..dest {
+                Cap::<CNode>::delete(ROOT.slot(filler, 64)).map_err(err)?;
+            }
             self.slots[index as usize] = dest;
             floor = paddr + 4096;
         }
