@@ -21,7 +21,7 @@ cleave_rt::entry!(main);
 cleave_rt::heap!(64 * 1024);
 
 const PAGE: usize = 4096;
-const _: () = assert!(caps::REGION_XS_RING_SIZE >= 2 * PAGE);
+const _: () = assert!(caps::RING_XS_REQUEST_SIZE >= 2 * PAGE);
 
 /// One XenStore request over the shared pages (see xenstore-state): returns the reply's
 /// type and payload, and how many bytes of watch events followed it.
@@ -29,10 +29,10 @@ fn xs(store: Cap<Endpoint>, ty: MsgType, tx: u32, parts: &[&[u8]]) -> Option<(u3
     let mut message = alloc::vec![0u8; wire::HEADER_LEN + wire::PAYLOAD_MAX];
     let n = wire::encode(&mut message, ty, 1, tx, parts)?;
     for (i, b) in message[..n].iter().enumerate() {
-        // SAFETY: the loader mapped `xs-ring` read-write at REGION_XS_RING for at least two
-        // pages (checked above); a message is at most 16 + 4096 bytes, n <= PAGE here as
+        // SAFETY: the loader mapped this component's ring read-write at RING_XS_REQUEST, at
+        // least two pages (checked above); a message is at most 16 + 4096 bytes, n <= PAGE here as
         // the payloads below are short. Volatile: the other side reads it.
-        unsafe { ((caps::REGION_XS_RING + i) as *mut u8).write_volatile(*b) }
+        unsafe { ((caps::RING_XS_REQUEST + i) as *mut u8).write_volatile(*b) }
     }
     let m = store.call(MessageInfo::new(1, 0, 0, 1), [n as u64, 0, 0, 0]).ok()?;
     if m.info.label() != 0 || m.words[0] as usize + m.words[1] as usize > PAGE {
@@ -41,7 +41,7 @@ fn xs(store: Cap<Endpoint>, ty: MsgType, tx: u32, parts: &[&[u8]]) -> Option<(u3
     let reply: Vec<u8> = (0..m.words[0] as usize)
         // SAFETY: as above; the reply page is the second page and the lengths were checked
         // to fit it.
-        .map(|i| unsafe { ((caps::REGION_XS_RING + PAGE + i) as *const u8).read_volatile() })
+        .map(|i| unsafe { ((caps::RING_XS_REQUEST + PAGE + i) as *const u8).read_volatile() })
         .collect();
     let header = wire::Header::from_bytes(&reply)?;
     Some((header.msg_type, reply[wire::HEADER_LEN..].to_vec(), m.words[1] as usize))

@@ -3,10 +3,11 @@
 //! to the components `system.toml` connects over the `xs-request` endpoint. The split into
 //! Logic and State comes next (issue 6); today this one component holds both.
 //!
-//! Transport: each client shares the two-page `xs-ring` region with this component. The
-//! client writes one `xsd_sockmsg` (header and payload) at the start of page 0 and calls
-//! the endpoint with label 1 and the message length in word 0; this component writes the
-//! reply, then any watch events for that client, at the start of page 1, and answers with
+//! Transport: each client has its own two-page ring on the channel (`ring = "8K"` in
+//! system.toml; `caps::RINGS_XS_REQUEST` lists them by badge). The client writes one
+//! `xsd_sockmsg` (header and payload) at the start of page 0 and calls the endpoint with
+//! label 1 and the message length in word 0; this component writes the reply, then any
+//! watch events for that client, at the start of page 1 of that client's ring, and answers with
 //! label 0, the reply length in word 0 and the events' total length in word 1. A client's
 //! domain id is its capability's badge minus one (badge 0 means none). Anything else gets
 //! label 1 and no reply.
@@ -30,34 +31,36 @@ cleave_rt::entry!(main);
 cleave_rt::heap!(256 * 1024);
 
 const PAGE: usize = 4096;
-/// Room for one message: the header and Xen's largest payload.
-const MESSAGE_MAX: usize = wire::HEADER_LEN + wire::PAYLOAD_MAX;
-const _: () = assert!(caps::REGION_XS_RING_SIZE >= 2 * PAGE && MESSAGE_MAX <= 2 * PAGE);
 
-/// Copies the request out of the shared page (the client could change it while it is
-/// read): `length` bytes, at most one message.
-fn request(length: usize) -> Option<alloc::vec::Vec<u8>> {
-    if length > MESSAGE_MAX || length > PAGE {
+/// The ring of the client with `badge`: its address, if it has one of at least two pages.
+fn ring(badge: u64) -> Option<usize> {
+    caps::RINGS_XS_REQUEST.iter().find(|&&(b, _, size)| b == badge && size >= 2 * PAGE).map(|&(_, a, _)| a)
+}
+
+/// Copies the request out of the client's request page (the client could change it while
+/// it is read): `length` bytes, at most one page.
+fn request(ring: usize, length: usize) -> Option<alloc::vec::Vec<u8>> {
+    if length > PAGE {
         return None;
     }
     let mut copy = alloc::vec![0u8; length];
     for (i, b) in copy.iter_mut().enumerate() {
-        // SAFETY: the loader mapped `xs-ring` read-write at REGION_XS_RING for
-        // REGION_XS_RING_SIZE bytes (checked above to hold two pages); i < length <= PAGE.
-        *b = unsafe { ((caps::REGION_XS_RING + i) as *const u8).read_volatile() };
+        // SAFETY: `ring` comes from RINGS_XS_REQUEST: the loader mapped that client's ring
+        // read-write there, at least two pages (checked in `ring`); i < length <= PAGE.
+        *b = unsafe { ((ring + i) as *const u8).read_volatile() };
     }
     Some(copy)
 }
 
-/// Writes `bytes` into the reply page at `offset`; false if they do not fit.
-fn reply_at(offset: usize, bytes: &[u8]) -> bool {
+/// Writes `bytes` into the client's reply page at `offset`; false if they do not fit.
+fn reply_at(ring: usize, offset: usize, bytes: &[u8]) -> bool {
     if offset + bytes.len() > PAGE {
         return false;
     }
     for (i, b) in bytes.iter().enumerate() {
-        // SAFETY: as in `request`; the reply page is the region's second page and
+        // SAFETY: as in `request`; the reply page is the ring's second page and
         // offset + i < PAGE.
-        unsafe { ((caps::REGION_XS_RING + PAGE + offset + i) as *mut u8).write_volatile(*b) }
+        unsafe { ((ring + PAGE + offset + i) as *mut u8).write_volatile(*b) }
     }
     true
 }
@@ -85,16 +88,19 @@ fn main() -> i32 {
         // Badge 0 means no badge, so a client's domain id is its badge minus one: the
         // toolstack's badge 1 makes it domain 0, the privileged one.
         let domid = m.badge.saturating_sub(1) as u32;
-        let answer = match (m.info.label(), request(m.words[0] as usize)) {
-            (1, Some(bytes)) => match wire::frame(&bytes) {
+        let ring = ring(m.badge);
+        let bytes = ring.and_then(|r| request(r, m.words[0] as usize));
+        let answer = match (m.info.label(), ring, bytes) {
+            (1, Some(ring), Some(bytes)) => match wire::frame(&bytes) {
                 Framed::Message(header, payload, used) if used == bytes.len() => {
                     let reply = logic.handle(u64::from(domid), domid, &header, payload);
                     let mut events = 0;
-                    if reply_at(0, &reply) {
+                    if reply_at(ring, 0, &reply) {
                         for (connection, event) in logic.take_events() {
                             // One connection per domain here; events that do not fit
                             // this reply page are dropped (the client re-reads state).
-                            if connection == u64::from(domid) && reply_at(reply.len() + events, &event) {
+                            if connection == u64::from(domid) && reply_at(ring, reply.len() + events, &event)
+                            {
                                 events += event.len();
                             }
                         }

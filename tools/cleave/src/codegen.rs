@@ -24,20 +24,19 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         let _ = writeln!(out, "/// `{name}`: {what}.\npub const {constant}: u64 = {slot};");
     }
     let mut regions = Vec::new();
+    let shared = system::shared_regions(&file);
     for place in compile::region_layout(&file) {
-        let Some((_, region)) = file.regions.iter().find(|(k, _)| k.get_ref() == &place.name) else {
-            continue;
-        };
-        let Some((_, mode)) = region.map.get_ref().iter().find(|(c, _)| c.get_ref() == component) else {
-            continue;
-        };
+        let Some(region) = shared.iter().find(|r| r.name == place.name) else { continue };
+        let Some((_, mode)) = region.map.iter().find(|(c, _)| c == component) else { continue };
+        regions.push((place.name.clone(), place.vaddr, place.pages * 4096, mode.clone()));
+        if region.key.starts_with("channels.") {
+            continue; // a ring: named RING_/RINGS_ below
+        }
         let constant = constant_name(&place.name);
         let _ = writeln!(
             out,
             "/// Shared region `{}`, mapped `{}`: its first address.\npub const REGION_{constant}: usize = {:#x};",
-            place.name,
-            mode.get_ref(),
-            place.vaddr
+            place.name, mode, place.vaddr
         );
         let _ = writeln!(
             out,
@@ -45,7 +44,6 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             place.name,
             place.pages * 4096
         );
-        regions.push((place.name.clone(), place.vaddr, place.pages * 4096, mode.get_ref().clone()));
     }
     for place in compile::device_layout(&file) {
         let owner =
@@ -70,6 +68,46 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             place.pages * 4096,
             format!("rw device memory at {:#x}", place.paddr),
         ));
+    }
+    // Rings: a client names its own as RING_<CHANNEL>; a server gets (badge, address, bytes)
+    // per client as RINGS_<CHANNEL>.
+    let layout = compile::region_layout(&file);
+    for (name, ch) in file.channels.iter().filter(|(_, ch)| ch.ring.is_some()) {
+        let place_of =
+            |client: &str| layout.iter().find(|p| p.name == system::ring_name(name.get_ref(), client));
+        let constant = constant_name(name.get_ref());
+        for client in ch.clients.get_ref() {
+            if client.get_ref() == component
+                && let Some(p) = place_of(client.get_ref())
+            {
+                let _ = writeln!(
+                    out,
+                    "/// This component's ring on channel `{}`.\npub const RING_{constant}: usize = {:#x};\n/// Its size in bytes.\npub const RING_{constant}_SIZE: usize = {:#x};",
+                    name.get_ref(),
+                    p.vaddr,
+                    p.pages * 4096
+                );
+            }
+        }
+        if ch.server.get_ref() == component {
+            let _ = writeln!(
+                out,
+                "/// The rings of channel `{}`, one per client: (badge, address, bytes).\npub const RINGS_{constant}: &[(u64, usize, usize)] = &[",
+                name.get_ref()
+            );
+            for (i, client) in ch.clients.get_ref().iter().enumerate() {
+                if let Some(p) = place_of(client.get_ref()) {
+                    let _ = writeln!(
+                        out,
+                        "    ({}, {:#x}, {:#x}),",
+                        ch.badge_of(i, client.get_ref()),
+                        p.vaddr,
+                        p.pages * 4096
+                    );
+                }
+            }
+            let _ = writeln!(out, "];");
+        }
     }
     let _ = writeln!(
         out,
@@ -110,4 +148,28 @@ pub fn component_build_script() {
     std::fs::write(Path::new(&var("OUT_DIR")).join("caps.rs"), source).expect("writing caps.rs");
     println!("cargo:rustc-link-arg-bins=-T{}", var("DEP_CLEAVE_RT_LINKER_SCRIPT"));
     println!("cargo:rustc-link-arg-bins=--no-pie");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_get_every_ring_by_badge_and_clients_their_own() {
+        let dir = std::env::temp_dir().join(format!("cleave-codegen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("system.toml");
+        std::fs::write(
+            &path,
+            "[components.s]\n[components.a]\n[components.b]\n[channels.q]\nkind = \"endpoint\"\nserver = \"s\"\nclients = [\"a\", \"b\"]\nbadges = { b = 7 }\nring = \"8K\"\n",
+        )
+        .unwrap();
+        let server = caps_source(&path, "s").unwrap();
+        assert!(server.contains("pub const RINGS_Q: &[(u64, usize, usize)] = &[\n    (1, 0x8000000000, 0x2000),\n    (7, 0x8000003000, 0x2000),\n];"), "{server}");
+        let b = caps_source(&path, "b").unwrap();
+        assert!(b.contains("pub const RING_Q: usize = 0x8000003000;"), "{b}");
+        assert!(!b.contains("0x8000000000"), "b knows nothing of a's ring: {b}");
+        assert!(caps_source(&path, "nobody").unwrap_err().contains("declares no component `nobody`"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -33,18 +33,21 @@ pub struct RegionPlace {
     pub pages: u64,
 }
 
-/// The address of every region, in declaration order (by name), each followed by one
+/// The address of every region (declared ones by name, then channel rings), each followed by one
 /// unmapped guard page. Regions that do not fit the window are left out; `system::check`
 /// reports them.
 pub fn region_layout(file: &SystemFile) -> Vec<RegionPlace> {
-    let mut places = Vec::new();
+    let mut places: Vec<RegionPlace> = Vec::new();
     let mut offset = 0;
-    for (name, r) in &file.regions {
+    for r in crate::system::shared_regions(file) {
+        if places.iter().any(|p| p.name == r.name) {
+            continue; // a name clash `system::check` reports
+        }
         let pages = parse_size(r.size.get_ref()).unwrap_or(4096) / 4096;
         if offset + pages * 4096 > REGION_WINDOW {
             break;
         }
-        places.push(RegionPlace { name: name.get_ref().clone(), vaddr: REGION_BASE + offset, pages });
+        places.push(RegionPlace { name: r.name, vaddr: REGION_BASE + offset, pages });
         offset += (pages + 1) * 4096;
     }
     places
@@ -57,20 +60,17 @@ type Mapping = (String, u64, ObjRef, Rights);
 /// read and write, `rx` read and grant, which the loader maps executable (seL4's capDL
 /// reads `X` as grant).
 fn region_mappings(file: &SystemFile) -> Vec<Mapping> {
+    let regions = crate::system::shared_regions(file);
     let mut out = Vec::new();
     for place in region_layout(file) {
-        let Some(region) = file.regions.iter().find(|(k, _)| k.get_ref() == &place.name).map(|(_, r)| r)
-        else {
-            continue;
-        };
-        for (component, mode) in region.map.get_ref() {
-            let m = mode.get_ref();
+        let Some(region) = regions.iter().find(|r| r.name == place.name) else { continue };
+        for (component, mode) in &region.map {
             for page in 0..place.pages {
                 out.push((
-                    component.get_ref().clone(),
+                    component.clone(),
                     place.vaddr + page * 4096,
                     ObjRef { name: place.name.clone(), index: Some(page as u32) },
-                    rights(true, m.contains('w'), m.contains('x')),
+                    rights(true, mode.contains('w'), mode.contains('x')),
                 ));
             }
         }
@@ -245,10 +245,10 @@ pub fn compile(file: &SystemFile) -> Compiled {
             );
         }
     }
-    for (name, r) in &file.regions {
+    for place in region_layout(file) {
         spec.objects.push(Object {
-            name: name.get_ref().clone(),
-            count: Some((parse_size(r.size.get_ref()).unwrap_or(4096) / 4096) as u32),
+            name: place.name,
+            count: Some(place.pages as u32),
             kind: ObjectKind::Frame { size: 4096, paddr: None, fill: Vec::new() },
         });
     }
@@ -440,5 +440,22 @@ map = { b = "rw", c = "r" }
             .find(|o| encoded.name(o.name) == Some("a_tcb"))
             .unwrap();
         assert_eq!(record.param2, 2 | 2000 << 8);
+    }
+
+    #[test]
+    fn each_client_gets_its_own_ring_shared_with_the_server_only() {
+        let text = format!(
+            "{SYSTEM}[channels.ring]\nkind = \"endpoint\"\nserver = \"b\"\nclients = [\"a\", \"c\"]\nring = \"8K\"\n"
+        );
+        let file = crate::system::load(&text).unwrap();
+        let names: Vec<String> = region_layout(&file).into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["bc", "ring-a", "ring-c"], "declared regions first, then rings");
+        let spec = compile(&file).spec;
+        let (a, b, c) = (reach(&spec, "a"), reach(&spec, "b"), reach(&spec, "c"));
+        let ring_a = ObjRef { name: "ring-a".into(), index: Some(1) };
+        let ring_c = ObjRef { name: "ring-c".into(), index: Some(0) };
+        assert!(a.contains(&ring_a) && b.contains(&ring_a) && !c.contains(&ring_a));
+        assert!(c.contains(&ring_c) && b.contains(&ring_c) && !a.contains(&ring_c));
+        assert_eq!(cleave_capdl::validate::validate(&spec), Vec::new());
     }
 }

@@ -98,6 +98,59 @@ pub struct Channel {
     /// Clients may pass capabilities (grant right).
     #[serde(default)]
     pub grant: bool,
+    /// Endpoints: a shared region of this size per client, mapped read-write into the
+    /// server and that client only (named `CHANNEL-CLIENT`): a per-connection ring.
+    #[serde(default)]
+    pub ring: Option<Spanned<String>>,
+}
+
+/// A region as the compiler lays it out: a `[regions.NAME]`, or one client's ring of a
+/// channel.
+#[derive(Debug)]
+pub struct SharedRegion<'a> {
+    /// Its name.
+    pub name: String,
+    /// Its size (the key that set it, for error locations).
+    pub size: &'a Spanned<String>,
+    /// The key that set it (`regions.NAME.size`, `channels.NAME.ring`).
+    pub key: String,
+    /// Who maps it and how (`r`, `rw`, `rx`).
+    pub map: Vec<(String, String)>,
+}
+
+/// Every shared region in layout order: the declared regions by name, then each channel's
+/// per-client rings (by channel, then client order).
+pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion<'_>> {
+    let mut out: Vec<SharedRegion<'_>> = file
+        .regions
+        .iter()
+        .map(|(name, r)| SharedRegion {
+            name: name.get_ref().clone(),
+            size: &r.size,
+            key: format!("regions.{}.size", name.get_ref()),
+            map: r.map.get_ref().iter().map(|(c, m)| (c.get_ref().clone(), m.get_ref().clone())).collect(),
+        })
+        .collect();
+    for (name, ch) in &file.channels {
+        let Some(size) = &ch.ring else { continue };
+        for client in ch.clients.get_ref() {
+            out.push(SharedRegion {
+                name: ring_name(name.get_ref(), client.get_ref()),
+                size,
+                key: format!("channels.{}.ring", name.get_ref()),
+                map: vec![
+                    (ch.server.get_ref().clone(), "rw".to_string()),
+                    (client.get_ref().clone(), "rw".to_string()),
+                ],
+            });
+        }
+    }
+    out
+}
+
+/// The region a channel's ring for `client` is.
+pub fn ring_name(channel: &str, client: &str) -> String {
+    format!("{channel}-{client}")
 }
 
 impl Channel {
@@ -368,6 +421,22 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
 
     for (name, ch) in &file.channels {
         let key = |field: &str| format!("channels.{}.{field}", name.get_ref());
+        if let Some(ring) = &ch.ring {
+            if ch.kind.get_ref() != "endpoint" {
+                errors.push(SystemError::new(
+                    key("ring"),
+                    span(ring),
+                    "only endpoint channels have rings".to_string(),
+                ));
+            }
+            if !parse_size(ring.get_ref()).is_some_and(|n| n > 0 && n % 4096 == 0) {
+                errors.push(SystemError::new(
+                    key("ring"),
+                    span(ring),
+                    format!("ring size `{}` is not a whole number of 4 KiB pages", ring.get_ref()),
+                ));
+            }
+        }
         if !["endpoint", "notification"].contains(&ch.kind.get_ref().as_str()) {
             errors.push(
                 SystemError::new(
@@ -495,17 +564,28 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
         }
     }
     let mut region_space = 0u64;
-    for (name, r) in &file.regions {
+    let mut region_names: BTreeMap<String, ()> = BTreeMap::new();
+    for r in shared_regions(file) {
+        if !r.key.starts_with("regions.") && seen.contains_key(r.name.as_str()) {
+            errors.push(SystemError::new(
+                r.key.clone(),
+                span(r.size),
+                format!("the ring region `{}` would take a name already used", r.name),
+            ));
+        }
+        if region_names.insert(r.name.clone(), ()).is_some() {
+            continue;
+        }
         let Some(size) = parse_size(r.size.get_ref()).filter(|n| *n > 0 && n % 4096 == 0) else { continue };
         region_space = region_space.saturating_add(size);
         if region_space > crate::compile::REGION_WINDOW {
             errors.push(
                 SystemError::new(
-                    format!("regions.{}.size", name.get_ref()),
-                    span(&r.size),
+                    r.key.clone(),
+                    span(r.size),
                     format!(
                         "region `{}` does not fit: regions share {} MiB of address space, one guard page after each",
-                        name.get_ref(),
+                        r.name,
                         crate::compile::REGION_WINDOW >> 20
                     ),
                 )

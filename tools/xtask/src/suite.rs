@@ -39,7 +39,7 @@ const TESTS: &[EmulatorTest] = &[
                 "loader: specification with",
                 "loader: built",
                 "loader: dropped",
-                "xenstore-state: region xs-ring at 0x8000000000, 8 KiB, rw",
+                "xenstore-state: region xs-request-toolstack at 0x8000000000, 8 KiB, rw",
                 "xenstore-state: 254 of 254 ungiven slots refused",
                 "vga: region display.mmio0 at 0x8040000000, 4 KiB, rw device memory at 0xfebf0000",
                 "vga: 254 of 254 ungiven slots refused",
