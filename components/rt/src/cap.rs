@@ -389,3 +389,22 @@ pub fn probe_ungiven_slots(given: &[(&str, u64, &str)], slots: u64) -> (usize, u
     }
     (refused, probed)
 }
+
+/// Prints what a component was given: each capability (name, slot, what) and each shared
+/// region or device range (name, address, bytes, rights), from its generated `caps` module.
+pub fn report_authority(component: &str, caps: &[(&str, u64, &str)], regions: &[(&str, usize, usize, &str)]) {
+    for (name, slot, what) in caps {
+        crate::println!("{component}: cap {slot}: {name} ({what})");
+    }
+    for (name, address, bytes, rights) in regions {
+        crate::println!("{component}: region {name} at {address:#x}, {} KiB, {rights}", bytes / 1024);
+    }
+}
+
+/// Probes every slot of a 256-slot CNode not in `caps` ([`probe_ungiven_slots`]), prints
+/// how many were refused, and returns whether all were.
+pub fn report_ungiven(component: &str, caps: &[(&str, u64, &str)]) -> bool {
+    let (refused, probed) = probe_ungiven_slots(caps, 256);
+    crate::println!("{component}: {refused} of {probed} ungiven slots refused");
+    refused == probed
+}

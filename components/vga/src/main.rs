@@ -42,15 +42,12 @@ fn edid_ok() -> bool {
 }
 
 fn main() -> i32 {
-    for (name, slot, what) in caps::CAPS {
-        println!("vga: cap {slot}: {name} ({what})");
+    cleave_rt::cap::report_authority("vga", caps::CAPS, caps::REGIONS);
+    // Holding anything the description does not give is a broken build: stop (the
+    // run fails).
+    if !cleave_rt::cap::report_ungiven("vga", caps::CAPS) {
+        return 1;
     }
-    for (name, address, bytes, rights) in caps::REGIONS {
-        println!("vga: region {name} at {address:#x}, {} KiB, {rights}", bytes / 1024);
-    }
-    // Nothing but what the description gives: every other slot is empty.
-    let (refused, probed) = cleave_rt::cap::probe_ungiven_slots(caps::CAPS, 256);
-    println!("vga: {refused} of {probed} ungiven slots refused");
     let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::VGA_QUERY);
     let mut request = endpoint.recv();
     loop {

@@ -66,14 +66,12 @@ fn reply_at(ring: usize, offset: usize, bytes: &[u8]) -> bool {
 }
 
 fn main() -> i32 {
-    for (name, slot, what) in caps::CAPS {
-        println!("xenstore-state: cap {slot}: {name} ({what})");
+    cleave_rt::cap::report_authority("xenstore-state", caps::CAPS, caps::REGIONS);
+    // Holding anything the description does not give is a broken build: stop (the
+    // run fails).
+    if !cleave_rt::cap::report_ungiven("xenstore-state", caps::CAPS) {
+        return 1;
     }
-    for (name, address, bytes, rights) in caps::REGIONS {
-        println!("xenstore-state: region {name} at {address:#x}, {} KiB, {rights}", bytes / 1024);
-    }
-    let (refused, probed) = cleave_rt::cap::probe_ungiven_slots(caps::CAPS, 256);
-    println!("xenstore-state: {refused} of {probed} ungiven slots refused");
     let mut logic = Logic::new(Quota::default());
     let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
     let mut incoming = endpoint.recv();

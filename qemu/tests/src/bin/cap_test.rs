@@ -9,6 +9,7 @@ use cleave_abi::{Error, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Frame, IoPort, IoPortControl, Untyped};
 use cleave_rt::{Cap, println};
+use cleave_tests::expect;
 
 cleave_rt::entry!(main);
 
@@ -22,16 +23,6 @@ struct Slots(u64);
 impl Slots {
     fn at(&self, i: u64) -> u64 {
         self.0 + i
-    }
-}
-
-fn expect(name: &str, failures: &mut u32, result: Result<(), &'static str>) {
-    match result {
-        Ok(()) => println!("TEST PASS {name}"),
-        Err(why) => {
-            println!("TEST FAIL {name}: {why}");
-            *failures += 1;
-        }
     }
 }
 

@@ -12,6 +12,7 @@ use cleave_rt::cap::kind::{
     CNode, IoPort, IoPortControl, IrqControl, IrqHandler, Notification, Tcb, Untyped, VSpace,
 };
 use cleave_rt::{Cap, println};
+use cleave_tests::{check, expect};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
@@ -67,20 +68,6 @@ fn ticks(n: u32) -> Result<(), &'static str> {
         irq.ack().map_err(|_| "ack failed")?;
     }
     Ok(())
-}
-
-fn expect(name: &str, failures: &mut u32, result: Result<(), &'static str>) {
-    match result {
-        Ok(()) => println!("TEST PASS {name}"),
-        Err(why) => {
-            println!("TEST FAIL {name}: {why}");
-            *failures += 1;
-        }
-    }
-}
-
-fn check(ok: bool, what: &'static str) -> Result<(), &'static str> {
-    if ok { Ok(()) } else { Err(what) }
 }
 
 fn main() -> i32 {

@@ -9,6 +9,7 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::{Cap, println, syscall};
+use cleave_tests::{check, expect};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
@@ -166,20 +167,6 @@ fn next_fault(label: u64, first: u64) -> Result<cleave_rt::cap::Message, &'stati
 fn resume_after(tcb: Cap<Tcb>, m: &cleave_rt::cap::Message, skip: u64) -> Result<(), &'static str> {
     tcb.write_registers(false, &[m.words[2] + skip, m.words[3]]).map_err(|_| "write registers")?;
     syscall::reply(MessageInfo::default(), [0; 4]).map_err(|_| "reply")
-}
-
-fn expect(name: &str, failures: &mut u32, result: Result<(), &'static str>) {
-    match result {
-        Ok(()) => println!("TEST PASS {name}"),
-        Err(why) => {
-            println!("TEST FAIL {name}: {why}");
-            *failures += 1;
-        }
-    }
-}
-
-fn check(ok: bool, what: &'static str) -> Result<(), &'static str> {
-    if ok { Ok(()) } else { Err(what) }
 }
 
 fn setup() -> Result<(), Error> {
