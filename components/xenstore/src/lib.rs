@@ -15,6 +15,8 @@ pub mod logic;
 pub mod path;
 pub mod perms;
 #[cfg(feature = "alloc")]
+pub mod state;
+#[cfg(feature = "alloc")]
 pub mod store;
 pub mod wire;
 

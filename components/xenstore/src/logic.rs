@@ -5,6 +5,7 @@
 
 use crate::path::{self, ABS_PATH_MAX};
 use crate::perms::{self, Perm};
+use crate::state::{MAX_QUEUED_EVENTS, Snapshot, Update, WatchRecord as Watch};
 use crate::store::{Quota, Store};
 use crate::wire::{self, Error, Header, MsgType, Request};
 use alloc::collections::BTreeMap;
@@ -33,17 +34,6 @@ type Change = (String, bool, Option<Vec<Perm>>);
 /// Most transactions one unprivileged connection may have open (Xen's default).
 pub const MAX_TRANSACTIONS_PER_CONNECTION: usize = 10;
 
-/// A registered watch.
-struct Watch {
-    connection: u64,
-    domid: u32,
-    /// As registered (relative paths are reported relative).
-    registered: String,
-    /// Absolute, or a special `@` path.
-    absolute: String,
-    token: String,
-}
-
 /// Most watches one unprivileged connection may hold (Xen's default quota).
 pub const MAX_WATCHES: usize = 128;
 
@@ -52,10 +42,37 @@ pub struct Logic {
     store: Store,
     transactions: BTreeMap<u32, Transaction>,
     next_tx: u32,
+    /// Which Logic this is since State started (0 for the first): the top bits of its
+    /// transaction ids.
+    incarnation: u32,
     watches: Vec<Watch>,
     /// `XS_WATCH_EVENT` messages waiting to go out: (connection, whole message).
     events: Vec<(u64, Vec<u8>)>,
+    /// What changed since the last `take_journal`: what State must be told.
+    journal: Journal,
 }
+
+/// The change one or more requests made, for XenStore-State (`state::commit` sends it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Journal {
+    /// A committed transaction's read set: path and generation when first seen.
+    pub reads: Vec<(String, Option<u64>)>,
+    /// Nodes, watches and events changed, in order.
+    pub updates: Vec<Update>,
+    /// The store's generation afterwards.
+    pub generation: u64,
+}
+
+impl Journal {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.reads.is_empty() && self.updates.is_empty()
+    }
+}
+
+/// Transaction ids are the Logic incarnation (12 bits) over a counter (20 bits).
+const TX_COUNTER_BITS: u32 = 20;
+const TX_COUNTER_MASK: u32 = (1 << TX_COUNTER_BITS) - 1;
 
 /// What a request produced: a reply payload, or an error.
 type Outcome = Result<Vec<u8>, Error>;
@@ -65,13 +82,42 @@ const OK: &[u8] = b"OK\0";
 impl Logic {
     /// A fresh store with `quota`.
     pub fn new(quota: Quota) -> Self {
+        Self::restore(quota, Snapshot::default())
+    }
+
+    /// Resumes from what XenStore-State kept (`state::load`); a snapshot with no nodes is
+    /// a fresh store. Transactions the previous Logic had open are over (`EAGAIN`).
+    pub fn restore(quota: Quota, snapshot: Snapshot) -> Self {
+        let mut store = if snapshot.nodes.is_empty() {
+            Store::new(quota)
+        } else {
+            Store::from_nodes(quota, snapshot.nodes, snapshot.generation)
+        };
+        store.track_changes();
+        let generation = store.generation();
         Self {
-            store: Store::new(quota),
+            store,
             transactions: BTreeMap::new(),
             next_tx: 1,
-            watches: Vec::new(),
-            events: Vec::new(),
+            incarnation: snapshot.incarnation & 0xfff,
+            watches: snapshot.watches,
+            events: snapshot.events,
+            journal: Journal { generation, ..Journal::default() },
         }
+    }
+
+    /// What changed since the last call (State must hold it before the replies that
+    /// acknowledge it go out).
+    pub fn take_journal(&mut self) -> Journal {
+        for p in self.store.take_changes() {
+            let update = match self.store.node(&p) {
+                Some(n) => Update::Put(p, n.clone()),
+                None => Update::Remove(p),
+            };
+            self.journal.updates.push(update);
+        }
+        let generation = self.store.generation();
+        core::mem::replace(&mut self.journal, Journal { generation, ..Journal::default() })
     }
 
     /// The committed store.
@@ -84,11 +130,39 @@ impl Logic {
         self.transactions.retain(|_, tx| tx.connection != connection);
         self.watches.retain(|w| w.connection != connection);
         self.events.retain(|(c, _)| *c != connection);
+        self.journal.updates.push(Update::Forget(connection));
     }
 
-    /// The watch events produced since the last call, each for its connection, in order.
+    /// Every queued watch event, each for its connection, in order.
     pub fn take_events(&mut self) -> Vec<(u64, Vec<u8>)> {
-        core::mem::take(&mut self.events)
+        let events = core::mem::take(&mut self.events);
+        let mut delivered: Vec<u64> = events.iter().map(|(c, _)| *c).collect();
+        delivered.sort_unstable();
+        delivered.dedup();
+        self.journal.updates.extend(delivered.into_iter().map(Update::Delivered));
+        events
+    }
+
+    /// The watch events queued for `connection`, in order.
+    pub fn take_events_for(&mut self, connection: u64) -> Vec<Vec<u8>> {
+        let mut mine = Vec::new();
+        self.events.retain_mut(|(c, e)| {
+            if *c == connection {
+                mine.push(core::mem::take(e));
+                false
+            } else {
+                true
+            }
+        });
+        if !mine.is_empty() {
+            self.journal.updates.push(Update::Delivered(connection));
+        }
+        mine
+    }
+
+    /// How many watch events wait for `connection`.
+    pub fn pending_events(&self, connection: u64) -> usize {
+        self.events.iter().filter(|(c, _)| *c == connection).count()
     }
 
     fn event(&mut self, connection: u64, path: &str, token: &str) {
@@ -101,7 +175,12 @@ impl Logic {
             &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
         ) {
             out.truncate(n);
-            self.events.push((connection, out));
+            // A client that never collects its events cannot make Logic (or State) grow
+            // without bound: past the limit, events for it are dropped.
+            if self.pending_events(connection) < MAX_QUEUED_EVENTS {
+                self.journal.updates.push(Update::Event(connection, out.clone()));
+                self.events.push((connection, out));
+            }
         }
     }
 
@@ -176,8 +255,18 @@ impl Logic {
                 {
                     return Err(Error::NoSpc);
                 }
-                let id = self.next_tx;
-                self.next_tx = self.next_tx.wrapping_add(1).max(1);
+                // The next counter value not in use, under this Logic's incarnation.
+                let mut id;
+                loop {
+                    id = (self.incarnation << TX_COUNTER_BITS) | self.next_tx;
+                    self.next_tx = (self.next_tx + 1) & TX_COUNTER_MASK;
+                    if self.next_tx == 0 {
+                        self.next_tx = 1;
+                    }
+                    if !self.transactions.contains_key(&id) {
+                        break;
+                    }
+                }
                 let store = self.store.transaction_copy();
                 self.transactions
                     .insert(id, Transaction { connection, store, seen: BTreeMap::new(), fired: Vec::new() });
@@ -186,13 +275,16 @@ impl Logic {
                 Ok(body)
             }
             Request::TransactionEnd(commit) => {
-                let tx = self.transactions.remove(&header.tx_id).ok_or(Error::NoEnt)?;
+                let tx =
+                    self.transactions.remove(&header.tx_id).ok_or_else(|| self.unknown_tx(header.tx_id))?;
                 if tx.connection != connection {
                     self.transactions.insert(header.tx_id, tx);
                     return Err(Error::NoEnt);
                 }
                 if commit {
+                    let reads = tx.seen.iter().map(|(p, g)| (p.clone(), *g)).collect();
                     self.commit(tx)?;
+                    self.journal.reads = reads;
                 }
                 Ok(OK.to_vec())
             }
@@ -207,6 +299,8 @@ impl Logic {
                 // As Xen: the connection's watches and its open transactions end.
                 self.watches.retain(|w| w.connection != connection);
                 self.transactions.retain(|_, tx| tx.connection != connection);
+                self.events.retain(|(c, _)| *c != connection);
+                self.journal.updates.push(Update::Forget(connection));
                 Ok(OK.to_vec())
             }
             Request::Watch(p, token) => {
@@ -219,13 +313,15 @@ impl Logic {
                 if domid != 0 && mine.count() >= MAX_WATCHES {
                     return Err(Error::NoSpc);
                 }
-                self.watches.push(Watch {
+                let watch = Watch {
                     connection,
                     domid,
                     registered: p.to_string(),
                     absolute,
                     token: token.to_string(),
-                });
+                };
+                self.journal.updates.push(Update::Watch(watch.clone()));
+                self.watches.push(watch);
                 // As Xen does: one event right away, so the client reads the initial state.
                 self.event(connection, p, token);
                 Ok(OK.to_vec())
@@ -238,7 +334,8 @@ impl Logic {
                     .iter()
                     .position(|w| w.connection == connection && w.absolute == absolute && w.token == token)
                     .ok_or(Error::NoEnt)?;
-                self.watches.remove(at);
+                let gone = self.watches.remove(at);
+                self.journal.updates.push(Update::Unwatch(connection, gone.absolute, gone.token));
                 Ok(OK.to_vec())
             }
             other => {
@@ -250,7 +347,7 @@ impl Logic {
                 };
                 let tx_id = header.tx_id;
                 if tx_id != 0 {
-                    let tx = self.transactions.get(&tx_id).ok_or(Error::NoEnt)?;
+                    let tx = self.transactions.get(&tx_id).ok_or_else(|| self.unknown_tx(tx_id))?;
                     if tx.connection != connection {
                         return Err(Error::NoEnt);
                     }
@@ -286,6 +383,12 @@ impl Logic {
                 }
             }
         }
+    }
+
+    /// The error for a transaction id not open: `EAGAIN` if an earlier Logic opened it
+    /// (its transactions ended with it: the client starts again), else `ENOENT`.
+    fn unknown_tx(&self, tx_id: u32) -> Error {
+        if tx_id >> TX_COUNTER_BITS != self.incarnation { Error::Again } else { Error::NoEnt }
     }
 
     /// Ends a transaction: if every node it saw is as it was, its changes land.

@@ -7,6 +7,7 @@ use crate::wire::Error;
 
 /// What an entry allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize, serde::Deserialize))]
 pub enum Access {
     /// `n`.
     None,
@@ -40,6 +41,7 @@ impl Access {
 
 /// One permission entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize, serde::Deserialize))]
 pub struct Perm {
     /// What it allows.
     pub access: Access,

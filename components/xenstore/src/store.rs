@@ -30,7 +30,7 @@ impl Default for Quota {
 }
 
 /// One node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     /// Its value (any bytes).
     pub value: Vec<u8>,
@@ -65,6 +65,25 @@ impl Store {
         Self { nodes, generation: 0, quota, changes: None }
     }
 
+    /// A store holding `nodes` (which must include the root) at `generation`: how a
+    /// restarted Logic takes back what XenStore-State kept.
+    pub fn from_nodes(quota: Quota, nodes: Vec<(String, Node)>, generation: u64) -> Self {
+        let mut store = Self::new(quota);
+        store.nodes.extend(nodes);
+        store.generation = generation;
+        store
+    }
+
+    /// From now on, records every path created, changed or removed (`take_changes`).
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(Default::default);
+    }
+
+    /// The paths changed since the last call, in path order.
+    pub fn take_changes(&mut self) -> Vec<String> {
+        self.changes.as_mut().map(|c| core::mem::take(c).into_iter().collect()).unwrap_or_default()
+    }
+
     /// A copy for a transaction: it records every path it changes.
     pub fn transaction_copy(&self) -> Self {
         Self { changes: Some(alloc::collections::BTreeSet::new()), ..self.clone() }
@@ -84,6 +103,7 @@ impl Store {
     /// transaction's changes land.
     pub fn install(&mut self, path: &str, node: Option<&Node>) {
         self.generation += 1;
+        self.changed(path);
         match node {
             Some(n) => {
                 let node = Node { generation: self.generation, ..n.clone() };

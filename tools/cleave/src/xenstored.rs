@@ -1,10 +1,11 @@
-//! `cleave xenstored`: XenStore-Logic and the store (the same code the components run) as a
-//! daemon on the host, over Unix sockets, so Xen's own clients (Debian's `xenstore-utils`,
+//! `cleave xenstored`: XenStore-Logic and XenStore-State (the same code the components run)
+//! as a daemon on the host, over Unix sockets, so Xen's own clients (Debian's `xenstore-utils`,
 //! pointed at it with `XENSTORED_PATH`) can be used against it. A connection to the main
 //! socket is domain 0, as with Xen's daemon; each `--domain N=PATH` socket makes its
 //! connections domain N, to try the permission rules from the host.
 
 use cleave_xenstore::logic::Logic;
+use cleave_xenstore::state::{self, State};
 use cleave_xenstore::store::Quota;
 use cleave_xenstore::wire::{self, Framed};
 use std::collections::HashMap;
@@ -18,13 +19,49 @@ use std::sync::{Arc, Mutex};
 /// under this one lock, so messages to a connection never interleave.
 struct Shared {
     logic: Logic,
+    /// What Logic commits before it acknowledges anything, as in the running system.
+    state: State,
     writers: HashMap<u64, UnixStream>,
+}
+
+/// How much one message between Logic and State may hold here (in the system, the ring's
+/// half).
+const STATE_ROOM: usize = 1 << 20;
+
+impl Shared {
+    /// Hands Logic's change to State. If State refuses it (it cannot here: the two are in
+    /// one process and agree), Logic starts again from State and the reply becomes an
+    /// error: nothing State does not hold is ever acknowledged.
+    fn commit(&mut self, reply: Vec<u8>, header: &wire::Header) -> Vec<u8> {
+        let journal = self.logic.take_journal();
+        if journal.is_empty() {
+            return reply;
+        }
+        let state = &mut self.state;
+        match state::commit(journal, STATE_ROOM, |r| Some(state.handle(r.clone(), STATE_ROOM))) {
+            Ok(()) => reply,
+            Err(e) => {
+                eprintln!("cleave xenstored: State refused a change ({e:?}); Logic restarts from State");
+                let state = &mut self.state;
+                if let Ok(snapshot) = state::load(|r| Some(state.handle(r.clone(), STATE_ROOM))) {
+                    self.logic = Logic::restore(Quota::default(), snapshot);
+                }
+                let mut out = vec![0u8; 32];
+                let n = wire::encode_error(&mut out, header, wire::Error::Io).unwrap_or(0);
+                out.truncate(n);
+                out
+            }
+        }
+    }
 }
 
 /// Serves until killed. Errors only for sockets that cannot be made.
 pub fn serve(main: &Path, domains: &[(u32, PathBuf)]) -> Result<(), String> {
-    let shared =
-        Arc::new(Mutex::new(Shared { logic: Logic::new(Quota::default()), writers: HashMap::new() }));
+    let shared = Arc::new(Mutex::new(Shared {
+        logic: Logic::new(Quota::default()),
+        state: State::new(),
+        writers: HashMap::new(),
+    }));
     let next = Arc::new(AtomicU64::new(1));
     let mut listeners = Vec::new();
     for (domid, path) in core::iter::once((0, main.to_path_buf())).chain(domains.iter().cloned()) {
@@ -83,10 +120,12 @@ fn connection(mut stream: UnixStream, id: u64, domid: u32, shared: &Mutex<Shared
                 Framed::Message(header, payload, used) => {
                     let Ok(mut s) = shared.lock() else { break 'read };
                     let reply = s.logic.handle(id, domid, &header, payload);
+                    let events = s.logic.take_events();
+                    let reply = s.commit(reply, &header);
                     if stream.write_all(&reply).is_err() {
                         break 'read;
                     }
-                    for (to, event) in s.logic.take_events() {
+                    for (to, event) in events {
                         // A watcher that cannot take its event is cut off; its own thread
                         // then sees the connection end and cleans up.
                         if let Some(w) = s.writers.get_mut(&to)
@@ -103,6 +142,9 @@ fn connection(mut stream: UnixStream, id: u64, domid: u32, shared: &Mutex<Shared
     }
     if let Ok(mut s) = shared.lock() {
         s.logic.close(id);
+        let journal = s.logic.take_journal();
+        let state = &mut s.state;
+        let _ = state::commit(journal, STATE_ROOM, |r| Some(state.handle(r.clone(), STATE_ROOM)));
         s.writers.remove(&id);
     }
 }
