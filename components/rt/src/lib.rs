@@ -17,6 +17,7 @@ pub mod boot;
 pub mod cap;
 pub mod console;
 pub mod heap;
+pub mod shm;
 pub mod syscall;
 
 pub use cap::{Cap, SlotRef, kind};

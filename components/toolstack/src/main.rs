@@ -1,17 +1,22 @@
-//! The toolstack, first form: talks to XenStore in Xen's wire protocol (writes, reads, a
-//! listing, a watch, a transaction, a removal) over its channel and shared pages, asks the
-//! VGA driver about the display adapter, checks that it holds nothing else, and
-//! ends the run (it is the last thing `cargo xtask run` does).
+//! The toolstack, first form: talks to XenStore in Xen's wire protocol over its own
+//! connection (writes, reads, a listing, a watch, a transaction, a removal), gives the VGA
+//! driver (domain 1) a XenStore home and watches the driver publish the display adapter
+//! there through the driver's own connection, checks that it holds nothing else, and then
+//! waits for the host: `cargo xtask` lists the running system's tree through the XenStore
+//! bridge and, when it is done, writes `/tool/host-done`, which ends the run.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use cleave_abi::MessageInfo;
 use cleave_rt::cap::kind::Endpoint;
+use cleave_rt::shm::Shared;
 use cleave_rt::{Cap, println};
-use cleave_xenstore::wire::{self, MsgType};
+use cleave_xenstore::connection::{Answer, Client};
+use cleave_xenstore::wire::MsgType;
 
 mod caps {
     include!(concat!(env!("OUT_DIR"), "/caps.rs"));
@@ -23,42 +28,28 @@ cleave_rt::heap!(64 * 1024);
 const PAGE: usize = 4096;
 const _: () = assert!(caps::RING_XS_REQUEST_SIZE >= 2 * PAGE);
 
-/// One XenStore request over the shared pages (see xenstore-state): returns the reply's
-/// type and payload, and how many bytes of watch events followed it.
-fn xs(store: Cap<Endpoint>, ty: MsgType, tx: u32, parts: &[&[u8]]) -> Option<(u32, Vec<u8>, usize)> {
-    let mut message = alloc::vec![0u8; wire::HEADER_LEN + wire::PAYLOAD_MAX];
-    let n = wire::encode(&mut message, ty, 1, tx, parts)?;
-    for (i, b) in message[..n].iter().enumerate() {
-        // SAFETY: the loader mapped this component's ring read-write at RING_XS_REQUEST, at
-        // least two pages (checked above); a message is at most 16 + 4096 bytes, n <= PAGE here as
-        // the payloads below are short. Volatile: the other side reads it.
-        unsafe { ((caps::RING_XS_REQUEST + i) as *mut u8).write_volatile(*b) }
-    }
-    let m = store.call(MessageInfo::new(1, 0, 0, 1), [n as u64, 0, 0, 0]).ok()?;
-    if m.info.label() != 0 || m.words[0] as usize + m.words[1] as usize > PAGE {
-        return None;
-    }
-    let reply: Vec<u8> = (0..m.words[0] as usize)
-        // SAFETY: as above; the reply page is the second page and the lengths were checked
-        // to fit it.
-        .map(|i| unsafe { ((caps::RING_XS_REQUEST + PAGE + i) as *const u8).read_volatile() })
-        .collect();
-    let header = wire::Header::from_bytes(&reply)?;
-    Some((header.msg_type, reply[wire::HEADER_LEN..].to_vec(), m.words[1] as usize))
+/// The (path, token) pairs of an answer's watch events.
+fn events_of(answer: &Answer<'_>) -> Vec<(String, String)> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    answer.watch_events().map(|(p, t)| (text(p), text(t))).collect()
 }
 
 /// Talks to XenStore the way Xen's toolstack does; returns how many of its requests got
 /// the answer Xen's xenstored gives, of how many, and how many watch events arrived.
-fn xenstore_session(store: Cap<Endpoint>) -> (usize, usize, usize) {
+fn xenstore_session<F>(xs: &mut Client<F>) -> (usize, usize, usize)
+where
+    F: FnMut(u64, &[u8], &mut [u8]) -> Option<(usize, usize)>,
+{
     let (mut right, mut events) = (0, 0);
-    let mut check = |ty: MsgType, tx: u32, parts: &[&[u8]], want_type: MsgType, want: &[u8]| match xs(
-        store, ty, tx, parts,
-    ) {
-        Some((t, body, e)) if t == want_type as u32 && body == want => {
+    let mut check = |ty: MsgType, tx: u32, parts: &[&[u8]], want_type: MsgType, want: &[u8]| match xs
+        .request(ty, tx, parts)
+    {
+        Some(a) if a.is(want_type) && a.body == want => {
             right += 1;
-            events += e;
+            events += a.watch_events().count();
         }
-        other => println!("toolstack: xenstore {ty:?}: unexpected {other:?}"),
+        Some(a) => println!("toolstack: xenstore {ty:?}: unexpected {:?} {:?}", a.header, String::from_utf8_lossy(a.body)),
+        None => println!("toolstack: xenstore {ty:?}: no answer"),
     };
     check(MsgType::Write, 0, &[b"/vm/alice/name\0", b"alice"], MsgType::Write, b"OK\0");
     check(MsgType::Write, 0, &[b"/vm/alice/memory\0", b"1024"], MsgType::Write, b"OK\0");
@@ -72,14 +63,85 @@ fn xenstore_session(store: Cap<Endpoint>) -> (usize, usize, usize) {
     check(MsgType::TransactionEnd, 1, &[b"T\0"], MsgType::TransactionEnd, b"OK\0");
     check(MsgType::Rm, 0, &[b"/vm/bob\0"], MsgType::Rm, b"OK\0");
     check(MsgType::Read, 0, &[b"/vm/bob/name\0"], MsgType::Error, b"ENOENT\0");
-    let event_len = wire::HEADER_LEN + b"/vm/alice\0tok\0".len();
-    (right, 11, events / event_len.max(1))
+    (right, 11, events)
+}
+
+/// Gives domain 1 (the VGA driver) its home, watches it, asks the driver to publish the
+/// display there, and reads it back; true if all went as Xen would have it.
+fn driver_publishes<F>(xs: &mut Client<F>, vga: Cap<Endpoint>) -> bool
+where
+    F: FnMut(u64, &[u8], &mut [u8]) -> Option<(usize, usize)>,
+{
+    let ok = |a: Option<Answer<'_>>, ty: MsgType| a.is_some_and(|a| a.is(ty));
+    if !ok(xs.request(MsgType::Mkdir, 0, &[b"/local/domain/1\0"]), MsgType::Mkdir)
+        || !ok(xs.request(MsgType::SetPerms, 0, &[b"/local/domain/1\0", b"n1\0"]), MsgType::SetPerms)
+    {
+        println!("toolstack: cannot make domain 1's home");
+        return false;
+    }
+    let mut events = match xs.request(MsgType::Watch, 0, &[b"/local/domain/1/display\0", b"display\0"]) {
+        Some(a) if a.is(MsgType::Watch) => events_of(&a),
+        _ => return false,
+    };
+    let (written, refused) = match vga.call(MessageInfo::new(2, 0, 0, 0), [0; 4]) {
+        Ok(m) if m.info.label() == 0 => (m.words[0], m.words[1] == 1),
+        other => {
+            println!("toolstack: vga publish: unexpected {other:?}");
+            return false;
+        }
+    };
+    // The driver's writes fired this watch on another connection; the events wait here.
+    events.extend(xs.events().map(|a| events_of(&a)).unwrap_or_default());
+    let id = xs.request(MsgType::Read, 0, &[b"/local/domain/1/display/vbe-id\0"]).map(|a| String::from_utf8_lossy(a.body).into_owned());
+    println!(
+        "toolstack: xenstore: vga (domain 1) wrote {written} nodes through its own connection; vbe-id {}; {} watch events here; its read of /vm/alice/name: {}",
+        id.as_deref().unwrap_or("?"),
+        events.len(),
+        if refused { "EACCES" } else { "allowed!" }
+    );
+    let fired = events.iter().filter(|(p, t)| p.starts_with("/local/domain/1/display") && t == "display").count();
+    written == 2 && refused && fired == 3 && id.is_some_and(|v| v.starts_with("0xb0c"))
+}
+
+/// Waits until the host writes `/tool/host-done` through the XenStore bridge; returns
+/// its value, or "no bridge" at once if the bridge found no serial port to the host
+/// (`/tool/xenstore/bridge` is "none": Bochs runs). There is no timer to sleep on: the toolstack, the lowest priority that
+/// runs, collects its watch events over and over (higher priorities, the bridge among
+/// them, preempt it as soon as they have work).
+fn wait_for_host<F>(xs: &mut Client<F>) -> Option<String>
+where
+    F: FnMut(u64, &[u8], &mut [u8]) -> Option<(usize, usize)>,
+{
+    let bridge = xs.request(MsgType::Read, 0, &[b"/tool/xenstore/bridge\0"])?;
+    if bridge.body != b"COM2" {
+        println!("toolstack: XenStore is not open to the host ({:?}): not waiting", String::from_utf8_lossy(bridge.body));
+        return Some("no bridge".into());
+    }
+    xs.request(MsgType::Watch, 0, &[b"/tool/host-done\0", b"host\0"])?;
+    println!("toolstack: waiting for the host to write /tool/host-done through the XenStore bridge");
+    loop {
+        let fired = xs.events().is_some_and(|a| a.watch_events().any(|(p, _)| p == b"/tool/host-done"));
+        if fired {
+            match xs.request(MsgType::Read, 0, &[b"/tool/host-done\0"]) {
+                Some(a) if a.is(MsgType::Read) => return Some(String::from_utf8_lossy(a.body).into_owned()),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    }
 }
 
 fn main() -> i32 {
     cleave_rt::cap::report_authority("toolstack", caps::CAPS, caps::REGIONS);
-    let store: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
-    let (right, asked, events) = xenstore_session(store);
+    let logic: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
+    // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
+    // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
+    let ring = unsafe { Shared::new(caps::RING_XS_REQUEST, caps::RING_XS_REQUEST_SIZE) };
+    let mut xs = Client::new(|label, message: &[u8], out: &mut [u8]| match ring.call(logic, label, message, out) {
+        Ok((m, reply, events)) if m.info.label() == 0 => Some((reply, events)),
+        _ => None,
+    });
+    let (right, asked, events) = xenstore_session(&mut xs);
     println!("toolstack: xenstore: {right} of {asked} requests answered as Xen's xenstored answers them");
     println!("toolstack: xenstore: {events} watch events (on registering, on the transaction's commit)");
     let good = right == asked && events == 2;
@@ -99,9 +161,12 @@ fn main() -> i32 {
             false
         }
     };
+    let published = driver_publishes(&mut xs, vga);
     // Every other slot of its CNode is empty: probing them must fail.
     let alone = cleave_rt::cap::report_ungiven("toolstack", caps::CAPS);
-    if good && display && alone {
+    let host = wait_for_host(&mut xs);
+    println!("toolstack: the host is done: /tool/host-done = {host:?}");
+    if good && display && published && alone && host.is_some() {
         println!("TEST PASS");
         0
     } else {

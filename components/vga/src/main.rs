@@ -1,21 +1,32 @@
 //! The VGA driver, first form: it alone maps the display adapter's MMIO registers (QEMU's
 //! standard VGA, PCI BAR 2: EDID at offset 0, the Bochs display interface at 0x500) and
-//! answers questions about the adapter over the `vga-query` endpoint.
+//! answers questions about the adapter over the `vga-query` endpoint. It is also a
+//! XenStore client with its own connection (domain 1, by its badge on `xs-request`), where
+//! it publishes what it found, as a Xen backend publishes its device.
 //!
 //! Protocol: label 1 IDENTIFY → reply (VBE interface id, 1 if the EDID block's header is
-//! valid); anything else → reply with label 1 (unknown request).
+//! valid); label 2 PUBLISH → writes `display/vbe-id` and `display/edid` under its XenStore
+//! home (`/local/domain/1`) and tries to read the toolstack's `/vm/alice/name`, which it
+//! must not see; replies (nodes written, 1 if that read was refused with `EACCES`);
+//! anything else → reply with label 1 (unknown request).
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 use cleave_abi::MessageInfo;
 use cleave_rt::cap::kind::Endpoint;
+use cleave_rt::shm::Shared;
 use cleave_rt::{Cap, println};
+use cleave_xenstore::connection::Client;
+use cleave_xenstore::wire::MsgType;
 
 mod caps {
     include!(concat!(env!("OUT_DIR"), "/caps.rs"));
 }
 
 cleave_rt::entry!(main);
+cleave_rt::heap!(32 * 1024);
 
 /// The Bochs display interface registers (16 bits each), from the start of the MMIO range.
 const DISPI: usize = 0x500;
@@ -41,6 +52,32 @@ fn edid_ok() -> bool {
     })
 }
 
+/// Publishes the adapter in XenStore through this component's own connection; returns how
+/// many nodes it wrote and whether reading another domain's node was refused.
+fn publish() -> (u64, bool) {
+    let logic: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
+    // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
+    // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
+    let ring = unsafe { Shared::new(caps::RING_XS_REQUEST, caps::RING_XS_REQUEST_SIZE) };
+    let mut xs = Client::new(|label, message: &[u8], out: &mut [u8]| match ring.call(logic, label, message, out) {
+        Ok((m, reply, events)) if m.info.label() == 0 => Some((reply, events)),
+        _ => None,
+    });
+    let id = alloc::format!("{:#x}", vbe_id());
+    let edid: &[u8] = if edid_ok() { b"valid" } else { b"invalid" };
+    let mut written = 0;
+    // Relative paths: under this domain's home.
+    for (path, value) in [(&b"display/vbe-id\0"[..], id.as_bytes()), (b"display/edid\0", edid)] {
+        match xs.request(MsgType::Write, 0, &[path, value]) {
+            Some(a) if a.is(MsgType::Write) => written += 1,
+            Some(a) => println!("vga: xenstore write refused: {}", core::str::from_utf8(a.body).unwrap_or("?")),
+            None => println!("vga: xenstore did not answer"),
+        }
+    }
+    let refused = xs.request(MsgType::Read, 0, &[b"/vm/alice/name\0"]).is_some_and(|a| a.body == b"EACCES\0");
+    (written, refused)
+}
+
 fn main() -> i32 {
     cleave_rt::cap::report_authority("vga", caps::CAPS, caps::REGIONS);
     // Holding anything the description does not give is a broken build: stop (the
@@ -60,6 +97,10 @@ fn main() -> i32 {
         };
         let (label, words, length) = match label {
             1 => (0, [u64::from(vbe_id()), u64::from(edid_ok()), 0, 0], 2),
+            2 => {
+                let (written, refused) = publish();
+                (0, [written, u64::from(refused), 0, 0], 2)
+            }
             _ => (1, [0; 4], 0),
         };
         request = endpoint.reply_recv(MessageInfo::new(label, 0, 0, length), words);

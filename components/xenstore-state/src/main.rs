@@ -1,16 +1,13 @@
-//! XenStore in the running system, second form: Xen's wire protocol, its tree, permissions,
-//! transactions and watches (the `cleave-xenstore` code the host daemon also runs), served
-//! to the components `system.toml` connects over the `xs-request` endpoint. The split into
-//! Logic and State comes next (issue 6); today this one component holds both.
+//! XenStore-State: holds XenStore's committed tree, its registered watches and the watch
+//! events not yet delivered (`cleave_xenstore::state`), for XenStore-Logic, its only
+//! client, over the `xs-state` channel. It parses no client message and checks no
+//! permission: that is Logic's work. Logic can be restarted at any time; a new Logic
+//! reads everything back from here.
 //!
-//! Transport: each client has its own two-page ring on the channel (`ring = "8K"` in
-//! system.toml; `caps::RINGS_XS_REQUEST` lists them by badge). The client writes one
-//! `xsd_sockmsg` (header and payload) at the start of page 0 and calls the endpoint with
-//! label 1 and the message length in word 0; this component writes the reply, then any
-//! watch events for that client, at the start of page 1 of that client's ring, and answers with
-//! label 0, the reply length in word 0 and the events' total length in word 1. A client's
-//! domain id is its capability's badge minus one (badge 0 means none). Anything else gets
-//! label 1 and no reply.
+//! Transport: the channel's ring (`ring = "64K"`); Logic writes a postcard-encoded
+//! `state::Request` at its start and calls with label 1 and the length in word 0; this
+//! component writes the `state::Reply` at the start of the second half and answers label 0
+//! with its length in word 0. Any other message gets label 1 and no reply.
 #![no_std]
 #![no_main]
 
@@ -18,51 +15,24 @@ extern crate alloc;
 
 use cleave_abi::MessageInfo;
 use cleave_rt::cap::kind::Endpoint;
+use cleave_rt::shm::Shared;
 use cleave_rt::{Cap, println};
-use cleave_xenstore::logic::Logic;
-use cleave_xenstore::store::Quota;
-use cleave_xenstore::wire::{self, Framed};
+use cleave_xenstore::state::State;
 
 mod caps {
     include!(concat!(env!("OUT_DIR"), "/caps.rs"));
 }
 
 cleave_rt::entry!(main);
-cleave_rt::heap!(256 * 1024);
+cleave_rt::heap!(512 * 1024);
 
-const PAGE: usize = 4096;
-
-/// The ring of the client with `badge`: its address, if it has one of at least two pages.
-fn ring(badge: u64) -> Option<usize> {
-    caps::RINGS_XS_REQUEST.iter().find(|&&(b, _, size)| b == badge && size >= 2 * PAGE).map(|&(_, a, _)| a)
-}
-
-/// Copies the request out of the client's request page (the client could change it while
-/// it is read): `length` bytes, at most one page.
-fn request(ring: usize, length: usize) -> Option<alloc::vec::Vec<u8>> {
-    if length > PAGE {
-        return None;
-    }
-    let mut copy = alloc::vec![0u8; length];
-    for (i, b) in copy.iter_mut().enumerate() {
-        // SAFETY: `ring` comes from RINGS_XS_REQUEST: the loader mapped that client's ring
-        // read-write there, at least two pages (checked in `ring`); i < length <= PAGE.
-        *b = unsafe { ((ring + i) as *const u8).read_volatile() };
-    }
-    Some(copy)
-}
-
-/// Writes `bytes` into the client's reply page at `offset`; false if they do not fit.
-fn reply_at(ring: usize, offset: usize, bytes: &[u8]) -> bool {
-    if offset + bytes.len() > PAGE {
-        return false;
-    }
-    for (i, b) in bytes.iter().enumerate() {
-        // SAFETY: as in `request`; the reply page is the ring's second page and
-        // offset + i < PAGE.
-        unsafe { ((ring + PAGE + offset + i) as *mut u8).write_volatile(*b) }
-    }
-    true
+/// Logic's ring (there is one client).
+fn ring(badge: u64) -> Option<Shared> {
+    caps::RINGS_XS_STATE.iter().find(|&&(b, _, _)| b == badge).map(|&(_, address, size)| {
+        // SAFETY: RINGS_XS_STATE lists the rings the loader mapped read-write into this
+        // component at these addresses and sizes; only `Shared` copies touch them.
+        unsafe { Shared::new(address, size) }
+    })
 }
 
 fn main() -> i32 {
@@ -72,8 +42,10 @@ fn main() -> i32 {
     if !cleave_rt::cap::report_ungiven("xenstore-state", caps::CAPS) {
         return 1;
     }
-    let mut logic = Logic::new(Quota::default());
-    let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
+    let mut state = State::new();
+    let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_STATE);
+    let mut request = alloc::vec![0u8; 0];
+    let mut reply = alloc::vec![0u8; 0];
     let mut incoming = endpoint.recv();
     loop {
         let m = match incoming {
@@ -83,36 +55,20 @@ fn main() -> i32 {
                 return 1;
             }
         };
-        // Badge 0 means no badge, so a client's domain id is its badge minus one: the
-        // toolstack's badge 1 makes it domain 0, the privileged one.
-        let domid = m.badge.saturating_sub(1) as u32;
-        let ring = ring(m.badge);
-        let bytes = ring.and_then(|r| request(r, m.words[0] as usize));
-        let answer = match (m.info.label(), ring, bytes) {
-            (1, Some(ring), Some(bytes)) => match wire::frame(&bytes) {
-                Framed::Message(header, payload, used) if used == bytes.len() => {
-                    let reply = logic.handle(u64::from(domid), domid, &header, payload);
-                    let mut events = 0;
-                    if reply_at(ring, 0, &reply) {
-                        for (connection, event) in logic.take_events() {
-                            // One connection per domain here; events that do not fit
-                            // this reply page are dropped (the client re-reads state).
-                            if connection == u64::from(domid) && reply_at(ring, reply.len() + events, &event)
-                            {
-                                events += event.len();
-                            }
-                        }
-                        Some([reply.len() as u64, events as u64, 0, 0])
-                    } else {
-                        None
-                    }
-                }
-                _ => None,
-            },
-            _ => None,
-        };
+        let answer = ring(m.badge).and_then(|ring| {
+            let half = ring.len() / 2;
+            let length = m.words[0] as usize;
+            if m.info.label() != 1 || length > half {
+                return None;
+            }
+            request.resize(length, 0);
+            reply.resize(half, 0);
+            ring.read(0, &mut request).then_some(())?;
+            let n = state.serve(&request, &mut reply);
+            ring.write(half, &reply[..n]).then_some([n as u64, 0, 0, 0])
+        });
         incoming = match answer {
-            Some(words) => endpoint.reply_recv(MessageInfo::new(0, 0, 0, 2), words),
+            Some(words) => endpoint.reply_recv(MessageInfo::new(0, 0, 0, 1), words),
             None => endpoint.reply_recv(MessageInfo::new(1, 0, 0, 0), [0; 4]),
         };
     }

@@ -10,6 +10,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod connection;
 #[cfg(feature = "alloc")]
 pub mod logic;
 pub mod path;

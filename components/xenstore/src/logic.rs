@@ -136,28 +136,41 @@ impl Logic {
     /// Every queued watch event, each for its connection, in order.
     pub fn take_events(&mut self) -> Vec<(u64, Vec<u8>)> {
         let events = core::mem::take(&mut self.events);
-        let mut delivered: Vec<u64> = events.iter().map(|(c, _)| *c).collect();
-        delivered.sort_unstable();
-        delivered.dedup();
-        self.journal.updates.extend(delivered.into_iter().map(Update::Delivered));
+        let mut delivered: BTreeMap<u64, u32> = BTreeMap::new();
+        for (c, _) in &events {
+            *delivered.entry(*c).or_default() += 1;
+        }
+        self.journal.updates.extend(delivered.into_iter().map(|(c, n)| Update::Delivered(c, n)));
         events
     }
 
-    /// The watch events queued for `connection`, in order.
-    pub fn take_events_for(&mut self, connection: u64) -> Vec<Vec<u8>> {
+    /// The watch events queued for `connection`, in order, as many as fit in `room` bytes
+    /// (the rest stay queued).
+    pub fn take_events_for(&mut self, connection: u64, room: usize) -> Vec<Vec<u8>> {
         let mut mine = Vec::new();
+        let mut used = 0;
+        let mut full = false;
         self.events.retain_mut(|(c, e)| {
-            if *c == connection {
-                mine.push(core::mem::take(e));
-                false
-            } else {
-                true
+            if *c != connection || full {
+                return true;
             }
+            if used + e.len() > room {
+                full = true;
+                return true;
+            }
+            used += e.len();
+            mine.push(core::mem::take(e));
+            false
         });
         if !mine.is_empty() {
-            self.journal.updates.push(Update::Delivered(connection));
+            self.journal.updates.push(Update::Delivered(connection, mine.len() as u32));
         }
         mine
+    }
+
+    /// How many watches are registered.
+    pub fn watch_count(&self) -> usize {
+        self.watches.len()
     }
 
     /// How many watch events wait for `connection`.

@@ -52,8 +52,8 @@ pub enum Update {
     Forget(u64),
     /// A `WATCH_EVENT` message (whole) queued for a connection.
     Event(u64, Vec<u8>),
-    /// The connection's queued events were delivered.
-    Delivered(u64),
+    /// The connection's first N queued events were delivered.
+    Delivered(u64, u32),
 }
 
 /// What Logic asks State.
@@ -333,7 +333,17 @@ impl State {
                     self.events.push_back((connection, event));
                 }
             }
-            Update::Delivered(connection) => self.events.retain(|(c, _)| *c != connection),
+            Update::Delivered(connection, count) => {
+                let mut left = count;
+                self.events.retain(|(c, _)| {
+                    if *c == connection && left > 0 {
+                        left -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
         }
     }
 }

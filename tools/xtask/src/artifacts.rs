@@ -19,6 +19,8 @@ pub const TARGET_PACKAGES: &[&str] = &[
     "cleave-rt",
     "hello",
     "xenstore-state",
+    "xenstore-logic",
+    "xenstore-bridge",
     "toolstack",
     "vga",
     "cleave-tests",

@@ -30,6 +30,7 @@ fn boot_run(icount: bool) -> Run {
         gdb: false,
         icount,
         echo: false,
+        host_xenstore: false,
     }
 }
 

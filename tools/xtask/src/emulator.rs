@@ -34,6 +34,44 @@ pub struct Run {
     pub icount: bool,
     /// Echo serial output to stdout as it arrives.
     pub echo: bool,
+    /// QEMU only: connect the second serial port (the XenStore bridge's) to a Unix socket
+    /// and, when the toolstack asks for it, drive Xen's XenStore tools through it
+    /// ([`host_xenstore_session`]); their output joins the log as `[host]` lines.
+    pub host_xenstore: bool,
+}
+
+/// Marks the end of QEMU's output on the line channel (no serial line contains a NUL).
+const END_OF_OUTPUT: &str = "\0end of output";
+
+/// What the toolstack prints when it waits for the host's XenStore session.
+pub const HOST_XENSTORE_CUE: &str = "toolstack: waiting for the host to write /tool/host-done";
+
+/// The host's side of the XenStore bridge: Xen's own tools, pointed at the socket QEMU
+/// connects to the machine's COM2, list the running system's tree, read one node the VGA
+/// driver published, and write `/tool/host-done`, which ends the run. Returns the lines to
+/// log.
+pub fn host_xenstore_session(socket: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let steps: [&[&str]; 3] = [
+        &["xenstore-ls", "-f"],
+        &["xenstore-read", "/local/domain/1/display/vbe-id"],
+        &["xenstore-write", "/tool/host-done", "yes"],
+    ];
+    for step in steps {
+        lines.push(format!("[host] $ XENSTORED_PATH={} {}", socket.display(), step.join(" ")));
+        match Command::new(step[0]).args(&step[1..]).env("XENSTORED_PATH", socket).output() {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                lines.extend(text.lines().map(|l| format!("[host] {l}")));
+                if !out.status.success() {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    lines.push(format!("[host] {} failed ({}): {}", step[0], out.status, err.trim()));
+                }
+            }
+            Err(e) => lines.push(format!("[host] cannot run {} (cargo xtask deps installs it): {e}", step[0])),
+        }
+    }
+    lines
 }
 
 /// How a run went.
@@ -91,6 +129,15 @@ impl Run {
         if self.icount {
             command.args(["-icount", "shift=0"]);
         }
+        // The XenStore bridge's serial port, a Unix socket QEMU listens on (short, in the
+        // temporary directory: socket paths are limited to 108 bytes).
+        let socket = self
+            .host_xenstore
+            .then(|| std::env::temp_dir().join(format!("cleave-xs-{}-{}.sock", std::process::id(), self.name)));
+        if let Some(socket) = &socket {
+            let _ = std::fs::remove_file(socket);
+            command.arg("-serial").arg(format!("unix:{},server=on,wait=off", socket.display()));
+        }
         if self.gdb {
             command.args(["-s", "-S"]);
             println!("QEMU is waiting for GDB on localhost:1234. In another terminal:");
@@ -104,6 +151,7 @@ impl Run {
         let mut child = command.spawn().context("cannot start qemu-system-x86_64")?;
         let stdout = child.stdout.take().context("QEMU stdout")?;
         let (sender, lines) = mpsc::channel();
+        let host_sender = sender.clone();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = Vec::new();
@@ -114,6 +162,8 @@ impl Run {
                 }
                 line.clear();
             }
+            // QEMU's output ended (host-session threads may still hold senders).
+            let _ = sender.send((String::from(END_OF_OUTPUT), start.elapsed()));
         });
         let mut capture = Capture::new(Some(&log), self.echo)?;
         let deadline = self.timeout.map(|t| start + t);
@@ -121,7 +171,18 @@ impl Run {
             let wait =
                 deadline.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
             match lines.recv_timeout(wait.min(Duration::from_millis(200))) {
-                Ok((text, at)) => capture.add(&text, at)?,
+                Ok((text, _)) if text == END_OF_OUTPUT => break wait_exit(&mut child)?,
+                Ok((text, at)) => {
+                    if let Some(socket) = socket.as_ref().filter(|_| text.contains(HOST_XENSTORE_CUE)) {
+                        let (socket, sender) = (socket.clone(), host_sender.clone());
+                        std::thread::spawn(move || {
+                            for line in host_xenstore_session(&socket) {
+                                let _ = sender.send((line + "\n", start.elapsed()));
+                            }
+                        });
+                    }
+                    capture.add(&text, at)?
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break wait_exit(&mut child)?,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -138,6 +199,9 @@ impl Run {
             if !stderr.trim().is_empty() {
                 eprintln!("QEMU said: {}", stderr.trim());
             }
+        }
+        if let Some(socket) = &socket {
+            let _ = std::fs::remove_file(socket);
         }
         Ok(capture.finish(ending, log))
     }
@@ -321,6 +385,7 @@ pub fn run_system(gdb: bool, bochs: bool, cmdline: &str) -> Result<bool> {
         gdb,
         icount: false,
         echo: true,
+        host_xenstore: !bochs,
     };
     let finished = run.execute(&artifacts)?;
     let expect = Expectation { outcome: Outcome::Success, patterns: &[] };

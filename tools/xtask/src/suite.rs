@@ -21,6 +21,8 @@ struct EmulatorTest {
     /// The run must also report the capability digest `cleave` computes for this system
     /// description (a path from the workspace root).
     digest_of: Option<&'static str>,
+    /// Run Xen's XenStore tools against the system through its serial bridge (QEMU).
+    host_xenstore: bool,
 }
 
 const QEMU_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,20 +35,39 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("loader"),
         cmdline: "",
         digest_of: Some("system.toml"),
+        host_xenstore: true,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
                 "loader: specification with",
                 "loader: built",
                 "loader: dropped",
-                "xenstore-state: region xs-request-toolstack at 0x8000000000, 8 KiB, rw",
+                "xenstore-state: region xs-state-xenstore-logic at 0x8000009000, 64 KiB, rw",
                 "xenstore-state: 254 of 254 ungiven slots refused",
+                "xenstore-logic: region xs-request-toolstack at 0x8000000000, 8 KiB, rw",
+                "xenstore-logic: region xs-request-vga at 0x8000003000, 8 KiB, rw",
+                "xenstore-logic: region xs-request-xenstore-bridge at 0x8000006000, 8 KiB, rw",
+                "xenstore-logic: 253 of 253 ungiven slots refused",
+                "xenstore-logic: resumed from XenStore-State: 1 nodes, 0 watches",
+                "xenstore-bridge: cap 4: host-serial_ports (I/O ports 0x2f8-0x2ff)",
+                "xenstore-bridge: 251 of 251 ungiven slots refused",
+                "xenstore-bridge: XenStore open to the host on COM2",
                 "vga: region display.mmio0 at 0x8040000000, 4 KiB, rw device memory at 0xfebf0000",
-                "vga: 254 of 254 ungiven slots refused",
+                "vga: 253 of 253 ungiven slots refused",
                 "toolstack: xenstore: 11 of 11 requests answered as Xen's xenstored answers them",
                 "toolstack: xenstore: 2 watch events (on registering, on the transaction's commit)",
                 "toolstack: display adapter: VBE id 0xb0c5, EDID header valid",
+                "toolstack: xenstore: vga (domain 1) wrote 2 nodes through its own connection; vbe-id 0xb0c5; 3 watch events here; its read of /vm/alice/name: EACCES",
                 "toolstack: 253 of 253 ungiven slots refused",
+                "toolstack: waiting for the host to write /tool/host-done",
+                // Xen's own tools on the host, through the serial bridge.
+                "[host] /local/domain/1/display/vbe-id = \"0xb0c5\"",
+                "[host] /tool/xenstore/bridge = \"COM2\"",
+                "[host] /vm/alice/name = \"alice\"",
+                "[host] /vm/alice/state = \"running\"",
+                "xenstore-read /local/domain/1/display/vbe-id",
+                "[host] 0xb0c5",
+                "toolstack: the host is done: /tool/host-done = Some(\"yes\")",
                 "TEST PASS",
             ],
         },
@@ -57,6 +78,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("boot-test"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -78,6 +100,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("hello"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &["hello: Hello from ring 3! (privilege level 3)", "exited with status 0"],
@@ -89,6 +112,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("cap-test"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -115,6 +139,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("thread-test"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -136,6 +161,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("irq-test"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -153,6 +179,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("vspace-test"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -173,6 +200,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("user-fault"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Idle,
             patterns: &[
@@ -190,6 +218,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("bad-syscall"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Idle,
             patterns: &[
@@ -205,6 +234,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("panic-test"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Idle,
             patterns: &[
@@ -221,6 +251,7 @@ const TESTS: &[EmulatorTest] = &[
         module: None,
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &["kernel: cannot boot: no boot module: the kernel needs a root task"],
@@ -232,6 +263,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("file:system.toml"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &["kernel: cannot start root task 'system.toml': bad ELF image: not an ELF file"],
@@ -243,6 +275,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("boot-test"),
         cmdline: "cleave.selftest=kernel-page-fault",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &[
@@ -261,6 +294,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("boot-test"),
         cmdline: "cleave.selftest=panic",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &[
@@ -276,6 +310,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("boot-test"),
         cmdline: "cleave.selftest=bogus",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &["kernel: cannot boot: unknown cleave.selftest=bogus"],
@@ -287,6 +322,7 @@ const TESTS: &[EmulatorTest] = &[
         module: Some("boot-test"),
         cmdline: "",
         digest_of: None,
+        host_xenstore: false,
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -399,6 +435,7 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
         gdb: false,
         icount: false,
         echo: true,
+        host_xenstore: test.host_xenstore,
     };
     let start = Instant::now();
     let finished = run.execute(artifacts)?;

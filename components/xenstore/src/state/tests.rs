@@ -79,7 +79,7 @@ fn a_restarted_logic_has_every_acknowledged_write_watch_and_event() {
     assert_eq!(before, after, "every node, value, permission and generation");
     assert_eq!(state.len(), after.len());
     // The queued events survived and go out once.
-    let events = logic.take_events_for(1);
+    let events = logic.take_events_for(1, 4096);
     assert_eq!(
         events.iter().map(|e| event_text(e)).collect::<Vec<_>>(),
         ["/local/domain/1\0tok\0", "/local/domain/1/memory\0tok\0"]
@@ -87,7 +87,7 @@ fn a_restarted_logic_has_every_acknowledged_write_watch_and_event() {
     commit(logic.take_journal(), 512, ask_through(&mut state, 512)).unwrap();
     // The watch survived: a new change fires it.
     w(&mut logic, &mut state, 0, MsgType::Write, 0, b"/local/domain/1/vcpus\02");
-    assert_eq!(logic.take_events_for(1).len(), 1);
+    assert_eq!(logic.take_events_for(1, 4096).len(), 1);
     // The old transaction ended with the old Logic: EAGAIN, Xen's "start again".
     assert_eq!(
         w(&mut logic, &mut state, 0, MsgType::Write, 1, b"/vm/x\0y"),
