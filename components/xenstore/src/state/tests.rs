@@ -62,7 +62,7 @@ fn a_restarted_logic_has_every_acknowledged_write_watch_and_event() {
     }
     // Domain 1 watches its home; it has not collected the events yet.
     w(&mut logic, &mut state, 1, MsgType::Watch, 0, b"/local/domain/1\0tok\0");
-    w(&mut logic, &mut state, 0, MsgType::Write, 0, b"/local/domain/1/memory\01024");
+    w(&mut logic, &mut state, 0, MsgType::Write, 0, b"/local/domain/1/memory\x001024");
     assert_eq!(logic.pending_events(1), 2, "the first event and the write's");
     // A transaction open when Logic stops.
     let (_, id) = w(&mut logic, &mut state, 0, MsgType::TransactionStart, 0, b"\0");
@@ -86,7 +86,7 @@ fn a_restarted_logic_has_every_acknowledged_write_watch_and_event() {
     );
     commit(logic.take_journal(), 512, ask_through(&mut state, 512)).unwrap();
     // The watch survived: a new change fires it.
-    w(&mut logic, &mut state, 0, MsgType::Write, 0, b"/local/domain/1/vcpus\02");
+    w(&mut logic, &mut state, 0, MsgType::Write, 0, b"/local/domain/1/vcpus\x002");
     assert_eq!(logic.take_events_for(1, 4096).len(), 1);
     // The old transaction ended with the old Logic: EAGAIN, Xen's "start again".
     assert_eq!(
