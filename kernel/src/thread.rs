@@ -102,19 +102,29 @@ pub fn fault_current(fault: Fault, frame: &TrapFrame) {
 }
 
 /// Chooses the thread to run next and loads it: its registers into `frame`, its address
-/// space into CR3. A thread that cannot run (no address space) is reported and stopped.
+/// space into CR3. (The entry paths that build their frame on the kernel stack:
+/// exceptions and interrupts.)
+pub fn schedule(frame: &mut TrapFrame) {
+    let t = choose_next();
+    *frame = objects::with(|s| t.regs(&s.mem));
+    trap::resume_frame(t);
+}
+
+/// Chooses the thread to run next and loads its address space into CR3; its registers
+/// stay in its TCB. A thread that cannot run (no address space) is reported and stopped.
 /// With nothing runnable the kernel waits for an interrupt if one could wake a thread;
 /// otherwise the run ends.
-pub fn schedule(frame: &mut TrapFrame) {
+pub fn choose_next() -> TcbRef {
     loop {
         let (flush, chosen) = objects::with(|s| {
-            let chosen = s.choose().map(|t| (t, s.mem.cap_at(t.slot(slot::VSPACE)), t.regs(&s.mem)));
+            let chosen =
+                s.choose().map(|t| (t, s.mem.cap_at(t.slot(slot::VSPACE)), t.regs(&s.mem).from_user()));
             (s.take_tlb_flush(), chosen)
         });
         if flush {
             paging::flush_tlb();
         }
-        let Some((t, vspace, regs)) = chosen else {
+        let Some((t, vspace, user)) = chosen else {
             if objects::with(|s| s.interrupts_can_wake()) {
                 interrupt::wait_for_interrupt();
                 continue;
@@ -122,10 +132,9 @@ pub fn schedule(frame: &mut TrapFrame) {
             nothing_to_run()
         };
         match vspace {
-            Cap::VSpace { base, .. } if regs.from_user() => {
+            Cap::VSpace { base, .. } if user => {
                 paging::activate_root(base);
-                *frame = regs;
-                return;
+                return t;
             }
             _ => {
                 kprintln!("kernel: thread '{}' has no address space to run in; stopped", name_of(t));

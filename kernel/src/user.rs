@@ -90,6 +90,7 @@ pub fn start_root_task(
         untyped
     );
     let frame = TrapFrame::user(plan.entry.0, USER_STACK_TOP);
+    crate::arch::trap::resume_frame(TcbRef(tcb));
     objects::with(|s| {
         let t = TcbRef(tcb);
         t.set_regs(&mut s.mem, &frame);

@@ -48,7 +48,11 @@ where
             right += 1;
             events += a.watch_events().count();
         }
-        Some(a) => println!("toolstack: xenstore {ty:?}: unexpected {:?} {:?}", a.header, String::from_utf8_lossy(a.body)),
+        Some(a) => println!(
+            "toolstack: xenstore {ty:?}: unexpected {:?} {:?}",
+            a.header,
+            String::from_utf8_lossy(a.body)
+        ),
         None => println!("toolstack: xenstore {ty:?}: no answer"),
     };
     check(MsgType::Write, 0, &[b"/vm/alice/name\0", b"alice"], MsgType::Write, b"OK\0");
@@ -92,14 +96,17 @@ where
     };
     // The driver's writes fired this watch on another connection; the events wait here.
     events.extend(xs.events().map(|a| events_of(&a)).unwrap_or_default());
-    let id = xs.request(MsgType::Read, 0, &[b"/local/domain/1/display/vbe-id\0"]).map(|a| String::from_utf8_lossy(a.body).into_owned());
+    let id = xs
+        .request(MsgType::Read, 0, &[b"/local/domain/1/display/vbe-id\0"])
+        .map(|a| String::from_utf8_lossy(a.body).into_owned());
     println!(
         "toolstack: xenstore: vga (domain 1) wrote {written} nodes through its own connection; vbe-id {}; {} watch events here; its read of /vm/alice/name: {}",
         id.as_deref().unwrap_or("?"),
         events.len(),
         if refused { "EACCES" } else { "allowed!" }
     );
-    let fired = events.iter().filter(|(p, t)| p.starts_with("/local/domain/1/display") && t == "display").count();
+    let fired =
+        events.iter().filter(|(p, t)| p.starts_with("/local/domain/1/display") && t == "display").count();
     written == 2 && refused && fired == 3 && id.is_some_and(|v| v.starts_with("0xb0c"))
 }
 
@@ -114,7 +121,10 @@ where
 {
     let bridge = xs.request(MsgType::Read, 0, &[b"/tool/xenstore/bridge\0"])?;
     if bridge.body != b"COM2" {
-        println!("toolstack: XenStore is not open to the host ({:?}): not waiting", String::from_utf8_lossy(bridge.body));
+        println!(
+            "toolstack: XenStore is not open to the host ({:?}): not waiting",
+            String::from_utf8_lossy(bridge.body)
+        );
         return Some("no bridge".into());
     }
     xs.request(MsgType::Watch, 0, &[b"/tool/host-done\0", b"host\0"])?;
@@ -137,10 +147,11 @@ fn main() -> i32 {
     // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
     // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
     let ring = unsafe { Shared::new(caps::RING_XS_REQUEST, caps::RING_XS_REQUEST_SIZE) };
-    let mut xs = Client::new(|label, message: &[u8], out: &mut [u8]| match ring.call(logic, label, message, out) {
-        Ok((m, reply, events)) if m.info.label() == 0 => Some((reply, events)),
-        _ => None,
-    });
+    let mut xs =
+        Client::new(|label, message: &[u8], out: &mut [u8]| match ring.call(logic, label, message, out) {
+            Ok((m, reply, events)) if m.info.label() == 0 => Some((reply, events)),
+            _ => None,
+        });
     let (right, asked, events) = xenstore_session(&mut xs);
     println!("toolstack: xenstore: {right} of {asked} requests answered as Xen's xenstored answers them");
     println!("toolstack: xenstore: {events} watch events (on registering, on the transaction's commit)");

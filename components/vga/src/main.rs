@@ -59,10 +59,11 @@ fn publish() -> (u64, bool) {
     // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
     // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
     let ring = unsafe { Shared::new(caps::RING_XS_REQUEST, caps::RING_XS_REQUEST_SIZE) };
-    let mut xs = Client::new(|label, message: &[u8], out: &mut [u8]| match ring.call(logic, label, message, out) {
-        Ok((m, reply, events)) if m.info.label() == 0 => Some((reply, events)),
-        _ => None,
-    });
+    let mut xs =
+        Client::new(|label, message: &[u8], out: &mut [u8]| match ring.call(logic, label, message, out) {
+            Ok((m, reply, events)) if m.info.label() == 0 => Some((reply, events)),
+            _ => None,
+        });
     let id = alloc::format!("{:#x}", vbe_id());
     let edid: &[u8] = if edid_ok() { b"valid" } else { b"invalid" };
     let mut written = 0;
@@ -70,7 +71,9 @@ fn publish() -> (u64, bool) {
     for (path, value) in [(&b"display/vbe-id\0"[..], id.as_bytes()), (b"display/edid\0", edid)] {
         match xs.request(MsgType::Write, 0, &[path, value]) {
             Some(a) if a.is(MsgType::Write) => written += 1,
-            Some(a) => println!("vga: xenstore write refused: {}", core::str::from_utf8(a.body).unwrap_or("?")),
+            Some(a) => {
+                println!("vga: xenstore write refused: {}", core::str::from_utf8(a.body).unwrap_or("?"))
+            }
             None => println!("vga: xenstore did not answer"),
         }
     }

@@ -87,14 +87,14 @@ fn main() -> i32 {
     // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
     // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
     let ring = unsafe { Shared::new(caps::RING_XS_REQUEST, caps::RING_XS_REQUEST_SIZE) };
-    let mut xs = Client::new(|label, message: &[u8], out: &mut [u8]| {
-        match ring.call(logic, label, message, out) {
+    let mut xs =
+        Client::new(|label, message: &[u8], out: &mut [u8]| match ring.call(logic, label, message, out) {
             Ok((m, reply, events)) if m.info.label() == 0 => Some((reply, events)),
             _ => None,
-        }
-    });
+        });
     // Where the bridge is, for the toolstack (and the host): "COM2", or "none".
-    let mut announce = |value: &[u8]| xs.request(MsgType::Write, 0, &[b"/tool/xenstore/bridge\0", value]).is_some();
+    let mut announce =
+        |value: &[u8]| xs.request(MsgType::Write, 0, &[b"/tool/xenstore/bridge\0", value]).is_some();
     if !port.present() {
         println!("xenstore-bridge: no UART at COM2: XenStore is not open to the host");
         announce(b"none");

@@ -110,7 +110,13 @@ impl StateLink {
 
 /// Handles one client message; returns the reply length and the events length written to
 /// its ring, or `None` (label 1, nothing written).
-fn serve(logic: &mut Logic, link: &mut StateLink, badge: u64, label: u64, length: usize) -> Option<(usize, usize)> {
+fn serve(
+    logic: &mut Logic,
+    link: &mut StateLink,
+    badge: u64,
+    label: u64,
+    length: usize,
+) -> Option<(usize, usize)> {
     let domid = domain_of_badge(badge)?;
     let ring = client_ring(badge)?;
     let mut reply = match label {
@@ -142,7 +148,8 @@ fn serve(logic: &mut Logic, link: &mut StateLink, badge: u64, label: u64, length
         events = Vec::new();
     }
     let reply = reply.map(|(r, _)| r).unwrap_or_default();
-    (ring.write(PAGE, &reply) && ring.write(PAGE + reply.len(), &events)).then_some((reply.len(), events.len()))
+    (ring.write(PAGE, &reply) && ring.write(PAGE + reply.len(), &events))
+        .then_some((reply.len(), events.len()))
 }
 
 fn main() -> i32 {
@@ -152,7 +159,11 @@ fn main() -> i32 {
     }
     let mut link = StateLink::new();
     let Some(mut logic) = link.load() else { return 1 };
-    println!("xenstore-logic: resumed from XenStore-State: {} nodes, {} watches", logic.store().len(), logic.watch_count());
+    println!(
+        "xenstore-logic: resumed from XenStore-State: {} nodes, {} watches",
+        logic.store().len(),
+        logic.watch_count()
+    );
     let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
     let mut incoming = endpoint.recv();
     loop {

@@ -68,7 +68,9 @@ pub fn host_xenstore_session(socket: &Path) -> Vec<String> {
                     lines.push(format!("[host] {} failed ({}): {}", step[0], out.status, err.trim()));
                 }
             }
-            Err(e) => lines.push(format!("[host] cannot run {} (cargo xtask deps installs it): {e}", step[0])),
+            Err(e) => {
+                lines.push(format!("[host] cannot run {} (cargo xtask deps installs it): {e}", step[0]))
+            }
         }
     }
     lines
@@ -131,9 +133,9 @@ impl Run {
         }
         // The XenStore bridge's serial port, a Unix socket QEMU listens on (short, in the
         // temporary directory: socket paths are limited to 108 bytes).
-        let socket = self
-            .host_xenstore
-            .then(|| std::env::temp_dir().join(format!("cleave-xs-{}-{}.sock", std::process::id(), self.name)));
+        let socket = self.host_xenstore.then(|| {
+            std::env::temp_dir().join(format!("cleave-xs-{}-{}.sock", std::process::id(), self.name))
+        });
         if let Some(socket) = &socket {
             let _ = std::fs::remove_file(socket);
             command.arg("-serial").arg(format!("unix:{},server=on,wait=off", socket.display()));

@@ -3,12 +3,17 @@
 //! message, no capability, a single-level CSpace, the partner at a priority that runs at
 //! once. Everything else goes through the general path in `syscall.rs`, whose state
 //! transitions this reproduces exactly (a host test runs both and compares).
+//!
+//! The current thread's registers are already in its TCB (the `syscall` entry saves them
+//! there), so the fast path reads the few it needs, writes the message into the next
+//! thread's TCB, and the exit stub restores that thread from its TCB: no register block is
+//! copied.
 
 use super::cap::raw;
 use super::ipc::{IDLE, Queue, RECEIVERS, SENDERS};
 use super::kmem::KernelMemory;
 use super::space::ObjectSpace;
-use super::tcb::{Registers, TcbRef, ThreadState, ipc_flag, slot};
+use super::tcb::{TcbRef, ThreadState, ipc_flag, reg, slot};
 use crate::addr::PhysAddr;
 use cleave_abi::object::SLOT_SIZE_BITS;
 use cleave_abi::syscall::REGISTER_MESSAGE_WORDS;
@@ -39,25 +44,28 @@ impl<M: KernelMemory> ObjectSpace<M> {
         raw::vspace(self.mem.read(t.slot(slot::VSPACE)))
     }
 
-    /// Tries the fast path for the system call in `frame` (the current thread's live
-    /// registers, not yet saved). On success the current thread's registers are saved, the
-    /// next thread's (with its message) are in `frame`, it is current, and its VSpace root
-    /// is returned; on `None` nothing has changed.
-    pub fn fastpath(&mut self, frame: &mut Registers) -> Option<PhysAddr> {
+    /// Tries the fast path for the current thread's system call, whose registers are in
+    /// its TCB. On success the message is in the next thread's TCB, that thread is
+    /// current, and its VSpace root is returned; on `None` nothing has changed.
+    pub fn fastpath(&mut self) -> Option<PhysAddr> {
         let t = self.current()?;
-        let info = MessageInfo(frame.rsi);
+        let info = MessageInfo(t.reg(&self.mem, reg::RSI));
         if info.extra_caps() != 0 || info.length() > REGISTER_MESSAGE_WORDS {
             return None;
         }
-        match Syscall::from_raw(frame.rax)? {
-            Syscall::Call => self.fast_call(t, frame, info),
-            Syscall::ReplyRecv => self.fast_reply_recv(t, frame, info),
-            _ => None,
+        let number = t.reg(&self.mem, reg::RAX);
+        if number == Syscall::Call as u64 {
+            self.fast_call(t, info)
+        } else if number == Syscall::ReplyRecv as u64 {
+            self.fast_reply_recv(t, info)
+        } else {
+            None
         }
     }
 
-    fn fast_call(&mut self, caller: TcbRef, frame: &mut Registers, info: MessageInfo) -> Option<PhysAddr> {
-        let (ep, badge, rights) = self.fast_endpoint(caller, frame.rdi, Rights::WRITE)?;
+    fn fast_call(&mut self, caller: TcbRef, info: MessageInfo) -> Option<PhysAddr> {
+        let cptr = caller.reg(&self.mem, reg::RDI);
+        let (ep, badge, rights) = self.fast_endpoint(caller, cptr, Rights::WRITE)?;
         if self.word(ep) != RECEIVERS {
             return None;
         }
@@ -74,24 +82,18 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if self.word(q_head(ep)) == 0 {
             self.set_word(ep, IDLE);
         }
-        // The caller waits for the reply, its registers saved with status 0.
+        // The caller waits for the reply, with status 0.
         let grant = if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 };
         caller.set_ipc_flags(&mut self.mem, ipc_flag::CALL | grant);
-        frame.rax = 0;
-        caller.set_regs(&mut self.mem, frame);
+        caller.set_reg(&mut self.mem, reg::RAX, 0);
         caller.set_state(&mut self.mem, ThreadState::BlockedOnReply);
         caller.set_blocked_on(&mut self.mem, 0);
         caller.set_replier(&mut self.mem, receiver.link());
         receiver.set_caller(&mut self.mem, caller.link());
-        self.switch_with_message(receiver, frame, badge, info, root)
+        self.switch_with_message(caller, receiver, badge, info, root)
     }
 
-    fn fast_reply_recv(
-        &mut self,
-        server: TcbRef,
-        frame: &mut Registers,
-        info: MessageInfo,
-    ) -> Option<PhysAddr> {
+    fn fast_reply_recv(&mut self, server: TcbRef, info: MessageInfo) -> Option<PhysAddr> {
         let caller = TcbRef::from_link(server.caller(&self.mem))?;
         if caller.state(&self.mem) != ThreadState::BlockedOnReply
             || caller.ipc_flags(&self.mem) & ipc_flag::FAULT != 0
@@ -99,7 +101,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
         {
             return None;
         }
-        let (ep, _, _) = self.fast_endpoint(server, frame.rdi, Rights::READ)?;
+        let cptr = server.reg(&self.mem, reg::RDI);
+        let (ep, _, _) = self.fast_endpoint(server, cptr, Rights::READ)?;
         if self.word(ep) == SENDERS {
             return None;
         }
@@ -112,31 +115,30 @@ impl<M: KernelMemory> ObjectSpace<M> {
         server.set_caller(&mut self.mem, 0);
         caller.set_replier(&mut self.mem, 0);
         // The server waits on the endpoint.
-        server.set_regs(&mut self.mem, frame);
         server.set_state(&mut self.mem, ThreadState::BlockedOnReceive);
         server.set_blocked_on(&mut self.mem, ep.0);
         self.push(Queue::endpoint(ep), server);
         self.set_word(ep, RECEIVERS);
-        self.switch_with_message(caller, frame, 0, info, root)
+        self.switch_with_message(server, caller, 0, info, root)
     }
 
-    /// Makes `next` runnable and current, with the message from `frame` (badge `badge`)
-    /// delivered into its registers, which end up in `frame` only: a running thread's
-    /// registers live in the entry frame and reach its TCB at its next kernel entry.
+    /// Makes `next` runnable and current, with the message `from` sent (badge `badge`)
+    /// delivered into its saved registers, from which the exit stub resumes it.
     fn switch_with_message(
         &mut self,
+        from: TcbRef,
         next: TcbRef,
-        frame: &mut Registers,
         badge: u64,
         info: MessageInfo,
         root: PhysAddr,
     ) -> Option<PhysAddr> {
-        let words = [frame.rdx, frame.r8, frame.r9, frame.r10];
-        *frame = next.regs(&self.mem);
-        frame.rax = 0;
-        frame.rdi = badge;
-        frame.rsi = MessageInfo::new(info.label(), 0, 0, info.length() as u64).0;
-        [frame.rdx, frame.r8, frame.r9, frame.r10] = words;
+        for offset in reg::MESSAGE {
+            let word = from.reg(&self.mem, offset);
+            next.set_reg(&mut self.mem, offset, word);
+        }
+        next.set_reg(&mut self.mem, reg::RAX, 0);
+        next.set_reg(&mut self.mem, reg::RDI, badge);
+        next.set_reg(&mut self.mem, reg::RSI, MessageInfo::new(info.label(), 0, 0, info.length() as u64).0);
         self.make_runnable(next);
         self.set_current(Some(next));
         Some(root)

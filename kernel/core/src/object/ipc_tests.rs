@@ -516,20 +516,17 @@ fn enter(
     words: [u64; 4],
     fast: bool,
 ) -> bool {
+    // The entry stub saves the registers in the thread's TCB.
     let mut frame = t.regs(&w.s.mem);
     frame.rax = call as u64;
     frame.rdi = cptr;
     frame.rsi = info.0;
     [frame.rdx, frame.r8, frame.r9, frame.r10] = words;
+    t.set_regs(&mut w.s.mem, &frame);
     w.s.set_current(Some(t));
-    if fast && w.s.fastpath(&mut frame).is_some() {
-        // The fast path leaves the next thread's registers in the frame; the kernel returns
-        // with them and saves them at the thread's next entry, as here.
-        let next = w.s.current().unwrap();
-        next.set_regs(&mut w.s.mem, &frame);
+    if fast && w.s.fastpath().is_some() {
         return true;
     }
-    t.set_regs(&mut w.s.mem, &frame);
     w.s.syscall(&mut NoPorts);
     w.s.choose();
     false

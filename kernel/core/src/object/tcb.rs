@@ -331,6 +331,10 @@ impl TcbRef {
     pub fn set_state(self, m: &mut impl KernelMemory, state: ThreadState) {
         self.set_state_raw(m, state as u64)
     }
+    /// Where the saved registers are (the `syscall` entry saves into them in place).
+    pub fn regs_addr(self) -> PhysAddr {
+        PhysAddr(self.0.0 + offset_of!(Tcb, regs) as u64)
+    }
     /// The saved registers.
     pub fn regs(self, m: &impl KernelMemory) -> Registers {
         m.read(PhysAddr(self.0.0 + offset_of!(Tcb, regs) as u64))

@@ -5,7 +5,12 @@
  *   r15 r14 r13 r12 r11 r10 r9 r8 rbp rdi rsi rdx rcx rbx rax vector error rip cs rflags rsp ss
  * (lowest address first). Exceptions get rip..ss from the CPU; `syscall` entry builds the
  * same shape by hand, so that a thread's saved state looks the same however it entered;
- * it leaves through sysretq where that is safe and iretq otherwise. */
+ * it leaves through sysretq where that is safe and iretq otherwise.
+ *
+ * `syscall` builds its frame not on the kernel stack but in the current thread's TCB
+ * (SYSCALL_FRAME_TOP, kept by the kernel, is the end of its saved registers), and leaves
+ * by restoring the frame whose address syscall_dispatch returns (the TCB of the thread
+ * that runs next): the IPC fast path copies no register block. */
 
     .set SYSCALL_VECTOR, 0x100
     .set USER_CODE_SELECTOR, 0x23
@@ -101,7 +106,7 @@ exception_common:
     .global syscall_entry
 syscall_entry:
     mov %rsp, syscall_user_rsp(%rip)
-    movabs $__kernel_stack_top, %rsp
+    mov SYSCALL_FRAME_TOP(%rip), %rsp
     push $USER_DATA_SELECTOR
     push syscall_user_rsp(%rip)
     push %r11
@@ -110,8 +115,9 @@ syscall_entry:
     push $0
     push $SYSCALL_VECTOR
     SAVE_GPRS
-    mov %rsp, %rdi
+    movabs $__kernel_stack_top, %rsp
     call syscall_dispatch
+    mov %rax, %rsp
     /* Return with sysretq when the frame's rip is a canonical user address: sysretq with
      * a non-canonical rcx would fault in ring 0 on the user stack. Otherwise, iretq. */
     mov FRAME_RIP(%rsp), %rcx

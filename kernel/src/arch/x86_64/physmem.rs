@@ -17,6 +17,12 @@ fn mapped(addr: PhysAddr, len: u64) -> Option<*mut u8> {
     (end <= PHYSMAP_SIZE).then(|| (PHYSMAP_BASE + addr.0) as *mut u8)
 }
 
+/// The direct-map address of a kernel object at `at` (masked as `DirectMemory` does, so the
+/// result is always mapped).
+pub fn virt(at: PhysAddr) -> u64 {
+    PHYSMAP_BASE + (at.0 & (PHYSMAP_SIZE - 1))
+}
+
 /// Copies physical memory to `buf`.
 pub fn read(addr: PhysAddr, buf: &mut [u8]) -> Result<(), Unreachable> {
     let src = mapped(addr, buf.len() as u64).ok_or(Unreachable)?;

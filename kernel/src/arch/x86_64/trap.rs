@@ -55,10 +55,26 @@ extern "C" fn interrupt_entry(frame: &mut TrapFrame) {
     crate::interrupt::interrupt(frame);
 }
 
-/// Called by the `syscall` stub with the saved frame.
+/// Called by the `syscall` stub once it has saved the caller's registers in its TCB;
+/// returns the saved registers the stub resumes (those of the thread that runs next).
 #[unsafe(no_mangle)]
-extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
-    crate::syscall::dispatch(frame);
+extern "C" fn syscall_dispatch() -> *const TrapFrame {
+    crate::syscall::dispatch()
+}
+
+/// Where the `syscall` stub saves the registers of the thread in user mode: the end of
+/// that thread's saved-register block in its TCB (a direct-map address). Kept by
+/// [`resume_frame`] on every way back to user mode.
+#[unsafe(no_mangle)]
+static SYSCALL_FRAME_TOP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// `t` is about to run in user mode: its next `syscall` saves into its TCB. Returns the
+/// address of its saved registers, for the exit stub.
+pub fn resume_frame(t: cleave_kernel_core::object::tcb::TcbRef) -> *const TrapFrame {
+    let regs = crate::arch::x86_64::physmem::virt(t.regs_addr());
+    SYSCALL_FRAME_TOP
+        .store(regs + core::mem::size_of::<TrapFrame>() as u64, core::sync::atomic::Ordering::Relaxed);
+    regs as *const TrapFrame
 }
 
 unsafe extern "C" {
