@@ -98,8 +98,8 @@ pub fn start_root_task(
         t.set_priority(&mut s.mem, 255);
         t.set_mcp(&mut s.mem, 255);
         t.set_ipc_buffer_vaddr(&mut s.mem, boot_info::ROOT_IPC_BUFFER_ADDRESS);
-        s.make_runnable(t);
         s.set_current(Some(t));
+        s.make_runnable(t);
     });
     space.activate();
     let ticks = cpu::rdtsc().wrapping_sub(boot_tsc);

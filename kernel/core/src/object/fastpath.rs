@@ -33,8 +33,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
         rights.contains(right).then_some((base, badge, rights))
     }
 
-    /// Whether `next` would be the thread `choose` picks once `leaving` (the current thread)
-    /// has blocked: strictly above every other runnable thread.
+    /// Whether `next` would be the thread `choose` picks once the current thread (never in
+    /// a ready queue) has blocked: strictly above every queued thread.
     fn runs_next(&self, next: TcbRef) -> bool {
         self.highest_ready().is_none_or(|p| next.priority(&self.mem) > p as u64)
     }
@@ -71,10 +71,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         let receiver = TcbRef::from_link(self.word(PhysAddr(ep.0 + 8)))?;
         let root = self.vspace_root(receiver)?;
-        // Decide with the caller off the ready queue, as it will be.
-        self.dequeue(caller);
         if !self.runs_next(receiver) {
-            self.enqueue(caller);
             return None;
         }
         let q = Queue::endpoint(ep);
@@ -107,9 +104,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             return None;
         }
         let root = self.vspace_root(caller)?;
-        self.dequeue(server);
         if !self.runs_next(caller) {
-            self.enqueue(server);
             return None;
         }
         server.set_caller(&mut self.mem, 0);
@@ -139,7 +134,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
         next.set_reg(&mut self.mem, reg::RAX, 0);
         next.set_reg(&mut self.mem, reg::RDI, badge);
         next.set_reg(&mut self.mem, reg::RSI, MessageInfo::new(info.label(), 0, 0, info.length() as u64).0);
-        self.make_runnable(next);
+        // It runs at once: current, so in no ready queue.
+        next.set_state(&mut self.mem, ThreadState::Running);
+        next.set_blocked_on(&mut self.mem, 0);
         self.set_current(Some(next));
         Some(root)
     }

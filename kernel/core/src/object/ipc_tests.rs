@@ -56,8 +56,8 @@ fn world() -> World {
     s.copy(slot(VSPACE_SLOT), boss.slot(1)).unwrap();
     boss.set_mcp(&mut s.mem, 255);
     boss.set_priority(&mut s.mem, 100);
-    s.make_runnable(boss);
     s.set_current(Some(boss));
+    s.make_runnable(boss);
     World { s, boss }
 }
 
@@ -70,7 +70,7 @@ impl World {
         r.rsi = info.0;
         [r.rdx, r.r8, r.r9, r.r10] = words;
         t.set_regs(&mut self.s.mem, &r);
-        self.s.set_current(Some(t));
+        self.s.run_now(t);
         let outcome = self.s.syscall(&mut NoPorts);
         self.s.choose();
         outcome
@@ -190,7 +190,7 @@ fn rights_and_bad_capabilities() {
     let mut r = a.regs(&w.s.mem);
     r.rax = 0xdead;
     a.set_regs(&mut w.s.mem, &r);
-    w.s.set_current(Some(a));
+    w.s.run_now(a);
     assert_eq!(w.s.syscall(&mut NoPorts), Outcome::UnknownSyscall(0xdead));
 }
 
@@ -252,7 +252,7 @@ fn destroying_objects_wakes_their_waiters_with_errors() {
     w.s.delete(slot(22)).unwrap();
     assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, Error::InvalidCapability as u64));
     // And a deleted current thread is no longer chosen.
-    w.s.set_current(Some(a));
+    w.s.run_now(a);
     w.s.delete(slot(20)).unwrap();
     assert_eq!(w.s.choose(), Some(w.boss));
 }
@@ -523,7 +523,7 @@ fn enter(
     frame.rsi = info.0;
     [frame.rdx, frame.r8, frame.r9, frame.r10] = words;
     t.set_regs(&mut w.s.mem, &frame);
-    w.s.set_current(Some(t));
+    w.s.run_now(t);
     if fast && w.s.fastpath().is_some() {
         return true;
     }

@@ -1,6 +1,9 @@
 //! Scheduling: 256 fixed priorities, a FIFO ready queue per priority, and a bitmap to find
-//! the highest non-empty one. The running thread stays in its queue; it keeps the
-//! processor until it blocks, yields, or a higher-priority thread becomes runnable.
+//! the highest non-empty one. The running (current) thread is not in a ready queue: a
+//! thread is queued exactly when it is runnable and not current, so handing the processor
+//! from one thread to another in IPC touches no queue. The current thread keeps the
+//! processor until it blocks, yields, or a higher-priority thread becomes runnable; a
+//! preempted thread goes back to the front of its queue (it keeps its turn).
 
 use super::kmem::KernelMemory;
 use super::space::ObjectSpace;
@@ -18,6 +21,24 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Sets the current thread (at boot, and after choosing).
     pub fn set_current(&mut self, tcb: Option<TcbRef>) {
         self.current = tcb.map_or(0, TcbRef::link);
+    }
+
+    /// Puts `t` at the front of its priority's queue.
+    fn enqueue_front(&mut self, t: TcbRef) {
+        if t.queued(&self.mem) != 0 {
+            return;
+        }
+        let p = (t.priority(&self.mem) & 0xff) as usize;
+        let head = self.ready[p][0];
+        t.set_sched_prev(&mut self.mem, 0);
+        t.set_sched_next(&mut self.mem, head);
+        match TcbRef::from_link(head) {
+            Some(first) => first.set_sched_prev(&mut self.mem, t.link()),
+            None => self.ready[p][1] = t.link(),
+        }
+        self.ready[p][0] = t.link();
+        self.ready_bitmap[p / 64] |= 1 << (p % 64);
+        t.set_queued(&mut self.mem, 1);
     }
 
     pub(crate) fn enqueue(&mut self, t: TcbRef) {
@@ -60,11 +81,29 @@ impl<M: KernelMemory> ObjectSpace<M> {
         t.set_queued(&mut self.mem, 0);
     }
 
-    /// Makes `t` runnable (at the back of its priority's queue).
+    /// Test harness: `t` (runnable) becomes the current thread as if the scheduler had
+    /// picked it; the thread it displaces, if runnable, goes to the front of its queue.
+    #[cfg(test)]
+    pub(crate) fn run_now(&mut self, t: TcbRef) {
+        if self.current == t.link() {
+            return;
+        }
+        if let Some(old) = self.current()
+            && old.state(&self.mem) == ThreadState::Running
+        {
+            self.enqueue_front(old);
+        }
+        self.dequeue(t);
+        self.set_current(Some(t));
+    }
+
+    /// Makes `t` runnable (at the back of its priority's queue, unless it is current).
     pub fn make_runnable(&mut self, t: TcbRef) {
         t.set_state(&mut self.mem, ThreadState::Running);
         t.set_blocked_on(&mut self.mem, 0);
-        self.enqueue(t);
+        if t.link() != self.current {
+            self.enqueue(t);
+        }
     }
 
     /// Takes `t` off the ready queues with a non-running `state`.
@@ -89,7 +128,6 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if let Some(t) = self.current()
             && t.state(&self.mem) == ThreadState::Running
         {
-            self.dequeue(t);
             self.enqueue(t);
             self.current = 0;
         }
@@ -130,11 +168,17 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let best = self.highest_ready();
         if let Some(t) = self.current()
             && t.state(&self.mem) == ThreadState::Running
-            && best.is_none_or(|p| t.priority(&self.mem) >= p as u64)
         {
-            return Some(t);
+            if best.is_none_or(|p| t.priority(&self.mem) >= p as u64) {
+                return Some(t);
+            }
+            // Preempted: it keeps its turn at its priority.
+            self.enqueue_front(t);
         }
         let next = best.and_then(|p| TcbRef::from_link(self.ready[p][0]));
+        if let Some(n) = next {
+            self.dequeue(n);
+        }
         self.set_current(next);
         next
     }
