@@ -17,10 +17,9 @@ fn mapped(addr: PhysAddr, len: u64) -> Option<*mut u8> {
     (end <= PHYSMAP_SIZE).then(|| (PHYSMAP_BASE + addr.0) as *mut u8)
 }
 
-/// The direct-map address of a kernel object at `at` (masked as `DirectMemory` does, so the
-/// result is always mapped).
+/// The direct-map address of a kernel object at `at` (as `DirectMemory` computes it).
 pub fn virt(at: PhysAddr) -> u64 {
-    PHYSMAP_BASE + (at.0 & (PHYSMAP_SIZE - 1))
+    PHYSMAP_BASE + at.0
 }
 
 /// Copies physical memory to `buf`.
@@ -110,16 +109,17 @@ impl DirectMemory {
         Self { kernel_pml4 }
     }
 
-    /// The direct-map address of `at`, masked into the direct map: whatever a caller
-    /// passes, the result lies in memory that is always mapped. (Object addresses come
-    /// from capabilities the kernel made, so the mask never changes a correct one; debug
-    /// builds check that.)
+    /// The direct-map address of `at`. Object addresses come from capabilities the kernel
+    /// made, all below [`PHYSMAP_SIZE`] (the boot code only hands out memory the direct
+    /// map covers); debug builds check it. No mask: the plain sum lets field accesses
+    /// compile to one instruction each (base + offset addressing), which the IPC fast path
+    /// depends on.
     fn pointer<T>(at: PhysAddr) -> *mut T {
         debug_assert!(
             mapped(at, core::mem::size_of::<T>() as u64).is_some(),
             "object at {at:?} outside the direct map"
         );
-        (PHYSMAP_BASE + (at.0 & (PHYSMAP_SIZE - 1))) as *mut T
+        (PHYSMAP_BASE + at.0) as *mut T
     }
 }
 
