@@ -12,12 +12,17 @@ use cleave_kernel_core::object::syscall::Outcome;
 
 /// Entry from the `syscall` stub; returns the saved registers of the thread to resume.
 pub fn dispatch() -> *const TrapFrame {
-    if let Some((next, root)) = objects::with(|space| space.fastpath().map(|root| (space.current(), root))) {
+    if let Some((next, root)) = objects::with(|space| space.fastpath()) {
         paging::activate_root(root);
-        if let Some(next) = next {
-            return resume_frame(next);
-        }
+        return resume_frame(next);
     }
+    slow_path()
+}
+
+/// Everything the fast path leaves: the general system call code.
+#[cold]
+#[inline(never)]
+fn slow_path() -> *const TrapFrame {
     match objects::with(|space| space.syscall(&mut Machine)) {
         Outcome::Done => {}
         Outcome::DebugPutChar(byte) => serial::write_byte(byte),

@@ -206,32 +206,39 @@ pub struct Message {
     pub words: [u64; 4],
 }
 
+#[inline]
 fn received(r: syscall::Returned) -> Result<Message, Error> {
     Error::check(r.status).map(|()| Message { badge: r.badge, info: r.info, words: r.words })
 }
 
 impl Cap<kind::Endpoint> {
     /// `Send`: blocks until a receiver takes the message.
+    #[inline]
     pub fn send(self, info: MessageInfo, words: [u64; 4]) -> Result<(), Error> {
         Error::check(syscall::raw(cleave_abi::Syscall::Send, self.cptr, info, words).status)
     }
     /// `NBSend`: delivers only if a receiver is waiting.
+    #[inline]
     pub fn nb_send(self, info: MessageInfo, words: [u64; 4]) -> Result<(), Error> {
         Error::check(syscall::raw(cleave_abi::Syscall::NbSend, self.cptr, info, words).status)
     }
     /// `Call`: sends and waits for the reply.
+    #[inline]
     pub fn call(self, info: MessageInfo, words: [u64; 4]) -> Result<Message, Error> {
         received(syscall::raw(cleave_abi::Syscall::Call, self.cptr, info, words))
     }
     /// `Recv`: waits for a message.
+    #[inline]
     pub fn recv(self) -> Result<Message, Error> {
         received(syscall::raw(cleave_abi::Syscall::Recv, self.cptr, MessageInfo::default(), [0; 4]))
     }
     /// `NBRecv`: takes a waiting message, if any (an empty message otherwise).
+    #[inline]
     pub fn nb_recv(self) -> Result<Message, Error> {
         received(syscall::raw(cleave_abi::Syscall::NbRecv, self.cptr, MessageInfo::default(), [0; 4]))
     }
     /// `ReplyRecv`: replies to the last caller, then waits on this endpoint.
+    #[inline]
     pub fn reply_recv(self, info: MessageInfo, words: [u64; 4]) -> Result<Message, Error> {
         received(syscall::raw(cleave_abi::Syscall::ReplyRecv, self.cptr, info, words))
     }
@@ -239,17 +246,20 @@ impl Cap<kind::Endpoint> {
 
 impl Cap<kind::Notification> {
     /// Signal: ORs this capability's badge into the notification word.
+    #[inline]
     pub fn signal(self) -> Result<(), Error> {
         Error::check(
             syscall::raw(cleave_abi::Syscall::Send, self.cptr, MessageInfo::default(), [0; 4]).status,
         )
     }
     /// Wait: blocks until the word is non-zero, returns and clears it.
+    #[inline]
     pub fn wait(self) -> Result<u64, Error> {
         received(syscall::raw(cleave_abi::Syscall::Recv, self.cptr, MessageInfo::default(), [0; 4]))
             .map(|m| m.badge)
     }
     /// Poll: returns and clears the word (0 if nothing was signalled).
+    #[inline]
     pub fn poll(self) -> Result<u64, Error> {
         received(syscall::raw(cleave_abi::Syscall::NbRecv, self.cptr, MessageInfo::default(), [0; 4]))
             .map(|m| m.badge)

@@ -75,6 +75,7 @@ pub struct Returned {
 
 /// Performs system call `number` with capability address `cptr`, `info` and the first
 /// four message words in registers (the rest must already be in the IPC buffer).
+#[inline]
 pub fn raw(number: Syscall, cptr: u64, info: cleave_abi::MessageInfo, words: [u64; 4]) -> Returned {
     let (status, badge, out_info, w0, w1, w2, w3): (u64, u64, u64, u64, u64, u64, u64);
     // SAFETY: `syscall` with the documented convention (rax number, rdi capability, rsi

@@ -53,6 +53,7 @@ impl Error {
     }
 
     /// `Ok(())` for 0, the error otherwise (unknown values become `IllegalOperation`).
+    #[inline]
     pub fn check(raw: u64) -> Result<(), Self> {
         match raw {
             0 => Ok(()),

@@ -46,8 +46,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// Tries the fast path for the current thread's system call, whose registers are in
     /// its TCB. On success the message is in the next thread's TCB, that thread is
-    /// current, and its VSpace root is returned; on `None` nothing has changed.
-    pub fn fastpath(&mut self) -> Option<PhysAddr> {
+    /// current, and it is returned with its VSpace root; on `None` nothing has changed.
+    pub fn fastpath(&mut self) -> Option<(TcbRef, PhysAddr)> {
         let t = self.current()?;
         let info = MessageInfo(t.reg(&self.mem, reg::RSI));
         if info.extra_caps() != 0 || info.length() > REGISTER_MESSAGE_WORDS {
@@ -63,7 +63,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
-    fn fast_call(&mut self, caller: TcbRef, info: MessageInfo) -> Option<PhysAddr> {
+    fn fast_call(&mut self, caller: TcbRef, info: MessageInfo) -> Option<(TcbRef, PhysAddr)> {
         let cptr = caller.reg(&self.mem, reg::RDI);
         let (ep, badge, rights) = self.fast_endpoint(caller, cptr, Rights::WRITE)?;
         if self.word(ep) != RECEIVERS {
@@ -90,7 +90,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.switch_with_message(caller, receiver, badge, info, root)
     }
 
-    fn fast_reply_recv(&mut self, server: TcbRef, info: MessageInfo) -> Option<PhysAddr> {
+    fn fast_reply_recv(&mut self, server: TcbRef, info: MessageInfo) -> Option<(TcbRef, PhysAddr)> {
         let caller = TcbRef::from_link(server.caller(&self.mem))?;
         if caller.state(&self.mem) != ThreadState::BlockedOnReply
             || caller.ipc_flags(&self.mem) & ipc_flag::FAULT != 0
@@ -126,7 +126,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         badge: u64,
         info: MessageInfo,
         root: PhysAddr,
-    ) -> Option<PhysAddr> {
+    ) -> Option<(TcbRef, PhysAddr)> {
         for offset in reg::MESSAGE {
             let word = from.reg(&self.mem, offset);
             next.set_reg(&mut self.mem, offset, word);
@@ -138,7 +138,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         next.set_state(&mut self.mem, ThreadState::Running);
         next.set_blocked_on(&mut self.mem, 0);
         self.set_current(Some(next));
-        Some(root)
+        Some((next, root))
     }
 }
 

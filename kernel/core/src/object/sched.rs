@@ -38,6 +38,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         self.ready[p][0] = t.link();
         self.ready_bitmap[p / 64] |= 1 << (p % 64);
+        self.ready_summary |= 1 << (p / 64);
         t.set_queued(&mut self.mem, 1);
     }
 
@@ -56,6 +57,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let _ = head;
         self.ready[p][1] = t.link();
         self.ready_bitmap[p / 64] |= 1 << (p % 64);
+        self.ready_summary |= 1 << (p / 64);
         t.set_queued(&mut self.mem, 1);
     }
 
@@ -75,6 +77,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         if self.ready[p][0] == 0 {
             self.ready_bitmap[p / 64] &= !(1 << (p % 64));
+            if self.ready_bitmap[p / 64] == 0 {
+                self.ready_summary &= !(1 << (p / 64));
+            }
         }
         t.set_sched_next(&mut self.mem, 0);
         t.set_sched_prev(&mut self.mem, 0);
@@ -155,11 +160,13 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
+    #[inline]
     pub(crate) fn highest_ready(&self) -> Option<usize> {
-        (0..4).rev().find_map(|w| {
-            let bits = self.ready_bitmap[w];
-            (bits != 0).then(|| w * 64 + 63 - bits.leading_zeros() as usize)
-        })
+        if self.ready_summary == 0 {
+            return None;
+        }
+        let w = (63 - self.ready_summary.leading_zeros()) as usize & 3;
+        Some(w * 64 + 63 - self.ready_bitmap[w].leading_zeros() as usize)
     }
 
     /// Decides who runs next: the current thread if it is still runnable and no

@@ -58,6 +58,9 @@ pub struct ObjectSpace<M> {
     pub(crate) ready: [[u64; 2]; 256],
     /// Which ready queues are non-empty (bit per priority).
     pub(crate) ready_bitmap: [u64; 4],
+    /// Bit `w` set when `ready_bitmap[w]` is not zero (the second level, so the highest
+    /// ready priority takes two bit scans).
+    pub(crate) ready_summary: u64,
     /// The thread that entered the kernel (or runs next), as a TCB link.
     pub(crate) current: u64,
     /// Legacy interrupt lines: issued to an IrqHandler, and where they are delivered.
@@ -143,6 +146,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             io_ports: [0; 1024],
             ready: [[0; 2]; 256],
             ready_bitmap: [0; 4],
+            ready_summary: 0,
             current: 0,
             irq_lines: [IrqLine { reserved: false, issued: false, notification: None }; IRQ_LINES],
             asids: [super::vspace::AsidEntry { pml4: 0, generation: 0 }; super::vspace::MAX_ASIDS],

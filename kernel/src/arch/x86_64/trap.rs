@@ -70,6 +70,7 @@ static SYSCALL_FRAME_TOP: core::sync::atomic::AtomicU64 = core::sync::atomic::At
 
 /// `t` is about to run in user mode: its next `syscall` saves into its TCB. Returns the
 /// address of its saved registers, for the exit stub.
+#[inline]
 pub fn resume_frame(t: cleave_kernel_core::object::tcb::TcbRef) -> *const TrapFrame {
     let regs = crate::arch::x86_64::physmem::virt(t.regs_addr());
     SYSCALL_FRAME_TOP
