@@ -81,6 +81,11 @@ pub mod raw {
         (w[0] & 0xff == tag::ENDPOINT).then(|| (PhysAddr(w[1]), w[2], Rights(((w[0] >> 8) & 0xf) as u8)))
     }
 
+    /// A notification capability's base, badge and rights.
+    pub fn notification(w: [u64; 3]) -> Option<(PhysAddr, u64, Rights)> {
+        (w[0] & 0xff == tag::NOTIFICATION).then(|| (PhysAddr(w[1]), w[2], Rights(((w[0] >> 8) & 0xf) as u8)))
+    }
+
     /// A VSpace capability's PML4.
     pub fn vspace(w: [u64; 3]) -> Option<PhysAddr> {
         (w[0] & 0xff == tag::VSPACE).then_some(PhysAddr(w[1]))

@@ -1,5 +1,6 @@
-//! The IPC fast path: `Call` to an endpoint where a receiver waits, and `ReplyRecv` that
-//! answers a waiting caller and then blocks, in the common case only — register-sized
+//! The IPC fast path: `Call` to an endpoint where a receiver waits, `ReplyRecv` that
+//! answers a waiting caller and then blocks, and a signal (`Send` on a notification) that
+//! wakes a waiting thread of higher priority, in the common case only — register-sized
 //! message, no capability, a single-level CSpace, the partner at a priority that runs at
 //! once. Everything else goes through the general path in `syscall.rs`, whose state
 //! transitions this reproduces exactly (a host test runs both and compares).
@@ -10,7 +11,7 @@
 //! copied.
 
 use super::cap::raw;
-use super::ipc::{IDLE, Queue, RECEIVERS, SENDERS};
+use super::ipc::{IDLE, NTFN_HEAD, Queue, RECEIVERS, SENDERS};
 use super::kmem::KernelMemory;
 use super::space::ObjectSpace;
 use super::tcb::{TcbRef, ThreadState, ipc_flag, reg, slot};
@@ -20,16 +21,20 @@ use cleave_abi::syscall::REGISTER_MESSAGE_WORDS;
 use cleave_abi::{MessageInfo, Rights, Syscall};
 
 impl<M: KernelMemory> ObjectSpace<M> {
-    /// The endpoint (base address and badge) at `cptr` in `t`'s CSpace, if the CSpace is
-    /// one CNode whose guard and radix consume the whole address, and the capability is an
-    /// endpoint with `right`.
-    fn fast_endpoint(&self, t: TcbRef, cptr: u64, right: Rights) -> Option<(PhysAddr, u64, Rights)> {
+    /// The slot `cptr` names in `t`'s CSpace, if the CSpace is one CNode whose guard and
+    /// radix consume the whole address.
+    fn fast_slot(&self, t: TcbRef, cptr: u64) -> Option<PhysAddr> {
         let (base, radix, guard, guard_bits) = raw::cnode(self.mem.read(t.slot(slot::CSPACE)))?;
         if radix + guard_bits != 64 || radix == 0 || cptr >> radix != guard {
             return None;
         }
-        let at = PhysAddr(base.0 + ((cptr & ((1 << radix) - 1)) << SLOT_SIZE_BITS));
-        let (base, badge, rights) = raw::endpoint(self.mem.read(at))?;
+        Some(PhysAddr(base.0 + ((cptr & ((1 << radix) - 1)) << SLOT_SIZE_BITS)))
+    }
+
+    /// The endpoint (base address and badge) at `cptr` in `t`'s CSpace, if `fast_slot`
+    /// finds it and the capability is an endpoint with `right`.
+    fn fast_endpoint(&self, t: TcbRef, cptr: u64, right: Rights) -> Option<(PhysAddr, u64, Rights)> {
+        let (base, badge, rights) = raw::endpoint(self.mem.read(self.fast_slot(t, cptr)?))?;
         rights.contains(right).then_some((base, badge, rights))
     }
 
@@ -58,6 +63,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
             self.fast_call(t, info)
         } else if number == Syscall::ReplyRecv as u64 {
             self.fast_reply_recv(t, info)
+        } else if number == Syscall::Send as u64 {
+            self.fast_signal(t)
         } else {
             None
         }
@@ -115,6 +122,31 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.push(Queue::endpoint(ep), server);
         self.set_word(ep, RECEIVERS);
         self.switch_with_message(server, caller, 0, info, root)
+    }
+
+    /// A signal that wakes the first waiter of a notification, when that waiter preempts
+    /// the signaller (a higher priority than it and than every queued thread): the
+    /// signaller goes to the front of its queue, as `choose` would put it.
+    fn fast_signal(&mut self, t: TcbRef) -> Option<(TcbRef, PhysAddr)> {
+        let cptr = t.reg(&self.mem, reg::RDI);
+        let (base, badge, rights) = raw::notification(self.mem.read(self.fast_slot(t, cptr)?))?;
+        if !rights.contains(Rights::WRITE) {
+            return None;
+        }
+        let waiter = TcbRef::from_link(self.word(PhysAddr(base.0 + NTFN_HEAD)))?;
+        let priority = waiter.priority(&self.mem);
+        if priority <= t.priority(&self.mem) || !self.runs_next(waiter) {
+            return None;
+        }
+        let root = self.vspace_root(waiter)?;
+        self.pop(Queue::notification(base));
+        self.signal_to(waiter, badge);
+        t.set_reg(&mut self.mem, reg::RAX, 0);
+        waiter.set_state(&mut self.mem, ThreadState::Running);
+        waiter.set_blocked_on(&mut self.mem, 0);
+        self.preempt_current();
+        self.set_current(Some(waiter));
+        Some((waiter, root))
     }
 
     /// Makes `next` runnable and current, with the message `from` sent (badge `badge`)

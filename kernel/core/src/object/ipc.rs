@@ -23,7 +23,7 @@ pub(crate) const RECEIVERS: u64 = 2;
 /// 1 signal word, 2 head, 3 tail, 4 bound TCB.
 const NTFN_ACTIVE: u64 = 0;
 const NTFN_WORD: u64 = 8;
-const NTFN_HEAD: u64 = 16;
+pub(crate) const NTFN_HEAD: u64 = 16;
 const NTFN_BOUND: u64 = 32;
 
 /// A wait queue stored in an object: state word at `base`, head and tail after it
@@ -37,7 +37,7 @@ impl Queue {
     pub(crate) fn endpoint(base: PhysAddr) -> Self {
         Self { head: PhysAddr(base.0 + 8) }
     }
-    fn notification(base: PhysAddr) -> Self {
+    pub(crate) fn notification(base: PhysAddr) -> Self {
         Self { head: PhysAddr(base.0 + NTFN_HEAD) }
     }
     fn tail(self) -> PhysAddr {
@@ -324,7 +324,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     }
 
     /// Delivers a notification word to `t` (badge bits in `rdi`, empty message).
-    fn signal_to(&mut self, t: TcbRef, word: u64) {
+    pub(crate) fn signal_to(&mut self, t: TcbRef, word: u64) {
         t.set_reg(&mut self.mem, reg::RAX, 0);
         t.set_reg(&mut self.mem, reg::RDI, word);
         t.set_reg(&mut self.mem, reg::RSI, 0);

@@ -572,6 +572,42 @@ fn the_fast_path_does_exactly_what_the_general_path_does() {
 }
 
 #[test]
+fn the_signal_fast_path_does_exactly_what_the_general_path_does() {
+    const NT: u64 = EP + 4;
+    let setup = || {
+        let mut w = world();
+        w.make(ObjectType::Notification, NT);
+        w.s.mint(slot(NT), slot(NT + 1), Rights::ALL, 0x5).unwrap();
+        let waiter = w.thread(20, 90);
+        let signaller = w.thread(22, 50);
+        let other = w.thread(24, 50);
+        w.invoke(2, label::TCB_SET_PRIORITY, &[10]).unwrap();
+        w.sys(waiter, Syscall::Recv, NT, MessageInfo::default(), [0; 4]);
+        (w, waiter, signaller, other)
+    };
+    let (mut fast, waiter, signaller, _) = setup();
+    let (mut slow, _, _, _) = setup();
+    assert!(enter(&mut fast, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], true));
+    assert!(!enter(&mut slow, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], false));
+    assert_eq!(fast.s.current(), Some(waiter));
+    assert_eq!(slow.s.current(), Some(waiter));
+    assert!(fast.s.mem.bytes() == slow.s.mem.bytes(), "kernel memory differs");
+    assert_eq!(waiter.regs(&fast.s.mem).rdi, 0x5, "the badge arrives");
+    // The signaller waits at the front of its queue: it runs before `other` again.
+    assert_eq!(fast.s.highest_ready(), Some(50));
+    fast.sys(waiter, Syscall::Recv, NT, MessageInfo::default(), [0; 4]);
+    assert_eq!(fast.s.current(), Some(signaller));
+    // Left alone: no waiter, or a waiter that would not preempt.
+    let (mut w, _, signaller, _) = setup();
+    assert!(enter(&mut w, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], true));
+    assert!(!enter(&mut w, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], true));
+    let (mut w, waiter, signaller, _) = setup();
+    w.invoke(20, label::TCB_SET_PRIORITY, &[50]).unwrap();
+    let _ = waiter;
+    assert!(!enter(&mut w, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], true));
+}
+
+#[test]
 fn threads_take_names_of_up_to_32_bytes() {
     let mut w = world();
     w.make(ObjectType::Tcb, 20);

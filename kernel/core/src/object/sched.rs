@@ -86,6 +86,15 @@ impl<M: KernelMemory> ObjectSpace<M> {
         t.set_queued(&mut self.mem, 0);
     }
 
+    /// The current thread, still runnable, gives way to a higher priority: it goes to the
+    /// front of its queue (it keeps its turn) and nothing is current.
+    pub(crate) fn preempt_current(&mut self) {
+        if let Some(t) = self.current() {
+            self.enqueue_front(t);
+            self.current = 0;
+        }
+    }
+
     /// Test harness: `t` (runnable) becomes the current thread as if the scheduler had
     /// picked it; the thread it displaces, if runnable, goes to the front of its queue.
     #[cfg(test)]

@@ -8,8 +8,7 @@ use super::cpu;
 use super::physmem::{self, OwnedFrame};
 use cleave_abi::layout::{PAGE_SIZE, USER_TOP};
 use cleave_kernel_core::{PhysAddr, VirtAddr};
-use x86_64::registers::control::{Cr3, Cr3Flags};
-use x86_64::structures::paging::PhysFrame;
+use x86_64::registers::control::Cr3;
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
