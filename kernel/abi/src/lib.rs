@@ -17,6 +17,7 @@ pub mod layout;
 pub mod message;
 pub mod object;
 pub mod syscall;
+pub mod vcpu;
 
 pub use error::Error;
 pub use message::MessageInfo;

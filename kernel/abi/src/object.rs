@@ -26,6 +26,16 @@ pub enum ObjectType {
     Pdpt = 9,
     /// The top-level table of an address space (level 4): a VSpace root.
     Pml4 = 10,
+    /// A virtual CPU (VT-x): its VMCS and the guest registers the VMCS does not hold.
+    Vcpu = 11,
+    /// The root (level 4) of a guest-physical address space (extended page tables).
+    EptPml4 = 12,
+    /// An EPT page-directory-pointer table (level 3).
+    EptPdpt = 13,
+    /// An EPT page directory (level 2).
+    EptPd = 14,
+    /// An EPT page table (level 1).
+    EptPt = 15,
 }
 
 /// Log2 of a capability slot's size in bytes.
@@ -34,6 +44,8 @@ pub const SLOT_SIZE_BITS: u32 = 6;
 pub const TCB_SIZE_BITS: u32 = 11;
 /// Log2 of an endpoint's size in bytes.
 pub const ENDPOINT_SIZE_BITS: u32 = 5;
+/// Log2 of a Vcpu's size in bytes (a VMCS page and a page of guest state).
+pub const VCPU_SIZE_BITS: u32 = 13;
 /// Log2 of a notification's size in bytes.
 pub const NOTIFICATION_SIZE_BITS: u32 = 6;
 /// Smallest untyped region, log2 bytes.
@@ -47,7 +59,7 @@ pub const MAX_CNODE_RADIX: u32 = 20;
 
 impl ObjectType {
     /// Every type, for tables and tests.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 16] = [
         Self::Untyped,
         Self::Tcb,
         Self::Endpoint,
@@ -59,6 +71,11 @@ impl ObjectType {
         Self::PageDirectory,
         Self::Pdpt,
         Self::Pml4,
+        Self::Vcpu,
+        Self::EptPml4,
+        Self::EptPdpt,
+        Self::EptPd,
+        Self::EptPt,
     ];
 
     /// Decodes a raw type number.
@@ -77,7 +94,16 @@ impl ObjectType {
             Self::Tcb => Some(TCB_SIZE_BITS),
             Self::Endpoint => Some(ENDPOINT_SIZE_BITS),
             Self::Notification => Some(NOTIFICATION_SIZE_BITS),
-            Self::Frame4K | Self::PageTable | Self::PageDirectory | Self::Pdpt | Self::Pml4 => Some(12),
+            Self::Frame4K
+            | Self::PageTable
+            | Self::PageDirectory
+            | Self::Pdpt
+            | Self::Pml4
+            | Self::EptPml4
+            | Self::EptPdpt
+            | Self::EptPd
+            | Self::EptPt => Some(12),
+            Self::Vcpu => Some(VCPU_SIZE_BITS),
             Self::Frame2M => Some(21),
         }
     }
@@ -166,6 +192,9 @@ pub mod label {
     pub const FRAME_REMAP: u64 = 42;
     /// Frame: physical address (for DMA).
     pub const FRAME_GET_ADDRESS: u64 = 43;
+    /// Frame: map into a guest-physical address space (MR0 EPT root, MR1 guest-physical
+    /// address, MR2 rights: read, write, and execute unless MR3 bit 0 says execute-never).
+    pub const FRAME_MAP_EPT: u64 = 44;
     /// Page table (any level below the PML4): map into an address space.
     pub const PAGE_TABLE_MAP: u64 = 50;
     /// Page table: unmap.
@@ -184,6 +213,23 @@ pub mod label {
     pub const IO_PORT_IN: u64 = 71;
     /// IoPort: write a byte, word or doubleword.
     pub const IO_PORT_OUT: u64 = 72;
+    /// Vcpu: bind to a thread (MR0 its TCB), which then enters the guest with `VmEnter`.
+    pub const VCPU_SET_TCB: u64 = 80;
+    /// Vcpu: use a guest-physical address space (MR0 an EPT root capability).
+    pub const VCPU_SET_EPT: u64 = 81;
+    /// Vcpu: read a VMCS field (MR0 the field's encoding) → MR0 its value.
+    pub const VCPU_READ_VMCS: u64 = 82;
+    /// Vcpu: write a VMCS field a VMM may write (MR0 encoding, MR1 value).
+    pub const VCPU_WRITE_VMCS: u64 = 83;
+    /// Vcpu: read the guest's general registers (`vcpu::REGISTERS` order).
+    pub const VCPU_READ_REGISTERS: u64 = 84;
+    /// Vcpu: write the guest's general registers (a prefix of `vcpu::REGISTERS` order).
+    pub const VCPU_WRITE_REGISTERS: u64 = 85;
+    /// EPT table (levels 1-3): map into a guest-physical address space (MR0 EPT root,
+    /// MR1 guest-physical address).
+    pub const EPT_TABLE_MAP: u64 = 90;
+    /// EPT table: unmap.
+    pub const EPT_TABLE_UNMAP: u64 = 91;
 }
 
 #[cfg(test)]

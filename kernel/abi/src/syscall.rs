@@ -44,6 +44,9 @@ pub enum Syscall {
     Reply = 7,
     /// Give up the rest of the time slice to threads of the same priority.
     Yield = 8,
+    /// Run the guest of the Vcpu bound to this thread until an exit the VMM must handle;
+    /// returns status 0 and, in the message registers, the exit (`vcpu::exit`).
+    VmEnter = 9,
     /// Write the byte in `rdi` to the kernel's debug console (COM1). Debug builds only.
     DebugPutChar = 0x100,
     /// End the whole run: the kernel reports the status in `rdi` (0 = success) and stops the
@@ -54,7 +57,7 @@ pub enum Syscall {
 
 impl Syscall {
     /// Every system call, for tables and tests.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Call,
         Self::ReplyRecv,
         Self::Send,
@@ -63,6 +66,7 @@ impl Syscall {
         Self::NbRecv,
         Self::Reply,
         Self::Yield,
+        Self::VmEnter,
         Self::DebugPutChar,
         Self::DebugExit,
     ];
@@ -78,6 +82,7 @@ impl Syscall {
             6 => Self::NbRecv,
             7 => Self::Reply,
             8 => Self::Yield,
+            9 => Self::VmEnter,
             0x100 => Self::DebugPutChar,
             0x101 => Self::DebugExit,
             _ => return None,

@@ -42,7 +42,18 @@ pub enum Cap {
     IoPortControl,
     /// Authority over I/O ports `first..=last`.
     IoPort { first: u16, last: u16 },
+    /// A virtual CPU (VMCS page, then a page of guest state).
+    Vcpu { base: PhysAddr },
+    /// The root (EPT PML4) of a guest-physical address space and its ASID.
+    EptRoot { base: PhysAddr, asid: u64 },
+    /// An EPT table of `level` 1 (PT), 2 (PD) or 3 (PDPT); a mapping's `vaddr` is the
+    /// guest-physical address.
+    EptTable { base: PhysAddr, level: u8, mapping: Option<Mapping> },
 }
+
+/// Set in a frame mapping's `asid` when the mapping is in a guest-physical address space
+/// (EPT) rather than a VSpace.
+pub const EPT_MAPPING: u64 = 1 << 62;
 
 /// A capability as stored: four words.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -63,6 +74,9 @@ mod tag {
     pub const IRQ_HANDLER: u64 = 10;
     pub const IO_PORT_CONTROL: u64 = 11;
     pub const IO_PORT: u64 = 12;
+    pub const VCPU: u64 = 14;
+    pub const EPT_ROOT: u64 = 15;
+    pub const EPT_TABLE: u64 = 16;
 }
 
 /// Fast field access to the first three stored words of a capability, for the IPC fast
@@ -154,6 +168,12 @@ impl Cap {
             Self::IoPort { first, last } => {
                 [tag::IO_PORT | (u64::from(first) << 32) | (u64::from(last) << 48), 0, 0, 0]
             }
+            Self::Vcpu { base } => [tag::VCPU, base.0, 0, 0],
+            Self::EptRoot { base, asid } => [tag::EPT_ROOT, base.0, asid, 0],
+            Self::EptTable { base, level, mapping } => {
+                let (mapped, vaddr, asid) = mapping_words(mapping);
+                [tag::EPT_TABLE | (u64::from(level) << 12) | mapped, base.0, vaddr, asid]
+            }
         };
         RawCap(words)
     }
@@ -186,6 +206,9 @@ impl Cap {
             tag::IRQ_HANDLER => Self::IrqHandler { irq: (w0 >> 32) as u8 },
             tag::IO_PORT_CONTROL => Self::IoPortControl,
             tag::IO_PORT => Self::IoPort { first: (w0 >> 32) as u16, last: (w0 >> 48) as u16 },
+            tag::VCPU => Self::Vcpu { base },
+            tag::EPT_ROOT => Self::EptRoot { base, asid: w2 },
+            tag::EPT_TABLE => Self::EptTable { base, level: ((w0 >> 12) & 0xff) as u8, mapping },
             _ => Self::Null,
         }
     }
@@ -207,6 +230,9 @@ impl Cap {
             Self::Frame { base, .. } => memory(6, base),
             Self::PageTable { base, .. } => memory(7, base),
             Self::VSpace { base, .. } => memory(8, base),
+            Self::Vcpu { base } => memory(9, base),
+            Self::EptRoot { base, .. } => memory(10, base),
+            Self::EptTable { base, .. } => memory(11, base),
             Self::IrqHandler { irq } => ObjectRef::Irq(irq),
             Self::IoPort { first, last } => ObjectRef::IoPorts(first, last),
             Self::Null | Self::IrqControl | Self::IoPortControl => ObjectRef::None,
@@ -258,6 +284,9 @@ mod tests {
             Cap::IrqHandler { irq: 15 },
             Cap::IoPortControl,
             Cap::IoPort { first: 0x40, last: 0xffff },
+            Cap::Vcpu { base: PhysAddr(0x90_2000) },
+            Cap::EptRoot { base: PhysAddr(0x91_0000), asid: 0x2_0007 },
+            Cap::EptTable { base: PhysAddr(0x92_0000), level: 3, mapping: m },
         ];
         for cap in caps {
             assert_eq!(Cap::decode(cap.encode()), cap);

@@ -56,6 +56,65 @@ pub trait Hardware {
     fn write(&mut self, port: u16, width: u8, value: u32);
     /// Masks or unmasks legacy interrupt line `irq` (0-15).
     fn set_irq_masked(&mut self, irq: u8, masked: bool);
+    /// Reads field `encoding` of the VMCS of the Vcpu at `vcpu` (the policy was checked).
+    /// Machines without VT-x refuse.
+    fn vmcs_read(&mut self, vcpu: PhysAddr, encoding: u32) -> Result<u64, Error> {
+        let _ = (vcpu, encoding);
+        Err(Error::IllegalOperation)
+    }
+    /// Writes field `encoding` of the VMCS of the Vcpu at `vcpu` (the policy was checked;
+    /// the machine may still refuse a control value the processor does not allow).
+    fn vmcs_write(&mut self, vcpu: PhysAddr, encoding: u32, value: u64) -> Result<(), Error> {
+        let _ = (vcpu, encoding, value);
+        Err(Error::IllegalOperation)
+    }
+}
+
+/// Vcpu invocations.
+fn vcpu<M: KernelMemory>(
+    space: &mut ObjectSpace<M>,
+    io: &mut impl Hardware,
+    cspace: Cap,
+    base: PhysAddr,
+    inv: Invocation<'_>,
+) -> Result<Reply, Error> {
+    use super::vcpu::{Access, access, well_formed, written_value};
+    let field = |w: u64| -> Result<u32, Error> {
+        if !well_formed(w) {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(w as u32)
+    };
+    match inv.label {
+        label::VCPU_SET_TCB => {
+            let (_, cap) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            let Cap::Tcb { base: tcb } = cap else { return Err(Error::InvalidCapability) };
+            space.vcpu_bind(base, TcbRef(tcb));
+            Ok(Reply::default())
+        }
+        label::VCPU_SET_EPT => {
+            let (_, root) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            space.vcpu_set_ept(base, root).map(|()| Reply::default())
+        }
+        label::VCPU_READ_VMCS => {
+            let f = field(inv.word(0)?)?;
+            if access(f) == Access::None {
+                return Err(Error::IllegalOperation);
+            }
+            io.vmcs_read(base, f).map(Reply::one)
+        }
+        label::VCPU_WRITE_VMCS => {
+            let f = field(inv.word(0)?)?;
+            if access(f) != Access::ReadWrite {
+                return Err(Error::IllegalOperation);
+            }
+            let value = written_value(f, inv.word(1)?)?;
+            io.vmcs_write(base, f, value).map(|()| Reply::default())
+        }
+        label::VCPU_READ_REGISTERS => Ok(Reply::of(&space.vcpu_state(base).gprs)),
+        label::VCPU_WRITE_REGISTERS => space.vcpu_write_registers(base, inv.words).map(|()| Reply::default()),
+        _ => Err(Error::IllegalOperation),
+    }
 }
 
 /// Most words an invocation replies with.
@@ -120,6 +179,17 @@ pub fn invoke<M: KernelMemory>(
         (Cap::Frame { .. } | Cap::PageTable { .. }, label::FRAME_UNMAP | label::PAGE_TABLE_UNMAP) => {
             space.unmap(slot).map(|()| Reply::default())
         }
+        (Cap::Frame { .. }, label::FRAME_MAP_EPT) => {
+            let (_, root) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            let rights = Rights::from_word(inv.word(2)?);
+            space.map_frame_ept(slot, root, inv.word(1)?, rights, inv.word(3)?).map(|()| Reply::default())
+        }
+        (Cap::EptTable { .. }, label::EPT_TABLE_MAP) => {
+            let (_, root) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            space.map_ept_table(slot, root, inv.word(1)?).map(|()| Reply::default())
+        }
+        (Cap::EptTable { .. }, label::EPT_TABLE_UNMAP) => space.unmap(slot).map(|()| Reply::default()),
+        (Cap::Vcpu { base }, _) => vcpu(space, io, cspace, base, inv),
         (Cap::PageTable { .. }, label::PAGE_TABLE_MAP) => {
             let (_, vspace) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
             space.map_page_table(slot, vspace, inv.word(1)?).map(|()| Reply::default())

@@ -636,3 +636,76 @@ fn threads_take_names_of_up_to_32_bytes() {
     w.invoke(20, label::TCB_SET_NAME, &words(b"vmm")).unwrap();
     assert_eq!(&t.name(&w.s.mem)[..4], b"vmm\0");
 }
+
+#[test]
+fn vcpus_bind_to_threads_and_ept_maps_guest_memory() {
+    let mut w = world();
+    let boss = w.boss;
+    for (ty, dest) in [
+        (ObjectType::Vcpu, 40),
+        (ObjectType::EptPml4, 41),
+        (ObjectType::EptPdpt, 42),
+        (ObjectType::EptPd, 43),
+        (ObjectType::EptPt, 44),
+        (ObjectType::Frame4K, 45),
+        (ObjectType::Frame4K, 46),
+    ] {
+        w.make(ty, dest);
+    }
+    let enter = |w: &mut World| w.sys(boss, Syscall::VmEnter, 0, MessageInfo::default(), [0; 4]);
+    // No Vcpu bound, then no guest-physical space: refused with an error, nothing runs.
+    assert_eq!(enter(&mut w), Outcome::Done);
+    assert_eq!(w.status(boss), Error::IllegalOperation as u64);
+    w.invoke(40, label::VCPU_SET_TCB, &[2]).unwrap();
+    assert_eq!(enter(&mut w), Outcome::Done);
+    assert_eq!(w.status(boss), Error::FailedLookup as u64);
+    assert_eq!(w.invoke(40, label::VCPU_SET_EPT, &[42]), Err(Error::InvalidCapability), "a table is no root");
+    w.invoke(40, label::VCPU_SET_EPT, &[41]).unwrap();
+    // A frame needs the tables above it; tables map level by level.
+    assert_eq!(w.invoke(45, label::FRAME_MAP_EPT, &[41, 0x1000, 3, 0]), Err(Error::FailedLookup));
+    for table in [42, 43, 44] {
+        w.invoke(table, label::EPT_TABLE_MAP, &[41, 0]).unwrap();
+    }
+    assert_eq!(w.invoke(45, label::FRAME_MAP_EPT, &[41, 0x1001, 3, 0]), Err(Error::AlignmentError));
+    assert_eq!(w.invoke(45, label::FRAME_MAP_EPT, &[41, 1 << 48, 3, 0]), Err(Error::InvalidArgument));
+    w.invoke(45, label::FRAME_MAP_EPT, &[41, 0x1000, 3, 0]).unwrap();
+    assert_eq!(w.invoke(45, label::FRAME_MAP_EPT, &[41, 0x2000, 3, 0]), Err(Error::IllegalOperation));
+    assert_eq!(w.invoke(46, label::FRAME_MAP_EPT, &[41, 0x1000, 1, 0]), Err(Error::InsufficientRights));
+    assert_eq!(w.invoke(46, label::FRAME_MAP_EPT, &[41, 0x1000, 2, 0]), Err(Error::DeleteFirst));
+    // Read-only and not executable.
+    w.invoke(46, label::FRAME_MAP_EPT, &[41, 0x3000, 2, 1]).unwrap();
+    let Cap::EptTable { base: pt, .. } = w.s.mem.cap_at(slot(44)) else { panic!() };
+    let Cap::Frame { base: f45, .. } = w.s.mem.cap_at(slot(45)) else { panic!() };
+    let Cap::Frame { base: f46, .. } = w.s.mem.cap_at(slot(46)) else { panic!() };
+    assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 8)), f45.0 | 0b111 | (6 << 3), "RWX, write-back");
+    assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 24)), f46.0 | 0b001 | (6 << 3), "read only");
+    // A guest-physical mapping is not remapped in place.
+    assert_eq!(w.invoke(46, label::FRAME_REMAP, &[3, 0]), Err(Error::IllegalOperation));
+    // Now the thread enters its guest.
+    let Cap::Vcpu { base: vcpu } = w.s.mem.cap_at(slot(40)) else { panic!() };
+    let Cap::EptRoot { base: root, .. } = w.s.mem.cap_at(slot(41)) else { panic!() };
+    assert_eq!(enter(&mut w), Outcome::VmEnter { vcpu, ept_root: root });
+    w.s.vm_exited(boss, [30, 0x3f8_0000, 0, 1]);
+    assert_eq!((w.status(boss), boss.regs(&w.s.mem).rdx, boss.regs(&w.s.mem).r10), (0, 30, 1));
+    // Guest registers live in the Vcpu.
+    w.invoke(40, label::VCPU_WRITE_REGISTERS, &[7, 8]).unwrap();
+    assert_eq!(w.s.vcpu_state(vcpu).gprs[..3], [7, 8, 0]);
+    // VMCS policy: host state refused before the machine is asked; a malformed encoding is
+    // an argument error; this host-test machine has no VT-x and refuses the rest.
+    assert_eq!(w.invoke(40, label::VCPU_READ_VMCS, &[0x6c16]), Err(Error::IllegalOperation));
+    assert_eq!(w.invoke(40, label::VCPU_WRITE_VMCS, &[0x201a, 0]), Err(Error::IllegalOperation));
+    assert_eq!(w.invoke(40, label::VCPU_WRITE_VMCS, &[0x681f, 0]), Err(Error::InvalidArgument));
+    assert_eq!(w.invoke(40, label::VCPU_READ_VMCS, &[0x681e]), Err(Error::IllegalOperation));
+    // Deleting a mapped frame capability clears its entry and asks for an EPT flush.
+    assert!(!w.s.take_ept_flush());
+    w.s.delete(slot(45)).unwrap();
+    assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 8)), 0);
+    assert!(w.s.take_ept_flush());
+    // Destroying the Vcpu unbinds the thread; the active-VMCS flag asks for a VMCLEAR.
+    w.s.active_vmcs = vcpu.0;
+    w.s.delete(slot(40)).unwrap();
+    assert_eq!(boss.vcpu(&w.s.mem), 0);
+    assert!(w.s.clear_active_vmcs);
+    assert_eq!(enter(&mut w), Outcome::Done);
+    assert_eq!(w.status(boss), Error::IllegalOperation as u64);
+}

@@ -16,6 +16,7 @@ pub mod slot;
 pub mod space;
 pub mod syscall;
 pub mod tcb;
+pub mod vcpu;
 pub mod vspace;
 
 #[cfg(test)]

@@ -69,6 +69,14 @@ pub struct ObjectSpace<M> {
     pub(crate) asids: [super::vspace::AsidEntry; super::vspace::MAX_ASIDS],
     /// A page-table entry was cleared or weakened: flush the TLB before user mode.
     pub(crate) tlb_flush: bool,
+    /// An EPT entry was cleared or weakened: invalidate EPT-derived translations before
+    /// the next VM entry.
+    pub(crate) ept_flush: bool,
+    /// The VMCS the processor has active (a Vcpu address), kept by the kernel; 0 if none.
+    pub active_vmcs: u64,
+    /// The active VMCS's Vcpu was destroyed: the kernel must VMCLEAR it before its memory
+    /// can be reused (at the end of the system call).
+    pub clear_active_vmcs: bool,
 }
 
 /// Legacy (8259) interrupt lines.
@@ -96,7 +104,9 @@ pub fn derive(cap: Cap, rights: Rights, badge: u64) -> Result<Cap, Error> {
     };
     Ok(match cap {
         Cap::Null => return Err(Error::InvalidCapability),
-        Cap::Untyped { .. } | Cap::PageTable { .. } => return Err(Error::IllegalOperation),
+        Cap::Untyped { .. } | Cap::PageTable { .. } | Cap::EptTable { .. } => {
+            return Err(Error::IllegalOperation);
+        }
         Cap::Endpoint { base, badge: old, rights: r } => {
             Cap::Endpoint { base, badge: badged(old)?, rights: r.intersect(rights) }
         }
@@ -122,6 +132,8 @@ pub fn derive(cap: Cap, rights: Rights, badge: u64) -> Result<Cap, Error> {
         }
         other @ (Cap::Tcb { .. }
         | Cap::VSpace { .. }
+        | Cap::Vcpu { .. }
+        | Cap::EptRoot { .. }
         | Cap::IrqControl
         | Cap::IrqHandler { .. }
         | Cap::IoPortControl
@@ -151,6 +163,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
             irq_lines: [IrqLine { reserved: false, issued: false, notification: None }; IRQ_LINES],
             asids: [super::vspace::AsidEntry { pml4: 0, generation: 0 }; super::vspace::MAX_ASIDS],
             tlb_flush: false,
+            ept_flush: false,
+            active_vmcs: 0,
+            clear_active_vmcs: false,
         }
     }
 
@@ -368,7 +383,11 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Stops a thread whose TCB is about to be destroyed.
     fn before_destroy(&mut self, cap: Cap) {
         if let Cap::Tcb { base } = cap {
-            self.suspend(super::tcb::TcbRef(base));
+            let t = super::tcb::TcbRef(base);
+            self.suspend(t);
+            if t.vcpu(&self.mem) != 0 {
+                self.vcpu_unbind(PhysAddr(t.vcpu(&self.mem)));
+            }
         }
     }
 
@@ -388,6 +407,11 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 }
             }
             Cap::VSpace { asid, .. } => self.release_asid(asid),
+            Cap::EptRoot { asid, .. } => {
+                self.release_asid(asid);
+                self.ept_flush = true;
+            }
+            Cap::Vcpu { base } => self.vcpu_destroyed(base),
             Cap::IrqHandler { irq } => {
                 if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
                     *line = IrqLine { reserved: line.reserved, ..IrqLine::default() };
@@ -484,7 +508,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         for i in 0..count {
             self.empty(dest(i))?;
         }
-        if ty == ObjectType::Pml4 && (self.free_asids() as u64) < count {
+        if matches!(ty, ObjectType::Pml4 | ObjectType::EptPml4) && (self.free_asids() as u64) < count {
             return Err(Error::NotEnoughMemory);
         }
         // With no children left, the whole region is free again.
@@ -529,6 +553,15 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     let asid = self.assign_asid(addr).unwrap_or(0);
                     Cap::VSpace { base: addr, asid }
                 }
+                ObjectType::EptPml4 => {
+                    // Guest-physical spaces share the ASID table (liveness of mappings).
+                    let asid = self.assign_asid(addr).unwrap_or(0);
+                    Cap::EptRoot { base: addr, asid }
+                }
+                ObjectType::EptPdpt => Cap::EptTable { base: addr, level: 3, mapping: None },
+                ObjectType::EptPd => Cap::EptTable { base: addr, level: 2, mapping: None },
+                ObjectType::EptPt => Cap::EptTable { base: addr, level: 1, mapping: None },
+                ObjectType::Vcpu => Cap::Vcpu { base: addr },
             };
             self.mem.insert(dest(i), cap, untyped);
         }

@@ -27,6 +27,15 @@ pub enum Outcome {
     DebugExit(i64),
     /// The thread used a number the kernel does not implement: a fault.
     UnknownSyscall(u64),
+    /// The thread enters the guest of its Vcpu (at this address), whose guest-physical
+    /// address space has its EPT root here. The kernel runs it and reports the exit with
+    /// [`ObjectSpace::vm_exited`].
+    VmEnter {
+        /// The Vcpu.
+        vcpu: crate::addr::PhysAddr,
+        /// Its EPT root.
+        ept_root: crate::addr::PhysAddr,
+    },
 }
 
 impl<M: KernelMemory> ObjectSpace<M> {
@@ -48,6 +57,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 Ok(())
             }
             Syscall::Reply => self.reply(t).map(|()| self.set_status(t, Ok(()))),
+            Syscall::VmEnter => match self.vm_enter_target(t) {
+                Ok((vcpu, ept_root)) => return Outcome::VmEnter { vcpu, ept_root },
+                Err(e) => Err(e),
+            },
             Syscall::ReplyRecv => {
                 // A missing caller is not an error here: the server simply waits.
                 let _ = self.reply(t);

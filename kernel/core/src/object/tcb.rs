@@ -266,6 +266,8 @@ pub struct Tcb {
     pub fault_words: [u64; 4],
     /// Name for reports (NUL-padded).
     pub name: [u8; 32],
+    /// The Vcpu bound to this thread (its address), or 0.
+    pub vcpu: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_SIZE_BITS);
@@ -389,6 +391,7 @@ impl TcbRef {
     word_field!(queued, set_queued, queued);
     word_field!(fault_label, set_fault_label, fault_label);
     word_field!(time_slice, set_time_slice, time_slice);
+    word_field!(vcpu, set_vcpu, vcpu);
 }
 
 #[cfg(test)]

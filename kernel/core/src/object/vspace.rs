@@ -7,7 +7,7 @@
 //! a mapped capability unmaps it. Entries the kernel clears set a flag that tells the
 //! kernel to flush the TLB before returning to user mode.
 
-use super::cap::{Cap, Mapping};
+use super::cap::{Cap, EPT_MAPPING, Mapping};
 use super::kmem::KernelMemory;
 use super::slot::{Slot, SlotOps};
 use super::space::ObjectSpace;
@@ -29,6 +29,17 @@ const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 
 /// Frame mapping attribute: instructions may not be fetched from it.
 pub const ATTR_EXECUTE_NEVER: u64 = 1;
+
+/// EPT entry bits: read, write, execute (any of them makes an entry present), the memory
+/// type of a leaf (write-back; uncached for device frames), a 2 MiB leaf.
+const EPT_READ: u64 = 1 << 0;
+const EPT_WRITE: u64 = 1 << 1;
+const EPT_EXECUTE: u64 = 1 << 2;
+const EPT_PRESENT: u64 = EPT_READ | EPT_WRITE | EPT_EXECUTE;
+const EPT_WRITE_BACK: u64 = 6 << 3;
+const EPT_LARGE: u64 = 1 << 7;
+/// Guest-physical addresses a 4-level EPT covers.
+pub const GUEST_PHYSICAL_TOP: u64 = 1 << 48;
 
 /// One ASID table entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,6 +90,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
+    /// Whether the kernel must invalidate EPT translations before the next VM entry (and
+    /// resets it).
+    pub fn take_ept_flush(&mut self) -> bool {
+        core::mem::take(&mut self.ept_flush)
+    }
+
     /// Whether the kernel must flush the TLB before returning to user mode (and resets it).
     pub fn take_tlb_flush(&mut self) -> bool {
         core::mem::take(&mut self.tlb_flush)
@@ -96,6 +113,108 @@ impl<M: KernelMemory> ObjectSpace<M> {
             table = PhysAddr(e & ADDRESS);
         }
         Ok(table)
+    }
+
+    /// Walks a guest-physical address space from `root` down to the table at `level`
+    /// covering `gpa`; `FailedLookup` if a table on the way is missing.
+    fn ept_table_for(&self, root: PhysAddr, gpa: u64, level: u32) -> Result<PhysAddr, Error> {
+        let mut table = root;
+        for l in ((level + 1)..=4).rev() {
+            let e = self.entry_at(table, index(gpa, l));
+            if e & EPT_PRESENT == 0 || e & EPT_LARGE != 0 {
+                return Err(Error::FailedLookup);
+            }
+            table = PhysAddr(e & ADDRESS);
+        }
+        Ok(table)
+    }
+
+    /// Looks up an EPT root capability's table and ASID.
+    fn ept_root_cap(&self, cap: Cap) -> Result<(PhysAddr, u64), Error> {
+        match cap {
+            Cap::EptRoot { asid, .. } => Ok((self.vspace_of(asid).ok_or(Error::InvalidCapability)?, asid)),
+            _ => Err(Error::InvalidCapability),
+        }
+    }
+
+    /// Maps the EPT table (level 1-3) whose capability is at `slot` into the
+    /// guest-physical address space of `root` at `gpa`.
+    pub fn map_ept_table(&mut self, slot: Slot, root: Cap, gpa: u64) -> Result<(), Error> {
+        let Cap::EptTable { base, level, mapping } = self.mem.cap_at(slot) else {
+            return Err(Error::InvalidCapability);
+        };
+        if mapping.is_some() {
+            return Err(Error::IllegalOperation);
+        }
+        let (root, asid) = self.ept_root_cap(root)?;
+        if gpa >= GUEST_PHYSICAL_TOP {
+            return Err(Error::InvalidArgument);
+        }
+        let level = u32::from(level);
+        let gpa = gpa & !((1u64 << (12 + 9 * level)) - 1);
+        let parent = self.ept_table_for(root, gpa, level + 1)?;
+        let i = index(gpa, level + 1);
+        if self.entry_at(parent, i) & EPT_PRESENT != 0 {
+            return Err(Error::DeleteFirst);
+        }
+        self.set_entry(parent, i, base.0 | EPT_PRESENT);
+        let mapping = Some(Mapping { asid, vaddr: VirtAddr(gpa) });
+        self.mem.set_cap(slot, Cap::EptTable { base, level: level as u8, mapping });
+        Ok(())
+    }
+
+    /// Maps the frame whose capability is at `slot` into the guest-physical address space
+    /// of `root` at `gpa`, readable, writable if `rights` (limited by the capability's)
+    /// allow it, executable unless `attributes` has [`ATTR_EXECUTE_NEVER`].
+    pub fn map_frame_ept(
+        &mut self,
+        slot: Slot,
+        root: Cap,
+        gpa: u64,
+        rights: Rights,
+        attributes: u64,
+    ) -> Result<(), Error> {
+        let Cap::Frame { base, large, device, rights: cap_rights, mapping } = self.mem.cap_at(slot) else {
+            return Err(Error::InvalidCapability);
+        };
+        if mapping.is_some() {
+            return Err(Error::IllegalOperation);
+        }
+        let (root, asid) = self.ept_root_cap(root)?;
+        let size = if large { 1u64 << 21 } else { 1 << 12 };
+        if !gpa.is_multiple_of(size) {
+            return Err(Error::AlignmentError);
+        }
+        if gpa >= GUEST_PHYSICAL_TOP {
+            return Err(Error::InvalidArgument);
+        }
+        let rights = cap_rights.intersect(rights);
+        if !rights.contains(Rights::READ) {
+            return Err(Error::InsufficientRights);
+        }
+        let level = if large { 2 } else { 1 };
+        let table = self.ept_table_for(root, gpa, level)?;
+        let i = index(gpa, level);
+        if self.entry_at(table, i) & EPT_PRESENT != 0 {
+            return Err(Error::DeleteFirst);
+        }
+        let mut entry = base.0 | EPT_READ;
+        if rights.contains(Rights::WRITE) {
+            entry |= EPT_WRITE;
+        }
+        if attributes & ATTR_EXECUTE_NEVER == 0 {
+            entry |= EPT_EXECUTE;
+        }
+        if !device {
+            entry |= EPT_WRITE_BACK;
+        }
+        if large {
+            entry |= EPT_LARGE;
+        }
+        self.set_entry(table, i, entry);
+        let mapping = Some(Mapping { asid: asid | EPT_MAPPING, vaddr: VirtAddr(gpa) });
+        self.mem.set_cap(slot, Cap::Frame { base, large, device, rights: cap_rights, mapping });
+        Ok(())
     }
 
     /// Looks up a VSpace capability's PML4 and ASID.
@@ -178,6 +297,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let Cap::Frame { base, large, device, rights: cap_rights, mapping } = self.mem.cap_at(slot) else {
             return Err(Error::InvalidCapability);
         };
+        if mapping.is_some_and(|m| m.asid & EPT_MAPPING != 0) {
+            // Guest-physical mappings are changed by unmapping and mapping again.
+            return Err(Error::IllegalOperation);
+        }
         let (table, i) = self.leaf_of(base, large, mapping).ok_or(Error::IllegalOperation)?;
         let rights = cap_rights.intersect(rights);
         if !rights.contains(Rights::READ) {
@@ -191,10 +314,16 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Where the leaf entry of a frame mapping is, if the mapping is still in place.
     fn leaf_of(&self, base: PhysAddr, large: bool, mapping: Option<Mapping>) -> Option<(PhysAddr, u64)> {
         let m = mapping?;
-        let pml4 = self.vspace_of(m.asid)?;
         let level = if large { 2 } else { 1 };
-        let table = self.table_for(pml4, m.vaddr.0, level).ok()?;
         let i = index(m.vaddr.0, level);
+        if m.asid & EPT_MAPPING != 0 {
+            let root = self.vspace_of(m.asid & !EPT_MAPPING)?;
+            let table = self.ept_table_for(root, m.vaddr.0, level).ok()?;
+            let e = self.entry_at(table, i);
+            return (e & EPT_PRESENT != 0 && e & ADDRESS == base.0).then_some((table, i));
+        }
+        let pml4 = self.vspace_of(m.asid)?;
+        let table = self.table_for(pml4, m.vaddr.0, level).ok()?;
         let e = self.entry_at(table, i);
         (e & PRESENT != 0 && e & ADDRESS == base.0).then_some((table, i))
     }
@@ -206,9 +335,25 @@ impl<M: KernelMemory> ObjectSpace<M> {
             Cap::Frame { base, large, device, rights, mapping } => {
                 if let Some((table, i)) = self.leaf_of(base, large, mapping) {
                     self.set_entry(table, i, 0);
-                    self.tlb_flush = true;
+                    if mapping.is_some_and(|m| m.asid & EPT_MAPPING != 0) {
+                        self.ept_flush = true;
+                    } else {
+                        self.tlb_flush = true;
+                    }
                 }
                 Cap::Frame { base, large, device, rights, mapping: None }
+            }
+            Cap::EptTable { base, level, mapping: Some(m) } => {
+                if let Some(root) = self.vspace_of(m.asid)
+                    && let Ok(parent) = self.ept_table_for(root, m.vaddr.0, u32::from(level) + 1)
+                {
+                    let i = index(m.vaddr.0, u32::from(level) + 1);
+                    if self.entry_at(parent, i) & ADDRESS == base.0 {
+                        self.set_entry(parent, i, 0);
+                        self.ept_flush = true;
+                    }
+                }
+                Cap::EptTable { base, level, mapping: None }
             }
             Cap::PageTable { base, level, mapping: Some(m) } => {
                 if let Some(pml4) = self.vspace_of(m.asid)
@@ -229,7 +374,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Unmaps through the capability at `slot`.
     pub fn unmap(&mut self, slot: Slot) -> Result<(), Error> {
         match self.mem.cap_at(slot) {
-            cap @ (Cap::Frame { .. } | Cap::PageTable { .. }) => {
+            cap @ (Cap::Frame { .. } | Cap::PageTable { .. } | Cap::EptTable { .. }) => {
                 let cap = self.unmapped(cap);
                 self.mem.set_cap(slot, cap);
                 Ok(())

@@ -1,0 +1,279 @@
+//! Virtual CPUs: binding a Vcpu to the thread that runs it, its guest-physical address
+//! space, the guest registers it keeps, and which VMCS fields a VMM may touch. The
+//! machine side (VMXON, VMREAD/VMWRITE, entering the guest) is the kernel's; this is the
+//! policy, tested on the host.
+//!
+//! A Vcpu object is two pages: the VMCS region, then [`VcpuState`]. It is bound to at most
+//! one TCB and a TCB to at most one Vcpu; deleting either unbinds them.
+
+use super::cap::Cap;
+use super::kmem::KernelMemory;
+use super::space::ObjectSpace;
+use super::tcb::{TcbRef, reg};
+use crate::addr::PhysAddr;
+use bytemuck::{Pod, Zeroable};
+use cleave_abi::{Error, MessageInfo};
+
+/// The page of a Vcpu after its VMCS region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+pub struct VcpuState {
+    /// The guest's general registers (`cleave_abi::vcpu::REGISTERS` order).
+    pub gprs: [u64; 15],
+    /// The bound TCB's link, or 0.
+    pub tcb: u64,
+    /// The ASID of the guest-physical address space (an EPT root), or 0.
+    pub ept_asid: u64,
+    /// [`launch`] state of the VMCS.
+    pub launch: u64,
+}
+
+/// Where a Vcpu's VMCS stands, as the kernel keeps it in [`VcpuState::launch`].
+pub mod launch {
+    /// Never used: the kernel writes the revision and initial fields before first use.
+    pub const FRESH: u64 = 0;
+    /// Initialised and clear: the next entry is VMLAUNCH.
+    pub const CLEAR: u64 = 1;
+    /// Launched: the next entry is VMRESUME.
+    pub const LAUNCHED: u64 = 2;
+}
+
+/// Offset of [`VcpuState`] in a Vcpu object.
+pub const STATE_OFFSET: u64 = 4096;
+
+/// What a VMM may do with a VMCS field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Neither read nor write (host state: it is the kernel's).
+    None,
+    /// Read only (exit information, most controls).
+    Read,
+    /// Read and write (guest state, event injection, CR masks and shadows, some controls).
+    ReadWrite,
+}
+
+/// Primary processor-based controls a VMM may not turn off: unconditional I/O exiting and
+/// the secondary controls.
+pub const PRIMARY_REQUIRED: u64 = (1 << 24) | (1 << 31);
+/// Primary processor-based controls a VMM may choose: interrupt-window exiting (2), HLT
+/// exiting (7), MWAIT (10), RDPMC (11), RDTSC (12), MOV-DR (23), MONITOR (29), PAUSE (30)
+/// exiting, and NMI-window exiting (22).
+pub const PRIMARY_CHOSEN: u64 =
+    (1 << 2) | (1 << 7) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 22) | (1 << 23) | (1 << 29) | (1 << 30);
+/// Secondary controls a VMM may not turn off: EPT (1) and unrestricted guest (7).
+pub const SECONDARY_REQUIRED: u64 = (1 << 1) | (1 << 7);
+/// Secondary controls a VMM may choose: RDTSCP (3), INVPCID (12), XSAVES (20).
+pub const SECONDARY_CHOSEN: u64 = (1 << 3) | (1 << 12) | (1 << 20);
+
+/// VMCS field encodings the policy names.
+pub mod field {
+    /// Primary processor-based VM-execution controls.
+    pub const PRIMARY_CONTROLS: u32 = 0x4002;
+    /// Secondary processor-based VM-execution controls.
+    pub const SECONDARY_CONTROLS: u32 = 0x401e;
+    /// Exception bitmap.
+    pub const EXCEPTION_BITMAP: u32 = 0x4004;
+    /// VM-entry interruption information (event injection).
+    pub const ENTRY_INTERRUPTION_INFO: u32 = 0x4016;
+    /// VM-entry exception error code.
+    pub const ENTRY_EXCEPTION_ERROR: u32 = 0x4018;
+    /// VM-entry instruction length.
+    pub const ENTRY_INSTRUCTION_LENGTH: u32 = 0x401a;
+    /// TSC offset (full).
+    pub const TSC_OFFSET: u32 = 0x2010;
+    /// CR0 guest/host mask.
+    pub const CR0_MASK: u32 = 0x6000;
+    /// CR4 guest/host mask.
+    pub const CR4_MASK: u32 = 0x6002;
+    /// CR0 read shadow.
+    pub const CR0_SHADOW: u32 = 0x6004;
+    /// CR4 read shadow.
+    pub const CR4_SHADOW: u32 = 0x6006;
+    /// VMCS link pointer (guest-state area, but the kernel's).
+    pub const VMCS_LINK_POINTER: u32 = 0x2800;
+}
+
+/// Whether `encoding` is a well-formed VMCS field encoding (SDM vol. 3, 25.11.2: bits
+/// 31:15 and 12 are zero; the high-half access bit only on 64-bit fields).
+pub fn well_formed(encoding: u64) -> bool {
+    let width = (encoding >> 13) & 3;
+    encoding >> 15 == 0 && encoding & (1 << 12) == 0 && (encoding & 1 == 0 || width == 1)
+}
+
+/// What a VMM may do with the field `encoding` (assumed well formed).
+pub fn access(encoding: u32) -> Access {
+    let kind = (encoding >> 10) & 3;
+    match kind {
+        // Host state: the kernel's alone.
+        3 => Access::None,
+        // Exit information.
+        1 => Access::Read,
+        // Guest state, except the link pointer, which must stay "none".
+        2 if encoding & !1 == field::VMCS_LINK_POINTER => Access::Read,
+        2 => Access::ReadWrite,
+        // Controls.
+        _ => match encoding {
+            field::PRIMARY_CONTROLS
+            | field::SECONDARY_CONTROLS
+            | field::EXCEPTION_BITMAP
+            | field::ENTRY_INTERRUPTION_INFO
+            | field::ENTRY_EXCEPTION_ERROR
+            | field::ENTRY_INSTRUCTION_LENGTH
+            | field::TSC_OFFSET
+            | field::CR0_MASK
+            | field::CR4_MASK
+            | field::CR0_SHADOW
+            | field::CR4_SHADOW => Access::ReadWrite,
+            // The EPT pointer, bitmaps' addresses, pin-based, exit and entry controls and
+            // the rest: the kernel sets them; a VMM may look.
+            _ => Access::Read,
+        },
+    }
+}
+
+/// The value the kernel writes when a VMM writes `value` to `encoding`: the controls a
+/// VMM may not clear are forced on; asking for a control it may not choose is refused.
+pub fn written_value(encoding: u32, value: u64) -> Result<u64, Error> {
+    let (required, chosen) = match encoding {
+        field::PRIMARY_CONTROLS => (PRIMARY_REQUIRED, PRIMARY_CHOSEN),
+        field::SECONDARY_CONTROLS => (SECONDARY_REQUIRED, SECONDARY_CHOSEN),
+        _ => return Ok(value),
+    };
+    if value & !(required | chosen) != 0 {
+        return Err(Error::IllegalOperation);
+    }
+    Ok(value | required)
+}
+
+/// Where a Vcpu's state page is.
+fn state_at(vcpu: PhysAddr) -> PhysAddr {
+    PhysAddr(vcpu.0 + STATE_OFFSET)
+}
+
+impl<M: KernelMemory> ObjectSpace<M> {
+    /// The state page of the Vcpu at `vcpu`.
+    pub fn vcpu_state(&self, vcpu: PhysAddr) -> VcpuState {
+        self.mem.read(state_at(vcpu))
+    }
+
+    /// Replaces the state page of the Vcpu at `vcpu`.
+    pub fn set_vcpu_state(&mut self, vcpu: PhysAddr, state: &VcpuState) {
+        self.mem.write(state_at(vcpu), state)
+    }
+
+    /// Binds the Vcpu at `vcpu` to thread `t`, undoing both sides' earlier bindings.
+    pub fn vcpu_bind(&mut self, vcpu: PhysAddr, t: TcbRef) {
+        self.vcpu_unbind(vcpu);
+        if let Some(old) = (t.vcpu(&self.mem) != 0).then(|| PhysAddr(t.vcpu(&self.mem))) {
+            self.vcpu_unbind(old);
+        }
+        let mut state = self.vcpu_state(vcpu);
+        state.tcb = t.link();
+        self.set_vcpu_state(vcpu, &state);
+        t.set_vcpu(&mut self.mem, vcpu.0);
+    }
+
+    /// Unbinds the Vcpu at `vcpu` from its thread, if it has one.
+    pub fn vcpu_unbind(&mut self, vcpu: PhysAddr) {
+        let mut state = self.vcpu_state(vcpu);
+        if let Some(t) = TcbRef::from_link(state.tcb) {
+            if t.vcpu(&self.mem) == vcpu.0 {
+                t.set_vcpu(&mut self.mem, 0);
+            }
+            state.tcb = 0;
+            self.set_vcpu_state(vcpu, &state);
+        }
+    }
+
+    /// A thread or Vcpu is being destroyed: unbind it. A destroyed Vcpu whose VMCS is the
+    /// processor's active one is cleared by the kernel before the memory can be reused.
+    pub(crate) fn vcpu_destroyed(&mut self, vcpu: PhysAddr) {
+        self.vcpu_unbind(vcpu);
+        if self.active_vmcs == vcpu.0 {
+            self.clear_active_vmcs = true;
+        }
+    }
+
+    /// Gives the Vcpu at `vcpu` the guest-physical address space of the EPT root
+    /// capability `root`.
+    pub fn vcpu_set_ept(&mut self, vcpu: PhysAddr, root: Cap) -> Result<(), Error> {
+        let Cap::EptRoot { asid, .. } = root else { return Err(Error::InvalidCapability) };
+        self.vspace_of(asid).ok_or(Error::InvalidCapability)?;
+        let mut state = self.vcpu_state(vcpu);
+        state.ept_asid = asid;
+        self.set_vcpu_state(vcpu, &state);
+        Ok(())
+    }
+
+    /// Sets the first `words.len()` guest registers (at most 15).
+    pub fn vcpu_write_registers(&mut self, vcpu: PhysAddr, words: &[u64]) -> Result<(), Error> {
+        if words.len() > 15 {
+            return Err(Error::RangeError);
+        }
+        let mut state = self.vcpu_state(vcpu);
+        state.gprs[..words.len()].copy_from_slice(words);
+        self.set_vcpu_state(vcpu, &state);
+        Ok(())
+    }
+
+    /// What `VmEnter` by `t` runs: its Vcpu and the EPT root of that Vcpu's
+    /// guest-physical address space. A thread without a Vcpu, or a Vcpu without a live
+    /// address space, cannot enter (`IllegalOperation`, `FailedLookup`).
+    pub fn vm_enter_target(&self, t: TcbRef) -> Result<(PhysAddr, PhysAddr), Error> {
+        let vcpu = t.vcpu(&self.mem);
+        if vcpu == 0 {
+            return Err(Error::IllegalOperation);
+        }
+        let state = self.vcpu_state(PhysAddr(vcpu));
+        let root = self.vspace_of(state.ept_asid).ok_or(Error::FailedLookup)?;
+        Ok((PhysAddr(vcpu), root))
+    }
+
+    /// `VmEnter` by `t` came back with an exit its VMM must see: status 0 and the four
+    /// exit words (`cleave_abi::vcpu::exit`) in its message registers.
+    pub fn vm_exited(&mut self, t: TcbRef, words: [u64; 4]) {
+        t.set_reg(&mut self.mem, reg::RAX, 0);
+        t.set_reg(&mut self.mem, reg::RSI, MessageInfo::new(0, 0, 0, 4).0);
+        for (offset, word) in reg::MESSAGE.into_iter().zip(words) {
+            t.set_reg(&mut self.mem, offset, word);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_policy() {
+        // Host state (HOST_RIP, HOST_CR3) is never readable or writable.
+        assert_eq!(access(0x6c16), Access::None);
+        assert_eq!(access(0x6c02), Access::None);
+        // Guest state is the VMM's.
+        assert_eq!(access(0x681e), Access::ReadWrite, "GUEST_RIP");
+        assert_eq!(access(0x0802), Access::ReadWrite, "GUEST_CS_SELECTOR");
+        assert_eq!(access(0x2800), Access::Read, "VMCS link pointer");
+        assert_eq!(access(0x2801), Access::Read, "its high half");
+        // Exit information is read only; the EPT pointer and pin controls are the kernel's.
+        assert_eq!(access(0x4402), Access::Read, "exit reason");
+        assert_eq!(access(0x201a), Access::Read, "EPT pointer");
+        assert_eq!(access(0x4000), Access::Read, "pin-based controls");
+        assert_eq!(access(field::ENTRY_INTERRUPTION_INFO), Access::ReadWrite);
+        assert!(well_formed(0x681e) && well_formed(0x2801));
+        assert!(!well_formed(0x681f), "high-half access on a natural-width field");
+        assert!(!well_formed(0x1_0000) && !well_formed(0x1000));
+    }
+
+    #[test]
+    fn controls_keep_what_the_kernel_needs() {
+        // Interrupt-window exiting on: the required bits come along.
+        assert_eq!(written_value(field::PRIMARY_CONTROLS, 1 << 2), Ok((1 << 2) | PRIMARY_REQUIRED));
+        // Turning off I/O exiting is not possible; "use I/O bitmaps" (25) is refused.
+        assert_eq!(written_value(field::PRIMARY_CONTROLS, 0), Ok(PRIMARY_REQUIRED));
+        assert_eq!(written_value(field::PRIMARY_CONTROLS, 1 << 25), Err(Error::IllegalOperation));
+        // EPT stays on; "virtualize APIC accesses" (0) is refused.
+        assert_eq!(written_value(field::SECONDARY_CONTROLS, 0), Ok(SECONDARY_REQUIRED));
+        assert_eq!(written_value(field::SECONDARY_CONTROLS, 1), Err(Error::IllegalOperation));
+        assert_eq!(written_value(0x681e, 0x1234), Ok(0x1234));
+    }
+}
