@@ -110,6 +110,13 @@ fn describe_memory(info: &BootInformation) -> PhysMemoryMap {
 fn report_vmx() {
     let caps = VmxCapabilities::probe(cpu::has_vmx(), cpu::read_msr);
     kprintln!("vt-x: {caps}");
+    if caps.can_host_guests() {
+        if crate::arch::x86_64::vmx::enable(&caps) {
+            kprintln!("vt-x: VMX on; guests can run (Vcpu, EPT objects and VmEnter)");
+        } else {
+            kprintln!("vt-x: VMXON refused (the firmware locked VMX off?); no guests");
+        }
+    }
     if caps.vmx && !caps.can_host_guests() {
         kprintln!("vt-x: guests need EPT (4-level, write-back) and unrestricted guest; not available here");
     }

@@ -7,7 +7,10 @@ use crate::arch::serial;
 use crate::arch::trap::{TrapFrame, resume_frame};
 use crate::arch::x86_64::cpu::Machine;
 use crate::arch::x86_64::paging;
+use crate::arch::x86_64::{interrupt, vmx};
 use crate::{kprintln, objects, thread};
+use cleave_abi::vcpu;
+use cleave_kernel_core::PhysAddr;
 use cleave_kernel_core::object::syscall::Outcome;
 
 /// Entry from the `syscall` stub; returns the saved registers of the thread to resume.
@@ -36,6 +39,58 @@ fn slow_path() -> *const TrapFrame {
                 thread::fault_current(thread::Fault::UnknownSyscall(number), &frame);
             }
         }
+        Outcome::VmEnter { vcpu, ept_root } => vm_enter(vcpu, ept_root),
     }
+    // A destroyed Vcpu's VMCS must not stay active; the object code needs to know which
+    // one is.
+    objects::with(|s| {
+        if core::mem::take(&mut s.clear_active_vmcs) {
+            vmx::clear_active();
+        }
+        s.active_vmcs = vmx::active();
+    });
     resume_frame(thread::choose_next())
 }
+
+/// Runs the current thread's guest until an exit its VMM must see. External interrupts
+/// exit to the kernel, which takes them (interrupts on for one instruction) and resumes
+/// the guest; if another thread should run now, the VMM's `syscall` is rewound so that it
+/// enters the guest again when it next runs, without seeing the interruption.
+fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
+    let Some(t) = objects::with(|s| s.current()) else { return };
+    loop {
+        let flush = objects::with(|s| s.take_ept_flush());
+        match vmx::run(vcpu, ept_root, flush) {
+            Err(e) => {
+                objects::with(|s| s.set_status(t, Err(e)));
+                return;
+            }
+            Ok(vmx::Exit::EntryFailed(error)) => {
+                objects::with(|s| s.vm_exited(t, [vcpu::ENTRY_FAILED | error, 0, 0, 0]));
+                return;
+            }
+            Ok(vmx::Exit::Exit(words)) if words[0] == EXTERNAL_INTERRUPT => {
+                interrupt::take_pending();
+                let stays = objects::with(|s| s.current() == Some(t) && s.choose() == Some(t));
+                if !stays {
+                    objects::with(|s| {
+                        let rip = t.regs(&s.mem).rip;
+                        let mut regs = t.regs(&s.mem);
+                        regs.rip = rip.wrapping_sub(SYSCALL_LENGTH);
+                        t.set_regs(&mut s.mem, &regs);
+                    });
+                    return;
+                }
+            }
+            Ok(vmx::Exit::Exit(words)) => {
+                objects::with(|s| s.vm_exited(t, words));
+                return;
+            }
+        }
+    }
+}
+
+/// Exit reason: an external interrupt arrived while the guest ran.
+const EXTERNAL_INTERRUPT: u64 = 1;
+/// Bytes of the `syscall` instruction (0f 05).
+const SYSCALL_LENGTH: u64 = 2;

@@ -23,6 +23,17 @@ pub fn set_message_word(index: usize, value: u64) {
     }
 }
 
+/// Reads message word `index` of a reply (4 or more: past the registers) from the root
+/// task's IPC buffer; 0 past the buffer's end.
+pub fn message_word(index: usize) -> u64 {
+    let buffer = ROOT_IPC_BUFFER_ADDRESS as *const IpcBuffer;
+    match (index < cleave_abi::message::MAX_MESSAGE_WORDS).then_some(index) {
+        // SAFETY: as in `set_message_word`; reading has no side effect.
+        Some(slot) => unsafe { (&raw const (*buffer).msg[slot]).read_volatile() },
+        None => 0,
+    }
+}
+
 /// Names the capability (`cptr`, in the sender's CSpace) that the next message sent with
 /// `extra_caps = 1` transfers, in the IPC buffer at `buffer`.
 pub fn set_transfer_cap(buffer: u64, cptr: u64) {

@@ -36,6 +36,15 @@ pub mod kind {
     /// Authority to issue IRQ handler capabilities.
     #[derive(Clone, Copy, Debug)]
     pub struct IrqControl;
+    /// A virtual CPU (VT-x).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Vcpu;
+    /// The root of a guest-physical address space (EPT PML4).
+    #[derive(Clone, Copy, Debug)]
+    pub struct EptRoot;
+    /// An EPT table below the root (PDPT, page directory, page table).
+    #[derive(Clone, Copy, Debug)]
+    pub struct EptTable;
     /// Authority over one interrupt line.
     #[derive(Clone, Copy, Debug)]
     pub struct IrqHandler;
@@ -317,6 +326,66 @@ impl Cap<kind::Tcb> {
     /// `TCB::bind_notification`.
     pub fn bind_notification(self, notification: Cap<kind::Notification>) -> Result<(), Error> {
         self.invoke(label::TCB_BIND_NOTIFICATION, &[notification.cptr]).map(drop)
+    }
+}
+
+impl Cap<kind::Vcpu> {
+    /// `Vcpu::set_tcb`: the thread that will enter this Vcpu's guest with `VmEnter`.
+    pub fn set_tcb(self, tcb: Cap<kind::Tcb>) -> Result<(), Error> {
+        self.invoke(label::VCPU_SET_TCB, &[tcb.cptr]).map(drop)
+    }
+    /// `Vcpu::set_ept`: the guest-physical address space the guest runs in.
+    pub fn set_ept(self, root: Cap<kind::EptRoot>) -> Result<(), Error> {
+        self.invoke(label::VCPU_SET_EPT, &[root.cptr]).map(drop)
+    }
+    /// `Vcpu::read_vmcs`: a VMCS field (Intel's encoding).
+    pub fn read_vmcs(self, field: u32) -> Result<u64, Error> {
+        self.invoke(label::VCPU_READ_VMCS, &[u64::from(field)]).map(|r| r[0])
+    }
+    /// `Vcpu::write_vmcs`: a VMCS field a VMM may write.
+    pub fn write_vmcs(self, field: u32, value: u64) -> Result<(), Error> {
+        self.invoke(label::VCPU_WRITE_VMCS, &[u64::from(field), value]).map(drop)
+    }
+    /// `Vcpu::read_registers`: the guest's general registers (`cleave_abi::vcpu::REGISTERS`
+    /// order; words past the fourth come through the IPC buffer).
+    pub fn read_registers(self) -> Result<[u64; 15], Error> {
+        let first = self.invoke(label::VCPU_READ_REGISTERS, &[])?;
+        let mut out = [0u64; 15];
+        out[..4].copy_from_slice(&first);
+        for (i, w) in out.iter_mut().enumerate().skip(4) {
+            *w = crate::boot::message_word(i);
+        }
+        Ok(out)
+    }
+    /// `Vcpu::write_registers`: sets the first `registers.len()` guest registers.
+    pub fn write_registers(self, registers: &[u64]) -> Result<(), Error> {
+        self.invoke(label::VCPU_WRITE_REGISTERS, &registers[..registers.len().min(15)]).map(drop)
+    }
+}
+
+impl Cap<kind::EptTable> {
+    /// `EptTable::map`: into the guest-physical space of `root` at `gpa`.
+    pub fn map(self, root: Cap<kind::EptRoot>, gpa: u64) -> Result<(), Error> {
+        self.invoke(label::EPT_TABLE_MAP, &[root.cptr, gpa]).map(drop)
+    }
+    /// `EptTable::unmap`.
+    pub fn unmap(self) -> Result<(), Error> {
+        self.invoke(label::EPT_TABLE_UNMAP, &[]).map(drop)
+    }
+}
+
+impl Cap<kind::Frame> {
+    /// `Frame::map_ept`: into the guest-physical space of `root` at `gpa`, with `rights`
+    /// (read, write), executable unless `execute_never`.
+    pub fn map_ept(
+        self,
+        root: Cap<kind::EptRoot>,
+        gpa: u64,
+        rights: cleave_abi::Rights,
+        execute_never: bool,
+    ) -> Result<(), Error> {
+        self.invoke(label::FRAME_MAP_EPT, &[root.cptr, gpa, u64::from(rights.0), u64::from(execute_never)])
+            .map(drop)
     }
 }
 

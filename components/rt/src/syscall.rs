@@ -129,3 +129,12 @@ pub fn rdtsc() -> u64 {
     }
     (u64::from(high) << 32) | u64::from(low)
 }
+
+/// `VmEnter`: runs the guest of the Vcpu bound to this thread until an exit its VMM must
+/// handle; returns the exit's reason, qualification, guest-physical address and
+/// instruction length (`cleave_abi::vcpu::exit`).
+#[inline]
+pub fn vm_enter() -> Result<[u64; 4], cleave_abi::Error> {
+    let r = raw(Syscall::VmEnter, 0, cleave_abi::MessageInfo::default(), [0; 4]);
+    cleave_abi::Error::check(r.status).map(|()| r.words)
+}

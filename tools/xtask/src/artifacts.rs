@@ -37,6 +37,7 @@ pub const PROGRAMS: &[&str] = &[
     "thread-test",
     "bench-retype",
     "bench-ipc",
+    "vmx-test",
 ];
 
 /// Paths of the built images.

@@ -333,6 +333,30 @@ const TESTS: &[EmulatorTest] = &[
             ],
         },
     },
+    EmulatorTest {
+        name: "bochs-vmx-guest",
+        emulator: Emulator::Bochs,
+        module: Some("vmx-test"),
+        cmdline: "",
+        digest_of: None,
+        host_xenstore: false,
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &[
+                "vt-x: VMX on; guests can run",
+                "TEST PASS vmx: a VMM cannot write host state or the EPT pointer",
+                "vmx-test: guest said \"Hi\" through port 0x3f8",
+                "vmx-test: CPUID exit handled: true",
+                "vmx-test: EPT violation at 0x3000",
+                "TEST PASS vmx: guest output through I/O exits",
+                "TEST PASS vmx: CPUID exit",
+                "TEST PASS vmx: EPT violation",
+                "TEST PASS vmx: HLT exit",
+                "vmx-test: all cases passed",
+                "TEST PASS",
+            ],
+        },
+    },
 ];
 
 /// Tally of passed and failed tests.

@@ -21,6 +21,45 @@ pub fn read_msr(msr: u32) -> u64 {
     unsafe { Msr::new(msr).read() }
 }
 
+/// Writes an MSR (the feature-control MSR at VMX start-up).
+pub fn write_msr(msr: u32, value: u64) {
+    // SAFETY: the only caller sets IA32_FEATURE_CONTROL's lock and VMX-enable bits while
+    // it is unlocked, which changes nothing but whether VMXON is allowed.
+    unsafe { Msr::new(msr).write(value) }
+}
+
+/// CR0.
+pub fn read_cr0() -> u64 {
+    x86_64::registers::control::Cr0::read_raw()
+}
+
+/// Sets CR0 (VMX start-up: only the bits VMX operation fixes to 1 are added).
+pub fn write_cr0(value: u64) {
+    // SAFETY: the caller keeps paging and protection on (it only adds VMX's fixed bits,
+    // which the running kernel already has: PE, PG, NE).
+    unsafe { x86_64::registers::control::Cr0::write_raw(value) }
+}
+
+/// CR4.
+pub fn read_cr4() -> u64 {
+    x86_64::registers::control::Cr4::read_raw()
+}
+
+/// Sets CR4 (VMX start-up: adds VMXE and the other bits VMX operation fixes to 1).
+pub fn write_cr4(value: u64) {
+    // SAFETY: the caller keeps every bit the kernel set (PAE, PGE, NX-related, SMEP/SMAP)
+    // within what VMX allows and only adds the fixed-1 bits.
+    unsafe { x86_64::registers::control::Cr4::write_raw(value) }
+}
+
+/// CR3 as a raw value.
+pub fn read_cr3() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR3 has no side effect.
+    unsafe { core::arch::asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) }
+    value
+}
+
 /// Whether CPUID reports VMX.
 pub fn has_vmx() -> bool {
     CpuId::new().get_feature_info().is_some_and(|f| f.has_vmx())
@@ -105,5 +144,22 @@ impl cleave_kernel_core::object::invoke::Hardware for Machine {
 
     fn set_irq_masked(&mut self, irq: u8, masked: bool) {
         super::interrupt::set_line_masked(irq, masked);
+    }
+
+    fn vmcs_read(
+        &mut self,
+        vcpu: cleave_kernel_core::PhysAddr,
+        encoding: u32,
+    ) -> Result<u64, cleave_abi::Error> {
+        super::vmx::read_field(vcpu, encoding)
+    }
+
+    fn vmcs_write(
+        &mut self,
+        vcpu: cleave_kernel_core::PhysAddr,
+        encoding: u32,
+        value: u64,
+    ) -> Result<(), cleave_abi::Error> {
+        super::vmx::write_field(vcpu, encoding, value)
     }
 }

@@ -142,6 +142,87 @@ enter_user:
     add $16, %rsp
     iretq
 
+/* vmx_run(gprs: *mut [u64; 15], launched: u64) -> u64 (vmx.rs): enters the guest of the
+ * current VMCS with its general registers loaded from gprs (rax rbx rcx rdx rsi rdi rbp
+ * r8-r15), by VMLAUNCH or (launched != 0) VMRESUME. A failed entry returns 1
+ * (VMfailInvalid) or 2 (VMfailValid) at once. A VM exit lands in vmx_exit with the stack
+ * as it was at the entry (HOST_RSP, written here), saves the guest's registers to gprs and
+ * returns 0. Interrupts are off throughout. */
+    .global vmx_run
+vmx_run:
+    push %rbp
+    push %rbx
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    push %rdi                   /* gprs, for the exit */
+    mov $0x6c14, %rax           /* HOST_RSP */
+    vmwrite %rsp, %rax
+    jbe 3f
+    test %rsi, %rsi             /* flags survive the moves below */
+    mov 0(%rdi), %rax
+    mov 8(%rdi), %rbx
+    mov 16(%rdi), %rcx
+    mov 24(%rdi), %rdx
+    mov 32(%rdi), %rsi
+    mov 48(%rdi), %rbp
+    mov 56(%rdi), %r8
+    mov 64(%rdi), %r9
+    mov 72(%rdi), %r10
+    mov 80(%rdi), %r11
+    mov 88(%rdi), %r12
+    mov 96(%rdi), %r13
+    mov 104(%rdi), %r14
+    mov 112(%rdi), %r15
+    mov 40(%rdi), %rdi
+    jnz 1f
+    vmlaunch
+    jmp 2f
+1:  vmresume
+2:  /* The entry failed: CF set = VMfailInvalid, ZF set = VMfailValid. */
+    mov $2, %eax
+    jnc 4f
+3:  mov $1, %eax
+4:  pop %rdi
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbx
+    pop %rbp
+    ret
+
+    .global vmx_exit
+vmx_exit:
+    push %rdi                   /* the guest's rdi; gprs is above it */
+    mov 8(%rsp), %rdi
+    mov %rax, 0(%rdi)
+    mov %rbx, 8(%rdi)
+    mov %rcx, 16(%rdi)
+    mov %rdx, 24(%rdi)
+    mov %rsi, 32(%rdi)
+    mov %rbp, 48(%rdi)
+    mov %r8, 56(%rdi)
+    mov %r9, 64(%rdi)
+    mov %r10, 72(%rdi)
+    mov %r11, 80(%rdi)
+    mov %r12, 88(%rdi)
+    mov %r13, 96(%rdi)
+    mov %r14, 104(%rdi)
+    mov %r15, 112(%rdi)
+    pop %rax
+    mov %rax, 40(%rdi)
+    pop %rdi
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbx
+    pop %rbp
+    xor %eax, %eax
+    ret
+
     .section .rodata.cleave_entry, "a"
     .balign 8
     .global exception_stub_table

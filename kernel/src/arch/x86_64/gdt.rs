@@ -29,6 +29,8 @@ pub struct Selectors {
     pub user_data: SegmentSelector,
     /// Ring-3 64-bit code (RPL 3).
     pub user_code: SegmentSelector,
+    /// The task-state segment.
+    pub tss: SegmentSelector,
 }
 
 static TSS: BootCell<TaskStateSegment> = BootCell::new(TaskStateSegment::new());
@@ -73,7 +75,12 @@ pub fn init() {
     // The object code builds user register sets with these values.
     assert_eq!(u64::from(user_code.0), cleave_kernel_core::object::tcb::USER_CODE_SELECTOR);
     assert_eq!(u64::from(user_data.0), cleave_kernel_core::object::tcb::USER_DATA_SELECTOR);
-    *selectors = Some(Selectors { kernel_code, kernel_data, user_data, user_code });
+    *selectors = Some(Selectors { kernel_code, kernel_data, user_data, user_code, tss: tss_selector });
+}
+
+/// Where the TSS is (a VM exit reloads TR from this base).
+pub fn tss_base() -> u64 {
+    TSS.get() as *const TaskStateSegment as u64
 }
 
 /// The selectors, once [`init`] has run.

@@ -110,3 +110,11 @@ pub fn wait_for_interrupt() {
     // return here; `cli` restores the kernel's interrupts-off rule.
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) }
 }
+
+/// Takes an interrupt that is already pending (a VM exit on an external interrupt left it
+/// so): interrupts on for one instruction.
+pub fn take_pending() {
+    // SAFETY: as in `wait_for_interrupt`: the handler runs on this stack and returns here
+    // (after `nop`, the instruction sti lets complete first); `cli` restores the rule.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) }
+}

@@ -17,6 +17,7 @@ pub mod physmem;
 pub mod serial;
 pub mod syscall;
 pub mod trap;
+pub mod vmx;
 
 core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));
 core::arch::global_asm!(include_str!("entry.s"), options(att_syntax));
