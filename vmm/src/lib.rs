@@ -1,7 +1,7 @@
 //! The core of Cleave's per-guest virtual machine monitor, as pure logic that builds for
 //! the host (tested with `cargo test`) and for `x86_64-unknown-none` (the VMM component):
-//! device models and the CPUID policy now; the rest of exit handling arrives with the
-//! VT-x work (issue 5).
+//! exit handling ([`vm`]), device models, the CPUID policy, MMIO instruction emulation,
+//! the guest's paging and long-mode set-up, and ELF loading.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -10,3 +10,8 @@ extern crate std;
 
 pub mod cpuid;
 pub mod devices;
+pub mod elf;
+pub mod mmio;
+pub mod paging;
+pub mod test_device;
+pub mod vm;

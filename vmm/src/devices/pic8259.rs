@@ -129,6 +129,13 @@ pub struct PicPair {
     pub slave: Pic,
 }
 
+impl Pic {
+    /// The vector its line 0 delivers (ICW2).
+    pub fn vector_base(&self) -> u8 {
+        self.base
+    }
+}
+
 impl PicPair {
     /// Both controllers after reset.
     pub fn new() -> Self {

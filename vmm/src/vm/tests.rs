@@ -1,0 +1,304 @@
+//! Exit handling with synthetic exits, as the kernel would report them.
+
+use super::*;
+use crate::paging::{self, layout};
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
+
+/// 2 MiB of guest RAM at guest-physical 0.
+struct Ram(Vec<u8>);
+
+impl GuestMemory for Ram {
+    fn read(&self, gpa: u64, out: &mut [u8]) -> bool {
+        let start = gpa as usize;
+        match self.0.get(start..start + out.len()) {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
+        let start = gpa as usize;
+        match self.0.get_mut(start..start + data.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(data);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Lines(Vec<String>);
+
+impl Console for Lines {
+    fn line(&mut self, text: &[u8]) {
+        self.0.push(String::from_utf8_lossy(text).into_owned());
+    }
+}
+
+fn ram() -> Ram {
+    Ram(vec![0; 2 << 20])
+}
+
+fn host_cpuid(leaf: u32, _: u32) -> [u32; 4] {
+    match leaf {
+        0 => [0x16, u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ntel"), u32::from_le_bytes(*b"ineI")],
+        1 => [0x906e9, 0x0010_0800, 0xffff_ffff, 0xffff_ffff],
+        _ => [0; 4],
+    }
+}
+
+fn exit(reason: u64, qualification: u64, length: u64) -> Exit {
+    Exit { reason, qualification, guest_physical: 0, instruction_length: length }
+}
+
+/// An I/O exit's qualification: `size` bytes, out or in, port.
+fn io(port: u16, size: u64, is_in: bool) -> u64 {
+    (u64::from(port) << 16) | (size - 1) | if is_in { 1 << 3 } else { 0 }
+}
+
+/// A 64-bit guest with identity paging (what the VMM sets up), at `rip`.
+fn long_mode_cpu(mem: &mut Ram, rip: u64) -> Cpu {
+    let lm = paging::long_mode(mem).unwrap();
+    Cpu { rip, rflags: 0x202, cr0: lm.cr0, cr3: lm.cr3, cr4: lm.cr4, efer: lm.efer, ..Cpu::default() }
+}
+
+#[test]
+fn cpuid_follows_the_policy_and_moves_on() {
+    let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+    let mut cpu = Cpu { rip: 0x1000, ..Cpu::default() };
+    cpu.regs[gpr::RAX] = 1;
+    assert_eq!(vm.handle(&exit(reason::CPUID, 0, 2), &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!(cpu.rip, 0x1002);
+    assert_eq!(cpu.regs[gpr::RCX] & (1 << 5), 0, "VMX hidden");
+    assert_ne!(cpu.regs[gpr::RCX] & (1 << 31), 0, "hypervisor present");
+}
+
+#[test]
+fn ports_reach_the_uart_pic_and_pit_and_the_power_off_port_ends_the_guest() {
+    let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+    let mut cpu = Cpu::default();
+    for b in b"Hello\n" {
+        cpu.regs[gpr::RAX] = u64::from(*b);
+        assert_eq!(
+            vm.handle(&exit(reason::IO, io(COM1, 1, false), 1), &mut cpu, &mut mem, host_cpuid),
+            Outcome::Resume
+        );
+    }
+    assert_eq!(vm.console.0, ["Hello"]);
+    assert_eq!(cpu.rip, 6);
+    // The line-status register says the transmitter is empty (bit 5).
+    cpu.regs[gpr::RAX] = 0xdead_0000;
+    vm.handle(&exit(reason::IO, io(COM1 + 5, 1, true), 1), &mut cpu, &mut mem, host_cpuid);
+    assert_eq!(cpu.regs[gpr::RAX] & 0xffff_ff00, 0xdead_0000, "an 8-bit in keeps the rest of rax");
+    assert_ne!(cpu.regs[gpr::RAX] & 0x20, 0);
+    // Nothing at port 0x80 (reads all ones), and string I/O is not emulated.
+    vm.handle(&exit(reason::IO, io(0x80, 2, true), 1), &mut cpu, &mut mem, host_cpuid);
+    assert_eq!(cpu.regs[gpr::RAX] & 0xffff, 0xffff);
+    assert!(matches!(
+        vm.handle(&exit(reason::IO, io(COM1, 1, false) | (1 << 4), 1), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::Unhandled { .. })
+    ));
+    cpu.regs[gpr::RAX] = 3;
+    assert_eq!(
+        vm.handle(&exit(reason::IO, io(POWER_OFF_PORT, 1, false), 1), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::PoweredOff(3))
+    );
+}
+
+#[test]
+fn the_timer_path_hlt_waits_for_the_pit_and_interrupts_wait_for_an_open_window() {
+    let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+    let mut cpu = Cpu { rflags: 0x202, ..Cpu::default() };
+    let out = |vm: &mut Vm<Lines>, cpu: &mut Cpu, mem: &mut Ram, port: u16, value: u8| {
+        cpu.regs[gpr::RAX] = u64::from(value);
+        vm.handle(&exit(reason::IO, io(port, 1, false), 1), cpu, mem, host_cpuid)
+    };
+    // The guest programs the PICs (vectors 0x20/0x28, only IRQ 0 unmasked) and a 1 kHz PIT.
+    for (port, value) in [
+        (0x20, 0x11),
+        (0x21, 0x20),
+        (0x21, 4),
+        (0x21, 1),
+        (0x21, 0xfe),
+        (0x43, 0x34),
+        (0x40, 0xa9),
+        (0x40, 0x04),
+    ] {
+        assert_eq!(out(&mut vm, &mut cpu, &mut mem, port, value), Outcome::Resume);
+    }
+    assert_eq!(vm.injection(&cpu), Injection::None);
+    // HLT with interrupts on: guest time jumps to the next tick, which is then injected.
+    assert_eq!(vm.handle(&exit(reason::HLT, 0, 1), &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert!(vm.time_ns >= 999_000 && vm.time_ns <= 1_001_000, "{}", vm.time_ns);
+    // Not while the guest has interrupts off or is in an STI shadow.
+    let closed = Cpu { rflags: 0x2, ..cpu };
+    assert_eq!(vm.injection(&closed), Injection::WhenOpen);
+    assert_eq!(vm.injection(&Cpu { interruptibility: 1, ..cpu }), Injection::WhenOpen);
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x20));
+    assert_eq!(vm.timer_interrupts, 1);
+    // Until the guest acknowledges (EOI), nothing more.
+    vm.advance_time(5_000_000);
+    assert_eq!(vm.injection(&cpu), Injection::None);
+    out(&mut vm, &mut cpu, &mut mem, 0x20, 0x20);
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x20));
+    // HLT with interrupts off and nothing to wake it: stopped.
+    let mut vm2 = Vm::new(Lines::default());
+    assert_eq!(
+        vm2.handle(&exit(reason::HLT, 0, 1), &mut Cpu::default(), &mut mem, host_cpuid),
+        Outcome::Stop(Stop::HaltedForever)
+    );
+}
+
+#[test]
+fn mmio_to_the_test_device_is_decoded_and_emulated() {
+    let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+    // mov dword [rax], 0x1234; mov ebx, [rax+4]; mov cl, [rax]; mov [rax], rdx
+    let code = [
+        0xc7, 0x00, 0x34, 0x12, 0x00, 0x00, // mov dword [rax], 0x1234
+        0x8b, 0x58, 0x04, // mov ebx, [rax+4]
+        0x8a, 0x08, // mov cl, [rax]
+        0x48, 0x89, 0x10, // mov [rax], rdx
+        0xf3, 0xa4, // rep movsb (not emulated)
+    ];
+    assert!(mem.write(0x10_0000, &code));
+    let mut cpu = long_mode_cpu(&mut mem, 0x10_0000);
+    cpu.regs[gpr::RAX] = test_device::BASE;
+    cpu.regs[gpr::RBX] = u64::MAX;
+    cpu.regs[gpr::RCX] = 0xffff_ff00;
+    cpu.regs[gpr::RDX] = 0x1122_3344_5566_7788;
+    let ept = |gpa: u64, write: bool| Exit {
+        reason: reason::EPT_VIOLATION,
+        qualification: if write { 2 } else { 1 },
+        guest_physical: gpa,
+        instruction_length: 0,
+    };
+    let base = test_device::BASE;
+    assert_eq!(vm.handle(&ept(base, true), &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!((vm.test_device.scratch, cpu.rip), (0x1234, 0x10_0006));
+    assert_eq!(vm.handle(&ept(base + 4, false), &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!(cpu.regs[gpr::RBX], test_device::ID, "a 32-bit load clears the upper half");
+    assert_eq!(vm.handle(&ept(base, false), &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!(cpu.regs[gpr::RCX], 0xffff_ff34, "an 8-bit load keeps the rest");
+    assert_eq!(vm.handle(&ept(base, true), &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!(vm.test_device.scratch, 0x1122_3344_5566_7788);
+    assert_eq!(cpu.rip, 0x10_000e);
+    assert_eq!(
+        vm.handle(&ept(base, true), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::Undecodable { rip: 0x10_000e })
+    );
+}
+
+#[test]
+fn hostile_guests_are_stopped_with_the_reason() {
+    let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+    let mut cpu = Cpu { rip: 0x4242, ..Cpu::default() };
+    let ept = |gpa: u64, qualification: u64| Exit {
+        reason: reason::EPT_VIOLATION,
+        qualification,
+        guest_physical: gpa,
+        instruction_length: 0,
+    };
+    // A read of nothing, a write to a read-only page (the translation allowed reads: bit 3).
+    assert_eq!(
+        vm.handle(&ept(0x4000_0000, 1), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::UnmappedAccess { gpa: 0x4000_0000, write: false, rip: 0x4242 })
+    );
+    assert_eq!(
+        vm.handle(&ept(0x8000, 2 | 8), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::ReadOnlyWrite { gpa: 0x8000, rip: 0x4242 })
+    );
+    cpu.regs[gpr::RCX] = 0x1b;
+    assert_eq!(
+        vm.handle(&exit(reason::RDMSR, 0, 2), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::BadMsr { msr: 0x1b, write: false })
+    );
+    assert_eq!(
+        vm.handle(&exit(reason::WRMSR, 0, 2), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::BadMsr { msr: 0x1b, write: true })
+    );
+    assert_eq!(
+        vm.handle(&exit(reason::TRIPLE_FAULT, 0, 0), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::TripleFault)
+    );
+    assert_eq!(
+        vm.handle(&exit(reason::INVALID_GUEST_STATE | (1 << 31), 0, 0), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::EntryFailed(reason::INVALID_GUEST_STATE | (1 << 31)))
+    );
+    assert!(matches!(
+        vm.handle(&exit(reason::CR_ACCESS, 0x14, 3), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::Unhandled { reason: reason::CR_ACCESS, .. })
+    ));
+    // EFER reads come from the VMCS value.
+    cpu.regs[gpr::RCX] = 0xc000_0080;
+    cpu.efer = 0xd00;
+    assert_eq!(vm.handle(&exit(reason::RDMSR, 0, 2), &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!((cpu.regs[gpr::RAX], cpu.regs[gpr::RDX]), (0xd00, 0));
+    assert!(std::format!("{}", Stop::BadMsr { msr: 0x1b, write: true }).contains("MSR 0x1b"));
+}
+
+#[test]
+fn long_mode_paging_is_an_identity_map_and_translation_walks_it() {
+    let mut mem = ram();
+    let cpu = long_mode_cpu(&mut mem, 0);
+    assert_eq!(paging::translate(&cpu, &mem, 0x10_1234), Some(0x10_1234));
+    assert_eq!(paging::translate(&cpu, &mem, test_device::BASE + 8), Some(test_device::BASE + 8));
+    assert_eq!(paging::translate(&cpu, &mem, 1 << 40), None, "only the first 4 GiB");
+    assert_eq!(paging::translate(&Cpu::default(), &mem, 0x7c00), Some(0x7c00), "no paging");
+    let mut gdt = [0u8; 8];
+    assert!(mem.read(layout::GDT + 8, &mut gdt));
+    assert_eq!(u64::from_le_bytes(gdt) >> 40 & 0xff, 0x9b, "a present code segment");
+    let mut tiny = Ram(vec![0; 0x3000]);
+    assert!(paging::long_mode(&mut tiny).is_none(), "RAM too small for the tables");
+}
+
+/// A minimal ELF64 image: one PT_LOAD segment of `code` at `address`, `extra` bytes of
+/// .bss after it.
+fn elf_image(address: u64, entry: u64, code: &[u8], extra: u64) -> Vec<u8> {
+    let mut f = vec![0u8; 64 + 56];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2; // 64-bit
+    f[5] = 1; // little-endian
+    f[6] = 1;
+    f[16..18].copy_from_slice(&2u16.to_le_bytes()); // executable
+    f[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[24..32].copy_from_slice(&entry.to_le_bytes());
+    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
+    f[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+    f[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+    f[56..58].copy_from_slice(&1u16.to_le_bytes()); // phnum
+    let ph = 64;
+    f[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    f[ph + 4..ph + 8].copy_from_slice(&5u32.to_le_bytes()); // R X
+    f[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes()); // offset
+    f[ph + 16..ph + 24].copy_from_slice(&address.to_le_bytes());
+    f[ph + 24..ph + 32].copy_from_slice(&address.to_le_bytes());
+    f[ph + 32..ph + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    f[ph + 40..ph + 48].copy_from_slice(&(code.len() as u64 + extra).to_le_bytes());
+    f[ph + 48..ph + 56].copy_from_slice(&0x1000u64.to_le_bytes());
+    f.extend_from_slice(code);
+    f
+}
+
+#[test]
+fn elf_images_load_at_their_addresses_with_bss_zeroed() {
+    let mut mem = ram();
+    assert!(mem.write(0x10_0004, &[0xaa; 9]));
+    let image = elf_image(0x10_0000, 0x10_0002, &[0x90, 0x90, 0xf4, 0xcc], 8);
+    assert_eq!(crate::elf::load(&image, &mut mem), Ok(0x10_0002));
+    let mut back = [0u8; 13];
+    assert!(mem.read(0x10_0000, &mut back));
+    assert_eq!(back, [0x90, 0x90, 0xf4, 0xcc, 0, 0, 0, 0, 0, 0, 0, 0, 0xaa], "bss zeroed, nothing past it");
+    assert_eq!(crate::elf::load(b"not an elf", &mut mem), Err(crate::elf::ElfError::NotElf));
+    let far = elf_image(0x4000_0000, 0x4000_0000, &[0xf4], 0);
+    assert_eq!(
+        crate::elf::load(&far, &mut mem),
+        Err(crate::elf::ElfError::OutsideRam { address: 0x4000_0000 })
+    );
+}
