@@ -7,8 +7,8 @@
 pub const BASE: u64 = 0xd000_0000;
 /// Its size.
 pub const SIZE: u64 = 0x1000;
-/// What register 0x4 reads.
-pub const ID: u64 = 0x434c_4556;
+/// What register 0x4 reads: "CLEV" in memory order.
+pub const ID: u64 = u32::from_le_bytes(*b"CLEV") as u64;
 
 /// Whether `gpa` is the device's.
 pub fn contains(gpa: u64) -> bool {

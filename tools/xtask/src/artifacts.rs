@@ -21,6 +21,8 @@ pub const TARGET_PACKAGES: &[&str] = &[
     "xenstore-state",
     "xenstore-logic",
     "xenstore-bridge",
+    "guest-hello",
+    "vmm",
     "toolstack",
     "vga",
     "cleave-tests",
@@ -38,6 +40,7 @@ pub const PROGRAMS: &[&str] = &[
     "bench-retype",
     "bench-ipc",
     "vmx-test",
+    "vmm",
 ];
 
 /// Paths of the built images.
@@ -90,7 +93,8 @@ fn cargo_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<bo
 pub fn build() -> Result<Artifacts> {
     let root = workspace_root();
     let mut args = vec!["build", "--release", "--target", TARGET];
-    for package in TARGET_PACKAGES.iter().filter(|p| **p != "cleave-loader") {
+    // The loader embeds the boot image and the VMM its guest: both are built after the rest.
+    for package in TARGET_PACKAGES.iter().filter(|p| !matches!(**p, "cleave-loader" | "vmm")) {
         args.extend(["-p", package]);
     }
     if !cargo(&root, &args)? {
@@ -101,6 +105,11 @@ pub fn build() -> Result<Artifacts> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let image = work.join("image.bin");
     build_image(&root.join("system.toml"), &programs, &image)?;
+    let guest = programs.join("guest-hello");
+    let vmm = ["build", "--release", "--target", TARGET, "-p", "vmm"];
+    if !cargo_with_env(&root, &vmm, &[("CLEAVE_GUEST_IMAGE", &guest)])? {
+        bail!("building the VMM (with the guest image) failed");
+    }
     let loader = ["build", "--release", "--target", TARGET, "-p", "cleave-loader"];
     if !cargo_with_env(&root, &loader, &[("CLEAVE_IMAGE", &image)])? {
         bail!("building the capDL loader failed");

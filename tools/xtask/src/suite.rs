@@ -357,6 +357,26 @@ const TESTS: &[EmulatorTest] = &[
             ],
         },
     },
+    EmulatorTest {
+        name: "bochs-vmm-guest",
+        emulator: Emulator::Bochs,
+        module: Some("vmm"),
+        cmdline: "",
+        digest_of: None,
+        host_xenstore: false,
+        expect: Expectation {
+            outcome: Outcome::Success,
+            patterns: &[
+                "vt-x: VMX on; guests can run",
+                "vmm: guest 'hello' loaded",
+                "hello: Hello from a Cleave guest (64-bit, no firmware)",
+                "hello: 100 timer interrupts",
+                "hello: MMIO test device: id CLEV, scratch 0x1234",
+                "vmm: guest 'hello' powered off with code 0; ",
+                "TEST PASS",
+            ],
+        },
+    },
 ];
 
 /// Tally of passed and failed tests.

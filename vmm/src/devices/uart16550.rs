@@ -164,8 +164,10 @@ impl Uart {
 
     /// Hands any unfinished line to the console (when the guest stops).
     pub fn flush(&mut self, console: &mut impl Console) {
-        console.line(&self.line[..self.line_len]);
-        self.line_len = 0;
+        if self.line_len > 0 {
+            console.line(&self.line[..self.line_len]);
+            self.line_len = 0;
+        }
     }
 
     /// A guest `in` from port `base + offset` (offsets above 7 read as 0xff, an empty bus).

@@ -60,6 +60,9 @@ pub const PRIMARY_REQUIRED: u64 = (1 << 24) | (1 << 31);
 /// exiting, and NMI-window exiting (22).
 pub const PRIMARY_CHOSEN: u64 =
     (1 << 2) | (1 << 7) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 22) | (1 << 23) | (1 << 29) | (1 << 30);
+/// VM-entry controls a VMM may choose: IA-32e mode guest (9), for a guest that starts in
+/// long mode. (The kernel keeps the ones it set, such as loading EFER.)
+pub const ENTRY_CHOSEN: u64 = 1 << 9;
 /// Secondary controls a VMM may not turn off: EPT (1) and unrestricted guest (7).
 pub const SECONDARY_REQUIRED: u64 = (1 << 1) | (1 << 7);
 /// Secondary controls a VMM may choose: RDTSCP (3), INVPCID (12), XSAVES (20).
@@ -71,6 +74,8 @@ pub mod field {
     pub const PRIMARY_CONTROLS: u32 = 0x4002;
     /// Secondary processor-based VM-execution controls.
     pub const SECONDARY_CONTROLS: u32 = 0x401e;
+    /// VM-entry controls.
+    pub const ENTRY_CONTROLS: u32 = 0x4012;
     /// Exception bitmap.
     pub const EXCEPTION_BITMAP: u32 = 0x4004;
     /// VM-entry interruption information (event injection).
@@ -115,6 +120,7 @@ pub fn access(encoding: u32) -> Access {
         _ => match encoding {
             field::PRIMARY_CONTROLS
             | field::SECONDARY_CONTROLS
+            | field::ENTRY_CONTROLS
             | field::EXCEPTION_BITMAP
             | field::ENTRY_INTERRUPTION_INFO
             | field::ENTRY_EXCEPTION_ERROR
@@ -137,6 +143,7 @@ pub fn written_value(encoding: u32, value: u64) -> Result<u64, Error> {
     let (required, chosen) = match encoding {
         field::PRIMARY_CONTROLS => (PRIMARY_REQUIRED, PRIMARY_CHOSEN),
         field::SECONDARY_CONTROLS => (SECONDARY_REQUIRED, SECONDARY_CHOSEN),
+        field::ENTRY_CONTROLS => (0, ENTRY_CHOSEN),
         _ => return Ok(value),
     };
     if value & !(required | chosen) != 0 {
@@ -275,5 +282,8 @@ mod tests {
         assert_eq!(written_value(field::SECONDARY_CONTROLS, 0), Ok(SECONDARY_REQUIRED));
         assert_eq!(written_value(field::SECONDARY_CONTROLS, 1), Err(Error::IllegalOperation));
         assert_eq!(written_value(0x681e, 0x1234), Ok(0x1234));
+        // Entry controls: long-mode guests only; "load IA32_PAT" (14) is the kernel's.
+        assert_eq!(written_value(field::ENTRY_CONTROLS, 1 << 9), Ok(1 << 9));
+        assert_eq!(written_value(field::ENTRY_CONTROLS, 1 << 14), Err(Error::IllegalOperation));
     }
 }

@@ -352,6 +352,10 @@ pub fn write_field(vcpu: PhysAddr, field: u32, value: u64) -> Result<(), Error> 
     let value = match field {
         policy::PRIMARY_CONTROLS => checked_control(value, vmx.primary)?,
         policy::SECONDARY_CONTROLS => checked_control(value, vmx.secondary)?,
+        // The entry controls the kernel chose stay; the VMM's choice is added.
+        policy::ENTRY_CONTROLS => {
+            checked_control(value | u64::from(adjust(ENTRY_WANTED, vmx.entry)), vmx.entry)?
+        }
         _ => value,
     };
     vmwrite(field, value)

@@ -1,0 +1,183 @@
+//! A 64-bit test guest for Cleave's VMM: no firmware, no OS, started in long mode at its
+//! ELF entry by the VMM. It greets over the 16550 UART at 0x3f8, sets up an IDT, the two
+//! 8259 PICs and the 8254 PIT at 1 kHz, takes 100 timer interrupts (halting between
+//! them), writes and reads the VMM's MMIO test device at 0xd000_0000, reports, and powers
+//! off through port 0x501 with 0 if everything was as expected.
+#![no_std]
+#![no_main]
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Timer interrupts taken (the handler in assembly increments it).
+#[unsafe(no_mangle)]
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+const STACK_SIZE: usize = 16 * 1024;
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+#[unsafe(no_mangle)]
+static mut GUEST_STACK: Stack = Stack([0; STACK_SIZE]);
+
+/// The interrupt descriptor table: 256 gates of 16 bytes.
+#[repr(C, align(16))]
+struct Idt([u64; 512]);
+static mut IDT: Idt = Idt([0; 512]);
+
+core::arch::global_asm!(
+    ".section .text._start, \"ax\"",
+    ".global _start",
+    "_start:",
+    "    lea rsp, [rip + GUEST_STACK + {stack}]",
+    "    call guest_main",
+    "2:  hlt",
+    "    jmp 2b",
+    ".text",
+    ".global timer_entry",
+    "timer_entry:",
+    "    push rax",
+    "    lock inc qword ptr [rip + TICKS]",
+    "    mov al, 0x20",
+    "    out 0x20, al",
+    "    pop rax",
+    "    iretq",
+    ".global unexpected_entry",
+    "unexpected_entry:",
+    "    mov al, 2",
+    "    mov dx, 0x501",
+    "    out dx, al",
+    "    hlt",
+    stack = const STACK_SIZE,
+);
+
+unsafe extern "C" {
+    fn timer_entry();
+    fn unexpected_entry();
+}
+
+fn outb(port: u16, value: u8) {
+    // SAFETY: port I/O has no memory effect in the guest; the VMM emulates every port.
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: as in `outb`.
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
+
+/// The UART at 0x3f8.
+struct Uart;
+
+impl Write for Uart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            while inb(0x3fd) & 0x20 == 0 {}
+            outb(0x3f8, b);
+        }
+        Ok(())
+    }
+}
+
+/// Interrupt gate `vector` → `handler` (64-bit, present, DPL 0, code selector 0x08).
+fn set_gate(vector: usize, handler: unsafe extern "C" fn()) {
+    let h = handler as usize as u64;
+    let low = (h & 0xffff) | (0x08 << 16) | (0x8e00u64 << 32) | ((h >> 16) & 0xffff) << 48;
+    let high = h >> 32;
+    // SAFETY: the guest is single-threaded and interrupts are off while the IDT is built.
+    unsafe {
+        let idt = &raw mut IDT;
+        (*idt).0[vector * 2] = low;
+        (*idt).0[vector * 2 + 1] = high;
+    }
+}
+
+fn load_idt() {
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let pointer = Pointer { limit: (256 * 16 - 1) as u16, base: (&raw const IDT) as u64 };
+    // SAFETY: the IDT is a static that lives for the whole run, every gate is filled.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) }
+}
+
+const MMIO: u64 = 0xd000_0000;
+
+fn mmio_write(offset: u64, value: u32) {
+    // SAFETY: the test device's page (identity-mapped); every access exits to the VMM.
+    unsafe { core::ptr::write_volatile((MMIO + offset) as *mut u32, value) }
+}
+
+fn mmio_read(offset: u64) -> u32 {
+    // SAFETY: as in `mmio_write`.
+    unsafe { core::ptr::read_volatile((MMIO + offset) as *const u32) }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn guest_main() -> ! {
+    let mut uart = Uart;
+    let _ = writeln!(uart, "Hello from a Cleave guest (64-bit, no firmware)");
+    for v in 0..256 {
+        set_gate(v, unexpected_entry);
+    }
+    set_gate(0x20, timer_entry);
+    load_idt();
+    // PICs: vectors 0x20 and 0x28, cascade on line 2, 8086 mode, only IRQ 0 unmasked.
+    for (port, value) in [
+        (0x20, 0x11),
+        (0xa0, 0x11),
+        (0x21, 0x20),
+        (0xa1, 0x28),
+        (0x21, 4),
+        (0xa1, 2),
+        (0x21, 1),
+        (0xa1, 1),
+        (0x21, 0xfe),
+        (0xa1, 0xff),
+    ] {
+        outb(port, value);
+    }
+    // PIT channel 0: rate generator at 1193182 / 1193 ≈ 1 kHz.
+    outb(0x43, 0x34);
+    outb(0x40, (1193 & 0xff) as u8);
+    outb(0x40, (1193 >> 8) as u8);
+    while TICKS.load(Ordering::Relaxed) < 100 {
+        // SAFETY: the IDT, PICs and PIT are ready; `sti; hlt` waits for the next interrupt.
+        unsafe { core::arch::asm!("sti", "hlt", options(nomem, nostack)) }
+    }
+    // SAFETY: interrupts off for the rest of the run.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) }
+    let ticks = TICKS.load(Ordering::Relaxed);
+    let _ = writeln!(uart, "{ticks} timer interrupts");
+    mmio_write(0, 0x1234);
+    let scratch = mmio_read(0);
+    let id = mmio_read(4);
+    let id_text = id.to_le_bytes();
+    let _ = writeln!(
+        uart,
+        "MMIO test device: id {}, scratch {scratch:#x}",
+        core::str::from_utf8(&id_text).unwrap_or("?")
+    );
+    let good = ticks >= 100 && scratch == 0x1234 && &id_text == b"CLEV";
+    outb(0x501, if good { 0 } else { 1 });
+    loop {
+        // SAFETY: powered off: nothing more happens.
+        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) }
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    outb(0x501, 3);
+    loop {
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) }
+    }
+}
