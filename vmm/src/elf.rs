@@ -10,6 +10,8 @@ use object::{Endianness, Object};
 pub enum ElfError {
     /// Not a 64-bit little-endian ELF file (or a damaged one).
     NotElf,
+    /// The image is not 8-byte aligned in memory (its headers are read in place).
+    Misaligned,
     /// A segment's file bytes lie outside the image.
     Truncated,
     /// A segment does not fit the guest's RAM.
@@ -23,6 +25,7 @@ impl core::fmt::Display for ElfError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::NotElf => write!(f, "not a 64-bit ELF image"),
+            Self::Misaligned => write!(f, "the image is not 8-byte aligned in memory"),
             Self::Truncated => write!(f, "a segment lies outside the image"),
             Self::OutsideRam { address } => {
                 write!(f, "a segment at {address:#x} does not fit the guest's RAM")
@@ -31,8 +34,11 @@ impl core::fmt::Display for ElfError {
     }
 }
 
-/// Loads `image` into `mem`; returns its entry point.
+/// Loads `image` (8-byte aligned) into `mem`; returns its entry point.
 pub fn load(image: &[u8], mem: &mut impl GuestMemory) -> Result<u64, ElfError> {
+    if !(image.as_ptr() as usize).is_multiple_of(8) {
+        return Err(ElfError::Misaligned);
+    }
     let file = ElfFile64::<Endianness>::parse(image).map_err(|_| ElfError::NotElf)?;
     let endian = file.endian();
     for header in file.elf_program_headers() {

@@ -347,19 +347,26 @@ impl Cap<kind::Vcpu> {
         self.invoke(label::VCPU_WRITE_VMCS, &[u64::from(field), value]).map(drop)
     }
     /// `Vcpu::read_registers`: the guest's general registers (`cleave_abi::vcpu::REGISTERS`
-    /// order; words past the fourth come through the IPC buffer).
+    /// order), four at a time (no IPC buffer needed).
     pub fn read_registers(self) -> Result<[u64; 15], Error> {
-        let first = self.invoke(label::VCPU_READ_REGISTERS, &[])?;
         let mut out = [0u64; 15];
-        out[..4].copy_from_slice(&first);
-        for (i, w) in out.iter_mut().enumerate().skip(4) {
-            *w = crate::boot::message_word(i);
+        for first in (0..15).step_by(4) {
+            let words = self.invoke(label::VCPU_READ_REGISTERS, &[first as u64])?;
+            let n = (15 - first).min(4);
+            out[first..first + n].copy_from_slice(&words[..n]);
         }
         Ok(out)
     }
-    /// `Vcpu::write_registers`: sets the first `registers.len()` guest registers.
+    /// `Vcpu::write_registers`: sets the first `registers.len()` guest registers (at most
+    /// 15), three at a time.
     pub fn write_registers(self, registers: &[u64]) -> Result<(), Error> {
-        self.invoke(label::VCPU_WRITE_REGISTERS, &registers[..registers.len().min(15)]).map(drop)
+        for (chunk, values) in registers[..registers.len().min(15)].chunks(3).enumerate() {
+            let mut words = [0u64; 4];
+            words[0] = (chunk * 3) as u64;
+            words[1..=values.len()].copy_from_slice(values);
+            self.invoke(label::VCPU_WRITE_REGISTERS, &words[..=values.len()])?;
+        }
+        Ok(())
     }
 }
 

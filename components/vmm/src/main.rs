@@ -1,10 +1,15 @@
-//! The VMM, first form: a root task that builds one guest and runs it. It makes the
-//! guest's objects from untyped memory (a Vcpu bound to its own thread, a guest-physical
-//! address space of EPT tables, 2 MiB of RAM mapped there and into the VMM), loads the
-//! embedded guest ELF image, starts it in long mode with identity paging, and then handles
-//! every exit with `cleave_vmm::vm` until the guest powers off or is stopped. The guest's
-//! console lines are printed with its name in front. (Wiring guests from system.toml, so
-//! that the VMM holds only caps the loader gives it, is the next step.)
+//! The VMM, first form: a root task that builds several guests and runs them at once, one
+//! VMM thread per guest. For each it makes the guest's objects from untyped memory (a Vcpu
+//! bound to that guest's VMM thread, a guest-physical address space of EPT tables, 2 MiB
+//! of RAM mapped there and into the VMM), loads the embedded guest ELF image, leaves the
+//! guest's command line at guest-physical 0x9000 (above the page tables), starts it in long mode with identity
+//! paging, and then handles every exit with `cleave_vmm::vm` until the guest powers off or
+//! is stopped. Each guest's console lines are printed with its name in front.
+//!
+//! Two guests behave; four are hostile (an unmapped access, a write to a read-only page,
+//! an MSR not offered, a triple fault) and must be stopped with that reason while the
+//! others go on. (Wiring guests from system.toml, so that each VMM is its own component
+//! holding only the caps the loader gives it, is the next step.)
 #![no_std]
 #![no_main]
 
@@ -17,14 +22,68 @@ use cleave_rt::cap::kind::{CNode, EptRoot, EptTable, Frame, PageTable, Tcb, Unty
 use cleave_rt::{Cap, println};
 use cleave_vmm::devices::uart16550::Console;
 use cleave_vmm::paging;
-use cleave_vmm::vm::{Cpu, Exit, GuestMemory, Injection, Outcome, Vm};
+use cleave_vmm::vm::{Cpu, Exit, GuestMemory, Injection, Outcome, Stop, Vm};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 cleave_rt::entry!(main);
 cleave_rt::heap!(2 * 1024 * 1024);
 
-static GUEST_IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf"));
-/// The guest's name (its console lines carry it).
-const NAME: &str = "hello";
+/// The image, 16-byte aligned (the ELF reader reads headers in place).
+#[repr(C, align(16))]
+struct Aligned<B: ?Sized>(B);
+static GUEST_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf")));
+static GUEST_IMAGE: &[u8] = &GUEST_ALIGNED.0;
+
+/// How a guest must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    PoweredOff,
+    Unmapped,
+    ReadOnly,
+    BadMsr,
+    TripleFault,
+}
+
+/// The guests: name, command line, what must happen.
+const GUESTS: [(&str, &str, Expected); 6] = [
+    ("hello", "name=hello", Expected::PoweredOff),
+    ("alice", "name=alice", Expected::PoweredOff),
+    ("unmapped", "name=unmapped misbehave=unmapped", Expected::Unmapped),
+    ("readonly", "name=readonly misbehave=readonly", Expected::ReadOnly),
+    ("badmsr", "name=badmsr misbehave=msr", Expected::BadMsr),
+    ("triple", "name=triple misbehave=triple", Expected::TripleFault),
+];
+
+/// Where the VMM leaves a guest's command line.
+const CMDLINE_GPA: u64 = 0x9000;
+/// Where a guest finds its read-only page (just above its RAM).
+const READ_ONLY_GPA: u64 = 0x20_0000;
+
+/// One VMM thread's stack.
+const STACK_SIZE: usize = 64 * 1024;
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+static mut STACKS: [Stack; GUESTS.len()] = [const { Stack([0; STACK_SIZE]) }; GUESTS.len()];
+
+/// Each guest's result: 0 running, 1 ended as expected, 2 ended otherwise.
+static RESULTS: [AtomicU64; GUESTS.len()] = [const { AtomicU64::new(0) }; GUESTS.len()];
+/// Each guest's Vcpu capability.
+static VCPUS: [AtomicU64; GUESTS.len()] = [const { AtomicU64::new(0) }; GUESTS.len()];
+/// Each guest's VMM thread (its TCB capability).
+static THREADS: [AtomicU64; GUESTS.len()] = [const { AtomicU64::new(0) }; GUESTS.len()];
+/// Whole lines only: the VMM threads print one line at a time.
+static PRINT_LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Prints one line without another thread's line cutting into it.
+macro_rules! line {
+    ($($arg:tt)*) => {{
+        while PRINT_LOCK.swap(true, Ordering::Acquire) {
+            cleave_rt::syscall::yield_now();
+        }
+        println!($($arg)*);
+        PRINT_LOCK.store(false, Ordering::Release);
+    }};
+}
 
 const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
 /// Guest RAM: one 2 MiB frame at guest-physical 0.
@@ -76,17 +135,26 @@ mod field {
 const HLT_EXITING: u64 = 1 << 7;
 const INTERRUPT_WINDOW_EXITING: u64 = 1 << 2;
 
-/// The guest's RAM as the VMM maps it.
-struct Ram;
+/// A guest's RAM as the VMM maps it: 2 MiB at `RAM_VA + index * 2 MiB`.
+struct Ram(usize);
+
+impl Ram {
+    fn base(&self) -> u64 {
+        RAM_VA + self.0 as u64 * RAM_SIZE
+    }
+}
 
 impl GuestMemory for Ram {
     fn read(&self, gpa: u64, out: &mut [u8]) -> bool {
         if gpa.checked_add(out.len() as u64).is_none_or(|end| end > RAM_SIZE) {
             return false;
         }
-        // SAFETY: RAM_VA maps the guest's 2 MiB frame read-write (set up before any use);
-        // the range is inside it (checked); the guest does not run while the VMM copies.
-        unsafe { core::ptr::copy_nonoverlapping((RAM_VA + gpa) as *const u8, out.as_mut_ptr(), out.len()) }
+        // SAFETY: `base()` maps this guest's 2 MiB frame read-write (set up before any
+        // use); the range is inside it (checked); only this guest's VMM thread copies, and
+        // the guest does not run while it does.
+        unsafe {
+            core::ptr::copy_nonoverlapping((self.base() + gpa) as *const u8, out.as_mut_ptr(), out.len())
+        }
         true
     }
 
@@ -95,17 +163,18 @@ impl GuestMemory for Ram {
             return false;
         }
         // SAFETY: as in `read`.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), (RAM_VA + gpa) as *mut u8, data.len()) }
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), (self.base() + gpa) as *mut u8, data.len()) }
         true
     }
 }
 
-/// The guest's console: each line printed with its name.
-struct Named;
+/// A guest's console: each line printed with its name.
+struct Named(&'static str);
 
 impl Console for Named {
     fn line(&mut self, text: &[u8]) {
-        println!("{NAME}: {}", core::str::from_utf8(text).unwrap_or("(not UTF-8)"));
+        let name = self.0;
+        line!("{name}: {}", core::str::from_utf8(text).unwrap_or("(not UTF-8)"));
     }
 }
 
@@ -119,12 +188,9 @@ impl Slots {
     }
 }
 
-/// The guest's objects.
-struct Guest {
-    vcpu: Cap<Vcpu>,
-}
-
-fn build(untyped: Cap<Untyped>, slots: &mut Slots) -> Result<Guest, Error> {
+/// Builds guest `index`'s objects and its VMM thread (not yet started); returns the Vcpu
+/// and the thread.
+fn build(untyped: Cap<Untyped>, slots: &mut Slots, index: usize) -> Result<(Cap<Vcpu>, Cap<Tcb>), Error> {
     let make = |ty: ObjectType, slots: &mut Slots| -> Result<u64, Error> {
         let at = slots.next();
         untyped.retype(ty, 0, ROOT, 0, 0, at, 1)?;
@@ -137,26 +203,45 @@ fn build(untyped: Cap<Untyped>, slots: &mut Slots) -> Result<Guest, Error> {
     }
     let ram: Cap<Frame> = Cap::from_cptr(make(ObjectType::Frame2M, slots)?);
     ram.map_ept(root, 0, Rights::ALL, false)?;
-    // The VMM's view of the same RAM: a copy of the capability, mapped at RAM_VA.
+    // A read-only page just above the RAM (a 4 KiB table for that 2 MiB).
+    Cap::<EptTable>::from_cptr(make(ObjectType::EptPt, slots)?).map(root, READ_ONLY_GPA)?;
+    let read_only: Cap<Frame> = Cap::from_cptr(make(ObjectType::Frame4K, slots)?);
+    read_only.map_ept(root, READ_ONLY_GPA, Rights::READ, true)?;
+    // The VMM's view of the same RAM: a copy of the capability, mapped at its window.
     let alias = slots.next();
     ROOT.copy(ROOT.slot(alias, 64), ROOT.slot(ram.cptr(), 64), Rights::ALL)?;
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
+    let window = Ram(index).base();
     for ty in [ObjectType::Pdpt, ObjectType::PageDirectory] {
-        match Cap::<PageTable>::from_cptr(make(ty, slots)?).map(me, RAM_VA) {
+        match Cap::<PageTable>::from_cptr(make(ty, slots)?).map(me, window) {
             Ok(()) | Err(Error::DeleteFirst) => {}
             Err(e) => return Err(e),
         }
     }
-    Cap::<Frame>::from_cptr(alias).map(me, RAM_VA, Rights::ALL, true)?;
-    vcpu.set_tcb(Cap::<Tcb>::from_cptr(slot::TCB))?;
+    Cap::<Frame>::from_cptr(alias).map(me, window, Rights::ALL, true)?;
+    // Its VMM thread, in this address space.
+    let thread: Cap<Tcb> = Cap::from_cptr(make(ObjectType::Tcb, slots)?);
+    thread.configure(ROOT, me, None, None)?;
+    thread.set_priority(100)?;
+    vcpu.set_tcb(thread)?;
     vcpu.set_ept(root)?;
-    Ok(Guest { vcpu })
+    Ok((vcpu, thread))
 }
 
-/// Loads the image and writes the long-mode start state.
-fn start(vcpu: Cap<Vcpu>) -> Result<(), &'static str> {
-    let mut ram = Ram;
-    let entry = cleave_vmm::elf::load(GUEST_IMAGE, &mut ram).map_err(|_| "the guest image does not load")?;
+/// Loads the image, leaves the command line, and writes the long-mode start state.
+fn start(vcpu: Cap<Vcpu>, index: usize) -> Result<(), &'static str> {
+    let mut ram = Ram(index);
+    let entry = match cleave_vmm::elf::load(GUEST_IMAGE, &mut ram) {
+        Ok(entry) => entry,
+        Err(e) => {
+            line!("vmm: guest '{}': {e}", GUESTS[index].0);
+            return Err("the guest image does not load");
+        }
+    };
+    let cmdline = GUESTS[index].1.as_bytes();
+    if !ram.write(CMDLINE_GPA, cmdline) || !ram.write(CMDLINE_GPA + cmdline.len() as u64, &[0]) {
+        return Err("no room for the command line");
+    }
     let lm = paging::long_mode(&mut ram).ok_or("no room for the guest's page tables")?;
     let flat = 0xffff_ffff;
     let writes = [
@@ -220,10 +305,10 @@ fn read_cpu(vcpu: Cap<Vcpu>) -> Result<Cpu, Error> {
     })
 }
 
-/// Runs the guest until it stops; returns the stop reason's text and the machine.
-fn run(vcpu: Cap<Vcpu>) -> Result<(cleave_vmm::vm::Stop, Vm<Named>), Error> {
-    let mut vm = Vm::new(Named);
-    let mut ram = Ram;
+/// Runs the guest until it stops; returns why, and the machine.
+fn run(vcpu: Cap<Vcpu>, index: usize) -> Result<(Stop, Vm<Named>), Error> {
+    let mut vm = Vm::new(Named(GUESTS[index].0));
+    let mut ram = Ram(index);
     let mut window = false;
     let mut last = cleave_rt::syscall::rdtsc();
     loop {
@@ -269,11 +354,51 @@ fn run(vcpu: Cap<Vcpu>) -> Result<(cleave_vmm::vm::Stop, Vm<Named>), Error> {
     }
 }
 
+/// A guest's VMM thread: runs guest `index` and records how it ended.
+extern "C" fn vmm_thread(index: u64) -> ! {
+    let index = index as usize;
+    let (name, _, expected) = GUESTS[index];
+    let vcpu: Cap<Vcpu> = Cap::from_cptr(VCPUS[index].load(Ordering::Acquire));
+    let ok = match run(vcpu, index) {
+        Ok((stop, vm)) => {
+            line!(
+                "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses",
+                vm.exits,
+                vm.timer_interrupts,
+                vm.test_device.reads + vm.test_device.writes
+            );
+            match (expected, stop) {
+                (Expected::PoweredOff, Stop::PoweredOff(0)) => vm.timer_interrupts >= 100,
+                (Expected::Unmapped, Stop::UnmappedAccess { .. })
+                | (Expected::ReadOnly, Stop::ReadOnlyWrite { .. })
+                | (Expected::BadMsr, Stop::BadMsr { .. })
+                | (Expected::TripleFault, Stop::TripleFault) => true,
+                _ => false,
+            }
+        }
+        Err(e) => {
+            line!("vmm: guest '{name}': the kernel refused a VMM operation: {e:?}");
+            false
+        }
+    };
+    RESULTS[index].store(if ok { 1 } else { 2 }, Ordering::Release);
+    // Done: stop this thread (the root thread, below it, collects the results).
+    let me: Cap<Tcb> = Cap::from_cptr(THREADS[index].load(Ordering::Acquire));
+    let _ = me.suspend();
+    loop {
+        cleave_rt::syscall::yield_now();
+    }
+}
+
+fn fail(why: &str) -> i32 {
+    println!("vmm: {why}");
+    println!("TEST FAIL: vmm");
+    1
+}
+
 fn main() -> i32 {
     if GUEST_IMAGE.is_empty() {
-        println!("vmm: no guest image was built in (CLEAVE_GUEST_IMAGE); nothing to run");
-        println!("TEST FAIL: vmm");
-        return 1;
+        return fail("no guest image was built in (CLEAVE_GUEST_IMAGE); nothing to run");
     }
     let info = boot_info();
     let mut slots = Slots(info.empty_first);
@@ -284,45 +409,54 @@ fn main() -> i32 {
         .unwrap_or((0, 0));
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + ut_index as u64);
     let ut = slots.next();
-    if big.retype(ObjectType::Untyped, 23, ROOT, 0, 0, ut, 1).is_err() {
-        println!("vmm: no 8 MiB of memory for the guest");
-        println!("TEST FAIL: vmm");
-        return 1;
+    if big.retype(ObjectType::Untyped, 25, ROOT, 0, 0, ut, 1).is_err() {
+        return fail("no 32 MiB of memory for the guests");
     }
-    let guest = match build(Cap::from_cptr(ut), &mut slots) {
-        Ok(g) => g,
-        Err(e) => {
-            println!("vmm: building the guest failed: {e:?}");
-            println!("TEST FAIL: vmm");
-            return 1;
-        }
-    };
-    if let Err(e) = start(guest.vcpu) {
-        println!("vmm: {e}");
-        println!("TEST FAIL: vmm");
-        return 1;
-    }
-    println!("vmm: guest '{NAME}' loaded ({} bytes of image), starting in long mode", GUEST_IMAGE.len());
-    match run(guest.vcpu) {
-        Ok((stop, vm)) => {
-            println!(
-                "vmm: guest '{NAME}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses",
-                vm.exits,
-                vm.timer_interrupts,
-                vm.test_device.reads + vm.test_device.writes
-            );
-            if stop == cleave_vmm::vm::Stop::PoweredOff(0) && vm.timer_interrupts >= 100 {
-                println!("TEST PASS");
-                0
-            } else {
-                println!("TEST FAIL: vmm");
-                1
+    let mut threads = [Cap::<Tcb>::from_cptr(0); GUESTS.len()];
+    for (index, (name, _, _)) in GUESTS.iter().enumerate() {
+        match build(Cap::from_cptr(ut), &mut slots, index) {
+            Ok((vcpu, thread)) => {
+                VCPUS[index].store(vcpu.cptr(), Ordering::Release);
+                THREADS[index].store(thread.cptr(), Ordering::Release);
+                threads[index] = thread;
+                if let Err(e) = start(vcpu, index) {
+                    return fail(e);
+                }
+            }
+            Err(e) => {
+                println!("vmm: building guest '{name}' failed: {e:?}");
+                return fail("guest set-up");
             }
         }
-        Err(e) => {
-            println!("vmm: the kernel refused a VMM operation: {e:?}");
-            println!("TEST FAIL: vmm");
-            1
+    }
+    println!(
+        "vmm: {} guests loaded ({} bytes of image each), each with its own Vcpu, EPT and RAM; starting their VMM threads",
+        GUESTS.len(),
+        GUEST_IMAGE.len()
+    );
+    // The VMM threads (priority 100) share the processor round-robin; this one waits below.
+    let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
+    if me.set_priority(10).is_err() {
+        return fail("cannot lower the root thread's priority");
+    }
+    for (index, thread) in threads.iter().enumerate() {
+        // SAFETY: only the address is taken; each stack belongs to one thread.
+        let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64 - 8;
+        let entry = vmm_thread as *const () as u64;
+        if thread.write_registers(true, &[entry, top, 0x202, 0, 0, 0, 0, 0, index as u64]).is_err() {
+            return fail("cannot start a VMM thread");
         }
+    }
+    while RESULTS.iter().any(|r| r.load(Ordering::Acquire) == 0) {
+        cleave_rt::syscall::yield_now();
+    }
+    let good = RESULTS.iter().filter(|r| r.load(Ordering::Acquire) == 1).count();
+    line!("vmm: {good} of {} guests ended as they should", GUESTS.len());
+    if good == GUESTS.len() {
+        line!("TEST PASS");
+        0
+    } else {
+        line!("TEST FAIL: vmm");
+        1
     }
 }

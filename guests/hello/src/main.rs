@@ -1,8 +1,14 @@
 //! A 64-bit test guest for Cleave's VMM: no firmware, no OS, started in long mode at its
-//! ELF entry by the VMM. It greets over the 16550 UART at 0x3f8, sets up an IDT, the two
-//! 8259 PICs and the 8254 PIT at 1 kHz, takes 100 timer interrupts (halting between
-//! them), writes and reads the VMM's MMIO test device at 0xd000_0000, reports, and powers
-//! off through port 0x501 with 0 if everything was as expected.
+//! ELF entry by the VMM. It greets over the 16550 UART at 0x3f8, prints the command line
+//! its VMM left at guest-physical 0x9000, sets up an IDT, the two 8259 PICs and the 8254
+//! PIT at 1 kHz, takes 100 timer interrupts (halting between them), writes and reads the
+//! VMM's MMIO test device at 0xd000_0000, reports, and powers off through port 0x501 with
+//! 0 if everything was as expected.
+//!
+//! With `misbehave=WHAT` on its command line it is hostile instead, right after the
+//! greeting: `unmapped` reads guest-physical 1 GiB (nothing there), `readonly` writes the
+//! read-only page its VMM maps at 2 MiB, `msr` reads MSR 0x1b (the APIC base, not
+//! offered), `triple` loads an empty IDT and raises an exception (a triple fault).
 #![no_std]
 #![no_main]
 
@@ -120,10 +126,62 @@ fn mmio_read(offset: u64) -> u32 {
     unsafe { core::ptr::read_volatile((MMIO + offset) as *const u32) }
 }
 
+/// Where the VMM leaves the command line (NUL-terminated, at most 256 bytes).
+const CMDLINE: u64 = 0x9000;
+
+fn cmdline() -> &'static str {
+    // SAFETY: the VMM wrote the command line into this page of the guest's RAM before the
+    // guest started; nothing writes it afterwards.
+    let bytes = unsafe { core::slice::from_raw_parts(CMDLINE as *const u8, 256) };
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    core::str::from_utf8(&bytes[..end]).unwrap_or("")
+}
+
+/// Does what `misbehave=WHAT` asks (never returns if it works).
+fn misbehave(what: &str) {
+    match what {
+        "unmapped" => {
+            // SAFETY: deliberately hostile: guest-physical 1 GiB has nothing behind it;
+            // the VMM stops the guest here.
+            let _ = unsafe { core::ptr::read_volatile(0x4000_0000 as *const u64) };
+        }
+        "readonly" => {
+            // SAFETY: deliberately hostile: the page at 2 MiB is mapped read-only.
+            unsafe { core::ptr::write_volatile(0x20_0000 as *mut u64, 1) }
+        }
+        "msr" => {
+            // SAFETY: deliberately hostile: the VMM does not offer MSR 0x1b.
+            unsafe {
+                core::arch::asm!("rdmsr", in("ecx") 0x1bu32, out("eax") _, out("edx") _, options(nomem, nostack))
+            }
+        }
+        "triple" => {
+            #[repr(C, packed)]
+            struct Pointer {
+                limit: u16,
+                base: u64,
+            }
+            let empty = Pointer { limit: 0, base: 0 };
+            // SAFETY: deliberately hostile: with an empty IDT the breakpoint cannot be
+            // delivered, and neither can the faults that follow: a triple fault.
+            unsafe { core::arch::asm!("lidt [{}]", "int3", in(reg) &empty, options(nostack)) }
+        }
+        _ => {}
+    }
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn guest_main() -> ! {
     let mut uart = Uart;
     let _ = writeln!(uart, "Hello from a Cleave guest (64-bit, no firmware)");
+    let line = cmdline();
+    let _ = writeln!(uart, "command line: {line}");
+    if let Some(what) = line.split(' ').find_map(|w| w.strip_prefix("misbehave=")) {
+        let _ = writeln!(uart, "misbehaving: {what}");
+        misbehave(what);
+        let _ = writeln!(uart, "still running after misbehaving?");
+        outb(0x501, 4);
+    }
     for v in 0..256 {
         set_gate(v, unexpected_entry);
     }

@@ -221,9 +221,10 @@ pub mod label {
     pub const VCPU_READ_VMCS: u64 = 82;
     /// Vcpu: write a VMCS field a VMM may write (MR0 encoding, MR1 value).
     pub const VCPU_WRITE_VMCS: u64 = 83;
-    /// Vcpu: read the guest's general registers (`vcpu::REGISTERS` order).
+    /// Vcpu: read up to four of the guest's general registers, from index MR0 in
+    /// `vcpu::REGISTERS` order (all in registers: no IPC buffer needed).
     pub const VCPU_READ_REGISTERS: u64 = 84;
-    /// Vcpu: write the guest's general registers (a prefix of `vcpu::REGISTERS` order).
+    /// Vcpu: write up to three of the guest's general registers (MR1-MR3) from index MR0.
     pub const VCPU_WRITE_REGISTERS: u64 = 85;
     /// EPT table (levels 1-3): map into a guest-physical address space (MR0 EPT root,
     /// MR1 guest-physical address).

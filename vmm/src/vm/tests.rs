@@ -292,10 +292,16 @@ fn elf_images_load_at_their_addresses_with_bss_zeroed() {
     assert!(mem.write(0x10_0004, &[0xaa; 9]));
     let image = elf_image(0x10_0000, 0x10_0002, &[0x90, 0x90, 0xf4, 0xcc], 8);
     assert_eq!(crate::elf::load(&image, &mut mem), Ok(0x10_0002));
+    // Read in place: the same bytes one byte off their alignment are refused.
+    let mut shifted = vec![0u8; image.len() + 1];
+    shifted[1..].copy_from_slice(&image);
+    assert_eq!(crate::elf::load(&shifted[1..], &mut mem), Err(crate::elf::ElfError::Misaligned));
     let mut back = [0u8; 13];
     assert!(mem.read(0x10_0000, &mut back));
     assert_eq!(back, [0x90, 0x90, 0xf4, 0xcc, 0, 0, 0, 0, 0, 0, 0, 0, 0xaa], "bss zeroed, nothing past it");
-    assert_eq!(crate::elf::load(b"not an elf", &mut mem), Err(crate::elf::ElfError::NotElf));
+    let mut junk = vec![0u8; 16];
+    junk[..10].copy_from_slice(b"not an elf");
+    assert_eq!(crate::elf::load(&junk, &mut mem), Err(crate::elf::ElfError::NotElf));
     let far = elf_image(0x4000_0000, 0x4000_0000, &[0xf4], 0);
     assert_eq!(
         crate::elf::load(&far, &mut mem),

@@ -111,8 +111,19 @@ fn vcpu<M: KernelMemory>(
             let value = written_value(f, inv.word(1)?)?;
             io.vmcs_write(base, f, value).map(|()| Reply::default())
         }
-        label::VCPU_READ_REGISTERS => Ok(Reply::of(&space.vcpu_state(base).gprs)),
-        label::VCPU_WRITE_REGISTERS => space.vcpu_write_registers(base, inv.words).map(|()| Reply::default()),
+        label::VCPU_READ_REGISTERS => {
+            let first = usize::try_from(inv.word(0)?).map_err(|_| Error::RangeError)?;
+            let gprs = space.vcpu_state(base).gprs;
+            if first >= gprs.len() {
+                return Err(Error::RangeError);
+            }
+            let chunk = &gprs[first..(first + 4).min(gprs.len())];
+            Ok(Reply::of(chunk))
+        }
+        label::VCPU_WRITE_REGISTERS => {
+            let first = usize::try_from(inv.word(0)?).map_err(|_| Error::RangeError)?;
+            space.vcpu_write_registers(base, first, &inv.words[1..]).map(|()| Reply::default())
+        }
         _ => Err(Error::IllegalOperation),
     }
 }

@@ -688,8 +688,12 @@ fn vcpus_bind_to_threads_and_ept_maps_guest_memory() {
     w.s.vm_exited(boss, [30, 0x3f8_0000, 0, 1]);
     assert_eq!((w.status(boss), boss.regs(&w.s.mem).rdx, boss.regs(&w.s.mem).r10), (0, 30, 1));
     // Guest registers live in the Vcpu.
-    w.invoke(40, label::VCPU_WRITE_REGISTERS, &[7, 8]).unwrap();
-    assert_eq!(w.s.vcpu_state(vcpu).gprs[..3], [7, 8, 0]);
+    w.invoke(40, label::VCPU_WRITE_REGISTERS, &[1, 7, 8]).unwrap();
+    assert_eq!(w.s.vcpu_state(vcpu).gprs[..4], [0, 7, 8, 0]);
+    assert_eq!(w.invoke(40, label::VCPU_WRITE_REGISTERS, &[14, 1, 2]), Err(Error::RangeError));
+    assert_eq!(w.invoke(40, label::VCPU_READ_REGISTERS, &[15]), Err(Error::RangeError));
+    w.invoke(40, label::VCPU_READ_REGISTERS, &[1]).unwrap();
+    assert_eq!(boss.regs(&w.s.mem).rdx, 7, "the first register read comes back in message word 0");
     // VMCS policy: host state refused before the machine is asked; a malformed encoding is
     // an argument error; this host-test machine has no VT-x and refuses the rest.
     assert_eq!(w.invoke(40, label::VCPU_READ_VMCS, &[0x6c16]), Err(Error::IllegalOperation));

@@ -212,13 +212,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
         Ok(())
     }
 
-    /// Sets the first `words.len()` guest registers (at most 15).
-    pub fn vcpu_write_registers(&mut self, vcpu: PhysAddr, words: &[u64]) -> Result<(), Error> {
-        if words.len() > 15 {
-            return Err(Error::RangeError);
-        }
+    /// Sets guest registers `first..first + words.len()` (of 15).
+    pub fn vcpu_write_registers(&mut self, vcpu: PhysAddr, first: usize, words: &[u64]) -> Result<(), Error> {
         let mut state = self.vcpu_state(vcpu);
-        state.gprs[..words.len()].copy_from_slice(words);
+        let end =
+            first.checked_add(words.len()).filter(|&e| e <= state.gprs.len()).ok_or(Error::RangeError)?;
+        state.gprs[first..end].copy_from_slice(words);
         self.set_vcpu_state(vcpu, &state);
         Ok(())
     }
