@@ -1,10 +1,11 @@
 //! Helpers shared by the test programs: slot bookkeeping, thread creation in the root
-//! task's address space, result lines, and building page tables for an address.
+//! task's address space, result lines, building page tables for an address, and a small
+//! real-mode guest for the VT-x tests.
 #![no_std]
 
 use cleave_abi::boot_info::slot;
-use cleave_abi::{Error, ObjectType};
-use cleave_rt::cap::kind::{CNode, Frame, PageTable, Untyped, VSpace};
+use cleave_abi::{Error, ObjectType, Rights};
+use cleave_rt::cap::kind::{self, CNode, Frame, PageTable, Untyped, VSpace};
 use cleave_rt::{Cap, println};
 
 /// The root task's CNode.
@@ -88,4 +89,47 @@ pub fn largest_ram_untyped(info: &cleave_abi::boot_info::BootInfo) -> (Cap<Untyp
         .max_by_key(|&i| info.untyped[i].size_bits)
         .unwrap_or(0);
     (Cap::from_cptr(info.untyped_first + index as u64), index)
+}
+
+/// Where [`real_mode_guest`]'s VMM sees the guest's RAM page.
+pub const GUEST_PAGE_VA: u64 = 0x5000_0000_0000;
+/// Where the guest sees it, and where it starts (real mode, CS 0, IP 0x1000).
+pub const GUEST_PAGE: u64 = 0x1000;
+
+/// A real-mode guest with one page of RAM at guest-physical [`GUEST_PAGE`] holding `code`,
+/// bound to the calling thread: a Vcpu, the four EPT levels, the RAM page (also mapped
+/// at [`GUEST_PAGE_VA`] here), from `untyped` into root slots `first..first + 11`.
+pub fn real_mode_guest(untyped: Cap<Untyped>, first: u64, code: &[u8]) -> Result<Cap<kind::Vcpu>, Error> {
+    use kind::{EptRoot, EptTable, Tcb, Vcpu};
+    let (vcpu, root, ram, alias, tables) = (first, first + 1, first + 5, first + 6, first + 7);
+    untyped.retype(ObjectType::Vcpu, 0, ROOT, 0, 0, vcpu, 1)?;
+    for (ty, i) in [
+        (ObjectType::EptPml4, root),
+        (ObjectType::EptPdpt, first + 2),
+        (ObjectType::EptPd, first + 3),
+        (ObjectType::EptPt, first + 4),
+    ] {
+        untyped.retype(ty, 0, ROOT, 0, 0, i, 1)?;
+    }
+    let ram = frame(untyped, ram)?;
+    // The VMM's own view of the page, through a copy of the capability.
+    ROOT.copy(ROOT.slot(alias, 64), ROOT.slot(ram.cptr(), 64), Rights::ALL)?;
+    let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
+    map_tables(untyped, me, GUEST_PAGE_VA, tables)?;
+    Cap::<Frame>::from_cptr(alias).map(me, GUEST_PAGE_VA, Rights::ALL, true)?;
+    for (i, b) in code.iter().enumerate().take(4096) {
+        // SAFETY: GUEST_PAGE_VA maps the RAM page read-write (just above); i < 4096.
+        unsafe { core::ptr::write_volatile((GUEST_PAGE_VA + i as u64) as *mut u8, *b) }
+    }
+    let root: Cap<EptRoot> = Cap::from_cptr(root);
+    for table in [first + 2, first + 3, first + 4] {
+        Cap::<EptTable>::from_cptr(table).map(root, 0)?;
+    }
+    ram.map_ept(root, GUEST_PAGE, Rights::ALL, false)?;
+    let vcpu: Cap<Vcpu> = Cap::from_cptr(vcpu);
+    vcpu.set_tcb(Cap::<Tcb>::from_cptr(slot::TCB))?;
+    vcpu.set_ept(root)?;
+    vcpu.write_vmcs(0x681e, GUEST_PAGE)?; // GUEST_RIP
+    vcpu.write_vmcs(0x681c, 0x1ff0)?; // GUEST_RSP
+    Ok(vcpu)
 }

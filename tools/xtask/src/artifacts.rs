@@ -40,6 +40,7 @@ pub const PROGRAMS: &[&str] = &[
     "bench-retype",
     "bench-ipc",
     "vmx-test",
+    "bench-vmx",
     "vmm",
 ];
 

@@ -52,6 +52,9 @@ pub fn run() -> Result<()> {
             "bench loader.instructions_per_object = {per} instructions (whole build, including ELF loading)"
         );
     }
+    let (round_trip, rate) = vmx_figures(&artifacts)?;
+    println!("{round_trip}");
+    println!("{rate}");
     let (spec_ms, objects) = cleave_generation_ms(1000)?;
     println!(
         "bench cleave.spec_and_graph_1000_components = {spec_ms:.1} ms (median of 5; {objects} objects)"
@@ -114,6 +117,40 @@ fn program_lines(artifacts: &Artifacts, program: &str, prefix: &str) -> Result<V
         bail!("benchmark {program} printed no result (serial log: {})", finished.log.display());
     }
     Ok(lines)
+}
+
+/// VT-x in Bochs (QEMU's TCG has none): instructions per CPUID exit to the VMM and back,
+/// and exits per second of wall-clock time (from when two serial lines arrive).
+fn vmx_figures(artifacts: &Artifacts) -> Result<(String, String)> {
+    let run = Run {
+        emulator: Emulator::Bochs,
+        name: "bench-vmx".into(),
+        module: Some(artifacts.program("bench-vmx")?),
+        cmdline: String::new(),
+        timeout: Some(Duration::from_secs(180)),
+        gdb: false,
+        icount: false,
+        echo: false,
+        host_xenstore: false,
+    };
+    let finished = run.execute(artifacts)?;
+    let line = finished.serial.lines().find(|l| l.starts_with("bench vmx.cpuid_exit_round_trip"));
+    let (Some(line), Some(start), Some(done)) =
+        (line, finished.arrival_of("bench-vmx: start"), finished.arrival_of("bench-vmx: done"))
+    else {
+        bail!("the VT-x benchmark printed no result (serial log: {})", finished.log.display());
+    };
+    let exits: f64 = finished
+        .serial
+        .lines()
+        .find_map(|l| l.strip_prefix("bench-vmx: done ")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let seconds = done.saturating_sub(start).as_secs_f64().max(1e-3);
+    let rate = format!(
+        "bench vmx.exits_per_second = {:.0} (Bochs, wall clock, {exits:.0} CPUID exits each handled by the VMM)",
+        exits / seconds
+    );
+    Ok((line.to_string(), rate))
 }
 
 /// A generated description: `n` components, each a server of one endpoint whose client is

@@ -6,14 +6,13 @@
 #![no_std]
 #![no_main]
 
-use cleave_abi::boot_info::slot;
 use cleave_abi::vcpu::{exit, reg};
-use cleave_abi::{Error, ObjectType, Rights};
+use cleave_abi::{Error, ObjectType};
 use cleave_rt::Cap;
 use cleave_rt::boot::boot_info;
-use cleave_rt::cap::kind::{EptRoot, EptTable, Frame, Tcb, Untyped, VSpace, Vcpu};
+use cleave_rt::cap::kind::{Untyped, Vcpu};
 use cleave_rt::println;
-use cleave_tests::{ROOT, check, expect, finish, frame, largest_ram_untyped, map_tables};
+use cleave_tests::{ROOT, check, expect, finish, largest_ram_untyped, real_mode_guest};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
@@ -25,25 +24,14 @@ fn at(i: u64) -> u64 {
 }
 
 const UT: u64 = 0;
+/// The guest's objects take slots from here on.
 const VCPU: u64 = 1;
-const EPT4: u64 = 2;
-const EPT3: u64 = 3;
-const EPT2: u64 = 4;
-const EPT1: u64 = 5;
-const RAM: u64 = 6;
-const RAM_ALIAS: u64 = 7;
-const TABLES: u64 = 8; // 8..12 for map_tables
 
-/// Where the VMM sees the guest's RAM page.
-const VA: u64 = 0x5000_0000_0000;
-/// Where the guest sees it, and where it starts (CS 0, IP 0x1000).
-const GUEST_RAM: u64 = 0x1000;
 /// A guest-physical address with nothing behind it.
 const HOLE: u64 = 0x3000;
 
 /// VMCS fields (Intel's encodings).
 const GUEST_RIP: u32 = 0x681e;
-const GUEST_RSP: u32 = 0x681c;
 const HOST_RIP: u32 = 0x6c16;
 const EPT_POINTER: u32 = 0x201a;
 
@@ -65,36 +53,7 @@ const HOLE_WRITE_LENGTH: u64 = 5;
 
 fn setup() -> Result<Cap<Vcpu>, Error> {
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
-    untyped.retype(ObjectType::Vcpu, 0, ROOT, 0, 0, at(VCPU), 1)?;
-    for (ty, i) in [
-        (ObjectType::EptPml4, EPT4),
-        (ObjectType::EptPdpt, EPT3),
-        (ObjectType::EptPd, EPT2),
-        (ObjectType::EptPt, EPT1),
-    ] {
-        untyped.retype(ty, 0, ROOT, 0, 0, at(i), 1)?;
-    }
-    let ram = frame(untyped, at(RAM))?;
-    // The VMM's own view of the page, through a copy of the capability.
-    ROOT.copy(ROOT.slot(at(RAM_ALIAS), 64), ROOT.slot(at(RAM), 64), Rights::ALL)?;
-    let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
-    map_tables(untyped, me, VA, at(TABLES))?;
-    Cap::<Frame>::from_cptr(at(RAM_ALIAS)).map(me, VA, Rights::ALL, true)?;
-    for (i, b) in GUEST_CODE.iter().enumerate() {
-        // SAFETY: VA maps the RAM page read-write (just above); i < 4096.
-        unsafe { core::ptr::write_volatile((VA + i as u64) as *mut u8, *b) }
-    }
-    let root: Cap<EptRoot> = Cap::from_cptr(at(EPT4));
-    for table in [EPT3, EPT2, EPT1] {
-        Cap::<EptTable>::from_cptr(at(table)).map(root, 0)?;
-    }
-    ram.map_ept(root, GUEST_RAM, Rights::ALL, false)?;
-    let vcpu: Cap<Vcpu> = Cap::from_cptr(at(VCPU));
-    vcpu.set_tcb(Cap::<Tcb>::from_cptr(slot::TCB))?;
-    vcpu.set_ept(root)?;
-    vcpu.write_vmcs(GUEST_RIP, GUEST_RAM)?;
-    vcpu.write_vmcs(GUEST_RSP, 0x1ff0)?;
-    Ok(vcpu)
+    real_mode_guest(untyped, at(VCPU), &GUEST_CODE)
 }
 
 /// Moves the guest past the instruction that exited.
