@@ -45,6 +45,16 @@ pub enum Kind {
     Irq = 11,
     /// I/O port range.
     IoPorts = 12,
+    /// Virtual CPU (slot 0 of its capabilities: the TCB that runs it; slot 1: its EPT root).
+    Vcpu = 13,
+    /// EPT root (level 4).
+    EptPml4 = 14,
+    /// EPT PDPT (level 3).
+    EptPdpt = 15,
+    /// EPT page directory (level 2).
+    EptPd = 16,
+    /// EPT page table (level 1).
+    EptPt = 17,
 }
 
 impl Kind {
@@ -63,6 +73,11 @@ impl Kind {
             Pml4,
             Irq,
             IoPorts,
+            Vcpu,
+            EptPml4,
+            EptPdpt,
+            EptPd,
+            EptPt,
         ]
         .into_iter()
         .find(|k| *k as u8 == v)

@@ -54,6 +54,8 @@ fn slot_count(kind: &ObjectKind) -> Option<u64> {
         | ObjectKind::Pml4
         | ObjectKind::EptTable { .. } => Some(512),
         ObjectKind::Irq => Some(1),
+        // Cleave: slot 0 the TCB that runs it, slot 1 its EPT root.
+        ObjectKind::Vcpu => Some(2),
         _ => None,
     }
 }

@@ -12,7 +12,8 @@ use cleave_capdl::binary::{CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, s
 use cleave_kernel_core::elf_image;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{
-    CNode, Frame, IoPortControl, IrqControl, IrqHandler, PageTable, Tcb, Untyped, VSpace,
+    CNode, EptRoot, EptTable, Frame, IoPortControl, IrqControl, IrqHandler, PageTable, Tcb, Untyped, VSpace,
+    Vcpu,
 };
 use cleave_rt::{Cap, println};
 
@@ -197,6 +198,11 @@ impl Loader {
                 Kind::PageDirectory => self.retype(ObjectType::PageDirectory, 0),
                 Kind::Pdpt => self.retype(ObjectType::Pdpt, 0),
                 Kind::Pml4 => self.retype(ObjectType::Pml4, 0),
+                Kind::Vcpu => self.retype(ObjectType::Vcpu, 0),
+                Kind::EptPml4 => self.retype(ObjectType::EptPml4, 0),
+                Kind::EptPdpt => self.retype(ObjectType::EptPdpt, 0),
+                Kind::EptPd => self.retype(ObjectType::EptPd, 0),
+                Kind::EptPt => self.retype(ObjectType::EptPt, 0),
                 // Device frames: made afterwards, in address order (`device_frames`).
                 Kind::Frame if o.param0 != 0 => Ok(0),
                 Kind::Frame if o.size_bits == 21 => self.retype(ObjectType::Frame2M, 0),
@@ -365,7 +371,8 @@ impl Loader {
         tcb.set_priority(o.priority).map_err(err("cannot set the priority"))?;
         tcb.invoke(cleave_abi::object::label::TCB_SET_MCP, &[u64::from(o.max_priority)])
             .map_err(err("cannot set the maximum priority"))?;
-        tcb.write_registers(false, &[plan.entry.0, STACK_TOP, 0x202])
+        // rip, rsp, rflags, then rdi (word 8): the spec's initial argument.
+        tcb.write_registers(false, &[plan.entry.0, STACK_TOP, 0x202, 0, 0, 0, 0, 0, o.param1 >> 1])
             .map_err(err("cannot set the registers"))?;
         Ok(())
     }
@@ -420,10 +427,27 @@ impl Loader {
                 }
                 // Mappings: placed by `map_tables`, top level first.
                 Kind::Pml4 | Kind::Pdpt | Kind::PageDirectory | Kind::PageTable => {}
+                Kind::EptPml4 | Kind::EptPdpt | Kind::EptPd | Kind::EptPt => {}
+                // A Vcpu: slot 0 names the thread that runs it, slot 1 its EPT root.
+                Kind::Vcpu => {
+                    let vcpu: Cap<Vcpu> = Cap::from_cptr(self.slots[c.container as usize]);
+                    match (c.slot, spec.object(c.target).map(|o| o.kind)) {
+                        (0, Some(Kind::Tcb)) => vcpu.set_tcb(Cap::from_cptr(source)).map_err(err)?,
+                        (1, Some(Kind::EptPml4)) => vcpu.set_ept(Cap::from_cptr(source)).map_err(err)?,
+                        _ => {
+                            return Err(Failure(
+                                "a Vcpu's slot 0 holds its TCB and slot 1 its EPT root",
+                                name,
+                                None,
+                            ));
+                        }
+                    }
+                }
                 _ => return Err(Failure("capabilities in this object are not supported", name, None)),
             }
         }
         self.map_tables()?;
+        self.map_ept()?;
         for k in 0..spec.cap_count() {
             let c = spec.cap(k).ok_or(fail("capability table"))?;
             self.digest.cap(&c);
@@ -438,13 +462,24 @@ impl Loader {
     }
 }
 
-/// How many address bits one slot of a table of this kind covers.
+/// How many address bits one slot of a table of this kind covers (VSpace or EPT).
 fn slot_shift(kind: Kind) -> Option<u32> {
     match kind {
-        Kind::Pml4 => Some(39),
-        Kind::Pdpt => Some(30),
-        Kind::PageDirectory => Some(21),
-        Kind::PageTable => Some(12),
+        Kind::Pml4 | Kind::EptPml4 => Some(39),
+        Kind::Pdpt | Kind::EptPdpt => Some(30),
+        Kind::PageDirectory | Kind::EptPd => Some(21),
+        Kind::PageTable | Kind::EptPt => Some(12),
+        _ => None,
+    }
+}
+
+/// The table kind a slot of an EPT table of this kind holds (frames go in page
+/// directories, as 2 MiB pages, and in page tables).
+fn ept_child_kind(kind: Kind) -> Option<Kind> {
+    match kind {
+        Kind::EptPml4 => Some(Kind::EptPdpt),
+        Kind::EptPdpt => Some(Kind::EptPd),
+        Kind::EptPd => Some(Kind::EptPt),
         _ => None,
     }
 }
@@ -468,7 +503,7 @@ impl Loader {
         let mut vaddr = 0u64;
         let mut at = object;
         for _ in 0..4 {
-            if spec.object(at)?.kind == Kind::Pml4 {
+            if matches!(spec.object(at)?.kind, Kind::Pml4 | Kind::EptPml4) {
                 // Canonical form: bit 47 extends upwards.
                 let canonical = if vaddr & (1 << 47) != 0 { vaddr | 0xffff_0000_0000_0000 } else { vaddr };
                 return Some((at, canonical));
@@ -499,7 +534,9 @@ impl Loader {
                 let err = |e: Error| Failure("cannot map", name, Some(e));
                 let target = spec.object(c.target).ok_or(Failure("mapping of nothing", name, None))?;
                 let shift = slot_shift(level).ok_or(fail("table kind"))?;
-                if Some(target.kind) != child_kind(level) || c.slot >= 512 {
+                let large_frame =
+                    level == Kind::PageDirectory && target.kind == Kind::Frame && target.size_bits == 21;
+                if (Some(target.kind) != child_kind(level) && !large_frame) || c.slot >= 512 {
                     return Err(Failure("a table slot holds what that level cannot map", name, None));
                 }
                 let (pml4, base) = self.table_place(c.container).ok_or(Failure(
@@ -509,7 +546,7 @@ impl Loader {
                 ))?;
                 let vspace: Cap<VSpace> = Cap::from_cptr(self.slots[pml4 as usize]);
                 let vaddr = base + (u64::from(c.slot) << shift);
-                if level == Kind::PageTable {
+                if level == Kind::PageTable || large_frame {
                     let copy = self.free_slot();
                     let readable = Rights(c.rights & (Rights::READ.0 | Rights::WRITE.0));
                     ROOT.mint(ROOT.slot(copy, 64), ROOT.slot(self.slots[c.target as usize], 64), readable, 0)
@@ -520,6 +557,52 @@ impl Loader {
                     Cap::<PageTable>::from_cptr(self.slots[c.target as usize])
                         .map(vspace, vaddr)
                         .map_err(err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Loader {
+    /// Builds every guest-physical mapping the spec names: EPT tables under the level
+    /// above, then frames (4 KiB in page tables, 2 MiB in page directories), each through
+    /// its own copy of the frame capability; the grant right makes a frame executable.
+    fn map_ept(&mut self) -> Step<()> {
+        let spec = self.spec;
+        for level in [Kind::EptPml4, Kind::EptPdpt, Kind::EptPd, Kind::EptPt] {
+            for k in 0..spec.cap_count() {
+                let c = spec.cap(k).ok_or(fail("capability table"))?;
+                let container = spec.object(c.container).ok_or(fail("capability table"))?;
+                if container.kind != level {
+                    continue;
+                }
+                let name = spec.name(container.name);
+                let err = |e: Error| Failure("cannot map guest memory", name, Some(e));
+                let target = spec.object(c.target).ok_or(Failure("mapping of nothing", name, None))?;
+                let shift = slot_shift(level).ok_or(fail("table kind"))?;
+                let frame = target.kind == Kind::Frame
+                    && ((level == Kind::EptPt && target.size_bits == 12)
+                        || (level == Kind::EptPd && target.size_bits == 21));
+                if (Some(target.kind) != ept_child_kind(level) && !frame) || c.slot >= 512 {
+                    return Err(Failure("an EPT slot holds what that level cannot map", name, None));
+                }
+                let (root, base) = self.table_place(c.container).ok_or(Failure(
+                    "an EPT table that no EPT root reaches",
+                    name,
+                    None,
+                ))?;
+                let root: Cap<EptRoot> = Cap::from_cptr(self.slots[root as usize]);
+                let gpa = (base & 0x0000_ffff_ffff_ffff) + (u64::from(c.slot) << shift);
+                if frame {
+                    let copy = self.free_slot();
+                    let rights = Rights(c.rights & (Rights::READ.0 | Rights::WRITE.0));
+                    ROOT.mint(ROOT.slot(copy, 64), ROOT.slot(self.slots[c.target as usize], 64), rights, 0)
+                        .map_err(err)?;
+                    let executable = c.rights & Rights::GRANT.0 != 0;
+                    Cap::<Frame>::from_cptr(copy).map_ept(root, gpa, rights, !executable).map_err(err)?;
+                } else {
+                    Cap::<EptTable>::from_cptr(self.slots[c.target as usize]).map(root, gpa).map_err(err)?;
                 }
             }
         }
@@ -557,7 +640,7 @@ fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
     for i in 0..l.spec.object_count() {
         if let Some(o) = l.spec.object(i)
             && o.kind == Kind::Tcb
-            && o.param1 != 0
+            && o.param1 & 1 != 0
         {
             let tcb: Cap<Tcb> = Cap::from_cptr(l.slots[i as usize]);
             let spec = l.spec;

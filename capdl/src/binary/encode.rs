@@ -55,7 +55,13 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                     rec[24..32].copy_from_slice(&lifetime.to_le_bytes());
                     let elf =
                         t.elf.as_deref().map_or(u64::from(u32::MAX), |e| u64::from(intern(e, &mut names)));
-                    (Kind::Tcb, 0, elf, u64::from(t.resume.unwrap_or(false)))
+                    // Bit 0: resume; the rest: the first initial argument (`init: [a]`),
+                    // which the loader puts in rdi.
+                    let arg = t.init.first().copied().unwrap_or(0);
+                    if arg >> 63 != 0 {
+                        return Err(EncodeError(format!("`{r}`: initial argument {arg:#x} too large")));
+                    }
+                    (Kind::Tcb, 0, elf, u64::from(t.resume.unwrap_or(false)) | arg << 1)
                 }
                 ObjectKind::CNode { size_bits } => (Kind::CNode, (*size_bits + 6) as u8, 0, 0),
                 ObjectKind::Frame { size, paddr, .. } => {
@@ -67,6 +73,11 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                 ObjectKind::Pml4 => (Kind::Pml4, 12, 0, 0),
                 ObjectKind::Irq => (Kind::Irq, 0, 0, 0),
                 ObjectKind::IoPorts { first, last } => (Kind::IoPorts, 0, first | last << 16, 0),
+                ObjectKind::Vcpu => (Kind::Vcpu, 13, 0, 0),
+                ObjectKind::EptTable { level: 4 } => (Kind::EptPml4, 12, 0, 0),
+                ObjectKind::EptTable { level: 3 } => (Kind::EptPdpt, 12, 0, 0),
+                ObjectKind::EptTable { level: 2 } => (Kind::EptPd, 12, 0, 0),
+                ObjectKind::EptTable { level: 1 } => (Kind::EptPt, 12, 0, 0),
                 other => {
                     return Err(EncodeError(format!("`{}`: Cleave has no `{}` objects", r, other.keyword())));
                 }
