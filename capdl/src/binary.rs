@@ -101,6 +101,8 @@ pub struct ObjectRecord {
     /// TCB: index of its ELF image name (u32::MAX: none).
     pub param0: u64,
     /// TCB: 1 if the loader starts it.
+    /// TCB: bit 0 resume, the rest its initial argument; frame: its fill (name index + 1,
+    /// offset from bit 32), 0 for none.
     pub param1: u64,
     /// TCB: its lifetime (`model::Lifetime::encode`; 0 persistent).
     pub param2: u64,

@@ -183,7 +183,20 @@ impl Loader {
         Ok(frame)
     }
 
-    fn create_objects(&mut self) -> Step<()> {
+    /// Fills the fresh 4 KiB frame at `frame` with `data` (at most a page; the rest stays
+    /// zero), through the loader's scratch mapping.
+    fn fill(&mut self, frame: u64, data: &[u8]) -> Result<(), Error> {
+        let f: Cap<Frame> = Cap::from_cptr(frame);
+        self.ensure_tables(slot::VSPACE, SCRATCH)?;
+        f.map(ROOT_VSPACE, SCRATCH, Rights::ALL, true)?;
+        let n = data.len().min(4096);
+        // SAFETY: SCRATCH maps this frame read-write (just above); at most 4096 bytes; the
+        // image is not mapped there.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), SCRATCH as *mut u8, n) }
+        f.unmap()
+    }
+
+    fn create_objects(&mut self, image: &Image<'static>) -> Step<()> {
         let spec = self.spec;
         for i in 0..spec.object_count() {
             let o = spec.object(i).ok_or(fail("object table"))?;
@@ -225,6 +238,21 @@ impl Loader {
                 }
             };
             self.slots[i as usize] = made.map_err(what)?;
+            // A frame filled from a file of the boot image.
+            if o.kind == Kind::Frame && o.param0 == 0 && o.param1 != 0 {
+                let name = spec.name((o.param1 & 0xffff_ffff) as u32 - 1);
+                let offset = (o.param1 >> 32) as usize;
+                let file = name.and_then(|n| image.program(n)).ok_or(Failure(
+                    "a frame's fill file is missing from the boot image",
+                    spec.name(o.name),
+                    None,
+                ))?;
+                if o.size_bits != 12 {
+                    return Err(Failure("only 4 KiB frames are filled", spec.name(o.name), None));
+                }
+                let data = file.get(offset..).unwrap_or(&[]);
+                self.fill(self.slots[i as usize], data).map_err(what)?;
+            }
             self.digest.object(&o);
         }
         Ok(())
@@ -626,7 +654,7 @@ fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
     if l.spec.object_count() as usize > MAX_OBJECTS {
         return Err(fail("more objects than the loader can track"));
     }
-    l.create_objects()?;
+    l.create_objects(image)?;
     l.device_frames()?;
     let mut threads = 0;
     for i in 0..l.spec.object_count() {

@@ -64,8 +64,26 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                     (Kind::Tcb, 0, elf, u64::from(t.resume.unwrap_or(false)) | arg << 1)
                 }
                 ObjectKind::CNode { size_bits } => (Kind::CNode, (*size_bits + 6) as u8, 0, 0),
-                ObjectKind::Frame { size, paddr, .. } => {
-                    (Kind::Frame, size.trailing_zeros() as u8, paddr.unwrap_or(0), 0)
+                ObjectKind::Frame { size, paddr, fill } => {
+                    // Cleave's fill: one entry, `NAME` or `NAME@OFFSET`: the frame starts as
+                    // those bytes of the boot image's file NAME. param1: name index + 1,
+                    // and the offset above bit 32.
+                    let fill = match fill.as_slice() {
+                        [] => 0,
+                        [one] => {
+                            let (name, offset) = match one.split_once('@') {
+                                Some((n, o)) => (
+                                    n,
+                                    o.parse::<u32>()
+                                        .map_err(|_| EncodeError(format!("`{r}`: bad fill offset `{o}`")))?,
+                                ),
+                                None => (one.as_str(), 0),
+                            };
+                            (u64::from(intern(name, &mut names)) + 1) | u64::from(offset) << 32
+                        }
+                        _ => return Err(EncodeError(format!("`{r}`: Cleave fills a frame from one file"))),
+                    };
+                    (Kind::Frame, size.trailing_zeros() as u8, paddr.unwrap_or(0), fill)
                 }
                 ObjectKind::PageTable => (Kind::PageTable, 12, 0, 0),
                 ObjectKind::PageDirectory => (Kind::PageDirectory, 12, 0, 0),

@@ -22,13 +22,28 @@ pub mod syscall;
 
 pub use cap::{Cap, SlotRef, kind};
 
+/// The argument the thread was started with (`rdi` at `_start`: what the capDL spec's
+/// `init: [N]` gives a component; 0 for the root task).
+static START_ARGUMENT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The argument this program's first thread was started with (0 for the root task).
+pub fn start_argument() -> u64 {
+    START_ARGUMENT.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+#[doc(hidden)]
+pub fn set_start_argument(argument: u64) {
+    START_ARGUMENT.store(argument, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Declares the program's `main` (a `fn() -> i32`); `_start` calls it, then exits with its
 /// return value.
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
         #[unsafe(no_mangle)]
-        extern "C" fn cleave_main() -> ! {
+        extern "C" fn cleave_main(argument: u64) -> ! {
+            $crate::set_start_argument(argument);
             let main: fn() -> i32 = $main;
             $crate::syscall::debug_exit(main())
         }

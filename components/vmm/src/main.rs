@@ -8,8 +8,12 @@
 //!
 //! Two guests behave; four are hostile (an unmapped access, a write to a read-only page,
 //! an MSR not offered, a triple fault) and must be stopped with that reason while the
-//! others go on. (Wiring guests from system.toml, so that each VMM is its own component
-//! holding only the caps the loader gives it, is the next step.)
+//! others go on.
+//!
+//! Started by the capDL loader instead (a `[guests.NAME]` in system.toml: its start
+//! argument is not 0), it is that guest's VMM component: the loader already made the
+//! Vcpu, bound to this thread with the guest's EPT root, and mapped the guest's RAM and
+//! this VMM's configuration page (`cleave::compile`); it holds nothing else.
 #![no_std]
 #![no_main]
 
@@ -90,8 +94,6 @@ const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
 const RAM_SIZE: u64 = 2 << 20;
 /// Where the VMM maps the guest's RAM (2 MiB aligned).
 const RAM_VA: u64 = 0x5000_0000_0000;
-/// The guest's initial stack pointer (the guest sets its own as it starts).
-const GUEST_STACK: u64 = RAM_SIZE - 16;
 
 /// VMCS field encodings (Intel SDM vol. 3, appendix B).
 mod field {
@@ -135,23 +137,32 @@ mod field {
 const HLT_EXITING: u64 = 1 << 7;
 const INTERRUPT_WINDOW_EXITING: u64 = 1 << 2;
 
-/// A guest's RAM as the VMM maps it: 2 MiB at `RAM_VA + index * 2 MiB`.
-struct Ram(usize);
+/// A guest's RAM as the VMM maps it: `size` bytes at `base`.
+#[derive(Clone, Copy)]
+struct Ram {
+    base: u64,
+    size: u64,
+}
 
 impl Ram {
+    /// The root-task VMM's guest `index`: 2 MiB at `RAM_VA + index * 2 MiB`.
+    fn of(index: usize) -> Self {
+        Self { base: RAM_VA + index as u64 * RAM_SIZE, size: RAM_SIZE }
+    }
+
     fn base(&self) -> u64 {
-        RAM_VA + self.0 as u64 * RAM_SIZE
+        self.base
     }
 }
 
 impl GuestMemory for Ram {
     fn read(&self, gpa: u64, out: &mut [u8]) -> bool {
-        if gpa.checked_add(out.len() as u64).is_none_or(|end| end > RAM_SIZE) {
+        if gpa.checked_add(out.len() as u64).is_none_or(|end| end > self.size) {
             return false;
         }
-        // SAFETY: `base()` maps this guest's 2 MiB frame read-write (set up before any
-        // use); the range is inside it (checked); only this guest's VMM thread copies, and
-        // the guest does not run while it does.
+        // SAFETY: `base()` maps this guest's RAM read-write (set up before any use, by this
+        // program or the loader); the range is inside it (checked); only this guest's VMM
+        // thread copies, and the guest does not run while it does.
         unsafe {
             core::ptr::copy_nonoverlapping((self.base() + gpa) as *const u8, out.as_mut_ptr(), out.len())
         }
@@ -159,7 +170,7 @@ impl GuestMemory for Ram {
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
-        if gpa.checked_add(data.len() as u64).is_none_or(|end| end > RAM_SIZE) {
+        if gpa.checked_add(data.len() as u64).is_none_or(|end| end > self.size) {
             return false;
         }
         // SAFETY: as in `read`.
@@ -211,7 +222,7 @@ fn build(untyped: Cap<Untyped>, slots: &mut Slots, index: usize) -> Result<(Cap<
     let alias = slots.next();
     ROOT.copy(ROOT.slot(alias, 64), ROOT.slot(ram.cptr(), 64), Rights::ALL)?;
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
-    let window = Ram(index).base();
+    let window = Ram::of(index).base();
     for ty in [ObjectType::Pdpt, ObjectType::PageDirectory] {
         match Cap::<PageTable>::from_cptr(make(ty, slots)?).map(me, window) {
             Ok(()) | Err(Error::DeleteFirst) => {}
@@ -228,17 +239,17 @@ fn build(untyped: Cap<Untyped>, slots: &mut Slots, index: usize) -> Result<(Cap<
     Ok((vcpu, thread))
 }
 
-/// Loads the image, leaves the command line, and writes the long-mode start state.
-fn start(vcpu: Cap<Vcpu>, index: usize) -> Result<(), &'static str> {
-    let mut ram = Ram(index);
+/// Loads the image into `ram`, leaves the command line, and writes the long-mode start
+/// state.
+fn start(vcpu: Cap<Vcpu>, mut ram: Ram, name: &str, cmdline: &str) -> Result<(), &'static str> {
     let entry = match cleave_vmm::elf::load(GUEST_IMAGE, &mut ram) {
         Ok(entry) => entry,
         Err(e) => {
-            line!("vmm: guest '{}': {e}", GUESTS[index].0);
+            line!("vmm: guest '{name}': {e}");
             return Err("the guest image does not load");
         }
     };
-    let cmdline = GUESTS[index].1.as_bytes();
+    let cmdline = cmdline.as_bytes();
     if !ram.write(CMDLINE_GPA, cmdline) || !ram.write(CMDLINE_GPA + cmdline.len() as u64, &[0]) {
         return Err("no room for the command line");
     }
@@ -273,7 +284,7 @@ fn start(vcpu: Cap<Vcpu>, index: usize) -> Result<(), &'static str> {
         (field::GUEST_GDTR_BASE, lm.gdt.0),
         (field::GUEST_GDTR_LIMIT, lm.gdt.1),
         (field::GUEST_RIP, entry),
-        (field::GUEST_RSP, GUEST_STACK),
+        (field::GUEST_RSP, ram.size - 16),
         (field::GUEST_RFLAGS, 0x2),
         (field::PRIMARY_CONTROLS, HLT_EXITING),
     ];
@@ -306,9 +317,8 @@ fn read_cpu(vcpu: Cap<Vcpu>) -> Result<Cpu, Error> {
 }
 
 /// Runs the guest until it stops; returns why, and the machine.
-fn run(vcpu: Cap<Vcpu>, index: usize) -> Result<(Stop, Vm<Named>), Error> {
-    let mut vm = Vm::new(Named(GUESTS[index].0));
-    let mut ram = Ram(index);
+fn run(vcpu: Cap<Vcpu>, mut ram: Ram, name: &'static str) -> Result<(Stop, Vm<Named>), Error> {
+    let mut vm = Vm::new(Named(name));
     let mut window = false;
     let mut last = cleave_rt::syscall::rdtsc();
     loop {
@@ -359,7 +369,7 @@ extern "C" fn vmm_thread(index: u64) -> ! {
     let index = index as usize;
     let (name, _, expected) = GUESTS[index];
     let vcpu: Cap<Vcpu> = Cap::from_cptr(VCPUS[index].load(Ordering::Acquire));
-    let ok = match run(vcpu, index) {
+    let ok = match run(vcpu, Ram::of(index), name) {
         Ok((stop, vm)) => {
             line!(
                 "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses",
@@ -390,6 +400,80 @@ extern "C" fn vmm_thread(index: u64) -> ! {
     }
 }
 
+/// The layout cleave gives a VMM component.
+mod layout {
+    include!(concat!(env!("OUT_DIR"), "/layout.rs"));
+}
+
+/// A VMM component's configuration (its page at `layout::CONFIG`, `key=value` lines).
+struct Config {
+    name: &'static str,
+    memory: u64,
+    image: &'static str,
+    cmdline: &'static str,
+}
+
+fn config() -> Option<Config> {
+    // SAFETY: the loader maps this component's configuration page read-only at CONFIG,
+    // filled from the file cleave generated; nothing writes it.
+    let page = unsafe { core::slice::from_raw_parts(layout::CONFIG as *const u8, 4096) };
+    let end = page.iter().position(|&b| b == 0).unwrap_or(page.len());
+    let text = core::str::from_utf8(&page[..end]).ok()?;
+    let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='));
+    Some(Config {
+        name: value("name")?,
+        memory: value("memory")?.parse().ok()?,
+        image: value("image")?,
+        cmdline: value("cmdline").unwrap_or(""),
+    })
+}
+
+/// A VMM component, as the loader starts one per `[guests.NAME]`: its guest's Vcpu (bound
+/// to this thread, with its EPT root) and RAM are already there; it loads the guest image,
+/// starts the guest and handles its exits until it stops, reports, and stops itself.
+fn component() -> i32 {
+    let Some(config) = config() else {
+        println!("vmm: no readable configuration page");
+        return 1;
+    };
+    let name = config.name;
+    let me: Cap<Tcb> = Cap::from_cptr(layout::TCB);
+    let stop_here = || -> i32 {
+        // Nothing more to do: stop this thread (the rest of the system goes on).
+        let _ = me.suspend();
+        0
+    };
+    if config.image != layout::IMAGE_NAME {
+        println!(
+            "vmm: guest '{name}': image '{}' is not built into this VMM (it has '{}')",
+            config.image,
+            layout::IMAGE_NAME
+        );
+        return stop_here();
+    }
+    let vcpu: Cap<Vcpu> = Cap::from_cptr(layout::VCPU);
+    let ram = Ram { base: layout::GUEST_RAM, size: config.memory };
+    println!(
+        "vmm: guest '{name}': {} MiB of RAM, image '{}', starting in long mode",
+        config.memory >> 20,
+        config.image
+    );
+    if let Err(e) = start(vcpu, ram, name, config.cmdline) {
+        println!("vmm: guest '{name}': {e}");
+        return stop_here();
+    }
+    match run(vcpu, ram, name) {
+        Ok((stop, vm)) => println!(
+            "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses",
+            vm.exits,
+            vm.timer_interrupts,
+            vm.test_device.reads + vm.test_device.writes
+        ),
+        Err(e) => println!("vmm: guest '{name}': the kernel refused a VMM operation: {e:?}"),
+    }
+    stop_here()
+}
+
 fn fail(why: &str) -> i32 {
     println!("vmm: {why}");
     println!("TEST FAIL: vmm");
@@ -397,6 +481,11 @@ fn fail(why: &str) -> i32 {
 }
 
 fn main() -> i32 {
+    // Started by the loader with its guest's index plus one; by the kernel (root task)
+    // with 0: then it builds and runs the test guests itself.
+    if cleave_rt::start_argument() != 0 {
+        return component();
+    }
     if GUEST_IMAGE.is_empty() {
         return fail("no guest image was built in (CLEAVE_GUEST_IMAGE); nothing to run");
     }
@@ -419,7 +508,7 @@ fn main() -> i32 {
                 VCPUS[index].store(vcpu.cptr(), Ordering::Release);
                 THREADS[index].store(thread.cptr(), Ordering::Release);
                 threads[index] = thread;
-                if let Err(e) = start(vcpu, index) {
+                if let Err(e) = start(vcpu, Ram::of(index), GUESTS[index].0, GUESTS[index].1) {
                     return fail(e);
                 }
             }

@@ -13,6 +13,10 @@ pub fn exposure(file: &SystemFile, guest: &str) -> Option<Vec<(String, String)>>
     let mut reason: BTreeMap<String, String> = BTreeMap::new();
     let mut order = Vec::new();
     let mut queue = VecDeque::new();
+    // Its VMM holds its Vcpu, guest-physical space and memory.
+    let vmm = crate::compile::vmm_name(guest);
+    reason.insert(vmm.clone(), format!("runs guest `{guest}` (its Vcpu, EPT and memory)"));
+    order.push(vmm);
     for b in &g.backends {
         let b = b.get_ref().clone();
         if !reason.contains_key(&b) {

@@ -16,6 +16,7 @@ pub fn dot(file: &SystemFile) -> String {
         let _ = writeln!(out, "  {} [shape=box];", quote(name.get_ref()));
     }
     for name in file.guests.keys() {
+        let _ = writeln!(out, "  {} [shape=box];", quote(&crate::compile::vmm_name(name.get_ref())));
         let _ = writeln!(out, "  {} [shape=ellipse];", quote(&format!("guest {}", name.get_ref())));
     }
     for name in file.regions.keys() {
@@ -68,6 +69,14 @@ pub fn dot(file: &SystemFile) -> String {
         );
     }
     for (name, g) in &file.guests {
+        let vmm = crate::compile::vmm_name(name.get_ref());
+        let _ = writeln!(
+            out,
+            "  {} -> {} [label=\"runs (Vcpu, EPT, {} RAM)\"];",
+            quote(&vmm),
+            quote(&format!("guest {}", name.get_ref())),
+            g.memory.get_ref()
+        );
         for b in &g.backends {
             let _ = writeln!(
                 out,

@@ -1,9 +1,10 @@
-//! The boot image the capDL loader embeds: the encoded specification and every ELF image
-//! it names.
+//! The boot image the capDL loader embeds: the encoded specification, every ELF image it
+//! names, and every file a frame is filled from (generated ones, such as a VMM's
+//! configuration, or program files).
 //!
 //! Layout (little-endian, each part 8-byte aligned): `b"CLVIMG01"`, the specification's
-//! length and bytes, the number of programs, then per program its name's length and bytes
-//! and its ELF's length and bytes.
+//! length and bytes, the number of files, then per file its name's length and bytes and
+//! its contents' length and bytes.
 
 use cleave_capdl::binary::EncodedSpec;
 use std::path::Path;
@@ -23,14 +24,24 @@ fn part(out: &mut Vec<u8>, bytes: &[u8]) {
     pad(out);
 }
 
-/// Builds the image from an encoded spec, taking each ELF the spec names from `programs`.
-pub fn build(spec: &[u8], programs: &Path) -> Result<Vec<u8>, String> {
+/// Builds the image from an encoded spec, taking each ELF the spec names from `programs`,
+/// and each file a frame is filled from from `generated` or, failing that, `programs`.
+pub fn build(
+    spec: &[u8],
+    programs: &Path,
+    generated: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    use cleave_capdl::binary::Kind;
     let encoded = EncodedSpec::new(spec).map_err(|e| format!("cleave: {e}"))?;
     let mut names: Vec<&str> = Vec::new();
     for i in 0..encoded.object_count() {
-        if let Some(o) = encoded.object(i)
-            && o.kind == cleave_capdl::binary::Kind::Tcb
-            && let Some(name) = encoded.name(o.param0 as u32)
+        let Some(o) = encoded.object(i) else { continue };
+        let name = match o.kind {
+            Kind::Tcb => encoded.name(o.param0 as u32),
+            Kind::Frame if o.param1 != 0 => encoded.name((o.param1 & 0xffff_ffff) as u32 - 1),
+            _ => None,
+        };
+        if let Some(name) = name
             && !names.contains(&name)
         {
             names.push(name);
@@ -40,11 +51,16 @@ pub fn build(spec: &[u8], programs: &Path) -> Result<Vec<u8>, String> {
     part(&mut out, spec);
     out.extend_from_slice(&(names.len() as u64).to_le_bytes());
     for name in names {
-        let path = programs.join(name);
-        let elf = std::fs::read(&path)
-            .map_err(|e| format!("cleave: program `{name}` ({}): {e}", path.display()))?;
+        let contents = match generated.get(name) {
+            Some(bytes) => bytes.clone(),
+            None => {
+                let path = programs.join(name);
+                std::fs::read(&path)
+                    .map_err(|e| format!("cleave: program `{name}` ({}): {e}", path.display()))?
+            }
+        };
         part(&mut out, name.as_bytes());
-        part(&mut out, &elf);
+        part(&mut out, &contents);
     }
     Ok(out)
 }

@@ -144,9 +144,9 @@ fn run(cli: Cli) -> Result<String, String> {
         }
         Command::Image { system, programs, output } => {
             let (_, file) = load(&system)?;
-            let spec = cleave_capdl::binary::encode(&compile::compile(&file).spec)
-                .map_err(|e| format!("cleave: {e}\n"))?;
-            let image = image::build(&spec, &programs).map_err(|e| format!("{e}\n"))?;
+            let compiled = compile::compile(&file);
+            let spec = cleave_capdl::binary::encode(&compiled.spec).map_err(|e| format!("cleave: {e}\n"))?;
+            let image = image::build(&spec, &programs, &compiled.files).map_err(|e| format!("{e}\n"))?;
             std::fs::write(&output, &image)
                 .map_err(|e| format!("cleave: cannot write {}: {e}\n", output.display()))?;
             Ok(String::new())

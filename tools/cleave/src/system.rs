@@ -210,6 +210,9 @@ pub struct Guest {
     /// Components that serve it (backends).
     #[serde(default)]
     pub backends: Vec<Spanned<String>>,
+    /// The command line its VMM leaves in guest memory.
+    #[serde(default)]
+    pub cmdline: Option<Spanned<String>>,
 }
 
 /// `[policy]`.
@@ -717,12 +720,25 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
     for (name, g) in &file.guests {
         let key = |field: &str| format!("guests.{}.{field}", name.get_ref());
         match parse_size(g.memory.get_ref()) {
+            Some(n) if n > crate::compile::GUEST_RAM_MAX => errors.push(SystemError::new(
+                key("memory"),
+                span(&g.memory),
+                format!("guest memory `{}` is more than the 1 GiB a guest may have", g.memory.get_ref()),
+            )),
             Some(n) if n >= 1 << 20 && n % (2 << 20) == 0 => {}
             _ => errors.push(SystemError::new(
                 key("memory"),
                 span(&g.memory),
                 format!("guest memory `{}` is not a whole number of 2 MiB", g.memory.get_ref()),
             )),
+        }
+        let vmm = crate::compile::vmm_name(name.get_ref());
+        if let Some((other, _)) = file.components.iter().find(|(k, _)| *k.get_ref() == vmm) {
+            errors.push(SystemError::new(
+                format!("components.{vmm}"),
+                span(other),
+                format!("component `{vmm}` has the name of guest `{}`'s VMM", name.get_ref()),
+            ));
         }
         for b in &g.backends {
             if !is_component(b.get_ref()) {

@@ -42,6 +42,7 @@ pub const PROGRAMS: &[&str] = &[
     "vmx-test",
     "bench-vmx",
     "vmm",
+    "loader-guests",
 ];
 
 /// Paths of the built images.
@@ -104,15 +105,25 @@ pub fn build() -> Result<Artifacts> {
     let programs = root.join("target").join(TARGET).join("release");
     let work = root.join("target").join("cleave");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let image = work.join("image.bin");
-    build_image(&root.join("system.toml"), &programs, &image)?;
     let guest = programs.join("guest-hello");
     let vmm = ["build", "--release", "--target", TARGET, "-p", "vmm"];
     if !cargo_with_env(&root, &vmm, &[("CLEAVE_GUEST_IMAGE", &guest)])? {
         bail!("building the VMM (with the guest image) failed");
     }
-    let loader = ["build", "--release", "--target", TARGET, "-p", "cleave-loader"];
-    if !cargo_with_env(&root, &loader, &[("CLEAVE_IMAGE", &image)])? {
+    // A loader per system description: first the guest systems' (copied aside), then the
+    // repository's own, which stays `loader`.
+    for (system, name) in EXTRA_SYSTEMS {
+        let image = work.join(format!("{name}.bin"));
+        build_image(&root.join(system), &programs, &image)?;
+        if !cargo_with_env(&root, &loader_args(), &[("CLEAVE_IMAGE", &image)])? {
+            bail!("building the capDL loader for {system} failed");
+        }
+        std::fs::copy(programs.join("loader"), programs.join(name))
+            .with_context(|| format!("copying the loader for {system}"))?;
+    }
+    let image = work.join("image.bin");
+    build_image(&root.join("system.toml"), &programs, &image)?;
+    if !cargo_with_env(&root, &loader_args(), &[("CLEAVE_IMAGE", &image)])? {
         bail!("building the capDL loader failed");
     }
     let out = root.join("target").join(TARGET).join("release");
@@ -124,15 +135,24 @@ pub fn build() -> Result<Artifacts> {
     Ok(Artifacts { kernel, programs: out, work })
 }
 
+/// System descriptions besides the repository's `system.toml` that tests boot, and the
+/// name their loader is kept under among the programs.
+pub const EXTRA_SYSTEMS: &[(&str, &str)] = &[("systems/guests.toml", "loader-guests")];
+
+fn loader_args() -> [&'static str; 6] {
+    ["build", "--release", "--target", TARGET, "-p", "cleave-loader"]
+}
+
 /// Compiles `system` and writes the loader's boot image (encoded spec + programs).
 fn build_image(system: &Path, programs: &Path, image: &Path) -> Result<()> {
     let text = std::fs::read_to_string(system).with_context(|| format!("reading {}", system.display()))?;
     let file = cleave::system::load(&text).map_err(|e| {
         anyhow::anyhow!("{}", cleave::diagnostic::render(&e, &system.display().to_string(), &text))
     })?;
-    let spec = cleave::compile::compile(&file).spec;
-    let encoded = cleave_capdl::binary::encode(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let bytes = cleave::image::build(&encoded, programs).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let compiled = cleave::compile::compile(&file);
+    let encoded = cleave_capdl::binary::encode(&compiled.spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bytes =
+        cleave::image::build(&encoded, programs, &compiled.files).map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::write(image, bytes).with_context(|| format!("writing {}", image.display()))
 }
 

@@ -358,6 +358,36 @@ const TESTS: &[EmulatorTest] = &[
         },
     },
     EmulatorTest {
+        name: "bochs-capdl-guests",
+        emulator: Emulator::Bochs,
+        module: Some("loader-guests"),
+        cmdline: "",
+        digest_of: Some("systems/guests.toml"),
+        host_xenstore: false,
+        expect: Expectation {
+            // Every VMM stops itself once its guest is gone; then nothing is left to run.
+            outcome: Outcome::Idle,
+            patterns: &[
+                "vt-x: VMX on; guests can run",
+                "loader: built",
+                // One VMM component per guest, in name order; each guest sees only its own
+                // memory (its own command line at the same guest-physical address).
+                "vmm: guest 'alice': 2 MiB of RAM, image 'guest-hello', starting in long mode",
+                "alice: command line: name=alice",
+                "alice: 100 timer interrupts",
+                "vmm: guest 'alice' powered off with code 0; ",
+                "vmm: guest 'hello': 4 MiB of RAM, image 'guest-hello', starting in long mode",
+                "hello: command line: name=hello",
+                "hello: 100 timer interrupts",
+                "hello: MMIO test device: id CLEV, scratch 0x1234",
+                "vmm: guest 'hello' powered off with code 0; ",
+                "vmm: guest 'triple' triple fault",
+                "vmm: guest 'unmapped' read guest-physical 0x40000000, where nothing is mapped",
+                "kernel: no runnable threads (0 stopped by faults)",
+            ],
+        },
+    },
+    EmulatorTest {
         name: "bochs-vmm-guest",
         emulator: Emulator::Bochs,
         module: Some("vmm"),
