@@ -148,6 +148,8 @@ pub enum Stop {
     /// The kernel refused to enter the guest (a VMM bug or a guest state the processor
     /// rejects).
     EntryFailed(u64),
+    /// The guest asked for something this VMM does not offer.
+    NotOffered(&'static str),
 }
 
 impl fmt::Display for Stop {
@@ -176,6 +178,7 @@ impl fmt::Display for Stop {
                 write!(f, "exit reason {reason} (qualification {qualification:#x}) is not handled")
             }
             Self::EntryFailed(code) => write!(f, "the kernel could not enter the guest (error {code:#x})"),
+            Self::NotOffered(what) => write!(f, "asked for {what}, which this VMM does not offer"),
         }
     }
 }
@@ -213,6 +216,8 @@ const IA32_EFER: u32 = 0xc000_0080;
 
 /// RFLAGS.IF.
 const INTERRUPT_FLAG: u64 = 1 << 9;
+/// CR4.VMXE: the processor needs it set in VMX operation; the guest sees it clear.
+const CR4_VMXE: u64 = 1 << 13;
 
 /// One guest's machine.
 pub struct Vm<C> {
@@ -331,8 +336,48 @@ impl<C: Console> Vm<C> {
             }
             reason::WRMSR => Outcome::Stop(Stop::BadMsr { msr: cpu.regs[gpr::RCX] as u32, write: true }),
             reason::TRIPLE_FAULT => Outcome::Stop(Stop::TripleFault),
+            reason::CR_ACCESS => self.cr_access(exit, cpu),
             reason::EPT_VIOLATION => self.ept_violation(exit, cpu, mem),
             other => Outcome::Stop(Stop::Unhandled { reason: other, qualification: exit.qualification }),
+        }
+    }
+
+    /// A control-register access that exits: with the kernel's masks, a MOV to CR4 whose
+    /// VMXE bit differs from what the guest sees (clear). Setting it asks for nested VMX,
+    /// which is not offered; any other write lands, with VMXE kept for the processor.
+    fn cr_access(&mut self, exit: &Exit, cpu: &mut Cpu) -> Outcome {
+        let q = exit.qualification;
+        let (cr, access, register) = (q & 0xf, (q >> 4) & 3, ((q >> 8) & 0xf) as usize);
+        // The qualification numbers registers rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8..
+        const ORDER: [Option<usize>; 16] = [
+            Some(0),
+            Some(2),
+            Some(3),
+            Some(1),
+            None,
+            Some(6),
+            Some(4),
+            Some(5),
+            Some(7),
+            Some(8),
+            Some(9),
+            Some(10),
+            Some(11),
+            Some(12),
+            Some(13),
+            Some(14),
+        ];
+        match (access, cr, ORDER[register]) {
+            (0, 4, Some(r)) => {
+                let value = cpu.regs[r];
+                if value & CR4_VMXE != 0 {
+                    return Outcome::Stop(Stop::NotOffered("VMX (CR4.VMXE)"));
+                }
+                cpu.cr4 = value | CR4_VMXE;
+                cpu.rip += exit.instruction_length;
+                Outcome::Resume
+            }
+            _ => Outcome::Stop(Stop::Unhandled { reason: reason::CR_ACCESS, qualification: q }),
         }
     }
 

@@ -358,6 +358,9 @@ fn run(vcpu: Cap<Vcpu>, mut ram: Ram, name: &'static str) -> Result<(Stop, Vm<Na
                 if cpu.rip != before.rip {
                     vcpu.write_vmcs(field::GUEST_RIP, cpu.rip)?;
                 }
+                if cpu.cr4 != before.cr4 {
+                    vcpu.write_vmcs(field::GUEST_CR4, cpu.cr4)?;
+                }
             }
             Outcome::Stop(stop) => return Ok((stop, vm)),
         }

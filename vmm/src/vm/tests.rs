@@ -230,10 +230,25 @@ fn hostile_guests_are_stopped_with_the_reason() {
         vm.handle(&exit(reason::INVALID_GUEST_STATE | (1 << 31), 0, 0), &mut cpu, &mut mem, host_cpuid),
         Outcome::Stop(Stop::EntryFailed(reason::INVALID_GUEST_STATE | (1 << 31)))
     );
+    // MOV from CR3 (it never exits with the kernel's controls): not handled.
     assert!(matches!(
-        vm.handle(&exit(reason::CR_ACCESS, 0x14, 3), &mut cpu, &mut mem, host_cpuid),
+        vm.handle(&exit(reason::CR_ACCESS, 0x13, 3), &mut cpu, &mut mem, host_cpuid),
         Outcome::Stop(Stop::Unhandled { reason: reason::CR_ACCESS, .. })
     ));
+    // MOV to CR4 from rbx (register 3 in the qualification): lands with VMXE kept; asking
+    // for VMXE itself is nested VMX, not offered.
+    cpu.regs[gpr::RBX] = 0x20;
+    cpu.rip = 0x100;
+    assert_eq!(
+        vm.handle(&exit(reason::CR_ACCESS, 0x304, 3), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Resume
+    );
+    assert_eq!((cpu.cr4, cpu.rip), (0x20 | (1 << 13), 0x103));
+    cpu.regs[gpr::RBX] = 0x2020;
+    assert_eq!(
+        vm.handle(&exit(reason::CR_ACCESS, 0x304, 3), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::NotOffered("VMX (CR4.VMXE)"))
+    );
     // EFER reads come from the VMCS value.
     cpu.regs[gpr::RCX] = 0xc000_0080;
     cpu.efer = 0xd00;
