@@ -357,6 +357,24 @@ impl Cap<kind::Vcpu> {
         }
         Ok(out)
     }
+    /// `Vcpu::set_io_exit`: whether guest I/O to ports `first..=last` exits; letting them
+    /// through (`exit` false) needs an IoPort capability covering them.
+    pub fn set_io_exit(
+        self,
+        ports: Option<Cap<kind::IoPort>>,
+        first: u16,
+        last: u16,
+        exit: bool,
+    ) -> Result<(), Error> {
+        let cptr = ports.map_or(0, |c| c.cptr);
+        self.invoke(label::VCPU_SET_IO_EXIT, &[cptr, u64::from(first), u64::from(last), u64::from(exit)])
+            .map(drop)
+    }
+    /// `Vcpu::set_msr_exit`: whether the guest's RDMSR and WRMSR of `msr` exit.
+    pub fn set_msr_exit(self, msr: u32, read_exits: bool, write_exits: bool) -> Result<(), Error> {
+        let how = u64::from(read_exits) | u64::from(write_exits) << 1;
+        self.invoke(label::VCPU_SET_MSR_EXIT, &[u64::from(msr), how]).map(drop)
+    }
     /// `Vcpu::write_registers`: sets the first `registers.len()` guest registers (at most
     /// 15), three at a time.
     pub fn write_registers(self, registers: &[u64]) -> Result<(), Error> {

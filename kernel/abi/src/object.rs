@@ -44,8 +44,9 @@ pub const SLOT_SIZE_BITS: u32 = 6;
 pub const TCB_SIZE_BITS: u32 = 11;
 /// Log2 of an endpoint's size in bytes.
 pub const ENDPOINT_SIZE_BITS: u32 = 5;
-/// Log2 of a Vcpu's size in bytes (a VMCS page and a page of guest state).
-pub const VCPU_SIZE_BITS: u32 = 13;
+/// Log2 of a Vcpu's size in bytes: the VMCS page, a page of guest state, the two I/O
+/// bitmaps and the MSR bitmap (and three pages spare).
+pub const VCPU_SIZE_BITS: u32 = 15;
 /// Log2 of a notification's size in bytes.
 pub const NOTIFICATION_SIZE_BITS: u32 = 6;
 /// Smallest untyped region, log2 bytes.
@@ -226,6 +227,12 @@ pub mod label {
     pub const VCPU_READ_REGISTERS: u64 = 84;
     /// Vcpu: write up to three of the guest's general registers (MR1-MR3) from index MR0.
     pub const VCPU_WRITE_REGISTERS: u64 = 85;
+    /// Vcpu: whether guest I/O to ports MR1..=MR2 exits (MR3: 1 exits, 0 goes to the
+    /// hardware). Letting ports through needs an IoPort capability covering them (MR0).
+    pub const VCPU_SET_IO_EXIT: u64 = 86;
+    /// Vcpu: whether the guest's RDMSR (MR1 bit 0) and WRMSR (bit 1) of MSR MR0 exit (set)
+    /// or go to the processor (clear); only MSRs the VMCS switches may go through.
+    pub const VCPU_SET_MSR_EXIT: u64 = 87;
     /// EPT table (levels 1-3): map into a guest-physical address space (MR0 EPT root,
     /// MR1 guest-physical address).
     pub const EPT_TABLE_MAP: u64 = 90;

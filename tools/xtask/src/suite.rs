@@ -344,6 +344,7 @@ const TESTS: &[EmulatorTest] = &[
             outcome: Outcome::Success,
             patterns: &[
                 "vt-x: VMX on; guests can run",
+                "TEST PASS vmx: ports and MSRs let through only with the authority for them",
                 "TEST PASS vmx: a VMM cannot write host state or the EPT pointer",
                 "vmx-test: guest said \"Hi\" through port 0x3f8",
                 "vmx-test: CPUID exit handled: true",
@@ -352,6 +353,7 @@ const TESTS: &[EmulatorTest] = &[
                 "TEST PASS vmx: CPUID exit",
                 "TEST PASS vmx: EPT violation",
                 "TEST PASS vmx: HLT exit",
+                "TEST PASS vmx: let-through port and MSR did not exit",
                 "vmx-test: all cases passed",
                 "TEST PASS",
             ],

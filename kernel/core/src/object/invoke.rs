@@ -111,6 +111,15 @@ fn vcpu<M: KernelMemory>(
             let value = written_value(f, inv.word(1)?)?;
             io.vmcs_write(base, f, value).map(|()| Reply::default())
         }
+        label::VCPU_SET_IO_EXIT => {
+            let exit = inv.word(3)? != 0;
+            let ports = if exit { Cap::Null } else { lookup_cap(&space.mem, cspace, inv.word(0)?)?.1 };
+            space.vcpu_set_io_exit(base, ports, inv.word(1)?, inv.word(2)?, exit).map(|()| Reply::default())
+        }
+        label::VCPU_SET_MSR_EXIT => {
+            let how = inv.word(1)?;
+            space.vcpu_set_msr_exit(base, inv.word(0)?, how & 1 != 0, how & 2 != 0).map(|()| Reply::default())
+        }
         label::VCPU_READ_REGISTERS => {
             let first = usize::try_from(inv.word(0)?).map_err(|_| Error::RangeError)?;
             let gprs = space.vcpu_state(base).gprs;

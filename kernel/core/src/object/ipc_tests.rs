@@ -694,6 +694,24 @@ fn vcpus_bind_to_threads_and_ept_maps_guest_memory() {
     assert_eq!(w.invoke(40, label::VCPU_READ_REGISTERS, &[15]), Err(Error::RangeError));
     w.invoke(40, label::VCPU_READ_REGISTERS, &[1]).unwrap();
     assert_eq!(boss.regs(&w.s.mem).rdx, 7, "the first register read comes back in message word 0");
+    // I/O and MSR bitmaps start full (everything exits); ports go through only with an
+    // IoPort capability covering them; only VMCS-switched MSRs go through.
+    let bit = |w: &World, offset: u64, index: u64| {
+        w.s.mem.read::<u8>(PhysAddr(vcpu.0 + offset + index / 8)) >> (index % 8) & 1
+    };
+    assert_eq!(bit(&w, 2 * 4096, 0x80), 1);
+    assert_eq!(w.invoke(40, label::VCPU_SET_IO_EXIT, &[0, 0x80, 0x80, 0]), Err(Error::InvalidCapability));
+    w.s.insert_original(slot(50), Cap::IoPort { first: 0x70, last: 0x80 }).unwrap();
+    w.invoke(40, label::VCPU_SET_IO_EXIT, &[50, 0x78, 0x80, 0]).unwrap();
+    assert_eq!((bit(&w, 2 * 4096, 0x77), bit(&w, 2 * 4096, 0x78), bit(&w, 2 * 4096, 0x80)), (1, 0, 0));
+    assert_eq!(w.invoke(40, label::VCPU_SET_IO_EXIT, &[50, 0x80, 0x81, 0]), Err(Error::InsufficientRights));
+    // Making a port exit again needs no capability.
+    w.invoke(40, label::VCPU_SET_IO_EXIT, &[0, 0x80, 0x80, 1]).unwrap();
+    assert_eq!(bit(&w, 2 * 4096, 0x80), 1);
+    assert_eq!(w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0082, 0]), Err(Error::IllegalOperation));
+    w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0100, 0]).unwrap();
+    assert_eq!((bit(&w, 4 * 4096 + 1024, 0x100), bit(&w, 4 * 4096 + 3072, 0x100)), (0, 0));
+    assert_eq!(bit(&w, 4 * 4096 + 1024, 0x82), 1, "LSTAR still exits");
     // VMCS policy: host state refused before the machine is asked; a malformed encoding is
     // an argument error; this host-test machine has no VT-x and refuses the rest.
     assert_eq!(w.invoke(40, label::VCPU_READ_VMCS, &[0x6c16]), Err(Error::IllegalOperation));

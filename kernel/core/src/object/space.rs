@@ -561,7 +561,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 ObjectType::EptPdpt => Cap::EptTable { base: addr, level: 3, mapping: None },
                 ObjectType::EptPd => Cap::EptTable { base: addr, level: 2, mapping: None },
                 ObjectType::EptPt => Cap::EptTable { base: addr, level: 1, mapping: None },
-                ObjectType::Vcpu => Cap::Vcpu { base: addr },
+                ObjectType::Vcpu => {
+                    self.vcpu_init_bitmaps(addr);
+                    Cap::Vcpu { base: addr }
+                }
             };
             self.mem.insert(dest(i), cap, untyped);
         }

@@ -40,6 +40,23 @@ pub mod launch {
 
 /// Offset of [`VcpuState`] in a Vcpu object.
 pub const STATE_OFFSET: u64 = 4096;
+/// Offset of I/O bitmap A (ports 0-0x7fff) in a Vcpu object; bitmap B follows.
+pub const IO_BITMAP_OFFSET: u64 = 2 * 4096;
+/// Offset of the MSR bitmap in a Vcpu object.
+pub const MSR_BITMAP_OFFSET: u64 = 4 * 4096;
+
+/// MSRs a VMM may let its guest read and write directly: those the VMCS loads and saves
+/// with the guest (FS and GS bases, the SYSENTER MSRs, EFER), and the TSC for reading.
+/// Everything else (the host's syscall MSRs, PAT, the APIC base, …) always exits.
+pub const MSR_PASS_THROUGH: [(u32, bool); 7] = [
+    (0xc000_0100, true), // IA32_FS_BASE
+    (0xc000_0101, true), // IA32_GS_BASE
+    (0x174, true),       // IA32_SYSENTER_CS
+    (0x175, true),       // IA32_SYSENTER_ESP
+    (0x176, true),       // IA32_SYSENTER_EIP
+    (0xc000_0080, true), // IA32_EFER
+    (0x10, false),       // IA32_TIME_STAMP_COUNTER (reads only)
+];
 
 /// What a VMM may do with a VMCS field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,9 +69,10 @@ pub enum Access {
     ReadWrite,
 }
 
-/// Primary processor-based controls a VMM may not turn off: unconditional I/O exiting and
-/// the secondary controls.
-pub const PRIMARY_REQUIRED: u64 = (1 << 24) | (1 << 31);
+/// Primary processor-based controls a VMM may not turn off: the I/O bitmaps (25), the MSR
+/// bitmaps (28) and the secondary controls (31). (The bitmaps start with every bit set:
+/// every port and MSR exits until the VMM lets some through.)
+pub const PRIMARY_REQUIRED: u64 = (1 << 25) | (1 << 28) | (1 << 31);
 /// Primary processor-based controls a VMM may choose: interrupt-window exiting (2), HLT
 /// exiting (7), MWAIT (10), RDPMC (11), RDTSC (12), MOV-DR (23), MONITOR (29), PAUSE (30)
 /// exiting, and NMI-window exiting (22).
@@ -222,6 +240,74 @@ impl<M: KernelMemory> ObjectSpace<M> {
         Ok(())
     }
 
+    /// Sets whether guest I/O to ports `first..=last` exits. Letting ports through
+    /// (`exit` false) needs `io_ports`, an IoPort capability covering them.
+    pub fn vcpu_set_io_exit(
+        &mut self,
+        vcpu: PhysAddr,
+        io_ports: Cap,
+        first: u64,
+        last: u64,
+        exit: bool,
+    ) -> Result<(), Error> {
+        if first > last || last > 0xffff {
+            return Err(Error::RangeError);
+        }
+        if !exit {
+            let Cap::IoPort { first: have_first, last: have_last } = io_ports else {
+                return Err(Error::InvalidCapability);
+            };
+            if first < u64::from(have_first) || last > u64::from(have_last) {
+                return Err(Error::InsufficientRights);
+            }
+        }
+        for port in first..=last {
+            let at = PhysAddr(vcpu.0 + IO_BITMAP_OFFSET + port / 8);
+            let byte: u8 = self.mem.read(at);
+            let bit = 1u8 << (port % 8);
+            self.mem.write(at, &if exit { byte | bit } else { byte & !bit });
+        }
+        Ok(())
+    }
+
+    /// Sets whether the guest's RDMSR (`read`) and WRMSR (`write`) of `msr` exit; only
+    /// [`MSR_PASS_THROUGH`] MSRs may go through.
+    pub fn vcpu_set_msr_exit(
+        &mut self,
+        vcpu: PhysAddr,
+        msr: u64,
+        read: bool,
+        write: bool,
+    ) -> Result<(), Error> {
+        let msr = u32::try_from(msr).map_err(|_| Error::RangeError)?;
+        let allowed = MSR_PASS_THROUGH.iter().find(|(m, _)| *m == msr);
+        match allowed {
+            None if !(read && write) => return Err(Error::IllegalOperation),
+            Some((_, false)) if !write => return Err(Error::IllegalOperation),
+            _ => {}
+        }
+        let (base, index) = match msr {
+            0..=0x1fff => (0, msr),
+            0xc000_0000..=0xc000_1fff => (1024, msr - 0xc000_0000),
+            _ => return Ok(()), // outside the bitmap's ranges: always exits
+        };
+        for (half, exits) in [(0, read), (2048, write)] {
+            let at = PhysAddr(vcpu.0 + MSR_BITMAP_OFFSET + base + half + u64::from(index / 8));
+            let byte: u8 = self.mem.read(at);
+            let bit = 1u8 << (index % 8);
+            self.mem.write(at, &if exits { byte | bit } else { byte & !bit });
+        }
+        Ok(())
+    }
+
+    /// Sets every bit of a fresh Vcpu's I/O and MSR bitmaps: everything exits.
+    pub(crate) fn vcpu_init_bitmaps(&mut self, vcpu: PhysAddr) {
+        let ones = [u64::MAX; 512];
+        for page in [IO_BITMAP_OFFSET, IO_BITMAP_OFFSET + 4096, MSR_BITMAP_OFFSET] {
+            self.mem.write(PhysAddr(vcpu.0 + page), &ones);
+        }
+    }
+
     /// What `VmEnter` by `t` runs: its Vcpu and the EPT root of that Vcpu's
     /// guest-physical address space. A thread without a Vcpu, or a Vcpu without a live
     /// address space, cannot enter (`IllegalOperation`, `FailedLookup`).
@@ -271,12 +357,20 @@ mod tests {
     }
 
     #[test]
+    fn pass_through_lists_only_vmcs_switched_msrs() {
+        // The host's syscall MSRs are not in the list.
+        for host in [0xc000_0081, 0xc000_0082, 0xc000_0084, 0x277] {
+            assert!(MSR_PASS_THROUGH.iter().all(|(m, _)| *m != host), "{host:#x}");
+        }
+    }
+
+    #[test]
     fn controls_keep_what_the_kernel_needs() {
         // Interrupt-window exiting on: the required bits come along.
         assert_eq!(written_value(field::PRIMARY_CONTROLS, 1 << 2), Ok((1 << 2) | PRIMARY_REQUIRED));
-        // Turning off I/O exiting is not possible; "use I/O bitmaps" (25) is refused.
+        // The bitmaps cannot be turned off; "unconditional I/O exiting" (24) is refused.
         assert_eq!(written_value(field::PRIMARY_CONTROLS, 0), Ok(PRIMARY_REQUIRED));
-        assert_eq!(written_value(field::PRIMARY_CONTROLS, 1 << 25), Err(Error::IllegalOperation));
+        assert_eq!(written_value(field::PRIMARY_CONTROLS, 1 << 24), Err(Error::IllegalOperation));
         // EPT stays on; "virtualize APIC accesses" (0) is refused.
         assert_eq!(written_value(field::SECONDARY_CONTROLS, 0), Ok(SECONDARY_REQUIRED));
         assert_eq!(written_value(field::SECONDARY_CONTROLS, 1), Err(Error::IllegalOperation));

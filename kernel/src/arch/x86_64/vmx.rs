@@ -4,7 +4,8 @@
 //! At most one VMCS is active at a time: before another is loaded, the active one is
 //! cleared (its next entry is then a VMLAUNCH again), so destroying a Vcpu only ever needs
 //! the active one cleared. Control fields start from what the guest needs (EPT,
-//! unrestricted guest, exits on I/O, HLT, external interrupts and NMIs, every MSR access)
+//! unrestricted guest, exits on HLT, external interrupts and NMIs, I/O and MSRs through
+//! bitmaps in the Vcpu that start with every bit set)
 //! adjusted to what the processor's capability MSRs allow; a fresh VMCS describes a
 //! real-mode guest at 0000:0000 that a VMM then points where it wants.
 
@@ -37,8 +38,8 @@ const IA32_GS_BASE: u32 = 0xc000_0101;
 
 /// Pin-based: external-interrupt exiting, NMI exiting.
 const PIN_WANTED: u32 = (1 << 0) | (1 << 3);
-/// Primary: HLT exiting, unconditional I/O exiting, secondary controls.
-const PRIMARY_WANTED: u32 = (1 << 7) | (1 << 24) | (1 << 31);
+/// Primary: HLT exiting, I/O bitmaps, MSR bitmaps, secondary controls.
+const PRIMARY_WANTED: u32 = (1 << 7) | (1 << 25) | (1 << 28) | (1 << 31);
 /// Secondary: EPT, unrestricted guest.
 const SECONDARY_WANTED: u32 = (1 << 1) | (1 << 7);
 /// Exit: 64-bit host, save and load IA32_EFER.
@@ -208,7 +209,7 @@ pub fn make_current(vcpu: PhysAddr) -> Result<(), Error> {
         }
     });
     if fresh {
-        initialise(&vmx)?;
+        initialise(&vmx, vcpu)?;
         st.launch = launch::CLEAR;
         write_state(vcpu, &st);
     }
@@ -231,8 +232,10 @@ pub fn clear_active() {
     }
 }
 
-/// Writes a fresh VMCS: controls, host state, and a real-mode guest at 0000:0000.
-fn initialise(vmx: &Vmx) -> Result<(), Error> {
+/// Writes a fresh VMCS (of the Vcpu at `vcpu`): controls, its bitmaps, host state, and a
+/// real-mode guest at 0000:0000.
+fn initialise(vmx: &Vmx, vcpu: PhysAddr) -> Result<(), Error> {
+    use cleave_kernel_core::object::vcpu::{IO_BITMAP_OFFSET, MSR_BITMAP_OFFSET};
     let sel = gdt::selectors();
     let gdtr = x86_64::instructions::tables::sgdt();
     let idtr = x86_64::instructions::tables::sidt();
@@ -245,6 +248,9 @@ fn initialise(vmx: &Vmx) -> Result<(), Error> {
         (control::VMEXIT_CONTROLS, u64::from(exit)),
         (control::VMENTRY_CONTROLS, u64::from(entry)),
         (control::EXCEPTION_BITMAP, 0),
+        (control::IO_BITMAP_A_ADDR_FULL, vcpu.0 + IO_BITMAP_OFFSET),
+        (control::IO_BITMAP_B_ADDR_FULL, vcpu.0 + IO_BITMAP_OFFSET + 4096),
+        (control::MSR_BITMAPS_ADDR_FULL, vcpu.0 + MSR_BITMAP_OFFSET),
         (control::PAGE_FAULT_ERR_CODE_MASK, 0),
         (control::PAGE_FAULT_ERR_CODE_MATCH, 0),
         (control::CR3_TARGET_COUNT, 0),

@@ -24,8 +24,10 @@ fn at(i: u64) -> u64 {
 }
 
 const UT: u64 = 0;
-/// The guest's objects take slots from here on.
+/// The guest's objects take slots from here on (to VCPU + 11).
 const VCPU: u64 = 1;
+/// An IoPort capability for port 0x80.
+const PORT: u64 = 20;
 
 /// A guest-physical address with nothing behind it.
 const HOLE: u64 = 0x3000;
@@ -36,12 +38,15 @@ const HOST_RIP: u32 = 0x6c16;
 const EPT_POINTER: u32 = 0x201a;
 
 /// The guest: real mode, 16-bit code.
-const GUEST_CODE: [u8; 22] = [
+const GUEST_CODE: [u8; 32] = [
     0xba, 0xf8, 0x03, // mov dx, 0x3f8
     0xb0, b'H', // mov al, 'H'
     0xee, // out dx, al
     0xb0, b'i', // mov al, 'i'
     0xee, // out dx, al
+    0xe6, 0x80, // out 0x80, al (let through: no exit)
+    0x66, 0xb9, 0x00, 0x01, 0x00, 0xc0, // mov ecx, 0xc0000100 (IA32_FS_BASE)
+    0x0f, 0x32, // rdmsr (let through: no exit)
     0x66, 0x31, 0xc0, // xor eax, eax
     0x0f, 0xa2, // cpuid
     0xc6, 0x06, 0x00, 0x30, 0x2a, // mov byte [0x3000], 0x2a
@@ -131,6 +136,27 @@ fn main() -> i32 {
             return 1;
         }
     };
+    expect("vmx: ports and MSRs let through only with the authority for them", &mut failures, {
+        let control: Cap<cleave_rt::cap::kind::IoPortControl> =
+            Cap::from_cptr(cleave_abi::boot_info::slot::IO_PORT_CONTROL);
+        let post = at(PORT);
+        let ports = control.issue(0x80, 0x80, ROOT.slot(post, 64)).map(|()| Cap::from_cptr(post));
+        let through = ports.and_then(|p| vcpu.set_io_exit(Some(p), 0x80, 0x80, false));
+        let uncovered = ports.map(|p| vcpu.set_io_exit(Some(p), 0x3f8, 0x3f8, false));
+        let no_cap = vcpu.set_io_exit(None, 0x60, 0x60, false);
+        let fs_base = vcpu.set_msr_exit(0xc000_0100, false, false);
+        let lstar = vcpu.set_msr_exit(0xc000_0082, false, false);
+        let tsc_write = vcpu.set_msr_exit(0x10, false, false);
+        check(
+            through.is_ok()
+                && uncovered == Ok(Err(Error::InsufficientRights))
+                && no_cap == Err(Error::InvalidCapability)
+                && fs_base.is_ok()
+                && lstar == Err(Error::IllegalOperation)
+                && tsc_write == Err(Error::IllegalOperation),
+            "pass-through policy",
+        )
+    });
     expect("vmx: a VMM cannot write host state or the EPT pointer", &mut failures, {
         let host = vcpu.write_vmcs(HOST_RIP, 0);
         let eptp = vcpu.write_vmcs(EPT_POINTER, 0);
@@ -152,11 +178,15 @@ fn main() -> i32 {
                 Some(gpa) => println!("vmx-test: EPT violation at {gpa:#x}"),
                 None => println!("vmx-test: no EPT violation"),
             }
-            println!("vmx-test: guest halted after {} exits", seen.exits);
+            println!(
+                "vmx-test: guest halted after {} exits (its OUT to port 0x80 and RDMSR of FS_BASE went through)",
+                seen.exits
+            );
             expect("vmx: guest output through I/O exits", &mut failures, check(said == "Hi", "wrong output"));
             expect("vmx: CPUID exit", &mut failures, check(seen.cpuid, "no CPUID exit"));
             expect("vmx: EPT violation", &mut failures, check(seen.hole == Some(HOLE), "no EPT violation"));
             expect("vmx: HLT exit", &mut failures, check(seen.halted, "never halted"));
+            expect("vmx: let-through port and MSR did not exit", &mut failures, check(seen.exits == 5, "extra exits"));
         }
         Err(e) => {
             println!("vmx-test: guest run failed: {e}");
