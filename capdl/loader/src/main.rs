@@ -673,6 +673,10 @@ fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
             let tcb: Cap<Tcb> = Cap::from_cptr(l.slots[i as usize]);
             let spec = l.spec;
             tcb.resume().map_err(|e| Failure("cannot start a thread", spec.name(o.name), Some(e)))?;
+            // The audit log's first instance of the component this thread is.
+            if let Some(component) = spec.name(o.name).and_then(|n| n.strip_suffix("_tcb")) {
+                cleave_rt::audit!("start {component}#1");
+            }
         }
     }
     Ok((l.spec.object_count(), threads, l.digest.finish()))
@@ -680,6 +684,7 @@ fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
 
 fn main() -> i32 {
     let start = cleave_rt::syscall::rdtsc();
+    cleave_rt::audit!("boot");
     let outcome = Image::parse(IMAGE).and_then(|image| {
         println!(
             "loader: specification with {} objects, {} capabilities, {} programs",

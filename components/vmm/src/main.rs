@@ -465,7 +465,11 @@ fn component() -> i32 {
         println!("vmm: guest '{name}': {e}");
         return stop_here();
     }
-    match run(vcpu, ram, name) {
+    // The audit log: this guest relies on this VMM while it runs.
+    cleave_rt::audit!("serve {name} vmm-{name}#1");
+    let outcome = run(vcpu, ram, name);
+    cleave_rt::audit!("unserve {name} vmm-{name}#1");
+    match outcome {
         Ok((stop, vm)) => println!(
             "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses",
             vm.exits,

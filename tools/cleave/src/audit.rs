@@ -13,8 +13,12 @@
 //!
 //! `start` begins an instance; `restart` ends one and begins its successor, which goes on
 //! serving the guests the old one served; `dispose` ends one; `serve`/`unserve` begin and
-//! end a guest's reliance on an instance. The supervisor writes it (issue 7); this module
-//! reads it strictly: any malformed line or impossible event is an error naming the line.
+//! end a guest's reliance on an instance. The running system writes it as `audit: TIME
+//! EVENT` console lines (`cleave_rt::audit!`): today the loader (`boot`, a `start` per
+//! component) and each guest's VMM (`serve`/`unserve`); restarts and disposals come with
+//! the supervisor (issue 7). `cargo xtask` collects the lines of a run, in time order,
+//! into `audit.log` next to its serial log. This module reads a log strictly: any
+//! malformed line or impossible event is an error naming the line.
 
 use std::collections::BTreeMap;
 

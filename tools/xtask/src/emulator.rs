@@ -294,6 +294,11 @@ impl Capture {
     }
 
     fn finish(self, ending: Ending, log: PathBuf) -> Finished {
+        // The audit events, as the log file `cleave audit` reads, next to the serial log.
+        let audit = audit_log(&self.serial);
+        if !audit.is_empty() {
+            let _ = std::fs::write(log.with_file_name("audit.log"), &audit);
+        }
         Finished { ending, serial: self.serial, log, arrivals: self.arrivals }
     }
 }
@@ -363,6 +368,19 @@ fn bochs_config(iso: &Path, serial: &Path, log: &Path) -> String {
     )
 }
 
+/// The audit log a run's serial output carries: its `audit: TIME EVENT` lines, without the
+/// prefix, in time order (components print them as they happen; two components' lines
+/// may reach the console out of order). Empty if there are none.
+pub fn audit_log(serial: &str) -> String {
+    let mut events: Vec<(u64, &str)> = serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("audit: "))
+        .filter_map(|e| Some((e.split_whitespace().next()?.parse().ok()?, e)))
+        .collect();
+    events.sort_by_key(|&(t, _)| t);
+    events.iter().map(|(_, e)| format!("{e}\n")).collect()
+}
+
 /// Prints why a run failed and the last serial lines.
 pub fn report_failure(run: &Run, finished: &Finished, reason: &str) {
     println!("--- {} FAILED: {reason}", run.name);
@@ -397,5 +415,17 @@ pub fn run_system(gdb: bool, bochs: bool, cmdline: &str) -> Result<bool> {
             println!("xtask: the run did not succeed: {reason} (serial log: {})", finished.log.display());
             Ok(false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_log_is_the_prefixed_lines_in_time_order() {
+        let serial = "loader: built\naudit: 10 boot\nvmm: x\naudit: 30 serve a vmm-a#1\naudit: 20 start vmm-a#1\naudit: junk\n";
+        assert_eq!(audit_log(serial), "10 boot\n20 start vmm-a#1\n30 serve a vmm-a#1\n");
+        assert_eq!(audit_log("no events\n"), "");
     }
 }

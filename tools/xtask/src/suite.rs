@@ -23,6 +23,10 @@ struct EmulatorTest {
     digest_of: Option<&'static str>,
     /// Run Xen's XenStore tools against the system through its serial bridge (QEMU).
     host_xenstore: bool,
+    /// (component, guest) pairs the run's audit log must show: asked "which guests relied
+    /// on the component" over the whole run, and "what did the guest rely on" in the
+    /// middle of its reliance, `cleave audit`'s two questions.
+    audit: &'static [(&'static str, &'static str)],
 }
 
 const QEMU_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +40,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: Some("system.toml"),
         host_xenstore: true,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -79,6 +84,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -101,6 +107,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &["hello: Hello from ring 3! (privilege level 3)", "exited with status 0"],
@@ -113,6 +120,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -140,6 +148,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -162,6 +171,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -180,6 +190,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -201,6 +212,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
             patterns: &[
@@ -219,6 +231,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
             patterns: &[
@@ -235,6 +248,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
             patterns: &[
@@ -252,6 +266,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &["kernel: cannot boot: no boot module: the kernel needs a root task"],
@@ -264,6 +279,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &["kernel: cannot start root task 'system.toml': bad ELF image: not an ELF file"],
@@ -276,6 +292,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "cleave.selftest=kernel-page-fault",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &[
@@ -295,6 +312,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "cleave.selftest=panic",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &[
@@ -311,6 +329,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "cleave.selftest=bogus",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
             patterns: &["kernel: cannot boot: unknown cleave.selftest=bogus"],
@@ -323,6 +342,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -340,6 +360,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -366,6 +387,12 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: Some("systems/guests.toml"),
         host_xenstore: false,
+        audit: &[
+            ("vmm-alice", "alice"),
+            ("vmm-hello", "hello"),
+            ("vmm-triple", "triple"),
+            ("vmm-unmapped", "unmapped"),
+        ],
         expect: Expectation {
             // Every VMM stops itself once its guest is gone; then nothing is left to run.
             outcome: Outcome::Idle,
@@ -396,6 +423,7 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: None,
         host_xenstore: false,
+        audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
             patterns: &[
@@ -532,6 +560,9 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
                 Err(format!("the loader did not report `{line}`, the digest cleave computed for {system}"));
         }
     }
+    if verdict.is_ok() && !test.audit.is_empty() {
+        verdict = check_audit(&emulator::audit_log(&finished.serial), test.audit);
+    }
     match verdict {
         Ok(()) => {
             println!("== {} ok ({:.1} s)", test.name, start.elapsed().as_secs_f64());
@@ -541,6 +572,28 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
             emulator::report_failure(&run, &finished, &reason);
             tally.failed += 1;
             tally.failures.push(format!("{}: {reason}", test.name));
+        }
+    }
+    Ok(())
+}
+
+/// Asks the audit log `cleave audit`'s two questions for each (component, guest) pair.
+fn check_audit(log: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
+    let log = cleave::audit::read(log).map_err(|e| format!("the run's audit log does not read: {e}"))?;
+    for &(component, guest) in pairs {
+        let relied = log.relied_on(component, 0, u64::MAX);
+        println!(
+            "   audit: which guests relied on {component}? {}",
+            cleave::audit::describe(&relied).trim_end()
+        );
+        let Some(r) = relied.iter().find(|r| r.guest == guest) else {
+            return Err(format!("the audit log does not show {guest} relying on {component}"));
+        };
+        let middle = r.from + (r.to.unwrap_or(r.from + 2) - r.from) / 2;
+        let at: Vec<String> = log.relied_at(guest, middle).iter().map(|i| i.to_string()).collect();
+        println!("   audit: what did {guest} rely on at {middle} µs? {}", at.join(", "));
+        if !at.contains(&format!("{component}#1")) {
+            return Err(format!("the audit log does not show {guest} relying on {component}#1 at {middle}"));
         }
     }
     Ok(())

@@ -186,7 +186,11 @@ fn main() -> i32 {
             expect("vmx: CPUID exit", &mut failures, check(seen.cpuid, "no CPUID exit"));
             expect("vmx: EPT violation", &mut failures, check(seen.hole == Some(HOLE), "no EPT violation"));
             expect("vmx: HLT exit", &mut failures, check(seen.halted, "never halted"));
-            expect("vmx: let-through port and MSR did not exit", &mut failures, check(seen.exits == 5, "extra exits"));
+            expect(
+                "vmx: let-through port and MSR did not exit",
+                &mut failures,
+                check(seen.exits == 5, "extra exits"),
+            );
         }
         Err(e) => {
             println!("vmx-test: guest run failed: {e}");
