@@ -104,8 +104,17 @@ pub struct ObjectRecord {
     /// TCB: bit 0 resume, the rest its initial argument; frame: its fill (name index + 1,
     /// offset from bit 32), 0 for none.
     pub param1: u64,
-    /// TCB: its lifetime (`model::Lifetime::encode`; 0 persistent).
+    /// TCB: its lifetime (`model::Lifetime::encode`; 0 persistent) in the low 32 bits.
+    /// Any object: the index + 1 of the untyped it is made from, in the high 32 bits (0:
+    /// the loader's pool).
     pub param2: u64,
+}
+
+impl ObjectRecord {
+    /// The untyped object this one is made from, if the spec names one.
+    pub fn parent(&self) -> Option<u32> {
+        ((self.param2 >> 32) as u32).checked_sub(1)
+    }
 }
 
 /// Capability targets that are not objects.
@@ -350,8 +359,8 @@ impl Digest {
                 | u64::from(o.max_priority) << 24,
         );
         self.word(if matches!(o.kind, Kind::Frame | Kind::Untyped | Kind::IoPorts) { o.param0 } else { 0 });
-        // TCBs: the lifetime (`param2`).
-        self.word(if o.kind == Kind::Tcb { o.param2 } else { 0 });
+        // TCBs: the lifetime; every object: the untyped it is made from (`param2`).
+        self.word(if o.kind == Kind::Tcb { o.param2 } else { o.param2 & !0xffff_ffff });
     }
     /// Adds a capability.
     pub fn cap(&mut self, c: &CapRecord) {

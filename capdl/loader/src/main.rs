@@ -96,6 +96,10 @@ struct Loader {
     /// Per device untyped (by BootInfo index): the lowest address not yet handed out.
     device_marks: [u64; cleave_abi::boot_info::MAX_UNTYPED],
     digest: Digest,
+    /// While set: the untyped object (root slot) new objects come from instead of the
+    /// pool (an object the spec makes from a named untyped, and everything the loader
+    /// makes for a thread that is).
+    from: Option<u64>,
 }
 
 impl Loader {
@@ -104,6 +108,11 @@ impl Loader {
         let dest = self.next_slot;
         if dest >= self.info.empty_end {
             return Err(Error::NotEnoughMemory);
+        }
+        if let Some(untyped) = self.from {
+            Cap::<Untyped>::from_cptr(untyped).retype(ty, size_bits, ROOT, 0, 0, dest, 1)?;
+            self.next_slot += 1;
+            return Ok(dest);
         }
         while self.untyped < self.info.untyped_count as usize {
             let d = &self.info.untyped[self.untyped];
@@ -201,6 +210,13 @@ impl Loader {
         for i in 0..spec.object_count() {
             let o = spec.object(i).ok_or(fail("object table"))?;
             let what = |e| Failure("cannot create object", spec.name(o.name), Some(e));
+            self.from = match o.parent() {
+                Some(p) if p < i => Some(self.slots[p as usize]),
+                Some(_) => {
+                    return Err(Failure("an object made from a later untyped", spec.name(o.name), None));
+                }
+                None => None,
+            };
             let made = match o.kind {
                 Kind::Endpoint => self.retype(ObjectType::Endpoint, 0),
                 Kind::Notification => self.retype(ObjectType::Notification, 0),
@@ -237,6 +253,7 @@ impl Loader {
                         .map(|()| dest)
                 }
             };
+            self.from = None;
             self.slots[i as usize] = made.map_err(what)?;
             // A frame filled from a file of the boot image.
             if o.kind == Kind::Frame && o.param0 == 0 && o.param1 != 0 {
@@ -335,6 +352,15 @@ impl Loader {
     }
 
     fn start_thread(&mut self, image: &Image<'static>, index: u32, o: &ObjectRecord) -> Step<()> {
+        // What a thread made from a named untyped needs (its image, stack, IPC buffer,
+        // page tables) comes from that untyped too, so that revoking it frees all of it.
+        self.from = o.parent().map(|p| self.slots[p as usize]);
+        let result = self.start_thread_inner(image, index, o);
+        self.from = None;
+        result
+    }
+
+    fn start_thread_inner(&mut self, image: &Image<'static>, index: u32, o: &ObjectRecord) -> Step<()> {
         let spec = self.spec;
         let name = spec.object(index).and_then(|o| spec.name(o.name));
         let err = |what: &'static str| move |e: Error| Failure(what, name, Some(e));
@@ -432,6 +458,15 @@ impl Loader {
                         name,
                         None,
                     ));
+                }
+                // An untyped capability is moved there, not copied: its holder gets the one
+                // the objects made from it descend from, so that revoking it destroys them.
+                Kind::CNode if spec.object(c.target).is_some_and(|o| o.kind == Kind::Untyped) => {
+                    let cnode: Cap<CNode> = Cap::from_cptr(self.slots[c.container as usize]);
+                    let depth = u64::from(container.size_bits) - 6;
+                    cnode
+                        .move_cap(cnode.slot(u64::from(c.slot), depth), ROOT.slot(source, 64))
+                        .map_err(err)?;
                 }
                 Kind::CNode => {
                     let target = spec.object(c.target).map(|o| o.kind);
@@ -650,6 +685,7 @@ fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
         table_count: 0,
         device_marks: [0; cleave_abi::boot_info::MAX_UNTYPED],
         digest: Digest::new(),
+        from: None,
     };
     if l.spec.object_count() as usize > MAX_OBJECTS {
         return Err(fail("more objects than the loader can track"));

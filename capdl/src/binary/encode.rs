@@ -31,6 +31,18 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
             (names.len() - 1) as u32
         })
     };
+    // Which untyped object each object is made from (its index + 1; 0: the loader's pool).
+    // An untyped must come before its children.
+    let mut parent_of: BTreeMap<ObjRef, u32> = BTreeMap::new();
+    let mut next_index = 0u32;
+    for o in &spec.objects {
+        if let ObjectKind::Untyped { children, .. } = &o.kind {
+            for c in children {
+                parent_of.insert(c.clone(), next_index + 1);
+            }
+        }
+        next_index += o.count.unwrap_or(1);
+    }
     // Objects, arrays expanded, in declaration order.
     let mut index: BTreeMap<ObjRef, u32> = BTreeMap::new();
     let mut objects: Vec<[u8; OBJECT_RECORD]> = Vec::new();
@@ -52,7 +64,9 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                     rec[2] = t.prio.unwrap_or(0) as u8;
                     rec[3] = t.max_prio.unwrap_or(0) as u8;
                     let lifetime = t.lifetime.map_or(0, crate::model::Lifetime::encode);
-                    rec[24..32].copy_from_slice(&lifetime.to_le_bytes());
+                    let lifetime = u32::try_from(lifetime)
+                        .map_err(|_| EncodeError(format!("`{r}`: restart period too long")))?;
+                    rec[24..28].copy_from_slice(&lifetime.to_le_bytes());
                     let elf =
                         t.elf.as_deref().map_or(u64::from(u32::MAX), |e| u64::from(intern(e, &mut names)));
                     // Bit 0: resume; the rest: the first initial argument (`init: [a]`),
@@ -100,6 +114,16 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                     return Err(EncodeError(format!("`{}`: Cleave has no `{}` objects", r, other.keyword())));
                 }
             };
+            // The untyped it is made from: by element, or the whole array.
+            let parent = parent_of
+                .get(&r)
+                .or_else(|| parent_of.get(&ObjRef { name: o.name.clone(), index: None }))
+                .copied()
+                .unwrap_or(0);
+            if parent != 0 && parent > objects.len() as u32 {
+                return Err(EncodeError(format!("`{r}` comes before the untyped it is made from")));
+            }
+            rec[28..32].copy_from_slice(&parent.to_le_bytes());
             rec[0] = kind as u8;
             rec[1] = size_bits;
             rec[4..8]

@@ -141,8 +141,25 @@ where
     }
 }
 
+/// Asks the bootstrap component for the boot-time resources (it answers once, then is
+/// disposed of).
+fn boot_query() -> Result<u64, cleave_abi::Error> {
+    let bootstrap: Cap<Endpoint> = Cap::from_cptr(caps::BOOT_QUERY);
+    bootstrap.call(MessageInfo::new(1, 0, 0, 0), [0; 4]).map(|m| m.words[0])
+}
+
 fn main() -> i32 {
     cleave_rt::cap::report_authority("toolstack", caps::CAPS, caps::REGIONS);
+    let booted = match boot_query() {
+        Ok(at) => {
+            println!("toolstack: bootstrap handed out the boot-time resources (at {at} us)");
+            true
+        }
+        Err(e) => {
+            println!("toolstack: bootstrap did not answer: {e}");
+            false
+        }
+    };
     let logic: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
     // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
     // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
@@ -173,11 +190,23 @@ fn main() -> i32 {
         }
     };
     let published = driver_publishes(&mut xs, vga);
+    // The bootstrap component is gone now, and with it the endpoint it served: a call
+    // through the capability the toolstack still names fails instead of waiting forever.
+    let disposed = match boot_query() {
+        Err(e) => {
+            println!("toolstack: bootstrap was disposed of: calling it now fails with {e:?}");
+            e == cleave_abi::Error::InvalidCapability
+        }
+        Ok(_) => {
+            println!("toolstack: bootstrap still answers after it was disposed of");
+            false
+        }
+    };
     // Every other slot of its CNode is empty: probing them must fail.
     let alone = cleave_rt::cap::report_ungiven("toolstack", caps::CAPS);
     let host = wait_for_host(&mut xs);
     println!("toolstack: the host is done: /tool/host-done = {host:?}");
-    if good && display && published && alone && host.is_some() {
+    if good && display && published && booted && disposed && alone && host.is_some() {
         println!("TEST PASS");
         0
     } else {

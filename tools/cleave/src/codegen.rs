@@ -12,10 +12,11 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         .map_err(|e| format!("cannot read {}: {e}", system_toml.display()))?;
     let file =
         system::load(&text).map_err(|e| diagnostic::render(&e, &system_toml.display().to_string(), &text))?;
-    if !file.components.keys().any(|k| k.get_ref() == component) {
+    let compiled = compile::compile(&file);
+    // A declared component, or one cleave adds (the supervisor).
+    if !file.components.keys().any(|k| k.get_ref() == component) && !compiled.tables.contains_key(component) {
         return Err(format!("{} declares no component `{component}`", system_toml.display()));
     }
-    let compiled = compile::compile(&file);
     let mut out =
         format!("// Generated from {} for component `{component}`. Do not edit.\n", system_toml.display());
     let entries = compiled.tables.get(component).map(|t| t.entries.clone()).unwrap_or_default();

@@ -155,6 +155,120 @@ fn map_pages(spec: &mut Spec, mappings: Vec<Mapping>) {
     }
 }
 
+/// The program and component that disposes of disposable components.
+pub const SUPERVISOR: &str = "supervisor";
+/// Its priority: above every component it watches, so that it acts at once.
+pub const SUPERVISOR_PRIORITY: u64 = 250;
+/// Log2 of the untyped memory each disposable component is made from (1 MiB).
+pub const DISPOSABLE_UNTYPED_BITS: u32 = 20;
+
+/// With any `lifetime = "disposable"` component: the supervisor, a component holding its
+/// own CNode (slot 1, to revoke and retype with), a notification the disposable components
+/// signal when done (slot 2), and per disposable component, in name order, the untyped
+/// memory everything of that component is made from (slots 3, 4, …): its TCB, CNode,
+/// VSpace and tables, the endpoints and notifications it serves, and (by the loader) its
+/// program's pages, stack and IPC buffer. Each disposable component gets the notification
+/// (`supervisor-done`) with badge bit N for its N-th place.
+fn supervisor(
+    file: &SystemFile,
+    spec: &mut Spec,
+    slots: &mut BTreeMap<String, BTreeMap<u64, Cap>>,
+    tables: &mut BTreeMap<String, CapTable>,
+) {
+    let disposable: Vec<&String> = file
+        .components
+        .iter()
+        .filter(|(_, c)| c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable"))
+        .map(|(k, _)| k.get_ref())
+        .collect();
+    if disposable.is_empty() {
+        return;
+    }
+    let n = SUPERVISOR;
+    let tcb = TcbParams {
+        prio: Some(SUPERVISOR_PRIORITY),
+        max_prio: Some(0),
+        resume: Some(true),
+        elf: Some(n.into()),
+        ..TcbParams::default()
+    };
+    spec.objects.push(Object { name: format!("{n}_tcb"), count: None, kind: ObjectKind::Tcb(tcb) });
+    spec.objects.push(Object {
+        name: format!("{n}_cnode"),
+        count: None,
+        kind: ObjectKind::CNode { size_bits: COMPONENT_CNODE_BITS },
+    });
+    spec.objects.push(Object { name: format!("{n}_vspace"), count: None, kind: ObjectKind::Pml4 });
+    let guard = CapParams { guard_size: u64::from(64 - COMPONENT_CNODE_BITS), ..CapParams::default() };
+    spec.caps.insert(
+        ObjRef::named(&format!("{n}_tcb")),
+        BTreeMap::from([
+            (0, cap(&format!("{n}_cnode"), None, guard)),
+            (1, cap(&format!("{n}_vspace"), None, CapParams::default())),
+        ]),
+    );
+    let done = format!("{n}_done");
+    spec.objects.push(Object { name: done.clone(), count: None, kind: ObjectKind::Notification });
+    let mut entries = vec![
+        (
+            "cnode".to_string(),
+            "its own CNode".to_string(),
+            cap(&format!("{n}_cnode"), None, CapParams::default()),
+        ),
+        (
+            "done".to_string(),
+            "notification (wait): disposable components signal here".to_string(),
+            cap(&done, None, CapParams { rights: rights(true, false, false), ..CapParams::default() }),
+        ),
+    ];
+    let mut untyped_objects = Vec::new();
+    for (i, d) in disposable.iter().enumerate() {
+        let untyped = format!("{d}_untyped");
+        // Everything of the component, and what it serves.
+        let mut children: Vec<ObjRef> = spec
+            .objects
+            .iter()
+            .filter(|o| o.name.starts_with(&format!("{d}_")))
+            .flat_map(|o| match o.count {
+                None => vec![ObjRef::named(&o.name)],
+                Some(k) => (0..k).map(|j| ObjRef { name: o.name.clone(), index: Some(j) }).collect(),
+            })
+            .collect();
+        for (name, ch) in &file.channels {
+            if ch.server.get_ref() == *d {
+                children.push(ObjRef::named(name.get_ref()));
+            }
+        }
+        untyped_objects.push(Object {
+            name: untyped.clone(),
+            count: None,
+            kind: ObjectKind::Untyped { size_bits: Some(DISPOSABLE_UNTYPED_BITS), paddr: None, children },
+        });
+        entries.push((
+            format!("{d}-untyped"),
+            format!("untyped {} KiB: all of `{d}`", (1u64 << DISPOSABLE_UNTYPED_BITS) >> 10),
+            cap(&untyped, None, CapParams::default()),
+        ));
+        let table = tables.entry((*d).clone()).or_default();
+        let slot = table.entries.last().map_or(1, |e| e.0 + 1);
+        table.entries.push((
+            slot,
+            "supervisor-done".into(),
+            format!("notification (signal, badge {})", 1u64 << i),
+        ));
+        let params = CapParams { rights: rights(false, true, false), badge: 1 << i, ..CapParams::default() };
+        slots.entry((*d).clone()).or_default().insert(slot, cap(&done, None, params));
+    }
+    // An untyped comes before the objects made from it.
+    spec.objects.splice(0..0, untyped_objects);
+    let table = tables.entry(n.to_string()).or_default();
+    let cnode = slots.entry(n.to_string()).or_default();
+    for (k, (name, what, c)) in entries.into_iter().enumerate() {
+        table.entries.push((k as u64 + 1, name, what));
+        cnode.insert(k as u64 + 1, c);
+    }
+}
+
 /// Where a VMM finds its configuration page (read only): the start of the device window,
 /// which a VMM, owning no devices, does not otherwise use.
 pub const VMM_CONFIG: u64 = DEVICE_BASE;
@@ -477,6 +591,7 @@ pub fn compile(file: &SystemFile) -> Compiled {
     }
     map_pages(&mut spec, mappings);
     let files = guests(file, &mut spec, &mut slots, &mut tables);
+    supervisor(file, &mut spec, &mut slots, &mut tables);
     for (component, caps) in slots {
         spec.caps.insert(ObjRef::named(&format!("{component}_cnode")), caps);
     }
@@ -598,6 +713,37 @@ map = { b = "rw", c = "r" }
             b"name=alice\nmemory=4194304\nimage=guest-hello\ncmdline=x=1\n"
         );
         assert_eq!(compiled.tables["vmm-alice"].entries.len(), VMM_SLOTS.len());
+    }
+
+    #[test]
+    fn disposable_components_are_made_from_an_untyped_the_supervisor_alone_holds() {
+        let text = "[components.boot]\nlifetime = \"disposable\"\n[components.user]\n[channels.q]\nkind = \"endpoint\"\nserver = \"boot\"\nclients = [\"user\"]\n";
+        let compiled = compile(&crate::system::load(text).unwrap());
+        let spec = &compiled.spec;
+        assert_eq!(cleave_capdl::validate::validate(spec), Vec::new());
+        // The untyped comes first and covers the component and the endpoint it serves.
+        assert_eq!(spec.objects[0].name, "boot_untyped");
+        let ObjectKind::Untyped { children, .. } = &spec.objects[0].kind else { panic!() };
+        let names: Vec<String> = children.iter().map(|c| c.to_string()).collect();
+        assert_eq!(names, ["boot_tcb", "boot_cnode", "boot_vspace", "q"]);
+        // Only the supervisor can reach it; the component signals it with its badge bit.
+        assert!(reach(spec, "supervisor").contains(&ObjRef::named("boot_untyped")));
+        assert!(!reach(spec, "user").contains(&ObjRef::named("boot_untyped")));
+        let boot = &spec.caps[&ObjRef::named("boot_cnode")];
+        assert_eq!(boot[&2].target, Target::Object(ObjRef::named("supervisor_done")));
+        assert_eq!((boot[&2].params.badge, boot[&2].params.rights.write), (1, true));
+        let table: Vec<&str> = compiled.tables["supervisor"].entries.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(table, ["cnode", "done", "boot-untyped"]);
+        // The binary form records the parent; nothing without a disposable gets a supervisor.
+        let encoded = cleave_capdl::binary::encode(spec).unwrap();
+        let e = cleave_capdl::binary::EncodedSpec::new(&encoded).unwrap();
+        let tcb = (0..e.object_count())
+            .filter_map(|i| e.object(i))
+            .find(|o| e.name(o.name) == Some("boot_tcb"))
+            .unwrap();
+        assert_eq!(tcb.parent(), Some(0));
+        let plain = compile(&crate::system::load("[components.a]\n").unwrap());
+        assert!(!plain.tables.contains_key("supervisor"));
     }
 
     #[test]

@@ -754,6 +754,19 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
             }
         }
     }
+    // The supervisor cleave adds for disposable components takes its name.
+    let disposable =
+        file.components.values().any(|c| c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable"));
+    if disposable
+        && let Some((k, _)) = file.components.iter().find(|(k, _)| k.get_ref() == crate::compile::SUPERVISOR)
+    {
+        errors.push(SystemError::new(
+            format!("components.{}", k.get_ref()),
+            span(k),
+            "`supervisor` is the name of the component cleave adds to dispose of disposable components"
+                .to_string(),
+        ));
+    }
     if let Some(policy) = &file.policy {
         check_policy(file, policy, &components, &guests, &mut errors);
     }

@@ -22,6 +22,8 @@ pub const TARGET_PACKAGES: &[&str] = &[
     "xenstore-logic",
     "xenstore-bridge",
     "guest-hello",
+    "supervisor",
+    "bootstrap",
     "vmm",
     "toolstack",
     "vga",

@@ -47,6 +47,8 @@ const TESTS: &[EmulatorTest] = &[
                 "loader: specification with",
                 "loader: built",
                 "loader: dropped",
+                "supervisor: cap 3: bootstrap-untyped (untyped 1024 KiB: all of `bootstrap`)",
+                "supervisor: 252 of 252 ungiven slots refused",
                 "xenstore-state: region xs-state-xenstore-logic at 0x8000009000, 64 KiB, rw",
                 "xenstore-state: 254 of 254 ungiven slots refused",
                 "xenstore-logic: region xs-request-toolstack at 0x8000000000, 8 KiB, rw",
@@ -59,11 +61,21 @@ const TESTS: &[EmulatorTest] = &[
                 "xenstore-bridge: XenStore open to the host on COM2",
                 "vga: region display.mmio0 at 0x8040000000, 4 KiB, rw device memory at 0xfebf0000",
                 "vga: 253 of 253 ungiven slots refused",
+                "bootstrap: 253 of 253 ungiven slots refused",
+                // The disposable bootstrap answers once, signals, and is destroyed by revoke;
+                // its memory is made into something new; the toolstack's capability to it
+                // now fails.
+                "bootstrap: handed out the boot-time resources; done",
+                "audit: ",
+                "supervisor: `bootstrap` is done: revoked the untyped it was made from; it is gone",
+                "supervisor: `bootstrap`'s memory is free again: a new frame was made from it",
+                "toolstack: bootstrap handed out the boot-time resources",
                 "toolstack: xenstore: 11 of 11 requests answered as Xen's xenstored answers them",
                 "toolstack: xenstore: 2 watch events (on registering, on the transaction's commit)",
                 "toolstack: display adapter: VBE id 0xb0c5, EDID header valid",
                 "toolstack: xenstore: vga (domain 1) wrote 2 nodes through its own connection; vbe-id 0xb0c5; 3 watch events here; its read of /vm/alice/name: EACCES",
-                "toolstack: 253 of 253 ungiven slots refused",
+                "toolstack: bootstrap was disposed of: calling it now fails with InvalidCapability",
+                "toolstack: 252 of 252 ungiven slots refused",
                 "toolstack: waiting for the host to write /tool/host-done",
                 // Xen's own tools on the host, through the serial bridge.
                 "[host] /local/domain/1/display/vbe-id = \"0xb0c5\"",
