@@ -16,6 +16,7 @@
     .set USER_CODE_SELECTOR, 0x23
     .set USER_DATA_SELECTOR, 0x1b
     .set FRAME_RIP, 17 * 8          /* offset of rip in TrapFrame */
+    .set FRAME_VECTOR, 15 * 8       /* offset of vector in TrapFrame */
 
     .macro SAVE_GPRS
     push %rax
@@ -118,8 +119,13 @@ syscall_entry:
     movabs $__kernel_stack_top, %rsp
     call syscall_dispatch
     mov %rax, %rsp
-    /* Return with sysretq when the frame's rip is a canonical user address: sysretq with
-     * a non-canonical rcx would fault in ring 0 on the user stack. Otherwise, iretq. */
+    /* Return with sysretq only to a thread that entered with `syscall` (whose rcx and r11
+     * the call destroys anyway) and whose rip is a canonical user address (sysretq with a
+     * non-canonical rcx would fault in ring 0 on the user stack). A thread an interrupt or
+     * exception stopped, or whose registers were written, needs every register back:
+     * iretq. */
+    cmpq $SYSCALL_VECTOR, FRAME_VECTOR(%rsp)
+    jne 1f
     mov FRAME_RIP(%rsp), %rcx
     shr $47, %rcx
     jnz 1f

@@ -7,8 +7,9 @@ pub const SYSCALL_VECTOR: u64 = 0x100;
 /// out on the kernel stack: the same layout as a TCB's saved registers.
 pub type TrapFrame = cleave_kernel_core::object::tcb::Registers;
 
-// entry.s reads rip at this offset (FRAME_RIP).
+// entry.s reads rip and the vector at these offsets (FRAME_RIP, FRAME_VECTOR).
 const _: () = assert!(core::mem::offset_of!(TrapFrame, rip) == 17 * 8);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, vector) == 15 * 8);
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
 
 /// Mnemonic and name of an exception vector.
