@@ -84,6 +84,21 @@ impl<'a> Image<'a> {
     }
 }
 
+/// Formats into a fixed buffer (object names, no heap).
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl core::fmt::Write for Writer<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len.checked_add(s.len()).filter(|&e| e <= self.buf.len()).ok_or(core::fmt::Error)?;
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 struct Loader {
     info: &'static BootInfo,
     spec: EncodedSpec<'static>,
@@ -170,6 +185,21 @@ impl Loader {
         execute: bool,
     ) -> Result<u64, Error> {
         let frame = self.retype(ObjectType::Frame4K, 0)?;
+        self.page_into(frame, vspace, vaddr, data, offset, write, execute)
+    }
+
+    /// [`Loader::page`] with the frame at root slot `frame` (fresh and zeroed).
+    #[allow(clippy::too_many_arguments, reason = "page's arguments and the frame")]
+    fn page_into(
+        &mut self,
+        frame: u64,
+        vspace: u64,
+        vaddr: u64,
+        data: &[u8],
+        offset: usize,
+        write: bool,
+        execute: bool,
+    ) -> Result<u64, Error> {
         let f: Cap<Frame> = Cap::from_cptr(frame);
         if !data.is_empty() {
             self.ensure_tables(slot::VSPACE, SCRATCH)?;
@@ -360,8 +390,53 @@ impl Loader {
         result
     }
 
+    /// The spec's array `name` (`name[0]`, `name[1]`, … in a row): its first object and
+    /// length.
+    fn array(&self, name: &str) -> Option<(u32, u32)> {
+        let spec = self.spec;
+        let element = |i: u32| {
+            spec.object(i)
+                .and_then(|o| spec.name(o.name))
+                .and_then(|n| n.strip_prefix(name)?.strip_prefix('[')?.strip_suffix(']')?.parse::<u32>().ok())
+        };
+        let first = (0..spec.object_count()).find(|&i| element(i) == Some(0))?;
+        let count = (first..spec.object_count()).take_while(|&i| element(i) == Some(i - first)).count();
+        Some((first, count as u32))
+    }
+
+    /// Copies the contents of the 4 KiB frame at `from` into the one at `to`, through
+    /// copies of their capabilities (each capability maps once, and `from` is mapped).
+    fn copy_frame(&mut self, from: u64, to: u64) -> Result<(), Error> {
+        self.ensure_tables(slot::VSPACE, SCRATCH)?;
+        let (a, b) = (self.free_slot(), self.free_slot());
+        ROOT.mint(ROOT.slot(a, 64), ROOT.slot(from, 64), Rights::READ, 0)?;
+        ROOT.mint(ROOT.slot(b, 64), ROOT.slot(to, 64), Rights::ALL, 0)?;
+        let (a, b): (Cap<Frame>, Cap<Frame>) = (Cap::from_cptr(a), Cap::from_cptr(b));
+        a.map(ROOT_VSPACE, SCRATCH, Rights::READ, true)?;
+        b.map(ROOT_VSPACE, SCRATCH + 4096, Rights::ALL, true)?;
+        // SAFETY: SCRATCH and the page after it map the two frames (just above; same page
+        // table); 4096 bytes each; nothing else is mapped there.
+        unsafe { core::ptr::copy_nonoverlapping(SCRATCH as *const u8, (SCRATCH + 4096) as *mut u8, 4096) }
+        a.unmap()?;
+        b.unmap()?;
+        Cap::<CNode>::delete(ROOT.slot(a.cptr(), 64))?;
+        Cap::<CNode>::delete(ROOT.slot(b.cptr(), 64))
+    }
+
     fn start_thread_inner(&mut self, image: &Image<'static>, index: u32, o: &ObjectRecord) -> Step<()> {
         let spec = self.spec;
+        // A restartable component keeps its writable pages and stack in the spec's
+        // `NAME_rw` frames (which the supervisor maps), and their first contents in
+        // `NAME_pristine`.
+        let component = spec.name(o.name).and_then(|n| n.strip_suffix("_tcb"));
+        let mut rw = [0u8; 64];
+        let rw_frames = component.and_then(|c| {
+            let mut w = Writer { buf: &mut rw, len: 0 };
+            core::fmt::write(&mut w, format_args!("{c}_rw")).ok()?;
+            let len = w.len;
+            self.array(core::str::from_utf8(&rw[..len]).ok()?)
+        });
+        let mut next_rw = 0u32;
         let name = spec.object(index).and_then(|o| spec.name(o.name));
         let err = |what: &'static str| move |e: Error| Failure(what, name, Some(e));
         let elf_name =
@@ -384,20 +459,50 @@ impl Loader {
                 } else {
                     &[][..]
                 };
-                self.page(
-                    vspace_slot,
-                    page,
-                    data,
-                    (from.max(page) - page) as usize,
-                    segment.writable,
-                    segment.executable,
-                )
+                let offset = (from.max(page) - page) as usize;
+                match rw_frames {
+                    Some((first, count)) if segment.writable => {
+                        if next_rw >= count {
+                            return Err(Failure("its writable pages exceed its `memory`", name, None));
+                        }
+                        let frame = self.slots[(first + next_rw) as usize];
+                        next_rw += 1;
+                        self.page_into(frame, vspace_slot, page, data, offset, true, segment.executable)
+                    }
+                    _ => self.page(vspace_slot, page, data, offset, segment.writable, segment.executable),
+                }
                 .map_err(err("cannot load the image"))?;
             }
         }
         for p in 0..STACK_PAGES {
-            self.page(vspace_slot, STACK_TOP - (p + 1) * 4096, &[], 0, true, false)
-                .map_err(err("cannot make the stack"))?;
+            let at = STACK_TOP - (p + 1) * 4096;
+            match rw_frames {
+                Some((first, count)) => {
+                    if next_rw >= count {
+                        return Err(Failure("its writable pages and stack exceed its `memory`", name, None));
+                    }
+                    let frame = self.slots[(first + next_rw) as usize];
+                    next_rw += 1;
+                    self.page_into(frame, vspace_slot, at, &[], 0, true, false)
+                }
+                None => self.page(vspace_slot, at, &[], 0, true, false),
+            }
+            .map_err(err("cannot make the stack"))?;
+        }
+        // The pristine copy: what the writable memory holds now, before the thread runs.
+        if let (Some((first, count)), Some(c)) = (rw_frames, component) {
+            let mut pristine = [0u8; 64];
+            let mut w = Writer { buf: &mut pristine, len: 0 };
+            let _ = core::fmt::write(&mut w, format_args!("{c}_pristine"));
+            let len = w.len;
+            let copy = core::str::from_utf8(&pristine[..len]).ok().and_then(|n| self.array(n));
+            let Some((copy_first, _)) = copy.filter(|&(_, n)| n == count) else {
+                return Err(Failure("a restartable component without its pristine copy", name, None));
+            };
+            for k in 0..count {
+                let (from, to) = (self.slots[(first + k) as usize], self.slots[(copy_first + k) as usize]);
+                self.copy_frame(from, to).map_err(err("cannot make the pristine copy"))?;
+            }
         }
         let buffer = self
             .page(vspace_slot, IPC_BUFFER, &[], 0, true, false)

@@ -236,6 +236,21 @@ impl Cap<kind::Endpoint> {
     pub fn call(self, info: MessageInfo, words: [u64; 4]) -> Result<Message, Error> {
         received(syscall::raw(cleave_abi::Syscall::Call, self.cptr, info, words))
     }
+    /// `Call`, again if the server was restarted while this thread waited for its reply: a
+    /// restart stops the server, the kernel then wakes its caller with
+    /// `InvalidCapability` (the one-time reply capability is gone), and the endpoint is
+    /// still there for the restarted server. At most `attempts` calls; an endpoint that
+    /// really is gone fails every one of them.
+    pub fn call_retrying(self, info: MessageInfo, words: [u64; 4], attempts: u32) -> Result<Message, Error> {
+        let mut last = Err(Error::InvalidCapability);
+        for _ in 0..attempts.max(1) {
+            last = self.call(info, words);
+            if last != Err(Error::InvalidCapability) {
+                break;
+            }
+        }
+        last
+    }
     /// `Recv`: waits for a message.
     #[inline]
     pub fn recv(self) -> Result<Message, Error> {
@@ -276,6 +291,18 @@ impl Cap<kind::Notification> {
 }
 
 impl Cap<kind::Tcb> {
+    /// `TCB::read_registers`: rip, rsp, rflags, rax, rbx, rcx, rdx, rsi, rdi, rbp, r8-r15
+    /// (words past the fourth come through the IPC buffer, mapped where the root task's
+    /// is, as the loader does for components).
+    pub fn read_registers(self) -> Result<[u64; 18], Error> {
+        let first = self.invoke(label::TCB_READ_REGISTERS, &[])?;
+        let mut out = [0u64; 18];
+        out[..4].copy_from_slice(&first);
+        for (i, w) in out.iter_mut().enumerate().skip(4) {
+            *w = crate::boot::message_word(i);
+        }
+        Ok(out)
+    }
     /// `TCB::configure`: CSpace root, VSpace root, IPC buffer (address and frame) and
     /// fault endpoint; `None` leaves that part empty.
     pub fn configure(

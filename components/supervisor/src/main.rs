@@ -1,16 +1,21 @@
-//! The supervisor: what cleave adds to a system with `lifetime = "disposable"` components
-//! (`cleave::compile`). It holds exactly its own CNode, a notification those components
-//! signal when they are done, and per disposable component the untyped memory everything
-//! of it was made from (its TCB, CNode, address space, program pages, stack, and the
-//! endpoints it serves). On a component's signal it revokes that untyped: the kernel
-//! destroys all of it, and every capability others held to it is gone; then it makes a
-//! frame from the same memory to show it is free again, writes `dispose` to the audit log,
-//! and waits for the next.
+//! The supervisor: what cleave adds to a system with disposable or restartable components
+//! (`cleave::compile`). It holds exactly its own CNode, a notification, and:
+//!
+//! - per disposable component the untyped memory everything of it was made from (its TCB,
+//!   CNode, address space, program pages, stack, and the endpoints it serves). On that
+//!   component's signal it revokes the untyped: the kernel destroys all of it, and every
+//!   capability others held to it is gone; then it makes a frame from the same memory to
+//!   show it is free again and writes `dispose` to the audit log;
+//! - per restartable component its TCB, its writable memory and a pristine copy of it
+//!   (both mapped here), and the PIT as a clock. Every period it stops the thread (a client
+//!   waiting for its reply gets an error and can call again), copies the pristine memory
+//!   back, resets the registers to the ones it started with, starts it again, and writes
+//!   `restart` to the audit log.
 #![no_std]
 #![no_main]
 
 use cleave_abi::ObjectType;
-use cleave_rt::cap::kind::{CNode, Notification, Untyped};
+use cleave_rt::cap::kind::{CNode, IoPort, IrqHandler, Notification, Tcb, Untyped};
 use cleave_rt::{Cap, println};
 
 #[allow(dead_code, reason = "the per-component untyped slots are found through CAPS, by name")]
@@ -24,6 +29,57 @@ cleave_rt::entry!(main);
 const DEPTH: u64 = 8;
 /// A slot nothing is given in, where the proof-of-reuse frame goes for a moment.
 const SCRATCH_SLOT: u64 = 255;
+/// The notification's badge bit for the clock (`cleave::compile::CLOCK_BADGE`).
+const CLOCK: u64 = 1 << 63;
+/// Most components restarted on a timer.
+const MAX_RESTARTS: usize = 16;
+
+/// A component restarted on a timer.
+#[derive(Clone, Copy)]
+struct Restartable {
+    name: &'static str,
+    tcb: Cap<Tcb>,
+    memory: usize,
+    pristine: usize,
+    bytes: usize,
+    period_ms: u64,
+    /// Its registers when the loader made it: rip, rsp, rflags, then the rest.
+    registers: [u64; 18],
+    /// When it last started, ms.
+    started: u64,
+    /// Which instance runs (1 for the first).
+    instance: u64,
+}
+
+/// Programs the PIT: channel 0, rate generator, 1 kHz.
+fn start_clock() -> bool {
+    let ports: Cap<IoPort> = Cap::from_cptr(caps::CLOCK_PORTS);
+    let divisor = 1193u32;
+    ports.write(0x43, 1, 0x34).is_ok()
+        && ports.write(0x40, 1, divisor & 0xff).is_ok()
+        && ports.write(0x40, 1, divisor >> 8).is_ok()
+        && Cap::<IrqHandler>::from_cptr(caps::CLOCK).ack().is_ok()
+}
+
+/// Restarts `r`: stop, restore memory, reset registers, go. Returns the TSC ticks it took.
+fn restart(r: &mut Restartable, now_ms: u64) -> u64 {
+    let t0 = cleave_rt::syscall::rdtsc();
+    let _ = r.tcb.suspend();
+    // SAFETY: RESTARTS names where cleave mapped this component's writable memory (read
+    // write) and its pristine copy (read only) in this address space, `bytes` each; the
+    // component is suspended, so nothing else touches its memory while it is copied.
+    unsafe { core::ptr::copy_nonoverlapping(r.pristine as *const u8, r.memory as *mut u8, r.bytes) }
+    let resumed = r.tcb.write_registers(true, &r.registers);
+    let ticks = cleave_rt::syscall::rdtsc() - t0;
+    if resumed.is_ok() {
+        cleave_rt::audit!("restart {}#{} {}#{}", r.name, r.instance, r.name, r.instance + 1);
+        r.instance += 1;
+        r.started = now_ms;
+    } else {
+        println!("supervisor: cannot restart `{}`", r.name);
+    }
+    ticks
+}
 
 fn main() -> i32 {
     cleave_rt::cap::report_authority("supervisor", caps::CAPS, caps::REGIONS);
@@ -43,8 +99,36 @@ fn main() -> i32 {
             count += 1;
         }
     }
+    // The restartable components, with the registers they start with (they have not run
+    // yet: this thread's priority is above theirs).
+    let mut restartable = [None::<Restartable>; MAX_RESTARTS];
+    for (i, &(name, slot, memory, pristine, bytes, period_ms)) in
+        caps::RESTARTS.iter().enumerate().take(MAX_RESTARTS)
+    {
+        let tcb: Cap<Tcb> = Cap::from_cptr(slot);
+        match tcb.read_registers() {
+            Ok(registers) => {
+                restartable[i] = Some(Restartable {
+                    name,
+                    tcb,
+                    memory,
+                    pristine,
+                    bytes,
+                    period_ms,
+                    registers,
+                    started: 0,
+                    instance: 1,
+                });
+            }
+            Err(e) => println!("supervisor: cannot read `{name}`'s registers: {e}"),
+        }
+    }
+    if !caps::RESTARTS.is_empty() && !start_clock() {
+        println!("supervisor: cannot start the clock; no timed restarts");
+    }
+    let mut now_ms = 0u64;
     let mut left = count;
-    while left > 0 {
+    loop {
         let bits = match done.wait() {
             Ok(bits) => bits,
             Err(e) => {
@@ -52,6 +136,23 @@ fn main() -> i32 {
                 return 1;
             }
         };
+        if bits & CLOCK != 0 {
+            now_ms += 1;
+            let _ = Cap::<IrqHandler>::from_cptr(caps::CLOCK).ack();
+            for r in restartable.iter_mut().flatten() {
+                if now_ms - r.started >= r.period_ms {
+                    let ticks = restart(r, now_ms);
+                    if r.instance <= 4 {
+                        println!(
+                            "supervisor: restarted `{}` (instance {}) at {now_ms} ms: {} KiB restored in {ticks} TSC ticks",
+                            r.name,
+                            r.instance,
+                            r.bytes >> 10
+                        );
+                    }
+                }
+            }
+        }
         for (i, entry) in disposable[..count].iter_mut().enumerate() {
             let (name, slot) = *entry;
             if bits & (1 << i) == 0 || slot == 0 {
@@ -73,11 +174,9 @@ fn main() -> i32 {
             }
             entry.1 = 0;
             left -= 1;
+            if left == 0 {
+                println!("supervisor: every disposable component is gone");
+            }
         }
-    }
-    println!("supervisor: every disposable component is gone");
-    // Nothing more to supervise: wait forever (returning would end the run).
-    loop {
-        let _ = done.wait();
     }
 }

@@ -148,6 +148,21 @@ fn boot_query() -> Result<u64, cleave_abi::Error> {
     bootstrap.call(MessageInfo::new(1, 0, 0, 0), [0; 4]).map(|m| m.words[0])
 }
 
+/// Asks the heartbeat (restarted every 50 ms) when its instance started and how many
+/// requests it served, retrying if a restart interrupts the call.
+fn heartbeat() -> Option<(u64, u64)> {
+    let h: Cap<Endpoint> = Cap::from_cptr(caps::HEARTBEAT_QUERY);
+    h.call_retrying(MessageInfo::new(1, 0, 0, 0), [0; 4], 5).ok().map(|m| (m.words[0], m.words[1]))
+}
+
+/// Lets about `ms` milliseconds of time-stamp counter pass (taken as 1 GHz), yielding.
+fn pause(ms: u64) {
+    let until = cleave_rt::syscall::rdtsc() + ms * 1_000_000;
+    while cleave_rt::syscall::rdtsc() < until {
+        cleave_rt::syscall::yield_now();
+    }
+}
+
 fn main() -> i32 {
     cleave_rt::cap::report_authority("toolstack", caps::CAPS, caps::REGIONS);
     let booted = match boot_query() {
@@ -202,11 +217,28 @@ fn main() -> i32 {
             false
         }
     };
+    // The heartbeat is restarted every 50 ms: between two calls far enough apart, it
+    // started again (later start, count from 1) and still answers.
+    let first = heartbeat();
+    pause(150);
+    let second = heartbeat();
+    let restarted = match (first, second) {
+        (Some((t0, _)), Some((t1, n1))) => {
+            println!(
+                "toolstack: heartbeat answered before and after its restarts (instance started at {t0} us, then {t1} us; {n1} request served by the new one)"
+            );
+            t1 > t0 && n1 == 1
+        }
+        other => {
+            println!("toolstack: heartbeat did not answer: {other:?}");
+            false
+        }
+    };
     // Every other slot of its CNode is empty: probing them must fail.
     let alone = cleave_rt::cap::report_ungiven("toolstack", caps::CAPS);
     let host = wait_for_host(&mut xs);
     println!("toolstack: the host is done: /tool/host-done = {host:?}");
-    if good && display && published && booted && disposed && alone && host.is_some() {
+    if good && display && published && booted && disposed && restarted && alone && host.is_some() {
         println!("TEST PASS");
         0
     } else {

@@ -19,6 +19,20 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     }
     let mut out =
         format!("// Generated from {} for component `{component}`. Do not edit.\n", system_toml.display());
+    if component == compile::SUPERVISOR {
+        let _ = writeln!(
+            out,
+            "/// The components restarted on a timer: (name, TCB slot, writable memory, pristine copy, bytes, period ms).\npub const RESTARTS: &[(&str, u64, usize, usize, usize, u64)] = &["
+        );
+        for r in &compiled.restarts {
+            let _ = writeln!(
+                out,
+                "    ({:?}, {}, {:#x}, {:#x}, {:#x}, {}),",
+                r.component, r.tcb_slot, r.memory, r.pristine, r.bytes, r.period_ms
+            );
+        }
+        let _ = writeln!(out, "];");
+    }
     let entries = compiled.tables.get(component).map(|t| t.entries.clone()).unwrap_or_default();
     for (slot, name, what) in &entries {
         let constant = constant_name(name);

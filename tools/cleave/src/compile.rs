@@ -161,28 +161,50 @@ pub const SUPERVISOR: &str = "supervisor";
 pub const SUPERVISOR_PRIORITY: u64 = 250;
 /// Log2 of the untyped memory each disposable component is made from (1 MiB).
 pub const DISPOSABLE_UNTYPED_BITS: u32 = 20;
+/// A restartable component's writable memory when `memory` is not given.
+pub const DEFAULT_RESTART_MEMORY: u64 = 64 << 10;
+/// The badge bit of the supervisor's timer (the PIT on IRQ 0) in its notification.
+pub const CLOCK_BADGE: u64 = 1 << 63;
 
-/// With any `lifetime = "disposable"` component: the supervisor, a component holding its
-/// own CNode (slot 1, to revoke and retype with), a notification the disposable components
-/// signal when done (slot 2), and per disposable component, in name order, the untyped
-/// memory everything of that component is made from (slots 3, 4, …): its TCB, CNode,
-/// VSpace and tables, the endpoints and notifications it serves, and (by the loader) its
-/// program's pages, stack and IPC buffer. Each disposable component gets the notification
-/// (`supervisor-done`) with badge bit N for its N-th place.
+/// With any `lifetime = "disposable"` or `restart = { every = … }` component: the
+/// supervisor, a component holding its own CNode (slot 1, to revoke and retype with), a
+/// notification the disposable components signal when done (slot 2), and then:
+///
+/// - per disposable component, in name order, the untyped memory everything of that
+///   component is made from: its TCB, CNode, VSpace and tables, the endpoints and
+///   notifications it serves, and (by the loader) its program's pages, stack and IPC
+///   buffer. Each disposable component gets the notification (`supervisor-done`) with
+///   badge bit N for its N-th place;
+/// - per restartable component: its TCB; its writable memory (`NAME_rw`: frames the loader
+///   puts its program's writable pages and stack in) and a pristine copy (`NAME_pristine`,
+///   filled by the loader), both mapped into the supervisor; and the PIT (ports 0x40-0x43,
+///   IRQ 0, signalling the notification with [`CLOCK_BADGE`]) as its clock.
 fn supervisor(
     file: &SystemFile,
     spec: &mut Spec,
     slots: &mut BTreeMap<String, BTreeMap<u64, Cap>>,
     tables: &mut BTreeMap<String, CapTable>,
-) {
+) -> Vec<RestartPlace> {
     let disposable: Vec<&String> = file
         .components
         .iter()
         .filter(|(_, c)| c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable"))
         .map(|(k, _)| k.get_ref())
         .collect();
-    if disposable.is_empty() {
-        return;
+    let restartable: Vec<(&String, u64, u64)> = file
+        .components
+        .iter()
+        .filter_map(|(k, c)| match lifetime_of(c) {
+            Some(Lifetime::RestartEvery { ms }) => {
+                let bytes =
+                    c.memory.as_ref().and_then(|m| parse_size(m.get_ref())).unwrap_or(DEFAULT_RESTART_MEMORY);
+                Some((k.get_ref(), ms, bytes.div_ceil(4096) * 4096))
+            }
+            _ => None,
+        })
+        .collect();
+    if disposable.is_empty() && restartable.is_empty() {
+        return Vec::new();
     }
     let n = SUPERVISOR;
     let tcb = TcbParams {
@@ -261,12 +283,65 @@ fn supervisor(
     }
     // An untyped comes before the objects made from it.
     spec.objects.splice(0..0, untyped_objects);
+    let mut restarts = Vec::new();
+    let mut mappings = Vec::new();
+    let mut window = REGION_BASE;
+    for &(c, period_ms, bytes) in &restartable {
+        let pages = (bytes / 4096) as u32;
+        for what in ["rw", "pristine"] {
+            spec.objects.push(Object {
+                name: format!("{c}_{what}"),
+                count: Some(pages),
+                kind: ObjectKind::Frame { size: 4096, paddr: None, fill: Vec::new() },
+            });
+        }
+        let (memory, pristine) = (window, window + bytes + 4096);
+        for page in 0..pages {
+            let at = u64::from(page) * 4096;
+            let frame = |what: &str| ObjRef { name: format!("{c}_{what}"), index: Some(page) };
+            mappings.push((n.to_string(), memory + at, frame("rw"), rights(true, true, false)));
+            mappings.push((n.to_string(), pristine + at, frame("pristine"), rights(true, false, false)));
+        }
+        window = pristine + bytes + 4096;
+        let tcb_slot = entries.len() as u64 + 1;
+        entries.push((
+            format!("{c}-tcb"),
+            format!("TCB of `{c}` (restarted every {period_ms} ms)"),
+            cap(&format!("{c}_tcb"), None, CapParams::default()),
+        ));
+        restarts.push(RestartPlace { component: c.clone(), tcb_slot, memory, pristine, bytes, period_ms });
+    }
+    map_pages(spec, mappings);
+    if !restartable.is_empty() {
+        let (irq, ports) = (format!("{n}_clock"), format!("{n}_clock_ports"));
+        spec.objects.push(Object { name: irq.clone(), count: None, kind: ObjectKind::Irq });
+        spec.objects.push(Object {
+            name: ports.clone(),
+            count: None,
+            kind: ObjectKind::IoPorts { first: 0x40, last: 0x43 },
+        });
+        let signal =
+            CapParams { rights: rights(false, true, false), badge: CLOCK_BADGE, ..CapParams::default() };
+        spec.caps.insert(ObjRef::named(&irq), BTreeMap::from([(0, cap(&done, None, signal))]));
+        spec.irqs.insert(0, ObjRef::named(&irq));
+        entries.push((
+            "clock".into(),
+            "IRQ 0 handler (the PIT)".into(),
+            cap(&irq, None, CapParams::default()),
+        ));
+        entries.push((
+            "clock-ports".into(),
+            "I/O ports 0x40-0x43 (the PIT)".into(),
+            cap(&ports, None, CapParams::default()),
+        ));
+    }
     let table = tables.entry(n.to_string()).or_default();
     let cnode = slots.entry(n.to_string()).or_default();
     for (k, (name, what, c)) in entries.into_iter().enumerate() {
         table.entries.push((k as u64 + 1, name, what));
         cnode.insert(k as u64 + 1, c);
     }
+    restarts
 }
 
 /// Where a VMM finds its configuration page (read only): the start of the device window,
@@ -416,6 +491,26 @@ pub struct Compiled {
     /// Files the boot image must carry for frames filled from them (a VMM's configuration),
     /// by name.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// The components the supervisor restarts on a timer.
+    pub restarts: Vec<RestartPlace>,
+}
+
+/// A component the supervisor restarts every `period_ms`: where the supervisor maps its
+/// writable memory and the pristine copy, and which slot holds its TCB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartPlace {
+    /// The component.
+    pub component: String,
+    /// The supervisor's slot for its TCB.
+    pub tcb_slot: u64,
+    /// Where its writable memory is mapped in the supervisor.
+    pub memory: u64,
+    /// Where the pristine copy is mapped in the supervisor (read only).
+    pub pristine: u64,
+    /// Bytes of each.
+    pub bytes: u64,
+    /// The period.
+    pub period_ms: u64,
 }
 
 fn cap(target: &str, index: Option<u32>, params: CapParams) -> Cap {
@@ -591,11 +686,11 @@ pub fn compile(file: &SystemFile) -> Compiled {
     }
     map_pages(&mut spec, mappings);
     let files = guests(file, &mut spec, &mut slots, &mut tables);
-    supervisor(file, &mut spec, &mut slots, &mut tables);
+    let restarts = supervisor(file, &mut spec, &mut slots, &mut tables);
     for (component, caps) in slots {
         spec.caps.insert(ObjRef::named(&format!("{component}_cnode")), caps);
     }
-    Compiled { spec, tables, files }
+    Compiled { spec, tables, files, restarts }
 }
 
 #[cfg(test)]

@@ -86,6 +86,34 @@ pub fn dot(file: &SystemFile) -> String {
             );
         }
     }
+    // The supervisor cleave adds, and what it may do to whom.
+    let supervised: Vec<(String, String)> = file
+        .components
+        .iter()
+        .filter_map(|(name, c)| {
+            if c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+                return Some((name.get_ref().clone(), "disposes of (its untyped)".to_string()));
+            }
+            match c.restart.as_ref().map(|r| r.get_ref()) {
+                Some(crate::system::Restart::Every { every }) => {
+                    Some((name.get_ref().clone(), format!("restarts every {every} (TCB, memory)")))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    if !supervised.is_empty() {
+        let _ = writeln!(out, "  {} [shape=box];", quote(crate::compile::SUPERVISOR));
+        for (component, what) in supervised {
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}];",
+                quote(crate::compile::SUPERVISOR),
+                quote(&component),
+                quote(&what)
+            );
+        }
+    }
     out.push_str("}\n");
     out
 }

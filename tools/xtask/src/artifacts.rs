@@ -24,6 +24,7 @@ pub const TARGET_PACKAGES: &[&str] = &[
     "guest-hello",
     "supervisor",
     "bootstrap",
+    "heartbeat",
     "vmm",
     "toolstack",
     "vga",
