@@ -177,6 +177,7 @@ const TESTS: &[EmulatorTest] = &[
                 "TEST PASS yield-rotates-equal-priorities",
                 "TEST PASS ipc-on-deleted-endpoint",
                 "TEST PASS faults-reach-their-handler",
+                "TEST PASS preempted-thread-keeps-every-register",
                 "thread-test: all cases passed",
             ],
         },

@@ -17,7 +17,7 @@ cleave_rt::entry!(main);
 const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
 const D: u64 = 64;
 const STACK_SIZE: usize = 16 * 1024;
-const THREADS: usize = 6;
+const THREADS: usize = 7;
 
 #[repr(C, align(16))]
 struct Stack([u8; STACK_SIZE]);
@@ -34,6 +34,8 @@ static LOG: AtomicU64 = AtomicU64::new(0);
 static LOG_LEN: AtomicU64 = AtomicU64::new(0);
 static FAULT_STEPS: AtomicU64 = AtomicU64::new(0);
 static EMULATED: AtomicU64 = AtomicU64::new(0);
+/// The spinner's verdict: 1 its registers held, 2 rcx or r11 changed under it.
+static SPIN: AtomicU64 = AtomicU64::new(0);
 
 fn at(i: u64) -> u64 {
     FIRST_FREE.load(SeqCst) + i
@@ -49,7 +51,7 @@ const PARK: u64 = 5; // a notification nobody signals: threads wait here when do
 const EP2: u64 = 6; // endpoint deleted under a waiting receiver
 const FEP: u64 = 7; // fault endpoint
 const FEP_BADGED: u64 = 8; // badge 0xfa, given to the crasher
-const TCB0: u64 = 10; // TCBs 10..16
+const TCB0: u64 = 10; // TCBs 10..17
 
 /// Creates thread `index` running `entry(arg)` at `priority`, sharing the root's spaces.
 fn spawn(index: usize, entry: extern "C" fn(u64) -> !, arg: u64, priority: u8) -> Result<Cap<Tcb>, Error> {
@@ -67,6 +69,41 @@ fn spawn(index: usize, entry: extern "C" fn(u64) -> !, arg: u64, priority: u8) -
     // rip, rsp, rflags, rax, rbx, rcx, rdx, rsi, rdi
     tcb.write_registers(true, &[rip, top, 0x202, 0, 0, 0, 0, 0, arg])?;
     Ok(tcb)
+}
+
+/// Spins with known values in rcx and r11 (the registers `syscall` destroys) for long
+/// enough to be preempted by the timer many times, and resumed by another thread's
+/// system call return; checks they never change.
+extern "C" fn spinner(_: u64) -> ! {
+    let verdict: u64;
+    // SAFETY: register-only arithmetic; every register it writes is declared.
+    unsafe {
+        core::arch::asm!(
+            "mov rcx, 0x11111111",
+            "mov r11, 0x22222222",
+            "mov rdx, {n}",
+            "2:",
+            "cmp rcx, 0x11111111",
+            "jne 3f",
+            "cmp r11, 0x22222222",
+            "jne 3f",
+            "dec rdx",
+            "jnz 2b",
+            "mov {v}, 1",
+            "jmp 4f",
+            "3:",
+            "mov {v}, 2",
+            "4:",
+            n = const 20_000_000u64,
+            v = out(reg) verdict,
+            out("rcx") _,
+            out("r11") _,
+            out("rdx") _,
+            options(nomem, nostack),
+        );
+    }
+    SPIN.store(verdict, SeqCst);
+    park()
 }
 
 fn park() -> ! {
@@ -326,6 +363,23 @@ fn main() -> i32 {
             // Page fault at 0x1000: left unanswered, the thread stays stopped.
             next_fault(fault::VM_FAULT, 0x1000)?;
             check(FAULT_STEPS.load(SeqCst) == 4, "crasher did not get through its faults")
+        })(),
+    );
+
+    expect(
+        "preempted-thread-keeps-every-register",
+        f,
+        (|| {
+            // Same priority as this thread: the timer preempts the spinner, and this
+            // thread's yields hand the processor back to it through the system call return.
+            spawn(6, spinner, 0, 100).map_err(|_| "spawn")?;
+            for _ in 0..10_000_000u32 {
+                if SPIN.load(SeqCst) != 0 {
+                    break;
+                }
+                syscall::yield_now();
+            }
+            check(SPIN.load(SeqCst) == 1, "rcx or r11 changed while the thread was preempted")
         })(),
     );
 
