@@ -110,6 +110,18 @@ pub struct ObjectRecord {
     pub param2: u64,
 }
 
+/// The kinds of lifetime in a TCB record's `param2` (bits 0-7; `model::Lifetime::encode`).
+pub mod lifetime {
+    /// Runs until the system stops.
+    pub const PERSISTENT: u64 = 0;
+    /// Destroyed once it says it is done.
+    pub const DISPOSABLE: u64 = 1;
+    /// Restarted on a timer (the period in ms above bit 8).
+    pub const RESTART: u64 = 2;
+    /// Rolled back after every request.
+    pub const PER_REQUEST: u64 = 3;
+}
+
 impl ObjectRecord {
     /// The untyped object this one is made from, if the spec names one.
     pub fn parent(&self) -> Option<u32> {

@@ -91,11 +91,12 @@ impl Lifetime {
 
     /// The binary encoding: the kind in bits 0-7, the restart period in ms above.
     pub fn encode(self) -> u64 {
+        use crate::binary::lifetime;
         match self {
-            Self::Persistent => 0,
-            Self::Disposable => 1,
-            Self::RestartEvery { ms } => 2 | ms << 8,
-            Self::PerRequest => 3,
+            Self::Persistent => lifetime::PERSISTENT,
+            Self::Disposable => lifetime::DISPOSABLE,
+            Self::RestartEvery { ms } => lifetime::RESTART | ms << 8,
+            Self::PerRequest => lifetime::PER_REQUEST,
         }
     }
 }

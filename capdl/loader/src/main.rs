@@ -8,7 +8,7 @@
 
 use cleave_abi::boot_info::{BootInfo, slot};
 use cleave_abi::{Error, ObjectType, Rights};
-use cleave_capdl::binary::{CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, special};
+use cleave_capdl::binary::{CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, lifetime, special};
 use cleave_kernel_core::elf_image;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{
@@ -32,6 +32,10 @@ const STACK_PAGES: u64 = 4;
 const IPC_BUFFER: u64 = cleave_abi::boot_info::ROOT_IPC_BUFFER_ADDRESS;
 const MAX_OBJECTS: usize = 512;
 const MAX_TABLES: usize = 256;
+/// TCB slots the spec may fill besides the CSpace (0) and VSpace (1), as seL4 numbers
+/// them (`cleave_capdl::model::TCB_SLOT_NAMES`).
+const FAULT_ENDPOINT_SLOT: u32 = 5;
+const BOUND_NOTIFICATION_SLOT: u32 = 8;
 
 /// Why loading stopped.
 struct Failure(&'static str, Option<&'static str>, Option<Error>);
@@ -517,14 +521,44 @@ impl Loader {
             cspace.guard << 6 | u64::from(cspace.guard_size),
         )
         .map_err(err("cannot guard the CSpace"))?;
+        // The fault endpoint (TCB slot 5), with the badge the spec gives it.
+        let fault_endpoint = match self.tcb_cap(index, FAULT_ENDPOINT_SLOT) {
+            Some(c) if spec.object(c.target).is_some_and(|t| t.kind == Kind::Endpoint) => {
+                let minted = self.free_slot();
+                let rights = if c.rights == 0 { Rights::ALL } else { Rights(c.rights) };
+                ROOT.mint(
+                    ROOT.slot(minted, 64),
+                    ROOT.slot(self.slots[c.target as usize], 64),
+                    rights,
+                    c.badge,
+                )
+                .map_err(err("cannot make the fault endpoint"))?;
+                Some(Cap::from_cptr(minted))
+            }
+            Some(_) => return Err(Failure("a TCB's fault endpoint must be an endpoint", name, None)),
+            None => None,
+        };
         let tcb: Cap<Tcb> = Cap::from_cptr(self.slots[index as usize]);
         tcb.configure(
             Cap::from_cptr(guarded),
             Cap::from_cptr(vspace_slot),
             Some((IPC_BUFFER, Cap::from_cptr(buffer))),
-            None,
+            fault_endpoint,
         )
         .map_err(err("cannot configure the thread"))?;
+        // Its bound notification (TCB slot 8): signals wake its receives.
+        match self.tcb_cap(index, BOUND_NOTIFICATION_SLOT) {
+            Some(c) if spec.object(c.target).is_some_and(|t| t.kind == Kind::Notification) => {
+                tcb.bind_notification(Cap::from_cptr(self.slots[c.target as usize]))
+                    .map_err(err("cannot bind the notification"))?;
+            }
+            Some(_) => return Err(Failure("a TCB's bound notification must be a notification", name, None)),
+            None => {}
+        }
+        // A component rolled back after every request serves one per start.
+        if o.param2 & 0xff == lifetime::PER_REQUEST {
+            tcb.set_one_request().map_err(err("cannot make it serve one request per start"))?;
+        }
         let thread = name.map_or("", |n| n.strip_suffix("_tcb").unwrap_or(n));
         tcb.set_name(thread).map_err(err("cannot name the thread"))?;
         tcb.set_priority(o.priority).map_err(err("cannot set the priority"))?;
@@ -555,11 +589,13 @@ impl Loader {
             };
             let rights = if c.rights == 0 { Rights::ALL } else { Rights(c.rights) };
             match container.kind {
-                // CSpace and VSpace: placed by configure when the thread was set up.
-                Kind::Tcb if c.slot <= 1 => {}
+                // CSpace, VSpace, fault endpoint, bound notification: placed when the
+                // thread was set up.
+                Kind::Tcb
+                    if c.slot <= 1 || c.slot == FAULT_ENDPOINT_SLOT || c.slot == BOUND_NOTIFICATION_SLOT => {}
                 Kind::Tcb => {
                     return Err(Failure(
-                        "only the CSpace and VSpace slots of a TCB are supported",
+                        "a TCB's slots hold its CSpace, VSpace, fault endpoint and bound notification only",
                         name,
                         None,
                     ));

@@ -354,6 +354,11 @@ impl Cap<kind::Tcb> {
     pub fn bind_notification(self, notification: Cap<kind::Notification>) -> Result<(), Error> {
         self.invoke(label::TCB_BIND_NOTIFICATION, &[notification.cptr]).map(drop)
     }
+    /// `TCB::set_one_request`: the thread serves one request per start; its next receive
+    /// goes to its fault handler as `REQUEST_DONE` (for rollback). Cannot be undone.
+    pub fn set_one_request(self) -> Result<(), Error> {
+        self.invoke(label::TCB_SET_ONE_REQUEST, &[]).map(drop)
+    }
 }
 
 impl Cap<kind::Vcpu> {

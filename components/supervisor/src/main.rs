@@ -7,15 +7,21 @@
 //!   capability others held to it is gone; then it makes a frame from the same memory to
 //!   show it is free again and writes `dispose` to the audit log;
 //! - per restartable component its TCB, its writable memory and a pristine copy of it
-//!   (both mapped here), and the PIT as a clock. Every period it stops the thread (a client
-//!   waiting for its reply gets an error and can call again), copies the pristine memory
-//!   back, resets the registers to the ones it started with, starts it again, and writes
-//!   `restart` to the audit log.
+//!   (both mapped here); the component's faults arrive on its `faults` endpoint; and the
+//!   PIT as a clock. A restart stops the thread (a client waiting for its reply gets an
+//!   error and can call again), copies the pristine memory back, resets the registers to
+//!   the ones it started with, starts it again, and writes `restart` to the audit log. It
+//!   restarts a component every period (`restart = { every }`); after every request
+//!   (`restart = "per-request"`: the kernel stops such a thread at its second receive and
+//!   sends `REQUEST_DONE` here); and after a crash, with a backoff that doubles while it
+//!   keeps crashing soon after starting, so that a crash loop cannot starve other work.
 #![no_std]
 #![no_main]
 
-use cleave_abi::ObjectType;
-use cleave_rt::cap::kind::{CNode, IoPort, IrqHandler, Notification, Tcb, Untyped};
+use cleave_abi::syscall::fault;
+use cleave_abi::{MessageInfo, ObjectType};
+use cleave_rt::cap::Message;
+use cleave_rt::cap::kind::{CNode, Endpoint, IoPort, IrqHandler, Notification, Tcb, Untyped};
 use cleave_rt::{Cap, println};
 
 #[allow(dead_code, reason = "the per-component untyped slots are found through CAPS, by name")]
@@ -31,10 +37,18 @@ const DEPTH: u64 = 8;
 const SCRATCH_SLOT: u64 = 255;
 /// The notification's badge bit for the clock (`cleave::compile::CLOCK_BADGE`).
 const CLOCK: u64 = 1 << 63;
-/// Most components restarted on a timer.
+/// Most restartable components.
 const MAX_RESTARTS: usize = 16;
+/// A crashed component waits this long before its first restart; each crash within
+/// [`STABLE_MS`] of its start doubles the wait, up to [`BACKOFF_MAX_MS`].
+const BACKOFF_FIRST_MS: u64 = 10;
+const BACKOFF_MAX_MS: u64 = 1000;
+/// A component that ran this long before crashing starts its backoff afresh.
+const STABLE_MS: u64 = 2000;
+/// How many restarts of each kind per component the console shows (the audit log has all).
+const SHOWN: u64 = 4;
 
-/// A component restarted on a timer.
+/// A component restarted on a timer or rolled back after every request.
 #[derive(Clone, Copy)]
 struct Restartable {
     name: &'static str,
@@ -42,13 +56,24 @@ struct Restartable {
     memory: usize,
     pristine: usize,
     bytes: usize,
+    /// 0: rolled back after every request.
     period_ms: u64,
+    /// The badge its faults arrive with.
+    badge: u64,
     /// Its registers when the loader made it: rip, rsp, rflags, then the rest.
     registers: [u64; 18],
     /// When it last started, ms.
     started: u64,
     /// Which instance runs (1 for the first).
     instance: u64,
+    /// Crashes in a row, each soon after its start.
+    crashes: u64,
+    /// All its crashes.
+    crashes_total: u64,
+    /// A crashed component's restart time, ms.
+    due: Option<u64>,
+    /// Requests after which it was rolled back.
+    rollbacks: u64,
 }
 
 /// Programs the PIT: channel 0, rate generator, 1 kHz.
@@ -75,10 +100,51 @@ fn restart(r: &mut Restartable, now_ms: u64) -> u64 {
         cleave_rt::audit!("restart {}#{} {}#{}", r.name, r.instance, r.name, r.instance + 1);
         r.instance += 1;
         r.started = now_ms;
+        r.due = None;
     } else {
         println!("supervisor: cannot restart `{}`", r.name);
     }
     ticks
+}
+
+/// What a fault message says, for the report.
+fn describe(label: u64, words: [u64; 4]) -> (&'static str, u64, u64) {
+    match label {
+        fault::VM_FAULT => ("page fault at", words[0], words[2]),
+        fault::USER_EXCEPTION => ("exception", words[0], words[2]),
+        fault::UNKNOWN_SYSCALL => ("unknown system call", words[0], words[1]),
+        _ => ("fault", label, words[2]),
+    }
+}
+
+/// A fault message from `r`: the end of a request (roll back now) or a crash (restart
+/// after the backoff; until then it stays stopped, so a crash loop costs the others
+/// nothing).
+fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
+    if label == fault::REQUEST_DONE && r.period_ms == 0 {
+        let ticks = restart(r, now_ms);
+        r.rollbacks += 1;
+        if r.rollbacks <= SHOWN {
+            println!(
+                "supervisor: rolled back `{}` after request {}: {} KiB restored in {ticks} TSC ticks",
+                r.name,
+                r.rollbacks,
+                r.bytes >> 10
+            );
+        }
+        return;
+    }
+    r.crashes = if now_ms - r.started < STABLE_MS { r.crashes + 1 } else { 1 };
+    r.crashes_total += 1;
+    let wait = (BACKOFF_FIRST_MS << (r.crashes - 1).min(16)).min(BACKOFF_MAX_MS);
+    r.due = Some(now_ms + wait);
+    if r.crashes_total <= SHOWN || r.crashes_total.is_power_of_two() {
+        let (what, value, rip) = describe(label, words);
+        println!(
+            "supervisor: `{}` (instance {}) crashed at {now_ms} ms: {what} {value:#x}, rip {rip:#x} (crash {}); restarting it in {wait} ms",
+            r.name, r.instance, r.crashes_total
+        );
+    }
 }
 
 fn main() -> i32 {
@@ -102,7 +168,7 @@ fn main() -> i32 {
     // The restartable components, with the registers they start with (they have not run
     // yet: this thread's priority is above theirs).
     let mut restartable = [None::<Restartable>; MAX_RESTARTS];
-    for (i, &(name, slot, memory, pristine, bytes, period_ms)) in
+    for (i, &(name, slot, memory, pristine, bytes, period_ms, badge)) in
         caps::RESTARTS.iter().enumerate().take(MAX_RESTARTS)
     {
         let tcb: Cap<Tcb> = Cap::from_cptr(slot);
@@ -115,9 +181,14 @@ fn main() -> i32 {
                     pristine,
                     bytes,
                     period_ms,
+                    badge,
                     registers,
                     started: 0,
                     instance: 1,
+                    crashes: 0,
+                    crashes_total: 0,
+                    due: None,
+                    rollbacks: 0,
                 });
             }
             Err(e) => println!("supervisor: cannot read `{name}`'s registers: {e}"),
@@ -126,23 +197,52 @@ fn main() -> i32 {
     if !caps::RESTARTS.is_empty() && !start_clock() {
         println!("supervisor: cannot start the clock; no timed restarts");
     }
+    // Faults (and finished requests) of the restartable components arrive on `faults`;
+    // the notification is bound to this thread, so its signals arrive there too.
+    let faults: Option<Cap<Endpoint>> =
+        caps::CAPS.iter().find(|c| c.0 == "faults").map(|c| Cap::from_cptr(c.1));
     let mut now_ms = 0u64;
     let mut left = count;
     loop {
-        let bits = match done.wait() {
-            Ok(bits) => bits,
+        let message = match faults {
+            Some(endpoint) => endpoint.recv(),
+            None => done.wait().map(|badge| Message { badge, info: MessageInfo::default(), words: [0; 4] }),
+        };
+        let message = match message {
+            Ok(m) => m,
             Err(e) => {
                 println!("supervisor: waiting failed: {e}");
                 return 1;
             }
         };
+        // A fault message has a non-zero label; a signal has none.
+        let label = message.info.label();
+        if label != 0 {
+            match restartable.iter_mut().flatten().find(|r| r.badge == message.badge) {
+                Some(r) => on_fault(r, label, message.words, now_ms),
+                None => println!("supervisor: a fault message with unknown badge {:#x}", message.badge),
+            }
+            continue;
+        }
+        let bits = message.badge;
         if bits & CLOCK != 0 {
             now_ms += 1;
             let _ = Cap::<IrqHandler>::from_cptr(caps::CLOCK).ack();
             for r in restartable.iter_mut().flatten() {
-                if now_ms - r.started >= r.period_ms {
+                if let Some(due) = r.due {
+                    if now_ms >= due {
+                        let crashes = r.crashes_total;
+                        restart(r, now_ms);
+                        if crashes <= SHOWN {
+                            println!(
+                                "supervisor: restarted `{}` (instance {}) after its crash",
+                                r.name, r.instance
+                            );
+                        }
+                    }
+                } else if r.period_ms != 0 && now_ms - r.started >= r.period_ms {
                     let ticks = restart(r, now_ms);
-                    if r.instance <= 4 {
+                    if r.instance <= SHOWN {
                         println!(
                             "supervisor: restarted `{}` (instance {}) at {now_ms} ms: {} KiB restored in {ticks} TSC ticks",
                             r.name,

@@ -12,7 +12,7 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use cleave_abi::MessageInfo;
-use cleave_rt::cap::kind::Endpoint;
+use cleave_rt::cap::kind::{Endpoint, Notification};
 use cleave_rt::shm::Shared;
 use cleave_rt::{Cap, println};
 use cleave_xenstore::connection::{Answer, Client};
@@ -155,6 +155,26 @@ fn heartbeat() -> Option<(u64, u64)> {
     h.call_retrying(MessageInfo::new(1, 0, 0, 0), [0; 4], 5).ok().map(|m| (m.words[0], m.words[1]))
 }
 
+/// Asks the scribbler (rolled back after every request) for `n * n` for many `n`: every
+/// answer must be right and every request the first its instance served, although it
+/// wrecks its table and bumps its count each time. Returns (right, asked).
+fn scribble_all() -> (u64, u64) {
+    let s: Cap<Endpoint> = Cap::from_cptr(caps::SCRIBBLE);
+    let mut right = 0;
+    let asked = 20;
+    for n in 0..asked {
+        let x = (n * 7 + 3) % 64;
+        match s.call(MessageInfo::new(1, 0, 0, 1), [x, 0, 0, 0]) {
+            Ok(m) if m.words[0] == x * x && m.words[1] == 1 => right += 1,
+            Ok(m) => {
+                println!("toolstack: scribbler answered {x}² = {} as request {}", m.words[0], m.words[1])
+            }
+            Err(e) => println!("toolstack: scribbler did not answer: {e}"),
+        }
+    }
+    (right, asked)
+}
+
 /// Lets about `ms` milliseconds of time-stamp counter pass (taken as 1 GHz), yielding.
 fn pause(ms: u64) {
     let until = cleave_rt::syscall::rdtsc() + ms * 1_000_000;
@@ -234,11 +254,30 @@ fn main() -> i32 {
             false
         }
     };
+    let (right, asked) = scribble_all();
+    println!(
+        "toolstack: scribbler answered {right} of {asked} requests correctly, each as the first of its instance (rolled back after every request)"
+    );
+    let rolled_back = right == asked;
+    // The worker, below the crash-looping crasher, still finishes its work.
+    let worker: Cap<Notification> = Cap::from_cptr(caps::WORKER_DONE);
+    let worked = worker.wait().is_ok();
+    println!("toolstack: the worker finished its rounds while the crasher crash-looped above it");
     // Every other slot of its CNode is empty: probing them must fail.
     let alone = cleave_rt::cap::report_ungiven("toolstack", caps::CAPS);
     let host = wait_for_host(&mut xs);
     println!("toolstack: the host is done: /tool/host-done = {host:?}");
-    if good && display && published && booted && disposed && restarted && alone && host.is_some() {
+    if good
+        && display
+        && published
+        && booted
+        && disposed
+        && restarted
+        && rolled_back
+        && worked
+        && alone
+        && host.is_some()
+    {
         println!("TEST PASS");
         0
     } else {

@@ -185,6 +185,12 @@ pub mod label {
     /// TCB: name the thread in the kernel's reports (up to 32 bytes of UTF-8 in four
     /// words, little-endian, ended by the first zero byte).
     pub const TCB_SET_NAME: u64 = 29;
+    /// TCB: from now on the thread serves one request per start. Its first receive on an
+    /// endpoint after it is started (`TCB_RESUME`, `TCB_WRITE_REGISTERS`) is ordinary;
+    /// the next one does not receive: the kernel sends its fault endpoint a
+    /// `fault::REQUEST_DONE` message instead, so that its supervisor can roll it back
+    /// before it takes another request. There is no way to turn it off.
+    pub const TCB_SET_ONE_REQUEST: u64 = 30;
     /// Frame: map into an address space.
     pub const FRAME_MAP: u64 = 40;
     /// Frame: unmap.

@@ -120,4 +120,8 @@ pub mod fault {
     pub const USER_EXCEPTION: u64 = 2;
     /// A page fault. Words: faulting address, error code, rip, rsp.
     pub const VM_FAULT: u64 = 3;
+    /// A thread that serves one request per start (`TCB_SET_ONE_REQUEST`) tried to
+    /// receive a second one. Words: the capability address it received on, 0, rip (after
+    /// the `syscall` instruction), rsp.
+    pub const REQUEST_DONE: u64 = 4;
 }

@@ -22,13 +22,13 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     if component == compile::SUPERVISOR {
         let _ = writeln!(
             out,
-            "/// The components restarted on a timer: (name, TCB slot, writable memory, pristine copy, bytes, period ms).\npub const RESTARTS: &[(&str, u64, usize, usize, usize, u64)] = &["
+            "/// The components restarted on a timer (period ms) or rolled back after every request (period 0): (name, TCB slot, writable memory, pristine copy, bytes, period ms, fault badge).\npub const RESTARTS: &[(&str, u64, usize, usize, usize, u64, u64)] = &["
         );
         for r in &compiled.restarts {
             let _ = writeln!(
                 out,
-                "    ({:?}, {}, {:#x}, {:#x}, {:#x}, {}),",
-                r.component, r.tcb_slot, r.memory, r.pristine, r.bytes, r.period_ms
+                "    ({:?}, {}, {:#x}, {:#x}, {:#x}, {}, {}),",
+                r.component, r.tcb_slot, r.memory, r.pristine, r.bytes, r.period_ms, r.badge
             );
         }
         let _ = writeln!(out, "];");

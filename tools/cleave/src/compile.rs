@@ -165,20 +165,28 @@ pub const DISPOSABLE_UNTYPED_BITS: u32 = 20;
 pub const DEFAULT_RESTART_MEMORY: u64 = 64 << 10;
 /// The badge bit of the supervisor's timer (the PIT on IRQ 0) in its notification.
 pub const CLOCK_BADGE: u64 = 1 << 63;
+/// TCB slots as seL4 numbers them (`cleave_capdl::model::TCB_SLOT_NAMES`): the fault
+/// endpoint and the bound notification.
+const FAULT_ENDPOINT_SLOT: u64 = 5;
+const BOUND_NOTIFICATION_SLOT: u64 = 8;
 
-/// With any `lifetime = "disposable"` or `restart = { every = … }` component: the
-/// supervisor, a component holding its own CNode (slot 1, to revoke and retype with), a
-/// notification the disposable components signal when done (slot 2), and then:
+/// With any `lifetime = "disposable"` or `restart = …` component: the supervisor, a
+/// component holding its own CNode (slot 1, to revoke and retype with), a notification the
+/// disposable components and its clock signal (slot 2, also bound to its thread), and then:
 ///
 /// - per disposable component, in name order, the untyped memory everything of that
 ///   component is made from: its TCB, CNode, VSpace and tables, the endpoints and
 ///   notifications it serves, and (by the loader) its program's pages, stack and IPC
 ///   buffer. Each disposable component gets the notification (`supervisor-done`) with
 ///   badge bit N for its N-th place;
-/// - per restartable component: its TCB; its writable memory (`NAME_rw`: frames the loader
-///   puts its program's writable pages and stack in) and a pristine copy (`NAME_pristine`,
-///   filled by the loader), both mapped into the supervisor; and the PIT (ports 0x40-0x43,
-///   IRQ 0, signalling the notification with [`CLOCK_BADGE`]) as its clock.
+/// - per restartable component (`restart = { every = … }` or `"per-request"`): its TCB;
+///   its writable memory (`NAME_rw`: frames the loader puts its program's writable pages
+///   and stack in) and a pristine copy (`NAME_pristine`, filled by the loader), both
+///   mapped into the supervisor; the component's fault endpoint is the supervisor's
+///   `faults` endpoint with badge N + 1 for its N-th place, so that a crash (and, per
+///   request, the end of each request) reaches the supervisor;
+/// - with any restartable component: the `faults` endpoint (receive) and the PIT (ports
+///   0x40-0x43, IRQ 0, signalling the notification with [`CLOCK_BADGE`]) as its clock.
 fn supervisor(
     file: &SystemFile,
     spec: &mut Spec,
@@ -195,9 +203,10 @@ fn supervisor(
         .components
         .iter()
         .filter_map(|(k, c)| match lifetime_of(c) {
-            Some(Lifetime::RestartEvery { ms }) => {
+            Some(l @ (Lifetime::RestartEvery { .. } | Lifetime::PerRequest)) => {
                 let bytes =
                     c.memory.as_ref().and_then(|m| parse_size(m.get_ref())).unwrap_or(DEFAULT_RESTART_MEMORY);
+                let ms = if let Lifetime::RestartEvery { ms } = l { ms } else { 0 };
                 Some((k.get_ref(), ms, bytes.div_ceil(4096) * 4096))
             }
             _ => None,
@@ -222,14 +231,15 @@ fn supervisor(
     });
     spec.objects.push(Object { name: format!("{n}_vspace"), count: None, kind: ObjectKind::Pml4 });
     let guard = CapParams { guard_size: u64::from(64 - COMPONENT_CNODE_BITS), ..CapParams::default() };
+    let done = format!("{n}_done");
     spec.caps.insert(
         ObjRef::named(&format!("{n}_tcb")),
         BTreeMap::from([
             (0, cap(&format!("{n}_cnode"), None, guard)),
             (1, cap(&format!("{n}_vspace"), None, CapParams::default())),
+            (BOUND_NOTIFICATION_SLOT, cap(&done, None, CapParams::default())),
         ]),
     );
-    let done = format!("{n}_done");
     spec.objects.push(Object { name: done.clone(), count: None, kind: ObjectKind::Notification });
     let mut entries = vec![
         (
@@ -286,7 +296,22 @@ fn supervisor(
     let mut restarts = Vec::new();
     let mut mappings = Vec::new();
     let mut window = REGION_BASE;
-    for &(c, period_ms, bytes) in &restartable {
+    let faults = format!("{n}_faults");
+    if !restartable.is_empty() {
+        spec.objects.push(Object { name: faults.clone(), count: None, kind: ObjectKind::Endpoint });
+        entries.push((
+            "faults".into(),
+            "endpoint (receive): the restartable components' faults and finished requests".into(),
+            cap(&faults, None, CapParams { rights: rights(true, false, false), ..CapParams::default() }),
+        ));
+    }
+    for (i, &(c, period_ms, bytes)) in restartable.iter().enumerate() {
+        let badge = i as u64 + 1;
+        let fault = CapParams { rights: rights(false, true, false), badge, ..CapParams::default() };
+        spec.caps
+            .entry(ObjRef::named(&format!("{c}_tcb")))
+            .or_default()
+            .insert(FAULT_ENDPOINT_SLOT, cap(&faults, None, fault));
         let pages = (bytes / 4096) as u32;
         for what in ["rw", "pristine"] {
             spec.objects.push(Object {
@@ -304,12 +329,25 @@ fn supervisor(
         }
         window = pristine + bytes + 4096;
         let tcb_slot = entries.len() as u64 + 1;
+        let policy = if period_ms == 0 {
+            "rolled back after every request".to_string()
+        } else {
+            format!("restarted every {period_ms} ms")
+        };
         entries.push((
             format!("{c}-tcb"),
-            format!("TCB of `{c}` (restarted every {period_ms} ms)"),
+            format!("TCB of `{c}` ({policy}; its faults come with badge {badge})"),
             cap(&format!("{c}_tcb"), None, CapParams::default()),
         ));
-        restarts.push(RestartPlace { component: c.clone(), tcb_slot, memory, pristine, bytes, period_ms });
+        restarts.push(RestartPlace {
+            component: c.clone(),
+            tcb_slot,
+            memory,
+            pristine,
+            bytes,
+            period_ms,
+            badge,
+        });
     }
     map_pages(spec, mappings);
     if !restartable.is_empty() {
@@ -509,8 +547,10 @@ pub struct RestartPlace {
     pub pristine: u64,
     /// Bytes of each.
     pub bytes: u64,
-    /// The period.
+    /// The period; 0 for a component rolled back after every request.
     pub period_ms: u64,
+    /// The badge its faults (and finished requests) reach the supervisor with.
+    pub badge: u64,
 }
 
 fn cap(target: &str, index: Option<u32>, params: CapParams) -> Cap {

@@ -95,10 +95,16 @@ pub fn dot(file: &SystemFile) -> String {
                 return Some((name.get_ref().clone(), "disposes of (its untyped)".to_string()));
             }
             match c.restart.as_ref().map(|r| r.get_ref()) {
-                Some(crate::system::Restart::Every { every }) => {
-                    Some((name.get_ref().clone(), format!("restarts every {every} (TCB, memory)")))
-                }
-                _ => None,
+                Some(crate::system::Restart::Every { every }) => Some((
+                    name.get_ref().clone(),
+                    format!("restarts every {every} and after a crash (TCB, memory, faults)"),
+                )),
+                Some(crate::system::Restart::Keyword(_)) => Some((
+                    name.get_ref().clone(),
+                    "rolls back after every request and restarts after a crash (TCB, memory, faults)"
+                        .to_string(),
+                )),
+                None => None,
             }
         })
         .collect();

@@ -408,7 +408,7 @@ pub fn run_system(gdb: bool, bochs: bool, cmdline: &str) -> Result<bool> {
         host_xenstore: !bochs,
     };
     let finished = run.execute(&artifacts)?;
-    let expect = Expectation { outcome: Outcome::Success, patterns: &[] };
+    let expect = Expectation { outcome: Outcome::Success, anywhere: &[], patterns: &[] };
     match judge::judge(run.emulator, &expect, finished.ending, &finished.serial) {
         Ok(()) => Ok(true),
         Err(reason) => {

@@ -43,6 +43,9 @@ pub struct Expectation<'a> {
     /// Texts that must appear in the serial output, each after the end of the previous one
     /// (on the same line or a later one).
     pub patterns: &'a [&'a str],
+    /// Texts that must appear somewhere in the serial output, in any order: the reports of
+    /// threads whose timing relative to the others is not fixed.
+    pub anywhere: &'a [&'a str],
 }
 
 /// The exit status the emulator reports for `outcome`.
@@ -100,6 +103,9 @@ pub fn judge(
     {
         return Err(format!("the serial output reports a failure: {}", line.trim()));
     }
+    if let Some(missing) = expect.anywhere.iter().find(|p| !serial.contains(**p)) {
+        return Err(format!("expected serial output `{missing}` not found"));
+    }
     let mut rest = serial;
     let mut previous: Option<&str> = None;
     for pattern in expect.patterns {
@@ -120,7 +126,7 @@ mod tests {
     use super::*;
 
     const PASS: Expectation<'static> =
-        Expectation { outcome: Outcome::Success, patterns: &["hello", "TEST PASS"] };
+        Expectation { outcome: Outcome::Success, anywhere: &[], patterns: &["hello", "TEST PASS"] };
 
     #[test]
     fn passes_on_status_and_patterns_in_order() {
@@ -148,11 +154,16 @@ mod tests {
     fn fails_on_missing_or_misordered_patterns() {
         let err = judge(Emulator::Qemu, &PASS, Ending::Exited(67), "TEST PASS\nhello\n").unwrap_err();
         assert_eq!(err, "expected serial output `TEST PASS` not found after `hello`");
-        let same_line = Expectation { outcome: Outcome::Success, patterns: &["a", "b"] };
+        let same_line = Expectation { outcome: Outcome::Success, anywhere: &[], patterns: &["a", "b"] };
         assert_eq!(judge(Emulator::Qemu, &same_line, Ending::Exited(67), "x a y b"), Ok(()));
         assert!(judge(Emulator::Qemu, &same_line, Ending::Exited(67), "x b y a").is_err());
         let err = judge(Emulator::Qemu, &PASS, Ending::Exited(67), "nothing").unwrap_err();
         assert_eq!(err, "expected serial output `hello` not found");
+        // `anywhere` texts may come in any order, but must all come.
+        let anywhere = Expectation { outcome: Outcome::Success, anywhere: &["b", "a"], patterns: &[] };
+        assert_eq!(judge(Emulator::Qemu, &anywhere, Ending::Exited(67), "a\nb\n"), Ok(()));
+        let err = judge(Emulator::Qemu, &anywhere, Ending::Exited(67), "a\n").unwrap_err();
+        assert_eq!(err, "expected serial output `b` not found");
     }
 
     #[test]
@@ -160,9 +171,10 @@ mod tests {
         let serial = "hello\nTEST FAIL: something\nTEST PASS\n";
         let err = judge(Emulator::Qemu, &PASS, Ending::Exited(67), serial).unwrap_err();
         assert!(err.contains("TEST FAIL: something"), "{err}");
-        let expect_failure = Expectation { outcome: Outcome::Failure, patterns: &["TEST FAIL"] };
+        let expect_failure =
+            Expectation { outcome: Outcome::Failure, anywhere: &[], patterns: &["TEST FAIL"] };
         assert_eq!(judge(Emulator::Qemu, &expect_failure, Ending::Exited(69), serial), Ok(()));
-        let idle = Expectation { outcome: Outcome::Idle, patterns: &[] };
+        let idle = Expectation { outcome: Outcome::Idle, anywhere: &[], patterns: &[] };
         assert!(judge(Emulator::Qemu, &idle, Ending::Exited(71), serial).is_err());
     }
 }

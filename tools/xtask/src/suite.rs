@@ -43,14 +43,35 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            // The crasher crashes as soon as it starts; the supervisor restarts it after a
+            // backoff that doubles while it keeps crashing (when, relative to the other
+            // components' reports, depends on the clock).
+            anywhere: &[
+                "supervisor: `crasher` (instance 1) crashed at",
+                ": page fault at 0x0, rip 0x",
+                "(crash 1); restarting it in 10 ms",
+                "supervisor: restarted `crasher` (instance 2) after its crash",
+                "(crash 2); restarting it in 20 ms",
+                "(crash 3); restarting it in 40 ms",
+                "(crash 4); restarting it in 80 ms",
+                "audit: ", // every restart is in the audit log
+                "restart crasher#1 crasher#2",
+                "restart scribbler#1 scribbler#2",
+                "supervisor: rolled back `scribbler` after request 1: 64 KiB restored in",
+                "supervisor: rolled back `scribbler` after request 2: 64 KiB restored in",
+                "worker: round 4 of 4 done",
+            ],
             patterns: &[
                 "loader: specification with",
                 "loader: built",
                 "loader: dropped",
                 "supervisor: cap 3: bootstrap-untyped (untyped 1024 KiB: all of `bootstrap`)",
-                "supervisor: cap 4: heartbeat-tcb (TCB of `heartbeat` (restarted every 50 ms))",
-                "supervisor: cap 5: clock (IRQ 0 handler (the PIT))",
-                "supervisor: 249 of 249 ungiven slots refused",
+                "supervisor: cap 4: faults (endpoint (receive): the restartable components' faults and finished requests)",
+                "supervisor: cap 5: crasher-tcb (TCB of `crasher` (restarted every 10000 ms; its faults come with badge 1))",
+                "supervisor: cap 6: heartbeat-tcb (TCB of `heartbeat` (restarted every 50 ms; its faults come with badge 2))",
+                "supervisor: cap 7: scribbler-tcb (TCB of `scribbler` (rolled back after every request; its faults come with badge 3))",
+                "supervisor: cap 8: clock (IRQ 0 handler (the PIT))",
+                "supervisor: 246 of 246 ungiven slots refused",
                 "xenstore-state: region xs-state-xenstore-logic at 0x8000009000, 64 KiB, rw",
                 "xenstore-state: 254 of 254 ungiven slots refused",
                 "xenstore-logic: region xs-request-toolstack at 0x8000000000, 8 KiB, rw",
@@ -80,7 +101,12 @@ const TESTS: &[EmulatorTest] = &[
                 // The heartbeat is restarted every 50 ms from its pristine memory and still
                 // answers.
                 "toolstack: heartbeat answered before and after its restarts",
-                "toolstack: 251 of 251 ungiven slots refused",
+                // Rolled back after every request, the scribbler wrecks its own state each
+                // time and still answers every request right.
+                "toolstack: scribbler answered 20 of 20 requests correctly, each as the first of its instance",
+                // Below the crash-looping crasher, the worker still finishes.
+                "toolstack: the worker finished its rounds while the crasher crash-looped above it",
+                "toolstack: 249 of 249 ungiven slots refused",
                 "toolstack: waiting for the host to write /tool/host-done",
                 // Xen's own tools on the host, through the serial bridge.
                 "[host] /local/domain/1/display/vbe-id = \"0xb0c5\"",
@@ -104,6 +130,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            anywhere: &[],
             patterns: &[
                 "Cleave",
                 "memory map:",
@@ -127,6 +154,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            anywhere: &[],
             patterns: &["hello: Hello from ring 3! (privilege level 3)", "exited with status 0"],
         },
     },
@@ -140,6 +168,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            anywhere: &[],
             patterns: &[
                 "TEST PASS boot-info",
                 "TEST PASS retype-endpoint",
@@ -168,6 +197,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            anywhere: &[],
             patterns: &[
                 "TEST PASS call-reply-with-badge",
                 "TEST PASS reply-capability-works-once",
@@ -192,6 +222,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            anywhere: &[],
             patterns: &[
                 "TEST PASS irq-handler-rules",
                 "TEST PASS timer-irq-delivered-to-notification",
@@ -211,6 +242,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            anywhere: &[],
             patterns: &[
                 "TEST PASS mapping-needs-its-page-tables",
                 "TEST PASS mapped-frame-is-shared-memory",
@@ -233,6 +265,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
+            anywhere: &[],
             patterns: &[
                 "user-fault: executing hlt in ring 3",
                 "user fault: thread 'user-fault': vector 13 #GP (general protection)",
@@ -252,6 +285,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
+            anywhere: &[],
             patterns: &[
                 "bad-syscall: calling system call 0xdead",
                 "user fault: thread 'bad-syscall': unknown system call 0xdead",
@@ -269,6 +303,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
+            anywhere: &[],
             patterns: &[
                 "panic at qemu/tests/src/bin/panic_test.rs",
                 "deliberate panic",
@@ -287,6 +322,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            anywhere: &[],
             patterns: &["kernel: cannot boot: no boot module: the kernel needs a root task"],
         },
     },
@@ -300,6 +336,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            anywhere: &[],
             patterns: &["kernel: cannot start root task 'system.toml': bad ELF image: not an ELF file"],
         },
     },
@@ -313,6 +350,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            anywhere: &[],
             patterns: &[
                 "self-test: reading an unmapped kernel address",
                 "KERNEL EXCEPTION: vector 14 #PF (page fault), error code 0x0, rip 0xffffffff8",
@@ -333,6 +371,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            anywhere: &[],
             patterns: &[
                 "KERNEL PANIC at kernel/src/boot.rs:",
                 "self-test panic requested on the command line",
@@ -350,6 +389,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            anywhere: &[],
             patterns: &["kernel: cannot boot: unknown cleave.selftest=bogus"],
         },
     },
@@ -363,6 +403,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            anywhere: &[],
             patterns: &[
                 "boot loader: GRUB",
                 "vt-x: VMX yes, EPT yes, unrestricted guest yes",
@@ -381,6 +422,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            anywhere: &[],
             patterns: &[
                 "vt-x: VMX on; guests can run",
                 "TEST PASS vmx: ports and MSRs let through only with the authority for them",
@@ -414,6 +456,7 @@ const TESTS: &[EmulatorTest] = &[
         expect: Expectation {
             // Every VMM stops itself once its guest is gone; then nothing is left to run.
             outcome: Outcome::Idle,
+            anywhere: &[],
             patterns: &[
                 "vt-x: VMX on; guests can run",
                 "loader: built",
@@ -444,6 +487,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            anywhere: &[],
             patterns: &[
                 "vt-x: VMX on; guests can run",
                 "vmm: 6 guests loaded",

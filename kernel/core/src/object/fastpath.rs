@@ -102,6 +102,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if caller.state(&self.mem) != ThreadState::BlockedOnReply
             || caller.ipc_flags(&self.mem) & ipc_flag::FAULT != 0
             || server.bound_notification(&self.mem) != 0
+            || server.one_request(&self.mem) != 0
         {
             return None;
         }

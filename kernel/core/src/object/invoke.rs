@@ -22,7 +22,8 @@ use super::kmem::KernelMemory;
 use super::slot::{Slot, SlotOps};
 use super::space::ObjectSpace;
 use super::tcb::{
-    INITIAL_RFLAGS, Registers, TcbRef, ThreadState, USER_CODE_SELECTOR, USER_DATA_SELECTOR, slot as tcb_slot,
+    INITIAL_RFLAGS, Registers, TcbRef, ThreadState, USER_CODE_SELECTOR, USER_DATA_SELECTOR, one_request,
+    slot as tcb_slot,
 };
 use crate::addr::PhysAddr;
 use cleave_abi::object::{SLOT_SIZE_BITS, label};
@@ -332,12 +333,20 @@ fn tcb<M: KernelMemory>(
             let mut regs = t.regs(&space.mem);
             regs.set_user_words(&inv.words[1..])?;
             t.set_regs(&mut space.mem, &regs);
+            // Written registers start it afresh: it may take a request again.
+            let flags = t.one_request(&space.mem);
+            t.set_one_request(&mut space.mem, flags & !one_request::RECEIVED);
             if resume {
                 resume_thread(space, t)?;
             }
             done
         }
         label::TCB_RESUME => resume_thread(space, t).map(|()| Reply::default()),
+        label::TCB_SET_ONE_REQUEST => {
+            let flags = t.one_request(&space.mem);
+            t.set_one_request(&mut space.mem, flags | one_request::ENABLED);
+            done
+        }
         label::TCB_SUSPEND => {
             space.suspend(t);
             done

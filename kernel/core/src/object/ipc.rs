@@ -452,6 +452,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
             caller.set_replier(&mut self.mem, 0);
             self.wake_with_error(caller);
         }
+        // Whatever it was sending (a fault message, a call) is cancelled: its next
+        // messages and replies are its own words again.
+        t.set_ipc_flags(&mut self.mem, 0);
         self.unbind_notification(t);
         self.block(t, ThreadState::Inactive, 0);
         if self.current == t.link() {

@@ -731,3 +731,69 @@ fn vcpus_bind_to_threads_and_ept_maps_guest_memory() {
     assert_eq!(enter(&mut w), Outcome::Done);
     assert_eq!(w.status(boss), Error::IllegalOperation as u64);
 }
+
+#[test]
+fn a_one_request_server_takes_one_request_per_start() {
+    use cleave_abi::syscall::fault;
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    w.make(ObjectType::Endpoint, EP + 2);
+    w.s.mint(slot(EP + 2), slot(EP + 3), Rights::ALL, 0x5e).unwrap();
+    let handler = w.thread(20, 150);
+    let server = w.thread(22, 100);
+    let client = w.thread(24, 50);
+    w.invoke(22, label::TCB_SET_ONE_REQUEST, &[]).unwrap();
+    w.s.copy(slot(EP + 3), server.slot(3)).unwrap();
+    w.sys(handler, Syscall::Recv, EP + 2, MessageInfo::default(), [0; 4]);
+    // The first receive is ordinary, and so is the reply.
+    w.sys(server, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.state(server), ThreadState::BlockedOnReceive);
+    w.sys(client, Syscall::Call, EP, MessageInfo::new(1, 0, 0, 1), [7, 0, 0, 0]);
+    assert_eq!(server.regs(&w.s.mem).rdx, 7);
+    w.sys(server, Syscall::ReplyRecv, EP, MessageInfo::new(0, 0, 0, 1), [49, 0, 0, 0]);
+    assert_eq!((w.state(client), client.regs(&w.s.mem).rdx), (ThreadState::Running, 49));
+    // The second receive (here the receive half of ReplyRecv) reaches the handler instead.
+    assert_eq!(w.state(server), ThreadState::BlockedOnReply);
+    let r = handler.regs(&w.s.mem);
+    assert_eq!((r.rdi, MessageInfo(r.rsi).label(), r.rdx), (0x5e, fault::REQUEST_DONE, EP));
+    // A client calling now waits for the server's next start.
+    w.sys(client, Syscall::Call, EP, MessageInfo::new(1, 0, 0, 1), [8, 0, 0, 0]);
+    assert_eq!(w.state(client), ThreadState::BlockedOnSend);
+    // Stopped and started afresh (written registers), it takes that request.
+    w.invoke(22, label::TCB_SUSPEND, &[]).unwrap();
+    w.invoke(22, label::TCB_WRITE_REGISTERS, &[1, 0x40_1000, 0x7000_0000]).unwrap();
+    w.sys(server, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.state(server), server.regs(&w.s.mem).rdx), (ThreadState::Running, 8));
+    // Without a fault endpoint, the second receive fails and the thread keeps running.
+    w.s.delete(server.slot(3)).unwrap();
+    w.sys(server, Syscall::NbRecv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.status(server), Error::IllegalOperation as u64);
+    assert_eq!(w.state(server), ThreadState::Running);
+    // Notifications are not requests: waiting on one is never refused.
+    w.make(ObjectType::Notification, EP + 4);
+    w.sys(server, Syscall::NbRecv, EP + 4, MessageInfo::default(), [0; 4]);
+    assert_eq!(w.status(server), 0);
+}
+
+#[test]
+fn a_thread_stopped_in_its_fault_later_replies_with_its_own_words() {
+    use cleave_abi::syscall::fault;
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP);
+    w.make(ObjectType::Endpoint, EP + 2);
+    w.s.mint(slot(EP + 2), slot(EP + 3), Rights::ALL, 1).unwrap();
+    let handler = w.thread(20, 150);
+    let server = w.thread(22, 100);
+    let client = w.thread(24, 50);
+    w.s.copy(slot(EP + 3), server.slot(3)).unwrap();
+    w.sys(handler, Syscall::Recv, EP + 2, MessageInfo::default(), [0; 4]);
+    assert!(w.s.raise_fault(server, fault::VM_FAULT, [0xdead, 4, 0, 0]));
+    // The handler stops it and starts it again instead of replying.
+    w.invoke(22, label::TCB_SUSPEND, &[]).unwrap();
+    w.invoke(22, label::TCB_WRITE_REGISTERS, &[1, 0x40_1000, 0x7000_0000]).unwrap();
+    w.sys(server, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    w.sys(client, Syscall::Call, EP, MessageInfo::new(1, 0, 0, 1), [5, 0, 0, 0]);
+    w.sys(server, Syscall::Reply, 0, MessageInfo::new(0, 0, 0, 2), [25, 1, 0, 0]);
+    let r = client.regs(&w.s.mem);
+    assert_eq!((MessageInfo(r.rsi).label(), r.rdx, r.r8), (0, 25, 1));
+}

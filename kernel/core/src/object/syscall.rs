@@ -9,8 +9,9 @@ use super::invoke::{Hardware, Invocation, Reply, invoke};
 use super::kmem::KernelMemory;
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
-use super::tcb::{TcbRef, reg, slot};
+use super::tcb::{TcbRef, one_request, reg, slot};
 use cleave_abi::message::MAX_MESSAGE_WORDS;
+use cleave_abi::syscall::fault;
 use cleave_abi::{Error, MessageInfo, Syscall};
 
 /// Most message words an invocation reads.
@@ -64,10 +65,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
             Syscall::ReplyRecv => {
                 // A missing caller is not an error here: the server simply waits.
                 let _ = self.reply(t);
-                self.lookup(t, cptr).and_then(|cap| self.receive(t, cap, true))
+                self.lookup(t, cptr).and_then(|cap| self.receive_counted(t, cptr, cap, true))
             }
             Syscall::Recv | Syscall::NbRecv => {
-                self.lookup(t, cptr).and_then(|cap| self.receive(t, cap, call == Syscall::Recv))
+                self.lookup(t, cptr).and_then(|cap| self.receive_counted(t, cptr, cap, call == Syscall::Recv))
             }
             Syscall::Send | Syscall::NbSend | Syscall::Call => match self.lookup(t, cptr) {
                 Err(e) => Err(e),
@@ -96,6 +97,26 @@ impl<M: KernelMemory> ObjectSpace<M> {
             self.set_status(t, Err(e));
         }
         Outcome::Done
+    }
+
+    /// A receive, unless `t` serves one request per start and has had it: then its fault
+    /// handler gets `REQUEST_DONE` instead (without one, the receive fails with
+    /// `IllegalOperation`), and the thread waits for it.
+    fn receive_counted(&mut self, t: TcbRef, cptr: u64, cap: Cap, blocking: bool) -> Result<(), Error> {
+        let flags = t.one_request(&self.mem);
+        if flags & one_request::ENABLED != 0 && matches!(cap, Cap::Endpoint { .. }) {
+            if flags & one_request::RECEIVED != 0 {
+                let regs = t.regs(&self.mem);
+                let words = [cptr, 0, regs.rip, regs.rsp];
+                return if self.raise_fault(t, fault::REQUEST_DONE, words) {
+                    Ok(())
+                } else {
+                    Err(Error::IllegalOperation)
+                };
+            }
+            t.set_one_request(&mut self.mem, flags | one_request::RECEIVED);
+        }
+        self.receive(t, cap, blocking)
     }
 
     /// The capability at `cptr` in `t`'s CSpace (empty is an error).

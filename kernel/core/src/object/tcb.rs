@@ -268,6 +268,17 @@ pub struct Tcb {
     pub name: [u8; 32],
     /// The Vcpu bound to this thread (its address), or 0.
     pub vcpu: u64,
+    /// [`one_request`] flags: whether it serves one request per start, and whether it
+    /// has received that request.
+    pub one_request: u64,
+}
+
+/// Bits of [`Tcb::one_request`].
+pub mod one_request {
+    /// It serves one request per start (`TCB_SET_ONE_REQUEST`; never cleared).
+    pub const ENABLED: u64 = 1;
+    /// It has received on an endpoint since it was last started.
+    pub const RECEIVED: u64 = 2;
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_SIZE_BITS);
@@ -392,6 +403,7 @@ impl TcbRef {
     word_field!(fault_label, set_fault_label, fault_label);
     word_field!(time_slice, set_time_slice, time_slice);
     word_field!(vcpu, set_vcpu, vcpu);
+    word_field!(one_request, set_one_request, one_request);
 }
 
 #[cfg(test)]

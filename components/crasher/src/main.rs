@@ -1,0 +1,23 @@
+//! The crasher: deliberately faulty. It reads address 0 (never mapped) as soon as it
+//! starts. Its fault goes to the supervisor, which restarts it from its pristine memory
+//! after a backoff that doubles while it keeps crashing, so that a crash loop cannot
+//! starve the components below its priority.
+#![no_std]
+#![no_main]
+
+// It holds no capabilities it uses; its generated module says so.
+#[allow(dead_code, reason = "CAPS and REGIONS are for reports this component does not print")]
+mod caps {
+    include!(concat!(env!("OUT_DIR"), "/caps.rs"));
+}
+
+cleave_rt::entry!(main);
+
+fn main() -> i32 {
+    let value: u64;
+    // SAFETY: reads one word at virtual address 0, which no component has mapped (the
+    // user layout keeps the first pages empty): the read faults and this thread stops
+    // there, which is this component's purpose. Nothing in Rust's view of memory changes.
+    unsafe { core::arch::asm!("mov {}, qword ptr [0]", out(reg) value, options(nostack, readonly)) }
+    value as i32
+}
