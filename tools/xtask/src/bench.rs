@@ -52,6 +52,9 @@ pub fn run() -> Result<()> {
             "bench loader.instructions_per_object = {per} instructions (whole build, including ELF loading)"
         );
     }
+    for line in restart_figures(&artifacts)? {
+        println!("{line}");
+    }
     let (round_trip, rate) = vmx_figures(&artifacts)?;
     println!("{round_trip}");
     println!("{rate}");
@@ -115,6 +118,45 @@ fn program_lines(artifacts: &Artifacts, program: &str, prefix: &str) -> Result<V
         finished.serial.lines().filter(|l| l.starts_with(prefix)).map(String::from).collect();
     if lines.is_empty() || !finished.serial.contains("TEST PASS") {
         bail!("benchmark {program} printed no result (serial log: {})", finished.log.display());
+    }
+    Ok(lines)
+}
+
+/// The repository's system under `-icount shift=0`: instructions per timed restart of the
+/// heartbeat and per rollback of the scribbler (64 KiB of writable memory each), as the
+/// supervisor measures them with the TSC around stop, copy, reset and start.
+fn restart_figures(artifacts: &Artifacts) -> Result<Vec<String>> {
+    let mut run = boot_run(true);
+    run.name = "bench-restarts".into();
+    run.module = Some(artifacts.program("loader")?);
+    run.host_xenstore = true;
+    run.timeout = Some(Duration::from_secs(120));
+    let finished = run.execute(artifacts)?;
+    let figures = |marker: &str| -> Vec<u64> {
+        finished
+            .serial
+            .lines()
+            .filter(|l| l.starts_with("supervisor: ") && l.contains(marker))
+            .filter_map(|l| l.split(" restored in ").nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let mut lines = Vec::new();
+    for (marker, name, what) in [
+        ("restarted `heartbeat`", "supervisor.instructions_per_timed_restart_64k", "timed restarts"),
+        ("rolled back `scribbler`", "supervisor.instructions_per_request_rollback_64k", "rollbacks"),
+    ] {
+        let mut values = figures(marker);
+        if values.is_empty() {
+            bail!("the supervisor reported no {what} (serial log: {})", finished.log.display());
+        }
+        values.sort_unstable();
+        lines.push(format!(
+            "bench {name} = {} instructions (median of {} {what} in one run; min {}, max {}; goal < 100000)",
+            values[values.len() / 2],
+            values.len(),
+            values[0],
+            values[values.len() - 1]
+        ));
     }
     Ok(lines)
 }
