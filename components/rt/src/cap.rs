@@ -354,6 +354,10 @@ impl Cap<kind::Tcb> {
     pub fn bind_notification(self, notification: Cap<kind::Notification>) -> Result<(), Error> {
         self.invoke(label::TCB_BIND_NOTIFICATION, &[notification.cptr]).map(drop)
     }
+    /// `TCB::read_state`: what the thread is doing (`cleave_abi::object::thread_state`).
+    pub fn state(self) -> Result<u64, Error> {
+        self.invoke(label::TCB_READ_STATE, &[]).map(|w| w[0])
+    }
     /// `TCB::set_one_request`: the thread serves one request per start; its next receive
     /// goes to its fault handler as `REQUEST_DONE` (for rollback). Cannot be undone.
     pub fn set_one_request(self) -> Result<(), Error> {

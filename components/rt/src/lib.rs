@@ -31,9 +31,20 @@ pub fn start_argument() -> u64 {
     START_ARGUMENT.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+/// Which instance of its component this program is: 1 when the loader started it; its
+/// supervisor starts instance N + 1 when it restarts or rolls back instance N (`rsi` at
+/// `_start`, which the loader leaves 0).
+static INSTANCE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+/// Which instance of its component this program is (1 for the first).
+pub fn instance() -> u64 {
+    INSTANCE.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 #[doc(hidden)]
-pub fn set_start_argument(argument: u64) {
+pub fn set_start_argument(argument: u64, instance: u64) {
     START_ARGUMENT.store(argument, core::sync::atomic::Ordering::Relaxed);
+    INSTANCE.store(instance.max(1), core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Declares the program's `main` (a `fn() -> i32`); `_start` calls it, then exits with its
@@ -42,8 +53,8 @@ pub fn set_start_argument(argument: u64) {
 macro_rules! entry {
     ($main:path) => {
         #[unsafe(no_mangle)]
-        extern "C" fn cleave_main(argument: u64) -> ! {
-            $crate::set_start_argument(argument);
+        extern "C" fn cleave_main(argument: u64, instance: u64) -> ! {
+            $crate::set_start_argument(argument, instance);
             let main: fn() -> i32 = $main;
             $crate::syscall::debug_exit(main())
         }

@@ -14,6 +14,9 @@ pub struct Shared {
     len: usize,
 }
 
+/// Most calls [`Shared::call`] makes for one request when the server is restarted under it.
+pub const RING_CALL_ATTEMPTS: u32 = 8;
+
 impl Shared {
     /// Names the range `[base, base + len)`.
     ///
@@ -70,6 +73,12 @@ impl Shared {
     /// copied, one after the other, into `out`. Returns the reply message and the two
     /// lengths. A request longer than the first half or an answer that does not fit the
     /// second half (or `out`) is an error (`InvalidArgument` / `RangeError`).
+    ///
+    /// A server restarted while the call waited (its supervisor's timer, a crash) is
+    /// called again, up to [`RING_CALL_ATTEMPTS`] times in all: the request is still in
+    /// the ring, and the restarted server reads it afresh. The server may already have
+    /// acted on it, so a ring protocol's requests should be safe to repeat (XenStore's
+    /// writes are; see doc/lifetimes.md).
     pub fn call(
         &self,
         endpoint: Cap<Endpoint>,
@@ -81,7 +90,11 @@ impl Shared {
         if request.len() > half || !self.write(0, request) {
             return Err(Error::InvalidArgument);
         }
-        let m = endpoint.call(MessageInfo::new(label, 0, 0, 1), [request.len() as u64, 0, 0, 0])?;
+        let m = endpoint.call_retrying(
+            MessageInfo::new(label, 0, 0, 1),
+            [request.len() as u64, 0, 0, 0],
+            RING_CALL_ATTEMPTS,
+        )?;
         let (first, second) = (m.words[0] as usize, m.words[1] as usize);
         let total = first.checked_add(second).ok_or(Error::RangeError)?;
         if total > half || total > out.len() || !self.read(half, &mut out[..total]) {

@@ -11,13 +11,16 @@
 //!   PIT as a clock. A restart stops the thread (a client waiting for its reply gets an
 //!   error and can call again), copies the pristine memory back, resets the registers to
 //!   the ones it started with, starts it again, and writes `restart` to the audit log. It
-//!   restarts a component every period (`restart = { every }`); after every request
+//!   restarts a component every period (`restart = { every }`: when it next waits for a
+//!   request, so that no client's request is cut off, or regardless once it has stayed
+//!   busy for a 20 ms grace period); after every request
 //!   (`restart = "per-request"`: the kernel stops such a thread at its second receive and
 //!   sends `REQUEST_DONE` here); and after a crash, with a backoff that doubles while it
 //!   keeps crashing soon after starting, so that a crash loop cannot starve other work.
 #![no_std]
 #![no_main]
 
+use cleave_abi::object::thread_state;
 use cleave_abi::syscall::fault;
 use cleave_abi::{MessageInfo, ObjectType};
 use cleave_rt::cap::Message;
@@ -37,6 +40,9 @@ const DEPTH: u64 = 8;
 const SCRATCH_SLOT: u64 = 255;
 /// The notification's badge bit for the clock (`cleave::compile::CLOCK_BADGE`).
 const CLOCK: u64 = 1 << 63;
+/// Where `rsi` is among the registers `read_registers` gives (rip, rsp, rflags, rax, rbx,
+/// rcx, rdx, rsi, ...).
+const RSI: usize = 7;
 /// Most restartable components.
 const MAX_RESTARTS: usize = 16;
 /// A crashed component waits this long before its first restart; each crash within
@@ -45,6 +51,9 @@ const BACKOFF_FIRST_MS: u64 = 10;
 const BACKOFF_MAX_MS: u64 = 1000;
 /// A component that ran this long before crashing starts its backoff afresh.
 const STABLE_MS: u64 = 2000;
+/// A component due for its timed restart is restarted when it next waits for a request,
+/// or after this long regardless.
+const GRACE_MS: u64 = 20;
 /// How many restarts of each kind per component the console shows (the audit log has all).
 const SHOWN: u64 = 4;
 
@@ -94,7 +103,10 @@ fn restart(r: &mut Restartable, now_ms: u64) -> u64 {
     // write) and its pristine copy (read only) in this address space, `bytes` each; the
     // component is suspended, so nothing else touches its memory while it is copied.
     unsafe { core::ptr::copy_nonoverlapping(r.pristine as *const u8, r.memory as *mut u8, r.bytes) }
-    let resumed = r.tcb.write_registers(true, &r.registers);
+    // The same registers, and the instance it is in `rsi` (`cleave_rt::instance`).
+    let mut registers = r.registers;
+    registers[RSI] = r.instance + 1;
+    let resumed = r.tcb.write_registers(true, &registers);
     let ticks = cleave_rt::syscall::rdtsc() - t0;
     if resumed.is_ok() {
         cleave_rt::audit!("restart {}#{} {}#{}", r.name, r.instance, r.name, r.instance + 1);
@@ -241,12 +253,24 @@ fn main() -> i32 {
                         }
                     }
                 } else if r.period_ms != 0 && now_ms - r.started >= r.period_ms {
+                    // Due: at its next quiet moment (waiting for a request, so that no
+                    // client's request is cut off), or at once when it has stayed busy
+                    // for the grace period.
+                    let quiet = matches!(
+                        r.tcb.state(),
+                        Ok(thread_state::BLOCKED_ON_RECEIVE | thread_state::INACTIVE)
+                    );
+                    let forced = now_ms - r.started >= r.period_ms + GRACE_MS;
+                    if !quiet && !forced {
+                        continue;
+                    }
                     let ticks = restart(r, now_ms);
-                    if r.instance <= SHOWN {
+                    if r.instance <= SHOWN || (forced && !quiet) {
                         println!(
-                            "supervisor: restarted `{}` (instance {}) at {now_ms} ms: {} KiB restored in {ticks} TSC ticks",
+                            "supervisor: restarted `{}` (instance {}) at {now_ms} ms{}: {} KiB restored in {ticks} TSC ticks",
                             r.name,
                             r.instance,
+                            if quiet { "" } else { " (forced: busy through the grace period)" },
                             r.bytes >> 10
                         );
                     }

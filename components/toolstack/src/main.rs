@@ -62,9 +62,52 @@ where
     check(MsgType::Directory, 0, &[b"/vm\0"], MsgType::Directory, b"alice\0bob\0");
     // A watch (its first event comes at once) and a transaction that fires it on commit.
     check(MsgType::Watch, 0, &[b"/vm/alice\0", b"tok\0"], MsgType::Watch, b"OK\0");
-    check(MsgType::TransactionStart, 0, &[b"\0"], MsgType::TransactionStart, b"1\0");
-    check(MsgType::Write, 1, &[b"/vm/alice/state\0", b"running"], MsgType::Write, b"OK\0");
-    check(MsgType::TransactionEnd, 1, &[b"T\0"], MsgType::TransactionEnd, b"OK\0");
+    // As every Xen client does, the transaction is tried again if it ends with EAGAIN
+    // (which it does when XenStore-Logic was restarted while it was open).
+    for attempt in 1..=3 {
+        let Some(id) = xs
+            .request(MsgType::TransactionStart, 0, &[b"\0"])
+            .filter(|a| a.is(MsgType::TransactionStart))
+            .and_then(|a| core::str::from_utf8(a.body).ok()?.trim_end_matches('\0').parse::<u32>().ok())
+        else {
+            println!("toolstack: xenstore: cannot start a transaction");
+            break;
+        };
+        let wrote = xs
+            .request(MsgType::Write, id, &[b"/vm/alice/state\0", b"running"])
+            .is_some_and(|a| a.is(MsgType::Write) && a.body == b"OK\0");
+        match xs.request(MsgType::TransactionEnd, id, &[b"T\0"]) {
+            Some(a) if a.is(MsgType::TransactionEnd) && a.body == b"OK\0" && wrote => {
+                right += 3;
+                events += a.watch_events().count();
+                break;
+            }
+            Some(a) if a.is(MsgType::Error) && a.body == b"EAGAIN\0" && attempt < 3 => {
+                println!("toolstack: xenstore: transaction {id:#x} ended with EAGAIN; trying again");
+            }
+            other => {
+                println!(
+                    "toolstack: xenstore: transaction {id:#x}: unexpected {:?}",
+                    other.map(|a| a.header)
+                );
+                break;
+            }
+        }
+    }
+    let mut check = |ty: MsgType, tx: u32, parts: &[&[u8]], want_type: MsgType, want: &[u8]| match xs
+        .request(ty, tx, parts)
+    {
+        Some(a) if a.is(want_type) && a.body == want => {
+            right += 1;
+            events += a.watch_events().count();
+        }
+        Some(a) => println!(
+            "toolstack: xenstore {ty:?}: unexpected {:?} {:?}",
+            a.header,
+            String::from_utf8_lossy(a.body)
+        ),
+        None => println!("toolstack: xenstore {ty:?}: no answer"),
+    };
     check(MsgType::Rm, 0, &[b"/vm/bob\0"], MsgType::Rm, b"OK\0");
     check(MsgType::Read, 0, &[b"/vm/bob/name\0"], MsgType::Error, b"ENOENT\0");
     (right, 11, events)
@@ -153,6 +196,55 @@ fn boot_query() -> Result<u64, cleave_abi::Error> {
 fn heartbeat() -> Option<(u64, u64)> {
     let h: Cap<Endpoint> = Cap::from_cptr(caps::HEARTBEAT_QUERY);
     h.call_retrying(MessageInfo::new(1, 0, 0, 0), [0; 4], 5).ok().map(|m| (m.words[0], m.words[1]))
+}
+
+/// How long the load test writes (time-stamp counter taken as 1 GHz): several of
+/// XenStore-Logic's 100 ms restart periods.
+const LOAD_MS: u64 = 1200;
+/// Keys the load test writes, over and over.
+const LOAD_KEYS: usize = 32;
+
+/// Writes `/tool/load/K` for K in turn, for about `ms` milliseconds, while the supervisor
+/// restarts XenStore-Logic every 100 ms; then reads every key back. Each key must hold
+/// the last value whose write was acknowledged (or a later one, whose acknowledgement a
+/// restart may have cut off). Returns (acknowledged writes, keys checked, keys right).
+fn writes_under_restarts<F>(xs: &mut Client<F>, ms: u64) -> (u64, usize, usize)
+where
+    F: FnMut(u64, &[u8], &mut [u8]) -> Option<(usize, usize)>,
+{
+    let path = |k: usize| alloc::format!("/tool/load/{k}\0");
+    // Per key: the last acknowledged value and the last one sent.
+    let mut acknowledged = [0u64; LOAD_KEYS];
+    let mut sent = [0u64; LOAD_KEYS];
+    let mut count = 0;
+    let until = cleave_rt::syscall::rdtsc() + ms * 1_000_000;
+    let mut seq = 0u64;
+    while cleave_rt::syscall::rdtsc() < until {
+        seq += 1;
+        let k = (seq as usize) % LOAD_KEYS;
+        let value = alloc::format!("{seq}");
+        sent[k] = seq;
+        let answer = xs.request(MsgType::Write, 0, &[path(k).as_bytes(), value.as_bytes()]);
+        if answer.is_some_and(|a| a.is(MsgType::Write) && a.body == b"OK\0") {
+            acknowledged[k] = seq;
+            count += 1;
+        }
+    }
+    let mut right = 0;
+    for k in 0..LOAD_KEYS {
+        let read = xs
+            .request(MsgType::Read, 0, &[path(k).as_bytes()])
+            .filter(|a| a.is(MsgType::Read))
+            .and_then(|a| core::str::from_utf8(a.body).ok()?.parse::<u64>().ok());
+        match read {
+            Some(v) if v == acknowledged[k] || (v > acknowledged[k] && v <= sent[k]) => right += 1,
+            other => println!(
+                "toolstack: /tool/load/{k} holds {other:?}, but {} was acknowledged",
+                acknowledged[k]
+            ),
+        }
+    }
+    (count, LOAD_KEYS, right)
 }
 
 /// Asks the scribbler (rolled back after every request) for `n * n` for many `n`: every
@@ -254,6 +346,12 @@ fn main() -> i32 {
             false
         }
     };
+    // XenStore-Logic is restarted every 100 ms: write for a while, then check every key.
+    let (acked, keys, present) = writes_under_restarts(&mut xs, LOAD_MS);
+    println!(
+        "toolstack: xenstore under Logic restarts: {acked} writes acknowledged in {LOAD_MS} ms; {present} of {keys} keys hold their last acknowledged value"
+    );
+    let durable = acked > 0 && present == keys;
     let (right, asked) = scribble_all();
     println!(
         "toolstack: scribbler answered {right} of {asked} requests correctly, each as the first of its instance (rolled back after every request)"
@@ -263,6 +361,17 @@ fn main() -> i32 {
     let worker: Cap<Notification> = Cap::from_cptr(caps::WORKER_DONE);
     let worked = worker.wait().is_ok();
     println!("toolstack: the worker finished its rounds while the crasher crash-looped above it");
+    // A request that keeps the heartbeat busy past its period and grace: the supervisor
+    // restarts it regardless, and this call, cut off, fails; the next instance answers.
+    let h: Cap<Endpoint> = Cap::from_cptr(caps::HEARTBEAT_QUERY);
+    let cut_off = h.call(MessageInfo::new(2, 0, 0, 0), [0; 4]);
+    let after = heartbeat();
+    println!(
+        "toolstack: a request the heartbeat was still busy with when it was restarted: {:?}; then {}",
+        cut_off.map(|m| m.words),
+        if after.is_some() { "the next instance answered" } else { "no answer" }
+    );
+    let forced = cut_off == Err(cleave_abi::Error::InvalidCapability) && after.is_some();
     // Every other slot of its CNode is empty: probing them must fail.
     let alone = cleave_rt::cap::report_ungiven("toolstack", caps::CAPS);
     let host = wait_for_host(&mut xs);
@@ -274,6 +383,8 @@ fn main() -> i32 {
         && disposed
         && restarted
         && rolled_back
+        && durable
+        && forced
         && worked
         && alone
         && host.is_some()

@@ -8,6 +8,7 @@
 //! component reads everything back from State and the client gets `EIO`. On start it
 //! reads everything from State too, so a restarted Logic goes on where the last one
 //! stopped; transactions open at that moment end (`EAGAIN`, see `cleave_xenstore::state`).
+//! The repository's system.toml has the supervisor restart it every 100 ms.
 //!
 //! The client transport is described in `cleave_xenstore::connection`. A connection is its
 //! badge; its domain is the badge's low 16 bits minus one.
@@ -153,17 +154,25 @@ fn serve(
 }
 
 fn main() -> i32 {
-    cleave_rt::cap::report_authority("xenstore-logic", caps::CAPS, caps::REGIONS);
-    if !cleave_rt::cap::report_ungiven("xenstore-logic", caps::CAPS) {
-        return 1;
+    // The supervisor may restart it (system.toml): the first instance reports its
+    // authority, later ones only that they resumed (the first few) and the audit log has
+    // every restart.
+    let instance = cleave_rt::instance();
+    if instance == 1 {
+        cleave_rt::cap::report_authority("xenstore-logic", caps::CAPS, caps::REGIONS);
+        if !cleave_rt::cap::report_ungiven("xenstore-logic", caps::CAPS) {
+            return 1;
+        }
     }
     let mut link = StateLink::new();
     let Some(mut logic) = link.load() else { return 1 };
-    println!(
-        "xenstore-logic: resumed from XenStore-State: {} nodes, {} watches",
-        logic.store().len(),
-        logic.watch_count()
-    );
+    if instance <= 3 {
+        println!(
+            "xenstore-logic: instance {instance} resumed from XenStore-State: {} nodes, {} watches",
+            logic.store().len(),
+            logic.watch_count()
+        );
+    }
     let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
     let mut incoming = endpoint.recv();
     loop {

@@ -148,6 +148,22 @@ impl Rights {
     }
 }
 
+/// What a thread is doing (`TCB_READ_STATE`).
+pub mod thread_state {
+    /// Not runnable: new, suspended, or stopped by a fault it has no handler for.
+    pub const INACTIVE: u64 = 0;
+    /// Runnable.
+    pub const RUNNING: u64 = 1;
+    /// Waiting to send on an endpoint.
+    pub const BLOCKED_ON_SEND: u64 = 2;
+    /// Waiting to receive on an endpoint: a server between requests.
+    pub const BLOCKED_ON_RECEIVE: u64 = 3;
+    /// Waiting for the reply to a call (or to its fault message).
+    pub const BLOCKED_ON_REPLY: u64 = 4;
+    /// Waiting for a signal.
+    pub const BLOCKED_ON_NOTIFICATION: u64 = 5;
+}
+
 /// Invocation labels: the `label` of a `Call` on an object capability.
 pub mod label {
     /// Untyped: retype into new objects.
@@ -191,6 +207,8 @@ pub mod label {
     /// `fault::REQUEST_DONE` message instead, so that its supervisor can roll it back
     /// before it takes another request. There is no way to turn it off.
     pub const TCB_SET_ONE_REQUEST: u64 = 30;
+    /// TCB: what the thread is doing: word 0 is one of [`super::thread_state`].
+    pub const TCB_READ_STATE: u64 = 31;
     /// Frame: map into an address space.
     pub const FRAME_MAP: u64 = 40;
     /// Frame: unmap.

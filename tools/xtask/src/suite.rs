@@ -60,6 +60,12 @@ const TESTS: &[EmulatorTest] = &[
                 "supervisor: rolled back `scribbler` after request 1: 64 KiB restored in",
                 "supervisor: rolled back `scribbler` after request 2: 64 KiB restored in",
                 "worker: round 4 of 4 done",
+                // XenStore-Logic, restarted every 100 ms, resumes from State each time.
+                "restart xenstore-logic#3 xenstore-logic#4",
+                "xenstore-logic: instance 2 resumed from XenStore-State: ",
+                "xenstore-logic: instance 3 resumed from XenStore-State: ",
+                // A component busy past its period and grace is restarted regardless.
+                "(forced: busy through the grace period)",
             ],
             patterns: &[
                 "loader: specification with",
@@ -70,15 +76,16 @@ const TESTS: &[EmulatorTest] = &[
                 "supervisor: cap 5: crasher-tcb (TCB of `crasher` (restarted every 10000 ms; its faults come with badge 1))",
                 "supervisor: cap 6: heartbeat-tcb (TCB of `heartbeat` (restarted every 50 ms; its faults come with badge 2))",
                 "supervisor: cap 7: scribbler-tcb (TCB of `scribbler` (rolled back after every request; its faults come with badge 3))",
-                "supervisor: cap 8: clock (IRQ 0 handler (the PIT))",
-                "supervisor: 246 of 246 ungiven slots refused",
+                "supervisor: cap 8: xenstore-logic-tcb (TCB of `xenstore-logic` (restarted every 100 ms; its faults come with badge 4))",
+                "supervisor: cap 9: clock (IRQ 0 handler (the PIT))",
+                "supervisor: 245 of 245 ungiven slots refused",
                 "xenstore-state: region xs-state-xenstore-logic at 0x8000009000, 64 KiB, rw",
                 "xenstore-state: 254 of 254 ungiven slots refused",
                 "xenstore-logic: region xs-request-toolstack at 0x8000000000, 8 KiB, rw",
                 "xenstore-logic: region xs-request-vga at 0x8000003000, 8 KiB, rw",
                 "xenstore-logic: region xs-request-xenstore-bridge at 0x8000006000, 8 KiB, rw",
                 "xenstore-logic: 253 of 253 ungiven slots refused",
-                "xenstore-logic: resumed from XenStore-State: 1 nodes, 0 watches",
+                "xenstore-logic: instance 1 resumed from XenStore-State: 1 nodes, 0 watches",
                 "xenstore-bridge: cap 4: host-serial_ports (I/O ports 0x2f8-0x2ff)",
                 "xenstore-bridge: 251 of 251 ungiven slots refused",
                 "xenstore-bridge: XenStore open to the host on COM2",
@@ -101,11 +108,16 @@ const TESTS: &[EmulatorTest] = &[
                 // The heartbeat is restarted every 50 ms from its pristine memory and still
                 // answers.
                 "toolstack: heartbeat answered before and after its restarts",
+                // Writes go on while Logic is restarted; each key holds its last
+                // acknowledged value.
+                "toolstack: xenstore under Logic restarts: ",
+                "32 of 32 keys hold their last acknowledged value",
                 // Rolled back after every request, the scribbler wrecks its own state each
                 // time and still answers every request right.
                 "toolstack: scribbler answered 20 of 20 requests correctly, each as the first of its instance",
                 // Below the crash-looping crasher, the worker still finishes.
                 "toolstack: the worker finished its rounds while the crasher crash-looped above it",
+                "toolstack: a request the heartbeat was still busy with when it was restarted: Err(InvalidCapability); then the next instance answered",
                 "toolstack: 249 of 249 ungiven slots refused",
                 "toolstack: waiting for the host to write /tool/host-done",
                 // Xen's own tools on the host, through the serial bridge.

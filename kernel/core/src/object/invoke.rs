@@ -328,6 +328,7 @@ fn tcb<M: KernelMemory>(
             done
         }
         label::TCB_READ_REGISTERS => Ok(Reply::of(&t.regs(&space.mem).user_words())),
+        label::TCB_READ_STATE => Ok(Reply::of(&[t.state(&space.mem) as u64])),
         label::TCB_WRITE_REGISTERS => {
             let resume = inv.word(0)? != 0;
             let mut regs = t.regs(&space.mem);

@@ -197,6 +197,17 @@ pub enum ThreadState {
     BlockedOnNotification = 5,
 }
 
+// The ABI's names for the states are these values.
+const _: () = {
+    use cleave_abi::object::thread_state as abi;
+    assert!(ThreadState::Inactive as u64 == abi::INACTIVE);
+    assert!(ThreadState::Running as u64 == abi::RUNNING);
+    assert!(ThreadState::BlockedOnSend as u64 == abi::BLOCKED_ON_SEND);
+    assert!(ThreadState::BlockedOnReceive as u64 == abi::BLOCKED_ON_RECEIVE);
+    assert!(ThreadState::BlockedOnReply as u64 == abi::BLOCKED_ON_REPLY);
+    assert!(ThreadState::BlockedOnNotification as u64 == abi::BLOCKED_ON_NOTIFICATION);
+};
+
 impl ThreadState {
     fn from_raw(raw: u64) -> Self {
         match raw {
