@@ -110,6 +110,10 @@ pub struct ObjectRecord {
     pub param2: u64,
 }
 
+/// Most objects a specification may have for Cleave's loader to build it (it tracks each
+/// object's capability in a fixed table).
+pub const LOADER_MAX_OBJECTS: usize = 1024;
+
 /// The kinds of lifetime in a TCB record's `param2` (bits 0-7; `model::Lifetime::encode`).
 pub mod lifetime {
     /// Runs until the system stops.

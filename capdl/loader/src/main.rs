@@ -30,7 +30,7 @@ const STACK_TOP: u64 = cleave_abi::layout::USER_STACK_TOP;
 const STACK_PAGES: u64 = 4;
 /// Component IPC buffer.
 const IPC_BUFFER: u64 = cleave_abi::boot_info::ROOT_IPC_BUFFER_ADDRESS;
-const MAX_OBJECTS: usize = 512;
+const MAX_OBJECTS: usize = cleave_capdl::binary::LOADER_MAX_OBJECTS;
 const MAX_TABLES: usize = 256;
 /// TCB slots the spec may fill besides the CSpace (0) and VSpace (1), as seL4 numbers
 /// them (`cleave_capdl::model::TCB_SLOT_NAMES`).

@@ -33,6 +33,13 @@ pub fn build(
 ) -> Result<Vec<u8>, String> {
     use cleave_capdl::binary::Kind;
     let encoded = EncodedSpec::new(spec).map_err(|e| format!("cleave: {e}"))?;
+    let limit = cleave_capdl::binary::LOADER_MAX_OBJECTS;
+    if encoded.object_count() as usize > limit {
+        return Err(format!(
+            "cleave: the specification has {} objects; the loader builds at most {limit} (smaller `memory` for restartable components, fewer components)",
+            encoded.object_count()
+        ));
+    }
     let mut names: Vec<&str> = Vec::new();
     for i in 0..encoded.object_count() {
         let Some(o) = encoded.object(i) else { continue };
@@ -63,4 +70,18 @@ pub fn build(
         part(&mut out, &contents);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_spec_larger_than_the_loader_takes_is_refused() {
+        // 2 MiB of restartable memory is 512 writable frames and 512 pristine ones.
+        let text = "[components.big]\nrestart = { every = \"1s\" }\nmemory = \"2M\"\n";
+        let file = crate::system::load(text).unwrap();
+        let spec = crate::compile::compile(&file).spec;
+        let encoded = cleave_capdl::binary::encode(&spec).unwrap();
+        let err = super::build(&encoded, std::path::Path::new("/nonexistent"), &Default::default()).unwrap_err();
+        assert!(err.contains("the loader builds at most 1024"), "{err}");
+    }
 }
