@@ -81,7 +81,8 @@ mod tests {
         let file = crate::system::load(text).unwrap();
         let spec = crate::compile::compile(&file).spec;
         let encoded = cleave_capdl::binary::encode(&spec).unwrap();
-        let err = super::build(&encoded, std::path::Path::new("/nonexistent"), &Default::default()).unwrap_err();
+        let err =
+            super::build(&encoded, std::path::Path::new("/nonexistent"), &Default::default()).unwrap_err();
         assert!(err.contains("the loader builds at most 1024"), "{err}");
     }
 }
