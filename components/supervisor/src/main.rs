@@ -5,7 +5,8 @@
 //!   CNode, address space, program pages, stack, and the endpoints it serves). On that
 //!   component's signal it revokes the untyped: the kernel destroys all of it, and every
 //!   capability others held to it is gone; then it makes a frame from the same memory to
-//!   show it is free again and writes `dispose` to the audit log;
+//!   show it is free again and writes `dispose` to the audit log. A component with a
+//!   `deadline` that has not signalled by then is disposed of the same way;
 //! - per restartable component its TCB, its writable memory and a pristine copy of it
 //!   (both mapped here); the component's faults arrive on its `faults` endpoint; and the
 //!   PIT as a clock. A restart stops the thread (a client waiting for its reply gets an
@@ -206,8 +207,9 @@ fn main() -> i32 {
             Err(e) => println!("supervisor: cannot read `{name}`'s registers: {e}"),
         }
     }
-    if !caps::RESTARTS.is_empty() && !start_clock() {
-        println!("supervisor: cannot start the clock; no timed restarts");
+    let clocked = !caps::RESTARTS.is_empty() || caps::DEADLINES.iter().any(|d| d.1 != 0);
+    if clocked && !start_clock() {
+        println!("supervisor: cannot start the clock; no timed restarts, backoffs or deadlines");
     }
     // Faults (and finished requests) of the restartable components arrive on `faults`;
     // the notification is bound to this thread, so its signals arrive there too.
@@ -279,7 +281,13 @@ fn main() -> i32 {
         }
         for (i, entry) in disposable[..count].iter_mut().enumerate() {
             let (name, slot) = *entry;
-            if bits & (1 << i) == 0 || slot == 0 {
+            if slot == 0 {
+                continue;
+            }
+            let signalled = bits & (1 << i) != 0;
+            let deadline = caps::DEADLINES.iter().find(|d| d.0 == name).map_or(0, |d| d.1);
+            let late = !signalled && deadline != 0 && now_ms >= deadline;
+            if !signalled && !late {
                 continue;
             }
             if let Err(e) = Cap::<CNode>::revoke(cnode.slot(slot, DEPTH)) {
@@ -287,7 +295,13 @@ fn main() -> i32 {
                 continue;
             }
             cleave_rt::audit!("dispose {name}#1");
-            println!("supervisor: `{name}` is done: revoked the untyped it was made from; it is gone");
+            if late {
+                println!(
+                    "supervisor: `{name}` did not say it was done by its {deadline} ms deadline: revoked the untyped it was made from; it is gone"
+                );
+            } else {
+                println!("supervisor: `{name}` is done: revoked the untyped it was made from; it is gone");
+            }
             let untyped: Cap<Untyped> = Cap::from_cptr(slot);
             match untyped.retype(ObjectType::Frame4K, 0, cnode, 0, 0, SCRATCH_SLOT, 1) {
                 Ok(()) => {

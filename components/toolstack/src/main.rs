@@ -287,6 +287,9 @@ fn main() -> i32 {
             false
         }
     };
+    // The lingerer answers until its deadline (then the supervisor destroys it).
+    let lingerer: Cap<Endpoint> = Cap::from_cptr(caps::LINGER_QUERY);
+    let lingered = lingerer.call(MessageInfo::new(1, 0, 0, 0), [0; 4]).is_ok();
     let logic: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
     // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
     // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
@@ -352,6 +355,13 @@ fn main() -> i32 {
         "toolstack: xenstore under Logic restarts: {acked} writes acknowledged in {LOAD_MS} ms; {present} of {keys} keys hold their last acknowledged value"
     );
     let durable = acked > 0 && present == keys;
+    // Long past the lingerer's deadline: it is gone.
+    let overdue = lingerer.call(MessageInfo::new(1, 0, 0, 0), [0; 4]);
+    println!(
+        "toolstack: lingerer answered before its deadline: {lingered}; after it: {:?}",
+        overdue.map(|m| m.words[0])
+    );
+    let deadline_kept = lingered && overdue == Err(cleave_abi::Error::InvalidCapability);
     let (right, asked) = scribble_all();
     println!(
         "toolstack: scribbler answered {right} of {asked} requests correctly, each as the first of its instance (rolled back after every request)"
@@ -384,6 +394,7 @@ fn main() -> i32 {
         && restarted
         && rolled_back
         && durable
+        && deadline_kept
         && forced
         && worked
         && alone

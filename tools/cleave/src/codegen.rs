@@ -32,6 +32,18 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             );
         }
         let _ = writeln!(out, "];");
+        let _ = writeln!(
+            out,
+            "/// The disposable components' deadlines in ms, in name order (0: none).\npub const DEADLINES: &[(&str, u64)] = &["
+        );
+        for (name, c) in &file.components {
+            if c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+                let ms =
+                    c.deadline.as_ref().and_then(|d| system::parse_duration_ms(d.get_ref())).unwrap_or(0);
+                let _ = writeln!(out, "    ({:?}, {ms}),", name.get_ref());
+            }
+        }
+        let _ = writeln!(out, "];");
     }
     let entries = compiled.tables.get(component).map(|t| t.entries.clone()).unwrap_or_default();
     for (slot, name, what) in &entries {

@@ -186,7 +186,8 @@ const BOUND_NOTIFICATION_SLOT: u64 = 8;
 ///   `faults` endpoint with badge N + 1 for its N-th place, so that a crash (and, per
 ///   request, the end of each request) reaches the supervisor;
 /// - with any restartable component: the `faults` endpoint (receive) and the PIT (ports
-///   0x40-0x43, IRQ 0, signalling the notification with [`CLOCK_BADGE`]) as its clock.
+///   0x40-0x43, IRQ 0, signalling the notification with [`CLOCK_BADGE`]) as its clock
+///   (which disposable components with a `deadline` need too).
 fn supervisor(
     file: &SystemFile,
     spec: &mut Spec,
@@ -350,7 +351,8 @@ fn supervisor(
         });
     }
     map_pages(spec, mappings);
-    if !restartable.is_empty() {
+    let deadlines = file.components.values().any(|c| c.deadline.is_some());
+    if !restartable.is_empty() || deadlines {
         let (irq, ports) = (format!("{n}_clock"), format!("{n}_clock_ports"));
         spec.objects.push(Object { name: irq.clone(), count: None, kind: ObjectKind::Irq });
         spec.objects.push(Object {

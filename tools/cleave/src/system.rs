@@ -76,6 +76,9 @@ pub struct Component {
     pub memory: Option<Spanned<String>>,
     /// `"persistent"` (default) or `"disposable"`.
     pub lifetime: Option<Spanned<String>>,
+    /// A disposable component's deadline ("500ms"): destroyed then if it has not said it
+    /// is done.
+    pub deadline: Option<Spanned<String>>,
     /// Restart policy.
     pub restart: Option<Spanned<Restart>>,
     /// `"shared"` (default) or `"per-guest"`.
@@ -418,6 +421,23 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                     span(r),
                     "a disposable component is never restarted",
                 ));
+            }
+        }
+        if let Some(d) = &c.deadline {
+            if !c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+                errors.push(
+                    SystemError::new(key("deadline"), span(d), "only a disposable component has a deadline")
+                        .help("add lifetime = \"disposable\", or remove the deadline"),
+                );
+            } else if !parse_duration_ms(d.get_ref()).is_some_and(|ms| ms > 0) {
+                errors.push(
+                    SystemError::new(
+                        key("deadline"),
+                        span(d),
+                        format!("`{}` is not a duration", d.get_ref()),
+                    )
+                    .help("write a duration like \"100ms\", \"10s\" or \"1m\""),
+                );
             }
         }
     }

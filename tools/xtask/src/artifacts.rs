@@ -28,6 +28,7 @@ pub const TARGET_PACKAGES: &[&str] = &[
     "scribbler",
     "crasher",
     "worker",
+    "lingerer",
     "vmm",
     "toolstack",
     "vga",

@@ -66,19 +66,22 @@ const TESTS: &[EmulatorTest] = &[
                 "xenstore-logic: instance 3 resumed from XenStore-State: ",
                 // A component busy past its period and grace is restarted regardless.
                 "(forced: busy through the grace period)",
+                "supervisor: `lingerer` did not say it was done by its 400 ms deadline: revoked the untyped it was made from; it is gone",
+                "dispose lingerer#1",
             ],
             patterns: &[
                 "loader: specification with",
                 "loader: built",
                 "loader: dropped",
                 "supervisor: cap 3: bootstrap-untyped (untyped 1024 KiB: all of `bootstrap`)",
-                "supervisor: cap 4: faults (endpoint (receive): the restartable components' faults and finished requests)",
-                "supervisor: cap 5: crasher-tcb (TCB of `crasher` (restarted every 10000 ms; its faults come with badge 1))",
-                "supervisor: cap 6: heartbeat-tcb (TCB of `heartbeat` (restarted every 50 ms; its faults come with badge 2))",
-                "supervisor: cap 7: scribbler-tcb (TCB of `scribbler` (rolled back after every request; its faults come with badge 3))",
-                "supervisor: cap 8: xenstore-logic-tcb (TCB of `xenstore-logic` (restarted every 100 ms; its faults come with badge 4))",
-                "supervisor: cap 9: clock (IRQ 0 handler (the PIT))",
-                "supervisor: 245 of 245 ungiven slots refused",
+                "supervisor: cap 4: lingerer-untyped (untyped 1024 KiB: all of `lingerer`)",
+                "supervisor: cap 5: faults (endpoint (receive): the restartable components' faults and finished requests)",
+                "supervisor: cap 6: crasher-tcb (TCB of `crasher` (restarted every 10000 ms; its faults come with badge 1))",
+                "supervisor: cap 7: heartbeat-tcb (TCB of `heartbeat` (restarted every 50 ms; its faults come with badge 2))",
+                "supervisor: cap 8: scribbler-tcb (TCB of `scribbler` (rolled back after every request; its faults come with badge 3))",
+                "supervisor: cap 9: xenstore-logic-tcb (TCB of `xenstore-logic` (restarted every 100 ms; its faults come with badge 4))",
+                "supervisor: cap 10: clock (IRQ 0 handler (the PIT))",
+                "supervisor: 244 of 244 ungiven slots refused",
                 "xenstore-state: region xs-state-xenstore-logic at 0x8000009000, 64 KiB, rw",
                 "xenstore-state: 254 of 254 ungiven slots refused",
                 "xenstore-logic: region xs-request-toolstack at 0x8000000000, 8 KiB, rw",
@@ -112,13 +115,15 @@ const TESTS: &[EmulatorTest] = &[
                 // acknowledged value.
                 "toolstack: xenstore under Logic restarts: ",
                 "32 of 32 keys hold their last acknowledged value",
+                // A disposable component that never says it is done goes at its deadline.
+                "toolstack: lingerer answered before its deadline: true; after it: Err(InvalidCapability)",
                 // Rolled back after every request, the scribbler wrecks its own state each
                 // time and still answers every request right.
                 "toolstack: scribbler answered 20 of 20 requests correctly, each as the first of its instance",
                 // Below the crash-looping crasher, the worker still finishes.
                 "toolstack: the worker finished its rounds while the crasher crash-looped above it",
                 "toolstack: a request the heartbeat was still busy with when it was restarted: Err(InvalidCapability); then the next instance answered",
-                "toolstack: 249 of 249 ungiven slots refused",
+                "toolstack: 248 of 248 ungiven slots refused",
                 "toolstack: waiting for the host to write /tool/host-done",
                 // Xen's own tools on the host, through the serial bridge.
                 "[host] /local/domain/1/display/vbe-id = \"0xb0c5\"",
