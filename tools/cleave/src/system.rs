@@ -424,12 +424,12 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
             }
         }
         if let Some(d) = &c.deadline {
-            if !c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+            if c.lifetime.as_ref().is_none_or(|l| l.get_ref() != "disposable") {
                 errors.push(
                     SystemError::new(key("deadline"), span(d), "only a disposable component has a deadline")
                         .help("add lifetime = \"disposable\", or remove the deadline"),
                 );
-            } else if !parse_duration_ms(d.get_ref()).is_some_and(|ms| ms > 0) {
+            } else if parse_duration_ms(d.get_ref()).is_none_or(|ms| ms == 0) {
                 errors.push(
                     SystemError::new(
                         key("deadline"),
