@@ -236,16 +236,17 @@ impl Cap<kind::Endpoint> {
     pub fn call(self, info: MessageInfo, words: [u64; 4]) -> Result<Message, Error> {
         received(syscall::raw(cleave_abi::Syscall::Call, self.cptr, info, words))
     }
-    /// `Call`, again if the server was restarted while this thread waited for its reply: a
-    /// restart stops the server, the kernel then wakes its caller with
-    /// `InvalidCapability` (the one-time reply capability is gone), and the endpoint is
-    /// still there for the restarted server. At most `attempts` calls; an endpoint that
-    /// really is gone fails every one of them.
+    /// `Call`, again if the server was stopped before it replied. A restart stops the
+    /// server; the kernel wakes its waiting caller with `ReplyLost` (in the spirit of
+    /// Hubris's generation numbers: the caller learns that the server it called is not the
+    /// one running now), and the endpoint is still there for the restarted server, so the
+    /// call is made again, at most `attempts` times in all. Any other result, an endpoint
+    /// that is gone (`InvalidCapability`) included, ends it at once.
     pub fn call_retrying(self, info: MessageInfo, words: [u64; 4], attempts: u32) -> Result<Message, Error> {
-        let mut last = Err(Error::InvalidCapability);
+        let mut last = Err(Error::ReplyLost);
         for _ in 0..attempts.max(1) {
             last = self.call(info, words);
-            if last != Err(Error::InvalidCapability) {
+            if last != Err(Error::ReplyLost) {
                 break;
             }
         }

@@ -381,7 +381,7 @@ fn main() -> i32 {
         cut_off.map(|m| m.words),
         if after.is_some() { "the next instance answered" } else { "no answer" }
     );
-    let forced = cut_off == Err(cleave_abi::Error::InvalidCapability) && after.is_some();
+    let forced = cut_off == Err(cleave_abi::Error::ReplyLost) && after.is_some();
     // Every other slot of its CNode is empty: probing them must fail.
     let alone = cleave_rt::cap::report_ungiven("toolstack", caps::CAPS);
     let host = wait_for_host(&mut xs);

@@ -29,11 +29,15 @@ pub enum Error {
     NotEnoughMemory = 10,
     /// The capability lacks a right the operation needs.
     InsufficientRights = 11,
+    /// The server of this call was stopped (restarted, destroyed) before it replied: the
+    /// request may or may not have been carried out. A restarted server's next instance
+    /// answers a new call on the same endpoint (`Cap::call_retrying`).
+    ReplyLost = 12,
 }
 
 impl Error {
     /// Every error, for tables and tests.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::InvalidArgument,
         Self::InvalidCapability,
         Self::IllegalOperation,
@@ -45,6 +49,7 @@ impl Error {
         Self::RevokeFirst,
         Self::NotEnoughMemory,
         Self::InsufficientRights,
+        Self::ReplyLost,
     ];
 
     /// Decodes a non-zero `rax` value; `None` for 0 and for values the ABI does not define.
@@ -76,6 +81,7 @@ impl fmt::Display for Error {
             Self::RevokeFirst => "capability has children: revoke first",
             Self::NotEnoughMemory => "not enough untyped memory",
             Self::InsufficientRights => "capability lacks the needed rights",
+            Self::ReplyLost => "the server stopped before it replied",
         };
         f.write_str(text)
     }

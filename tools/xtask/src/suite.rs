@@ -122,7 +122,7 @@ const TESTS: &[EmulatorTest] = &[
                 "toolstack: scribbler answered 20 of 20 requests correctly, each as the first of its instance",
                 // Below the crash-looping crasher, the worker still finishes.
                 "toolstack: the worker finished its rounds while the crasher crash-looped above it",
-                "toolstack: a request the heartbeat was still busy with when it was restarted: Err(InvalidCapability); then the next instance answered",
+                "toolstack: a request the heartbeat was still busy with when it was restarted: Err(ReplyLost); then the next instance answered",
                 "toolstack: 248 of 248 ungiven slots refused",
                 "toolstack: waiting for the host to write /tool/host-done",
                 // Xen's own tools on the host, through the serial bridge.

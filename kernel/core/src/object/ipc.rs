@@ -446,11 +446,13 @@ impl<M: KernelMemory> ObjectSpace<M> {
             }
             ThreadState::Running | ThreadState::Inactive => {}
         }
-        // A thread waiting for this one's reply gets an error instead of waiting forever.
+        // A thread waiting for this one's reply gets an error instead of waiting forever:
+        // `ReplyLost`, so that it can tell a cut-off request (worth sending again, to a
+        // restarted server) from a capability that names nothing.
         if let Some(caller) = TcbRef::from_link(t.caller(&self.mem)) {
             t.set_caller(&mut self.mem, 0);
             caller.set_replier(&mut self.mem, 0);
-            self.wake_with_error(caller);
+            self.wake_with_error(caller, Error::ReplyLost);
         }
         // Whatever it was sending (a fault message, a call) is cancelled: its next
         // messages and replies are its own words again.
@@ -462,12 +464,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
-    /// Wakes a thread whose partner or object vanished: with `InvalidCapability` in `rax`,
-    /// or, if it was delivering a fault, unchanged (it re-executes the faulting
-    /// instruction and faults again, to whatever handler it has then).
-    fn wake_with_error(&mut self, t: TcbRef) {
+    /// Wakes a thread whose partner or object vanished: with `error` in `rax`, or, if it
+    /// was delivering a fault, unchanged (it re-executes the faulting instruction and
+    /// faults again, to whatever handler it has then).
+    fn wake_with_error(&mut self, t: TcbRef, error: Error) {
         if t.ipc_flags(&self.mem) & ipc_flag::FAULT == 0 {
-            self.set_status(t, Err(Error::InvalidCapability));
+            self.set_status(t, Err(error));
         }
         t.set_ipc_flags(&mut self.mem, 0);
         self.make_runnable(t);
@@ -477,7 +479,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// destroyed).
     pub(crate) fn cancel_endpoint(&mut self, base: PhysAddr) {
         while let Some(t) = self.pop(Queue::endpoint(base)) {
-            self.wake_with_error(t);
+            self.wake_with_error(t, Error::InvalidCapability);
         }
         self.set_word(base, IDLE);
     }

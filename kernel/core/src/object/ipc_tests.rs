@@ -250,7 +250,7 @@ fn destroying_objects_wakes_their_waiters_with_errors() {
     w.sys(a, Syscall::Call, EP, MessageInfo::default(), [0; 4]);
     assert_eq!(w.state(a), ThreadState::BlockedOnReply);
     w.s.delete(slot(22)).unwrap();
-    assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, Error::InvalidCapability as u64));
+    assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, Error::ReplyLost as u64));
     // And a deleted current thread is no longer chosen.
     w.s.run_now(a);
     w.s.delete(slot(20)).unwrap();
