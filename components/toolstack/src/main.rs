@@ -34,83 +34,98 @@ fn events_of(answer: &Answer<'_>) -> Vec<(String, String)> {
     answer.watch_events().map(|(p, t)| (text(p), text(t))).collect()
 }
 
+/// Tallies of a session: requests answered as Xen's xenstored answers them, watch events.
+#[derive(Default)]
+struct Tally {
+    right: usize,
+    events: usize,
+}
+
+impl Tally {
+    /// Sends one request; counts it right if the answer has `want_type` and body `want`.
+    fn check<F>(
+        &mut self,
+        xs: &mut Client<F>,
+        ty: MsgType,
+        tx: u32,
+        parts: &[&[u8]],
+        want_type: MsgType,
+        want: &[u8],
+    ) where
+        F: FnMut(u64, &[u8], &mut [u8]) -> Option<(usize, usize)>,
+    {
+        match xs.request(ty, tx, parts) {
+            Some(a) if a.is(want_type) && a.body == want => {
+                self.right += 1;
+                self.events += a.watch_events().count();
+            }
+            Some(a) => println!(
+                "toolstack: xenstore {ty:?}: unexpected {:?} {:?}",
+                a.header,
+                String::from_utf8_lossy(a.body)
+            ),
+            None => println!("toolstack: xenstore {ty:?}: no answer"),
+        }
+    }
+
+    /// A transaction writing `/vm/alice/state` (three requests), tried again if it ends
+    /// with EAGAIN, as every Xen client does (it does when XenStore-Logic was restarted
+    /// while it was open).
+    fn transaction<F>(&mut self, xs: &mut Client<F>)
+    where
+        F: FnMut(u64, &[u8], &mut [u8]) -> Option<(usize, usize)>,
+    {
+        for attempt in 1..=3 {
+            let Some(id) = xs
+                .request(MsgType::TransactionStart, 0, &[b"\0"])
+                .filter(|a| a.is(MsgType::TransactionStart))
+                .and_then(|a| core::str::from_utf8(a.body).ok()?.trim_end_matches('\0').parse::<u32>().ok())
+            else {
+                println!("toolstack: xenstore: cannot start a transaction");
+                return;
+            };
+            let wrote = xs
+                .request(MsgType::Write, id, &[b"/vm/alice/state\0", b"running"])
+                .is_some_and(|a| a.is(MsgType::Write) && a.body == b"OK\0");
+            match xs.request(MsgType::TransactionEnd, id, &[b"T\0"]) {
+                Some(a) if a.is(MsgType::TransactionEnd) && a.body == b"OK\0" && wrote => {
+                    self.right += 3;
+                    self.events += a.watch_events().count();
+                    return;
+                }
+                Some(a) if a.is(MsgType::Error) && a.body == b"EAGAIN\0" && attempt < 3 => {
+                    println!("toolstack: xenstore: transaction {id:#x} ended with EAGAIN; trying again");
+                }
+                other => {
+                    println!(
+                        "toolstack: xenstore: transaction {id:#x}: unexpected {:?}",
+                        other.map(|a| a.header)
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Talks to XenStore the way Xen's toolstack does; returns how many of its requests got
 /// the answer Xen's xenstored gives, of how many, and how many watch events arrived.
 fn xenstore_session<F>(xs: &mut Client<F>) -> (usize, usize, usize)
 where
     F: FnMut(u64, &[u8], &mut [u8]) -> Option<(usize, usize)>,
 {
-    let (mut right, mut events) = (0, 0);
-    let mut check = |ty: MsgType, tx: u32, parts: &[&[u8]], want_type: MsgType, want: &[u8]| match xs
-        .request(ty, tx, parts)
-    {
-        Some(a) if a.is(want_type) && a.body == want => {
-            right += 1;
-            events += a.watch_events().count();
-        }
-        Some(a) => println!(
-            "toolstack: xenstore {ty:?}: unexpected {:?} {:?}",
-            a.header,
-            String::from_utf8_lossy(a.body)
-        ),
-        None => println!("toolstack: xenstore {ty:?}: no answer"),
-    };
-    check(MsgType::Write, 0, &[b"/vm/alice/name\0", b"alice"], MsgType::Write, b"OK\0");
-    check(MsgType::Write, 0, &[b"/vm/alice/memory\0", b"1024"], MsgType::Write, b"OK\0");
-    check(MsgType::Write, 0, &[b"/vm/bob/name\0", b"bob"], MsgType::Write, b"OK\0");
-    check(MsgType::Read, 0, &[b"/vm/alice/name\0"], MsgType::Read, b"alice");
-    check(MsgType::Directory, 0, &[b"/vm\0"], MsgType::Directory, b"alice\0bob\0");
+    let mut t = Tally::default();
+    t.check(xs, MsgType::Write, 0, &[b"/vm/alice/name\0", b"alice"], MsgType::Write, b"OK\0");
+    t.check(xs, MsgType::Write, 0, &[b"/vm/alice/memory\0", b"1024"], MsgType::Write, b"OK\0");
+    t.check(xs, MsgType::Write, 0, &[b"/vm/bob/name\0", b"bob"], MsgType::Write, b"OK\0");
+    t.check(xs, MsgType::Read, 0, &[b"/vm/alice/name\0"], MsgType::Read, b"alice");
+    t.check(xs, MsgType::Directory, 0, &[b"/vm\0"], MsgType::Directory, b"alice\0bob\0");
     // A watch (its first event comes at once) and a transaction that fires it on commit.
-    check(MsgType::Watch, 0, &[b"/vm/alice\0", b"tok\0"], MsgType::Watch, b"OK\0");
-    // As every Xen client does, the transaction is tried again if it ends with EAGAIN
-    // (which it does when XenStore-Logic was restarted while it was open).
-    for attempt in 1..=3 {
-        let Some(id) = xs
-            .request(MsgType::TransactionStart, 0, &[b"\0"])
-            .filter(|a| a.is(MsgType::TransactionStart))
-            .and_then(|a| core::str::from_utf8(a.body).ok()?.trim_end_matches('\0').parse::<u32>().ok())
-        else {
-            println!("toolstack: xenstore: cannot start a transaction");
-            break;
-        };
-        let wrote = xs
-            .request(MsgType::Write, id, &[b"/vm/alice/state\0", b"running"])
-            .is_some_and(|a| a.is(MsgType::Write) && a.body == b"OK\0");
-        match xs.request(MsgType::TransactionEnd, id, &[b"T\0"]) {
-            Some(a) if a.is(MsgType::TransactionEnd) && a.body == b"OK\0" && wrote => {
-                right += 3;
-                events += a.watch_events().count();
-                break;
-            }
-            Some(a) if a.is(MsgType::Error) && a.body == b"EAGAIN\0" && attempt < 3 => {
-                println!("toolstack: xenstore: transaction {id:#x} ended with EAGAIN; trying again");
-            }
-            other => {
-                println!(
-                    "toolstack: xenstore: transaction {id:#x}: unexpected {:?}",
-                    other.map(|a| a.header)
-                );
-                break;
-            }
-        }
-    }
-    let mut check = |ty: MsgType, tx: u32, parts: &[&[u8]], want_type: MsgType, want: &[u8]| match xs
-        .request(ty, tx, parts)
-    {
-        Some(a) if a.is(want_type) && a.body == want => {
-            right += 1;
-            events += a.watch_events().count();
-        }
-        Some(a) => println!(
-            "toolstack: xenstore {ty:?}: unexpected {:?} {:?}",
-            a.header,
-            String::from_utf8_lossy(a.body)
-        ),
-        None => println!("toolstack: xenstore {ty:?}: no answer"),
-    };
-    check(MsgType::Rm, 0, &[b"/vm/bob\0"], MsgType::Rm, b"OK\0");
-    check(MsgType::Read, 0, &[b"/vm/bob/name\0"], MsgType::Error, b"ENOENT\0");
-    (right, 11, events)
+    t.check(xs, MsgType::Watch, 0, &[b"/vm/alice\0", b"tok\0"], MsgType::Watch, b"OK\0");
+    t.transaction(xs);
+    t.check(xs, MsgType::Rm, 0, &[b"/vm/bob\0"], MsgType::Rm, b"OK\0");
+    t.check(xs, MsgType::Read, 0, &[b"/vm/bob/name\0"], MsgType::Error, b"ENOENT\0");
+    (t.right, 11, t.events)
 }
 
 /// Gives domain 1 (the VGA driver) its home, watches it, asks the driver to publish the
