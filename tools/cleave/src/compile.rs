@@ -224,23 +224,8 @@ fn supervisor(
         elf: Some(n.into()),
         ..TcbParams::default()
     };
-    spec.objects.push(Object { name: format!("{n}_tcb"), count: None, kind: ObjectKind::Tcb(tcb) });
-    spec.objects.push(Object {
-        name: format!("{n}_cnode"),
-        count: None,
-        kind: ObjectKind::CNode { size_bits: COMPONENT_CNODE_BITS },
-    });
-    spec.objects.push(Object { name: format!("{n}_vspace"), count: None, kind: ObjectKind::Pml4 });
-    let guard = CapParams { guard_size: u64::from(64 - COMPONENT_CNODE_BITS), ..CapParams::default() };
     let done = format!("{n}_done");
-    spec.caps.insert(
-        ObjRef::named(&format!("{n}_tcb")),
-        BTreeMap::from([
-            (0, cap(&format!("{n}_cnode"), None, guard)),
-            (1, cap(&format!("{n}_vspace"), None, CapParams::default())),
-            (BOUND_NOTIFICATION_SLOT, cap(&done, None, CapParams::default())),
-        ]),
-    );
+    component_objects(spec, n, tcb, &[(BOUND_NOTIFICATION_SLOT, cap(&done, None, CapParams::default()))]);
     spec.objects.push(Object { name: done.clone(), count: None, kind: ObjectKind::Notification });
     let mut entries = vec![
         (
@@ -421,18 +406,7 @@ fn guests(
             init: vec![index as u64 + 1],
             ..TcbParams::default()
         };
-        spec.objects.push(Object { name: format!("{vmm}_tcb"), count: None, kind: ObjectKind::Tcb(tcb) });
-        spec.objects.push(Object {
-            name: format!("{vmm}_cnode"),
-            count: None,
-            kind: ObjectKind::CNode { size_bits: COMPONENT_CNODE_BITS },
-        });
-        spec.objects.push(Object { name: format!("{vmm}_vspace"), count: None, kind: ObjectKind::Pml4 });
-        let guard = CapParams { guard_size: u64::from(64 - COMPONENT_CNODE_BITS), ..CapParams::default() };
-        let mut tcb_slots = BTreeMap::new();
-        tcb_slots.insert(0, cap(&format!("{vmm}_cnode"), None, guard));
-        tcb_slots.insert(1, cap(&format!("{vmm}_vspace"), None, CapParams::default()));
-        spec.caps.insert(ObjRef::named(&format!("{vmm}_tcb")), tcb_slots);
+        component_objects(spec, &vmm, tcb, &[]);
 
         let (vcpu, ept, pdpt, pd, ram) = (
             format!("{g_name}_vcpu"),
@@ -555,6 +529,26 @@ pub struct RestartPlace {
     pub badge: u64,
 }
 
+/// A component's thread, CNode and address space (`NAME_tcb`, `NAME_cnode`,
+/// `NAME_vspace`), with the TCB's CSpace (guarded, so that a slot number is a capability
+/// address) and VSpace slots filled; `extra` adds more TCB slots.
+fn component_objects(spec: &mut Spec, n: &str, tcb: TcbParams, extra: &[(u64, Cap)]) {
+    spec.objects.push(Object { name: format!("{n}_tcb"), count: None, kind: ObjectKind::Tcb(tcb) });
+    spec.objects.push(Object {
+        name: format!("{n}_cnode"),
+        count: None,
+        kind: ObjectKind::CNode { size_bits: COMPONENT_CNODE_BITS },
+    });
+    spec.objects.push(Object { name: format!("{n}_vspace"), count: None, kind: ObjectKind::Pml4 });
+    let guard = CapParams { guard_size: u64::from(64 - COMPONENT_CNODE_BITS), ..CapParams::default() };
+    let mut slots = BTreeMap::from([
+        (0, cap(&format!("{n}_cnode"), None, guard)),
+        (1, cap(&format!("{n}_vspace"), None, CapParams::default())),
+    ]);
+    slots.extend(extra.iter().cloned());
+    spec.caps.insert(ObjRef::named(&format!("{n}_tcb")), slots);
+}
+
 fn cap(target: &str, index: Option<u32>, params: CapParams) -> Cap {
     Cap { target: Target::Object(ObjRef { name: target.into(), index }), params }
 }
@@ -604,18 +598,7 @@ pub fn compile(file: &SystemFile) -> Compiled {
             lifetime: lifetime_of(c),
             ..TcbParams::default()
         };
-        spec.objects.push(Object { name: format!("{n}_tcb"), count: None, kind: ObjectKind::Tcb(tcb) });
-        spec.objects.push(Object {
-            name: format!("{n}_cnode"),
-            count: None,
-            kind: ObjectKind::CNode { size_bits: COMPONENT_CNODE_BITS },
-        });
-        spec.objects.push(Object { name: format!("{n}_vspace"), count: None, kind: ObjectKind::Pml4 });
-        let mut tcb_slots = BTreeMap::new();
-        let guard = CapParams { guard_size: u64::from(64 - COMPONENT_CNODE_BITS), ..CapParams::default() };
-        tcb_slots.insert(0, cap(&format!("{n}_cnode"), None, guard));
-        tcb_slots.insert(1, cap(&format!("{n}_vspace"), None, CapParams::default()));
-        spec.caps.insert(ObjRef::named(&format!("{n}_tcb")), tcb_slots);
+        component_objects(&mut spec, n, tcb, &[]);
     }
     for (name, ch) in &file.channels {
         let n = name.get_ref();
