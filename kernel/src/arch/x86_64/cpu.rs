@@ -65,6 +65,12 @@ pub fn has_vmx() -> bool {
     CpuId::new().get_feature_info().is_some_and(|f| f.has_vmx())
 }
 
+/// Whether SMAP is on: the interrupt and exception stubs then clear RFLAGS.AC (`clac`),
+/// which user code may have set and which would switch SMAP off in the kernel (`syscall`
+/// clears it through IA32_FMASK). Read by `entry.s`.
+#[unsafe(no_mangle)]
+static SMAP_ON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Turns on the paging protections the processor has: no-execute pages, and supervisor
 /// mode execution and access prevention (the kernel reaches user memory only through its
 /// direct map, never through user addresses).
@@ -86,6 +92,7 @@ pub fn enable_protections() {
         // SAFETY: the kernel neither executes nor accesses user-accessible pages through
         // user addresses; with no user pages mapped yet this changes nothing now.
         unsafe { Cr4::update(|f| f.insert(add)) }
+        SMAP_ON.store(features.has_smap(), core::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -57,6 +57,18 @@
     .section .text.cleave_entry, "ax"
     .code64
 
+/* Flags user code may set that the kernel must not run with: DF (the System V ABI wants
+ * it clear; the kernel's memcpy would copy backwards) and, where SMAP is on, AC (which
+ * would switch SMAP off). `syscall` clears both through IA32_FMASK; interrupts and
+ * exceptions do not. */
+    .macro CLEAR_USER_FLAGS
+    cld
+    cmpb $0, SMAP_ON(%rip)
+    je 1f
+    clac
+1:
+    .endm
+
 /* Exception stubs: vectors with a CPU-pushed error code skip the dummy push. */
     .macro EXCEPTION_STUB vector
     .balign 16
@@ -88,6 +100,9 @@ interrupt_stub_\vector:
 
 interrupt_common:
     SAVE_GPRS
+    /* The interrupted thread may be in a backwards `rep movs` (DF set); the saved RFLAGS
+     * gives it back its flags. */
+    CLEAR_USER_FLAGS
     mov %rsp, %rdi
     call interrupt_entry
     RESTORE_GPRS
@@ -96,6 +111,7 @@ interrupt_common:
 
 exception_common:
     SAVE_GPRS
+    CLEAR_USER_FLAGS            /* as in interrupt_common */
     mov %rsp, %rdi
     call exception_entry
     RESTORE_GPRS

@@ -107,8 +107,9 @@ pub fn lapic_end_of_interrupt() {
 pub fn wait_for_interrupt() {
     // SAFETY: `sti; hlt` enables interrupts only for the wait (the next instruction after
     // sti is hlt, so none is taken before it); interrupt handlers run on this stack and
-    // return here; `cli` restores the kernel's interrupts-off rule.
-    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) }
+    // return here; `cli` restores the kernel's interrupts-off rule. Not `nomem`: the
+    // handlers change kernel state, which the compiler must read again afterwards.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) }
 }
 
 /// Takes an interrupt that is already pending (a VM exit on an external interrupt left it
@@ -116,5 +117,5 @@ pub fn wait_for_interrupt() {
 pub fn take_pending() {
     // SAFETY: as in `wait_for_interrupt`: the handler runs on this stack and returns here
     // (after `nop`, the instruction sti lets complete first); `cli` restores the rule.
-    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) }
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nostack)) }
 }

@@ -76,9 +76,15 @@ fn spawn(index: usize, entry: extern "C" fn(u64) -> !, arg: u64, priority: u8) -
 /// system call return; checks they never change.
 extern "C" fn spinner(_: u64) -> ! {
     let verdict: u64;
-    // SAFETY: register-only arithmetic; every register it writes is declared.
+    // SAFETY: register-only arithmetic and a push/pop pair of RFLAGS on this thread's own
+    // stack; every register it writes is declared, and the direction flag is clear again
+    // when the block ends, as the ABI requires.
     unsafe {
         core::arch::asm!(
+            // The direction flag set, as a backwards `rep movs` leaves it while it runs: the
+            // kernel must not run with it (its memcpy would copy backwards over its stack)
+            // and must give it back.
+            "std",
             "mov rcx, 0x11111111",
             "mov r11, 0x22222222",
             "mov rdx, {n}",
@@ -87,6 +93,10 @@ extern "C" fn spinner(_: u64) -> ! {
             "jne 3f",
             "cmp r11, 0x22222222",
             "jne 3f",
+            "pushfq",
+            "pop {f}",
+            "bt {f}, 10",
+            "jnc 3f",
             "dec rdx",
             "jnz 2b",
             "mov {v}, 1",
@@ -94,12 +104,14 @@ extern "C" fn spinner(_: u64) -> ! {
             "3:",
             "mov {v}, 2",
             "4:",
+            "cld",
             n = const 20_000_000u64,
             v = out(reg) verdict,
+            f = out(reg) _,
             out("rcx") _,
             out("r11") _,
             out("rdx") _,
-            options(nomem, nostack),
+            options(nomem),
         );
     }
     SPIN.store(verdict, SeqCst);
@@ -379,7 +391,10 @@ fn main() -> i32 {
                 }
                 syscall::yield_now();
             }
-            check(SPIN.load(SeqCst) == 1, "rcx or r11 changed while the thread was preempted")
+            check(
+                SPIN.load(SeqCst) == 1,
+                "rcx, r11 or the direction flag changed while the thread was preempted",
+            )
         })(),
     );
 
