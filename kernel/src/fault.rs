@@ -27,6 +27,31 @@ pub fn exception(frame: &mut TrapFrame) {
         trap::cr2()
     );
     crate::kprint!("{frame}");
+    dump_stack(frame.rsp);
     kprintln!("TEST FAIL: exception in the kernel");
     exit(Outcome::Failure)
+}
+
+/// Prints the words at the top of the kernel stack, those that point into kernel text
+/// marked, so a kernel bug's report carries the return addresses to find its callers
+/// (`addr2line -e target/x86_64-unknown-none/release/cleave-kernel ADDRESS`). Only reads
+/// inside the kernel stack: a corrupt `rsp` prints nothing.
+fn dump_stack(rsp: u64) {
+    const WORDS: u64 = 32;
+    let top = crate::platform::gdt::kernel_stack_top();
+    let bottom = crate::platform::gdt::kernel_stack_bottom();
+    if rsp < bottom || rsp >= top || !rsp.is_multiple_of(8) {
+        kprintln!("  stack: rsp is outside the kernel stack [{bottom:#x}, {top:#x})");
+        return;
+    }
+    let (text_start, text_end) = crate::platform::gdt::kernel_text();
+    let end = top.min(rsp + WORDS * 8);
+    kprintln!("  stack from {rsp:#x} (* = kernel text):");
+    for address in (rsp..end).step_by(8) {
+        // SAFETY: `address` is 8-aligned and inside the kernel stack, which is mapped and
+        // readable for the whole run; a plain read of a u64 there has no side effects.
+        let word = unsafe { core::ptr::read_volatile(address as *const u64) };
+        let mark = if (text_start..text_end).contains(&word) { "*" } else { " " };
+        kprintln!("  [{address:#x}] {word:#018x}{mark}");
+    }
 }

@@ -38,9 +38,23 @@ static GDT: BootCell<GlobalDescriptorTable> = BootCell::new(GlobalDescriptorTabl
 static SELECTORS: BootCell<Option<Selectors>> = BootCell::new(None);
 
 unsafe extern "C" {
+    static __kernel_stack_bottom: u8;
     static __kernel_stack_top: u8;
+    static __text_start: u8;
+    static __text_end: u8;
     static __double_fault_stack_top: u8;
     static __nmi_stack_top: u8;
+}
+
+/// The kernel stack's lowest address (a kernel bug's report reads the stack above it).
+pub fn kernel_stack_bottom() -> u64 {
+    (&raw const __kernel_stack_bottom) as u64
+}
+
+/// Where the kernel's code lies, `[start, end)`: a stack word in it is likely a return
+/// address.
+pub fn kernel_text() -> (u64, u64) {
+    ((&raw const __text_start) as u64, (&raw const __text_end) as u64)
 }
 
 /// Top of the kernel stack: where every entry from ring 3 starts.
