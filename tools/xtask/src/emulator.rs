@@ -48,32 +48,29 @@ pub const HOST_XENSTORE_CUE: &str = "toolstack: waiting for the host to write /t
 
 /// The host's side of the XenStore bridge: Xen's own tools, pointed at the socket QEMU
 /// connects to the machine's COM2, list the running system's tree, read one node the VGA
-/// driver published, and write `/tool/host-done`, which ends the run. Returns the lines to
-/// log.
-pub fn host_xenstore_session(socket: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
+/// driver published, and write `/tool/host-done`, which ends the run. Each line to log goes
+/// to `emit` as soon as it exists, before the next tool starts, so every line of a step is
+/// logged before anything the system prints in reaction to a later step.
+pub fn host_xenstore_session(socket: &Path, mut emit: impl FnMut(String)) {
     let steps: [&[&str]; 3] = [
         &["xenstore-ls", "-f"],
         &["xenstore-read", "/local/domain/1/display/vbe-id"],
         &["xenstore-write", "/tool/host-done", "yes"],
     ];
     for step in steps {
-        lines.push(format!("[host] $ XENSTORED_PATH={} {}", socket.display(), step.join(" ")));
+        emit(format!("[host] $ XENSTORED_PATH={} {}", socket.display(), step.join(" ")));
         match Command::new(step[0]).args(&step[1..]).env("XENSTORED_PATH", socket).output() {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout);
-                lines.extend(text.lines().map(|l| format!("[host] {l}")));
+                text.lines().for_each(|l| emit(format!("[host] {l}")));
                 if !out.status.success() {
                     let err = String::from_utf8_lossy(&out.stderr);
-                    lines.push(format!("[host] {} failed ({}): {}", step[0], out.status, err.trim()));
+                    emit(format!("[host] {} failed ({}): {}", step[0], out.status, err.trim()));
                 }
             }
-            Err(e) => {
-                lines.push(format!("[host] cannot run {} (cargo xtask deps installs it): {e}", step[0]))
-            }
+            Err(e) => emit(format!("[host] cannot run {} (cargo xtask deps installs it): {e}", step[0])),
         }
     }
-    lines
 }
 
 /// How a run went.
@@ -178,9 +175,9 @@ impl Run {
                     if let Some(socket) = socket.as_ref().filter(|_| text.contains(HOST_XENSTORE_CUE)) {
                         let (socket, sender) = (socket.clone(), host_sender.clone());
                         std::thread::spawn(move || {
-                            for line in host_xenstore_session(&socket) {
+                            host_xenstore_session(&socket, |line| {
                                 let _ = sender.send((line + "\n", start.elapsed()));
-                            }
+                            });
                         });
                     }
                     capture.add(&text, at)?
