@@ -28,8 +28,12 @@ pub fn dispatch() -> *const TrapFrame {
 fn slow_path() -> *const TrapFrame {
     match objects::with(|space| space.syscall(&mut Machine)) {
         Outcome::Done => {}
-        Outcome::DebugPutChar(byte) => serial::write_byte(byte),
-        Outcome::DebugExit(status) => {
+        Outcome::DebugLine(line, len) => line[..len].iter().for_each(|&b| serial::write_byte(b)),
+        Outcome::DebugExit(status, line, len) => {
+            if len > 0 {
+                line[..len].iter().for_each(|&b| serial::write_byte(b));
+                kprintln!();
+            }
             kprintln!("kernel: thread '{}' exited with status {status}", thread::current_name());
             exit(if status == 0 { RunOutcome::Success } else { RunOutcome::Failure })
         }

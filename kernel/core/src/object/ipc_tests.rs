@@ -10,7 +10,7 @@ use super::kmem::{KernelMemory, TestMemory};
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
 use super::syscall::Outcome;
-use super::tcb::{Registers, TcbRef, ThreadState};
+use super::tcb::{CONSOLE_LINE, Registers, TcbRef, ThreadState};
 use crate::addr::PhysAddr;
 use cleave_abi::object::label;
 use cleave_abi::{Error, MessageInfo, ObjectType, Rights, Syscall};
@@ -182,11 +182,30 @@ fn rights_and_bad_capabilities() {
     assert_eq!(w.status(a), Error::InvalidCapability as u64);
     w.sys(a, Syscall::Send, 1 << 62, MessageInfo::default(), [0; 4]);
     assert_eq!(w.status(a), Error::FailedLookup as u64);
-    assert_eq!(
-        w.sys(a, Syscall::DebugPutChar, b'x' as u64, MessageInfo::default(), [0; 4]),
-        Outcome::DebugPutChar(b'x')
-    );
-    assert_eq!(w.sys(a, Syscall::DebugPutChar, 0, MessageInfo::default(), [0; 4]), Outcome::DebugPutChar(0));
+    // Console bytes collect in the TCB and come out a whole line at a time.
+    assert_eq!(w.sys(a, Syscall::DebugPutChar, b'x' as u64, MessageInfo::default(), [0; 4]), Outcome::Done);
+    assert_eq!(w.status(a), 0);
+    assert_eq!(w.sys(a, Syscall::DebugPutChar, 0, MessageInfo::default(), [0; 4]), Outcome::Done);
+    match w.sys(a, Syscall::DebugPutChar, u64::from(b'\n') | 0xff00, MessageInfo::default(), [0; 4]) {
+        Outcome::DebugLine(line, len) => assert_eq!(&line[..len], b"x\0\n"),
+        other => panic!("a newline ends the line: {other:?}"),
+    }
+    // A line longer than the TCB holds comes out in full pieces; nothing is lost.
+    let mut out = std::vec::Vec::new();
+    for i in 0..CONSOLE_LINE + 10 {
+        if let Outcome::DebugLine(line, len) =
+            w.sys(a, Syscall::DebugPutChar, b'a' as u64 + (i % 26) as u64, MessageInfo::default(), [0; 4])
+        {
+            assert_eq!(len, CONSOLE_LINE);
+            out.extend_from_slice(&line[..len]);
+        }
+    }
+    assert_eq!(out.len(), CONSOLE_LINE);
+    match w.sys(a, Syscall::DebugExit, 3, MessageInfo::default(), [0; 4]) {
+        Outcome::DebugExit(3, line, 10) => out.extend_from_slice(&line[..10]),
+        other => panic!("the exit carries the unfinished line: {other:?}"),
+    }
+    assert!(out.iter().enumerate().all(|(i, &b)| b == b'a' + (i % 26) as u8));
     let mut r = a.regs(&w.s.mem);
     r.rax = 0xdead;
     a.set_regs(&mut w.s.mem, &r);

@@ -9,7 +9,7 @@ use super::invoke::{Hardware, Invocation, Reply, invoke};
 use super::kmem::KernelMemory;
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
-use super::tcb::{TcbRef, one_request, reg, slot};
+use super::tcb::{CONSOLE_LINE, TcbRef, one_request, reg, slot};
 use cleave_abi::message::MAX_MESSAGE_WORDS;
 use cleave_abi::syscall::fault;
 use cleave_abi::{Error, MessageInfo, Syscall};
@@ -22,10 +22,12 @@ const MAX_INVOCATION_WORDS: usize = 24;
 pub enum Outcome {
     /// Nothing more: schedule and return to user mode.
     Done,
-    /// Write this byte to the debug console.
-    DebugPutChar(u8),
-    /// End the run with this status.
-    DebugExit(i64),
+    /// Write this line (the first `len` bytes) to the debug console: a thread's
+    /// `DebugPutChar` bytes are collected in its TCB and written a whole line at a time.
+    DebugLine([u8; CONSOLE_LINE], usize),
+    /// End the run with this status, after writing the thread's unfinished console line
+    /// (the first `len` bytes).
+    DebugExit(i64, [u8; CONSOLE_LINE], usize),
     /// The thread used a number the kernel does not implement: a fault.
     UnknownSyscall(u64),
     /// The thread enters the guest of its Vcpu (at this address), whose guest-physical
@@ -49,9 +51,16 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let result = match call {
             Syscall::DebugPutChar => {
                 self.set_status(t, Ok(()));
-                return Outcome::DebugPutChar(cptr as u8);
+                return match t.console_put(&mut self.mem, cptr as u8) {
+                    Some((line, len)) => Outcome::DebugLine(line, len),
+                    None => Outcome::Done,
+                };
             }
-            Syscall::DebugExit => return Outcome::DebugExit(cptr as i64),
+            Syscall::DebugExit => {
+                // The unfinished line goes out before the run ends.
+                let (line, len) = t.console_take(&mut self.mem);
+                return Outcome::DebugExit(cptr as i64, line, len);
+            }
             Syscall::Yield => {
                 self.set_status(t, Ok(()));
                 self.yield_current();

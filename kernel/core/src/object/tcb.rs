@@ -282,7 +282,16 @@ pub struct Tcb {
     /// [`one_request`] flags: whether it serves one request per start, and whether it
     /// has received that request.
     pub one_request: u64,
+    /// Bytes in [`Tcb::console`].
+    pub console_len: u64,
+    /// The thread's debug-console line so far: `DebugPutChar` collects a line here and the
+    /// kernel writes it whole, so lines of threads that preempt each other never mix.
+    pub console: [u8; CONSOLE_LINE],
 }
+
+/// The longest debug-console line a thread's TCB collects; a longer line is written in
+/// pieces of this size.
+pub const CONSOLE_LINE: usize = 240;
 
 /// Bits of [`Tcb::one_request`].
 pub mod one_request {
@@ -387,6 +396,28 @@ impl TcbRef {
     /// The name (for reports).
     pub fn name(self, m: &impl KernelMemory) -> [u8; 32] {
         m.read(PhysAddr(self.0.0 + offset_of!(Tcb, name) as u64))
+    }
+    /// Adds one byte to the thread's debug-console line. Returns the whole line, ready to be
+    /// written, when the byte ends it (`\n`) or fills it; the line then starts over.
+    pub fn console_put(self, m: &mut impl KernelMemory, byte: u8) -> Option<([u8; CONSOLE_LINE], usize)> {
+        let len_at = PhysAddr(self.0.0 + offset_of!(Tcb, console_len) as u64);
+        let at = PhysAddr(self.0.0 + offset_of!(Tcb, console) as u64);
+        // A length the thread cannot set; clamped all the same.
+        let len = (m.read::<u64>(len_at) as usize).min(CONSOLE_LINE - 1);
+        m.write(PhysAddr(at.0 + len as u64), &byte);
+        if byte == b'\n' || len + 1 == CONSOLE_LINE {
+            m.write(len_at, &0u64);
+            return Some((m.read(at), len + 1));
+        }
+        m.write(len_at, &(len as u64 + 1));
+        None
+    }
+    /// Takes the unfinished debug-console line (empty if there is none).
+    pub fn console_take(self, m: &mut impl KernelMemory) -> ([u8; CONSOLE_LINE], usize) {
+        let len_at = PhysAddr(self.0.0 + offset_of!(Tcb, console_len) as u64);
+        let len = (m.read::<u64>(len_at) as usize).min(CONSOLE_LINE - 1);
+        m.write(len_at, &0u64);
+        (m.read(PhysAddr(self.0.0 + offset_of!(Tcb, console) as u64)), len)
     }
     /// Sets the name (truncated to 32 bytes).
     pub fn set_name(self, m: &mut impl KernelMemory, name: &str) {
