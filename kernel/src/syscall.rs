@@ -5,9 +5,9 @@
 use crate::arch::exit::{Outcome as RunOutcome, exit};
 use crate::arch::serial;
 use crate::arch::trap::{TrapFrame, resume_frame};
-use crate::arch::x86_64::cpu::Machine;
-use crate::arch::x86_64::paging;
+use crate::arch::x86_64::cpu::{self, Machine};
 use crate::arch::x86_64::{interrupt, vmx};
+use crate::arch::x86_64::{paging, physmem};
 use crate::{kprintln, objects, thread};
 use cleave_abi::vcpu;
 use cleave_kernel_core::PhysAddr;
@@ -62,6 +62,11 @@ fn slow_path() -> *const TrapFrame {
 /// enters the guest again when it next runs, without seeing the interruption.
 fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
     let Some(t) = objects::with(|s| s.current()) else { return };
+    // The guest's floating-point registers, unless the processor holds them already (no
+    // other guest ran since; nothing else uses them).
+    if let Some((save, load)) = objects::with(|s| s.fpu_switch(vcpu)) {
+        cpu::switch_fpu(save.map(physmem::virt), physmem::virt(load));
+    }
     loop {
         let flush = objects::with(|s| s.take_ept_flush());
         match vmx::run(vcpu, ept_root, flush) {

@@ -3,7 +3,8 @@
 //! its VMM left at guest-physical 0x9000, sets up an IDT, the two 8259 PICs and the 8254
 //! PIT at 1 kHz, takes 100 timer interrupts (halting between them), writes and reads the
 //! VMM's MMIO test device at 0xd000_0000, reports, and powers off through port 0x501 with
-//! 0 if everything was as expected.
+//! 0 if everything was as expected. It also checks that its SSE and x87 registers are its
+//! own: clear when it starts, and holding the value it put there when it ends.
 //!
 //! With `misbehave=WHAT` on its command line it is hostile instead, right after the
 //! greeting: `unmapped` reads guest-physical 1 GiB (nothing there), `readonly` writes the
@@ -137,6 +138,53 @@ fn cmdline() -> &'static str {
     core::str::from_utf8(&bytes[..end]).unwrap_or("")
 }
 
+/// A value only this guest puts in its floating-point registers: a hash of its command
+/// line (which names it), never 0.
+fn own_value(line: &str) -> u64 {
+    let hash =
+        line.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    hash | 1
+}
+
+/// Scratch for the x87 stores and loads (the x87 unit reaches integers through memory).
+static mut X87_SCRATCH: u64 = 0;
+
+/// Reads xmm0.
+fn xmm0() -> u64 {
+    let xmm0: u64;
+    // SAFETY: reads xmm0 (SSE2, which this VMM's guests have, CR4.OSFXSR set).
+    unsafe { core::arch::asm!("movq {x}, xmm0", x = out(reg) xmm0, options(nomem, nostack)) }
+    xmm0
+}
+
+/// Reads the x87 stack's top as a 32-bit integer, without popping it. Only after
+/// [`set_fp_registers`] (whose FNINIT masks the x87 exceptions).
+fn x87_top() -> u64 {
+    // SAFETY: stores the x87 top to this guest's own scratch word; the scratch word is this
+    // guest's alone (one processor, no interrupt handler touches it).
+    unsafe {
+        core::arch::asm!("fist dword ptr [{s}]", s = in(reg) &raw mut X87_SCRATCH, options(nostack));
+        (&raw const X87_SCRATCH).read_volatile() & 0xffff_ffff
+    }
+}
+
+/// Puts `value` in xmm0 and its low 31 bits on the x87 stack (after FNINIT).
+fn set_fp_registers(value: u64) {
+    // SAFETY: as in `xmm0` and `x87_top`; FNINIT empties the x87 stack first, so the load
+    // cannot overflow it.
+    unsafe {
+        (&raw mut X87_SCRATCH).write_volatile(value & 0x7fff_ffff);
+        core::arch::asm!(
+            "movq xmm0, {v}",
+            "fninit",
+            "fild dword ptr [{s}]",
+            v = in(reg) value,
+            s = in(reg) &raw mut X87_SCRATCH,
+            options(nostack),
+        );
+    }
+}
+
 /// Does what `misbehave=WHAT` asks (never returns if it works).
 fn misbehave(what: &str) {
     match what {
@@ -182,6 +230,12 @@ extern "C" fn guest_main() -> ! {
         let _ = writeln!(uart, "still running after misbehaving?");
         outb(0x501, 4);
     }
+    // Floating-point registers are each guest's own: a fresh guest finds them as reset left
+    // them (zero), not another guest's values, and keeps its own however the host switches
+    // between guests.
+    let fresh = xmm0() == 0;
+    let own = own_value(line);
+    set_fp_registers(own);
     for v in 0..256 {
         set_gate(v, unexpected_entry);
     }
@@ -223,7 +277,14 @@ extern "C" fn guest_main() -> ! {
         "MMIO test device: id {}, scratch {scratch:#x}",
         core::str::from_utf8(&id_text).unwrap_or("?")
     );
-    let good = ticks >= 100 && scratch == 0x1234 && &id_text == b"CLEV";
+    let kept = xmm0() == own && x87_top() == own & 0x7fff_ffff;
+    let _ = writeln!(
+        uart,
+        "floating-point registers: {} at start, {} at the end",
+        if fresh { "clear" } else { "NOT CLEAR (another guest's?)" },
+        if kept { "still its own" } else { "CHANGED" }
+    );
+    let good = ticks >= 100 && scratch == 0x1234 && &id_text == b"CLEV" && fresh && kept;
     outb(0x501, if good { 0 } else { 1 });
     loop {
         // SAFETY: powered off: nothing more happens.

@@ -752,6 +752,37 @@ fn vcpus_bind_to_threads_and_ept_maps_guest_memory() {
 }
 
 #[test]
+fn each_vcpu_has_its_own_floating_point_state() {
+    use super::vcpu::{FPU_OFFSET, FRESH_FCW, FRESH_MXCSR};
+    let mut w = world();
+    w.make(ObjectType::Vcpu, 40);
+    w.make(ObjectType::Vcpu, 41);
+    let base = |w: &World, s: u64| match w.s.mem.cap_at(slot(s)) {
+        Cap::Vcpu { base } => base,
+        other => panic!("not a Vcpu: {other:?}"),
+    };
+    let (a, b) = (base(&w, 40), base(&w, 41));
+    // A fresh image is reset's state: zero registers, exceptions masked.
+    assert_eq!(w.s.mem.read::<u16>(PhysAddr(a.0 + FPU_OFFSET)), FRESH_FCW);
+    assert_eq!(w.s.mem.read::<u32>(PhysAddr(a.0 + FPU_OFFSET + 24)), FRESH_MXCSR);
+    assert_eq!(w.s.mem.read::<[u8; 256]>(PhysAddr(a.0 + FPU_OFFSET + 256)), [0; 256], "XMM registers");
+    // The first guest's state is loaded without saving anything; entering again loads
+    // nothing; another guest's entry saves the first one's into its own Vcpu.
+    assert_eq!(w.s.fpu_switch(a), Some((None, PhysAddr(a.0 + FPU_OFFSET))));
+    assert_eq!(w.s.fpu_switch(a), None);
+    assert_eq!(w.s.fpu_switch(b), Some((Some(PhysAddr(a.0 + FPU_OFFSET)), PhysAddr(b.0 + FPU_OFFSET))));
+    assert_eq!(w.s.fpu_switch(a), Some((Some(PhysAddr(b.0 + FPU_OFFSET)), PhysAddr(a.0 + FPU_OFFSET))));
+    // A destroyed owner's state is never saved into memory that may be something else now.
+    w.s.delete(slot(40)).unwrap();
+    assert_eq!(w.s.fpu_owner, 0);
+    assert_eq!(w.s.fpu_switch(b), Some((None, PhysAddr(b.0 + FPU_OFFSET))));
+    // Destroying a Vcpu that does not own the processor's state changes nothing.
+    w.make(ObjectType::Vcpu, 40);
+    w.s.delete(slot(40)).unwrap();
+    assert_eq!(w.s.fpu_owner, b.0);
+}
+
+#[test]
 fn a_one_request_server_takes_one_request_per_start() {
     use cleave_abi::syscall::fault;
     let mut w = world();

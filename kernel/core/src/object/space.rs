@@ -77,6 +77,10 @@ pub struct ObjectSpace<M> {
     /// The active VMCS's Vcpu was destroyed: the kernel must VMCLEAR it before its memory
     /// can be reused (at the end of the system call).
     pub clear_active_vmcs: bool,
+    /// The Vcpu whose guest's floating-point state the processor holds, or 0
+    /// ([`ObjectSpace::fpu_switch`]). Threads have none of their own: x87 and SSE
+    /// instructions fault in ring 3.
+    pub fpu_owner: u64,
 }
 
 /// Legacy (8259) interrupt lines.
@@ -166,6 +170,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             ept_flush: false,
             active_vmcs: 0,
             clear_active_vmcs: false,
+            fpu_owner: 0,
         }
     }
 

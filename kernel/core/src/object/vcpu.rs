@@ -3,7 +3,8 @@
 //! machine side (VMXON, VMREAD/VMWRITE, entering the guest) is the kernel's; this is the
 //! policy, tested on the host.
 //!
-//! A Vcpu object is two pages: the VMCS region, then [`VcpuState`]. It is bound to at most
+//! A Vcpu object is 32 KiB: the VMCS region, [`VcpuState`], the I/O and MSR bitmaps and
+//! the guest's floating-point state. It is bound to at most
 //! one TCB and a TCB to at most one Vcpu; deleting either unbinds them.
 
 use super::cap::Cap;
@@ -44,6 +45,18 @@ pub const STATE_OFFSET: u64 = 4096;
 pub const IO_BITMAP_OFFSET: u64 = 2 * 4096;
 /// Offset of the MSR bitmap in a Vcpu object.
 pub const MSR_BITMAP_OFFSET: u64 = 4 * 4096;
+/// Offset of the guest's floating-point state (x87, MMX, SSE: the 512-byte FXSAVE image)
+/// in a Vcpu object. The processor holds one guest's state at a time
+/// ([`ObjectSpace::fpu_owner`]); the kernel saves it here when another guest's is loaded.
+pub const FPU_OFFSET: u64 = 5 * 4096;
+/// Size of the FXSAVE image at [`FPU_OFFSET`].
+pub const FPU_SIZE: u64 = 512;
+/// The x87 control word of a fresh Vcpu's floating-point state: as FNINIT leaves it
+/// (every x87 exception masked, 64-bit precision).
+pub const FRESH_FCW: u16 = 0x037f;
+/// The MXCSR of a fresh Vcpu's floating-point state: as reset leaves it (every SSE
+/// exception masked).
+pub const FRESH_MXCSR: u32 = 0x1f80;
 
 /// MSRs a VMM may let its guest read and write directly: those the VMCS loads and saves
 /// with the guest (FS and GS bases, the SYSENTER MSRs, EFER), and the TSC for reading.
@@ -217,6 +230,11 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if self.active_vmcs == vcpu.0 {
             self.clear_active_vmcs = true;
         }
+        // Its floating-point state dies with it: nothing saves it into memory that may
+        // become another object. (The next guest's load replaces it in the processor.)
+        if self.fpu_owner == vcpu.0 {
+            self.fpu_owner = 0;
+        }
     }
 
     /// Gives the Vcpu at `vcpu` the guest-physical address space of the EPT root
@@ -306,6 +324,24 @@ impl<M: KernelMemory> ObjectSpace<M> {
         for page in [IO_BITMAP_OFFSET, IO_BITMAP_OFFSET + 4096, MSR_BITMAP_OFFSET] {
             self.mem.write(PhysAddr(vcpu.0 + page), &ones);
         }
+        // Floating-point registers as a processor leaves them after reset and FNINIT: all
+        // zero (the memory is), exceptions masked. FXSAVE layout: FCW at 0, MXCSR at 24.
+        self.mem.write(PhysAddr(vcpu.0 + FPU_OFFSET), &FRESH_FCW);
+        self.mem.write(PhysAddr(vcpu.0 + FPU_OFFSET + 24), &FRESH_MXCSR);
+    }
+
+    /// The floating-point state `vcpu`'s guest must find in the processor before it
+    /// enters. Returns `None` if the processor already holds it; otherwise `(save, load)`:
+    /// where the kernel saves the state the processor holds (the previous owner's image;
+    /// `None` if no live Vcpu owns it) and where it loads this one's from. It then records
+    /// `vcpu` as the owner.
+    pub fn fpu_switch(&mut self, vcpu: PhysAddr) -> Option<(Option<PhysAddr>, PhysAddr)> {
+        if self.fpu_owner == vcpu.0 {
+            return None;
+        }
+        let save = (self.fpu_owner != 0).then(|| PhysAddr(self.fpu_owner + FPU_OFFSET));
+        self.fpu_owner = vcpu.0;
+        Some((save, PhysAddr(vcpu.0 + FPU_OFFSET)))
     }
 
     /// What `VmEnter` by `t` runs: its Vcpu and the EPT root of that Vcpu's

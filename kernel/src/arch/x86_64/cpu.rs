@@ -3,7 +3,7 @@
 
 use raw_cpuid::CpuId;
 use x86_64::instructions::port::Port;
-use x86_64::registers::control::{Cr4, Cr4Flags};
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 /// Reads the time-stamp counter (under QEMU `-icount shift=0`, executed instructions).
@@ -33,10 +33,12 @@ pub fn read_cr0() -> u64 {
     x86_64::registers::control::Cr0::read_raw()
 }
 
-/// Sets CR0 (VMX start-up: only the bits VMX operation fixes to 1 are added).
+/// Sets CR0 (VMX start-up adds the bits VMX operation fixes to 1; `switch_fpu` turns EM
+/// and TS off and back on).
 pub fn write_cr0(value: u64) {
-    // SAFETY: the caller keeps paging and protection on (it only adds VMX's fixed bits,
-    // which the running kernel already has: PE, PG, NE).
+    // SAFETY: the callers keep paging and protection on (they only add VMX's fixed bits,
+    // which the running kernel already has: PE, PG, NE, or toggle EM and TS, which only
+    // decide which floating-point instructions fault).
     unsafe { x86_64::registers::control::Cr0::write_raw(value) }
 }
 
@@ -94,6 +96,40 @@ pub fn enable_protections() {
         unsafe { Cr4::update(|f| f.insert(add)) }
         SMAP_ON.store(features.has_smap(), core::sync::atomic::Ordering::Relaxed);
     }
+    // Floating point: threads have no x87, MMX or SSE state of their own (the kernel and
+    // its user programs are soft-float), so they may not use the unit at all, or they
+    // would share its registers: CR0.EM makes x87 and MMX instructions fault with #NM and
+    // SSE ones with #UD, in ring 3 and in the kernel. Guests have their own CR0 and state
+    // (`switch_fpu`); CR4.OSFXSR lets FXSAVE and FXRSTOR carry their SSE registers.
+    // SAFETY: EM and TS only decide which floating-point instructions fault, and nothing
+    // the kernel runs uses them; OSFXSR only widens what FXSAVE/FXRSTOR move.
+    unsafe {
+        Cr0::update(|f| {
+            f.insert(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
+            f.remove(Cr0Flags::TASK_SWITCHED);
+        });
+        Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
+    }
+}
+
+/// Puts a guest's floating-point state in the processor: saves what it holds into the
+/// 512-byte FXSAVE image at `save` (the previous owner's, if any), then loads the one at
+/// `load` (both 16-aligned, in the direct map; `ObjectSpace::fpu_switch` says which).
+/// CR0.EM is off only in between.
+pub fn switch_fpu(save: Option<u64>, load: u64) {
+    let cr0 = read_cr0();
+    write_cr0(cr0 & !(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED).bits());
+    // SAFETY: with EM and TS clear and CR4.OSFXSR set, FXSAVE64 writes and FXRSTOR64 reads
+    // exactly 512 bytes at a 16-aligned address; both images are inside Vcpu objects (at
+    // `FPU_OFFSET`, page-aligned) that only the kernel can reach, so a loaded image was
+    // either written by FXSAVE or is the kernel's fresh one (valid MXCSR): no #GP.
+    unsafe {
+        if let Some(save) = save {
+            core::arch::asm!("fxsave64 [{}]", in(reg) save, options(nostack, preserves_flags));
+        }
+        core::arch::asm!("fxrstor64 [{}]", in(reg) load, options(nostack, preserves_flags));
+    }
+    write_cr0(cr0);
 }
 
 /// Whether `EFER.NXE` is on, so that page-table entries may carry execute-never.

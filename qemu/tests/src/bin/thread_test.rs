@@ -195,6 +195,13 @@ extern "C" fn crasher(_: u64) -> ! {
     // SAFETY: hlt is privileged: in ring 3 it faults before doing anything.
     unsafe { core::arch::asm!("hlt", options(nomem, nostack)) }
     FAULT_STEPS.store(4, SeqCst);
+    // SAFETY: threads have no floating-point state: x87 (fldz, 2 bytes) faults with #NM
+    // and SSE (xorps, 3 bytes) with #UD, before changing anything.
+    unsafe { core::arch::asm!("fldz", options(nomem, nostack)) }
+    FAULT_STEPS.store(5, SeqCst);
+    // SAFETY: as above.
+    unsafe { core::arch::asm!("xorps xmm0, xmm0", out("xmm0") _, options(nomem, nostack)) }
+    FAULT_STEPS.store(6, SeqCst);
     // SAFETY: as above: nothing is mapped at 0x1000, so this read faults.
     let value = unsafe { core::ptr::read_volatile(0x1000 as *const u64) };
     EMULATED.store(value, SeqCst);
@@ -372,9 +379,15 @@ fn main() -> i32 {
             let m = next_fault(fault::USER_EXCEPTION, 13)?;
             check(EMULATED.load(SeqCst) == 4242, "emulated system call result lost")?;
             resume_after(tcb, &m, 1)?;
+            // Floating point: device not available (x87), invalid opcode (SSE).
+            let m = next_fault(fault::USER_EXCEPTION, 7)?;
+            check(FAULT_STEPS.load(SeqCst) == 4, "did not resume after hlt")?;
+            resume_after(tcb, &m, 2)?;
+            let m = next_fault(fault::USER_EXCEPTION, 6)?;
+            resume_after(tcb, &m, 3)?;
             // Page fault at 0x1000: left unanswered, the thread stays stopped.
             next_fault(fault::VM_FAULT, 0x1000)?;
-            check(FAULT_STEPS.load(SeqCst) == 4, "crasher did not get through its faults")
+            check(FAULT_STEPS.load(SeqCst) == 6, "crasher did not get through its faults")
         })(),
     );
 
