@@ -230,6 +230,25 @@ const TESTS: &[EmulatorTest] = &[
         },
     },
     EmulatorTest {
+        name: "qemu-random-user-code",
+        emulator: Emulator::Qemu,
+        module: Some("chaos-test"),
+        cmdline: "",
+        digest_of: None,
+        host_xenstore: false,
+        audit: &[],
+        expect: Expectation {
+            outcome: Outcome::Success,
+            anywhere: &[],
+            patterns: &[
+                "TEST PASS random-code-thread-built",
+                "TEST PASS random-code-cannot-break-the-kernel",
+                "TEST PASS kernel-works-after-random-code",
+                "chaos-test: all cases passed",
+            ],
+        },
+    },
+    EmulatorTest {
         name: "qemu-interrupts-and-preemption",
         emulator: Emulator::Qemu,
         module: Some("irq-test"),

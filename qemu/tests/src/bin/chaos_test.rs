@@ -1,0 +1,322 @@
+//! Kernel test (root task): a hostile thread running pseudo-random machine code cannot
+//! break the kernel. The code is random bytes mixed with system calls whose numbers,
+//! capability addresses, message infos and words are random (every call but the two debug
+//! ones), and with `std`, which once made the kernel copy memory backwards over its own
+//! stack. The thread lives in its own address space and CSpace: its own endpoint,
+//! notification, frame, VSpace, a 64 KiB untyped and its own CNode. Every fault it takes
+//! comes here: usually it is resumed one byte further on, sometimes restarted elsewhere
+//! with new random registers; a thread that blocks or spins is suspended and restarted.
+//! Afterwards the kernel must still work and the thread's objects must go away cleanly.
+#![no_std]
+#![no_main]
+
+use cleave_abi::boot_info::slot;
+use cleave_abi::syscall::fault;
+use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
+use cleave_rt::boot::boot_info;
+use cleave_rt::cap::kind::{CNode, Endpoint, Frame, Notification, Tcb, Untyped, VSpace};
+use cleave_rt::{Cap, println, syscall};
+use cleave_tests::{DEPTH as D, ROOT, check, expect, finish, frame, map_tables};
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+cleave_rt::entry!(main);
+
+static FIRST_FREE: AtomicU64 = AtomicU64::new(0);
+
+fn at(i: u64) -> u64 {
+    FIRST_FREE.load(SeqCst) + i
+}
+
+// Root slots (offsets from the first free one).
+const UT: u64 = 0;
+const FEP: u64 = 1;
+const FEP_BADGED: u64 = 2;
+const TCB: u64 = 3;
+const VSPACE2: u64 = 4;
+const CODE: u64 = 5;
+const CODE_ALIAS: u64 = 6;
+const STACK: u64 = 7;
+const IPC: u64 = 8;
+const CNODE: u64 = 9;
+const CNODE_GUARDED: u64 = 10;
+const TABLES: u64 = 12; // 12, 13, 14 in the thread's space; 15, 16, 17 in ours
+const PROBE: u64 = 18;
+
+/// The badge of the thread's fault endpoint capability.
+const BADGE: u64 = 0xc4a0;
+/// Where this task writes the code; where the thread sees it (read-only, executable), its
+/// stack page (read-write) and its IPC buffer page.
+const CODE_HERE: u64 = 0x5000_0000_0000;
+const CODE_THERE: u64 = 0x1000_0000;
+const STACK_THERE: u64 = CODE_THERE + 0x1000;
+const IPC_THERE: u64 = CODE_THERE + 0x2000;
+/// Radix of the thread's CNode, and the guard that makes 64-bit addresses reach it.
+const CHAOS_RADIX: u64 = 4;
+const GUARD_WORD: u64 = 64 - CHAOS_RADIX;
+
+/// Fault events to take; the code page is rewritten every [`REWRITE`] of them.
+const EVENTS: u32 = 20000;
+const REWRITE: u32 = 64;
+/// Yields to wait for the next fault before the thread counts as blocked or spinning.
+const POLLS: u32 = 2;
+/// The seed of the whole run (printed, so that a failure can be replayed).
+const SEED: u64 = 0x00c1_ea7e_5eed_0001;
+
+/// xorshift64*: deterministic pseudo-random numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// A register value: small numbers (capability addresses, labels, lengths) are likelier
+    /// to reach deep into the kernel than arbitrary ones.
+    fn value(&mut self) -> u64 {
+        match self.below(4) {
+            0 => self.below(16),
+            1 => self.below(4096),
+            2 => CODE_THERE + self.below(0x3000),
+            _ => self.next(),
+        }
+    }
+}
+
+/// System call numbers the thread's templates use: every call but `DebugPutChar` and
+/// `DebugExit` (which a test program may use to end the run), plus unknown ones.
+const NUMBERS: [u32; 11] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 0x1234, 0x102];
+
+/// Fills the code page with random chunks.
+fn write_code(rng: &mut Rng) {
+    let mut code = [0u8; 4096];
+    let mut i = 0;
+    while i < code.len() - 32 {
+        let chunk: &[u8] = match rng.below(8) {
+            // A system call with random arguments.
+            0..=2 => {
+                let number = NUMBERS[rng.below(NUMBERS.len() as u64) as usize];
+                let cptr = rng.value() as u32;
+                let info = ((rng.below(120) << 12) | (rng.below(4) << 7) | rng.below(12)) as u32;
+                let word = rng.value() as u32;
+                let mut t = [0u8; 22];
+                t[0] = 0xb8; // mov eax, number
+                t[1..5].copy_from_slice(&number.to_le_bytes());
+                t[5] = 0xbf; // mov edi, cptr
+                t[6..10].copy_from_slice(&cptr.to_le_bytes());
+                t[10] = 0xbe; // mov esi, info
+                t[11..15].copy_from_slice(&info.to_le_bytes());
+                t[15] = 0xba; // mov edx, word
+                t[16..20].copy_from_slice(&word.to_le_bytes());
+                t[20] = 0x0f; // syscall
+                t[21] = 0x05;
+                code[i..i + 22].copy_from_slice(&t);
+                i += 22;
+                continue;
+            }
+            // The direction flag set (or cleared) for whatever comes next.
+            3 => &[0xfd],
+            4 => &[0xfc],
+            // Random bytes.
+            _ => {
+                let n = 1 + rng.below(12) as usize;
+                for b in &mut code[i..i + n] {
+                    *b = rng.next() as u8;
+                }
+                i += n;
+                continue;
+            }
+        };
+        code[i..i + chunk.len()].copy_from_slice(chunk);
+        i += chunk.len();
+    }
+    for (offset, byte) in code.iter().enumerate() {
+        // SAFETY: CODE_HERE maps the code frame read-write; offset < 4096.
+        unsafe { core::ptr::write_volatile((CODE_HERE + offset as u64) as *mut u8, *byte) }
+    }
+}
+
+/// Random registers for a start somewhere in the code page: rip, rsp, rflags, then the
+/// general registers.
+fn registers(rng: &mut Rng) -> [u64; 18] {
+    let mut r = [0u64; 18];
+    r[0] = CODE_THERE + rng.below(4000);
+    r[1] = STACK_THERE + 0x800 + rng.below(0x100) * 8;
+    r[2] = 0x202 | (rng.next() & 0xcd5);
+    for v in &mut r[3..] {
+        *v = rng.value();
+    }
+    r
+}
+
+/// Builds the thread's address space, CSpace and TCB (not started).
+fn build() -> Result<(), Error> {
+    let step = |what: &'static str| {
+        move |e: Error| {
+            println!("chaos-test: building: {what}: {e:?}");
+            e
+        }
+    };
+    let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+    untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(FEP), 1).map_err(step("step 1"))?;
+    ROOT.mint(ROOT.slot(at(FEP_BADGED), D), ROOT.slot(at(FEP), D), Rights::ALL, BADGE)
+        .map_err(step("step 2"))?;
+    // Its address space: code (read-only alias of a frame mapped here), stack, IPC buffer.
+    untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1).map_err(step("step 3"))?;
+    let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
+    let other: Cap<VSpace> = Cap::from_cptr(at(VSPACE2));
+    map_tables(untyped, other, CODE_THERE, at(TABLES)).map_err(step("step 4"))?;
+    map_tables(untyped, me, CODE_HERE, at(TABLES + 3)).map_err(step("step 5"))?;
+    frame(untyped, at(CODE))?.map(me, CODE_HERE, Rights::ALL, true).map_err(step("step 6"))?;
+    ROOT.copy(ROOT.slot(at(CODE_ALIAS), D), ROOT.slot(at(CODE), D), Rights::READ).map_err(step("step 7"))?;
+    Cap::<Frame>::from_cptr(at(CODE_ALIAS))
+        .map(other, CODE_THERE, Rights::READ, false)
+        .map_err(step("step 8"))?;
+    frame(untyped, at(STACK))?.map(other, STACK_THERE, Rights::ALL, true).map_err(step("step 9"))?;
+    frame(untyped, at(IPC))?.map(other, IPC_THERE, Rights::ALL, true).map_err(step("step 10"))?;
+    // Its CSpace: 16 slots, reached through a 60-bit zero guard.
+    untyped.retype(ObjectType::CNode, CHAOS_RADIX, ROOT, 0, 0, at(CNODE), 1).map_err(step("step 11"))?;
+    let cnode: Cap<CNode> = Cap::from_cptr(at(CNODE));
+    ROOT.mint(ROOT.slot(at(CNODE_GUARDED), D), ROOT.slot(at(CNODE), D), Rights::ALL, GUARD_WORD)
+        .map_err(step("step 12"))?;
+    let inside = |i: u64| cnode.slot(i, CHAOS_RADIX);
+    untyped.retype(ObjectType::Endpoint, 0, cnode, 0, 0, 1, 1).map_err(step("step 13"))?;
+    untyped.retype(ObjectType::Notification, 0, cnode, 0, 0, 2, 1).map_err(step("step 14"))?;
+    untyped.retype(ObjectType::Frame4K, 0, cnode, 0, 0, 3, 1).map_err(step("step 15"))?;
+    cnode.copy(inside(4), ROOT.slot(at(VSPACE2), D), Rights::ALL).map_err(step("step 16"))?;
+    untyped.retype(ObjectType::Untyped, 16, cnode, 0, 0, 5, 1).map_err(step("step 17"))?;
+    cnode.copy(inside(6), ROOT.slot(at(CNODE_GUARDED), D), Rights::ALL).map_err(step("step 19"))?;
+    // Its thread, at this task's priority (255), so that yielding lets it run.
+    untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB), 1).map_err(step("step 20"))?;
+    let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB));
+    tcb.configure(
+        Cap::from_cptr(at(CNODE_GUARDED)),
+        other,
+        Some((IPC_THERE, Cap::from_cptr(at(IPC)))),
+        Some(Cap::from_cptr(at(FEP_BADGED))),
+    )
+    .map_err(step("step 21"))?;
+    tcb.set_name("chaos").map_err(step("step 22"))?;
+    tcb.set_priority(255)
+}
+
+/// Counts of what the thread did.
+#[derive(Default)]
+struct Tally {
+    exceptions: u32,
+    page_faults: u32,
+    unknown_syscalls: u32,
+    other: u32,
+    stuck: u32,
+}
+
+/// Runs the thread for [`EVENTS`] fault events.
+fn run(rng: &mut Rng) -> Result<Tally, &'static str> {
+    let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB));
+    let fep: Cap<Endpoint> = Cap::from_cptr(at(FEP));
+    let mut tally = Tally::default();
+    for event in 0..EVENTS {
+        if event % REWRITE == 0 {
+            // A fresh page and a fresh start (a resumed thread would run on into it).
+            tcb.suspend().map_err(|_| "suspend")?;
+            write_code(rng);
+            tcb.write_registers(true, &registers(rng)).map_err(|_| "start")?;
+        }
+        let mut message = None;
+        for _ in 0..POLLS {
+            match fep.nb_recv() {
+                Ok(m) if m.badge == BADGE => {
+                    message = Some(m);
+                    break;
+                }
+                Ok(_) => syscall::yield_now(),
+                Err(_) => return Err("polling the fault endpoint failed"),
+            }
+        }
+        let Some(m) = message else {
+            // Blocked in IPC, or spinning: start it somewhere else.
+            tally.stuck += 1;
+            tcb.suspend().map_err(|_| "suspend a stuck thread")?;
+            tcb.write_registers(true, &registers(rng)).map_err(|_| "restart")?;
+            continue;
+        };
+        match m.info.label() {
+            fault::USER_EXCEPTION => tally.exceptions += 1,
+            fault::VM_FAULT => tally.page_faults += 1,
+            fault::UNKNOWN_SYSCALL => tally.unknown_syscalls += 1,
+            _ => tally.other += 1,
+        }
+        // Usually on from the next byte, registers as the fault left them (unless the code
+        // left rsp where no user address can be: the kernel refuses to resume it there).
+        let rip = m.words[2].wrapping_add(1);
+        let rip = if (CODE_THERE..CODE_THERE + 4080).contains(&rip) { rip } else { CODE_THERE };
+        let resumed = rng.below(8) != 0
+            && match tcb.write_registers(false, &[rip, m.words[3]]) {
+                Ok(()) => true,
+                Err(Error::InvalidArgument) => false,
+                Err(_) => return Err("rewriting rip"),
+            };
+        if resumed {
+            syscall::reply(MessageInfo::default(), [0; 4]).map_err(|_| "resume")?;
+        } else {
+            tcb.suspend().map_err(|_| "suspend")?;
+            tcb.write_registers(true, &registers(rng)).map_err(|_| "restart")?;
+        }
+    }
+    tcb.suspend().map_err(|_| "suspend at the end")?;
+    Ok(tally)
+}
+
+fn main() -> i32 {
+    let info = boot_info();
+    FIRST_FREE.store(info.empty_first, SeqCst);
+    let (big, _) = cleave_tests::largest_ram_untyped(info);
+    let mut f = 0;
+    let mut rng = Rng(SEED);
+    println!("chaos-test: seed {SEED:#x}, {EVENTS} fault events");
+    let built = big
+        .retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1)
+        .map_err(|_| "untyped")
+        .and_then(|()| build().map_err(|_| "building the thread's objects"));
+    expect("random-code-thread-built", &mut f, built);
+    let ran = run(&mut rng);
+    let summary = ran.map(|t| {
+        println!(
+            "chaos-test: {} exceptions, {} page faults, {} unknown system calls, {} other, {} times blocked or spinning",
+            t.exceptions, t.page_faults, t.unknown_syscalls, t.other, t.stuck
+        );
+        t.exceptions > 0 && t.page_faults > 0 && t.unknown_syscalls > 0
+    });
+    expect(
+        "random-code-cannot-break-the-kernel",
+        &mut f,
+        summary.and_then(|varied| check(varied, "the random code did not fault in every way")),
+    );
+    expect(
+        "kernel-works-after-random-code",
+        &mut f,
+        (|| {
+            // A signal still arrives; the thread's objects all go away with its untyped
+            // and memory: the 1 MiB untyped is whole again.
+            let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+            untyped
+                .retype(ObjectType::Notification, 0, ROOT, 0, 0, at(PROBE), 1)
+                .map_err(|_| "notification")?;
+            ROOT.mint(ROOT.slot(at(PROBE + 1), D), ROOT.slot(at(PROBE), D), Rights::ALL, 0b100)
+                .map_err(|_| "mint")?;
+            Cap::<Notification>::from_cptr(at(PROBE + 1)).signal().map_err(|_| "signal")?;
+            let bits = Cap::<Notification>::from_cptr(at(PROBE)).poll().map_err(|_| "poll")?;
+            check(bits == 0b100, "the signal was lost")?;
+            Cap::<CNode>::revoke(ROOT.slot(at(UT), D)).map_err(|_| "revoke")?;
+            check(Cap::<Tcb>::from_cptr(at(TCB)).state().is_err(), "the thread outlived its memory")?;
+            untyped
+                .retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(PROBE + 2), 1)
+                .map_err(|_| "memory not whole")
+        })(),
+    );
+    finish("chaos-test", f)
+}
