@@ -126,6 +126,12 @@ pub mod lifetime {
     pub const PER_REQUEST: u64 = 3;
 }
 
+/// Flags of a TCB record, above the ELF name index in its `param0`.
+pub mod tcb_flag {
+    /// The thread may end the run (the loader calls `TCB_ALLOW_END_RUN`).
+    pub const ENDS_RUN: u64 = 1 << 32;
+}
+
 impl ObjectRecord {
     /// The untyped object this one is made from, if the spec names one.
     pub fn parent(&self) -> Option<u32> {
@@ -374,7 +380,12 @@ impl Digest {
                 | u64::from(o.priority) << 16
                 | u64::from(o.max_priority) << 24,
         );
-        self.word(if matches!(o.kind, Kind::Frame | Kind::Untyped | Kind::IoPorts) { o.param0 } else { 0 });
+        self.word(match o.kind {
+            Kind::Frame | Kind::Untyped | Kind::IoPorts => o.param0,
+            // A thread's flags, not its image's name index.
+            Kind::Tcb => o.param0 & !0xffff_ffff,
+            _ => 0,
+        });
         // TCBs: the lifetime; every object: the untyped it is made from (`param2`).
         self.word(if o.kind == Kind::Tcb { o.param2 } else { o.param2 & !0xffff_ffff });
     }

@@ -62,6 +62,9 @@ pub struct TcbParams {
     /// Cleave: what happens to the component over time (`lifetime: …`, `restart_ms: N`);
     /// `None` is persistent.
     pub lifetime: Option<Lifetime>,
+    /// Cleave: the thread may end the run (`ends_run: True`; the kernel's `DebugExit`,
+    /// which the loader allows with `TCB_ALLOW_END_RUN`).
+    pub ends_run: bool,
 }
 
 /// Cleave's component lifetimes (`system.toml`'s `lifetime` and `restart`), recorded in the

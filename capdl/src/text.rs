@@ -513,7 +513,12 @@ impl Parser {
                     }
                     (Some(_), _) => return self.error("`lifetime` takes a name".into()),
                 };
-                let mut t = TcbParams { resume, init, elf, lifetime, ..TcbParams::default() };
+                let ends_run = match params.remove("ends_run") {
+                    None => false,
+                    Some(ParamValue::Bool(b)) => b,
+                    Some(_) => return self.error("`ends_run` takes True or False".into()),
+                };
+                let mut t = TcbParams { resume, init, elf, lifetime, ends_run, ..TcbParams::default() };
                 for (key, field) in [
                     ("addr", &mut t.addr),
                     ("ip", &mut t.ip),
@@ -779,6 +784,9 @@ pub fn write(spec: &Spec) -> String {
                     if let Lifetime::RestartEvery { ms } = lifetime {
                         params.push(format!("restart_ms: {ms}"));
                     }
+                }
+                if t.ends_run {
+                    params.push("ends_run: True".into());
                 }
             }
             ObjectKind::IoPorts { first, last } => {

@@ -8,7 +8,7 @@
 
 use cleave_abi::boot_info::{BootInfo, slot};
 use cleave_abi::{Error, ObjectType, Rights};
-use cleave_capdl::binary::{CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, lifetime, special};
+use cleave_capdl::binary::{CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, lifetime, special, tcb_flag};
 use cleave_kernel_core::elf_image;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{
@@ -554,6 +554,10 @@ impl Loader {
             }
             Some(_) => return Err(Failure("a TCB's bound notification must be a notification", name, None)),
             None => {}
+        }
+        // Only a thread the spec says may end the run can (`DebugExit`).
+        if o.param0 & tcb_flag::ENDS_RUN != 0 {
+            tcb.allow_end_run().map_err(err("cannot let it end the run"))?;
         }
         // A component rolled back after every request serves one per start.
         if o.param2 & 0xff == lifetime::PER_REQUEST {

@@ -75,7 +75,8 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                     if arg >> 63 != 0 {
                         return Err(EncodeError(format!("`{r}`: initial argument {arg:#x} too large")));
                     }
-                    (Kind::Tcb, 0, elf, u64::from(t.resume.unwrap_or(false)) | arg << 1)
+                    let flags = if t.ends_run { crate::binary::tcb_flag::ENDS_RUN } else { 0 };
+                    (Kind::Tcb, 0, elf | flags, u64::from(t.resume.unwrap_or(false)) | arg << 1)
                 }
                 ObjectKind::CNode { size_bits } => (Kind::CNode, (*size_bits + 6) as u8, 0, 0),
                 ObjectKind::Frame { size, paddr, fill } => {
@@ -194,7 +195,7 @@ mod tests {
     use super::*;
     use crate::text::read;
 
-    const TEXT: &str = "arch x86_64\nobjects {\n  t = tcb (prio: 100, max_prio: 0, resume: True, elf: server)\n  c = cnode (8 bits)\n  e = ep\n  f[2] = frame (4k)\n  i = irq\n  p = io_ports (ports: [0x40..0x43])\n}\ncaps {\n  c {\n    1: e (W, badge: 5)\n    2: f[1] (R, uncached)\n    3: irq_control\n  }\n  t {\n    0: c (guard_size: 56)\n  }\n}\nirq maps {\n  3: i\n}\n";
+    const TEXT: &str = "arch x86_64\nobjects {\n  t = tcb (prio: 100, max_prio: 0, resume: True, elf: server, ends_run: True)\n  c = cnode (8 bits)\n  e = ep\n  f[2] = frame (4k)\n  i = irq\n  p = io_ports (ports: [0x40..0x43])\n}\ncaps {\n  c {\n    1: e (W, badge: 5)\n    2: f[1] (R, uncached)\n    3: irq_control\n  }\n  t {\n    0: c (guard_size: 56)\n  }\n}\nirq maps {\n  3: i\n}\n";
 
     #[test]
     fn encodes_and_reads_back_in_place() {
@@ -205,6 +206,7 @@ mod tests {
         let t = e.object(0).unwrap();
         assert_eq!((t.kind, t.priority, t.param1), (Kind::Tcb, 100, 1));
         assert_eq!(e.name(t.param0 as u32), Some("server"));
+        assert_eq!(t.param0 & super::super::tcb_flag::ENDS_RUN, super::super::tcb_flag::ENDS_RUN);
         assert_eq!(e.name(e.object(4).unwrap().name), Some("f[1]"));
         assert_eq!(e.object(1).unwrap().size_bits, 14);
         assert_eq!(e.object(6).unwrap().param0, 0x40 | 0x43 << 16);

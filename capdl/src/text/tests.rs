@@ -20,6 +20,7 @@ fn sample() -> Spec {
         init: vec![1, 2],
         elf: Some("client".into()),
         lifetime: Some(crate::model::Lifetime::RestartEvery { ms: 250 }),
+        ends_run: true,
     };
     let objects = [
         ("client_tcb", None, ObjectKind::Tcb(tcb)),

@@ -1,7 +1,10 @@
-//! The crasher: deliberately faulty. It reads address 0 (never mapped) as soon as it
-//! starts. Its fault goes to the supervisor, which restarts it from its pristine memory
-//! after a backoff that doubles while it keeps crashing, so that a crash loop cannot
-//! starve the components below its priority.
+//! The crasher: deliberately faulty, and hostile. Odd instances read address 0 (never
+//! mapped) as soon as they start; even ones try to end the whole run (returning from
+//! `main`, which asks the kernel's `DebugExit`) without having been allowed to: the kernel
+//! refuses, and the runtime stops the thread with an invalid instruction. Either way its
+//! fault goes to the supervisor, which restarts it from its pristine memory after a backoff
+//! that doubles while it keeps crashing, so that a crash loop cannot starve the components
+//! below its priority.
 #![no_std]
 #![no_main]
 
@@ -14,6 +17,11 @@ mod caps {
 cleave_rt::entry!(main);
 
 fn main() -> i32 {
+    let instance = cleave_rt::instance();
+    if instance.is_multiple_of(2) {
+        cleave_rt::println!("crasher: instance {instance} tries to end the whole run");
+        return 1;
+    }
     let value: u64;
     // SAFETY: reads one word at virtual address 0, which no component has mapped (the
     // user layout keeps the first pages empty): the read faults and this thread stops

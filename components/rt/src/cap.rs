@@ -347,6 +347,11 @@ impl Cap<kind::Tcb> {
     pub fn resume(self) -> Result<(), Error> {
         self.invoke(label::TCB_RESUME, &[]).map(drop)
     }
+    /// `TCB::allow_end_run`: the thread may end the run (`DebugExit`); only a thread that
+    /// may itself can give this.
+    pub fn allow_end_run(self) -> Result<(), Error> {
+        self.invoke(label::TCB_ALLOW_END_RUN, &[]).map(drop)
+    }
     /// `TCB::suspend`.
     pub fn suspend(self) -> Result<(), Error> {
         self.invoke(label::TCB_SUSPEND, &[]).map(drop)

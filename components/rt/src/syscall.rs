@@ -19,18 +19,28 @@ pub fn debug_put_char(byte: u8) {
     }
 }
 
-/// Ends the run with `status` (0 = success). Does not return.
+/// Ends the run with `status` (0 = success), if this thread may (the root task may, and
+/// the threads it allows: `TCB_ALLOW_END_RUN`). Otherwise reports that and stops the
+/// thread with an invalid instruction, a fault its handler (or the kernel) deals with;
+/// the rest of the system goes on. Does not return.
 pub fn debug_exit(status: i32) -> ! {
-    // SAFETY: as in `debug_put_char`; the kernel never returns from this call.
+    let refused: u64;
+    // SAFETY: `syscall` with the documented convention (rax = number, rdi = status); the
+    // kernel ends the run or returns the error in rax, destroying rcx and r11.
     unsafe {
         core::arch::asm!(
             "syscall",
-            "ud2",
-            in("rax") Syscall::DebugExit as u64,
+            inlateout("rax") Syscall::DebugExit as u64 => refused,
             in("rdi") status as i64 as u64,
-            options(noreturn, nostack)
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
         );
     }
+    let why = cleave_abi::Error::check(refused).err().unwrap_or(cleave_abi::Error::IllegalOperation);
+    crate::println!("main returned {status}, but this thread may not end the run ({why}): it stops here");
+    // SAFETY: ud2 faults before doing anything; this thread is not resumed past it.
+    unsafe { core::arch::asm!("ud2", options(noreturn, nostack)) }
 }
 
 /// Executes `syscall` with an arbitrary number and returns rax: for tests of the kernel's

@@ -121,12 +121,23 @@ fn restart(r: &mut Restartable, now_ms: u64) -> u64 {
 }
 
 /// What a fault message says, for the report.
-fn describe(label: u64, words: [u64; 4]) -> (&'static str, u64, u64) {
-    match label {
-        fault::VM_FAULT => ("page fault at", words[0], words[2]),
-        fault::USER_EXCEPTION => ("exception", words[0], words[2]),
-        fault::UNKNOWN_SYSCALL => ("unknown system call", words[0], words[1]),
-        _ => ("fault", label, words[2]),
+struct Described {
+    label: u64,
+    words: [u64; 4],
+}
+
+impl core::fmt::Display for Described {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let w = self.words;
+        match self.label {
+            fault::VM_FAULT => write!(f, "page fault at {:#x}, rip {:#x}", w[0], w[2]),
+            fault::USER_EXCEPTION => {
+                let (mnemonic, name) = fault::exception_name(w[0]);
+                write!(f, "{name} ({mnemonic}), rip {:#x}", w[2])
+            }
+            fault::UNKNOWN_SYSCALL => write!(f, "unknown system call {:#x}, rip {:#x}", w[0], w[1]),
+            other => write!(f, "fault {other:#x}, rip {:#x}", w[2]),
+        }
     }
 }
 
@@ -152,10 +163,12 @@ fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
     let wait = (BACKOFF_FIRST_MS << (r.crashes - 1).min(16)).min(BACKOFF_MAX_MS);
     r.due = Some(now_ms + wait);
     if r.crashes_total <= SHOWN || r.crashes_total.is_power_of_two() {
-        let (what, value, rip) = describe(label, words);
         println!(
-            "supervisor: `{}` (instance {}) crashed at {now_ms} ms: {what} {value:#x}, rip {rip:#x} (crash {}); restarting it in {wait} ms",
-            r.name, r.instance, r.crashes_total
+            "supervisor: `{}` (instance {}) crashed at {now_ms} ms: {} (crash {}); restarting it in {wait} ms",
+            r.name,
+            r.instance,
+            Described { label, words },
+            r.crashes_total
         );
     }
 }

@@ -209,6 +209,11 @@ pub mod label {
     pub const TCB_SET_ONE_REQUEST: u64 = 30;
     /// TCB: what the thread is doing: word 0 is one of [`super::thread_state`].
     pub const TCB_READ_STATE: u64 = 31;
+    /// TCB: the thread may end the run (`DebugExit`) and pass that on. Only a thread that
+    /// may end the run itself can give it (the root task's first thread can); without it
+    /// `DebugExit` fails with `IllegalOperation`, so no component stops the whole machine
+    /// unless the system's description says it may.
+    pub const TCB_ALLOW_END_RUN: u64 = 32;
     /// Frame: map into an address space.
     pub const FRAME_MAP: u64 = 40;
     /// Frame: unmap.

@@ -124,4 +124,32 @@ pub mod fault {
     /// receive a second one. Words: the capability address it received on, 0, rip (after
     /// the `syscall` instruction), rsp.
     pub const REQUEST_DONE: u64 = 4;
+
+    /// An x86 exception vector's mnemonic and name (`#UD`, "invalid opcode"), for reports
+    /// of `USER_EXCEPTION` faults and of the kernel's own.
+    pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
+        match vector {
+            0 => ("#DE", "divide error"),
+            1 => ("#DB", "debug"),
+            2 => ("NMI", "non-maskable interrupt"),
+            3 => ("#BP", "breakpoint"),
+            4 => ("#OF", "overflow"),
+            5 => ("#BR", "bound range exceeded"),
+            6 => ("#UD", "invalid opcode"),
+            7 => ("#NM", "device not available"),
+            8 => ("#DF", "double fault"),
+            10 => ("#TS", "invalid TSS"),
+            11 => ("#NP", "segment not present"),
+            12 => ("#SS", "stack-segment fault"),
+            13 => ("#GP", "general protection"),
+            14 => ("#PF", "page fault"),
+            16 => ("#MF", "x87 floating-point error"),
+            17 => ("#AC", "alignment check"),
+            18 => ("#MC", "machine check"),
+            19 => ("#XM", "SIMD floating-point exception"),
+            20 => ("#VE", "virtualization exception"),
+            21 => ("#CP", "control protection"),
+            _ => ("#??", "reserved vector"),
+        }
+    }
 }

@@ -596,6 +596,7 @@ pub fn compile(file: &SystemFile) -> Compiled {
             resume: Some(true),
             elf: Some(c.binary.as_ref().map_or_else(|| n.clone(), |b| b.get_ref().clone())),
             lifetime: lifetime_of(c),
+            ends_run: c.ends_run.as_ref().is_some_and(|e| *e.get_ref()),
             ..TcbParams::default()
         };
         component_objects(&mut spec, n, tcb, &[]);

@@ -1,14 +1,21 @@
 //! The Xoar privilege matrix, computed from a capDL specification: which component can
 //! touch arbitrary memory, access PCI configuration space, create VMs, manage VMs, manage
-//! devices, or boot the system.
+//! devices, boot the system, or end the run.
 
 use cleave_capdl::model::{ObjRef, ObjectKind, Spec, Target};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The columns of the matrix.
-pub const COLUMNS: [&str; 6] =
-    ["arbitrary memory", "PCI config", "create VMs", "manage VMs", "manage devices", "system boot"];
+pub const COLUMNS: [&str; 7] = [
+    "arbitrary memory",
+    "PCI config",
+    "create VMs",
+    "manage VMs",
+    "manage devices",
+    "system boot",
+    "end run",
+];
 
 /// One component's row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,10 +32,12 @@ pub struct Row {
     pub manage_devices: bool,
     /// Holds IRQ control or untyped memory at boot.
     pub system_boot: bool,
+    /// Its thread may end the whole run (`ends-run`: the kernel's `DebugExit`).
+    pub end_run: bool,
 }
 
 impl Row {
-    fn cells(&self) -> [bool; 6] {
+    fn cells(&self) -> [bool; 7] {
         [
             self.arbitrary_memory,
             self.pci_config,
@@ -36,6 +45,7 @@ impl Row {
             self.manage_vms,
             self.manage_devices,
             self.system_boot,
+            self.end_run,
         ]
     }
 }
@@ -68,6 +78,9 @@ pub fn matrix(spec: &Spec) -> BTreeMap<String, Row> {
             }
         }
         row.create_vms = row.arbitrary_memory && row.manage_vms;
+        let tcb = format!("{component}_tcb");
+        row.end_run =
+            matches!(kind_of(&ObjRef { name: tcb, index: None }), Some(ObjectKind::Tcb(t)) if t.ends_run);
         rows.insert(component.to_string(), row);
     }
     rows

@@ -83,6 +83,9 @@ pub struct Component {
     pub restart: Option<Spanned<Restart>>,
     /// `"shared"` (default) or `"per-guest"`.
     pub instances: Option<Spanned<String>>,
+    /// Whether it may end the whole run (the kernel's `DebugExit`: what ends a test or
+    /// `cargo xtask run`). Without it, a component whose `main` returns only stops itself.
+    pub ends_run: Option<Spanned<bool>>,
 }
 
 /// `[channels.NAME]`: an endpoint or notification from clients to one server.

@@ -51,6 +51,11 @@ const TESTS: &[EmulatorTest] = &[
                 ": page fault at 0x0, rip 0x",
                 "(crash 1); restarting it in 10 ms",
                 "supervisor: restarted `crasher` (instance 2) after its crash",
+                // Even instances try to end the whole run: refused, and they stop.
+                "crasher: instance 2 tries to end the whole run",
+                "main returned 1, but this thread may not end the run (illegal operation): it stops here",
+                "supervisor: `crasher` (instance 2) crashed at",
+                ": invalid opcode (#UD), rip 0x",
                 "(crash 2); restarting it in 20 ms",
                 "(crash 3); restarting it in 40 ms",
                 "(crash 4); restarting it in 80 ms",

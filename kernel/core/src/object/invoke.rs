@@ -23,7 +23,7 @@ use super::slot::{Slot, SlotOps};
 use super::space::ObjectSpace;
 use super::tcb::{
     INITIAL_RFLAGS, Registers, TcbRef, ThreadState, USER_CODE_SELECTOR, USER_DATA_SELECTOR, one_request,
-    slot as tcb_slot,
+    privilege, slot as tcb_slot,
 };
 use crate::addr::PhysAddr;
 use cleave_abi::object::{SLOT_SIZE_BITS, label};
@@ -350,6 +350,14 @@ fn tcb<M: KernelMemory>(
         }
         label::TCB_SUSPEND => {
             space.suspend(t);
+            done
+        }
+        label::TCB_ALLOW_END_RUN => {
+            if caller.privileges(&space.mem) & privilege::END_RUN == 0 {
+                return Err(Error::IllegalOperation);
+            }
+            let bits = t.privileges(&space.mem);
+            t.set_privileges(&mut space.mem, bits | privilege::END_RUN);
             done
         }
         label::TCB_BIND_NOTIFICATION => {

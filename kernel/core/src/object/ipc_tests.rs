@@ -10,7 +10,7 @@ use super::kmem::{KernelMemory, TestMemory};
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
 use super::syscall::Outcome;
-use super::tcb::{CONSOLE_LINE, Registers, TcbRef, ThreadState};
+use super::tcb::{CONSOLE_LINE, Registers, TcbRef, ThreadState, privilege};
 use crate::addr::PhysAddr;
 use cleave_abi::object::label;
 use cleave_abi::{Error, MessageInfo, ObjectType, Rights, Syscall};
@@ -201,6 +201,10 @@ fn rights_and_bad_capabilities() {
         }
     }
     assert_eq!(out.len(), CONSOLE_LINE);
+    // Ending the run is a privilege: refused (the thread goes on), then given.
+    assert_eq!(w.sys(a, Syscall::DebugExit, 3, MessageInfo::default(), [0; 4]), Outcome::Done);
+    assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, Error::IllegalOperation as u64));
+    a.set_privileges(&mut w.s.mem, privilege::END_RUN);
     match w.sys(a, Syscall::DebugExit, 3, MessageInfo::default(), [0; 4]) {
         Outcome::DebugExit(3, line, 10) => out.extend_from_slice(&line[..10]),
         other => panic!("the exit carries the unfinished line: {other:?}"),
@@ -749,6 +753,18 @@ fn vcpus_bind_to_threads_and_ept_maps_guest_memory() {
     assert!(w.s.clear_active_vmcs);
     assert_eq!(enter(&mut w), Outcome::Done);
     assert_eq!(w.status(boss), Error::IllegalOperation as u64);
+}
+
+#[test]
+fn only_a_thread_that_may_end_the_run_lets_others() {
+    let mut w = world();
+    let a = w.thread(20, 50);
+    let boss = w.boss;
+    assert_eq!(w.invoke(20, label::TCB_ALLOW_END_RUN, &[]), Err(Error::IllegalOperation));
+    assert_eq!(a.privileges(&w.s.mem), 0);
+    boss.set_privileges(&mut w.s.mem, privilege::END_RUN);
+    w.invoke(20, label::TCB_ALLOW_END_RUN, &[]).unwrap();
+    assert_eq!(a.privileges(&w.s.mem), privilege::END_RUN);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use super::invoke::{Hardware, Invocation, Reply, invoke};
 use super::kmem::KernelMemory;
 use super::slot::SlotOps;
 use super::space::ObjectSpace;
-use super::tcb::{CONSOLE_LINE, TcbRef, one_request, reg, slot};
+use super::tcb::{CONSOLE_LINE, TcbRef, one_request, privilege, reg, slot};
 use cleave_abi::message::MAX_MESSAGE_WORDS;
 use cleave_abi::syscall::fault;
 use cleave_abi::{Error, MessageInfo, Syscall};
@@ -55,6 +55,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     Some((line, len)) => Outcome::DebugLine(line, len),
                     None => Outcome::Done,
                 };
+            }
+            Syscall::DebugExit if t.privileges(&self.mem) & privilege::END_RUN == 0 => {
+                Err(Error::IllegalOperation)
             }
             Syscall::DebugExit => {
                 // The unfinished line goes out before the run ends.

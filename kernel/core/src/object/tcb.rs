@@ -282,6 +282,8 @@ pub struct Tcb {
     /// [`one_request`] flags: whether it serves one request per start, and whether it
     /// has received that request.
     pub one_request: u64,
+    /// [`privilege`] bits: what the thread may do beyond what its capabilities allow.
+    pub privileges: u64,
     /// Bytes in [`Tcb::console`].
     pub console_len: u64,
     /// The thread's debug-console line so far: `DebugPutChar` collects a line here and the
@@ -292,6 +294,13 @@ pub struct Tcb {
 /// The longest debug-console line a thread's TCB collects; a longer line is written in
 /// pieces of this size.
 pub const CONSOLE_LINE: usize = 240;
+
+/// Bits of [`Tcb::privileges`].
+pub mod privilege {
+    /// It may end the run (`DebugExit`), and give other threads this privilege
+    /// (`TCB_ALLOW_END_RUN`). The root task's first thread has it.
+    pub const END_RUN: u64 = 1;
+}
 
 /// Bits of [`Tcb::one_request`].
 pub mod one_request {
@@ -428,6 +437,7 @@ impl TcbRef {
         m.write(PhysAddr(self.0.0 + offset_of!(Tcb, name) as u64), &bytes)
     }
     word_field!(state_raw, set_state_raw, state);
+    word_field!(privileges, set_privileges, privileges);
     word_field!(priority, set_priority, priority);
     word_field!(mcp, set_mcp, mcp);
     word_field!(sched_next, set_sched_next, sched_next);

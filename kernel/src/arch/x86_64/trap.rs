@@ -12,32 +12,7 @@ const _: () = assert!(core::mem::offset_of!(TrapFrame, rip) == 17 * 8);
 const _: () = assert!(core::mem::offset_of!(TrapFrame, vector) == 15 * 8);
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
 
-/// Mnemonic and name of an exception vector.
-pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
-    match vector {
-        0 => ("#DE", "divide error"),
-        1 => ("#DB", "debug"),
-        2 => ("NMI", "non-maskable interrupt"),
-        3 => ("#BP", "breakpoint"),
-        4 => ("#OF", "overflow"),
-        5 => ("#BR", "bound range exceeded"),
-        6 => ("#UD", "invalid opcode"),
-        7 => ("#NM", "device not available"),
-        8 => ("#DF", "double fault"),
-        10 => ("#TS", "invalid TSS"),
-        11 => ("#NP", "segment not present"),
-        12 => ("#SS", "stack-segment fault"),
-        13 => ("#GP", "general protection"),
-        14 => ("#PF", "page fault"),
-        16 => ("#MF", "x87 floating-point error"),
-        17 => ("#AC", "alignment check"),
-        18 => ("#MC", "machine check"),
-        19 => ("#XM", "SIMD floating-point exception"),
-        20 => ("#VE", "virtualization exception"),
-        21 => ("#CP", "control protection"),
-        _ => ("#??", "reserved vector"),
-    }
-}
+pub use cleave_abi::syscall::fault::exception_name;
 
 /// The faulting linear address of the last page fault.
 pub fn cr2() -> u64 {
