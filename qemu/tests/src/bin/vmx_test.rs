@@ -2,7 +2,9 @@
 //! tables and one page of guest RAM), puts a small real-mode guest in it and acts as its
 //! VMM: the guest writes "Hi" to a UART port (I/O exits), asks CPUID, writes to a
 //! guest-physical address nothing is mapped at (an EPT violation the VMM skips) and halts.
-//! Also checks that a VMM cannot write host state or the EPT pointer.
+//! Also checks that a VMM cannot write host state or the EPT pointer, and that guest state
+//! a VMM scrambles (random bit flips and values in every guest-state field it may write,
+//! random event injections) gets an entry failure or an exit, never a broken kernel.
 #![no_std]
 #![no_main]
 
@@ -28,6 +30,9 @@ const UT: u64 = 0;
 const VCPU: u64 = 1;
 /// An IoPort capability for port 0x80.
 const PORT: u64 = 20;
+/// The scrambled guests: each made from the untyped here (revoked after each), objects
+/// from SCRAMBLED + 1 on.
+const SCRAMBLED: u64 = 30;
 
 /// A guest-physical address with nothing behind it.
 const HOLE: u64 = 0x3000;
@@ -120,12 +125,148 @@ fn run_guest(vcpu: Cap<Vcpu>) -> Result<Seen, &'static str> {
     Ok(seen)
 }
 
+/// Guest-state fields a VMM may write, with their widths in bits (Intel's encodings), the
+/// event-injection fields, and the controls it may choose (not the primary controls: a
+/// guest without HLT exiting would halt in this code for good).
+const SCRAMBLE_FIELDS: [(u32, u32); 54] = [
+    (0x800, 16),
+    (0x802, 16),
+    (0x804, 16),
+    (0x806, 16),
+    (0x808, 16),
+    (0x80a, 16),
+    (0x80c, 16),
+    (0x80e, 16),
+    (0x2802, 64),
+    (0x2804, 64),
+    (0x2806, 64),
+    (0x4800, 32),
+    (0x4802, 32),
+    (0x4804, 32),
+    (0x4806, 32),
+    (0x4808, 32),
+    (0x480a, 32),
+    (0x480c, 32),
+    (0x480e, 32),
+    (0x4810, 32),
+    (0x4812, 32),
+    (0x4814, 32),
+    (0x4816, 32),
+    (0x4818, 32),
+    (0x481a, 32),
+    (0x481c, 32),
+    (0x481e, 32),
+    (0x4820, 32),
+    (0x4822, 32),
+    (0x4824, 32),
+    (0x482a, 32),
+    (0x6800, 64),
+    (0x6802, 64),
+    (0x6804, 64),
+    (0x6806, 64),
+    (0x6808, 64),
+    (0x680a, 64),
+    (0x6816, 64),
+    (0x6818, 64),
+    (0x681a, 64),
+    (0x681c, 64),
+    (0x681e, 64),
+    (0x6820, 64),
+    (0x6822, 64),
+    (0x4016, 32),
+    (0x4018, 32),
+    (0x401a, 32),
+    (0x4004, 32),
+    (0x401e, 32),
+    (0x4012, 32),
+    (0x6000, 64),
+    (0x6002, 64),
+    (0x6004, 64),
+    (0x6006, 64),
+];
+/// Scrambled guests to run, and exits each may take.
+const SCRAMBLED_GUESTS: u32 = 1000;
+const SCRAMBLED_EXITS: u32 = 8;
+
+/// xorshift64*: deterministic pseudo-random numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What the scrambled guests did.
+#[derive(Default)]
+struct Scrambled {
+    writes_taken: u32,
+    writes_refused: u32,
+    entries_refused: u32,
+    exits: u32,
+}
+
+/// Runs [`SCRAMBLED_GUESTS`] fresh guests (code: CPUID, then HLT everywhere, so that
+/// wherever a scrambled rip lands it soon exits), each with a few guest-state fields
+/// scrambled, for a few exits; then destroys it by revoking its untyped (its VMCS is the
+/// active one: the kernel must clear it before the memory is reused).
+fn scramble(rng: &mut Rng) -> Result<Scrambled, &'static str> {
+    let mut code = [0xf4u8; 4096];
+    code[..2].copy_from_slice(&[0x0f, 0xa2]);
+    let mut tally = Scrambled::default();
+    for _ in 0..SCRAMBLED_GUESTS {
+        let vcpu = real_mode_guest(Cap::from_cptr(at(SCRAMBLED)), at(SCRAMBLED + 1), &code)
+            .map_err(|_| "guest set-up")?;
+        for _ in 0..1 + rng.below(4) {
+            let (field, width) = SCRAMBLE_FIELDS[rng.below(SCRAMBLE_FIELDS.len() as u64) as usize];
+            let old = vcpu.read_vmcs(field).unwrap_or(0);
+            let value = match rng.below(4) {
+                0 => rng.next(),
+                _ => old ^ 1 << rng.below(u64::from(width)),
+            };
+            let value = if width == 64 { value } else { value & ((1 << width) - 1) };
+            match vcpu.write_vmcs(field, value) {
+                Ok(()) => tally.writes_taken += 1,
+                Err(_) => tally.writes_refused += 1,
+            }
+        }
+        for _ in 0..SCRAMBLED_EXITS {
+            let e = cleave_rt::syscall::vm_enter().map_err(|_| "VmEnter refused")?;
+            let reason = e[exit::REASON];
+            if reason & cleave_abi::vcpu::ENTRY_FAILED != 0 || reason & (1 << 31) != 0 {
+                tally.entries_refused += 1;
+                break;
+            }
+            tally.exits += 1;
+            let length = e[exit::INSTRUCTION_LENGTH];
+            if matches!(reason, exit::reason::HLT | exit::reason::TRIPLE_FAULT) || !(1..=15).contains(&length)
+            {
+                break;
+            }
+            if skip(vcpu, length).is_err() {
+                break;
+            }
+        }
+        // Everything the guest was made of goes; the untyped is whole again.
+        Cap::<cleave_rt::cap::kind::CNode>::revoke(ROOT.slot(at(SCRAMBLED), 64)).map_err(|_| "revoke")?;
+    }
+    Ok(tally)
+}
+
 fn main() -> i32 {
     let info = boot_info();
     FIRST_FREE.store(info.empty_first, SeqCst);
     let mut failures = 0;
     let (big, _) = largest_ram_untyped(info);
-    if big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).is_err() {
+    if big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).is_err()
+        || big.retype(ObjectType::Untyped, 18, ROOT, 0, 0, at(SCRAMBLED), 1).is_err()
+    {
         println!("TEST FAIL: no memory for the test");
         return 1;
     }
@@ -197,5 +338,23 @@ fn main() -> i32 {
             failures += 1;
         }
     }
+    // The first guest goes (its Vcpu is bound to this thread; its page is mapped where
+    // every scrambled guest's will be).
+    let gone = Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(VCPU), 64))
+        .and_then(|()| Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(VCPU + 6), 64)));
+    let scrambled =
+        gone.map_err(|_| "removing the first guest").and_then(|()| scramble(&mut Rng(0x005c_4a3b_1ed0_0001)));
+    expect(
+        "vmx: scrambled guest state never breaks the kernel",
+        &mut failures,
+        scrambled.and_then(|t| {
+            println!(
+                "vmx-test: {SCRAMBLED_GUESTS} scrambled guests: {} field writes taken, {} refused; {} entries refused, {} exits",
+                t.writes_taken, t.writes_refused, t.entries_refused, t.exits
+            );
+            let varied = t.writes_taken > 0 && t.writes_refused > 0 && t.entries_refused > 0 && t.exits > 0;
+            check(varied, "the scrambling was too tame")
+        }),
+    );
     finish("vmx-test", failures)
 }
