@@ -1,12 +1,14 @@
-//! Kernel test (root task): a hostile thread running pseudo-random machine code cannot
+//! Kernel test (root task): two hostile threads running pseudo-random machine code cannot
 //! break the kernel. The code is random bytes mixed with system calls whose numbers,
 //! capability addresses, message infos and words are random (every call but the two debug
 //! ones), and with `std`, which once made the kernel copy memory backwards over its own
-//! stack. The thread lives in its own address space and CSpace: its own endpoint,
-//! notification, frame, VSpace, a 64 KiB untyped and its own CNode. Every fault it takes
-//! comes here: usually it is resumed one byte further on, sometimes restarted elsewhere
-//! with new random registers; a thread that blocks or spins is suspended and restarted.
-//! Afterwards the kernel must still work and the thread's objects must go away cleanly.
+//! stack. The threads share an address space and a CSpace of their own: an endpoint and a
+//! notification (so they call, signal, and hand each other capabilities, through IPC
+//! buffers their random stores scribble on), a frame, their VSpace, a 64 KiB untyped and
+//! the CNode itself. Every fault they take comes here: usually the thread is resumed one
+//! byte further on, sometimes restarted elsewhere with new random registers; when neither
+//! faults for a while (blocked or spinning), both are suspended and restarted. Afterwards
+//! the kernel must still work and the threads' objects must go away cleanly.
 #![no_std]
 #![no_main]
 
@@ -40,9 +42,12 @@ const IPC: u64 = 8;
 const CNODE: u64 = 9;
 const CNODE_GUARDED: u64 = 10;
 const TABLES: u64 = 12; // 12, 13, 14 in the thread's space; 15, 16, 17 in ours
-const PROBE: u64 = 18;
+const PROBE: u64 = 18; // 18, 19, 20
+const TCB2: u64 = 21;
+const FEP_BADGED2: u64 = 22;
+const IPC2: u64 = 23;
 
-/// The badge of the thread's fault endpoint capability.
+/// The badge of the first thread's fault endpoint capability (the second's is one more).
 const BADGE: u64 = 0xc4a0;
 /// Where this task writes the code; where the thread sees it (read-only, executable), its
 /// stack page (read-write) and its IPC buffer page.
@@ -50,15 +55,18 @@ const CODE_HERE: u64 = 0x5000_0000_0000;
 const CODE_THERE: u64 = 0x1000_0000;
 const STACK_THERE: u64 = CODE_THERE + 0x1000;
 const IPC_THERE: u64 = CODE_THERE + 0x2000;
+const IPC2_THERE: u64 = CODE_THERE + 0x3000;
 /// Radix of the thread's CNode, and the guard that makes 64-bit addresses reach it.
 const CHAOS_RADIX: u64 = 4;
 const GUARD_WORD: u64 = 64 - CHAOS_RADIX;
 
 /// Fault events to take; the code page is rewritten every [`REWRITE`] of them.
-const EVENTS: u32 = 20000;
+const EVENTS: u32 = 10000;
 const REWRITE: u32 = 64;
-/// Yields to wait for the next fault before the thread counts as blocked or spinning.
-const POLLS: u32 = 2;
+/// Yields to wait for the next fault before the threads count as blocked or spinning.
+const POLLS: u32 = 1;
+/// Faults of one thread in a row after which the other counts as blocked or spinning.
+const QUIET: u32 = 4;
 /// The seed of the whole run (printed, so that a failure can be replayed).
 const SEED: u64 = 0x00c1_ea7e_5eed_0001;
 
@@ -153,7 +161,7 @@ fn registers(rng: &mut Rng) -> [u64; 18] {
     r
 }
 
-/// Builds the thread's address space, CSpace and TCB (not started).
+/// Builds the threads' address space, CSpace and TCBs (not started).
 fn build() -> Result<(), Error> {
     let step = |what: &'static str| {
         move |e: Error| {
@@ -165,6 +173,8 @@ fn build() -> Result<(), Error> {
     untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(FEP), 1).map_err(step("step 1"))?;
     ROOT.mint(ROOT.slot(at(FEP_BADGED), D), ROOT.slot(at(FEP), D), Rights::ALL, BADGE)
         .map_err(step("step 2"))?;
+    ROOT.mint(ROOT.slot(at(FEP_BADGED2), D), ROOT.slot(at(FEP), D), Rights::ALL, BADGE + 1)
+        .map_err(step("step 2b"))?;
     // Its address space: code (read-only alias of a frame mapped here), stack, IPC buffer.
     untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1).map_err(step("step 3"))?;
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
@@ -178,6 +188,7 @@ fn build() -> Result<(), Error> {
         .map_err(step("step 8"))?;
     frame(untyped, at(STACK))?.map(other, STACK_THERE, Rights::ALL, true).map_err(step("step 9"))?;
     frame(untyped, at(IPC))?.map(other, IPC_THERE, Rights::ALL, true).map_err(step("step 10"))?;
+    frame(untyped, at(IPC2))?.map(other, IPC2_THERE, Rights::ALL, true).map_err(step("step 10b"))?;
     // Its CSpace: 16 slots, reached through a 60-bit zero guard.
     untyped.retype(ObjectType::CNode, CHAOS_RADIX, ROOT, 0, 0, at(CNODE), 1).map_err(step("step 11"))?;
     let cnode: Cap<CNode> = Cap::from_cptr(at(CNODE));
@@ -190,21 +201,26 @@ fn build() -> Result<(), Error> {
     cnode.copy(inside(4), ROOT.slot(at(VSPACE2), D), Rights::ALL).map_err(step("step 16"))?;
     untyped.retype(ObjectType::Untyped, 16, cnode, 0, 0, 5, 1).map_err(step("step 17"))?;
     cnode.copy(inside(6), ROOT.slot(at(CNODE_GUARDED), D), Rights::ALL).map_err(step("step 19"))?;
-    // Its thread, at this task's priority (255), so that yielding lets it run.
-    untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB), 1).map_err(step("step 20"))?;
-    let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB));
-    tcb.configure(
-        Cap::from_cptr(at(CNODE_GUARDED)),
-        other,
-        Some((IPC_THERE, Cap::from_cptr(at(IPC)))),
-        Some(Cap::from_cptr(at(FEP_BADGED))),
-    )
-    .map_err(step("step 21"))?;
-    tcb.set_name("chaos").map_err(step("step 22"))?;
-    tcb.set_priority(255)
+    // Its threads, at this task's priority (255), so that yielding lets them run.
+    for (slot, ipc, buffer, fep, name) in
+        [(TCB, IPC, IPC_THERE, FEP_BADGED, "chaos-1"), (TCB2, IPC2, IPC2_THERE, FEP_BADGED2, "chaos-2")]
+    {
+        untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(slot), 1).map_err(step("step 20"))?;
+        let tcb: Cap<Tcb> = Cap::from_cptr(at(slot));
+        tcb.configure(
+            Cap::from_cptr(at(CNODE_GUARDED)),
+            other,
+            Some((buffer, Cap::from_cptr(at(ipc)))),
+            Some(Cap::from_cptr(at(fep))),
+        )
+        .map_err(step("step 21"))?;
+        tcb.set_name(name).map_err(step("step 22"))?;
+        tcb.set_priority(255).map_err(step("step 23"))?;
+    }
+    Ok(())
 }
 
-/// Counts of what the thread did.
+/// Counts of what the threads did.
 #[derive(Default)]
 struct Tally {
     exceptions: u32,
@@ -214,36 +230,61 @@ struct Tally {
     stuck: u32,
 }
 
-/// Runs the thread for [`EVENTS`] fault events.
+/// Runs the threads for [`EVENTS`] fault events.
 fn run(rng: &mut Rng) -> Result<Tally, &'static str> {
-    let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB));
+    let threads: [Cap<Tcb>; 2] = [Cap::from_cptr(at(TCB)), Cap::from_cptr(at(TCB2))];
     let fep: Cap<Endpoint> = Cap::from_cptr(at(FEP));
+    let restart = |rng: &mut Rng, t: Cap<Tcb>| -> Result<(), &'static str> {
+        t.suspend().map_err(|_| "suspend")?;
+        t.write_registers(true, &registers(rng)).map_err(|_| "restart")
+    };
     let mut tally = Tally::default();
+    let mut quiet = [0u32; 2];
     for event in 0..EVENTS {
         if event % REWRITE == 0 {
             // A fresh page and a fresh start (a resumed thread would run on into it).
-            tcb.suspend().map_err(|_| "suspend")?;
+            for t in threads {
+                t.suspend().map_err(|_| "suspend")?;
+            }
             write_code(rng);
-            tcb.write_registers(true, &registers(rng)).map_err(|_| "start")?;
+            for t in threads {
+                restart(rng, t)?;
+            }
         }
+        // A fault already waiting, or one after each yield to the threads.
         let mut message = None;
-        for _ in 0..POLLS {
+        for poll in 0..=POLLS {
+            if poll > 0 {
+                syscall::yield_now();
+            }
             match fep.nb_recv() {
-                Ok(m) if m.badge == BADGE => {
+                Ok(m) if m.badge == BADGE || m.badge == BADGE + 1 => {
                     message = Some(m);
                     break;
                 }
-                Ok(_) => syscall::yield_now(),
+                Ok(_) => {}
                 Err(_) => return Err("polling the fault endpoint failed"),
             }
         }
         let Some(m) = message else {
-            // Blocked in IPC, or spinning: start it somewhere else.
+            // Both blocked in IPC, or spinning: start them somewhere else.
             tally.stuck += 1;
-            tcb.suspend().map_err(|_| "suspend a stuck thread")?;
-            tcb.write_registers(true, &registers(rng)).map_err(|_| "restart")?;
+            for t in threads {
+                restart(rng, t)?;
+            }
             continue;
         };
+        let k = (m.badge - BADGE) as usize;
+        let tcb = threads[k];
+        // The other one, quiet for a while, is spinning or blocked: start it elsewhere (a
+        // spinner takes a whole time slice from every yield here).
+        quiet[k] = 0;
+        quiet[1 - k] += 1;
+        if quiet[1 - k] > QUIET {
+            quiet[1 - k] = 0;
+            tally.stuck += 1;
+            restart(rng, threads[1 - k])?;
+        }
         match m.info.label() {
             fault::USER_EXCEPTION => tally.exceptions += 1,
             fault::VM_FAULT => tally.page_faults += 1,
@@ -263,11 +304,12 @@ fn run(rng: &mut Rng) -> Result<Tally, &'static str> {
         if resumed {
             syscall::reply(MessageInfo::default(), [0; 4]).map_err(|_| "resume")?;
         } else {
-            tcb.suspend().map_err(|_| "suspend")?;
-            tcb.write_registers(true, &registers(rng)).map_err(|_| "restart")?;
+            restart(rng, tcb)?;
         }
     }
-    tcb.suspend().map_err(|_| "suspend at the end")?;
+    for t in threads {
+        t.suspend().map_err(|_| "suspend at the end")?;
+    }
     Ok(tally)
 }
 
@@ -281,12 +323,12 @@ fn main() -> i32 {
     let built = big
         .retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1)
         .map_err(|_| "untyped")
-        .and_then(|()| build().map_err(|_| "building the thread's objects"));
+        .and_then(|()| build().map_err(|_| "building the threads' objects"));
     expect("random-code-thread-built", &mut f, built);
     let ran = run(&mut rng);
     let summary = ran.map(|t| {
         println!(
-            "chaos-test: {} exceptions, {} page faults, {} unknown system calls, {} other, {} times blocked or spinning",
+            "chaos-test: {} exceptions, {} page faults, {} unknown system calls, {} other, {} restarts of a blocked or spinning thread",
             t.exceptions, t.page_faults, t.unknown_syscalls, t.other, t.stuck
         );
         t.exceptions > 0 && t.page_faults > 0 && t.unknown_syscalls > 0
@@ -312,7 +354,9 @@ fn main() -> i32 {
             let bits = Cap::<Notification>::from_cptr(at(PROBE)).poll().map_err(|_| "poll")?;
             check(bits == 0b100, "the signal was lost")?;
             Cap::<CNode>::revoke(ROOT.slot(at(UT), D)).map_err(|_| "revoke")?;
-            check(Cap::<Tcb>::from_cptr(at(TCB)).state().is_err(), "the thread outlived its memory")?;
+            for t in [TCB, TCB2] {
+                check(Cap::<Tcb>::from_cptr(at(t)).state().is_err(), "a thread outlived its memory")?;
+            }
             untyped
                 .retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(PROBE + 2), 1)
                 .map_err(|_| "memory not whole")
