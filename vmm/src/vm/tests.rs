@@ -323,3 +323,90 @@ fn elf_images_load_at_their_addresses_with_bss_zeroed() {
         Err(crate::elf::ElfError::OutsideRam { address: 0x4000_0000 })
     );
 }
+
+/// A hostile guest, as the VMM sees it: exits with random reasons, qualifications,
+/// addresses and lengths, from random processor states, over guest memory full of random
+/// bytes (so MMIO decoding walks random page tables and decodes random instructions), with
+/// time passing and interrupts injected in between. Every exit must end in `Resume` or a
+/// `Stop` with a reason; none may panic (in a test build, arithmetic overflow panics too).
+#[test]
+fn random_exits_from_a_hostile_guest_never_panic_the_vmm() {
+    let mut state = 0x0123_4567_89ab_cdefu64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    const REASONS: [u64; 13] = [
+        reason::CPUID,
+        reason::HLT,
+        reason::IO,
+        reason::RDMSR,
+        reason::WRMSR,
+        reason::CR_ACCESS,
+        reason::EPT_VIOLATION,
+        reason::EPT_MISCONFIGURATION,
+        reason::TRIPLE_FAULT,
+        reason::INTERRUPT_WINDOW,
+        reason::EXCEPTION,
+        reason::INVALID_GUEST_STATE | 1 << 31,
+        0x7fff,
+    ];
+    let (mut resumed, mut stopped) = (0u32, 0u32);
+    for round in 0..64 {
+        let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+        let mut cpu = if round % 2 == 0 {
+            long_mode_cpu(&mut mem, 0x10_0000)
+        } else {
+            // Random control registers: paging on or off, random tables.
+            Cpu {
+                rip: next() % (3 << 20),
+                rflags: next(),
+                cr0: next(),
+                cr3: next() % (4 << 20),
+                cr4: next(),
+                efer: next(),
+                ..Cpu::default()
+            }
+        };
+        // Random bytes where the code and the page tables are (or would be).
+        for gpa in (0..0x20_0000u64).step_by(8) {
+            if round % 2 == 1 || gpa >= 0x10_0000 {
+                mem.0[gpa as usize..gpa as usize + 8].copy_from_slice(&next().to_le_bytes());
+            }
+        }
+        for _ in 0..2000 {
+            for r in &mut cpu.regs {
+                if next() % 4 == 0 {
+                    *r = if next() % 2 == 0 { next() % 0x1000 } else { next() };
+                }
+            }
+            if round % 2 == 1 && next() % 8 == 0 {
+                cpu.rip = next();
+            }
+            let reason = REASONS[(next() % REASONS.len() as u64) as usize];
+            let qualification = match next() % 3 {
+                0 => next() % 0x1_0000,
+                1 => (next() % 0x1_0000) << 16 | next() % 0x40,
+                _ => next(),
+            };
+            let guest_physical = match next() % 3 {
+                0 => 0xd000_0000 + next() % 0x2000,
+                1 => next() % (3 << 20),
+                _ => next(),
+            };
+            let e = Exit { reason, qualification, guest_physical, instruction_length: next() % 20 };
+            match vm.handle(&e, &mut cpu, &mut mem, host_cpuid) {
+                Outcome::Resume => resumed += 1,
+                Outcome::Stop(why) => {
+                    assert!(!std::format!("{why}").is_empty());
+                    stopped += 1;
+                }
+            }
+            vm.advance_time(next() % 5_000_000);
+            let _ = vm.injection(&cpu);
+        }
+    }
+    assert!(resumed > 1000 && stopped > 1000, "too tame: {resumed} resumed, {stopped} stopped");
+}
