@@ -350,7 +350,7 @@ fn random_exits_from_a_hostile_guest_never_panic_the_vmm() {
         reason::TRIPLE_FAULT,
         reason::INTERRUPT_WINDOW,
         reason::EXCEPTION,
-        reason::INVALID_GUEST_STATE | 1 << 31,
+        reason::INVALID_GUEST_STATE | (1 << 31),
         0x7fff,
     ];
     let (mut resumed, mut stopped) = (0u32, 0u32);
@@ -388,7 +388,7 @@ fn random_exits_from_a_hostile_guest_never_panic_the_vmm() {
             let reason = REASONS[(next() % REASONS.len() as u64) as usize];
             let qualification = match next() % 3 {
                 0 => next() % 0x1_0000,
-                1 => (next() % 0x1_0000) << 16 | next() % 0x40,
+                1 => ((next() % 0x1_0000) << 16) | (next() % 0x40),
                 _ => next(),
             };
             let guest_physical = match next() % 3 {
