@@ -11,7 +11,7 @@ use crate::{kprintln, objects};
 use cleave_abi::syscall::fault;
 use cleave_kernel_core::object::cap::Cap;
 use cleave_kernel_core::object::slot::SlotOps;
-use cleave_kernel_core::object::tcb::{TcbRef, slot};
+use cleave_kernel_core::object::tcb::{CONSOLE_LINE, TcbRef, slot};
 use heapless::String;
 
 /// A reason a user thread cannot go on by itself.
@@ -70,6 +70,13 @@ pub fn fault_current(fault: Fault, frame: &TrapFrame) {
             (fault::USER_EXCEPTION, [vector, error, frame.rip, frame.rsp])
         }
     };
+    // What the thread had printed of its current line goes out first: it is often why.
+    let (line, len) =
+        objects::with(|s| s.current().map_or(([0; CONSOLE_LINE], 0), |t| t.console_take(&mut s.mem)));
+    if len > 0 {
+        line[..len].iter().for_each(|&b| crate::arch::serial::write_byte(b));
+        kprintln!();
+    }
     let handled = objects::with(|s| s.current().is_some_and(|t| s.raise_fault(t, label, words)));
     if handled {
         return;

@@ -39,8 +39,11 @@ pub fn debug_exit(status: i32) -> ! {
     }
     let why = cleave_abi::Error::check(refused).err().unwrap_or(cleave_abi::Error::IllegalOperation);
     crate::println!("main returned {status}, but this thread may not end the run ({why}): it stops here");
-    // SAFETY: ud2 faults before doing anything; this thread is not resumed past it.
-    unsafe { core::arch::asm!("ud2", options(noreturn, nostack)) }
+    loop {
+        // SAFETY: ud2 faults before doing anything; a handler that resumes the thread past
+        // it only reaches the next one.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }
+    }
 }
 
 /// Executes `syscall` with an arbitrary number and returns rax: for tests of the kernel's

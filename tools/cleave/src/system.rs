@@ -426,6 +426,19 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                 ));
             }
         }
+        if let Some(e) = c.ends_run.as_ref().filter(|e| *e.get_ref() && c.restart.is_some()) {
+            errors.push(
+                SystemError::new(
+                    key("ends-run"),
+                    span(e),
+                    "a component that may end the run cannot be restarted",
+                )
+                .help(
+                    "its supervisor would hold its TCB and could steer it into ending the run; \
+                         remove `restart` or `ends-run`",
+                ),
+            );
+        }
         if let Some(d) = &c.deadline {
             if c.lifetime.as_ref().is_none_or(|l| l.get_ref() != "disposable") {
                 errors.push(

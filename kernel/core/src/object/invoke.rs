@@ -334,9 +334,11 @@ fn tcb<M: KernelMemory>(
             let mut regs = t.regs(&space.mem);
             regs.set_user_words(&inv.words[1..])?;
             t.set_regs(&mut space.mem, &regs);
-            // Written registers start it afresh: it may take a request again.
+            // Written registers start it afresh: it may take a request again, and its
+            // console line starts empty (a restarted component's first line is whole).
             let flags = t.one_request(&space.mem);
             t.set_one_request(&mut space.mem, flags & !one_request::RECEIVED);
+            let _ = t.console_take(&mut space.mem);
             if resume {
                 resume_thread(space, t)?;
             }
