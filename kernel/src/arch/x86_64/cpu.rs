@@ -110,6 +110,19 @@ pub fn enable_protections() {
         });
         Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
     }
+    // AVX and the other XSAVE-managed state ignore CR0.EM: whatever the boot loader left
+    // in XCR0 goes back to its reset value (x87 only) and CR4.OSXSAVE is cleared, so
+    // neither threads nor guests (whose XSETBV always exits to their VMM) can use state
+    // FXSAVE does not switch.
+    if cpuid.get_feature_info().is_some_and(|f| f.has_xsave()) {
+        // SAFETY: XSAVE is supported, so CR4.OSXSAVE may be set; XSETBV with ecx = 0 and
+        // 1 (x87 only, which XCR0 must always hold) is valid; nothing uses XSAVE state.
+        unsafe {
+            Cr4::update(|f| f.insert(Cr4Flags::OSXSAVE));
+            core::arch::asm!("xsetbv", in("ecx") 0u32, in("edx") 0u32, in("eax") 1u32, options(nomem, nostack));
+            Cr4::update(|f| f.remove(Cr4Flags::OSXSAVE));
+        }
+    }
 }
 
 /// Puts a guest's floating-point state in the processor: saves what it holds into the
