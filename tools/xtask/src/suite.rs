@@ -562,7 +562,14 @@ struct Tally {
     passed: usize,
     failed: usize,
     failures: Vec<String>,
+    /// The last serial lines of each failed emulator run, repeated at the end so that a
+    /// log cut to its tail (as CI keeps it) still says why.
+    tails: Vec<(String, Vec<String>)>,
 }
+
+/// Serial lines repeated at the end per failed run, and runs repeated.
+const SUMMARY_LINES: usize = 30;
+const SUMMARY_RUNS: usize = 2;
 
 /// Runs the selected tests; returns whether all passed.
 pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
@@ -579,6 +586,12 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
         }
     }
     println!();
+    for (name, tail) in tally.tails.iter().take(SUMMARY_RUNS) {
+        println!("--- the end of {name}'s serial output:");
+        for line in tail {
+            println!("    | {line}");
+        }
+    }
     for failure in &tally.failures {
         println!("failed: {failure}");
     }
@@ -679,6 +692,8 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
         }
         Err(reason) => {
             emulator::report_failure(&run, &finished, &reason);
+            let tail = finished.tail(SUMMARY_LINES).into_iter().map(String::from).collect();
+            tally.tails.push((test.name.to_string(), tail));
             tally.failed += 1;
             tally.failures.push(format!("{}: {reason}", test.name));
         }
