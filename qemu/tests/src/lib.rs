@@ -8,6 +8,24 @@ use cleave_abi::{Error, ObjectType, Rights};
 use cleave_rt::cap::kind::{self, CNode, Frame, PageTable, Untyped, VSpace};
 use cleave_rt::{Cap, println};
 
+/// xorshift64*: deterministic pseudo-random numbers for the tests that throw random code
+/// and state at the kernel (a fixed seed, so a failure can be replayed).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn word(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A number below `n` (not 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.word() % n
+    }
+}
+
 /// The root task's CNode.
 pub const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
 /// Depth that resolves a plain slot index in the root CNode.

@@ -18,7 +18,7 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Frame, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::{Cap, println, syscall};
-use cleave_tests::{DEPTH as D, ROOT, check, expect, finish, frame, map_tables};
+use cleave_tests::{DEPTH as D, ROOT, Rng, check, expect, finish, frame, map_tables};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
@@ -88,28 +88,14 @@ const QUIET: u32 = 2;
 /// The seed of the whole run (printed, so that a failure can be replayed).
 const SEED: u64 = 0x00c1_ea7e_5eed_0001;
 
-/// xorshift64*: deterministic pseudo-random numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// A register value: small numbers (capability addresses, labels, lengths) are likelier
-    /// to reach deep into the kernel than arbitrary ones.
-    fn value(&mut self) -> u64 {
-        match self.below(4) {
-            0 => self.below(16),
-            1 => self.below(4096),
-            2 => CODE_THERE + self.below(0x3000),
-            _ => self.next(),
-        }
+/// A random register value: small numbers (capability addresses, labels, lengths) are
+/// likelier to reach deep into the kernel than arbitrary ones.
+fn value(rng: &mut Rng) -> u64 {
+    match rng.below(4) {
+        0 => rng.below(16),
+        1 => rng.below(4096),
+        2 => CODE_THERE + rng.below(0x3000),
+        _ => rng.word(),
     }
 }
 
@@ -126,9 +112,9 @@ fn write_code(rng: &mut Rng) {
             // A system call with random arguments.
             0..=2 => {
                 let number = NUMBERS[rng.below(NUMBERS.len() as u64) as usize];
-                let cptr = rng.value() as u32;
+                let cptr = value(rng) as u32;
                 let info = ((rng.below(120) << 12) | (rng.below(4) << 7) | rng.below(12)) as u32;
-                let word = rng.value() as u32;
+                let word = value(rng) as u32;
                 let mut t = [0u8; 22];
                 t[0] = 0xb8; // mov eax, number
                 t[1..5].copy_from_slice(&number.to_le_bytes());
@@ -151,7 +137,7 @@ fn write_code(rng: &mut Rng) {
             _ => {
                 let n = 1 + rng.below(12) as usize;
                 for b in &mut code[i..i + n] {
-                    *b = rng.next() as u8;
+                    *b = rng.word() as u8;
                 }
                 i += n;
                 continue;
@@ -172,9 +158,9 @@ fn registers(rng: &mut Rng) -> [u64; 18] {
     let mut r = [0u64; 18];
     r[0] = CODE_THERE + rng.below(4000);
     r[1] = STACK_THERE + 0x800 + rng.below(0x100) * 8;
-    r[2] = 0x202 | (rng.next() & 0xcd5);
+    r[2] = 0x202 | (rng.word() & 0xcd5);
     for v in &mut r[3..] {
-        *v = rng.value();
+        *v = value(rng);
     }
     r
 }

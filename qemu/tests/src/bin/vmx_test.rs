@@ -14,7 +14,7 @@ use cleave_rt::Cap;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Untyped, Vcpu};
 use cleave_rt::println;
-use cleave_tests::{ROOT, check, expect, finish, largest_ram_untyped, real_mode_guest};
+use cleave_tests::{ROOT, Rng, check, expect, finish, largest_ram_untyped, real_mode_guest};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
@@ -188,21 +188,6 @@ const SCRAMBLE_FIELDS: [(u32, u32); 54] = [
 const SCRAMBLED_GUESTS: u32 = 1000;
 const SCRAMBLED_EXITS: u32 = 8;
 
-/// xorshift64*: deterministic pseudo-random numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// What the scrambled guests did.
 #[derive(Default)]
 struct Scrambled {
@@ -227,7 +212,7 @@ fn scramble(rng: &mut Rng) -> Result<Scrambled, &'static str> {
             let (field, width) = SCRAMBLE_FIELDS[rng.below(SCRAMBLE_FIELDS.len() as u64) as usize];
             let old = vcpu.read_vmcs(field).unwrap_or(0);
             let value = match rng.below(4) {
-                0 => rng.next(),
+                0 => rng.word(),
                 _ => old ^ 1 << rng.below(u64::from(width)),
             };
             let value = if width == 64 { value } else { value & ((1 << width) - 1) };
