@@ -26,6 +26,19 @@ impl Rng {
     }
 }
 
+/// The first empty slot of the root CNode (`BootInfo::empty_first`): [`at`] counts from it.
+static FIRST_FREE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records where the root CNode's empty slots start (once, first thing in `main`).
+pub fn set_first_free(slot: u64) {
+    FIRST_FREE.store(slot, core::sync::atomic::Ordering::SeqCst);
+}
+
+/// The root CNode slot `i` places past the first empty one.
+pub fn at(i: u64) -> u64 {
+    FIRST_FREE.load(core::sync::atomic::Ordering::SeqCst) + i
+}
+
 /// The root task's CNode.
 pub const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
 /// Depth that resolves a plain slot index in the root CNode.

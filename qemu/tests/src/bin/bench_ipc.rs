@@ -12,7 +12,7 @@ use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Endpoint, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::syscall::rdtsc;
 use cleave_rt::{Cap, println};
-use cleave_tests::ROOT;
+use cleave_tests::{ROOT, at};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
@@ -24,15 +24,10 @@ const RUNS: usize = 64;
 struct Stack([u8; STACK_SIZE]);
 
 static mut STACKS: [Stack; 2] = [const { Stack([0; STACK_SIZE]) }; 2];
-static FIRST_FREE: AtomicU64 = AtomicU64::new(0);
 /// Server's TSC just after its receive returned, and just before its reply.
 static SERVER_RECEIVED: AtomicU64 = AtomicU64::new(0);
 static SERVER_REPLYING: AtomicU64 = AtomicU64::new(0);
 static WAITER_WOKE: AtomicU64 = AtomicU64::new(0);
-
-fn at(i: u64) -> u64 {
-    FIRST_FREE.load(SeqCst) + i
-}
 
 const EP: u64 = 0;
 const NTFN: u64 = 1;
@@ -50,7 +45,7 @@ const CODE_THERE: u64 = 0x1000_0000;
 /// Starts the hand-assembled echo server (no memory use) in a second address space.
 fn spawn_other_space_server() -> Result<(), cleave_abi::Error> {
     use cleave_rt::cap::kind::Frame;
-    use cleave_tests::{echo_server_code, frame, map_tables};
+    use cleave_tests::{at, echo_server_code, frame, map_tables};
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
     untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP2), 1)?;
     untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1)?;
@@ -121,7 +116,7 @@ fn report(name: &str, samples: &mut [u64], sel4: &str) {
 
 fn main() -> i32 {
     let info = boot_info();
-    FIRST_FREE.store(info.empty_first, SeqCst);
+    cleave_tests::set_first_free(info.empty_first);
     let (_, biggest) = cleave_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let ok = big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).is_ok()

@@ -18,16 +18,9 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Frame, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::{Cap, println, syscall};
-use cleave_tests::{DEPTH as D, ROOT, Rng, check, expect, finish, frame, map_tables};
-use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use cleave_tests::{DEPTH as D, ROOT, Rng, at, check, expect, finish, frame, map_tables};
 
 cleave_rt::entry!(main);
-
-static FIRST_FREE: AtomicU64 = AtomicU64::new(0);
-
-fn at(i: u64) -> u64 {
-    FIRST_FREE.load(SeqCst) + i
-}
 
 // Root slots (offsets from the first free one).
 const UT: u64 = 0;
@@ -319,7 +312,7 @@ fn run(rng: &mut Rng) -> Result<Tally, &'static str> {
 
 fn main() -> i32 {
     let info = boot_info();
-    FIRST_FREE.store(info.empty_first, SeqCst);
+    cleave_tests::set_first_free(info.empty_first);
     let (big, _) = cleave_tests::largest_ram_untyped(info);
     let mut f = 0;
     let mut rng = Rng(SEED);

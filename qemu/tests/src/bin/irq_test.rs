@@ -12,7 +12,7 @@ use cleave_rt::cap::kind::{
     CNode, IoPort, IoPortControl, IrqControl, IrqHandler, Notification, Tcb, Untyped, VSpace,
 };
 use cleave_rt::{Cap, println};
-use cleave_tests::{check, expect};
+use cleave_tests::{at, check, expect};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
@@ -26,12 +26,6 @@ struct Stack([u8; STACK_SIZE]);
 
 static mut STACKS: [Stack; 3] = [const { Stack([0; STACK_SIZE]) }; 3];
 static SPINS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
-static FIRST_FREE: AtomicU64 = AtomicU64::new(0);
-
-fn at(i: u64) -> u64 {
-    FIRST_FREE.load(SeqCst) + i
-}
-
 const UT: u64 = 0;
 const IRQ0: u64 = 1;
 const NTFN: u64 = 2;
@@ -72,7 +66,7 @@ fn ticks(n: u32) -> Result<(), &'static str> {
 
 fn main() -> i32 {
     let info = boot_info();
-    FIRST_FREE.store(info.empty_first, SeqCst);
+    cleave_tests::set_first_free(info.empty_first);
     let (_, biggest) = cleave_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let control: Cap<IrqControl> = Cap::from_cptr(slot::IRQ_CONTROL);

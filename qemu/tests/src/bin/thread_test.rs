@@ -9,7 +9,7 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::{Cap, println, syscall};
-use cleave_tests::{check, expect};
+use cleave_tests::{at, check, expect};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
@@ -24,8 +24,6 @@ struct Stack([u8; STACK_SIZE]);
 
 static mut STACKS: [Stack; THREADS] = [const { Stack([0; STACK_SIZE]) }; THREADS];
 
-/// Slot numbers, fixed once main has read BootInfo (threads read them too).
-static FIRST_FREE: AtomicU64 = AtomicU64::new(0);
 /// What the worker threads observed.
 static SECOND_REPLY: AtomicU64 = AtomicU64::new(u64::MAX);
 static WOKEN: AtomicU64 = AtomicU64::new(0);
@@ -36,10 +34,6 @@ static FAULT_STEPS: AtomicU64 = AtomicU64::new(0);
 static EMULATED: AtomicU64 = AtomicU64::new(0);
 /// The spinner's verdict: 1 its registers held, 2 rcx or r11 changed under it.
 static SPIN: AtomicU64 = AtomicU64::new(0);
-
-fn at(i: u64) -> u64 {
-    FIRST_FREE.load(SeqCst) + i
-}
 
 // Slot plan (offsets from the first free slot).
 const UT: u64 = 0; // a 1 MiB untyped split from the largest
@@ -227,7 +221,7 @@ fn resume_after(tcb: Cap<Tcb>, m: &cleave_rt::cap::Message, skip: u64) -> Result
 
 fn setup() -> Result<(), Error> {
     let info = boot_info();
-    FIRST_FREE.store(info.empty_first, SeqCst);
+    cleave_tests::set_first_free(info.empty_first);
     let (_, biggest) = cleave_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1)?;

@@ -14,16 +14,9 @@ use cleave_rt::Cap;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Untyped, Vcpu};
 use cleave_rt::println;
-use cleave_tests::{ROOT, Rng, check, expect, finish, largest_ram_untyped, real_mode_guest};
-use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use cleave_tests::{ROOT, Rng, at, check, expect, finish, largest_ram_untyped, real_mode_guest};
 
 cleave_rt::entry!(main);
-
-static FIRST_FREE: AtomicU64 = AtomicU64::new(0);
-
-fn at(i: u64) -> u64 {
-    FIRST_FREE.load(SeqCst) + i
-}
 
 const UT: u64 = 0;
 /// The guest's objects take slots from here on (to VCPU + 11).
@@ -246,7 +239,7 @@ fn scramble(rng: &mut Rng) -> Result<Scrambled, &'static str> {
 
 fn main() -> i32 {
     let info = boot_info();
-    FIRST_FREE.store(info.empty_first, SeqCst);
+    cleave_tests::set_first_free(info.empty_first);
     let mut failures = 0;
     let (big, _) = largest_ram_untyped(info);
     if big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).is_err()

@@ -10,7 +10,7 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
 use cleave_rt::Cap;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Endpoint, Frame, PageTable, Tcb, Untyped, VSpace};
-use cleave_tests::{DEPTH, ROOT, check, echo_server_code, expect, finish, frame, map_tables};
+use cleave_tests::{DEPTH, ROOT, at, check, echo_server_code, expect, finish, frame, map_tables};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
@@ -20,13 +20,8 @@ const STACK_SIZE: usize = 8 * 1024;
 struct Stack([u8; STACK_SIZE]);
 static mut STACKS: [Stack; 2] = [const { Stack([0; STACK_SIZE]) }; 2];
 
-static FIRST_FREE: AtomicU64 = AtomicU64::new(0);
 /// What the prober threads read or write.
 static PROBE_ADDRESS: AtomicU64 = AtomicU64::new(0);
-
-fn at(i: u64) -> u64 {
-    FIRST_FREE.load(SeqCst) + i
-}
 
 /// A fresh region of the root's address space (PML4 entry 160).
 const VA: u64 = 0x5000_0000_0000;
@@ -104,7 +99,7 @@ fn next_fault() -> Result<(u64, u64, u64), &'static str> {
 
 fn main() -> i32 {
     let info = boot_info();
-    FIRST_FREE.store(info.empty_first, SeqCst);
+    cleave_tests::set_first_free(info.empty_first);
     let (_, biggest) = cleave_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
