@@ -218,6 +218,9 @@ const IA32_EFER: u32 = 0xc000_0080;
 const INTERRUPT_FLAG: u64 = 1 << 9;
 /// CR4.VMXE: the processor needs it set in VMX operation; the guest sees it clear.
 const CR4_VMXE: u64 = 1 << 13;
+/// CR4.PKE: protection keys, not offered (CPUID hides them; the kernel keeps the bit in
+/// the CR4 mask, so setting it exits here).
+const CR4_PKE: u64 = 1 << 22;
 
 /// One guest's machine.
 pub struct Vm<C> {
@@ -343,8 +346,9 @@ impl<C: Console> Vm<C> {
     }
 
     /// A control-register access that exits: with the kernel's masks, a MOV to CR4 whose
-    /// VMXE bit differs from what the guest sees (clear). Setting it asks for nested VMX,
-    /// which is not offered; any other write lands, with VMXE kept for the processor.
+    /// VMXE or PKE bit differs from what the guest sees (clear). Setting VMXE asks for
+    /// nested VMX, PKE for protection keys, neither offered; any other write lands, with
+    /// VMXE kept for the processor.
     fn cr_access(&mut self, exit: &Exit, cpu: &mut Cpu) -> Outcome {
         let q = exit.qualification;
         let (cr, access, register) = (q & 0xf, (q >> 4) & 3, ((q >> 8) & 0xf) as usize);
@@ -372,6 +376,9 @@ impl<C: Console> Vm<C> {
                 let value = cpu.regs[r];
                 if value & CR4_VMXE != 0 {
                     return Outcome::Stop(Stop::NotOffered("VMX (CR4.VMXE)"));
+                }
+                if value & CR4_PKE != 0 {
+                    return Outcome::Stop(Stop::NotOffered("protection keys (CR4.PKE)"));
                 }
                 cpu.cr4 = value | CR4_VMXE;
                 cpu.rip += exit.instruction_length;

@@ -468,6 +468,7 @@ const TESTS: &[EmulatorTest] = &[
                 "vt-x: VMX on; guests can run",
                 "TEST PASS vmx: ports and MSRs let through only with the authority for them",
                 "TEST PASS vmx: a VMM cannot write host state or the EPT pointer",
+                "TEST PASS vmx: the kernel keeps CR4.VMXE and CR4.PKE out of the guest's hands",
                 "vmx-test: guest said \"Hi\" through port 0x3f8",
                 "vmx-test: CPUID exit handled: true",
                 "vmx-test: EPT violation at 0x3000",

@@ -249,6 +249,12 @@ fn hostile_guests_are_stopped_with_the_reason() {
         vm.handle(&exit(reason::CR_ACCESS, 0x304, 3), &mut cpu, &mut mem, host_cpuid),
         Outcome::Stop(Stop::NotOffered("VMX (CR4.VMXE)"))
     );
+    // Protection keys are not offered either (PKRU is not switched between guests).
+    cpu.regs[gpr::RBX] = 0x20 | (1 << 22);
+    assert_eq!(
+        vm.handle(&exit(reason::CR_ACCESS, 0x304, 3), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::NotOffered("protection keys (CR4.PKE)"))
+    );
     // EFER reads come from the VMCS value.
     cpu.regs[gpr::RCX] = 0xc000_0080;
     cpu.efer = 0xd00;

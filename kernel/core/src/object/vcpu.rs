@@ -125,6 +125,8 @@ pub mod field {
     pub const CR0_SHADOW: u32 = 0x6004;
     /// CR4 read shadow.
     pub const CR4_SHADOW: u32 = 0x6006;
+    /// Guest CR4.
+    pub const GUEST_CR4: u32 = 0x6804;
     /// VMCS link pointer (guest-state area, but the kernel's).
     pub const VMCS_LINK_POINTER: u32 = 0x2800;
 }
@@ -168,13 +170,23 @@ pub fn access(encoding: u32) -> Access {
     }
 }
 
+/// CR4 bits the kernel keeps for itself in every guest (the CR4 guest/host mask always
+/// holds them): VMXE, which VMX operation needs set, and PKE, because the protection-key
+/// register PKRU is not switched between guests (`doc/vmx.md`).
+pub const CR4_KERNEL_BITS: u64 = (1 << 13) | CR4_PKE;
+/// CR4.PKE: protection keys for user pages.
+pub const CR4_PKE: u64 = 1 << 22;
+
 /// The value the kernel writes when a VMM writes `value` to `encoding`: the controls a
-/// VMM may not clear are forced on; asking for a control it may not choose is refused.
+/// VMM may not clear are forced on; asking for a control it may not choose is refused;
+/// the CR4 mask always keeps [`CR4_KERNEL_BITS`], and a guest CR4 with PKE is refused.
 pub fn written_value(encoding: u32, value: u64) -> Result<u64, Error> {
     let (required, chosen) = match encoding {
         field::PRIMARY_CONTROLS => (PRIMARY_REQUIRED, PRIMARY_CHOSEN),
         field::SECONDARY_CONTROLS => (SECONDARY_REQUIRED, SECONDARY_CHOSEN),
         field::ENTRY_CONTROLS => (0, ENTRY_CHOSEN),
+        field::CR4_MASK => return Ok(value | CR4_KERNEL_BITS),
+        field::GUEST_CR4 if value & CR4_PKE != 0 => return Err(Error::IllegalOperation),
         _ => return Ok(value),
     };
     if value & !(required | chosen) != 0 {
@@ -411,6 +423,10 @@ mod tests {
         assert_eq!(written_value(field::SECONDARY_CONTROLS, 0), Ok(SECONDARY_REQUIRED));
         assert_eq!(written_value(field::SECONDARY_CONTROLS, 1), Err(Error::IllegalOperation));
         assert_eq!(written_value(0x681e, 0x1234), Ok(0x1234));
+        // CR4: the kernel's bits stay in the mask; protection keys are not offered.
+        assert_eq!(written_value(field::CR4_MASK, 0), Ok(CR4_KERNEL_BITS));
+        assert_eq!(written_value(field::GUEST_CR4, 0x2020), Ok(0x2020));
+        assert_eq!(written_value(field::GUEST_CR4, 0x2020 | CR4_PKE), Err(Error::IllegalOperation));
         // Entry controls: long-mode guests only; "load IA32_PAT" (14) is the kernel's.
         assert_eq!(written_value(field::ENTRY_CONTROLS, 1 << 9), Ok(1 << 9));
         assert_eq!(written_value(field::ENTRY_CONTROLS, 1 << 14), Err(Error::IllegalOperation));

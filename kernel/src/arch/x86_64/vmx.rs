@@ -258,9 +258,10 @@ fn initialise(vmx: &Vmx, vcpu: PhysAddr) -> Result<(), Error> {
         (control::VMEXIT_MSR_LOAD_COUNT, 0),
         (control::VMENTRY_MSR_LOAD_COUNT, 0),
         (control::VMENTRY_INTERRUPTION_INFO_FIELD, 0),
-        // CR4.VMXE is the host's: the guest sees it clear and cannot change it.
+        // CR4.VMXE is the host's: the guest sees it clear and cannot change it; nor can it
+        // set PKE without its VMM (PKRU is not switched between guests).
         (control::CR0_GUEST_HOST_MASK, 0),
-        (control::CR4_GUEST_HOST_MASK, 1 << 13),
+        (control::CR4_GUEST_HOST_MASK, cleave_kernel_core::object::vcpu::CR4_KERNEL_BITS),
         (control::CR0_READ_SHADOW, 0),
         (control::CR4_READ_SHADOW, 0),
         // Host state (HOST_RSP, HOST_CR3 and the FS/GS bases are written at each entry).

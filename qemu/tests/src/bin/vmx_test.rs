@@ -34,6 +34,10 @@ const HOLE: u64 = 0x3000;
 const GUEST_RIP: u32 = 0x681e;
 const HOST_RIP: u32 = 0x6c16;
 const EPT_POINTER: u32 = 0x201a;
+const GUEST_CR4: u32 = 0x6804;
+const CR4_MASK: u32 = 0x6002;
+/// CR4.PKE (protection keys).
+const CR4_PKE: u64 = 1 << 22;
 
 /// The guest: real mode, 16-bit code.
 const GUEST_CODE: [u8; 32] = [
@@ -286,6 +290,17 @@ fn main() -> i32 {
                 && read_host == Err(Error::IllegalOperation)
                 && vcpu.read_vmcs(EPT_POINTER).is_ok(),
             "forbidden VMCS field accepted",
+        )
+    });
+    expect("vmx: the kernel keeps CR4.VMXE and CR4.PKE out of the guest's hands", &mut failures, {
+        let cr4 = vcpu.read_vmcs(GUEST_CR4).unwrap_or(0);
+        let pke = vcpu.write_vmcs(GUEST_CR4, cr4 | CR4_PKE);
+        let mask = vcpu.write_vmcs(CR4_MASK, 0).and_then(|()| vcpu.read_vmcs(CR4_MASK));
+        check(
+            pke == Err(Error::IllegalOperation)
+                && vcpu.read_vmcs(GUEST_CR4) == Ok(cr4)
+                && mask.is_ok_and(|m| m & (CR4_PKE | 1 << 13) == CR4_PKE | 1 << 13),
+            "CR4.PKE allowed, or the kernel's CR4 bits left the mask",
         )
     });
     match run_guest(vcpu) {
