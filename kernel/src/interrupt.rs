@@ -30,6 +30,8 @@ pub fn interrupt(frame: &mut TrapFrame) {
         SPURIOUS_VECTOR => {}
         _ => {}
     }
+    // Threads' console output the UART had no room for.
+    crate::arch::serial::pump();
     if from_user {
         thread::schedule(frame);
     }

@@ -28,10 +28,10 @@ pub fn dispatch() -> *const TrapFrame {
 fn slow_path() -> *const TrapFrame {
     match objects::with(|space| space.syscall(&mut Machine)) {
         Outcome::Done => {}
-        Outcome::DebugLine(line, len) => line[..len].iter().for_each(|&b| serial::write_byte(b)),
+        Outcome::DebugLine(line, len) => serial::queue_line(&line[..len]),
         Outcome::DebugExit(status, line, len) => {
             if len > 0 {
-                line[..len].iter().for_each(|&b| serial::write_byte(b));
+                serial::queue_line(&line[..len]);
                 kprintln!();
             }
             kprintln!("kernel: thread '{}' exited with status {status}", thread::current_name());
@@ -45,6 +45,9 @@ fn slow_path() -> *const TrapFrame {
         }
         Outcome::VmEnter { vcpu, ept_root } => vm_enter(vcpu, ept_root),
     }
+    // Threads' console output the UART has room for now (a print's own line went out, as
+    // far as it could, when it was queued).
+    serial::pump();
     // A destroyed Vcpu's VMCS must not stay active; the object code needs to know which
     // one is.
     objects::with(|s| {

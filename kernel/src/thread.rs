@@ -74,7 +74,7 @@ pub fn fault_current(fault: Fault, frame: &TrapFrame) {
     let (line, len) =
         objects::with(|s| s.current().map_or(([0; CONSOLE_LINE], 0), |t| t.console_take(&mut s.mem)));
     if len > 0 {
-        line[..len].iter().for_each(|&b| crate::arch::serial::write_byte(b));
+        crate::arch::serial::queue_line(&line[..len]);
         kprintln!();
     }
     let handled = objects::with(|s| s.current().is_some_and(|t| s.raise_fault(t, label, words)));

@@ -1,5 +1,6 @@
 //! Kernel logic that needs no machine: parsing what the boot loader hands over, planning
-//! physical memory, checking user ELF images, decoding VT-x capabilities.
+//! physical memory, checking user ELF images, decoding VT-x capabilities, queueing console
+//! output.
 //!
 //! The kernel crate calls into this crate; `cargo test` runs it on the host with fixtures,
 //! so the rules that guard the kernel against bad boot data and bad images are tested
@@ -8,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod console_queue;
 pub mod elf_image;
 pub mod kernel_image;
 pub mod memory;

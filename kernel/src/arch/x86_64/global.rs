@@ -30,6 +30,18 @@ impl<T> KernelCell<T> {
         self.borrowed.set(false);
         result
     }
+
+    /// As [`KernelCell::with`], but `None` instead of a panic if the cell is in use (for
+    /// paths that must work during a panic, such as the console).
+    pub fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        if self.borrowed.replace(true) {
+            return None;
+        }
+        // SAFETY: as in `with`: the flag was clear, so this is the only live reference.
+        let result = f(unsafe { &mut *self.value.get() });
+        self.borrowed.set(false);
+        Some(result)
+    }
 }
 
 /// Processor structures set up once at boot and then only read (descriptor tables and
