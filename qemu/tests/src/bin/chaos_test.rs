@@ -167,42 +167,43 @@ fn build() -> Result<(), Error> {
         }
     };
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
-    untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(FEP), 1).map_err(step("step 1"))?;
+    untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(FEP), 1).map_err(step("fault endpoint"))?;
     ROOT.mint(ROOT.slot(at(FEP_BADGED), D), ROOT.slot(at(FEP), D), Rights::ALL, BADGE)
-        .map_err(step("step 2"))?;
+        .map_err(step("first badge"))?;
     ROOT.mint(ROOT.slot(at(FEP_BADGED2), D), ROOT.slot(at(FEP), D), Rights::ALL, BADGE + 1)
-        .map_err(step("step 2b"))?;
+        .map_err(step("second badge"))?;
     // Its address space: code (read-only alias of a frame mapped here), stack, IPC buffer.
-    untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1).map_err(step("step 3"))?;
+    untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1).map_err(step("VSpace"))?;
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
     let other: Cap<VSpace> = Cap::from_cptr(at(VSPACE2));
-    map_tables(untyped, other, CODE_THERE, at(TABLES)).map_err(step("step 4"))?;
-    map_tables(untyped, me, CODE_HERE, at(TABLES + 3)).map_err(step("step 5"))?;
-    frame(untyped, at(CODE))?.map(me, CODE_HERE, Rights::ALL, true).map_err(step("step 6"))?;
-    ROOT.copy(ROOT.slot(at(CODE_ALIAS), D), ROOT.slot(at(CODE), D), Rights::READ).map_err(step("step 7"))?;
+    map_tables(untyped, other, CODE_THERE, at(TABLES)).map_err(step("its page tables"))?;
+    map_tables(untyped, me, CODE_HERE, at(TABLES + 3)).map_err(step("our page tables"))?;
+    frame(untyped, at(CODE))?.map(me, CODE_HERE, Rights::ALL, true).map_err(step("code frame"))?;
+    ROOT.copy(ROOT.slot(at(CODE_ALIAS), D), ROOT.slot(at(CODE), D), Rights::READ)
+        .map_err(step("code alias"))?;
     Cap::<Frame>::from_cptr(at(CODE_ALIAS))
         .map(other, CODE_THERE, Rights::READ, false)
-        .map_err(step("step 8"))?;
-    frame(untyped, at(STACK))?.map(other, STACK_THERE, Rights::ALL, true).map_err(step("step 9"))?;
-    frame(untyped, at(IPC))?.map(other, IPC_THERE, Rights::ALL, true).map_err(step("step 10"))?;
-    frame(untyped, at(IPC2))?.map(other, IPC2_THERE, Rights::ALL, true).map_err(step("step 10b"))?;
+        .map_err(step("code mapping"))?;
+    frame(untyped, at(STACK))?.map(other, STACK_THERE, Rights::ALL, true).map_err(step("stack"))?;
+    frame(untyped, at(IPC))?.map(other, IPC_THERE, Rights::ALL, true).map_err(step("first IPC buffer"))?;
+    frame(untyped, at(IPC2))?.map(other, IPC2_THERE, Rights::ALL, true).map_err(step("second IPC buffer"))?;
     // Its CSpace: 16 slots, reached through a 60-bit zero guard.
-    untyped.retype(ObjectType::CNode, CHAOS_RADIX, ROOT, 0, 0, at(CNODE), 1).map_err(step("step 11"))?;
+    untyped.retype(ObjectType::CNode, CHAOS_RADIX, ROOT, 0, 0, at(CNODE), 1).map_err(step("CNode"))?;
     let cnode: Cap<CNode> = Cap::from_cptr(at(CNODE));
     ROOT.mint(ROOT.slot(at(CNODE_GUARDED), D), ROOT.slot(at(CNODE), D), Rights::ALL, GUARD_WORD)
-        .map_err(step("step 12"))?;
+        .map_err(step("guarded CNode"))?;
     let inside = |i: u64| cnode.slot(i, CHAOS_RADIX);
-    untyped.retype(ObjectType::Endpoint, 0, cnode, 0, 0, 1, 1).map_err(step("step 13"))?;
-    untyped.retype(ObjectType::Notification, 0, cnode, 0, 0, 2, 1).map_err(step("step 14"))?;
-    untyped.retype(ObjectType::Frame4K, 0, cnode, 0, 0, 3, 1).map_err(step("step 15"))?;
-    cnode.copy(inside(4), ROOT.slot(at(VSPACE2), D), Rights::ALL).map_err(step("step 16"))?;
-    untyped.retype(ObjectType::Untyped, 16, cnode, 0, 0, 5, 1).map_err(step("step 17"))?;
-    cnode.copy(inside(6), ROOT.slot(at(CNODE_GUARDED), D), Rights::ALL).map_err(step("step 19"))?;
+    untyped.retype(ObjectType::Endpoint, 0, cnode, 0, 0, 1, 1).map_err(step("its endpoint"))?;
+    untyped.retype(ObjectType::Notification, 0, cnode, 0, 0, 2, 1).map_err(step("its notification"))?;
+    untyped.retype(ObjectType::Frame4K, 0, cnode, 0, 0, 3, 1).map_err(step("its frame"))?;
+    cnode.copy(inside(4), ROOT.slot(at(VSPACE2), D), Rights::ALL).map_err(step("its VSpace cap"))?;
+    untyped.retype(ObjectType::Untyped, 16, cnode, 0, 0, 5, 1).map_err(step("its untyped"))?;
+    cnode.copy(inside(6), ROOT.slot(at(CNODE_GUARDED), D), Rights::ALL).map_err(step("its CNode cap"))?;
     // Its threads, at this task's priority (255), so that yielding lets them run.
     for (slot, ipc, buffer, fep, name) in
         [(TCB, IPC, IPC_THERE, FEP_BADGED, "chaos-1"), (TCB2, IPC2, IPC2_THERE, FEP_BADGED2, "chaos-2")]
     {
-        untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(slot), 1).map_err(step("step 20"))?;
+        untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(slot), 1).map_err(step("TCB"))?;
         let tcb: Cap<Tcb> = Cap::from_cptr(at(slot));
         tcb.configure(
             Cap::from_cptr(at(CNODE_GUARDED)),
@@ -210,9 +211,9 @@ fn build() -> Result<(), Error> {
             Some((buffer, Cap::from_cptr(at(ipc)))),
             Some(Cap::from_cptr(at(fep))),
         )
-        .map_err(step("step 21"))?;
-        tcb.set_name(name).map_err(step("step 22"))?;
-        tcb.set_priority(255).map_err(step("step 23"))?;
+        .map_err(step("configure"))?;
+        tcb.set_name(name).map_err(step("name"))?;
+        tcb.set_priority(255).map_err(step("priority"))?;
     }
     Ok(())
 }
