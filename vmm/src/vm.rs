@@ -19,33 +19,8 @@ use crate::paging;
 use crate::test_device::{self, TestDevice};
 use core::fmt;
 
-/// Exit reasons (SDM vol. 3, appendix C) this VMM handles.
-pub mod reason {
-    /// Exception or NMI.
-    pub const EXCEPTION: u64 = 0;
-    /// Triple fault.
-    pub const TRIPLE_FAULT: u64 = 2;
-    /// Interrupt window open.
-    pub const INTERRUPT_WINDOW: u64 = 7;
-    /// CPUID.
-    pub const CPUID: u64 = 10;
-    /// HLT.
-    pub const HLT: u64 = 12;
-    /// Control-register access.
-    pub const CR_ACCESS: u64 = 28;
-    /// I/O instruction.
-    pub const IO: u64 = 30;
-    /// RDMSR.
-    pub const RDMSR: u64 = 31;
-    /// WRMSR.
-    pub const WRMSR: u64 = 32;
-    /// VM entry failed on guest state.
-    pub const INVALID_GUEST_STATE: u64 = 33;
-    /// EPT violation.
-    pub const EPT_VIOLATION: u64 = 48;
-    /// EPT misconfiguration.
-    pub const EPT_MISCONFIGURATION: u64 = 49;
-}
+/// Exit reasons (SDM vol. 3, appendix C) the kernel reports and this VMM handles.
+pub use cleave_abi::vcpu::exit::reason;
 
 /// One exit as the kernel reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
