@@ -22,6 +22,22 @@ pub fn dispatch() -> *const TrapFrame {
     slow_path()
 }
 
+/// Entry from the compatibility-mode `syscall` stub: the thread faults with a general
+/// protection exception at the instruction (it is not offered there), and the next thread
+/// runs.
+pub fn compat_dispatch() -> *const TrapFrame {
+    if let Some(t) = objects::with(|s| s.current()) {
+        let frame = objects::with(|s| t.regs(&s.mem));
+        let (mnemonic, name) = crate::arch::trap::exception_name(GENERAL_PROTECTION);
+        let fault = thread::Fault::Exception { vector: GENERAL_PROTECTION, mnemonic, name, error: 0 };
+        thread::fault_current(fault, &frame);
+    }
+    resume_frame(thread::choose_next())
+}
+
+/// The general-protection exception vector.
+const GENERAL_PROTECTION: u64 = 13;
+
 /// Everything the fast path leaves: the general system call code.
 #[cold]
 #[inline(never)]

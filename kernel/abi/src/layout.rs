@@ -4,8 +4,11 @@
 /// so that null and small-offset dereferences fault.
 pub const USER_IMAGE_MIN: u64 = 0x0040_0000;
 
-/// One past the highest user virtual address (the end of the lower canonical half).
-pub const USER_TOP: u64 = 0x0000_8000_0000_0000;
+/// One past the highest user virtual address: the lower canonical half less its last
+/// page. That page is never mapped (as in Linux), so no user instruction ends at the edge
+/// of the canonical half: a `syscall` there would save the non-canonical return address
+/// 0x0000_8000_0000_0000, and returning to it would fault in the kernel.
+pub const USER_TOP: u64 = 0x0000_7fff_ffff_f000;
 
 /// The initial stack of the first user thread ends here (exclusive); it grows down.
 pub const USER_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;

@@ -142,6 +142,10 @@ impl Rights {
     pub const fn intersect(self, other: Self) -> Self {
         Self(self.0 & other.0)
     }
+    /// The rights in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
     /// Decodes the low four bits of a word.
     pub const fn from_word(word: u64) -> Self {
         Self((word & 0xf) as u8)

@@ -77,6 +77,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
             return None;
         }
         let receiver = TcbRef::from_link(self.word(PhysAddr(ep.0 + 8)))?;
+        // A receiver that still owes a reply has it discarded on the general path.
+        if receiver.caller(&self.mem) != 0 {
+            return None;
+        }
         let root = self.vspace_root(receiver)?;
         if !self.runs_next(receiver) {
             return None;

@@ -297,7 +297,12 @@ fn tcb<M: KernelMemory>(
             let wanted: [(u64, u64, CapCheck); 4] = [
                 (tcb_slot::CSPACE, inv.word(0)?, |c| matches!(c, Cap::CNode { .. })),
                 (tcb_slot::VSPACE, inv.word(1)?, |c| matches!(c, Cap::VSpace { .. })),
-                (tcb_slot::IPC_BUFFER, inv.word(3)?, |c| matches!(c, Cap::Frame { large: false, .. })),
+                // The kernel writes replies into the IPC buffer: it must be RAM the
+                // thread may read and write.
+                (tcb_slot::IPC_BUFFER, inv.word(3)?, |c| {
+                    matches!(c, Cap::Frame { large: false, device: false, rights, .. }
+                        if rights.contains(Rights::READ.union(Rights::WRITE)))
+                }),
                 (tcb_slot::FAULT_ENDPOINT, inv.word(4)?, |c| matches!(c, Cap::Endpoint { .. })),
             ];
             let mut sources = [None; 4];
@@ -305,6 +310,11 @@ fn tcb<M: KernelMemory>(
                 if cptr != 0 {
                     sources[i] = Some(slot_of(&space.mem, cspace, cptr, check)?);
                 }
+            }
+            // Deleting what the slots hold must not destroy a CNode or TCB: that could
+            // destroy this thread (or a source) before the copies below write into it.
+            if wanted.iter().any(|&(index, _, _)| space.deletes_container(t.slot(index))) {
+                return Err(Error::IllegalOperation);
             }
             for (&(index, _, _), source) in wanted.iter().zip(sources) {
                 space.delete(t.slot(index))?;
@@ -364,7 +374,12 @@ fn tcb<M: KernelMemory>(
         }
         label::TCB_BIND_NOTIFICATION => {
             let (_, cap) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
-            let Cap::Notification { base, .. } = cap else { return Err(Error::InvalidCapability) };
+            let Cap::Notification { base, rights, .. } = cap else { return Err(Error::InvalidCapability) };
+            // A bound thread receives the notification's signals: that needs the right to
+            // wait on it.
+            if !rights.contains(Rights::READ) {
+                return Err(Error::InsufficientRights);
+            }
             space.bind_notification(t, base).map(|()| Reply::default())
         }
         label::TCB_UNBIND_NOTIFICATION => {

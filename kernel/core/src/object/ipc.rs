@@ -201,10 +201,27 @@ impl<M: KernelMemory> ObjectSpace<M> {
         t.set_reg(&mut self.mem, reg::RAX, status);
     }
 
+    /// `caller` waits for `replier`'s reply. A thread holds at most one caller's reply (as
+    /// in seL4 without MCS): an earlier caller whose reply it still owes is cut off with
+    /// `ReplyLost`, so the two links always name each other.
     fn await_reply(&mut self, caller: TcbRef, replier: TcbRef) {
+        self.discard_reply(replier);
         self.block(caller, ThreadState::BlockedOnReply, 0);
         caller.set_replier(&mut self.mem, replier.link());
         replier.set_caller(&mut self.mem, caller.link());
+    }
+
+    /// Drops the reply `t` owes, if any: its caller wakes with `ReplyLost`.
+    pub(crate) fn discard_reply(&mut self, t: TcbRef) {
+        if let Some(old) = TcbRef::from_link(t.caller(&self.mem)) {
+            t.set_caller(&mut self.mem, 0);
+            if old.replier(&self.mem) == t.link() {
+                old.set_replier(&mut self.mem, 0);
+                if old.state(&self.mem) == ThreadState::BlockedOnReply {
+                    self.wake_with_error(old, Error::ReplyLost);
+                }
+            }
+        }
     }
 
     /// `Send`, `NBSend` or `Call` by `sender` through the endpoint capability `cap`.
@@ -439,7 +456,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
             }
             ThreadState::BlockedOnNotification => self.remove(Queue::notification(on), t),
             ThreadState::BlockedOnReply => {
-                if let Some(replier) = TcbRef::from_link(t.replier(&self.mem)) {
+                if let Some(replier) = TcbRef::from_link(t.replier(&self.mem))
+                    && replier.caller(&self.mem) == t.link()
+                {
                     replier.set_caller(&mut self.mem, 0);
                 }
                 t.set_replier(&mut self.mem, 0);
@@ -449,11 +468,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         // A thread waiting for this one's reply gets an error instead of waiting forever:
         // `ReplyLost`, so that it can tell a cut-off request (worth sending again, to a
         // restarted server) from a capability that names nothing.
-        if let Some(caller) = TcbRef::from_link(t.caller(&self.mem)) {
-            t.set_caller(&mut self.mem, 0);
-            caller.set_replier(&mut self.mem, 0);
-            self.wake_with_error(caller, Error::ReplyLost);
-        }
+        self.discard_reply(t);
         // Whatever it was sending (a fault message, a call) is cancelled: its next
         // messages and replies are its own words again.
         t.set_ipc_flags(&mut self.mem, 0);

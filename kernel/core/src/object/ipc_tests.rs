@@ -16,9 +16,9 @@ use cleave_abi::object::label;
 use cleave_abi::{Error, MessageInfo, ObjectType, Rights, Syscall};
 
 const ROOT: u64 = 0x10_1000;
-const VSPACE_SLOT: u64 = 3;
+pub(super) const VSPACE_SLOT: u64 = 3;
 
-struct NoPorts;
+pub(super) struct NoPorts;
 impl Hardware for NoPorts {
     fn read(&mut self, _: u16, _: u8) -> u32 {
         0
@@ -27,19 +27,19 @@ impl Hardware for NoPorts {
     fn set_irq_masked(&mut self, _: u8, _: bool) {}
 }
 
-fn slot(i: u64) -> PhysAddr {
+pub(super) fn slot(i: u64) -> PhysAddr {
     PhysAddr(ROOT + 64 * i)
 }
 
-struct World {
-    s: ObjectSpace<TestMemory>,
+pub(super) struct World {
+    pub(super) s: ObjectSpace<TestMemory>,
     /// The "root" thread that configures the others (slot 2).
-    boss: TcbRef,
+    pub(super) boss: TcbRef,
 }
 
 /// Root CNode (slot 0), 1 MiB untyped (slot 1), a boss TCB (slot 2, MCP 255, running),
 /// a VSpace capability (slot 3).
-fn world() -> World {
+pub(super) fn world() -> World {
     let mut s = ObjectSpace::new(TestMemory::new(0x10_0000, 0x20_0000), PhysAddr(0x10_0000));
     let root = Cap::CNode { base: PhysAddr(ROOT), radix: 6, guard: 0, guard_bits: 58 };
     s.insert_original(slot(0), root).unwrap();
@@ -63,7 +63,7 @@ fn world() -> World {
 
 impl World {
     /// Makes `t` the current thread and performs a system call for it.
-    fn sys(&mut self, t: TcbRef, call: Syscall, cptr: u64, info: MessageInfo, words: [u64; 4]) -> Outcome {
+    pub(super) fn sys(&mut self, t: TcbRef, call: Syscall, cptr: u64, info: MessageInfo, words: [u64; 4]) -> Outcome {
         let mut r = t.regs(&self.s.mem);
         r.rax = call as u64;
         r.rdi = cptr;
@@ -77,7 +77,7 @@ impl World {
     }
 
     /// An invocation by the boss; returns the status.
-    fn invoke(&mut self, cptr: u64, label: u64, words: &[u64]) -> Result<(), Error> {
+    pub(super) fn invoke(&mut self, cptr: u64, label: u64, words: &[u64]) -> Result<(), Error> {
         let boss = self.boss;
         // The boss has no IPC buffer: at most four words reach the kernel.
         let mut four = [0; 4];
@@ -88,22 +88,22 @@ impl World {
         Error::check(self.status(boss))
     }
 
-    fn status(&self, t: TcbRef) -> u64 {
+    pub(super) fn status(&self, t: TcbRef) -> u64 {
         t.regs(&self.s.mem).rax
     }
 
-    fn state(&self, t: TcbRef) -> ThreadState {
+    pub(super) fn state(&self, t: TcbRef) -> ThreadState {
         t.state(&self.s.mem)
     }
 
     /// Retypes one object into `dest` (from the untyped in slot 1).
-    fn make(&mut self, ty: ObjectType, dest: u64) {
+    pub(super) fn make(&mut self, ty: ObjectType, dest: u64) {
         self.s.retype(slot(1), ty, 0, 1, slot(dest)).unwrap();
     }
 
     /// A runnable thread in slot `dest` at `priority` sharing the boss's spaces, with an
     /// IPC buffer frame retyped into `dest + 1`.
-    fn thread(&mut self, dest: u64, priority: u64) -> TcbRef {
+    pub(super) fn thread(&mut self, dest: u64, priority: u64) -> TcbRef {
         self.make(ObjectType::Tcb, dest);
         self.make(ObjectType::Frame4K, dest + 1);
         // Configure takes five words, more than the boss can send without an IPC buffer.

@@ -24,3 +24,6 @@ mod tests;
 
 #[cfg(test)]
 mod ipc_tests;
+
+#[cfg(test)]
+mod hostile_tests;

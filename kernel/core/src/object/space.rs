@@ -83,6 +83,19 @@ pub struct ObjectSpace<M> {
     pub fpu_owner: u64,
 }
 
+/// How far a preemptible operation got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// It is complete.
+    Done,
+    /// An interrupt is pending: it stopped at a consistent point; run it again to go on.
+    Preempted,
+}
+
+/// Deletions between two looks for a pending interrupt in a preemptible operation (each
+/// deletion is a few hundred instructions at most, so interrupts wait well under 50,000).
+pub const PREEMPTION_INTERVAL: u32 = 64;
+
 /// Legacy (8259) interrupt lines.
 pub const IRQ_LINES: usize = 16;
 
@@ -350,30 +363,73 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Deletes every capability derived from the one at `slot` (not that one). For an
     /// untyped capability this destroys every object made from it and frees its region.
     pub fn revoke(&mut self, slot: Slot) -> Result<(), Error> {
+        match self.revoke_preemptible(slot, &mut || false)? {
+            Progress::Done => Ok(()),
+            Progress::Preempted => unreachable!("nothing was pending"),
+        }
+    }
+
+    /// [`ObjectSpace::revoke`] with preemption points: every [`PREEMPTION_INTERVAL`]
+    /// deletions it asks `pending` whether an interrupt waits, and if one does it stops
+    /// with [`Progress::Preempted`]. What it deleted stays deleted, so the caller restarts
+    /// the whole operation (the kernel rewinds the thread to its system call) and it goes
+    /// on where it stopped. Each deletion costs constant time (leaves have no children to
+    /// move; the last-reference test looks at neighbours only), and the walk resumes at the
+    /// last deleted capability's parent instead of at the top, so revoking n capabilities
+    /// is linear in n.
+    pub fn revoke_preemptible(
+        &mut self,
+        slot: Slot,
+        pending: &mut dyn FnMut() -> bool,
+    ) -> Result<Progress, Error> {
         self.occupied(slot)?;
-        while let Some(child) = self.mem.first_child(slot) {
-            let mut leaf = child;
+        let mut at = slot;
+        let mut work = 0u32;
+        loop {
+            // Resume below the last deleted capability's parent if it is still there (a
+            // container destroyed on the way may have taken it; then from the top).
+            let node = if at != slot && !self.mem.cap_at(at).is_null() { at } else { slot };
+            let mut leaf = match self.mem.first_child(node) {
+                Some(child) => child,
+                None if node == slot => break,
+                None => node,
+            };
             while let Some(c) = self.mem.first_child(leaf) {
                 leaf = c;
             }
+            at = self.mem.parent_of(leaf).unwrap_or(slot);
             self.delete_slot(leaf);
             if self.mem.cap_at(slot).is_null() {
                 // The capability revoked was itself inside an object just destroyed.
-                return Ok(());
+                return Ok(Progress::Done);
+            }
+            work += 1;
+            if work.is_multiple_of(PREEMPTION_INTERVAL) && pending() {
+                return Ok(Progress::Preempted);
             }
         }
         if let Cap::Untyped { base, size_bits, device, .. } = self.mem.cap_at(slot) {
             self.mem.set_cap(slot, Cap::Untyped { base, size_bits, watermark: 0, device });
         }
-        Ok(())
+        Ok(Progress::Done)
+    }
+
+    /// Whether deleting the capability at `slot` would destroy a CNode or TCB: the
+    /// destruction of a container can reach any object, including a thread being
+    /// configured, so operations that delete on the way refuse it (seL4's
+    /// `slotCapLongRunningDelete`): the caller deletes that capability itself first.
+    pub fn deletes_container(&self, slot: Slot) -> bool {
+        let cap = self.mem.cap_at(slot);
+        Container::of(cap).is_some() && self.mem.is_last_reference(slot)
     }
 
     /// Removes the capability at `slot` from the tree and destroys its object if no other
     /// capability names it.
     fn delete_slot(&mut self, slot: Slot) {
-        let (cap, parent) = self.mem.unlink(slot);
+        let last = self.mem.is_last_reference(slot);
+        let (cap, _) = self.mem.unlink(slot);
         let cap = self.unmapped(cap);
-        if self.mem.still_referenced(parent, cap.object()) {
+        if !last {
             return;
         }
         match Container::of(cap) {
@@ -411,10 +467,15 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     }
                 }
             }
-            Cap::VSpace { asid, .. } => self.release_asid(asid),
-            Cap::EptRoot { asid, .. } => {
+            // A destroyed root leaves no populated tables behind: what hangs below it is
+            // emptied (its tables stay, unreachable, until their capabilities go).
+            Cap::VSpace { base, asid } => {
                 self.release_asid(asid);
-                self.ept_flush = true;
+                self.clear_tables(base, 4, super::vspace::Format::Ia32e);
+            }
+            Cap::EptRoot { base, asid } => {
+                self.release_asid(asid);
+                self.clear_tables(base, 4, super::vspace::Format::Ept);
             }
             Cap::Vcpu { base } => self.vcpu_destroyed(base),
             Cap::IrqHandler { irq } => {
@@ -446,9 +507,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
             }
             match found {
                 Some(slot) => {
-                    let (cap, parent) = self.mem.unlink(slot);
+                    let last = self.mem.is_last_reference(slot);
+                    let (cap, _) = self.mem.unlink(slot);
                     let cap = self.unmapped(cap);
-                    if self.mem.still_referenced(parent, cap.object()) {
+                    if !last {
                         continue;
                     }
                     match Container::of(cap) {

@@ -27,6 +27,13 @@ pub struct VcpuState {
     pub ept_asid: u64,
     /// [`launch`] state of the VMCS.
     pub launch: u64,
+    /// The guest's IA32_KERNEL_GS_BASE, which the VMCS does not switch: the kernel loads
+    /// it before each entry and saves it after each exit, so one guest's `swapgs` never
+    /// sees another's per-CPU pointer.
+    pub kernel_gs_base: u64,
+    /// The guest's CR2 (its last page-fault address), likewise not in the VMCS: switched
+    /// the same way.
+    pub cr2: u64,
 }
 
 /// Where a Vcpu's VMCS stands, as the kernel keeps it in [`VcpuState::launch`].
@@ -59,9 +66,11 @@ pub const FRESH_FCW: u16 = 0x037f;
 pub const FRESH_MXCSR: u32 = 0x1f80;
 
 /// MSRs a VMM may let its guest read and write directly: those the VMCS loads and saves
-/// with the guest (FS and GS bases, the SYSENTER MSRs, EFER), and the TSC for reading.
-/// Everything else (the host's syscall MSRs, PAT, the APIC base, …) always exits.
-pub const MSR_PASS_THROUGH: [(u32, bool); 7] = [
+/// with the guest (FS and GS bases, the SYSENTER MSRs, EFER), the kernel GS base (which
+/// the kernel switches per Vcpu), and the TSC for reading. Everything else (the host's
+/// syscall MSRs, PAT, the APIC base, …) always exits.
+pub const MSR_PASS_THROUGH: [(u32, bool); 8] = [
+    (0xc000_0102, true), // IA32_KERNEL_GS_BASE
     (0xc000_0100, true), // IA32_FS_BASE
     (0xc000_0101, true), // IA32_GS_BASE
     (0x174, true),       // IA32_SYSENTER_CS
@@ -82,15 +91,17 @@ pub enum Access {
     ReadWrite,
 }
 
-/// Primary processor-based controls a VMM may not turn off: the I/O bitmaps (25), the MSR
-/// bitmaps (28) and the secondary controls (31). (The bitmaps start with every bit set:
-/// every port and MSR exits until the VMM lets some through.)
-pub const PRIMARY_REQUIRED: u64 = (1 << 25) | (1 << 28) | (1 << 31);
+/// Primary processor-based controls a VMM may not turn off: MOV-DR exiting (23: the
+/// kernel does not switch DR0-DR3 and DR6 between guests, so guests never touch them; a
+/// VMM emulates them), the I/O bitmaps (25), the MSR bitmaps (28) and the secondary
+/// controls (31). (The bitmaps start with every bit set: every port and MSR exits until the
+/// VMM lets some through.)
+pub const PRIMARY_REQUIRED: u64 = (1 << 23) | (1 << 25) | (1 << 28) | (1 << 31);
 /// Primary processor-based controls a VMM may choose: interrupt-window exiting (2), HLT
-/// exiting (7), MWAIT (10), RDPMC (11), RDTSC (12), MOV-DR (23), MONITOR (29), PAUSE (30)
-/// exiting, and NMI-window exiting (22).
+/// exiting (7), MWAIT (10), RDPMC (11), RDTSC (12), MONITOR (29), PAUSE (30) exiting, and
+/// NMI-window exiting (22).
 pub const PRIMARY_CHOSEN: u64 =
-    (1 << 2) | (1 << 7) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 22) | (1 << 23) | (1 << 29) | (1 << 30);
+    (1 << 2) | (1 << 7) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 22) | (1 << 29) | (1 << 30);
 /// VM-entry controls a VMM may choose: IA-32e mode guest (9), for a guest that starts in
 /// long mode. (The kernel keeps the ones it set, such as loading EFER.)
 pub const ENTRY_CHOSEN: u64 = 1 << 9;

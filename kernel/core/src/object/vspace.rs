@@ -41,6 +41,32 @@ const EPT_LARGE: u64 = 1 << 7;
 /// Guest-physical addresses a 4-level EPT covers.
 pub const GUEST_PHYSICAL_TOP: u64 = 1 << 48;
 
+/// The two page-table formats: IA-32e paging (VSpaces) and EPT (guest-physical spaces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// IA-32e 4-level paging.
+    Ia32e,
+    /// Intel's extended page tables.
+    Ept,
+}
+
+impl Format {
+    /// The bits that make an entry present.
+    fn present(self) -> u64 {
+        match self {
+            Self::Ia32e => PRESENT,
+            Self::Ept => EPT_PRESENT,
+        }
+    }
+    /// The bit that makes a directory entry a large leaf.
+    fn large(self) -> u64 {
+        match self {
+            Self::Ia32e => HUGE,
+            Self::Ept => EPT_LARGE,
+        }
+    }
+}
+
 /// One ASID table entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AsidEntry {
@@ -185,7 +211,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if !gpa.is_multiple_of(size) {
             return Err(Error::AlignmentError);
         }
-        if gpa >= GUEST_PHYSICAL_TOP {
+        if gpa.checked_add(size).is_none_or(|end| end > GUEST_PHYSICAL_TOP) {
             return Err(Error::InvalidArgument);
         }
         let rights = cap_rights.intersect(rights);
@@ -272,7 +298,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if !vaddr.is_multiple_of(size) {
             return Err(Error::AlignmentError);
         }
-        if vaddr >= USER_TOP {
+        // The whole frame lies below USER_TOP (a 2 MiB frame below it can reach past it).
+        if vaddr.checked_add(size).is_none_or(|end| end > USER_TOP) {
             return Err(Error::InvalidArgument);
         }
         let rights = cap_rights.intersect(rights);
@@ -350,9 +377,11 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     let i = index(m.vaddr.0, u32::from(level) + 1);
                     if self.entry_at(parent, i) & ADDRESS == base.0 {
                         self.set_entry(parent, i, 0);
-                        self.ept_flush = true;
                     }
                 }
+                // Detached, it holds nothing: no mapping is ever left in a table that is
+                // not reachable from its root.
+                self.clear_tables(base, u32::from(level), Format::Ept);
                 Cap::EptTable { base, level, mapping: None }
             }
             Cap::PageTable { base, level, mapping: Some(m) } => {
@@ -362,12 +391,49 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     let i = index(m.vaddr.0, u32::from(level) + 1);
                     if self.entry_at(parent, i) & ADDRESS == base.0 {
                         self.set_entry(parent, i, 0);
-                        self.tlb_flush = true;
                     }
                 }
+                self.clear_tables(base, u32::from(level), Format::Ia32e);
                 Cap::PageTable { base, level, mapping: None }
             }
             other => other,
+        }
+    }
+
+    /// Empties the table at `table` (of `level`: 4 = root … 1 = page table) and every
+    /// table below it, as a table detached from its address space or a root being
+    /// destroyed must be: the tables below keep their capabilities (still marked mapped,
+    /// at a place no walk from a root reaches), but no entry anywhere can lead to memory
+    /// that may be freed and reused. A root keeps its kernel half. Iterative (a stack of
+    /// at most four levels); the work is bounded by the tables the caller's memory holds.
+    pub(crate) fn clear_tables(&mut self, table: PhysAddr, level: u32, format: Format) {
+        let entries = |t: PhysAddr, l: u32| -> u64 {
+            if l == 4 && format == Format::Ia32e && t == table { 256 } else { 512 }
+        };
+        // (table, its level, the next entry to look at)
+        let mut stack = [(PhysAddr(0), 0u32, 0u64); 4];
+        let mut depth = 1;
+        stack[0] = (table, level, 0);
+        while depth > 0 {
+            let (t, l, i) = stack[depth - 1];
+            if i == entries(t, l) {
+                depth -= 1;
+                continue;
+            }
+            stack[depth - 1].2 = i + 1;
+            let e = self.entry_at(t, i);
+            if e & format.present() == 0 {
+                continue;
+            }
+            self.set_entry(t, i, 0);
+            if l > 1 && e & format.large() == 0 && depth < stack.len() {
+                stack[depth] = (PhysAddr(e & ADDRESS), l - 1, 0);
+                depth += 1;
+            }
+        }
+        match format {
+            Format::Ia32e => self.tlb_flush = true,
+            Format::Ept => self.ept_flush = true,
         }
     }
 

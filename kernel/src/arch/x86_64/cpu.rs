@@ -21,11 +21,21 @@ pub fn read_msr(msr: u32) -> u64 {
     unsafe { Msr::new(msr).read() }
 }
 
-/// Writes an MSR (the feature-control MSR at VMX start-up).
+/// Writes an MSR: the feature-control MSR at VMX start-up, IA32_CSTAR at boot, a guest's
+/// IA32_KERNEL_GS_BASE around its runs.
 pub fn write_msr(msr: u32, value: u64) {
-    // SAFETY: the only caller sets IA32_FEATURE_CONTROL's lock and VMX-enable bits while
-    // it is unlocked, which changes nothing but whether VMXON is allowed.
+    // SAFETY: the callers set IA32_FEATURE_CONTROL's lock and VMX-enable bits while it is
+    // unlocked (which changes nothing but whether VMXON is allowed), point IA32_CSTAR at
+    // the kernel's compatibility-mode stub, or load IA32_KERNEL_GS_BASE, which only
+    // `swapgs` reads and the kernel never executes.
     unsafe { Msr::new(msr).write(value) }
+}
+
+/// Sets CR2 (a guest's last page-fault address, before it runs).
+pub fn write_cr2(value: u64) {
+    // SAFETY: CR2 is only an information register: the processor writes it on a page
+    // fault and reads it never; the kernel reads it only in its page-fault reports.
+    unsafe { core::arch::asm!("mov cr2, {}", in(reg) value, options(nostack, preserves_flags)) }
 }
 
 /// CR0.

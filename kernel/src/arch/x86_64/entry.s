@@ -134,6 +134,7 @@ syscall_entry:
     SAVE_GPRS
     movabs $__kernel_stack_top, %rsp
     call syscall_dispatch
+syscall_return:
     mov %rax, %rsp
     /* Return with sysretq only to a thread that entered with `syscall` (whose rcx and r11
      * the call destroys anyway) and whose rip is a canonical user address (sysretq with a
@@ -154,6 +155,27 @@ syscall_entry:
 1:  RESTORE_GPRS
     add $16, %rsp
     iretq
+
+/* `syscall` from a compatibility-mode code segment enters here (IA32_CSTAR). Cleave's GDT
+ * has no such segment, so no thread should reach it; if one does, it is saved like any
+ * system call but with COMPAT_SYSCALL_VECTOR, and syscall_compat_dispatch turns it into a
+ * fault of that thread. It leaves through iretq (the vector is not SYSCALL_VECTOR). */
+    .set COMPAT_SYSCALL_VECTOR, 0x101
+    .global syscall_compat_entry
+syscall_compat_entry:
+    mov %rsp, syscall_user_rsp(%rip)
+    mov SYSCALL_FRAME_TOP(%rip), %rsp
+    push $USER_DATA_SELECTOR
+    push syscall_user_rsp(%rip)
+    push %r11
+    push $USER_CODE_SELECTOR
+    push %rcx
+    push $0
+    push $COMPAT_SYSCALL_VECTOR
+    SAVE_GPRS
+    movabs $__kernel_stack_top, %rsp
+    call syscall_compat_dispatch
+    jmp syscall_return
 
 /* enter_user(frame: *const TrapFrame) -> !: loads every register from the frame and
  * returns to the mode it describes. */

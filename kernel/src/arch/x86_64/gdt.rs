@@ -92,6 +92,21 @@ pub fn init() {
     *selectors = Some(Selectors { kernel_code, kernel_data, user_data, user_code, tss: tss_selector });
 }
 
+/// Loads GDTR again with the GDT's real limit. A VM exit leaves GDTR's base right but
+/// its limit 0xFFFF (Intel SDM, "Loading Host Segment and Descriptor-Table Registers"):
+/// selectors past the table would then name whatever kernel memory follows it, which a
+/// thread could shape into a call gate to ring 0. Called after every VM exit.
+pub fn reload() {
+    let gdt = GDT.get();
+    let pointer = x86_64::structures::DescriptorTablePointer {
+        limit: gdt.limit(),
+        base: VirtAddr::new(core::ptr::from_ref(gdt) as u64),
+    };
+    // SAFETY: the same static table `init` loaded, unchanged since; only the limit differs
+    // from what the processor holds after a VM exit.
+    unsafe { x86_64::instructions::tables::lgdt(&pointer) }
+}
+
 /// Where the TSS is (a VM exit reloads TR from this base).
 pub fn tss_base() -> u64 {
     TSS.get() as *const TaskStateSegment as u64

@@ -79,6 +79,10 @@ pub fn init() {
     for (&vector, &stub) in INTERRUPT_VECTORS.iter().zip(interrupt_stubs) {
         idt.0[usize::from(vector)] = Gate::interrupt(stub, code, 0);
     }
+    load(idt);
+}
+
+fn load(idt: &Idt) {
     let pointer = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
         base: VirtAddr::new(core::ptr::from_ref(idt) as u64),
@@ -86,4 +90,10 @@ pub fn init() {
     // SAFETY: the IDT is a static that lives forever and every present gate points at a
     // stub that saves state and calls a handler.
     unsafe { lidt(&pointer) }
+}
+
+/// Loads IDTR again with the table's real limit (a VM exit leaves it 0xFFFF). Called
+/// after every VM exit.
+pub fn reload() {
+    load(IDT.get());
 }

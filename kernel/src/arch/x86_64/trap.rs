@@ -38,6 +38,17 @@ extern "C" fn syscall_dispatch() -> *const TrapFrame {
     crate::syscall::dispatch()
 }
 
+/// Vector number the compatibility-mode `syscall` stub records.
+pub const COMPAT_SYSCALL_VECTOR: u64 = 0x101;
+
+/// Called by the compatibility-mode `syscall` stub (IA32_CSTAR) once it has saved the
+/// caller's registers in its TCB: the thread faults (general protection), as if the
+/// instruction were not there. Returns the saved registers of the thread that runs next.
+#[unsafe(no_mangle)]
+extern "C" fn syscall_compat_dispatch() -> *const TrapFrame {
+    crate::syscall::compat_dispatch()
+}
+
 /// Where the `syscall` stub saves the registers of the thread in user mode: the end of
 /// that thread's saved-register block in its TCB (a direct-map address). Kept by
 /// [`resume_frame`] on every way back to user mode.

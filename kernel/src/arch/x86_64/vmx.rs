@@ -35,11 +35,13 @@ const IA32_FEATURE_CONTROL: u32 = 0x3a;
 const IA32_EFER: u32 = 0xc000_0080;
 const IA32_FS_BASE: u32 = 0xc000_0100;
 const IA32_GS_BASE: u32 = 0xc000_0101;
+const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
 /// Pin-based: external-interrupt exiting, NMI exiting.
 const PIN_WANTED: u32 = (1 << 0) | (1 << 3);
-/// Primary: HLT exiting, I/O bitmaps, MSR bitmaps, secondary controls.
-const PRIMARY_WANTED: u32 = (1 << 7) | (1 << 25) | (1 << 28) | (1 << 31);
+/// Primary: HLT exiting, MOV-DR exiting (debug registers are not switched between
+/// guests), I/O bitmaps, MSR bitmaps, secondary controls.
+const PRIMARY_WANTED: u32 = (1 << 7) | (1 << 23) | (1 << 25) | (1 << 28) | (1 << 31);
 /// Secondary: EPT, unrestricted guest.
 const SECONDARY_WANTED: u32 = (1 << 1) | (1 << 7);
 /// Exit: 64-bit host, save and load IA32_EFER.
@@ -415,10 +417,20 @@ pub fn run(vcpu: PhysAddr, ept_root: PhysAddr, flush_ept: bool) -> Result<Exit, 
     vmwrite(host::GS_BASE, cpu::read_msr(IA32_GS_BASE))?;
     let mut st = read_state(vcpu);
     let launched = u64::from(st.launch == launch::LAUNCHED);
+    // What the VMCS does not switch is this guest's own (doc/vmx.md lists it all).
+    cpu::write_msr(IA32_KERNEL_GS_BASE, st.kernel_gs_base);
+    cpu::write_cr2(st.cr2);
     // SAFETY: the current VMCS is this Vcpu's, fully initialised (host state pointing at
     // `vmx_exit`, this kernel's CR3, segments and tables); `vmx_run` saves and restores
     // every register the Rust ABI needs and writes the guest's registers back to `gprs`.
     let result = unsafe { vmx_run(&mut st.gprs, launched) };
+    // A VM exit (or a failed entry's return) leaves GDTR and IDTR limits at 0xFFFF: the
+    // real ones again before anything else runs.
+    gdt::reload();
+    super::idt::reload();
+    st.kernel_gs_base = cpu::read_msr(IA32_KERNEL_GS_BASE);
+    st.cr2 = super::trap::cr2();
+    write_state(vcpu, &st);
     match result {
         0 => {
             st.launch = launch::LAUNCHED;

@@ -1,0 +1,254 @@
+//! Host tests of attacks on the object layer, one per finding of the kernel review (issue
+//! 11): each tries the attack's steps in a row and checks that the kernel refuses it or
+//! stays consistent. `doc/testing.md` lists which test catches which finding.
+
+extern crate std;
+
+use super::cap::Cap;
+use super::invoke::{Invocation, invoke};
+use super::ipc_tests::{NoPorts, VSPACE_SLOT, World, slot, world};
+use super::kmem::KernelMemory;
+use super::slot::SlotOps;
+use super::tcb::{Registers, TcbRef, ThreadState, reg};
+use crate::addr::PhysAddr;
+use cleave_abi::object::label;
+use cleave_abi::{Error, MessageInfo, ObjectType, Rights, Syscall};
+
+/// Every entry of the table at `base`.
+fn entries(w: &World, base: PhysAddr) -> std::vec::Vec<u64> {
+    (0..512).map(|i| w.s.mem.read::<u64>(PhysAddr(base.0 + 8 * i))).collect()
+}
+
+fn base_of(cap: Cap) -> PhysAddr {
+    match cap {
+        Cap::PageTable { base, .. }
+        | Cap::EptTable { base, .. }
+        | Cap::VSpace { base, .. }
+        | Cap::EptRoot { base, .. }
+        | Cap::Frame { base, .. }
+        | Cap::CNode { base, .. }
+        | Cap::Tcb { base } => base,
+        other => panic!("no base: {other:?}"),
+    }
+}
+
+/// The boss invokes `cptr` with any number of words (as if from its IPC buffer).
+fn invoke_long(w: &mut World, cptr: u64, label: u64, words: &[u64]) -> Result<(), Error> {
+    let cspace = w.s.mem.cap_at(w.boss.slot(0));
+    let (at, target) = super::cspace::lookup_cap(&w.s.mem, cspace, cptr)?;
+    let boss = w.boss;
+    invoke(&mut w.s, &mut NoPorts, boss, cspace, at, target, Invocation { label, words }).map(drop)
+}
+
+/// Finding 2: a page table unmapped (or whose VSpace is deleted) keeps no entries, so a
+/// frame deleted meanwhile cannot stay reachable through it when it is mapped again.
+#[test]
+fn detached_page_tables_keep_no_mappings() {
+    let mut w = world();
+    for (ty, dest) in [
+        (ObjectType::Pml4, 40),
+        (ObjectType::Pdpt, 41),
+        (ObjectType::PageDirectory, 42),
+        (ObjectType::PageTable, 43),
+        (ObjectType::Frame4K, 44),
+    ] {
+        w.make(ty, dest);
+    }
+    let v = 0x1234_5000u64;
+    for table in [41, 42, 43] {
+        w.invoke(table, label::PAGE_TABLE_MAP, &[40, v]).unwrap();
+    }
+    w.invoke(44, label::FRAME_MAP, &[40, v, 3, 0]).unwrap();
+    let pt = base_of(w.s.mem.cap_at(slot(43)));
+    assert!(entries(&w, pt).iter().any(|&e| e != 0));
+    // The attack: unmap the table, delete the frame (its unmap cannot find the entry from
+    // the root), map the table again.
+    w.invoke(43, label::PAGE_TABLE_UNMAP, &[]).unwrap();
+    assert!(entries(&w, pt).iter().all(|&e| e == 0), "an unmapped table is empty");
+    w.s.delete(slot(44)).unwrap();
+    w.invoke(43, label::PAGE_TABLE_MAP, &[40, v]).unwrap();
+    assert!(entries(&w, pt).iter().all(|&e| e == 0));
+    // Deleting the VSpace empties everything below it, tables it reached included.
+    w.make(ObjectType::Frame4K, 44);
+    w.invoke(44, label::FRAME_MAP, &[40, v, 3, 0]).unwrap();
+    let (pdpt, pd) = (base_of(w.s.mem.cap_at(slot(41))), base_of(w.s.mem.cap_at(slot(42))));
+    w.s.delete(slot(40)).unwrap();
+    for table in [pdpt, pd, pt] {
+        assert!(entries(&w, table).iter().all(|&e| e == 0), "table {table:?} not emptied");
+    }
+    // The same for a detached page directory: the tables below it are emptied too.
+    w.make(ObjectType::Pml4, 40);
+    w.invoke(41, label::PAGE_TABLE_UNMAP, &[]).unwrap();
+    w.invoke(42, label::PAGE_TABLE_UNMAP, &[]).unwrap();
+    w.invoke(43, label::PAGE_TABLE_UNMAP, &[]).unwrap();
+    w.invoke(44, label::FRAME_UNMAP, &[]).unwrap();
+    for table in [41, 42, 43] {
+        w.invoke(table, label::PAGE_TABLE_MAP, &[40, v]).unwrap();
+    }
+    w.invoke(44, label::FRAME_MAP, &[40, v, 3, 0]).unwrap();
+    w.invoke(42, label::PAGE_TABLE_UNMAP, &[]).unwrap();
+    assert!(entries(&w, pd).iter().all(|&e| e == 0) && entries(&w, pt).iter().all(|&e| e == 0));
+}
+
+/// Finding 2 for guest-physical spaces: freed memory must not stay in a guest's reach.
+#[test]
+fn detached_ept_tables_keep_no_mappings() {
+    let mut w = world();
+    for (ty, dest) in [
+        (ObjectType::EptPml4, 40),
+        (ObjectType::EptPdpt, 41),
+        (ObjectType::EptPd, 42),
+        (ObjectType::EptPt, 43),
+        (ObjectType::Frame4K, 44),
+    ] {
+        w.make(ty, dest);
+    }
+    for table in [41, 42, 43] {
+        w.invoke(table, label::EPT_TABLE_MAP, &[40, 0]).unwrap();
+    }
+    w.invoke(44, label::FRAME_MAP_EPT, &[40, 0x1000, 3, 0]).unwrap();
+    let pt = base_of(w.s.mem.cap_at(slot(43)));
+    w.invoke(43, label::EPT_TABLE_UNMAP, &[]).unwrap();
+    assert!(entries(&w, pt).iter().all(|&e| e == 0));
+    w.s.delete(slot(44)).unwrap();
+    w.invoke(43, label::EPT_TABLE_MAP, &[40, 0]).unwrap();
+    assert!(entries(&w, pt).iter().all(|&e| e == 0));
+    w.make(ObjectType::Frame4K, 44);
+    w.invoke(44, label::FRAME_MAP_EPT, &[40, 0x1000, 3, 0]).unwrap();
+    let pd = base_of(w.s.mem.cap_at(slot(42)));
+    w.s.delete(slot(40)).unwrap();
+    assert!(entries(&w, pd).iter().all(|&e| e == 0) && entries(&w, pt).iter().all(|&e| e == 0));
+    assert!(w.s.take_ept_flush());
+}
+
+/// Finding 3: a thread whose CSpace is the only capability to a CNode holding the only
+/// capability to the thread configures itself: deleting its CSpace would destroy it
+/// before the copies write into it. Refused, and the thread lives on.
+#[test]
+fn configuring_a_thread_cannot_destroy_it_first() {
+    let mut w = world();
+    w.s.retype(slot(1), ObjectType::CNode, 2, 1, slot(50)).unwrap();
+    // Guard of 62 bits: a one-level CSpace where address 1 is slot 1.
+    w.s.mutate(slot(50), slot(51), Rights::ALL, 62).unwrap();
+    let t = w.thread(52, 50);
+    let cnode = base_of(w.s.mem.cap_at(slot(51)));
+    // The CNode's only capability goes into the thread's CSpace slot; the thread's only
+    // capability goes into the CNode.
+    w.s.delete(t.slot(0)).unwrap();
+    w.s.move_cap(slot(51), t.slot(0)).unwrap();
+    w.s.move_cap(slot(52), PhysAddr(cnode.0 + 64)).unwrap();
+    // The thread configures itself (CSpace: none) with five words, the fifth from its IPC
+    // buffer.
+    assert!(w.s.write_message_word(t, 4, 0));
+    w.sys(t, Syscall::Call, 1, MessageInfo::new(label::TCB_CONFIGURE, 0, 0, 5), [0, 0, 0x7000_0000, 0]);
+    assert_eq!(w.status(t), Error::IllegalOperation as u64);
+    assert_eq!(w.state(t), ThreadState::Running);
+    assert!(matches!(w.s.mem.cap_at(t.slot(0)), Cap::CNode { .. }));
+    assert_eq!(w.s.mem.cap_at(PhysAddr(cnode.0 + 64)), Cap::Tcb { base: t.0 });
+    // With a second capability to the CNode the delete destroys nothing: allowed.
+    w.s.copy(t.slot(0), slot(60)).unwrap();
+    assert!(w.s.write_message_word(t, 4, 0));
+    w.sys(t, Syscall::Call, 1, MessageInfo::new(label::TCB_CONFIGURE, 0, 0, 5), [0, 0, 0x7000_0000, 0]);
+    assert_eq!(w.status(t), 0);
+    assert!(w.s.mem.cap_at(t.slot(0)).is_null());
+}
+
+/// Finding 4: a server that takes a second call before replying to the first cuts the
+/// first caller off with `ReplyLost`; the reply links always name each other, so
+/// destroying the server and suspending the first caller writes nothing into freed memory.
+#[test]
+fn a_second_call_discards_the_first_reply() {
+    let mut w = world();
+    w.make(ObjectType::Endpoint, 10);
+    let server = w.thread(20, 60);
+    let first = w.thread(22, 50);
+    let second = w.thread(24, 50);
+    w.sys(server, Syscall::Recv, 10, MessageInfo::default(), [0; 4]);
+    w.sys(first, Syscall::Call, 10, MessageInfo::new(1, 0, 0, 0), [0; 4]);
+    assert_eq!(first.replier(&w.s.mem), server.link());
+    w.sys(server, Syscall::Recv, 10, MessageInfo::default(), [0; 4]);
+    w.sys(second, Syscall::Call, 10, MessageInfo::new(2, 0, 0, 0), [0; 4]);
+    assert_eq!(w.state(first), ThreadState::Running, "the first caller is not left waiting");
+    assert_eq!(w.status(first), Error::ReplyLost as u64);
+    assert_eq!(first.replier(&w.s.mem), 0);
+    assert_eq!((server.caller(&w.s.mem), second.replier(&w.s.mem)), (second.link(), server.link()));
+    // Destroy the server, reuse its memory, suspend both callers: nothing is written there.
+    let server_base = server.0;
+    w.s.delete(slot(20)).unwrap();
+    assert_eq!((w.state(second), w.status(second)), (ThreadState::Running, Error::ReplyLost as u64));
+    w.s.mem.write(PhysAddr(server_base.0 + 0x400), &[0x5au8; 64]);
+    let before: [u8; 64] = w.s.mem.read(PhysAddr(server_base.0 + 0x400));
+    w.s.suspend(first);
+    w.s.suspend(second);
+    assert_eq!(w.s.mem.read::<[u8; 64]>(PhysAddr(server_base.0 + 0x400)), before);
+}
+
+/// Finding 5: the last page of the lower half cannot be mapped (a `syscall` ending there
+/// would return to a non-canonical address), nor a large frame reaching into it, nor a
+/// thread's registers point there.
+#[test]
+fn the_last_user_page_is_never_mapped() {
+    let mut w = world();
+    for (ty, dest) in
+        [(ObjectType::Pml4, 40), (ObjectType::Pdpt, 41), (ObjectType::PageDirectory, 42), (ObjectType::PageTable, 43)]
+    {
+        w.make(ty, dest);
+    }
+    let last = 0x7fff_ffff_f000u64;
+    for table in [41, 42, 43] {
+        // (Tables covering it may be mapped through a lower address in their range.)
+        w.invoke(table, label::PAGE_TABLE_MAP, &[40, last - 0x1000]).unwrap();
+    }
+    w.make(ObjectType::Frame4K, 44);
+    assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, last, 3, 0]), Err(Error::InvalidArgument));
+    w.invoke(44, label::FRAME_MAP, &[40, last - 0x1000, 3, 0]).unwrap();
+    // (A large frame's memory is not touched by mapping it; the test memory is small.)
+    let large = Cap::Frame { base: PhysAddr(0x20_0000), large: true, device: false, rights: Rights::ALL, mapping: None };
+    w.s.insert_original(slot(45), large).unwrap();
+    w.invoke(43, label::PAGE_TABLE_UNMAP, &[]).unwrap();
+    assert_eq!(w.invoke(45, label::FRAME_MAP, &[40, 0x7fff_ffe0_0000, 3, 0]), Err(Error::InvalidArgument));
+    let t = w.thread(20, 50);
+    let mut words = t.regs(&w.s.mem).user_words();
+    words[0] = 0x7fff_ffff_fffe;
+    let mut r = Registers::default();
+    assert_eq!(r.set_user_words(&words), Err(Error::InvalidArgument));
+}
+
+/// Finding 6: an IPC buffer must be RAM the thread may read and write: the kernel writes
+/// replies there.
+#[test]
+fn ipc_buffers_must_be_writable_ram() {
+    let mut w = world();
+    w.make(ObjectType::Tcb, 20);
+    w.make(ObjectType::Frame4K, 21);
+    w.s.mint(slot(21), slot(22), Rights::READ, 0).unwrap();
+    let configure = |w: &mut World, frame: u64| {
+        invoke_long(w, 20, label::TCB_CONFIGURE, &[0, VSPACE_SLOT, 0x7000_0000, frame, 0])
+    };
+    assert_eq!(configure(&mut w, 22), Err(Error::InvalidCapability));
+    // Device memory is no IPC buffer either.
+    w.s.retype(slot(1), ObjectType::Untyped, 12, 1, slot(23)).unwrap();
+    let Cap::Untyped { base, .. } = w.s.mem.cap_at(slot(23)) else { panic!() };
+    w.s.delete(slot(23)).unwrap();
+    w.s.insert_original(slot(23), Cap::Frame { base, large: false, device: true, rights: Rights::ALL, mapping: None })
+        .unwrap();
+    assert_eq!(configure(&mut w, 23), Err(Error::InvalidCapability));
+    configure(&mut w, 21).unwrap();
+    let Cap::Tcb { base } = w.s.mem.cap_at(slot(20)) else { panic!() };
+    assert!(matches!(w.s.mem.cap_at(TcbRef(base).slot(2)), Cap::Frame { rights: Rights::ALL, .. }));
+}
+
+/// Finding 8: binding a notification takes its signals from whoever waits on it: it
+/// needs the right to wait (read).
+#[test]
+fn binding_a_notification_needs_the_read_right() {
+    let mut w = world();
+    w.make(ObjectType::Notification, 10);
+    w.s.mint(slot(10), slot(11), Rights::WRITE, 0).unwrap();
+    let t = w.thread(20, 50);
+    assert_eq!(w.invoke(20, label::TCB_BIND_NOTIFICATION, &[11]), Err(Error::InsufficientRights));
+    assert_eq!(t.bound_notification(&w.s.mem), 0);
+    w.invoke(20, label::TCB_BIND_NOTIFICATION, &[10]).unwrap();
+    assert_ne!(t.bound_notification(&w.s.mem), 0);
+    let _ = reg::RAX;
+}
