@@ -43,7 +43,9 @@ const GENERAL_PROTECTION: u64 = 13;
 #[inline(never)]
 fn slow_path() -> *const TrapFrame {
     match objects::with(|space| space.syscall(&mut Machine)) {
-        Outcome::Done => {}
+        // The pending interrupt is taken as the thread returns to user mode (before it
+        // makes its call again).
+        Outcome::Done | Outcome::Preempted => {}
         Outcome::DebugLine(line, len) => serial::queue_line(&line[..len]),
         Outcome::DebugExit(status, line, len) => {
             if len > 0 {
@@ -121,4 +123,4 @@ fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
 /// Exit reason: an external interrupt arrived while the guest ran.
 const EXTERNAL_INTERRUPT: u64 = 1;
 /// Bytes of the `syscall` instruction (0f 05).
-const SYSCALL_LENGTH: u64 = 2;
+const SYSCALL_LENGTH: u64 = cleave_kernel_core::object::syscall::SYSCALL_INSTRUCTION_LENGTH;

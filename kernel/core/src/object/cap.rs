@@ -49,6 +49,12 @@ pub enum Cap {
     /// An EPT table of `level` 1 (PT), 2 (PD) or 3 (PDPT); a mapping's `vaddr` is the
     /// guest-physical address.
     EptTable { base: PhysAddr, level: u8, mapping: Option<Mapping> },
+    /// The record that the Vcpu at `vcpu` lets its guest reach ports `open_first..=
+    /// open_last` directly, by the authority of an IoPort capability over `first..=last`
+    /// (its parent in the derivation tree). It lives in one of the Vcpu's grant slots and
+    /// is never visible to users; deleting it (with the IoPort capability, or by revoke)
+    /// makes those ports exit again.
+    VcpuIoGrant { vcpu: PhysAddr, first: u16, last: u16, open_first: u16, open_last: u16 },
 }
 
 /// Set in a frame mapping's `asid` when the mapping is in a guest-physical address space
@@ -77,6 +83,7 @@ mod tag {
     pub const VCPU: u64 = 14;
     pub const EPT_ROOT: u64 = 15;
     pub const EPT_TABLE: u64 = 16;
+    pub const VCPU_IO_GRANT: u64 = 17;
 }
 
 /// Fast field access to the first three stored words of a capability, for the IPC fast
@@ -174,6 +181,12 @@ impl Cap {
                 let (mapped, vaddr, asid) = mapping_words(mapping);
                 [tag::EPT_TABLE | (u64::from(level) << 12) | mapped, base.0, vaddr, asid]
             }
+            Self::VcpuIoGrant { vcpu, first, last, open_first, open_last } => [
+                tag::VCPU_IO_GRANT | (u64::from(first) << 32) | (u64::from(last) << 48),
+                vcpu.0,
+                u64::from(open_first) | (u64::from(open_last) << 16),
+                0,
+            ],
         };
         RawCap(words)
     }
@@ -209,6 +222,13 @@ impl Cap {
             tag::VCPU => Self::Vcpu { base },
             tag::EPT_ROOT => Self::EptRoot { base, asid: w2 },
             tag::EPT_TABLE => Self::EptTable { base, level: ((w0 >> 12) & 0xff) as u8, mapping },
+            tag::VCPU_IO_GRANT => Self::VcpuIoGrant {
+                vcpu: base,
+                first: (w0 >> 32) as u16,
+                last: (w0 >> 48) as u16,
+                open_first: w2 as u16,
+                open_last: (w2 >> 16) as u16,
+            },
             _ => Self::Null,
         }
     }
@@ -234,7 +254,9 @@ impl Cap {
             Self::EptRoot { base, .. } => memory(10, base),
             Self::EptTable { base, .. } => memory(11, base),
             Self::IrqHandler { irq } => ObjectRef::Irq(irq),
-            Self::IoPort { first, last } => ObjectRef::IoPorts(first, last),
+            Self::IoPort { first, last } | Self::VcpuIoGrant { first, last, .. } => {
+                ObjectRef::IoPorts(first, last)
+            }
             Self::Null | Self::IrqControl | Self::IoPortControl => ObjectRef::None,
         }
     }
@@ -287,6 +309,13 @@ mod tests {
             Cap::Vcpu { base: PhysAddr(0x90_2000) },
             Cap::EptRoot { base: PhysAddr(0x91_0000), asid: 0x2_0007 },
             Cap::EptTable { base: PhysAddr(0x92_0000), level: 3, mapping: m },
+            Cap::VcpuIoGrant {
+                vcpu: PhysAddr(0x98_0000),
+                first: 0x60,
+                last: 0xffff,
+                open_first: 0x64,
+                open_last: 0x7fff,
+            },
         ];
         for cap in caps {
             assert_eq!(Cap::decode(cap.encode()), cap);

@@ -252,3 +252,47 @@ fn binding_a_notification_needs_the_read_right() {
     assert_ne!(t.bound_notification(&w.s.mem), 0);
     let _ = reg::RAX;
 }
+
+/// Whether guest I/O to `port` exits on the Vcpu at `vcpu`.
+fn port_exits(w: &World, vcpu: PhysAddr, port: u64) -> bool {
+    let byte: u8 = w.s.mem.read(PhysAddr(vcpu.0 + super::vcpu::IO_BITMAP_OFFSET + port / 8));
+    byte & (1 << (port % 8)) != 0
+}
+
+/// Finding 9: ports a Vcpu lets through close again when the IoPort capability that
+/// allowed it is revoked or deleted, and when the Vcpu goes its grants go too.
+#[test]
+fn guest_port_access_ends_with_the_io_port_capability() {
+    let mut w = world();
+    w.s.insert_original(slot(30), Cap::IoPortControl).unwrap();
+    w.s.issue_io_ports(slot(30), slot(31), 0x60, 0x6f).unwrap();
+    w.make(ObjectType::Vcpu, 40);
+    let Cap::Vcpu { base: vcpu } = w.s.mem.cap_at(slot(40)) else { panic!() };
+    // Open through a copy; revoke the original: the copy and the grant go, the port exits.
+    w.s.copy(slot(31), slot(32)).unwrap();
+    w.invoke(40, label::VCPU_SET_IO_EXIT, &[32, 0x64, 0x64, 0]).unwrap();
+    assert!(!port_exits(&w, vcpu, 0x64) && port_exits(&w, vcpu, 0x65));
+    w.s.revoke(slot(31)).unwrap();
+    assert!(port_exits(&w, vcpu, 0x64), "revoked, the port still went to the hardware");
+    // Open again through the original and delete it: the port exits, the range is free.
+    w.invoke(40, label::VCPU_SET_IO_EXIT, &[31, 0x60, 0x6f, 0]).unwrap();
+    assert!((0x60..=0x6f).all(|p| !port_exits(&w, vcpu, p)));
+    w.s.delete(slot(31)).unwrap();
+    assert!((0x60..=0x6f).all(|p| port_exits(&w, vcpu, p)));
+    w.s.issue_io_ports(slot(30), slot(31), 0x60, 0x6f).unwrap();
+    // A port the capability does not cover, or no capability: refused.
+    assert_eq!(w.invoke(40, label::VCPU_SET_IO_EXIT, &[31, 0x70, 0x70, 0]), Err(Error::InsufficientRights));
+    assert_eq!(w.invoke(40, label::VCPU_SET_IO_EXIT, &[33, 0x60, 0x60, 0]), Err(Error::InvalidCapability));
+    // Eight ranges at most; closing a range drops the grants inside it.
+    for port in 0x60..0x68 {
+        w.invoke(40, label::VCPU_SET_IO_EXIT, &[31, port, port, 0]).unwrap();
+    }
+    assert_eq!(w.invoke(40, label::VCPU_SET_IO_EXIT, &[31, 0x68, 0x68, 0]), Err(Error::NotEnoughMemory));
+    w.invoke(40, label::VCPU_SET_IO_EXIT, &[0, 0x60, 0x63, 1]).unwrap();
+    w.invoke(40, label::VCPU_SET_IO_EXIT, &[31, 0x68, 0x68, 0]).unwrap();
+    // The Vcpu goes: its grants leave the derivation tree; the capability can be deleted.
+    w.s.delete(slot(40)).unwrap();
+    assert_eq!(w.s.mem.first_child(slot(31)), None);
+    w.s.delete(slot(31)).unwrap();
+    w.s.issue_io_ports(slot(30), slot(31), 0x60, 0x6f).unwrap();
+}

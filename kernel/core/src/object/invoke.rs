@@ -20,7 +20,7 @@ use super::cap::Cap;
 use super::cspace::{lookup_cap, lookup_slot};
 use super::kmem::KernelMemory;
 use super::slot::{Slot, SlotOps};
-use super::space::ObjectSpace;
+use super::space::{ObjectSpace, Progress};
 use super::tcb::{
     INITIAL_RFLAGS, Registers, TcbRef, ThreadState, USER_CODE_SELECTOR, USER_DATA_SELECTOR, one_request,
     privilege, slot as tcb_slot,
@@ -57,6 +57,11 @@ pub trait Hardware {
     fn write(&mut self, port: u16, width: u8, value: u32);
     /// Masks or unmasks legacy interrupt line `irq` (0-15).
     fn set_irq_masked(&mut self, irq: u8, masked: bool);
+    /// Whether an interrupt waits to be taken: long operations stop at their next
+    /// preemption point and are restarted after it ([`super::space::Progress`]).
+    fn interrupt_pending(&mut self) -> bool {
+        false
+    }
     /// Reads field `encoding` of the VMCS of the Vcpu at `vcpu` (the policy was checked).
     /// Machines without VT-x refuse.
     fn vmcs_read(&mut self, vcpu: PhysAddr, encoding: u32) -> Result<u64, Error> {
@@ -114,7 +119,7 @@ fn vcpu<M: KernelMemory>(
         }
         label::VCPU_SET_IO_EXIT => {
             let exit = inv.word(3)? != 0;
-            let ports = if exit { Cap::Null } else { lookup_cap(&space.mem, cspace, inv.word(0)?)?.1 };
+            let ports = if exit { None } else { Some(lookup_cap(&space.mem, cspace, inv.word(0)?)?.0) };
             space.vcpu_set_io_exit(base, ports, inv.word(1)?, inv.word(2)?, exit).map(|()| Reply::default())
         }
         label::VCPU_SET_MSR_EXIT => {
@@ -187,7 +192,7 @@ pub fn invoke<M: KernelMemory>(
         (Cap::Untyped { .. }, label::UNTYPED_RETYPE) => {
             retype(space, cspace, slot, inv).map(|()| Reply::default())
         }
-        (Cap::CNode { .. }, _) => cnode(space, cspace, target, inv).map(|()| Reply::default()),
+        (Cap::CNode { .. }, _) => cnode(space, io, cspace, target, inv).map(|()| Reply::default()),
         (Cap::Frame { base, .. }, label::FRAME_GET_ADDRESS) => Ok(Reply::one(base.0)),
         (Cap::Frame { .. }, label::FRAME_MAP) => {
             let (_, vspace) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
@@ -450,6 +455,7 @@ fn retype<M: KernelMemory>(
 
 fn cnode<M: KernelMemory>(
     space: &mut ObjectSpace<M>,
+    io: &mut impl Hardware,
     cspace: Cap,
     node: Cap,
     inv: Invocation<'_>,
@@ -457,7 +463,12 @@ fn cnode<M: KernelMemory>(
     let dest = lookup_slot(&space.mem, node, inv.word(0)?, inv.depth(1)?)?;
     match inv.label {
         label::CNODE_DELETE => space.delete(dest),
-        label::CNODE_REVOKE => space.revoke(dest),
+        label::CNODE_REVOKE => {
+            if space.revoke_preemptible(dest, &mut || io.interrupt_pending())? == Progress::Preempted {
+                space.preempted = true;
+            }
+            Ok(())
+        }
         label::CNODE_COPY | label::CNODE_MINT | label::CNODE_MOVE | label::CNODE_MUTATE => {
             let src_root = cnode_at(&space.mem, cspace, inv.word(2)?)?;
             let src = lookup_slot(&space.mem, src_root, inv.word(3)?, inv.depth(4)?)?;

@@ -37,6 +37,10 @@ impl Container {
         match cap {
             Cap::CNode { base, radix, .. } => Some(Self { base, slots: 1 << radix }),
             Cap::Tcb { base } => Some(Self { base, slots: TCB_SLOT_COUNT }),
+            Cap::Vcpu { base } => Some(Self {
+                base: PhysAddr(base.0 + super::vcpu::IO_GRANT_OFFSET),
+                slots: super::vcpu::IO_GRANTS,
+            }),
             _ => None,
         }
     }
@@ -77,6 +81,10 @@ pub struct ObjectSpace<M> {
     /// The active VMCS's Vcpu was destroyed: the kernel must VMCLEAR it before its memory
     /// can be reused (at the end of the system call).
     pub clear_active_vmcs: bool,
+    /// The invocation just performed stopped at a preemption point: the system call is to
+    /// be made again (the caller's registers are rewound to it) once the pending
+    /// interrupt has been taken. Set by invocations, taken by [`ObjectSpace::syscall`].
+    pub(crate) preempted: bool,
     /// The Vcpu whose guest's floating-point state the processor holds, or 0
     /// ([`ObjectSpace::fpu_switch`]). Threads have none of their own: x87 and SSE
     /// instructions fault in ring 3.
@@ -121,7 +129,7 @@ pub fn derive(cap: Cap, rights: Rights, badge: u64) -> Result<Cap, Error> {
     };
     Ok(match cap {
         Cap::Null => return Err(Error::InvalidCapability),
-        Cap::Untyped { .. } | Cap::PageTable { .. } | Cap::EptTable { .. } => {
+        Cap::Untyped { .. } | Cap::PageTable { .. } | Cap::EptTable { .. } | Cap::VcpuIoGrant { .. } => {
             return Err(Error::IllegalOperation);
         }
         Cap::Endpoint { base, badge: old, rights: r } => {
@@ -183,6 +191,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             ept_flush: false,
             active_vmcs: 0,
             clear_active_vmcs: false,
+            preempted: false,
             fpu_owner: 0,
         }
     }
@@ -426,9 +435,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Removes the capability at `slot` from the tree and destroys its object if no other
     /// capability names it.
     fn delete_slot(&mut self, slot: Slot) {
+        self.drop_io_grants_below(slot);
         let last = self.mem.is_last_reference(slot);
         let (cap, _) = self.mem.unlink(slot);
-        let cap = self.unmapped(cap);
+        let cap = self.detached(cap);
         if !last {
             return;
         }
@@ -441,14 +451,45 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
-    /// Stops a thread whose TCB is about to be destroyed.
-    fn before_destroy(&mut self, cap: Cap) {
-        if let Cap::Tcb { base } = cap {
-            let t = super::tcb::TcbRef(base);
-            self.suspend(t);
-            if t.vcpu(&self.mem) != 0 {
-                self.vcpu_unbind(PhysAddr(t.vcpu(&self.mem)));
+    /// What a capability leaving the tree undoes whoever else names its object: a frame
+    /// or table mapping it made is removed, a Vcpu's I/O grant closes its ports.
+    fn detached(&mut self, cap: Cap) -> Cap {
+        if let Cap::VcpuIoGrant { vcpu, open_first, open_last, .. } = cap {
+            self.vcpu_close_ports(vcpu, open_first, open_last);
+        }
+        self.unmapped(cap)
+    }
+
+    /// Deletes the Vcpu I/O grants derived from the IoPort capability at `slot` (about to
+    /// go): a guest reaches ports directly only while the capability that let it exists.
+    fn drop_io_grants_below(&mut self, slot: Slot) {
+        if !matches!(self.mem.cap_at(slot), Cap::IoPort { .. }) {
+            return;
+        }
+        let mut child = self.mem.first_child(slot);
+        while let Some(c) = child {
+            child = self.mem.next_sibling(c);
+            if let Cap::VcpuIoGrant { vcpu, open_first, open_last, .. } = self.mem.cap_at(c) {
+                // A grant is a leaf and never the last reference (its parent names the
+                // same ports).
+                self.mem.unlink(c);
+                self.vcpu_close_ports(vcpu, open_first, open_last);
             }
+        }
+    }
+
+    /// Stops a thread whose TCB is about to be destroyed; unbinds a Vcpu about to be.
+    fn before_destroy(&mut self, cap: Cap) {
+        match cap {
+            Cap::Tcb { base } => {
+                let t = super::tcb::TcbRef(base);
+                self.suspend(t);
+                if t.vcpu(&self.mem) != 0 {
+                    self.vcpu_unbind(PhysAddr(t.vcpu(&self.mem)));
+                }
+            }
+            Cap::Vcpu { base } => self.vcpu_destroyed(base),
+            _ => {}
         }
     }
 
@@ -457,7 +498,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// with an error. Frames and the rest hold no kernel state that points elsewhere.
     fn finalize_leaf(&mut self, cap: Cap) {
         match cap {
-            Cap::IoPort { first, last } => self.mark_ports(first, last, false),
+            Cap::IoPort { first, last } | Cap::VcpuIoGrant { first, last, .. } => {
+                self.mark_ports(first, last, false)
+            }
             Cap::Endpoint { base, .. } => self.cancel_endpoint(base),
             Cap::Notification { base, .. } => {
                 self.cancel_notification(base);
@@ -477,7 +520,6 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 self.release_asid(asid);
                 self.clear_tables(base, 4, super::vspace::Format::Ept);
             }
-            Cap::Vcpu { base } => self.vcpu_destroyed(base),
             Cap::IrqHandler { irq } => {
                 if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
                     *line = IrqLine { reserved: line.reserved, ..IrqLine::default() };
@@ -507,9 +549,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
             }
             match found {
                 Some(slot) => {
+                    self.drop_io_grants_below(slot);
                     let last = self.mem.is_last_reference(slot);
                     let (cap, _) = self.mem.unlink(slot);
-                    let cap = self.unmapped(cap);
+                    let cap = self.detached(cap);
                     if !last {
                         continue;
                     }

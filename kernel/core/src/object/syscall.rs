@@ -14,6 +14,9 @@ use cleave_abi::message::MAX_MESSAGE_WORDS;
 use cleave_abi::syscall::fault;
 use cleave_abi::{Error, MessageInfo, Syscall};
 
+/// Bytes of the `syscall` instruction (0f 05): how far a preempted call is rewound.
+pub const SYSCALL_INSTRUCTION_LENGTH: u64 = 2;
+
 /// Most message words an invocation reads.
 const MAX_INVOCATION_WORDS: usize = 24;
 
@@ -28,6 +31,9 @@ pub enum Outcome {
     /// End the run with this status, after writing the thread's unfinished console line
     /// (the first `len` bytes).
     DebugExit(i64, [u8; CONSOLE_LINE], usize),
+    /// An invocation stopped at a preemption point because an interrupt is pending; the
+    /// thread is rewound to its system call, which it makes again when it next runs.
+    Preempted,
     /// The thread used a number the kernel does not implement: a fault.
     UnknownSyscall(u64),
     /// The thread enters the guest of its Vcpu (at this address), whose guest-physical
@@ -96,6 +102,15 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 }
                 Ok(_) => {
                     let reply = self.invoke_object(io, t, cptr);
+                    if core::mem::take(&mut self.preempted) {
+                        // Stopped at a preemption point with an interrupt pending: the
+                        // thread makes the same call again when it next runs (what was
+                        // done stays done), after the kernel has taken the interrupt.
+                        let mut regs = t.regs(&self.mem);
+                        regs.rip = regs.rip.wrapping_sub(SYSCALL_INSTRUCTION_LENGTH);
+                        t.set_regs(&mut self.mem, &regs);
+                        return Outcome::Preempted;
+                    }
                     if call == Syscall::Call {
                         self.write_reply(t, reply);
                     } else {

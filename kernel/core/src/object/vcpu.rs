@@ -9,6 +9,7 @@
 
 use super::cap::Cap;
 use super::kmem::KernelMemory;
+use super::slot::{Slot, SlotOps};
 use super::space::ObjectSpace;
 use super::tcb::{TcbRef, reg};
 use crate::addr::PhysAddr;
@@ -58,6 +59,13 @@ pub const MSR_BITMAP_OFFSET: u64 = 4 * 4096;
 pub const FPU_OFFSET: u64 = 5 * 4096;
 /// Size of the FXSAVE image at [`FPU_OFFSET`].
 pub const FPU_SIZE: u64 = 512;
+/// Offset of the Vcpu's I/O grant slots: capability slots recording which port ranges its
+/// guest reaches directly and by which IoPort capability (`Cap::VcpuIoGrant`, children of
+/// that capability, so revoking or deleting it closes the ports again).
+pub const IO_GRANT_OFFSET: u64 = FPU_OFFSET + 1024;
+/// How many port ranges a Vcpu can let through at once.
+pub const IO_GRANTS: u64 = 8;
+const _: () = assert!(FPU_OFFSET + FPU_SIZE <= IO_GRANT_OFFSET && IO_GRANT_OFFSET + IO_GRANTS * 64 <= 6 * 4096);
 /// The x87 control word of a fresh Vcpu's floating-point state: as FNINIT leaves it
 /// (every x87 exception masked, 64-bit precision).
 pub const FRESH_FCW: u16 = 0x037f;
@@ -282,11 +290,14 @@ impl<M: KernelMemory> ObjectSpace<M> {
     }
 
     /// Sets whether guest I/O to ports `first..=last` exits. Letting ports through
-    /// (`exit` false) needs `io_ports`, an IoPort capability covering them.
+    /// (`exit` false) needs the IoPort capability at `io_ports` covering them: a grant
+    /// derived from it goes into one of the Vcpu's [`IO_GRANTS`] grant slots (none free:
+    /// `NotEnoughMemory`), and the ports stay open only while that capability exists.
+    /// Making ports exit needs nothing; grants wholly inside the range are dropped.
     pub fn vcpu_set_io_exit(
         &mut self,
         vcpu: PhysAddr,
-        io_ports: Cap,
+        io_ports: Option<Slot>,
         first: u64,
         last: u64,
         exit: bool,
@@ -294,21 +305,47 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if first > last || last > 0xffff {
             return Err(Error::RangeError);
         }
-        if !exit {
-            let Cap::IoPort { first: have_first, last: have_last } = io_ports else {
-                return Err(Error::InvalidCapability);
-            };
-            if first < u64::from(have_first) || last > u64::from(have_last) {
-                return Err(Error::InsufficientRights);
+        let (first, last) = (first as u16, last as u16);
+        let grant = |i: u64| PhysAddr(vcpu.0 + IO_GRANT_OFFSET + i * 64);
+        if exit {
+            self.vcpu_close_ports(vcpu, first, last);
+            for i in 0..IO_GRANTS {
+                if let Cap::VcpuIoGrant { open_first, open_last, .. } = self.mem.cap_at(grant(i))
+                    && first <= open_first
+                    && open_last <= last
+                {
+                    self.delete(grant(i))?;
+                }
             }
+            return Ok(());
         }
-        for port in first..=last {
+        let source = io_ports.ok_or(Error::InvalidCapability)?;
+        let Cap::IoPort { first: have_first, last: have_last } = self.mem.cap_at(source) else {
+            return Err(Error::InvalidCapability);
+        };
+        if first < have_first || last > have_last {
+            return Err(Error::InsufficientRights);
+        }
+        let free = (0..IO_GRANTS).map(grant).find(|&g| self.mem.cap_at(g).is_null());
+        let slot = free.ok_or(Error::NotEnoughMemory)?;
+        let record = Cap::VcpuIoGrant { vcpu, first: have_first, last: have_last, open_first: first, open_last: last };
+        self.mem.insert(slot, record, source);
+        self.vcpu_set_port_bits(vcpu, first, last, false);
+        Ok(())
+    }
+
+    /// Makes guest I/O to ports `first..=last` exit again.
+    pub(crate) fn vcpu_close_ports(&mut self, vcpu: PhysAddr, first: u16, last: u16) {
+        self.vcpu_set_port_bits(vcpu, first, last, true);
+    }
+
+    fn vcpu_set_port_bits(&mut self, vcpu: PhysAddr, first: u16, last: u16, exit: bool) {
+        for port in u64::from(first)..=u64::from(last) {
             let at = PhysAddr(vcpu.0 + IO_BITMAP_OFFSET + port / 8);
             let byte: u8 = self.mem.read(at);
             let bit = 1u8 << (port % 8);
             self.mem.write(at, &if exit { byte | bit } else { byte & !bit });
         }
-        Ok(())
     }
 
     /// Sets whether the guest's RDMSR (`read`) and WRMSR (`write`) of `msr` exit; only

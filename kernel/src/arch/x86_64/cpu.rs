@@ -212,6 +212,10 @@ impl cleave_kernel_core::object::invoke::Hardware for Machine {
         super::interrupt::set_line_masked(irq, masked);
     }
 
+    fn interrupt_pending(&mut self) -> bool {
+        super::interrupt::pending()
+    }
+
     fn vmcs_read(
         &mut self,
         vcpu: cleave_kernel_core::PhysAddr,

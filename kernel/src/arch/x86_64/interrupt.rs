@@ -98,6 +98,28 @@ pub fn init_timer() {
     lapic_write(0x380, TIMER_COUNT);
 }
 
+/// Whether an interrupt waits to be taken: a vector requested in the local APIC (its
+/// timer) or an unmasked line requested at either PIC. Long kernel operations ask at
+/// their preemption points.
+pub fn pending() -> bool {
+    // The local APIC's request register: eight 32-bit words at 0x200, 0x210, … 0x270.
+    let lapic = (0..8u64).any(|i| physmem::mmio_read32(PhysAddr(lapic_base().0 + 0x200 + 0x10 * i)) != 0);
+    if lapic {
+        return true;
+    }
+    // OCW3 "read IRR", then the request bits of the lines the kernel left unmasked.
+    outb(0x20, 0x0a);
+    outb(0xa0, 0x0a);
+    let requested = u16::from(inb(0x20)) | (u16::from(inb(0xa0)) << 8);
+    requested & !PIC_MASK.with(|m| *m) & !(1 << 2) != 0
+}
+
+fn inb(port: u16) -> u8 {
+    // SAFETY: only called with the PIC command ports (0x20, 0xa0) after selecting the
+    // request register: reading it changes nothing.
+    unsafe { Port::new(port).read() }
+}
+
 /// Acknowledges a local APIC interrupt.
 pub fn lapic_end_of_interrupt() {
     lapic_write(0xb0, 0);

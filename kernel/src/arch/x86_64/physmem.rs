@@ -162,6 +162,17 @@ pub fn write_to_frame<T: Copy>(frame: &mut OwnedFrame, offset: usize, value: &T)
     unsafe { core::ptr::write_unaligned(bytes.as_mut_ptr().add(offset).cast::<T>(), *value) }
 }
 
+/// Reads a 32-bit device register at physical address `at` (in the direct map, whose top
+/// gigabyte is mapped uncached).
+pub fn mmio_read32(at: PhysAddr) -> u32 {
+    let ptr = mapped(at, 4).unwrap_or_else(|| panic!("device register {at:?} outside the direct map"));
+    assert!(at.is_aligned(4), "misaligned device register {at:?}");
+    // SAFETY: the register lies in the direct map (checked) and is aligned; callers pass
+    // only the addresses of devices the kernel drives (the local APIC), whose registers
+    // read without side effects.
+    unsafe { core::ptr::read_volatile(ptr.cast::<u32>()) }
+}
+
 /// Writes a 32-bit device register at physical address `at` (in the direct map, whose top
 /// gigabyte is mapped uncached).
 pub fn mmio_write32(at: PhysAddr, value: u32) {
