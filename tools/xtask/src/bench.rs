@@ -62,6 +62,15 @@ pub fn run() -> Result<()> {
     println!(
         "bench cleave.spec_and_graph_1000_components = {spec_ms:.1} ms (median of 5; {objects} objects)"
     );
+    let options = crate::fuzz::Options { ops: Some(crate::fuzz::SHORT_FUZZ_OPS), ..Default::default() };
+    let (ok, output) = crate::fuzz::run(&options, false)?;
+    match (ok, crate::fuzz::rate(&output)) {
+        (true, Some(rate)) => println!(
+            "bench fuzz.operations_per_second = {rate} (object-layer fuzzer, every invariant checked after every operation, {} operations, all processors)",
+            crate::fuzz::SHORT_FUZZ_OPS
+        ),
+        _ => bail!("the object-layer fuzzer failed:\n{output}"),
+    }
     let (reads, writes) = xenstore_rates()?;
     println!(
         "bench xenstored.read_requests_per_second = {reads:.0} (host daemon, Unix socket, one client, one processor, {XS_REQUESTS} requests)"

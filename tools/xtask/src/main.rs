@@ -9,6 +9,7 @@ mod artifacts;
 mod bench;
 mod deps;
 mod emulator;
+mod fuzz;
 mod judge;
 mod profile;
 mod suite;
@@ -65,6 +66,25 @@ enum Command {
     },
     /// Check (and as root on Debian, install) the emulator packages.
     Deps,
+    /// Fuzz the kernel's object layer: random system calls, invocations, faults and
+    /// interrupts from several components, every invariant checked after every step.
+    Fuzz {
+        /// Operations to run.
+        #[arg(long, default_value_t = 1_000_000)]
+        ops: u64,
+        /// Seed of the random sequence (the same seed replays the same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Run only this episode (a violation's report names it).
+        #[arg(long)]
+        episode: Option<u64>,
+        /// Steps per episode (each starts from a fresh world).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Print how many system calls of each kind succeeded.
+        #[arg(long)]
+        stats: bool,
+    },
 }
 
 /// The workspace root (xtask lives in tools/xtask).
@@ -85,6 +105,10 @@ fn main() -> ExitCode {
         Command::Bench => bench::run().map(|()| true),
         Command::Profile { program } => profile::run(&program).map(|()| true),
         Command::Deps => deps::ensure().map(|()| true),
+        Command::Fuzz { ops, seed, episode, steps, stats } => {
+            let options = fuzz::Options { ops: Some(ops), seed: Some(seed), episode, steps, stats };
+            fuzz::run(&options, true).map(|(ok, _)| ok)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -579,6 +579,7 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
     deps::ensure()?;
     if host {
         host_tests(&mut tally)?;
+        short_fuzz(&mut tally)?;
     }
     if emulator {
         let artifacts = artifacts::build()?;
@@ -628,6 +629,20 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
         tally.failures.push("host unit tests: cargo test failed before running tests".into());
     } else if failed > 0 {
         tally.failures.push(format!("host unit tests: {failed} failed"));
+    }
+    Ok(())
+}
+
+/// A short run of the object-layer fuzzer: one test, failed by any violation.
+fn short_fuzz(tally: &mut Tally) -> Result<()> {
+    println!("== object-layer fuzz ({} operations)", crate::fuzz::SHORT_FUZZ_OPS);
+    let options = crate::fuzz::Options { ops: Some(crate::fuzz::SHORT_FUZZ_OPS), ..Default::default() };
+    let (ok, _) = crate::fuzz::run(&options, true)?;
+    if ok {
+        tally.passed += 1;
+    } else {
+        tally.failed += 1;
+        tally.failures.push("object-layer fuzz: a kernel invariant broke (the report above has the sequence)".into());
     }
     Ok(())
 }

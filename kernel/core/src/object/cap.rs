@@ -122,10 +122,13 @@ const MAPPED: u64 = 1 << 29;
 const LARGE: u64 = 1 << 30;
 
 /// What kind of object a capability names, for "same object" comparisons.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ObjectRef {
     /// A kernel object at this address (the kind is implied by the capability type).
     Memory(u8, PhysAddr),
+    /// Untyped memory at this address, of this size (an untyped and the first untyped
+    /// retyped from it share their base).
+    Untyped(PhysAddr, u8),
     /// An interrupt line.
     Irq(u8),
     /// A range of I/O ports.
@@ -242,7 +245,7 @@ impl Cap {
     pub fn object(self) -> ObjectRef {
         let memory = |kind: u8, base: PhysAddr| ObjectRef::Memory(kind, base);
         match self {
-            Self::Untyped { base, .. } => memory(1, base),
+            Self::Untyped { base, size_bits, .. } => ObjectRef::Untyped(base, size_bits),
             Self::CNode { base, .. } => memory(2, base),
             Self::Tcb { base } => memory(3, base),
             Self::Endpoint { base, .. } => memory(4, base),

@@ -24,7 +24,7 @@ pub(crate) const RECEIVERS: u64 = 2;
 const NTFN_ACTIVE: u64 = 0;
 const NTFN_WORD: u64 = 8;
 pub(crate) const NTFN_HEAD: u64 = 16;
-const NTFN_BOUND: u64 = 32;
+pub(crate) const NTFN_BOUND: u64 = 32;
 
 /// A wait queue stored in an object: state word at `base`, head and tail after it
 /// (endpoints), or head and tail at `base + 16` (notifications).

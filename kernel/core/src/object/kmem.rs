@@ -25,16 +25,16 @@ pub trait KernelMemory {
 }
 
 /// Host-side [`KernelMemory`]: `size` bytes of zeroed memory starting at physical `base`.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzz"))]
 pub struct TestMemory {
     base: u64,
     bytes: std::vec::Vec<u8>,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzz"))]
 extern crate std;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzz"))]
 impl TestMemory {
     /// Memory covering `[base, base + size)`.
     pub fn new(base: u64, size: usize) -> Self {
@@ -53,7 +53,7 @@ impl TestMemory {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzz"))]
 impl KernelMemory for TestMemory {
     fn read<T: Pod>(&self, at: PhysAddr) -> T {
         assert!(at.is_aligned(core::mem::align_of::<T>() as u64), "misaligned read at {at:?}");

@@ -19,6 +19,9 @@ pub mod tcb;
 pub mod vcpu;
 pub mod vspace;
 
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
+
 #[cfg(test)]
 mod tests;
 

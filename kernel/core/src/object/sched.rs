@@ -97,7 +97,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// Test harness: `t` (runnable) becomes the current thread as if the scheduler had
     /// picked it; the thread it displaces, if runnable, goes to the front of its queue.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzz"))]
     pub(crate) fn run_now(&mut self, t: TcbRef) {
         if self.current == t.link() {
             return;

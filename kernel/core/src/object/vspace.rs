@@ -25,7 +25,8 @@ const WRITE_THROUGH: u64 = 1 << 3;
 const CACHE_DISABLE: u64 = 1 << 4;
 const HUGE: u64 = 1 << 7;
 const NO_EXECUTE: u64 = 1 << 63;
-const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+/// The address bits of a page-table or EPT entry.
+pub(crate) const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 
 /// Frame mapping attribute: instructions may not be fetched from it.
 pub const ATTR_EXECUTE_NEVER: u64 = 1;
@@ -51,15 +52,23 @@ pub enum Format {
 }
 
 impl Format {
+    /// The bit that lets a mapping be written.
+    #[cfg_attr(not(any(test, feature = "fuzz")), allow(dead_code, reason = "only the fuzzer's checker asks"))]
+    pub(crate) fn writable(self) -> u64 {
+        match self {
+            Self::Ia32e => WRITABLE,
+            Self::Ept => EPT_WRITE,
+        }
+    }
     /// The bits that make an entry present.
-    fn present(self) -> u64 {
+    pub(crate) fn present(self) -> u64 {
         match self {
             Self::Ia32e => PRESENT,
             Self::Ept => EPT_PRESENT,
         }
     }
     /// The bit that makes a directory entry a large leaf.
-    fn large(self) -> u64 {
+    pub(crate) fn large(self) -> u64 {
         match self {
             Self::Ia32e => HUGE,
             Self::Ept => EPT_LARGE,

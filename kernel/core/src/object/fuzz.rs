@@ -1,0 +1,1299 @@
+//! The object-layer fuzzer: random sequences of system calls, object invocations, faults,
+//! timer ticks and interrupts, made by the threads of several components (each with its
+//! own CSpace, VSpace and untyped memory) over the kernel's object code running on a byte
+//! vector, with every kernel invariant checked after every step.
+//!
+//! A step is fully described by its random values, so a run replays exactly and a failing
+//! sequence shrinks (delta debugging: drop chunks while it still fails). `cargo xtask fuzz`
+//! runs it at length; `cargo xtask test` briefly. The invariants are listed at
+//! [`check`]; `doc/testing.md` says which review finding each one catches.
+
+extern crate std;
+
+use super::cap::{Cap, EPT_MAPPING, ObjectRef};
+use super::invoke::{Hardware, Invocation, invoke};
+use super::ipc::{IDLE, NTFN_BOUND, NTFN_HEAD, RECEIVERS, SENDERS};
+use super::kmem::{KernelMemory, TestMemory};
+use super::slot::{Slot, SlotOps};
+use super::space::{ObjectSpace, TCB_SLOT_COUNT};
+use super::syscall::Outcome;
+use super::tcb::{Registers, TcbRef, ThreadState, slot as tcb_slot};
+use super::vcpu::{IO_BITMAP_OFFSET, IO_GRANT_OFFSET, IO_GRANTS};
+use super::vspace::{ADDRESS, Format, MAX_ASIDS};
+use crate::addr::{PhysAddr, VirtAddr};
+use cleave_abi::ipc_buffer::{RECEIVE_OFFSET, cap_offset};
+use cleave_abi::object::{ENDPOINT_SIZE_BITS, NOTIFICATION_SIZE_BITS, SLOT_SIZE_BITS, TCB_SIZE_BITS, label};
+use cleave_abi::{MessageInfo, ObjectType, Rights, Syscall};
+use std::collections::{BTreeMap, BTreeSet};
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+/// xorshift64*: small, fast and good enough to drive a fuzzer; the same seed gives the
+/// same run on every machine.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value; 0 is replaced).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A value in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// One step of a run, with every random value it uses.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// A runnable thread (by index among the runnable ones) makes a system call.
+    Syscall {
+        /// Which runnable thread.
+        thread: u16,
+        /// `rax`.
+        number: u64,
+        /// `rdi`.
+        cptr: u64,
+        /// `rsi`.
+        info: u64,
+        /// Message words 0-7 (registers, then the IPC buffer).
+        words: [u64; 8],
+        /// The capability a message transfers (IPC buffer).
+        cap: u64,
+        /// Where a received capability goes (IPC buffer: CNode, index, depth).
+        receive: [u64; 3],
+        /// Try the IPC fast path first, as the kernel does.
+        fast: bool,
+        /// Whether an interrupt is pending at preemption points.
+        pending: bool,
+        /// The VM exit reported if the call enters a guest.
+        exit: [u64; 4],
+        /// Which of the capability pointer (bit 0) and words (bits 1-8) are aimed: replaced,
+        /// when the step runs, by a slot of the caller's CNode holding the kind of
+        /// capability that argument wants (the value itself then picks among them), so
+        /// that long chains of dependent operations happen.
+        aim: u16,
+    },
+    /// A runnable thread takes a processor exception (sent to its fault handler).
+    Fault {
+        /// Which runnable thread.
+        thread: u16,
+        /// The fault label.
+        label: u64,
+        /// The fault words.
+        words: [u64; 4],
+    },
+    /// A timer tick.
+    Tick,
+    /// An interrupt line fires.
+    Irq(u8),
+    /// A supervisor stops a thread (by index among all live threads) and starts it afresh.
+    Restart {
+        /// Which thread.
+        thread: u16,
+    },
+}
+
+const MEMORY_BASE: u64 = 0x10_0000;
+const MEMORY_END: u64 = 0x100_0000;
+const SENTINEL: Slot = PhysAddr(MEMORY_BASE);
+const ROOT_CNODE: u64 = MEMORY_BASE + 0x4000;
+const ROOT_RADIX: u8 = 8;
+const ROOT_UNTYPED: u64 = 0x80_0000;
+const ROOT_UNTYPED_BITS: u8 = 23;
+/// Components, each with two threads.
+const COMPONENTS: u64 = 3;
+/// Slots in a component's CNode (radix 6, one level: guard 58).
+const COMPONENT_RADIX: u8 = 6;
+/// Where the components' IPC buffers are mapped.
+const IPC_BUFFERS: u64 = 0x1000_0000;
+const ENTRY: u64 = 0x40_1000;
+const STACK: u64 = 0x7000_0000;
+
+fn root_slot(i: u64) -> Slot {
+    PhysAddr(ROOT_CNODE + (i << SLOT_SIZE_BITS))
+}
+
+/// The machine as the fuzzer plays it: ports read 0, VMCS accesses succeed and make the
+/// Vcpu's VMCS the active one, interrupts are pending when the step says so.
+struct FuzzHardware {
+    active: u64,
+    pending: bool,
+}
+
+impl Hardware for FuzzHardware {
+    fn read(&mut self, _: u16, _: u8) -> u32 {
+        0
+    }
+    fn write(&mut self, _: u16, _: u8, _: u32) {}
+    fn set_irq_masked(&mut self, _: u8, _: bool) {}
+    fn interrupt_pending(&mut self) -> bool {
+        self.pending
+    }
+    fn vmcs_read(&mut self, vcpu: PhysAddr, _: u32) -> Result<u64, cleave_abi::Error> {
+        self.active = vcpu.0;
+        Ok(0)
+    }
+    fn vmcs_write(&mut self, vcpu: PhysAddr, _: u32, _: u64) -> Result<(), cleave_abi::Error> {
+        self.active = vcpu.0;
+        Ok(())
+    }
+}
+
+/// A world: the object space and what the harness keeps beside it.
+pub struct World {
+    /// The kernel's objects.
+    pub s: ObjectSpace<TestMemory>,
+    hw: FuzzHardware,
+    /// The TCB that plays the supervisor (never runs).
+    boss: TcbRef,
+    /// Live threads, refreshed by every check.
+    threads: Vec<TcbRef>,
+    /// How many system calls returned success, by (number, label): how deep a run went.
+    pub successes: BTreeMap<(u64, u64), u64>,
+}
+
+/// Builds the starting world: a root CNode and 8 MiB untyped (the loader's), and
+/// [`COMPONENTS`] components, each with a CNode, a VSpace with its IPC buffers mapped, two
+/// running threads, 256 KiB of its own untyped memory and copies of a shared endpoint and
+/// notification, IrqControl and IoPortControl, and a Vcpu and a guest-physical space.
+pub fn world() -> World {
+    let mut s = ObjectSpace::new(TestMemory::new(MEMORY_BASE, (MEMORY_END - MEMORY_BASE) as usize), SENTINEL);
+    let root = Cap::CNode { base: PhysAddr(ROOT_CNODE), radix: ROOT_RADIX, guard: 0, guard_bits: 64 - ROOT_RADIX };
+    s.insert_original(root_slot(0), root).expect("empty slot");
+    let untyped =
+        Cap::Untyped { base: PhysAddr(ROOT_UNTYPED), size_bits: ROOT_UNTYPED_BITS, watermark: 0, device: false };
+    s.insert_original(root_slot(1), untyped).expect("empty slot");
+    let make = |s: &mut ObjectSpace<TestMemory>, ty: ObjectType, bits: u32, dest: u64| {
+        s.retype(root_slot(1), ty, bits, 1, root_slot(dest)).expect("the world fits its memory");
+    };
+    make(&mut s, ObjectType::Tcb, 0, 2);
+    let boss = match s.mem.cap_at(root_slot(2)) {
+        Cap::Tcb { base } => TcbRef(base),
+        _ => unreachable!(),
+    };
+    boss.set_mcp(&mut s.mem, 255);
+    make(&mut s, ObjectType::Endpoint, 0, 3);
+    make(&mut s, ObjectType::Notification, 0, 4);
+    s.insert_original(root_slot(5), Cap::IoPortControl).expect("empty slot");
+    s.insert_original(root_slot(6), Cap::IrqControl).expect("empty slot");
+    for c in 0..COMPONENTS {
+        let at = 10 + 16 * c;
+        make(&mut s, ObjectType::CNode, u32::from(COMPONENT_RADIX), at);
+        make(&mut s, ObjectType::Untyped, 18, at + 1);
+        make(&mut s, ObjectType::Pml4, 0, at + 2);
+        make(&mut s, ObjectType::Pdpt, 0, at + 3);
+        make(&mut s, ObjectType::PageDirectory, 0, at + 4);
+        make(&mut s, ObjectType::PageTable, 0, at + 5);
+        for t in 0..2 {
+            make(&mut s, ObjectType::Tcb, 0, at + 6 + t);
+            make(&mut s, ObjectType::Frame4K, 0, at + 8 + t);
+        }
+        let vspace = s.mem.cap_at(root_slot(at + 2));
+        for table in 3..6 {
+            s.map_page_table(root_slot(at + table), vspace, IPC_BUFFERS).expect("tables map");
+        }
+        // The component's own CNode: itself (one level), its untyped, its VSpace, its
+        // threads, the shared objects, its page table and IPC buffers.
+        let cnode = match s.mem.cap_at(root_slot(at)) {
+            Cap::CNode { base, .. } => base,
+            _ => unreachable!(),
+        };
+        let own = |i: u64| PhysAddr(cnode.0 + (i << SLOT_SIZE_BITS));
+        s.mint(root_slot(at), own(0), Rights::ALL, u64::from(64 - COMPONENT_RADIX)).expect("guard");
+        s.move_cap(root_slot(at + 1), own(1)).expect("move");
+        s.copy(root_slot(at + 2), own(2)).expect("copy");
+        s.copy(root_slot(3), own(5)).expect("copy");
+        s.copy(root_slot(4), own(6)).expect("copy");
+        s.mint(root_slot(3), own(7), Rights::WRITE, c + 1).expect("mint");
+        s.move_cap(root_slot(at + 5), own(8)).expect("move");
+        s.copy(root_slot(5), own(11)).expect("copy");
+        s.copy(root_slot(6), own(12)).expect("copy");
+        make(&mut s, ObjectType::Vcpu, 0, at + 10);
+        make(&mut s, ObjectType::EptPml4, 0, at + 11);
+        s.copy(root_slot(at + 10), own(13)).expect("copy");
+        s.copy(root_slot(at + 11), own(14)).expect("copy");
+        for t in 0..2 {
+            let frame = root_slot(at + 8 + t);
+            let vaddr = IPC_BUFFERS + (c * 2 + t) * 0x1000;
+            s.map_frame(frame, vspace, vaddr, Rights::ALL, 0).expect("frame maps");
+            s.copy(frame, own(9 + t)).expect("copy");
+            let tcb_slot_at = root_slot(at + 6 + t);
+            s.copy(tcb_slot_at, own(3 + t)).expect("copy");
+            let tcb = match s.mem.cap_at(tcb_slot_at) {
+                Cap::Tcb { base } => TcbRef(base),
+                _ => unreachable!(),
+            };
+            s.copy(own(0), tcb.slot(tcb_slot::CSPACE)).expect("copy");
+            s.copy(own(2), tcb.slot(tcb_slot::VSPACE)).expect("copy");
+            s.copy(own(9 + t), tcb.slot(tcb_slot::IPC_BUFFER)).expect("copy");
+            s.copy(own(5), tcb.slot(tcb_slot::FAULT_ENDPOINT)).expect("copy");
+            tcb.set_ipc_buffer_vaddr(&mut s.mem, vaddr);
+            tcb.set_mcp(&mut s.mem, 100);
+            s.set_priority(tcb, 50 + (c * 2 + t) as u8);
+            tcb.set_regs(&mut s.mem, &Registers::user(ENTRY, STACK));
+            s.make_runnable(tcb);
+        }
+    }
+    let mut w = World { s, hw: FuzzHardware { active: 0, pending: false }, boss, threads: Vec::new(), successes: BTreeMap::new() };
+    w.threads = live_threads(&w.s);
+    w
+}
+
+/// Every live thread (a TCB some capability names), by address.
+fn live_threads(s: &ObjectSpace<TestMemory>) -> Vec<TcbRef> {
+    let mut set = BTreeSet::new();
+    walk_tree(s, |_, cap| {
+        if let Cap::Tcb { base } = cap {
+            set.insert(base.0);
+        }
+    });
+    set.into_iter().map(|b| TcbRef(PhysAddr(b))).collect()
+}
+
+/// Calls `f` for every capability in the derivation tree (bounded, whatever the links).
+fn walk_tree(s: &ObjectSpace<TestMemory>, mut f: impl FnMut(Slot, Cap)) {
+    let m = &s.mem;
+    let mut stack = std::vec![SENTINEL];
+    let mut budget = 1_000_000u32;
+    while let Some(p) = stack.pop() {
+        let mut child = m.first_child(p);
+        while let Some(c) = child {
+            budget -= 1;
+            if budget == 0 {
+                return;
+            }
+            f(c, m.cap_at(c));
+            stack.push(c);
+            child = m.next_sibling(c);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------- generation
+
+/// Invocation labels, each with its argument shape.
+const LABELS: [u64; 47] = [
+    label::UNTYPED_RETYPE,
+    label::UNTYPED_RETYPE,
+    label::UNTYPED_RETYPE,
+    label::CNODE_COPY,
+    label::CNODE_MINT,
+    label::CNODE_MOVE,
+    label::CNODE_MUTATE,
+    label::CNODE_DELETE,
+    label::CNODE_DELETE,
+    label::CNODE_REVOKE,
+    label::CNODE_REVOKE,
+    label::TCB_CONFIGURE,
+    label::TCB_SET_PRIORITY,
+    label::TCB_SET_MCP,
+    label::TCB_READ_REGISTERS,
+    label::TCB_WRITE_REGISTERS,
+    label::TCB_RESUME,
+    label::TCB_SUSPEND,
+    label::TCB_BIND_NOTIFICATION,
+    label::TCB_UNBIND_NOTIFICATION,
+    label::TCB_SET_NAME,
+    label::TCB_SET_ONE_REQUEST,
+    label::TCB_READ_STATE,
+    label::TCB_ALLOW_END_RUN,
+    label::FRAME_MAP,
+    label::FRAME_MAP,
+    label::FRAME_UNMAP,
+    label::FRAME_REMAP,
+    label::FRAME_GET_ADDRESS,
+    label::FRAME_MAP_EPT,
+    label::PAGE_TABLE_MAP,
+    label::PAGE_TABLE_MAP,
+    label::PAGE_TABLE_UNMAP,
+    label::IRQ_CONTROL_GET,
+    label::IRQ_HANDLER_ACK,
+    label::IRQ_HANDLER_SET_NOTIFICATION,
+    label::IRQ_HANDLER_CLEAR,
+    label::IO_PORT_CONTROL_ISSUE,
+    label::IO_PORT_IN,
+    label::VCPU_SET_TCB,
+    label::VCPU_SET_EPT,
+    label::VCPU_WRITE_VMCS,
+    label::VCPU_SET_IO_EXIT,
+    label::EPT_TABLE_MAP,
+    label::EPT_TABLE_UNMAP,
+    label::VCPU_SET_MSR_EXIT,
+    label::IO_PORT_OUT,
+];
+
+/// Slots the set-up filled are 0-14; most choices fall in 0-27, so that what one step
+/// puts in a slot is often what a later step uses.
+fn slot_index(r: &mut Rng) -> u64 {
+    match r.below(20) {
+        0..=16 => r.below(28),
+        17..=18 => r.below(1 << COMPONENT_RADIX),
+        _ => r.next(),
+    }
+}
+
+fn free_index(r: &mut Rng) -> u64 {
+    16 + if r.chance(90) { r.below(12) } else { r.below((1 << COMPONENT_RADIX) - 16) }
+}
+
+fn address(r: &mut Rng) -> u64 {
+    match r.below(10) {
+        0 => 0x7fff_ffff_e000 + 0x1000 * r.below(2),
+        1 => (r.below(8) << 21) + IPC_BUFFERS,
+        2 => r.next() & !0xfff,
+        3 => r.next(),
+        _ => IPC_BUFFERS + (r.below(64) << 12) + if r.chance(10) { r.below(1 << 30) << 12 } else { 0 },
+    }
+}
+
+fn word(r: &mut Rng) -> u64 {
+    match r.below(10) {
+        0..=3 => r.below(64),
+        4 => r.below(24),
+        5 => address(r),
+        6 => 64,
+        7 => r.below(16),
+        8 => r.below(0x100),
+        _ => r.next(),
+    }
+}
+
+/// Argument words shaped for the invocation `l` (most of the time), else random.
+fn arguments(r: &mut Rng, l: u64) -> [u64; 8] {
+    let mut w = [0u64; 8];
+    for x in &mut w {
+        *x = word(r);
+    }
+    if r.chance(25) {
+        return w;
+    }
+    let shaped: &[u64] = &match l {
+        label::UNTYPED_RETYPE => {
+            let ty = r.below(16);
+            let bits = match ty {
+                0 => 4 + r.below(15),
+                4 => 1 + r.below(6),
+                _ => 0,
+            };
+            [ty, bits, 0, 0, 0, free_index(r), 1 + r.below(3), 0]
+        }
+        label::CNODE_COPY | label::CNODE_MINT | label::CNODE_MOVE | label::CNODE_MUTATE => {
+            [free_index(r), 64, 0, slot_index(r), 64, r.below(16), if r.chance(50) { 0 } else { r.below(100) }, 0]
+        }
+        label::CNODE_DELETE | label::CNODE_REVOKE => [slot_index(r), 64, 0, 0, 0, 0, 0, 0],
+        label::TCB_CONFIGURE => {
+            let buffer = IPC_BUFFERS + (r.below(8) << 12) + if r.chance(20) { 0x400 } else { 0 };
+            [
+                if r.chance(70) { 0 } else { slot_index(r) },
+                if r.chance(70) { 2 } else { slot_index(r) },
+                buffer,
+                slot_index(r),
+                if r.chance(50) { 5 } else { slot_index(r) },
+                0,
+                0,
+                0,
+            ]
+        }
+        label::TCB_WRITE_REGISTERS => [r.below(2), ENTRY + r.below(16), STACK, r.next(), 0, 0, 0, 0],
+        label::TCB_SET_PRIORITY | label::TCB_SET_MCP => [r.below(130), 0, 0, 0, 0, 0, 0, 0],
+        label::FRAME_MAP | label::FRAME_MAP_EPT => [2, address(r), r.below(16), r.below(2), 0, 0, 0, 0],
+        label::PAGE_TABLE_MAP | label::EPT_TABLE_MAP => [2, address(r), 0, 0, 0, 0, 0, 0],
+        label::IRQ_CONTROL_GET => [r.below(17), 0, free_index(r), 64, 0, 0, 0, 0],
+        // Ports from a small range, so that issued ranges and opened ranges meet.
+        label::IO_PORT_CONTROL_ISSUE => {
+            let first = 0x60 + r.below(8);
+            [first, first + r.below(8), 0, free_index(r), 64, 0, 0, 0]
+        }
+        label::VCPU_SET_IO_EXIT => {
+            let first = 0x60 + r.below(12);
+            [slot_index(r), first, first + r.below(3), u64::from(r.chance(30)), 0, 0, 0, 0]
+        }
+        label::VCPU_WRITE_VMCS => [[0x4002, 0x401e, 0x681e, 0x6c16][r.below(4) as usize], r.next(), 0, 0, 0, 0, 0, 0],
+        _ => return w,
+    };
+    w.copy_from_slice(shaped);
+    w
+}
+
+/// A random step.
+pub fn step(r: &mut Rng) -> Step {
+    match r.below(100) {
+        0..=2 => Step::Tick,
+        3 => Step::Irq(r.below(16) as u8),
+        4 => Step::Restart { thread: r.below(64) as u16 },
+        5..=6 => Step::Fault {
+            thread: r.below(64) as u16,
+            label: r.below(6),
+            words: [r.next(), r.below(8), ENTRY, STACK],
+        },
+        _ => {
+            let number = match r.below(20) {
+                0..=7 => Syscall::Call as u64,
+                8 => Syscall::ReplyRecv as u64,
+                9 => Syscall::Send as u64,
+                10 => Syscall::NbSend as u64,
+                11 => Syscall::Recv as u64,
+                12 => Syscall::NbRecv as u64,
+                13 => Syscall::Reply as u64,
+                14 => Syscall::Yield as u64,
+                15 => Syscall::VmEnter as u64,
+                16 => Syscall::DebugPutChar as u64,
+                17 => Syscall::DebugExit as u64,
+                18 => r.below(16),
+                _ => Syscall::Call as u64,
+            };
+            let call_label = if r.chance(85) { LABELS[r.below(LABELS.len() as u64) as usize] } else { r.below(100) };
+            let words = arguments(r, call_label);
+            let length = if r.chance(80) { 8 } else { r.below(12) };
+            let extra = u64::from(r.chance(20));
+            Step::Syscall {
+                thread: r.below(64) as u16,
+                number,
+                cptr: if r.chance(60) { slot_index(r) } else { [3, 4, 5, 6, 7, 11][r.below(6) as usize] },
+                info: MessageInfo::new(call_label, 0, extra, length).0,
+                words,
+                cap: slot_index(r),
+                receive: [0, free_index(r), 64],
+                fast: r.chance(50),
+                pending: r.chance(30),
+                exit: [r.below(64), r.next(), r.next() & 0xffff_f000, r.below(16)],
+                aim: if r.chance(80) { r.next() as u16 } else { 0 },
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------- running steps
+
+impl World {
+    /// The runnable thread a step's index picks, if any is runnable.
+    fn runnable(&self, index: u16) -> Option<TcbRef> {
+        let running: Vec<TcbRef> =
+            self.threads.iter().copied().filter(|t| t.state(&self.s.mem) == ThreadState::Running).collect();
+        (!running.is_empty()).then(|| running[usize::from(index) % running.len()])
+    }
+
+    /// Where byte `offset` of `t`'s IPC buffer is, if it has one and it fits.
+    fn buffer(&self, t: TcbRef, offset: usize) -> Option<PhysAddr> {
+        match self.s.mem.cap_at(t.slot(tcb_slot::IPC_BUFFER)) {
+            Cap::Frame { base, .. } => {
+                let at = (t.ipc_buffer_vaddr(&self.s.mem) & 0xfff) + offset as u64;
+                (at + 8 <= 4096).then_some(PhysAddr(base.0 + at))
+            }
+            _ => None,
+        }
+    }
+
+    /// The kernel's work after an entry: flush flags, the active VMCS, then choosing the
+    /// next thread (one without an address space is stopped, as the kernel does).
+    fn after_entry(&mut self) {
+        self.s.take_tlb_flush();
+        if core::mem::take(&mut self.s.clear_active_vmcs) {
+            self.hw.active = 0;
+        }
+        self.s.active_vmcs = self.hw.active;
+        for _ in 0..1000 {
+            match self.s.choose() {
+                Some(t)
+                    if matches!(self.s.mem.cap_at(t.slot(tcb_slot::VSPACE)), Cap::VSpace { .. })
+                        && t.regs(&self.s.mem).from_user() =>
+                {
+                    break;
+                }
+                Some(t) => self.s.suspend(t),
+                None => break,
+            }
+        }
+    }
+
+    /// A fault of the current thread `t`, as the kernel's exception path delivers it.
+    fn fault(&mut self, t: TcbRef, label: u64, words: [u64; 4]) {
+        if !self.s.raise_fault(t, label, words) {
+            self.s.suspend(t);
+        }
+    }
+
+    /// The arguments of a system call with the aimed ones replaced by slots of the
+    /// caller's (one-level) CNode that hold what they want.
+    fn aimed(&self, t: TcbRef, number: u64, cptr: u64, l: u64, mut words: [u64; 8], aim: u16) -> (u64, [u64; 8]) {
+        let Cap::CNode { base, radix, guard_bits, .. } = self.s.mem.cap_at(t.slot(tcb_slot::CSPACE)) else {
+            return (cptr, words);
+        };
+        if u32::from(radix) + u32::from(guard_bits) != 64 || radix > 12 {
+            return (cptr, words);
+        }
+        let caps: Vec<(u64, Cap)> =
+            (0..1u64 << radix).map(|i| (i, self.s.mem.cap_at(PhysAddr(base.0 + (i << SLOT_SIZE_BITS))))).collect();
+        let pick = |want: Want, value: u64| -> Option<u64> {
+            let fits: Vec<u64> = caps.iter().filter(|(_, c)| want.fits(*c)).map(|(i, _)| *i).collect();
+            (!fits.is_empty()).then(|| fits[(value % fits.len() as u64) as usize])
+        };
+        let is_ipc = number != Syscall::Call as u64 || matches!(self.s.mem.cap_at(PhysAddr(base.0)), Cap::Null);
+        let (target, arguments) = wants(l);
+        let target = if number == Syscall::Call as u64 && !is_ipc { target } else { Want::Ipc };
+        let target = if number == Syscall::Call as u64 && cptr % 3 == 0 { Want::Ipc } else { target };
+        let mut cptr = cptr;
+        if aim & 1 != 0
+            && let Some(i) = pick(target, cptr >> 2)
+        {
+            cptr = i;
+        }
+        for (k, want) in arguments.iter().enumerate() {
+            if aim & (2 << k) != 0
+                && let Some(i) = pick(*want, words[k])
+            {
+                words[k] = i;
+            }
+        }
+        (cptr, words)
+    }
+
+    /// A supervisor restarts a thread (by index; threads that cannot run first): suspend,
+    /// then fresh registers and resume, through a capability to it and the boss's
+    /// authority, as `TCB_SUSPEND` and `TCB_WRITE_REGISTERS` invocations.
+    fn restart(&mut self, thread: u16) {
+        let stopped: Vec<TcbRef> =
+            self.threads.iter().copied().filter(|t| t.state(&self.s.mem) != ThreadState::Running).collect();
+        let pool = if stopped.is_empty() { &self.threads } else { &stopped };
+        if pool.is_empty() {
+            return;
+        }
+        let t = pool[usize::from(thread) % pool.len()];
+        let mut found = None;
+        walk_tree(&self.s, |slot, cap| {
+            if cap == (Cap::Tcb { base: t.0 }) && found.is_none() {
+                found = Some(slot);
+            }
+        });
+        let Some(at) = found else { return };
+        let root = self.s.mem.cap_at(root_slot(0));
+        let target = self.s.mem.cap_at(at);
+        let boss = self.boss;
+        let hw = &mut self.hw;
+        let suspend = Invocation { label: label::TCB_SUSPEND, words: &[] };
+        let _ = invoke(&mut self.s, hw, boss, root, at, target, suspend);
+        let words = [1, ENTRY, STACK];
+        let _ = invoke(&mut self.s, hw, boss, root, at, target, Invocation { label: label::TCB_WRITE_REGISTERS, words: &words });
+    }
+
+    /// Performs one step.
+    pub fn apply(&mut self, step: &Step) {
+        match *step {
+            Step::Tick => self.s.timer_tick(),
+            Step::Irq(line) => {
+                self.s.irq_fired(line);
+            }
+            Step::Restart { thread } => self.restart(thread),
+            Step::Fault { thread, label, words } => {
+                let Some(t) = self.runnable(thread) else { return self.restart(thread) };
+                self.s.run_now(t);
+                let label = [
+                    cleave_abi::syscall::fault::VM_FAULT,
+                    cleave_abi::syscall::fault::USER_EXCEPTION,
+                    cleave_abi::syscall::fault::UNKNOWN_SYSCALL,
+                ][label as usize % 3];
+                self.fault(t, label, words);
+            }
+
+            Step::Syscall { thread, number, cptr, info, words, cap, receive, fast, pending, exit, aim } => {
+                let Some(t) = self.runnable(thread) else { return self.restart(thread) };
+                let (cptr, words) = self.aimed(t, number, cptr, MessageInfo(info).label(), words, aim);
+                let mut regs = t.regs(&self.s.mem);
+                regs.rax = number;
+                regs.rdi = cptr;
+                regs.rsi = info;
+                [regs.rdx, regs.r8, regs.r9, regs.r10] = [words[0], words[1], words[2], words[3]];
+                regs.vector = 0x100;
+                t.set_regs(&mut self.s.mem, &regs);
+                for (i, &w) in words.iter().enumerate().skip(4) {
+                    self.s.write_message_word(t, i, w);
+                }
+                if let Some(at) = self.buffer(t, cap_offset(0)) {
+                    self.s.mem.write(at, &cap);
+                }
+                for (i, &w) in receive.iter().enumerate() {
+                    if let Some(at) = self.buffer(t, RECEIVE_OFFSET + 8 * i) {
+                        self.s.mem.write(at, &w);
+                    }
+                }
+                self.s.run_now(t);
+                self.hw.pending = pending;
+                if fast && self.s.fastpath().is_some() {
+                    self.after_entry();
+                    return;
+                }
+                let outcome = self.s.syscall(&mut self.hw);
+                if t.regs(&self.s.mem).rax == 0 && Syscall::from_raw(number).is_some() {
+                    *self.successes.entry((number, MessageInfo(info).label())).or_default() += 1;
+                }
+                match outcome {
+                    Outcome::UnknownSyscall(n) => {
+                        let r = t.regs(&self.s.mem);
+                        self.fault(t, cleave_abi::syscall::fault::UNKNOWN_SYSCALL, [n, r.rip, r.rsp, r.rflags]);
+                    }
+                    Outcome::VmEnter { vcpu, .. } => {
+                        let _ = self.s.fpu_switch(vcpu);
+                        self.s.take_ept_flush();
+                        self.hw.active = vcpu.0;
+                        self.s.vm_exited(t, exit);
+                    }
+                    Outcome::Done | Outcome::Preempted | Outcome::DebugLine(..) | Outcome::DebugExit(..) => {}
+                }
+            }
+        }
+        self.after_entry();
+    }
+}
+
+/// What an aimed argument wants its slot to hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    Keep,
+    Any,
+    Empty,
+    Ipc,
+    Untyped,
+    CNode,
+    Tcb,
+    Frame,
+    PageTable,
+    VSpace,
+    Endpoint,
+    Notification,
+    IrqControl,
+    IrqHandler,
+    IoPortControl,
+    IoPort,
+    Vcpu,
+    EptRoot,
+    EptTable,
+}
+
+impl Want {
+    fn fits(self, cap: Cap) -> bool {
+        match self {
+            Self::Keep => false,
+            Self::Any => !cap.is_null(),
+            Self::Empty => cap.is_null(),
+            Self::Ipc => matches!(cap, Cap::Endpoint { .. } | Cap::Notification { .. }),
+            Self::Untyped => matches!(cap, Cap::Untyped { .. }),
+            Self::CNode => matches!(cap, Cap::CNode { .. }),
+            Self::Tcb => matches!(cap, Cap::Tcb { .. }),
+            Self::Frame => matches!(cap, Cap::Frame { .. }),
+            Self::PageTable => matches!(cap, Cap::PageTable { .. }),
+            Self::VSpace => matches!(cap, Cap::VSpace { .. }),
+            Self::Endpoint => matches!(cap, Cap::Endpoint { .. }),
+            Self::Notification => matches!(cap, Cap::Notification { .. }),
+            Self::IrqControl => matches!(cap, Cap::IrqControl),
+            Self::IrqHandler => matches!(cap, Cap::IrqHandler { .. }),
+            Self::IoPortControl => matches!(cap, Cap::IoPortControl),
+            Self::IoPort => matches!(cap, Cap::IoPort { .. }),
+            Self::Vcpu => matches!(cap, Cap::Vcpu { .. }),
+            Self::EptRoot => matches!(cap, Cap::EptRoot { .. }),
+            Self::EptTable => matches!(cap, Cap::EptTable { .. }),
+        }
+    }
+}
+
+/// What an invocation's target and argument words want (for aiming).
+fn wants(l: u64) -> (Want, &'static [Want]) {
+    use Want::*;
+    match l {
+        label::UNTYPED_RETYPE => (Untyped, &[Keep, Keep, Keep, Keep, Keep, Empty]),
+        label::CNODE_COPY | label::CNODE_MINT | label::CNODE_MOVE | label::CNODE_MUTATE => {
+            (CNode, &[Empty, Keep, Keep, Any])
+        }
+        label::CNODE_DELETE | label::CNODE_REVOKE => (CNode, &[Any]),
+        label::TCB_CONFIGURE => (Tcb, &[CNode, VSpace, Keep, Frame, Endpoint]),
+        label::TCB_BIND_NOTIFICATION => (Tcb, &[Notification]),
+        label::TCB_SET_PRIORITY
+        | label::TCB_SET_MCP
+        | label::TCB_READ_REGISTERS
+        | label::TCB_WRITE_REGISTERS
+        | label::TCB_RESUME
+        | label::TCB_SUSPEND
+        | label::TCB_UNBIND_NOTIFICATION
+        | label::TCB_SET_NAME
+        | label::TCB_SET_ONE_REQUEST
+        | label::TCB_READ_STATE
+        | label::TCB_ALLOW_END_RUN => (Tcb, &[]),
+        label::FRAME_MAP => (Frame, &[VSpace]),
+        label::FRAME_MAP_EPT => (Frame, &[EptRoot]),
+        label::FRAME_UNMAP | label::FRAME_REMAP | label::FRAME_GET_ADDRESS => (Frame, &[]),
+        label::PAGE_TABLE_MAP => (PageTable, &[VSpace]),
+        label::PAGE_TABLE_UNMAP => (PageTable, &[]),
+        label::IRQ_CONTROL_GET => (IrqControl, &[Keep, Keep, Empty]),
+        label::IRQ_HANDLER_SET_NOTIFICATION => (IrqHandler, &[Notification]),
+        label::IRQ_HANDLER_ACK | label::IRQ_HANDLER_CLEAR => (IrqHandler, &[]),
+        label::IO_PORT_CONTROL_ISSUE => (IoPortControl, &[Keep, Keep, Keep, Empty]),
+        label::IO_PORT_IN | label::IO_PORT_OUT => (IoPort, &[]),
+        label::VCPU_SET_TCB => (Vcpu, &[Tcb]),
+        label::VCPU_SET_EPT => (Vcpu, &[EptRoot]),
+        label::VCPU_SET_IO_EXIT => (Vcpu, &[IoPort]),
+        label::VCPU_WRITE_VMCS | label::VCPU_READ_VMCS | label::VCPU_SET_MSR_EXIT => (Vcpu, &[]),
+        label::EPT_TABLE_MAP => (EptTable, &[EptRoot]),
+        label::EPT_TABLE_UNMAP => (EptTable, &[]),
+        _ => (Any, &[]),
+    }
+}
+
+// --------------------------------------------------------------------------- checking
+
+/// What a distinct object occupies: its base and size in bytes.
+fn object_range(cap: Cap) -> Option<(u64, u64)> {
+    let size = |bits: u32| 1u64 << bits;
+    Some(match cap {
+        Cap::Untyped { base, size_bits, .. } => (base.0, size(u32::from(size_bits))),
+        Cap::CNode { base, radix, .. } => (base.0, size(u32::from(radix) + SLOT_SIZE_BITS)),
+        Cap::Tcb { base } => (base.0, size(TCB_SIZE_BITS)),
+        Cap::Endpoint { base, .. } => (base.0, size(ENDPOINT_SIZE_BITS)),
+        Cap::Notification { base, .. } => (base.0, size(NOTIFICATION_SIZE_BITS)),
+        Cap::Frame { base, large, .. } => (base.0, if large { 1 << 21 } else { 4096 }),
+        Cap::PageTable { base, .. } | Cap::VSpace { base, .. } | Cap::EptRoot { base, .. } | Cap::EptTable { base, .. } => {
+            (base.0, 4096)
+        }
+        Cap::Vcpu { base } => (base.0, size(cleave_abi::object::VCPU_SIZE_BITS)),
+        _ => return None,
+    })
+}
+
+/// The capability slots an object holds, if it is a container.
+fn container_slots(cap: Cap) -> Option<(u64, u64)> {
+    match cap {
+        Cap::CNode { base, radix, .. } => Some((base.0, 1 << radix)),
+        Cap::Tcb { base } => Some((base.0, TCB_SLOT_COUNT)),
+        Cap::Vcpu { base } => Some((base.0 + IO_GRANT_OFFSET, IO_GRANTS)),
+        _ => None,
+    }
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err(format!($($arg)*));
+        }
+    };
+}
+
+/// Checks every invariant of the object layer; the first broken one is the error.
+///
+/// - Derivation tree: links symmetric, no cycles or shared nodes, no empty slot in it;
+///   every capability in a live CNode, TCB or Vcpu grant area is in it.
+/// - Capabilities to one object are contiguous (another one is always a parent, a
+///   neighbouring sibling or the first child), which the constant-time last-reference
+///   test relies on; rights never grow along a derivation and a badge never changes.
+/// - Memory: objects lie inside their untyped ancestor, below its watermark (the free
+///   part holds no live child); no two live objects overlap; every TCB, endpoint and
+///   notification a thread or line refers to is live.
+/// - Paging: every present entry of every table reachable from a live root points to a
+///   table or frame a live capability maps exactly there, with no more rights than the
+///   capability has; a table not reachable from a live root holds no entries; every ASID
+///   in use names a live root with that ASID.
+/// - Threads: each in at most one queue, the right one for its state; ready queues
+///   linked both ways with the right priorities; endpoint states match their queues; reply
+///   links symmetric; bound notifications symmetric; IPC buffers are read-write RAM.
+/// - Vcpus: bindings symmetric; every port a Vcpu lets through is covered by one of its
+///   grants, each a child of an IoPort capability over the same range; the active VMCS
+///   and the floating-point owner are live Vcpus.
+/// - Interrupt lines: issued exactly when an IrqHandler capability exists; their
+///   notifications are live.
+pub fn check(w: &World) -> Result<(), String> {
+    let s = &w.s;
+    let m = &s.mem;
+    // 1. The tree.
+    let mut nodes: BTreeMap<u64, Cap> = BTreeMap::new();
+    let mut stack = std::vec![SENTINEL];
+    while let Some(p) = stack.pop() {
+        let mut prev = 0;
+        let mut child = m.first_child(p);
+        while let Some(c) = child {
+            let cte = m.cte(c);
+            ensure!(cte.parent == p.0, "slot {:#x}: parent link {:#x}, but it is a child of {:#x}", c.0, cte.parent, p.0);
+            ensure!(cte.prev == prev, "slot {:#x}: prev link {:#x}, expected {prev:#x}", c.0, cte.prev);
+            let cap = Cap::decode(cte.cap);
+            ensure!(!cap.is_null(), "an empty slot {:#x} is in the derivation tree", c.0);
+            ensure!(nodes.insert(c.0, cap).is_none(), "slot {:#x} is in the tree twice (a cycle)", c.0);
+            stack.push(c);
+            prev = c.0;
+            child = m.next_sibling(c);
+        }
+    }
+    // 2. Objects, contiguity, rights.
+    let mut objects: BTreeMap<ObjectRef, Vec<u64>> = BTreeMap::new();
+    for (&slot, &cap) in &nodes {
+        objects.entry(cap.object()).or_default().push(slot);
+    }
+    for (&slot, &cap) in &nodes {
+        let object = cap.object();
+        let cte = m.cte(PhysAddr(slot));
+        if object != ObjectRef::None && objects[&object].len() > 1 {
+            let near = [cte.parent, cte.prev, cte.next, cte.first_child]
+                .into_iter()
+                .filter(|&l| l != 0)
+                .any(|l| m.cap_at(PhysAddr(l)).object() == object);
+            ensure!(near, "slot {slot:#x} ({cap:?}): another capability names its object but is not next to it");
+        }
+        let parent = m.cap_at(PhysAddr(cte.parent));
+        if cte.parent != SENTINEL.0 && parent.object() == object {
+            ensure!(parent.rights().contains(cap.rights()), "rights grew from {parent:?} to {cap:?} at {slot:#x}");
+            if let (
+                Cap::Endpoint { badge: pb, .. } | Cap::Notification { badge: pb, .. },
+                Cap::Endpoint { badge, .. } | Cap::Notification { badge, .. },
+            ) = (parent, cap)
+            {
+                ensure!(pb == 0 || pb == badge, "badge changed from {pb} to {badge} at {slot:#x}");
+            }
+        }
+        if let Cap::VcpuIoGrant { first, last, open_first, open_last, .. } = cap {
+            ensure!(
+                matches!(parent, Cap::IoPort { first: f, last: l } if f == first && l == last)
+                    && first <= open_first
+                    && open_last <= last,
+                "Vcpu I/O grant {cap:?} at {slot:#x} is not under an IoPort capability covering it"
+            );
+        }
+    }
+    // 3. Memory.
+    let mut ranges: Vec<(u64, u64, Cap)> = Vec::new();
+    for (object, slots) in &objects {
+        let cap = nodes[&slots[0]];
+        let Some((base, size)) = object_range(cap) else { continue };
+        let (ObjectRef::Memory(..) | ObjectRef::Untyped(..)) = object else { continue };
+        ensure!(base >= MEMORY_BASE && base + size <= MEMORY_END, "{cap:?} lies outside memory");
+        if !matches!(cap, Cap::Untyped { .. }) {
+            ranges.push((base, size, cap));
+        }
+        for &slot in slots {
+            let mut up = m.parent_of(PhysAddr(slot));
+            while let Some(a) = up {
+                let acap = m.cap_at(a);
+                if acap.object() != *object || a == SENTINEL {
+                    break;
+                }
+                up = m.parent_of(a);
+            }
+            let Some(a) = up else { continue };
+            if a == SENTINEL {
+                continue; // an original (the loader's)
+            }
+            match m.cap_at(a) {
+                Cap::Untyped { base: ub, watermark, .. } => ensure!(
+                    ub.0 <= base && base + size <= ub.0 + watermark,
+                    "{cap:?} at {slot:#x} lies outside the used part of its untyped (base {:#x}, watermark {watermark:#x})",
+                    ub.0
+                ),
+                other => return Err(format!("{cap:?} at {slot:#x} derives from {other:?}, not from untyped memory")),
+            }
+        }
+    }
+    ranges.sort_by_key(|r| r.0);
+    for pair in ranges.windows(2) {
+        ensure!(pair[0].0 + pair[0].1 <= pair[1].0, "live objects overlap: {:?} and {:?}", pair[0].2, pair[1].2);
+    }
+    // Every capability in a live container is in the tree.
+    for slots in objects.values() {
+        if let Some((base, n)) = container_slots(nodes[&slots[0]]) {
+            for i in 0..n {
+                let slot = base + (i << SLOT_SIZE_BITS);
+                // The tag word alone: zero is an empty slot.
+                if m.read::<u64>(PhysAddr(slot)) != 0 {
+                    ensure!(nodes.contains_key(&slot), "slot {slot:#x} of a live container holds a capability outside the tree");
+                }
+            }
+        }
+    }
+    let mut by_base: BTreeMap<u64, Vec<Cap>> = BTreeMap::new();
+    for (o, slots) in &objects {
+        if let ObjectRef::Memory(_, b) = o {
+            by_base.entry(b.0).or_default().push(nodes[&slots[0]]);
+        }
+    }
+    let live = |kind: fn(Cap) -> bool, base: u64| by_base.get(&base).is_some_and(|caps| caps.iter().any(|&c| kind(c)));
+    let is_tcb = |c: Cap| matches!(c, Cap::Tcb { .. });
+    let is_ep = |c: Cap| matches!(c, Cap::Endpoint { .. });
+    let is_ntfn = |c: Cap| matches!(c, Cap::Notification { .. });
+    let is_vcpu = |c: Cap| matches!(c, Cap::Vcpu { .. });
+    // 4. Paging.
+    check_paging(s, &nodes)?;
+    // 5. Threads.
+    let threads: Vec<TcbRef> = objects
+        .values()
+        .filter_map(|slots| match nodes[&slots[0]] {
+            Cap::Tcb { base } => Some(TcbRef(base)),
+            _ => None,
+        })
+        .collect();
+    let mut queued_in: BTreeMap<u64, u32> = BTreeMap::new();
+    for (p, &[head, tail]) in s.ready.iter().enumerate() {
+        let bit = s.ready_bitmap[p / 64] & (1 << (p % 64)) != 0;
+        ensure!(bit == (head != 0), "ready bitmap bit {p} is {bit} with head {head:#x}");
+        let mut prev = 0;
+        let mut t = head;
+        let mut n = 0;
+        while t != 0 {
+            n += 1;
+            ensure!(n < 10_000, "ready queue {p} loops");
+            ensure!(live(is_tcb, t), "ready queue {p} holds a dead thread {t:#x}");
+            let tcb = TcbRef(PhysAddr(t));
+            ensure!(tcb.sched_prev(m) == prev, "ready queue {p}: broken prev link at {t:#x}");
+            ensure!(tcb.priority(m) == p as u64, "thread {t:#x} in ready queue {p} has priority {}", tcb.priority(m));
+            ensure!(tcb.state(m) == ThreadState::Running, "thread {t:#x} is ready but {:?}", tcb.state(m));
+            ensure!(tcb.queued(m) == 1, "thread {t:#x} is in a ready queue but not marked queued");
+            ensure!(s.current != t, "the current thread {t:#x} is in a ready queue");
+            *queued_in.entry(t).or_default() += 1;
+            prev = t;
+            t = tcb.sched_next(m);
+        }
+        ensure!(tail == prev, "ready queue {p}: tail {tail:#x}, last {prev:#x}");
+    }
+    for (w_, word) in s.ready_bitmap.iter().enumerate() {
+        ensure!((s.ready_summary >> w_) & 1 == u64::from(*word != 0), "ready summary bit {w_} wrong");
+    }
+    if s.current != 0 {
+        ensure!(live(is_tcb, s.current), "the current thread {:#x} is dead", s.current);
+    }
+    // Endpoint and notification queues.
+    for (object, slots) in &objects {
+        let cap = nodes[&slots[0]];
+        let (base, head_at, is_endpoint) = match (object, cap) {
+            (_, Cap::Endpoint { base, .. }) => (base, base.0 + 8, true),
+            (_, Cap::Notification { base, .. }) => (base, base.0 + NTFN_HEAD, false),
+            _ => continue,
+        };
+        let state: u64 = m.read(base);
+        let head: u64 = m.read(PhysAddr(head_at));
+        let tail: u64 = m.read(PhysAddr(head_at + 8));
+        if is_endpoint {
+            ensure!((state == IDLE) == (head == 0), "endpoint {:#x}: state {state} with head {head:#x}", base.0);
+        }
+        let mut prev = 0;
+        let mut t = head;
+        let mut n = 0;
+        while t != 0 {
+            n += 1;
+            ensure!(n < 10_000, "queue of {:#x} loops", base.0);
+            ensure!(live(is_tcb, t), "queue of {:#x} holds a dead thread {t:#x}", base.0);
+            let tcb = TcbRef(PhysAddr(t));
+            ensure!(tcb.queue_prev(m) == prev, "queue of {:#x}: broken prev link at {t:#x}", base.0);
+            ensure!(tcb.blocked_on(m) == base.0, "thread {t:#x} is queued on {:#x} but blocked on {:#x}", base.0, tcb.blocked_on(m));
+            let expected = match (is_endpoint, state) {
+                (true, SENDERS) => ThreadState::BlockedOnSend,
+                (true, RECEIVERS) => ThreadState::BlockedOnReceive,
+                (true, _) => return Err(format!("endpoint {:#x} has waiters in state {state}", base.0)),
+                (false, _) => ThreadState::BlockedOnNotification,
+            };
+            ensure!(tcb.state(m) == expected, "thread {t:#x} in the queue of {:#x} is {:?}", base.0, tcb.state(m));
+            *queued_in.entry(t).or_default() += 1;
+            prev = t;
+            t = tcb.queue_next(m);
+        }
+        ensure!(tail == prev, "queue of {:#x}: tail {tail:#x}, last {prev:#x}", base.0);
+        if !is_endpoint {
+            let bound: u64 = m.read(PhysAddr(base.0 + NTFN_BOUND));
+            if bound != 0 {
+                ensure!(live(is_tcb, bound), "notification {:#x} is bound to a dead thread", base.0);
+                ensure!(TcbRef(PhysAddr(bound)).bound_notification(m) == base.0, "binding of {:#x} not symmetric", base.0);
+            }
+        }
+    }
+    for &t in &threads {
+        let l = t.link();
+        let state = t.state(m);
+        let queues = queued_in.get(&l).copied().unwrap_or(0);
+        let expected = match state {
+            ThreadState::Running => u32::from(s.current != l),
+            ThreadState::BlockedOnSend | ThreadState::BlockedOnReceive | ThreadState::BlockedOnNotification => 1,
+            ThreadState::Inactive | ThreadState::BlockedOnReply => 0,
+        };
+        ensure!(queues == expected, "thread {l:#x} ({state:?}) is in {queues} queues");
+        ensure!(t.queued(m) == u64::from(state == ThreadState::Running && s.current != l), "thread {l:#x}: queued flag wrong");
+        if state == ThreadState::BlockedOnReply {
+            let r = t.replier(m);
+            ensure!(r != 0 && live(is_tcb, r), "thread {l:#x} waits for a reply from a dead thread {r:#x}");
+            ensure!(TcbRef(PhysAddr(r)).caller(m) == l, "reply link of {l:#x} not symmetric");
+        } else {
+            ensure!(t.replier(m) == 0, "thread {l:#x} ({state:?}) names a replier");
+        }
+        let c = t.caller(m);
+        if c != 0 {
+            ensure!(live(is_tcb, c), "thread {l:#x} owes a reply to a dead thread {c:#x}");
+            let caller = TcbRef(PhysAddr(c));
+            ensure!(caller.replier(m) == l && caller.state(m) == ThreadState::BlockedOnReply, "caller link of {l:#x} not symmetric");
+        }
+        let n = t.bound_notification(m);
+        if n != 0 {
+            ensure!(live(is_ntfn, n), "thread {l:#x} is bound to a dead notification");
+            let bound: u64 = m.read(PhysAddr(n + NTFN_BOUND));
+            ensure!(bound == l, "binding of thread {l:#x} not symmetric");
+        }
+        match m.cap_at(t.slot(tcb_slot::IPC_BUFFER)) {
+            Cap::Null => {}
+            Cap::Frame { large: false, device: false, rights, .. } if rights.contains(Rights::READ.union(Rights::WRITE)) => {}
+            other => return Err(format!("thread {l:#x} has IPC buffer {other:?}")),
+        }
+        let v = t.vcpu(m);
+        if v != 0 {
+            ensure!(live(is_vcpu, v), "thread {l:#x} is bound to a dead Vcpu");
+            ensure!(s.vcpu_state(PhysAddr(v)).tcb == l, "Vcpu binding of {l:#x} not symmetric");
+        }
+    }
+    // 6. Vcpus.
+    for slots in objects.values() {
+        let Cap::Vcpu { base } = nodes[&slots[0]] else { continue };
+        let state = s.vcpu_state(base);
+        if state.tcb != 0 {
+            ensure!(live(is_tcb, state.tcb), "Vcpu {:#x} is bound to a dead thread", base.0);
+            ensure!(TcbRef(PhysAddr(state.tcb)).vcpu(m) == base.0, "Vcpu binding of {:#x} not symmetric", base.0);
+        }
+        let mut grants: Vec<(u16, u16)> = Vec::new();
+        for i in 0..IO_GRANTS {
+            if let Cap::VcpuIoGrant { vcpu, open_first, open_last, .. } = m.cap_at(PhysAddr(base.0 + IO_GRANT_OFFSET + 64 * i)) {
+                ensure!(vcpu == base, "a grant of Vcpu {:#x} names {:#x}", base.0, vcpu.0);
+                grants.push((open_first, open_last));
+            }
+        }
+        let bitmap: [[u64; 512]; 2] = [0, 4096].map(|o| m.read(PhysAddr(base.0 + IO_BITMAP_OFFSET + o)));
+        for (word, &bits) in bitmap.iter().flatten().enumerate() {
+            let word = word as u64;
+            if bits != u64::MAX {
+                for b in 0..64 {
+                    let port = (word * 64 + b) as u16;
+                    let granted = grants.iter().any(|&(f, l)| f <= port && port <= l);
+                    ensure!(bits & (1 << b) != 0 || granted, "Vcpu {:#x} lets port {port:#x} through without a grant", base.0);
+                }
+            }
+        }
+    }
+    for (what, v) in [("active VMCS", s.active_vmcs), ("floating-point owner", s.fpu_owner)] {
+        ensure!(v == 0 || live(is_vcpu, v), "the {what} {v:#x} is not a live Vcpu");
+    }
+    // 7. Interrupt lines.
+    for (irq, line) in s.irq_lines.iter().enumerate() {
+        let handler = objects.contains_key(&ObjectRef::Irq(irq as u8));
+        ensure!(line.issued == handler, "line {irq}: issued {} but a handler exists: {handler}", line.issued);
+        if let Some((n, _)) = line.notification {
+            ensure!(live(is_ntfn, n.0), "line {irq} signals a dead notification {:#x}", n.0);
+        }
+    }
+    let _ = live(is_ep, 0);
+    Ok(())
+}
+
+/// The paging invariants (see [`check`]).
+fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Result<(), String> {
+    let m = &s.mem;
+    // Tables (each has one capability) and frames (maybe several) by address.
+    let mut tables: BTreeMap<u64, Cap> = BTreeMap::new();
+    let mut frames: BTreeMap<u64, Vec<Cap>> = BTreeMap::new();
+    let mut roots: Vec<(PhysAddr, u64, Format)> = Vec::new();
+    for &cap in nodes.values() {
+        match cap {
+            Cap::PageTable { base, .. } | Cap::EptTable { base, .. } => {
+                ensure!(tables.insert(base.0, cap).is_none(), "two capabilities to the table at {:#x}", base.0);
+            }
+            Cap::Frame { base, .. } => frames.entry(base.0).or_default().push(cap),
+            Cap::VSpace { base, asid } => roots.push((base, asid, Format::Ia32e)),
+            Cap::EptRoot { base, asid } => roots.push((base, asid, Format::Ept)),
+            _ => {}
+        }
+    }
+    roots.sort_by_key(|r| r.0.0);
+    roots.dedup_by_key(|r| r.0.0);
+    for &(base, asid, _) in &roots {
+        ensure!(s.vspace_of(asid) == Some(base), "root {:#x} has ASID {asid:#x}, which does not name it", base.0);
+    }
+    for (i, e) in s.asids.iter().enumerate().take(MAX_ASIDS) {
+        if e.pml4 != 0 {
+            let asid = i as u64 | (e.generation << 16);
+            ensure!(roots.iter().any(|r| r.0.0 == e.pml4 && r.1 == asid), "ASID {i} names {:#x}, no live root", e.pml4);
+        }
+    }
+    let mut reached: BTreeSet<u64> = BTreeSet::new();
+    for &(root, asid, format) in &roots {
+        // (table, level, first address it covers)
+        let mut stack = std::vec![(root.0, 4u32, 0u64)];
+        while let Some((table, level, start)) = stack.pop() {
+            let entries = if level == 4 && format == Format::Ia32e { 256 } else { 512 };
+            let all: [u64; 512] = m.read(PhysAddr(table));
+            for (i, &e) in all.iter().enumerate().take(entries) {
+                let i = i as u64;
+                if e & format.present() == 0 {
+                    continue;
+                }
+                let vaddr = start + (i << (12 + 9 * (level - 1)));
+                let target = e & ADDRESS;
+                if level > 1 && e & format.large() == 0 {
+                    let cap = tables.get(&target);
+                    let ok = match (format, cap) {
+                        (Format::Ia32e, Some(&Cap::PageTable { level: l, mapping: Some(mp), .. }))
+                        | (Format::Ept, Some(&Cap::EptTable { level: l, mapping: Some(mp), .. })) => {
+                            u32::from(l) == level - 1 && mp.asid == asid && mp.vaddr == VirtAddr(vaddr)
+                        }
+                        _ => false,
+                    };
+                    ensure!(ok, "entry {i} of table {table:#x} (level {level}) points to {target:#x}, which no table capability maps there: {cap:?}");
+                    ensure!(reached.insert(target), "table {target:#x} is reachable twice");
+                    stack.push((target, level - 1, vaddr));
+                } else {
+                    let large = level == 2;
+                    ensure!(level <= 2, "a leaf at level {level}");
+                    let mapping_asid = if format == Format::Ept { asid | EPT_MAPPING } else { asid };
+                    let writable = e & format.writable() != 0;
+                    let ok = frames.get(&target).is_some_and(|caps| {
+                        caps.iter().any(|c| {
+                            matches!(*c, Cap::Frame { large: l, rights, mapping: Some(mp), .. }
+                                if l == large && mp.asid == mapping_asid && mp.vaddr == VirtAddr(vaddr)
+                                    && (!writable || rights.contains(Rights::WRITE)))
+                        })
+                    });
+                    ensure!(ok, "entry {i} of table {table:#x} (level {level}, address {vaddr:#x}) maps {target:#x} (writable: {writable}) with no live frame capability mapping it there with those rights");
+                }
+            }
+        }
+    }
+    for (&base, &cap) in &tables {
+        if !reached.contains(&base) {
+            let empty = m.read::<[u64; 512]>(PhysAddr(base)).iter().all(|&e| e == 0);
+            ensure!(empty, "table {base:#x} ({cap:?}) is reachable from no live root but holds entries");
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------- runs and shrinking
+
+/// Where a run broke an invariant.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    /// The index of the step after which the check failed (or that panicked).
+    pub step: usize,
+    /// What broke.
+    pub message: String,
+}
+
+/// Runs `steps` on a fresh world, checking after each; the first violation (a broken
+/// invariant or a panic in the kernel code) ends it.
+pub fn run(steps: &[Step]) -> Result<(), Violation> {
+    run_counting(steps, &mut BTreeMap::new())
+}
+
+/// [`run`], adding the run's successful system calls to `successes`.
+pub fn run_counting(steps: &[Step], successes: &mut BTreeMap<(u64, u64), u64>) -> Result<(), Violation> {
+    let mut w = world();
+    let result = run_in(&mut w, steps);
+    for (k, v) in core::mem::take(&mut w.successes) {
+        *successes.entry(k).or_default() += v;
+    }
+    result
+}
+
+fn run_in(w: &mut World, steps: &[Step]) -> Result<(), Violation> {
+    if let Err(message) = check(w) {
+        return Err(Violation { step: 0, message: format!("the starting world: {message}") });
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            w.apply(step);
+            check(w)
+        }));
+        match outcome {
+            Ok(Ok(())) => w.threads = live_threads(&w.s),
+            Ok(Err(message)) => return Err(Violation { step: i, message }),
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| String::from(*s)))
+                    .unwrap_or_default();
+                return Err(Violation { step: i, message: format!("the kernel code panicked: {text}") });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The steps of episode `episode` of a run with `seed`.
+pub fn episode(seed: u64, episode: u64, length: usize) -> Vec<Step> {
+    let mut r = Rng::new(seed ^ episode.wrapping_mul(0xd134_2543_de82_ef95));
+    (0..length).map(|_| step(&mut r)).collect()
+}
+
+/// The shortest sequence delta debugging finds that still breaks an invariant.
+pub fn shrink(steps: &[Step]) -> Vec<Step> {
+    let fails = |s: &[Step]| run(s).is_err();
+    let mut current: Vec<Step> = match run(steps) {
+        Err(v) => steps[..=v.step.min(steps.len().saturating_sub(1))].to_vec(),
+        Ok(()) => return steps.to_vec(),
+    };
+    let mut chunks = 2usize;
+    while current.len() >= 2 {
+        let size = current.len().div_ceil(chunks);
+        let mut reduced = false;
+        for i in 0..chunks {
+            let (from, to) = (i * size, ((i + 1) * size).min(current.len()));
+            if from >= to {
+                break;
+            }
+            let candidate: Vec<Step> = current[..from].iter().chain(&current[to..]).cloned().collect();
+            if fails(&candidate) {
+                current = candidate;
+                chunks = (chunks - 1).max(2);
+                reduced = true;
+                break;
+            }
+        }
+        if !reduced {
+            if chunks >= current.len() {
+                break;
+            }
+            chunks = (chunks * 2).min(current.len());
+        }
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_starting_world_is_consistent() {
+        check(&world()).unwrap();
+    }
+
+    #[test]
+    fn a_short_fuzz_finds_no_violation() {
+        for e in 0..20 {
+            let steps = episode(0x5eed, e, 500);
+            if let Err(v) = run(&steps) {
+                let shrunk = shrink(&steps);
+                panic!("episode {e}, step {}: {}\nshrunk to {} steps: {shrunk:#?}", v.step, v.message, shrunk.len());
+            }
+        }
+    }
+
+    #[test]
+    fn the_checker_sees_a_planted_stale_entry() {
+        // A table of a live VSpace pointing at memory no capability maps there.
+        let mut w = world();
+        let Cap::VSpace { base, .. } = w.s.mem.cap_at(root_slot(12)) else { panic!("component 0's VSpace") };
+        w.s.mem.write(PhysAddr(base.0 + 8 * 5), &(0x80_0000u64 | 7));
+        assert!(check(&w).unwrap_err().contains("no table capability"));
+    }
+}
