@@ -261,7 +261,8 @@ pub mod label {
     /// Vcpu: write up to three of the guest's general registers (MR1-MR3) from index MR0.
     pub const VCPU_WRITE_REGISTERS: u64 = 85;
     /// Vcpu: whether guest I/O to ports MR1..=MR2 exits (MR3: 1 exits, 0 goes to the
-    /// hardware). Letting ports through needs an IoPort capability covering them (MR0).
+    /// hardware). Letting ports through needs an IoPort capability covering them (MR0),
+    /// and lasts only as long as that capability (at most 8 ranges per Vcpu).
     pub const VCPU_SET_IO_EXIT: u64 = 86;
     /// Vcpu: whether the guest's RDMSR (MR1 bit 0) and WRMSR (bit 1) of MSR MR0 exit (set)
     /// or go to the processor (clear); only MSRs the VMCS switches may go through.

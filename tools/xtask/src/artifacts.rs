@@ -44,6 +44,7 @@ pub const PROGRAMS: &[&str] = &[
     "bad-syscall",
     "cap-test",
     "thread-test",
+    "hostile-test",
     "chaos-test",
     "bench-retype",
     "bench-ipc",
