@@ -4,7 +4,10 @@
 //! guest-physical address nothing is mapped at (an EPT violation the VMM skips) and halts.
 //! Also checks that a VMM cannot write host state or the EPT pointer, and that guest state
 //! a VMM scrambles (random bit flips and values in every guest-state field it may write,
-//! random event injections) gets an entry failure or an exit, never a broken kernel.
+//! random event injections) gets an entry failure or an exit, never a broken kernel; that
+//! after guests ran a thread finds the kernel's own GDT and IDT limits (a VM exit leaves
+//! them 0xFFFF); and that a guest finds neither the KERNEL_GS_BASE nor the CR2 the guest
+//! before it left (the VMCS switches neither).
 #![no_std]
 #![no_main]
 
@@ -349,5 +352,82 @@ fn main() -> i32 {
             check(varied, "the scrambling was too tame")
         }),
     );
+    // A guest has run: the descriptor-table limits must be the kernel's again (a VM exit
+    // leaves them 0xFFFF, and selectors past the real GDT would name kernel memory).
+    expect("vmx: GDT and IDT limits are the kernel's again after VM exits", &mut failures, {
+        let (gdt, idt) = descriptor_table_limits();
+        println!("vmx-test: after the guests, this thread reads GDT limit {gdt:#x}, IDT limit {idt:#x}");
+        check(gdt < 0x100 && idt == 0xfff, "a limit is still what the VM exit left")
+    });
+    expect(
+        "vmx: a guest finds neither KERNEL_GS_BASE nor CR2 of the guest before it",
+        &mut failures,
+        guests_do_not_share_unswitched_state(),
+    );
     finish("vmx-test", failures)
+}
+
+/// `sgdt` and `sidt` from ring 3 (the kernel does not turn on UMIP): the two limits.
+fn descriptor_table_limits() -> (u16, u16) {
+    let mut gdtr = [0u8; 10];
+    let mut idtr = [0u8; 10];
+    // SAFETY: `sgdt`/`sidt` store 10 bytes each into the two local buffers; nothing else
+    // is touched.
+    unsafe {
+        core::arch::asm!(
+            "sgdt [{g}]",
+            "sidt [{i}]",
+            g = in(reg) gdtr.as_mut_ptr(),
+            i = in(reg) idtr.as_mut_ptr(),
+            options(nostack, preserves_flags)
+        );
+    }
+    (u16::from_le_bytes([gdtr[0], gdtr[1]]), u16::from_le_bytes([idtr[0], idtr[1]]))
+}
+
+/// The first guest writes IA32_KERNEL_GS_BASE (let through to the processor) and CR2,
+/// which the VMCS does not switch; the second, a fresh Vcpu, reads both: it must find its
+/// own zeros, not the first one's values.
+const WRITER_CODE: [u8; 27] = [
+    0x66, 0xb9, 0x02, 0x01, 0x00, 0xc0, // mov ecx, 0xc0000102 (IA32_KERNEL_GS_BASE)
+    0x66, 0xb8, 0x44, 0x33, 0x22, 0x11, // mov eax, 0x11223344
+    0x66, 0x31, 0xd2, // xor edx, edx
+    0x0f, 0x30, // wrmsr
+    0x66, 0xb8, 0x00, 0xb0, 0xad, 0xde, // mov eax, 0xdeadb000
+    0x0f, 0x22, 0xd0, // mov cr2, eax
+    0xf4, // hlt
+];
+const READER_CODE: [u8; 18] = [
+    0x66, 0xb9, 0x02, 0x01, 0x00, 0xc0, // mov ecx, 0xc0000102
+    0x0f, 0x32, // rdmsr
+    0x66, 0x89, 0xc3, // mov ebx, eax
+    0x0f, 0x20, 0xd0, // mov eax, cr2
+    0xf4, // hlt
+    0xeb, 0xfe, 0x90, // jmp $ (never reached)
+];
+const WRITER: u64 = 60;
+const READER: u64 = 75;
+
+fn guests_do_not_share_unswitched_state() -> Result<(), &'static str> {
+    let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+    let run_to_halt = |vcpu: Cap<Vcpu>| -> Result<(), &'static str> {
+        vcpu.set_msr_exit(0xc000_0102, false, false).map_err(|_| "KERNEL_GS_BASE not let through")?;
+        let e = cleave_rt::syscall::vm_enter().map_err(|_| "VmEnter refused")?;
+        if e[exit::REASON] != exit::reason::HLT {
+            println!("vmx-test: unexpected exit {:#x}, qualification {:#x}", e[exit::REASON], e[exit::QUALIFICATION]);
+            return Err("the guest did not halt");
+        }
+        Ok(())
+    };
+    let writer = real_mode_guest(untyped, at(WRITER), &WRITER_CODE).map_err(|_| "first guest")?;
+    run_to_halt(writer)?;
+    // Its page leaves this address space (the second guest's goes there).
+    Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(WRITER + 6), 64)).map_err(|_| "unmap")?;
+    let reader = real_mode_guest(untyped, at(READER), &READER_CODE).map_err(|_| "second guest")?;
+    run_to_halt(reader)?;
+    let regs = reader.read_registers().map_err(|_| "read registers")?;
+    let (gs, cr2) = (regs[reg::RBX], regs[reg::RAX]);
+    println!("vmx-test: the second guest reads KERNEL_GS_BASE {gs:#x}, CR2 {cr2:#x} (the first wrote 0x11223344, 0xdeadb000)");
+    let _ = Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(READER + 6), 64));
+    check(gs == 0 && cr2 == 0, "the second guest saw the first one's state")
 }
