@@ -32,9 +32,12 @@ pub fn run(options: &Options, echo: bool) -> Result<(bool, String)> {
         .current_dir(workspace_root())
         .args(["run", "--quiet", "--release", "-p", "cleave-kernel-core", "--features", "fuzz"])
         .args(["--bin", "cleave-fuzz", "--"]);
-    for (flag, value) in
-        [("--ops", options.ops), ("--seed", options.seed), ("--episode", options.episode), ("--steps", options.steps)]
-    {
+    for (flag, value) in [
+        ("--ops", options.ops),
+        ("--seed", options.seed),
+        ("--episode", options.episode),
+        ("--steps", options.steps),
+    ] {
         if let Some(v) = value {
             command.args([flag, &v.to_string()]);
         }
@@ -43,7 +46,8 @@ pub fn run(options: &Options, echo: bool) -> Result<(bool, String)> {
         command.arg("--stats");
     }
     let output = command.output().context("cannot run the fuzzer (cargo run -p cleave-kernel-core)")?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     if echo {
         print!("{text}");
     }

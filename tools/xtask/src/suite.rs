@@ -669,7 +669,9 @@ fn short_fuzz(tally: &mut Tally) -> Result<()> {
         tally.passed += 1;
     } else {
         tally.failed += 1;
-        tally.failures.push("object-layer fuzz: a kernel invariant broke (the report above has the sequence)".into());
+        tally
+            .failures
+            .push("object-layer fuzz: a kernel invariant broke (the report above has the sequence)".into());
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ impl Rng {
         Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -50,7 +50,7 @@ impl Rng {
     }
     /// A value in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     /// True with probability `percent`/100.
     pub fn chance(&mut self, percent: u64) -> bool {
@@ -174,10 +174,15 @@ pub struct World {
 /// notification, IrqControl and IoPortControl, and a Vcpu and a guest-physical space.
 pub fn world() -> World {
     let mut s = ObjectSpace::new(TestMemory::new(MEMORY_BASE, (MEMORY_END - MEMORY_BASE) as usize), SENTINEL);
-    let root = Cap::CNode { base: PhysAddr(ROOT_CNODE), radix: ROOT_RADIX, guard: 0, guard_bits: 64 - ROOT_RADIX };
+    let root =
+        Cap::CNode { base: PhysAddr(ROOT_CNODE), radix: ROOT_RADIX, guard: 0, guard_bits: 64 - ROOT_RADIX };
     s.insert_original(root_slot(0), root).expect("empty slot");
-    let untyped =
-        Cap::Untyped { base: PhysAddr(ROOT_UNTYPED), size_bits: ROOT_UNTYPED_BITS, watermark: 0, device: false };
+    let untyped = Cap::Untyped {
+        base: PhysAddr(ROOT_UNTYPED),
+        size_bits: ROOT_UNTYPED_BITS,
+        watermark: 0,
+        device: false,
+    };
     s.insert_original(root_slot(1), untyped).expect("empty slot");
     let make = |s: &mut ObjectSpace<TestMemory>, ty: ObjectType, bits: u32, dest: u64| {
         s.retype(root_slot(1), ty, bits, 1, root_slot(dest)).expect("the world fits its memory");
@@ -250,7 +255,13 @@ pub fn world() -> World {
             s.make_runnable(tcb);
         }
     }
-    let mut w = World { s, hw: FuzzHardware { active: 0, pending: false }, boss, threads: Vec::new(), successes: BTreeMap::new() };
+    let mut w = World {
+        s,
+        hw: FuzzHardware { active: 0, pending: false },
+        boss,
+        threads: Vec::new(),
+        successes: BTreeMap::new(),
+    };
     w.threads = live_threads(&w.s);
     w
 }
@@ -344,7 +355,7 @@ fn slot_index(r: &mut Rng) -> u64 {
     match r.below(20) {
         0..=16 => r.below(28),
         17..=18 => r.below(1 << COMPONENT_RADIX),
-        _ => r.next(),
+        _ => r.next_u64(),
     }
 }
 
@@ -356,8 +367,8 @@ fn address(r: &mut Rng) -> u64 {
     match r.below(10) {
         0 => 0x7fff_ffff_e000 + 0x1000 * r.below(2),
         1 => (r.below(8) << 21) + IPC_BUFFERS,
-        2 => r.next() & !0xfff,
-        3 => r.next(),
+        2 => r.next_u64() & !0xfff,
+        3 => r.next_u64(),
         _ => IPC_BUFFERS + (r.below(64) << 12) + if r.chance(10) { r.below(1 << 30) << 12 } else { 0 },
     }
 }
@@ -370,7 +381,7 @@ fn word(r: &mut Rng) -> u64 {
         6 => 64,
         7 => r.below(16),
         8 => r.below(0x100),
-        _ => r.next(),
+        _ => r.next_u64(),
     }
 }
 
@@ -393,9 +404,16 @@ fn arguments(r: &mut Rng, l: u64) -> [u64; 8] {
             };
             [ty, bits, 0, 0, 0, free_index(r), 1 + r.below(3), 0]
         }
-        label::CNODE_COPY | label::CNODE_MINT | label::CNODE_MOVE | label::CNODE_MUTATE => {
-            [free_index(r), 64, 0, slot_index(r), 64, r.below(16), if r.chance(50) { 0 } else { r.below(100) }, 0]
-        }
+        label::CNODE_COPY | label::CNODE_MINT | label::CNODE_MOVE | label::CNODE_MUTATE => [
+            free_index(r),
+            64,
+            0,
+            slot_index(r),
+            64,
+            r.below(16),
+            if r.chance(50) { 0 } else { r.below(100) },
+            0,
+        ],
         label::CNODE_DELETE | label::CNODE_REVOKE => [slot_index(r), 64, 0, 0, 0, 0, 0, 0],
         label::TCB_CONFIGURE => {
             let buffer = IPC_BUFFERS + (r.below(8) << 12) + if r.chance(20) { 0x400 } else { 0 };
@@ -410,7 +428,7 @@ fn arguments(r: &mut Rng, l: u64) -> [u64; 8] {
                 0,
             ]
         }
-        label::TCB_WRITE_REGISTERS => [r.below(2), ENTRY + r.below(16), STACK, r.next(), 0, 0, 0, 0],
+        label::TCB_WRITE_REGISTERS => [r.below(2), ENTRY + r.below(16), STACK, r.next_u64(), 0, 0, 0, 0],
         label::TCB_SET_PRIORITY | label::TCB_SET_MCP => [r.below(130), 0, 0, 0, 0, 0, 0, 0],
         label::FRAME_MAP | label::FRAME_MAP_EPT => [2, address(r), r.below(16), r.below(2), 0, 0, 0, 0],
         label::PAGE_TABLE_MAP | label::EPT_TABLE_MAP => [2, address(r), 0, 0, 0, 0, 0, 0],
@@ -424,7 +442,9 @@ fn arguments(r: &mut Rng, l: u64) -> [u64; 8] {
             let first = 0x60 + r.below(12);
             [slot_index(r), first, first + r.below(3), u64::from(r.chance(30)), 0, 0, 0, 0]
         }
-        label::VCPU_WRITE_VMCS => [[0x4002, 0x401e, 0x681e, 0x6c16][r.below(4) as usize], r.next(), 0, 0, 0, 0, 0, 0],
+        label::VCPU_WRITE_VMCS => {
+            [[0x4002, 0x401e, 0x681e, 0x6c16][r.below(4) as usize], r.next_u64(), 0, 0, 0, 0, 0, 0]
+        }
         _ => return w,
     };
     w.copy_from_slice(shaped);
@@ -440,7 +460,7 @@ pub fn step(r: &mut Rng) -> Step {
         5..=6 => Step::Fault {
             thread: r.below(64) as u16,
             label: r.below(6),
-            words: [r.next(), r.below(8), ENTRY, STACK],
+            words: [r.next_u64(), r.below(8), ENTRY, STACK],
         },
         _ => {
             let number = match r.below(20) {
@@ -458,7 +478,8 @@ pub fn step(r: &mut Rng) -> Step {
                 18 => r.below(16),
                 _ => Syscall::Call as u64,
             };
-            let call_label = if r.chance(85) { LABELS[r.below(LABELS.len() as u64) as usize] } else { r.below(100) };
+            let call_label =
+                if r.chance(85) { LABELS[r.below(LABELS.len() as u64) as usize] } else { r.below(100) };
             let words = arguments(r, call_label);
             let length = if r.chance(80) { 8 } else { r.below(12) };
             let extra = u64::from(r.chance(20));
@@ -472,8 +493,8 @@ pub fn step(r: &mut Rng) -> Step {
                 receive: [0, free_index(r), 64],
                 fast: r.chance(50),
                 pending: r.chance(30),
-                exit: [r.below(64), r.next(), r.next() & 0xffff_f000, r.below(16)],
-                aim: if r.chance(80) { r.next() as u16 } else { 0 },
+                exit: [r.below(64), r.next_u64(), r.next_u64() & 0xffff_f000, r.below(16)],
+                aim: if r.chance(80) { r.next_u64() as u16 } else { 0 },
             }
         }
     }
@@ -531,23 +552,33 @@ impl World {
 
     /// The arguments of a system call with the aimed ones replaced by slots of the
     /// caller's (one-level) CNode that hold what they want.
-    fn aimed(&self, t: TcbRef, number: u64, cptr: u64, l: u64, mut words: [u64; 8], aim: u16) -> (u64, [u64; 8]) {
+    fn aimed(
+        &self,
+        t: TcbRef,
+        number: u64,
+        cptr: u64,
+        l: u64,
+        mut words: [u64; 8],
+        aim: u16,
+    ) -> (u64, [u64; 8]) {
         let Cap::CNode { base, radix, guard_bits, .. } = self.s.mem.cap_at(t.slot(tcb_slot::CSPACE)) else {
             return (cptr, words);
         };
         if u32::from(radix) + u32::from(guard_bits) != 64 || radix > 12 {
             return (cptr, words);
         }
-        let caps: Vec<(u64, Cap)> =
-            (0..1u64 << radix).map(|i| (i, self.s.mem.cap_at(PhysAddr(base.0 + (i << SLOT_SIZE_BITS))))).collect();
+        let caps: Vec<(u64, Cap)> = (0..1u64 << radix)
+            .map(|i| (i, self.s.mem.cap_at(PhysAddr(base.0 + (i << SLOT_SIZE_BITS)))))
+            .collect();
         let pick = |want: Want, value: u64| -> Option<u64> {
             let fits: Vec<u64> = caps.iter().filter(|(_, c)| want.fits(*c)).map(|(i, _)| *i).collect();
             (!fits.is_empty()).then(|| fits[(value % fits.len() as u64) as usize])
         };
-        let is_ipc = number != Syscall::Call as u64 || matches!(self.s.mem.cap_at(PhysAddr(base.0)), Cap::Null);
+        // System calls other than Call, and a third of the calls, aim at an endpoint or a
+        // notification; the other calls at what the label invokes.
         let (target, arguments) = wants(l);
-        let target = if number == Syscall::Call as u64 && !is_ipc { target } else { Want::Ipc };
-        let target = if number == Syscall::Call as u64 && cptr % 3 == 0 { Want::Ipc } else { target };
+        let target =
+            if number == Syscall::Call as u64 && !cptr.is_multiple_of(3) { target } else { Want::Ipc };
         let mut cptr = cptr;
         if aim & 1 != 0
             && let Some(i) = pick(target, cptr >> 2)
@@ -589,7 +620,15 @@ impl World {
         let suspend = Invocation { label: label::TCB_SUSPEND, words: &[] };
         let _ = invoke(&mut self.s, hw, boss, root, at, target, suspend);
         let words = [1, ENTRY, STACK];
-        let _ = invoke(&mut self.s, hw, boss, root, at, target, Invocation { label: label::TCB_WRITE_REGISTERS, words: &words });
+        let _ = invoke(
+            &mut self.s,
+            hw,
+            boss,
+            root,
+            at,
+            target,
+            Invocation { label: label::TCB_WRITE_REGISTERS, words: &words },
+        );
     }
 
     /// Performs one step.
@@ -645,7 +684,11 @@ impl World {
                 match outcome {
                     Outcome::UnknownSyscall(n) => {
                         let r = t.regs(&self.s.mem);
-                        self.fault(t, cleave_abi::syscall::fault::UNKNOWN_SYSCALL, [n, r.rip, r.rsp, r.rflags]);
+                        self.fault(
+                            t,
+                            cleave_abi::syscall::fault::UNKNOWN_SYSCALL,
+                            [n, r.rip, r.rsp, r.rflags],
+                        );
                     }
                     Outcome::VmEnter { vcpu, .. } => {
                         let _ = self.s.fpu_switch(vcpu);
@@ -765,9 +808,10 @@ fn object_range(cap: Cap) -> Option<(u64, u64)> {
         Cap::Endpoint { base, .. } => (base.0, size(ENDPOINT_SIZE_BITS)),
         Cap::Notification { base, .. } => (base.0, size(NOTIFICATION_SIZE_BITS)),
         Cap::Frame { base, large, .. } => (base.0, if large { 1 << 21 } else { 4096 }),
-        Cap::PageTable { base, .. } | Cap::VSpace { base, .. } | Cap::EptRoot { base, .. } | Cap::EptTable { base, .. } => {
-            (base.0, 4096)
-        }
+        Cap::PageTable { base, .. }
+        | Cap::VSpace { base, .. }
+        | Cap::EptRoot { base, .. }
+        | Cap::EptTable { base, .. } => (base.0, 4096),
         Cap::Vcpu { base } => (base.0, size(cleave_abi::object::VCPU_SIZE_BITS)),
         _ => return None,
     })
@@ -824,7 +868,13 @@ pub fn check(w: &World) -> Result<(), String> {
         let mut child = m.first_child(p);
         while let Some(c) = child {
             let cte = m.cte(c);
-            ensure!(cte.parent == p.0, "slot {:#x}: parent link {:#x}, but it is a child of {:#x}", c.0, cte.parent, p.0);
+            ensure!(
+                cte.parent == p.0,
+                "slot {:#x}: parent link {:#x}, but it is a child of {:#x}",
+                c.0,
+                cte.parent,
+                p.0
+            );
             ensure!(cte.prev == prev, "slot {:#x}: prev link {:#x}, expected {prev:#x}", c.0, cte.prev);
             let cap = Cap::decode(cte.cap);
             ensure!(!cap.is_null(), "an empty slot {:#x} is in the derivation tree", c.0);
@@ -847,11 +897,17 @@ pub fn check(w: &World) -> Result<(), String> {
                 .into_iter()
                 .filter(|&l| l != 0)
                 .any(|l| m.cap_at(PhysAddr(l)).object() == object);
-            ensure!(near, "slot {slot:#x} ({cap:?}): another capability names its object but is not next to it");
+            ensure!(
+                near,
+                "slot {slot:#x} ({cap:?}): another capability names its object but is not next to it"
+            );
         }
         let parent = m.cap_at(PhysAddr(cte.parent));
         if cte.parent != SENTINEL.0 && parent.object() == object {
-            ensure!(parent.rights().contains(cap.rights()), "rights grew from {parent:?} to {cap:?} at {slot:#x}");
+            ensure!(
+                parent.rights().contains(cap.rights()),
+                "rights grew from {parent:?} to {cap:?} at {slot:#x}"
+            );
             if let (
                 Cap::Endpoint { badge: pb, .. } | Cap::Notification { badge: pb, .. },
                 Cap::Endpoint { badge, .. } | Cap::Notification { badge, .. },
@@ -898,13 +954,22 @@ pub fn check(w: &World) -> Result<(), String> {
                     "{cap:?} at {slot:#x} lies outside the used part of its untyped (base {:#x}, watermark {watermark:#x})",
                     ub.0
                 ),
-                other => return Err(format!("{cap:?} at {slot:#x} derives from {other:?}, not from untyped memory")),
+                other => {
+                    return Err(format!(
+                        "{cap:?} at {slot:#x} derives from {other:?}, not from untyped memory"
+                    ));
+                }
             }
         }
     }
     ranges.sort_by_key(|r| r.0);
     for pair in ranges.windows(2) {
-        ensure!(pair[0].0 + pair[0].1 <= pair[1].0, "live objects overlap: {:?} and {:?}", pair[0].2, pair[1].2);
+        ensure!(
+            pair[0].0 + pair[0].1 <= pair[1].0,
+            "live objects overlap: {:?} and {:?}",
+            pair[0].2,
+            pair[1].2
+        );
     }
     // Every capability in a live container is in the tree.
     for slots in objects.values() {
@@ -913,7 +978,10 @@ pub fn check(w: &World) -> Result<(), String> {
                 let slot = base + (i << SLOT_SIZE_BITS);
                 // The tag word alone: zero is an empty slot.
                 if m.read::<u64>(PhysAddr(slot)) != 0 {
-                    ensure!(nodes.contains_key(&slot), "slot {slot:#x} of a live container holds a capability outside the tree");
+                    ensure!(
+                        nodes.contains_key(&slot),
+                        "slot {slot:#x} of a live container holds a capability outside the tree"
+                    );
                 }
             }
         }
@@ -924,7 +992,9 @@ pub fn check(w: &World) -> Result<(), String> {
             by_base.entry(b.0).or_default().push(nodes[&slots[0]]);
         }
     }
-    let live = |kind: fn(Cap) -> bool, base: u64| by_base.get(&base).is_some_and(|caps| caps.iter().any(|&c| kind(c)));
+    let live = |kind: fn(Cap) -> bool, base: u64| {
+        by_base.get(&base).is_some_and(|caps| caps.iter().any(|&c| kind(c)))
+    };
     let is_tcb = |c: Cap| matches!(c, Cap::Tcb { .. });
     let is_ep = |c: Cap| matches!(c, Cap::Endpoint { .. });
     let is_ntfn = |c: Cap| matches!(c, Cap::Notification { .. });
@@ -952,7 +1022,11 @@ pub fn check(w: &World) -> Result<(), String> {
             ensure!(live(is_tcb, t), "ready queue {p} holds a dead thread {t:#x}");
             let tcb = TcbRef(PhysAddr(t));
             ensure!(tcb.sched_prev(m) == prev, "ready queue {p}: broken prev link at {t:#x}");
-            ensure!(tcb.priority(m) == p as u64, "thread {t:#x} in ready queue {p} has priority {}", tcb.priority(m));
+            ensure!(
+                tcb.priority(m) == p as u64,
+                "thread {t:#x} in ready queue {p} has priority {}",
+                tcb.priority(m)
+            );
             ensure!(tcb.state(m) == ThreadState::Running, "thread {t:#x} is ready but {:?}", tcb.state(m));
             ensure!(tcb.queued(m) == 1, "thread {t:#x} is in a ready queue but not marked queued");
             ensure!(s.current != t, "the current thread {t:#x} is in a ready queue");
@@ -980,7 +1054,11 @@ pub fn check(w: &World) -> Result<(), String> {
         let head: u64 = m.read(PhysAddr(head_at));
         let tail: u64 = m.read(PhysAddr(head_at + 8));
         if is_endpoint {
-            ensure!((state == IDLE) == (head == 0), "endpoint {:#x}: state {state} with head {head:#x}", base.0);
+            ensure!(
+                (state == IDLE) == (head == 0),
+                "endpoint {:#x}: state {state} with head {head:#x}",
+                base.0
+            );
         }
         let mut prev = 0;
         let mut t = head;
@@ -991,14 +1069,24 @@ pub fn check(w: &World) -> Result<(), String> {
             ensure!(live(is_tcb, t), "queue of {:#x} holds a dead thread {t:#x}", base.0);
             let tcb = TcbRef(PhysAddr(t));
             ensure!(tcb.queue_prev(m) == prev, "queue of {:#x}: broken prev link at {t:#x}", base.0);
-            ensure!(tcb.blocked_on(m) == base.0, "thread {t:#x} is queued on {:#x} but blocked on {:#x}", base.0, tcb.blocked_on(m));
+            ensure!(
+                tcb.blocked_on(m) == base.0,
+                "thread {t:#x} is queued on {:#x} but blocked on {:#x}",
+                base.0,
+                tcb.blocked_on(m)
+            );
             let expected = match (is_endpoint, state) {
                 (true, SENDERS) => ThreadState::BlockedOnSend,
                 (true, RECEIVERS) => ThreadState::BlockedOnReceive,
                 (true, _) => return Err(format!("endpoint {:#x} has waiters in state {state}", base.0)),
                 (false, _) => ThreadState::BlockedOnNotification,
             };
-            ensure!(tcb.state(m) == expected, "thread {t:#x} in the queue of {:#x} is {:?}", base.0, tcb.state(m));
+            ensure!(
+                tcb.state(m) == expected,
+                "thread {t:#x} in the queue of {:#x} is {:?}",
+                base.0,
+                tcb.state(m)
+            );
             *queued_in.entry(t).or_default() += 1;
             prev = t;
             t = tcb.queue_next(m);
@@ -1008,7 +1096,11 @@ pub fn check(w: &World) -> Result<(), String> {
             let bound: u64 = m.read(PhysAddr(base.0 + NTFN_BOUND));
             if bound != 0 {
                 ensure!(live(is_tcb, bound), "notification {:#x} is bound to a dead thread", base.0);
-                ensure!(TcbRef(PhysAddr(bound)).bound_notification(m) == base.0, "binding of {:#x} not symmetric", base.0);
+                ensure!(
+                    TcbRef(PhysAddr(bound)).bound_notification(m) == base.0,
+                    "binding of {:#x} not symmetric",
+                    base.0
+                );
             }
         }
     }
@@ -1018,11 +1110,16 @@ pub fn check(w: &World) -> Result<(), String> {
         let queues = queued_in.get(&l).copied().unwrap_or(0);
         let expected = match state {
             ThreadState::Running => u32::from(s.current != l),
-            ThreadState::BlockedOnSend | ThreadState::BlockedOnReceive | ThreadState::BlockedOnNotification => 1,
+            ThreadState::BlockedOnSend
+            | ThreadState::BlockedOnReceive
+            | ThreadState::BlockedOnNotification => 1,
             ThreadState::Inactive | ThreadState::BlockedOnReply => 0,
         };
         ensure!(queues == expected, "thread {l:#x} ({state:?}) is in {queues} queues");
-        ensure!(t.queued(m) == u64::from(state == ThreadState::Running && s.current != l), "thread {l:#x}: queued flag wrong");
+        ensure!(
+            t.queued(m) == u64::from(state == ThreadState::Running && s.current != l),
+            "thread {l:#x}: queued flag wrong"
+        );
         if state == ThreadState::BlockedOnReply {
             let r = t.replier(m);
             ensure!(r != 0 && live(is_tcb, r), "thread {l:#x} waits for a reply from a dead thread {r:#x}");
@@ -1034,7 +1131,10 @@ pub fn check(w: &World) -> Result<(), String> {
         if c != 0 {
             ensure!(live(is_tcb, c), "thread {l:#x} owes a reply to a dead thread {c:#x}");
             let caller = TcbRef(PhysAddr(c));
-            ensure!(caller.replier(m) == l && caller.state(m) == ThreadState::BlockedOnReply, "caller link of {l:#x} not symmetric");
+            ensure!(
+                caller.replier(m) == l && caller.state(m) == ThreadState::BlockedOnReply,
+                "caller link of {l:#x} not symmetric"
+            );
         }
         let n = t.bound_notification(m);
         if n != 0 {
@@ -1044,7 +1144,8 @@ pub fn check(w: &World) -> Result<(), String> {
         }
         match m.cap_at(t.slot(tcb_slot::IPC_BUFFER)) {
             Cap::Null => {}
-            Cap::Frame { large: false, device: false, rights, .. } if rights.contains(Rights::READ.union(Rights::WRITE)) => {}
+            Cap::Frame { large: false, device: false, rights, .. }
+                if rights.contains(Rights::READ.union(Rights::WRITE)) => {}
             other => return Err(format!("thread {l:#x} has IPC buffer {other:?}")),
         }
         let v = t.vcpu(m);
@@ -1059,11 +1160,17 @@ pub fn check(w: &World) -> Result<(), String> {
         let state = s.vcpu_state(base);
         if state.tcb != 0 {
             ensure!(live(is_tcb, state.tcb), "Vcpu {:#x} is bound to a dead thread", base.0);
-            ensure!(TcbRef(PhysAddr(state.tcb)).vcpu(m) == base.0, "Vcpu binding of {:#x} not symmetric", base.0);
+            ensure!(
+                TcbRef(PhysAddr(state.tcb)).vcpu(m) == base.0,
+                "Vcpu binding of {:#x} not symmetric",
+                base.0
+            );
         }
         let mut grants: Vec<(u16, u16)> = Vec::new();
         for i in 0..IO_GRANTS {
-            if let Cap::VcpuIoGrant { vcpu, open_first, open_last, .. } = m.cap_at(PhysAddr(base.0 + IO_GRANT_OFFSET + 64 * i)) {
+            if let Cap::VcpuIoGrant { vcpu, open_first, open_last, .. } =
+                m.cap_at(PhysAddr(base.0 + IO_GRANT_OFFSET + 64 * i))
+            {
                 ensure!(vcpu == base, "a grant of Vcpu {:#x} names {:#x}", base.0, vcpu.0);
                 grants.push((open_first, open_last));
             }
@@ -1075,7 +1182,11 @@ pub fn check(w: &World) -> Result<(), String> {
                 for b in 0..64 {
                     let port = (word * 64 + b) as u16;
                     let granted = grants.iter().any(|&(f, l)| f <= port && port <= l);
-                    ensure!(bits & (1 << b) != 0 || granted, "Vcpu {:#x} lets port {port:#x} through without a grant", base.0);
+                    ensure!(
+                        bits & (1 << b) != 0 || granted,
+                        "Vcpu {:#x} lets port {port:#x} through without a grant",
+                        base.0
+                    );
                 }
             }
         }
@@ -1105,7 +1216,11 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
     for &cap in nodes.values() {
         match cap {
             Cap::PageTable { base, .. } | Cap::EptTable { base, .. } => {
-                ensure!(tables.insert(base.0, cap).is_none(), "two capabilities to the table at {:#x}", base.0);
+                ensure!(
+                    tables.insert(base.0, cap).is_none(),
+                    "two capabilities to the table at {:#x}",
+                    base.0
+                );
             }
             Cap::Frame { base, .. } => frames.entry(base.0).or_default().push(cap),
             Cap::VSpace { base, asid } => roots.push((base, asid, Format::Ia32e)),
@@ -1116,12 +1231,20 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
     roots.sort_by_key(|r| r.0.0);
     roots.dedup_by_key(|r| r.0.0);
     for &(base, asid, _) in &roots {
-        ensure!(s.vspace_of(asid) == Some(base), "root {:#x} has ASID {asid:#x}, which does not name it", base.0);
+        ensure!(
+            s.vspace_of(asid) == Some(base),
+            "root {:#x} has ASID {asid:#x}, which does not name it",
+            base.0
+        );
     }
     for (i, e) in s.asids.iter().enumerate().take(MAX_ASIDS) {
         if e.pml4 != 0 {
             let asid = i as u64 | (e.generation << 16);
-            ensure!(roots.iter().any(|r| r.0.0 == e.pml4 && r.1 == asid), "ASID {i} names {:#x}, no live root", e.pml4);
+            ensure!(
+                roots.iter().any(|r| r.0.0 == e.pml4 && r.1 == asid),
+                "ASID {i} names {:#x}, no live root",
+                e.pml4
+            );
         }
     }
     let mut reached: BTreeSet<u64> = BTreeSet::new();
@@ -1147,7 +1270,10 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
                         }
                         _ => false,
                     };
-                    ensure!(ok, "entry {i} of table {table:#x} (level {level}) points to {target:#x}, which no table capability maps there: {cap:?}");
+                    ensure!(
+                        ok,
+                        "entry {i} of table {table:#x} (level {level}) points to {target:#x}, which no table capability maps there: {cap:?}"
+                    );
                     ensure!(reached.insert(target), "table {target:#x} is reachable twice");
                     stack.push((target, level - 1, vaddr));
                 } else {
@@ -1162,7 +1288,10 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
                                     && (!writable || rights.contains(Rights::WRITE)))
                         })
                     });
-                    ensure!(ok, "entry {i} of table {table:#x} (level {level}, address {vaddr:#x}) maps {target:#x} (writable: {writable}) with no live frame capability mapping it there with those rights");
+                    ensure!(
+                        ok,
+                        "entry {i} of table {table:#x} (level {level}, address {vaddr:#x}) maps {target:#x} (writable: {writable}) with no live frame capability mapping it there with those rights"
+                    );
                 }
             }
         }
@@ -1245,7 +1374,8 @@ pub fn shrink(steps: &[Step]) -> Vec<Step> {
     while current.len() >= 2 {
         let size = current.len().div_ceil(chunks);
         let mut reduced = false;
-        for i in 0..chunks {
+        let mut i = 0;
+        while i < chunks {
             let (from, to) = (i * size, ((i + 1) * size).min(current.len()));
             if from >= to {
                 break;
@@ -1257,6 +1387,7 @@ pub fn shrink(steps: &[Step]) -> Vec<Step> {
                 reduced = true;
                 break;
             }
+            i += 1;
         }
         if !reduced {
             if chunks >= current.len() {
@@ -1283,7 +1414,12 @@ mod tests {
             let steps = episode(0x5eed, e, 500);
             if let Err(v) = run(&steps) {
                 let shrunk = shrink(&steps);
-                panic!("episode {e}, step {}: {}\nshrunk to {} steps: {shrunk:#?}", v.step, v.message, shrunk.len());
+                panic!(
+                    "episode {e}, step {}: {}\nshrunk to {} steps: {shrunk:#?}",
+                    v.step,
+                    v.message,
+                    shrunk.len()
+                );
             }
         }
     }

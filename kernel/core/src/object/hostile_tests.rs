@@ -189,9 +189,12 @@ fn a_second_call_discards_the_first_reply() {
 #[test]
 fn the_last_user_page_is_never_mapped() {
     let mut w = world();
-    for (ty, dest) in
-        [(ObjectType::Pml4, 40), (ObjectType::Pdpt, 41), (ObjectType::PageDirectory, 42), (ObjectType::PageTable, 43)]
-    {
+    for (ty, dest) in [
+        (ObjectType::Pml4, 40),
+        (ObjectType::Pdpt, 41),
+        (ObjectType::PageDirectory, 42),
+        (ObjectType::PageTable, 43),
+    ] {
         w.make(ty, dest);
     }
     let last = 0x7fff_ffff_f000u64;
@@ -203,7 +206,13 @@ fn the_last_user_page_is_never_mapped() {
     assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, last, 3, 0]), Err(Error::InvalidArgument));
     w.invoke(44, label::FRAME_MAP, &[40, last - 0x1000, 3, 0]).unwrap();
     // (A large frame's memory is not touched by mapping it; the test memory is small.)
-    let large = Cap::Frame { base: PhysAddr(0x20_0000), large: true, device: false, rights: Rights::ALL, mapping: None };
+    let large = Cap::Frame {
+        base: PhysAddr(0x20_0000),
+        large: true,
+        device: false,
+        rights: Rights::ALL,
+        mapping: None,
+    };
     w.s.insert_original(slot(45), large).unwrap();
     w.invoke(43, label::PAGE_TABLE_UNMAP, &[]).unwrap();
     assert_eq!(w.invoke(45, label::FRAME_MAP, &[40, 0x7fff_ffe0_0000, 3, 0]), Err(Error::InvalidArgument));
@@ -230,8 +239,11 @@ fn ipc_buffers_must_be_writable_ram() {
     w.s.retype(slot(1), ObjectType::Untyped, 12, 1, slot(23)).unwrap();
     let Cap::Untyped { base, .. } = w.s.mem.cap_at(slot(23)) else { panic!() };
     w.s.delete(slot(23)).unwrap();
-    w.s.insert_original(slot(23), Cap::Frame { base, large: false, device: true, rights: Rights::ALL, mapping: None })
-        .unwrap();
+    w.s.insert_original(
+        slot(23),
+        Cap::Frame { base, large: false, device: true, rights: Rights::ALL, mapping: None },
+    )
+    .unwrap();
     assert_eq!(configure(&mut w, 23), Err(Error::InvalidCapability));
     configure(&mut w, 21).unwrap();
     let Cap::Tcb { base } = w.s.mem.cap_at(slot(20)) else { panic!() };

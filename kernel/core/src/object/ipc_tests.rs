@@ -63,7 +63,14 @@ pub(super) fn world() -> World {
 
 impl World {
     /// Makes `t` the current thread and performs a system call for it.
-    pub(super) fn sys(&mut self, t: TcbRef, call: Syscall, cptr: u64, info: MessageInfo, words: [u64; 4]) -> Outcome {
+    pub(super) fn sys(
+        &mut self,
+        t: TcbRef,
+        call: Syscall,
+        cptr: u64,
+        info: MessageInfo,
+        words: [u64; 4],
+    ) -> Outcome {
         let mut r = t.regs(&self.s.mem);
         r.rax = call as u64;
         r.rdi = cptr;

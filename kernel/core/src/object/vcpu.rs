@@ -65,7 +65,8 @@ pub const FPU_SIZE: u64 = 512;
 pub const IO_GRANT_OFFSET: u64 = FPU_OFFSET + 1024;
 /// How many port ranges a Vcpu can let through at once.
 pub const IO_GRANTS: u64 = 8;
-const _: () = assert!(FPU_OFFSET + FPU_SIZE <= IO_GRANT_OFFSET && IO_GRANT_OFFSET + IO_GRANTS * 64 <= 6 * 4096);
+const _: () =
+    assert!(FPU_OFFSET + FPU_SIZE <= IO_GRANT_OFFSET && IO_GRANT_OFFSET + IO_GRANTS * 64 <= 6 * 4096);
 /// The x87 control word of a fresh Vcpu's floating-point state: as FNINIT leaves it
 /// (every x87 exception masked, 64-bit precision).
 pub const FRESH_FCW: u16 = 0x037f;
@@ -328,7 +329,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         let free = (0..IO_GRANTS).map(grant).find(|&g| self.mem.cap_at(g).is_null());
         let slot = free.ok_or(Error::NotEnoughMemory)?;
-        let record = Cap::VcpuIoGrant { vcpu, first: have_first, last: have_last, open_first: first, open_last: last };
+        let record =
+            Cap::VcpuIoGrant { vcpu, first: have_first, last: have_last, open_first: first, open_last: last };
         self.mem.insert(slot, record, source);
         self.vcpu_set_port_bits(vcpu, first, last, false);
         Ok(())

@@ -148,7 +148,10 @@ fn second_call() -> Result<(), &'static str> {
 fn last_user_page() -> Result<(), &'static str> {
     let base = at(SCRATCH + 5);
     let frame = cleave_tests::frame(untyped(), base).map_err(|_| "frame")?;
-    check(frame.map(vspace(), 0x7fff_ffff_f000, Rights::ALL, true) == Err(Error::InvalidArgument), "last page mapped")?;
+    check(
+        frame.map(vspace(), 0x7fff_ffff_f000, Rights::ALL, true) == Err(Error::InvalidArgument),
+        "last page mapped",
+    )?;
     untyped().retype(ObjectType::Frame2M, 0, ROOT, 0, 0, base + 1, 1).map_err(|_| "large frame")?;
     let large: Cap<Frame> = Cap::from_cptr(base + 1);
     check(
@@ -169,7 +172,10 @@ fn ipc_buffer_rights() -> Result<(), &'static str> {
         tcb.configure(ROOT, vspace(), Some((0x7000_0000, read_only)), None) == Err(Error::InvalidCapability),
         "a read-only frame became an IPC buffer",
     )?;
-    check(tcb.configure(ROOT, vspace(), Some((0x7000_0000, frame)), None).is_ok(), "a read-write frame refused")
+    check(
+        tcb.configure(ROOT, vspace(), Some((0x7000_0000, frame)), None).is_ok(),
+        "a read-write frame refused",
+    )
 }
 
 /// Finding 8.
@@ -180,7 +186,10 @@ fn binding_rights() -> Result<(), &'static str> {
     untyped().retype(ObjectType::Tcb, 0, ROOT, 0, 0, base + 2, 1).map_err(|_| "tcb")?;
     let tcb: Cap<Tcb> = Cap::from_cptr(base + 2);
     let signal_only: Cap<Notification> = Cap::from_cptr(base + 1);
-    check(tcb.bind_notification(signal_only) == Err(Error::InsufficientRights), "bound with the signal right only")?;
+    check(
+        tcb.bind_notification(signal_only) == Err(Error::InsufficientRights),
+        "bound with the signal right only",
+    )?;
     check(tcb.bind_notification(Cap::from_cptr(base)).is_ok(), "bound with every right refused")
 }
 
@@ -196,14 +205,18 @@ fn vcpu_ports() -> Result<(), &'static str> {
     for port in 0x80..0x88 {
         vcpu.set_io_exit(Some(copy), port, port, false).map_err(|_| "open a port")?;
     }
-    check(vcpu.set_io_exit(Some(copy), 0x80, 0x81, false) == Err(Error::NotEnoughMemory), "a ninth range opened")?;
+    check(
+        vcpu.set_io_exit(Some(copy), 0x80, 0x81, false) == Err(Error::NotEnoughMemory),
+        "a ninth range opened",
+    )?;
     Cap::<CNode>::revoke(ROOT.slot(base, D)).map_err(|_| "revoke")?;
     Cap::<CNode>::delete(ROOT.slot(base, D)).map_err(|_| "delete")?;
     // No grant keeps the range issued, and the Vcpu's grant slots are free again.
     control.issue(0x80, 0x87, ROOT.slot(base, D)).map_err(|_| "the range stayed issued after its revoke")?;
     let again: Cap<IoPort> = Cap::from_cptr(base);
     for port in 0x80..0x88 {
-        vcpu.set_io_exit(Some(again), port, port, false).map_err(|_| "the revoked grants still took the slots")?;
+        vcpu.set_io_exit(Some(again), port, port, false)
+            .map_err(|_| "the revoked grants still took the slots")?;
     }
     Ok(())
 }
@@ -218,7 +231,10 @@ fn configure_itself() -> Result<(), &'static str> {
     let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
     let result = me.configure(Cap::from_cptr(0), vspace(), None, None);
     println!("hostile-test: configuring itself without its CSpace: {result:?}");
-    check(result == Err(Error::IllegalOperation), "configuring away the last capability to my CSpace was allowed")?;
+    check(
+        result == Err(Error::IllegalOperation),
+        "configuring away the last capability to my CSpace was allowed",
+    )?;
     // Still alive, CSpace intact: the TCB capability still resolves.
     check(me.state().is_ok(), "the thread's CSpace is gone")
 }

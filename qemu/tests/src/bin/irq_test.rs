@@ -115,7 +115,9 @@ fn revoke_takes_interrupts(big: Cap<Untyped>) -> Result<(), &'static str> {
         t1 - t0
     );
     // The memory is whole again: the same 100,000 fit once more.
-    endpoints.retype(ObjectType::Untyped, 22, ROOT, 0, 0, at(CNODE + 2), 1).map_err(|_| "reuse after revoke")?;
+    endpoints
+        .retype(ObjectType::Untyped, 22, ROOT, 0, 0, at(CNODE + 2), 1)
+        .map_err(|_| "reuse after revoke")?;
     check(during >= 3, "no timer interrupt was taken while the revoke ran")
 }
 

@@ -414,7 +414,11 @@ fn guests_do_not_share_unswitched_state() -> Result<(), &'static str> {
         vcpu.set_msr_exit(0xc000_0102, false, false).map_err(|_| "KERNEL_GS_BASE not let through")?;
         let e = cleave_rt::syscall::vm_enter().map_err(|_| "VmEnter refused")?;
         if e[exit::REASON] != exit::reason::HLT {
-            println!("vmx-test: unexpected exit {:#x}, qualification {:#x}", e[exit::REASON], e[exit::QUALIFICATION]);
+            println!(
+                "vmx-test: unexpected exit {:#x}, qualification {:#x}",
+                e[exit::REASON],
+                e[exit::QUALIFICATION]
+            );
             return Err("the guest did not halt");
         }
         Ok(())
@@ -427,7 +431,9 @@ fn guests_do_not_share_unswitched_state() -> Result<(), &'static str> {
     run_to_halt(reader)?;
     let regs = reader.read_registers().map_err(|_| "read registers")?;
     let (gs, cr2) = (regs[reg::RBX], regs[reg::RAX]);
-    println!("vmx-test: the second guest reads KERNEL_GS_BASE {gs:#x}, CR2 {cr2:#x} (the first wrote 0x11223344, 0xdeadb000)");
+    println!(
+        "vmx-test: the second guest reads KERNEL_GS_BASE {gs:#x}, CR2 {cr2:#x} (the first wrote 0x11223344, 0xdeadb000)"
+    );
     let _ = Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(READER + 6), 64));
     check(gs == 0 && cr2 == 0, "the second guest saw the first one's state")
 }
