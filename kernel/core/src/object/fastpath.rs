@@ -23,7 +23,7 @@ use cleave_abi::{MessageInfo, Rights, Syscall};
 impl<M: KernelMemory> ObjectSpace<M> {
     /// The slot `cptr` names in `t`'s CSpace, if the CSpace is one CNode whose guard and
     /// radix consume the whole address.
-    fn fast_slot(&self, t: TcbRef, cptr: u64) -> Option<PhysAddr> {
+    pub(crate) fn fast_slot(&self, t: TcbRef, cptr: u64) -> Option<PhysAddr> {
         let (base, radix, guard, guard_bits) = raw::cnode(self.mem.read(t.slot(slot::CSPACE)))?;
         if radix + guard_bits != 64 || radix == 0 || cptr >> radix != guard {
             return None;
@@ -85,11 +85,18 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if !self.runs_next(receiver) {
             return None;
         }
-        let q = Queue::endpoint(ep);
-        self.pop(q);
-        if self.word(q_head(ep)) == 0 {
-            self.set_word(ep, IDLE);
+        // The receiver is the queue's head: unlink it (as `pop` does, by hand: this is the
+        // hottest path in the kernel).
+        let next = receiver.queue_next(&self.mem);
+        self.set_word(q_head(ep), next);
+        match TcbRef::from_link(next) {
+            Some(after) => after.set_queue_prev(&mut self.mem, 0),
+            None => {
+                self.set_word(PhysAddr(ep.0 + 16), 0);
+                self.set_word(ep, IDLE);
+            }
         }
+        receiver.set_queue_next(&mut self.mem, 0);
         // The caller waits for the reply, with status 0.
         let grant = if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 };
         caller.set_ipc_flags(&mut self.mem, ipc_flag::CALL | grant);

@@ -88,20 +88,20 @@ impl<M: KernelMemory> ObjectSpace<M> {
             Syscall::Recv | Syscall::NbRecv => {
                 self.lookup(t, cptr).and_then(|cap| self.receive_counted(t, cptr, cap, call == Syscall::Recv))
             }
-            Syscall::Send | Syscall::NbSend | Syscall::Call => match self.lookup(t, cptr) {
+            Syscall::Send | Syscall::NbSend | Syscall::Call => match self.lookup_slot_of(t, cptr) {
                 Err(e) => Err(e),
-                Ok(cap @ Cap::Endpoint { .. }) => {
+                Ok((_, cap @ Cap::Endpoint { .. })) => {
                     self.send(t, cap, call == Syscall::Send, call == Syscall::Call)
                 }
-                Ok(cap @ Cap::Notification { .. }) => {
+                Ok((_, cap @ Cap::Notification { .. })) => {
                     let r = self.signal(cap);
                     if r.is_ok() {
                         self.set_status(t, Ok(()));
                     }
                     r
                 }
-                Ok(_) => {
-                    let reply = self.invoke_object(io, t, cptr);
+                Ok((at, target)) => {
+                    let reply = self.invoke_object(io, t, at, target);
                     if core::mem::take(&mut self.preempted) {
                         // Stopped at a preemption point with an interrupt pending: the
                         // thread makes the same call again when it next runs (what was
@@ -148,14 +148,27 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// The capability at `cptr` in `t`'s CSpace (empty is an error).
     fn lookup(&self, t: TcbRef, cptr: u64) -> Result<Cap, Error> {
-        let cspace = self.mem.cap_at(t.slot(slot::CSPACE));
-        match lookup_cap(&self.mem, cspace, cptr)? {
-            (_, Cap::Null) => Err(Error::InvalidCapability),
-            (_, cap) => Ok(cap),
-        }
+        self.lookup_slot_of(t, cptr).map(|(_, cap)| cap)
     }
 
-    fn invoke_object(&mut self, io: &mut impl Hardware, t: TcbRef, cptr: u64) -> Result<Reply, Error> {
+    /// The slot and capability at `cptr` in `t`'s CSpace (empty is an error). A one-level
+    /// CSpace whose guard and radix take the whole address (what the fast path handles, and
+    /// what most components have) is indexed directly; anything else is resolved in full.
+    fn lookup_slot_of(&self, t: TcbRef, cptr: u64) -> Result<(super::slot::Slot, Cap), Error> {
+        let (at, cap) = match self.fast_slot(t, cptr) {
+            Some(at) => (at, self.mem.cap_at(at)),
+            None => lookup_cap(&self.mem, self.mem.cap_at(t.slot(slot::CSPACE)), cptr)?,
+        };
+        if cap.is_null() { Err(Error::InvalidCapability) } else { Ok((at, cap)) }
+    }
+
+    fn invoke_object(
+        &mut self,
+        io: &mut impl Hardware,
+        t: TcbRef,
+        at: super::slot::Slot,
+        target: Cap,
+    ) -> Result<Reply, Error> {
         let info = MessageInfo(t.reg(&self.mem, reg::RSI));
         let length = info.length().min(MAX_INVOCATION_WORDS);
         let mut words = [0u64; MAX_INVOCATION_WORDS];
@@ -163,7 +176,6 @@ impl<M: KernelMemory> ObjectSpace<M> {
             *word = self.message_word(t, i).ok_or(Error::TruncatedMessage)?;
         }
         let cspace = self.mem.cap_at(t.slot(slot::CSPACE));
-        let (at, target) = lookup_cap(&self.mem, cspace, cptr)?;
         invoke(self, io, t, cspace, at, target, Invocation { label: info.label(), words: &words[..length] })
     }
 

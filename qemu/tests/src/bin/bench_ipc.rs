@@ -23,11 +23,16 @@ const RUNS: usize = 64;
 #[repr(C, align(16))]
 struct Stack([u8; STACK_SIZE]);
 
-static mut STACKS: [Stack; 2] = [const { Stack([0; STACK_SIZE]) }; 2];
+static mut STACKS: [Stack; 6] = [const { Stack([0; STACK_SIZE]) }; 6];
 /// Server's TSC just after its receive returned, and just before its reply.
 static SERVER_RECEIVED: AtomicU64 = AtomicU64::new(0);
 static SERVER_REPLYING: AtomicU64 = AtomicU64::new(0);
 static WAITER_WOKE: AtomicU64 = AtomicU64::new(0);
+/// The 10-word server's TSC just after its receive returned, and just before its reply.
+static LONG_RECEIVED: AtomicU64 = AtomicU64::new(0);
+static LONG_REPLYING: AtomicU64 = AtomicU64::new(0);
+/// The higher-priority receiver's TSC just after its receive returned.
+static RECEIVER_WOKE: AtomicU64 = AtomicU64::new(0);
 
 const EP: u64 = 0;
 const NTFN: u64 = 1;
@@ -38,6 +43,14 @@ const VSPACE2: u64 = 7;
 const CODE: u64 = 8;
 const CODE_ALIAS: u64 = 9;
 const TABLES: u64 = 10; // 10..13 in ours, 13..16 in the other
+const EP_LONG: u64 = 16;
+const EP_SEND: u64 = 17;
+const NTFN_LOW: u64 = 18;
+const LONG_BUFFER: u64 = 19;
+const LONG_TABLES: u64 = 20; // 20..23
+const TCB_MORE: u64 = 24; // 24, 25, 26
+/// Where the 10-word server's IPC buffer is mapped.
+const LONG_BUFFER_AT: u64 = 0x5000_0010_0000;
 /// Where the code frame is mapped here (to write it) and in the server's space.
 const CODE_HERE: u64 = 0x5000_0000_0000;
 const CODE_THERE: u64 = 0x1000_0000;
@@ -87,11 +100,49 @@ extern "C" fn waiter(_: u64) -> ! {
     }
 }
 
+/// Replies with 10 words (6 through IPC buffers) to every call on `EP_LONG`.
+extern "C" fn long_server(_: u64) -> ! {
+    let ep: Cap<Endpoint> = Cap::from_cptr(at(EP_LONG));
+    let _ = ep.recv();
+    loop {
+        LONG_RECEIVED.store(rdtsc(), SeqCst);
+        LONG_REPLYING.store(rdtsc(), SeqCst);
+        let _ = ep.reply_recv(MessageInfo::new(0, 0, 0, 10), [1, 2, 3, 4]);
+    }
+}
+
+/// Receives (plain `Recv`) forever on `EP_SEND`.
+extern "C" fn receiver(_: u64) -> ! {
+    let ep: Cap<Endpoint> = Cap::from_cptr(at(EP_SEND));
+    loop {
+        let _ = ep.recv();
+        RECEIVER_WOKE.store(rdtsc(), SeqCst);
+    }
+}
+
+/// Waits on `NTFN_LOW` forever (below the signaller's priority).
+extern "C" fn low_waiter(_: u64) -> ! {
+    let ntfn: Cap<Notification> = Cap::from_cptr(at(NTFN_LOW));
+    loop {
+        let _ = ntfn.wait();
+    }
+}
+
 fn spawn(index: usize, entry: extern "C" fn(u64) -> !, priority: u8) -> Result<(), cleave_abi::Error> {
+    spawn_with(index, at(TCB0 + index as u64), entry, priority, None)
+}
+
+fn spawn_with(
+    index: usize,
+    tcb_slot: u64,
+    entry: extern "C" fn(u64) -> !,
+    priority: u8,
+    ipc_buffer: Option<(u64, Cap<cleave_rt::cap::kind::Frame>)>,
+) -> Result<(), cleave_abi::Error> {
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
-    untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB0 + index as u64), 1)?;
-    let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB0 + index as u64));
-    tcb.configure(ROOT, Cap::<VSpace>::from_cptr(slot::VSPACE), None, None)?;
+    untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, tcb_slot, 1)?;
+    let tcb: Cap<Tcb> = Cap::from_cptr(tcb_slot);
+    tcb.configure(ROOT, Cap::<VSpace>::from_cptr(slot::VSPACE), ipc_buffer, None)?;
     tcb.set_priority(priority)?;
     // SAFETY: only the address is taken; each stack belongs to one thread.
     let stack = unsafe { &raw mut STACKS[index] };
@@ -201,6 +252,68 @@ fn main() -> i32 {
         *sample = WAITER_WOKE.load(SeqCst) - t0 - overhead;
     }
     report("ipc.signal_to_higher_priority", &mut signal, "529");
+
+    // 10-word messages (words 4-9 through the IPC buffers: the slow path), to a server at
+    // a higher priority than this thread (100) now has.
+    let long_setup = (|| {
+        let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+        for (ty, i) in [(ObjectType::Endpoint, EP_LONG), (ObjectType::Endpoint, EP_SEND), (ObjectType::Notification, NTFN_LOW)]
+        {
+            untyped.retype(ty, 0, ROOT, 0, 0, at(i), 1)?;
+        }
+        let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
+        cleave_tests::map_tables(untyped, me, LONG_BUFFER_AT, at(LONG_TABLES))?;
+        let buffer = cleave_tests::frame(untyped, at(LONG_BUFFER))?;
+        buffer.map(me, LONG_BUFFER_AT, cleave_abi::Rights::ALL, true)?;
+        spawn_with(2, at(TCB_MORE), long_server, 200, Some((LONG_BUFFER_AT, buffer)))?;
+        spawn_with(3, at(TCB_MORE + 1), receiver, 200, None)?;
+        spawn_with(4, at(TCB_MORE + 2), low_waiter, 50, None)
+    })();
+    if long_setup.is_err() {
+        println!("TEST FAIL: 10-word server set-up failed");
+        return 1;
+    }
+    let long: Cap<Endpoint> = Cap::from_cptr(at(EP_LONG));
+    let _ = long.call(MessageInfo::new(0, 0, 0, 10), [0; 4]);
+    let (mut there, mut back) = ([0u64; RUNS], [0u64; RUNS]);
+    for i in 0..RUNS {
+        let t0 = rdtsc();
+        let reply = long.call(MessageInfo::new(0, 0, 0, 10), [i as u64, 0, 0, 0]);
+        let t1 = rdtsc();
+        if reply.map(|m| m.info.length()) != Ok(10) {
+            println!("TEST FAIL: the 10-word reply was cut");
+            return 1;
+        }
+        there[i] = LONG_RECEIVED.load(SeqCst) - t0 - overhead;
+        back[i] = t1 - LONG_REPLYING.load(SeqCst) - overhead;
+    }
+    report("ipc.call_10_words_one_way", &mut there, "821");
+    report("ipc.replyrecv_10_words_one_way", &mut back, "788");
+
+    // Send (not Call) to a receiver of higher priority waiting on the endpoint.
+    let send: Cap<Endpoint> = Cap::from_cptr(at(EP_SEND));
+    let mut sends = [0u64; RUNS];
+    for sample in &mut sends {
+        let t0 = rdtsc();
+        let _ = send.send(MessageInfo::new(0, 0, 0, 0), [0; 4]);
+        *sample = RECEIVER_WOKE.load(SeqCst) - t0 - overhead;
+    }
+    report("ipc.send_to_higher_priority", &mut sends, "719");
+
+    // Signal to a lower-priority waiter: it becomes runnable, this thread goes on. Between
+    // samples this thread drops below it for a moment, so that it waits again.
+    let low: Cap<Notification> = Cap::from_cptr(at(NTFN_LOW));
+    let mut signals = [0u64; RUNS];
+    for sample in &mut signals {
+        if me.set_priority(10).is_err() || me.set_priority(100).is_err() {
+            println!("TEST FAIL: priority change");
+            return 1;
+        }
+        let t0 = rdtsc();
+        let _ = low.signal();
+        *sample = rdtsc() - t0 - overhead;
+    }
+    report("ipc.signal_to_lower_priority", &mut signals, "364");
     println!("TEST PASS");
     0
 }
