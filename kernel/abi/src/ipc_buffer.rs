@@ -35,6 +35,9 @@ pub const fn message_word_offset(i: usize) -> usize {
     8 + 8 * i
 }
 
+// Message words lie one after another (the kernel copies them as one run).
+const _: () = assert!(message_word_offset(5) == message_word_offset(4) + 8);
+
 /// Byte offset of `caps_or_badges[i]`.
 pub const fn cap_offset(i: usize) -> usize {
     8 + 8 * MAX_MESSAGE_WORDS + 8 + 8 * i

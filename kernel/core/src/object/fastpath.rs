@@ -136,9 +136,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.switch_with_message(server, caller, 0, info, root)
     }
 
-    /// A signal that wakes the first waiter of a notification, when that waiter preempts
-    /// the signaller (a higher priority than it and than every queued thread): the
-    /// signaller goes to the front of its queue, as `choose` would put it.
+    /// A signal that wakes the first waiter of a notification. When that waiter preempts the
+    /// signaller (a higher priority than it and than every queued thread) it runs at once
+    /// and the signaller goes to the front of its queue, as `choose` would put it; when its
+    /// priority is not above the signaller's it is queued and the signaller goes on.
     fn fast_signal(&mut self, t: TcbRef) -> Option<(TcbRef, PhysAddr)> {
         let cptr = t.reg(&self.mem, reg::RDI);
         let (base, badge, rights) = raw::notification(self.mem.read(self.fast_slot(t, cptr)?))?;
@@ -147,7 +148,17 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         let waiter = TcbRef::from_link(self.word(PhysAddr(base.0 + NTFN_HEAD)))?;
         let priority = waiter.priority(&self.mem);
-        if priority <= t.priority(&self.mem) || !self.runs_next(waiter) {
+        if priority <= t.priority(&self.mem) {
+            // No switch: the waiter joins its ready queue and the signaller goes on (it
+            // was the highest runnable thread, and still is).
+            let root = self.vspace_root(t)?;
+            self.pop(Queue::notification(base));
+            self.signal_to(waiter, badge);
+            t.set_reg(&mut self.mem, reg::RAX, 0);
+            self.make_runnable(waiter);
+            return Some((t, root));
+        }
+        if !self.runs_next(waiter) {
             return None;
         }
         let root = self.vspace_root(waiter)?;

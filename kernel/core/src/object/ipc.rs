@@ -175,16 +175,16 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         let info = MessageInfo(from.reg(&self.mem, reg::RSI));
         let mut length = info.length().min(MAX_MESSAGE_WORDS);
-        for i in REGISTER_MESSAGE_WORDS..length {
-            match (self.buffer_word(from, i), self.buffer_word(to, i)) {
+        if length > REGISTER_MESSAGE_WORDS {
+            // Both buffers are found once; the words lie one after another in each.
+            match (self.buffer_word(from, REGISTER_MESSAGE_WORDS), self.buffer_word(to, REGISTER_MESSAGE_WORDS)) {
                 (Some(src), Some(dst)) => {
-                    let w = self.word(src);
-                    self.set_word(dst, w);
+                    for k in 0..(length - REGISTER_MESSAGE_WORDS) as u64 {
+                        let w = self.word(PhysAddr(src.0 + 8 * k));
+                        self.set_word(PhysAddr(dst.0 + 8 * k), w);
+                    }
                 }
-                _ => {
-                    length = i;
-                    break;
-                }
+                _ => length = REGISTER_MESSAGE_WORDS,
             }
         }
         let caps = if grant && info.extra_caps() > 0 { self.transfer_cap(from, to) } else { 0 };

@@ -627,14 +627,24 @@ fn the_signal_fast_path_does_exactly_what_the_general_path_does() {
     assert_eq!(fast.s.highest_ready(), Some(50));
     fast.sys(waiter, Syscall::Recv, NT, MessageInfo::default(), [0; 4]);
     assert_eq!(fast.s.current(), Some(signaller));
-    // Left alone: no waiter, or a waiter that would not preempt.
+    // Left alone: no waiter.
     let (mut w, _, signaller, _) = setup();
     assert!(enter(&mut w, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], true));
     assert!(!enter(&mut w, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], true));
-    let (mut w, waiter, signaller, _) = setup();
-    w.invoke(20, label::TCB_SET_PRIORITY, &[50]).unwrap();
-    let _ = waiter;
-    assert!(!enter(&mut w, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], true));
+    // A waiter that does not preempt (same priority): queued, the signaller goes on, exactly
+    // as the general path leaves it.
+    let equal = || {
+        let (mut w, waiter, signaller, _) = setup();
+        w.invoke(20, label::TCB_SET_PRIORITY, &[50]).unwrap();
+        (w, waiter, signaller)
+    };
+    let (mut fast, waiter, signaller) = equal();
+    let (mut slow, _, _) = equal();
+    assert!(enter(&mut fast, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], true));
+    assert!(!enter(&mut slow, signaller, Syscall::Send, NT + 1, MessageInfo::default(), [0; 4], false));
+    assert_eq!((fast.s.current(), slow.s.current()), (Some(signaller), Some(signaller)));
+    assert_eq!(waiter.state(&fast.s.mem), ThreadState::Running);
+    assert!(fast.s.mem.bytes() == slow.s.mem.bytes(), "kernel memory differs");
 }
 
 #[test]
