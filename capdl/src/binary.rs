@@ -130,6 +130,9 @@ pub mod lifetime {
 pub mod tcb_flag {
     /// The thread may end the run (the loader calls `TCB_ALLOW_END_RUN`).
     pub const ENDS_RUN: u64 = 1 << 32;
+    /// The thread may not write to the debug console (otherwise the loader calls
+    /// `TCB_ALLOW_CONSOLE`).
+    pub const QUIET: u64 = 1 << 33;
 }
 
 impl ObjectRecord {

@@ -65,6 +65,9 @@ pub struct TcbParams {
     /// Cleave: the thread may end the run (`ends_run: True`; the kernel's `DebugExit`,
     /// which the loader allows with `TCB_ALLOW_END_RUN`).
     pub ends_run: bool,
+    /// Cleave: the thread may not write to the debug console (`quiet: True`); otherwise
+    /// the loader allows it with `TCB_ALLOW_CONSOLE`.
+    pub quiet: bool,
 }
 
 /// Cleave's component lifetimes (`system.toml`'s `lifetime` and `restart`), recorded in the

@@ -518,7 +518,13 @@ impl Parser {
                     Some(ParamValue::Bool(b)) => b,
                     Some(_) => return self.error("`ends_run` takes True or False".into()),
                 };
-                let mut t = TcbParams { resume, init, elf, lifetime, ends_run, ..TcbParams::default() };
+                let quiet = match params.remove("quiet") {
+                    None => false,
+                    Some(ParamValue::Bool(b)) => b,
+                    Some(_) => return self.error("`quiet` takes True or False".into()),
+                };
+                let mut t =
+                    TcbParams { resume, init, elf, lifetime, ends_run, quiet, ..TcbParams::default() };
                 for (key, field) in [
                     ("addr", &mut t.addr),
                     ("ip", &mut t.ip),
@@ -787,6 +793,9 @@ pub fn write(spec: &Spec) -> String {
                 }
                 if t.ends_run {
                     params.push("ends_run: True".into());
+                }
+                if t.quiet {
+                    params.push("quiet: True".into());
                 }
             }
             ObjectKind::IoPorts { first, last } => {

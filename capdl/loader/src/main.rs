@@ -559,6 +559,10 @@ impl Loader {
         if o.param0 & tcb_flag::ENDS_RUN != 0 {
             tcb.allow_end_run().map_err(err("cannot let it end the run"))?;
         }
+        // Every thread may write to the debug console unless the spec keeps it quiet.
+        if o.param0 & tcb_flag::QUIET == 0 {
+            tcb.allow_console().map_err(err("cannot let it write to the console"))?;
+        }
         // A component rolled back after every request serves one per start.
         if o.param2 & 0xff == lifetime::PER_REQUEST {
             tcb.set_one_request().map_err(err("cannot make it serve one request per start"))?;

@@ -75,7 +75,8 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                     if arg >> 63 != 0 {
                         return Err(EncodeError(format!("`{r}`: initial argument {arg:#x} too large")));
                     }
-                    let flags = if t.ends_run { crate::binary::tcb_flag::ENDS_RUN } else { 0 };
+                    let flags = if t.ends_run { crate::binary::tcb_flag::ENDS_RUN } else { 0 }
+                        | if t.quiet { crate::binary::tcb_flag::QUIET } else { 0 };
                     (Kind::Tcb, 0, elf | flags, u64::from(t.resume.unwrap_or(false)) | arg << 1)
                 }
                 ObjectKind::CNode { size_bits } => (Kind::CNode, (*size_bits + 6) as u8, 0, 0),

@@ -21,6 +21,7 @@ fn sample() -> Spec {
         elf: Some("client".into()),
         lifetime: Some(crate::model::Lifetime::RestartEvery { ms: 250 }),
         ends_run: true,
+        quiet: true,
     };
     let objects = [
         ("client_tcb", None, ObjectKind::Tcb(tcb)),

@@ -352,6 +352,11 @@ impl Cap<kind::Tcb> {
     pub fn allow_end_run(self) -> Result<(), Error> {
         self.invoke(label::TCB_ALLOW_END_RUN, &[]).map(drop)
     }
+    /// `TCB::allow_console`: the thread may write to the debug console (`DebugPutChar`);
+    /// only a thread that may itself can give this.
+    pub fn allow_console(self) -> Result<(), Error> {
+        self.invoke(label::TCB_ALLOW_CONSOLE, &[]).map(drop)
+    }
     /// `TCB::suspend`.
     pub fn suspend(self) -> Result<(), Error> {
         self.invoke(label::TCB_SUSPEND, &[]).map(drop)

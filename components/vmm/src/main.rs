@@ -539,6 +539,10 @@ fn main() -> i32 {
         // SAFETY: only the address is taken; each stack belongs to one thread.
         let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64 - 8;
         let entry = vmm_thread as *const () as u64;
+        // Each VMM thread prints its guest's console: it needs the privilege.
+        if thread.allow_console().is_err() {
+            return fail("cannot let a VMM thread write to the console");
+        }
         if thread.write_registers(true, &[entry, top, 0x202, 0, 0, 0, 0, 0, index as u64]).is_err() {
             return fail("cannot start a VMM thread");
         }

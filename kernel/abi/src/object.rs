@@ -218,6 +218,12 @@ pub mod label {
     /// `DebugExit` fails with `IllegalOperation`, so no component stops the whole machine
     /// unless the system's description says it may.
     pub const TCB_ALLOW_END_RUN: u64 = 32;
+    /// TCB: the thread may write to the kernel's debug console (`DebugPutChar`), and give
+    /// others this privilege. Only a thread that may itself can give it (the root task's
+    /// first thread can; the loader gives it to every component `system.toml` does not
+    /// keep quiet); without it `DebugPutChar` fails with `IllegalOperation`, so a
+    /// component kept off the console cannot fill the kernel's console queue.
+    pub const TCB_ALLOW_CONSOLE: u64 = 33;
     /// Frame: map into an address space.
     pub const FRAME_MAP: u64 = 40;
     /// Frame: unmap.

@@ -597,6 +597,7 @@ pub fn compile(file: &SystemFile) -> Compiled {
             elf: Some(c.binary.as_ref().map_or_else(|| n.clone(), |b| b.get_ref().clone())),
             lifetime: lifetime_of(c),
             ends_run: c.ends_run.as_ref().is_some_and(|e| *e.get_ref()),
+            quiet: c.console.as_ref().is_some_and(|e| !*e.get_ref()),
             ..TcbParams::default()
         };
         component_objects(&mut spec, n, tcb, &[]);
@@ -754,6 +755,20 @@ clients = ["a"]
 size = "8K"
 map = { b = "rw", c = "r" }
 "#;
+
+    #[test]
+    fn a_component_kept_off_the_console_is_quiet_in_the_spec() {
+        let text = SYSTEM.replace("[components.b]\n", "[components.b]\nconsole = false\n");
+        let spec = compile(&crate::system::load(&text).unwrap()).spec;
+        let quiet =
+            |name: &str| match spec.objects.iter().find(|o| o.name == format!("{name}_tcb")).map(|o| &o.kind)
+            {
+                Some(cleave_capdl::model::ObjectKind::Tcb(t)) => t.quiet,
+                other => panic!("{name}_tcb: {other:?}"),
+            };
+        assert!(quiet("b") && !quiet("a") && !quiet("c"));
+        assert!(cleave_capdl::text::write(&spec).contains("quiet: True"));
+    }
 
     #[test]
     fn components_share_exactly_what_the_description_connects() {

@@ -86,6 +86,9 @@ pub struct Component {
     /// Whether it may end the whole run (the kernel's `DebugExit`: what ends a test or
     /// `cargo xtask run`). Without it, a component whose `main` returns only stops itself.
     pub ends_run: Option<Spanned<bool>>,
+    /// Whether it may write to the kernel's debug console (default true). `false` keeps it
+    /// quiet: its `DebugPutChar` fails, so it cannot fill the console the others share.
+    pub console: Option<Spanned<bool>>,
 }
 
 /// `[channels.NAME]`: an endpoint or notification from clients to one server.

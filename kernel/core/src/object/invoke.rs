@@ -369,12 +369,14 @@ fn tcb<M: KernelMemory>(
             space.suspend(t);
             done
         }
-        label::TCB_ALLOW_END_RUN => {
-            if caller.privileges(&space.mem) & privilege::END_RUN == 0 {
+        label::TCB_ALLOW_END_RUN | label::TCB_ALLOW_CONSOLE => {
+            let bit =
+                if inv.label == label::TCB_ALLOW_END_RUN { privilege::END_RUN } else { privilege::CONSOLE };
+            if caller.privileges(&space.mem) & bit == 0 {
                 return Err(Error::IllegalOperation);
             }
             let bits = t.privileges(&space.mem);
-            t.set_privileges(&mut space.mem, bits | privilege::END_RUN);
+            t.set_privileges(&mut space.mem, bits | bit);
             done
         }
         label::TCB_BIND_NOTIFICATION => {

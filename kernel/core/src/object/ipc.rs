@@ -177,7 +177,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let mut length = info.length().min(MAX_MESSAGE_WORDS);
         if length > REGISTER_MESSAGE_WORDS {
             // Both buffers are found once; the words lie one after another in each.
-            match (self.buffer_word(from, REGISTER_MESSAGE_WORDS), self.buffer_word(to, REGISTER_MESSAGE_WORDS)) {
+            match (
+                self.buffer_word(from, REGISTER_MESSAGE_WORDS),
+                self.buffer_word(to, REGISTER_MESSAGE_WORDS),
+            ) {
                 (Some(src), Some(dst)) => {
                     for k in 0..(length - REGISTER_MESSAGE_WORDS) as u64 {
                         let w = self.word(PhysAddr(src.0 + 8 * k));

@@ -189,6 +189,10 @@ fn rights_and_bad_capabilities() {
     assert_eq!(w.status(a), Error::InvalidCapability as u64);
     w.sys(a, Syscall::Send, 1 << 62, MessageInfo::default(), [0; 4]);
     assert_eq!(w.status(a), Error::FailedLookup as u64);
+    // The console is a privilege: refused without it.
+    assert_eq!(w.sys(a, Syscall::DebugPutChar, b'x' as u64, MessageInfo::default(), [0; 4]), Outcome::Done);
+    assert_eq!(w.status(a), Error::IllegalOperation as u64);
+    a.set_privileges(&mut w.s.mem, privilege::CONSOLE);
     // Console bytes collect in the TCB and come out a whole line at a time.
     assert_eq!(w.sys(a, Syscall::DebugPutChar, b'x' as u64, MessageInfo::default(), [0; 4]), Outcome::Done);
     assert_eq!(w.status(a), 0);
@@ -211,7 +215,7 @@ fn rights_and_bad_capabilities() {
     // Ending the run is a privilege: refused (the thread goes on), then given.
     assert_eq!(w.sys(a, Syscall::DebugExit, 3, MessageInfo::default(), [0; 4]), Outcome::Done);
     assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, Error::IllegalOperation as u64));
-    a.set_privileges(&mut w.s.mem, privilege::END_RUN);
+    a.set_privileges(&mut w.s.mem, privilege::END_RUN | privilege::CONSOLE);
     match w.sys(a, Syscall::DebugExit, 3, MessageInfo::default(), [0; 4]) {
         Outcome::DebugExit(3, line, 10) => out.extend_from_slice(&line[..10]),
         other => panic!("the exit carries the unfinished line: {other:?}"),
@@ -782,6 +786,11 @@ fn only_a_thread_that_may_end_the_run_lets_others() {
     boss.set_privileges(&mut w.s.mem, privilege::END_RUN);
     w.invoke(20, label::TCB_ALLOW_END_RUN, &[]).unwrap();
     assert_eq!(a.privileges(&w.s.mem), privilege::END_RUN);
+    // The console likewise: only a thread that may write to it can let another.
+    assert_eq!(w.invoke(20, label::TCB_ALLOW_CONSOLE, &[]), Err(Error::IllegalOperation));
+    boss.set_privileges(&mut w.s.mem, privilege::END_RUN | privilege::CONSOLE);
+    w.invoke(20, label::TCB_ALLOW_CONSOLE, &[]).unwrap();
+    assert_eq!(a.privileges(&w.s.mem), privilege::END_RUN | privilege::CONSOLE);
 }
 
 #[test]

@@ -55,6 +55,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let cptr = t.reg(&self.mem, reg::RDI);
         let Some(call) = Syscall::from_raw(number) else { return Outcome::UnknownSyscall(number) };
         let result = match call {
+            Syscall::DebugPutChar if t.privileges(&self.mem) & privilege::CONSOLE == 0 => {
+                Err(Error::IllegalOperation)
+            }
             Syscall::DebugPutChar => {
                 self.set_status(t, Ok(()));
                 return match t.console_put(&mut self.mem, cptr as u8) {

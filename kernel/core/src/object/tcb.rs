@@ -300,6 +300,9 @@ pub mod privilege {
     /// It may end the run (`DebugExit`), and give other threads this privilege
     /// (`TCB_ALLOW_END_RUN`). The root task's first thread has it.
     pub const END_RUN: u64 = 1;
+    /// It may write to the debug console (`DebugPutChar`), and give other threads this
+    /// privilege (`TCB_ALLOW_CONSOLE`). The root task's first thread has it.
+    pub const CONSOLE: u64 = 2;
 }
 
 /// Bits of [`Tcb::one_request`].

@@ -257,8 +257,11 @@ fn main() -> i32 {
     // a higher priority than this thread (100) now has.
     let long_setup = (|| {
         let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
-        for (ty, i) in [(ObjectType::Endpoint, EP_LONG), (ObjectType::Endpoint, EP_SEND), (ObjectType::Notification, NTFN_LOW)]
-        {
+        for (ty, i) in [
+            (ObjectType::Endpoint, EP_LONG),
+            (ObjectType::Endpoint, EP_SEND),
+            (ObjectType::Notification, NTFN_LOW),
+        ] {
             untyped.retype(ty, 0, ROOT, 0, 0, at(i), 1)?;
         }
         let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);

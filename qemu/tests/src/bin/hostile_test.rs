@@ -15,6 +15,9 @@
 //! - `vcpu-ports-close-with-their-capability` (finding 9): ports a Vcpu opened through a
 //!   copy of an IoPort capability close, and the range is issuable again, when the original
 //!   is revoked.
+//! - `console-is-a-privilege` (console exhaustion): a thread the root task did not allow
+//!   the console writes 100,000 bytes to it; every write is refused and the console still
+//!   takes the root task's next line.
 //! - `configure-cannot-destroy-itself` (finding 3, last: it gives up the root task's own
 //!   CNode capability): the root thread, whose CSpace slot then holds the last capability to
 //!   the CNode that holds its own TCB capability, configures itself without a CSpace.
@@ -40,19 +43,24 @@ const STACK_SIZE: usize = 8 * 1024;
 #[repr(C, align(16))]
 struct Stack([u8; STACK_SIZE]);
 
-static mut STACKS: [Stack; 3] = [const { Stack([0; STACK_SIZE]) }; 3];
+static mut STACKS: [Stack; 4] = [const { Stack([0; STACK_SIZE]) }; 4];
 
 // Slot plan (offsets from the first free slot).
 const UT: u64 = 0;
 const EP: u64 = 1;
 const DONE: u64 = 2;
-const TCB0: u64 = 3; // 3..5
+const TCB0: u64 = 3; // 3..6
 const SCRATCH: u64 = 10; // 10..40 per case
 
 /// What the threads of `second-call-discards-first-reply` saw: the first and second
 /// caller's status (0 or an error code), and what the server's second receive got.
 static FIRST_CALLER: AtomicU64 = AtomicU64::new(u64::MAX);
 static SECOND_CALLER: AtomicU64 = AtomicU64::new(u64::MAX);
+/// How many of the flooder's console writes were refused, and how many got through.
+static FLOOD_REFUSED: AtomicU64 = AtomicU64::new(0);
+static FLOOD_WRITTEN: AtomicU64 = AtomicU64::new(0);
+/// Console writes the flooder tries: many times what the kernel's 8 KiB queue holds.
+const FLOOD: u64 = 100_000;
 
 fn untyped() -> Cap<Untyped> {
     Cap::from_cptr(at(UT))
@@ -99,6 +107,26 @@ extern "C" fn caller(which: u64) -> ! {
         Err(e) => e as u64,
     };
     [&FIRST_CALLER, &SECOND_CALLER][which as usize % 2].store(status, SeqCst);
+    park()
+}
+
+/// A thread without the console privilege writes lines to the debug console as fast as
+/// it can.
+extern "C" fn flooder(_: u64) -> ! {
+    for i in 0..FLOOD {
+        let byte = if i % 64 == 63 { b'\n' } else { b'x' };
+        let r = cleave_rt::syscall::raw(
+            cleave_abi::Syscall::DebugPutChar,
+            u64::from(byte),
+            MessageInfo::default(),
+            [0; 4],
+        );
+        if r.status == Error::IllegalOperation as u64 {
+            FLOOD_REFUSED.fetch_add(1, SeqCst);
+        } else {
+            FLOOD_WRITTEN.fetch_add(1, SeqCst);
+        }
+    }
     park()
 }
 
@@ -221,10 +249,25 @@ fn vcpu_ports() -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The console is a privilege: a thread without it (threads start without; the root task
+/// has it and gives it to none here) has every write refused and cannot fill the console
+/// queue the others share.
+fn console_flood() -> Result<(), &'static str> {
+    spawn(3, flooder, 0, 90).map_err(|_| "flooder")?;
+    let done: Cap<Notification> = Cap::from_cptr(at(DONE));
+    done.wait().map_err(|_| "wait")?;
+    let (refused, written) = (FLOOD_REFUSED.load(SeqCst), FLOOD_WRITTEN.load(SeqCst));
+    println!("hostile-test: the flooder's console writes: {refused} refused, {written} written");
+    check(refused == FLOOD && written == 0, "a thread without the console privilege wrote to it")?;
+    // This line needs room in the queue: it must come out whole (the judge looks for it).
+    println!("hostile-test: the console still takes this line after the flood");
+    Ok(())
+}
+
 /// Finding 3 (the root task's last act: afterwards it has no capability to its CNode).
 fn configure_itself() -> Result<(), &'static str> {
     // The other threads' CSpace slots hold copies of the CNode capability: they go first.
-    for tcb in [at(TCB0), at(TCB0 + 1), at(TCB0 + 2), at(SCRATCH + 8)] {
+    for tcb in [at(TCB0), at(TCB0 + 1), at(TCB0 + 2), at(TCB0 + 3), at(SCRATCH + 8)] {
         Cap::<CNode>::delete(ROOT.slot(tcb, D)).map_err(|_| "delete a thread")?;
     }
     Cap::<CNode>::delete(ROOT.slot(slot::CNODE, D)).map_err(|_| "delete the CNode capability")?;
@@ -261,6 +304,7 @@ fn main() -> i32 {
     expect("ipc-buffer-must-be-writable-ram", f, ipc_buffer_rights());
     expect("binding-needs-read-right", f, binding_rights());
     expect("vcpu-ports-close-with-their-capability", f, vcpu_ports());
+    expect("console-is-a-privilege", f, console_flood());
     expect("configure-cannot-destroy-itself", f, configure_itself());
     finish("hostile-test", failures)
 }
