@@ -127,7 +127,8 @@ fn build(
     let mut tcb = next_frame().ok_or(LoadError::OutOfMemory)?;
     let mut boot_info_frame = next_frame().ok_or(LoadError::OutOfMemory)?;
     let mut ipc_buffer = next_frame().ok_or(LoadError::OutOfMemory)?;
-    for f in [&mut sentinel, &mut tcb, &mut boot_info_frame, &mut ipc_buffer] {
+    let mut asid_pool = next_frame().ok_or(LoadError::OutOfMemory)?;
+    for f in [&mut sentinel, &mut tcb, &mut boot_info_frame, &mut ipc_buffer, &mut asid_pool] {
         f.bytes().fill(0);
     }
 
@@ -190,8 +191,15 @@ fn build(
         };
         objects.insert_original(at(slot::CNODE), root_cnode)?;
         objects.insert_original(at(slot::TCB), Cap::Tcb { base: tcb.addr() })?;
-        let asid = objects.assign_asid(space.root()).ok_or(LoadError::OutOfMemory)?;
+        // The root task's ASID pool; its own VSpace takes the first ASID.
+        let high = objects.make_asid_pool(asid_pool.addr()).ok_or(LoadError::OutOfMemory)?;
+        let asid = objects.assign_asid(high, space.root(), false).ok_or(LoadError::OutOfMemory)?;
         objects.insert_original(at(slot::VSPACE), Cap::VSpace { base: space.root(), asid })?;
+        objects.insert_original(at(slot::ASID_CONTROL), Cap::AsidControl)?;
+        objects.insert_original(
+            at(slot::ASID_POOL),
+            Cap::AsidPool { base: asid_pool.addr(), high: high as u8 },
+        )?;
         objects.insert_original(at(slot::IRQ_CONTROL), Cap::IrqControl)?;
         objects.insert_original(at(slot::IO_PORT_CONTROL), Cap::IoPortControl)?;
         objects.insert_original(at(slot::BOOT_INFO_FRAME), frame_cap(boot_info_frame.addr()))?;

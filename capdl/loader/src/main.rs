@@ -12,8 +12,8 @@ use cleave_capdl::binary::{CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, l
 use cleave_kernel_core::elf_image;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{
-    CNode, EptRoot, EptTable, Frame, IoPortControl, IrqControl, IrqHandler, PageTable, Tcb, Untyped, VSpace,
-    Vcpu,
+    AsidControl, AsidPool, CNode, EptRoot, EptTable, Frame, IoPortControl, IrqControl, IrqHandler, PageTable,
+    Tcb, Unknown, Untyped, VSpace, Vcpu,
 };
 use cleave_rt::{Cap, println};
 
@@ -119,6 +119,9 @@ struct Loader {
     /// pool (an object the spec makes from a named untyped, and everything the loader
     /// makes for a thread that is).
     from: Option<u64>,
+    /// The ASID pool new VSpaces and EPT roots take their ASIDs from: the one the kernel
+    /// gave, then pools the loader makes from 4 KiB of its memory as each fills.
+    pool: u64,
 }
 
 impl Loader {
@@ -149,6 +152,25 @@ impl Loader {
             self.untyped += 1;
         }
         Err(Error::NotEnoughMemory)
+    }
+
+    /// Gives the fresh root (VSpace or EPT root) at `root` an ASID, making a new pool when
+    /// the current one is full.
+    fn give_asid(&mut self, root: u64) -> Result<u64, Error> {
+        let target: Cap<Unknown> = Cap::from_cptr(root);
+        match Cap::<AsidPool>::from_cptr(self.pool).assign(target) {
+            Err(Error::NotEnoughMemory) => {
+                let spec_untyped = self.from.take();
+                let untyped = self.retype(ObjectType::Untyped, 12);
+                self.from = spec_untyped;
+                let untyped: Cap<Untyped> = Cap::from_cptr(untyped?);
+                let dest = self.free_slot();
+                Cap::<AsidControl>::from_cptr(slot::ASID_CONTROL).make_pool(untyped, ROOT.slot(dest, 64))?;
+                self.pool = dest;
+                Cap::<AsidPool>::from_cptr(dest).assign(target).map(|()| root)
+            }
+            other => other.map(|()| root),
+        }
     }
 
     fn free_slot(&mut self) -> u64 {
@@ -260,9 +282,9 @@ impl Loader {
                 Kind::PageTable => self.retype(ObjectType::PageTable, 0),
                 Kind::PageDirectory => self.retype(ObjectType::PageDirectory, 0),
                 Kind::Pdpt => self.retype(ObjectType::Pdpt, 0),
-                Kind::Pml4 => self.retype(ObjectType::Pml4, 0),
+                Kind::Pml4 => self.retype(ObjectType::Pml4, 0).and_then(|s| self.give_asid(s)),
                 Kind::Vcpu => self.retype(ObjectType::Vcpu, 0),
-                Kind::EptPml4 => self.retype(ObjectType::EptPml4, 0),
+                Kind::EptPml4 => self.retype(ObjectType::EptPml4, 0).and_then(|s| self.give_asid(s)),
                 Kind::EptPdpt => self.retype(ObjectType::EptPdpt, 0),
                 Kind::EptPd => self.retype(ObjectType::EptPd, 0),
                 Kind::EptPt => self.retype(ObjectType::EptPt, 0),
@@ -835,6 +857,7 @@ fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
         device_marks: [0; cleave_abi::boot_info::MAX_UNTYPED],
         digest: Digest::new(),
         from: None,
+        pool: slot::ASID_POOL,
     };
     if l.spec.object_count() as usize > MAX_OBJECTS {
         return Err(fail("more objects than the loader can track"));
@@ -897,7 +920,9 @@ fn main() -> i32 {
             let info = boot_info();
             let mut dropped = 0;
             let untyped = (0..info.untyped_count).map(|i| info.untyped_first + i);
-            for cptr in [slot::IRQ_CONTROL, slot::IO_PORT_CONTROL].into_iter().chain(untyped) {
+            for cptr in
+                [slot::IRQ_CONTROL, slot::IO_PORT_CONTROL, slot::ASID_CONTROL].into_iter().chain(untyped)
+            {
                 if Cap::<CNode>::delete(ROOT.slot(cptr, 64)).is_ok() {
                     dropped += 1;
                 }

@@ -54,6 +54,12 @@ pub mod kind {
     /// A range of I/O ports.
     #[derive(Clone, Copy, Debug)]
     pub struct IoPort;
+    /// Authority to make ASID pools.
+    #[derive(Clone, Copy, Debug)]
+    pub struct AsidControl;
+    /// An ASID pool: gives new VSpaces and EPT roots their ASIDs.
+    #[derive(Clone, Copy, Debug)]
+    pub struct AsidPool;
     /// Any capability (kind not known to the program).
     #[derive(Clone, Copy, Debug)]
     pub struct Unknown;
@@ -99,6 +105,23 @@ impl<K> Cap<K> {
         let info = MessageInfo::new(label, 0, 0, words.len() as u64);
         let (status, _, reply) = syscall::call(self.cptr, info, registers);
         Error::check(status).map(|()| reply)
+    }
+}
+
+impl Cap<kind::AsidControl> {
+    /// `AsidControl::make_pool`: makes the 4 KiB untyped `untyped` (nothing made from it
+    /// yet) an ASID pool, its capability into `dest`.
+    pub fn make_pool(self, untyped: Cap<kind::Untyped>, dest: SlotRef) -> Result<(), Error> {
+        self.invoke(label::ASID_CONTROL_MAKE_POOL, &[untyped.cptr, dest.root.cptr, dest.index, dest.depth])
+            .map(drop)
+    }
+}
+
+impl Cap<kind::AsidPool> {
+    /// `AsidPool::assign`: gives the fresh VSpace or EPT root at `root` (any kind: both
+    /// take ASIDs) an ASID from this pool; until then nothing maps into it.
+    pub fn assign<K>(self, root: Cap<K>) -> Result<(), Error> {
+        self.invoke(label::ASID_POOL_ASSIGN, &[root.cptr]).map(drop)
     }
 }
 

@@ -209,6 +209,7 @@ fn build(untyped: Cap<Untyped>, slots: &mut Slots, index: usize) -> Result<(Cap<
     };
     let vcpu: Cap<Vcpu> = Cap::from_cptr(make(ObjectType::Vcpu, slots)?);
     let root: Cap<EptRoot> = Cap::from_cptr(make(ObjectType::EptPml4, slots)?);
+    Cap::<cleave_rt::cap::kind::AsidPool>::from_cptr(slot::ASID_POOL).assign(root)?;
     for ty in [ObjectType::EptPdpt, ObjectType::EptPd] {
         Cap::<EptTable>::from_cptr(make(ty, slots)?).map(root, 0)?;
     }

@@ -27,8 +27,12 @@ pub mod slot {
     pub const BOOT_INFO_FRAME: u64 = 6;
     /// The root task's IPC buffer frame.
     pub const IPC_BUFFER: u64 = 7;
+    /// AsidControl: makes ASID pools from 4 KiB of untyped memory.
+    pub const ASID_CONTROL: u64 = 8;
+    /// The root task's ASID pool (its own VSpace has one of its ASIDs).
+    pub const ASID_POOL: u64 = 9;
     /// First slot the kernel fills with untyped capabilities.
-    pub const FIRST_UNTYPED: u64 = 8;
+    pub const FIRST_UNTYPED: u64 = 10;
 }
 
 /// Most untyped regions the BootInfo describes.

@@ -253,6 +253,14 @@ pub mod label {
     pub const IO_PORT_IN: u64 = 71;
     /// IoPort: write a byte, word or doubleword.
     pub const IO_PORT_OUT: u64 = 72;
+    /// AsidControl: make an ASID pool of the 4 KiB untyped capability MR0 (which must have
+    /// no children), its capability into the slot MR1 (root), MR2 (index), MR3 (depth).
+    /// At most 64 pools exist at once (`NotEnoughMemory`).
+    pub const ASID_CONTROL_MAKE_POOL: u64 = 100;
+    /// AsidPool: give the VSpace or EPT root capability MR0 (fresh from retype, without an
+    /// ASID) an ASID from this pool: it cannot be mapped into, or copied, before. A full
+    /// pool is `NotEnoughMemory`; so one holder of a pool can exhaust only that pool.
+    pub const ASID_POOL_ASSIGN: u64 = 101;
     /// Vcpu: bind to a thread (MR0 its TCB), which then enters the guest with `VmEnter`.
     pub const VCPU_SET_TCB: u64 = 80;
     /// Vcpu: use a guest-physical address space (MR0 an EPT root capability).

@@ -142,6 +142,8 @@ pub fn real_mode_guest(untyped: Cap<Untyped>, first: u64, code: &[u8]) -> Result
     ] {
         untyped.retype(ty, 0, ROOT, 0, 0, i, 1)?;
     }
+    // The guest-physical space's ASID, from the root task's pool.
+    Cap::<kind::AsidPool>::from_cptr(slot::ASID_POOL).assign(Cap::<EptRoot>::from_cptr(root))?;
     let ram = frame(untyped, ram)?;
     // The VMM's own view of the page, through a copy of the capability.
     ROOT.copy(ROOT.slot(alias, 64), ROOT.slot(ram.cptr(), 64), Rights::ALL)?;

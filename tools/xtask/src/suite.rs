@@ -271,6 +271,7 @@ const TESTS: &[EmulatorTest] = &[
                 "TEST PASS ipc-buffer-must-be-writable-ram",
                 "TEST PASS binding-needs-read-right",
                 "TEST PASS vcpu-ports-close-with-their-capability",
+                "TEST PASS asid-pools-confine-exhaustion",
                 "hostile-test: the flooder's console writes: 100000 refused, 0 written",
                 "hostile-test: the console still takes this line after the flood",
                 "TEST PASS console-is-a-privilege",

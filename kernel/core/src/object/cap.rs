@@ -55,6 +55,10 @@ pub enum Cap {
     /// is never visible to users; deleting it (with the IoPort capability, or by revoke)
     /// makes those ports exit again.
     VcpuIoGrant { vcpu: PhysAddr, first: u16, last: u16, open_first: u16, open_last: u16 },
+    /// Authority to make ASID pools.
+    AsidControl,
+    /// An ASID pool (a page of entries at `base`) in slot `high` of the kernel's pool table.
+    AsidPool { base: PhysAddr, high: u8 },
 }
 
 /// Set in a frame mapping's `asid` when the mapping is in a guest-physical address space
@@ -84,6 +88,8 @@ mod tag {
     pub const EPT_ROOT: u64 = 15;
     pub const EPT_TABLE: u64 = 16;
     pub const VCPU_IO_GRANT: u64 = 17;
+    pub const ASID_CONTROL: u64 = 18;
+    pub const ASID_POOL: u64 = 19;
 }
 
 /// Fast field access to the first three stored words of a capability, for the IPC fast
@@ -190,6 +196,8 @@ impl Cap {
                 u64::from(open_first) | (u64::from(open_last) << 16),
                 0,
             ],
+            Self::AsidControl => [tag::ASID_CONTROL, 0, 0, 0],
+            Self::AsidPool { base, high } => [tag::ASID_POOL | (u64::from(high) << 12), base.0, 0, 0],
         };
         RawCap(words)
     }
@@ -232,6 +240,8 @@ impl Cap {
                 open_first: w2 as u16,
                 open_last: (w2 >> 16) as u16,
             },
+            tag::ASID_CONTROL => Self::AsidControl,
+            tag::ASID_POOL => Self::AsidPool { base, high: ((w0 >> 12) & 0xff) as u8 },
             _ => Self::Null,
         }
     }
@@ -256,11 +266,12 @@ impl Cap {
             Self::Vcpu { base } => memory(9, base),
             Self::EptRoot { base, .. } => memory(10, base),
             Self::EptTable { base, .. } => memory(11, base),
+            Self::AsidPool { base, .. } => memory(12, base),
             Self::IrqHandler { irq } => ObjectRef::Irq(irq),
             Self::IoPort { first, last } | Self::VcpuIoGrant { first, last, .. } => {
                 ObjectRef::IoPorts(first, last)
             }
-            Self::Null | Self::IrqControl | Self::IoPortControl => ObjectRef::None,
+            Self::Null | Self::IrqControl | Self::IoPortControl | Self::AsidControl => ObjectRef::None,
         }
     }
 
@@ -319,6 +330,8 @@ mod tests {
                 open_first: 0x64,
                 open_last: 0x7fff,
             },
+            Cap::AsidControl,
+            Cap::AsidPool { base: PhysAddr(0x99_0000), high: 63 },
         ];
         for cap in caps {
             assert_eq!(Cap::decode(cap.encode()), cap);

@@ -19,7 +19,7 @@ use super::space::{ObjectSpace, TCB_SLOT_COUNT};
 use super::syscall::Outcome;
 use super::tcb::{Registers, TcbRef, ThreadState, slot as tcb_slot};
 use super::vcpu::{IO_BITMAP_OFFSET, IO_GRANT_OFFSET, IO_GRANTS};
-use super::vspace::{ADDRESS, Format, MAX_ASIDS};
+use super::vspace::{ADDRESS, ASIDS_PER_POOL, Format, asid};
 use crate::addr::{PhysAddr, VirtAddr};
 use cleave_abi::ipc_buffer::{RECEIVE_OFFSET, cap_offset};
 use cleave_abi::object::{ENDPOINT_SIZE_BITS, NOTIFICATION_SIZE_BITS, SLOT_SIZE_BITS, TCB_SIZE_BITS, label};
@@ -197,11 +197,16 @@ pub fn world() -> World {
     make(&mut s, ObjectType::Notification, 0, 4);
     s.insert_original(root_slot(5), Cap::IoPortControl).expect("empty slot");
     s.insert_original(root_slot(6), Cap::IrqControl).expect("empty slot");
+    // The loader's ASID pool (slot 9), made with AsidControl (slot 7) from 4 KiB (slot 8).
+    s.insert_original(root_slot(7), Cap::AsidControl).expect("empty slot");
+    make(&mut s, ObjectType::Untyped, 12, 8);
+    s.make_pool(root_slot(7), root_slot(8), root_slot(9)).expect("a pool");
     for c in 0..COMPONENTS {
         let at = 10 + 16 * c;
         make(&mut s, ObjectType::CNode, u32::from(COMPONENT_RADIX), at);
         make(&mut s, ObjectType::Untyped, 18, at + 1);
         make(&mut s, ObjectType::Pml4, 0, at + 2);
+        s.assign_from_pool(s.mem.cap_at(root_slot(9)), root_slot(at + 2)).expect("an ASID");
         make(&mut s, ObjectType::Pdpt, 0, at + 3);
         make(&mut s, ObjectType::PageDirectory, 0, at + 4);
         make(&mut s, ObjectType::PageTable, 0, at + 5);
@@ -231,6 +236,13 @@ pub fn world() -> World {
         s.copy(root_slot(6), own(12)).expect("copy");
         make(&mut s, ObjectType::Vcpu, 0, at + 10);
         make(&mut s, ObjectType::EptPml4, 0, at + 11);
+        s.assign_from_pool(s.mem.cap_at(root_slot(9)), root_slot(at + 11)).expect("an ASID");
+        // The component's own ASID pool (slot 15); the first also holds AsidControl (16).
+        make(&mut s, ObjectType::Untyped, 12, at + 12);
+        s.make_pool(root_slot(7), root_slot(at + 12), own(15)).expect("a pool");
+        if c == 0 {
+            s.copy(root_slot(7), own(16)).expect("copy");
+        }
         s.copy(root_slot(at + 10), own(13)).expect("copy");
         s.copy(root_slot(at + 11), own(14)).expect("copy");
         for t in 0..2 {
@@ -299,7 +311,7 @@ fn walk_tree(s: &ObjectSpace<TestMemory>, mut f: impl FnMut(Slot, Cap)) {
 // ------------------------------------------------------------------------- generation
 
 /// Invocation labels, each with its argument shape.
-const LABELS: [u64; 47] = [
+const LABELS: [u64; 50] = [
     label::UNTYPED_RETYPE,
     label::UNTYPED_RETYPE,
     label::UNTYPED_RETYPE,
@@ -347,9 +359,12 @@ const LABELS: [u64; 47] = [
     label::EPT_TABLE_UNMAP,
     label::VCPU_SET_MSR_EXIT,
     label::IO_PORT_OUT,
+    label::ASID_CONTROL_MAKE_POOL,
+    label::ASID_POOL_ASSIGN,
+    label::ASID_POOL_ASSIGN,
 ];
 
-/// Slots the set-up filled are 0-14; most choices fall in 0-27, so that what one step
+/// Slots the set-up filled are 0-16; most choices fall in 0-27, so that what one step
 /// puts in a slot is often what a later step uses.
 fn slot_index(r: &mut Rng) -> u64 {
     match r.below(20) {
@@ -360,7 +375,7 @@ fn slot_index(r: &mut Rng) -> u64 {
 }
 
 fn free_index(r: &mut Rng) -> u64 {
-    16 + if r.chance(90) { r.below(12) } else { r.below((1 << COMPONENT_RADIX) - 16) }
+    17 + if r.chance(90) { r.below(11) } else { r.below((1 << COMPONENT_RADIX) - 17) }
 }
 
 fn address(r: &mut Rng) -> u64 {
@@ -726,6 +741,9 @@ enum Want {
     Vcpu,
     EptRoot,
     EptTable,
+    Root,
+    AsidControl,
+    AsidPool,
 }
 
 impl Want {
@@ -750,6 +768,9 @@ impl Want {
             Self::Vcpu => matches!(cap, Cap::Vcpu { .. }),
             Self::EptRoot => matches!(cap, Cap::EptRoot { .. }),
             Self::EptTable => matches!(cap, Cap::EptTable { .. }),
+            Self::Root => matches!(cap, Cap::VSpace { .. } | Cap::EptRoot { .. }),
+            Self::AsidControl => matches!(cap, Cap::AsidControl),
+            Self::AsidPool => matches!(cap, Cap::AsidPool { .. }),
         }
     }
 }
@@ -792,6 +813,8 @@ fn wants(l: u64) -> (Want, &'static [Want]) {
         label::VCPU_WRITE_VMCS | label::VCPU_READ_VMCS | label::VCPU_SET_MSR_EXIT => (Vcpu, &[]),
         label::EPT_TABLE_MAP => (EptTable, &[EptRoot]),
         label::EPT_TABLE_UNMAP => (EptTable, &[]),
+        label::ASID_CONTROL_MAKE_POOL => (AsidControl, &[Untyped, Keep, Empty]),
+        label::ASID_POOL_ASSIGN => (AsidPool, &[Root]),
         _ => (Any, &[]),
     }
 }
@@ -813,6 +836,7 @@ fn object_range(cap: Cap) -> Option<(u64, u64)> {
         | Cap::EptRoot { base, .. }
         | Cap::EptTable { base, .. } => (base.0, 4096),
         Cap::Vcpu { base } => (base.0, size(cleave_abi::object::VCPU_SIZE_BITS)),
+        Cap::AsidPool { base, .. } => (base.0, 4096),
         _ => return None,
     })
 }
@@ -1230,23 +1254,49 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
     }
     roots.sort_by_key(|r| r.0.0);
     roots.dedup_by_key(|r| r.0.0);
-    for &(base, asid, _) in &roots {
+    for &(base, id, _) in &roots {
         ensure!(
-            s.vspace_of(asid) == Some(base),
-            "root {:#x} has ASID {asid:#x}, which does not name it",
+            s.vspace_of(id).is_none_or(|b| b == base),
+            "root {:#x} has ASID {id:#x}, which names another root",
             base.0
         );
     }
-    for (i, e) in s.asids.iter().enumerate().take(MAX_ASIDS) {
-        if e.pml4 != 0 {
-            let asid = i as u64 | (e.generation << 16);
+    for (high, pool) in s.asid_pools.iter().enumerate() {
+        if pool.base == 0 {
+            continue;
+        }
+        ensure!(
+            nodes.values().any(|c| matches!(c, Cap::AsidPool { base, high: h } if base.0 == pool.base && usize::from(*h) == high)),
+            "ASID pool slot {high} names {:#x}, no live pool capability", pool.base
+        );
+        let entries: [u64; 512] = m.read(PhysAddr(pool.base));
+        for (low, &e) in entries.iter().enumerate().take(ASIDS_PER_POOL as usize) {
+            if e & ADDRESS == 0 {
+                continue;
+            }
+            ensure!(low != 0, "entry 0 of ASID pool {high} is in use");
+            let id = asid::encode(pool.generation, e & asid::ENTRY_GENERATION, high as u64, low as u64);
             ensure!(
-                roots.iter().any(|r| r.0.0 == e.pml4 && r.1 == asid),
-                "ASID {i} names {:#x}, no live root",
-                e.pml4
+                roots.iter().any(|r| r.0.0 == e & ADDRESS && r.1 == id),
+                "ASID {id:#x} names {:#x}, no live root with that ASID",
+                e & ADDRESS
             );
         }
     }
+    // A root no live ASID names (never assigned, or its pool destroyed) holds nothing.
+    for &(base, id, format) in &roots {
+        if s.vspace_of(id).is_none() {
+            let entries = if format == Format::Ia32e { 256 } else { 512 };
+            let all: [u64; 512] = m.read(base);
+            ensure!(
+                all.iter().take(entries).all(|&e| e == 0),
+                "root {:#x} has no live ASID but holds entries",
+                base.0
+            );
+        }
+    }
+    let roots: Vec<(PhysAddr, u64, Format)> =
+        roots.into_iter().filter(|r| s.vspace_of(r.1).is_some()).collect();
     let mut reached: BTreeSet<u64> = BTreeSet::new();
     for &(root, asid, format) in &roots {
         // (table, level, first address it covers)

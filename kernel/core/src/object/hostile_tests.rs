@@ -308,3 +308,61 @@ fn guest_port_access_ends_with_the_io_port_capability() {
     w.s.delete(slot(31)).unwrap();
     w.s.issue_io_ports(slot(30), slot(31), 0x60, 0x6f).unwrap();
 }
+
+/// Finding 10 (ASIDs): ASIDs come from pools, so one holder of a pool exhausts only that
+/// pool; a destroyed pool leaves its roots without ASIDs and empty.
+#[test]
+fn asid_pools_confine_exhaustion() {
+    use super::space::ObjectSpace;
+    const BASE: u64 = 0x10_0000;
+    const ROOT: u64 = BASE + 0x1_0000;
+    let at = |i: u64| PhysAddr(ROOT + 64 * i);
+    let mut s = ObjectSpace::new(super::kmem::TestMemory::new(BASE, 0x80_0000), PhysAddr(BASE));
+    s.insert_original(at(0), Cap::CNode { base: PhysAddr(ROOT), radix: 10, guard: 0, guard_bits: 54 })
+        .unwrap();
+    s.insert_original(
+        at(1),
+        Cap::Untyped { base: PhysAddr(0x40_0000), size_bits: 22, watermark: 0, device: false },
+    )
+    .unwrap();
+    s.insert_original(at(2), Cap::AsidControl).unwrap();
+    for (untyped, pool) in [(3, 4), (5, 6)] {
+        s.retype(at(1), ObjectType::Untyped, 12, 1, at(untyped)).unwrap();
+        s.make_pool(at(2), at(untyped), at(pool)).unwrap();
+    }
+    // A pool's page is used up by it; a pool needs exactly 4 KiB of untyped with nothing
+    // made from it.
+    s.retype(at(1), ObjectType::Untyped, 13, 1, at(7)).unwrap();
+    assert_eq!(s.make_pool(at(2), at(7), at(8)), Err(Error::InvalidCapability));
+    // 511 roots exhaust pool A (entry 0 is never given out)...
+    let first_root = 100;
+    for batch in 0..2 {
+        s.retype(at(1), ObjectType::Pml4, 0, 256, at(first_root + 256 * batch)).unwrap();
+    }
+    for i in 0..511 {
+        s.assign_from_pool(s.mem.cap_at(at(4)), at(first_root + i)).unwrap();
+    }
+    assert_eq!(s.assign_from_pool(s.mem.cap_at(at(4)), at(first_root + 511)), Err(Error::NotEnoughMemory));
+    // ...but not pool B; a root without an ASID can be neither copied nor mapped into.
+    assert_eq!(s.copy(at(first_root + 511), at(9)), Err(Error::IllegalOperation));
+    s.assign_from_pool(s.mem.cap_at(at(6)), at(first_root + 511)).unwrap();
+    assert_eq!(
+        s.assign_from_pool(s.mem.cap_at(at(6)), at(first_root + 511)),
+        Err(Error::IllegalOperation),
+        "assigned twice"
+    );
+    // Destroying pool A empties its roots and their ASIDs name nothing any more.
+    s.retype(at(1), ObjectType::Pdpt, 0, 1, at(10)).unwrap();
+    let root = s.mem.cap_at(at(first_root));
+    s.map_page_table(at(10), root, 0x1000_0000).unwrap();
+    let Cap::VSpace { base, asid } = root else { panic!() };
+    s.delete(at(4)).unwrap();
+    assert_eq!(s.vspace_of(asid), None);
+    let user_half: [u64; 256] = s.mem.read(base);
+    assert!(user_half.iter().all(|&e| e == 0), "a root of the destroyed pool kept its entries");
+    s.retype(at(1), ObjectType::PageDirectory, 0, 1, at(11)).unwrap();
+    assert_eq!(s.map_page_table(at(11), root, 0x2000_0000), Err(Error::InvalidCapability));
+    // Pool B's root is untouched.
+    let Cap::VSpace { asid: b, .. } = s.mem.cap_at(at(first_root + 511)) else { panic!() };
+    assert!(s.vspace_of(b).is_some());
+}

@@ -227,6 +227,16 @@ pub fn invoke<M: KernelMemory>(
             let dst = lookup_slot(&space.mem, root, inv.word(2)?, inv.depth(3)?)?;
             space.issue_irq_handler(slot, dst, irq).map(|()| Reply::default())
         }
+        (Cap::AsidControl, label::ASID_CONTROL_MAKE_POOL) => {
+            let (untyped, _) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            let root = cnode_at(&space.mem, cspace, inv.word(1)?)?;
+            let dst = lookup_slot(&space.mem, root, inv.word(2)?, inv.depth(3)?)?;
+            space.make_pool(slot, untyped, dst).map(|()| Reply::default())
+        }
+        (Cap::AsidPool { .. }, label::ASID_POOL_ASSIGN) => {
+            let (root, _) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
+            space.assign_from_pool(target, root).map(|()| Reply::default())
+        }
         (Cap::IrqHandler { irq }, label::IRQ_HANDLER_ACK) => {
             io.set_irq_masked(irq, false);
             Ok(Reply::default())

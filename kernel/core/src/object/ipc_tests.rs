@@ -17,6 +17,8 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights, Syscall};
 
 const ROOT: u64 = 0x10_1000;
 pub(super) const VSPACE_SLOT: u64 = 3;
+/// The world's ASID pool.
+pub(super) const POOL_SLOT: u64 = 63;
 
 pub(super) struct NoPorts;
 impl Hardware for NoPorts {
@@ -50,6 +52,11 @@ pub(super) fn world() -> World {
     .unwrap();
     s.retype(slot(1), ObjectType::Tcb, 0, 1, slot(2)).unwrap();
     s.insert_original(slot(VSPACE_SLOT), Cap::VSpace { base: PhysAddr(0x1f_f000), asid: 0 }).unwrap();
+    // An ASID pool (slot 63) gives the roots tests make their ASIDs, this one first.
+    let high = s.make_asid_pool(PhysAddr(0x1f_e000)).unwrap();
+    s.insert_original(slot(POOL_SLOT), Cap::AsidPool { base: PhysAddr(0x1f_e000), high: high as u8 })
+        .unwrap();
+    s.assign_from_pool(s.mem.cap_at(slot(POOL_SLOT)), slot(VSPACE_SLOT)).unwrap();
     let Cap::Tcb { base } = s.mem.cap_at(slot(2)) else { panic!() };
     let boss = TcbRef(base);
     s.copy(slot(0), boss.slot(0)).unwrap();
@@ -106,6 +113,14 @@ impl World {
     /// Retypes one object into `dest` (from the untyped in slot 1).
     pub(super) fn make(&mut self, ty: ObjectType, dest: u64) {
         self.s.retype(slot(1), ty, 0, 1, slot(dest)).unwrap();
+        if matches!(ty, ObjectType::Pml4 | ObjectType::EptPml4) {
+            self.assign(dest);
+        }
+    }
+
+    /// Gives the root at slot `dest` an ASID from the world's pool.
+    pub(super) fn assign(&mut self, dest: u64) {
+        self.s.assign_from_pool(self.s.mem.cap_at(slot(POOL_SLOT)), slot(dest)).unwrap();
     }
 
     /// A runnable thread in slot `dest` at `priority` sharing the boss's spaces, with an
@@ -439,6 +454,7 @@ fn page_tables_and_frames_map_unmap_and_refuse_what_is_missing() {
     let mut w = world();
     // A fresh VSpace with an ASID, and one table of each level plus two frames.
     w.s.retype(slot(1), ObjectType::Pml4, 0, 1, slot(40)).unwrap();
+    w.assign(40);
     w.s.retype(slot(1), ObjectType::Pdpt, 0, 1, slot(41)).unwrap();
     w.s.retype(slot(1), ObjectType::PageDirectory, 0, 1, slot(42)).unwrap();
     w.s.retype(slot(1), ObjectType::PageTable, 0, 1, slot(43)).unwrap();
@@ -485,6 +501,7 @@ fn page_tables_and_frames_map_unmap_and_refuse_what_is_missing() {
     w.invoke(44, label::FRAME_UNMAP, &[]).unwrap();
     // Kernel addresses, misalignment, missing read right.
     w.s.retype(slot(1), ObjectType::Pml4, 0, 1, slot(40)).unwrap();
+    w.assign(40);
     let _ = pml4;
     assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, 0x1001, 3, 0]), Err(Error::AlignmentError));
     assert_eq!(

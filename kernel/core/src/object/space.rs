@@ -69,8 +69,8 @@ pub struct ObjectSpace<M> {
     pub(crate) current: u64,
     /// Legacy interrupt lines: issued to an IrqHandler, and where they are delivered.
     pub(crate) irq_lines: [IrqLine; IRQ_LINES],
-    /// Address spaces by ASID index.
-    pub(crate) asids: [super::vspace::AsidEntry; super::vspace::MAX_ASIDS],
+    /// ASID pools by slot (an ASID's high bits).
+    pub(crate) asid_pools: [super::vspace::AsidPoolSlot; super::vspace::MAX_ASID_POOLS],
     /// A page-table entry was cleared or weakened: flush the TLB before user mode.
     pub(crate) tlb_flush: bool,
     /// An EPT entry was cleared or weakened: invalidate EPT-derived translations before
@@ -155,10 +155,15 @@ pub fn derive(cap: Cap, rights: Rights, badge: u64) -> Result<Cap, Error> {
         Cap::Frame { base, large, device, rights: r, .. } => {
             Cap::Frame { base, large, device, rights: r.intersect(rights), mapping: None }
         }
+        // A root without an ASID is assigned one through this capability only (copies
+        // would never get it).
+        Cap::VSpace { asid: 0, .. } | Cap::EptRoot { asid: 0, .. } => return Err(Error::IllegalOperation),
         other @ (Cap::Tcb { .. }
         | Cap::VSpace { .. }
         | Cap::Vcpu { .. }
         | Cap::EptRoot { .. }
+        | Cap::AsidControl
+        | Cap::AsidPool { .. }
         | Cap::IrqControl
         | Cap::IrqHandler { .. }
         | Cap::IoPortControl
@@ -186,7 +191,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
             ready_summary: 0,
             current: 0,
             irq_lines: [IrqLine { reserved: false, issued: false, notification: None }; IRQ_LINES],
-            asids: [super::vspace::AsidEntry { pml4: 0, generation: 0 }; super::vspace::MAX_ASIDS],
+            asid_pools: [super::vspace::AsidPoolSlot { base: 0, generation: 0 };
+                super::vspace::MAX_ASID_POOLS],
             tlb_flush: false,
             ept_flush: false,
             active_vmcs: 0,
@@ -281,6 +287,27 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         self.mark_ports(first, last, true);
         self.mem.insert(dst, Cap::IoPort { first, last }, control);
+        Ok(())
+    }
+
+    /// Makes the 4 KiB untyped capability at `untyped` (without children) an ASID pool
+    /// whose capability goes into the empty `dst`, by the AsidControl capability at
+    /// `control`: `ASID_CONTROL_MAKE_POOL`.
+    pub fn make_pool(&mut self, control: Slot, untyped: Slot, dst: Slot) -> Result<(), Error> {
+        if self.mem.cap_at(control) != Cap::AsidControl {
+            return Err(Error::InvalidCapability);
+        }
+        let Cap::Untyped { base, size_bits: 12, device: false, .. } = self.mem.cap_at(untyped) else {
+            return Err(Error::InvalidCapability);
+        };
+        if self.mem.first_child(untyped).is_some() {
+            return Err(Error::RevokeFirst);
+        }
+        self.empty(dst)?;
+        self.mem.zero(base, 4096);
+        let high = self.make_asid_pool(base).ok_or(Error::NotEnoughMemory)?;
+        self.mem.insert(dst, Cap::AsidPool { base, high: high as u8 }, untyped);
+        self.mem.set_cap(untyped, Cap::Untyped { base, size_bits: 12, watermark: 4096, device: false });
         Ok(())
     }
 
@@ -520,6 +547,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 self.release_asid(asid);
                 self.clear_tables(base, 4, super::vspace::Format::Ept);
             }
+            Cap::AsidPool { high, .. } => self.destroy_asid_pool(usize::from(high)),
             Cap::IrqHandler { irq } => {
                 if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
                     *line = IrqLine { reserved: line.reserved, ..IrqLine::default() };
@@ -618,9 +646,6 @@ impl<M: KernelMemory> ObjectSpace<M> {
         for i in 0..count {
             self.empty(dest(i))?;
         }
-        if matches!(ty, ObjectType::Pml4 | ObjectType::EptPml4) && (self.free_asids() as u64) < count {
-            return Err(Error::NotEnoughMemory);
-        }
         // With no children left, the whole region is free again.
         let watermark = if self.mem.first_child(untyped).is_none() { 0 } else { watermark };
         let object_size = 1u64 << object_bits;
@@ -657,17 +682,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 ObjectType::PageTable => Cap::PageTable { base: addr, level: 1, mapping: None },
                 ObjectType::PageDirectory => Cap::PageTable { base: addr, level: 2, mapping: None },
                 ObjectType::Pdpt => Cap::PageTable { base: addr, level: 3, mapping: None },
+                // Roots get their ASID from a pool afterwards (`ASID_POOL_ASSIGN`).
                 ObjectType::Pml4 => {
                     self.mem.init_vspace_root(addr);
-                    // Checked above: enough ASIDs are free.
-                    let asid = self.assign_asid(addr).unwrap_or(0);
-                    Cap::VSpace { base: addr, asid }
+                    Cap::VSpace { base: addr, asid: 0 }
                 }
-                ObjectType::EptPml4 => {
-                    // Guest-physical spaces share the ASID table (liveness of mappings).
-                    let asid = self.assign_asid(addr).unwrap_or(0);
-                    Cap::EptRoot { base: addr, asid }
-                }
+                ObjectType::EptPml4 => Cap::EptRoot { base: addr, asid: 0 },
                 ObjectType::EptPdpt => Cap::EptTable { base: addr, level: 3, mapping: None },
                 ObjectType::EptPd => Cap::EptTable { base: addr, level: 2, mapping: None },
                 ObjectType::EptPt => Cap::EptTable { base: addr, level: 1, mapping: None },

@@ -15,8 +15,40 @@ use crate::addr::{PhysAddr, VirtAddr};
 use cleave_abi::layout::USER_TOP;
 use cleave_abi::{Error, Rights};
 
-/// Address spaces that can exist at once.
-pub const MAX_ASIDS: usize = 512;
+/// ASID pools that can exist at once; each holds [`ASIDS_PER_POOL`] ASIDs.
+pub const MAX_ASID_POOLS: usize = 64;
+/// ASIDs in one pool (index 0 is never given out, so that no ASID is 0).
+pub const ASIDS_PER_POOL: u64 = 512;
+
+/// An ASID: which pool (`high`, with that pool slot's generation) and which entry in it
+/// (`low`, with the entry's generation), so that an ASID whose root or pool is gone never
+/// names a newer one. (Bit 62 stays free: a frame mapping marks EPT with it.)
+pub(crate) mod asid {
+    /// An ASID from its parts.
+    pub fn encode(pool_generation: u64, entry_generation: u64, high: u64, low: u64) -> u64 {
+        ((pool_generation & 0xffff) << 32) | ((entry_generation & ENTRY_GENERATION) << 16) | (high << 9) | low
+    }
+    /// Its pool's slot.
+    pub fn high(asid: u64) -> usize {
+        ((asid >> 9) & 0x3f) as usize
+    }
+    /// Its entry in the pool.
+    pub fn low(asid: u64) -> u64 {
+        asid & 0x1ff
+    }
+    /// The pool slot's generation it was given under.
+    pub fn pool_generation(asid: u64) -> u64 {
+        (asid >> 32) & 0xffff
+    }
+    /// The entry's generation it was given under.
+    pub fn entry_generation(asid: u64) -> u64 {
+        (asid >> 16) & ENTRY_GENERATION
+    }
+    /// A pool entry: the root's address, [`EPT_ROOT`], and the entry's generation.
+    pub const ENTRY_GENERATION: u64 = 0x7ff;
+    /// A pool entry's root is a guest-physical (EPT) root.
+    pub const EPT_ROOT: u64 = 1 << 11;
+}
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -76,12 +108,12 @@ impl Format {
     }
 }
 
-/// One ASID table entry.
+/// One slot of the kernel's table of ASID pools.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AsidEntry {
-    /// The PML4 using this index, or 0.
-    pub pml4: u64,
-    /// Bumped each time the index is freed.
+pub struct AsidPoolSlot {
+    /// The pool object (a page of [`ASIDS_PER_POOL`] entries), or 0.
+    pub base: u64,
+    /// Bumped each time the slot's pool is destroyed.
     pub generation: u64,
 }
 
@@ -98,31 +130,86 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.mem.write(PhysAddr(table.0 + 8 * i), &value)
     }
 
-    /// Gives the PML4 at `pml4` an ASID; `None` when all are in use.
-    pub fn assign_asid(&mut self, pml4: PhysAddr) -> Option<u64> {
+    /// Makes the zeroed page at `base` an ASID pool in a free slot of the pool table;
+    /// returns the slot (`high`), or `None` when all [`MAX_ASID_POOLS`] are taken.
+    pub fn make_asid_pool(&mut self, base: PhysAddr) -> Option<u64> {
+        let high = self.asid_pools.iter().position(|p| p.base == 0)?;
+        self.asid_pools[high].base = base.0;
+        Some(high as u64)
+    }
+
+    /// The pool object of a live pool slot.
+    fn pool_base(&self, high: usize) -> Option<PhysAddr> {
+        let slot = self.asid_pools.get(high)?;
+        (slot.base != 0).then_some(PhysAddr(slot.base))
+    }
+
+    /// Gives the root (a PML4, or an EPT root with `ept`) at `root` an ASID from pool
+    /// `high`; `None` when the pool is full (or gone).
+    pub fn assign_asid(&mut self, high: u64, root: PhysAddr, ept: bool) -> Option<u64> {
+        let pool = self.pool_base(high as usize)?;
         // Index 0 is never used, so that an ASID is never 0.
-        let i = (1..MAX_ASIDS).find(|&i| self.asids[i].pml4 == 0)?;
-        self.asids[i].pml4 = pml4.0;
-        Some(i as u64 | (self.asids[i].generation << 16))
+        let low = (1..ASIDS_PER_POOL).find(|&i| self.entry_at(pool, i) & ADDRESS == 0)?;
+        let generation = self.entry_at(pool, low) & asid::ENTRY_GENERATION;
+        let flags = if ept { asid::EPT_ROOT } else { 0 };
+        self.set_entry(pool, low, root.0 | flags | generation);
+        Some(asid::encode(self.asid_pools[high as usize].generation, generation, high, low))
     }
 
-    /// How many ASIDs are free.
-    pub fn free_asids(&self) -> usize {
-        self.asids[1..].iter().filter(|e| e.pml4 == 0).count()
+    /// The root of a live ASID.
+    pub fn vspace_of(&self, id: u64) -> Option<PhysAddr> {
+        let high = asid::high(id);
+        let pool = self.pool_base(high)?;
+        if self.asid_pools[high].generation & 0xffff != asid::pool_generation(id) {
+            return None;
+        }
+        let e = self.entry_at(pool, asid::low(id));
+        (e & ADDRESS != 0 && e & asid::ENTRY_GENERATION == asid::entry_generation(id))
+            .then_some(PhysAddr(e & ADDRESS))
     }
 
-    /// The PML4 of a live ASID.
-    pub fn vspace_of(&self, asid: u64) -> Option<PhysAddr> {
-        let e = self.asids.get((asid & 0xffff) as usize)?;
-        (e.pml4 != 0 && e.generation == asid >> 16).then_some(PhysAddr(e.pml4))
-    }
-
-    pub(crate) fn release_asid(&mut self, asid: u64) {
-        if self.vspace_of(asid).is_some() {
-            let e = &mut self.asids[(asid & 0xffff) as usize];
-            *e = AsidEntry { pml4: 0, generation: e.generation + 1 };
+    /// The root at `id` is destroyed: its entry is free again, with the next generation.
+    pub(crate) fn release_asid(&mut self, id: u64) {
+        if self.vspace_of(id).is_some() {
+            let pool = PhysAddr(self.asid_pools[asid::high(id)].base);
+            let next = (asid::entry_generation(id) + 1) & asid::ENTRY_GENERATION;
+            self.set_entry(pool, asid::low(id), next);
             self.tlb_flush = true;
         }
+    }
+
+    /// The pool at slot `high` is destroyed: every root it gave an ASID loses it and is
+    /// emptied (with every table below it), as a root that no ASID names can no longer be
+    /// unmapped from, and the slot is free for a new pool.
+    pub(crate) fn destroy_asid_pool(&mut self, high: usize) {
+        let Some(pool) = self.pool_base(high) else { return };
+        for low in 1..ASIDS_PER_POOL {
+            let e = self.entry_at(pool, low);
+            if e & ADDRESS != 0 {
+                let format = if e & asid::EPT_ROOT != 0 { Format::Ept } else { Format::Ia32e };
+                self.clear_tables(PhysAddr(e & ADDRESS), 4, format);
+            }
+        }
+        let slot = &mut self.asid_pools[high];
+        *slot = AsidPoolSlot { base: 0, generation: slot.generation + 1 };
+        self.tlb_flush = true;
+        self.ept_flush = true;
+    }
+
+    /// Gives the root whose (unassigned) capability is at `slot` an ASID from the pool
+    /// `pool` (an `AsidPool` capability): `ASID_POOL_ASSIGN`.
+    pub fn assign_from_pool(&mut self, pool: Cap, slot: Slot) -> Result<(), Error> {
+        let Cap::AsidPool { high, .. } = pool else { return Err(Error::InvalidCapability) };
+        let (base, ept) = match self.mem.cap_at(slot) {
+            Cap::VSpace { base, asid: 0 } => (base, false),
+            Cap::EptRoot { base, asid: 0 } => (base, true),
+            Cap::VSpace { .. } | Cap::EptRoot { .. } => return Err(Error::IllegalOperation),
+            _ => return Err(Error::InvalidCapability),
+        };
+        let id = self.assign_asid(u64::from(high), base, ept).ok_or(Error::NotEnoughMemory)?;
+        let cap = if ept { Cap::EptRoot { base, asid: id } } else { Cap::VSpace { base, asid: id } };
+        self.mem.set_cap(slot, cap);
+        Ok(())
     }
 
     /// Whether the kernel must invalidate EPT translations before the next VM entry (and

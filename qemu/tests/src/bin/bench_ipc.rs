@@ -62,6 +62,8 @@ fn spawn_other_space_server() -> Result<(), cleave_abi::Error> {
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
     untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP2), 1)?;
     untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1)?;
+    Cap::<cleave_rt::cap::kind::AsidPool>::from_cptr(cleave_abi::boot_info::slot::ASID_POOL)
+        .assign(Cap::<VSpace>::from_cptr(at(VSPACE2)))?;
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
     let other: Cap<VSpace> = Cap::from_cptr(at(VSPACE2));
     map_tables(untyped, me, CODE_HERE, at(TABLES))?;

@@ -174,6 +174,9 @@ fn build() -> Result<(), Error> {
         .map_err(step("second badge"))?;
     // Its address space: code (read-only alias of a frame mapped here), stack, IPC buffer.
     untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1).map_err(step("VSpace"))?;
+    Cap::<cleave_rt::cap::kind::AsidPool>::from_cptr(cleave_abi::boot_info::slot::ASID_POOL)
+        .assign(Cap::<VSpace>::from_cptr(at(VSPACE2)))
+        .map_err(step("its ASID"))?;
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
     let other: Cap<VSpace> = Cap::from_cptr(at(VSPACE2));
     map_tables(untyped, other, CODE_THERE, at(TABLES)).map_err(step("its page tables"))?;

@@ -15,6 +15,8 @@
 //! - `vcpu-ports-close-with-their-capability` (finding 9): ports a Vcpu opened through a
 //!   copy of an IoPort capability close, and the range is issuable again, when the original
 //!   is revoked.
+//! - `asid-pools-confine-exhaustion` (finding 10): a pool of ASIDs is used up; another
+//!   pool still gives ASIDs; the used-up pool's destruction leaves its roots unusable.
 //! - `console-is-a-privilege` (console exhaustion): a thread the root task did not allow
 //!   the console writes 100,000 bytes to it; every write is refused and the console still
 //!   takes the root task's next line.
@@ -249,6 +251,42 @@ fn vcpu_ports() -> Result<(), &'static str> {
     Ok(())
 }
 
+/// ASIDs come from pools (finding 10): whoever holds a pool can use up only that pool. A
+/// component-sized pool of 511 ASIDs is exhausted; the root task's own pool still gives
+/// ASIDs; destroying the exhausted pool leaves its roots without ASIDs (nothing maps into
+/// them any more).
+fn asid_exhaustion() -> Result<(), &'static str> {
+    use cleave_rt::cap::kind::{AsidControl, AsidPool};
+    const ROOTS: u64 = 512;
+    let base = at(SCRATCH + 60);
+    let control: Cap<AsidControl> = Cap::from_cptr(slot::ASID_CONTROL);
+    untyped().retype(ObjectType::Untyped, 12, ROOT, 0, 0, base, 1).map_err(|_| "4 KiB untyped")?;
+    control.make_pool(Cap::from_cptr(base), ROOT.slot(base + 1, D)).map_err(|_| "make a pool")?;
+    let pool: Cap<AsidPool> = Cap::from_cptr(base + 1);
+    let first = base + 2;
+    let mut made = 0;
+    while made < ROOTS {
+        let n = (ROOTS - made).min(256);
+        untyped().retype(ObjectType::Pml4, 0, ROOT, 0, 0, first + made, n).map_err(|_| "roots")?;
+        made += n;
+    }
+    for i in 0..ROOTS - 1 {
+        pool.assign(Cap::<VSpace>::from_cptr(first + i)).map_err(|_| "an ASID from a pool with room")?;
+    }
+    let last: Cap<VSpace> = Cap::from_cptr(first + ROOTS - 1);
+    check(pool.assign(last) == Err(Error::NotEnoughMemory), "a full pool gave an ASID")?;
+    let own: Cap<AsidPool> = Cap::from_cptr(slot::ASID_POOL);
+    check(own.assign(last).is_ok(), "another pool was exhausted too")?;
+    Cap::<CNode>::delete(ROOT.slot(base + 1, D)).map_err(|_| "delete the pool")?;
+    untyped().retype(ObjectType::Pdpt, 0, ROOT, 0, 0, first + ROOTS, 1).map_err(|_| "pdpt")?;
+    let table: Cap<PageTable> = Cap::from_cptr(first + ROOTS);
+    check(
+        table.map(Cap::from_cptr(first), 0x1000_0000) == Err(Error::InvalidCapability),
+        "a root of the destroyed pool still took a mapping",
+    )?;
+    check(table.map(last, 0x1000_0000).is_ok(), "the other pool's root refused a mapping")
+}
+
 /// The console is a privilege: a thread without it (threads start without; the root task
 /// has it and gives it to none here) has every write refused and cannot fill the console
 /// queue the others share.
@@ -304,6 +342,7 @@ fn main() -> i32 {
     expect("ipc-buffer-must-be-writable-ram", f, ipc_buffer_rights());
     expect("binding-needs-read-right", f, binding_rights());
     expect("vcpu-ports-close-with-their-capability", f, vcpu_ports());
+    expect("asid-pools-confine-exhaustion", f, asid_exhaustion());
     expect("console-is-a-privilege", f, console_flood());
     expect("configure-cannot-destroy-itself", f, configure_itself());
     finish("hostile-test", failures)

@@ -186,6 +186,9 @@ fn main() -> i32 {
         f,
         (|| {
             untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1).map_err(|_| "pml4")?;
+            Cap::<cleave_rt::cap::kind::AsidPool>::from_cptr(cleave_abi::boot_info::slot::ASID_POOL)
+                .assign(Cap::<VSpace>::from_cptr(at(VSPACE2)))
+                .map_err(|_| "its ASID")?;
             let other: Cap<VSpace> = Cap::from_cptr(at(VSPACE2));
             map_tables(untyped, other, CODE_VA, at(TABLES2)).map_err(|_| "tables")?;
             untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP), 1).map_err(|_| "endpoint")?;
