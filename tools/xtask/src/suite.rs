@@ -248,6 +248,9 @@ const TESTS: &[EmulatorTest] = &[
             patterns: &[
                 "TEST PASS random-code-thread-built",
                 "TEST PASS random-code-cannot-break-the-kernel",
+                "random system calls,",
+                "TEST PASS a-million-random-system-calls",
+                "chaos-test: census after:",
                 "TEST PASS kernel-works-after-random-code",
                 "chaos-test: all cases passed",
             ],

@@ -41,6 +41,8 @@ const FEP_BADGED2: u64 = 22;
 const IPC2: u64 = 23;
 const ECHO_EP: u64 = 24;
 const ECHO_TCB: u64 = 25;
+const STORM: u64 = 26;
+const STORM_ALIAS: u64 = 27;
 
 /// The stack of the thread made from the reused memory at the end.
 const ECHO_STACK_SIZE: usize = 8192;
@@ -67,6 +69,15 @@ const CODE_THERE: u64 = 0x1000_0000;
 const STACK_THERE: u64 = CODE_THERE + 0x1000;
 const IPC_THERE: u64 = CODE_THERE + 0x2000;
 const IPC2_THERE: u64 = CODE_THERE + 0x3000;
+/// The storm's table of random system calls and its counter: here, and in the threads'
+/// space.
+const STORM_HERE: u64 = CODE_HERE + 0x1000;
+const STORM_THERE: u64 = CODE_THERE + 0x4000;
+/// Entries of the storm's table (64 bytes each); the counter follows them.
+const STORM_ENTRIES: u64 = 63;
+const STORM_COUNTER: u64 = STORM_ENTRIES * 64;
+/// System calls the storm makes (at least).
+const STORM_CALLS: u64 = 1_000_000;
 /// Radix of the thread's CNode, and the guard that makes 64-bit addresses reach it.
 const CHAOS_RADIX: u64 = 4;
 const GUARD_WORD: u64 = 64 - CHAOS_RADIX;
@@ -190,6 +201,12 @@ fn build() -> Result<(), Error> {
     frame(untyped, at(STACK))?.map(other, STACK_THERE, Rights::ALL, true).map_err(step("stack"))?;
     frame(untyped, at(IPC))?.map(other, IPC_THERE, Rights::ALL, true).map_err(step("first IPC buffer"))?;
     frame(untyped, at(IPC2))?.map(other, IPC2_THERE, Rights::ALL, true).map_err(step("second IPC buffer"))?;
+    // The storm's table and counter, read-write in both spaces.
+    frame(untyped, at(STORM))?.map(me, STORM_HERE, Rights::ALL, true).map_err(step("storm page"))?;
+    ROOT.copy(ROOT.slot(at(STORM_ALIAS), D), ROOT.slot(at(STORM), D), Rights::ALL).map_err(step("storm alias"))?;
+    Cap::<Frame>::from_cptr(at(STORM_ALIAS))
+        .map(other, STORM_THERE, Rights::ALL, true)
+        .map_err(step("storm mapping"))?;
     // Its CSpace: 16 slots, reached through a 60-bit zero guard.
     untyped.retype(ObjectType::CNode, CHAOS_RADIX, ROOT, 0, 0, at(CNODE), 1).map_err(step("CNode"))?;
     let cnode: Cap<CNode> = Cap::from_cptr(at(CNODE));
@@ -314,6 +331,138 @@ fn run(rng: &mut Rng) -> Result<Tally, &'static str> {
     Ok(tally)
 }
 
+/// The storm's loop, position-independent: r12 walks the table from r15 to r13 (then
+/// wraps), r14 is the counter. Each entry holds rax, rdi, rsi, rdx, r8, r9, r10.
+const STORM_CODE: [u8; 53] = [
+    0x49, 0x8b, 0x04, 0x24, // top: mov rax, [r12]
+    0x49, 0x8b, 0x7c, 0x24, 0x08, // mov rdi, [r12+8]
+    0x49, 0x8b, 0x74, 0x24, 0x10, // mov rsi, [r12+16]
+    0x49, 0x8b, 0x54, 0x24, 0x18, // mov rdx, [r12+24]
+    0x4d, 0x8b, 0x44, 0x24, 0x20, // mov r8, [r12+32]
+    0x4d, 0x8b, 0x4c, 0x24, 0x28, // mov r9, [r12+40]
+    0x4d, 0x8b, 0x54, 0x24, 0x30, // mov r10, [r12+48]
+    0x0f, 0x05, // syscall
+    0x49, 0xff, 0x06, // inc qword [r14]
+    0x49, 0x83, 0xc4, 0x40, // add r12, 64
+    0x4d, 0x39, 0xec, // cmp r12, r13
+    0x72, 0xd0, // jb top
+    0x4d, 0x89, 0xfc, // mov r12, r15
+    0xeb, 0xcb, // jmp top
+];
+
+/// Fills the storm's table with random system calls: the numbers the random code uses
+/// (unknown ones rarely: each is a fault this task answers), small capability addresses,
+/// random message infos and words.
+fn write_storm_table(rng: &mut Rng) {
+    for e in 0..STORM_ENTRIES {
+        let number = match rng.below(64) {
+            0 => 0x1234,
+            n => u64::from(NUMBERS[(n % 9) as usize]),
+        };
+        let info = (rng.below(120) << 12) | (rng.below(4) << 7) | rng.below(12);
+        let words = [number, rng.below(24), info, value(rng), value(rng), value(rng), value(rng)];
+        for (k, w) in words.iter().enumerate() {
+            // SAFETY: STORM_HERE maps the storm page read-write; e < 63, k < 7.
+            unsafe { core::ptr::write_volatile((STORM_HERE + e * 64 + 8 * k as u64) as *mut u64, *w) }
+        }
+    }
+}
+
+fn storm_count() -> u64 {
+    // SAFETY: STORM_HERE maps the storm page; the counter is an aligned word in it.
+    unsafe { core::ptr::read_volatile((STORM_HERE + STORM_COUNTER) as *const u64) }
+}
+
+/// Registers that start a storm thread at a random entry of its table.
+fn storm_registers(rng: &mut Rng) -> [u64; 18] {
+    let mut r = [0u64; 18];
+    r[0] = CODE_THERE; // the loop, at the start of the code page
+    r[1] = STACK_THERE + 0x800;
+    r[2] = 0x202;
+    r[14] = STORM_THERE + 64 * rng.below(STORM_ENTRIES); // r12
+    r[15] = STORM_THERE + 64 * STORM_ENTRIES; // r13
+    r[16] = STORM_THERE + STORM_COUNTER; // r14
+    r[17] = STORM_THERE; // r15
+    r
+}
+
+/// The storm: both threads run the loop over random system calls (table rewritten now
+/// and then) until they have made [`STORM_CALLS`]; faults are answered (resumed after the
+/// call), threads that block are restarted.
+fn storm(rng: &mut Rng) -> Result<(u64, u32, u32), &'static str> {
+    let threads: [Cap<Tcb>; 2] = [Cap::from_cptr(at(TCB)), Cap::from_cptr(at(TCB2))];
+    let fep: Cap<Endpoint> = Cap::from_cptr(at(FEP));
+    for t in threads {
+        t.suspend().map_err(|_| "suspend")?;
+    }
+    for (offset, byte) in STORM_CODE.iter().enumerate() {
+        // SAFETY: CODE_HERE maps the code frame read-write; offset < 4096.
+        unsafe { core::ptr::write_volatile((CODE_HERE + offset as u64) as *mut u8, *byte) }
+    }
+    write_storm_table(rng);
+    for t in threads {
+        t.write_registers(true, &storm_registers(rng)).map_err(|_| "start a storm thread")?;
+    }
+    let (mut faults, mut restarts, mut rounds) = (0u32, 0u32, 0u64);
+    let mut last = storm_count();
+    while storm_count() < STORM_CALLS {
+        rounds += 1;
+        if rounds > 10_000_000 {
+            return Err("the storm made no progress");
+        }
+        syscall::yield_now();
+        match fep.nb_recv() {
+            Ok(m) if m.badge == BADGE || m.badge == BADGE + 1 => {
+                faults += 1;
+                let t = threads[(m.badge - BADGE) as usize];
+                if m.info.label() == fault::UNKNOWN_SYSCALL {
+                    // Resumed after its system call: the loop goes on.
+                    syscall::reply(MessageInfo::default(), [0; 4]).map_err(|_| "resume")?;
+                } else {
+                    t.suspend().map_err(|_| "suspend")?;
+                    t.write_registers(true, &storm_registers(rng)).map_err(|_| "restart")?;
+                    restarts += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return Err("polling the fault endpoint failed"),
+        }
+        let now = storm_count();
+        if now == last {
+            // Both blocked (in a receive, a call, a wait): start them again elsewhere.
+            for t in threads {
+                t.suspend().map_err(|_| "suspend")?;
+                t.write_registers(true, &storm_registers(rng)).map_err(|_| "restart")?;
+            }
+            restarts += 2;
+        }
+        if rounds % 64 == 0 {
+            write_storm_table(rng);
+        }
+        last = now;
+    }
+    for t in threads {
+        t.suspend().map_err(|_| "suspend at the end")?;
+    }
+    Ok((storm_count(), faults, restarts))
+}
+
+/// A census of the root CNode: how many slots hold a capability, by what an invocation
+/// with an unknown label says (`InvalidCapability` for an empty slot, anything else for a
+/// capability), and how much of the test's untyped memory is free. Before the threads'
+/// objects are built and after they are revoked, the two must match.
+fn census() -> (u64, bool) {
+    let info = boot_info();
+    let held = (1..info.empty_end)
+        .filter(|&i| Cap::<Untyped>::from_cptr(i).invoke(0xffff, &[]) != Err(Error::InvalidCapability))
+        .count() as u64;
+    // The whole 1 MiB is free exactly when a 1 MiB untyped can be made from it (then given back).
+    let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+    let whole = untyped.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(PROBE + 3), 1).is_ok()
+        && Cap::<CNode>::delete(ROOT.slot(at(PROBE + 3), D)).is_ok();
+    (held, whole)
+}
+
 fn main() -> i32 {
     let info = boot_info();
     cleave_tests::set_first_free(info.empty_first);
@@ -321,10 +470,10 @@ fn main() -> i32 {
     let mut f = 0;
     let mut rng = Rng(SEED);
     println!("chaos-test: seed {SEED:#x}, {EVENTS} fault events");
-    let built = big
-        .retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1)
-        .map_err(|_| "untyped")
-        .and_then(|()| build().map_err(|_| "building the threads' objects"));
+    let made = big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).map_err(|_| "untyped");
+    let before = census();
+    println!("chaos-test: census before: {} capabilities in the root CNode, test memory whole: {}", before.0, before.1);
+    let built = made.and_then(|()| build().map_err(|_| "building the threads' objects"));
     expect("random-code-thread-built", &mut f, built);
     let ran = run(&mut rng);
     let summary = ran.map(|t| {
@@ -338,6 +487,17 @@ fn main() -> i32 {
         "random-code-cannot-break-the-kernel",
         &mut f,
         summary.and_then(|varied| check(varied, "the random code did not fault in every way")),
+    );
+    let stormed = storm(&mut rng);
+    expect(
+        "a-million-random-system-calls",
+        &mut f,
+        stormed.and_then(|(calls, faults, restarts)| {
+            println!(
+                "chaos-test: storm: {calls} random system calls, {faults} faults answered, {restarts} restarts of a blocked thread"
+            );
+            check(calls >= STORM_CALLS, "fewer calls than planned")
+        }),
     );
     expect(
         "kernel-works-after-random-code",
@@ -373,7 +533,18 @@ fn main() -> i32 {
             let answer = Cap::<Endpoint>::from_cptr(at(ECHO_EP))
                 .call(MessageInfo::new(0, 0, 0, 1), [41, 0, 0, 0])
                 .map_err(|_| "call")?;
-            check(answer.words[0] == 42, "wrong answer from the reused memory")
+            check(answer.words[0] == 42, "wrong answer from the reused memory")?;
+            // The census: after everything the threads made is revoked (and the echo
+            // thread's objects too), the root CNode holds what it held before, and the
+            // memory is whole.
+            Cap::<Tcb>::from_cptr(at(ECHO_TCB)).suspend().map_err(|_| "suspend echo")?;
+            Cap::<CNode>::revoke(ROOT.slot(at(UT), D)).map_err(|_| "revoke again")?;
+            for probe in [PROBE, PROBE + 1, PROBE + 2] {
+                let _ = Cap::<CNode>::delete(ROOT.slot(at(probe), D));
+            }
+            let after = census();
+            println!("chaos-test: census after: {} capabilities in the root CNode, test memory whole: {}", after.0, after.1);
+            check(after == before && before.1, "the census changed")
         })(),
     );
     finish("chaos-test", f)
