@@ -52,12 +52,14 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Tries the fast path for the current thread's system call, whose registers are in
     /// its TCB. On success the message is in the next thread's TCB, that thread is
     /// current, and it is returned with its VSpace root; on `None` nothing has changed.
+    #[inline(always)]
     pub fn fastpath(&mut self) -> Option<(TcbRef, PhysAddr)> {
         let t = self.current()?;
         let info = MessageInfo(t.reg(&self.mem, reg::RSI));
         if info.extra_caps() != 0 || info.length() > REGISTER_MESSAGE_WORDS {
             return None;
         }
+        // Call first: the commonest.
         let number = t.reg(&self.mem, reg::RAX);
         if number == Syscall::Call as u64 {
             self.fast_call(t, info)
@@ -101,8 +103,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let grant = if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 };
         caller.set_ipc_flags(&mut self.mem, ipc_flag::CALL | grant);
         caller.set_reg(&mut self.mem, reg::RAX, 0);
+        // (A running thread's `blocked_on` is already 0: the fuzzer checks it.)
         caller.set_state(&mut self.mem, ThreadState::BlockedOnReply);
-        caller.set_blocked_on(&mut self.mem, 0);
         caller.set_replier(&mut self.mem, receiver.link());
         receiver.set_caller(&mut self.mem, caller.link());
         self.switch_with_message(caller, receiver, badge, info, root)
@@ -174,6 +176,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// Makes `next` runnable and current, with the message `from` sent (badge `badge`)
     /// delivered into its saved registers, from which the exit stub resumes it.
+    #[inline(always)]
     fn switch_with_message(
         &mut self,
         from: TcbRef,
@@ -188,7 +191,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         next.set_reg(&mut self.mem, reg::RAX, 0);
         next.set_reg(&mut self.mem, reg::RDI, badge);
-        next.set_reg(&mut self.mem, reg::RSI, MessageInfo::new(info.label(), 0, 0, info.length() as u64).0);
+        // The sender's descriptor less its unwrapped-capability bits (no capability goes on
+        // the fast path, and its length fits the registers).
+        next.set_reg(&mut self.mem, reg::RSI, info.0 & !(0x7 << 9));
         // It runs at once: current, so in no ready queue.
         next.set_state(&mut self.mem, ThreadState::Running);
         next.set_blocked_on(&mut self.mem, 0);

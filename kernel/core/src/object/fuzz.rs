@@ -1144,6 +1144,9 @@ pub fn check(w: &World) -> Result<(), String> {
             t.queued(m) == u64::from(state == ThreadState::Running && s.current != l),
             "thread {l:#x}: queued flag wrong"
         );
+        if matches!(state, ThreadState::Running | ThreadState::Inactive | ThreadState::BlockedOnReply) {
+            ensure!(t.blocked_on(m) == 0, "thread {l:#x} ({state:?}) names an object it is blocked on");
+        }
         if state == ThreadState::BlockedOnReply {
             let r = t.replier(m);
             ensure!(r != 0 && live(is_tcb, r), "thread {l:#x} waits for a reply from a dead thread {r:#x}");

@@ -203,7 +203,8 @@ fn build() -> Result<(), Error> {
     frame(untyped, at(IPC2))?.map(other, IPC2_THERE, Rights::ALL, true).map_err(step("second IPC buffer"))?;
     // The storm's table and counter, read-write in both spaces.
     frame(untyped, at(STORM))?.map(me, STORM_HERE, Rights::ALL, true).map_err(step("storm page"))?;
-    ROOT.copy(ROOT.slot(at(STORM_ALIAS), D), ROOT.slot(at(STORM), D), Rights::ALL).map_err(step("storm alias"))?;
+    ROOT.copy(ROOT.slot(at(STORM_ALIAS), D), ROOT.slot(at(STORM), D), Rights::ALL)
+        .map_err(step("storm alias"))?;
     Cap::<Frame>::from_cptr(at(STORM_ALIAS))
         .map(other, STORM_THERE, Rights::ALL, true)
         .map_err(step("storm mapping"))?;
@@ -472,7 +473,10 @@ fn main() -> i32 {
     println!("chaos-test: seed {SEED:#x}, {EVENTS} fault events");
     let made = big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).map_err(|_| "untyped");
     let before = census();
-    println!("chaos-test: census before: {} capabilities in the root CNode, test memory whole: {}", before.0, before.1);
+    println!(
+        "chaos-test: census before: {} capabilities in the root CNode, test memory whole: {}",
+        before.0, before.1
+    );
     let built = made.and_then(|()| build().map_err(|_| "building the threads' objects"));
     expect("random-code-thread-built", &mut f, built);
     let ran = run(&mut rng);
@@ -543,7 +547,10 @@ fn main() -> i32 {
                 let _ = Cap::<CNode>::delete(ROOT.slot(at(probe), D));
             }
             let after = census();
-            println!("chaos-test: census after: {} capabilities in the root CNode, test memory whole: {}", after.0, after.1);
+            println!(
+                "chaos-test: census after: {} capabilities in the root CNode, test memory whole: {}",
+                after.0, after.1
+            );
             check(after == before && before.1, "the census changed")
         })(),
     );
