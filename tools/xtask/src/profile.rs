@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 /// Kernel addresses start here (the higher half).
 const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 /// Run lengths shown in detail.
-const SHOWN: usize = 6;
+const SHOWN: usize = 12;
 
 /// The kernel's function symbols, sorted by address.
 fn symbols(artifacts: &Artifacts) -> Result<Vec<(u64, String)>> {
