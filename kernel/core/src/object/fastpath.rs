@@ -66,7 +66,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
         } else if number == Syscall::ReplyRecv as u64 {
             self.fast_reply_recv(t, info)
         } else if number == Syscall::Send as u64 {
-            self.fast_signal(t)
+            let cptr = t.reg(&self.mem, reg::RDI);
+            let words: [u64; 3] = self.mem.read(self.fast_slot(t, cptr)?);
+            match raw::notification(words) {
+                Some(notification) => self.fast_signal(t, notification),
+                None => self.fast_send(t, info, raw::endpoint(words)?),
+            }
         } else {
             None
         }
@@ -142,9 +147,11 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// signaller (a higher priority than it and than every queued thread) it runs at once
     /// and the signaller goes to the front of its queue, as `choose` would put it; when its
     /// priority is not above the signaller's it is queued and the signaller goes on.
-    fn fast_signal(&mut self, t: TcbRef) -> Option<(TcbRef, PhysAddr)> {
-        let cptr = t.reg(&self.mem, reg::RDI);
-        let (base, badge, rights) = raw::notification(self.mem.read(self.fast_slot(t, cptr)?))?;
+    fn fast_signal(
+        &mut self,
+        t: TcbRef,
+        (base, badge, rights): (PhysAddr, u64, Rights),
+    ) -> Option<(TcbRef, PhysAddr)> {
         if !rights.contains(Rights::WRITE) {
             return None;
         }
@@ -172,6 +179,42 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.preempt_current();
         self.set_current(Some(waiter));
         Some((waiter, root))
+    }
+
+    /// `Send` to an endpoint where a receiver waits that preempts the sender (a higher
+    /// priority than it and than every queued thread): the message goes into the
+    /// receiver's registers, it runs, and the sender goes to the front of its queue, as
+    /// `choose` would put it. (A grant-right send may carry no capability here: the
+    /// descriptor's extra capabilities were checked to be none.)
+    fn fast_send(
+        &mut self,
+        sender: TcbRef,
+        info: MessageInfo,
+        (ep, badge, rights): (PhysAddr, u64, Rights),
+    ) -> Option<(TcbRef, PhysAddr)> {
+        if !rights.contains(Rights::WRITE) || self.word(ep) != RECEIVERS {
+            return None;
+        }
+        let receiver = TcbRef::from_link(self.word(PhysAddr(ep.0 + 8)))?;
+        if receiver.priority(&self.mem) <= sender.priority(&self.mem) || !self.runs_next(receiver) {
+            return None;
+        }
+        let root = self.vspace_root(receiver)?;
+        let next = receiver.queue_next(&self.mem);
+        self.set_word(q_head(ep), next);
+        match TcbRef::from_link(next) {
+            Some(after) => after.set_queue_prev(&mut self.mem, 0),
+            None => {
+                self.set_word(PhysAddr(ep.0 + 16), 0);
+                self.set_word(ep, IDLE);
+            }
+        }
+        receiver.set_queue_next(&mut self.mem, 0);
+        // The sender stays runnable with status 0; a send cancels nothing it had pending.
+        sender.set_ipc_flags(&mut self.mem, if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 });
+        sender.set_reg(&mut self.mem, reg::RAX, 0);
+        self.preempt_current();
+        self.switch_with_message(sender, receiver, badge, info, root)
     }
 
     /// Makes `next` runnable and current, with the message `from` sent (badge `badge`)

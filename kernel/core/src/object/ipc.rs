@@ -53,6 +53,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.mem.write(at, &v)
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, q: Queue, t: TcbRef) {
         let tail = self.word(q.tail());
         t.set_queue_next(&mut self.mem, 0);
@@ -64,6 +65,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.set_word(q.tail(), t.link());
     }
 
+    #[inline]
     fn remove(&mut self, q: Queue, t: TcbRef) {
         let (next, prev) = (t.queue_next(&self.mem), t.queue_prev(&self.mem));
         match TcbRef::from_link(prev) {
@@ -78,6 +80,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         t.set_queue_prev(&mut self.mem, 0);
     }
 
+    #[inline]
     pub(crate) fn pop(&mut self, q: Queue) -> Option<TcbRef> {
         let first = TcbRef::from_link(self.word(q.head))?;
         self.remove(q, first);

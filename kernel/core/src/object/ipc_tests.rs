@@ -584,6 +584,38 @@ fn enter(
 }
 
 #[test]
+fn the_send_fast_path_does_exactly_what_the_general_path_does() {
+    let setup = || {
+        let mut w = world();
+        w.make(ObjectType::Endpoint, EP);
+        w.s.mint(slot(EP), slot(EP + 1), Rights::ALL, 0x77).unwrap();
+        let receiver = w.thread(20, 90);
+        let sender = w.thread(22, 80);
+        let other = w.thread(24, 80);
+        w.invoke(2, label::TCB_SET_PRIORITY, &[10]).unwrap();
+        w.sys(receiver, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+        (w, receiver, sender, other)
+    };
+    let (mut fast, receiver, sender, other) = setup();
+    let (mut slow, _, _, _) = setup();
+    let info = MessageInfo::new(5, 0, 0, 3);
+    assert!(enter(&mut fast, sender, Syscall::Send, EP + 1, info, [1, 2, 3, 0], true));
+    assert!(!enter(&mut slow, sender, Syscall::Send, EP + 1, info, [1, 2, 3, 0], false));
+    assert_eq!((fast.s.current(), slow.s.current()), (Some(receiver), Some(receiver)));
+    assert!(fast.s.mem.bytes() == slow.s.mem.bytes(), "kernel memory differs");
+    assert_eq!(receiver.regs(&fast.s.mem).rdi, 0x77, "the badge arrives");
+    // The sender keeps its turn: it runs before `other` once the receiver waits again.
+    fast.sys(receiver, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert_eq!(fast.s.current(), Some(sender));
+    let _ = other;
+    // A receiver that would not preempt: the general path.
+    let (mut w, receiver, sender, _) = setup();
+    w.invoke(20, label::TCB_SET_PRIORITY, &[80]).unwrap();
+    let _ = receiver;
+    assert!(!enter(&mut w, sender, Syscall::Send, EP + 1, info, [1, 2, 3, 0], true));
+}
+
+#[test]
 fn the_fast_path_does_exactly_what_the_general_path_does() {
     let setup = || {
         let mut w = world();

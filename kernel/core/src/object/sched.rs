@@ -24,6 +24,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     }
 
     /// Puts `t` at the front of its priority's queue.
+    #[inline]
     fn enqueue_front(&mut self, t: TcbRef) {
         if t.queued(&self.mem) != 0 {
             return;
@@ -42,6 +43,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         t.set_queued(&mut self.mem, 1);
     }
 
+    #[inline]
     pub(crate) fn enqueue(&mut self, t: TcbRef) {
         if t.queued(&self.mem) != 0 {
             return;
@@ -61,6 +63,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         t.set_queued(&mut self.mem, 1);
     }
 
+    #[inline]
     pub(crate) fn dequeue(&mut self, t: TcbRef) {
         if t.queued(&self.mem) == 0 {
             return;

@@ -121,7 +121,12 @@ fn spawn_same_space_server() -> Result<(), cleave_abi::Error> {
         unsafe { core::ptr::write_volatile((CODE_HERE + 0x2000 + i as u64) as *mut u8, *b) }
     }
     ROOT.copy(ROOT.slot(at(CODE_SAME_EXEC), 64), ROOT.slot(at(CODE_SAME), 64), cleave_abi::Rights::READ)?;
-    Cap::<Frame>::from_cptr(at(CODE_SAME_EXEC)).map(me, CODE_HERE + 0x1000, cleave_abi::Rights::READ, false)?;
+    Cap::<Frame>::from_cptr(at(CODE_SAME_EXEC)).map(
+        me,
+        CODE_HERE + 0x1000,
+        cleave_abi::Rights::READ,
+        false,
+    )?;
     untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB_SAME), 1)?;
     let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB_SAME));
     tcb.configure(ROOT, me, None, None)?;
@@ -277,7 +282,11 @@ fn main() -> i32 {
         println!("TEST FAIL: wrong reply from the other address space");
         return 1;
     };
-    report("ipc.call_replyrecv_round_trip_two_spaces", &mut across, "428 without its Meltdown switch, 448 with");
+    report(
+        "ipc.call_replyrecv_round_trip_two_spaces",
+        &mut across,
+        "428 without its Meltdown switch, 448 with",
+    );
 
     // The same minimal server in this address space, timed by the same code.
     if spawn_same_space_server().is_err() {
@@ -288,7 +297,11 @@ fn main() -> i32 {
         println!("TEST FAIL: wrong reply from the same-space server");
         return 1;
     };
-    report("ipc.call_replyrecv_round_trip_same_space", &mut within, "424 without its Meltdown switch, 446 with");
+    report(
+        "ipc.call_replyrecv_round_trip_same_space",
+        &mut within,
+        "424 without its Meltdown switch, 446 with",
+    );
 
     // Signal to a waiting higher-priority thread: drop below the waiter first.
     let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
