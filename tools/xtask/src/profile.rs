@@ -141,6 +141,12 @@ pub fn run(program: &str) -> Result<()> {
         if let Some((n, c)) = last {
             println!("  {c:5}  {n}");
         }
+        // CLEAVE_PROFILE_ADDRESSES=1 also lists every instruction's address, to read the
+        // run against the disassembly.
+        if std::env::var_os("CLEAVE_PROFILE_ADDRESSES").is_some() {
+            let addresses: Vec<String> = runs[&length].1.iter().map(|pc| format!("{pc:x}")).collect();
+            println!("  addresses: {}", addresses.join(" "));
+        }
     }
     Ok(())
 }

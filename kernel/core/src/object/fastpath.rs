@@ -56,7 +56,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
     pub fn fastpath(&mut self) -> Option<(TcbRef, PhysAddr)> {
         let t = self.current()?;
         let info = MessageInfo(t.reg(&self.mem, reg::RSI));
-        if info.extra_caps() != 0 || info.length() > REGISTER_MESSAGE_WORDS {
+        // No capability (bits 7-8) and at most the register words (bits 0-6), in one test.
+        if info.0 & 0x1ff > REGISTER_MESSAGE_WORDS as u64 {
             return None;
         }
         // Call first: the commonest.
@@ -77,6 +78,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
+    #[inline(always)]
     fn fast_call(&mut self, caller: TcbRef, info: MessageInfo) -> Option<(TcbRef, PhysAddr)> {
         let cptr = caller.reg(&self.mem, reg::RDI);
         let (ep, badge, rights) = self.fast_endpoint(caller, cptr, Rights::WRITE)?;
@@ -115,6 +117,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.switch_with_message(caller, receiver, badge, info, root)
     }
 
+    #[inline(never)]
     fn fast_reply_recv(&mut self, server: TcbRef, info: MessageInfo) -> Option<(TcbRef, PhysAddr)> {
         let caller = TcbRef::from_link(server.caller(&self.mem))?;
         if caller.state(&self.mem) != ThreadState::BlockedOnReply
@@ -147,6 +150,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// signaller (a higher priority than it and than every queued thread) it runs at once
     /// and the signaller goes to the front of its queue, as `choose` would put it; when its
     /// priority is not above the signaller's it is queued and the signaller goes on.
+    #[inline(never)]
     fn fast_signal(
         &mut self,
         t: TcbRef,
@@ -186,6 +190,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// receiver's registers, it runs, and the sender goes to the front of its queue, as
     /// `choose` would put it. (A grant-right send may carry no capability here: the
     /// descriptor's extra capabilities were checked to be none.)
+    #[inline(never)]
     fn fast_send(
         &mut self,
         sender: TcbRef,
