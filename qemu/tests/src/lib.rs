@@ -89,6 +89,26 @@ pub fn map_tables(untyped: Cap<Untyped>, vspace: Cap<VSpace>, vaddr: u64, first:
     Ok(())
 }
 
+/// Starts a thread in the root task's CSpace and VSpace: a TCB from `untyped` in root slot
+/// `at`, at `priority`, running `entry(arg)` on the stack that ends at `stack_top` (minus
+/// 8, as if a call had just pushed its return address).
+pub fn start_thread(
+    untyped: Cap<Untyped>,
+    at: u64,
+    entry: extern "C" fn(u64) -> !,
+    arg: u64,
+    priority: u8,
+    stack_top: u64,
+) -> Result<Cap<kind::Tcb>, Error> {
+    untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at, 1)?;
+    let tcb: Cap<kind::Tcb> = Cap::from_cptr(at);
+    tcb.configure(ROOT, Cap::<VSpace>::from_cptr(slot::VSPACE), None, None)?;
+    tcb.set_priority(priority)?;
+    // rip, rsp, rflags, rax, rbx, rcx, rdx, rsi, rdi (the argument)
+    tcb.write_registers(true, &[entry as usize as u64, stack_top - 8, 0x202, 0, 0, 0, 0, 0, arg])?;
+    Ok(tcb)
+}
+
 /// A 4 KiB frame retyped from `untyped` into root slot `at`.
 pub fn frame(untyped: Cap<Untyped>, at: u64) -> Result<Cap<Frame>, Error> {
     untyped.retype(ObjectType::Frame4K, 0, ROOT, 0, 0, at, 1)?;

@@ -94,18 +94,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if !self.runs_next(receiver) {
             return None;
         }
-        // The receiver is the queue's head: unlink it (as `pop` does, by hand: this is the
-        // hottest path in the kernel).
-        let next = receiver.queue_next(&self.mem);
-        self.set_word(q_head(ep), next);
-        match TcbRef::from_link(next) {
-            Some(after) => after.set_queue_prev(&mut self.mem, 0),
-            None => {
-                self.set_word(PhysAddr(ep.0 + 16), 0);
-                self.set_word(ep, IDLE);
-            }
-        }
-        receiver.set_queue_next(&mut self.mem, 0);
+        self.take_head_receiver(ep, receiver);
         // The caller waits for the reply, with status 0.
         let grant = if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 };
         caller.set_ipc_flags(&mut self.mem, ipc_flag::CALL | grant);
@@ -205,6 +194,18 @@ impl<M: KernelMemory> ObjectSpace<M> {
             return None;
         }
         let root = self.vspace_root(receiver)?;
+        self.take_head_receiver(ep, receiver);
+        // The sender stays runnable with status 0; a send cancels nothing it had pending.
+        sender.set_ipc_flags(&mut self.mem, if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 });
+        sender.set_reg(&mut self.mem, reg::RAX, 0);
+        self.preempt_current();
+        self.switch_with_message(sender, receiver, badge, info, root)
+    }
+
+    /// Unlinks `receiver`, the head of the endpoint at `ep`'s queue (as `pop` does, by
+    /// hand: this is the hottest path in the kernel); an emptied endpoint goes idle.
+    #[inline(always)]
+    fn take_head_receiver(&mut self, ep: PhysAddr, receiver: TcbRef) {
         let next = receiver.queue_next(&self.mem);
         self.set_word(q_head(ep), next);
         match TcbRef::from_link(next) {
@@ -215,11 +216,6 @@ impl<M: KernelMemory> ObjectSpace<M> {
             }
         }
         receiver.set_queue_next(&mut self.mem, 0);
-        // The sender stays runnable with status 0; a send cancels nothing it had pending.
-        sender.set_ipc_flags(&mut self.mem, if rights.contains(Rights::GRANT) { ipc_flag::GRANT } else { 0 });
-        sender.set_reg(&mut self.mem, reg::RAX, 0);
-        self.preempt_current();
-        self.switch_with_message(sender, receiver, badge, info, root)
     }
 
     /// Makes `next` runnable and current, with the message `from` sent (badge `badge`)

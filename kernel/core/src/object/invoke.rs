@@ -311,7 +311,9 @@ fn tcb<M: KernelMemory>(
             }
             let wanted: [(u64, u64, CapCheck); 4] = [
                 (tcb_slot::CSPACE, inv.word(0)?, |c| matches!(c, Cap::CNode { .. })),
-                (tcb_slot::VSPACE, inv.word(1)?, |c| matches!(c, Cap::VSpace { .. })),
+                // (A root without an ASID cannot be copied: refused here, before any slot is
+                // emptied.)
+                (tcb_slot::VSPACE, inv.word(1)?, |c| matches!(c, Cap::VSpace { asid, .. } if asid != 0)),
                 // The kernel writes replies into the IPC buffer: it must be RAM the
                 // thread may read and write.
                 (tcb_slot::IPC_BUFFER, inv.word(3)?, |c| {

@@ -35,6 +35,9 @@ pub struct VcpuState {
     /// The guest's CR2 (its last page-fault address), likewise not in the VMCS: switched
     /// the same way.
     pub cr2: u64,
+    /// The EPT root [`VcpuState::ept_asid`] named when it was set: entering needs the ASID
+    /// to still name this root.
+    pub ept_root: u64,
 }
 
 /// Where a Vcpu's VMCS stands, as the kernel keeps it in [`VcpuState::launch`].
@@ -272,10 +275,13 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Gives the Vcpu at `vcpu` the guest-physical address space of the EPT root
     /// capability `root`.
     pub fn vcpu_set_ept(&mut self, vcpu: PhysAddr, root: Cap) -> Result<(), Error> {
-        let Cap::EptRoot { asid, .. } = root else { return Err(Error::InvalidCapability) };
-        self.vspace_of(asid).ok_or(Error::InvalidCapability)?;
+        let Cap::EptRoot { base, asid } = root else { return Err(Error::InvalidCapability) };
+        if self.vspace_of(asid) != Some(base) {
+            return Err(Error::InvalidCapability);
+        }
         let mut state = self.vcpu_state(vcpu);
         state.ept_asid = asid;
+        state.ept_root = base.0;
         self.set_vcpu_state(vcpu, &state);
         Ok(())
     }
@@ -415,7 +421,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
             return Err(Error::IllegalOperation);
         }
         let state = self.vcpu_state(PhysAddr(vcpu));
-        let root = self.vspace_of(state.ept_asid).ok_or(Error::FailedLookup)?;
+        let root =
+            self.vspace_of(state.ept_asid).filter(|r| r.0 == state.ept_root).ok_or(Error::FailedLookup)?;
         Ok((PhysAddr(vcpu), root))
     }
 

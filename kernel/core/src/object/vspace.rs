@@ -26,7 +26,10 @@ pub const ASIDS_PER_POOL: u64 = 512;
 pub(crate) mod asid {
     /// An ASID from its parts.
     pub fn encode(pool_generation: u64, entry_generation: u64, high: u64, low: u64) -> u64 {
-        ((pool_generation & 0xffff) << 32) | ((entry_generation & ENTRY_GENERATION) << 16) | (high << 9) | low
+        ((pool_generation & POOL_GENERATION) << 32)
+            | ((entry_generation & ENTRY_GENERATION) << 16)
+            | (high << 9)
+            | low
     }
     /// Its pool's slot.
     pub fn high(asid: u64) -> usize {
@@ -38,8 +41,11 @@ pub(crate) mod asid {
     }
     /// The pool slot's generation it was given under.
     pub fn pool_generation(asid: u64) -> u64 {
-        (asid >> 32) & 0xffff
+        (asid >> 32) & POOL_GENERATION
     }
+    /// The pool-slot generation bits an ASID keeps (bits 32-61: bit 62 marks EPT frame
+    /// mappings).
+    pub const POOL_GENERATION: u64 = (1 << 30) - 1;
     /// The entry's generation it was given under.
     pub fn entry_generation(asid: u64) -> u64 {
         (asid >> 16) & ENTRY_GENERATION
@@ -160,7 +166,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     pub fn vspace_of(&self, id: u64) -> Option<PhysAddr> {
         let high = asid::high(id);
         let pool = self.pool_base(high)?;
-        if self.asid_pools[high].generation & 0xffff != asid::pool_generation(id) {
+        if self.asid_pools[high].generation & asid::POOL_GENERATION != asid::pool_generation(id) {
             return None;
         }
         let e = self.entry_at(pool, asid::low(id));
@@ -254,7 +260,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Looks up an EPT root capability's table and ASID.
     fn ept_root_cap(&self, cap: Cap) -> Result<(PhysAddr, u64), Error> {
         match cap {
-            Cap::EptRoot { asid, .. } => Ok((self.vspace_of(asid).ok_or(Error::InvalidCapability)?, asid)),
+            // The ASID must still name this very root (an ASID whose pool is gone names
+            // nothing; the check on the base keeps it so whatever the generations do).
+            Cap::EptRoot { base, asid } if self.vspace_of(asid) == Some(base) => Ok((base, asid)),
             _ => Err(Error::InvalidCapability),
         }
     }
@@ -342,7 +350,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Looks up a VSpace capability's PML4 and ASID.
     fn vspace_cap(&self, cap: Cap) -> Result<(PhysAddr, u64), Error> {
         match cap {
-            Cap::VSpace { asid, .. } => Ok((self.vspace_of(asid).ok_or(Error::InvalidCapability)?, asid)),
+            Cap::VSpace { base, asid } if self.vspace_of(asid) == Some(base) => Ok((base, asid)),
             _ => Err(Error::InvalidCapability),
         }
     }

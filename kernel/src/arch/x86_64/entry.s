@@ -13,6 +13,7 @@
  * that runs next): the IPC fast path copies no register block. */
 
     .set SYSCALL_VECTOR, 0x100
+    .set COMPAT_SYSCALL_VECTOR, 0x101
     .set USER_CODE_SELECTOR, 0x23
     .set USER_DATA_SELECTOR, 0x1b
     .set FRAME_RIP, 17 * 8          /* offset of rip in TrapFrame */
@@ -118,10 +119,11 @@ exception_common:
     add $16, %rsp
     iretq
 
-/* System call entry. Interrupts are masked by IA32_FMASK; rcx = user rip, r11 = user
- * rflags, rsp = user stack. Single core: the user rsp parks in a static until pushed. */
-    .global syscall_entry
-syscall_entry:
+/* Saves a `syscall`'s state into the current thread's TCB (the frame ends at
+ * SYSCALL_FRAME_TOP) with `vector`, and moves to the kernel stack. Interrupts are masked by
+ * IA32_FMASK; rcx = user rip, r11 = user rflags, rsp = user stack. Single core: the user
+ * rsp parks in a static until pushed. */
+    .macro SYSCALL_SAVE vector
     mov %rsp, syscall_user_rsp(%rip)
     mov SYSCALL_FRAME_TOP(%rip), %rsp
     push $USER_DATA_SELECTOR
@@ -130,9 +132,15 @@ syscall_entry:
     push $USER_CODE_SELECTOR
     push %rcx
     push $0
-    push $SYSCALL_VECTOR
+    push $\vector
     SAVE_GPRS
     movabs $__kernel_stack_top, %rsp
+    .endm
+
+/* System call entry. */
+    .global syscall_entry
+syscall_entry:
+    SYSCALL_SAVE SYSCALL_VECTOR
     call syscall_dispatch
 syscall_return:
     mov %rax, %rsp
@@ -160,20 +168,9 @@ syscall_return:
  * has no such segment, so no thread should reach it; if one does, it is saved like any
  * system call but with COMPAT_SYSCALL_VECTOR, and syscall_compat_dispatch turns it into a
  * fault of that thread. It leaves through iretq (the vector is not SYSCALL_VECTOR). */
-    .set COMPAT_SYSCALL_VECTOR, 0x101
     .global syscall_compat_entry
 syscall_compat_entry:
-    mov %rsp, syscall_user_rsp(%rip)
-    mov SYSCALL_FRAME_TOP(%rip), %rsp
-    push $USER_DATA_SELECTOR
-    push syscall_user_rsp(%rip)
-    push %r11
-    push $USER_CODE_SELECTOR
-    push %rcx
-    push $0
-    push $COMPAT_SYSCALL_VECTOR
-    SAVE_GPRS
-    movabs $__kernel_stack_top, %rsp
+    SYSCALL_SAVE COMPAT_SYSCALL_VECTOR
     call syscall_compat_dispatch
     jmp syscall_return
 

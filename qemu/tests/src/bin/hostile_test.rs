@@ -33,13 +33,11 @@ use cleave_rt::cap::kind::{
     CNode, Endpoint, Frame, IoPort, IoPortControl, Notification, PageTable, Tcb, Untyped, VSpace, Vcpu,
 };
 use cleave_rt::{Cap, println};
-use cleave_tests::{at, check, expect, finish};
+use cleave_tests::{DEPTH as D, ROOT, at, check, expect, finish};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 cleave_rt::entry!(main);
 
-const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
-const D: u64 = 64;
 const STACK_SIZE: usize = 8 * 1024;
 
 #[repr(C, align(16))]
@@ -69,14 +67,9 @@ fn untyped() -> Cap<Untyped> {
 }
 
 fn spawn(index: usize, entry: extern "C" fn(u64) -> !, arg: u64, priority: u8) -> Result<(), Error> {
-    let tcb_slot = at(TCB0 + index as u64);
-    untyped().retype(ObjectType::Tcb, 0, ROOT, 0, 0, tcb_slot, 1)?;
-    let tcb: Cap<Tcb> = Cap::from_cptr(tcb_slot);
-    tcb.configure(ROOT, Cap::<VSpace>::from_cptr(slot::VSPACE), None, None)?;
-    tcb.set_priority(priority)?;
     // SAFETY: only the address is taken; each stack belongs to one thread.
-    let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64 - 8;
-    tcb.write_registers(true, &[entry as usize as u64, top, 0x202, 0, 0, 0, 0, 0, arg])
+    let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64;
+    cleave_tests::start_thread(untyped(), at(TCB0 + index as u64), entry, arg, priority, top).map(drop)
 }
 
 fn park() -> ! {

@@ -9,7 +9,7 @@ use cleave_abi::boot_info::slot;
 use cleave_abi::{Error, ObjectType};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{
-    CNode, IoPort, IoPortControl, IrqControl, IrqHandler, Notification, Tcb, Untyped, VSpace,
+    CNode, IoPort, IoPortControl, IrqControl, IrqHandler, Notification, Tcb, Untyped,
 };
 use cleave_rt::{Cap, println};
 use cleave_tests::{at, check, expect};
@@ -46,15 +46,9 @@ fn spawn(index: usize, priority: u8) -> Result<(), Error> {
 
 fn spawn_at(index: usize, entry: extern "C" fn(u64) -> !, priority: u8) -> Result<(), Error> {
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
-    untyped.retype(ObjectType::Tcb, 0, ROOT, 0, 0, at(TCB0 + index as u64), 1)?;
-    let tcb: Cap<Tcb> = Cap::from_cptr(at(TCB0 + index as u64));
-    tcb.configure(ROOT, Cap::<VSpace>::from_cptr(slot::VSPACE), None, None)?;
-    tcb.set_priority(priority)?;
     // SAFETY: only the address is taken; each stack belongs to one thread.
-    let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64 - 8;
-    let entry = entry as usize as u64;
-    // rip, rsp, rflags, rax, rbx, rcx, rdx, rsi, rdi (the argument)
-    tcb.write_registers(true, &[entry, top, 0x202, 0, 0, 0, 0, 0, index as u64])
+    let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64;
+    cleave_tests::start_thread(untyped, at(TCB0 + index as u64), entry, index as u64, priority, top).map(drop)
 }
 
 /// Waits for `n` timer interrupts, acknowledging each.
