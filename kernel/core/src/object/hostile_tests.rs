@@ -366,3 +366,30 @@ fn asid_pools_confine_exhaustion() {
     let Cap::VSpace { asid: b, .. } = s.mem.cap_at(at(first_root + 511)) else { panic!() };
     assert!(s.vspace_of(b).is_some());
 }
+
+/// Finding 10 (delete): deleting a capability with many children stops at preemption
+/// points when an interrupt waits, and the call made again ends where one uninterrupted
+/// delete would.
+#[test]
+fn a_delete_with_many_children_is_preemptible() {
+    use super::space::{PREEMPTION_INTERVAL, Progress};
+    let build = || {
+        let mut w = world();
+        w.make(ObjectType::Endpoint, 10);
+        w.s.retype(slot(1), ObjectType::CNode, 9, 1, slot(11)).unwrap();
+        let Cap::CNode { base, .. } = w.s.mem.cap_at(slot(11)) else { panic!() };
+        for i in 0..500 {
+            w.s.copy(slot(10), PhysAddr(base.0 + 64 * i)).unwrap();
+        }
+        w
+    };
+    let mut whole = build();
+    whole.s.delete(slot(10)).unwrap();
+    let mut stepped = build();
+    let mut rounds = 0;
+    while stepped.s.delete_preemptible(slot(10), &mut || true).unwrap() == Progress::Preempted {
+        rounds += 1;
+    }
+    assert_eq!(rounds, 500 / PREEMPTION_INTERVAL as usize);
+    assert!(whole.s.mem.bytes() == stepped.s.mem.bytes(), "a preempted delete ended elsewhere");
+}

@@ -476,7 +476,12 @@ fn cnode<M: KernelMemory>(
 ) -> Result<(), Error> {
     let dest = lookup_slot(&space.mem, node, inv.word(0)?, inv.depth(1)?)?;
     match inv.label {
-        label::CNODE_DELETE => space.delete(dest),
+        label::CNODE_DELETE => {
+            if space.delete_preemptible(dest, &mut || io.interrupt_pending())? == Progress::Preempted {
+                space.preempted = true;
+            }
+            Ok(())
+        }
         label::CNODE_REVOKE => {
             if space.revoke_preemptible(dest, &mut || io.interrupt_pending())? == Progress::Preempted {
                 space.preempted = true;

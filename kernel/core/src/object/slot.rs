@@ -146,6 +146,45 @@ pub trait SlotOps: KernelMemory {
         (Cap::decode(cte.cap), parent)
     }
 
+    /// Moves the first child of `slot` up to be `slot`'s sibling just before it (constant
+    /// time); false if it has no child. Lifting every child this way, then unlinking the
+    /// childless `slot`, gives the tree one [`SlotOps::unlink`] gives.
+    fn lift_first_child(&mut self, slot: Slot) -> bool {
+        let s = self.cte(slot);
+        let Some(child) = link(s.first_child) else { return false };
+        let mut c = self.cte(child);
+        // Out of `slot`'s children...
+        let mut s2 = s;
+        s2.first_child = c.next;
+        if let Some(next) = link(c.next) {
+            let mut e = self.cte(next);
+            e.prev = 0;
+            self.write(next, &e);
+        }
+        // ...into its siblings, just before it.
+        c.parent = s.parent;
+        c.prev = s.prev;
+        c.next = slot.0;
+        match link(s.prev) {
+            Some(before) => {
+                let mut e = self.cte(before);
+                e.next = child.0;
+                self.write(before, &e);
+            }
+            None => {
+                if let Some(parent) = link(s.parent) {
+                    let mut e = self.cte(parent);
+                    e.first_child = child.0;
+                    self.write(parent, &e);
+                }
+            }
+        }
+        s2.prev = child.0;
+        self.write(child, &c);
+        self.write(slot, &s2);
+        true
+    }
+
     /// Moves the entry at `from` to the empty `to`, keeping its place in the tree.
     fn move_slot(&mut self, from: Slot, to: Slot) {
         debug_assert!(self.cap_at(to).is_null(), "move into occupied slot {to:?}");
@@ -239,6 +278,33 @@ mod tests {
         m.unlink(slot(3));
         m.unlink(slot(1));
         assert_eq!(children(&m, root), [slot(5), slot(4)]);
+    }
+
+    #[test]
+    fn lifting_children_one_by_one_gives_what_unlink_gives() {
+        let build = || {
+            let mut m = TestMemory::new(0x1000, 0x1000);
+            let root = slot(0);
+            m.insert(slot(1), ep(1), root);
+            m.insert(slot(2), ep(2), root);
+            m.insert(slot(3), ep(3), root);
+            for i in 4..8 {
+                m.insert(slot(i), ep(2), slot(2));
+            }
+            m.insert(slot(9), ep(2), slot(5));
+            m
+        };
+        let mut whole = build();
+        whole.unlink(slot(2));
+        let mut lifted = build();
+        let mut n = 0;
+        while lifted.lift_first_child(slot(2)) {
+            n += 1;
+            // At every step the tree holds together.
+            assert_eq!(children(&lifted, slot(0)).len(), 3 + n);
+        }
+        lifted.unlink(slot(2));
+        assert!(whole.bytes() == lifted.bytes(), "the trees differ");
     }
 
     #[test]

@@ -386,12 +386,38 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Deletes the capability at `slot`; if it was the last one to its object, the object
     /// is destroyed. An untyped capability with children is refused (revoke first).
     pub fn delete(&mut self, slot: Slot) -> Result<(), Error> {
+        match self.delete_preemptible(slot, &mut || false)? {
+            Progress::Done => Ok(()),
+            Progress::Preempted => unreachable!("nothing was pending"),
+        }
+    }
+
+    /// [`ObjectSpace::delete`] with preemption points: a capability's children move up to
+    /// take its place one at a time (each into the place just before it, so the finished
+    /// order is what one unlink gives), and every [`PREEMPTION_INTERVAL`] of them it asks
+    /// `pending` whether an interrupt waits. Every stop leaves a consistent tree; the
+    /// call made again goes on. (Destroying a large CNode, once its last capability goes,
+    /// still runs to completion.)
+    pub fn delete_preemptible(
+        &mut self,
+        slot: Slot,
+        pending: &mut dyn FnMut() -> bool,
+    ) -> Result<Progress, Error> {
         match self.mem.cap_at(slot) {
-            Cap::Null => Ok(()),
+            Cap::Null => Ok(Progress::Done),
             Cap::Untyped { .. } if self.mem.first_child(slot).is_some() => Err(Error::RevokeFirst),
             _ => {
+                // A Vcpu's grants go with the IoPort capability (not up to its parent).
+                self.drop_io_grants_below(slot);
+                let mut work = 0u32;
+                while self.mem.lift_first_child(slot) {
+                    work += 1;
+                    if work.is_multiple_of(PREEMPTION_INTERVAL) && pending() {
+                        return Ok(Progress::Preempted);
+                    }
+                }
                 self.delete_slot(slot);
-                Ok(())
+                Ok(Progress::Done)
             }
         }
     }
