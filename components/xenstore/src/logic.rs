@@ -406,8 +406,12 @@ impl Logic {
 
     /// Ends a transaction: if every node it saw is as it was, its changes land.
     fn commit(&mut self, tx: Transaction) -> Result<(), Error> {
-        for (p, generation) in &tx.seen {
-            if self.store.node(p).map(|n| n.generation) != *generation {
+        // Every node it read, and every node it changed (a change is computed from the
+        // node as the transaction saw it: installing it over a newer one would lose that
+        // one), must be as it was.
+        let read = tx.seen.iter().map(|(p, g)| (p.as_str(), *g));
+        for (p, generation) in read.chain(tx.store.changed_from()) {
+            if self.store.node(p).map(|n| n.generation) != generation {
                 return Err(Error::Again);
             }
         }

@@ -46,8 +46,10 @@ pub struct Store {
     nodes: BTreeMap<String, Node>,
     generation: u64,
     quota: Quota,
-    /// When kept (a transaction's copy): every path created, changed or removed.
-    changes: Option<alloc::collections::BTreeSet<String>>,
+    /// When kept: every path created, changed or removed, with the generation it had
+    /// before its first change (`None`: it did not exist). A transaction's commit needs
+    /// those: each node it changes counts as read.
+    changes: Option<BTreeMap<String, Option<u64>>>,
 }
 
 /// Whether `child` is a direct child of `parent` (both absolute).
@@ -81,17 +83,23 @@ impl Store {
 
     /// The paths changed since the last call, in path order.
     pub fn take_changes(&mut self) -> Vec<String> {
-        self.changes.as_mut().map(|c| core::mem::take(c).into_iter().collect()).unwrap_or_default()
+        self.changes.as_mut().map(|c| core::mem::take(c).into_keys().collect()).unwrap_or_default()
     }
 
     /// A copy for a transaction: it records every path it changes.
     pub fn transaction_copy(&self) -> Self {
-        Self { changes: Some(alloc::collections::BTreeSet::new()), ..self.clone() }
+        Self { changes: Some(BTreeMap::new()), ..self.clone() }
     }
 
     /// The paths a transaction copy changed.
     pub fn changes(&self) -> impl Iterator<Item = &str> {
-        self.changes.iter().flatten().map(String::as_str)
+        self.changes.iter().flat_map(|c| c.keys()).map(String::as_str)
+    }
+
+    /// The paths a transaction copy changed, each with the generation it had before the
+    /// first change (`None`: absent then).
+    pub fn changed_from(&self) -> impl Iterator<Item = (&str, Option<u64>)> {
+        self.changes.iter().flat_map(|c| c.iter()).map(|(p, g)| (p.as_str(), *g))
     }
 
     /// The store's generation counter.
@@ -102,8 +110,8 @@ impl Store {
     /// Puts `node` (or its absence) at `path` with a new generation: how a committed
     /// transaction's changes land.
     pub fn install(&mut self, path: &str, node: Option<&Node>) {
-        self.generation += 1;
         self.changed(path);
+        self.generation += 1;
         match node {
             Some(n) => {
                 let node = Node { generation: self.generation, ..n.clone() };
@@ -115,9 +123,14 @@ impl Store {
         }
     }
 
+    /// Records that `path` is about to change (call before changing it): its generation
+    /// now is what it had before its first change.
     fn changed(&mut self, path: &str) {
-        if let Some(changes) = self.changes.as_mut() {
-            changes.insert(path.to_string());
+        if let Some(changes) = self.changes.as_mut()
+            && !changes.contains_key(path)
+        {
+            let before = self.nodes.get(path).map(|n| n.generation);
+            changes.insert(path.to_string(), before);
         }
     }
 
@@ -218,16 +231,16 @@ impl Store {
             if domid != 0 {
                 perms[0].domid = domid;
             }
-            self.nodes.insert(p.to_string(), Node { value: Vec::new(), perms, generation: self.generation });
             self.changed(p);
+            self.nodes.insert(p.to_string(), Node { value: Vec::new(), perms, generation: self.generation });
         }
         // The existing ancestor's child list changed.
-        let generation = self.generation;
-        if let Some(n) = self.nodes.get_mut(at) {
-            n.generation = generation;
-        }
         let at = at.to_string();
         self.changed(&at);
+        let generation = self.generation;
+        if let Some(n) = self.nodes.get_mut(&at) {
+            n.generation = generation;
+        }
         Ok(())
     }
 
@@ -241,12 +254,12 @@ impl Store {
         } else {
             self.create(path, domid)?;
         }
+        self.changed(path);
         self.generation += 1;
         let generation = self.generation;
         let node = self.nodes.get_mut(path).ok_or(Error::NoEnt)?;
         node.value = value.to_vec();
         node.generation = generation;
-        self.changed(path);
         Ok(())
     }
 
@@ -272,17 +285,17 @@ impl Store {
         self.check(path, domid, Access::Write)?;
         let doomed: Vec<String> = self.nodes.keys().filter(|k| path::is_within(k, path)).cloned().collect();
         for k in doomed {
-            self.nodes.remove(&k);
             self.changed(&k);
+            self.nodes.remove(&k);
         }
         self.generation += 1;
         // The parent changed: its child list is part of what transactions read.
         let generation = self.generation;
         if let Some(parent) = path::parent(path) {
+            self.changed(parent);
             if let Some(node) = self.nodes.get_mut(parent) {
                 node.generation = generation;
             }
-            self.changed(parent);
         }
         Ok(())
     }
@@ -305,12 +318,12 @@ impl Store {
         if domid != 0 && new[0].domid != domid {
             return Err(Error::Perm);
         }
+        self.changed(path);
         self.generation += 1;
         let generation = self.generation;
         let node = self.nodes.get_mut(path).ok_or(Error::NoEnt)?;
         node.perms = new.to_vec();
         node.generation = generation;
-        self.changed(path);
         Ok(())
     }
 }

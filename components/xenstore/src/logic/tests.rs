@@ -1,6 +1,7 @@
 //! Request handling through the wire format, as a client sees it.
 
 use super::*;
+use std::format;
 use std::string::String as StdString;
 
 /// Sends `payload` as a `ty` request in transaction `tx` from `domid`; returns the reply's
@@ -339,4 +340,171 @@ mod random {
             }
         }
     }
+}
+
+/// Issue 15's first case: a transaction that removes a child must not write back its
+/// stale copy of the parent (value and permissions) over a newer one.
+#[test]
+fn a_transaction_never_installs_a_stale_parent() {
+    let mut l = logic();
+    ok(&mut l, 0, MsgType::Write, 0, b"/p\0v0");
+    ok(&mut l, 0, MsgType::SetPerms, 0, b"/p\0n0\0b1\0");
+    ok(&mut l, 0, MsgType::Write, 0, b"/p/child\0x");
+    let tx: u32 = StdString::from_utf8(ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0"))
+        .unwrap()
+        .trim_end_matches('\0')
+        .parse()
+        .unwrap();
+    ok(&mut l, 1, MsgType::Rm, tx, b"/p/child\0");
+    ok(&mut l, 0, MsgType::SetPerms, 0, b"/p\0n0\0");
+    ok(&mut l, 0, MsgType::Write, 0, b"/p\0v1");
+    assert_eq!(error(&mut l, 1, MsgType::TransactionEnd, tx, b"T\0"), "EAGAIN\0");
+    assert_eq!(ok(&mut l, 0, MsgType::Read, 0, b"/p\0"), b"v1");
+    assert_eq!(ok(&mut l, 0, MsgType::GetPerms, 0, b"/p\0"), b"n0\0");
+    assert_eq!(error(&mut l, 1, MsgType::Write, 0, b"/p\0mine"), "EACCES\0");
+    assert_eq!(ok(&mut l, 0, MsgType::Read, 0, b"/p/child\0"), b"x");
+}
+
+/// A reference model of serialisable transactions: random interleavings of plain and
+/// transactional requests (two transactions at a time, domain 0, a small tree so that
+/// they collide often). Every plain request must do what it does to the model; every
+/// commit the server accepts must be what replaying the transaction's requests, at that
+/// moment, on the model's committed state gives (same replies, same resulting tree); a
+/// commit refused with `EAGAIN` must change nothing.
+#[test]
+fn transactions_serialise_against_a_reference_model() {
+    use std::collections::BTreeMap as Map;
+    const PATHS: [&str; 6] = ["/t", "/t/a", "/t/a/x", "/t/b", "/t/b/y", "/t/c"];
+    type Tree = Map<StdString, Vec<u8>>;
+    #[derive(Clone, Debug)]
+    enum Op {
+        Read(usize),
+        Write(usize, u8),
+        Mkdir(usize),
+        Rm(usize),
+    }
+    let parent =
+        |p: &str| p.rsplit_once('/').map(|(a, _)| if a.is_empty() { "/".to_string() } else { a.to_string() });
+    // Applies `op` to `tree` as the store does; returns the reply (value, "OK" or error).
+    let apply = |tree: &mut Tree, op: &Op| -> StdString {
+        let exists = |t: &Tree, p: &str| p == "/" || t.contains_key(p);
+        let create = |t: &mut Tree, p: &str| {
+            let mut at = p.to_string();
+            while !exists(t, &at) {
+                t.insert(at.clone(), Vec::new());
+                at = parent(&at).unwrap();
+            }
+        };
+        match *op {
+            Op::Read(i) => {
+                tree.get(PATHS[i]).map_or("ENOENT".into(), |v| StdString::from_utf8_lossy(v).into())
+            }
+            Op::Write(i, v) => {
+                create(tree, PATHS[i]);
+                tree.insert(PATHS[i].into(), std::vec![b'0' + v]);
+                "OK".into()
+            }
+            Op::Mkdir(i) => {
+                create(tree, PATHS[i]);
+                "OK".into()
+            }
+            Op::Rm(i) => {
+                let p = PATHS[i];
+                if tree.contains_key(p) {
+                    tree.retain(|k, _| !(k == p || k.starts_with(&format!("{p}/"))));
+                    "OK".into()
+                } else if exists(tree, &parent(p).unwrap()) {
+                    "OK".into()
+                } else {
+                    "ENOENT".into()
+                }
+            }
+        }
+    };
+    // The same request to the server; its reply in the model's terms.
+    let request = |l: &mut Logic, tx: u32, op: &Op| -> StdString {
+        let (ty, payload) = match *op {
+            Op::Read(i) => (MsgType::Read, format!("{}\0", PATHS[i]).into_bytes()),
+            Op::Write(i, v) => (MsgType::Write, format!("{}\0{}", PATHS[i], v).into_bytes()),
+            Op::Mkdir(i) => (MsgType::Mkdir, format!("{}\0", PATHS[i]).into_bytes()),
+            Op::Rm(i) => (MsgType::Rm, format!("{}\0", PATHS[i]).into_bytes()),
+        };
+        let (t, body) = send(l, 0, ty, tx, &payload);
+        let text = StdString::from_utf8_lossy(&body).trim_end_matches('\0').to_string();
+        if t == MsgType::Error as u32 || ty == MsgType::Read { text } else { "OK".into() }
+    };
+    let snapshot = |l: &mut Logic| -> Tree {
+        PATHS
+            .iter()
+            .filter_map(|p| {
+                let (t, body) = send(l, 0, MsgType::Read, 0, format!("{p}\0").as_bytes());
+                (t == MsgType::Read as u32).then(|| (p.to_string(), body))
+            })
+            .collect()
+    };
+    let mut seed = 0x5eed_u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let (mut commits, mut refusals) = (0, 0);
+    for _ in 0..400 {
+        let mut l = Logic::new(Quota::default());
+        ok(&mut l, 0, MsgType::Mkdir, 0, b"/t\0");
+        let mut model: Tree = Map::from([("/t".to_string(), Vec::new())]);
+        // Open transactions: id and the requests made in them with their replies.
+        let mut open: Vec<(u32, Vec<(Op, StdString)>)> = Vec::new();
+        for _ in 0..40 {
+            let op = match rand(4) {
+                0 => Op::Read(rand(6) as usize),
+                1 => Op::Write(rand(6) as usize, rand(10) as u8),
+                2 => Op::Mkdir(rand(6) as usize),
+                _ => Op::Rm(rand(6) as usize),
+            };
+            match rand(10) {
+                0 if open.len() < 2 => {
+                    let id: u32 = StdString::from_utf8(ok(&mut l, 0, MsgType::TransactionStart, 0, b"\0"))
+                        .unwrap()
+                        .trim_end_matches('\0')
+                        .parse()
+                        .unwrap();
+                    open.push((id, Vec::new()));
+                }
+                1 | 2 if !open.is_empty() => {
+                    let (id, ops) = open.remove(rand(open.len() as u64) as usize);
+                    let (t, body) = send(&mut l, 0, MsgType::TransactionEnd, id, b"T\0");
+                    if t == MsgType::TransactionEnd as u32 {
+                        // Accepted: replaying it now must give what it saw and what landed.
+                        let mut replay = model.clone();
+                        for (op, seen) in &ops {
+                            assert_eq!(
+                                &apply(&mut replay, op),
+                                seen,
+                                "a committed transaction saw {op:?} differently"
+                            );
+                        }
+                        model = replay;
+                        assert_eq!(snapshot(&mut l), model, "the committed tree is not the transaction's");
+                        commits += 1;
+                    } else {
+                        assert_eq!(body, b"EAGAIN\0");
+                        assert_eq!(snapshot(&mut l), model, "a refused commit changed the tree");
+                        refusals += 1;
+                    }
+                }
+                3..=5 if !open.is_empty() => {
+                    let k = rand(open.len() as u64) as usize;
+                    let reply = request(&mut l, open[k].0, &op);
+                    open[k].1.push((op, reply));
+                }
+                _ => {
+                    let reply = request(&mut l, 0, &op);
+                    assert_eq!(reply, apply(&mut model, &op), "plain {op:?}");
+                }
+            }
+        }
+    }
+    assert!(commits > 100 && refusals > 100, "too few of each: {commits} commits, {refusals} refusals");
 }
