@@ -416,6 +416,11 @@ impl Logic {
             }
         }
         let changes: Vec<&str> = tx.store.changes().collect();
+        // Quotas hold for what lands, not only for each request in the transaction (three
+        // transactions of 900 nodes each must not give a domain 2,700).
+        if !self.store.within_quota(changes.iter().map(|&p| (p, tx.store.node(p)))) {
+            return Err(Error::NoSpc);
+        }
         for p in changes {
             self.store.install(p, tx.store.node(p));
         }

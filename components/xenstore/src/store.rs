@@ -178,6 +178,26 @@ impl Store {
     }
 
     /// How many nodes domain `domid` owns (what its node quota counts).
+    /// Whether installing `changes` (each path with the node a transaction leaves there,
+    /// or its absence) keeps every unprivileged domain within its node quota: a commit
+    /// must not do what the transaction's requests one by one could not.
+    pub fn within_quota<'a>(&self, changes: impl Iterator<Item = (&'a str, Option<&'a Node>)>) -> bool {
+        let owner = |n: Option<&Node>| n.and_then(|n| n.perms.first()).map(|p| p.domid);
+        let mut delta: BTreeMap<u32, i64> = BTreeMap::new();
+        for (path, new) in changes {
+            if let Some(d) = owner(self.nodes.get(path)) {
+                *delta.entry(d).or_default() -= 1;
+            }
+            if let Some(d) = owner(new) {
+                *delta.entry(d).or_default() += 1;
+            }
+        }
+        delta
+            .into_iter()
+            .filter(|&(d, change)| d != 0 && change > 0)
+            .all(|(d, change)| self.owned_by(d) as i64 + change <= self.quota.nodes as i64)
+    }
+
     fn owned_by(&self, domid: u32) -> usize {
         self.nodes.values().filter(|n| n.perms.first().is_some_and(|p| p.domid == domid)).count()
     }

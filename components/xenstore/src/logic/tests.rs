@@ -508,3 +508,33 @@ fn transactions_serialise_against_a_reference_model() {
     }
     assert!(commits > 100 && refusals > 100, "too few of each: {commits} commits, {refusals} refusals");
 }
+
+/// Issue 15's second case: transactions that each stay within a domain's node quota must
+/// not, together, commit it past the quota.
+#[test]
+fn commits_respect_node_quotas() {
+    let mut l = Logic::new(Quota { nodes: 10, ..Quota::default() });
+    ok(&mut l, 0, MsgType::Mkdir, 0, b"/local/domain/1\0");
+    ok(&mut l, 0, MsgType::SetPerms, 0, b"/local/domain/1\0n1\0");
+    let start = |l: &mut Logic| -> u32 {
+        StdString::from_utf8(ok(l, 1, MsgType::TransactionStart, 0, b"\0"))
+            .unwrap()
+            .trim_end_matches('\0')
+            .parse()
+            .unwrap()
+    };
+    // Two directories (the domain's 2nd and 3rd nodes), so the transactions do not
+    // conflict: each adds 5 nodes below its own.
+    ok(&mut l, 1, MsgType::Mkdir, 0, b"a\0");
+    ok(&mut l, 1, MsgType::Mkdir, 0, b"b\0");
+    let (a, b) = (start(&mut l), start(&mut l));
+    for (tx, name) in [(a, "a"), (b, "b")] {
+        for i in 0..5 {
+            ok(&mut l, 1, MsgType::Write, tx, format!("{name}/{i}\0v").as_bytes());
+        }
+    }
+    ok(&mut l, 1, MsgType::TransactionEnd, a, b"T\0");
+    assert_eq!(error(&mut l, 1, MsgType::TransactionEnd, b, b"T\0"), "ENOSPC\0");
+    assert_eq!(error(&mut l, 1, MsgType::Read, 0, b"b/0\0"), "ENOENT\0", "the refused commit landed");
+    assert_eq!(ok(&mut l, 1, MsgType::Read, 0, b"a/4\0"), b"v");
+}
