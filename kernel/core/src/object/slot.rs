@@ -222,7 +222,13 @@ pub trait SlotOps: KernelMemory {
     /// contiguity after every step.
     fn is_last_reference(&self, slot: Slot) -> bool {
         let cte = self.cte(slot);
-        let object = Cap::decode(cte.cap).object();
+        let cap = Cap::decode(cte.cap);
+        // Untyped capabilities are never copied: each is the only one to its memory (an
+        // untyped retyped into one child of its own size shares its base and size).
+        if matches!(cap, Cap::Untyped { .. }) {
+            return true;
+        }
+        let object = cap.object();
         ![cte.parent, cte.prev, cte.next, cte.first_child]
             .into_iter()
             .filter_map(link)

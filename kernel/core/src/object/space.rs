@@ -407,10 +407,20 @@ impl<M: KernelMemory> ObjectSpace<M> {
             Cap::Null => Ok(Progress::Done),
             Cap::Untyped { .. } if self.mem.first_child(slot).is_some() => Err(Error::RevokeFirst),
             _ => {
-                // A Vcpu's grants go with the IoPort capability (not up to its parent).
-                self.drop_io_grants_below(slot);
+                // Children move up one at a time; a Vcpu's grants go with the IoPort
+                // capability instead (not up to its parent).
                 let mut work = 0u32;
-                while self.mem.lift_first_child(slot) {
+                loop {
+                    match self.mem.first_child(slot).map(|c| (c, self.mem.cap_at(c))) {
+                        None => break,
+                        Some((grant, Cap::VcpuIoGrant { vcpu, open_first, open_last, .. })) => {
+                            self.mem.unlink(grant);
+                            self.vcpu_close_ports(vcpu, open_first, open_last);
+                        }
+                        Some(_) => {
+                            self.mem.lift_first_child(slot);
+                        }
+                    }
                     work += 1;
                     if work.is_multiple_of(PREEMPTION_INTERVAL) && pending() {
                         return Ok(Progress::Preempted);

@@ -103,12 +103,14 @@ pub enum Access {
     ReadWrite,
 }
 
-/// Primary processor-based controls a VMM may not turn off: MOV-DR exiting (23: the
+/// Primary processor-based controls a VMM may not turn off: CR8-load and CR8-store exiting
+/// (19, 20: without them, or a TPR shadow, a 64-bit guest's `mov cr8` writes the host's
+/// local APIC task priority and can silence the host's timer), MOV-DR exiting (23: the
 /// kernel does not switch DR0-DR3 and DR6 between guests, so guests never touch them; a
 /// VMM emulates them), the I/O bitmaps (25), the MSR bitmaps (28) and the secondary
 /// controls (31). (The bitmaps start with every bit set: every port and MSR exits until the
 /// VMM lets some through.)
-pub const PRIMARY_REQUIRED: u64 = (1 << 23) | (1 << 25) | (1 << 28) | (1 << 31);
+pub const PRIMARY_REQUIRED: u64 = (1 << 19) | (1 << 20) | (1 << 23) | (1 << 25) | (1 << 28) | (1 << 31);
 /// Primary processor-based controls a VMM may choose: interrupt-window exiting (2), HLT
 /// exiting (7), MWAIT (10), RDPMC (11), RDTSC (12), MONITOR (29), PAUSE (30) exiting, and
 /// NMI-window exiting (22).
@@ -150,6 +152,8 @@ pub mod field {
     pub const CR4_SHADOW: u32 = 0x6006;
     /// Guest CR4.
     pub const GUEST_CR4: u32 = 0x6804;
+    /// Guest activity state.
+    pub const GUEST_ACTIVITY_STATE: u32 = 0x4826;
     /// VMCS link pointer (guest-state area, but the kernel's).
     pub const VMCS_LINK_POINTER: u32 = 0x2800;
 }
@@ -210,6 +214,9 @@ pub fn written_value(encoding: u32, value: u64) -> Result<u64, Error> {
         field::ENTRY_CONTROLS => (0, ENTRY_CHOSEN),
         field::CR4_MASK => return Ok(value | CR4_KERNEL_BITS),
         field::GUEST_CR4 if value & CR4_PKE != 0 => return Err(Error::IllegalOperation),
+        // Active (0) or HLT (1) only: in shutdown or wait-for-SIPI the processor takes no
+        // external interrupt and no exit would ever bring it back to the kernel.
+        field::GUEST_ACTIVITY_STATE if value > 1 => return Err(Error::IllegalOperation),
         _ => return Ok(value),
     };
     if value & !(required | chosen) != 0 {
@@ -276,7 +283,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// capability `root`.
     pub fn vcpu_set_ept(&mut self, vcpu: PhysAddr, root: Cap) -> Result<(), Error> {
         let Cap::EptRoot { base, asid } = root else { return Err(Error::InvalidCapability) };
-        if self.vspace_of(asid) != Some(base) {
+        if self.root_of(asid, super::vspace::Format::Ept) != Some(base) {
             return Err(Error::InvalidCapability);
         }
         let mut state = self.vcpu_state(vcpu);
@@ -421,8 +428,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
             return Err(Error::IllegalOperation);
         }
         let state = self.vcpu_state(PhysAddr(vcpu));
-        let root =
-            self.vspace_of(state.ept_asid).filter(|r| r.0 == state.ept_root).ok_or(Error::FailedLookup)?;
+        let root = self
+            .root_of(state.ept_asid, super::vspace::Format::Ept)
+            .filter(|r| r.0 == state.ept_root)
+            .ok_or(Error::FailedLookup)?;
         Ok((PhysAddr(vcpu), root))
     }
 
@@ -484,6 +493,12 @@ mod tests {
         assert_eq!(written_value(field::CR4_MASK, 0), Ok(CR4_KERNEL_BITS));
         assert_eq!(written_value(field::GUEST_CR4, 0x2020), Ok(0x2020));
         assert_eq!(written_value(field::GUEST_CR4, 0x2020 | CR4_PKE), Err(Error::IllegalOperation));
+        // CR8 exiting cannot be turned off (a guest's CR8 would be the host's APIC TPR).
+        assert_eq!(written_value(field::PRIMARY_CONTROLS, 0).map(|v| v & (3 << 19)), Ok(3 << 19));
+        // The guest may be active or halted, never in a state no interrupt leaves.
+        assert_eq!(written_value(field::GUEST_ACTIVITY_STATE, 1), Ok(1));
+        assert_eq!(written_value(field::GUEST_ACTIVITY_STATE, 3), Err(Error::IllegalOperation));
+        assert_eq!(written_value(field::GUEST_ACTIVITY_STATE, 2), Err(Error::IllegalOperation));
         // Entry controls: long-mode guests only; "load IA32_PAT" (14) is the kernel's.
         assert_eq!(written_value(field::ENTRY_CONTROLS, 1 << 9), Ok(1 << 9));
         assert_eq!(written_value(field::ENTRY_CONTROLS, 1 << 14), Err(Error::IllegalOperation));

@@ -162,6 +162,15 @@ impl<M: KernelMemory> ObjectSpace<M> {
         Some(asid::encode(self.asid_pools[high as usize].generation, generation, high, low))
     }
 
+    /// The root of a live ASID, if it is a root of `format` (an ASID given to a VSpace
+    /// never walks as EPT, nor the reverse, whatever a stale record says).
+    pub fn root_of(&self, id: u64, format: Format) -> Option<PhysAddr> {
+        let root = self.vspace_of(id)?;
+        let pool = PhysAddr(self.asid_pools[asid::high(id)].base);
+        let ept = self.entry_at(pool, asid::low(id)) & asid::EPT_ROOT != 0;
+        (ept == (format == Format::Ept)).then_some(root)
+    }
+
     /// The root of a live ASID.
     pub fn vspace_of(&self, id: u64) -> Option<PhysAddr> {
         let high = asid::high(id);
@@ -262,7 +271,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         match cap {
             // The ASID must still name this very root (an ASID whose pool is gone names
             // nothing; the check on the base keeps it so whatever the generations do).
-            Cap::EptRoot { base, asid } if self.vspace_of(asid) == Some(base) => Ok((base, asid)),
+            Cap::EptRoot { base, asid } if self.root_of(asid, Format::Ept) == Some(base) => Ok((base, asid)),
             _ => Err(Error::InvalidCapability),
         }
     }
@@ -350,7 +359,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Looks up a VSpace capability's PML4 and ASID.
     fn vspace_cap(&self, cap: Cap) -> Result<(PhysAddr, u64), Error> {
         match cap {
-            Cap::VSpace { base, asid } if self.vspace_of(asid) == Some(base) => Ok((base, asid)),
+            Cap::VSpace { base, asid } if self.root_of(asid, Format::Ia32e) == Some(base) => Ok((base, asid)),
             _ => Err(Error::InvalidCapability),
         }
     }
@@ -448,12 +457,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let level = if large { 2 } else { 1 };
         let i = index(m.vaddr.0, level);
         if m.asid & EPT_MAPPING != 0 {
-            let root = self.vspace_of(m.asid & !EPT_MAPPING)?;
+            let root = self.root_of(m.asid & !EPT_MAPPING, Format::Ept)?;
             let table = self.ept_table_for(root, m.vaddr.0, level).ok()?;
             let e = self.entry_at(table, i);
             return (e & EPT_PRESENT != 0 && e & ADDRESS == base.0).then_some((table, i));
         }
-        let pml4 = self.vspace_of(m.asid)?;
+        let pml4 = self.root_of(m.asid, Format::Ia32e)?;
         let table = self.table_for(pml4, m.vaddr.0, level).ok()?;
         let e = self.entry_at(table, i);
         (e & PRESENT != 0 && e & ADDRESS == base.0).then_some((table, i))
@@ -475,7 +484,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 Cap::Frame { base, large, device, rights, mapping: None }
             }
             Cap::EptTable { base, level, mapping: Some(m) } => {
-                if let Some(root) = self.vspace_of(m.asid)
+                if let Some(root) = self.root_of(m.asid, Format::Ept)
                     && let Ok(parent) = self.ept_table_for(root, m.vaddr.0, u32::from(level) + 1)
                 {
                     let i = index(m.vaddr.0, u32::from(level) + 1);
@@ -489,7 +498,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 Cap::EptTable { base, level, mapping: None }
             }
             Cap::PageTable { base, level, mapping: Some(m) } => {
-                if let Some(pml4) = self.vspace_of(m.asid)
+                if let Some(pml4) = self.root_of(m.asid, Format::Ia32e)
                     && let Ok(parent) = self.table_for(pml4, m.vaddr.0, u32::from(level) + 1)
                 {
                     let i = index(m.vaddr.0, u32::from(level) + 1);

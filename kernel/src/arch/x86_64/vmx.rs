@@ -39,9 +39,10 @@ const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
 /// Pin-based: external-interrupt exiting, NMI exiting.
 const PIN_WANTED: u32 = (1 << 0) | (1 << 3);
-/// Primary: HLT exiting, MOV-DR exiting (debug registers are not switched between
+/// Primary: HLT exiting, CR8-load and CR8-store exiting (the guest's CR8 would otherwise be
+/// the host's APIC task priority), MOV-DR exiting (debug registers are not switched between
 /// guests), I/O bitmaps, MSR bitmaps, secondary controls.
-const PRIMARY_WANTED: u32 = (1 << 7) | (1 << 23) | (1 << 25) | (1 << 28) | (1 << 31);
+const PRIMARY_WANTED: u32 = (1 << 7) | (1 << 19) | (1 << 20) | (1 << 23) | (1 << 25) | (1 << 28) | (1 << 31);
 /// Secondary: EPT, unrestricted guest.
 const SECONDARY_WANTED: u32 = (1 << 1) | (1 << 7);
 /// Exit: 64-bit host, save and load IA32_EFER.

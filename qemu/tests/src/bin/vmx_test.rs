@@ -38,6 +38,7 @@ const GUEST_RIP: u32 = 0x681e;
 const HOST_RIP: u32 = 0x6c16;
 const EPT_POINTER: u32 = 0x201a;
 const GUEST_CR4: u32 = 0x6804;
+const GUEST_ACTIVITY_STATE: u32 = 0x4826;
 const CR4_MASK: u32 = 0x6002;
 /// CR4.PKE (protection keys).
 const CR4_PKE: u64 = 1 << 22;
@@ -286,10 +287,13 @@ fn main() -> i32 {
     expect("vmx: a VMM cannot write host state or the EPT pointer", &mut failures, {
         let host = vcpu.write_vmcs(HOST_RIP, 0);
         let eptp = vcpu.write_vmcs(EPT_POINTER, 0);
+        // Wait-for-SIPI: the guest would never exit again.
+        let parked = vcpu.write_vmcs(GUEST_ACTIVITY_STATE, 3);
         let read_host = vcpu.read_vmcs(HOST_RIP);
         check(
             host == Err(Error::IllegalOperation)
                 && eptp == Err(Error::IllegalOperation)
+                && parked == Err(Error::IllegalOperation)
                 && read_host == Err(Error::IllegalOperation)
                 && vcpu.read_vmcs(EPT_POINTER).is_ok(),
             "forbidden VMCS field accepted",
