@@ -141,3 +141,22 @@ fn the_binary_spec_carries_the_digest_the_loader_checks() {
     assert_eq!(encoded.cap_count() as usize, spec.caps.values().map(|slots| slots.len()).sum());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A reader that closes the pipe early (`cleave spec system.toml | head -1`) ends the
+/// command quietly, as for any Unix tool: no panic, success.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let system = concat!(env!("CARGO_MANIFEST_DIR"), "/../../system.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cleave"))
+        .args(["spec", system])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end at once: the whole spec is written into a closed pipe.
+    drop(child.stdout.take());
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(result.status.success(), "exit {:?}: {stderr}", result.status.code());
+}
