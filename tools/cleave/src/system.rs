@@ -359,6 +359,33 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
         }
     }
 
+    // Programs are named, never given as paths: the build packs the program of that name
+    // into the boot image, and a path would pack whatever host file it names.
+    let mut programs: Vec<(String, &Spanned<String>)> = Vec::new();
+    if let Some(s) = &file.system {
+        programs.push(("system.root".into(), &s.root));
+    }
+    for (name, c) in &file.components {
+        if let Some(b) = &c.binary {
+            programs.push((format!("components.{}.binary", name.get_ref()), b));
+        }
+    }
+    for (name, g) in &file.guests {
+        programs.push((format!("guests.{}.image", name.get_ref()), &g.image));
+    }
+    for (key, program) in programs {
+        if !valid_name(program.get_ref()) {
+            errors.push(
+                SystemError::new(
+                    key,
+                    span(program),
+                    format!("`{}` is not a program name", program.get_ref()),
+                )
+                .help("name a program the build makes (lower-case letters, digits and `-`), not a path"),
+            );
+        }
+    }
+
     for (name, c) in &file.components {
         let key = |field: &str| format!("components.{}.{field}", name.get_ref());
         if let Some(p) = &c.priority
