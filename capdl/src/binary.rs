@@ -124,6 +124,9 @@ pub mod lifetime {
     pub const RESTART: u64 = 2;
     /// Rolled back after every request.
     pub const PER_REQUEST: u64 = 3;
+    /// The longest restart period the encoding holds (24 bits of milliseconds above the
+    /// kind, in a 32-bit field): about 4.6 hours.
+    pub const MAX_RESTART_MS: u64 = (1 << 24) - 1;
 }
 
 /// Flags of a TCB record, above the ELF name index in its `param0`.

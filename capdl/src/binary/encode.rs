@@ -63,6 +63,11 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                 ObjectKind::Tcb(t) => {
                     rec[2] = t.prio.unwrap_or(0) as u8;
                     rec[3] = t.max_prio.unwrap_or(0) as u8;
+                    if let Some(crate::model::Lifetime::RestartEvery { ms }) = t.lifetime
+                        && ms > crate::binary::lifetime::MAX_RESTART_MS
+                    {
+                        return Err(EncodeError(format!("`{r}`: restart period of {ms} ms too long")));
+                    }
                     let lifetime = t.lifetime.map_or(0, crate::model::Lifetime::encode);
                     let lifetime = u32::try_from(lifetime)
                         .map_err(|_| EncodeError(format!("`{r}`: restart period too long")))?;
@@ -197,6 +202,17 @@ mod tests {
     use crate::text::read;
 
     const TEXT: &str = "arch x86_64\nobjects {\n  t = tcb (prio: 100, max_prio: 0, resume: True, elf: server, ends_run: True)\n  c = cnode (8 bits)\n  e = ep\n  f[2] = frame (4k)\n  i = irq\n  p = io_ports (ports: [0x40..0x43])\n}\ncaps {\n  c {\n    1: e (W, badge: 5)\n    2: f[1] (R, uncached)\n    3: irq_control\n  }\n  t {\n    0: c (guard_size: 56)\n  }\n}\nirq maps {\n  3: i\n}\n";
+
+    #[test]
+    fn restart_periods_the_encoding_cannot_hold_are_refused() {
+        for (ms, ok) in
+            [(1u64, true), (super::super::lifetime::MAX_RESTART_MS, true), (1 << 24, false), (1 << 56, false)]
+        {
+            let text = TEXT.replace("ends_run: True", &format!("lifetime: restart, restart_ms: {ms}"));
+            let spec = read(&text).unwrap();
+            assert_eq!(encode(&spec).is_ok(), ok, "{ms} ms");
+        }
+    }
 
     #[test]
     fn encodes_and_reads_back_in_place() {

@@ -240,6 +240,10 @@ fn span<T>(s: &Spanned<T>) -> Range<usize> {
     s.span()
 }
 
+/// The most `stack` or `memory` a component may ask for (its pages are counted in 32 bits
+/// and copied on every restart).
+pub const MAX_COMPONENT_MEMORY: u64 = 1 << 30;
+
 /// Parses a size: "4096", "4K", "16K", "2M", "1G".
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
@@ -400,6 +404,11 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
         for (field, value) in [("stack", &c.stack), ("memory", &c.memory)] {
             if let Some(v) = value {
                 match parse_size(v.get_ref()) {
+                    Some(n) if n > MAX_COMPONENT_MEMORY => errors.push(SystemError::new(
+                        key(field),
+                        span(v),
+                        format!("{field} `{}` is more than the 1 GiB a component may have", v.get_ref()),
+                    )),
                     Some(n) if n % 4096 == 0 && n > 0 => {}
                     Some(_) => errors.push(SystemError::new(
                         key(field),
@@ -437,6 +446,16 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                         .help("restart is \"per-request\" or { every = \"10s\" }"),
                 ),
                 Restart::Every { every } => match parse_duration_ms(every) {
+                    Some(ms) if ms > cleave_capdl::binary::lifetime::MAX_RESTART_MS => errors.push(
+                        SystemError::new(
+                            key("restart.every"),
+                            span(r),
+                            format!(
+                                "`{every}` is longer than the longest restart period, {} ms (about 4.6 hours)",
+                                cleave_capdl::binary::lifetime::MAX_RESTART_MS
+                            ),
+                        ),
+                    ),
                     Some(ms) if ms > 0 => {}
                     _ => errors.push(
                         SystemError::new(
