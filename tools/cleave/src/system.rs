@@ -240,6 +240,9 @@ fn span<T>(s: &Spanned<T>) -> Range<usize> {
     s.span()
 }
 
+/// The size of a VMM's configuration page (`compile::vmm_config`).
+pub const MAX_VMM_CONFIG: usize = 4096;
+
 /// The most `stack` or `memory` a component may ask for (its pages are counted in 32 bits
 /// and copied on every restart).
 pub const MAX_COMPONENT_MEMORY: u64 = 1 << 30;
@@ -804,6 +807,27 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
     }
     for (name, g) in &file.guests {
         let key = |field: &str| format!("guests.{}.{field}", name.get_ref());
+        // The VMM reads its configuration page as `key=value` lines: a line break in the
+        // command line would add settings of its own, and the page is one page.
+        if let Some(c) = &g.cmdline {
+            let text = c.get_ref();
+            if let Some(bad) = text.chars().find(|ch| ch.is_control()) {
+                errors.push(SystemError::new(
+                    key("cmdline"),
+                    span(c),
+                    format!("the command line holds the control character {:?}", bad),
+                ));
+            } else if crate::compile::vmm_config(name.get_ref(), g).len() > MAX_VMM_CONFIG {
+                errors.push(SystemError::new(
+                    key("cmdline"),
+                    span(c),
+                    format!(
+                        "the command line ({} bytes) does not fit the VMM's {MAX_VMM_CONFIG}-byte configuration page",
+                        text.len()
+                    ),
+                ));
+            }
+        }
         match parse_size(g.memory.get_ref()) {
             Some(n) if n > crate::compile::GUEST_RAM_MAX => errors.push(SystemError::new(
                 key("memory"),
