@@ -393,6 +393,24 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
         }
     }
 
+    // The supervisor is a component cleave adds when lifetimes need one.
+    let supervised = file
+        .components
+        .values()
+        .any(|c| c.restart.is_some() || c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable"));
+    if let Some(name) =
+        file.components.keys().find(|k| supervised && k.get_ref() == crate::compile::SUPERVISOR)
+    {
+        errors.push(SystemError::new(
+            format!("components.{}", name.get_ref()),
+            span(name),
+            format!(
+                "`{}` is the name of the supervisor this system's lifetimes need, which cleave adds itself",
+                name.get_ref()
+            ),
+        ));
+    }
+
     for (name, c) in &file.components {
         let key = |field: &str| format!("components.{}.{field}", name.get_ref());
         if let Some(p) = &c.priority
@@ -477,6 +495,16 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                     "a disposable component is never restarted",
                 ));
             }
+        }
+        if let Some(e) = c
+            .ends_run
+            .as_ref()
+            .filter(|e| *e.get_ref() && c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable"))
+        {
+            errors.push(
+                SystemError::new(key("ends-run"), span(e), "a disposable component cannot end the run")
+                    .help("its supervisor holds what it is made from; remove `lifetime` or `ends-run`"),
+            );
         }
         if let Some(e) = c.ends_run.as_ref().filter(|e| *e.get_ref() && c.restart.is_some()) {
             errors.push(
@@ -841,13 +869,26 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                 format!("guest memory `{}` is not a whole number of 2 MiB", g.memory.get_ref()),
             )),
         }
+        // Its VMM is a component cleave adds: nothing else may have that name (a ring or
+        // region named after it would collide with the VMM's own objects).
         let vmm = crate::compile::vmm_name(name.get_ref());
-        if let Some((other, _)) = file.components.iter().find(|(k, _)| *k.get_ref() == vmm) {
-            errors.push(SystemError::new(
-                format!("components.{vmm}"),
-                span(other),
-                format!("component `{vmm}` has the name of guest `{}`'s VMM", name.get_ref()),
-            ));
+        let named = [
+            ("components", file.components.keys().find(|k| *k.get_ref() == vmm)),
+            ("channels", file.channels.keys().find(|k| *k.get_ref() == vmm)),
+            ("regions", file.regions.keys().find(|k| *k.get_ref() == vmm)),
+            ("devices", file.devices.keys().find(|k| *k.get_ref() == vmm)),
+        ];
+        for (section, other) in named {
+            if let Some(other) = other {
+                errors.push(SystemError::new(
+                    format!("{section}.{vmm}"),
+                    span(other),
+                    format!(
+                        "`{vmm}` has the name of guest `{}`'s VMM, which cleave adds itself",
+                        name.get_ref()
+                    ),
+                ));
+            }
         }
         for b in &g.backends {
             if !is_component(b.get_ref()) {
