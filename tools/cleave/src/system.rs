@@ -739,6 +739,9 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
     for (name, d) in &file.devices {
         let dn = name.get_ref().as_str();
         let key = |field: &str| format!("devices.{dn}.{field}");
+        // The supervisor takes the PIT (IRQ 0, ports 0x40-0x43) as its clock when any
+        // component restarts on a timer or has a deadline (`compile::supervisor`).
+        let supervisor_clock = file.components.values().any(|c| c.restart.is_some() || c.deadline.is_some());
         if !is_component(d.owner.get_ref()) {
             errors.push(SystemError::new(
                 key("owner"),
@@ -756,6 +759,11 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                 ));
             } else if KERNEL_IRQS.contains(&n) {
                 errors.push(SystemError::new(key("irq"), span(irq), format!("IRQ {n} is the kernel's")));
+            } else if n == 0 && supervisor_clock {
+                errors.push(
+                    SystemError::new(key("irq"), span(irq), "IRQ 0 is the supervisor's clock (the PIT)")
+                        .help("a system with restarts or deadlines gives the PIT to its supervisor"),
+                );
             } else if let Some(other) = irqs.insert(n, dn) {
                 errors.push(SystemError::new(
                     key("irq"),
@@ -781,6 +789,16 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                             span(ports),
                             format!("ports {a:#x}-{b:#x} include the kernel's"),
                         ));
+                    }
+                    if supervisor_clock && a <= 0x43 && 0x40 <= b {
+                        errors.push(
+                            SystemError::new(
+                                key("io-ports"),
+                                span(ports),
+                                format!("ports {a:#x}-{b:#x} include the PIT's (0x40-0x43), the supervisor's clock"),
+                            )
+                            .help("a system with restarts or deadlines gives the PIT to its supervisor"),
+                        );
                     }
                     if let Some((_, _, _, other)) = port_ranges.iter().find(|(x, y, _, _)| a <= *y && *x <= b)
                     {
