@@ -1,5 +1,11 @@
 //! seL4's capDL text syntax: a reader (with line and column in every error) and a writer
 //! that produces one canonical form.
+//!
+//! The reader takes hostile text: every number is checked before it is narrowed or
+//! multiplied (indices and array sizes fit 32 bits, sizes in bits are at most 64, frame
+//! sizes fit 64 bits, slot and IRQ numbering stops at 2^64), a range (`f[a..b]`) must lie
+//! in an array declared before it, and a file holds at most [`MAX_CAPS`] capabilities, so
+//! what it builds is bounded by the length of the text.
 
 use crate::model::{
     Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Spec, TCB_SLOT_NAMES, Target, TcbParams,
@@ -154,7 +160,14 @@ struct Parser {
     tokens: Vec<Token>,
     at: usize,
     end: (usize, usize),
+    /// Capabilities read so far, against `MAX_CAPS`.
+    caps: usize,
 }
+
+/// The most capabilities one file may hold. Ranges (`f[0..N]`) multiply text into
+/// capabilities, so the reader bounds what it builds; a million is well beyond any
+/// system seL4's or Cleave's tools describe.
+pub const MAX_CAPS: usize = 1 << 20;
 
 type Parsed<T> = Result<T, ParseError>;
 
@@ -234,12 +247,11 @@ impl Parser {
         let name = self.ident("an object name")?;
         let index = if self.eat('[') {
             let i = self.number("an index")?;
+            self.at -= 1;
+            let i = self.narrow(i, "an index")?;
+            self.at += 1;
             self.punct(']')?;
-            Some(u32::try_from(i).map_err(|_| ParseError {
-                line: 0,
-                column: 0,
-                message: "index too large".into(),
-            })?)
+            Some(i)
         } else {
             None
         };
@@ -279,15 +291,23 @@ impl Parser {
                     self.at += 1;
                     self.keyword("maps")?;
                     self.punct('{')?;
-                    let mut next = 0;
+                    // `None` once the numbering has run past the largest number.
+                    let mut next = Some(0u64);
                     while !self.eat('}') {
                         if matches!(self.peek(), Some(Tok::Number(_))) {
-                            next = self.number("an IRQ number")?;
+                            next = Some(self.number("an IRQ number")?);
                             self.punct(':')?;
                         }
+                        let at = self.at;
+                        let Some(number) = next else {
+                            return self.error("IRQ numbers run past 2^64".into());
+                        };
                         let irq = self.obj_ref()?;
-                        spec.irqs.insert(next, irq);
-                        next += 1;
+                        if spec.irqs.insert(number, irq).is_some() {
+                            self.at = at;
+                            return self.error(format!("IRQ {number} mapped twice"));
+                        }
+                        next = number.checked_add(1);
                         self.eat(';');
                     }
                 }
@@ -303,12 +323,11 @@ impl Parser {
         let name = self.ident("an object name")?;
         let count = if self.eat('[') {
             let n = self.number("an array size")?;
+            self.at -= 1;
+            let n = self.narrow(n, "an array size")?;
+            self.at += 1;
             self.punct(']')?;
-            Some(u32::try_from(n).map_err(|_| ParseError {
-                line: 0,
-                column: 0,
-                message: "array too large".into(),
-            })?)
+            Some(n)
         } else {
             None
         };
@@ -325,16 +344,23 @@ impl Parser {
                         self.at += 1;
                         match self.peek() {
                             Some(Tok::Ident(s)) if s == "bits" => {
+                                if n > 64 {
+                                    self.at -= 1;
+                                    return self.error(format!("{n} bits is more than a 64-bit word"));
+                                }
                                 self.at += 1;
                                 size_bits = Some(n);
                             }
-                            Some(Tok::Ident(s)) if s == "k" => {
+                            Some(Tok::Ident(s)) if s == "k" || s == "M" => {
+                                let (unit, suffix) =
+                                    if s == "k" { (1u64 << 10, "k") } else { (1 << 20, "M") };
+                                let Some(size) = n.checked_mul(unit) else {
+                                    self.at -= 1;
+                                    return self
+                                        .error(format!("frame size {n}{suffix} does not fit in 64 bits"));
+                                };
                                 self.at += 1;
-                                frame_size = Some(n << 10);
-                            }
-                            Some(Tok::Ident(s)) if s == "M" => {
-                                self.at += 1;
-                                frame_size = Some(n << 20);
+                                frame_size = Some(size);
                             }
                             _ => return self.error("expected `bits`, `k` or `M` after the number".into()),
                         }
@@ -425,6 +451,7 @@ impl Parser {
         children: Vec<ObjRef>,
     ) -> Parsed<ObjectKind> {
         let bits = |what: &str| -> Parsed<u32> {
+            // `object` refused anything above 64, so the narrowing is exact.
             size_bits.map(|b| b as u32).ok_or(ParseError {
                 line: 0,
                 column: 0,
@@ -447,6 +474,7 @@ impl Parser {
             "rtreply" => ObjectKind::Reply,
             "cnode" => ObjectKind::CNode { size_bits: bits("a cnode").map_err(|e| self.here(e))? },
             "ut" => ObjectKind::Untyped {
+                // At most 64 (checked in `object`), so exact.
                 size_bits: size_bits.map(|b| b as u32),
                 paddr: take_num(&mut params, "paddr").map_err(|e| self.here(e))?,
                 children,
@@ -564,6 +592,14 @@ impl Parser {
         Ok(kind)
     }
 
+    /// Narrows the number at the current token to 32 bits, or says where it does not fit.
+    fn narrow(&self, n: u64, what: &str) -> Parsed<u32> {
+        match u32::try_from(n) {
+            Ok(n) => Ok(n),
+            Err(_) => self.error(format!("{what} {n} does not fit in 32 bits")),
+        }
+    }
+
     /// Gives a location to an error made without one.
     fn here(&self, mut e: ParseError) -> ParseError {
         if e.line == 0 {
@@ -577,12 +613,13 @@ impl Parser {
     fn cap_block(&mut self, spec: &mut Spec) -> Parsed<()> {
         let container = self.obj_ref()?;
         self.punct('{')?;
-        let mut next_slot = 0u64;
+        // `None` once the numbering has run past the largest slot number.
+        let mut next_slot = Some(0u64);
         let slots = spec.caps.entry(container.clone()).or_default();
         while !self.eat('}') {
             // `slot:` is a number or a symbolic name followed by a colon.
             if matches!(self.peek_at(1), Some(Tok::Punct(':'))) {
-                next_slot = match self.next("a slot")? {
+                next_slot = Some(match self.next("a slot")? {
                     Tok::Number(n) => n,
                     Tok::Ident(s) => match TCB_SLOT_NAMES.iter().find(|(n, _)| *n == s) {
                         Some(&(_, slot)) => slot,
@@ -595,9 +632,10 @@ impl Parser {
                         self.at -= 1;
                         return self.error(format!("expected a slot, found {other}"));
                     }
-                };
+                });
                 self.punct(':')?;
             }
+            let name_at = self.at;
             let name = self.ident("a capability target")?;
             let (first, last) = if self.eat('[') {
                 let a = self.number("an index")?;
@@ -607,6 +645,42 @@ impl Parser {
                 } else {
                     a
                 };
+                // Check the range against the array before building anything: a
+                // range is as long as its text says, not as the file is.
+                // A single index only has to fit (the validator checks it against the
+                // array); a range must lie within an array declared before it.
+                let array = spec.objects.iter().find(|o| o.name == name).map(|o| o.count);
+                let (low, high) = (a.min(b), a.max(b));
+                match array {
+                    _ if a == b && a > u64::from(u32::MAX) => {
+                        self.at = name_at;
+                        return self.error(format!("index {a} does not fit in 32 bits"));
+                    }
+                    _ if a == b => {}
+                    Some(Some(count)) if high < u64::from(count) => {}
+                    Some(Some(count)) => {
+                        self.at = name_at;
+                        return self.error(format!(
+                            "the range `{name}[{a}..{b}]` is outside the array (`{name}` has {count} elements)"
+                        ));
+                    }
+                    Some(None) => {
+                        self.at = name_at;
+                        return self.error(format!("`{name}` is not an array, so it takes no range"));
+                    }
+                    None => {
+                        self.at = name_at;
+                        return self.error(format!(
+                            "the range `{name}[{a}..{b}]` names no array declared before it"
+                        ));
+                    }
+                }
+                if high - low >= MAX_CAPS as u64 || self.caps + (high - low) as usize >= MAX_CAPS {
+                    self.at = name_at;
+                    return self.error(format!(
+                        "more than {MAX_CAPS} capabilities in one file (the reader's limit)"
+                    ));
+                }
                 self.punct(']')?;
                 (Some(a), b)
             } else {
@@ -620,6 +694,8 @@ impl Parser {
                     ("io_space_master", None) => Target::IoSpaceMaster,
                     ("domain", None) => Target::Domain,
                     ("sched_control", None) => Target::SchedControl,
+                    // Every index was checked against a declared array (so it fits
+                    // in 32 bits) above.
                     (n, i) => Target::Object(ObjRef { name: n.into(), index: i.map(|i| i as u32) }),
                 }
             };
@@ -629,10 +705,20 @@ impl Parser {
                 Some(a) => (last..=a).rev().map(Some).collect(),
             };
             for index in indices {
-                if slots.insert(next_slot, Cap { target: target(index), params: params.clone() }).is_some() {
-                    return self.error(format!("slot {next_slot} of `{container}` filled twice"));
+                let Some(slot) = next_slot else {
+                    self.at = name_at;
+                    return self.error("slot numbers run past 2^64".into());
+                };
+                if slots.insert(slot, Cap { target: target(index), params: params.clone() }).is_some() {
+                    return self.error(format!("slot {slot} of `{container}` filled twice"));
                 }
-                next_slot += 1;
+                self.caps += 1;
+                next_slot = slot.checked_add(1);
+            }
+            if self.caps > MAX_CAPS {
+                self.at = name_at;
+                return self
+                    .error(format!("more than {MAX_CAPS} capabilities in one file (the reader's limit)"));
             }
             self.eat(';');
         }
@@ -714,7 +800,7 @@ pub fn read(text: &str) -> Result<Spec, ParseError> {
     let tokens = lex(text)?;
     let lines = text.lines().count().max(1);
     let last_len = text.lines().last().map_or(0, |l| l.chars().count());
-    let mut parser = Parser { tokens, at: 0, end: (lines, last_len + 1) };
+    let mut parser = Parser { tokens, at: 0, end: (lines, last_len + 1), caps: 0 };
     parser.spec()
 }
 

@@ -228,3 +228,76 @@ fn lifetimes_read_back_and_bad_ones_are_refused() {
         assert!(e.message.contains(message), "{text}: {e}");
     }
 }
+
+/// Issue 15: every number is checked before it is narrowed or multiplied, a range is
+/// checked against its array before anything is built, and every error has a location.
+#[test]
+fn hostile_numbers_and_ranges_are_refused_where_they_are() {
+    let head = "arch x86_64\nobjects {\n  f[2] = frame (4k)\n  s = ep\n}\n";
+    let cases: &[(&str, (usize, usize), &str)] = &[
+        // The range the review tried: 6.8 TB of capabilities.
+        ("caps {\n  c { 0: f[0..429496729558] }\n}\n", (7, 10), "outside the array (`f` has 2 elements)"),
+        ("caps {\n  c { 0: f[429496729558..0] }\n}\n", (7, 10), "outside the array"),
+        ("caps {\n  c { 0: g[0..30000000] }\n}\n", (7, 10), "names no array declared before it"),
+        ("caps {\n  c { 0: s[0..1] }\n}\n", (7, 10), "`s` is not an array"),
+        // Narrowing: these used to read as f[0], 8 bits and 20 bits.
+        ("caps {\n  c { 0: f[4294967296] }\n}\n", (7, 10), "index 4294967296 does not fit in 32 bits"),
+        ("irq maps {\n  0: f[4294967296]\n}\n", (7, 8), "an index 4294967296 does not fit in 32 bits"),
+        (
+            "objects {\n  c = cnode (4294967304 bits)\n}\n",
+            (7, 14),
+            "4294967304 bits is more than a 64-bit word",
+        ),
+        ("objects {\n  u = ut (4294967316 bits)\n}\n", (7, 11), "4294967316 bits is more than a 64-bit word"),
+        (
+            "objects {\n  g[4294967296] = frame (4k)\n}\n",
+            (7, 5),
+            "an array size 4294967296 does not fit in 32 bits",
+        ),
+        ("objects {\n  g = frame (18014398509481984k)\n}\n", (7, 14), "does not fit in 64 bits"),
+        ("objects {\n  g = frame (17592186044416M)\n}\n", (7, 14), "does not fit in 64 bits"),
+        // Counters that would wrap.
+        ("irq maps {\n  18446744073709551615: s\n  s\n}\n", (8, 3), "IRQ numbers run past 2^64"),
+        ("irq maps {\n  3: s\n  3: f[1]\n}\n", (8, 6), "IRQ 3 mapped twice"),
+        ("caps {\n  c {\n    18446744073709551615: s\n    s\n  }\n}\n", (9, 5), "slot numbers run past 2^64"),
+    ];
+    for (tail, (line, column), message) in cases {
+        let text = format!("{head}{tail}");
+        let e = error_of(&text);
+        assert!(e.message.contains(message), "{tail}: {e}");
+        assert_eq!((e.line, e.column), (*line, *column), "{tail}: {e}");
+    }
+}
+
+#[test]
+fn the_reader_bounds_what_ranges_build() {
+    // An array of 40 million frames is only a declaration, but filling slots from it
+    // would build 30 million capabilities: the reader refuses before building them.
+    let text =
+        "arch x86_64\nobjects {\n  f[40000000] = frame (4k)\n}\ncaps {\n  c { 0: f[0..30000000] }\n}\n";
+    let e = error_of(text);
+    assert!(e.message.contains("the reader's limit"), "{e}");
+    assert_eq!(e.line, 6);
+    // Many small ranges reach the same limit.
+    let mut text = String::from("arch x86_64\nobjects {\n  f[1000] = frame (4k)\n}\ncaps {\n");
+    for c in 0..=MAX_CAPS / 1000 {
+        text.push_str(&format!("  c{c} {{ 0: f[0..999] }}\n"));
+    }
+    text.push_str("}\n");
+    let e = error_of(&text);
+    assert!(e.message.contains("the reader's limit"), "{e}");
+    // Just under the limit still reads.
+    let text = format!(
+        "arch x86_64\nobjects {{\n  f[{MAX_CAPS}] = frame (4k)\n}}\ncaps {{\n  c {{ 0: f[0..{}] }}\n}}\n",
+        MAX_CAPS - 1
+    );
+    assert_eq!(read(&text).unwrap().caps.values().map(|s| s.len()).sum::<usize>(), MAX_CAPS);
+}
+
+#[test]
+fn the_largest_slot_and_irq_numbers_still_read() {
+    let text = "arch x86_64\nobjects {\n  s = ep\n}\ncaps {\n  c { 18446744073709551615: s }\n}\nirq maps {\n  18446744073709551615: s\n}\n";
+    let spec = read(text).unwrap();
+    assert!(spec.caps[&ObjRef::named("c")].contains_key(&u64::MAX));
+    assert!(spec.irqs.contains_key(&u64::MAX));
+}
