@@ -619,7 +619,8 @@ pub fn compile(file: &SystemFile) -> Compiled {
         );
         for (i, client) in ch.clients.get_ref().iter().enumerate() {
             let badge = ch.badge_of(i, client.get_ref());
-            let params = CapParams { rights: rights(false, true, ch.grant), badge, ..CapParams::default() };
+            let params =
+                CapParams { rights: rights(false, true, ch.grants()), badge, ..CapParams::default() };
             add(
                 client.get_ref(),
                 n.clone(),
@@ -907,7 +908,7 @@ map = { b = "rw", c = "r" }
 
     #[test]
     fn lifetimes_are_recorded_in_the_spec_and_its_encoding() {
-        let text = "[components.a]\nrestart = { every = \"2s\" }\n[components.b]\nlifetime = \"disposable\"\n[components.c]\nrestart = \"per-request\"\n[components.d]\n";
+        let text = "[components.a]\nrestart = { every = \"2s\" }\n[components.b]\nlifetime = \"disposable\"\n[components.c]\nrestart = \"per-request\"\n[components.d]\n[channels.req]\nkind = \"endpoint\"\nserver = \"c\"\nclients = [\"d\"]\n";
         let spec = compile(&crate::system::load(text).unwrap()).spec;
         let lifetime = |name: &str| match &spec.objects.iter().find(|o| o.name == name).unwrap().kind {
             ObjectKind::Tcb(t) => t.lifetime,

@@ -28,7 +28,7 @@ pub fn dot(file: &SystemFile) -> String {
     for (name, ch) in &file.channels {
         for (i, client) in ch.clients.get_ref().iter().enumerate() {
             let badge = ch.badge_of(i, client.get_ref());
-            let grant = if ch.grant { "G" } else { "" };
+            let grant = if ch.grants() { "G" } else { "" };
             let _ = writeln!(
                 out,
                 "  {} -> {} [label={}];",

@@ -101,12 +101,13 @@ pub struct Channel {
     pub server: Spanned<String>,
     /// The components that send (call) or signal.
     pub clients: Spanned<Vec<Spanned<String>>>,
-    /// Badge per client (default: 1, 2, … in client order).
+    /// Badge per client (default: 1, 2, … in client order for an endpoint, bit 0, 1, … for
+    /// a notification).
     #[serde(default)]
     pub badges: BTreeMap<Spanned<String>, Spanned<u64>>,
-    /// Clients may pass capabilities (grant right).
+    /// Clients may pass capabilities (grant right); endpoints only.
     #[serde(default)]
-    pub grant: bool,
+    pub grant: Option<Spanned<bool>>,
     /// Endpoints: a shared region of this size per client, mapped read-write into the
     /// server and that client only (named `CHANNEL-CLIENT`): a per-connection ring.
     #[serde(default)]
@@ -164,12 +165,26 @@ pub fn ring_name(channel: &str, client: &str) -> String {
 
 impl Channel {
     /// The badge of the `index`th client's capability: the one `badges` gives it, else its
-    /// position in `clients` counting from 1.
+    /// position in `clients` counting from 1 (an endpoint) or bit `index` (a notification,
+    /// whose badges OR together, so each client needs bits of its own; `check` refuses a
+    /// notification with more than 64 clients).
     pub fn badge_of(&self, index: usize, client: &str) -> u64 {
-        self.badges
-            .iter()
-            .find(|(k, _)| k.get_ref() == client)
-            .map_or(index as u64 + 1, |(_, b)| *b.get_ref())
+        let default = if self.is_notification() {
+            1u64.checked_shl(index as u32).unwrap_or(0)
+        } else {
+            index as u64 + 1
+        };
+        self.badges.iter().find(|(k, _)| k.get_ref() == client).map_or(default, |(_, b)| *b.get_ref())
+    }
+
+    /// Whether the channel is a notification.
+    pub fn is_notification(&self) -> bool {
+        self.kind.get_ref() == "notification"
+    }
+
+    /// Whether clients may pass capabilities.
+    pub fn grants(&self) -> bool {
+        self.grant.as_ref().is_some_and(|g| *g.get_ref())
     }
 }
 
@@ -411,8 +426,85 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
         ));
     }
 
+    let mut disposable_count = 0usize;
     for (name, c) in &file.components {
         let key = |field: &str| format!("components.{}.{field}", name.get_ref());
+        let disposable = c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable");
+        // The supervisor's notification gives each disposable component one bit, below
+        // the clock's (bit 63).
+        if disposable {
+            disposable_count += 1;
+            if disposable_count == 64
+                && let Some(l) = &c.lifetime
+            {
+                errors.push(SystemError::new(
+                    key("lifetime"),
+                    span(l),
+                    "more than 63 disposable components: the supervisor tells them apart by one \
+                     badge bit each, and bit 63 is its clock's",
+                ));
+            }
+        }
+        // A supervisor that cannot preempt the component cannot enforce its deadline or
+        // restart it on time.
+        let enforced = c.restart.is_some() || (disposable && c.deadline.is_some());
+        if let Some(p) =
+            c.priority.as_ref().filter(|p| enforced && *p.get_ref() >= crate::compile::SUPERVISOR_PRIORITY)
+        {
+            errors.push(
+                SystemError::new(
+                    key("priority"),
+                    span(p),
+                    format!(
+                        "priority {} is not below the supervisor's ({}), which must preempt it to \
+                         enforce its {}",
+                        p.get_ref(),
+                        crate::compile::SUPERVISOR_PRIORITY,
+                        if c.restart.is_some() { "restarts" } else { "deadline" }
+                    ),
+                )
+                .help(format!("use a priority below {}", crate::compile::SUPERVISOR_PRIORITY)),
+            );
+        }
+        if let Some(r) = &c.restart
+            && matches!(r.get_ref(), Restart::Keyword(k) if k == "per-request")
+            && !file
+                .channels
+                .values()
+                .any(|ch| ch.kind.get_ref() == "endpoint" && ch.server.get_ref() == name.get_ref())
+        {
+            errors.push(
+                SystemError::new(
+                    key("restart"),
+                    span(r),
+                    format!("`{}` is rolled back after each request, but serves no endpoint", name.get_ref()),
+                )
+                .help("make it the server of an endpoint channel, or use restart = { every = … }"),
+            );
+        }
+        if disposable {
+            let size =
+                |v: &Option<Spanned<String>>| v.as_ref().and_then(|v| parse_size(v.get_ref())).unwrap_or(0);
+            let (stack, memory) = (size(&c.stack), size(&c.memory));
+            let untyped = 1u64 << crate::compile::DISPOSABLE_UNTYPED_BITS;
+            if stack.saturating_add(memory) >= untyped
+                && let Some(v) = c.memory.as_ref().or(c.stack.as_ref())
+            {
+                errors.push(
+                    SystemError::new(
+                        key(if c.memory.is_some() { "memory" } else { "stack" }),
+                        span(v),
+                        format!(
+                            "stack and memory ({} KiB) do not fit in the {} KiB a disposable component \
+                             is made from, with its TCB, tables and program",
+                            (stack + memory) >> 10,
+                            untyped >> 10
+                        ),
+                    )
+                    .help("a disposable component is small: shrink its stack or memory"),
+                );
+            }
+        }
         if let Some(p) = &c.priority
             && !(MIN_PRIORITY..=MAX_PRIORITY).contains(p.get_ref())
         {
@@ -548,12 +640,21 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                     "only endpoint channels have rings".to_string(),
                 ));
             }
-            if !parse_size(ring.get_ref()).is_some_and(|n| n > 0 && n % 4096 == 0) {
-                errors.push(SystemError::new(
+            match parse_size(ring.get_ref()) {
+                Some(n) if n > 0 && n % 4096 == 0 && (n / 4096).is_power_of_two() => {}
+                Some(n) if n > 0 && n % 4096 == 0 => errors.push(
+                    SystemError::new(
+                        key("ring"),
+                        span(ring),
+                        format!("ring size `{}` is {} pages, not a power of two", ring.get_ref(), n / 4096),
+                    )
+                    .help("a ring's indices wrap by masking: use 4K, 8K, 16K, …"),
+                ),
+                _ => errors.push(SystemError::new(
                     key("ring"),
                     span(ring),
                     format!("ring size `{}` is not a whole number of 4 KiB pages", ring.get_ref()),
-                ));
+                )),
             }
         }
         if !["endpoint", "notification"].contains(&ch.kind.get_ref().as_str()) {
@@ -636,6 +737,57 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                 ));
             }
         }
+        // What each client's capability actually carries, defaults included: two
+        // clients with one badge (or, on a notification, one bit) are one to the server.
+        let clients_list = ch.clients.get_ref();
+        if ch.is_notification() && clients_list.len() > 64 {
+            errors.push(SystemError::new(
+                key("clients"),
+                span(&ch.clients),
+                format!(
+                    "notification `{}` has {} clients, but a badge word has 64 bits, one per client",
+                    name.get_ref(),
+                    clients_list.len()
+                ),
+            ));
+        } else {
+            // (badge, client, whether `badges` gave it)
+            let mut carried: Vec<(u64, &str, bool)> = Vec::new();
+            for (i, client) in clients_list.iter().enumerate() {
+                let c = client.get_ref().as_str();
+                let badge = ch.badge_of(i, c);
+                let explicit = ch.badges.iter().find(|(k, _)| k.get_ref() == c).map(|(_, b)| b);
+                let at = explicit.map_or_else(|| span(client), span);
+                let how = if explicit.is_some() { "" } else { " (its default)" };
+                for &(other_badge, other, other_explicit) in &carried {
+                    // Two explicit badges that are equal were reported above; a zero badge too.
+                    let same = other_badge == badge && !(explicit.is_some() && other_explicit);
+                    let overlapping =
+                        ch.is_notification() && other_badge != badge && other_badge & badge != 0;
+                    if badge == 0 || other == c || !(same || overlapping) {
+                        continue;
+                    }
+                    let message = if same {
+                        format!("`{c}`'s badge {badge}{how} is also `{other}`'s")
+                    } else {
+                        format!(
+                            "`{c}`'s badge {badge:#x}{how} shares bits with `{other}`'s ({other_badge:#x}): \
+                             notification badges OR together, so the server could not tell them apart"
+                        )
+                    };
+                    errors.push(SystemError::new(key("badges"), at.clone(), message).help(
+                        "give each client its own badge (on a notification, its own bits) in `badges`",
+                    ));
+                }
+                carried.push((badge, c, explicit.is_some()));
+            }
+        }
+        if let Some(g) = ch.grant.as_ref().filter(|g| *g.get_ref() && ch.is_notification()) {
+            errors.push(
+                SystemError::new(key("grant"), span(g), "a notification carries no capabilities to grant")
+                    .help("grant is for endpoint channels"),
+            );
+        }
     }
 
     let mut mmio_ranges: Vec<(u64, u64, &Spanned<u64>, &str)> = Vec::new();
@@ -682,6 +834,26 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
             }
         }
     }
+    for (name, r) in &file.regions {
+        let map = r.map.get_ref();
+        let writer = map.iter().find(|(_, m)| m.get_ref() == "rw");
+        if let (Some((w, _)), Some((x, rights))) = (writer, map.iter().find(|(_, m)| m.get_ref() == "rx")) {
+            errors.push(
+                SystemError::new(
+                    format!("regions.{}.map", name.get_ref()),
+                    span(rights),
+                    format!(
+                        "region `{}` is writable by `{}` and executable by `{}`: code one component \
+                         writes would run in another",
+                        name.get_ref(),
+                        w.get_ref(),
+                        x.get_ref()
+                    ),
+                )
+                .help("map it \"r\" where it is written, or keep code in a region nobody writes"),
+            );
+        }
+    }
     let mut region_space = 0u64;
     let mut region_names: BTreeMap<String, ()> = BTreeMap::new();
     for r in shared_regions(file) {
@@ -693,6 +865,16 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
             ));
         }
         if region_names.insert(r.name.clone(), ()).is_some() {
+            // Two rings (`x` with client `b-c`, `x-b` with client `c`) named alike: one
+            // would silently vanish.
+            errors.push(
+                SystemError::new(
+                    r.key.clone(),
+                    span(r.size),
+                    format!("two channels' rings would both be named `{}`", r.name),
+                )
+                .help("a ring is named CHANNEL-CLIENT: rename the channel or the client"),
+            );
             continue;
         }
         let Some(size) = parse_size(r.size.get_ref()).filter(|n| *n > 0 && n % 4096 == 0) else { continue };
@@ -908,7 +1090,15 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                 ));
             }
         }
+        let mut listed = BTreeSet::new();
         for b in &g.backends {
+            if !listed.insert(b.get_ref().as_str()) {
+                errors.push(SystemError::new(
+                    key("backends"),
+                    span(b),
+                    format!("`{}` is listed twice as a backend", b.get_ref()),
+                ));
+            }
             if !is_component(b.get_ref()) {
                 errors.push(SystemError::new(
                     key("backends"),
