@@ -799,6 +799,25 @@ map = { b = "rw", c = "r" }
         assert_eq!(cleave_capdl::validate::validate(&spec), Vec::new());
     }
 
+    /// `[policy] only.map-guest-memory` counts a guest's VMM and backends as the holders of
+    /// its memory; this keeps that true: of every component, only the VMM reaches the RAM.
+    #[test]
+    fn only_the_vmm_maps_guest_ram() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/valid/guests.toml"))
+                .unwrap();
+        let file = crate::system::load(&text).unwrap();
+        let spec = compile(&file).spec;
+        let mut holders = BTreeSet::new();
+        for o in spec.objects.iter().filter(|o| o.name.ends_with("_tcb")) {
+            let component = o.name.trim_end_matches("_tcb");
+            if reach(&spec, component).iter().any(|r| r.name.ends_with("_ram")) {
+                holders.insert(component.to_string());
+            }
+        }
+        assert_eq!(holders, BTreeSet::from(["vmm-alice".to_string(), "vmm-bob".to_string()]));
+    }
+
     #[test]
     fn each_guest_gets_a_vmm_holding_exactly_its_vcpu_ept_memory_and_configuration() {
         let text = "[guests.alice]\nmemory = \"4M\"\nimage = \"guest-hello\"\ncmdline = \"x=1\"\n[guests.bob]\nmemory = \"2M\"\nimage = \"guest-hello\"\n";

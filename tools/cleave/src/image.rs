@@ -78,7 +78,13 @@ mod tests {
     fn a_spec_larger_than_the_loader_takes_is_refused() {
         // 2 MiB of restartable memory is 512 writable frames and 512 pristine ones.
         let text = "[components.big]\nrestart = { every = \"1s\" }\nmemory = \"2M\"\n";
-        let file = crate::system::load(text).unwrap();
+        // `check` refuses it, at the component that is too big ...
+        let errors = crate::system::load(text).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("1039 objects, 1027 of them for `big`"), "{errors:?}");
+        assert_eq!(errors[0].key, "components.big");
+        // ... and so does the image builder, for a description that skipped the checks.
+        let file: crate::system::SystemFile = toml::from_str(text).unwrap();
         let spec = crate::compile::compile(&file).spec;
         let encoded = cleave_capdl::binary::encode(&spec).unwrap();
         let err =

@@ -339,7 +339,86 @@ pub fn load(text: &str) -> Result<SystemFile, Vec<SystemError>> {
         )]
     })?;
     let errors = check(&file);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let errors = loader_limits(&file);
     if errors.is_empty() { Ok(file) } else { Err(errors) }
+}
+
+/// Compiles a checked description and holds it to what the rest of the pipeline can do:
+/// the spec validates, encodes, and has no more objects than the loader builds. Each
+/// error is placed at the component (or guest) the offending object belongs to, so that
+/// `check` finds what `image` or the loader would otherwise find first.
+fn loader_limits(file: &SystemFile) -> Vec<SystemError> {
+    // The component or guest whose name an object's starts with (the longest such).
+    let owner = |object: &str| -> (String, Range<usize>) {
+        file.components
+            .keys()
+            .map(|k| (format!("components.{}", k.get_ref()), k))
+            .chain(file.guests.keys().map(|k| (format!("guests.{}", k.get_ref()), k)))
+            .filter(|(_, k)| {
+                let n = k.get_ref();
+                object == n || object.strip_prefix(n.as_str()).is_some_and(|rest| rest.starts_with('_'))
+            })
+            .max_by_key(|(_, k)| k.get_ref().len())
+            .map_or(("(file)".to_string(), 0..0), |(key, k)| (key, span(k)))
+    };
+    let compiled = crate::compile::compile(file);
+    let mut errors = Vec::new();
+    for problem in cleave_capdl::validate::validate(&compiled.spec) {
+        let text = problem.to_string();
+        let object = text.split('`').nth(1).unwrap_or("");
+        let (key, at) = owner(object);
+        errors.push(SystemError::new(
+            key,
+            at,
+            format!("the specification this compiles to is inconsistent: {text}"),
+        ));
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+    let bytes = match cleave_capdl::binary::encode(&compiled.spec) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let text = e.to_string();
+            let (key, at) = owner(text.split('`').nth(1).unwrap_or(""));
+            return vec![SystemError::new(
+                key,
+                at,
+                format!("the loader's encoding cannot hold this: {text}"),
+            )];
+        }
+    };
+    let count = cleave_capdl::binary::EncodedSpec::new(&bytes).map_or(0, |e| e.object_count() as usize);
+    let limit = cleave_capdl::binary::LOADER_MAX_OBJECTS;
+    if count > limit {
+        // Point at the biggest contributor: that is what to shrink.
+        let mut by_owner: BTreeMap<(String, usize, usize), usize> = BTreeMap::new();
+        for o in &compiled.spec.objects {
+            let (key, at) = owner(&o.name);
+            *by_owner.entry((key, at.start, at.end)).or_default() += o.count.map_or(1, |n| n as usize);
+        }
+        let ((key, start, end), most) = by_owner
+            .into_iter()
+            .filter(|((k, _, _), _)| k != "(file)")
+            .max_by_key(|(_, n)| *n)
+            .unwrap_or((("(file)".to_string(), 0, 0), 0));
+        let at = start..end;
+        errors.push(
+            SystemError::new(
+                key.clone(),
+                at,
+                format!(
+                    "the specification has {count} objects, {most} of them for `{}`; the loader builds at most {limit}",
+                    key.split_once('.').map_or(key.as_str(), |(_, n)| n)
+                ),
+            )
+            .help("fewer components, or less `memory` for restartable ones (one object per page)"),
+        );
+    }
+    errors
 }
 
 /// The semantic checks.
@@ -1199,11 +1278,20 @@ fn check_policy(
         }
     }
     for (authority, patterns) in &policy.only {
-        let holders: BTreeSet<&str> = match authority.get_ref().as_str() {
-            "devices" => file.devices.values().map(|d| d.owner.get_ref().as_str()).collect(),
-            "map-guest-memory" => {
-                file.guests.values().flat_map(|g| g.backends.iter().map(|b| b.get_ref().as_str())).collect()
-            }
+        let holders: BTreeSet<String> = match authority.get_ref().as_str() {
+            "devices" => file.devices.values().map(|d| d.owner.get_ref().clone()).collect(),
+            // A guest's backends, and its VMM, which maps all of its RAM (the compiler's
+            // test `only_the_vmm_maps_guest_ram` keeps this list true).
+            "map-guest-memory" => file
+                .guests
+                .iter()
+                .flat_map(|(name, g)| {
+                    g.backends
+                        .iter()
+                        .map(|b| b.get_ref().clone())
+                        .chain([crate::compile::vmm_name(name.get_ref())])
+                })
+                .collect(),
             other => {
                 errors.push(
                     SystemError::new("policy.only", span(authority), format!("unknown authority `{other}`"))
@@ -1212,7 +1300,7 @@ fn check_policy(
                 continue;
             }
         };
-        for holder in holders {
+        for holder in &holders {
             if !patterns.iter().any(|p| glob(p.get_ref(), holder)) {
                 errors.push(SystemError::new(
                     format!("policy.only.{}", authority.get_ref()),
