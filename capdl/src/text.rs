@@ -420,7 +420,10 @@ impl Parser {
                                 Tok::Str(s) => format!("\"{s}\""),
                                 Tok::Ident(s) => s,
                                 Tok::Number(n) => n.to_string(),
-                                other => other.to_string(),
+                                // As written, not as an error message shows it: the
+                                // canonical form must read back the same.
+                                Tok::Punct(c) => c.to_string(),
+                                Tok::Dots => "..".to_string(),
                             });
                         }
                         raw.push(words.join(" "));

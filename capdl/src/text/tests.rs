@@ -301,3 +301,13 @@ fn the_largest_slot_and_irq_numbers_still_read() {
     assert!(spec.caps[&ObjRef::named("c")].contains_key(&u64::MAX));
     assert!(spec.irqs.contains_key(&u64::MAX));
 }
+
+/// Found by the text fuzzer: punctuation inside fill data was written back as its error
+/// message form (`` `{` ``), which does not read.
+#[test]
+fn fill_data_with_punctuation_round_trips() {
+    let text = "arch x86_64\nobjects {\n  f = frame (4k, fill: [{v{mm : 1..2 , ( ) [ ] \"s\"}])\n}\n";
+    let spec = read(text).unwrap();
+    let again = read(&write(&spec)).unwrap_or_else(|e| panic!("{e}\n{}", write(&spec)));
+    assert_eq!(again, spec);
+}

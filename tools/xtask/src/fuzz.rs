@@ -1,6 +1,7 @@
 //! `cargo xtask fuzz`: the object-layer fuzzer (`cleave_kernel_core::object::fuzz`, the
 //! `cleave-fuzz` program), built in release mode on the host; `cargo xtask test` runs it
-//! briefly and `cargo xtask bench` reports its rate.
+//! briefly and `cargo xtask bench` reports its rate. `cargo xtask fuzz --text N` runs the
+//! text-format fuzzer instead (`cargo test` runs it briefly).
 
 use crate::workspace_root;
 use anyhow::{Context, Result};
@@ -52,6 +53,29 @@ pub fn run(options: &Options, echo: bool) -> Result<(bool, String)> {
         print!("{text}");
     }
     Ok((output.status.success(), text))
+}
+
+/// Runs the text-format fuzzer (`tools/cleave/tests/text_fuzz.rs`) in release mode with
+/// `inputs` mutated inputs of each format.
+pub fn run_text(inputs: u64) -> Result<bool> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let started = std::time::Instant::now();
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .env("CLEAVE_TEXT_FUZZ", inputs.to_string())
+        .args(["test", "--quiet", "--release", "-p", "cleave", "--test", "text_fuzz"])
+        .status()
+        .context("cannot run the text fuzzer (cargo test -p cleave --test text_fuzz)")?;
+    println!(
+        "text fuzz: {inputs} capDL and {inputs} system.toml inputs in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        if status.success() {
+            "no rule broken"
+        } else {
+            "FAILED (the input is in target/text-fuzz-failure.*)"
+        }
+    );
+    Ok(status.success())
 }
 
 /// The operations-per-second figure of a fuzz run's summary line.

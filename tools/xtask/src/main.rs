@@ -84,6 +84,10 @@ enum Command {
         /// Print how many system calls of each kind succeeded.
         #[arg(long)]
         stats: bool,
+        /// Fuzz the text formats instead (capDL text and system.toml): this many mutated
+        /// inputs of each, from the fixtures (`tools/cleave/tests/text_fuzz.rs`).
+        #[arg(long, conflicts_with_all = ["episode", "steps", "stats"])]
+        text: Option<u64>,
     },
 }
 
@@ -105,7 +109,8 @@ fn main() -> ExitCode {
         Command::Bench => bench::run().map(|()| true),
         Command::Profile { program } => profile::run(&program).map(|()| true),
         Command::Deps => deps::ensure().map(|()| true),
-        Command::Fuzz { ops, seed, episode, steps, stats } => {
+        Command::Fuzz { text: Some(n), .. } => fuzz::run_text(n),
+        Command::Fuzz { ops, seed, episode, steps, stats, text: None } => {
             let options = fuzz::Options { ops: Some(ops), seed: Some(seed), episode, steps, stats };
             fuzz::run(&options, true).map(|(ok, _)| ok)
         }
