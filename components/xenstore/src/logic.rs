@@ -18,6 +18,8 @@ pub const MAX_TRANSACTIONS: usize = 1024;
 struct Transaction {
     /// The connection that started it (only it may use it).
     connection: u64,
+    /// That connection's domain (what the per-domain limit counts).
+    domid: u32,
     store: Store,
     /// Every path the transaction looked at or changed, with its generation when it first
     /// did (`None`: it did not exist).
@@ -31,10 +33,17 @@ struct Transaction {
 /// node's permissions before the change (a watcher that could read it then hears of it).
 type Change = (String, bool, Option<Vec<Perm>>);
 
-/// Most transactions one unprivileged connection may have open (Xen's default).
-pub const MAX_TRANSACTIONS_PER_CONNECTION: usize = 10;
+/// Most transactions one unprivileged domain may have open, over all its connections
+/// (Xen's default quota of 10): opening more connections buys a domain nothing.
+pub const MAX_TRANSACTIONS_PER_DOMAIN: usize = 10;
 
-/// Most watches one unprivileged connection may hold (Xen's default quota).
+/// Transactions kept for domain 0: unprivileged domains together may hold at most
+/// `MAX_TRANSACTIONS - RESERVED_FOR_DOM0`, so however many of them there are, domain 0
+/// can always start one.
+pub const RESERVED_FOR_DOM0: usize = 64;
+
+/// Most watches one unprivileged domain may hold over all its connections (Xen's default
+/// quota of 128).
 pub const MAX_WATCHES: usize = 128;
 
 /// The store and its open transactions.
@@ -262,10 +271,15 @@ impl Logic {
                 if header.tx_id != 0 {
                     return Err(Error::Busy);
                 }
-                let mine = self.transactions.values().filter(|t| t.connection == connection).count();
-                if self.transactions.len() >= MAX_TRANSACTIONS
-                    || (domid != 0 && mine >= MAX_TRANSACTIONS_PER_CONNECTION)
-                {
+                let domain = self.transactions.values().filter(|t| t.domid == domid).count();
+                let unprivileged = self.transactions.values().filter(|t| t.domid != 0).count();
+                let full = if domid == 0 {
+                    self.transactions.len() >= MAX_TRANSACTIONS
+                } else {
+                    domain >= MAX_TRANSACTIONS_PER_DOMAIN
+                        || unprivileged >= MAX_TRANSACTIONS - RESERVED_FOR_DOM0
+                };
+                if full {
                     return Err(Error::NoSpc);
                 }
                 // The next counter value not in use, under this Logic's incarnation.
@@ -281,8 +295,10 @@ impl Logic {
                     }
                 }
                 let store = self.store.transaction_copy();
-                self.transactions
-                    .insert(id, Transaction { connection, store, seen: BTreeMap::new(), fired: Vec::new() });
+                self.transactions.insert(
+                    id,
+                    Transaction { connection, domid, store, seen: BTreeMap::new(), fired: Vec::new() },
+                );
                 let mut body = id.to_string().into_bytes();
                 body.push(0);
                 Ok(body)
@@ -319,11 +335,14 @@ impl Logic {
             Request::Watch(p, token) => {
                 let mut buf = [0u8; ABS_PATH_MAX + 32];
                 let absolute = path::resolve(p, domid, &mut buf)?.to_string();
-                let mine = self.watches.iter().filter(|w| w.connection == connection);
-                if mine.clone().any(|w| w.absolute == absolute && w.token == token) {
+                if self
+                    .watches
+                    .iter()
+                    .any(|w| w.connection == connection && w.absolute == absolute && w.token == token)
+                {
                     return Err(Error::Exist);
                 }
-                if domid != 0 && mine.count() >= MAX_WATCHES {
+                if domid != 0 && self.watches.iter().filter(|w| w.domid == domid).count() >= MAX_WATCHES {
                     return Err(Error::NoSpc);
                 }
                 let watch = Watch {

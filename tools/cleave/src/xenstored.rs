@@ -78,10 +78,22 @@ pub fn serve(main: &Path, domains: &[(u32, PathBuf)]) -> Result<(), String> {
     let mut threads = Vec::new();
     for (domid, listener) in listeners {
         let (shared, next) = (Arc::clone(&shared), Arc::clone(&next));
+        // This domain's open connections: an unprivileged domain gets at most
+        // `MAX_CONNECTIONS_PER_DOMAIN`, and one more is closed at once.
+        let open = Arc::new(AtomicU64::new(0));
         threads.push(std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (shared, id) = (Arc::clone(&shared), next.fetch_add(1, Ordering::Relaxed));
-                std::thread::spawn(move || connection(stream, id, domid, &shared));
+                if domid != 0 && open.load(Ordering::Relaxed) >= MAX_CONNECTIONS_PER_DOMAIN {
+                    drop(stream);
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let (shared, open, id) =
+                    (Arc::clone(&shared), Arc::clone(&open), next.fetch_add(1, Ordering::Relaxed));
+                std::thread::spawn(move || {
+                    connection(stream, id, domid, &shared);
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
             }
         }));
     }
@@ -90,6 +102,10 @@ pub fn serve(main: &Path, domains: &[(u32, PathBuf)]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Most connections one unprivileged domain may have open at once (each costs a thread
+/// and a writer here; domain 0 is not limited).
+pub const MAX_CONNECTIONS_PER_DOMAIN: u64 = 64;
 
 /// Reads messages, answers each, and sends the watch events they cause to whichever
 /// connections registered the watches; a message announcing more than Xen's payload limit

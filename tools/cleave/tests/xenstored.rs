@@ -146,3 +146,53 @@ fn a_watch_fires_for_xenstore_watch() {
     assert_eq!(lines.next().unwrap().unwrap(), "/vm/b/c");
     assert!(watcher.wait().unwrap().success());
 }
+
+/// Issue 15: an unprivileged domain that opens connection after connection gets 64; the
+/// rest are closed at once, and domain 0 is served throughout. Closing one frees a place.
+#[test]
+fn an_unprivileged_domain_gets_a_bounded_number_of_connections() {
+    use std::io::{Read, Write};
+    let d = start("connections");
+    let dom5 = d.dir.join("dom5");
+    // Answers one XS_READ of `/` on `s`, or says the connection is gone.
+    let read_root = |s: &mut std::os::unix::net::UnixStream| -> bool {
+        let mut m = Vec::new();
+        for word in [2u32, 1, 0, 2] {
+            m.extend_from_slice(&word.to_le_bytes());
+        }
+        m.extend_from_slice(b"/\0");
+        if s.write_all(&m).is_err() {
+            return false;
+        }
+        let mut reply = [0u8; 16];
+        if s.read_exact(&mut reply).is_err() {
+            return false;
+        }
+        let len = u32::from_le_bytes(reply[12..16].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).is_ok()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        let s = std::os::unix::net::UnixStream::connect(&dom5).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        streams.push(s);
+    }
+    let served = streams.iter_mut().map(&read_root).filter(|&served| served).count();
+    assert_eq!(served, 64, "connections served for domain 5");
+    let dom0 = d.dir.join("dom0");
+    ok(&dom0, "xenstore-write", &["/still", "served"]);
+    assert_eq!(ok(&dom0, "xenstore-read", &["/still"]), "served\n");
+    // Closing the served ones frees places for new connections.
+    streams.clear();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = std::os::unix::net::UnixStream::connect(&dom5).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        if read_root(&mut s) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place freed after the connections closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -264,14 +264,72 @@ fn reset_watches_ends_transactions_and_unprivileged_limits() {
     ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
     ok(&mut l, 1, MsgType::ResetWatches, 0, b"");
     assert_eq!(error(&mut l, 1, MsgType::TransactionEnd, 1, b"T\0"), "ENOENT\0");
-    for _ in 0..MAX_TRANSACTIONS_PER_CONNECTION {
+    for _ in 0..MAX_TRANSACTIONS_PER_DOMAIN {
         ok(&mut l, 1, MsgType::TransactionStart, 0, b"\0");
     }
     assert_eq!(error(&mut l, 1, MsgType::TransactionStart, 0, b"\0"), "ENOSPC\0");
-    // Domain 0 is not held to the per-connection limit.
-    for _ in 0..MAX_TRANSACTIONS_PER_CONNECTION + 1 {
+    // Domain 0 is not held to the per-domain limit.
+    for _ in 0..MAX_TRANSACTIONS_PER_DOMAIN + 1 {
         ok(&mut l, 0, MsgType::TransactionStart, 0, b"\0");
     }
+}
+
+/// Starts a transaction on `connection` of `domid`; its reply type and body.
+fn start_on(l: &mut Logic, connection: u64, domid: u32) -> (u32, Vec<u8>) {
+    let header = Header { msg_type: MsgType::TransactionStart as u32, req_id: 7, tx_id: 0, len: 1 };
+    let reply = l.handle(connection, domid, &header, b"\0");
+    let h = Header::from_bytes(&reply).unwrap();
+    (h.msg_type, reply[16..].to_vec())
+}
+
+/// Issue 15: 103 connections of one unprivileged domain, then 200 unprivileged domains,
+/// each opening transactions until refused, must not shut domain 0 out; and a domain's
+/// watches are counted over all its connections.
+#[test]
+fn unprivileged_domains_cannot_exhaust_transactions_or_watches() {
+    let mut l = logic();
+    // One domain, many connections: 10 in all, not 10 per connection.
+    let mut opened = 0;
+    for connection in 100..203u64 {
+        for _ in 0..10 {
+            if start_on(&mut l, connection, 1).0 == MsgType::TransactionStart as u32 {
+                opened += 1;
+            }
+        }
+    }
+    assert_eq!(opened, MAX_TRANSACTIONS_PER_DOMAIN);
+    // Many domains: together they stop short of the table, leaving domain 0 its reserve.
+    let mut total = opened;
+    for domid in 2..202u32 {
+        for _ in 0..20 {
+            let (t, body) = start_on(&mut l, 1000 + u64::from(domid), domid);
+            if t == MsgType::TransactionStart as u32 {
+                total += 1;
+            } else {
+                assert_eq!(body, b"ENOSPC\0");
+            }
+        }
+    }
+    assert_eq!(total, MAX_TRANSACTIONS - RESERVED_FOR_DOM0);
+    for _ in 0..RESERVED_FOR_DOM0 {
+        ok(&mut l, 0, MsgType::TransactionStart, 0, b"\0");
+    }
+    assert_eq!(error(&mut l, 0, MsgType::TransactionStart, 0, b"\0"), "ENOSPC\0");
+
+    // Watches: domain 1's 128 spread over two connections; the 129th is refused on a third.
+    let watch = |l: &mut Logic, connection: u64, i: usize| {
+        let payload = std::format!("/local/domain/1/w{i}\0t\0");
+        let header =
+            Header { msg_type: MsgType::Watch as u32, req_id: 9, tx_id: 0, len: payload.len() as u32 };
+        let reply = l.handle(connection, 1, &header, payload.as_bytes());
+        let h = Header::from_bytes(&reply).unwrap();
+        (h.msg_type, reply[16..].to_vec())
+    };
+    for i in 0..MAX_WATCHES {
+        assert_eq!(watch(&mut l, 100 + (i % 2) as u64, i).0, MsgType::Watch as u32);
+    }
+    let _ = l.take_events();
+    assert_eq!(watch(&mut l, 102, MAX_WATCHES), (MsgType::Error as u32, b"ENOSPC\0".to_vec()));
 }
 
 mod random {
