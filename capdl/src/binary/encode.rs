@@ -21,8 +21,24 @@ fn rights_bits(r: &crate::model::Rights) -> u8 {
     u8::from(r.write) | u8::from(r.read) << 1 | u8::from(r.grant) << 2 | u8::from(r.grant_reply) << 3
 }
 
+/// Most objects (arrays expanded) an encoding holds: far above what any loader builds
+/// (`LOADER_MAX_OBJECTS`), low enough that encoding a hostile spec cannot exhaust memory.
+pub const MAX_ENCODED_OBJECTS: u64 = 1 << 20;
+
 /// Encodes `spec` (which should have passed [`crate::validate::validate`]).
 pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
+    // Arrays are expanded below: bound the total first (a declaration `f[4294967295]` is
+    // short text but billions of records).
+    let total = spec.objects.iter().try_fold(0u64, |sum, o| sum.checked_add(u64::from(o.count.unwrap_or(1))));
+    match total {
+        Some(n) if n <= MAX_ENCODED_OBJECTS => {}
+        _ => {
+            return Err(EncodeError(format!(
+                "{} objects with arrays expanded; the encoding holds at most {MAX_ENCODED_OBJECTS}",
+                total.map_or_else(|| "more than 2^64".into(), |n| format!("{n}"))
+            )));
+        }
+    }
     let mut names: Vec<String> = Vec::new();
     let mut name_index: BTreeMap<String, u32> = BTreeMap::new();
     let mut intern = |s: &str, names: &mut Vec<String>| -> u32 {
@@ -212,6 +228,26 @@ mod tests {
             let spec = read(&text).unwrap();
             assert_eq!(encode(&spec).is_ok(), ok, "{ms} ms");
         }
+    }
+
+    /// Found by the text fuzzer: `f[4294967295]` made the encoder allocate 34 GB and abort.
+    #[test]
+    fn huge_arrays_are_refused_before_they_are_expanded() {
+        for (count, ok) in
+            [(MAX_ENCODED_OBJECTS - 8, true), (MAX_ENCODED_OBJECTS, false), (u64::from(u32::MAX), false)]
+        {
+            let text = TEXT.replace("f[2] = frame", &format!("f[{count}] = frame"));
+            let spec = read(&text).unwrap();
+            let result = encode(&spec);
+            assert_eq!(result.is_ok(), ok, "{count}");
+            if let Err(e) = result {
+                assert!(e.0.contains("the encoding holds at most"), "{e}");
+            }
+        }
+        // Several arrays whose sizes overflow a 32-bit sum.
+        let text =
+            TEXT.replace("f[2] = frame (4k)", "f[4294967295] = frame (4k)\n  g[4294967295] = frame (4k)");
+        assert!(encode(&read(&text).unwrap()).is_err());
     }
 
     #[test]

@@ -379,19 +379,7 @@ fn loader_limits(file: &SystemFile) -> Vec<SystemError> {
     if !errors.is_empty() {
         return errors;
     }
-    let bytes = match cleave_capdl::binary::encode(&compiled.spec) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let text = e.to_string();
-            let (key, at) = owner(text.split('`').nth(1).unwrap_or(""));
-            return vec![SystemError::new(
-                key,
-                at,
-                format!("the loader's encoding cannot hold this: {text}"),
-            )];
-        }
-    };
-    let count = cleave_capdl::binary::EncodedSpec::new(&bytes).map_or(0, |e| e.object_count() as usize);
+    let count: usize = compiled.spec.objects.iter().map(|o| o.count.map_or(1, |n| n as usize)).sum();
     let limit = cleave_capdl::binary::LOADER_MAX_OBJECTS;
     if count > limit {
         // Point at the biggest contributor: that is what to shrink.
@@ -418,6 +406,21 @@ fn loader_limits(file: &SystemFile) -> Vec<SystemError> {
             .help("fewer components, or less `memory` for restartable ones (one object per page)"),
         );
     }
+    if !errors.is_empty() {
+        return errors;
+    }
+    match cleave_capdl::binary::encode(&compiled.spec) {
+        Ok(_) => {}
+        Err(e) => {
+            let text = e.to_string();
+            let (key, at) = owner(text.split('`').nth(1).unwrap_or(""));
+            return vec![SystemError::new(
+                key,
+                at,
+                format!("the loader's encoding cannot hold this: {text}"),
+            )];
+        }
+    };
     errors
 }
 
