@@ -37,7 +37,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             "/// The disposable components' deadlines in ms, in name order (0: none).\npub const DEADLINES: &[(&str, u64)] = &["
         );
         for (name, c) in &file.components {
-            if c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+            if c.is_disposable() {
                 let ms =
                     c.deadline.as_ref().and_then(|d| system::parse_duration_ms(d.get_ref())).unwrap_or(0);
                 let _ = writeln!(out, "    ({:?}, {ms}),", name.get_ref());

@@ -194,12 +194,8 @@ fn supervisor(
     slots: &mut BTreeMap<String, BTreeMap<u64, Cap>>,
     tables: &mut BTreeMap<String, CapTable>,
 ) -> Vec<RestartPlace> {
-    let disposable: Vec<&String> = file
-        .components
-        .iter()
-        .filter(|(_, c)| c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable"))
-        .map(|(k, _)| k.get_ref())
-        .collect();
+    let disposable: Vec<&String> =
+        file.components.iter().filter(|(_, c)| c.is_disposable()).map(|(k, _)| k.get_ref()).collect();
     let restartable: Vec<(&String, u64, u64)> = file
         .components
         .iter()
@@ -560,7 +556,7 @@ fn rights(read: bool, write: bool, grant: bool) -> Rights {
 /// A component's lifetime as the spec records it; `None` when it is the default
 /// (persistent, no restart).
 fn lifetime_of(c: &crate::system::Component) -> Option<Lifetime> {
-    if c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+    if c.is_disposable() {
         return Some(Lifetime::Disposable);
     }
     match c.restart.as_ref().map(|r| r.get_ref()) {

@@ -91,7 +91,7 @@ pub fn dot(file: &SystemFile) -> String {
         .components
         .iter()
         .filter_map(|(name, c)| {
-            if c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+            if c.is_disposable() {
                 return Some((name.get_ref().clone(), "disposes of (its untyped)".to_string()));
             }
             match c.restart.as_ref().map(|r| r.get_ref()) {

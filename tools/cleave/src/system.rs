@@ -163,6 +163,13 @@ pub fn ring_name(channel: &str, client: &str) -> String {
     format!("{channel}-{client}")
 }
 
+impl Component {
+    /// Whether it is `lifetime = "disposable"`.
+    pub fn is_disposable(&self) -> bool {
+        self.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable")
+    }
+}
+
 impl Channel {
     /// The badge of the `index`th client's capability: the one `badges` gives it, else its
     /// position in `clients` counting from 1 (an endpoint) or bit `index` (a notification,
@@ -491,10 +498,7 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
     }
 
     // The supervisor is a component cleave adds when lifetimes need one.
-    let supervised = file
-        .components
-        .values()
-        .any(|c| c.restart.is_some() || c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable"));
+    let supervised = file.components.values().any(|c| c.restart.is_some() || c.is_disposable());
     if let Some(name) =
         file.components.keys().find(|k| supervised && k.get_ref() == crate::compile::SUPERVISOR)
     {
@@ -511,7 +515,7 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
     let mut disposable_count = 0usize;
     for (name, c) in &file.components {
         let key = |field: &str| format!("components.{}.{field}", name.get_ref());
-        let disposable = c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable");
+        let disposable = c.is_disposable();
         // The supervisor's notification gives each disposable component one bit, below
         // the clock's (bit 63).
         if disposable {
@@ -662,7 +666,7 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                     ),
                 },
             }
-            if c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable") {
+            if c.is_disposable() {
                 errors.push(SystemError::new(
                     key("restart"),
                     span(r),
@@ -670,11 +674,7 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                 ));
             }
         }
-        if let Some(e) = c
-            .ends_run
-            .as_ref()
-            .filter(|e| *e.get_ref() && c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable"))
-        {
+        if let Some(e) = c.ends_run.as_ref().filter(|e| *e.get_ref() && c.is_disposable()) {
             errors.push(
                 SystemError::new(key("ends-run"), span(e), "a disposable component cannot end the run")
                     .help("its supervisor holds what it is made from; remove `lifetime` or `ends-run`"),
@@ -694,7 +694,7 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
             );
         }
         if let Some(d) = &c.deadline {
-            if c.lifetime.as_ref().is_none_or(|l| l.get_ref() != "disposable") {
+            if !c.is_disposable() {
                 errors.push(
                     SystemError::new(key("deadline"), span(d), "only a disposable component has a deadline")
                         .help("add lifetime = \"disposable\", or remove the deadline"),
@@ -1195,8 +1195,7 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
         }
     }
     // The supervisor cleave adds for disposable components takes its name.
-    let disposable =
-        file.components.values().any(|c| c.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable"));
+    let disposable = file.components.values().any(|c| c.is_disposable());
     if disposable
         && let Some((k, _)) = file.components.iter().find(|(k, _)| k.get_ref() == crate::compile::SUPERVISOR)
     {

@@ -7,9 +7,21 @@ use std::string::String as StdString;
 /// Sends `payload` as a `ty` request in transaction `tx` from `domid`; returns the reply's
 /// type and payload.
 fn send(logic: &mut Logic, domid: u32, ty: MsgType, tx: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+    // One connection per domain in most tests.
+    send_on(logic, u64::from(domid), domid, ty, tx, payload)
+}
+
+/// `send` on a given connection of `domid`: its reply type and body.
+fn send_on(
+    logic: &mut Logic,
+    connection: u64,
+    domid: u32,
+    ty: MsgType,
+    tx: u32,
+    payload: &[u8],
+) -> (u32, Vec<u8>) {
     let header = Header { msg_type: ty as u32, req_id: 42, tx_id: tx, len: payload.len() as u32 };
-    // One connection per domain in these tests.
-    let reply = logic.handle(u64::from(domid), domid, &header, payload);
+    let reply = logic.handle(connection, domid, &header, payload);
     let h = Header::from_bytes(&reply).unwrap();
     assert_eq!((h.req_id, h.tx_id, h.len as usize), (42, tx, reply.len() - 16));
     (h.msg_type, reply[16..].to_vec())
@@ -274,14 +286,6 @@ fn reset_watches_ends_transactions_and_unprivileged_limits() {
     }
 }
 
-/// Starts a transaction on `connection` of `domid`; its reply type and body.
-fn start_on(l: &mut Logic, connection: u64, domid: u32) -> (u32, Vec<u8>) {
-    let header = Header { msg_type: MsgType::TransactionStart as u32, req_id: 7, tx_id: 0, len: 1 };
-    let reply = l.handle(connection, domid, &header, b"\0");
-    let h = Header::from_bytes(&reply).unwrap();
-    (h.msg_type, reply[16..].to_vec())
-}
-
 /// Issue 15: 103 connections of one unprivileged domain, then 200 unprivileged domains,
 /// each opening transactions until refused, must not shut domain 0 out; and a domain's
 /// watches are counted over all its connections.
@@ -290,10 +294,14 @@ fn unprivileged_domains_cannot_exhaust_transactions_or_watches() {
     let mut l = logic();
     // One domain, many connections: 10 in all, not 10 per connection.
     let mut opened = 0;
+    let mut first = None;
     for connection in 100..203u64 {
         for _ in 0..10 {
-            if start_on(&mut l, connection, 1).0 == MsgType::TransactionStart as u32 {
+            let (t, body) = send_on(&mut l, connection, 1, MsgType::TransactionStart, 0, b"\0");
+            if t == MsgType::TransactionStart as u32 {
                 opened += 1;
+                let id: u32 = StdString::from_utf8_lossy(&body).trim_end_matches('\0').parse().unwrap();
+                first.get_or_insert((connection, id));
             }
         }
     }
@@ -302,7 +310,8 @@ fn unprivileged_domains_cannot_exhaust_transactions_or_watches() {
     let mut total = opened;
     for domid in 2..202u32 {
         for _ in 0..20 {
-            let (t, body) = start_on(&mut l, 1000 + u64::from(domid), domid);
+            let (t, body) =
+                send_on(&mut l, 1000 + u64::from(domid), domid, MsgType::TransactionStart, 0, b"\0");
             if t == MsgType::TransactionStart as u32 {
                 total += 1;
             } else {
@@ -315,15 +324,21 @@ fn unprivileged_domains_cannot_exhaust_transactions_or_watches() {
         ok(&mut l, 0, MsgType::TransactionStart, 0, b"\0");
     }
     assert_eq!(error(&mut l, 0, MsgType::TransactionStart, 0, b"\0"), "ENOSPC\0");
+    // Ending one of domain 1's frees exactly one place, for domain 1 on any connection;
+    // the transaction is gone, so ending it again fails.
+    let (connection, id) = first.unwrap();
+    let end = |l: &mut Logic| send_on(l, connection, 1, MsgType::TransactionEnd, id, b"F\0").0;
+    assert_eq!(end(&mut l), MsgType::TransactionEnd as u32);
+    assert_eq!(end(&mut l), MsgType::Error as u32);
+    let start = |l: &mut Logic| send_on(l, 150, 1, MsgType::TransactionStart, 0, b"\0").0;
+    assert_eq!(start(&mut l), MsgType::TransactionStart as u32);
+    assert_eq!(start(&mut l), MsgType::Error as u32);
+    assert_eq!(error(&mut l, 0, MsgType::TransactionStart, 0, b"\0"), "ENOSPC\0");
 
     // Watches: domain 1's 128 spread over two connections; the 129th is refused on a third.
     let watch = |l: &mut Logic, connection: u64, i: usize| {
         let payload = std::format!("/local/domain/1/w{i}\0t\0");
-        let header =
-            Header { msg_type: MsgType::Watch as u32, req_id: 9, tx_id: 0, len: payload.len() as u32 };
-        let reply = l.handle(connection, 1, &header, payload.as_bytes());
-        let h = Header::from_bytes(&reply).unwrap();
-        (h.msg_type, reply[16..].to_vec())
+        send_on(l, connection, 1, MsgType::Watch, 0, payload.as_bytes())
     };
     for i in 0..MAX_WATCHES {
         assert_eq!(watch(&mut l, 100 + (i % 2) as u64, i).0, MsgType::Watch as u32);

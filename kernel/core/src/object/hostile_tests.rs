@@ -40,24 +40,30 @@ fn invoke_long(w: &mut World, cptr: u64, label: u64, words: &[u64]) -> Result<()
     invoke(&mut w.s, &mut NoPorts, boss, cspace, at, target, Invocation { label, words }).map(drop)
 }
 
-/// Finding 2: a page table unmapped (or whose VSpace is deleted) keeps no entries, so a
-/// frame deleted meanwhile cannot stay reachable through it when it is mapped again.
-#[test]
-fn detached_page_tables_keep_no_mappings() {
-    let mut w = world();
+/// Makes a PML4 in slot 40 and a PDPT, page directory and page table in slots 41-43, and
+/// maps the three tables under it so that they cover `vaddr`.
+fn paging_chain(w: &mut World, vaddr: u64) {
     for (ty, dest) in [
         (ObjectType::Pml4, 40),
         (ObjectType::Pdpt, 41),
         (ObjectType::PageDirectory, 42),
         (ObjectType::PageTable, 43),
-        (ObjectType::Frame4K, 44),
     ] {
         w.make(ty, dest);
     }
-    let v = 0x1234_5000u64;
     for table in [41, 42, 43] {
-        w.invoke(table, label::PAGE_TABLE_MAP, &[40, v]).unwrap();
+        w.invoke(table, label::PAGE_TABLE_MAP, &[40, vaddr]).unwrap();
     }
+}
+
+/// Finding 2: a page table unmapped (or whose VSpace is deleted) keeps no entries, so a
+/// frame deleted meanwhile cannot stay reachable through it when it is mapped again.
+#[test]
+fn detached_page_tables_keep_no_mappings() {
+    let mut w = world();
+    let v = 0x1234_5000u64;
+    paging_chain(&mut w, v);
+    w.make(ObjectType::Frame4K, 44);
     w.invoke(44, label::FRAME_MAP, &[40, v, 3, 0]).unwrap();
     let pt = base_of(w.s.mem.cap_at(slot(43)));
     assert!(entries(&w, pt).iter().any(|&e| e != 0));
@@ -189,19 +195,9 @@ fn a_second_call_discards_the_first_reply() {
 #[test]
 fn the_last_user_page_is_never_mapped() {
     let mut w = world();
-    for (ty, dest) in [
-        (ObjectType::Pml4, 40),
-        (ObjectType::Pdpt, 41),
-        (ObjectType::PageDirectory, 42),
-        (ObjectType::PageTable, 43),
-    ] {
-        w.make(ty, dest);
-    }
     let last = 0x7fff_ffff_f000u64;
-    for table in [41, 42, 43] {
-        // (Tables covering it may be mapped through a lower address in their range.)
-        w.invoke(table, label::PAGE_TABLE_MAP, &[40, last - 0x1000]).unwrap();
-    }
+    // (Tables covering it may be mapped through a lower address in their range.)
+    paging_chain(&mut w, last - 0x1000);
     w.make(ObjectType::Frame4K, 44);
     assert_eq!(w.invoke(44, label::FRAME_MAP, &[40, last, 3, 0]), Err(Error::InvalidArgument));
     w.invoke(44, label::FRAME_MAP, &[40, last - 0x1000, 3, 0]).unwrap();
