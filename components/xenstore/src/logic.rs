@@ -6,7 +6,7 @@
 use crate::path::{self, ABS_PATH_MAX};
 use crate::perms::{self, Perm};
 use crate::state::{MAX_QUEUED_EVENTS, Snapshot, Update, WatchRecord as Watch};
-use crate::store::{Quota, Store};
+use crate::store::{Overlay, Quota, Store, Tree, TxView};
 use crate::wire::{self, Error, Header, MsgType, Request};
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
@@ -20,7 +20,8 @@ struct Transaction {
     connection: u64,
     /// That connection's domain (what the per-domain limit counts).
     domid: u32,
-    store: Store,
+    /// What it created, changed or removed, over the committed store.
+    overlay: Overlay,
     /// Every path the transaction looked at or changed, with its generation when it first
     /// did (`None`: it did not exist).
     seen: BTreeMap<String, Option<u64>>,
@@ -294,10 +295,10 @@ impl Logic {
                         break;
                     }
                 }
-                let store = self.store.transaction_copy();
+                let overlay = self.store.overlay();
                 self.transactions.insert(
                     id,
-                    Transaction { connection, domid, store, seen: BTreeMap::new(), fired: Vec::new() },
+                    Transaction { connection, domid, overlay, seen: BTreeMap::new(), fired: Vec::new() },
                 );
                 let mut body = id.to_string().into_bytes();
                 body.push(0);
@@ -384,10 +385,9 @@ impl Logic {
                         return Err(Error::NoEnt);
                     }
                 }
-                let target = if tx_id == 0 {
-                    &self.store
-                } else {
-                    &self.transactions.get(&tx_id).ok_or(Error::NoEnt)?.store
+                let overlay = match tx_id {
+                    0 => None,
+                    _ => Some(&self.transactions.get(&tx_id).ok_or(Error::NoEnt)?.overlay),
                 };
                 // What the change is, judged before it happens: removing a missing node or
                 // making an existing one changes nothing and fires nothing.
@@ -395,7 +395,11 @@ impl Logic {
                 let change: Option<Change> = match kind {
                     Some((p, removed, mkdir)) => {
                         let absolute = path::resolve(p, domid, &mut buf)?;
-                        let before = target.node(absolute).map(|n| n.perms.clone());
+                        let node = match overlay {
+                            Some(o) => o.node(&self.store, absolute),
+                            None => self.store.node(absolute),
+                        };
+                        let before = node.map(|n| n.perms.clone());
                         let no_op = (removed && before.is_none()) || (mkdir && before.is_some());
                         (!no_op).then(|| (absolute.to_string(), removed, before))
                     }
@@ -409,8 +413,16 @@ impl Logic {
                     Ok(body)
                 } else {
                     let tx = self.transactions.get_mut(&tx_id).ok_or(Error::NoEnt)?;
-                    let body = node_request(&mut tx.store, domid, other, Some(&mut tx.seen))?;
-                    tx.fired.extend(change);
+                    let mut view = TxView { base: &self.store, overlay: &mut tx.overlay };
+                    let body = node_request(&mut view, domid, other, Some(&mut tx.seen))?;
+                    // A path changed twice in one transaction fires once when it lands (a
+                    // transaction must not multiply the events it causes).
+                    if let Some((p, removed, before)) = change {
+                        match tx.fired.iter_mut().find(|(q, _, _)| *q == p) {
+                            Some(earlier) => earlier.1 |= removed,
+                            None => tx.fired.push((p, removed, before)),
+                        }
+                    }
                     Ok(body)
                 }
             }
@@ -428,21 +440,15 @@ impl Logic {
         // Every node it read, and every node it changed (a change is computed from the
         // node as the transaction saw it: installing it over a newer one would lose that
         // one), must be as it was.
-        let read = tx.seen.iter().map(|(p, g)| (p.as_str(), *g));
-        for (p, generation) in read.chain(tx.store.changed_from()) {
-            if self.store.node(p).map(|n| n.generation) != generation {
-                return Err(Error::Again);
-            }
+        if !self.store.unchanged(tx.seen.iter().map(|(p, g)| (p.as_str(), *g)), &tx.overlay) {
+            return Err(Error::Again);
         }
-        let changes: Vec<&str> = tx.store.changes().collect();
         // Quotas hold for what lands, not only for each request in the transaction (three
         // transactions of 900 nodes each must not give a domain 2,700).
-        if !self.store.within_quota(changes.iter().map(|&p| (p, tx.store.node(p)))) {
+        if !self.store.within_quota(&tx.overlay) {
             return Err(Error::NoSpc);
         }
-        for p in changes {
-            self.store.install(p, tx.store.node(p));
-        }
+        self.store.install(tx.overlay);
         for (p, removed, before) in &tx.fired {
             self.fire(p, *removed, before.as_deref());
         }
@@ -466,11 +472,11 @@ fn relative_to(path: &str, registered: &str, domid: u32) -> String {
 /// if it is absent, that of its nearest existing ancestor, whose child list creating `p`
 /// changes. Changes elsewhere (even to other children of the same ancestors) do not
 /// conflict.
-fn note(store: &Store, seen: &mut Option<&mut BTreeMap<String, Option<u64>>>, p: &str) {
+fn note(store: &impl Tree, seen: &mut Option<&mut BTreeMap<String, Option<u64>>>, p: &str) {
     let Some(seen) = seen.as_deref_mut() else { return };
     let mut at = Some(p);
     while let Some(q) = at {
-        let generation = store.node(q).map(|n| n.generation);
+        let generation = store.original_generation(q);
         seen.entry(q.to_string()).or_insert(generation);
         if generation.is_some() {
             break;
@@ -481,7 +487,7 @@ fn note(store: &Store, seen: &mut Option<&mut BTreeMap<String, Option<u64>>>, p:
 
 /// Performs a request on one node against `store` (the committed one, or a transaction's).
 fn node_request(
-    store: &mut Store,
+    store: &mut impl Tree,
     domid: u32,
     request: Request<'_>,
     mut seen: Option<&mut BTreeMap<String, Option<u64>>>,
@@ -503,7 +509,7 @@ fn node_request(
     note(store, &mut seen, p);
     if matches!(request, Request::Rm(_)) {
         // Removing touches the whole subtree.
-        for q in &store.directory_all(p) {
+        for q in &store.below(p) {
             note(store, &mut seen, q);
         }
     }

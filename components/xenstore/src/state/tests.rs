@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::logic::Logic;
-use crate::store::Quota;
+use crate::store::{Quota, Tree};
 use crate::wire::{Header, MsgType};
 use alloc::string::ToString;
 use alloc::vec;
