@@ -5,7 +5,7 @@
 
 use crate::path::{self, ABS_PATH_MAX};
 use crate::perms::{self, Perm};
-use crate::state::{MAX_QUEUED_EVENTS, Snapshot, Update, WatchRecord as Watch};
+use crate::state::{MAX_EVENTS, MAX_QUEUED_EVENTS, Snapshot, Update, WatchRecord as Watch};
 use crate::store::{Overlay, Quota, Store, Tree, TxView};
 use crate::wire::{self, Error, Header, MsgType, Request};
 use alloc::collections::BTreeMap;
@@ -56,8 +56,8 @@ pub struct Logic {
     /// transaction ids.
     incarnation: u32,
     watches: Vec<Watch>,
-    /// `XS_WATCH_EVENT` messages waiting to go out: (connection, whole message).
-    events: Vec<(u64, Vec<u8>)>,
+    /// `XS_WATCH_EVENT` messages waiting to go out.
+    events: EventQueue,
     /// What changed since the last `take_journal`: what State must be told.
     journal: Journal,
 }
@@ -105,13 +105,14 @@ impl Logic {
         };
         store.track_changes();
         let generation = store.generation();
+        let events = EventQueue::restore(snapshot.events, &snapshot.watches);
         Self {
             store,
             transactions: BTreeMap::new(),
             next_tx: 1,
             incarnation: snapshot.incarnation & 0xfff,
             watches: snapshot.watches,
-            events: snapshot.events,
+            events,
             journal: Journal { generation, ..Journal::default() },
         }
     }
@@ -139,13 +140,13 @@ impl Logic {
     pub fn close(&mut self, connection: u64) {
         self.transactions.retain(|_, tx| tx.connection != connection);
         self.watches.retain(|w| w.connection != connection);
-        self.events.retain(|(c, _)| *c != connection);
+        self.events.forget(connection);
         self.journal.updates.push(Update::Forget(connection));
     }
 
     /// Every queued watch event, each for its connection, in order.
     pub fn take_events(&mut self) -> Vec<(u64, Vec<u8>)> {
-        let events = core::mem::take(&mut self.events);
+        let events = self.events.take_all();
         let mut delivered: BTreeMap<u64, u32> = BTreeMap::new();
         for (c, _) in &events {
             *delivered.entry(*c).or_default() += 1;
@@ -157,25 +158,16 @@ impl Logic {
     /// The watch events queued for `connection`, in order, as many as fit in `room` bytes
     /// (the rest stay queued).
     pub fn take_events_for(&mut self, connection: u64, room: usize) -> Vec<Vec<u8>> {
-        let mut mine = Vec::new();
-        let mut used = 0;
-        let mut full = false;
-        self.events.retain_mut(|(c, e)| {
-            if *c != connection || full {
-                return true;
-            }
-            if used + e.len() > room {
-                full = true;
-                return true;
-            }
-            used += e.len();
-            mine.push(core::mem::take(e));
-            false
-        });
+        let mine = self.events.take_for(connection, room);
         if !mine.is_empty() {
             self.journal.updates.push(Update::Delivered(connection, mine.len() as u32));
         }
         mine
+    }
+
+    /// The connections with events waiting, in order.
+    pub fn connections_with_events(&self) -> Vec<u64> {
+        self.events.queued.keys().copied().collect()
     }
 
     /// How many watches are registered.
@@ -185,10 +177,12 @@ impl Logic {
 
     /// How many watch events wait for `connection`.
     pub fn pending_events(&self, connection: u64) -> usize {
-        self.events.iter().filter(|(c, _)| *c == connection).count()
+        self.events.pending(connection)
     }
 
-    fn event(&mut self, connection: u64, path: &str, token: &str) {
+    /// Queues a watch event for `connection` of `domid`, under the rule `EventQueue`
+    /// states.
+    fn event(&mut self, connection: u64, domid: u32, path: &str, token: &str) {
         let mut out = alloc::vec![0u8; wire::HEADER_LEN + path.len() + token.len() + 2];
         if let Some(n) = wire::encode(
             &mut out,
@@ -198,11 +192,9 @@ impl Logic {
             &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
         ) {
             out.truncate(n);
-            // A client that never collects its events cannot make Logic (or State) grow
-            // without bound: past the limit, events for it are dropped.
-            if self.pending_events(connection) < MAX_QUEUED_EVENTS {
+            if self.events.admits(connection, domid) {
                 self.journal.updates.push(Update::Event(connection, out.clone()));
-                self.events.push((connection, out));
+                self.events.push(connection, domid, out);
             }
         }
     }
@@ -228,10 +220,10 @@ impl Logic {
                 continue;
             }
             let reported = if below { w.absolute.as_str() } else { changed };
-            due.push((w.connection, relative_to(reported, &w.registered, w.domid), w.token.clone()));
+            due.push((w.connection, w.domid, relative_to(reported, &w.registered, w.domid), w.token.clone()));
         }
-        for (connection, p, token) in due {
-            self.event(connection, &p, &token);
+        for (connection, domid, p, token) in due {
+            self.event(connection, domid, &p, &token);
         }
     }
 
@@ -239,6 +231,7 @@ impl Logic {
     /// domain `domid`; returns the whole reply message (header and payload), which carries
     /// the request's `req_id` and `tx_id`.
     pub fn handle(&mut self, connection: u64, domid: u32, header: &Header, payload: &[u8]) -> Vec<u8> {
+        self.events.new_request();
         // `decode` refuses unknown types, so a successful request has a type.
         let outcome = wire::decode(header, payload)
             .and_then(|request| self.perform(connection, domid, header, request));
@@ -329,7 +322,7 @@ impl Logic {
                 // As Xen: the connection's watches and its open transactions end.
                 self.watches.retain(|w| w.connection != connection);
                 self.transactions.retain(|_, tx| tx.connection != connection);
-                self.events.retain(|(c, _)| *c != connection);
+                self.events.forget(connection);
                 self.journal.updates.push(Update::Forget(connection));
                 Ok(OK.to_vec())
             }
@@ -356,7 +349,7 @@ impl Logic {
                 self.journal.updates.push(Update::Watch(watch.clone()));
                 self.watches.push(watch);
                 // As Xen does: one event right away, so the client reads the initial state.
-                self.event(connection, p, token);
+                self.event(connection, domid, p, token);
                 Ok(OK.to_vec())
             }
             Request::Unwatch(p, token) => {
@@ -453,6 +446,128 @@ impl Logic {
             self.fire(p, *removed, before.as_deref());
         }
         Ok(())
+    }
+}
+
+/// Most watch events undelivered to one unprivileged domain over all its connections: a
+/// memory bound (128 watches firing for 16 paths changed in one transaction fill it).
+pub const MAX_EVENTS_PER_DOMAIN: usize = 2048;
+
+/// The watch events waiting to go out, with the rule for dropping them, which follows
+/// Xen's aim (a client that does not read its events costs only itself; one that does
+/// loses none): an event for a connection is dropped only when
+/// - that connection already had `MAX_QUEUED_EVENTS` undelivered events before the
+///   request that caused it began (it is not collecting them; as soon as it does, events
+///   reach it again), or
+/// - its domain is unprivileged and has `MAX_EVENTS_PER_DOMAIN` undelivered, or
+/// - `MAX_EVENTS` are queued in all (XenStore-State's bound; not reached by the rules
+///   above with the system's connections).
+///
+/// So one request may queue any number of events for a connection that keeps up (10,000
+/// watches of domain 0 all hear of one write), while a connection that stops collecting
+/// holds at most `MAX_QUEUED_EVENTS` plus what one request adds.
+#[derive(Default)]
+struct EventQueue {
+    /// (connection, whole `XS_WATCH_EVENT` message), in queue order.
+    events: Vec<(u64, Vec<u8>)>,
+    /// How many wait for each connection (only connections with some).
+    queued: BTreeMap<u64, usize>,
+    /// How many of those the current request added.
+    this_request: BTreeMap<u64, usize>,
+    /// Each connection's domain, as its watches say.
+    domain_of: BTreeMap<u64, u32>,
+    /// How many wait for each domain.
+    per_domain: BTreeMap<u32, usize>,
+}
+
+impl EventQueue {
+    /// The queue a restarted Logic takes back from State.
+    fn restore(events: Vec<(u64, Vec<u8>)>, watches: &[Watch]) -> Self {
+        let mut q =
+            Self { domain_of: watches.iter().map(|w| (w.connection, w.domid)).collect(), ..Self::default() };
+        for (c, e) in events {
+            let domid = q.domain_of.get(&c).copied().unwrap_or(0);
+            q.push(c, domid, e);
+        }
+        q
+    }
+
+    fn new_request(&mut self) {
+        self.this_request.clear();
+    }
+
+    fn pending(&self, connection: u64) -> usize {
+        self.queued.get(&connection).copied().unwrap_or(0)
+    }
+
+    fn admits(&self, connection: u64, domid: u32) -> bool {
+        let backlog = self.pending(connection) - self.this_request.get(&connection).copied().unwrap_or(0);
+        let domain = self.per_domain.get(&domid).copied().unwrap_or(0);
+        backlog < MAX_QUEUED_EVENTS
+            && (domid == 0 || domain < MAX_EVENTS_PER_DOMAIN)
+            && self.events.len() < MAX_EVENTS
+    }
+
+    fn push(&mut self, connection: u64, domid: u32, event: Vec<u8>) {
+        self.domain_of.insert(connection, domid);
+        *self.queued.entry(connection).or_default() += 1;
+        *self.this_request.entry(connection).or_default() += 1;
+        *self.per_domain.entry(domid).or_default() += 1;
+        self.events.push((connection, event));
+    }
+
+    /// Counts `n` events of `connection` as gone.
+    fn gone(&mut self, connection: u64, n: usize) {
+        let domid = self.domain_of.get(&connection).copied().unwrap_or(0);
+        for (map, key) in [(&mut self.queued, connection), (&mut self.this_request, connection)] {
+            if let Some(count) = map.get_mut(&key) {
+                *count = count.saturating_sub(n);
+                if *count == 0 {
+                    map.remove(&key);
+                }
+            }
+        }
+        if let Some(count) = self.per_domain.get_mut(&domid) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                self.per_domain.remove(&domid);
+            }
+        }
+    }
+
+    fn take_all(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let events = core::mem::take(&mut self.events);
+        self.queued.clear();
+        self.this_request.clear();
+        self.per_domain.clear();
+        events
+    }
+
+    fn take_for(&mut self, connection: u64, room: usize) -> Vec<Vec<u8>> {
+        let mut mine = Vec::new();
+        let mut used = 0;
+        let mut full = false;
+        self.events.retain_mut(|(c, e)| {
+            if *c != connection || full {
+                return true;
+            }
+            if used + e.len() > room {
+                full = true;
+                return true;
+            }
+            used += e.len();
+            mine.push(core::mem::take(e));
+            false
+        });
+        self.gone(connection, mine.len());
+        mine
+    }
+
+    fn forget(&mut self, connection: u64) {
+        let n = self.pending(connection);
+        self.events.retain(|(c, _)| *c != connection);
+        self.gone(connection, n);
+        self.domain_of.remove(&connection);
     }
 }
 

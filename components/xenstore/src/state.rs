@@ -129,9 +129,13 @@ pub enum Refusal {
 /// Most updates staged for one commit.
 pub const MAX_STAGED: usize = 1 << 16;
 
-/// Most events queued for one connection; later ones are dropped (Logic applies the same
-/// bound, so the two agree).
+/// The backlog after which a connection that does not collect its events gets no more
+/// (Logic's rule; see `logic`'s event queue).
 pub const MAX_QUEUED_EVENTS: usize = 1024;
+
+/// Most events State holds in all, whatever Logic sends: a bound on its memory. Logic
+/// drops events at the same bound, so the two agree.
+pub const MAX_EVENTS: usize = 1 << 14;
 
 /// Everything a Logic needs to resume.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -329,7 +333,8 @@ impl State {
                 self.events.retain(|(c, _)| *c != connection);
             }
             Update::Event(connection, event) => {
-                if self.events.iter().filter(|(c, _)| *c == connection).count() < MAX_QUEUED_EVENTS {
+                // Logic decided which events to keep; State only guards its own memory.
+                if self.events.len() < MAX_EVENTS {
                     self.events.push_back((connection, event));
                 }
             }

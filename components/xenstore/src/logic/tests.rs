@@ -611,3 +611,74 @@ fn commits_respect_node_quotas() {
     assert_eq!(error(&mut l, 1, MsgType::Read, 0, b"b/0\0"), "ENOENT\0", "the refused commit landed");
     assert_eq!(ok(&mut l, 1, MsgType::Read, 0, b"a/4\0"), b"v");
 }
+
+#[test]
+fn a_client_that_collects_its_events_loses_none_and_one_that_does_not_is_bounded() {
+    let mut l = logic();
+    // Domain 0 (no watch quota): 10,000 watches on one connection, then one write. Each
+    // watch hears of it, although the write caused far more than MAX_QUEUED_EVENTS.
+    for i in 0..10_000 {
+        ok(&mut l, 0, MsgType::Watch, 0, std::format!("/tool\0t{i}\0").as_bytes());
+    }
+    let _ = l.take_events();
+    ok(&mut l, 0, MsgType::Write, 0, b"/tool/x\0v");
+    let heard = events(&mut l, 0);
+    assert_eq!(heard.len(), 10_000);
+    assert!(heard.iter().all(|(p, _)| p == "/tool/x"));
+
+    // Domain 1, one connection that never collects: every write adds 100 events until
+    // its backlog from earlier requests reaches MAX_QUEUED_EVENTS; then it gets none.
+    for i in 0..100 {
+        ok(&mut l, 1, MsgType::Watch, 0, std::format!("/local/domain/1\0w{i}\0").as_bytes());
+    }
+    for i in 0..30 {
+        ok(&mut l, 1, MsgType::Write, 0, std::format!("n{i}\0v").as_bytes());
+    }
+    let stuck = l.pending_events(1);
+    assert!(stuck >= MAX_QUEUED_EVENTS && stuck < MAX_QUEUED_EVENTS + 100, "{stuck} queued");
+    // Domain 0's connection, which collects, is not affected.
+    ok(&mut l, 0, MsgType::Write, 0, b"/tool/y\0v");
+    assert_eq!(l.pending_events(0), 10_000);
+    // Once it collects, it hears of changes again.
+    let collected = l.take_events_for(1, usize::MAX).len();
+    assert_eq!(collected, stuck);
+    ok(&mut l, 1, MsgType::Write, 0, b"again\0v");
+    assert_eq!(l.pending_events(1), 100);
+}
+
+#[test]
+fn an_unprivileged_domain_cannot_fill_logic_with_events() {
+    let mut l = logic();
+    // 128 watches over four connections, then transactions that each change 40 paths:
+    // 5,120 events per commit would be due; the domain holds at most MAX_EVENTS_PER_DOMAIN.
+    for i in 0..MAX_WATCHES {
+        let payload = std::format!("/local/domain/1\0w{i}\0");
+        assert_eq!(
+            send_on(&mut l, 10 + (i % 4) as u64, 1, MsgType::Watch, 0, payload.as_bytes()).0,
+            MsgType::Watch as u32
+        );
+    }
+    for round in 0..3 {
+        let (_, body) = send_on(&mut l, 10, 1, MsgType::TransactionStart, 0, b"\0");
+        let id: u32 = StdString::from_utf8_lossy(&body).trim_end_matches('\0').parse().unwrap();
+        for i in 0..40 {
+            let payload = std::format!("r{round}/n{i}\0v");
+            assert_eq!(
+                send_on(&mut l, 10, 1, MsgType::Write, id, payload.as_bytes()).0,
+                MsgType::Write as u32
+            );
+        }
+        // The same path again changes nothing in what fires.
+        send_on(&mut l, 10, 1, MsgType::Write, id, std::format!("r{round}/n0\0w").as_bytes());
+        assert_eq!(
+            send_on(&mut l, 10, 1, MsgType::TransactionEnd, id, b"T\0").0,
+            MsgType::TransactionEnd as u32
+        );
+    }
+    let held: usize = (10..14).map(|c| l.pending_events(c)).sum();
+    assert_eq!(held, MAX_EVENTS_PER_DOMAIN);
+    // Domain 0 still hears of its own changes.
+    ok(&mut l, 0, MsgType::Watch, 0, b"/tool\0mine\0");
+    ok(&mut l, 0, MsgType::Write, 0, b"/tool/z\0v");
+    assert_eq!(l.pending_events(0), 2);
+}

@@ -220,3 +220,23 @@ proptest! {
         prop_assert!(decode_reply(&out[..n]).is_some());
     }
 }
+
+#[test]
+fn state_keeps_every_event_logic_keeps() {
+    // Domain 0 with 3,000 watches hears of one write 3,000 times; a restarted Logic has
+    // all of them still to deliver (State used to keep 1,024 per connection).
+    let mut state = State::new();
+    let mut logic = restart(&mut state);
+    for i in 0..3000 {
+        let payload = std::format!("/tool\0t{i}\0");
+        send(&mut logic, &mut state, 0, MsgType::Watch, 0, payload.as_bytes());
+        let _ = logic.take_events_for(0, usize::MAX);
+        commit(logic.take_journal(), 512, ask_through(&mut state, 512)).unwrap();
+    }
+    send(&mut logic, &mut state, 0, MsgType::Write, 0, b"/tool/x\0v");
+    assert_eq!(logic.pending_events(0), 3000);
+    let mut restarted = restart(&mut state);
+    assert_eq!(restarted.pending_events(0), 3000);
+    let events = restarted.take_events_for(0, usize::MAX);
+    assert!(events.iter().all(|e| event_text(e).starts_with("/tool/x\0")));
+}
