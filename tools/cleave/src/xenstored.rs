@@ -8,20 +8,60 @@ use cleave_xenstore::logic::Logic;
 use cleave_xenstore::state::{self, State};
 use cleave_xenstore::store::Quota;
 use cleave_xenstore::wire::{self, Framed};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
-/// The store and every connection's write side. Replies and watch events are written
-/// under this one lock, so messages to a connection never interleave.
+/// The store and every connection's outbox. The lock is held only to handle one request
+/// or to take a connection's events, never while writing to a socket: a client that stops
+/// reading stalls its own writer thread and nothing else.
 struct Shared {
     logic: Logic,
     /// What Logic commits before it acknowledges anything, as in the running system.
     state: State,
-    writers: HashMap<u64, UnixStream>,
+    outboxes: HashMap<u64, Arc<Outbox>>,
+}
+
+/// One connection's replies on their way out, and whether Logic holds events for it.
+/// Its own writer thread empties it.
+struct Outbox {
+    queue: Mutex<Queue>,
+    /// Signalled when something is queued, written or the connection closes.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    replies: VecDeque<Vec<u8>>,
+    /// Replies queued and not yet written to the socket (those taken by the writer
+    /// included): the connection's output quota counts these.
+    unwritten: usize,
+    /// Logic holds watch events for this connection.
+    events: bool,
+    closed: bool,
+}
+
+/// Most replies one connection may have unwritten; past it, its further requests wait
+/// (it is not read from) until its client reads. Xen's daemons bound the same thing
+/// (C xenstored's outstanding-request quota; oxenstored's output queue limit).
+pub const MAX_UNWRITTEN_REPLIES: usize = 32;
+
+/// Most bytes of watch events one connection takes from Logic at a time; the rest stay
+/// in Logic, under its rule for a client that does not collect them.
+const EVENT_BATCH: usize = 64 * 1024;
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
 }
 
 /// How much one message between Logic and State may hold here (in the system, the ring's
@@ -60,7 +100,7 @@ pub fn serve(main: &Path, domains: &[(u32, PathBuf)]) -> Result<(), String> {
     let shared = Arc::new(Mutex::new(Shared {
         logic: Logic::new(Quota::default()),
         state: State::new(),
-        writers: HashMap::new(),
+        outboxes: HashMap::new(),
     }));
     let next = Arc::new(AtomicU64::new(1));
     let mut listeners = Vec::new();
@@ -107,19 +147,20 @@ pub fn serve(main: &Path, domains: &[(u32, PathBuf)]) -> Result<(), String> {
 /// and a writer here; domain 0 is not limited).
 pub const MAX_CONNECTIONS_PER_DOMAIN: u64 = 64;
 
-/// Reads messages, answers each, and sends the watch events they cause to whichever
-/// connections registered the watches; a message announcing more than Xen's payload limit
-/// ends the connection (the stream cannot be resynchronised), as does any I/O error.
-fn connection(mut stream: UnixStream, id: u64, domid: u32, shared: &Mutex<Shared>) {
-    let Ok(writer) = stream.try_clone() else { return };
-    // Writes happen under the store's lock: a client that stops reading must not stall
-    // everyone. After a second it is cut off.
-    if writer.set_write_timeout(Some(std::time::Duration::from_secs(1))).is_err() {
-        return;
-    }
+/// Reads messages and answers each into the connection's outbox, which its writer thread
+/// sends; the watch events a request causes wait in Logic until their connections' writers
+/// take them. A message announcing more than Xen's payload limit ends the connection (the
+/// stream cannot be resynchronised), as does any I/O error.
+fn connection(mut stream: UnixStream, id: u64, domid: u32, shared: &Arc<Mutex<Shared>>) {
+    let Ok(socket) = stream.try_clone() else { return };
+    let outbox = Arc::new(Outbox { queue: Mutex::new(Queue::default()), changed: Condvar::new() });
     match shared.lock() {
-        Ok(mut s) => s.writers.insert(id, writer),
+        Ok(mut s) => s.outboxes.insert(id, Arc::clone(&outbox)),
         Err(_) => return,
+    };
+    let writer = {
+        let (outbox, shared) = (Arc::clone(&outbox), Arc::clone(shared));
+        std::thread::spawn(move || write_out(socket, id, &outbox, &shared))
     };
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
@@ -134,20 +175,29 @@ fn connection(mut stream: UnixStream, id: u64, domid: u32, shared: &Mutex<Shared
                 Framed::Incomplete => break,
                 Framed::TooLong(_) => break 'read,
                 Framed::Message(header, payload, used) => {
+                    // A client that does not read its replies waits here, alone.
+                    {
+                        let mut q = outbox.lock();
+                        while q.unwritten >= MAX_UNWRITTEN_REPLIES && !q.closed {
+                            q = outbox.changed.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+                        }
+                        if q.closed {
+                            break 'read;
+                        }
+                    }
                     let Ok(mut s) = shared.lock() else { break 'read };
                     let reply = s.logic.handle(id, domid, &header, payload);
-                    let events = s.logic.take_events();
                     let reply = s.commit(reply, &header);
-                    if stream.write_all(&reply).is_err() {
-                        break 'read;
+                    {
+                        let mut q = outbox.lock();
+                        q.replies.push_back(reply);
+                        q.unwritten += 1;
                     }
-                    for (to, event) in events {
-                        // A watcher that cannot take its event is cut off; its own thread
-                        // then sees the connection end and cleans up.
-                        if let Some(w) = s.writers.get_mut(&to)
-                            && w.write_all(&event).is_err()
-                        {
-                            let _ = w.shutdown(std::net::Shutdown::Both);
+                    outbox.changed.notify_all();
+                    for to in s.logic.connections_with_events() {
+                        if let Some(o) = s.outboxes.get(&to) {
+                            o.lock().events = true;
+                            o.changed.notify_all();
                         }
                     }
                     drop(s);
@@ -161,7 +211,58 @@ fn connection(mut stream: UnixStream, id: u64, domid: u32, shared: &Mutex<Shared
         let journal = s.logic.take_journal();
         let state = &mut s.state;
         let _ = state::commit(journal, STATE_ROOM, |r| Some(state.handle(r.clone(), STATE_ROOM)));
-        s.writers.remove(&id);
+        s.outboxes.remove(&id);
+    }
+    outbox.close();
+    // A writer blocked on a client that reads nothing returns once the socket is shut.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+}
+
+/// A connection's writer: sends its replies in order, then the watch events Logic holds
+/// for it, until the connection closes. Blocking on a client that does not read holds no
+/// lock anyone else needs.
+fn write_out(mut socket: UnixStream, id: u64, outbox: &Outbox, shared: &Mutex<Shared>) {
+    loop {
+        let (replies, events) = {
+            let mut q = outbox.lock();
+            while q.replies.is_empty() && !q.events && !q.closed {
+                q = outbox.changed.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if q.closed {
+                return;
+            }
+            (core::mem::take(&mut q.replies), core::mem::take(&mut q.events))
+        };
+        for reply in &replies {
+            if socket.write_all(reply).is_err() {
+                outbox.close();
+                return;
+            }
+        }
+        if !replies.is_empty() {
+            outbox.lock().unwritten -= replies.len();
+            outbox.changed.notify_all();
+        }
+        if events {
+            let batch = {
+                let Ok(mut s) = shared.lock() else { return };
+                let batch = s.logic.take_events_for(id, EVENT_BATCH);
+                let journal = s.logic.take_journal();
+                let state = &mut s.state;
+                let _ = state::commit(journal, STATE_ROOM, |r| Some(state.handle(r.clone(), STATE_ROOM)));
+                if s.logic.pending_events(id) > 0 {
+                    outbox.lock().events = true;
+                }
+                batch
+            };
+            for event in &batch {
+                if socket.write_all(event).is_err() {
+                    outbox.close();
+                    return;
+                }
+            }
+        }
     }
 }
 

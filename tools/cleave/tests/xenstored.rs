@@ -196,3 +196,63 @@ fn an_unprivileged_domain_gets_a_bounded_number_of_connections() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Issue 15: clients that pipeline requests and never read their replies cost only
+/// themselves. Each connection's replies go out through its own writer; domain 0 is
+/// answered at once however many such clients there are (it used to wait a second per
+/// stalled client, 12 s for 20), and a stalled client is not cut off: when it starts
+/// reading it gets every reply, in order.
+#[test]
+fn clients_that_do_not_read_stall_only_themselves() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let d = start("stalled");
+    let dom0 = d.dir.join("dom0");
+    // A 4 KiB value, so that unread replies fill the sockets quickly.
+    let big = "x".repeat(4000);
+    ok(&dom0, "xenstore-write", &["/big", &big]);
+    let request = |req_id: u32| {
+        let mut m = Vec::new();
+        for word in [2u32, req_id, 0, 5] {
+            m.extend_from_slice(&word.to_le_bytes());
+        }
+        m.extend_from_slice(b"/big\0");
+        m
+    };
+    // 20 clients each send 2,000 reads (8 MB of replies) and read nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut s = UnixStream::connect(&dom0).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+        let all: Vec<u8> = (0..2000).flat_map(request).collect();
+        let sent = s.write(&all).unwrap_or(0);
+        let mut off = sent;
+        while off < all.len() {
+            match s.write(&all[off..]) {
+                Ok(n) if n > 0 => off += n,
+                _ => break,
+            }
+        }
+        stalled.push((s, off / 21));
+    }
+    // Domain 0, on a fresh connection, is answered at once.
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(ok(&dom0, "xenstore-read", &["/big"]).len(), 4001);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "5 reads took {took:?} beside stalled clients");
+    // A stalled client that starts reading gets its replies, in order, for each request
+    // the daemon took.
+    let (mut s, sent) = stalled.pop().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..sent.min(200) {
+        let mut header = [0u8; 16];
+        s.read_exact(&mut header).unwrap();
+        assert_eq!(u32::from_le_bytes(header[4..8].try_into().unwrap()), i as u32, "reply out of order");
+        let len = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        assert_eq!(body.len(), 4000);
+    }
+}
