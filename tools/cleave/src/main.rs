@@ -182,7 +182,7 @@ fn run(cli: Cli) -> Result<String, String> {
         }
         Command::Graph { system, svg } => {
             let (_, file) = load(&system)?;
-            if svg { graph::svg(&file) } else { Ok(graph::dot(&file)) }
+            if svg { graph::svg(&file).map_err(|e| format!("cleave: {e}\n")) } else { Ok(graph::dot(&file)) }
         }
         Command::Exposure { guest, system } => {
             let (_, file) = load(&system)?;

@@ -7,6 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use toml::Spanned;
 
+/// The programs the build makes (found by build.rs in the workspace).
+pub mod programs {
+    include!(concat!(env!("OUT_DIR"), "/programs.rs"));
+}
+
 /// Lowest priority a component may have.
 pub const MIN_PRIORITY: u64 = 1;
 /// Highest priority a component may have (255 is the loader's).
@@ -358,34 +363,27 @@ pub fn load(text: &str) -> Result<SystemFile, Vec<SystemError>> {
 /// error is placed at the component (or guest) the offending object belongs to, so that
 /// `check` finds what `image` or the loader would otherwise find first.
 fn loader_limits(file: &SystemFile) -> Vec<SystemError> {
-    // The component or guest whose name an object's starts with (the longest such).
+    // The component or guest whose name an object's starts with (the longest such): the
+    // object's name, or a prefix of it ending before a `_`. A map, so that this stays
+    // linear in the size of the system.
+    let names: BTreeMap<&str, (String, Range<usize>)> = file
+        .components
+        .keys()
+        .map(|k| (k.get_ref().as_str(), (format!("components.{}", k.get_ref()), span(k))))
+        .chain(
+            file.guests.keys().map(|k| (k.get_ref().as_str(), (format!("guests.{}", k.get_ref()), span(k)))),
+        )
+        .collect();
     let owner = |object: &str| -> (String, Range<usize>) {
-        file.components
-            .keys()
-            .map(|k| (format!("components.{}", k.get_ref()), k))
-            .chain(file.guests.keys().map(|k| (format!("guests.{}", k.get_ref()), k)))
-            .filter(|(_, k)| {
-                let n = k.get_ref();
-                object == n || object.strip_prefix(n.as_str()).is_some_and(|rest| rest.starts_with('_'))
-            })
-            .max_by_key(|(_, k)| k.get_ref().len())
-            .map_or(("(file)".to_string(), 0..0), |(key, k)| (key, span(k)))
+        let cuts = object.match_indices('_').map(|(i, _)| i).rev();
+        core::iter::once(object.len())
+            .chain(cuts)
+            .find_map(|end| names.get(&object[..end]))
+            .cloned()
+            .unwrap_or_else(|| ("(file)".to_string(), 0..0))
     };
     let compiled = crate::compile::compile(file);
     let mut errors = Vec::new();
-    for problem in cleave_capdl::validate::validate(&compiled.spec) {
-        let text = problem.to_string();
-        let object = text.split('`').nth(1).unwrap_or("");
-        let (key, at) = owner(object);
-        errors.push(SystemError::new(
-            key,
-            at,
-            format!("the specification this compiles to is inconsistent: {text}"),
-        ));
-    }
-    if !errors.is_empty() {
-        return errors;
-    }
     let count: usize = compiled.spec.objects.iter().map(|o| o.count.map_or(1, |n| n as usize)).sum();
     let limit = cleave_capdl::binary::LOADER_MAX_OBJECTS;
     if count > limit {
@@ -412,6 +410,20 @@ fn loader_limits(file: &SystemFile) -> Vec<SystemError> {
             )
             .help("fewer components, or less `memory` for restartable ones (one object per page)"),
         );
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+    // Validation is quadratic in places; the count first bounds what it is given.
+    for problem in cleave_capdl::validate::validate(&compiled.spec) {
+        let text = problem.to_string();
+        let object = text.split('`').nth(1).unwrap_or("");
+        let (key, at) = owner(object);
+        errors.push(SystemError::new(
+            key,
+            at,
+            format!("the specification this compiles to is inconsistent: {text}"),
+        ));
     }
     if !errors.is_empty() {
         return errors;
@@ -471,45 +483,58 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
     }
 
     // Programs are named, never given as paths: the build packs the program of that name
-    // into the boot image, and a path would pack whatever host file it names.
-    let mut programs: Vec<(String, &Spanned<String>)> = Vec::new();
+    // into the boot image, and a path would pack whatever host file it names. The name
+    // must be one the build makes, of the right kind.
+    let mut programs: Vec<(String, &Spanned<String>, &[&str], &str)> = Vec::new();
     if let Some(s) = &file.system {
-        programs.push(("system.root".into(), &s.root));
+        programs.push(("system.root".into(), &s.root, programs::ROOT_PROGRAMS, "root task"));
     }
     for (name, c) in &file.components {
         if let Some(b) = &c.binary {
-            programs.push((format!("components.{}.binary", name.get_ref()), b));
+            let key = format!("components.{}.binary", name.get_ref());
+            programs.push((key, b, programs::COMPONENT_PROGRAMS, "component program"));
         }
     }
     for (name, g) in &file.guests {
-        programs.push((format!("guests.{}.image", name.get_ref()), &g.image));
+        let key = format!("guests.{}.image", name.get_ref());
+        programs.push((key, &g.image, programs::GUEST_PROGRAMS, "guest image"));
     }
-    for (key, program) in programs {
-        if !valid_name(program.get_ref()) {
+    for (key, program, known, kind) in programs {
+        let name = program.get_ref();
+        if !valid_name(name) {
             errors.push(
-                SystemError::new(
-                    key,
-                    span(program),
-                    format!("`{}` is not a program name", program.get_ref()),
-                )
-                .help("name a program the build makes (lower-case letters, digits and `-`), not a path"),
+                SystemError::new(key, span(program), format!("`{name}` is not a program name"))
+                    .help("name a program the build makes (lower-case letters, digits and `-`), not a path"),
+            );
+        } else if !known.contains(&name.as_str()) {
+            errors.push(
+                SystemError::new(key, span(program), format!("`{name}` is no {kind} the build makes"))
+                    .help(format!("one of: {}", known.join(", "))),
             );
         }
     }
 
     // The supervisor is a component cleave adds when lifetimes need one.
+    // Nothing else may have its name: components, channels, regions and devices share one
+    // namespace in the compiled system.
     let supervised = file.components.values().any(|c| c.restart.is_some() || c.is_disposable());
-    if let Some(name) =
-        file.components.keys().find(|k| supervised && k.get_ref() == crate::compile::SUPERVISOR)
-    {
-        errors.push(SystemError::new(
-            format!("components.{}", name.get_ref()),
-            span(name),
-            format!(
-                "`{}` is the name of the supervisor this system's lifetimes need, which cleave adds itself",
-                name.get_ref()
-            ),
-        ));
+    let named = [
+        ("components", file.components.keys().find(|k| k.get_ref() == crate::compile::SUPERVISOR)),
+        ("channels", file.channels.keys().find(|k| k.get_ref() == crate::compile::SUPERVISOR)),
+        ("regions", file.regions.keys().find(|k| k.get_ref() == crate::compile::SUPERVISOR)),
+        ("devices", file.devices.keys().find(|k| k.get_ref() == crate::compile::SUPERVISOR)),
+    ];
+    for (section, name) in named {
+        if let Some(name) = name.filter(|_| supervised) {
+            errors.push(SystemError::new(
+                format!("{section}.{}", name.get_ref()),
+                span(name),
+                format!(
+                    "`{}` is the name of the supervisor this system's lifetimes need, which cleave adds itself",
+                    name.get_ref()
+                ),
+            ));
+        }
     }
 
     let mut disposable_count = 0usize;
@@ -656,7 +681,12 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                         ),
                     ),
                     Some(ms) if ms > 0 => {}
-                    _ => errors.push(
+                    Some(_) => errors.push(SystemError::new(
+                        key("restart.every"),
+                        span(r),
+                        format!("`{every}`: a restart period must be at least 1 ms"),
+                    )),
+                    None => errors.push(
                         SystemError::new(
                             key("restart.every"),
                             span(r),
@@ -879,6 +909,11 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
         let key = |field: &str| format!("regions.{}.{field}", name.get_ref());
         match parse_size(r.size.get_ref()) {
             Some(n) if n > 0 && n % 4096 == 0 => {}
+            None => errors.push(SystemError::new(
+                key("size"),
+                span(&r.size),
+                format!("region size `{}` is not a size that fits 64 bits", r.size.get_ref()),
+            )),
             _ => errors.push(SystemError::new(
                 key("size"),
                 span(&r.size),

@@ -160,3 +160,50 @@ fn a_closed_pipe_ends_the_output_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(result.status.success(), "exit {:?}: {stderr}", result.status.code());
 }
+
+/// Issue 15: `cleave graph --svg` of a system too big for the in-process layout (whose
+/// cost grows with the cube of the graph) is refused at once with what to do instead;
+/// DOT output of the same system is immediate. Checking a system far past the loader's
+/// limits stays fast too (it is refused by its object count before anything quadratic).
+#[test]
+fn big_systems_get_a_clear_answer_quickly() {
+    let system = |n: usize| {
+        let mut text = String::from("[system]\nroot = \"loader\"\n");
+        for i in 0..n {
+            text.push_str(&format!("[components.c{i}]\npriority = 100\nbinary = \"hello\"\n"));
+        }
+        for i in 0..n - 1 {
+            text.push_str(&format!(
+                "[channels.ch{i}]\nkind = \"endpoint\"\nserver = \"c{i}\"\nclients = [\"c{}\"]\n",
+                i + 1
+            ));
+        }
+        text
+    };
+    let dir = std::env::temp_dir().join(format!("cleave-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |text: &str, args: &[&str]| {
+        let path = dir.join("system.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(path.to_str().unwrap());
+        std::process::Command::new(env!("CARGO_BIN_EXE_cleave")).args(&all).output().unwrap()
+    };
+    let hundred = system(100);
+    let out = run(&hundred, &["graph", "--svg"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(
+        stderr.contains("the graph has 100 nodes and 99 edges; `--svg` lays out at most 64 nodes"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cleave graph FILE | dot -Tsvg"), "{stderr}");
+    let dot = run(&hundred, &["graph"]);
+    assert!(dot.status.success());
+    assert_eq!(String::from_utf8_lossy(&dot.stdout).matches(" -> ").count(), 99);
+    // 10,000 components: refused by the loader's object limit, located.
+    let out = run(&system(10_000), &["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("objects") && stderr.contains("the loader builds at most 1024"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,57 @@
+//! Finds the programs the build makes, so that `binary`, guest `image` and `root` in a
+//! system description can only name one of them: the workspace's `[[bin]]` targets under
+//! `components/` (component programs), `guests/` (guest images), and `capdl/loader`,
+//! `qemu/tests` and the component programs (root tasks). The directories are the one place those names are defined.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The `[[bin]]` names in the Cargo.toml files directly below `dir` (or in `dir` itself).
+fn bins(root: &Path, dir: &str) -> Vec<String> {
+    let base = root.join(dir);
+    println!("cargo:rerun-if-changed={}", base.display());
+    let mut manifests = vec![base.join("Cargo.toml")];
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            manifests.push(e.path().join("Cargo.toml"));
+            println!("cargo:rerun-if-changed={}", e.path().join("Cargo.toml").display());
+        }
+    }
+    let mut names = Vec::new();
+    for m in manifests {
+        let Ok(text) = std::fs::read_to_string(&m) else { continue };
+        let mut in_bin = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_bin = line == "[[bin]]";
+            } else if in_bin
+                && let Some(value) =
+                    line.strip_prefix("name").map(str::trim_start).and_then(|l| l.strip_prefix('='))
+            {
+                names.push(value.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let lists = [
+        ("COMPONENT_PROGRAMS", "programs `binary` may name (components/)", bins(&root, "components")),
+        ("GUEST_PROGRAMS", "images a guest's `image` may name (guests/)", bins(&root, "guests")),
+        (
+            "ROOT_PROGRAMS",
+            "root tasks `root` may name (capdl/loader, qemu/tests, and a component program such as `hello` run alone)",
+            [bins(&root, "capdl/loader"), bins(&root, "qemu/tests"), bins(&root, "components")].concat(),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, doc, list) in lists {
+        let _ = writeln!(out, "/// The {doc}.\npub const {name}: &[&str] = &{list:?};");
+    }
+    let path = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("programs.rs");
+    std::fs::write(path, out).expect("OUT_DIR is writable");
+}
