@@ -68,6 +68,8 @@ pub struct TcbParams {
     /// Cleave: the thread may not write to the debug console (`quiet: True`); otherwise
     /// the loader allows it with `TCB_ALLOW_CONSOLE`.
     pub quiet: bool,
+    /// `fpu_disabled: True`: the thread runs without the floating-point unit (seL4).
+    pub fpu_disabled: Option<bool>,
 }
 
 /// Cleave's component lifetimes (`system.toml`'s `lifetime` and `restart`), recorded in the
@@ -118,8 +120,9 @@ pub enum ObjectKind {
     Tcb(TcbParams),
     /// `cnode (N bits)`.
     CNode { size_bits: u32 },
-    /// `ut (N bits, paddr: …)`, covering its children.
-    Untyped { size_bits: Option<u32>, paddr: Option<u64>, children: Vec<ObjRef> },
+    /// `ut (N bits, paddr: …)`: untyped memory; what it is split into is in
+    /// [`Spec::covers`].
+    Untyped { size_bits: Option<u32>, paddr: Option<u64> },
     /// `frame (4k, paddr: …, fill: […])`: size in bytes.
     Frame { size: u64, paddr: Option<u64>, fill: Vec<String> },
     /// `pt`.
@@ -132,6 +135,18 @@ pub enum ObjectKind {
     Pml4,
     /// `irq`: an interrupt line's handler object (slot 0 names its notification).
     Irq,
+    /// `ioapic_irq (ioapic_num: …, ioapic_pin: …, ioapic_level: …, ioapic_polarity: …)`:
+    /// the handler of an interrupt routed through an I/O APIC pin (level: 1 level-triggered,
+    /// polarity: 1 active low; slot 0 names its notification).
+    IoApicIrq { ioapic: u64, pin: u64, level: u64, polarity: u64 },
+    /// `msi_irq (msi_handle: …, msi_pci_bus: …, msi_pci_dev: …, msi_pci_fun: …)`: the
+    /// handler of a PCI device's message-signalled interrupt (slot 0 names its notification).
+    MsiIrq { handle: u64, bus: u64, dev: u64, fun: u64 },
+    /// `io_device (domainID: …, bus:dev.fun)`: a PCI device's I/O address space under the
+    /// IOMMU (VT-d); slot 0 names its top I/O page table.
+    IoDevice { domain_id: u64, bus: u64, dev: u64, fun: u64 },
+    /// `io_pt (level: …)`: an IOMMU (VT-d) page table, level 1 mapping frames.
+    IoPageTable { level: u64 },
     /// `io_ports (ports: [a..b])`.
     IoPorts { first: u64, last: u64 },
     /// `asid_pool (asid_high: …)`.
@@ -141,8 +156,8 @@ pub enum ObjectKind {
     /// `ept_pml4`, `ept_pdpt`, `ept_pd`, `ept_pt`: a guest's second-level (EPT) tables, top
     /// level 4 down to page tables at level 1 (Cleave's names; built from issue 5 on).
     EptTable { level: u8 },
-    /// `sc (period: …, budget: …, data: …)`.
-    SchedContext { period: Option<u64>, budget: Option<u64>, data: Option<u64> },
+    /// `sc (period: …, budget: …, data: …, N bits)`.
+    SchedContext { period: Option<u64>, budget: Option<u64>, data: Option<u64>, size_bits: Option<u32> },
     /// `rtreply`.
     Reply,
 }
@@ -162,6 +177,10 @@ impl ObjectKind {
             Self::Pdpt => "pdpt",
             Self::Pml4 => "pml4",
             Self::Irq => "irq",
+            Self::IoApicIrq { .. } => "ioapic_irq",
+            Self::MsiIrq { .. } => "msi_irq",
+            Self::IoDevice { .. } => "io_device",
+            Self::IoPageTable { .. } => "io_pt",
             Self::IoPorts { .. } => "io_ports",
             Self::AsidPool { .. } => "asid_pool",
             Self::Vcpu => "vcpu",
@@ -171,6 +190,47 @@ impl ObjectKind {
             Self::EptTable { .. } => "ept_pt",
             Self::SchedContext { .. } => "sc",
             Self::Reply => "rtreply",
+        }
+    }
+
+    /// Whether it is an interrupt's handler object (what `irq maps` names).
+    pub fn is_irq(&self) -> bool {
+        matches!(self, Self::Irq | Self::IoApicIrq { .. } | Self::MsiIrq { .. })
+    }
+
+    /// Log2 of its size in bytes when it is made from untyped memory: the sizes of Cleave's
+    /// kernel (`cleave_abi::object`), and seL4's x86_64 sizes for the objects Cleave does not
+    /// build (ASID pool, I/O page table, scheduling context, reply). `None` for what is not
+    /// made from memory (interrupts, I/O ports, I/O devices) and for sizes not given or out
+    /// of range.
+    pub fn memory_bits(&self) -> Option<u32> {
+        use cleave_abi::object::ObjectType as T;
+        match self {
+            Self::Endpoint => T::Endpoint.size_bits(0),
+            Self::Notification => T::Notification.size_bits(0),
+            Self::Tcb(_) => T::Tcb.size_bits(0),
+            Self::CNode { size_bits } => T::CNode.size_bits(*size_bits),
+            Self::Untyped { size_bits, .. } => size_bits.and_then(|b| T::Untyped.size_bits(b)),
+            Self::Frame { size, .. } => size.is_power_of_two().then(|| size.trailing_zeros()),
+            Self::PageTable => T::PageTable.size_bits(0),
+            Self::PageDirectory => T::PageDirectory.size_bits(0),
+            Self::Pdpt => T::Pdpt.size_bits(0),
+            Self::Pml4 => T::Pml4.size_bits(0),
+            Self::Vcpu => T::Vcpu.size_bits(0),
+            Self::EptTable { level: 4 } => T::EptPml4.size_bits(0),
+            Self::EptTable { level: 3 } => T::EptPdpt.size_bits(0),
+            Self::EptTable { level: 2 } => T::EptPd.size_bits(0),
+            Self::EptTable { .. } => T::EptPt.size_bits(0),
+            // seL4 on x86_64: seL4_ASIDPoolBits, seL4_IOPageTableBits, seL4_MinSchedContextBits
+            // (or the size given), seL4_ReplyBits.
+            Self::AsidPool { .. } | Self::IoPageTable { .. } => Some(12),
+            Self::SchedContext { size_bits, .. } => Some(size_bits.unwrap_or(7)).filter(|b| *b < 64),
+            Self::Reply => Some(5),
+            Self::Irq
+            | Self::IoApicIrq { .. }
+            | Self::MsiIrq { .. }
+            | Self::IoDevice { .. }
+            | Self::IoPorts { .. } => None,
         }
     }
 }
@@ -258,6 +318,41 @@ pub struct CapParams {
     pub master_reply: bool,
     /// `sched_control`: the core.
     pub core: Option<u64>,
+    /// Frame caps: `mapping: (table, slot)`, the page-table slot whose mapping this
+    /// capability is.
+    pub mapping: Option<CapRef>,
+}
+
+/// A slot of a container, as `(object, slot)`: where a capability is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CapRef {
+    /// The container.
+    pub object: ObjRef,
+    /// The slot.
+    pub slot: u64,
+}
+
+impl fmt::Display for CapRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({}, {})", self.object, self.slot)
+    }
+}
+
+/// seL4's domain schedule (`domains { … }`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Domains {
+    /// `schedule: [(domain, duration), …]`; `(0, 0)` ends it.
+    pub schedule: Vec<(u64, u64)>,
+    /// `domain_set_start: N` (0 if not given), or `None` for `no_start`.
+    pub start: Option<u64>,
+    /// `index_shift: N` (0 if not given).
+    pub index_shift: u64,
+}
+
+impl Default for Domains {
+    fn default() -> Self {
+        Self { schedule: Vec::new(), start: Some(0), index_shift: 0 }
+    }
 }
 
 /// A capability in a slot.
@@ -280,10 +375,17 @@ pub struct Spec {
     pub caps: BTreeMap<ObjRef, BTreeMap<u64, Cap>>,
     /// IRQ number to IRQ object.
     pub irqs: BTreeMap<u64, ObjRef>,
+    /// Untyped memory (an untyped, or an element of an array of them) to the objects made
+    /// from it, in the order given; the name of an array stands for all its elements.
+    pub covers: BTreeMap<ObjRef, Vec<ObjRef>>,
+    /// The capability derivation tree (`cdt { }`, `- child_of`): child to parent.
+    pub cdt: BTreeMap<CapRef, CapRef>,
+    /// The domain schedule, if the spec has a `domains` section.
+    pub domains: Option<Domains>,
 }
 
 /// Symbolic slot names of TCBs (seL4's numbering).
-pub const TCB_SLOT_NAMES: [(&str, u64); 9] = [
+pub const TCB_SLOT_NAMES: [(&str, u64); 10] = [
     ("cspace", 0),
     ("vspace", 1),
     ("reply_slot", 2),
@@ -293,4 +395,5 @@ pub const TCB_SLOT_NAMES: [(&str, u64); 9] = [
     ("sc_slot", 6),
     ("temp_fault_ep_slot", 7),
     ("bound_notification", 8),
+    ("bound_vcpu", 9),
 ];

@@ -1,10 +1,14 @@
 //! Encoding a [`Spec`] into the binary form.
+//!
+//! Objects of kinds the loader does not build (ASID pools, scheduling contexts, reply
+//! objects, I/O APIC and MSI interrupts, IOMMU devices and page tables) are refused by name
+//! and kind.
 
 use super::{CAP_RECORD, Kind, MAGIC, OBJECT_RECORD, special};
-use crate::model::{ObjRef, ObjectKind, Spec, Target};
+use crate::model::{ObjRef, Object, ObjectKind, Spec, Target};
 use alloc::collections::BTreeMap;
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 /// Why a specification cannot be encoded.
@@ -24,6 +28,36 @@ fn rights_bits(r: &crate::model::Rights) -> u8 {
 /// Most objects (arrays expanded) an encoding holds: far above what any loader builds
 /// (`LOADER_MAX_OBJECTS`), low enough that encoding a hostile spec cannot exhaust memory.
 pub const MAX_ENCODED_OBJECTS: u64 = 1 << 20;
+
+/// Why the loader cannot build object `r` (an element of `o`), if it cannot.
+fn refusal(o: &Object, r: &ObjRef) -> Option<String> {
+    let keyword = o.kind.keyword();
+    match &o.kind {
+        ObjectKind::AsidPool { .. }
+        | ObjectKind::SchedContext { .. }
+        | ObjectKind::Reply
+        | ObjectKind::IoApicIrq { .. }
+        | ObjectKind::MsiIrq { .. }
+        | ObjectKind::IoDevice { .. }
+        | ObjectKind::IoPageTable { .. } => {
+            Some(format!("object `{r}` of kind {keyword}: the Cleave loader cannot build {keyword} objects"))
+        }
+        ObjectKind::Endpoint
+        | ObjectKind::Notification
+        | ObjectKind::Tcb(_)
+        | ObjectKind::CNode { .. }
+        | ObjectKind::Untyped { .. }
+        | ObjectKind::Frame { .. }
+        | ObjectKind::PageTable
+        | ObjectKind::PageDirectory
+        | ObjectKind::Pdpt
+        | ObjectKind::Pml4
+        | ObjectKind::Irq
+        | ObjectKind::IoPorts { .. }
+        | ObjectKind::Vcpu
+        | ObjectKind::EptTable { .. } => None,
+    }
+}
 
 /// Encodes `spec` (which should have passed [`crate::validate::validate`]).
 pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
@@ -47,17 +81,34 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
             (names.len() - 1) as u32
         })
     };
-    // Which untyped object each object is made from (its index + 1; 0: the loader's pool).
-    // An untyped must come before its children.
-    let mut parent_of: BTreeMap<ObjRef, u32> = BTreeMap::new();
+    // Where each declaration's records start (arrays expanded; at most 2^20 in all).
+    let mut first: BTreeMap<&str, (u32, &Object)> = BTreeMap::new();
     let mut next_index = 0u32;
     for o in &spec.objects {
-        if let ObjectKind::Untyped { children, .. } = &o.kind {
-            for c in children {
-                parent_of.insert(c.clone(), next_index + 1);
+        first.entry(o.name.as_str()).or_insert((next_index, o));
+        next_index += o.count.unwrap_or(1);
+    }
+    let position = |r: &ObjRef| -> Option<(u32, &Object)> {
+        let &(at, o) = first.get(r.name.as_str())?;
+        match (o.count, r.index) {
+            (None, None) => Some((at, o)),
+            (Some(n), Some(i)) if i < n => Some((at + i, o)),
+            _ => None,
+        }
+    };
+    // Which untyped object each object is made from (its index + 1; 0: the loader's pool).
+    // An untyped must come before its children.
+    let mut parent_of: BTreeMap<&ObjRef, u32> = BTreeMap::new();
+    for (untyped, objects) in &spec.covers {
+        let parent = match position(untyped) {
+            Some((at, Object { kind: ObjectKind::Untyped { .. }, .. })) => at + 1,
+            _ => return Err(EncodeError(format!("`{untyped}` covers objects but is no untyped"))),
+        };
+        for c in objects {
+            if parent_of.insert(c, parent).is_some_and(|p| p != parent) {
+                return Err(EncodeError(format!("`{c}` is covered by two untypeds")));
             }
         }
-        next_index += o.count.unwrap_or(1);
     }
     // Objects, arrays expanded, in declaration order.
     let mut index: BTreeMap<ObjRef, u32> = BTreeMap::new();
@@ -69,9 +120,12 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
         };
         for element in elements {
             let r = ObjRef { name: o.name.clone(), index: element };
+            if let Some(why) = refusal(o, &r) {
+                return Err(EncodeError(why));
+            }
             let mut rec = [0u8; OBJECT_RECORD];
             let (kind, size_bits, p0, p1): (Kind, u8, u64, u64) = match &o.kind {
-                ObjectKind::Untyped { size_bits, paddr, .. } => {
+                ObjectKind::Untyped { size_bits, paddr } => {
                     (Kind::Untyped, size_bits.unwrap_or(0) as u8, paddr.unwrap_or(0), 0)
                 }
                 ObjectKind::Endpoint => (Kind::Endpoint, 0, 0, 0),
@@ -133,8 +187,21 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                 ObjectKind::EptTable { level: 3 } => (Kind::EptPdpt, 12, 0, 0),
                 ObjectKind::EptTable { level: 2 } => (Kind::EptPd, 12, 0, 0),
                 ObjectKind::EptTable { level: 1 } => (Kind::EptPt, 12, 0, 0),
-                other => {
-                    return Err(EncodeError(format!("`{}`: Cleave has no `{}` objects", r, other.keyword())));
+                ObjectKind::EptTable { level } => {
+                    return Err(EncodeError(format!("object `{r}`: no EPT table has level {level}")));
+                }
+                // `refusal` refused these above.
+                ObjectKind::AsidPool { .. }
+                | ObjectKind::SchedContext { .. }
+                | ObjectKind::Reply
+                | ObjectKind::IoApicIrq { .. }
+                | ObjectKind::MsiIrq { .. }
+                | ObjectKind::IoDevice { .. }
+                | ObjectKind::IoPageTable { .. } => {
+                    return Err(EncodeError(format!(
+                        "object `{r}` of kind {0}: the Cleave loader cannot build {0} objects",
+                        o.kind.keyword()
+                    )));
                 }
             };
             // The untyped it is made from: by element, or the whole array.
@@ -149,8 +216,7 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
             rec[28..32].copy_from_slice(&parent.to_le_bytes());
             rec[0] = kind as u8;
             rec[1] = size_bits;
-            rec[4..8]
-                .copy_from_slice(&intern(&alloc::string::ToString::to_string(&r), &mut names).to_le_bytes());
+            rec[4..8].copy_from_slice(&intern(&r.to_string(), &mut names).to_le_bytes());
             rec[8..16].copy_from_slice(&p0.to_le_bytes());
             rec[16..24].copy_from_slice(&p1.to_le_bytes());
             index.insert(r, objects.len() as u32);
@@ -273,6 +339,45 @@ mod tests {
         let other = encode(&read(&TEXT.replace("badge: 5", "badge: 6")).unwrap()).unwrap();
         assert_ne!(EncodedSpec::new(&other).unwrap().digest(), e.digest());
         assert_eq!(EncodedSpec::new(&encode(&spec).unwrap()).unwrap().digest(), e.digest());
+    }
+
+    #[test]
+    fn objects_the_loader_cannot_build_are_refused_by_name_and_kind() {
+        let kinds = [
+            (
+                "irq_3 = ioapic_irq (ioapic_num: 0, ioapic_pin: 3, ioapic_level: 0, ioapic_polarity: 0)",
+                "irq_3",
+                "ioapic_irq",
+            ),
+            ("m = msi_irq (msi_handle: 0, msi_pci_bus: 0, msi_pci_dev: 3, msi_pci_fun: 0)", "m", "msi_irq"),
+            ("d = io_device (domainID: 1, 0:3.0)", "d", "io_device"),
+            ("p = io_pt (level: 1)", "p", "io_pt"),
+            ("a = asid_pool", "a", "asid_pool"),
+            ("s[2] = sc (period: 10, budget: 10)", "s[0]", "sc"),
+            ("r = rtreply", "r", "rtreply"),
+        ];
+        for (declaration, name, kind) in kinds {
+            let text = format!("arch x86_64\nobjects {{\n  e = ep\n  {declaration}\n}}\n");
+            assert_eq!(
+                encode(&read(&text).unwrap()).unwrap_err().0,
+                format!("object `{name}` of kind {kind}: the Cleave loader cannot build {kind} objects")
+            );
+        }
+    }
+
+    #[test]
+    fn untyped_covers_give_each_object_its_parent() {
+        let text = "arch x86_64\nobjects {\n  u[2] = ut (16 bits)\n  u[1] = ut (16 bits) { e = ep, f[] }\n  f[2] = frame (4k)\n  v = ut (14 bits) { c = cnode (4 bits) }\n}\n";
+        let bytes = encode(&read(text).unwrap()).unwrap();
+        let e = EncodedSpec::new(&bytes).unwrap();
+        let parents: Vec<Option<u32>> =
+            (0..e.object_count()).map(|i| e.object(i).unwrap().parent()).collect();
+        // u[0], u[1], e, f[0], f[1], v, c.
+        assert_eq!(parents, [None, None, Some(1), Some(1), Some(1), None, Some(5)]);
+        // An untyped declared after what it covers cannot be made first.
+        let text = "arch x86_64\nobjects {\n  e = ep\n  u = ut (16 bits) { e }\n}\n";
+        let e = encode(&read(text).unwrap()).unwrap_err();
+        assert_eq!(e.0, "`e` comes before the untyped it is made from");
     }
 
     #[test]

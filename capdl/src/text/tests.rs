@@ -2,7 +2,10 @@
 //! and errors with their locations.
 
 use super::*;
-use crate::model::Rights;
+use crate::model::{Cap, CapParams, ObjRef, Object, ObjectKind, Rights, Spec, Target, TcbParams};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
 use alloc::vec;
 
 fn sample() -> Spec {
@@ -22,6 +25,7 @@ fn sample() -> Spec {
         lifetime: Some(crate::model::Lifetime::RestartEvery { ms: 250 }),
         ends_run: true,
         quiet: true,
+        fpu_disabled: Some(false),
     };
     let objects = [
         ("client_tcb", None, ObjectKind::Tcb(tcb)),
@@ -48,15 +52,7 @@ fn sample() -> Spec {
         ("pt0", None, ObjectKind::PageTable),
         ("serial_irq", None, ObjectKind::Irq),
         ("serial_ports", None, ObjectKind::IoPorts { first: 0x3f8, last: 0x3ff }),
-        (
-            "pool",
-            None,
-            ObjectKind::Untyped {
-                size_bits: Some(20),
-                paddr: Some(0x100_0000),
-                children: vec![ObjRef::named("channel")],
-            },
-        ),
+        ("pool", None, ObjectKind::Untyped { size_bits: Some(20), paddr: Some(0x100_0000) }),
     ];
     for (name, count, kind) in objects {
         spec.objects.push(Object { name: name.into(), count, kind });
@@ -97,6 +93,7 @@ fn sample() -> Spec {
         .insert(1, Cap { target: Target::Object(ObjRef::named("vspace")), params: CapParams::default() });
     spec.caps.insert(ObjRef::named("client_tcb"), tcb_slots);
     spec.irqs.insert(4, ObjRef::named("serial_irq"));
+    spec.covers.insert(ObjRef::named("pool"), vec![ObjRef::named("channel"), ObjRef::named("stack")]);
     spec
 }
 
@@ -241,7 +238,7 @@ fn hostile_numbers_and_ranges_are_refused_where_they_are() {
         ("caps {\n  c { 0: g[0..30000000] }\n}\n", (7, 10), "names no array declared before it"),
         ("caps {\n  c { 0: s[0..1] }\n}\n", (7, 10), "`s` is not an array"),
         // Narrowing: these used to read as f[0], 8 bits and 20 bits.
-        ("caps {\n  c { 0: f[4294967296] }\n}\n", (7, 10), "index 4294967296 does not fit in 32 bits"),
+        ("caps {\n  c { 0: f[4294967296] }\n}\n", (7, 12), "an index 4294967296 does not fit in 32 bits"),
         ("irq maps {\n  0: f[4294967296]\n}\n", (7, 8), "an index 4294967296 does not fit in 32 bits"),
         (
             "objects {\n  c = cnode (4294967304 bits)\n}\n",
@@ -310,4 +307,195 @@ fn fill_data_with_punctuation_round_trips() {
     let spec = read(text).unwrap();
     let again = read(&write(&spec)).unwrap_or_else(|e| panic!("{e}\n{}", write(&spec)));
     assert_eq!(again, spec);
+}
+
+/// Issue 15: the grammar's new forms take hostile text too: every error has the line and
+/// column of what is wrong, numbers are checked before they are narrowed, ranges before they
+/// are expanded, nesting is bounded.
+#[test]
+fn hostile_covers_params_and_names_are_refused_where_they_are() {
+    let head = "arch x86_64\nobjects {\n  f[2] = frame (4k)\n  e = ep\n";
+    let cases: &[(&str, (usize, usize), &str)] = &[
+        // Covers: only untypeds have them, braces must close, arrays give them per element.
+        ("  a = ep { b = ep }\n}\n", (5, 10), "only an untyped covers objects; `ep` takes no `{ … }`"),
+        // The end of the file is just after its last character.
+        ("  u = ut (12 bits) {\n    a = ep\n", (6, 11), "found the end of the file"),
+        ("  u = ut (12 bits) { a = ep ", (5, 29), "found the end of the file"),
+        ("  u[2] = ut (12 bits) { a = ep }\n}\n", (5, 23), "`u` is an array of untypeds"),
+        (
+            "  u[2] = ut (12 bits)\n  u[5] = ut (12 bits) { e }\n}\n",
+            (6, 5),
+            "`u` has 2 elements, not an element 5",
+        ),
+        (
+            "  u = ut (12 bits)\n  u = ut (14 bits) { e }\n}\n",
+            (6, 7),
+            "untyped `u` declared again with other parameters",
+        ),
+        ("  e = ut (12 bits)\n}\n", (5, 3), "object `e` declared twice"),
+        (
+            "  u = ut (12 bits) { f[0..4294967296] }\n}\n",
+            (5, 22),
+            "the range `f[0..4294967296]` is outside the array (`f` has 2 elements)",
+        ),
+        ("  u = ut (12 bits) { f[4294967296] }\n}\n", (5, 24), "an index 4294967296 does not fit in 32 bits"),
+        (
+            "  u = ut (12 bits) { g[0..3] }\n}\n",
+            (5, 22),
+            "the range `g[0..3]` names no array declared in the file",
+        ),
+        ("  u = ut (12 bits) { e[] }\n}\n", (5, 22), "`e` is not an array, so it takes no range"),
+        // Paths.
+        ("  e/x = ep\n}\n", (5, 3), "`e` is not an untyped, so it covers nothing"),
+        ("  w[1]/x = ep\n}\n", (5, 3), "`w[1]` names no untyped declared before it"),
+        ("  f[0..1]/x = ep\n}\n", (5, 3), "a path names one untyped each step"),
+        ("  x[0..1] = ep\n}\n", (5, 3), "a declaration is `name` or `name[N]`"),
+        // Huge numbers in the new parameters.
+        (
+            "  i = ioapic_irq (ioapic_num: 0, ioapic_pin: 18446744073709551616, ioapic_level: 0, ioapic_polarity: 0)\n}\n",
+            (5, 46),
+            "bad number `18446744073709551616`",
+        ),
+        ("  s = sc (period: 1, 4294967304 bits)\n}\n", (5, 22), "4294967304 bits is more than a 64-bit word"),
+        (
+            "  d = io_device (domainID: 1, 0:99999999999999999999.0)\n}\n",
+            (5, 33),
+            "bad number `99999999999999999999`",
+        ),
+        ("  d = io_device (domainID: 1, 0:3)\n}\n", (5, 34), "expected `.`, found `)`"),
+        ("  d = io_device (domainID: 1, 0:3.0, 1:2.0)\n}\n", (5, 38), "a second PCI address"),
+        ("  d = io_device (domainID: 1)\n}\n", (5, 7), "`io_device` needs its PCI address, `bus:dev.fun`"),
+        ("  p = io_pt\n}\n", (5, 7), "`io_pt` needs `level: N`"),
+        ("  i = ioapic_irq (ioapic_num: 0)\n}\n", (5, 7), "`ioapic_irq` needs `ioapic_pin: N`"),
+        (
+            "  m = msi_irq (msi_handle: 0, msi_pci_bus: 0, msi_pci_dev: 0)\n}\n",
+            (5, 7),
+            "`msi_irq` needs `msi_pci_fun: N`",
+        ),
+        ("  t = tcb (fpu_disabled: 3)\n}\n", (5, 7), "`fpu_disabled` takes True or False"),
+        ("  g = frame (4k, 0:1.0)\n}\n", (5, 7), "`frame` takes no PCI address"),
+        ("  g = ep (4k)\n}\n", (5, 7), "`ep` takes no frame size"),
+        (
+            "  g = arm_irq (trigger: level, target: 0)\n}\n",
+            (5, 7),
+            "`arm_irq` is an object of seL4's Arm grammar",
+        ),
+        // Capability names, copies, derivations.
+        ("}\ncaps {\n  c { 0: a = f[0..1] }\n}\n", (7, 10), "one name for 2 capabilities: write `a[] = …`"),
+        ("}\ncaps {\n  c { 0: a[0] = f[0] }\n}\n", (7, 10), "a capability name takes `[]` or nothing"),
+        ("}\ncaps {\n  c { 0: a = e\n  1: a = e }\n}\n", (8, 6), "capability name `a` given twice"),
+        ("}\ncaps {\n  c { 0: e (masked: R) }\n}\n", (7, 10), "`masked:` goes with a copy (`<name>`) only"),
+        (
+            "}\ncaps {\n  c { 0: a = e\n  1: <a> (badge: 3) }\n}\n",
+            (8, 6),
+            "a copy (`<name>`) takes `masked:` only",
+        ),
+        ("}\ncaps {\n  c { 0: <nobody> }\n}\n", (7, 10), "no capability named `nobody`"),
+        (
+            "}\ncaps {\n  c { 0: a = <b>\n  1: b = <a> }\n}\n",
+            (8, 10),
+            "copies of capabilities go round in a cycle",
+        ),
+        (
+            "}\ncaps {\n  c { 0: <n[0..9]> }\n  n = (c, 0)\n}\n",
+            (7, 11),
+            "the range `n[0..9]` names no array of capabilities named before it",
+        ),
+        (
+            "}\ncaps {\n  n = (c, 5)\n  c { 0: <n[0..9]> }\n}\n",
+            (8, 11),
+            "`n` is not an array, so it takes no range",
+        ),
+        (
+            "}\ncaps {\n  c { 0: f[0..1] - child_of (c, 5) }\n}\n",
+            (7, 10),
+            "`- child_of` needs a single capability",
+        ),
+        ("}\ncaps {\n  c { 0: e - child_of nobody }\n}\n", (7, 10), "no capability named `nobody`"),
+        (
+            "}\ncaps {\n  c { 0: e\n  1: e }\n}\ncdt {\n  (c, 0) { (c, 1) }\n  (c, 2) { (c, 1) }\n}\n",
+            (12, 12),
+            "(c, 1) has two parents in the derivation tree",
+        ),
+        (
+            "}\ncaps {\n  c[0..1] { 0: e }\n}\n",
+            (7, 3),
+            "the range `c[0..1]` names no array declared before it",
+        ),
+        ("}\ndomains {\n  index_shift: 1\n  index_shift: 2\n}\n", (8, 3), "`index_shift` given twice"),
+        ("}\ndomains {\n  schedule: []\n}\n", (7, 14), "expected `(`, found `]`"),
+        ("}\ndomains {\n  start: 1\n}\n", (7, 3), "unknown domains item `start`"),
+        ("}\nirq maps {\n  0: f[0..5]\n}\n", (7, 6), "the range `f[0..5]` is outside the array"),
+    ];
+    let mut wrong = Vec::new();
+    for (tail, (line, column), message) in cases {
+        let text = format!("{head}{tail}");
+        let e = error_of(&text);
+        if !e.message.contains(message) || (e.line, e.column) != (*line, *column) {
+            wrong.push(format!("{tail:?}: {e}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn nesting_is_bounded() {
+    let deep = |n: usize| {
+        let mut text = String::from("arch x86_64\nobjects {\n");
+        for i in 0..n {
+            text.push_str(&format!("u{i} = ut (40 bits) {{\n"));
+        }
+        text.push_str(&"}\n".repeat(n + 1));
+        text
+    };
+    // MAX_NESTING untypeds in each other's braces: each but the last covers the next.
+    let spec = read(&deep(MAX_NESTING)).unwrap();
+    assert_eq!(spec.covers.len(), MAX_NESTING - 1);
+    let e = error_of(&deep(MAX_NESTING + 1));
+    assert_eq!((e.line, e.column), (MAX_NESTING + 3, 20), "{e}");
+    let e = error_of(&deep(100_000));
+    assert_eq!((e.line, e.column), (MAX_NESTING + 3, 20), "{e}");
+    assert!(e.message.contains("untyped covers nest more than 64 deep"), "{e}");
+    let mut cdt = String::from("arch x86_64\ncdt {\n");
+    for i in 0..100_000 {
+        cdt.push_str(&format!("(c, {i}) {{ "));
+    }
+    let e = error_of(&cdt);
+    assert_eq!(e.line, 3);
+    assert!(e.message.contains("the derivation tree nests more than 64 deep"), "{e}");
+}
+
+#[test]
+fn ranges_of_covers_containers_and_irqs_are_bounded_before_they_are_built() {
+    let head =
+        "arch x86_64\nobjects {\n  f[4000000] = frame (4k)\n  c[4000000] = cnode (1 bits)\n  e[1000] = ep\n";
+    for (tail, line) in [
+        ("  u = ut (40 bits) { f[0..2000000] }\n}\n", 6),
+        ("}\nirq maps {\n  f[..1999999]\n}\n", 8),
+        ("}\ncaps {\n  c[1..] { }\n}\n", 8),
+        // 2,000 containers of 1,000 capabilities: two million.
+        ("}\ncaps {\n  c[0..1999] { 0: e[] }\n}\n", 8),
+    ] {
+        let e = error_of(&format!("{head}{tail}"));
+        assert!(e.message.contains("(the reader's limit)"), "{tail}: {e}");
+        assert_eq!(e.line, line, "{tail}: {e}");
+    }
+    // The name of a whole array stands for it: nothing is expanded.
+    let spec = read(&format!("{head}  u = ut (40 bits) {{ f[] }}\n}}\n")).unwrap();
+    assert_eq!(spec.covers[&ObjRef::named("u")], [ObjRef::named("f")]);
+}
+
+#[test]
+fn the_canonical_form_of_the_new_grammar_round_trips() {
+    let text = "arch x86_64\nobjects {\n  u[2] = ut (16 bits)\n  u[1] = ut (16 bits) { e = ep, f[] }\n  f[2] = frame (4k)\n  p/q/t = tcb (fpu_disabled: True, dom: 1, affinity: 0)\n  s = sc (period: 5, 8 bits)\n  d = io_device (domainID: 3, 1:2.3)\n  m = msi_irq (msi_handle: 1, msi_pci_bus: 2, msi_pci_dev: 3, msi_pci_fun: 4)\n  pt = pt\n}\ncaps {\n  c { 0: f[1] (RW, mapping: (pt, 3)) }\n  pt { 3: f[1] (RW) }\n}\ncdt {\n  (pt, 3) { (c, 0) }\n}\nirq maps {\n  2: m\n}\ndomains {\n  domain_set_start: no_start\n}\n";
+    let spec = read(text).unwrap();
+    let written = write(&spec);
+    assert_eq!(read(&written).unwrap_or_else(|e| panic!("{e}\n{written}")), spec);
+    // Covers of elements are declared again after the objects; `f[]` names all of `f`.
+    assert!(written.contains("  u[2] = ut (16 bits)\n"), "{written}");
+    assert!(written.contains("  u[1] = ut (16 bits) {e, f[]}\n"), "{written}");
+    assert!(written.contains("  p = ut {q}\n  q = ut {t}\n"), "{written}");
+    assert!(written.contains("d = io_device (domainID: 3, 1:2.3)"), "{written}");
+    assert!(written.contains("cdt {\n  (pt, 3) {\n    (c, 0)\n  }\n}\n"), "{written}");
+    assert!(written.contains("domains {\n  domain_set_start: no_start\n  index_shift: 0\n}\n"), "{written}");
 }

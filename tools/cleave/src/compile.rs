@@ -253,10 +253,11 @@ fn supervisor(
                 children.push(ObjRef::named(name.get_ref()));
             }
         }
+        spec.covers.insert(ObjRef::named(&untyped), children);
         untyped_objects.push(Object {
             name: untyped.clone(),
             count: None,
-            kind: ObjectKind::Untyped { size_bits: Some(DISPOSABLE_UNTYPED_BITS), paddr: None, children },
+            kind: ObjectKind::Untyped { size_bits: Some(DISPOSABLE_UNTYPED_BITS), paddr: None },
         });
         entries.push((
             format!("{d}-untyped"),
@@ -875,8 +876,9 @@ map = { b = "rw", c = "r" }
         assert_eq!(cleave_capdl::validate::validate(spec), Vec::new());
         // The untyped comes first and covers the component and the endpoint it serves.
         assert_eq!(spec.objects[0].name, "boot_untyped");
-        let ObjectKind::Untyped { children, .. } = &spec.objects[0].kind else { panic!() };
-        let names: Vec<String> = children.iter().map(|c| c.to_string()).collect();
+        assert!(matches!(spec.objects[0].kind, ObjectKind::Untyped { .. }));
+        let names: Vec<String> =
+            spec.covers[&ObjRef::named("boot_untyped")].iter().map(|c| c.to_string()).collect();
         assert_eq!(names, ["boot_tcb", "boot_cnode", "boot_vspace", "q"]);
         // Only the supervisor can reach it; the component signals it with its badge bit.
         assert!(reach(spec, "supervisor").contains(&ObjRef::named("boot_untyped")));
