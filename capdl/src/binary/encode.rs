@@ -1,11 +1,18 @@
 //! Encoding a [`Spec`] into the binary form.
 //!
-//! Objects of kinds the loader does not build (ASID pools, scheduling contexts, reply
-//! objects, I/O APIC and MSI interrupts, IOMMU devices and page tables) are refused by name
-//! and kind.
+//! The encoder refuses, with a message naming the object (or slot) and what is wrong,
+//! everything the loader cannot build: specs for another architecture, objects of kinds
+//! Cleave has no use for (ASID pools, scheduling contexts, reply objects, I/O APIC and MSI
+//! interrupts, IOMMU devices and page tables), untyped memory at a physical address or of no
+//! given size, thread parameters the loader does not honour, capabilities it cannot give
+//! (`asid_control`, `io_space_master`, `domain`, `sched_control`, reply capabilities, TCB
+//! slots other than its CSpace, VSpace, fault endpoint and bound notification), a
+//! derivation tree and a domain schedule. What it leaves out is annotation only: capability
+//! names, `asid:` and `mapping:` (the loader assigns ASIDs and maps what page-table slots
+//! hold).
 
 use super::{CAP_RECORD, Kind, MAGIC, OBJECT_RECORD, special};
-use crate::model::{ObjRef, Object, ObjectKind, Spec, Target};
+use crate::model::{ObjRef, Object, ObjectKind, Spec, TCB_SLOT_NAMES, Target};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -29,9 +36,17 @@ fn rights_bits(r: &crate::model::Rights) -> u8 {
 /// (`LOADER_MAX_OBJECTS`), low enough that encoding a hostile spec cannot exhaust memory.
 pub const MAX_ENCODED_OBJECTS: u64 = 1 << 20;
 
+/// The TCB slots the loader fills (when it sets the thread up): CSpace, VSpace, fault
+/// endpoint, bound notification.
+const TCB_SLOTS_BUILT: [u64; 4] = [0, 1, 5, 8];
+
+/// The most interrupt lines the loader takes (`IrqControl::get` takes a byte).
+const MAX_IRQ_LINE: u64 = 255;
+
 /// Why the loader cannot build object `r` (an element of `o`), if it cannot.
 fn refusal(o: &Object, r: &ObjRef) -> Option<String> {
     let keyword = o.kind.keyword();
+    let cannot = |why: String| Some(format!("object `{r}` of kind {keyword}: {why}"));
     match &o.kind {
         ObjectKind::AsidPool { .. }
         | ObjectKind::SchedContext { .. }
@@ -40,11 +55,44 @@ fn refusal(o: &Object, r: &ObjRef) -> Option<String> {
         | ObjectKind::MsiIrq { .. }
         | ObjectKind::IoDevice { .. }
         | ObjectKind::IoPageTable { .. } => {
-            Some(format!("object `{r}` of kind {keyword}: the Cleave loader cannot build {keyword} objects"))
+            cannot(format!("the Cleave loader cannot build {keyword} objects"))
+        }
+        ObjectKind::Untyped { size_bits: None, .. } => {
+            cannot("the Cleave loader makes untyped memory of a given size only (`N bits`)".into())
+        }
+        ObjectKind::Untyped { paddr: Some(p), .. } => cannot(format!(
+            "the Cleave loader cannot place untyped memory at a physical address (`paddr: {p:#x}`)"
+        )),
+        ObjectKind::Tcb(t) => {
+            let given = [("addr", t.addr), ("ip", t.ip), ("sp", t.sp), ("fault_ep", t.fault_ep)];
+            if let Some((key, _)) = given.iter().find(|(_, v)| v.is_some()) {
+                return cannot(format!(
+                    "the Cleave loader starts a thread at its ELF image's entry, with its own stack and \
+                     IPC buffer and the fault endpoint in `fault_ep_slot`: it cannot honour `{key}:`"
+                ));
+            }
+            if t.elf.is_none() {
+                return cannot(
+                    "the Cleave loader starts a thread from an ELF image it names (`elf: NAME`)".into(),
+                );
+            }
+            match (t.affinity, t.dom, t.fpu_disabled, t.init.len(), t.prio.max(t.max_prio)) {
+                (Some(a), ..) if a != 0 => cannot(format!("Cleave runs on one processor (`affinity: {a}`)")),
+                (_, Some(d), ..) if d != 0 => {
+                    cannot(format!("Cleave has no scheduling domains (`dom: {d}`)"))
+                }
+                (_, _, Some(true), ..) => cannot(
+                    "the Cleave loader cannot start a thread without its FPU (`fpu_disabled: True`)".into(),
+                ),
+                (_, _, _, n, _) if n > 1 => {
+                    cannot(format!("the Cleave loader passes one initial argument (`init: [a]`), not {n}"))
+                }
+                (.., Some(p)) if p > 255 => cannot(format!("priority {p} is above 255")),
+                _ => None,
+            }
         }
         ObjectKind::Endpoint
         | ObjectKind::Notification
-        | ObjectKind::Tcb(_)
         | ObjectKind::CNode { .. }
         | ObjectKind::Untyped { .. }
         | ObjectKind::Frame { .. }
@@ -59,8 +107,33 @@ fn refusal(o: &Object, r: &ObjRef) -> Option<String> {
     }
 }
 
+/// Refusals of the whole spec beyond its objects and capabilities: its derivation tree,
+/// domain schedule and interrupt lines.
+fn spec_refusal(spec: &Spec) -> Option<String> {
+    if let Some((child, parent)) = spec.cdt.iter().next() {
+        return Some(format!(
+            "the spec's derivation tree ({} entries; {child} from {parent}): the Cleave loader \
+             derives every capability from its object's original and cannot build another tree",
+            spec.cdt.len()
+        ));
+    }
+    if spec.domains.as_ref().is_some_and(|d| !d.schedule.is_empty()) {
+        return Some("the spec's domain schedule: Cleave has no scheduling domains".into());
+    }
+    if let Some((&irq, r)) = spec.irqs.range(MAX_IRQ_LINE + 1..).next() {
+        return Some(format!("IRQ {irq} (`{r}`): the Cleave loader takes lines 0-{MAX_IRQ_LINE}"));
+    }
+    None
+}
+
 /// Encodes `spec` (which should have passed [`crate::validate::validate`]).
 pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
+    if spec.arch != "x86_64" {
+        return Err(EncodeError(format!(
+            "the spec is for `arch {}`; the Cleave loader builds `arch x86_64`",
+            spec.arch
+        )));
+    }
     // Arrays are expanded below: bound the total first (a declaration `f[4294967295]` is
     // short text but billions of records).
     let total = spec.objects.iter().try_fold(0u64, |sum, o| sum.checked_add(u64::from(o.count.unwrap_or(1))));
@@ -125,9 +198,9 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
             }
             let mut rec = [0u8; OBJECT_RECORD];
             let (kind, size_bits, p0, p1): (Kind, u8, u64, u64) = match &o.kind {
-                ObjectKind::Untyped { size_bits, paddr } => {
-                    (Kind::Untyped, size_bits.unwrap_or(0) as u8, paddr.unwrap_or(0), 0)
-                }
+                // `refusal` took those without a size or with an address; the size is
+                // below 64 (the reader's bound; validation holds it to 4-47).
+                ObjectKind::Untyped { size_bits, .. } => (Kind::Untyped, size_bits.unwrap_or(0) as u8, 0, 0),
                 ObjectKind::Endpoint => (Kind::Endpoint, 0, 0, 0),
                 ObjectKind::Notification => (Kind::Notification, 0, 0, 0),
                 ObjectKind::Tcb(t) => {
@@ -180,7 +253,14 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                 ObjectKind::PageDirectory => (Kind::PageDirectory, 12, 0, 0),
                 ObjectKind::Pdpt => (Kind::Pdpt, 12, 0, 0),
                 ObjectKind::Pml4 => (Kind::Pml4, 12, 0, 0),
-                ObjectKind::Irq => (Kind::Irq, 0, 0, 0),
+                ObjectKind::Irq => {
+                    if !spec.irqs.values().any(|i| *i == r) {
+                        return Err(EncodeError(format!(
+                            "object `{r}` of kind irq: no `irq maps` entry gives its line, which the loader needs"
+                        )));
+                    }
+                    (Kind::Irq, 0, 0, 0)
+                }
                 ObjectKind::IoPorts { first, last } => (Kind::IoPorts, 0, first | last << 16, 0),
                 ObjectKind::Vcpu => (Kind::Vcpu, 13, 0, 0),
                 ObjectKind::EptTable { level: 4 } => (Kind::EptPml4, 12, 0, 0),
@@ -227,12 +307,42 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
     let mut caps: Vec<[u8; CAP_RECORD]> = Vec::new();
     for (container, slots) in &spec.caps {
         let c = find(container)?;
+        let is_tcb = position(container).is_some_and(|(_, o)| matches!(o.kind, ObjectKind::Tcb(_)));
         for (&slot, cap) in slots {
+            let at = || format!("`{container}` slot {slot}");
+            if is_tcb && !TCB_SLOTS_BUILT.contains(&slot) {
+                let name = TCB_SLOT_NAMES.iter().find(|(_, s)| *s == slot).map_or("", |(n, _)| n);
+                return Err(EncodeError(format!(
+                    "{} ({name}): the Cleave loader fills a TCB's cspace, vspace, fault_ep_slot and \
+                     bound_notification slots only",
+                    at()
+                )));
+            }
             let target = match &cap.target {
                 Target::Object(r) => find(r)?,
                 Target::IrqControl => special::IRQ_CONTROL,
-                _ => special::UNSUPPORTED,
+                other @ (Target::AsidControl
+                | Target::IoSpaceMaster
+                | Target::Domain
+                | Target::SchedControl) => {
+                    let name = match other {
+                        Target::AsidControl => "asid_control",
+                        Target::IoSpaceMaster => "io_space_master",
+                        Target::Domain => "domain",
+                        _ => "sched_control",
+                    };
+                    return Err(EncodeError(format!(
+                        "{}: the Cleave loader cannot give out `{name}` capabilities",
+                        at()
+                    )));
+                }
             };
+            if cap.params.reply || cap.params.master_reply {
+                return Err(EncodeError(format!(
+                    "{}: Cleave's kernel has no reply capabilities to threads (`reply`, `master_reply`)",
+                    at()
+                )));
+            }
             let mut rec = [0u8; CAP_RECORD];
             rec[0..4].copy_from_slice(&c.to_le_bytes());
             rec[4..8].copy_from_slice(
@@ -249,9 +359,13 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
             caps.push(rec);
         }
     }
+    if let Some(why) = spec_refusal(spec) {
+        return Err(EncodeError(why));
+    }
     let mut irqs: Vec<[u8; 8]> = Vec::new();
     for (&irq, r) in &spec.irqs {
         let mut rec = [0u8; 8];
+        // At most MAX_IRQ_LINE (`spec_refusal`).
         rec[0..4].copy_from_slice(&(irq as u32).to_le_bytes());
         rec[4..8].copy_from_slice(&find(r)?.to_le_bytes());
         irqs.push(rec);
@@ -341,8 +455,17 @@ mod tests {
         assert_eq!(EncodedSpec::new(&encode(&spec).unwrap()).unwrap().digest(), e.digest());
     }
 
+    /// Issue 15: what the loader cannot build is refused by name and kind, not dropped.
     #[test]
-    fn objects_the_loader_cannot_build_are_refused_by_name_and_kind() {
+    fn what_the_loader_cannot_build_is_refused_by_name() {
+        let refused = |objects: &str, caps: &str, rest: &str| -> String {
+            let text = format!(
+                "arch x86_64\nobjects {{\n  t = tcb (elf: a)\n  c = cnode (4 bits)\n  e = ep\n  i = irq\n{objects}\n}}\n\
+                 caps {{\n  c {{\n{caps}\n  }}\n}}\nirq maps {{\n  3: i\n}}\n{rest}"
+            );
+            let spec = read(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            encode(&spec).expect_err(&text).0
+        };
         let kinds = [
             (
                 "irq_3 = ioapic_irq (ioapic_num: 0, ioapic_pin: 3, ioapic_level: 0, ioapic_polarity: 0)",
@@ -357,12 +480,64 @@ mod tests {
             ("r = rtreply", "r", "rtreply"),
         ];
         for (declaration, name, kind) in kinds {
-            let text = format!("arch x86_64\nobjects {{\n  e = ep\n  {declaration}\n}}\n");
             assert_eq!(
-                encode(&read(&text).unwrap()).unwrap_err().0,
+                refused(declaration, "", ""),
                 format!("object `{name}` of kind {kind}: the Cleave loader cannot build {kind} objects")
             );
         }
+        let objects = [
+            ("u = ut", "object `u` of kind ut: the Cleave loader makes untyped memory of a given size only"),
+            (
+                "u = ut (12 bits, paddr: 0x1000)",
+                "cannot place untyped memory at a physical address (`paddr: 0x1000`)",
+            ),
+            (
+                "x = tcb (elf: a, ip: 0x1000)",
+                "object `x` of kind tcb: the Cleave loader starts a thread at its ELF",
+            ),
+            ("x = tcb (elf: a, fault_ep: 3)", "it cannot honour `fault_ep:`"),
+            ("x = tcb (elf: a, affinity: 1)", "Cleave runs on one processor (`affinity: 1`)"),
+            ("x = tcb (elf: a, dom: 2)", "Cleave has no scheduling domains (`dom: 2`)"),
+            ("x = tcb (elf: a, fpu_disabled: True)", "without its FPU (`fpu_disabled: True`)"),
+            ("x = tcb (elf: a, init: [1, 2])", "passes one initial argument (`init: [a]`), not 2"),
+            ("x = tcb (prio: 1)", "from an ELF image it names (`elf: NAME`)"),
+            ("x = tcb (elf: a, prio: 300)", "priority 300 is above 255"),
+            ("j = irq", "object `j` of kind irq: no `irq maps` entry gives its line"),
+        ];
+        for (declaration, message) in objects {
+            let e = refused(declaration, "", "");
+            assert!(e.contains(message), "{declaration}: {e}");
+        }
+        // What passes: the defaults of what the loader does not set.
+        let text = TEXT.replace("ends_run: True", "affinity: 0, dom: 0, fpu_disabled: False, init: [7]");
+        assert!(encode(&read(&text).unwrap()).is_ok());
+        let caps = [
+            (
+                "    1: asid_control",
+                "`c` slot 1: the Cleave loader cannot give out `asid_control` capabilities",
+            ),
+            ("    1: sched_control (core: 0)", "cannot give out `sched_control` capabilities"),
+            ("    1: io_space_master", "cannot give out `io_space_master` capabilities"),
+            ("    1: domain", "cannot give out `domain` capabilities"),
+            ("    1: t (reply)", "`c` slot 1: Cleave's kernel has no reply capabilities to threads"),
+        ];
+        for (cap, message) in caps {
+            let e = refused("", cap, "");
+            assert!(e.contains(message), "{cap}: {e}");
+        }
+        let e = refused("", "", "caps {\n  t { ipc_buffer_slot: e }\n}\n");
+        assert!(e.contains("`t` slot 4 (ipc_buffer_slot): the Cleave loader fills a TCB's cspace"), "{e}");
+        let e = refused("", "    1: e\n    2: e", "cdt {\n  (c, 1) { (c, 2) }\n}\n");
+        assert!(e.contains("the spec's derivation tree (1 entries; (c, 2) from (c, 1))"), "{e}");
+        let e = refused("", "", "domains {\n  schedule: [(0, 1)]\n}\n");
+        assert!(e.contains("domain schedule: Cleave has no scheduling domains"), "{e}");
+        let e = refused("  k = irq", "", "irq maps {\n  300: k\n}\n");
+        assert!(e.contains("IRQ 300 (`k`): the Cleave loader takes lines 0-255"), "{e}");
+        let spec = read("arch ia32\nobjects {\n  e = ep\n}\n").unwrap();
+        assert_eq!(
+            encode(&spec).unwrap_err().0,
+            "the spec is for `arch ia32`; the Cleave loader builds `arch x86_64`"
+        );
     }
 
     #[test]
