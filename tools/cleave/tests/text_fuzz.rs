@@ -79,6 +79,15 @@ const TOKENS: &[&str] = &[
     "{ every = \"1ms\" }",
     "\"0x40-0x43\"",
     "\"0xffff-0x0\"",
+    // capDL's larger grammar: paths, copies, derivations, PCI addresses, open ranges.
+    "/",
+    "<",
+    ">",
+    "[]",
+    "[..4294967296]",
+    "- child_of ",
+    " = ut { u = ut {",
+    "0:99999999999999999999.0",
 ];
 
 fn mutate(rng: &mut Rng, text: &str) -> String {
@@ -131,7 +140,9 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
 fn corpus(ext: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files: Vec<PathBuf> = Vec::new();
-    for dir in ["tests/fixtures/valid", "tests/fixtures/invalid", "../../systems"] {
+    // The capDL files in the forms seL4's tools write (`capdl/tests/data`) bring the whole
+    // grammar: covers, paths, names and copies, the derivation tree, domains.
+    for dir in ["tests/fixtures/valid", "tests/fixtures/invalid", "../../systems", "../../capdl/tests/data"] {
         if let Ok(entries) = std::fs::read_dir(root.join(dir)) {
             files.extend(
                 entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == ext)),
