@@ -149,7 +149,8 @@ impl ObjectRecord {
 pub mod special {
     /// `irq_control`.
     pub const IRQ_CONTROL: u32 = u32::MAX;
-    /// `io_space_master`, `asid_control`, `domain`, `sched_control`: not used by Cleave.
+    /// `io_space_master`, `asid_control`, `domain`, `sched_control`: the encoder refuses
+    /// them; the loader refuses an image that holds this value all the same.
     pub const UNSUPPORTED: u32 = u32::MAX - 1;
 }
 

@@ -3,11 +3,11 @@
 //! it (read and written, so that people and tools that know capDL can use Cleave's specs),
 //! and validation with errors that name the object and capability.
 //!
-//! The text syntax follows seL4's capDL tool: an `arch` line, then `objects { }`,
-//! `caps { }` and `irq maps { }` sections in any order; `--` and nested `/* */` comments;
-//! rights letters `R W G P` (`X` read as grant); `badge:`, `guard:`, `guard_size:`;
-//! numeric and symbolic slots. `text::write` produces one canonical form, and
-//! `text::read(text::write(spec)) == spec`.
+//! The text syntax is seL4's capDL tool's, the whole x86 grammar (see [`text`] and
+//! `doc/capdl.md`): an `arch` line, then `objects { }`, `caps { }`, `cdt { }`, `irq maps { }`
+//! and `domains { }` sections in any order. `text::write` produces one canonical form, and
+//! `text::read(text::write(spec)) == spec`. The encoder ([`binary`]) refuses, by name, what
+//! Cleave's loader cannot build.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
