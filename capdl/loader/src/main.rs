@@ -17,6 +17,8 @@ use cleave_rt::cap::kind::{
 };
 use cleave_rt::{Cap, println};
 
+mod machine;
+
 cleave_rt::entry!(main);
 
 static IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/image.bin"));
@@ -115,6 +117,11 @@ struct Loader {
     /// Per device untyped (by BootInfo index): the lowest address not yet handed out.
     device_marks: [u64; cleave_abi::boot_info::MAX_UNTYPED],
     digest: Digest,
+    /// The machine's device memory, found at boot.
+    machine: machine::Machine,
+    /// Device frames refused because this machine has no device memory at their address:
+    /// never made, mapped or given.
+    refused: [bool; MAX_OBJECTS],
     /// While set: the untyped object (root slot) new objects come from instead of the
     /// pool (an object the spec makes from a named untyped, and everything the loader
     /// makes for a thread that is).
@@ -343,7 +350,10 @@ impl Loader {
             let mut next: Option<(u32, u64)> = None;
             for i in 0..spec.object_count() {
                 let o = spec.object(i).ok_or(fail("object table"))?;
-                let wanted = o.kind == Kind::Frame && o.param0 != 0 && self.slots[i as usize] == 0;
+                let wanted = o.kind == Kind::Frame
+                    && o.param0 != 0
+                    && self.slots[i as usize] == 0
+                    && !self.refused[i as usize];
                 if wanted && o.param0 < floor {
                     return Err(Failure(
                         "two device frames at one physical address",
@@ -357,6 +367,15 @@ impl Loader {
             }
             let Some((index, paddr)) = next else { return Ok(()) };
             let name = spec.object(index).and_then(|o| spec.name(o.name));
+            if !self.machine.has_page(paddr) {
+                println!(
+                    "loader: device frame `{}` at {paddr:#x} is no device memory of this machine: refused (not made, mapped or given)",
+                    name.unwrap_or("?")
+                );
+                self.refused[index as usize] = true;
+                floor = paddr + 4096;
+                continue;
+            }
             let err = |e| Failure("cannot create the device frame", name, Some(e));
             let block = (0..self.info.untyped_count as usize).find(|&u| {
                 let d = &self.info.untyped[u];
@@ -594,10 +613,24 @@ impl Loader {
         tcb.set_priority(o.priority).map_err(err("cannot set the priority"))?;
         tcb.invoke(cleave_abi::object::label::TCB_SET_MCP, &[u64::from(o.max_priority)])
             .map_err(err("cannot set the maximum priority"))?;
-        // rip, rsp, rflags, then rdi (word 8): the spec's initial argument.
-        tcb.write_registers(false, &[plan.entry.0, STACK_TOP, 0x202, 0, 0, 0, 0, 0, o.param1 >> 1])
+        // rip, rsp, rflags, then rdx (word 6): 1 if device memory its address space maps
+        // was refused (`cleave_rt::devices_refused`), and rdi (word 8): the spec's initial
+        // argument.
+        let refused = u64::from(self.maps_refused(index));
+        tcb.write_registers(false, &[plan.entry.0, STACK_TOP, 0x202, 0, 0, 0, refused, 0, o.param1 >> 1])
             .map_err(err("cannot set the registers"))?;
         Ok(())
+    }
+
+    /// Whether the address space of thread `tcb` maps a refused device frame.
+    fn maps_refused(&self, tcb: u32) -> bool {
+        let spec = self.spec;
+        let Some(vspace) = self.tcb_cap(tcb, 1).map(|c| c.target) else { return false };
+        (0..spec.cap_count()).filter_map(|k| spec.cap(k)).any(|c| {
+            self.refused.get(c.target as usize).copied().unwrap_or(false)
+                && spec.object(c.container).is_some_and(|o| slot_shift(o.kind).is_some())
+                && self.table_place(c.container).is_some_and(|(root, _)| root == vspace)
+        })
     }
 
     fn place_caps(&mut self) -> Step<()> {
@@ -610,6 +643,7 @@ impl Loader {
             let source = match c.target {
                 special::IRQ_CONTROL => slot::IRQ_CONTROL,
                 special::UNSUPPORTED => return Err(Failure("capability type not supported", name, None)),
+                t if self.refused.get(t as usize).copied().unwrap_or(false) => continue,
                 t => self.slots[t as usize],
             };
             let badge = if c.guard_size != 0 || c.guard != 0 {
@@ -780,6 +814,9 @@ impl Loader {
                 ))?;
                 let vspace: Cap<VSpace> = Cap::from_cptr(self.slots[pml4 as usize]);
                 let vaddr = base + (u64::from(c.slot) << shift);
+                if self.refused[c.target as usize] {
+                    continue;
+                }
                 if level == Kind::PageTable || large_frame {
                     let copy = self.free_slot();
                     let readable = Rights(c.rights & (Rights::READ.0 | Rights::WRITE.0));
@@ -828,6 +865,9 @@ impl Loader {
                 ))?;
                 let root: Cap<EptRoot> = Cap::from_cptr(self.slots[root as usize]);
                 let gpa = (base & 0x0000_ffff_ffff_ffff) + (u64::from(c.slot) << shift);
+                if self.refused[c.target as usize] {
+                    continue;
+                }
                 if frame {
                     let copy = self.free_slot();
                     let rights = Rights(c.rights & (Rights::READ.0 | Rights::WRITE.0));
@@ -856,12 +896,16 @@ fn load(image: &Image<'static>) -> Step<(u32, u32, u64)> {
         table_count: 0,
         device_marks: [0; cleave_abi::boot_info::MAX_UNTYPED],
         digest: Digest::new(),
+        machine: machine::Machine::EMPTY,
+        refused: [false; MAX_OBJECTS],
         from: None,
         pool: slot::ASID_POOL,
     };
     if l.spec.object_count() as usize > MAX_OBJECTS {
         return Err(fail("more objects than the loader can track"));
     }
+    let scratch = l.free_slot();
+    l.machine = machine::Machine::scan(scratch);
     l.create_objects(image)?;
     l.device_frames()?;
     let mut threads = 0;

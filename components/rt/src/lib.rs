@@ -41,10 +41,23 @@ pub fn instance() -> u64 {
     INSTANCE.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+static DEVICES_REFUSED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the loader refused device memory this program's description maps, because the
+/// machine it booted on has no device there (`rdx` at `_start`; the loader checks device
+/// addresses against the PCI devices it finds). A driver whose device was refused must not
+/// touch its device region: nothing is mapped there. A component the supervisor restarts
+/// is not told again (it starts with `rdx` 0): until PCIBack hands out devices, give
+/// devices that may be absent only to components that are not restarted.
+pub fn devices_refused() -> bool {
+    DEVICES_REFUSED.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 #[doc(hidden)]
-pub fn set_start_argument(argument: u64, instance: u64) {
+pub fn set_start_argument(argument: u64, instance: u64, refused: u64) {
     START_ARGUMENT.store(argument, core::sync::atomic::Ordering::Relaxed);
     INSTANCE.store(instance.max(1), core::sync::atomic::Ordering::Relaxed);
+    DEVICES_REFUSED.store(refused != 0, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Declares the program's `main` (a `fn() -> i32`); `_start` calls it, then exits with its
@@ -53,8 +66,8 @@ pub fn set_start_argument(argument: u64, instance: u64) {
 macro_rules! entry {
     ($main:path) => {
         #[unsafe(no_mangle)]
-        extern "C" fn cleave_main(argument: u64, instance: u64) -> ! {
-            $crate::set_start_argument(argument, instance);
+        extern "C" fn cleave_main(argument: u64, instance: u64, refused: u64) -> ! {
+            $crate::set_start_argument(argument, instance, refused);
             let main: fn() -> i32 = $main;
             $crate::syscall::debug_exit(main())
         }

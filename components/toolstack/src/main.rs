@@ -129,8 +129,9 @@ where
 }
 
 /// Gives domain 1 (the VGA driver) its home, watches it, asks the driver to publish the
-/// display there, and reads it back; true if all went as Xen would have it.
-fn driver_publishes<F>(xs: &mut Client<F>, vga: Cap<Endpoint>) -> bool
+/// display there ("none" when the machine has no adapter: `absent`), and reads it back;
+/// true if all went as Xen would have it.
+fn driver_publishes<F>(xs: &mut Client<F>, vga: Cap<Endpoint>, absent: bool) -> bool
 where
     F: FnMut(u64, &[u8], &mut [u8]) -> Option<(usize, usize)>,
 {
@@ -165,7 +166,8 @@ where
     );
     let fired =
         events.iter().filter(|(p, t)| p.starts_with("/local/domain/1/display") && t == "display").count();
-    written == 2 && refused && fired == 3 && id.is_some_and(|v| v.starts_with("0xb0c"))
+    let expected = |v: &String| if absent { v == "none" } else { v.starts_with("0xb0c") };
+    written == 2 && refused && fired == 3 && id.is_some_and(|v| expected(&v))
 }
 
 /// Waits until the host writes `/tool/host-done` through the XenStore bridge; returns
@@ -180,7 +182,7 @@ where
     let bridge = xs.request(MsgType::Read, 0, &[b"/tool/xenstore/bridge\0"])?;
     if bridge.body != b"COM2" {
         println!(
-            "toolstack: XenStore is not open to the host ({:?}): not waiting",
+            "toolstack: XenStore is not open to the host ({:?}): host checks skipped (only the QEMU runner connects the bridge)",
             String::from_utf8_lossy(bridge.body)
         );
         return Some("no bridge".into());
@@ -324,7 +326,18 @@ fn main() -> i32 {
     let good = right == asked && events == 2;
     // The display adapter, through its driver: the toolstack cannot touch the device itself.
     let vga: Cap<Endpoint> = Cap::from_cptr(caps::VGA_QUERY);
+    let mut absent = false;
     let display = match vga.call(MessageInfo::new(1, 0, 0, 0), [0; 4]) {
+        Ok(m) if m.info.label() == 0 && m.words[2] == 1 => {
+            // The machine has no adapter where system.toml puts it (Bochs' firmware places
+            // it elsewhere): the loader refused the address and said so. Skipped, not failed;
+            // the QEMU system test expects the adapter itself.
+            println!(
+                "toolstack: display adapter: none on this machine (the loader refused its address): display checks skipped"
+            );
+            absent = true;
+            true
+        }
         Ok(m) if m.info.label() == 0 => {
             println!(
                 "toolstack: display adapter: VBE id {:#x}, EDID header {}",
@@ -338,7 +351,7 @@ fn main() -> i32 {
             false
         }
     };
-    let published = driver_publishes(&mut xs, vga);
+    let published = driver_publishes(&mut xs, vga, absent);
     // The bootstrap component is gone now, and with it the endpoint it served: a call
     // through the capability the toolstack still names fails instead of waiting forever.
     let disposed = match boot_query() {
