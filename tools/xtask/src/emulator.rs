@@ -117,6 +117,9 @@ impl Run {
             .args(["-machine", "pc", "-cpu", "max", "-accel", "tcg"])
             .args(["-m", &format!("{MEMORY_MIB}M")])
             .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+            // No network card: guests' networks exist only inside the machine, never through
+            // QEMU's user networking (the default NIC's backend).
+            .args(["-nic", "none"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .arg("-kernel")
             .arg(&artifacts.kernel)
