@@ -53,7 +53,14 @@ impl Row {
 /// The matrix: component (by CNode object, without `_cnode`) → row.
 pub fn matrix(spec: &Spec) -> BTreeMap<String, Row> {
     let kind_of = |r: &ObjRef| spec.objects.iter().find(|o| o.name == r.name).map(|o| &o.kind);
-    let mut rows = BTreeMap::new();
+    // Every component has a row, even one that holds no capability (its thread is what
+    // makes it a component); what its CNode holds fills the row in.
+    let mut rows: BTreeMap<String, Row> = spec
+        .objects
+        .iter()
+        .filter_map(|o| o.name.strip_suffix("_tcb"))
+        .map(|component| (component.to_string(), Row::default()))
+        .collect();
     for (container, slots) in &spec.caps {
         let Some(component) = container.name.strip_suffix("_cnode") else { continue };
         let mut row = Row::default();
@@ -78,10 +85,24 @@ pub fn matrix(spec: &Spec) -> BTreeMap<String, Row> {
             }
         }
         row.create_vms = row.arbitrary_memory && row.manage_vms;
+        rows.insert(component.to_string(), row);
+    }
+    // Device memory a component's page tables map (`NAME_map_…`) is device authority as
+    // much as a capability to it is.
+    for (container, slots) in &spec.caps {
+        let Some((component, _)) = container.name.split_once("_map_") else { continue };
+        let device = slots.values().any(|cap| {
+            matches!(&cap.target, Target::Object(r)
+                if matches!(kind_of(r), Some(ObjectKind::Frame { paddr: Some(_), .. })))
+        });
+        if let Some(row) = rows.get_mut(component).filter(|_| device) {
+            row.manage_devices = true;
+        }
+    }
+    for (component, row) in &mut rows {
         let tcb = format!("{component}_tcb");
         row.end_run =
             matches!(kind_of(&ObjRef { name: tcb, index: None }), Some(ObjectKind::Tcb(t)) if t.ends_run);
-        rows.insert(component.to_string(), row);
     }
     rows
 }

@@ -207,3 +207,24 @@ fn big_systems_get_a_clear_answer_quickly() {
     assert!(stderr.contains("objects") && stderr.contains("the loader builds at most 1024"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Issue 12: every component has a row in the privilege table, even one that holds no
+/// capability, and device memory a component maps counts as managing devices.
+#[test]
+fn every_component_has_a_privilege_row() {
+    let dir = std::env::temp_dir().join(format!("cleave-privileges-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("system.toml");
+    let text = "[components.lonely]\n[components.driver]\n[devices.display]\nowner = \"driver\"\nmmio = [{ base = 0xfebf0000, size = \"4K\" }]\n";
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cleave"))
+        .args(["privileges", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let row = |name: &str| table.lines().find(|l| l.starts_with(name)).map(|l| l.matches("yes").count());
+    assert_eq!(row("lonely "), Some(0), "{table}");
+    assert_eq!(row("driver "), Some(1), "the device it maps: {table}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -102,6 +102,7 @@ fn cargo_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<bo
 /// Builds the kernel and every user program, then the boot image from `system.toml` and
 /// the capDL loader that embeds it, and checks the kernel's load layout.
 pub fn build() -> Result<Artifacts> {
+    crate::deps::ensure_toolchain()?;
     let root = workspace_root();
     let mut args = vec!["build", "--release", "--target", TARGET];
     // The loader embeds the boot image and the VMM its guest: both are built after the rest.

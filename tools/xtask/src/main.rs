@@ -127,6 +127,7 @@ fn main() -> ExitCode {
 
 /// `cargo xtask check`.
 fn check() -> Result<bool> {
+    deps::ensure_toolchain()?;
     let root = workspace_root();
     let mut ok = artifacts::cargo(&root, &["fmt", "--all", "--", "--check"])?;
     let mut host = vec!["clippy", "--all-targets"];
