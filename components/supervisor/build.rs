@@ -1,5 +1,5 @@
 //! Generates this component's capability constants from the repository's system.toml, and
-//! links with the user-program layout (`cleave::codegen::component_build_script`).
+//! links with the user-program layout (`cleave_system::codegen::component_build_script`).
 fn main() {
-    cleave::codegen::component_build_script();
+    cleave_system::codegen::component_build_script();
 }

@@ -3,49 +3,8 @@
 
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
 use std::fmt;
-use std::ops::Range;
 
-/// One error in a system description.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SystemError {
-    /// What is wrong.
-    pub message: String,
-    /// The TOML key (dotted path) the error is about.
-    pub key: String,
-    /// Byte range in the file.
-    pub span: Range<usize>,
-    /// How to fix it, if there is something to say.
-    pub help: Option<String>,
-}
-
-impl SystemError {
-    /// An error at `span` about `key`.
-    pub fn new(key: impl Into<String>, span: Range<usize>, message: impl Into<String>) -> Self {
-        Self { message: message.into(), key: key.into(), span, help: None }
-    }
-
-    /// With a hint.
-    pub fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
-    }
-
-    /// 1-based line and column of the span's start in `text`.
-    pub fn line_column(&self, text: &str) -> (usize, usize) {
-        let before = &text[..self.span.start.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, column)
-    }
-}
-
-impl fmt::Display for SystemError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (key `{}`)", self.message, self.key)
-    }
-}
-
-impl std::error::Error for SystemError {}
+pub use cleave_system::error::SystemError;
 
 /// An error with its source, for miette.
 struct Located<'a> {

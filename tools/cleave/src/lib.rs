@@ -6,11 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
-pub mod codegen;
-pub mod compile;
 pub mod diagnostic;
 pub mod exposure;
 pub mod graph;
-pub mod image;
 pub mod privileges;
-pub mod system;
+
+pub use cleave_system::{codegen, compile, image, system};

@@ -9,8 +9,16 @@ use std::process::Command;
 pub const TARGET: &str = "x86_64-unknown-none";
 
 /// Crates built for the host (tested with `cargo test`).
-pub const HOST_PACKAGES: &[&str] =
-    &["cleave-abi", "cleave-capdl", "cleave-kernel-core", "cleave-xenstore", "cleave-vmm", "cleave", "xtask"];
+pub const HOST_PACKAGES: &[&str] = &[
+    "cleave-abi",
+    "cleave-capdl",
+    "cleave-kernel-core",
+    "cleave-xenstore",
+    "cleave-vmm",
+    "cleave",
+    "cleave-system",
+    "xtask",
+];
 
 /// Crates built for [`TARGET`]: the kernel, the runtime and every user program. (The
 /// capDL crate is built for the target through the loader, without its `alloc` feature.)

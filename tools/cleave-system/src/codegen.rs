@@ -1,7 +1,7 @@
 //! Generated code for components: each receives its capabilities as named constants (slot
 //! numbers in its CNode), produced from `system.toml` by the component's build script.
 
-use crate::{compile, diagnostic, system};
+use crate::{compile, error, system};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -10,8 +10,8 @@ use std::path::Path;
 pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String> {
     let text = std::fs::read_to_string(system_toml)
         .map_err(|e| format!("cannot read {}: {e}", system_toml.display()))?;
-    let file =
-        system::load(&text).map_err(|e| diagnostic::render(&e, &system_toml.display().to_string(), &text))?;
+    let file = system::load(&text)
+        .map_err(|e| error::render_plain(&e, &system_toml.display().to_string(), &text))?;
     let compiled = compile::compile(&file);
     // A declared component, or one cleave adds (the supervisor).
     if !file.components.keys().any(|k| k.get_ref() == component) && !compiled.tables.contains_key(component) {

@@ -1,7 +1,7 @@
 //! `system.toml`: the schema, and the checks that make a description valid. The reference
 //! for users is `doc/system-toml.md`.
 
-use crate::diagnostic::SystemError;
+use crate::error::SystemError;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;

@@ -800,9 +800,11 @@ map = { b = "rw", c = "r" }
     /// its memory; this keeps that true: of every component, only the VMM reaches the RAM.
     #[test]
     fn only_the_vmm_maps_guest_ram() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/valid/guests.toml"))
-                .unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../cleave/tests/fixtures/valid/guests.toml"
+        ))
+        .unwrap();
         let file = crate::system::load(&text).unwrap();
         let spec = compile(&file).spec;
         let mut holders = BTreeSet::new();
