@@ -15,6 +15,7 @@
 extern crate alloc;
 
 pub mod binary;
+pub mod image;
 #[cfg(feature = "alloc")]
 pub mod model;
 #[cfg(feature = "alloc")]

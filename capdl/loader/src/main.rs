@@ -9,6 +9,7 @@
 use cleave_abi::boot_info::{BootInfo, slot};
 use cleave_abi::{Error, ObjectType, Rights};
 use cleave_capdl::binary::{CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, lifetime, special, tcb_flag};
+use cleave_capdl::image::{BootImage, ImageError};
 use cleave_kernel_core::elf_image;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{
@@ -48,45 +49,25 @@ fn fail(what: &'static str) -> Failure {
     Failure(what, None, None)
 }
 
-/// The boot image: the spec, then (name, ELF) pairs.
+/// The boot image (`cleave_capdl::image`): the spec, then the named files.
 struct Image<'a> {
     spec: EncodedSpec<'a>,
-    programs: &'a [u8],
+    files: BootImage<'a>,
     count: u64,
-}
-
-fn take<'a>(bytes: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
-    let len = u64::from_le_bytes(bytes.get(*at..*at + 8)?.try_into().ok()?) as usize;
-    let start = *at + 8;
-    let part = bytes.get(start..start.checked_add(len)?)?;
-    *at = (start + len).next_multiple_of(8);
-    Some(part)
 }
 
 impl<'a> Image<'a> {
     fn parse(bytes: &'a [u8]) -> Step<Self> {
-        if bytes.get(..8) != Some(b"CLVIMG01") {
-            return Err(fail("no boot image embedded (build with `cargo xtask build`)"));
-        }
-        let mut at = 8;
-        let spec = take(bytes, &mut at).ok_or(fail("boot image truncated"))?;
-        let spec = EncodedSpec::new(spec).map_err(|_| fail("the embedded specification is corrupt"))?;
-        let count = u64::from_le_bytes(
-            bytes.get(at..at + 8).ok_or(fail("boot image truncated"))?.try_into().unwrap_or([0; 8]),
-        );
-        Ok(Self { spec, programs: &bytes[at + 8..], count })
+        let files = BootImage::parse(bytes).map_err(|e| match e {
+            ImageError::NoMagic => fail("no boot image embedded (build with `cargo xtask build`)"),
+            ImageError::Truncated => fail("boot image truncated"),
+        })?;
+        let spec = EncodedSpec::new(files.spec).map_err(|_| fail("the embedded specification is corrupt"))?;
+        Ok(Self { spec, files, count: files.count })
     }
 
     fn program(&self, name: &str) -> Option<&'a [u8]> {
-        let mut at = 0;
-        for _ in 0..self.count {
-            let n = take(self.programs, &mut at)?;
-            let elf = take(self.programs, &mut at)?;
-            if n == name.as_bytes() {
-                return Some(elf);
-            }
-        }
-        None
+        self.files.file(name)
     }
 }
 

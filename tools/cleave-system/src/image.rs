@@ -2,27 +2,10 @@
 //! names, and every file a frame is filled from (generated ones, such as a VMM's
 //! configuration, or program files).
 //!
-//! Layout (little-endian, each part 8-byte aligned): `b"CLVIMG01"`, the specification's
-//! length and bytes, the number of files, then per file its name's length and bytes and
-//! its contents' length and bytes.
+//! The format is `cleave_capdl::image` (the loader reads it with the same code).
 
 use cleave_capdl::binary::EncodedSpec;
 use std::path::Path;
-
-/// The image magic.
-pub const MAGIC: &[u8; 8] = b"CLVIMG01";
-
-fn pad(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(8) {
-        out.push(0);
-    }
-}
-
-fn part(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(bytes);
-    pad(out);
-}
 
 /// Builds the image from an encoded spec, taking each ELF the spec names from `programs`,
 /// and each file a frame is filled from from `generated` or, failing that, `programs`.
@@ -54,9 +37,7 @@ pub fn build(
             names.push(name);
         }
     }
-    let mut out = MAGIC.to_vec();
-    part(&mut out, spec);
-    out.extend_from_slice(&(names.len() as u64).to_le_bytes());
+    let mut files: Vec<(&str, Vec<u8>)> = Vec::with_capacity(names.len());
     for name in names {
         let contents = match generated.get(name) {
             Some(bytes) => bytes.clone(),
@@ -66,9 +47,9 @@ pub fn build(
                     .map_err(|e| format!("cleave: program `{name}` ({}): {e}", path.display()))?
             }
         };
-        part(&mut out, name.as_bytes());
-        part(&mut out, &contents);
+        files.push((name, contents));
     }
+    let out = cleave_capdl::image::write(spec, files.iter().map(|(n, c)| (*n, c.as_slice())));
     Ok(out)
 }
 
