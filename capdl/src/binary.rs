@@ -129,6 +129,47 @@ pub mod lifetime {
     pub const MAX_RESTART_MS: u64 = (1 << 24) - 1;
 }
 
+impl Kind {
+    /// How many address bits one slot of a table of this kind covers (IA-32e or EPT).
+    pub fn slot_shift(self) -> Option<u32> {
+        match self {
+            Kind::Pml4 | Kind::EptPml4 => Some(39),
+            Kind::Pdpt | Kind::EptPdpt => Some(30),
+            Kind::PageDirectory | Kind::EptPd => Some(21),
+            Kind::PageTable | Kind::EptPt => Some(12),
+            _ => None,
+        }
+    }
+
+    /// The kind a slot of a table of this kind holds: the next table down, or (in a page
+    /// table) a frame. (A page directory may also hold a 2 MiB frame.)
+    pub fn child_kind(self) -> Option<Kind> {
+        match self {
+            Kind::Pml4 => Some(Kind::Pdpt),
+            Kind::Pdpt => Some(Kind::PageDirectory),
+            Kind::PageDirectory => Some(Kind::PageTable),
+            Kind::PageTable | Kind::EptPt => Some(Kind::Frame),
+            Kind::EptPml4 => Some(Kind::EptPdpt),
+            Kind::EptPdpt => Some(Kind::EptPd),
+            Kind::EptPd => Some(Kind::EptPt),
+            _ => None,
+        }
+    }
+}
+
+/// The TCB slots the spec may fill, numbered as seL4 numbers them
+/// (`model::TCB_SLOT_NAMES` has every name); the loader places these four.
+pub mod tcb_slot {
+    /// The thread's CSpace root.
+    pub const CSPACE: u32 = 0;
+    /// The thread's VSpace root.
+    pub const VSPACE: u32 = 1;
+    /// The endpoint its faults go to.
+    pub const FAULT_ENDPOINT: u32 = 5;
+    /// Its bound notification.
+    pub const BOUND_NOTIFICATION: u32 = 8;
+}
+
 /// Flags of a TCB record, above the ELF name index in its `param0`.
 pub mod tcb_flag {
     /// The thread may end the run (the loader calls `TCB_ALLOW_END_RUN`).
@@ -418,3 +459,35 @@ impl Digest {
 mod encode;
 #[cfg(feature = "alloc")]
 pub use encode::{EncodeError, encode};
+
+#[cfg(test)]
+mod kind_tests {
+    use super::{Kind, tcb_slot};
+
+    #[test]
+    fn each_paging_level_maps_the_next_and_covers_its_bits() {
+        // IA-32e and EPT: four levels, 9 bits each above the 4 KiB page.
+        for chain in [
+            [Kind::Pml4, Kind::Pdpt, Kind::PageDirectory, Kind::PageTable],
+            [Kind::EptPml4, Kind::EptPdpt, Kind::EptPd, Kind::EptPt],
+        ] {
+            for (i, level) in chain.iter().enumerate() {
+                assert_eq!(level.slot_shift(), Some(39 - 9 * i as u32));
+                let below = chain.get(i + 1).copied().unwrap_or(Kind::Frame);
+                assert_eq!(level.child_kind(), Some(below));
+            }
+        }
+        assert_eq!(Kind::Frame.slot_shift(), None);
+        assert_eq!(Kind::Tcb.child_kind(), None);
+    }
+
+    #[test]
+    fn tcb_slots_are_sel4s() {
+        let named =
+            |n: &str| crate::model::TCB_SLOT_NAMES.iter().find(|(name, _)| *name == n).map(|&(_, s)| s);
+        assert_eq!(named("cspace"), Some(u64::from(tcb_slot::CSPACE)));
+        assert_eq!(named("vspace"), Some(u64::from(tcb_slot::VSPACE)));
+        assert_eq!(named("fault_ep_slot"), Some(u64::from(tcb_slot::FAULT_ENDPOINT)));
+        assert_eq!(named("bound_notification"), Some(u64::from(tcb_slot::BOUND_NOTIFICATION)));
+    }
+}

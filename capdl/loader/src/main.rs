@@ -8,7 +8,9 @@
 
 use cleave_abi::boot_info::{BootInfo, slot};
 use cleave_abi::{Error, ObjectType, Rights};
-use cleave_capdl::binary::{CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, lifetime, special, tcb_flag};
+use cleave_capdl::binary::{
+    CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, lifetime, special, tcb_flag, tcb_slot,
+};
 use cleave_capdl::image::{BootImage, ImageError};
 use cleave_kernel_core::elf_image;
 use cleave_rt::boot::boot_info;
@@ -37,8 +39,8 @@ const MAX_OBJECTS: usize = cleave_capdl::binary::LOADER_MAX_OBJECTS;
 const MAX_TABLES: usize = 256;
 /// TCB slots the spec may fill besides the CSpace (0) and VSpace (1), as seL4 numbers
 /// them (`cleave_capdl::model::TCB_SLOT_NAMES`).
-const FAULT_ENDPOINT_SLOT: u32 = 5;
-const BOUND_NOTIFICATION_SLOT: u32 = 8;
+const FAULT_ENDPOINT_SLOT: u32 = tcb_slot::FAULT_ENDPOINT;
+const BOUND_NOTIFICATION_SLOT: u32 = tcb_slot::BOUND_NOTIFICATION;
 
 /// Why loading stopped.
 struct Failure(&'static str, Option<&'static str>, Option<Error>);
@@ -609,7 +611,7 @@ impl Loader {
         let Some(vspace) = self.tcb_cap(tcb, 1).map(|c| c.target) else { return false };
         (0..spec.cap_count()).filter_map(|k| spec.cap(k)).any(|c| {
             self.refused.get(c.target as usize).copied().unwrap_or(false)
-                && spec.object(c.container).is_some_and(|o| slot_shift(o.kind).is_some())
+                && spec.object(c.container).is_some_and(|o| o.kind.slot_shift().is_some())
                 && self.table_place(c.container).is_some_and(|(root, _)| root == vspace)
         })
     }
@@ -711,39 +713,6 @@ impl Loader {
     }
 }
 
-/// How many address bits one slot of a table of this kind covers (VSpace or EPT).
-fn slot_shift(kind: Kind) -> Option<u32> {
-    match kind {
-        Kind::Pml4 | Kind::EptPml4 => Some(39),
-        Kind::Pdpt | Kind::EptPdpt => Some(30),
-        Kind::PageDirectory | Kind::EptPd => Some(21),
-        Kind::PageTable | Kind::EptPt => Some(12),
-        _ => None,
-    }
-}
-
-/// The table kind a slot of an EPT table of this kind holds (frames go in page
-/// directories, as 2 MiB pages, and in page tables).
-fn ept_child_kind(kind: Kind) -> Option<Kind> {
-    match kind {
-        Kind::EptPml4 => Some(Kind::EptPdpt),
-        Kind::EptPdpt => Some(Kind::EptPd),
-        Kind::EptPd => Some(Kind::EptPt),
-        _ => None,
-    }
-}
-
-/// The kind a slot of a table of this kind holds.
-fn child_kind(kind: Kind) -> Option<Kind> {
-    match kind {
-        Kind::Pml4 => Some(Kind::Pdpt),
-        Kind::Pdpt => Some(Kind::PageDirectory),
-        Kind::PageDirectory => Some(Kind::PageTable),
-        Kind::PageTable => Some(Kind::Frame),
-        _ => None,
-    }
-}
-
 impl Loader {
     /// Where table `object` sits: its PML4 and the first address it covers, found by
     /// following the capabilities that name it up to a PML4.
@@ -758,9 +727,9 @@ impl Loader {
                 return Some((at, canonical));
             }
             let parent = (0..spec.cap_count()).filter_map(|k| spec.cap(k)).find(|c| {
-                c.target == at && spec.object(c.container).is_some_and(|o| slot_shift(o.kind).is_some())
+                c.target == at && spec.object(c.container).is_some_and(|o| o.kind.slot_shift().is_some())
             })?;
-            let shift = slot_shift(spec.object(parent.container)?.kind)?;
+            let shift = spec.object(parent.container)?.kind.slot_shift()?;
             vaddr += u64::from(parent.slot) << shift;
             at = parent.container;
         }
@@ -782,10 +751,10 @@ impl Loader {
                 let name = spec.name(container.name);
                 let err = |e: Error| Failure("cannot map", name, Some(e));
                 let target = spec.object(c.target).ok_or(Failure("mapping of nothing", name, None))?;
-                let shift = slot_shift(level).ok_or(fail("table kind"))?;
+                let shift = level.slot_shift().ok_or(fail("table kind"))?;
                 let large_frame =
                     level == Kind::PageDirectory && target.kind == Kind::Frame && target.size_bits == 21;
-                if (Some(target.kind) != child_kind(level) && !large_frame) || c.slot >= 512 {
+                if (Some(target.kind) != level.child_kind() && !large_frame) || c.slot >= 512 {
                     return Err(Failure("a table slot holds what that level cannot map", name, None));
                 }
                 let (pml4, base) = self.table_place(c.container).ok_or(Failure(
@@ -832,11 +801,13 @@ impl Loader {
                 let name = spec.name(container.name);
                 let err = |e: Error| Failure("cannot map guest memory", name, Some(e));
                 let target = spec.object(c.target).ok_or(Failure("mapping of nothing", name, None))?;
-                let shift = slot_shift(level).ok_or(fail("table kind"))?;
+                let shift = level.slot_shift().ok_or(fail("table kind"))?;
                 let frame = target.kind == Kind::Frame
                     && ((level == Kind::EptPt && target.size_bits == 12)
                         || (level == Kind::EptPd && target.size_bits == 21));
-                if (Some(target.kind) != ept_child_kind(level) && !frame) || c.slot >= 512 {
+                // Frames only as `frame` allows (the right size for the level); tables below.
+                let table = level.child_kind().filter(|k| *k != Kind::Frame);
+                if (Some(target.kind) != table && !frame) || c.slot >= 512 {
                     return Err(Failure("an EPT slot holds what that level cannot map", name, None));
                 }
                 let (root, base) = self.table_place(c.container).ok_or(Failure(

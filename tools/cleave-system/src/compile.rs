@@ -168,7 +168,7 @@ pub const CLOCK_BADGE: u64 = 1 << 63;
 /// TCB slots as seL4 numbers them (`cleave_capdl::model::TCB_SLOT_NAMES`): the fault
 /// endpoint and the bound notification.
 const FAULT_ENDPOINT_SLOT: u64 = 5;
-const BOUND_NOTIFICATION_SLOT: u64 = 8;
+const BOUND_NOTIFICATION_SLOT: u64 = cleave_capdl::binary::tcb_slot::BOUND_NOTIFICATION as u64;
 
 /// With any `lifetime = "disposable"` or `restart = …` component: the supervisor, a
 /// component holding its own CNode (slot 1, to revoke and retype with), a notification the
