@@ -168,7 +168,7 @@ fn build(
     objects::init(kernel_pml4, sentinel.addr());
     let untyped = objects::with(|objects| -> Result<usize, LoadError> {
         // The kernel's own devices: COM1 and the two 8259 PICs.
-        for (first, last) in [(0x3f8, 0x3ff), (0x20, 0x21), (0xa0, 0xa1)] {
+        for (first, last) in cleave_abi::platform::KERNEL_PORTS {
             objects.reserve_io_ports(first, last);
         }
         for irq in crate::arch::x86_64::interrupt::KERNEL_IRQS {

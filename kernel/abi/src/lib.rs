@@ -16,6 +16,7 @@ pub mod ipc_buffer;
 pub mod layout;
 pub mod message;
 pub mod object;
+pub mod platform;
 pub mod syscall;
 pub mod vcpu;
 

@@ -16,10 +16,19 @@ pub mod programs {
 pub const MIN_PRIORITY: u64 = 1;
 /// Highest priority a component may have (255 is the loader's).
 pub const MAX_PRIORITY: u64 = 254;
-/// The interrupt lines the kernel keeps (cascade, COM1).
-pub const KERNEL_IRQS: [u64; 2] = [2, 4];
-/// The I/O ports the kernel keeps (PICs and COM1).
-pub const KERNEL_PORTS: [(u64, u64); 3] = [(0x20, 0x21), (0xa0, 0xa1), (0x3f8, 0x3ff)];
+/// The interrupt lines the kernel keeps (cascade, COM1: `cleave_abi::platform`).
+pub const KERNEL_IRQS: [u64; 2] = {
+    let [a, b] = cleave_abi::platform::KERNEL_IRQS;
+    [a as u64, b as u64]
+};
+/// The I/O ports the kernel keeps (PICs and COM1: `cleave_abi::platform`).
+pub const KERNEL_PORTS: [(u64, u64); 3] = {
+    let [(a, b), (c, d), (e, f)] = cleave_abi::platform::KERNEL_PORTS;
+    [(a as u64, b as u64), (c as u64, d as u64), (e as u64, f as u64)]
+};
+/// The PIT's ports, the supervisor's clock.
+const PIT_PORTS: (u64, u64) =
+    (cleave_abi::platform::PIT_PORTS.0 as u64, cleave_abi::platform::PIT_PORTS.1 as u64);
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -1089,7 +1098,7 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
                             format!("ports {a:#x}-{b:#x} include the kernel's"),
                         ));
                     }
-                    if supervisor_clock && a <= 0x43 && 0x40 <= b {
+                    if supervisor_clock && a <= PIT_PORTS.1 && PIT_PORTS.0 <= b {
                         errors.push(
                             SystemError::new(
                                 key("io-ports"),

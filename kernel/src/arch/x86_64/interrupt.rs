@@ -14,9 +14,10 @@ pub const TIMER_VECTOR: u64 = 0x30;
 /// Vector of the local APIC's spurious interrupts.
 pub const SPURIOUS_VECTOR: u64 = 0xff;
 
-/// The kernel's own lines: the PIT (unused: the kernel ticks with the local APIC, so
-/// users may have it), 2 (the cascade to the second PIC) and 4 (COM1, the console).
-pub const KERNEL_IRQS: [u8; 2] = [2, 4];
+/// The kernel's own lines (`cleave_abi::platform`): 2 (the cascade to the second PIC) and
+/// 4 (COM1, the console); the PIT is unused (the kernel ticks with the local APIC), so users
+/// may have it.
+pub const KERNEL_IRQS: [u8; 2] = cleave_abi::platform::KERNEL_IRQS;
 
 /// Timer count per tick (divide by 16): about 10 ms where the APIC timer counts at 1 GHz,
 /// as QEMU's does.
