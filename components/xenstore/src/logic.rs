@@ -501,7 +501,8 @@ impl EventQueue {
     }
 
     fn admits(&self, connection: u64, domid: u32) -> bool {
-        let backlog = self.pending(connection) - self.this_request.get(&connection).copied().unwrap_or(0);
+        let backlog =
+            self.pending(connection).saturating_sub(self.this_request.get(&connection).copied().unwrap_or(0));
         let domain = self.per_domain.get(&domid).copied().unwrap_or(0);
         backlog < MAX_QUEUED_EVENTS
             && (domid == 0 || domain < MAX_EVENTS_PER_DOMAIN)

@@ -255,4 +255,11 @@ fn clients_that_do_not_read_stall_only_themselves() {
         s.read_exact(&mut body).unwrap();
         assert_eq!(body.len(), 4000);
     }
+    // The stalled clients go away with replies still queued for them (their writers
+    // blocked mid-write): the daemon cleans up and goes on serving, old and new clients.
+    drop(s);
+    drop(stalled);
+    std::thread::sleep(Duration::from_millis(200));
+    ok(&dom0, "xenstore-write", &["/after", "yes"]);
+    assert_eq!(ok(&dom0, "xenstore-read", &["/after"]), "yes\n");
 }
