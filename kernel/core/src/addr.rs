@@ -10,6 +10,11 @@ pub struct PhysAddr(pub u64);
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct VirtAddr(pub u64);
 
+/// A guest-physical address: an address in a guest's physical address space, which the
+/// kernel translates through that guest's nested page tables (EPT), never a host address.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GuestPhysAddr(pub u64);
+
 macro_rules! address_impls {
     ($name:ident, $prefix:literal) => {
         impl $name {
@@ -57,6 +62,7 @@ macro_rules! address_impls {
 
 address_impls!(PhysAddr, "P");
 address_impls!(VirtAddr, "V");
+address_impls!(GuestPhysAddr, "G");
 
 #[cfg(test)]
 mod tests {

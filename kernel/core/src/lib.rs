@@ -20,4 +20,4 @@ pub mod vmx_caps;
 #[cfg(test)]
 mod test_elf;
 
-pub use addr::{PhysAddr, VirtAddr};
+pub use addr::{GuestPhysAddr, PhysAddr, VirtAddr};

@@ -1,16 +1,18 @@
 //! Capabilities: what they name and with which rights, and their 32-byte encoding.
 
-use crate::addr::{PhysAddr, VirtAddr};
+use super::paging::{At, Format};
+use crate::addr::PhysAddr;
 use bytemuck::{Pod, Zeroable};
 use cleave_abi::Rights;
 
-/// Where a frame or page table is mapped: the address space (by ASID) and the address.
+/// Where a frame or table is mapped: the address space (by ASID) and the address, whose
+/// kind (virtual or guest-physical) says which kind of space the ASID names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mapping {
     /// The address space's identifier (index and generation).
     pub asid: u64,
-    /// The virtual address of the mapping.
-    pub vaddr: VirtAddr,
+    /// Where in that space.
+    pub at: At,
 }
 
 /// A capability, decoded.
@@ -61,9 +63,9 @@ pub enum Cap {
     AsidPool { base: PhysAddr, high: u8 },
 }
 
-/// Set in a frame mapping's `asid` when the mapping is in a guest-physical address space
-/// (EPT) rather than a VSpace.
-pub const EPT_MAPPING: u64 = 1 << 62;
+/// Set in a stored mapping's ASID word when the mapping is in a guest-physical address
+/// space (an ASID never has bit 62: `vspace::asid`).
+const GUEST_PHYSICAL_MAPPING: u64 = 1 << 62;
 
 /// A capability as stored: four words.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -147,7 +149,10 @@ impl Cap {
     /// Encodes for storage.
     pub fn encode(self) -> RawCap {
         let mapping_words = |m: Option<Mapping>| match m {
-            Some(m) => (MAPPED, m.vaddr.0, m.asid),
+            Some(Mapping { asid, at: at @ At::Virt(_) }) => (MAPPED, at.raw(), asid),
+            Some(Mapping { asid, at: at @ At::GuestPhys(_) }) => {
+                (MAPPED, at.raw(), asid | GUEST_PHYSICAL_MAPPING)
+            }
             None => (0, 0, 0),
         };
         let words = match self {
@@ -209,7 +214,10 @@ impl Cap {
         let base = PhysAddr(w1);
         let rights = Rights(((w0 >> 8) & 0xf) as u8);
         let device = w0 & DEVICE != 0;
-        let mapping = (w0 & MAPPED != 0).then_some(Mapping { asid: w3, vaddr: VirtAddr(w2) });
+        let mapping = (w0 & MAPPED != 0).then(|| {
+            let format = if w3 & GUEST_PHYSICAL_MAPPING != 0 { Format::Ept } else { Format::Ia32e };
+            Mapping { asid: w3 & !GUEST_PHYSICAL_MAPPING, at: At::of(format, w2) }
+        });
         match w0 & 0xff {
             tag::UNTYPED => {
                 Self::Untyped { base, size_bits: ((w0 >> 12) & 0xff) as u8, watermark: w2, device }
@@ -292,7 +300,9 @@ mod tests {
 
     #[test]
     fn every_variant_round_trips() {
-        let m = Some(Mapping { asid: 0x1_0005, vaddr: VirtAddr(0x7000_0000) });
+        use crate::addr::{GuestPhysAddr, VirtAddr};
+        let m = Some(Mapping { asid: 0x1_0005, at: At::Virt(VirtAddr(0x7000_0000)) });
+        let g = Some(Mapping { asid: 0x1_0005, at: At::GuestPhys(GuestPhysAddr(0x7000_0000)) });
         let caps = [
             Cap::Null,
             Cap::Untyped { base: PhysAddr(0x100_0000), size_bits: 24, watermark: 0x3000, device: true },
@@ -322,7 +332,14 @@ mod tests {
             Cap::IoPort { first: 0x40, last: 0xffff },
             Cap::Vcpu { base: PhysAddr(0x90_2000) },
             Cap::EptRoot { base: PhysAddr(0x91_0000), asid: 0x2_0007 },
-            Cap::EptTable { base: PhysAddr(0x92_0000), level: 3, mapping: m },
+            Cap::EptTable { base: PhysAddr(0x92_0000), level: 3, mapping: g },
+            Cap::Frame {
+                base: PhysAddr(0x62_0000),
+                large: false,
+                device: false,
+                rights: Rights::ALL,
+                mapping: g,
+            },
             Cap::VcpuIoGrant {
                 vcpu: PhysAddr(0x98_0000),
                 first: 0x60,

@@ -10,16 +10,17 @@
 
 extern crate std;
 
-use super::cap::{Cap, EPT_MAPPING, ObjectRef};
+use super::cap::{Cap, ObjectRef};
 use super::invoke::{Hardware, Invocation, invoke};
 use super::ipc::{IDLE, NTFN_BOUND, NTFN_HEAD, RECEIVERS, SENDERS};
 use super::kmem::{KernelMemory, TestMemory};
+use super::paging::{ADDRESS, At};
 use super::slot::{Slot, SlotOps};
 use super::space::{ObjectSpace, TCB_SLOT_COUNT};
 use super::syscall::Outcome;
 use super::tcb::{Registers, TcbRef, ThreadState, slot as tcb_slot};
 use super::vcpu::{IO_BITMAP_OFFSET, IO_GRANT_OFFSET, IO_GRANTS};
-use super::vspace::{ADDRESS, ASIDS_PER_POOL, Format, asid};
+use super::vspace::{ASIDS_PER_POOL, Format, asid};
 use crate::addr::{PhysAddr, VirtAddr};
 use cleave_abi::ipc_buffer::{RECEIVE_OFFSET, cap_offset};
 use cleave_abi::object::{ENDPOINT_SIZE_BITS, NOTIFICATION_SIZE_BITS, SLOT_SIZE_BITS, TCB_SIZE_BITS, label};
@@ -216,7 +217,7 @@ pub fn world() -> World {
         }
         let vspace = s.mem.cap_at(root_slot(at + 2));
         for table in 3..6 {
-            s.map_page_table(root_slot(at + table), vspace, IPC_BUFFERS).expect("tables map");
+            s.map_table(root_slot(at + table), vspace, At::Virt(VirtAddr(IPC_BUFFERS))).expect("tables map");
         }
         // The component's own CNode: itself (one level), its untyped, its VSpace, its
         // threads, the shared objects, its page table and IPC buffers.
@@ -248,7 +249,7 @@ pub fn world() -> World {
         for t in 0..2 {
             let frame = root_slot(at + 8 + t);
             let vaddr = IPC_BUFFERS + (c * 2 + t) * 0x1000;
-            s.map_frame(frame, vspace, vaddr, Rights::ALL, 0).expect("frame maps");
+            s.map_frame(frame, vspace, At::Virt(VirtAddr(vaddr)), Rights::ALL, 0).expect("frame maps");
             s.copy(frame, own(9 + t)).expect("copy");
             let tcb_slot_at = root_slot(at + 6 + t);
             s.copy(tcb_slot_at, own(3 + t)).expect("copy");
@@ -1319,7 +1320,7 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
                     let ok = match (format, cap) {
                         (Format::Ia32e, Some(&Cap::PageTable { level: l, mapping: Some(mp), .. }))
                         | (Format::Ept, Some(&Cap::EptTable { level: l, mapping: Some(mp), .. })) => {
-                            u32::from(l) == level - 1 && mp.asid == asid && mp.vaddr == VirtAddr(vaddr)
+                            u32::from(l) == level - 1 && mp.asid == asid && mp.at == At::of(format, vaddr)
                         }
                         _ => false,
                     };
@@ -1332,12 +1333,11 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
                 } else {
                     let large = level == 2;
                     ensure!(level <= 2, "a leaf at level {level}");
-                    let mapping_asid = if format == Format::Ept { asid | EPT_MAPPING } else { asid };
                     let writable = e & format.writable() != 0;
                     let ok = frames.get(&target).is_some_and(|caps| {
                         caps.iter().any(|c| {
                             matches!(*c, Cap::Frame { large: l, rights, mapping: Some(mp), .. }
-                                if l == large && mp.asid == mapping_asid && mp.vaddr == VirtAddr(vaddr)
+                                if l == large && mp.asid == asid && mp.at == At::of(format, vaddr)
                                     && (!writable || rights.contains(Rights::WRITE)))
                         })
                     });

@@ -10,7 +10,9 @@ use super::ipc_tests::{NoPorts, VSPACE_SLOT, World, slot, world};
 use super::kmem::KernelMemory;
 use super::slot::SlotOps;
 use super::tcb::{Registers, TcbRef, ThreadState, reg};
+use crate::VirtAddr;
 use crate::addr::PhysAddr;
+use crate::object::paging::At;
 use cleave_abi::object::label;
 use cleave_abi::{Error, MessageInfo, ObjectType, Rights, Syscall};
 
@@ -350,14 +352,14 @@ fn asid_pools_confine_exhaustion() {
     // Destroying pool A empties its roots and their ASIDs name nothing any more.
     s.retype(at(1), ObjectType::Pdpt, 0, 1, at(10)).unwrap();
     let root = s.mem.cap_at(at(first_root));
-    s.map_page_table(at(10), root, 0x1000_0000).unwrap();
+    s.map_table(at(10), root, At::Virt(VirtAddr(0x1000_0000))).unwrap();
     let Cap::VSpace { base, asid } = root else { panic!() };
     s.delete(at(4)).unwrap();
     assert_eq!(s.vspace_of(asid), None);
     let user_half: [u64; 256] = s.mem.read(base);
     assert!(user_half.iter().all(|&e| e == 0), "a root of the destroyed pool kept its entries");
     s.retype(at(1), ObjectType::PageDirectory, 0, 1, at(11)).unwrap();
-    assert_eq!(s.map_page_table(at(11), root, 0x2000_0000), Err(Error::InvalidCapability));
+    assert_eq!(s.map_table(at(11), root, At::Virt(VirtAddr(0x2000_0000))), Err(Error::InvalidCapability));
     // Pool B's root is untouched.
     let Cap::VSpace { asid: b, .. } = s.mem.cap_at(at(first_root + 511)) else { panic!() };
     assert!(s.vspace_of(b).is_some());

@@ -19,13 +19,14 @@
 use super::cap::Cap;
 use super::cspace::{lookup_cap, lookup_slot};
 use super::kmem::KernelMemory;
+use super::paging::At;
 use super::slot::{Slot, SlotOps};
 use super::space::{ObjectSpace, Progress};
 use super::tcb::{
     INITIAL_RFLAGS, Registers, TcbRef, ThreadState, USER_CODE_SELECTOR, USER_DATA_SELECTOR, one_request,
     privilege, slot as tcb_slot,
 };
-use crate::addr::PhysAddr;
+use crate::addr::{GuestPhysAddr, PhysAddr, VirtAddr};
 use cleave_abi::object::{SLOT_SIZE_BITS, label};
 use cleave_abi::{Error, ObjectType, Rights};
 
@@ -197,7 +198,9 @@ pub fn invoke<M: KernelMemory>(
         (Cap::Frame { .. }, label::FRAME_MAP) => {
             let (_, vspace) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
             let rights = Rights::from_word(inv.word(2)?);
-            space.map_frame(slot, vspace, inv.word(1)?, rights, inv.word(3)?).map(|()| Reply::default())
+            space
+                .map_frame(slot, vspace, At::Virt(VirtAddr(inv.word(1)?)), rights, inv.word(3)?)
+                .map(|()| Reply::default())
         }
         (Cap::Frame { .. }, label::FRAME_REMAP) => {
             space.remap_frame(slot, Rights::from_word(inv.word(0)?), inv.word(1)?).map(|()| Reply::default())
@@ -208,17 +211,19 @@ pub fn invoke<M: KernelMemory>(
         (Cap::Frame { .. }, label::FRAME_MAP_EPT) => {
             let (_, root) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
             let rights = Rights::from_word(inv.word(2)?);
-            space.map_frame_ept(slot, root, inv.word(1)?, rights, inv.word(3)?).map(|()| Reply::default())
+            space
+                .map_frame(slot, root, At::GuestPhys(GuestPhysAddr(inv.word(1)?)), rights, inv.word(3)?)
+                .map(|()| Reply::default())
         }
         (Cap::EptTable { .. }, label::EPT_TABLE_MAP) => {
             let (_, root) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
-            space.map_ept_table(slot, root, inv.word(1)?).map(|()| Reply::default())
+            space.map_table(slot, root, At::GuestPhys(GuestPhysAddr(inv.word(1)?))).map(|()| Reply::default())
         }
         (Cap::EptTable { .. }, label::EPT_TABLE_UNMAP) => space.unmap(slot).map(|()| Reply::default()),
         (Cap::Vcpu { base }, _) => vcpu(space, io, cspace, base, inv),
         (Cap::PageTable { .. }, label::PAGE_TABLE_MAP) => {
             let (_, vspace) = lookup_cap(&space.mem, cspace, inv.word(0)?)?;
-            space.map_page_table(slot, vspace, inv.word(1)?).map(|()| Reply::default())
+            space.map_table(slot, vspace, At::Virt(VirtAddr(inv.word(1)?))).map(|()| Reply::default())
         }
         (Cap::Tcb { base }, _) => tcb(space, caller, cspace, TcbRef(base), inv),
         (Cap::IrqControl, label::IRQ_CONTROL_GET) => {

@@ -11,7 +11,9 @@ use super::slot::SlotOps;
 use super::space::ObjectSpace;
 use super::syscall::Outcome;
 use super::tcb::{CONSOLE_LINE, Registers, TcbRef, ThreadState, privilege};
+use crate::VirtAddr;
 use crate::addr::PhysAddr;
+use crate::object::paging::At;
 use cleave_abi::object::label;
 use cleave_abi::{Error, MessageInfo, ObjectType, Rights, Syscall};
 
@@ -474,7 +476,7 @@ fn page_tables_and_frames_map_unmap_and_refuse_what_is_missing() {
     map(&mut w, 44).unwrap();
     // The entry is there: present, user, writable, pointing at the frame.
     let Cap::Frame { base: frame, mapping: Some(m), .. } = w.s.mem.cap_at(slot(44)) else { panic!() };
-    assert_eq!(m.vaddr.0, vaddr);
+    assert_eq!(m.at, At::Virt(VirtAddr(vaddr)));
     let Cap::PageTable { base: pt, .. } = w.s.mem.cap_at(slot(43)) else { panic!() };
     let entry: u64 = w.s.mem.read(PhysAddr(pt.0 + 8 * ((vaddr >> 12) & 0x1ff)));
     assert_eq!(entry & 0x000f_ffff_ffff_f000, frame.0);

@@ -11,6 +11,7 @@ pub mod fastpath;
 pub mod invoke;
 pub mod ipc;
 pub mod kmem;
+pub mod paging;
 pub mod sched;
 pub mod slot;
 pub mod space;

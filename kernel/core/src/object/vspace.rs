@@ -7,12 +7,13 @@
 //! a mapped capability unmaps it. Entries the kernel clears set a flag that tells the
 //! kernel to flush the TLB before returning to user mode.
 
-use super::cap::{Cap, EPT_MAPPING, Mapping};
+use super::cap::{Cap, Mapping};
 use super::kmem::KernelMemory;
+use super::paging::{ADDRESS, Flush, LEVELS, index, level_shift};
+pub use super::paging::{ATTR_EXECUTE_NEVER, At, Format, GUEST_PHYSICAL_TOP};
 use super::slot::{Slot, SlotOps};
 use super::space::ObjectSpace;
-use crate::addr::{PhysAddr, VirtAddr};
-use cleave_abi::layout::USER_TOP;
+use crate::addr::PhysAddr;
 use cleave_abi::{Error, Rights};
 
 /// ASID pools that can exist at once; each holds [`ASIDS_PER_POOL`] ASIDs.
@@ -22,7 +23,7 @@ pub const ASIDS_PER_POOL: u64 = 512;
 
 /// An ASID: which pool (`high`, with that pool slot's generation) and which entry in it
 /// (`low`, with the entry's generation), so that an ASID whose root or pool is gone never
-/// names a newer one. (Bit 62 stays free: a frame mapping marks EPT with it.)
+/// names a newer one. (Bit 62 stays free: a stored mapping marks guest-physical spaces with it.)
 pub(crate) mod asid {
     /// An ASID from its parts.
     pub fn encode(pool_generation: u64, entry_generation: u64, high: u64, low: u64) -> u64 {
@@ -56,64 +57,6 @@ pub(crate) mod asid {
     pub const EPT_ROOT: u64 = 1 << 11;
 }
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const WRITE_THROUGH: u64 = 1 << 3;
-const CACHE_DISABLE: u64 = 1 << 4;
-const HUGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
-/// The address bits of a page-table or EPT entry.
-pub(crate) const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
-
-/// Frame mapping attribute: instructions may not be fetched from it.
-pub const ATTR_EXECUTE_NEVER: u64 = 1;
-
-/// EPT entry bits: read, write, execute (any of them makes an entry present), the memory
-/// type of a leaf (write-back; uncached for device frames), a 2 MiB leaf.
-const EPT_READ: u64 = 1 << 0;
-const EPT_WRITE: u64 = 1 << 1;
-const EPT_EXECUTE: u64 = 1 << 2;
-const EPT_PRESENT: u64 = EPT_READ | EPT_WRITE | EPT_EXECUTE;
-const EPT_WRITE_BACK: u64 = 6 << 3;
-const EPT_LARGE: u64 = 1 << 7;
-/// Guest-physical addresses a 4-level EPT covers.
-pub const GUEST_PHYSICAL_TOP: u64 = 1 << 48;
-
-/// The two page-table formats: IA-32e paging (VSpaces) and EPT (guest-physical spaces).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// IA-32e 4-level paging.
-    Ia32e,
-    /// Intel's extended page tables.
-    Ept,
-}
-
-impl Format {
-    /// The bit that lets a mapping be written.
-    #[cfg_attr(not(any(test, feature = "fuzz")), allow(dead_code, reason = "only the fuzzer's checker asks"))]
-    pub(crate) fn writable(self) -> u64 {
-        match self {
-            Self::Ia32e => WRITABLE,
-            Self::Ept => EPT_WRITE,
-        }
-    }
-    /// The bits that make an entry present.
-    pub(crate) fn present(self) -> u64 {
-        match self {
-            Self::Ia32e => PRESENT,
-            Self::Ept => EPT_PRESENT,
-        }
-    }
-    /// The bit that makes a directory entry a large leaf.
-    pub(crate) fn large(self) -> u64 {
-        match self {
-            Self::Ia32e => HUGE,
-            Self::Ept => EPT_LARGE,
-        }
-    }
-}
-
 /// One slot of the kernel's table of ASID pools.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AsidPoolSlot {
@@ -121,11 +64,6 @@ pub struct AsidPoolSlot {
     pub base: u64,
     /// Bumped each time the slot's pool is destroyed.
     pub generation: u64,
-}
-
-/// The index of the table entry at `level` (4 = PML4 … 1 = page table) for `vaddr`.
-fn index(vaddr: u64, level: u32) -> u64 {
-    (vaddr >> (12 + 9 * (level - 1))) & 0x1ff
 }
 
 impl<M: KernelMemory> ObjectSpace<M> {
@@ -150,14 +88,14 @@ impl<M: KernelMemory> ObjectSpace<M> {
         (slot.base != 0).then_some(PhysAddr(slot.base))
     }
 
-    /// Gives the root (a PML4, or an EPT root with `ept`) at `root` an ASID from pool
-    /// `high`; `None` when the pool is full (or gone).
-    pub fn assign_asid(&mut self, high: u64, root: PhysAddr, ept: bool) -> Option<u64> {
+    /// Gives the root of `format` at `root` an ASID from pool `high`; `None` when the pool
+    /// is full (or gone).
+    pub fn assign_asid(&mut self, high: u64, root: PhysAddr, format: Format) -> Option<u64> {
         let pool = self.pool_base(high as usize)?;
         // Index 0 is never used, so that an ASID is never 0.
         let low = (1..ASIDS_PER_POOL).find(|&i| self.entry_at(pool, i) & ADDRESS == 0)?;
         let generation = self.entry_at(pool, low) & asid::ENTRY_GENERATION;
-        let flags = if ept { asid::EPT_ROOT } else { 0 };
+        let flags = if format == Format::Ept { asid::EPT_ROOT } else { 0 };
         self.set_entry(pool, low, root.0 | flags | generation);
         Some(asid::encode(self.asid_pools[high as usize].generation, generation, high, low))
     }
@@ -215,14 +153,17 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// `pool` (an `AsidPool` capability): `ASID_POOL_ASSIGN`.
     pub fn assign_from_pool(&mut self, pool: Cap, slot: Slot) -> Result<(), Error> {
         let Cap::AsidPool { high, .. } = pool else { return Err(Error::InvalidCapability) };
-        let (base, ept) = match self.mem.cap_at(slot) {
-            Cap::VSpace { base, asid: 0 } => (base, false),
-            Cap::EptRoot { base, asid: 0 } => (base, true),
+        let (base, format) = match self.mem.cap_at(slot) {
+            Cap::VSpace { base, asid: 0 } => (base, Format::Ia32e),
+            Cap::EptRoot { base, asid: 0 } => (base, Format::Ept),
             Cap::VSpace { .. } | Cap::EptRoot { .. } => return Err(Error::IllegalOperation),
             _ => return Err(Error::InvalidCapability),
         };
-        let id = self.assign_asid(u64::from(high), base, ept).ok_or(Error::NotEnoughMemory)?;
-        let cap = if ept { Cap::EptRoot { base, asid: id } } else { Cap::VSpace { base, asid: id } };
+        let id = self.assign_asid(u64::from(high), base, format).ok_or(Error::NotEnoughMemory)?;
+        let cap = match format {
+            Format::Ia32e => Cap::VSpace { base, asid: id },
+            Format::Ept => Cap::EptRoot { base, asid: id },
+        };
         self.mem.set_cap(slot, cap);
         Ok(())
     }
@@ -238,27 +179,13 @@ impl<M: KernelMemory> ObjectSpace<M> {
         core::mem::take(&mut self.tlb_flush)
     }
 
-    /// Walks from `pml4` down to the table at `level` (3 = PDPT, 2 = PD, 1 = PT) that
-    /// covers `vaddr`; `FailedLookup` if a table on the way is missing.
-    fn table_for(&self, pml4: PhysAddr, vaddr: u64, level: u32) -> Result<PhysAddr, Error> {
-        let mut table = pml4;
-        for l in ((level + 1)..=4).rev() {
-            let e = self.entry_at(table, index(vaddr, l));
-            if e & PRESENT == 0 || e & HUGE != 0 {
-                return Err(Error::FailedLookup);
-            }
-            table = PhysAddr(e & ADDRESS);
-        }
-        Ok(table)
-    }
-
-    /// Walks a guest-physical address space from `root` down to the table at `level`
-    /// covering `gpa`; `FailedLookup` if a table on the way is missing.
-    fn ept_table_for(&self, root: PhysAddr, gpa: u64, level: u32) -> Result<PhysAddr, Error> {
+    /// Walks a space of `format` from `root` down to the table at `level` (3 = PDPT, 2 =
+    /// PD, 1 = PT) that covers `addr`; `FailedLookup` if a table on the way is missing.
+    fn table_for(&self, format: Format, root: PhysAddr, addr: u64, level: u32) -> Result<PhysAddr, Error> {
         let mut table = root;
-        for l in ((level + 1)..=4).rev() {
-            let e = self.entry_at(table, index(gpa, l));
-            if e & EPT_PRESENT == 0 || e & EPT_LARGE != 0 {
+        for l in ((level + 1)..=LEVELS).rev() {
+            let e = self.entry_at(table, index(addr, l));
+            if !format.links_table(e, l) {
                 return Err(Error::FailedLookup);
             }
             table = PhysAddr(e & ADDRESS);
@@ -266,137 +193,63 @@ impl<M: KernelMemory> ObjectSpace<M> {
         Ok(table)
     }
 
-    /// Looks up an EPT root capability's table and ASID.
-    fn ept_root_cap(&self, cap: Cap) -> Result<(PhysAddr, u64), Error> {
-        match cap {
-            // The ASID must still name this very root (an ASID whose pool is gone names
-            // nothing; the check on the base keeps it so whatever the generations do).
-            Cap::EptRoot { base, asid } if self.root_of(asid, Format::Ept) == Some(base) => Ok((base, asid)),
+    /// Looks up the root and ASID of a capability to a space of `format` (a VSpace for
+    /// IA-32e, an EPT root for EPT): the ASID must still name this very root (an ASID
+    /// whose pool is gone names nothing; the check on the base keeps it so whatever the
+    /// generations do).
+    fn space_cap(&self, cap: Cap, format: Format) -> Result<(PhysAddr, u64), Error> {
+        match (cap, format) {
+            (Cap::VSpace { base, asid }, Format::Ia32e) | (Cap::EptRoot { base, asid }, Format::Ept)
+                if self.root_of(asid, format) == Some(base) =>
+            {
+                Ok((base, asid))
+            }
             _ => Err(Error::InvalidCapability),
         }
     }
 
-    /// Maps the EPT table (level 1-3) whose capability is at `slot` into the
-    /// guest-physical address space of `root` at `gpa`.
-    pub fn map_ept_table(&mut self, slot: Slot, root: Cap, gpa: u64) -> Result<(), Error> {
-        let Cap::EptTable { base, level, mapping } = self.mem.cap_at(slot) else {
-            return Err(Error::InvalidCapability);
+    /// Maps the table (level 1-3) whose capability is at `slot` into the space of `root`
+    /// (a VSpace for a page table, an EPT root for an EPT table) at `at`, which must be of
+    /// that kind of space.
+    pub fn map_table(&mut self, slot: Slot, root: Cap, at: At) -> Result<(), Error> {
+        let format = at.format();
+        let (base, level) = match (self.mem.cap_at(slot), format) {
+            (Cap::PageTable { mapping: Some(_), .. } | Cap::EptTable { mapping: Some(_), .. }, _) => {
+                return Err(Error::IllegalOperation);
+            }
+            (Cap::PageTable { base, level, .. }, Format::Ia32e)
+            | (Cap::EptTable { base, level, .. }, Format::Ept) => (base, u32::from(level)),
+            _ => return Err(Error::InvalidCapability),
         };
-        if mapping.is_some() {
-            return Err(Error::IllegalOperation);
-        }
-        let (root, asid) = self.ept_root_cap(root)?;
-        if gpa >= GUEST_PHYSICAL_TOP {
+        let (root, asid) = self.space_cap(root, format)?;
+        if at.raw() >= format.top() {
             return Err(Error::InvalidArgument);
         }
-        let level = u32::from(level);
-        let gpa = gpa & !((1u64 << (12 + 9 * level)) - 1);
-        let parent = self.ept_table_for(root, gpa, level + 1)?;
-        let i = index(gpa, level + 1);
-        if self.entry_at(parent, i) & EPT_PRESENT != 0 {
+        let addr = at.raw() & !((1u64 << level_shift(level + 1)) - 1);
+        let parent = self.table_for(format, root, addr, level + 1)?;
+        let i = index(addr, level + 1);
+        if self.entry_at(parent, i) & format.present() != 0 {
             return Err(Error::DeleteFirst);
         }
-        self.set_entry(parent, i, base.0 | EPT_PRESENT);
-        let mapping = Some(Mapping { asid, vaddr: VirtAddr(gpa) });
-        self.mem.set_cap(slot, Cap::EptTable { base, level: level as u8, mapping });
+        self.set_entry(parent, i, format.table_entry(base));
+        let mapping = Some(Mapping { asid, at: at.with(addr) });
+        let level = level as u8;
+        let cap = match format {
+            Format::Ia32e => Cap::PageTable { base, level, mapping },
+            Format::Ept => Cap::EptTable { base, level, mapping },
+        };
+        self.mem.set_cap(slot, cap);
         Ok(())
     }
 
-    /// Maps the frame whose capability is at `slot` into the guest-physical address space
-    /// of `root` at `gpa`, readable, writable if `rights` (limited by the capability's)
-    /// allow it, executable unless `attributes` has [`ATTR_EXECUTE_NEVER`].
-    pub fn map_frame_ept(
-        &mut self,
-        slot: Slot,
-        root: Cap,
-        gpa: u64,
-        rights: Rights,
-        attributes: u64,
-    ) -> Result<(), Error> {
-        let Cap::Frame { base, large, device, rights: cap_rights, mapping } = self.mem.cap_at(slot) else {
-            return Err(Error::InvalidCapability);
-        };
-        if mapping.is_some() {
-            return Err(Error::IllegalOperation);
-        }
-        let (root, asid) = self.ept_root_cap(root)?;
-        let size = if large { 1u64 << 21 } else { 1 << 12 };
-        if !gpa.is_multiple_of(size) {
-            return Err(Error::AlignmentError);
-        }
-        if gpa.checked_add(size).is_none_or(|end| end > GUEST_PHYSICAL_TOP) {
-            return Err(Error::InvalidArgument);
-        }
-        let rights = cap_rights.intersect(rights);
-        if !rights.contains(Rights::READ) {
-            return Err(Error::InsufficientRights);
-        }
-        let level = if large { 2 } else { 1 };
-        let table = self.ept_table_for(root, gpa, level)?;
-        let i = index(gpa, level);
-        if self.entry_at(table, i) & EPT_PRESENT != 0 {
-            return Err(Error::DeleteFirst);
-        }
-        let mut entry = base.0 | EPT_READ;
-        if rights.contains(Rights::WRITE) {
-            entry |= EPT_WRITE;
-        }
-        if attributes & ATTR_EXECUTE_NEVER == 0 {
-            entry |= EPT_EXECUTE;
-        }
-        if !device {
-            entry |= EPT_WRITE_BACK;
-        }
-        if large {
-            entry |= EPT_LARGE;
-        }
-        self.set_entry(table, i, entry);
-        let mapping = Some(Mapping { asid: asid | EPT_MAPPING, vaddr: VirtAddr(gpa) });
-        self.mem.set_cap(slot, Cap::Frame { base, large, device, rights: cap_rights, mapping });
-        Ok(())
-    }
-
-    /// Looks up a VSpace capability's PML4 and ASID.
-    fn vspace_cap(&self, cap: Cap) -> Result<(PhysAddr, u64), Error> {
-        match cap {
-            Cap::VSpace { base, asid } if self.root_of(asid, Format::Ia32e) == Some(base) => Ok((base, asid)),
-            _ => Err(Error::InvalidCapability),
-        }
-    }
-
-    /// Maps the page table (PDPT, PD or PT) whose capability is at `slot` into the
-    /// address space of the VSpace capability `vspace` at `vaddr`.
-    pub fn map_page_table(&mut self, slot: Slot, vspace: Cap, vaddr: u64) -> Result<(), Error> {
-        let Cap::PageTable { base, level, mapping } = self.mem.cap_at(slot) else {
-            return Err(Error::InvalidCapability);
-        };
-        if mapping.is_some() {
-            return Err(Error::IllegalOperation);
-        }
-        let (pml4, asid) = self.vspace_cap(vspace)?;
-        if vaddr >= USER_TOP {
-            return Err(Error::InvalidArgument);
-        }
-        let level = u32::from(level);
-        let vaddr = vaddr & !((1u64 << (12 + 9 * level)) - 1);
-        let parent = self.table_for(pml4, vaddr, level + 1)?;
-        let i = index(vaddr, level + 1);
-        if self.entry_at(parent, i) & PRESENT != 0 {
-            return Err(Error::DeleteFirst);
-        }
-        self.set_entry(parent, i, base.0 | PRESENT | WRITABLE | USER);
-        let mapping = Some(Mapping { asid, vaddr: VirtAddr(vaddr) });
-        self.mem.set_cap(slot, Cap::PageTable { base, level: level as u8, mapping });
-        Ok(())
-    }
-
-    /// Maps the frame whose capability is at `slot` at `vaddr` of `vspace`, with the
-    /// capability's rights limited to `rights` and `attributes` ([`ATTR_EXECUTE_NEVER`]).
+    /// Maps the frame whose capability is at `slot` into the space of `root` (a VSpace, or
+    /// an EPT root for a guest-physical `at`) at `at`, with the capability's rights limited
+    /// to `rights` (which must keep read) and `attributes` ([`ATTR_EXECUTE_NEVER`]).
     pub fn map_frame(
         &mut self,
         slot: Slot,
-        vspace: Cap,
-        vaddr: u64,
+        root: Cap,
+        at: At,
         rights: Rights,
         attributes: u64,
     ) -> Result<(), Error> {
@@ -406,28 +259,29 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if mapping.is_some() {
             return Err(Error::IllegalOperation);
         }
-        let (pml4, asid) = self.vspace_cap(vspace)?;
-        let size = if large { 1u64 << 21 } else { 1 << 12 };
-        if !vaddr.is_multiple_of(size) {
+        let format = at.format();
+        let (root, asid) = self.space_cap(root, format)?;
+        let level = if large { 2 } else { 1 };
+        let size = 1u64 << level_shift(level);
+        let addr = at.raw();
+        if !addr.is_multiple_of(size) {
             return Err(Error::AlignmentError);
         }
-        // The whole frame lies below USER_TOP (a 2 MiB frame below it can reach past it).
-        if vaddr.checked_add(size).is_none_or(|end| end > USER_TOP) {
+        // The whole frame lies below the top (a 2 MiB frame below it can reach past it).
+        if addr.checked_add(size).is_none_or(|end| end > format.top()) {
             return Err(Error::InvalidArgument);
         }
         let rights = cap_rights.intersect(rights);
         if !rights.contains(Rights::READ) {
             return Err(Error::InsufficientRights);
         }
-        let level = if large { 2 } else { 1 };
-        let table = self.table_for(pml4, vaddr, level)?;
-        let i = index(vaddr, level);
-        if self.entry_at(table, i) & PRESENT != 0 {
+        let table = self.table_for(format, root, addr, level)?;
+        let i = index(addr, level);
+        if self.entry_at(table, i) & format.present() != 0 {
             return Err(Error::DeleteFirst);
         }
-        let entry = leaf_entry(base, large, device, rights, attributes);
-        self.set_entry(table, i, entry);
-        let mapping = Some(Mapping { asid, vaddr: VirtAddr(vaddr) });
+        self.set_entry(table, i, format.leaf_entry(base, large, device, rights, attributes));
+        let mapping = Some(Mapping { asid, at });
         self.mem.set_cap(slot, Cap::Frame { base, large, device, rights: cap_rights, mapping });
         Ok(())
     }
@@ -437,7 +291,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let Cap::Frame { base, large, device, rights: cap_rights, mapping } = self.mem.cap_at(slot) else {
             return Err(Error::InvalidCapability);
         };
-        if mapping.is_some_and(|m| m.asid & EPT_MAPPING != 0) {
+        if mapping.is_some_and(|m| m.at.format() != Format::Ia32e) {
             // Guest-physical mappings are changed by unmapping and mapping again.
             return Err(Error::IllegalOperation);
         }
@@ -446,71 +300,71 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if !rights.contains(Rights::READ) {
             return Err(Error::InsufficientRights);
         }
-        self.set_entry(table, i, leaf_entry(base, large, device, rights, attributes));
-        self.tlb_flush = true;
+        self.set_entry(table, i, Format::Ia32e.leaf_entry(base, large, device, rights, attributes));
+        self.flush(Format::Ia32e);
         Ok(())
     }
 
     /// Where the leaf entry of a frame mapping is, if the mapping is still in place.
     fn leaf_of(&self, base: PhysAddr, large: bool, mapping: Option<Mapping>) -> Option<(PhysAddr, u64)> {
         let m = mapping?;
+        let format = m.at.format();
         let level = if large { 2 } else { 1 };
-        let i = index(m.vaddr.0, level);
-        if m.asid & EPT_MAPPING != 0 {
-            let root = self.root_of(m.asid & !EPT_MAPPING, Format::Ept)?;
-            let table = self.ept_table_for(root, m.vaddr.0, level).ok()?;
-            let e = self.entry_at(table, i);
-            return (e & EPT_PRESENT != 0 && e & ADDRESS == base.0).then_some((table, i));
-        }
-        let pml4 = self.root_of(m.asid, Format::Ia32e)?;
-        let table = self.table_for(pml4, m.vaddr.0, level).ok()?;
+        let root = self.root_of(m.asid, format)?;
+        let table = self.table_for(format, root, m.at.raw(), level).ok()?;
+        let i = index(m.at.raw(), level);
         let e = self.entry_at(table, i);
-        (e & PRESENT != 0 && e & ADDRESS == base.0).then_some((table, i))
+        (e & format.present() != 0 && e & ADDRESS == base.0).then_some((table, i))
     }
 
-    /// Removes the mapping a frame or page-table capability made (if it still stands) and
+    /// Notes that translations of `format` may be cached stale.
+    fn flush(&mut self, format: Format) {
+        match format.flush() {
+            Flush::Tlb => self.tlb_flush = true,
+            Flush::GuestPhysical => self.ept_flush = true,
+        }
+    }
+
+    /// Removes the mapping a frame or table capability made (if it still stands) and
     /// returns the capability without it. Other capabilities are returned unchanged.
     pub fn unmapped(&mut self, cap: Cap) -> Cap {
         match cap {
             Cap::Frame { base, large, device, rights, mapping } => {
                 if let Some((table, i)) = self.leaf_of(base, large, mapping) {
                     self.set_entry(table, i, 0);
-                    if mapping.is_some_and(|m| m.asid & EPT_MAPPING != 0) {
-                        self.ept_flush = true;
-                    } else {
-                        self.tlb_flush = true;
+                    if let Some(m) = mapping {
+                        self.flush(m.at.format());
                     }
                 }
                 Cap::Frame { base, large, device, rights, mapping: None }
             }
             Cap::EptTable { base, level, mapping: Some(m) } => {
-                if let Some(root) = self.root_of(m.asid, Format::Ept)
-                    && let Ok(parent) = self.ept_table_for(root, m.vaddr.0, u32::from(level) + 1)
-                {
-                    let i = index(m.vaddr.0, u32::from(level) + 1);
-                    if self.entry_at(parent, i) & ADDRESS == base.0 {
-                        self.set_entry(parent, i, 0);
-                    }
-                }
-                // Detached, it holds nothing: no mapping is ever left in a table that is
-                // not reachable from its root.
-                self.clear_tables(base, u32::from(level), Format::Ept);
+                self.unlink_table(base, level, m, Format::Ept);
                 Cap::EptTable { base, level, mapping: None }
             }
             Cap::PageTable { base, level, mapping: Some(m) } => {
-                if let Some(pml4) = self.root_of(m.asid, Format::Ia32e)
-                    && let Ok(parent) = self.table_for(pml4, m.vaddr.0, u32::from(level) + 1)
-                {
-                    let i = index(m.vaddr.0, u32::from(level) + 1);
-                    if self.entry_at(parent, i) & ADDRESS == base.0 {
-                        self.set_entry(parent, i, 0);
-                    }
-                }
-                self.clear_tables(base, u32::from(level), Format::Ia32e);
+                self.unlink_table(base, level, m, Format::Ia32e);
                 Cap::PageTable { base, level, mapping: None }
             }
             other => other,
         }
+    }
+
+    /// Takes the table at `base` (of `level`, mapped by `m`) out of its space of `format`
+    /// and empties it: detached, it holds nothing, so no mapping is ever left in a table
+    /// that is not reachable from its root.
+    fn unlink_table(&mut self, base: PhysAddr, level: u8, m: Mapping, format: Format) {
+        let level = u32::from(level);
+        if m.at.format() == format
+            && let Some(root) = self.root_of(m.asid, format)
+            && let Ok(parent) = self.table_for(format, root, m.at.raw(), level + 1)
+        {
+            let i = index(m.at.raw(), level + 1);
+            if self.entry_at(parent, i) & ADDRESS == base.0 {
+                self.set_entry(parent, i, 0);
+            }
+        }
+        self.clear_tables(base, level, format);
     }
 
     /// Empties the table at `table` (of `level`: 4 = root … 1 = page table) and every
@@ -521,7 +375,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// at most four levels); the work is bounded by the tables the caller's memory holds.
     pub(crate) fn clear_tables(&mut self, table: PhysAddr, level: u32, format: Format) {
         let entries = |t: PhysAddr, l: u32| -> u64 {
-            if l == 4 && format == Format::Ia32e && t == table { 256 } else { 512 }
+            if l == LEVELS && t == table { format.root_entries() } else { 512 }
         };
         // (table, its level, the next entry to look at)
         let mut stack = [(PhysAddr(0), 0u32, 0u64); 4];
@@ -539,15 +393,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 continue;
             }
             self.set_entry(t, i, 0);
-            if l > 1 && e & format.large() == 0 && depth < stack.len() {
+            if format.links_table(e, l) && depth < stack.len() {
                 stack[depth] = (PhysAddr(e & ADDRESS), l - 1, 0);
                 depth += 1;
             }
         }
-        match format {
-            Format::Ia32e => self.tlb_flush = true,
-            Format::Ept => self.ept_flush = true,
-        }
+        self.flush(format);
     }
 
     /// Unmaps through the capability at `slot`.
@@ -561,21 +412,4 @@ impl<M: KernelMemory> ObjectSpace<M> {
             _ => Err(Error::InvalidCapability),
         }
     }
-}
-
-fn leaf_entry(base: PhysAddr, large: bool, device: bool, rights: Rights, attributes: u64) -> u64 {
-    let mut entry = base.0 | PRESENT | USER;
-    if rights.contains(Rights::WRITE) {
-        entry |= WRITABLE;
-    }
-    if attributes & ATTR_EXECUTE_NEVER != 0 {
-        entry |= NO_EXECUTE;
-    }
-    if large {
-        entry |= HUGE;
-    }
-    if device {
-        entry |= CACHE_DISABLE | WRITE_THROUGH;
-    }
-    entry
 }

@@ -1,21 +1,19 @@
-//! Four-level x86-64 page tables for user address spaces.
+//! The root task's first address space, built at boot before the object layer runs.
 //!
 //! A new address space shares the kernel half (PML4 entries 256-511: the direct map and
 //! the kernel image) with the boot tables and has an empty user half. Tables are reached
-//! through the direct map.
+//! through the direct map; entries are written in the object layer's IA-32e format
+//! (`cleave_kernel_core::object::paging`), the one definition of what their bits mean.
 
 use super::cpu;
 use super::physmem::{self, OwnedFrame};
 use cleave_abi::layout::{PAGE_SIZE, USER_TOP};
+use cleave_kernel_core::object::paging::{ADDRESS, ATTR_EXECUTE_NEVER, Format, LEVELS, index};
 use cleave_kernel_core::{PhysAddr, VirtAddr};
 use x86_64::registers::control::Cr3;
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const HUGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
-const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// The format of the tables built here.
+const FORMAT: Format = Format::Ia32e;
 
 /// Access rights of a user mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +46,8 @@ impl AddressSpace {
     pub fn new(mut frame: OwnedFrame) -> Self {
         frame.bytes().fill(0);
         let current = Cr3::read().0.start_address().as_u64();
-        for index in 256..512 {
-            physmem::write_entry(frame.addr(), index, physmem::read_entry(PhysAddr(current), index));
+        for i in 256..512 {
+            physmem::write_entry(frame.addr(), i, physmem::read_entry(PhysAddr(current), i));
         }
         Self { pml4: frame.addr() }
     }
@@ -67,32 +65,29 @@ impl AddressSpace {
             return Err(MapError::BadAddress(page));
         }
         let mut table = self.pml4;
-        for level in [3u32, 2, 1] {
-            let index = ((page.0 >> (12 + 9 * level)) & 0x1ff) as usize;
-            let entry = physmem::read_entry(table, index);
-            if entry & PRESENT == 0 {
+        for level in (2..=LEVELS).rev() {
+            let i = index(page.0, level) as usize;
+            let entry = physmem::read_entry(table, i);
+            if entry & FORMAT.present() == 0 {
                 let mut next = allocate().ok_or(MapError::OutOfMemory)?;
                 next.bytes().fill(0);
-                physmem::write_entry(table, index, next.addr().0 | PRESENT | WRITABLE | USER);
+                physmem::write_entry(table, i, FORMAT.table_entry(next.addr()));
                 table = next.addr();
-            } else if entry & HUGE != 0 {
+            } else if !FORMAT.links_table(entry, level) {
                 return Err(MapError::AlreadyMapped(page));
             } else {
-                table = PhysAddr(entry & ADDRESS_MASK);
+                table = PhysAddr(entry & ADDRESS);
             }
         }
-        let index = ((page.0 >> 12) & 0x1ff) as usize;
-        if physmem::read_entry(table, index) & PRESENT != 0 {
+        let i = index(page.0, 1) as usize;
+        if physmem::read_entry(table, i) & FORMAT.present() != 0 {
             return Err(MapError::AlreadyMapped(page));
         }
-        let mut entry = (frame.0 & ADDRESS_MASK) | PRESENT | USER;
-        if rights.write {
-            entry |= WRITABLE;
-        }
-        if !rights.execute && cpu::no_execute_enabled() {
-            entry |= NO_EXECUTE;
-        }
-        physmem::write_entry(table, index, entry);
+        let access = if rights.write { cleave_abi::Rights::ALL } else { cleave_abi::Rights::READ };
+        // Bit 63 is reserved (a fault on every access) unless EFER.NXE is on.
+        let attributes = if !rights.execute && cpu::no_execute_enabled() { ATTR_EXECUTE_NEVER } else { 0 };
+        let entry = FORMAT.leaf_entry(PhysAddr(frame.0 & ADDRESS), false, false, access, attributes);
+        physmem::write_entry(table, i, entry);
         Ok(())
     }
 
@@ -133,5 +128,3 @@ pub fn activate_root(pml4: PhysAddr) {
     // is a page-aligned physical address with no flag bits.
     unsafe { core::arch::asm!("mov cr3, {}", in(reg) pml4.0, options(nostack, preserves_flags)) }
 }
-
-impl AddressSpace {}
