@@ -12,7 +12,7 @@ use cleave_abi::boot_info::{self, BootInfo, MAX_UNTYPED, UntypedDescriptor, slot
 use cleave_abi::layout::{PAGE_SIZE, USER_STACK_SIZE, USER_STACK_TOP};
 use cleave_abi::object::SLOT_SIZE_BITS;
 use cleave_abi::{Error, Rights};
-use cleave_kernel_core::elf_image::{self, LoadPlan};
+use cleave_elf::user_image::{self as elf_image, LoadPlan};
 use cleave_kernel_core::memory::{self, BootFrameAllocator, PhysMemoryMap};
 use cleave_kernel_core::multiboot::Module;
 use cleave_kernel_core::object::cap::Cap;

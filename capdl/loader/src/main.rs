@@ -12,7 +12,7 @@ use cleave_capdl::binary::{
     CapRecord, Digest, EncodedSpec, Kind, ObjectRecord, lifetime, special, tcb_flag, tcb_slot,
 };
 use cleave_capdl::image::{BootImage, ImageError};
-use cleave_kernel_core::elf_image;
+use cleave_elf::user_image as elf_image;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{
     AsidControl, AsidPool, CNode, EptRoot, EptTable, Frame, IoPortControl, IrqControl, IrqHandler, PageTable,

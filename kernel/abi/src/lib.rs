@@ -9,6 +9,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod boot_info;
 pub mod debug;
 pub mod error;

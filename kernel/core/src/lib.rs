@@ -8,16 +8,12 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-pub mod addr;
 pub mod console_queue;
-pub mod elf_image;
-pub mod kernel_image;
 pub mod memory;
 pub mod multiboot;
 pub mod object;
 pub mod vmx_caps;
 
-#[cfg(test)]
-mod test_elf;
-
 pub use addr::{GuestPhysAddr, PhysAddr, VirtAddr};
+/// Address newtypes, defined with the kernel-user contract.
+pub use cleave_abi::addr;

@@ -147,7 +147,7 @@ pub fn build() -> Result<Artifacts> {
     let out = root.join("target").join(TARGET).join("release");
     let kernel = out.join("cleave-kernel");
     let image = std::fs::read(&kernel).with_context(|| format!("reading {}", kernel.display()))?;
-    cleave_kernel_core::kernel_image::check(&image)
+    cleave_elf::kernel_image::check(&image)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("{} cannot be loaded by a Multiboot loader", kernel.display()))?;
     Ok(Artifacts { kernel, programs: out, work })

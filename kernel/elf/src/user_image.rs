@@ -5,7 +5,7 @@
 //! [`USER_IMAGE_MIN`] and the initial stack, do not share pages, keep their file bytes inside
 //! the file, and whose entry point lies in an executable segment.
 
-use crate::addr::VirtAddr;
+use cleave_abi::addr::VirtAddr;
 use cleave_abi::layout::{PAGE_SIZE, USER_IMAGE_MIN, USER_STACK_SIZE, USER_STACK_TOP};
 use core::fmt;
 use core::ops::Range;
