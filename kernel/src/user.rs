@@ -17,7 +17,7 @@ use cleave_kernel_core::memory::{self, BootFrameAllocator, PhysMemoryMap};
 use cleave_kernel_core::multiboot::Module;
 use cleave_kernel_core::object::cap::Cap;
 use cleave_kernel_core::object::kmem::KernelMemory as _;
-use cleave_kernel_core::object::paging::Format;
+use cleave_kernel_core::object::paging::Space;
 use cleave_kernel_core::object::tcb::TcbRef;
 use cleave_kernel_core::{PhysAddr, VirtAddr};
 use x86_64::registers::control::Cr3;
@@ -194,7 +194,7 @@ fn build(
         objects.insert_original(at(slot::TCB), Cap::Tcb { base: tcb.addr() })?;
         // The root task's ASID pool; its own VSpace takes the first ASID.
         let high = objects.make_asid_pool(asid_pool.addr()).ok_or(LoadError::OutOfMemory)?;
-        let asid = objects.assign_asid(high, space.root(), Format::Ia32e).ok_or(LoadError::OutOfMemory)?;
+        let asid = objects.assign_asid(high, space.root(), Space::Virtual).ok_or(LoadError::OutOfMemory)?;
         objects.insert_original(at(slot::VSPACE), Cap::VSpace { base: space.root(), asid })?;
         objects.insert_original(at(slot::ASID_CONTROL), Cap::AsidControl)?;
         objects.insert_original(

@@ -50,7 +50,9 @@ fn main() {
                         let mut done = 0u64;
                         for e in mine {
                             let steps = fuzz::episode(seed, e, length);
-                            if let Err(v) = fuzz::run_counting(&steps, &mut successes) {
+                            if let Err(v) =
+                                fuzz::run_counting(fuzz::guest_format_of(e), &steps, &mut successes)
+                            {
                                 return (done, successes, Some((e, v)));
                             }
                             done += length as u64;
@@ -74,10 +76,16 @@ fn main() {
         }
     }
     if let Some((e, v)) = failure {
-        println!("fuzz: VIOLATION (seed {seed}, episode {e}, step {}): {}", v.step, v.message);
+        println!(
+            "fuzz: VIOLATION (seed {seed}, episode {e}, guests' spaces in {:?}, step {}): {}",
+            fuzz::guest_format_of(e),
+            v.step,
+            v.message
+        );
         let steps = fuzz::episode(seed, e, length);
-        let shrunk = fuzz::shrink(&steps);
-        let again = fuzz::run(&shrunk).err().map(|v| v.message).unwrap_or_default();
+        let format = fuzz::guest_format_of(e);
+        let shrunk = fuzz::shrink(format, &steps);
+        let again = fuzz::run(format, &shrunk).err().map(|v| v.message).unwrap_or_default();
         println!("fuzz: shrunk to {} steps, which fail with: {again}", shrunk.len());
         for (i, step) in shrunk.iter().enumerate() {
             println!("  {i}: {step:?}");

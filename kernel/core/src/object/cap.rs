@@ -1,6 +1,6 @@
 //! Capabilities: what they name and with which rights, and their 32-byte encoding.
 
-use super::paging::{At, Format};
+use super::paging::{At, Space};
 use crate::addr::PhysAddr;
 use bytemuck::{Pod, Zeroable};
 use cleave_abi::Rights;
@@ -215,8 +215,8 @@ impl Cap {
         let rights = Rights(((w0 >> 8) & 0xf) as u8);
         let device = w0 & DEVICE != 0;
         let mapping = (w0 & MAPPED != 0).then(|| {
-            let format = if w3 & GUEST_PHYSICAL_MAPPING != 0 { Format::Ept } else { Format::Ia32e };
-            Mapping { asid: w3 & !GUEST_PHYSICAL_MAPPING, at: At::of(format, w2) }
+            let space = if w3 & GUEST_PHYSICAL_MAPPING != 0 { Space::GuestPhysical } else { Space::Virtual };
+            Mapping { asid: w3 & !GUEST_PHYSICAL_MAPPING, at: At::of(space, w2) }
         });
         match w0 & 0xff {
             tag::UNTYPED => {

@@ -174,7 +174,13 @@ pub struct World {
 /// running threads, 256 KiB of its own untyped memory and copies of a shared endpoint and
 /// notification, IrqControl and IoPortControl, and a Vcpu and a guest-physical space.
 pub fn world() -> World {
+    world_in(Format::Ept)
+}
+
+/// [`world`], with guests' physical address spaces in `format` (EPT or NPT).
+pub fn world_in(format: Format) -> World {
     let mut s = ObjectSpace::new(TestMemory::new(MEMORY_BASE, (MEMORY_END - MEMORY_BASE) as usize), SENTINEL);
+    s.set_guest_format(format).expect("a nested paging format");
     let root =
         Cap::CNode { base: PhysAddr(ROOT_CNODE), radix: ROOT_RADIX, guard: 0, guard_bits: 64 - ROOT_RADIX };
     s.insert_original(root_slot(0), root).expect("empty slot");
@@ -1252,7 +1258,7 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
             }
             Cap::Frame { base, .. } => frames.entry(base.0).or_default().push(cap),
             Cap::VSpace { base, asid } => roots.push((base, asid, Format::Ia32e)),
-            Cap::EptRoot { base, asid } => roots.push((base, asid, Format::Ept)),
+            Cap::EptRoot { base, asid } => roots.push((base, asid, s.guest_format())),
             _ => {}
         }
     }
@@ -1315,12 +1321,22 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
                 }
                 let vaddr = start + (i << (12 + 9 * (level - 1)));
                 let target = e & ADDRESS;
+                ensure!(
+                    e & format.always() == format.always(),
+                    "entry {i} of table {table:#x} (level {level}, {format:?}) lacks bits {:#x}",
+                    format.always()
+                );
                 if level > 1 && e & format.large() == 0 {
                     let cap = tables.get(&target);
                     let ok = match (format, cap) {
                         (Format::Ia32e, Some(&Cap::PageTable { level: l, mapping: Some(mp), .. }))
-                        | (Format::Ept, Some(&Cap::EptTable { level: l, mapping: Some(mp), .. })) => {
-                            u32::from(l) == level - 1 && mp.asid == asid && mp.at == At::of(format, vaddr)
+                        | (
+                            Format::Ept | Format::Npt,
+                            Some(&Cap::EptTable { level: l, mapping: Some(mp), .. }),
+                        ) => {
+                            u32::from(l) == level - 1
+                                && mp.asid == asid
+                                && mp.at == At::of(format.space(), vaddr)
                         }
                         _ => false,
                     };
@@ -1337,7 +1353,7 @@ fn check_paging(s: &ObjectSpace<TestMemory>, nodes: &BTreeMap<u64, Cap>) -> Resu
                     let ok = frames.get(&target).is_some_and(|caps| {
                         caps.iter().any(|c| {
                             matches!(*c, Cap::Frame { large: l, rights, mapping: Some(mp), .. }
-                                if l == large && mp.asid == asid && mp.at == At::of(format, vaddr)
+                                if l == large && mp.asid == asid && mp.at == At::of(format.space(), vaddr)
                                     && (!writable || rights.contains(Rights::WRITE)))
                         })
                     });
@@ -1369,15 +1385,25 @@ pub struct Violation {
     pub message: String,
 }
 
-/// Runs `steps` on a fresh world, checking after each; the first violation (a broken
-/// invariant or a panic in the kernel code) ends it.
-pub fn run(steps: &[Step]) -> Result<(), Violation> {
-    run_counting(steps, &mut BTreeMap::new())
+/// The nested paging format episode `episode` runs with: EPT and NPT take turns, so that
+/// every invariant is checked on guests' spaces of both formats.
+pub fn guest_format_of(episode: u64) -> Format {
+    if episode % 2 == 0 { Format::Ept } else { Format::Npt }
+}
+
+/// Runs `steps` on a fresh world whose guests' spaces are in `format`, checking after each;
+/// the first violation (a broken invariant or a panic in the kernel code) ends it.
+pub fn run(format: Format, steps: &[Step]) -> Result<(), Violation> {
+    run_counting(format, steps, &mut BTreeMap::new())
 }
 
 /// [`run`], adding the run's successful system calls to `successes`.
-pub fn run_counting(steps: &[Step], successes: &mut BTreeMap<(u64, u64), u64>) -> Result<(), Violation> {
-    let mut w = world();
+pub fn run_counting(
+    format: Format,
+    steps: &[Step],
+    successes: &mut BTreeMap<(u64, u64), u64>,
+) -> Result<(), Violation> {
+    let mut w = world_in(format);
     let result = run_in(&mut w, steps);
     for (k, v) in core::mem::take(&mut w.successes) {
         *successes.entry(k).or_default() += v;
@@ -1417,9 +1443,9 @@ pub fn episode(seed: u64, episode: u64, length: usize) -> Vec<Step> {
 }
 
 /// The shortest sequence delta debugging finds that still breaks an invariant.
-pub fn shrink(steps: &[Step]) -> Vec<Step> {
-    let fails = |s: &[Step]| run(s).is_err();
-    let mut current: Vec<Step> = match run(steps) {
+pub fn shrink(format: Format, steps: &[Step]) -> Vec<Step> {
+    let fails = |s: &[Step]| run(format, s).is_err();
+    let mut current: Vec<Step> = match run(format, steps) {
         Err(v) => steps[..=v.step.min(steps.len().saturating_sub(1))].to_vec(),
         Ok(()) => return steps.to_vec(),
     };
@@ -1465,8 +1491,9 @@ mod tests {
     fn a_short_fuzz_finds_no_violation() {
         for e in 0..20 {
             let steps = episode(0x5eed, e, 500);
-            if let Err(v) = run(&steps) {
-                let shrunk = shrink(&steps);
+            let format = guest_format_of(e);
+            if let Err(v) = run(format, &steps) {
+                let shrunk = shrink(format, &steps);
                 panic!(
                     "episode {e}, step {}: {}\nshrunk to {} steps: {shrunk:#?}",
                     v.step,

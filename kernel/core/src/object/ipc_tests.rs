@@ -845,6 +845,49 @@ fn only_a_thread_that_may_end_the_run_lets_others() {
 }
 
 #[test]
+fn on_svm_machines_guest_spaces_are_written_as_npt_through_the_same_invocations() {
+    let mut w = world();
+    w.s.set_guest_format(crate::object::paging::Format::Npt).unwrap();
+    assert_eq!(w.s.set_guest_format(crate::object::paging::Format::Ia32e), Err(Error::InvalidArgument));
+    for (ty, dest) in [
+        (ObjectType::EptPml4, 41),
+        (ObjectType::EptPdpt, 42),
+        (ObjectType::EptPd, 43),
+        (ObjectType::EptPt, 44),
+        (ObjectType::Frame4K, 45),
+        (ObjectType::Frame4K, 46),
+    ] {
+        w.make(ty, dest);
+    }
+    for table in [42, 43, 44] {
+        w.invoke(table, label::EPT_TABLE_MAP, &[41, 0]).unwrap();
+    }
+    w.invoke(45, label::FRAME_MAP_EPT, &[41, 0x1000, 3, 0]).unwrap();
+    w.invoke(46, label::FRAME_MAP_EPT, &[41, 0x3000, 2, 1]).unwrap();
+    let Cap::EptRoot { base: root, .. } = w.s.mem.cap_at(slot(41)) else { panic!() };
+    let Cap::EptTable { base: pdpt, .. } = w.s.mem.cap_at(slot(42)) else { panic!() };
+    let Cap::EptTable { base: pt, .. } = w.s.mem.cap_at(slot(44)) else { panic!() };
+    let Cap::Frame { base: f45, .. } = w.s.mem.cap_at(slot(45)) else { panic!() };
+    let Cap::Frame { base: f46, .. } = w.s.mem.cap_at(slot(46)) else { panic!() };
+    // Tables link with present, writable and user; leaves carry the user bit too.
+    assert_eq!(w.s.mem.read::<u64>(root), pdpt.0 | 0b111);
+    assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 8)), f45.0 | 0b111, "read, write, execute");
+    assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 24)), f46.0 | 0b101 | (1 << 63), "read only, no execute");
+    // A VSpace is still IA-32e, and neither kind of root stands in for the other.
+    assert_eq!(
+        w.invoke(45, label::FRAME_MAP, &[41, 0x1000, 3, 0]),
+        Err(Error::IllegalOperation),
+        "already mapped"
+    );
+    w.s.delete(slot(46)).unwrap();
+    assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 24)), 0);
+    assert!(w.s.take_ept_flush(), "an NPT change asks for the guest-physical flush");
+    // Destroying the root empties everything below it.
+    w.s.delete(slot(41)).unwrap();
+    assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 8)), 0);
+}
+
+#[test]
 fn each_vcpu_has_its_own_floating_point_state() {
     use super::vcpu::{FPU_OFFSET, FRESH_FCW, FRESH_MXCSR};
     let mut w = world();

@@ -1,6 +1,7 @@
 //! Page-table formats: what an entry's bits mean, how far a space reaches, what a change
-//! needs flushed. Every mapping operation (`vspace.rs`) is written once against [`Format`];
-//! a new format (AMD's nested page tables) is a new variant here, not a new copy of them.
+//! needs flushed. Every mapping operation (`vspace.rs`) is written once against [`Format`]:
+//! IA-32e paging for threads' virtual address spaces, and for guests' physical address
+//! spaces whichever nested paging the machine has (Intel's EPT or AMD's NPT).
 
 use crate::addr::{GuestPhysAddr, PhysAddr, VirtAddr};
 use cleave_abi::Rights;
@@ -40,13 +41,37 @@ mod ept {
     pub const LARGE: u64 = 1 << 7;
 }
 
+/// NPT entry bits: IA-32e's, with the user bit on every level (the processor treats every
+/// nested walk as a user access) and uncached device leaves through PCD and PWT.
+mod npt {
+    pub const PRESENT: u64 = 1 << 0;
+    pub const WRITABLE: u64 = 1 << 1;
+    pub const USER: u64 = 1 << 2;
+    pub const WRITE_THROUGH: u64 = 1 << 3;
+    pub const CACHE_DISABLE: u64 = 1 << 4;
+    pub const LARGE: u64 = 1 << 7;
+    pub const NO_EXECUTE: u64 = 1 << 63;
+}
+
+/// The two kinds of address space a capability can map into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Space {
+    /// A thread's virtual address space (a VSpace), always IA-32e.
+    Virtual,
+    /// A guest's physical address space (an EPT root object), in the machine's nested
+    /// paging format.
+    GuestPhysical,
+}
+
 /// A page-table format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// IA-32e 4-level paging: a thread's virtual address space (a VSpace).
     Ia32e,
-    /// Intel's extended page tables: a guest's physical address space.
+    /// Intel's extended page tables: a guest's physical address space under VT-x.
     Ept,
+    /// AMD's nested page tables: a guest's physical address space under SVM.
+    Npt,
 }
 
 /// Which cache of translations a change to a format's tables makes stale.
@@ -64,6 +89,7 @@ impl Format {
         match self {
             Self::Ia32e => ia32e::PRESENT,
             Self::Ept => ept::PRESENT,
+            Self::Npt => npt::PRESENT,
         }
     }
 
@@ -73,6 +99,7 @@ impl Format {
         match self {
             Self::Ia32e => ia32e::WRITABLE,
             Self::Ept => ept::WRITE,
+            Self::Npt => npt::WRITABLE,
         }
     }
 
@@ -81,6 +108,7 @@ impl Format {
         match self {
             Self::Ia32e => ia32e::HUGE,
             Self::Ept => ept::LARGE,
+            Self::Npt => npt::LARGE,
         }
     }
 
@@ -88,7 +116,7 @@ impl Format {
     pub const fn top(self) -> u64 {
         match self {
             Self::Ia32e => USER_TOP,
-            Self::Ept => GUEST_PHYSICAL_TOP,
+            Self::Ept | Self::Npt => GUEST_PHYSICAL_TOP,
         }
     }
 
@@ -96,7 +124,7 @@ impl Format {
     pub(crate) const fn root_entries(self) -> u64 {
         match self {
             Self::Ia32e => 256,
-            Self::Ept => 512,
+            Self::Ept | Self::Npt => 512,
         }
     }
 
@@ -104,7 +132,7 @@ impl Format {
     pub const fn flush(self) -> Flush {
         match self {
             Self::Ia32e => Flush::Tlb,
-            Self::Ept => Flush::GuestPhysical,
+            Self::Ept | Self::Npt => Flush::GuestPhysical,
         }
     }
 
@@ -114,6 +142,7 @@ impl Format {
             // Intermediate entries allow everything; leaves decide.
             Self::Ia32e => table.0 | ia32e::PRESENT | ia32e::WRITABLE | ia32e::USER,
             Self::Ept => table.0 | ept::PRESENT,
+            Self::Npt => table.0 | npt::PRESENT | npt::WRITABLE | npt::USER,
         }
     }
 
@@ -155,11 +184,41 @@ impl Format {
                     entry |= ept::WRITE_BACK;
                 }
             }
+            Self::Npt => {
+                entry |= npt::PRESENT | npt::USER;
+                if write {
+                    entry |= npt::WRITABLE;
+                }
+                if !execute {
+                    entry |= npt::NO_EXECUTE;
+                }
+                if device {
+                    entry |= npt::CACHE_DISABLE | npt::WRITE_THROUGH;
+                }
+            }
         }
         if large {
             entry |= self.large();
         }
         entry
+    }
+
+    /// Bits every present entry of this format carries, at every level (NPT's user bit:
+    /// without it the nested walk faults).
+    #[cfg_attr(not(any(test, feature = "fuzz")), allow(dead_code, reason = "only the fuzzer's checker asks"))]
+    pub(crate) const fn always(self) -> u64 {
+        match self {
+            Self::Ia32e | Self::Ept => 0,
+            Self::Npt => npt::USER,
+        }
+    }
+
+    /// Which kind of space tables of this format serve.
+    pub const fn space(self) -> Space {
+        match self {
+            Self::Ia32e => Space::Virtual,
+            Self::Ept | Self::Npt => Space::GuestPhysical,
+        }
     }
 
     /// Whether a present entry at `level` (above 1) links a table (rather than being a
@@ -180,11 +239,11 @@ pub enum At {
 }
 
 impl At {
-    /// The format of the space the address is in.
-    pub const fn format(self) -> Format {
+    /// The kind of space the address is in.
+    pub const fn space(self) -> Space {
         match self {
-            Self::Virt(_) => Format::Ia32e,
-            Self::GuestPhys(_) => Format::Ept,
+            Self::Virt(_) => Space::Virtual,
+            Self::GuestPhys(_) => Space::GuestPhysical,
         }
     }
 
@@ -205,11 +264,11 @@ impl At {
         }
     }
 
-    /// An address of `format` at `raw`.
-    pub const fn of(format: Format, raw: u64) -> Self {
-        match format {
-            Format::Ia32e => Self::Virt(VirtAddr(raw)),
-            Format::Ept => Self::GuestPhys(GuestPhysAddr(raw)),
+    /// An address in a space of kind `space` at `raw`.
+    pub const fn of(space: Space, raw: u64) -> Self {
+        match space {
+            Space::Virtual => Self::Virt(VirtAddr(raw)),
+            Space::GuestPhysical => Self::GuestPhys(GuestPhysAddr(raw)),
         }
     }
 }
@@ -254,11 +313,26 @@ mod tests {
     }
 
     #[test]
+    fn npt_leaves_match_the_manual() {
+        let f = Format::Npt;
+        // Every level carries the user bit: the processor walks nested tables as user.
+        assert_eq!(f.table_entry(PhysAddr(0x9000)), 0x9000 | 0b111);
+        assert_eq!(f.leaf_entry(PhysAddr(0x5000), false, false, Rights::READ, 0), 0x5000 | 0b101);
+        let e = f.leaf_entry(PhysAddr(0x20_0000), true, true, Rights::ALL, ATTR_EXECUTE_NEVER);
+        assert_eq!(e, 0x20_0000 | 0x9f | (1 << 63), "present, writable, user, uncached, large, no-execute");
+        assert_eq!(f.top(), GUEST_PHYSICAL_TOP);
+        assert_eq!(f.root_entries(), 512, "no kernel half in a guest's space");
+        assert_eq!(f.flush(), Flush::GuestPhysical);
+        assert!(f.links_table(f.table_entry(PhysAddr(0x9000)), 3));
+    }
+
+    #[test]
     fn addresses_keep_their_kind() {
         let at = At::GuestPhys(GuestPhysAddr(0x1234));
-        assert_eq!(at.format(), Format::Ept);
+        assert_eq!(at.space(), Space::GuestPhysical);
         assert_eq!(at.with(0x1000), At::GuestPhys(GuestPhysAddr(0x1000)));
-        assert_eq!(At::of(Format::Ia32e, 7), At::Virt(VirtAddr(7)));
+        assert_eq!(At::of(Space::Virtual, 7), At::Virt(VirtAddr(7)));
+        assert_eq!(Format::Npt.space(), Space::GuestPhysical);
         assert_eq!(index(0x0000_7fff_ffff_f000, 4), 255);
         assert_eq!(index(0x20_0000, 2), 1);
         assert_eq!(level_shift(3), 30);

@@ -76,6 +76,9 @@ pub struct ObjectSpace<M> {
     /// An EPT entry was cleared or weakened: invalidate EPT-derived translations before
     /// the next VM entry.
     pub(crate) ept_flush: bool,
+    /// The format of guests' physical address spaces: the machine's nested paging (EPT on
+    /// VT-x, the default; NPT on SVM), chosen by the kernel at boot before any exists.
+    pub(crate) guest_format: super::paging::Format,
     /// The VMCS the processor has active (a Vcpu address), kept by the kernel; 0 if none.
     pub active_vmcs: u64,
     /// The active VMCS's Vcpu was destroyed: the kernel must VMCLEAR it before its memory
@@ -195,6 +198,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 super::vspace::MAX_ASID_POOLS],
             tlb_flush: false,
             ept_flush: false,
+            guest_format: super::paging::Format::Ept,
             active_vmcs: 0,
             clear_active_vmcs: false,
             preempted: false,
@@ -577,11 +581,11 @@ impl<M: KernelMemory> ObjectSpace<M> {
             // emptied (its tables stay, unreachable, until their capabilities go).
             Cap::VSpace { base, asid } => {
                 self.release_asid(asid);
-                self.clear_tables(base, 4, super::vspace::Format::Ia32e);
+                self.clear_tables(base, 4, super::paging::Format::Ia32e);
             }
             Cap::EptRoot { base, asid } => {
                 self.release_asid(asid);
-                self.clear_tables(base, 4, super::vspace::Format::Ept);
+                self.clear_tables(base, 4, self.guest_format);
             }
             Cap::AsidPool { high, .. } => self.destroy_asid_pool(usize::from(high)),
             Cap::IrqHandler { irq } => {

@@ -283,7 +283,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// capability `root`.
     pub fn vcpu_set_ept(&mut self, vcpu: PhysAddr, root: Cap) -> Result<(), Error> {
         let Cap::EptRoot { base, asid } = root else { return Err(Error::InvalidCapability) };
-        if self.root_of(asid, super::vspace::Format::Ept) != Some(base) {
+        if self.root_of(asid, super::paging::Space::GuestPhysical) != Some(base) {
             return Err(Error::InvalidCapability);
         }
         let mut state = self.vcpu_state(vcpu);
@@ -429,7 +429,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
         let state = self.vcpu_state(PhysAddr(vcpu));
         let root = self
-            .root_of(state.ept_asid, super::vspace::Format::Ept)
+            .root_of(state.ept_asid, super::paging::Space::GuestPhysical)
             .filter(|r| r.0 == state.ept_root)
             .ok_or(Error::FailedLookup)?;
         Ok((PhysAddr(vcpu), root))

@@ -10,7 +10,7 @@
 use super::cap::{Cap, Mapping};
 use super::kmem::KernelMemory;
 use super::paging::{ADDRESS, Flush, LEVELS, index, level_shift};
-pub use super::paging::{ATTR_EXECUTE_NEVER, At, Format, GUEST_PHYSICAL_TOP};
+pub use super::paging::{ATTR_EXECUTE_NEVER, At, Format, GUEST_PHYSICAL_TOP, Space};
 use super::slot::{Slot, SlotOps};
 use super::space::ObjectSpace;
 use crate::addr::PhysAddr;
@@ -51,10 +51,10 @@ pub(crate) mod asid {
     pub fn entry_generation(asid: u64) -> u64 {
         (asid >> 16) & ENTRY_GENERATION
     }
-    /// A pool entry: the root's address, [`EPT_ROOT`], and the entry's generation.
+    /// A pool entry: the root's address, [`GUEST_ROOT`], and the entry's generation.
     pub const ENTRY_GENERATION: u64 = 0x7ff;
-    /// A pool entry's root is a guest-physical (EPT) root.
-    pub const EPT_ROOT: u64 = 1 << 11;
+    /// A pool entry's root is a guest-physical root.
+    pub const GUEST_ROOT: u64 = 1 << 11;
 }
 
 /// One slot of the kernel's table of ASID pools.
@@ -88,25 +88,49 @@ impl<M: KernelMemory> ObjectSpace<M> {
         (slot.base != 0).then_some(PhysAddr(slot.base))
     }
 
-    /// Gives the root of `format` at `root` an ASID from pool `high`; `None` when the pool
-    /// is full (or gone).
-    pub fn assign_asid(&mut self, high: u64, root: PhysAddr, format: Format) -> Option<u64> {
+    /// The format of the tables of a space of kind `space` on this machine.
+    pub fn format(&self, space: Space) -> Format {
+        match space {
+            Space::Virtual => Format::Ia32e,
+            Space::GuestPhysical => self.guest_format,
+        }
+    }
+
+    /// Chooses guests' nested paging format (EPT or NPT): the kernel does, at boot, before
+    /// any guest-physical space exists. Anything else is refused.
+    pub fn set_guest_format(&mut self, format: Format) -> Result<(), Error> {
+        if format.space() != Space::GuestPhysical {
+            return Err(Error::InvalidArgument);
+        }
+        self.guest_format = format;
+        Ok(())
+    }
+
+    /// The format guests' physical address spaces are written in.
+    pub fn guest_format(&self) -> Format {
+        self.guest_format
+    }
+
+    /// Gives the root of a space of kind `space` at `root` an ASID from pool `high`; `None`
+    /// when the pool is full (or gone).
+    pub fn assign_asid(&mut self, high: u64, root: PhysAddr, space: Space) -> Option<u64> {
         let pool = self.pool_base(high as usize)?;
         // Index 0 is never used, so that an ASID is never 0.
         let low = (1..ASIDS_PER_POOL).find(|&i| self.entry_at(pool, i) & ADDRESS == 0)?;
         let generation = self.entry_at(pool, low) & asid::ENTRY_GENERATION;
-        let flags = if format == Format::Ept { asid::EPT_ROOT } else { 0 };
+        let flags = if space == Space::GuestPhysical { asid::GUEST_ROOT } else { 0 };
         self.set_entry(pool, low, root.0 | flags | generation);
         Some(asid::encode(self.asid_pools[high as usize].generation, generation, high, low))
     }
 
-    /// The root of a live ASID, if it is a root of `format` (an ASID given to a VSpace
-    /// never walks as EPT, nor the reverse, whatever a stale record says).
-    pub fn root_of(&self, id: u64, format: Format) -> Option<PhysAddr> {
+    /// The root of a live ASID, if it is a root of a space of kind `space` (an ASID given
+    /// to a VSpace never walks as a guest's space, nor the reverse, whatever a stale record
+    /// says).
+    pub fn root_of(&self, id: u64, space: Space) -> Option<PhysAddr> {
         let root = self.vspace_of(id)?;
         let pool = PhysAddr(self.asid_pools[asid::high(id)].base);
-        let ept = self.entry_at(pool, asid::low(id)) & asid::EPT_ROOT != 0;
-        (ept == (format == Format::Ept)).then_some(root)
+        let guest = self.entry_at(pool, asid::low(id)) & asid::GUEST_ROOT != 0;
+        (guest == (space == Space::GuestPhysical)).then_some(root)
     }
 
     /// The root of a live ASID.
@@ -139,8 +163,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
         for low in 1..ASIDS_PER_POOL {
             let e = self.entry_at(pool, low);
             if e & ADDRESS != 0 {
-                let format = if e & asid::EPT_ROOT != 0 { Format::Ept } else { Format::Ia32e };
-                self.clear_tables(PhysAddr(e & ADDRESS), 4, format);
+                let space = if e & asid::GUEST_ROOT != 0 { Space::GuestPhysical } else { Space::Virtual };
+                self.clear_tables(PhysAddr(e & ADDRESS), LEVELS, self.format(space));
             }
         }
         let slot = &mut self.asid_pools[high];
@@ -153,16 +177,16 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// `pool` (an `AsidPool` capability): `ASID_POOL_ASSIGN`.
     pub fn assign_from_pool(&mut self, pool: Cap, slot: Slot) -> Result<(), Error> {
         let Cap::AsidPool { high, .. } = pool else { return Err(Error::InvalidCapability) };
-        let (base, format) = match self.mem.cap_at(slot) {
-            Cap::VSpace { base, asid: 0 } => (base, Format::Ia32e),
-            Cap::EptRoot { base, asid: 0 } => (base, Format::Ept),
+        let (base, space) = match self.mem.cap_at(slot) {
+            Cap::VSpace { base, asid: 0 } => (base, Space::Virtual),
+            Cap::EptRoot { base, asid: 0 } => (base, Space::GuestPhysical),
             Cap::VSpace { .. } | Cap::EptRoot { .. } => return Err(Error::IllegalOperation),
             _ => return Err(Error::InvalidCapability),
         };
-        let id = self.assign_asid(u64::from(high), base, format).ok_or(Error::NotEnoughMemory)?;
-        let cap = match format {
-            Format::Ia32e => Cap::VSpace { base, asid: id },
-            Format::Ept => Cap::EptRoot { base, asid: id },
+        let id = self.assign_asid(u64::from(high), base, space).ok_or(Error::NotEnoughMemory)?;
+        let cap = match space {
+            Space::Virtual => Cap::VSpace { base, asid: id },
+            Space::GuestPhysical => Cap::EptRoot { base, asid: id },
         };
         self.mem.set_cap(slot, cap);
         Ok(())
@@ -193,14 +217,15 @@ impl<M: KernelMemory> ObjectSpace<M> {
         Ok(table)
     }
 
-    /// Looks up the root and ASID of a capability to a space of `format` (a VSpace for
-    /// IA-32e, an EPT root for EPT): the ASID must still name this very root (an ASID
-    /// whose pool is gone names nothing; the check on the base keeps it so whatever the
+    /// Looks up the root and ASID of a capability to a space of kind `space` (a VSpace, or
+    /// an EPT root for a guest's): the ASID must still name this very root (an ASID whose
+    /// pool is gone names nothing; the check on the base keeps it so whatever the
     /// generations do).
-    fn space_cap(&self, cap: Cap, format: Format) -> Result<(PhysAddr, u64), Error> {
-        match (cap, format) {
-            (Cap::VSpace { base, asid }, Format::Ia32e) | (Cap::EptRoot { base, asid }, Format::Ept)
-                if self.root_of(asid, format) == Some(base) =>
+    fn space_cap(&self, cap: Cap, space: Space) -> Result<(PhysAddr, u64), Error> {
+        match (cap, space) {
+            (Cap::VSpace { base, asid }, Space::Virtual)
+            | (Cap::EptRoot { base, asid }, Space::GuestPhysical)
+                if self.root_of(asid, space) == Some(base) =>
             {
                 Ok((base, asid))
             }
@@ -212,16 +237,19 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// (a VSpace for a page table, an EPT root for an EPT table) at `at`, which must be of
     /// that kind of space.
     pub fn map_table(&mut self, slot: Slot, root: Cap, at: At) -> Result<(), Error> {
-        let format = at.format();
-        let (base, level) = match (self.mem.cap_at(slot), format) {
-            (Cap::PageTable { mapping: Some(_), .. } | Cap::EptTable { mapping: Some(_), .. }, _) => {
-                return Err(Error::IllegalOperation);
+        let space = at.space();
+        let format = self.format(space);
+        let (base, level, mapping) = match (self.mem.cap_at(slot), space) {
+            (Cap::PageTable { base, level, mapping }, Space::Virtual)
+            | (Cap::EptTable { base, level, mapping }, Space::GuestPhysical) => {
+                (base, u32::from(level), mapping)
             }
-            (Cap::PageTable { base, level, .. }, Format::Ia32e)
-            | (Cap::EptTable { base, level, .. }, Format::Ept) => (base, u32::from(level)),
             _ => return Err(Error::InvalidCapability),
         };
-        let (root, asid) = self.space_cap(root, format)?;
+        if mapping.is_some() {
+            return Err(Error::IllegalOperation);
+        }
+        let (root, asid) = self.space_cap(root, space)?;
         if at.raw() >= format.top() {
             return Err(Error::InvalidArgument);
         }
@@ -234,9 +262,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.set_entry(parent, i, format.table_entry(base));
         let mapping = Some(Mapping { asid, at: at.with(addr) });
         let level = level as u8;
-        let cap = match format {
-            Format::Ia32e => Cap::PageTable { base, level, mapping },
-            Format::Ept => Cap::EptTable { base, level, mapping },
+        let cap = match space {
+            Space::Virtual => Cap::PageTable { base, level, mapping },
+            Space::GuestPhysical => Cap::EptTable { base, level, mapping },
         };
         self.mem.set_cap(slot, cap);
         Ok(())
@@ -259,8 +287,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if mapping.is_some() {
             return Err(Error::IllegalOperation);
         }
-        let format = at.format();
-        let (root, asid) = self.space_cap(root, format)?;
+        let space = at.space();
+        let format = self.format(space);
+        let (root, asid) = self.space_cap(root, space)?;
         let level = if large { 2 } else { 1 };
         let size = 1u64 << level_shift(level);
         let addr = at.raw();
@@ -291,7 +320,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
         let Cap::Frame { base, large, device, rights: cap_rights, mapping } = self.mem.cap_at(slot) else {
             return Err(Error::InvalidCapability);
         };
-        if mapping.is_some_and(|m| m.at.format() != Format::Ia32e) {
+        if mapping.is_some_and(|m| m.at.space() != Space::Virtual) {
             // Guest-physical mappings are changed by unmapping and mapping again.
             return Err(Error::IllegalOperation);
         }
@@ -308,9 +337,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Where the leaf entry of a frame mapping is, if the mapping is still in place.
     fn leaf_of(&self, base: PhysAddr, large: bool, mapping: Option<Mapping>) -> Option<(PhysAddr, u64)> {
         let m = mapping?;
-        let format = m.at.format();
+        let format = self.format(m.at.space());
         let level = if large { 2 } else { 1 };
-        let root = self.root_of(m.asid, format)?;
+        let root = self.root_of(m.asid, m.at.space())?;
         let table = self.table_for(format, root, m.at.raw(), level).ok()?;
         let i = index(m.at.raw(), level);
         let e = self.entry_at(table, i);
@@ -333,30 +362,31 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 if let Some((table, i)) = self.leaf_of(base, large, mapping) {
                     self.set_entry(table, i, 0);
                     if let Some(m) = mapping {
-                        self.flush(m.at.format());
+                        self.flush(self.format(m.at.space()));
                     }
                 }
                 Cap::Frame { base, large, device, rights, mapping: None }
             }
             Cap::EptTable { base, level, mapping: Some(m) } => {
-                self.unlink_table(base, level, m, Format::Ept);
+                self.unlink_table(base, level, m, Space::GuestPhysical);
                 Cap::EptTable { base, level, mapping: None }
             }
             Cap::PageTable { base, level, mapping: Some(m) } => {
-                self.unlink_table(base, level, m, Format::Ia32e);
+                self.unlink_table(base, level, m, Space::Virtual);
                 Cap::PageTable { base, level, mapping: None }
             }
             other => other,
         }
     }
 
-    /// Takes the table at `base` (of `level`, mapped by `m`) out of its space of `format`
-    /// and empties it: detached, it holds nothing, so no mapping is ever left in a table
-    /// that is not reachable from its root.
-    fn unlink_table(&mut self, base: PhysAddr, level: u8, m: Mapping, format: Format) {
+    /// Takes the table at `base` (of `level`, mapped by `m`) out of its space of kind
+    /// `space` and empties it: detached, it holds nothing, so no mapping is ever left in a
+    /// table that is not reachable from its root.
+    fn unlink_table(&mut self, base: PhysAddr, level: u8, m: Mapping, space: Space) {
         let level = u32::from(level);
-        if m.at.format() == format
-            && let Some(root) = self.root_of(m.asid, format)
+        let format = self.format(space);
+        if m.at.space() == space
+            && let Some(root) = self.root_of(m.asid, space)
             && let Ok(parent) = self.table_for(format, root, m.at.raw(), level + 1)
         {
             let i = index(m.at.raw(), level + 1);
