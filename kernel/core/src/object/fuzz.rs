@@ -1388,7 +1388,7 @@ pub struct Violation {
 /// The nested paging format episode `episode` runs with: EPT and NPT take turns, so that
 /// every invariant is checked on guests' spaces of both formats.
 pub fn guest_format_of(episode: u64) -> Format {
-    if episode % 2 == 0 { Format::Ept } else { Format::Npt }
+    if episode.is_multiple_of(2) { Format::Ept } else { Format::Npt }
 }
 
 /// Runs `steps` on a fresh world whose guests' spaces are in `format`, checking after each;
