@@ -7,6 +7,8 @@ use crate::{kprintln, user};
 use cleave_abi::layout::{DEVICE_WINDOW_END, DEVICE_WINDOW_START};
 use cleave_kernel_core::memory::{BootFrameAllocator, PhysMemoryMap, PhysRange};
 use cleave_kernel_core::multiboot::{self, BootInformation, RegionKind};
+use cleave_kernel_core::object::paging::Format;
+use cleave_kernel_core::svm_caps::SvmCapabilities;
 use cleave_kernel_core::vmx_caps::VmxCapabilities;
 use cleave_kernel_core::{PhysAddr, memory};
 
@@ -33,7 +35,9 @@ pub fn start(magic: u32, info_addr: u32, boot_tsc: u64) -> ! {
     let selftest = option(&info.cmdline, "cleave.selftest");
 
     let map = describe_memory(&info);
-    report_vmx();
+    if !report_vmx() {
+        report_svm();
+    }
 
     match selftest {
         None | Some("none") => {}
@@ -106,13 +110,30 @@ fn describe_memory(info: &BootInformation) -> PhysMemoryMap {
     map
 }
 
-/// Prints what VT-x support the processor has.
-fn report_vmx() {
+/// Prints what AMD SVM support the processor has and turns it on if guests can use it;
+/// guests' physical address spaces are then nested page tables.
+fn report_svm() {
+    let caps = SvmCapabilities::probe(cpu::cpuid, cpu::read_msr);
+    if !caps.svm {
+        return;
+    }
+    kprintln!("svm: {caps}");
+    if !caps.can_host_guests() {
+        kprintln!("svm: guests need nested paging and a free ASID; not available here");
+    } else if crate::arch::x86_64::svm::enable(&caps) {
+        crate::objects::with(|s| s.set_guest_format(Format::Npt)).expect("NPT is a guest format");
+        kprintln!("svm: SVM on; guests' physical address spaces are nested page tables");
+    }
+}
+
+/// Prints what VT-x support the processor has; returns whether VMX is on.
+fn report_vmx() -> bool {
     let caps = VmxCapabilities::probe(cpu::has_vmx(), cpu::read_msr);
     kprintln!("vt-x: {caps}");
     if caps.can_host_guests() {
         if crate::arch::x86_64::vmx::enable(&caps) {
             kprintln!("vt-x: VMX on; guests can run (Vcpu, EPT objects and VmEnter)");
+            return true;
         } else {
             kprintln!("vt-x: VMXON refused (the firmware locked VMX off?); no guests");
         }
@@ -120,4 +141,5 @@ fn report_vmx() {
     if caps.vmx && !caps.can_host_guests() {
         kprintln!("vt-x: guests need EPT (4-level, write-back) and unrestricted guest; not available here");
     }
+    false
 }

@@ -12,6 +12,7 @@ pub mod console_queue;
 pub mod memory;
 pub mod multiboot;
 pub mod object;
+pub mod svm_caps;
 pub mod vmx_caps;
 
 pub use addr::{GuestPhysAddr, PhysAddr, VirtAddr};

@@ -158,6 +158,9 @@ const TESTS: &[EmulatorTest] = &[
                 "memory map:",
                 "boot-test' [0x",
                 "free memory:",
+                // QEMU's `-cpu max` emulates AMD SVM with nested paging: the kernel turns it on.
+                "svm: SVM revision 1, ",
+                "svm: SVM on; guests' physical address spaces are nested page tables",
                 "kernel: starting root task 'boot-test'",
                 "boot-test: Hello from ring 3!",
                 "boot-test: running in ring 3: ok",

@@ -72,6 +72,13 @@ pub fn read_cr3() -> u64 {
     value
 }
 
+/// CPUID leaf `leaf`, subleaf `subleaf`: `[eax, ebx, ecx, edx]`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    // CPUID exists on every x86-64 processor and only reads identification.
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
 /// Whether CPUID reports VMX.
 pub fn has_vmx() -> bool {
     CpuId::new().get_feature_info().is_some_and(|f| f.has_vmx())

@@ -15,6 +15,7 @@ pub mod interrupt;
 pub mod paging;
 pub mod physmem;
 pub mod serial;
+pub mod svm;
 pub mod syscall;
 pub mod trap;
 pub mod vmx;
