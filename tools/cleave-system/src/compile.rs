@@ -2,71 +2,21 @@
 //! TCB, a CNode and a VSpace root; an object per channel, region and device; and in each
 //! component's CNode exactly the capabilities its description gives it, in a fixed order.
 
-use crate::system::{SystemFile, parse_duration_ms, parse_ports, parse_size};
+use crate::layout::{
+    CLOCK_BADGE, COMPONENT_CNODE_BITS, DEFAULT_RESTART_MEMORY, DISPOSABLE_UNTYPED_BITS, GUEST_RAM_BASE,
+    GUEST_RAM_MAX, MmioPlace, PIT_IRQ, PIT_PORTS, REGION_BASE, SUPERVISOR, SUPERVISOR_PRIORITY, VMM_CONFIG,
+    VMM_PROGRAM, VMM_SLOTS, device_layout, region_layout, vmm_config, vmm_name,
+};
+use crate::schema::{
+    Component, Restart, SystemFile, parse_duration_ms, parse_ports, parse_size, shared_regions,
+};
 use cleave_capdl::model::{
     Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Rights, Spec, Target, TcbParams,
 };
 use std::collections::BTreeMap;
 
-/// Radix of every component's CNode (256 slots).
-pub const COMPONENT_CNODE_BITS: u32 = 8;
 /// Default component priority.
 pub const DEFAULT_PRIORITY: u64 = 100;
-/// Where shared regions start in every component's address space: the second 512 GiB
-/// (PML4 entry 1), away from the program (entry 0) and the stack and IPC buffer (entry 255).
-pub const REGION_BASE: u64 = 0x80_0000_0000;
-/// How much address space regions may take together, one page directory's worth.
-pub const REGION_WINDOW: u64 = 1 << 30;
-/// Where device MMIO ranges appear in their owner's address space: right after the regions.
-pub const DEVICE_BASE: u64 = REGION_BASE + REGION_WINDOW;
-/// How much address space device MMIO may take together.
-pub const DEVICE_WINDOW: u64 = 1 << 30;
-/// Where a guest's RAM appears in its VMM's address space: right after the devices.
-pub const GUEST_RAM_BASE: u64 = DEVICE_BASE + DEVICE_WINDOW;
-/// Most guest RAM (the window in the VMM, one EPT page directory).
-pub const GUEST_RAM_MAX: u64 = 1 << 30;
-/// The program every guest's VMM runs.
-pub const VMM_PROGRAM: &str = "vmm";
-/// The slots of a VMM's CNode: its guest's Vcpu, EPT root, and its own TCB (to stop
-/// itself when the guest is gone).
-pub const VMM_SLOTS: [(&str, &str); 3] =
-    [("vcpu", "the guest's Vcpu"), ("ept", "the guest's EPT root"), ("tcb", "its own TCB")];
-
-/// The name of guest `guest`'s VMM component.
-pub fn vmm_name(guest: &str) -> String {
-    format!("vmm-{guest}")
-}
-
-/// Where a shared region lives: the same address in every component that maps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegionPlace {
-    /// The region's name.
-    pub name: String,
-    /// Its first virtual address.
-    pub vaddr: u64,
-    /// Its size in 4 KiB pages.
-    pub pages: u64,
-}
-
-/// The address of every region (declared ones by name, then channel rings), each followed by one
-/// unmapped guard page. Regions that do not fit the window are left out; `system::check`
-/// reports them.
-pub fn region_layout(file: &SystemFile) -> Vec<RegionPlace> {
-    let mut places: Vec<RegionPlace> = Vec::new();
-    let mut offset = 0;
-    for r in crate::system::shared_regions(file) {
-        if places.iter().any(|p| p.name == r.name) {
-            continue; // a name clash `system::check` reports
-        }
-        let pages = parse_size(r.size.get_ref()).unwrap_or(4096) / 4096;
-        if offset + pages * 4096 > REGION_WINDOW {
-            break;
-        }
-        places.push(RegionPlace { name: r.name, vaddr: REGION_BASE + offset, pages });
-        offset += (pages + 1) * 4096;
-    }
-    places
-}
 
 /// A page to map: in whose VSpace, where, which frame, with what rights.
 type Mapping = (String, u64, ObjRef, Rights);
@@ -75,7 +25,7 @@ type Mapping = (String, u64, ObjRef, Rights);
 /// read and write, `rx` read and grant, which the loader maps executable (seL4's capDL
 /// reads `X` as grant).
 fn region_mappings(file: &SystemFile) -> Vec<Mapping> {
-    let regions = crate::system::shared_regions(file);
+    let regions = shared_regions(file);
     let mut out = Vec::new();
     for place in region_layout(file) {
         let Some(region) = regions.iter().find(|r| r.name == place.name) else { continue };
@@ -88,40 +38,6 @@ fn region_mappings(file: &SystemFile) -> Vec<Mapping> {
                     rights(true, mode.contains('w'), mode.contains('x')),
                 ));
             }
-        }
-    }
-    out
-}
-
-/// Where a device's MMIO range appears in its owner's address space.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MmioPlace {
-    /// The device.
-    pub device: String,
-    /// Which of its `mmio` ranges.
-    pub index: usize,
-    /// First virtual address.
-    pub vaddr: u64,
-    /// Size in 4 KiB pages.
-    pub pages: u64,
-    /// First physical address.
-    pub paddr: u64,
-}
-
-/// Every device MMIO range, in name order from [`DEVICE_BASE`], one guard page after each.
-/// Ranges that do not fit the window are left out; `system::check` reports them.
-pub fn device_layout(file: &SystemFile) -> Vec<MmioPlace> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    for (name, d) in &file.devices {
-        for (index, m) in d.mmio.iter().enumerate() {
-            let pages = parse_size(m.size.get_ref()).unwrap_or(4096) / 4096;
-            if offset + pages * 4096 > DEVICE_WINDOW {
-                return out;
-            }
-            let (vaddr, paddr) = (DEVICE_BASE + offset, *m.base.get_ref());
-            out.push(MmioPlace { device: name.get_ref().clone(), index, vaddr, pages, paddr });
-            offset += (pages + 1) * 4096;
         }
     }
     out
@@ -155,19 +71,9 @@ fn map_pages(spec: &mut Spec, mappings: Vec<Mapping>) {
     }
 }
 
-/// The program and component that disposes of disposable components.
-pub const SUPERVISOR: &str = "supervisor";
-/// Its priority: above every component it watches, so that it acts at once.
-pub const SUPERVISOR_PRIORITY: u64 = 250;
-/// Log2 of the untyped memory each disposable component is made from (1 MiB).
-pub const DISPOSABLE_UNTYPED_BITS: u32 = 20;
-/// A restartable component's writable memory when `memory` is not given.
-pub const DEFAULT_RESTART_MEMORY: u64 = 64 << 10;
-/// The badge bit of the supervisor's timer (the PIT on IRQ 0) in its notification.
-pub const CLOCK_BADGE: u64 = 1 << 63;
 /// TCB slots as seL4 numbers them (`cleave_capdl::model::TCB_SLOT_NAMES`): the fault
 /// endpoint and the bound notification.
-const FAULT_ENDPOINT_SLOT: u64 = 5;
+const FAULT_ENDPOINT_SLOT: u64 = cleave_capdl::binary::tcb_slot::FAULT_ENDPOINT as u64;
 const BOUND_NOTIFICATION_SLOT: u64 = cleave_capdl::binary::tcb_slot::BOUND_NOTIFICATION as u64;
 
 /// With any `lifetime = "disposable"` or `restart = …` component: the supervisor, a
@@ -340,20 +246,20 @@ fn supervisor(
         spec.objects.push(Object {
             name: ports.clone(),
             count: None,
-            kind: ObjectKind::IoPorts { first: 0x40, last: 0x43 },
+            kind: ObjectKind::IoPorts { first: PIT_PORTS.0, last: PIT_PORTS.1 },
         });
         let signal =
             CapParams { rights: rights(false, true, false), badge: CLOCK_BADGE, ..CapParams::default() };
         spec.caps.insert(ObjRef::named(&irq), BTreeMap::from([(0, cap(&done, None, signal))]));
-        spec.irqs.insert(0, ObjRef::named(&irq));
+        spec.irqs.insert(PIT_IRQ, ObjRef::named(&irq));
         entries.push((
             "clock".into(),
-            "IRQ 0 handler (the PIT)".into(),
+            format!("IRQ {PIT_IRQ} handler (the PIT)"),
             cap(&irq, None, CapParams::default()),
         ));
         entries.push((
             "clock-ports".into(),
-            "I/O ports 0x40-0x43 (the PIT)".into(),
+            format!("I/O ports {:#x}-{:#x} (the PIT)", PIT_PORTS.0, PIT_PORTS.1),
             cap(&ports, None, CapParams::default()),
         ));
     }
@@ -364,18 +270,6 @@ fn supervisor(
         cnode.insert(k as u64 + 1, c);
     }
     restarts
-}
-
-/// Where a VMM finds its configuration page (read only): the start of the device window,
-/// which a VMM, owning no devices, does not otherwise use.
-pub const VMM_CONFIG: u64 = DEVICE_BASE;
-
-/// A VMM's configuration page: `key=value` lines (`name`, `memory` in bytes, `image`,
-/// `cmdline`).
-pub fn vmm_config(guest: &str, g: &crate::system::Guest) -> Vec<u8> {
-    let memory = parse_size(g.memory.get_ref()).unwrap_or(0);
-    let cmdline = g.cmdline.as_ref().map_or("", |c| c.get_ref().as_str());
-    format!("name={guest}\nmemory={memory}\nimage={}\ncmdline={cmdline}\n", g.image.get_ref()).into_bytes()
 }
 
 /// Per guest: a VMM component (program [`VMM_PROGRAM`], started with the guest's index
@@ -556,15 +450,13 @@ fn rights(read: bool, write: bool, grant: bool) -> Rights {
 
 /// A component's lifetime as the spec records it; `None` when it is the default
 /// (persistent, no restart).
-fn lifetime_of(c: &crate::system::Component) -> Option<Lifetime> {
+fn lifetime_of(c: &Component) -> Option<Lifetime> {
     if c.is_disposable() {
         return Some(Lifetime::Disposable);
     }
     match c.restart.as_ref().map(|r| r.get_ref()) {
-        Some(crate::system::Restart::Every { every }) => {
-            parse_duration_ms(every).map(|ms| Lifetime::RestartEvery { ms })
-        }
-        Some(crate::system::Restart::Keyword(_)) => Some(Lifetime::PerRequest),
+        Some(Restart::Every { every }) => parse_duration_ms(every).map(|ms| Lifetime::RestartEvery { ms }),
+        Some(Restart::Keyword(_)) => Some(Lifetime::PerRequest),
         None => None,
     }
 }
@@ -721,6 +613,7 @@ pub fn compile(file: &SystemFile) -> Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{DEVICE_BASE, RegionPlace};
     use std::collections::BTreeSet;
 
     /// Every object a component can name: what its TCB holds, and transitively what its
