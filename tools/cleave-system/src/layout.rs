@@ -130,3 +130,43 @@ pub fn device_layout(file: &SystemFile) -> Vec<MmioPlace> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> SystemFile {
+        toml::from_str(text).expect("a test's description reads")
+    }
+
+    #[test]
+    fn what_does_not_fit_its_window_is_left_out() {
+        // 1 GiB fills the region window; the next region, and the rings after it, are out.
+        let file = parse(
+            "[regions.a]\nsize = \"1G\"\nmap = {}\n[regions.b]\nsize = \"4K\"\nmap = {}\n\
+             [devices.d]\nowner = \"x\"\nmmio = [{ base = 0xc0000000, size = \"1G\" }, { base = 0x1000, size = \"4K\" }]\n",
+        );
+        assert_eq!(
+            region_layout(&file),
+            [RegionPlace { name: "a".into(), vaddr: REGION_BASE, pages: 1 << 18 }]
+        );
+        assert_eq!(
+            device_layout(&file),
+            [MmioPlace {
+                device: "d".into(),
+                index: 0,
+                vaddr: DEVICE_BASE,
+                pages: 1 << 18,
+                paddr: 0xc000_0000
+            }]
+        );
+    }
+
+    #[test]
+    fn a_vmm_configuration_is_key_value_lines() {
+        let file = parse("[guests.g]\nmemory = \"2M\"\nimage = \"img\"\n");
+        let (name, guest) = file.guests.iter().next().unwrap();
+        assert_eq!(vmm_name(name.get_ref()), "vmm-g");
+        assert_eq!(vmm_config(name.get_ref(), guest), b"name=g\nmemory=2097152\nimage=img\ncmdline=\n");
+    }
+}

@@ -168,3 +168,75 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{components, error, found, parse};
+    use super::*;
+
+    const COMPONENTS: &str = "[components.server]\n[components.a]\n[components.b]\n";
+
+    #[test]
+    fn endpoints_and_notifications_with_distinct_badges_are_accepted() {
+        let text = format!(
+            "{COMPONENTS}[channels.calls]\nkind = \"endpoint\"\nserver = \"server\"\nclients = [\"a\", \"b\"]\nbadges = {{ b = 7 }}\ngrant = true\nring = \"8K\"\n\
+             [channels.bells]\nkind = \"notification\"\nserver = \"server\"\nclients = [\"a\", \"b\"]\nbadges = {{ a = 0x10 }}\n"
+        );
+        let file = parse(&text);
+        let mut errors = Vec::new();
+        check(&file, &components(&file), &mut errors);
+        assert_eq!(errors, []);
+    }
+
+    #[test]
+    fn clients_the_server_cannot_tell_apart_are_refused() {
+        // `a` has badge 1 by default, which `b` is given too; on the notification, `b`'s
+        // default bit 1 (0x2) is inside `a`'s 0x3.
+        let text = format!(
+            "{COMPONENTS}[channels.calls]\nkind = \"endpoint\"\nserver = \"server\"\nclients = [\"a\", \"b\"]\nbadges = {{ b = 1 }}\n\
+             [channels.bells]\nkind = \"notification\"\nserver = \"server\"\nclients = [\"a\", \"b\"]\nbadges = {{ a = 3 }}\ngrant = true\n"
+        );
+        let file = parse(&text);
+        let mut errors = Vec::new();
+        check(&file, &components(&file), &mut errors);
+        assert_eq!(
+            found(&errors, &text),
+            [
+                error(
+                    "channels.bells.badges",
+                    "\"b\"",
+                    "`b`'s badge 0x2 (its default) shares bits with `a`'s (0x3): notification badges OR together, so the server could not tell them apart"
+                ),
+                error("channels.bells.grant", "true", "a notification carries no capabilities to grant"),
+                error("channels.calls.badges", "1", "`b`'s badge 1 is also `a`'s"),
+            ]
+        );
+    }
+
+    #[test]
+    fn ends_that_are_not_components_and_bad_rings_are_refused() {
+        let text = format!(
+            "{COMPONENTS}[channels.q]\nkind = \"endpoint\"\nserver = \"nobody\"\nclients = [\"a\", \"a\", \"ghost\"]\nring = \"12K\"\n"
+        );
+        let file = parse(&text);
+        let mut errors = Vec::new();
+        check(&file, &components(&file), &mut errors);
+        assert_eq!(
+            found(&errors, &text),
+            [
+                error("channels.q.ring", "\"12K\"", "ring size `12K` is 3 pages, not a power of two"),
+                error(
+                    "channels.q.server",
+                    "\"nobody\"",
+                    "channel `q` has server `nobody`, which is not a component"
+                ),
+                error("channels.q.clients", "\"a\"", "`a` is listed twice as a client"),
+                error(
+                    "channels.q.clients",
+                    "\"ghost\"",
+                    "channel `q` has client `ghost`, which is not a component"
+                ),
+            ]
+        );
+    }
+}

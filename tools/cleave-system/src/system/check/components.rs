@@ -231,3 +231,70 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{error, found, parse};
+    use super::*;
+
+    #[test]
+    fn components_using_every_field_well_are_accepted() {
+        let text = format!(
+            "[components.timer]\nbinary = \"{}\"\npriority = 200\nstack = \"16K\"\nmemory = \"1M\"\nrestart = {{ every = \"1s\" }}\ninstances = \"per-guest\"\nconsole = false\n\
+             [components.boot]\nlifetime = \"disposable\"\ndeadline = \"500ms\"\nstack = \"8K\"\n\
+             [components.server]\nrestart = \"per-request\"\n\
+             [components.main]\npriority = 254\nends-run = true\nlifetime = \"persistent\"\n\
+             [channels.requests]\nkind = \"endpoint\"\nserver = \"server\"\nclients = [\"main\"]\n",
+            programs::COMPONENT_PROGRAMS[0]
+        );
+        let file = parse(&text);
+        let mut errors = Vec::new();
+        check_binaries(&file, &mut errors);
+        check(&file, &mut errors);
+        assert_eq!(errors, []);
+    }
+
+    #[test]
+    fn fields_out_of_range_or_at_odds_are_refused() {
+        let text = "[components.a]\npriority = 0\nstack = \"6K\"\nmemory = \"2G\"\n\
+                    [components.b]\nlifetime = \"disposable\"\nrestart = { every = \"1s\" }\nends-run = true\n\
+                    [components.c]\nrestart = \"per-request\"\npriority = 251\n\
+                    [components.d]\ndeadline = \"1s\"\n";
+        let mut errors = Vec::new();
+        check(&parse(text), &mut errors);
+        assert_eq!(
+            found(&errors, text),
+            [
+                error("components.a.priority", "0", "priority 0 is outside 1-254"),
+                error("components.a.stack", "\"6K\"", "stack `6K` is not a whole number of 4 KiB pages"),
+                error(
+                    "components.a.memory",
+                    "\"2G\"",
+                    "memory `2G` is more than the 1 GiB a component may have"
+                ),
+                error(
+                    "components.b.restart",
+                    "{ every = \"1s\" }",
+                    "a disposable component is never restarted"
+                ),
+                error("components.b.ends-run", "true", "a disposable component cannot end the run"),
+                error(
+                    "components.b.ends-run",
+                    "true",
+                    "a component that may end the run cannot be restarted"
+                ),
+                error(
+                    "components.c.priority",
+                    "251",
+                    "priority 251 is not below the supervisor's (250), which must preempt it to enforce its restarts"
+                ),
+                error(
+                    "components.c.restart",
+                    "\"per-request\"",
+                    "`c` is rolled back after each request, but serves no endpoint"
+                ),
+                error("components.d.deadline", "\"1s\"", "only a disposable component has a deadline"),
+            ]
+        );
+    }
+}

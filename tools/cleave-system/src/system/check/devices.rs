@@ -164,3 +164,76 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{components, error, found, parse};
+    use super::*;
+
+    fn run(text: &str) -> Vec<SystemError> {
+        let file = parse(text);
+        let mut errors = Vec::new();
+        check(&file, &components(&file), &mut errors);
+        errors
+    }
+
+    #[test]
+    fn devices_on_free_lines_ports_and_memory_are_accepted() {
+        let text = "[components.driver]\n\
+                    [devices.serial]\nowner = \"driver\"\nirq = 3\nio-ports = \"0x2f8-0x2ff\"\n\
+                    [devices.vga]\nowner = \"driver\"\nmmio = [{ base = 0xfebf0000, size = \"8K\" }]\n\
+                    [devices.timer]\nowner = \"driver\"\nirq = 0\nio-ports = \"0x40-0x43\"\n";
+        // Without restarts or deadlines the PIT (IRQ 0, ports 0x40-0x43) is free for a device.
+        assert_eq!(run(text), []);
+    }
+
+    #[test]
+    fn the_kernels_and_the_supervisors_lines_and_ports_are_refused() {
+        let text = "[components.driver]\nrestart = { every = \"1s\" }\n\
+                    [devices.com1]\nowner = \"driver\"\nirq = 4\nio-ports = \"0x3f8-0x3ff\"\n\
+                    [devices.pit]\nowner = \"driver\"\nirq = 0\nio-ports = \"0x40-0x47\"\n";
+        assert_eq!(
+            found(&run(text), text),
+            [
+                error("devices.com1.irq", "4", "IRQ 4 is the kernel's"),
+                error("devices.com1.io-ports", "\"0x3f8-0x3ff\"", "ports 0x3f8-0x3ff include the kernel's"),
+                error("devices.pit.irq", "0", "IRQ 0 is the supervisor's clock (the PIT)"),
+                error(
+                    "devices.pit.io-ports",
+                    "\"0x40-0x47\"",
+                    "ports 0x40-0x47 include the PIT's (0x40-0x43), the supervisor's clock"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn devices_sharing_lines_ports_or_memory_and_stray_mmio_are_refused() {
+        let text = "[components.driver]\n\
+                    [devices.a]\nowner = \"driver\"\nirq = 5\nio-ports = \"0x100-0x10f\"\nmmio = [{ base = 0xfebf0000, size = \"8K\" }]\n\
+                    [devices.b]\nowner = \"nobody\"\nirq = 5\nio-ports = \"0x108-0x110\"\nmmio = [{ base = 0xfebf1000, size = \"4K\" }, { base = 0x1000, size = \"4K\" }, { base = 0xfebf4000, size = \"5K\" }]\n";
+        assert_eq!(
+            found(&run(text), text),
+            [
+                error(
+                    "devices.b.owner",
+                    "\"nobody\"",
+                    "device `b` is owned by `nobody`, which is not a component"
+                ),
+                error("devices.b.irq", "5", "IRQ 5 is also device `a`'s"),
+                error("devices.b.io-ports", "\"0x108-0x110\"", "ports 0x108-0x110 overlap device `a`'s"),
+                error("devices.b.mmio", "0xfebf1000", "MMIO at 0xfebf1000 overlaps device `a`'s"),
+                error(
+                    "devices.b.mmio",
+                    "0x1000",
+                    "MMIO at 0x1000 lies outside the device memory the kernel hands out"
+                ),
+                error(
+                    "devices.b.mmio",
+                    "0xfebf4000",
+                    "MMIO range at 0xfebf4000 is not page-aligned whole pages"
+                ),
+            ]
+        );
+    }
+}

@@ -100,3 +100,80 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{components, error, found, parse};
+    use super::*;
+
+    fn run(text: &str) -> Vec<SystemError> {
+        let file = parse(text);
+        let mut errors = Vec::new();
+        check_images(&file, &mut errors);
+        check(&file, &components(&file), &mut errors);
+        errors
+    }
+
+    #[test]
+    fn guests_with_memory_images_and_backends_are_accepted() {
+        let text = format!(
+            "[components.net]\n[guests.alice]\nmemory = \"4M\"\nimage = \"{}\"\nbackends = [\"net\"]\ncmdline = \"console=ttyS0 quiet\"\n[guests.bob]\nmemory = \"1G\"\nimage = \"{0}\"\n",
+            programs::GUEST_PROGRAMS[0]
+        );
+        assert_eq!(run(&text), []);
+    }
+
+    #[test]
+    fn bad_memory_images_command_lines_backends_and_vmm_names_are_refused() {
+        let text = "[components.vmm-alice]\n[components.net]\n\
+                    [guests.alice]\nmemory = \"3M\"\nimage = \"/boot/vmlinuz\"\nbackends = [\"net\", \"net\", \"disk\"]\ncmdline = \"a\\nb=1\"\n\
+                    [guests.bob]\nmemory = \"2G\"\nimage = \"no-such-guest\"\n";
+        assert_eq!(
+            found(&run(text), text),
+            [
+                error("guests.alice.image", "\"/boot/vmlinuz\"", "`/boot/vmlinuz` is not a program name"),
+                error(
+                    "guests.bob.image",
+                    "\"no-such-guest\"",
+                    "`no-such-guest` is no guest image the build makes"
+                ),
+                error(
+                    "guests.alice.cmdline",
+                    "\"a\\nb=1\"",
+                    "the command line holds the control character '\\n'"
+                ),
+                error("guests.alice.memory", "\"3M\"", "guest memory `3M` is not a whole number of 2 MiB"),
+                error(
+                    "components.vmm-alice",
+                    "vmm-alice",
+                    "`vmm-alice` has the name of guest `alice`'s VMM, which cleave adds itself"
+                ),
+                error("guests.alice.backends", "\"net\"", "`net` is listed twice as a backend"),
+                error(
+                    "guests.alice.backends",
+                    "\"disk\"",
+                    "guest `alice` is served by `disk`, which is not a component"
+                ),
+                error(
+                    "guests.bob.memory",
+                    "\"2G\"",
+                    "guest memory `2G` is more than the 1 GiB a guest may have"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_command_line_too_long_for_the_configuration_page_is_refused() {
+        let text = format!(
+            "[guests.g]\nmemory = \"2M\"\nimage = \"{}\"\ncmdline = \"{}\"\n",
+            programs::GUEST_PROGRAMS[0],
+            "x".repeat(4050)
+        );
+        let messages: Vec<String> = run(&text).into_iter().map(|e| e.message).collect();
+        assert_eq!(
+            messages,
+            ["the command line (4050 bytes) does not fit the VMM's 4096-byte configuration page"]
+        );
+    }
+}

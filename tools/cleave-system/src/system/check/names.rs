@@ -85,3 +85,69 @@ pub(super) fn check_disposer(file: &SystemFile, errors: &mut Vec<SystemError>) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{error, found, parse};
+    use super::*;
+
+    #[test]
+    fn distinct_valid_names_are_accepted_and_recorded_with_their_sections() {
+        let file = parse(
+            "[components.a]\n[components.b2]\n[channels.a-to-b]\nkind = \"endpoint\"\nserver = \"b2\"\nclients = [\"a\"]\n[guests.g]\nmemory = \"2M\"\nimage = \"guest-hello\"\n",
+        );
+        let mut errors = Vec::new();
+        let seen = check(&file, &mut errors);
+        check_supervisor(&file, &mut errors);
+        check_disposer(&file, &mut errors);
+        assert_eq!(errors, []);
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            [("a", "components"), ("a-to-b", "channels"), ("b2", "components"), ("g", "guests")]
+        );
+    }
+
+    #[test]
+    fn invalid_and_repeated_names_are_refused() {
+        let text = "[components.Alpha]\n[components.x]\n[components.y-]\n[regions.x]\nsize = \"4K\"\nmap = { x = \"r\" }\n";
+        let mut errors = Vec::new();
+        check(&parse(text), &mut errors);
+        assert_eq!(
+            found(&errors, text),
+            [
+                error("components.Alpha", "Alpha", "`Alpha` is not a valid name"),
+                error("components.y-", "y-", "`y-` is not a valid name"),
+                error("regions.x", "x", "`x` is already the name of one of the components"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_supervisors_name_is_refused_only_when_cleave_adds_one() {
+        let text = "[components.supervisor]\n[components.w]\nlifetime = \"disposable\"\n";
+        let mut errors = Vec::new();
+        check_supervisor(&parse(text), &mut errors);
+        check_disposer(&parse(text), &mut errors);
+        assert_eq!(
+            found(&errors, text),
+            [
+                error(
+                    "components.supervisor",
+                    "supervisor",
+                    "`supervisor` is the name of the supervisor this system's lifetimes need, which cleave adds itself"
+                ),
+                error(
+                    "components.supervisor",
+                    "supervisor",
+                    "`supervisor` is the name of the component cleave adds to dispose of disposable components"
+                ),
+            ]
+        );
+        // Without lifetimes no supervisor is added, and the name is free.
+        let mut errors = Vec::new();
+        let file = parse("[components.supervisor]\n[components.w]\n");
+        check_supervisor(&file, &mut errors);
+        check_disposer(&file, &mut errors);
+        assert_eq!(errors, []);
+    }
+}

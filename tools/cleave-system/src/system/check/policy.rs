@@ -125,7 +125,63 @@ pub(super) fn check(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{components, error, found, parse};
     use super::*;
+
+    const SYSTEM: &str = "[components.drv-net]\n[components.a]\n[components.b]\n[components.c]\n\
+                          [channels.ab]\nkind = \"endpoint\"\nserver = \"b\"\nclients = [\"a\"]\n\
+                          [devices.nic]\nowner = \"drv-net\"\nirq = 5\n\
+                          [guests.g]\nmemory = \"2M\"\nimage = \"guest-hello\"\nbackends = [\"c\"]\n";
+
+    fn run(text: &str) -> Vec<SystemError> {
+        let file = parse(text);
+        let guests = file.guests.keys().map(|k| k.get_ref().as_str()).collect();
+        let mut errors = Vec::new();
+        check(&file, file.policy.as_ref().unwrap(), &components(&file), &guests, &mut errors);
+        errors
+    }
+
+    #[test]
+    fn a_policy_the_system_keeps_is_accepted() {
+        let text = format!(
+            "{SYSTEM}[policy]\nisolate = [[\"a\", \"c\"], [\"b\", \"g\"]]\nonly = {{ devices = [\"drv-*\"], map-guest-memory = [\"vmm-*\", \"c\"] }}\n"
+        );
+        assert_eq!(run(&text), []);
+    }
+
+    #[test]
+    fn a_policy_the_system_breaks_is_refused() {
+        let text = format!(
+            "{SYSTEM}[policy]\nisolate = [[\"a\", \"b\"], [\"c\", \"g\", \"nobody\"]]\nonly = {{ devices = [\"a\"], map-guest-memory = [\"c\"], reboot = [\"a\"] }}\n"
+        );
+        assert_eq!(
+            found(&run(&text), &text),
+            [
+                error(
+                    "policy.isolate",
+                    "[\"a\", \"b\"]",
+                    "`a` and `b` must be isolated, but channel `ab` connects them"
+                ),
+                error("policy.isolate", "\"nobody\"", "`nobody` is neither a guest nor a component"),
+                error(
+                    "policy.isolate",
+                    "[\"c\", \"g\", \"nobody\"]",
+                    "`c` and `g` must be isolated, but component `c` serves both"
+                ),
+                error(
+                    "policy.only.devices",
+                    "devices",
+                    "`drv-net` holds `devices`, which the policy allows only to `a`"
+                ),
+                error(
+                    "policy.only.map-guest-memory",
+                    "map-guest-memory",
+                    "`vmm-g` holds `map-guest-memory`, which the policy allows only to `c`"
+                ),
+                error("policy.only", "reboot", "unknown authority `reboot`"),
+            ]
+        );
+    }
 
     #[test]
     fn globs() {

@@ -125,3 +125,68 @@ pub(super) fn check(
         region_space += 4096;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::names;
+    use super::super::testing::{components, error, found, parse};
+    use super::*;
+
+    /// Runs the namespace check first, as `check` does, for the names regions may not take.
+    fn run(text: &str) -> Vec<SystemError> {
+        let file = parse(text);
+        let mut errors = Vec::new();
+        let seen = names::check(&file, &mut errors);
+        assert_eq!(errors, []);
+        check(&file, &components(&file), &seen, &mut errors);
+        errors
+    }
+
+    #[test]
+    fn regions_and_rings_that_fit_are_accepted() {
+        let text = "[components.a]\n[components.b]\n[regions.shared]\nsize = \"1M\"\nmap = { a = \"rw\", b = \"r\" }\n\
+                    [regions.code]\nsize = \"8K\"\nmap = { a = \"r\", b = \"rx\" }\n\
+                    [channels.q]\nkind = \"endpoint\"\nserver = \"a\"\nclients = [\"b\"]\nring = \"16K\"\n";
+        assert_eq!(run(text), []);
+    }
+
+    #[test]
+    fn bad_sizes_maps_and_names_are_refused() {
+        let text = "[components.a]\n[components.b]\n[components.q-b]\n\
+                    [regions.odd]\nsize = \"6K\"\nmap = { a = \"rw\", ghost = \"w\" }\n\
+                    [regions.jit]\nsize = \"4K\"\nmap = { a = \"rw\", b = \"rx\" }\n\
+                    [channels.q]\nkind = \"endpoint\"\nserver = \"a\"\nclients = [\"b\"]\nring = \"4K\"\n";
+        assert_eq!(
+            found(&run(text), text),
+            [
+                error("regions.odd.size", "\"6K\"", "region size `6K` is not a whole number of 4 KiB pages"),
+                error(
+                    "regions.odd.map",
+                    "ghost",
+                    "region `odd` is mapped by `ghost`, which is not a component"
+                ),
+                error("regions.odd.map", "\"w\"", "unknown rights `w`"),
+                error(
+                    "regions.jit.map",
+                    "\"rx\"",
+                    "region `jit` is writable by `a` and executable by `b`: code one component writes would run in another"
+                ),
+                error("channels.q.ring", "\"4K\"", "the ring region `q-b` would take a name already used"),
+            ]
+        );
+    }
+
+    #[test]
+    fn regions_past_the_window_are_refused() {
+        // The first fills the window exactly; the second's page is one too many.
+        let text = "[components.a]\n[regions.big]\nsize = \"1G\"\nmap = { a = \"rw\" }\n[regions.small]\nsize = \"4K\"\nmap = { a = \"r\" }\n";
+        assert_eq!(
+            found(&run(text), text),
+            [error(
+                "regions.small.size",
+                "\"4K\"",
+                "region `small` does not fit: regions share 1024 MiB of address space, one guard page after each"
+            )]
+        );
+    }
+}
