@@ -39,7 +39,7 @@ cleave_rt::entry!(main);
 const DEPTH: u64 = 8;
 /// A slot nothing is given in, where the proof-of-reuse frame goes for a moment.
 const SCRATCH_SLOT: u64 = 255;
-/// The notification's badge bit for the clock (`cleave::compile::CLOCK_BADGE`).
+/// The notification's badge bit for the clock (`cleave_system::layout::CLOCK_BADGE`).
 const CLOCK: u64 = 1 << 63;
 /// Where `rsi` is among the registers `read_registers` gives (rip, rsp, rflags, rax, rbx,
 /// rcx, rdx, rsi, ...).

@@ -1,7 +1,7 @@
 //! Generated code for components: each receives its capabilities as named constants (slot
 //! numbers in its CNode), produced from `system.toml` by the component's build script.
 
-use crate::{compile, error, system};
+use crate::{compile, error, layout, system};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -19,7 +19,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     }
     let mut out =
         format!("// Generated from {} for component `{component}`. Do not edit.\n", system_toml.display());
-    if component == compile::SUPERVISOR {
+    if component == layout::SUPERVISOR {
         let _ = writeln!(
             out,
             "/// The components restarted on a timer (period ms) or rolled back after every request (period 0): (name, TCB slot, writable memory, pristine copy, bytes, period ms, fault badge).\npub const RESTARTS: &[(&str, u64, usize, usize, usize, u64, u64)] = &["
@@ -52,7 +52,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     }
     let mut regions = Vec::new();
     let shared = system::shared_regions(&file);
-    for place in compile::region_layout(&file) {
+    for place in layout::region_layout(&file) {
         let Some(region) = shared.iter().find(|r| r.name == place.name) else { continue };
         let Some((_, mode)) = region.map.iter().find(|(c, _)| c == component) else { continue };
         regions.push((place.name.clone(), place.vaddr, place.pages * 4096, mode.clone()));
@@ -72,7 +72,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             place.pages * 4096
         );
     }
-    for place in compile::device_layout(&file) {
+    for place in layout::device_layout(&file) {
         let owner =
             file.devices.iter().find(|(k, _)| k.get_ref() == &place.device).map(|(_, d)| d.owner.get_ref());
         if owner.map(String::as_str) != Some(component) {
@@ -98,7 +98,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     }
     // Rings: a client names its own as RING_<CHANNEL>; a server gets (badge, address, bytes)
     // per client as RINGS_<CHANNEL>.
-    let layout = compile::region_layout(&file);
+    let layout = layout::region_layout(&file);
     for (name, ch) in file.channels.iter().filter(|(_, ch)| ch.ring.is_some()) {
         let place_of =
             |client: &str| layout.iter().find(|p| p.name == system::ring_name(name.get_ref(), client));

@@ -8,4 +8,6 @@ pub mod codegen;
 pub mod compile;
 pub mod error;
 pub mod image;
+pub mod layout;
+mod schema;
 pub mod system;

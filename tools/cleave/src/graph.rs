@@ -16,7 +16,7 @@ pub fn dot(file: &SystemFile) -> String {
         let _ = writeln!(out, "  {} [shape=box];", quote(name.get_ref()));
     }
     for name in file.guests.keys() {
-        let _ = writeln!(out, "  {} [shape=box];", quote(&crate::compile::vmm_name(name.get_ref())));
+        let _ = writeln!(out, "  {} [shape=box];", quote(&crate::layout::vmm_name(name.get_ref())));
         let _ = writeln!(out, "  {} [shape=ellipse];", quote(&format!("guest {}", name.get_ref())));
     }
     for name in file.regions.keys() {
@@ -69,7 +69,7 @@ pub fn dot(file: &SystemFile) -> String {
         );
     }
     for (name, g) in &file.guests {
-        let vmm = crate::compile::vmm_name(name.get_ref());
+        let vmm = crate::layout::vmm_name(name.get_ref());
         let _ = writeln!(
             out,
             "  {} -> {} [label=\"runs (Vcpu, EPT, {} RAM)\"];",
@@ -109,12 +109,12 @@ pub fn dot(file: &SystemFile) -> String {
         })
         .collect();
     if !supervised.is_empty() {
-        let _ = writeln!(out, "  {} [shape=box];", quote(crate::compile::SUPERVISOR));
+        let _ = writeln!(out, "  {} [shape=box];", quote(crate::layout::SUPERVISOR));
         for (component, what) in supervised {
             let _ = writeln!(
                 out,
                 "  {} -> {} [label={}];",
-                quote(crate::compile::SUPERVISOR),
+                quote(crate::layout::SUPERVISOR),
                 quote(&component),
                 quote(&what)
             );

@@ -1,0 +1,200 @@
+//! The guests: per guest a VMM component cleave adds, the guest's Vcpu, EPT tables and
+//! RAM, and the VMM's configuration page.
+
+use super::{CapTable, DEFAULT_PRIORITY, cap, component_objects, map_pages, rights};
+use crate::layout::{
+    GUEST_RAM_BASE, GUEST_RAM_MAX, VMM_CONFIG, VMM_PROGRAM, VMM_SLOTS, vmm_config, vmm_name,
+};
+use crate::schema::{SystemFile, parse_size};
+use cleave_capdl::model::{Cap, CapParams, ObjRef, Object, ObjectKind, Spec, TcbParams};
+use std::collections::BTreeMap;
+
+/// Per guest: a VMM component (program [`VMM_PROGRAM`], started with the guest's index
+/// plus one as its argument) holding the guest's Vcpu, EPT root and its own TCB; the
+/// Vcpu bound to that TCB and EPT root; the EPT tables; the guest's RAM in 2 MiB frames,
+/// mapped at guest-physical 0 up (read, write, execute) and at [`GUEST_RAM_BASE`] in the
+/// VMM; and the VMM's configuration page at [`VMM_CONFIG`]. Returns the configuration
+/// files.
+pub(super) fn guests(
+    file: &SystemFile,
+    spec: &mut Spec,
+    slots: &mut BTreeMap<String, BTreeMap<u64, Cap>>,
+    tables: &mut BTreeMap<String, CapTable>,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut config_pages = Vec::new();
+    for (index, (name, g)) in file.guests.iter().enumerate() {
+        let g_name = name.get_ref();
+        let vmm = vmm_name(g_name);
+        let tcb = TcbParams {
+            prio: Some(DEFAULT_PRIORITY),
+            max_prio: Some(0),
+            resume: Some(true),
+            elf: Some(VMM_PROGRAM.into()),
+            init: vec![index as u64 + 1],
+            ..TcbParams::default()
+        };
+        component_objects(spec, &vmm, tcb, &[]);
+
+        let (vcpu, ept, pdpt, pd, ram) = (
+            format!("{g_name}_vcpu"),
+            format!("{g_name}_ept"),
+            format!("{g_name}_ept_pdpt"),
+            format!("{g_name}_ept_pd"),
+            format!("{g_name}_ram"),
+        );
+        let frames = (parse_size(g.memory.get_ref()).unwrap_or(2 << 20).min(GUEST_RAM_MAX) >> 21) as u32;
+        spec.objects.push(Object { name: vcpu.clone(), count: None, kind: ObjectKind::Vcpu });
+        for (table, level) in [(&ept, 4), (&pdpt, 3), (&pd, 2)] {
+            spec.objects.push(Object {
+                name: table.clone(),
+                count: None,
+                kind: ObjectKind::EptTable { level },
+            });
+        }
+        spec.objects.push(Object {
+            name: ram.clone(),
+            count: Some(frames),
+            kind: ObjectKind::Frame { size: 2 << 20, paddr: None, fill: Vec::new() },
+        });
+        let vcpu_slots = BTreeMap::from([
+            (0, cap(&format!("{vmm}_tcb"), None, CapParams::default())),
+            (1, cap(&ept, None, CapParams::default())),
+        ]);
+        spec.caps.insert(ObjRef::named(&vcpu), vcpu_slots);
+        spec.caps.insert(ObjRef::named(&ept), BTreeMap::from([(0, cap(&pdpt, None, CapParams::default()))]));
+        spec.caps.insert(ObjRef::named(&pdpt), BTreeMap::from([(0, cap(&pd, None, CapParams::default()))]));
+        // Guest RAM: read, write and (grant) execute, from guest-physical 0.
+        let rwx = CapParams { rights: rights(true, true, true), ..CapParams::default() };
+        spec.caps.insert(
+            ObjRef::named(&pd),
+            (0..frames).map(|k| (u64::from(k), cap(&ram, Some(k), rwx.clone()))).collect(),
+        );
+        // The same frames in the VMM, 2 MiB pages in a page directory of its own.
+        let slot_of = |vaddr: u64, shift: u32| (vaddr >> shift) & 511;
+        let vmm_pdpt = format!("{vmm}_map_pdpt");
+        let vmm_pd = format!("{vmm}_map_pd{}", slot_of(GUEST_RAM_BASE, 30));
+        spec.objects.push(Object { name: vmm_pdpt.clone(), count: None, kind: ObjectKind::Pdpt });
+        spec.objects.push(Object { name: vmm_pd.clone(), count: None, kind: ObjectKind::PageDirectory });
+        spec.caps.insert(
+            ObjRef::named(&format!("{vmm}_vspace")),
+            BTreeMap::from([(slot_of(GUEST_RAM_BASE, 39), cap(&vmm_pdpt, None, CapParams::default()))]),
+        );
+        spec.caps.insert(
+            ObjRef::named(&vmm_pdpt),
+            BTreeMap::from([(slot_of(GUEST_RAM_BASE, 30), cap(&vmm_pd, None, CapParams::default()))]),
+        );
+        let rw = CapParams { rights: rights(true, true, false), ..CapParams::default() };
+        spec.caps.insert(
+            ObjRef::named(&vmm_pd),
+            (0..frames)
+                .map(|k| (slot_of(GUEST_RAM_BASE, 21) + u64::from(k), cap(&ram, Some(k), rw.clone())))
+                .collect(),
+        );
+        // Its configuration, one page filled from a generated file, read only.
+        let config = format!("{vmm}_config");
+        let config_file = format!("{vmm}.config");
+        files.insert(config_file.clone(), vmm_config(g_name, g));
+        spec.objects.push(Object {
+            name: config.clone(),
+            count: None,
+            kind: ObjectKind::Frame { size: 4096, paddr: None, fill: vec![config_file] },
+        });
+        config_pages.push((vmm.clone(), VMM_CONFIG, ObjRef::named(&config), rights(true, false, false)));
+        // The VMM's CNode.
+        let table = tables.entry(vmm.clone()).or_default();
+        let cnode = slots.entry(vmm.clone()).or_default();
+        for (slot, ((what_name, what), target)) in
+            VMM_SLOTS.iter().zip([vcpu.clone(), ept.clone(), format!("{vmm}_tcb")]).enumerate()
+        {
+            let slot = slot as u64 + 1;
+            table.entries.push((slot, (*what_name).to_string(), (*what).to_string()));
+            cnode.insert(slot, cap(&target, None, CapParams::default()));
+        }
+    }
+    map_pages(spec, config_pages);
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::compile::tests::reach;
+    use cleave_capdl::model::Target;
+    use std::collections::BTreeSet;
+
+    /// `[policy] only.map-guest-memory` counts a guest's VMM and backends as the holders of
+    /// its memory; this keeps that true: of every component, only the VMM reaches the RAM.
+    #[test]
+    fn only_the_vmm_maps_guest_ram() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../cleave/tests/fixtures/valid/guests.toml"
+        ))
+        .unwrap();
+        let file = crate::system::load(&text).unwrap();
+        let spec = compile(&file).spec;
+        let mut holders = BTreeSet::new();
+        for o in spec.objects.iter().filter(|o| o.name.ends_with("_tcb")) {
+            let component = o.name.trim_end_matches("_tcb");
+            if reach(&spec, component).iter().any(|r| r.name.ends_with("_ram")) {
+                holders.insert(component.to_string());
+            }
+        }
+        assert_eq!(holders, BTreeSet::from(["vmm-alice".to_string(), "vmm-bob".to_string()]));
+    }
+
+    #[test]
+    fn each_guest_gets_a_vmm_holding_exactly_its_vcpu_ept_memory_and_configuration() {
+        let text = "[guests.alice]\nmemory = \"4M\"\nimage = \"guest-hello\"\ncmdline = \"x=1\"\n[guests.bob]\nmemory = \"2M\"\nimage = \"guest-hello\"\n";
+        let file = crate::system::load(text).unwrap();
+        let compiled = compile(&file);
+        let spec = &compiled.spec;
+        assert_eq!(cleave_capdl::validate::validate(spec), Vec::new());
+        let (alice, bob) = (reach(spec, "vmm-alice"), reach(spec, "vmm-bob"));
+        let names = |set: &BTreeSet<ObjRef>| set.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&alice),
+            [
+                "alice_ept",
+                "alice_ept_pd",
+                "alice_ept_pdpt",
+                "alice_ram[0]",
+                "alice_ram[1]",
+                "alice_vcpu",
+                "vmm-alice_cnode",
+                "vmm-alice_config",
+                "vmm-alice_map_pd1",
+                "vmm-alice_map_pd2",
+                "vmm-alice_map_pdpt",
+                "vmm-alice_map_pt1_0",
+                "vmm-alice_tcb",
+                "vmm-alice_vspace"
+            ]
+        );
+        assert!(
+            alice.is_disjoint(&bob),
+            "the two VMMs share {:?}",
+            names(&alice.intersection(&bob).cloned().collect())
+        );
+        // The Vcpu is bound to its VMM's thread and EPT root; guest RAM is executable in the
+        // guest, not in the VMM.
+        let vcpu = &spec.caps[&ObjRef::named("alice_vcpu")];
+        assert_eq!(vcpu[&0].target, Target::Object(ObjRef::named("vmm-alice_tcb")));
+        assert_eq!(vcpu[&1].target, Target::Object(ObjRef::named("alice_ept")));
+        assert!(spec.caps[&ObjRef::named("alice_ept_pd")][&1].params.rights.grant);
+        assert!(!spec.caps[&ObjRef::named("vmm-alice_map_pd2")][&1].params.rights.grant);
+        // Started with its guest's index plus one; configuration generated for the image.
+        let Some(ObjectKind::Tcb(t)) = spec.objects.iter().find(|o| o.name == "vmm-bob_tcb").map(|o| &o.kind)
+        else {
+            panic!()
+        };
+        assert_eq!((t.init.as_slice(), t.elf.as_deref()), (&[2][..], Some(VMM_PROGRAM)));
+        assert_eq!(
+            compiled.files["vmm-alice.config"],
+            b"name=alice\nmemory=4194304\nimage=guest-hello\ncmdline=x=1\n"
+        );
+        assert_eq!(compiled.tables["vmm-alice"].entries.len(), VMM_SLOTS.len());
+    }
+}

@@ -1,0 +1,272 @@
+//! The supervisor cleave adds when components are disposable or restarted: its own
+//! objects, what it holds of the components it watches, and its clock.
+
+use super::{CapTable, cap, component_objects, lifetime_of, map_pages, rights};
+use crate::layout::{
+    CLOCK_BADGE, DEFAULT_RESTART_MEMORY, DISPOSABLE_UNTYPED_BITS, PIT_IRQ, PIT_PORTS, REGION_BASE,
+    SUPERVISOR, SUPERVISOR_PRIORITY,
+};
+use crate::schema::{SystemFile, parse_size};
+use cleave_capdl::model::{Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Spec, TcbParams};
+use std::collections::BTreeMap;
+
+/// TCB slots as seL4 numbers them (`cleave_capdl::model::TCB_SLOT_NAMES`): the fault
+/// endpoint and the bound notification.
+const FAULT_ENDPOINT_SLOT: u64 = cleave_capdl::binary::tcb_slot::FAULT_ENDPOINT as u64;
+const BOUND_NOTIFICATION_SLOT: u64 = cleave_capdl::binary::tcb_slot::BOUND_NOTIFICATION as u64;
+
+/// With any `lifetime = "disposable"` or `restart = …` component: the supervisor, a
+/// component holding its own CNode (slot 1, to revoke and retype with), a notification the
+/// disposable components and its clock signal (slot 2, also bound to its thread), and then:
+///
+/// - per disposable component, in name order, the untyped memory everything of that
+///   component is made from: its TCB, CNode, VSpace and tables, the endpoints and
+///   notifications it serves, and (by the loader) its program's pages, stack and IPC
+///   buffer. Each disposable component gets the notification (`supervisor-done`) with
+///   badge bit N for its N-th place;
+/// - per restartable component (`restart = { every = … }` or `"per-request"`): its TCB;
+///   its writable memory (`NAME_rw`: frames the loader puts its program's writable pages
+///   and stack in) and a pristine copy (`NAME_pristine`, filled by the loader), both
+///   mapped into the supervisor; the component's fault endpoint is the supervisor's
+///   `faults` endpoint with badge N + 1 for its N-th place, so that a crash (and, per
+///   request, the end of each request) reaches the supervisor;
+/// - with any restartable component: the `faults` endpoint (receive) and the PIT (ports
+///   0x40-0x43, IRQ 0, signalling the notification with [`CLOCK_BADGE`]) as its clock
+///   (which disposable components with a `deadline` need too).
+pub(super) fn supervisor(
+    file: &SystemFile,
+    spec: &mut Spec,
+    slots: &mut BTreeMap<String, BTreeMap<u64, Cap>>,
+    tables: &mut BTreeMap<String, CapTable>,
+) -> Vec<RestartPlace> {
+    let disposable: Vec<&String> =
+        file.components.iter().filter(|(_, c)| c.is_disposable()).map(|(k, _)| k.get_ref()).collect();
+    let restartable: Vec<(&String, u64, u64)> = file
+        .components
+        .iter()
+        .filter_map(|(k, c)| match lifetime_of(c) {
+            Some(l @ (Lifetime::RestartEvery { .. } | Lifetime::PerRequest)) => {
+                let bytes =
+                    c.memory.as_ref().and_then(|m| parse_size(m.get_ref())).unwrap_or(DEFAULT_RESTART_MEMORY);
+                let ms = if let Lifetime::RestartEvery { ms } = l { ms } else { 0 };
+                Some((k.get_ref(), ms, bytes.div_ceil(4096) * 4096))
+            }
+            _ => None,
+        })
+        .collect();
+    if disposable.is_empty() && restartable.is_empty() {
+        return Vec::new();
+    }
+    let n = SUPERVISOR;
+    let tcb = TcbParams {
+        prio: Some(SUPERVISOR_PRIORITY),
+        max_prio: Some(0),
+        resume: Some(true),
+        elf: Some(n.into()),
+        ..TcbParams::default()
+    };
+    let done = format!("{n}_done");
+    component_objects(spec, n, tcb, &[(BOUND_NOTIFICATION_SLOT, cap(&done, None, CapParams::default()))]);
+    spec.objects.push(Object { name: done.clone(), count: None, kind: ObjectKind::Notification });
+    let mut entries = vec![
+        (
+            "cnode".to_string(),
+            "its own CNode".to_string(),
+            cap(&format!("{n}_cnode"), None, CapParams::default()),
+        ),
+        (
+            "done".to_string(),
+            "notification (wait): disposable components signal here".to_string(),
+            cap(&done, None, CapParams { rights: rights(true, false, false), ..CapParams::default() }),
+        ),
+    ];
+    let mut untyped_objects = Vec::new();
+    for (i, d) in disposable.iter().enumerate() {
+        let untyped = format!("{d}_untyped");
+        // Everything of the component, and what it serves.
+        let mut children: Vec<ObjRef> = spec
+            .objects
+            .iter()
+            .filter(|o| o.name.starts_with(&format!("{d}_")))
+            .flat_map(|o| match o.count {
+                None => vec![ObjRef::named(&o.name)],
+                Some(k) => (0..k).map(|j| ObjRef { name: o.name.clone(), index: Some(j) }).collect(),
+            })
+            .collect();
+        for (name, ch) in &file.channels {
+            if ch.server.get_ref() == *d {
+                children.push(ObjRef::named(name.get_ref()));
+            }
+        }
+        spec.covers.insert(ObjRef::named(&untyped), children);
+        untyped_objects.push(Object {
+            name: untyped.clone(),
+            count: None,
+            kind: ObjectKind::Untyped { size_bits: Some(DISPOSABLE_UNTYPED_BITS), paddr: None },
+        });
+        entries.push((
+            format!("{d}-untyped"),
+            format!("untyped {} KiB: all of `{d}`", (1u64 << DISPOSABLE_UNTYPED_BITS) >> 10),
+            cap(&untyped, None, CapParams::default()),
+        ));
+        let table = tables.entry((*d).clone()).or_default();
+        let slot = table.entries.last().map_or(1, |e| e.0 + 1);
+        table.entries.push((
+            slot,
+            "supervisor-done".into(),
+            format!("notification (signal, badge {})", 1u64 << i),
+        ));
+        let params = CapParams { rights: rights(false, true, false), badge: 1 << i, ..CapParams::default() };
+        slots.entry((*d).clone()).or_default().insert(slot, cap(&done, None, params));
+    }
+    // An untyped comes before the objects made from it.
+    spec.objects.splice(0..0, untyped_objects);
+    let mut restarts = Vec::new();
+    let mut mappings = Vec::new();
+    let mut window = REGION_BASE;
+    let faults = format!("{n}_faults");
+    if !restartable.is_empty() {
+        spec.objects.push(Object { name: faults.clone(), count: None, kind: ObjectKind::Endpoint });
+        entries.push((
+            "faults".into(),
+            "endpoint (receive): the restartable components' faults and finished requests".into(),
+            cap(&faults, None, CapParams { rights: rights(true, false, false), ..CapParams::default() }),
+        ));
+    }
+    for (i, &(c, period_ms, bytes)) in restartable.iter().enumerate() {
+        let badge = i as u64 + 1;
+        let fault = CapParams { rights: rights(false, true, false), badge, ..CapParams::default() };
+        spec.caps
+            .entry(ObjRef::named(&format!("{c}_tcb")))
+            .or_default()
+            .insert(FAULT_ENDPOINT_SLOT, cap(&faults, None, fault));
+        let pages = (bytes / 4096) as u32;
+        for what in ["rw", "pristine"] {
+            spec.objects.push(Object {
+                name: format!("{c}_{what}"),
+                count: Some(pages),
+                kind: ObjectKind::Frame { size: 4096, paddr: None, fill: Vec::new() },
+            });
+        }
+        let (memory, pristine) = (window, window + bytes + 4096);
+        for page in 0..pages {
+            let at = u64::from(page) * 4096;
+            let frame = |what: &str| ObjRef { name: format!("{c}_{what}"), index: Some(page) };
+            mappings.push((n.to_string(), memory + at, frame("rw"), rights(true, true, false)));
+            mappings.push((n.to_string(), pristine + at, frame("pristine"), rights(true, false, false)));
+        }
+        window = pristine + bytes + 4096;
+        let tcb_slot = entries.len() as u64 + 1;
+        let policy = if period_ms == 0 {
+            "rolled back after every request".to_string()
+        } else {
+            format!("restarted every {period_ms} ms")
+        };
+        entries.push((
+            format!("{c}-tcb"),
+            format!("TCB of `{c}` ({policy}; its faults come with badge {badge})"),
+            cap(&format!("{c}_tcb"), None, CapParams::default()),
+        ));
+        restarts.push(RestartPlace {
+            component: c.clone(),
+            tcb_slot,
+            memory,
+            pristine,
+            bytes,
+            period_ms,
+            badge,
+        });
+    }
+    map_pages(spec, mappings);
+    let deadlines = file.components.values().any(|c| c.deadline.is_some());
+    if !restartable.is_empty() || deadlines {
+        let (irq, ports) = (format!("{n}_clock"), format!("{n}_clock_ports"));
+        spec.objects.push(Object { name: irq.clone(), count: None, kind: ObjectKind::Irq });
+        spec.objects.push(Object {
+            name: ports.clone(),
+            count: None,
+            kind: ObjectKind::IoPorts { first: PIT_PORTS.0, last: PIT_PORTS.1 },
+        });
+        let signal =
+            CapParams { rights: rights(false, true, false), badge: CLOCK_BADGE, ..CapParams::default() };
+        spec.caps.insert(ObjRef::named(&irq), BTreeMap::from([(0, cap(&done, None, signal))]));
+        spec.irqs.insert(PIT_IRQ, ObjRef::named(&irq));
+        entries.push((
+            "clock".into(),
+            format!("IRQ {PIT_IRQ} handler (the PIT)"),
+            cap(&irq, None, CapParams::default()),
+        ));
+        entries.push((
+            "clock-ports".into(),
+            format!("I/O ports {:#x}-{:#x} (the PIT)", PIT_PORTS.0, PIT_PORTS.1),
+            cap(&ports, None, CapParams::default()),
+        ));
+    }
+    let table = tables.entry(n.to_string()).or_default();
+    let cnode = slots.entry(n.to_string()).or_default();
+    for (k, (name, what, c)) in entries.into_iter().enumerate() {
+        table.entries.push((k as u64 + 1, name, what));
+        cnode.insert(k as u64 + 1, c);
+    }
+    restarts
+}
+
+/// A component the supervisor restarts every `period_ms`: where the supervisor maps its
+/// writable memory and the pristine copy, and which slot holds its TCB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartPlace {
+    /// The component.
+    pub component: String,
+    /// The supervisor's slot for its TCB.
+    pub tcb_slot: u64,
+    /// Where its writable memory is mapped in the supervisor.
+    pub memory: u64,
+    /// Where the pristine copy is mapped in the supervisor (read only).
+    pub pristine: u64,
+    /// Bytes of each.
+    pub bytes: u64,
+    /// The period; 0 for a component rolled back after every request.
+    pub period_ms: u64,
+    /// The badge its faults (and finished requests) reach the supervisor with.
+    pub badge: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::compile::tests::reach;
+    use cleave_capdl::model::Target;
+
+    #[test]
+    fn disposable_components_are_made_from_an_untyped_the_supervisor_alone_holds() {
+        let text = "[components.boot]\nlifetime = \"disposable\"\n[components.user]\n[channels.q]\nkind = \"endpoint\"\nserver = \"boot\"\nclients = [\"user\"]\n";
+        let compiled = compile(&crate::system::load(text).unwrap());
+        let spec = &compiled.spec;
+        assert_eq!(cleave_capdl::validate::validate(spec), Vec::new());
+        // The untyped comes first and covers the component and the endpoint it serves.
+        assert_eq!(spec.objects[0].name, "boot_untyped");
+        assert!(matches!(spec.objects[0].kind, ObjectKind::Untyped { .. }));
+        let names: Vec<String> =
+            spec.covers[&ObjRef::named("boot_untyped")].iter().map(|c| c.to_string()).collect();
+        assert_eq!(names, ["boot_tcb", "boot_cnode", "boot_vspace", "q"]);
+        // Only the supervisor can reach it; the component signals it with its badge bit.
+        assert!(reach(spec, "supervisor").contains(&ObjRef::named("boot_untyped")));
+        assert!(!reach(spec, "user").contains(&ObjRef::named("boot_untyped")));
+        let boot = &spec.caps[&ObjRef::named("boot_cnode")];
+        assert_eq!(boot[&2].target, Target::Object(ObjRef::named("supervisor_done")));
+        assert_eq!((boot[&2].params.badge, boot[&2].params.rights.write), (1, true));
+        let table: Vec<&str> = compiled.tables["supervisor"].entries.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(table, ["cnode", "done", "boot-untyped"]);
+        // The binary form records the parent; nothing without a disposable gets a supervisor.
+        let encoded = cleave_capdl::binary::encode(spec).unwrap();
+        let e = cleave_capdl::binary::EncodedSpec::new(&encoded).unwrap();
+        let tcb = (0..e.object_count())
+            .filter_map(|i| e.object(i))
+            .find(|o| e.name(o.name) == Some("boot_tcb"))
+            .unwrap();
+        assert_eq!(tcb.parent(), Some(0));
+        let plain = compile(&crate::system::load("[components.a]\n").unwrap());
+        assert!(!plain.tables.contains_key("supervisor"));
+    }
+}

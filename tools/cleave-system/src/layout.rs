@@ -1,0 +1,172 @@
+//! Where things are in a compiled system, and the fixed facts about what cleave adds to
+//! it: the address-space windows every component's regions, device memory and guest RAM
+//! occupy, the guests' VMMs (name, program, slots, configuration page), the supervisor,
+//! and the platform's reserved lines and ports as the description meets them. The checker
+//! (`system`) holds a description to these facts and the compiler (`compile`) builds from
+//! them, so each is written here once.
+
+use crate::schema::{Guest, SystemFile, parse_size, shared_regions};
+
+/// Radix of every component's CNode (256 slots).
+pub const COMPONENT_CNODE_BITS: u32 = 8;
+
+/// Where shared regions start in every component's address space: the second 512 GiB
+/// (PML4 entry 1), away from the program (entry 0) and the stack and IPC buffer (entry 255).
+pub const REGION_BASE: u64 = 0x80_0000_0000;
+/// How much address space regions may take together, one page directory's worth.
+pub const REGION_WINDOW: u64 = 1 << 30;
+/// Where device MMIO ranges appear in their owner's address space: right after the regions.
+pub const DEVICE_BASE: u64 = REGION_BASE + REGION_WINDOW;
+/// How much address space device MMIO may take together.
+pub const DEVICE_WINDOW: u64 = 1 << 30;
+/// Where a guest's RAM appears in its VMM's address space: right after the devices.
+pub const GUEST_RAM_BASE: u64 = DEVICE_BASE + DEVICE_WINDOW;
+/// Most guest RAM (the window in the VMM, one EPT page directory).
+pub const GUEST_RAM_MAX: u64 = 1 << 30;
+
+/// The program every guest's VMM runs.
+pub const VMM_PROGRAM: &str = "vmm";
+/// The slots of a VMM's CNode: its guest's Vcpu, EPT root, and its own TCB (to stop
+/// itself when the guest is gone).
+pub const VMM_SLOTS: [(&str, &str); 3] =
+    [("vcpu", "the guest's Vcpu"), ("ept", "the guest's EPT root"), ("tcb", "its own TCB")];
+/// Where a VMM finds its configuration page (read only): the start of the device window,
+/// which a VMM, owning no devices, does not otherwise use.
+pub const VMM_CONFIG: u64 = DEVICE_BASE;
+/// The size of a VMM's configuration page ([`vmm_config`] must fit in it).
+pub const MAX_VMM_CONFIG: usize = 4096;
+
+/// The name of guest `guest`'s VMM component.
+pub fn vmm_name(guest: &str) -> String {
+    format!("vmm-{guest}")
+}
+
+/// A VMM's configuration page: `key=value` lines (`name`, `memory` in bytes, `image`,
+/// `cmdline`).
+pub fn vmm_config(guest: &str, g: &Guest) -> Vec<u8> {
+    let memory = parse_size(g.memory.get_ref()).unwrap_or(0);
+    let cmdline = g.cmdline.as_ref().map_or("", |c| c.get_ref().as_str());
+    format!("name={guest}\nmemory={memory}\nimage={}\ncmdline={cmdline}\n", g.image.get_ref()).into_bytes()
+}
+
+/// The program and component that disposes of disposable components and restarts
+/// restartable ones.
+pub const SUPERVISOR: &str = "supervisor";
+/// Its priority: above every component it watches, so that it acts at once.
+pub const SUPERVISOR_PRIORITY: u64 = 250;
+/// Log2 of the untyped memory each disposable component is made from (1 MiB).
+pub const DISPOSABLE_UNTYPED_BITS: u32 = 20;
+/// A restartable component's writable memory when `memory` is not given.
+pub const DEFAULT_RESTART_MEMORY: u64 = 64 << 10;
+/// The badge bit of the supervisor's timer (the PIT on IRQ 0) in its notification.
+pub const CLOCK_BADGE: u64 = 1 << 63;
+/// The interrupt line of the supervisor's clock, the PIT.
+pub const PIT_IRQ: u64 = 0;
+/// The PIT's ports (inclusive), the supervisor's clock (`cleave_abi::platform`).
+pub const PIT_PORTS: (u64, u64) =
+    (cleave_abi::platform::PIT_PORTS.0 as u64, cleave_abi::platform::PIT_PORTS.1 as u64);
+
+/// Where a shared region lives: the same address in every component that maps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionPlace {
+    /// The region's name.
+    pub name: String,
+    /// Its first virtual address.
+    pub vaddr: u64,
+    /// Its size in 4 KiB pages.
+    pub pages: u64,
+}
+
+/// The address of every region (declared ones by name, then channel rings), each followed by one
+/// unmapped guard page. Regions that do not fit the window are left out; `system::check`
+/// reports them.
+pub fn region_layout(file: &SystemFile) -> Vec<RegionPlace> {
+    let mut places: Vec<RegionPlace> = Vec::new();
+    let mut offset = 0;
+    for r in shared_regions(file) {
+        if places.iter().any(|p| p.name == r.name) {
+            continue; // a name clash `system::check` reports
+        }
+        let pages = parse_size(r.size.get_ref()).unwrap_or(4096) / 4096;
+        if offset + pages * 4096 > REGION_WINDOW {
+            break;
+        }
+        places.push(RegionPlace { name: r.name, vaddr: REGION_BASE + offset, pages });
+        offset += (pages + 1) * 4096;
+    }
+    places
+}
+
+/// Where a device's MMIO range appears in its owner's address space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmioPlace {
+    /// The device.
+    pub device: String,
+    /// Which of its `mmio` ranges.
+    pub index: usize,
+    /// First virtual address.
+    pub vaddr: u64,
+    /// Size in 4 KiB pages.
+    pub pages: u64,
+    /// First physical address.
+    pub paddr: u64,
+}
+
+/// Every device MMIO range, in name order from [`DEVICE_BASE`], one guard page after each.
+/// Ranges that do not fit the window are left out; `system::check` reports them.
+pub fn device_layout(file: &SystemFile) -> Vec<MmioPlace> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for (name, d) in &file.devices {
+        for (index, m) in d.mmio.iter().enumerate() {
+            let pages = parse_size(m.size.get_ref()).unwrap_or(4096) / 4096;
+            if offset + pages * 4096 > DEVICE_WINDOW {
+                return out;
+            }
+            let (vaddr, paddr) = (DEVICE_BASE + offset, *m.base.get_ref());
+            out.push(MmioPlace { device: name.get_ref().clone(), index, vaddr, pages, paddr });
+            offset += (pages + 1) * 4096;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> SystemFile {
+        toml::from_str(text).expect("a test's description reads")
+    }
+
+    #[test]
+    fn what_does_not_fit_its_window_is_left_out() {
+        // 1 GiB fills the region window; the next region, and the rings after it, are out.
+        let file = parse(
+            "[regions.a]\nsize = \"1G\"\nmap = {}\n[regions.b]\nsize = \"4K\"\nmap = {}\n\
+             [devices.d]\nowner = \"x\"\nmmio = [{ base = 0xc0000000, size = \"1G\" }, { base = 0x1000, size = \"4K\" }]\n",
+        );
+        assert_eq!(
+            region_layout(&file),
+            [RegionPlace { name: "a".into(), vaddr: REGION_BASE, pages: 1 << 18 }]
+        );
+        assert_eq!(
+            device_layout(&file),
+            [MmioPlace {
+                device: "d".into(),
+                index: 0,
+                vaddr: DEVICE_BASE,
+                pages: 1 << 18,
+                paddr: 0xc000_0000
+            }]
+        );
+    }
+
+    #[test]
+    fn a_vmm_configuration_is_key_value_lines() {
+        let file = parse("[guests.g]\nmemory = \"2M\"\nimage = \"img\"\n");
+        let (name, guest) = file.guests.iter().next().unwrap();
+        assert_eq!(vmm_name(name.get_ref()), "vmm-g");
+        assert_eq!(vmm_config(name.get_ref(), guest), b"name=g\nmemory=2097152\nimage=img\ncmdline=\n");
+    }
+}

@@ -1,0 +1,313 @@
+//! The shape of `system.toml`: one type per section, each value kept with where it was
+//! written (`Spanned`) so that every error can point at it, and the readers of the values
+//! written as text (sizes, durations, port ranges). What makes a description valid is
+//! `system::check`; the reference for users is `doc/system-toml.md`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SystemFile {
+    /// `[system]`.
+    pub system: Option<SystemSection>,
+    /// `[components.NAME]`.
+    #[serde(default)]
+    pub components: BTreeMap<Spanned<String>, Component>,
+    /// `[channels.NAME]`.
+    #[serde(default)]
+    pub channels: BTreeMap<Spanned<String>, Channel>,
+    /// `[regions.NAME]`.
+    #[serde(default)]
+    pub regions: BTreeMap<Spanned<String>, Region>,
+    /// `[devices.NAME]`.
+    #[serde(default)]
+    pub devices: BTreeMap<Spanned<String>, Device>,
+    /// `[guests.NAME]`.
+    #[serde(default)]
+    pub guests: BTreeMap<Spanned<String>, Guest>,
+    /// `[policy]`.
+    pub policy: Option<Policy>,
+}
+
+/// `[system]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SystemSection {
+    /// The program the kernel boots as the root task.
+    pub root: Spanned<String>,
+}
+
+/// A restart policy.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Restart {
+    /// `restart = "per-request"`.
+    Keyword(String),
+    /// `restart = { every = "10s" }`.
+    Every {
+        /// The period.
+        every: String,
+    },
+}
+
+/// `[components.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Component {
+    /// The program (defaults to the component's name).
+    pub binary: Option<Spanned<String>>,
+    /// Scheduling priority, 1-254.
+    pub priority: Option<Spanned<u64>>,
+    /// Stack size ("16K").
+    pub stack: Option<Spanned<String>>,
+    /// Extra memory (heap) size.
+    pub memory: Option<Spanned<String>>,
+    /// `"persistent"` (default) or `"disposable"`.
+    pub lifetime: Option<Spanned<String>>,
+    /// A disposable component's deadline ("500ms"): destroyed then if it has not said it
+    /// is done.
+    pub deadline: Option<Spanned<String>>,
+    /// Restart policy.
+    pub restart: Option<Spanned<Restart>>,
+    /// `"shared"` (default) or `"per-guest"`.
+    pub instances: Option<Spanned<String>>,
+    /// Whether it may end the whole run (the kernel's `DebugExit`: what ends a test or
+    /// `cargo xtask run`). Without it, a component whose `main` returns only stops itself.
+    pub ends_run: Option<Spanned<bool>>,
+    /// Whether it may write to the kernel's debug console (default true). `false` keeps it
+    /// quiet: its `DebugPutChar` fails, so it cannot fill the console the others share.
+    pub console: Option<Spanned<bool>>,
+}
+
+/// `[channels.NAME]`: an endpoint or notification from clients to one server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Channel {
+    /// `"endpoint"` or `"notification"`.
+    pub kind: Spanned<String>,
+    /// The component that receives.
+    pub server: Spanned<String>,
+    /// The components that send (call) or signal.
+    pub clients: Spanned<Vec<Spanned<String>>>,
+    /// Badge per client (default: 1, 2, … in client order for an endpoint, bit 0, 1, … for
+    /// a notification).
+    #[serde(default)]
+    pub badges: BTreeMap<Spanned<String>, Spanned<u64>>,
+    /// Clients may pass capabilities (grant right); endpoints only.
+    #[serde(default)]
+    pub grant: Option<Spanned<bool>>,
+    /// Endpoints: a shared region of this size per client, mapped read-write into the
+    /// server and that client only (named `CHANNEL-CLIENT`): a per-connection ring.
+    #[serde(default)]
+    pub ring: Option<Spanned<String>>,
+}
+
+/// A region as the compiler lays it out: a `[regions.NAME]`, or one client's ring of a
+/// channel.
+#[derive(Debug)]
+pub struct SharedRegion<'a> {
+    /// Its name.
+    pub name: String,
+    /// Its size (the key that set it, for error locations).
+    pub size: &'a Spanned<String>,
+    /// The key that set it (`regions.NAME.size`, `channels.NAME.ring`).
+    pub key: String,
+    /// Who maps it and how (`r`, `rw`, `rx`).
+    pub map: Vec<(String, String)>,
+}
+
+/// Every shared region in layout order: the declared regions by name, then each channel's
+/// per-client rings (by channel, then client order).
+pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion<'_>> {
+    let mut out: Vec<SharedRegion<'_>> = file
+        .regions
+        .iter()
+        .map(|(name, r)| SharedRegion {
+            name: name.get_ref().clone(),
+            size: &r.size,
+            key: format!("regions.{}.size", name.get_ref()),
+            map: r.map.get_ref().iter().map(|(c, m)| (c.get_ref().clone(), m.get_ref().clone())).collect(),
+        })
+        .collect();
+    for (name, ch) in &file.channels {
+        let Some(size) = &ch.ring else { continue };
+        for client in ch.clients.get_ref() {
+            out.push(SharedRegion {
+                name: ring_name(name.get_ref(), client.get_ref()),
+                size,
+                key: format!("channels.{}.ring", name.get_ref()),
+                map: vec![
+                    (ch.server.get_ref().clone(), "rw".to_string()),
+                    (client.get_ref().clone(), "rw".to_string()),
+                ],
+            });
+        }
+    }
+    out
+}
+
+/// The region a channel's ring for `client` is.
+pub fn ring_name(channel: &str, client: &str) -> String {
+    format!("{channel}-{client}")
+}
+
+impl Component {
+    /// Whether it is `lifetime = "disposable"`.
+    pub fn is_disposable(&self) -> bool {
+        self.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable")
+    }
+}
+
+impl Channel {
+    /// The badge of the `index`th client's capability: the one `badges` gives it, else its
+    /// position in `clients` counting from 1 (an endpoint) or bit `index` (a notification,
+    /// whose badges OR together, so each client needs bits of its own; `check` refuses a
+    /// notification with more than 64 clients).
+    pub fn badge_of(&self, index: usize, client: &str) -> u64 {
+        let default = if self.is_notification() {
+            1u64.checked_shl(index as u32).unwrap_or(0)
+        } else {
+            index as u64 + 1
+        };
+        self.badges.iter().find(|(k, _)| k.get_ref() == client).map_or(default, |(_, b)| *b.get_ref())
+    }
+
+    /// Whether the channel is a notification.
+    pub fn is_notification(&self) -> bool {
+        self.kind.get_ref() == "notification"
+    }
+
+    /// Whether clients may pass capabilities.
+    pub fn grants(&self) -> bool {
+        self.grant.as_ref().is_some_and(|g| *g.get_ref())
+    }
+}
+
+/// `[regions.NAME]`: shared memory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Region {
+    /// Size ("4K", "1M").
+    pub size: Spanned<String>,
+    /// Component → rights ("r", "rw", "rx").
+    pub map: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+/// An MMIO range of a device.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Mmio {
+    /// Physical address.
+    pub base: Spanned<u64>,
+    /// Size ("4K").
+    pub size: Spanned<String>,
+}
+
+/// `[devices.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Device {
+    /// The component that drives it.
+    pub owner: Spanned<String>,
+    /// Legacy interrupt line.
+    pub irq: Option<Spanned<u64>>,
+    /// I/O ports, "0x3f8-0x3ff".
+    pub io_ports: Option<Spanned<String>>,
+    /// MMIO ranges.
+    #[serde(default)]
+    pub mmio: Vec<Mmio>,
+}
+
+/// `[guests.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Guest {
+    /// Guest memory size.
+    pub memory: Spanned<String>,
+    /// The guest image.
+    pub image: Spanned<String>,
+    /// Components that serve it (backends).
+    #[serde(default)]
+    pub backends: Vec<Spanned<String>>,
+    /// The command line its VMM leaves in guest memory.
+    #[serde(default)]
+    pub cmdline: Option<Spanned<String>>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Policy {
+    /// Pairs (or groups) of guests/components that nothing may connect.
+    #[serde(default)]
+    pub isolate: Vec<Spanned<Vec<Spanned<String>>>>,
+    /// Authority → the components (glob patterns) that alone may hold it.
+    #[serde(default)]
+    pub only: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+}
+
+/// Parses a size: "4096", "4K", "16K", "2M", "1G".
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&t[..i], t[i..].trim()),
+        None => (t, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+/// Parses a duration in milliseconds: "100ms", "10s", "1m".
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let i = t.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = t[..i].parse().ok()?;
+    match &t[i..] {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        _ => None,
+    }
+}
+
+/// Parses "0x3f8-0x3ff" (or decimal) into an inclusive range.
+pub fn parse_ports(text: &str) -> Option<(u64, u64)> {
+    let (a, b) = text.split_once('-')?;
+    let num = |s: &str| {
+        let s = s.trim();
+        match s.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => s.parse().ok(),
+        }
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    (a <= b && b <= 0xffff).then_some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_durations_and_ports() {
+        assert_eq!(parse_size("16K"), Some(16384));
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("4Q"), None);
+        assert_eq!(parse_duration_ms("100ms"), Some(100));
+        assert_eq!(parse_duration_ms("10s"), Some(10_000));
+        assert_eq!(parse_duration_ms("10"), None);
+        assert_eq!(parse_ports("0x3f8-0x3ff"), Some((0x3f8, 0x3ff)));
+        assert_eq!(parse_ports("0x40-0x3f"), None);
+    }
+}

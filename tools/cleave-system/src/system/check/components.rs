@@ -1,0 +1,300 @@
+//! `[components.NAME]`: programs, priorities, memory, lifetimes and restarts.
+
+use super::check_program;
+use crate::error::SystemError;
+use crate::layout::{DISPOSABLE_UNTYPED_BITS, SUPERVISOR_PRIORITY};
+use crate::schema::{Restart, SystemFile, parse_duration_ms, parse_size};
+use crate::system::{programs, span};
+use toml::Spanned;
+
+/// Lowest priority a component may have.
+pub const MIN_PRIORITY: u64 = 1;
+/// Highest priority a component may have (255 is the loader's).
+pub const MAX_PRIORITY: u64 = 254;
+/// The most `stack` or `memory` a component may ask for (its pages are counted in 32 bits
+/// and copied on every restart).
+pub const MAX_COMPONENT_MEMORY: u64 = 1 << 30;
+
+/// Each component's `binary` is a component program the build makes.
+pub(super) fn check_binaries(file: &SystemFile, errors: &mut Vec<SystemError>) {
+    for (name, c) in &file.components {
+        if let Some(b) = &c.binary {
+            let key = format!("components.{}.binary", name.get_ref());
+            check_program(key, b, programs::COMPONENT_PROGRAMS, "component program", errors);
+        }
+    }
+}
+
+/// Each component's priority, stack and memory, lifetime, deadline, restart policy and
+/// `ends-run`, and how they go together.
+pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
+    let mut disposable_count = 0usize;
+    for (name, c) in &file.components {
+        let key = |field: &str| format!("components.{}.{field}", name.get_ref());
+        let disposable = c.is_disposable();
+        // The supervisor's notification gives each disposable component one bit, below
+        // the clock's (bit 63).
+        if disposable {
+            disposable_count += 1;
+            if disposable_count == 64
+                && let Some(l) = &c.lifetime
+            {
+                errors.push(SystemError::new(
+                    key("lifetime"),
+                    span(l),
+                    "more than 63 disposable components: the supervisor tells them apart by one \
+                     badge bit each, and bit 63 is its clock's",
+                ));
+            }
+        }
+        // A supervisor that cannot preempt the component cannot enforce its deadline or
+        // restart it on time.
+        let enforced = c.restart.is_some() || (disposable && c.deadline.is_some());
+        if let Some(p) = c.priority.as_ref().filter(|p| enforced && *p.get_ref() >= SUPERVISOR_PRIORITY) {
+            errors.push(
+                SystemError::new(
+                    key("priority"),
+                    span(p),
+                    format!(
+                        "priority {} is not below the supervisor's ({}), which must preempt it to \
+                         enforce its {}",
+                        p.get_ref(),
+                        SUPERVISOR_PRIORITY,
+                        if c.restart.is_some() { "restarts" } else { "deadline" }
+                    ),
+                )
+                .help(format!("use a priority below {}", SUPERVISOR_PRIORITY)),
+            );
+        }
+        if let Some(r) = &c.restart
+            && matches!(r.get_ref(), Restart::Keyword(k) if k == "per-request")
+            && !file
+                .channels
+                .values()
+                .any(|ch| ch.kind.get_ref() == "endpoint" && ch.server.get_ref() == name.get_ref())
+        {
+            errors.push(
+                SystemError::new(
+                    key("restart"),
+                    span(r),
+                    format!("`{}` is rolled back after each request, but serves no endpoint", name.get_ref()),
+                )
+                .help("make it the server of an endpoint channel, or use restart = { every = … }"),
+            );
+        }
+        if disposable {
+            let size =
+                |v: &Option<Spanned<String>>| v.as_ref().and_then(|v| parse_size(v.get_ref())).unwrap_or(0);
+            let (stack, memory) = (size(&c.stack), size(&c.memory));
+            let untyped = 1u64 << DISPOSABLE_UNTYPED_BITS;
+            if stack.saturating_add(memory) >= untyped
+                && let Some(v) = c.memory.as_ref().or(c.stack.as_ref())
+            {
+                errors.push(
+                    SystemError::new(
+                        key(if c.memory.is_some() { "memory" } else { "stack" }),
+                        span(v),
+                        format!(
+                            "stack and memory ({} KiB) do not fit in the {} KiB a disposable component \
+                             is made from, with its TCB, tables and program",
+                            (stack + memory) >> 10,
+                            untyped >> 10
+                        ),
+                    )
+                    .help("a disposable component is small: shrink its stack or memory"),
+                );
+            }
+        }
+        if let Some(p) = &c.priority
+            && !(MIN_PRIORITY..=MAX_PRIORITY).contains(p.get_ref())
+        {
+            errors.push(SystemError::new(
+                key("priority"),
+                span(p),
+                format!("priority {} is outside {MIN_PRIORITY}-{MAX_PRIORITY}", p.get_ref()),
+            ));
+        }
+        for (field, value) in [("stack", &c.stack), ("memory", &c.memory)] {
+            if let Some(v) = value {
+                match parse_size(v.get_ref()) {
+                    Some(n) if n > MAX_COMPONENT_MEMORY => errors.push(SystemError::new(
+                        key(field),
+                        span(v),
+                        format!("{field} `{}` is more than the 1 GiB a component may have", v.get_ref()),
+                    )),
+                    Some(n) if n % 4096 == 0 && n > 0 => {}
+                    Some(_) => errors.push(SystemError::new(
+                        key(field),
+                        span(v),
+                        format!("{field} `{}` is not a whole number of 4 KiB pages", v.get_ref()),
+                    )),
+                    None => errors.push(
+                        SystemError::new(key(field), span(v), format!("`{}` is not a size", v.get_ref()))
+                            .help("write a size like \"16K\" or \"1M\""),
+                    ),
+                }
+            }
+        }
+        if let Some(l) = &c.lifetime
+            && !["persistent", "disposable"].contains(&l.get_ref().as_str())
+        {
+            errors.push(
+                SystemError::new(key("lifetime"), span(l), format!("unknown lifetime `{}`", l.get_ref()))
+                    .help("lifetime is \"persistent\" or \"disposable\""),
+            );
+        }
+        if let Some(i) = &c.instances
+            && !["shared", "per-guest"].contains(&i.get_ref().as_str())
+        {
+            errors.push(
+                SystemError::new(key("instances"), span(i), format!("unknown instancing `{}`", i.get_ref()))
+                    .help("instances is \"shared\" or \"per-guest\""),
+            );
+        }
+        if let Some(r) = &c.restart {
+            match r.get_ref() {
+                Restart::Keyword(k) if k == "per-request" => {}
+                Restart::Keyword(k) => errors.push(
+                    SystemError::new(key("restart"), span(r), format!("unknown restart policy `{k}`"))
+                        .help("restart is \"per-request\" or { every = \"10s\" }"),
+                ),
+                Restart::Every { every } => match parse_duration_ms(every) {
+                    Some(ms) if ms > cleave_capdl::binary::lifetime::MAX_RESTART_MS => errors.push(
+                        SystemError::new(
+                            key("restart.every"),
+                            span(r),
+                            format!(
+                                "`{every}` is longer than the longest restart period, {} ms (about 4.6 hours)",
+                                cleave_capdl::binary::lifetime::MAX_RESTART_MS
+                            ),
+                        ),
+                    ),
+                    Some(ms) if ms > 0 => {}
+                    Some(_) => errors.push(SystemError::new(
+                        key("restart.every"),
+                        span(r),
+                        format!("`{every}`: a restart period must be at least 1 ms"),
+                    )),
+                    None => errors.push(
+                        SystemError::new(
+                            key("restart.every"),
+                            span(r),
+                            format!("`{every}` is not a duration"),
+                        )
+                        .help("write a duration like \"100ms\", \"10s\" or \"1m\""),
+                    ),
+                },
+            }
+            if c.is_disposable() {
+                errors.push(SystemError::new(
+                    key("restart"),
+                    span(r),
+                    "a disposable component is never restarted",
+                ));
+            }
+        }
+        if let Some(e) = c.ends_run.as_ref().filter(|e| *e.get_ref() && c.is_disposable()) {
+            errors.push(
+                SystemError::new(key("ends-run"), span(e), "a disposable component cannot end the run")
+                    .help("its supervisor holds what it is made from; remove `lifetime` or `ends-run`"),
+            );
+        }
+        if let Some(e) = c.ends_run.as_ref().filter(|e| *e.get_ref() && c.restart.is_some()) {
+            errors.push(
+                SystemError::new(
+                    key("ends-run"),
+                    span(e),
+                    "a component that may end the run cannot be restarted",
+                )
+                .help(
+                    "its supervisor would hold its TCB and could steer it into ending the run; \
+                         remove `restart` or `ends-run`",
+                ),
+            );
+        }
+        if let Some(d) = &c.deadline {
+            if !c.is_disposable() {
+                errors.push(
+                    SystemError::new(key("deadline"), span(d), "only a disposable component has a deadline")
+                        .help("add lifetime = \"disposable\", or remove the deadline"),
+                );
+            } else if parse_duration_ms(d.get_ref()).is_none_or(|ms| ms == 0) {
+                errors.push(
+                    SystemError::new(
+                        key("deadline"),
+                        span(d),
+                        format!("`{}` is not a duration", d.get_ref()),
+                    )
+                    .help("write a duration like \"100ms\", \"10s\" or \"1m\""),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{error, found, parse};
+    use super::*;
+
+    #[test]
+    fn components_using_every_field_well_are_accepted() {
+        let text = format!(
+            "[components.timer]\nbinary = \"{}\"\npriority = 200\nstack = \"16K\"\nmemory = \"1M\"\nrestart = {{ every = \"1s\" }}\ninstances = \"per-guest\"\nconsole = false\n\
+             [components.boot]\nlifetime = \"disposable\"\ndeadline = \"500ms\"\nstack = \"8K\"\n\
+             [components.server]\nrestart = \"per-request\"\n\
+             [components.main]\npriority = 254\nends-run = true\nlifetime = \"persistent\"\n\
+             [channels.requests]\nkind = \"endpoint\"\nserver = \"server\"\nclients = [\"main\"]\n",
+            programs::COMPONENT_PROGRAMS[0]
+        );
+        let file = parse(&text);
+        let mut errors = Vec::new();
+        check_binaries(&file, &mut errors);
+        check(&file, &mut errors);
+        assert_eq!(errors, []);
+    }
+
+    #[test]
+    fn fields_out_of_range_or_at_odds_are_refused() {
+        let text = "[components.a]\npriority = 0\nstack = \"6K\"\nmemory = \"2G\"\n\
+                    [components.b]\nlifetime = \"disposable\"\nrestart = { every = \"1s\" }\nends-run = true\n\
+                    [components.c]\nrestart = \"per-request\"\npriority = 251\n\
+                    [components.d]\ndeadline = \"1s\"\n";
+        let mut errors = Vec::new();
+        check(&parse(text), &mut errors);
+        assert_eq!(
+            found(&errors, text),
+            [
+                error("components.a.priority", "0", "priority 0 is outside 1-254"),
+                error("components.a.stack", "\"6K\"", "stack `6K` is not a whole number of 4 KiB pages"),
+                error(
+                    "components.a.memory",
+                    "\"2G\"",
+                    "memory `2G` is more than the 1 GiB a component may have"
+                ),
+                error(
+                    "components.b.restart",
+                    "{ every = \"1s\" }",
+                    "a disposable component is never restarted"
+                ),
+                error("components.b.ends-run", "true", "a disposable component cannot end the run"),
+                error(
+                    "components.b.ends-run",
+                    "true",
+                    "a component that may end the run cannot be restarted"
+                ),
+                error(
+                    "components.c.priority",
+                    "251",
+                    "priority 251 is not below the supervisor's (250), which must preempt it to enforce its restarts"
+                ),
+                error(
+                    "components.c.restart",
+                    "\"per-request\"",
+                    "`c` is rolled back after each request, but serves no endpoint"
+                ),
+                error("components.d.deadline", "\"1s\"", "only a disposable component has a deadline"),
+            ]
+        );
+    }
+}
