@@ -6,6 +6,7 @@
 //! expanded: `name[3]` is an object of its own. Every access is bounds-checked, so a
 //! corrupt image yields an error, never a wrong read.
 
+use cleave_abi::{ObjectType, Rights};
 use core::fmt;
 
 /// The magic at the start of an encoded specification.
@@ -157,6 +158,44 @@ impl Kind {
     }
 }
 
+/// What a slot of a paging table holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// The next table down.
+    Table,
+    /// A frame (4 KiB in a page table, 2 MiB in a page directory).
+    Frame,
+}
+
+/// Slots in a table of any paging level.
+pub const TABLE_SLOTS: u32 = 512;
+
+impl Kind {
+    /// What slot `slot` of a table of this kind may hold when it names a `target` of
+    /// `target_size_bits`: the table one level down, or a frame of the size the level maps
+    /// (an IA-32e page table takes any frame: the kernel refuses a 2 MiB one). `None`:
+    /// this level cannot map it there.
+    pub fn entry(self, slot: u32, target: Kind, target_size_bits: u8) -> Option<Entry> {
+        if slot >= TABLE_SLOTS {
+            return None;
+        }
+        let frame = target == Kind::Frame
+            && match self {
+                Kind::PageTable => true,
+                Kind::PageDirectory | Kind::EptPd => target_size_bits == 21,
+                Kind::EptPt => target_size_bits == 12,
+                _ => false,
+            };
+        if frame {
+            Some(Entry::Frame)
+        } else if self.child_kind().is_some_and(|child| child == target && child != Kind::Frame) {
+            Some(Entry::Table)
+        } else {
+            None
+        }
+    }
+}
+
 /// The TCB slots the spec may fill, numbered as seL4 numbers them
 /// (`model::TCB_SLOT_NAMES` has every name); the loader places these four.
 pub mod tcb_slot {
@@ -183,6 +222,77 @@ impl ObjectRecord {
     /// The untyped object this one is made from, if the spec names one.
     pub fn parent(&self) -> Option<u32> {
         ((self.param2 >> 32) as u32).checked_sub(1)
+    }
+
+    /// A device frame's physical address: a frame the spec places at one (made from
+    /// device untyped memory, not from the loader's pool).
+    pub fn device_address(&self) -> Option<u64> {
+        (self.kind == Kind::Frame && self.param0 != 0).then_some(self.param0)
+    }
+
+    /// A frame's first contents: the name index of a boot-image file and the offset of the
+    /// frame's bytes in it. (A name field of 0 with an offset yields `u32::MAX`, which
+    /// names nothing.)
+    pub fn fill(&self) -> Option<(u32, usize)> {
+        (self.kind == Kind::Frame && self.param0 == 0 && self.param1 != 0)
+            .then(|| ((self.param1 as u32).wrapping_sub(1), (self.param1 >> 32) as usize))
+    }
+
+    /// An I/O port range's first and last port.
+    pub fn io_ports(&self) -> (u16, u16) {
+        (self.param0 as u16, (self.param0 >> 16) as u16)
+    }
+
+    /// A thread's ELF image: the index of its name (`u32::MAX`: none).
+    pub fn elf_name(&self) -> u32 {
+        self.param0 as u32
+    }
+
+    /// Whether a thread's flags (`tcb_flag`) include `flag`.
+    pub fn has_flag(&self, flag: u64) -> bool {
+        self.param0 & flag != 0
+    }
+
+    /// Whether the loader starts this thread.
+    pub fn resumes(&self) -> bool {
+        self.param1 & 1 != 0
+    }
+
+    /// A thread's initial argument (its `rdi`).
+    pub fn argument(&self) -> u64 {
+        self.param1 >> 1
+    }
+
+    /// A thread's kind of lifetime ([`lifetime`]).
+    pub fn lifetime(&self) -> u64 {
+        self.param2 & 0xff
+    }
+
+    /// What the kernel retypes untyped memory into for this object, and the size argument
+    /// it takes: `None` for IRQ handlers and I/O port ranges, which come from control
+    /// capabilities instead. (A CNode record holds radix + 6; a corrupt one below 6 wraps
+    /// to a size the kernel refuses.)
+    pub fn retype(&self) -> Option<(ObjectType, u64)> {
+        let ty = match self.kind {
+            Kind::Endpoint => ObjectType::Endpoint,
+            Kind::Notification => ObjectType::Notification,
+            Kind::Tcb => ObjectType::Tcb,
+            Kind::CNode => return Some((ObjectType::CNode, u64::from(self.size_bits).wrapping_sub(6))),
+            Kind::Untyped => return Some((ObjectType::Untyped, u64::from(self.size_bits))),
+            Kind::PageTable => ObjectType::PageTable,
+            Kind::PageDirectory => ObjectType::PageDirectory,
+            Kind::Pdpt => ObjectType::Pdpt,
+            Kind::Pml4 => ObjectType::Pml4,
+            Kind::Vcpu => ObjectType::Vcpu,
+            Kind::EptPml4 => ObjectType::EptPml4,
+            Kind::EptPdpt => ObjectType::EptPdpt,
+            Kind::EptPd => ObjectType::EptPd,
+            Kind::EptPt => ObjectType::EptPt,
+            Kind::Frame if self.size_bits == 21 => ObjectType::Frame2M,
+            Kind::Frame => ObjectType::Frame4K,
+            Kind::Irq | Kind::IoPorts => return None,
+        };
+        Some((ty, 0))
     }
 }
 
@@ -214,6 +324,25 @@ pub struct CapRecord {
     pub badge: u64,
     /// Guard.
     pub guard: u64,
+}
+
+impl CapRecord {
+    /// The rights it is given with (0 in the record: all).
+    pub fn rights(&self) -> Rights {
+        if self.rights == 0 { Rights::ALL } else { Rights(self.rights) }
+    }
+
+    /// The guard word of a CNode capability, as `CNode::mint` takes it: the guard above
+    /// its size.
+    pub fn guard_word(&self) -> u64 {
+        self.guard << 6 | u64::from(self.guard_size)
+    }
+
+    /// The word minted into the copy: the guard word if the record has a guard, else its
+    /// badge.
+    pub fn badge_or_guard(&self) -> u64 {
+        if self.guard_size != 0 || self.guard != 0 { self.guard_word() } else { self.badge }
+    }
 }
 
 /// What is wrong with an encoded specification.
@@ -455,6 +584,8 @@ impl Digest {
     }
 }
 
+mod query;
+
 #[cfg(feature = "alloc")]
 mod encode;
 #[cfg(feature = "alloc")]
@@ -489,5 +620,76 @@ mod kind_tests {
         assert_eq!(named("vspace"), Some(u64::from(tcb_slot::VSPACE)));
         assert_eq!(named("fault_ep_slot"), Some(u64::from(tcb_slot::FAULT_ENDPOINT)));
         assert_eq!(named("bound_notification"), Some(u64::from(tcb_slot::BOUND_NOTIFICATION)));
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod record_tests {
+    use super::{EncodedSpec, Kind, encode, lifetime, tcb_flag};
+    use crate::text::read;
+    use cleave_abi::{ObjectType, Rights};
+
+    const TEXT: &str = "arch x86_64\nobjects {\n  t = tcb (resume: True, elf: server, init: [7], quiet: True, lifetime: per_request)\n  c = cnode (8 bits)\n  e = ep\n  u = ut (16 bits)\n  big = frame (2M)\n  small = frame (4k)\n  device = frame (4k, paddr: 0xfebf0000)\n  p = io_ports (ports: [0x40..0x43])\n}\ncaps {\n  c {\n    1: e (RW, badge: 5)\n    2: e\n    3: c (guard: 2, guard_size: 3)\n  }\n}\n";
+
+    #[test]
+    fn records_say_what_the_loader_builds() {
+        let mut spec = read(TEXT).unwrap();
+        // Cleave's fill form, `NAME@OFFSET`, as cleave-system writes it into the model.
+        for o in spec.objects.iter_mut().filter(|o| o.name == "small") {
+            if let crate::model::ObjectKind::Frame { fill, .. } = &mut o.kind {
+                fill.push("data@8192".into());
+            }
+        }
+        let bytes = encode(&spec).unwrap();
+        let e = EncodedSpec::new(&bytes).unwrap();
+        let object = |name: &str| {
+            (0..e.object_count())
+                .map(|i| e.object(i).unwrap())
+                .find(|o| e.name(o.name) == Some(name))
+                .unwrap()
+        };
+        let t = object("t");
+        assert_eq!(e.name(t.elf_name()), Some("server"));
+        assert!(t.resumes() && t.has_flag(tcb_flag::QUIET) && !t.has_flag(tcb_flag::ENDS_RUN));
+        assert_eq!((t.argument(), t.lifetime()), (7, lifetime::PER_REQUEST));
+        assert_eq!(t.retype(), Some((ObjectType::Tcb, 0)));
+        assert_eq!(object("c").retype(), Some((ObjectType::CNode, 8)));
+        assert_eq!(object("u").retype(), Some((ObjectType::Untyped, 16)));
+        assert_eq!(object("big").retype(), Some((ObjectType::Frame2M, 0)));
+        assert_eq!(object("small").retype(), Some((ObjectType::Frame4K, 0)));
+        assert_eq!(object("p").retype(), None);
+        assert_eq!(object("p").io_ports(), (0x40, 0x43));
+        let small = object("small");
+        let (file, offset) = small.fill().unwrap();
+        assert_eq!((e.name(file), offset), (Some("data"), 8192));
+        assert_eq!((small.device_address(), object("big").fill()), (None, None));
+        let device = object("device");
+        assert_eq!((device.device_address(), device.fill()), (Some(0xfebf_0000), None));
+        assert_eq!(t.device_address(), None);
+        let caps: std::vec::Vec<_> = (0..e.cap_count()).map(|k| e.cap(k).unwrap()).collect();
+        let at = |slot| caps.iter().find(|c| c.slot == slot).unwrap();
+        assert_eq!((at(1).rights(), at(1).badge_or_guard()), (Rights(Rights::READ.0 | Rights::WRITE.0), 5));
+        assert_eq!((at(2).rights(), at(2).badge_or_guard()), (Rights::ALL, 0));
+        assert_eq!(at(3).badge_or_guard(), 2 << 6 | 3);
+        assert_eq!(at(3).guard_word(), 2 << 6 | 3);
+    }
+
+    #[test]
+    fn corrupt_records_decode_to_values_that_name_nothing() {
+        let mut o = super::ObjectRecord {
+            kind: Kind::Frame,
+            size_bits: 12,
+            priority: 0,
+            max_priority: 0,
+            name: 0,
+            param0: 0,
+            param1: 5 << 32,
+            param2: 0,
+        };
+        // A fill with an offset but no name: a name index nothing has.
+        assert_eq!(o.fill(), Some((u32::MAX, 5)));
+        o.kind = Kind::CNode;
+        o.size_bits = 3;
+        assert_eq!(o.retype().map(|(_, size)| size > 64), Some(true));
     }
 }

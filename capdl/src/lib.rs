@@ -20,5 +20,6 @@ pub mod image;
 pub mod model;
 #[cfg(feature = "alloc")]
 pub mod text;
+pub mod untyped;
 #[cfg(feature = "alloc")]
 pub mod validate;

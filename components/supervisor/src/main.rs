@@ -18,6 +18,9 @@
 //!   (`restart = "per-request"`: the kernel stops such a thread at its second receive and
 //!   sends `REQUEST_DONE` here); and after a crash, with a backoff that doubles while it
 //!   keeps crashing soon after starting, so that a crash loop cannot starve other work.
+//!
+//! When to do each is decided by `cleave_supervisor_policy` (`policy/`), a pure state
+//! machine the host tests; this program carries it out with its capabilities.
 #![no_std]
 #![no_main]
 
@@ -27,6 +30,7 @@ use cleave_abi::{MessageInfo, ObjectType};
 use cleave_rt::cap::Message;
 use cleave_rt::cap::kind::{CNode, Endpoint, IoPort, IrqHandler, Notification, Tcb, Untyped};
 use cleave_rt::{Cap, println};
+use cleave_supervisor_policy::{Disposal, Fault, OnFault, Restart, Restarts, disposal};
 
 #[allow(dead_code, reason = "the per-component untyped slots are found through CAPS, by name")]
 mod caps {
@@ -46,17 +50,6 @@ const CLOCK: u64 = 1 << 63;
 const RSI: usize = 7;
 /// Most restartable components.
 const MAX_RESTARTS: usize = 16;
-/// A crashed component waits this long before its first restart; each crash within
-/// [`STABLE_MS`] of its start doubles the wait, up to [`BACKOFF_MAX_MS`].
-const BACKOFF_FIRST_MS: u64 = 10;
-const BACKOFF_MAX_MS: u64 = 1000;
-/// A component that ran this long before crashing starts its backoff afresh.
-const STABLE_MS: u64 = 2000;
-/// A component due for its timed restart is restarted when it next waits for a request,
-/// or after this long regardless.
-const GRACE_MS: u64 = 20;
-/// How many restarts of each kind per component the console shows (the audit log has all).
-const SHOWN: u64 = 4;
 
 /// A component restarted on a timer or rolled back after every request.
 #[derive(Clone, Copy)]
@@ -66,24 +59,12 @@ struct Restartable {
     memory: usize,
     pristine: usize,
     bytes: usize,
-    /// 0: rolled back after every request.
-    period_ms: u64,
     /// The badge its faults arrive with.
     badge: u64,
     /// Its registers when the loader made it: rip, rsp, rflags, then the rest.
     registers: [u64; 18],
-    /// When it last started, ms.
-    started: u64,
-    /// Which instance runs (1 for the first).
-    instance: u64,
-    /// Crashes in a row, each soon after its start.
-    crashes: u64,
-    /// All its crashes.
-    crashes_total: u64,
-    /// A crashed component's restart time, ms.
-    due: Option<u64>,
-    /// Requests after which it was rolled back.
-    rollbacks: u64,
+    /// When it restarts (`cleave_supervisor_policy`).
+    restarts: Restarts,
 }
 
 /// Programs the PIT: channel 0, rate generator, 1 kHz.
@@ -96,8 +77,9 @@ fn start_clock() -> bool {
         && Cap::<IrqHandler>::from_cptr(caps::CLOCK).ack().is_ok()
 }
 
-/// Restarts `r`: stop, restore memory, reset registers, go. Returns the TSC ticks it took.
-fn restart(r: &mut Restartable, now_ms: u64) -> u64 {
+/// Restarts `r` at `now_ms` for `why`: stop, restore memory, reset registers, go. Returns
+/// the TSC ticks it took and whether the console shows it.
+fn restart(r: &mut Restartable, why: Restart, now_ms: u64) -> (u64, bool) {
     let t0 = cleave_rt::syscall::rdtsc();
     let _ = r.tcb.suspend();
     // SAFETY: RESTARTS names where cleave mapped this component's writable memory (read
@@ -105,19 +87,17 @@ fn restart(r: &mut Restartable, now_ms: u64) -> u64 {
     // component is suspended, so nothing else touches its memory while it is copied.
     unsafe { core::ptr::copy_nonoverlapping(r.pristine as *const u8, r.memory as *mut u8, r.bytes) }
     // The same registers, and the instance it is in `rsi` (`cleave_rt::instance`).
+    let instance = r.restarts.instance();
     let mut registers = r.registers;
-    registers[RSI] = r.instance + 1;
+    registers[RSI] = instance + 1;
     let resumed = r.tcb.write_registers(true, &registers);
     let ticks = cleave_rt::syscall::rdtsc() - t0;
     if resumed.is_ok() {
-        cleave_rt::audit!("restart {}#{} {}#{}", r.name, r.instance, r.name, r.instance + 1);
-        r.instance += 1;
-        r.started = now_ms;
-        r.due = None;
+        cleave_rt::audit!("restart {}#{} {}#{}", r.name, instance, r.name, instance + 1);
     } else {
         println!("supervisor: cannot restart `{}`", r.name);
     }
-    ticks
+    (ticks, r.restarts.restarted(why, now_ms, resumed.is_ok()))
 }
 
 /// What a fault message says, for the report.
@@ -145,31 +125,58 @@ impl core::fmt::Display for Described {
 /// after the backoff; until then it stays stopped, so a crash loop costs the others
 /// nothing).
 fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
-    if label == fault::REQUEST_DONE && r.period_ms == 0 {
-        let ticks = restart(r, now_ms);
-        r.rollbacks += 1;
-        if r.rollbacks <= SHOWN {
-            println!(
-                "supervisor: rolled back `{}` after request {}: {} KiB restored in {ticks} TSC ticks",
-                r.name,
-                r.rollbacks,
-                r.bytes >> 10
-            );
+    let fault = if label == fault::REQUEST_DONE { Fault::RequestDone } else { Fault::Crash };
+    match r.restarts.on_fault(fault, now_ms) {
+        OnFault::Restart(why) => {
+            let (ticks, show) = restart(r, why, now_ms);
+            if show {
+                println!(
+                    "supervisor: rolled back `{}` after request {}: {} KiB restored in {ticks} TSC ticks",
+                    r.name,
+                    r.restarts.rollbacks(),
+                    r.bytes >> 10
+                );
+            }
         }
+        OnFault::Backoff { crash, wait, show, .. } => {
+            if show {
+                println!(
+                    "supervisor: `{}` (instance {}) crashed at {now_ms} ms: {} (crash {crash}); restarting it in {wait} ms",
+                    r.name,
+                    r.restarts.instance(),
+                    Described { label, words },
+                );
+            }
+        }
+    }
+}
+
+/// A clock tick at `now_ms` for `r`: a crashed component's backoff may be over, a timed
+/// one's period.
+fn on_tick(r: &mut Restartable, now_ms: u64) {
+    let tcb = r.tcb;
+    // Waiting for a request: a quiet moment, when no client's request is cut off.
+    let quiet = || matches!(tcb.state(), Ok(thread_state::BLOCKED_ON_RECEIVE | thread_state::INACTIVE));
+    let Some(why) = r.restarts.on_tick(now_ms, quiet) else { return };
+    let (ticks, show) = restart(r, why, now_ms);
+    if !show {
         return;
     }
-    r.crashes = if now_ms - r.started < STABLE_MS { r.crashes + 1 } else { 1 };
-    r.crashes_total += 1;
-    let wait = (BACKOFF_FIRST_MS << (r.crashes - 1).min(16)).min(BACKOFF_MAX_MS);
-    r.due = Some(now_ms + wait);
-    if r.crashes_total <= SHOWN || r.crashes_total.is_power_of_two() {
-        println!(
-            "supervisor: `{}` (instance {}) crashed at {now_ms} ms: {} (crash {}); restarting it in {wait} ms",
+    match why {
+        Restart::AfterCrash => {
+            println!(
+                "supervisor: restarted `{}` (instance {}) after its crash",
+                r.name,
+                r.restarts.instance()
+            )
+        }
+        _ => println!(
+            "supervisor: restarted `{}` (instance {}) at {now_ms} ms{}: {} KiB restored in {ticks} TSC ticks",
             r.name,
-            r.instance,
-            Described { label, words },
-            r.crashes_total
-        );
+            r.restarts.instance(),
+            if why == Restart::Forced { " (forced: busy through the grace period)" } else { "" },
+            r.bytes >> 10
+        ),
     }
 }
 
@@ -206,15 +213,9 @@ fn main() -> i32 {
                     memory,
                     pristine,
                     bytes,
-                    period_ms,
                     badge,
                     registers,
-                    started: 0,
-                    instance: 1,
-                    crashes: 0,
-                    crashes_total: 0,
-                    due: None,
-                    rollbacks: 0,
+                    restarts: Restarts::new(period_ms),
                 });
             }
             Err(e) => println!("supervisor: cannot read `{name}`'s registers: {e}"),
@@ -253,43 +254,10 @@ fn main() -> i32 {
         }
         let bits = message.badge;
         if bits & CLOCK != 0 {
-            now_ms += 1;
+            now_ms = now_ms.saturating_add(1);
             let _ = Cap::<IrqHandler>::from_cptr(caps::CLOCK).ack();
             for r in restartable.iter_mut().flatten() {
-                if let Some(due) = r.due {
-                    if now_ms >= due {
-                        let crashes = r.crashes_total;
-                        restart(r, now_ms);
-                        if crashes <= SHOWN {
-                            println!(
-                                "supervisor: restarted `{}` (instance {}) after its crash",
-                                r.name, r.instance
-                            );
-                        }
-                    }
-                } else if r.period_ms != 0 && now_ms - r.started >= r.period_ms {
-                    // Due: at its next quiet moment (waiting for a request, so that no
-                    // client's request is cut off), or at once when it has stayed busy
-                    // for the grace period.
-                    let quiet = matches!(
-                        r.tcb.state(),
-                        Ok(thread_state::BLOCKED_ON_RECEIVE | thread_state::INACTIVE)
-                    );
-                    let forced = now_ms - r.started >= r.period_ms + GRACE_MS;
-                    if !quiet && !forced {
-                        continue;
-                    }
-                    let ticks = restart(r, now_ms);
-                    if r.instance <= SHOWN || (forced && !quiet) {
-                        println!(
-                            "supervisor: restarted `{}` (instance {}) at {now_ms} ms{}: {} KiB restored in {ticks} TSC ticks",
-                            r.name,
-                            r.instance,
-                            if quiet { "" } else { " (forced: busy through the grace period)" },
-                            r.bytes >> 10
-                        );
-                    }
-                }
+                on_tick(r, now_ms);
             }
         }
         for (i, entry) in disposable[..count].iter_mut().enumerate() {
@@ -299,16 +267,13 @@ fn main() -> i32 {
             }
             let signalled = bits & (1 << i) != 0;
             let deadline = caps::DEADLINES.iter().find(|d| d.0 == name).map_or(0, |d| d.1);
-            let late = !signalled && deadline != 0 && now_ms >= deadline;
-            if !signalled && !late {
-                continue;
-            }
+            let Some(why) = disposal(signalled, deadline, now_ms) else { continue };
             if let Err(e) = Cap::<CNode>::revoke(cnode.slot(slot, DEPTH)) {
                 println!("supervisor: cannot dispose of `{name}`: {e}");
                 continue;
             }
             cleave_rt::audit!("dispose {name}#1");
-            if late {
+            if why == Disposal::Late {
                 println!(
                     "supervisor: `{name}` did not say it was done by its {deadline} ms deadline: revoked the untyped it was made from; it is gone"
                 );

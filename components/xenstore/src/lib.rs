@@ -18,6 +18,8 @@ pub mod perms;
 #[cfg(feature = "alloc")]
 pub mod state;
 #[cfg(feature = "alloc")]
+pub mod state_protocol;
+#[cfg(feature = "alloc")]
 pub mod store;
 pub mod wire;
 

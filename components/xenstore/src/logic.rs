@@ -5,7 +5,7 @@
 
 use crate::path::{self, ABS_PATH_MAX};
 use crate::perms::{self, Perm};
-use crate::state::{MAX_EVENTS, MAX_QUEUED_EVENTS, Snapshot, Update, WatchRecord as Watch};
+use crate::state_protocol::{Journal, MAX_EVENTS, MAX_QUEUED_EVENTS, Snapshot, Update, WatchRecord as Watch};
 use crate::store::{Overlay, Quota, Store, Tree, TxView};
 use crate::wire::{self, Error, Header, MsgType, Request};
 use alloc::collections::BTreeMap;
@@ -62,24 +62,6 @@ pub struct Logic {
     journal: Journal,
 }
 
-/// The change one or more requests made, for XenStore-State (`state::commit` sends it).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Journal {
-    /// A committed transaction's read set: path and generation when first seen.
-    pub reads: Vec<(String, Option<u64>)>,
-    /// Nodes, watches and events changed, in order.
-    pub updates: Vec<Update>,
-    /// The store's generation afterwards.
-    pub generation: u64,
-}
-
-impl Journal {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.reads.is_empty() && self.updates.is_empty()
-    }
-}
-
 /// Transaction ids are the Logic incarnation (12 bits) over a counter (20 bits).
 const TX_COUNTER_BITS: u32 = 20;
 const TX_COUNTER_MASK: u32 = (1 << TX_COUNTER_BITS) - 1;
@@ -95,7 +77,7 @@ impl Logic {
         Self::restore(quota, Snapshot::default())
     }
 
-    /// Resumes from what XenStore-State kept (`state::load`); a snapshot with no nodes is
+    /// Resumes from what XenStore-State kept (`state_protocol::load`); a snapshot with no nodes is
     /// a fresh store. Transactions the previous Logic had open are over (`EAGAIN`).
     pub fn restore(quota: Quota, snapshot: Snapshot) -> Self {
         let mut store = if snapshot.nodes.is_empty() {

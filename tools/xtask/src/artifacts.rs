@@ -14,6 +14,7 @@ pub const HOST_PACKAGES: &[&str] = &[
     "cleave-capdl",
     "cleave-kernel-core",
     "cleave-xenstore",
+    "cleave-supervisor-policy",
     "cleave-vmm",
     "cleave",
     "cleave-system",

@@ -158,7 +158,7 @@ fn a_commit_whose_reads_changed_applies_nothing() {
 #[test]
 fn a_large_change_is_staged_and_lands_at_once_or_not_at_all() {
     let mut state = State::new();
-    let mut journal = crate::logic::Journal::default();
+    let mut journal = crate::state_protocol::Journal::default();
     for i in 0..100 {
         let node = crate::store::Node { value: vec![b'x'; 100], perms: vec![], generation: i };
         journal.updates.push(Update::Put(std::format!("/big/{i:03}"), node));
