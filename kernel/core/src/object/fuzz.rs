@@ -19,7 +19,7 @@ use super::slot::{Slot, SlotOps};
 use super::space::{ObjectSpace, TCB_SLOT_COUNT};
 use super::syscall::Outcome;
 use super::tcb::{Registers, TcbRef, ThreadState, slot as tcb_slot};
-use super::vcpu::{IO_BITMAP_OFFSET, IO_GRANT_OFFSET, IO_GRANTS};
+use super::vcpu::{IO_BITMAP_OFFSET, IO_GRANT_OFFSET, IO_GRANTS, Layout};
 use super::vspace::{ASIDS_PER_POOL, Format, asid};
 use crate::addr::{PhysAddr, VirtAddr};
 use cleave_abi::ipc_buffer::{RECEIVE_OFFSET, cap_offset};
@@ -1200,6 +1200,7 @@ pub fn check(w: &World) -> Result<(), String> {
                 base.0
             );
         }
+        let layout = s.vcpu_layout();
         let mut grants: Vec<(u16, u16)> = Vec::new();
         for i in 0..IO_GRANTS {
             if let Cap::VcpuIoGrant { vcpu, open_first, open_last, .. } =
@@ -1219,6 +1220,35 @@ pub fn check(w: &World) -> Result<(), String> {
                     ensure!(
                         bits & (1 << b) != 0 || granted,
                         "Vcpu {:#x} lets port {port:#x} through without a grant",
+                        base.0
+                    );
+                }
+            }
+        }
+        // SVM's third I/O page (accesses running past port 0xffff) always exits.
+        if layout == Layout::Svm {
+            let third: [u64; 512] = m.read(PhysAddr(base.0 + IO_BITMAP_OFFSET + 2 * 4096));
+            ensure!(
+                third.iter().all(|&w| w == u64::MAX),
+                "Vcpu {:#x} opened the I/O map's third page",
+                base.0
+            );
+        }
+        // Only MSRs of the architecture's pass-through list go through, writes only where
+        // the list allows. (Words with every bit set, nearly all, are skipped whole.)
+        let first_map_page = layout.bitmap_pages()[2];
+        for &page in layout.bitmap_pages().iter().filter(|&&p| p >= first_map_page) {
+            let words: [u64; 512] = m.read(PhysAddr(base.0 + page));
+            for (w, &bits) in words.iter().enumerate().filter(|(_, b)| **b != u64::MAX) {
+                for b in (0..64u64).filter(|b| bits & (1 << b) == 0) {
+                    let offset = page + w as u64 * 8 + b / 8;
+                    let msr = layout.msr_of(offset, (b % 8) as u32);
+                    let allowed = msr.is_some_and(|(msr, write)| {
+                        layout.pass_through().iter().any(|&(p, w)| p == msr && (w || !write))
+                    });
+                    ensure!(
+                        allowed,
+                        "Vcpu {:#x} lets {msr:x?} through (bit {b} of word {w} of page {page:#x})",
                         base.0
                     );
                 }

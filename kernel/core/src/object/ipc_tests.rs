@@ -885,6 +885,29 @@ fn on_svm_machines_guest_spaces_are_written_as_npt_through_the_same_invocations(
     // Destroying the root empties everything below it.
     w.s.delete(slot(41)).unwrap();
     assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 8)), 0);
+    // A Vcpu has SVM's permission maps: every port (and the third page, for accesses past
+    // 0xffff) and every MSR exits until the VMM lets some through.
+    w.make(ObjectType::Vcpu, 40);
+    let Cap::Vcpu { base: vcpu } = w.s.mem.cap_at(slot(40)) else { panic!() };
+    let byte = |w: &World, offset: u64| w.s.mem.read::<u8>(PhysAddr(vcpu.0 + offset));
+    use crate::object::vcpu::{IO_BITMAP_OFFSET, SVM_MSR_MAP_OFFSET};
+    assert_eq!(byte(&w, IO_BITMAP_OFFSET + 2 * 4096), 0xff);
+    assert_eq!(byte(&w, SVM_MSR_MAP_OFFSET + 0x800 + 0x40), 0xff, "FS_BASE's bits");
+    w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0100, 0]).unwrap();
+    assert_eq!(byte(&w, SVM_MSR_MAP_OFFSET + 0x800 + 0x40), 0xfc, "read and write through");
+    assert_eq!(
+        w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0080, 0]),
+        Err(Error::IllegalOperation),
+        "EFER"
+    );
+    assert_eq!(
+        w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0082, 0]),
+        Err(Error::IllegalOperation),
+        "LSTAR"
+    );
+    // Making it exit again needs nothing.
+    w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0100, 3]).unwrap();
+    assert_eq!(byte(&w, SVM_MSR_MAP_OFFSET + 0x800 + 0x40), 0xff);
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! machine side (VMXON, VMREAD/VMWRITE, entering the guest) is the kernel's; this is the
 //! policy, tested on the host.
 //!
-//! A Vcpu object is 32 KiB: the VMCS region, [`VcpuState`], the I/O and MSR bitmaps and
-//! the guest's floating-point state. It is bound to at most
-//! one TCB and a TCB to at most one Vcpu; deleting either unbinds them.
+//! A Vcpu object is 32 KiB: the VMCS region (a VMCB on SVM), [`VcpuState`], the I/O and
+//! MSR bitmaps (in each architecture's own layout: [`Layout`]) and the guest's
+//! floating-point state. It is bound to at most one TCB and a TCB to at most one Vcpu;
+//! deleting either unbinds them.
 
 use super::cap::Cap;
 use super::kmem::KernelMemory;
@@ -54,8 +55,14 @@ pub mod launch {
 pub const STATE_OFFSET: u64 = 4096;
 /// Offset of I/O bitmap A (ports 0-0x7fff) in a Vcpu object; bitmap B follows.
 pub const IO_BITMAP_OFFSET: u64 = 2 * 4096;
-/// Offset of the MSR bitmap in a Vcpu object.
+/// Offset of the MSR bitmap in a Vcpu object on VT-x (one page).
 pub const MSR_BITMAP_OFFSET: u64 = 4 * 4096;
+/// Offset of the MSR permission map in a Vcpu object on SVM (two pages, after the
+/// floating-point page; the I/O permission map is the three pages at [`IO_BITMAP_OFFSET`]).
+pub const SVM_MSR_MAP_OFFSET: u64 = 6 * 4096;
+/// Size of a Vcpu object.
+pub const VCPU_SIZE: u64 = 8 * 4096;
+const _: () = assert!(SVM_MSR_MAP_OFFSET + 2 * 4096 <= VCPU_SIZE);
 /// Offset of the guest's floating-point state (x87, MMX, SSE: the 512-byte FXSAVE image)
 /// in a Vcpu object. The processor holds one guest's state at a time
 /// ([`ObjectSpace::fpu_owner`]); the kernel saves it here when another guest's is loaded.
@@ -77,10 +84,97 @@ pub const FRESH_FCW: u16 = 0x037f;
 /// exception masked).
 pub const FRESH_MXCSR: u32 = 0x1f80;
 
+/// How a Vcpu's bitmaps are laid out: VT-x's I/O bitmaps A and B and one-page MSR bitmap,
+/// or SVM's I/O permission map (the same bit per port, and a third page for accesses that
+/// run past port 0xffff) and two-page MSR permission map (a read and a write bit per MSR,
+/// side by side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Intel VT-x.
+    Vmx,
+    /// AMD SVM.
+    Svm,
+}
+
+impl Layout {
+    /// Where the bit that makes guest `msr` accesses exit is, for a read or a `write`: the
+    /// byte's offset in the Vcpu object and the bit in it; `None` for MSRs outside the
+    /// bitmap's ranges, which always exit.
+    pub fn msr_bit(self, msr: u32, write: bool) -> Option<(u64, u8)> {
+        match self {
+            Self::Vmx => {
+                let (base, index) = match msr {
+                    0..=0x1fff => (0, msr),
+                    0xc000_0000..=0xc000_1fff => (1024, msr - 0xc000_0000),
+                    _ => return None,
+                };
+                let half = if write { 2048 } else { 0 };
+                Some((MSR_BITMAP_OFFSET + base + half + u64::from(index / 8), 1 << (index % 8)))
+            }
+            Self::Svm => {
+                let (base, index) = match msr {
+                    0..=0x1fff => (0, msr),
+                    0xc000_0000..=0xc000_1fff => (0x800, msr - 0xc000_0000),
+                    0xc001_0000..=0xc001_1fff => (0x1000, msr - 0xc001_0000),
+                    _ => return None,
+                };
+                let bit = 2 * index + u32::from(write);
+                Some((SVM_MSR_MAP_OFFSET + base + u64::from(bit / 8), 1 << (bit % 8)))
+            }
+        }
+    }
+
+    /// The MSR and access (write or read) whose exit bit is bit `bit` (0-7) of the byte at
+    /// `offset` in the Vcpu object: the inverse of [`Layout::msr_bit`]; `None` for bytes
+    /// that are no MSR's (outside the MSR map, or SVM's reserved last quarter).
+    pub fn msr_of(self, offset: u64, bit: u32) -> Option<(u32, bool)> {
+        match self {
+            Self::Vmx => {
+                let rel = offset.checked_sub(MSR_BITMAP_OFFSET).filter(|&r| r < 4096)?;
+                let write = rel >= 2048;
+                let within = rel % 2048;
+                let base = if within >= 1024 { 0xc000_0000 } else { 0 };
+                Some((base + ((within % 1024) * 8) as u32 + bit, write))
+            }
+            Self::Svm => {
+                let rel = offset.checked_sub(SVM_MSR_MAP_OFFSET).filter(|&r| r < 0x1800)?;
+                let base = [0, 0xc000_0000, 0xc001_0000][(rel / 0x800) as usize];
+                let position = (rel % 0x800) as u32 * 8 + bit;
+                Some((base + position / 2, position % 2 == 1))
+            }
+        }
+    }
+
+    /// The pages of a fresh Vcpu whose bits are all set (everything exits), as offsets.
+    pub fn bitmap_pages(self) -> &'static [u64] {
+        match self {
+            Self::Vmx => &[IO_BITMAP_OFFSET, IO_BITMAP_OFFSET + 4096, MSR_BITMAP_OFFSET],
+            Self::Svm => &[
+                IO_BITMAP_OFFSET,
+                IO_BITMAP_OFFSET + 4096,
+                IO_BITMAP_OFFSET + 2 * 4096,
+                SVM_MSR_MAP_OFFSET,
+                SVM_MSR_MAP_OFFSET + 4096,
+            ],
+        }
+    }
+
+    /// The MSRs a VMM may let through on this architecture: (MSR, whether writes may).
+    /// On SVM, EFER always exits: its SVME bit must stay set under the guest and hidden
+    /// from it.
+    pub fn pass_through(self) -> &'static [(u32, bool)] {
+        match self {
+            Self::Vmx => &MSR_PASS_THROUGH,
+            Self::Svm => &MSR_PASS_THROUGH[..6],
+        }
+    }
+}
+
 /// MSRs a VMM may let its guest read and write directly: those the VMCS loads and saves
 /// with the guest (FS and GS bases, the SYSENTER MSRs, EFER), the kernel GS base (which
 /// the kernel switches per Vcpu), and the TSC for reading. Everything else (the host's
-/// syscall MSRs, PAT, the APIC base, …) always exits.
+/// syscall MSRs, PAT, the APIC base, …) always exits. (SVM's list, [`Layout::pass_through`],
+/// is the first six: VMSAVE/VMLOAD switch those.)
 pub const MSR_PASS_THROUGH: [(u32, bool); 8] = [
     (0xc000_0102, true), // IA32_KERNEL_GS_BASE
     (0xc000_0100, true), // IA32_FS_BASE
@@ -88,8 +182,8 @@ pub const MSR_PASS_THROUGH: [(u32, bool); 8] = [
     (0x174, true),       // IA32_SYSENTER_CS
     (0x175, true),       // IA32_SYSENTER_ESP
     (0x176, true),       // IA32_SYSENTER_EIP
-    (0xc000_0080, true), // IA32_EFER
     (0x10, false),       // IA32_TIME_STAMP_COUNTER (reads only)
+    (0xc000_0080, true), // IA32_EFER (VT-x only)
 ];
 
 /// What a VMM may do with a VMCS field.
@@ -231,6 +325,11 @@ fn state_at(vcpu: PhysAddr) -> PhysAddr {
 }
 
 impl<M: KernelMemory> ObjectSpace<M> {
+    /// How Vcpus are laid out on this machine: SVM's when guests' spaces are NPT.
+    pub fn vcpu_layout(&self) -> Layout {
+        if self.guest_format() == super::paging::Format::Npt { Layout::Svm } else { Layout::Vmx }
+    }
+
     /// The state page of the Vcpu at `vcpu`.
     pub fn vcpu_state(&self, vcpu: PhysAddr) -> VcpuState {
         self.mem.read(state_at(vcpu))
@@ -373,21 +472,18 @@ impl<M: KernelMemory> ObjectSpace<M> {
         write: bool,
     ) -> Result<(), Error> {
         let msr = u32::try_from(msr).map_err(|_| Error::RangeError)?;
-        let allowed = MSR_PASS_THROUGH.iter().find(|(m, _)| *m == msr);
+        let layout = self.vcpu_layout();
+        let allowed = layout.pass_through().iter().find(|(m, _)| *m == msr);
         match allowed {
             None if !(read && write) => return Err(Error::IllegalOperation),
             Some((_, false)) if !write => return Err(Error::IllegalOperation),
             _ => {}
         }
-        let (base, index) = match msr {
-            0..=0x1fff => (0, msr),
-            0xc000_0000..=0xc000_1fff => (1024, msr - 0xc000_0000),
-            _ => return Ok(()), // outside the bitmap's ranges: always exits
-        };
-        for (half, exits) in [(0, read), (2048, write)] {
-            let at = PhysAddr(vcpu.0 + MSR_BITMAP_OFFSET + base + half + u64::from(index / 8));
+        for (is_write, exits) in [(false, read), (true, write)] {
+            // Outside the bitmap's ranges an MSR always exits.
+            let Some((offset, bit)) = layout.msr_bit(msr, is_write) else { return Ok(()) };
+            let at = PhysAddr(vcpu.0 + offset);
             let byte: u8 = self.mem.read(at);
-            let bit = 1u8 << (index % 8);
             self.mem.write(at, &if exits { byte | bit } else { byte & !bit });
         }
         Ok(())
@@ -396,7 +492,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Sets every bit of a fresh Vcpu's I/O and MSR bitmaps: everything exits.
     pub(crate) fn vcpu_init_bitmaps(&mut self, vcpu: PhysAddr) {
         let ones = [u64::MAX; 512];
-        for page in [IO_BITMAP_OFFSET, IO_BITMAP_OFFSET + 4096, MSR_BITMAP_OFFSET] {
+        for &page in self.vcpu_layout().bitmap_pages() {
             self.mem.write(PhysAddr(vcpu.0 + page), &ones);
         }
         // Floating-point registers as a processor leaves them after reset and FNINIT: all
@@ -476,6 +572,41 @@ mod tests {
         for host in [0xc000_0081, 0xc000_0082, 0xc000_0084, 0x277] {
             assert!(MSR_PASS_THROUGH.iter().all(|(m, _)| *m != host), "{host:#x}");
         }
+    }
+
+    #[test]
+    fn msr_bits_sit_where_each_manual_puts_them() {
+        // VT-x: read-low at 0, read-high at 1024, write-low at 2048, write-high at 3072.
+        assert_eq!(Layout::Vmx.msr_bit(0x174, false), Some((MSR_BITMAP_OFFSET + 0x2e, 1 << 4)));
+        assert_eq!(Layout::Vmx.msr_bit(0xc000_0100, true), Some((MSR_BITMAP_OFFSET + 3072 + 0x20, 1)));
+        assert_eq!(Layout::Vmx.msr_bit(0xc001_0000, false), None, "no high-AMD range on VT-x");
+        // SVM: two bits per MSR (read, then write), ranges at 0, 0x800, 0x1000.
+        assert_eq!(Layout::Svm.msr_bit(0x174, false), Some((SVM_MSR_MAP_OFFSET + 0x5d, 1)));
+        assert_eq!(Layout::Svm.msr_bit(0x174, true), Some((SVM_MSR_MAP_OFFSET + 0x5d, 2)));
+        assert_eq!(Layout::Svm.msr_bit(0xc000_0082, true), Some((SVM_MSR_MAP_OFFSET + 0x800 + 0x20, 1 << 5)));
+        assert_eq!(
+            Layout::Svm.msr_bit(0xc001_0117, false),
+            Some((SVM_MSR_MAP_OFFSET + 0x1000 + 0x45, 1 << 6))
+        );
+        assert_eq!(Layout::Svm.msr_bit(0x4000_0000, false), None);
+        // Every bit of both maps lies inside the object and off the other pages, and
+        // `msr_of` finds the MSR again.
+        for layout in [Layout::Vmx, Layout::Svm] {
+            for msr in (0..0x2000).chain(0xc000_0000..0xc000_2000).chain(0xc001_0000..0xc001_2000) {
+                for write in [false, true] {
+                    if let Some((offset, bit)) = layout.msr_bit(msr, write) {
+                        let page = offset / 4096 * 4096;
+                        assert!(layout.bitmap_pages().contains(&page), "{layout:?} {msr:#x} at {offset:#x}");
+                        assert_eq!(layout.msr_of(offset, bit.trailing_zeros()), Some((msr, write)));
+                    }
+                }
+            }
+        }
+        assert_eq!(Layout::Svm.msr_of(SVM_MSR_MAP_OFFSET + 0x1800, 0), None, "reserved quarter");
+        assert_eq!(Layout::Vmx.msr_of(IO_BITMAP_OFFSET, 0), None);
+        // EFER never goes through on SVM.
+        assert!(Layout::Svm.pass_through().iter().all(|(m, _)| *m != 0xc000_0080));
+        assert!(Layout::Vmx.pass_through().iter().any(|(m, _)| *m == 0xc000_0080));
     }
 
     #[test]
