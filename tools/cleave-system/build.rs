@@ -1,7 +1,7 @@
 //! Finds the programs the build makes, so that `binary`, guest `image` and `root` in a
 //! system description can only name one of them: the workspace's `[[bin]]` targets under
 //! `components/` (component programs), `guests/` (guest images), and `capdl/loader`,
-//! `qemu/tests` and the component programs (root tasks). The directories are the one place those names are defined.
+//! `emulator-tests` and the component programs (root tasks). The directories are the one place those names are defined.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -44,8 +44,8 @@ fn main() {
         ("GUEST_PROGRAMS", "images a guest's `image` may name (guests/)", bins(&root, "guests")),
         (
             "ROOT_PROGRAMS",
-            "root tasks `root` may name (capdl/loader, qemu/tests, and a component program such as `hello` run alone)",
-            [bins(&root, "capdl/loader"), bins(&root, "qemu/tests"), bins(&root, "components")].concat(),
+            "root tasks `root` may name (capdl/loader, emulator-tests, and a component program run alone)",
+            [bins(&root, "capdl/loader"), bins(&root, "emulator-tests"), bins(&root, "components")].concat(),
         ),
     ];
     let mut out = String::new();

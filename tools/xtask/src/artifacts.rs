@@ -15,7 +15,7 @@ pub const HOST_PACKAGES: &[&str] = &[
     "cleave-kernel-core",
     "cleave-xenstore",
     "cleave-supervisor-policy",
-    "cleave-vmm",
+    "cleave-vmm-core",
     "cleave",
     "cleave-system",
     "xtask",
@@ -26,7 +26,6 @@ pub const HOST_PACKAGES: &[&str] = &[
 pub const TARGET_PACKAGES: &[&str] = &[
     "cleave-kernel",
     "cleave-rt",
-    "hello",
     "xenstore-state",
     "xenstore-logic",
     "xenstore-bridge",
@@ -41,7 +40,7 @@ pub const TARGET_PACKAGES: &[&str] = &[
     "vmm",
     "toolstack",
     "vga",
-    "cleave-tests",
+    "emulator-tests",
     "cleave-loader",
 ];
 
@@ -59,7 +58,7 @@ pub const PROGRAMS: &[&str] = &[
     "bench-ipc",
     "vmx-test",
     "bench-vmx",
-    "vmm",
+    "vmm-guests",
     "loader-guests",
 ];
 
@@ -114,8 +113,11 @@ pub fn build() -> Result<Artifacts> {
     crate::deps::ensure_toolchain()?;
     let root = workspace_root();
     let mut args = vec!["build", "--release", "--target", TARGET];
-    // The loader embeds the boot image and the VMM its guest: both are built after the rest.
-    for package in TARGET_PACKAGES.iter().filter(|p| !matches!(**p, "cleave-loader" | "vmm")) {
+    // The loader embeds the boot image, and the VMM and `vmm-guests` the guest: they are
+    // built after the rest.
+    for package in
+        TARGET_PACKAGES.iter().filter(|p| !matches!(**p, "cleave-loader" | "vmm" | "emulator-tests"))
+    {
         args.extend(["-p", package]);
     }
     if !cargo(&root, &args)? {
@@ -125,9 +127,9 @@ pub fn build() -> Result<Artifacts> {
     let work = root.join("target").join("cleave");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let guest = programs.join("guest-hello");
-    let vmm = ["build", "--release", "--target", TARGET, "-p", "vmm"];
+    let vmm = ["build", "--release", "--target", TARGET, "-p", "vmm", "-p", "emulator-tests"];
     if !cargo_with_env(&root, &vmm, &[("CLEAVE_GUEST_IMAGE", &guest)])? {
-        bail!("building the VMM (with the guest image) failed");
+        bail!("building the VMM and the test programs (with the guest image) failed");
     }
     // A loader per system description: first the guest systems' (copied aside), then the
     // repository's own, which stays `loader`.

@@ -381,7 +381,7 @@ const TESTS: &[EmulatorTest] = &[
             outcome: Outcome::Idle,
             anywhere: &[],
             patterns: &[
-                "panic at qemu/tests/src/bin/panic_test.rs",
+                "panic at emulator-tests/src/bin/panic_test.rs",
                 "deliberate panic",
                 "user fault: thread 'panic-test': vector 6 #UD (invalid opcode)",
                 "kernel: thread 'panic-test' stopped",
@@ -563,7 +563,7 @@ const TESTS: &[EmulatorTest] = &[
     EmulatorTest {
         name: "bochs-vmm-guest",
         emulator: Emulator::Bochs,
-        module: Some("vmm"),
+        module: Some("vmm-guests"),
         cmdline: "",
         digest_of: None,
         host_xenstore: false,

@@ -12,8 +12,8 @@ use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Endpoint, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::syscall::rdtsc;
 use cleave_rt::{Cap, println};
-use cleave_tests::{ROOT, at};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use emulator_tests::{ROOT, at};
 
 cleave_rt::entry!(main);
 
@@ -62,7 +62,7 @@ const CODE_THERE: u64 = 0x1000_0000;
 /// Starts the hand-assembled echo server (no memory use) in a second address space.
 fn spawn_other_space_server() -> Result<(), cleave_abi::Error> {
     use cleave_rt::cap::kind::Frame;
-    use cleave_tests::{at, echo_server_code, frame, map_tables};
+    use emulator_tests::{at, echo_server_code, frame, map_tables};
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
     untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP2), 1)?;
     untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1)?;
@@ -110,7 +110,7 @@ fn round_trips(ep: Cap<Endpoint>, overhead: u64) -> Option<[u64; RUNS]> {
 /// written through one mapping and run through another, read-only and executable).
 fn spawn_same_space_server() -> Result<(), cleave_abi::Error> {
     use cleave_rt::cap::kind::Frame;
-    use cleave_tests::{echo_server_code, frame};
+    use emulator_tests::{echo_server_code, frame};
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
     untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP_SAME), 1)?;
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
@@ -220,8 +220,8 @@ fn report(name: &str, samples: &mut [u64], sel4: &str) {
 
 fn main() -> i32 {
     let info = boot_info();
-    cleave_tests::set_first_free(info.empty_first);
-    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
+    emulator_tests::set_first_free(info.empty_first);
+    let (_, biggest) = emulator_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let ok = big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).is_ok()
         && Cap::<Untyped>::from_cptr(at(UT)).retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(EP), 1).is_ok()
@@ -330,8 +330,8 @@ fn main() -> i32 {
             untyped.retype(ty, 0, ROOT, 0, 0, at(i), 1)?;
         }
         let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
-        cleave_tests::map_tables(untyped, me, LONG_BUFFER_AT, at(LONG_TABLES))?;
-        let buffer = cleave_tests::frame(untyped, at(LONG_BUFFER))?;
+        emulator_tests::map_tables(untyped, me, LONG_BUFFER_AT, at(LONG_TABLES))?;
+        let buffer = emulator_tests::frame(untyped, at(LONG_BUFFER))?;
         buffer.map(me, LONG_BUFFER_AT, cleave_abi::Rights::ALL, true)?;
         spawn_with(2, at(TCB_MORE), long_server, 200, Some((LONG_BUFFER_AT, buffer)))?;
         spawn_with(3, at(TCB_MORE + 1), receiver, 200, None)?;

@@ -10,8 +10,8 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
 use cleave_rt::Cap;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Endpoint, Frame, PageTable, Tcb, Untyped, VSpace};
-use cleave_tests::{DEPTH, ROOT, at, check, echo_server_code, expect, finish, frame, map_tables};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use emulator_tests::{DEPTH, ROOT, at, check, echo_server_code, expect, finish, frame, map_tables};
 
 cleave_rt::entry!(main);
 
@@ -99,8 +99,8 @@ fn next_fault() -> Result<(u64, u64, u64), &'static str> {
 
 fn main() -> i32 {
     let info = boot_info();
-    cleave_tests::set_first_free(info.empty_first);
-    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
+    emulator_tests::set_first_free(info.empty_first);
+    let (_, biggest) = emulator_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
     let mut failures = 0;

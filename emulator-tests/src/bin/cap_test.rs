@@ -9,7 +9,7 @@ use cleave_abi::{Error, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Frame, IoPort, IoPortControl, Untyped};
 use cleave_rt::{Cap, println};
-use cleave_tests::expect;
+use emulator_tests::expect;
 
 cleave_rt::entry!(main);
 
@@ -39,7 +39,7 @@ fn main() -> i32 {
     let info = boot_info();
     let s = Slots(info.empty_first);
     let untyped: Cap<Untyped> = Cap::from_cptr(info.untyped_first);
-    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
+    let (_, biggest) = emulator_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let big_bits = u64::from(info.untyped[biggest].size_bits);
     println!(

@@ -17,7 +17,7 @@ use cleave_rt::Cap;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Untyped, Vcpu};
 use cleave_rt::println;
-use cleave_tests::{ROOT, Rng, at, check, expect, finish, largest_ram_untyped, real_mode_guest};
+use emulator_tests::{ROOT, Rng, at, check, expect, finish, largest_ram_untyped, real_mode_guest};
 
 cleave_rt::entry!(main);
 
@@ -247,7 +247,7 @@ fn scramble(rng: &mut Rng) -> Result<Scrambled, &'static str> {
 
 fn main() -> i32 {
     let info = boot_info();
-    cleave_tests::set_first_free(info.empty_first);
+    emulator_tests::set_first_free(info.empty_first);
     let mut failures = 0;
     let (big, _) = largest_ram_untyped(info);
     if big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).is_err()

@@ -9,8 +9,8 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::{Cap, println, syscall};
-use cleave_tests::{at, check, expect};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use emulator_tests::{at, check, expect};
 
 cleave_rt::entry!(main);
 
@@ -221,8 +221,8 @@ fn resume_after(tcb: Cap<Tcb>, m: &cleave_rt::cap::Message, skip: u64) -> Result
 
 fn setup() -> Result<(), Error> {
     let info = boot_info();
-    cleave_tests::set_first_free(info.empty_first);
-    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
+    emulator_tests::set_first_free(info.empty_first);
+    let (_, biggest) = emulator_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1)?;
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));

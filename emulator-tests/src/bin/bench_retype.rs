@@ -18,7 +18,7 @@ const RUNS: usize = 64;
 
 fn main() -> i32 {
     let info = boot_info();
-    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
+    let (_, biggest) = emulator_tests::largest_ram_untyped(info);
     let untyped: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let root: Cap<cleave_rt::cap::kind::CNode> = Cap::from_cptr(slot::CNODE);
     // The cost of the two timer reads themselves.

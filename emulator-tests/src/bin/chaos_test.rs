@@ -18,7 +18,7 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Frame, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::{Cap, println, syscall};
-use cleave_tests::{DEPTH as D, ROOT, Rng, at, check, expect, finish, frame, map_tables};
+use emulator_tests::{DEPTH as D, ROOT, Rng, at, check, expect, finish, frame, map_tables};
 
 cleave_rt::entry!(main);
 
@@ -466,8 +466,8 @@ fn census() -> (u64, bool) {
 
 fn main() -> i32 {
     let info = boot_info();
-    cleave_tests::set_first_free(info.empty_first);
-    let (big, _) = cleave_tests::largest_ram_untyped(info);
+    emulator_tests::set_first_free(info.empty_first);
+    let (big, _) = emulator_tests::largest_ram_untyped(info);
     let mut f = 0;
     let mut rng = Rng(SEED);
     println!("chaos-test: seed {SEED:#x}, {EVENTS} fault events");

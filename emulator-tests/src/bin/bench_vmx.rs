@@ -13,7 +13,7 @@ use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::Untyped;
 use cleave_rt::println;
 use cleave_rt::syscall::{rdtsc, vm_enter};
-use cleave_tests::{ROOT, largest_ram_untyped, real_mode_guest};
+use emulator_tests::{ROOT, largest_ram_untyped, real_mode_guest};
 
 cleave_rt::entry!(main);
 

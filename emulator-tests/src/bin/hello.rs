@@ -1,5 +1,5 @@
-//! The root task `cargo xtask run` boots until the capDL loader takes its place: it greets
-//! from ring 3 and exits.
+//! The smallest test program: booted as the root task (`qemu-run-hello`, and the boot
+//! figures of `cargo xtask bench`), it greets from ring 3 and exits.
 #![no_std]
 #![no_main]
 

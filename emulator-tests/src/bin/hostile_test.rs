@@ -33,8 +33,8 @@ use cleave_rt::cap::kind::{
     CNode, Endpoint, Frame, IoPort, IoPortControl, Notification, PageTable, Tcb, Untyped, VSpace, Vcpu,
 };
 use cleave_rt::{Cap, println};
-use cleave_tests::{DEPTH as D, ROOT, at, check, expect, finish};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use emulator_tests::{DEPTH as D, ROOT, at, check, expect, finish};
 
 cleave_rt::entry!(main);
 
@@ -69,7 +69,7 @@ fn untyped() -> Cap<Untyped> {
 fn spawn(index: usize, entry: extern "C" fn(u64) -> !, arg: u64, priority: u8) -> Result<(), Error> {
     // SAFETY: only the address is taken; each stack belongs to one thread.
     let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64;
-    cleave_tests::start_thread(untyped(), at(TCB0 + index as u64), entry, arg, priority, top).map(drop)
+    emulator_tests::start_thread(untyped(), at(TCB0 + index as u64), entry, arg, priority, top).map(drop)
 }
 
 fn park() -> ! {
@@ -133,16 +133,16 @@ fn vspace() -> Cap<VSpace> {
 fn detached_page_table() -> Result<(), &'static str> {
     let v = 0x6000_0000_0000u64;
     let base = at(SCRATCH);
-    cleave_tests::map_tables(untyped(), vspace(), v, base).map_err(|_| "tables")?;
+    emulator_tests::map_tables(untyped(), vspace(), v, base).map_err(|_| "tables")?;
     let pt: Cap<PageTable> = Cap::from_cptr(base + 2);
-    let first = cleave_tests::frame(untyped(), base + 3).map_err(|_| "frame")?;
+    let first = emulator_tests::frame(untyped(), base + 3).map_err(|_| "frame")?;
     first.map(vspace(), v, Rights::ALL, true).map_err(|_| "map the frame")?;
     // SAFETY: v maps the frame just made, read-write.
     unsafe { core::ptr::write_volatile(v as *mut u64, 0x5eed) };
     pt.unmap().map_err(|_| "unmap the table")?;
     Cap::<CNode>::delete(ROOT.slot(base + 3, D)).map_err(|_| "delete the frame")?;
     pt.map(vspace(), v).map_err(|_| "map the table again")?;
-    let second = cleave_tests::frame(untyped(), base + 4).map_err(|_| "second frame")?;
+    let second = emulator_tests::frame(untyped(), base + 4).map_err(|_| "second frame")?;
     match second.map(vspace(), v, Rights::ALL, true) {
         Ok(()) => {}
         Err(Error::DeleteFirst) => return Err("the detached table still held the deleted frame's entry"),
@@ -170,7 +170,7 @@ fn second_call() -> Result<(), &'static str> {
 /// Finding 5.
 fn last_user_page() -> Result<(), &'static str> {
     let base = at(SCRATCH + 5);
-    let frame = cleave_tests::frame(untyped(), base).map_err(|_| "frame")?;
+    let frame = emulator_tests::frame(untyped(), base).map_err(|_| "frame")?;
     check(
         frame.map(vspace(), 0x7fff_ffff_f000, Rights::ALL, true) == Err(Error::InvalidArgument),
         "last page mapped",
@@ -187,7 +187,7 @@ fn last_user_page() -> Result<(), &'static str> {
 fn ipc_buffer_rights() -> Result<(), &'static str> {
     let base = at(SCRATCH + 8);
     untyped().retype(ObjectType::Tcb, 0, ROOT, 0, 0, base, 1).map_err(|_| "tcb")?;
-    let frame = cleave_tests::frame(untyped(), base + 1).map_err(|_| "frame")?;
+    let frame = emulator_tests::frame(untyped(), base + 1).map_err(|_| "frame")?;
     ROOT.mint(ROOT.slot(base + 2, D), ROOT.slot(frame.cptr(), D), Rights::READ, 0).map_err(|_| "mint")?;
     let tcb: Cap<Tcb> = Cap::from_cptr(base);
     let read_only: Cap<Frame> = Cap::from_cptr(base + 2);
@@ -315,8 +315,8 @@ fn configure_itself() -> Result<(), &'static str> {
 
 fn main() -> i32 {
     let info = boot_info();
-    cleave_tests::set_first_free(info.empty_first);
-    let (big, _) = cleave_tests::largest_ram_untyped(info);
+    emulator_tests::set_first_free(info.empty_first);
+    let (big, _) = emulator_tests::largest_ram_untyped(info);
     let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
     let mut failures = 0;
     let f = &mut failures;

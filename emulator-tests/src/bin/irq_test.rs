@@ -12,8 +12,8 @@ use cleave_rt::cap::kind::{
     CNode, IoPort, IoPortControl, IrqControl, IrqHandler, Notification, Tcb, Untyped,
 };
 use cleave_rt::{Cap, println};
-use cleave_tests::{at, check, expect};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use emulator_tests::{at, check, expect};
 
 cleave_rt::entry!(main);
 
@@ -48,7 +48,8 @@ fn spawn_at(index: usize, entry: extern "C" fn(u64) -> !, priority: u8) -> Resul
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
     // SAFETY: only the address is taken; each stack belongs to one thread.
     let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64;
-    cleave_tests::start_thread(untyped, at(TCB0 + index as u64), entry, index as u64, priority, top).map(drop)
+    emulator_tests::start_thread(untyped, at(TCB0 + index as u64), entry, index as u64, priority, top)
+        .map(drop)
 }
 
 /// Waits for `n` timer interrupts, acknowledging each.
@@ -117,8 +118,8 @@ fn revoke_takes_interrupts(big: Cap<Untyped>) -> Result<(), &'static str> {
 
 fn main() -> i32 {
     let info = boot_info();
-    cleave_tests::set_first_free(info.empty_first);
-    let (_, biggest) = cleave_tests::largest_ram_untyped(info);
+    emulator_tests::set_first_free(info.empty_first);
+    let (_, biggest) = emulator_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let control: Cap<IrqControl> = Cap::from_cptr(slot::IRQ_CONTROL);
     let mut failures = 0;
