@@ -37,7 +37,7 @@ fn boot_run(icount: bool) -> Run {
 /// Runs every benchmark and prints one `bench NAME = VALUE UNIT` line per figure.
 pub fn run() -> Result<()> {
     deps::ensure()?;
-    let artifacts = artifacts::build()?;
+    let artifacts = artifacts::build(&crate::default_system(), artifacts::Scope::Tests)?;
     let instructions = boot_instructions(&artifacts)?;
     println!("bench boot.kernel_instructions_to_ring3 = {instructions} instructions");
     for program in ["bench-retype", "bench-ipc"] {

@@ -619,7 +619,7 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
         short_fuzz(&mut tally)?;
     }
     if emulator {
-        let artifacts = artifacts::build()?;
+        let artifacts = artifacts::build(&crate::default_system(), artifacts::Scope::Tests)?;
         for test in TESTS.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))) {
             run_emulator_test(test, &artifacts, &mut tally)?;
         }
