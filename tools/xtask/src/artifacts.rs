@@ -37,6 +37,7 @@ pub const TARGET_PACKAGES: &[&str] = &[
     "crasher",
     "worker",
     "lingerer",
+    "observer",
     "vmm",
     "toolstack",
     "vga",
@@ -60,6 +61,7 @@ pub const PROGRAMS: &[&str] = &[
     "bench-vmx",
     "vmm-guests",
     "loader-guests",
+    "loader-lifetimes",
 ];
 
 /// Paths of the built images.
@@ -264,7 +266,8 @@ const SYSTEM_VAR: &str = cleave::codegen::SYSTEM_VAR;
 
 /// System descriptions besides the chosen one that tests boot, and the name their loader
 /// is kept under among the programs.
-pub const EXTRA_SYSTEMS: &[(&str, &str)] = &[("systems/guests.toml", "loader-guests")];
+pub const EXTRA_SYSTEMS: &[(&str, &str)] =
+    &[("systems/guests.toml", "loader-guests"), ("examples/lifetimes/system.toml", "loader-lifetimes")];
 
 fn loader_args() -> [&'static str; 6] {
     ["build", "--release", "--target", TARGET, "-p", "cleave-loader"]

@@ -1,6 +1,6 @@
 //! The worker: busy work below the crasher's priority. It finishes its rounds only if the
 //! crasher's crash loop leaves it processor time (the supervisor's restart backoff), then
-//! signals `worker-done` to the toolstack, which waits for it.
+//! signals `worker-done` to the observer, which waits for it.
 #![no_std]
 #![no_main]
 
