@@ -8,62 +8,6 @@ use std::process::Command;
 /// The target every program that runs on Cleave is built for.
 pub const TARGET: &str = "x86_64-unknown-none";
 
-/// Crates built for the host (tested with `cargo test`).
-pub const HOST_PACKAGES: &[&str] = &[
-    "cleave-abi",
-    "cleave-capdl",
-    "cleave-kernel-core",
-    "cleave-xenstore",
-    "cleave-supervisor-policy",
-    "cleave-vmm-core",
-    "cleave",
-    "cleave-system",
-    "xtask",
-];
-
-/// Crates built for [`TARGET`]: the kernel, the runtime and every user program. (The
-/// capDL crate is built for the target through the loader, without its `alloc` feature.)
-pub const TARGET_PACKAGES: &[&str] = &[
-    "cleave-kernel",
-    "cleave-rt",
-    "xenstore-state",
-    "xenstore-logic",
-    "xenstore-bridge",
-    "guest-hello",
-    "supervisor",
-    "bootstrap",
-    "heartbeat",
-    "scribbler",
-    "crasher",
-    "worker",
-    "lingerer",
-    "observer",
-    "vmm",
-    "toolstack",
-    "vga",
-    "emulator-tests",
-    "cleave-loader",
-];
-
-/// User programs that become boot modules, by binary name.
-pub const PROGRAMS: &[&str] = &[
-    "hello",
-    "boot-test",
-    "user-fault",
-    "bad-syscall",
-    "cap-test",
-    "thread-test",
-    "hostile-test",
-    "chaos-test",
-    "bench-retype",
-    "bench-ipc",
-    "vmx-test",
-    "bench-vmx",
-    "vmm-guests",
-    "loader-guests",
-    "loader-lifetimes",
-];
-
 /// Paths of the built images.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
@@ -80,7 +24,7 @@ impl Artifacts {
     pub fn program(&self, name: &str) -> Result<PathBuf> {
         let path = self.programs.join(name);
         if !path.is_file() {
-            bail!("no user program named '{name}' was built (known: {})", PROGRAMS.join(", "));
+            bail!("no user program named '{name}' was built (in {})", self.programs.display());
         }
         Ok(path)
     }

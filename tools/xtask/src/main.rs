@@ -14,6 +14,7 @@ mod judge;
 mod profile;
 mod suite;
 mod system;
+mod workspace;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -154,14 +155,15 @@ fn check() -> Result<bool> {
     deps::ensure_toolchain()?;
     let root = workspace_root();
     let mut ok = artifacts::cargo(&root, &["fmt", "--all", "--", "--check"])?;
+    let packages = workspace::packages(&root)?;
     let mut host = vec!["clippy", "--all-targets"];
-    for package in artifacts::HOST_PACKAGES {
+    for package in &packages.host {
         host.extend(["-p", package]);
     }
     host.extend(["--", "-D", "warnings"]);
     ok &= artifacts::cargo(&root, &host)?;
     let mut target = vec!["clippy", "--release", "--target", artifacts::TARGET];
-    for package in artifacts::TARGET_PACKAGES {
+    for package in &packages.target {
         target.extend(["-p", package]);
     }
     target.extend(["--", "-D", "warnings"]);

@@ -782,8 +782,8 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
     println!("== host unit tests");
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.arg("test").current_dir(workspace_root());
-    for package in artifacts::HOST_PACKAGES {
-        command.args(["-p", package]);
+    for package in crate::workspace::packages(&workspace_root())?.host {
+        command.args(["-p", &package]);
     }
     let mut child = command.stdout(Stdio::piped()).spawn().context("cannot run cargo test")?;
     let stdout = child.stdout.take().context("cargo test stdout")?;
