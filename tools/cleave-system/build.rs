@@ -1,7 +1,7 @@
 //! Finds the programs the build makes, so that `binary`, guest `image` and `root` in a
 //! system description can only name one of them: the workspace's `[[bin]]` targets under
-//! `components/` (component programs), `guests/` (guest images), and `capdl/loader`,
-//! `qemu/tests` and the component programs (root tasks). The directories are the one place those names are defined.
+//! `components/` and `examples/*/` (component programs), `guests/` (guest images), and
+//! `capdl/loader`, `emulator-tests` and the component programs (root tasks). The directories are the one place those names are defined.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -37,15 +37,31 @@ fn bins(root: &Path, dir: &str) -> Vec<String> {
     names
 }
 
+/// The `[[bin]]` names of every example's crates (`examples/NAME/CRATE`).
+fn examples(root: &Path) -> Vec<String> {
+    let base = root.join("examples");
+    println!("cargo:rerun-if-changed={}", base.display());
+    let mut dirs: Vec<_> = std::fs::read_dir(&base)
+        .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    let mut names: Vec<String> =
+        dirs.iter().flat_map(|d| bins(root, &d.strip_prefix(root).unwrap_or(d).to_string_lossy())).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let components = [bins(&root, "components"), examples(&root)].concat();
     let lists = [
-        ("COMPONENT_PROGRAMS", "programs `binary` may name (components/)", bins(&root, "components")),
+        ("COMPONENT_PROGRAMS", "programs `binary` may name (components/, examples/*/)", components.clone()),
         ("GUEST_PROGRAMS", "images a guest's `image` may name (guests/)", bins(&root, "guests")),
         (
             "ROOT_PROGRAMS",
-            "root tasks `root` may name (capdl/loader, qemu/tests, and a component program such as `hello` run alone)",
-            [bins(&root, "capdl/loader"), bins(&root, "qemu/tests"), bins(&root, "components")].concat(),
+            "root tasks `root` may name (capdl/loader, emulator-tests, and a component program run alone)",
+            [bins(&root, "capdl/loader"), bins(&root, "emulator-tests"), components].concat(),
         ),
     ];
     let mut out = String::new();

@@ -3,7 +3,7 @@
 
 use crate::{compile, error, layout, system};
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Rust source declaring `component`'s capability slots as constants, plus a `CAPS` table
 /// (name, slot, what) the component can print.
@@ -163,15 +163,42 @@ fn constant_name(name: &str) -> String {
         .to_string()
 }
 
+/// The environment variable naming the system description a build is for (an absolute
+/// path; `cargo xtask` sets it from `--system`, as it sets `CLEAVE_IMAGE` for the loader).
+pub const SYSTEM_VAR: &str = "CLEAVE_SYSTEM";
+
+/// The system description a component crate at `manifest_dir` is built for: `system`
+/// (from [`SYSTEM_VAR`]) when set, otherwise the nearest `system.toml` above the crate
+/// (the repository's for a product component, an example's own for its demos), so that a
+/// plain `cargo build` or `cargo clippy` of one crate still works.
+pub fn system_for(manifest_dir: &Path, system: Option<&std::ffi::OsStr>) -> Result<PathBuf, String> {
+    if let Some(path) = system {
+        return Ok(PathBuf::from(path));
+    }
+    manifest_dir
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("system.toml"))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            format!("{SYSTEM_VAR} is not set and no system.toml lies above {}", manifest_dir.display())
+        })
+}
+
 /// The whole build script of a component crate: generates `caps.rs` in `OUT_DIR` for the
-/// crate's package name from the repository's `system.toml` (two directories up), and
-/// links the binary with the user-program layout `cleave-rt` publishes. Panics with the
-/// reason (a build script's way to fail the build).
+/// crate's package name from the system being built ([`system_for`]), and links the binary
+/// with the user-program layout `cleave-rt` publishes. Panics with the reason (a build
+/// script's way to fail the build), among them a system that has no such component.
 pub fn component_build_script() {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("cargo sets {name}"));
-    let system = Path::new(&var("CARGO_MANIFEST_DIR")).join("../../system.toml");
+    println!("cargo:rerun-if-env-changed={SYSTEM_VAR}");
+    let chosen = std::env::var_os(SYSTEM_VAR);
+    let system = system_for(Path::new(&var("CARGO_MANIFEST_DIR")), chosen.as_deref())
+        .unwrap_or_else(|e| panic!("{e}"));
     println!("cargo:rerun-if-changed={}", system.display());
-    let source = caps_source(&system, &var("CARGO_PKG_NAME")).unwrap_or_else(|e| panic!("{e}"));
+    let name = var("CARGO_PKG_NAME");
+    let source = caps_source(&system, &name)
+        .unwrap_or_else(|e| panic!("component `{name}` cannot be built for {}: {e}", system.display()));
     std::fs::write(Path::new(&var("OUT_DIR")).join("caps.rs"), source).expect("writing caps.rs");
     println!("cargo:rustc-link-arg-bins=-T{}", var("DEP_CLEAVE_RT_LINKER_SCRIPT"));
     println!("cargo:rustc-link-arg-bins=--no-pie");
@@ -197,6 +224,20 @@ mod tests {
         assert!(b.contains("pub const RING_Q: usize = 0x8000003000;"), "{b}");
         assert!(!b.contains("0x8000000000"), "b knows nothing of a's ring: {b}");
         assert!(caps_source(&path, "nobody").unwrap_err().contains("declares no component `nobody`"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_chosen_system_wins_and_otherwise_the_nearest_one_above_the_crate() {
+        let dir = std::env::temp_dir().join(format!("cleave-codegen-system-{}", std::process::id()));
+        let crate_dir = dir.join("examples/demo/part");
+        std::fs::create_dir_all(&crate_dir).unwrap();
+        std::fs::write(dir.join("system.toml"), "").unwrap();
+        assert_eq!(system_for(&crate_dir, None).unwrap(), dir.join("system.toml"));
+        std::fs::write(dir.join("examples/demo/system.toml"), "").unwrap();
+        assert_eq!(system_for(&crate_dir, None).unwrap(), dir.join("examples/demo/system.toml"));
+        let chosen = std::ffi::OsStr::new("/somewhere/systems/x.toml");
+        assert_eq!(system_for(&crate_dir, Some(chosen)).unwrap(), PathBuf::from("/somewhere/systems/x.toml"));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

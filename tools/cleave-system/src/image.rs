@@ -14,7 +14,6 @@ pub fn build(
     programs: &Path,
     generated: &std::collections::BTreeMap<String, Vec<u8>>,
 ) -> Result<Vec<u8>, String> {
-    use cleave_capdl::binary::Kind;
     let encoded = EncodedSpec::new(spec).map_err(|e| format!("cleave: {e}"))?;
     let limit = cleave_capdl::binary::LOADER_MAX_OBJECTS;
     if encoded.object_count() as usize > limit {
@@ -23,20 +22,7 @@ pub fn build(
             encoded.object_count()
         ));
     }
-    let mut names: Vec<&str> = Vec::new();
-    for i in 0..encoded.object_count() {
-        let Some(o) = encoded.object(i) else { continue };
-        let name = match o.kind {
-            Kind::Tcb => encoded.name(o.param0 as u32),
-            Kind::Frame if o.param1 != 0 => encoded.name((o.param1 & 0xffff_ffff) as u32 - 1),
-            _ => None,
-        };
-        if let Some(name) = name
-            && !names.contains(&name)
-        {
-            names.push(name);
-        }
-    }
+    let names = file_names(&encoded);
     let mut files: Vec<(&str, Vec<u8>)> = Vec::with_capacity(names.len());
     for name in names {
         let contents = match generated.get(name) {
@@ -51,6 +37,27 @@ pub fn build(
     }
     let out = cleave_capdl::image::write(spec, files.iter().map(|(n, c)| (*n, c.as_slice())));
     Ok(out)
+}
+
+/// The files the image must carry for `encoded`, each once, in first-use order: every
+/// thread's program and every file a frame is filled from.
+pub fn file_names<'a>(encoded: &EncodedSpec<'a>) -> Vec<&'a str> {
+    use cleave_capdl::binary::Kind;
+    let mut names: Vec<&str> = Vec::new();
+    for i in 0..encoded.object_count() {
+        let Some(o) = encoded.object(i) else { continue };
+        let name = match o.kind {
+            Kind::Tcb => encoded.name(o.param0 as u32),
+            Kind::Frame if o.param1 != 0 => encoded.name((o.param1 & 0xffff_ffff) as u32 - 1),
+            _ => None,
+        };
+        if let Some(name) = name
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    names
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ fn big_systems_get_a_clear_answer_quickly() {
     let system = |n: usize| {
         let mut text = String::from("[system]\nroot = \"loader\"\n");
         for i in 0..n {
-            text.push_str(&format!("[components.c{i}]\npriority = 100\nbinary = \"hello\"\n"));
+            text.push_str(&format!("[components.c{i}]\npriority = 100\nbinary = \"vga\"\n"));
         }
         for i in 0..n - 1 {
             text.push_str(&format!(

@@ -151,6 +151,7 @@ fn corpus(ext: &str) -> Vec<String> {
     }
     if ext == "toml" {
         files.push(root.join("../../system.toml"));
+        files.push(root.join("../../examples/lifetimes/system.toml"));
     }
     files.sort();
     let texts: Vec<String> = files.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect();

@@ -8,61 +8,6 @@ use std::process::Command;
 /// The target every program that runs on Cleave is built for.
 pub const TARGET: &str = "x86_64-unknown-none";
 
-/// Crates built for the host (tested with `cargo test`).
-pub const HOST_PACKAGES: &[&str] = &[
-    "cleave-abi",
-    "cleave-capdl",
-    "cleave-kernel-core",
-    "cleave-xenstore",
-    "cleave-supervisor-policy",
-    "cleave-vmm",
-    "cleave",
-    "cleave-system",
-    "xtask",
-];
-
-/// Crates built for [`TARGET`]: the kernel, the runtime and every user program. (The
-/// capDL crate is built for the target through the loader, without its `alloc` feature.)
-pub const TARGET_PACKAGES: &[&str] = &[
-    "cleave-kernel",
-    "cleave-rt",
-    "hello",
-    "xenstore-state",
-    "xenstore-logic",
-    "xenstore-bridge",
-    "guest-hello",
-    "supervisor",
-    "bootstrap",
-    "heartbeat",
-    "scribbler",
-    "crasher",
-    "worker",
-    "lingerer",
-    "vmm",
-    "toolstack",
-    "vga",
-    "cleave-tests",
-    "cleave-loader",
-];
-
-/// User programs that become boot modules, by binary name.
-pub const PROGRAMS: &[&str] = &[
-    "hello",
-    "boot-test",
-    "user-fault",
-    "bad-syscall",
-    "cap-test",
-    "thread-test",
-    "hostile-test",
-    "chaos-test",
-    "bench-retype",
-    "bench-ipc",
-    "vmx-test",
-    "bench-vmx",
-    "vmm",
-    "loader-guests",
-];
-
 /// Paths of the built images.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
@@ -79,7 +24,7 @@ impl Artifacts {
     pub fn program(&self, name: &str) -> Result<PathBuf> {
         let path = self.programs.join(name);
         if !path.is_file() {
-            bail!("no user program named '{name}' was built (known: {})", PROGRAMS.join(", "));
+            bail!("no user program named '{name}' was built (in {})", self.programs.display());
         }
         Ok(path)
     }
@@ -87,20 +32,16 @@ impl Artifacts {
 
 /// Runs `cargo ARGS` in `dir`, streaming its output; returns whether it succeeded.
 pub fn cargo(dir: &Path, args: &[&str]) -> Result<bool> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
-    Ok(status.success())
+    cargo_with_env(dir, args, &[])
 }
 
-/// Runs `cargo ARGS` in `dir` with `env` set, streaming its output.
+/// Runs `cargo ARGS` in `dir` with `env` set (and no system chosen unless `env` chooses
+/// one), streaming its output.
 fn cargo_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<bool> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command.args(args).current_dir(dir);
+    // A system chosen in the caller's environment must not leak into builds that choose none.
+    command.args(args).current_dir(dir).env_remove(cleave::codegen::SYSTEM_VAR);
     for (key, value) in env {
         command.env(key, value);
     }
@@ -108,71 +49,172 @@ fn cargo_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<bo
     Ok(status.success())
 }
 
-/// Builds the kernel and every user program, then the boot image from `system.toml` and
-/// the capDL loader that embeds it, and checks the kernel's load layout.
-pub fn build() -> Result<Artifacts> {
-    crate::deps::ensure_toolchain()?;
-    let root = workspace_root();
-    let mut args = vec!["build", "--release", "--target", TARGET];
-    // The loader embeds the boot image and the VMM its guest: both are built after the rest.
-    for package in TARGET_PACKAGES.iter().filter(|p| !matches!(**p, "cleave-loader" | "vmm")) {
-        args.extend(["-p", package]);
-    }
-    if !cargo(&root, &args)? {
-        bail!("building the kernel and user programs failed");
-    }
-    let programs = root.join("target").join(TARGET).join("release");
-    let work = root.join("target").join("cleave");
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let guest = programs.join("guest-hello");
-    let vmm = ["build", "--release", "--target", TARGET, "-p", "vmm"];
-    if !cargo_with_env(&root, &vmm, &[("CLEAVE_GUEST_IMAGE", &guest)])? {
-        bail!("building the VMM (with the guest image) failed");
-    }
-    // A loader per system description: first the guest systems' (copied aside), then the
-    // repository's own, which stays `loader`.
-    for (system, name) in EXTRA_SYSTEMS {
-        let image = work.join(format!("{name}.bin"));
-        build_image(&root.join(system), &programs, &image)?;
-        if !cargo_with_env(&root, &loader_args(), &[("CLEAVE_IMAGE", &image)])? {
-            bail!("building the capDL loader for {system} failed");
-        }
-        std::fs::copy(programs.join("loader"), programs.join(name))
-            .with_context(|| format!("copying the loader for {system}"))?;
-    }
-    let image = work.join("image.bin");
-    build_image(&root.join("system.toml"), &programs, &image)?;
-    if !cargo_with_env(&root, &loader_args(), &[("CLEAVE_IMAGE", &image)])? {
-        bail!("building the capDL loader failed");
-    }
-    let out = root.join("target").join(TARGET).join("release");
-    let kernel = out.join("cleave-kernel");
-    let image = std::fs::read(&kernel).with_context(|| format!("reading {}", kernel.display()))?;
-    cleave_elf::kernel_image::check(&image)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("{} cannot be loaded by a Multiboot loader", kernel.display()))?;
-    Ok(Artifacts { kernel, programs: out, work })
+/// What [`build`] makes besides the kernel and the chosen system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Only the chosen system: its programs and its loader (`run`, `build`).
+    System,
+    /// Also every test program and the other systems the emulator tests boot, each with
+    /// its own loader (`test`, `bench`, `profile`).
+    Tests,
 }
 
-/// System descriptions besides the repository's `system.toml` that tests boot, and the
-/// name their loader is kept under among the programs.
-pub const EXTRA_SYSTEMS: &[(&str, &str)] = &[("systems/guests.toml", "loader-guests")];
-
-fn loader_args() -> [&'static str; 6] {
-    ["build", "--release", "--target", TARGET, "-p", "cleave-loader"]
+/// A system description to build: where it is, the name its loader gets among the
+/// programs, and what compiling it gave.
+struct Planned {
+    path: PathBuf,
+    loader: &'static str,
+    encoded: Vec<u8>,
+    generated: std::collections::BTreeMap<String, Vec<u8>>,
+    programs: Programs,
 }
 
-/// Compiles `system` and writes the loader's boot image (encoded spec + programs).
-fn build_image(system: &Path, programs: &Path, image: &Path) -> Result<()> {
+/// The programs a system description names, by how they are built (crate = program).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Programs {
+    /// Guest images, built first (the VMM embeds one).
+    pub guests: Vec<String>,
+    /// Whether it runs guests, hence VMMs (the `vmm` program, built with its guest image).
+    pub vmm: bool,
+    /// Components whose constants are generated for this system: built with
+    /// `CLEAVE_SYSTEM` naming it.
+    pub components: Vec<String>,
+}
+
+/// Compiles `system` into its encoded spec, the generated files its image carries, and
+/// the programs it names.
+fn plan(system: &Path, loader: &'static str) -> Result<Planned> {
     let text = std::fs::read_to_string(system).with_context(|| format!("reading {}", system.display()))?;
     let file = cleave::system::load(&text).map_err(|e| {
         anyhow::anyhow!("{}", cleave::diagnostic::render(&e, &system.display().to_string(), &text))
     })?;
     let compiled = cleave::compile::compile(&file);
     let encoded = cleave_capdl::binary::encode(&compiled.spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let bytes =
-        cleave::image::build(&encoded, programs, &compiled.files).map_err(|e| anyhow::anyhow!("{e}"))?;
-    std::fs::write(image, bytes).with_context(|| format!("writing {}", image.display()))
+    let spec = cleave_capdl::binary::EncodedSpec::new(&encoded).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Guest images are not in the boot image: each VMM embeds its guest's.
+    let mut programs = Programs {
+        guests: file.guests.values().map(|g| g.image.get_ref().clone()).collect(),
+        ..Programs::default()
+    };
+    for name in cleave::image::file_names(&spec) {
+        if compiled.files.contains_key(name) {
+            continue; // generated, not built
+        } else if name == cleave::layout::VMM_PROGRAM {
+            programs.vmm = true;
+        } else {
+            programs.components.push(name.to_string());
+        }
+    }
+    programs.components.sort();
+    programs.guests.sort();
+    programs.guests.dedup();
+    Ok(Planned { path: system.to_path_buf(), loader, encoded, generated: compiled.files, programs })
+}
+
+/// The programs `system` names (what the build of it makes).
+#[cfg(test)]
+pub fn programs_of(system: &Path) -> Result<Programs> {
+    Ok(plan(system, "loader")?.programs)
+}
+
+/// The guest image the VMM and `vmm-guests` embed.
+const GUEST_IMAGE: &str = "guest-hello";
+
+/// Builds the kernel, the programs `system` names (its components with their constants
+/// generated from it), its boot image and the capDL loader that embeds it (`loader`);
+/// with [`Scope::Tests`] also the test programs and [`EXTRA_SYSTEMS`], each with its own
+/// loader. Checks the kernel's load layout.
+pub fn build(system: &Path, scope: Scope) -> Result<Artifacts> {
+    crate::deps::ensure_toolchain()?;
+    let root = workspace_root();
+    let programs = root.join("target").join(TARGET).join("release");
+    let work = root.join("target").join("cleave");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let mut plans = Vec::new();
+    if scope == Scope::Tests {
+        for (path, loader) in EXTRA_SYSTEMS {
+            plans.push(plan(&root.join(path), loader)?);
+        }
+    }
+    // The chosen system last: its loader is the one left as `loader`.
+    plans.push(plan(system, "loader")?);
+    // First what embeds nothing: the kernel and the guest images.
+    let mut first = vec!["build", "--release", "--target", TARGET, "-p", "cleave-kernel"];
+    let mut guests: Vec<&str> =
+        plans.iter().flat_map(|p| p.programs.guests.iter().map(String::as_str)).collect();
+    if scope == Scope::Tests {
+        guests.push(GUEST_IMAGE);
+    }
+    guests.sort_unstable();
+    guests.dedup();
+    for guest in &guests {
+        first.extend(["-p", guest]);
+    }
+    if !cargo_with_env(&root, &first, &[])? {
+        bail!("building the kernel and guest images failed");
+    }
+    // Then what embeds the guest image: the VMM, and the test programs (`vmm-guests`).
+    let mut embedding = vec!["build", "--release", "--target", TARGET];
+    if plans.iter().any(|p| p.programs.vmm) {
+        embedding.extend(["-p", "vmm"]);
+    }
+    if scope == Scope::Tests {
+        embedding.extend(["-p", "emulator-tests"]);
+    }
+    if embedding.len() > 4 {
+        let guest = programs.join(GUEST_IMAGE);
+        if !cargo_with_env(&root, &embedding, &[("CLEAVE_GUEST_IMAGE", &guest)])? {
+            bail!("building the VMM and test programs (with the guest image) failed");
+        }
+    }
+    // Then, system by system, its components (constants generated from it), its boot
+    // image and its loader.
+    for planned in &plans {
+        let system =
+            planned.path.canonicalize().with_context(|| format!("finding {}", planned.path.display()))?;
+        if !planned.programs.components.is_empty() {
+            let mut args = vec!["build", "--release", "--target", TARGET];
+            for component in &planned.programs.components {
+                args.extend(["-p", component]);
+            }
+            if !cargo_with_env(&root, &args, &[(SYSTEM_VAR, &system)])? {
+                bail!("building the components of {} failed", planned.path.display());
+            }
+        }
+        // `image.bin` for the chosen system, `loader-NAME.bin` for the others.
+        let image = match planned.loader {
+            "loader" => work.join("image.bin"),
+            other => work.join(format!("{other}.bin")),
+        };
+        let bytes = cleave::image::build(&planned.encoded, &programs, &planned.generated)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        std::fs::write(&image, bytes).with_context(|| format!("writing {}", image.display()))?;
+        if !cargo_with_env(&root, &loader_args(), &[("CLEAVE_IMAGE", &image)])? {
+            bail!("building the capDL loader for {} failed", planned.path.display());
+        }
+        if planned.loader != "loader" {
+            std::fs::copy(programs.join("loader"), programs.join(planned.loader))
+                .with_context(|| format!("copying the loader for {}", planned.path.display()))?;
+        }
+    }
+    let kernel = programs.join("cleave-kernel");
+    let image = std::fs::read(&kernel).with_context(|| format!("reading {}", kernel.display()))?;
+    cleave_elf::kernel_image::check(&image)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("{} cannot be loaded by a Multiboot loader", kernel.display()))?;
+    Ok(Artifacts { kernel, programs: programs.clone(), work })
+}
+
+/// The variable naming the system components are built for (`cleave_system::codegen`).
+const SYSTEM_VAR: &str = cleave::codegen::SYSTEM_VAR;
+
+/// System descriptions besides the chosen one that tests boot, and the name their loader
+/// is kept under among the programs.
+pub const EXTRA_SYSTEMS: &[(&str, &str)] =
+    &[("systems/guests.toml", "loader-guests"), ("examples/lifetimes/system.toml", "loader-lifetimes")];
+
+fn loader_args() -> [&'static str; 6] {
+    ["build", "--release", "--target", TARGET, "-p", "cleave-loader"]
 }
 
 /// The digest the loader must report for `system`.

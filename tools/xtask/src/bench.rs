@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: boot figures, measured in one run each.
 //!
-//! - instructions per kernel operation, measured by benchmark programs in `qemu/tests`
+//! - instructions per kernel operation, measured by benchmark programs in `emulator-tests`
 //!   that time system calls with the TSC under `-icount shift=0`;
 //! - instructions the kernel executes from its first instruction to ring 3: QEMU with
 //!   `-icount shift=0` makes the TSC advance once per instruction, and the kernel prints
@@ -37,7 +37,7 @@ fn boot_run(icount: bool) -> Run {
 /// Runs every benchmark and prints one `bench NAME = VALUE UNIT` line per figure.
 pub fn run() -> Result<()> {
     deps::ensure()?;
-    let artifacts = artifacts::build()?;
+    let artifacts = artifacts::build(&crate::default_system(), artifacts::Scope::Tests)?;
     let instructions = boot_instructions(&artifacts)?;
     println!("bench boot.kernel_instructions_to_ring3 = {instructions} instructions");
     for program in ["bench-retype", "bench-ipc"] {
@@ -131,14 +131,13 @@ fn program_lines(artifacts: &Artifacts, program: &str, prefix: &str) -> Result<V
     Ok(lines)
 }
 
-/// The repository's system under `-icount shift=0`: instructions per timed restart of the
+/// The lifetimes example under `-icount shift=0`: instructions per timed restart of the
 /// heartbeat and per rollback of the scribbler (64 KiB of writable memory each), as the
 /// supervisor measures them with the TSC around stop, copy, reset and start.
 fn restart_figures(artifacts: &Artifacts) -> Result<Vec<String>> {
     let mut run = boot_run(true);
     run.name = "bench-restarts".into();
-    run.module = Some(artifacts.program("loader")?);
-    run.host_xenstore = true;
+    run.module = Some(artifacts.program("loader-lifetimes")?);
     run.timeout = Some(Duration::from_secs(120));
     let finished = run.execute(artifacts)?;
     let figures = |marker: &str| -> Vec<u64> {

@@ -4,7 +4,7 @@
 
 use crate::artifacts::{self, Artifacts};
 use crate::judge::{self, Emulator, Ending, Expectation, Outcome};
-use crate::{deps, system, workspace_root};
+use crate::{deps, system};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -390,12 +390,11 @@ pub fn report_failure(run: &Run, finished: &Finished, reason: &str) {
     }
 }
 
-/// `cargo xtask run`: boots the root task named in system.toml.
-pub fn run_system(gdb: bool, bochs: bool, cmdline: &str) -> Result<bool> {
+/// `cargo xtask run`: builds `system` and boots the root task it names.
+pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Result<bool> {
     deps::ensure()?;
-    let root = workspace_root();
-    let root_program = system::root_program(&root.join("system.toml"))?;
-    let artifacts = artifacts::build()?;
+    let root_program = system::root_program(system)?;
+    let artifacts = artifacts::build(system, artifacts::Scope::System)?;
     let run = Run {
         emulator: if bochs { Emulator::Bochs } else { Emulator::Qemu },
         name: "run".into(),

@@ -14,6 +14,7 @@ mod judge;
 mod profile;
 mod suite;
 mod system;
+mod workspace;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -29,10 +30,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the kernel and every user program (release, with debug info).
-    Build,
-    /// Build and boot the system in system.toml under QEMU; exits 0 if the run succeeds.
+    /// Build the kernel, a system's programs and its loader (release, with debug info).
+    Build {
+        /// The system description to build (default: the repository's system.toml).
+        #[arg(long, value_name = "PATH")]
+        system: Option<PathBuf>,
+    },
+    /// Build and boot a system under QEMU; exits 0 if the run succeeds.
     Run {
+        /// The system description to boot (default: the repository's system.toml).
+        #[arg(long, value_name = "PATH")]
+        system: Option<PathBuf>,
         /// Start QEMU halted with a GDB server on localhost:1234 (QEMU `-s -S`), no timeout.
         #[arg(long)]
         gdb: bool,
@@ -97,11 +105,28 @@ pub fn workspace_root() -> PathBuf {
     manifest.ancestors().nth(2).expect("tools/xtask lies two levels below the root").to_path_buf()
 }
 
+/// The repository's own system description, the one `build` and `run` take by default.
+pub fn default_system() -> PathBuf {
+    workspace_root().join("system.toml")
+}
+
+/// `--system PATH` (relative to where the command runs) made absolute, or the default.
+fn system_path(system: Option<PathBuf>) -> Result<PathBuf> {
+    let Some(path) = system else { return Ok(default_system()) };
+    let path = std::path::absolute(&path)?;
+    anyhow::ensure!(path.is_file(), "no system description at {}", path.display());
+    Ok(path)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<bool> = match cli.command {
-        Command::Build => artifacts::build().map(|_| true),
-        Command::Run { gdb, bochs, cmdline } => emulator::run_system(gdb, bochs, &cmdline),
+        Command::Build { system } => {
+            system_path(system).and_then(|s| artifacts::build(&s, artifacts::Scope::System)).map(|_| true)
+        }
+        Command::Run { system, gdb, bochs, cmdline } => {
+            system_path(system).and_then(|s| emulator::run_system(&s, gdb, bochs, &cmdline))
+        }
         Command::Test { filter, no_host, no_emulator } => {
             suite::run(filter.as_deref(), !no_host, !no_emulator)
         }
@@ -130,14 +155,15 @@ fn check() -> Result<bool> {
     deps::ensure_toolchain()?;
     let root = workspace_root();
     let mut ok = artifacts::cargo(&root, &["fmt", "--all", "--", "--check"])?;
+    let packages = workspace::packages(&root)?;
     let mut host = vec!["clippy", "--all-targets"];
-    for package in artifacts::HOST_PACKAGES {
+    for package in &packages.host {
         host.extend(["-p", package]);
     }
     host.extend(["--", "-D", "warnings"]);
     ok &= artifacts::cargo(&root, &host)?;
     let mut target = vec!["clippy", "--release", "--target", artifacts::TARGET];
-    for package in artifacts::TARGET_PACKAGES {
+    for package in &packages.target {
         target.extend(["-p", package]);
     }
     target.extend(["--", "-D", "warnings"]);

@@ -62,7 +62,7 @@ fn pc_of(line: &str) -> Option<u64> {
 /// Profiles `program` and prints the report.
 pub fn run(program: &str) -> Result<()> {
     deps::ensure()?;
-    let artifacts = artifacts::build()?;
+    let artifacts = artifacts::build(&crate::default_system(), artifacts::Scope::Tests)?;
     let module = artifacts.program(program)?;
     let symbols = symbols(&artifacts)?;
     let entry = symbols

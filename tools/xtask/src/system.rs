@@ -28,6 +28,20 @@ mod tests {
     }
 
     #[test]
+    fn each_system_names_its_own_programs() {
+        let root = crate::workspace_root();
+        let product = crate::artifacts::programs_of(&root.join("system.toml")).unwrap();
+        assert!(product.guests.is_empty() && !product.vmm, "{product:?}");
+        for name in ["toolstack", "xenstore-logic", "vga", "supervisor"] {
+            assert!(product.components.iter().any(|c| c == name), "{name} missing: {product:?}");
+        }
+        // The guest system names its VMM and guest image, and no component of the product's.
+        let guests = crate::artifacts::programs_of(&root.join("systems/guests.toml")).unwrap();
+        assert_eq!(guests.guests, ["guest-hello"]);
+        assert!(guests.vmm && guests.components.is_empty(), "{guests:?}");
+    }
+
+    #[test]
     fn errors_point_into_the_file() {
         let dir = std::env::temp_dir().join(format!("xtask-system-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

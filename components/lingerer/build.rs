@@ -1,5 +1,0 @@
-//! Generates this component's capability constants from the repository's system.toml, and
-//! links with the user-program layout (`cleave_system::codegen::component_build_script`).
-fn main() {
-    cleave_system::codegen::component_build_script();
-}

@@ -1,0 +1,242 @@
+//! A root task that builds several guests and runs them at once, one VMM thread per guest,
+//! with the same guest machinery as the `vmm` component. For each it makes the guest's
+//! objects from untyped memory (a Vcpu bound to that guest's VMM thread, a guest-physical
+//! address space of EPT tables, 2 MiB of RAM mapped there and into this program, and a
+//! read-only page above it), loads the embedded guest image (`CLEAVE_GUEST_IMAGE`), and
+//! runs it until it powers off or is stopped. Each guest's console lines are printed with
+//! its name in front.
+//!
+//! Two guests behave; four are hostile (an unmapped access, a write to a read-only page,
+//! an MSR not offered, a triple fault) and must be stopped with that reason while the
+//! others go on.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use cleave_abi::boot_info::slot;
+use cleave_abi::{Error, ObjectType, Rights};
+use cleave_rt::boot::boot_info;
+use cleave_rt::cap::kind::{CNode, EptRoot, EptTable, Frame, PageTable, Tcb, Untyped, VSpace, Vcpu};
+use cleave_rt::{Cap, println};
+use cleave_vmm_core::vm::Stop;
+use core::sync::atomic::{AtomicU64, Ordering};
+use vmm::{Ram, line, run, start};
+
+cleave_rt::entry!(main);
+cleave_rt::heap!(2 * 1024 * 1024);
+
+/// The image, 16-byte aligned (the ELF reader reads headers in place).
+#[repr(C, align(16))]
+struct Aligned<B: ?Sized>(B);
+static GUEST_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf")));
+static GUEST_IMAGE: &[u8] = &GUEST_ALIGNED.0;
+
+/// How a guest must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    PoweredOff,
+    Unmapped,
+    ReadOnly,
+    BadMsr,
+    TripleFault,
+}
+
+/// The guests: name, command line, what must happen.
+const GUESTS: [(&str, &str, Expected); 6] = [
+    ("hello", "name=hello", Expected::PoweredOff),
+    ("alice", "name=alice", Expected::PoweredOff),
+    ("unmapped", "name=unmapped misbehave=unmapped", Expected::Unmapped),
+    ("readonly", "name=readonly misbehave=readonly", Expected::ReadOnly),
+    ("badmsr", "name=badmsr misbehave=msr", Expected::BadMsr),
+    ("triple", "name=triple misbehave=triple", Expected::TripleFault),
+];
+
+/// Where a guest finds its read-only page (just above its RAM).
+const READ_ONLY_GPA: u64 = 0x20_0000;
+
+/// One VMM thread's stack.
+const STACK_SIZE: usize = 64 * 1024;
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+static mut STACKS: [Stack; GUESTS.len()] = [const { Stack([0; STACK_SIZE]) }; GUESTS.len()];
+
+/// Each guest's result: 0 running, 1 ended as expected, 2 ended otherwise.
+static RESULTS: [AtomicU64; GUESTS.len()] = [const { AtomicU64::new(0) }; GUESTS.len()];
+/// Each guest's Vcpu capability.
+static VCPUS: [AtomicU64; GUESTS.len()] = [const { AtomicU64::new(0) }; GUESTS.len()];
+/// Each guest's VMM thread (its TCB capability).
+static THREADS: [AtomicU64; GUESTS.len()] = [const { AtomicU64::new(0) }; GUESTS.len()];
+
+const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
+/// Guest RAM: one 2 MiB frame at guest-physical 0.
+const RAM_SIZE: u64 = 2 << 20;
+/// Where this program maps guest RAM (2 MiB aligned).
+const RAM_VA: u64 = 0x5000_0000_0000;
+
+/// Guest `index`'s RAM: 2 MiB at `RAM_VA + index * 2 MiB`.
+fn ram_of(index: usize) -> Ram {
+    Ram { base: RAM_VA + index as u64 * RAM_SIZE, size: RAM_SIZE }
+}
+
+/// Root-CNode slots, from the first free one.
+struct Slots(u64);
+
+impl Slots {
+    fn next(&mut self) -> u64 {
+        self.0 += 1;
+        self.0 - 1
+    }
+}
+
+/// Builds guest `index`'s objects and its VMM thread (not yet started); returns the Vcpu
+/// and the thread.
+fn build(untyped: Cap<Untyped>, slots: &mut Slots, index: usize) -> Result<(Cap<Vcpu>, Cap<Tcb>), Error> {
+    let make = |ty: ObjectType, slots: &mut Slots| -> Result<u64, Error> {
+        let at = slots.next();
+        untyped.retype(ty, 0, ROOT, 0, 0, at, 1)?;
+        Ok(at)
+    };
+    let vcpu: Cap<Vcpu> = Cap::from_cptr(make(ObjectType::Vcpu, slots)?);
+    let root: Cap<EptRoot> = Cap::from_cptr(make(ObjectType::EptPml4, slots)?);
+    Cap::<cleave_rt::cap::kind::AsidPool>::from_cptr(slot::ASID_POOL).assign(root)?;
+    for ty in [ObjectType::EptPdpt, ObjectType::EptPd] {
+        Cap::<EptTable>::from_cptr(make(ty, slots)?).map(root, 0)?;
+    }
+    let ram: Cap<Frame> = Cap::from_cptr(make(ObjectType::Frame2M, slots)?);
+    ram.map_ept(root, 0, Rights::ALL, false)?;
+    // A read-only page just above the RAM (a 4 KiB table for that 2 MiB).
+    Cap::<EptTable>::from_cptr(make(ObjectType::EptPt, slots)?).map(root, READ_ONLY_GPA)?;
+    let read_only: Cap<Frame> = Cap::from_cptr(make(ObjectType::Frame4K, slots)?);
+    read_only.map_ept(root, READ_ONLY_GPA, Rights::READ, true)?;
+    // The VMM's view of the same RAM: a copy of the capability, mapped at its window.
+    let alias = slots.next();
+    ROOT.copy(ROOT.slot(alias, 64), ROOT.slot(ram.cptr(), 64), Rights::ALL)?;
+    let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
+    let window = ram_of(index).base;
+    for ty in [ObjectType::Pdpt, ObjectType::PageDirectory] {
+        match Cap::<PageTable>::from_cptr(make(ty, slots)?).map(me, window) {
+            Ok(()) | Err(Error::DeleteFirst) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Cap::<Frame>::from_cptr(alias).map(me, window, Rights::ALL, true)?;
+    // Its VMM thread, in this address space.
+    let thread: Cap<Tcb> = Cap::from_cptr(make(ObjectType::Tcb, slots)?);
+    thread.configure(ROOT, me, None, None)?;
+    thread.set_priority(100)?;
+    vcpu.set_tcb(thread)?;
+    vcpu.set_ept(root)?;
+    Ok((vcpu, thread))
+}
+
+/// A guest's VMM thread: runs guest `index` and records how it ended.
+extern "C" fn vmm_thread(index: u64) -> ! {
+    let index = index as usize;
+    let (name, _, expected) = GUESTS[index];
+    let vcpu: Cap<Vcpu> = Cap::from_cptr(VCPUS[index].load(Ordering::Acquire));
+    let ok = match run(vcpu, ram_of(index), name) {
+        Ok((stop, vm)) => {
+            line!(
+                "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses",
+                vm.exits,
+                vm.timer_interrupts,
+                vm.test_device.reads + vm.test_device.writes
+            );
+            match (expected, stop) {
+                (Expected::PoweredOff, Stop::PoweredOff(0)) => vm.timer_interrupts >= 100,
+                (Expected::Unmapped, Stop::UnmappedAccess { .. })
+                | (Expected::ReadOnly, Stop::ReadOnlyWrite { .. })
+                | (Expected::BadMsr, Stop::BadMsr { .. })
+                | (Expected::TripleFault, Stop::TripleFault) => true,
+                _ => false,
+            }
+        }
+        Err(e) => {
+            line!("vmm: guest '{name}': the kernel refused a VMM operation: {e:?}");
+            false
+        }
+    };
+    RESULTS[index].store(if ok { 1 } else { 2 }, Ordering::Release);
+    // Done: stop this thread (the root thread, below it, collects the results).
+    let me: Cap<Tcb> = Cap::from_cptr(THREADS[index].load(Ordering::Acquire));
+    let _ = me.suspend();
+    loop {
+        cleave_rt::syscall::yield_now();
+    }
+}
+
+fn fail(why: &str) -> i32 {
+    println!("vmm: {why}");
+    println!("TEST FAIL: vmm-guests");
+    1
+}
+
+fn main() -> i32 {
+    if GUEST_IMAGE.is_empty() {
+        return fail("no guest image was built in (CLEAVE_GUEST_IMAGE); nothing to run");
+    }
+    let info = boot_info();
+    let mut slots = Slots(info.empty_first);
+    let (ut_index, _) = (0..info.untyped_count as usize)
+        .filter(|&i| info.untyped[i].is_device == 0)
+        .map(|i| (i, info.untyped[i].size_bits))
+        .max_by_key(|&(_, bits)| bits)
+        .unwrap_or((0, 0));
+    let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + ut_index as u64);
+    let ut = slots.next();
+    if big.retype(ObjectType::Untyped, 25, ROOT, 0, 0, ut, 1).is_err() {
+        return fail("no 32 MiB of memory for the guests");
+    }
+    let mut threads = [Cap::<Tcb>::from_cptr(0); GUESTS.len()];
+    for (index, (name, _, _)) in GUESTS.iter().enumerate() {
+        match build(Cap::from_cptr(ut), &mut slots, index) {
+            Ok((vcpu, thread)) => {
+                VCPUS[index].store(vcpu.cptr(), Ordering::Release);
+                THREADS[index].store(thread.cptr(), Ordering::Release);
+                threads[index] = thread;
+                if let Err(e) = start(vcpu, ram_of(index), GUEST_IMAGE, GUESTS[index].0, GUESTS[index].1) {
+                    return fail(e);
+                }
+            }
+            Err(e) => {
+                println!("vmm: building guest '{name}' failed: {e:?}");
+                return fail("guest set-up");
+            }
+        }
+    }
+    println!(
+        "vmm: {} guests loaded ({} bytes of image each), each with its own Vcpu, EPT and RAM; starting their VMM threads",
+        GUESTS.len(),
+        GUEST_IMAGE.len()
+    );
+    // The VMM threads (priority 100) share the processor round-robin; this one waits below.
+    let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
+    if me.set_priority(10).is_err() {
+        return fail("cannot lower the root thread's priority");
+    }
+    for (index, thread) in threads.iter().enumerate() {
+        // SAFETY: only the address is taken; each stack belongs to one thread.
+        let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64 - 8;
+        let entry = vmm_thread as *const () as u64;
+        // Each VMM thread prints its guest's console: it needs the privilege.
+        if thread.allow_console().is_err() {
+            return fail("cannot let a VMM thread write to the console");
+        }
+        if thread.write_registers(true, &[entry, top, 0x202, 0, 0, 0, 0, 0, index as u64]).is_err() {
+            return fail("cannot start a VMM thread");
+        }
+    }
+    while RESULTS.iter().any(|r| r.load(Ordering::Acquire) == 0) {
+        cleave_rt::syscall::yield_now();
+    }
+    let good = RESULTS.iter().filter(|r| r.load(Ordering::Acquire) == 1).count();
+    line!("vmm: {good} of {} guests ended as they should", GUESTS.len());
+    if good == GUESTS.len() {
+        line!("TEST PASS");
+        0
+    } else {
+        line!("TEST FAIL: vmm-guests");
+        1
+    }
+}

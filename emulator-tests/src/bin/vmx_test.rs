@@ -1,0 +1,443 @@
+//! VT-x test (root task, Bochs): builds a Vcpu and a guest-physical address space (EPT
+//! tables and one page of guest RAM), puts a small real-mode guest in it and acts as its
+//! VMM: the guest writes "Hi" to a UART port (I/O exits), asks CPUID, writes to a
+//! guest-physical address nothing is mapped at (an EPT violation the VMM skips) and halts.
+//! Also checks that a VMM cannot write host state or the EPT pointer, and that guest state
+//! a VMM scrambles (random bit flips and values in every guest-state field it may write,
+//! random event injections) gets an entry failure or an exit, never a broken kernel; that
+//! after guests ran a thread finds the kernel's own GDT and IDT limits (a VM exit leaves
+//! them 0xFFFF); and that a guest finds neither the KERNEL_GS_BASE nor the CR2 the guest
+//! before it left (the VMCS switches neither).
+#![no_std]
+#![no_main]
+
+use cleave_abi::vcpu::{exit, reg};
+use cleave_abi::{Error, ObjectType};
+use cleave_rt::Cap;
+use cleave_rt::boot::boot_info;
+use cleave_rt::cap::kind::{Untyped, Vcpu};
+use cleave_rt::println;
+use emulator_tests::{ROOT, Rng, at, check, expect, finish, largest_ram_untyped, real_mode_guest};
+
+cleave_rt::entry!(main);
+
+const UT: u64 = 0;
+/// The guest's objects take slots from here on (to VCPU + 11).
+const VCPU: u64 = 1;
+/// An IoPort capability for port 0x80.
+const PORT: u64 = 20;
+/// The scrambled guests: each made from the untyped here (revoked after each), objects
+/// from SCRAMBLED + 1 on.
+const SCRAMBLED: u64 = 30;
+
+/// A guest-physical address with nothing behind it.
+const HOLE: u64 = 0x3000;
+
+/// VMCS fields (Intel's encodings).
+const GUEST_RIP: u32 = 0x681e;
+const HOST_RIP: u32 = 0x6c16;
+const EPT_POINTER: u32 = 0x201a;
+const GUEST_CR4: u32 = 0x6804;
+const GUEST_ACTIVITY_STATE: u32 = 0x4826;
+const CR4_MASK: u32 = 0x6002;
+/// CR4.PKE (protection keys).
+const CR4_PKE: u64 = 1 << 22;
+
+/// The guest: real mode, 16-bit code.
+const GUEST_CODE: [u8; 32] = [
+    0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0xb0, b'H', // mov al, 'H'
+    0xee, // out dx, al
+    0xb0, b'i', // mov al, 'i'
+    0xee, // out dx, al
+    0xe6, 0x80, // out 0x80, al (let through: no exit)
+    0x66, 0xb9, 0x00, 0x01, 0x00, 0xc0, // mov ecx, 0xc0000100 (IA32_FS_BASE)
+    0x0f, 0x32, // rdmsr (let through: no exit)
+    0x66, 0x31, 0xc0, // xor eax, eax
+    0x0f, 0xa2, // cpuid
+    0xc6, 0x06, 0x00, 0x30, 0x2a, // mov byte [0x3000], 0x2a
+    0xf4, // hlt
+    0xeb, 0xfe, // jmp $ (never reached)
+];
+/// Length of the `mov byte [0x3000], 0x2a` the VMM skips.
+const HOLE_WRITE_LENGTH: u64 = 5;
+
+fn setup() -> Result<Cap<Vcpu>, Error> {
+    let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+    real_mode_guest(untyped, at(VCPU), &GUEST_CODE)
+}
+
+/// Moves the guest past the instruction that exited.
+fn skip(vcpu: Cap<Vcpu>, length: u64) -> Result<(), &'static str> {
+    let rip = vcpu.read_vmcs(GUEST_RIP).map_err(|_| "read rip")?;
+    vcpu.write_vmcs(GUEST_RIP, rip + length).map_err(|_| "write rip")
+}
+
+/// What the guest did, as its VMM saw it.
+#[derive(Default)]
+struct Seen {
+    output: [u8; 8],
+    length: usize,
+    cpuid: bool,
+    hole: Option<u64>,
+    halted: bool,
+    exits: u32,
+}
+
+fn run_guest(vcpu: Cap<Vcpu>) -> Result<Seen, &'static str> {
+    let mut seen = Seen::default();
+    while !seen.halted && seen.exits < 64 {
+        let e = cleave_rt::syscall::vm_enter().map_err(|_| "VmEnter refused")?;
+        seen.exits += 1;
+        let (reason, qualification, length) =
+            (e[exit::REASON], e[exit::QUALIFICATION], e[exit::INSTRUCTION_LENGTH]);
+        match reason {
+            exit::reason::IO => {
+                let port = qualification >> 16;
+                let is_in = qualification & (1 << 3) != 0;
+                let regs = vcpu.read_registers().map_err(|_| "read registers")?;
+                if port == 0x3f8 && !is_in && seen.length < seen.output.len() {
+                    seen.output[seen.length] = regs[reg::RAX] as u8;
+                    seen.length += 1;
+                }
+                skip(vcpu, length)?;
+            }
+            exit::reason::CPUID => {
+                // A stated policy for the test: leaf 0 answers "CleaveCleave" and no leaves.
+                let text = u32::from_le_bytes(*b"Clea") as u64;
+                let more = u32::from_le_bytes(*b"veCl") as u64;
+                let end = u32::from_le_bytes(*b"eave") as u64;
+                vcpu.write_registers(&[0, text, end, more]).map_err(|_| "write registers")?;
+                seen.cpuid = true;
+                skip(vcpu, length)?;
+            }
+            exit::reason::EPT_VIOLATION => {
+                seen.hole = Some(e[exit::GUEST_PHYSICAL]);
+                // Emulated as a write to nothing: the instruction is known here.
+                skip(vcpu, HOLE_WRITE_LENGTH)?;
+            }
+            exit::reason::HLT => seen.halted = true,
+            other => {
+                println!("vmx-test: unexpected exit {other:#x}, qualification {qualification:#x}");
+                return Err("unexpected exit");
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Guest-state fields a VMM may write, with their widths in bits (Intel's encodings), the
+/// event-injection fields, and the controls it may choose (not the primary controls: a
+/// guest without HLT exiting would halt in this code for good).
+const SCRAMBLE_FIELDS: [(u32, u32); 54] = [
+    (0x800, 16),
+    (0x802, 16),
+    (0x804, 16),
+    (0x806, 16),
+    (0x808, 16),
+    (0x80a, 16),
+    (0x80c, 16),
+    (0x80e, 16),
+    (0x2802, 64),
+    (0x2804, 64),
+    (0x2806, 64),
+    (0x4800, 32),
+    (0x4802, 32),
+    (0x4804, 32),
+    (0x4806, 32),
+    (0x4808, 32),
+    (0x480a, 32),
+    (0x480c, 32),
+    (0x480e, 32),
+    (0x4810, 32),
+    (0x4812, 32),
+    (0x4814, 32),
+    (0x4816, 32),
+    (0x4818, 32),
+    (0x481a, 32),
+    (0x481c, 32),
+    (0x481e, 32),
+    (0x4820, 32),
+    (0x4822, 32),
+    (0x4824, 32),
+    (0x482a, 32),
+    (0x6800, 64),
+    (0x6802, 64),
+    (0x6804, 64),
+    (0x6806, 64),
+    (0x6808, 64),
+    (0x680a, 64),
+    (0x6816, 64),
+    (0x6818, 64),
+    (0x681a, 64),
+    (0x681c, 64),
+    (0x681e, 64),
+    (0x6820, 64),
+    (0x6822, 64),
+    (0x4016, 32),
+    (0x4018, 32),
+    (0x401a, 32),
+    (0x4004, 32),
+    (0x401e, 32),
+    (0x4012, 32),
+    (0x6000, 64),
+    (0x6002, 64),
+    (0x6004, 64),
+    (0x6006, 64),
+];
+/// Scrambled guests to run, and exits each may take.
+const SCRAMBLED_GUESTS: u32 = 1000;
+const SCRAMBLED_EXITS: u32 = 8;
+
+/// What the scrambled guests did.
+#[derive(Default)]
+struct Scrambled {
+    writes_taken: u32,
+    writes_refused: u32,
+    entries_refused: u32,
+    exits: u32,
+}
+
+/// Runs [`SCRAMBLED_GUESTS`] fresh guests (code: CPUID, then HLT everywhere, so that
+/// wherever a scrambled rip lands it soon exits), each with a few guest-state fields
+/// scrambled, for a few exits; then destroys it by revoking its untyped (its VMCS is the
+/// active one: the kernel must clear it before the memory is reused).
+fn scramble(rng: &mut Rng) -> Result<Scrambled, &'static str> {
+    let mut code = [0xf4u8; 4096];
+    code[..2].copy_from_slice(&[0x0f, 0xa2]);
+    let mut tally = Scrambled::default();
+    for _ in 0..SCRAMBLED_GUESTS {
+        let vcpu = real_mode_guest(Cap::from_cptr(at(SCRAMBLED)), at(SCRAMBLED + 1), &code)
+            .map_err(|_| "guest set-up")?;
+        for _ in 0..1 + rng.below(4) {
+            let (field, width) = SCRAMBLE_FIELDS[rng.below(SCRAMBLE_FIELDS.len() as u64) as usize];
+            let old = vcpu.read_vmcs(field).unwrap_or(0);
+            let value = match rng.below(4) {
+                0 => rng.word(),
+                _ => old ^ 1 << rng.below(u64::from(width)),
+            };
+            let value = if width == 64 { value } else { value & ((1 << width) - 1) };
+            match vcpu.write_vmcs(field, value) {
+                Ok(()) => tally.writes_taken += 1,
+                Err(_) => tally.writes_refused += 1,
+            }
+        }
+        for _ in 0..SCRAMBLED_EXITS {
+            let e = cleave_rt::syscall::vm_enter().map_err(|_| "VmEnter refused")?;
+            let reason = e[exit::REASON];
+            if reason & cleave_abi::vcpu::ENTRY_FAILED != 0 || reason & (1 << 31) != 0 {
+                tally.entries_refused += 1;
+                break;
+            }
+            tally.exits += 1;
+            let length = e[exit::INSTRUCTION_LENGTH];
+            if matches!(reason, exit::reason::HLT | exit::reason::TRIPLE_FAULT) || !(1..=15).contains(&length)
+            {
+                break;
+            }
+            if skip(vcpu, length).is_err() {
+                break;
+            }
+        }
+        // Everything the guest was made of goes; the untyped is whole again.
+        Cap::<cleave_rt::cap::kind::CNode>::revoke(ROOT.slot(at(SCRAMBLED), 64)).map_err(|_| "revoke")?;
+    }
+    Ok(tally)
+}
+
+fn main() -> i32 {
+    let info = boot_info();
+    emulator_tests::set_first_free(info.empty_first);
+    let mut failures = 0;
+    let (big, _) = largest_ram_untyped(info);
+    if big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).is_err()
+        || big.retype(ObjectType::Untyped, 18, ROOT, 0, 0, at(SCRAMBLED), 1).is_err()
+    {
+        println!("TEST FAIL: no memory for the test");
+        return 1;
+    }
+    let vcpu = match setup() {
+        Ok(v) => v,
+        Err(e) => {
+            println!("TEST FAIL: guest set-up: {e:?}");
+            return 1;
+        }
+    };
+    expect("vmx: ports and MSRs let through only with the authority for them", &mut failures, {
+        let control: Cap<cleave_rt::cap::kind::IoPortControl> =
+            Cap::from_cptr(cleave_abi::boot_info::slot::IO_PORT_CONTROL);
+        let post = at(PORT);
+        let ports = control.issue(0x80, 0x80, ROOT.slot(post, 64)).map(|()| Cap::from_cptr(post));
+        let through = ports.and_then(|p| vcpu.set_io_exit(Some(p), 0x80, 0x80, false));
+        let uncovered = ports.map(|p| vcpu.set_io_exit(Some(p), 0x3f8, 0x3f8, false));
+        let no_cap = vcpu.set_io_exit(None, 0x60, 0x60, false);
+        let fs_base = vcpu.set_msr_exit(0xc000_0100, false, false);
+        let lstar = vcpu.set_msr_exit(0xc000_0082, false, false);
+        let tsc_write = vcpu.set_msr_exit(0x10, false, false);
+        check(
+            through.is_ok()
+                && uncovered == Ok(Err(Error::InsufficientRights))
+                && no_cap == Err(Error::InvalidCapability)
+                && fs_base.is_ok()
+                && lstar == Err(Error::IllegalOperation)
+                && tsc_write == Err(Error::IllegalOperation),
+            "pass-through policy",
+        )
+    });
+    expect("vmx: a VMM cannot write host state or the EPT pointer", &mut failures, {
+        let host = vcpu.write_vmcs(HOST_RIP, 0);
+        let eptp = vcpu.write_vmcs(EPT_POINTER, 0);
+        // Wait-for-SIPI: the guest would never exit again.
+        let parked = vcpu.write_vmcs(GUEST_ACTIVITY_STATE, 3);
+        let read_host = vcpu.read_vmcs(HOST_RIP);
+        check(
+            host == Err(Error::IllegalOperation)
+                && eptp == Err(Error::IllegalOperation)
+                && parked == Err(Error::IllegalOperation)
+                && read_host == Err(Error::IllegalOperation)
+                && vcpu.read_vmcs(EPT_POINTER).is_ok(),
+            "forbidden VMCS field accepted",
+        )
+    });
+    expect("vmx: the kernel keeps CR4.VMXE and CR4.PKE out of the guest's hands", &mut failures, {
+        let cr4 = vcpu.read_vmcs(GUEST_CR4).unwrap_or(0);
+        let pke = vcpu.write_vmcs(GUEST_CR4, cr4 | CR4_PKE);
+        let mask = vcpu.write_vmcs(CR4_MASK, 0).and_then(|()| vcpu.read_vmcs(CR4_MASK));
+        check(
+            pke == Err(Error::IllegalOperation)
+                && vcpu.read_vmcs(GUEST_CR4) == Ok(cr4)
+                && mask.is_ok_and(|m| m & (CR4_PKE | 1 << 13) == CR4_PKE | 1 << 13),
+            "CR4.PKE allowed, or the kernel's CR4 bits left the mask",
+        )
+    });
+    match run_guest(vcpu) {
+        Ok(seen) => {
+            let said = core::str::from_utf8(&seen.output[..seen.length]).unwrap_or("?");
+            println!("vmx-test: guest said {said:?} through port 0x3f8");
+            println!("vmx-test: CPUID exit handled: {}", seen.cpuid);
+            match seen.hole {
+                Some(gpa) => println!("vmx-test: EPT violation at {gpa:#x}"),
+                None => println!("vmx-test: no EPT violation"),
+            }
+            println!(
+                "vmx-test: guest halted after {} exits (its OUT to port 0x80 and RDMSR of FS_BASE went through)",
+                seen.exits
+            );
+            expect("vmx: guest output through I/O exits", &mut failures, check(said == "Hi", "wrong output"));
+            expect("vmx: CPUID exit", &mut failures, check(seen.cpuid, "no CPUID exit"));
+            expect("vmx: EPT violation", &mut failures, check(seen.hole == Some(HOLE), "no EPT violation"));
+            expect("vmx: HLT exit", &mut failures, check(seen.halted, "never halted"));
+            expect(
+                "vmx: let-through port and MSR did not exit",
+                &mut failures,
+                check(seen.exits == 5, "extra exits"),
+            );
+        }
+        Err(e) => {
+            println!("vmx-test: guest run failed: {e}");
+            failures += 1;
+        }
+    }
+    // The first guest goes (its Vcpu is bound to this thread; its page is mapped where
+    // every scrambled guest's will be).
+    let gone = Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(VCPU), 64))
+        .and_then(|()| Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(VCPU + 6), 64)));
+    let scrambled =
+        gone.map_err(|_| "removing the first guest").and_then(|()| scramble(&mut Rng(0x005c_4a3b_1ed0_0001)));
+    expect(
+        "vmx: scrambled guest state never breaks the kernel",
+        &mut failures,
+        scrambled.and_then(|t| {
+            println!(
+                "vmx-test: {SCRAMBLED_GUESTS} scrambled guests: {} field writes taken, {} refused; {} entries refused, {} exits",
+                t.writes_taken, t.writes_refused, t.entries_refused, t.exits
+            );
+            let varied = t.writes_taken > 0 && t.writes_refused > 0 && t.entries_refused > 0 && t.exits > 0;
+            check(varied, "the scrambling was too tame")
+        }),
+    );
+    // A guest has run: the descriptor-table limits must be the kernel's again (a VM exit
+    // leaves them 0xFFFF, and selectors past the real GDT would name kernel memory).
+    expect("vmx: GDT and IDT limits are the kernel's again after VM exits", &mut failures, {
+        let (gdt, idt) = descriptor_table_limits();
+        println!("vmx-test: after the guests, this thread reads GDT limit {gdt:#x}, IDT limit {idt:#x}");
+        check(gdt < 0x100 && idt == 0xfff, "a limit is still what the VM exit left")
+    });
+    expect(
+        "vmx: a guest finds neither KERNEL_GS_BASE nor CR2 of the guest before it",
+        &mut failures,
+        guests_do_not_share_unswitched_state(),
+    );
+    finish("vmx-test", failures)
+}
+
+/// `sgdt` and `sidt` from ring 3 (the kernel does not turn on UMIP): the two limits.
+fn descriptor_table_limits() -> (u16, u16) {
+    let mut gdtr = [0u8; 10];
+    let mut idtr = [0u8; 10];
+    // SAFETY: `sgdt`/`sidt` store 10 bytes each into the two local buffers; nothing else
+    // is touched.
+    unsafe {
+        core::arch::asm!(
+            "sgdt [{g}]",
+            "sidt [{i}]",
+            g = in(reg) gdtr.as_mut_ptr(),
+            i = in(reg) idtr.as_mut_ptr(),
+            options(nostack, preserves_flags)
+        );
+    }
+    (u16::from_le_bytes([gdtr[0], gdtr[1]]), u16::from_le_bytes([idtr[0], idtr[1]]))
+}
+
+/// The first guest writes IA32_KERNEL_GS_BASE (let through to the processor) and CR2,
+/// which the VMCS does not switch; the second, a fresh Vcpu, reads both: it must find its
+/// own zeros, not the first one's values.
+const WRITER_CODE: [u8; 27] = [
+    0x66, 0xb9, 0x02, 0x01, 0x00, 0xc0, // mov ecx, 0xc0000102 (IA32_KERNEL_GS_BASE)
+    0x66, 0xb8, 0x44, 0x33, 0x22, 0x11, // mov eax, 0x11223344
+    0x66, 0x31, 0xd2, // xor edx, edx
+    0x0f, 0x30, // wrmsr
+    0x66, 0xb8, 0x00, 0xb0, 0xad, 0xde, // mov eax, 0xdeadb000
+    0x0f, 0x22, 0xd0, // mov cr2, eax
+    0xf4, // hlt
+];
+const READER_CODE: [u8; 18] = [
+    0x66, 0xb9, 0x02, 0x01, 0x00, 0xc0, // mov ecx, 0xc0000102
+    0x0f, 0x32, // rdmsr
+    0x66, 0x89, 0xc3, // mov ebx, eax
+    0x0f, 0x20, 0xd0, // mov eax, cr2
+    0xf4, // hlt
+    0xeb, 0xfe, 0x90, // jmp $ (never reached)
+];
+const WRITER: u64 = 60;
+const READER: u64 = 75;
+
+fn guests_do_not_share_unswitched_state() -> Result<(), &'static str> {
+    let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
+    let run_to_halt = |vcpu: Cap<Vcpu>| -> Result<(), &'static str> {
+        vcpu.set_msr_exit(0xc000_0102, false, false).map_err(|_| "KERNEL_GS_BASE not let through")?;
+        let e = cleave_rt::syscall::vm_enter().map_err(|_| "VmEnter refused")?;
+        if e[exit::REASON] != exit::reason::HLT {
+            println!(
+                "vmx-test: unexpected exit {:#x}, qualification {:#x}",
+                e[exit::REASON],
+                e[exit::QUALIFICATION]
+            );
+            return Err("the guest did not halt");
+        }
+        Ok(())
+    };
+    let writer = real_mode_guest(untyped, at(WRITER), &WRITER_CODE).map_err(|_| "first guest")?;
+    run_to_halt(writer)?;
+    // Its page leaves this address space (the second guest's goes there).
+    Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(WRITER + 6), 64)).map_err(|_| "unmap")?;
+    let reader = real_mode_guest(untyped, at(READER), &READER_CODE).map_err(|_| "second guest")?;
+    run_to_halt(reader)?;
+    let regs = reader.read_registers().map_err(|_| "read registers")?;
+    let (gs, cr2) = (regs[reg::RBX], regs[reg::RAX]);
+    println!(
+        "vmx-test: the second guest reads KERNEL_GS_BASE {gs:#x}, CR2 {cr2:#x} (the first wrote 0x11223344, 0xdeadb000)"
+    );
+    let _ = Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(READER + 6), 64));
+    check(gs == 0 && cr2 == 0, "the second guest saw the first one's state")
+}
