@@ -6,6 +6,7 @@
 //! expanded: `name[3]` is an object of its own. Every access is bounds-checked, so a
 //! corrupt image yields an error, never a wrong read.
 
+use cleave_abi::layout::{LARGE_PAGE_SHIFT, PAGE_SHIFT};
 use cleave_abi::{ObjectType, Rights};
 use core::fmt;
 
@@ -130,15 +131,32 @@ pub mod lifetime {
     pub const MAX_RESTART_MS: u64 = (1 << 24) - 1;
 }
 
+/// Address bits one level of paging resolves: a table's slots are numbered by 9 bits.
+const INDEX_BITS: u32 = TABLE_SLOTS.trailing_zeros();
+
+// A slot of a page directory covers a large page: the paging formats and the ABI agree.
+const _: () = assert!(PAGE_SHIFT + INDEX_BITS == LARGE_PAGE_SHIFT);
+
 impl Kind {
-    /// How many address bits one slot of a table of this kind covers (IA-32e or EPT).
-    pub fn slot_shift(self) -> Option<u32> {
+    /// How many address bits one slot of a table of this kind covers (IA-32e or EPT): a
+    /// page table's slot a page, each level above 9 bits more. Every paging shift Cleave's
+    /// capDL tools and loader use comes from here.
+    pub const fn slot_shift(self) -> Option<u32> {
         match self {
-            Kind::Pml4 | Kind::EptPml4 => Some(39),
-            Kind::Pdpt | Kind::EptPdpt => Some(30),
-            Kind::PageDirectory | Kind::EptPd => Some(21),
-            Kind::PageTable | Kind::EptPt => Some(12),
+            Kind::Pml4 | Kind::EptPml4 => Some(LARGE_PAGE_SHIFT + 2 * INDEX_BITS),
+            Kind::Pdpt | Kind::EptPdpt => Some(LARGE_PAGE_SHIFT + INDEX_BITS),
+            Kind::PageDirectory | Kind::EptPd => Some(LARGE_PAGE_SHIFT),
+            Kind::PageTable | Kind::EptPt => Some(PAGE_SHIFT),
             _ => None,
+        }
+    }
+
+    /// Which slot of a table of this kind covers `address` (`None` for a kind that is no
+    /// paging table).
+    pub const fn slot_of(self, address: u64) -> Option<u32> {
+        match self.slot_shift() {
+            Some(shift) => Some((address >> shift) as u32 & (TABLE_SLOTS - 1)),
+            None => None,
         }
     }
 
@@ -179,11 +197,13 @@ impl Kind {
         if slot >= TABLE_SLOTS {
             return None;
         }
+        // A frame the size of one slot's span; an IA-32e page table takes any.
         let frame = target == Kind::Frame
             && match self {
                 Kind::PageTable => true,
-                Kind::PageDirectory | Kind::EptPd => target_size_bits == 21,
-                Kind::EptPt => target_size_bits == 12,
+                Kind::PageDirectory | Kind::EptPd | Kind::EptPt => {
+                    self.slot_shift() == Some(u32::from(target_size_bits))
+                }
                 _ => false,
             };
         if frame {
@@ -288,7 +308,7 @@ impl ObjectRecord {
             Kind::EptPdpt => ObjectType::EptPdpt,
             Kind::EptPd => ObjectType::EptPd,
             Kind::EptPt => ObjectType::EptPt,
-            Kind::Frame if self.size_bits == 21 => ObjectType::Frame2M,
+            Kind::Frame if u32::from(self.size_bits) == LARGE_PAGE_SHIFT => ObjectType::Frame2M,
             Kind::Frame => ObjectType::Frame4K,
             Kind::Irq | Kind::IoPorts => return None,
         };
@@ -610,6 +630,20 @@ mod kind_tests {
         }
         assert_eq!(Kind::Frame.slot_shift(), None);
         assert_eq!(Kind::Tcb.child_kind(), None);
+    }
+
+    #[test]
+    fn slot_of_picks_each_levels_nine_bits() {
+        let address = 1 << 39 | 2 << 30 | 3 << 21 | 4 << 12 | 0x123;
+        for (levels, expect) in [
+            ([Kind::Pml4, Kind::Pdpt, Kind::PageDirectory, Kind::PageTable], [1, 2, 3, 4]),
+            ([Kind::EptPml4, Kind::EptPdpt, Kind::EptPd, Kind::EptPt], [1, 2, 3, 4]),
+        ] {
+            assert_eq!(levels.map(|l| l.slot_of(address)), expect.map(Some));
+        }
+        // Bits above the top level are no slot's business; the last slot is 511.
+        assert_eq!(Kind::Pml4.slot_of(u64::MAX), Some(511));
+        assert_eq!(Kind::Frame.slot_of(address), None);
     }
 
     #[test]

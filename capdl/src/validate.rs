@@ -10,6 +10,8 @@ use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use cleave_abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
+use cleave_abi::object::{MAX_CNODE_RADIX, MAX_UNTYPED_BITS, MIN_CNODE_RADIX, MIN_UNTYPED_BITS};
 use core::fmt;
 
 /// One problem with a specification.
@@ -179,13 +181,15 @@ fn check_object(o: &Object) -> Option<String> {
             .then(|| format!("PCI address {bus}:{dev}.{fun} is outside bus 0-255, device 0-31, function 0-7"))
     };
     match &o.kind {
-        ObjectKind::CNode { size_bits } if *size_bits == 0 || *size_bits > 20 => {
-            Some(format!("cnode radix {size_bits} outside 1-20"))
+        ObjectKind::CNode { size_bits } if !(MIN_CNODE_RADIX..=MAX_CNODE_RADIX).contains(size_bits) => {
+            Some(format!("cnode radix {size_bits} outside {MIN_CNODE_RADIX}-{MAX_CNODE_RADIX}"))
         }
-        ObjectKind::Untyped { size_bits: Some(b), .. } if !(4..=47).contains(b) => {
-            Some(format!("untyped size {b} bits outside 4-47"))
+        ObjectKind::Untyped { size_bits: Some(b), .. }
+            if !(MIN_UNTYPED_BITS..=MAX_UNTYPED_BITS).contains(b) =>
+        {
+            Some(format!("untyped size {b} bits outside {MIN_UNTYPED_BITS}-{MAX_UNTYPED_BITS}"))
         }
-        ObjectKind::Frame { size, .. } if *size != 4096 && *size != 2 << 20 => {
+        ObjectKind::Frame { size, .. } if *size != PAGE_SIZE && *size != LARGE_PAGE_SIZE => {
             Some(format!("frame size {size} is neither 4k nor 2M (x86_64)"))
         }
         ObjectKind::Tcb(t) if t.prio.is_some_and(|p| p > 255) || t.max_prio.is_some_and(|p| p > 255) => {

@@ -17,6 +17,8 @@ use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use cleave_abi::layout::PAGE_SHIFT;
+use cleave_abi::object::SLOT_SIZE_BITS;
 
 /// Why a specification cannot be encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +128,9 @@ fn spec_refusal(spec: &Spec) -> Option<String> {
     None
 }
 
+/// The size of every paging table's record: a table is one page.
+const TABLE_BITS: u8 = PAGE_SHIFT as u8;
+
 /// Encodes `spec` (which should have passed [`crate::validate::validate`]).
 pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
     if spec.arch != "x86_64" {
@@ -227,7 +232,8 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                         | if t.quiet { crate::binary::tcb_flag::QUIET } else { 0 };
                     (Kind::Tcb, 0, elf | flags, u64::from(t.resume.unwrap_or(false)) | arg << 1)
                 }
-                ObjectKind::CNode { size_bits } => (Kind::CNode, (*size_bits + 6) as u8, 0, 0),
+                // The CNode's size: validation holds the radix to 1-20, so it fits.
+                ObjectKind::CNode { size_bits } => (Kind::CNode, (*size_bits + SLOT_SIZE_BITS) as u8, 0, 0),
                 ObjectKind::Frame { size, paddr, fill } => {
                     // Cleave's fill: one entry, `NAME` or `NAME@OFFSET`: the frame starts as
                     // those bytes of the boot image's file NAME. param1: name index + 1,
@@ -249,10 +255,10 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                     };
                     (Kind::Frame, size.trailing_zeros() as u8, paddr.unwrap_or(0), fill)
                 }
-                ObjectKind::PageTable => (Kind::PageTable, 12, 0, 0),
-                ObjectKind::PageDirectory => (Kind::PageDirectory, 12, 0, 0),
-                ObjectKind::Pdpt => (Kind::Pdpt, 12, 0, 0),
-                ObjectKind::Pml4 => (Kind::Pml4, 12, 0, 0),
+                ObjectKind::PageTable => (Kind::PageTable, TABLE_BITS, 0, 0),
+                ObjectKind::PageDirectory => (Kind::PageDirectory, TABLE_BITS, 0, 0),
+                ObjectKind::Pdpt => (Kind::Pdpt, TABLE_BITS, 0, 0),
+                ObjectKind::Pml4 => (Kind::Pml4, TABLE_BITS, 0, 0),
                 ObjectKind::Irq => {
                     if !spec.irqs.values().any(|i| *i == r) {
                         return Err(EncodeError(format!(
@@ -263,10 +269,10 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                 }
                 ObjectKind::IoPorts { first, last } => (Kind::IoPorts, 0, first | last << 16, 0),
                 ObjectKind::Vcpu => (Kind::Vcpu, 13, 0, 0),
-                ObjectKind::EptTable { level: 4 } => (Kind::EptPml4, 12, 0, 0),
-                ObjectKind::EptTable { level: 3 } => (Kind::EptPdpt, 12, 0, 0),
-                ObjectKind::EptTable { level: 2 } => (Kind::EptPd, 12, 0, 0),
-                ObjectKind::EptTable { level: 1 } => (Kind::EptPt, 12, 0, 0),
+                ObjectKind::EptTable { level: 4 } => (Kind::EptPml4, TABLE_BITS, 0, 0),
+                ObjectKind::EptTable { level: 3 } => (Kind::EptPdpt, TABLE_BITS, 0, 0),
+                ObjectKind::EptTable { level: 2 } => (Kind::EptPd, TABLE_BITS, 0, 0),
+                ObjectKind::EptTable { level: 1 } => (Kind::EptPt, TABLE_BITS, 0, 0),
                 ObjectKind::EptTable { level } => {
                     return Err(EncodeError(format!("object `{r}`: no EPT table has level {level}")));
                 }

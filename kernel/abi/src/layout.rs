@@ -16,8 +16,14 @@ pub const USER_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
 /// Size of the initial stack the kernel maps for the first user thread.
 pub const USER_STACK_SIZE: u64 = 64 * 1024;
 
-/// Size of a small page.
-pub const PAGE_SIZE: u64 = 4096;
+/// Log2 of a small page's size: the address bits below a page-table entry's frame.
+pub const PAGE_SHIFT: u32 = 12;
+/// Size of a small page (4 KiB), the unit every mapping, frame and region is counted in.
+pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// Log2 of a large page's size: the address bits a page-directory entry's frame covers.
+pub const LARGE_PAGE_SHIFT: u32 = 21;
+/// Size of a large page (2 MiB), the frame a page directory maps directly.
+pub const LARGE_PAGE_SIZE: u64 = 1 << LARGE_PAGE_SHIFT;
 
 const _: () = assert!(USER_STACK_TOP < USER_TOP);
 const _: () = assert!(USER_STACK_TOP.is_multiple_of(PAGE_SIZE) && USER_STACK_SIZE.is_multiple_of(PAGE_SIZE));
