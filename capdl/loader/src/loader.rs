@@ -46,8 +46,8 @@ struct Loader {
     untyped: usize,
     /// Per spec object: the root slot holding its capability.
     slots: [u64; MAX_OBJECTS],
-    /// Page tables made: (VSpace slot, level, vaddr >> level shift).
-    tables: [(u64, u8, u64); MAX_TABLES],
+    /// Page tables made: (VSpace slot, address bits one covers, vaddr >> those bits).
+    tables: [(u64, u32, u64); MAX_TABLES],
     table_count: usize,
     /// Per device untyped (by BootInfo index): the lowest address not yet handed out.
     device_marks: [u64; MAX_UNTYPED],

@@ -6,6 +6,7 @@
 //! they are).
 
 use cleave_abi::boot_info::slot;
+use cleave_abi::layout::PAGE_SIZE;
 use cleave_rt::cap::kind::{CNode, IoPort, IoPortControl};
 use cleave_rt::{Cap, println};
 
@@ -13,9 +14,9 @@ const CONFIG_ADDRESS: u16 = 0xcf8;
 const CONFIG_DATA: u16 = 0xcfc;
 
 /// Device memory every PC chipset decodes without a BAR: the legacy VGA window, the
-/// I/O APIC, the HPET and the local APIC.
+/// I/O APIC, the HPET and the local APIC (a page each).
 const FIXED: [(u64, u64); 4] =
-    [(0xa_0000, 0x2_0000), (0xfec0_0000, 0x1000), (0xfed0_0000, 0x1000), (0xfee0_0000, 0x1000)];
+    [(0xa_0000, 0x2_0000), (0xfec0_0000, PAGE_SIZE), (0xfed0_0000, PAGE_SIZE), (0xfee0_0000, PAGE_SIZE)];
 
 /// Most memory ranges kept (6 BARs for each of 32 devices, a few multi-function).
 const MAX_RANGES: usize = 96;
@@ -134,7 +135,7 @@ impl Machine {
     /// (no access to configuration space), every address is taken on trust.
     pub fn has_page(&self, paddr: u64) -> bool {
         let inside = |&(base, size): &(u64, u64)| {
-            paddr >= base && paddr - base < size && size - (paddr - base) >= 4096
+            paddr >= base && paddr - base < size && size - (paddr - base) >= PAGE_SIZE
         };
         !self.scanned || FIXED.iter().any(inside) || self.ranges[..self.count].iter().any(inside)
     }

@@ -6,6 +6,7 @@ use super::{Loader, ROOT};
 use crate::error::LoadError;
 use crate::image::Image;
 use cleave_abi::boot_info::slot;
+use cleave_abi::layout::PAGE_SHIFT;
 use cleave_abi::{Error, ObjectType};
 use cleave_capdl::binary::Kind;
 use cleave_rt::Cap;
@@ -54,7 +55,8 @@ impl Loader {
         match Cap::<AsidPool>::from_cptr(self.pool).assign(target) {
             Err(Error::NotEnoughMemory) => {
                 let spec_untyped = self.from.take();
-                let untyped = self.retype(ObjectType::Untyped, 12);
+                // A pool takes one page of untyped memory.
+                let untyped = self.retype(ObjectType::Untyped, u64::from(PAGE_SHIFT));
                 self.from = spec_untyped;
                 let untyped: Cap<Untyped> = Cap::from_cptr(untyped?);
                 let dest = self.free_slot();
@@ -107,7 +109,7 @@ impl Loader {
             if let Some((file, offset)) = o.fill() {
                 let file =
                     spec.name(file).and_then(|n| image.file(n)).ok_or(LoadError::FillFileMissing(name))?;
-                if o.size_bits != 12 {
+                if u32::from(o.size_bits) != PAGE_SHIFT {
                     return Err(LoadError::FillTooLarge(name));
                 }
                 let data = file.get(offset..).unwrap_or(&[]);

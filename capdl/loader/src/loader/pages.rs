@@ -6,19 +6,35 @@ use super::{Loader, ROOT, ROOT_VSPACE};
 use cleave_abi::boot_info::slot;
 use cleave_abi::layout::PAGE_SIZE;
 use cleave_abi::{Error, ObjectType, Rights};
+use cleave_capdl::binary::Kind;
 use cleave_rt::Cap;
 use cleave_rt::cap::kind::{CNode, Frame, PageTable};
 
 /// Where the loader maps a frame to fill it (and the page after it, to copy one).
 const SCRATCH: u64 = 0x6000_0000_0000;
 
+/// The tables between an address space's root and its pages, top first: each with the
+/// address bits one of them covers, which is what one slot of the table above covers.
+const TABLES: [(ObjectType, u32); 3] = [
+    (ObjectType::Pdpt, shift(Kind::Pml4)),
+    (ObjectType::PageDirectory, shift(Kind::Pdpt)),
+    (ObjectType::PageTable, shift(Kind::PageDirectory)),
+];
+
+/// The slot shift of paging level `level` (evaluated at compile time: a kind without one
+/// fails the build).
+const fn shift(level: Kind) -> u32 {
+    match level.slot_shift() {
+        Some(shift) => shift,
+        None => panic!("not a paging level"),
+    }
+}
+
 impl Loader {
     /// Makes sure `vspace` has the PDPT, page directory and page table covering `vaddr`.
     fn ensure_tables(&mut self, vspace: u64, vaddr: u64) -> Result<(), Error> {
-        for (level, ty, shift) in
-            [(3u8, ObjectType::Pdpt, 39), (2, ObjectType::PageDirectory, 30), (1, ObjectType::PageTable, 21)]
-        {
-            let key = (vspace, level, vaddr >> shift);
+        for (ty, shift) in TABLES {
+            let key = (vspace, shift, vaddr >> shift);
             if self.tables[..self.table_count].contains(&key) {
                 continue;
             }
