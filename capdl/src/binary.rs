@@ -7,6 +7,7 @@
 //! corrupt image yields an error, never a wrong read.
 
 use cleave_abi::layout::{LARGE_PAGE_SHIFT, PAGE_SHIFT};
+use cleave_abi::object::SLOT_SIZE_BITS;
 use cleave_abi::{ObjectType, Rights};
 use core::fmt;
 
@@ -288,16 +289,26 @@ impl ObjectRecord {
         self.param2 & 0xff
     }
 
+    /// A CNode's radix (log2 of its slots): its record holds the CNode's size, radix plus
+    /// the bits of a slot. `None` for another kind, or for a corrupt record smaller than
+    /// one slot, which the loader refuses.
+    pub fn cnode_radix(&self) -> Option<u64> {
+        if self.kind != Kind::CNode {
+            return None;
+        }
+        u64::from(self.size_bits).checked_sub(u64::from(SLOT_SIZE_BITS))
+    }
+
     /// What the kernel retypes untyped memory into for this object, and the size argument
     /// it takes: `None` for IRQ handlers and I/O port ranges, which come from control
-    /// capabilities instead. (A CNode record holds radix + 6; a corrupt one below 6 wraps
-    /// to a size the kernel refuses.)
+    /// capabilities instead. (A corrupt CNode record without a radix gets a size the
+    /// kernel refuses.)
     pub fn retype(&self) -> Option<(ObjectType, u64)> {
         let ty = match self.kind {
             Kind::Endpoint => ObjectType::Endpoint,
             Kind::Notification => ObjectType::Notification,
             Kind::Tcb => ObjectType::Tcb,
-            Kind::CNode => return Some((ObjectType::CNode, u64::from(self.size_bits).wrapping_sub(6))),
+            Kind::CNode => return Some((ObjectType::CNode, self.cnode_radix().unwrap_or(u64::MAX))),
             Kind::Untyped => return Some((ObjectType::Untyped, u64::from(self.size_bits))),
             Kind::PageTable => ObjectType::PageTable,
             Kind::PageDirectory => ObjectType::PageDirectory,
@@ -722,8 +733,25 @@ mod record_tests {
         };
         // A fill with an offset but no name: a name index nothing has.
         assert_eq!(o.fill(), Some((u32::MAX, 5)));
+        assert_eq!(o.cnode_radix(), None);
         o.kind = Kind::CNode;
         o.size_bits = 3;
+        assert_eq!(o.cnode_radix(), None);
         assert_eq!(o.retype().map(|(_, size)| size > 64), Some(true));
+    }
+
+    #[test]
+    fn a_cnode_record_holds_its_radix_above_a_slots_bits() {
+        let bytes =
+            encode(&read("arch x86_64\nobjects {\n  c = cnode (8 bits)\n  d = cnode (1 bits)\n}\n").unwrap())
+                .unwrap();
+        let e = EncodedSpec::new(&bytes).unwrap();
+        let radix = |i| e.object(i).unwrap().cnode_radix();
+        assert_eq!((radix(0), radix(1)), (Some(8), Some(1)));
+        let mut smallest = e.object(1).unwrap();
+        smallest.size_bits = 6;
+        assert_eq!(smallest.cnode_radix(), Some(0));
+        smallest.size_bits = 5;
+        assert_eq!(smallest.cnode_radix(), None);
     }
 }

@@ -504,12 +504,14 @@ mod tests {
 
     #[test]
     fn problems_name_the_object_and_slot() {
-        let text = "arch x86_64\nobjects {\n  e = ep\n  c = cnode (1 bits)\n  f[2] = frame (4k)\n  t = tcb (prio: 300)\n  big = cnode (30 bits)\n  odd = frame (8k)\n}\ncaps {\n  c {\n    0: missing\n    1: f[5]\n    2: e\n  }\n  e { 0: c }\n  ghost { 0: e }\n  t {\n    0: e (guard_size: 3)\n    1: c (badge: 4)\n    2: f[0] (reply)\n    3: c (RW)\n  }\n}\nirq maps {\n  1: e\n}\n";
+        let text = "arch x86_64\nobjects {\n  e = ep\n  c = cnode (1 bits)\n  f[2] = frame (4k)\n  t = tcb (prio: 300)\n  big = cnode (30 bits)\n  odd = frame (8k)\n  empty = cnode (0 bits)\n}\ncaps {\n  c {\n    0: missing\n    1: f[5]\n    2: e\n  }\n  e { 0: c }\n  ghost { 0: e }\n  t {\n    0: e (guard_size: 3)\n    1: c (badge: 4)\n    2: f[0] (reply)\n    3: c (RW)\n  }\n}\nirq maps {\n  1: e\n}\n";
         let found = problems(text);
         let expect = [
             "`t`: priority above 255",
             "`big`: cnode radix 30 outside 1-20",
             "`odd`: frame size 8192 is neither 4k nor 2M (x86_64)",
+            // One slot: below the smallest CNode the kernel makes.
+            "`empty`: cnode radix 0 outside 1-20",
             "`c` slot 0: no object named `missing`",
             "`c` slot 1: `f` has 2 elements, not an element 5",
             "`c` slot 2: slot beyond the container's 2 slots",

@@ -27,6 +27,8 @@ pub enum LoadError {
     TableKind,
     /// cannot create object
     Create(Name, Error),
+    /// a CNode record smaller than one slot (a corrupt specification)
+    CNodeBelowOneSlot(Name),
     /// an object made from a later untyped
     LaterUntyped(Name),
     /// irq object without a line
@@ -163,6 +165,9 @@ impl LoadError {
             CapabilityTable => ("capability table", None, None),
             TableKind => ("table kind", None, None),
             Create(o, e) => ("cannot create object", o, Some(e)),
+            CNodeBelowOneSlot(o) => {
+                ("a CNode record smaller than one slot (a corrupt specification)", o, None)
+            }
             LaterUntyped(o) => ("an object made from a later untyped", o, None),
             IrqWithoutLine(o) => ("irq object without a line", o, None),
             FillFileMissing(o) => ("a frame's fill file is missing from the boot image", o, None),

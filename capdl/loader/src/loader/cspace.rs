@@ -46,7 +46,7 @@ impl Loader {
                 // the objects made from it descend from, so that revoking it destroys them.
                 Kind::CNode if target == Some(Kind::Untyped) => {
                     let cnode: Cap<CNode> = Cap::from_cptr(self.slots[c.container as usize]);
-                    let depth = u64::from(container.size_bits) - 6;
+                    let depth = container.cnode_radix().ok_or(LoadError::CNodeBelowOneSlot(name))?;
                     cnode
                         .move_cap(cnode.slot(u64::from(c.slot), depth), ROOT.slot(source, 64))
                         .map_err(err)?;
@@ -60,7 +60,7 @@ impl Loader {
                         Rights::ALL
                     };
                     let cnode: Cap<CNode> = Cap::from_cptr(self.slots[c.container as usize]);
-                    let depth = u64::from(container.size_bits) - 6;
+                    let depth = container.cnode_radix().ok_or(LoadError::CNodeBelowOneSlot(name))?;
                     cnode
                         .mint(cnode.slot(u64::from(c.slot), depth), ROOT.slot(source, 64), rights, badge)
                         .map_err(err)?;

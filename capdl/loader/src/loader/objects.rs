@@ -80,6 +80,9 @@ impl Loader {
                 Some(_) => return Err(LoadError::LaterUntyped(name)),
                 None => None,
             };
+            if o.kind == Kind::CNode && o.cnode_radix().is_none() {
+                return Err(LoadError::CNodeBelowOneSlot(name));
+            }
             let made = match (o.kind, o.retype()) {
                 // Device frames: made afterwards, in address order (`device_frames`).
                 (Kind::Frame, _) if o.device_address().is_some() => Ok(0),
