@@ -55,7 +55,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     for place in layout::region_layout(&file) {
         let Some(region) = shared.iter().find(|r| r.name == place.name) else { continue };
         let Some((_, mode)) = region.map.iter().find(|(c, _)| c == component) else { continue };
-        regions.push((place.name.clone(), place.vaddr, place.pages * 4096, mode.clone()));
+        regions.push((place.name.clone(), place.vaddr, place.bytes(), mode.clone()));
         if region.key.starts_with("channels.") {
             continue; // a ring: named RING_/RINGS_ below
         }
@@ -69,7 +69,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             out,
             "/// Size of shared region `{}` in bytes.\npub const REGION_{constant}_SIZE: usize = {:#x};",
             place.name,
-            place.pages * 4096
+            place.bytes()
         );
     }
     for place in layout::device_layout(&file) {
@@ -87,12 +87,12 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         let _ = writeln!(
             out,
             "/// Size of that MMIO range in bytes.\npub const {constant}_SIZE: usize = {:#x};",
-            place.pages * 4096
+            place.bytes()
         );
         regions.push((
             format!("{}.mmio{}", place.device, place.index),
             place.vaddr,
-            place.pages * 4096,
+            place.bytes(),
             format!("rw device memory at {:#x}", place.paddr),
         ));
     }
@@ -112,7 +112,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
                     "/// This component's ring on channel `{}`.\npub const RING_{constant}: usize = {:#x};\n/// Its size in bytes.\npub const RING_{constant}_SIZE: usize = {:#x};",
                     name.get_ref(),
                     p.vaddr,
-                    p.pages * 4096
+                    p.bytes()
                 );
             }
         }
@@ -129,7 +129,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
                         "    ({}, {:#x}, {:#x}),",
                         ch.badge_of(i, client.get_ref()),
                         p.vaddr,
-                        p.pages * 4096
+                        p.bytes()
                     );
                 }
             }

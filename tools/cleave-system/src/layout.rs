@@ -6,6 +6,7 @@
 //! them, so each is written here once.
 
 use crate::schema::{Guest, SystemFile, parse_size, shared_regions};
+use cleave_abi::layout::PAGE_SIZE;
 
 /// Radix of every component's CNode (256 slots).
 pub const COMPONENT_CNODE_BITS: u32 = 8;
@@ -34,7 +35,7 @@ pub const VMM_SLOTS: [(&str, &str); 3] =
 /// which a VMM, owning no devices, does not otherwise use.
 pub const VMM_CONFIG: u64 = DEVICE_BASE;
 /// The size of a VMM's configuration page ([`vmm_config`] must fit in it).
-pub const MAX_VMM_CONFIG: usize = 4096;
+pub const MAX_VMM_CONFIG: usize = PAGE_SIZE as usize;
 
 /// The name of guest `guest`'s VMM component.
 pub fn vmm_name(guest: &str) -> String {
@@ -77,6 +78,13 @@ pub struct RegionPlace {
     pub pages: u64,
 }
 
+impl RegionPlace {
+    /// Its size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.pages * PAGE_SIZE
+    }
+}
+
 /// The address of every region (declared ones by name, then channel rings), each followed by one
 /// unmapped guard page. Regions that do not fit the window are left out; `system::check`
 /// reports them.
@@ -87,12 +95,12 @@ pub fn region_layout(file: &SystemFile) -> Vec<RegionPlace> {
         if places.iter().any(|p| p.name == r.name) {
             continue; // a name clash `system::check` reports
         }
-        let pages = parse_size(r.size.get_ref()).unwrap_or(4096) / 4096;
-        if offset + pages * 4096 > REGION_WINDOW {
+        let pages = parse_size(r.size.get_ref()).unwrap_or(PAGE_SIZE) / PAGE_SIZE;
+        if offset + pages * PAGE_SIZE > REGION_WINDOW {
             break;
         }
         places.push(RegionPlace { name: r.name, vaddr: REGION_BASE + offset, pages });
-        offset += (pages + 1) * 4096;
+        offset += (pages + 1) * PAGE_SIZE;
     }
     places
 }
@@ -112,6 +120,13 @@ pub struct MmioPlace {
     pub paddr: u64,
 }
 
+impl MmioPlace {
+    /// Its size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.pages * PAGE_SIZE
+    }
+}
+
 /// Every device MMIO range, in name order from [`DEVICE_BASE`], one guard page after each.
 /// Ranges that do not fit the window are left out; `system::check` reports them.
 pub fn device_layout(file: &SystemFile) -> Vec<MmioPlace> {
@@ -119,13 +134,13 @@ pub fn device_layout(file: &SystemFile) -> Vec<MmioPlace> {
     let mut offset = 0;
     for (name, d) in &file.devices {
         for (index, m) in d.mmio.iter().enumerate() {
-            let pages = parse_size(m.size.get_ref()).unwrap_or(4096) / 4096;
-            if offset + pages * 4096 > DEVICE_WINDOW {
+            let pages = parse_size(m.size.get_ref()).unwrap_or(PAGE_SIZE) / PAGE_SIZE;
+            if offset + pages * PAGE_SIZE > DEVICE_WINDOW {
                 return out;
             }
             let (vaddr, paddr) = (DEVICE_BASE + offset, *m.base.get_ref());
             out.push(MmioPlace { device: name.get_ref().clone(), index, vaddr, pages, paddr });
-            offset += (pages + 1) * 4096;
+            offset += (pages + 1) * PAGE_SIZE;
         }
     }
     out

@@ -4,6 +4,7 @@
 use super::{CapTable, DEFAULT_PRIORITY, Mapping, cap, component_objects, lifetime_of, map_pages, rights};
 use crate::layout::{MmioPlace, device_layout, region_layout};
 use crate::schema::{SystemFile, parse_ports, shared_regions};
+use cleave_abi::layout::PAGE_SIZE;
 use cleave_capdl::model::{Cap, CapParams, ObjRef, Object, ObjectKind, Spec, TcbParams};
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ fn region_mappings(file: &SystemFile) -> Vec<Mapping> {
             for page in 0..place.pages {
                 out.push((
                     component.clone(),
-                    place.vaddr + page * 4096,
+                    place.vaddr + page * PAGE_SIZE,
                     ObjRef { name: place.name.clone(), index: Some(page as u32) },
                     rights(true, mode.contains('w'), mode.contains('x')),
                 ));
@@ -92,7 +93,7 @@ pub(super) fn components(
         spec.objects.push(Object {
             name: place.name,
             count: Some(place.pages as u32),
-            kind: ObjectKind::Frame { size: 4096, paddr: None, fill: Vec::new() },
+            kind: ObjectKind::Frame { size: PAGE_SIZE, paddr: None, fill: Vec::new() },
         });
     }
     for (name, d) in &file.devices {
@@ -155,12 +156,16 @@ pub(super) fn components(
             spec.objects.push(Object {
                 name: name.clone(),
                 count: None,
-                kind: ObjectKind::Frame { size: 4096, paddr: Some(paddr + page * 4096), fill: Vec::new() },
+                kind: ObjectKind::Frame {
+                    size: PAGE_SIZE,
+                    paddr: Some(paddr + page * PAGE_SIZE),
+                    fill: Vec::new(),
+                },
             });
             if let Some(owner) = owner {
                 mappings.push((
                     owner.clone(),
-                    vaddr + page * 4096,
+                    vaddr + page * PAGE_SIZE,
                     ObjRef::named(&name),
                     rights(true, true, false),
                 ));

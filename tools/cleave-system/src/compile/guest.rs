@@ -1,11 +1,13 @@
 //! The guests: per guest a VMM component cleave adds, the guest's Vcpu, EPT tables and
 //! RAM, and the VMM's configuration page.
 
-use super::{CapTable, DEFAULT_PRIORITY, cap, component_objects, map_pages, rights};
+use super::{CapTable, DEFAULT_PRIORITY, cap, component_objects, map_pages, rights, slot_of};
 use crate::layout::{
     GUEST_RAM_BASE, GUEST_RAM_MAX, VMM_CONFIG, VMM_PROGRAM, VMM_SLOTS, vmm_config, vmm_name,
 };
 use crate::schema::{SystemFile, parse_size};
+use cleave_abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
+use cleave_capdl::binary::Kind;
 use cleave_capdl::model::{Cap, CapParams, ObjRef, Object, ObjectKind, Spec, TcbParams};
 use std::collections::BTreeMap;
 
@@ -43,7 +45,8 @@ pub(super) fn guests(
             format!("{g_name}_ept_pd"),
             format!("{g_name}_ram"),
         );
-        let frames = (parse_size(g.memory.get_ref()).unwrap_or(2 << 20).min(GUEST_RAM_MAX) >> 21) as u32;
+        let frames = (parse_size(g.memory.get_ref()).unwrap_or(LARGE_PAGE_SIZE).min(GUEST_RAM_MAX)
+            / LARGE_PAGE_SIZE) as u32;
         spec.objects.push(Object { name: vcpu.clone(), count: None, kind: ObjectKind::Vcpu });
         for (table, level) in [(&ept, 4), (&pdpt, 3), (&pd, 2)] {
             spec.objects.push(Object {
@@ -55,7 +58,7 @@ pub(super) fn guests(
         spec.objects.push(Object {
             name: ram.clone(),
             count: Some(frames),
-            kind: ObjectKind::Frame { size: 2 << 20, paddr: None, fill: Vec::new() },
+            kind: ObjectKind::Frame { size: LARGE_PAGE_SIZE, paddr: None, fill: Vec::new() },
         });
         let vcpu_slots = BTreeMap::from([
             (0, cap(&format!("{vmm}_tcb"), None, CapParams::default())),
@@ -71,24 +74,31 @@ pub(super) fn guests(
             (0..frames).map(|k| (u64::from(k), cap(&ram, Some(k), rwx.clone()))).collect(),
         );
         // The same frames in the VMM, 2 MiB pages in a page directory of its own.
-        let slot_of = |vaddr: u64, shift: u32| (vaddr >> shift) & 511;
         let vmm_pdpt = format!("{vmm}_map_pdpt");
-        let vmm_pd = format!("{vmm}_map_pd{}", slot_of(GUEST_RAM_BASE, 30));
+        let vmm_pd = format!("{vmm}_map_pd{}", slot_of(Kind::Pdpt, GUEST_RAM_BASE));
         spec.objects.push(Object { name: vmm_pdpt.clone(), count: None, kind: ObjectKind::Pdpt });
         spec.objects.push(Object { name: vmm_pd.clone(), count: None, kind: ObjectKind::PageDirectory });
         spec.caps.insert(
             ObjRef::named(&format!("{vmm}_vspace")),
-            BTreeMap::from([(slot_of(GUEST_RAM_BASE, 39), cap(&vmm_pdpt, None, CapParams::default()))]),
+            BTreeMap::from([(
+                slot_of(Kind::Pml4, GUEST_RAM_BASE),
+                cap(&vmm_pdpt, None, CapParams::default()),
+            )]),
         );
         spec.caps.insert(
             ObjRef::named(&vmm_pdpt),
-            BTreeMap::from([(slot_of(GUEST_RAM_BASE, 30), cap(&vmm_pd, None, CapParams::default()))]),
+            BTreeMap::from([(slot_of(Kind::Pdpt, GUEST_RAM_BASE), cap(&vmm_pd, None, CapParams::default()))]),
         );
         let rw = CapParams { rights: rights(true, true, false), ..CapParams::default() };
         spec.caps.insert(
             ObjRef::named(&vmm_pd),
             (0..frames)
-                .map(|k| (slot_of(GUEST_RAM_BASE, 21) + u64::from(k), cap(&ram, Some(k), rw.clone())))
+                .map(|k| {
+                    (
+                        slot_of(Kind::PageDirectory, GUEST_RAM_BASE) + u64::from(k),
+                        cap(&ram, Some(k), rw.clone()),
+                    )
+                })
                 .collect(),
         );
         // Its configuration, one page filled from a generated file, read only.
@@ -98,7 +108,7 @@ pub(super) fn guests(
         spec.objects.push(Object {
             name: config.clone(),
             count: None,
-            kind: ObjectKind::Frame { size: 4096, paddr: None, fill: vec![config_file] },
+            kind: ObjectKind::Frame { size: PAGE_SIZE, paddr: None, fill: vec![config_file] },
         });
         config_pages.push((vmm.clone(), VMM_CONFIG, ObjRef::named(&config), rights(true, false, false)));
         // The VMM's CNode.

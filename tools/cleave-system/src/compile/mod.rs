@@ -10,6 +10,7 @@ mod supervisor;
 
 use crate::layout::COMPONENT_CNODE_BITS;
 use crate::schema::{Component, Restart, SystemFile, parse_duration_ms};
+use cleave_capdl::binary::Kind;
 use cleave_capdl::model::{
     Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Rights, Spec, Target, TcbParams,
 };
@@ -61,18 +62,18 @@ type Mapping = (String, u64, ObjRef, Rights);
 /// in page-directory slots, and so on up to each component's PML4 (slot 1, which covers
 /// [`REGION_BASE`](crate::layout::REGION_BASE) and [`DEVICE_BASE`](crate::layout::DEVICE_BASE)).
 fn map_pages(spec: &mut Spec, mappings: Vec<Mapping>) {
-    let slot_of = |vaddr: u64, shift: u32| (vaddr >> shift) & 511;
     for (component, vaddr, frame, rights) in mappings {
+        let (in_pdpt, in_pd) = (slot_of(Kind::Pdpt, vaddr), slot_of(Kind::PageDirectory, vaddr));
         let pdpt = format!("{component}_map_pdpt");
-        let pd = format!("{component}_map_pd{}", slot_of(vaddr, 30));
-        let pt = format!("{component}_map_pt{}_{}", slot_of(vaddr, 30), slot_of(vaddr, 21));
-        for (parent, shift, child, kind) in [
-            (format!("{component}_vspace"), 39, &pdpt, ObjectKind::Pdpt),
-            (pdpt.clone(), 30, &pd, ObjectKind::PageDirectory),
-            (pd.clone(), 21, &pt, ObjectKind::PageTable),
+        let pd = format!("{component}_map_pd{in_pdpt}");
+        let pt = format!("{component}_map_pt{in_pdpt}_{in_pd}");
+        for (parent, slot, child, kind) in [
+            (format!("{component}_vspace"), slot_of(Kind::Pml4, vaddr), &pdpt, ObjectKind::Pdpt),
+            (pdpt.clone(), in_pdpt, &pd, ObjectKind::PageDirectory),
+            (pd.clone(), in_pd, &pt, ObjectKind::PageTable),
         ] {
             let slots = spec.caps.entry(ObjRef::named(&parent)).or_default();
-            if let std::collections::btree_map::Entry::Vacant(e) = slots.entry(slot_of(vaddr, shift)) {
+            if let std::collections::btree_map::Entry::Vacant(e) = slots.entry(slot) {
                 e.insert(cap(child, None, CapParams::default()));
                 spec.objects.push(Object { name: child.clone(), count: None, kind });
             }
@@ -81,8 +82,14 @@ fn map_pages(spec: &mut Spec, mappings: Vec<Mapping>) {
         spec.caps
             .entry(ObjRef::named(&pt))
             .or_default()
-            .insert(slot_of(vaddr, 12), Cap { target: Target::Object(frame), params });
+            .insert(slot_of(Kind::PageTable, vaddr), Cap { target: Target::Object(frame), params });
     }
+}
+
+/// The slot of a paging table of kind `level` (IA-32e or EPT) that covers `vaddr`, by
+/// capDL's one definition of the paging levels' shifts.
+fn slot_of(level: Kind, vaddr: u64) -> u64 {
+    level.slot_of(vaddr).map(u64::from).expect("called with paging levels only")
 }
 
 /// A component's thread, CNode and address space (`NAME_tcb`, `NAME_cnode`,

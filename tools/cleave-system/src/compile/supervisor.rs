@@ -7,6 +7,7 @@ use crate::layout::{
     SUPERVISOR, SUPERVISOR_PRIORITY,
 };
 use crate::schema::{SystemFile, parse_size};
+use cleave_abi::layout::PAGE_SIZE;
 use cleave_capdl::model::{Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Spec, TcbParams};
 use std::collections::BTreeMap;
 
@@ -49,7 +50,7 @@ pub(super) fn supervisor(
                 let bytes =
                     c.memory.as_ref().and_then(|m| parse_size(m.get_ref())).unwrap_or(DEFAULT_RESTART_MEMORY);
                 let ms = if let Lifetime::RestartEvery { ms } = l { ms } else { 0 };
-                Some((k.get_ref(), ms, bytes.div_ceil(4096) * 4096))
+                Some((k.get_ref(), ms, bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE))
             }
             _ => None,
         })
@@ -140,22 +141,22 @@ pub(super) fn supervisor(
             .entry(ObjRef::named(&format!("{c}_tcb")))
             .or_default()
             .insert(FAULT_ENDPOINT_SLOT, cap(&faults, None, fault));
-        let pages = (bytes / 4096) as u32;
+        let pages = (bytes / PAGE_SIZE) as u32;
         for what in ["rw", "pristine"] {
             spec.objects.push(Object {
                 name: format!("{c}_{what}"),
                 count: Some(pages),
-                kind: ObjectKind::Frame { size: 4096, paddr: None, fill: Vec::new() },
+                kind: ObjectKind::Frame { size: PAGE_SIZE, paddr: None, fill: Vec::new() },
             });
         }
-        let (memory, pristine) = (window, window + bytes + 4096);
+        let (memory, pristine) = (window, window + bytes + PAGE_SIZE);
         for page in 0..pages {
-            let at = u64::from(page) * 4096;
+            let at = u64::from(page) * PAGE_SIZE;
             let frame = |what: &str| ObjRef { name: format!("{c}_{what}"), index: Some(page) };
             mappings.push((n.to_string(), memory + at, frame("rw"), rights(true, true, false)));
             mappings.push((n.to_string(), pristine + at, frame("pristine"), rights(true, false, false)));
         }
-        window = pristine + bytes + 4096;
+        window = pristine + bytes + PAGE_SIZE;
         let tcb_slot = entries.len() as u64 + 1;
         let policy = if period_ms == 0 {
             "rolled back after every request".to_string()

@@ -3,6 +3,7 @@
 use crate::error::SystemError;
 use crate::schema::{SystemFile, parse_size};
 use crate::system::span;
+use cleave_abi::layout::PAGE_SIZE;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Each channel, against the components there are.
@@ -19,12 +20,16 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                 ));
             }
             match parse_size(ring.get_ref()) {
-                Some(n) if n > 0 && n % 4096 == 0 && (n / 4096).is_power_of_two() => {}
-                Some(n) if n > 0 && n % 4096 == 0 => errors.push(
+                Some(n) if n > 0 && n.is_multiple_of(PAGE_SIZE) && (n / PAGE_SIZE).is_power_of_two() => {}
+                Some(n) if n > 0 && n.is_multiple_of(PAGE_SIZE) => errors.push(
                     SystemError::new(
                         key("ring"),
                         span(ring),
-                        format!("ring size `{}` is {} pages, not a power of two", ring.get_ref(), n / 4096),
+                        format!(
+                            "ring size `{}` is {} pages, not a power of two",
+                            ring.get_ref(),
+                            n / PAGE_SIZE
+                        ),
                     )
                     .help("a ring's indices wrap by masking: use 4K, 8K, 16K, …"),
                 ),

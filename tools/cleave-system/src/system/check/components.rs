@@ -5,6 +5,7 @@ use crate::error::SystemError;
 use crate::layout::{DISPOSABLE_UNTYPED_BITS, SUPERVISOR_PRIORITY};
 use crate::schema::{Restart, SystemFile, parse_duration_ms, parse_size};
 use crate::system::{programs, span};
+use cleave_abi::layout::PAGE_SIZE;
 use toml::Spanned;
 
 /// Lowest priority a component may have.
@@ -122,7 +123,7 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
                         span(v),
                         format!("{field} `{}` is more than the 1 GiB a component may have", v.get_ref()),
                     )),
-                    Some(n) if n % 4096 == 0 && n > 0 => {}
+                    Some(n) if n.is_multiple_of(PAGE_SIZE) && n > 0 => {}
                     Some(_) => errors.push(SystemError::new(
                         key(field),
                         span(v),

@@ -5,6 +5,7 @@ use crate::error::SystemError;
 use crate::layout::{DEVICE_WINDOW, PIT_PORTS};
 use crate::schema::{SystemFile, parse_ports, parse_size};
 use crate::system::span;
+use cleave_abi::layout::PAGE_SIZE;
 use std::collections::{BTreeMap, BTreeSet};
 use toml::Spanned;
 
@@ -26,7 +27,8 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
     let mut device_space = 0u64;
     'devices: for (name, d) in &file.devices {
         for m in &d.mmio {
-            let Some(size) = parse_size(m.size.get_ref()).filter(|n| *n > 0 && n % 4096 == 0) else {
+            let Some(size) = parse_size(m.size.get_ref()).filter(|n| *n > 0 && n.is_multiple_of(PAGE_SIZE))
+            else {
                 continue;
             };
             device_space = device_space.saturating_add(size);
@@ -42,7 +44,7 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                 ));
                 break 'devices;
             }
-            device_space += 4096;
+            device_space += PAGE_SIZE;
         }
     }
     let mut mmio_ranges: Vec<(u64, u64, &Spanned<u64>, &str)> = Vec::new();
@@ -128,7 +130,7 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
             let size = parse_size(m.size.get_ref());
             let base = *m.base.get_ref();
             match size {
-                Some(s) if s > 0 && s % 4096 == 0 && base % 4096 == 0 => {
+                Some(s) if s > 0 && s.is_multiple_of(PAGE_SIZE) && base.is_multiple_of(PAGE_SIZE) => {
                     use cleave_abi::layout::{DEVICE_WINDOW_END, DEVICE_WINDOW_START};
                     if base < DEVICE_WINDOW_START || base.saturating_add(s) > DEVICE_WINDOW_END {
                         errors.push(

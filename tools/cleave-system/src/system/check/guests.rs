@@ -6,6 +6,7 @@ use crate::error::SystemError;
 use crate::layout::{GUEST_RAM_MAX, MAX_VMM_CONFIG, vmm_config, vmm_name};
 use crate::schema::{SystemFile, parse_size};
 use crate::system::{programs, span};
+use cleave_abi::layout::LARGE_PAGE_SIZE;
 use std::collections::BTreeSet;
 
 /// Each guest's `image` is a guest image the build makes.
@@ -49,7 +50,7 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                 span(&g.memory),
                 format!("guest memory `{}` is more than the 1 GiB a guest may have", g.memory.get_ref()),
             )),
-            Some(n) if n >= 1 << 20 && n % (2 << 20) == 0 => {}
+            Some(n) if n >= 1 << 20 && n.is_multiple_of(LARGE_PAGE_SIZE) => {}
             _ => errors.push(SystemError::new(
                 key("memory"),
                 span(&g.memory),

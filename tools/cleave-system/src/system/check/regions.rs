@@ -5,6 +5,7 @@ use crate::error::SystemError;
 use crate::layout::REGION_WINDOW;
 use crate::schema::{SystemFile, parse_size, shared_regions};
 use crate::system::span;
+use cleave_abi::layout::PAGE_SIZE;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Each region, against the components there are and the names already taken (`seen`,
@@ -19,7 +20,7 @@ pub(super) fn check(
     for (name, r) in &file.regions {
         let key = |field: &str| format!("regions.{}.{field}", name.get_ref());
         match parse_size(r.size.get_ref()) {
-            Some(n) if n > 0 && n % 4096 == 0 => {}
+            Some(n) if n > 0 && n.is_multiple_of(PAGE_SIZE) => {}
             None => errors.push(SystemError::new(
                 key("size"),
                 span(&r.size),
@@ -105,7 +106,10 @@ pub(super) fn check(
             );
             continue;
         }
-        let Some(size) = parse_size(r.size.get_ref()).filter(|n| *n > 0 && n % 4096 == 0) else { continue };
+        let Some(size) = parse_size(r.size.get_ref()).filter(|n| *n > 0 && n.is_multiple_of(PAGE_SIZE))
+        else {
+            continue;
+        };
         region_space = region_space.saturating_add(size);
         if region_space > REGION_WINDOW {
             errors.push(
@@ -122,7 +126,7 @@ pub(super) fn check(
             );
             break;
         }
-        region_space += 4096;
+        region_space += PAGE_SIZE;
     }
 }
 
