@@ -7,7 +7,8 @@
 //! and only then does the reply go out. If State refuses or does not answer, this
 //! component reads everything back from State and the client gets `EIO`. On start it
 //! reads everything from State too, so a restarted Logic goes on where the last one
-//! stopped; transactions open at that moment end (`EAGAIN`, see `cleave_xenstore::state`).
+//! stopped; transactions open at that moment end (`EAGAIN`, see
+//! `cleave_xenstore::state_protocol`).
 //! The repository's system.toml has the supervisor restart it every 100 ms.
 //!
 //! The client transport is described in `cleave_xenstore::connection`. A connection is its
@@ -24,7 +25,7 @@ use cleave_rt::shm::Shared;
 use cleave_rt::{Cap, println};
 use cleave_xenstore::connection::{LABEL_EVENTS, LABEL_REQUEST, domain_of_badge};
 use cleave_xenstore::logic::Logic;
-use cleave_xenstore::state::{self, Reply, Request};
+use cleave_xenstore::state_protocol::{self as state, Reply, Request};
 use cleave_xenstore::store::Quota;
 use cleave_xenstore::wire::{self, Framed};
 

@@ -5,8 +5,8 @@
 //! reads everything back from here.
 //!
 //! Transport: the channel's ring (`ring = "64K"`); Logic writes a postcard-encoded
-//! `state::Request` at its start and calls with label 1 and the length in word 0; this
-//! component writes the `state::Reply` at the start of the second half and answers label 0
+//! `state_protocol::Request` at its start and calls with label 1 and the length in word 0; this
+//! component writes the `state_protocol::Reply` at the start of the second half and answers label 0
 //! with its length in word 0. Any other message gets label 1 and no reply.
 #![no_std]
 #![no_main]

@@ -1,13 +1,10 @@
 //! XenStore-State: the committed tree, the registered watches and the watch events not yet
 //! delivered, kept apart from XenStore-Logic so that a restarted Logic resumes exactly where
 //! the last one stopped. It answers the requests of the protocol in [`crate::state_protocol`],
-//! whose messages and Logic-side calls are also named here, where State's users look for
-//! them.
+//! where that protocol's messages, limits and Logic-side calls are defined.
 
-use crate::state_protocol::SLACK;
-pub use crate::state_protocol::{
-    MAX_EVENTS, MAX_QUEUED_EVENTS, MAX_STAGED, Refusal, Reply, Request, Snapshot, StateError, Update,
-    WatchRecord, commit, decode_reply, encode_request, encoded_len, load,
+use crate::state_protocol::{
+    MAX_EVENTS, MAX_STAGED, Refusal, Reply, Request, SLACK, Update, WatchRecord, encoded_len,
 };
 use crate::store::Node;
 use alloc::collections::{BTreeMap, VecDeque};

@@ -5,7 +5,8 @@
 //! connections domain N, to try the permission rules from the host.
 
 use cleave_xenstore::logic::Logic;
-use cleave_xenstore::state::{self, State};
+use cleave_xenstore::state::State;
+use cleave_xenstore::state_protocol as state;
 use cleave_xenstore::store::Quota;
 use cleave_xenstore::wire::{self, Framed};
 use std::collections::{HashMap, VecDeque};

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::logic::Logic;
+use crate::state_protocol::{StateError, commit, decode_reply, encode_request, load};
 use crate::store::{Quota, Tree};
 use crate::wire::{Header, MsgType};
 use alloc::string::ToString;
