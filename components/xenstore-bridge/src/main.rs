@@ -6,7 +6,8 @@
 //! connection is domain 0 (its badge's low bits say so in system.toml), as Xen's tools
 //! in dom0 are; it holds that connection, the serial port and its interrupt, nothing else.
 //!
-//! A message announcing more than 4096 bytes cannot be followed by anything trustworthy:
+//! A message announcing more than 4096 bytes (Xen's payload limit, `wire::PAYLOAD_MAX`)
+//! cannot be followed by anything trustworthy:
 //! the bytes received so far are dropped and framing starts again with the next byte.
 //! Watch events for the host arrive with the next answer (the bridge has no timer to
 //! poll Logic with).
@@ -127,7 +128,10 @@ fn main() -> i32 {
                 Framed::Incomplete => break,
                 Framed::TooLong(_) => {
                     dropped += 1;
-                    println!("xenstore-bridge: a host message over 4096 bytes: dropped ({dropped} so far)");
+                    println!(
+                        "xenstore-bridge: a host message over {} bytes: dropped ({dropped} so far)",
+                        wire::PAYLOAD_MAX
+                    );
                     pending.clear();
                 }
                 Framed::Message(_, _, used) => {

@@ -36,7 +36,8 @@ mod caps {
 cleave_rt::entry!(main);
 cleave_rt::heap!(512 * 1024);
 
-const PAGE: usize = 4096;
+/// One page of a client's two-page ring: the request in the first, the answer in the second.
+const PAGE: usize = cleave_abi::layout::PAGE_SIZE as usize;
 
 /// The ring of the client with `badge`, if it has one of two pages or more.
 fn client_ring(badge: u64) -> Option<Shared> {

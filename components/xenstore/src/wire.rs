@@ -5,7 +5,8 @@ use crate::path::{self, PathKind};
 
 /// Size of the message header.
 pub const HEADER_LEN: usize = 16;
-/// Largest payload Xen allows (`XENSTORE_PAYLOAD_MAX`).
+/// Largest payload Xen allows (`XENSTORE_PAYLOAD_MAX`). Xen's protocol fixes it, not the
+/// page size it happens to equal: it stays 4096 whatever Cleave's pages are.
 pub const PAYLOAD_MAX: usize = 4096;
 
 /// Message types (`enum xsd_sockmsg_type`), with Xen's numbers.

@@ -10,6 +10,10 @@ use alloc::vec;
 use proptest::prelude::*;
 use std::string::String as StdString;
 
+/// Room for a State reply, Logic's events or a serve buffer in these tests: ample for
+/// what they hold, and no page (the components' rooms are their rings').
+const ROOM: usize = 4096;
+
 /// One request to State through its encoding, as the components exchange it.
 fn ask_through(state: &mut State, room: usize) -> impl FnMut(&Request) -> Option<Reply> + '_ {
     move |request| {
@@ -80,7 +84,7 @@ fn a_restarted_logic_has_every_acknowledged_write_watch_and_event() {
     assert_eq!(before, after, "every node, value, permission and generation");
     assert_eq!(state.len(), after.len());
     // The queued events survived and go out once.
-    let events = logic.take_events_for(1, 4096);
+    let events = logic.take_events_for(1, ROOM);
     assert_eq!(
         events.iter().map(|e| event_text(e)).collect::<Vec<_>>(),
         ["/local/domain/1\0tok\0", "/local/domain/1/memory\0tok\0"]
@@ -88,7 +92,7 @@ fn a_restarted_logic_has_every_acknowledged_write_watch_and_event() {
     commit(logic.take_journal(), 512, ask_through(&mut state, 512)).unwrap();
     // The watch survived: a new change fires it.
     w(&mut logic, &mut state, 0, MsgType::Write, 0, b"/local/domain/1/vcpus\x002");
-    assert_eq!(logic.take_events_for(1, 4096).len(), 1);
+    assert_eq!(logic.take_events_for(1, ROOM).len(), 1);
     // The old transaction ended with the old Logic: EAGAIN, Xen's "start again".
     assert_eq!(
         w(&mut logic, &mut state, 0, MsgType::Write, 1, b"/vm/x\0y"),
@@ -123,7 +127,7 @@ fn a_commit_whose_reads_changed_applies_nothing() {
     assert_eq!(
         state.handle(
             Request::Commit { reads: vec![], updates: vec![put("/a", b"1", 1)], generation: 1 },
-            4096
+            ROOM
         ),
         Reply::Committed
     );
@@ -132,28 +136,28 @@ fn a_commit_whose_reads_changed_applies_nothing() {
     assert_eq!(
         state.handle(
             Request::Commit { reads: reads.clone(), updates: vec![put("/b", b"2", 2)], generation: 2 },
-            4096
+            ROOM
         ),
         Reply::Committed
     );
     // The same reads are stale now (/b exists): nothing of this commit lands.
     assert_eq!(
-        state.handle(Request::Commit { reads, updates: vec![put("/c", b"3", 3)], generation: 3 }, 4096),
+        state.handle(Request::Commit { reads, updates: vec![put("/c", b"3", 3)], generation: 3 }, ROOM),
         Reply::Conflict("/b".into())
     );
-    assert_eq!(state.handle(Request::Get("/c".into()), 4096), Reply::Node(None));
-    assert_eq!(state.handle(Request::Get("/b".into()), 4096), Reply::Node(Some(node(b"2", 2))));
+    assert_eq!(state.handle(Request::Get("/c".into()), ROOM), Reply::Node(None));
+    assert_eq!(state.handle(Request::Get("/b".into()), ROOM), Reply::Node(Some(node(b"2", 2))));
     assert_eq!(
-        state.handle(Request::Children("/".into()), 4096),
+        state.handle(Request::Children("/".into()), ROOM),
         Reply::Children(Some(vec!["a".into(), "b".into()]))
     );
-    assert_eq!(state.handle(Request::Children("/zz".into()), 4096), Reply::Children(None));
+    assert_eq!(state.handle(Request::Children("/zz".into()), ROOM), Reply::Children(None));
     // The root cannot be removed.
     state.handle(
         Request::Commit { reads: vec![], updates: vec![Update::Remove("/".into())], generation: 4 },
-        4096,
+        ROOM,
     );
-    assert!(matches!(state.handle(Request::Get("/".into()), 4096), Reply::Node(Some(_))));
+    assert!(matches!(state.handle(Request::Get("/".into()), ROOM), Reply::Node(Some(_))));
 }
 
 #[test]
@@ -189,9 +193,9 @@ fn a_large_change_is_staged_and_lands_at_once_or_not_at_all() {
     );
     assert_eq!(state.len(), 101);
     // A new Logic's Start drops anything a dead one staged.
-    state.handle(Request::Stage(vec![], vec![Update::Remove("/big/000".into())]), 4096);
-    state.handle(Request::Start, 4096);
-    state.handle(Request::Commit { reads: vec![], updates: vec![], generation: 101 }, 4096);
+    state.handle(Request::Stage(vec![], vec![Update::Remove("/big/000".into())]), ROOM);
+    state.handle(Request::Start, ROOM);
+    state.handle(Request::Commit { reads: vec![], updates: vec![], generation: 101 }, ROOM);
     assert_eq!(state.len(), 101);
 }
 
@@ -216,7 +220,7 @@ proptest! {
     #[test]
     fn any_bytes_get_an_answer(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let mut state = State::new();
-        let mut out = [0u8; 4096];
+        let mut out = [0u8; ROOM];
         let n = state.serve(&bytes, &mut out);
         prop_assert!(decode_reply(&out[..n]).is_some());
     }
