@@ -43,6 +43,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[
                 "audit: ", // every restart is in the audit log
                 // XenStore-Logic, restarted every 100 ms, resumes from State each time.
@@ -113,6 +114,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             // The crasher crashes as soon as it starts; the supervisor restarts it after a
             // backoff that doubles while it keeps crashing (when, relative to the other
             // components' reports, depends on the clock).
@@ -177,6 +179,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "Cleave",
@@ -204,6 +207,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &["hello: Hello from ring 3! (privilege level 3)", "exited with status 0"],
         },
@@ -218,6 +222,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "TEST PASS boot-info",
@@ -247,6 +252,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "TEST PASS call-reply-with-badge",
@@ -272,6 +278,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "TEST PASS random-code-thread-built",
@@ -294,6 +301,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "TEST PASS detached-page-table-keeps-nothing",
@@ -321,6 +329,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "TEST PASS irq-handler-rules",
@@ -343,6 +352,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "TEST PASS mapping-needs-its-page-tables",
@@ -366,6 +376,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "user-fault: executing hlt in ring 3",
@@ -386,6 +397,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "bad-syscall: calling system call 0xdead",
@@ -404,6 +416,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "panic at emulator-tests/src/bin/panic_test.rs",
@@ -423,6 +436,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &["kernel: cannot boot: no boot module: the kernel needs a root task"],
         },
@@ -437,6 +451,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &["kernel: cannot start root task 'system.toml': bad ELF image: not an ELF file"],
         },
@@ -451,6 +466,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "self-test: reading an unmapped kernel address",
@@ -472,6 +488,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "KERNEL PANIC at kernel/src/boot.rs:",
@@ -490,6 +507,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &["kernel: cannot boot: unknown cleave.selftest=bogus"],
         },
@@ -504,6 +522,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "boot loader: GRUB",
@@ -523,6 +542,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "vt-x: VMX on; guests can run",
@@ -562,6 +582,7 @@ const TESTS: &[EmulatorTest] = &[
         expect: Expectation {
             // Every VMM stops itself once its guest is gone; then nothing is left to run.
             outcome: Outcome::Idle,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "vt-x: VMX on; guests can run",
@@ -595,6 +616,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "vt-x: VMX on; guests can run",
