@@ -1,6 +1,6 @@
-//! Helpers shared by the test programs: slot bookkeeping, thread creation in the root
-//! task's address space, result lines, building page tables for an address, and a small
-//! real-mode guest for the VT-x tests.
+//! Helpers shared by the test programs: the report each judges itself with ([`Suite`]),
+//! slot bookkeeping, thread creation in the root task's address space, building page
+//! tables for an address, and a small real-mode guest for the VT-x tests.
 #![no_std]
 
 use cleave_abi::boot_info::slot;
@@ -44,32 +44,60 @@ pub const ROOT: Cap<CNode> = Cap::from_cptr(slot::CNODE);
 /// Depth that resolves a plain slot index in the root CNode.
 pub const DEPTH: u64 = 64;
 
-/// Prints `TEST PASS name` or `TEST FAIL name: why`, counting failures.
-pub fn expect(name: &str, failures: &mut u32, result: Result<(), &'static str>) {
-    match result {
-        Ok(()) => println!("TEST PASS {name}"),
-        Err(why) => {
-            println!("TEST FAIL {name}: {why}");
-            *failures += 1;
-        }
-    }
+/// A self-judging test program's report, in the form `cargo xtask test` checks
+/// (`doc/testing.md`): `TEST PLAN n` first, then per case `TEST PASS name` or
+/// `TEST FAIL name: why`, then the verdict `TEST PASS (n cases)` or `TEST FAIL (...)`.
+/// Each case is named here, by the program, and nowhere else.
+pub struct Suite {
+    planned: u32,
+    passed: u32,
+    failed: u32,
 }
 
+impl Suite {
+    /// Announces that `cases` cases follow.
+    pub fn plan(cases: u32) -> Suite {
+        println!("TEST PLAN {cases}");
+        Suite { planned: cases, passed: 0, failed: 0 }
+    }
+
+    /// Reports case `name`: passed if `result` is `Ok`, else failed with the reason.
+    pub fn case(&mut self, name: &str, result: Result<(), &str>) {
+        match result {
+            Ok(()) => {
+                println!("TEST PASS {name}");
+                self.passed += 1;
+            }
+            Err(why) => {
+                println!("TEST FAIL {name}: {why}");
+                self.failed += 1;
+            }
+        }
+    }
+
+    /// The verdict line and the program's exit status: success only if every planned case
+    /// ran and passed.
+    pub fn finish(self) -> i32 {
+        let Suite { planned, passed, failed } = self;
+        if failed == 0 && passed == planned {
+            println!("TEST PASS ({planned} case{})", if planned == 1 { "" } else { "s" });
+            0
+        } else {
+            let unrun = planned.saturating_sub(passed + failed);
+            println!("TEST FAIL ({failed} of {planned} cases failed, {unrun} not run)");
+            1
+        }
+    }
+
+    /// Ends the program before its remaining cases, because `why`.
+    pub fn abandon(self, why: &str) -> i32 {
+        println!("TEST FAIL: {why}");
+        self.finish()
+    }
+}
 /// `Ok` if `ok`, else the failure `what`.
 pub fn check(ok: bool, what: &'static str) -> Result<(), &'static str> {
     if ok { Ok(()) } else { Err(what) }
-}
-
-/// Ends a suite: the closing line and status.
-pub fn finish(suite: &str, failures: u32) -> i32 {
-    if failures == 0 {
-        println!("{suite}: all cases passed");
-        println!("TEST PASS");
-        0
-    } else {
-        println!("TEST FAIL: {failures} {suite} cases failed");
-        1
-    }
 }
 
 /// Makes the PDPT, page directory and page table that cover `vaddr` in `vspace`, from

@@ -1,6 +1,6 @@
 //! Capability test suite (root task): Untyped retype and CNode operations through real
-//! system calls, including the refusals. Prints one `TEST PASS name` or
-//! `TEST FAIL name: why` line per case, then `TEST PASS` if every case passed.
+//! system calls, including the refusals. Judges itself: one case per
+//! operation ([`emulator_tests::Suite`]).
 #![no_std]
 #![no_main]
 
@@ -9,7 +9,7 @@ use cleave_abi::{Error, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Frame, IoPort, IoPortControl, Untyped};
 use cleave_rt::{Cap, println};
-use emulator_tests::expect;
+use emulator_tests::Suite;
 
 cleave_rt::entry!(main);
 
@@ -46,12 +46,10 @@ fn main() -> i32 {
         "cap-test: {} untyped capabilities, largest 2^{big_bits} bytes; empty slots {}..{}",
         info.untyped_count, info.empty_first, info.empty_end
     );
-    let mut failures = 0;
-    let f = &mut failures;
+    let mut t = Suite::plan(13);
 
-    expect(
+    t.case(
         "boot-info",
-        f,
         if info.version == 1 && info.untyped_count > 0 && info.empty_first < info.empty_end {
             Ok(())
         } else {
@@ -59,9 +57,8 @@ fn main() -> i32 {
         },
     );
 
-    expect(
+    t.case(
         "retype-endpoint",
-        f,
         (|| {
             is(big.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, s.at(0), 1), Ok(()), "retype")?;
             is(
@@ -72,9 +69,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "retype-larger-than-untyped",
-        f,
         is(
             big.retype(ObjectType::Untyped, big_bits + 1, ROOT, 0, 0, s.at(1), 1),
             Err(Error::NotEnoughMemory),
@@ -82,9 +78,8 @@ fn main() -> i32 {
         ),
     );
 
-    expect(
+    t.case(
         "retype-bad-arguments",
-        f,
         (|| {
             is(big.retype(ObjectType::CNode, 0, ROOT, 0, 0, s.at(1), 1), Err(Error::RangeError), "radix 0")?;
             is(
@@ -105,9 +100,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "invalid-capability",
-        f,
         (|| {
             let empty: Cap<Untyped> = Cap::from_cptr(s.at(50));
             is(
@@ -124,9 +118,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "wrong-object-type",
-        f,
         (|| {
             is(CNode_op_on(untyped), Err(Error::IllegalOperation), "CNode operation on an untyped")?;
             // (A Call on an endpoint is IPC, not an invocation: use a frame.)
@@ -139,9 +132,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "copy-mint-rights",
-        f,
         (|| {
             is(ROOT.mint(ROOT.slot(s.at(1), D), ROOT.slot(s.at(0), D), Rights::WRITE, 7), Ok(()), "mint")?;
             is(
@@ -172,9 +164,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "revoke-with-live-children",
-        f,
         (|| {
             // The endpoint in s.at(0) has children (s.at(1), s.at(2)): it cannot be mutated.
             is(
@@ -197,9 +188,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "cnode-destroyed-with-contents",
-        f,
         (|| {
             is(big.retype(ObjectType::CNode, 4, ROOT, 0, 0, s.at(10), 1), Ok(()), "retype CNode")?;
             let inner: Cap<CNode> = Cap::from_cptr(s.at(10));
@@ -224,9 +214,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "untyped-revoke-and-reuse",
-        f,
         (|| {
             is(big.retype(ObjectType::Untyped, 16, ROOT, 0, 0, s.at(20), 1), Ok(()), "split untyped")?;
             let small: Cap<Untyped> = Cap::from_cptr(s.at(20));
@@ -252,9 +241,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "frame-physical-address",
-        f,
         (|| {
             is(big.retype(ObjectType::Frame4K, 0, ROOT, 0, 0, s.at(30), 1), Ok(()), "retype frame")?;
             let frame: Cap<Frame> = Cap::from_cptr(s.at(30));
@@ -275,9 +263,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "io-ports",
-        f,
         (|| {
             let control: Cap<IoPortControl> = Cap::from_cptr(slot::IO_PORT_CONTROL);
             is(control.issue(0x70, 0x71, ROOT.slot(s.at(31), D)), Ok(()), "issue CMOS ports")?;
@@ -303,9 +290,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "device-untyped-only-becomes-frames",
-        f,
         (|| {
             let Some(i) = (0..info.untyped_count as usize).find(|&i| info.untyped[i].is_device == 1) else {
                 return Err("no device untyped in BootInfo");
@@ -329,14 +315,7 @@ fn main() -> i32 {
         })(),
     );
 
-    if failures == 0 {
-        println!("cap-test: all cases passed");
-        println!("TEST PASS");
-        0
-    } else {
-        println!("TEST FAIL: {failures} capability cases failed");
-        1
-    }
+    t.finish()
 }
 
 /// Any CNode operation, used to probe what kind of capability an address holds.

@@ -18,7 +18,7 @@ use cleave_abi::{Error, MessageInfo, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Frame, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::{Cap, println, syscall};
-use emulator_tests::{DEPTH as D, ROOT, Rng, at, check, expect, finish, frame, map_tables};
+use emulator_tests::{DEPTH as D, ROOT, Rng, Suite, at, check, frame, map_tables};
 
 cleave_rt::entry!(main);
 
@@ -468,7 +468,7 @@ fn main() -> i32 {
     let info = boot_info();
     emulator_tests::set_first_free(info.empty_first);
     let (big, _) = emulator_tests::largest_ram_untyped(info);
-    let mut f = 0;
+    let mut t = Suite::plan(4);
     let mut rng = Rng(SEED);
     println!("chaos-test: seed {SEED:#x}, {EVENTS} fault events");
     let made = big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).map_err(|_| "untyped");
@@ -478,7 +478,7 @@ fn main() -> i32 {
         before.0, before.1
     );
     let built = made.and_then(|()| build().map_err(|_| "building the threads' objects"));
-    expect("random-code-thread-built", &mut f, built);
+    t.case("random-code-thread-built", built);
     let ran = run(&mut rng);
     let summary = ran.map(|t| {
         println!(
@@ -487,25 +487,20 @@ fn main() -> i32 {
         );
         t.exceptions > 0 && t.page_faults > 0 && t.unknown_syscalls > 0
     });
-    expect(
+    t.case(
         "random-code-cannot-break-the-kernel",
-        &mut f,
         summary.and_then(|varied| check(varied, "the random code did not fault in every way")),
     );
     let stormed = storm(&mut rng);
-    expect(
-        "a-million-random-system-calls",
-        &mut f,
-        stormed.and_then(|(calls, faults, restarts)| {
+    t.case("a-million-random-system-calls", stormed.and_then(|(calls, faults, restarts)| {
             println!(
                 "chaos-test: storm: {calls} random system calls, {faults} faults answered, {restarts} restarts of a blocked thread"
             );
             check(calls >= STORM_CALLS, "fewer calls than planned")
         }),
     );
-    expect(
+    t.case(
         "kernel-works-after-random-code",
-        &mut f,
         (|| {
             // A signal still arrives.
             let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
@@ -554,5 +549,5 @@ fn main() -> i32 {
             check(after == before && before.1, "the census changed")
         })(),
     );
-    finish("chaos-test", f)
+    t.finish()
 }

@@ -1,6 +1,6 @@
 //! Hostile component test (root task): each case tries, step by step, one attack the kernel
-//! review found (issue 11) and reports what it got. `TEST PASS name` only when the attack
-//! is refused and the kernel runs on; `TEST PASS` at the end if every case passed.
+//! review found (issue 11) and reports what it got. A case passes only when the attack
+//! is refused and the kernel runs on ([`emulator_tests::Suite`]).
 //!
 //! - `detached-page-table-keeps-nothing` (finding 2): map a frame through a page table,
 //!   unmap the table, delete the frame, map the table again: its old entry must be gone
@@ -34,7 +34,7 @@ use cleave_rt::cap::kind::{
 };
 use cleave_rt::{Cap, println};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use emulator_tests::{DEPTH as D, ROOT, at, check, expect, finish};
+use emulator_tests::{DEPTH as D, ROOT, Suite, at, check};
 
 cleave_rt::entry!(main);
 
@@ -318,25 +318,23 @@ fn main() -> i32 {
     emulator_tests::set_first_free(info.empty_first);
     let (big, _) = emulator_tests::largest_ram_untyped(info);
     let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
-    let mut failures = 0;
-    let f = &mut failures;
+    let mut t = Suite::plan(9);
     let setup = big
         .retype(ObjectType::Untyped, 23, ROOT, 0, 0, at(UT), 1)
         .and_then(|()| untyped().retype(ObjectType::Notification, 0, ROOT, 0, 0, at(DONE), 1))
         .and_then(|()| untyped().retype(ObjectType::Notification, 0, ROOT, 0, 0, at(SCRATCH + 39), 1))
         .and_then(|()| me.set_priority(100));
     if setup.is_err() {
-        println!("TEST FAIL: set-up");
-        return 1;
+        return t.abandon("set-up");
     }
-    expect("detached-page-table-keeps-nothing", f, detached_page_table());
-    expect("second-call-discards-first-reply", f, second_call());
-    expect("last-user-page-unmappable", f, last_user_page());
-    expect("ipc-buffer-must-be-writable-ram", f, ipc_buffer_rights());
-    expect("binding-needs-read-right", f, binding_rights());
-    expect("vcpu-ports-close-with-their-capability", f, vcpu_ports());
-    expect("asid-pools-confine-exhaustion", f, asid_exhaustion());
-    expect("console-is-a-privilege", f, console_flood());
-    expect("configure-cannot-destroy-itself", f, configure_itself());
-    finish("hostile-test", failures)
+    t.case("detached-page-table-keeps-nothing", detached_page_table());
+    t.case("second-call-discards-first-reply", second_call());
+    t.case("last-user-page-unmappable", last_user_page());
+    t.case("ipc-buffer-must-be-writable-ram", ipc_buffer_rights());
+    t.case("binding-needs-read-right", binding_rights());
+    t.case("vcpu-ports-close-with-their-capability", vcpu_ports());
+    t.case("asid-pools-confine-exhaustion", asid_exhaustion());
+    t.case("console-is-a-privilege", console_flood());
+    t.case("configure-cannot-destroy-itself", configure_itself());
+    t.finish()
 }

@@ -13,7 +13,7 @@ use cleave_rt::cap::kind::{
 };
 use cleave_rt::{Cap, println};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use emulator_tests::{at, check, expect};
+use emulator_tests::{Suite, at, check};
 
 cleave_rt::entry!(main);
 
@@ -122,12 +122,10 @@ fn main() -> i32 {
     let (_, biggest) = emulator_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let control: Cap<IrqControl> = Cap::from_cptr(slot::IRQ_CONTROL);
-    let mut failures = 0;
-    let f = &mut failures;
+    let mut t = Suite::plan(5);
 
-    expect(
+    t.case(
         "irq-handler-rules",
-        f,
         (|| {
             big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).map_err(|_| "untyped")?;
             check(control.get(0, ROOT.slot(at(IRQ0), D)).is_ok(), "get line 0")?;
@@ -144,9 +142,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "timer-irq-delivered-to-notification",
-        f,
         (|| {
             let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
             untyped
@@ -166,9 +163,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "spinner-does-not-block-higher-priority",
-        f,
         (|| {
             let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
             me.set_priority(100).map_err(|_| "own priority")?;
@@ -178,9 +174,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "timer-round-robin-of-equal-priorities",
-        f,
         (|| {
             spawn(1, 60).map_err(|_| "spawn first")?;
             spawn(2, 60).map_err(|_| "spawn second")?;
@@ -202,14 +197,7 @@ fn main() -> i32 {
         })(),
     );
 
-    expect("revoke-takes-interrupts", f, revoke_takes_interrupts(big));
+    t.case("revoke-takes-interrupts", revoke_takes_interrupts(big));
 
-    if failures == 0 {
-        println!("irq-test: all cases passed");
-        println!("TEST PASS");
-        0
-    } else {
-        println!("TEST FAIL: {failures} interrupt cases failed");
-        1
-    }
+    t.finish()
 }

@@ -1,6 +1,6 @@
 //! Thread and IPC test suite (root task): threads created from untyped memory run in the
-//! root task's address space and talk through endpoints and notifications. Prints one
-//! `TEST PASS name` or `TEST FAIL name: why` per case, then `TEST PASS` if all passed.
+//! root task's address space and talk through endpoints and notifications. Judges itself,
+//! one case per behaviour ([`emulator_tests::Suite`]).
 #![no_std]
 #![no_main]
 
@@ -10,7 +10,7 @@ use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, Endpoint, Notification, Tcb, Untyped, VSpace};
 use cleave_rt::{Cap, println, syscall};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use emulator_tests::{at, check, expect};
+use emulator_tests::{Suite, at, check};
 
 cleave_rt::entry!(main);
 
@@ -234,17 +234,15 @@ fn setup() -> Result<(), Error> {
 }
 
 fn main() -> i32 {
+    let mut t = Suite::plan(9);
     if let Err(e) = setup() {
-        println!("TEST FAIL setup: {e:?}");
-        return 1;
+        println!("thread-test: set-up failed: {e:?}");
+        return t.abandon("set-up");
     }
-    let mut failures = 0;
-    let f = &mut failures;
     let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
 
-    expect(
+    t.case(
         "call-reply-with-badge",
-        f,
         (|| {
             spawn(0, server, 0, 100).map_err(|_| "spawn server")?;
             let ep: Cap<Endpoint> = Cap::from_cptr(at(EP_BADGED));
@@ -254,9 +252,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "reply-capability-works-once",
-        f,
         (|| {
             let ep: Cap<Endpoint> = Cap::from_cptr(at(EP));
             ep.call(MessageInfo::new(2, 0, 0, 0), [0; 4]).map_err(|_| "call failed")?;
@@ -266,9 +263,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "send-needs-write-right",
-        f,
         (|| {
             let ep: Cap<Endpoint> = Cap::from_cptr(at(EP_READ_ONLY));
             check(
@@ -283,9 +279,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "non-blocking-calls",
-        f,
         (|| {
             let ep2: Cap<Endpoint> = Cap::from_cptr(at(EP2));
             check(ep2.nb_send(MessageInfo::new(1, 0, 0, 1), [1, 0, 0, 0]).is_ok(), "nb_send")?;
@@ -296,9 +291,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "signal-preempts-for-higher-priority",
-        f,
         (|| {
             spawn(1, waiter, 0, 200).map_err(|_| "spawn waiter")?;
             // Drop below the waiter: it runs at once and blocks in wait.
@@ -312,9 +306,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "yield-rotates-equal-priorities",
-        f,
         (|| {
             spawn(2, taker, u64::from(b'A'), 100).map_err(|_| "spawn A")?;
             spawn(3, taker, u64::from(b'B'), 100).map_err(|_| "spawn B")?;
@@ -328,9 +321,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "ipc-on-deleted-endpoint",
-        f,
         (|| {
             spawn(4, orphan, 0, 200).map_err(|_| "spawn")?;
             Cap::<CNode>::delete(ROOT.slot(at(EP2), D)).map_err(|_| "delete endpoint")?;
@@ -341,9 +333,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "faults-reach-their-handler",
-        f,
         (|| {
             use cleave_abi::syscall::fault;
             let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
@@ -385,9 +376,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "preempted-thread-keeps-every-register",
-        f,
         (|| {
             // Same priority as this thread: the timer preempts the spinner, and this
             // thread's yields hand the processor back to it through the system call return.
@@ -405,12 +395,5 @@ fn main() -> i32 {
         })(),
     );
 
-    if failures == 0 {
-        println!("thread-test: all cases passed");
-        println!("TEST PASS");
-        0
-    } else {
-        println!("TEST FAIL: {failures} thread cases failed");
-        1
-    }
+    t.finish()
 }

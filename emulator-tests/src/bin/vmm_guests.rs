@@ -8,7 +8,7 @@
 //!
 //! Two guests behave; four are hostile (an unmapped access, a write to a read-only page,
 //! an MSR not offered, a triple fault) and must be stopped with that reason while the
-//! others go on.
+//! others go on. One case per guest: it ended as it must.
 #![no_std]
 #![no_main]
 
@@ -21,6 +21,7 @@ use cleave_rt::cap::kind::{CNode, EptRoot, EptTable, Frame, PageTable, Tcb, Unty
 use cleave_rt::{Cap, println};
 use cleave_vmm_core::vm::Stop;
 use core::sync::atomic::{AtomicU64, Ordering};
+use emulator_tests::{Suite, check};
 use vmm::{Ram, line, run, start};
 
 cleave_rt::entry!(main);
@@ -35,25 +36,57 @@ static GUEST_IMAGE: &[u8] = &GUEST_ALIGNED.0;
 /// How a guest must end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expected {
+    /// Powered off with code 0 (its own checks passed) after 100 timer interrupts.
     PoweredOff,
-    Unmapped,
-    ReadOnly,
-    BadMsr,
+    /// Stopped at a read of this guest-physical address, where nothing is mapped.
+    Unmapped(u64),
+    /// Stopped at a write to this guest-physical address, mapped read-only.
+    ReadOnly(u64),
+    /// Stopped at a read of this MSR, which the VMM does not offer.
+    BadMsr(u32),
     TripleFault,
 }
 
-/// The guests: name, command line, what must happen.
-const GUESTS: [(&str, &str, Expected); 6] = [
-    ("hello", "name=hello", Expected::PoweredOff),
-    ("alice", "name=alice", Expected::PoweredOff),
-    ("unmapped", "name=unmapped misbehave=unmapped", Expected::Unmapped),
-    ("readonly", "name=readonly misbehave=readonly", Expected::ReadOnly),
-    ("badmsr", "name=badmsr misbehave=msr", Expected::BadMsr),
-    ("triple", "name=triple misbehave=triple", Expected::TripleFault),
-];
+impl Expected {
+    /// Whether a guest that ended with `stop` after `timer_interrupts` ended this way.
+    fn matches(self, stop: Stop, timer_interrupts: u64) -> bool {
+        match (self, stop) {
+            (Expected::PoweredOff, Stop::PoweredOff(0)) => timer_interrupts >= 100,
+            (Expected::Unmapped(want), Stop::UnmappedAccess { gpa, write, .. }) => gpa == want && !write,
+            (Expected::ReadOnly(want), Stop::ReadOnlyWrite { gpa, .. }) => gpa == want,
+            (Expected::BadMsr(want), Stop::BadMsr { msr, write }) => msr == want && !write,
+            (Expected::TripleFault, Stop::TripleFault) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The case name: how the guest must end.
+impl core::fmt::Display for Expected {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Expected::PoweredOff => write!(f, "powers off with code 0 after 100 timer interrupts"),
+            Expected::Unmapped(gpa) => write!(f, "is stopped at its read of unmapped {gpa:#x}"),
+            Expected::ReadOnly(gpa) => write!(f, "is stopped at its write to read-only {gpa:#x}"),
+            Expected::BadMsr(msr) => write!(f, "is stopped at its read of MSR {msr:#x}"),
+            Expected::TripleFault => write!(f, "is stopped at its triple fault"),
+        }
+    }
+}
 
 /// Where a guest finds its read-only page (just above its RAM).
 const READ_ONLY_GPA: u64 = 0x20_0000;
+
+/// The guests: name, command line, what must happen (`guests/hello` says what each
+/// `misbehave=` does: the unmapped guest reads 1 GiB, the MSR guest the APIC base).
+const GUESTS: [(&str, &str, Expected); 6] = [
+    ("hello", "name=hello", Expected::PoweredOff),
+    ("alice", "name=alice", Expected::PoweredOff),
+    ("unmapped", "name=unmapped misbehave=unmapped", Expected::Unmapped(0x4000_0000)),
+    ("readonly", "name=readonly misbehave=readonly", Expected::ReadOnly(READ_ONLY_GPA)),
+    ("badmsr", "name=badmsr misbehave=msr", Expected::BadMsr(0x1b)),
+    ("triple", "name=triple misbehave=triple", Expected::TripleFault),
+];
 
 /// One VMM thread's stack.
 const STACK_SIZE: usize = 64 * 1024;
@@ -143,14 +176,7 @@ extern "C" fn vmm_thread(index: u64) -> ! {
                 vm.timer_interrupts,
                 vm.test_device.reads + vm.test_device.writes
             );
-            match (expected, stop) {
-                (Expected::PoweredOff, Stop::PoweredOff(0)) => vm.timer_interrupts >= 100,
-                (Expected::Unmapped, Stop::UnmappedAccess { .. })
-                | (Expected::ReadOnly, Stop::ReadOnlyWrite { .. })
-                | (Expected::BadMsr, Stop::BadMsr { .. })
-                | (Expected::TripleFault, Stop::TripleFault) => true,
-                _ => false,
-            }
+            expected.matches(stop, vm.timer_interrupts)
         }
         Err(e) => {
             line!("vmm: guest '{name}': the kernel refused a VMM operation: {e:?}");
@@ -166,15 +192,11 @@ extern "C" fn vmm_thread(index: u64) -> ! {
     }
 }
 
-fn fail(why: &str) -> i32 {
-    println!("vmm: {why}");
-    println!("TEST FAIL: vmm-guests");
-    1
-}
-
+/// One case per guest: it ended as it must.
 fn main() -> i32 {
+    let t = Suite::plan(GUESTS.len() as u32);
     if GUEST_IMAGE.is_empty() {
-        return fail("no guest image was built in (CLEAVE_GUEST_IMAGE); nothing to run");
+        return t.abandon("no guest image was built in (CLEAVE_GUEST_IMAGE); nothing to run");
     }
     let info = boot_info();
     let mut slots = Slots(info.empty_first);
@@ -186,7 +208,7 @@ fn main() -> i32 {
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + ut_index as u64);
     let ut = slots.next();
     if big.retype(ObjectType::Untyped, 25, ROOT, 0, 0, ut, 1).is_err() {
-        return fail("no 32 MiB of memory for the guests");
+        return t.abandon("no 32 MiB of memory for the guests");
     }
     let mut threads = [Cap::<Tcb>::from_cptr(0); GUESTS.len()];
     for (index, (name, _, _)) in GUESTS.iter().enumerate() {
@@ -196,12 +218,12 @@ fn main() -> i32 {
                 THREADS[index].store(thread.cptr(), Ordering::Release);
                 threads[index] = thread;
                 if let Err(e) = start(vcpu, ram_of(index), GUEST_IMAGE, GUESTS[index].0, GUESTS[index].1) {
-                    return fail(e);
+                    return t.abandon(e);
                 }
             }
             Err(e) => {
                 println!("vmm: building guest '{name}' failed: {e:?}");
-                return fail("guest set-up");
+                return t.abandon("guest set-up");
             }
         }
     }
@@ -213,7 +235,7 @@ fn main() -> i32 {
     // The VMM threads (priority 100) share the processor round-robin; this one waits below.
     let me: Cap<Tcb> = Cap::from_cptr(slot::TCB);
     if me.set_priority(10).is_err() {
-        return fail("cannot lower the root thread's priority");
+        return t.abandon("cannot lower the root thread's priority");
     }
     for (index, thread) in threads.iter().enumerate() {
         // SAFETY: only the address is taken; each stack belongs to one thread.
@@ -221,22 +243,20 @@ fn main() -> i32 {
         let entry = vmm_thread as *const () as u64;
         // Each VMM thread prints its guest's console: it needs the privilege.
         if thread.allow_console().is_err() {
-            return fail("cannot let a VMM thread write to the console");
+            return t.abandon("cannot let a VMM thread write to the console");
         }
         if thread.write_registers(true, &[entry, top, 0x202, 0, 0, 0, 0, 0, index as u64]).is_err() {
-            return fail("cannot start a VMM thread");
+            return t.abandon("cannot start a VMM thread");
         }
     }
     while RESULTS.iter().any(|r| r.load(Ordering::Acquire) == 0) {
         cleave_rt::syscall::yield_now();
     }
-    let good = RESULTS.iter().filter(|r| r.load(Ordering::Acquire) == 1).count();
-    line!("vmm: {good} of {} guests ended as they should", GUESTS.len());
-    if good == GUESTS.len() {
-        line!("TEST PASS");
-        0
-    } else {
-        line!("TEST FAIL: vmm-guests");
-        1
+    let mut t = t;
+    for (index, (name, _, expected)) in GUESTS.iter().enumerate() {
+        let ended = RESULTS[index].load(Ordering::Acquire) == 1;
+        let why = "it ended otherwise (its VMM's line above says how)";
+        t.case(&alloc::format!("guest '{name}' {expected}"), check(ended, why));
     }
+    t.finish()
 }

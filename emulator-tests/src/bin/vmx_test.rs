@@ -17,7 +17,7 @@ use cleave_rt::Cap;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Untyped, Vcpu};
 use cleave_rt::println;
-use emulator_tests::{ROOT, Rng, at, check, expect, finish, largest_ram_untyped, real_mode_guest};
+use emulator_tests::{ROOT, Rng, Suite, at, check, largest_ram_untyped, real_mode_guest};
 
 cleave_rt::entry!(main);
 
@@ -248,22 +248,21 @@ fn scramble(rng: &mut Rng) -> Result<Scrambled, &'static str> {
 fn main() -> i32 {
     let info = boot_info();
     emulator_tests::set_first_free(info.empty_first);
-    let mut failures = 0;
+    let mut t = Suite::plan(11);
     let (big, _) = largest_ram_untyped(info);
     if big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1).is_err()
         || big.retype(ObjectType::Untyped, 18, ROOT, 0, 0, at(SCRAMBLED), 1).is_err()
     {
-        println!("TEST FAIL: no memory for the test");
-        return 1;
+        return t.abandon("no memory for the test");
     }
     let vcpu = match setup() {
         Ok(v) => v,
         Err(e) => {
-            println!("TEST FAIL: guest set-up: {e:?}");
-            return 1;
+            println!("vmx-test: guest set-up failed: {e:?}");
+            return t.abandon("guest set-up");
         }
     };
-    expect("vmx: ports and MSRs let through only with the authority for them", &mut failures, {
+    t.case("vmx: ports and MSRs let through only with the authority for them", {
         let control: Cap<cleave_rt::cap::kind::IoPortControl> =
             Cap::from_cptr(cleave_abi::boot_info::slot::IO_PORT_CONTROL);
         let post = at(PORT);
@@ -284,7 +283,7 @@ fn main() -> i32 {
             "pass-through policy",
         )
     });
-    expect("vmx: a VMM cannot write host state or the EPT pointer", &mut failures, {
+    t.case("vmx: a VMM cannot write host state or the EPT pointer", {
         let host = vcpu.write_vmcs(HOST_RIP, 0);
         let eptp = vcpu.write_vmcs(EPT_POINTER, 0);
         // Wait-for-SIPI: the guest would never exit again.
@@ -299,7 +298,7 @@ fn main() -> i32 {
             "forbidden VMCS field accepted",
         )
     });
-    expect("vmx: the kernel keeps CR4.VMXE and CR4.PKE out of the guest's hands", &mut failures, {
+    t.case("vmx: the kernel keeps CR4.VMXE and CR4.PKE out of the guest's hands", {
         let cr4 = vcpu.read_vmcs(GUEST_CR4).unwrap_or(0);
         let pke = vcpu.write_vmcs(GUEST_CR4, cr4 | CR4_PKE);
         let mask = vcpu.write_vmcs(CR4_MASK, 0).and_then(|()| vcpu.read_vmcs(CR4_MASK));
@@ -310,7 +309,8 @@ fn main() -> i32 {
             "CR4.PKE allowed, or the kernel's CR4 bits left the mask",
         )
     });
-    match run_guest(vcpu) {
+    let seen = run_guest(vcpu);
+    match &seen {
         Ok(seen) => {
             let said = core::str::from_utf8(&seen.output[..seen.length]).unwrap_or("?");
             println!("vmx-test: guest said {said:?} through port 0x3f8");
@@ -323,31 +323,23 @@ fn main() -> i32 {
                 "vmx-test: guest halted after {} exits (its OUT to port 0x80 and RDMSR of FS_BASE went through)",
                 seen.exits
             );
-            expect("vmx: guest output through I/O exits", &mut failures, check(said == "Hi", "wrong output"));
-            expect("vmx: CPUID exit", &mut failures, check(seen.cpuid, "no CPUID exit"));
-            expect("vmx: EPT violation", &mut failures, check(seen.hole == Some(HOLE), "no EPT violation"));
-            expect("vmx: HLT exit", &mut failures, check(seen.halted, "never halted"));
-            expect(
-                "vmx: let-through port and MSR did not exit",
-                &mut failures,
-                check(seen.exits == 5, "extra exits"),
-            );
         }
-        Err(e) => {
-            println!("vmx-test: guest run failed: {e}");
-            failures += 1;
-        }
+        Err(e) => println!("vmx-test: guest run failed: {e}"),
     }
+    // Each of these cases fails with the run's error if the guest did not run.
+    let ran = |ok: fn(&Seen) -> bool, why| seen.as_ref().map_err(|e| *e).and_then(|s| check(ok(s), why));
+    t.case("vmx: guest output through I/O exits", ran(|s| &s.output[..s.length] == b"Hi", "wrong output"));
+    t.case("vmx: CPUID exit", ran(|s| s.cpuid, "no CPUID exit"));
+    t.case("vmx: EPT violation", ran(|s| s.hole == Some(HOLE), "no EPT violation"));
+    t.case("vmx: HLT exit", ran(|s| s.halted, "never halted"));
+    t.case("vmx: let-through port and MSR did not exit", ran(|s| s.exits == 5, "extra exits"));
     // The first guest goes (its Vcpu is bound to this thread; its page is mapped where
     // every scrambled guest's will be).
     let gone = Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(VCPU), 64))
         .and_then(|()| Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(VCPU + 6), 64)));
     let scrambled =
         gone.map_err(|_| "removing the first guest").and_then(|()| scramble(&mut Rng(0x005c_4a3b_1ed0_0001)));
-    expect(
-        "vmx: scrambled guest state never breaks the kernel",
-        &mut failures,
-        scrambled.and_then(|t| {
+    t.case("vmx: scrambled guest state never breaks the kernel", scrambled.and_then(|t| {
             println!(
                 "vmx-test: {SCRAMBLED_GUESTS} scrambled guests: {} field writes taken, {} refused; {} entries refused, {} exits",
                 t.writes_taken, t.writes_refused, t.entries_refused, t.exits
@@ -358,17 +350,16 @@ fn main() -> i32 {
     );
     // A guest has run: the descriptor-table limits must be the kernel's again (a VM exit
     // leaves them 0xFFFF, and selectors past the real GDT would name kernel memory).
-    expect("vmx: GDT and IDT limits are the kernel's again after VM exits", &mut failures, {
+    t.case("vmx: GDT and IDT limits are the kernel's again after VM exits", {
         let (gdt, idt) = descriptor_table_limits();
         println!("vmx-test: after the guests, this thread reads GDT limit {gdt:#x}, IDT limit {idt:#x}");
         check(gdt < 0x100 && idt == 0xfff, "a limit is still what the VM exit left")
     });
-    expect(
+    t.case(
         "vmx: a guest finds neither KERNEL_GS_BASE nor CR2 of the guest before it",
-        &mut failures,
         guests_do_not_share_unswitched_state(),
     );
-    finish("vmx-test", failures)
+    t.finish()
 }
 
 /// `sgdt` and `sidt` from ring 3 (the kernel does not turn on UMIP): the two limits.

@@ -11,7 +11,7 @@ use cleave_rt::Cap;
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Endpoint, Frame, PageTable, Tcb, Untyped, VSpace};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use emulator_tests::{DEPTH, ROOT, at, check, echo_server_code, expect, finish, frame, map_tables};
+use emulator_tests::{DEPTH, ROOT, Suite, at, check, echo_server_code, frame, map_tables};
 
 cleave_rt::entry!(main);
 
@@ -103,17 +103,15 @@ fn main() -> i32 {
     let (_, biggest) = emulator_tests::largest_ram_untyped(info);
     let big: Cap<Untyped> = Cap::from_cptr(info.untyped_first + biggest as u64);
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
-    let mut failures = 0;
-    let f = &mut failures;
+    let mut t = Suite::plan(7);
     let _ = big.retype(ObjectType::Untyped, 20, ROOT, 0, 0, at(UT), 1);
     let untyped: Cap<Untyped> = Cap::from_cptr(at(UT));
     let _ = untyped.retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(FEP), 1);
     let page = Cap::<Frame>::from_cptr(at(FRAME));
     let alias = Cap::<Frame>::from_cptr(at(ALIAS));
 
-    expect(
+    t.case(
         "mapping-needs-its-page-tables",
-        f,
         (|| {
             frame(untyped, at(FRAME)).map_err(|_| "frame")?;
             check(page.map(me, VA, Rights::ALL, true) == Err(Error::FailedLookup), "mapped without tables")?;
@@ -133,9 +131,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "mapped-frame-is-shared-memory",
-        f,
         (|| {
             ROOT.copy(ROOT.slot(at(ALIAS), DEPTH), ROOT.slot(at(FRAME), DEPTH), Rights::ALL)
                 .map_err(|_| "copy")?;
@@ -153,9 +150,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "unmapped-address-faults",
-        f,
         (|| {
             alias.unmap().map_err(|_| "unmap")?;
             PROBE_ADDRESS.store(VA + 0x1010, SeqCst);
@@ -165,9 +161,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "read-only-mapping-faults-on-write",
-        f,
         (|| {
             page.remap(Rights::READ, true).map_err(|_| "remap")?;
             // SAFETY: VA is still mapped (read-only now): reading it is fine.
@@ -181,9 +176,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "ipc-with-a-second-address-space",
-        f,
         (|| {
             untyped.retype(ObjectType::Pml4, 0, ROOT, 0, 0, at(VSPACE2), 1).map_err(|_| "pml4")?;
             Cap::<cleave_rt::cap::kind::AsidPool>::from_cptr(cleave_abi::boot_info::slot::ASID_POOL)
@@ -223,9 +217,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "vspace-deleted-under-its-mappings",
-        f,
         (|| {
             // The server thread holds a copy; suspend and delete it, then the VSpace.
             let server: Cap<Tcb> = Cap::from_cptr(at(TCB0 + 2));
@@ -248,9 +241,8 @@ fn main() -> i32 {
         })(),
     );
 
-    expect(
+    t.case(
         "capability-transfer-with-grant",
-        f,
         (|| {
             untyped
                 .retype(ObjectType::Endpoint, 0, ROOT, 0, 0, at(TRANSFER_EP), 1)
@@ -282,5 +274,5 @@ fn main() -> i32 {
         })(),
     );
 
-    finish("vspace-test", failures)
+    t.finish()
 }

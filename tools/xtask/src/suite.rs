@@ -43,6 +43,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: true,
             anywhere: &[
                 "audit: ", // every restart is in the audit log
                 // XenStore-Logic, restarted every 100 ms, resumes from State each time.
@@ -79,18 +80,10 @@ const TESTS: &[EmulatorTest] = &[
                 "audit: ",
                 "supervisor: `bootstrap` is done: revoked the untyped it was made from; it is gone",
                 "supervisor: `bootstrap`'s memory is free again: a new frame was made from it",
-                "toolstack: bootstrap handed out the boot-time resources",
-                "toolstack: xenstore: 11 of 11 requests answered as Xen's xenstored answers them",
-                "toolstack: xenstore: 2 watch events (on registering, on the transaction's commit)",
+                // The toolstack judges itself, but passes a machine without the display
+                // adapter (or without the host bridge) with those checks skipped: on QEMU
+                // both must be there.
                 "toolstack: display adapter: VBE id 0xb0c5, EDID header valid",
-                "toolstack: xenstore: vga (domain 1) wrote 2 nodes through its own connection; vbe-id 0xb0c5; 3 watch events here; its read of /vm/alice/name: EACCES",
-                "toolstack: bootstrap was disposed of: calling it now fails with InvalidCapability",
-                // Writes go on while Logic is restarted; each key holds its last
-                // acknowledged value.
-                "toolstack: xenstore under Logic restarts: ",
-                "32 of 32 keys hold their last acknowledged value",
-                "toolstack: 252 of 252 ungiven slots refused",
-                "toolstack: waiting for the host to write /tool/host-done",
                 // Xen's own tools on the host, through the serial bridge.
                 "[host] /local/domain/1/display/vbe-id = \"0xb0c5\"",
                 "[host] /tool/xenstore/bridge = \"COM2\"",
@@ -99,7 +92,6 @@ const TESTS: &[EmulatorTest] = &[
                 "xenstore-read /local/domain/1/display/vbe-id",
                 "[host] 0xb0c5",
                 "toolstack: the host is done: /tool/host-done = Some(\"yes\")",
-                "TEST PASS",
             ],
         },
     },
@@ -113,6 +105,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: true,
             // The crasher crashes as soon as it starts; the supervisor restarts it after a
             // backoff that doubles while it keeps crashing (when, relative to the other
             // components' reports, depends on the clock).
@@ -151,19 +144,7 @@ const TESTS: &[EmulatorTest] = &[
                 "supervisor: cap 7: scribbler-tcb (TCB of `scribbler` (rolled back after every request; its faults come with badge 3))",
                 "supervisor: cap 8: clock (IRQ 0 handler (the PIT))",
                 "supervisor: 246 of 246 ungiven slots refused",
-                // The heartbeat is restarted every 50 ms from its pristine memory and still
-                // answers.
-                "observer: heartbeat answered before and after its restarts",
-                // A disposable component that never says it is done goes at its deadline.
-                "observer: lingerer answered before its deadline: true; after it: Err(InvalidCapability)",
-                // Rolled back after every request, the scribbler wrecks its own state each
-                // time and still answers every request right.
-                "observer: scribbler answered 20 of 20 requests correctly, each as the first of its instance",
-                // Below the crash-looping crasher, the worker still finishes.
-                "observer: the worker finished its rounds while the crasher crash-looped above it",
-                "observer: a request the heartbeat was still busy with when it was restarted: Err(ReplyLost); then the next instance answered",
-                "observer: 251 of 251 ungiven slots refused",
-                "TEST PASS",
+                // What the demos did is the observer's to judge (its cases).
             ],
         },
     },
@@ -177,6 +158,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: true,
             anywhere: &[],
             patterns: &[
                 "Cleave",
@@ -187,9 +169,6 @@ const TESTS: &[EmulatorTest] = &[
                 "svm: SVM revision 1, ",
                 "svm: SVM on; guests' physical address spaces are nested page tables",
                 "kernel: starting root task 'boot-test'",
-                "boot-test: Hello from ring 3!",
-                "boot-test: running in ring 3: ok",
-                "TEST PASS",
                 "thread 'boot-test' exited with status 0",
             ],
         },
@@ -204,8 +183,9 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: true,
             anywhere: &[],
-            patterns: &["hello: Hello from ring 3! (privilege level 3)", "exited with status 0"],
+            patterns: &["thread 'hello' exited with status 0"],
         },
     },
     EmulatorTest {
@@ -216,26 +196,7 @@ const TESTS: &[EmulatorTest] = &[
         digest_of: None,
         host_xenstore: false,
         audit: &[],
-        expect: Expectation {
-            outcome: Outcome::Success,
-            anywhere: &[],
-            patterns: &[
-                "TEST PASS boot-info",
-                "TEST PASS retype-endpoint",
-                "TEST PASS retype-larger-than-untyped",
-                "TEST PASS retype-bad-arguments",
-                "TEST PASS invalid-capability",
-                "TEST PASS wrong-object-type",
-                "TEST PASS copy-mint-rights",
-                "TEST PASS revoke-with-live-children",
-                "TEST PASS cnode-destroyed-with-contents",
-                "TEST PASS untyped-revoke-and-reuse",
-                "TEST PASS frame-physical-address",
-                "TEST PASS io-ports",
-                "TEST PASS device-untyped-only-becomes-frames",
-                "TEST PASS\n",
-            ],
-        },
+        expect: Expectation { outcome: Outcome::Success, judges_itself: true, anywhere: &[], patterns: &[] },
     },
     EmulatorTest {
         name: "qemu-threads-and-ipc",
@@ -245,22 +206,7 @@ const TESTS: &[EmulatorTest] = &[
         digest_of: None,
         host_xenstore: false,
         audit: &[],
-        expect: Expectation {
-            outcome: Outcome::Success,
-            anywhere: &[],
-            patterns: &[
-                "TEST PASS call-reply-with-badge",
-                "TEST PASS reply-capability-works-once",
-                "TEST PASS send-needs-write-right",
-                "TEST PASS non-blocking-calls",
-                "TEST PASS signal-preempts-for-higher-priority",
-                "TEST PASS yield-rotates-equal-priorities",
-                "TEST PASS ipc-on-deleted-endpoint",
-                "TEST PASS faults-reach-their-handler",
-                "TEST PASS preempted-thread-keeps-every-register",
-                "thread-test: all cases passed",
-            ],
-        },
+        expect: Expectation { outcome: Outcome::Success, judges_itself: true, anywhere: &[], patterns: &[] },
     },
     EmulatorTest {
         name: "qemu-random-user-code",
@@ -270,19 +216,7 @@ const TESTS: &[EmulatorTest] = &[
         digest_of: None,
         host_xenstore: false,
         audit: &[],
-        expect: Expectation {
-            outcome: Outcome::Success,
-            anywhere: &[],
-            patterns: &[
-                "TEST PASS random-code-thread-built",
-                "TEST PASS random-code-cannot-break-the-kernel",
-                "random system calls,",
-                "TEST PASS a-million-random-system-calls",
-                "chaos-test: census after:",
-                "TEST PASS kernel-works-after-random-code",
-                "chaos-test: all cases passed",
-            ],
-        },
+        expect: Expectation { outcome: Outcome::Success, judges_itself: true, anywhere: &[], patterns: &[] },
     },
     EmulatorTest {
         name: "qemu-hostile-component",
@@ -294,20 +228,12 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: true,
             anywhere: &[],
             patterns: &[
-                "TEST PASS detached-page-table-keeps-nothing",
-                "TEST PASS second-call-discards-first-reply",
-                "TEST PASS last-user-page-unmappable",
-                "TEST PASS ipc-buffer-must-be-writable-ram",
-                "TEST PASS binding-needs-read-right",
-                "TEST PASS vcpu-ports-close-with-their-capability",
-                "TEST PASS asid-pools-confine-exhaustion",
-                "hostile-test: the flooder's console writes: 100000 refused, 0 written",
+                // After the flood the console must still take a line whole: only the
+                // serial output can show that.
                 "hostile-test: the console still takes this line after the flood",
-                "TEST PASS console-is-a-privilege",
-                "TEST PASS configure-cannot-destroy-itself",
-                "hostile-test: all cases passed",
             ],
         },
     },
@@ -319,19 +245,7 @@ const TESTS: &[EmulatorTest] = &[
         digest_of: None,
         host_xenstore: false,
         audit: &[],
-        expect: Expectation {
-            outcome: Outcome::Success,
-            anywhere: &[],
-            patterns: &[
-                "TEST PASS irq-handler-rules",
-                "TEST PASS timer-irq-delivered-to-notification",
-                "TEST PASS spinner-does-not-block-higher-priority",
-                "TEST PASS timer-round-robin-of-equal-priorities",
-                "timer interrupts were taken meanwhile",
-                "TEST PASS revoke-takes-interrupts",
-                "irq-test: all cases passed",
-            ],
-        },
+        expect: Expectation { outcome: Outcome::Success, judges_itself: true, anywhere: &[], patterns: &[] },
     },
     EmulatorTest {
         name: "qemu-address-spaces",
@@ -341,20 +255,7 @@ const TESTS: &[EmulatorTest] = &[
         digest_of: None,
         host_xenstore: false,
         audit: &[],
-        expect: Expectation {
-            outcome: Outcome::Success,
-            anywhere: &[],
-            patterns: &[
-                "TEST PASS mapping-needs-its-page-tables",
-                "TEST PASS mapped-frame-is-shared-memory",
-                "TEST PASS unmapped-address-faults",
-                "TEST PASS read-only-mapping-faults-on-write",
-                "TEST PASS ipc-with-a-second-address-space",
-                "TEST PASS vspace-deleted-under-its-mappings",
-                "TEST PASS capability-transfer-with-grant",
-                "vspace-test: all cases passed",
-            ],
-        },
+        expect: Expectation { outcome: Outcome::Success, judges_itself: true, anywhere: &[], patterns: &[] },
     },
     EmulatorTest {
         name: "qemu-user-fault",
@@ -366,6 +267,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "user-fault: executing hlt in ring 3",
@@ -386,6 +288,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "bad-syscall: calling system call 0xdead",
@@ -404,6 +307,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Idle,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "panic at emulator-tests/src/bin/panic_test.rs",
@@ -423,6 +327,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &["kernel: cannot boot: no boot module: the kernel needs a root task"],
         },
@@ -437,6 +342,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &["kernel: cannot start root task 'system.toml': bad ELF image: not an ELF file"],
         },
@@ -451,6 +357,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "self-test: reading an unmapped kernel address",
@@ -472,6 +379,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "KERNEL PANIC at kernel/src/boot.rs:",
@@ -490,6 +398,7 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Failure,
+            judges_itself: false,
             anywhere: &[],
             patterns: &["kernel: cannot boot: unknown cleave.selftest=bogus"],
         },
@@ -504,13 +413,9 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: true,
             anywhere: &[],
-            patterns: &[
-                "boot loader: GRUB",
-                "vt-x: VMX yes, EPT yes, unrestricted guest yes",
-                "boot-test: Hello from ring 3!",
-                "TEST PASS",
-            ],
+            patterns: &["boot loader: GRUB", "vt-x: VMX yes, EPT yes, unrestricted guest yes"],
         },
     },
     EmulatorTest {
@@ -523,27 +428,9 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: true,
             anywhere: &[],
-            patterns: &[
-                "vt-x: VMX on; guests can run",
-                "TEST PASS vmx: ports and MSRs let through only with the authority for them",
-                "TEST PASS vmx: a VMM cannot write host state or the EPT pointer",
-                "TEST PASS vmx: the kernel keeps CR4.VMXE and CR4.PKE out of the guest's hands",
-                "vmx-test: guest said \"Hi\" through port 0x3f8",
-                "vmx-test: CPUID exit handled: true",
-                "vmx-test: EPT violation at 0x3000",
-                "TEST PASS vmx: guest output through I/O exits",
-                "TEST PASS vmx: CPUID exit",
-                "TEST PASS vmx: EPT violation",
-                "TEST PASS vmx: HLT exit",
-                "TEST PASS vmx: let-through port and MSR did not exit",
-                "vmx-test: 1000 scrambled guests:",
-                "TEST PASS vmx: scrambled guest state never breaks the kernel",
-                "TEST PASS vmx: GDT and IDT limits are the kernel's again after VM exits",
-                "TEST PASS vmx: a guest finds neither KERNEL_GS_BASE nor CR2 of the guest before it",
-                "vmx-test: all cases passed",
-                "TEST PASS",
-            ],
+            patterns: &["vt-x: VMX on; guests can run"],
         },
     },
     EmulatorTest {
@@ -562,6 +449,7 @@ const TESTS: &[EmulatorTest] = &[
         expect: Expectation {
             // Every VMM stops itself once its guest is gone; then nothing is left to run.
             outcome: Outcome::Idle,
+            judges_itself: false,
             anywhere: &[],
             patterns: &[
                 "vt-x: VMX on; guests can run",
@@ -595,25 +483,14 @@ const TESTS: &[EmulatorTest] = &[
         audit: &[],
         expect: Expectation {
             outcome: Outcome::Success,
+            judges_itself: true,
             anywhere: &[],
             patterns: &[
                 "vt-x: VMX on; guests can run",
-                "vmm: 6 guests loaded",
-                "hello: Hello from a Cleave guest (64-bit, no firmware)",
+                // Each guest's own console, through its VMM: only the serial output shows
+                // that each read its own command line.
                 "hello: command line: name=hello",
-                "hello: 100 timer interrupts",
-                "hello: MMIO test device: id CLEV, scratch 0x1234",
-                "hello: floating-point registers: clear at start, still its own at the end",
-                "vmm: guest 'hello' powered off with code 0; ",
                 "alice: command line: name=alice",
-                "alice: floating-point registers: clear at start, still its own at the end",
-                "vmm: guest 'alice' powered off with code 0; ",
-                "vmm: guest 'unmapped' read guest-physical 0x40000000, where nothing is mapped",
-                "vmm: guest 'readonly' wrote read-only guest-physical 0x200000",
-                "vmm: guest 'badmsr' read MSR 0x1b, which this VMM does not offer",
-                "vmm: guest 'triple' triple fault",
-                "vmm: 6 of 6 guests ended as they should",
-                "TEST PASS",
             ],
         },
     },
@@ -929,6 +806,20 @@ mod tests {
         let bad = "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
         assert_eq!(parse_test_result(bad), Some((3, 2)));
         assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    /// A case is named by its program alone: no expectation repeats a case or a verdict.
+    #[test]
+    fn no_test_names_a_program_case() {
+        for test in TESTS {
+            for pattern in test.expect.patterns.iter().chain(test.expect.anywhere) {
+                assert!(
+                    !pattern.contains("TEST PASS") && !pattern.contains("TEST PLAN"),
+                    "{}: `{pattern}` repeats what the program judges",
+                    test.name
+                );
+            }
+        }
     }
 
     #[test]
