@@ -13,18 +13,12 @@ fn main() {
         }
         Err(_) => std::fs::write(&target, []).expect("writing an empty guest image"),
     }
-    let layout = format!(
-        "/// Slot of the guest's Vcpu.\npub const VCPU: u64 = 1;\n/// Slot of this VMM's own TCB.\npub const TCB: u64 = 3;\n/// Where the guest's RAM is mapped.\npub const GUEST_RAM: u64 = {:#x};\n/// Where the configuration page is mapped.\npub const CONFIG: u64 = {:#x};\n/// The guest image built into this VMM.\npub const IMAGE_NAME: &str = {:?};\n",
-        cleave_system::layout::GUEST_RAM_BASE,
-        cleave_system::layout::VMM_CONFIG,
-        std::env::var("CLEAVE_GUEST_IMAGE")
-            .ok()
-            .as_deref()
-            .and_then(|p| std::path::Path::new(p).file_name()?.to_str().map(String::from))
-            .unwrap_or_default(),
-    );
-    assert_eq!(cleave_system::layout::VMM_SLOTS[0].0, "vcpu");
-    assert_eq!(cleave_system::layout::VMM_SLOTS[2].0, "tcb");
+    let image_name = std::env::var("CLEAVE_GUEST_IMAGE")
+        .ok()
+        .as_deref()
+        .and_then(|p| std::path::Path::new(p).file_name()?.to_str().map(String::from))
+        .unwrap_or_default();
+    let layout = cleave_system::codegen::vmm_layout_source(&image_name);
     std::fs::write(std::path::Path::new(&out).join("layout.rs"), layout).expect("writing layout.rs");
     let script = std::env::var("DEP_CLEAVE_RT_LINKER_SCRIPT").expect("cleave-rt publishes its linker script");
     println!("cargo:rustc-link-arg-bins=-T{script}");

@@ -21,7 +21,7 @@ fn main() -> i32 {
     if !cleave_rt::cap::report_ungiven("bootstrap", caps::CAPS) {
         return 1;
     }
-    let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::BOOT_QUERY);
+    let endpoint: Cap<Endpoint> = caps::BOOT_QUERY;
     if endpoint.recv().is_err() {
         println!("bootstrap: receive failed");
         return 1;
@@ -29,7 +29,7 @@ fn main() -> i32 {
     let handed = cleave_rt::console::audit_time();
     let _ = cleave_rt::syscall::reply(MessageInfo::new(0, 0, 0, 1), [handed, 0, 0, 0]);
     println!("bootstrap: handed out the boot-time resources; done");
-    let done: Cap<Notification> = Cap::from_cptr(caps::SUPERVISOR_DONE);
+    let done: Cap<Notification> = caps::SUPERVISOR_DONE;
     let _ = done.signal();
     // The supervisor destroys this thread; nothing after this runs.
     loop {

@@ -28,7 +28,7 @@ use cleave_abi::object::thread_state;
 use cleave_abi::syscall::fault;
 use cleave_abi::{MessageInfo, ObjectType};
 use cleave_rt::cap::Message;
-use cleave_rt::cap::kind::{CNode, Endpoint, IoPort, IrqHandler, Notification, Tcb, Untyped};
+use cleave_rt::cap::kind::{CNode, Endpoint, IoPort, Notification, Tcb};
 use cleave_rt::{Cap, println};
 use cleave_supervisor_policy::{Disposal, Fault, OnFault, Restart, Restarts, disposal};
 
@@ -69,12 +69,12 @@ struct Restartable {
 
 /// Programs the PIT: channel 0, rate generator, 1 kHz.
 fn start_clock() -> bool {
-    let ports: Cap<IoPort> = Cap::from_cptr(caps::CLOCK_PORTS);
+    let ports: Cap<IoPort> = caps::CLOCK_PORTS;
     let divisor = 1193u32;
     ports.write(0x43, 1, 0x34).is_ok()
         && ports.write(0x40, 1, divisor & 0xff).is_ok()
         && ports.write(0x40, 1, divisor >> 8).is_ok()
-        && Cap::<IrqHandler>::from_cptr(caps::CLOCK).ack().is_ok()
+        && caps::CLOCK.ack().is_ok()
 }
 
 /// Restarts `r` at `now_ms` for `why`: stop, restore memory, reset registers, go. Returns
@@ -185,50 +185,41 @@ fn main() -> i32 {
     if !cleave_rt::cap::report_ungiven("supervisor", caps::CAPS) {
         return 1;
     }
-    let cnode: Cap<CNode> = Cap::from_cptr(caps::CNODE);
-    let done: Cap<Notification> = Cap::from_cptr(caps::DONE);
-    // The disposable components, in the order of their badge bits.
-    let mut disposable = [("", 0u64); 32];
-    let mut count = 0;
-    for &(name, slot, _) in caps::CAPS {
-        if let Some(component) = name.strip_suffix("-untyped")
-            && count < disposable.len()
-        {
-            disposable[count] = (component, slot);
-            count += 1;
-        }
+    let cnode: Cap<CNode> = caps::CNODE;
+    let done: Cap<Notification> = caps::DONE;
+    // The disposable components still there (an entry is emptied when its component goes).
+    let mut disposable = [None::<caps::Disposable>; 32];
+    for (entry, d) in disposable.iter_mut().zip(caps::DISPOSABLE) {
+        *entry = Some(*d);
     }
+    let count = caps::DISPOSABLE.len().min(disposable.len());
     // The restartable components, with the registers they start with (they have not run
     // yet: this thread's priority is above theirs).
     let mut restartable = [None::<Restartable>; MAX_RESTARTS];
-    for (i, &(name, slot, memory, pristine, bytes, period_ms, badge)) in
-        caps::RESTARTS.iter().enumerate().take(MAX_RESTARTS)
-    {
-        let tcb: Cap<Tcb> = Cap::from_cptr(slot);
-        match tcb.read_registers() {
+    for (i, r) in caps::RESTARTS.iter().enumerate().take(MAX_RESTARTS) {
+        match r.tcb.read_registers() {
             Ok(registers) => {
                 restartable[i] = Some(Restartable {
-                    name,
-                    tcb,
-                    memory,
-                    pristine,
-                    bytes,
-                    badge,
+                    name: r.component,
+                    tcb: r.tcb,
+                    memory: r.memory,
+                    pristine: r.pristine,
+                    bytes: r.bytes,
+                    badge: r.fault_badge,
                     registers,
-                    restarts: Restarts::new(period_ms),
+                    restarts: Restarts::new(r.period_ms),
                 });
             }
-            Err(e) => println!("supervisor: cannot read `{name}`'s registers: {e}"),
+            Err(e) => println!("supervisor: cannot read `{}`'s registers: {e}", r.component),
         }
     }
-    let clocked = !caps::RESTARTS.is_empty() || caps::DEADLINES.iter().any(|d| d.1 != 0);
+    let clocked = !caps::RESTARTS.is_empty() || caps::DISPOSABLE.iter().any(|d| d.deadline_ms != 0);
     if clocked && !start_clock() {
         println!("supervisor: cannot start the clock; no timed restarts, backoffs or deadlines");
     }
     // Faults (and finished requests) of the restartable components arrive on `faults`;
     // the notification is bound to this thread, so its signals arrive there too.
-    let faults: Option<Cap<Endpoint>> =
-        caps::CAPS.iter().find(|c| c.0 == "faults").map(|c| Cap::from_cptr(c.1));
+    let faults: Option<Cap<Endpoint>> = caps::FAULT_ENDPOINT;
     let mut now_ms = 0u64;
     let mut left = count;
     loop {
@@ -255,20 +246,17 @@ fn main() -> i32 {
         let bits = message.badge;
         if bits & CLOCK != 0 {
             now_ms = now_ms.saturating_add(1);
-            let _ = Cap::<IrqHandler>::from_cptr(caps::CLOCK).ack();
+            let _ = caps::CLOCK.ack();
             for r in restartable.iter_mut().flatten() {
                 on_tick(r, now_ms);
             }
         }
-        for (i, entry) in disposable[..count].iter_mut().enumerate() {
-            let (name, slot) = *entry;
-            if slot == 0 {
-                continue;
-            }
-            let signalled = bits & (1 << i) != 0;
-            let deadline = caps::DEADLINES.iter().find(|d| d.0 == name).map_or(0, |d| d.1);
+        for entry in disposable[..count].iter_mut() {
+            let Some(d) = *entry else { continue };
+            let (name, deadline) = (d.component, d.deadline_ms);
+            let signalled = bits & d.badge != 0;
             let Some(why) = disposal(signalled, deadline, now_ms) else { continue };
-            if let Err(e) = Cap::<CNode>::revoke(cnode.slot(slot, DEPTH)) {
+            if let Err(e) = Cap::<CNode>::revoke(cnode.slot(d.untyped.cptr(), DEPTH)) {
                 println!("supervisor: cannot dispose of `{name}`: {e}");
                 continue;
             }
@@ -280,15 +268,14 @@ fn main() -> i32 {
             } else {
                 println!("supervisor: `{name}` is done: revoked the untyped it was made from; it is gone");
             }
-            let untyped: Cap<Untyped> = Cap::from_cptr(slot);
-            match untyped.retype(ObjectType::Frame4K, 0, cnode, 0, 0, SCRATCH_SLOT, 1) {
+            match d.untyped.retype(ObjectType::Frame4K, 0, cnode, 0, 0, SCRATCH_SLOT, 1) {
                 Ok(()) => {
                     println!("supervisor: `{name}`'s memory is free again: a new frame was made from it");
                     let _ = Cap::<CNode>::delete(cnode.slot(SCRATCH_SLOT, DEPTH));
                 }
                 Err(e) => println!("supervisor: `{name}`'s memory cannot be reused: {e}"),
             }
-            entry.1 = 0;
+            *entry = None;
             left -= 1;
             if left == 0 {
                 println!("supervisor: every disposable component is gone");

@@ -204,7 +204,7 @@ where
 /// Asks the bootstrap component for the boot-time resources (it answers once, then is
 /// disposed of).
 fn boot_query() -> Result<u64, cleave_abi::Error> {
-    let bootstrap: Cap<Endpoint> = Cap::from_cptr(caps::BOOT_QUERY);
+    let bootstrap: Cap<Endpoint> = caps::BOOT_QUERY;
     bootstrap.call(MessageInfo::new(1, 0, 0, 0), [0; 4]).map(|m| m.words[0])
 }
 
@@ -269,7 +269,7 @@ fn main() -> i32 {
             false
         }
     };
-    let logic: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
+    let logic: Cap<Endpoint> = caps::XS_REQUEST;
     // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
     // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
     let ring = unsafe { Shared::new(caps::RING_XS_REQUEST, caps::RING_XS_REQUEST_SIZE) };
@@ -283,7 +283,7 @@ fn main() -> i32 {
     println!("toolstack: xenstore: {events} watch events (on registering, on the transaction's commit)");
     let good = right == asked && events == 2;
     // The display adapter, through its driver: the toolstack cannot touch the device itself.
-    let vga: Cap<Endpoint> = Cap::from_cptr(caps::VGA_QUERY);
+    let vga: Cap<Endpoint> = caps::VGA_QUERY;
     let mut absent = false;
     let display = match vga.call(MessageInfo::new(1, 0, 0, 0), [0; 4]) {
         Ok(m) if m.info.label() == 0 && m.words[2] == 1 => {

@@ -55,7 +55,7 @@ fn edid_ok() -> bool {
 /// Publishes the adapter in XenStore through this component's own connection; returns how
 /// many nodes it wrote and whether reading another domain's node was refused.
 fn publish() -> (u64, bool) {
-    let logic: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
+    let logic: Cap<Endpoint> = caps::XS_REQUEST;
     // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
     // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
     let ring = unsafe { Shared::new(caps::RING_XS_REQUEST, caps::RING_XS_REQUEST_SIZE) };
@@ -100,7 +100,7 @@ fn main() -> i32 {
             "vga: the loader refused the display adapter's registers: this machine has none at the address system.toml gives; answering \"absent\""
         );
     }
-    let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::VGA_QUERY);
+    let endpoint: Cap<Endpoint> = caps::VGA_QUERY;
     let mut request = endpoint.recv();
     loop {
         let label = match request {

@@ -23,7 +23,8 @@ struct Aligned<B: ?Sized>(B);
 static GUEST_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf")));
 static GUEST_IMAGE: &[u8] = &GUEST_ALIGNED.0;
 
-/// The layout cleave gives a VMM component.
+/// The layout cleave gives a VMM component (every slot named, used or not).
+#[allow(dead_code, reason = "generated: names every slot of the VMM's CNode")]
 mod layout {
     include!(concat!(env!("OUT_DIR"), "/layout.rs"));
 }
@@ -39,7 +40,7 @@ struct Config {
 fn config() -> Option<Config> {
     // SAFETY: the loader maps this component's configuration page read-only at CONFIG,
     // filled from the file cleave generated; nothing writes it.
-    let page = unsafe { core::slice::from_raw_parts(layout::CONFIG as *const u8, 4096) };
+    let page = unsafe { core::slice::from_raw_parts(layout::CONFIG as *const u8, layout::CONFIG_SIZE) };
     let end = page.iter().position(|&b| b == 0).unwrap_or(page.len());
     let text = core::str::from_utf8(&page[..end]).ok()?;
     let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='));
@@ -60,7 +61,7 @@ fn component() -> i32 {
         return 1;
     };
     let name = config.name;
-    let me: Cap<Tcb> = Cap::from_cptr(layout::TCB);
+    let me: Cap<Tcb> = layout::TCB;
     let stop_here = || -> i32 {
         // Nothing more to do: stop this thread (the rest of the system goes on).
         let _ = me.suspend();
@@ -74,7 +75,7 @@ fn component() -> i32 {
         );
         return stop_here();
     }
-    let vcpu: Cap<Vcpu> = Cap::from_cptr(layout::VCPU);
+    let vcpu: Cap<Vcpu> = layout::VCPU;
     let ram = Ram { base: layout::GUEST_RAM, size: config.memory };
     println!(
         "vmm: guest '{name}': {} MiB of RAM, image '{}', starting in long mode",

@@ -81,10 +81,10 @@ fn main() -> i32 {
     if !cleave_rt::cap::report_ungiven("xenstore-bridge", caps::CAPS) {
         return 1;
     }
-    let port = Port(Cap::from_cptr(caps::HOST_SERIAL_PORTS));
-    let irq: Cap<IrqHandler> = Cap::from_cptr(caps::HOST_SERIAL_IRQ);
-    let signal: Cap<Notification> = Cap::from_cptr(caps::HOST_SERIAL_IRQ_SIGNAL);
-    let logic: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
+    let port = Port(caps::HOST_SERIAL_PORTS);
+    let irq: Cap<IrqHandler> = caps::HOST_SERIAL_IRQ;
+    let signal: Cap<Notification> = caps::HOST_SERIAL_IRQ_SIGNAL;
+    let logic: Cap<Endpoint> = caps::XS_REQUEST;
     // SAFETY: the loader mapped this component's ring on `xs-request` read-write at
     // RING_XS_REQUEST, RING_XS_REQUEST_SIZE bytes; only `Shared` copies touch it.
     let ring = unsafe { Shared::new(caps::RING_XS_REQUEST, caps::RING_XS_REQUEST_SIZE) };

@@ -62,12 +62,7 @@ impl StateLink {
         // RING_XS_STATE, RING_XS_STATE_SIZE bytes; only `Shared` copies touch it.
         let ring = unsafe { Shared::new(caps::RING_XS_STATE, caps::RING_XS_STATE_SIZE) };
         let half = ring.len() / 2;
-        Self {
-            endpoint: Cap::from_cptr(caps::XS_STATE),
-            ring,
-            out: alloc::vec![0u8; half],
-            buffer: alloc::vec![0u8; half],
-        }
+        Self { endpoint: caps::XS_STATE, ring, out: alloc::vec![0u8; half], buffer: alloc::vec![0u8; half] }
     }
 
     /// Most encoded bytes one message holds.
@@ -175,7 +170,7 @@ fn main() -> i32 {
             logic.watch_count()
         );
     }
-    let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_REQUEST);
+    let endpoint: Cap<Endpoint> = caps::XS_REQUEST;
     let mut incoming = endpoint.recv();
     loop {
         let m = match incoming {

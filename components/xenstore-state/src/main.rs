@@ -43,7 +43,7 @@ fn main() -> i32 {
         return 1;
     }
     let mut state = State::new();
-    let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::XS_STATE);
+    let endpoint: Cap<Endpoint> = caps::XS_STATE;
     let mut request = alloc::vec![0u8; 0];
     let mut reply = alloc::vec![0u8; 0];
     let mut incoming = endpoint.recv();

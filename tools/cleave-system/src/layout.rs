@@ -31,6 +31,8 @@ pub const VMM_PROGRAM: &str = "vmm";
 /// itself when the guest is gone).
 pub const VMM_SLOTS: [(&str, &str); 3] =
     [("vcpu", "the guest's Vcpu"), ("ept", "the guest's EPT root"), ("tcb", "its own TCB")];
+/// The capability kind (`cleave_rt::cap::kind`) of each of [`VMM_SLOTS`], in order.
+pub const VMM_SLOT_KINDS: [&str; 3] = ["Vcpu", "EptRoot", "Tcb"];
 /// Where a VMM finds its configuration page (read only): the start of the device window,
 /// which a VMM, owning no devices, does not otherwise use.
 pub const VMM_CONFIG: u64 = DEVICE_BASE;

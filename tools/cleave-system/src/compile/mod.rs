@@ -15,7 +15,7 @@ use cleave_capdl::model::{
     Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Rights, Spec, Target, TcbParams,
 };
 use std::collections::BTreeMap;
-pub use supervisor::RestartPlace;
+pub use supervisor::{DisposablePlace, RestartPlace};
 
 /// Default component priority.
 pub const DEFAULT_PRIORITY: u64 = 100;
@@ -39,6 +39,8 @@ pub struct Compiled {
     pub files: BTreeMap<String, Vec<u8>>,
     /// The components the supervisor restarts on a timer.
     pub restarts: Vec<RestartPlace>,
+    /// The components the supervisor destroys once they are done.
+    pub disposables: Vec<DisposablePlace>,
 }
 
 /// Compiles a checked description.
@@ -48,11 +50,11 @@ pub fn compile(file: &SystemFile) -> Compiled {
     let mut tables: BTreeMap<String, CapTable> = BTreeMap::new();
     component::components(file, &mut spec, &mut slots, &mut tables);
     let files = guest::guests(file, &mut spec, &mut slots, &mut tables);
-    let restarts = supervisor::supervisor(file, &mut spec, &mut slots, &mut tables);
+    let (restarts, disposables) = supervisor::supervisor(file, &mut spec, &mut slots, &mut tables);
     for (component, caps) in slots {
         spec.caps.insert(ObjRef::named(&format!("{component}_cnode")), caps);
     }
-    Compiled { spec, tables, files, restarts }
+    Compiled { spec, tables, files, restarts, disposables }
 }
 
 /// A page to map: in whose VSpace, where, which frame, with what rights.

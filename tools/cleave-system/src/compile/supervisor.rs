@@ -6,7 +6,7 @@ use crate::layout::{
     CLOCK_BADGE, DEFAULT_RESTART_MEMORY, DISPOSABLE_UNTYPED_BITS, PIT_IRQ, PIT_PORTS, REGION_BASE,
     SUPERVISOR, SUPERVISOR_PRIORITY,
 };
-use crate::schema::{SystemFile, parse_size};
+use crate::schema::{SystemFile, parse_duration_ms, parse_size};
 use cleave_abi::layout::PAGE_SIZE;
 use cleave_capdl::model::{Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Spec, TcbParams};
 use std::collections::BTreeMap;
@@ -39,7 +39,7 @@ pub(super) fn supervisor(
     spec: &mut Spec,
     slots: &mut BTreeMap<String, BTreeMap<u64, Cap>>,
     tables: &mut BTreeMap<String, CapTable>,
-) -> Vec<RestartPlace> {
+) -> (Vec<RestartPlace>, Vec<DisposablePlace>) {
     let disposable: Vec<&String> =
         file.components.iter().filter(|(_, c)| c.is_disposable()).map(|(k, _)| k.get_ref()).collect();
     let restartable: Vec<(&String, u64, u64)> = file
@@ -56,7 +56,7 @@ pub(super) fn supervisor(
         })
         .collect();
     if disposable.is_empty() && restartable.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let n = SUPERVISOR;
     let tcb = TcbParams {
@@ -82,6 +82,7 @@ pub(super) fn supervisor(
         ),
     ];
     let mut untyped_objects = Vec::new();
+    let mut disposables = Vec::new();
     for (i, d) in disposable.iter().enumerate() {
         let untyped = format!("{d}_untyped");
         // Everything of the component, and what it serves.
@@ -110,6 +111,20 @@ pub(super) fn supervisor(
             format!("untyped {} KiB: all of `{d}`", (1u64 << DISPOSABLE_UNTYPED_BITS) >> 10),
             cap(&untyped, None, CapParams::default()),
         ));
+        let deadline_ms = file
+            .components
+            .iter()
+            .find(|(k, _)| k.get_ref() == *d)
+            .and_then(|(_, c)| c.deadline.as_ref())
+            .and_then(|t| parse_duration_ms(t.get_ref()))
+            .unwrap_or(0);
+        // Slots follow the order of `entries`, from 1.
+        disposables.push(DisposablePlace {
+            component: (*d).clone(),
+            untyped_slot: entries.len() as u64,
+            badge: 1 << i,
+            deadline_ms,
+        });
         let table = tables.entry((*d).clone()).or_default();
         let slot = table.entries.last().map_or(1, |e| e.0 + 1);
         table.entries.push((
@@ -209,7 +224,23 @@ pub(super) fn supervisor(
         table.entries.push((k as u64 + 1, name, what));
         cnode.insert(k as u64 + 1, c);
     }
-    restarts
+    (restarts, disposables)
+}
+
+/// A disposable component, as the supervisor sees it: the untyped memory everything of it
+/// was made from (revoking it destroys the component), the bit its "done" signal sets, and
+/// its deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisposablePlace {
+    /// The component.
+    pub component: String,
+    /// The supervisor's slot for its untyped memory.
+    pub untyped_slot: u64,
+    /// The badge its signal on the supervisor's `done` notification carries (one bit).
+    pub badge: u64,
+    /// When the supervisor destroys it even if it never said it was done, in ms from
+    /// boot; 0 for never.
+    pub deadline_ms: u64,
 }
 
 /// A component the supervisor restarts every `period_ms`: where the supervisor maps its
