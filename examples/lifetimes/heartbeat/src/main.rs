@@ -33,7 +33,7 @@ const SLOW_TICKS: u64 = 2_000_000_000;
 
 fn main() -> i32 {
     let started = cleave_rt::console::audit_time();
-    let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::HEARTBEAT_QUERY);
+    let endpoint: Cap<Endpoint> = caps::HEARTBEAT_QUERY;
     let mut request = endpoint.recv();
     loop {
         if request.is_err() {

@@ -16,7 +16,7 @@ mod caps {
 cleave_rt::entry!(main);
 
 fn main() -> i32 {
-    let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::LINGER_QUERY);
+    let endpoint: Cap<Endpoint> = caps::LINGER_QUERY;
     let started = cleave_rt::console::audit_time();
     let mut request = endpoint.recv();
     loop {

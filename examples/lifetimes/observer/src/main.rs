@@ -30,7 +30,7 @@ fn ask() -> MessageInfo {
 /// Asks the heartbeat (restarted every 50 ms) when its instance started and how many
 /// requests it served, retrying if a restart interrupts the call.
 fn heartbeat() -> Option<(u64, u64)> {
-    let h: Cap<Endpoint> = Cap::from_cptr(caps::HEARTBEAT_QUERY);
+    let h: Cap<Endpoint> = caps::HEARTBEAT_QUERY;
     h.call_retrying(ask(), [0; 4], 5).ok().map(|m| (m.words[0], m.words[1]))
 }
 
@@ -38,7 +38,7 @@ fn heartbeat() -> Option<(u64, u64)> {
 /// answer must be right and every request the first its instance served, although it
 /// wrecks its table and bumps its count each time. Returns (right, asked).
 fn scribble_all() -> (u64, u64) {
-    let s: Cap<Endpoint> = Cap::from_cptr(caps::SCRIBBLE);
+    let s: Cap<Endpoint> = caps::SCRIBBLE;
     let mut right = 0;
     let asked = 20;
     for n in 0..asked {
@@ -112,7 +112,7 @@ fn lingerer_gone(lingerer: Cap<Endpoint>, lingered: bool) -> bool {
 /// A request that keeps the heartbeat busy past its period and grace: the supervisor
 /// restarts it regardless, and this call, cut off, fails; the next instance answers.
 fn heartbeat_forced() -> bool {
-    let h: Cap<Endpoint> = Cap::from_cptr(caps::HEARTBEAT_QUERY);
+    let h: Cap<Endpoint> = caps::HEARTBEAT_QUERY;
     let cut_off = h.call(MessageInfo::new(2, 0, 0, 0), [0; 4]);
     let after = heartbeat();
     println!(
@@ -126,7 +126,7 @@ fn heartbeat_forced() -> bool {
 fn main() -> i32 {
     cleave_rt::cap::report_authority("observer", caps::CAPS, caps::REGIONS);
     // The lingerer answers until its deadline (then the supervisor destroys it): ask first.
-    let lingerer: Cap<Endpoint> = Cap::from_cptr(caps::LINGER_QUERY);
+    let lingerer: Cap<Endpoint> = caps::LINGER_QUERY;
     let lingered = lingerer.call(ask(), [0; 4]).is_ok();
     let restarted = heartbeat_restarts();
     let deadline_kept = lingerer_gone(lingerer, lingered);
@@ -136,7 +136,7 @@ fn main() -> i32 {
     );
     let rolled_back = right == asked;
     // The worker, below the crash-looping crasher, still finishes its work.
-    let worker: Cap<Notification> = Cap::from_cptr(caps::WORKER_DONE);
+    let worker: Cap<Notification> = caps::WORKER_DONE;
     let worked = worker.wait().is_ok();
     println!("observer: the worker finished its rounds while the crasher crash-looped above it");
     let forced = heartbeat_forced();

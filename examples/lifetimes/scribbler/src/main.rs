@@ -38,7 +38,7 @@ const fn squares() -> [AtomicU64; ENTRIES] {
 }
 
 fn main() -> i32 {
-    let endpoint: Cap<Endpoint> = Cap::from_cptr(caps::SCRIBBLE);
+    let endpoint: Cap<Endpoint> = caps::SCRIBBLE;
     let mut request = endpoint.recv();
     loop {
         let Ok(m) = request else {

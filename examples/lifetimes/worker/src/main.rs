@@ -27,7 +27,7 @@ fn main() -> i32 {
         }
         println!("worker: round {round} of {ROUNDS} done ({:#06x})", x & 0xffff);
     }
-    let done: Cap<Notification> = Cap::from_cptr(caps::WORKER_DONE);
+    let done: Cap<Notification> = caps::WORKER_DONE;
     if done.signal().is_err() {
         println!("worker: cannot signal that it is done");
     }
