@@ -39,39 +39,40 @@ macro_rules! line {
 
 /// VMCS field encodings (Intel SDM vol. 3, appendix B).
 pub mod field {
-    pub const GUEST_ES_SELECTOR: u32 = 0x800;
-    pub const GUEST_CS_SELECTOR: u32 = 0x802;
-    pub const GUEST_SS_SELECTOR: u32 = 0x804;
-    pub const GUEST_DS_SELECTOR: u32 = 0x806;
-    pub const GUEST_FS_SELECTOR: u32 = 0x808;
-    pub const GUEST_GS_SELECTOR: u32 = 0x80a;
-    pub const GUEST_EFER: u32 = 0x2806;
-    pub const PRIMARY_CONTROLS: u32 = 0x4002;
-    pub const ENTRY_CONTROLS: u32 = 0x4012;
-    pub const ENTRY_INTERRUPTION_INFO: u32 = 0x4016;
-    pub const GUEST_ES_LIMIT: u32 = 0x4800;
-    pub const GUEST_CS_LIMIT: u32 = 0x4802;
-    pub const GUEST_SS_LIMIT: u32 = 0x4804;
-    pub const GUEST_DS_LIMIT: u32 = 0x4806;
-    pub const GUEST_FS_LIMIT: u32 = 0x4808;
-    pub const GUEST_GS_LIMIT: u32 = 0x480a;
-    pub const GUEST_TR_LIMIT: u32 = 0x480e;
-    pub const GUEST_GDTR_LIMIT: u32 = 0x4810;
-    pub const GUEST_ES_RIGHTS: u32 = 0x4814;
-    pub const GUEST_CS_RIGHTS: u32 = 0x4816;
-    pub const GUEST_SS_RIGHTS: u32 = 0x4818;
-    pub const GUEST_DS_RIGHTS: u32 = 0x481a;
-    pub const GUEST_FS_RIGHTS: u32 = 0x481c;
-    pub const GUEST_GS_RIGHTS: u32 = 0x481e;
-    pub const GUEST_TR_RIGHTS: u32 = 0x4822;
-    pub const GUEST_INTERRUPTIBILITY: u32 = 0x4824;
-    pub const GUEST_CR0: u32 = 0x6800;
-    pub const GUEST_CR3: u32 = 0x6802;
-    pub const GUEST_CR4: u32 = 0x6804;
-    pub const GUEST_GDTR_BASE: u32 = 0x6816;
-    pub const GUEST_RSP: u32 = 0x681c;
-    pub const GUEST_RIP: u32 = 0x681e;
-    pub const GUEST_RFLAGS: u32 = 0x6820;
+    use x86::vmx::vmcs::{control, guest};
+    pub const GUEST_ES_SELECTOR: u32 = guest::ES_SELECTOR;
+    pub const GUEST_CS_SELECTOR: u32 = guest::CS_SELECTOR;
+    pub const GUEST_SS_SELECTOR: u32 = guest::SS_SELECTOR;
+    pub const GUEST_DS_SELECTOR: u32 = guest::DS_SELECTOR;
+    pub const GUEST_FS_SELECTOR: u32 = guest::FS_SELECTOR;
+    pub const GUEST_GS_SELECTOR: u32 = guest::GS_SELECTOR;
+    pub const GUEST_EFER: u32 = guest::IA32_EFER_FULL;
+    pub const PRIMARY_CONTROLS: u32 = control::PRIMARY_PROCBASED_EXEC_CONTROLS;
+    pub const ENTRY_CONTROLS: u32 = control::VMENTRY_CONTROLS;
+    pub const ENTRY_INTERRUPTION_INFO: u32 = control::VMENTRY_INTERRUPTION_INFO_FIELD;
+    pub const GUEST_ES_LIMIT: u32 = guest::ES_LIMIT;
+    pub const GUEST_CS_LIMIT: u32 = guest::CS_LIMIT;
+    pub const GUEST_SS_LIMIT: u32 = guest::SS_LIMIT;
+    pub const GUEST_DS_LIMIT: u32 = guest::DS_LIMIT;
+    pub const GUEST_FS_LIMIT: u32 = guest::FS_LIMIT;
+    pub const GUEST_GS_LIMIT: u32 = guest::GS_LIMIT;
+    pub const GUEST_TR_LIMIT: u32 = guest::TR_LIMIT;
+    pub const GUEST_GDTR_LIMIT: u32 = guest::GDTR_LIMIT;
+    pub const GUEST_ES_RIGHTS: u32 = guest::ES_ACCESS_RIGHTS;
+    pub const GUEST_CS_RIGHTS: u32 = guest::CS_ACCESS_RIGHTS;
+    pub const GUEST_SS_RIGHTS: u32 = guest::SS_ACCESS_RIGHTS;
+    pub const GUEST_DS_RIGHTS: u32 = guest::DS_ACCESS_RIGHTS;
+    pub const GUEST_FS_RIGHTS: u32 = guest::FS_ACCESS_RIGHTS;
+    pub const GUEST_GS_RIGHTS: u32 = guest::GS_ACCESS_RIGHTS;
+    pub const GUEST_TR_RIGHTS: u32 = guest::TR_ACCESS_RIGHTS;
+    pub const GUEST_INTERRUPTIBILITY: u32 = guest::INTERRUPTIBILITY_STATE;
+    pub const GUEST_CR0: u32 = guest::CR0;
+    pub const GUEST_CR3: u32 = guest::CR3;
+    pub const GUEST_CR4: u32 = guest::CR4;
+    pub const GUEST_GDTR_BASE: u32 = guest::GDTR_BASE;
+    pub const GUEST_RSP: u32 = guest::RSP;
+    pub const GUEST_RIP: u32 = guest::RIP;
+    pub const GUEST_RFLAGS: u32 = guest::RFLAGS;
 }
 
 /// Primary controls this VMM asks for: HLT exiting, plus interrupt-window exiting while

@@ -18,6 +18,7 @@ use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{Untyped, Vcpu};
 use cleave_rt::println;
 use emulator_tests::{ROOT, Rng, Suite, at, check, largest_ram_untyped, real_mode_guest};
+use x86::vmx::vmcs::{control, guest};
 
 cleave_rt::entry!(main);
 
@@ -34,12 +35,12 @@ const SCRAMBLED: u64 = 30;
 const HOLE: u64 = 0x3000;
 
 /// VMCS fields (Intel's encodings).
-const GUEST_RIP: u32 = 0x681e;
-const HOST_RIP: u32 = 0x6c16;
-const EPT_POINTER: u32 = 0x201a;
-const GUEST_CR4: u32 = 0x6804;
-const GUEST_ACTIVITY_STATE: u32 = 0x4826;
-const CR4_MASK: u32 = 0x6002;
+const GUEST_RIP: u32 = guest::RIP;
+const HOST_RIP: u32 = x86::vmx::vmcs::host::RIP;
+const EPT_POINTER: u32 = control::EPTP_FULL;
+const GUEST_CR4: u32 = guest::CR4;
+const GUEST_ACTIVITY_STATE: u32 = guest::ACTIVITY_STATE;
+const CR4_MASK: u32 = control::CR4_GUEST_HOST_MASK;
 /// CR4.PKE (protection keys).
 const CR4_PKE: u64 = 1 << 22;
 
@@ -130,60 +131,60 @@ fn run_guest(vcpu: Cap<Vcpu>) -> Result<Seen, &'static str> {
 /// event-injection fields, and the controls it may choose (not the primary controls: a
 /// guest without HLT exiting would halt in this code for good).
 const SCRAMBLE_FIELDS: [(u32, u32); 54] = [
-    (0x800, 16),
-    (0x802, 16),
-    (0x804, 16),
-    (0x806, 16),
-    (0x808, 16),
-    (0x80a, 16),
-    (0x80c, 16),
-    (0x80e, 16),
-    (0x2802, 64),
-    (0x2804, 64),
-    (0x2806, 64),
-    (0x4800, 32),
-    (0x4802, 32),
-    (0x4804, 32),
-    (0x4806, 32),
-    (0x4808, 32),
-    (0x480a, 32),
-    (0x480c, 32),
-    (0x480e, 32),
-    (0x4810, 32),
-    (0x4812, 32),
-    (0x4814, 32),
-    (0x4816, 32),
-    (0x4818, 32),
-    (0x481a, 32),
-    (0x481c, 32),
-    (0x481e, 32),
-    (0x4820, 32),
-    (0x4822, 32),
-    (0x4824, 32),
-    (0x482a, 32),
-    (0x6800, 64),
-    (0x6802, 64),
-    (0x6804, 64),
-    (0x6806, 64),
-    (0x6808, 64),
-    (0x680a, 64),
-    (0x6816, 64),
-    (0x6818, 64),
-    (0x681a, 64),
-    (0x681c, 64),
-    (0x681e, 64),
-    (0x6820, 64),
-    (0x6822, 64),
-    (0x4016, 32),
-    (0x4018, 32),
-    (0x401a, 32),
-    (0x4004, 32),
-    (0x401e, 32),
-    (0x4012, 32),
-    (0x6000, 64),
-    (0x6002, 64),
-    (0x6004, 64),
-    (0x6006, 64),
+    (guest::ES_SELECTOR, 16),
+    (guest::CS_SELECTOR, 16),
+    (guest::SS_SELECTOR, 16),
+    (guest::DS_SELECTOR, 16),
+    (guest::FS_SELECTOR, 16),
+    (guest::GS_SELECTOR, 16),
+    (guest::LDTR_SELECTOR, 16),
+    (guest::TR_SELECTOR, 16),
+    (guest::IA32_DEBUGCTL_FULL, 64),
+    (guest::IA32_PAT_FULL, 64),
+    (guest::IA32_EFER_FULL, 64),
+    (guest::ES_LIMIT, 32),
+    (guest::CS_LIMIT, 32),
+    (guest::SS_LIMIT, 32),
+    (guest::DS_LIMIT, 32),
+    (guest::FS_LIMIT, 32),
+    (guest::GS_LIMIT, 32),
+    (guest::LDTR_LIMIT, 32),
+    (guest::TR_LIMIT, 32),
+    (guest::GDTR_LIMIT, 32),
+    (guest::IDTR_LIMIT, 32),
+    (guest::ES_ACCESS_RIGHTS, 32),
+    (guest::CS_ACCESS_RIGHTS, 32),
+    (guest::SS_ACCESS_RIGHTS, 32),
+    (guest::DS_ACCESS_RIGHTS, 32),
+    (guest::FS_ACCESS_RIGHTS, 32),
+    (guest::GS_ACCESS_RIGHTS, 32),
+    (guest::LDTR_ACCESS_RIGHTS, 32),
+    (guest::TR_ACCESS_RIGHTS, 32),
+    (guest::INTERRUPTIBILITY_STATE, 32),
+    (guest::IA32_SYSENTER_CS, 32),
+    (guest::CR0, 64),
+    (guest::CR3, 64),
+    (guest::CR4, 64),
+    (guest::ES_BASE, 64),
+    (guest::CS_BASE, 64),
+    (guest::SS_BASE, 64),
+    (guest::GDTR_BASE, 64),
+    (guest::IDTR_BASE, 64),
+    (guest::DR7, 64),
+    (guest::RSP, 64),
+    (guest::RIP, 64),
+    (guest::RFLAGS, 64),
+    (guest::PENDING_DBG_EXCEPTIONS, 64),
+    (control::VMENTRY_INTERRUPTION_INFO_FIELD, 32),
+    (control::VMENTRY_EXCEPTION_ERR_CODE, 32),
+    (control::VMENTRY_INSTRUCTION_LEN, 32),
+    (control::EXCEPTION_BITMAP, 32),
+    (control::SECONDARY_PROCBASED_EXEC_CONTROLS, 32),
+    (control::VMENTRY_CONTROLS, 32),
+    (control::CR0_GUEST_HOST_MASK, 64),
+    (control::CR4_GUEST_HOST_MASK, 64),
+    (control::CR0_READ_SHADOW, 64),
+    (control::CR4_READ_SHADOW, 64),
 ];
 /// Scrambled guests to run, and exits each may take.
 const SCRAMBLED_GUESTS: u32 = 1000;

@@ -1,7 +1,7 @@
 //! Loading a guest's ELF image into its RAM: every loadable segment at its physical
 //! address (the guest runs identity-mapped), the rest of each segment zeroed.
 
-use crate::vm::GuestMemory;
+use crate::guest::GuestMemory;
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Endianness, Object};
 

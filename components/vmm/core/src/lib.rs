@@ -11,6 +11,7 @@ extern crate std;
 pub mod cpuid;
 pub mod devices;
 pub mod elf;
+pub mod guest;
 pub mod mmio;
 pub mod paging;
 pub mod test_device;

@@ -2,7 +2,7 @@
 //! memory and a general register or an immediate (what drivers use for device registers);
 //! anything else is refused, and the VMM stops the guest.
 
-use crate::vm::Cpu;
+use crate::guest::Cpu;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 
 /// One device access.

@@ -2,7 +2,7 @@
 //! that touched MMIO), and the identity-mapped long-mode set-up the VMM builds so that a
 //! 64-bit guest starts at its ELF entry point.
 
-use crate::vm::{Cpu, GuestMemory};
+use crate::guest::{Cpu, GuestMemory};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
