@@ -198,8 +198,8 @@ pub fn real_mode_guest(untyped: Cap<Untyped>, first: u64, code: &[u8]) -> Result
     let me: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
     map_tables(untyped, me, GUEST_PAGE_VA, tables)?;
     Cap::<Frame>::from_cptr(alias).map(me, GUEST_PAGE_VA, Rights::ALL, true)?;
-    for (i, b) in code.iter().enumerate().take(4096) {
-        // SAFETY: GUEST_PAGE_VA maps the RAM page read-write (just above); i < 4096.
+    for (i, b) in code.iter().enumerate().take(cleave_abi::layout::PAGE_SIZE as usize) {
+        // SAFETY: GUEST_PAGE_VA maps the RAM page read-write (just above); i < one page.
         unsafe { core::ptr::write_volatile((GUEST_PAGE_VA + i as u64) as *mut u8, *b) }
     }
     let root: Cap<EptRoot> = Cap::from_cptr(root);

@@ -25,7 +25,7 @@ mod caps {
 cleave_rt::entry!(main);
 cleave_rt::heap!(64 * 1024);
 
-const PAGE: usize = 4096;
+const PAGE: usize = cleave_abi::layout::PAGE_SIZE as usize;
 const _: () = assert!(caps::RING_XS_REQUEST_SIZE >= 2 * PAGE);
 
 /// The (path, token) pairs of an answer's watch events.

@@ -93,10 +93,10 @@ pub fn long_mode(mem: &mut impl GuestMemory) -> Option<LongMode> {
     let mut write = |at: u64, bytes: &[u8]| mem.write(at, bytes);
     let mut ok = entry(layout::PML4, layout::PDPT | PRESENT | WRITABLE, &mut write);
     for pd in 0..4u64 {
-        let table = layout::PD + pd * 0x1000;
+        let table = layout::PD + pd * cleave_abi::layout::PAGE_SIZE;
         ok &= entry(layout::PDPT + pd * 8, table | PRESENT | WRITABLE, &mut write);
         for i in 0..512u64 {
-            let address = (pd * 512 + i) << 21;
+            let address = (pd * 512 + i) << cleave_abi::layout::LARGE_PAGE_SHIFT;
             ok &= entry(table + i * 8, address | PRESENT | WRITABLE | LARGE, &mut write);
         }
     }
