@@ -391,3 +391,86 @@ fn a_delete_with_many_children_is_preemptible() {
     assert_eq!(rounds, 500 / PREEMPTION_INTERVAL as usize);
     assert!(whole.s.mem.bytes() == stepped.s.mem.bytes(), "a preempted delete ended elsewhere");
 }
+
+/// A VMM tries, step by step, to make one kind of address space stand in for the other
+/// (on both nested formats): a frame mapped into a guest's space through a VSpace, into a
+/// VSpace through a guest root, a guest mapping "remapped" in place to widen it, and, after
+/// an honest unmap, the same frame into the other kind of space. Every confusion is refused
+/// and the one honest path works; no entry is left behind.
+#[test]
+fn address_space_kinds_cannot_stand_in_for_each_other() {
+    for format in [crate::object::paging::Format::Ept, crate::object::paging::Format::Npt] {
+        let mut w = world();
+        w.s.set_guest_format(format).unwrap();
+        for (ty, dest) in [
+            (ObjectType::EptPml4, 41),
+            (ObjectType::EptPdpt, 42),
+            (ObjectType::EptPd, 43),
+            (ObjectType::EptPt, 44),
+            (ObjectType::Frame4K, 45),
+            (ObjectType::PageTable, 46),
+        ] {
+            w.make(ty, dest);
+        }
+        for table in [42, 43, 44] {
+            w.invoke(table, label::EPT_TABLE_MAP, &[41, 0]).unwrap();
+        }
+        // A guest root is no VSpace, a VSpace no guest root.
+        assert_eq!(
+            w.invoke(45, label::FRAME_MAP, &[41, 0x10_0000, 3, 0]),
+            Err(Error::InvalidCapability),
+            "{format:?}"
+        );
+        assert_eq!(
+            w.invoke(45, label::FRAME_MAP_EPT, &[VSPACE_SLOT, 0x1000, 3, 0]),
+            Err(Error::InvalidCapability),
+            "{format:?}"
+        );
+        // A page table cannot hang in a guest's space, nor an EPT table in a VSpace: the
+        // other kind's operation is not one the capability has.
+        assert_eq!(w.invoke(46, label::EPT_TABLE_MAP, &[41, 0]), Err(Error::IllegalOperation));
+        assert_eq!(
+            w.invoke(42, label::PAGE_TABLE_MAP, &[VSPACE_SLOT, 0x4000_0000]),
+            Err(Error::IllegalOperation)
+        );
+        // Through the object layer directly, the typed place refuses the mismatch too.
+        let vspace = w.s.mem.cap_at(slot(VSPACE_SLOT));
+        let guest_root = w.s.mem.cap_at(slot(41));
+        assert_eq!(
+            w.s.map_table(slot(46), guest_root, At::GuestPhys(crate::GuestPhysAddr(0))),
+            Err(Error::InvalidCapability)
+        );
+        assert_eq!(
+            w.s.map_table(slot(46), guest_root, At::Virt(VirtAddr(0x4000_0000))),
+            Err(Error::InvalidCapability)
+        );
+        assert_eq!(
+            w.s.map_frame(slot(45), vspace, At::GuestPhys(crate::GuestPhysAddr(0x1000)), Rights::ALL, 0),
+            Err(Error::InvalidCapability)
+        );
+        // Read-only in the guest; a remap cannot widen it in place.
+        w.invoke(45, label::FRAME_MAP_EPT, &[41, 0x1000, 2, 0]).unwrap();
+        assert_eq!(w.invoke(45, label::FRAME_REMAP, &[3, 0]), Err(Error::IllegalOperation));
+        let Cap::EptTable { base: pt, .. } = w.s.mem.cap_at(slot(44)) else { panic!() };
+        assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 8)) & 2, 0, "still read only ({format:?})");
+        // Mapped once: a second mapping through the same capability is refused.
+        assert_eq!(
+            w.invoke(45, label::FRAME_MAP, &[VSPACE_SLOT, 0x10_0000, 3, 0]),
+            Err(Error::IllegalOperation)
+        );
+        // Unmapped honestly, the entry is gone and the frame may go into the VSpace.
+        w.invoke(45, label::FRAME_UNMAP, &[]).unwrap();
+        assert_eq!(w.s.mem.read::<u64>(PhysAddr(pt.0 + 8)), 0);
+        assert!(w.s.take_ept_flush());
+        let Cap::Frame { mapping, .. } = w.s.mem.cap_at(slot(45)) else { panic!() };
+        assert_eq!(mapping, None);
+        // The guest root destroyed: its tables are emptied and it names nothing any more.
+        w.s.delete(slot(41)).unwrap();
+        // Its tables keep their (now unreachable) mapping record and cannot be mapped again
+        // until unmapped; nothing maps through the emptied slot.
+        assert_eq!(w.invoke(44, label::EPT_TABLE_MAP, &[41, 0]), Err(Error::IllegalOperation));
+        assert_eq!(w.invoke(45, label::FRAME_MAP_EPT, &[41, 0x1000, 3, 0]), Err(Error::InvalidCapability));
+        let Cap::EptTable { base: pd, .. } = w.s.mem.cap_at(slot(43)) else { panic!() };
+        assert_eq!(w.s.mem.read::<[u64; 512]>(pd), [0; 512], "{format:?}");
+    }
+}
