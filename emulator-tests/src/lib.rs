@@ -179,6 +179,21 @@ pub const GUEST_PAGE: u64 = 0x1000;
 /// bound to the calling thread: a Vcpu, the four EPT levels, the RAM page (also mapped
 /// at [`GUEST_PAGE_VA`] here), from `untyped` into root slots `first..first + 11`.
 pub fn real_mode_guest(untyped: Cap<Untyped>, first: u64, code: &[u8]) -> Result<Cap<kind::Vcpu>, Error> {
+    let vcpu = guest_with_page(untyped, first, code, GUEST_PAGE)?;
+    vcpu.write_vmcs(0x681e, GUEST_PAGE)?; // GUEST_RIP
+    vcpu.write_vmcs(0x681c, 0x1ff0)?; // GUEST_RSP
+    Ok(vcpu)
+}
+
+/// A guest with one page of RAM at guest-physical `gpa` holding `code`, bound to the
+/// calling thread, as the kernel makes it fresh (real mode at 0000:0000): [`real_mode_guest`]
+/// without touching architecture-specific state, so it serves VT-x and SVM alike.
+pub fn guest_with_page(
+    untyped: Cap<Untyped>,
+    first: u64,
+    code: &[u8],
+    gpa: u64,
+) -> Result<Cap<kind::Vcpu>, Error> {
     use kind::{EptRoot, EptTable, Tcb, Vcpu};
     let (vcpu, root, ram, alias, tables) = (first, first + 1, first + 5, first + 6, first + 7);
     untyped.retype(ObjectType::Vcpu, 0, ROOT, 0, 0, vcpu, 1)?;
@@ -206,11 +221,9 @@ pub fn real_mode_guest(untyped: Cap<Untyped>, first: u64, code: &[u8]) -> Result
     for table in [first + 2, first + 3, first + 4] {
         Cap::<EptTable>::from_cptr(table).map(root, 0)?;
     }
-    ram.map_ept(root, GUEST_PAGE, Rights::ALL, false)?;
+    ram.map_ept(root, gpa, Rights::ALL, false)?;
     let vcpu: Cap<Vcpu> = Cap::from_cptr(vcpu);
     vcpu.set_tcb(Cap::<Tcb>::from_cptr(slot::TCB))?;
     vcpu.set_ept(root)?;
-    vcpu.write_vmcs(0x681e, GUEST_PAGE)?; // GUEST_RIP
-    vcpu.write_vmcs(0x681c, 0x1ff0)?; // GUEST_RSP
     Ok(vcpu)
 }

@@ -6,7 +6,7 @@ use crate::arch::exit::{Outcome as RunOutcome, exit};
 use crate::arch::serial;
 use crate::arch::trap::{TrapFrame, resume_frame};
 use crate::arch::x86_64::cpu::{self, Machine};
-use crate::arch::x86_64::{interrupt, vmx};
+use crate::arch::x86_64::{interrupt, svm, vmx};
 use crate::arch::x86_64::{paging, physmem};
 use crate::{kprintln, objects, thread};
 use cleave_abi::vcpu;
@@ -90,7 +90,13 @@ fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
     }
     loop {
         let flush = objects::with(|s| s.take_ept_flush());
-        match vmx::run(vcpu, ept_root, flush) {
+        let result = if svm::enabled().is_some() {
+            // Every entry flushes every guest translation (`svm::run`).
+            svm::run(vcpu, ept_root).map(vmx::Exit::Exit)
+        } else {
+            vmx::run(vcpu, ept_root, flush)
+        };
+        match result {
             Err(e) => {
                 objects::with(|s| s.set_status(t, Err(e)));
                 return;
@@ -121,6 +127,6 @@ fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
 }
 
 /// Exit reason: an external interrupt arrived while the guest ran.
-const EXTERNAL_INTERRUPT: u64 = 1;
+const EXTERNAL_INTERRUPT: u64 = cleave_abi::vcpu::exit::reason::EXTERNAL_INTERRUPT;
 /// Bytes of the `syscall` instruction (0f 05).
 const SYSCALL_LENGTH: u64 = cleave_kernel_core::object::syscall::SYSCALL_INSTRUCTION_LENGTH;

@@ -35,6 +35,9 @@ pub mod exit {
     pub mod reason {
         /// Exception or NMI (per the exception bitmap).
         pub const EXCEPTION: u64 = 0;
+        /// A physical interrupt arrived while the guest ran (the kernel takes it; a VMM
+        /// never sees this reason).
+        pub const EXTERNAL_INTERRUPT: u64 = 1;
         /// Triple fault: the guest is dead.
         pub const TRIPLE_FAULT: u64 = 2;
         /// Interrupt window (the guest can take an injected interrupt now).

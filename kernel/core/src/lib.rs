@@ -13,6 +13,7 @@ pub mod memory;
 pub mod multiboot;
 pub mod object;
 pub mod svm_caps;
+pub mod vmcb;
 pub mod vmx_caps;
 
 pub use addr::{GuestPhysAddr, PhysAddr, VirtAddr};

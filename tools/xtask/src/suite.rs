@@ -419,6 +419,21 @@ const TESTS: &[EmulatorTest] = &[
         },
     },
     EmulatorTest {
+        name: "qemu-svm-guest",
+        emulator: Emulator::Qemu,
+        module: Some("svm-test"),
+        cmdline: "",
+        digest_of: None,
+        host_xenstore: false,
+        audit: &[],
+        expect: Expectation {
+            outcome: Outcome::Success,
+            judges_itself: true,
+            anywhere: &[],
+            patterns: &["svm: SVM on; guests' physical address spaces are nested page tables"],
+        },
+    },
+    EmulatorTest {
         name: "bochs-vmx-guest",
         emulator: Emulator::Bochs,
         module: Some("vmx-test"),

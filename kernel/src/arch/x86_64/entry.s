@@ -283,3 +283,73 @@ interrupt_stub_table:
     .balign 8
 syscall_user_rsp:
     .quad 0
+
+/* svm_run(gprs: *mut [u64; 15], vmcb: u64, host_state: u64) (svm.rs): saves the host's
+ * VMLOAD state to host_state, loads the guest's registers but rax (the VMCB holds it) from
+ * gprs, runs the guest with GIF clear and IF set (a physical interrupt then exits), stores
+ * the registers back, clears IF, reloads the host's state and sets GIF again. The SVM
+ * instructions are written as bytes: vmsave 0f 01 db, vmload 0f 01 da, vmrun 0f 01 d8,
+ * clgi 0f 01 dd, stgi 0f 01 dc (rax holds the physical address). */
+    .section .text.cleave_entry, "ax"
+    .global svm_run
+svm_run:
+    push %rbp
+    push %rbx
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    push %rdi                   /* gprs, 16(%rsp) */
+    push %rsi                   /* vmcb, 8(%rsp) */
+    push %rdx                   /* host state, 0(%rsp) */
+    mov %rdx, %rax
+    .byte 0x0f, 0x01, 0xdb      /* vmsave: the host's FS, GS, TR, LDTR and MSRs */
+    .byte 0x0f, 0x01, 0xdd      /* clgi */
+    sti                         /* held off by GIF until the guest runs */
+    mov 8(%rsp), %rax
+    mov 8(%rdi), %rbx
+    mov 16(%rdi), %rcx
+    mov 24(%rdi), %rdx
+    mov 32(%rdi), %rsi
+    mov 48(%rdi), %rbp
+    mov 56(%rdi), %r8
+    mov 64(%rdi), %r9
+    mov 72(%rdi), %r10
+    mov 80(%rdi), %r11
+    mov 88(%rdi), %r12
+    mov 96(%rdi), %r13
+    mov 104(%rdi), %r14
+    mov 112(%rdi), %r15
+    mov 40(%rdi), %rdi
+    .byte 0x0f, 0x01, 0xda      /* vmload: the guest's */
+    .byte 0x0f, 0x01, 0xd8      /* vmrun */
+    .byte 0x0f, 0x01, 0xdb      /* vmsave: the guest's */
+    push %rdi                   /* the guest's rdi; gprs is now at 24(%rsp) */
+    mov 24(%rsp), %rdi
+    mov %rbx, 8(%rdi)
+    mov %rcx, 16(%rdi)
+    mov %rdx, 24(%rdi)
+    mov %rsi, 32(%rdi)
+    mov %rbp, 48(%rdi)
+    mov %r8, 56(%rdi)
+    mov %r9, 64(%rdi)
+    mov %r10, 72(%rdi)
+    mov %r11, 80(%rdi)
+    mov %r12, 88(%rdi)
+    mov %r13, 96(%rdi)
+    mov %r14, 104(%rdi)
+    mov %r15, 112(%rdi)
+    pop %rax
+    mov %rax, 40(%rdi)
+    cli
+    mov 0(%rsp), %rax
+    .byte 0x0f, 0x01, 0xda      /* vmload: the host's again */
+    .byte 0x0f, 0x01, 0xdc      /* stgi */
+    add $24, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbx
+    pop %rbp
+    ret

@@ -1,12 +1,16 @@
 //! AMD SVM: turning it on at boot (EFER.SVME and the host save area `VMRUN` uses).
 //!
 //! With SVM on, guests' physical address spaces are written as nested page tables (the
-//! object layer's `Format::Npt`); running a guest (`VMRUN` for `VmEnter`) comes with the
-//! VMCB-backed Vcpu.
+//! object layer's `Format::Npt`) and a Vcpu's first page is its VMCB: `VmEnter` runs the
+//! guest with `VMRUN` and reports its exits in the words VT-x exits give.
 
 use super::{KERNEL_BASE, cpu};
 use crate::arch::global::KernelCell;
+use cleave_abi::Error;
+use cleave_kernel_core::PhysAddr;
+use cleave_kernel_core::object::vcpu::{STATE_OFFSET, VcpuState, launch};
 use cleave_kernel_core::svm_caps::{EFER_SVME, SvmCapabilities, VM_HSAVE_PA};
+use cleave_kernel_core::vmcb;
 
 const IA32_EFER: u32 = 0xc000_0080;
 
@@ -47,4 +51,85 @@ pub fn enable(caps: &SvmCapabilities) -> bool {
 /// SVM as turned on, if it is.
 pub fn enabled() -> Option<Svm> {
     SVM.with(|s| *s)
+}
+
+/// The host's VMLOAD/VMSAVE state (FS, GS, TR and LDTR with their hidden parts,
+/// KERNEL_GS_BASE, the SYSCALL and SYSENTER MSRs) while a guest runs: one page.
+static HOST_STATE: KernelCell<Page> = KernelCell::new(Page([0; 4096]));
+
+/// The ASID every guest runs with: one, with every translation flushed at each entry (QEMU
+/// offers no flush by ASID), so no guest ever sees another's.
+const GUEST_ASID: u32 = 1;
+
+unsafe extern "C" {
+    /// Runs the guest (entry.s): saves the host's VMLOAD state at `host_state`, loads the
+    /// guest's general registers but RAX (the VMCB holds it) from `gprs`, VMLOADs, VMRUNs
+    /// and VMSAVEs the VMCB at `vmcb` with GIF clear and IF set (so a physical interrupt
+    /// exits), stores the registers back, clears IF, reloads the host's state and sets GIF.
+    fn svm_run(gprs: *mut [u64; 15], vmcb: u64, host_state: u64);
+}
+
+/// The Vcpu's VMCB, in the direct map.
+fn vmcb(vcpu: PhysAddr) -> *mut u8 {
+    super::physmem::virt(vcpu) as *mut u8
+}
+
+fn read(vcpu: PhysAddr, offset: usize) -> u64 {
+    // SAFETY: the VMCB is the first page of a Vcpu object in the direct map, offsets come
+    // from `vmcb` (below 4 KiB, 8-byte fields at aligned offsets, or smaller fields read
+    // whole words as the processor lays them out); the kernel is single-threaded.
+    unsafe { (vmcb(vcpu).add(offset) as *const u64).read_unaligned() }
+}
+
+fn write(vcpu: PhysAddr, offset: usize, value: u64, bytes: u8) {
+    let p = vmcb(vcpu);
+    // SAFETY: as in `read`; `bytes` is 4 or 8, so the write stays in the field.
+    unsafe {
+        match bytes {
+            4 => (p.add(offset) as *mut u32).write_unaligned(value as u32),
+            _ => (p.add(offset) as *mut u64).write_unaligned(value),
+        }
+    }
+}
+
+fn state(vcpu: PhysAddr) -> *mut VcpuState {
+    super::physmem::virt(PhysAddr(vcpu.0 + STATE_OFFSET)) as *mut VcpuState
+}
+
+/// Runs the guest of the Vcpu at `vcpu` in the nested-paging space rooted at `root` until
+/// an exit; returns the exit words a VMM reads (`cleave_kernel_core::vmcb::exit_words`).
+pub fn run(vcpu: PhysAddr, root: PhysAddr) -> Result<[u64; 4], Error> {
+    enabled().ok_or(Error::IllegalOperation)?;
+    // SAFETY: the state page follows the VMCB in the Vcpu object (direct map); no
+    // reference to it exists.
+    let mut st = unsafe { state(vcpu).read() };
+    if st.launch == launch::FRESH {
+        for offset in (0..4096).step_by(8) {
+            write(vcpu, offset, 0, 8);
+        }
+        for (offset, value, bytes) in vmcb::fresh(vcpu.0, GUEST_ASID) {
+            write(vcpu, offset, value, bytes);
+        }
+        st.launch = launch::CLEAR;
+    }
+    write(vcpu, vmcb::control::N_CR3, root.0, 8);
+    write(vcpu, vmcb::control::TLB_CONTROL, 1, 4);
+    write(vcpu, vmcb::state::RAX, st.gprs[0], 8);
+    let host = HOST_STATE.with(|page| page as *const Page as u64 - KERNEL_BASE);
+    // SAFETY: SVM is on; the VMCB is this Vcpu's, initialised above with the intercepts
+    // the kernel needs (every SVM instruction, INTR, NMI, shutdown, I/O and MSRs through the
+    // Vcpu's maps) and nested paging over `root`, a live guest root; `host` is a page of
+    // the kernel image used for nothing else; `svm_run` saves and restores every register
+    // the Rust ABI needs and the host's VMLOAD state.
+    unsafe { svm_run(&mut st.gprs, vcpu.0, host) };
+    st.gprs[0] = read(vcpu, vmcb::state::RAX);
+    // SAFETY: as above.
+    unsafe { state(vcpu).write(st) };
+    let words = vmcb::exit_words(
+        read(vcpu, vmcb::control::EXIT_CODE),
+        read(vcpu, vmcb::control::EXIT_INFO_1),
+        read(vcpu, vmcb::control::EXIT_INFO_2),
+        read(vcpu, vmcb::state::RIP),
+    );
+    Ok(words)
 }
