@@ -23,7 +23,7 @@ const SVM_ONLY: u64 = 1 << 16;
 /// address, instruction length; `None` where any value will do).
 type Case = (&'static str, &'static [u8], [Option<u64>; 4]);
 
-const CASES: [Case; 8] = [
+const CASES: [Case; 9] = [
     ("hlt", &[0xf4], [Some(reason::HLT), None, None, Some(1)]),
     ("cpuid", &[0x0f, 0xa2], [Some(reason::CPUID), None, None, Some(2)]),
     // out 0x80, al: a one-byte write to port 0x80, two bytes long.
@@ -35,6 +35,9 @@ const CASES: [Case; 8] = [
     // mov ecx, 0xc0000080; rdmsr: EFER always exits on SVM.
     ("efer-read", &[0x66, 0xb9, 0x80, 0x00, 0x00, 0xc0, 0x0f, 0x32], [Some(reason::RDMSR), None, None, None]),
     ("vmmcall", &[0x0f, 0x01, 0xd9], [Some(SVM_ONLY | 0x81), None, None, None]),
+    // mov dr0, eax: debug registers are not switched between guests, so every access exits
+    // (SVM's exit code for a DR0 write, 0x30).
+    ("dr0-write", &[0x0f, 0x23, 0xc0], [Some(SVM_ONLY | 0x30), None, None, None]),
     // VMRUN (like VMLOAD, VMSAVE, STGI, CLGI, SKINIT) is undefined in real mode: the guest
     // takes its own #UD, whose delivery pushes on a stack at 0:fffe it has no memory for.
     ("vmrun-in-real-mode", &[0x0f, 0x01, 0xd8], [Some(reason::EPT_VIOLATION), Some(2), Some(0xfffe), None]),

@@ -9,6 +9,8 @@ use cleave_abi::vcpu::exit::reason;
 pub mod control {
     /// CR read (bits 0-15) and write (bits 16-31) intercepts.
     pub const CR_INTERCEPTS: usize = 0x000;
+    /// DR read (bits 0-15) and write (bits 16-31) intercepts.
+    pub const DR_INTERCEPTS: usize = 0x004;
     /// Intercept vector 3 (INTR, NMI, CPUID, HLT, IOIO, MSR, shutdown, …).
     pub const INTERCEPTS_1: usize = 0x00c;
     /// Intercept vector 4 (VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, …).
@@ -116,6 +118,9 @@ pub const INTERCEPTS_1: u32 = (1 << 0)
 pub const INTERCEPTS_2: u32 = 0x7f | (1 << 13);
 /// CR intercepts: writes to CR4 (PKE and the other bits whose state is not switched).
 pub const CR_INTERCEPTS: u32 = 1 << (16 + 4);
+/// DR intercepts: every read and write of a debug register (DR0-DR3 and DR6 are not
+/// switched between guests: one guest's breakpoints would be the next one's to read).
+pub const DR_INTERCEPTS: u32 = u32::MAX;
 /// EFER.SVME: must stay set in a guest's EFER for VMRUN to accept it.
 pub const EFER_SVME: u64 = 1 << 12;
 /// The reset value of the PAT.
@@ -127,11 +132,12 @@ pub const SVM_ONLY: u64 = 1 << 16;
 /// The fields of a fresh VMCB (offset, value, bytes): a real-mode guest at 0000:0000 with
 /// nested paging, the intercepts the kernel needs, and the permission maps of the Vcpu at
 /// `vcpu` (`crate::object::vcpu` offsets).
-pub fn fresh(vcpu: u64, asid: u32) -> [(usize, u64, u8); 23] {
+pub fn fresh(vcpu: u64, asid: u32) -> [(usize, u64, u8); 24] {
     use crate::object::vcpu::{IO_BITMAP_OFFSET, SVM_MSR_MAP_OFFSET};
     let segment = |at: usize, attributes: u64| (at, attributes << 16 | 0xffff << 32, 8);
     [
         (control::CR_INTERCEPTS, u64::from(CR_INTERCEPTS), 4),
+        (control::DR_INTERCEPTS, u64::from(DR_INTERCEPTS), 4),
         (control::INTERCEPTS_1, u64::from(INTERCEPTS_1), 4),
         (control::INTERCEPTS_2, u64::from(INTERCEPTS_2), 4),
         (control::IOPM_BASE, vcpu + IO_BITMAP_OFFSET, 8),
@@ -244,6 +250,11 @@ mod tests {
             assert!(one & (1 << bit) != 0, "intercept {bit}");
         }
         assert_eq!(get(control::INTERCEPTS_2).unwrap() & 0x7f, 0x7f, "every SVM instruction");
+        assert_eq!(
+            get(control::DR_INTERCEPTS),
+            Some(u64::from(u32::MAX)),
+            "debug registers are not switched"
+        );
         assert_eq!(get(state::EFER), Some(EFER_SVME));
         assert_eq!(get(control::NP_ENABLE), Some(1));
         assert_eq!(get(control::GUEST_ASID), Some(1));
