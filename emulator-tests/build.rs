@@ -1,18 +1,8 @@
-//! Embeds the guest image named by `CLEAVE_GUEST_IMAGE` for `vmm-guests` (cargo xtask builds
-//! the guest first, then this crate with the variable set; without it the image is empty
-//! and `vmm-guests` says so), and links with the user-program layout cleave-rt publishes.
+//! Embeds the guest image named by `CLEAVE_GUEST_IMAGE` for `vmm-guests` (without it the
+//! image is empty and `vmm-guests` says so), and links with the user-program layout
+//! cleave-rt publishes.
 fn main() {
-    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
-    let target = std::path::Path::new(&out).join("guest.elf");
-    println!("cargo:rerun-if-env-changed=CLEAVE_GUEST_IMAGE");
-    match std::env::var("CLEAVE_GUEST_IMAGE") {
-        Ok(path) => {
-            println!("cargo:rerun-if-changed={path}");
-            std::fs::copy(&path, &target)
-                .unwrap_or_else(|e| panic!("cannot read CLEAVE_GUEST_IMAGE {path}: {e}"));
-        }
-        Err(_) => std::fs::write(&target, []).expect("writing an empty guest image"),
-    }
+    cleave_system::codegen::embed_guest_image();
     let script = std::env::var("DEP_CLEAVE_RT_LINKER_SCRIPT").expect("cleave-rt publishes its linker script");
     println!("cargo:rustc-link-arg-bins=-T{script}");
     println!("cargo:rustc-link-arg-bins=--no-pie");

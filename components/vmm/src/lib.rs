@@ -37,6 +37,19 @@ macro_rules! line {
     };
 }
 
+/// The guest image the calling crate's build script embedded (`OUT_DIR/guest.elf`, see
+/// `cleave_system::codegen::embed_guest_image`), 16-byte aligned because the ELF reader
+/// reads its headers in place: `static GUEST_IMAGE: &[u8] = vmm::guest_image!();`.
+#[macro_export]
+macro_rules! guest_image {
+    () => {{
+        #[repr(C, align(16))]
+        struct Aligned<B: ?Sized>(B);
+        static ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf")));
+        &ALIGNED.0
+    }};
+}
+
 /// VMCS field encodings (Intel SDM vol. 3, appendix B).
 pub mod field {
     use x86::vmx::vmcs::{control, guest};

@@ -17,11 +17,8 @@ use vmm::{Ram, run, start};
 cleave_rt::entry!(main);
 cleave_rt::heap!(2 * 1024 * 1024);
 
-/// The image, 16-byte aligned (the ELF reader reads headers in place).
-#[repr(C, align(16))]
-struct Aligned<B: ?Sized>(B);
-static GUEST_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf")));
-static GUEST_IMAGE: &[u8] = &GUEST_ALIGNED.0;
+/// The guest image built in.
+static GUEST_IMAGE: &[u8] = vmm::guest_image!();
 
 /// The layout cleave gives a VMM component (every slot named, used or not).
 #[allow(dead_code, reason = "generated: names every slot of the VMM's CNode")]

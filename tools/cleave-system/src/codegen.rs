@@ -173,6 +173,28 @@ pub fn vmm_layout_source(image_name: &str) -> String {
     out
 }
 
+/// For a build script: copies the guest image `CLEAVE_GUEST_IMAGE` names (cargo xtask builds
+/// the guest first) to `OUT_DIR/guest.elf`, or writes an empty one without it (the program
+/// then says it has no guest), and returns the image's file name (empty without one).
+/// Panics, a build script's way to fail, if the named file cannot be read.
+pub fn embed_guest_image() -> String {
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    let target = Path::new(&out).join("guest.elf");
+    println!("cargo:rerun-if-env-changed=CLEAVE_GUEST_IMAGE");
+    match std::env::var("CLEAVE_GUEST_IMAGE") {
+        Ok(path) => {
+            println!("cargo:rerun-if-changed={path}");
+            std::fs::copy(&path, &target)
+                .unwrap_or_else(|e| panic!("cannot read CLEAVE_GUEST_IMAGE {path}: {e}"));
+            Path::new(&path).file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string()
+        }
+        Err(_) => {
+            std::fs::write(&target, []).expect("writing an empty guest image");
+            String::new()
+        }
+    }
+}
+
 /// The type of a capability constant of `kind` (a type in `cleave_rt::cap::kind`).
 fn cap_type(kind: &str) -> String {
     format!("::cleave_rt::Cap<::cleave_rt::cap::kind::{kind}>")

@@ -23,17 +23,8 @@ pub struct Cpu {
     pub interruptibility: u64,
 }
 
-/// Index of each register in [`Cpu::regs`].
-pub mod gpr {
-    /// rax.
-    pub const RAX: usize = 0;
-    /// rbx.
-    pub const RBX: usize = 1;
-    /// rcx.
-    pub const RCX: usize = 2;
-    /// rdx.
-    pub const RDX: usize = 3;
-}
+/// Index of each register in [`Cpu::regs`]: the kernel's order (`cleave_abi::vcpu::reg`).
+pub use cleave_abi::vcpu::reg as gpr;
 
 /// Guest-physical memory as the VMM reaches it (its mapping of the guest's RAM).
 pub trait GuestMemory {

@@ -183,6 +183,42 @@ enter_user:
     add $16, %rsp
     iretq
 
+/* A guest's general registers as vmx.rs and svm.rs keep them, at (%rdi): rax rbx rcx rdx
+ * rsi rdi rbp r8-r15, 8 bytes each. LOAD_GUEST_GPRS loads all but rax (each entry path
+ * has its own way with it), rdi last; STORE_GUEST_GPRS stores all but rax and rdi, which
+ * the exit paths hold elsewhere at that moment. Neither changes the flags. */
+.macro LOAD_GUEST_GPRS
+    mov 8(%rdi), %rbx
+    mov 16(%rdi), %rcx
+    mov 24(%rdi), %rdx
+    mov 32(%rdi), %rsi
+    mov 48(%rdi), %rbp
+    mov 56(%rdi), %r8
+    mov 64(%rdi), %r9
+    mov 72(%rdi), %r10
+    mov 80(%rdi), %r11
+    mov 88(%rdi), %r12
+    mov 96(%rdi), %r13
+    mov 104(%rdi), %r14
+    mov 112(%rdi), %r15
+    mov 40(%rdi), %rdi
+.endm
+.macro STORE_GUEST_GPRS
+    mov %rbx, 8(%rdi)
+    mov %rcx, 16(%rdi)
+    mov %rdx, 24(%rdi)
+    mov %rsi, 32(%rdi)
+    mov %rbp, 48(%rdi)
+    mov %r8, 56(%rdi)
+    mov %r9, 64(%rdi)
+    mov %r10, 72(%rdi)
+    mov %r11, 80(%rdi)
+    mov %r12, 88(%rdi)
+    mov %r13, 96(%rdi)
+    mov %r14, 104(%rdi)
+    mov %r15, 112(%rdi)
+.endm
+
 /* vmx_run(gprs: *mut [u64; 15], launched: u64) -> u64 (vmx.rs): enters the guest of the
  * current VMCS with its general registers loaded from gprs (rax rbx rcx rdx rsi rdi rbp
  * r8-r15), by VMLAUNCH or (launched != 0) VMRESUME. A failed entry returns 1
@@ -203,20 +239,7 @@ vmx_run:
     jbe 3f
     test %rsi, %rsi             /* flags survive the moves below */
     mov 0(%rdi), %rax
-    mov 8(%rdi), %rbx
-    mov 16(%rdi), %rcx
-    mov 24(%rdi), %rdx
-    mov 32(%rdi), %rsi
-    mov 48(%rdi), %rbp
-    mov 56(%rdi), %r8
-    mov 64(%rdi), %r9
-    mov 72(%rdi), %r10
-    mov 80(%rdi), %r11
-    mov 88(%rdi), %r12
-    mov 96(%rdi), %r13
-    mov 104(%rdi), %r14
-    mov 112(%rdi), %r15
-    mov 40(%rdi), %rdi
+    LOAD_GUEST_GPRS
     jnz 1f
     vmlaunch
     jmp 2f
@@ -239,19 +262,7 @@ vmx_exit:
     push %rdi                   /* the guest's rdi; gprs is above it */
     mov 8(%rsp), %rdi
     mov %rax, 0(%rdi)
-    mov %rbx, 8(%rdi)
-    mov %rcx, 16(%rdi)
-    mov %rdx, 24(%rdi)
-    mov %rsi, 32(%rdi)
-    mov %rbp, 48(%rdi)
-    mov %r8, 56(%rdi)
-    mov %r9, 64(%rdi)
-    mov %r10, 72(%rdi)
-    mov %r11, 80(%rdi)
-    mov %r12, 88(%rdi)
-    mov %r13, 96(%rdi)
-    mov %r14, 104(%rdi)
-    mov %r15, 112(%rdi)
+    STORE_GUEST_GPRS
     pop %rax
     mov %rax, 40(%rdi)
     pop %rdi
@@ -307,38 +318,13 @@ svm_run:
     .byte 0x0f, 0x01, 0xdd      /* clgi */
     sti                         /* held off by GIF until the guest runs */
     mov 8(%rsp), %rax
-    mov 8(%rdi), %rbx
-    mov 16(%rdi), %rcx
-    mov 24(%rdi), %rdx
-    mov 32(%rdi), %rsi
-    mov 48(%rdi), %rbp
-    mov 56(%rdi), %r8
-    mov 64(%rdi), %r9
-    mov 72(%rdi), %r10
-    mov 80(%rdi), %r11
-    mov 88(%rdi), %r12
-    mov 96(%rdi), %r13
-    mov 104(%rdi), %r14
-    mov 112(%rdi), %r15
-    mov 40(%rdi), %rdi
+    LOAD_GUEST_GPRS
     .byte 0x0f, 0x01, 0xda      /* vmload: the guest's */
     .byte 0x0f, 0x01, 0xd8      /* vmrun */
     .byte 0x0f, 0x01, 0xdb      /* vmsave: the guest's */
     push %rdi                   /* the guest's rdi; gprs is now at 24(%rsp) */
     mov 24(%rsp), %rdi
-    mov %rbx, 8(%rdi)
-    mov %rcx, 16(%rdi)
-    mov %rdx, 24(%rdi)
-    mov %rsi, 32(%rdi)
-    mov %rbp, 48(%rdi)
-    mov %r8, 56(%rdi)
-    mov %r9, 64(%rdi)
-    mov %r10, 72(%rdi)
-    mov %r11, 80(%rdi)
-    mov %r12, 88(%rdi)
-    mov %r13, 96(%rdi)
-    mov %r14, 104(%rdi)
-    mov %r15, 112(%rdi)
+    STORE_GUEST_GPRS
     pop %rax
     mov %rax, 40(%rdi)
     cli
