@@ -402,19 +402,9 @@ fn address_space_kinds_cannot_stand_in_for_each_other() {
     for format in [crate::object::paging::Format::Ept, crate::object::paging::Format::Npt] {
         let mut w = world();
         w.s.set_guest_format(format).unwrap();
-        for (ty, dest) in [
-            (ObjectType::EptPml4, 41),
-            (ObjectType::EptPdpt, 42),
-            (ObjectType::EptPd, 43),
-            (ObjectType::EptPt, 44),
-            (ObjectType::Frame4K, 45),
-            (ObjectType::PageTable, 46),
-        ] {
-            w.make(ty, dest);
-        }
-        for table in [42, 43, 44] {
-            w.invoke(table, label::EPT_TABLE_MAP, &[41, 0]).unwrap();
-        }
+        w.guest_space();
+        w.make(ObjectType::Frame4K, 45);
+        w.make(ObjectType::PageTable, 46);
         // A guest root is no VSpace, a VSpace no guest root.
         assert_eq!(
             w.invoke(45, label::FRAME_MAP, &[41, 0x10_0000, 3, 0]),

@@ -120,6 +120,22 @@ impl World {
         }
     }
 
+    /// A guest-physical space with its tables down to a page table, covering guest-physical
+    /// 0-2 MiB: the root in slot 41 (with an ASID), the tables in slots 42-44, mapped.
+    pub(super) fn guest_space(&mut self) {
+        for (ty, dest) in [
+            (ObjectType::EptPml4, 41),
+            (ObjectType::EptPdpt, 42),
+            (ObjectType::EptPd, 43),
+            (ObjectType::EptPt, 44),
+        ] {
+            self.make(ty, dest);
+        }
+        for table in [42, 43, 44] {
+            self.invoke(table, label::EPT_TABLE_MAP, &[41, 0]).unwrap();
+        }
+    }
+
     /// Gives the root at slot `dest` an ASID from the world's pool.
     pub(super) fn assign(&mut self, dest: u64) {
         self.s.assign_from_pool(self.s.mem.cap_at(slot(POOL_SLOT)), slot(dest)).unwrap();
@@ -849,19 +865,9 @@ fn on_svm_machines_guest_spaces_are_written_as_npt_through_the_same_invocations(
     let mut w = world();
     w.s.set_guest_format(crate::object::paging::Format::Npt).unwrap();
     assert_eq!(w.s.set_guest_format(crate::object::paging::Format::Ia32e), Err(Error::InvalidArgument));
-    for (ty, dest) in [
-        (ObjectType::EptPml4, 41),
-        (ObjectType::EptPdpt, 42),
-        (ObjectType::EptPd, 43),
-        (ObjectType::EptPt, 44),
-        (ObjectType::Frame4K, 45),
-        (ObjectType::Frame4K, 46),
-    ] {
-        w.make(ty, dest);
-    }
-    for table in [42, 43, 44] {
-        w.invoke(table, label::EPT_TABLE_MAP, &[41, 0]).unwrap();
-    }
+    w.guest_space();
+    w.make(ObjectType::Frame4K, 45);
+    w.make(ObjectType::Frame4K, 46);
     w.invoke(45, label::FRAME_MAP_EPT, &[41, 0x1000, 3, 0]).unwrap();
     w.invoke(46, label::FRAME_MAP_EPT, &[41, 0x3000, 2, 1]).unwrap();
     let Cap::EptRoot { base: root, .. } = w.s.mem.cap_at(slot(41)) else { panic!() };
