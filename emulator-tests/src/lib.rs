@@ -180,8 +180,7 @@ pub const GUEST_PAGE: u64 = 0x1000;
 /// at [`GUEST_PAGE_VA`] here), from `untyped` into root slots `first..first + 11`.
 pub fn real_mode_guest(untyped: Cap<Untyped>, first: u64, code: &[u8]) -> Result<Cap<kind::Vcpu>, Error> {
     let vcpu = guest_with_page(untyped, first, code, GUEST_PAGE)?;
-    vcpu.write_vmcs(0x681e, GUEST_PAGE)?; // GUEST_RIP
-    vcpu.write_vmcs(0x681c, 0x1ff0)?; // GUEST_RSP
+    vcpu.write_state(&[(cleave_abi::vcpu::state::RIP, GUEST_PAGE), (cleave_abi::vcpu::state::RSP, 0x1ff0)])?;
     Ok(vcpu)
 }
 

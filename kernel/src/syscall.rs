@@ -9,7 +9,6 @@ use crate::arch::x86_64::cpu::{self, Machine};
 use crate::arch::x86_64::{interrupt, svm, vmx};
 use crate::arch::x86_64::{paging, physmem};
 use crate::{kprintln, objects, thread};
-use cleave_abi::vcpu;
 use cleave_kernel_core::PhysAddr;
 use cleave_kernel_core::object::syscall::Outcome;
 
@@ -92,7 +91,7 @@ fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
         let flush = objects::with(|s| s.take_ept_flush());
         let result = if svm::enabled().is_some() {
             // Every entry flushes every guest translation (`svm::run`).
-            svm::run(vcpu, ept_root).map(vmx::Exit::Exit)
+            svm::run(vcpu, ept_root)
         } else {
             vmx::run(vcpu, ept_root, flush)
         };
@@ -101,11 +100,7 @@ fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
                 objects::with(|s| s.set_status(t, Err(e)));
                 return;
             }
-            Ok(vmx::Exit::EntryFailed(error)) => {
-                objects::with(|s| s.vm_exited(t, [vcpu::ENTRY_FAILED | error, 0, 0, 0]));
-                return;
-            }
-            Ok(vmx::Exit::Exit(words)) if words[0] == EXTERNAL_INTERRUPT => {
+            Ok(words) if words[0] == INTERRUPTED => {
                 interrupt::take_pending();
                 let stays = objects::with(|s| s.current() == Some(t) && s.choose() == Some(t));
                 if !stays {
@@ -118,7 +113,7 @@ fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
                     return;
                 }
             }
-            Ok(vmx::Exit::Exit(words)) => {
+            Ok(words) => {
                 objects::with(|s| s.vm_exited(t, words));
                 return;
             }
@@ -127,6 +122,6 @@ fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
 }
 
 /// Exit reason: an external interrupt arrived while the guest ran.
-const EXTERNAL_INTERRUPT: u64 = cleave_abi::vcpu::exit::reason::EXTERNAL_INTERRUPT;
+const INTERRUPTED: u64 = cleave_abi::vcpu::exit::reason::INTERRUPTED;
 /// Bytes of the `syscall` instruction (0f 05).
 const SYSCALL_LENGTH: u64 = cleave_kernel_core::object::syscall::SYSCALL_INSTRUCTION_LENGTH;

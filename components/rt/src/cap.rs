@@ -408,11 +408,42 @@ impl Cap<kind::Vcpu> {
     pub fn set_ept(self, root: Cap<kind::EptRoot>) -> Result<(), Error> {
         self.invoke(label::VCPU_SET_EPT, &[root.cptr]).map(drop)
     }
-    /// `Vcpu::read_vmcs`: a VMCS field (Intel's encoding).
+    /// `Vcpu::read_state`: guest-state fields (`cleave_abi::vcpu::state`), the same on
+    /// VT-x and SVM, four per invocation.
+    pub fn read_state<const N: usize>(self, fields: [u64; N]) -> Result<[u64; N], Error> {
+        let mut out = [0u64; N];
+        for (values, chunk) in out.chunks_mut(4).zip(fields.chunks(4)) {
+            let words = self.invoke(label::VCPU_READ_STATE, chunk)?;
+            values.copy_from_slice(&words[..chunk.len()]);
+        }
+        Ok(out)
+    }
+    /// `Vcpu::read_state` of one field.
+    pub fn read_field(self, field: u64) -> Result<u64, Error> {
+        self.read_state([field]).map(|[v]| v)
+    }
+    /// `Vcpu::write_state`: sets guest-state fields (`cleave_abi::vcpu::state`) in order,
+    /// two per invocation; the first refused stops the rest.
+    pub fn write_state(self, writes: &[(u64, u64)]) -> Result<(), Error> {
+        for pair in writes.chunks(2) {
+            let mut words = [0u64; 4];
+            for (i, &(field, value)) in pair.iter().enumerate() {
+                words[2 * i] = field;
+                words[2 * i + 1] = value;
+            }
+            self.invoke(label::VCPU_WRITE_STATE, &words[..2 * pair.len()])?;
+        }
+        Ok(())
+    }
+    /// `Vcpu::write_state` of one field.
+    pub fn write_field(self, field: u64, value: u64) -> Result<(), Error> {
+        self.write_state(&[(field, value)])
+    }
+    /// `Vcpu::read_vmcs` (VT-x only): a VMCS field (Intel's encoding).
     pub fn read_vmcs(self, field: u32) -> Result<u64, Error> {
         self.invoke(label::VCPU_READ_VMCS, &[u64::from(field)]).map(|r| r[0])
     }
-    /// `Vcpu::write_vmcs`: a VMCS field a VMM may write.
+    /// `Vcpu::write_vmcs` (VT-x only): a VMCS field a VMM may write.
     pub fn write_vmcs(self, field: u32, value: u64) -> Result<(), Error> {
         self.invoke(label::VCPU_WRITE_VMCS, &[u64::from(field), value]).map(drop)
     }

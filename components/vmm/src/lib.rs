@@ -7,6 +7,8 @@
 extern crate alloc;
 
 use cleave_abi::Error;
+use cleave_abi::vcpu::exit;
+use cleave_abi::vcpu::state::{self, event, part, segment as seg};
 use cleave_rt::cap::kind::Vcpu;
 use cleave_rt::{Cap, println};
 use cleave_vmm_core::devices::uart16550::Console;
@@ -49,49 +51,6 @@ macro_rules! guest_image {
         &ALIGNED.0
     }};
 }
-
-/// VMCS field encodings (Intel SDM vol. 3, appendix B).
-pub mod field {
-    use x86::vmx::vmcs::{control, guest};
-    pub const GUEST_ES_SELECTOR: u32 = guest::ES_SELECTOR;
-    pub const GUEST_CS_SELECTOR: u32 = guest::CS_SELECTOR;
-    pub const GUEST_SS_SELECTOR: u32 = guest::SS_SELECTOR;
-    pub const GUEST_DS_SELECTOR: u32 = guest::DS_SELECTOR;
-    pub const GUEST_FS_SELECTOR: u32 = guest::FS_SELECTOR;
-    pub const GUEST_GS_SELECTOR: u32 = guest::GS_SELECTOR;
-    pub const GUEST_EFER: u32 = guest::IA32_EFER_FULL;
-    pub const PRIMARY_CONTROLS: u32 = control::PRIMARY_PROCBASED_EXEC_CONTROLS;
-    pub const ENTRY_CONTROLS: u32 = control::VMENTRY_CONTROLS;
-    pub const ENTRY_INTERRUPTION_INFO: u32 = control::VMENTRY_INTERRUPTION_INFO_FIELD;
-    pub const GUEST_ES_LIMIT: u32 = guest::ES_LIMIT;
-    pub const GUEST_CS_LIMIT: u32 = guest::CS_LIMIT;
-    pub const GUEST_SS_LIMIT: u32 = guest::SS_LIMIT;
-    pub const GUEST_DS_LIMIT: u32 = guest::DS_LIMIT;
-    pub const GUEST_FS_LIMIT: u32 = guest::FS_LIMIT;
-    pub const GUEST_GS_LIMIT: u32 = guest::GS_LIMIT;
-    pub const GUEST_TR_LIMIT: u32 = guest::TR_LIMIT;
-    pub const GUEST_GDTR_LIMIT: u32 = guest::GDTR_LIMIT;
-    pub const GUEST_ES_RIGHTS: u32 = guest::ES_ACCESS_RIGHTS;
-    pub const GUEST_CS_RIGHTS: u32 = guest::CS_ACCESS_RIGHTS;
-    pub const GUEST_SS_RIGHTS: u32 = guest::SS_ACCESS_RIGHTS;
-    pub const GUEST_DS_RIGHTS: u32 = guest::DS_ACCESS_RIGHTS;
-    pub const GUEST_FS_RIGHTS: u32 = guest::FS_ACCESS_RIGHTS;
-    pub const GUEST_GS_RIGHTS: u32 = guest::GS_ACCESS_RIGHTS;
-    pub const GUEST_TR_RIGHTS: u32 = guest::TR_ACCESS_RIGHTS;
-    pub const GUEST_INTERRUPTIBILITY: u32 = guest::INTERRUPTIBILITY_STATE;
-    pub const GUEST_CR0: u32 = guest::CR0;
-    pub const GUEST_CR3: u32 = guest::CR3;
-    pub const GUEST_CR4: u32 = guest::CR4;
-    pub const GUEST_GDTR_BASE: u32 = guest::GDTR_BASE;
-    pub const GUEST_RSP: u32 = guest::RSP;
-    pub const GUEST_RIP: u32 = guest::RIP;
-    pub const GUEST_RFLAGS: u32 = guest::RFLAGS;
-}
-
-/// Primary controls this VMM asks for: HLT exiting, plus interrupt-window exiting while
-/// an interrupt waits for the guest to take it (the kernel adds what it requires).
-pub const HLT_EXITING: u64 = 1 << 7;
-pub const INTERRUPT_WINDOW_EXITING: u64 = 1 << 2;
 
 /// A guest's RAM as the VMM maps it: `size` bytes at `base`.
 #[derive(Clone, Copy)]
@@ -156,42 +115,40 @@ pub fn start(
     }
     let lm = paging::long_mode(&mut ram).ok_or("no room for the guest's page tables")?;
     let flat = 0xffff_ffff;
-    let writes = [
-        (field::GUEST_CR0, lm.cr0),
-        (field::GUEST_CR3, lm.cr3),
-        (field::GUEST_CR4, lm.cr4),
-        (field::GUEST_EFER, lm.efer),
-        (field::ENTRY_CONTROLS, 1 << 9),
-        (field::GUEST_CS_SELECTOR, paging::layout::CODE_SELECTOR),
-        (field::GUEST_CS_RIGHTS, lm.code_rights),
-        (field::GUEST_CS_LIMIT, flat),
-        (field::GUEST_DS_SELECTOR, paging::layout::DATA_SELECTOR),
-        (field::GUEST_DS_RIGHTS, lm.data_rights),
-        (field::GUEST_DS_LIMIT, flat),
-        (field::GUEST_ES_SELECTOR, paging::layout::DATA_SELECTOR),
-        (field::GUEST_ES_RIGHTS, lm.data_rights),
-        (field::GUEST_ES_LIMIT, flat),
-        (field::GUEST_SS_SELECTOR, paging::layout::DATA_SELECTOR),
-        (field::GUEST_SS_RIGHTS, lm.data_rights),
-        (field::GUEST_SS_LIMIT, flat),
-        (field::GUEST_FS_SELECTOR, paging::layout::DATA_SELECTOR),
-        (field::GUEST_FS_RIGHTS, lm.data_rights),
-        (field::GUEST_FS_LIMIT, flat),
-        (field::GUEST_GS_SELECTOR, paging::layout::DATA_SELECTOR),
-        (field::GUEST_GS_RIGHTS, lm.data_rights),
-        (field::GUEST_GS_LIMIT, flat),
-        (field::GUEST_TR_RIGHTS, 0x8b),
-        (field::GUEST_TR_LIMIT, 0x67),
-        (field::GUEST_GDTR_BASE, lm.gdt.0),
-        (field::GUEST_GDTR_LIMIT, lm.gdt.1),
-        (field::GUEST_RIP, entry),
-        (field::GUEST_RSP, ram.size - 16),
-        (field::GUEST_RFLAGS, 0x2),
-        (field::PRIMARY_CONTROLS, HLT_EXITING),
+    let segment = |s: u64, selector: u64, rights: u64| {
+        [
+            (state::segment(s, part::SELECTOR), selector),
+            (state::segment(s, part::ATTRIBUTES), rights),
+            (state::segment(s, part::LIMIT), flat),
+            (state::segment(s, part::BASE), 0),
+        ]
+    };
+    let data = |s: u64| segment(s, paging::layout::DATA_SELECTOR, lm.data_rights);
+    let fixed = [
+        (state::CR0, lm.cr0),
+        (state::CR3, lm.cr3),
+        (state::CR4, lm.cr4),
+        (state::EFER, lm.efer),
+        (state::segment(seg::TR, part::ATTRIBUTES), 0x8b),
+        (state::segment(seg::TR, part::LIMIT), 0x67),
+        (state::segment(seg::LDTR, part::ATTRIBUTES), 1 << 16),
+        (state::segment(seg::GDTR, part::BASE), lm.gdt.0),
+        (state::segment(seg::GDTR, part::LIMIT), lm.gdt.1),
+        (state::RIP, entry),
+        (state::RSP, ram.size - 16),
+        (state::RFLAGS, 0x2),
     ];
-    for (f, value) in writes {
-        if vcpu.write_vmcs(f, value).is_err() {
-            println!("vmm: VMCS field {f:#x} refused");
+    let segments = [
+        segment(seg::CS, paging::layout::CODE_SELECTOR, lm.code_rights),
+        data(seg::DS),
+        data(seg::ES),
+        data(seg::SS),
+        data(seg::FS),
+        data(seg::GS),
+    ];
+    for (f, value) in fixed.into_iter().chain(segments.into_iter().flatten()) {
+        if vcpu.write_field(f, value).is_err() {
+            println!("vmm: guest-state field {f} = {value:#x} refused");
             return Err("the kernel refused the guest's start state");
         }
     }
@@ -205,16 +162,17 @@ fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
 
 /// Reads what exit handling needs.
 fn read_cpu(vcpu: Cap<Vcpu>) -> Result<Cpu, Error> {
-    Ok(Cpu {
-        regs: vcpu.read_registers()?,
-        rip: vcpu.read_vmcs(field::GUEST_RIP)?,
-        rflags: vcpu.read_vmcs(field::GUEST_RFLAGS)?,
-        cr0: vcpu.read_vmcs(field::GUEST_CR0)?,
-        cr3: vcpu.read_vmcs(field::GUEST_CR3)?,
-        cr4: vcpu.read_vmcs(field::GUEST_CR4)?,
-        efer: vcpu.read_vmcs(field::GUEST_EFER)?,
-        interruptibility: vcpu.read_vmcs(field::GUEST_INTERRUPTIBILITY)?,
-    })
+    let [rip, rflags, cr0, cr3, cr4, efer, shadow, event] = vcpu.read_state([
+        state::RIP,
+        state::RFLAGS,
+        state::CR0,
+        state::CR3,
+        state::CR4,
+        state::EFER,
+        state::INTERRUPT_SHADOW,
+        state::EVENT,
+    ])?;
+    Ok(Cpu { regs: vcpu.read_registers()?, rip, rflags, cr0, cr3, cr4, efer, shadow, event })
 }
 
 /// Runs the guest until it stops; returns why, and the machine.
@@ -222,18 +180,18 @@ pub fn run(vcpu: Cap<Vcpu>, mut ram: Ram, name: &'static str) -> Result<(Stop, V
     let mut vm = Vm::new(Named(name));
     let mut window = false;
     let mut last = cleave_rt::syscall::rdtsc();
+    let mut cpu = read_cpu(vcpu)?;
     loop {
-        let cpu = read_cpu(vcpu)?;
         match vm.injection(&cpu) {
             Injection::Vector(v) => {
-                vcpu.write_vmcs(field::ENTRY_INTERRUPTION_INFO, u64::from(v) | (1 << 31))?;
+                vcpu.write_field(state::EVENT, event::external(v))?;
                 if window {
-                    vcpu.write_vmcs(field::PRIMARY_CONTROLS, HLT_EXITING)?;
+                    vcpu.write_field(state::INTERRUPT_WINDOW, 0)?;
                     window = false;
                 }
             }
             Injection::WhenOpen if !window => {
-                vcpu.write_vmcs(field::PRIMARY_CONTROLS, HLT_EXITING | INTERRUPT_WINDOW_EXITING)?;
+                vcpu.write_field(state::INTERRUPT_WINDOW, 1)?;
                 window = true;
             }
             Injection::WhenOpen | Injection::None => {}
@@ -244,23 +202,27 @@ pub fn run(vcpu: Cap<Vcpu>, mut ram: Ram, name: &'static str) -> Result<(Stop, V
         vm.advance_time(now.wrapping_sub(last));
         last = now;
         let exit = Exit {
-            reason: words[0],
-            qualification: words[1],
-            guest_physical: words[2],
-            instruction_length: words[3],
+            reason: words[exit::REASON],
+            detail: words[exit::DETAIL],
+            guest_physical: words[exit::ADDRESS],
+            instruction_length: words[exit::INSTRUCTION_LENGTH],
         };
-        let mut cpu = read_cpu(vcpu)?;
+        cpu = read_cpu(vcpu)?;
         let before = cpu;
         match vm.handle(&exit, &mut cpu, &mut ram, host_cpuid) {
             Outcome::Resume => {
                 if cpu.regs != before.regs {
                     vcpu.write_registers(&cpu.regs)?;
                 }
-                if cpu.rip != before.rip {
-                    vcpu.write_vmcs(field::GUEST_RIP, cpu.rip)?;
-                }
-                if cpu.cr4 != before.cr4 {
-                    vcpu.write_vmcs(field::GUEST_CR4, cpu.cr4)?;
+                let changed = [
+                    (state::RIP, cpu.rip, before.rip),
+                    (state::CR4, cpu.cr4, before.cr4),
+                    (state::EFER, cpu.efer, before.efer),
+                ];
+                for (field, now, was) in changed {
+                    if now != was {
+                        vcpu.write_field(field, now)?;
+                    }
                 }
             }
             Outcome::Stop(stop) => return Ok((stop, vm)),

@@ -265,9 +265,10 @@ pub mod label {
     pub const VCPU_SET_TCB: u64 = 80;
     /// Vcpu: use a guest-physical address space (MR0 an EPT root capability).
     pub const VCPU_SET_EPT: u64 = 81;
-    /// Vcpu: read a VMCS field (MR0 the field's encoding) → MR0 its value.
+    /// Vcpu (VT-x only): read a VMCS field (MR0 the field's encoding) → MR0 its value.
+    /// VMMs use [`VCPU_READ_STATE`], the same on both architectures.
     pub const VCPU_READ_VMCS: u64 = 82;
-    /// Vcpu: write a VMCS field a VMM may write (MR0 encoding, MR1 value).
+    /// Vcpu (VT-x only): write a VMCS field a VMM may write (MR0 encoding, MR1 value).
     pub const VCPU_WRITE_VMCS: u64 = 83;
     /// Vcpu: read up to four of the guest's general registers, from index MR0 in
     /// `vcpu::REGISTERS` order (all in registers: no IPC buffer needed).
@@ -281,6 +282,13 @@ pub mod label {
     /// Vcpu: whether the guest's RDMSR (MR1 bit 0) and WRMSR (bit 1) of MSR MR0 exit (set)
     /// or go to the processor (clear); only MSRs the VMCS switches may go through.
     pub const VCPU_SET_MSR_EXIT: u64 = 87;
+    /// Vcpu: read up to four guest-state fields (MR0-MR3: `vcpu::state` numbers) → their
+    /// values in the same order. The same on VT-x and SVM.
+    pub const VCPU_READ_STATE: u64 = 88;
+    /// Vcpu: write up to two guest-state fields (MR0 field, MR1 value, then MR2 field,
+    /// MR3 value), in order; the first refused stops the rest (`vcpu::state` says what is
+    /// refused).
+    pub const VCPU_WRITE_STATE: u64 = 89;
     /// EPT table (levels 1-3): map into a guest-physical address space (MR0 EPT root,
     /// MR1 guest-physical address).
     pub const EPT_TABLE_MAP: u64 = 90;

@@ -9,11 +9,13 @@
 #![forbid(unsafe_code)]
 
 pub mod console_queue;
+pub mod guest_state;
 pub mod memory;
 pub mod multiboot;
 pub mod object;
 pub mod svm_caps;
 pub mod vmcb;
+pub mod vmcs;
 pub mod vmx_caps;
 
 pub use addr::{GuestPhysAddr, PhysAddr, VirtAddr};

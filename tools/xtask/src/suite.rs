@@ -436,7 +436,7 @@ const TESTS: &[EmulatorTest] = &[
     EmulatorTest {
         name: "bochs-vmx-guest",
         emulator: Emulator::Bochs,
-        module: Some("vmx-test"),
+        module: Some("vcpu-test"),
         cmdline: "",
         digest_of: None,
         host_xenstore: false,

@@ -19,8 +19,10 @@ pub struct Cpu {
     pub cr4: u64,
     /// IA32_EFER.
     pub efer: u64,
-    /// Interruptibility state (STI and MOV-SS blocking in bits 0-1).
-    pub interruptibility: u64,
+    /// 1 while interrupts are blocked for one instruction (after STI or MOV SS).
+    pub shadow: u64,
+    /// The event the next entry delivers (`cleave_abi::vcpu::state::event`), if valid.
+    pub event: u64,
 }
 
 /// Index of each register in [`Cpu::regs`]: the kernel's order (`cleave_abi::vcpu::reg`).

@@ -1,6 +1,7 @@
 //! Emulating the instruction that touched MMIO: decoded with iced-x86, only `mov` between
 //! memory and a general register or an immediate (what drivers use for device registers);
-//! anything else is refused, and the VMM stops the guest.
+//! anything else is refused, and the VMM stops the guest. Also decoding a `mov` to a
+//! control register, which SVM without decode assists reports without its source.
 
 use crate::guest::Cpu;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
@@ -83,4 +84,26 @@ pub fn emulate(
         _ => return None,
     }
     Some(ins.len() as u64)
+}
+
+/// Decodes `mov crN, reg` in `bytes` (for `bitness`): the control register's number, the
+/// source ([`Cpu::regs`] index, or `None` for RSP) and the instruction's length; `None` if
+/// the bytes are something else.
+pub fn mov_to_cr(bytes: &[u8], bitness: u32) -> Option<(u64, Option<usize>, u64)> {
+    let mut decoder = Decoder::with_ip(bitness, bytes, 0, DecoderOptions::NONE);
+    let ins = decoder.decode();
+    if ins.is_invalid() || ins.mnemonic() != Mnemonic::Mov || ins.op_count() != 2 {
+        return None;
+    }
+    let cr = match ins.op0_register() {
+        Register::CR0 => 0,
+        Register::CR2 => 2,
+        Register::CR3 => 3,
+        Register::CR4 => 4,
+        Register::CR8 => 8,
+        _ => return None,
+    };
+    let source = ins.op1_register();
+    let index = if source.full_register() == Register::RSP { None } else { Some(slot(source)?.0) };
+    Some((cr, index, ins.len() as u64))
 }

@@ -17,22 +17,46 @@ use crate::devices::uart16550::{Console, Uart};
 use crate::mmio;
 use crate::paging;
 use crate::test_device::{self, TestDevice};
+use cleave_abi::vcpu::state::event::VALID as EVENT_VALID;
 use core::fmt;
 
-/// Exit reasons (SDM vol. 3, appendix C) the kernel reports and this VMM handles.
+/// Exit reasons the kernel reports, the same on VT-x and SVM.
 pub use cleave_abi::vcpu::exit::reason;
+use cleave_abi::vcpu::exit::{cr, io, memory};
 
-/// One exit as the kernel reports it.
+/// One exit as the kernel reports it (`cleave_abi::vcpu::exit`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Exit {
-    /// Basic reason (bit 31 set if the entry failed).
+    /// The reason.
     pub reason: u64,
-    /// Exit qualification.
-    pub qualification: u64,
-    /// Guest-physical address (EPT exits).
+    /// What the reason says more (port I/O, memory access, control register, code).
+    pub detail: u64,
+    /// Guest-physical address (memory exits).
     pub guest_physical: u64,
-    /// Length of the exiting instruction (where reported).
+    /// Length of the exiting instruction; 0 where the processor did not say.
     pub instruction_length: u64,
+}
+
+/// A reason's name, for messages.
+pub fn reason_name(reason: u64) -> &'static str {
+    match reason {
+        reason::PORT_IO => "port I/O",
+        reason::MEMORY => "memory access",
+        reason::CPUID => "CPUID",
+        reason::HLT => "HLT",
+        reason::MSR_READ => "RDMSR",
+        reason::MSR_WRITE => "WRMSR",
+        reason::CR_ACCESS => "control-register access",
+        reason::INTERRUPT_WINDOW => "interrupt window",
+        reason::SHUTDOWN => "shutdown",
+        reason::ENTRY_FAILED => "failed entry",
+        reason::EXCEPTION => "exception",
+        reason::HYPERCALL => "hypercall (VMCALL/VMMCALL)",
+        reason::VIRTUALIZATION_INSTRUCTION => "virtualization instruction",
+        reason::DEBUG_REGISTER => "debug-register access",
+        reason::OTHER => "architecture-specific exit",
+        _ => "unknown exit",
+    }
 }
 
 pub use crate::guest::{Cpu, GuestMemory, gpr};
@@ -78,8 +102,8 @@ pub enum Stop {
     Unhandled {
         /// The exit reason.
         reason: u64,
-        /// Its qualification.
-        qualification: u64,
+        /// Its detail.
+        detail: u64,
     },
     /// The kernel refused to enter the guest (a VMM bug or a guest state the processor
     /// rejects).
@@ -110,8 +134,8 @@ impl fmt::Display for Stop {
             }
             Self::HaltedForever => write!(f, "halted with interrupts off and no timer: it would never wake"),
             Self::Undecodable { rip } => write!(f, "MMIO instruction at rip {rip:#x} cannot be emulated"),
-            Self::Unhandled { reason, qualification } => {
-                write!(f, "exit reason {reason} (qualification {qualification:#x}) is not handled")
+            Self::Unhandled { reason, detail } => {
+                write!(f, "{} exit (reason {reason}, detail {detail:#x}) is not handled", reason_name(reason))
             }
             Self::EntryFailed(code) => write!(f, "the kernel could not enter the guest (error {code:#x})"),
             Self::NotOffered(what) => write!(f, "asked for {what}, which this VMM does not offer"),
@@ -145,18 +169,23 @@ pub const POWER_OFF_PORT: u16 = 0x501;
 /// The UART's base port.
 pub const COM1: u16 = 0x3f8;
 
-/// MSRs this VMM offers (reads): the TSC, EFER (as the VMCS holds it), MISC_ENABLE (0).
+/// MSRs this VMM offers: the TSC, EFER (as the kernel shows it; writes of the bits a
+/// guest may have), MISC_ENABLE (0) (reads).
 const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
 const IA32_MISC_ENABLE: u32 = 0x1a0;
 const IA32_EFER: u32 = 0xc000_0080;
 
 /// RFLAGS.IF.
 const INTERRUPT_FLAG: u64 = 1 << 9;
-/// CR4.VMXE: the processor needs it set in VMX operation; the guest sees it clear.
+/// CR4.VMXE: nested VMX, not offered.
 const CR4_VMXE: u64 = 1 << 13;
-/// CR4.PKE: protection keys, not offered (CPUID hides them; the kernel keeps the bit in
-/// the CR4 mask, so setting it exits here).
+/// CR4.PKE: protection keys, not offered (CPUID hides them; the kernel makes every CR4
+/// write exit here or keeps the bit in its mask).
 const CR4_PKE: u64 = 1 << 22;
+/// EFER bits a guest may set: SCE, LME, LMA, NXE.
+const EFER_OFFERED: u64 = 1 | (1 << 8) | (1 << 10) | (1 << 11);
+/// EFER.SVME: nested SVM, not offered.
+const EFER_SVME: u64 = 1 << 12;
 
 /// One guest's machine.
 pub struct Vm<C> {
@@ -206,7 +235,11 @@ impl<C: Console> Vm<C> {
         if !self.pic.pending() {
             return Injection::None;
         }
-        if cpu.rflags & INTERRUPT_FLAG == 0 || cpu.interruptibility & 3 != 0 {
+        if cpu.event & EVENT_VALID != 0 {
+            // An event interrupted in delivery goes first; look again at the next exit.
+            return Injection::None;
+        }
+        if cpu.rflags & INTERRUPT_FLAG == 0 || cpu.shadow != 0 {
             return Injection::WhenOpen;
         }
         match self.pic.acknowledge() {
@@ -230,9 +263,6 @@ impl<C: Console> Vm<C> {
         host_cpuid: impl Fn(u32, u32) -> [u32; 4],
     ) -> Outcome {
         self.exits += 1;
-        if exit.reason & (1 << 31) != 0 {
-            return Outcome::Stop(Stop::EntryFailed(exit.reason));
-        }
         match exit.reason {
             reason::CPUID => {
                 let (leaf, subleaf) = (cpu.regs[gpr::RAX] as u32, cpu.regs[gpr::RCX] as u32);
@@ -244,7 +274,7 @@ impl<C: Console> Vm<C> {
                 cpu.rip += exit.instruction_length;
                 Outcome::Resume
             }
-            reason::IO => self.io(exit, cpu),
+            reason::PORT_IO => self.io(exit, cpu),
             reason::HLT => {
                 cpu.rip += exit.instruction_length;
                 if self.pic.pending() {
@@ -260,7 +290,7 @@ impl<C: Console> Vm<C> {
                 }
             }
             reason::INTERRUPT_WINDOW => Outcome::Resume,
-            reason::RDMSR => {
+            reason::MSR_READ => {
                 let msr = cpu.regs[gpr::RCX] as u32;
                 let value = match msr {
                     IA32_TIME_STAMP_COUNTER => self.time_ns,
@@ -273,65 +303,71 @@ impl<C: Console> Vm<C> {
                 cpu.rip += exit.instruction_length;
                 Outcome::Resume
             }
-            reason::WRMSR => Outcome::Stop(Stop::BadMsr { msr: cpu.regs[gpr::RCX] as u32, write: true }),
-            reason::TRIPLE_FAULT => Outcome::Stop(Stop::TripleFault),
-            reason::CR_ACCESS => self.cr_access(exit, cpu),
-            reason::EPT_VIOLATION => self.ept_violation(exit, cpu, mem),
-            other => Outcome::Stop(Stop::Unhandled { reason: other, qualification: exit.qualification }),
+            reason::MSR_WRITE => {
+                let msr = cpu.regs[gpr::RCX] as u32;
+                let value = (cpu.regs[gpr::RDX] << 32) | (cpu.regs[gpr::RAX] & 0xffff_ffff);
+                match msr {
+                    IA32_EFER if value & EFER_SVME != 0 => Outcome::Stop(Stop::NotOffered("SVM (EFER.SVME)")),
+                    IA32_EFER if value & !EFER_OFFERED == 0 => {
+                        cpu.efer = value;
+                        cpu.rip += exit.instruction_length;
+                        Outcome::Resume
+                    }
+                    _ => Outcome::Stop(Stop::BadMsr { msr, write: true }),
+                }
+            }
+            reason::SHUTDOWN => Outcome::Stop(Stop::TripleFault),
+            reason::CR_ACCESS => self.cr_access(exit, cpu, mem),
+            reason::MEMORY => self.memory(exit, cpu, mem),
+            reason::ENTRY_FAILED => Outcome::Stop(Stop::EntryFailed(exit.detail)),
+            other => Outcome::Stop(Stop::Unhandled { reason: other, detail: exit.detail }),
         }
     }
 
-    /// A control-register access that exits: with the kernel's masks, a MOV to CR4 whose
-    /// VMXE or PKE bit differs from what the guest sees (clear). Setting VMXE asks for
-    /// nested VMX, PKE for protection keys, neither offered; any other write lands, with
-    /// VMXE kept for the processor.
-    fn cr_access(&mut self, exit: &Exit, cpu: &mut Cpu) -> Outcome {
-        let q = exit.qualification;
-        let (cr, access, register) = (q & 0xf, (q >> 4) & 3, ((q >> 8) & 0xf) as usize);
-        // The qualification numbers registers rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8..
-        const ORDER: [Option<usize>; 16] = [
-            Some(0),
-            Some(2),
-            Some(3),
-            Some(1),
-            None,
-            Some(6),
-            Some(4),
-            Some(5),
-            Some(7),
-            Some(8),
-            Some(9),
-            Some(10),
-            Some(11),
-            Some(12),
-            Some(13),
-            Some(14),
-        ];
-        match (access, cr, ORDER[register]) {
-            (0, 4, Some(r)) => {
-                let value = cpu.regs[r];
-                if value & CR4_VMXE != 0 {
-                    return Outcome::Stop(Stop::NotOffered("VMX (CR4.VMXE)"));
-                }
-                if value & CR4_PKE != 0 {
-                    return Outcome::Stop(Stop::NotOffered("protection keys (CR4.PKE)"));
-                }
-                cpu.cr4 = value | CR4_VMXE;
-                cpu.rip += exit.instruction_length;
-                Outcome::Resume
-            }
-            _ => Outcome::Stop(Stop::Unhandled { reason: reason::CR_ACCESS, qualification: q }),
+    /// A control-register access that exits: a MOV to CR4 (VT-x exits on the bits the
+    /// kernel keeps, SVM on every write). Setting VMXE asks for nested VMX, PKE for
+    /// protection keys, neither offered; any other write lands. Where the processor did
+    /// not say which register held the value (SVM without decode assists), the MOV is
+    /// decoded.
+    fn cr_access(&mut self, exit: &Exit, cpu: &mut Cpu, mem: &impl GuestMemory) -> Outcome {
+        let d = exit.detail;
+        let unhandled = Outcome::Stop(Stop::Unhandled { reason: reason::CR_ACCESS, detail: d });
+        if d & cr::WRITE == 0 || d & cr::NUMBER != 4 {
+            return unhandled;
         }
+        let (source, length) = if d & cr::REGISTER_KNOWN != 0 {
+            let register = cleave_abi::vcpu::reg::from_encoding(d >> cr::REGISTER_SHIFT & 0xf);
+            (register, exit.instruction_length)
+        } else {
+            let Some((bytes, fetched)) = fetch(cpu, mem) else {
+                return Outcome::Stop(Stop::Undecodable { rip: cpu.rip });
+            };
+            match mmio::mov_to_cr(&bytes[..fetched], bitness(cpu)) {
+                Some((4, register, length)) => (register, length),
+                _ => return Outcome::Stop(Stop::Undecodable { rip: cpu.rip }),
+            }
+        };
+        // CR4 from RSP is not something a guest does; treat it as undecodable.
+        let Some(r) = source else { return Outcome::Stop(Stop::Undecodable { rip: cpu.rip }) };
+        let value = cpu.regs[r];
+        if value & CR4_VMXE != 0 {
+            return Outcome::Stop(Stop::NotOffered("VMX (CR4.VMXE)"));
+        }
+        if value & CR4_PKE != 0 {
+            return Outcome::Stop(Stop::NotOffered("protection keys (CR4.PKE)"));
+        }
+        cpu.cr4 = value;
+        cpu.rip += length;
+        Outcome::Resume
     }
 
     fn io(&mut self, exit: &Exit, cpu: &mut Cpu) -> Outcome {
-        let q = exit.qualification;
-        let size = (q & 7) as usize + 1;
-        let is_in = q & (1 << 3) != 0;
-        let string = q & (1 << 4) != 0;
-        let port = (q >> 16) as u16;
-        if string {
-            return Outcome::Stop(Stop::Unhandled { reason: reason::IO, qualification: q });
+        let d = exit.detail;
+        let size = (d >> io::SIZE_SHIFT & 7) as usize;
+        let is_in = d & io::IN != 0;
+        let port = (d & io::PORT) as u16;
+        if d & io::STRING != 0 || exit.instruction_length == 0 {
+            return Outcome::Stop(Stop::Unhandled { reason: reason::PORT_IO, detail: d });
         }
         if is_in {
             let value = match port {
@@ -360,31 +396,20 @@ impl<C: Console> Vm<C> {
         Outcome::Resume
     }
 
-    fn ept_violation(&mut self, exit: &Exit, cpu: &mut Cpu, mem: &mut impl GuestMemory) -> Outcome {
+    fn memory(&mut self, exit: &Exit, cpu: &mut Cpu, mem: &mut impl GuestMemory) -> Outcome {
         let gpa = exit.guest_physical;
-        let write = exit.qualification & (1 << 1) != 0;
-        // Bits 3-5: what the translation allowed (read, write, execute).
-        let readable = exit.qualification & (1 << 3) != 0;
+        let write = exit.detail & memory::WRITE != 0;
         if !test_device::contains(gpa) {
-            return Outcome::Stop(if readable && write {
+            return Outcome::Stop(if exit.detail & memory::MAPPED != 0 && write {
                 Stop::ReadOnlyWrite { gpa, rip: cpu.rip }
             } else {
                 Stop::UnmappedAccess { gpa, write, rip: cpu.rip }
             });
         }
-        let mut bytes = [0u8; 15];
-        let Some(at) = paging::translate(cpu, mem, cpu.rip) else {
+        let Some((bytes, fetched)) = fetch(cpu, mem) else {
             return Outcome::Stop(Stop::Undecodable { rip: cpu.rip });
         };
-        // Fetch what is there (an instruction at the end of RAM may be shorter).
-        let fetched = (1..=bytes.len()).rev().find(|&n| mem.read(at, &mut bytes[..n])).unwrap_or(0);
-        let bitness = if cpu.efer & (1 << 10) != 0 {
-            64
-        } else if cpu.cr0 & 1 != 0 {
-            32
-        } else {
-            16
-        };
+        let bitness = bitness(cpu);
         match mmio::emulate(&bytes[..fetched], bitness, cpu, |access| {
             let offset = gpa - test_device::BASE;
             match access {
@@ -401,6 +426,26 @@ impl<C: Console> Vm<C> {
             }
             None => Outcome::Stop(Stop::Undecodable { rip: cpu.rip }),
         }
+    }
+}
+
+/// The bytes at the guest's RIP (up to 15; an instruction at the end of RAM may be
+/// shorter) and how many were fetched; `None` if RIP does not translate.
+fn fetch(cpu: &Cpu, mem: &impl GuestMemory) -> Option<([u8; 15], usize)> {
+    let mut bytes = [0u8; 15];
+    let at = paging::translate(cpu, mem, cpu.rip)?;
+    let fetched = (1..=bytes.len()).rev().find(|&n| mem.read(at, &mut bytes[..n])).unwrap_or(0);
+    Some((bytes, fetched))
+}
+
+/// The guest's code size: 64 in long mode, 32 in protected mode, else 16.
+fn bitness(cpu: &Cpu) -> u32 {
+    if cpu.efer & (1 << 10) != 0 {
+        64
+    } else if cpu.cr0 & 1 != 0 {
+        32
+    } else {
+        16
     }
 }
 

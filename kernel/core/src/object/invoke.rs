@@ -75,6 +75,19 @@ pub trait Hardware {
         let _ = (vcpu, encoding, value);
         Err(Error::IllegalOperation)
     }
+    /// Reads neutral guest-state field `field` (`cleave_abi::vcpu::state`) of the Vcpu at
+    /// `vcpu`: through `crate::vmcs` on VT-x, `crate::vmcb` on SVM. Machines without
+    /// either refuse.
+    fn guest_state_read(&mut self, vcpu: PhysAddr, field: u64) -> Result<u64, Error> {
+        let _ = (vcpu, field);
+        Err(Error::IllegalOperation)
+    }
+    /// Writes neutral guest-state field `field` of the Vcpu at `vcpu` (the architecture's
+    /// module applies `crate::guest_state::checked`).
+    fn guest_state_write(&mut self, vcpu: PhysAddr, field: u64, value: u64) -> Result<(), Error> {
+        let _ = (vcpu, field, value);
+        Err(Error::IllegalOperation)
+    }
 }
 
 /// Vcpu invocations.
@@ -126,6 +139,26 @@ fn vcpu<M: KernelMemory>(
         label::VCPU_SET_MSR_EXIT => {
             let how = inv.word(1)?;
             space.vcpu_set_msr_exit(base, inv.word(0)?, how & 1 != 0, how & 2 != 0).map(|()| Reply::default())
+        }
+        label::VCPU_READ_STATE => {
+            if inv.words.is_empty() {
+                return Err(Error::TruncatedMessage);
+            }
+            let mut values = [0u64; 4];
+            let n = inv.words.len().min(values.len());
+            for (value, &f) in values.iter_mut().zip(&inv.words[..n]) {
+                *value = io.guest_state_read(base, f)?;
+            }
+            Ok(Reply::of(&values[..n]))
+        }
+        label::VCPU_WRITE_STATE => {
+            if inv.words.len() < 2 {
+                return Err(Error::TruncatedMessage);
+            }
+            for pair in inv.words[..inv.words.len().min(4)].chunks_exact(2) {
+                io.guest_state_write(base, pair[0], pair[1])?;
+            }
+            Ok(Reply::default())
         }
         label::VCPU_READ_REGISTERS => {
             let first = usize::try_from(inv.word(0)?).map_err(|_| Error::RangeError)?;

@@ -239,4 +239,29 @@ impl cleave_kernel_core::object::invoke::Hardware for Machine {
     ) -> Result<(), cleave_abi::Error> {
         super::vmx::write_field(vcpu, encoding, value)
     }
+
+    fn guest_state_read(
+        &mut self,
+        vcpu: cleave_kernel_core::PhysAddr,
+        field: u64,
+    ) -> Result<u64, cleave_abi::Error> {
+        if super::svm::enabled().is_some() {
+            super::svm::read_state(vcpu, field)
+        } else {
+            super::vmx::read_state(vcpu, field)
+        }
+    }
+
+    fn guest_state_write(
+        &mut self,
+        vcpu: cleave_kernel_core::PhysAddr,
+        field: u64,
+        value: u64,
+    ) -> Result<(), cleave_abi::Error> {
+        if super::svm::enabled().is_some() {
+            super::svm::write_state(vcpu, field, value)
+        } else {
+            super::vmx::write_state(vcpu, field, value)
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! With SVM on, guests' physical address spaces are written as nested page tables (the
 //! object layer's `Format::Npt`) and a Vcpu's first page is its VMCB: `VmEnter` runs the
-//! guest with `VMRUN` and reports its exits in the words VT-x exits give.
+//! guest with `VMRUN` and reports its exits as neutral exit words (`vmcb::exit_words`);
+//! the neutral guest-state fields are read and written in the VMCB (`vmcb::read`,
+//! `vmcb::write`).
 
 use super::{KERNEL_BASE, cpu};
 use crate::arch::global::KernelCell;
@@ -96,9 +98,21 @@ fn state(vcpu: PhysAddr) -> *mut VcpuState {
     super::physmem::virt(PhysAddr(vcpu.0 + STATE_OFFSET)) as *mut VcpuState
 }
 
-/// Runs the guest of the Vcpu at `vcpu` in the nested-paging space rooted at `root` until
-/// an exit; returns the exit words a VMM reads (`cleave_kernel_core::vmcb::exit_words`).
-pub fn run(vcpu: PhysAddr, root: PhysAddr) -> Result<[u64; 4], Error> {
+/// The Vcpu's VMCB as the neutral fields reach it (the kernel is single-threaded; the
+/// guest does not run while a VMM reads or writes it).
+struct Direct(PhysAddr);
+
+impl vmcb::Vmcb for Direct {
+    fn get(&self, offset: usize) -> u64 {
+        read(self.0, offset & 0xff8)
+    }
+    fn set(&mut self, offset: usize, value: u64) {
+        write(self.0, offset & 0xff8, value, 8);
+    }
+}
+
+/// Makes the Vcpu at `vcpu`'s VMCB ready: on first use, a fresh one (`vmcb::fresh`).
+fn prepare(vcpu: PhysAddr) -> Result<VcpuState, Error> {
     enabled().ok_or(Error::IllegalOperation)?;
     // SAFETY: the state page follows the VMCB in the Vcpu object (direct map); no
     // reference to it exists.
@@ -111,19 +125,40 @@ pub fn run(vcpu: PhysAddr, root: PhysAddr) -> Result<[u64; 4], Error> {
             write(vcpu, offset, value, bytes);
         }
         st.launch = launch::CLEAR;
+        // SAFETY: as above.
+        unsafe { state(vcpu).write(st) };
     }
+    Ok(st)
+}
+
+/// `Machine::guest_state_read` on SVM.
+pub fn read_state(vcpu: PhysAddr, field: u64) -> Result<u64, Error> {
+    prepare(vcpu)?;
+    vmcb::read(&Direct(vcpu), field)
+}
+
+/// `Machine::guest_state_write` on SVM.
+pub fn write_state(vcpu: PhysAddr, field: u64, value: u64) -> Result<(), Error> {
+    prepare(vcpu)?;
+    vmcb::write(&mut Direct(vcpu), field, value)
+}
+
+/// Runs the guest of the Vcpu at `vcpu` in the nested-paging space rooted at `root` until
+/// an exit; returns the neutral exit words (`vmcb::exit_words`).
+pub fn run(vcpu: PhysAddr, root: PhysAddr) -> Result<[u64; 4], Error> {
+    let mut st = prepare(vcpu)?;
     write(vcpu, vmcb::control::N_CR3, root.0, 8);
     write(vcpu, vmcb::control::TLB_CONTROL, 1, 4);
     write(vcpu, vmcb::state::RAX, st.gprs[0], 8);
     let host = HOST_STATE.with(|page| page as *const Page as u64 - KERNEL_BASE);
-    // SAFETY: SVM is on; the VMCB is this Vcpu's, initialised above with the intercepts
-    // the kernel needs (every SVM instruction, INTR, NMI, shutdown, I/O and MSRs through the
-    // Vcpu's maps) and nested paging over `root`, a live guest root; `host` is a page of
-    // the kernel image used for nothing else; `svm_run` saves and restores every register
-    // the Rust ABI needs and the host's VMLOAD state.
+    // SAFETY: SVM is on; the VMCB is this Vcpu's, initialised by `prepare` with the
+    // intercepts the kernel needs (every SVM instruction, INTR, NMI, shutdown, I/O and
+    // MSRs through the Vcpu's maps) and nested paging over `root`, a live guest root;
+    // `host` is a page of the kernel image used for nothing else; `svm_run` saves and
+    // restores every register the Rust ABI needs and the host's VMLOAD state.
     unsafe { svm_run(&mut st.gprs, vcpu.0, host) };
     st.gprs[0] = read(vcpu, vmcb::state::RAX);
-    // SAFETY: as above.
+    // SAFETY: as in `prepare`.
     unsafe { state(vcpu).write(st) };
     let words = vmcb::exit_words(
         read(vcpu, vmcb::control::EXIT_CODE),
@@ -131,5 +166,6 @@ pub fn run(vcpu: PhysAddr, root: PhysAddr) -> Result<[u64; 4], Error> {
         read(vcpu, vmcb::control::EXIT_INFO_2),
         read(vcpu, vmcb::state::RIP),
     );
+    vmcb::after_exit(&mut Direct(vcpu));
     Ok(words)
 }

@@ -12,9 +12,11 @@
 use super::{KERNEL_BASE, cpu, gdt};
 use crate::arch::global::KernelCell;
 use cleave_abi::Error;
+use cleave_abi::vcpu::state;
 use cleave_kernel_core::PhysAddr;
 use cleave_kernel_core::object::vcpu::{STATE_OFFSET, VcpuState, field as policy, launch};
 use cleave_kernel_core::vmx_caps::VmxCapabilities;
+use cleave_kernel_core::{guest_state, vmcs};
 use x86::vmx::vmcs::{control, guest, host, ro};
 
 /// The capability MSRs the controls are adjusted with.
@@ -173,14 +175,14 @@ fn state(vcpu: PhysAddr) -> *mut VcpuState {
     super::physmem::virt(PhysAddr(vcpu.0 + STATE_OFFSET)) as *mut VcpuState
 }
 
-fn read_state(vcpu: PhysAddr) -> VcpuState {
+fn read_page(vcpu: PhysAddr) -> VcpuState {
     // SAFETY: `vcpu` comes from a Vcpu capability: two pages of kernel-object memory in
     // the direct map; the kernel is single-threaded and no reference to it exists.
     unsafe { state(vcpu).read() }
 }
 
-fn write_state(vcpu: PhysAddr, s: &VcpuState) {
-    // SAFETY: as in `read_state`.
+fn write_page(vcpu: PhysAddr, s: &VcpuState) {
+    // SAFETY: as in `read_page`.
     unsafe { state(vcpu).write(*s) }
 }
 
@@ -194,7 +196,7 @@ pub fn make_current(vcpu: PhysAddr) -> Result<(), Error> {
     if vmx.active != 0 {
         clear_active();
     }
-    let mut st = read_state(vcpu);
+    let mut st = read_page(vcpu);
     let fresh = st.launch == launch::FRESH;
     if fresh {
         let region = super::physmem::virt(vcpu) as *mut u32;
@@ -214,7 +216,7 @@ pub fn make_current(vcpu: PhysAddr) -> Result<(), Error> {
     if fresh {
         initialise(&vmx, vcpu)?;
         st.launch = launch::CLEAR;
-        write_state(vcpu, &st);
+        write_page(vcpu, &st);
     }
     Ok(())
 }
@@ -228,10 +230,10 @@ pub fn clear_active() {
     // SAFETY: `active` is the VMCS region this kernel VMPTRLDed, still the Vcpu's memory
     // (destroying a Vcpu clears it before the memory can be reused).
     let _ = unsafe { x86::bits64::vmx::vmclear(active) };
-    let mut st = read_state(PhysAddr(active));
+    let mut st = read_page(PhysAddr(active));
     if st.launch == launch::LAUNCHED {
         st.launch = launch::CLEAR;
-        write_state(PhysAddr(active), &st);
+        write_page(PhysAddr(active), &st);
     }
 }
 
@@ -380,15 +382,6 @@ fn checked_control(value: u64, (must, may): (u32, u32)) -> Result<u64, Error> {
     Ok(u64::from(value))
 }
 
-/// What one guest run ended with.
-pub enum Exit {
-    /// A VM exit: reason (basic, plus bit 31 if the entry failed on guest state),
-    /// qualification, guest-physical address, instruction length.
-    Exit([u64; 4]),
-    /// The entry itself failed: the VM-instruction error (or 0 for VMfailInvalid).
-    EntryFailed(u64),
-}
-
 /// Invalidates every EPT-derived translation (INVEPT, all contexts).
 pub fn invept_all() {
     let descriptor = [0u64; 2];
@@ -406,7 +399,7 @@ pub fn invept_all() {
 
 /// Runs the guest of the Vcpu at `vcpu` in the guest-physical space rooted at `ept_root`
 /// until a VM exit (or a failed entry).
-pub fn run(vcpu: PhysAddr, ept_root: PhysAddr, flush_ept: bool) -> Result<Exit, Error> {
+pub fn run(vcpu: PhysAddr, ept_root: PhysAddr, flush_ept: bool) -> Result<[u64; 4], Error> {
     make_current(vcpu)?;
     if flush_ept {
         invept_all();
@@ -416,7 +409,7 @@ pub fn run(vcpu: PhysAddr, ept_root: PhysAddr, flush_ept: bool) -> Result<Exit, 
     vmwrite(host::CR3, cpu::read_cr3())?;
     vmwrite(host::FS_BASE, cpu::read_msr(IA32_FS_BASE))?;
     vmwrite(host::GS_BASE, cpu::read_msr(IA32_GS_BASE))?;
-    let mut st = read_state(vcpu);
+    let mut st = read_page(vcpu);
     let launched = u64::from(st.launch == launch::LAUNCHED);
     // What the VMCS does not switch is this guest's own (doc/vmx.md lists it all).
     cpu::write_msr(IA32_KERNEL_GS_BASE, st.kernel_gs_base);
@@ -431,21 +424,64 @@ pub fn run(vcpu: PhysAddr, ept_root: PhysAddr, flush_ept: bool) -> Result<Exit, 
     super::idt::reload();
     st.kernel_gs_base = cpu::read_msr(IA32_KERNEL_GS_BASE);
     st.cr2 = super::trap::cr2();
-    write_state(vcpu, &st);
+    write_page(vcpu, &st);
     match result {
         0 => {
             st.launch = launch::LAUNCHED;
-            write_state(vcpu, &st);
+            write_page(vcpu, &st);
             let reason = vmread(ro::EXIT_REASON)?;
-            let words = [
-                reason & (0xffff | (1 << 31)),
+            let basic = reason & 0xffff;
+            let interruption =
+                if basic == vmcs::code::EXCEPTION { vmread(ro::VMEXIT_INTERRUPTION_INFO)? } else { 0 };
+            let words = vmcs::exit_words(
+                reason,
                 vmread(ro::EXIT_QUALIFICATION)?,
                 vmread(ro::GUEST_PHYSICAL_ADDR_FULL)?,
                 vmread(ro::VMEXIT_INSTRUCTION_LEN)?,
-            ];
-            Ok(Exit::Exit(words))
+                interruption,
+            );
+            // An event whose delivery the exit interrupted is delivered at the next entry
+            // (the exit cleared the entry's event).
+            let vectoring = vmread(ro::IDT_VECTORING_INFO)?;
+            let code = vmread(ro::IDT_VECTORING_ERR_CODE)?;
+            if let Some(event) = guest_state::redelivered(vectoring | code << 32) {
+                vmcs::write(&mut Current(vcpu), state::EVENT, event)?;
+            }
+            Ok(words)
         }
-        1 => Ok(Exit::EntryFailed(0)),
-        _ => Ok(Exit::EntryFailed(vmread(ro::VM_INSTRUCTION_ERROR).unwrap_or(0))),
+        1 => Ok(vmcs::entry_failed(0)),
+        _ => Ok(vmcs::entry_failed(vmread(ro::VM_INSTRUCTION_ERROR).unwrap_or(0))),
     }
+}
+
+/// The current VMCS (of the Vcpu at `.0`) as the neutral fields reach it.
+struct Current(PhysAddr);
+
+impl vmcs::Vmcs for Current {
+    fn read(&mut self, encoding: u32) -> Result<u64, Error> {
+        vmread(encoding)
+    }
+    fn write(&mut self, encoding: u32, value: u64) -> Result<(), Error> {
+        write_field(self.0, encoding, value)
+    }
+    fn cr2(&mut self) -> u64 {
+        read_page(self.0).cr2
+    }
+    fn set_cr2(&mut self, value: u64) {
+        let mut st = read_page(self.0);
+        st.cr2 = value;
+        write_page(self.0, &st);
+    }
+}
+
+/// `Machine::guest_state_read` on VT-x.
+pub fn read_state(vcpu: PhysAddr, field: u64) -> Result<u64, Error> {
+    make_current(vcpu)?;
+    vmcs::read(&mut Current(vcpu), field)
+}
+
+/// `Machine::guest_state_write` on VT-x.
+pub fn write_state(vcpu: PhysAddr, field: u64, value: u64) -> Result<(), Error> {
+    make_current(vcpu)?;
+    vmcs::write(&mut Current(vcpu), field, value)
 }

@@ -1,16 +1,20 @@
-//! VT-x test (root task, Bochs): builds a Vcpu and a guest-physical address space (EPT
-//! tables and one page of guest RAM), puts a small real-mode guest in it and acts as its
-//! VMM: the guest writes "Hi" to a UART port (I/O exits), asks CPUID, writes to a
-//! guest-physical address nothing is mapped at (an EPT violation the VMM skips) and halts.
-//! Also checks that a VMM cannot write host state or the EPT pointer, and that guest state
-//! a VMM scrambles (random bit flips and values in every guest-state field it may write,
-//! random event injections) gets an entry failure or an exit, never a broken kernel; that
-//! after guests ran a thread finds the kernel's own GDT and IDT limits (a VM exit leaves
-//! them 0xFFFF); and that a guest finds neither the KERNEL_GS_BASE nor the CR2 the guest
-//! before it left (the VMCS switches neither).
+//! Vcpu test (root task; VT-x in Bochs, SVM in QEMU: the same program, the same
+//! expectations): builds a Vcpu and a guest-physical address space (EPT or NPT tables and
+//! one page of guest RAM), puts a small real-mode guest in it and acts as its VMM through
+//! the architecture-neutral interface: the guest writes "Hi" to a UART port (I/O exits),
+//! asks CPUID, writes to a guest-physical address nothing is mapped at (a memory exit the
+//! VMM skips) and halts. Also checks that a VMM reaches no host state, nested-paging root
+//! or intercept through either interface (on SVM the VT-x field interface is refused
+//! outright) and cannot give the guest CR4.PKE, CR4.VMXE or EFER.SVME; that guest state
+//! a VMM scrambles (random bit flips and values in every guest-state field, random event
+//! injections, and on VT-x the raw VMCS fields too) gets an entry failure or an exit,
+//! never a broken kernel; that after guests ran a thread finds the kernel's own GDT and
+//! IDT limits (a VM exit leaves them 0xFFFF on VT-x); and that a guest finds neither the
+//! KERNEL_GS_BASE nor the CR2 the guest before it left.
 #![no_std]
 #![no_main]
 
+use cleave_abi::vcpu::state::{self, part, segment as seg};
 use cleave_abi::vcpu::{exit, reg};
 use cleave_abi::{Error, ObjectType};
 use cleave_rt::Cap;
@@ -70,8 +74,13 @@ fn setup() -> Result<Cap<Vcpu>, Error> {
 
 /// Moves the guest past the instruction that exited.
 fn skip(vcpu: Cap<Vcpu>, length: u64) -> Result<(), &'static str> {
-    let rip = vcpu.read_vmcs(GUEST_RIP).map_err(|_| "read rip")?;
-    vcpu.write_vmcs(GUEST_RIP, rip + length).map_err(|_| "write rip")
+    let rip = vcpu.read_field(state::RIP).map_err(|_| "read rip")?;
+    vcpu.write_field(state::RIP, rip + length).map_err(|_| "write rip")
+}
+
+/// Which processor this is: the VT-x field interface answers only on VT-x.
+fn on_vmx(vcpu: Cap<Vcpu>) -> bool {
+    vcpu.read_vmcs(GUEST_RIP).is_ok()
 }
 
 /// What the guest did, as its VMM saw it.
@@ -90,12 +99,11 @@ fn run_guest(vcpu: Cap<Vcpu>) -> Result<Seen, &'static str> {
     while !seen.halted && seen.exits < 64 {
         let e = cleave_rt::syscall::vm_enter().map_err(|_| "VmEnter refused")?;
         seen.exits += 1;
-        let (reason, qualification, length) =
-            (e[exit::REASON], e[exit::QUALIFICATION], e[exit::INSTRUCTION_LENGTH]);
+        let (reason, detail, length) = (e[exit::REASON], e[exit::DETAIL], e[exit::INSTRUCTION_LENGTH]);
         match reason {
-            exit::reason::IO => {
-                let port = qualification >> 16;
-                let is_in = qualification & (1 << 3) != 0;
+            exit::reason::PORT_IO => {
+                let port = detail & exit::io::PORT;
+                let is_in = detail & exit::io::IN != 0;
                 let regs = vcpu.read_registers().map_err(|_| "read registers")?;
                 if port == 0x3f8 && !is_in && seen.length < seen.output.len() {
                     seen.output[seen.length] = regs[reg::RAX] as u8;
@@ -112,14 +120,14 @@ fn run_guest(vcpu: Cap<Vcpu>) -> Result<Seen, &'static str> {
                 seen.cpuid = true;
                 skip(vcpu, length)?;
             }
-            exit::reason::EPT_VIOLATION => {
-                seen.hole = Some(e[exit::GUEST_PHYSICAL]);
+            exit::reason::MEMORY => {
+                seen.hole = Some(e[exit::ADDRESS]);
                 // Emulated as a write to nothing: the instruction is known here.
                 skip(vcpu, HOLE_WRITE_LENGTH)?;
             }
             exit::reason::HLT => seen.halted = true,
             other => {
-                println!("vmx-test: unexpected exit {other:#x}, qualification {qualification:#x}");
+                println!("vcpu-test: unexpected exit {other:#x}, detail {detail:#x}");
                 return Err("unexpected exit");
             }
         }
@@ -127,10 +135,47 @@ fn run_guest(vcpu: Cap<Vcpu>) -> Result<Seen, &'static str> {
     Ok(seen)
 }
 
-/// Guest-state fields a VMM may write, with their widths in bits (Intel's encodings), the
-/// event-injection fields, and the controls it may choose (not the primary controls: a
-/// guest without HLT exiting would halt in this code for good).
-const SCRAMBLE_FIELDS: [(u32, u32); 54] = [
+/// The neutral guest-state fields, with their widths in bits (every one, so the kernel's
+/// checks see values they must refuse as well as ones they must take).
+const NEUTRAL_FIELDS: [(u64, u32); 52] = {
+    let mut fields = [(0, 64); 52];
+    let plain = [
+        (state::RIP, 64),
+        (state::RSP, 64),
+        (state::RFLAGS, 64),
+        (state::CR0, 64),
+        (state::CR2, 64),
+        (state::CR3, 64),
+        (state::CR4, 64),
+        (state::EFER, 64),
+        (state::INTERRUPT_SHADOW, 2),
+        (state::EVENT, 64),
+        (state::INTERRUPT_WINDOW, 2),
+        (state::DR7, 64),
+    ];
+    let mut i = 0;
+    while i < plain.len() {
+        fields[i] = plain[i];
+        i += 1;
+    }
+    let mut s = 0;
+    while s < 10 {
+        // GDTR and IDTR have no selector and attributes: the kernel must refuse those.
+        let widths = [16, 64, 32, 17];
+        let mut p = 0;
+        while p < 4 {
+            fields[(12 + 4 * s + p) as usize] = (state::segment(s, p), widths[p as usize]);
+            p += 1;
+        }
+        s += 1;
+    }
+    fields
+};
+
+/// VT-x only, besides: the VMCS fields a VMM may write, with their widths in bits
+/// (Intel's encodings), the event-injection fields, and the controls it may choose (not
+/// the primary controls: a guest without HLT exiting would halt in this code for good).
+const VMCS_FIELDS: [(u32, u32); 54] = [
     (guest::ES_SELECTOR, 16),
     (guest::CS_SELECTOR, 16),
     (guest::SS_SELECTOR, 16),
@@ -210,15 +255,25 @@ fn scramble(rng: &mut Rng) -> Result<Scrambled, &'static str> {
     for _ in 0..SCRAMBLED_GUESTS {
         let vcpu = real_mode_guest(Cap::from_cptr(at(SCRAMBLED)), at(SCRAMBLED + 1), &code)
             .map_err(|_| "guest set-up")?;
+        let vmx = on_vmx(vcpu);
         for _ in 0..1 + rng.below(4) {
-            let (field, width) = SCRAMBLE_FIELDS[rng.below(SCRAMBLE_FIELDS.len() as u64) as usize];
-            let old = vcpu.read_vmcs(field).unwrap_or(0);
-            let value = match rng.below(4) {
-                0 => rng.word(),
-                _ => old ^ 1 << rng.below(u64::from(width)),
+            let scrambled = |old: u64, width: u32, rng: &mut Rng| {
+                let value = match rng.below(4) {
+                    0 => rng.word(),
+                    _ => old ^ 1 << rng.below(u64::from(width)),
+                };
+                if width == 64 { value } else { value & ((1 << width) - 1) }
             };
-            let value = if width == 64 { value } else { value & ((1 << width) - 1) };
-            match vcpu.write_vmcs(field, value) {
+            let written = if vmx && rng.below(2) == 0 {
+                let (field, width) = VMCS_FIELDS[rng.below(VMCS_FIELDS.len() as u64) as usize];
+                let value = scrambled(vcpu.read_vmcs(field).unwrap_or(0), width, rng);
+                vcpu.write_vmcs(field, value)
+            } else {
+                let (field, width) = NEUTRAL_FIELDS[rng.below(NEUTRAL_FIELDS.len() as u64) as usize];
+                let value = scrambled(vcpu.read_field(field).unwrap_or(0), width, rng);
+                vcpu.write_field(field, value)
+            };
+            match written {
                 Ok(()) => tally.writes_taken += 1,
                 Err(_) => tally.writes_refused += 1,
             }
@@ -226,14 +281,13 @@ fn scramble(rng: &mut Rng) -> Result<Scrambled, &'static str> {
         for _ in 0..SCRAMBLED_EXITS {
             let e = cleave_rt::syscall::vm_enter().map_err(|_| "VmEnter refused")?;
             let reason = e[exit::REASON];
-            if reason & cleave_abi::vcpu::ENTRY_FAILED != 0 || reason & (1 << 31) != 0 {
+            if reason == exit::reason::ENTRY_FAILED {
                 tally.entries_refused += 1;
                 break;
             }
             tally.exits += 1;
             let length = e[exit::INSTRUCTION_LENGTH];
-            if matches!(reason, exit::reason::HLT | exit::reason::TRIPLE_FAULT) || !(1..=15).contains(&length)
-            {
+            if matches!(reason, exit::reason::HLT | exit::reason::SHUTDOWN) || !(1..=15).contains(&length) {
                 break;
             }
             if skip(vcpu, length).is_err() {
@@ -259,11 +313,11 @@ fn main() -> i32 {
     let vcpu = match setup() {
         Ok(v) => v,
         Err(e) => {
-            println!("vmx-test: guest set-up failed: {e:?}");
+            println!("vcpu-test: guest set-up failed: {e:?}");
             return t.abandon("guest set-up");
         }
     };
-    t.case("vmx: ports and MSRs let through only with the authority for them", {
+    t.case("vcpu: ports and MSRs let through only with the authority for them", {
         let control: Cap<cleave_rt::cap::kind::IoPortControl> =
             Cap::from_cptr(cleave_abi::boot_info::slot::IO_PORT_CONTROL);
         let post = at(PORT);
@@ -284,65 +338,90 @@ fn main() -> i32 {
             "pass-through policy",
         )
     });
-    t.case("vmx: a VMM cannot write host state or the EPT pointer", {
-        let host = vcpu.write_vmcs(HOST_RIP, 0);
-        let eptp = vcpu.write_vmcs(EPT_POINTER, 0);
-        // Wait-for-SIPI: the guest would never exit again.
-        let parked = vcpu.write_vmcs(GUEST_ACTIVITY_STATE, 3);
-        let read_host = vcpu.read_vmcs(HOST_RIP);
-        check(
-            host == Err(Error::IllegalOperation)
-                && eptp == Err(Error::IllegalOperation)
-                && parked == Err(Error::IllegalOperation)
-                && read_host == Err(Error::IllegalOperation)
-                && vcpu.read_vmcs(EPT_POINTER).is_ok(),
-            "forbidden VMCS field accepted",
-        )
+    let vmx = on_vmx(vcpu);
+    println!(
+        "vcpu-test: {}",
+        if vmx { "VT-x: VMCS fields and neutral fields" } else { "SVM: neutral fields only" }
+    );
+    t.case("vcpu: no host state, nested-paging root or intercept through either interface", {
+        // The neutral interface has no such field; numbers past the last are refused.
+        let past = vcpu.write_field(state::COUNT, 0) == Err(Error::InvalidArgument)
+            && vcpu.read_field(u64::MAX) == Err(Error::InvalidArgument)
+            && vcpu.write_field(state::segment(seg::GDTR, part::SELECTOR), 8) == Err(Error::InvalidArgument);
+        let raw = if vmx {
+            // VT-x: host state and the EPT pointer are the kernel's; so is wait-for-SIPI
+            // (the guest would never exit again).
+            vcpu.write_vmcs(HOST_RIP, 0) == Err(Error::IllegalOperation)
+                && vcpu.write_vmcs(EPT_POINTER, 0) == Err(Error::IllegalOperation)
+                && vcpu.write_vmcs(GUEST_ACTIVITY_STATE, 3) == Err(Error::IllegalOperation)
+                && vcpu.read_vmcs(HOST_RIP) == Err(Error::IllegalOperation)
+                && vcpu.read_vmcs(EPT_POINTER).is_ok()
+        } else {
+            // SVM: the VT-x interface does not exist.
+            vcpu.read_vmcs(GUEST_RIP) == Err(Error::IllegalOperation)
+                && vcpu.write_vmcs(GUEST_RIP, 0) == Err(Error::IllegalOperation)
+        };
+        check(past && raw, "a field that is the kernel's was reached")
     });
-    t.case("vmx: the kernel keeps CR4.VMXE and CR4.PKE out of the guest's hands", {
-        let cr4 = vcpu.read_vmcs(GUEST_CR4).unwrap_or(0);
-        let pke = vcpu.write_vmcs(GUEST_CR4, cr4 | CR4_PKE);
-        let mask = vcpu.write_vmcs(CR4_MASK, 0).and_then(|()| vcpu.read_vmcs(CR4_MASK));
+    t.case("vcpu: the guest gets neither CR4.PKE, CR4.VMXE nor EFER.SVME", {
+        let cr4 = vcpu.read_field(state::CR4).unwrap_or(u64::MAX);
+        let efer = vcpu.read_field(state::EFER).unwrap_or(u64::MAX);
+        let pke = vcpu.write_field(state::CR4, cr4 | CR4_PKE);
+        let vmxe = vcpu.write_field(state::CR4, cr4 | 1 << 13);
+        let svme = vcpu.write_field(state::EFER, efer | 1 << 12);
+        let unchanged = vcpu.read_field(state::CR4) == Ok(cr4) && vcpu.read_field(state::EFER) == Ok(efer);
+        // On VT-x the kernel's CR4 bits also stay in the guest/host mask.
+        let mask = !vmx
+            || (vcpu.write_vmcs(GUEST_CR4, cr4 | CR4_PKE) == Err(Error::IllegalOperation)
+                && vcpu
+                    .write_vmcs(CR4_MASK, 0)
+                    .and_then(|()| vcpu.read_vmcs(CR4_MASK))
+                    .is_ok_and(|m| m & (CR4_PKE | 1 << 13) == CR4_PKE | 1 << 13));
+        println!("vcpu-test: the guest's CR4 reads {cr4:#x}, its EFER {efer:#x}");
         check(
             pke == Err(Error::IllegalOperation)
-                && vcpu.read_vmcs(GUEST_CR4) == Ok(cr4)
-                && mask.is_ok_and(|m| m & (CR4_PKE | 1 << 13) == CR4_PKE | 1 << 13),
-            "CR4.PKE allowed, or the kernel's CR4 bits left the mask",
+                && vmxe == Err(Error::IllegalOperation)
+                && svme == Err(Error::IllegalOperation)
+                && unchanged
+                && cr4 & (1 << 13) == 0
+                && efer & (1 << 12) == 0
+                && mask,
+            "a bit the kernel keeps was given, or shown",
         )
     });
     let seen = run_guest(vcpu);
     match &seen {
         Ok(seen) => {
             let said = core::str::from_utf8(&seen.output[..seen.length]).unwrap_or("?");
-            println!("vmx-test: guest said {said:?} through port 0x3f8");
-            println!("vmx-test: CPUID exit handled: {}", seen.cpuid);
+            println!("vcpu-test: guest said {said:?} through port 0x3f8");
+            println!("vcpu-test: CPUID exit handled: {}", seen.cpuid);
             match seen.hole {
-                Some(gpa) => println!("vmx-test: EPT violation at {gpa:#x}"),
-                None => println!("vmx-test: no EPT violation"),
+                Some(gpa) => println!("vcpu-test: memory exit at {gpa:#x}"),
+                None => println!("vcpu-test: no memory exit"),
             }
             println!(
-                "vmx-test: guest halted after {} exits (its OUT to port 0x80 and RDMSR of FS_BASE went through)",
+                "vcpu-test: guest halted after {} exits (its OUT to port 0x80 and RDMSR of FS_BASE went through)",
                 seen.exits
             );
         }
-        Err(e) => println!("vmx-test: guest run failed: {e}"),
+        Err(e) => println!("vcpu-test: guest run failed: {e}"),
     }
     // Each of these cases fails with the run's error if the guest did not run.
     let ran = |ok: fn(&Seen) -> bool, why| seen.as_ref().map_err(|e| *e).and_then(|s| check(ok(s), why));
-    t.case("vmx: guest output through I/O exits", ran(|s| &s.output[..s.length] == b"Hi", "wrong output"));
-    t.case("vmx: CPUID exit", ran(|s| s.cpuid, "no CPUID exit"));
-    t.case("vmx: EPT violation", ran(|s| s.hole == Some(HOLE), "no EPT violation"));
-    t.case("vmx: HLT exit", ran(|s| s.halted, "never halted"));
-    t.case("vmx: let-through port and MSR did not exit", ran(|s| s.exits == 5, "extra exits"));
+    t.case("vcpu: guest output through I/O exits", ran(|s| &s.output[..s.length] == b"Hi", "wrong output"));
+    t.case("vcpu: CPUID exit", ran(|s| s.cpuid, "no CPUID exit"));
+    t.case("vcpu: memory exit", ran(|s| s.hole == Some(HOLE), "no memory exit"));
+    t.case("vcpu: HLT exit", ran(|s| s.halted, "never halted"));
+    t.case("vcpu: let-through port and MSR did not exit", ran(|s| s.exits == 5, "extra exits"));
     // The first guest goes (its Vcpu is bound to this thread; its page is mapped where
     // every scrambled guest's will be).
     let gone = Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(VCPU), 64))
         .and_then(|()| Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(VCPU + 6), 64)));
     let scrambled =
         gone.map_err(|_| "removing the first guest").and_then(|()| scramble(&mut Rng(0x005c_4a3b_1ed0_0001)));
-    t.case("vmx: scrambled guest state never breaks the kernel", scrambled.and_then(|t| {
+    t.case("vcpu: scrambled guest state never breaks the kernel", scrambled.and_then(|t| {
             println!(
-                "vmx-test: {SCRAMBLED_GUESTS} scrambled guests: {} field writes taken, {} refused; {} entries refused, {} exits",
+                "vcpu-test: {SCRAMBLED_GUESTS} scrambled guests: {} field writes taken, {} refused; {} entries refused, {} exits",
                 t.writes_taken, t.writes_refused, t.entries_refused, t.exits
             );
             let varied = t.writes_taken > 0 && t.writes_refused > 0 && t.entries_refused > 0 && t.exits > 0;
@@ -351,13 +430,13 @@ fn main() -> i32 {
     );
     // A guest has run: the descriptor-table limits must be the kernel's again (a VM exit
     // leaves them 0xFFFF, and selectors past the real GDT would name kernel memory).
-    t.case("vmx: GDT and IDT limits are the kernel's again after VM exits", {
+    t.case("vcpu: GDT and IDT limits are the kernel's again after VM exits", {
         let (gdt, idt) = descriptor_table_limits();
-        println!("vmx-test: after the guests, this thread reads GDT limit {gdt:#x}, IDT limit {idt:#x}");
+        println!("vcpu-test: after the guests, this thread reads GDT limit {gdt:#x}, IDT limit {idt:#x}");
         check(gdt < 0x100 && idt == 0xfff, "a limit is still what the VM exit left")
     });
     t.case(
-        "vmx: a guest finds neither KERNEL_GS_BASE nor CR2 of the guest before it",
+        "vcpu: a guest finds neither KERNEL_GS_BASE nor CR2 of the guest before it",
         guests_do_not_share_unswitched_state(),
     );
     t.finish()
@@ -410,11 +489,7 @@ fn guests_do_not_share_unswitched_state() -> Result<(), &'static str> {
         vcpu.set_msr_exit(0xc000_0102, false, false).map_err(|_| "KERNEL_GS_BASE not let through")?;
         let e = cleave_rt::syscall::vm_enter().map_err(|_| "VmEnter refused")?;
         if e[exit::REASON] != exit::reason::HLT {
-            println!(
-                "vmx-test: unexpected exit {:#x}, qualification {:#x}",
-                e[exit::REASON],
-                e[exit::QUALIFICATION]
-            );
+            println!("vcpu-test: unexpected exit {:#x}, detail {:#x}", e[exit::REASON], e[exit::DETAIL]);
             return Err("the guest did not halt");
         }
         Ok(())
@@ -428,7 +503,7 @@ fn guests_do_not_share_unswitched_state() -> Result<(), &'static str> {
     let regs = reader.read_registers().map_err(|_| "read registers")?;
     let (gs, cr2) = (regs[reg::RBX], regs[reg::RAX]);
     println!(
-        "vmx-test: the second guest reads KERNEL_GS_BASE {gs:#x}, CR2 {cr2:#x} (the first wrote 0x11223344, 0xdeadb000)"
+        "vcpu-test: the second guest reads KERNEL_GS_BASE {gs:#x}, CR2 {cr2:#x} (the first wrote 0x11223344, 0xdeadb000)"
     );
     let _ = Cap::<cleave_rt::cap::kind::CNode>::delete(ROOT.slot(at(READER + 6), 64));
     check(gs == 0 && cr2 == 0, "the second guest saw the first one's state")
