@@ -6,9 +6,10 @@
 //! runs it until it powers off or is stopped. Each guest's console lines are printed with
 //! its name in front.
 //!
-//! Two guests behave; four are hostile (an unmapped access, a write to a read-only page,
-//! an MSR not offered, a triple fault) and must be stopped with that reason while the
-//! others go on. One case per guest: it ended as it must.
+//! Two guests behave; the others are hostile (an unmapped access, a write to a read-only
+//! page, an MSR not offered, a triple fault, CR4.PKE, EFER.SVME, and on SVM an SVM
+//! instruction) and must be stopped with that reason while the others go on. One case per
+//! guest: it ended as it must.
 #![no_std]
 #![no_main]
 
@@ -42,6 +43,11 @@ enum Expected {
     /// Stopped at a read of this MSR, which the VMM does not offer.
     BadMsr(u32),
     TripleFault,
+    /// Stopped when it asked for this, which the VMM does not offer.
+    NotOffered(&'static str),
+    /// Stopped at an SVM instruction it ran (SVM only: on VT-x the instruction is
+    /// undefined and the guest takes #UD itself).
+    VirtualizationInstruction,
 }
 
 impl Expected {
@@ -53,6 +59,10 @@ impl Expected {
             (Expected::ReadOnly(want), Stop::ReadOnlyWrite { gpa, .. }) => gpa == want,
             (Expected::BadMsr(want), Stop::BadMsr { msr, write }) => msr == want && !write,
             (Expected::TripleFault, Stop::TripleFault) => true,
+            (Expected::NotOffered(want), Stop::NotOffered(what)) => want == what,
+            (Expected::VirtualizationInstruction, Stop::Unhandled { reason, .. }) => {
+                reason == cleave_vmm_core::vm::reason::VIRTUALIZATION_INSTRUCTION
+            }
             _ => false,
         }
     }
@@ -67,6 +77,8 @@ impl core::fmt::Display for Expected {
             Expected::ReadOnly(gpa) => write!(f, "is stopped at its write to read-only {gpa:#x}"),
             Expected::BadMsr(msr) => write!(f, "is stopped at its read of MSR {msr:#x}"),
             Expected::TripleFault => write!(f, "is stopped at its triple fault"),
+            Expected::NotOffered(what) => write!(f, "is stopped when it asks for {what}"),
+            Expected::VirtualizationInstruction => write!(f, "is stopped at its SVM instruction"),
         }
     }
 }
@@ -76,14 +88,27 @@ const READ_ONLY_GPA: u64 = 0x20_0000;
 
 /// The guests: name, command line, what must happen (`guests/hello` says what each
 /// `misbehave=` does: the unmapped guest reads 1 GiB, the MSR guest the APIC base).
-const GUESTS: [(&str, &str, Expected); 6] = [
+const GUESTS: [(&str, &str, Expected); 9] = [
     ("hello", "name=hello", Expected::PoweredOff),
     ("alice", "name=alice", Expected::PoweredOff),
     ("unmapped", "name=unmapped misbehave=unmapped", Expected::Unmapped(0x4000_0000)),
     ("readonly", "name=readonly misbehave=readonly", Expected::ReadOnly(READ_ONLY_GPA)),
     ("badmsr", "name=badmsr misbehave=msr", Expected::BadMsr(0x1b)),
     ("triple", "name=triple misbehave=triple", Expected::TripleFault),
+    ("pke", "name=pke misbehave=pke", Expected::NotOffered("protection keys (CR4.PKE)")),
+    ("svme", "name=svme misbehave=svme", Expected::NotOffered("SVM (EFER.SVME)")),
+    // SVM only (the last): see `Expected::VirtualizationInstruction`.
+    ("vmload", "name=vmload misbehave=vmload", Expected::VirtualizationInstruction),
 ];
+
+/// How many of [`GUESTS`] run here: all on SVM, all but the SVM-only last one on VT-x. (The
+/// kernel runs guests with VT-x when the processor has it, else with SVM.)
+fn guest_count() -> usize {
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    let extended = core::arch::x86_64::__cpuid(0x8000_0001);
+    let svm = leaf1.ecx & (1 << 5) == 0 && extended.ecx & (1 << 2) != 0;
+    if svm { GUESTS.len() } else { GUESTS.len() - 1 }
+}
 
 /// One VMM thread's stack.
 const STACK_SIZE: usize = 64 * 1024;
@@ -119,9 +144,14 @@ impl Slots {
     }
 }
 
-/// Builds guest `index`'s objects and its VMM thread (not yet started); returns the Vcpu
-/// and the thread.
-fn build(untyped: Cap<Untyped>, slots: &mut Slots, index: usize) -> Result<(Cap<Vcpu>, Cap<Tcb>), Error> {
+/// Builds guest `index`'s objects around its RAM frame `ram` and its VMM thread (not yet
+/// started); returns the Vcpu and the thread.
+fn build(
+    untyped: Cap<Untyped>,
+    slots: &mut Slots,
+    index: usize,
+    ram: Cap<Frame>,
+) -> Result<(Cap<Vcpu>, Cap<Tcb>), Error> {
     let make = |ty: ObjectType, slots: &mut Slots| -> Result<u64, Error> {
         let at = slots.next();
         untyped.retype(ty, 0, ROOT, 0, 0, at, 1)?;
@@ -133,7 +163,6 @@ fn build(untyped: Cap<Untyped>, slots: &mut Slots, index: usize) -> Result<(Cap<
     for ty in [ObjectType::EptPdpt, ObjectType::EptPd] {
         Cap::<EptTable>::from_cptr(make(ty, slots)?).map(root, 0)?;
     }
-    let ram: Cap<Frame> = Cap::from_cptr(make(ObjectType::Frame2M, slots)?);
     ram.map_ept(root, 0, Rights::ALL, false)?;
     // A read-only page just above the RAM (a 4 KiB table for that 2 MiB).
     Cap::<EptTable>::from_cptr(make(ObjectType::EptPt, slots)?).map(root, READ_ONLY_GPA)?;
@@ -191,7 +220,8 @@ extern "C" fn vmm_thread(index: u64) -> ! {
 
 /// One case per guest: it ended as it must.
 fn main() -> i32 {
-    let t = Suite::plan(GUESTS.len() as u32);
+    let count = guest_count();
+    let t = Suite::plan(count as u32);
     if GUEST_IMAGE.is_empty() {
         return t.abandon("no guest image was built in (CLEAVE_GUEST_IMAGE); nothing to run");
     }
@@ -207,9 +237,19 @@ fn main() -> i32 {
     if big.retype(ObjectType::Untyped, 25, ROOT, 0, 0, ut, 1).is_err() {
         return t.abandon("no 32 MiB of memory for the guests");
     }
+    // Every guest's RAM first, so that no 2 MiB frame waits for alignment behind smaller
+    // objects.
+    let mut rams = [Cap::<Frame>::from_cptr(0); GUESTS.len()];
+    for ram in rams.iter_mut().take(count) {
+        let at = slots.next();
+        if Cap::<Untyped>::from_cptr(ut).retype(ObjectType::Frame2M, 0, ROOT, 0, 0, at, 1).is_err() {
+            return t.abandon("no memory for the guests' RAM");
+        }
+        *ram = Cap::from_cptr(at);
+    }
     let mut threads = [Cap::<Tcb>::from_cptr(0); GUESTS.len()];
-    for (index, (name, _, _)) in GUESTS.iter().enumerate() {
-        match build(Cap::from_cptr(ut), &mut slots, index) {
+    for (index, (name, _, _)) in GUESTS.iter().enumerate().take(count) {
+        match build(Cap::from_cptr(ut), &mut slots, index, rams[index]) {
             Ok((vcpu, thread)) => {
                 VCPUS[index].store(vcpu.cptr(), Ordering::Release);
                 THREADS[index].store(thread.cptr(), Ordering::Release);
@@ -226,7 +266,7 @@ fn main() -> i32 {
     }
     println!(
         "vmm: {} guests loaded ({} bytes of image each), each with its own Vcpu, EPT and RAM; starting their VMM threads",
-        GUESTS.len(),
+        count,
         GUEST_IMAGE.len()
     );
     // The VMM threads (priority 100) share the processor round-robin; this one waits below.
@@ -234,7 +274,7 @@ fn main() -> i32 {
     if me.set_priority(10).is_err() {
         return t.abandon("cannot lower the root thread's priority");
     }
-    for (index, thread) in threads.iter().enumerate() {
+    for (index, thread) in threads.iter().enumerate().take(count) {
         // SAFETY: only the address is taken; each stack belongs to one thread.
         let top = unsafe { &raw mut STACKS[index] } as u64 + STACK_SIZE as u64 - 8;
         let entry = vmm_thread as *const () as u64;
@@ -246,11 +286,11 @@ fn main() -> i32 {
             return t.abandon("cannot start a VMM thread");
         }
     }
-    while RESULTS.iter().any(|r| r.load(Ordering::Acquire) == 0) {
+    while RESULTS[..count].iter().any(|r| r.load(Ordering::Acquire) == 0) {
         cleave_rt::syscall::yield_now();
     }
     let mut t = t;
-    for (index, (name, _, expected)) in GUESTS.iter().enumerate() {
+    for (index, (name, _, expected)) in GUESTS.iter().enumerate().take(count) {
         let ended = RESULTS[index].load(Ordering::Acquire) == 1;
         let why = "it ended otherwise (its VMM's line above says how)";
         t.case(&alloc::format!("guest '{name}' {expected}"), check(ended, why));

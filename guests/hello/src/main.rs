@@ -9,7 +9,9 @@
 //! With `misbehave=WHAT` on its command line it is hostile instead, right after the
 //! greeting: `unmapped` reads guest-physical 1 GiB (nothing there), `readonly` writes the
 //! read-only page its VMM maps at 2 MiB, `msr` reads MSR 0x1b (the APIC base, not
-//! offered), `triple` loads an empty IDT and raises an exception (a triple fault).
+//! offered), `triple` loads an empty IDT and raises an exception (a triple fault), `pke`
+//! turns on CR4.PKE (protection keys, not offered), `svme` sets EFER.SVME (nested SVM, not
+//! offered), `vmload` runs an SVM instruction (intercepted on SVM).
 #![no_std]
 #![no_main]
 
@@ -202,6 +204,40 @@ fn misbehave(what: &str) {
             unsafe {
                 core::arch::asm!("rdmsr", in("ecx") 0x1bu32, out("eax") _, out("edx") _, options(nomem, nostack))
             }
+        }
+        "pke" => {
+            // SAFETY: deliberately hostile: protection keys are not offered (PKRU is not
+            // switched between guests); the CR4 write exits and the VMM stops the guest.
+            unsafe {
+                core::arch::asm!(
+                    "mov rax, cr4",
+                    "bts rax, 22",
+                    "mov cr4, rax",
+                    out("rax") _,
+                    options(nomem, nostack)
+                )
+            }
+        }
+        "svme" => {
+            // SAFETY: deliberately hostile: asks for nested SVM by setting EFER.SVME; the
+            // WRMSR exits and the VMM stops the guest.
+            unsafe {
+                core::arch::asm!(
+                    "rdmsr",
+                    "bts eax, 12",
+                    "wrmsr",
+                    in("ecx") 0xc000_0080u32,
+                    out("eax") _,
+                    out("edx") _,
+                    options(nomem, nostack)
+                )
+            }
+        }
+        "vmload" => {
+            // SAFETY: deliberately hostile: an SVM instruction, which on SVM exits (the
+            // kernel intercepts every one) and the VMM stops the guest. (On VT-x it is
+            // undefined: the guest takes #UD.)
+            unsafe { core::arch::asm!("xor eax, eax", "vmload rax", out("rax") _, options(nostack)) }
         }
         "triple" => {
             #[repr(C, packed)]

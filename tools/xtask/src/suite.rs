@@ -29,6 +29,36 @@ struct EmulatorTest {
     audit: &'static [(&'static str, &'static str)],
 }
 
+/// What the kernel says when guests run on VT-x, and on SVM.
+const VMX_ON: &str = "vt-x: VMX on; guests can run";
+const SVM_ON: &str = "svm: SVM on; guests' physical address spaces are nested page tables";
+
+/// What the loader and the kernel say around the guests of systems/guests.toml.
+/// The guests of systems/guests.toml, on either architecture: one VMM component per guest;
+/// each guest sees only its own memory (its own command line at the same guest-physical
+/// address). The guests run at once, so their lines interleave in any order.
+const GUESTS_ANYWHERE: &[&str] = &[
+    "vmm: guest 'alice': 2 MiB of RAM, image 'guest-hello', starting in long mode",
+    "alice: command line: name=alice",
+    "alice: 100 timer interrupts",
+    "alice: floating-point registers: clear at start, still its own at the end",
+    "vmm: guest 'alice' powered off with code 0; ",
+    "vmm: guest 'hello': 4 MiB of RAM, image 'guest-hello', starting in long mode",
+    "hello: command line: name=hello",
+    "hello: 100 timer interrupts",
+    "hello: MMIO test device: id CLEV, scratch 0x1234",
+    "hello: floating-point registers: clear at start, still its own at the end",
+    "vmm: guest 'hello' powered off with code 0; ",
+    "vmm: guest 'triple' triple fault",
+    "vmm: guest 'unmapped' read guest-physical 0x40000000, where nothing is mapped",
+];
+/// Which VMM each guest of systems/guests.toml relies on.
+const GUESTS_AUDIT: &[(&str, &str)] =
+    &[("vmm-alice", "alice"), ("vmm-hello", "hello"), ("vmm-triple", "triple"), ("vmm-unmapped", "unmapped")];
+/// The multi-guest VMM's own report: each guest's console, through its VMM: only the serial
+/// output shows that each read its own command line.
+const VMM_GUESTS_LINES: &[&str] = &["hello: command line: name=hello", "alice: command line: name=alice"];
+
 const QEMU_TIMEOUT: Duration = Duration::from_secs(30);
 const BOCHS_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -430,9 +460,11 @@ const TESTS: &[EmulatorTest] = &[
             outcome: Outcome::Success,
             judges_itself: true,
             anywhere: &[],
-            patterns: &["svm: SVM on; guests' physical address spaces are nested page tables"],
+            patterns: &[SVM_ON],
         },
     },
+    // The Vcpu tests, the guests from a description and the multi-guest VMM run on both
+    // architectures with the same expectations: VT-x in Bochs, SVM in QEMU.
     EmulatorTest {
         name: "bochs-vmx-guest",
         emulator: Emulator::Bochs,
@@ -445,7 +477,22 @@ const TESTS: &[EmulatorTest] = &[
             outcome: Outcome::Success,
             judges_itself: true,
             anywhere: &[],
-            patterns: &["vt-x: VMX on; guests can run"],
+            patterns: &[VMX_ON, "vcpu-test: VT-x: VMCS fields and neutral fields"],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-svm-vcpu-guest",
+        emulator: Emulator::Qemu,
+        module: Some("vcpu-test"),
+        cmdline: "",
+        digest_of: None,
+        host_xenstore: false,
+        audit: &[],
+        expect: Expectation {
+            outcome: Outcome::Success,
+            judges_itself: true,
+            anywhere: &[],
+            patterns: &[SVM_ON, "vcpu-test: SVM: neutral fields only"],
         },
     },
     EmulatorTest {
@@ -455,37 +502,28 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: Some("systems/guests.toml"),
         host_xenstore: false,
-        audit: &[
-            ("vmm-alice", "alice"),
-            ("vmm-hello", "hello"),
-            ("vmm-triple", "triple"),
-            ("vmm-unmapped", "unmapped"),
-        ],
+        audit: GUESTS_AUDIT,
         expect: Expectation {
             // Every VMM stops itself once its guest is gone; then nothing is left to run.
             outcome: Outcome::Idle,
             judges_itself: false,
-            anywhere: &[],
-            patterns: &[
-                "vt-x: VMX on; guests can run",
-                "loader: built",
-                // One VMM component per guest, in name order; each guest sees only its own
-                // memory (its own command line at the same guest-physical address).
-                "vmm: guest 'alice': 2 MiB of RAM, image 'guest-hello', starting in long mode",
-                "alice: command line: name=alice",
-                "alice: 100 timer interrupts",
-                "alice: floating-point registers: clear at start, still its own at the end",
-                "vmm: guest 'alice' powered off with code 0; ",
-                "vmm: guest 'hello': 4 MiB of RAM, image 'guest-hello', starting in long mode",
-                "hello: command line: name=hello",
-                "hello: 100 timer interrupts",
-                "hello: MMIO test device: id CLEV, scratch 0x1234",
-                "hello: floating-point registers: clear at start, still its own at the end",
-                "vmm: guest 'hello' powered off with code 0; ",
-                "vmm: guest 'triple' triple fault",
-                "vmm: guest 'unmapped' read guest-physical 0x40000000, where nothing is mapped",
-                "kernel: no runnable threads (0 stopped by faults)",
-            ],
+            anywhere: GUESTS_ANYWHERE,
+            patterns: &[VMX_ON, "loader: built", "kernel: no runnable threads (0 stopped by faults)"],
+        },
+    },
+    EmulatorTest {
+        name: "qemu-svm-capdl-guests",
+        emulator: Emulator::Qemu,
+        module: Some("loader-guests"),
+        cmdline: "",
+        digest_of: Some("systems/guests.toml"),
+        host_xenstore: false,
+        audit: GUESTS_AUDIT,
+        expect: Expectation {
+            outcome: Outcome::Idle,
+            judges_itself: false,
+            anywhere: GUESTS_ANYWHERE,
+            patterns: &[SVM_ON, "loader: built", "kernel: no runnable threads (0 stopped by faults)"],
         },
     },
     EmulatorTest {
@@ -499,14 +537,23 @@ const TESTS: &[EmulatorTest] = &[
         expect: Expectation {
             outcome: Outcome::Success,
             judges_itself: true,
-            anywhere: &[],
-            patterns: &[
-                "vt-x: VMX on; guests can run",
-                // Each guest's own console, through its VMM: only the serial output shows
-                // that each read its own command line.
-                "hello: command line: name=hello",
-                "alice: command line: name=alice",
-            ],
+            anywhere: &[VMX_ON],
+            patterns: VMM_GUESTS_LINES,
+        },
+    },
+    EmulatorTest {
+        name: "qemu-svm-vmm-guest",
+        emulator: Emulator::Qemu,
+        module: Some("vmm-guests"),
+        cmdline: "",
+        digest_of: None,
+        host_xenstore: false,
+        audit: &[],
+        expect: Expectation {
+            outcome: Outcome::Success,
+            judges_itself: true,
+            anywhere: &[SVM_ON],
+            patterns: VMM_GUESTS_LINES,
         },
     },
 ];

@@ -66,8 +66,8 @@ pub struct LongMode {
     pub cr0: u64,
     /// CR3: the PML4.
     pub cr3: u64,
-    /// CR4: PAE, OSFXSR, OSXMMEXCPT, and VMXE (which VMX operation requires; the guest
-    /// reads it as clear).
+    /// CR4: PAE, OSFXSR, OSXMMEXCPT (as the guest sees it; what the processor needs
+    /// underneath, such as VT-x's VMXE, is the kernel's).
     pub cr4: u64,
     /// EFER: LME, LMA, NXE.
     pub efer: u64,
@@ -103,7 +103,7 @@ pub fn long_mode(mem: &mut impl GuestMemory) -> Option<LongMode> {
     ok.then_some(LongMode {
         cr0: (1 << 0) | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 31),
         cr3: layout::PML4,
-        cr4: (1 << 5) | (1 << 9) | (1 << 10) | (1 << 13),
+        cr4: (1 << 5) | (1 << 9) | (1 << 10),
         efer: (1 << 8) | (1 << 10) | (1 << 11),
         gdt: (layout::GDT, layout::GDT_SIZE - 1),
         code_rights: 0xa09b,
