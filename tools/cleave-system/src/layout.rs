@@ -29,8 +29,11 @@ pub const GUEST_RAM_MAX: u64 = 1 << 30;
 pub const VMM_PROGRAM: &str = "vmm";
 /// The slots of a VMM's CNode: its guest's Vcpu, EPT root, and its own TCB (to stop
 /// itself when the guest is gone).
-pub const VMM_SLOTS: [(&str, &str); 3] =
-    [("vcpu", "the guest's Vcpu"), ("ept", "the guest's EPT root"), ("tcb", "its own TCB")];
+pub const VMM_SLOTS: [(&str, &str); 3] = [
+    ("vcpu", "the guest's Vcpu"),
+    ("ept", "the guest's guest-physical space (EPT or NPT root)"),
+    ("tcb", "its own TCB"),
+];
 /// The capability kind (`cleave_rt::cap::kind`) of each of [`VMM_SLOTS`], in order.
 pub const VMM_SLOT_KINDS: [&str; 3] = ["Vcpu", "EptRoot", "Tcb"];
 /// Where a VMM finds its configuration page (read only): the start of the device window,

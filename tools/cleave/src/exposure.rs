@@ -15,7 +15,7 @@ pub fn exposure(file: &SystemFile, guest: &str) -> Option<Vec<(String, String)>>
     let mut queue = VecDeque::new();
     // Its VMM holds its Vcpu, guest-physical space and memory.
     let vmm = crate::layout::vmm_name(guest);
-    reason.insert(vmm.clone(), format!("runs guest `{guest}` (its Vcpu, EPT and memory)"));
+    reason.insert(vmm.clone(), format!("runs guest `{guest}` (its Vcpu, guest-physical space and memory)"));
     order.push(vmm);
     for b in &g.backends {
         let b = b.get_ref().clone();

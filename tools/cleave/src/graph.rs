@@ -72,7 +72,7 @@ pub fn dot(file: &SystemFile) -> String {
         let vmm = crate::layout::vmm_name(name.get_ref());
         let _ = writeln!(
             out,
-            "  {} -> {} [label=\"runs (Vcpu, EPT, {} RAM)\"];",
+            "  {} -> {} [label=\"runs (Vcpu, guest-physical space, {} RAM)\"];",
             quote(&vmm),
             quote(&format!("guest {}", name.get_ref())),
             g.memory.get_ref()

@@ -31,6 +31,7 @@ fn boot_run(icount: bool) -> Run {
         icount,
         echo: false,
         host_xenstore: false,
+        host_waits_for: Vec::new(),
     }
 }
 
@@ -182,6 +183,7 @@ fn vmx_figures(artifacts: &Artifacts) -> Result<(String, String)> {
         icount: false,
         echo: false,
         host_xenstore: false,
+        host_waits_for: Vec::new(),
     };
     let finished = run.execute(artifacts)?;
     let line = finished.serial.lines().find(|l| l.starts_with("bench vmx.cpuid_exit_round_trip"));

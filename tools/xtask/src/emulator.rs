@@ -38,6 +38,21 @@ pub struct Run {
     /// and, when the toolstack asks for it, drive Xen's XenStore tools through it
     /// ([`host_xenstore_session`]); their output joins the log as `[host]` lines.
     pub host_xenstore: bool,
+    /// Serial texts that must all have appeared before the host session starts (and so
+    /// before it ends the run): each guest's last line, so that a run ends only after its
+    /// guests did ([`guests_done`]).
+    pub host_waits_for: Vec<String>,
+}
+
+/// What a VMM prints when its guest `name` has stopped, for any reason (its start line
+/// has a colon after the name instead).
+pub fn guest_done(name: &str) -> String {
+    format!("vmm: guest '{name}' ")
+}
+
+/// [`guest_done`] for every guest of the system description at `system`.
+pub fn guests_done(system: &Path) -> Result<Vec<String>> {
+    Ok(crate::system::guest_names(system)?.iter().map(|g| guest_done(g)).collect())
 }
 
 /// Marks the end of QEMU's output on the line channel (no serial line contains a NUL).
@@ -169,13 +184,21 @@ impl Run {
         });
         let mut capture = Capture::new(Some(&log), self.echo)?;
         let deadline = self.timeout.map(|t| start + t);
+        // The host session starts once the toolstack asks for it and every awaited text
+        // has appeared, whichever comes last.
+        let mut cue_seen = false;
+        let mut awaited = self.host_waits_for.clone();
         let ending = loop {
             let wait =
                 deadline.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
             match lines.recv_timeout(wait.min(Duration::from_millis(200))) {
                 Ok((text, _)) if text == END_OF_OUTPUT => break wait_exit(&mut child)?,
                 Ok((text, at)) => {
-                    if let Some(socket) = socket.as_ref().filter(|_| text.contains(HOST_XENSTORE_CUE)) {
+                    let was_ready = cue_seen && awaited.is_empty();
+                    cue_seen |= text.contains(HOST_XENSTORE_CUE);
+                    awaited.retain(|a| !text.contains(a.as_str()));
+                    let ready = cue_seen && awaited.is_empty() && !was_ready;
+                    if let Some(socket) = socket.as_ref().filter(|_| ready) {
                         let (socket, sender) = (socket.clone(), host_sender.clone());
                         std::thread::spawn(move || {
                             host_xenstore_session(&socket, |line| {
@@ -405,6 +428,7 @@ pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Resul
         icount: false,
         echo: true,
         host_xenstore: !bochs,
+        host_waits_for: guests_done(system)?,
     };
     let finished = run.execute(&artifacts)?;
     let expect =

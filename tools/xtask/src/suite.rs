@@ -70,11 +70,19 @@ const TESTS: &[EmulatorTest] = &[
         cmdline: "",
         digest_of: Some("system.toml"),
         host_xenstore: true,
-        audit: &[],
+        audit: &[("vmm-alice", "alice"), ("vmm-bob", "bob"), ("vmm-mallory", "mallory")],
         expect: Expectation {
             outcome: Outcome::Success,
             judges_itself: true,
             anywhere: &[
+                // The product's guests, each under its own VMM: two that behave, one hostile
+                // stopped alone.
+                "alice: command line: name=alice",
+                "alice: floating-point registers: clear at start, still its own at the end",
+                "vmm: guest 'alice' powered off with code 0; ",
+                "bob: command line: name=bob",
+                "vmm: guest 'bob' powered off with code 0; ",
+                "vmm: guest 'mallory' asked for SVM (EFER.SVME), which this VMM does not offer",
                 "audit: ", // every restart is in the audit log
                 // XenStore-Logic, restarted every 100 ms, resumes from State each time.
                 "restart xenstore-logic#3 xenstore-logic#4",
@@ -610,7 +618,10 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
 struct DocumentedCommand {
     name: &'static str,
     args: &'static [&'static str],
+    /// Texts its output must show, in this order.
     expect: &'static [&'static str],
+    /// Texts its output must show, in any order (threads that run at once).
+    anywhere: &'static [&'static str],
 }
 
 /// Every documented `run` form that ends by itself. (`run --gdb` waits for a debugger
@@ -623,6 +634,15 @@ const COMMANDS: &[DocumentedCommand] = &[
             "loader: pci 00:02.0 1234:1111 memory 0xfd000000+16384 KiB memory 0xfebf0000+4 KiB",
             "toolstack: display adapter: VBE id 0xb0c5, EDID header valid",
             "TEST PASS",
+        ],
+        // The guests run on SVM in QEMU, each under its own VMM, the hostile one stopped
+        // alone.
+        anywhere: &[
+            "alice: command line: name=alice",
+            "vmm: guest 'alice' powered off with code 0; ",
+            "bob: command line: name=bob",
+            "vmm: guest 'bob' powered off with code 0; ",
+            "vmm: guest 'mallory' asked for SVM (EFER.SVME), which this VMM does not offer",
         ],
     },
     DocumentedCommand {
@@ -638,6 +658,7 @@ const COMMANDS: &[DocumentedCommand] = &[
             "toolstack: XenStore is not open to the host (\"none\"): host checks skipped",
             "TEST PASS",
         ],
+        anywhere: &[],
     }, // Another system than the default one, chosen as the README says.
     DocumentedCommand {
         name: "command-run-lifetimes",
@@ -647,6 +668,7 @@ const COMMANDS: &[DocumentedCommand] = &[
             "observer: the worker finished its rounds while the crasher crash-looped above it",
             "TEST PASS",
         ],
+        anywhere: &[],
     },
 ];
 
@@ -696,6 +718,9 @@ fn run_documented_command(command: &DocumentedCommand, tally: &mut Tally) -> Res
                     break;
                 }
             }
+        }
+        if let Some(line) = command.anywhere.iter().find(|l| !output.contains(*l)) {
+            verdict = Err(format!("its output lacks `{line}`"));
         }
     }
     match verdict {
@@ -803,6 +828,11 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
         icount: false,
         echo: true,
         host_xenstore: test.host_xenstore,
+        // A system run ends (the host ends it) only after its guests did.
+        host_waits_for: match test.digest_of {
+            Some(system) if test.host_xenstore => emulator::guests_done(&workspace_root().join(system))?,
+            _ => Vec::new(),
+        },
     };
     let start = Instant::now();
     let finished = run.execute(artifacts)?;

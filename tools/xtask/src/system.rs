@@ -5,12 +5,22 @@
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
+/// Reads and checks `path`.
+fn load(path: &Path) -> Result<cleave::system::SystemFile> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    cleave::system::load(&text).map_err(|errors| {
+        anyhow::anyhow!("{}", cleave::diagnostic::render(&errors, &path.display().to_string(), &text))
+    })
+}
+
+/// The names of the guests `path` describes, in name order.
+pub fn guest_names(path: &Path) -> Result<Vec<String>> {
+    Ok(load(path)?.guests.keys().map(|name| name.get_ref().clone()).collect())
+}
+
 /// Reads and checks `path`; returns the root task's program name.
 pub fn root_program(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file = cleave::system::load(&text).map_err(|errors| {
-        anyhow::anyhow!("{}", cleave::diagnostic::render(&errors, &path.display().to_string(), &text))
-    })?;
+    let file = load(path)?;
     match file.system {
         Some(system) => Ok(system.root.into_inner()),
         None => bail!("{}: no [system] root: name the program the kernel boots", path.display()),
@@ -31,7 +41,8 @@ mod tests {
     fn each_system_names_its_own_programs() {
         let root = crate::workspace_root();
         let product = crate::artifacts::programs_of(&root.join("system.toml")).unwrap();
-        assert!(product.guests.is_empty() && !product.vmm, "{product:?}");
+        assert!(product.guests == ["guest-hello"] && product.vmm, "{product:?}");
+        assert_eq!(guest_names(&root.join("system.toml")).unwrap(), ["alice", "bob", "mallory"]);
         for name in ["toolstack", "xenstore-logic", "vga", "supervisor"] {
             assert!(product.components.iter().any(|c| c == name), "{name} missing: {product:?}");
         }
