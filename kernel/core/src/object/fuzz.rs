@@ -25,6 +25,7 @@ use crate::addr::{PhysAddr, VirtAddr};
 use cleave_abi::ipc_buffer::{RECEIVE_OFFSET, cap_offset};
 use cleave_abi::object::{ENDPOINT_SIZE_BITS, NOTIFICATION_SIZE_BITS, SLOT_SIZE_BITS, TCB_SIZE_BITS, label};
 use cleave_abi::{MessageInfo, ObjectType, Rights, Syscall};
+use core::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::format;
 use std::string::String;
@@ -131,10 +132,88 @@ fn root_slot(i: u64) -> Slot {
 }
 
 /// The machine as the fuzzer plays it: ports read 0, VMCS accesses succeed and make the
-/// Vcpu's VMCS the active one, interrupts are pending when the step says so.
+/// Vcpu's VMCS the active one, interrupts are pending when the step says so. Guest-state
+/// accesses go through the kernel's own neutral-field code (`crate::vmcs` on VT-x
+/// episodes, `crate::vmcb` on SVM ones) into a synthetic VMCS or VMCB per live Vcpu,
+/// fresh as the kernel makes it on first use; [`check`] holds what a VMM may never reach
+/// in them.
 struct FuzzHardware {
     active: u64,
     pending: bool,
+    /// SVM (the episode's guests' spaces are NPT) rather than VT-x.
+    svm: bool,
+    /// Each Vcpu's synthetic processor state, by address (forgotten when the Vcpu dies).
+    guests: RefCell<BTreeMap<u64, Synthetic>>,
+}
+
+/// A Vcpu's processor-side state as the fuzzer keeps it.
+enum Synthetic {
+    /// VT-x: VMCS fields by encoding, and the guest CR2 the state page would hold.
+    Vmcs(BTreeMap<u32, u64>, u64),
+    /// SVM: the VMCB page.
+    Vmcb(std::boxed::Box<[u8; 4096]>),
+}
+
+/// The VT-x fields the kernel's fresh VMCS sets that the neutral fields touch: guest CR4
+/// with VMXE, the primary controls (HLT, CR8, MOV-DR, bitmaps, secondary) and the entry
+/// controls (load EFER).
+const FRESH_VMCS: [(u32, u64); 3] = [(0x6804, 1 << 13), (0x4002, 0x9298_0080), (0x4012, 1 << 15)];
+
+impl Synthetic {
+    fn fresh(vcpu: u64, svm: bool) -> Self {
+        if svm {
+            let mut page = std::boxed::Box::new([0u8; 4096]);
+            for (offset, value, bytes) in crate::vmcb::fresh(vcpu, 1) {
+                let n = usize::from(bytes);
+                page[offset..offset + n].copy_from_slice(&value.to_le_bytes()[..n]);
+            }
+            Self::Vmcb(page)
+        } else {
+            Self::Vmcs(FRESH_VMCS.into_iter().collect(), 0)
+        }
+    }
+}
+
+impl crate::vmcs::Vmcs for (&mut BTreeMap<u32, u64>, &mut u64) {
+    fn read(&mut self, encoding: u32) -> Result<u64, cleave_abi::Error> {
+        Ok(self.0.get(&encoding).copied().unwrap_or(0))
+    }
+    fn write(&mut self, encoding: u32, value: u64) -> Result<(), cleave_abi::Error> {
+        self.0.insert(encoding, value);
+        Ok(())
+    }
+    fn cr2(&mut self) -> u64 {
+        *self.1
+    }
+    fn set_cr2(&mut self, value: u64) {
+        *self.1 = value;
+    }
+}
+
+impl crate::vmcb::Vmcb for [u8; 4096] {
+    fn get(&self, offset: usize) -> u64 {
+        let at = offset & 0xff8;
+        u64::from_le_bytes(self[at..at + 8].try_into().expect("8 bytes"))
+    }
+    fn set(&mut self, offset: usize, value: u64) {
+        let at = offset & 0xff8;
+        self[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+impl FuzzHardware {
+    fn new(svm: bool) -> Self {
+        Self { active: 0, pending: false, svm, guests: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// Runs `f` on the synthetic state of the Vcpu at `vcpu` (made fresh on first use).
+    fn with_guest<T>(&mut self, vcpu: PhysAddr, f: impl FnOnce(&mut Synthetic) -> T) -> T {
+        let svm = self.svm;
+        if !svm {
+            self.active = vcpu.0;
+        }
+        f(self.guests.get_mut().entry(vcpu.0).or_insert_with(|| Synthetic::fresh(vcpu.0, svm)))
+    }
 }
 
 impl Hardware for FuzzHardware {
@@ -153,6 +232,18 @@ impl Hardware for FuzzHardware {
     fn vmcs_write(&mut self, vcpu: PhysAddr, _: u32, _: u64) -> Result<(), cleave_abi::Error> {
         self.active = vcpu.0;
         Ok(())
+    }
+    fn guest_state_read(&mut self, vcpu: PhysAddr, field: u64) -> Result<u64, cleave_abi::Error> {
+        self.with_guest(vcpu, |g| match g {
+            Synthetic::Vmcs(fields, cr2) => crate::vmcs::read(&mut (fields, cr2), field),
+            Synthetic::Vmcb(page) => crate::vmcb::read(&**page, field),
+        })
+    }
+    fn guest_state_write(&mut self, vcpu: PhysAddr, field: u64, value: u64) -> Result<(), cleave_abi::Error> {
+        self.with_guest(vcpu, |g| match g {
+            Synthetic::Vmcs(fields, cr2) => crate::vmcs::write(&mut (fields, cr2), field, value),
+            Synthetic::Vmcb(page) => crate::vmcb::write(&mut **page, field, value),
+        })
     }
 }
 
@@ -276,7 +367,7 @@ pub fn world_in(format: Format) -> World {
     }
     let mut w = World {
         s,
-        hw: FuzzHardware { active: 0, pending: false },
+        hw: FuzzHardware::new(format == Format::Npt),
         boss,
         threads: Vec::new(),
         successes: BTreeMap::new(),
@@ -318,7 +409,7 @@ fn walk_tree(s: &ObjectSpace<TestMemory>, mut f: impl FnMut(Slot, Cap)) {
 // ------------------------------------------------------------------------- generation
 
 /// Invocation labels, each with its argument shape.
-const LABELS: [u64; 50] = [
+const LABELS: [u64; 53] = [
     label::UNTYPED_RETYPE,
     label::UNTYPED_RETYPE,
     label::UNTYPED_RETYPE,
@@ -365,6 +456,9 @@ const LABELS: [u64; 50] = [
     label::EPT_TABLE_MAP,
     label::EPT_TABLE_UNMAP,
     label::VCPU_SET_MSR_EXIT,
+    label::VCPU_READ_STATE,
+    label::VCPU_WRITE_STATE,
+    label::VCPU_WRITE_STATE,
     label::IO_PORT_OUT,
     label::ASID_CONTROL_MAKE_POOL,
     label::ASID_POOL_ASSIGN,
@@ -467,10 +561,41 @@ fn arguments(r: &mut Rng, l: u64) -> [u64; 8] {
         label::VCPU_WRITE_VMCS => {
             [[0x4002, 0x401e, 0x681e, 0x6c16][r.below(4) as usize], r.next_u64(), 0, 0, 0, 0, 0, 0]
         }
+        label::VCPU_READ_STATE => {
+            [guest_field(r), guest_field(r), guest_field(r), guest_field(r), 0, 0, 0, 0]
+        }
+        label::VCPU_WRITE_STATE => {
+            let (f, g) = (guest_field(r), guest_field(r));
+            [f, guest_value(r, f), g, guest_value(r, g), 0, 0, 0, 0]
+        }
         _ => return w,
     };
     w.copy_from_slice(shaped);
     w
+}
+
+/// A neutral guest-state field, now and then one past the last or a wild number.
+fn guest_field(r: &mut Rng) -> u64 {
+    match r.below(20) {
+        0 => r.next_u64(),
+        1 => cleave_abi::vcpu::state::COUNT + r.below(4),
+        _ => r.below(cleave_abi::vcpu::state::COUNT),
+    }
+}
+
+/// A value for `field`: often one the kernel must refuse (EFER.SVME, CR4.PKE or VMXE,
+/// DR7's enables, events of every type), else random bits or a small flip.
+fn guest_value(r: &mut Rng, field: u64) -> u64 {
+    use cleave_abi::vcpu::state;
+    match (r.below(4), field) {
+        (0, state::EFER) => 0x500 | [1 << 12, 1 << 13, 0][r.below(3) as usize],
+        (0, state::CR4) => 0x20 | [1 << 22, 1 << 13, 0][r.below(3) as usize],
+        (0, state::DR7) => 0x400 | r.below(0x100),
+        (0, state::EVENT) => r.below(256) | r.below(8) << 8 | r.below(2) << 11 | 1 << 31 | r.below(4) << 32,
+        (1, _) => r.below(2),
+        (2, _) => 1 << r.below(64),
+        _ => r.next_u64(),
+    }
 }
 
 /// A random step.
@@ -817,7 +942,11 @@ fn wants(l: u64) -> (Want, &'static [Want]) {
         label::VCPU_SET_TCB => (Vcpu, &[Tcb]),
         label::VCPU_SET_EPT => (Vcpu, &[EptRoot]),
         label::VCPU_SET_IO_EXIT => (Vcpu, &[IoPort]),
-        label::VCPU_WRITE_VMCS | label::VCPU_READ_VMCS | label::VCPU_SET_MSR_EXIT => (Vcpu, &[]),
+        label::VCPU_WRITE_VMCS
+        | label::VCPU_READ_VMCS
+        | label::VCPU_SET_MSR_EXIT
+        | label::VCPU_READ_STATE
+        | label::VCPU_WRITE_STATE => (Vcpu, &[]),
         label::EPT_TABLE_MAP => (EptTable, &[EptRoot]),
         label::EPT_TABLE_UNMAP => (EptTable, &[]),
         label::ASID_CONTROL_MAKE_POOL => (AsidControl, &[Untyped, Keep, Empty]),
@@ -885,7 +1014,8 @@ macro_rules! ensure {
 ///   links symmetric; bound notifications symmetric; IPC buffers are read-write RAM.
 /// - Vcpus: bindings symmetric; every port a Vcpu lets through is covered by one of its
 ///   grants, each a child of an IoPort capability over the same range; the active VMCS
-///   and the floating-point owner are live Vcpus.
+///   and the floating-point owner are live Vcpus; what the neutral guest-state fields left
+///   in each live Vcpu's VMCS or VMCB is what a VMM may leave ([`check_guest_state`]).
 /// - Interrupt lines: issued exactly when an IrqHandler capability exists; their
 ///   notifications are live.
 pub fn check(w: &World) -> Result<(), String> {
@@ -1258,6 +1388,13 @@ pub fn check(w: &World) -> Result<(), String> {
     for (what, v) in [("active VMCS", s.active_vmcs), ("floating-point owner", s.fpu_owner)] {
         ensure!(v == 0 || live(is_vcpu, v), "the {what} {v:#x} is not a live Vcpu");
     }
+    // A dead Vcpu's processor state dies with it (a new Vcpu there starts fresh, as the
+    // kernel re-initialises a Vcpu whose memory was retyped); the live ones' must hold
+    // what the neutral fields may never give a guest.
+    w.hw.guests.borrow_mut().retain(|&vcpu, _| live(is_vcpu, vcpu));
+    for (&vcpu, guest) in w.hw.guests.borrow().iter() {
+        check_guest_state(vcpu, guest)?;
+    }
     // 7. Interrupt lines.
     for (irq, line) in s.irq_lines.iter().enumerate() {
         let handler = objects.contains_key(&ObjectRef::Irq(irq as u8));
@@ -1267,6 +1404,80 @@ pub fn check(w: &World) -> Result<(), String> {
         }
     }
     let _ = live(is_ep, 0);
+    Ok(())
+}
+
+/// What a VMM's writes through the neutral guest-state fields may never leave in a Vcpu's
+/// VMCS or VMCB: on SVM, the kernel's words (intercepts, bar the VINTR one the interrupt
+/// window sets; the permission maps; nested paging; the ASID) as the kernel set them,
+/// EFER.SVME set and no other EFER bit but SCE, LME, LMA and NXE; on VT-x, CR4.VMXE set,
+/// the "IA-32e mode guest" entry control equal to EFER.LMA, the kernel's primary controls
+/// kept; on both, no CR4.PKE (nor VMXE as the guest sees it), no DR7 breakpoint enable,
+/// and an event to inject only of a kind the policy allows.
+fn check_guest_state(vcpu: u64, guest: &Synthetic) -> Result<(), String> {
+    use crate::guest_state::{CR4_PKE, CR4_VMXE, DR7_ENABLES, EFER_GUEST, checked};
+    use cleave_abi::vcpu::state;
+    match guest {
+        Synthetic::Vmcb(page) => {
+            use crate::vmcb::{EFER_SVME, INTERCEPT_VINTR, Vmcb, control, fresh};
+            let page: &[u8; 4096] = page;
+            for (offset, value, bytes) in fresh(vcpu, 1) {
+                if offset >= 0x400 {
+                    continue;
+                }
+                let mask = if bytes == 8 { u64::MAX } else { (1 << (8 * u32::from(bytes))) - 1 };
+                let shift = 8 * (offset % 8) as u32;
+                let mut now = (page.get(offset) >> shift) & mask;
+                if offset == control::INTERCEPTS_1 {
+                    now &= !u64::from(INTERCEPT_VINTR);
+                }
+                if offset == control::VINTR {
+                    now &= 1 << 24;
+                }
+                ensure!(
+                    now == value,
+                    "Vcpu {vcpu:#x}: VMCB word {offset:#x} is {now:#x}, the kernel's is {value:#x}"
+                );
+            }
+            let efer = page.get(crate::vmcb::state::EFER);
+            ensure!(efer & EFER_SVME != 0, "Vcpu {vcpu:#x}: EFER.SVME is clear under the guest");
+            ensure!(
+                efer & !(EFER_SVME | EFER_GUEST) == 0,
+                "Vcpu {vcpu:#x}: EFER {efer:#x} has bits no guest may"
+            );
+            let cr4 = page.get(crate::vmcb::state::CR4);
+            ensure!(cr4 & (CR4_PKE | CR4_VMXE) == 0, "Vcpu {vcpu:#x}: CR4 {cr4:#x} gives PKE or VMXE");
+            let dr7 = page.get(crate::vmcb::state::DR7);
+            ensure!(dr7 & DR7_ENABLES == 0, "Vcpu {vcpu:#x}: DR7 {dr7:#x} enables a breakpoint");
+            let event = page.get(control::EVENT_INJECTION);
+            ensure!(
+                checked(state::EVENT, event) == Ok(event),
+                "Vcpu {vcpu:#x}: event {event:#x} may not be injected"
+            );
+        }
+        Synthetic::Vmcs(fields, _) => {
+            let get = |f: u32| fields.get(&f).copied().unwrap_or(0);
+            let cr4 = get(0x6804);
+            ensure!(cr4 & CR4_VMXE != 0 && cr4 & CR4_PKE == 0, "Vcpu {vcpu:#x}: guest CR4 {cr4:#x}");
+            let efer = get(0x2806);
+            ensure!(efer & !EFER_GUEST == 0, "Vcpu {vcpu:#x}: EFER {efer:#x} has bits no guest may");
+            let ia32e = get(0x4012) & (1 << 9) != 0;
+            ensure!(
+                ia32e == (efer & (1 << 10) != 0),
+                "Vcpu {vcpu:#x}: IA-32e entry control differs from EFER.LMA"
+            );
+            let primary = get(0x4002) & !(1 << 2);
+            ensure!(primary == FRESH_VMCS[1].1, "Vcpu {vcpu:#x}: primary controls {primary:#x} changed");
+            let dr7 = get(0x681a);
+            ensure!(dr7 & DR7_ENABLES == 0, "Vcpu {vcpu:#x}: DR7 {dr7:#x} enables a breakpoint");
+            let info = get(0x4016);
+            let event = if info & (1 << 11) != 0 { info | get(0x4018) << 32 } else { info };
+            ensure!(
+                checked(state::EVENT, event) == Ok(event),
+                "Vcpu {vcpu:#x}: event {event:#x} may not be injected"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -1531,6 +1742,30 @@ mod tests {
                     shrunk.len()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_checker_sees_guest_state_a_vmm_may_not_leave() {
+        use cleave_abi::vcpu::state;
+        for svm in [false, true] {
+            let mut w = world_in(if svm { Format::Npt } else { Format::Ept });
+            let Cap::Vcpu { base } = w.s.mem.cap_at(root_slot(20)) else { panic!("component 0's Vcpu") };
+            // Through the interface: taken or refused, never a violation.
+            let hw = &mut w.hw;
+            assert!(hw.guest_state_write(base, state::EFER, 0x500).is_ok());
+            assert!(hw.guest_state_write(base, state::EFER, 1 << 12).is_err());
+            assert!(hw.guest_state_write(base, state::INTERRUPT_WINDOW, 1).is_ok());
+            check(&w).unwrap();
+            // Planted behind its back: seen.
+            match w.hw.guests.get_mut().get_mut(&base.0).expect("made on first use") {
+                Synthetic::Vmcb(page) => page[crate::vmcb::state::EFER + 1] &= !(1 << 4),
+                Synthetic::Vmcs(fields, _) => {
+                    fields.insert(0x6804, 1 << 22 | 1 << 13);
+                }
+            }
+            let error = check(&w).unwrap_err();
+            assert!(error.contains(if svm { "SVME" } else { "CR4" }), "{error}");
         }
     }
 
