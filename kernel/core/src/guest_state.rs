@@ -87,13 +87,18 @@ fn checked_event(value: u64) -> Result<u64, Error> {
 
 /// An event the processor was delivering when the guest exited (VT-x's IDT-vectoring
 /// information, SVM's EXITINTINFO: the [`event`] format), if it must be delivered again:
-/// external interrupts, NMIs and hardware exceptions (a software interrupt is simply
-/// executed again, its instruction not having completed).
+/// external interrupts, NMIs and hardware exceptions. A software interrupt is simply
+/// executed again, its instruction not having completed; so are INT3 and INTO, which SVM
+/// reports as exceptions #BP and #OF (delivered again, they would return to the INT3 and
+/// raise it forever).
 pub fn redelivered(interrupted: u64) -> Option<u64> {
     if interrupted & event::VALID == 0 {
         return None;
     }
     let kind = (interrupted >> event::TYPE_SHIFT) & 7;
+    if kind == event::EXCEPTION && matches!(interrupted & 0xff, 3 | 4) {
+        return None;
+    }
     let keep = 0xff | (7 << 8) | event::ERROR_CODE | event::VALID;
     let code = if interrupted & event::ERROR_CODE != 0 { interrupted & (0xffff_ffff << 32) } else { 0 };
     matches!(kind, event::EXTERNAL | event::NMI | event::EXCEPTION).then_some(interrupted & keep | code)
@@ -150,6 +155,8 @@ mod tests {
         assert_eq!(redelivered(event::external(0x30)), Some(event::external(0x30)));
         assert_eq!(redelivered(0x30), None);
         assert_eq!(redelivered(0x80 | 4 << 8 | event::VALID), None, "a software interrupt runs again");
+        assert_eq!(redelivered(3 | 3 << 8 | event::VALID), None, "so does INT3");
+        assert_eq!(redelivered(4 | 3 << 8 | event::VALID), None, "and INTO");
         let pf = 14 | 3 << 8 | event::ERROR_CODE | event::VALID | 1 << 12 | (2 << 32);
         assert_eq!(redelivered(pf), Some(14 | 3 << 8 | event::ERROR_CODE | event::VALID | (2 << 32)));
     }
