@@ -43,7 +43,8 @@ pub fn translate(cpu: &Cpu, mem: &impl GuestMemory, linear: u64) -> Option<u64> 
 /// Where the long-mode structures go in guest RAM (below 1 MiB, where the guest image is
 /// not).
 pub mod layout {
-    /// The GDT: null, 64-bit code (0x08), data (0x10).
+    /// The GDT: null, 64-bit code (0x08, and again at 0x10), data (0x18): Linux's 64-bit
+    /// boot protocol wants its code at 0x10 and data at 0x18 (`__BOOT_CS`, `__BOOT_DS`).
     pub const GDT: u64 = 0x1000;
     /// The PML4.
     pub const PML4: u64 = 0x2000;
@@ -52,11 +53,11 @@ pub mod layout {
     /// Four page directories: the first 4 GiB in 2 MiB pages.
     pub const PD: u64 = 0x4000;
     /// Bytes of GDT.
-    pub const GDT_SIZE: u64 = 24;
-    /// The code selector.
-    pub const CODE_SELECTOR: u64 = 0x08;
-    /// The data selector.
-    pub const DATA_SELECTOR: u64 = 0x10;
+    pub const GDT_SIZE: u64 = 32;
+    /// The code selector a guest starts with.
+    pub const CODE_SELECTOR: u64 = 0x10;
+    /// The data selector a guest starts with.
+    pub const DATA_SELECTOR: u64 = 0x18;
 }
 
 /// The long-mode values the VMM writes into the guest-state area.
@@ -83,7 +84,7 @@ pub struct LongMode {
 /// RAM; returns the state a 64-bit guest starts with. `false`-returning writes (the RAM is
 /// too small) give `None`.
 pub fn long_mode(mem: &mut impl GuestMemory) -> Option<LongMode> {
-    let gdt: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+    let gdt: [u64; 4] = [0, 0x00af_9b00_0000_ffff, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
     for (i, d) in gdt.iter().enumerate() {
         if !mem.write(layout::GDT + 8 * i as u64, &d.to_le_bytes()) {
             return None;
