@@ -1,7 +1,8 @@
 //! The per-guest VMM's side of the kernel interface, shared by the `vmm` component and the
 //! multi-guest test program (`emulator-tests`, `vmm-guests`): guest RAM as the VMM maps it,
-//! loading an image and writing the long-mode start state into the VMCS, and the exit loop
-//! that hands every exit to `cleave_vmm_core::vm` until the guest stops.
+//! loading an image and writing the long-mode start state through the Vcpu's guest-state
+//! fields, and the exit loop that hands every exit to `cleave_vmm_core::vm` until the
+//! guest stops.
 #![no_std]
 
 extern crate alloc;

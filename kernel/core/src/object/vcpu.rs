@@ -29,12 +29,13 @@ pub struct VcpuState {
     pub ept_asid: u64,
     /// [`launch`] state of the VMCS.
     pub launch: u64,
-    /// The guest's IA32_KERNEL_GS_BASE, which the VMCS does not switch: the kernel loads
-    /// it before each entry and saves it after each exit, so one guest's `swapgs` never
-    /// sees another's per-CPU pointer.
+    /// The guest's IA32_KERNEL_GS_BASE on VT-x, which the VMCS does not switch: the kernel
+    /// loads it before each entry and saves it after each exit, so one guest's `swapgs`
+    /// never sees another's per-CPU pointer. (On SVM, VMLOAD and VMSAVE switch it with the
+    /// VMCB; this stays unused.)
     pub kernel_gs_base: u64,
-    /// The guest's CR2 (its last page-fault address), likewise not in the VMCS: switched
-    /// the same way.
+    /// The guest's CR2 (its last page-fault address) on VT-x, likewise not in the VMCS:
+    /// switched the same way. (On SVM the VMCB holds it.)
     pub cr2: u64,
     /// The EPT root [`VcpuState::ept_asid`] named when it was set: entering needs the ASID
     /// to still name this root.
@@ -293,7 +294,7 @@ pub fn access(encoding: u32) -> Access {
 
 /// CR4 bits the kernel keeps for itself in every guest (the CR4 guest/host mask always
 /// holds them): VMXE, which VMX operation needs set, and PKE, because the protection-key
-/// register PKRU is not switched between guests (`doc/vmx.md`).
+/// register PKRU is not switched between guests (`doc/virtualization.md`).
 pub const CR4_KERNEL_BITS: u64 = (1 << 13) | CR4_PKE;
 /// CR4.PKE: protection keys for user pages.
 pub const CR4_PKE: u64 = 1 << 22;

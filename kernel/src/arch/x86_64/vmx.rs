@@ -411,7 +411,7 @@ pub fn run(vcpu: PhysAddr, ept_root: PhysAddr, flush_ept: bool) -> Result<[u64; 
     vmwrite(host::GS_BASE, cpu::read_msr(IA32_GS_BASE))?;
     let mut st = read_page(vcpu);
     let launched = u64::from(st.launch == launch::LAUNCHED);
-    // What the VMCS does not switch is this guest's own (doc/vmx.md lists it all).
+    // What the VMCS does not switch is this guest's own (doc/virtualization.md lists it all).
     cpu::write_msr(IA32_KERNEL_GS_BASE, st.kernel_gs_base);
     cpu::write_cr2(st.cr2);
     // SAFETY: the current VMCS is this Vcpu's, fully initialised (host state pointing at
