@@ -66,6 +66,9 @@ pub fn exit_words(
     }
     match basic {
         code::EXTERNAL_INTERRUPT => [reason::INTERRUPTED, 0, 0, 0],
+        // A physical NMI (NMI exiting is on) is the host's, like an external interrupt;
+        // only exceptions the VMM asked to intercept are its own.
+        code::EXCEPTION if (interruption >> 8) & 7 == 2 => [reason::INTERRUPTED, 0, 0, 0],
         code::EXCEPTION => [reason::EXCEPTION, interruption & 0xff, 0, 0],
         code::TRIPLE_FAULT => [reason::SHUTDOWN, 0, 0, 0],
         code::INTERRUPT_WINDOW => [reason::INTERRUPT_WINDOW, 0, 0, 0],
@@ -297,6 +300,7 @@ mod tests {
         assert_eq!(exit_words(33 | 1 << 31, 0, 0, 0, 0), [reason::ENTRY_FAILED, other::VMX | 33, 0, 0]);
         assert_eq!(exit_words(55, 0, 0, 3, 0), [reason::OTHER, other::VMX | 55, 0, 0], "XSETBV");
         assert_eq!(exit_words(0, 0, 0, 0, 0x8000_030e)[..2], [reason::EXCEPTION, 14]);
+        assert_eq!(exit_words(0, 0, 0, 0, 0x8000_0202)[0], reason::INTERRUPTED, "a host NMI");
         assert_eq!(entry_failed(7)[1], other::VMX | other::VMX_INSTRUCTION_ERROR | 7);
     }
 
