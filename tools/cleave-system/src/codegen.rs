@@ -165,6 +165,12 @@ pub fn vmm_layout_source(image_name: &str) -> String {
     }
     let _ = writeln!(
         out,
+        "/// `console`: the machine's second serial port, when the guest's console is there.\npub const CONSOLE: {} = {};",
+        cap_type("IoPort"),
+        cap_value(layout::VMM_CONSOLE_SLOT)
+    );
+    let _ = writeln!(
+        out,
         "/// Where the guest's RAM is mapped.\npub const GUEST_RAM: u64 = {:#x};\n/// Where the configuration page is mapped.\npub const CONFIG: u64 = {:#x};\n/// Its size in bytes.\npub const CONFIG_SIZE: usize = {:#x};\n/// The guest image built into this VMM.\npub const IMAGE_NAME: &str = {image_name:?};",
         layout::GUEST_RAM_BASE,
         layout::VMM_CONFIG,

@@ -34,6 +34,12 @@ pub const VMM_SLOTS: [(&str, &str); 3] = [
     ("ept", "the guest's guest-physical space (EPT or NPT root)"),
     ("tcb", "its own TCB"),
 ];
+/// The slot after [`VMM_SLOTS`] where a VMM whose guest's console is the machine's second
+/// serial port (`console = "com2"`) finds that port's I/O ports; empty otherwise.
+pub const VMM_CONSOLE_SLOT: u64 = VMM_SLOTS.len() as u64 + 1;
+/// The machine's second serial port's I/O ports (inclusive), which a `console = "com2"`
+/// guest's VMM holds.
+pub const COM2_PORTS: (u64, u64) = (0x2f8, 0x2ff);
 /// The capability kind (`cleave_rt::cap::kind`) of each of [`VMM_SLOTS`], in order.
 pub const VMM_SLOT_KINDS: [&str; 3] = ["Vcpu", "EptRoot", "Tcb"];
 /// Where a VMM finds its configuration page (read only): the start of the device window,
@@ -52,7 +58,12 @@ pub fn vmm_name(guest: &str) -> String {
 pub fn vmm_config(guest: &str, g: &Guest) -> Vec<u8> {
     let memory = parse_size(g.memory.get_ref()).unwrap_or(0);
     let cmdline = g.cmdline.as_ref().map_or("", |c| c.get_ref().as_str());
-    format!("name={guest}\nmemory={memory}\nimage={}\ncmdline={cmdline}\n", g.image.get_ref()).into_bytes()
+    let console = g.console.as_ref().map_or("log", |c| c.get_ref().as_str());
+    format!(
+        "name={guest}\nmemory={memory}\nimage={}\nconsole={console}\ncmdline={cmdline}\n",
+        g.image.get_ref()
+    )
+    .into_bytes()
 }
 
 /// The program and component that disposes of disposable components and restarts
@@ -187,6 +198,6 @@ mod tests {
         let file = parse("[guests.g]\nmemory = \"2M\"\nimage = \"img\"\n");
         let (name, guest) = file.guests.iter().next().unwrap();
         assert_eq!(vmm_name(name.get_ref()), "vmm-g");
-        assert_eq!(vmm_config(name.get_ref(), guest), b"name=g\nmemory=2097152\nimage=img\ncmdline=\n");
+        assert_eq!(vmm_config(name.get_ref(), guest), b"name=g\nmemory=2097152\nimage=img\nconsole=log\ncmdline=\n");
     }
 }

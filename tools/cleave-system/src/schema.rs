@@ -235,6 +235,12 @@ pub struct Guest {
     /// The command line its VMM leaves in guest memory.
     #[serde(default)]
     pub cmdline: Option<Spanned<String>>,
+    /// Where the guest's serial console goes: `"log"` (the default: each line into the
+    /// system's log with the guest's name in front) or `"com2"` (the machine's second
+    /// serial port, both ways, byte for byte: `cargo xtask run` connects it to the
+    /// terminal).
+    #[serde(default)]
+    pub console: Option<Spanned<String>>,
 }
 
 /// `[policy]`.

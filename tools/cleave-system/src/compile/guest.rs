@@ -3,7 +3,8 @@
 
 use super::{CapTable, DEFAULT_PRIORITY, cap, component_objects, map_pages, rights, slot_of};
 use crate::layout::{
-    GUEST_RAM_BASE, GUEST_RAM_MAX, VMM_CONFIG, VMM_PROGRAM, VMM_SLOTS, vmm_config, vmm_name,
+    COM2_PORTS, GUEST_RAM_BASE, GUEST_RAM_MAX, VMM_CONFIG, VMM_CONSOLE_SLOT, VMM_PROGRAM, VMM_SLOTS,
+    vmm_config, vmm_name,
 };
 use crate::schema::{SystemFile, parse_size};
 use cleave_abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
@@ -121,6 +122,21 @@ pub(super) fn guests(
             table.entries.push((slot, (*what_name).to_string(), (*what).to_string()));
             cnode.insert(slot, cap(&target, None, CapParams::default()));
         }
+        // A console on the machine's second serial port: its I/O ports, in the VMM alone.
+        if g.console.as_ref().is_some_and(|c| c.get_ref() == "com2") {
+            let ports = format!("{vmm}_console_ports");
+            spec.objects.push(Object {
+                name: ports.clone(),
+                count: None,
+                kind: ObjectKind::IoPorts { first: COM2_PORTS.0, last: COM2_PORTS.1 },
+            });
+            table.entries.push((
+                VMM_CONSOLE_SLOT,
+                "console".to_string(),
+                format!("I/O ports {:#x}-{:#x} (the guest's console, COM2)", COM2_PORTS.0, COM2_PORTS.1),
+            ));
+            cnode.insert(VMM_CONSOLE_SLOT, cap(&ports, None, CapParams::default()));
+        }
     }
     map_pages(spec, config_pages);
     files
@@ -203,7 +219,7 @@ mod tests {
         assert_eq!((t.init.as_slice(), t.elf.as_deref()), (&[2][..], Some(VMM_PROGRAM)));
         assert_eq!(
             compiled.files["vmm-alice.config"],
-            b"name=alice\nmemory=4194304\nimage=guest-hello\ncmdline=x=1\n"
+            b"name=alice\nmemory=4194304\nimage=guest-hello\nconsole=log\ncmdline=x=1\n"
         );
         assert_eq!(compiled.tables["vmm-alice"].entries.len(), VMM_SLOTS.len());
     }

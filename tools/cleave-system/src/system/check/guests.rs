@@ -3,8 +3,8 @@
 
 use super::check_program;
 use crate::error::SystemError;
-use crate::layout::{GUEST_RAM_MAX, MAX_VMM_CONFIG, vmm_config, vmm_name};
-use crate::schema::{SystemFile, parse_size};
+use crate::layout::{COM2_PORTS, GUEST_RAM_MAX, MAX_VMM_CONFIG, vmm_config, vmm_name};
+use crate::schema::{SystemFile, parse_ports, parse_size};
 use crate::system::{programs, span};
 use cleave_abi::layout::LARGE_PAGE_SIZE;
 use std::collections::BTreeSet;
@@ -40,6 +40,18 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                     format!(
                         "the command line ({} bytes) does not fit the VMM's {MAX_VMM_CONFIG}-byte configuration page",
                         text.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(c) = &g.console {
+            if !matches!(c.get_ref().as_str(), "log" | "com2") {
+                errors.push(SystemError::new(
+                    key("console"),
+                    span(c),
+                    format!(
+                        "console `{}`: say \"log\" (the system's log) or \"com2\" (the second serial port)",
+                        c.get_ref()
                     ),
                 ));
             }
@@ -95,6 +107,37 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                         "guest `{}` is served by `{}`, which is not a component",
                         name.get_ref(),
                         b.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    // The second serial port is one guest's console at most, and no device's.
+    let mut com2 = None;
+    for (name, g) in &file.guests {
+        let Some(c) = g.console.as_ref().filter(|c| c.get_ref() == "com2") else { continue };
+        let key = format!("guests.{}.console", name.get_ref());
+        if let Some(first) = com2.replace(name.get_ref()) {
+            errors.push(SystemError::new(
+                key.clone(),
+                span(c),
+                format!("guest `{first}` already has COM2 as its console"),
+            ));
+        }
+        for (dn, d) in &file.devices {
+            let overlaps = d
+                .io_ports
+                .as_ref()
+                .and_then(|p| parse_ports(p.get_ref()))
+                .is_some_and(|(first, last)| first <= COM2_PORTS.1 && COM2_PORTS.0 <= last);
+            if overlaps {
+                errors.push(SystemError::new(
+                    key.clone(),
+                    span(c),
+                    format!(
+                        "device `{}` (owned by `{}`) holds COM2's ports",
+                        dn.get_ref(),
+                        d.owner.get_ref()
                     ),
                 ));
             }
@@ -160,6 +203,31 @@ mod tests {
                     "\"2G\"",
                     "guest memory `2G` is more than the 1 GiB a guest may have"
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn com2_is_one_guests_console_and_no_devices() {
+        let g = programs::GUEST_PROGRAMS[0];
+        let ok = format!(
+            "[guests.a]\nmemory = \"2M\"\nimage = \"{g}\"\nconsole = \"com2\"\n[guests.b]\nmemory = \"2M\"\nimage = \"{g}\"\nconsole = \"log\"\n"
+        );
+        assert_eq!(run(&ok), []);
+        let text = format!(
+            "[components.drv]\n[devices.serial]\nowner = \"drv\"\nio-ports = \"0x2f8-0x2ff\"\n\
+             [guests.a]\nmemory = \"2M\"\nimage = \"{g}\"\nconsole = \"com2\"\n\
+             [guests.b]\nmemory = \"2M\"\nimage = \"{g}\"\nconsole = \"com2\"\n\
+             [guests.c]\nmemory = \"2M\"\nimage = \"{g}\"\nconsole = \"tty\"\n"
+        );
+        let messages: Vec<String> = run(&text).into_iter().map(|e| e.message).collect();
+        assert_eq!(
+            messages,
+            [
+                "console `tty`: say \"log\" (the system's log) or \"com2\" (the second serial port)",
+                "device `serial` (owned by `drv`) holds COM2's ports",
+                "guest `a` already has COM2 as its console",
+                "device `serial` (owned by `drv`) holds COM2's ports",
             ]
         );
     }
