@@ -161,21 +161,22 @@ impl Layout {
     }
 
     /// The MSRs a VMM may let through on this architecture: (MSR, whether writes may).
-    /// On SVM, EFER always exits: its SVME bit must stay set under the guest and hidden
-    /// from it.
+    /// On SVM, EFER always exits (its SVME bit must stay set under the guest and hidden
+    /// from it), and the SYSCALL MSRs may go through: VMSAVE and VMLOAD switch them with
+    /// the guest, as they do the FS, GS and kernel GS bases. On VT-x the VMCS does not
+    /// switch the SYSCALL MSRs, so they always exit.
     pub fn pass_through(self) -> &'static [(u32, bool)] {
         match self {
             Self::Vmx => &MSR_PASS_THROUGH,
-            Self::Svm => &MSR_PASS_THROUGH[..6],
+            Self::Svm => &SVM_MSR_PASS_THROUGH,
         }
     }
 }
 
-/// MSRs a VMM may let its guest read and write directly: those the VMCS loads and saves
-/// with the guest (FS and GS bases, the SYSENTER MSRs, EFER), the kernel GS base (which
-/// the kernel switches per Vcpu), and the TSC for reading. Everything else (the host's
-/// syscall MSRs, PAT, the APIC base, …) always exits. (SVM's list, [`Layout::pass_through`],
-/// is the first six: VMSAVE/VMLOAD switch those.)
+/// MSRs a VMM may let its guest read and write directly on VT-x: those the VMCS loads and
+/// saves with the guest (FS and GS bases, the SYSENTER MSRs, EFER), the kernel GS base
+/// (which the kernel switches per Vcpu), and the TSC for reading. Everything else (the
+/// host's syscall MSRs, PAT, the APIC base, …) always exits.
 pub const MSR_PASS_THROUGH: [(u32, bool); 8] = [
     (0xc000_0102, true), // IA32_KERNEL_GS_BASE
     (0xc000_0100, true), // IA32_FS_BASE
@@ -185,6 +186,22 @@ pub const MSR_PASS_THROUGH: [(u32, bool); 8] = [
     (0x176, true),       // IA32_SYSENTER_EIP
     (0x10, false),       // IA32_TIME_STAMP_COUNTER (reads only)
     (0xc000_0080, true), // IA32_EFER (VT-x only)
+];
+
+/// MSRs a VMM may let its guest read and write directly on SVM: what VMSAVE and VMLOAD
+/// switch (the FS, GS and kernel GS bases, the SYSENTER MSRs, STAR, LSTAR, CSTAR and
+/// SFMASK).
+pub const SVM_MSR_PASS_THROUGH: [(u32, bool); 10] = [
+    (0xc000_0102, true), // IA32_KERNEL_GS_BASE
+    (0xc000_0100, true), // IA32_FS_BASE
+    (0xc000_0101, true), // IA32_GS_BASE
+    (0x174, true),       // IA32_SYSENTER_CS
+    (0x175, true),       // IA32_SYSENTER_ESP
+    (0x176, true),       // IA32_SYSENTER_EIP
+    (0xc000_0081, true), // STAR
+    (0xc000_0082, true), // LSTAR
+    (0xc000_0083, true), // CSTAR
+    (0xc000_0084, true), // SFMASK
 ];
 
 /// What a VMM may do with a VMCS field.
@@ -568,10 +585,17 @@ mod tests {
     }
 
     #[test]
-    fn pass_through_lists_only_vmcs_switched_msrs() {
-        // The host's syscall MSRs are not in the list.
+    fn pass_through_lists_only_switched_msrs() {
+        // VT-x: the host's syscall MSRs are not in the list (the VMCS does not switch them).
         for host in [0xc000_0081, 0xc000_0082, 0xc000_0084, 0x277] {
             assert!(MSR_PASS_THROUGH.iter().all(|(m, _)| *m != host), "{host:#x}");
+        }
+        // SVM: they are (VMLOAD and VMSAVE switch them); PAT, EFER and the TSC are not.
+        for msr in [0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084] {
+            assert!(Layout::Svm.pass_through().iter().any(|&(m, w)| m == msr && w), "{msr:#x}");
+        }
+        for host in [0x277, 0xc000_0080, 0x10, 0x1b] {
+            assert!(Layout::Svm.pass_through().iter().all(|(m, _)| *m != host), "{host:#x}");
         }
     }
 
