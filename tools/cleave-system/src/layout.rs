@@ -198,6 +198,9 @@ mod tests {
         let file = parse("[guests.g]\nmemory = \"2M\"\nimage = \"img\"\n");
         let (name, guest) = file.guests.iter().next().unwrap();
         assert_eq!(vmm_name(name.get_ref()), "vmm-g");
-        assert_eq!(vmm_config(name.get_ref(), guest), b"name=g\nmemory=2097152\nimage=img\nconsole=log\ncmdline=\n");
+        assert_eq!(
+            vmm_config(name.get_ref(), guest),
+            b"name=g\nmemory=2097152\nimage=img\nconsole=log\ncmdline=\n"
+        );
     }
 }

@@ -44,17 +44,17 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                 ));
             }
         }
-        if let Some(c) = &g.console {
-            if !matches!(c.get_ref().as_str(), "log" | "com2") {
-                errors.push(SystemError::new(
-                    key("console"),
-                    span(c),
-                    format!(
-                        "console `{}`: say \"log\" (the system's log) or \"com2\" (the second serial port)",
-                        c.get_ref()
-                    ),
-                ));
-            }
+        if let Some(c) = &g.console
+            && !matches!(c.get_ref().as_str(), "log" | "com2")
+        {
+            errors.push(SystemError::new(
+                key("console"),
+                span(c),
+                format!(
+                    "console `{}`: say \"log\" (the system's log) or \"com2\" (the second serial port)",
+                    c.get_ref()
+                ),
+            ));
         }
         match parse_size(g.memory.get_ref()) {
             Some(n) if n > GUEST_RAM_MAX => errors.push(SystemError::new(
