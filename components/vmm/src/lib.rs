@@ -94,8 +94,14 @@ impl Console for Named {
     }
 }
 
-/// Loads `image` into `ram`, leaves the command line, and writes the long-mode start
-/// state.
+/// MSRs a guest's operating system sets up for itself and the kernel switches between
+/// guests (on SVM, VMSAVE/VMLOAD's; on VT-x the SYSCALL MSRs are refused and keep exiting).
+const SWITCHED_MSRS: [u32; 7] =
+    [0xc000_0100, 0xc000_0101, 0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084];
+
+/// Loads `image` into `ram` (an ELF test guest, or a Linux kernel and initramfs packed as
+/// `cleave_vmm_core::linux::unpack` reads them), leaves the command line, and writes the
+/// long-mode start state.
 pub fn start(
     vcpu: Cap<Vcpu>,
     mut ram: Ram,
@@ -103,18 +109,48 @@ pub fn start(
     name: &str,
     cmdline: &str,
 ) -> Result<(), &'static str> {
-    let entry = match cleave_vmm_core::elf::load(image, &mut ram) {
-        Ok(entry) => entry,
-        Err(e) => {
-            crate::line!("vmm: guest '{name}': {e}");
-            return Err("the guest image does not load");
-        }
-    };
-    let cmdline = cmdline.as_bytes();
-    if !ram.write(CMDLINE_GPA, cmdline) || !ram.write(CMDLINE_GPA + cmdline.len() as u64, &[0]) {
-        return Err("no room for the command line");
-    }
     let lm = paging::long_mode(&mut ram).ok_or("no room for the guest's page tables")?;
+    let entry = if let Some((kernel, initrd)) = cleave_vmm_core::linux::unpack(image) {
+        let size = ram.size;
+        let boot = match cleave_vmm_core::linux::load(&mut ram, size, kernel, initrd, cmdline) {
+            Ok(boot) => boot,
+            Err(e) => {
+                crate::line!("vmm: guest '{name}': {e}");
+                return Err("the Linux kernel does not load");
+            }
+        };
+        crate::line!(
+            "vmm: guest '{name}': Linux kernel ({} KiB) at {:#x}, initramfs ({} KiB) at {:#x}, entry {:#x}",
+            kernel.len() >> 10,
+            boot.kernel,
+            boot.initrd.1 >> 10,
+            boot.initrd.0,
+            boot.entry
+        );
+        // The boot protocol: RSI holds the zero page.
+        let mut regs = [0u64; 15];
+        regs[cleave_abi::vcpu::reg::RSI] = boot.zero_page;
+        vcpu.write_registers(&regs).map_err(|_| "the kernel refused the guest's registers")?;
+        for msr in SWITCHED_MSRS {
+            // Refused where the kernel does not switch it (VT-x's SYSCALL MSRs): then the
+            // accesses exit and the VMM answers them.
+            let _ = vcpu.set_msr_exit(msr, false, false);
+        }
+        boot.entry
+    } else {
+        let entry = match cleave_vmm_core::elf::load(image, &mut ram) {
+            Ok(entry) => entry,
+            Err(e) => {
+                crate::line!("vmm: guest '{name}': {e}");
+                return Err("the guest image does not load");
+            }
+        };
+        let cmdline = cmdline.as_bytes();
+        if !ram.write(CMDLINE_GPA, cmdline) || !ram.write(CMDLINE_GPA + cmdline.len() as u64, &[0]) {
+            return Err("no room for the command line");
+        }
+        entry
+    };
     let flat = 0xffff_ffff;
     let segment = |s: u64, selector: u64, rights: u64| {
         [

@@ -131,6 +131,35 @@ pub struct Boot {
     pub initrd: (u64, u64),
 }
 
+/// The first bytes of a Linux guest image as `cargo xtask` packs it: this magic, the
+/// kernel's length and the initramfs's length (little-endian u64s), the kernel (a bzImage),
+/// then the initramfs.
+pub const IMAGE_MAGIC: &[u8; 16] = b"CLEAVE-LINUX-IMG";
+
+/// The kernel and initramfs of a Linux guest image ([`IMAGE_MAGIC`]); `None` if `image` is
+/// not one or its lengths run past its end.
+pub fn unpack(image: &[u8]) -> Option<(&[u8], &[u8])> {
+    let header = image.get(..32)?;
+    if &header[..16] != IMAGE_MAGIC {
+        return None;
+    }
+    let kernel_len = usize::try_from(u64_at(header, 16)).ok()?;
+    let initrd_len = usize::try_from(u64_at(header, 24)).ok()?;
+    let kernel_end = 32usize.checked_add(kernel_len)?;
+    let kernel = image.get(32..kernel_end)?;
+    let initrd = image.get(kernel_end..kernel_end.checked_add(initrd_len)?)?;
+    Some((kernel, initrd))
+}
+
+/// Packs `kernel` and `initrd` as [`unpack`] reads them.
+pub fn pack(kernel: &[u8], initrd: &[u8], out: &mut impl Extend<u8>) {
+    out.extend(IMAGE_MAGIC.iter().copied());
+    out.extend((kernel.len() as u64).to_le_bytes());
+    out.extend((initrd.len() as u64).to_le_bytes());
+    out.extend(kernel.iter().copied());
+    out.extend(initrd.iter().copied());
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
@@ -318,6 +347,18 @@ mod tests {
             (u64_at(zp, last), u64_at(zp, last + 8), u32_at(zp, last + 16)),
             (0x10_0000, (63 << 20), 1)
         );
+    }
+
+    #[test]
+    fn images_pack_and_unpack() {
+        let mut image = Vec::new();
+        pack(b"KERNEL", b"INITRD!", &mut image);
+        assert_eq!(unpack(&image), Some((&b"KERNEL"[..], &b"INITRD!"[..])));
+        assert_eq!(unpack(&image[..image.len() - 1]), None, "truncated");
+        assert_eq!(unpack(b"\x7fELF and the rest of an ELF file"), None);
+        let mut lying = image.clone();
+        lying[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(unpack(&lying), None, "a length past the end");
     }
 
     #[test]
