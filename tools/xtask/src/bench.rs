@@ -32,6 +32,8 @@ fn boot_run(icount: bool) -> Run {
         echo: false,
         host_xenstore: false,
         host_waits_for: Vec::new(),
+        memory_mib: crate::emulator::MEMORY_MIB,
+        guest_console: false,
     }
 }
 
@@ -184,6 +186,8 @@ fn vmx_figures(artifacts: &Artifacts) -> Result<(String, String)> {
         echo: false,
         host_xenstore: false,
         host_waits_for: Vec::new(),
+        memory_mib: crate::emulator::MEMORY_MIB,
+        guest_console: false,
     };
     let finished = run.execute(artifacts)?;
     let line = finished.serial.lines().find(|l| l.starts_with("bench vmx.cpuid_exit_round_trip"));

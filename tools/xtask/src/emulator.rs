@@ -12,8 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Guest memory for every run.
-const MEMORY_MIB: u32 = 128;
+/// The machine's memory when a run does not say (enough for the kernel, the loader and
+/// small guests).
+pub const MEMORY_MIB: u32 = 128;
 
 /// One emulator run.
 #[derive(Clone, Debug)]
@@ -42,6 +43,93 @@ pub struct Run {
     /// before it ends the run): each guest's last line, so that a run ends only after its
     /// guests did ([`guests_done`]).
     pub host_waits_for: Vec<String>,
+    /// The machine's memory, MiB.
+    pub memory_mib: u32,
+    /// QEMU only: a guest's console is the machine's second serial port (`console =
+    /// "com2"`): connect it to this program's standard input and output, byte for byte
+    /// ([`console_bridge`]), and keep the system's log (the first serial port) off the
+    /// terminal.
+    pub guest_console: bool,
+}
+
+/// The machine memory a system needs: [`MEMORY_MIB`] plus twice its guests' RAM (the
+/// guests' RAM, and room for the loader's copies of their images).
+pub fn memory_for(system: &Path) -> Result<u32> {
+    let guests = crate::system::guests_memory(system)?;
+    Ok(MEMORY_MIB + u32::try_from((2 * guests) >> 20).unwrap_or(u32::MAX))
+}
+
+/// Ctrl-A, then X: ends a run whose terminal is a guest's console (as QEMU's own
+/// multiplexer does).
+const ESCAPE: u8 = 0x01;
+
+/// Connects the guest console's socket (QEMU's second serial port) to this program's
+/// standard input and output until QEMU closes it or the user types Ctrl-A X (then
+/// `quit` is sent). With a terminal on standard input, it is put in raw mode for the
+/// session (`stty`) and restored after.
+fn console_bridge(socket: PathBuf, quit: mpsc::Sender<()>) {
+    let stream = (0..200).find_map(|_| {
+        std::os::unix::net::UnixStream::connect(&socket).ok().or_else(|| {
+            std::thread::sleep(Duration::from_millis(25));
+            None
+        })
+    });
+    let Some(stream) = stream else {
+        eprintln!("xtask: cannot connect to the guest console at {}", socket.display());
+        return;
+    };
+    let Ok(mut to_guest) = stream.try_clone() else { return };
+    let mut from_guest = stream;
+    std::thread::spawn(move || {
+        let mut out = std::io::stdout();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from_guest.read(&mut buf) {
+            if n == 0 || out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                break;
+            }
+        }
+    });
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let saved = terminal
+        .then(|| Command::new("stty").arg("-g").stdin(Stdio::inherit()).output().ok())
+        .flatten()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if terminal {
+        let _ = Command::new("stty").args(["raw", "-echo"]).stdin(Stdio::inherit()).status();
+    }
+    let mut stdin = std::io::stdin();
+    let mut buf = [0u8; 256];
+    let mut escaped = false;
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut forward = Vec::with_capacity(n);
+        for &b in &buf[..n] {
+            match (escaped, b) {
+                (true, b'x' | b'X') => {
+                    let _ = quit.send(());
+                    if let Some(saved) = &saved {
+                        let _ = Command::new("stty").arg(saved).stdin(Stdio::inherit()).status();
+                    }
+                    return;
+                }
+                (true, _) => {
+                    escaped = false;
+                    forward.push(b);
+                }
+                (false, ESCAPE) => escaped = true,
+                (false, _) => forward.push(b),
+            }
+        }
+        if to_guest.write_all(&forward).is_err() {
+            break;
+        }
+    }
+    if let Some(saved) = &saved {
+        let _ = Command::new("stty").arg(saved).stdin(Stdio::inherit()).status();
+    }
 }
 
 /// What a VMM prints when its guest `name` has stopped, for any reason (its start line
@@ -130,7 +218,7 @@ impl Run {
         let mut command = Command::new("qemu-system-x86_64");
         command
             .args(["-machine", "pc", "-cpu", "max", "-accel", "tcg"])
-            .args(["-m", &format!("{MEMORY_MIB}M")])
+            .args(["-m", &format!("{}M", self.memory_mib)])
             .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
             // No network card: guests' networks exist only inside the machine, never through
             // QEMU's user networking (the default NIC's backend).
@@ -154,6 +242,15 @@ impl Run {
         if let Some(socket) = &socket {
             let _ = std::fs::remove_file(socket);
             command.arg("-serial").arg(format!("unix:{},server=on,wait=off", socket.display()));
+        }
+        // A guest's console on the second serial port: a socket this program bridges to
+        // the terminal.
+        let console = self.guest_console.then(|| {
+            std::env::temp_dir().join(format!("cleave-console-{}-{}.sock", std::process::id(), self.name))
+        });
+        if let Some(console) = &console {
+            let _ = std::fs::remove_file(console);
+            command.arg("-serial").arg(format!("unix:{},server=on,wait=off", console.display()));
         }
         if self.gdb {
             command.args(["-s", "-S"]);
@@ -182,7 +279,15 @@ impl Run {
             // QEMU's output ended (host-session threads may still hold senders).
             let _ = sender.send((String::from(END_OF_OUTPUT), start.elapsed()));
         });
-        let mut capture = Capture::new(Some(&log), self.echo)?;
+        let (quit_sender, quit) = mpsc::channel();
+        if let Some(console) = console.clone() {
+            println!(
+                "xtask: the system's log goes to {}; this terminal is the guest's console (Ctrl-A X ends the run)",
+                log.display()
+            );
+            std::thread::spawn(move || console_bridge(console, quit_sender));
+        }
+        let mut capture = Capture::new(Some(&log), self.echo && console.is_none())?;
         let deadline = self.timeout.map(|t| start + t);
         // The host session starts once the toolstack asks for it and every awaited text
         // has appeared, whichever comes last.
@@ -215,6 +320,11 @@ impl Run {
                     }
                 }
             }
+            if quit.try_recv().is_ok() {
+                child.kill().ok();
+                child.wait().ok();
+                break Ending::Quit;
+            }
         };
         if let Ending::Exited(1) = ending {
             let mut stderr = String::new();
@@ -225,8 +335,8 @@ impl Run {
                 eprintln!("QEMU said: {}", stderr.trim());
             }
         }
-        if let Some(socket) = &socket {
-            let _ = std::fs::remove_file(socket);
+        for path in socket.iter().chain(console.iter()) {
+            let _ = std::fs::remove_file(path);
         }
         Ok(capture.finish(ending, log))
     }
@@ -418,6 +528,10 @@ pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Resul
     deps::ensure()?;
     let root_program = system::root_program(system)?;
     let artifacts = artifacts::build(system, artifacts::Scope::System)?;
+    let guest_console = system::has_com2_console(system)?;
+    if guest_console && bochs {
+        bail!("a guest's console on COM2 is connected to the terminal in QEMU only; run without --bochs");
+    }
     let run = Run {
         emulator: if bochs { Emulator::Bochs } else { Emulator::Qemu },
         name: "run".into(),
@@ -427,12 +541,29 @@ pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Resul
         gdb,
         icount: false,
         echo: true,
-        host_xenstore: !bochs,
+        host_xenstore: !bochs && !guest_console,
         host_waits_for: guests_done(system)?,
+        memory_mib: memory_for(system)?,
+        guest_console,
     };
     let finished = run.execute(&artifacts)?;
-    let expect =
-        Expectation { outcome: Outcome::Success, judges_itself: false, anywhere: &[], patterns: &[] };
+    if guest_console {
+        println!(
+            "\r\nxtask: the run ended ({:?}); the system's log is {}",
+            finished.ending,
+            finished.log.display()
+        );
+        for line in finished.serial.lines().filter(|l| l.starts_with("vmm: guest ")) {
+            println!("{line}");
+        }
+    }
+    // A system with a component that may end the run must end it; one without (guests
+    // only) ends when nothing is left to run, or when the user quits its console.
+    let outcome = if system::ends_run(system)? { Outcome::Success } else { Outcome::Idle };
+    if finished.ending == Ending::Quit {
+        return Ok(true);
+    }
+    let expect = Expectation { outcome, judges_itself: false, anywhere: &[], patterns: &[] };
     match judge::judge(run.emulator, &expect, finished.ending, &finished.serial) {
         Ok(()) => Ok(true),
         Err(reason) => {

@@ -33,6 +33,8 @@ pub enum Ending {
     Signalled,
     /// It ran past the timeout and was killed.
     TimedOut,
+    /// The user ended it (Ctrl-A X at a guest's console).
+    Quit,
 }
 
 /// What a run must show to pass.
@@ -93,6 +95,7 @@ pub fn judge(
     let status = match ending {
         Ending::TimedOut => return Err("timed out (no exit before the deadline)".into()),
         Ending::Signalled => return Err("the emulator was killed by a signal".into()),
+        Ending::Quit => return Err("the user ended the run".into()),
         Ending::Exited(status) => status,
     };
     let want = expected_status(emulator, expect.outcome);

@@ -833,6 +833,8 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
             Some(system) if test.host_xenstore => emulator::guests_done(&workspace_root().join(system))?,
             _ => Vec::new(),
         },
+        memory_mib: emulator::MEMORY_MIB,
+        guest_console: false,
     };
     let start = Instant::now();
     let finished = run.execute(artifacts)?;

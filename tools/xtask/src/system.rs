@@ -18,6 +18,21 @@ pub fn guest_names(path: &Path) -> Result<Vec<String>> {
     Ok(load(path)?.guests.keys().map(|name| name.get_ref().clone()).collect())
 }
 
+/// The sum of the memory of the guests `path` describes, bytes.
+pub fn guests_memory(path: &Path) -> Result<u64> {
+    Ok(load(path)?.guests.values().filter_map(|g| cleave::system::parse_size(g.memory.get_ref())).sum())
+}
+
+/// Whether a guest of `path` has the machine's second serial port as its console.
+pub fn has_com2_console(path: &Path) -> Result<bool> {
+    Ok(load(path)?.guests.values().any(|g| g.console.as_ref().is_some_and(|c| c.get_ref() == "com2")))
+}
+
+/// Whether a component of `path` may end the run (`ends-run = true`).
+pub fn ends_run(path: &Path) -> Result<bool> {
+    Ok(load(path)?.components.values().any(|c| c.ends_run.as_ref().is_some_and(|e| *e.get_ref())))
+}
+
 /// Reads and checks `path`; returns the root task's program name.
 pub fn root_program(path: &Path) -> Result<String> {
     let file = load(path)?;
