@@ -57,7 +57,11 @@ fn main() {
     let components = [bins(&root, "components"), examples(&root)].concat();
     let lists = [
         ("COMPONENT_PROGRAMS", "programs `binary` may name (components/, examples/*/)", components.clone()),
-        ("GUEST_PROGRAMS", "images a guest's `image` may name (guests/)", bins(&root, "guests")),
+        (
+            "GUEST_PROGRAMS",
+            "images a guest's `image` may name (guests/, and `linux-debian`: Debian's kernel and a busybox initramfs, which `cargo xtask` assembles)",
+            [bins(&root, "guests"), vec!["linux-debian".to_string()]].concat(),
+        ),
         (
             "ROOT_PROGRAMS",
             "root tasks `root` may name (capdl/loader, emulator-tests, and a component program run alone)",

@@ -14,7 +14,7 @@ use cleave_rt::cap::kind::Vcpu;
 use cleave_rt::{Cap, println};
 use cleave_vmm_core::devices::uart16550::Console;
 use cleave_vmm_core::paging;
-use cleave_vmm_core::vm::{Cpu, Exit, GuestMemory, Injection, Outcome, Stop, Vm};
+use cleave_vmm_core::vm::{Cpu, Exit, GuestMemory, Injection, MsrPolicy, Outcome, Stop, Vm};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Where the VMM leaves a guest's command line.
@@ -101,14 +101,15 @@ const SWITCHED_MSRS: [u32; 7] =
 
 /// Loads `image` into `ram` (an ELF test guest, or a Linux kernel and initramfs packed as
 /// `cleave_vmm_core::linux::unpack` reads them), leaves the command line, and writes the
-/// long-mode start state.
+/// long-mode start state. Returns what the guest's MSRs not offered should do: an
+/// operating system probes them and takes #GP, a test guest is stopped.
 pub fn start(
     vcpu: Cap<Vcpu>,
     mut ram: Ram,
     image: &[u8],
     name: &str,
     cmdline: &str,
-) -> Result<(), &'static str> {
+) -> Result<MsrPolicy, &'static str> {
     let lm = paging::long_mode(&mut ram).ok_or("no room for the guest's page tables")?;
     let entry = if let Some((kernel, initrd)) = cleave_vmm_core::linux::unpack(image) {
         let size = ram.size;
@@ -136,7 +137,7 @@ pub fn start(
             // accesses exit and the VMM answers them.
             let _ = vcpu.set_msr_exit(msr, false, false);
         }
-        boot.entry
+        (boot.entry, MsrPolicy::Fault)
     } else {
         let entry = match cleave_vmm_core::elf::load(image, &mut ram) {
             Ok(entry) => entry,
@@ -149,8 +150,9 @@ pub fn start(
         if !ram.write(CMDLINE_GPA, cmdline) || !ram.write(CMDLINE_GPA + cmdline.len() as u64, &[0]) {
             return Err("no room for the command line");
         }
-        entry
+        (entry, MsrPolicy::Stop)
     };
+    let (entry, msr_policy) = entry;
     let flat = 0xffff_ffff;
     let segment = |s: u64, selector: u64, rights: u64| {
         [
@@ -189,7 +191,7 @@ pub fn start(
             return Err("the kernel refused the guest's start state");
         }
     }
-    Ok(())
+    Ok(msr_policy)
 }
 
 fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
@@ -213,8 +215,14 @@ fn read_cpu(vcpu: Cap<Vcpu>) -> Result<Cpu, Error> {
 }
 
 /// Runs the guest until it stops; returns why, and the machine.
-pub fn run(vcpu: Cap<Vcpu>, mut ram: Ram, name: &'static str) -> Result<(Stop, Vm<Named>), Error> {
+pub fn run(
+    vcpu: Cap<Vcpu>,
+    mut ram: Ram,
+    name: &'static str,
+    msr_policy: MsrPolicy,
+) -> Result<(Stop, Vm<Named>), Error> {
     let mut vm = Vm::new(Named(name));
+    vm.msr_policy = msr_policy;
     let mut window = false;
     let mut last = cleave_rt::syscall::rdtsc();
     let mut cpu = read_cpu(vcpu)?;
@@ -231,6 +239,7 @@ pub fn run(vcpu: Cap<Vcpu>, mut ram: Ram, name: &'static str) -> Result<(Stop, V
                 vcpu.write_field(state::INTERRUPT_WINDOW, 1)?;
                 window = true;
             }
+            Injection::Exception(event) => vcpu.write_field(state::EVENT, event)?,
             Injection::WhenOpen | Injection::None => {}
         }
         let words = cleave_rt::syscall::vm_enter()?;

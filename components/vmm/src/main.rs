@@ -79,20 +79,24 @@ fn component() -> i32 {
         config.memory >> 20,
         config.image
     );
-    if let Err(e) = start(vcpu, ram, GUEST_IMAGE, name, config.cmdline) {
-        println!("vmm: guest '{name}': {e}");
-        return stop_here();
-    }
+    let msr_policy = match start(vcpu, ram, GUEST_IMAGE, name, config.cmdline) {
+        Ok(policy) => policy,
+        Err(e) => {
+            println!("vmm: guest '{name}': {e}");
+            return stop_here();
+        }
+    };
     // The audit log: this guest relies on this VMM while it runs.
     cleave_rt::audit!("serve {name} vmm-{name}#1");
-    let outcome = run(vcpu, ram, name);
+    let outcome = run(vcpu, ram, name, msr_policy);
     cleave_rt::audit!("unserve {name} vmm-{name}#1");
     match outcome {
         Ok((stop, vm)) => println!(
-            "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses",
+            "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses, {} MSRs not offered",
             vm.exits,
             vm.timer_interrupts,
-            vm.test_device.reads + vm.test_device.writes
+            vm.test_device.reads + vm.test_device.writes,
+            vm.msr_faults
         ),
         Err(e) => println!("vmm: guest '{name}': the kernel refused a VMM operation: {e:?}"),
     }

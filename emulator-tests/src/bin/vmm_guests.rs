@@ -20,8 +20,8 @@ use cleave_abi::{Error, ObjectType, Rights};
 use cleave_rt::boot::boot_info;
 use cleave_rt::cap::kind::{CNode, EptRoot, EptTable, Frame, PageTable, Tcb, Untyped, VSpace, Vcpu};
 use cleave_rt::{Cap, println};
-use cleave_vmm_core::vm::Stop;
-use core::sync::atomic::{AtomicU64, Ordering};
+use cleave_vmm_core::vm::{MsrPolicy, Stop};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use emulator_tests::{Suite, check};
 use vmm::{Ram, line, run, start};
 
@@ -120,6 +120,8 @@ static mut STACKS: [Stack; GUESTS.len()] = [const { Stack([0; STACK_SIZE]) }; GU
 static RESULTS: [AtomicU64; GUESTS.len()] = [const { AtomicU64::new(0) }; GUESTS.len()];
 /// Each guest's Vcpu capability.
 static VCPUS: [AtomicU64; GUESTS.len()] = [const { AtomicU64::new(0) }; GUESTS.len()];
+/// Each guest's MSR policy (`start` chose it): true for [`MsrPolicy::Fault`].
+static POLICIES: [AtomicBool; GUESTS.len()] = [const { AtomicBool::new(false) }; GUESTS.len()];
 /// Each guest's VMM thread (its TCB capability).
 static THREADS: [AtomicU64; GUESTS.len()] = [const { AtomicU64::new(0) }; GUESTS.len()];
 
@@ -194,7 +196,8 @@ extern "C" fn vmm_thread(index: u64) -> ! {
     let index = index as usize;
     let (name, _, expected) = GUESTS[index];
     let vcpu: Cap<Vcpu> = Cap::from_cptr(VCPUS[index].load(Ordering::Acquire));
-    let ok = match run(vcpu, ram_of(index), name) {
+    let policy = if POLICIES[index].load(Ordering::Acquire) { MsrPolicy::Fault } else { MsrPolicy::Stop };
+    let ok = match run(vcpu, ram_of(index), name, policy) {
         Ok((stop, vm)) => {
             line!(
                 "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses",
@@ -254,8 +257,9 @@ fn main() -> i32 {
                 VCPUS[index].store(vcpu.cptr(), Ordering::Release);
                 THREADS[index].store(thread.cptr(), Ordering::Release);
                 threads[index] = thread;
-                if let Err(e) = start(vcpu, ram_of(index), GUEST_IMAGE, GUESTS[index].0, GUESTS[index].1) {
-                    return t.abandon(e);
+                match start(vcpu, ram_of(index), GUEST_IMAGE, GUESTS[index].0, GUESTS[index].1) {
+                    Ok(policy) => POLICIES[index].store(policy == MsrPolicy::Fault, Ordering::Release),
+                    Err(e) => return t.abandon(e),
                 }
             }
             Err(e) => {

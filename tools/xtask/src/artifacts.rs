@@ -119,6 +119,39 @@ pub fn programs_of(system: &Path) -> Result<Programs> {
 
 /// The guest image the VMM and `vmm-guests` embed.
 const GUEST_IMAGE: &str = "guest-hello";
+/// The guest image assembled from Debian's kernel and a busybox initramfs rather than
+/// built by cargo (`crate::linux`).
+pub const LINUX_IMAGE: &str = "linux-debian";
+
+/// Packs the Linux kernel and initramfs (`target/linux/`) as the VMM reads a Linux guest
+/// image (`cleave_vmm_core::linux::unpack`: magic, the two lengths, the two files) into
+/// `programs/linux-debian`.
+fn linux_guest_image(root: &Path, programs: &Path) -> Result<PathBuf> {
+    let dir = root.join("target").join("linux");
+    let kernel_path = dir.join("vmlinuz");
+    let initrd_path =
+        ["initramfs.cpio.gz", "initramfs.cpio"].iter().map(|n| dir.join(n)).find(|p| p.exists());
+    let (kernel, initrd) = match (std::fs::read(&kernel_path), initrd_path.map(std::fs::read)) {
+        (Ok(k), Some(Ok(i))) => (k, i),
+        _ => bail!(
+            "the Linux guest needs {} and an initramfs there ({}), assembled from Debian's packages",
+            kernel_path.display(),
+            dir.display()
+        ),
+    };
+    let mut image = Vec::with_capacity(32 + kernel.len() + initrd.len());
+    image.extend_from_slice(b"CLEAVE-LINUX-IMG");
+    image.extend_from_slice(&(kernel.len() as u64).to_le_bytes());
+    image.extend_from_slice(&(initrd.len() as u64).to_le_bytes());
+    image.extend_from_slice(&kernel);
+    image.extend_from_slice(&initrd);
+    let out = programs.join(LINUX_IMAGE);
+    if std::fs::read(&out).ok().as_deref() != Some(&image[..]) {
+        std::fs::create_dir_all(programs)?;
+        std::fs::write(&out, &image).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(out)
+}
 
 /// Builds the kernel, the programs `system` names (its components with their constants
 /// generated from it), its boot image and the capDL loader that embeds it (`loader`);
@@ -147,7 +180,7 @@ pub fn build(system: &Path, scope: Scope) -> Result<Artifacts> {
     }
     guests.sort_unstable();
     guests.dedup();
-    for guest in &guests {
+    for guest in guests.iter().filter(|g| **g != LINUX_IMAGE) {
         first.extend(["-p", guest]);
     }
     if !cargo_with_env(&root, &first, &[])? {
@@ -162,7 +195,14 @@ pub fn build(system: &Path, scope: Scope) -> Result<Artifacts> {
         embedding.extend(["-p", "emulator-tests"]);
     }
     if embedding.len() > 4 {
-        let guest = programs.join(GUEST_IMAGE);
+        // The chosen system's image when it has one kind (a VMM embeds one image), else the
+        // test guest's.
+        let chosen = &plans.last().expect("the chosen system is planned").programs.guests;
+        let guest = match chosen.as_slice() {
+            [only] if only == LINUX_IMAGE => linux_guest_image(&root, &programs)?,
+            [only] => programs.join(only),
+            _ => programs.join(GUEST_IMAGE),
+        };
         if !cargo_with_env(&root, &embedding, &[("CLEAVE_GUEST_IMAGE", &guest)])? {
             bail!("building the VMM and test programs (with the guest image) failed");
         }

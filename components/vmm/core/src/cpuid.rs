@@ -31,9 +31,10 @@ const fn bits(list: &[u32]) -> u32 {
 /// Leaf 1 ECX kept: SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT, AES,
 /// RDRAND (not FMA, which needs AVX state).
 const LEAF1_ECX: u32 = bits(&[0, 1, 9, 13, 19, 20, 22, 23, 25, 30]);
-/// Leaf 1 EDX kept: FPU, VME, DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE, CMOV, PAT,
-/// PSE36, CLFSH, MMX, FXSR, SSE, SSE2.
-const LEAF1_EDX: u32 = bits(&[0, 1, 2, 3, 4, 5, 6, 8, 11, 12, 13, 15, 16, 17, 19, 23, 24, 25, 26]);
+/// Leaf 1 EDX kept: FPU, VME, DE, PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT, PSE36,
+/// CLFSH, MMX, FXSR, SSE, SSE2 (not MTRR: memory types are the host's under nested
+/// paging, and the VMM has no MTRR MSRs to offer).
+const LEAF1_EDX: u32 = bits(&[0, 1, 2, 3, 4, 5, 6, 8, 11, 13, 15, 16, 17, 19, 23, 24, 25, 26]);
 /// Leaf 7 EBX kept: FSGSBASE, BMI1, SMEP, BMI2, ERMS, ADX, SMAP, CLFLUSHOPT.
 const LEAF7_EBX: u32 = bits(&[0, 3, 7, 8, 9, 19, 20, 23]);
 /// 0x8000_0001 ECX kept: LAHF/SAHF, ABM (LZCNT), PREFETCHW.

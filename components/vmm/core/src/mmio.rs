@@ -107,3 +107,32 @@ pub fn mov_to_cr(bytes: &[u8], bitness: u32) -> Option<(u64, Option<usize>, u64)
     let index = if source.full_register() == Register::RSP { None } else { Some(slot(source)?.0) };
     Some((cr, index, ins.len() as u64))
 }
+
+/// Decodes `mov drN, reg` or `mov reg, drN` in `bytes` (for `bitness`): the debug
+/// register's number, the general register ([`Cpu::regs`] index, or `None` for RSP),
+/// whether it is a write to the debug register, and the instruction's length.
+pub fn mov_dr(bytes: &[u8], bitness: u32) -> Option<(usize, Option<usize>, bool, u64)> {
+    let mut decoder = Decoder::with_ip(bitness, bytes, 0, DecoderOptions::NONE);
+    let ins = decoder.decode();
+    if ins.is_invalid() || ins.mnemonic() != Mnemonic::Mov || ins.op_count() != 2 {
+        return None;
+    }
+    let dr = |r: Register| match r {
+        Register::DR0 => Some(0),
+        Register::DR1 => Some(1),
+        Register::DR2 => Some(2),
+        Register::DR3 => Some(3),
+        Register::DR6 => Some(6),
+        Register::DR7 => Some(7),
+        _ => None,
+    };
+    let general = |r: Register| {
+        if r.full_register() == Register::RSP { Some(None) } else { slot(r).map(|(i, _)| Some(i)) }
+    };
+    let length = ins.len() as u64;
+    if let Some(n) = dr(ins.op0_register()) {
+        return Some((n, general(ins.op1_register())?, true, length));
+    }
+    let n = dr(ins.op1_register())?;
+    Some((n, general(ins.op0_register())?, false, length))
+}

@@ -162,18 +162,43 @@ pub enum Injection {
     /// An interrupt is pending but the guest cannot take it yet: exit when it can
     /// (interrupt-window exiting).
     WhenOpen,
+    /// Deliver this exception now (`cleave_abi::vcpu::state::event` format).
+    Exception(u64),
 }
+
+/// What the VMM does about an MSR it does not offer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MsrPolicy {
+    /// Stop the guest (a test guest that reaches for one misbehaves).
+    #[default]
+    Stop,
+    /// Raise #GP(0) in the guest, as a processor does for an MSR it does not have: an
+    /// operating system probes MSRs that way (Linux's `rdmsr_safe`).
+    Fault,
+}
+
+/// #GP(0): a hardware exception with error code 0.
+pub const GENERAL_PROTECTION: u64 = 13
+    | cleave_abi::vcpu::state::event::EXCEPTION << cleave_abi::vcpu::state::event::TYPE_SHIFT
+    | cleave_abi::vcpu::state::event::ERROR_CODE
+    | EVENT_VALID;
 
 /// The power-off port: a byte written there ends the guest with that code.
 pub const POWER_OFF_PORT: u16 = 0x501;
 /// The UART's base port.
 pub const COM1: u16 = 0x3f8;
 
-/// MSRs this VMM offers: the TSC, EFER (as the kernel shows it; writes of the bits a
-/// guest may have), MISC_ENABLE (0) (reads).
+/// MSRs this VMM offers: the TSC (reads), EFER (as the kernel shows it; writes of the bits
+/// a guest may have), MISC_ENABLE (reads 0), the microcode revision (reads 0, writes
+/// ignored, as a processor without an update reads), PAT (kept, reset value at start: the
+/// guest's memory types are the host's under nested paging).
 const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
+const IA32_BIOS_SIGN_ID: u32 = 0x8b;
 const IA32_MISC_ENABLE: u32 = 0x1a0;
+const IA32_PAT: u32 = 0x277;
 const IA32_EFER: u32 = 0xc000_0080;
+/// PAT's value at reset.
+const RESET_PAT: u64 = 0x0007_0406_0007_0406;
 
 /// RFLAGS.IF.
 const INTERRUPT_FLAG: u64 = 1 << 9;
@@ -205,6 +230,18 @@ pub struct Vm<C> {
     pub timer_interrupts: u64,
     /// Exits handled.
     pub exits: u64,
+    /// What an MSR this VMM does not offer does.
+    pub msr_policy: MsrPolicy,
+    /// An exception to raise in the guest before anything else (#GP for an MSR not
+    /// offered under [`MsrPolicy::Fault`]).
+    pub exception: Option<u64>,
+    /// The guest's PAT.
+    pub pat: u64,
+    /// MSRs not offered that the guest reached for (with [`MsrPolicy::Fault`]).
+    pub msr_faults: u64,
+    /// The guest's debug registers DR0-DR7 as it sees them (the kernel switches none, so
+    /// every access exits and lands here; breakpoints never fire).
+    pub debug: [u64; 8],
 }
 
 impl<C: Console> Vm<C> {
@@ -219,6 +256,23 @@ impl<C: Console> Vm<C> {
             time_ns: 0,
             timer_interrupts: 0,
             exits: 0,
+            msr_policy: MsrPolicy::Stop,
+            exception: None,
+            pat: RESET_PAT,
+            msr_faults: 0,
+            debug: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
+        }
+    }
+
+    /// An MSR not offered: stop, or #GP(0) without moving past the instruction.
+    fn msr_not_offered(&mut self, msr: u32, write: bool) -> Outcome {
+        match self.msr_policy {
+            MsrPolicy::Stop => Outcome::Stop(Stop::BadMsr { msr, write }),
+            MsrPolicy::Fault => {
+                self.msr_faults += 1;
+                self.exception = Some(GENERAL_PROTECTION);
+                Outcome::Resume
+            }
         }
     }
 
@@ -232,6 +286,11 @@ impl<C: Console> Vm<C> {
 
     /// What to inject before entering the guest whose state is `cpu`.
     pub fn injection(&mut self, cpu: &Cpu) -> Injection {
+        if cpu.event & EVENT_VALID == 0
+            && let Some(exception) = self.exception.take()
+        {
+            return Injection::Exception(exception);
+        }
         if !self.pic.pending() {
             return Injection::None;
         }
@@ -294,9 +353,10 @@ impl<C: Console> Vm<C> {
                 let msr = cpu.regs[gpr::RCX] as u32;
                 let value = match msr {
                     IA32_TIME_STAMP_COUNTER => self.time_ns,
-                    IA32_MISC_ENABLE => 0,
+                    IA32_MISC_ENABLE | IA32_BIOS_SIGN_ID => 0,
+                    IA32_PAT => self.pat,
                     IA32_EFER => cpu.efer,
-                    _ => return Outcome::Stop(Stop::BadMsr { msr, write: false }),
+                    _ => return self.msr_not_offered(msr, false),
                 };
                 cpu.regs[gpr::RAX] = value & 0xffff_ffff;
                 cpu.regs[gpr::RDX] = value >> 32;
@@ -313,10 +373,21 @@ impl<C: Console> Vm<C> {
                         cpu.rip += exit.instruction_length;
                         Outcome::Resume
                     }
-                    _ => Outcome::Stop(Stop::BadMsr { msr, write: true }),
+                    IA32_BIOS_SIGN_ID => {
+                        cpu.rip += exit.instruction_length;
+                        Outcome::Resume
+                    }
+                    // Each byte a memory type: 0, 1, 4, 5, 6 or 7.
+                    IA32_PAT if value.to_le_bytes().iter().all(|&t| matches!(t, 0 | 1 | 4..=7)) => {
+                        self.pat = value;
+                        cpu.rip += exit.instruction_length;
+                        Outcome::Resume
+                    }
+                    _ => self.msr_not_offered(msr, true),
                 }
             }
             reason::SHUTDOWN => Outcome::Stop(Stop::TripleFault),
+            reason::DEBUG_REGISTER => self.debug_register(cpu, mem),
             reason::CR_ACCESS => self.cr_access(exit, cpu, mem),
             reason::MEMORY => self.memory(exit, cpu, mem),
             reason::ENTRY_FAILED => Outcome::Stop(Stop::EntryFailed(exit.detail)),
@@ -357,6 +428,30 @@ impl<C: Console> Vm<C> {
             return Outcome::Stop(Stop::NotOffered("protection keys (CR4.PKE)"));
         }
         cpu.cr4 = value;
+        cpu.rip += length;
+        Outcome::Resume
+    }
+
+    /// A MOV to or from a debug register: decoded (neither architecture says which
+    /// register here) and done on the guest's copy; DR4 and DR5 are DR6 and DR7's aliases
+    /// only with CR4.DE clear, which the decoder does not know, so they stop the guest.
+    fn debug_register(&mut self, cpu: &mut Cpu, mem: &impl GuestMemory) -> Outcome {
+        let Some((bytes, fetched)) = fetch(cpu, mem) else {
+            return Outcome::Stop(Stop::Undecodable { rip: cpu.rip });
+        };
+        let Some((dr, Some(r), write, length)) = mmio::mov_dr(&bytes[..fetched], bitness(cpu)) else {
+            return Outcome::Stop(Stop::Undecodable { rip: cpu.rip });
+        };
+        if write {
+            // DR6 and DR7 keep their fixed bits.
+            self.debug[dr] = match dr {
+                6 => cpu.regs[r] & 0xffff_ffff | 0xffff_0ff0,
+                7 => cpu.regs[r] & 0xffff_ffff | 0x400,
+                _ => cpu.regs[r],
+            };
+        } else {
+            cpu.regs[r] = self.debug[dr];
+        }
         cpu.rip += length;
         Outcome::Resume
     }
