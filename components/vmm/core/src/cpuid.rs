@@ -39,8 +39,9 @@ const LEAF1_EDX: u32 = bits(&[0, 1, 2, 3, 4, 5, 6, 8, 11, 13, 15, 16, 17, 19, 23
 const LEAF7_EBX: u32 = bits(&[0, 3, 7, 8, 9, 19, 20, 23]);
 /// 0x8000_0001 ECX kept: LAHF/SAHF, ABM (LZCNT), PREFETCHW.
 const EXT1_ECX: u32 = bits(&[0, 5, 8]);
-/// 0x8000_0001 EDX kept: SYSCALL, NX, RDTSCP, LM.
-const EXT1_EDX: u32 = bits(&[11, 20, 27, 29]);
+/// 0x8000_0001 EDX kept: SYSCALL, NX, LM (not RDTSCP: its TSC_AUX MSR is not switched
+/// between guests).
+const EXT1_EDX: u32 = bits(&[11, 20, 29]);
 /// Leaf 1 ECX: running under a hypervisor.
 const HYPERVISOR_BIT: u32 = 1 << 31;
 
