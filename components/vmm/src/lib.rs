@@ -10,7 +10,7 @@ extern crate alloc;
 use cleave_abi::Error;
 use cleave_abi::vcpu::exit;
 use cleave_abi::vcpu::state::{self, event, part, segment as seg};
-use cleave_rt::cap::kind::Vcpu;
+use cleave_rt::cap::kind::{IoPort, Vcpu};
 use cleave_rt::{Cap, println};
 use cleave_vmm_core::devices::uart16550::Console;
 use cleave_vmm_core::paging;
@@ -84,13 +84,65 @@ impl GuestMemory for Ram {
     }
 }
 
-/// A guest's console: each line printed with its name.
-pub struct Named(pub &'static str);
+/// A guest's console: each line printed into the system's log with the guest's name, or,
+/// with a serial port of its own (`console = "com2"`), every byte out through that port
+/// and what arrives there typed at the guest's UART.
+pub struct Named {
+    /// The guest's name.
+    pub name: &'static str,
+    /// The second serial port's I/O ports, when the console is there.
+    pub serial: Option<Cap<IoPort>>,
+}
+
+impl Named {
+    /// A console into the system's log.
+    pub fn log(name: &'static str) -> Self {
+        Self { name, serial: None }
+    }
+}
+
+/// COM2's data and line-status registers.
+const COM2_DATA: u16 = 0x2f8;
+const COM2_LSR: u16 = 0x2fd;
 
 impl Console for Named {
     fn line(&mut self, text: &[u8]) {
-        let name = self.0;
+        let name = self.name;
         crate::line!("{name}: {}", core::str::from_utf8(text).unwrap_or("(not UTF-8)"));
+    }
+
+    fn raw(&self) -> bool {
+        self.serial.is_some()
+    }
+
+    fn byte(&mut self, byte: u8) {
+        let Some(port) = self.serial else { return };
+        // Wait (a bounded while) for the transmitter to take it; a port that never does
+        // drops the output rather than the guest.
+        for _ in 0..10_000 {
+            match port.read(COM2_LSR, 1) {
+                Ok(lsr) if lsr & 0x20 != 0 => break,
+                Ok(_) => cleave_rt::syscall::yield_now(),
+                Err(_) => return,
+            }
+        }
+        let _ = port.write(COM2_DATA, 1, u32::from(byte));
+    }
+}
+
+impl Named {
+    /// What has arrived at the console's serial port (up to what the guest's UART holds).
+    fn typed(&self, out: &mut [u8]) -> usize {
+        let Some(port) = self.serial else { return 0 };
+        let mut n = 0;
+        while n < out.len() && port.read(COM2_LSR, 1).is_ok_and(|lsr| lsr & 1 != 0) {
+            match port.read(COM2_DATA, 1) {
+                Ok(byte) => out[n] = byte as u8,
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        n
     }
 }
 
@@ -218,11 +270,16 @@ fn read_cpu(vcpu: Cap<Vcpu>) -> Result<Cpu, Error> {
 pub fn run(
     vcpu: Cap<Vcpu>,
     mut ram: Ram,
-    name: &'static str,
+    console: Named,
     msr_policy: MsrPolicy,
 ) -> Result<(Stop, Vm<Named>), Error> {
-    let mut vm = Vm::new(Named(name));
+    let mut vm = Vm::new(console);
     vm.msr_policy = msr_policy;
+    vm.console_input = vm.console.serial.is_some();
+    // Typed input is looked for at most this often (TSC ticks), and whenever the guest
+    // waits for it.
+    const INPUT_EVERY: u64 = 2_000_000;
+    let mut input_at = 0;
     let mut window = false;
     let mut last = cleave_rt::syscall::rdtsc();
     let mut cpu = read_cpu(vcpu)?;
@@ -241,6 +298,12 @@ pub fn run(
             }
             Injection::Exception(event) => vcpu.write_field(state::EVENT, event)?,
             Injection::WhenOpen | Injection::None => {}
+        }
+        if vm.console_input && last.wrapping_sub(input_at) > INPUT_EVERY {
+            input_at = last;
+            let mut typed = [0u8; 16];
+            let n = vm.console.typed(&mut typed);
+            vm.console_typed(&typed[..n]);
         }
         let words = cleave_rt::syscall::vm_enter()?;
         // Guest time follows the TSC (one tick taken as a nanosecond).
@@ -270,6 +333,20 @@ pub fn run(
                         vcpu.write_field(field, now)?;
                     }
                 }
+            }
+            Outcome::WaitForInput => {
+                if cpu.rip != before.rip {
+                    vcpu.write_field(state::RIP, cpu.rip)?;
+                }
+                let mut typed = [0u8; 16];
+                let n = loop {
+                    match vm.console.typed(&mut typed) {
+                        0 => cleave_rt::syscall::yield_now(),
+                        n => break n,
+                    }
+                };
+                vm.console_typed(&typed[..n]);
+                last = cleave_rt::syscall::rdtsc();
             }
             Outcome::Stop(stop) => return Ok((stop, vm)),
         }

@@ -31,6 +31,7 @@ struct Config {
     name: &'static str,
     memory: u64,
     image: &'static str,
+    console: &'static str,
     cmdline: &'static str,
 }
 
@@ -45,6 +46,7 @@ fn config() -> Option<Config> {
         name: value("name")?,
         memory: value("memory")?.parse().ok()?,
         image: value("image")?,
+        console: value("console").unwrap_or("log"),
         cmdline: value("cmdline").unwrap_or(""),
     })
 }
@@ -88,7 +90,8 @@ fn component() -> i32 {
     };
     // The audit log: this guest relies on this VMM while it runs.
     cleave_rt::audit!("serve {name} vmm-{name}#1");
-    let outcome = run(vcpu, ram, name, msr_policy);
+    let console = vmm::Named { name, serial: (config.console == "com2").then_some(layout::CONSOLE) };
+    let outcome = run(vcpu, ram, console, msr_policy);
     cleave_rt::audit!("unserve {name} vmm-{name}#1");
     match outcome {
         Ok((stop, vm)) => println!(

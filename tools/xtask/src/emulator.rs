@@ -537,7 +537,12 @@ pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Resul
         name: "run".into(),
         module: Some(artifacts.program(&root_program)?),
         cmdline: cmdline.into(),
-        timeout: if gdb { None } else { Some(Duration::from_secs(if bochs { 120 } else { 60 })) },
+        // A guest's console on the terminal runs until the guest ends it or the user does.
+        timeout: if gdb || guest_console {
+            None
+        } else {
+            Some(Duration::from_secs(if bochs { 120 } else { 60 }))
+        },
         gdb,
         icount: false,
         echo: true,

@@ -148,6 +148,9 @@ impl fmt::Display for Stop {
 pub enum Outcome {
     /// Enter the guest again (with the registers in [`Cpu`] as changed).
     Resume,
+    /// The guest halted with interrupts on and nothing that will wake it but its
+    /// console's input: wait for some ([`Vm::console_input`]), then enter it again.
+    WaitForInput,
     /// Stop the guest for good.
     Stop(Stop),
 }
@@ -239,6 +242,9 @@ pub struct Vm<C> {
     pub pat: u64,
     /// MSRs not offered that the guest reached for (with [`MsrPolicy::Fault`]).
     pub msr_faults: u64,
+    /// Whether the guest's console has an input (a serial port the VMM reads): then a
+    /// guest that halts with interrupts on and no timer waits for it.
+    pub console_input: bool,
     /// The guest's debug registers DR0-DR7 as it sees them (the kernel switches none, so
     /// every access exits and lands here; breakpoints never fire).
     pub debug: [u64; 8],
@@ -261,6 +267,15 @@ impl<C: Console> Vm<C> {
             pat: RESET_PAT,
             msr_faults: 0,
             debug: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
+            console_input: false,
+        }
+    }
+
+    /// Bytes typed at the guest's console: into the UART's receive FIFO (what does not
+    /// fit is an overrun, as on the device).
+    pub fn console_typed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.uart.receive(b);
         }
     }
 
@@ -345,6 +360,7 @@ impl<C: Console> Vm<C> {
                         self.advance_time(ns);
                         Outcome::Resume
                     }
+                    None if cpu.rflags & INTERRUPT_FLAG != 0 && self.console_input => Outcome::WaitForInput,
                     _ => Outcome::Stop(Stop::HaltedForever),
                 }
             }

@@ -10,10 +10,21 @@ pub const LINE_MAX: usize = 160;
 /// Receive FIFO depth (16550A).
 pub const FIFO: usize = 16;
 
-/// Where finished lines of guest output go (the VMM prints them with the guest's name).
+/// Where the guest's output goes: finished lines (the VMM prints them into the system's
+/// log with the guest's name), or each byte as it is sent (a console on a real serial
+/// port: [`Console::raw`]).
 pub trait Console {
     /// One line, without its newline (or a piece of an over-long line).
     fn line(&mut self, text: &[u8]);
+    /// Whether this console takes every byte as it is sent ([`Console::byte`]) rather than
+    /// lines.
+    fn raw(&self) -> bool {
+        false
+    }
+    /// One byte of output, for a [`Console::raw`] console.
+    fn byte(&mut self, byte: u8) {
+        let _ = byte;
+    }
 }
 
 /// Register offsets from the base port.
@@ -145,6 +156,8 @@ impl Uart {
     fn transmit(&mut self, byte: u8, console: &mut impl Console) {
         if self.mcr & MCR_LOOP != 0 {
             self.receive(byte);
+        } else if console.raw() {
+            console.byte(byte);
         } else {
             match byte {
                 b'\n' => self.flush(console),

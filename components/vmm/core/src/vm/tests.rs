@@ -401,6 +401,8 @@ fn random_exits_from_a_hostile_guest_never_panic_the_vmm() {
     let (mut resumed, mut stopped) = (0u32, 0u32);
     for round in 0..64 {
         let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+        vm.console_input = round % 4 < 2;
+        vm.msr_policy = if round % 3 == 0 { MsrPolicy::Fault } else { MsrPolicy::Stop };
         let mut cpu = if round % 2 == 0 {
             long_mode_cpu(&mut mem, 0x10_0000)
         } else {
@@ -443,7 +445,7 @@ fn random_exits_from_a_hostile_guest_never_panic_the_vmm() {
             };
             let e = Exit { reason, detail, guest_physical, instruction_length: next() % 20 };
             match vm.handle(&e, &mut cpu, &mut mem, host_cpuid) {
-                Outcome::Resume => resumed += 1,
+                Outcome::Resume | Outcome::WaitForInput => resumed += 1,
                 Outcome::Stop(why) => {
                     assert!(!std::format!("{why}").is_empty());
                     stopped += 1;
@@ -483,4 +485,67 @@ fn a_cr4_write_without_its_register_is_decoded() {
         vm.handle(&unknown, &mut cpu, &mut mem, host_cpuid),
         Outcome::Stop(Stop::Undecodable { rip: 0x10_0003 })
     );
+}
+
+/// An operating system probes MSRs and takes #GP for those the VMM does not offer: the
+/// exception is injected before any interrupt, the instruction is not skipped; a test
+/// guest is stopped instead. Debug registers are the guest's own copy.
+#[test]
+fn msrs_not_offered_fault_an_os_and_debug_registers_are_kept() {
+    let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+    vm.msr_policy = MsrPolicy::Fault;
+    let mut cpu = Cpu { rip: 0x100, rflags: 0x202, ..Cpu::default() };
+    cpu.regs[gpr::RCX] = 0x1b;
+    assert_eq!(vm.handle(&exit(reason::MSR_READ, 0, 2), &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!(cpu.rip, 0x100, "the faulting RDMSR is not skipped");
+    assert_eq!(vm.injection(&cpu), Injection::Exception(GENERAL_PROTECTION));
+    assert_eq!(vm.injection(&cpu), Injection::None, "once");
+    // Not while an interrupted event waits to be delivered.
+    cpu.regs[gpr::RCX] = 0xc000_0103;
+    vm.handle(&exit(reason::MSR_WRITE, 0, 2), &mut cpu, &mut mem, host_cpuid);
+    let busy = Cpu { event: cleave_abi::vcpu::state::event::external(0x30), ..cpu };
+    assert_eq!(vm.injection(&busy), Injection::None);
+    assert_eq!(vm.injection(&cpu), Injection::Exception(GENERAL_PROTECTION));
+    assert_eq!(vm.msr_faults, 2);
+    // PAT: kept if every entry is a memory type, #GP otherwise.
+    cpu.regs[gpr::RCX] = 0x277;
+    cpu.regs[gpr::RAX] = 0x0106_0406;
+    cpu.regs[gpr::RDX] = 0x0007_0406;
+    assert_eq!(vm.handle(&exit(reason::MSR_WRITE, 0, 2), &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!(vm.pat, 0x0007_0406_0106_0406);
+    cpu.regs[gpr::RAX] = 0x0206_0406;
+    vm.handle(&exit(reason::MSR_WRITE, 0, 2), &mut cpu, &mut mem, host_cpuid);
+    assert_eq!(vm.pat, 0x0007_0406_0106_0406, "type 2 is reserved");
+    // mov dr7, rax; mov rbx, dr7 (long mode): kept per guest, fixed bits set.
+    let code = [0x0f, 0x23, 0xf8, 0x0f, 0x21, 0xfb];
+    assert!(mem.write(0x10_0000, &code));
+    let mut cpu = long_mode_cpu(&mut mem, 0x10_0000);
+    cpu.regs[gpr::RAX] = 0x1;
+    let dr = exit(reason::DEBUG_REGISTER, 0, 0);
+    assert_eq!(vm.handle(&dr, &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!(vm.handle(&dr, &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!((cpu.regs[gpr::RBX], cpu.rip), (0x401, 0x10_0006));
+    // A test guest is stopped at an MSR not offered.
+    let mut strict = Vm::new(Lines::default());
+    cpu.regs[gpr::RCX] = 0x1b;
+    assert_eq!(
+        strict.handle(&exit(reason::MSR_READ, 0, 2), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::BadMsr { msr: 0x1b, write: false })
+    );
+}
+
+/// A guest with console input that halts with interrupts on and no timer waits for input;
+/// one without is stopped (it would never wake).
+#[test]
+fn a_halt_with_nothing_to_wake_it_waits_for_console_input_if_there_is_any() {
+    let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+    let mut cpu = Cpu { rflags: 0x202, ..Cpu::default() };
+    assert_eq!(
+        vm.handle(&exit(reason::HLT, 0, 1), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::HaltedForever)
+    );
+    vm.console_input = true;
+    assert_eq!(vm.handle(&exit(reason::HLT, 0, 1), &mut cpu, &mut mem, host_cpuid), Outcome::WaitForInput);
+    vm.console_typed(b"ls\n");
+    assert_eq!(vm.uart.read(crate::devices::uart16550::reg::DATA), b'l');
 }
