@@ -1355,6 +1355,20 @@ pub fn check(w: &World) -> Result<(), String> {
                 }
             }
         }
+        // VT-x: a SYSCALL MSR the guest reaches is switched by the kernel.
+        if layout == Layout::Vmx && state.switch_syscall == 0 {
+            for msr in super::vcpu::SYSCALL_MSRS {
+                for write in [false, true] {
+                    let (offset, bit) = layout.msr_bit(msr, write).expect("in the bitmap's range");
+                    let byte: u8 = m.read(PhysAddr(base.0 + offset));
+                    ensure!(
+                        byte & bit != 0,
+                        "Vcpu {:#x} lets SYSCALL MSR {msr:#x} through without switching it",
+                        base.0
+                    );
+                }
+            }
+        }
         // SVM's third I/O page (accesses running past port 0xffff) always exits.
         if layout == Layout::Svm {
             let third: [u64; 512] = m.read(PhysAddr(base.0 + IO_BITMAP_OFFSET + 2 * 4096));

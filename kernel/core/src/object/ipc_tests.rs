@@ -819,10 +819,15 @@ fn vcpus_bind_to_threads_and_ept_maps_guest_memory() {
     // Making a port exit again needs no capability.
     w.invoke(40, label::VCPU_SET_IO_EXIT, &[0, 0x80, 0x80, 1]).unwrap();
     assert_eq!(bit(&w, 2 * 4096, 0x80), 1);
-    assert_eq!(w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0082, 0]), Err(Error::IllegalOperation));
+    assert_eq!(w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0x277, 0]), Err(Error::IllegalOperation), "PAT");
     w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0100, 0]).unwrap();
     assert_eq!((bit(&w, 4 * 4096 + 1024, 0x100), bit(&w, 4 * 4096 + 3072, 0x100)), (0, 0));
     assert_eq!(bit(&w, 4 * 4096 + 1024, 0x82), 1, "LSTAR still exits");
+    assert_eq!(w.s.vcpu_state(vcpu).switch_syscall, 0);
+    // A SYSCALL MSR goes through, and from then on the kernel switches them.
+    w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0082, 0]).unwrap();
+    assert_eq!(bit(&w, 4 * 4096 + 1024, 0x82), 0, "LSTAR reads go through");
+    assert_eq!(w.s.vcpu_state(vcpu).switch_syscall, 1);
     // VMCS policy: host state refused before the machine is asked; a malformed encoding is
     // an argument error; this host-test machine has no VT-x and refuses the rest.
     assert_eq!(w.invoke(40, label::VCPU_READ_VMCS, &[0x6c16]), Err(Error::IllegalOperation));
@@ -906,11 +911,7 @@ fn on_svm_machines_guest_spaces_are_written_as_npt_through_the_same_invocations(
         Err(Error::IllegalOperation),
         "EFER"
     );
-    assert_eq!(
-        w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0082, 0]),
-        Err(Error::IllegalOperation),
-        "LSTAR"
-    );
+    assert_eq!(w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0x277, 0]), Err(Error::IllegalOperation), "PAT");
     // Making it exit again needs nothing.
     w.invoke(40, label::VCPU_SET_MSR_EXIT, &[0xc000_0100, 3]).unwrap();
     assert_eq!(byte(&w, SVM_MSR_MAP_OFFSET + 0x800 + 0x40), 0xff);

@@ -40,7 +40,17 @@ pub struct VcpuState {
     /// The EPT root [`VcpuState::ept_asid`] named when it was set: entering needs the ASID
     /// to still name this root.
     pub ept_root: u64,
+    /// VT-x: the guest's STAR, LSTAR, CSTAR and SFMASK ([`SYSCALL_MSRS`]), which the VMCS
+    /// does not switch: once its VMM lets one through ([`VcpuState::switch_syscall`]), the
+    /// kernel loads these before each entry and saves them after each exit, restoring its
+    /// own. (SVM's VMLOAD and VMSAVE switch them in the VMCB.)
+    pub syscall_msrs: [u64; 4],
+    /// VT-x: non-zero once a SYSCALL MSR goes through to the guest (never cleared).
+    pub switch_syscall: u64,
 }
+
+/// The SYSCALL MSRs: STAR, LSTAR, CSTAR, SFMASK.
+pub const SYSCALL_MSRS: [u32; 4] = [0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084];
 
 /// Where a Vcpu's VMCS stands, as the kernel keeps it in [`VcpuState::launch`].
 pub mod launch {
@@ -175,9 +185,10 @@ impl Layout {
 
 /// MSRs a VMM may let its guest read and write directly on VT-x: those the VMCS loads and
 /// saves with the guest (FS and GS bases, the SYSENTER MSRs, EFER), the kernel GS base
-/// (which the kernel switches per Vcpu), and the TSC for reading. Everything else (the
-/// host's syscall MSRs, PAT, the APIC base, …) always exits.
-pub const MSR_PASS_THROUGH: [(u32, bool); 8] = [
+/// (which the kernel switches per Vcpu), the SYSCALL MSRs (which the kernel switches for a
+/// Vcpu once one goes through: [`VcpuState::switch_syscall`]), and the TSC for reading.
+/// Everything else (PAT, the APIC base, …) always exits.
+pub const MSR_PASS_THROUGH: [(u32, bool); 12] = [
     (0xc000_0102, true), // IA32_KERNEL_GS_BASE
     (0xc000_0100, true), // IA32_FS_BASE
     (0xc000_0101, true), // IA32_GS_BASE
@@ -186,6 +197,10 @@ pub const MSR_PASS_THROUGH: [(u32, bool); 8] = [
     (0x176, true),       // IA32_SYSENTER_EIP
     (0x10, false),       // IA32_TIME_STAMP_COUNTER (reads only)
     (0xc000_0080, true), // IA32_EFER (VT-x only)
+    (0xc000_0081, true), // STAR (switched by the kernel)
+    (0xc000_0082, true), // LSTAR
+    (0xc000_0083, true), // CSTAR
+    (0xc000_0084, true), // SFMASK
 ];
 
 /// MSRs a VMM may let its guest read and write directly on SVM: what VMSAVE and VMLOAD
@@ -497,6 +512,11 @@ impl<M: KernelMemory> ObjectSpace<M> {
             Some((_, false)) if !write => return Err(Error::IllegalOperation),
             _ => {}
         }
+        if layout == Layout::Vmx && SYSCALL_MSRS.contains(&msr) && !(read && write) {
+            let mut state = self.vcpu_state(vcpu);
+            state.switch_syscall = 1;
+            self.set_vcpu_state(vcpu, &state);
+        }
         for (is_write, exits) in [(false, read), (true, write)] {
             // Outside the bitmap's ranges an MSR always exits.
             let Some((offset, bit)) = layout.msr_bit(msr, is_write) else { return Ok(()) };
@@ -586,11 +606,15 @@ mod tests {
 
     #[test]
     fn pass_through_lists_only_switched_msrs() {
-        // VT-x: the host's syscall MSRs are not in the list (the VMCS does not switch them).
-        for host in [0xc000_0081, 0xc000_0082, 0xc000_0084, 0x277] {
+        // Both: the SYSCALL MSRs (VT-x: the kernel switches them once one goes through;
+        // SVM: VMLOAD and VMSAVE do); never PAT or the APIC base; on SVM never EFER or the
+        // TSC either.
+        for msr in SYSCALL_MSRS {
+            assert!(Layout::Vmx.pass_through().iter().any(|&(m, w)| m == msr && w), "{msr:#x}");
+        }
+        for host in [0x277, 0x1b] {
             assert!(MSR_PASS_THROUGH.iter().all(|(m, _)| *m != host), "{host:#x}");
         }
-        // SVM: they are (VMLOAD and VMSAVE switch them); PAT, EFER and the TSC are not.
         for msr in [0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084] {
             assert!(Layout::Svm.pass_through().iter().any(|&(m, w)| m == msr && w), "{msr:#x}");
         }

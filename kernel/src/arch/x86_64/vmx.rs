@@ -14,7 +14,7 @@ use crate::arch::global::KernelCell;
 use cleave_abi::Error;
 use cleave_abi::vcpu::state;
 use cleave_kernel_core::PhysAddr;
-use cleave_kernel_core::object::vcpu::{STATE_OFFSET, VcpuState, field as policy, launch};
+use cleave_kernel_core::object::vcpu::{STATE_OFFSET, SYSCALL_MSRS, VcpuState, field as policy, launch};
 use cleave_kernel_core::vmx_caps::VmxCapabilities;
 use cleave_kernel_core::{guest_state, vmcs};
 use x86::vmx::vmcs::{control, guest, host, ro};
@@ -414,6 +414,15 @@ pub fn run(vcpu: PhysAddr, ept_root: PhysAddr, flush_ept: bool) -> Result<[u64; 
     // What the VMCS does not switch is this guest's own (doc/virtualization.md lists it all).
     cpu::write_msr(IA32_KERNEL_GS_BASE, st.kernel_gs_base);
     cpu::write_cr2(st.cr2);
+    // The SYSCALL MSRs, once the guest may reach them: its own in, the kernel's back
+    // after (interrupts are off throughout; nothing runs a `syscall` in between).
+    let switch_syscall = st.switch_syscall != 0;
+    let host_syscall = if switch_syscall { SYSCALL_MSRS.map(cpu::read_msr) } else { [0; 4] };
+    if switch_syscall {
+        for (msr, value) in SYSCALL_MSRS.iter().zip(st.syscall_msrs) {
+            cpu::write_msr(*msr, value);
+        }
+    }
     // SAFETY: the current VMCS is this Vcpu's, fully initialised (host state pointing at
     // `vmx_exit`, this kernel's CR3, segments and tables); `vmx_run` saves and restores
     // every register the Rust ABI needs and writes the guest's registers back to `gprs`.
@@ -424,6 +433,12 @@ pub fn run(vcpu: PhysAddr, ept_root: PhysAddr, flush_ept: bool) -> Result<[u64; 
     super::idt::reload();
     st.kernel_gs_base = cpu::read_msr(IA32_KERNEL_GS_BASE);
     st.cr2 = super::trap::cr2();
+    if switch_syscall {
+        st.syscall_msrs = SYSCALL_MSRS.map(cpu::read_msr);
+        for (msr, value) in SYSCALL_MSRS.iter().zip(host_syscall) {
+            cpu::write_msr(*msr, value);
+        }
+    }
     write_page(vcpu, &st);
     match result {
         0 => {
