@@ -301,8 +301,10 @@ pub fn run(
         }
         if vm.console_input && last.wrapping_sub(input_at) > INPUT_EVERY {
             input_at = last;
+            // No more than the UART can take: the rest waits in the serial port.
             let mut typed = [0u8; 16];
-            let n = vm.console.typed(&mut typed);
+            let room = vm.console_room().min(typed.len());
+            let n = vm.console.typed(&mut typed[..room]);
             vm.console_typed(&typed[..n]);
         }
         let words = cleave_rt::syscall::vm_enter()?;
@@ -339,13 +341,17 @@ pub fn run(
                     vcpu.write_field(state::RIP, cpu.rip)?;
                 }
                 let mut typed = [0u8; 16];
-                let n = loop {
-                    match vm.console.typed(&mut typed) {
-                        0 => cleave_rt::syscall::yield_now(),
-                        n => break n,
-                    }
-                };
-                vm.console_typed(&typed[..n]);
+                let room = vm.console_room().min(typed.len());
+                // With the UART full the guest has input to read already: enter it.
+                if room > 0 {
+                    let n = loop {
+                        match vm.console.typed(&mut typed[..room]) {
+                            0 => cleave_rt::syscall::yield_now(),
+                            n => break n,
+                        }
+                    };
+                    vm.console_typed(&typed[..n]);
+                }
                 last = cleave_rt::syscall::rdtsc();
             }
             Outcome::Stop(stop) => return Ok((stop, vm)),

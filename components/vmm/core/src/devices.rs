@@ -1,8 +1,22 @@
-//! Device models a guest drives through I/O ports or MMIO exits.
+//! Device models a guest drives through I/O ports or MMIO exits: the PC devices an
+//! operating system expects (interrupt controllers, timer, clock, serial port, keyboard
+//! controller, PCI configuration) with the ports of each defined in its module.
 
+pub mod i8042;
+pub mod mc146818;
+pub mod pci;
 pub mod pic8259;
 pub mod pit8254;
 pub mod uart16550;
+
+/// What a guest's write to a device does beyond the device itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing more.
+    None,
+    /// The device pulsed the processor's reset line: the machine resets.
+    Reset,
+}
 
 #[cfg(test)]
 mod tests {

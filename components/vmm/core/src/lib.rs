@@ -5,6 +5,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+// PCI devices are trait objects on the bus (the VMM component has a heap).
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 

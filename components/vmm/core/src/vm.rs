@@ -4,19 +4,30 @@
 //! what changed, injects what [`Vm::injection`] says and enters the guest again, or stops
 //! it with the [`Stop`] reason printed.
 //!
-//! Devices: a 16550 UART at 0x3f8 (the guest's console), two 8259 PICs and an 8254 PIT
-//! (the guest's timer, IRQ 0), a power-off port (0x501: the guest ends with the byte it
-//! writes), and the test device at [`test_device::BASE`] reached through EPT violations
-//! (the faulting instruction is decoded). Other ports read as all ones and ignore writes,
-//! as unpopulated ports do on a PC.
+//! The machine is a PC without firmware: two 8259 PICs with the ELCR (0x20/0x21, 0xa0/0xa1,
+//! 0x4d0/0x4d1), the 8254 PIT on IRQ 0 (0x40-0x43) and port 0x61, the MC146818 RTC and
+//! CMOS on IRQ 8 (0x70/0x71), the i8042 keyboard controller with no keyboard or mouse on
+//! IRQs 1 and 12 (0x60/0x64; its reset pulse resets the guest), PCI configuration mechanism
+//! #1 with an i440FX host bridge (0xcf8-0xcff, with the reset control register at 0xcf9),
+//! a 16550 UART on IRQ 4 (0x3f8-0x3ff: the guest's console), a power-off port (0x501: the
+//! guest ends with the byte it writes), the POST delay port 0x80 (ignored), and the test
+//! device at [`test_device::BASE`] reached through EPT violations (the faulting instruction
+//! is decoded). The byte-wide devices take 16- and 32-bit accesses as the ISA bus does, one
+//! byte per port; the PCI ports take 1, 2 and 4 bytes. Other ports read as all ones and
+//! ignore writes, as unpopulated ports do on a PC, unless a PCI device's I/O BAR claims them.
 
 use crate::cpuid;
-use crate::devices::pic8259::PicPair;
-use crate::devices::pit8254::Pit;
+use crate::devices::Effect;
+use crate::devices::i8042::{self, KeyboardController};
+use crate::devices::mc146818::{self, DateTime, Rtc};
+use crate::devices::pci::{self, AttachError, PciBus, PciDevice};
+use crate::devices::pic8259::{self, PicPair};
+use crate::devices::pit8254::{self, Pit};
 use crate::devices::uart16550::{Console, Uart};
 use crate::mmio;
 use crate::paging;
 use crate::test_device::{self, TestDevice};
+use alloc::boxed::Box;
 use cleave_abi::vcpu::state::event::VALID as EVENT_VALID;
 use core::fmt;
 
@@ -66,6 +77,8 @@ pub use crate::guest::{Cpu, GuestMemory, gpr};
 pub enum Stop {
     /// The guest wrote its exit code to the power-off port.
     PoweredOff(u8),
+    /// The guest reset the machine (what a PC does on a reboot), through this device.
+    Reset(&'static str),
     /// Triple fault.
     TripleFault,
     /// An access to guest-physical memory with nothing behind it.
@@ -91,7 +104,8 @@ pub enum Stop {
         /// WRMSR rather than RDMSR.
         write: bool,
     },
-    /// HLT with interrupts off and no timer running: it would never wake.
+    /// HLT with nothing that could wake it: interrupts off, or no interrupt coming from
+    /// the timers and none possible from the console.
     HaltedForever,
     /// An MMIO instruction the VMM cannot emulate (or could not fetch).
     Undecodable {
@@ -116,6 +130,7 @@ impl fmt::Display for Stop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::PoweredOff(code) => write!(f, "powered off with code {code}"),
+            Self::Reset(by) => write!(f, "reset itself (through the {by})"),
             Self::TripleFault => write!(f, "triple fault"),
             Self::UnmappedAccess { gpa, write, rip } => write!(
                 f,
@@ -132,7 +147,9 @@ impl fmt::Display for Stop {
                     if write { "wrote" } else { "read" }
                 )
             }
-            Self::HaltedForever => write!(f, "halted with interrupts off and no timer: it would never wake"),
+            Self::HaltedForever => {
+                write!(f, "halted with nothing to wake it (interrupts off, or no timer or input interrupt)")
+            }
             Self::Undecodable { rip } => write!(f, "MMIO instruction at rip {rip:#x} cannot be emulated"),
             Self::Unhandled { reason, detail } => {
                 write!(f, "{} exit (reason {reason}, detail {detail:#x}) is not handled", reason_name(reason))
@@ -190,6 +207,60 @@ pub const GENERAL_PROTECTION: u64 = 13
 pub const POWER_OFF_PORT: u16 = 0x501;
 /// The UART's base port.
 pub const COM1: u16 = 0x3f8;
+/// The POST code port, which Linux writes to wait a moment between slow port accesses.
+pub const POST_DELAY_PORT: u16 = 0x80;
+
+/// Interrupt lines.
+pub mod irq {
+    /// The PIT's channel 0.
+    pub const TIMER: u8 = 0;
+    /// The keyboard controller's keyboard port.
+    pub const KEYBOARD: u8 = 1;
+    /// The UART at 0x3f8.
+    pub const COM1: u8 = 4;
+    /// The RTC.
+    pub const RTC: u8 = 8;
+    /// The keyboard controller's AUX (mouse) port.
+    pub const AUX: u8 = 12;
+}
+
+/// The date the guest's clock reads when it starts (no host clock reaches the VMM; a
+/// VMM that learns the time sets it with [`Rtc::set`]).
+pub const CLOCK_START: DateTime = DateTime { year: 2025, month: 1, day: 1, hour: 0, minute: 0, second: 0 };
+
+/// Which device answers a port (the byte-wide ones; PCI configuration is apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PortOwner {
+    Pic,
+    Pit,
+    PortB,
+    Keyboard,
+    Rtc,
+    Uart,
+    PowerOff,
+    PostDelay,
+}
+
+fn port_owner(port: u16) -> Option<PortOwner> {
+    use pic8259::port as pic;
+    Some(match port {
+        pic::MASTER_COMMAND | pic::MASTER_DATA | pic::SLAVE_COMMAND | pic::SLAVE_DATA => PortOwner::Pic,
+        pic::ELCR_MASTER | pic::ELCR_SLAVE => PortOwner::Pic,
+        pit8254::port::BASE..=pit8254::port::LAST => PortOwner::Pit,
+        pit8254::port_b::PORT => PortOwner::PortB,
+        i8042::port::DATA | i8042::port::COMMAND => PortOwner::Keyboard,
+        mc146818::port::INDEX | mc146818::port::DATA => PortOwner::Rtc,
+        COM1..=0x3ff => PortOwner::Uart,
+        POWER_OFF_PORT => PortOwner::PowerOff,
+        POST_DELAY_PORT => PortOwner::PostDelay,
+        _ => return None,
+    })
+}
+
+/// Whether `port` is one of PCI configuration mechanism #1's.
+fn pci_config_port(port: u16) -> bool {
+    (pci::port::ADDRESS..=pci::port::LAST).contains(&port)
+}
 
 /// MSRs this VMM offers: the TSC (reads), EFER (as the kernel shows it; writes of the bits
 /// a guest may have), MISC_ENABLE (reads 0), the microcode revision (reads 0, writes
@@ -223,6 +294,12 @@ pub struct Vm<C> {
     pub pic: PicPair,
     /// The timer.
     pub pit: Pit,
+    /// The real-time clock and CMOS memory.
+    pub rtc: Rtc,
+    /// The keyboard controller.
+    pub keyboard: KeyboardController,
+    /// PCI bus 0.
+    pub pci: PciBus,
     /// The MMIO test device.
     pub test_device: TestDevice,
     /// Where the UART's lines go.
@@ -243,7 +320,8 @@ pub struct Vm<C> {
     /// MSRs not offered that the guest reached for (with [`MsrPolicy::Fault`]).
     pub msr_faults: u64,
     /// Whether the guest's console has an input (a serial port the VMM reads): then a
-    /// guest that halts with interrupts on and no timer waits for it.
+    /// guest that halts with interrupts on, no timer, and the UART's receive interrupt
+    /// open waits for it.
     pub console_input: bool,
     /// The guest's debug registers DR0-DR7 as it sees them (the kernel switches none, so
     /// every access exits and lands here; breakpoints never fire).
@@ -257,6 +335,9 @@ impl<C: Console> Vm<C> {
             uart: Uart::new(),
             pic: PicPair::new(),
             pit: Pit::new(),
+            rtc: Rtc::new(CLOCK_START),
+            keyboard: KeyboardController::new(),
+            pci: PciBus::new(),
             test_device: TestDevice::default(),
             console,
             time_ns: 0,
@@ -271,12 +352,19 @@ impl<C: Console> Vm<C> {
         }
     }
 
-    /// Bytes typed at the guest's console: into the UART's receive FIFO (what does not
-    /// fit is an overrun, as on the device).
-    pub fn console_typed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.uart.receive(b);
-        }
+    /// Bytes typed at the guest's console, as many as the UART's receiver has room for
+    /// (one byte with its FIFO off, 16 with it on); returns how many it took. The rest
+    /// wait with the caller ([`Vm::console_room`] says how many fit): nothing is lost to
+    /// an overrun.
+    pub fn console_typed(&mut self, bytes: &[u8]) -> usize {
+        let taken = self.uart.receive_from_host(bytes);
+        self.update_interrupt_lines();
+        taken
+    }
+
+    /// How many typed bytes the UART can take now.
+    pub fn console_room(&self) -> usize {
+        self.uart.receive_room()
     }
 
     /// An MSR not offered: stop, or #GP(0) without moving past the instruction.
@@ -291,11 +379,49 @@ impl<C: Console> Vm<C> {
         }
     }
 
-    /// Lets `ns` of guest time pass: timer ticks raise IRQ 0.
+    /// Plugs a PCI device in as device `number` of bus 0 with its INTx line on `irq`, which
+    /// becomes level-triggered (as firmware sets the ELCR for PCI interrupt lines).
+    pub fn attach_pci(&mut self, number: u8, irq: u8, device: Box<dyn PciDevice>) -> Result<(), AttachError> {
+        self.pci.attach(number, irq, device)?;
+        self.pic.set_level_triggered(irq, true);
+        Ok(())
+    }
+
+    /// Lets `ns` of guest time pass: timer ticks raise IRQ 0, the clock counts (and may
+    /// raise IRQ 8).
     pub fn advance_time(&mut self, ns: u64) {
         self.time_ns = self.time_ns.wrapping_add(ns);
         for _ in 0..self.pit.advance(ns) {
-            self.pic.pulse(0);
+            self.pic.pulse(irq::TIMER);
+        }
+        self.rtc.advance(ns);
+        self.update_interrupt_lines();
+    }
+
+    /// Sets each device-driven interrupt line to its device's level (the timer pulses IRQ 0
+    /// itself): keyboard controller, UART, RTC, PCI INTx lines. Several sources on a line
+    /// are OR-ed, as PCI's shared lines are.
+    fn update_interrupt_lines(&mut self) {
+        let mut driven = 1 << irq::KEYBOARD | 1 << irq::COM1 | 1 << irq::RTC | 1 << irq::AUX;
+        let mut high = u16::from(self.keyboard.keyboard_irq()) << irq::KEYBOARD
+            | u16::from(self.uart.irq()) << irq::COM1
+            | u16::from(self.rtc.irq()) << irq::RTC
+            | u16::from(self.keyboard.aux_irq()) << irq::AUX;
+        driven |= self.pci.wired_irqs();
+        high |= self.pci.interrupt_lines();
+        for line in 0..16u8 {
+            if driven & (1 << line) != 0 {
+                self.pic.set_irq(line, high & (1 << line) != 0);
+            }
+        }
+    }
+
+    /// Nanoseconds until a timer (the PIT, the RTC) next raises an interrupt, if one is
+    /// coming.
+    fn next_timer_ns(&self) -> Option<u64> {
+        match (self.pit.next_interrupt_ns(), self.rtc.next_interrupt_ns()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -306,6 +432,8 @@ impl<C: Console> Vm<C> {
         {
             return Injection::Exception(exception);
         }
+        // PCI devices may have changed their INTx lines since the last exit.
+        self.update_interrupt_lines();
         if !self.pic.pending() {
             return Injection::None;
         }
@@ -354,14 +482,23 @@ impl<C: Console> Vm<C> {
                 if self.pic.pending() {
                     return Outcome::Resume;
                 }
-                match self.pit.next_interrupt_ns() {
-                    // Idle until the timer fires: guest time jumps there.
-                    Some(ns) if cpu.rflags & INTERRUPT_FLAG != 0 => {
+                if cpu.rflags & INTERRUPT_FLAG == 0 {
+                    return Outcome::Stop(Stop::HaltedForever);
+                }
+                match self.next_timer_ns() {
+                    // Idle until a timer fires: guest time jumps there.
+                    Some(ns) => {
                         self.advance_time(ns);
                         Outcome::Resume
                     }
-                    None if cpu.rflags & INTERRUPT_FLAG != 0 && self.console_input => Outcome::WaitForInput,
-                    _ => Outcome::Stop(Stop::HaltedForever),
+                    // Only typed input can wake it, if the guest lets it interrupt.
+                    None if self.console_input
+                        && self.uart.receive_interrupt_enabled()
+                        && !self.pic.masked(irq::COM1) =>
+                    {
+                        Outcome::WaitForInput
+                    }
+                    None => Outcome::Stop(Stop::HaltedForever),
                 }
             }
             reason::INTERRUPT_WINDOW => Outcome::Resume,
@@ -477,40 +614,96 @@ impl<C: Console> Vm<C> {
         let size = (d >> io::SIZE_SHIFT & 7) as usize;
         let is_in = d & io::IN != 0;
         let port = (d & io::PORT) as u16;
-        if d & io::STRING != 0 || exit.instruction_length == 0 {
+        if d & io::STRING != 0 || exit.instruction_length == 0 || !matches!(size, 1 | 2 | 4) {
             return Outcome::Stop(Stop::Unhandled { reason: reason::PORT_IO, detail: d });
         }
         if is_in {
-            let value = match port {
-                COM1..=0x3ff => u64::from(self.uart.read(port - COM1)),
-                0x20 | 0x21 | 0xa0 | 0xa1 => u64::from(self.pic.read(port)),
-                0x40..=0x43 => u64::from(self.pit.read(port - 0x40)),
-                _ => u64::MAX,
-            };
-            let mask = if size == 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
+            let value = u64::from(self.port_in(port, size));
             let rax = &mut cpu.regs[gpr::RAX];
-            *rax = (*rax & !mask) | (value & mask);
-        } else {
-            let value = cpu.regs[gpr::RAX] as u8;
-            match port {
-                COM1..=0x3ff => self.uart.write(port - COM1, value, &mut self.console),
-                0x20 | 0x21 | 0xa0 | 0xa1 => self.pic.write(port, value),
-                0x40..=0x43 => self.pit.write(port - 0x40, value),
-                POWER_OFF_PORT => {
-                    self.uart.flush(&mut self.console);
-                    return Outcome::Stop(Stop::PoweredOff(value));
+            // An 8- or 16-bit IN keeps the rest of rax; a 32-bit one zero-extends.
+            *rax = match size {
+                4 => value,
+                _ => {
+                    let mask = (1u64 << (size * 8)) - 1;
+                    (*rax & !mask) | value
                 }
-                _ => {}
+            };
+        } else {
+            let value = cpu.regs[gpr::RAX] as u32;
+            if let Some(stop) = self.port_out(port, size, value) {
+                self.uart.flush(&mut self.console);
+                return Outcome::Stop(stop);
             }
         }
+        self.update_interrupt_lines();
         cpu.rip += exit.instruction_length;
         Outcome::Resume
+    }
+
+    /// A guest `in` of `size` bytes from `port`.
+    fn port_in(&mut self, port: u16, size: usize) -> u32 {
+        if pci_config_port(port) {
+            return self.pci.read(port, size);
+        }
+        if port_owner(port).is_none()
+            && let Some(value) = self.pci.io_read(port, size)
+        {
+            return value;
+        }
+        (0..size)
+            .fold(0, |value, i| value | u32::from(self.port_in_byte(port.wrapping_add(i as u16))) << (8 * i))
+    }
+
+    fn port_in_byte(&mut self, port: u16) -> u8 {
+        match port_owner(port) {
+            Some(PortOwner::Pic) => self.pic.read(port),
+            Some(PortOwner::Pit) => self.pit.read(port - pit8254::port::BASE),
+            Some(PortOwner::PortB) => self.pit.read_port_b(),
+            Some(PortOwner::Keyboard) => self.keyboard.read(port),
+            Some(PortOwner::Rtc) => self.rtc.read(port - mc146818::port::INDEX),
+            Some(PortOwner::Uart) => self.uart.read(port - COM1),
+            Some(PortOwner::PowerOff | PortOwner::PostDelay) | None => 0xff,
+        }
+    }
+
+    /// A guest `out` of the low `size` bytes of `value` to `port`; what stops the guest,
+    /// if anything.
+    fn port_out(&mut self, port: u16, size: usize, value: u32) -> Option<Stop> {
+        if pci_config_port(port) {
+            return match self.pci.write(port, size, value) {
+                Effect::Reset => Some(Stop::Reset("PCI reset control register")),
+                Effect::None => None,
+            };
+        }
+        if port_owner(port).is_none() && self.pci.io_write(port, size, value) {
+            return None;
+        }
+        (0..size).find_map(|i| self.port_out_byte(port.wrapping_add(i as u16), (value >> (8 * i)) as u8))
+    }
+
+    fn port_out_byte(&mut self, port: u16, value: u8) -> Option<Stop> {
+        match port_owner(port)? {
+            PortOwner::Pic => self.pic.write(port, value),
+            PortOwner::Pit => self.pit.write(port - pit8254::port::BASE, value),
+            PortOwner::PortB => self.pit.write_port_b(value),
+            PortOwner::Keyboard => {
+                if self.keyboard.write(port, value) == Effect::Reset {
+                    return Some(Stop::Reset("keyboard controller's reset line"));
+                }
+            }
+            PortOwner::Rtc => self.rtc.write(port - mc146818::port::INDEX, value),
+            PortOwner::Uart => self.uart.write(port - COM1, value, &mut self.console),
+            PortOwner::PowerOff => return Some(Stop::PoweredOff(value)),
+            PortOwner::PostDelay => {}
+        }
+        None
     }
 
     fn memory(&mut self, exit: &Exit, cpu: &mut Cpu, mem: &mut impl GuestMemory) -> Outcome {
         let gpa = exit.guest_physical;
         let write = exit.detail & memory::WRITE != 0;
-        if !test_device::contains(gpa) {
+        let test_device = test_device::contains(gpa);
+        if !test_device && !self.pci.decodes_memory(gpa) {
             return Outcome::Stop(if exit.detail & memory::MAPPED != 0 && write {
                 Stop::ReadOnlyWrite { gpa, rip: cpu.rip }
             } else {
@@ -521,17 +714,21 @@ impl<C: Console> Vm<C> {
             return Outcome::Stop(Stop::Undecodable { rip: cpu.rip });
         };
         let bitness = bitness(cpu);
-        match mmio::emulate(&bytes[..fetched], bitness, cpu, |access| {
-            let offset = gpa - test_device::BASE;
-            match access {
-                mmio::Access::Read(size) => self.test_device.read(offset, size),
-                mmio::Access::Write(size, value) => {
-                    self.test_device.write(offset, size, value);
-                    0
-                }
+        let emulated = mmio::emulate(&bytes[..fetched], bitness, cpu, |access| match (test_device, access) {
+            (true, mmio::Access::Read(size)) => self.test_device.read(gpa - test_device::BASE, size),
+            (true, mmio::Access::Write(size, value)) => {
+                self.test_device.write(gpa - test_device::BASE, size, value);
+                0
             }
-        }) {
+            (false, mmio::Access::Read(size)) => self.pci.memory_read(gpa, size).unwrap_or(u64::MAX),
+            (false, mmio::Access::Write(size, value)) => {
+                self.pci.memory_write(gpa, size, value);
+                0
+            }
+        });
+        match emulated {
             Some(length) => {
+                self.update_interrupt_lines();
                 cpu.rip += length;
                 Outcome::Resume
             }

@@ -141,11 +141,36 @@ impl Uart {
         self.pending().is_some() && self.mcr & MCR_OUT2 != 0
     }
 
+    /// Whether received data would interrupt: its interrupt is enabled and OUT2 lets the
+    /// line through.
+    pub fn receive_interrupt_enabled(&self) -> bool {
+        self.ier & IER_RX != 0 && self.mcr & MCR_OUT2 != 0
+    }
+
+    /// How many bytes the receiver holds (1 with the FIFO off, 16 with it on).
+    fn depth(&self) -> usize {
+        if self.fifo_enabled { FIFO } else { 1 }
+    }
+
+    /// How many bytes the receiver has room for.
+    pub fn receive_room(&self) -> usize {
+        self.depth().saturating_sub(self.rx_len)
+    }
+
+    /// Bytes from the host for the guest, as many as the receiver has room for; returns
+    /// how many it took (the rest wait with the caller: nothing is lost to an overrun).
+    pub fn receive_from_host(&mut self, bytes: &[u8]) -> usize {
+        let taken = self.receive_room().min(bytes.len());
+        for &byte in &bytes[..taken] {
+            self.receive(byte);
+        }
+        taken
+    }
+
     /// A byte arriving on the receive line (host input for the guest). With the FIFO full
     /// it is lost and the overrun flag set, as on the chip.
     pub fn receive(&mut self, byte: u8) {
-        let depth = if self.fifo_enabled { FIFO } else { 1 };
-        if self.rx_len < depth {
+        if self.rx_len < self.depth() {
             self.rx[self.rx_len] = byte;
             self.rx_len += 1;
         } else {
@@ -355,5 +380,50 @@ mod tests {
         assert_eq!(uart.read(reg::LSR) & LSR_OE, LSR_OE, "the 17th byte overran");
         uart.write(reg::IIR_FCR, 0x03, &mut out);
         assert_eq!(uart.read(reg::LSR) & LSR_DR, 0, "FCR bit 1 cleared the receive FIFO");
+    }
+
+    #[test]
+    fn host_input_takes_only_what_fits() {
+        let (mut uart, mut out) = (Uart::new(), Lines::default());
+        assert_eq!(uart.receive_from_host(b"ab"), 1, "no FIFO: one byte");
+        assert_eq!(uart.receive_from_host(b"b"), 0);
+        assert_eq!(uart.read(reg::LSR) & LSR_OE, 0, "no overrun");
+        assert_eq!(uart.read(reg::DATA), b'a');
+        uart.write(reg::IIR_FCR, 0x01, &mut out);
+        let text = [b'x'; 20];
+        assert_eq!(uart.receive_from_host(&text), FIFO);
+        assert_eq!(uart.receive_from_host(&text), 0);
+        assert!(!uart.receive_interrupt_enabled());
+        uart.write(reg::IER, IER_RX, &mut out);
+        assert!(!uart.receive_interrupt_enabled(), "OUT2 still off");
+        uart.write(reg::MCR, MCR_OUT2, &mut out);
+        assert!(uart.receive_interrupt_enabled() && uart.irq());
+    }
+
+    /// Linux's 8250 start-up check that the transmitter-empty interrupt comes back each time
+    /// it is enabled (`UART_BUG_THRE`), and its transmit path: THRE interrupt, IIR read,
+    /// bytes written, THRE again.
+    #[test]
+    fn the_transmitter_empty_interrupt_as_linux_uses_it() {
+        let (mut uart, mut out) = (Uart::new(), Lines::default());
+        uart.write(reg::MCR, MCR_OUT2, &mut out);
+        uart.write(reg::IER, IER_THRE, &mut out);
+        let iir1 = uart.read(reg::IIR_FCR);
+        uart.write(reg::IER, 0, &mut out);
+        uart.write(reg::IER, IER_THRE, &mut out);
+        let iir2 = uart.read(reg::IIR_FCR);
+        uart.write(reg::IER, 0, &mut out);
+        assert_eq!((iir1 & 0x0f, iir2 & 0x0f), (0x02, 0x02), "THRE both times");
+        assert!(!uart.irq());
+        // Transmitting with THRE interrupts: each IIR read lowers the line, each byte
+        // written raises it again.
+        uart.write(reg::IER, IER_THRE, &mut out);
+        for b in b"$ \n" {
+            assert!(uart.irq());
+            assert_eq!(uart.read(reg::IIR_FCR) & 0x0f, 0x02);
+            assert!(!uart.irq());
+            uart.write(reg::DATA, *b, &mut out);
+        }
+        assert!(uart.irq());
     }
 }

@@ -545,7 +545,343 @@ fn a_halt_with_nothing_to_wake_it_waits_for_console_input_if_there_is_any() {
         Outcome::Stop(Stop::HaltedForever)
     );
     vm.console_input = true;
+    assert_eq!(
+        vm.handle(&exit(reason::HLT, 0, 1), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::HaltedForever),
+        "input cannot interrupt it: the UART's receive interrupt is off"
+    );
+    vm.uart.write(crate::devices::uart16550::reg::MCR, 0x08, &mut Lines::default());
+    vm.uart.write(crate::devices::uart16550::reg::IER, 0x01, &mut Lines::default());
     assert_eq!(vm.handle(&exit(reason::HLT, 0, 1), &mut cpu, &mut mem, host_cpuid), Outcome::WaitForInput);
-    vm.console_typed(b"ls\n");
+    assert_eq!(vm.console_typed(b"ls\n"), 1, "one byte fits with the FIFO off");
     assert_eq!(vm.uart.read(crate::devices::uart16550::reg::DATA), b'l');
+}
+
+/// No RAM: port I/O does not touch it.
+fn no_ram() -> Ram {
+    Ram(Vec::new())
+}
+
+/// `out` of `size` bytes of `value` to `port`, as the kernel reports it.
+fn port_out(vm: &mut Vm<Lines>, cpu: &mut Cpu, port: u16, size: u64, value: u64) -> Outcome {
+    cpu.regs[gpr::RAX] = value;
+    vm.handle(&exit(reason::PORT_IO, io(port, size, false), 1), cpu, &mut no_ram(), host_cpuid)
+}
+
+/// `in` of `size` bytes from `port`: the value (rax as the instruction left it).
+fn port_in(vm: &mut Vm<Lines>, cpu: &mut Cpu, port: u16, size: u64) -> u64 {
+    let outcome = vm.handle(&exit(reason::PORT_IO, io(port, size, true), 1), cpu, &mut no_ram(), host_cpuid);
+    assert_eq!(outcome, Outcome::Resume);
+    cpu.regs[gpr::RAX]
+}
+
+/// The PICs as Linux programs them: vectors 0x30 and 0x38, cascade on 2, everything
+/// unmasked.
+fn linux_pics(vm: &mut Vm<Lines>, cpu: &mut Cpu) {
+    for (port, value) in [
+        (0x21, 0xff),
+        (0x20, 0x11),
+        (0x21, 0x30),
+        (0x21, 4),
+        (0x21, 1),
+        (0xa0, 0x11),
+        (0xa1, 0x38),
+        (0xa1, 2),
+        (0xa1, 1),
+    ] {
+        assert_eq!(port_out(vm, cpu, port, 1, value), Outcome::Resume);
+    }
+    port_out(vm, cpu, 0x21, 1, 0);
+    port_out(vm, cpu, 0xa1, 1, 0);
+}
+
+#[test]
+fn every_pc_port_reaches_its_device() {
+    let mut vm = Vm::new(Lines::default());
+    let mut cpu = Cpu::default();
+    // ELCR, both bytes with one 16-bit access (the ISA bus splits it).
+    port_out(&mut vm, &mut cpu, 0x4d0, 2, 0x0c20);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x4d0, 1) & 0xff, 0x20);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x4d1, 1) & 0xff, 0x0c);
+    // PIT channel 2 through port 0x61: gate on, mode 0, 1000 clocks; OUT2 rises.
+    port_out(&mut vm, &mut cpu, 0x61, 1, 1);
+    port_out(&mut vm, &mut cpu, 0x43, 1, 0xb0);
+    port_out(&mut vm, &mut cpu, 0x42, 1, 0xe8);
+    port_out(&mut vm, &mut cpu, 0x42, 1, 0x03);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x61, 1) & 0x21, 0x01);
+    vm.advance_time(1_000_000);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x61, 1) & 0x21, 0x21);
+    // The RTC: register D says valid; seconds count in BCD.
+    port_out(&mut vm, &mut cpu, 0x70, 1, 0x0d);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x71, 1) & 0xff, 0x80);
+    vm.advance_time(12_000_000_000);
+    port_out(&mut vm, &mut cpu, 0x70, 1, 0x80); // seconds, NMIs masked
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x71, 1) & 0xff, 0x12);
+    assert!(vm.rtc.nmi_masked());
+    // The keyboard controller's self-test.
+    port_out(&mut vm, &mut cpu, 0x64, 1, 0xaa);
+    assert_ne!(port_in(&mut vm, &mut cpu, 0x64, 1) & 1, 0);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x60, 1) & 0xff, 0x55);
+    // PCI: the host bridge's IDs with a dword, its class with a word at 0xcfe.
+    port_out(&mut vm, &mut cpu, 0xcf8, 4, 0x8000_0000);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0xcf8, 4), 0x8000_0000);
+    cpu.regs[gpr::RAX] = u64::MAX;
+    assert_eq!(port_in(&mut vm, &mut cpu, 0xcfc, 4), 0x1237_8086, "a 32-bit IN zero-extends");
+    port_out(&mut vm, &mut cpu, 0xcf8, 4, 0x8000_0008);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0xcfe, 2) & 0xffff, 0x0600);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0xcff, 1) & 0xff, 0x06);
+    // The POST delay port and unknown ports: nothing there.
+    assert_eq!(port_out(&mut vm, &mut cpu, 0x80, 1, 0), Outcome::Resume);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x80, 1) & 0xff, 0xff);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x2f8, 4), 0xffff_ffff);
+    // Sizes the kernel never reports are refused rather than guessed.
+    assert!(matches!(
+        vm.handle(&exit(reason::PORT_IO, io(0x60, 3, true), 1), &mut cpu, &mut no_ram(), host_cpuid),
+        Outcome::Stop(Stop::Unhandled { .. })
+    ));
+}
+
+#[test]
+fn the_guest_resets_through_the_keyboard_controller_or_port_cf9() {
+    let mut vm = Vm::new(Lines::default());
+    let mut cpu = Cpu::default();
+    for b in b"Restarting system" {
+        port_out(&mut vm, &mut cpu, COM1, 1, u64::from(*b));
+    }
+    // Linux's `reboot=k`: wait for the input buffer to empty, then pulse the reset line.
+    assert_eq!(port_in(&mut vm, &mut cpu, 0x64, 1) & 2, 0);
+    let stop = port_out(&mut vm, &mut cpu, 0x64, 1, 0xfe);
+    assert_eq!(stop, Outcome::Stop(Stop::Reset("keyboard controller's reset line")));
+    assert_eq!(vm.console.0, ["Restarting system"], "the unfinished line is flushed");
+    let Outcome::Stop(why) = stop else { unreachable!() };
+    assert!(std::format!("{why}").starts_with("reset itself"));
+    let mut vm = Vm::new(Lines::default());
+    port_out(&mut vm, &mut cpu, 0xcf9, 1, 2);
+    assert_eq!(
+        port_out(&mut vm, &mut cpu, 0xcf9, 1, 6),
+        Outcome::Stop(Stop::Reset("PCI reset control register"))
+    );
+}
+
+/// The UART's line to the PIC: with THRE interrupts on, each byte written raises IRQ 4
+/// again (the guest's interrupt handler reads IIR, which lowers it); received bytes
+/// raise it too. Timer and UART interrupts pending together arrive in priority order.
+#[test]
+fn the_uart_raises_irq_4_and_interrupts_arrive_by_priority() {
+    let mut vm = Vm::new(Lines::default());
+    let mut cpu = Cpu { rflags: 0x202, ..Cpu::default() };
+    linux_pics(&mut vm, &mut cpu);
+    port_out(&mut vm, &mut cpu, COM1 + 4, 1, 0x08); // OUT2
+    port_out(&mut vm, &mut cpu, COM1 + 1, 1, 0x03); // IER: received data, THRE
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x34), "THRE at once");
+    assert_eq!(port_in(&mut vm, &mut cpu, COM1 + 2, 1) & 0x0f, 0x02, "IIR: THRE");
+    port_out(&mut vm, &mut cpu, 0x20, 1, 0x64); // specific EOI 4
+    assert_eq!(vm.injection(&cpu), Injection::None, "IIR read lowered the line");
+    port_out(&mut vm, &mut cpu, COM1, 1, u64::from(b'x'));
+    // The timer ticks while IRQ 4 is pending: IRQ 0 goes first.
+    port_out(&mut vm, &mut cpu, 0x43, 1, 0x34);
+    port_out(&mut vm, &mut cpu, 0x40, 1, 0xa9);
+    port_out(&mut vm, &mut cpu, 0x40, 1, 0x04);
+    vm.advance_time(1_000_000);
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x30));
+    assert_eq!(vm.injection(&cpu), Injection::None, "IRQ 4 waits for the timer's EOI");
+    port_out(&mut vm, &mut cpu, 0x20, 1, 0x60);
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x34));
+    assert_eq!(port_in(&mut vm, &mut cpu, COM1 + 2, 1) & 0x0f, 0x02);
+    port_out(&mut vm, &mut cpu, 0x20, 1, 0x64);
+    // Typed input: the UART takes 16 bytes with its FIFO on; IRQ 4 for received data.
+    port_out(&mut vm, &mut cpu, COM1 + 2, 1, 0x01);
+    assert_eq!(vm.console_room(), 16);
+    assert_eq!(vm.console_typed(&[b'l'; 20]), 16);
+    assert_eq!(vm.console_room(), 0);
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x34));
+    assert_eq!(port_in(&mut vm, &mut cpu, COM1 + 2, 1) & 0x0f, 0x04, "IIR: received data");
+    for _ in 0..16 {
+        assert_eq!(port_in(&mut vm, &mut cpu, COM1, 1) & 0xff, u64::from(b'l'));
+    }
+    assert_eq!(port_in(&mut vm, &mut cpu, COM1 + 5, 1) & 1, 0, "all read");
+    assert_eq!(vm.console_typed(b"ls\r"), 3);
+}
+
+/// A halted guest with interrupts on and no timer waits for console input only if input
+/// can interrupt it (receive interrupt on, IRQ 4 unmasked); an RTC interrupt counts as a
+/// timer.
+#[test]
+fn a_halted_guest_waits_for_input_it_can_take_or_for_the_rtc() {
+    let mut vm = Vm::new(Lines::default());
+    vm.console_input = true;
+    let mut mem = ram();
+    let mut cpu = Cpu { rflags: 0x202, ..Cpu::default() };
+    linux_pics(&mut vm, &mut cpu);
+    let hlt = exit(reason::HLT, 0, 1);
+    assert_eq!(vm.handle(&hlt, &mut cpu, &mut mem, host_cpuid), Outcome::Stop(Stop::HaltedForever));
+    port_out(&mut vm, &mut cpu, COM1 + 4, 1, 0x08);
+    port_out(&mut vm, &mut cpu, COM1 + 1, 1, 0x01);
+    assert_eq!(vm.handle(&hlt, &mut cpu, &mut mem, host_cpuid), Outcome::WaitForInput);
+    assert_eq!(vm.console_typed(b"y"), 1);
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x34));
+    // Masked at the PIC, input cannot wake it.
+    port_in(&mut vm, &mut cpu, COM1, 1);
+    port_out(&mut vm, &mut cpu, 0x20, 1, 0x64);
+    port_out(&mut vm, &mut cpu, 0x21, 1, 0x10);
+    assert_eq!(vm.handle(&hlt, &mut cpu, &mut mem, host_cpuid), Outcome::Stop(Stop::HaltedForever));
+    // The RTC's update interrupt: the halt lasts until the next second.
+    port_out(&mut vm, &mut cpu, 0x70, 1, 0x0b);
+    port_out(&mut vm, &mut cpu, 0x71, 1, 0x12);
+    let before = vm.time_ns;
+    assert_eq!(vm.handle(&hlt, &mut cpu, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!(vm.time_ns - before, 1_000_000_000);
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x38));
+}
+
+/// A PCI device on an I/O BAR and a memory BAR, and its INTx line: level-triggered, so a
+/// device that still asserts it after the guest's EOI interrupts again.
+struct Doorbell {
+    config: crate::devices::pci::ConfigSpace,
+    /// Register 0: nonzero asserts INTx. Register 1: scratch.
+    registers: [u8; 8],
+}
+
+impl crate::devices::pci::PciDevice for Doorbell {
+    fn config(&self) -> &crate::devices::pci::ConfigSpace {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut crate::devices::pci::ConfigSpace {
+        &mut self.config
+    }
+    fn bar_read(&mut self, _bar: usize, offset: u64, data: &mut [u8]) {
+        for (i, d) in data.iter_mut().enumerate() {
+            *d = self.registers.get(offset as usize + i).copied().unwrap_or(0xff);
+        }
+    }
+    fn bar_write(&mut self, _bar: usize, offset: u64, data: &[u8]) {
+        for (i, d) in data.iter().enumerate() {
+            if let Some(r) = self.registers.get_mut(offset as usize + i) {
+                *r = *d;
+            }
+        }
+    }
+    fn interrupt(&self) -> bool {
+        self.registers[0] != 0
+    }
+}
+
+#[test]
+fn a_pci_device_answers_at_its_bars_and_its_level_interrupt_repeats_until_cleared() {
+    use crate::devices::pci::{BarKind, ConfigSpace};
+    let mut config = ConfigSpace::new(0x1af4, 0x1000, 0x02_00_00, 0);
+    assert!(config.set_bar(0, BarKind::Io, 8) && config.set_bar(1, BarKind::Memory32, 4096));
+    config.set_interrupt_pin(1);
+    let mut vm = Vm::new(Lines::default());
+    vm.attach_pci(2, 11, Box::new(Doorbell { config, registers: [0; 8] })).unwrap();
+    assert_eq!(vm.pic.read(0x4d1), 0x08, "IRQ 11 level-triggered");
+    let mut cpu = Cpu { rflags: 0x202, ..Cpu::default() };
+    linux_pics(&mut vm, &mut cpu);
+    // Place the BARs, enable decoding (as Linux would after reading the sizes).
+    for (register, value) in [(0x10, 0xc040), (0x14, 0xd000_1000), (0x04, 0x3)] {
+        port_out(&mut vm, &mut cpu, 0xcf8, 4, 0x8000_1000 | register);
+        port_out(&mut vm, &mut cpu, 0xcfc, 4, value);
+    }
+    port_out(&mut vm, &mut cpu, 0xc041, 1, 0x5a);
+    assert_eq!(port_in(&mut vm, &mut cpu, 0xc040, 2) & 0xffff, 0x5a00);
+    // The memory BAR through an EPT violation: mov eax, [rbx] at the BAR.
+    let mut mem = ram();
+    assert!(mem.write(0x10_0000, &[0x8b, 0x03]));
+    let mut cpu64 = long_mode_cpu(&mut mem, 0x10_0000);
+    cpu64.regs[gpr::RBX] = 0xd000_1000;
+    let read = Exit {
+        reason: reason::MEMORY,
+        detail: memory::READ,
+        guest_physical: 0xd000_1000,
+        instruction_length: 0,
+    };
+    assert_eq!(vm.handle(&read, &mut cpu64, &mut mem, host_cpuid), Outcome::Resume);
+    assert_eq!(cpu64.regs[gpr::RAX], 0x5a00);
+    // Past the BAR: nothing mapped there.
+    let outside = Exit { guest_physical: 0xd000_2000, ..read };
+    assert!(matches!(
+        vm.handle(&outside, &mut cpu64, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::UnmappedAccess { gpa: 0xd000_2000, .. })
+    ));
+    // INTx held: delivered, and again after the EOI while the device still asserts it.
+    port_out(&mut vm, &mut cpu, 0xc040, 1, 1);
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x3b));
+    port_out(&mut vm, &mut cpu, 0xa0, 1, 0x63);
+    port_out(&mut vm, &mut cpu, 0x20, 1, 0x62);
+    assert_eq!(vm.injection(&cpu), Injection::Vector(0x3b), "still asserted");
+    port_out(&mut vm, &mut cpu, 0xc040, 1, 0); // the driver clears the device's cause
+    port_out(&mut vm, &mut cpu, 0xa0, 1, 0x63);
+    port_out(&mut vm, &mut cpu, 0x20, 1, 0x62);
+    assert_eq!(vm.injection(&cpu), Injection::None);
+    assert_eq!(
+        vm.attach_pci(2, 10, Box::new(Doorbell { config: ConfigSpace::new(1, 1, 0, 0), registers: [0; 8] })),
+        Err(AttachError::SlotTaken(2))
+    );
+}
+
+/// A hostile guest at the PC's ports: random ins and outs of every size to every device's
+/// ports, in long runs, with time passing and interrupts taken and acknowledged. Nothing
+/// may panic; the only stops are the resets and the power-off the ports offer.
+#[test]
+fn random_port_traffic_never_panics_the_devices() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let ports: Vec<u16> = [
+        0x20..0x22,
+        0xa0..0xa2,
+        0x4d0..0x4d2,
+        0x40..0x44,
+        0x60..0x62,
+        0x64..0x65,
+        0x70..0x72,
+        0x80..0x81,
+        0xcf8..0xd00,
+        0x3f8..0x400,
+        0x501..0x502,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let (mut resets, mut power_offs, mut vectors) = (0, 0, 0);
+    for round in 0..40 {
+        let mut vm = Vm::new(Lines::default());
+        let mut cpu = Cpu { rflags: 0x202, ..Cpu::default() };
+        if round % 2 == 0 {
+            linux_pics(&mut vm, &mut cpu);
+        }
+        for _ in 0..5000 {
+            let r = next();
+            let port = ports[(r % ports.len() as u64) as usize];
+            let size = [1, 1, 1, 2, 4][((r >> 16) % 5) as usize];
+            cpu.regs[gpr::RAX] = next();
+            let detail = io(port, size, r & (1 << 30) != 0);
+            match vm.handle(&exit(reason::PORT_IO, detail, 1), &mut cpu, &mut no_ram(), host_cpuid) {
+                Outcome::Resume | Outcome::WaitForInput => {}
+                Outcome::Stop(Stop::Reset(_)) => resets += 1,
+                Outcome::Stop(Stop::PoweredOff(_)) => power_offs += 1,
+                Outcome::Stop(other) => panic!("{other}"),
+            }
+            if r & (1 << 40) != 0 {
+                vm.advance_time((r >> 44) % 2_000_000);
+            }
+            if let Injection::Vector(_) = vm.injection(&cpu) {
+                vectors += 1;
+                if r & (1 << 41) != 0 {
+                    port_out(&mut vm, &mut cpu, 0x20, 1, 0x20);
+                }
+            }
+            if r & (1 << 42) != 0 {
+                vm.console_typed(&r.to_le_bytes());
+            }
+        }
+    }
+    assert!(
+        resets > 0 && power_offs > 0 && vectors > 0,
+        "{resets} resets, {power_offs} power-offs, {vectors} vectors"
+    );
 }
