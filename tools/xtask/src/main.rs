@@ -11,6 +11,7 @@ mod deps;
 mod emulator;
 mod fuzz;
 mod judge;
+mod linux;
 mod profile;
 mod suite;
 mod system;
@@ -74,6 +75,16 @@ enum Command {
     },
     /// Check (and as root on Debian, install) the emulator packages.
     Deps,
+    /// Fetch Debian's kernel and busybox packages and build the Linux guest from them:
+    /// target/linux/vmlinuz and target/linux/initramfs.cpio.gz (doc/linux-guest.md).
+    LinuxGuest,
+    /// Boot the Linux guest in QEMU without Cleave: check its shell, and measure the wall
+    /// time and the instructions to its prompt (doc/linux-guest.md).
+    LinuxBaseline {
+        /// Boot a hostile variant instead and check that it misbehaves as asked.
+        #[arg(long, value_enum)]
+        misbehave: Option<linux::Misbehave>,
+    },
     /// Fuzz the kernel's object layer: random system calls, invocations, faults and
     /// interrupts from several components, every invariant checked after every step.
     Fuzz {
@@ -134,6 +145,8 @@ fn main() -> ExitCode {
         Command::Bench => bench::run().map(|()| true),
         Command::Profile { program } => profile::run(&program).map(|()| true),
         Command::Deps => deps::ensure().map(|()| true),
+        Command::LinuxGuest => linux::run_prepare().map(|()| true),
+        Command::LinuxBaseline { misbehave } => linux::run_baseline(misbehave),
         Command::Fuzz { text: Some(n), .. } => fuzz::run_text(n),
         Command::Fuzz { ops, seed, episode, steps, stats, text: None } => {
             let options = fuzz::Options { ops: Some(ops), seed: Some(seed), episode, steps, stats };

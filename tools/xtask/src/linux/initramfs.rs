@@ -1,0 +1,418 @@
+//! The guest's initramfs: busybox with links for its applets, an `/init` script, the
+//! kernel's virtio modules and a file whose SHA-256 the host knows, as a gzip-compressed
+//! `newc` cpio archive. It is written again only when its contents change.
+
+use super::cpio::{self, Entry};
+use super::debian::Fetched;
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The virtio modules of the kernel package, in the order `/init` loads them (Debian builds
+/// virtio as modules; each needs only those before it).
+pub const MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_blk",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
+/// The busybox applets linked in `/bin`: what `/init` and the tests use, and what a person
+/// at the shell reaches for first (every other applet is `busybox NAME`).
+pub const APPLETS: &[&str] = &[
+    "[",
+    "ash",
+    "cat",
+    "cp",
+    "cttyhack",
+    "cut",
+    "date",
+    "dd",
+    "devmem",
+    "df",
+    "dmesg",
+    "echo",
+    "env",
+    "false",
+    "free",
+    "grep",
+    "head",
+    "hexdump",
+    "insmod",
+    "kill",
+    "ln",
+    "ls",
+    "lsmod",
+    "mkdir",
+    "mknod",
+    "modinfo",
+    "more",
+    "mount",
+    "mv",
+    "poweroff",
+    "printf",
+    "ps",
+    "reboot",
+    "rm",
+    "rmmod",
+    "sed",
+    "setsid",
+    "sh",
+    "sha256sum",
+    "sleep",
+    "sync",
+    "tail",
+    "test",
+    "top",
+    "touch",
+    "tr",
+    "true",
+    "umount",
+    "uname",
+    "uptime",
+    "vi",
+    "wc",
+];
+
+/// A file of known contents in the initramfs ([`test_file`]); the guest hashes it and the
+/// host compares.
+pub const TEST_FILE: &str = "/etc/cleave-test";
+
+/// How big [`TEST_FILE`] is.
+const TEST_FILE_BYTES: usize = 8192;
+
+/// The shell's prompt on the guest's console.
+pub const PROMPT: &str = "cleave# ";
+
+/// What `/init` prints once it is about to start the shell.
+pub const INIT_DONE: &str = "cleave-guest: init done";
+
+/// The kernel command-line parameter that chooses a hostile variant
+/// (`cleave.misbehave=unmapped` or `cleave.misbehave=triple`).
+pub const MISBEHAVE: &str = "cleave.misbehave";
+
+/// What `/init` prints before the unmapped access, followed by the address.
+pub const UNMAPPED_ACCESS: &str = "cleave-guest: misbehaving: reading guest-physical";
+
+/// What `/init` prints when the unmapped page answered (QEMU without Cleave answers).
+pub const UNMAPPED_SURVIVED: &str = "cleave-guest: misbehaving: the unmapped page answered";
+
+/// What `/init` prints just before it triple-faults.
+pub const TRIPLE_FAULT: &str = "cleave-guest: misbehaving: triple fault";
+
+/// The contents of [`TEST_FILE`]: pseudo-random bytes from SplitMix64 with a fixed seed.
+pub fn test_file() -> Vec<u8> {
+    let mut state: u64 = 0x636c_6561_7665; // "cleave"
+    let mut bytes = Vec::with_capacity(TEST_FILE_BYTES);
+    while bytes.len() < TEST_FILE_BYTES {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    bytes
+}
+
+/// The lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// The written initramfs.
+#[derive(Clone, Debug)]
+pub struct Initramfs {
+    /// `initramfs.cpio.gz`.
+    pub path: PathBuf,
+    /// The size of the cpio archive inside.
+    pub cpio_bytes: u64,
+}
+
+/// Writes the initramfs for the unpacked packages to `path` (and the SHA-256 of its cpio
+/// archive next to it, `path.sha256`), unless that archive is already there.
+pub fn build(fetched: &Fetched, path: &Path) -> Result<Initramfs> {
+    let archive = cpio::archive(&entries(fetched)?);
+    let digest = sha256_hex(&archive);
+    let stamp = path.with_extension("gz.sha256");
+    let cpio_bytes = archive.len() as u64;
+    let current = std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == digest) && path.is_file();
+    if !current {
+        let partial = path.with_extension("gz.partial");
+        let file =
+            std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        // No file name and time 0 in the gzip header: the same archive gives the same bytes.
+        let mut encoder = flate2::GzBuilder::new().mtime(0).write(file, flate2::Compression::best());
+        encoder.write_all(&archive)?;
+        encoder.finish()?.sync_all()?;
+        std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&stamp, format!("{digest}\n"))?;
+    }
+    Ok(Initramfs { path: path.to_path_buf(), cpio_bytes })
+}
+
+/// The members of the archive, parents before children.
+fn entries(fetched: &Fetched) -> Result<Vec<Entry>> {
+    let release = &fetched.release;
+    let modules_dir = fetched.root.join("lib/modules").join(release);
+    let modules = module_paths(&modules_dir)?;
+    let mut entries: Vec<Entry> =
+        ["bin", "dev", "etc", "proc", "sys", "tmp", "root"].iter().map(|d| Entry::directory(d)).collect();
+    // Linux opens /dev/console before it runs /init; devtmpfs comes later.
+    entries.push(Entry::char_device("dev/console", 5, 1));
+    let busybox = std::fs::read(fetched.root.join("bin/busybox")).context("reading the unpacked busybox")?;
+    entries.push(Entry::file("bin/busybox", busybox, true));
+    entries.extend(APPLETS.iter().map(|a| Entry::symlink(&format!("bin/{a}"), "busybox")));
+    entries.push(Entry::file("init", init_script(release, &modules).into_bytes(), true));
+    entries.push(Entry::file(TEST_FILE.trim_start_matches('/'), test_file(), false));
+    let mut made = std::collections::BTreeSet::new();
+    for module in &modules {
+        let inside = format!("lib/modules/{release}/{module}");
+        let mut parent = String::new();
+        for part in inside.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |(_, p)| p) {
+            parent = if parent.is_empty() { part.to_string() } else { format!("{parent}/{part}") };
+            if made.insert(parent.clone()) {
+                entries.push(Entry::directory(&parent));
+            }
+        }
+        let data = std::fs::read(modules_dir.join(module)).with_context(|| format!("reading {module}"))?;
+        entries.push(Entry::file(&inside, data, false));
+    }
+    Ok(entries)
+}
+
+/// Where each of [`MODULES`] lies under `modules_dir` (`lib/modules/RELEASE`), in that
+/// order. Busybox's `insmod` loads only uncompressed modules (`.ko`): a compressed one is
+/// an error, not something to load at boot and fail.
+fn module_paths(modules_dir: &Path) -> Result<Vec<String>> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![modules_dir.join("kernel")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                let relative = path.strip_prefix(modules_dir)?.to_string_lossy().into_owned();
+                found.insert(name.to_string(), relative);
+            }
+        }
+    }
+    MODULES
+        .iter()
+        .map(|module| {
+            if let Some(path) = found.get(&format!("{module}.ko")) {
+                return Ok(path.clone());
+            }
+            if let Some(path) =
+                [".ko.xz", ".ko.zst", ".ko.gz"].iter().find_map(|s| found.get(&format!("{module}{s}")))
+            {
+                bail!(
+                    "the kernel package's {path} is compressed; busybox insmod loads only plain .ko modules"
+                );
+            }
+            bail!("the kernel package has no module {module} under {}", modules_dir.display())
+        })
+        .collect()
+}
+
+/// A shell function: the first page above the highest RAM that no top-level range of the
+/// memory map in file `$1` (`/proc/iomem`) claims, a guest-physical address with nothing
+/// behind it.
+const UNCLAIMED_PAGE: &str = r#"unclaimed_page() {
+    page=0
+    while IFS= read -r line; do
+        case "$line" in
+        " "*) ;;
+        *" : System RAM")
+            range=${line%% *}
+            end=$((0x${range#*-} + 1))
+            if [ "$end" -gt "$page" ]; then page=$end; fi ;;
+        esac
+    done < "$1"
+    page=$(( (page + 4095) / 4096 * 4096 ))
+    moved=1
+    while [ "$moved" = 1 ]; do
+        moved=0
+        while IFS= read -r line; do
+            case "$line" in " "*) continue ;; esac
+            range=${line%% *}
+            start=$((0x${range%-*}))
+            end=$((0x${range#*-}))
+            if [ "$page" -ge "$start" ] && [ "$page" -le "$end" ]; then
+                page=$(( (end + 4096) / 4096 * 4096 ))
+                moved=1
+            fi
+        done < "$1"
+    done
+    printf '0x%x\n' "$page"
+}
+"#;
+
+/// The `/init` script: mounts, the virtio modules (`modules`, relative to
+/// `/lib/modules/RELEASE`), the misbehaviour the command line asks for, then a shell on
+/// the console.
+pub fn init_script(release: &str, modules: &[String]) -> String {
+    let modules = modules.join(" \\\n    ");
+    format!(
+        r#"#!/bin/sh
+# /init of Cleave's Linux guest, written by `cargo xtask` (tools/xtask/src/linux/initramfs.rs;
+# doc/linux-guest.md).
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+# The virtio drivers, in dependency order; they load whether or not there is a device.
+for module in \
+    {modules}
+do
+    insmod "/lib/modules/{release}/$module" || echo "cleave-guest: cannot load $module"
+done
+
+{UNCLAIMED_PAGE}
+# Hostile variants, chosen on the kernel command line: cleave.misbehave=unmapped reads and
+# writes a guest-physical page nothing backs (cleave.poke=ADDRESS, else the first unclaimed
+# page above RAM) through /dev/mem; cleave.misbehave=triple reboots by triple fault (Linux
+# loads an empty IDT and executes int3).
+misbehave=
+poke=
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+    {MISBEHAVE}=*) misbehave=${{word#*=}} ;;
+    cleave.poke=*) poke=${{word#*=}} ;;
+    esac
+done
+case "$misbehave" in
+"") ;;
+unmapped)
+    if [ -z "$poke" ]; then poke=$(unclaimed_page /proc/iomem); fi
+    echo "{UNMAPPED_ACCESS} $poke, which nothing backs"
+    value=$(devmem "$poke" 32)
+    echo "cleave-guest: misbehaving: read $value; writing 0x600dcafe there"
+    devmem "$poke" 32 0x600dcafe
+    echo "{UNMAPPED_SURVIVED}; going on"
+    ;;
+triple)
+    echo "{TRIPLE_FAULT}"
+    echo triple > /sys/kernel/reboot/type
+    reboot -f
+    echo "cleave-guest: misbehaving: still running after the triple fault"
+    ;;
+*)
+    echo "cleave-guest: unknown {MISBEHAVE}=$misbehave"
+    ;;
+esac
+
+echo "{INIT_DONE}"
+export HOME=/root PS1='{PROMPT}'
+# A session of its own with the console's real terminal (ttyS0) as its controlling
+# terminal, so that job control and Ctrl-C work.
+setsid cttyhack sh
+echo "cleave-guest: the shell ended; powering off"
+poweroff -f
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-initramfs-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Runs `unclaimed_page` in the host's POSIX shell on a memory map.
+    fn unclaimed_page(iomem: &str) -> String {
+        let dir = scratch("iomem");
+        let map = dir.join("iomem");
+        std::fs::write(&map, iomem).unwrap();
+        let script = format!("{UNCLAIMED_PAGE}\nunclaimed_page {}\n", map.display());
+        let output = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn the_unmapped_page_is_above_ram_and_outside_every_claimed_range() {
+        // QEMU's `pc` machine with 256 MiB: the end of RAM holds firmware tables.
+        let qemu = "00000000-00000fff : Reserved\n00001000-0009fbff : System RAM\n000f0000-000fffff : Reserved\n  000f0000-000fffff : System ROM\n00100000-0ffdffff : System RAM\n  08e00000-09c01d31 : Kernel code\n0ffe0000-0fffffff : Reserved\nfd000000-fdffffff : 0000:00:02.0\nfec00000-fec003ff : IOAPIC 0\nfd00000000-ffffffffff : Reserved\n";
+        assert_eq!(unclaimed_page(qemu), "0x10000000");
+        // RAM alone, ending off a page boundary, then two claimed ranges back to back.
+        let packed =
+            "00100000-07ffefff : System RAM\n07fff000-07ffffff : Reserved\n08000000-08000fff : PCI Bus\n";
+        assert_eq!(unclaimed_page(packed), "0x8001000");
+        // A reserved range nested under RAM does not count; RAM above 4 GiB does.
+        let high = "00100000-bfffffff : System RAM\n  00200000-002fffff : Reserved\n100000000-13fffffff : System RAM\n";
+        assert_eq!(unclaimed_page(high), "0x140000000");
+    }
+
+    #[test]
+    fn the_init_script_parses_and_loads_the_modules_in_order() {
+        let modules: Vec<String> = MODULES.iter().map(|m| format!("kernel/x/{m}.ko")).collect();
+        let script = init_script("6.1.0-57-amd64", &modules);
+        let dir = scratch("init");
+        let path = dir.join("init");
+        std::fs::write(&path, &script).unwrap();
+        let check = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(check.status.success(), "sh -n: {}", String::from_utf8_lossy(&check.stderr));
+        let mut at = 0;
+        for module in &modules {
+            at += script[at..].find(module.as_str()).unwrap_or_else(|| panic!("{module} out of order"));
+        }
+        assert!(script.contains("insmod \"/lib/modules/6.1.0-57-amd64/$module\""));
+        assert!(script.contains(&format!("PS1='{PROMPT}'")));
+        let done = script.find(INIT_DONE).unwrap();
+        assert!(script.find(&format!("{MISBEHAVE}=*)")).unwrap() < done);
+        for line in [UNMAPPED_ACCESS, UNMAPPED_SURVIVED, TRIPLE_FAULT] {
+            assert!(script[..done].contains(&format!("echo \"{line}")), "{line}");
+        }
+    }
+
+    #[test]
+    fn modules_are_found_by_name_and_compressed_ones_refused() {
+        let dir = scratch("modules");
+        for path in ["kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio.ko"] {
+            std::fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+            std::fs::write(dir.join(path), b"").unwrap();
+        }
+        let missing = module_paths(&dir).unwrap_err().to_string();
+        assert!(missing.contains("no module virtio_pci_legacy_dev"), "{missing}");
+        for module in &MODULES[2..] {
+            let path = dir.join(format!("kernel/other/{module}.ko"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"").unwrap();
+        }
+        let found = module_paths(&dir).unwrap();
+        assert_eq!(found[0], "kernel/drivers/virtio/virtio_ring.ko");
+        assert_eq!(found[8], "kernel/other/virtio_net.ko");
+        std::fs::remove_file(dir.join("kernel/other/virtio_blk.ko")).unwrap();
+        std::fs::write(dir.join("kernel/other/virtio_blk.ko.xz"), b"").unwrap();
+        let compressed = module_paths(&dir).unwrap_err().to_string();
+        assert!(compressed.contains("virtio_blk.ko.xz is compressed"), "{compressed}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_test_file_is_fixed() {
+        let data = test_file();
+        assert_eq!(data.len(), TEST_FILE_BYTES);
+        // SplitMix64's first output for this seed (computed apart, in Python), and the
+        // digest of the whole file (a change to the file is a change to this test).
+        assert_eq!(&data[..8], &0xd406_e1bc_8a72_c959u64.to_le_bytes());
+        assert_eq!(sha256_hex(&data), "dea398cb2c05c4848ca220ef7aece418e954678e1ee5867b568d53fc8ad79f49");
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
