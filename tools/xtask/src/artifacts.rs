@@ -123,22 +123,16 @@ const GUEST_IMAGE: &str = "guest-hello";
 /// built by cargo (`crate::linux`).
 pub const LINUX_IMAGE: &str = "linux-debian";
 
-/// Packs the Linux kernel and initramfs (`target/linux/`) as the VMM reads a Linux guest
-/// image (`cleave_vmm_core::linux::unpack`: magic, the two lengths, the two files) into
-/// `programs/linux-debian`.
-fn linux_guest_image(root: &Path, programs: &Path) -> Result<PathBuf> {
-    let dir = root.join("target").join("linux");
-    let kernel_path = dir.join("vmlinuz");
-    let initrd_path =
-        ["initramfs.cpio.gz", "initramfs.cpio"].iter().map(|n| dir.join(n)).find(|p| p.exists());
-    let (kernel, initrd) = match (std::fs::read(&kernel_path), initrd_path.map(std::fs::read)) {
-        (Ok(k), Some(Ok(i))) => (k, i),
-        _ => bail!(
-            "the Linux guest needs {} and an initramfs there ({}), assembled from Debian's packages",
-            kernel_path.display(),
-            dir.display()
-        ),
-    };
+/// Makes the Linux guest (`crate::linux::prepare`: Debian's kernel and the busybox
+/// initramfs in `target/linux/`, fetched and built when missing or out of date) and packs
+/// it as the VMM reads a Linux guest image (`cleave_vmm_core::linux::unpack`: magic, the
+/// two lengths, the two files) into `programs/linux-debian`.
+fn linux_guest_image(programs: &Path) -> Result<PathBuf> {
+    let guest = crate::linux::prepare()?;
+    let kernel =
+        std::fs::read(&guest.kernel).with_context(|| format!("reading {}", guest.kernel.display()))?;
+    let initrd =
+        std::fs::read(&guest.initramfs).with_context(|| format!("reading {}", guest.initramfs.display()))?;
     let mut image = Vec::with_capacity(32 + kernel.len() + initrd.len());
     image.extend_from_slice(b"CLEAVE-LINUX-IMG");
     image.extend_from_slice(&(kernel.len() as u64).to_le_bytes());
@@ -199,7 +193,7 @@ pub fn build(system: &Path, scope: Scope) -> Result<Artifacts> {
         // test guest's.
         let chosen = &plans.last().expect("the chosen system is planned").programs.guests;
         let guest = match chosen.as_slice() {
-            [only] if only == LINUX_IMAGE => linux_guest_image(&root, &programs)?,
+            [only] if only == LINUX_IMAGE => linux_guest_image(&programs)?,
             [only] => programs.join(only),
             _ => programs.join(GUEST_IMAGE),
         };

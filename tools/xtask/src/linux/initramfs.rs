@@ -264,6 +264,7 @@ pub fn init_script(release: &str, modules: &[String]) -> String {
         r#"#!/bin/sh
 # /init of Cleave's Linux guest, written by `cargo xtask` (tools/xtask/src/linux/initramfs.rs;
 # doc/linux-guest.md).
+echo "cleave-guest: /init started"
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
