@@ -7,6 +7,7 @@
 
 mod artifacts;
 mod bench;
+mod console;
 mod deps;
 mod emulator;
 mod fuzz;

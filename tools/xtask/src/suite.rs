@@ -598,6 +598,9 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
         for command in COMMANDS.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))) {
             run_documented_command(command, &mut tally)?;
         }
+        if filter.is_none_or(|f| LINUX_TEST.contains(f)) {
+            run_linux_session(&mut tally)?;
+        }
     }
     println!();
     for (name, tail) in tally.tails.iter().take(SUMMARY_RUNS) {
@@ -883,6 +886,65 @@ fn check_audit(log: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
         println!("   audit: what did {guest} rely on at {middle} µs? {}", at.join(", "));
         if !at.contains(&format!("{component}#1")) {
             return Err(format!("the audit log does not show {guest} relying on {component}#1 at {middle}"));
+        }
+    }
+    Ok(())
+}
+
+/// The Linux guest's test: its name, the system it boots.
+const LINUX_TEST: &str = "command-run-linux";
+const LINUX_SYSTEM: &str = "systems/linux.toml";
+
+/// Boots `systems/linux.toml` as its README command does, with the guest's console on this
+/// program's pipes, and drives the busybox shell: the kernel's release, one processor,
+/// the PCI host bridge and no warning in the kernel's log, the test file's SHA-256 as the
+/// host computes it; then `reboot -f`, which must end the guest (its VMM says so) and the
+/// run.
+fn run_linux_session(tally: &mut Tally) -> Result<()> {
+    println!("== documented command: cargo xtask run --system {LINUX_SYSTEM} (driving the guest's shell)");
+    let guest = crate::linux::prepare()?;
+    let session = crate::console::Session {
+        args: ["run", "--system", LINUX_SYSTEM].map(String::from).to_vec(),
+        steps: vec![
+            crate::console::Step::wait("cleave-guest: init done", 600),
+            crate::console::Step::wait("cleave# ", 60),
+            crate::console::Step::line("echo KREL=$(uname -r)", &format!("KREL={}\n", guest.release), 60),
+            crate::console::Step::line("echo CPUS=$(grep -c ^processor /proc/cpuinfo)", "CPUS=1\n", 60),
+            crate::console::Step::line(
+                "echo BRIDGE=$(dmesg | grep -c '0000:00:00.0: \\[8086:1237\\] type 00 class 0x060000')",
+                "BRIDGE=1\n",
+                60,
+            ),
+            crate::console::Step::line("echo BAD=$(dmesg | grep -c -E 'WARNING|BUG')", "BAD=0\n", 60),
+            crate::console::Step::line(
+                &format!("sha256sum {}", crate::linux::initramfs::TEST_FILE),
+                &format!("{}  {}", guest.test_file_sha256, crate::linux::initramfs::TEST_FILE),
+                120,
+            ),
+            crate::console::Step::line("reboot -f", "reboot", 60),
+        ],
+        at_end: vec!["vmm: guest 'debian' reset itself".into()],
+        end_timeout: Duration::from_secs(120),
+    };
+    let started = Instant::now();
+    let (result, output) = crate::console::run(&session);
+    match result {
+        Ok(prompt) => {
+            println!(
+                "== {LINUX_TEST} ok ({:.1} s; the first step, init done, after {:.1} s)",
+                started.elapsed().as_secs_f64(),
+                prompt.as_secs_f64()
+            );
+            tally.passed += 1;
+        }
+        Err(reason) => {
+            println!("== {LINUX_TEST} FAILED: {reason}");
+            let lines: Vec<&str> = output.lines().collect();
+            for line in &lines[lines.len().saturating_sub(SUMMARY_LINES)..] {
+                println!("    | {line}");
+            }
+            tally.failed += 1;
+            tally.failures.push(format!("{LINUX_TEST}: {reason}"));
         }
     }
     Ok(())
