@@ -94,13 +94,24 @@ fn component() -> i32 {
     let outcome = run(vcpu, ram, console, msr_policy);
     cleave_rt::audit!("unserve {name} vmm-{name}#1");
     match outcome {
-        Ok((stop, vm)) => println!(
-            "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses, {} MSRs not offered",
-            vm.exits,
-            vm.timer_interrupts,
-            vm.test_device.reads + vm.test_device.writes,
-            vm.msr_faults
-        ),
+        Ok((stop, vm)) => {
+            println!(
+                "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses, {} MSRs not offered",
+                vm.exits,
+                vm.timer_interrupts,
+                vm.test_device.reads + vm.test_device.writes,
+                vm.msr_faults
+            );
+            // Exits per second of guest time, by reason (guest time is the TSC's, in ns).
+            let mut text = alloc::string::String::new();
+            let seconds = vm.time_ns as f64 / 1e9;
+            for (reason, &n) in vm.exits_by_reason.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let name = cleave_vmm_core::vm::reason_name(reason as u64);
+                let rate = if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+                let _ = core::fmt::Write::write_fmt(&mut text, format_args!(" {name}: {n} ({rate:.0}/s);"));
+            }
+            println!("vmm: guest '{name}' exits by reason over {seconds:.1} s of guest time:{text}");
+        }
         Err(e) => println!("vmm: guest '{name}': the kernel refused a VMM operation: {e:?}"),
     }
     stop_here()

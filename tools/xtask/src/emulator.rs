@@ -537,9 +537,12 @@ pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Resul
         name: "run".into(),
         module: Some(artifacts.program(&root_program)?),
         cmdline: cmdline.into(),
-        // A guest's console on the terminal runs until the guest ends it or the user does.
+        // A guest's console on the terminal runs until the guest ends it or the user does;
+        // Linux guests take longer to boot than the test guest.
         timeout: if gdb || guest_console {
             None
+        } else if system::has_linux_guest(system)? {
+            Some(Duration::from_secs(if bochs { 3600 } else { 600 }))
         } else {
             Some(Duration::from_secs(if bochs { 120 } else { 60 }))
         },

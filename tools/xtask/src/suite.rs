@@ -662,6 +662,21 @@ const COMMANDS: &[DocumentedCommand] = &[
             "TEST PASS",
         ],
         anywhere: &[],
+    },
+    // Linux guests, two of them hostile (doc/linux-guest.md): each hostile one is stopped
+    // alone by its own VMM; the third boots on and ends itself.
+    DocumentedCommand {
+        name: "command-run-linux-hostile",
+        args: &["run", "--system", "systems/linux-hostile.toml"],
+        expect: &["loader: built"],
+        anywhere: &[
+            "poker: cleave-guest: misbehaving:",
+            "vmm: guest 'poker' read guest-physical ",
+            "tripler: cleave-guest: misbehaving:",
+            "vmm: guest 'tripler' triple fault",
+            "debian: cleave-guest: init done",
+            "vmm: guest 'debian' reset itself",
+        ],
     }, // Another system than the default one, chosen as the README says.
     DocumentedCommand {
         name: "command-run-lifetimes",

@@ -28,6 +28,11 @@ pub fn has_com2_console(path: &Path) -> Result<bool> {
     Ok(load(path)?.guests.values().any(|g| g.console.as_ref().is_some_and(|c| c.get_ref() == "com2")))
 }
 
+/// Whether a guest of `path` runs the Linux image.
+pub fn has_linux_guest(path: &Path) -> Result<bool> {
+    Ok(load(path)?.guests.values().any(|g| g.image.get_ref() == crate::artifacts::LINUX_IMAGE))
+}
+
 /// Whether a component of `path` may end the run (`ends-run = true`).
 pub fn ends_run(path: &Path) -> Result<bool> {
     Ok(load(path)?.components.values().any(|c| c.ends_run.as_ref().is_some_and(|e| *e.get_ref())))

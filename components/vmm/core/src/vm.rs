@@ -310,6 +310,9 @@ pub struct Vm<C> {
     pub timer_interrupts: u64,
     /// Exits handled.
     pub exits: u64,
+    /// Exits handled, by reason (`cleave_abi::vcpu::exit::reason`, 1-15; 0 counts the
+    /// rest).
+    pub exits_by_reason: [u64; 16],
     /// What an MSR this VMM does not offer does.
     pub msr_policy: MsrPolicy,
     /// An exception to raise in the guest before anything else (#GP for an MSR not
@@ -343,6 +346,7 @@ impl<C: Console> Vm<C> {
             time_ns: 0,
             timer_interrupts: 0,
             exits: 0,
+            exits_by_reason: [0; 16],
             msr_policy: MsrPolicy::Stop,
             exception: None,
             pat: RESET_PAT,
@@ -465,6 +469,8 @@ impl<C: Console> Vm<C> {
         host_cpuid: impl Fn(u32, u32) -> [u32; 4],
     ) -> Outcome {
         self.exits += 1;
+        let counted = if exit.reason < 16 { exit.reason as usize } else { 0 };
+        self.exits_by_reason[counted] += 1;
         match exit.reason {
             reason::CPUID => {
                 let (leaf, subleaf) = (cpu.regs[gpr::RAX] as u32, cpu.regs[gpr::RCX] as u32);

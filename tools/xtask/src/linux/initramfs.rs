@@ -284,10 +284,12 @@ done
 # loads an empty IDT and executes int3).
 misbehave=
 poke=
+then=
 for word in $(cat /proc/cmdline); do
     case "$word" in
     {MISBEHAVE}=*) misbehave=${{word#*=}} ;;
     cleave.poke=*) poke=${{word#*=}} ;;
+    cleave.then=*) then=${{word#*=}} ;;
     esac
 done
 case "$misbehave" in
@@ -312,6 +314,11 @@ triple)
 esac
 
 echo "{INIT_DONE}"
+# cleave.then=reboot: a guest with nobody at its console ends itself once it is up.
+if [ "$then" = reboot ]; then
+    echo "cleave-guest: up; rebooting as the command line asks"
+    reboot -f
+fi
 export HOME=/root PS1='{PROMPT}'
 # A session of its own with the console's real terminal (ttyS0) as its controlling
 # terminal, so that job control and Ctrl-C work.
