@@ -5,9 +5,11 @@
 pub const BOOT_INFO_ADDRESS: u64 = 0x0000_7fff_ffff_e000;
 /// Where the kernel maps the root task's IPC buffer.
 pub const ROOT_IPC_BUFFER_ADDRESS: u64 = 0x0000_7fff_ffff_c000;
-/// Radix of the root task's CNode (4096 slots); its guard makes a plain slot index a
+/// Radix of the root task's CNode (16384 slots: the loader keeps a capability to every
+/// object and page it makes, and a VMM embedding a Linux image has thousands of pages); its
+/// guard makes a plain slot index a
 /// complete 64-bit capability address.
-pub const ROOT_CNODE_RADIX: u32 = 12;
+pub const ROOT_CNODE_RADIX: u32 = 14;
 
 /// Well-known slots of the root CNode.
 pub mod slot {
