@@ -1,24 +1,80 @@
-//! System call entry: the IPC fast path when it applies; otherwise let the object code
-//! perform the call, do what needs the machine, then run whichever thread comes next. The
-//! caller's registers are already in its TCB (the entry stub saves them there).
+//! System call entry: the IPC fast path when it applies, or a VMM's `VmEnter` straight
+//! into its guest; otherwise let the object code perform the call, do what needs the
+//! machine, then run whichever thread comes next. The caller's registers are already in
+//! its TCB (the entry stub saves them there).
 
 use crate::arch::exit::{Outcome as RunOutcome, exit};
 use crate::arch::serial;
-use crate::arch::trap::{TrapFrame, resume_frame};
+use crate::arch::trap::{TrapFrame, resume_frame, syscall_number};
 use crate::arch::x86_64::cpu::{self, Machine};
+use crate::arch::x86_64::physmem::DirectMemory;
 use crate::arch::x86_64::{interrupt, svm, vmx};
 use crate::arch::x86_64::{paging, physmem};
 use crate::{kprintln, objects, thread};
+use cleave_abi::Syscall;
 use cleave_kernel_core::PhysAddr;
+use cleave_kernel_core::object::space::ObjectSpace;
 use cleave_kernel_core::object::syscall::Outcome;
+use cleave_kernel_core::object::tcb::TcbRef;
+use cleave_kernel_core::object::vcpu::Layout;
 
 /// Entry from the `syscall` stub; returns the saved registers of the thread to resume.
+#[inline(always)]
 pub fn dispatch() -> *const TrapFrame {
     if let Some((next, root)) = objects::with(|space| space.fastpath()) {
         paging::activate_root(root);
         return resume_frame(next);
     }
+    if syscall_number() == Syscall::VmEnter as u64 {
+        return vm_enter();
+    }
     slow_path()
+}
+
+/// `VmEnter`: a VMM whose Vcpu can enter goes straight into its guest, without the
+/// general path's decoding (the VMM's exit loop); the general path reports why not.
+#[inline(never)]
+fn vm_enter() -> *const TrapFrame {
+    match objects::with(vm_enter_fast) {
+        Some(entry) => enter_guest_inline(entry),
+        None => slow_path(),
+    }
+}
+
+/// A `VmEnter` the kernel is about to perform.
+struct GuestEntry {
+    /// The VMM's thread.
+    thread: TcbRef,
+    /// Its Vcpu.
+    vcpu: PhysAddr,
+    /// The root of the Vcpu's guest-physical address space.
+    root: PhysAddr,
+    /// How Vcpus are laid out, which says whether VT-x or SVM runs them.
+    layout: Layout,
+}
+
+/// What the current thread's `VmEnter` (its call) enters, if it can.
+#[inline(always)]
+fn vm_enter_fast(space: &mut ObjectSpace<DirectMemory>) -> Option<GuestEntry> {
+    let thread = space.current()?;
+    let (vcpu, root) = space.vm_enter_target(thread).ok()?;
+    Some(prepare_entry(space, thread, vcpu, root))
+}
+
+/// Makes ready to enter the guest of `vcpu`: its floating-point registers go into the
+/// processor, unless it holds them already (no other guest ran since; nothing else uses
+/// them).
+#[inline(always)]
+fn prepare_entry(
+    space: &mut ObjectSpace<DirectMemory>,
+    thread: TcbRef,
+    vcpu: PhysAddr,
+    root: PhysAddr,
+) -> GuestEntry {
+    if let Some((save, load)) = space.fpu_switch(vcpu) {
+        cpu::switch_fpu(save.map(physmem::virt), physmem::virt(load));
+    }
+    GuestEntry { thread, vcpu, root, layout: space.vcpu_layout() }
 }
 
 /// Entry from the compatibility-mode `syscall` stub: the thread faults with a general
@@ -60,7 +116,12 @@ fn slow_path() -> *const TrapFrame {
                 thread::fault_current(thread::Fault::UnknownSyscall(number), &frame);
             }
         }
-        Outcome::VmEnter { vcpu, ept_root } => vm_enter(vcpu, ept_root),
+        // (`vm_enter` takes every VmEnter that gets this far.)
+        Outcome::VmEnter { vcpu, ept_root: root } => {
+            if let Some(entry) = objects::with(|s| s.current().map(|t| prepare_entry(s, t, vcpu, root))) {
+                return enter_guest(entry);
+            }
+        }
     }
     // Threads' console output the UART has room for now (a print's own line went out, as
     // far as it could, when it was queued).
@@ -76,49 +137,90 @@ fn slow_path() -> *const TrapFrame {
     resume_frame(thread::choose_next())
 }
 
-/// Runs the current thread's guest until an exit its VMM must see. External interrupts
-/// exit to the kernel, which takes them (interrupts on for one instruction) and resumes
-/// the guest; if another thread should run now, the VMM's `syscall` is rewound so that it
-/// enters the guest again when it next runs, without seeing the interruption.
-fn vm_enter(vcpu: PhysAddr, ept_root: PhysAddr) {
-    let Some(t) = objects::with(|s| s.current()) else { return };
-    // The guest's floating-point registers, unless the processor holds them already (no
-    // other guest ran since; nothing else uses them).
-    if let Some((save, load)) = objects::with(|s| s.fpu_switch(vcpu)) {
-        cpu::switch_fpu(save.map(physmem::virt), physmem::virt(load));
+/// Runs the current thread's guest until an exit its VMM must see, and returns to the
+/// VMM (with the exit, or the error entering) or to whichever thread must run first.
+#[inline(never)]
+fn enter_guest(entry: GuestEntry) -> *const TrapFrame {
+    enter_guest_inline(entry)
+}
+
+/// [`enter_guest`], inlined.
+#[inline(always)]
+fn enter_guest_inline(entry: GuestEntry) -> *const TrapFrame {
+    let GuestEntry { thread: t, vcpu, root, layout } = entry;
+    let (flush, stays) = run_guest(t, vcpu, root, layout);
+    if flush {
+        paging::flush_tlb();
     }
+    if stays {
+        // Back to the VMM, in the address space it called from (CR3 is still its root:
+        // the exit restored it, and nothing on this path switched it).
+        return resume_frame(t);
+    }
+    resume_frame(thread::choose_next())
+}
+
+/// Runs `t`'s guest until an exit its VMM must see, and gives the VMM the exit (or the
+/// error entering). External interrupts exit to the kernel, which takes them (interrupts
+/// on for one instruction) and resumes the guest; if another thread should run now, the
+/// VMM's `syscall` is rewound so that it enters the guest again when it next runs,
+/// without seeing the interruption. Returns [`after_guest`]'s answers.
+#[inline(always)]
+fn run_guest(t: TcbRef, vcpu: PhysAddr, root: PhysAddr, layout: Layout) -> (bool, bool) {
     loop {
-        let flush = objects::with(|s| s.take_ept_flush());
-        let result = if svm::enabled().is_some() {
+        let result = match layout {
             // Every entry flushes every guest translation (`svm::run`).
-            svm::run(vcpu, ept_root)
-        } else {
-            vmx::run(vcpu, ept_root, flush)
+            Layout::Svm => svm::run(vcpu, root),
+            Layout::Vmx => {
+                let flush = objects::with(|s| s.take_ept_flush());
+                vmx::run(vcpu, root, flush)
+            }
         };
         match result {
-            Err(e) => {
-                objects::with(|s| s.set_status(t, Err(e)));
-                return;
-            }
             Ok(words) if words[0] == INTERRUPTED => {
                 interrupt::take_pending();
                 let stays = objects::with(|s| s.current() == Some(t) && s.choose() == Some(t));
                 if !stays {
-                    objects::with(|s| {
-                        let rip = t.regs(&s.mem).rip;
+                    // (The interrupt's handler has just sent what console output it could.)
+                    return objects::with(|s| {
                         let mut regs = t.regs(&s.mem);
-                        regs.rip = rip.wrapping_sub(SYSCALL_LENGTH);
+                        regs.rip = regs.rip.wrapping_sub(SYSCALL_LENGTH);
                         t.set_regs(&mut s.mem, &regs);
+                        after_guest(s, t, layout)
                     });
-                    return;
                 }
             }
             Ok(words) => {
-                objects::with(|s| s.vm_exited(t, words));
-                return;
+                serial::pump();
+                return objects::with(move |s| {
+                    s.vm_exited(t, words);
+                    after_guest(s, t, layout)
+                });
+            }
+            Err(e) => {
+                serial::pump();
+                return objects::with(move |s| {
+                    s.set_status(t, Err(e));
+                    after_guest(s, t, layout)
+                });
             }
         }
     }
+}
+
+/// After `t`'s guest ran (`t`'s registers hold what it gets back): whether the TLB must
+/// be flushed, and whether `t` runs on.
+#[inline(always)]
+fn after_guest(s: &mut ObjectSpace<DirectMemory>, t: TcbRef, layout: Layout) -> (bool, bool) {
+    // VT-x: a destroyed Vcpu's VMCS must not stay active; the object code needs to know
+    // which one is (the entry made this Vcpu's current). SVM has none.
+    if layout == Layout::Vmx {
+        if core::mem::take(&mut s.clear_active_vmcs) {
+            vmx::clear_active();
+        }
+        s.active_vmcs = vmx::active();
+    }
+    (s.take_tlb_flush(), s.choose() == Some(t))
 }
 
 /// Exit reason: an external interrupt arrived while the guest ran.

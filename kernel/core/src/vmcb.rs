@@ -211,6 +211,7 @@ pub fn fresh(vcpu: u64, asid: u32) -> [(usize, u64, u8); 24] {
 /// it in for the fixed-length instructions (CPUID, HLT, RDMSR, WRMSR, VMMCALL; a guest
 /// that puts prefixes before them only misleads itself) and leaves 0, "decode it", for the
 /// rest.
+#[inline]
 pub fn exit_words(code: u64, info1: u64, info2: u64, rip: u64) -> [u64; 4] {
     match code {
         code::INTR | code::NMI | code::SMI => [reason::INTERRUPTED, 0, 0, 0],

@@ -37,62 +37,94 @@ fn boot_run(icount: bool) -> Run {
     }
 }
 
-/// Runs every benchmark and prints one `bench NAME = VALUE UNIT` line per figure.
-pub fn run() -> Result<()> {
+/// The groups of figures `cargo xtask bench FILTER` chooses from, each measured by one
+/// part of [`run`].
+pub const GROUPS: &str = "boot, retype, ipc, loader, supervisor, vmx, svm, cleave, fuzz, xenstored";
+
+/// Runs every benchmark whose group ([`GROUPS`]) contains `filter` (all without one) and
+/// prints one `bench NAME = VALUE UNIT` line per figure.
+pub fn run(filter: Option<&str>) -> Result<()> {
+    let wanted = |group: &str| filter.is_none_or(|f| group.contains(f));
+    if !GROUPS.split(", ").any(wanted) {
+        bail!("no benchmark group contains `{}` (groups: {GROUPS})", filter.unwrap_or_default());
+    }
     deps::ensure()?;
     let artifacts = artifacts::build(&crate::default_system(), artifacts::Scope::Tests)?;
-    let instructions = boot_instructions(&artifacts)?;
-    println!("bench boot.kernel_instructions_to_ring3 = {instructions} instructions");
-    for program in ["bench-retype", "bench-ipc"] {
-        for line in program_bench_lines(&artifacts, program)? {
+    if wanted("boot") {
+        let instructions = boot_instructions(&artifacts)?;
+        println!("bench boot.kernel_instructions_to_ring3 = {instructions} instructions");
+    }
+    for (group, program) in [("retype", "bench-retype"), ("ipc", "bench-ipc")] {
+        if wanted(group) {
+            for line in program_bench_lines(&artifacts, program)? {
+                println!("{line}");
+            }
+        }
+    }
+    if wanted("loader") {
+        let loader = program_lines(&artifacts, "loader", "loader: ")?;
+        if let Some(line) = loader.iter().find(|l| l.contains("TSC ticks per object")) {
+            let per = line.split_whitespace().nth(1).unwrap_or("?");
+            println!(
+                "bench loader.instructions_per_object = {per} instructions (whole build, including ELF loading)"
+            );
+        }
+    }
+    if wanted("supervisor") {
+        for line in restart_figures(&artifacts)? {
             println!("{line}");
         }
     }
-    let loader = program_lines(&artifacts, "loader", "loader: ")?;
-    if let Some(line) = loader.iter().find(|l| l.contains("TSC ticks per object")) {
-        let per = line.split_whitespace().nth(1).unwrap_or("?");
+    if wanted("vmx") {
+        for line in vmx_figures(&artifacts)? {
+            println!("{line}");
+        }
+    }
+    if wanted("svm") {
+        for line in svm_figures(&artifacts)? {
+            println!("{line}");
+        }
+    }
+    if wanted("cleave") {
+        let (spec_ms, objects) = cleave_generation_ms(1000)?;
         println!(
-            "bench loader.instructions_per_object = {per} instructions (whole build, including ELF loading)"
+            "bench cleave.spec_and_graph_1000_components = {spec_ms:.1} ms (median of 5; {objects} objects)"
         );
     }
-    for line in restart_figures(&artifacts)? {
-        println!("{line}");
+    if wanted("fuzz") {
+        let options = crate::fuzz::Options { ops: Some(crate::fuzz::SHORT_FUZZ_OPS), ..Default::default() };
+        let (ok, output) = crate::fuzz::run(&options, false)?;
+        match (ok, crate::fuzz::rate(&output)) {
+            (true, Some(rate)) => println!(
+                "bench fuzz.operations_per_second = {rate} (object-layer fuzzer, every invariant checked after every operation, {} operations, all processors)",
+                crate::fuzz::SHORT_FUZZ_OPS
+            ),
+            _ => bail!("the object-layer fuzzer failed:\n{output}"),
+        }
     }
-    let (round_trip, rate) = vmx_figures(&artifacts)?;
-    println!("{round_trip}");
-    println!("{rate}");
-    let (spec_ms, objects) = cleave_generation_ms(1000)?;
-    println!(
-        "bench cleave.spec_and_graph_1000_components = {spec_ms:.1} ms (median of 5; {objects} objects)"
-    );
-    let options = crate::fuzz::Options { ops: Some(crate::fuzz::SHORT_FUZZ_OPS), ..Default::default() };
-    let (ok, output) = crate::fuzz::run(&options, false)?;
-    match (ok, crate::fuzz::rate(&output)) {
-        (true, Some(rate)) => println!(
-            "bench fuzz.operations_per_second = {rate} (object-layer fuzzer, every invariant checked after every operation, {} operations, all processors)",
-            crate::fuzz::SHORT_FUZZ_OPS
-        ),
-        _ => bail!("the object-layer fuzzer failed:\n{output}"),
+    if wanted("xenstored") {
+        let (reads, writes) = xenstore_rates()?;
+        println!(
+            "bench xenstored.read_requests_per_second = {reads:.0} (host daemon, Unix socket, one client, one processor, {XS_REQUESTS} requests)"
+        );
+        println!(
+            "bench xenstored.write_requests_per_second = {writes:.0} (host daemon, Unix socket, one client, one processor, {XS_REQUESTS} requests)"
+        );
     }
-    let (reads, writes) = xenstore_rates()?;
-    println!(
-        "bench xenstored.read_requests_per_second = {reads:.0} (host daemon, Unix socket, one client, one processor, {XS_REQUESTS} requests)"
-    );
-    println!(
-        "bench xenstored.write_requests_per_second = {writes:.0} (host daemon, Unix socket, one client, one processor, {XS_REQUESTS} requests)"
-    );
-    let mut walls = Vec::new();
-    for _ in 0..WALL_RUNS {
-        walls.push(wall_to_greeting(&artifacts)?);
+    if wanted("boot") {
+        let mut walls = Vec::new();
+        for _ in 0..WALL_RUNS {
+            walls.push(wall_to_greeting(&artifacts)?);
+        }
+        walls.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "bench boot.wall_to_greeting = {:.1} ms (median of {WALL_RUNS}; min {:.1}, max {:.1})",
+            ms(walls[WALL_RUNS / 2]),
+            ms(walls[0]),
+            ms(walls[WALL_RUNS - 1])
+        );
     }
-    walls.sort_unstable();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "bench boot.wall_to_greeting = {:.1} ms (median of {WALL_RUNS}; min {:.1}, max {:.1})",
-        ms(walls[WALL_RUNS / 2]),
-        ms(walls[0]),
-        ms(walls[WALL_RUNS - 1])
-    );
     Ok(())
 }
 
@@ -172,13 +204,18 @@ fn restart_figures(artifacts: &Artifacts) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-/// VT-x in Bochs (QEMU's TCG has none): instructions per CPUID exit to the VMM and back,
-/// and exits per second of wall-clock time (from when two serial lines arrive).
-fn vmx_figures(artifacts: &Artifacts) -> Result<(String, String)> {
+/// The VM exit benchmark program, on VT-x and on SVM alike.
+const VCPU_PROGRAM: &str = "bench-vcpu";
+/// The figures it prints (as `bench ARCH.NAME`), in instructions.
+const VCPU_FIGURES: [&str; 2] = ["cpuid_exit_round_trip", "kernel_exit_round_trip"];
+
+/// VT-x in Bochs (QEMU's TCG has none), whose TSC counts instructions: `bench-vcpu`'s
+/// instruction figures and its wall-clock rate of handled exits, from one run.
+fn vmx_figures(artifacts: &Artifacts) -> Result<Vec<String>> {
     let run = Run {
         emulator: Emulator::Bochs,
-        name: "bench-vmx".into(),
-        module: Some(artifacts.program("bench-vmx")?),
+        name: "bench-vcpu-bochs".into(),
+        module: Some(artifacts.program(VCPU_PROGRAM)?),
         cmdline: String::new(),
         timeout: Some(Duration::from_secs(180)),
         gdb: false,
@@ -190,23 +227,60 @@ fn vmx_figures(artifacts: &Artifacts) -> Result<(String, String)> {
         guest_console: false,
     };
     let finished = run.execute(artifacts)?;
-    let line = finished.serial.lines().find(|l| l.starts_with("bench vmx.cpuid_exit_round_trip"));
-    let (Some(line), Some(start), Some(done)) =
-        (line, finished.arrival_of("bench-vmx: start"), finished.arrival_of("bench-vmx: done"))
+    let mut lines = vcpu_lines(&finished, "vmx")?;
+    lines.push(exit_rate(&finished, "vmx", "Bochs")?);
+    Ok(lines)
+}
+
+/// SVM in QEMU: `bench-vcpu`'s instruction figures under `-icount shift=0`, and its rate
+/// of handled exits in a second run without `-icount` (which slows QEMU down).
+fn svm_figures(artifacts: &Artifacts) -> Result<Vec<String>> {
+    let mut run = boot_run(true);
+    run.name = "bench-vcpu-icount".into();
+    run.module = Some(artifacts.program(VCPU_PROGRAM)?);
+    run.timeout = Some(Duration::from_secs(120));
+    let mut lines = vcpu_lines(&run.execute(artifacts)?, "svm")?;
+    run.name = "bench-vcpu-wall".into();
+    run.icount = false;
+    let finished = run.execute(artifacts)?;
+    lines.push(exit_rate(&finished, "svm", "QEMU TCG without -icount")?);
+    Ok(lines)
+}
+
+/// `bench-vcpu`'s instruction figures for `arch` from a passed run; each must be there.
+fn vcpu_lines(finished: &crate::emulator::Finished, arch: &str) -> Result<Vec<String>> {
+    if !finished.serial.contains("TEST PASS") {
+        bail!("{VCPU_PROGRAM} failed on {arch} (serial log: {})", finished.log.display());
+    }
+    VCPU_FIGURES
+        .iter()
+        .map(|name| {
+            let prefix = format!("bench {arch}.{name} = ");
+            finished.serial.lines().find(|l| l.starts_with(&prefix)).map(String::from).with_context(|| {
+                format!("{VCPU_PROGRAM} printed no {arch}.{name} (serial log: {})", finished.log.display())
+            })
+        })
+        .collect()
+}
+
+/// Handled CPUID exits per second of wall-clock time, from when `bench-vcpu`'s `start`
+/// and `done` lines reached the host.
+fn exit_rate(finished: &crate::emulator::Finished, arch: &str, emulator: &str) -> Result<String> {
+    let (Some(start), Some(done)) =
+        (finished.arrival_of("bench-vcpu: start"), finished.arrival_of("bench-vcpu: done"))
     else {
-        bail!("the VT-x benchmark printed no result (serial log: {})", finished.log.display());
+        bail!("{VCPU_PROGRAM} did not time its exits on {arch} (serial log: {})", finished.log.display());
     };
     let exits: f64 = finished
         .serial
         .lines()
-        .find_map(|l| l.strip_prefix("bench-vmx: done ")?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
+        .find_map(|l| l.strip_prefix("bench-vcpu: done ")?.split_whitespace().next()?.parse().ok())
+        .context("no exit count on the `done` line")?;
     let seconds = done.saturating_sub(start).as_secs_f64().max(1e-3);
-    let rate = format!(
-        "bench vmx.exits_per_second = {:.0} (Bochs, wall clock, {exits:.0} CPUID exits each handled by the VMM)",
+    Ok(format!(
+        "bench {arch}.exits_per_second = {:.0} ({emulator}, wall clock between two serial lines, {exits:.0} CPUID exits each handled by the VMM as in cpuid_exit_round_trip)",
         exits / seconds
-    );
-    Ok((line.to_string(), rate))
+    ))
 }
 
 /// A generated description: `n` components, each a server of one endpoint whose client is

@@ -67,7 +67,11 @@ enum Command {
     /// rustfmt check and clippy with -D warnings on host and target crates.
     Check,
     /// Measure boot figures (instruction counts under QEMU -icount, wall time).
-    Bench,
+    Bench {
+        /// Only run the groups of figures whose name contains this text (a text no group
+        /// contains lists them, e.g. `svm` or `ipc`).
+        filter: Option<String>,
+    },
     /// Count the kernel's instructions per function on the most common system-call paths
     /// of a test program (QEMU instruction trace); see doc/testing.md.
     Profile {
@@ -143,7 +147,7 @@ fn main() -> ExitCode {
             suite::run(filter.as_deref(), !no_host, !no_emulator)
         }
         Command::Check => check(),
-        Command::Bench => bench::run().map(|()| true),
+        Command::Bench { filter } => bench::run(filter.as_deref()).map(|()| true),
         Command::Profile { program } => profile::run(&program).map(|()| true),
         Command::Deps => deps::ensure().map(|()| true),
         Command::LinuxGuest => linux::run_prepare().map(|()| true),

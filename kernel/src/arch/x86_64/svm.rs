@@ -13,6 +13,7 @@ use cleave_kernel_core::PhysAddr;
 use cleave_kernel_core::object::vcpu::{STATE_OFFSET, VcpuState, launch};
 use cleave_kernel_core::svm_caps::{EFER_SVME, SvmCapabilities, VM_HSAVE_PA};
 use cleave_kernel_core::vmcb;
+use core::cell::UnsafeCell;
 
 const IA32_EFER: u32 = 0xc000_0080;
 
@@ -29,10 +30,28 @@ pub struct Svm {
 
 static SVM: KernelCell<Option<Svm>> = KernelCell::new(None);
 
-/// The host save area: one page, 4 KiB aligned, in the kernel image, the processor's alone.
+/// A page of the kernel image that only the processor reads and writes (VMRUN, VMSAVE,
+/// VMLOAD): Rust code takes its physical address and never a reference into it.
 #[repr(C, align(4096))]
-struct Page([u8; 4096]);
-static HOST_SAVE_AREA: KernelCell<Page> = KernelCell::new(Page([0; 4096]));
+struct ProcessorPage(UnsafeCell<[u8; 4096]>);
+
+// SAFETY: Rust code never reads or writes the contents (see above), so sharing the static
+// shares only its address.
+unsafe impl Sync for ProcessorPage {}
+
+impl ProcessorPage {
+    const fn new() -> Self {
+        Self(UnsafeCell::new([0; 4096]))
+    }
+
+    /// The page's physical address.
+    fn physical(&'static self) -> u64 {
+        self as *const Self as u64 - KERNEL_BASE
+    }
+}
+
+/// The host save area (`VM_HSAVE_PA`).
+static HOST_SAVE_AREA: ProcessorPage = ProcessorPage::new();
 
 /// Turns SVM on if the processor can host guests the way Cleave runs them; returns
 /// whether it did.
@@ -40,7 +59,7 @@ pub fn enable(caps: &SvmCapabilities) -> bool {
     if !caps.can_host_guests() {
         return false;
     }
-    let area = HOST_SAVE_AREA.with(|page| page as *const Page as u64 - KERNEL_BASE);
+    let area = HOST_SAVE_AREA.physical();
     // Set EFER.SVME first: VM_HSAVE_PA is written with SVM on, as the manual orders.
     cpu::write_msr(IA32_EFER, cpu::read_msr(IA32_EFER) | EFER_SVME);
     cpu::write_msr(VM_HSAVE_PA, area);
@@ -57,7 +76,7 @@ pub fn enabled() -> Option<Svm> {
 
 /// The host's VMLOAD/VMSAVE state (FS, GS, TR and LDTR with their hidden parts,
 /// KERNEL_GS_BASE, the SYSCALL and SYSENTER MSRs) while a guest runs: one page.
-static HOST_STATE: KernelCell<Page> = KernelCell::new(Page([0; 4096]));
+static HOST_STATE: ProcessorPage = ProcessorPage::new();
 
 /// The ASID every guest runs with: one, with every translation flushed at each entry (QEMU
 /// offers no flush by ASID), so no guest ever sees another's.
@@ -94,6 +113,7 @@ fn write(vcpu: PhysAddr, offset: usize, value: u64, bytes: u8) {
     }
 }
 
+/// The Vcpu's state page (after its VMCB), in the direct map.
 fn state(vcpu: PhysAddr) -> *mut VcpuState {
     super::physmem::virt(PhysAddr(vcpu.0 + STATE_OFFSET)) as *mut VcpuState
 }
@@ -112,23 +132,34 @@ impl vmcb::Vmcb for Direct {
 }
 
 /// Makes the Vcpu at `vcpu`'s VMCB ready: on first use, a fresh one (`vmcb::fresh`).
-fn prepare(vcpu: PhysAddr) -> Result<VcpuState, Error> {
+fn prepare(vcpu: PhysAddr) -> Result<(), Error> {
     enabled().ok_or(Error::IllegalOperation)?;
-    // SAFETY: the state page follows the VMCB in the Vcpu object (direct map); no
-    // reference to it exists.
-    let mut st = unsafe { state(vcpu).read() };
-    if st.launch == launch::FRESH {
-        for offset in (0..4096).step_by(8) {
-            write(vcpu, offset, 0, 8);
-        }
-        for (offset, value, bytes) in vmcb::fresh(vcpu.0, GUEST_ASID) {
-            write(vcpu, offset, value, bytes);
-        }
-        st.launch = launch::CLEAR;
-        // SAFETY: as above.
-        unsafe { state(vcpu).write(st) };
+    initialise(vcpu);
+    Ok(())
+}
+
+/// Writes a fresh VMCB (`vmcb::fresh`) into a Vcpu that has never been used. SVM is on.
+#[inline(always)]
+fn initialise(vcpu: PhysAddr) {
+    // SAFETY: the state page follows the VMCB in the Vcpu object (direct map); only its
+    // `launch` word is read here, through a raw pointer (no reference exists).
+    if unsafe { (&raw const (*state(vcpu)).launch).read() } == launch::FRESH {
+        initialise_fresh(vcpu);
     }
-    Ok(st)
+}
+
+/// [`initialise`] for a Vcpu used for the first time.
+#[cold]
+#[inline(never)]
+fn initialise_fresh(vcpu: PhysAddr) {
+    for offset in (0..4096).step_by(8) {
+        write(vcpu, offset, 0, 8);
+    }
+    for (offset, value, bytes) in vmcb::fresh(vcpu.0, GUEST_ASID) {
+        write(vcpu, offset, value, bytes);
+    }
+    // SAFETY: as in `initialise`; only the `launch` word is written.
+    unsafe { (&raw mut (*state(vcpu)).launch).write(launch::CLEAR) };
 }
 
 /// `Machine::guest_state_read` on SVM.
@@ -144,22 +175,30 @@ pub fn write_state(vcpu: PhysAddr, field: u64, value: u64) -> Result<(), Error> 
 }
 
 /// Runs the guest of the Vcpu at `vcpu` in the nested-paging space rooted at `root` until
-/// an exit; returns the neutral exit words (`vmcb::exit_words`).
+/// an exit; returns the neutral exit words (`vmcb::exit_words`). SVM is on: the caller
+/// knows it from the object space, which lays Vcpus out for SVM only then (boot.rs).
+#[inline(always)]
 pub fn run(vcpu: PhysAddr, root: PhysAddr) -> Result<[u64; 4], Error> {
-    let mut st = prepare(vcpu)?;
+    initialise(vcpu);
     write(vcpu, vmcb::control::N_CR3, root.0, 8);
     write(vcpu, vmcb::control::TLB_CONTROL, 1, 4);
-    write(vcpu, vmcb::state::RAX, st.gprs[0], 8);
-    let host = HOST_STATE.with(|page| page as *const Page as u64 - KERNEL_BASE);
-    // SAFETY: SVM is on; the VMCB is this Vcpu's, initialised by `prepare` with the
+    // The guest's registers stay in the Vcpu's state page: `svm_run` loads and stores
+    // them there, and RAX moves between it and the VMCB.
+    // SAFETY: the state page follows the VMCB in the Vcpu object (direct map); no
+    // reference to it exists while this raw pointer is used.
+    let gprs = unsafe { &raw mut (*state(vcpu)).gprs };
+    // SAFETY: as above; `gprs` points at 15 words.
+    write(vcpu, vmcb::state::RAX, unsafe { (*gprs)[0] }, 8);
+    let host = HOST_STATE.physical();
+    // SAFETY: SVM is on; the VMCB is this Vcpu's, initialised (`initialise`) with the
     // intercepts the kernel needs (every SVM instruction, INTR, NMI, shutdown, I/O and
     // MSRs through the Vcpu's maps) and nested paging over `root`, a live guest root;
     // `host` is a page of the kernel image used for nothing else; `svm_run` saves and
-    // restores every register the Rust ABI needs and the host's VMLOAD state.
-    unsafe { svm_run(&mut st.gprs, vcpu.0, host) };
-    st.gprs[0] = read(vcpu, vmcb::state::RAX);
-    // SAFETY: as in `prepare`.
-    unsafe { state(vcpu).write(st) };
+    // restores every register the Rust ABI needs and the host's VMLOAD state, and `gprs`
+    // is the Vcpu's register block, which nothing else refers to meanwhile.
+    unsafe { svm_run(gprs, vcpu.0, host) };
+    // SAFETY: as for `gprs` above.
+    unsafe { (*gprs)[0] = read(vcpu, vmcb::state::RAX) };
     let words = vmcb::exit_words(
         read(vcpu, vmcb::control::EXIT_CODE),
         read(vcpu, vmcb::control::EXIT_INFO_1),

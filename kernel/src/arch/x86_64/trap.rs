@@ -65,6 +65,18 @@ pub fn resume_frame(t: cleave_kernel_core::object::tcb::TcbRef) -> *const TrapFr
     regs as *const TrapFrame
 }
 
+/// The number (`rax`) of the system call being handled, from the registers the `syscall`
+/// stub has just saved below [`SYSCALL_FRAME_TOP`] (without a look at the object space).
+#[inline]
+pub fn syscall_number() -> u64 {
+    let top = SYSCALL_FRAME_TOP.load(core::sync::atomic::Ordering::Relaxed);
+    let frame = (top - core::mem::size_of::<TrapFrame>() as u64) as *const TrapFrame;
+    // SAFETY: on a `syscall` entry, `top` is the end of the calling thread's saved
+    // registers in its TCB (direct map, kept by `resume_frame`), which the stub has just
+    // filled; the frame is plain data, read once.
+    unsafe { (*frame).rax }
+}
+
 unsafe extern "C" {
     /// Loads every register from `frame` and returns to the context it describes.
     fn enter_user(frame: *const TrapFrame) -> !;

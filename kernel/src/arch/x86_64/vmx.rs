@@ -189,10 +189,11 @@ fn write_page(vcpu: PhysAddr, s: &VcpuState) {
 /// Makes the Vcpu at `vcpu` the current VMCS, clearing the previously active one and
 /// initialising a fresh one. `Err` if VMX is off.
 pub fn make_current(vcpu: PhysAddr) -> Result<(), Error> {
-    let vmx = VMX.with(|v| *v).ok_or(Error::IllegalOperation)?;
-    if vmx.active == vcpu.0 {
+    // The common case, the VMCS already current, reads nothing else.
+    if VMX.with(|v| v.map(|v| v.active)).ok_or(Error::IllegalOperation)? == vcpu.0 {
         return Ok(());
     }
+    let vmx = VMX.with(|v| *v).ok_or(Error::IllegalOperation)?;
     if vmx.active != 0 {
         clear_active();
     }
@@ -409,41 +410,55 @@ pub fn run(vcpu: PhysAddr, ept_root: PhysAddr, flush_ept: bool) -> Result<[u64; 
     vmwrite(host::CR3, cpu::read_cr3())?;
     vmwrite(host::FS_BASE, cpu::read_msr(IA32_FS_BASE))?;
     vmwrite(host::GS_BASE, cpu::read_msr(IA32_GS_BASE))?;
-    let mut st = read_page(vcpu);
-    let launched = u64::from(st.launch == launch::LAUNCHED);
+    // The Vcpu's state page is used in place (fields through the raw pointer, the
+    // registers by `vmx_run`), not copied in and out.
+    let st = state(vcpu);
+    // SAFETY: `vcpu` comes from a Vcpu capability, whose state page is kernel-object
+    // memory in the direct map; the kernel is single-threaded and no reference to the
+    // page exists. (The state-page accesses below rely on the same.)
+    let (launch_state, kernel_gs_base, cr2, switch_syscall) =
+        unsafe { ((*st).launch, (*st).kernel_gs_base, (*st).cr2, (*st).switch_syscall != 0) };
+    let launched = u64::from(launch_state == launch::LAUNCHED);
     // What the VMCS does not switch is this guest's own (doc/virtualization.md lists it all).
-    cpu::write_msr(IA32_KERNEL_GS_BASE, st.kernel_gs_base);
-    cpu::write_cr2(st.cr2);
+    cpu::write_msr(IA32_KERNEL_GS_BASE, kernel_gs_base);
+    cpu::write_cr2(cr2);
     // The SYSCALL MSRs, once the guest may reach them: its own in, the kernel's back
     // after (interrupts are off throughout; nothing runs a `syscall` in between).
-    let switch_syscall = st.switch_syscall != 0;
     let host_syscall = if switch_syscall { SYSCALL_MSRS.map(cpu::read_msr) } else { [0; 4] };
     if switch_syscall {
-        for (msr, value) in SYSCALL_MSRS.iter().zip(st.syscall_msrs) {
+        // SAFETY: as above.
+        let guest_syscall = unsafe { (*st).syscall_msrs };
+        for (msr, value) in SYSCALL_MSRS.iter().zip(guest_syscall) {
             cpu::write_msr(*msr, value);
         }
     }
     // SAFETY: the current VMCS is this Vcpu's, fully initialised (host state pointing at
     // `vmx_exit`, this kernel's CR3, segments and tables); `vmx_run` saves and restores
-    // every register the Rust ABI needs and writes the guest's registers back to `gprs`.
-    let result = unsafe { vmx_run(&mut st.gprs, launched) };
+    // every register the Rust ABI needs and writes the guest's registers back to `gprs`,
+    // the state page's register block (see above).
+    let result = unsafe { vmx_run(&raw mut (*st).gprs, launched) };
     // A VM exit (or a failed entry's return) leaves GDTR and IDTR limits at 0xFFFF: the
     // real ones again before anything else runs.
     gdt::reload();
     super::idt::reload();
-    st.kernel_gs_base = cpu::read_msr(IA32_KERNEL_GS_BASE);
-    st.cr2 = super::trap::cr2();
+    let (kernel_gs_base, cr2) = (cpu::read_msr(IA32_KERNEL_GS_BASE), super::trap::cr2());
+    // SAFETY: as above.
+    unsafe {
+        (*st).kernel_gs_base = kernel_gs_base;
+        (*st).cr2 = cr2;
+    }
     if switch_syscall {
-        st.syscall_msrs = SYSCALL_MSRS.map(cpu::read_msr);
+        let guest_syscall = SYSCALL_MSRS.map(cpu::read_msr);
+        // SAFETY: as above.
+        unsafe { (*st).syscall_msrs = guest_syscall };
         for (msr, value) in SYSCALL_MSRS.iter().zip(host_syscall) {
             cpu::write_msr(*msr, value);
         }
     }
-    write_page(vcpu, &st);
     match result {
         0 => {
-            st.launch = launch::LAUNCHED;
-            write_page(vcpu, &st);
+            // SAFETY: as above.
+            unsafe { (*st).launch = launch::LAUNCHED };
             let reason = vmread(ro::EXIT_REASON)?;
             let basic = reason & 0xffff;
             let interruption =
