@@ -39,7 +39,7 @@ fn boot_run(icount: bool) -> Run {
 
 /// The groups of figures `cargo xtask bench FILTER` chooses from, each measured by one
 /// part of [`run`].
-pub const GROUPS: &str = "boot, retype, ipc, loader, supervisor, vmx, svm, cleave, fuzz, xenstored";
+pub const GROUPS: &str = "boot, retype, ipc, loader, supervisor, vmx, svm, cleave, fuzz, xenstored, linux";
 
 /// Runs every benchmark whose group ([`GROUPS`]) contains `filter` (all without one) and
 /// prints one `bench NAME = VALUE UNIT` line per figure.
@@ -100,6 +100,11 @@ pub fn run(filter: Option<&str>) -> Result<()> {
                 crate::fuzz::SHORT_FUZZ_OPS
             ),
             _ => bail!("the object-layer fuzzer failed:\n{output}"),
+        }
+    }
+    if wanted("linux") {
+        for line in linux_figures()? {
+            println!("{line}");
         }
     }
     if wanted("xenstored") {
@@ -442,4 +447,41 @@ impl Drop for PinnedToOneCpu {
             }
         }
     }
+}
+
+/// The Linux guest (doc/linux-guest.md): the same kernel and initramfs booted to the
+/// prompt directly in QEMU and under Cleave (on SVM), in instructions under `-icount`
+/// (from the kernel's 64-bit entry, and from Cleave's first `VmEnter`) and wall time; the
+/// ratio of the two instruction counts is the virtualization's cost of the boot (goal at
+/// most 1.5x); and the VMM's exits per second of guest time, by reason.
+fn linux_figures() -> Result<Vec<String>> {
+    let guest = crate::linux::prepare()?;
+    let baseline = crate::linux::baseline::measure(&guest)?;
+    let cleave = crate::linux::under_cleave::measure()?;
+    let ratio = cleave.instructions_to_prompt as f64 / baseline.instructions_to_prompt as f64;
+    Ok(vec![
+        format!(
+            "bench linux.baseline_instructions_to_prompt = {} instructions (QEMU -icount shift=0 without Cleave, from the kernel's 64-bit entry)",
+            baseline.instructions_to_prompt
+        ),
+        format!(
+            "bench linux.cleave_instructions_to_prompt = {} instructions (QEMU -icount shift=0, Cleave on SVM, from the first VmEnter: the kernel's, the VMM's and the guest's; {} before it to boot Cleave and build the system)",
+            cleave.instructions_to_prompt, cleave.instructions_before_entry
+        ),
+        format!(
+            "bench linux.boot_overhead = {ratio:.2}x (Cleave's instructions to the prompt over the baseline's; goal <= 1.5x)"
+        ),
+        format!(
+            "bench linux.baseline_wall_to_prompt = {:.0} ms (QEMU TCG without Cleave, one run)",
+            baseline.wall_to_prompt.as_secs_f64() * 1000.0
+        ),
+        format!(
+            "bench linux.svm_wall_to_prompt = {:.0} ms (QEMU TCG, Cleave on SVM, from starting QEMU, one run)",
+            cleave.wall_to_prompt.as_secs_f64() * 1000.0
+        ),
+        format!(
+            "bench linux.exits_by_reason: {}",
+            cleave.exits_by_reason.trim_start_matches("vmm: guest 'debian' ")
+        ),
+    ])
 }

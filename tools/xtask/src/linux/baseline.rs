@@ -222,14 +222,14 @@ fn triple(guest: &Guest) -> Result<bool> {
 }
 
 /// `target/linux/baseline/NAME`, created.
-fn baseline_dir(name: &str) -> Result<PathBuf> {
+pub(super) fn baseline_dir(name: &str) -> Result<PathBuf> {
     let dir = crate::workspace_root().join("target/linux/baseline").join(name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
 /// The count in `info replay`'s answer (`Recording execution 'FILE': instruction count = N`).
-fn replay_count(answer: &str) -> Result<u64> {
+pub(super) fn replay_count(answer: &str) -> Result<u64> {
     answer
         .split("instruction count = ")
         .nth(1)
@@ -239,7 +239,7 @@ fn replay_count(answer: &str) -> Result<u64> {
 }
 
 /// A QEMU running the guest, its console on our pipes.
-struct Qemu {
+pub(super) struct Qemu {
     child: Child,
     stdin: ChildStdin,
     output: mpsc::Receiver<Vec<u8>>,
@@ -248,17 +248,13 @@ struct Qemu {
     consumed: usize,
     serial: std::fs::File,
     log: PathBuf,
-    started: Instant,
+    pub(super) started: Instant,
 }
 
 impl Qemu {
     /// Starts QEMU with the guest, `extra` arguments and kernel command line `cmdline`; the
     /// console is saved to `target/linux/baseline/NAME/serial.log`.
     fn start(guest: &Guest, name: &str, extra: &[&str], cmdline: &str) -> Result<Qemu> {
-        let dir = baseline_dir(name)?;
-        let log = dir.join("serial.log");
-        let serial = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let stderr = std::fs::File::create(dir.join("qemu.stderr"))?;
         let mut command = Command::new("qemu-system-x86_64");
         command
             .args(["-machine", "pc", "-cpu", CPU, "-accel", "tcg", "-m", MEMORY])
@@ -271,10 +267,18 @@ impl Qemu {
             .arg("-initrd")
             .arg(&guest.initramfs)
             .args(["-append", cmdline])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+            .args(extra);
+        Qemu::spawn(command, name)
+    }
+
+    /// Starts `command` (a QEMU whose standard input and output are the console); the
+    /// console is saved to `target/linux/baseline/NAME/serial.log`.
+    pub(super) fn spawn(mut command: Command, name: &str) -> Result<Qemu> {
+        let dir = baseline_dir(name)?;
+        let log = dir.join("serial.log");
+        let serial = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let stderr = std::fs::File::create(dir.join("qemu.stderr"))?;
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
         let started = Instant::now();
         let mut child = command.spawn().context("cannot start qemu-system-x86_64")?;
         let stdin = child.stdin.take().context("QEMU's stdin")?;
@@ -298,7 +302,7 @@ impl Qemu {
 
     /// Waits until `text` appears after what earlier waits went past; returns the console
     /// output up to and including it.
-    fn wait_for(&mut self, text: &str, timeout: Duration) -> Result<String> {
+    pub(super) fn wait_for(&mut self, text: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(at) = find(&self.received[self.consumed..], text.as_bytes()) {
@@ -342,6 +346,13 @@ impl Qemu {
         Ok(command_output(&raw, command))
     }
 
+    /// Types `line` at the console.
+    pub(super) fn type_line(&mut self, line: &str) -> Result<()> {
+        self.stdin.write_all(format!("{line}\n").as_bytes())?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
     /// `poweroff -f`: without ACPI Linux can only halt, so QEMU is stopped once it says so.
     fn power_off(mut self) -> Result<()> {
         self.stdin.write_all(b"poweroff -f\n")?;
@@ -351,7 +362,7 @@ impl Qemu {
     }
 
     /// Waits for QEMU to end by itself, keeping the console.
-    fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+    pub(super) fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             while let Ok(chunk) = self.output.try_recv() {
