@@ -677,6 +677,17 @@ const COMMANDS: &[DocumentedCommand] = &[
             "debian: cleave-guest: init done",
             "vmm: guest 'debian' reset itself",
         ],
+    },
+    // The Linux guest on VT-x (Bochs): it boots to its init and reboots itself.
+    DocumentedCommand {
+        name: "command-run-linux-bochs",
+        args: &["run", "--system", "systems/linux-reboot.toml", "--bochs"],
+        expect: &["vt-x: VMX on; guests can run", "loader: built"],
+        anywhere: &[
+            "debian: cleave-guest: /init started",
+            "debian: cleave-guest: init done",
+            "vmm: guest 'debian' reset itself",
+        ],
     }, // Another system than the default one, chosen as the README says.
     DocumentedCommand {
         name: "command-run-lifetimes",
