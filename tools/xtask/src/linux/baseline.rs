@@ -154,28 +154,42 @@ fn icount_run(guest: &Guest) -> Result<(u64, u64)> {
     let gdb = format!("unix:{},server=on,wait=off", socket.display());
     let cmdline = icount_cmdline();
     let mut qemu = Qemu::start(guest, "icount", &["-icount", &icount, "-S", "-gdb", &gdb], &cmdline)?;
-    let counts = (|| -> Result<(u64, u64)> {
-        let mut remote = gdb::Remote::connect(&socket, Duration::from_secs(10))?;
-        remote.breakpoint(ENTRY_64, true)?;
-        remote.resume_until_stop(PROMPT_TIMEOUT)?;
+    let counts = counts_to_prompt(&mut qemu, &socket, ENTRY_64, PROMPT_TIMEOUT, |remote| {
         let registers = remote.monitor("info registers")?;
         anyhow::ensure!(
             registers.contains(&format!("RIP={ENTRY_64:016x}")) && registers.contains("CS64"),
             "the machine stopped elsewhere than the 64-bit entry:\n{registers}"
         );
-        let at_entry = replay_count(&remote.monitor("info replay")?)?;
-        remote.breakpoint(ENTRY_64, false)?;
-        remote.resume()?;
-        qemu.wait_for(PROMPT, PROMPT_TIMEOUT)?;
-        remote.interrupt()?;
-        let at_prompt = replay_count(&remote.monitor("info replay")?)?;
-        remote.detach()?;
-        Ok((at_entry, at_prompt))
-    })();
+        Ok(())
+    });
     let _ = std::fs::remove_file(&socket);
     let counts = counts?;
     qemu.power_off()?;
     Ok(counts)
+}
+
+/// In a QEMU started halted under `-icount` with record/replay and a GDB stub at `socket`:
+/// the instruction counts at the first time `entry` runs (after `check` there) and once
+/// the prompt has arrived on the console.
+pub(super) fn counts_to_prompt(
+    qemu: &mut Qemu,
+    socket: &std::path::Path,
+    entry: u64,
+    timeout: Duration,
+    check: impl FnOnce(&mut gdb::Remote) -> Result<()>,
+) -> Result<(u64, u64)> {
+    let mut remote = gdb::Remote::connect(socket, Duration::from_secs(10))?;
+    remote.breakpoint(entry, true)?;
+    remote.resume_until_stop(timeout)?;
+    check(&mut remote)?;
+    let at_entry = replay_count(&remote.monitor("info replay")?)?;
+    remote.breakpoint(entry, false)?;
+    remote.resume()?;
+    qemu.wait_for(PROMPT, timeout)?;
+    remote.interrupt()?;
+    let at_prompt = replay_count(&remote.monitor("info replay")?)?;
+    remote.detach()?;
+    Ok((at_entry, at_prompt))
 }
 
 /// The kernel command line of the `-icount` run: with the TSC's rate, as a VMM passes it.

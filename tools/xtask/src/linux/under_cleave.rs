@@ -8,8 +8,8 @@
 //! - The VMM's exits per second of guest time, by reason (its last lines, after the guest
 //!   reboots).
 
-use super::baseline::{Qemu, baseline_dir, replay_count};
-use super::{PROMPT, gdb};
+use super::PROMPT;
+use super::baseline::{Qemu, baseline_dir, counts_to_prompt};
 use crate::artifacts::{self, Artifacts};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -65,19 +65,7 @@ pub fn measure() -> Result<Figures> {
     let extra = ["-icount", &icount, "-S", "-gdb", &gdb_arg];
     let mut qemu =
         Qemu::spawn(command(&artifacts, memory, &dir.join("system.log"), &extra)?, "cleave-icount")?;
-    let counts = (|| -> Result<(u64, u64)> {
-        let mut remote = gdb::Remote::connect(&socket, Duration::from_secs(10))?;
-        remote.breakpoint(entry, true)?;
-        remote.resume_until_stop(PROMPT_TIMEOUT)?;
-        let at_entry = replay_count(&remote.monitor("info replay")?)?;
-        remote.breakpoint(entry, false)?;
-        remote.resume()?;
-        qemu.wait_for(PROMPT, PROMPT_TIMEOUT)?;
-        remote.interrupt()?;
-        let at_prompt = replay_count(&remote.monitor("info replay")?)?;
-        remote.detach()?;
-        Ok((at_entry, at_prompt))
-    })();
+    let counts = counts_to_prompt(&mut qemu, &socket, entry, PROMPT_TIMEOUT, |_| Ok(()));
     let _ = std::fs::remove_file(&socket);
     let (at_entry, at_prompt) = counts?;
     Ok(Figures {
