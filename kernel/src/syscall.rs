@@ -58,6 +58,10 @@ struct GuestEntry {
 fn vm_enter_fast(space: &mut ObjectSpace<DirectMemory>) -> Option<GuestEntry> {
     let thread = space.current()?;
     let (vcpu, root) = space.vm_enter_target(thread).ok()?;
+    // A pending signal returns at once (`exit::reason::NOTIFIED`): the general path's.
+    if space.bound_signal_pending(thread) {
+        return None;
+    }
     Some(prepare_entry(space, thread, vcpu, root))
 }
 
@@ -179,6 +183,15 @@ fn run_guest(t: TcbRef, vcpu: PhysAddr, root: PhysAddr, layout: Layout) -> (bool
         match result {
             Ok(words) if words[0] == INTERRUPTED => {
                 interrupt::take_pending();
+                // What the interrupt did may have signalled the VMM itself: it hears so now.
+                if let Some(done) = objects::with(|s| {
+                    let word = s.take_bound_word(t)?;
+                    s.vm_exited(t, [NOTIFIED, word, 0, 0]);
+                    Some(after_guest(s, t, layout))
+                }) {
+                    serial::pump();
+                    return done;
+                }
                 let stays = objects::with(|s| s.current() == Some(t) && s.choose() == Some(t));
                 if !stays {
                     // (The interrupt's handler has just sent what console output it could.)
@@ -225,5 +238,7 @@ fn after_guest(s: &mut ObjectSpace<DirectMemory>, t: TcbRef, layout: Layout) -> 
 
 /// Exit reason: an external interrupt arrived while the guest ran.
 const INTERRUPTED: u64 = cleave_abi::vcpu::exit::reason::INTERRUPTED;
+/// Exit reason: the VMM's bound notification was signalled.
+const NOTIFIED: u64 = cleave_abi::vcpu::exit::reason::NOTIFIED;
 /// Bytes of the `syscall` instruction (0f 05).
 const SYSCALL_LENGTH: u64 = cleave_kernel_core::object::syscall::SYSCALL_INSTRUCTION_LENGTH;

@@ -105,6 +105,12 @@ pub mod exit {
         pub const DEBUG_REGISTER: u64 = 14;
         /// An exit with no neutral reason (detail: [`super::other`]).
         pub const OTHER: u64 = 15;
+        /// Not a guest exit: the VMM thread's bound notification was signalled, before
+        /// `VmEnter` entered the guest or while the guest ran. The guest's state is as
+        /// the last exit (or the VMM) left it; the detail is the notification's word (the
+        /// badges of everyone who signalled), which `VmEnter` took, as a receive would.
+        /// This is how a VMM that runs its guest hears from the components serving it.
+        pub const NOTIFIED: u64 = 16;
         /// A physical interrupt arrived while the guest ran (the kernel's: a VMM never
         /// sees this reason).
         pub const INTERRUPTED: u64 = 0xffff;

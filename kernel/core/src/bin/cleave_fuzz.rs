@@ -96,7 +96,11 @@ fn main() {
     let seconds = started.elapsed().as_secs_f64();
     if stats {
         for ((number, label), n) in &successes {
-            println!("fuzz: system call {number} label {label}: {n} succeeded");
+            if *label == fuzz::VM_ENTER_NOTIFIED {
+                println!("fuzz: system call {number} (VmEnter) returned NOTIFIED, a signal pending: {n}");
+            } else {
+                println!("fuzz: system call {number} label {label}: {n} succeeded");
+            }
         }
     }
     println!(

@@ -258,7 +258,15 @@ pub struct World {
     threads: Vec<TcbRef>,
     /// How many system calls returned success, by (number, label): how deep a run went.
     pub successes: BTreeMap<(u64, u64), u64>,
+    /// A `VmEnter` that broke the notification rule (a thread whose bound notification
+    /// was signalled entered its guest, or returned without taking the signal): checked
+    /// by [`check`].
+    vm_enter_broken: Option<String>,
 }
+
+/// The label under which [`World::successes`] counts `VmEnter`s that returned
+/// `NOTIFIED` (a signal pending) rather than entering the guest.
+pub const VM_ENTER_NOTIFIED: u64 = u64::MAX;
 
 /// Builds the starting world: a root CNode and 8 MiB untyped (the loader's), and
 /// [`COMPONENTS`] components, each with a CNode, a VSpace with its IPC buffers mapped, two
@@ -364,6 +372,20 @@ pub fn world_in(format: Format) -> World {
             tcb.set_regs(&mut s.mem, &Registers::user(ENTRY, STACK));
             s.make_runnable(tcb);
         }
+        // Thread 1 is a VMM from the start: its Vcpu bound with the guest-physical space,
+        // and a notification of its own bound to it (slot 17: its component can signal it),
+        // so that `VmEnter` meets pending signals often.
+        let (Cap::Vcpu { base: vcpu }, Cap::Tcb { base: vmm }) =
+            (s.mem.cap_at(root_slot(at + 10)), s.mem.cap_at(root_slot(at + 7)))
+        else {
+            unreachable!()
+        };
+        s.vcpu_bind(vcpu, TcbRef(vmm));
+        s.vcpu_set_ept(vcpu, s.mem.cap_at(root_slot(at + 11))).expect("a guest-physical space");
+        make(&mut s, ObjectType::Notification, 0, at + 13);
+        let Cap::Notification { base: ntfn, .. } = s.mem.cap_at(root_slot(at + 13)) else { unreachable!() };
+        s.bind_notification(TcbRef(vmm), ntfn).expect("nothing bound yet");
+        s.copy(root_slot(at + 13), own(17)).expect("copy");
     }
     let mut w = World {
         s,
@@ -371,6 +393,7 @@ pub fn world_in(format: Format) -> World {
         boss,
         threads: Vec::new(),
         successes: BTreeMap::new(),
+        vm_enter_broken: None,
     };
     w.threads = live_threads(&w.s);
     w
@@ -824,6 +847,7 @@ impl World {
                     self.after_entry();
                     return;
                 }
+                let signalled = number == Syscall::VmEnter as u64 && self.s.bound_signal_pending(t);
                 let outcome = self.s.syscall(&mut self.hw);
                 if t.regs(&self.s.mem).rax == 0 && Syscall::from_raw(number).is_some() {
                     *self.successes.entry((number, MessageInfo(info).label())).or_default() += 1;
@@ -836,6 +860,26 @@ impl World {
                             cleave_abi::syscall::fault::UNKNOWN_SYSCALL,
                             [n, r.rip, r.rsp, r.rflags],
                         );
+                    }
+                    Outcome::VmEnter { .. } if signalled => {
+                        self.vm_enter_broken.get_or_insert(format!(
+                            "thread {:#x} entered its guest with a signal pending",
+                            t.0.0
+                        ));
+                    }
+                    Outcome::Done if signalled && t.regs(&self.s.mem).rax == 0 => {
+                        let regs = t.regs(&self.s.mem);
+                        if regs.rdx != cleave_abi::vcpu::exit::reason::NOTIFIED
+                            || self.s.bound_signal_pending(t)
+                        {
+                            self.vm_enter_broken.get_or_insert(format!(
+                                "thread {:#x}: VmEnter with a signal pending returned reason {:#x}, signal {}",
+                                t.0.0,
+                                regs.rdx,
+                                if self.s.bound_signal_pending(t) { "still pending" } else { "taken" }
+                            ));
+                        }
+                        *self.successes.entry((number, VM_ENTER_NOTIFIED)).or_default() += 1;
                     }
                     Outcome::VmEnter { vcpu, .. } => {
                         let _ = self.s.fpu_switch(vcpu);
@@ -1021,6 +1065,10 @@ macro_rules! ensure {
 pub fn check(w: &World) -> Result<(), String> {
     let s = &w.s;
     let m = &s.mem;
+    // 0. What single steps broke (recorded as they ran).
+    if let Some(broken) = &w.vm_enter_broken {
+        return Err(broken.clone());
+    }
     // 1. The tree.
     let mut nodes: BTreeMap<u64, Cap> = BTreeMap::new();
     let mut stack = std::vec![SENTINEL];

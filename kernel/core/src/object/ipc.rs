@@ -355,19 +355,32 @@ impl<M: KernelMemory> ObjectSpace<M> {
 
     /// If `t`'s bound notification has a pending word, takes it for `t`.
     fn take_bound_signal(&mut self, t: TcbRef) -> bool {
-        let Some(ntfn) =
-            (t.bound_notification(&self.mem) != 0).then(|| PhysAddr(t.bound_notification(&self.mem)))
-        else {
-            return false;
-        };
-        if self.word(PhysAddr(ntfn.0 + NTFN_ACTIVE)) == 0 {
-            return false;
+        match self.take_bound_word(t) {
+            Some(word) => {
+                self.signal_to(t, word);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Whether `t` has a bound notification that has been signalled and not yet taken.
+    #[inline(always)]
+    pub fn bound_signal_pending(&self, t: TcbRef) -> bool {
+        let ntfn = t.bound_notification(&self.mem);
+        ntfn != 0 && self.word(PhysAddr(ntfn + NTFN_ACTIVE)) != 0
+    }
+
+    /// Takes the pending word of `t`'s bound notification (which is then idle), if any.
+    pub fn take_bound_word(&mut self, t: TcbRef) -> Option<u64> {
+        if !self.bound_signal_pending(t) {
+            return None;
+        }
+        let ntfn = PhysAddr(t.bound_notification(&self.mem));
         let word = self.word(PhysAddr(ntfn.0 + NTFN_WORD));
         self.set_word(PhysAddr(ntfn.0 + NTFN_WORD), 0);
         self.set_word(PhysAddr(ntfn.0 + NTFN_ACTIVE), 0);
-        self.signal_to(t, word);
-        true
+        Some(word)
     }
 
     /// `Reply` by `replier` to the thread whose Call it received. A reply capability

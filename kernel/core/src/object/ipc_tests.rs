@@ -15,6 +15,7 @@ use crate::VirtAddr;
 use crate::addr::PhysAddr;
 use crate::object::paging::At;
 use cleave_abi::object::label;
+use cleave_abi::vcpu::exit::reason;
 use cleave_abi::{Error, MessageInfo, ObjectType, Rights, Syscall};
 
 const ROOT: u64 = 0x10_1000;
@@ -746,6 +747,76 @@ fn threads_take_names_of_up_to_32_bytes() {
     // Shorter names clear what was there.
     w.invoke(20, label::TCB_SET_NAME, &words(b"vmm")).unwrap();
     assert_eq!(&t.name(&w.s.mem)[..4], b"vmm\0");
+}
+
+/// A VMM hears from the components serving it through its bound notification: `VmEnter`
+/// with a signal pending returns `NOTIFIED` with the word (taken, as a receive takes it)
+/// instead of entering; without one it enters. Several signals in a row, from two
+/// badges, before and between entries; a signal to another thread's notification does not
+/// count; an unbound notification's signals wait for a receive.
+#[test]
+fn vm_enter_returns_notified_while_a_signal_is_pending() {
+    let mut w = world();
+    let boss = w.boss;
+    w.make(ObjectType::Vcpu, 40);
+    w.make(ObjectType::EptPml4, 41);
+    w.make(ObjectType::Notification, 42);
+    w.make(ObjectType::Notification, 43);
+    w.s.mint(slot(42), slot(44), Rights::WRITE, 0b01).unwrap();
+    w.s.mint(slot(42), slot(45), Rights::WRITE, 0b10).unwrap();
+    w.s.mint(slot(43), slot(46), Rights::WRITE, 0b100).unwrap();
+    w.invoke(40, label::VCPU_SET_TCB, &[2]).unwrap();
+    w.invoke(40, label::VCPU_SET_EPT, &[41]).unwrap();
+    let Cap::Vcpu { base: vcpu } = w.s.mem.cap_at(slot(40)) else { panic!() };
+    let Cap::EptRoot { base: root, .. } = w.s.mem.cap_at(slot(41)) else { panic!() };
+    let enter = |w: &mut World| w.sys(boss, Syscall::VmEnter, 0, MessageInfo::default(), [0; 4]);
+    let signal = |w: &mut World, cptr: u64| {
+        w.sys(boss, Syscall::Send, cptr, MessageInfo::default(), [0; 4]);
+        assert_eq!(w.status(boss), 0);
+    };
+    let notified = |w: &World| {
+        let r = boss.regs(&w.s.mem);
+        (w.status(boss), r.rdx, r.r8)
+    };
+    // Nothing bound: signals wait in the notification; the thread enters.
+    signal(&mut w, 44);
+    assert_eq!(enter(&mut w), Outcome::VmEnter { vcpu, ept_root: root });
+    w.s.vm_exited(boss, [reason::HLT, 0, 0, 1]);
+    // Bound: the waiting signal is taken by the next entry, which does not enter.
+    w.invoke(2, label::TCB_BIND_NOTIFICATION, &[42]).unwrap();
+    assert_eq!(enter(&mut w), Outcome::Done);
+    assert_eq!(notified(&w), (0, reason::NOTIFIED, 0b01));
+    // Taken: the next entry enters.
+    assert_eq!(enter(&mut w), Outcome::VmEnter { vcpu, ept_root: root });
+    w.s.vm_exited(boss, [reason::HLT, 0, 0, 1]);
+    // Two badges before one entry: both bits, once.
+    signal(&mut w, 44);
+    signal(&mut w, 45);
+    assert_eq!(enter(&mut w), Outcome::Done);
+    assert_eq!(notified(&w), (0, reason::NOTIFIED, 0b11));
+    assert_eq!(enter(&mut w), Outcome::VmEnter { vcpu, ept_root: root });
+    w.s.vm_exited(boss, [reason::HLT, 0, 0, 1]);
+    // Another notification (not bound to this thread) does not stop the entry.
+    signal(&mut w, 46);
+    assert_eq!(enter(&mut w), Outcome::VmEnter { vcpu, ept_root: root });
+    w.s.vm_exited(boss, [reason::HLT, 0, 0, 1]);
+    // A receive takes a pending signal as before; then the entry enters.
+    signal(&mut w, 45);
+    w.sys(boss, Syscall::NbRecv, 42, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.status(boss), boss.regs(&w.s.mem).rdi), (0, 0b10));
+    assert_eq!(enter(&mut w), Outcome::VmEnter { vcpu, ept_root: root });
+    w.s.vm_exited(boss, [reason::HLT, 0, 0, 1]);
+    // A thread that cannot enter is told why, even with a signal pending (which waits).
+    signal(&mut w, 44);
+    w.invoke(40, label::VCPU_SET_EPT, &[42]).unwrap_err();
+    w.s.delete(slot(41)).unwrap();
+    assert_eq!(enter(&mut w), Outcome::Done);
+    assert_eq!(w.status(boss), Error::FailedLookup as u64);
+    assert!(w.s.bound_signal_pending(boss), "the signal is still there");
+    // Unbound, the pending signal stays for a receive.
+    w.invoke(2, label::TCB_UNBIND_NOTIFICATION, &[]).unwrap();
+    w.sys(boss, Syscall::NbRecv, 42, MessageInfo::default(), [0; 4]);
+    assert_eq!((w.status(boss), boss.regs(&w.s.mem).rdi), (0, 0b01));
 }
 
 #[test]

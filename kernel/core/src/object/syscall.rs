@@ -80,6 +80,11 @@ impl<M: KernelMemory> ObjectSpace<M> {
             }
             Syscall::Reply => self.reply(t).map(|()| self.set_status(t, Ok(()))),
             Syscall::VmEnter => match self.vm_enter_target(t) {
+                // A signal for the VMM comes first: it returns without entering.
+                Ok(_) if let Some(word) = self.take_bound_word(t) => {
+                    self.vm_exited(t, [cleave_abi::vcpu::exit::reason::NOTIFIED, word, 0, 0]);
+                    Ok(())
+                }
                 Ok((vcpu, ept_root)) => return Outcome::VmEnter { vcpu, ept_root },
                 Err(e) => Err(e),
             },
