@@ -1,0 +1,239 @@
+//! Frame pipes: both directions, wrap-around, full pipes, netback restarts, and hostile
+//! peers on either side.
+
+use super::Rng;
+use crate::error::{Error, ProtocolError, RegionError, RequestError, Ring};
+use crate::layout::offset;
+use crate::pipe::{Consumer, FRAME_SLOT, MAX_FRAME, Producer, region_size};
+use crate::shared::test_region::Region;
+use std::vec;
+use std::vec::Vec;
+
+const SLOTS: u32 = 8;
+
+fn region() -> Region {
+    Region::new(region_size(SLOTS).unwrap())
+}
+
+/// Frame `n`: its length varies from 0 to `MAX_FRAME`, its bytes name it.
+fn frame(n: u64) -> Vec<u8> {
+    let len = (n as usize * 397) % (MAX_FRAME + 1);
+    (0..len).map(|i| (n as u8).wrapping_add(i as u8).wrapping_mul(3)).collect()
+}
+
+fn receive(consumer: &mut Consumer) -> Option<Vec<u8>> {
+    let mut buf = vec![0; MAX_FRAME];
+    consumer.receive(&mut buf).unwrap().map(|len| buf[..len].to_vec())
+}
+
+#[test]
+fn frames_go_through_in_order_past_u32_max() {
+    // tx: the VMM formats and produces, netback attaches and consumes.
+    let region = self::region();
+    let mut vmm = Producer::format_with_base(region.shared(), SLOTS, u32::MAX - 10).unwrap();
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    let mut next = 0;
+    for round in 0..10u64 {
+        let batch = round % 5 + 1;
+        for n in next..next + batch {
+            assert_eq!(vmm.send(&frame(n)), Ok(true));
+        }
+        assert_eq!(receive(&mut netback), None, "not published yet");
+        assert_eq!(vmm.publish(), Ok(true));
+        for n in next..next + batch {
+            assert_eq!(receive(&mut netback), Some(frame(n)), "frame {n}");
+        }
+        assert_eq!(receive(&mut netback), None);
+        next += batch;
+    }
+    assert_eq!(region.shared().load_u32(offset::PIPE_PROD), Ok((u32::MAX - 10).wrapping_add(next as u32)));
+    assert!(next > 11, "the indexes wrapped");
+    // rx: netback produces into a pipe the VMM formats and consumes.
+    let region = self::region();
+    let mut netback = Producer::attach(region.shared(), SLOTS).unwrap();
+    let mut vmm = Consumer::format_with_base(region.shared(), SLOTS, u32::MAX - 2).unwrap();
+    for n in 0..20 {
+        assert_eq!(netback.send(&frame(n)), Ok(true));
+        netback.publish().unwrap();
+        assert_eq!(receive(&mut vmm), Some(frame(n)));
+    }
+    assert!(region.guards_intact());
+}
+
+#[test]
+fn a_full_pipe_drops_and_counts() {
+    let region = self::region();
+    let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    for n in 0..SLOTS as u64 + 3 {
+        assert_eq!(vmm.send(&frame(n)), Ok(n < SLOTS as u64), "frame {n}");
+    }
+    assert_eq!(vmm.dropped(), 3);
+    vmm.publish().unwrap();
+    assert_eq!(receive(&mut netback), Some(frame(0)));
+    assert_eq!(vmm.send(&frame(99)), Ok(true), "room again");
+    vmm.publish().unwrap();
+    let got: Vec<Vec<u8>> = core::iter::from_fn(|| receive(&mut netback)).collect();
+    let mut expected: Vec<Vec<u8>> = (1..SLOTS as u64).map(frame).collect();
+    expected.push(frame(99));
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn long_frames_and_short_buffers_are_refused() {
+    let region = self::region();
+    let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    let long = vec![0; MAX_FRAME + 1];
+    assert_eq!(vmm.send(&long), Err(Error::Request(RequestError::FrameTooLong(MAX_FRAME + 1))));
+    assert_eq!(vmm.dropped(), 0);
+    assert_eq!(vmm.send(&[7; MAX_FRAME]), Ok(true));
+    vmm.publish().unwrap();
+    let mut short = vec![0; 100];
+    assert_eq!(
+        netback.receive(&mut short),
+        Err(Error::Request(RequestError::BufferTooSmall { needed: MAX_FRAME }))
+    );
+    assert_eq!(receive(&mut netback), Some(vec![7; MAX_FRAME]), "the frame stayed");
+    assert_eq!(region_size(12), Err(RegionError::Geometry));
+    assert_eq!(region_size(SLOTS), Ok(4096 + 4096 + SLOTS as usize * FRAME_SLOT as usize));
+    let small = Region::new(4096 * 2);
+    assert!(matches!(Producer::format(small.shared(), SLOTS), Err(RegionError::TooSmall { .. })));
+}
+
+#[test]
+fn a_netback_restart_loses_at_most_the_frames_in_flight() {
+    // rx: netback attaches before the VMM formats (its frames are dropped until then),
+    // sends three frames and publishes them, writes two more without publishing, restarts.
+    let region = self::region();
+    let mut netback = Producer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(netback.send(&frame(100)), Ok(false), "not formatted: dropped");
+    assert_eq!(netback.dropped(), 1);
+    let mut vmm = Consumer::format(region.shared(), SLOTS).unwrap();
+    for n in 0..3 {
+        assert_eq!(netback.send(&frame(n)), Ok(true));
+    }
+    netback.publish().unwrap();
+    assert_eq!(receive(&mut vmm), Some(frame(0)));
+    for n in 3..5 {
+        assert_eq!(netback.send(&frame(n)), Ok(true));
+    }
+    let mut netback = Producer::attach(region.shared(), SLOTS).unwrap();
+    for n in 10..12 {
+        assert_eq!(netback.send(&frame(n)), Ok(true));
+    }
+    netback.publish().unwrap();
+    let got: Vec<Vec<u8>> = core::iter::from_fn(|| receive(&mut vmm)).collect();
+    assert_eq!(got, [frame(1), frame(2), frame(10), frame(11)]);
+    // tx: netback has taken two of five frames when it restarts; the new instance takes
+    // the other three.
+    let region = self::region();
+    let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    for n in 0..5 {
+        vmm.send(&frame(n)).unwrap();
+    }
+    vmm.publish().unwrap();
+    assert_eq!(receive(&mut netback), Some(frame(0)));
+    assert_eq!(receive(&mut netback), Some(frame(1)));
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    let got: Vec<Vec<u8>> = core::iter::from_fn(|| receive(&mut netback)).collect();
+    assert_eq!(got, [frame(2), frame(3), frame(4)]);
+    assert!(region.guards_intact());
+}
+
+#[test]
+fn hostile_indexes_and_lengths() {
+    fn error<T>(e: ProtocolError) -> Result<T, Error> {
+        Err(Error::Protocol(e))
+    }
+    // A producer index far ahead, seen by a consumer.
+    let region = self::region();
+    let mut vmm = Consumer::format(region.shared(), SLOTS).unwrap();
+    region.shared().store_u32(offset::PIPE_PROD, SLOTS + 1).unwrap();
+    assert_eq!(vmm.receive(&mut [0; MAX_FRAME]), error(ProtocolError::ProducerAhead(Ring::Pipe)));
+    assert_eq!(vmm.receive(&mut [0; MAX_FRAME]), error(ProtocolError::ProducerAhead(Ring::Pipe)), "for good");
+    // A frame length over the maximum.
+    let region = self::region();
+    let mut vmm = Consumer::format(region.shared(), SLOTS).unwrap();
+    region.shared().store_u32(offset::ENTRIES, 5000).unwrap();
+    region.shared().store_u32(offset::PIPE_PROD, 1).unwrap();
+    assert_eq!(vmm.receive(&mut [0; MAX_FRAME]), error(ProtocolError::FrameTooLong(5000)));
+    // A consumer index ahead of the producer's.
+    let region = self::region();
+    let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
+    region.shared().store_u32(offset::PIPE_CONS, 3).unwrap();
+    assert_eq!(vmm.send(&frame(1)), error(ProtocolError::ConsumerAhead(Ring::Pipe)));
+    // A netback attaching to a pipe whose header disagrees, or whose indexes do.
+    let region = self::region();
+    Producer::format(region.shared(), SLOTS / 2).unwrap();
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(
+        netback.receive(&mut [0; MAX_FRAME]),
+        error(ProtocolError::GeometryMismatch { slots: SLOTS / 2, slot_size: FRAME_SLOT })
+    );
+    let region = self::region();
+    Consumer::format(region.shared(), SLOTS).unwrap();
+    region.shared().store_u32(offset::PIPE_CONS, 1000).unwrap();
+    let mut netback = Producer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(netback.send(&frame(1)), error(ProtocolError::ConsumerAhead(Ring::Pipe)));
+    assert!(region.guards_intact());
+}
+
+/// 10,000 rounds of both sides of a pipe at work while the header and the length entries
+/// are overwritten with garbage: errors, never a panic or an access outside the region.
+#[test]
+fn garbage_in_a_pipe() {
+    let mut rng = Rng::new(0x91be);
+    let region = self::region();
+    let shared = region.shared();
+    let mut producer = Producer::format(shared, SLOTS).unwrap();
+    let mut consumer = Consumer::attach(shared, SLOTS).unwrap();
+    let (mut received, mut errors) = (0, 0);
+    let mut buf = vec![0; MAX_FRAME];
+    for round in 0..10_000u64 {
+        for _ in 0..rng.below(4) {
+            if producer.send(&frame(round)).is_err() {
+                // The VMM's pipe is stopped for good after an error; the test starts a
+                // fresh one now and then, and otherwise lets a netback-like producer attach.
+                errors += 1;
+                producer = if rng.one_in(4) {
+                    Producer::format(shared, SLOTS).unwrap()
+                } else {
+                    Producer::attach(shared, SLOTS).unwrap()
+                };
+            }
+        }
+        let _ = producer.publish();
+        match if rng.one_in(3) { rng.below(4) } else { u64::MAX } {
+            0 => shared.store_u32(offset::PIPE_PROD, rng.next() as u32).unwrap(),
+            1 => shared.store_u32(offset::PIPE_CONS, rng.next() as u32).unwrap(),
+            2 => {
+                let at = offset::ENTRIES + 4 * rng.below(SLOTS as u64) as usize;
+                shared.store_u32(at, rng.below(2 * MAX_FRAME as u64) as u32).unwrap();
+            }
+            3 => {
+                let at = rng.below(0x100) as usize & !3;
+                shared.store_u32(at, rng.next() as u32).unwrap();
+            }
+            _ => {}
+        }
+        for _ in 0..rng.below(4) {
+            match consumer.receive(&mut buf) {
+                Ok(Some(len)) => {
+                    assert!(len <= MAX_FRAME);
+                    received += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    assert_ne!(e, Error::Protocol(ProtocolError::OutOfRegion), "round {round}");
+                    errors += 1;
+                    consumer = Consumer::attach(shared, SLOTS).unwrap();
+                    break;
+                }
+            }
+        }
+    }
+    assert!(region.guards_intact());
+    assert!(received > 1000 && errors > 100, "{received} frames, {errors} errors");
+}
