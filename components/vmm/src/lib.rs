@@ -92,17 +92,96 @@ pub struct Named {
     pub name: &'static str,
     /// The second serial port's I/O ports, when the console is there.
     pub serial: Option<Cap<IoPort>>,
+    /// Bytes taken from the serial port that the guest's UART had no room for yet.
+    input: Typed,
+}
+
+/// What arrived at the console's serial port, waiting for the guest's UART. The VMM
+/// empties the port's receiver whenever it touches the port, so that a machine whose UART
+/// drops what its FIFO cannot hold (Bochs's does; QEMU's holds the host back instead)
+/// loses nothing while the guest is busy: up to [`Typed::SIZE`] bytes wait here (on the
+/// heap: the VMM's stack is small).
+struct Typed {
+    bytes: alloc::collections::VecDeque<u8>,
+}
+
+impl Typed {
+    const SIZE: usize = 4096;
+
+    fn new() -> Self {
+        Self { bytes: alloc::collections::VecDeque::new() }
+    }
+
+    fn full(&self) -> bool {
+        self.bytes.len() >= Self::SIZE
+    }
+
+    /// Moves the oldest bytes into `out`; returns how many.
+    fn take(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.bytes.len());
+        for (slot, byte) in out.iter_mut().zip(self.bytes.drain(..n)) {
+            *slot = byte;
+        }
+        n
+    }
 }
 
 impl Named {
     /// A console into the system's log.
     pub fn log(name: &'static str) -> Self {
-        Self { name, serial: None }
+        Self { name, serial: None, input: Typed::new() }
+    }
+
+    /// A console on the machine's second serial port, `port` (COM2's eight I/O ports),
+    /// set up as 115200 baud, 8 data bits, no parity, one stop bit, FIFOs on, its
+    /// interrupts off (the VMM polls it). Left as the firmware left it, a UART may frame
+    /// five-bit characters (Bochs's does: its line control register starts at zero).
+    pub fn com2(name: &'static str, port: Cap<IoPort>) -> Self {
+        let setup = [
+            (COM2_IER, 0x00),
+            (COM2_LCR, 0x80), // divisor latch access
+            (COM2_DATA, 0x01),
+            (COM2_IER, 0x00), // divisor 1: 115200 baud
+            (COM2_LCR, 0x03), // 8 data bits, no parity, one stop bit
+            (COM2_FCR, 0x07), // FIFOs on and cleared
+            (COM2_MCR, 0x03), // DTR and RTS
+        ];
+        for (register, value) in setup {
+            // A port the VMM cannot write leaves the UART as it was; bytes still go out.
+            let _ = port.write(register, 1, value);
+        }
+        Self { name, serial: Some(port), input: Typed::new() }
+    }
+
+    /// Empties the serial port's receiver into [`Named::input`] (what does not fit stays
+    /// in the port); returns the line status last read.
+    fn drain(&mut self, port: Cap<IoPort>) -> Option<u32> {
+        loop {
+            let lsr = port.read(COM2_LSR, 1).ok()?;
+            if lsr & 1 == 0 || self.input.full() {
+                return Some(lsr);
+            }
+            let byte = port.read(COM2_DATA, 1).ok()?;
+            self.input.bytes.push_back(byte as u8);
+        }
+    }
+
+    /// What has been typed at the console, oldest first, up to `out.len()` bytes (what the
+    /// guest's UART can take).
+    fn typed(&mut self, out: &mut [u8]) -> usize {
+        if let Some(port) = self.serial {
+            self.drain(port);
+        }
+        self.input.take(out)
     }
 }
 
-/// COM2's data and line-status registers.
+/// COM2's registers (16550).
 const COM2_DATA: u16 = 0x2f8;
+const COM2_IER: u16 = 0x2f9;
+const COM2_FCR: u16 = 0x2fa;
+const COM2_LCR: u16 = 0x2fb;
+const COM2_MCR: u16 = 0x2fc;
 const COM2_LSR: u16 = 0x2fd;
 
 impl Console for Named {
@@ -117,32 +196,16 @@ impl Console for Named {
 
     fn byte(&mut self, byte: u8) {
         let Some(port) = self.serial else { return };
-        // Wait (a bounded while) for the transmitter to take it; a port that never does
-        // drops the output rather than the guest.
+        // Wait (a bounded while) for the transmitter to take it, keeping what arrives
+        // meanwhile; a port that never takes it drops the output rather than the guest.
         for _ in 0..10_000 {
-            match port.read(COM2_LSR, 1) {
-                Ok(lsr) if lsr & 0x20 != 0 => break,
-                Ok(_) => cleave_rt::syscall::yield_now(),
-                Err(_) => return,
+            match self.drain(port) {
+                Some(lsr) if lsr & 0x20 != 0 => break,
+                Some(_) => cleave_rt::syscall::yield_now(),
+                None => return,
             }
         }
         let _ = port.write(COM2_DATA, 1, u32::from(byte));
-    }
-}
-
-impl Named {
-    /// What has arrived at the console's serial port (up to what the guest's UART holds).
-    fn typed(&self, out: &mut [u8]) -> usize {
-        let Some(port) = self.serial else { return 0 };
-        let mut n = 0;
-        while n < out.len() && port.read(COM2_LSR, 1).is_ok_and(|lsr| lsr & 1 != 0) {
-            match port.read(COM2_DATA, 1) {
-                Ok(byte) => out[n] = byte as u8,
-                Err(_) => break,
-            }
-            n += 1;
-        }
-        n
     }
 }
 
@@ -276,9 +339,10 @@ pub fn run(
     let mut vm = Vm::new(console);
     vm.msr_policy = msr_policy;
     vm.console_input = vm.console.serial.is_some();
-    // Typed input is looked for at most this often (TSC ticks), and whenever the guest
-    // waits for it.
-    const INPUT_EVERY: u64 = 2_000_000;
+    // Typed input is looked for at least this often (TSC ticks) while the guest exits
+    // (every console byte out looks too), and whenever the guest waits for it: at 115200
+    // baud a 16-byte FIFO fills in about 1.4 ms.
+    const INPUT_EVERY: u64 = 200_000;
     let mut input_at = 0;
     let mut window = false;
     let mut last = cleave_rt::syscall::rdtsc();

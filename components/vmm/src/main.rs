@@ -90,7 +90,11 @@ fn component() -> i32 {
     };
     // The audit log: this guest relies on this VMM while it runs.
     cleave_rt::audit!("serve {name} vmm-{name}#1");
-    let console = vmm::Named { name, serial: (config.console == "com2").then_some(layout::CONSOLE) };
+    let console = if config.console == "com2" {
+        vmm::Named::com2(name, layout::CONSOLE)
+    } else {
+        vmm::Named::log(name)
+    };
     let outcome = run(vcpu, ram, console, msr_policy);
     cleave_rt::audit!("unserve {name} vmm-{name}#1");
     match outcome {

@@ -16,6 +16,23 @@ use std::time::{Duration, Instant};
 /// small guests).
 pub const MEMORY_MIB: u32 = 128;
 
+/// Makes the process `command` starts end when this program does (Linux's parent-death
+/// signal): an emulator must not run on after the run that started it was killed (by a
+/// test's timeout, or the user).
+pub fn dies_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl,
+    // which is async-signal-safe; it touches no memory of the parent's.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// One emulator run.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -45,10 +62,10 @@ pub struct Run {
     pub host_waits_for: Vec<String>,
     /// The machine's memory, MiB.
     pub memory_mib: u32,
-    /// QEMU only: a guest's console is the machine's second serial port (`console =
-    /// "com2"`): connect it to this program's standard input and output, byte for byte
-    /// ([`console_bridge`]), and keep the system's log (the first serial port) off the
-    /// terminal.
+    /// A guest's console is the machine's second serial port (`console = "com2"`):
+    /// connect it to this program's standard input and output, byte for byte (QEMU's
+    /// through a Unix socket, [`console_bridge`]; Bochs's through a pseudo-terminal,
+    /// [`Pty`]), and keep the system's log (the first serial port) off the terminal.
     pub guest_console: bool,
 }
 
@@ -65,8 +82,7 @@ const ESCAPE: u8 = 0x01;
 
 /// Connects the guest console's socket (QEMU's second serial port) to this program's
 /// standard input and output until QEMU closes it or the user types Ctrl-A X (then
-/// `quit` is sent). With a terminal on standard input, it is put in raw mode for the
-/// session (`stty`) and restored after.
+/// `quit` is sent).
 fn console_bridge(socket: PathBuf, quit: mpsc::Sender<()>) {
     let stream = (0..200).find_map(|_| {
         std::os::unix::net::UnixStream::connect(&socket).ok().or_else(|| {
@@ -78,8 +94,48 @@ fn console_bridge(socket: PathBuf, quit: mpsc::Sender<()>) {
         eprintln!("xtask: cannot connect to the guest console at {}", socket.display());
         return;
     };
-    let Ok(mut to_guest) = stream.try_clone() else { return };
-    let mut from_guest = stream;
+    let Ok(to_guest) = stream.try_clone() else { return };
+    bridge(stream, to_guest, &quit);
+}
+
+/// A pseudo-terminal for Bochs's second serial port (`mode=term`): Bochs opens the
+/// returned path (the terminal's device) and this program keeps the other end.
+struct Pty {
+    /// The controlling side, this program's.
+    master: std::fs::File,
+    /// The device side, held open so that the terminal stays up while Bochs opens and
+    /// closes it.
+    _device: std::fs::File,
+    /// The device's path.
+    path: PathBuf,
+}
+
+impl Pty {
+    fn open() -> Result<Self> {
+        use std::os::fd::FromRawFd;
+        let (mut master, mut device) = (-1, -1);
+        // SAFETY: openpty writes two descriptors into the two integers and reads the null
+        // pointers as "no name buffer, default settings, default size".
+        let status = unsafe {
+            libc::openpty(&mut master, &mut device, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+        };
+        if status != 0 {
+            bail!("cannot open a pseudo-terminal: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are open and owned by nobody else; each File closes its own.
+        let (master, device) =
+            unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(device)) };
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&device)))
+            .context("the pseudo-terminal's device path")?;
+        Ok(Self { master, _device: device, path })
+    }
+}
+
+/// Connects `from_guest`/`to_guest` (a guest's serial console) to this program's standard
+/// input and output until the guest's side closes or the user types Ctrl-A X (then `quit`
+/// is sent). With a terminal on standard input, it is put in raw mode for the session
+/// (`stty`) and restored after.
+fn bridge(mut from_guest: impl Read + Send + 'static, mut to_guest: impl Write, quit: &mpsc::Sender<()>) {
     std::thread::spawn(move || {
         let mut out = std::io::stdout();
         let mut buf = [0u8; 4096];
@@ -262,7 +318,7 @@ impl Run {
         }
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let start = Instant::now();
-        let mut child = command.spawn().context("cannot start qemu-system-x86_64")?;
+        let mut child = dies_with_parent(&mut command).spawn().context("cannot start qemu-system-x86_64")?;
         let stdout = child.stdout.take().context("QEMU stdout")?;
         let (sender, lines) = mpsc::channel();
         let host_sender = sender.clone();
@@ -344,7 +400,14 @@ impl Run {
     fn execute_bochs(&self, artifacts: &Artifacts, dir: &Path, log: PathBuf) -> Result<Finished> {
         let iso = make_iso(artifacts, dir, self.module.as_deref(), &self.cmdline)?;
         let bochsrc = dir.join("bochsrc");
-        std::fs::write(&bochsrc, bochs_config(&iso, &log, &dir.join("bochs.log"), self.memory_mib))?;
+        let mut config = bochs_config(&iso, &log, &dir.join("bochs.log"), self.memory_mib);
+        // A guest's console: the second serial port on a pseudo-terminal bridged to this
+        // program's standard input and output.
+        let pty = self.guest_console.then(Pty::open).transpose()?;
+        if let Some(pty) = &pty {
+            config.push_str(&format!("com2: enabled=1, mode=term, dev={}\n", pty.path.display()));
+        }
+        std::fs::write(&bochsrc, config)?;
         let commands = dir.join("debugger.rc");
         // Bochs stops in its debugger before the first instruction and at the magic
         // breakpoint: continue, then quit (exit status 0).
@@ -352,7 +415,7 @@ impl Run {
         std::fs::write(&log, "")?;
         let output = std::fs::File::create(dir.join("bochs.out"))?;
         let start = Instant::now();
-        let mut child = Command::new("bochs")
+        let mut child = dies_with_parent(&mut Command::new("bochs"))
             .arg("-q")
             .arg("-f")
             .arg(&bochsrc)
@@ -364,8 +427,17 @@ impl Run {
             .stderr(output)
             .spawn()
             .context("cannot start bochs")?;
+        let (quit_sender, quit) = mpsc::channel();
+        if let Some(pty) = &pty {
+            println!(
+                "xtask: the system's log goes to {}; this terminal is the guest's console (Ctrl-A X ends the run)",
+                log.display()
+            );
+            let (from_guest, to_guest) = (pty.master.try_clone()?, pty.master.try_clone()?);
+            std::thread::spawn(move || bridge(from_guest, to_guest, &quit_sender));
+        }
         // Bochs writes the serial log itself; the capture only echoes and times it.
-        let mut capture = Capture::new(None, self.echo)?;
+        let mut capture = Capture::new(None, self.echo && pty.is_none())?;
         let mut serial = std::fs::File::open(&log)?;
         let mut pending = Vec::new();
         let mut poll = |capture: &mut Capture| -> Result<()> {
@@ -386,6 +458,11 @@ impl Run {
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break kill(&mut child);
+            }
+            if quit.try_recv().is_ok() {
+                child.kill().ok();
+                child.wait().ok();
+                break Ending::Quit;
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -529,9 +606,6 @@ pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Resul
     let root_program = system::root_program(system)?;
     let artifacts = artifacts::build(system, artifacts::Scope::System)?;
     let guest_console = system::has_com2_console(system)?;
-    if guest_console && bochs {
-        bail!("a guest's console on COM2 is connected to the terminal in QEMU only; run without --bochs");
-    }
     let run = Run {
         emulator: if bochs { Emulator::Bochs } else { Emulator::Qemu },
         name: "run".into(),

@@ -71,7 +71,7 @@ pub fn run(program: &str) -> Result<()> {
         .map(|(a, _)| *a)
         .context("the kernel has no `syscall_entry` symbol")?;
     let serial = std::env::temp_dir().join(format!("cleave-profile-{}.serial", std::process::id()));
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut child = crate::emulator::dies_with_parent(&mut Command::new("qemu-system-x86_64"))
         .args(["-machine", "pc", "-cpu", "max", "-accel", "tcg", "-singlestep", "-m", "128M"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .arg("-serial")

@@ -598,8 +598,10 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
         for command in COMMANDS.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))) {
             run_documented_command(command, &mut tally)?;
         }
-        if filter.is_none_or(|f| LINUX_TEST.contains(f)) {
-            run_linux_session(&mut tally)?;
+        for (name, args) in LINUX_TESTS {
+            if filter.is_none_or(|f| name.contains(f)) {
+                run_linux_session(name, args, &mut tally)?;
+            }
         }
     }
     println!();
@@ -688,7 +690,8 @@ const COMMANDS: &[DocumentedCommand] = &[
             "debian: cleave-guest: init done",
             "vmm: guest 'debian' reset itself",
         ],
-    }, // Another system than the default one, chosen as the README says.
+    },
+    // Another system than the default one, chosen as the README says.
     DocumentedCommand {
         name: "command-run-lifetimes",
         args: &["run", "--system", "examples/lifetimes/system.toml"],
@@ -917,20 +920,23 @@ fn check_audit(log: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
     Ok(())
 }
 
-/// The Linux guest's test: its name, the system it boots.
-const LINUX_TEST: &str = "command-run-linux";
-const LINUX_SYSTEM: &str = "systems/linux.toml";
+/// The Linux guest's tests: their names and the `cargo xtask` command each runs (the
+/// README's, and doc/linux-guest.md's VT-x form).
+/// (Bochs's form, `--bochs`, connects the console through a pseudo-terminal and works by
+/// hand, but driven from this program's pipes its input stops after 16 bytes: not yet
+/// understood, so the VT-x test is `command-run-linux-bochs`, which needs no input.)
+const LINUX_TESTS: [(&str, &[&str]); 1] = [("command-run-linux", &["run", "--system", "systems/linux.toml"])];
 
-/// Boots `systems/linux.toml` as its README command does, with the guest's console on this
-/// program's pipes, and drives the busybox shell: the kernel's release, one processor,
-/// the PCI host bridge and no warning in the kernel's log, the test file's SHA-256 as the
-/// host computes it; then `reboot -f`, which must end the guest (its VMM says so) and the
-/// run.
-fn run_linux_session(tally: &mut Tally) -> Result<()> {
-    println!("== documented command: cargo xtask run --system {LINUX_SYSTEM} (driving the guest's shell)");
+/// Boots `systems/linux.toml` as `args` say (QEMU on SVM, or Bochs on VT-x), with the
+/// guest's console on this program's pipes, and drives the busybox shell: the kernel's
+/// release, one processor, the PCI host bridge and no warning in the kernel's log, the test
+/// file's SHA-256 as the host computes it; then `reboot -f`, which must end the guest (its
+/// VMM says so) and the run.
+fn run_linux_session(name: &str, args: &[&str], tally: &mut Tally) -> Result<()> {
+    println!("== documented command: cargo xtask {} (driving the guest's shell)", args.join(" "));
     let guest = crate::linux::prepare()?;
     let session = crate::console::Session {
-        args: ["run", "--system", LINUX_SYSTEM].map(String::from).to_vec(),
+        args: args.iter().map(|a| a.to_string()).collect(),
         steps: vec![
             crate::console::Step::wait("cleave-guest: init done", 600),
             crate::console::Step::wait("cleave# ", 60),
@@ -957,20 +963,20 @@ fn run_linux_session(tally: &mut Tally) -> Result<()> {
     match result {
         Ok(prompt) => {
             println!(
-                "== {LINUX_TEST} ok ({:.1} s; the first step, init done, after {:.1} s)",
+                "== {name} ok ({:.1} s; the first step, init done, after {:.1} s)",
                 started.elapsed().as_secs_f64(),
                 prompt.as_secs_f64()
             );
             tally.passed += 1;
         }
         Err(reason) => {
-            println!("== {LINUX_TEST} FAILED: {reason}");
+            println!("== {name} FAILED: {reason}");
             let lines: Vec<&str> = output.lines().collect();
             for line in &lines[lines.len().saturating_sub(SUMMARY_LINES)..] {
                 println!("    | {line}");
             }
             tally.failed += 1;
-            tally.failures.push(format!("{LINUX_TEST}: {reason}"));
+            tally.failures.push(format!("{name}: {reason}"));
         }
     }
     Ok(())

@@ -294,7 +294,9 @@ impl Qemu {
         let stderr = std::fs::File::create(dir.join("qemu.stderr"))?;
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
         let started = Instant::now();
-        let mut child = command.spawn().context("cannot start qemu-system-x86_64")?;
+        let mut child = crate::emulator::dies_with_parent(&mut command)
+            .spawn()
+            .context("cannot start qemu-system-x86_64")?;
         let stdin = child.stdin.take().context("QEMU's stdin")?;
         let mut stdout = child.stdout.take().context("QEMU's stdout")?;
         let (sender, output) = mpsc::channel();
