@@ -34,4 +34,49 @@ pub trait GuestMemory {
     fn read(&self, gpa: u64, out: &mut [u8]) -> bool;
     /// Copies `data` to guest-physical `gpa`; false if not RAM.
     fn write(&mut self, gpa: u64, data: &[u8]) -> bool;
+    /// Whether all of `gpa..gpa + len` is RAM (false if the range wraps). Guest RAM is
+    /// mapped in 4 KiB pages at least, so this default reads one byte of each page the
+    /// range touches; a memory that knows its layout may answer directly.
+    fn contains(&self, gpa: u64, len: u64) -> bool {
+        let Some(end) = gpa.checked_add(len) else { return false };
+        let mut byte = [0u8; 1];
+        let mut at = gpa;
+        while at < end {
+            if !self.read(at, &mut byte) {
+                return false;
+            }
+            // The next page's first byte.
+            at = (at | 0xfff).saturating_add(1);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GuestMemory;
+
+    /// Pages 0-1 and 3 of RAM: page 2 is a hole.
+    struct Holed;
+
+    impl GuestMemory for Holed {
+        fn read(&self, gpa: u64, out: &mut [u8]) -> bool {
+            let end = gpa.saturating_add(out.len() as u64);
+            end <= 0x4000 && (end <= 0x2000 || gpa >= 0x3000)
+        }
+        fn write(&mut self, _: u64, _: &[u8]) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn contains_probes_every_page_of_the_range() {
+        let mem = Holed;
+        assert!(mem.contains(0x0, 0x2000) && mem.contains(0x1800, 0x800) && mem.contains(0x3000, 0x1000));
+        assert!(!mem.contains(0x1800, 0x2000), "across the hole");
+        assert!(!mem.contains(0x1fff, 0x1002), "its first and last bytes are RAM, its middle page is not");
+        assert!(!mem.contains(0x3f00, 0x101), "past the end");
+        assert!(!mem.contains(u64::MAX, 2), "wraps");
+        assert!(mem.contains(0x9999_9999, 0), "nothing is always there");
+    }
 }

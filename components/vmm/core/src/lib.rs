@@ -1,7 +1,8 @@
 //! The core of Cleave's per-guest virtual machine monitor, as pure logic that builds for
 //! the host (tested with `cargo test`) and for `x86_64-unknown-none` (the VMM component):
-//! exit handling ([`vm`]), device models, the CPUID policy, MMIO instruction emulation,
-//! the guest's paging and long-mode set-up, ELF loading, and Linux's boot protocol.
+//! exit handling ([`vm`]), device models (the PC's in [`devices`], virtio's in
+//! [`virtio`]), the CPUID policy, MMIO instruction emulation, the guest's paging and
+//! long-mode set-up, ELF loading, and Linux's boot protocol.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -18,4 +19,5 @@ pub mod linux;
 pub mod mmio;
 pub mod paging;
 pub mod test_device;
+pub mod virtio;
 pub mod vm;

@@ -14,7 +14,9 @@
 //! device at [`test_device::BASE`] reached through EPT violations (the faulting instruction
 //! is decoded). The byte-wide devices take 16- and 32-bit accesses as the ISA bus does, one
 //! byte per port; the PCI ports take 1, 2 and 4 bytes. Other ports read as all ones and
-//! ignore writes, as unpopulated ports do on a PC, unless a PCI device's I/O BAR claims them.
+//! ignore writes, as unpopulated ports do on a PC, unless a PCI device's I/O BAR claims them:
+//! the legacy virtio devices ([`virtio`]) the VMM plugs in with [`Vm::attach_virtio_blk`]
+//! and [`Vm::attach_virtio_net`] are such devices.
 
 use crate::cpuid;
 use crate::devices::Effect;
@@ -27,6 +29,7 @@ use crate::devices::uart16550::{Console, Uart};
 use crate::mmio;
 use crate::paging;
 use crate::test_device::{self, TestDevice};
+use crate::virtio::{self, blk::VirtioBlk, net::VirtioNet};
 use alloc::boxed::Box;
 use cleave_abi::vcpu::state::event::VALID as EVENT_VALID;
 use core::fmt;
@@ -389,6 +392,45 @@ impl<C: Console> Vm<C> {
         self.pci.attach(number, irq, device)?;
         self.pic.set_level_triggered(irq, true);
         Ok(())
+    }
+
+    /// Plugs in a virtio-blk disk of `capacity` 512-byte sectors whose GET_ID answers
+    /// `serial`, as device `slot` of bus 0 with INTA on `irq`. The VMM acts as firmware:
+    /// the I/O BAR is placed at [`virtio::pci::io_bar`]`(slot)` and the interrupt line
+    /// register says `irq`; the guest finds the device configured. The VMM reaches it
+    /// again with [`Vm::virtio_blk`].
+    pub fn attach_virtio_blk(
+        &mut self,
+        slot: u8,
+        irq: u8,
+        capacity: u64,
+        serial: &[u8],
+    ) -> Result<(), AttachError> {
+        let mut device = VirtioBlk::new(capacity, serial);
+        device.transport_mut().place(virtio::pci::io_bar(slot));
+        self.attach_pci(slot, irq, Box::new(device))
+    }
+
+    /// Plugs in a virtio-net card with address `mac` as device `slot` of bus 0 with INTA
+    /// on `irq`, configured as [`Vm::attach_virtio_blk`] says. The VMM reaches it again with
+    /// [`Vm::virtio_net`].
+    pub fn attach_virtio_net(&mut self, slot: u8, irq: u8, mac: [u8; 6]) -> Result<(), AttachError> {
+        let mut device = VirtioNet::new(mac);
+        device.transport_mut().place(virtio::pci::io_bar(slot));
+        self.attach_pci(slot, irq, Box::new(device))
+    }
+
+    /// The virtio-blk device in `slot`, if that is what is there: after an exit, the VMM's
+    /// loop asks it whether the guest notified it ([`VirtioBlk::take_notified`]), takes
+    /// its requests and completes them. Its INTx line follows at the next
+    /// [`Vm::injection`].
+    pub fn virtio_blk(&mut self, slot: u8) -> Option<&mut VirtioBlk> {
+        self.pci.device_mut::<VirtioBlk>(slot)
+    }
+
+    /// The virtio-net device in `slot`, if that is what is there (see [`Vm::virtio_blk`]).
+    pub fn virtio_net(&mut self, slot: u8) -> Option<&mut VirtioNet> {
+        self.pci.device_mut::<VirtioNet>(slot)
     }
 
     /// Lets `ns` of guest time pass: timer ticks raise IRQ 0, the clock counts (and may

@@ -304,6 +304,12 @@ pub trait PciDevice {
     fn interrupt(&self) -> bool {
         false
     }
+    /// The device as [`Any`](core::any::Any), so that the VMM can reach a device model's
+    /// own interface through the bus ([`PciBus::device_mut`]); None for devices nothing
+    /// reaches that way.
+    fn as_any_mut(&mut self) -> Option<&mut dyn core::any::Any> {
+        None
+    }
 }
 
 /// The i440FX host bridge (what QEMU's PC presents): Intel 8086:1237, class 06:00:00.
@@ -407,6 +413,12 @@ impl PciBus {
         device.config_mut().set_u8(offset::INTERRUPT_LINE, irq);
         self.slots.push(Slot { number, irq, device });
         Ok(())
+    }
+
+    /// The device of type `T` at `number` on bus 0, if that is what is there.
+    pub fn device_mut<T: 'static>(&mut self, number: u8) -> Option<&mut T> {
+        let slot = self.slots.iter_mut().find(|s| s.number == number)?;
+        slot.device.as_any_mut()?.downcast_mut::<T>()
     }
 
     /// The device at `number` on bus 0 (0 is the host bridge).
