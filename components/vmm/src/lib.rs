@@ -94,6 +94,11 @@ pub struct Named {
     pub serial: Option<Cap<IoPort>>,
     /// Bytes taken from the serial port that the guest's UART had no room for yet.
     input: Typed,
+    /// Bytes taken from the serial port.
+    pub typed: u64,
+    /// Times the serial port said it had lost input (its line status's overrun bit):
+    /// bytes the host sent faster than the VMM took them.
+    pub overruns: u64,
 }
 
 /// What arrived at the console's serial port, waiting for the guest's UART. The VMM
@@ -129,7 +134,7 @@ impl Typed {
 impl Named {
     /// A console into the system's log.
     pub fn log(name: &'static str) -> Self {
-        Self { name, serial: None, input: Typed::new() }
+        Self { name, serial: None, input: Typed::new(), typed: 0, overruns: 0 }
     }
 
     /// A console on the machine's second serial port, `port` (COM2's eight I/O ports),
@@ -150,7 +155,7 @@ impl Named {
             // A port the VMM cannot write leaves the UART as it was; bytes still go out.
             let _ = port.write(register, 1, value);
         }
-        Self { name, serial: Some(port), input: Typed::new() }
+        Self { name, serial: Some(port), input: Typed::new(), typed: 0, overruns: 0 }
     }
 
     /// Empties the serial port's receiver into [`Named::input`] (what does not fit stays
@@ -158,11 +163,15 @@ impl Named {
     fn drain(&mut self, port: Cap<IoPort>) -> Option<u32> {
         loop {
             let lsr = port.read(COM2_LSR, 1).ok()?;
+            if lsr & 0x02 != 0 {
+                self.overruns += 1;
+            }
             if lsr & 1 == 0 || self.input.full() {
                 return Some(lsr);
             }
             let byte = port.read(COM2_DATA, 1).ok()?;
             self.input.bytes.push_back(byte as u8);
+            self.typed += 1;
         }
     }
 

@@ -115,6 +115,12 @@ fn component() -> i32 {
                 let _ = core::fmt::Write::write_fmt(&mut text, format_args!(" {name}: {n} ({rate:.0}/s);"));
             }
             println!("vmm: guest '{name}' exits by reason over {seconds:.1} s of guest time:{text}");
+            if vm.console.serial.is_some() {
+                println!(
+                    "vmm: guest '{name}': console: {} bytes typed, {} overruns reported by the serial port",
+                    vm.console.typed, vm.console.overruns
+                );
+            }
         }
         Err(e) => println!("vmm: guest '{name}': the kernel refused a VMM operation: {e:?}"),
     }
