@@ -348,11 +348,14 @@ pub fn run(
     let mut vm = Vm::new(console);
     vm.msr_policy = msr_policy;
     vm.console_input = vm.console.serial.is_some();
-    // Typed input is looked for at least this often (TSC ticks) while the guest exits
-    // (every console byte out looks too), and whenever the guest waits for it: at 115200
-    // baud a 16-byte FIFO fills in about 1.4 ms.
-    const INPUT_EVERY: u64 = 200_000;
+    // Typed input is looked for at least this often (TSC ticks) while the guest exits,
+    // after every HLT (an idle guest, as a shell waiting at its prompt is, halts between
+    // timer ticks), with every console byte out, and whenever the guest waits for it: at
+    // 115200 baud a 16-byte FIFO fills in about 1.4 ms, and Bochs's serial port drops what
+    // does not fit (its TSC counts instructions: 50 000 is 1 ms of its time).
+    const INPUT_EVERY: u64 = 50_000;
     let mut input_at = 0;
+    let mut halted = false;
     let mut window = false;
     let mut last = cleave_rt::syscall::rdtsc();
     let mut cpu = read_cpu(vcpu)?;
@@ -372,7 +375,7 @@ pub fn run(
             Injection::Exception(event) => vcpu.write_field(state::EVENT, event)?,
             Injection::WhenOpen | Injection::None => {}
         }
-        if vm.console_input && last.wrapping_sub(input_at) > INPUT_EVERY {
+        if vm.console_input && (halted || last.wrapping_sub(input_at) > INPUT_EVERY) {
             input_at = last;
             // No more than the UART can take: the rest waits in the serial port.
             let mut typed = [0u8; 16];
@@ -391,6 +394,7 @@ pub fn run(
             guest_physical: words[exit::ADDRESS],
             instruction_length: words[exit::INSTRUCTION_LENGTH],
         };
+        halted = exit.reason == exit::reason::HLT;
         cpu = read_cpu(vcpu)?;
         let before = cpu;
         match vm.handle(&exit, &mut cpu, &mut ram, host_cpuid) {

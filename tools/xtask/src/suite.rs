@@ -598,9 +598,9 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
         for command in COMMANDS.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))) {
             run_documented_command(command, &mut tally)?;
         }
-        for (name, args) in LINUX_TESTS {
+        for (name, args, processor_facts) in LINUX_TESTS {
             if filter.is_none_or(|f| name.contains(f)) {
-                run_linux_session(name, args, &mut tally)?;
+                run_linux_session(name, args, processor_facts, &mut tally)?;
             }
         }
     }
@@ -920,21 +920,32 @@ fn check_audit(log: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
     Ok(())
 }
 
-/// The Linux guest's tests: their names and the `cargo xtask` command each runs (the
-/// README's, and doc/linux-guest.md's VT-x form).
-/// (Bochs's form, `--bochs`, connects the console through a pseudo-terminal and works by
-/// hand, but driven from this program's pipes its input stops after 16 bytes: not yet
-/// understood, so the VT-x test is `command-run-linux-bochs`, which needs no input.)
-const LINUX_TESTS: [(&str, &[&str]); 1] = [("command-run-linux", &["run", "--system", "systems/linux.toml"])];
+/// The Linux guest's tests: their names, the `cargo xtask` command each runs (the
+/// README's, and doc/linux-guest.md's VT-x form, whose console is Bochs's second serial
+/// port on a pseudo-terminal), and the kernel-log lines with `WARNING` or `BUG` that are
+/// facts about the emulated processor rather than faults of the guest or its VMM.
+const LINUX_TESTS: [(&str, &[&str], &[&str]); 2] = [
+    ("command-run-linux", &["run", "--system", "systems/linux.toml"], &[]),
+    (
+        "command-run-linux-bochs-shell",
+        &["run", "--system", "systems/linux.toml", "--bochs"],
+        // Bochs's Skylake model has no IBRS, so Linux rightly says retpolines leave it open
+        // to RETBleed (Skylake is on its list); a VMM cannot mitigate that for it.
+        &["RETBleed: WARNING: Spectre v2 mitigation leaves CPU vulnerable to RETBleed attacks"],
+    ),
+];
 
 /// Boots `systems/linux.toml` as `args` say (QEMU on SVM, or Bochs on VT-x), with the
 /// guest's console on this program's pipes, and drives the busybox shell: the kernel's
-/// release, one processor, the PCI host bridge and no warning in the kernel's log, the test
-/// file's SHA-256 as the host computes it; then `reboot -f`, which must end the guest (its
-/// VMM says so) and the run.
-fn run_linux_session(name: &str, args: &[&str], tally: &mut Tally) -> Result<()> {
+/// release, one processor, the PCI host bridge and no warning in the kernel's log (but the
+/// `processor_facts` lines), the test file's SHA-256 as the host computes it; then
+/// `reboot -f`, which must end the guest (its VMM says so) and the run.
+fn run_linux_session(name: &str, args: &[&str], processor_facts: &[&str], tally: &mut Tally) -> Result<()> {
     println!("== documented command: cargo xtask {} (driving the guest's shell)", args.join(" "));
     let guest = crate::linux::prepare()?;
+    let bad = processor_facts.iter().fold("dmesg | grep -E 'WARNING|BUG'".to_string(), |cmd, fact| {
+        format!("{cmd} | grep -v -F '{fact}'")
+    });
     let session = crate::console::Session {
         args: args.iter().map(|a| a.to_string()).collect(),
         steps: vec![
@@ -947,7 +958,8 @@ fn run_linux_session(name: &str, args: &[&str], tally: &mut Tally) -> Result<()>
                 "BRIDGE=1\n",
                 60,
             ),
-            crate::console::Step::line("echo BAD=$(dmesg | grep -c -E 'WARNING|BUG')", "BAD=0\n", 60),
+            // The offending lines first, so that a failure shows them.
+            crate::console::Step::line(&format!("{bad}; echo BAD=$({bad} | grep -c .)"), "BAD=0\n", 60),
             crate::console::Step::line(
                 &format!("sha256sum {}", crate::linux::initramfs::TEST_FILE),
                 &format!("{}  {}", guest.test_file_sha256, crate::linux::initramfs::TEST_FILE),
