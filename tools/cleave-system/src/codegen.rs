@@ -131,6 +131,54 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             let _ = writeln!(out, "];");
         }
     }
+    for place in layout::dma_layout(&file).iter().filter(|p| p.owner == component) {
+        let constant = format!("DEVICE_{}_DMA", constant_name(&place.device));
+        let bytes = place.frames * cleave_abi::layout::LARGE_PAGE_SIZE;
+        let _ = writeln!(
+            out,
+            "/// DMA memory of device `{}`, {} frames of 2 MiB mapped read-write: its first address.\npub const {constant}: usize = {:#x};\n/// Its size in bytes.\npub const {constant}_SIZE: usize = {bytes:#x};",
+            place.device, place.frames, place.vaddr
+        );
+        regions.push((format!("{}.dma", place.device), place.vaddr, bytes, "rw DMA memory".to_string()));
+    }
+    // A disk backend: its clients, by badge bit.
+    let slices: Vec<layout::DiskSlice> =
+        layout::disk_slices(&file).into_iter().filter(|s| s.backend == component).collect();
+    if !slices.is_empty() {
+        let geometry = layout::disk_ring_geometry();
+        let _ = writeln!(
+            out,
+            "/// The badge bit of the device's interrupt in `SIGNAL`.\npub const IRQ_BADGE: u64 = {:#x};\n/// Every disk ring's data slots.\npub const DISK_RING_SLOTS: u32 = {};\n/// Every disk ring's slot size in bytes.\npub const DISK_RING_SLOT_SIZE: u32 = {};",
+            layout::BACKEND_IRQ_BADGE,
+            geometry.slots,
+            geometry.slot_size
+        );
+        let _ = writeln!(
+            out,
+            "/// The guests whose disks this component serves, client `i` signalling bit `i` of `SIGNAL`: (guest, ring address, ring bytes, first sector, sectors, its VMM's notification).\npub const DISKS: &[(&str, usize, usize, u64, u64, {})] = &[",
+            cap_type("Notification")
+        );
+        for slice in &slices {
+            let ring = layout::region_layout(&file)
+                .into_iter()
+                .find(|p| p.name == crate::schema::disk_ring_name(&slice.guest));
+            let signal = format!("{}_signal", layout::vmm_name(&slice.guest));
+            let slot = entries.iter().find(|e| e.1 == signal).map(|e| e.0);
+            if let (Some(ring), Some(slot)) = (ring, slot) {
+                let _ = writeln!(
+                    out,
+                    "    ({:?}, {:#x}, {:#x}, {}, {}, {}),",
+                    slice.guest,
+                    ring.vaddr,
+                    ring.bytes(),
+                    slice.first_sector,
+                    slice.sectors,
+                    cap_value(slot)
+                );
+            }
+        }
+        let _ = writeln!(out, "];");
+    }
     let _ = writeln!(
         out,
         "/// Every shared region and device MMIO range this component maps: (name, address, bytes, rights)."
@@ -168,6 +216,16 @@ pub fn vmm_layout_source(image_name: &str) -> String {
         "/// `console`: the machine's second serial port, when the guest's console is there.\npub const CONSOLE: {} = {};",
         cap_type("IoPort"),
         cap_value(layout::VMM_CONSOLE_SLOT)
+    );
+    let _ = writeln!(
+        out,
+        "/// `signal`: its own notification, bound to its thread (its disk's backend signals it with bit {}).\npub const SIGNAL: {} = {};\n/// The badge bit of the disk's backend in `SIGNAL`.\npub const DISK_BADGE: u64 = {};\n/// `disk`: its disk's backend's notification, when the guest has a disk.\npub const DISK: {} = {};",
+        layout::VMM_DISK_BADGE,
+        cap_type("Notification"),
+        cap_value(layout::VMM_SIGNAL_SLOT),
+        layout::VMM_DISK_BADGE,
+        cap_type("Notification"),
+        cap_value(layout::VMM_DISK_SLOT)
     );
     let _ = writeln!(
         out,
@@ -429,7 +487,9 @@ mod tests {
         }
         // A VMM's fixed slots hold what the spec puts there.
         let kinds = slot_kinds(&compiled.spec, &layout::vmm_name("g"));
-        assert_eq!(kinds.values().copied().collect::<Vec<_>>(), layout::VMM_SLOT_KINDS.to_vec());
+        let fixed: Vec<&str> = (1..=layout::VMM_SLOTS.len() as u64).map(|slot| kinds[&slot]).collect();
+        assert_eq!(fixed, layout::VMM_SLOT_KINDS.to_vec());
+        assert_eq!(kinds[&layout::VMM_SIGNAL_SLOT], "Notification");
         let vmm = vmm_layout_source("guest-hello");
         assert!(vmm.contains("pub const VCPU: ::cleave_rt::Cap<::cleave_rt::cap::kind::Vcpu> = ::cleave_rt::Cap::from_cptr(1);"), "{vmm}");
         assert!(vmm.contains("pub const TCB: ::cleave_rt::Cap<::cleave_rt::cap::kind::Tcb> = ::cleave_rt::Cap::from_cptr(3);"), "{vmm}");

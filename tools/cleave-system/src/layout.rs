@@ -24,6 +24,113 @@ pub const DEVICE_WINDOW: u64 = 1 << 30;
 pub const GUEST_RAM_BASE: u64 = DEVICE_BASE + DEVICE_WINDOW;
 /// Most guest RAM (the window in the VMM, one EPT page directory).
 pub const GUEST_RAM_MAX: u64 = 1 << 30;
+/// Where a device's DMA memory appears in its owner's address space: right after the
+/// guest RAM window (a driver maps no guest RAM).
+pub const DMA_BASE: u64 = GUEST_RAM_BASE + GUEST_RAM_MAX;
+/// How much DMA memory an owner may have, all its devices together.
+pub const DMA_WINDOW: u64 = 1 << 30;
+
+/// A disk ring's data slots (requests in flight between a VMM and its disk's backend).
+pub const DISK_RING_SLOTS: u32 = 16;
+/// Bytes per disk ring slot: the most one forwarded request carries (the VMM splits
+/// bigger guest requests).
+pub const DISK_RING_SLOT_SIZE: u32 = 64 << 10;
+/// The badge bit a backend's notification carries for its device's interrupt; its
+/// clients' VMMs signal with bit `i` for the `i`th guest it serves.
+pub const BACKEND_IRQ_BADGE: u64 = 1 << 63;
+/// The badge bit a VMM's own notification carries when its disk's backend signals it.
+pub const VMM_DISK_BADGE: u64 = 1;
+
+/// The geometry of every disk ring.
+pub fn disk_ring_geometry() -> cleave_ioring::blk::Geometry {
+    cleave_ioring::blk::Geometry { slots: DISK_RING_SLOTS, slot_size: DISK_RING_SLOT_SIZE }
+}
+
+/// Bytes of every disk ring (whole pages).
+pub fn disk_ring_bytes() -> u64 {
+    disk_ring_geometry().region_size().map_or(0, |n| n as u64)
+}
+
+/// A guest's slice of the machine's disk, as its backend serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskSlice {
+    /// The guest.
+    pub guest: String,
+    /// The component serving it.
+    pub backend: String,
+    /// Which of that backend's clients it is (its badge bit in the backend's notification).
+    pub client: usize,
+    /// Its first sector on the machine's disk.
+    pub first_sector: u64,
+    /// Its size in 512-byte sectors.
+    pub sectors: u64,
+}
+
+/// Every guest's disk slice: per backend, its guests' slices one after another from
+/// sector 0, in guest name order.
+pub fn disk_slices(file: &SystemFile) -> Vec<DiskSlice> {
+    let mut next: std::collections::BTreeMap<&str, (usize, u64)> = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for (name, g) in &file.guests {
+        let Some(disk) = &g.disk else { continue };
+        let backend = disk.get_ref().backend.get_ref();
+        let sectors = parse_size(disk.get_ref().size.get_ref()).unwrap_or(0) / 512;
+        let (client, first) = next.entry(backend).or_default();
+        out.push(DiskSlice {
+            guest: name.get_ref().clone(),
+            backend: backend.clone(),
+            client: *client,
+            first_sector: *first,
+            sectors,
+        });
+        *client += 1;
+        *first = first.saturating_add(sectors);
+    }
+    out
+}
+
+/// Where a device's DMA memory appears in its owner's address space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DmaPlace {
+    /// The device.
+    pub device: String,
+    /// Its owner.
+    pub owner: String,
+    /// First virtual address (2 MiB aligned).
+    pub vaddr: u64,
+    /// Its size in 2 MiB frames.
+    pub frames: u64,
+}
+
+/// Every device's DMA memory, per owner from [`DMA_BASE`] in device name order. What does
+/// not fit the window is left out; `system::check` reports it.
+pub fn dma_layout(file: &SystemFile) -> Vec<DmaPlace> {
+    let large = cleave_abi::layout::LARGE_PAGE_SIZE;
+    let mut used: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for (name, d) in &file.devices {
+        let Some(frames) = d.dma.as_ref().and_then(|s| parse_size(s.get_ref())).map(|n| n / large) else {
+            continue;
+        };
+        let offset = used.entry(d.owner.get_ref()).or_default();
+        if frames == 0 || *offset + frames * large > DMA_WINDOW {
+            continue;
+        }
+        out.push(DmaPlace {
+            device: name.get_ref().clone(),
+            owner: d.owner.get_ref().clone(),
+            vaddr: DMA_BASE + *offset,
+            frames,
+        });
+        *offset += frames * large;
+    }
+    out
+}
+
+/// Whether `component` serves some guest's disk.
+pub fn serves_disks(file: &SystemFile, component: &str) -> bool {
+    file.guests.values().any(|g| g.disk.as_ref().is_some_and(|d| d.get_ref().backend.get_ref() == component))
+}
 
 /// The program every guest's VMM runs.
 pub const VMM_PROGRAM: &str = "vmm";
@@ -40,6 +147,12 @@ pub const VMM_CONSOLE_SLOT: u64 = VMM_SLOTS.len() as u64 + 1;
 /// The machine's second serial port's I/O ports (inclusive), which a `console = "com2"`
 /// guest's VMM holds.
 pub const COM2_PORTS: (u64, u64) = (0x2f8, 0x2ff);
+/// The slot where every VMM finds its own notification (bound to its thread: a signal
+/// ends its `VmEnter` with `NOTIFIED`), which its disk's backend signals.
+pub const VMM_SIGNAL_SLOT: u64 = VMM_CONSOLE_SLOT + 1;
+/// The slot where a VMM whose guest has a disk finds its backend's notification (send,
+/// with the guest's badge bit); empty otherwise.
+pub const VMM_DISK_SLOT: u64 = VMM_SIGNAL_SLOT + 1;
 /// The capability kind (`cleave_rt::cap::kind`) of each of [`VMM_SLOTS`], in order.
 pub const VMM_SLOT_KINDS: [&str; 3] = ["Vcpu", "EptRoot", "Tcb"];
 /// Where a VMM finds its configuration page (read only): the start of the device window,
@@ -54,13 +167,29 @@ pub fn vmm_name(guest: &str) -> String {
 }
 
 /// A VMM's configuration page: `key=value` lines (`name`, `memory` in bytes, `image`,
-/// `cmdline`).
-pub fn vmm_config(guest: &str, g: &Guest) -> Vec<u8> {
+/// `console`, and for a guest with a disk `disk` = the ring's address, its bytes, slots,
+/// slot size and the disk's sectors, comma-separated; `cmdline` last).
+pub fn vmm_config(file: &SystemFile, guest: &str, g: &Guest) -> Vec<u8> {
     let memory = parse_size(g.memory.get_ref()).unwrap_or(0);
     let cmdline = g.cmdline.as_ref().map_or("", |c| c.get_ref().as_str());
     let console = g.console.as_ref().map_or("log", |c| c.get_ref().as_str());
+    let ring = crate::schema::disk_ring_name(guest);
+    let disk = match (
+        region_layout(file).into_iter().find(|p| p.name == ring),
+        disk_slices(file).into_iter().find(|s| s.guest == guest),
+    ) {
+        (Some(place), Some(slice)) => format!(
+            "disk={:#x},{},{},{},{}\n",
+            place.vaddr,
+            place.bytes(),
+            DISK_RING_SLOTS,
+            DISK_RING_SLOT_SIZE,
+            slice.sectors
+        ),
+        _ => String::new(),
+    };
     format!(
-        "name={guest}\nmemory={memory}\nimage={}\nconsole={console}\ncmdline={cmdline}\n",
+        "name={guest}\nmemory={memory}\nimage={}\nconsole={console}\n{disk}cmdline={cmdline}\n",
         g.image.get_ref()
     )
     .into_bytes()
@@ -199,7 +328,7 @@ mod tests {
         let (name, guest) = file.guests.iter().next().unwrap();
         assert_eq!(vmm_name(name.get_ref()), "vmm-g");
         assert_eq!(
-            vmm_config(name.get_ref(), guest),
+            vmm_config(&file, name.get_ref(), guest),
             b"name=g\nmemory=2097152\nimage=img\nconsole=log\ncmdline=\n"
         );
     }

@@ -108,11 +108,12 @@ pub struct Channel {
 /// A region as the compiler lays it out: a `[regions.NAME]`, or one client's ring of a
 /// channel.
 #[derive(Debug)]
-pub struct SharedRegion<'a> {
+pub struct SharedRegion {
     /// Its name.
     pub name: String,
-    /// Its size (the key that set it, for error locations).
-    pub size: &'a Spanned<String>,
+    /// Its size (where it was set, for error locations: a guest's disk ring's is the
+    /// disk's `size`, which the ring's own size follows from).
+    pub size: Spanned<String>,
     /// The key that set it (`regions.NAME.size`, `channels.NAME.ring`).
     pub key: String,
     /// Who maps it and how (`r`, `rw`, `rx`).
@@ -120,14 +121,15 @@ pub struct SharedRegion<'a> {
 }
 
 /// Every shared region in layout order: the declared regions by name, then each channel's
-/// per-client rings (by channel, then client order).
-pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion<'_>> {
-    let mut out: Vec<SharedRegion<'_>> = file
+/// per-client rings (by channel, then client order), then each guest's disk ring (shared
+/// by its VMM and its disk's backend), by guest.
+pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion> {
+    let mut out: Vec<SharedRegion> = file
         .regions
         .iter()
         .map(|(name, r)| SharedRegion {
             name: name.get_ref().clone(),
-            size: &r.size,
+            size: r.size.clone(),
             key: format!("regions.{}.size", name.get_ref()),
             map: r.map.get_ref().iter().map(|(c, m)| (c.get_ref().clone(), m.get_ref().clone())).collect(),
         })
@@ -137,7 +139,7 @@ pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion<'_>> {
         for client in ch.clients.get_ref() {
             out.push(SharedRegion {
                 name: ring_name(name.get_ref(), client.get_ref()),
-                size,
+                size: size.clone(),
                 key: format!("channels.{}.ring", name.get_ref()),
                 map: vec![
                     (ch.server.get_ref().clone(), "rw".to_string()),
@@ -146,7 +148,25 @@ pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion<'_>> {
             });
         }
     }
+    for (name, g) in &file.guests {
+        let Some(disk) = &g.disk else { continue };
+        let bytes = crate::layout::disk_ring_bytes();
+        out.push(SharedRegion {
+            name: disk_ring_name(name.get_ref()),
+            size: Spanned::new(disk.span(), format!("{}K", bytes / 1024)),
+            key: format!("guests.{}.disk", name.get_ref()),
+            map: vec![
+                (crate::layout::vmm_name(name.get_ref()), "rw".to_string()),
+                (disk.get_ref().backend.get_ref().clone(), "rw".to_string()),
+            ],
+        });
+    }
     out
+}
+
+/// The region guest `guest`'s disk ring is.
+pub fn disk_ring_name(guest: &str) -> String {
+    format!("disk-{guest}")
 }
 
 /// The region a channel's ring for `client` is.
@@ -219,6 +239,20 @@ pub struct Device {
     /// MMIO ranges.
     #[serde(default)]
     pub mmio: Vec<Mmio>,
+    /// Memory the owner may hand the device for DMA ("2M"), in 2 MiB frames (each
+    /// physically contiguous) whose physical addresses it may ask for. Until an IOMMU
+    /// confines the device, a driver that can program DMA can reach any memory.
+    pub dma: Option<Spanned<String>>,
+}
+
+/// A guest's virtio disk: `disk = { backend = "blkback", size = "64M" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Disk {
+    /// The component that serves it (it owns the machine's disk device).
+    pub backend: Spanned<String>,
+    /// Its size: the guest's slice of the machine's disk, a whole number of MiB.
+    pub size: Spanned<String>,
 }
 
 /// `[guests.NAME]`.
@@ -241,6 +275,22 @@ pub struct Guest {
     /// terminal).
     #[serde(default)]
     pub console: Option<Spanned<String>>,
+    /// A virtio disk, served by a backend component from a slice of the machine's disk.
+    #[serde(default)]
+    pub disk: Option<Spanned<Disk>>,
+}
+
+impl Guest {
+    /// Every component that serves it: its `backends` and its disk's backend.
+    pub fn all_backends(&self) -> Vec<&Spanned<String>> {
+        let mut out: Vec<&Spanned<String>> = self.backends.iter().collect();
+        if let Some(d) = &self.disk
+            && !out.iter().any(|b| b.get_ref() == d.get_ref().backend.get_ref())
+        {
+            out.push(&d.get_ref().backend);
+        }
+        out
+    }
 }
 
 /// `[policy]`.

@@ -17,7 +17,7 @@ pub fn exposure(file: &SystemFile, guest: &str) -> Option<Vec<(String, String)>>
     let vmm = crate::layout::vmm_name(guest);
     reason.insert(vmm.clone(), format!("runs guest `{guest}` (its Vcpu, guest-physical space and memory)"));
     order.push(vmm);
-    for b in &g.backends {
+    for b in g.all_backends() {
         let b = b.get_ref().clone();
         if !reason.contains_key(&b) {
             reason.insert(b.clone(), format!("serves guest `{guest}`"));

@@ -77,7 +77,7 @@ pub fn dot(file: &SystemFile) -> String {
             quote(&format!("guest {}", name.get_ref())),
             g.memory.get_ref()
         );
-        for b in &g.backends {
+        for b in g.all_backends() {
             let _ = writeln!(
                 out,
                 "  {} -> {} [label=\"serves\"];",

@@ -20,7 +20,9 @@ pub const COLUMNS: [&str; 7] = [
 /// One component's row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Row {
-    /// Holds untyped memory (can make, and so touch, arbitrary memory).
+    /// Holds untyped memory (can make, and so touch, arbitrary memory), or drives a device
+    /// and holds a frame of ordinary memory, whose physical address it may ask to program
+    /// the device's DMA: until an IOMMU confines the device, DMA reaches any memory.
     pub arbitrary_memory: bool,
     /// Holds I/O ports 0xcf8-0xcff (PCI configuration mechanism 1).
     pub pci_config: bool,
@@ -64,6 +66,7 @@ pub fn matrix(spec: &Spec) -> BTreeMap<String, Row> {
     for (container, slots) in &spec.caps {
         let Some(component) = container.name.strip_suffix("_cnode") else { continue };
         let mut row = Row::default();
+        let mut dma_frame = false;
         for cap in slots.values() {
             match &cap.target {
                 Target::IrqControl => row.system_boot = true,
@@ -78,12 +81,14 @@ pub fn matrix(spec: &Spec) -> BTreeMap<String, Row> {
                     }
                     Some(ObjectKind::Irq) => row.manage_devices = true,
                     Some(ObjectKind::Frame { paddr: Some(_), .. }) => row.manage_devices = true,
+                    Some(ObjectKind::Frame { paddr: None, .. }) => dma_frame = true,
                     Some(ObjectKind::Vcpu) => row.manage_vms = true,
                     _ => {}
                 },
                 _ => {}
             }
         }
+        row.arbitrary_memory |= dma_frame && row.manage_devices;
         row.create_vms = row.arbitrary_memory && row.manage_vms;
         rows.insert(component.to_string(), row);
     }

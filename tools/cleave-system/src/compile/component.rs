@@ -1,10 +1,15 @@
 //! The components a description declares: each one's thread, CNode and address space, and
 //! the capabilities and mappings its channels, regions and devices give it.
 
-use super::{CapTable, DEFAULT_PRIORITY, Mapping, cap, component_objects, lifetime_of, map_pages, rights};
-use crate::layout::{MmioPlace, device_layout, region_layout};
+use super::{
+    CapTable, DEFAULT_PRIORITY, Mapping, cap, component_objects, lifetime_of, map_large, map_pages, rights,
+};
+use crate::layout::{
+    BACKEND_IRQ_BADGE, MmioPlace, VMM_DISK_BADGE, device_layout, disk_slices, dma_layout, region_layout,
+    serves_disks, vmm_name,
+};
 use crate::schema::{SystemFile, parse_ports, shared_regions};
-use cleave_abi::layout::PAGE_SIZE;
+use cleave_abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use cleave_capdl::model::{Cap, CapParams, ObjRef, Object, ObjectKind, Spec, TcbParams};
 use std::collections::BTreeMap;
 
@@ -62,6 +67,18 @@ pub(super) fn components(
             ..TcbParams::default()
         };
         component_objects(spec, n, tcb, &[]);
+        // A backend waits on one notification: its clients' VMMs signal it (bit `i` for
+        // the `i`th guest it serves) and so does its device's interrupt.
+        if serves_disks(file, n) {
+            let signal = format!("{n}_signal");
+            spec.objects.push(Object { name: signal.clone(), count: None, kind: ObjectKind::Notification });
+            add(
+                n,
+                "signal".into(),
+                "notification (wait): its guests' VMMs and its device's interrupt".into(),
+                cap(&signal, None, CapParams { rights: rights(true, false, false), ..CapParams::default() }),
+            );
+        }
     }
     for (name, ch) in &file.channels {
         let n = name.get_ref();
@@ -101,18 +118,25 @@ pub(super) fn components(
         let owner = d.owner.get_ref();
         if let Some(irq) = &d.irq {
             spec.objects.push(Object { name: format!("{n}_irq"), count: None, kind: ObjectKind::Irq });
-            spec.objects.push(Object {
-                name: format!("{n}_irq_signal"),
-                count: None,
-                kind: ObjectKind::Notification,
-            });
+            // The interrupt signals the owner's own notification if it is a backend, else
+            // one of its own the owner waits on.
+            let (signal, badge) = if serves_disks(file, owner) {
+                (format!("{owner}_signal"), BACKEND_IRQ_BADGE)
+            } else {
+                spec.objects.push(Object {
+                    name: format!("{n}_irq_signal"),
+                    count: None,
+                    kind: ObjectKind::Notification,
+                });
+                (format!("{n}_irq_signal"), 1)
+            };
             let mut irq_slots = BTreeMap::new();
             irq_slots.insert(
                 0,
                 cap(
-                    &format!("{n}_irq_signal"),
+                    &signal,
                     None,
-                    CapParams { rights: rights(false, true, false), badge: 1, ..CapParams::default() },
+                    CapParams { rights: rights(false, true, false), badge, ..CapParams::default() },
                 ),
             );
             spec.caps.insert(ObjRef::named(&format!("{n}_irq")), irq_slots);
@@ -123,16 +147,18 @@ pub(super) fn components(
                 format!("IRQ {} handler", irq.get_ref()),
                 cap(&format!("{n}_irq"), None, CapParams::default()),
             );
-            add(
-                owner,
-                format!("{n}_irq_signal"),
-                "IRQ notification (wait)".into(),
-                cap(
-                    &format!("{n}_irq_signal"),
-                    None,
-                    CapParams { rights: rights(true, false, false), ..CapParams::default() },
-                ),
-            );
+            if badge == 1 {
+                add(
+                    owner,
+                    format!("{n}_irq_signal"),
+                    "IRQ notification (wait)".into(),
+                    cap(
+                        &format!("{n}_irq_signal"),
+                        None,
+                        CapParams { rights: rights(true, false, false), ..CapParams::default() },
+                    ),
+                );
+            }
         }
         if let Some((first, last)) = d.io_ports.as_ref().and_then(|p| parse_ports(p.get_ref())) {
             spec.objects.push(Object {
@@ -147,6 +173,55 @@ pub(super) fn components(
                 cap(&format!("{n}_ports"), None, CapParams::default()),
             );
         }
+    }
+    // DMA memory: 2 MiB frames, mapped into the owner and held by it so that it can ask
+    // each one's physical address.
+    for place in dma_layout(file) {
+        let frames = format!("{}_dma", place.device);
+        spec.objects.push(Object {
+            name: frames.clone(),
+            count: Some(place.frames as u32),
+            kind: ObjectKind::Frame { size: LARGE_PAGE_SIZE, paddr: None, fill: Vec::new() },
+        });
+        for k in 0..place.frames as u32 {
+            add(
+                &place.owner,
+                format!("{frames}{k}"),
+                format!(
+                    "DMA frame {k} of device `{}` (2 MiB, its physical address to program DMA)",
+                    place.device
+                ),
+                cap(&frames, Some(k), CapParams::default()),
+            );
+        }
+        let rw = rights(true, true, false);
+        map_large(
+            spec,
+            &place.owner,
+            place.vaddr,
+            (0..place.frames as u32).map(|k| (ObjRef { name: frames.clone(), index: Some(k) }, rw)).collect(),
+        );
+    }
+    // A disk backend signals each guest's VMM (its bound notification) with the disk bit.
+    for slice in disk_slices(file) {
+        let vmm = vmm_name(&slice.guest);
+        add(
+            &slice.backend,
+            format!("{vmm}_signal"),
+            format!(
+                "notification (send, badge {VMM_DISK_BADGE}): guest `{}`'s VMM, for its disk",
+                slice.guest
+            ),
+            cap(
+                &format!("{vmm}_signal"),
+                None,
+                CapParams {
+                    rights: rights(false, true, false),
+                    badge: VMM_DISK_BADGE,
+                    ..CapParams::default()
+                },
+            ),
+        );
     }
     let mut mappings = region_mappings(file);
     for MmioPlace { device, index: i, vaddr, pages, paddr } in device_layout(file) {

@@ -1,14 +1,14 @@
 //! The guests: per guest a VMM component cleave adds, the guest's Vcpu, EPT tables and
 //! RAM, and the VMM's configuration page.
 
-use super::{CapTable, DEFAULT_PRIORITY, cap, component_objects, map_pages, rights, slot_of};
+use super::{CapTable, DEFAULT_PRIORITY, cap, component_objects, map_large, map_pages, rights};
 use crate::layout::{
-    COM2_PORTS, GUEST_RAM_BASE, GUEST_RAM_MAX, VMM_CONFIG, VMM_CONSOLE_SLOT, VMM_PROGRAM, VMM_SLOTS,
-    vmm_config, vmm_name,
+    COM2_PORTS, GUEST_RAM_BASE, GUEST_RAM_MAX, VMM_CONFIG, VMM_CONSOLE_SLOT, VMM_DISK_SLOT, VMM_PROGRAM,
+    VMM_SIGNAL_SLOT, VMM_SLOTS, disk_slices, vmm_config, vmm_name,
 };
 use crate::schema::{SystemFile, parse_size};
 use cleave_abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
-use cleave_capdl::binary::Kind;
+use cleave_capdl::binary::tcb_slot;
 use cleave_capdl::model::{Cap, CapParams, ObjRef, Object, ObjectKind, Spec, TcbParams};
 use std::collections::BTreeMap;
 
@@ -37,7 +37,12 @@ pub(super) fn guests(
             init: vec![index as u64 + 1],
             ..TcbParams::default()
         };
-        component_objects(spec, &vmm, tcb, &[]);
+        // Its own notification, bound to its thread: a signal (its disk's backend's) ends
+        // its `VmEnter` with `NOTIFIED`.
+        let signal = format!("{vmm}_signal");
+        spec.objects.push(Object { name: signal.clone(), count: None, kind: ObjectKind::Notification });
+        let bound = (u64::from(tcb_slot::BOUND_NOTIFICATION), cap(&signal, None, CapParams::default()));
+        component_objects(spec, &vmm, tcb, &[bound]);
 
         let (vcpu, ept, pdpt, pd, ram) = (
             format!("{g_name}_vcpu"),
@@ -75,37 +80,17 @@ pub(super) fn guests(
             (0..frames).map(|k| (u64::from(k), cap(&ram, Some(k), rwx.clone()))).collect(),
         );
         // The same frames in the VMM, 2 MiB pages in a page directory of its own.
-        let vmm_pdpt = format!("{vmm}_map_pdpt");
-        let vmm_pd = format!("{vmm}_map_pd{}", slot_of(Kind::Pdpt, GUEST_RAM_BASE));
-        spec.objects.push(Object { name: vmm_pdpt.clone(), count: None, kind: ObjectKind::Pdpt });
-        spec.objects.push(Object { name: vmm_pd.clone(), count: None, kind: ObjectKind::PageDirectory });
-        spec.caps.insert(
-            ObjRef::named(&format!("{vmm}_vspace")),
-            BTreeMap::from([(
-                slot_of(Kind::Pml4, GUEST_RAM_BASE),
-                cap(&vmm_pdpt, None, CapParams::default()),
-            )]),
-        );
-        spec.caps.insert(
-            ObjRef::named(&vmm_pdpt),
-            BTreeMap::from([(slot_of(Kind::Pdpt, GUEST_RAM_BASE), cap(&vmm_pd, None, CapParams::default()))]),
-        );
-        let rw = CapParams { rights: rights(true, true, false), ..CapParams::default() };
-        spec.caps.insert(
-            ObjRef::named(&vmm_pd),
-            (0..frames)
-                .map(|k| {
-                    (
-                        slot_of(Kind::PageDirectory, GUEST_RAM_BASE) + u64::from(k),
-                        cap(&ram, Some(k), rw.clone()),
-                    )
-                })
-                .collect(),
+        let rw = rights(true, true, false);
+        map_large(
+            spec,
+            &vmm,
+            GUEST_RAM_BASE,
+            (0..frames).map(|k| (ObjRef { name: ram.clone(), index: Some(k) }, rw)).collect(),
         );
         // Its configuration, one page filled from a generated file, read only.
         let config = format!("{vmm}_config");
         let config_file = format!("{vmm}.config");
-        files.insert(config_file.clone(), vmm_config(g_name, g));
+        files.insert(config_file.clone(), vmm_config(file, g_name, g));
         spec.objects.push(Object {
             name: config.clone(),
             count: None,
@@ -136,6 +121,32 @@ pub(super) fn guests(
                 format!("I/O ports {:#x}-{:#x} (the guest's console, COM2)", COM2_PORTS.0, COM2_PORTS.1),
             ));
             cnode.insert(VMM_CONSOLE_SLOT, cap(&ports, None, CapParams::default()));
+        }
+        table.entries.push((
+            VMM_SIGNAL_SLOT,
+            "signal".into(),
+            "its own notification (wait; bound to its thread)".into(),
+        ));
+        cnode.insert(
+            VMM_SIGNAL_SLOT,
+            cap(&signal, None, CapParams { rights: rights(true, false, false), ..CapParams::default() }),
+        );
+        // A disk: its backend's notification, with this guest's bit.
+        if let Some(slice) = disk_slices(file).into_iter().find(|s| &s.guest == g_name) {
+            let badge = 1u64 << slice.client;
+            table.entries.push((
+                VMM_DISK_SLOT,
+                "disk".into(),
+                format!("notification (send, badge {badge}): `{}`, its disk's backend", slice.backend),
+            ));
+            cnode.insert(
+                VMM_DISK_SLOT,
+                cap(
+                    &format!("{}_signal", slice.backend),
+                    None,
+                    CapParams { rights: rights(false, true, false), badge, ..CapParams::default() },
+                ),
+            );
         }
     }
     map_pages(spec, config_pages);
@@ -195,6 +206,7 @@ mod tests {
                 "vmm-alice_map_pd2",
                 "vmm-alice_map_pdpt",
                 "vmm-alice_map_pt1_0",
+                "vmm-alice_signal",
                 "vmm-alice_tcb",
                 "vmm-alice_vspace"
             ]
@@ -221,6 +233,51 @@ mod tests {
             compiled.files["vmm-alice.config"],
             b"name=alice\nmemory=4194304\nimage=guest-hello\nconsole=log\ncmdline=x=1\n"
         );
-        assert_eq!(compiled.tables["vmm-alice"].entries.len(), VMM_SLOTS.len());
+        // Its fixed slots and its own notification, bound to its thread.
+        assert_eq!(compiled.tables["vmm-alice"].entries.len(), VMM_SLOTS.len() + 1);
+        let tcb = &spec.caps[&ObjRef::named("vmm-alice_tcb")];
+        assert_eq!(
+            tcb[&u64::from(tcb_slot::BOUND_NOTIFICATION)].target,
+            Target::Object(ObjRef::named("vmm-alice_signal"))
+        );
+    }
+
+    /// Two guests with disks on one backend: each VMM shares its own ring with the backend
+    /// and nothing else; the backend holds the rings, its DMA memory, its device and the
+    /// VMMs' notifications (send only), and no guest RAM.
+    #[test]
+    fn a_disk_backend_shares_one_ring_per_guest_and_maps_no_guest_memory() {
+        let text = "[components.blkback]\n\
+                    [devices.disk]\nowner = \"blkback\"\nio-ports = \"0xc000-0xc07f\"\nirq = 11\ndma = \"2M\"\n\
+                    [guests.alice]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"blkback\", size = \"8M\" }\n\
+                    [guests.bob]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"blkback\", size = \"4M\" }\n";
+        let file = crate::system::load(text).unwrap();
+        let compiled = compile(&file);
+        let spec = &compiled.spec;
+        assert_eq!(cleave_capdl::validate::validate(spec), Vec::new());
+        let (alice, bob, back) = (reach(spec, "vmm-alice"), reach(spec, "vmm-bob"), reach(spec, "blkback"));
+        let ring = |g: &str| ObjRef { name: format!("disk-{g}"), index: Some(0) };
+        assert!(alice.contains(&ring("alice")) && !alice.contains(&ring("bob")));
+        assert!(bob.contains(&ring("bob")) && !bob.contains(&ring("alice")));
+        assert!(back.contains(&ring("alice")) && back.contains(&ring("bob")));
+        assert!(back.iter().all(|r| !r.name.ends_with("_ram")), "the backend reaches guest RAM");
+        assert!(back.contains(&ObjRef { name: "disk_dma".into(), index: Some(0) }));
+        assert!(!alice.contains(&ObjRef { name: "disk_dma".into(), index: Some(0) }));
+        // Slices one after the other; the configuration tells each VMM its ring and size.
+        let slices = disk_slices(&file);
+        assert_eq!((slices[0].first_sector, slices[0].sectors, slices[1].first_sector), (0, 16384, 16384));
+        let config = String::from_utf8(compiled.files["vmm-bob.config"].clone()).unwrap();
+        assert!(config.contains(",8192\ncmdline="), "{config}");
+        // The backend's notification: bob's VMM signals bit 1, the interrupt bit 63; the
+        // backend may only signal the VMMs.
+        let bob_cnode = &spec.caps[&ObjRef::named("vmm-bob_cnode")];
+        assert_eq!(bob_cnode[&VMM_DISK_SLOT].params.badge, 2);
+        assert_eq!(spec.caps[&ObjRef::named("disk_irq")][&0].params.badge, crate::layout::BACKEND_IRQ_BADGE);
+        let back_cnode = &spec.caps[&ObjRef::named("blkback_cnode")];
+        let to_alice = back_cnode
+            .values()
+            .find(|c| c.target == Target::Object(ObjRef::named("vmm-alice_signal")))
+            .expect("blkback can signal alice's VMM");
+        assert!(!to_alice.params.rights.read && to_alice.params.rights.write);
     }
 }

@@ -88,6 +88,31 @@ fn map_pages(spec: &mut Spec, mappings: Vec<Mapping>) {
     }
 }
 
+/// Maps `frames` (2 MiB frames, with their rights) into `component`'s VSpace from `vaddr`
+/// (2 MiB aligned, within one page directory), as [`map_pages`] does for 4 KiB pages and
+/// sharing its tables: either may come first.
+fn map_large(spec: &mut Spec, component: &str, vaddr: u64, frames: Vec<(ObjRef, Rights)>) {
+    let in_pdpt = slot_of(Kind::Pdpt, vaddr);
+    let pdpt = format!("{component}_map_pdpt");
+    let pd = format!("{component}_map_pd{in_pdpt}");
+    for (parent, slot, child, kind) in [
+        (format!("{component}_vspace"), slot_of(Kind::Pml4, vaddr), &pdpt, ObjectKind::Pdpt),
+        (pdpt.clone(), in_pdpt, &pd, ObjectKind::PageDirectory),
+    ] {
+        let slots = spec.caps.entry(ObjRef::named(&parent)).or_default();
+        if let std::collections::btree_map::Entry::Vacant(e) = slots.entry(slot) {
+            e.insert(cap(child, None, CapParams::default()));
+            spec.objects.push(Object { name: child.clone(), count: None, kind });
+        }
+    }
+    let first = slot_of(Kind::PageDirectory, vaddr);
+    let slots = spec.caps.entry(ObjRef::named(&pd)).or_default();
+    for (k, (frame, rights)) in frames.into_iter().enumerate() {
+        let params = CapParams { rights, ..CapParams::default() };
+        slots.insert(first + k as u64, Cap { target: Target::Object(frame), params });
+    }
+}
+
 /// The slot of a paging table of kind `level` (IA-32e or EPT) that covers `vaddr`, by
 /// capDL's one definition of the paging levels' shifts.
 fn slot_of(level: Kind, vaddr: u64) -> u64 {

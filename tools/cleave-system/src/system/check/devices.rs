@@ -2,10 +2,10 @@
 //! kernel's, the supervisor's clock or another device's.
 
 use crate::error::SystemError;
-use crate::layout::{DEVICE_WINDOW, PIT_PORTS};
+use crate::layout::{DEVICE_WINDOW, DMA_WINDOW, PIT_PORTS};
 use crate::schema::{SystemFile, parse_ports, parse_size};
 use crate::system::span;
-use cleave_abi::layout::PAGE_SIZE;
+use cleave_abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use std::collections::{BTreeMap, BTreeSet};
 use toml::Spanned;
 
@@ -45,6 +45,34 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                 break 'devices;
             }
             device_space += PAGE_SIZE;
+        }
+    }
+    // DMA memory: whole 2 MiB frames, each owner's together within its DMA window.
+    let mut dma_space: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, d) in &file.devices {
+        let Some(dma) = &d.dma else { continue };
+        let key = format!("devices.{}.dma", name.get_ref());
+        match parse_size(dma.get_ref()) {
+            Some(n) if n > 0 && n.is_multiple_of(LARGE_PAGE_SIZE) => {
+                let total = dma_space.entry(d.owner.get_ref()).or_default();
+                *total = total.saturating_add(n);
+                if *total > DMA_WINDOW {
+                    errors.push(SystemError::new(
+                        key,
+                        span(dma),
+                        format!(
+                            "the DMA memory of `{}`'s devices does not fit its {} MiB window",
+                            d.owner.get_ref(),
+                            DMA_WINDOW >> 20
+                        ),
+                    ));
+                }
+            }
+            _ => errors.push(SystemError::new(
+                key,
+                span(dma),
+                format!("DMA memory `{}` is not a whole number of 2 MiB frames", dma.get_ref()),
+            )),
         }
     }
     let mut mmio_ranges: Vec<(u64, u64, &Spanned<u64>, &str)> = Vec::new();

@@ -17,6 +17,79 @@ pub(super) fn check_images(file: &SystemFile, errors: &mut Vec<SystemError>) {
     }
 }
 
+/// Most guests one backend serves disks to (their badge bits, below the interrupt's).
+pub const MAX_DISK_CLIENTS: usize = 63;
+
+/// A guest's disk: a whole number of MiB, served by a component that owns a device with
+/// DMA memory (the machine's disk), one instance for all its guests, and no more than
+/// [`MAX_DISK_CLIENTS`] guests per backend.
+fn check_disk(
+    file: &SystemFile,
+    guest: &str,
+    disk: &toml::Spanned<crate::schema::Disk>,
+    is_component: &dyn Fn(&str) -> bool,
+    errors: &mut Vec<SystemError>,
+) {
+    let key = format!("guests.{guest}.disk");
+    let (backend, size) = (&disk.get_ref().backend, &disk.get_ref().size);
+    match parse_size(size.get_ref()) {
+        Some(n) if n > 0 && n.is_multiple_of(1 << 20) => {}
+        _ => errors.push(SystemError::new(
+            key.clone(),
+            span(size),
+            format!("disk size `{}` is not a whole number of MiB", size.get_ref()),
+        )),
+    }
+    let b = backend.get_ref().as_str();
+    if !is_component(b) {
+        errors.push(SystemError::new(
+            key,
+            span(backend),
+            format!("guest `{guest}`'s disk is served by `{b}`, which is not a component"),
+        ));
+        return;
+    }
+    if !file.devices.values().any(|d| d.owner.get_ref() == b && d.dma.is_some()) {
+        errors.push(SystemError::new(
+            key.clone(),
+            span(backend),
+            format!(
+                "`{b}` serves guest `{guest}`'s disk but owns no device with `dma` memory (the machine's disk)"
+            ),
+        ));
+    }
+    let component = file.components.iter().find(|(k, _)| k.get_ref() == b).map(|(_, c)| c);
+    if let Some(i) = component.and_then(|c| c.instances.as_ref()).filter(|i| i.get_ref() == "per-guest") {
+        errors.push(SystemError::new(
+            format!("components.{b}.instances"),
+            span(i),
+            format!(
+                "`{b}` serves disks from one machine disk, which one instance drives: it cannot be per-guest"
+            ),
+        ));
+    }
+    if component.is_some_and(|c| c.is_disposable()) {
+        errors.push(SystemError::new(
+            key.clone(),
+            span(backend),
+            format!("`{b}` is disposable: it would be gone while guest `{guest}` uses its disk"),
+        ));
+    }
+    let clients = crate::layout::disk_slices(file).iter().filter(|s| s.backend == b).count();
+    if clients > MAX_DISK_CLIENTS
+        && crate::layout::disk_slices(file)
+            .iter()
+            .find(|s| s.guest == guest)
+            .is_some_and(|s| s.client >= MAX_DISK_CLIENTS)
+    {
+        errors.push(SystemError::new(
+            key,
+            span(backend),
+            format!("`{b}` serves more than {MAX_DISK_CLIENTS} guests' disks"),
+        ));
+    }
+}
+
 /// Each guest's command line, memory, VMM name and backends, against the components
 /// there are.
 pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut Vec<SystemError>) {
@@ -33,7 +106,7 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                     span(c),
                     format!("the command line holds the control character {:?}", bad),
                 ));
-            } else if vmm_config(name.get_ref(), g).len() > MAX_VMM_CONFIG {
+            } else if vmm_config(file, name.get_ref(), g).len() > MAX_VMM_CONFIG {
                 errors.push(SystemError::new(
                     key("cmdline"),
                     span(c),
@@ -89,6 +162,9 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                     ),
                 ));
             }
+        }
+        if let Some(disk) = &g.disk {
+            check_disk(file, name.get_ref(), disk, &is_component, errors);
         }
         let mut listed = BTreeSet::new();
         for b in &g.backends {
@@ -243,6 +319,36 @@ mod tests {
         assert_eq!(
             messages,
             ["the command line (4050 bytes) does not fit the VMM's 4096-byte configuration page"]
+        );
+    }
+
+    #[test]
+    fn bad_disks_are_refused() {
+        let text = "[components.blk]\ninstances = \"per-guest\"\n[components.nodma]\n\
+                    [devices.disk]\nowner = \"blk\"\ndma = \"2M\"\n\
+                    [guests.a]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"blk\", size = \"1500K\" }\n\
+                    [guests.b]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"nodma\", size = \"1M\" }\n\
+                    [guests.c]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"nobody\", size = \"1M\" }\n";
+        assert_eq!(
+            found(&run(text), text),
+            [
+                error("guests.a.disk", "\"1500K\"", "disk size `1500K` is not a whole number of MiB"),
+                error(
+                    "components.blk.instances",
+                    "\"per-guest\"",
+                    "`blk` serves disks from one machine disk, which one instance drives: it cannot be per-guest"
+                ),
+                error(
+                    "guests.b.disk",
+                    "\"nodma\"",
+                    "`nodma` serves guest `b`'s disk but owns no device with `dma` memory (the machine's disk)"
+                ),
+                error(
+                    "guests.c.disk",
+                    "\"nobody\"",
+                    "guest `c`'s disk is served by `nobody`, which is not a component"
+                ),
+            ]
         );
     }
 }

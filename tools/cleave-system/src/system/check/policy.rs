@@ -25,10 +25,9 @@ fn reach<'a>(file: &'a SystemFile, name: &str) -> BTreeSet<&'a str> {
     if let Some((k, _)) = file.components.iter().find(|(k, _)| k.get_ref() == name) {
         return BTreeSet::from([k.get_ref().as_str()]);
     }
-    file.guests
-        .iter()
-        .find(|(k, _)| k.get_ref() == name)
-        .map_or_else(BTreeSet::new, |(_, g)| g.backends.iter().map(|b| b.get_ref().as_str()).collect())
+    file.guests.iter().find(|(k, _)| k.get_ref() == name).map_or_else(BTreeSet::new, |(_, g)| {
+        g.all_backends().into_iter().map(|b| b.get_ref().as_str()).collect()
+    })
 }
 
 pub(super) fn check(
@@ -90,15 +89,9 @@ pub(super) fn check(
     for (authority, patterns) in &policy.only {
         let holders: BTreeSet<String> = match authority.get_ref().as_str() {
             "devices" => file.devices.values().map(|d| d.owner.get_ref().clone()).collect(),
-            // A guest's backends, and its VMM, which maps all of its RAM (the compiler's
-            // test `only_the_vmm_maps_guest_ram` keeps this list true).
-            "map-guest-memory" => file
-                .guests
-                .iter()
-                .flat_map(|(name, g)| {
-                    g.backends.iter().map(|b| b.get_ref().clone()).chain([vmm_name(name.get_ref())])
-                })
-                .collect(),
+            // A guest's VMM alone maps its RAM; its backends get bytes from the VMM through
+            // their rings (the compiler's test `only_the_vmm_maps_guest_ram` keeps this true).
+            "map-guest-memory" => file.guests.keys().map(|name| vmm_name(name.get_ref())).collect(),
             other => {
                 errors.push(
                     SystemError::new("policy.only", span(authority), format!("unknown authority `{other}`"))

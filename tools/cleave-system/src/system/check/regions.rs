@@ -89,7 +89,7 @@ pub(super) fn check(
         if !r.key.starts_with("regions.") && seen.contains_key(r.name.as_str()) {
             errors.push(SystemError::new(
                 r.key.clone(),
-                span(r.size),
+                span(&r.size),
                 format!("the ring region `{}` would take a name already used", r.name),
             ));
         }
@@ -99,7 +99,7 @@ pub(super) fn check(
             errors.push(
                 SystemError::new(
                     r.key.clone(),
-                    span(r.size),
+                    span(&r.size),
                     format!("two channels' rings would both be named `{}`", r.name),
                 )
                 .help("a ring is named CHANNEL-CLIENT: rename the channel or the client"),
@@ -115,7 +115,7 @@ pub(super) fn check(
             errors.push(
                 SystemError::new(
                     r.key.clone(),
-                    span(r.size),
+                    span(&r.size),
                     format!(
                         "region `{}` does not fit: regions share {} MiB of address space, one guard page after each",
                         r.name,
