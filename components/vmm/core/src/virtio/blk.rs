@@ -339,6 +339,15 @@ impl VirtioBlk {
         self.transport.broken().is_none()
     }
 
+    /// Whether request `id` is still waiting for its completion: taken since the guest
+    /// last reset the device, and not completed. A VMM checks this before it writes a
+    /// request's data into guest RAM (after a reset the guest may use that memory anew).
+    pub fn is_pending(&self, id: RequestId) -> bool {
+        self.transport.broken().is_none()
+            && id.resets == self.transport.resets()
+            && self.in_flight.get(usize::from(id.head)).is_some_and(Option::is_some)
+    }
+
     /// Completes request `id` with `status` ([`status`]) after the backend filled
     /// `written` bytes of its data (0 for writes and flushes): writes the status byte,
     /// gives the chain back and interrupts (unless the guest suppressed it). False if the

@@ -15,6 +15,7 @@
 //! the devices offer.
 
 pub mod blk;
+pub mod disk;
 pub mod net;
 pub mod pci;
 pub mod queue;

@@ -16,15 +16,15 @@ use std::vec;
 use std::vec::Vec;
 
 /// 1 MiB of guest RAM.
-const RAM: usize = 1 << 20;
+pub(super) const RAM: usize = 1 << 20;
 /// Where the test drivers put their rings (page 0x10: 0x10000-0x12fff).
 const PFN: u32 = 0x10;
 /// Where request headers, status bytes and data go.
 const HEADERS: u64 = 0x20000;
-const STATUS: u64 = 0x30000;
-const DATA: u64 = 0x40000;
+pub(super) const STATUS: u64 = 0x30000;
+pub(super) const DATA: u64 = 0x40000;
 
-fn reg_write(device: &mut dyn PciDevice, at: u64, size: usize, value: u32) {
+pub(super) fn reg_write(device: &mut dyn PciDevice, at: u64, size: usize, value: u32) {
     device.bar_write(0, at, &value.to_le_bytes()[..size]);
 }
 
@@ -36,7 +36,7 @@ fn reg_read(device: &mut dyn PciDevice, at: u64, size: usize) -> u32 {
 
 /// What Linux's `virtio_pci` does with a device before using it: reset, ACKNOWLEDGE,
 /// DRIVER, features (all offered), each queue's PFN, DRIVER_OK. Returns the drivers.
-fn set_up(device: &mut dyn PciDevice, queues: u16) -> Vec<Driver> {
+pub(super) fn set_up(device: &mut dyn PciDevice, queues: u16) -> Vec<Driver> {
     reg_write(device, register::STATUS, 1, 0);
     assert_eq!(reg_read(device, register::STATUS, 1), 0);
     reg_write(device, register::STATUS, 1, u32::from(status::ACKNOWLEDGE));
@@ -64,7 +64,7 @@ fn set_up(device: &mut dyn PciDevice, queues: u16) -> Vec<Driver> {
 /// A block request as Linux's `virtblk_add_req` builds it: the header, the data buffers,
 /// the status byte, each its own descriptor. `n` numbers the request (where its header and
 /// status go).
-fn blk_request(
+pub(super) fn blk_request(
     driver: &mut Driver,
     ram: &mut Ram,
     n: u64,
