@@ -10,10 +10,11 @@ extern crate alloc;
 use cleave_abi::Error;
 use cleave_abi::vcpu::exit;
 use cleave_abi::vcpu::state::{self, event, part, segment as seg};
-use cleave_rt::cap::kind::{IoPort, Vcpu};
+use cleave_rt::cap::kind::{IoPort, Notification, Vcpu};
 use cleave_rt::{Cap, println};
 use cleave_vmm_core::devices::uart16550::Console;
 use cleave_vmm_core::paging;
+pub use cleave_vmm_core::virtio::disk::DiskBridge;
 use cleave_vmm_core::vm::{Cpu, Exit, GuestMemory, Injection, MsrPolicy, Outcome, Stop, Vm};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -338,16 +339,60 @@ fn read_cpu(vcpu: Cap<Vcpu>) -> Result<Cpu, Error> {
     Ok(Cpu { regs: vcpu.read_registers()?, rip, rflags, cr0, cr3, cr4, efer, shadow, event })
 }
 
+/// The guest's virtio disk: its device's place on the guest's PCI bus, the bridge to its
+/// backend, the backend's notification and this VMM's own (bound to its thread).
+pub struct Disk {
+    /// The ring's VMM side and the pieces in flight.
+    pub bridge: DiskBridge,
+    /// The backend's notification (send: this guest's bit).
+    pub backend: Cap<Notification>,
+    /// This VMM's notification, which the backend signals.
+    pub signal: Cap<Notification>,
+    /// The disk's size in 512-byte sectors.
+    pub sectors: u64,
+}
+
+/// Where the disk sits on the guest's PCI bus (00:01.0) and the 8259 line its INTA
+/// raises: one no other device of the guest's machine uses.
+pub const DISK_SLOT: u8 = 1;
+/// The disk's interrupt line.
+pub const DISK_IRQ: u8 = 10;
+
+impl Disk {
+    /// Takes what the guest posted; signals the backend if anything went into the ring.
+    fn pump(&mut self, vm: &mut Vm<Named>, ram: &mut Ram) {
+        let Some(device) = vm.virtio_blk(DISK_SLOT) else { return };
+        if device.take_notified() && self.bridge.pump(device, ram) {
+            let _ = self.backend.signal();
+        }
+    }
+
+    /// Takes what the backend did; signals it back if the ring asks for that.
+    fn answered(&mut self, vm: &mut Vm<Named>, ram: &mut Ram) {
+        let Some(device) = vm.virtio_blk(DISK_SLOT) else { return };
+        if self.bridge.on_signal(device, ram) {
+            let _ = self.backend.signal();
+        }
+    }
+}
+
 /// Runs the guest until it stops; returns why, and the machine.
 pub fn run(
     vcpu: Cap<Vcpu>,
     mut ram: Ram,
     console: Named,
     msr_policy: MsrPolicy,
+    mut disk: Option<Disk>,
 ) -> Result<(Stop, Vm<Named>), Error> {
     let mut vm = Vm::new(console);
     vm.msr_policy = msr_policy;
     vm.console_input = vm.console.serial.is_some();
+    if let Some(d) = &disk
+        && let Err(e) = vm.attach_virtio_blk(DISK_SLOT, DISK_IRQ, d.sectors, b"cleave-disk")
+    {
+        line!("vmm: the guest's disk could not be attached: {e:?}");
+        disk = None;
+    }
     // Typed input is looked for at least this often (TSC ticks) while the guest exits,
     // after every HLT (an idle guest, as a shell waiting at its prompt is, halts between
     // timer ticks), with every console byte out, and whenever the guest waits for it: at
@@ -396,8 +441,20 @@ pub fn run(
         };
         halted = exit.reason == exit::reason::HLT;
         cpu = read_cpu(vcpu)?;
+        if exit.reason == exit::reason::NOTIFIED {
+            // The backend signalled (the guest may not have run at all).
+            if let Some(disk) = disk.as_mut() {
+                disk.answered(&mut vm, &mut ram);
+            }
+            continue;
+        }
         let before = cpu;
-        match vm.handle(&exit, &mut cpu, &mut ram, host_cpuid) {
+        vm.io_pending = disk.as_ref().is_some_and(|d| d.bridge.in_flight() > 0);
+        let outcome = vm.handle(&exit, &mut cpu, &mut ram, host_cpuid);
+        if let Some(disk) = disk.as_mut() {
+            disk.pump(&mut vm, &mut ram);
+        }
+        match outcome {
             Outcome::Resume => {
                 if cpu.regs != before.regs {
                     vcpu.write_registers(&cpu.regs)?;
@@ -430,6 +487,26 @@ pub fn run(
                     vm.console_typed(&typed[..n]);
                 }
                 last = cleave_rt::syscall::rdtsc();
+            }
+            Outcome::WaitForIo => {
+                if cpu.rip != before.rip {
+                    vcpu.write_field(state::RIP, cpu.rip)?;
+                }
+                // Until the backend answers or the guest's next timer is due, in real
+                // time (guest time is the TSC's).
+                let due = vm.next_timer_ns().map(|ns| last.wrapping_add(ns));
+                if let Some(disk) = disk.as_mut() {
+                    loop {
+                        if disk.signal.poll().unwrap_or(0) != 0 || disk.bridge.in_flight() == 0 {
+                            disk.answered(&mut vm, &mut ram);
+                            break;
+                        }
+                        if due.is_some_and(|at| cleave_rt::syscall::rdtsc().wrapping_sub(at) < 1 << 63) {
+                            break;
+                        }
+                        cleave_rt::syscall::yield_now();
+                    }
+                }
             }
             Outcome::Stop(stop) => return Ok((stop, vm)),
         }

@@ -33,6 +33,34 @@ struct Config {
     image: &'static str,
     console: &'static str,
     cmdline: &'static str,
+    /// `disk=ADDRESS,BYTES,SLOTS,SLOT_SIZE,SECTORS`: the guest's disk ring (where this VMM
+    /// maps it, its size and geometry) and the disk's size.
+    disk: Option<DiskConfig>,
+}
+
+/// A guest disk's configuration line.
+struct DiskConfig {
+    ring: u64,
+    bytes: usize,
+    slots: u32,
+    slot_size: u32,
+    sectors: u64,
+}
+
+impl DiskConfig {
+    fn parse(text: &str) -> Option<Self> {
+        let mut fields = text.split(',');
+        let ring = u64::from_str_radix(fields.next()?.strip_prefix("0x")?, 16).ok()?;
+        let mut number = || fields.next()?.parse::<u64>().ok();
+        let (bytes, slots, slot_size, sectors) = (number()?, number()?, number()?, number()?);
+        Some(Self {
+            ring,
+            bytes: usize::try_from(bytes).ok()?,
+            slots: u32::try_from(slots).ok()?,
+            slot_size: u32::try_from(slot_size).ok()?,
+            sectors,
+        })
+    }
 }
 
 fn config() -> Option<Config> {
@@ -48,6 +76,35 @@ fn config() -> Option<Config> {
         image: value("image")?,
         console: value("console").unwrap_or("log"),
         cmdline: value("cmdline").unwrap_or(""),
+        disk: match value("disk") {
+            Some(text) => Some(DiskConfig::parse(text)?),
+            None => None,
+        },
+    })
+}
+
+/// The guest's disk: the ring cleave laid out for it, formatted, and the notifications.
+fn disk(name: &str, config: &DiskConfig) -> Result<vmm::Disk, &'static str> {
+    use cleave_ioring::blk::{Geometry, Vmm};
+    // SAFETY: cleave maps the guest's disk ring read-write at `ring`, `bytes` long (the
+    // configuration page says where), into this VMM and the disk's backend only, for as
+    // long as this component runs; only `Shared` values (here and in the backend) touch it.
+    let shared = unsafe { cleave_ioring::Shared::new(config.ring as *mut u8, config.bytes) }
+        .map_err(|_| "the ring's place is not page-aligned whole pages")?;
+    let geometry = Geometry { slots: config.slots, slot_size: config.slot_size };
+    let ring = Vmm::format(shared, geometry).map_err(|_| "the ring's geometry does not fit its region")?;
+    println!(
+        "vmm: guest '{name}': a {} MiB virtio disk at 00:{:02x}.0 (IRQ {}), served over a ring of {} slots",
+        config.sectors >> 11,
+        vmm::DISK_SLOT,
+        vmm::DISK_IRQ,
+        config.slots
+    );
+    Ok(vmm::Disk {
+        bridge: vmm::DiskBridge::new(ring, config.slot_size),
+        backend: layout::DISK,
+        signal: layout::SIGNAL,
+        sectors: config.sectors,
     })
 }
 
@@ -95,7 +152,15 @@ fn component() -> i32 {
     } else {
         vmm::Named::log(name)
     };
-    let outcome = run(vcpu, ram, console, msr_policy);
+    let disk = match config.disk.as_ref().map(|d| disk(name, d)) {
+        Some(Ok(disk)) => Some(disk),
+        Some(Err(why)) => {
+            println!("vmm: guest '{name}': no disk: {why}");
+            None
+        }
+        None => None,
+    };
+    let outcome = run(vcpu, ram, console, msr_policy, disk);
     cleave_rt::audit!("unserve {name} vmm-{name}#1");
     match outcome {
         Ok((stop, vm)) => {

@@ -34,6 +34,7 @@ fn boot_run(icount: bool) -> Run {
         host_waits_for: Vec::new(),
         memory_mib: crate::emulator::MEMORY_MIB,
         guest_console: false,
+        disk: None,
     }
 }
 
@@ -230,6 +231,7 @@ fn vmx_figures(artifacts: &Artifacts) -> Result<Vec<String>> {
         host_waits_for: Vec::new(),
         memory_mib: crate::emulator::MEMORY_MIB,
         guest_console: false,
+        disk: None,
     };
     let finished = run.execute(artifacts)?;
     let mut lines = vcpu_lines(&finished, "vmx")?;
@@ -514,6 +516,7 @@ fn vtx_wall_to_shell() -> Result<Duration> {
         host_waits_for: Vec::new(),
         memory_mib: crate::emulator::memory_for(&system)?,
         guest_console: false,
+        disk: None,
     };
     let finished = run.execute(&artifacts)?;
     finished.arrival_of("debian: cleave-guest: init done").with_context(|| {

@@ -67,6 +67,33 @@ pub struct Run {
     /// through a Unix socket, [`console_bridge`]; Bochs's through a pseudo-terminal,
     /// [`Pty`]), and keep the system's log (the first serial port) off the terminal.
     pub guest_console: bool,
+    /// QEMU only: the machine's disk, a raw image attached as a legacy virtio-blk PCI
+    /// device (the disk backend's), kept between runs ([`disk_image_for`]).
+    pub disk: Option<PathBuf>,
+}
+
+/// The machine's disk for `system`, if its guests have disks: `target/cleave/disks/NAME.img`
+/// (NAME the system file's stem), created empty, and grown (never shrunk) to hold every
+/// guest's slice. What the guests write stays there for the next run of the same system.
+pub fn disk_image_for(system: &Path) -> Result<Option<PathBuf>> {
+    let bytes = crate::system::disks_bytes(system)?;
+    if bytes == 0 {
+        return Ok(None);
+    }
+    let stem = system.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
+    let dir = crate::workspace_root().join("target/cleave/disks");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{stem}.img"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the machine's disk {}", path.display()))?;
+    if file.metadata()?.len() < bytes {
+        file.set_len(bytes).with_context(|| format!("cannot grow {}", path.display()))?;
+    }
+    Ok(Some(path))
 }
 
 /// The machine memory a system needs: [`MEMORY_MIB`] plus twice its guests' RAM (the
@@ -289,6 +316,13 @@ impl Run {
         }
         if self.icount {
             command.args(["-icount", "shift=0"]);
+        }
+        if let Some(disk) = &self.disk {
+            // Legacy virtio (an I/O BAR, INTx) only: the disk backend's driver.
+            command
+                .arg("-drive")
+                .arg(format!("file={},format=raw,if=none,id=disk0", disk.display()))
+                .args(["-device", "virtio-blk-pci,drive=disk0,disable-modern=on"]);
         }
         // The XenStore bridge's serial port, a Unix socket QEMU listens on (short, in the
         // temporary directory: socket paths are limited to 108 bytes).
@@ -627,7 +661,14 @@ pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Resul
         host_waits_for: guests_done(system)?,
         memory_mib: memory_for(system)?,
         guest_console,
+        disk: disk_image_for(system)?,
     };
+    if bochs && run.disk.is_some() {
+        bail!(
+            "{}: its guests have disks, which the machine's virtio-blk device backs; Bochs has none: run it in QEMU",
+            system.display()
+        );
+    }
     let finished = run.execute(&artifacts)?;
     if guest_console {
         println!(

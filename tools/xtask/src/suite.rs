@@ -603,6 +603,9 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
                 run_linux_session(name, args, processor_facts, &mut tally)?;
             }
         }
+        if filter.is_none_or(|f| "linux-disks-persist".contains(f)) {
+            run_disk_test(&mut tally)?;
+        }
     }
     println!();
     for (name, tail) in tally.tails.iter().take(SUMMARY_RUNS) {
@@ -707,12 +710,13 @@ const COMMANDS: &[DocumentedCommand] = &[
 /// Most time one documented command may take (building is already done).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn run_documented_command(command: &DocumentedCommand, tally: &mut Tally) -> Result<()> {
-    println!("== documented command: cargo xtask {}", command.args.join(" "));
+/// Runs `cargo xtask ARGS` as a user would (this program, from the workspace root); its
+/// verdict (it ended, successfully, within [`COMMAND_TIMEOUT`]) and its standard output.
+fn run_xtask(args: &[&str]) -> Result<(Result<(), String>, String)> {
     let start = Instant::now();
     let exe = std::env::current_exe()?;
     let mut child = std::process::Command::new(exe)
-        .args(command.args)
+        .args(args)
         .current_dir(workspace_root())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -735,11 +739,18 @@ fn run_documented_command(command: &DocumentedCommand, tally: &mut Tally) -> Res
         std::thread::sleep(Duration::from_millis(200));
     };
     let output = reader.join().unwrap_or_default();
-    let mut verdict = match status {
+    let verdict = match status {
         None => Err(format!("did not end within {} s", COMMAND_TIMEOUT.as_secs())),
         Some(s) if !s.success() => Err(format!("ended with {s}")),
         Some(_) => Ok(()),
     };
+    Ok((verdict, output))
+}
+
+fn run_documented_command(command: &DocumentedCommand, tally: &mut Tally) -> Result<()> {
+    println!("== documented command: cargo xtask {}", command.args.join(" "));
+    let start = Instant::now();
+    let (mut verdict, output) = run_xtask(command.args)?;
     if verdict.is_ok() {
         let mut rest = output.as_str();
         for line in command.expect {
@@ -867,6 +878,7 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
         },
         memory_mib: emulator::MEMORY_MIB,
         guest_console: false,
+        disk: None,
     };
     let start = Instant::now();
     let finished = run.execute(artifacts)?;
@@ -915,6 +927,84 @@ fn check_audit(log: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
         println!("   audit: what did {guest} rely on at {middle} µs? {}", at.join(", "));
         if !at.contains(&format!("{component}#1")) {
             return Err(format!("the audit log does not show {guest} relying on {component}#1 at {middle}"));
+        }
+    }
+    Ok(())
+}
+
+/// The system of the disk test (doc/io-path.md).
+const DISKS_SYSTEM: &str = "systems/linux-disks.toml";
+
+/// Two runs of `systems/linux-disks.toml` on one machine disk, created afresh: in the
+/// first alice writes 1 MiB of random data to her disk (through her VMM, the ring and
+/// blkback to the machine's virtio-blk) and bob finds his disk all zeros; in the second,
+/// a reboot of the whole system later, alice finds her data with the same SHA-256 and bob
+/// still sees none of it.
+fn run_disk_test(tally: &mut Tally) -> Result<()> {
+    let name = "linux-disks-persist";
+    println!("== {name}: cargo xtask run --system {DISKS_SYSTEM}, twice on one disk image");
+    let start = Instant::now();
+    let image = workspace_root().join("target/cleave/disks/linux-disks.img");
+    let _ = std::fs::remove_file(&image);
+    let sha_after = |output: &str, what: &str| -> Option<String> {
+        let line = output.lines().find(|l| l.contains(what))?;
+        Some(line[line.find(what)? + what.len()..].trim().to_string())
+    };
+    let bob_clean = format!("{} 16384 sectors, 0 bytes not zero", crate::linux::initramfs::DISK_SCANNED);
+    let mut verdict = Ok(());
+    let mut outputs = Vec::new();
+    let mut written = None;
+    for round in 1..=2 {
+        let (ran, output) = run_xtask(&["run", "--system", DISKS_SYSTEM])?;
+        let checked = ran.and_then(|()| {
+            for done in ["vmm: guest 'alice' reset itself", "vmm: guest 'bob' reset itself"] {
+                if !output.contains(done) {
+                    return Err(format!("run {round}: its output lacks `{done}`"));
+                }
+            }
+            if !output.contains(&bob_clean) {
+                return Err(format!("run {round}: bob's disk is not all zeros (`{bob_clean}` missing)"));
+            }
+            match round {
+                1 => {
+                    let sha = sha_after(&output, crate::linux::initramfs::DISK_WROTE)
+                        .ok_or_else(|| "run 1: alice did not write her data".to_string())?;
+                    println!("   run 1: alice wrote 1 MiB, sha256 {sha}; bob's disk is all zeros");
+                    written = Some(sha);
+                    Ok(())
+                }
+                _ => {
+                    let sha = sha_after(&output, crate::linux::initramfs::DISK_FOUND)
+                        .ok_or_else(|| "run 2: alice did not find her data intact".to_string())?;
+                    println!("   run 2: alice found her data, sha256 {sha}; bob's disk is still all zeros");
+                    if Some(&sha) == written.as_ref() {
+                        Ok(())
+                    } else {
+                        Err(format!("run 2: alice's data has sha256 {sha}, not {written:?}"))
+                    }
+                }
+            }
+        });
+        outputs.push(output);
+        if let Err(e) = checked {
+            verdict = Err(e);
+            break;
+        }
+    }
+    match verdict {
+        Ok(()) => {
+            println!("== {name} ok ({:.1} s)", start.elapsed().as_secs_f64());
+            tally.passed += 1;
+        }
+        Err(reason) => {
+            println!("== {name} FAILED: {reason}");
+            let last = outputs.last().map(String::as_str).unwrap_or("");
+            let lines: Vec<&str> = last.lines().collect();
+            let tail =
+                lines[lines.len().saturating_sub(SUMMARY_LINES)..].iter().map(|l| l.to_string()).collect();
+            tally.tails.push((name.to_string(), tail));
+            tally.failed += 1;
+            tally.failures.push(format!("{name}: {reason}"));
         }
     }
     Ok(())

@@ -23,6 +23,15 @@ pub fn guests_memory(path: &Path) -> Result<u64> {
     Ok(load(path)?.guests.values().filter_map(|g| cleave::system::parse_size(g.memory.get_ref())).sum())
 }
 
+/// The bytes of the machine's disk `path`'s guests' disks need: their slices together.
+pub fn disks_bytes(path: &Path) -> Result<u64> {
+    Ok(load(path)?
+        .guests
+        .values()
+        .filter_map(|g| g.disk.as_ref().and_then(|d| cleave::system::parse_size(d.get_ref().size.get_ref())))
+        .sum())
+}
+
 /// Whether a guest of `path` has the machine's second serial port as its console.
 pub fn has_com2_console(path: &Path) -> Result<bool> {
     Ok(load(path)?.guests.values().any(|g| g.console.as_ref().is_some_and(|c| c.get_ref() == "com2")))

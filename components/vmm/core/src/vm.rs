@@ -171,6 +171,11 @@ pub enum Outcome {
     /// The guest halted with interrupts on and nothing that will wake it but its
     /// console's input: wait for some ([`Vm::console_input`]), then enter it again.
     WaitForInput,
+    /// The guest halted with interrupts on while its I/O is in flight
+    /// ([`Vm::io_pending`]): wait for the backend (or until its next timer is due, in real
+    /// time: guest time must not run ahead of a slow disk, whose requests the guest times
+    /// out), then enter it again.
+    WaitForIo,
     /// Stop the guest for good.
     Stop(Stop),
 }
@@ -329,6 +334,10 @@ pub struct Vm<C> {
     /// guest that halts with interrupts on, no timer, and the UART's receive interrupt
     /// open waits for it.
     pub console_input: bool,
+    /// Whether the guest has I/O in flight at a backend (the VMM sets it before each
+    /// [`Vm::handle`]): a guest halting then waits for it rather than skipping ahead to
+    /// its next timer.
+    pub io_pending: bool,
     /// The guest's debug registers DR0-DR7 as it sees them (the kernel switches none, so
     /// every access exits and lands here; breakpoints never fire).
     pub debug: [u64; 8],
@@ -356,6 +365,7 @@ impl<C: Console> Vm<C> {
             msr_faults: 0,
             debug: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             console_input: false,
+            io_pending: false,
         }
     }
 
@@ -464,7 +474,7 @@ impl<C: Console> Vm<C> {
 
     /// Nanoseconds until a timer (the PIT, the RTC) next raises an interrupt, if one is
     /// coming.
-    fn next_timer_ns(&self) -> Option<u64> {
+    pub fn next_timer_ns(&self) -> Option<u64> {
         match (self.pit.next_interrupt_ns(), self.rtc.next_interrupt_ns()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -532,6 +542,9 @@ impl<C: Console> Vm<C> {
                 }
                 if cpu.rflags & INTERRUPT_FLAG == 0 {
                     return Outcome::Stop(Stop::HaltedForever);
+                }
+                if self.io_pending {
+                    return Outcome::WaitForIo;
                 }
                 match self.next_timer_ns() {
                     // Idle until a timer fires: guest time jumps there.

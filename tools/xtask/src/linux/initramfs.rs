@@ -255,6 +255,49 @@ const UNCLAIMED_PAGE: &str = r#"unclaimed_page() {
 }
 "#;
 
+/// The kernel command-line word that chooses a disk test: `cleave.disk=persist` (the
+/// guest's disk keeps what an earlier run wrote: check it if it is there, else write it)
+/// or `cleave.disk=scan` (count the bytes of the guest's disk that are not zero).
+pub const DISK: &str = "cleave.disk";
+/// How a `persist` guest says it wrote its data (then its SHA-256).
+pub const DISK_WROTE: &str = "cleave-guest: disk: wrote 1048576 bytes of random data, sha256";
+/// How a `persist` guest says it found the data of an earlier run intact (then its SHA-256).
+pub const DISK_FOUND: &str = "cleave-guest: disk: found the data an earlier run wrote, intact, sha256";
+/// How a `scan` guest reports (then `N bytes not zero`).
+pub const DISK_SCANNED: &str = "cleave-guest: disk: scanned /dev/vda:";
+
+/// Shell functions for the disk tests. A `persist` guest's disk holds, after a run, a
+/// first sector `CLEAVE-DISK-TEST SHA256` (zero-padded) and 1 MiB of random bytes from
+/// 64 KiB on; `sync` pushes them through the guest's virtio-blk flush.
+const DISK_TEST: &str = r#"disk_persist() {
+    if [ ! -b "$1" ]; then echo "cleave-guest: disk: no $1"; return; fi
+    header=$(dd if="$1" bs=512 count=1 2>/dev/null | tr -d '\000' | head -n 1)
+    case "$header" in
+    "CLEAVE-DISK-TEST "*)
+        want=${header#CLEAVE-DISK-TEST }
+        got=$(dd if="$1" bs=65536 skip=1 count=16 2>/dev/null | sha256sum | cut -d' ' -f1)
+        if [ "$got" = "$want" ]; then
+            echo "cleave-guest: disk: found the data an earlier run wrote, intact, sha256 $got"
+        else
+            echo "cleave-guest: disk: the data an earlier run wrote changed: sha256 $got, not $want"
+        fi ;;
+    *)
+        dd if=/dev/urandom of=/tmp/payload bs=65536 count=16 2>/dev/null
+        sum=$(sha256sum /tmp/payload | cut -d' ' -f1)
+        dd if=/tmp/payload of="$1" bs=65536 seek=1 2>/dev/null
+        printf 'CLEAVE-DISK-TEST %s\n' "$sum" | dd of="$1" bs=512 count=1 conv=sync 2>/dev/null
+        sync
+        echo "cleave-guest: disk: wrote 1048576 bytes of random data, sha256 $sum" ;;
+    esac
+}
+disk_scan() {
+    if [ ! -b "$1" ]; then echo "cleave-guest: disk: no $1"; return; fi
+    sectors=$(cat /sys/block/${1#/dev/}/size)
+    nonzero=$(dd if="$1" bs=65536 2>/dev/null | tr -d '\000' | wc -c)
+    echo "cleave-guest: disk: scanned $1: $sectors sectors, $nonzero bytes not zero"
+}
+"#;
+
 /// The `/init` script: mounts, the virtio modules (`modules`, relative to
 /// `/lib/modules/RELEASE`), the misbehaviour the command line asks for, then a shell on
 /// the console.
@@ -285,9 +328,11 @@ done
 misbehave=
 poke=
 then=
+disk=
 for word in $(cat /proc/cmdline); do
     case "$word" in
     {MISBEHAVE}=*) misbehave=${{word#*=}} ;;
+    {DISK}=*) disk=${{word#*=}} ;;
     cleave.poke=*) poke=${{word#*=}} ;;
     cleave.then=*) then=${{word#*=}} ;;
     esac
@@ -311,6 +356,14 @@ triple)
 *)
     echo "cleave-guest: unknown {MISBEHAVE}=$misbehave"
     ;;
+esac
+
+{DISK_TEST}
+case "$disk" in
+"") ;;
+persist) disk_persist /dev/vda ;;
+scan) disk_scan /dev/vda ;;
+*) echo "cleave-guest: unknown {DISK}=$disk" ;;
 esac
 
 echo "{INIT_DONE}"

@@ -445,7 +445,7 @@ fn random_exits_from_a_hostile_guest_never_panic_the_vmm() {
             };
             let e = Exit { reason, detail, guest_physical, instruction_length: next() % 20 };
             match vm.handle(&e, &mut cpu, &mut mem, host_cpuid) {
-                Outcome::Resume | Outcome::WaitForInput => resumed += 1,
+                Outcome::Resume | Outcome::WaitForInput | Outcome::WaitForIo => resumed += 1,
                 Outcome::Stop(why) => {
                     assert!(!std::format!("{why}").is_empty());
                     stopped += 1;
@@ -555,6 +555,30 @@ fn a_halt_with_nothing_to_wake_it_waits_for_console_input_if_there_is_any() {
     assert_eq!(vm.handle(&exit(reason::HLT, 0, 1), &mut cpu, &mut mem, host_cpuid), Outcome::WaitForInput);
     assert_eq!(vm.console_typed(b"ls\n"), 1, "one byte fits with the FIFO off");
     assert_eq!(vm.uart.read(crate::devices::uart16550::reg::DATA), b'l');
+}
+
+/// A guest that halts while its disk has requests in flight waits for them, with or
+/// without a timer armed; with interrupts off it is stopped as before; and once nothing is
+/// in flight a halt skips ahead to its timer again.
+#[test]
+fn a_halt_with_io_in_flight_waits_for_the_backend() {
+    let (mut vm, mut mem) = (Vm::new(Lines::default()), ram());
+    let mut cpu = Cpu { rflags: 0x202, ..Cpu::default() };
+    vm.io_pending = true;
+    assert_eq!(vm.handle(&exit(reason::HLT, 0, 1), &mut cpu, &mut mem, host_cpuid), Outcome::WaitForIo);
+    assert_eq!(cpu.rip, 1, "past the HLT");
+    cpu.rflags = 0x2;
+    assert_eq!(
+        vm.handle(&exit(reason::HLT, 0, 1), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::HaltedForever),
+        "interrupts off: nothing can wake it, I/O or not"
+    );
+    cpu.rflags = 0x202;
+    vm.io_pending = false;
+    assert_eq!(
+        vm.handle(&exit(reason::HLT, 0, 1), &mut cpu, &mut mem, host_cpuid),
+        Outcome::Stop(Stop::HaltedForever)
+    );
 }
 
 /// No RAM: port I/O does not touch it.
@@ -861,7 +885,7 @@ fn random_port_traffic_never_panics_the_devices() {
             cpu.regs[gpr::RAX] = next();
             let detail = io(port, size, r & (1 << 30) != 0);
             match vm.handle(&exit(reason::PORT_IO, detail, 1), &mut cpu, &mut no_ram(), host_cpuid) {
-                Outcome::Resume | Outcome::WaitForInput => {}
+                Outcome::Resume | Outcome::WaitForInput | Outcome::WaitForIo => {}
                 Outcome::Stop(Stop::Reset(_)) => resets += 1,
                 Outcome::Stop(Stop::PoweredOff(_)) => power_offs += 1,
                 Outcome::Stop(other) => panic!("{other}"),
