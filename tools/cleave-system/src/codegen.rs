@@ -131,6 +131,16 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             let _ = writeln!(out, "];");
         }
     }
+    for (name, d) in file.devices.iter().filter(|(_, d)| d.owner.get_ref() == component) {
+        if let Some((first, last)) = d.io_ports.as_ref().and_then(|p| crate::schema::parse_ports(p.get_ref())) {
+            let _ = writeln!(
+                out,
+                "/// Device `{}`'s I/O ports (first, last), which its `_PORTS` capability covers.\npub const DEVICE_{}_PORTS: (u16, u16) = ({first:#x}, {last:#x});",
+                name.get_ref(),
+                constant_name(name.get_ref())
+            );
+        }
+    }
     for place in layout::dma_layout(&file).iter().filter(|p| p.owner == component) {
         let constant = format!("DEVICE_{}_DMA", constant_name(&place.device));
         let bytes = place.frames * cleave_abi::layout::LARGE_PAGE_SIZE;
