@@ -13,8 +13,9 @@ use crate::layout::{offset, page_align, valid_slots};
 
 /// Bytes per sector: request lengths of reads and writes are whole sectors.
 pub const SECTOR: u32 = 512;
-/// Most slots (requests in flight) a region can have.
-pub const MAX_SLOTS: u32 = 256;
+/// Most slots (requests in flight) a region can have: the VMM side keeps a table of them
+/// by value, and a VMM component has a 16 KiB stack.
+pub const MAX_SLOTS: u32 = 64;
 /// Largest slot size: the VMM splits a bigger guest request.
 pub const MAX_SLOT_SIZE: u32 = 1 << 20;
 

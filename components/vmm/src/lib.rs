@@ -508,7 +508,14 @@ pub fn run(
                     }
                 }
             }
-            Outcome::Stop(stop) => return Ok((stop, vm)),
+            Outcome::Stop(stop) => {
+                // The guest is gone: its disk's backend may stop once all its guests are.
+                if let Some(disk) = &disk {
+                    disk.bridge.close();
+                    let _ = disk.backend.signal();
+                }
+                return Ok((stop, vm));
+            }
         }
     }
 }

@@ -132,7 +132,8 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         }
     }
     for (name, d) in file.devices.iter().filter(|(_, d)| d.owner.get_ref() == component) {
-        if let Some((first, last)) = d.io_ports.as_ref().and_then(|p| crate::schema::parse_ports(p.get_ref())) {
+        if let Some((first, last)) = d.io_ports.as_ref().and_then(|p| crate::schema::parse_ports(p.get_ref()))
+        {
             let _ = writeln!(
                 out,
                 "/// Device `{}`'s I/O ports (first, last), which its `_PORTS` capability covers.\npub const DEVICE_{}_PORTS: (u16, u16) = ({first:#x}, {last:#x});",
@@ -399,21 +400,17 @@ fn constant_name(name: &str) -> String {
 pub const SYSTEM_VAR: &str = "CLEAVE_SYSTEM";
 
 /// The system description a component crate at `manifest_dir` is built for: `system`
-/// (from [`SYSTEM_VAR`]) when set, otherwise the nearest `system.toml` above the crate
-/// (the repository's for a product component, an example's own for its demos), so that a
-/// plain `cargo build` or `cargo clippy` of one crate still works.
+/// (from [`SYSTEM_VAR`]) when set, otherwise the nearest `system.toml` in or above the
+/// crate's directory (the repository's for a product component, an example's own for its
+/// demos, the crate's own for a component the repository's system does not have yet, such
+/// as blkback), so that a plain `cargo build` or `cargo clippy` of one crate still works.
 pub fn system_for(manifest_dir: &Path, system: Option<&std::ffi::OsStr>) -> Result<PathBuf, String> {
     if let Some(path) = system {
         return Ok(PathBuf::from(path));
     }
-    manifest_dir
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("system.toml"))
-        .find(|path| path.is_file())
-        .ok_or_else(|| {
-            format!("{SYSTEM_VAR} is not set and no system.toml lies above {}", manifest_dir.display())
-        })
+    manifest_dir.ancestors().map(|dir| dir.join("system.toml")).find(|path| path.is_file()).ok_or_else(|| {
+        format!("{SYSTEM_VAR} is not set and no system.toml lies above {}", manifest_dir.display())
+    })
 }
 
 /// The whole build script of a component crate: generates `caps.rs` in `OUT_DIR` for the

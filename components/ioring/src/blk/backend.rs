@@ -112,6 +112,11 @@ impl Backend {
         self.epoch
     }
 
+    /// Whether the VMM closed the region ([`super::Vmm::close`]): its guest is gone.
+    pub fn vmm_closed(&self) -> bool {
+        self.shared.load_u32(offset::CLOSED).is_ok_and(|word| word != 0)
+    }
+
     /// Whether the VMM acknowledged this instance and it serves requests.
     pub fn is_serving(&self) -> bool {
         matches!(self.state, State::Serving(_))

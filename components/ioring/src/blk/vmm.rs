@@ -130,6 +130,7 @@ impl Vmm {
             next_slot: 0,
         };
         // `fits` checked every offset written here.
+        vmm.shared.store_u32(offset::CLOSED, 0).map_err(|_| RegionError::Length)?;
         let epoch = vmm.write_format().map_err(|_| RegionError::Length)?;
         Ok(Self { ack: epoch, ..vmm })
     }
@@ -144,6 +145,13 @@ impl Vmm {
         layout::format(&self.shared, Kind::Blk, geometry.slots, geometry.slot_size)?;
         self.shared.store_u32(offset::ACK, epoch)?;
         Ok(epoch)
+    }
+
+    /// Closes the region for good: the guest is gone and will send nothing more (a
+    /// backend with nothing else to serve may stop). Signal the backend afterwards.
+    pub fn close(&self) {
+        // `format` checked the offset.
+        let _ = self.shared.store_u32(offset::CLOSED, 1);
     }
 
     /// The geometry it was formatted with.

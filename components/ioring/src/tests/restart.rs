@@ -219,3 +219,20 @@ fn random_restarts_lose_nothing_and_repeat_no_completion() {
         assert!(region.guards_intact());
     }
 }
+
+/// A VMM closes its region when its guest is gone: every backend instance, restarted or
+/// not, sees it; formatting the region anew (a new guest) opens it again.
+#[test]
+fn a_closed_region_stays_closed_for_every_backend_until_formatted_again() {
+    let region = blk_region(GEOMETRY);
+    let vmm = Vmm::format(region.shared(), GEOMETRY).unwrap();
+    let backend = Backend::start(region.shared(), GEOMETRY).unwrap();
+    assert!(!backend.vmm_closed());
+    vmm.close();
+    assert!(backend.vmm_closed());
+    let restarted = Backend::start(region.shared(), GEOMETRY).unwrap();
+    assert!(restarted.vmm_closed(), "a restart does not reopen it");
+    let _again = Vmm::format(region.shared(), GEOMETRY).unwrap();
+    assert!(!restarted.vmm_closed());
+    assert!(region.guards_intact());
+}

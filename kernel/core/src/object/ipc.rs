@@ -419,6 +419,14 @@ impl<M: KernelMemory> ObjectSpace<M> {
         Ok(())
     }
 
+    /// Whether a signal of the notification at `base` would make a thread runnable now:
+    /// one waits on it, or the thread bound to it waits in a receive ([`Self::signal_object`]).
+    pub fn signal_could_wake(&self, base: PhysAddr) -> bool {
+        self.word(PhysAddr(base.0 + NTFN_HEAD)) != 0
+            || TcbRef::from_link(self.word(PhysAddr(base.0 + NTFN_BOUND)))
+                .is_some_and(|t| t.state(&self.mem) == ThreadState::BlockedOnReceive)
+    }
+
     /// ORs `bits` into the notification at `base`, waking a waiter (or its bound thread
     /// blocked in a receive) if there is one.
     pub fn signal_object(&mut self, base: PhysAddr, bits: u64) {

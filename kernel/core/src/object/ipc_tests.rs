@@ -285,6 +285,14 @@ fn notifications_accumulate_badges_and_wake_waiters() {
     assert_eq!(w.status(a), Error::InsufficientRights as u64);
 }
 
+/// Where the notification in slot `n` lives.
+fn notification_base(w: &World, n: u64) -> PhysAddr {
+    match w.s.mem.cap_at(slot(n)) {
+        Cap::Notification { base, .. } => base,
+        other => panic!("slot {n} holds {other:?}"),
+    }
+}
+
 #[test]
 fn bound_notification_wakes_a_thread_waiting_on_an_endpoint() {
     let mut w = world();
@@ -294,8 +302,10 @@ fn bound_notification_wakes_a_thread_waiting_on_an_endpoint() {
     let a = w.thread(20, 50);
     w.invoke(20, label::TCB_BIND_NOTIFICATION, &[EP + 1]).unwrap();
     assert_eq!(w.invoke(20, label::TCB_BIND_NOTIFICATION, &[EP + 1]), Err(Error::IllegalOperation));
+    assert!(!w.s.signal_could_wake(notification_base(&w, EP + 1)), "a runs");
     w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
     assert_eq!(w.state(a), ThreadState::BlockedOnReceive);
+    assert!(w.s.signal_could_wake(notification_base(&w, EP + 1)), "a signal would end a's receive");
     w.sys(w.boss, Syscall::Send, EP + 2, MessageInfo::default(), [0; 4]);
     assert_eq!((w.state(a), a.regs(&w.s.mem).rdi), (ThreadState::Running, 2));
     // The endpoint queue is empty again: a sender now blocks.
@@ -443,10 +453,17 @@ fn interrupt_lines_are_issued_once_and_signal_their_notification() {
     assert_eq!(w.invoke(30, label::IRQ_CONTROL_GET, &[16, 0, 32, 64]), Err(Error::RangeError));
     assert!(!w.s.interrupts_can_wake());
     w.invoke(31, label::IRQ_HANDLER_SET_NOTIFICATION, &[EP]).unwrap();
-    assert!(w.s.interrupts_can_wake());
+    assert!(!w.s.interrupts_can_wake(), "a line is bound, but nobody waits for it");
     w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert!(w.s.interrupts_can_wake(), "a waits on the line's notification");
     assert!(w.s.irq_fired(0));
     assert_eq!(w.state(a), ThreadState::Running);
+    assert!(!w.s.interrupts_can_wake(), "a runs: the interrupt would wake nobody");
+    // a waits again, then is suspended (as a driver that stopped): nobody to wake.
+    w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert!(w.s.interrupts_can_wake());
+    w.s.suspend(a);
+    assert!(!w.s.interrupts_can_wake(), "a suspended waiter leaves the queue");
     assert!(!w.s.irq_fired(3));
     // Deleting the handler frees the line.
     w.s.delete(slot(31)).unwrap();

@@ -265,10 +265,13 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
-    /// Whether an interrupt could ever make a thread runnable (some line signals a
-    /// notification): if not, a kernel with nothing runnable has nothing to wait for.
+    /// Whether an interrupt could make a thread runnable: some line signals a
+    /// notification that a thread waits on, or whose bound thread waits in a receive. If
+    /// not, a kernel with nothing runnable has nothing to wait for (no thread can start
+    /// waiting later, as none runs): a driver that stopped leaves its line bound to its
+    /// notification, and the run still ends.
     pub fn interrupts_can_wake(&self) -> bool {
-        self.irq_lines.iter().any(|l| l.notification.is_some())
+        self.irq_lines.iter().filter_map(|l| l.notification).any(|(base, _)| self.signal_could_wake(base))
     }
 
     /// Keeps I/O ports `first..=last` for the kernel: they are never issued.

@@ -11,6 +11,7 @@
 
 use super::blk::{BlockRequest, RequestId, RequestKind, SECTOR_SIZE, VirtioBlk, status};
 use crate::guest::GuestMemory;
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -52,7 +53,8 @@ struct Parent {
 
 /// A guest's virtio-blk device's link to its backend (the VMM's side of the ring).
 pub struct DiskBridge {
-    ring: Vmm,
+    /// On the heap: its in-flight table is some 12 KiB, most of a component's stack.
+    ring: Box<Vmm>,
     slot_size: u32,
     /// Guest requests in flight, by their chain's head.
     parents: Vec<Option<Parent>>,
@@ -67,7 +69,7 @@ pub struct DiskBridge {
 
 impl DiskBridge {
     /// A bridge over `ring` (formatted by the VMM) whose slots carry `slot_size` bytes.
-    pub fn new(ring: Vmm, slot_size: u32) -> Self {
+    pub fn new(ring: Box<Vmm>, slot_size: u32) -> Self {
         Self {
             ring,
             slot_size: slot_size.max(SECTOR_SIZE as u32),
@@ -77,6 +79,11 @@ impl DiskBridge {
             next_seq: 1,
             counters: DiskCounters::default(),
         }
+    }
+
+    /// Closes the ring for good (the guest is gone); signal the backend afterwards.
+    pub fn close(&self) {
+        self.ring.close();
     }
 
     /// Guest requests in flight.

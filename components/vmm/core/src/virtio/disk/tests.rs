@@ -41,7 +41,7 @@ impl World {
             ram: Ram::new(RAM),
             device,
             driver,
-            bridge: DiskBridge::new(ring, SLOT),
+            bridge: DiskBridge::new(Box::new(ring), SLOT),
             backend,
             geometry,
             disk: (0..sectors as usize * 512).map(|i| (i * 13 % 241) as u8).collect(),
