@@ -136,7 +136,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         {
             let _ = writeln!(
                 out,
-                "/// Device `{}`'s I/O ports (first, last), which its `_PORTS` capability covers.\npub const DEVICE_{}_PORTS: (u16, u16) = ({first:#x}, {last:#x});",
+                "/// Device `{}`'s I/O ports (first, last), which its `_PORTS` capability covers.\n#[allow(dead_code, reason = \"a driver may address its ports by their numbers\")]\npub const DEVICE_{}_PORTS: (u16, u16) = ({first:#x}, {last:#x});",
                 name.get_ref(),
                 constant_name(name.get_ref())
             );
@@ -166,7 +166,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         );
         let _ = writeln!(
             out,
-            "/// The guests whose disks this component serves, client `i` signalling bit `i` of `SIGNAL`: (guest, ring address, ring bytes, first sector, sectors, its VMM's notification).\npub const DISKS: &[(&str, usize, usize, u64, u64, {})] = &[",
+            "/// A guest whose disk this component serves: (guest, ring address, ring bytes, first sector, sectors, its VMM's notification).\npub type Disk = (&'static str, usize, usize, u64, u64, {});\n/// The guests whose disks this component serves, client `i` signalling bit `i` of `SIGNAL`.\npub const DISKS: &[Disk] = &[",
             cap_type("Notification")
         );
         for slice in &slices {
