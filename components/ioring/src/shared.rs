@@ -138,7 +138,7 @@ impl Shared {
 
 /// Regions for the host tests: whole pages from the heap, with guard pages on both sides
 /// whose bytes must be unchanged after a test (nothing wrote outside the region).
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub(crate) mod test_region {
     use super::{PAGE, Shared};
     use std::boxed::Box;
