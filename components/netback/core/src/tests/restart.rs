@@ -1,0 +1,82 @@
+//! Restarts: a new switch over the same regions (netback restarted from its pristine
+//! image) continues from the pipes' indexes and learns its table again.
+
+use super::{Guest, SLOTS, delivered, guests, mac, plain, poll_all, received, test_frame};
+use crate::frame::Mac;
+use crate::port::{Port, PortId};
+use crate::switch::Switch;
+use cleave_ioring::pipe::{Consumer, Producer};
+use cleave_ioring::testing::Region;
+use std::vec;
+use std::vec::Vec;
+
+#[test]
+fn a_new_switch_forwards_again_after_learning_again() {
+    let mut guests = guests::<3>();
+    let mut switch = plain(&guests).with_budget(2);
+    for (i, guest) in guests.iter_mut().enumerate() {
+        guest.send(&test_frame(Mac::BROADCAST, mac(i as u8), 0));
+    }
+    poll_all(&mut switch);
+    received(&mut guests);
+    assert_eq!(switch.table_len(), 3);
+    // Guest 0 sends five frames to guest 1; netback forwards two and restarts.
+    let frames: Vec<Vec<u8>> = (1..6).map(|n| test_frame(mac(1), mac(0), n)).collect();
+    for frame in &frames {
+        guests[0].send(frame);
+    }
+    let poll = switch.poll();
+    assert!(poll.more);
+    // Netback restarts: a new switch, nothing kept from the old one.
+    let mut switch = plain(&guests);
+    assert_eq!(switch.table_len(), 0, "nothing learnt yet");
+    // The new switch takes the other three from where the old one left the pipe; mac(1) is
+    // unknown to it, so they are flooded, and mac(0) is learnt again.
+    poll_all(&mut switch);
+    let got = received(&mut guests);
+    assert_eq!(got[1], frames.iter().map(|f| delivered(f)).collect::<Vec<_>>(), "each once, in order");
+    assert_eq!(got[2], frames[2..].iter().map(|f| delivered(f)).collect::<Vec<_>>());
+    assert_eq!(switch.lookup(mac(0)), Some(PortId(0)));
+    // Guest 1 answers: unicast at once (mac(0) is known again), and learnt.
+    let answer = test_frame(mac(0), mac(1), 9);
+    guests[1].send(&answer);
+    poll_all(&mut switch);
+    assert_eq!(received(&mut guests), [vec![delivered(&answer)], vec![], vec![]]);
+    let again = test_frame(mac(1), mac(0), 10);
+    guests[0].send(&again);
+    poll_all(&mut switch);
+    assert_eq!(received(&mut guests), [vec![], vec![delivered(&again)], vec![]]);
+    // The counters started again with the new switch.
+    assert_eq!(switch.port(PortId(1)).unwrap().counters().rx_frames, 4);
+}
+
+#[test]
+fn a_switch_started_before_a_vmm_waits_for_its_pipes() {
+    // Netback comes up first: its guest's region is still zero.
+    let region = Region::new(2 * super::pipe_size());
+    let early = Port::new(
+        Consumer::attach(Guest::tx_part(&region), SLOTS).unwrap(),
+        Producer::attach(Guest::rx_part(&region), SLOTS).unwrap(),
+    );
+    let mut other = Guest::new();
+    let mut switch: Switch<2> = Switch::new([early, other.port()]).unwrap();
+    other.send(&test_frame(Mac::BROADCAST, mac(1), 1));
+    let poll = poll_all(&mut switch);
+    assert_eq!(poll.cut_off, [false, false], "an unformatted pipe is not a broken one");
+    assert_eq!(poll.signal, [false, false]);
+    assert_eq!(switch.port(PortId(0)).unwrap().counters().drops.rx_full, 1, "nowhere to put it yet");
+    // The VMM formats its pipes and sends; both directions work.
+    let mut late = Guest {
+        tx: Producer::format(Guest::tx_part(&region), SLOTS).unwrap(),
+        rx: Consumer::format(Guest::rx_part(&region), SLOTS).unwrap(),
+        region,
+    };
+    let hello = test_frame(mac(1), mac(0), 2);
+    late.send(&hello);
+    poll_all(&mut switch);
+    assert_eq!(other.receive_all(), [delivered(&hello)]);
+    let reply = test_frame(mac(0), mac(1), 3);
+    other.send(&reply);
+    assert_eq!(poll_all(&mut switch).signal, [true, false]);
+    assert_eq!(late.receive_all(), [delivered(&reply)]);
+}
