@@ -82,14 +82,8 @@ pub mod shared;
 #[cfg(test)]
 mod tests;
 
-/// For the host tests of crates built on this one (netback's switch), with the `testing`
-/// feature: heap regions with guard pages, and the offsets of the pipe words a test
-/// overwrites to play a hostile peer.
 #[cfg(any(test, feature = "testing"))]
-pub mod testing {
-    pub use crate::layout::offset::{ENTRIES, PIPE_CONS, PIPE_PROD};
-    pub use crate::shared::test_region::Region;
-}
+pub mod testing;
 
 pub use error::{Error, ProtocolError, RegionError, RequestError, Ring};
 pub use layout::{MAGIC, VERSION};

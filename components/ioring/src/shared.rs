@@ -139,7 +139,7 @@ impl Shared {
 /// Regions for the host tests: whole pages from the heap, with guard pages on both sides
 /// whose bytes must be unchanged after a test (nothing wrote outside the region).
 #[cfg(any(test, feature = "testing"))]
-pub mod test_region {
+pub(crate) mod test_region {
     use super::{PAGE, Shared};
     use std::boxed::Box;
     use std::vec;

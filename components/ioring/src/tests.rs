@@ -7,37 +7,11 @@ mod pipe;
 mod restart;
 
 use crate::blk::{Backend, Event, Geometry, Op, Received, Status, Vmm};
-use crate::shared::test_region::Region;
+use crate::testing::Region;
+pub(crate) use crate::testing::Rng;
 use std::collections::BTreeMap;
 use std::vec;
 use std::vec::Vec;
-
-/// A deterministic generator (SplitMix64) for the randomised tests.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True one time in `n`.
-    pub fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-}
 
 /// The geometry most tests use: 16 slots of 4 KiB.
 pub(crate) const GEOMETRY: Geometry = Geometry { slots: 16, slot_size: 4096 };

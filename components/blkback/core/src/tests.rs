@@ -8,10 +8,9 @@ mod server;
 
 use crate::driver::{Dma, Driver, Limits, PortIo};
 use crate::legacy::register;
-use cleave_ioring::Shared;
+pub use cleave_ioring::testing::{Region, Rng};
 use cleave_vmm_core::guest::GuestMemory;
 use cleave_vmm_core::virtio::blk::{BlockRequest, RequestKind, VirtioBlk, status};
-use std::boxed::Box;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::vec;
@@ -27,33 +26,6 @@ const GUARD: u8 = 0xa5;
 pub const SERIAL: &[u8] = b"cleave-test-disk";
 /// The limits most tests use: 8 requests of 16 KiB.
 pub const LIMITS: Limits = Limits { requests: 8, request_bytes: 16384 };
-
-/// A deterministic generator (SplitMix64).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True one time in `n`.
-    pub fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-}
 
 /// The byte at `offset` of sector `sector` of a fresh test disk.
 pub fn pattern(sector: u64, offset: usize) -> u8 {
@@ -310,43 +282,5 @@ impl Machine {
     /// The disk's bytes of `sectors` from `sector`.
     pub fn sectors(&self, sector: u64, sectors: u64) -> &[u8] {
         &self.disk[sector as usize * 512..(sector + sectors) as usize * 512]
-    }
-}
-
-/// One page, page-aligned.
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
-
-/// A zeroed shared region in heap memory.
-pub struct Region {
-    /// Owned through a raw pointer: the test never holds a reference to memory a `Shared`
-    /// accesses.
-    pages: *mut [Page],
-}
-
-impl Region {
-    /// A region of `bytes` (rounded up to pages).
-    pub fn new(bytes: usize) -> Self {
-        let all = vec![Page([0; 4096]); bytes.div_ceil(4096)].into_boxed_slice();
-        Self { pages: Box::into_raw(all) }
-    }
-
-    /// The region.
-    pub fn shared(&self) -> Shared {
-        #[allow(unsafe_code, reason = "`Shared::new` is how a region is named; tests have no mapped frames")]
-        // SAFETY: the allocation is page-aligned (`Page`'s alignment), lives as long as
-        // `self` (tests drop regions after the rings over them), and the test makes no
-        // references into it while `Shared` values access it.
-        let shared = unsafe { Shared::new(self.pages.cast::<u8>(), self.pages.len() * 4096) };
-        shared.expect("a page-aligned region")
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        #[allow(unsafe_code, reason = "freeing what `Box::into_raw` gave")]
-        // SAFETY: `pages` came from `Box::into_raw` in `new` and is freed only here.
-        drop(unsafe { Box::from_raw(self.pages) });
     }
 }

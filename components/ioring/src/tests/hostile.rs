@@ -23,7 +23,7 @@ fn protocol(e: ProtocolError) -> Error {
 }
 
 /// A pair with one read published, ready for the VMM's entry to be tampered with.
-fn one_published() -> (crate::shared::test_region::Region, Vmm, Backend) {
+fn one_published() -> (crate::testing::Region, Vmm, Backend) {
     let (region, mut vmm, backend) = pair(GEOMETRY, 0);
     vmm.submit(read(1, 0, 512), &[]).unwrap();
     vmm.publish().unwrap();
@@ -267,7 +267,7 @@ fn garbage_from_the_vmm() {
 
 /// A VMM-side pair past the handshake, with requests 0..n (reads) published and taken by
 /// the backend, which answers none yet.
-fn taken(n: u64) -> (crate::shared::test_region::Region, Vmm, Backend, Vec<crate::blk::Received>) {
+fn taken(n: u64) -> (crate::testing::Region, Vmm, Backend, Vec<crate::blk::Received>) {
     let (region, mut vmm, mut backend) = pair(GEOMETRY, 0);
     for id in 0..n {
         vmm.submit(read(id, id, 512), &[]).unwrap();

@@ -5,7 +5,7 @@ use super::Rng;
 use crate::error::{Error, ProtocolError, RegionError, RequestError, Ring};
 use crate::layout::offset;
 use crate::pipe::{Consumer, FRAME_SLOT, MAX_FRAME, Producer, region_size};
-use crate::shared::test_region::Region;
+use crate::testing::Region;
 use std::vec;
 use std::vec::Vec;
 

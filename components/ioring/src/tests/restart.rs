@@ -39,7 +39,7 @@ fn check_story(seen: &Completions, disk: &Disk, n: u64) {
 }
 
 /// The VMM with ten requests submitted and published to an acknowledged backend.
-fn ten_in_flight() -> (crate::shared::test_region::Region, Vmm, Backend) {
+fn ten_in_flight() -> (crate::testing::Region, Vmm, Backend) {
     let region = blk_region(GEOMETRY);
     let mut vmm = Vmm::format(region.shared(), GEOMETRY).unwrap();
     let backend = Backend::start(region.shared(), GEOMETRY).unwrap();

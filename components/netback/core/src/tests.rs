@@ -13,7 +13,7 @@ use crate::port::Port;
 use crate::switch::{Poll, Switch};
 use cleave_ioring::Shared;
 use cleave_ioring::pipe::{Consumer, MAX_FRAME, Producer, region_size};
-use cleave_ioring::testing::Region;
+pub(crate) use cleave_ioring::testing::{Region, Rng};
 use std::vec;
 use std::vec::Vec;
 
@@ -169,28 +169,6 @@ pub(crate) fn poll_all<const N: usize, const E: usize>(switch: &mut Switch<N, E>
 /// What each guest received, in order.
 pub(crate) fn received<const N: usize>(guests: &mut [Guest; N]) -> [Vec<Vec<u8>>; N] {
     core::array::from_fn(|i| guests[i].receive_all())
-}
-
-/// A deterministic generator (SplitMix64) for the randomised tests.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// What guests that received nothing received.

@@ -75,13 +75,8 @@ fn check_disk(
             format!("`{b}` is disposable: it would be gone while guest `{guest}` uses its disk"),
         ));
     }
-    let clients = crate::layout::disk_slices(file).iter().filter(|s| s.backend == b).count();
-    if clients > MAX_DISK_CLIENTS
-        && crate::layout::disk_slices(file)
-            .iter()
-            .find(|s| s.guest == guest)
-            .is_some_and(|s| s.client >= MAX_DISK_CLIENTS)
-    {
+    // Slices are numbered per backend in guest order: this guest's number is its bit.
+    if crate::layout::disk_slices(file).iter().any(|s| s.guest == guest && s.client >= MAX_DISK_CLIENTS) {
         errors.push(SystemError::new(
             key,
             span(backend),
@@ -349,6 +344,31 @@ mod tests {
                     "guest `c`'s disk is served by `nobody`, which is not a component"
                 ),
             ]
+        );
+    }
+
+    /// A backend's 64th disk guest has no badge bit left (bit 63 is the interrupt's), and
+    /// DMA memory comes in whole 2 MiB frames.
+    #[test]
+    fn a_backend_serves_at_most_63_disks_and_dma_is_whole_large_frames() {
+        let mut text = String::from("[components.blk]\n[devices.disk]\nowner = \"blk\"\ndma = \"3M\"\n");
+        for i in 0..64 {
+            text.push_str(&format!(
+                "[guests.g{i:02}]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = {{ backend = \"blk\", size = \"1M\" }}\n"
+            ));
+        }
+        let file = parse(&text);
+        let mut errors = Vec::new();
+        check(&file, &components(&file), &mut errors);
+        let messages: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.key, e.message)).collect();
+        assert_eq!(messages, ["guests.g63.disk: `blk` serves more than 63 guests' disks"]);
+        let mut errors = Vec::new();
+        super::super::devices::check(&file, &components(&file), &mut errors);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.key == "devices.disk.dma" && e.message.contains("not a whole number of 2 MiB")),
+            "{errors:?}"
         );
     }
 }

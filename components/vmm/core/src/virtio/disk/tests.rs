@@ -8,7 +8,7 @@ use super::super::tests::{DATA, RAM, STATUS, blk_request, set_up};
 use super::*;
 use cleave_ioring::Shared;
 use cleave_ioring::blk::{Backend, Geometry};
-use cleave_ioring::shared::test_region::Region;
+use cleave_ioring::testing::Region;
 
 /// A ring of `slots` slots of 4 KiB (so a 3-page request is three pieces).
 const SLOT: u32 = 4096;
