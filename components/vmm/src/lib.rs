@@ -496,6 +496,10 @@ pub fn run(
                 // time (guest time is the TSC's).
                 let due = vm.next_timer_ns().map(|ns| last.wrapping_add(ns));
                 if let Some(disk) = disk.as_mut() {
+                    // No timer: only the backend can wake the guest; block until it says so.
+                    if due.is_none() && disk.bridge.in_flight() > 0 {
+                        let _ = disk.signal.wait();
+                    }
                     loop {
                         if disk.signal.poll().unwrap_or(0) != 0 || disk.bridge.in_flight() == 0 {
                             disk.answered(&mut vm, &mut ram);
