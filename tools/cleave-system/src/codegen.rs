@@ -190,6 +190,41 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         }
         let _ = writeln!(out, "];");
     }
+    // A network backend: its guests' ports, by badge bit.
+    let ports: Vec<layout::NetPort> =
+        layout::net_ports(&file).into_iter().filter(|p| p.backend == component).collect();
+    if !ports.is_empty() {
+        let _ = writeln!(
+            out,
+            "/// Slots of each network pipe.\npub const NET_PIPE_SLOTS: u32 = {};\n/// Bytes of each network pipe: a guest's region is its tx pipe, then its rx pipe.\npub const NET_PIPE_BYTES: usize = {:#x};",
+            layout::NET_PIPE_SLOTS,
+            layout::net_pipe_bytes()
+        );
+        let _ = writeln!(
+            out,
+            "/// A guest whose network this component switches: (guest, region address, region bytes, its card's MAC, its VMM's notification).\npub type Net = (&'static str, usize, usize, [u8; 6], {});\n/// The guests whose networks this component switches, client `i` signalling bit `i` of `SIGNAL`.\npub const NETS: &[Net] = &[",
+            cap_type("Notification")
+        );
+        for port in &ports {
+            let region = layout::region_layout(&file)
+                .into_iter()
+                .find(|p| p.name == crate::schema::net_region_name(&port.guest));
+            let signal = format!("{}_signal", layout::vmm_name(&port.guest));
+            let slot = entries.iter().find(|e| e.1 == signal).map(|e| e.0);
+            if let (Some(region), Some(slot), Some(mac)) = (region, slot, port.mac) {
+                let _ = writeln!(
+                    out,
+                    "    ({:?}, {:#x}, {:#x}, [{}], {}),",
+                    port.guest,
+                    region.vaddr,
+                    region.bytes(),
+                    mac.iter().map(|b| format!("{b:#04x}")).collect::<Vec<_>>().join(", "),
+                    cap_value(slot)
+                );
+            }
+        }
+        let _ = writeln!(out, "];");
+    }
     let _ = writeln!(
         out,
         "/// Every shared region and device MMIO range this component maps: (name, address, bytes, rights)."
@@ -230,13 +265,20 @@ pub fn vmm_layout_source(image_name: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "/// `signal`: its own notification, bound to its thread (its disk's backend signals it with bit {}).\npub const SIGNAL: {} = {};\n/// The badge bit of the disk's backend in `SIGNAL`.\npub const DISK_BADGE: u64 = {};\n/// `disk`: its disk's backend's notification, when the guest has a disk.\npub const DISK: {} = {};",
+        "/// `signal`: its own notification, bound to its thread (its disk's backend signals it with bit {}, its network's with NET_BADGE).\npub const SIGNAL: {} = {};\n/// The badge bit of the disk's backend in `SIGNAL`.\npub const DISK_BADGE: u64 = {};\n/// `disk`: its disk's backend's notification, when the guest has a disk.\npub const DISK: {} = {};",
         layout::VMM_DISK_BADGE,
         cap_type("Notification"),
         cap_value(layout::VMM_SIGNAL_SLOT),
         layout::VMM_DISK_BADGE,
         cap_type("Notification"),
         cap_value(layout::VMM_DISK_SLOT)
+    );
+    let _ = writeln!(
+        out,
+        "/// The badge bit of the network's backend in `SIGNAL`.\npub const NET_BADGE: u64 = {};\n/// `net`: its network's backend's notification, when the guest has a network.\npub const NET: {} = {};",
+        layout::VMM_NET_BADGE,
+        cap_type("Notification"),
+        cap_value(layout::VMM_NET_SLOT)
     );
     let _ = writeln!(
         out,

@@ -41,6 +41,12 @@ pub const BACKEND_IRQ_BADGE: u64 = 1 << 63;
 /// The badge bit a VMM's own notification carries when its disk's backend signals it.
 pub const VMM_DISK_BADGE: u64 = 1;
 
+/// The badge bit a VMM's own notification carries when its network's backend signals it.
+pub const VMM_NET_BADGE: u64 = 2;
+/// Slots of each of a guest's network pipes (frames in flight each way between its VMM
+/// and its network's backend).
+pub const NET_PIPE_SLOTS: u32 = 64;
+
 /// The geometry of every disk ring.
 pub fn disk_ring_geometry() -> cleave_ioring::blk::Geometry {
     cleave_ioring::blk::Geometry { slots: DISK_RING_SLOTS, slot_size: DISK_RING_SLOT_SIZE }
@@ -49,6 +55,78 @@ pub fn disk_ring_geometry() -> cleave_ioring::blk::Geometry {
 /// Bytes of every disk ring (whole pages).
 pub fn disk_ring_bytes() -> u64 {
     disk_ring_geometry().region_size().map_or(0, |n| n as u64)
+}
+
+/// Bytes of one network pipe (whole pages).
+pub fn net_pipe_bytes() -> u64 {
+    cleave_ioring::pipe::region_size(NET_PIPE_SLOTS).map_or(0, |n| n as u64)
+}
+
+/// Bytes of a guest's network region: its tx pipe, then its rx pipe.
+pub fn net_region_bytes() -> u64 {
+    2 * net_pipe_bytes()
+}
+
+/// A guest's port on its network's backend (a switch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetPort {
+    /// The guest.
+    pub guest: String,
+    /// The component switching its frames.
+    pub backend: String,
+    /// Which of that backend's clients it is (its badge bit in the backend's notification).
+    pub client: usize,
+    /// The card's address: the one the description gives, else [`derived_mac`]. `None`
+    /// if the given one does not parse (`system::check` reports it).
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Every guest's network port: per backend, its guests in name order.
+pub fn net_ports(file: &SystemFile) -> Vec<NetPort> {
+    let mut next: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for (name, g) in &file.guests {
+        let Some(network) = &g.network else { continue };
+        let backend = network.get_ref().backend.get_ref();
+        let client = next.entry(backend).or_default();
+        let mac = match &network.get_ref().mac {
+            Some(text) => parse_mac(text.get_ref()),
+            None => Some(derived_mac(name.get_ref())),
+        };
+        out.push(NetPort { guest: name.get_ref().clone(), backend: backend.clone(), client: *client, mac });
+        *client += 1;
+    }
+    out
+}
+
+/// A MAC address written `xx:xx:xx:xx:xx:xx` (hex digits, either case).
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// `mac` written `xx:xx:xx:xx:xx:xx`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// The address of a guest whose network names none: `02` (locally administered, unicast)
+/// and five bytes of the FNV-1a hash of its name, so that it does not change when other
+/// guests come or go. Two guests whose names hash alike are caught by `system::check`.
+pub fn derived_mac(guest: &str) -> [u8; 6] {
+    let hash = guest
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let b = hash.to_be_bytes();
+    [0x02, b[3], b[4], b[5], b[6], b[7]]
 }
 
 /// A guest's slice of the machine's disk, as its backend serves it.
@@ -132,6 +210,19 @@ pub fn serves_disks(file: &SystemFile, component: &str) -> bool {
     file.guests.values().any(|g| g.disk.as_ref().is_some_and(|d| d.get_ref().backend.get_ref() == component))
 }
 
+/// Whether `component` switches some guest's network.
+pub fn serves_networks(file: &SystemFile, component: &str) -> bool {
+    file.guests
+        .values()
+        .any(|g| g.network.as_ref().is_some_and(|n| n.get_ref().backend.get_ref() == component))
+}
+
+/// Whether `component` is a guest I/O backend (disks or networks): it waits on one
+/// notification its guests' VMMs (and its device's interrupt) signal.
+pub fn serves_guest_io(file: &SystemFile, component: &str) -> bool {
+    serves_disks(file, component) || serves_networks(file, component)
+}
+
 /// The program every guest's VMM runs.
 pub const VMM_PROGRAM: &str = "vmm";
 /// The slots of a VMM's CNode: its guest's Vcpu, EPT root, and its own TCB (to stop
@@ -153,6 +244,9 @@ pub const VMM_SIGNAL_SLOT: u64 = VMM_CONSOLE_SLOT + 1;
 /// The slot where a VMM whose guest has a disk finds its backend's notification (send,
 /// with the guest's badge bit); empty otherwise.
 pub const VMM_DISK_SLOT: u64 = VMM_SIGNAL_SLOT + 1;
+/// The slot where a VMM whose guest has a network finds its backend's notification (send,
+/// with the guest's badge bit); empty otherwise.
+pub const VMM_NET_SLOT: u64 = VMM_DISK_SLOT + 1;
 /// The capability kind (`cleave_rt::cap::kind`) of each of [`VMM_SLOTS`], in order.
 pub const VMM_SLOT_KINDS: [&str; 3] = ["Vcpu", "EptRoot", "Tcb"];
 /// Where a VMM finds its configuration page (read only): the start of the device window,
@@ -168,7 +262,8 @@ pub fn vmm_name(guest: &str) -> String {
 
 /// A VMM's configuration page: `key=value` lines (`name`, `memory` in bytes, `image`,
 /// `console`, and for a guest with a disk `disk` = the ring's address, its bytes, slots,
-/// slot size and the disk's sectors, comma-separated; `cmdline` last).
+/// slot size and the disk's sectors, comma-separated; for a guest with a network `net` =
+/// the region's address, its bytes, each pipe's slots and the card's MAC; `cmdline` last).
 pub fn vmm_config(file: &SystemFile, guest: &str, g: &Guest) -> Vec<u8> {
     let memory = parse_size(g.memory.get_ref()).unwrap_or(0);
     let cmdline = g.cmdline.as_ref().map_or("", |c| c.get_ref().as_str());
@@ -188,8 +283,18 @@ pub fn vmm_config(file: &SystemFile, guest: &str, g: &Guest) -> Vec<u8> {
         ),
         _ => String::new(),
     };
+    let region = crate::schema::net_region_name(guest);
+    let net = match (
+        region_layout(file).into_iter().find(|p| p.name == region),
+        net_ports(file).into_iter().find(|p| p.guest == guest).and_then(|p| p.mac),
+    ) {
+        (Some(place), Some(mac)) => {
+            format!("net={:#x},{},{},{}\n", place.vaddr, place.bytes(), NET_PIPE_SLOTS, format_mac(mac))
+        }
+        _ => String::new(),
+    };
     format!(
-        "name={guest}\nmemory={memory}\nimage={}\nconsole={console}\n{disk}cmdline={cmdline}\n",
+        "name={guest}\nmemory={memory}\nimage={}\nconsole={console}\n{disk}{net}cmdline={cmdline}\n",
         g.image.get_ref()
     )
     .into_bytes()

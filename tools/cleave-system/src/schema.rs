@@ -122,7 +122,8 @@ pub struct SharedRegion {
 
 /// Every shared region in layout order: the declared regions by name, then each channel's
 /// per-client rings (by channel, then client order), then each guest's disk ring (shared
-/// by its VMM and its disk's backend), by guest.
+/// by its VMM and its disk's backend), by guest, then each guest's network pipes (shared by
+/// its VMM and its network's backend), by guest.
 pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion> {
     let mut out: Vec<SharedRegion> = file
         .regions
@@ -161,7 +162,25 @@ pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion> {
             ],
         });
     }
+    for (name, g) in &file.guests {
+        let Some(network) = &g.network else { continue };
+        let bytes = crate::layout::net_region_bytes();
+        out.push(SharedRegion {
+            name: net_region_name(name.get_ref()),
+            size: Spanned::new(network.span(), format!("{}K", bytes / 1024)),
+            key: format!("guests.{}.network", name.get_ref()),
+            map: vec![
+                (crate::layout::vmm_name(name.get_ref()), "rw".to_string()),
+                (network.get_ref().backend.get_ref().clone(), "rw".to_string()),
+            ],
+        });
+    }
     out
+}
+
+/// The region that holds guest `guest`'s network pipes (tx, then rx).
+pub fn net_region_name(guest: &str) -> String {
+    format!("net-{guest}")
 }
 
 /// The region guest `guest`'s disk ring is.
@@ -255,6 +274,19 @@ pub struct Disk {
     pub size: Spanned<String>,
 }
 
+/// A guest's virtio network card, a port of a switch component:
+/// `network = { backend = "netback", mac = "02:00:00:00:00:01" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Network {
+    /// The component that switches frames between the guests it serves.
+    pub backend: Spanned<String>,
+    /// The card's MAC address, `xx:xx:xx:xx:xx:xx` (a unicast address); without it cleave
+    /// derives a locally administered one from the guest's name.
+    #[serde(default)]
+    pub mac: Option<Spanned<String>>,
+}
+
 /// `[guests.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -278,16 +310,24 @@ pub struct Guest {
     /// A virtio disk, served by a backend component from a slice of the machine's disk.
     #[serde(default)]
     pub disk: Option<Spanned<Disk>>,
+    /// A virtio network card, a port of a backend component's switch.
+    #[serde(default)]
+    pub network: Option<Spanned<Network>>,
 }
 
 impl Guest {
-    /// Every component that serves it: its `backends` and its disk's backend.
+    /// Every component that serves it: its `backends`, its disk's backend and its
+    /// network's.
     pub fn all_backends(&self) -> Vec<&Spanned<String>> {
         let mut out: Vec<&Spanned<String>> = self.backends.iter().collect();
-        if let Some(d) = &self.disk
-            && !out.iter().any(|b| b.get_ref() == d.get_ref().backend.get_ref())
-        {
-            out.push(&d.get_ref().backend);
+        let io = [
+            self.disk.as_ref().map(|d| &d.get_ref().backend),
+            self.network.as_ref().map(|n| &n.get_ref().backend),
+        ];
+        for backend in io.into_iter().flatten() {
+            if !out.iter().any(|b| b.get_ref() == backend.get_ref()) {
+                out.push(backend);
+            }
         }
         out
     }

@@ -20,7 +20,24 @@ pub fn exposure(file: &SystemFile, guest: &str) -> Option<Vec<(String, String)>>
     for b in g.all_backends() {
         let b = b.get_ref().clone();
         if !reason.contains_key(&b) {
-            reason.insert(b.clone(), format!("serves guest `{guest}`"));
+            // One instance serves every guest that names it: each can reach the others
+            // through it.
+            let others: Vec<String> = file
+                .guests
+                .iter()
+                .filter(|(k, o)| k.get_ref() != guest && o.all_backends().iter().any(|x| x.get_ref() == &b))
+                .map(|(k, _)| format!("`{}`", k.get_ref()))
+                .collect();
+            let shared = if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (one instance, shared with guest{} {})",
+                    if others.len() > 1 { "s" } else { "" },
+                    others.join(", ")
+                )
+            };
+            reason.insert(b.clone(), format!("serves guest `{guest}`{shared}"));
             order.push(b.clone());
             queue.push_back(b);
         }

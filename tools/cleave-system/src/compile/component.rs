@@ -5,8 +5,8 @@ use super::{
     CapTable, DEFAULT_PRIORITY, Mapping, cap, component_objects, lifetime_of, map_large, map_pages, rights,
 };
 use crate::layout::{
-    BACKEND_IRQ_BADGE, MmioPlace, VMM_DISK_BADGE, device_layout, disk_slices, dma_layout, region_layout,
-    serves_disks, vmm_name,
+    BACKEND_IRQ_BADGE, MmioPlace, VMM_DISK_BADGE, VMM_NET_BADGE, device_layout, disk_slices, dma_layout,
+    net_ports, region_layout, serves_guest_io, vmm_name,
 };
 use crate::schema::{SystemFile, parse_ports, shared_regions};
 use cleave_abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
@@ -69,7 +69,7 @@ pub(super) fn components(
         component_objects(spec, n, tcb, &[]);
         // A backend waits on one notification: its clients' VMMs signal it (bit `i` for
         // the `i`th guest it serves) and so does its device's interrupt.
-        if serves_disks(file, n) {
+        if serves_guest_io(file, n) {
             let signal = format!("{n}_signal");
             spec.objects.push(Object { name: signal.clone(), count: None, kind: ObjectKind::Notification });
             add(
@@ -120,7 +120,7 @@ pub(super) fn components(
             spec.objects.push(Object { name: format!("{n}_irq"), count: None, kind: ObjectKind::Irq });
             // The interrupt signals the owner's own notification if it is a backend, else
             // one of its own the owner waits on.
-            let (signal, badge) = if serves_disks(file, owner) {
+            let (signal, badge) = if serves_guest_io(file, owner) {
                 (format!("{owner}_signal"), BACKEND_IRQ_BADGE)
             } else {
                 spec.objects.push(Object {
@@ -202,24 +202,22 @@ pub(super) fn components(
             (0..place.frames as u32).map(|k| (ObjRef { name: frames.clone(), index: Some(k) }, rw)).collect(),
         );
     }
-    // A disk backend signals each guest's VMM (its bound notification) with the disk bit.
-    for slice in disk_slices(file) {
-        let vmm = vmm_name(&slice.guest);
+    // A backend signals each guest's VMM (its bound notification) with the bit of what it
+    // serves (a component serves disks or networks, not both: `system::check`).
+    let served = disk_slices(file)
+        .into_iter()
+        .map(|s| (s.backend, s.guest, VMM_DISK_BADGE, "disk"))
+        .chain(net_ports(file).into_iter().map(|p| (p.backend, p.guest, VMM_NET_BADGE, "network")));
+    for (backend, guest, badge, what) in served {
+        let vmm = vmm_name(&guest);
         add(
-            &slice.backend,
+            &backend,
             format!("{vmm}_signal"),
-            format!(
-                "notification (send, badge {VMM_DISK_BADGE}): guest `{}`'s VMM, for its disk",
-                slice.guest
-            ),
+            format!("notification (send, badge {badge}): guest `{guest}`'s VMM, for its {what}"),
             cap(
                 &format!("{vmm}_signal"),
                 None,
-                CapParams {
-                    rights: rights(false, true, false),
-                    badge: VMM_DISK_BADGE,
-                    ..CapParams::default()
-                },
+                CapParams { rights: rights(false, true, false), badge, ..CapParams::default() },
             ),
         );
     }

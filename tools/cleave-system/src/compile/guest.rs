@@ -3,8 +3,8 @@
 
 use super::{CapTable, DEFAULT_PRIORITY, cap, component_objects, map_large, map_pages, rights};
 use crate::layout::{
-    COM2_PORTS, GUEST_RAM_BASE, GUEST_RAM_MAX, VMM_CONFIG, VMM_CONSOLE_SLOT, VMM_DISK_SLOT, VMM_PROGRAM,
-    VMM_SIGNAL_SLOT, VMM_SLOTS, disk_slices, vmm_config, vmm_name,
+    COM2_PORTS, GUEST_RAM_BASE, GUEST_RAM_MAX, VMM_CONFIG, VMM_CONSOLE_SLOT, VMM_DISK_SLOT, VMM_NET_SLOT,
+    VMM_PROGRAM, VMM_SIGNAL_SLOT, VMM_SLOTS, disk_slices, net_ports, vmm_config, vmm_name,
 };
 use crate::schema::{SystemFile, parse_size};
 use cleave_abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
@@ -37,7 +37,7 @@ pub(super) fn guests(
             init: vec![index as u64 + 1],
             ..TcbParams::default()
         };
-        // Its own notification, bound to its thread: a signal (its disk's backend's) ends
+        // Its own notification, bound to its thread: a signal (its disk's or network's backend's) ends
         // its `VmEnter` with `NOTIFIED`.
         let signal = format!("{vmm}_signal");
         spec.objects.push(Object { name: signal.clone(), count: None, kind: ObjectKind::Notification });
@@ -143,6 +143,23 @@ pub(super) fn guests(
                 VMM_DISK_SLOT,
                 cap(
                     &format!("{}_signal", slice.backend),
+                    None,
+                    CapParams { rights: rights(false, true, false), badge, ..CapParams::default() },
+                ),
+            );
+        }
+        // A network: its backend's notification, with this guest's bit.
+        if let Some(port) = net_ports(file).into_iter().find(|p| &p.guest == g_name) {
+            let badge = 1u64 << port.client;
+            table.entries.push((
+                VMM_NET_SLOT,
+                "net".into(),
+                format!("notification (send, badge {badge}): `{}`, its network's backend", port.backend),
+            ));
+            cnode.insert(
+                VMM_NET_SLOT,
+                cap(
+                    &format!("{}_signal", port.backend),
                     None,
                     CapParams { rights: rights(false, true, false), badge, ..CapParams::default() },
                 ),

@@ -17,7 +17,8 @@ pub(super) fn check_images(file: &SystemFile, errors: &mut Vec<SystemError>) {
     }
 }
 
-/// Most guests one backend serves disks to (their badge bits, below the interrupt's).
+/// Most guests one backend serves disks or networks to (their badge bits, below the
+/// interrupt's).
 pub const MAX_DISK_CLIENTS: usize = 63;
 
 /// A guest's disk: a whole number of MiB, served by a component that owns a device with
@@ -81,6 +82,106 @@ fn check_disk(
             key,
             span(backend),
             format!("`{b}` serves more than {MAX_DISK_CLIENTS} guests' disks"),
+        ));
+    }
+}
+
+/// A guest's network: switched by a component (one instance for all its guests, not
+/// disposable, serving no disks: its notification's bits are its guests'), no more than
+/// [`MAX_DISK_CLIENTS`] guests per backend, and a unicast address no other guest on that
+/// backend has.
+fn check_network(
+    file: &SystemFile,
+    guest: &str,
+    network: &toml::Spanned<crate::schema::Network>,
+    is_component: &dyn Fn(&str) -> bool,
+    errors: &mut Vec<SystemError>,
+) {
+    let key = format!("guests.{guest}.network");
+    let backend = &network.get_ref().backend;
+    let b = backend.get_ref().as_str();
+    let ports = crate::layout::net_ports(file);
+    let Some(port) = ports.iter().find(|p| p.guest == guest) else { return };
+    let mac_span = network.get_ref().mac.as_ref().map_or_else(|| span(network), span);
+    match port.mac {
+        None => errors.push(SystemError::new(
+            key.clone(),
+            mac_span,
+            format!(
+                "`{}` is not a MAC address (six hex bytes, `02:00:00:00:00:01`)",
+                network.get_ref().mac.as_ref().map_or("", |m| m.get_ref().as_str())
+            ),
+        )),
+        Some(mac) if mac[0] & 1 == 1 => errors.push(SystemError::new(
+            key.clone(),
+            mac_span,
+            format!("`{}` is a group (multicast) address, not a card's", crate::layout::format_mac(mac)),
+        )),
+        Some(mac) if mac == [0; 6] => errors.push(SystemError::new(
+            key.clone(),
+            mac_span,
+            "00:00:00:00:00:00 is not a card's address".to_string(),
+        )),
+        Some(mac) => {
+            if let Some(other) =
+                ports.iter().find(|p| p.guest.as_str() < guest && p.backend == b && p.mac == Some(mac))
+            {
+                errors.push(SystemError::new(
+                    key.clone(),
+                    mac_span,
+                    format!(
+                        "guest `{guest}`'s network has the address {} of guest `{}`'s on the same switch{}",
+                        crate::layout::format_mac(mac),
+                        other.guest,
+                        if network.get_ref().mac.is_none() {
+                            " (derived from the names: set `mac`)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    if !is_component(b) {
+        errors.push(SystemError::new(
+            key,
+            span(backend),
+            format!("guest `{guest}`'s network is served by `{b}`, which is not a component"),
+        ));
+        return;
+    }
+    if crate::layout::serves_disks(file, b) {
+        errors.push(SystemError::new(
+            key.clone(),
+            span(backend),
+            format!("`{b}` serves disks and networks; a backend serves one or the other"),
+        ));
+    }
+    let component = file.components.iter().find(|(k, _)| k.get_ref() == b).map(|(_, c)| c);
+    // Said once per backend, at its first guest.
+    let instances = component.and_then(|c| c.instances.as_ref()).filter(|_| port.client == 0);
+    if let Some(i) = instances.filter(|i| i.get_ref() == "per-guest") {
+        errors.push(SystemError::new(
+            format!("components.{b}.instances"),
+            span(i),
+            format!(
+                "`{b}` switches frames between its guests, which one instance does: it cannot be per-guest"
+            ),
+        ));
+    }
+    if component.is_some_and(|c| c.is_disposable()) {
+        errors.push(SystemError::new(
+            key.clone(),
+            span(backend),
+            format!("`{b}` is disposable: it would be gone while guest `{guest}` uses its network"),
+        ));
+    }
+    if port.client >= MAX_DISK_CLIENTS {
+        errors.push(SystemError::new(
+            key,
+            span(backend),
+            format!("`{b}` serves more than {MAX_DISK_CLIENTS} guests' networks"),
         ));
     }
 }
@@ -160,6 +261,9 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
         }
         if let Some(disk) = &g.disk {
             check_disk(file, name.get_ref(), disk, &is_component, errors);
+        }
+        if let Some(network) = &g.network {
+            check_network(file, name.get_ref(), network, &is_component, errors);
         }
         let mut listed = BTreeSet::new();
         for b in &g.backends {
@@ -345,6 +449,50 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn bad_networks_are_refused() {
+        let text = "[components.sw]\ninstances = \"per-guest\"\n[components.blk]\n[components.once]\nlifetime = \"disposable\"\n\
+                    [devices.disk]\nowner = \"blk\"\ndma = \"2M\"\n\
+                    [guests.a]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"sw\", mac = \"02:00:00:00:00:01\" }\n\
+                    [guests.b]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"sw\", mac = \"02:00:00:00:00:01\" }\n\
+                    [guests.c]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"sw\", mac = \"01:00:5e:00:00:01\" }\n\
+                    [guests.d]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"sw\", mac = \"02:00:00:00:01\" }\n\
+                    [guests.e]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"nobody\" }\n\
+                    [guests.f]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"blk\" }\ndisk = { backend = \"blk\", size = \"1M\" }\n\
+                    [guests.g]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"once\", mac = \"00:00:00:00:00:00\" }\n";
+        let messages: Vec<String> =
+            run(text).into_iter().map(|e| format!("{}: {}", e.key, e.message)).collect();
+        assert_eq!(
+            messages,
+            [
+                "components.sw.instances: `sw` switches frames between its guests, which one instance does: it cannot be per-guest",
+                "guests.b.network: guest `b`'s network has the address 02:00:00:00:00:01 of guest `a`'s on the same switch",
+                "guests.c.network: `01:00:5e:00:00:01` is a group (multicast) address, not a card's",
+                "guests.d.network: `02:00:00:00:01` is not a MAC address (six hex bytes, `02:00:00:00:00:01`)",
+                "guests.e.network: guest `e`'s network is served by `nobody`, which is not a component",
+                "guests.f.network: `blk` serves disks and networks; a backend serves one or the other",
+                "guests.g.network: 00:00:00:00:00:00 is not a card's address",
+                "guests.g.network: `once` is disposable: it would be gone while guest `g` uses its network",
+            ]
+        );
+        // Without `mac`, each guest's address comes from its name: locally administered,
+        // unicast, and different for different names.
+        let (x, y) = (crate::layout::derived_mac("alice"), crate::layout::derived_mac("bob"));
+        assert_eq!((x[0], y[0]), (2, 2));
+        assert_ne!(x, y);
+        assert_eq!(crate::layout::parse_mac(&crate::layout::format_mac(x)), Some(x));
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "2:00:00:00:00:00",
+            "02:00:00:00:00:zz",
+            "02-00-00-00-00-00",
+        ] {
+            assert_eq!(crate::layout::parse_mac(bad), None, "{bad:?}");
+        }
     }
 
     /// A backend's 64th disk guest has no badge bit left (bit 63 is the interrupt's), and
