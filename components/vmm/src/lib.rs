@@ -15,6 +15,8 @@ use cleave_rt::{Cap, println};
 use cleave_vmm_core::devices::uart16550::Console;
 use cleave_vmm_core::paging;
 pub use cleave_vmm_core::virtio::disk::DiskBridge;
+use cleave_vmm_core::virtio::net::VirtioNet;
+pub use cleave_vmm_core::virtio::network::NetBridge;
 use cleave_vmm_core::vm::{Cpu, Exit, GuestMemory, Injection, MsrPolicy, Outcome, Stop, Vm};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -339,15 +341,13 @@ fn read_cpu(vcpu: Cap<Vcpu>) -> Result<Cpu, Error> {
     Ok(Cpu { regs: vcpu.read_registers()?, rip, rflags, cr0, cr3, cr4, efer, shadow, event })
 }
 
-/// The guest's virtio disk: its device's place on the guest's PCI bus, the bridge to its
-/// backend, the backend's notification and this VMM's own (bound to its thread).
+/// The guest's virtio disk: the bridge to its backend, the backend's notification and the
+/// disk's size.
 pub struct Disk {
     /// The ring's VMM side and the pieces in flight.
     pub bridge: DiskBridge,
     /// The backend's notification (send: this guest's bit).
     pub backend: Cap<Notification>,
-    /// This VMM's notification, which the backend signals.
-    pub signal: Cap<Notification>,
     /// The disk's size in 512-byte sectors.
     pub sectors: u64,
 }
@@ -376,22 +376,109 @@ impl Disk {
     }
 }
 
+/// The guest's virtio network card: the bridge to its switch, the switch's notification
+/// and the card's address.
+pub struct Net {
+    /// The pipes' VMM side.
+    pub bridge: NetBridge,
+    /// The switch's notification (send: this guest's bit).
+    pub backend: Cap<Notification>,
+    /// The card's MAC address.
+    pub mac: [u8; 6],
+}
+
+/// Where the network card sits on the guest's PCI bus (00:02.0).
+pub const NET_SLOT: u8 = 2;
+/// The card's interrupt line.
+pub const NET_IRQ: u8 = 11;
+
+impl Net {
+    /// Sends what the guest sent and, if it posted receive buffers, gives it what waits.
+    fn pump(&mut self, vm: &mut Vm<Named>, ram: &mut Ram) {
+        let Some(device) = vm.virtio_net(NET_SLOT) else { return };
+        let notified = device.take_notified();
+        if notified & (1 << VirtioNet::TX) != 0 && self.bridge.transmit(device, ram) {
+            let _ = self.backend.signal();
+        }
+        if notified & (1 << VirtioNet::RX) != 0 {
+            self.bridge.receive(device, ram);
+        }
+    }
+
+    /// Gives the guest what the switch sent (after a signal).
+    fn answered(&mut self, vm: &mut Vm<Named>, ram: &mut Ram) {
+        let Some(device) = vm.virtio_net(NET_SLOT) else { return };
+        self.bridge.receive(device, ram);
+    }
+}
+
+/// The guest's I/O devices and the notification their backends signal (this VMM's own,
+/// bound to its thread).
+#[derive(Default)]
+pub struct Io {
+    /// The virtio disk, if the guest has one.
+    pub disk: Option<Disk>,
+    /// The virtio network card, if the guest has one.
+    pub net: Option<Net>,
+    /// This VMM's notification, which the backends signal.
+    pub signal: Option<Cap<Notification>>,
+}
+
+impl Io {
+    /// After a signal: takes what every backend did.
+    fn answered(&mut self, vm: &mut Vm<Named>, ram: &mut Ram) {
+        if let Some(disk) = self.disk.as_mut() {
+            disk.answered(vm, ram);
+        }
+        if let Some(net) = self.net.as_mut() {
+            net.answered(vm, ram);
+        }
+    }
+
+    /// After an exit: takes what the guest posted.
+    fn pump(&mut self, vm: &mut Vm<Named>, ram: &mut Ram) {
+        if let Some(disk) = self.disk.as_mut() {
+            disk.pump(vm, ram);
+        }
+        if let Some(net) = self.net.as_mut() {
+            net.pump(vm, ram);
+        }
+    }
+
+    /// Whether a halted guest may be woken by a backend: a disk request is in flight, or
+    /// it has a network (a frame may come at any time).
+    fn may_be_woken(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.bridge.in_flight() > 0) || self.net.is_some()
+    }
+}
+
 /// Runs the guest until it stops; returns why, and the machine.
 pub fn run(
     vcpu: Cap<Vcpu>,
     mut ram: Ram,
     console: Named,
     msr_policy: MsrPolicy,
-    mut disk: Option<Disk>,
+    mut io: Io,
 ) -> Result<(Stop, Vm<Named>), Error> {
     let mut vm = Vm::new(console);
     vm.msr_policy = msr_policy;
     vm.console_input = vm.console.serial.is_some();
-    if let Some(d) = &disk
+    if let Some(d) = &io.disk
         && let Err(e) = vm.attach_virtio_blk(DISK_SLOT, DISK_IRQ, d.sectors, b"cleave-disk")
     {
         line!("vmm: the guest's disk could not be attached: {e:?}");
-        disk = None;
+        io.disk = None;
+    }
+    if let Some(n) = &io.net
+        && let Err(e) = vm.attach_virtio_net(NET_SLOT, NET_IRQ, n.mac)
+    {
+        line!("vmm: the guest's network card could not be attached: {e:?}");
+        io.net = None;
+    }
+    if io.signal.is_none() {
+        // Nobody can signal this VMM: no backend can serve it.
+        io.disk = None;
+        io.net = None;
     }
     // Typed input is looked for at least this often (TSC ticks) while the guest exits,
     // after every HLT (an idle guest, as a shell waiting at its prompt is, halts between
@@ -442,18 +529,14 @@ pub fn run(
         halted = exit.reason == exit::reason::HLT;
         cpu = read_cpu(vcpu)?;
         if exit.reason == exit::reason::NOTIFIED {
-            // The backend signalled (the guest may not have run at all).
-            if let Some(disk) = disk.as_mut() {
-                disk.answered(&mut vm, &mut ram);
-            }
+            // A backend signalled (the guest may not have run at all).
+            io.answered(&mut vm, &mut ram);
             continue;
         }
         let before = cpu;
-        vm.io_pending = disk.as_ref().is_some_and(|d| d.bridge.in_flight() > 0);
+        vm.io_pending = io.may_be_woken();
         let outcome = vm.handle(&exit, &mut cpu, &mut ram, host_cpuid);
-        if let Some(disk) = disk.as_mut() {
-            disk.pump(&mut vm, &mut ram);
-        }
+        io.pump(&mut vm, &mut ram);
         match outcome {
             Outcome::Resume => {
                 if cpu.regs != before.regs {
@@ -492,29 +575,47 @@ pub fn run(
                 if cpu.rip != before.rip {
                     vcpu.write_field(state::RIP, cpu.rip)?;
                 }
-                // Until the backend answers or the guest's next timer is due, in real
-                // time (guest time is the TSC's).
+                // Until a backend signals or the guest's next timer is due, in real time
+                // (guest time is the TSC's).
                 let due = vm.next_timer_ns().map(|ns| last.wrapping_add(ns));
-                if let Some(disk) = disk.as_mut() {
-                    // No timer: only the backend can wake the guest; block until it says so.
-                    if due.is_none() && disk.bridge.in_flight() > 0 {
-                        let _ = disk.signal.wait();
-                    }
-                    loop {
-                        if disk.signal.poll().unwrap_or(0) != 0 || disk.bridge.in_flight() == 0 {
-                            disk.answered(&mut vm, &mut ram);
-                            break;
+                if let Some(signal) = io.signal.filter(|_| io.may_be_woken()) {
+                    if due.is_none() {
+                        // No timer: only a backend can wake the guest; block until one does.
+                        let _ = signal.wait();
+                        io.answered(&mut vm, &mut ram);
+                    } else {
+                        loop {
+                            if signal.poll().unwrap_or(0) != 0 || !io.may_be_woken() {
+                                io.answered(&mut vm, &mut ram);
+                                break;
+                            }
+                            if due.is_some_and(|at| cleave_rt::syscall::rdtsc().wrapping_sub(at) < 1 << 63) {
+                                break;
+                            }
+                            cleave_rt::syscall::yield_now();
                         }
-                        if due.is_some_and(|at| cleave_rt::syscall::rdtsc().wrapping_sub(at) < 1 << 63) {
-                            break;
-                        }
-                        cleave_rt::syscall::yield_now();
                     }
                 }
             }
             Outcome::Stop(stop) => {
+                if let Some(net) = &io.net {
+                    let c = net.bridge.counters;
+                    let d = vm.virtio_net(NET_SLOT).map(|d| d.counters).unwrap_or_default();
+                    let failed = net.bridge.failed().map_or(alloc::string::String::new(), |e| {
+                        alloc::format!("; the switch broke a pipe: {e}")
+                    });
+                    line!(
+                        "vmm: network: {} frames sent, {} dropped (tx pipe full); {} received, {} dropped; the card dropped {} malformed, {} for want of a receive buffer{failed}",
+                        c.sent,
+                        c.tx_full,
+                        c.received,
+                        c.rx_dropped,
+                        d.tx_dropped,
+                        d.rx_no_buffer
+                    );
+                }
                 // The guest is gone: its disk's backend may stop once all its guests are.
-                if let Some(disk) = &disk {
+                if let Some(disk) = &io.disk {
                     disk.bridge.close();
                     let _ = disk.backend.signal();
                 }

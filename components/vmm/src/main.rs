@@ -36,6 +36,32 @@ struct Config {
     /// `disk=ADDRESS,BYTES,SLOTS,SLOT_SIZE,SECTORS`: the guest's disk ring (where this VMM
     /// maps it, its size and geometry) and the disk's size.
     disk: Option<DiskConfig>,
+    /// `net=ADDRESS,BYTES,SLOTS,MAC`: the guest's network region (its tx pipe, then its rx
+    /// pipe, each of SLOTS slots) and its card's address.
+    net: Option<NetConfig>,
+}
+
+/// A guest network's configuration line.
+struct NetConfig {
+    region: u64,
+    bytes: usize,
+    slots: u32,
+    mac: [u8; 6],
+}
+
+impl NetConfig {
+    fn parse(text: &str) -> Option<Self> {
+        let mut fields = text.split(',');
+        let region = u64::from_str_radix(fields.next()?.strip_prefix("0x")?, 16).ok()?;
+        let bytes = fields.next()?.parse::<usize>().ok()?;
+        let slots = fields.next()?.parse::<u32>().ok()?;
+        let mut mac = [0u8; 6];
+        let mut parts = fields.next()?.split(':');
+        for byte in &mut mac {
+            *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+        }
+        (parts.next().is_none() && fields.next().is_none()).then_some(Self { region, bytes, slots, mac })
+    }
 }
 
 /// A guest disk's configuration line.
@@ -80,6 +106,10 @@ fn config() -> Option<Config> {
             Some(text) => Some(DiskConfig::parse(text)?),
             None => None,
         },
+        net: match value("net") {
+            Some(text) => Some(NetConfig::parse(text)?),
+            None => None,
+        },
     })
 }
 
@@ -115,9 +145,35 @@ fn disk(name: &str, config: &DiskConfig) -> Result<vmm::Disk, &'static str> {
     Ok(vmm::Disk {
         bridge: vmm::DiskBridge::new(ring, config.slot_size),
         backend: layout::DISK,
-        signal: layout::SIGNAL,
         sectors: config.sectors,
     })
+}
+
+/// The guest's network card: its pipes, formatted (the bridge is on the heap: a frame
+/// buffer), and its switch's notification.
+fn net(name: &str, config: &NetConfig) -> Result<vmm::Net, &'static str> {
+    // SAFETY: cleave maps the guest's network region read-write at `region`, `bytes` long
+    // (the configuration page says where), into this VMM and the network's backend only,
+    // for as long as this component runs; only `Shared` values (here and in the backend)
+    // touch it.
+    let shared = unsafe { cleave_ioring::Shared::new(config.region as *mut u8, config.bytes) }
+        .map_err(|_| "the region's place is not page-aligned whole pages")?;
+    let bridge = vmm::NetBridge::format(shared, config.slots)
+        .map_err(|_| "the pipes' geometry does not fit the region")?;
+    let m = config.mac;
+    println!(
+        "vmm: guest '{name}': a virtio network card {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} at 00:{:02x}.0 (IRQ {}), pipes of {} slots",
+        m[0],
+        m[1],
+        m[2],
+        m[3],
+        m[4],
+        m[5],
+        vmm::NET_SLOT,
+        vmm::NET_IRQ,
+        config.slots
+    );
+    Ok(vmm::Net { bridge, backend: layout::NET, mac: config.mac })
 }
 
 /// A VMM component, as the loader starts one per `[guests.NAME]`: its guest's Vcpu (bound
@@ -172,7 +228,16 @@ fn component() -> i32 {
         }
         None => None,
     };
-    let outcome = run(vcpu, ram, console, msr_policy, disk);
+    let net = match config.net.as_ref().map(|n| net(name, n)) {
+        Some(Ok(net)) => Some(net),
+        Some(Err(why)) => {
+            println!("vmm: guest '{name}': no network: {why}");
+            None
+        }
+        None => None,
+    };
+    let io = vmm::Io { disk, net, signal: Some(layout::SIGNAL) };
+    let outcome = run(vcpu, ram, console, msr_policy, io);
     cleave_rt::audit!("unserve {name} vmm-{name}#1");
     match outcome {
         Ok((stop, vm)) => {

@@ -197,7 +197,7 @@ extern "C" fn vmm_thread(index: u64) -> ! {
     let (name, _, expected) = GUESTS[index];
     let vcpu: Cap<Vcpu> = Cap::from_cptr(VCPUS[index].load(Ordering::Acquire));
     let policy = if POLICIES[index].load(Ordering::Acquire) { MsrPolicy::Fault } else { MsrPolicy::Stop };
-    let ok = match run(vcpu, ram_of(index), vmm::Named::log(name), policy, None) {
+    let ok = match run(vcpu, ram_of(index), vmm::Named::log(name), policy, vmm::Io::default()) {
         Ok((stop, vm)) => {
             line!(
                 "vmm: guest '{name}' {stop}; {} exits, {} timer interrupts, {} MMIO accesses",

@@ -17,6 +17,7 @@
 pub mod blk;
 pub mod disk;
 pub mod net;
+pub mod network;
 pub mod pci;
 pub mod queue;
 #[cfg(test)]

@@ -151,6 +151,12 @@ impl VirtioNet {
         }
     }
 
+    /// Whether the guest has a receive buffer posted (the device is ready and not broken):
+    /// a frame taken from elsewhere now would not be dropped for want of one.
+    pub fn can_receive(&mut self, mem: &impl GuestMemory) -> bool {
+        self.transport.has_available(Self::RX, mem)
+    }
+
     /// Delivers `frame` (an Ethernet frame without FCS) into the guest's next receive
     /// buffer, behind a zero header, and interrupts (unless the guest suppressed it).
     /// False if it was dropped: no buffer posted, the device not ready or broken, the

@@ -250,6 +250,22 @@ impl Transport {
         }
     }
 
+    /// Whether queue `index` is usable and has a chain the device has not taken; a queue
+    /// error breaks the device.
+    pub fn has_available(&mut self, index: u16, mem: &impl GuestMemory) -> bool {
+        if !self.usable(index) {
+            return false;
+        }
+        let Some(queue) = self.queues.get(usize::from(index)) else { return false };
+        match queue.has_available(mem) {
+            Ok(available) => available,
+            Err(error) => {
+                self.fail(Broken::Queue { queue: index, error });
+                false
+            }
+        }
+    }
+
     /// The next chain on queue `index`, if the queue is usable and has one; a queue error
     /// breaks the device.
     pub fn pop(&mut self, index: u16, mem: &impl GuestMemory) -> Option<Chain> {

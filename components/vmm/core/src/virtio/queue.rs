@@ -327,6 +327,20 @@ impl Queue {
         }
     }
 
+    /// Whether the driver has made a chain available that the device has not taken, without
+    /// taking it. An index further ahead than the queue is an error, as for [`Queue::pop`].
+    pub fn has_available(&self, mem: &impl GuestMemory) -> Result<bool, QueueError> {
+        if !self.is_ready() {
+            return Ok(false);
+        }
+        let avail = Self::read_u16(mem, self.available() + 2, Ring::Available)?;
+        let pending = avail.wrapping_sub(self.next_avail);
+        if pending > self.size {
+            return Err(QueueError::AvailTooFarAhead { avail, seen: self.next_avail });
+        }
+        Ok(pending > 0)
+    }
+
     /// The next chain the driver made available, if any, with every buffer checked; the
     /// device then holds its head until [`Queue::push_used`]. A queue not set up has none.
     /// On an error nothing is taken (the device is broken until reset anyway).
