@@ -605,7 +605,8 @@ pub fn run(
                         alloc::format!("; the switch broke a pipe: {e}")
                     });
                     line!(
-                        "vmm: network: {} frames sent, {} dropped (tx pipe full); {} received, {} dropped; the card dropped {} malformed, {} for want of a receive buffer{failed}",
+                        "vmm: guest '{}': network: {} frames sent, {} dropped (tx pipe full); {} received, {} dropped; the card dropped {} malformed, {} for want of a receive buffer{failed}",
+                        vm.console.name,
                         c.sent,
                         c.tx_full,
                         c.received,

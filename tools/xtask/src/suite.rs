@@ -606,6 +606,9 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
         if filter.is_none_or(|f| "linux-disks-persist".contains(f)) {
             run_disk_test(&mut tally)?;
         }
+        if filter.is_none_or(|f| "linux-net-wget".contains(f)) {
+            run_net_test(&mut tally)?;
+        }
     }
     println!();
     for (name, tail) in tally.tails.iter().take(SUMMARY_RUNS) {
@@ -991,6 +994,12 @@ fn run_disk_test(tally: &mut Tally) -> Result<()> {
             break;
         }
     }
+    tally_run(tally, name, start, verdict, outputs.last().map(String::as_str).unwrap_or(""));
+    Ok(())
+}
+
+/// Counts a run-based test's verdict; on failure keeps the end of its last output.
+fn tally_run(tally: &mut Tally, name: &str, start: Instant, verdict: Result<(), String>, last: &str) {
     match verdict {
         Ok(()) => {
             println!("== {name} ok ({:.1} s)", start.elapsed().as_secs_f64());
@@ -998,7 +1007,6 @@ fn run_disk_test(tally: &mut Tally) -> Result<()> {
         }
         Err(reason) => {
             println!("== {name} FAILED: {reason}");
-            let last = outputs.last().map(String::as_str).unwrap_or("");
             let lines: Vec<&str> = last.lines().collect();
             let tail =
                 lines[lines.len().saturating_sub(SUMMARY_LINES)..].iter().map(|l| l.to_string()).collect();
@@ -1007,6 +1015,44 @@ fn run_disk_test(tally: &mut Tally) -> Result<()> {
             tally.failures.push(format!("{name}: {reason}"));
         }
     }
+}
+
+/// The system of the network test (doc/io-path.md).
+const NET_SYSTEM: &str = "systems/linux-net.toml";
+
+/// One run of `systems/linux-net.toml`: alice serves 16 MiB of random data with busybox
+/// httpd, bob fetches it with busybox wget through his VMM, netback and alice's VMM, and
+/// the SHA-256 he computes is the one alice computed; then both guests end the run.
+fn run_net_test(tally: &mut Tally) -> Result<()> {
+    let name = "linux-net-wget";
+    println!("== {name}: cargo xtask run --system {NET_SYSTEM}");
+    let start = Instant::now();
+    let (ran, output) = run_xtask(&["run", "--system", NET_SYSTEM])?;
+    let verdict = ran.and_then(|()| check_transfer(&output));
+    tally_run(tally, name, start, verdict, &output);
+    Ok(())
+}
+
+/// Checks a run's output for a whole network transfer: alice served 16 MiB, bob fetched
+/// it with the same SHA-256 and said so, and both guests ended.
+fn check_transfer(output: &str) -> Result<(), String> {
+    use crate::linux::initramfs::{NET_DONE, NET_FETCHED, NET_SERVING};
+    let after = |what: &str| -> Option<String> {
+        let line = output.lines().find(|l| l.contains(what))?;
+        Some(line[line.find(what)? + what.len()..].trim().to_string())
+    };
+    let served = after(NET_SERVING).ok_or("alice did not serve her data")?;
+    let fetched = after(NET_FETCHED).ok_or("bob did not fetch alice's data")?;
+    let want = format!("16777216 bytes from 169.254.0.1, sha256 {served}");
+    if fetched != want {
+        return Err(format!("bob fetched `{fetched}`, not `{want}`"));
+    }
+    for done in [NET_DONE, "vmm: guest 'alice' reset itself", "vmm: guest 'bob' reset itself"] {
+        if !output.contains(done) {
+            return Err(format!("the output lacks `{done}`"));
+        }
+    }
+    println!("   bob fetched alice's 16 MiB through netback, sha256 {served}");
     Ok(())
 }
 

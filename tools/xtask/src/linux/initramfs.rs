@@ -45,7 +45,10 @@ pub const APPLETS: &[&str] = &[
     "grep",
     "head",
     "hexdump",
+    "httpd",
+    "ifconfig",
     "insmod",
+    "ip",
     "kill",
     "ln",
     "ls",
@@ -56,6 +59,8 @@ pub const APPLETS: &[&str] = &[
     "more",
     "mount",
     "mv",
+    "nc",
+    "ping",
     "poweroff",
     "printf",
     "ps",
@@ -70,6 +75,7 @@ pub const APPLETS: &[&str] = &[
     "sync",
     "tail",
     "test",
+    "timeout",
     "top",
     "touch",
     "tr",
@@ -79,6 +85,7 @@ pub const APPLETS: &[&str] = &[
     "uptime",
     "vi",
     "wc",
+    "wget",
 ];
 
 /// A file of known contents in the initramfs ([`test_file`]); the guest hashes it and the
@@ -298,6 +305,50 @@ disk_scan() {
 }
 "#;
 
+/// The kernel command-line word that gives the guest's network card its address:
+/// `cleave.ip=169.254.0.1` (IPv4 link-local, 169.254.0.0/16).
+pub const IP: &str = "cleave.ip";
+/// The kernel command-line word that chooses a network test: `cleave.net=serve` (serve
+/// 16 MiB of random data over HTTP until a fetcher says it is done) or
+/// `cleave.net=fetch:ADDRESS` (fetch it from the server at ADDRESS, hash it, say done).
+pub const NET: &str = "cleave.net";
+/// How a server says what it serves (then its SHA-256).
+pub const NET_SERVING: &str = "cleave-guest: net: serving 16777216 bytes, sha256";
+/// How a fetcher reports (then `N bytes from ADDRESS, sha256 SUM`).
+pub const NET_FETCHED: &str = "cleave-guest: net: fetched";
+/// How a server says its fetcher is done.
+pub const NET_DONE: &str = "cleave-guest: net: the fetcher is done";
+
+/// Shell functions for the network tests. The server writes 16 MiB of random bytes to
+/// `/www/blob`, serves `/www` with busybox `httpd` and waits for a connection to port 7
+/// that ends when its fetcher is done. The fetcher tries `wget` for up to 60 s (the server
+/// may still be starting; each try is bounded with `timeout`, busybox wget's own `-T`
+/// crashes), hashes what it got and connects to port 7.
+const NET_TEST: &str = r#"net_up() {
+    ifconfig eth0 "$1" netmask 255.255.0.0 up || echo "cleave-guest: net: no eth0"
+}
+net_serve() {
+    mkdir -p /www
+    dd if=/dev/urandom of=/www/blob bs=65536 count=256 2>/dev/null
+    sum=$(sha256sum /www/blob | cut -d' ' -f1)
+    httpd -h /www -p 80
+    echo "cleave-guest: net: serving 16777216 bytes, sha256 $sum"
+    nc -l -p 7 > /dev/null
+    echo "cleave-guest: net: the fetcher is done"
+}
+net_fetch() {
+    tries=0
+    until timeout 30 wget -q -O /tmp/blob "http://$1/blob"; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge 60 ]; then echo "cleave-guest: net: cannot fetch from $1"; return; fi
+        sleep 1
+    done
+    sum=$(sha256sum /tmp/blob | cut -d' ' -f1)
+    echo "cleave-guest: net: fetched $(wc -c < /tmp/blob) bytes from $1, sha256 $sum"
+    echo done | timeout 30 nc "$1" 7
+}
+"#;
+
 /// The `/init` script: mounts, the virtio modules (`modules`, relative to
 /// `/lib/modules/RELEASE`), the misbehaviour the command line asks for, then a shell on
 /// the console.
@@ -329,10 +380,14 @@ misbehave=
 poke=
 then=
 disk=
+ip=
+net=
 for word in $(cat /proc/cmdline); do
     case "$word" in
     {MISBEHAVE}=*) misbehave=${{word#*=}} ;;
     {DISK}=*) disk=${{word#*=}} ;;
+    {IP}=*) ip=${{word#*=}} ;;
+    {NET}=*) net=${{word#*=}} ;;
     cleave.poke=*) poke=${{word#*=}} ;;
     cleave.then=*) then=${{word#*=}} ;;
     esac
@@ -364,6 +419,15 @@ case "$disk" in
 persist) disk_persist /dev/vda ;;
 scan) disk_scan /dev/vda ;;
 *) echo "cleave-guest: unknown {DISK}=$disk" ;;
+esac
+
+{NET_TEST}
+if [ -n "$ip" ]; then net_up "$ip"; fi
+case "$net" in
+"") ;;
+serve) net_serve ;;
+fetch:*) net_fetch "${{net#fetch:}}" ;;
+*) echo "cleave-guest: unknown {NET}=$net" ;;
 esac
 
 echo "{INIT_DONE}"
