@@ -145,7 +145,11 @@ fn main() -> i32 {
                 }
                 // A new epoch: the VMM acknowledges it and sends what it has in flight.
                 let _ = vmm.signal();
-                cleave_rt::audit!("serve {guest} blkback#1");
+                // A restarted instance takes over the guests its predecessor served (the
+                // supervisor's `restart` line says so).
+                if cleave_rt::instance() == 1 {
+                    cleave_rt::audit!("serve {guest} blkback#1");
+                }
                 println!("blkback: guest '{guest}': {} MiB from sector {first_sector}", sectors >> 11);
             }
             Err(e) => println!("blkback: guest '{guest}' is not served: {e}"),
@@ -184,7 +188,7 @@ fn main() -> i32 {
         }
         if server.all_closed() {
             for &(guest, ..) in caps::DISKS {
-                cleave_rt::audit!("unserve {guest} blkback#1");
+                cleave_rt::audit!("unserve {guest} blkback#{}", cleave_rt::instance());
             }
             println!("blkback: every guest's VMM closed its disk; stopping");
             return 0;

@@ -38,7 +38,8 @@ pub(crate) mod offset {
     pub const EPOCH: usize = 0x140;
     /// Disk: the epoch the VMM acknowledged (VMM).
     pub const ACK: usize = 0x180;
-    /// Disk: non-zero once the VMM closed the region for good (its guest is gone).
+    /// Non-zero once the VMM closed the region (a disk ring) or the pipe (its tx pipe) for
+    /// good: its guest is gone.
     pub const CLOSED: usize = 0x1c0;
     /// Where the entry arrays start: the page after the header.
     pub const ENTRIES: usize = super::PAGE;

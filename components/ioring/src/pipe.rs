@@ -76,6 +76,7 @@ fn format(shared: &Shared, layout: &Layout, base: u32) -> Result<(), RegionError
     let write = || -> Result<(), OutOfRegion> {
         shared.store_u32(offset::PIPE_PROD, base)?;
         shared.store_u32(offset::PIPE_CONS, base)?;
+        shared.store_u32(offset::CLOSED, 0)?;
         layout::format(shared, Kind::Pipe, layout.slots, FRAME_SLOT)
     };
     // `fitting` checked the header page is inside the region.
@@ -192,6 +193,14 @@ impl Producer {
         Ok(true)
     }
 
+    /// Closes the pipe for good: from now on the consumer's [`Consumer::closed`] says so.
+    /// The VMM closes its tx pipe when its guest is gone, so that netback can end once
+    /// every guest has.
+    pub fn close(&self) {
+        // The header page is inside every region a pipe was made over.
+        let _ = self.shared.store_u32(offset::CLOSED, 1);
+    }
+
     /// Publishes the frames sent since the last call: `true` if there were any (signal the
     /// consumer).
     pub fn publish(&mut self) -> Result<bool, Error> {
@@ -234,6 +243,11 @@ impl Consumer {
     pub fn attach(shared: Shared, slots: u32) -> Result<Self, RegionError> {
         let layout = Layout::fitting(slots, &shared)?;
         Ok(Self { shared, layout, state: State::Attaching, cons: 0 })
+    }
+
+    /// Whether the producer closed the pipe for good ([`Producer::close`]).
+    pub fn closed(&self) -> bool {
+        self.shared.load_u32(offset::CLOSED).is_ok_and(|word| word != 0)
     }
 
     /// The protocol error the producer is refused for, if it is.

@@ -118,11 +118,27 @@ fn main() -> i32 {
             if !polled.more {
                 break;
             }
+            if switch.ports().iter().all(Port::closed) {
+                break;
+            }
             rounds += 1;
             if rounds == POLLS_BEFORE_YIELD {
                 rounds = 0;
                 cleave_rt::syscall::yield_now();
             }
+        }
+        // Every guest is gone: nothing can come any more.
+        if PORTS > 0 && switch.ports().iter().all(Port::closed) {
+            for &(guest, ..) in caps::NETS {
+                cleave_rt::audit!("unserve {guest} netback#{instance}");
+            }
+            println!("netback#{instance}: every guest's VMM closed its pipes; stopping");
+            for (i, &(guest, ..)) in caps::NETS.iter().enumerate() {
+                if let Some(port) = switch.port(PortId(i)) {
+                    println!("netback#{instance}: guest '{guest}': {}", port.counters());
+                }
+            }
+            return 0;
         }
         if let Err(e) = signal.wait() {
             println!("netback#{instance}: waiting failed: {e:?}");

@@ -125,8 +125,22 @@ impl core::fmt::Display for Described {
 /// after the backoff; until then it stays stopped, so a crash loop costs the others
 /// nothing).
 fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
-    let fault = if label == fault::REQUEST_DONE { Fault::RequestDone } else { Fault::Crash };
+    let fault = match label {
+        fault::REQUEST_DONE => Fault::RequestDone,
+        fault::EXITED => Fault::Exited,
+        _ => Fault::Crash,
+    };
+    let finished_before = r.restarts.finished();
     match r.restarts.on_fault(fault, now_ms) {
+        OnFault::Finished if finished_before => {}
+        OnFault::Finished => {
+            let instance = r.restarts.instance();
+            cleave_rt::audit!("end {}#{instance}", r.name);
+            println!(
+                "supervisor: `{}` (instance {instance}) ended with status {}; it is not restarted again",
+                r.name, words[0] as i64
+            );
+        }
         OnFault::Restart(why) => {
             let (ticks, show) = restart(r, why, now_ms);
             if show {
@@ -155,8 +169,16 @@ fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
 /// one's period.
 fn on_tick(r: &mut Restartable, now_ms: u64) {
     let tcb = r.tcb;
-    // Waiting for a request: a quiet moment, when no client's request is cut off.
-    let quiet = || matches!(tcb.state(), Ok(thread_state::BLOCKED_ON_RECEIVE | thread_state::INACTIVE));
+    // Waiting for a request (or, for a backend, for a signal that work is in its rings): a
+    // quiet moment, when no client's request is cut off.
+    let quiet = || {
+        matches!(
+            tcb.state(),
+            Ok(thread_state::BLOCKED_ON_RECEIVE
+                | thread_state::BLOCKED_ON_NOTIFICATION
+                | thread_state::INACTIVE)
+        )
+    };
     let Some(why) = r.restarts.on_tick(now_ms, quiet) else { return };
     let (ticks, show) = restart(r, why, now_ms);
     if !show {
@@ -246,9 +268,18 @@ fn main() -> i32 {
         let bits = message.badge;
         if bits & CLOCK != 0 {
             now_ms = now_ms.saturating_add(1);
-            let _ = caps::CLOCK.ack();
             for r in restartable.iter_mut().flatten() {
                 on_tick(r, now_ms);
+            }
+            // The clock runs while something is left to time: a component to restart, or
+            // a disposable one's deadline. Unacknowledged, its line stays masked, so an
+            // idle machine has nothing to wait for and the run can end.
+            let timing = restartable.iter().flatten().any(|r| !r.restarts.finished())
+                || disposable[..count].iter().flatten().any(|d| d.deadline_ms != 0);
+            if timing {
+                let _ = caps::CLOCK.ack();
+            } else {
+                println!("supervisor: nothing is left to restart or time at {now_ms} ms; the clock stops");
             }
         }
         for entry in disposable[..count].iter_mut() {

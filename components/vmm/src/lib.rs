@@ -615,10 +615,14 @@ pub fn run(
                         d.rx_no_buffer
                     );
                 }
-                // The guest is gone: its disk's backend may stop once all its guests are.
+                // The guest is gone: its backends may stop once all their guests are.
                 if let Some(disk) = &io.disk {
                     disk.bridge.close();
                     let _ = disk.backend.signal();
+                }
+                if let Some(net) = &io.net {
+                    net.bridge.close();
+                    let _ = net.backend.signal();
                 }
                 return Ok((stop, vm));
             }

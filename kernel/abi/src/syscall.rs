@@ -124,6 +124,10 @@ pub mod fault {
     /// receive a second one. Words: the capability address it received on, 0, rip (after
     /// the `syscall` instruction), rsp.
     pub const REQUEST_DONE: u64 = 4;
+    /// A thread that may not end the run made `DebugExit` (its program's `main`
+    /// returned): it is done. Words: the status, 0, rip (after the `syscall`
+    /// instruction), rsp. A handler that replies resumes it after the call.
+    pub const EXITED: u64 = 5;
 
     /// An x86 exception vector's mnemonic and name (`#UD`, "invalid opcode"), for reports
     /// of `USER_EXCEPTION` faults and of the kernel's own.

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! `start` begins an instance; `restart` ends one and begins its successor, which goes on
-//! serving the guests the old one served; `dispose` ends one; `serve`/`unserve` begin and
+//! serving the guests the old one served; `dispose` ends one (destroyed), and so does `end`
+//! (a restartable component's program ended: it is not restarted again); `serve`/`unserve` begin and
 //! end a guest's reliance on an instance. The running system writes it as `audit: TIME
 //! EVENT` console lines (`cleave_rt::audit!`): today the loader (`boot`, a `start` per
 //! component) and each guest's VMM (`serve`/`unserve`); restarts and disposals come with
@@ -133,7 +134,7 @@ pub fn read(text: &str) -> Result<Log, String> {
                 }
                 live.insert(new, moved);
             }
-            Some("dispose") => {
+            Some("dispose" | "end") => {
                 arity(3)?;
                 let i = inst(2)?;
                 let served = live.remove(&i).ok_or_else(|| err(format!("{i} is not running")))?;
@@ -160,7 +161,9 @@ pub fn read(text: &str) -> Result<Log, String> {
                     (_, None) => return Err(err(format!("{i} does not serve {guest}"))),
                 }
             }
-            _ => return Err(err("unknown event (boot, start, restart, dispose, serve, unserve)".into())),
+            _ => {
+                return Err(err("unknown event (boot, start, restart, dispose, end, serve, unserve)".into()));
+            }
         }
     }
     if !booted {
@@ -255,6 +258,11 @@ mod tests {
             ("0 boot\n1 start a#1\n2 serve g a#1\n3 serve g a#1\n", "line 4: a#1 already serves g"),
             ("0 boot\n1 start a#1\n2 unserve g a#1\n", "line 3: a#1 does not serve g"),
             ("0 boot\n1 start a#1\n2 dispose a#1\n3 serve g a#1\n", "line 4: a#1 is not running"),
+            (
+                "0 boot\n1 start a#1\n2 restart a#1 a#2\n3 end a#2\n4 restart a#2 a#3\n",
+                "line 5: a#2 is not running",
+            ),
+            ("0 boot\n1 start a#1\n2 end a#1\n3 end a#1\n", "line 4: a#1 is not running"),
             ("0 boot\n1 explode\n", "line 2: unknown event"),
             ("0 boot\n1 start a#1 extra\n", "line 2: `start` takes 1 words"),
             ("0 boot\n1 boot\n", "line 2: a second boot"),

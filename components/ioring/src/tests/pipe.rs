@@ -237,3 +237,24 @@ fn garbage_in_a_pipe() {
     assert!(region.guards_intact());
     assert!(received > 1000 && errors > 100, "{received} frames, {errors} errors");
 }
+
+/// The VMM closes its tx pipe when its guest is gone: netback sees it (before and after it
+/// attached), frames already published still come out, and a pipe formatted afresh over
+/// the same region is open again.
+#[test]
+fn a_closed_pipe_says_so_and_a_new_format_opens_it() {
+    let region = self::region();
+    let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    assert!(!netback.closed());
+    assert_eq!(vmm.send(&frame(3)), Ok(true));
+    assert_eq!(vmm.publish(), Ok(true));
+    vmm.close();
+    assert!(netback.closed());
+    assert!(Consumer::attach(region.shared(), SLOTS).unwrap().closed(), "a restarted netback sees it too");
+    assert_eq!(receive(&mut netback), Some(frame(3)));
+    assert_eq!(receive(&mut netback), None);
+    let _ = Producer::format(region.shared(), SLOTS).unwrap();
+    assert!(!netback.closed());
+    assert_eq!(region.shared().load_u32(offset::CLOSED), Ok(0));
+}

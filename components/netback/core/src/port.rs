@@ -138,6 +138,11 @@ impl Port {
         self.mac
     }
 
+    /// Whether its VMM closed its tx pipe for good (the guest is gone).
+    pub fn closed(&self) -> bool {
+        self.tx.closed()
+    }
+
     /// Why the port was cut off, if it was.
     pub fn cut_off(&self) -> Option<CutOff> {
         self.cut_off

@@ -11,6 +11,9 @@
 //!   (no client's request is cut off), or regardless once it has stayed busy for
 //!   [`GRACE_MS`] more.
 //! - A component rolled back after every request is restarted as each request ends.
+//! - A component whose program ended (its `main` returned: it has no more work, say a
+//!   backend whose guests are all gone) is finished: it is not restarted again, not on its
+//!   clock and not after a crash.
 //! - A disposable component is destroyed when it says it is done, or at its deadline.
 //!
 //! Times are milliseconds since the supervisor's clock started. Every sum and difference
@@ -40,6 +43,8 @@ pub enum Fault {
     /// It finished a request (the kernel stops a per-request component at its next
     /// receive).
     RequestDone,
+    /// Its program ended (`main` returned).
+    Exited,
     /// Anything else: a crash.
     Crash,
 }
@@ -62,6 +67,8 @@ pub enum Restart {
 pub enum OnFault {
     /// Restart it now (a finished request).
     Restart(Restart),
+    /// Its program ended: it stays stopped for good.
+    Finished,
     /// It crashed: it stays stopped until `due`, `wait` ms from now.
     Backoff {
         /// Its crashes in all, this one included.
@@ -92,13 +99,24 @@ pub struct Restarts {
     due: Option<u64>,
     /// Requests after which it was rolled back.
     rollbacks: u64,
+    /// Its program ended: never restarted again.
+    finished: bool,
 }
 
 impl Restarts {
     /// A component that started at time 0, restarted every `period_ms` (0: rolled back
     /// after every request instead).
     pub const fn new(period_ms: u64) -> Self {
-        Self { period_ms, started: 0, instance: 1, crashes: 0, crashes_total: 0, due: None, rollbacks: 0 }
+        Self {
+            period_ms,
+            started: 0,
+            instance: 1,
+            crashes: 0,
+            crashes_total: 0,
+            due: None,
+            rollbacks: 0,
+            finished: false,
+        }
     }
 
     /// Which instance runs (1 for the first).
@@ -111,14 +129,25 @@ impl Restarts {
         self.rollbacks
     }
 
+    /// Whether its program ended (it is not restarted again).
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
     /// When a crashed component is restarted, if it is waiting for that.
     pub fn due(&self) -> Option<u64> {
         self.due
     }
 
     /// A fault at `now`. A finished request of a per-request component is a rollback; any
-    /// other fault (a finished request of a timed one included) is a crash.
+    /// other fault (a finished request of a timed one included) is a crash. An end of its
+    /// program finishes it, and a finished component stays so whatever comes after.
     pub fn on_fault(&mut self, fault: Fault, now: u64) -> OnFault {
+        if fault == Fault::Exited || self.finished {
+            self.finished = true;
+            self.due = None;
+            return OnFault::Finished;
+        }
         if fault == Fault::RequestDone && self.period_ms == 0 {
             return OnFault::Restart(Restart::RollBack);
         }
@@ -135,6 +164,9 @@ impl Restarts {
     /// A clock tick at `now`: whether to restart it. `quiet` says whether it waits for a
     /// request now; it is asked only when a timed restart is due.
     pub fn on_tick(&self, now: u64, quiet: impl FnOnce() -> bool) -> Option<Restart> {
+        if self.finished {
+            return None;
+        }
         if let Some(due) = self.due {
             return (now >= due).then_some(Restart::AfterCrash);
         }

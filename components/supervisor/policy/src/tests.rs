@@ -177,3 +177,24 @@ fn times_near_the_end_of_the_clock_saturate() {
     r.restarted(Restart::Forced, u64::MAX, true);
     assert_eq!(r.instance(), 2);
 }
+
+/// A program that ended is finished: no timed restart, no restart after a crash that was
+/// already due, and later faults (a crash, a finished request, another end) change nothing.
+#[test]
+fn a_finished_component_is_never_restarted() {
+    for period in [0, 200] {
+        let mut r = Restarts::new(period);
+        assert!(matches!(r.on_fault(Fault::Crash, 5), OnFault::Backoff { .. }));
+        assert_eq!(r.on_fault(Fault::Exited, 6), OnFault::Finished);
+        assert!(r.finished());
+        assert_eq!(r.due(), None, "the pending restart after the crash is off");
+        for now in [7, 15, 200, 1_000, u64::MAX] {
+            assert_eq!(r.on_tick(now, || true), None);
+            assert_eq!(r.on_tick(now, || false), None);
+        }
+        for fault in [Fault::Crash, Fault::RequestDone, Fault::Exited] {
+            assert_eq!(r.on_fault(fault, 2_000), OnFault::Finished);
+        }
+        assert_eq!((r.instance(), r.due()), (1, None));
+    }
+}

@@ -144,6 +144,9 @@ struct FuzzHardware {
     svm: bool,
     /// Each Vcpu's synthetic processor state, by address (forgotten when the Vcpu dies).
     guests: RefCell<BTreeMap<u64, Synthetic>>,
+    /// The interrupt controller's mask (bit n: line n masked), as the kernel sets it; all
+    /// lines start masked, as the PIC's do.
+    masked: u16,
 }
 
 /// A Vcpu's processor-side state as the fuzzer keeps it.
@@ -203,7 +206,7 @@ impl crate::vmcb::Vmcb for [u8; 4096] {
 
 impl FuzzHardware {
     fn new(svm: bool) -> Self {
-        Self { active: 0, pending: false, svm, guests: RefCell::new(BTreeMap::new()) }
+        Self { active: 0, pending: false, svm, guests: RefCell::new(BTreeMap::new()), masked: 0xffff }
     }
 
     /// Runs `f` on the synthetic state of the Vcpu at `vcpu` (made fresh on first use).
@@ -221,7 +224,10 @@ impl Hardware for FuzzHardware {
         0
     }
     fn write(&mut self, _: u16, _: u8, _: u32) {}
-    fn set_irq_masked(&mut self, _: u8, _: bool) {}
+    fn set_irq_masked(&mut self, irq: u8, masked: bool) {
+        let bit = 1u16.checked_shl(u32::from(irq)).unwrap_or(0);
+        if masked { self.masked |= bit } else { self.masked &= !bit }
+    }
     fn interrupt_pending(&mut self) -> bool {
         self.pending
     }
@@ -806,6 +812,8 @@ impl World {
         match *step {
             Step::Tick => self.s.timer_tick(),
             Step::Irq(line) => {
+                // As the kernel's interrupt entry does: mask the line, then deliver.
+                self.hw.set_irq_masked(line, true);
                 self.s.irq_fired(line);
             }
             Step::Restart { thread } => self.restart(thread),
@@ -1461,6 +1469,11 @@ pub fn check(w: &World) -> Result<(), String> {
     for (irq, line) in s.irq_lines.iter().enumerate() {
         let handler = objects.contains_key(&ObjectRef::Irq(irq as u8));
         ensure!(line.issued == handler, "line {irq}: issued {} but a handler exists: {handler}", line.issued);
+        ensure!(line.issued || !line.armed, "line {irq} is armed without a handler");
+        // Only an unmasked line can fire: the kernel may count on an armed line alone to
+        // wake a waiter (`interrupts_can_wake`).
+        let masked = w.hw.masked & 1u16.checked_shl(irq as u32).unwrap_or(0) != 0;
+        ensure!(!(line.armed && masked), "line {irq} is armed but masked at the controller");
         if let Some((n, _)) = line.notification {
             ensure!(live(is_ntfn, n.0), "line {irq} signals a dead notification {:#x}", n.0);
         }

@@ -277,6 +277,7 @@ pub fn invoke<M: KernelMemory>(
         }
         (Cap::IrqHandler { irq }, label::IRQ_HANDLER_ACK) => {
             io.set_irq_masked(irq, false);
+            space.irq_acked(irq);
             Ok(Reply::default())
         }
         (Cap::IrqHandler { irq }, label::IRQ_HANDLER_SET_NOTIFICATION) => {

@@ -455,19 +455,26 @@ fn interrupt_lines_are_issued_once_and_signal_their_notification() {
     w.invoke(31, label::IRQ_HANDLER_SET_NOTIFICATION, &[EP]).unwrap();
     assert!(!w.s.interrupts_can_wake(), "a line is bound, but nobody waits for it");
     w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
-    assert!(w.s.interrupts_can_wake(), "a waits on the line's notification");
+    assert!(!w.s.interrupts_can_wake(), "a waits, but the line is masked until acknowledged");
+    w.invoke(31, label::IRQ_HANDLER_ACK, &[]).unwrap();
+    assert!(w.s.interrupts_can_wake(), "a waits on the armed line's notification");
     assert!(w.s.irq_fired(0));
     assert_eq!(w.state(a), ThreadState::Running);
     assert!(!w.s.interrupts_can_wake(), "a runs: the interrupt would wake nobody");
-    // a waits again, then is suspended (as a driver that stopped): nobody to wake.
+    // a waits again without acknowledging the line (as a supervisor with nothing left to
+    // time): it cannot fire.
     w.sys(a, Syscall::Recv, EP, MessageInfo::default(), [0; 4]);
+    assert!(!w.s.interrupts_can_wake(), "the line fired and was not acknowledged");
+    w.invoke(31, label::IRQ_HANDLER_ACK, &[]).unwrap();
     assert!(w.s.interrupts_can_wake());
+    // Then it is suspended (as a driver that stopped): nobody to wake.
     w.s.suspend(a);
     assert!(!w.s.interrupts_can_wake(), "a suspended waiter leaves the queue");
     assert!(!w.s.irq_fired(3));
-    // Deleting the handler frees the line.
+    // Deleting the handler frees and disarms the line.
     w.s.delete(slot(31)).unwrap();
     assert!(!w.s.interrupts_can_wake());
+    assert!(!w.s.irq_lines[0].armed);
     w.invoke(30, label::IRQ_CONTROL_GET, &[0, 0, 32, 64]).unwrap();
 }
 
@@ -1034,6 +1041,42 @@ fn each_vcpu_has_its_own_floating_point_state() {
     w.make(ObjectType::Vcpu, 40);
     w.s.delete(slot(40)).unwrap();
     assert_eq!(w.s.fpu_owner, b.0);
+}
+
+/// `DebugExit` without the privilege to end the run: with a fault handler the thread's end
+/// reaches it (`EXITED`, with the status) and the thread waits, several times over across
+/// restarts; without one the call fails and the thread goes on.
+#[test]
+fn a_thread_that_may_not_end_the_run_exits_to_its_fault_handler() {
+    use cleave_abi::syscall::fault;
+    let mut w = world();
+    w.make(ObjectType::Endpoint, EP + 2);
+    w.s.mint(slot(EP + 2), slot(EP + 3), Rights::ALL, 0x77).unwrap();
+    let handler = w.thread(20, 150);
+    let worker = w.thread(22, 100);
+    w.s.copy(slot(EP + 3), worker.slot(3)).unwrap();
+    for round in 0..3u64 {
+        w.sys(handler, Syscall::Recv, EP + 2, MessageInfo::default(), [0; 4]);
+        assert_eq!(w.state(handler), ThreadState::BlockedOnReceive);
+        let rip = worker.regs(&w.s.mem).rip;
+        assert_eq!(
+            w.sys(worker, Syscall::DebugExit, 40 + round, MessageInfo::default(), [0; 4]),
+            Outcome::Done
+        );
+        assert_eq!(w.state(worker), ThreadState::BlockedOnReply, "it waits for its handler");
+        let r = handler.regs(&w.s.mem);
+        assert_eq!((r.rdi, MessageInfo(r.rsi).label(), r.rdx), (0x77, fault::EXITED, 40 + round));
+        assert_eq!(r.r9, rip, "the rip after the call");
+        // A second exit while it waits cannot happen (it does not run); the handler
+        // starts it afresh.
+        w.invoke(22, label::TCB_SUSPEND, &[]).unwrap();
+        w.invoke(22, label::TCB_WRITE_REGISTERS, &[1, 0x40_1000, 0x7000_0000]).unwrap();
+        assert_eq!(w.state(worker), ThreadState::Running);
+    }
+    // Without a fault endpoint: refused, and it goes on.
+    w.s.delete(worker.slot(3)).unwrap();
+    assert_eq!(w.sys(worker, Syscall::DebugExit, 1, MessageInfo::default(), [0; 4]), Outcome::Done);
+    assert_eq!((w.state(worker), w.status(worker)), (ThreadState::Running, Error::IllegalOperation as u64));
 }
 
 #[test]

@@ -119,6 +119,9 @@ pub struct IrqLine {
     pub issued: bool,
     /// The notification it signals (address) and with which badge.
     pub notification: Option<(PhysAddr, u64)>,
+    /// Its handler acknowledged it since it last fired: the line is unmasked and may
+    /// interrupt. Lines start masked, and the kernel masks a line as it fires.
+    pub armed: bool,
 }
 
 /// The capability `cap` derived with `rights` kept and `badge` applied (0: unchanged).
@@ -193,7 +196,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
             ready_bitmap: [0; 4],
             ready_summary: 0,
             current: 0,
-            irq_lines: [IrqLine { reserved: false, issued: false, notification: None }; IRQ_LINES],
+            irq_lines: [IrqLine { reserved: false, issued: false, notification: None, armed: false };
+                IRQ_LINES],
             asid_pools: [super::vspace::AsidPoolSlot { base: 0, generation: 0 };
                 super::vspace::MAX_ASID_POOLS],
             tlb_flush: false,
@@ -256,6 +260,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
     /// Line `irq` fired (the kernel has masked it): signals its notification. Returns
     /// whether anyone was told; the line stays masked until the handler acknowledges it.
     pub fn irq_fired(&mut self, irq: u8) -> bool {
+        if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
+            line.armed = false;
+        }
         match self.irq_lines.get(usize::from(irq)).and_then(|l| l.notification) {
             Some((base, badge)) => {
                 self.signal_object(base, badge);
@@ -265,13 +272,26 @@ impl<M: KernelMemory> ObjectSpace<M> {
         }
     }
 
-    /// Whether an interrupt could make a thread runnable: some line signals a
-    /// notification that a thread waits on, or whose bound thread waits in a receive. If
-    /// not, a kernel with nothing runnable has nothing to wait for (no thread can start
-    /// waiting later, as none runs): a driver that stopped leaves its line bound to its
-    /// notification, and the run still ends.
+    /// Whether an interrupt could make a thread runnable: some armed line (unmasked: its
+    /// handler acknowledged it since it last fired) signals a notification that a thread
+    /// waits on, or whose bound thread waits in a receive. If not, a kernel with nothing
+    /// runnable has nothing to wait for (no thread can start waiting later, or acknowledge
+    /// a masked line, as none runs): a driver that stopped leaves its line bound to its
+    /// notification, a supervisor with nothing left to time leaves its clock's line
+    /// unacknowledged, and the run still ends.
     pub fn interrupts_can_wake(&self) -> bool {
-        self.irq_lines.iter().filter_map(|l| l.notification).any(|(base, _)| self.signal_could_wake(base))
+        self.irq_lines
+            .iter()
+            .filter(|l| l.armed)
+            .filter_map(|l| l.notification)
+            .any(|(base, _)| self.signal_could_wake(base))
+    }
+
+    /// Line `irq`'s handler acknowledged it (the kernel unmasks it): it may fire again.
+    pub fn irq_acked(&mut self, irq: u8) {
+        if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
+            line.armed = line.issued;
+        }
     }
 
     /// Keeps I/O ports `first..=last` for the kernel: they are never issued.

@@ -66,7 +66,15 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 };
             }
             Syscall::DebugExit if t.privileges(&self.mem) & privilege::END_RUN == 0 => {
-                Err(Error::IllegalOperation)
+                // A thread that may not end the run ends itself: its fault handler, if it
+                // has one, hears so (`EXITED`, with the status) and the thread waits for
+                // it as after a fault; without one the call fails and the thread goes on.
+                let regs = t.regs(&self.mem);
+                if self.raise_fault(t, fault::EXITED, [cptr, 0, regs.rip, regs.rsp]) {
+                    Ok(())
+                } else {
+                    Err(Error::IllegalOperation)
+                }
             }
             Syscall::DebugExit => {
                 // The unfinished line goes out before the run ends.

@@ -56,6 +56,11 @@ impl NetBridge {
         Ok(Self { tx, rx, frame: Box::new([0; MAX_FRAME]), counters: NetBridgeCounters::default() })
     }
 
+    /// Closes the tx pipe for good (the guest is gone); signal the switch afterwards.
+    pub fn close(&self) {
+        self.tx.close();
+    }
+
     /// Why a pipe refuses the switch, if one does: the rx pipe's error, else the tx pipe's.
     pub fn failed(&self) -> Option<Error> {
         self.rx.failed().or(self.tx.failed()).map(Error::Protocol)

@@ -117,6 +117,10 @@ fn frames_go_out_through_the_tx_pipe_with_a_zero_header() {
     assert_eq!(&taken[1][HEADER_LEN..], &b[..]);
     assert_eq!(w.tx_driver.used(&w.ram).len(), 2, "the guest has its buffers back");
     assert_eq!(w.bridge.counters.sent, 2);
+    // The guest is gone: the VMM closes the tx pipe, and the switch sees it.
+    assert!(!w.switch_tx.closed());
+    w.bridge.close();
+    assert!(w.switch_tx.closed());
 }
 
 #[test]
