@@ -119,12 +119,17 @@ fn main() -> i32 {
             return 1;
         }
     };
-    println!(
-        "blkback: the machine's disk: {} MiB, queue of {}, {} requests in flight at most, DMA at {phys:#x}",
-        driver.capacity() >> 11,
-        driver.queue_size(),
-        driver.requests()
-    );
+    // Restarts are frequent (the supervisor and the audit log count them): the first
+    // instance says what it found.
+    let first = cleave_rt::instance() == 1;
+    if first {
+        println!(
+            "blkback: the machine's disk: {} MiB, queue of {}, {} requests in flight at most, DMA at {phys:#x}",
+            driver.capacity() >> 11,
+            driver.queue_size(),
+            driver.requests()
+        );
+    }
     let mut server = Server::new(driver);
     let geometry = Geometry { slots: caps::DISK_RING_SLOTS, slot_size: caps::DISK_RING_SLOT_SIZE };
     let mut vmms: [Option<Cap<Notification>>; 64] = [None; 64];
@@ -147,10 +152,10 @@ fn main() -> i32 {
                 let _ = vmm.signal();
                 // A restarted instance takes over the guests its predecessor served (the
                 // supervisor's `restart` line says so).
-                if cleave_rt::instance() == 1 {
+                if first {
                     cleave_rt::audit!("serve {guest} blkback#1");
+                    println!("blkback: guest '{guest}': {} MiB from sector {first_sector}", sectors >> 11);
                 }
-                println!("blkback: guest '{guest}': {} MiB from sector {first_sector}", sectors >> 11);
             }
             Err(e) => println!("blkback: guest '{guest}' is not served: {e}"),
         }
@@ -190,7 +195,7 @@ fn main() -> i32 {
             for &(guest, ..) in caps::DISKS {
                 cleave_rt::audit!("unserve {guest} blkback#{}", cleave_rt::instance());
             }
-            println!("blkback: every guest's VMM closed its disk; stopping");
+            println!("blkback#{}: every guest's VMM closed its disk; stopping", cleave_rt::instance());
             return 0;
         }
     }

@@ -132,8 +132,13 @@ fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
     };
     let finished_before = r.restarts.finished();
     match r.restarts.on_fault(fault, now_ms) {
-        OnFault::Finished if finished_before => {}
+        // Stopped for good: suspended, it no longer waits for this thread's reply (a later
+        // receive would otherwise resume it past its end).
+        OnFault::Finished if finished_before => {
+            let _ = r.tcb.suspend();
+        }
         OnFault::Finished => {
+            let _ = r.tcb.suspend();
             let instance = r.restarts.instance();
             cleave_rt::audit!("end {}#{instance}", r.name);
             println!(

@@ -264,12 +264,19 @@ const UNCLAIMED_PAGE: &str = r#"unclaimed_page() {
 
 /// The kernel command-line word that chooses a disk test: `cleave.disk=persist` (the
 /// guest's disk keeps what an earlier run wrote: check it if it is there, else write it)
-/// or `cleave.disk=scan` (count the bytes of the guest's disk that are not zero).
+/// or `cleave.disk=scan` (count the bytes of the guest's disk that are not zero) or
+/// `cleave.disk=roundtrip` (write 4 MiB of random data past the page cache, read it back
+/// the same way, and compare).
 pub const DISK: &str = "cleave.disk";
 /// How a `persist` guest says it wrote its data (then its SHA-256).
 pub const DISK_WROTE: &str = "cleave-guest: disk: wrote 1048576 bytes of random data, sha256";
 /// How a `persist` guest says it found the data of an earlier run intact (then its SHA-256).
 pub const DISK_FOUND: &str = "cleave-guest: disk: found the data an earlier run wrote, intact, sha256";
+/// How a `roundtrip` guest says what it wrote (then its SHA-256; a line of its own, as
+/// long console lines are cut).
+pub const DISK_ROUNDTRIP: &str = "cleave-guest: disk: wrote 4194304 bytes directly, sha256";
+/// How a `roundtrip` guest says what it read back (then its SHA-256).
+pub const DISK_READ_BACK: &str = "cleave-guest: disk: read them back directly, sha256";
 /// How a `scan` guest reports (then `N bytes not zero`).
 pub const DISK_SCANNED: &str = "cleave-guest: disk: scanned /dev/vda:";
 
@@ -296,6 +303,16 @@ const DISK_TEST: &str = r#"disk_persist() {
         sync
         echo "cleave-guest: disk: wrote 1048576 bytes of random data, sha256 $sum" ;;
     esac
+}
+disk_roundtrip() {
+    if [ ! -b "$1" ]; then echo "cleave-guest: disk: no $1"; return; fi
+    dd if=/dev/urandom of=/tmp/payload bs=65536 count=64 2>/dev/null
+    sum=$(sha256sum /tmp/payload | cut -d' ' -f1)
+    dd if=/tmp/payload of="$1" bs=65536 seek=1 oflag=direct 2>/dev/null
+    rm /tmp/payload
+    got=$(dd if="$1" bs=65536 skip=1 count=64 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+    echo "cleave-guest: disk: wrote 4194304 bytes directly, sha256 $sum"
+    echo "cleave-guest: disk: read them back directly, sha256 $got"
 }
 disk_scan() {
     if [ ! -b "$1" ]; then echo "cleave-guest: disk: no $1"; return; fi
@@ -418,6 +435,7 @@ case "$disk" in
 "") ;;
 persist) disk_persist /dev/vda ;;
 scan) disk_scan /dev/vda ;;
+roundtrip) disk_roundtrip /dev/vda ;;
 *) echo "cleave-guest: unknown {DISK}=$disk" ;;
 esac
 
