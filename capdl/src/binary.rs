@@ -114,8 +114,10 @@ pub struct ObjectRecord {
 }
 
 /// Most objects a specification may have for Cleave's loader to build it (it tracks each
-/// object's capability in a fixed table).
-pub const LOADER_MAX_OBJECTS: usize = 1024;
+/// object's capability in a fixed table, 9 bytes each, on its 64 KiB stack). Three Linux
+/// guests with a disk ring (258 pages) and network pipes (68 pages) each, their backends
+/// and the control plane need some 1,250.
+pub const LOADER_MAX_OBJECTS: usize = 2048;
 
 /// The kinds of lifetime in a TCB record's `param2` (bits 0-7; `model::Lifetime::encode`).
 pub mod lifetime {

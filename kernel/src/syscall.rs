@@ -114,6 +114,12 @@ fn slow_path() -> *const TrapFrame {
             kprintln!("kernel: thread '{}' exited with status {status}", thread::current_name());
             exit(if status == 0 { RunOutcome::Success } else { RunOutcome::Failure })
         }
+        Outcome::Ended(status, line, len) => {
+            if len > 0 {
+                serial::queue_line(&line[..len]);
+            }
+            kprintln!("kernel: thread '{}' ended with status {status}", thread::current_name());
+        }
         Outcome::UnknownSyscall(number) => {
             if let Some(t) = objects::with(|s| s.current()) {
                 let frame = objects::with(|s| t.regs(&s.mem));

@@ -33,6 +33,12 @@ cleave_rt::heap!(64 * 1024);
 /// The switch's ports: one per guest whose network it serves.
 const PORTS: usize = caps::NETS.len();
 
+/// Entries of the learning table. Every guest's card has its address in the system
+/// description, and the switch knows configured addresses without an entry; the table
+/// holds only what else a guest sends from (anti-spoofing drops most of it). Small, so
+/// that the switch, built on the stack before it is boxed, fits a component's stack.
+const TABLE: usize = 64;
+
 /// Polls in a row before netback yields to let the VMMs (and everyone else) run.
 const POLLS_BEFORE_YIELD: u32 = 16;
 
@@ -57,7 +63,7 @@ fn port(guest: &str, region: usize, bytes: usize, mac: [u8; 6]) -> Option<Port> 
 /// The switch, on the heap (its table and frame buffer are most of a stack); `None`
 /// (said why) if a port cannot be made.
 #[inline(never)]
-fn switch() -> Option<Box<Switch<PORTS>>> {
+fn switch() -> Option<Box<Switch<PORTS, TABLE>>> {
     let mut made = alloc::vec::Vec::with_capacity(PORTS);
     for &(guest, region, bytes, mac, _) in caps::NETS {
         let Some(port) = port(guest, region, bytes, mac) else {

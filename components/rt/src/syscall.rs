@@ -20,13 +20,15 @@ pub fn debug_put_char(byte: u8) {
 }
 
 /// Ends the run with `status` (0 = success), if this thread may (the root task may, and
-/// the threads it allows: `TCB_ALLOW_END_RUN`). Otherwise reports that and stops the
-/// thread with an invalid instruction, a fault its handler (or the kernel) deals with;
-/// the rest of the system goes on. Does not return.
+/// the threads it allows: `TCB_ALLOW_END_RUN`). Otherwise the kernel ends only this
+/// thread: its fault handler, if it has one, hears `fault::EXITED` with the status (a
+/// supervisor does not restart a component that ended with 0), else the thread stops; the
+/// rest of the system goes on. Should a handler resume the thread, it stops here with an
+/// invalid instruction. Does not return.
 pub fn debug_exit(status: i32) -> ! {
     let refused: u64;
     // SAFETY: `syscall` with the documented convention (rax = number, rdi = status); the
-    // kernel ends the run or returns the error in rax, destroying rcx and r11.
+    // kernel ends the run or the thread, or returns the error in rax, destroying rcx and r11.
     unsafe {
         core::arch::asm!(
             "syscall",
@@ -38,7 +40,9 @@ pub fn debug_exit(status: i32) -> ! {
         );
     }
     let why = cleave_abi::Error::check(refused).err().unwrap_or(cleave_abi::Error::IllegalOperation);
-    crate::println!("main returned {status}, but this thread may not end the run ({why}): it stops here");
+    crate::println!(
+        "main returned {status}, and this thread was resumed after it ended ({why}): it stops here"
+    );
     loop {
         // SAFETY: ud2 faults before doing anything; a handler that resumes the thread past
         // it only reaches the next one.

@@ -116,6 +116,7 @@ impl core::fmt::Display for Described {
                 write!(f, "{name} ({mnemonic}), rip {:#x}", w[2])
             }
             fault::UNKNOWN_SYSCALL => write!(f, "unknown system call {:#x}, rip {:#x}", w[0], w[1]),
+            fault::EXITED => write!(f, "its program ended with status {}", w[0] as i64),
             other => write!(f, "fault {other:#x}, rip {:#x}", w[2]),
         }
     }
@@ -127,7 +128,8 @@ impl core::fmt::Display for Described {
 fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
     let fault = match label {
         fault::REQUEST_DONE => Fault::RequestDone,
-        fault::EXITED => Fault::Exited,
+        // A program that ended with a failure status is a crash: restarted after a backoff.
+        fault::EXITED if words[0] == 0 => Fault::Exited,
         _ => Fault::Crash,
     };
     let finished_before = r.restarts.finished();

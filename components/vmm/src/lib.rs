@@ -598,6 +598,18 @@ pub fn run(
                 }
             }
             Outcome::Stop(stop) => {
+                // What the guest did to its devices: each time it broke one (a malformed
+                // ring), only that device stopped until the guest reset it.
+                let disk_breaks = vm.virtio_blk(DISK_SLOT).map(|d| d.transport().breaks());
+                let net_breaks = vm.virtio_net(NET_SLOT).map(|d| d.transport().breaks());
+                if disk_breaks.unwrap_or(0) + net_breaks.unwrap_or(0) > 0 {
+                    line!(
+                        "vmm: guest '{}' broke the protocol of its devices: disk {} times, network card {} times; each stopped until the guest reset it",
+                        vm.console.name,
+                        disk_breaks.unwrap_or(0),
+                        net_breaks.unwrap_or(0)
+                    );
+                }
                 if let Some(net) = &io.net {
                     let c = net.bridge.counters;
                     let d = vm.virtio_net(NET_SLOT).map(|d| d.counters).unwrap_or_default();

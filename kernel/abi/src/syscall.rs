@@ -51,7 +51,9 @@ pub enum Syscall {
     DebugPutChar = 0x100,
     /// End the whole run: the kernel reports the status in `rdi` (0 = success) and stops the
     /// emulator with [`crate::debug::EXIT_SUCCESS`] or [`crate::debug::EXIT_FAILURE`].
-    /// Meant for test programs; debug builds only.
+    /// Meant for test programs; debug builds only. A thread not allowed to end the run
+    /// ends itself instead: its fault handler hears `fault::EXITED`, or without one the
+    /// thread stops (its program's `main` returned).
     DebugExit = 0x101,
 }
 

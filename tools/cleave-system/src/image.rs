@@ -64,12 +64,12 @@ pub fn file_names<'a>(encoded: &EncodedSpec<'a>) -> Vec<&'a str> {
 mod tests {
     #[test]
     fn a_spec_larger_than_the_loader_takes_is_refused() {
-        // 2 MiB of restartable memory is 512 writable frames and 512 pristine ones.
-        let text = "[components.big]\nrestart = { every = \"1s\" }\nmemory = \"2M\"\n";
+        // 4 MiB of restartable memory is 1024 writable frames and 1024 pristine ones.
+        let text = "[components.big]\nrestart = { every = \"1s\" }\nmemory = \"4M\"\n";
         // `check` refuses it, at the component that is too big ...
         let errors = crate::system::load(text).unwrap_err();
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].message.contains("1039 objects, 1027 of them for `big`"), "{errors:?}");
+        assert!(errors[0].message.contains("2065 objects, 2051 of them for `big`"), "{errors:?}");
         assert_eq!(errors[0].key, "components.big");
         // ... and so does the image builder, for a description that skipped the checks.
         let file: crate::system::SystemFile = toml::from_str(text).unwrap();
@@ -77,6 +77,6 @@ mod tests {
         let encoded = cleave_capdl::binary::encode(&spec).unwrap();
         let err =
             super::build(&encoded, std::path::Path::new("/nonexistent"), &Default::default()).unwrap_err();
-        assert!(err.contains("the loader builds at most 1024"), "{err}");
+        assert!(err.contains("the loader builds at most 2048"), "{err}");
     }
 }

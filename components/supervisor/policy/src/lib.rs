@@ -11,8 +11,8 @@
 //!   (no client's request is cut off), or regardless once it has stayed busy for
 //!   [`GRACE_MS`] more.
 //! - A component rolled back after every request is restarted as each request ends.
-//! - A component whose program ended (its `main` returned: it has no more work, say a
-//!   backend whose guests are all gone) is finished: it is not restarted again, not on its
+//! - A component whose program ended with status 0 (its `main` returned: it has no more
+//!   work, say a backend whose guests are all gone) is finished: it is not restarted again, not on its
 //!   clock and not after a crash.
 //! - A disposable component is destroyed when it says it is done, or at its deadline.
 //!
@@ -43,7 +43,8 @@ pub enum Fault {
     /// It finished a request (the kernel stops a per-request component at its next
     /// receive).
     RequestDone,
-    /// Its program ended (`main` returned).
+    /// Its program ended (`main` returned) with status 0: its work is done. (One that
+    /// ended with a failure status is a crash.)
     Exited,
     /// Anything else: a crash.
     Crash,

@@ -1,8 +1,8 @@
 //! The crasher: deliberately faulty, and hostile. Odd instances read address 0 (never
-//! mapped) as soon as they start; even ones try to end the whole run (returning from
+//! mapped) as soon as they start; even ones try to end the whole run (returning 1 from
 //! `main`, which asks the kernel's `DebugExit`) without having been allowed to: the kernel
-//! refuses, and the runtime stops the thread with an invalid instruction. Either way its
-//! fault goes to the supervisor, which restarts it from its pristine memory after a backoff
+//! ends only the thread, and tells its fault handler (`EXITED`, status 1: a failure).
+//! Either way its fault goes to the supervisor, which restarts it from its pristine memory after a backoff
 //! that doubles while it keeps crashing, so that a crash loop cannot starve the components
 //! below its priority.
 #![no_std]

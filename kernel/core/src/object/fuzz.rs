@@ -895,7 +895,11 @@ impl World {
                         self.hw.active = vcpu.0;
                         self.s.vm_exited(t, exit);
                     }
-                    Outcome::Done | Outcome::Preempted | Outcome::DebugLine(..) | Outcome::DebugExit(..) => {}
+                    Outcome::Done
+                    | Outcome::Preempted
+                    | Outcome::DebugLine(..)
+                    | Outcome::DebugExit(..)
+                    | Outcome::Ended(..) => {}
                 }
             }
         }

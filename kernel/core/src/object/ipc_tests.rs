@@ -246,12 +246,18 @@ fn rights_and_bad_capabilities() {
         }
     }
     assert_eq!(out.len(), CONSOLE_LINE);
-    // Ending the run is a privilege: refused (the thread goes on), then given.
-    assert_eq!(w.sys(a, Syscall::DebugExit, 3, MessageInfo::default(), [0; 4]), Outcome::Done);
-    assert_eq!((w.state(a), w.status(a)), (ThreadState::Running, Error::IllegalOperation as u64));
-    a.set_privileges(&mut w.s.mem, privilege::END_RUN | privilege::CONSOLE);
+    // Ending the run is a privilege: without it (and without a fault handler) the thread
+    // only ends itself, then it is given.
     match w.sys(a, Syscall::DebugExit, 3, MessageInfo::default(), [0; 4]) {
-        Outcome::DebugExit(3, line, 10) => out.extend_from_slice(&line[..10]),
+        Outcome::Ended(3, line, 10) => out.extend_from_slice(&line[..10]),
+        other => panic!("the thread ends itself, its unfinished line with it: {other:?}"),
+    }
+    assert_eq!(w.state(a), ThreadState::Inactive);
+    w.invoke(20, label::TCB_RESUME, &[]).unwrap();
+    a.set_privileges(&mut w.s.mem, privilege::END_RUN | privilege::CONSOLE);
+    w.sys(a, Syscall::DebugPutChar, b'!' as u64, MessageInfo::default(), [0; 4]);
+    match w.sys(a, Syscall::DebugExit, 3, MessageInfo::default(), [0; 4]) {
+        Outcome::DebugExit(3, line, 1) => assert_eq!(line[0], b'!'),
         other => panic!("the exit carries the unfinished line: {other:?}"),
     }
     assert!(out.iter().enumerate().all(|(i, &b)| b == b'a' + (i % 26) as u8));
@@ -1045,7 +1051,7 @@ fn each_vcpu_has_its_own_floating_point_state() {
 
 /// `DebugExit` without the privilege to end the run: with a fault handler the thread's end
 /// reaches it (`EXITED`, with the status) and the thread waits, several times over across
-/// restarts; without one the call fails and the thread goes on.
+/// restarts; without one the thread stops.
 #[test]
 fn a_thread_that_may_not_end_the_run_exits_to_its_fault_handler() {
     use cleave_abi::syscall::fault;
@@ -1073,10 +1079,13 @@ fn a_thread_that_may_not_end_the_run_exits_to_its_fault_handler() {
         w.invoke(22, label::TCB_WRITE_REGISTERS, &[1, 0x40_1000, 0x7000_0000]).unwrap();
         assert_eq!(w.state(worker), ThreadState::Running);
     }
-    // Without a fault endpoint: refused, and it goes on.
+    // Without a fault endpoint: it stops, and only it.
     w.s.delete(worker.slot(3)).unwrap();
-    assert_eq!(w.sys(worker, Syscall::DebugExit, 1, MessageInfo::default(), [0; 4]), Outcome::Done);
-    assert_eq!((w.state(worker), w.status(worker)), (ThreadState::Running, Error::IllegalOperation as u64));
+    assert!(matches!(
+        w.sys(worker, Syscall::DebugExit, 1, MessageInfo::default(), [0; 4]),
+        Outcome::Ended(1, ..)
+    ));
+    assert_eq!(w.state(worker), ThreadState::Inactive);
 }
 
 #[test]

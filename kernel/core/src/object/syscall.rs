@@ -31,6 +31,10 @@ pub enum Outcome {
     /// End the run with this status, after writing the thread's unfinished console line
     /// (the first `len` bytes).
     DebugExit(i64, [u8; CONSOLE_LINE], usize),
+    /// The thread ended itself with this status (`DebugExit` without the privilege to end
+    /// the run, and no fault handler to hear it): it is stopped. The kernel says so after
+    /// its unfinished console line (the first `len` bytes).
+    Ended(i64, [u8; CONSOLE_LINE], usize),
     /// An invocation stopped at a preemption point because an interrupt is pending; the
     /// thread is rewound to its system call, which it makes again when it next runs.
     Preempted,
@@ -68,12 +72,14 @@ impl<M: KernelMemory> ObjectSpace<M> {
             Syscall::DebugExit if t.privileges(&self.mem) & privilege::END_RUN == 0 => {
                 // A thread that may not end the run ends itself: its fault handler, if it
                 // has one, hears so (`EXITED`, with the status) and the thread waits for
-                // it as after a fault; without one the call fails and the thread goes on.
+                // it as after a fault; without one the thread stops (as if suspended).
                 let regs = t.regs(&self.mem);
                 if self.raise_fault(t, fault::EXITED, [cptr, 0, regs.rip, regs.rsp]) {
                     Ok(())
                 } else {
-                    Err(Error::IllegalOperation)
+                    let (line, len) = t.console_take(&mut self.mem);
+                    self.suspend(t);
+                    return Outcome::Ended(cptr as i64, line, len);
                 }
             }
             Syscall::DebugExit => {

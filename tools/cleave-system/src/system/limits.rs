@@ -114,13 +114,13 @@ mod tests {
     #[test]
     fn too_many_objects_are_refused_at_the_component_with_the_most() {
         // A restartable component's memory is a frame object per page, twice (writable and
-        // pristine): 2 MiB is 1,024 objects, as many as the loader builds in all.
-        let text = "[components.small]\n[components.big]\nrestart = { every = \"1s\" }\nmemory = \"2M\"\n";
+        // pristine): 4 MiB is 2,048 objects, as many as the loader builds in all.
+        let text = "[components.small]\n[components.big]\nrestart = { every = \"1s\" }\nmemory = \"4M\"\n";
         let errors = loader_limits(&parse(text));
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
         assert_eq!((e.key.as_str(), &text[e.span.clone()]), ("components.big", "big"));
         assert!(e.message.starts_with("the specification has "), "{}", e.message);
-        assert!(e.message.ends_with("of them for `big`; the loader builds at most 1024"), "{}", e.message);
+        assert!(e.message.ends_with("of them for `big`; the loader builds at most 2048"), "{}", e.message);
     }
 }

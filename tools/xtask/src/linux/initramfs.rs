@@ -60,6 +60,7 @@ pub const APPLETS: &[&str] = &[
     "mount",
     "mv",
     "nc",
+    "od",
     "ping",
     "poweroff",
     "printf",
@@ -366,11 +367,83 @@ net_fetch() {
 }
 "#;
 
+/// How a guest with `cleave.misbehave=virtio` reports each attack on its own devices (then
+/// `DEVICE CASE: status N`; a device that refused the malformed ring shows NEEDS_RESET,
+/// 0x40, in N).
+pub const HOSTILE_VIRTIO: &str = "cleave-guest: hostile:";
+/// What it prints when its rounds of attacks are over.
+pub const HOSTILE_DONE: &str = "cleave-guest: hostile: done";
+/// The attacks, by name, each on both devices' queues.
+pub const HOSTILE_CASES: &[&str] =
+    &["huge-length", "outside-ram", "loop", "index-ahead", "head-range", "no-status"];
+/// Rounds of every attack on both devices.
+pub const HOSTILE_ROUNDS: u32 = 8;
+
+/// Shell functions for `cleave.misbehave=virtio`: the guest drives its own virtio devices
+/// (00:01.0, the disk; 00:02.0, the network card; no Linux driver bound to them) through
+/// /dev/port and builds malformed rings in memory the kernel command line reserved
+/// (`memmap=1M$0x6f00000`, through /dev/mem): a buffer far longer than RAM, a buffer
+/// outside RAM, a descriptor chain that loops, an available index far ahead of the ring, a
+/// head beyond the ring, and (for the disk) a request without a byte for its status. After
+/// each it reads the device's status: the VMM must have stopped the device (NEEDS_RESET)
+/// and nothing else. The rounds repeat every attack, so the guest keeps its devices busy
+/// being refused while the other guests do their I/O.
+const HOSTILE_TEST: &str = r#"port_out() {
+    printf "\\$(printf %o "$2")" | dd of=/dev/port bs=1 seek="$1" count=1 conv=notrunc 2>/dev/null
+}
+port_out16() { port_out "$1" $(($2 & 255)); port_out $(($1 + 1)) $(($2 >> 8)); }
+port_out32() { port_out16 "$1" $(($2 & 65535)); port_out16 $(($1 + 2)) $(($2 >> 16)); }
+port_in() { dd if=/dev/port bs=1 skip="$1" count=1 2>/dev/null | od -An -tu1 | tr -d ' '; }
+ring=$((0x6f00000))
+vq_attack() {
+    base=$1; queue=$2; case=$3
+    port_out $((base + 0x12)) 0
+    port_out $((base + 0x12)) 3
+    port_out16 $((base + 0x0e)) "$queue"
+    port_out32 $((base + 0x08)) $((ring >> 12))
+    port_out $((base + 0x12)) 7
+    avail=$((ring + 0x1000))
+    head=0
+    idx=1
+    devmem $((ring + 0x8)) 32 512
+    devmem $((ring + 0xc)) 32 0
+    devmem $ring 32 $((ring + 0x4000))
+    devmem $((ring + 4)) 32 0
+    case "$case" in
+    huge-length) devmem $((ring + 0x8)) 32 0xfffff000 ;;
+    outside-ram) devmem $((ring + 4)) 32 1 ;;
+    loop) devmem $((ring + 0xc)) 32 0x00000001 ;;
+    index-ahead) idx=$((0x8001)) ;;
+    head-range) head=300 ;;
+    no-status) ;;
+    esac
+    devmem $((avail + 4)) 16 $head
+    devmem $((avail + 2)) 16 $idx
+    port_out $((base + 0x10)) "$queue"
+    echo "cleave-guest: hostile: $4 $case: status $(port_in $((base + 0x12)))"
+}
+hostile_virtio() {
+    for dev in 0000:00:01.0 0000:00:02.0; do echo 1 > /sys/bus/pci/devices/$dev/enable; done
+    read -r blk _ < /sys/bus/pci/devices/0000:00:01.0/resource
+    read -r net _ < /sys/bus/pci/devices/0000:00:02.0/resource
+    blk=$((blk)); net=$((net))
+    round=0
+    while [ "$round" -lt "$1" ]; do
+        for case in huge-length outside-ram loop index-ahead head-range no-status; do
+            vq_attack "$blk" 0 "$case" disk
+            if [ "$case" != no-status ]; then vq_attack "$net" 1 "$case" net; fi
+        done
+        round=$((round + 1))
+    done
+    echo "cleave-guest: hostile: done"
+}
+"#;
+
 /// The `/init` script: mounts, the virtio modules (`modules`, relative to
 /// `/lib/modules/RELEASE`), the misbehaviour the command line asks for, then a shell on
 /// the console.
 pub fn init_script(release: &str, modules: &[String]) -> String {
-    let modules = modules.join(" \\\n    ");
+    let modules = modules.join(" \\\n        ");
     format!(
         r#"#!/bin/sh
 # /init of Cleave's Linux guest, written by `cargo xtask` (tools/xtask/src/linux/initramfs.rs;
@@ -380,13 +453,6 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-
-# The virtio drivers, in dependency order; they load whether or not there is a device.
-for module in \
-    {modules}
-do
-    insmod "/lib/modules/{release}/$module" || echo "cleave-guest: cannot load $module"
-done
 
 {UNCLAIMED_PAGE}
 # Hostile variants, chosen on the kernel command line: cleave.misbehave=unmapped reads and
@@ -409,8 +475,20 @@ for word in $(cat /proc/cmdline); do
     cleave.then=*) then=${{word#*=}} ;;
     esac
 done
+# The virtio drivers, in dependency order; they load whether or not there is a device,
+# unless the guest is to drive its devices itself (cleave.misbehave=virtio).
+if [ "$misbehave" != virtio ]; then
+    for module in \
+        {modules}
+    do
+        insmod "/lib/modules/{release}/$module" || echo "cleave-guest: cannot load $module"
+    done
+fi
+
+{HOSTILE_TEST}
 case "$misbehave" in
 "") ;;
+virtio) hostile_virtio {HOSTILE_ROUNDS} ;;
 unmapped)
     if [ -z "$poke" ]; then poke=$(unclaimed_page /proc/iomem); fi
     echo "{UNMAPPED_ACCESS} $poke, which nothing backs"
@@ -522,6 +600,25 @@ mod tests {
         for line in [UNMAPPED_ACCESS, UNMAPPED_SURVIVED, TRIPLE_FAULT] {
             assert!(script[..done].contains(&format!("echo \"{line}")), "{line}");
         }
+    }
+
+    /// The hostile guest's port functions, run by the host's shell on a file standing in
+    /// for /dev/port: bytes, 16- and 32-bit values little-endian, and reads back.
+    #[test]
+    fn the_hostile_guests_port_functions_write_and_read_bytes() {
+        let dir = scratch("port");
+        let file = dir.join("port");
+        std::fs::write(&file, [0u8; 64]).unwrap();
+        let functions = HOSTILE_TEST.replace("/dev/port", &file.display().to_string());
+        let script = format!(
+            "{functions}\nport_out 18 7\nport_out 19 0\nport_out16 14 258\nport_out32 8 $((0x6f00000 >> 12))\necho \"$(port_in 18) $(port_in 9)\"\n"
+        );
+        let output = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "7 111");
+        assert_eq!(&bytes[8..20], &[0x00, 0x6f, 0, 0, 0, 0, 2, 1, 0, 0, 7, 0]);
     }
 
     #[test]
