@@ -114,11 +114,11 @@ fn slow_path() -> *const TrapFrame {
             kprintln!("kernel: thread '{}' exited with status {status}", thread::current_name());
             exit(if status == 0 { RunOutcome::Success } else { RunOutcome::Failure })
         }
-        Outcome::Ended(status, line, len) => {
+        Outcome::Ended(t, status, line, len) => {
             if len > 0 {
                 serial::queue_line(&line[..len]);
             }
-            kprintln!("kernel: thread '{}' ended with status {status}", thread::current_name());
+            kprintln!("kernel: thread '{}' ended with status {status}", thread::name_of(t));
         }
         Outcome::UnknownSyscall(number) => {
             if let Some(t) = objects::with(|s| s.current()) {

@@ -249,7 +249,7 @@ fn rights_and_bad_capabilities() {
     // Ending the run is a privilege: without it (and without a fault handler) the thread
     // only ends itself, then it is given.
     match w.sys(a, Syscall::DebugExit, 3, MessageInfo::default(), [0; 4]) {
-        Outcome::Ended(3, line, 10) => out.extend_from_slice(&line[..10]),
+        Outcome::Ended(t, 3, line, 10) if t == a => out.extend_from_slice(&line[..10]),
         other => panic!("the thread ends itself, its unfinished line with it: {other:?}"),
     }
     assert_eq!(w.state(a), ThreadState::Inactive);
@@ -1083,7 +1083,7 @@ fn a_thread_that_may_not_end_the_run_exits_to_its_fault_handler() {
     w.s.delete(worker.slot(3)).unwrap();
     assert!(matches!(
         w.sys(worker, Syscall::DebugExit, 1, MessageInfo::default(), [0; 4]),
-        Outcome::Ended(1, ..)
+        Outcome::Ended(t, 1, ..) if t == worker
     ));
     assert_eq!(w.state(worker), ThreadState::Inactive);
 }

@@ -34,7 +34,7 @@ pub enum Outcome {
     /// The thread ended itself with this status (`DebugExit` without the privilege to end
     /// the run, and no fault handler to hear it): it is stopped. The kernel says so after
     /// its unfinished console line (the first `len` bytes).
-    Ended(i64, [u8; CONSOLE_LINE], usize),
+    Ended(TcbRef, i64, [u8; CONSOLE_LINE], usize),
     /// An invocation stopped at a preemption point because an interrupt is pending; the
     /// thread is rewound to its system call, which it makes again when it next runs.
     Preempted,
@@ -79,7 +79,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 } else {
                     let (line, len) = t.console_take(&mut self.mem);
                     self.suspend(t);
-                    return Outcome::Ended(cptr as i64, line, len);
+                    return Outcome::Ended(t, cptr as i64, line, len);
                 }
             }
             Syscall::DebugExit => {
