@@ -204,7 +204,7 @@ fn big_systems_get_a_clear_answer_quickly() {
     // 10,000 components: refused by the loader's object limit, located.
     let out = run(&system(10_000), &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("objects") && stderr.contains("the loader builds at most 1024"), "{stderr}");
+    assert!(stderr.contains("objects") && stderr.contains("the loader builds at most 2048"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
