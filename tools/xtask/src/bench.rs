@@ -40,7 +40,8 @@ fn boot_run(icount: bool) -> Run {
 
 /// The groups of figures `cargo xtask bench FILTER` chooses from, each measured by one
 /// part of [`run`].
-pub const GROUPS: &str = "boot, retype, ipc, loader, supervisor, vmx, svm, cleave, fuzz, xenstored, linux";
+pub const GROUPS: &str =
+    "boot, retype, ipc, loader, supervisor, vmx, svm, cleave, fuzz, xenstored, linux, io";
 
 /// Runs every benchmark whose group ([`GROUPS`]) contains `filter` (all without one) and
 /// prints one `bench NAME = VALUE UNIT` line per figure.
@@ -107,6 +108,9 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         for line in linux_figures()? {
             println!("{line}");
         }
+    }
+    if wanted("io") {
+        crate::linux::io_bench::figures()?;
     }
     if wanted("xenstored") {
         let (reads, writes) = xenstore_rates()?;

@@ -636,33 +636,8 @@ pub fn report_failure(run: &Run, finished: &Finished, reason: &str) {
 
 /// `cargo xtask run`: builds `system` and boots the root task it names.
 pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Result<bool> {
-    deps::ensure()?;
-    let root_program = system::root_program(system)?;
-    let artifacts = artifacts::build(system, artifacts::Scope::System)?;
-    let guest_console = system::has_com2_console(system)?;
-    let run = Run {
-        emulator: if bochs { Emulator::Bochs } else { Emulator::Qemu },
-        name: "run".into(),
-        module: Some(artifacts.program(&root_program)?),
-        cmdline: cmdline.into(),
-        // A guest's console on the terminal runs until the guest ends it or the user does;
-        // Linux guests take longer to boot than the test guest.
-        timeout: if gdb || guest_console {
-            None
-        } else if system::has_linux_guest(system)? {
-            Some(Duration::from_secs(if bochs { 3600 } else { 600 }))
-        } else {
-            Some(Duration::from_secs(if bochs { 120 } else { 60 }))
-        },
-        gdb,
-        icount: false,
-        echo: true,
-        host_xenstore: !bochs && !guest_console,
-        host_waits_for: guests_done(system)?,
-        memory_mib: memory_for(system)?,
-        guest_console,
-        disk: disk_image_for(system)?,
-    };
+    let (run, artifacts) = system_run(system, gdb, bochs, cmdline)?;
+    let guest_console = run.guest_console;
     if bochs && run.disk.is_some() {
         bail!(
             "{}: its guests have disks, which the machine's virtio-blk device backs; Bochs has none: run it in QEMU",
@@ -694,6 +669,50 @@ pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Resul
             Ok(false)
         }
     }
+}
+
+/// Boots `system` in QEMU as `cargo xtask run` does, but under `-icount shift=0` (the TSC,
+/// and so every guest's clock, counts instructions of the whole machine) and quietly, for
+/// benchmarks; the run must end by itself within `timeout`.
+pub fn run_system_icount(system: &Path, timeout: Duration) -> Result<Finished> {
+    let (mut run, artifacts) = system_run(system, false, false, "")?;
+    run.name = "bench-system".into();
+    run.icount = true;
+    run.echo = false;
+    run.timeout = Some(timeout);
+    run.execute(&artifacts)
+}
+
+/// The run `cargo xtask run` makes of `system`, and its built artifacts.
+fn system_run(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Result<(Run, Artifacts)> {
+    deps::ensure()?;
+    let root_program = system::root_program(system)?;
+    let artifacts = artifacts::build(system, artifacts::Scope::System)?;
+    let guest_console = system::has_com2_console(system)?;
+    let run = Run {
+        emulator: if bochs { Emulator::Bochs } else { Emulator::Qemu },
+        name: "run".into(),
+        module: Some(artifacts.program(&root_program)?),
+        cmdline: cmdline.into(),
+        // A guest's console on the terminal runs until the guest ends it or the user does;
+        // Linux guests take longer to boot than the test guest.
+        timeout: if gdb || guest_console {
+            None
+        } else if system::has_linux_guest(system)? {
+            Some(Duration::from_secs(if bochs { 3600 } else { 600 }))
+        } else {
+            Some(Duration::from_secs(if bochs { 120 } else { 60 }))
+        },
+        gdb,
+        icount: false,
+        echo: true,
+        host_xenstore: !bochs && !guest_console,
+        host_waits_for: guests_done(system)?,
+        memory_mib: memory_for(system)?,
+        guest_console,
+        disk: disk_image_for(system)?,
+    };
+    Ok((run, artifacts))
 }
 
 #[cfg(test)]

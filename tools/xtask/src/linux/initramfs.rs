@@ -267,12 +267,19 @@ const UNCLAIMED_PAGE: &str = r#"unclaimed_page() {
 /// guest's disk keeps what an earlier run wrote: check it if it is there, else write it)
 /// or `cleave.disk=scan` (count the bytes of the guest's disk that are not zero) or
 /// `cleave.disk=roundtrip` (write 4 MiB of random data past the page cache, read it back
-/// the same way, and compare).
+/// the same way, and compare) or `cleave.disk=bench` (64 MiB written and read with 64 KiB
+/// blocks past the page cache, then 4096 reads of 4 KiB, timed).
 pub const DISK: &str = "cleave.disk";
 /// How a `persist` guest says it wrote its data (then its SHA-256).
 pub const DISK_WROTE: &str = "cleave-guest: disk: wrote 1048576 bytes of random data, sha256";
 /// How a `persist` guest says it found the data of an earlier run intact (then its SHA-256).
 pub const DISK_FOUND: &str = "cleave-guest: disk: found the data an earlier run wrote, intact, sha256";
+/// How a `bench` guest reports (then `64 MiB written in N cs, read in N cs; 4096 reads of
+/// 4 KiB in N cs`: centiseconds of guest time, which under `-icount shift=0` are 10^7
+/// instructions of the whole machine each).
+pub const DISK_BENCH: &str = "cleave-guest: bench: disk:";
+/// How a fetcher reports its transfer's time (then `16777216 bytes in N cs, P packets`).
+pub const NET_BENCH: &str = "cleave-guest: bench: net:";
 /// How a `roundtrip` guest says what it wrote (then its SHA-256; a line of its own, as
 /// long console lines are cut).
 pub const DISK_ROUNDTRIP: &str = "cleave-guest: disk: wrote 4194304 bytes directly, sha256";
@@ -284,7 +291,22 @@ pub const DISK_SCANNED: &str = "cleave-guest: disk: scanned /dev/vda:";
 /// Shell functions for the disk tests. A `persist` guest's disk holds, after a run, a
 /// first sector `CLEAVE-DISK-TEST SHA256` (zero-padded) and 1 MiB of random bytes from
 /// 64 KiB on; `sync` pushes them through the guest's virtio-blk flush.
-const DISK_TEST: &str = r#"disk_persist() {
+const DISK_TEST: &str = r#"centiseconds() {
+    read -r up _ < /proc/uptime
+    echo $((${up%.*} * 100 + 1${up#*.} - 100))
+}
+disk_bench() {
+    if [ ! -b "$1" ]; then echo "cleave-guest: disk: no $1"; return; fi
+    t0=$(centiseconds)
+    dd if=/dev/zero of="$1" bs=65536 count=1024 oflag=direct 2>/dev/null
+    t1=$(centiseconds)
+    dd if="$1" of=/dev/null bs=65536 count=1024 iflag=direct 2>/dev/null
+    t2=$(centiseconds)
+    dd if="$1" of=/dev/null bs=4096 count=4096 iflag=direct 2>/dev/null
+    t3=$(centiseconds)
+    echo "cleave-guest: bench: disk: 64 MiB written in $((t1 - t0)) cs, read in $((t2 - t1)) cs; 4096 reads of 4 KiB in $((t3 - t2)) cs"
+}
+disk_persist() {
     if [ ! -b "$1" ]; then echo "cleave-guest: disk: no $1"; return; fi
     header=$(dd if="$1" bs=512 count=1 2>/dev/null | tr -d '\000' | head -n 1)
     case "$header" in
@@ -342,7 +364,12 @@ pub const NET_DONE: &str = "cleave-guest: net: the fetcher is done";
 /// that ends when its fetcher is done. The fetcher tries `wget` for up to 60 s (the server
 /// may still be starting; each try is bounded with `timeout`, busybox wget's own `-T`
 /// crashes), hashes what it got and connects to port 7.
-const NET_TEST: &str = r#"net_up() {
+const NET_TEST: &str = r#"packets() {
+    read -r rx < /sys/class/net/eth0/statistics/rx_packets
+    read -r tx < /sys/class/net/eth0/statistics/tx_packets
+    echo $((rx + tx))
+}
+net_up() {
     ifconfig eth0 "$1" netmask 255.255.0.0 up || echo "cleave-guest: net: no eth0"
 }
 net_serve() {
@@ -356,13 +383,19 @@ net_serve() {
 }
 net_fetch() {
     tries=0
-    until timeout 30 wget -q -O /tmp/blob "http://$1/blob"; do
+    while :; do
+        t0=$(centiseconds)
+        p0=$(packets)
+        if timeout 30 wget -q -O /tmp/blob "http://$1/blob"; then break; fi
         tries=$((tries + 1))
         if [ "$tries" -ge 60 ]; then echo "cleave-guest: net: cannot fetch from $1"; return; fi
         sleep 1
     done
+    t1=$(centiseconds)
+    p1=$(packets)
     sum=$(sha256sum /tmp/blob | cut -d' ' -f1)
     echo "cleave-guest: net: fetched $(wc -c < /tmp/blob) bytes from $1, sha256 $sum"
+    echo "cleave-guest: bench: net: 16777216 bytes in $((t1 - t0)) cs, $((p1 - p0)) packets"
     echo done | timeout 30 nc "$1" 7
 }
 "#;
@@ -514,6 +547,7 @@ case "$disk" in
 persist) disk_persist /dev/vda ;;
 scan) disk_scan /dev/vda ;;
 roundtrip) disk_roundtrip /dev/vda ;;
+bench) disk_bench /dev/vda ;;
 *) echo "cleave-guest: unknown {DISK}=$disk" ;;
 esac
 

@@ -10,6 +10,7 @@ mod cpio;
 mod debian;
 mod gdb;
 pub mod initramfs;
+pub mod io_bench;
 pub mod under_cleave;
 
 pub use baseline::{Misbehave, run_baseline};
