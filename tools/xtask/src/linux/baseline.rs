@@ -194,17 +194,20 @@ pub(super) fn counts_to_prompt(
 
 /// The disk benchmark (`cleave.disk=bench`) directly in QEMU under `-icount shift=0`, on a
 /// legacy virtio-blk PCI device backed by `image` as under Cleave: the guest's report
-/// (after [`super::initramfs::DISK_BENCH`]).
-pub(super) fn disk_bench(guest: &Guest, image: &std::path::Path) -> Result<String> {
+/// (after [`super::initramfs::DISK_BENCH`]) and its small-file workload's (after
+/// [`super::initramfs::FS_BENCH`]).
+pub(super) fn disk_bench(guest: &Guest, image: &std::path::Path) -> Result<(String, String)> {
     let drive = format!("file={},format=raw,if=none,id=disk", image.display());
     let cmdline = format!("{} {}=bench cleave.then=reboot", icount_cmdline(), super::initramfs::DISK);
     let extra =
         ["-icount", "shift=0", "-drive", &drive, "-device", "virtio-blk-pci,drive=disk,disable-modern=on"];
     let mut qemu = Qemu::start(guest, "bench-disk", &extra, &cmdline)?;
     qemu.wait_for(super::initramfs::DISK_BENCH, Duration::from_secs(1200))?;
-    let rest = qemu.wait_for("\n", COMMAND_TIMEOUT)?;
+    let disk = qemu.wait_for("\n", COMMAND_TIMEOUT)?;
+    qemu.wait_for(super::initramfs::FS_BENCH, Duration::from_secs(1200))?;
+    let fs = qemu.wait_for("\n", COMMAND_TIMEOUT)?;
     qemu.wait_exit(Duration::from_secs(120))?;
-    Ok(rest.trim().to_string())
+    Ok((disk.trim().to_string(), fs.trim().to_string()))
 }
 
 /// The kernel command line of the `-icount` run: with the TSC's rate, as a VMM passes it.

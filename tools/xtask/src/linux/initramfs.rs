@@ -24,6 +24,10 @@ pub const MODULES: &[&str] = &[
     "virtio_net",
 ];
 
+/// The modules of Linux's ext4 (which mounts ext2, what busybox `mke2fs` makes), in the
+/// order the file-system benchmark loads them; in the archive, but loaded only then.
+pub const FS_MODULES: &[&str] = &["crc16", "mbcache", "jbd2", "crc32c_generic", "ext4"];
+
 /// The busybox applets linked in `/bin`: what `/init` and the tests use, and what a person
 /// at the shell reaches for first (every other applet is `busybox NAME`).
 pub const APPLETS: &[&str] = &[
@@ -54,6 +58,7 @@ pub const APPLETS: &[&str] = &[
     "ls",
     "lsmod",
     "mkdir",
+    "mke2fs",
     "mknod",
     "modinfo",
     "more",
@@ -69,6 +74,7 @@ pub const APPLETS: &[&str] = &[
     "rm",
     "rmmod",
     "sed",
+    "seq",
     "setsid",
     "sh",
     "sha256sum",
@@ -169,7 +175,8 @@ pub fn build(fetched: &Fetched, path: &Path) -> Result<Initramfs> {
 fn entries(fetched: &Fetched) -> Result<Vec<Entry>> {
     let release = &fetched.release;
     let modules_dir = fetched.root.join("lib/modules").join(release);
-    let modules = module_paths(&modules_dir)?;
+    let modules = module_paths(&modules_dir, MODULES)?;
+    let fs_modules = module_paths(&modules_dir, FS_MODULES)?;
     let mut entries: Vec<Entry> =
         ["bin", "dev", "etc", "proc", "sys", "tmp", "root"].iter().map(|d| Entry::directory(d)).collect();
     // Linux opens /dev/console before it runs /init; devtmpfs comes later.
@@ -177,10 +184,10 @@ fn entries(fetched: &Fetched) -> Result<Vec<Entry>> {
     let busybox = std::fs::read(fetched.root.join("bin/busybox")).context("reading the unpacked busybox")?;
     entries.push(Entry::file("bin/busybox", busybox, true));
     entries.extend(APPLETS.iter().map(|a| Entry::symlink(&format!("bin/{a}"), "busybox")));
-    entries.push(Entry::file("init", init_script(release, &modules).into_bytes(), true));
+    entries.push(Entry::file("init", init_script(release, &modules, &fs_modules).into_bytes(), true));
     entries.push(Entry::file(TEST_FILE.trim_start_matches('/'), test_file(), false));
     let mut made = std::collections::BTreeSet::new();
-    for module in &modules {
+    for module in modules.iter().chain(&fs_modules) {
         let inside = format!("lib/modules/{release}/{module}");
         let mut parent = String::new();
         for part in inside.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |(_, p)| p) {
@@ -195,10 +202,10 @@ fn entries(fetched: &Fetched) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// Where each of [`MODULES`] lies under `modules_dir` (`lib/modules/RELEASE`), in that
-/// order. Busybox's `insmod` loads only uncompressed modules (`.ko`): a compressed one is
-/// an error, not something to load at boot and fail.
-fn module_paths(modules_dir: &Path) -> Result<Vec<String>> {
+/// Where each of `names` ([`MODULES`], [`FS_MODULES`]) lies under `modules_dir`
+/// (`lib/modules/RELEASE`), in that order. Busybox's `insmod` loads only uncompressed
+/// modules (`.ko`): a compressed one is an error, not something to load at boot and fail.
+fn module_paths(modules_dir: &Path, names: &[&str]) -> Result<Vec<String>> {
     let mut found = BTreeMap::new();
     let mut pending = vec![modules_dir.join("kernel")];
     while let Some(dir) = pending.pop() {
@@ -212,7 +219,7 @@ fn module_paths(modules_dir: &Path) -> Result<Vec<String>> {
             }
         }
     }
-    MODULES
+    names
         .iter()
         .map(|module| {
             if let Some(path) = found.get(&format!("{module}.ko")) {
@@ -268,17 +275,23 @@ const UNCLAIMED_PAGE: &str = r#"unclaimed_page() {
 /// or `cleave.disk=scan` (count the bytes of the guest's disk that are not zero) or
 /// `cleave.disk=roundtrip` (write 4 MiB of random data past the page cache, read it back
 /// the same way, and compare) or `cleave.disk=bench` (64 MiB written and read with 64 KiB
-/// blocks past the page cache, then 4096 reads of 4 KiB, timed).
+/// blocks past the page cache, then 4096 reads of 4 KiB, then a small-file workload on
+/// ext2 mounted `sync`, each timed).
 pub const DISK: &str = "cleave.disk";
 /// How a `persist` guest says it wrote its data (then its SHA-256).
 pub const DISK_WROTE: &str = "cleave-guest: disk: wrote 1048576 bytes of random data, sha256";
 /// How a `persist` guest says it found the data of an earlier run intact (then its SHA-256).
 pub const DISK_FOUND: &str = "cleave-guest: disk: found the data an earlier run wrote, intact, sha256";
-/// How a `bench` guest reports (then `64 MiB written in N cs, read in N cs; 4096 reads of
-/// 4 KiB in N cs`: centiseconds of guest time, which under `-icount shift=0` are 10^7
-/// instructions of the whole machine each).
+/// How a `bench` guest reports (then `64 MiB written in N us, read in N us; 4096 reads of
+/// 4 KiB in N us`: microseconds of guest time, from the kernel's clock in
+/// /proc/timer_list, which under `-icount shift=0` are 1000 instructions of the whole
+/// machine each).
 pub const DISK_BENCH: &str = "cleave-guest: bench: disk:";
-/// How a fetcher reports its transfer's time (then `16777216 bytes in N cs, P packets`).
+/// How a `bench` guest reports its small-file workload, in the spirit of Postmark, on
+/// ext2 mounted `sync` (then `200 files created in N us, 400 transactions in N us, deleted
+/// in N us`).
+pub const FS_BENCH: &str = "cleave-guest: bench: fs:";
+/// How a fetcher reports its transfer's time (then `16777216 bytes in N us, P packets`).
 pub const NET_BENCH: &str = "cleave-guest: bench: net:";
 /// How a `roundtrip` guest says what it wrote (then its SHA-256; a line of its own, as
 /// long console lines are cut).
@@ -291,20 +304,48 @@ pub const DISK_SCANNED: &str = "cleave-guest: disk: scanned /dev/vda:";
 /// Shell functions for the disk tests. A `persist` guest's disk holds, after a run, a
 /// first sector `CLEAVE-DISK-TEST SHA256` (zero-padded) and 1 MiB of random bytes from
 /// 64 KiB on; `sync` pushes them through the guest's virtio-blk flush.
-const DISK_TEST: &str = r#"centiseconds() {
-    read -r up _ < /proc/uptime
-    echo $((${up%.*} * 100 + 1${up#*.} - 100))
+const DISK_TEST: &str = r#"microseconds() {
+    while read -r now at ns _; do
+        if [ "$now $at" = "now at" ]; then echo $((ns / 1000)); return; fi
+    done < /proc/timer_list
 }
 disk_bench() {
     if [ ! -b "$1" ]; then echo "cleave-guest: disk: no $1"; return; fi
-    t0=$(centiseconds)
+    t0=$(microseconds)
     dd if=/dev/zero of="$1" bs=65536 count=1024 oflag=direct 2>/dev/null
-    t1=$(centiseconds)
+    t1=$(microseconds)
     dd if="$1" of=/dev/null bs=65536 count=1024 iflag=direct 2>/dev/null
-    t2=$(centiseconds)
+    t2=$(microseconds)
     dd if="$1" of=/dev/null bs=4096 count=4096 iflag=direct 2>/dev/null
-    t3=$(centiseconds)
-    echo "cleave-guest: bench: disk: 64 MiB written in $((t1 - t0)) cs, read in $((t2 - t1)) cs; 4096 reads of 4 KiB in $((t3 - t2)) cs"
+    t3=$(microseconds)
+    echo "cleave-guest: bench: disk: 64 MiB written in $((t1 - t0)) us, read in $((t2 - t1)) us; 4096 reads of 4 KiB in $((t3 - t2)) us"
+}
+fs_bench() {
+    for module in $fs_modules; do
+        insmod "/lib/modules/$release/$module" || { echo "cleave-guest: cannot load $module"; return; }
+    done
+    mke2fs -F "$1" > /dev/null 2>&1 || { echo "cleave-guest: fs: mke2fs $1 failed"; return; }
+    mkdir -p /mnt
+    mount -t ext4 -o sync "$1" /mnt || { echo "cleave-guest: fs: cannot mount $1"; return; }
+    t0=$(microseconds)
+    for i in $(seq 0 199); do
+        dd if=/dev/zero of=/mnt/f$i bs=$((512 + i * 79 % 15872)) count=1 2>/dev/null
+    done
+    t1=$(microseconds)
+    for t in $(seq 0 399); do
+        k=$((t * 37 % 200))
+        case $((t % 4)) in
+        0) cat /mnt/f$k > /dev/null 2>&1 ;;
+        1) echo "transaction $t" >> /mnt/f$k ;;
+        2) rm -f /mnt/f$k ;;
+        3) dd if=/dev/zero of=/mnt/f$k bs=$((512 + t * 53 % 15872)) count=1 2>/dev/null ;;
+        esac
+    done
+    t2=$(microseconds)
+    rm -f /mnt/f*
+    t3=$(microseconds)
+    umount /mnt
+    echo "cleave-guest: bench: fs: 200 files created in $((t1 - t0)) us, 400 transactions in $((t2 - t1)) us, deleted in $((t3 - t2)) us"
 }
 disk_persist() {
     if [ ! -b "$1" ]; then echo "cleave-guest: disk: no $1"; return; fi
@@ -384,18 +425,18 @@ net_serve() {
 net_fetch() {
     tries=0
     while :; do
-        t0=$(centiseconds)
+        t0=$(microseconds)
         p0=$(packets)
         if timeout 30 wget -q -O /tmp/blob "http://$1/blob"; then break; fi
         tries=$((tries + 1))
         if [ "$tries" -ge 60 ]; then echo "cleave-guest: net: cannot fetch from $1"; return; fi
         sleep 1
     done
-    t1=$(centiseconds)
+    t1=$(microseconds)
     p1=$(packets)
     sum=$(sha256sum /tmp/blob | cut -d' ' -f1)
     echo "cleave-guest: net: fetched $(wc -c < /tmp/blob) bytes from $1, sha256 $sum"
-    echo "cleave-guest: bench: net: 16777216 bytes in $((t1 - t0)) cs, $((p1 - p0)) packets"
+    echo "cleave-guest: bench: net: 16777216 bytes in $((t1 - t0)) us, $((p1 - p0)) packets"
     echo done | timeout 30 nc "$1" 7
 }
 "#;
@@ -475,12 +516,15 @@ hostile_virtio() {
 /// The `/init` script: mounts, the virtio modules (`modules`, relative to
 /// `/lib/modules/RELEASE`), the misbehaviour the command line asks for, then a shell on
 /// the console.
-pub fn init_script(release: &str, modules: &[String]) -> String {
+pub fn init_script(release: &str, modules: &[String], fs_modules: &[String]) -> String {
     let modules = modules.join(" \\\n        ");
+    let fs_modules = fs_modules.join(" ");
     format!(
         r#"#!/bin/sh
 # /init of Cleave's Linux guest, written by `cargo xtask` (tools/xtask/src/linux/initramfs.rs;
 # doc/linux-guest.md).
+release={release}
+fs_modules="{fs_modules}"
 echo "cleave-guest: /init started"
 export PATH=/bin
 mount -t proc proc /proc
@@ -547,7 +591,7 @@ case "$disk" in
 persist) disk_persist /dev/vda ;;
 scan) disk_scan /dev/vda ;;
 roundtrip) disk_roundtrip /dev/vda ;;
-bench) disk_bench /dev/vda ;;
+bench) disk_bench /dev/vda; fs_bench /dev/vda ;;
 *) echo "cleave-guest: unknown {DISK}=$disk" ;;
 esac
 
@@ -616,7 +660,7 @@ mod tests {
     #[test]
     fn the_init_script_parses_and_loads_the_modules_in_order() {
         let modules: Vec<String> = MODULES.iter().map(|m| format!("kernel/x/{m}.ko")).collect();
-        let script = init_script("6.1.0-57-amd64", &modules);
+        let script = init_script("6.1.0-57-amd64", &modules, &["kernel/fs/ext4/ext4.ko".to_string()]);
         let dir = scratch("init");
         let path = dir.join("init");
         std::fs::write(&path, &script).unwrap();
@@ -662,19 +706,19 @@ mod tests {
             std::fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
             std::fs::write(dir.join(path), b"").unwrap();
         }
-        let missing = module_paths(&dir).unwrap_err().to_string();
+        let missing = module_paths(&dir, MODULES).unwrap_err().to_string();
         assert!(missing.contains("no module virtio_pci_legacy_dev"), "{missing}");
         for module in &MODULES[2..] {
             let path = dir.join(format!("kernel/other/{module}.ko"));
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, b"").unwrap();
         }
-        let found = module_paths(&dir).unwrap();
+        let found = module_paths(&dir, MODULES).unwrap();
         assert_eq!(found[0], "kernel/drivers/virtio/virtio_ring.ko");
         assert_eq!(found[8], "kernel/other/virtio_net.ko");
         std::fs::remove_file(dir.join("kernel/other/virtio_blk.ko")).unwrap();
         std::fs::write(dir.join("kernel/other/virtio_blk.ko.xz"), b"").unwrap();
-        let compressed = module_paths(&dir).unwrap_err().to_string();
+        let compressed = module_paths(&dir, MODULES).unwrap_err().to_string();
         assert!(compressed.contains("virtio_blk.ko.xz is compressed"), "{compressed}");
         std::fs::remove_dir_all(&dir).ok();
     }

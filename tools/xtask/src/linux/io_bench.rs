@@ -1,16 +1,18 @@
 //! The I/O path's figures (`cargo xtask bench io`), as Xoar measured its Block and Network
 //! components: a Linux guest's disk throughput and instructions per 4 KiB request, beside
 //! the same workload run directly in QEMU on the same kind of virtio disk; guest-to-guest
-//! `wget` throughput and instructions per packet; and each again with blkback and netback
-//! restarted every second and every 200 ms.
+//! `wget` throughput and instructions per packet; a small-file workload in the spirit of
+//! Postmark (files created, read, appended, deleted on ext2 mounted `sync`), beside QEMU
+//! alone too; and each again with blkback and netback restarted every second and every
+//! 200 ms.
 //!
 //! Every run is under QEMU `-icount shift=0`: the TSC advances once per instruction the
 //! emulated processor executes (the kernel's, the components', the VMMs' and the guests'),
-//! and the guests' clocks follow it, so a guest's centisecond is 10^7 instructions of the
+//! and the guests' clocks follow it, so a guest's microsecond is 1000 instructions of the
 //! whole machine and throughput is in bytes per second of that virtual time. One run each:
 //! ratios and instruction counts, not wall time, on a noisy machine.
 
-use super::initramfs::{DISK_BENCH, NET_BENCH};
+use super::initramfs::{DISK_BENCH, FS_BENCH, NET_BENCH};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,8 +20,8 @@ use std::time::Duration;
 /// How long one run may take (icount slows QEMU down).
 const RUN_TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// Instructions per centisecond of guest time under `-icount shift=0` (1 GHz).
-const INSTRUCTIONS_PER_CS: f64 = 1e7;
+/// Instructions per microsecond of guest time under `-icount shift=0` (1 GHz).
+const INSTRUCTIONS_PER_US: f64 = 1e3;
 
 /// The whole numbers in `report`, in order (a number too long for u64 makes it unreadable).
 fn numbers(report: &str) -> Vec<u64> {
@@ -30,64 +32,97 @@ fn numbers(report: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The disk workload's figures: centiseconds for 64 MiB written, 64 MiB read (64 KiB
+/// The disk workload's figures: microseconds for 64 MiB written, 64 MiB read (64 KiB
 /// blocks, past the page cache) and 4096 reads of 4 KiB.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Disk {
-    write_cs: f64,
-    read_cs: f64,
-    small_cs: f64,
+    write_us: f64,
+    read_us: f64,
+    small_us: f64,
 }
 
 impl Disk {
-    /// From a guest's report: `64 MiB written in N cs, read in N cs; 4096 reads of 4 KiB in N cs`.
+    /// From a guest's report: `64 MiB written in N us, read in N us; 4096 reads of 4 KiB in N us`.
     fn parse(report: &str) -> Option<Self> {
         match numbers(report)[..] {
             [64, write, read, 4096, 4, small] if write > 0 && read > 0 && small > 0 => {
-                Some(Self { write_cs: write as f64, read_cs: read as f64, small_cs: small as f64 })
+                Some(Self { write_us: write as f64, read_us: read as f64, small_us: small as f64 })
             }
             _ => None,
         }
     }
 
     fn write_mib_s(&self) -> f64 {
-        64.0 / (self.write_cs / 100.0)
+        64.0 / (self.write_us / 1e6)
     }
 
     fn read_mib_s(&self) -> f64 {
-        64.0 / (self.read_cs / 100.0)
+        64.0 / (self.read_us / 1e6)
     }
 
     fn instructions_per_4k(&self) -> f64 {
-        self.small_cs * INSTRUCTIONS_PER_CS / 4096.0
+        self.small_us * INSTRUCTIONS_PER_US / 4096.0
     }
 }
 
-/// The network workload's figures: centiseconds for 16 MiB fetched, and the packets the
+/// The small-file workload's figures: microseconds for 200 files created, 400
+/// transactions (read, append, delete, create, in turn) and the rest deleted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Fs {
+    create_us: f64,
+    transactions_us: f64,
+    delete_us: f64,
+}
+
+impl Fs {
+    /// From a guest's report: `200 files created in N us, 400 transactions in N us, deleted in N us`.
+    fn parse(report: &str) -> Option<Self> {
+        match numbers(report)[..] {
+            [200, create, 400, transactions, delete] if transactions > 0 => Some(Self {
+                create_us: create as f64,
+                transactions_us: transactions as f64,
+                delete_us: delete as f64,
+            }),
+            _ => None,
+        }
+    }
+
+    fn transactions_per_s(&self) -> f64 {
+        400.0 / (self.transactions_us / 1e6)
+    }
+
+    /// The whole workload: creations, transactions and deletions.
+    fn operations_per_s(&self) -> f64 {
+        let all = self.create_us + self.transactions_us + self.delete_us;
+        (200.0 + 400.0 + 200.0) / (all.max(1.0) / 1e6)
+    }
+}
+
+/// The network workload's figures: microseconds for 16 MiB fetched, and the packets the
 /// fetcher's card sent and received meanwhile.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Net {
-    cs: f64,
+    us: f64,
     packets: f64,
 }
 
 impl Net {
-    /// From a fetcher's report: `16777216 bytes in N cs, P packets`.
+    /// From a fetcher's report: `16777216 bytes in N us, P packets`.
     fn parse(report: &str) -> Option<Self> {
         match numbers(report)[..] {
-            [16_777_216, cs, packets] if cs > 0 && packets > 0 => {
-                Some(Self { cs: cs as f64, packets: packets as f64 })
+            [16_777_216, us, packets] if us > 0 && packets > 0 => {
+                Some(Self { us: us as f64, packets: packets as f64 })
             }
             _ => None,
         }
     }
 
     fn mib_s(&self) -> f64 {
-        16.0 / (self.cs / 100.0)
+        16.0 / (self.us / 1e6)
     }
 
     fn instructions_per_packet(&self) -> f64 {
-        self.cs * INSTRUCTIONS_PER_CS / self.packets
+        self.us * INSTRUCTIONS_PER_US / self.packets
     }
 }
 
@@ -121,7 +156,7 @@ fn after<'a>(output: &'a str, what: &str) -> Option<&'a str> {
 
 /// One Cleave run with the backends restarted every `restart` (or never): its disk and
 /// network figures and the restarts it saw.
-fn cleave_run(name: &str, restart: Option<&str>) -> Result<(Disk, Net, usize)> {
+fn cleave_run(name: &str, restart: Option<&str>) -> Result<(Disk, Fs, Net, usize)> {
     let dir = crate::workspace_root().join("target/cleave/bench");
     std::fs::create_dir_all(&dir)?;
     let path: PathBuf = dir.join(format!("{name}.toml"));
@@ -131,31 +166,35 @@ fn cleave_run(name: &str, restart: Option<&str>) -> Result<(Disk, Net, usize)> {
     let output = &finished.serial;
     let failed = |what: &str| format!("{name}: {what} (serial log {})", finished.log.display());
     let disk = after(output, DISK_BENCH).and_then(Disk::parse).with_context(|| failed("no disk figures"))?;
+    let fs = after(output, FS_BENCH).and_then(Fs::parse).with_context(|| failed("no file-system figures"))?;
     let net = after(output, NET_BENCH).and_then(Net::parse).with_context(|| failed("no network figures"))?;
     let restarts = output.lines().filter(|l| l.contains("audit:") && l.contains(" restart ")).count();
-    Ok((disk, net, restarts))
+    Ok((disk, fs, net, restarts))
 }
 
 /// The disk workload directly in QEMU, on a fresh image of the same size.
-fn baseline_disk() -> Result<Disk> {
+fn baseline_disk() -> Result<(Disk, Fs)> {
     let guest = super::prepare()?;
     let image = crate::workspace_root().join("target/cleave/bench/baseline-disk.img");
     std::fs::create_dir_all(image.parent().unwrap_or(Path::new(".")))?;
     let file = std::fs::File::create(&image).with_context(|| format!("creating {}", image.display()))?;
     file.set_len(72 << 20)?;
     println!("bench io: baseline: the disk workload directly in QEMU under -icount shift=0");
-    let report = super::baseline::disk_bench(&guest, &image)?;
-    Disk::parse(&report).with_context(|| format!("the baseline's disk report does not read: {report:?}"))
+    let (disk, fs) = super::baseline::disk_bench(&guest, &image)?;
+    Ok((
+        Disk::parse(&disk).with_context(|| format!("the baseline's disk report does not read: {disk:?}"))?,
+        Fs::parse(&fs).with_context(|| format!("the baseline's file-system report does not read: {fs:?}"))?,
+    ))
 }
 
 /// Every figure, as `bench io.NAME = VALUE (how)` lines.
 pub fn figures() -> Result<Vec<String>> {
-    let base = baseline_disk()?;
+    let (base, base_fs) = baseline_disk()?;
     let mut lines = Vec::new();
     let mut plain = None;
     for (label, restart) in [("", None), ("_restart_1s", Some("1s")), ("_restart_200ms", Some("200ms"))] {
         let name = format!("io{label}");
-        let (disk, net, restarts) = cleave_run(&name, restart)?;
+        let (disk, fs, net, restarts) = cleave_run(&name, restart)?;
         let how = match restart {
             None => "no restarts".to_string(),
             Some(every) => format!("blkback and netback restarted every {every}: {restarts} restarts"),
@@ -177,6 +216,13 @@ pub fn figures() -> Result<Vec<String>> {
             per / base.instructions_per_4k()
         ));
         lines.push(format!(
+            "bench io{label}.fs_transactions_per_s = {:.1} (400 small-file transactions on ext2 mounted sync, in the spirit of Postmark; {:.1} operations/s with creations and deletions; QEMU alone {:.1}: {:.2}x; {how})",
+            fs.transactions_per_s(),
+            fs.operations_per_s(),
+            base_fs.transactions_per_s(),
+            fs.transactions_per_s() / base_fs.transactions_per_s()
+        ));
+        lines.push(format!(
             "bench io{label}.wget_mib_per_s = {:.1} (16 MiB guest to guest through netback, busybox httpd and wget; {how})",
             net.mib_s()
         ));
@@ -186,11 +232,12 @@ pub fn figures() -> Result<Vec<String>> {
             net.packets
         ));
         match plain {
-            None => plain = Some((disk, net)),
-            Some((d, n)) => lines.push(format!(
-                "bench io{label}.throughput_vs_no_restarts = disk write {:+.1}%, disk read {:+.1}%, wget {:+.1}% (goal at 1 s: no worse than -5%)",
+            None => plain = Some((disk, fs, net)),
+            Some((d, f, n)) => lines.push(format!(
+                "bench io{label}.throughput_vs_no_restarts = disk write {:+.1}%, disk read {:+.1}%, fs transactions {:+.1}%, wget {:+.1}% (goal at 1 s: no worse than -5%)",
                 (write / d.write_mib_s() - 1.0) * 100.0,
                 (read / d.read_mib_s() - 1.0) * 100.0,
+                (fs.transactions_per_s() / f.transactions_per_s() - 1.0) * 100.0,
                 (net.mib_s() / n.mib_s() - 1.0) * 100.0
             )),
         }
@@ -208,14 +255,21 @@ mod tests {
     #[test]
     fn reports_read_and_anything_else_does_not() {
         let disk =
-            Disk::parse("64 MiB written in 250 cs, read in 125 cs; 4096 reads of 4 KiB in 80 cs").unwrap();
+            Disk::parse("64 MiB written in 2500000 us, read in 1250000 us; 4096 reads of 4 KiB in 800000 us")
+                .unwrap();
         assert_eq!((disk.write_mib_s(), disk.read_mib_s()), (25.6, 51.2));
-        assert_eq!(disk.instructions_per_4k(), 80.0 * 1e7 / 4096.0);
-        assert_eq!(Disk::parse("64 MiB written in 0 cs, read in 1 cs; 4096 reads of 4 KiB in 1 cs"), None);
-        assert_eq!(Disk::parse("64 MiB written in cs"), None);
-        let net = Net::parse("16777216 bytes in 400 cs, 12000 packets").unwrap();
-        assert_eq!((net.mib_s(), net.instructions_per_packet()), (4.0, 400.0 * 1e7 / 12000.0));
-        assert_eq!(Net::parse("16777215 bytes in 400 cs, 12000 packets"), None);
+        assert_eq!(disk.instructions_per_4k(), 800_000.0 * 1e3 / 4096.0);
+        assert_eq!(Disk::parse("64 MiB written in 0 us, read in 1 us; 4096 reads of 4 KiB in 1 us"), None);
+        assert_eq!(Disk::parse("64 MiB written in us"), None);
+        let net = Net::parse("16777216 bytes in 4000000 us, 12000 packets").unwrap();
+        assert_eq!((net.mib_s(), net.instructions_per_packet()), (4.0, 4_000_000.0 * 1e3 / 12000.0));
+        assert_eq!(Net::parse("16777215 bytes in 400 us, 12000 packets"), None);
+        let fs = Fs::parse(
+            "200 files created in 1000000 us, 400 transactions in 2000000 us, deleted in 1000000 us",
+        )
+        .unwrap();
+        assert_eq!((fs.transactions_per_s(), fs.operations_per_s()), (200.0, 200.0));
+        assert_eq!(Fs::parse("200 files created in 100 us, 400 transactions in 0 us, deleted in 1 us"), None);
         // The generated systems are valid descriptions.
         for restart in [None, Some("1s"), Some("200ms")] {
             let text = system(restart);
