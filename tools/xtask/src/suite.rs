@@ -941,6 +941,12 @@ fn check_audit(log: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
     Ok(())
 }
 
+/// The text after `what` on the first line of `output` that has it, trimmed.
+fn text_after(output: &str, what: &str) -> Option<String> {
+    let line = output.lines().find(|l| l.contains(what))?;
+    Some(line[line.find(what)? + what.len()..].trim().to_string())
+}
+
 /// The system of the disk test (doc/io-path.md).
 const DISKS_SYSTEM: &str = "systems/linux-disks.toml";
 
@@ -955,10 +961,6 @@ fn run_disk_test(tally: &mut Tally) -> Result<()> {
     let start = Instant::now();
     let image = workspace_root().join("target/cleave/disks/linux-disks.img");
     let _ = std::fs::remove_file(&image);
-    let sha_after = |output: &str, what: &str| -> Option<String> {
-        let line = output.lines().find(|l| l.contains(what))?;
-        Some(line[line.find(what)? + what.len()..].trim().to_string())
-    };
     let bob_clean = format!("{} 16384 sectors, 0 bytes not zero", crate::linux::initramfs::DISK_SCANNED);
     let mut verdict = Ok(());
     let mut outputs = Vec::new();
@@ -976,14 +978,14 @@ fn run_disk_test(tally: &mut Tally) -> Result<()> {
             }
             match round {
                 1 => {
-                    let sha = sha_after(&output, crate::linux::initramfs::DISK_WROTE)
+                    let sha = text_after(&output, crate::linux::initramfs::DISK_WROTE)
                         .ok_or_else(|| "run 1: alice did not write her data".to_string())?;
                     println!("   run 1: alice wrote 1 MiB, sha256 {sha}; bob's disk is all zeros");
                     written = Some(sha);
                     Ok(())
                 }
                 _ => {
-                    let sha = sha_after(&output, crate::linux::initramfs::DISK_FOUND)
+                    let sha = text_after(&output, crate::linux::initramfs::DISK_FOUND)
                         .ok_or_else(|| "run 2: alice did not find her data intact".to_string())?;
                     println!("   run 2: alice found her data, sha256 {sha}; bob's disk is still all zeros");
                     if Some(&sha) == written.as_ref() {
@@ -1137,12 +1139,10 @@ fn check_hostile(output: &str) -> Result<(), String> {
 
 /// Checks that alice's disk gave back what she wrote past her page cache.
 fn check_roundtrip(output: &str) -> Result<(), String> {
-    let after = |what: &str| -> Option<String> {
-        let line = output.lines().find(|l| l.contains(what))?;
-        Some(line[line.find(what)? + what.len()..].trim().to_string())
-    };
-    let wrote = after(crate::linux::initramfs::DISK_ROUNDTRIP).ok_or("alice did not write her disk")?;
-    let read = after(crate::linux::initramfs::DISK_READ_BACK).ok_or("alice did not read her disk back")?;
+    let wrote =
+        text_after(output, crate::linux::initramfs::DISK_ROUNDTRIP).ok_or("alice did not write her disk")?;
+    let read = text_after(output, crate::linux::initramfs::DISK_READ_BACK)
+        .ok_or("alice did not read her disk back")?;
     if wrote.len() != 64 || wrote != read {
         return Err(format!("alice wrote sha256 {wrote} to her disk and read back {read}"));
     }
@@ -1189,12 +1189,8 @@ fn check_restarts(output: &str) -> Result<(), String> {
 /// it with the same SHA-256 and said so, and both guests ended.
 fn check_transfer(output: &str) -> Result<(), String> {
     use crate::linux::initramfs::{NET_DONE, NET_FETCHED, NET_SERVING};
-    let after = |what: &str| -> Option<String> {
-        let line = output.lines().find(|l| l.contains(what))?;
-        Some(line[line.find(what)? + what.len()..].trim().to_string())
-    };
-    let served = after(NET_SERVING).ok_or("alice did not serve her data")?;
-    let fetched = after(NET_FETCHED).ok_or("bob did not fetch alice's data")?;
+    let served = text_after(output, NET_SERVING).ok_or("alice did not serve her data")?;
+    let fetched = text_after(output, NET_FETCHED).ok_or("bob did not fetch alice's data")?;
     let want = format!("16777216 bytes from 169.254.0.1, sha256 {served}");
     if fetched != want {
         return Err(format!("bob fetched `{fetched}`, not `{want}`"));

@@ -42,6 +42,10 @@ pub struct NetBridge {
     rx: Consumer,
     /// One frame with its header; on the heap (the component's stack is small).
     frame: Box<[u8; MAX_FRAME]>,
+    /// Each pipe's slots: the most frames one [`NetBridge::receive`] takes, so that a
+    /// switch refilling the rx pipe (with runts, which take no guest buffer) while the VMM
+    /// runs cannot keep it there.
+    slots: u32,
     /// What it has done.
     pub counters: NetBridgeCounters,
 }
@@ -53,7 +57,7 @@ impl NetBridge {
         let half = region.len() / 2;
         let tx = Producer::format(region.part(0, half)?, slots)?;
         let rx = Consumer::format(region.part(half, half)?, slots)?;
-        Ok(Self { tx, rx, frame: Box::new([0; MAX_FRAME]), counters: NetBridgeCounters::default() })
+        Ok(Self { tx, rx, frame: Box::new([0; MAX_FRAME]), slots, counters: NetBridgeCounters::default() })
     }
 
     /// Closes the tx pipe for good (the guest is gone); signal the switch afterwards.
@@ -90,7 +94,10 @@ impl NetBridge {
     /// many it delivered. The device interrupts the guest as it delivers.
     pub fn receive(&mut self, device: &mut VirtioNet, mem: &mut impl GuestMemory) -> usize {
         let mut delivered = 0;
-        while device.can_receive(mem) {
+        for _ in 0..self.slots {
+            if !device.can_receive(mem) {
+                break;
+            }
             let len = match self.rx.receive(&mut self.frame[..]) {
                 Ok(Some(len)) => len,
                 Ok(None) | Err(_) => break,
