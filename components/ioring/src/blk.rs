@@ -6,7 +6,7 @@ mod backend;
 mod vmm;
 
 pub use backend::{Backend, Received};
-pub use vmm::{Completion, Event, Vmm};
+pub use vmm::{Completion, Event, RingState, Vmm};
 
 use crate::error::{RegionError, RequestError};
 use crate::layout::{offset, page_align, valid_slots};

@@ -452,6 +452,46 @@ impl Io {
     }
 }
 
+/// Guest time (ns) a disk request may wait with none completing before the VMM says so.
+const STALL_NS: u64 = 10_000_000_000;
+
+/// Watches the guest's disk: when requests are in flight and none has completed for
+/// [`STALL_NS`] of guest time, the VMM prints where each one is (once per stall). A guest
+/// whose requests never complete hangs silently (Linux's virtio-blk retries no timeout), so
+/// this is the line that says which side holds them.
+#[derive(Default)]
+struct StallWatch {
+    completed: u64,
+    since_ns: u64,
+    reported: bool,
+}
+
+impl StallWatch {
+    fn check(&mut self, vm: &mut Vm<Named>, io: &Io) {
+        let Some(disk) = io.disk.as_ref() else { return };
+        let completed = disk.bridge.counters.completed;
+        if disk.bridge.in_flight() == 0 || completed != self.completed {
+            if self.reported {
+                line!("vmm: guest '{}': its disk requests complete again", vm.console.name);
+            }
+            *self = Self { completed, since_ns: vm.time_ns, reported: false };
+            return;
+        }
+        if self.reported || vm.time_ns.wrapping_sub(self.since_ns) < STALL_NS {
+            return;
+        }
+        self.reported = true;
+        let name = vm.console.name;
+        if let Some(device) = vm.virtio_blk(DISK_SLOT) {
+            line!(
+                "vmm: guest '{name}': no disk request completed for {} s: {}",
+                STALL_NS / 1_000_000_000,
+                disk.bridge.describe(device)
+            );
+        }
+    }
+}
+
 /// Runs the guest until it stops; returns why, and the machine.
 pub fn run(
     vcpu: Cap<Vcpu>,
@@ -491,6 +531,7 @@ pub fn run(
     let mut window = false;
     let mut last = cleave_rt::syscall::rdtsc();
     let mut cpu = read_cpu(vcpu)?;
+    let mut stall = StallWatch::default();
     loop {
         match vm.injection(&cpu) {
             Injection::Vector(v) => {
@@ -520,6 +561,7 @@ pub fn run(
         let now = cleave_rt::syscall::rdtsc();
         vm.advance_time(now.wrapping_sub(last));
         last = now;
+        stall.check(&mut vm, &io);
         let exit = Exit {
             reason: words[exit::REASON],
             detail: words[exit::DETAIL],

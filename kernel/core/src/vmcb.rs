@@ -6,7 +6,7 @@
 use crate::guest_state::{checked, segment_of};
 use cleave_abi::Error;
 use cleave_abi::vcpu::exit::{cr, io, memory, other, reason};
-use cleave_abi::vcpu::state::{self as fields, part, segment as seg};
+use cleave_abi::vcpu::state::{self as fields, event, part, segment as seg};
 
 /// Control-area offsets.
 pub mod control {
@@ -169,6 +169,46 @@ pub const V_IRQ: u64 = 1 << 8;
 pub const V_INTR_PRIO: u64 = 0xf << 16;
 /// VINTR: the virtual interrupt ignores the guest's TPR.
 pub const V_IGN_TPR: u64 = 1 << 20;
+/// VINTR word: the virtual interrupt's vector (V_INTR_VECTOR, the byte at 0x064).
+const V_INTR_VECTOR_SHIFT: u32 = 32;
+/// Every bit of the VINTR word that says what virtual interrupt is pending.
+const V_PENDING: u64 = V_IRQ | V_INTR_PRIO | V_IGN_TPR | 0xff << V_INTR_VECTOR_SHIFT;
+
+/// Whether the VINTR intercept is on: the VMM asked for an interrupt window.
+fn window_intercepted(vmcb: &impl Vmcb) -> bool {
+    vmcb.get(control::INTERCEPTS_1 - 4) >> 32 & u64::from(INTERCEPT_VINTR) != 0
+}
+
+/// The external interrupt pending as a virtual interrupt (V_IRQ without the VINTR
+/// intercept), if one is.
+fn pending_virtual(vmcb: &impl Vmcb) -> Option<u8> {
+    let vintr = vmcb.get(control::VINTR);
+    (vintr & V_IRQ != 0 && !window_intercepted(vmcb)).then_some((vintr >> V_INTR_VECTOR_SHIFT) as u8)
+}
+
+/// Sets the virtual-interrupt bits of the VINTR word to `bits` (V_INTR_MASKING and the
+/// rest stay).
+fn set_virtual(vmcb: &mut impl Vmcb, bits: u64) {
+    let vintr = vmcb.get(control::VINTR) & !V_PENDING;
+    vmcb.set(control::VINTR, vintr | bits);
+}
+
+/// Makes external interrupt `vector` pending. SVM delivers it as a virtual interrupt
+/// (V_IRQ with its vector, above any TPR, no VINTR intercept), which the processor takes
+/// once the guest can: never through EVENTINJ. QEMU's emulated VMRUN (7.2) delivers an
+/// EVENTINJ interrupt and leaves its vector as the pending exception, which it delivers
+/// again at its next exit to its main loop (an -icount budget spent, an I/O thread's
+/// kick): the guest took the interrupt a second time with interrupts off, inside its own
+/// handler, and deadlocked on the handler's lock (seen with Linux under netback restarts).
+/// A virtual interrupt has no such second delivery, and on a real processor means the same.
+/// An interrupt window the VMM asked for is closed: the guest takes this interrupt when
+/// the window would have opened.
+fn pend_external(vmcb: &mut impl Vmcb, vector: u8) {
+    set_virtual(vmcb, V_IRQ | V_INTR_PRIO | V_IGN_TPR | u64::from(vector) << V_INTR_VECTOR_SHIFT);
+    let intercepts = vmcb.get(control::INTERCEPTS_1 - 4);
+    vmcb.set(control::INTERCEPTS_1 - 4, intercepts & !(u64::from(INTERCEPT_VINTR) << 32));
+    vmcb.set(control::EVENT_INJECTION, 0);
+}
 
 /// The fields of a fresh VMCB (offset, value, bytes): a real-mode guest at 0000:0000 with
 /// nested paging, the intercepts the kernel needs, and the permission maps of the Vcpu at
@@ -313,7 +353,6 @@ fn plain(field: u64) -> Option<usize> {
         fields::CR3 => state::CR3,
         fields::CR4 => state::CR4,
         fields::DR7 => state::DR7,
-        fields::EVENT => control::EVENT_INJECTION,
         _ => return None,
     })
 }
@@ -329,7 +368,18 @@ pub fn read(vmcb: &impl Vmcb, field: u64) -> Result<u64, Error> {
     Ok(match field {
         fields::EFER => vmcb.get(state::EFER) & !EFER_SVME,
         fields::INTERRUPT_SHADOW => vmcb.get(control::INTERRUPT_SHADOW) & 1,
-        fields::INTERRUPT_WINDOW => u64::from(vmcb.get(control::VINTR) & V_IRQ != 0),
+        fields::INTERRUPT_WINDOW => {
+            u64::from(vmcb.get(control::VINTR) & V_IRQ != 0 && window_intercepted(vmcb))
+        }
+        // One event slot, as VT-x has: an exception (or NMI) in EVENTINJ, or an external
+        // interrupt pending as a virtual interrupt (`pend_external`).
+        fields::EVENT => {
+            let injected = vmcb.get(control::EVENT_INJECTION);
+            match pending_virtual(vmcb) {
+                Some(vector) if injected & event::VALID == 0 => event::external(vector),
+                _ => injected,
+            }
+        }
         f => {
             let (s, p) = segment_of(f).ok_or(Error::InvalidArgument)?;
             let at = segment_at(s);
@@ -360,15 +410,31 @@ pub fn write(vmcb: &mut impl Vmcb, field: u64, value: u64) -> Result<(), Error> 
             vmcb.set(control::INTERRUPT_SHADOW, now | value);
         }
         fields::INTERRUPT_WINDOW => {
-            let vintr = vmcb.get(control::VINTR) & !(V_IRQ | V_INTR_PRIO | V_IGN_TPR);
             let intercepts = vmcb.get(control::INTERCEPTS_1 - 4);
             let bit = u64::from(INTERCEPT_VINTR) << 32;
             if value != 0 {
-                vmcb.set(control::VINTR, vintr | V_IRQ | V_INTR_PRIO | V_IGN_TPR);
+                // The virtual interrupt carries a pending external interrupt: the guest
+                // takes that first (the VMM asks for the window after it did).
+                if pending_virtual(vmcb).is_some() {
+                    return Err(Error::IllegalOperation);
+                }
+                set_virtual(vmcb, V_IRQ | V_INTR_PRIO | V_IGN_TPR);
                 vmcb.set(control::INTERCEPTS_1 - 4, intercepts | bit);
-            } else {
-                vmcb.set(control::VINTR, vintr);
+            } else if window_intercepted(vmcb) {
+                set_virtual(vmcb, 0);
                 vmcb.set(control::INTERCEPTS_1 - 4, intercepts & !bit);
+            }
+        }
+        fields::EVENT => {
+            // A new event replaces the pending one, as VT-x's one field does.
+            if pending_virtual(vmcb).is_some() {
+                set_virtual(vmcb, 0);
+            }
+            let kind = value >> event::TYPE_SHIFT & 7;
+            if value & event::VALID != 0 && kind == event::EXTERNAL {
+                pend_external(vmcb, value as u8);
+            } else {
+                vmcb.set(control::EVENT_INJECTION, value);
             }
         }
         f => {
@@ -397,8 +463,17 @@ pub fn write(vmcb: &mut impl Vmcb, field: u64, value: u64) -> Result<(), Error> 
 /// After an exit: the event that was being delivered (EXITINTINFO), to deliver again at
 /// the next entry (`guest_state::redelivered`); VMRUN clears EVENTINJ at every exit.
 pub fn after_exit(vmcb: &mut impl Vmcb) {
-    if let Some(event) = crate::guest_state::redelivered(vmcb.get(control::EXIT_INT_INFO)) {
-        vmcb.set(control::EVENT_INJECTION, event);
+    if let Some(interrupted) = crate::guest_state::redelivered(vmcb.get(control::EXIT_INT_INFO)) {
+        // An external interrupt goes back as a virtual interrupt (`pend_external`). QEMU
+        // reports one it was delivering from a virtual interrupt as an exception with the
+        // interrupt's vector, which no hardware exception has (they are 0-31).
+        let kind = interrupted >> event::TYPE_SHIFT & 7;
+        let vector = interrupted as u8;
+        if kind == event::EXTERNAL || (kind == event::EXCEPTION && vector >= 32) {
+            pend_external(vmcb, vector);
+        } else {
+            vmcb.set(control::EVENT_INJECTION, interrupted);
+        }
     }
 }
 
@@ -526,13 +601,56 @@ mod tests {
         assert!(v.get(control::VINTR) & (1 << 24) != 0, "V_INTR_MASKING stays");
         write(&mut v, fields::INTERRUPT_WINDOW, 0).unwrap();
         assert_eq!(read(&v, fields::INTERRUPT_WINDOW), Ok(0));
-        // Events go to EVENTINJ; one interrupted in delivery comes back.
-        write(&mut v, fields::EVENT, cleave_abi::vcpu::state::event::external(0x20)).unwrap();
-        assert_eq!(v.get(control::EVENT_INJECTION), cleave_abi::vcpu::state::event::external(0x20));
-        v.set(control::EVENT_INJECTION, 0);
-        v.set(control::EXIT_INT_INFO, cleave_abi::vcpu::state::event::external(0x21));
-        after_exit(&mut v);
-        assert_eq!(read(&v, fields::EVENT), Ok(cleave_abi::vcpu::state::event::external(0x21)));
+        // An external interrupt is a virtual interrupt, never EVENTINJ (QEMU delivers an
+        // EVENTINJ interrupt twice); the event field reads it back while it is pending.
+        write(&mut v, fields::EVENT, event::external(0x3b)).unwrap();
+        assert_eq!(v.get(control::EVENT_INJECTION), 0);
+        assert_eq!(v.get(control::VINTR) & V_PENDING, V_IRQ | V_INTR_PRIO | V_IGN_TPR | 0x3b << 32);
+        assert!(!window_intercepted(&v), "it is delivered, not intercepted");
+        assert_eq!(read(&v, fields::EVENT), Ok(event::external(0x3b)));
+        assert_eq!(read(&v, fields::INTERRUPT_WINDOW), Ok(0));
+        assert_eq!(write(&mut v, fields::INTERRUPT_WINDOW, 1), Err(Error::IllegalOperation));
+        write(&mut v, fields::INTERRUPT_WINDOW, 0).unwrap();
+        assert_eq!(read(&v, fields::EVENT), Ok(event::external(0x3b)), "closing no window keeps it");
+        assert!(v.get(control::VINTR) & (1 << 24) != 0, "V_INTR_MASKING stays");
+        // The processor took it: nothing is pending, and a window may be asked for.
+        v.set(control::VINTR, v.get(control::VINTR) & !V_IRQ);
+        assert_eq!(read(&v, fields::EVENT), Ok(0));
+        write(&mut v, fields::INTERRUPT_WINDOW, 1).unwrap();
+        assert_eq!(read(&v, fields::EVENT), Ok(0), "a window is no event");
+        write(&mut v, fields::INTERRUPT_WINDOW, 0).unwrap();
+        // Injecting while a window is open closes it (the VMM's order: the event, then
+        // the window off, which then finds none).
+        write(&mut v, fields::INTERRUPT_WINDOW, 1).unwrap();
+        write(&mut v, fields::EVENT, event::external(0x31)).unwrap();
+        assert!(!window_intercepted(&v));
+        write(&mut v, fields::INTERRUPT_WINDOW, 0).unwrap();
+        assert_eq!(read(&v, fields::EVENT), Ok(event::external(0x31)));
+        // A new event replaces a pending one; an exception goes to EVENTINJ.
+        write(&mut v, fields::EVENT, event::external(0x30)).unwrap();
+        let gp = 13 | event::EXCEPTION << event::TYPE_SHIFT | event::ERROR_CODE | event::VALID;
+        write(&mut v, fields::EVENT, gp).unwrap();
+        assert_eq!(v.get(control::VINTR) & V_IRQ, 0);
+        assert_eq!(read(&v, fields::EVENT), Ok(gp));
+        write(&mut v, fields::EVENT, 0).unwrap();
+        assert_eq!(read(&v, fields::EVENT), Ok(0));
+        // One interrupted in delivery comes back: an exception to EVENTINJ, an interrupt
+        // (or QEMU's report of one as an exception with a vector above 31) as a virtual
+        // interrupt.
+        for (interrupted, back) in [
+            (event::external(0x21), event::external(0x21)),
+            (0x3b | event::EXCEPTION << event::TYPE_SHIFT | event::VALID, event::external(0x3b)),
+            (
+                14 | event::EXCEPTION << event::TYPE_SHIFT | event::ERROR_CODE | event::VALID | 2 << 32,
+                14 | event::EXCEPTION << event::TYPE_SHIFT | event::ERROR_CODE | event::VALID | 2 << 32,
+            ),
+        ] {
+            v.set(control::EXIT_INT_INFO, interrupted);
+            after_exit(&mut v);
+            assert_eq!(read(&v, fields::EVENT), Ok(back), "{interrupted:#x}");
+            write(&mut v, fields::EVENT, 0).unwrap();
+        }
+        v.set(control::EXIT_INT_INFO, 0);
         // CR4: protection keys refused; CR2 and RIP are plain.
         assert_eq!(write(&mut v, fields::CR4, 1 << 22), Err(Error::IllegalOperation));
         write(&mut v, fields::CR2, 0xdead_0000).unwrap();

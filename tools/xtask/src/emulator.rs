@@ -635,8 +635,9 @@ pub fn report_failure(run: &Run, finished: &Finished, reason: &str) {
 }
 
 /// `cargo xtask run`: builds `system` and boots the root task it names.
-pub fn run_system(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Result<bool> {
-    let (run, artifacts) = system_run(system, gdb, bochs, cmdline)?;
+pub fn run_system(system: &Path, gdb: bool, bochs: bool, icount: bool, cmdline: &str) -> Result<bool> {
+    let (mut run, artifacts) = system_run(system, gdb, bochs, cmdline)?;
+    run.icount = icount;
     let guest_console = run.guest_console;
     if bochs && run.disk.is_some() {
         bail!(

@@ -49,6 +49,10 @@ enum Command {
         /// Boot from a GRUB ISO in Bochs (VT-x capable CPU model) instead of QEMU.
         #[arg(long, conflicts_with = "gdb")]
         bochs: bool,
+        /// QEMU's `-icount shift=0`: the TSC, and so every guest's clock and every timed
+        /// restart, counts the machine's instructions (the bench's timing, reproducible).
+        #[arg(long, conflicts_with = "bochs")]
+        icount: bool,
         /// Extra kernel command-line words, e.g. `cleave.selftest=panic`.
         #[arg(long, default_value = "")]
         cmdline: String,
@@ -140,8 +144,8 @@ fn main() -> ExitCode {
         Command::Build { system } => {
             system_path(system).and_then(|s| artifacts::build(&s, artifacts::Scope::System)).map(|_| true)
         }
-        Command::Run { system, gdb, bochs, cmdline } => {
-            system_path(system).and_then(|s| emulator::run_system(&s, gdb, bochs, &cmdline))
+        Command::Run { system, gdb, bochs, icount, cmdline } => {
+            system_path(system).and_then(|s| emulator::run_system(&s, gdb, bochs, icount, &cmdline))
         }
         Command::Test { filter, no_host, no_emulator } => {
             suite::run(filter.as_deref(), !no_host, !no_emulator)

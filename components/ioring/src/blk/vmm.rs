@@ -75,6 +75,56 @@ pub struct Completion {
     pub len: u32,
 }
 
+/// What the VMM's side of a disk region holds and what the backend last wrote, for a
+/// report when requests stop completing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingState {
+    /// The backend epoch acknowledged.
+    pub acknowledged: u32,
+    /// The backend epoch in the region now.
+    pub epoch: u32,
+    /// Taking what an old instance published before laying the rings out again.
+    pub draining: bool,
+    /// The backend broke the protocol (waiting for a new instance).
+    pub failed: Option<ProtocolError>,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// The request producer index: this side's, and the one published.
+    pub req_prod: u32,
+    /// The request producer index last published.
+    pub req_published: u32,
+    /// The response consumer index.
+    pub rsp_cons: u32,
+    /// The backend's request consumer index word: (generation, index).
+    pub req_cons_word: (u32, u32),
+    /// The backend's response producer index word: (generation, index).
+    pub rsp_prod_word: (u32, u32),
+}
+
+impl core::fmt::Display for RingState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "epoch {} (acknowledged {}{}), {} in flight, requests {}/{} published, backend took to {}@{}, answered to {}@{}, responses taken to {}",
+            self.epoch,
+            self.acknowledged,
+            if self.draining { ", draining" } else { "" },
+            self.in_flight,
+            self.req_prod,
+            self.req_published,
+            self.req_cons_word.1,
+            self.req_cons_word.0,
+            self.rsp_prod_word.1,
+            self.rsp_prod_word.0,
+            self.rsp_cons,
+        )?;
+        if let Some(e) = self.failed {
+            write!(f, ", failed: {e}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The VMM's side of one disk region.
 pub struct Vmm {
     shared: Shared,
@@ -162,6 +212,24 @@ impl Vmm {
     /// Requests in flight (submitted, not completed).
     pub fn in_flight(&self) -> u32 {
         self.in_flight
+    }
+
+    /// Its state and the backend's index words, as they are now (a region word that
+    /// cannot be read shows as zero).
+    pub fn state(&self) -> RingState {
+        let word = |at| untag(self.shared.load_u64(at).unwrap_or(0));
+        RingState {
+            acknowledged: self.ack,
+            epoch: self.shared.load_u32(offset::EPOCH).unwrap_or(0),
+            draining: matches!(self.state, State::Draining { .. }),
+            failed: self.failed(),
+            in_flight: self.in_flight,
+            req_prod: self.req_prod,
+            req_published: self.req_published,
+            rsp_cons: self.rsp_cons,
+            req_cons_word: word(offset::REQ_CONS),
+            rsp_prod_word: word(offset::RSP_PROD),
+        }
     }
 
     /// The backend epoch last acknowledged.

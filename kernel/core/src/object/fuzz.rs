@@ -1470,6 +1470,7 @@ pub fn check(w: &World) -> Result<(), String> {
         check_guest_state(vcpu, guest)?;
     }
     // 7. Interrupt lines.
+    ensure!(s.lines_to_mask == 0, "lines {:#x} are still to be masked after an operation", s.lines_to_mask);
     for (irq, line) in s.irq_lines.iter().enumerate() {
         let handler = objects.contains_key(&ObjectRef::Irq(irq as u8));
         ensure!(line.issued == handler, "line {irq}: issued {} but a handler exists: {handler}", line.issued);
@@ -1478,6 +1479,9 @@ pub fn check(w: &World) -> Result<(), String> {
         // wake a waiter (`interrupts_can_wake`).
         let masked = w.hw.masked & 1u16.checked_shl(irq as u32).unwrap_or(0) != 0;
         ensure!(!(line.armed && masked), "line {irq} is armed but masked at the controller");
+        // And the other way: a line that is not armed (never acknowledged, fired since, or
+        // its handler deleted) is masked, so it cannot interrupt with nobody to tell.
+        ensure!(line.reserved || line.armed || masked, "line {irq} is unmasked but not armed");
         if let Some((n, _)) = line.notification {
             ensure!(live(is_ntfn, n.0), "line {irq} signals a dead notification {:#x}", n.0);
         }
@@ -1532,6 +1536,12 @@ fn check_guest_state(vcpu: u64, guest: &Synthetic) -> Result<(), String> {
             ensure!(
                 checked(state::EVENT, event) == Ok(event),
                 "Vcpu {vcpu:#x}: event {event:#x} may not be injected"
+            );
+            // External interrupts are virtual interrupts, never EVENTINJ's (QEMU delivers
+            // those twice: `vmcb::pend_external`).
+            ensure!(
+                event & (1 << 31) == 0 || event >> 8 & 7 != 0,
+                "Vcpu {vcpu:#x}: external interrupt {event:#x} in EVENTINJ"
             );
         }
         Synthetic::Vmcs(fields, _) => {

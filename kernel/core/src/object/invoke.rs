@@ -210,8 +210,27 @@ fn cnode_at(mem: &impl SlotOps, cspace: Cap, cptr: u64) -> Result<Cap, Error> {
 }
 
 /// Performs `invocation` on the capability `target` (in `slot`) for a caller whose CSpace
-/// root is `cspace`; `io` performs port I/O.
+/// root is `cspace`; `io` performs port I/O. An interrupt line whose handler the
+/// invocation deleted (a delete, a revoke, a retype's reset) is masked before it returns.
 pub fn invoke<M: KernelMemory>(
+    space: &mut ObjectSpace<M>,
+    io: &mut impl Hardware,
+    caller: TcbRef,
+    cspace: Cap,
+    slot: Slot,
+    target: Cap,
+    invocation: Invocation<'_>,
+) -> Result<Reply, Error> {
+    let result = perform(space, io, caller, cspace, slot, target, invocation);
+    let lines = space.take_lines_to_mask();
+    for irq in (0..16u8).filter(|irq| lines & (1 << irq) != 0) {
+        io.set_irq_masked(irq, true);
+    }
+    result
+}
+
+/// [`invoke`]'s work.
+fn perform<M: KernelMemory>(
     space: &mut ObjectSpace<M>,
     io: &mut impl Hardware,
     caller: TcbRef,

@@ -69,6 +69,11 @@ pub struct ObjectSpace<M> {
     pub(crate) current: u64,
     /// Legacy interrupt lines: issued to an IrqHandler, and where they are delivered.
     pub(crate) irq_lines: [IrqLine; IRQ_LINES],
+    /// Lines whose handler was deleted while they were unmasked (bit n: line n): masked at
+    /// the controller before the invocation that deleted it returns
+    /// ([`ObjectSpace::take_lines_to_mask`]), so that a line without a handler never
+    /// interrupts.
+    pub(crate) lines_to_mask: u16,
     /// ASID pools by slot (an ASID's high bits).
     pub(crate) asid_pools: [super::vspace::AsidPoolSlot; super::vspace::MAX_ASID_POOLS],
     /// A page-table entry was cleared or weakened: flush the TLB before user mode.
@@ -198,6 +203,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             current: 0,
             irq_lines: [IrqLine { reserved: false, issued: false, notification: None, armed: false };
                 IRQ_LINES],
+            lines_to_mask: 0,
             asid_pools: [super::vspace::AsidPoolSlot { base: 0, generation: 0 };
                 super::vspace::MAX_ASID_POOLS],
             tlb_flush: false,
@@ -285,6 +291,12 @@ impl<M: KernelMemory> ObjectSpace<M> {
             .filter(|l| l.armed)
             .filter_map(|l| l.notification)
             .any(|(base, _)| self.signal_could_wake(base))
+    }
+
+    /// The lines to mask at the controller now (their handlers were deleted while they
+    /// were unmasked), forgetting them.
+    pub fn take_lines_to_mask(&mut self) -> u16 {
+        core::mem::take(&mut self.lines_to_mask)
     }
 
     /// Line `irq`'s handler acknowledged it (the kernel unmasks it): it may fire again.
@@ -613,6 +625,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
             Cap::AsidPool { high, .. } => self.destroy_asid_pool(usize::from(high)),
             Cap::IrqHandler { irq } => {
                 if let Some(line) = self.irq_lines.get_mut(usize::from(irq)) {
+                    if line.armed {
+                        self.lines_to_mask |= 1 << irq;
+                    }
                     *line = IrqLine { reserved: line.reserved, ..IrqLine::default() };
                 }
             }

@@ -28,6 +28,8 @@ pub struct DiskCounters {
     pub requests: u64,
     /// Ring requests submitted (a guest request is one or more).
     pub pieces: u64,
+    /// Guest requests given back (with any status).
+    pub completed: u64,
     /// Guest requests given back with an error status.
     pub errors: u64,
     /// Backend restarts the ring resynchronised after.
@@ -91,6 +93,25 @@ impl DiskBridge {
         self.parents.iter().filter(|p| p.is_some()).count()
     }
 
+    /// What is in flight where, for a report when requests stop completing: the guest
+    /// requests and pieces this side holds, the device's view, and the ring's.
+    pub fn describe(&self, device: &VirtioBlk) -> alloc::string::String {
+        let c = self.counters;
+        alloc::format!(
+            "{} guest requests in flight ({} at the device, ISR {:#x}), {} pieces waiting for room; {} requests, {} completed, {} resyncs, {} stale, {} ring errors; ring: {}",
+            self.in_flight(),
+            device.in_flight(),
+            device.transport().isr(),
+            self.waiting.len(),
+            c.requests,
+            c.completed,
+            c.resyncs,
+            c.stale,
+            c.ring_errors,
+            self.ring.state()
+        )
+    }
+
     /// Takes what the guest posted and submits it; true if the backend should be
     /// signalled.
     pub fn pump(&mut self, device: &mut VirtioBlk, mem: &mut impl GuestMemory) -> bool {
@@ -129,6 +150,7 @@ impl DiskBridge {
         let head = request.id.head;
         let Some(entry) = self.parents.get_mut(usize::from(head)) else {
             self.counters.errors += 1;
+            self.counters.completed += 1;
             device.complete(mem, request.id, status::IOERR, 0);
             return;
         };
@@ -261,6 +283,7 @@ impl DiskBridge {
         if parent.status != status::OK {
             self.counters.errors += 1;
         }
+        self.counters.completed += 1;
         device.complete(mem, parent.id, parent.status, written);
     }
 }
