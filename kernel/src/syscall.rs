@@ -115,8 +115,10 @@ fn slow_path() -> *const TrapFrame {
             exit(if status == 0 { RunOutcome::Success } else { RunOutcome::Failure })
         }
         Outcome::Ended(t, status, line, len) => {
+            // Its unfinished line first, ended, so that the kernel's starts a line.
             if len > 0 {
                 serial::queue_line(&line[..len]);
+                kprintln!();
             }
             kprintln!("kernel: thread '{}' ended with status {status}", thread::name_of(t));
         }

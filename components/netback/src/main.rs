@@ -35,8 +35,8 @@ const PORTS: usize = caps::NETS.len();
 
 /// Entries of the learning table. Every guest's card has its address in the system
 /// description, and the switch knows configured addresses without an entry; the table
-/// holds only what else a guest sends from (anti-spoofing drops most of it). Small, so
-/// that the switch, built on the stack before it is boxed, fits a component's stack.
+/// holds only what else a guest sends from (anti-spoofing drops most of it). The table is
+/// part of the switch (about 1 KiB), whose ports and frame buffer are on the heap.
 const TABLE: usize = 64;
 
 /// Polls in a row before netback yields to let the VMMs (and everyone else) run.
@@ -60,8 +60,9 @@ fn port(guest: &str, region: usize, bytes: usize, mac: [u8; 6]) -> Option<Port> 
     Some(Port::new(tx, rx).with_mac(Mac(mac)))
 }
 
-/// The switch, on the heap (its table and frame buffer are most of a stack); `None`
-/// (said why) if a port cannot be made.
+/// The switch, on the heap; `None` (said why) if a port cannot be made. The ports go
+/// from a vector into the switch without passing through the stack (63 of them would
+/// fill it).
 #[inline(never)]
 fn switch() -> Option<Box<Switch<PORTS, TABLE>>> {
     let mut made = alloc::vec::Vec::with_capacity(PORTS);
@@ -72,8 +73,7 @@ fn switch() -> Option<Box<Switch<PORTS, TABLE>>> {
         };
         made.push(port);
     }
-    let Ok(ports) = <[Port; PORTS]>::try_from(made) else { return None };
-    match Switch::new(ports) {
+    match Switch::new(made) {
         Ok(s) => Some(Box::new(s)),
         Err(e) => {
             println!("netback: the ports cannot make a switch: {e}");

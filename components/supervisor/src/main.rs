@@ -61,6 +61,9 @@ struct Restartable {
     bytes: usize,
     /// The badge its faults arrive with.
     badge: u64,
+    /// For a guest I/O backend, its guests' bits on `done` (their VMMs set them once the
+    /// guests have stopped); 0 for any other component.
+    guests: u64,
     /// Its registers when the loader made it: rip, rsp, rflags, then the rest.
     registers: [u64; 18],
     /// When it restarts (`cleave_supervisor_policy`).
@@ -122,14 +125,21 @@ impl core::fmt::Display for Described {
     }
 }
 
+/// The bits of `done` that the guests' VMMs set once their guests have stopped.
+const GONE_BITS: u64 = 0x7fff_ffff << 32;
+
 /// A fault message from `r`: the end of a request (roll back now) or a crash (restart
 /// after the backoff; until then it stays stopped, so a crash loop costs the others
-/// nothing).
-fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
+/// nothing). `gone` holds the bits of the guests whose VMMs said they have stopped.
+fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64, gone: u64) {
+    // A program may end for good only when the end is known from elsewhere: a guest I/O
+    // backend once every guest it serves is gone (their VMMs, not the backend, say so).
+    // Any other end, or one with a failure status, is a crash, restarted after a backoff:
+    // a component compromised through its inputs cannot stop its timed restarts by ending.
+    let verified = cleave_supervisor_policy::end_verified(r.guests, gone);
     let fault = match label {
         fault::REQUEST_DONE => Fault::RequestDone,
-        // A program that ended with a failure status is a crash: restarted after a backoff.
-        fault::EXITED if words[0] == 0 => Fault::Exited,
+        fault::EXITED if words[0] == 0 && verified => Fault::Exited,
         _ => Fault::Crash,
     };
     let finished_before = r.restarts.finished();
@@ -160,7 +170,18 @@ fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
             }
         }
         OnFault::Backoff { crash, wait, show, .. } => {
-            if show {
+            if show && label == fault::EXITED && words[0] == 0 {
+                let why = if r.guests == 0 {
+                    "with status 0, which only a guest I/O backend whose guests are all gone may"
+                } else {
+                    "while guests it serves still run"
+                };
+                println!(
+                    "supervisor: `{}` (instance {}) ended at {now_ms} ms {why} (crash {crash}); restarting it in {wait} ms",
+                    r.name,
+                    r.restarts.instance(),
+                );
+            } else if show {
                 println!(
                     "supervisor: `{}` (instance {}) crashed at {now_ms} ms: {} (crash {crash}); restarting it in {wait} ms",
                     r.name,
@@ -176,15 +197,15 @@ fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64) {
 /// one's period.
 fn on_tick(r: &mut Restartable, now_ms: u64) {
     let tcb = r.tcb;
-    // Waiting for a request (or, for a backend, for a signal that work is in its rings): a
-    // quiet moment, when no client's request is cut off.
-    let quiet = || {
-        matches!(
-            tcb.state(),
-            Ok(thread_state::BLOCKED_ON_RECEIVE
-                | thread_state::BLOCKED_ON_NOTIFICATION
-                | thread_state::INACTIVE)
-        )
+    let backend = r.guests != 0;
+    // Waiting for a request: a quiet moment, when no client's request is cut off. A guest
+    // I/O backend also waiting on its notification: its clients reach it only through
+    // rings, which hold their requests across a restart. Any other component waiting on a
+    // notification may hold a caller it has yet to answer, so that is no quiet moment.
+    let quiet = || match tcb.state() {
+        Ok(thread_state::BLOCKED_ON_RECEIVE | thread_state::INACTIVE) => true,
+        Ok(thread_state::BLOCKED_ON_NOTIFICATION) => backend,
+        _ => false,
     };
     let Some(why) = r.restarts.on_tick(now_ms, quiet) else { return };
     let (ticks, show) = restart(r, why, now_ms);
@@ -235,6 +256,7 @@ fn main() -> i32 {
                     pristine: r.pristine,
                     bytes: r.bytes,
                     badge: r.fault_badge,
+                    guests: r.guests,
                     registers,
                     restarts: Restarts::new(r.period_ms),
                 });
@@ -251,6 +273,8 @@ fn main() -> i32 {
     let faults: Option<Cap<Endpoint>> = caps::FAULT_ENDPOINT;
     let mut now_ms = 0u64;
     let mut left = count;
+    // The guests whose VMMs said they have stopped (`GONE_BITS`).
+    let mut gone = 0u64;
     loop {
         let message = match faults {
             Some(endpoint) => endpoint.recv(),
@@ -267,12 +291,13 @@ fn main() -> i32 {
         let label = message.info.label();
         if label != 0 {
             match restartable.iter_mut().flatten().find(|r| r.badge == message.badge) {
-                Some(r) => on_fault(r, label, message.words, now_ms),
+                Some(r) => on_fault(r, label, message.words, now_ms, gone),
                 None => println!("supervisor: a fault message with unknown badge {:#x}", message.badge),
             }
             continue;
         }
         let bits = message.badge;
+        gone |= bits & GONE_BITS;
         if bits & CLOCK != 0 {
             now_ms = now_ms.saturating_add(1);
             for r in restartable.iter_mut().flatten() {

@@ -422,6 +422,10 @@ pub struct Io {
     pub net: Option<Net>,
     /// This VMM's notification, which the backends signal.
     pub signal: Option<Cap<Notification>>,
+    /// The supervisor's notification (with this guest's bit), when the guest uses a
+    /// restartable backend: signalled once the guest has stopped, before the rings close,
+    /// so that the supervisor knows the backend's end from the VMMs.
+    pub gone: Option<Cap<Notification>>,
 }
 
 impl Io {
@@ -669,7 +673,12 @@ pub fn run(
                         d.rx_no_buffer
                     );
                 }
-                // The guest is gone: its backends may stop once all their guests are.
+                // The guest is gone: its backends may stop once all their guests are. The
+                // supervisor hears it first (an empty slot, for a guest whose backends are
+                // not restarted, refuses the signal).
+                if let Some(gone) = io.gone {
+                    let _ = gone.signal();
+                }
                 if let Some(disk) = &io.disk {
                     disk.bridge.close();
                     let _ = disk.backend.signal();

@@ -236,7 +236,7 @@ fn component() -> i32 {
         }
         None => None,
     };
-    let io = vmm::Io { disk, net, signal: Some(layout::SIGNAL) };
+    let io = vmm::Io { disk, net, signal: Some(layout::SIGNAL), gone: Some(layout::GONE) };
     let outcome = run(vcpu, ram, console, msr_policy, io);
     cleave_rt::audit!("unserve {name} vmm-{name}#1");
     match outcome {

@@ -282,6 +282,12 @@ pub fn vmm_layout_source(image_name: &str) -> String {
     );
     let _ = writeln!(
         out,
+        "/// `gone`: the supervisor's notification, when the guest uses a restartable I/O backend: signalled once the guest has stopped.\npub const GONE: {} = {};",
+        cap_type("Notification"),
+        cap_value(layout::VMM_GONE_SLOT)
+    );
+    let _ = writeln!(
+        out,
         "/// Where the guest's RAM is mapped.\npub const GUEST_RAM: u64 = {:#x};\n/// Where the configuration page is mapped.\npub const CONFIG: u64 = {:#x};\n/// Its size in bytes.\npub const CONFIG_SIZE: usize = {:#x};\n/// The guest image built into this VMM.\npub const IMAGE_NAME: &str = {image_name:?};",
         layout::GUEST_RAM_BASE,
         layout::VMM_CONFIG,
@@ -379,6 +385,9 @@ pub struct Restart {{
     pub period_ms: u64,
     /// The badge its faults (and finished requests) arrive with.
     pub fault_badge: u64,
+    /// For a guest I/O backend, the bits its guests' VMMs set on `done` once their guests
+    /// have stopped (it may end only when all have); 0 for any other component.
+    pub guests: u64,
 }}
 /// A disposable component: destroyed (its untyped memory revoked) once it signals `done`,
 /// or at its deadline.
@@ -401,14 +410,15 @@ pub const RESTARTS: &[Restart] = &[",
     for r in &compiled.restarts {
         let _ = writeln!(
             out,
-            "    Restart {{ component: {:?}, tcb: {}, memory: {:#x}, pristine: {:#x}, bytes: {:#x}, period_ms: {}, fault_badge: {} }},",
+            "    Restart {{ component: {:?}, tcb: {}, memory: {:#x}, pristine: {:#x}, bytes: {:#x}, period_ms: {}, fault_badge: {}, guests: {:#x} }},",
             r.component,
             cap_value(r.tcb_slot),
             r.memory,
             r.pristine,
             r.bytes,
             r.period_ms,
-            r.badge
+            r.badge,
+            r.guests
         );
     }
     let _ = writeln!(

@@ -105,7 +105,8 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut parts = text.split(':');
     for byte in &mut mac {
         let part = parts.next()?;
-        if part.len() != 2 {
+        // Two hex digits: `from_str_radix` alone would take a sign (`+a`).
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *byte = u8::from_str_radix(part, 16).ok()?;
@@ -247,6 +248,23 @@ pub const VMM_DISK_SLOT: u64 = VMM_SIGNAL_SLOT + 1;
 /// The slot where a VMM whose guest has a network finds its backend's notification (send,
 /// with the guest's badge bit); empty otherwise.
 pub const VMM_NET_SLOT: u64 = VMM_DISK_SLOT + 1;
+/// The slot where a VMM whose guest uses a restartable I/O backend finds the supervisor's
+/// notification (signal, with the guest's [`gone_badge`]), which it signals once its guest
+/// has stopped: a backend that ends itself is finished only when every guest it serves is
+/// gone, which the supervisor then knows from the VMMs, not from the backend; empty
+/// otherwise.
+pub const VMM_GONE_SLOT: u64 = VMM_NET_SLOT + 1;
+/// Guests whose VMMs can tell the supervisor they are gone: one bit each, above the
+/// disposable components' bits and below the clock's.
+pub const MAX_GONE_GUESTS: usize = 31;
+
+/// The bit the VMM of the `k`th guest (counted over the guests that use a restartable I/O
+/// backend, in the order of the system description) sets on the supervisor's notification
+/// when its guest has stopped; `None` past [`MAX_GONE_GUESTS`].
+pub fn gone_badge(k: usize) -> Option<u64> {
+    (k < MAX_GONE_GUESTS).then(|| 1u64 << (32 + k))
+}
+
 /// The capability kind (`cleave_rt::cap::kind`) of each of [`VMM_SLOTS`], in order.
 pub const VMM_SLOT_KINDS: [&str; 3] = ["Vcpu", "EptRoot", "Tcb"];
 /// Where a VMM finds its configuration page (read only): the start of the device window,

@@ -12,13 +12,15 @@
 //! port in turn, so a guest that floods its pipe cannot starve the others.
 //!
 //! The component `components/netback` owns the capabilities and notifications and calls
-//! [`Switch::poll`] when signalled; this crate is `no_std`, without `unsafe` or
-//! allocation, and `cargo test -p cleave-netback-core` tests it on the host. doc/io-path.md
+//! [`Switch::poll`] when signalled; this crate is `no_std`, without `unsafe`, allocates
+//! only the switch's ports and frame buffer (so that netback's stack holds neither), and
+//! `cargo test -p cleave-netback-core` tests it on the host. doc/io-path.md
 //! ("netback") describes the behaviour.
 
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 

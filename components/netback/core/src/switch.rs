@@ -5,6 +5,9 @@
 use crate::frame::{HEADER_LEN, Mac, addresses};
 use crate::port::{CutOff, Port, PortId};
 use crate::table::{Table, TableStats};
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
 use cleave_ioring::Error;
 use cleave_ioring::pipe::MAX_FRAME;
 use core::fmt;
@@ -22,6 +25,13 @@ pub enum ConfigError {
     GroupMac(PortId),
     /// two ports are configured with the same address
     DuplicateMac(PortId, PortId),
+    /// a switch of {expected} ports was given {given}
+    PortCount {
+        /// The switch's ports.
+        expected: usize,
+        /// The ports given.
+        given: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -29,6 +39,9 @@ impl fmt::Display for ConfigError {
         match self {
             Self::GroupMac(port) => write!(f, "{port}: the configured address is a group address"),
             Self::DuplicateMac(a, b) => write!(f, "{a} and {b} are configured with the same address"),
+            Self::PortCount { expected, given } => {
+                write!(f, "a switch of {expected} ports was given {given}")
+            }
         }
     }
 }
@@ -48,20 +61,27 @@ pub struct Poll<const PORTS: usize> {
 /// A learning Ethernet switch between `PORTS` guests, with a table of `ENTRIES` addresses.
 ///
 /// It keeps nothing that must survive a netback restart: a new switch over the same
-/// regions continues from the pipes' indexes and learns the table again.
+/// regions continues from the pipes' indexes and learns the table again. Its ports and
+/// frame buffer are on the heap (a port is some 270 bytes): a switch of 63 ports is built
+/// and kept without a large stack.
 pub struct Switch<const PORTS: usize, const ENTRIES: usize = TABLE_ENTRIES> {
-    ports: [Port; PORTS],
+    ports: Vec<Port>,
     table: Table<ENTRIES>,
     budget: usize,
     /// The port the next poll serves first.
     next: usize,
     /// The frame being forwarded.
-    frame: [u8; MAX_FRAME],
+    frame: Box<[u8]>,
 }
 
 impl<const PORTS: usize, const ENTRIES: usize> Switch<PORTS, ENTRIES> {
-    /// A switch between `ports`: port `i` is `PortId(i)`.
-    pub fn new(ports: [Port; PORTS]) -> Result<Self, ConfigError> {
+    /// A switch between `ports` (`PORTS` of them, an array or a vector): port `i` is
+    /// `PortId(i)`.
+    pub fn new(ports: impl Into<Vec<Port>>) -> Result<Self, ConfigError> {
+        let ports = ports.into();
+        if ports.len() != PORTS {
+            return Err(ConfigError::PortCount { expected: PORTS, given: ports.len() });
+        }
         for (i, port) in ports.iter().enumerate() {
             let Some(mac) = port.mac else { continue };
             if mac.is_group() {
@@ -71,7 +91,8 @@ impl<const PORTS: usize, const ENTRIES: usize> Switch<PORTS, ENTRIES> {
                 return Err(ConfigError::DuplicateMac(PortId(j), PortId(i)));
             }
         }
-        Ok(Self { ports, table: Table::new(), budget: FRAMES_PER_PORT, next: 0, frame: [0; MAX_FRAME] })
+        let frame = vec![0; MAX_FRAME].into_boxed_slice();
+        Ok(Self { ports, table: Table::new(), budget: FRAMES_PER_PORT, next: 0, frame })
     }
 
     /// Takes at most `frames` frames (at least one) from each port per poll.
@@ -85,7 +106,7 @@ impl<const PORTS: usize, const ENTRIES: usize> Switch<PORTS, ENTRIES> {
     }
 
     /// All ports, by id.
-    pub fn ports(&self) -> &[Port; PORTS] {
+    pub fn ports(&self) -> &[Port] {
         &self.ports
     }
 

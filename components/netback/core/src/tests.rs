@@ -175,3 +175,16 @@ pub(crate) fn received<const N: usize>(guests: &mut [Guest; N]) -> [Vec<Vec<u8>>
 pub(crate) fn nothing<const N: usize>() -> [Vec<Vec<u8>>; N] {
     core::array::from_fn(|_| Vec::new())
 }
+
+/// netback builds its switch on a 16 KiB stack and keeps it in a box: a switch of 63 ports
+/// (the most one serves) keeps its ports and frame buffer on the heap, so the stack holds
+/// some kilobytes at most. A wrong number of ports is refused, not cut or padded.
+#[test]
+fn a_switch_of_63_ports_keeps_its_ports_off_the_stack() {
+    assert!(core::mem::size_of::<Switch<63, 64>>() < 2048, "{}", core::mem::size_of::<Switch<63, 64>>());
+    assert!(core::mem::size_of::<crate::Poll<63>>() < 256);
+    let guests = guests::<3>();
+    let ports: Vec<Port> = guests.iter().map(Guest::port).collect();
+    let refused = Switch::<4>::new(ports).err();
+    assert_eq!(refused, Some(crate::ConfigError::PortCount { expected: 4, given: 3 }));
+}

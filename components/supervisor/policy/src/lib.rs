@@ -229,5 +229,13 @@ pub fn disposal(signalled: bool, deadline_ms: u64, now: u64) -> Option<Disposal>
     }
 }
 
+/// Whether a component that ended its program with status 0 has finished for good: only a
+/// guest I/O backend (`guests`, its guests' bits; 0 for any other component) all of whose
+/// guests are `gone` (the bits their VMMs set once the guests stopped). Any other end is
+/// taken for a crash, so that a compromised component cannot stop its restarts by ending.
+pub fn end_verified(guests: u64, gone: u64) -> bool {
+    guests != 0 && gone & guests == guests
+}
+
 #[cfg(test)]
 mod tests;

@@ -198,3 +198,15 @@ fn a_finished_component_is_never_restarted() {
         assert_eq!((r.instance(), r.due()), (1, None));
     }
 }
+
+/// A backend's end is verified only by its guests' VMMs: all of its guests gone (other
+/// guests' bits change nothing), and never for a component that serves no guest.
+#[test]
+fn an_end_is_verified_only_when_every_guest_of_the_backend_is_gone() {
+    let (alice, bob, carol) = (1u64 << 32, 1u64 << 33, 1u64 << 34);
+    assert!(!end_verified(0, u64::MAX), "a component serving no guest never finishes");
+    assert!(!end_verified(alice | bob, 0));
+    assert!(!end_verified(alice | bob, alice | carol), "bob still runs");
+    assert!(end_verified(alice | bob, alice | bob));
+    assert!(end_verified(alice, alice | carol));
+}

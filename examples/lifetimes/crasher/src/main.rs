@@ -1,10 +1,12 @@
-//! The crasher: deliberately faulty, and hostile. Odd instances read address 0 (never
-//! mapped) as soon as they start; even ones try to end the whole run (returning 1 from
-//! `main`, which asks the kernel's `DebugExit`) without having been allowed to: the kernel
-//! ends only the thread, and tells its fault handler (`EXITED`, status 1: a failure).
-//! Either way its fault goes to the supervisor, which restarts it from its pristine memory after a backoff
-//! that doubles while it keeps crashing, so that a crash loop cannot starve the components
-//! below its priority.
+//! The crasher: deliberately faulty, and hostile. Of every three instances, the first
+//! reads address 0 (never mapped) as soon as it starts; the second tries to end the whole
+//! run (returning 1 from `main`, which asks the kernel's `DebugExit`) without having been
+//! allowed to: the kernel ends only the thread, and tells its fault handler (`EXITED`,
+//! status 1: a failure); the third returns 0, claiming its work is done so that its timed
+//! restarts stop: only a guest I/O backend whose guests are all gone may end for good, so
+//! the supervisor takes that for a crash too. Every time, its fault goes to the supervisor,
+//! which restarts it from its pristine memory after a backoff that doubles while it keeps
+//! crashing, so that a crash loop cannot starve the components below its priority.
 #![no_std]
 #![no_main]
 
@@ -18,9 +20,16 @@ cleave_rt::entry!(main);
 
 fn main() -> i32 {
     let instance = cleave_rt::instance();
-    if instance.is_multiple_of(2) {
-        cleave_rt::println!("crasher: instance {instance} tries to end the whole run");
-        return 1;
+    match instance % 3 {
+        2 => {
+            cleave_rt::println!("crasher: instance {instance} tries to end the whole run");
+            return 1;
+        }
+        0 => {
+            cleave_rt::println!("crasher: instance {instance} says it is done, to stop its restarts");
+            return 0;
+        }
+        _ => {}
     }
     let value: u64;
     // SAFETY: reads one word at virtual address 0, which no component has mapped (the

@@ -4,7 +4,7 @@
 use super::{CapTable, cap, component_objects, lifetime_of, map_pages, rights};
 use crate::layout::{
     CLOCK_BADGE, DEFAULT_RESTART_MEMORY, DISPOSABLE_UNTYPED_BITS, PIT_IRQ, PIT_PORTS, REGION_BASE,
-    SUPERVISOR, SUPERVISOR_PRIORITY,
+    SUPERVISOR, SUPERVISOR_PRIORITY, VMM_GONE_SLOT, gone_badge, vmm_name,
 };
 use crate::schema::{SystemFile, parse_duration_ms, parse_size};
 use cleave_abi::layout::PAGE_SIZE;
@@ -138,6 +138,24 @@ pub(super) fn supervisor(
     // An untyped comes before the objects made from it.
     spec.objects.splice(0..0, untyped_objects);
     let mut restarts = Vec::new();
+    // The guests of restartable I/O backends, with the backends they use and their bits.
+    let gone: Vec<(&str, Vec<&str>, u64)> = file
+        .guests
+        .iter()
+        .map(|(name, g)| {
+            let disk = g.disk.as_ref().map(|d| d.get_ref().backend.get_ref().as_str());
+            let net = g.network.as_ref().map(|n| n.get_ref().backend.get_ref().as_str());
+            let backends: Vec<&str> = disk
+                .into_iter()
+                .chain(net)
+                .filter(|b| restartable.iter().any(|r| r.0.as_str() == *b))
+                .collect();
+            (name.get_ref().as_str(), backends)
+        })
+        .filter(|(_, backends)| !backends.is_empty())
+        .enumerate()
+        .filter_map(|(k, (name, backends))| Some((name, backends, gone_badge(k)?)))
+        .collect();
     let mut mappings = Vec::new();
     let mut window = REGION_BASE;
     let faults = format!("{n}_faults");
@@ -183,6 +201,8 @@ pub(super) fn supervisor(
             format!("TCB of `{c}` ({policy}; its faults come with badge {badge})"),
             cap(&format!("{c}_tcb"), None, CapParams::default()),
         ));
+        let guests =
+            gone.iter().filter(|(_, backends, _)| backends.contains(&c.as_str())).fold(0, |m, g| m | g.2);
         restarts.push(RestartPlace {
             component: c.clone(),
             tcb_slot,
@@ -191,7 +211,17 @@ pub(super) fn supervisor(
             bytes,
             period_ms,
             badge,
+            guests,
         });
+    }
+    // Each guest of a restartable I/O backend: its VMM signals `done` with its bit once
+    // the guest has stopped.
+    for (guest, _, bit) in &gone {
+        let vmm = vmm_name(guest);
+        let what = format!("notification (signal, badge {bit:#x}): tells the supervisor the guest is gone");
+        tables.entry(vmm.clone()).or_default().entries.push((VMM_GONE_SLOT, "gone".into(), what));
+        let params = CapParams { rights: rights(false, true, false), badge: *bit, ..CapParams::default() };
+        slots.entry(vmm).or_default().insert(VMM_GONE_SLOT, cap(&done, None, params));
     }
     map_pages(spec, mappings);
     let deadlines = file.components.values().any(|c| c.deadline.is_some());
@@ -261,6 +291,9 @@ pub struct RestartPlace {
     pub period_ms: u64,
     /// The badge its faults (and finished requests) reach the supervisor with.
     pub badge: u64,
+    /// For a guest I/O backend, its guests' bits on `done` (`layout::gone_badge`); 0
+    /// otherwise.
+    pub guests: u64,
 }
 
 #[cfg(test)]
@@ -300,5 +333,35 @@ mod tests {
         assert_eq!(tcb.parent(), Some(0));
         let plain = compile(&crate::system::load("[components.a]\n").unwrap());
         assert!(!plain.tables.contains_key("supervisor"));
+    }
+
+    /// The VMM of every guest of a restartable I/O backend can tell the supervisor its
+    /// guest is gone (signal only, its own bit), and the backend's restart entry names those
+    /// bits; a guest of a backend that is not restarted, and any other restartable
+    /// component, have none.
+    #[test]
+    fn the_vmms_of_restartable_backends_guests_can_say_they_are_gone() {
+        let text = "[components.blk]\nrestart = { every = \"1s\" }\nmemory = \"160K\"\n\
+            [components.net]\n[components.beat]\nrestart = { every = \"1s\" }\n\
+            [devices.disk]\nowner = \"blk\"\nio-ports = \"0xc000-0xc07f\"\nirq = 11\ndma = \"2M\"\n\
+            [guests.alice]\nmemory = \"16M\"\nimage = \"guest-hello\"\ndisk = { backend = \"blk\", size = \"1M\" }\n\
+            network = { backend = \"net\" }\n\
+            [guests.bob]\nmemory = \"16M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"net\" }\n\
+            [guests.carol]\nmemory = \"16M\"\nimage = \"guest-hello\"\ndisk = { backend = \"blk\", size = \"1M\" }\n";
+        let compiled = compile(&crate::system::load(text).unwrap());
+        let spec = &compiled.spec;
+        assert_eq!(cleave_capdl::validate::validate(spec), Vec::new());
+        let gone = |guest: &str| {
+            let cnode = &spec.caps[&ObjRef::named(&format!("{}_cnode", vmm_name(guest)))];
+            cnode.get(&VMM_GONE_SLOT).map(|c| {
+                assert_eq!(c.target, Target::Object(ObjRef::named("supervisor_done")));
+                assert!(c.params.rights.write && !c.params.rights.read, "signal only");
+                c.params.badge
+            })
+        };
+        assert_eq!((gone("alice"), gone("bob"), gone("carol")), (Some(1 << 32), None, Some(1 << 33)));
+        let guests: Vec<(&str, u64)> =
+            compiled.restarts.iter().map(|r| (r.component.as_str(), r.guests)).collect();
+        assert_eq!(guests, [("beat", 0), ("blk", 3 << 32)]);
     }
 }
