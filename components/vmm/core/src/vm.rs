@@ -537,7 +537,10 @@ impl<C: Console> Vm<C> {
             reason::PORT_IO => self.io(exit, cpu),
             reason::HLT => {
                 cpu.rip += exit.instruction_length;
-                if self.pic.pending() {
+                // An interrupt waits in the PIC, or is already pending at the processor (on
+                // SVM a virtual interrupt, which an STI shadow over the HLT held back): the
+                // guest takes it as soon as it runs again.
+                if self.pic.pending() || cpu.event & EVENT_VALID != 0 {
                     return Outcome::Resume;
                 }
                 if cpu.rflags & INTERRUPT_FLAG == 0 {
