@@ -583,13 +583,6 @@ pub fn run(
         vm.io_pending = io.may_be_woken();
         let outcome = vm.handle(&exit, &mut cpu, &mut ram, host_cpuid);
         io.pump(&mut vm, &mut ram);
-        // An instruction the VMM completed (RIP moved past it) ends an STI or MOV SS
-        // shadow it was in (`sti; hlt`): an interrupt may be taken at once, not after a
-        // window exit.
-        if cpu.rip != before.rip && cpu.shadow != 0 {
-            vcpu.write_field(state::INTERRUPT_SHADOW, 0)?;
-            cpu.shadow = 0;
-        }
         match outcome {
             Outcome::Resume => {
                 if cpu.regs != before.regs {
