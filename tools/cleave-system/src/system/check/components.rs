@@ -33,18 +33,18 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
     for (name, c) in &file.components {
         let key = |field: &str| format!("components.{}.{field}", name.get_ref());
         let disposable = c.is_disposable();
-        // The supervisor's notification gives each disposable component one bit, below
-        // the clock's (bit 63).
+        // The supervisor's notification gives each disposable component one bit, 0-31
+        // (guests' gone bits are 32-62, the clock's 63).
         if disposable {
             disposable_count += 1;
-            if disposable_count == 64
+            if disposable_count == 33
                 && let Some(l) = &c.lifetime
             {
                 errors.push(SystemError::new(
                     key("lifetime"),
                     span(l),
-                    "more than 63 disposable components: the supervisor tells them apart by one \
-                     badge bit each, and bit 63 is its clock's",
+                    "more than 32 disposable components: the supervisor tells them apart by one \
+                     badge bit each (bits 0-31; guests' gone bits and its clock's are above)",
                 ));
             }
         }

@@ -190,6 +190,7 @@ fn check_network(
 /// there are.
 pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut Vec<SystemError>) {
     let is_component = |n: &str| components.contains(n);
+    let mut gone_guests = 0usize;
     for (name, g) in &file.guests {
         let key = |field: &str| format!("guests.{}.{field}", name.get_ref());
         // The VMM reads its configuration page as `key=value` lines: a line break in the
@@ -264,6 +265,30 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
         }
         if let Some(network) = &g.network {
             check_network(file, name.get_ref(), network, &is_component, errors);
+        }
+        // Each guest of a restartable I/O backend has a bit on the supervisor's
+        // notification (`layout::gone_badge`) to say it is gone; the bits run out after
+        // `MAX_GONE_GUESTS`.
+        let restarted =
+            |b: &str| file.components.iter().any(|(k, c)| k.get_ref() == b && c.restart.is_some());
+        let io =
+            g.disk.iter().map(|d| &d.get_ref().backend).chain(g.network.iter().map(|n| &n.get_ref().backend));
+        if let Some(backend) = io.into_iter().find(|b| restarted(b.get_ref())) {
+            gone_guests += 1;
+            if gone_guests == crate::layout::MAX_GONE_GUESTS + 1 {
+                errors.push(SystemError::new(
+                    key(if g.disk.as_ref().is_some_and(|d| restarted(d.get_ref().backend.get_ref())) {
+                        "disk"
+                    } else {
+                        "network"
+                    }),
+                    span(backend),
+                    format!(
+                        "more than {} guests use restarted I/O backends: each needs a bit of the supervisor's notification to say it is gone",
+                        crate::layout::MAX_GONE_GUESTS
+                    ),
+                ));
+            }
         }
         let mut listed = BTreeSet::new();
         for b in &g.backends {
@@ -499,6 +524,34 @@ mod tests {
 
     /// A backend's 64th disk guest has no badge bit left (bit 63 is the interrupt's), and
     /// DMA memory comes in whole 2 MiB frames.
+    #[test]
+    fn at_most_31_guests_use_restarted_backends() {
+        // 31 guests of a restarted switch, then a 32nd on a restarted disk backend: the bits
+        // run out; guests of a backend that is not restarted need none.
+        let mut text = String::from(
+            "[components.sw]\nrestart = { every = \"1s\" }\n[components.blk]\nrestart = { every = \"1s\" }\n\
+             [components.plain]\n[devices.disk]\nowner = \"blk\"\ndma = \"2M\"\n",
+        );
+        for i in 0..33 {
+            let io = match i {
+                31 => "disk = { backend = \"blk\", size = \"1M\" }",
+                32 => "network = { backend = \"plain\" }",
+                _ => "network = { backend = \"sw\" }",
+            };
+            text.push_str(&format!("[guests.g{i:02}]\nmemory = \"2M\"\nimage = \"guest-hello\"\n{io}\n"));
+        }
+        let file = parse(&text);
+        let mut errors = Vec::new();
+        check(&file, &components(&file), &mut errors);
+        let messages: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.key, e.message)).collect();
+        assert_eq!(
+            messages,
+            [
+                "guests.g31.disk: more than 31 guests use restarted I/O backends: each needs a bit of the supervisor's notification to say it is gone"
+            ]
+        );
+    }
+
     #[test]
     fn a_backend_serves_at_most_63_disks_and_dma_is_whole_large_frames() {
         let mut text = String::from("[components.blk]\n[devices.disk]\nowner = \"blk\"\ndma = \"3M\"\n");
