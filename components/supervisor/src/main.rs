@@ -125,9 +125,6 @@ impl core::fmt::Display for Described {
     }
 }
 
-/// The bits of `done` that the guests' VMMs set once their guests have stopped.
-const GONE_BITS: u64 = 0x7fff_ffff << 32;
-
 /// A fault message from `r`: the end of a request (roll back now) or a crash (restart
 /// after the backoff; until then it stays stopped, so a crash loop costs the others
 /// nothing). `gone` holds the bits of the guests whose VMMs said they have stopped.
@@ -273,7 +270,7 @@ fn main() -> i32 {
     let faults: Option<Cap<Endpoint>> = caps::FAULT_ENDPOINT;
     let mut now_ms = 0u64;
     let mut left = count;
-    // The guests whose VMMs said they have stopped (`GONE_BITS`).
+    // The guests whose VMMs said they have stopped (`caps::GONE_BITS`).
     let mut gone = 0u64;
     loop {
         let message = match faults {
@@ -297,7 +294,7 @@ fn main() -> i32 {
             continue;
         }
         let bits = message.badge;
-        gone |= bits & GONE_BITS;
+        gone |= bits & caps::GONE_BITS;
         if bits & CLOCK != 0 {
             now_ms = now_ms.saturating_add(1);
             for r in restartable.iter_mut().flatten() {

@@ -465,23 +465,28 @@ const STALL_NS: u64 = 10_000_000_000;
 /// this is the line that says which side holds them.
 #[derive(Default)]
 struct StallWatch {
-    completed: u64,
+    /// Guest requests taken plus those completed, when last seen: any change is progress.
+    progress: u64,
     since_ns: u64,
     reported: bool,
 }
 
 impl StallWatch {
+    /// Called at every exit: two counters compared, and the in-flight table looked at
+    /// only once 10 s have passed without progress.
     fn check(&mut self, vm: &mut Vm<Named>, io: &Io) {
         let Some(disk) = io.disk.as_ref() else { return };
-        let completed = disk.bridge.counters.completed;
-        if disk.bridge.in_flight() == 0 || completed != self.completed {
+        let c = disk.bridge.counters;
+        let progress = c.requests.wrapping_add(c.completed);
+        if progress != self.progress {
             if self.reported {
                 line!("vmm: guest '{}': its disk requests complete again", vm.console.name);
             }
-            *self = Self { completed, since_ns: vm.time_ns, reported: false };
+            *self = Self { progress, since_ns: vm.time_ns, reported: false };
             return;
         }
-        if self.reported || vm.time_ns.wrapping_sub(self.since_ns) < STALL_NS {
+        if self.reported || vm.time_ns.wrapping_sub(self.since_ns) < STALL_NS || disk.bridge.in_flight() == 0
+        {
             return;
         }
         self.reported = true;

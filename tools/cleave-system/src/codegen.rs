@@ -402,10 +402,13 @@ pub struct Disposable {{
     /// Its deadline in ms from boot; 0 for none.
     pub deadline_ms: u64,
 }}
+/// The bits of `done` that guests' VMMs set once their guests have stopped.
+pub const GONE_BITS: u64 = {gone:#x};
 /// The components restarted or rolled back.
 pub const RESTARTS: &[Restart] = &[",
         tcb = cap_type("Tcb"),
         untyped = cap_type("Untyped"),
+        gone = (0..layout::MAX_GONE_GUESTS).filter_map(layout::gone_badge).fold(0u64, |m, b| m | b),
     );
     for r in &compiled.restarts {
         let _ = writeln!(
