@@ -477,10 +477,16 @@ fn interrupt_lines_are_issued_once_and_signal_their_notification() {
     w.s.suspend(a);
     assert!(!w.s.interrupts_can_wake(), "a suspended waiter leaves the queue");
     assert!(!w.s.irq_fired(3));
-    // Deleting the handler frees and disarms the line.
+    // Deleting the handler frees and disarms the line, and leaves it to be masked (an
+    // invocation masks it before returning).
     w.s.delete(slot(31)).unwrap();
     assert!(!w.s.interrupts_can_wake());
     assert!(!w.s.irq_lines[0].armed);
+    assert_eq!(w.s.take_lines_to_mask(), 1, "line 0 was unmasked");
+    // Issued again, never acknowledged (masked), deleted: nothing to mask.
+    w.invoke(30, label::IRQ_CONTROL_GET, &[0, 0, 32, 64]).unwrap();
+    w.s.delete(slot(32)).unwrap();
+    assert_eq!(w.s.take_lines_to_mask(), 0);
     w.invoke(30, label::IRQ_CONTROL_GET, &[0, 0, 32, 64]).unwrap();
 }
 
