@@ -102,15 +102,15 @@ impl Dma for Frame {
 
 fn main() -> i32 {
     let signal: Cap<Notification> = caps::SIGNAL;
-    let phys = match caps::DISK_DMA0.physical_address() {
+    let phys = match caps::MACHINE_DISK_DMA0.physical_address() {
         Ok(p) => p,
         Err(e) => {
             println!("blkback: the DMA frame's physical address: {e:?}");
             return 1;
         }
     };
-    let frame = Frame { base: caps::DEVICE_DISK_DMA, len: caps::DEVICE_DISK_DMA_SIZE, phys };
-    let ports = Ports { cap: caps::DISK_PORTS, first: caps::DEVICE_DISK_PORTS.0 };
+    let frame = Frame { base: caps::MACHINE_DISK_DMA, len: caps::MACHINE_DISK_DMA_SIZE, phys };
+    let ports = Ports { cap: caps::MACHINE_DISK_PORTS, first: caps::MACHINE_DISK_PORT_RANGE.0 };
     let limits = Limits { requests: REQUESTS, request_bytes: caps::DISK_RING_SLOT_SIZE };
     let driver = match Driver::init(ports, frame, limits) {
         Ok(d) => d,
@@ -160,7 +160,7 @@ fn main() -> i32 {
             Err(e) => println!("blkback: guest '{guest}' is not served: {e}"),
         }
     }
-    let _ = caps::DISK_IRQ.ack();
+    let _ = caps::MACHINE_DISK_IRQ.ack();
     loop {
         let word = match signal.wait() {
             Ok(w) => w,
@@ -189,7 +189,7 @@ fn main() -> i32 {
             }
         }
         if interrupted {
-            let _ = caps::DISK_IRQ.ack();
+            let _ = caps::MACHINE_DISK_IRQ.ack();
         }
         if server.all_closed() {
             for &(guest, ..) in caps::DISKS {

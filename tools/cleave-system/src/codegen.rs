@@ -164,6 +164,34 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             geometry.slots,
             geometry.slot_size
         );
+        // The machine disk, by what it is rather than by its name (`system::check` makes
+        // it the one device with DMA memory the backend owns, with ports and a line): one
+        // program drives whatever the description calls it, in every instance.
+        if let Some(disk) = layout::machine_disks(&file).into_iter().find(|d| d.owner == component) {
+            let slot =
+                |what: &str| entries.iter().find(|e| e.1 == format!("{}_{what}", disk.device)).map(|e| e.0);
+            let device = file.devices.iter().find(|(k, _)| *k.get_ref() == disk.device).map(|(_, d)| d);
+            let ports =
+                device.and_then(|d| d.io_ports.as_ref()).and_then(|p| system::parse_ports(p.get_ref()));
+            let dma = layout::dma_layout(&file).into_iter().find(|p| p.device == disk.device);
+            if let (Some(irq), Some(port_cap), Some(dma0), Some((first, last)), Some(dma)) =
+                (slot("irq"), slot("ports"), slot("dma0"), ports, dma)
+            {
+                let _ = writeln!(
+                    out,
+                    "/// The machine disk this component drives: device `{}`. Its interrupt line's handler.\npub const MACHINE_DISK_IRQ: {} = {};\n/// Its I/O ports.\npub const MACHINE_DISK_PORTS: {} = {};\n/// Their numbers (first, last).\npub const MACHINE_DISK_PORT_RANGE: (u16, u16) = ({first:#x}, {last:#x});\n/// Its first DMA frame (whose physical address the driver asks for).\npub const MACHINE_DISK_DMA0: {} = {};\n/// Its DMA memory's first address.\npub const MACHINE_DISK_DMA: usize = {:#x};\n/// Its DMA memory's size in bytes.\npub const MACHINE_DISK_DMA_SIZE: usize = {:#x};",
+                    disk.device,
+                    cap_type("IrqHandler"),
+                    cap_value(irq),
+                    cap_type("IoPort"),
+                    cap_value(port_cap),
+                    cap_type("Frame"),
+                    cap_value(dma0),
+                    dma.vaddr,
+                    dma.frames * cleave_abi::layout::LARGE_PAGE_SIZE
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "/// A guest whose disk this component serves: (guest, ring address, ring bytes, first sector, sectors, its VMM's notification).\npub type Disk = (&'static str, usize, usize, u64, u64, {});\n/// The guests whose disks this component serves, client `i` signalling bit `i` of `SIGNAL`.\npub const DISKS: &[Disk] = &[",
@@ -454,6 +482,11 @@ fn constant_name(name: &str) -> String {
 /// path; `cargo xtask` sets it from `--system`, as it sets `CLEAVE_IMAGE` for the loader).
 pub const SYSTEM_VAR: &str = "CLEAVE_SYSTEM";
 
+/// The environment variable naming the component a build is for when it is not the
+/// crate's own name: an instance of a per-guest component (`blkback-alice`), whose
+/// program is the crate's, built with the instance's constants.
+pub const COMPONENT_VAR: &str = "CLEAVE_COMPONENT";
+
 /// The system description a component crate at `manifest_dir` is built for: `system`
 /// (from [`SYSTEM_VAR`]) when set, otherwise the nearest `system.toml` in or above the
 /// crate's directory (the repository's for a product component, an example's own for its
@@ -479,7 +512,24 @@ pub fn component_build_script() {
     let system = system_for(Path::new(&var("CARGO_MANIFEST_DIR")), chosen.as_deref())
         .unwrap_or_else(|e| panic!("{e}"));
     println!("cargo:rerun-if-changed={}", system.display());
-    let name = var("CARGO_PKG_NAME");
+    // One crate's program, built for each instance of a per-guest component
+    // (`COMPONENT_VAR` names the instance), or for the component the crate is.
+    println!("cargo:rerun-if-env-changed={COMPONENT_VAR}");
+    let package = var("CARGO_PKG_NAME");
+    let name = std::env::var(COMPONENT_VAR).unwrap_or_else(|_| package.clone());
+    if name != package {
+        let text = std::fs::read_to_string(&system).unwrap_or_default();
+        let file = system::load(&text).ok();
+        let built_from = file.as_ref().and_then(|f| {
+            f.components.iter().find(|(k, _)| *k.get_ref() == name).map(|(k, c)| c.package(k.get_ref()))
+        });
+        if built_from.as_deref() != Some(package.as_str()) {
+            panic!(
+                "{COMPONENT_VAR}={name}: {} has no instance of that name built from crate `{package}`",
+                system.display()
+            );
+        }
+    }
     let source = caps_source(&system, &name)
         .unwrap_or_else(|e| panic!("component `{name}` cannot be built for {}: {e}", system.display()));
     std::fs::write(Path::new(&var("OUT_DIR")).join("caps.rs"), source).expect("writing caps.rs");

@@ -5,7 +5,7 @@
 //! (`system`) holds a description to these facts and the compiler (`compile`) builds from
 //! them, so each is written here once.
 
-use crate::schema::{Guest, SystemFile, parse_size, shared_regions};
+use crate::schema::{Guest, SystemFile, parse_ports, parse_size, shared_regions};
 use cleave_abi::layout::PAGE_SIZE;
 
 /// Radix of every component's CNode (256 slots).
@@ -204,6 +204,37 @@ pub fn dma_layout(file: &SystemFile) -> Vec<DmaPlace> {
         *offset += frames * large;
     }
     out
+}
+
+/// A machine disk: a device with DMA memory whose owner serves guests' disks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineDisk {
+    /// The device.
+    pub device: String,
+    /// The backend that drives it.
+    pub owner: String,
+    /// The bytes its guests' slices need together.
+    pub bytes: u64,
+}
+
+/// The machine disks `file` needs, in the order of their I/O ports (the order the
+/// firmware of QEMU's `pc` machine places their BARs when `cargo xtask run` attaches them
+/// slot after slot): one per disk backend, so one per instance of a per-guest one.
+pub fn machine_disks(file: &SystemFile) -> Vec<MachineDisk> {
+    let slices = disk_slices(file);
+    let mut out: Vec<(u64, MachineDisk)> = file
+        .devices
+        .iter()
+        .filter(|(_, d)| d.dma.is_some() && serves_disks(file, d.owner.get_ref()))
+        .map(|(name, d)| {
+            let first = d.io_ports.as_ref().and_then(|p| parse_ports(p.get_ref())).map_or(u64::MAX, |p| p.0);
+            let owner = d.owner.get_ref().clone();
+            let bytes = slices.iter().filter(|s| s.backend == owner).map(|s| s.sectors * 512).sum();
+            (first, MachineDisk { device: name.get_ref().clone(), owner, bytes })
+        })
+        .collect();
+    out.sort_by_key(|(first, d)| (*first, d.device.clone()));
+    out.into_iter().map(|(_, d)| d).collect()
 }
 
 /// Whether `component` serves some guest's disk.

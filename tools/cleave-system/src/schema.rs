@@ -41,7 +41,7 @@ pub struct SystemSection {
 }
 
 /// A restart policy.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Restart {
     /// `restart = "per-request"`.
@@ -54,7 +54,7 @@ pub enum Restart {
 }
 
 /// `[components.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Component {
     /// The program (defaults to the component's name).
@@ -72,7 +72,8 @@ pub struct Component {
     pub deadline: Option<Spanned<String>>,
     /// Restart policy.
     pub restart: Option<Spanned<Restart>>,
-    /// `"shared"` (default) or `"per-guest"`.
+    /// `"shared"` (default) or `"per-guest"`: one instance per guest it serves, named
+    /// `NAME-GUEST` (`system::instances`).
     pub instances: Option<Spanned<String>>,
     /// Whether it may end the whole run (the kernel's `DebugExit`: what ends a test or
     /// `cargo xtask run`). Without it, a component whose `main` returns only stops itself.
@@ -80,6 +81,19 @@ pub struct Component {
     /// Whether it may write to the kernel's debug console (default true). `false` keeps it
     /// quiet: its `DebugPutChar` fails, so it cannot fill the console the others share.
     pub console: Option<Spanned<bool>>,
+    /// Set by cleave, never written: this component is the instance of a per-guest
+    /// component for one guest (`system::instances::expand`).
+    #[serde(skip)]
+    pub instance: Option<Instance>,
+}
+
+/// What a per-guest component's instance is an instance of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// The component written in `system.toml` (`blkback`).
+    pub of: String,
+    /// The guest it serves alone (`alice`).
+    pub guest: String,
 }
 
 /// `[channels.NAME]`: an endpoint or notification from clients to one server.
@@ -194,6 +208,29 @@ pub fn ring_name(channel: &str, client: &str) -> String {
 }
 
 impl Component {
+    /// Whether it is `instances = "per-guest"`.
+    pub fn is_per_guest(&self) -> bool {
+        self.instances.as_ref().is_some_and(|i| i.get_ref() == "per-guest")
+    }
+
+    /// The program its thread runs: a per-guest instance's own build of its program
+    /// (named as the instance: its constants are generated for it), else `binary`, else
+    /// its name.
+    pub fn program(&self, name: &str) -> String {
+        if self.instance.is_some() {
+            return name.to_string();
+        }
+        self.binary.as_ref().map_or_else(|| name.to_string(), |b| b.get_ref().clone())
+    }
+
+    /// The crate its program is built from (a per-guest instance's is its component's).
+    pub fn package(&self, name: &str) -> String {
+        match &self.instance {
+            Some(i) => self.binary.as_ref().map_or_else(|| i.of.clone(), |b| b.get_ref().clone()),
+            None => self.program(name),
+        }
+    }
+
     /// Whether it is `lifetime = "disposable"`.
     pub fn is_disposable(&self) -> bool {
         self.lifetime.as_ref().is_some_and(|l| l.get_ref() == "disposable")
@@ -265,7 +302,7 @@ pub struct Device {
 }
 
 /// A guest's virtio disk: `disk = { backend = "blkback", size = "64M" }`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Disk {
     /// The component that serves it (it owns the machine's disk device).
@@ -276,7 +313,7 @@ pub struct Disk {
 
 /// A guest's virtio network card, a port of a switch component:
 /// `network = { backend = "netback", mac = "02:00:00:00:00:01" }`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Network {
     /// The component that switches frames between the guests it serves.

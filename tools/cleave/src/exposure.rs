@@ -28,7 +28,10 @@ pub fn exposure(file: &SystemFile, guest: &str) -> Option<Vec<(String, String)>>
                 .filter(|(k, o)| k.get_ref() != guest && o.all_backends().iter().any(|x| x.get_ref() == &b))
                 .map(|(k, _)| format!("`{}`", k.get_ref()))
                 .collect();
-            let shared = if others.is_empty() {
+            let component = file.components.iter().find(|(k, _)| *k.get_ref() == b).map(|(_, c)| c);
+            let shared = if let Some(i) = component.and_then(|c| c.instance.as_ref()) {
+                format!(" (its own instance of per-guest `{}`)", i.of)
+            } else if others.is_empty() {
                 String::new()
             } else {
                 format!(

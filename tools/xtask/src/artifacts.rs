@@ -41,7 +41,11 @@ fn cargo_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<bo
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     // A system chosen in the caller's environment must not leak into builds that choose none.
-    command.args(args).current_dir(dir).env_remove(cleave::codegen::SYSTEM_VAR);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove(cleave::codegen::SYSTEM_VAR)
+        .env_remove(cleave::codegen::COMPONENT_VAR);
     for (key, value) in env {
         command.env(key, value);
     }
@@ -79,6 +83,10 @@ pub struct Programs {
     /// Components whose constants are generated for this system: built with
     /// `CLEAVE_SYSTEM` naming it.
     pub components: Vec<String>,
+    /// Instances of per-guest components: (program, crate). Each is its crate built again
+    /// with `CLEAVE_COMPONENT` naming the instance (its constants are its own), kept as
+    /// the program of the instance's name.
+    pub instances: Vec<(String, String)>,
 }
 
 /// Compiles `system` into its encoded spec, the generated files its image carries, and
@@ -97,10 +105,13 @@ fn plan(system: &Path, loader: &'static str) -> Result<Planned> {
         ..Programs::default()
     };
     for name in cleave::image::file_names(&spec) {
+        let instance = file.components.iter().find(|(k, c)| c.instance.is_some() && *k.get_ref() == name);
         if compiled.files.contains_key(name) {
             continue; // generated, not built
         } else if name == cleave::layout::VMM_PROGRAM {
             programs.vmm = true;
+        } else if let Some((k, c)) = instance {
+            programs.instances.push((name.to_string(), c.package(k.get_ref())));
         } else {
             programs.components.push(name.to_string());
         }
@@ -214,6 +225,15 @@ pub fn build(system: &Path, scope: Scope) -> Result<Artifacts> {
             if !cargo_with_env(&root, &args, &[(SYSTEM_VAR, &system)])? {
                 bail!("building the components of {} failed", planned.path.display());
             }
+        }
+        for (instance, package) in &planned.programs.instances {
+            let args = ["build", "--release", "--target", TARGET, "-p", package];
+            let env = [(SYSTEM_VAR, system.as_path()), (cleave::codegen::COMPONENT_VAR, Path::new(instance))];
+            if !cargo_with_env(&root, &args, &env)? {
+                bail!("building `{instance}` (crate `{package}`) for {} failed", planned.path.display());
+            }
+            std::fs::copy(programs.join(package), programs.join(instance))
+                .with_context(|| format!("keeping the program of `{instance}`"))?;
         }
         // `image.bin` for the chosen system, `loader-NAME.bin` for the others.
         let image = match planned.loader {

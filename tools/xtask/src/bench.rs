@@ -34,7 +34,7 @@ fn boot_run(icount: bool) -> Run {
         host_waits_for: Vec::new(),
         memory_mib: crate::emulator::MEMORY_MIB,
         guest_console: false,
-        disk: None,
+        disks: Vec::new(),
     }
 }
 
@@ -235,7 +235,7 @@ fn vmx_figures(artifacts: &Artifacts) -> Result<Vec<String>> {
         host_waits_for: Vec::new(),
         memory_mib: crate::emulator::MEMORY_MIB,
         guest_console: false,
-        disk: None,
+        disks: Vec::new(),
     };
     let finished = run.execute(artifacts)?;
     let mut lines = vcpu_lines(&finished, "vmx")?;
@@ -520,7 +520,7 @@ fn vtx_wall_to_shell() -> Result<Duration> {
         host_waits_for: Vec::new(),
         memory_mib: crate::emulator::memory_for(&system)?,
         guest_console: false,
-        disk: None,
+        disks: Vec::new(),
     };
     let finished = run.execute(&artifacts)?;
     finished.arrival_of("debian: cleave-guest: init done").with_context(|| {

@@ -67,33 +67,50 @@ pub struct Run {
     /// through a Unix socket, [`console_bridge`]; Bochs's through a pseudo-terminal,
     /// [`Pty`]), and keep the system's log (the first serial port) off the terminal.
     pub guest_console: bool,
-    /// QEMU only: the machine's disk, a raw image attached as a legacy virtio-blk PCI
-    /// device (the disk backend's), kept between runs ([`disk_image_for`]).
-    pub disk: Option<PathBuf>,
+    /// QEMU only: the machine's disks, raw images attached as legacy virtio-blk PCI
+    /// devices (the disk backends'), kept between runs ([`disk_images_for`]).
+    pub disks: Vec<PathBuf>,
 }
 
-/// The machine's disk for `system`, if its guests have disks: `target/cleave/disks/NAME.img`
-/// (NAME the system file's stem), created empty, and grown (never shrunk) to hold every
-/// guest's slice. What the guests write stays there for the next run of the same system.
-pub fn disk_image_for(system: &Path) -> Result<Option<PathBuf>> {
-    let bytes = crate::system::disks_bytes(system)?;
-    if bytes == 0 {
-        return Ok(None);
-    }
+/// The PCI slot of the `index`th machine disk. QEMU's `pc` routes a slot's INTA to the
+/// PIIX's PIRQ (slot - 1) mod 4, which its firmware wires to IRQs 10, 10, 11, 11: slot 3
+/// is IRQ 11 (the first disk's, as before there were several) and slot 5 is IRQ 10; the
+/// firmware places the disks' I/O BARs from 0xc000 up in slot order, 0x80 bytes each.
+/// The slots after those share the two lines. (PCIBack will name devices by what they
+/// are instead.)
+pub fn disk_slot(index: usize) -> usize {
+    if index == 0 { 3 } else { index + 4 }
+}
+
+/// The machine's disks for `system`, if its guests have disks: under
+/// `target/cleave/disks/`, `NAME.img` (NAME the system file's stem) for a system with one,
+/// `NAME-DEVICE.img` for each of several (a per-guest disk backend's instances each drive
+/// their own); each created empty and grown (never shrunk) to hold its guests' slices.
+/// What the guests write stays there for the next run of the same system.
+pub fn disk_images_for(system: &Path) -> Result<Vec<PathBuf>> {
+    let disks = crate::system::machine_disks(system)?;
     let stem = system.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
     let dir = crate::workspace_root().join("target/cleave/disks");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join(format!("{stem}.img"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the machine's disk {}", path.display()))?;
-    if file.metadata()?.len() < bytes {
-        file.set_len(bytes).with_context(|| format!("cannot grow {}", path.display()))?;
+    let mut out = Vec::new();
+    for (device, bytes) in &disks {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = if disks.len() == 1 {
+            dir.join(format!("{stem}.img"))
+        } else {
+            dir.join(format!("{stem}-{device}.img"))
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the machine's disk {}", path.display()))?;
+        if file.metadata()?.len() < *bytes {
+            file.set_len(*bytes).with_context(|| format!("cannot grow {}", path.display()))?;
+        }
+        out.push(path);
     }
-    Ok(Some(path))
+    Ok(out)
 }
 
 /// The machine memory a system needs: [`MEMORY_MIB`] plus twice its guests' RAM (the
@@ -317,12 +334,13 @@ impl Run {
         if self.icount {
             command.args(["-icount", "shift=0"]);
         }
-        if let Some(disk) = &self.disk {
-            // Legacy virtio (an I/O BAR, INTx) only: the disk backend's driver.
+        for (i, disk) in self.disks.iter().enumerate() {
+            // Legacy virtio (an I/O BAR, INTx) only: the disk backends' driver.
             command
                 .arg("-drive")
-                .arg(format!("file={},format=raw,if=none,id=disk0", disk.display()))
-                .args(["-device", "virtio-blk-pci,drive=disk0,disable-modern=on"]);
+                .arg(format!("file={},format=raw,if=none,id=disk{i}", disk.display()))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive=disk{i},disable-modern=on,addr={}", disk_slot(i)));
         }
         // The XenStore bridge's serial port, a Unix socket QEMU listens on (short, in the
         // temporary directory: socket paths are limited to 108 bytes).
@@ -639,7 +657,7 @@ pub fn run_system(system: &Path, gdb: bool, bochs: bool, icount: bool, cmdline: 
     let (mut run, artifacts) = system_run(system, gdb, bochs, cmdline)?;
     run.icount = icount;
     let guest_console = run.guest_console;
-    if bochs && run.disk.is_some() {
+    if bochs && !run.disks.is_empty() {
         bail!(
             "{}: its guests have disks, which the machine's virtio-blk device backs; Bochs has none: run it in QEMU",
             system.display()
@@ -711,7 +729,7 @@ fn system_run(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Result<(R
         host_waits_for: guests_done(system)?,
         memory_mib: memory_for(system)?,
         guest_console,
-        disk: disk_image_for(system)?,
+        disks: disk_images_for(system)?,
     };
     Ok((run, artifacts))
 }

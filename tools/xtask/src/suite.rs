@@ -895,7 +895,7 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
         },
         memory_mib: emulator::MEMORY_MIB,
         guest_console: false,
-        disk: None,
+        disks: Vec::new(),
     };
     let start = Instant::now();
     let finished = run.execute(artifacts)?;

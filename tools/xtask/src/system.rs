@@ -23,13 +23,10 @@ pub fn guests_memory(path: &Path) -> Result<u64> {
     Ok(load(path)?.guests.values().filter_map(|g| cleave::system::parse_size(g.memory.get_ref())).sum())
 }
 
-/// The bytes of the machine's disk `path`'s guests' disks need: their slices together.
-pub fn disks_bytes(path: &Path) -> Result<u64> {
-    Ok(load(path)?
-        .guests
-        .values()
-        .filter_map(|g| g.disk.as_ref().and_then(|d| cleave::system::parse_size(d.get_ref().size.get_ref())))
-        .sum())
+/// The machine disks `path` needs (`cleave::layout::machine_disks`): each device's name
+/// and the bytes its guests' slices need, in the order they are attached.
+pub fn machine_disks(path: &Path) -> Result<Vec<(String, u64)>> {
+    Ok(cleave::layout::machine_disks(&load(path)?).into_iter().map(|d| (d.device, d.bytes)).collect())
 }
 
 /// Whether a guest of `path` has the machine's second serial port as its console.

@@ -60,7 +60,7 @@ pub(super) fn components(
             prio: Some(c.priority.as_ref().map_or(DEFAULT_PRIORITY, |p| *p.get_ref())),
             max_prio: Some(0),
             resume: Some(true),
-            elf: Some(c.binary.as_ref().map_or_else(|| n.clone(), |b| b.get_ref().clone())),
+            elf: Some(c.program(n)),
             lifetime: lifetime_of(c),
             ends_run: c.ends_run.as_ref().is_some_and(|e| *e.get_ref()),
             quiet: c.console.as_ref().is_some_and(|e| !*e.get_ref()),

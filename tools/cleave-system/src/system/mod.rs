@@ -4,6 +4,7 @@
 //! users is `doc/system-toml.md`.
 
 mod check;
+pub mod instances;
 mod limits;
 
 use crate::error::SystemError;
@@ -28,7 +29,8 @@ fn span<T>(s: &Spanned<T>) -> Range<usize> {
     s.span()
 }
 
-/// Reads and checks `text`. Returns the description, or every error found.
+/// Reads and checks `text`. Returns the description, with each per-guest component
+/// replaced by its instances ([`instances::expand`]), or every error found.
 pub fn load(text: &str) -> Result<SystemFile, Vec<SystemError>> {
     let file: SystemFile = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -39,6 +41,13 @@ pub fn load(text: &str) -> Result<SystemFile, Vec<SystemError>> {
             e.message().to_string(),
         )]
     })?;
+    let errors = check(&file);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // Per-guest components become their instances; what they are must check too (the
+    // policy, the limits that count components, the layouts of each instance).
+    let file = instances::expand(file);
     let errors = check(&file);
     if !errors.is_empty() {
         return Err(errors);

@@ -22,8 +22,8 @@ pub(super) fn check_images(file: &SystemFile, errors: &mut Vec<SystemError>) {
 pub const MAX_DISK_CLIENTS: usize = 63;
 
 /// A guest's disk: a whole number of MiB, served by a component that owns a device with
-/// DMA memory (the machine's disk), one instance for all its guests, and no more than
-/// [`MAX_DISK_CLIENTS`] guests per backend.
+/// DMA memory (the machine's disk; a per-guest backend's instance for the guest owns one
+/// of its own), and no more than [`MAX_DISK_CLIENTS`] guests per backend.
 fn check_disk(
     file: &SystemFile,
     guest: &str,
@@ -50,24 +50,50 @@ fn check_disk(
         ));
         return;
     }
-    if !file.devices.values().any(|d| d.owner.get_ref() == b && d.dma.is_some()) {
-        errors.push(SystemError::new(
+    let component = file.components.iter().find(|(k, _)| k.get_ref() == b).map(|(_, c)| c);
+    // A per-guest backend's instance for this guest drives a machine disk of its own.
+    let per_guest = component.is_some_and(|c| c.is_per_guest());
+    let driver = if per_guest { crate::system::instances::instance_name(b, guest) } else { b.to_string() };
+    let disks: Vec<(&str, &crate::schema::Device)> = file
+        .devices
+        .iter()
+        .filter(|(_, d)| *d.owner.get_ref() == driver && d.dma.is_some())
+        .map(|(k, d)| (k.get_ref().as_str(), d))
+        .collect();
+    // Said once per driver: at its first guest.
+    let first =
+        per_guest || crate::layout::disk_slices(file).iter().any(|s| s.guest == guest && s.client == 0);
+    match disks.as_slice() {
+        [] => errors.push(SystemError::new(
             key.clone(),
             span(backend),
+            if per_guest {
+                format!(
+                    "`{b}` is per-guest, and its instance `{driver}` for guest `{guest}` owns no device with `dma` memory (a machine disk of its own)"
+                )
+            } else {
+                format!(
+                    "`{b}` serves guest `{guest}`'s disk but owns no device with `dma` memory (the machine's disk)"
+                )
+            },
+        )),
+        [(name, d)] if first && (d.irq.is_none() || d.io_ports.is_none()) => errors.push(SystemError::new(
+            format!("devices.{name}"),
+            span(&d.owner),
             format!(
-                "`{b}` serves guest `{guest}`'s disk but owns no device with `dma` memory (the machine's disk)"
+                "device `{name}`, the machine disk `{driver}` drives, needs `irq` and `io-ports` (its legacy virtio-pci interrupt line and I/O BAR)"
             ),
-        ));
-    }
-    let component = file.components.iter().find(|(k, _)| k.get_ref() == b).map(|(_, c)| c);
-    if let Some(i) = component.and_then(|c| c.instances.as_ref()).filter(|i| i.get_ref() == "per-guest") {
-        errors.push(SystemError::new(
-            format!("components.{b}.instances"),
-            span(i),
+        )),
+        [_] => {}
+        [(name, d), ..] if first => errors.push(SystemError::new(
+            format!("devices.{name}"),
+            span(&d.owner),
             format!(
-                "`{b}` serves disks from one machine disk, which one instance drives: it cannot be per-guest"
+                "`{driver}` owns {} devices with `dma` memory: a disk backend drives one machine disk",
+                disks.len()
             ),
-        ));
+        )),
+        _ => {}
     }
     if component.is_some_and(|c| c.is_disposable()) {
         errors.push(SystemError::new(
@@ -76,8 +102,11 @@ fn check_disk(
             format!("`{b}` is disposable: it would be gone while guest `{guest}` uses its disk"),
         ));
     }
-    // Slices are numbered per backend in guest order: this guest's number is its bit.
-    if crate::layout::disk_slices(file).iter().any(|s| s.guest == guest && s.client >= MAX_DISK_CLIENTS) {
+    // Slices are numbered per backend in guest order: this guest's number is its bit (an
+    // instance serves one guest).
+    if !per_guest
+        && crate::layout::disk_slices(file).iter().any(|s| s.guest == guest && s.client >= MAX_DISK_CLIENTS)
+    {
         errors.push(SystemError::new(
             key,
             span(backend),
@@ -166,7 +195,7 @@ fn check_network(
             format!("components.{b}.instances"),
             span(i),
             format!(
-                "`{b}` switches frames between its guests, which one instance does: it cannot be per-guest"
+                "`{b}` switches frames between the guests it serves: an instance per guest would connect each to nobody, so it cannot be per-guest"
             ),
         ));
     }
@@ -449,7 +478,7 @@ mod tests {
     #[test]
     fn bad_disks_are_refused() {
         let text = "[components.blk]\ninstances = \"per-guest\"\n[components.nodma]\n\
-                    [devices.disk]\nowner = \"blk\"\ndma = \"2M\"\n\
+                    [devices.disk]\nowner = \"blk\"\nio-ports = \"0xc000-0xc07f\"\nirq = 11\ndma = \"2M\"\n\
                     [guests.a]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"blk\", size = \"1500K\" }\n\
                     [guests.b]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"nodma\", size = \"1M\" }\n\
                     [guests.c]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"nobody\", size = \"1M\" }\n";
@@ -458,9 +487,9 @@ mod tests {
             [
                 error("guests.a.disk", "\"1500K\"", "disk size `1500K` is not a whole number of MiB"),
                 error(
-                    "components.blk.instances",
-                    "\"per-guest\"",
-                    "`blk` serves disks from one machine disk, which one instance drives: it cannot be per-guest"
+                    "guests.a.disk",
+                    "\"blk\"",
+                    "`blk` is per-guest, and its instance `blk-a` for guest `a` owns no device with `dma` memory (a machine disk of its own)"
                 ),
                 error(
                     "guests.b.disk",
@@ -479,7 +508,7 @@ mod tests {
     #[test]
     fn bad_networks_are_refused() {
         let text = "[components.sw]\ninstances = \"per-guest\"\n[components.blk]\n[components.once]\nlifetime = \"disposable\"\n\
-                    [devices.disk]\nowner = \"blk\"\ndma = \"2M\"\n\
+                    [devices.disk]\nowner = \"blk\"\nio-ports = \"0xc000-0xc07f\"\nirq = 11\ndma = \"2M\"\n\
                     [guests.a]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"sw\", mac = \"02:00:00:00:00:01\" }\n\
                     [guests.b]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"sw\", mac = \"02:00:00:00:00:01\" }\n\
                     [guests.c]\nmemory = \"2M\"\nimage = \"guest-hello\"\nnetwork = { backend = \"sw\", mac = \"01:00:5e:00:00:01\" }\n\
@@ -492,7 +521,7 @@ mod tests {
         assert_eq!(
             messages,
             [
-                "components.sw.instances: `sw` switches frames between its guests, which one instance does: it cannot be per-guest",
+                "components.sw.instances: `sw` switches frames between the guests it serves: an instance per guest would connect each to nobody, so it cannot be per-guest",
                 "guests.b.network: guest `b`'s network has the address 02:00:00:00:00:01 of guest `a`'s on the same switch",
                 "guests.c.network: `01:00:5e:00:00:01` is a group (multicast) address, not a card's",
                 "guests.d.network: `02:00:00:00:01` is not a MAC address (six hex bytes, `02:00:00:00:00:01`)",
@@ -530,7 +559,7 @@ mod tests {
         // run out; guests of a backend that is not restarted need none.
         let mut text = String::from(
             "[components.sw]\nrestart = { every = \"1s\" }\n[components.blk]\nrestart = { every = \"1s\" }\n\
-             [components.plain]\n[devices.disk]\nowner = \"blk\"\ndma = \"2M\"\n",
+             [components.plain]\n[devices.disk]\nowner = \"blk\"\nio-ports = \"0xc000-0xc07f\"\nirq = 11\ndma = \"2M\"\n",
         );
         for i in 0..33 {
             let io = match i {
@@ -554,7 +583,9 @@ mod tests {
 
     #[test]
     fn a_backend_serves_at_most_63_disks_and_dma_is_whole_large_frames() {
-        let mut text = String::from("[components.blk]\n[devices.disk]\nowner = \"blk\"\ndma = \"3M\"\n");
+        let mut text = String::from(
+            "[components.blk]\n[devices.disk]\nowner = \"blk\"\nio-ports = \"0xc000-0xc07f\"\nirq = 11\ndma = \"3M\"\n",
+        );
         for i in 0..64 {
             text.push_str(&format!(
                 "[guests.g{i:02}]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = {{ backend = \"blk\", size = \"1M\" }}\n"

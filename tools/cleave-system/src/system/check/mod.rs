@@ -21,9 +21,15 @@ use toml::Spanned;
 /// The semantic checks: every error in `file`, in the order of the sections' checks.
 pub fn check(file: &SystemFile) -> Vec<SystemError> {
     let mut errors = Vec::new();
-    let components: BTreeSet<&str> = file.components.keys().map(|k| k.get_ref().as_str()).collect();
+    // What devices, channels and regions may name: the components, and the instances
+    // per-guest components will have (`instances::check` refuses the per-guest component
+    // itself there).
+    let instances = crate::system::instances::instances(file);
+    let mut components: BTreeSet<&str> = file.components.keys().map(|k| k.get_ref().as_str()).collect();
+    components.extend(instances.iter().map(|(.., name)| name.as_str()));
     let guests: BTreeSet<&str> = file.guests.keys().map(|k| k.get_ref().as_str()).collect();
     let seen = names::check(file, &mut errors);
+    crate::system::instances::check(file, &seen, &mut errors);
     // Every program named (root, then components', then guests'), before anything else
     // about the sections that name them.
     system::check(file, &mut errors);
@@ -36,7 +42,10 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
     devices::check(file, &components, &mut errors);
     guests::check(file, &components, &mut errors);
     names::check_disposer(file, &mut errors);
-    if let Some(policy) = &file.policy {
+    // With per-guest components, the policy is checked on their instances
+    // (`system::load` checks the expanded description again): who holds what and who
+    // serves whom is only known of the instances.
+    if let Some(policy) = file.policy.as_ref().filter(|_| instances.is_empty()) {
         policy::check(file, policy, &components, &guests, &mut errors);
     }
     errors

@@ -100,8 +100,18 @@ pub(super) fn check(
                 continue;
             }
         };
+        // A per-guest component's instances (`blkback-alice`) are what it names.
+        let instance_of = |holder: &str| {
+            file.components
+                .iter()
+                .find(|(k, _)| k.get_ref() == holder)
+                .and_then(|(_, c)| c.instance.as_ref())
+                .map(|i| i.of.clone())
+        };
         for holder in &holders {
-            if !patterns.iter().any(|p| glob(p.get_ref(), holder)) {
+            let of = instance_of(holder);
+            let named = |p: &str| glob(p, holder) || of.as_deref().is_some_and(|of| glob(p, of));
+            if !patterns.iter().any(|p| named(p.get_ref())) {
                 errors.push(SystemError::new(
                     format!("policy.only.{}", authority.get_ref()),
                     span(authority),
