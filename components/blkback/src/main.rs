@@ -105,7 +105,7 @@ fn main() -> i32 {
     let phys = match caps::MACHINE_DISK_DMA0.physical_address() {
         Ok(p) => p,
         Err(e) => {
-            println!("blkback: the DMA frame's physical address: {e:?}");
+            println!("{}: the DMA frame's physical address: {e:?}", caps::COMPONENT);
             return 1;
         }
     };
@@ -115,7 +115,7 @@ fn main() -> i32 {
     let driver = match Driver::init(ports, frame, limits) {
         Ok(d) => d,
         Err(e) => {
-            println!("blkback: the machine's disk cannot be driven: {e}");
+            println!("{}: the machine's disk cannot be driven: {e}", caps::COMPONENT);
             return 1;
         }
     };
@@ -124,7 +124,8 @@ fn main() -> i32 {
     let first = cleave_rt::instance() == 1;
     if first {
         println!(
-            "blkback: the machine's disk: {} MiB, queue of {}, {} requests in flight at most, DMA at {phys:#x}",
+            "{}: the machine's disk: {} MiB, queue of {}, {} requests in flight at most, DMA at {phys:#x}",
+            caps::COMPONENT,
             driver.capacity() >> 11,
             driver.queue_size(),
             driver.requests()
@@ -139,7 +140,7 @@ fn main() -> i32 {
         let shared = match unsafe { Shared::new(ring as *mut u8, bytes) } {
             Ok(s) => s,
             Err(e) => {
-                println!("blkback: guest '{guest}': its ring cannot be used: {e:?}");
+                println!("{}: guest '{guest}': its ring cannot be used: {e:?}", caps::COMPONENT);
                 continue;
             }
         };
@@ -153,11 +154,15 @@ fn main() -> i32 {
                 // A restarted instance takes over the guests its predecessor served (the
                 // supervisor's `restart` line says so).
                 if first {
-                    cleave_rt::audit!("serve {guest} blkback#1");
-                    println!("blkback: guest '{guest}': {} MiB from sector {first_sector}", sectors >> 11);
+                    cleave_rt::audit!("serve {guest} {}#1", caps::COMPONENT);
+                    println!(
+                        "{}: guest '{guest}': {} MiB from sector {first_sector}",
+                        caps::COMPONENT,
+                        sectors >> 11
+                    );
                 }
             }
-            Err(e) => println!("blkback: guest '{guest}' is not served: {e}"),
+            Err(e) => println!("{}: guest '{guest}' is not served: {e}", caps::COMPONENT),
         }
     }
     let _ = caps::MACHINE_DISK_IRQ.ack();
@@ -165,7 +170,7 @@ fn main() -> i32 {
         let word = match signal.wait() {
             Ok(w) => w,
             Err(e) => {
-                println!("blkback: waiting failed: {e:?}");
+                println!("{}: waiting failed: {e:?}", caps::COMPONENT);
                 return 1;
             }
         };
@@ -193,9 +198,13 @@ fn main() -> i32 {
         }
         if server.all_closed() {
             for &(guest, ..) in caps::DISKS {
-                cleave_rt::audit!("unserve {guest} blkback#{}", cleave_rt::instance());
+                cleave_rt::audit!("unserve {guest} {}#{}", caps::COMPONENT, cleave_rt::instance());
             }
-            println!("blkback#{}: every guest's VMM closed its disk; stopping", cleave_rt::instance());
+            println!(
+                "{}#{}: every guest's VMM closed its disk; stopping",
+                caps::COMPONENT,
+                cleave_rt::instance()
+            );
             return 0;
         }
     }

@@ -52,7 +52,7 @@ fn port(guest: &str, region: usize, bytes: usize, mac: [u8; 6]) -> Option<Port> 
     let half = caps::NET_PIPE_BYTES;
     let pipes = shared.part(0, half).and_then(|tx| Ok((tx, shared.part(half, half)?)));
     let Ok((tx, rx)) = pipes else {
-        println!("netback: guest '{guest}': its region does not hold two pipes");
+        println!("{}: guest '{guest}': its region does not hold two pipes", caps::COMPONENT);
         return None;
     };
     let tx = Consumer::attach(tx, caps::NET_PIPE_SLOTS).ok()?;
@@ -68,7 +68,7 @@ fn switch() -> Option<Box<Switch<PORTS, TABLE>>> {
     let mut made = alloc::vec::Vec::with_capacity(PORTS);
     for &(guest, region, bytes, mac, _) in caps::NETS {
         let Some(port) = port(guest, region, bytes, mac) else {
-            println!("netback: guest '{guest}': its pipes cannot be attached");
+            println!("{}: guest '{guest}': its pipes cannot be attached", caps::COMPONENT);
             return None;
         };
         made.push(port);
@@ -76,7 +76,7 @@ fn switch() -> Option<Box<Switch<PORTS, TABLE>>> {
     match Switch::new(made) {
         Ok(s) => Some(Box::new(s)),
         Err(e) => {
-            println!("netback: the ports cannot make a switch: {e}");
+            println!("{}: the ports cannot make a switch: {e}", caps::COMPONENT);
             None
         }
     }
@@ -90,7 +90,7 @@ fn main() -> i32 {
         // A restarted instance takes over the guests its predecessor served (the
         // supervisor's `restart` line says so).
         if instance == 1 {
-            cleave_rt::audit!("serve {guest} netback#1");
+            cleave_rt::audit!("serve {guest} {}#1", caps::COMPONENT);
         }
         let m = mac;
         if instance > 1 {
@@ -99,8 +99,14 @@ fn main() -> i32 {
             continue;
         }
         println!(
-            "netback#{instance}: guest '{guest}': port {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
+            "{}#{instance}: guest '{guest}': port {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            caps::COMPONENT,
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5]
         );
         // Frames may be waiting for a guest that a previous instance had no time to
         // deliver: the VMM looks.
@@ -123,7 +129,7 @@ fn main() -> i32 {
                 if !*done {
                     *done = true;
                     let guest = caps::NETS.get(i).map_or("?", |n| n.0);
-                    println!("netback#{instance}: guest '{guest}': {why}; the other ports go on");
+                    println!("{}#{instance}: guest '{guest}': {why}; the other ports go on", caps::COMPONENT);
                 }
             }
             if !polled.more {
@@ -141,18 +147,18 @@ fn main() -> i32 {
         // Every guest is gone: nothing can come any more.
         if PORTS > 0 && switch.ports().iter().all(Port::closed) {
             for &(guest, ..) in caps::NETS {
-                cleave_rt::audit!("unserve {guest} netback#{instance}");
+                cleave_rt::audit!("unserve {guest} {}#{instance}", caps::COMPONENT);
             }
-            println!("netback#{instance}: every guest's VMM closed its pipes; stopping");
+            println!("{}#{instance}: every guest's VMM closed its pipes; stopping", caps::COMPONENT);
             for (i, &(guest, ..)) in caps::NETS.iter().enumerate() {
                 if let Some(port) = switch.port(PortId(i)) {
-                    println!("netback#{instance}: guest '{guest}': {}", port.counters());
+                    println!("{}#{instance}: guest '{guest}': {}", caps::COMPONENT, port.counters());
                 }
             }
             return 0;
         }
         if let Err(e) = signal.wait() {
-            println!("netback#{instance}: waiting failed: {e:?}");
+            println!("{}#{instance}: waiting failed: {e:?}", caps::COMPONENT);
             return 1;
         }
     }

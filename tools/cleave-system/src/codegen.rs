@@ -23,6 +23,10 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     }
     let mut out =
         format!("// Generated from {} for component `{component}`. Do not edit.\n", system_toml.display());
+    let _ = writeln!(
+        out,
+        "/// This component's name (a per-guest instance's own, `blkback-alice`): what it calls itself in its log and audit lines.\n#[allow(dead_code, reason = \"not every component names itself\")]\npub const COMPONENT: &str = {component:?};"
+    );
     let entries = compiled.tables.get(component).map(|t| t.entries.clone()).unwrap_or_default();
     let kinds = slot_kinds(&compiled.spec, component);
     for (slot, name, what) in &entries {

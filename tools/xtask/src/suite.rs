@@ -609,9 +609,9 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
                 run_linux_session(name, args, processor_facts, &mut tally)?;
             }
         }
-        for (name, system, restarts) in DISK_TESTS {
+        for (name, system, restarted) in DISK_TESTS {
             if filter.is_none_or(|f| name.contains(f)) {
-                run_disk_test(&mut tally, name, system, restarts)?;
+                run_disk_test(&mut tally, name, system, restarted)?;
             }
         }
         if filter.is_none_or(|f| "linux-net-wget".contains(f)) {
@@ -957,23 +957,31 @@ fn text_after(output: &str, what: &str) -> Option<String> {
 
 /// The disk tests (doc/io-path.md): name, system, and whether blkback is restarted (every
 /// 200 ms) while the guests use their disks.
-const DISK_TESTS: [(&str, &str, bool); 2] = [
-    ("linux-disks-persist", "systems/linux-disks.toml", false),
-    ("linux-disks-persist-restarts", "systems/linux-disks-restarts.toml", true),
+const DISK_TESTS: [(&str, &str, &[&str]); 3] = [
+    ("linux-disks-persist", "systems/linux-disks.toml", &[]),
+    ("linux-disks-persist-restarts", "systems/linux-disks-restarts.toml", &["blkback"]),
+    (
+        "linux-disks-persist-per-guest",
+        "systems/linux-disks-per-guest.toml",
+        &["blkback-alice", "blkback-bob"],
+    ),
 ];
 
-/// Two runs of `system` on one machine disk, created afresh: in the first alice writes
-/// 1 MiB of random data to her disk (through her VMM, the ring and blkback to the
-/// machine's virtio-blk) and bob finds his disk all zeros; in the second, a reboot of the
+/// Two runs of `system` on its machine disks, created afresh: in the first alice writes
+/// 1 MiB of random data to her disk (through her VMM, the ring and her disk backend to a
+/// machine virtio-blk) and bob finds his disk all zeros; in the second, a reboot of the
 /// whole system later, alice finds her data with the same SHA-256 and bob still sees none
-/// of it. With `restarts`, each run must also show blkback restarted (the audit log's
-/// `restart` lines) while both guests relied on it.
-fn run_disk_test(tally: &mut Tally, name: &str, system: &str, restarts: bool) -> Result<()> {
-    println!("== {name}: cargo xtask run --system {system}, twice on one disk image");
+/// of it. Each backend in `restarted` must be seen restarted (the audit log's `restart`
+/// lines) in each run, and the audit log must show each guest relying only on backends
+/// that serve it: with per-guest instances, alice never on bob's. With several machine
+/// disks (one per instance), after the first run alice's holds her data and bob's none.
+fn run_disk_test(tally: &mut Tally, name: &str, system: &str, restarted: &[&str]) -> Result<()> {
+    println!("== {name}: cargo xtask run --system {system}, twice on its disk images");
     let start = Instant::now();
-    let stem = Path::new(system).file_stem().and_then(|s| s.to_str()).unwrap_or("linux-disks");
-    let image = workspace_root().join(format!("target/cleave/disks/{stem}.img"));
-    let _ = std::fs::remove_file(&image);
+    let images = emulator::disk_images_for(Path::new(system))?;
+    for image in &images {
+        let _ = std::fs::remove_file(image);
+    }
     let bob_clean = format!("{} 16384 sectors, 0 bytes not zero", crate::linux::initramfs::DISK_SCANNED);
     let mut verdict = Ok(());
     let mut outputs = Vec::new();
@@ -981,12 +989,22 @@ fn run_disk_test(tally: &mut Tally, name: &str, system: &str, restarts: bool) ->
     for round in 1..=2 {
         let (ran, output) = run_xtask(&["run", "--system", system])?;
         let checked = ran.and_then(|()| {
-            let restarted =
-                output.lines().filter(|l| l.contains("audit:") && l.contains(" restart blkback#")).count();
-            if restarts && restarted < 3 {
-                return Err(format!(
-                    "run {round}: blkback was restarted {restarted} times, not every 200 ms"
-                ));
+            for backend in restarted {
+                let seen = output
+                    .lines()
+                    .filter(|l| l.contains("audit:") && l.contains(&format!(" restart {backend}#")))
+                    .count();
+                if seen < 3 {
+                    return Err(format!(
+                        "run {round}: {backend} was restarted {seen} times, not every 200 ms"
+                    ));
+                }
+            }
+            if !restarted.is_empty() {
+                check_disk_reliance(&output, system)?;
+            }
+            if round == 1 && images.len() > 1 {
+                check_machine_disks(&images)?;
             }
             for done in ["vmm: guest 'alice' reset itself", "vmm: guest 'bob' reset itself"] {
                 if !output.contains(done) {
@@ -1023,6 +1041,73 @@ fn run_disk_test(tally: &mut Tally, name: &str, system: &str, restarts: bool) ->
         }
     }
     tally_run(tally, name, start, verdict, outputs.last().map(String::as_str).unwrap_or(""));
+    Ok(())
+}
+
+/// Checks a disk run's audit log: each guest relied on some instance of its disk backend
+/// (as `system`'s description names it after instancing) and on no instance of any other
+/// disk backend.
+fn check_disk_reliance(output: &str, system: &str) -> Result<(), String> {
+    let text = emulator::audit_log(output);
+    let log = cleave::audit::read(&text).map_err(|e| format!("the run's audit log does not read: {e}"))?;
+    let file = std::fs::read_to_string(system)
+        .ok()
+        .and_then(|t| cleave::system::load(&t).ok())
+        .ok_or_else(|| format!("{system} does not load"))?;
+    let backends: Vec<(String, String)> =
+        cleave::layout::disk_slices(&file).into_iter().map(|s| (s.guest, s.backend)).collect();
+    let mut said = Vec::new();
+    for (guest, own) in &backends {
+        for (_, backend) in &backends {
+            let instances: std::collections::BTreeSet<u64> = log
+                .relied_on(backend, 0, u64::MAX)
+                .iter()
+                .filter(|r| r.guest == *guest)
+                .map(|r| r.instance.number)
+                .collect();
+            match (backend == own, instances.len()) {
+                (true, 0) => {
+                    return Err(format!("the audit log shows {guest} relying on no instance of {backend}"));
+                }
+                (false, n) if n > 0 => {
+                    return Err(format!(
+                        "the audit log shows {guest} relying on {n} instances of {backend}, not its own"
+                    ));
+                }
+                (true, n) => said.push(format!("{guest} on {n} instances of {backend}")),
+                _ => {}
+            }
+        }
+    }
+    println!("   audit: {}", said.join(", "));
+    Ok(())
+}
+
+/// Checks, on the host, that alice's data landed on her machine disk alone: after the first
+/// run of a per-guest system, the first image (alice's) holds bytes that are not zero and
+/// every other image (bob's) none.
+fn check_machine_disks(images: &[std::path::PathBuf]) -> Result<(), String> {
+    let nonzero = |path: &Path| -> Result<usize, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Ok(bytes.iter().filter(|b| **b != 0).count())
+    };
+    let alice = nonzero(&images[0])?;
+    if alice == 0 {
+        return Err(format!(
+            "alice's machine disk {} is all zeros after she wrote to it",
+            images[0].display()
+        ));
+    }
+    for other in &images[1..] {
+        let n = nonzero(other)?;
+        if n != 0 {
+            return Err(format!(
+                "{} holds {n} bytes that are not zero: not alice's disk, it should hold none",
+                other.display()
+            ));
+        }
+    }
+    println!("   host: alice's machine disk holds {alice} bytes that are not zero, bob's none");
     Ok(())
 }
 
