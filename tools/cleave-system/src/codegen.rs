@@ -25,7 +25,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         format!("// Generated from {} for component `{component}`. Do not edit.\n", system_toml.display());
     let _ = writeln!(
         out,
-        "/// This component's name (a per-guest instance's own, `blkback-alice`): what it calls itself in its log and audit lines.\n#[allow(dead_code, reason = \"not every component names itself\")]\npub const COMPONENT: &str = {component:?};"
+        "/// This component's name (a per-guest instance's own, `NAME-GUEST`): what it calls itself in its log and audit lines.\n#[allow(dead_code, reason = \"not every component names itself\")]\npub const COMPONENT: &str = {component:?};"
     );
     let entries = compiled.tables.get(component).map(|t| t.entries.clone()).unwrap_or_default();
     let kinds = slot_kinds(&compiled.spec, component);
@@ -562,6 +562,28 @@ mod tests {
         assert!(!b.contains("0x8000000000"), "b knows nothing of a's ring: {b}");
         assert!(caps_source(&path, "nobody").unwrap_err().contains("declares no component `nobody`"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn each_per_guest_instance_is_generated_its_own_disk_and_guest_only() {
+        let path =
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../systems/linux-disks-per-guest.toml"));
+        let alice = caps_source(path, "blkback-alice").unwrap();
+        let bob = caps_source(path, "blkback-bob").unwrap();
+        assert!(alice.contains("pub const COMPONENT: &str = \"blkback-alice\";"), "{alice}");
+        assert!(
+            alice.contains("pub const MACHINE_DISK_PORT_RANGE: (u16, u16) = (0xc000, 0xc07f);"),
+            "{alice}"
+        );
+        assert!(bob.contains("pub const MACHINE_DISK_PORT_RANGE: (u16, u16) = (0xc080, 0xc0ff);"), "{bob}");
+        // Its one guest, from sector 0 of its own disk; nothing of the other's.
+        assert!(alice.contains("    (\"alice\", 0x"), "{alice}");
+        assert!(alice.contains(", 0, 32768, ::cleave_rt::Cap::from_cptr("), "{alice}");
+        assert!(bob.contains(", 0, 16384, ::cleave_rt::Cap::from_cptr("), "{bob}");
+        assert!(!alice.contains("bob"), "{alice}");
+        assert!(!bob.contains("alice"), "{bob}");
+        // The per-guest component itself is no component: only its instances are built.
+        assert!(caps_source(path, "blkback").unwrap_err().contains("declares no component `blkback`"));
     }
 
     #[test]
