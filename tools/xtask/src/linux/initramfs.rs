@@ -402,9 +402,11 @@ pub const NET_DONE: &str = "cleave-guest: net: the fetcher is done";
 
 /// Shell functions for the network tests. The server writes 16 MiB of random bytes to
 /// `/www/blob`, serves `/www` with busybox `httpd` and waits for a connection to port 7
-/// that ends when its fetcher is done. The fetcher tries `wget` for up to 60 s (the server
-/// may still be starting; each try is bounded with `timeout`, busybox wget's own `-T`
-/// crashes), hashes what it got and connects to port 7.
+/// that ends when its fetcher is done. The fetcher tries `wget` up to 60 times a second
+/// apart (the server may still be starting; each try is bounded with `timeout`, busybox
+/// wget's own `-T` crashes, at 120 s: the transfer takes some 20 s of guest time when the
+/// machine is idle, its cost per packet being the guests' own, and a loaded host must not
+/// cut a sound transfer off and start it again), hashes what it got and connects to port 7.
 const NET_TEST: &str = r#"packets() {
     read -r rx < /sys/class/net/eth0/statistics/rx_packets
     read -r tx < /sys/class/net/eth0/statistics/tx_packets
@@ -427,7 +429,7 @@ net_fetch() {
     while :; do
         t0=$(microseconds)
         p0=$(packets)
-        if timeout 30 wget -q -O /tmp/blob "http://$1/blob"; then break; fi
+        if timeout 120 wget -q -O /tmp/blob "http://$1/blob"; then break; fi
         tries=$((tries + 1))
         if [ "$tries" -ge 60 ]; then echo "cleave-guest: net: cannot fetch from $1"; return; fi
         sleep 1
