@@ -36,6 +36,14 @@ pub struct Built {
     pub threads: u32,
     /// The digest of the capability distribution built.
     pub digest: u64,
+    /// Bytes of memory made into objects for the system: the spec's objects and what the
+    /// loader makes for its threads (program pages, stacks, IPC buffers, page tables) and
+    /// ASID pools; not its own scratch tables. Objects made inside an untyped the spec
+    /// names are in that untyped's bytes already. `cleave_system::memory` computes the
+    /// same figure from the spec and the programs, which `cargo xtask bench memory` checks.
+    pub memory: u64,
+    /// Bytes of page tables the loader made for its own scratch mappings.
+    pub scratch: u64,
 }
 
 /// The loader's state while it builds.
@@ -64,6 +72,11 @@ struct Loader {
     /// The ASID pool new VSpaces and EPT roots take their ASIDs from: the one the kernel
     /// gave, then pools the loader makes from 4 KiB of its memory as each fills.
     pool: u64,
+    /// Bytes retyped from the machine's free memory so far ([`Built::memory`] with
+    /// `scratch`).
+    memory: u64,
+    /// Of those, the page tables of the loader's own scratch mappings.
+    scratch: u64,
 }
 
 impl Loader {
@@ -90,6 +103,8 @@ pub fn load(image: &Image<'static>) -> Result<Built, LoadError> {
         refused: [false; MAX_OBJECTS],
         from: None,
         pool: slot::ASID_POOL,
+        memory: 0,
+        scratch: 0,
     };
     if l.spec.object_count() as usize > MAX_OBJECTS {
         return Err(LoadError::TooManyObjects);
@@ -111,5 +126,11 @@ pub fn load(image: &Image<'static>) -> Result<Built, LoadError> {
     l.map(mapping::Format::Ept)?;
     l.digest_caps()?;
     l.start_threads()?;
-    Ok(Built { objects: l.spec.object_count(), threads, digest: l.digest.finish() })
+    Ok(Built {
+        objects: l.spec.object_count(),
+        threads,
+        digest: l.digest.finish(),
+        memory: l.memory - l.scratch,
+        scratch: l.scratch,
+    })
 }

@@ -46,8 +46,9 @@ fn main() -> i32 {
         }
     };
     let ticks = cleave_rt::syscall::rdtsc() - start;
-    let loader::Built { objects, threads, digest } = built;
+    let loader::Built { objects, threads, digest, memory, scratch } = built;
     println!("loader: built {objects} objects and started {threads} threads; digest {digest:#018x}");
+    println!("loader: memory: {memory} bytes for the system, {scratch} for the loader's scratch tables");
     println!("loader: {} TSC ticks per object ({ticks} in all)", ticks / u64::from(objects.max(1)));
     if digest != expected {
         println!(

@@ -16,6 +16,10 @@ pub const USER_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
 /// Size of the initial stack the kernel maps for the first user thread.
 pub const USER_STACK_SIZE: u64 = 64 * 1024;
 
+/// Pages of the stack the capDL loader gives each component, ending at [`USER_STACK_TOP`]
+/// (16 KiB; the memory table counts them).
+pub const COMPONENT_STACK_PAGES: u64 = 4;
+
 /// Log2 of a small page's size: the address bits below a page-table entry's frame.
 pub const PAGE_SHIFT: u32 = 12;
 /// Size of a small page (4 KiB), the unit every mapping, frame and region is counted in.

@@ -9,5 +9,6 @@ pub mod compile;
 pub mod error;
 pub mod image;
 pub mod layout;
+pub mod memory;
 mod schema;
 pub mod system;

@@ -11,4 +11,4 @@ pub mod exposure;
 pub mod graph;
 pub mod privileges;
 
-pub use cleave_system::{codegen, compile, image, layout, system};
+pub use cleave_system::{codegen, compile, image, layout, memory, system};

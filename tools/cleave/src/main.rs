@@ -2,7 +2,7 @@
 //! privilege table.
 
 use clap::{Parser, Subcommand};
-use cleave::{audit, compile, diagnostic, exposure, graph, image, privileges, system};
+use cleave::{audit, compile, diagnostic, exposure, graph, image, memory, privileges, system};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -56,6 +56,18 @@ enum Command {
         /// The description.
         #[arg(default_value = "system.toml")]
         system: PathBuf,
+    },
+    /// Print Xoar's memory table: each component's memory (program, data, DMA, kernel
+    /// objects, page tables), what components share, the guests' RAM and the control
+    /// plane's total, counted as the capDL loader makes them.
+    Memory {
+        /// The description.
+        #[arg(default_value = "system.toml")]
+        system: PathBuf,
+        /// Where the built programs are (`cargo xtask run` leaves them in
+        /// target/x86_64-unknown-none/release).
+        #[arg(long, default_value = "target/x86_64-unknown-none/release")]
+        programs: PathBuf,
     },
     /// Print the sharing graph: DOT, or SVG rendered in-process.
     Graph {
@@ -179,6 +191,14 @@ fn run(cli: Cli) -> Result<String, String> {
         Command::Privileges { system } => {
             let (_, file) = load(&system)?;
             Ok(privileges::table(&compile::compile(&file).spec))
+        }
+        Command::Memory { system, programs } => {
+            let (_, file) = load(&system)?;
+            let compiled = compile::compile(&file);
+            let read = |name: &str| std::fs::read(programs.join(name)).ok();
+            memory::table(&file, &compiled, &read)
+                .map(|t| t.render())
+                .map_err(|e| format!("cleave: {e} (in {}; build the system first)\n", programs.display()))
         }
         Command::Graph { system, svg } => {
             let (_, file) = load(&system)?;

@@ -37,6 +37,9 @@ impl Loader {
                 match cap.retype(ty, size_bits, ROOT, 0, 0, dest, 1) {
                     Ok(()) => {
                         self.next_slot += 1;
+                        // The retype succeeded, so the size is one the type has.
+                        let bits = ty.size_bits(size_bits as u32).unwrap_or(0);
+                        self.memory += 1 << bits;
                         return Ok(dest);
                     }
                     Err(Error::NotEnoughMemory) => {}

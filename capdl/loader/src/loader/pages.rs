@@ -39,6 +39,9 @@ impl Loader {
                 continue;
             }
             let table = self.retype(ty, 0)?;
+            if vspace == slot::VSPACE && self.from.is_none() {
+                self.scratch += 1 << 12;
+            }
             match Cap::<PageTable>::from_cptr(table).map(Cap::from_cptr(vspace), vaddr) {
                 Ok(()) | Err(Error::DeleteFirst) => {}
                 Err(e) => return Err(e),

@@ -14,9 +14,9 @@ use cleave_elf::user_image as elf_image;
 use cleave_rt::Cap;
 use cleave_rt::cap::kind::Tcb;
 
-/// Component stack: 16 KiB ending here.
+/// Component stack: `COMPONENT_STACK_PAGES` pages ending here.
 const STACK_TOP: u64 = cleave_abi::layout::USER_STACK_TOP;
-const STACK_PAGES: u64 = 4;
+const STACK_PAGES: u64 = cleave_abi::layout::COMPONENT_STACK_PAGES;
 /// Component IPC buffer.
 const IPC_BUFFER: u64 = cleave_abi::boot_info::ROOT_IPC_BUFFER_ADDRESS;
 /// rflags a thread starts with: interrupts on.

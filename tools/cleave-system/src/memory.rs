@@ -1,0 +1,272 @@
+//! Xoar's memory table: what each component of a compiled system costs in machine memory
+//! (its program's pages, its writable memory, its kernel objects, its page tables, its DMA
+//! memory), what its components share, what its guests are given, and the control plane's
+//! total. It counts what the capDL loader makes, object by object, as the loader makes it
+//! (`capdl/loader`: the spec's objects, then each thread's program pages, stack and IPC
+//! buffer, with the page tables they need), so the total is the loader's own count, which
+//! it prints at boot and `cargo xtask bench memory` compares.
+
+use crate::compile::Compiled;
+use crate::system::SystemFile;
+use cleave_abi::ObjectType;
+use cleave_abi::layout::{COMPONENT_STACK_PAGES, PAGE_SIZE, USER_STACK_TOP};
+use cleave_capdl::model::{ObjRef, ObjectKind};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One component's memory, in bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    /// The component.
+    pub component: String,
+    /// Its program's read-only pages (code and constants).
+    pub code: u64,
+    /// Its program's writable pages, its stack and IPC buffer, and its other frames (a
+    /// restartable component's writable memory and pristine copy, a VMM's configuration).
+    pub data: u64,
+    /// Memory it gives its devices for DMA.
+    pub dma: u64,
+    /// Its kernel objects: thread, CSpace, address-space root, endpoints, notifications,
+    /// virtual CPUs; a disposable component's untyped memory, which everything it is made
+    /// of comes from.
+    pub kernel: u64,
+    /// The page tables of its address space (and of its guest's, for a VMM).
+    pub tables: u64,
+}
+
+impl Row {
+    /// Everything it costs.
+    pub fn total(&self) -> u64 {
+        self.code + self.data + self.dma + self.kernel + self.tables
+    }
+}
+
+/// A whole system's memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Each component's (VMMs and the supervisor cleave adds included), by name.
+    pub rows: Vec<Row>,
+    /// Memory shared between components (regions, rings), counted once.
+    pub shared: u64,
+    /// ASID pools the loader makes when the one the kernel gives is full.
+    pub asid_pools: u64,
+    /// Each guest's RAM, by guest.
+    pub guests: Vec<(String, u64)>,
+}
+
+impl Table {
+    /// The control plane's memory: every component, what they share and the ASID pools;
+    /// not the guests' RAM.
+    pub fn control_plane(&self) -> u64 {
+        self.rows.iter().map(Row::total).sum::<u64>() + self.shared + self.asid_pools
+    }
+
+    /// All the memory the loader makes the system from: the control plane and the guests.
+    pub fn machine(&self) -> u64 {
+        self.control_plane() + self.guests.iter().map(|(_, b)| b).sum::<u64>()
+    }
+
+    /// The table as text: a row per component, then the shared memory, the guests and the
+    /// totals, in KiB.
+    pub fn render(&self) -> String {
+        let kib = |b: u64| format!("{:.1}", b as f64 / 1024.0);
+        let width = self.rows.iter().map(|r| r.component.len()).max().unwrap_or(9).max(13);
+        let mut out = format!(
+            "{:width$} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9}\n",
+            "component", "code KiB", "data KiB", "DMA KiB", "kernel KiB", "tables KiB", "total KiB"
+        );
+        for r in &self.rows {
+            out.push_str(&format!(
+                "{:width$} | {:>9} | {:>9} | {:>9} | {:>10} | {:>10} | {:>9}\n",
+                r.component,
+                kib(r.code),
+                kib(r.data),
+                kib(r.dma),
+                kib(r.kernel),
+                kib(r.tables),
+                kib(r.total())
+            ));
+        }
+        out.push_str(&format!("shared between components (regions and rings): {} KiB\n", kib(self.shared)));
+        if self.asid_pools > 0 {
+            out.push_str(&format!("ASID pools: {} KiB\n", kib(self.asid_pools)));
+        }
+        out.push_str(&format!(
+            "control plane: {} bytes ({:.2} MiB)\n",
+            self.control_plane(),
+            self.control_plane() as f64 / (1 << 20) as f64
+        ));
+        for (guest, bytes) in &self.guests {
+            out.push_str(&format!("guest {guest}: {} MiB of RAM\n", bytes >> 20));
+        }
+        out.push_str(&format!("machine memory the loader makes the system from: {} bytes\n", self.machine()));
+        out
+    }
+}
+
+/// Bytes of one object of `kind` made from RAM; `None` for what is not made from RAM
+/// (device memory, interrupt lines and I/O ports, issued from control capabilities).
+fn bytes(kind: &ObjectKind) -> Option<u64> {
+    let (ty, size_bits) = match kind {
+        ObjectKind::Untyped { paddr: Some(_), .. } | ObjectKind::Frame { paddr: Some(_), .. } => return None,
+        ObjectKind::Untyped { size_bits, .. } => (ObjectType::Untyped, size_bits.unwrap_or(12)),
+        ObjectKind::Frame { size, .. } => return Some(*size),
+        ObjectKind::Endpoint => (ObjectType::Endpoint, 0),
+        ObjectKind::Notification => (ObjectType::Notification, 0),
+        ObjectKind::Tcb(_) => (ObjectType::Tcb, 0),
+        ObjectKind::CNode { size_bits } => (ObjectType::CNode, *size_bits),
+        ObjectKind::PageTable => (ObjectType::PageTable, 0),
+        ObjectKind::PageDirectory => (ObjectType::PageDirectory, 0),
+        ObjectKind::Pdpt => (ObjectType::Pdpt, 0),
+        ObjectKind::Pml4 => (ObjectType::Pml4, 0),
+        ObjectKind::Vcpu => (ObjectType::Vcpu, 0),
+        ObjectKind::EptTable { .. } => (ObjectType::EptPt, 0),
+        _ => return None,
+    };
+    ty.size_bits(size_bits).map(|bits| 1 << bits)
+}
+
+/// What kind of memory an object of `kind` is, for its owner's row.
+enum Column {
+    Data,
+    Kernel,
+    Tables,
+}
+
+fn column(kind: &ObjectKind) -> Column {
+    match kind {
+        ObjectKind::Frame { .. } => Column::Data,
+        ObjectKind::PageTable
+        | ObjectKind::PageDirectory
+        | ObjectKind::Pdpt
+        | ObjectKind::EptTable { .. }
+        | ObjectKind::Pml4 => Column::Tables,
+        _ => Column::Kernel,
+    }
+}
+
+/// The memory table of `compiled` (compiled from `file`), with each program's bytes from
+/// `program` (`None` for a program not built: its pages are not counted, and the program
+/// is named in the error).
+pub fn table(
+    file: &SystemFile,
+    compiled: &Compiled,
+    program: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Table, String> {
+    let spec = &compiled.spec;
+    let components: BTreeSet<String> =
+        spec.objects.iter().filter_map(|o| o.name.strip_suffix("_tcb").map(str::to_string)).collect();
+    let mut rows: BTreeMap<String, Row> =
+        components.iter().map(|c| (c.clone(), Row { component: c.clone(), ..Row::default() })).collect();
+    let mut table = Table::default();
+    // Objects made inside an untyped the spec names are in its bytes.
+    let inside: BTreeSet<&str> = spec.covers.values().flatten().map(|r: &ObjRef| r.name.as_str()).collect();
+    let guests: BTreeSet<&str> = file.guests.keys().map(|k| k.get_ref().as_str()).collect();
+    // Whose an object is: a component's (named after it, or after a device it owns, or
+    // after its guest, for a VMM), a guest's RAM, or shared.
+    let owner = |name: &str| -> Option<String> {
+        let mut best: Option<&String> = None;
+        for c in &components {
+            if name.strip_prefix(c.as_str()).is_some_and(|rest| rest.starts_with('_'))
+                && best.is_none_or(|b| c.len() > b.len())
+            {
+                best = Some(c);
+            }
+        }
+        if let Some(c) = best {
+            return Some(c.clone());
+        }
+        let (head, _) = name.split_once('_')?;
+        if guests.contains(head) {
+            return Some(crate::layout::vmm_name(head));
+        }
+        file.devices.iter().find(|(k, _)| k.get_ref() == head).map(|(_, d)| d.owner.get_ref().clone())
+    };
+    for o in &spec.objects {
+        if inside.contains(o.name.as_str()) {
+            continue;
+        }
+        let Some(one) = bytes(&o.kind) else { continue };
+        let total = one * u64::from(o.count.unwrap_or(1));
+        // A guest's RAM is the guest's, not its VMM's.
+        if let Some(guest) = o.name.strip_suffix("_ram").filter(|g| guests.contains(g)) {
+            table.guests.push((guest.to_string(), total));
+            continue;
+        }
+        let Some(row) = owner(&o.name).and_then(|c| rows.get_mut(&c)) else {
+            table.shared += total;
+            continue;
+        };
+        let dma = file.devices.keys().any(|d| o.name == format!("{}_dma", d.get_ref()));
+        match (dma, column(&o.kind)) {
+            (true, _) => row.dma += total,
+            (false, Column::Data) => row.data += total,
+            (false, Column::Kernel) => row.kernel += total,
+            (false, Column::Tables) => row.tables += total,
+        }
+    }
+    // What the loader makes for each thread: its program's pages (a restartable one's
+    // writable pages and stack are its `_rw` frames), stack, IPC buffer and the page
+    // tables those need, one of each level per range it covers. A thread made inside an
+    // untyped gets all of it from there.
+    let mut missing = Vec::new();
+    for o in &spec.objects {
+        let ObjectKind::Tcb(tcb) = &o.kind else { continue };
+        let Some(component) = o.name.strip_suffix("_tcb") else { continue };
+        if inside.contains(o.name.as_str()) {
+            continue;
+        }
+        let Some(elf) = tcb.elf.as_deref() else { continue };
+        let Some(image) = program(elf) else {
+            missing.push(elf.to_string());
+            continue;
+        };
+        let plan = cleave_elf::user_image::plan(&image).map_err(|e| format!("program `{elf}`: {e:?}"))?;
+        let restartable = spec.objects.iter().any(|x| x.name == format!("{component}_rw"));
+        let row = rows.get_mut(component).expect("every TCB has its row");
+        let mut pages = Vec::new();
+        for segment in &plan.segments {
+            for page in segment.pages().step_by(PAGE_SIZE as usize) {
+                pages.push(page);
+                if segment.writable {
+                    if !restartable {
+                        row.data += PAGE_SIZE;
+                    }
+                } else {
+                    row.code += PAGE_SIZE;
+                }
+            }
+        }
+        for p in 0..COMPONENT_STACK_PAGES {
+            pages.push(USER_STACK_TOP - (p + 1) * PAGE_SIZE);
+            if !restartable {
+                row.data += PAGE_SIZE;
+            }
+        }
+        pages.push(cleave_abi::boot_info::ROOT_IPC_BUFFER_ADDRESS);
+        row.data += PAGE_SIZE;
+        // A PDPT per 512 GiB, a page directory per 1 GiB and a page table per 2 MiB.
+        let mut tables = BTreeSet::new();
+        for page in pages {
+            for shift in [39u32, 30, 21] {
+                tables.insert((shift, page >> shift));
+            }
+        }
+        row.tables += tables.len() as u64 * PAGE_SIZE;
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        missing.dedup();
+        return Err(format!("no program built for {}", missing.join(", ")));
+    }
+    // The kernel's pool holds 512 ASIDs, one of them the loader's; each further 512
+    // address-space roots take a pool of a page.
+    let roots = spec
+        .objects
+        .iter()
+        .filter(|o| matches!(o.kind, ObjectKind::Pml4 | ObjectKind::EptTable { level: 4 }))
+        .map(|o| u64::from(o.count.unwrap_or(1)))
+        .sum::<u64>();
+    table.asid_pools = ((roots + 1).div_ceil(512) - 1) * PAGE_SIZE;
+    table.rows = rows.into_values().collect();
+    Ok(table)
+}
