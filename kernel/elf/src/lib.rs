@@ -7,5 +7,7 @@
 pub mod kernel_image;
 pub mod user_image;
 
-#[cfg(test)]
-mod test_elf;
+/// A builder for small ELF files, for tests here and in crates whose tests need programs
+/// (`features = ["test-elf"]`, a dev-dependency).
+#[cfg(any(test, feature = "test-elf"))]
+pub mod test_elf;

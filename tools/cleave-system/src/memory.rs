@@ -270,3 +270,86 @@ pub fn table(
     table.rows = rows.into_values().collect();
     Ok(table)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cleave_elf::test_elf::elf;
+
+    /// A program of two read-only pages (code) and a writable page with another of zeros.
+    fn program() -> Vec<u8> {
+        const LOAD: u32 = 1;
+        let (rx, rw) = (5, 6); // PF_R | PF_X, PF_R | PF_W
+        elf(
+            2,
+            62,
+            0x40_1000,
+            &[(LOAD, rx, 0x1000, 0x40_1000, 0x2000, 0x2000), (LOAD, rw, 0x3000, 0x40_3000, 0x1000, 0x2000)],
+            &[0x90; 0x3000],
+        )
+    }
+
+    const SYSTEM: &str = "[components.plain]\nbinary = \"worker\"\n\
+        [components.again]\nbinary = \"worker\"\nrestart = { every = \"1s\" }\nmemory = \"64K\"\n\
+        [regions.shared]\nsize = \"8K\"\nmap = { plain = \"rw\", again = \"r\" }\n\
+        [guests.g]\nmemory = \"4M\"\nimage = \"guest-hello\"\n";
+
+    fn table_of(text: &str, programs: &dyn Fn(&str) -> Option<Vec<u8>>) -> Result<Table, String> {
+        let file = crate::system::load(text).unwrap_or_else(|e| panic!("{e:?}"));
+        table(&file, &crate::compile::compile(&file), programs)
+    }
+
+    #[test]
+    fn each_component_costs_its_pages_objects_and_tables() {
+        let t = table_of(SYSTEM, &|_| Some(program())).unwrap();
+        let row = |c: &str| t.rows.iter().find(|r| r.component == c).unwrap_or_else(|| panic!("{c}: {t:?}"));
+        let plain = row("plain");
+        // Two read-only pages; two writable ones, four of stack and the IPC buffer.
+        assert_eq!((plain.code, plain.data, plain.dma), (2 * PAGE_SIZE, 7 * PAGE_SIZE, 0));
+        // Its thread (2 KiB), CNode and notification-free rest are kernel objects.
+        assert!(plain.kernel >= 2048, "{plain:?}");
+        // A restartable component's writable pages and stack are its `_rw` frames, and
+        // their pristine copy as many again: both its data, with the IPC buffer.
+        let again = row("again");
+        let rw = compile_frames(SYSTEM, "again_rw");
+        assert!(rw >= 6, "{rw}");
+        assert_eq!((again.code, again.data), (2 * PAGE_SIZE, (2 * rw + 1) * PAGE_SIZE));
+        // The region, once; the guest's RAM apart; the totals add up.
+        assert_eq!(t.shared, 2 * PAGE_SIZE);
+        assert_eq!(t.guests, [("g".to_string(), 4 << 20)]);
+        assert_eq!(t.machine(), t.control_plane() + (4 << 20));
+        assert_eq!(t.control_plane(), t.rows.iter().map(Row::total).sum::<u64>() + t.shared);
+        let text = t.render();
+        assert!(text.contains("control plane: ") && text.contains("guest g: 4 MiB of RAM"), "{text}");
+    }
+
+    #[test]
+    fn the_loaders_page_tables_are_one_per_level_and_range() {
+        let t = table_of(SYSTEM, &|_| Some(program())).unwrap();
+        let file = crate::system::load(SYSTEM).unwrap();
+        let compiled = crate::compile::compile(&file);
+        // The spec's own tables for `plain` (its root and those mapping the region).
+        let spec_tables = compiled
+            .spec
+            .objects
+            .iter()
+            .filter(|o| o.name.starts_with("plain_") && matches!(column(&o.kind), Column::Tables))
+            .count() as u64;
+        // The program in the first 2 MiB range above 4 MiB, the stack and IPC buffer in the
+        // last one below the top: a PDPT, a directory and a table for each.
+        let plain = t.rows.iter().find(|r| r.component == "plain").unwrap();
+        assert_eq!(plain.tables, (spec_tables + 6) * PAGE_SIZE);
+    }
+
+    #[test]
+    fn a_program_not_built_is_named() {
+        let error = table_of(SYSTEM, &|_| None).unwrap_err();
+        assert_eq!(error, "no program built for supervisor, vmm, worker");
+    }
+
+    fn compile_frames(text: &str, name: &str) -> u64 {
+        let file = crate::system::load(text).unwrap();
+        let compiled = crate::compile::compile(&file);
+        compiled.spec.objects.iter().find(|o| o.name == name).and_then(|o| o.count).map_or(0, u64::from)
+    }
+}

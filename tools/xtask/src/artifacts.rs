@@ -271,6 +271,29 @@ fn loader_args() -> [&'static str; 6] {
     ["build", "--release", "--target", TARGET, "-p", "cleave-loader"]
 }
 
+/// The memory table of `system` as the boot image at `image` carries it (its programs the
+/// ones built for it): the memory the loader makes the system from is
+/// `Table::machine`, which it prints at boot.
+pub fn memory_table(system: &Path, image: &Path) -> Result<cleave::memory::Table> {
+    let text = std::fs::read_to_string(system).with_context(|| format!("reading {}", system.display()))?;
+    let file =
+        cleave::system::load(&text).map_err(|_| anyhow::anyhow!("{} does not check", system.display()))?;
+    let compiled = cleave::compile::compile(&file);
+    let bytes = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+    let boot = cleave_capdl::image::BootImage::parse(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e:?}", image.display()))?;
+    cleave::memory::table(&file, &compiled, &|name| boot.file(name).map(<[u8]>::to_vec))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", system.display()))
+}
+
+/// The boot image the loader program `loader` embeds (`build` leaves it in `work`).
+pub fn image_of(artifacts: &Artifacts, loader: &str) -> PathBuf {
+    match loader {
+        "loader" => artifacts.work.join("image.bin"),
+        other => artifacts.work.join(format!("{other}.bin")),
+    }
+}
+
 /// The digest the loader must report for `system`.
 pub fn expected_digest(system: &Path) -> Result<u64> {
     let text = std::fs::read_to_string(system).with_context(|| format!("reading {}", system.display()))?;

@@ -41,7 +41,7 @@ fn boot_run(icount: bool) -> Run {
 /// The groups of figures `cargo xtask bench FILTER` chooses from, each measured by one
 /// part of [`run`].
 pub const GROUPS: &str =
-    "boot, retype, ipc, loader, supervisor, vmx, svm, cleave, fuzz, xenstored, linux, io";
+    "boot, retype, ipc, loader, memory, supervisor, vmx, svm, cleave, fuzz, xenstored, linux, io";
 
 /// Runs every benchmark whose group ([`GROUPS`]) contains `filter` (all without one) and
 /// prints one `bench NAME = VALUE UNIT` line per figure.
@@ -70,6 +70,11 @@ pub fn run(filter: Option<&str>) -> Result<()> {
             println!(
                 "bench loader.instructions_per_object = {per} instructions (whole build, including ELF loading)"
             );
+        }
+    }
+    if wanted("memory") {
+        for line in memory_figures(&artifacts)? {
+            println!("{line}");
         }
     }
     if wanted("supervisor") {
@@ -174,6 +179,31 @@ fn program_lines(artifacts: &Artifacts, program: &str, prefix: &str) -> Result<V
         bail!("benchmark {program} printed no result (serial log: {})", finished.log.display());
     }
     Ok(lines)
+}
+
+/// Xoar's memory table for the default system: the control plane's memory (every
+/// component, VMMs included, what they share; not the guests' RAM) as `cleave memory`
+/// counts it from the boot image, checked against what the loader reports making at boot.
+fn memory_figures(artifacts: &Artifacts) -> Result<Vec<String>> {
+    let system = crate::default_system();
+    let table = artifacts::memory_table(&system, &artifacts::image_of(artifacts, "loader"))?;
+    let loader = program_lines(artifacts, "loader", "loader: memory: ")?;
+    let reported: Option<u64> = loader.first().and_then(|l| l.split_whitespace().nth(2)?.parse().ok());
+    if reported != Some(table.machine()) {
+        bail!("the loader reports {reported:?} bytes of memory; cleave counts {}", table.machine());
+    }
+    let biggest = table
+        .rows
+        .iter()
+        .max_by_key(|r| r.total())
+        .map_or(String::new(), |r| format!("; the largest, {}, {} KiB", r.component, r.total() >> 10));
+    Ok(vec![format!(
+        "bench control_plane.memory_bytes = {} bytes ({:.2} MiB, {} components and {} KiB they share, as the loader made them{biggest}; Xoar's was 512 MB, the goal at most 4 MiB)",
+        table.control_plane(),
+        table.control_plane() as f64 / f64::from(1u32 << 20),
+        table.rows.len(),
+        table.shared >> 10
+    )])
 }
 
 /// The lifetimes example under `-icount shift=0`: instructions per timed restart of the

@@ -908,6 +908,18 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
                 Err(format!("the loader did not report `{line}`, the digest cleave computed for {system}"));
         }
     }
+    // The memory the loader made the system from is what `cleave memory` counts.
+    if let (Ok(()), Some(system), Some(loader)) = (&verdict, test.digest_of, test.module) {
+        let image = artifacts::image_of(artifacts, loader);
+        let table = artifacts::memory_table(&workspace_root().join(system), &image)?;
+        let line = format!("loader: memory: {} bytes for the system", table.machine());
+        if !finished.serial.contains(&line) {
+            verdict = Err(format!(
+                "the loader did not report `{line}`, the memory cleave counts for {system} (control plane {} bytes)",
+                table.control_plane()
+            ));
+        }
+    }
     if verdict.is_ok() && !test.audit.is_empty() {
         verdict = check_audit(&emulator::audit_log(&finished.serial), test.audit);
     }
