@@ -27,6 +27,14 @@ const ROOT_VSPACE: Cap<VSpace> = Cap::from_cptr(slot::VSPACE);
 const MAX_OBJECTS: usize = cleave_capdl::binary::LOADER_MAX_OBJECTS;
 /// Most page tables of its own making it remembers.
 const MAX_TABLES: usize = 256;
+/// Most programs whose read-only pages it shares between the components that run them
+/// (a program past these gets a copy per component; `cleave_system::memory` counts the
+/// same way).
+pub const MAX_SHARED_PROGRAMS: usize = 64;
+
+/// A program whose read-only pages were made once: (its name, the root slot of its first
+/// read-only page, how many there are, in consecutive slots, in segment order).
+type SharedProgram = (&'static str, u64, u64);
 
 /// What was built.
 pub struct Built {
@@ -77,6 +85,9 @@ struct Loader {
     memory: u64,
     /// Of those, the page tables of the loader's own scratch mappings.
     scratch: u64,
+    /// Programs whose read-only pages the next component running them maps too.
+    programs: [SharedProgram; MAX_SHARED_PROGRAMS],
+    program_count: usize,
 }
 
 impl Loader {
@@ -105,6 +116,8 @@ pub fn load(image: &Image<'static>) -> Result<Built, LoadError> {
         pool: slot::ASID_POOL,
         memory: 0,
         scratch: 0,
+        programs: [("", 0, 0); MAX_SHARED_PROGRAMS],
+        program_count: 0,
     };
     if l.spec.object_count() as usize > MAX_OBJECTS {
         return Err(LoadError::TooManyObjects);

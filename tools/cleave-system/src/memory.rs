@@ -3,8 +3,9 @@
 //! memory), what its components share, what its guests are given, and the control plane's
 //! total. It counts what the capDL loader makes, object by object, as the loader makes it
 //! (`capdl/loader`: the spec's objects, then each thread's program pages, stack and IPC
-//! buffer, with the page tables they need), so the total is the loader's own count, which
-//! it prints at boot and `cargo xtask bench memory` compares.
+//! buffer, with the page tables they need; a program's read-only pages once, mapped into
+//! every component that runs it), so the total is the loader's own count, which it prints
+//! at boot and the emulator tests and `cargo xtask bench memory` compare.
 
 use crate::compile::Compiled;
 use crate::system::SystemFile;
@@ -13,13 +14,22 @@ use cleave_abi::layout::{COMPONENT_STACK_PAGES, PAGE_SIZE, USER_STACK_TOP};
 use cleave_capdl::model::{ObjRef, ObjectKind};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Most programs whose read-only pages the loader makes once and shares (its
+/// `MAX_SHARED_PROGRAMS`); a program past these is copied for each component.
+pub const MAX_SHARED_PROGRAMS: usize = 64;
+
 /// One component's memory, in bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Row {
     /// The component.
     pub component: String,
-    /// Its program's read-only pages (code and constants).
+    /// Its program's read-only pages (code and constants), made once per program: a
+    /// component running a program another one ran first maps that one's pages
+    /// (`shares_code_with`) and counts none.
     pub code: u64,
+    /// The component whose program pages it maps, if it is not the first to run its
+    /// program.
+    pub shares_code_with: Option<String>,
     /// Its program's writable pages, its stack and IPC buffer, and its other frames (a
     /// restartable component's writable memory and pristine copy, a VMM's configuration).
     pub data: u64,
@@ -71,14 +81,18 @@ impl Table {
         let kib = |b: u64| format!("{:.1}", b as f64 / 1024.0);
         let width = self.rows.iter().map(|r| r.component.len()).max().unwrap_or(9).max(13);
         let mut out = format!(
-            "{:width$} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9}\n",
+            "{:width$} | {:>13} | {:>9} | {:>9} | {:>10} | {:>10} | {:>9}\n",
             "component", "code KiB", "data KiB", "DMA KiB", "kernel KiB", "tables KiB", "total KiB"
         );
         for r in &self.rows {
+            let code = match &r.shares_code_with {
+                Some(c) => format!("= {c}"),
+                None => kib(r.code),
+            };
             out.push_str(&format!(
-                "{:width$} | {:>9} | {:>9} | {:>9} | {:>10} | {:>10} | {:>9}\n",
+                "{:width$} | {:>13} | {:>9} | {:>9} | {:>10} | {:>10} | {:>9}\n",
                 r.component,
-                kib(r.code),
+                code,
                 kib(r.data),
                 kib(r.dma),
                 kib(r.kernel),
@@ -86,6 +100,7 @@ impl Table {
                 kib(r.total())
             ));
         }
+        out.push_str("(code `= C`: the program's pages C made, mapped read-only)\n");
         out.push_str(&format!("shared between components (regions and rings): {} KiB\n", kib(self.shared)));
         if self.asid_pools > 0 {
             out.push_str(&format!("ASID pools: {} KiB\n", kib(self.asid_pools)));
@@ -209,6 +224,9 @@ pub fn table(
     // tables those need, one of each level per range it covers. A thread made inside an
     // untyped gets all of it from there.
     let mut missing = Vec::new();
+    // The programs whose read-only pages are made once (the loader remembers at most
+    // `MAX_SHARED_PROGRAMS`), with the component that made them.
+    let mut programs: Vec<(String, String)> = Vec::new();
     for o in &spec.objects {
         let ObjectKind::Tcb(tcb) = &o.kind else { continue };
         let Some(component) = o.name.strip_suffix("_tcb") else { continue };
@@ -223,6 +241,11 @@ pub fn table(
         let plan = cleave_elf::user_image::plan(&image).map_err(|e| format!("program `{elf}`: {e:?}"))?;
         let restartable = spec.objects.iter().any(|x| x.name == format!("{component}_rw"));
         let row = rows.get_mut(component).expect("every TCB has its row");
+        let made_by = programs.iter().find(|(p, _)| p == elf).map(|(_, c)| c.clone());
+        if made_by.is_none() && programs.len() < MAX_SHARED_PROGRAMS {
+            programs.push((elf.to_string(), component.to_string()));
+        }
+        row.shares_code_with = made_by;
         let mut pages = Vec::new();
         for segment in &plan.segments {
             for page in segment.pages().step_by(PAGE_SIZE as usize) {
@@ -231,7 +254,7 @@ pub fn table(
                     if !restartable {
                         row.data += PAGE_SIZE;
                     }
-                } else {
+                } else if row.shares_code_with.is_none() {
                     row.code += PAGE_SIZE;
                 }
             }
@@ -304,8 +327,10 @@ mod tests {
         let t = table_of(SYSTEM, &|_| Some(program())).unwrap();
         let row = |c: &str| t.rows.iter().find(|r| r.component == c).unwrap_or_else(|| panic!("{c}: {t:?}"));
         let plain = row("plain");
-        // Two read-only pages; two writable ones, four of stack and the IPC buffer.
-        assert_eq!((plain.code, plain.data, plain.dma), (2 * PAGE_SIZE, 7 * PAGE_SIZE, 0));
+        // Two writable pages, four of stack and the IPC buffer; its two read-only pages are
+        // the ones `again` (first in the spec) made for the program they both run.
+        assert_eq!((plain.code, plain.data, plain.dma), (0, 7 * PAGE_SIZE, 0));
+        assert_eq!(plain.shares_code_with.as_deref(), Some("again"));
         // Its thread (2 KiB), CNode and notification-free rest are kernel objects.
         assert!(plain.kernel >= 2048, "{plain:?}");
         // A restartable component's writable pages and stack are its `_rw` frames, and
@@ -314,6 +339,7 @@ mod tests {
         let rw = compile_frames(SYSTEM, "again_rw");
         assert!(rw >= 6, "{rw}");
         assert_eq!((again.code, again.data), (2 * PAGE_SIZE, (2 * rw + 1) * PAGE_SIZE));
+        assert_eq!(again.shares_code_with, None);
         // The region, once; the guest's RAM apart; the totals add up.
         assert_eq!(t.shared, 2 * PAGE_SIZE);
         assert_eq!(t.guests, [("g".to_string(), 4 << 20)]);
@@ -321,6 +347,7 @@ mod tests {
         assert_eq!(t.control_plane(), t.rows.iter().map(Row::total).sum::<u64>() + t.shared);
         let text = t.render();
         assert!(text.contains("control plane: ") && text.contains("guest g: 4 MiB of RAM"), "{text}");
+        assert!(text.contains("= again"), "{text}");
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl Loader {
                     return Err(LoadError::FillTooLarge(name));
                 }
                 let data = file.get(offset..).unwrap_or(&[]);
-                self.fill(self.slots[i as usize], data).map_err(|e| LoadError::Create(name, e))?;
+                self.fill(self.slots[i as usize], data, 0).map_err(|e| LoadError::Create(name, e))?;
             }
             self.digest.object(&o);
         }

@@ -102,17 +102,23 @@ impl Loader {
         Ok(frame)
     }
 
-    /// Fills the fresh 4 KiB frame at `frame` with `data` (at most a page; the rest stays
-    /// zero), through the loader's scratch mapping.
-    pub(super) fn fill(&mut self, frame: u64, data: &[u8]) -> Result<(), Error> {
+    /// Fills the fresh 4 KiB frame at `frame` with `data` from `offset` (what passes the
+    /// page is cut off; the rest stays zero), through the loader's scratch mapping.
+    pub(super) fn fill(&mut self, frame: u64, data: &[u8], offset: usize) -> Result<(), Error> {
         let f: Cap<Frame> = Cap::from_cptr(frame);
-        self.ensure_tables(slot::VSPACE, SCRATCH)?;
+        self.ensure_scratch()?;
         f.map(ROOT_VSPACE, SCRATCH, Rights::ALL, true)?;
-        let n = data.len().min(PAGE_SIZE as usize);
-        // SAFETY: SCRATCH maps this frame read-write (just above); at most a page; the
-        // image is not mapped there.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), SCRATCH as *mut u8, n) }
+        let offset = offset.min(PAGE_SIZE as usize);
+        let n = data.len().min(PAGE_SIZE as usize - offset);
+        // SAFETY: SCRATCH maps this frame read-write (just above); offset + n is at most a
+        // page; the image is not mapped there.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), (SCRATCH + offset as u64) as *mut u8, n) }
         f.unmap()
+    }
+
+    /// Makes the page tables of the loader's scratch mapping, if they are not there yet.
+    pub(super) fn ensure_scratch(&mut self) -> Result<(), Error> {
+        self.ensure_tables(slot::VSPACE, SCRATCH)
     }
 
     /// Copies the contents of the 4 KiB frame at `from` into the one at `to`, through

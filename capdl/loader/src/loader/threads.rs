@@ -4,7 +4,7 @@
 //! notification, privileges, name, priorities and registers; and at the end, the threads
 //! the spec resumes started.
 
-use super::{Loader, ROOT};
+use super::{Loader, MAX_SHARED_PROGRAMS, ROOT};
 use crate::error::{LoadError, ThreadStep};
 use crate::image::Image;
 use cleave_abi::layout::PAGE_SIZE;
@@ -38,6 +38,49 @@ impl Loader {
         result
     }
 
+    /// The read-only pages of program `name` (`elf`, planned as `plan`): the first root
+    /// slot of them and whether they were made just now. Made, filled and remembered on
+    /// the first call for a program, in consecutive root slots; `None` once
+    /// [`MAX_SHARED_PROGRAMS`] programs are remembered (each component then gets its own).
+    fn shared_program(
+        &mut self,
+        name: &'static str,
+        elf: &[u8],
+        plan: &elf_image::LoadPlan,
+    ) -> Result<Option<(u64, bool)>, LoadError> {
+        if let Some(&(_, first, _)) = self.programs[..self.program_count].iter().find(|p| p.0 == name) {
+            return Ok(Some((first, false)));
+        }
+        if self.program_count == MAX_SHARED_PROGRAMS {
+            return Ok(None);
+        }
+        let fail = |e: Error| LoadError::Thread(Some(name), ThreadStep::LoadImage, e);
+        // Its tables first, so that the frames take consecutive slots.
+        self.ensure_scratch().map_err(fail)?;
+        let first = self.next_slot;
+        let mut count = 0u64;
+        for segment in plan.segments.iter().filter(|s| !s.writable) {
+            for page in segment.pages().step_by(PAGE_SIZE as usize) {
+                let file_start = segment.vaddr.0;
+                let file_end = file_start + segment.file.len() as u64;
+                let (from, to) = (page.max(file_start), (page + PAGE_SIZE).min(file_end));
+                let frame = self.retype(cleave_abi::ObjectType::Frame4K, 0).map_err(fail)?;
+                if frame != first + count {
+                    return Err(fail(Error::IllegalOperation));
+                }
+                if from < to {
+                    let src = segment.file.start + (from - file_start) as usize;
+                    self.fill(frame, &elf[src..src + (to - from) as usize], (from - page) as usize)
+                        .map_err(fail)?;
+                }
+                count += 1;
+            }
+        }
+        self.programs[self.program_count] = (name, first, count);
+        self.program_count += 1;
+        Ok(Some((first, true)))
+    }
+
     fn set_up_thread_from(
         &mut self,
         image: &Image<'static>,
@@ -59,8 +102,33 @@ impl Loader {
         let cspace = spec.cap_in(index, tcb_slot::CSPACE).ok_or(LoadError::NoCSpace(name))?;
         let vspace = spec.cap_in(index, tcb_slot::VSPACE).ok_or(LoadError::NoVSpace(name))?;
         let vspace_slot = self.slots[vspace.target as usize];
+        // Read-only pages are made once per program and mapped into every component that
+        // runs it (nothing can write them, and a restart never restores them), except for
+        // a component made inside an untyped: revoking that must free all it is made of.
+        let shared = match self.from {
+            Some(_) => None,
+            None => self.shared_program(elf_name, elf, &plan)?,
+        };
+        let mut read_only = 0u64;
         for segment in &plan.segments {
             for page in segment.pages().step_by(PAGE_SIZE as usize) {
+                if let (Some((first, made)), false) = (shared, segment.writable) {
+                    let frame = first + read_only;
+                    read_only += 1;
+                    // The component that made them maps them with the capabilities
+                    // made; the others each with a copy.
+                    let cap = if made {
+                        frame
+                    } else {
+                        let copy = self.free_slot();
+                        ROOT.mint(ROOT.slot(copy, 64), ROOT.slot(frame, 64), Rights::ALL, 0)
+                            .map_err(err(ThreadStep::LoadImage))?;
+                        copy
+                    };
+                    self.page_into(cap, vspace_slot, page, &[], 0, false, segment.executable)
+                        .map_err(err(ThreadStep::LoadImage))?;
+                    continue;
+                }
                 let file_start = segment.vaddr.0;
                 let file_end = file_start + segment.file.len() as u64;
                 let from = page.max(file_start);
