@@ -13,6 +13,8 @@ pub struct Heap<const N: usize> {
     heap: UnsafeCell<linked_list_allocator::Heap>,
     busy: AtomicBool,
     ready: UnsafeCell<bool>,
+    /// The most bytes in use at once so far (what a program's `heap!` size must cover).
+    peak: UnsafeCell<usize>,
 }
 
 // SAFETY: every access to the cells happens with `busy` held (see `with`), so no two
@@ -27,10 +29,16 @@ impl<const N: usize> Heap<N> {
             heap: UnsafeCell::new(linked_list_allocator::Heap::empty()),
             busy: AtomicBool::new(false),
             ready: UnsafeCell::new(false),
+            peak: UnsafeCell::new(0),
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut linked_list_allocator::Heap) -> R) -> R {
+    /// The most bytes in use at once so far, and the heap's size.
+    pub fn peak(&self) -> (usize, usize) {
+        (self.with(|_, peak| *peak), N)
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut linked_list_allocator::Heap, &mut usize) -> R) -> R {
         while self.busy.swap(true, Ordering::Acquire) {
             core::hint::spin_loop();
         }
@@ -42,7 +50,7 @@ impl<const N: usize> Heap<N> {
                 heap.init(self.arena.get().cast::<u8>(), N);
                 *self.ready.get() = true;
             }
-            f(heap)
+            f(heap, &mut *self.peak.get())
         };
         self.busy.store(false, Ordering::Release);
         result
@@ -60,14 +68,18 @@ impl<const N: usize> Default for Heap<N> {
 // an exhausted arena returns null as `GlobalAlloc` requires.
 unsafe impl<const N: usize> GlobalAlloc for Heap<N> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.with(|h| h.allocate_first_fit(layout).map_or(core::ptr::null_mut(), NonNull::as_ptr))
+        self.with(|h, peak| {
+            let p = h.allocate_first_fit(layout).map_or(core::ptr::null_mut(), NonNull::as_ptr);
+            *peak = (*peak).max(h.used());
+            p
+        })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(p) = NonNull::new(ptr) {
             // SAFETY: `ptr` came from `alloc` of this heap with this layout (the caller's
             // contract), so the allocator may take it back.
-            self.with(|h| unsafe { h.deallocate(p, layout) })
+            self.with(|h, _| unsafe { h.deallocate(p, layout) })
         }
     }
 }
@@ -78,5 +90,11 @@ macro_rules! heap {
     ($bytes:expr) => {
         #[global_allocator]
         static CLEAVE_HEAP: $crate::heap::Heap<{ $bytes }> = $crate::heap::Heap::new();
+
+        /// The most bytes of the heap in use at once so far, and its size.
+        #[allow(dead_code, reason = "not every program reports its heap")]
+        fn heap_peak() -> (usize, usize) {
+            CLEAVE_HEAP.peak()
+        }
     };
 }
