@@ -232,6 +232,12 @@ pub mod tcb_slot {
     pub const BOUND_NOTIFICATION: u32 = 8;
 }
 
+/// Where a TCB record's stack size is in its `param0`: pages, in the 16 bits from here (0:
+/// the default, `cleave_abi::layout::COMPONENT_STACK_PAGES`).
+pub const STACK_PAGES_SHIFT: u32 = 40;
+/// The largest stack the loader makes, in pages (1 MiB).
+pub const MAX_STACK_PAGES: u64 = 256;
+
 /// Flags of a TCB record, above the ELF name index in its `param0`.
 pub mod tcb_flag {
     /// The thread may end the run (the loader calls `TCB_ALLOW_END_RUN`).
@@ -269,6 +275,14 @@ impl ObjectRecord {
     /// A thread's ELF image: the index of its name (`u32::MAX`: none).
     pub fn elf_name(&self) -> u32 {
         self.param0 as u32
+    }
+
+    /// A thread's stack in pages, if the spec gives one (else the loader's default).
+    pub fn stack_pages(&self) -> Option<u64> {
+        if self.kind != Kind::Tcb {
+            return None;
+        }
+        Some((self.param0 >> STACK_PAGES_SHIFT) & 0xffff).filter(|&n| n != 0)
     }
 
     /// Whether a thread's flags (`tcb_flag`) include `flag`.
@@ -677,6 +691,34 @@ mod record_tests {
     use cleave_abi::{ObjectType, Rights};
 
     const TEXT: &str = "arch x86_64\nobjects {\n  t = tcb (resume: True, elf: server, init: [7], quiet: True, lifetime: per_request)\n  c = cnode (8 bits)\n  e = ep\n  u = ut (16 bits)\n  big = frame (2M)\n  small = frame (4k)\n  device = frame (4k, paddr: 0xfebf0000)\n  p = io_ports (ports: [0x40..0x43])\n}\ncaps {\n  c {\n    1: e (RW, badge: 5)\n    2: e\n    3: c (guard: 2, guard_size: 3)\n  }\n}\n";
+
+    #[test]
+    fn a_threads_stack_is_in_its_record_and_in_the_digest() {
+        let with =
+            |pages: &str| read(&TEXT.replace("quiet: True,", &format!("quiet: True, stack_pages: {pages},")));
+        let bytes = encode(&with("16").unwrap()).unwrap();
+        let e = EncodedSpec::new(&bytes).unwrap();
+        let t = (0..e.object_count())
+            .map(|i| e.object(i).unwrap())
+            .find(|o| e.name(o.name) == Some("t"))
+            .unwrap();
+        assert_eq!(t.stack_pages(), Some(16));
+        assert_eq!(e.name(t.elf_name()), Some("server"), "the ELF name's bits are untouched");
+        assert!(t.has_flag(tcb_flag::QUIET));
+        let plain = encode(&read(TEXT).unwrap()).unwrap();
+        let plain = EncodedSpec::new(&plain).unwrap();
+        let t0 = (0..plain.object_count())
+            .map(|i| plain.object(i).unwrap())
+            .find(|o| o.kind == Kind::Tcb)
+            .unwrap();
+        assert_eq!(t0.stack_pages(), None, "no stack_pages: the loader's default");
+        assert_ne!(plain.digest(), e.digest(), "the stack is part of what the digest covers");
+        // What the loader cannot make is refused, not cut to fit.
+        for bad in ["0", "257", "65536"] {
+            let error = encode(&with(bad).unwrap()).unwrap_err();
+            assert!(error.0.contains("a stack of"), "{bad}: {error:?}");
+        }
+    }
 
     #[test]
     fn records_say_what_the_loader_builds() {

@@ -228,8 +228,19 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                     if arg >> 63 != 0 {
                         return Err(EncodeError(format!("`{r}`: initial argument {arg:#x} too large")));
                     }
+                    let stack = match t.stack_pages {
+                        None => 0,
+                        Some(n @ 1..=crate::binary::MAX_STACK_PAGES) => n << crate::binary::STACK_PAGES_SHIFT,
+                        Some(n) => {
+                            return Err(EncodeError(format!(
+                                "`{r}`: a stack of {n} pages (1 to {} the loader makes)",
+                                crate::binary::MAX_STACK_PAGES
+                            )));
+                        }
+                    };
                     let flags = if t.ends_run { crate::binary::tcb_flag::ENDS_RUN } else { 0 }
-                        | if t.quiet { crate::binary::tcb_flag::QUIET } else { 0 };
+                        | if t.quiet { crate::binary::tcb_flag::QUIET } else { 0 }
+                        | stack;
                     (Kind::Tcb, 0, elf | flags, u64::from(t.resume.unwrap_or(false)) | arg << 1)
                 }
                 // The CNode's size: validation holds the radix to 1-20, so it fits.

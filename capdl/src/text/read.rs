@@ -918,6 +918,7 @@ impl Parser {
                     ("affinity", &mut t.affinity),
                     ("dom", &mut t.dom),
                     ("fault_ep", &mut t.fault_ep),
+                    ("stack_pages", &mut t.stack_pages),
                 ] {
                     *field = num(params, key)?;
                 }

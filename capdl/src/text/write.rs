@@ -91,6 +91,9 @@ fn params(kind: &ObjectKind) -> Vec<String> {
             if t.quiet {
                 params.push("quiet: True".into());
             }
+            if let Some(pages) = t.stack_pages {
+                params.push(format!("stack_pages: {pages}"));
+            }
         }
         ObjectKind::IoPorts { first, last } => {
             params.push(format!("ports: [{}..{}]", hex(*first), hex(*last)))

@@ -259,7 +259,7 @@ pub fn table(
                 }
             }
         }
-        for p in 0..COMPONENT_STACK_PAGES {
+        for p in 0..tcb.stack_pages.unwrap_or(COMPONENT_STACK_PAGES) {
             pages.push(USER_STACK_TOP - (p + 1) * PAGE_SIZE);
             if !restartable {
                 row.data += PAGE_SIZE;

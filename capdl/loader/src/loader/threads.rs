@@ -14,7 +14,8 @@ use cleave_elf::user_image as elf_image;
 use cleave_rt::Cap;
 use cleave_rt::cap::kind::Tcb;
 
-/// Component stack: `COMPONENT_STACK_PAGES` pages ending here.
+/// Component stack: the pages its spec gives (`stack_pages`), by default
+/// `COMPONENT_STACK_PAGES`, ending here.
 const STACK_TOP: u64 = cleave_abi::layout::USER_STACK_TOP;
 const STACK_PAGES: u64 = cleave_abi::layout::COMPONENT_STACK_PAGES;
 /// Component IPC buffer.
@@ -154,7 +155,7 @@ impl Loader {
                 .map_err(err(ThreadStep::LoadImage))?;
             }
         }
-        for p in 0..STACK_PAGES {
+        for p in 0..o.stack_pages().unwrap_or(STACK_PAGES) {
             let at = STACK_TOP - (p + 1) * PAGE_SIZE;
             match rw_frames {
                 Some((first, count)) => {

@@ -8,7 +8,7 @@ use crate::layout::{
     BACKEND_IRQ_BADGE, MmioPlace, VMM_DISK_BADGE, VMM_NET_BADGE, device_layout, disk_slices, dma_layout,
     net_ports, region_layout, serves_guest_io, vmm_name,
 };
-use crate::schema::{SystemFile, parse_ports, shared_regions};
+use crate::schema::{SystemFile, parse_ports, parse_size, shared_regions};
 use cleave_abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use cleave_capdl::model::{Cap, CapParams, ObjRef, Object, ObjectKind, Spec, TcbParams};
 use std::collections::BTreeMap;
@@ -64,6 +64,8 @@ pub(super) fn components(
             lifetime: lifetime_of(c),
             ends_run: c.ends_run.as_ref().is_some_and(|e| *e.get_ref()),
             quiet: c.console.as_ref().is_some_and(|e| !*e.get_ref()),
+            // `check` holds it to whole pages within the loader's limit.
+            stack_pages: c.stack.as_ref().and_then(|s| parse_size(s.get_ref())).map(|b| b / PAGE_SIZE),
             ..TcbParams::default()
         };
         component_objects(spec, n, tcb, &[]);

@@ -15,6 +15,8 @@ pub const MAX_PRIORITY: u64 = 254;
 /// The most `stack` or `memory` a component may ask for (its pages are counted in 32 bits
 /// and copied on every restart).
 pub const MAX_COMPONENT_MEMORY: u64 = 1 << 30;
+/// The largest `stack` (the capDL loader's limit, `binary::MAX_STACK_PAGES` pages).
+pub const MAX_STACK: u64 = cleave_capdl::binary::MAX_STACK_PAGES * PAGE_SIZE;
 
 /// Each component's `binary` is a component program the build makes.
 pub(super) fn check_binaries(file: &SystemFile, errors: &mut Vec<SystemError>) {
@@ -123,6 +125,14 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
                         span(v),
                         format!("{field} `{}` is more than the 1 GiB a component may have", v.get_ref()),
                     )),
+                    Some(n) if field == "stack" && n > MAX_STACK => errors.push(SystemError::new(
+                        key(field),
+                        span(v),
+                        format!(
+                            "stack `{}` is more than the 1 MiB stack the loader makes at most",
+                            v.get_ref()
+                        ),
+                    )),
                     Some(n) if n.is_multiple_of(PAGE_SIZE) && n > 0 => {}
                     Some(_) => errors.push(SystemError::new(
                         key(field),
@@ -135,6 +145,22 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
                     ),
                 }
             }
+        }
+        // `memory` is the writable memory the supervisor restores on each restart; any other
+        // component's memory is its program's own (its data and `cleave_rt::heap!`), which
+        // no setting here would change.
+        if let Some(m) = c.memory.as_ref().filter(|_| c.restart.is_none()) {
+            errors.push(
+                SystemError::new(
+                    key("memory"),
+                    span(m),
+                    format!(
+                        "`memory` sizes a restarted component's writable memory; `{}` is not restarted, so its memory is its program's own",
+                        name.get_ref()
+                    ),
+                )
+                .help("drop `memory`, or give it `restart`; `cleave memory` shows what each component takes"),
+            );
         }
         if let Some(l) = &c.lifetime
             && !["persistent", "disposable"].contains(&l.get_ref().as_str())
@@ -258,6 +284,7 @@ mod tests {
     #[test]
     fn fields_out_of_range_or_at_odds_are_refused() {
         let text = "[components.a]\npriority = 0\nstack = \"6K\"\nmemory = \"2G\"\n\
+                    [components.e]\nstack = \"2M\"\n\
                     [components.b]\nlifetime = \"disposable\"\nrestart = { every = \"1s\" }\nends-run = true\n\
                     [components.c]\nrestart = \"per-request\"\npriority = 251\n\
                     [components.d]\ndeadline = \"1s\"\n";
@@ -272,6 +299,11 @@ mod tests {
                     "components.a.memory",
                     "\"2G\"",
                     "memory `2G` is more than the 1 GiB a component may have"
+                ),
+                error(
+                    "components.a.memory",
+                    "\"2G\"",
+                    "`memory` sizes a restarted component's writable memory; `a` is not restarted, so its memory is its program's own"
                 ),
                 error(
                     "components.b.restart",
@@ -295,6 +327,11 @@ mod tests {
                     "`c` is rolled back after each request, but serves no endpoint"
                 ),
                 error("components.d.deadline", "\"1s\"", "only a disposable component has a deadline"),
+                error(
+                    "components.e.stack",
+                    "\"2M\"",
+                    "stack `2M` is more than the 1 MiB stack the loader makes at most"
+                ),
             ]
         );
     }
