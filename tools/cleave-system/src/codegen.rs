@@ -222,6 +222,29 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         }
         let _ = writeln!(out, "];");
     }
+    // PCIBack: the devices it places.
+    if component == system::pci::PCIBACK {
+        let _ = writeln!(
+            out,
+            "/// A device PCIBack places: its name, its owner, the function (an address, or vendor and device ID and which of those), the owner's ports and line.\npub struct PciDevice {{\n    /// Its name in system.toml.\n    pub name: &'static str,\n    /// The component that drives it.\n    pub owner: &'static str,\n    /// Its address (bus, device, function), when named so.\n    pub address: Option<(u8, u8, u8)>,\n    /// Its vendor ID, when named so.\n    pub vendor: u16,\n    /// Its device ID, when named so.\n    pub device: u16,\n    /// Which of the functions with those IDs (from 0).\n    pub index: u8,\n    /// The owner's ports (first, last): where its I/O BAR goes.\n    pub ports: (u16, u16),\n    /// The owner's interrupt line: where its pin is routed.\n    pub irq: u8,\n}}\n/// The devices to place, in name order.\npub const PCI_DEVICES: &[PciDevice] = &["
+        );
+        for p in system::pci::placements(&file) {
+            let (name, owner, (first, last), irq) = (p.device, p.owner, p.ports, p.irq);
+            let (address, vendor, device, index) = match p.function {
+                system::pci::PciName::Address { bus, dev, func } => {
+                    (format!("Some(({bus}, {dev}, {func}))"), 0, 0, 0)
+                }
+                system::pci::PciName::Id { vendor, device, index } => {
+                    ("None".to_string(), vendor, device, index)
+                }
+            };
+            let _ = writeln!(
+                out,
+                "    PciDevice {{ name: {name:?}, owner: {owner:?}, address: {address}, vendor: {vendor:#06x}, device: {device:#06x}, index: {index}, ports: ({first:#x}, {last:#x}), irq: {irq} }},"
+            );
+        }
+        let _ = writeln!(out, "];");
+    }
     // A network backend: its guests' ports, by badge bit.
     let ports: Vec<layout::NetPort> =
         layout::net_ports(&file).into_iter().filter(|p| p.backend == component).collect();

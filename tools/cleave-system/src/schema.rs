@@ -85,6 +85,9 @@ pub struct Component {
     /// component for one guest (`system::instances::expand`).
     #[serde(skip)]
     pub instance: Option<Instance>,
+    /// Set by cleave, never written: cleave added this component (PCIBack, `system::pci`).
+    #[serde(skip)]
+    pub added: bool,
 }
 
 /// What a per-guest component's instance is an instance of.
@@ -273,7 +276,7 @@ pub struct Region {
 }
 
 /// An MMIO range of a device.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Mmio {
     /// Physical address.
@@ -283,11 +286,16 @@ pub struct Mmio {
 }
 
 /// `[devices.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Device {
     /// The component that drives it.
     pub owner: Spanned<String>,
+    /// The PCI function it is, by what it is: `"1af4:1001"` (vendor and device ID, the
+    /// first such function), `"1af4:1001#1"` (the second), or by address, `"00:05.0"`.
+    /// PCIBack places its I/O BAR at `io-ports` and routes its interrupt to `irq` at boot
+    /// (`system::pci`).
+    pub pci: Option<Spanned<String>>,
     /// Legacy interrupt line.
     pub irq: Option<Spanned<u64>>,
     /// I/O ports, "0x3f8-0x3ff".

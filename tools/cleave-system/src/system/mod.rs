@@ -6,6 +6,7 @@
 mod check;
 pub mod instances;
 mod limits;
+pub mod pci;
 
 use crate::error::SystemError;
 pub use crate::schema::{
@@ -47,7 +48,7 @@ pub fn load(text: &str) -> Result<SystemFile, Vec<SystemError>> {
     }
     // Per-guest components become their instances; what they are must check too (the
     // policy, the limits that count components, the layouts of each instance).
-    let file = instances::expand(file);
+    let file = pci::expand(instances::expand(file));
     let errors = check(&file);
     if !errors.is_empty() {
         return Err(errors);

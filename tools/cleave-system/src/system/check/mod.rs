@@ -30,6 +30,7 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
     let guests: BTreeSet<&str> = file.guests.keys().map(|k| k.get_ref().as_str()).collect();
     let seen = names::check(file, &mut errors);
     crate::system::instances::check(file, &seen, &mut errors);
+    crate::system::pci::check(file, &mut errors);
     // Every program named (root, then components', then guests'), before anything else
     // about the sections that name them.
     system::check(file, &mut errors);
