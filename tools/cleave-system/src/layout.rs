@@ -215,25 +215,37 @@ pub struct MachineDisk {
     pub owner: String,
     /// The bytes its guests' slices need together.
     pub bytes: u64,
+    /// The PCI slot it must be at, when `system.toml` names it by address (`pci =
+    /// "00:05.0"`).
+    pub slot: Option<u8>,
 }
 
-/// The machine disks `file` needs, in the order of their I/O ports (the order the
-/// firmware of QEMU's `pc` machine places their BARs when `cargo xtask run` attaches them
-/// slot after slot): one per disk backend, so one per instance of a per-guest one.
+/// The machine disks `file` needs, one per disk backend (so one per instance of a
+/// per-guest one), in the order `cargo xtask run` attaches them slot after slot: those
+/// named by PCI ID in the order of their index (`1af4:1001#N`: the Nth such function is the
+/// Nth attached), then the others in the order of their I/O ports (the order the firmware
+/// of QEMU's `pc` machine places their BARs). One named by address goes at that slot.
 pub fn machine_disks(file: &SystemFile) -> Vec<MachineDisk> {
+    use crate::system::pci::{PciName, parse_pci};
     let slices = disk_slices(file);
-    let mut out: Vec<(u64, MachineDisk)> = file
+    let mut out: Vec<((u64, u64), MachineDisk)> = file
         .devices
         .iter()
         .filter(|(_, d)| d.dma.is_some() && serves_disks(file, d.owner.get_ref()))
         .map(|(name, d)| {
             let first = d.io_ports.as_ref().and_then(|p| parse_ports(p.get_ref())).map_or(u64::MAX, |p| p.0);
+            let pci = d.pci.as_ref().and_then(|p| parse_pci(p.get_ref()));
+            let (order, slot) = match pci {
+                Some(PciName::Id { index, .. }) => ((0, u64::from(index)), None),
+                Some(PciName::Address { dev, .. }) => ((0, u64::from(dev)), Some(dev)),
+                None => ((1, first), None),
+            };
             let owner = d.owner.get_ref().clone();
             let bytes = slices.iter().filter(|s| s.backend == owner).map(|s| s.sectors * 512).sum();
-            (first, MachineDisk { device: name.get_ref().clone(), owner, bytes })
+            (order, MachineDisk { device: name.get_ref().clone(), owner, bytes, slot })
         })
         .collect();
-    out.sort_by_key(|(first, d)| (*first, d.device.clone()));
+    out.sort_by_key(|(order, d)| (*order, d.device.clone()));
     out.into_iter().map(|(_, d)| d).collect()
 }
 

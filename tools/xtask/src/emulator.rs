@@ -68,8 +68,9 @@ pub struct Run {
     /// [`Pty`]), and keep the system's log (the first serial port) off the terminal.
     pub guest_console: bool,
     /// QEMU only: the machine's disks, raw images attached as legacy virtio-blk PCI
-    /// devices (the disk backends'), kept between runs ([`disk_images_for`]).
-    pub disks: Vec<PathBuf>,
+    /// devices (the disk backends'), each at its PCI slot, kept between runs
+    /// ([`disk_images_for`]).
+    pub disks: Vec<(PathBuf, usize)>,
 }
 
 /// The PCI slot of the `index`th machine disk. QEMU's `pc` routes a slot's INTA to the
@@ -87,12 +88,13 @@ pub fn disk_slot(index: usize) -> usize {
 /// `NAME-DEVICE.img` for each of several (a per-guest disk backend's instances each drive
 /// their own); each created empty and grown (never shrunk) to hold its guests' slices.
 /// What the guests write stays there for the next run of the same system.
-pub fn disk_images_for(system: &Path) -> Result<Vec<PathBuf>> {
+pub fn disk_images_for(system: &Path) -> Result<Vec<(PathBuf, usize)>> {
     let disks = crate::system::machine_disks(system)?;
     let stem = system.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
     let dir = crate::workspace_root().join("target/cleave/disks");
     let mut out = Vec::new();
-    for (device, bytes) in &disks {
+    for (index, disk) in disks.iter().enumerate() {
+        let (device, bytes) = (&disk.device, &disk.bytes);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = if disks.len() == 1 {
             dir.join(format!("{stem}.img"))
@@ -108,7 +110,7 @@ pub fn disk_images_for(system: &Path) -> Result<Vec<PathBuf>> {
         if file.metadata()?.len() < *bytes {
             file.set_len(*bytes).with_context(|| format!("cannot grow {}", path.display()))?;
         }
-        out.push(path);
+        out.push((path, disk.slot.map_or_else(|| disk_slot(index), usize::from)));
     }
     Ok(out)
 }
@@ -334,13 +336,13 @@ impl Run {
         if self.icount {
             command.args(["-icount", "shift=0"]);
         }
-        for (i, disk) in self.disks.iter().enumerate() {
+        for (i, (disk, slot)) in self.disks.iter().enumerate() {
             // Legacy virtio (an I/O BAR, INTx) only: the disk backends' driver.
             command
                 .arg("-drive")
                 .arg(format!("file={},format=raw,if=none,id=disk{i}", disk.display()))
                 .arg("-device")
-                .arg(format!("virtio-blk-pci,drive=disk{i},disable-modern=on,addr={}", disk_slot(i)));
+                .arg(format!("virtio-blk-pci,drive=disk{i},disable-modern=on,addr={slot}"));
         }
         // The XenStore bridge's serial port, a Unix socket QEMU listens on (short, in the
         // temporary directory: socket paths are limited to 108 bytes).

@@ -990,7 +990,8 @@ const DISK_TESTS: [(&str, &str, &[&str]); 3] = [
 fn run_disk_test(tally: &mut Tally, name: &str, system: &str, restarted: &[&str]) -> Result<()> {
     println!("== {name}: cargo xtask run --system {system}, twice on its disk images");
     let start = Instant::now();
-    let images = emulator::disk_images_for(Path::new(system))?;
+    let images: Vec<std::path::PathBuf> =
+        emulator::disk_images_for(Path::new(system))?.into_iter().map(|(path, _)| path).collect();
     for image in &images {
         let _ = std::fs::remove_file(image);
     }
@@ -1015,6 +1016,7 @@ fn run_disk_test(tally: &mut Tally, name: &str, system: &str, restarted: &[&str]
             if !restarted.is_empty() {
                 check_disk_reliance(&output, system)?;
             }
+            check_pci_placed(&output, system)?;
             if round == 1 && images.len() > 1 {
                 check_machine_disks(&images)?;
             }
@@ -1092,6 +1094,41 @@ fn check_disk_reliance(output: &str, system: &str) -> Result<(), String> {
         }
     }
     println!("   audit: {}", said.join(", "));
+    Ok(())
+}
+
+/// Checks a run's PCIBack: each device `system` names by what it is was placed at its
+/// owner's ports and line, and PCIBack was destroyed once done (after which nothing holds
+/// PCI configuration space).
+fn check_pci_placed(output: &str, system: &str) -> Result<(), String> {
+    let file = std::fs::read_to_string(system)
+        .ok()
+        .and_then(|t| cleave::system::load(&t).ok())
+        .ok_or_else(|| format!("{system} does not load"))?;
+    let placements = cleave::system::pci::placements(&file);
+    for p in &placements {
+        let placed = format!(
+            "for {}: I/O BAR 0 (128 bytes) at {:#x}-{:#x}, INTA on PIRQ",
+            p.owner, p.ports.0, p.ports.1
+        );
+        let line = output.lines().find(|l| l.starts_with(&format!("pciback: {} (", p.device)));
+        match line {
+            Some(l) if l.contains(&placed) && l.ends_with(&format!(", IRQ {}", p.irq)) => {
+                println!("   {}", l.trim());
+            }
+            _ => {
+                return Err(format!(
+                    "PCIBack did not place `{}` at its owner's ports and line: {line:?}",
+                    p.device
+                ));
+            }
+        }
+    }
+    if !placements.is_empty()
+        && !output.contains("supervisor: `pciback` is done: revoked the untyped it was made from")
+    {
+        return Err("PCIBack was not destroyed once done".to_string());
+    }
     Ok(())
 }
 

@@ -23,10 +23,10 @@ pub fn guests_memory(path: &Path) -> Result<u64> {
     Ok(load(path)?.guests.values().filter_map(|g| cleave::system::parse_size(g.memory.get_ref())).sum())
 }
 
-/// The machine disks `path` needs (`cleave::layout::machine_disks`): each device's name
-/// and the bytes its guests' slices need, in the order they are attached.
-pub fn machine_disks(path: &Path) -> Result<Vec<(String, u64)>> {
-    Ok(cleave::layout::machine_disks(&load(path)?).into_iter().map(|d| (d.device, d.bytes)).collect())
+/// The machine disks `path` needs (`cleave::layout::machine_disks`), in the order they
+/// are attached.
+pub fn machine_disks(path: &Path) -> Result<Vec<cleave::layout::MachineDisk>> {
+    Ok(cleave::layout::machine_disks(&load(path)?))
 }
 
 /// Whether a guest of `path` has the machine's second serial port as its console.

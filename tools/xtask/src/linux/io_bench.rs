@@ -137,7 +137,7 @@ fn system(restart: Option<&str>) -> String {
          [system]\nroot = \"loader\"\n\n\
          [components.blkback]\npriority = 120\nmemory = \"160K\"\n{restart}\n\
          [components.netback]\npriority = 120\nmemory = \"96K\"\n{restart}\n\
-         [devices.disk]\nowner = \"blkback\"\nio-ports = \"0xc000-0xc07f\"\nirq = 11\ndma = \"2M\"\n\n\
+         [devices.disk]\nowner = \"blkback\"\npci = \"1af4:1001\"\nio-ports = \"0xc000-0xc07f\"\nirq = 11\ndma = \"2M\"\n\n\
          [guests.alice]\nmemory = \"128M\"\nimage = \"linux-debian\"\n\
          disk = {{ backend = \"blkback\", size = \"72M\" }}\n\
          network = {{ backend = \"netback\", mac = \"02:00:00:00:00:0a\" }}\n\
