@@ -10,7 +10,7 @@
 
 use cleave_pciback_core::{Assignment, Bdf, Config, Match, Placer, scan};
 use cleave_rt::cap::kind::{IoPort, Notification};
-use cleave_rt::{Cap, println};
+use cleave_rt::{Cap, print, println};
 
 mod caps {
     include!(concat!(env!("OUT_DIR"), "/caps.rs"));
@@ -70,26 +70,39 @@ fn main() -> i32 {
             Some((bus, dev, func)) => Match::Address(Bdf { bus, dev, func }),
             None => Match::Id { vendor: d.vendor, device: d.device, index: d.index },
         };
-        let assignment = Assignment { name: d.name, function, ports: d.ports, irq: d.irq };
+        let assignment = Assignment {
+            name: d.name,
+            function,
+            ports: d.ports,
+            memory: d.memory,
+            irq: d.irq,
+            bus_master: d.bus_master,
+        };
         match placer.place(&mut config, &functions, &assignment) {
-            Ok(p) if level_triggered(d.irq) => println!(
-                "pciback: {} ({:04x}:{:04x} at {}) for {}: I/O BAR {} ({} bytes) at {:#x}-{:#x}, INT{} on PIRQ{}, IRQ {}",
-                d.name,
-                p.function.vendor,
-                p.function.device,
-                p.function.at,
-                d.owner,
-                p.bar,
-                p.size,
-                d.ports.0,
-                d.ports.1,
-                (b'A' + p.pin - 1) as char,
-                (b'A' + p.pirq) as char,
-                d.irq
-            ),
+            Ok(p) if d.irq.is_none_or(level_triggered) => {
+                let f = p.function;
+                print!(
+                    "pciback: {} ({:04x}:{:04x} at {}) for {}:",
+                    d.name, f.vendor, f.device, f.at, d.owner
+                );
+                if let (Some((bar, size)), Some((first, last))) = (p.io, d.ports) {
+                    print!(" I/O BAR {bar} ({size} bytes) at {first:#x}-{last:#x},");
+                }
+                if p.memory > 0 {
+                    print!(" its memory BARs hold the owner's {} ranges,", p.memory);
+                }
+                match (p.interrupt, d.irq) {
+                    (Some((pin, pirq)), Some(irq)) => println!(
+                        " INT{} on PIRQ{}, IRQ {irq}",
+                        (b'A' + pin - 1) as char,
+                        (b'A' + pirq) as char
+                    ),
+                    _ => println!(" no interrupt"),
+                }
+            }
             Ok(_) => {
                 failed += 1;
-                println!("pciback: {}: IRQ {} cannot be made level-triggered", d.name, d.irq);
+                println!("pciback: {}: IRQ {:?} cannot be made level-triggered", d.name, d.irq);
             }
             Err(e) => {
                 failed += 1;

@@ -226,10 +226,9 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     if component == system::pci::PCIBACK {
         let _ = writeln!(
             out,
-            "/// A device PCIBack places: its name, its owner, the function (an address, or vendor and device ID and which of those), the owner's ports and line.\npub struct PciDevice {{\n    /// Its name in system.toml.\n    pub name: &'static str,\n    /// The component that drives it.\n    pub owner: &'static str,\n    /// Its address (bus, device, function), when named so.\n    pub address: Option<(u8, u8, u8)>,\n    /// Its vendor ID, when named so.\n    pub vendor: u16,\n    /// Its device ID, when named so.\n    pub device: u16,\n    /// Which of the functions with those IDs (from 0).\n    pub index: u8,\n    /// The owner's ports (first, last): where its I/O BAR goes.\n    pub ports: (u16, u16),\n    /// The owner's interrupt line: where its pin is routed.\n    pub irq: u8,\n}}\n/// The devices to place, in name order.\npub const PCI_DEVICES: &[PciDevice] = &["
+            "/// A device PCIBack places: its name, its owner, the function (an address, or vendor and device ID and which of those), and what its owner holds of it.\npub struct PciDevice {{\n    /// Its name in system.toml.\n    pub name: &'static str,\n    /// The component that drives it.\n    pub owner: &'static str,\n    /// Its address (bus, device, function), when named so.\n    pub address: Option<(u8, u8, u8)>,\n    /// Its vendor ID, when named so.\n    pub vendor: u16,\n    /// Its device ID, when named so.\n    pub device: u16,\n    /// Which of the functions with those IDs (from 0).\n    pub index: u8,\n    /// The owner's ports (first, last): where its I/O BAR goes.\n    pub ports: Option<(u16, u16)>,\n    /// The owner's memory ranges (base, bytes): what its memory BARs must hold.\n    pub memory: &'static [(u64, u64)],\n    /// The owner's interrupt line: where its pin is routed.\n    pub irq: Option<u8>,\n    /// Whether it may master the bus (its owner gives it DMA memory).\n    pub bus_master: bool,\n}}\n/// The devices to place, in name order.\npub const PCI_DEVICES: &[PciDevice] = &["
         );
         for p in system::pci::placements(&file) {
-            let (name, owner, (first, last), irq) = (p.device, p.owner, p.ports, p.irq);
             let (address, vendor, device, index) = match p.function {
                 system::pci::PciName::Address { bus, dev, func } => {
                     (format!("Some(({bus}, {dev}, {func}))"), 0, 0, 0)
@@ -238,9 +237,17 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
                     ("None".to_string(), vendor, device, index)
                 }
             };
+            let ports = p.ports.map_or("None".to_string(), |(a, b)| format!("Some(({a:#x}, {b:#x}))"));
+            let memory: Vec<String> =
+                p.memory.iter().map(|(base, bytes)| format!("({base:#x}, {bytes:#x})")).collect();
+            let irq = p.irq.map_or("None".to_string(), |i| format!("Some({i})"));
             let _ = writeln!(
                 out,
-                "    PciDevice {{ name: {name:?}, owner: {owner:?}, address: {address}, vendor: {vendor:#06x}, device: {device:#06x}, index: {index}, ports: ({first:#x}, {last:#x}), irq: {irq} }},"
+                "    PciDevice {{ name: {:?}, owner: {:?}, address: {address}, vendor: {vendor:#06x}, device: {device:#06x}, index: {index}, ports: {ports}, memory: &[{}], irq: {irq}, bus_master: {} }},",
+                p.device,
+                p.owner,
+                memory.join(", "),
+                p.dma
             );
         }
         let _ = writeln!(out, "];");

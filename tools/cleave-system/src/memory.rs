@@ -30,6 +30,8 @@ pub struct Row {
     /// The component whose program pages it maps, if it is not the first to run its
     /// program.
     pub shares_code_with: Option<String>,
+    /// Whether it is disposable: gone after boot, its memory free again.
+    pub disposable: bool,
     /// Its program's writable pages, its stack and IPC buffer, and its other frames (a
     /// restartable component's writable memory and pristine copy, a VMM's configuration).
     pub data: u64,
@@ -70,6 +72,12 @@ impl Table {
         self.rows.iter().map(Row::total).sum::<u64>() + self.shared + self.asid_pools
     }
 
+    /// The control plane once its disposable components are gone (their memory is free
+    /// again after boot).
+    pub fn after_boot(&self) -> u64 {
+        self.control_plane() - self.rows.iter().filter(|r| r.disposable).map(Row::total).sum::<u64>()
+    }
+
     /// All the memory the loader makes the system from: the control plane and the guests.
     pub fn machine(&self) -> u64 {
         self.control_plane() + self.guests.iter().map(|(_, b)| b).sum::<u64>()
@@ -106,9 +114,11 @@ impl Table {
             out.push_str(&format!("ASID pools: {} KiB\n", kib(self.asid_pools)));
         }
         out.push_str(&format!(
-            "control plane: {} bytes ({:.2} MiB)\n",
+            "control plane: {} bytes ({:.2} MiB); after boot, without its disposable components, {} bytes ({:.2} MiB)\n",
             self.control_plane(),
-            self.control_plane() as f64 / (1 << 20) as f64
+            self.control_plane() as f64 / (1 << 20) as f64,
+            self.after_boot(),
+            self.after_boot() as f64 / (1 << 20) as f64
         ));
         for (guest, bytes) in &self.guests {
             out.push_str(&format!("guest {guest}: {} MiB of RAM\n", bytes >> 20));
@@ -170,8 +180,22 @@ pub fn table(
     let spec = &compiled.spec;
     let components: BTreeSet<String> =
         spec.objects.iter().filter_map(|o| o.name.strip_suffix("_tcb").map(str::to_string)).collect();
-    let mut rows: BTreeMap<String, Row> =
-        components.iter().map(|c| (c.clone(), Row { component: c.clone(), ..Row::default() })).collect();
+    let disposable: BTreeSet<&str> = spec
+        .objects
+        .iter()
+        .filter(|o| {
+            matches!(&o.kind, ObjectKind::Tcb(t) if t.lifetime == Some(cleave_capdl::model::Lifetime::Disposable))
+        })
+        .filter_map(|o| o.name.strip_suffix("_tcb"))
+        .collect();
+    let mut rows: BTreeMap<String, Row> = components
+        .iter()
+        .map(|c| {
+            let row =
+                Row { component: c.clone(), disposable: disposable.contains(c.as_str()), ..Row::default() };
+            (c.clone(), row)
+        })
+        .collect();
     let mut table = Table::default();
     // Objects made inside an untyped the spec names are in its bytes.
     let inside: BTreeSet<&str> = spec.covers.values().flatten().map(|r: &ObjRef| r.name.as_str()).collect();
@@ -344,6 +368,7 @@ mod tests {
         assert_eq!(t.shared, 2 * PAGE_SIZE);
         assert_eq!(t.guests, [("g".to_string(), 4 << 20)]);
         assert_eq!(t.machine(), t.control_plane() + (4 << 20));
+        assert_eq!(t.after_boot(), t.control_plane(), "nothing disposable");
         assert_eq!(t.control_plane(), t.rows.iter().map(Row::total).sum::<u64>() + t.shared);
         let text = t.render();
         assert!(text.contains("control plane: ") && text.contains("guest g: 4 MiB of RAM"), "{text}");

@@ -88,8 +88,10 @@ pub enum Match {
     Address(Bdf),
 }
 
-/// What `system.toml` assigns: a function, the ports its owner holds and the interrupt
-/// line its owner's handler is for.
+/// What `system.toml` assigns: a function, the ports its owner holds (where its I/O BAR
+/// goes), the memory its owner maps (which its memory BARs must hold), the interrupt line
+/// its owner's handler is for, and whether it may master the bus (its owner gives it DMA
+/// memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Assignment<'a> {
     /// The device's name in `system.toml`.
@@ -97,9 +99,14 @@ pub struct Assignment<'a> {
     /// Which function.
     pub function: Match,
     /// The owner's ports (first, last): a power-of-two window aligned to its size.
-    pub ports: (u16, u16),
+    pub ports: Option<(u16, u16)>,
+    /// The owner's memory ranges (base, bytes), where the firmware put the BARs: the loader
+    /// maps them, so they are checked, not moved.
+    pub memory: &'a [(u64, u64)],
     /// The owner's interrupt line.
-    pub irq: u8,
+    pub irq: Option<u8>,
+    /// Whether the function may master the bus (DMA).
+    pub bus_master: bool,
 }
 
 /// Why a function could not be placed (nothing was changed on the bus then).
@@ -115,6 +122,8 @@ pub enum PlaceError {
     BadWindow,
     /// The function has no interrupt pin, or one the PIIX cannot route.
     NoInterruptPin,
+    /// None of the function's memory BARs holds this range of the owner's memory (base).
+    MemoryNotAtBar(u64),
     /// Its pin shares a PIRQ line already routed to another interrupt.
     PirqTaken {
         /// The PIRQ (0-3: A-D).
@@ -132,6 +141,9 @@ impl core::fmt::Display for PlaceError {
             Self::TooLarge(size) => write!(f, "its I/O BAR is {size} bytes, more than the owner's ports"),
             Self::BadWindow => write!(f, "the owner's ports are not a power of two aligned to their size"),
             Self::NoInterruptPin => write!(f, "the function has no interrupt pin"),
+            Self::MemoryNotAtBar(base) => {
+                write!(f, "none of its memory BARs holds the owner's memory at {base:#x}")
+            }
             Self::PirqTaken { pirq, irq } => {
                 write!(f, "its pin is on PIRQ{}, which already goes to IRQ {irq}", (b'A' + pirq) as char)
             }
@@ -144,14 +156,13 @@ impl core::fmt::Display for PlaceError {
 pub struct Placed {
     /// The function.
     pub function: Function,
-    /// The BAR's index (0-5).
-    pub bar: u8,
-    /// The BAR's size in bytes.
-    pub size: u32,
-    /// Its interrupt pin (1-4: INTA-INTD).
-    pub pin: u8,
-    /// The PIRQ line that pin is wired to (0-3: A-D).
-    pub pirq: u8,
+    /// Its I/O BAR's index (0-5) and size in bytes, when it has ports.
+    pub io: Option<(u8, u32)>,
+    /// Its interrupt pin (1-4: INTA-INTD) and the PIRQ line that pin is wired to (0-3:
+    /// A-D), when it has a line.
+    pub interrupt: Option<(u8, u8)>,
+    /// How many memory ranges were found at its BARs.
+    pub memory: usize,
 }
 
 /// The function `wanted` means among `functions`.
@@ -181,6 +192,7 @@ pub const ISA_BRIDGE: Bdf = Bdf { bus: 0, dev: 1, func: 0 };
 
 /// The command register's I/O space, memory space and bus master bits.
 const IO_SPACE: u32 = 1;
+const MEMORY_SPACE: u32 = 1 << 1;
 const BUS_MASTER: u32 = 1 << 2;
 
 /// The size of an I/O BAR from what reads back after writing all ones: the lowest
@@ -204,98 +216,165 @@ impl Placer {
     }
 
     /// Places `assignment`'s function: its first I/O BAR at the first of the owner's
-    /// ports (decoding off while it moves; then I/O decoding and bus mastering on, for
-    /// the owner's DMA), its interrupt line register set to the owner's line, and its
-    /// pin's PIRQ routed there. Every other function among `functions` whose I/O BARs
-    /// overlap the window stops decoding I/O, so that only the assigned function answers
-    /// the owner's ports. On an error nothing was changed.
+    /// ports (decoding off while it moves), its memory BARs checked to hold the owner's
+    /// memory, its interrupt line register set to the owner's line and its pin's PIRQ
+    /// routed there; then decoding on for what the owner holds, and bus mastering if it
+    /// gives the function DMA memory. Every other function among `functions` whose I/O
+    /// BARs overlap the owner's ports stops decoding I/O, so that only the assigned
+    /// function answers them. On an error nothing was changed.
     pub fn place(
         &mut self,
         config: &mut impl Config,
         functions: &[Function],
         assignment: &Assignment<'_>,
     ) -> Result<Placed, PlaceError> {
-        let (first, last) = assignment.ports;
-        let window = (u32::from(last) + 1).saturating_sub(u32::from(first));
-        if last < first || !window.is_power_of_two() || !u32::from(first).is_multiple_of(window) {
-            return Err(PlaceError::BadWindow);
-        }
+        let window = match assignment.ports {
+            Some((first, last)) => {
+                let size = (u32::from(last) + 1).saturating_sub(u32::from(first));
+                if last < first || !size.is_power_of_two() || !u32::from(first).is_multiple_of(size) {
+                    return Err(PlaceError::BadWindow);
+                }
+                Some((first, last, size))
+            }
+            None => None,
+        };
         let function = find(functions, assignment.function).ok_or(PlaceError::NotFound)?;
         let at = function.at;
-        // The first I/O BAR (bit 0 set) of a type 0 header; a 64-bit memory BAR takes two.
-        let mut bar = None;
-        let mut index = 0u8;
-        while index < 6 {
-            let offset = 0x10 + 4 * index;
-            let value = config.read(at, offset);
-            if value & 1 == 1 {
-                bar = Some((index, offset, value));
-                break;
-            }
-            index += if value & 0b110 == 0b100 { 2 } else { 1 };
-        }
-        let (index, offset, old) = bar.ok_or(PlaceError::NoIoBar)?;
-        let pin = (config.read(at, 0x3c) >> 8 & 0xff) as u8;
-        if !(1..=4).contains(&pin) {
-            return Err(PlaceError::NoInterruptPin);
-        }
-        let line = pirq(at.dev, pin);
-        if let Some(irq) = self.routed[usize::from(line)].filter(|&irq| irq != assignment.irq) {
-            return Err(PlaceError::PirqTaken { pirq: line, irq });
-        }
         let command = config.read(at, 4);
-        config.write(at, 4, command & !(IO_SPACE | BUS_MASTER));
-        config.write(at, offset, 0xffff_ffff);
-        let size = io_bar_size(config.read(at, offset));
-        if size > window {
-            config.write(at, offset, old);
-            config.write(at, 4, command);
-            return Err(PlaceError::TooLarge(size));
-        }
-        // Whatever else decodes these ports stops.
-        for other in functions.iter().filter(|f| f.at != at) {
-            let overlaps = io_bars(config, other.at)
-                .iter()
-                .any(|&(base, size)| base <= u32::from(last) && u32::from(first) < base + size);
-            if overlaps {
-                let c = config.read(other.at, 4);
-                config.write(other.at, 4, c & !IO_SPACE);
+        // Its BARs, sized with decoding off (and put back as they were).
+        config.write(at, 4, command & !(IO_SPACE | MEMORY_SPACE | BUS_MASTER));
+        let own = bars(config, at);
+        config.write(at, 4, command);
+        for &(base, bytes) in assignment.memory {
+            let held = own.iter().any(|b| {
+                !b.io && b.base <= base && base.saturating_add(bytes) <= b.base.saturating_add(b.size)
+            });
+            if !held {
+                return Err(PlaceError::MemoryNotAtBar(base));
             }
         }
-        config.write(at, offset, u32::from(first) | 1);
-        let interrupt = config.read(at, 0x3c);
-        config.write(at, 0x3c, (interrupt & !0xff) | u32::from(assignment.irq));
-        let routes = config.read(ISA_BRIDGE, PIRQ_ROUTE);
-        let routes = (routes & !(0xff << (8 * line))) | u32::from(assignment.irq) << (8 * line);
-        config.write(ISA_BRIDGE, PIRQ_ROUTE, routes);
-        self.routed[usize::from(line)] = Some(assignment.irq);
-        config.write(at, 4, (command | IO_SPACE | BUS_MASTER) & 0xffff);
-        Ok(Placed { function, bar: index, size, pin, pirq: line })
+        let io = match window {
+            Some((_, _, size)) => {
+                let bar = own.iter().find(|b| b.io).ok_or(PlaceError::NoIoBar)?;
+                if bar.size > u64::from(size) {
+                    return Err(PlaceError::TooLarge(bar.size as u32));
+                }
+                Some((bar.index, bar.offset, bar.size as u32))
+            }
+            None => None,
+        };
+        let interrupt = match assignment.irq {
+            Some(irq) => {
+                let pin = (config.read(at, 0x3c) >> 8 & 0xff) as u8;
+                if !(1..=4).contains(&pin) {
+                    return Err(PlaceError::NoInterruptPin);
+                }
+                let line = pirq(at.dev, pin);
+                if let Some(routed) = self.routed[usize::from(line)].filter(|&r| r != irq) {
+                    return Err(PlaceError::PirqTaken { pirq: line, irq: routed });
+                }
+                Some((irq, pin, line))
+            }
+            None => None,
+        };
+        // Checked: now change the bus.
+        if let (Some((first, last, _)), Some((_, offset, _))) = (window, io) {
+            for other in functions.iter().filter(|f| f.at != at) {
+                let overlaps = bars(config, other.at).iter().any(|b| {
+                    b.io && b.base != 0 && b.base <= u64::from(last) && u64::from(first) < b.base + b.size
+                });
+                if overlaps {
+                    let c = config.read(other.at, 4);
+                    config.write(other.at, 4, c & !IO_SPACE);
+                }
+            }
+            config.write(at, 4, command & !(IO_SPACE | BUS_MASTER));
+            config.write(at, offset, u32::from(first) | 1);
+        }
+        if let Some((irq, _, line)) = interrupt {
+            let register = config.read(at, 0x3c);
+            config.write(at, 0x3c, (register & !0xff) | u32::from(irq));
+            let routes = config.read(ISA_BRIDGE, PIRQ_ROUTE);
+            let routes = (routes & !(0xff << (8 * line))) | u32::from(irq) << (8 * line);
+            config.write(ISA_BRIDGE, PIRQ_ROUTE, routes);
+            self.routed[usize::from(line)] = Some(irq);
+        }
+        let mut enable = 0;
+        if window.is_some() {
+            enable |= IO_SPACE;
+        }
+        if !assignment.memory.is_empty() {
+            enable |= MEMORY_SPACE;
+        }
+        if assignment.bus_master {
+            enable |= BUS_MASTER;
+        }
+        config.write(at, 4, (command | enable) & 0xffff);
+        Ok(Placed {
+            function,
+            io: io.map(|(index, _, size)| (index, size)),
+            interrupt: interrupt.map(|(_, pin, line)| (pin, line)),
+            memory: assignment.memory.len(),
+        })
     }
 }
 
-/// A function's I/O BARs: (base, size) of each that is set, sized without disturbing it
-/// for long (decoding is not turned off: callers only read where the BARs are).
-fn io_bars(config: &mut impl Config, at: Bdf) -> Vec<(u32, u32), 6> {
+/// A base address register.
+#[derive(Clone, Copy, Debug)]
+struct Bar {
+    index: u8,
+    offset: u8,
+    io: bool,
+    base: u64,
+    size: u64,
+}
+
+/// A function's BARs (type 0 header: six; a bridge's: two), each sized by writing all ones
+/// and putting the value back. Callers turn decoding off around it when it matters.
+fn bars(config: &mut impl Config, at: Bdf) -> Vec<Bar, 6> {
     let mut out = Vec::new();
     let header = config.read(at, 0xc) >> 16 & 0x7f;
-    let bars = if header == 0 { 6 } else { 2 };
+    let count = if header == 0 { 6 } else { 2 };
     let mut index = 0u8;
-    while index < bars {
+    while index < count {
         let offset = 0x10 + 4 * index;
         let value = config.read(at, offset);
+        config.write(at, offset, 0xffff_ffff);
+        let sized = config.read(at, offset);
+        config.write(at, offset, value);
         if value & 1 == 1 {
-            let base = value & 0xffff_fffc;
-            config.write(at, offset, 0xffff_ffff);
-            let size = io_bar_size(config.read(at, offset));
-            config.write(at, offset, value);
-            if base != 0 {
-                let _ = out.push((base, size));
-            }
+            let _ = out.push(Bar {
+                index,
+                offset,
+                io: true,
+                base: u64::from(value & 0xffff_fffc),
+                size: u64::from(io_bar_size(sized)),
+            });
             index += 1;
-        } else {
-            index += if value & 0b110 == 0b100 { 2 } else { 1 };
+            continue;
         }
+        let wide = value & 0b110 == 0b100;
+        let (high, high_sized) = if wide && index + 1 < count {
+            let high = config.read(at, offset + 4);
+            config.write(at, offset + 4, 0xffff_ffff);
+            let s = config.read(at, offset + 4);
+            config.write(at, offset + 4, high);
+            (high, s)
+        } else {
+            (0, 0)
+        };
+        // The size is the lowest address bit that stuck; a BAR where none did is not there.
+        let mask = u64::from(high_sized) << 32 | u64::from(sized & !0xf);
+        if mask != 0 {
+            let _ = out.push(Bar {
+                index,
+                offset,
+                io: false,
+                base: u64::from(high) << 32 | u64::from(value & !0xf),
+                size: mask & mask.wrapping_neg(),
+            });
+        }
+        index += if wide { 2 } else { 1 };
     }
     out
 }
@@ -328,6 +407,10 @@ mod tests {
             self.space.get_mut(&(at.bus, at.dev, at.func)).unwrap()[4 + usize::from(index)] = base | 1;
             self.bar_sizes.insert((at.bus, at.dev, at.func, index), size);
         }
+        fn memory_bar(&mut self, at: Bdf, index: u8, base: u32, size: u32) {
+            self.space.get_mut(&(at.bus, at.dev, at.func)).unwrap()[4 + usize::from(index)] = base | 8;
+            self.bar_sizes.insert((at.bus, at.dev, at.func, index), size);
+        }
         fn dword(&self, at: Bdf, offset: u8) -> u32 {
             self.space[&(at.bus, at.dev, at.func)][usize::from(offset / 4)]
         }
@@ -342,9 +425,13 @@ mod tests {
             let bar = offset.checked_sub(0x10).map(|o| o / 4).filter(|&i| i < 6 && offset.is_multiple_of(4));
             let size = bar.and_then(|i| self.bar_sizes.get(&(at.bus, at.dev, at.func, i)).copied());
             if let Some(s) = self.space.get_mut(&(at.bus, at.dev, at.func)) {
-                s[usize::from(offset / 4)] = match size {
-                    Some(size) => (value & !(size - 1) & 0xffff) | 1,
-                    None => value,
+                let old = s[usize::from(offset / 4)];
+                s[usize::from(offset / 4)] = match (size, bar) {
+                    (Some(size), _) if old & 1 == 1 => (value & !(size - 1) & 0xffff) | 1,
+                    (Some(size), _) => (value & !(size - 1)) | (old & 0xf),
+                    // An unimplemented BAR reads zero whatever is written.
+                    (None, Some(_)) => 0,
+                    (None, None) => value,
                 };
             }
         }
@@ -353,6 +440,7 @@ mod tests {
     const DISK0: Bdf = Bdf { bus: 0, dev: 3, func: 0 };
     const DISK1: Bdf = Bdf { bus: 0, dev: 5, func: 0 };
     const IDE: Bdf = Bdf { bus: 0, dev: 1, func: 1 };
+    const VGA: Bdf = Bdf { bus: 0, dev: 2, func: 0 };
 
     /// QEMU `pc` with two legacy virtio-blk devices, as its firmware leaves them.
     fn pc() -> Bus {
@@ -362,7 +450,9 @@ mod tests {
         bus.space.get_mut(&(0, 1, 0)).unwrap()[usize::from(PIRQ_ROUTE / 4)] = 0x0b0b_0a0a;
         bus.function(IDE, 0x8086, 0x7010, false, 0);
         bus.io_bar(IDE, 4, 0xc100, 16);
-        bus.function(Bdf { bus: 0, dev: 2, func: 0 }, 0x1234, 0x1111, false, 0);
+        bus.function(VGA, 0x1234, 0x1111, false, 0);
+        bus.memory_bar(VGA, 0, 0xfd00_0000, 16 << 20);
+        bus.memory_bar(VGA, 2, 0xfebf_0000, 4096);
         bus.function(DISK0, 0x1af4, 0x1001, false, 1);
         bus.io_bar(DISK0, 0, 0xc000, 128);
         bus.function(DISK1, 0x1af4, 0x1001, false, 1);
@@ -371,7 +461,14 @@ mod tests {
     }
 
     fn disk(index: u8, ports: (u16, u16), irq: u8) -> Assignment<'static> {
-        Assignment { name: "disk", function: Match::Id { vendor: 0x1af4, device: 0x1001, index }, ports, irq }
+        Assignment {
+            name: "disk",
+            function: Match::Id { vendor: 0x1af4, device: 0x1001, index },
+            ports: Some(ports),
+            memory: &[],
+            irq: Some(irq),
+            bus_master: true,
+        }
     }
 
     #[test]
@@ -407,10 +504,7 @@ mod tests {
         let mut placer = Placer::new();
         // The second disk, moved from 0xc080 to 0xd000, its INTA (slot 5: PIRQA) on IRQ 5.
         let placed = placer.place(&mut bus, &functions, &disk(1, (0xd000, 0xd07f), 5)).unwrap();
-        assert_eq!(
-            (placed.function.at, placed.bar, placed.size, placed.pin, placed.pirq),
-            (DISK1, 0, 128, 1, 0)
-        );
+        assert_eq!((placed.function.at, placed.io, placed.interrupt), (DISK1, Some((0, 128)), Some((1, 0))));
         assert_eq!(bus.dword(DISK1, 0x10), 0xd001);
         assert_eq!(bus.dword(DISK1, 0x3c) & 0xff, 5);
         assert_eq!(bus.dword(DISK1, 4) & 0b101, 0b101, "I/O decoding and bus mastering on");
@@ -418,7 +512,7 @@ mod tests {
         // The first disk to where the second was: the second no longer answers there, the
         // IDE controller is left alone.
         let placed = placer.place(&mut bus, &functions, &disk(0, (0xc080, 0xc0ff), 11)).unwrap();
-        assert_eq!((placed.function.at, placed.pirq), (DISK0, 2));
+        assert_eq!((placed.function.at, placed.interrupt), (DISK0, Some((1, 2))));
         assert_eq!(bus.dword(DISK0, 0x10), 0xc081);
         assert_eq!(bus.dword(IDE, 4) & 1, 1);
     }
@@ -445,17 +539,32 @@ mod tests {
             (disk(0, (0xd000, 0xd05f), 11), PlaceError::BadWindow),
             (disk(0, (0xd040, 0xd0bf), 11), PlaceError::BadWindow),
             (
-                Assignment {
-                    name: "vga",
-                    function: Match::Address(Bdf { bus: 0, dev: 2, func: 0 }),
-                    ports: (0xd000, 0xd07f),
-                    irq: 11,
-                },
+                Assignment { function: Match::Address(VGA), ..disk(0, (0xd000, 0xd07f), 11) },
                 PlaceError::NoIoBar,
             ),
             (
-                Assignment { name: "ide", function: Match::Address(IDE), ports: (0xd000, 0xd00f), irq: 11 },
+                Assignment { function: Match::Address(IDE), ..disk(0, (0xd000, 0xd00f), 11) },
                 PlaceError::NoInterruptPin,
+            ),
+            (
+                Assignment {
+                    function: Match::Address(VGA),
+                    ports: None,
+                    irq: None,
+                    memory: &[(0xfe00_0000, 4096)],
+                    ..disk(0, (0, 0), 0)
+                },
+                PlaceError::MemoryNotAtBar(0xfe00_0000),
+            ),
+            (
+                Assignment {
+                    function: Match::Address(VGA),
+                    ports: None,
+                    irq: None,
+                    memory: &[(0xfebf_0000, 8192)],
+                    ..disk(0, (0, 0), 0)
+                },
+                PlaceError::MemoryNotAtBar(0xfebf_0000),
             ),
         ];
         for (assignment, error) in cases {
@@ -474,11 +583,37 @@ mod tests {
         let functions = scan(&mut bus);
         let mut placer = Placer::new();
         placer.place(&mut bus, &functions, &disk(0, (0xc000, 0xc07f), 11)).unwrap();
-        let net =
-            Assignment { name: "net", function: Match::Address(other), ports: (0xc200, 0xc21f), irq: 10 };
+        let net = Assignment {
+            function: Match::Address(other),
+            ports: Some((0xc200, 0xc21f)),
+            ..disk(0, (0, 0), 10)
+        };
         assert_eq!(placer.place(&mut bus, &functions, &net), Err(PlaceError::PirqTaken { pirq: 2, irq: 11 }));
         // The same line is fine.
-        placer.place(&mut bus, &functions, &Assignment { irq: 11, ..net }).unwrap();
+        placer.place(&mut bus, &functions, &Assignment { irq: Some(11), ..net }).unwrap();
+    }
+
+    #[test]
+    fn a_display_adapters_memory_is_checked_where_the_firmware_put_it() {
+        let mut bus = pc();
+        bus.space.get_mut(&(0, 2, 0)).unwrap()[1] = 0; // decoding off
+        let functions = scan(&mut bus);
+        let vga = Assignment {
+            name: "vga",
+            function: Match::Id { vendor: 0x1234, device: 0x1111, index: 0 },
+            ports: None,
+            memory: &[(0xfebf_0000, 4096), (0xfd00_0000, 8 << 20)],
+            irq: None,
+            bus_master: false,
+        };
+        let placed = Placer::new().place(&mut bus, &functions, &vga).unwrap();
+        assert_eq!((placed.io, placed.interrupt, placed.memory), (None, None, 2));
+        assert_eq!(bus.dword(VGA, 4) & 0b111, 0b010, "memory decoding only");
+        assert_eq!(
+            (bus.dword(VGA, 0x10), bus.dword(VGA, 0x18)),
+            (0xfd00_0008, 0xfebf_0008),
+            "BARs as they were"
+        );
     }
 
     #[test]

@@ -70,9 +70,10 @@ pub fn parse_pci(text: &str) -> Option<PciName> {
 
 /// The rules for devices named by what they are, on the description as written: the name
 /// reads; no two devices name one function; each gives its owner `io-ports` (a power of
-/// two, aligned to its size, as an I/O BAR is) and an `irq` the PIIX can route, and no
-/// `mmio` (PCIBack places I/O BARs only; memory BARs stay where the firmware put them);
-/// its owner's priority is below PCIBack's; and nothing takes the names cleave adds.
+/// two, aligned to its size, as an I/O BAR is; PCIBack moves the BAR there) or `mmio`
+/// (which its memory BARs must hold where the firmware put them: the loader maps it) or
+/// both, and an `irq`, if any, the PIIX can route; its owner's priority is below
+/// PCIBack's; and nothing takes the names cleave adds.
 pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
     let mut named: Vec<(PciName, &str)> = Vec::new();
     for (name, d) in &file.devices {
@@ -96,11 +97,12 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
             }
         }
         match d.io_ports.as_ref().map(|p| (p, parse_ports(p.get_ref()))) {
-            None => errors.push(SystemError::new(
+            None if d.mmio.is_empty() => errors.push(SystemError::new(
                 key("pci"),
                 span(pci),
-                format!("device `{dn}` names a PCI function but gives its owner no `io-ports` to find its I/O BAR at"),
+                format!("device `{dn}` names a PCI function but gives its owner neither `io-ports` (where PCIBack puts its I/O BAR) nor `mmio` (what its memory BARs must hold)"),
             )),
+            None => {}
             Some((p, Some((first, last)))) => {
                 let size = last - first + 1;
                 if !size.is_power_of_two() || !first.is_multiple_of(size) {
@@ -117,24 +119,16 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
             Some((_, None)) => {} // the devices check says why
         }
         match &d.irq {
-            None => errors.push(SystemError::new(
-                key("pci"),
-                span(pci),
-                format!("device `{dn}` names a PCI function but gives its owner no `irq` to route its interrupt to"),
-            )),
+            None => {}
             Some(irq) if !ROUTABLE_IRQS.contains(irq.get_ref()) => errors.push(SystemError::new(
                 key("irq"),
                 span(irq),
-                format!("IRQ {} is not one a PCI interrupt can be routed to (3-7, 9-12, 14, 15)", irq.get_ref()),
+                format!(
+                    "IRQ {} is not one a PCI interrupt can be routed to (3-7, 9-12, 14, 15)",
+                    irq.get_ref()
+                ),
             )),
             Some(_) => {}
-        }
-        if let Some(m) = d.mmio.first() {
-            errors.push(SystemError::new(
-                key("mmio"),
-                span(&m.base),
-                format!("device `{dn}` names a PCI function: PCIBack places its I/O BAR, not memory BARs, so it cannot have `mmio` yet"),
-            ));
         }
         let owner = file.components.iter().find(|(k, _)| k.get_ref() == d.owner.get_ref()).map(|(_, c)| c);
         if let Some(p) = owner.and_then(|c| c.priority.as_ref()).filter(|p| *p.get_ref() >= PCIBACK_PRIORITY)
@@ -229,9 +223,13 @@ pub struct Placement {
     /// The function it is.
     pub function: PciName,
     /// The owner's ports (first, last): where its I/O BAR goes.
-    pub ports: (u64, u64),
+    pub ports: Option<(u64, u64)>,
+    /// The owner's memory ranges (base, bytes), which its memory BARs must hold.
+    pub memory: Vec<(u64, u64)>,
     /// The owner's interrupt line.
-    pub irq: u64,
+    pub irq: Option<u64>,
+    /// Whether the owner gives it DMA memory (so it may master the bus).
+    pub dma: bool,
 }
 
 /// The devices PCIBack places, in name order.
@@ -243,8 +241,14 @@ pub fn placements(file: &SystemFile) -> Vec<Placement> {
                 device: k.get_ref().clone(),
                 owner: d.owner.get_ref().clone(),
                 function: parse_pci(d.pci.as_ref()?.get_ref())?,
-                ports: parse_ports(d.io_ports.as_ref()?.get_ref())?,
-                irq: *d.irq.as_ref()?.get_ref(),
+                ports: d.io_ports.as_ref().and_then(|p| parse_ports(p.get_ref())),
+                memory: d
+                    .mmio
+                    .iter()
+                    .map(|m| (*m.base.get_ref(), crate::schema::parse_size(m.size.get_ref()).unwrap_or(0)))
+                    .collect(),
+                irq: d.irq.as_ref().map(|i| *i.get_ref()),
+                dma: d.dma.is_some(),
             })
         })
         .collect()
@@ -299,8 +303,10 @@ mod tests {
                 device: "disk".into(),
                 owner: "blk".into(),
                 function: PciName::Id { vendor: 0x1af4, device: 0x1001, index: 0 },
-                ports: (0xd000, 0xd07f),
-                irq: 11
+                ports: Some((0xd000, 0xd07f)),
+                memory: Vec::new(),
+                irq: Some(11),
+                dma: true,
             }]
         );
         // Without a PCI device, no PCIBack.
