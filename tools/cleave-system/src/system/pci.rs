@@ -17,6 +17,8 @@ pub const PCIBACK: &str = "pciback";
 pub const PCI_CONFIG: &str = "pci-config";
 /// The ELCR, the other device cleave gives PCIBack.
 pub const PIC_ELCR: &str = "pic-elcr";
+/// PCI configuration space: configuration mechanism #1's address and data ports.
+pub const CONFIG_PORTS: (u64, u64) = (0xcf8, 0xcff);
 /// PCIBack's priority: above every device owner's (they may start only once it has run),
 /// below the supervisor's, which destroys it.
 pub const PCIBACK_PRIORITY: u64 = 249;
@@ -75,6 +77,26 @@ pub fn parse_pci(text: &str) -> Option<PciName> {
 /// both, and an `irq`, if any, the PIIX can route; its owner's priority is below
 /// PCIBack's; and nothing takes the names cleave adds.
 pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
+    // Configuration space is PCIBack's alone, and only while the system boots.
+    let added = |owner: &str| file.components.iter().any(|(k, c)| k.get_ref() == owner && c.added);
+    for (name, d) in file.devices.iter().filter(|(_, d)| !added(d.owner.get_ref())) {
+        let Some(ports) = &d.io_ports else { continue };
+        if let Some((first, last)) = parse_ports(ports.get_ref())
+            && first <= CONFIG_PORTS.1
+            && CONFIG_PORTS.0 <= last
+        {
+            errors.push(
+                SystemError::new(
+                    format!("devices.{}.io-ports", name.get_ref()),
+                    span(ports),
+                    format!(
+                        "ports {first:#x}-{last:#x} include PCI configuration space (0xcf8-0xcff), which only PCIBack holds, and only at boot"
+                    ),
+                )
+                .help("name the device with `pci = \"vendor:device\"`: PCIBack places it for its owner"),
+            );
+        }
+    }
     let mut named: Vec<(PciName, &str)> = Vec::new();
     for (name, d) in &file.devices {
         let Some(pci) = &d.pci else { continue };
@@ -199,7 +221,8 @@ pub fn expand(mut file: SystemFile) -> SystemFile {
         added: true,
     };
     file.components.insert(text(PCIBACK), component);
-    for (name, ports) in [(PCI_CONFIG, "0xcf8-0xcff"), (PIC_ELCR, "0x4d0-0x4d1")] {
+    let config = format!("{:#x}-{:#x}", CONFIG_PORTS.0, CONFIG_PORTS.1);
+    for (name, ports) in [(PCI_CONFIG, config.as_str()), (PIC_ELCR, "0x4d0-0x4d1")] {
         let device = Device {
             owner: text(PCIBACK),
             pci: None,
@@ -257,6 +280,51 @@ pub fn placements(file: &SystemFile) -> Vec<Placement> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In every description in the repository, configuration space is held by PCIBack
+    /// alone, a disposable component: no component holds it after boot.
+    #[test]
+    fn no_component_of_the_repositorys_systems_keeps_configuration_space() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut paths = vec![root.join("system.toml")];
+        for dir in [
+            "systems",
+            "examples/lifetimes",
+            "components/blkback",
+            "components/pciback",
+            "components/netback",
+        ] {
+            for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+                if entry.path().extension().is_some_and(|e| e == "toml") && entry.file_name() != "Cargo.toml"
+                {
+                    paths.push(entry.path());
+                }
+            }
+        }
+        let mut with_pciback = 0;
+        for path in &paths {
+            let file = load(&std::fs::read_to_string(path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            for (name, d) in &file.devices {
+                let Some((first, last)) = d.io_ports.as_ref().and_then(|p| parse_ports(p.get_ref())) else {
+                    continue;
+                };
+                if first <= CONFIG_PORTS.1 && CONFIG_PORTS.0 <= last {
+                    let owner =
+                        file.components.iter().find(|(k, _)| k.get_ref() == d.owner.get_ref()).unwrap().1;
+                    assert!(
+                        d.owner.get_ref() == PCIBACK && owner.added && owner.is_disposable(),
+                        "{}: device `{}` gives configuration space to `{}`",
+                        path.display(),
+                        name.get_ref(),
+                        d.owner.get_ref()
+                    );
+                    with_pciback += 1;
+                }
+            }
+        }
+        assert!(with_pciback >= 6, "only {with_pciback} of {} systems have PCIBack", paths.len());
+    }
 
     #[test]
     fn pci_functions_are_named_by_ids_or_address() {
@@ -349,6 +417,13 @@ mod tests {
             let errors = load(&text).unwrap_err();
             assert!(errors.iter().any(|e| e == message), "{to}: {errors:?}");
         }
+        // Configuration space for a component of the description's own.
+        let errors = load(&format!("{DISK}[devices.config]\nowner = \"blk\"\nio-ports = \"0xcfc-0xcff\"\n"))
+            .unwrap_err();
+        assert!(
+            errors.iter().any(|e| e == "ports 0xcfc-0xcff include PCI configuration space (0xcf8-0xcff), which only PCIBack holds, and only at boot"),
+            "{errors:?}"
+        );
         // Two devices for one function: two owners.
         let two = format!(
             "{DISK}[devices.again]\nowner = \"blk\"\npci = \"1af4:1001#0\"\nio-ports = \"0xd080-0xd0ff\"\nirq = 10\n"
