@@ -190,7 +190,9 @@ pub const PIRQ_ROUTE: u8 = 0x60;
 /// The PCI-to-ISA bridge of a PIIX: 00:01.0.
 pub const ISA_BRIDGE: Bdf = Bdf { bus: 0, dev: 1, func: 0 };
 
-/// The command register's I/O space, memory space and bus master bits.
+/// The command register's I/O space, memory space and bus master bits. (The command
+/// register is the low half of its dword; the high half, the status register, is written
+/// as zeros, since writing a one there clears the bit.)
 const IO_SPACE: u32 = 1;
 const MEMORY_SPACE: u32 = 1 << 1;
 const BUS_MASTER: u32 = 1 << 2;
@@ -242,9 +244,9 @@ impl Placer {
         let at = function.at;
         let command = config.read(at, 4);
         // Its BARs, sized with decoding off (and put back as they were).
-        config.write(at, 4, command & !(IO_SPACE | MEMORY_SPACE | BUS_MASTER));
+        config.write(at, 4, command & !(IO_SPACE | MEMORY_SPACE | BUS_MASTER) & 0xffff);
         let own = bars(config, at);
-        config.write(at, 4, command);
+        config.write(at, 4, command & 0xffff);
         for &(base, bytes) in assignment.memory {
             let held = own.iter().any(|b| {
                 !b.io && b.base <= base && base.saturating_add(bytes) <= b.base.saturating_add(b.size)
@@ -285,10 +287,10 @@ impl Placer {
                 });
                 if overlaps {
                     let c = config.read(other.at, 4);
-                    config.write(other.at, 4, c & !IO_SPACE);
+                    config.write(other.at, 4, c & !IO_SPACE & 0xffff);
                 }
             }
-            config.write(at, 4, command & !(IO_SPACE | BUS_MASTER));
+            config.write(at, 4, command & !(IO_SPACE | BUS_MASTER) & 0xffff);
             config.write(at, offset, u32::from(first) | 1);
         }
         if let Some((irq, _, line)) = interrupt {
