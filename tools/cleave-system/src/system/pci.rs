@@ -107,6 +107,11 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
                 SystemError::new(key("pci"), span(pci), format!("`{}` names no PCI function", pci.get_ref()))
                     .help("write vendor:device (\"1af4:1001\"), vendor:device#N for the Nth such function (from 0), or bus:device.function (\"00:05.0\")"),
             ),
+            Some(PciName::Address { bus, .. }) if bus != 0 => errors.push(SystemError::new(
+                key("pci"),
+                span(pci),
+                format!("`{}` is on bus {bus:#04x}: PCIBack scans bus 0 only", pci.get_ref()),
+            )),
             Some(id) => {
                 if let Some((_, other)) = named.iter().find(|(n, _)| *n == id) {
                     errors.push(SystemError::new(
@@ -386,6 +391,11 @@ mod tests {
     fn pci_devices_that_cannot_be_placed_are_refused() {
         let cases: &[(&str, &str, &str)] = &[
             ("pci = \"1af4:1001\"", "pci = \"virtio-blk\"", "`virtio-blk` names no PCI function"),
+            (
+                "pci = \"1af4:1001\"",
+                "pci = \"01:00.0\"",
+                "`01:00.0` is on bus 0x01: PCIBack scans bus 0 only",
+            ),
             (
                 "io-ports = \"0xd000-0xd07f\"",
                 "io-ports = \"0xd040-0xd0bf\"",

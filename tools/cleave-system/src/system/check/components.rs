@@ -146,6 +146,26 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
                 }
             }
         }
+        // A restarted component's stack is part of its writable memory.
+        let size = |v: &Option<Spanned<String>>| v.as_ref().and_then(|v| parse_size(v.get_ref()));
+        let writable = size(&c.memory).unwrap_or(crate::layout::DEFAULT_RESTART_MEMORY);
+        if c.restart.is_some()
+            && let (Some(stack), Some(s)) = (size(&c.stack), c.stack.as_ref())
+            && stack >= writable
+        {
+            errors.push(
+                SystemError::new(
+                    key("stack"),
+                    span(s),
+                    format!(
+                        "stack `{}` does not fit in the writable memory of a restarted component (`memory`, {} KiB), which also holds its program's data",
+                        s.get_ref(),
+                        writable >> 10
+                    ),
+                )
+                .help("give it more `memory`"),
+            );
+        }
         // `memory` is the writable memory the supervisor restores on each restart; any other
         // component's memory is its program's own (its data and `cleave_rt::heap!`), which
         // no setting here would change.
@@ -285,6 +305,7 @@ mod tests {
     fn fields_out_of_range_or_at_odds_are_refused() {
         let text = "[components.a]\npriority = 0\nstack = \"6K\"\nmemory = \"2G\"\n\
                     [components.e]\nstack = \"2M\"\n\
+                    [components.f]\nrestart = { every = \"1s\" }\nstack = \"64K\"\n\
                     [components.b]\nlifetime = \"disposable\"\nrestart = { every = \"1s\" }\nends-run = true\n\
                     [components.c]\nrestart = \"per-request\"\npriority = 251\n\
                     [components.d]\ndeadline = \"1s\"\n";
@@ -331,6 +352,11 @@ mod tests {
                     "components.e.stack",
                     "\"2M\"",
                     "stack `2M` is more than the 1 MiB stack the loader makes at most"
+                ),
+                error(
+                    "components.f.stack",
+                    "\"64K\"",
+                    "stack `64K` does not fit in the writable memory of a restarted component (`memory`, 64 KiB), which also holds its program's data"
                 ),
             ]
         );
