@@ -342,7 +342,8 @@ impl Run {
                 .arg("-drive")
                 .arg(format!("file={},format=raw,if=none,id=disk{i}", disk.display()))
                 .arg("-device")
-                .arg(format!("virtio-blk-pci,drive=disk{i},disable-modern=on,addr={slot}"));
+                // QEMU reads the slot in hex.
+                .arg(format!("virtio-blk-pci,drive=disk{i},disable-modern=on,addr={slot:x}"));
         }
         // The XenStore bridge's serial port, a Unix socket QEMU listens on (short, in the
         // temporary directory: socket paths are limited to 108 bytes).

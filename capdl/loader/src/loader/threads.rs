@@ -89,6 +89,16 @@ impl Loader {
         o: &ObjectRecord,
     ) -> Result<(), LoadError> {
         let spec = self.spec;
+        // The page tables remembered for earlier threads' address spaces are of no use any
+        // more (and would fill the table): keep only the loader's own scratch tables.
+        let mut kept = 0;
+        for i in 0..self.table_count {
+            if self.tables[i].0 == cleave_abi::boot_info::slot::VSPACE {
+                self.tables[kept] = self.tables[i];
+                kept += 1;
+            }
+        }
+        self.table_count = kept;
         // A restartable component keeps its writable pages and stack in the spec's
         // `NAME_rw` frames (which the supervisor maps), and their first contents in
         // `NAME_pristine`.

@@ -124,6 +124,8 @@ pub enum PlaceError {
     NoInterruptPin,
     /// None of the function's memory BARs holds this range of the owner's memory (base).
     MemoryNotAtBar(u64),
+    /// Another assignment placed this function already (one function, one owner).
+    PlacedAlready,
     /// Its pin shares a PIRQ line already routed to another interrupt.
     PirqTaken {
         /// The PIRQ (0-3: A-D).
@@ -141,6 +143,7 @@ impl core::fmt::Display for PlaceError {
             Self::TooLarge(size) => write!(f, "its I/O BAR is {size} bytes, more than the owner's ports"),
             Self::BadWindow => write!(f, "the owner's ports are not a power of two aligned to their size"),
             Self::NoInterruptPin => write!(f, "the function has no interrupt pin"),
+            Self::PlacedAlready => write!(f, "another device placed this function already"),
             Self::MemoryNotAtBar(base) => {
                 write!(f, "none of its memory BARs holds the owner's memory at {base:#x}")
             }
@@ -209,6 +212,7 @@ pub fn io_bar_size(readback: u32) -> u32 {
 #[derive(Debug, Default)]
 pub struct Placer {
     routed: [Option<u8>; 4],
+    placed: Vec<Bdf, MAX_FUNCTIONS>,
 }
 
 impl Placer {
@@ -242,6 +246,9 @@ impl Placer {
         };
         let function = find(functions, assignment.function).ok_or(PlaceError::NotFound)?;
         let at = function.at;
+        if self.placed.contains(&at) {
+            return Err(PlaceError::PlacedAlready);
+        }
         let command = config.read(at, 4);
         // Its BARs, sized with decoding off (and put back as they were).
         config.write(at, 4, command & !(IO_SPACE | MEMORY_SPACE | BUS_MASTER) & 0xffff);
@@ -311,7 +318,10 @@ impl Placer {
         if assignment.bus_master {
             enable |= BUS_MASTER;
         }
-        config.write(at, 4, (command | enable) & 0xffff);
+        // Only what the owner holds: bus mastering the firmware turned on goes unless the
+        // owner gives the function DMA memory.
+        config.write(at, 4, ((command & !(IO_SPACE | MEMORY_SPACE | BUS_MASTER)) | enable) & 0xffff);
+        self.placed.push(at).ok();
         Ok(Placed {
             function,
             io: io.map(|(index, _, size)| (index, size)),
@@ -517,6 +527,23 @@ mod tests {
         assert_eq!((placed.function.at, placed.interrupt), (DISK0, Some((1, 2))));
         assert_eq!(bus.dword(DISK0, 0x10), 0xc081);
         assert_eq!(bus.dword(IDE, 4) & 1, 1);
+    }
+
+    #[test]
+    fn a_function_goes_to_one_owner_and_masters_the_bus_only_with_dma() {
+        let mut bus = pc();
+        let functions = scan(&mut bus);
+        let mut placer = Placer::new();
+        // The firmware left bus mastering on; an owner without DMA memory does not keep it.
+        let c = bus.dword(DISK0, 4);
+        bus.space.get_mut(&(0, 3, 0)).unwrap()[1] = c | 0b100;
+        placer
+            .place(&mut bus, &functions, &Assignment { bus_master: false, ..disk(0, (0xc000, 0xc07f), 11) })
+            .unwrap();
+        assert_eq!(bus.dword(DISK0, 4) & 0b111, 0b001);
+        // The same function again, by address: refused.
+        let again = Assignment { function: Match::Address(DISK0), ..disk(0, (0xd000, 0xd07f), 11) };
+        assert_eq!(placer.place(&mut bus, &functions, &again), Err(PlaceError::PlacedAlready));
     }
 
     #[test]

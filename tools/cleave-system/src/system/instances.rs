@@ -42,6 +42,35 @@ pub fn instances(file: &SystemFile) -> Vec<(String, String, String)> {
 /// isolation group names one of its instances, as it is one of them it concerns).
 pub(super) fn check(file: &SystemFile, seen: &BTreeMap<&str, &str>, errors: &mut Vec<SystemError>) {
     let all = instances(file);
+    // A guest names the per-guest component, never one of its instances (which is
+    // another guest's, or would be).
+    for (guest, g) in &file.guests {
+        for b in g.all_backends() {
+            if let Some((of, owner, _)) = all.iter().find(|(.., name)| name == b.get_ref()) {
+                errors.push(SystemError::new(
+                    format!("guests.{}", guest.get_ref()),
+                    span(b),
+                    format!(
+                        "`{}` is the instance of per-guest `{of}` for guest `{owner}`: a guest names `{of}`, and gets its own",
+                        b.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    // Two instances with one name (`a` for guest `b-c`, `a-b` for guest `c`).
+    for (i, (of, guest, name)) in all.iter().enumerate() {
+        if let Some((other, other_guest, _)) = all[..i].iter().find(|(.., n)| n == name)
+            && let Some((key, c)) = file.components.iter().find(|(k, _)| k.get_ref() == of)
+        {
+            let at = c.instances.as_ref().map_or_else(|| span(key), span);
+            errors.push(SystemError::new(
+                format!("components.{of}.instances"),
+                at,
+                format!("`{of}`'s instance for guest `{guest}` and `{other}`'s for guest `{other_guest}` would both be `{name}`"),
+            ));
+        }
+    }
     let vmms: BTreeMap<String, &str> =
         file.guests.keys().map(|g| (vmm_name(g.get_ref()), g.get_ref().as_str())).collect();
     for (name, c) in file.components.iter().filter(|(_, c)| c.is_per_guest()) {
@@ -324,6 +353,22 @@ mod tests {
                  [devices.machine-disk-z]\nowner = \"blk-z\"\nio-ports = \"0xc080-0xc0ff\"\nirq = 10\ndma = \"2M\"\n\
                  [guests.a]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"blk\", size = \"1M\" }\n",
                 &["device `machine-disk-z` is owned by `blk-z`, which is not a component"],
+            ),
+            // Two instances with one name.
+            (
+                "[components.a]\ninstances = \"per-guest\"\n[components.a-b]\ninstances = \"per-guest\"\n\
+                 [guests.b-c]\nmemory = \"2M\"\nimage = \"guest-hello\"\nbackends = [\"a\"]\n\
+                 [guests.c]\nmemory = \"2M\"\nimage = \"guest-hello\"\nbackends = [\"a-b\"]\n",
+                &["`a-b`'s instance for guest `c` and `a`'s for guest `b-c` would both be `a-b-c`"],
+            ),
+            // A guest naming another guest's instance.
+            (
+                "[components.store]\ninstances = \"per-guest\"\n\
+                 [guests.a]\nmemory = \"2M\"\nimage = \"guest-hello\"\nbackends = [\"store\"]\n\
+                 [guests.b]\nmemory = \"2M\"\nimage = \"guest-hello\"\nbackends = [\"store-a\"]\n",
+                &[
+                    "`store-a` is the instance of per-guest `store` for guest `a`: a guest names `store`, and gets its own",
+                ],
             ),
             // A switch per guest connects nobody.
             (

@@ -19,6 +19,8 @@ pub const PCI_CONFIG: &str = "pci-config";
 pub const PIC_ELCR: &str = "pic-elcr";
 /// PCI configuration space: configuration mechanism #1's address and data ports.
 pub const CONFIG_PORTS: (u64, u64) = (0xcf8, 0xcff);
+/// The interrupt controllers' trigger-mode registers.
+pub const ELCR_PORTS: (u64, u64) = (0x4d0, 0x4d1);
 /// PCIBack's priority: above every device owner's (they may start only once it has run),
 /// below the supervisor's, which destroys it.
 pub const PCIBACK_PRIORITY: u64 = 249;
@@ -82,15 +84,14 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
     for (name, d) in file.devices.iter().filter(|(_, d)| !added(d.owner.get_ref())) {
         let Some(ports) = &d.io_ports else { continue };
         if let Some((first, last)) = parse_ports(ports.get_ref())
-            && first <= CONFIG_PORTS.1
-            && CONFIG_PORTS.0 <= last
+            && [CONFIG_PORTS, ELCR_PORTS].iter().any(|&(a, b)| first <= b && a <= last)
         {
             errors.push(
                 SystemError::new(
                     format!("devices.{}.io-ports", name.get_ref()),
                     span(ports),
                     format!(
-                        "ports {first:#x}-{last:#x} include PCI configuration space (0xcf8-0xcff), which only PCIBack holds, and only at boot"
+                        "ports {first:#x}-{last:#x} include PCI configuration space (0xcf8-0xcff) or the ELCR (0x4d0-0x4d1), which only PCIBack holds, and only at boot"
                     ),
                 )
                 .help("name the device with `pci = \"vendor:device\"`: PCIBack places it for its owner"),
@@ -170,6 +171,19 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
             ));
         }
     }
+    // An ID and an address may be one function: a description names them one way.
+    let by_address = named.iter().find(|(n, _)| matches!(n, PciName::Address { .. }));
+    let by_id = named.iter().find(|(n, _)| matches!(n, PciName::Id { .. }));
+    if let (Some((_, a)), Some((_, b))) = (by_address, by_id) {
+        let (_, d) = file.devices.iter().find(|(k, _)| k.get_ref() == a).expect("named from the devices");
+        if let Some(pci) = &d.pci {
+            errors.push(SystemError::new(
+                format!("devices.{a}.pci"),
+                span(pci),
+                format!("device `{a}` names its function by address and `{b}` by ID, which could be the same function: name them one way"),
+            ));
+        }
+    }
     if named.is_empty() {
         return;
     }
@@ -227,7 +241,8 @@ pub fn expand(mut file: SystemFile) -> SystemFile {
     };
     file.components.insert(text(PCIBACK), component);
     let config = format!("{:#x}-{:#x}", CONFIG_PORTS.0, CONFIG_PORTS.1);
-    for (name, ports) in [(PCI_CONFIG, config.as_str()), (PIC_ELCR, "0x4d0-0x4d1")] {
+    let elcr = format!("{:#x}-{:#x}", ELCR_PORTS.0, ELCR_PORTS.1);
+    for (name, ports) in [(PCI_CONFIG, config.as_str()), (PIC_ELCR, elcr.as_str())] {
         let device = Device {
             owner: text(PCIBACK),
             pci: None,
@@ -431,7 +446,16 @@ mod tests {
         let errors = load(&format!("{DISK}[devices.config]\nowner = \"blk\"\nio-ports = \"0xcfc-0xcff\"\n"))
             .unwrap_err();
         assert!(
-            errors.iter().any(|e| e == "ports 0xcfc-0xcff include PCI configuration space (0xcf8-0xcff), which only PCIBack holds, and only at boot"),
+            errors.iter().any(|e| e == "ports 0xcfc-0xcff include PCI configuration space (0xcf8-0xcff) or the ELCR (0x4d0-0x4d1), which only PCIBack holds, and only at boot"),
+            "{errors:?}"
+        );
+        // One named by ID, one by address: maybe one function.
+        let mixed = format!(
+            "{DISK}[devices.again]\nowner = \"blk\"\npci = \"00:05.0\"\nio-ports = \"0xd080-0xd0ff\"\nirq = 10\n"
+        );
+        let errors = load(&mixed).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e == "device `again` names its function by address and `disk` by ID, which could be the same function: name them one way"),
             "{errors:?}"
         );
         // Two devices for one function: two owners.
