@@ -535,7 +535,11 @@ pub fn run(
     // 115200 baud a 16-byte FIFO fills in about 1.4 ms, and Bochs's serial port drops what
     // does not fit (its TSC counts instructions: 50 000 is 1 ms of its time).
     const INPUT_EVERY: u64 = 50_000;
+    // After a byte arrives more may follow (a pasted line): for this long the port is
+    // looked at on every exit.
+    const INPUT_ACTIVE: u64 = 5_000_000;
     let mut input_at = 0;
+    let mut active_until = 0;
     let mut halted = false;
     let mut window = false;
     let mut last = cleave_rt::syscall::rdtsc();
@@ -557,13 +561,17 @@ pub fn run(
             Injection::Exception(event) => vcpu.write_field(state::EVENT, event)?,
             Injection::WhenOpen | Injection::None => {}
         }
-        if vm.console_input && (halted || last.wrapping_sub(input_at) > INPUT_EVERY) {
+        if vm.console_input && (halted || last < active_until || last.wrapping_sub(input_at) > INPUT_EVERY) {
             input_at = last;
             // No more than the UART can take: the rest waits in the serial port.
             let mut typed = [0u8; 16];
             let room = vm.console_room().min(typed.len());
+            let before = vm.console.typed;
             let n = vm.console.typed(&mut typed[..room]);
             vm.console_typed(&typed[..n]);
+            if vm.console.typed != before {
+                active_until = last.saturating_add(INPUT_ACTIVE);
+            }
         }
         let words = cleave_rt::syscall::vm_enter()?;
         // Guest time follows the TSC (one tick taken as a nanosecond).
@@ -621,6 +629,7 @@ pub fn run(
                     vm.console_typed(&typed[..n]);
                 }
                 last = cleave_rt::syscall::rdtsc();
+                active_until = last.saturating_add(INPUT_ACTIVE);
             }
             Outcome::WaitForIo => {
                 if cpu.rip != before.rip {

@@ -126,6 +126,15 @@ pub fn memory_for(system: &Path) -> Result<u32> {
 /// multiplexer does).
 const ESCAPE: u8 = 0x01;
 
+/// How fast typed bytes go to Bochs's second serial port: at most 8 at a time, 30 ms
+/// apart. Bochs's UART takes a byte from the terminal at every character time (87 us of
+/// its clock at 115200 baud) whether or not its 16-byte receive FIFO has room, and drops
+/// what does not fit; the VMM empties the port between guest exits (at least once per
+/// guest timer tick, 4 ms for Debian's kernel), so a pasted line longer than the FIFO
+/// could lose bytes if it went all at once (QEMU's UART holds the sender back instead).
+/// A person types far slower than this; a test driver writing whole lines does not.
+const BOCHS_TYPING: (usize, Duration) = (8, Duration::from_millis(30));
+
 /// Connects the guest console's socket (QEMU's second serial port) to this program's
 /// standard input and output until QEMU closes it or the user types Ctrl-A X (then
 /// `quit` is sent).
@@ -141,7 +150,7 @@ fn console_bridge(socket: PathBuf, quit: mpsc::Sender<()>) {
         return;
     };
     let Ok(to_guest) = stream.try_clone() else { return };
-    bridge(stream, to_guest, &quit);
+    bridge(stream, to_guest, &quit, None);
 }
 
 /// A pseudo-terminal for Bochs's second serial port (`mode=term`): Bochs opens the
@@ -180,8 +189,14 @@ impl Pty {
 /// Connects `from_guest`/`to_guest` (a guest's serial console) to this program's standard
 /// input and output until the guest's side closes or the user types Ctrl-A X (then `quit`
 /// is sent). With a terminal on standard input, it is put in raw mode for the session
-/// (`stty`) and restored after.
-fn bridge(mut from_guest: impl Read + Send + 'static, mut to_guest: impl Write, quit: &mpsc::Sender<()>) {
+/// (`stty`) and restored after. With `pace`, what is typed goes to the guest at most
+/// `pace.0` bytes at a time, `pace.1` apart (see [`BOCHS_TYPING`]).
+fn bridge(
+    mut from_guest: impl Read + Send + 'static,
+    mut to_guest: impl Write,
+    quit: &mpsc::Sender<()>,
+    pace: Option<(usize, Duration)>,
+) {
     std::thread::spawn(move || {
         let mut out = std::io::stdout();
         let mut buf = [0u8; 4096];
@@ -225,7 +240,16 @@ fn bridge(mut from_guest: impl Read + Send + 'static, mut to_guest: impl Write, 
                 (false, _) => forward.push(b),
             }
         }
-        if to_guest.write_all(&forward).is_err() {
+        let sent = match pace {
+            None => to_guest.write_all(&forward),
+            Some((chunk, gap)) => forward.chunks(chunk.max(1)).try_for_each(|part| {
+                to_guest.write_all(part)?;
+                to_guest.flush()?;
+                std::thread::sleep(gap);
+                Ok(())
+            }),
+        };
+        if sent.is_err() {
             break;
         }
     }
@@ -489,7 +513,7 @@ impl Run {
                 log.display()
             );
             let (from_guest, to_guest) = (pty.master.try_clone()?, pty.master.try_clone()?);
-            std::thread::spawn(move || bridge(from_guest, to_guest, &quit_sender));
+            std::thread::spawn(move || bridge(from_guest, to_guest, &quit_sender, Some(BOCHS_TYPING)));
         }
         // Bochs writes the serial log itself; the capture only echoes and times it.
         let mut capture = Capture::new(None, self.echo && pty.is_none())?;
