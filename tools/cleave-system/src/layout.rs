@@ -366,8 +366,20 @@ pub fn vmm_config(file: &SystemFile, guest: &str, g: &Guest) -> Vec<u8> {
 pub const SUPERVISOR: &str = "supervisor";
 /// Its priority: above every component it watches, so that it acts at once.
 pub const SUPERVISOR_PRIORITY: u64 = 250;
-/// Log2 of the untyped memory each disposable component is made from (1 MiB).
-pub const DISPOSABLE_UNTYPED_BITS: u32 = 20;
+/// What a disposable component's untyped allows, besides its stack, for its program, page
+/// tables, IPC buffer and kernel objects (`cleave memory` checks that a built program fits,
+/// and says by how much it does not).
+pub const DISPOSABLE_ALLOWANCE: u64 = 112 << 10;
+
+/// Log2 of the untyped memory a disposable component with a stack of `stack` bytes
+/// (`None`: the default) is made from: the smallest power of two that holds it and
+/// [`DISPOSABLE_ALLOWANCE`], 128 KiB at least. (A disposable component has no `memory`:
+/// that key is a restarted component's.)
+pub fn disposable_untyped_bits(stack: Option<u64>) -> u32 {
+    let stack = stack.unwrap_or(cleave_abi::layout::COMPONENT_STACK_PAGES * cleave_abi::layout::PAGE_SIZE);
+    let needed = stack.saturating_add(DISPOSABLE_ALLOWANCE);
+    needed.checked_next_power_of_two().map_or(63, u64::trailing_zeros).max(17)
+}
 /// A restartable component's writable memory when `memory` is not given.
 pub const DEFAULT_RESTART_MEMORY: u64 = 64 << 10;
 /// The badge bit of the supervisor's timer (the PIT on IRQ 0) in its notification.
@@ -463,6 +475,16 @@ mod tests {
 
     fn parse(text: &str) -> SystemFile {
         toml::from_str(text).expect("a test's description reads")
+    }
+
+    #[test]
+    fn a_disposable_untyped_holds_its_stack_and_the_allowance() {
+        // The default 16 KiB stack and the allowance: 128 KiB; a 1 MiB stack: 2 MiB.
+        assert_eq!(disposable_untyped_bits(None), 17);
+        assert_eq!(disposable_untyped_bits(Some(16 << 10)), 17);
+        assert_eq!(disposable_untyped_bits(Some(17 << 10)), 18);
+        assert_eq!(disposable_untyped_bits(Some(1 << 20)), 21);
+        assert_eq!(disposable_untyped_bits(Some(u64::MAX)), 63);
     }
 
     #[test]

@@ -43,12 +43,15 @@ pub struct Row {
     pub kernel: u64,
     /// The page tables of its address space (and of its guest's, for a VMM).
     pub tables: u64,
+    /// For a component made from an untyped of its own (a disposable one): the bytes of
+    /// that untyped nothing is made from. Everything else in it is in the other columns.
+    pub spare: u64,
 }
 
 impl Row {
     /// Everything it costs.
     pub fn total(&self) -> u64 {
-        self.code + self.data + self.dma + self.kernel + self.tables
+        self.code + self.data + self.dma + self.kernel + self.tables + self.spare
     }
 }
 
@@ -109,6 +112,14 @@ impl Table {
             ));
         }
         out.push_str("(code `= C`: the program's pages C made, mapped read-only)\n");
+        for r in self.rows.iter().filter(|r| r.disposable) {
+            out.push_str(&format!(
+                "({}: made from an untyped of {} KiB, of which {} KiB is unused)\n",
+                r.component,
+                kib(r.total() - r.dma),
+                kib(r.spare)
+            ));
+        }
         out.push_str(&format!("shared between components (regions and rings): {} KiB\n", kib(self.shared)));
         if self.asid_pools > 0 {
             out.push_str(&format!("ASID pools: {} KiB\n", kib(self.asid_pools)));
@@ -220,8 +231,26 @@ pub fn table(
         }
         file.devices.iter().find(|(k, _)| k.get_ref() == head).map(|(_, d)| d.owner.get_ref().clone())
     };
+    // A component's own untyped (a disposable one's, `C_untyped`) is counted as what is
+    // made from it, in the component's row whatever its names, and what is left of it
+    // (`spare`, below).
+    let mut made_from: BTreeMap<String, u64> = BTreeMap::new();
+    let mut inside_of: BTreeMap<&str, String> = BTreeMap::new();
+    for (untyped, children) in &spec.covers {
+        let Some(c) = untyped.name.strip_suffix("_untyped").filter(|c| rows.contains_key(*c)) else {
+            continue;
+        };
+        let Some(size) = spec.objects.iter().find(|o| o.name == untyped.name).and_then(|o| bytes(&o.kind))
+        else {
+            continue;
+        };
+        made_from.insert(c.to_string(), size);
+        for child in children {
+            inside_of.insert(child.name.as_str(), c.to_string());
+        }
+    }
     for o in &spec.objects {
-        if inside.contains(o.name.as_str()) {
+        if made_from.keys().any(|c| o.name == format!("{c}_untyped")) {
             continue;
         }
         let Some(one) = bytes(&o.kind) else { continue };
@@ -231,7 +260,9 @@ pub fn table(
             table.guests.push((guest.to_string(), total));
             continue;
         }
-        let Some(row) = owner(&o.name).and_then(|c| rows.get_mut(&c)) else {
+        let Some(row) =
+            inside_of.get(o.name.as_str()).cloned().or_else(|| owner(&o.name)).and_then(|c| rows.get_mut(&c))
+        else {
             table.shared += total;
             continue;
         };
@@ -254,7 +285,7 @@ pub fn table(
     for o in &spec.objects {
         let ObjectKind::Tcb(tcb) = &o.kind else { continue };
         let Some(component) = o.name.strip_suffix("_tcb") else { continue };
-        if inside.contains(o.name.as_str()) {
+        if inside.contains(o.name.as_str()) && !inside_of.contains_key(o.name.as_str()) {
             continue;
         }
         let Some(elf) = tcb.elf.as_deref() else { continue };
@@ -299,6 +330,22 @@ pub fn table(
             }
         }
         row.tables += tables.len() as u64 * PAGE_SIZE;
+    }
+    // What a component made from its own untyped needs must fit in it, with a page of
+    // slack per kind of object for the alignment the kernel gives each.
+    for (c, size) in &made_from {
+        let row = rows.get_mut(c).expect("only rows' untyped are counted");
+        let needed = row.code + row.data + row.kernel + row.tables;
+        let slack = 4 * PAGE_SIZE;
+        if needed + slack > *size && missing.is_empty() {
+            return Err(format!(
+                "`{c}` needs {} KiB (program, stack, tables and objects, and {} KiB of slack for alignment), more than the {} KiB untyped a disposable component is made from",
+                needed >> 10,
+                slack >> 10,
+                size >> 10
+            ));
+        }
+        row.spare = size.saturating_sub(needed);
     }
     if !missing.is_empty() {
         missing.sort();
@@ -391,6 +438,44 @@ mod tests {
         // last one below the top: a PDPT, a directory and a table for each.
         let plain = t.rows.iter().find(|r| r.component == "plain").unwrap();
         assert_eq!(plain.tables, (spec_tables + 6) * PAGE_SIZE);
+    }
+
+    /// [`program`] with `bss` more bytes of zeros.
+    fn program_with_bss(bss: u64) -> Vec<u8> {
+        const LOAD: u32 = 1;
+        let (rx, rw) = (5, 6);
+        elf(
+            2,
+            62,
+            0x40_1000,
+            &[
+                (LOAD, rx, 0x1000, 0x40_1000, 0x2000, 0x2000),
+                (LOAD, rw, 0x3000, 0x40_3000, 0x1000, 0x2000 + bss),
+            ],
+            &[0x90; 0x3000],
+        )
+    }
+
+    const DISPOSABLE: &str = "[components.once]\nbinary = \"worker\"\nlifetime = \"disposable\"\n\
+        [components.plain]\nbinary = \"observer\"\n";
+
+    #[test]
+    fn a_disposable_component_is_its_untyped_and_must_fit_in_it() {
+        let t = table_of(DISPOSABLE, &|_| Some(program())).unwrap();
+        let once = t.rows.iter().find(|r| r.component == "once").unwrap();
+        // Made from 128 KiB: its pages, tables and objects in their columns, the rest spare.
+        assert!(once.disposable && once.code == 2 * PAGE_SIZE && once.data > 0 && once.spare > 0, "{once:?}");
+        assert_eq!(once.total(), 128 << 10);
+        assert_eq!(t.after_boot(), t.control_plane() - (128 << 10));
+        assert!(t.render().contains("(once: made from an untyped of 128.0 KiB, of which"), "{}", t.render());
+        // A program that does not fit is refused, by name and by how much.
+        let big = |name: &str| Some(if name == "worker" { program_with_bss(100 << 10) } else { program() });
+        let error = table_of(DISPOSABLE, &big).unwrap_err();
+        assert!(
+            error.starts_with("`once` needs 1")
+                && error.ends_with("than the 128 KiB untyped a disposable component is made from"),
+            "{error}"
+        );
     }
 
     #[test]

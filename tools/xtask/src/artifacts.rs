@@ -243,6 +243,9 @@ pub fn build(system: &Path, scope: Scope) -> Result<Artifacts> {
         let bytes = cleave::image::build(&planned.encoded, &programs, &planned.generated)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         std::fs::write(&image, bytes).with_context(|| format!("writing {}", image.display()))?;
+        // What the loader would find out at boot (a disposable component's program that does
+        // not fit its untyped), said now.
+        memory_table(&planned.path, &image)?;
         if !cargo_with_env(&root, &loader_args(), &[("CLEAVE_IMAGE", &image)])? {
             bail!("building the capDL loader for {} failed", planned.path.display());
         }

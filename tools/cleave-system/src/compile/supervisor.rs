@@ -3,8 +3,8 @@
 
 use super::{CapTable, cap, component_objects, lifetime_of, map_pages, rights};
 use crate::layout::{
-    CLOCK_BADGE, DEFAULT_RESTART_MEMORY, DISPOSABLE_UNTYPED_BITS, PIT_IRQ, PIT_PORTS, REGION_BASE,
-    SUPERVISOR, SUPERVISOR_PRIORITY, VMM_GONE_SLOT, gone_badge, vmm_name,
+    CLOCK_BADGE, DEFAULT_RESTART_MEMORY, PIT_IRQ, PIT_PORTS, REGION_BASE, SUPERVISOR, SUPERVISOR_PRIORITY,
+    VMM_GONE_SLOT, disposable_untyped_bits, gone_badge, vmm_name,
 };
 use crate::schema::{SystemFile, parse_duration_ms, parse_size};
 use cleave_abi::layout::PAGE_SIZE;
@@ -101,14 +101,17 @@ pub(super) fn supervisor(
             }
         }
         spec.covers.insert(ObjRef::named(&untyped), children);
+        let component = file.components.iter().find(|(k, _)| k.get_ref() == *d).map(|(_, c)| c);
+        let stack = component.and_then(|c| c.stack.as_ref()).and_then(|v| parse_size(v.get_ref()));
+        let bits = disposable_untyped_bits(stack);
         untyped_objects.push(Object {
             name: untyped.clone(),
             count: None,
-            kind: ObjectKind::Untyped { size_bits: Some(DISPOSABLE_UNTYPED_BITS), paddr: None },
+            kind: ObjectKind::Untyped { size_bits: Some(bits), paddr: None },
         });
         entries.push((
             format!("{d}-untyped"),
-            format!("untyped {} KiB: all of `{d}`", (1u64 << DISPOSABLE_UNTYPED_BITS) >> 10),
+            format!("untyped {} KiB: all of `{d}`", (1u64 << bits) >> 10),
             cap(&untyped, None, CapParams::default()),
         ));
         let deadline_ms = file

@@ -2,7 +2,7 @@
 
 use super::check_program;
 use crate::error::SystemError;
-use crate::layout::{DISPOSABLE_UNTYPED_BITS, SUPERVISOR_PRIORITY};
+use crate::layout::SUPERVISOR_PRIORITY;
 use crate::schema::{Restart, SystemFile, parse_duration_ms, parse_size};
 use crate::system::{programs, span};
 use cleave_abi::layout::PAGE_SIZE;
@@ -84,29 +84,6 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
                 )
                 .help("make it the server of an endpoint channel, or use restart = { every = … }"),
             );
-        }
-        if disposable {
-            let size =
-                |v: &Option<Spanned<String>>| v.as_ref().and_then(|v| parse_size(v.get_ref())).unwrap_or(0);
-            let (stack, memory) = (size(&c.stack), size(&c.memory));
-            let untyped = 1u64 << DISPOSABLE_UNTYPED_BITS;
-            if stack.saturating_add(memory) >= untyped
-                && let Some(v) = c.memory.as_ref().or(c.stack.as_ref())
-            {
-                errors.push(
-                    SystemError::new(
-                        key(if c.memory.is_some() { "memory" } else { "stack" }),
-                        span(v),
-                        format!(
-                            "stack and memory ({} KiB) do not fit in the {} KiB a disposable component \
-                             is made from, with its TCB, tables and program",
-                            (stack + memory) >> 10,
-                            untyped >> 10
-                        ),
-                    )
-                    .help("a disposable component is small: shrink its stack or memory"),
-                );
-            }
         }
         if let Some(p) = &c.priority
             && !(MIN_PRIORITY..=MAX_PRIORITY).contains(p.get_ref())
