@@ -227,6 +227,54 @@ fn on_tick(r: &mut Restartable, now_ms: u64) {
     }
 }
 
+/// The toolstack's request `label` about the component named in `words`: its state, or
+/// its restart now (`cleave_ctl::supervisor`). Returns the reply's label and words.
+fn on_request(
+    restartable: &mut [Option<Restartable>],
+    disposable: &[Option<caps::Disposable>],
+    label: u64,
+    words: [u64; 4],
+    now_ms: u64,
+) -> (u64, [u64; 4]) {
+    use cleave_ctl::supervisor::{RESTART, STATUS, kind, reply};
+    let mut buf = [0u8; cleave_ctl::MAX_NAME];
+    let Some(name) = cleave_ctl::unpack_name(words, &mut buf) else { return (reply::MALFORMED, [0; 4]) };
+    if let Some(r) = restartable.iter_mut().flatten().find(|r| r.name == name) {
+        let state = |r: &Restartable| {
+            let k = if r.restarts.finished() { kind::ENDED } else { kind::RESTARTABLE };
+            [k, r.restarts.instance(), r.restarts.total_crashes(), r.restarts.period_ms()]
+        };
+        return match label {
+            STATUS => (reply::OK, state(r)),
+            RESTART if r.restarts.finished() => (reply::FAILED, state(r)),
+            RESTART => {
+                let before = r.restarts.instance();
+                let (ticks, _) = restart(r, Restart::Operator, now_ms);
+                if r.restarts.instance() == before {
+                    return (reply::FAILED, state(r));
+                }
+                println!(
+                    "supervisor: restarted `{}` (instance {}) at {now_ms} ms, as the toolstack asked: {} KiB restored in {ticks} TSC ticks",
+                    r.name,
+                    r.restarts.instance(),
+                    r.bytes >> 10
+                );
+                (reply::OK, state(r))
+            }
+            _ => (reply::MALFORMED, [0; 4]),
+        };
+    }
+    let known = caps::DISPOSABLE.iter().find(|d| d.component == name);
+    let Some(d) = known else { return (reply::UNKNOWN, [0; 4]) };
+    let present = disposable.iter().flatten().any(|x| x.component == d.component);
+    let state = [if present { kind::DISPOSABLE } else { kind::DISPOSED }, 1, 0, 0];
+    match label {
+        STATUS => (reply::OK, state),
+        RESTART => (reply::NOT_RESTARTABLE, state),
+        _ => (reply::MALFORMED, [0; 4]),
+    }
+}
+
 fn main() -> i32 {
     cleave_rt::cap::report_authority("supervisor", caps::CAPS, caps::REGIONS);
     if !cleave_rt::cap::report_ungiven("supervisor", caps::CAPS) {
@@ -272,10 +320,15 @@ fn main() -> i32 {
     let mut left = count;
     // The guests whose VMMs said they have stopped (`caps::GONE_BITS`).
     let mut gone = 0u64;
+    // The answer to the toolstack's last request, sent as the next receive starts.
+    let mut answer: Option<(MessageInfo, [u64; 4])> = None;
     loop {
-        let message = match faults {
-            Some(endpoint) => endpoint.recv(),
-            None => done.wait().map(|badge| Message { badge, info: MessageInfo::default(), words: [0; 4] }),
+        let message = match (faults, answer.take()) {
+            (Some(endpoint), Some((info, words))) => endpoint.reply_recv(info, words),
+            (Some(endpoint), None) => endpoint.recv(),
+            (None, _) => {
+                done.wait().map(|badge| Message { badge, info: MessageInfo::default(), words: [0; 4] })
+            }
         };
         let message = match message {
             Ok(m) => m,
@@ -286,6 +339,12 @@ fn main() -> i32 {
         };
         // A fault message has a non-zero label; a signal has none.
         let label = message.info.label();
+        if label != 0 && message.badge == cleave_ctl::supervisor::SUPERVISOR_BADGE {
+            let (reply, words) =
+                on_request(&mut restartable, &disposable[..count], label, message.words, now_ms);
+            answer = Some((MessageInfo::new(reply, 0, 0, 4), words));
+            continue;
+        }
         if label != 0 {
             match restartable.iter_mut().flatten().find(|r| r.badge == message.badge) {
                 Some(r) => on_fault(r, label, message.words, now_ms, gone),

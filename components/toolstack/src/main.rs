@@ -3,7 +3,9 @@
 //! driver (domain 1) a XenStore home and watches the driver publish the display adapter
 //! there through the driver's own connection, checks that it holds nothing else, and then
 //! waits for the host: `cargo xtask` lists the running system's tree through the XenStore
-//! bridge and, when it is done, writes `/tool/host-done`, which ends the run.
+//! bridge and, when it is done, writes `/tool/host-done`, which ends the run. Meanwhile it
+//! serves the operator's line (`cleave ctl`, `ctl`): what runs, restarts through the
+//! supervisor, the privilege table, a guest's exposure, and the end of the run.
 #![no_std]
 #![no_main]
 
@@ -18,12 +20,26 @@ use cleave_rt::{Cap, println};
 use cleave_xenstore::connection::{Answer, Client};
 use cleave_xenstore::wire::MsgType;
 
+#[allow(
+    dead_code,
+    reason = "the supervisor's capability is found through CAPS, by name: a system without restarts has none"
+)]
 mod caps {
     include!(concat!(env!("OUT_DIR"), "/caps.rs"));
 }
 
+/// What it tells an operator about the system it was built for.
+mod facts {
+    include!(concat!(env!("OUT_DIR"), "/facts.rs"));
+}
+
+mod ctl;
+
 cleave_rt::entry!(main);
 cleave_rt::heap!(64 * 1024);
+
+/// The operator's serial port's first register (COM3; system.toml's `ctl-serial`).
+const CTL_SERIAL_BASE: u16 = 0x3e8;
 
 const PAGE: usize = cleave_abi::layout::PAGE_SIZE as usize;
 const _: () = assert!(caps::RING_XS_REQUEST_SIZE >= 2 * PAGE);
@@ -188,8 +204,14 @@ where
         return Some("no bridge".into());
     }
     xs.request(MsgType::Watch, 0, &[b"/tool/host-done\0", b"host\0"])?;
+    // The operator's line (`cleave ctl`), served meanwhile.
+    let mut line = ctl::Line::new(caps::CTL_SERIAL_PORTS, CTL_SERIAL_BASE);
+    println!("toolstack: serving `cleave ctl` on the third serial port (COM3)");
     println!("toolstack: waiting for the host to write /tool/host-done through the XenStore bridge");
     loop {
+        if line.poll() == ctl::Next::Shutdown {
+            return Some("shutdown (cleave ctl)".into());
+        }
         let fired = xs.events().is_some_and(|a| a.watch_events().any(|(p, _)| p == b"/tool/host-done"));
         if fired {
             match xs.request(MsgType::Read, 0, &[b"/tool/host-done\0"]) {

@@ -305,6 +305,51 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
     Ok(out)
 }
 
+/// What the toolstack tells an operator (`cleave ctl`) about the system it was built for:
+/// every component (name, and what it is: its lifetime, or the guest a VMM emulates
+/// devices for), every guest (name, RAM bytes, image), the privilege table and each
+/// guest's exposure, as `cleave privileges` and `cleave exposure` print them. Generated
+/// as Rust constants into the toolstack's `OUT_DIR/facts.rs`.
+pub fn toolstack_facts_source(system_toml: &Path) -> Result<String, String> {
+    use cleave_capdl::model::Lifetime;
+    let text = std::fs::read_to_string(system_toml)
+        .map_err(|e| format!("cannot read {}: {e}", system_toml.display()))?;
+    let file = system::load(&text)
+        .map_err(|e| error::render_plain(&e, &system_toml.display().to_string(), &text))?;
+    let compiled = compile::compile(&file);
+    let mut out = format!("// Generated from {} for the toolstack. Do not edit.\n", system_toml.display());
+    out.push_str("/// Every component: (name, what it is).\npub const COMPONENTS: &[(&str, &str)] = &[\n");
+    for o in &compiled.spec.objects {
+        let (Some(name), ObjectKind::Tcb(tcb)) = (o.name.strip_suffix("_tcb"), &o.kind) else { continue };
+        let guest = file.guests.keys().map(|g| g.get_ref()).find(|g| layout::vmm_name(g) == name);
+        let what = match (guest, tcb.lifetime) {
+            (Some(g), _) => format!("device emulation for guest {g}"),
+            (None, Some(Lifetime::Disposable)) => "disposable".to_string(),
+            (None, Some(Lifetime::RestartEvery { ms })) => format!("restarted every {ms} ms"),
+            (None, Some(Lifetime::PerRequest)) => "rolled back after every request".to_string(),
+            (None, Some(Lifetime::Persistent) | None) => "persistent".to_string(),
+        };
+        let _ = writeln!(out, "    ({name:?}, {what:?}),");
+    }
+    out.push_str(
+        "];\n/// Every guest: (name, RAM bytes, image).\npub const GUESTS: &[(&str, u64, &str)] = &[\n",
+    );
+    for (name, g) in &file.guests {
+        let bytes = crate::schema::parse_size(g.memory.get_ref()).unwrap_or(0);
+        let _ = writeln!(out, "    ({:?}, {bytes}, {:?}),", name.get_ref(), g.image.get_ref());
+    }
+    let privileges = crate::privileges::table(&compiled.spec);
+    let _ = writeln!(out, "];\n/// `cleave privileges`.\npub const PRIVILEGES: &str = {privileges:?};");
+    out.push_str("/// Per guest, `cleave exposure GUEST`.\npub const EXPOSURE: &[(&str, &str)] = &[\n");
+    for name in file.guests.keys() {
+        let list = crate::exposure::exposure(&file, name.get_ref()).unwrap_or_default();
+        let text: String = list.iter().map(|(c, why)| format!("{c}: {why}\n")).collect();
+        let _ = writeln!(out, "    ({:?}, {text:?}),", name.get_ref());
+    }
+    out.push_str("];\n");
+    Ok(out)
+}
+
 /// Rust source of a guest VMM's fixed layout: its capabilities, typed, in the slots every
 /// VMM's CNode has ([`layout::VMM_SLOTS`]), where its guest's RAM and its configuration page
 /// are mapped, and the name of the guest image built into it.

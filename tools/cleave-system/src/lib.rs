@@ -7,8 +7,10 @@
 pub mod codegen;
 pub mod compile;
 pub mod error;
+pub mod exposure;
 pub mod image;
 pub mod layout;
 pub mod memory;
+pub mod privileges;
 mod schema;
 pub mod system;

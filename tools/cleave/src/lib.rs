@@ -6,9 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod ctl;
 pub mod diagnostic;
-pub mod exposure;
 pub mod graph;
-pub mod privileges;
 
-pub use cleave_system::{codegen, compile, image, layout, memory, system};
+pub use cleave_system::{codegen, compile, exposure, image, layout, memory, privileges, system};

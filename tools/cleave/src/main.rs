@@ -1,5 +1,5 @@
 //! The `cleave` command: check and compile `system.toml`, read capDL files, print the
-//! privilege table.
+//! privilege table, and drive a running system (`cleave ctl`).
 
 use clap::{Parser, Subcommand};
 use cleave::{audit, compile, diagnostic, exposure, graph, image, memory, privileges, system};
@@ -50,6 +50,17 @@ enum Command {
         /// The image file to write (nothing is written on error).
         #[arg(long)]
         output: PathBuf,
+    },
+    /// Drive a running system as its operator, through the toolstack's line (`cargo
+    /// xtask run` prints the socket): list, restart COMPONENT, privileges, exposure GUEST,
+    /// shutdown, help.
+    Ctl {
+        /// The Unix socket the machine's third serial port is connected to.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The request: a command and its argument.
+        #[arg(required = true, num_args = 1..)]
+        request: Vec<String>,
     },
     /// Print the Xoar privilege matrix of a system description.
     Privileges {
@@ -221,6 +232,15 @@ fn run(cli: Cli) -> Result<String, String> {
                     Ok(log_data.relied_at(&g, t).iter().map(|i| format!("{i}\n")).collect())
                 }
                 _ => Err("cleave audit: ask --component C --from T1 --to T2, or --guest G --at T\n".into()),
+            }
+        }
+        Command::Ctl { socket, request } => {
+            let reply = cleave::ctl::request(&socket, &request, cleave::ctl::TIMEOUT)
+                .map_err(|e| format!("{e}\n"))?;
+            let body: String = reply.body.iter().map(|l| format!("{l}\n")).collect();
+            match reply.status {
+                Ok(()) => Ok(body),
+                Err(why) => Err(format!("{body}cleave ctl: {why}\n")),
             }
         }
         Command::Xenstored { socket, domains } => xenstored::serve(&socket, &domains).map(|()| String::new()),

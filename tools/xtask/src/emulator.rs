@@ -56,6 +56,10 @@ pub struct Run {
     /// and, when the toolstack asks for it, drive Xen's XenStore tools through it
     /// ([`host_xenstore_session`]); their output joins the log as `[host]` lines.
     pub host_xenstore: bool,
+    /// With `host_xenstore`: `cargo xtask run --ctl`, the operator drives the run with
+    /// `cleave ctl` on the third serial port's socket; the host session neither runs its
+    /// own `cleave ctl` steps nor ends the run (`cleave ctl --socket PATH shutdown` does).
+    pub operator: bool,
     /// Serial texts that must all have appeared before the host session starts (and so
     /// before it ends the run): each guest's last line, so that a run ends only after its
     /// guests did ([`guests_done`]).
@@ -280,13 +284,18 @@ pub const HOST_XENSTORE_CUE: &str = "toolstack: waiting for the host to write /t
 /// driver published, and write `/tool/host-done`, which ends the run. Each line to log goes
 /// to `emit` as soon as it exists, before the next tool starts, so every line of a step is
 /// logged before anything the system prints in reaction to a later step.
-pub fn host_xenstore_session(socket: &Path, mut emit: impl FnMut(String)) {
+pub fn host_xenstore_session(socket: &Path, ctl: Option<&Path>, mut emit: impl FnMut(String)) {
     let steps: [&[&str]; 3] = [
         &["xenstore-ls", "-f"],
         &["xenstore-read", "/local/domain/1/display/vbe-id"],
         &["xenstore-write", "/tool/host-done", "yes"],
     ];
-    for step in steps {
+    for (k, step) in steps.into_iter().enumerate() {
+        if k == 2
+            && let Some(ctl) = ctl
+        {
+            host_ctl_session(ctl, &mut emit);
+        }
         emit(format!("[host] $ XENSTORED_PATH={} {}", socket.display(), step.join(" ")));
         match Command::new(step[0]).args(&step[1..]).env("XENSTORED_PATH", socket).output() {
             Ok(out) => {
@@ -300,6 +309,55 @@ pub fn host_xenstore_session(socket: &Path, mut emit: impl FnMut(String)) {
             Err(e) => emit(format!("[host] cannot run {} (cargo xtask deps installs it): {e}", step[0])),
         }
     }
+}
+
+/// The operator's side of the toolstack's line, as `cleave ctl` drives it: what the
+/// system is, a restart, the privilege table and a guest's exposure; then requests it must
+/// refuse (a component that is not restartable, a disposable one, an unknown command, a
+/// line too long, bytes that are not text) and a client that leaves in the middle of a
+/// request, after each of which the line must still answer.
+pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
+    use std::time::Duration;
+    let timeout = Duration::from_secs(10);
+    fn show(emit: &mut impl FnMut(String), what: &str, reply: Result<cleave::ctl::Reply, String>) {
+        emit(format!("[host] $ cleave ctl {what}"));
+        match reply {
+            Ok(reply) => {
+                reply.body.iter().for_each(|l| emit(format!("[host] {l}")));
+                match reply.status {
+                    Ok(()) => emit("[host] ok".into()),
+                    Err(why) => emit(format!("[host] error: {why}")),
+                }
+            }
+            Err(e) => emit(format!("[host] {e}")),
+        }
+    }
+    let words = |text: &str| text.split(' ').map(String::from).collect::<Vec<_>>();
+    for request in
+        ["list", "restart xenstore-logic", "restart vga", "restart bootstrap", "exposure alice", "privileges"]
+    {
+        show(emit, request, cleave::ctl::request(ctl, &words(request), timeout));
+    }
+    let long = "x".repeat(cleave_ctl::MAX_LINE + 100);
+    let raw: [(&str, &[u8]); 3] = [
+        ("(raw) frobnicate --now", b"frobnicate --now"),
+        ("(raw) a 300-byte line", long.as_bytes()),
+        ("(raw) bytes that are not UTF-8", b"list \xff\xfe"),
+    ];
+    for (what, bytes) in raw {
+        show(emit, what, cleave::ctl::exchange(ctl, bytes, timeout));
+    }
+    // Half a request, then gone: the next client's request is answered, and the half one
+    // is never carried out (carried out, it would end the run before this session writes
+    // /tool/host-done, and the system test expects that write's `Some("yes")`).
+    match std::os::unix::net::UnixStream::connect(ctl) {
+        Ok(mut half) => {
+            let _ = std::io::Write::write_all(&mut half, b"shutdown");
+            emit("[host] $ (a client sends `shutdown` without its newline and leaves)".into());
+        }
+        Err(e) => emit(format!("[host] cannot connect to {}: {e}", ctl.display())),
+    }
+    show(emit, "exposure bob", cleave::ctl::request(ctl, &words("exposure bob"), timeout));
 }
 
 /// How a run went.
@@ -387,6 +445,18 @@ impl Run {
             let _ = std::fs::remove_file(console);
             command.arg("-serial").arg(format!("unix:{},server=on,wait=off", console.display()));
         }
+        // The toolstack's operator line (`cleave ctl`), the third serial port, with the
+        // XenStore bridge's.
+        let ctl = self.host_xenstore.then(|| {
+            std::env::temp_dir().join(format!("cleave-ctl-{}-{}.sock", std::process::id(), self.name))
+        });
+        if let Some(ctl) = &ctl {
+            if console.is_some() {
+                bail!("a guest console and the operator's line cannot both be connected");
+            }
+            let _ = std::fs::remove_file(ctl);
+            command.arg("-serial").arg(format!("unix:{},server=on,wait=off", ctl.display()));
+        }
         if self.gdb {
             command.args(["-s", "-S"]);
             println!("QEMU is waiting for GDB on localhost:1234. In another terminal:");
@@ -440,10 +510,18 @@ impl Run {
                     let ready = cue_seen && awaited.is_empty() && !was_ready;
                     if let Some(socket) = socket.as_ref().filter(|_| ready) {
                         let (socket, sender) = (socket.clone(), host_sender.clone());
+                        let (ctl, operator) = (ctl.clone(), self.operator);
                         std::thread::spawn(move || {
-                            host_xenstore_session(&socket, |line| {
+                            let emit = |line: String| {
                                 let _ = sender.send((line + "\n", start.elapsed()));
-                            });
+                            };
+                            match (&ctl, operator) {
+                                (Some(ctl), true) => emit(format!(
+                                    "[host] the operator's line is up: cleave ctl --socket {} list (help lists the commands; shutdown ends the run)",
+                                    ctl.display()
+                                )),
+                                _ => host_xenstore_session(&socket, ctl.as_deref(), emit),
+                            }
                         });
                     }
                     capture.add(&text, at)?
@@ -470,7 +548,7 @@ impl Run {
                 eprintln!("QEMU said: {}", stderr.trim());
             }
         }
-        for path in socket.iter().chain(console.iter()) {
+        for path in socket.iter().chain(console.iter()).chain(ctl.iter()) {
             let _ = std::fs::remove_file(path);
         }
         Ok(capture.finish(ending, log))
@@ -680,9 +758,26 @@ pub fn report_failure(run: &Run, finished: &Finished, reason: &str) {
 }
 
 /// `cargo xtask run`: builds `system` and boots the root task it names.
-pub fn run_system(system: &Path, gdb: bool, bochs: bool, icount: bool, cmdline: &str) -> Result<bool> {
+pub fn run_system(
+    system: &Path,
+    gdb: bool,
+    bochs: bool,
+    icount: bool,
+    operator: bool,
+    cmdline: &str,
+) -> Result<bool> {
     let (mut run, artifacts) = system_run(system, gdb, bochs, cmdline)?;
     run.icount = icount;
+    if operator {
+        if !run.host_xenstore {
+            bail!(
+                "{}: --ctl needs the toolstack's line, which a run with a guest console has not",
+                system.display()
+            );
+        }
+        run.operator = true;
+        run.timeout = None;
+    }
     let guest_console = run.guest_console;
     if bochs && !run.disks.is_empty() {
         bail!(
@@ -753,6 +848,7 @@ fn system_run(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Result<(R
         icount: false,
         echo: true,
         host_xenstore: !bochs && !guest_console,
+        operator: false,
         host_waits_for: guests_done(system)?,
         memory_mib: memory_for(system)?,
         guest_console,

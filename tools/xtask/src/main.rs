@@ -56,6 +56,11 @@ enum Command {
         /// Extra kernel command-line words, e.g. `cleave.selftest=panic`.
         #[arg(long, default_value = "")]
         cmdline: String,
+        /// Leave the running system to its operator: no timeout, and the host runs none of
+        /// its own steps; drive it with `cleave ctl --socket PATH COMMAND` (the path is
+        /// printed) and end it with `cleave ctl --socket PATH shutdown` (doc/ctl.md).
+        #[arg(long, conflicts_with_all = ["bochs", "gdb"])]
+        ctl: bool,
     },
     /// Run the host unit tests, then the emulator tests; ends with `N passed, N failed`.
     Test {
@@ -144,8 +149,8 @@ fn main() -> ExitCode {
         Command::Build { system } => {
             system_path(system).and_then(|s| artifacts::build(&s, artifacts::Scope::System)).map(|_| true)
         }
-        Command::Run { system, gdb, bochs, icount, cmdline } => {
-            system_path(system).and_then(|s| emulator::run_system(&s, gdb, bochs, icount, &cmdline))
+        Command::Run { system, gdb, bochs, icount, cmdline, ctl } => {
+            system_path(system).and_then(|s| emulator::run_system(&s, gdb, bochs, icount, ctl, &cmdline))
         }
         Command::Test { filter, no_host, no_emulator } => {
             suite::run(filter.as_deref(), !no_host, !no_emulator)

@@ -89,6 +89,23 @@ const TESTS: &[EmulatorTest] = &[
                 "restart xenstore-logic#3 xenstore-logic#4",
                 "xenstore-logic: instance 2 resumed from XenStore-State: ",
                 "xenstore-logic: instance 3 resumed from XenStore-State: ",
+                // The operator's line (`cleave ctl` on the host, the toolstack in the
+                // machine): what runs, a restart the supervisor carries out, the tables, and
+                // refusals that leave the line answering.
+                "[host] $ cleave ctl list",
+                "[host] xenstore-logic   restarted every 100 ms; running, instance ",
+                "[host] bootstrap        disposable; gone (disposed of)",
+                "[host] guest alice: 2048 KiB of RAM, image guest-hello, devices emulated by vmm-alice",
+                "[host] restarted `xenstore-logic` from its pristine image: now instance ",
+                "as the toolstack asked: ",
+                "[host] error: `vga` is not restartable (persistent): only a component with `restart` in system.toml has a pristine image to restart from",
+                "[host] error: `bootstrap` is disposable: it runs once, is destroyed when done, and is never restarted",
+                "[host] vmm-alice: runs guest `alice` (its Vcpu, guest-physical space and memory)",
+                "[host] pciback         |        -         |    yes     |",
+                "[host] error: unknown command `frobnicate` (commands: ",
+                "[host] error: a request longer than 200 bytes, or not UTF-8, was dropped",
+                "[host] vmm-bob: runs guest `bob` (its Vcpu, guest-physical space and memory)",
+                "toolstack: ctl: exposure bob",
             ],
             patterns: &[
                 "loader: specification with",
@@ -900,6 +917,7 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
         icount: false,
         echo: true,
         host_xenstore: test.host_xenstore,
+        operator: false,
         // A system run ends (the host ends it) only after its guests did.
         host_waits_for: match test.digest_of {
             Some(system) if test.host_xenstore => emulator::guests_done(&workspace_root().join(system))?,

@@ -61,6 +61,8 @@ pub enum Restart {
     Timed,
     /// Its period and the grace period are over and it is still busy.
     Forced,
+    /// The operator asked for it (`cleave ctl restart`, through the toolstack).
+    Operator,
 }
 
 /// What to do about a fault.
@@ -128,6 +130,16 @@ impl Restarts {
     /// How many requests it was rolled back after.
     pub fn rollbacks(&self) -> u64 {
         self.rollbacks
+    }
+
+    /// Its crashes in all.
+    pub fn total_crashes(&self) -> u64 {
+        self.crashes_total
+    }
+
+    /// Its restart period in ms (0: rolled back after every request).
+    pub fn period_ms(&self) -> u64 {
+        self.period_ms
     }
 
     /// Whether its program ended (it is not restarted again).
@@ -203,7 +215,7 @@ impl Restarts {
             }
             Restart::AfterCrash => self.crashes_total <= SHOWN,
             Restart::Timed => self.instance <= SHOWN,
-            Restart::Forced => true,
+            Restart::Forced | Restart::Operator => true,
         }
     }
 }

@@ -210,3 +210,25 @@ fn an_end_is_verified_only_when_every_guest_of_the_backend_is_gone() {
     assert!(end_verified(alice | bob, alice | bob));
     assert!(end_verified(alice, alice | carol));
 }
+
+#[test]
+fn an_operators_restart_starts_a_new_period_and_ends_a_backoff_but_not_an_end() {
+    let mut r = Restarts::new(100);
+    // Asked for mid-period: a new instance, and the next timed restart a period later.
+    assert!(r.restarted(Restart::Operator, 60, true));
+    assert_eq!((r.instance(), r.period_ms(), r.total_crashes()), (2, 100, 0));
+    assert_eq!(r.on_tick(100, || true), None);
+    assert_eq!(r.on_tick(160, || true), Some(Restart::Timed));
+    // Asked for while a crash waits out its backoff: restarted now, nothing is due after.
+    crash(&mut r, 200);
+    r.restarted(Restart::Operator, 201, true);
+    assert_eq!((r.due(), r.total_crashes(), r.instance()), (None, 1, 3));
+    // Asked for again and again: each is one instance more, never a crash.
+    for k in 0..5 {
+        r.restarted(Restart::Operator, 202 + k, true);
+    }
+    assert_eq!((r.instance(), r.total_crashes()), (8, 1));
+    // A failed one changes nothing.
+    r.restarted(Restart::Operator, 300, false);
+    assert_eq!(r.instance(), 8);
+}

@@ -170,6 +170,29 @@ pub(super) fn supervisor(
             cap(&faults, None, CapParams { rights: rights(true, false, false), ..CapParams::default() }),
         ));
     }
+    // The toolstack (a component running the `toolstack` program) asks the supervisor
+    // about components and for restarts on the same endpoint, with a badge of its own
+    // (`cleave_ctl::supervisor`); it gets nothing else of the supervisor's.
+    if !restartable.is_empty() {
+        for (name, c) in &file.components {
+            let name = name.get_ref();
+            if c.package(name) != "toolstack" {
+                continue;
+            }
+            let badge = cleave_ctl::supervisor::SUPERVISOR_BADGE;
+            let table = tables.entry(name.clone()).or_default();
+            let slot = table.entries.iter().map(|e| e.0).max().map_or(1, |s| s + 1);
+            table.entries.push((
+                slot,
+                "supervisor".into(),
+                format!(
+                    "endpoint (send, badge {badge:#x}): asks the supervisor about components and for restarts"
+                ),
+            ));
+            let params = CapParams { rights: rights(false, true, false), badge, ..CapParams::default() };
+            slots.entry(name.clone()).or_default().insert(slot, cap(&faults, None, params));
+        }
+    }
     for (i, &(c, period_ms, bytes)) in restartable.iter().enumerate() {
         let badge = i as u64 + 1;
         let fault = CapParams { rights: rights(false, true, false), badge, ..CapParams::default() };

@@ -1,0 +1,241 @@
+//! The operator's line: `cleave ctl` requests arrive on the machine's third serial port
+//! and are answered there (`cleave_ctl` says how), with what the toolstack knows of the
+//! system it was built for (`facts`) and what the supervisor says of its components.
+
+use crate::facts;
+use cleave_abi::MessageInfo;
+use cleave_ctl::{LineReader, Pushed, Request};
+use cleave_rt::cap::kind::{Endpoint, IoPort};
+use cleave_rt::{Cap, println};
+use core::fmt::Write;
+
+/// The serial port's registers (16550), from its first port.
+const DATA: u16 = 0;
+const IER: u16 = 1;
+const FCR: u16 = 2;
+const LCR: u16 = 3;
+const MCR: u16 = 4;
+const LSR: u16 = 5;
+
+/// The operator's line and what it has received so far.
+pub struct Line {
+    port: Cap<IoPort>,
+    base: u16,
+    reader: LineReader,
+}
+
+/// What the loop that calls [`Line::poll`] does next.
+#[derive(PartialEq, Eq)]
+pub enum Next {
+    /// Go on.
+    Serve,
+    /// The operator asked for the run to end.
+    Shutdown,
+}
+
+impl Line {
+    /// The port at `base` (its eight registers held through `port`), set up as 115200
+    /// baud, 8N1, FIFOs on, interrupts off (the toolstack polls it).
+    pub fn new(port: Cap<IoPort>, base: u16) -> Self {
+        for (register, value) in
+            [(IER, 0), (LCR, 0x80), (DATA, 1), (IER, 0), (LCR, 0x03), (FCR, 0x07), (MCR, 0x03)]
+        {
+            let _ = port.write(base + register, 1, value);
+        }
+        Self { port, base, reader: LineReader::new() }
+    }
+
+    /// Takes what has arrived and answers every whole request in it.
+    pub fn poll(&mut self) -> Next {
+        let mut next = Next::Serve;
+        // At most a line's worth at a time, so XenStore's watch is looked at too.
+        for _ in 0..cleave_ctl::MAX_LINE + 2 {
+            let Ok(lsr) = self.port.read(self.base + LSR, 1) else { return next };
+            if lsr & 1 == 0 {
+                break;
+            }
+            let Ok(byte) = self.port.read(self.base + DATA, 1) else { return next };
+            let mut reply = Reply::default();
+            match self.reader.push(byte as u8) {
+                Pushed::More => continue,
+                Pushed::Refused => reply.refused(format_args!(
+                    "a request longer than {} bytes, or not UTF-8, was dropped",
+                    cleave_ctl::MAX_LINE
+                )),
+                Pushed::Line(line) => {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    println!("toolstack: ctl: {line}");
+                    let _ = writeln!(reply.text, "{}{line}", cleave_ctl::ECHO);
+                    match Request::parse(line) {
+                        Ok(request) => {
+                            if answer(request, &mut reply) == Next::Shutdown {
+                                next = Next::Shutdown;
+                            }
+                        }
+                        Err(e) => reply.error(format_args!("{e}")),
+                    }
+                }
+            }
+            println!("toolstack: ctl: {}", reply.status());
+            self.send(&reply.text);
+        }
+        next
+    }
+
+    /// Writes `text` out, each byte once the transmitter has room.
+    fn send(&self, text: &str) {
+        for &b in text.as_bytes() {
+            // A transmitter that never empties (no such port) loses the reply, not the
+            // toolstack: give up on the byte after a while.
+            for _ in 0..100_000 {
+                match self.port.read(self.base + LSR, 1) {
+                    Ok(lsr) if lsr & 0x20 != 0 => break,
+                    Ok(_) => continue,
+                    Err(_) => return,
+                }
+            }
+            let _ = self.port.write(self.base + DATA, 1, u32::from(b));
+        }
+    }
+}
+
+/// A reply being written: body lines, then the status line.
+#[derive(Default)]
+struct Reply {
+    text: alloc::string::String,
+    done: bool,
+}
+
+impl Reply {
+    fn body(&mut self, line: core::fmt::Arguments<'_>) {
+        let _ = writeln!(self.text, "{}{line}", cleave_ctl::BODY);
+    }
+
+    /// An error for a line that is not echoed (too long to be, or not text).
+    fn refused(&mut self, why: core::fmt::Arguments<'_>) {
+        let _ = writeln!(self.text, "{}(dropped)", cleave_ctl::ECHO);
+        self.error(why);
+    }
+
+    fn ok(&mut self) {
+        if !self.done {
+            self.text.push_str("ok\n");
+            self.done = true;
+        }
+    }
+
+    fn error(&mut self, why: core::fmt::Arguments<'_>) {
+        if !self.done {
+            // One line: a newline in `why` would end the status early.
+            let why = alloc::format!("{why}").replace('\n', " ");
+            let _ = writeln!(self.text, "error: {why}");
+            self.done = true;
+        }
+    }
+
+    /// The status line, for the system's log.
+    fn status(&self) -> &str {
+        self.text.lines().last().unwrap_or("")
+    }
+}
+
+/// The toolstack's capability to the supervisor, if the system has one (it does when a
+/// component is restarted): found by name among what the toolstack was given.
+fn supervisor() -> Option<Cap<Endpoint>> {
+    crate::caps::CAPS
+        .iter()
+        .find(|(name, _, _)| *name == "supervisor")
+        .map(|(_, slot, _)| Cap::from_cptr(*slot))
+}
+
+/// The supervisor's answer about `name`: (reply label, words), or why it could not be asked.
+fn ask_supervisor(label: u64, name: &str) -> Result<(u64, [u64; 4]), &'static str> {
+    let supervisor =
+        supervisor().ok_or("nothing in this system is restarted, so there is no supervisor to ask")?;
+    let words = cleave_ctl::pack_name(name).ok_or("the name does not fit a request")?;
+    match supervisor.call(MessageInfo::new(label, 0, 0, 4), words) {
+        Ok(m) => Ok((m.info.label(), m.words)),
+        Err(_) => Err("the supervisor did not answer"),
+    }
+}
+
+/// A component's state as the supervisor sees it, for `list`.
+fn state(name: &str) -> alloc::string::String {
+    use cleave_ctl::supervisor::{STATUS, kind, reply};
+    match ask_supervisor(STATUS, name) {
+        Ok((reply::OK, [kind::RESTARTABLE, instance, crashes, _])) => {
+            alloc::format!("running, instance {instance}, {} restarts, {crashes} crashes", instance - 1)
+        }
+        Ok((reply::OK, [kind::ENDED, instance, ..])) => alloc::format!("ended (instance {instance})"),
+        Ok((reply::OK, [kind::DISPOSABLE, ..])) => "running (until it is done)".into(),
+        Ok((reply::OK, [kind::DISPOSED, ..])) => "gone (disposed of)".into(),
+        // Not one the supervisor watches: nothing tells the toolstack its state.
+        _ => "not supervised".into(),
+    }
+}
+
+/// Answers `request` into `reply`.
+fn answer(request: Request<'_>, reply: &mut Reply) -> Next {
+    match request {
+        Request::Help => {
+            cleave_ctl::HELP.iter().for_each(|l| reply.body(format_args!("{l}")));
+            reply.ok();
+        }
+        Request::List => {
+            let width = facts::COMPONENTS.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+            for (name, what) in facts::COMPONENTS {
+                reply.body(format_args!("{name:width$}  {what}; {}", state(name)));
+            }
+            for (name, bytes, image) in facts::GUESTS {
+                reply.body(format_args!(
+                    "guest {name}: {} KiB of RAM, image {image}, devices emulated by vmm-{name}",
+                    bytes >> 10
+                ));
+            }
+            reply.ok();
+        }
+        Request::Restart(name) => restart(name, reply),
+        Request::Privileges => {
+            facts::PRIVILEGES.lines().for_each(|l| reply.body(format_args!("{l}")));
+            reply.ok();
+        }
+        Request::Exposure(guest) => match facts::EXPOSURE.iter().find(|(g, _)| *g == guest) {
+            Some((_, text)) => {
+                text.lines().for_each(|l| reply.body(format_args!("{l}")));
+                reply.ok();
+            }
+            None => reply.error(format_args!("no guest named `{guest}`")),
+        },
+        Request::Shutdown => {
+            reply.body(format_args!("the run ends"));
+            reply.ok();
+            return Next::Shutdown;
+        }
+    }
+    Next::Serve
+}
+
+/// `restart NAME`: through the supervisor, which alone holds what a restart needs.
+fn restart(name: &str, reply: &mut Reply) {
+    use cleave_ctl::supervisor::{RESTART, reply as r};
+    let Some((_, what)) = facts::COMPONENTS.iter().find(|(n, _)| *n == name) else {
+        return reply.error(format_args!("no component named `{name}`"));
+    };
+    match ask_supervisor(RESTART, name) {
+        Ok((r::OK, [_, instance, ..])) => {
+            reply.body(format_args!("restarted `{name}` from its pristine image: now instance {instance}"));
+            reply.ok();
+        }
+        Ok((r::NOT_RESTARTABLE, _)) => {
+            reply.error(format_args!("`{name}` is disposable: it runs once, is destroyed when done, and is never restarted"))
+        }
+        Ok((r::UNKNOWN, _)) => reply.error(format_args!(
+            "`{name}` is not restartable ({what}): only a component with `restart` in system.toml has a pristine image to restart from"
+        )),
+        Ok((r::FAILED, _)) => reply.error(format_args!("`{name}` could not be restarted (it ended for good)")),
+        Ok(_) => reply.error(format_args!("the supervisor refused the request")),
+        Err(why) => reply.error(format_args!("{why}")),
+    }
+}

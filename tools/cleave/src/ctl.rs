@@ -1,0 +1,168 @@
+//! `cleave ctl`: the operator's client of the toolstack's line (`cleave_ctl` is the
+//! protocol), over the Unix socket `cargo xtask run` connects the machine's third serial
+//! port to. One request per connection: connect, send the line, read the reply.
+
+use cleave_ctl::{ReplyLine, Request, Status};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A reply: its body lines and how it ended (`Err` holds the toolstack's reason).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The body lines, without their prefix.
+    pub body: Vec<String>,
+    /// `Ok` or the error the toolstack gave.
+    pub status: Result<(), String>,
+}
+
+/// How long a request may take before the client gives up (the toolstack answers in
+/// milliseconds; a machine that is still booting answers once it serves the line).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends `words` as one request and returns the reply. A request this client can tell is
+/// malformed is refused here, with the same words the toolstack would use, and never sent.
+pub fn request(socket: &Path, words: &[String], timeout: Duration) -> Result<Reply, String> {
+    let line = words.join(" ");
+    if let Err(e) = Request::parse(&line) {
+        return Err(format!("cleave ctl: {e}"));
+    }
+    exchange(socket, line.as_bytes(), timeout)
+}
+
+/// Sends `raw` (one line, without its newline; anything at all, for hostile tests) and
+/// reads the reply to it: the lines after the echo of `raw` (or of a dropped line) up to
+/// and with the status line.
+pub fn exchange(socket: &Path, raw: &[u8], timeout: Duration) -> Result<Reply, String> {
+    let deadline = Instant::now() + timeout;
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        format!("cleave ctl: cannot connect to {}: {e} (is `cargo xtask run` running?)", socket.display())
+    })?;
+    // Whatever an earlier client left half-read is not this reply: skip what arrives
+    // before the request goes out.
+    stream.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| format!("cleave ctl: {e}"))?;
+    let mut stale = [0u8; 4096];
+    while let Ok(n) = (&stream).read(&mut stale) {
+        if n == 0 {
+            return Err("cleave ctl: the machine closed the line".into());
+        }
+    }
+    // CANCEL first: bytes an earlier client left without a newline are dropped, never
+    // completed into a request by this one's.
+    let mut out = vec![cleave_ctl::CANCEL];
+    out.extend_from_slice(raw);
+    out.push(b'\n');
+    (&stream).write_all(&out).map_err(|e| format!("cleave ctl: cannot send the request: {e}"))?;
+    // What the toolstack echoes: the line without the bytes its reader keeps out.
+    let kept: Vec<u8> = raw.iter().copied().filter(|&b| b >= 0x20 || b == b'\t').collect();
+    let sent = String::from_utf8_lossy(&kept).into_owned();
+    let mut reader = BufReader::new(&stream);
+    let mut started = false;
+    let mut body = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("cleave ctl: no reply within {} s", timeout.as_secs()));
+        }
+        stream.set_read_timeout(Some(left)).map_err(|e| format!("cleave ctl: {e}"))?;
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => return Err("cleave ctl: the machine closed the line before replying".into()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                continue;
+            }
+            Err(e) => return Err(format!("cleave ctl: {e}")),
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim_end_matches(['\n', '\r']);
+        match ReplyLine::parse(text) {
+            ReplyLine::Echo(request) => {
+                started = request == sent || request == "(dropped)";
+                body.clear();
+            }
+            ReplyLine::Body(line) if started => body.push(line.to_string()),
+            ReplyLine::Status(status) if started => {
+                let status = match status {
+                    Status::Ok => Ok(()),
+                    Status::Error(why) => Err(why.to_string()),
+                };
+                return Ok(Reply { body, status });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A machine's line that answers one connection with `script(request)`, after first
+    /// sending `stale` (what an earlier exchange left), then hangs up (at once, or with
+    /// `hold` after a second).
+    fn serve(
+        stale: &'static [u8],
+        hold: bool,
+        script: fn(&str) -> Vec<u8>,
+    ) -> (std::path::PathBuf, std::thread::JoinHandle<Vec<u8>>) {
+        let dir = std::env::temp_dir().join(format!(
+            "cleave-ctl-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}-{hold}.sock", stale.len()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(stale).unwrap();
+            let mut got = Vec::new();
+            let mut byte = [0u8; 1];
+            while stream.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+                if byte[0] == b'\n' {
+                    break;
+                }
+                got.push(byte[0]);
+            }
+            let request: String = String::from_utf8_lossy(&got).chars().filter(|c| !c.is_control()).collect();
+            let _ = stream.write_all(&script(&request));
+            if hold {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            got
+        });
+        (path, handle)
+    }
+
+    #[test]
+    fn the_reply_is_the_one_after_the_echo_of_this_request() {
+        // Stale lines of an earlier exchange, its status included, come before ours.
+        let (path, server) =
+            serve(b"| old body\nok\n", false, |r| format!("> {r}\n| one\n| two\nerror: no\n").into_bytes());
+        let reply = request(&path, &["exposure".into(), "bob".into()], Duration::from_secs(5)).unwrap();
+        assert_eq!(reply, Reply { body: vec!["one".into(), "two".into()], status: Err("no".into()) });
+        // The request went out after CANCEL, which drops a half-sent earlier one.
+        assert_eq!(server.join().unwrap(), b"\x15exposure bob");
+    }
+
+    #[test]
+    fn a_malformed_request_is_refused_here_and_a_silent_machine_times_out() {
+        let error = request(Path::new("/nonexistent.sock"), &["restart".into()], TIMEOUT).unwrap_err();
+        assert_eq!(error, "cleave ctl: `restart` needs a component's name");
+        let error = request(Path::new("/nonexistent.sock"), &["list".into()], TIMEOUT).unwrap_err();
+        assert!(error.contains("cannot connect"), "{error}");
+        // Noise and a reply to another request are not this reply.
+        let (path, _server) = serve(b"", true, |_| b"> list\nok\nnoise\n".to_vec());
+        let error = exchange(&path, b"help", Duration::from_millis(600)).unwrap_err();
+        assert!(error.contains("no reply within"), "{error}");
+        // A line that hangs up before its status is an error too.
+        let (path, _server) = serve(b"", false, |r| format!("> {r}\n| half").into_bytes());
+        let error = exchange(&path, b"list", Duration::from_secs(5)).unwrap_err();
+        assert!(error.contains("closed the line"), "{error}");
+    }
+}
