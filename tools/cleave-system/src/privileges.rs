@@ -112,7 +112,28 @@ pub fn matrix(spec: &Spec) -> BTreeMap<String, Row> {
     rows
 }
 
-/// The matrix as a text table.
+/// Which of Xoar's control-VM pieces a program is (Xoar's privilege table has a row per
+/// piece), by the program's name; `None` for what Xen's control VM had no piece for.
+pub fn xoar_role(program: &str) -> Option<&'static str> {
+    const ROLES: [(&str, &str); 9] = [
+        ("bootstrap", "System Boot"),
+        ("pciback", "PCI Config (PCIBack)"),
+        ("xenstore-logic", "XenStore-Logic"),
+        ("xenstore-state", "XenStore-State"),
+        ("builder", "Builder"),
+        ("toolstack", "Tools"),
+        ("blkback", "Block"),
+        ("netback", "Network"),
+        ("vmm", "device emulation (QEMU)"),
+    ];
+    // A per-guest instance's program is `NAME-GUEST`.
+    ROLES
+        .iter()
+        .find(|(p, _)| program == *p || program.strip_prefix(p).is_some_and(|r| r.starts_with('-')))
+        .map(|(_, r)| *r)
+}
+
+/// The matrix as a text table, with each component's piece of Xoar's control VM last.
 pub fn table(spec: &Spec) -> String {
     let rows = matrix(spec);
     let width = rows.keys().map(String::len).max().unwrap_or(9).max(9);
@@ -120,13 +141,39 @@ pub fn table(spec: &Spec) -> String {
     for c in COLUMNS {
         let _ = write!(out, " | {c}");
     }
-    out.push('\n');
+    out.push_str(" | Xoar\n");
     for (name, row) in rows {
         let _ = write!(out, "{name:width$}");
         for (c, set) in COLUMNS.iter().zip(row.cells()) {
             let _ = write!(out, " | {:^w$}", if set { "yes" } else { "-" }, w = c.len());
         }
-        out.push('\n');
+        let tcb = format!("{name}_tcb");
+        let program = spec.objects.iter().find(|o| o.name == tcb).and_then(|o| match &o.kind {
+            ObjectKind::Tcb(t) => t.elf.clone(),
+            _ => None,
+        });
+        let role = program.as_deref().and_then(xoar_role).unwrap_or("-");
+        let _ = writeln!(out, " | {role}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_program_is_its_piece_of_xoars_control_vm_and_instances_too() {
+        assert_eq!(xoar_role("pciback"), Some("PCI Config (PCIBack)"));
+        assert_eq!(xoar_role("blkback-alice"), Some("Block"));
+        assert_eq!(xoar_role("vmm"), Some("device emulation (QEMU)"));
+        // A name that only starts like one is not it; Cleave's own pieces have none.
+        assert_eq!(xoar_role("blkbackup"), None);
+        assert_eq!(xoar_role("supervisor"), None);
+        let text = "[components.toolstack]\n[components.xenstore-logic]\n";
+        let file = crate::system::load(text).unwrap();
+        let table = table(&crate::compile::compile(&file).spec);
+        assert!(table.lines().next().unwrap().ends_with(" | Xoar"), "{table}");
+        assert!(table.contains("| Tools\n") && table.contains("| XenStore-Logic\n"), "{table}");
+    }
 }
