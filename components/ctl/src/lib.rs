@@ -251,10 +251,12 @@ impl<'a> ReplyLine<'a> {
 /// on the supervisor's endpoint with the toolstack's badge ([`supervisor::SUPERVISOR_BADGE`]), the
 /// component's name in the four words ([`pack_name`]).
 pub mod supervisor {
-    /// The badge of the toolstack's capability to the supervisor's endpoint (above every
-    /// restartable component's fault badge, which count from 1; a message, not a signal:
-    /// its label is never 0).
-    pub const SUPERVISOR_BADGE: u64 = 0xc7_0000;
+    /// The badge of the toolstack's capability to the supervisor's endpoint: bit 62, which
+    /// no restartable component's fault badge (they count from 1) and no signal on the
+    /// supervisor's notification (disposable components' bits 0-31, guests' 32-61, the
+    /// clock's 63) ever carries, so a message with it is the toolstack's whatever its
+    /// label.
+    pub const SUPERVISOR_BADGE: u64 = 1 << 62;
     /// Label: what is the component's state (words: name).
     pub const STATUS: u64 = 0xc7_0001;
     /// Label: restart the component now (words: name).
@@ -273,6 +275,9 @@ pub mod supervisor {
         pub const NOT_RESTARTABLE: u64 = 3;
         /// It ended for good, or the restart failed.
         pub const FAILED: u64 = 4;
+        /// It crashed and waits out its backoff: the supervisor restarts it then (an
+        /// operator cannot cut a crash loop's backoff short).
+        pub const BACKING_OFF: u64 = 5;
     }
 
     /// Kinds in a status reply's first word.
@@ -285,6 +290,8 @@ pub mod supervisor {
         pub const DISPOSED: u64 = 3;
         /// Restartable but ended for good.
         pub const ENDED: u64 = 4;
+        /// Restartable, crashed, and stopped until its backoff is over.
+        pub const CRASHED: u64 = 5;
     }
 }
 

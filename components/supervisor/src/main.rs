@@ -167,6 +167,10 @@ fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64, gone:
             }
         }
         OnFault::Backoff { crash, wait, show, .. } => {
+            // Stopped until its backoff is over: it waits for no reply (the next call this
+            // thread receives, the toolstack's say, would otherwise discard the reply owed
+            // and wake it with an error, and it would fault again and again).
+            let _ = r.tcb.suspend();
             if show && label == fault::EXITED && words[0] == 0 {
                 let why = if r.guests == 0 {
                     "with status 0, which only a guest I/O backend whose guests are all gone may"
@@ -241,12 +245,19 @@ fn on_request(
     let Some(name) = cleave_ctl::unpack_name(words, &mut buf) else { return (reply::MALFORMED, [0; 4]) };
     if let Some(r) = restartable.iter_mut().flatten().find(|r| r.name == name) {
         let state = |r: &Restartable| {
-            let k = if r.restarts.finished() { kind::ENDED } else { kind::RESTARTABLE };
+            let k = if r.restarts.finished() {
+                kind::ENDED
+            } else if r.restarts.due().is_some() {
+                kind::CRASHED
+            } else {
+                kind::RESTARTABLE
+            };
             [k, r.restarts.instance(), r.restarts.total_crashes(), r.restarts.period_ms()]
         };
         return match label {
             STATUS => (reply::OK, state(r)),
             RESTART if r.restarts.finished() => (reply::FAILED, state(r)),
+            RESTART if r.restarts.due().is_some() => (reply::BACKING_OFF, state(r)),
             RESTART => {
                 let before = r.restarts.instance();
                 let (ticks, _) = restart(r, Restart::Operator, now_ms);
@@ -339,7 +350,7 @@ fn main() -> i32 {
         };
         // A fault message has a non-zero label; a signal has none.
         let label = message.info.label();
-        if label != 0 && message.badge == cleave_ctl::supervisor::SUPERVISOR_BADGE {
+        if message.badge == cleave_ctl::supervisor::SUPERVISOR_BADGE {
             let (reply, words) =
                 on_request(&mut restartable, &disposable[..count], label, message.words, now_ms);
             answer = Some((MessageInfo::new(reply, 0, 0, 4), words));

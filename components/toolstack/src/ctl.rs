@@ -66,7 +66,7 @@ impl Line {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    println!("toolstack: ctl: {line}");
+                    println!("toolstack: ctl: {}", shortened(line));
                     let _ = writeln!(reply.text, "{}{line}", cleave_ctl::ECHO);
                     match Request::parse(line) {
                         Ok(request) => {
@@ -78,7 +78,7 @@ impl Line {
                     }
                 }
             }
-            println!("toolstack: ctl: {}", reply.status());
+            println!("toolstack: ctl: {}", shortened(reply.status()));
             self.send(&reply.text);
         }
         next
@@ -99,6 +99,16 @@ impl Line {
             let _ = self.port.write(self.base + DATA, 1, u32::from(b));
         }
     }
+}
+
+/// At most 96 bytes of `text` (at a character boundary), for the system's log: a console
+/// line is short, and a request's text is the operator's (or an attacker's).
+fn shortened(text: &str) -> &str {
+    let mut end = text.len().min(96);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// A reply being written: body lines, then the status line.
@@ -166,9 +176,15 @@ fn state(name: &str) -> alloc::string::String {
     use cleave_ctl::supervisor::{STATUS, kind, reply};
     match ask_supervisor(STATUS, name) {
         Ok((reply::OK, [kind::RESTARTABLE, instance, crashes, _])) => {
-            alloc::format!("running, instance {instance}, {} restarts, {crashes} crashes", instance - 1)
+            alloc::format!(
+                "running, instance {instance}, {} restarts, {crashes} crashes",
+                instance.saturating_sub(1)
+            )
         }
         Ok((reply::OK, [kind::ENDED, instance, ..])) => alloc::format!("ended (instance {instance})"),
+        Ok((reply::OK, [kind::CRASHED, instance, crashes, _])) => alloc::format!(
+            "crashed (instance {instance}, {crashes} crashes), restarted when its backoff is over"
+        ),
         Ok((reply::OK, [kind::DISPOSABLE, ..])) => "running (until it is done)".into(),
         Ok((reply::OK, [kind::DISPOSED, ..])) => "gone (disposed of)".into(),
         // Not one the supervisor watches: nothing tells the toolstack its state.
@@ -235,6 +251,9 @@ fn restart(name: &str, reply: &mut Reply) {
             "`{name}` is not restartable ({what}): only a component with `restart` in system.toml has a pristine image to restart from"
         )),
         Ok((r::FAILED, _)) => reply.error(format_args!("`{name}` could not be restarted (it ended for good)")),
+        Ok((r::BACKING_OFF, _)) => reply.error(format_args!(
+            "`{name}` crashed and waits out its backoff; the supervisor restarts it then (a crash loop's backoff is not cut short)"
+        )),
         Ok(_) => reply.error(format_args!("the supervisor refused the request")),
         Err(why) => reply.error(format_args!("{why}")),
     }

@@ -298,8 +298,9 @@ pub const VMM_NET_SLOT: u64 = VMM_DISK_SLOT + 1;
 /// otherwise.
 pub const VMM_GONE_SLOT: u64 = VMM_NET_SLOT + 1;
 /// Guests whose VMMs can tell the supervisor they are gone: one bit each, above the
-/// disposable components' bits and below the clock's.
-pub const MAX_GONE_GUESTS: usize = 31;
+/// disposable components' bits and below bit 62 (the toolstack's badge,
+/// `cleave_ctl::supervisor::SUPERVISOR_BADGE`, which no signal may carry) and the clock's.
+pub const MAX_GONE_GUESTS: usize = 30;
 
 /// The bit the VMM of the `k`th guest (counted over the guests that use a restartable I/O
 /// backend, in the order of the system description) sets on the supervisor's notification

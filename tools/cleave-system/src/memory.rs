@@ -296,8 +296,12 @@ pub fn table(
         let plan = cleave_elf::user_image::plan(&image).map_err(|e| format!("program `{elf}`: {e:?}"))?;
         let restartable = spec.objects.iter().any(|x| x.name == format!("{component}_rw"));
         let row = rows.get_mut(component).expect("every TCB has its row");
-        let made_by = programs.iter().find(|(p, _)| p == elf).map(|(_, c)| c.clone());
-        if made_by.is_none() && programs.len() < MAX_SHARED_PROGRAMS {
+        // A thread made inside an untyped gets its own read-only pages from it: the loader
+        // shares no program pages with it, either way.
+        let own_untyped = inside_of.contains_key(o.name.as_str());
+        let made_by =
+            programs.iter().find(|(p, _)| p == elf).map(|(_, c)| c.clone()).filter(|_| !own_untyped);
+        if made_by.is_none() && !own_untyped && programs.len() < MAX_SHARED_PROGRAMS {
             programs.push((elf.to_string(), component.to_string()));
         }
         row.shares_code_with = made_by;
@@ -331,12 +335,14 @@ pub fn table(
         }
         row.tables += tables.len() as u64 * PAGE_SIZE;
     }
-    // What a component made from its own untyped needs must fit in it, with a page of
-    // slack per kind of object for the alignment the kernel gives each.
+    // What a component made from its own untyped needs must fit in it, with slack: up to
+    // 16 KiB for the alignment the kernel gives each object (its CNode's is 16 KiB), and
+    // the loader's own scratch page tables (three), which it makes from the untyped when
+    // the first thread it builds is this one.
     for (c, size) in &made_from {
         let row = rows.get_mut(c).expect("only rows' untyped are counted");
         let needed = row.code + row.data + row.kernel + row.tables;
-        let slack = 4 * PAGE_SIZE;
+        let slack = 8 * PAGE_SIZE;
         if needed + slack > *size && missing.is_empty() {
             return Err(format!(
                 "`{c}` needs {} KiB (program, stack, tables and objects, and {} KiB of slack for alignment), more than the {} KiB untyped a disposable component is made from",

@@ -47,6 +47,9 @@ pub fn exchange(socket: &Path, raw: &[u8], timeout: Duration) -> Result<Reply, S
         if n == 0 {
             return Err("cleave ctl: the machine closed the line".into());
         }
+        if Instant::now() >= deadline {
+            return Err(format!("cleave ctl: the line never fell quiet within {} s", timeout.as_secs()));
+        }
     }
     // CANCEL first: bytes an earlier client left without a newline are dropped, never
     // completed into a request by this one's.
@@ -57,6 +60,9 @@ pub fn exchange(socket: &Path, raw: &[u8], timeout: Duration) -> Result<Reply, S
     // What the toolstack echoes: the line without the bytes its reader keeps out.
     let kept: Vec<u8> = raw.iter().copied().filter(|&b| b >= 0x20 || b == b'\t').collect();
     let sent = String::from_utf8_lossy(&kept).into_owned();
+    // The toolstack drops a line too long or not text: then its echo is `(dropped)`, and
+    // only then may that echo be this request's (an earlier client's could be stale).
+    let dropped = kept.len() > cleave_ctl::MAX_LINE || std::str::from_utf8(&kept).is_err();
     let mut reader = BufReader::new(&stream);
     let mut started = false;
     let mut body = Vec::new();
@@ -80,7 +86,7 @@ pub fn exchange(socket: &Path, raw: &[u8], timeout: Duration) -> Result<Reply, S
         let text = text.trim_end_matches(['\n', '\r']);
         match ReplyLine::parse(text) {
             ReplyLine::Echo(request) => {
-                started = request == sent || request == "(dropped)";
+                started = if dropped { request == "(dropped)" } else { request == sent };
                 body.clear();
             }
             ReplyLine::Body(line) if started => body.push(line.to_string()),

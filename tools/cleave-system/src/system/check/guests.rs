@@ -554,17 +554,17 @@ mod tests {
     /// A backend's 64th disk guest has no badge bit left (bit 63 is the interrupt's), and
     /// DMA memory comes in whole 2 MiB frames.
     #[test]
-    fn at_most_31_guests_use_restarted_backends() {
-        // 31 guests of a restarted switch, then a 32nd on a restarted disk backend: the bits
+    fn at_most_30_guests_use_restarted_backends() {
+        // 30 guests of a restarted switch, then a 31st on a restarted disk backend: the bits
         // run out; guests of a backend that is not restarted need none.
         let mut text = String::from(
             "[components.sw]\nrestart = { every = \"1s\" }\n[components.blk]\nrestart = { every = \"1s\" }\n\
              [components.plain]\n[devices.disk]\nowner = \"blk\"\nio-ports = \"0xc000-0xc07f\"\nirq = 11\ndma = \"2M\"\n",
         );
-        for i in 0..33 {
+        for i in 0..32 {
             let io = match i {
-                31 => "disk = { backend = \"blk\", size = \"1M\" }",
-                32 => "network = { backend = \"plain\" }",
+                30 => "disk = { backend = \"blk\", size = \"1M\" }",
+                31 => "network = { backend = \"plain\" }",
                 _ => "network = { backend = \"sw\" }",
             };
             text.push_str(&format!("[guests.g{i:02}]\nmemory = \"2M\"\nimage = \"guest-hello\"\n{io}\n"));
@@ -576,7 +576,7 @@ mod tests {
         assert_eq!(
             messages,
             [
-                "guests.g31.disk: more than 31 guests use restarted I/O backends: each needs a bit of the supervisor's notification to say it is gone"
+                "guests.g30.disk: more than 30 guests use restarted I/O backends: each needs a bit of the supervisor's notification to say it is gone"
             ]
         );
     }
