@@ -42,6 +42,10 @@ pub enum Request<'a> {
     Exposure(&'a str),
     /// End the run (the toolstack is the component that may).
     Shutdown,
+    /// Build an on-request guest (the Builder makes its RAM from its pool) and start it.
+    Create(&'a str),
+    /// Stop a guest and give its RAM back to the Builder's pool.
+    Destroy(&'a str),
 }
 
 /// Why a request line is refused.
@@ -75,11 +79,14 @@ impl core::fmt::Display for ParseError<'_> {
 }
 
 /// The commands, for help and errors.
-pub const COMMANDS: &str = "help, list, restart COMPONENT, privileges, exposure GUEST, shutdown";
+pub const COMMANDS: &str =
+    "help, list, create GUEST, destroy GUEST, restart COMPONENT, privileges, exposure GUEST, shutdown";
 
 /// What each command does, one line each (the reply to `help`).
 pub const HELP: &[&str] = &[
     "list                 every component and guest: kind, lifetime, instance, restarts",
+    "create GUEST         build an on-request guest from the Builder's pool and start it",
+    "destroy GUEST        stop an on-request guest and give its RAM back to the pool",
     "restart COMPONENT    restart a restartable component from its pristine image now",
     "privileges           the privilege table the system was built with",
     "exposure GUEST       what the guest relies on, and through what",
@@ -111,6 +118,8 @@ impl<'a> Request<'a> {
             "privileges" => Request::Privileges,
             "exposure" => Request::Exposure(name("a guest's name")?),
             "shutdown" => Request::Shutdown,
+            "create" => Request::Create(name("a guest's name")?),
+            "destroy" => Request::Destroy(name("a guest's name")?),
             other => return Err(ParseError::Unknown(other)),
         };
         match words.next() {
@@ -125,6 +134,8 @@ fn command_name(command: &str) -> &'static str {
     match command {
         "restart" => "restart",
         "exposure" => "exposure",
+        "create" => "create",
+        "destroy" => "destroy",
         _ => "the command",
     }
 }
@@ -261,6 +272,8 @@ pub mod supervisor {
     pub const STATUS: u64 = 0xc7_0001;
     /// Label: restart the component now (words: name).
     pub const RESTART: u64 = 0xc7_0002;
+    /// Label: stop the component (suspend it) until it is restarted (words: name).
+    pub const STOP: u64 = 0xc7_0003;
 
     /// Reply labels.
     pub mod reply {
@@ -293,6 +306,28 @@ pub mod supervisor {
         /// Restartable, crashed, and stopped until its backoff is over.
         pub const CRASHED: u64 = 5;
     }
+}
+
+/// How the toolstack asks the Builder (a call on the Builder's endpoint, the guest's name
+/// in the four words): the reply's label is [`builder::OK`] or why not.
+pub mod builder {
+    /// Label: make the guest's RAM from the pool and map it (into the guest's
+    /// guest-physical space and its VMM).
+    pub const BUILD: u64 = 0xb1_0001;
+    /// Label: give the guest's RAM back to the pool (revoke it: every mapping goes).
+    pub const DESTROY: u64 = 0xb1_0002;
+    /// Done.
+    pub const OK: u64 = 0;
+    /// No on-request guest of that name.
+    pub const UNKNOWN: u64 = 1;
+    /// The name in the words is malformed, or the label is not one of the above.
+    pub const MALFORMED: u64 = 2;
+    /// Built already (`BUILD`) or not built (`DESTROY`).
+    pub const WRONG_STATE: u64 = 3;
+    /// The pool has not enough memory left for the guest's RAM.
+    pub const NO_MEMORY: u64 = 4;
+    /// The kernel refused a step (said in the reply's first word: the step).
+    pub const REFUSED: u64 = 5;
 }
 
 /// Packs a name of at most [`MAX_NAME`] bytes into four message words (little-endian

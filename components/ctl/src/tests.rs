@@ -21,6 +21,10 @@ fn requests_parse_and_every_refusal_says_why() {
     assert_eq!(Request::parse("list"), Ok(Request::List));
     assert_eq!(Request::parse("  restart   xenstore-logic "), Ok(Request::Restart("xenstore-logic")));
     assert_eq!(Request::parse("exposure alice"), Ok(Request::Exposure("alice")));
+    assert_eq!(Request::parse("create carol"), Ok(Request::Create("carol")));
+    assert_eq!(Request::parse("destroy carol"), Ok(Request::Destroy("carol")));
+    assert_eq!(Request::parse("create"), Err(ParseError::Missing("create", "a guest's name")));
+    assert_eq!(Request::parse("destroy carol now"), Err(ParseError::Extra("now")));
     assert_eq!(Request::parse(""), Err(ParseError::Empty));
     assert_eq!(Request::parse("frobnicate now"), Err(ParseError::Unknown("frobnicate")));
     assert_eq!(Request::parse("restart"), Err(ParseError::Missing("restart", "a component's name")));

@@ -240,7 +240,7 @@ fn on_request(
     words: [u64; 4],
     now_ms: u64,
 ) -> (u64, [u64; 4]) {
-    use cleave_ctl::supervisor::{RESTART, STATUS, kind, reply};
+    use cleave_ctl::supervisor::{RESTART, STATUS, STOP, kind, reply};
     let mut buf = [0u8; cleave_ctl::MAX_NAME];
     let Some(name) = cleave_ctl::unpack_name(words, &mut buf) else { return (reply::MALFORMED, [0; 4]) };
     if let Some(r) = restartable.iter_mut().flatten().find(|r| r.name == name) {
@@ -256,6 +256,18 @@ fn on_request(
         };
         return match label {
             STATUS => (reply::OK, state(r)),
+            // Stopped until the next restart: an on-request guest's VMM, before its RAM goes.
+            STOP => match r.tcb.suspend() {
+                Ok(()) => {
+                    println!(
+                        "supervisor: stopped `{}` (instance {}), as the toolstack asked",
+                        r.name,
+                        r.restarts.instance()
+                    );
+                    (reply::OK, state(r))
+                }
+                Err(_) => (reply::FAILED, state(r)),
+            },
             RESTART if r.restarts.finished() => (reply::FAILED, state(r)),
             RESTART if r.restarts.due().is_some() => (reply::BACKING_OFF, state(r)),
             RESTART => {
@@ -281,7 +293,7 @@ fn on_request(
     let state = [if present { kind::DISPOSABLE } else { kind::DISPOSED }, 1, 0, 0];
     match label {
         STATUS => (reply::OK, state),
-        RESTART => (reply::NOT_RESTARTABLE, state),
+        RESTART | STOP => (reply::NOT_RESTARTABLE, state),
         _ => (reply::MALFORMED, [0; 4]),
     }
 }

@@ -204,15 +204,18 @@ fn answer(request: Request<'_>, reply: &mut Reply) -> Next {
             for (name, what) in facts::COMPONENTS {
                 reply.body(format_args!("{name:width$}  {what}; {}", state(name)));
             }
-            for (name, bytes, image) in facts::GUESTS {
+            for (name, bytes, image, on_request) in facts::GUESTS {
                 reply.body(format_args!(
-                    "guest {name}: {} KiB of RAM, image {image}, devices emulated by vmm-{name}",
-                    bytes >> 10
+                    "guest {name}: {} KiB of RAM, image {image}, devices emulated by vmm-{name}, {}",
+                    bytes >> 10,
+                    if *on_request { "built by the Builder on request" } else { "built at boot" }
                 ));
             }
             reply.ok();
         }
         Request::Restart(name) => restart(name, reply),
+        Request::Create(guest) => create(guest, reply),
+        Request::Destroy(guest) => destroy(guest, reply),
         Request::Privileges => {
             facts::PRIVILEGES.lines().for_each(|l| reply.body(format_args!("{l}")));
             reply.ok();
@@ -255,6 +258,110 @@ fn restart(name: &str, reply: &mut Reply) {
             "`{name}` crashed and waits out its backoff; the supervisor restarts it then (a crash loop's backoff is not cut short)"
         )),
         Ok(_) => reply.error(format_args!("the supervisor refused the request")),
+        Err(why) => reply.error(format_args!("{why}")),
+    }
+}
+
+/// The toolstack's capability to the Builder's endpoint (channel `build`), if the system
+/// has on-request guests.
+fn builder() -> Option<Cap<Endpoint>> {
+    crate::caps::CAPS.iter().find(|(name, _, _)| *name == "build").map(|(_, slot, _)| Cap::from_cptr(*slot))
+}
+
+/// The Builder's answer to `label` about `guest`.
+fn ask_builder(label: u64, guest: &str) -> Result<(u64, [u64; 4]), &'static str> {
+    let builder = builder().ok_or("this system has no Builder (no guest starts on request)")?;
+    let words = cleave_ctl::pack_name(guest).ok_or("the name does not fit a request")?;
+    match builder.call(MessageInfo::new(label, 0, 0, 4), words) {
+        Ok(m) => Ok((m.info.label(), m.words)),
+        Err(_) => Err("the Builder did not answer"),
+    }
+}
+
+/// The guest of that name, if it starts on request; else the error to give.
+fn on_request_guest(guest: &str) -> Result<u64, alloc::string::String> {
+    match facts::GUESTS.iter().find(|g| g.0 == guest) {
+        None => Err(alloc::format!("no guest named `{guest}`")),
+        Some((_, _, _, false)) => Err(alloc::format!(
+            "guest `{guest}` is built at boot: only a guest with start = \"on-request\" is created and destroyed"
+        )),
+        Some((_, bytes, _, true)) => Ok(*bytes),
+    }
+}
+
+/// What a Builder refusal means.
+fn builder_error(guest: &str, label: u64, words: [u64; 4], creating: bool) -> alloc::string::String {
+    use cleave_ctl::builder as b;
+    match label {
+        b::WRONG_STATE if creating => alloc::format!("guest `{guest}` is built already (destroy it first)"),
+        b::WRONG_STATE => alloc::format!("guest `{guest}` is not built"),
+        b::NO_MEMORY => {
+            alloc::format!("the Builder's pool has not {} KiB left for guest `{guest}`", words[0] >> 10)
+        }
+        b::UNKNOWN => alloc::format!("the Builder has no guest `{guest}`"),
+        b::REFUSED => {
+            alloc::format!("the kernel refused step {} of the build (error {})", words[0], words[1])
+        }
+        _ => "the Builder refused the request".into(),
+    }
+}
+
+/// `create GUEST`: the Builder makes its RAM from its pool, then the supervisor starts its
+/// VMM from the VMM's pristine image (which loads the guest and runs it).
+fn create(guest: &str, reply: &mut Reply) {
+    use cleave_ctl::supervisor::{RESTART, reply as r};
+    if let Err(why) = on_request_guest(guest) {
+        return reply.error(format_args!("{why}"));
+    }
+    match ask_builder(cleave_ctl::builder::BUILD, guest) {
+        Ok((cleave_ctl::builder::OK, [bytes, ..])) => {
+            reply.body(format_args!(
+                "the Builder made {} KiB of RAM for `{guest}` from its pool",
+                bytes >> 10
+            ));
+        }
+        Ok((label, words)) => {
+            return reply.error(format_args!("{}", builder_error(guest, label, words, true)));
+        }
+        Err(why) => return reply.error(format_args!("{why}")),
+    }
+    let vmm = alloc::format!("vmm-{guest}");
+    match ask_supervisor(RESTART, &vmm) {
+        Ok((r::OK, [_, instance, ..])) => {
+            reply.body(format_args!("started `{vmm}` (instance {instance}), which loads and runs the guest"));
+            reply.ok();
+        }
+        _ => {
+            // Nothing half done: the RAM goes back.
+            let _ = ask_builder(cleave_ctl::builder::DESTROY, guest);
+            reply.error(format_args!(
+                "the supervisor did not start `{vmm}`; the guest's RAM went back to the pool"
+            ));
+        }
+    }
+}
+
+/// `destroy GUEST`: the supervisor stops its VMM, then the Builder takes its RAM back
+/// (every mapping of it goes with it).
+fn destroy(guest: &str, reply: &mut Reply) {
+    use cleave_ctl::supervisor::{STOP, reply as r};
+    if let Err(why) = on_request_guest(guest) {
+        return reply.error(format_args!("{why}"));
+    }
+    let vmm = alloc::format!("vmm-{guest}");
+    match ask_supervisor(STOP, &vmm) {
+        Ok((r::OK, _)) => reply.body(format_args!("stopped `{vmm}`")),
+        _ => return reply.error(format_args!("the supervisor did not stop `{vmm}`; nothing was destroyed")),
+    }
+    match ask_builder(cleave_ctl::builder::DESTROY, guest) {
+        Ok((cleave_ctl::builder::OK, [bytes, ..])) => {
+            reply.body(format_args!(
+                "the Builder took back `{guest}`'s {} KiB of RAM into its pool",
+                bytes >> 10
+            ));
+            reply.ok();
+        }
+        Ok((label, words)) => reply.error(format_args!("{}", builder_error(guest, label, words, false))),
         Err(why) => reply.error(format_args!("{why}")),
     }
 }

@@ -220,7 +220,9 @@ fn component() -> i32 {
         }
     };
     // The audit log: this guest relies on this VMM while it runs.
-    cleave_rt::audit!("serve {name} vmm-{name}#1");
+    // (An on-request guest's VMM is started by the supervisor, as a later instance.)
+    let instance = cleave_rt::instance();
+    cleave_rt::audit!("serve {name} vmm-{name}#{instance}");
     let console = if config.console == "com2" {
         vmm::Named::com2(name, layout::CONSOLE)
     } else {
@@ -244,7 +246,7 @@ fn component() -> i32 {
     };
     let io = vmm::Io { disk, net, signal: Some(layout::SIGNAL), gone: Some(layout::GONE) };
     let outcome = run(vcpu, ram, console, msr_policy, io);
-    cleave_rt::audit!("unserve {name} vmm-{name}#1");
+    cleave_rt::audit!("unserve {name} vmm-{name}#{instance}");
     match outcome {
         Ok((stop, vm)) => {
             println!(

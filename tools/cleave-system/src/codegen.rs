@@ -39,6 +39,31 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             cap_value(*slot)
         );
     }
+    let is_builder = file
+        .components
+        .iter()
+        .any(|(k, c)| k.get_ref() == component && c.package(k.get_ref()) == layout::BUILDER_PROGRAM);
+    if is_builder {
+        let slot_of = |name: &str| entries.iter().find(|e| e.1 == name).map_or(0, |e| e.0);
+        out.push_str(
+            "/// The on-request guests the Builder makes: (name, RAM bytes, its EPT root's slot, its VMM's VSpace's slot, the slot its RAM's untyped goes in, the first of the slots its frames go in: two capabilities each, the guest's and the VMM's).\npub const BUILD_GUESTS: &[(&str, u64, u64, u64, u64, u64)] = &[\n",
+        );
+        for (k, (guest, bytes)) in crate::compile::builder::on_request_guests(&file).iter().enumerate() {
+            let base = layout::BUILD_SLOTS + k as u64 * layout::BUILD_SLOTS_PER_GUEST;
+            let _ = writeln!(
+                out,
+                "    ({guest:?}, {bytes:#x}, {}, {}, {base}, {}),",
+                slot_of(&format!("{guest}-ept")),
+                slot_of(&format!("{guest}-vspace")),
+                base + 1
+            );
+        }
+        let _ = writeln!(
+            out,
+            "];\n/// Where a VMM sees its guest's RAM.\npub const GUEST_RAM_BASE: u64 = {:#x};",
+            layout::GUEST_RAM_BASE
+        );
+    }
     if component == layout::SUPERVISOR {
         supervisor_tables(&mut out, &compiled);
         let faults = entries.iter().find(|e| e.1 == "faults").map(|e| e.0);
@@ -332,11 +357,17 @@ pub fn toolstack_facts_source(system_toml: &Path) -> Result<String, String> {
         let _ = writeln!(out, "    ({name:?}, {what:?}),");
     }
     out.push_str(
-        "];\n/// Every guest: (name, RAM bytes, image).\npub const GUESTS: &[(&str, u64, &str)] = &[\n",
+        "];\n/// Every guest: (name, RAM bytes, image, whether it starts on request).\npub const GUESTS: &[(&str, u64, &str, bool)] = &[\n",
     );
     for (name, g) in &file.guests {
         let bytes = crate::schema::parse_size(g.memory.get_ref()).unwrap_or(0);
-        let _ = writeln!(out, "    ({:?}, {bytes}, {:?}),", name.get_ref(), g.image.get_ref());
+        let _ = writeln!(
+            out,
+            "    ({:?}, {bytes}, {:?}, {}),",
+            name.get_ref(),
+            g.image.get_ref(),
+            g.on_request()
+        );
     }
     let privileges = crate::privileges::table(&compiled.spec);
     let _ = writeln!(out, "];\n/// `cleave privileges`.\npub const PRIVILEGES: &str = {privileges:?};");

@@ -362,6 +362,23 @@ pub fn vmm_config(file: &SystemFile, guest: &str, g: &Guest) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The program of the Builder: the component that makes on-request guests' RAM from its
+/// pool (`start = "on-request"`).
+pub const BUILDER_PROGRAM: &str = "builder";
+/// Most 2 MiB frames of RAM the Builder makes for one guest (its CNode has a slot range
+/// per guest: the RAM's untyped, each frame, and each frame's second capability).
+pub const BUILD_MAX_FRAMES: u64 = 8;
+/// Most on-request guests.
+pub const BUILD_MAX_GUESTS: usize = 8;
+/// Where the Builder's per-guest slots start in its CNode: guest `k`'s RAM untyped is at
+/// `BUILD_SLOTS + k * BUILD_SLOTS_PER_GUEST`, its frames after it (two capabilities each).
+pub const BUILD_SLOTS: u64 = 64;
+/// Slots per on-request guest in the Builder's CNode.
+pub const BUILD_SLOTS_PER_GUEST: u64 = 1 + 2 * BUILD_MAX_FRAMES;
+/// A VMM restarted on request (an on-request guest's): its writable memory, which the
+/// supervisor restores from a pristine copy before each start.
+pub const ON_REQUEST_VMM_MEMORY: u64 = 512 << 10;
+
 /// The program and component that disposes of disposable components and restarts
 /// restartable ones.
 pub const SUPERVISOR: &str = "supervisor";

@@ -28,7 +28,8 @@ pub struct Row {
     pub pci_config: bool,
     /// Holds untyped memory and can make VCPUs (the builder's authority).
     pub create_vms: bool,
-    /// Holds capabilities to VCPUs of guests.
+    /// Holds capabilities to VCPUs of guests, or to the roots of their guest-physical
+    /// spaces.
     pub manage_vms: bool,
     /// Holds interrupt, I/O port or device-memory capabilities.
     pub manage_devices: bool,
@@ -82,7 +83,9 @@ pub fn matrix(spec: &Spec) -> BTreeMap<String, Row> {
                     Some(ObjectKind::Irq) => row.manage_devices = true,
                     Some(ObjectKind::Frame { paddr: Some(_), .. }) => row.manage_devices = true,
                     Some(ObjectKind::Frame { paddr: None, .. }) => dma_frame = true,
-                    Some(ObjectKind::Vcpu) => row.manage_vms = true,
+                    // A guest's Vcpu, or the root of its guest-physical space (what the
+                    // Builder maps a guest's RAM through).
+                    Some(ObjectKind::Vcpu | ObjectKind::EptTable { level: 4 }) => row.manage_vms = true,
                     _ => {}
                 },
                 _ => {}

@@ -358,9 +358,19 @@ pub struct Guest {
     /// A virtio network card, a port of a backend component's switch.
     #[serde(default)]
     pub network: Option<Spanned<Network>>,
+    /// When it starts: `"boot"` (the default: the loader makes its RAM and starts its VMM)
+    /// or `"on-request"` (the Builder makes its RAM from its pool when the toolstack asks,
+    /// `cleave ctl create`, and takes it back on `destroy`).
+    #[serde(default)]
+    pub start: Option<Spanned<String>>,
 }
 
 impl Guest {
+    /// Whether the Builder makes it on request (`start = "on-request"`).
+    pub fn on_request(&self) -> bool {
+        self.start.as_ref().is_some_and(|s| s.get_ref() == "on-request")
+    }
+
     /// Every component that serves it: its `backends`, its disk's backend and its
     /// network's.
     pub fn all_backends(&self) -> Vec<&Spanned<String>> {

@@ -14,7 +14,9 @@
 //! `start` begins an instance; `restart` ends one and begins its successor, which goes on
 //! serving the guests the old one served; `dispose` ends one (destroyed), and so does `end`
 //! (a restartable component's program ended: it is not restarted again); `serve`/`unserve` begin and
-//! end a guest's reliance on an instance. The running system writes it as `audit: TIME
+//! end a guest's reliance on an instance; `build GUEST builder#N` and `destroy GUEST
+//! builder#N` record which instance of the Builder made or took back an on-request guest's
+//! RAM. The running system writes it as `audit: TIME
 //! EVENT` console lines (`cleave_rt::audit!`): today the loader (`boot`, a `start` per
 //! component) and each guest's VMM (`serve`/`unserve`); restarts and disposals come with
 //! the supervisor (issue 7). `cargo xtask` collects the lines of a run, in time order,
@@ -63,6 +65,9 @@ impl Reliance {
 pub struct Log {
     /// In the order they began.
     pub reliances: Vec<Reliance>,
+    /// Guests the Builder built (`true`) or destroyed (`false`), when, and which of its
+    /// instances did.
+    pub builds: Vec<(u64, String, bool, Instance)>,
 }
 
 fn instance(text: &str) -> Option<Instance> {
@@ -161,8 +166,19 @@ pub fn read(text: &str) -> Result<Log, String> {
                     (_, None) => return Err(err(format!("{i} does not serve {guest}"))),
                 }
             }
+            Some(verb @ ("build" | "destroy")) => {
+                arity(4)?;
+                let i = inst(3)?;
+                if !live.contains_key(&i) {
+                    return Err(err(format!("{i} is not running")));
+                }
+                log.builds.push((time, words[2].to_string(), verb == "build", i));
+            }
             _ => {
-                return Err(err("unknown event (boot, start, restart, dispose, end, serve, unserve)".into()));
+                return Err(err(
+                    "unknown event (boot, start, restart, dispose, end, serve, unserve, build, destroy)"
+                        .into(),
+                ));
             }
         }
     }
@@ -244,6 +260,16 @@ mod tests {
     }
 
     #[test]
+    fn the_builders_instances_are_recorded_with_what_they_built() {
+        let log = read(
+            "0 boot\n1 start builder#1\n2 build carol builder#1\n3 restart builder#1 builder#2\n4 destroy carol builder#2\n",
+        )
+        .unwrap();
+        let b = |n| Instance { component: "builder".into(), number: n };
+        assert_eq!(log.builds, [(2, "carol".into(), true, b(1)), (4, "carol".into(), false, b(2))]);
+    }
+
+    #[test]
     fn malformed_logs_are_refused_with_the_line() {
         for (text, message) in [
             ("", "no `boot`"),
@@ -266,6 +292,8 @@ mod tests {
             ("0 boot\n1 explode\n", "line 2: unknown event"),
             ("0 boot\n1 start a#1 extra\n", "line 2: `start` takes 1 words"),
             ("0 boot\n1 boot\n", "line 2: a second boot"),
+            ("0 boot\n1 build carol builder#1\n", "line 2: builder#1 is not running"),
+            ("0 boot\n1 start b#1\n2 destroy carol\n", "line 3: `destroy` takes 2 words"),
         ] {
             let e = read(text).unwrap_err();
             assert!(e.contains(message), "{text:?}: {e}");

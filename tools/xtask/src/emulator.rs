@@ -270,7 +270,7 @@ pub fn guest_done(name: &str) -> String {
 
 /// [`guest_done`] for every guest of the system description at `system`.
 pub fn guests_done(system: &Path) -> Result<Vec<String>> {
-    Ok(crate::system::guest_names(system)?.iter().map(|g| guest_done(g)).collect())
+    Ok(crate::system::boot_guest_names(system)?.iter().map(|g| guest_done(g)).collect())
 }
 
 /// Marks the end of QEMU's output on the line channel (no serial line contains a NUL).
@@ -358,6 +358,22 @@ pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
         Err(e) => emit(format!("[host] cannot connect to {}: {e}", ctl.display())),
     }
     show(emit, "exposure bob", cleave::ctl::request(ctl, &words("exposure bob"), timeout));
+    // An on-request guest, made, refused twice over, destroyed, refused, made again; and
+    // guests the Builder cannot make. Each `create` gives the guest a moment to run.
+    let steps: [(&str, u64); 8] = [
+        ("create alice", 0),
+        ("create nobody", 0),
+        ("create carol", 1500),
+        ("create carol", 0),
+        ("destroy carol", 0),
+        ("destroy carol", 0),
+        ("create carol", 1500),
+        ("list", 0),
+    ];
+    for (request, wait_ms) in steps {
+        show(emit, request, cleave::ctl::request(ctl, &words(request), timeout));
+        std::thread::sleep(Duration::from_millis(wait_ms));
+    }
 }
 
 /// How a run went.

@@ -13,9 +13,10 @@ fn load(path: &Path) -> Result<cleave::system::SystemFile> {
     })
 }
 
-/// The names of the guests `path` describes, in name order.
-pub fn guest_names(path: &Path) -> Result<Vec<String>> {
-    Ok(load(path)?.guests.keys().map(|name| name.get_ref().clone()).collect())
+/// The guests `path` describes that start at boot (not `start = "on-request"`: those run
+/// only when the operator creates them).
+pub fn boot_guest_names(path: &Path) -> Result<Vec<String>> {
+    Ok(load(path)?.guests.iter().filter(|(_, g)| !g.on_request()).map(|(k, _)| k.get_ref().clone()).collect())
 }
 
 /// The sum of the memory of the guests `path` describes, bytes.
@@ -68,7 +69,7 @@ mod tests {
         let root = crate::workspace_root();
         let product = crate::artifacts::programs_of(&root.join("system.toml")).unwrap();
         assert!(product.guests == ["guest-hello"] && product.vmm, "{product:?}");
-        assert_eq!(guest_names(&root.join("system.toml")).unwrap(), ["alice", "bob", "mallory"]);
+        assert_eq!(boot_guest_names(&root.join("system.toml")).unwrap(), ["alice", "bob", "mallory"]);
         for name in ["toolstack", "xenstore-logic", "vga", "supervisor"] {
             assert!(product.components.iter().any(|c| c == name), "{name} missing: {product:?}");
         }

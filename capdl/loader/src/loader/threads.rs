@@ -258,16 +258,19 @@ impl Loader {
     }
 
     /// Starts every thread the spec resumes, and writes the first instance of each
-    /// component to the audit log.
+    /// component to the audit log: one the spec does not resume (an on-request guest's
+    /// VMM, which the supervisor starts as instance 2 when asked) is there too.
     pub(super) fn start_threads(&self) -> Result<(), LoadError> {
         let spec = self.spec;
         for i in 0..spec.object_count() {
             let Some(o) = spec.object(i) else { continue };
-            if o.kind != Kind::Tcb || !o.resumes() {
+            if o.kind != Kind::Tcb {
                 continue;
             }
-            let tcb: Cap<Tcb> = Cap::from_cptr(self.slots[i as usize]);
-            tcb.resume().map_err(|e| LoadError::Start(spec.name(o.name), e))?;
+            if o.resumes() {
+                let tcb: Cap<Tcb> = Cap::from_cptr(self.slots[i as usize]);
+                tcb.resume().map_err(|e| LoadError::Start(spec.name(o.name), e))?;
+            }
             if let Some(component) = spec.name(o.name).and_then(|n| n.strip_suffix("_tcb")) {
                 cleave_rt::audit!("start {component}#1");
             }

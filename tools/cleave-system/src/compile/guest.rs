@@ -29,10 +29,13 @@ pub(super) fn guests(
     for (index, (name, g)) in file.guests.iter().enumerate() {
         let g_name = name.get_ref();
         let vmm = vmm_name(g_name);
+        // An on-request guest's VMM waits, never started, until the toolstack asks the
+        // supervisor to start it (after the Builder made its RAM).
+        let on_request = g.on_request();
         let tcb = TcbParams {
             prio: Some(DEFAULT_PRIORITY),
             max_prio: Some(0),
-            resume: Some(true),
+            resume: Some(!on_request),
             elf: Some(VMM_PROGRAM.into()),
             init: vec![index as u64 + 1],
             ..TcbParams::default()
@@ -61,11 +64,16 @@ pub(super) fn guests(
                 kind: ObjectKind::EptTable { level },
             });
         }
-        spec.objects.push(Object {
-            name: ram.clone(),
-            count: Some(frames),
-            kind: ObjectKind::Frame { size: LARGE_PAGE_SIZE, paddr: None, fill: Vec::new() },
-        });
+        // An on-request guest's RAM is the Builder's to make (from its pool) and map: its
+        // tables are here, empty.
+        let frames = if on_request { 0 } else { frames };
+        if !on_request {
+            spec.objects.push(Object {
+                name: ram.clone(),
+                count: Some(frames),
+                kind: ObjectKind::Frame { size: LARGE_PAGE_SIZE, paddr: None, fill: Vec::new() },
+            });
+        }
         let vcpu_slots = BTreeMap::from([
             (0, cap(&format!("{vmm}_tcb"), None, CapParams::default())),
             (1, cap(&ept, None, CapParams::default())),

@@ -4,6 +4,7 @@
 //! The declared components come first (`component`), then what cleave adds: a VMM per
 //! guest (`guest`) and, when lifetimes need one, the supervisor (`supervisor`).
 
+pub mod builder;
 mod component;
 mod guest;
 mod supervisor;
@@ -50,6 +51,7 @@ pub fn compile(file: &SystemFile) -> Compiled {
     let mut tables: BTreeMap<String, CapTable> = BTreeMap::new();
     component::components(file, &mut spec, &mut slots, &mut tables);
     let files = guest::guests(file, &mut spec, &mut slots, &mut tables);
+    builder::builder(file, &mut spec, &mut slots, &mut tables);
     let (restarts, disposables) = supervisor::supervisor(file, &mut spec, &mut slots, &mut tables);
     for (component, caps) in slots {
         spec.caps.insert(ObjRef::named(&format!("{component}_cnode")), caps);

@@ -3,13 +3,17 @@
 
 use super::{CapTable, cap, component_objects, lifetime_of, map_pages, rights};
 use crate::layout::{
-    CLOCK_BADGE, DEFAULT_RESTART_MEMORY, PIT_IRQ, PIT_PORTS, REGION_BASE, SUPERVISOR, SUPERVISOR_PRIORITY,
-    VMM_GONE_SLOT, disposable_untyped_bits, gone_badge, vmm_name,
+    CLOCK_BADGE, DEFAULT_RESTART_MEMORY, ON_REQUEST_VMM_MEMORY, PIT_IRQ, PIT_PORTS, REGION_BASE, SUPERVISOR,
+    SUPERVISOR_PRIORITY, VMM_GONE_SLOT, disposable_untyped_bits, gone_badge, vmm_name,
 };
 use crate::schema::{SystemFile, parse_duration_ms, parse_size};
 use cleave_abi::layout::PAGE_SIZE;
 use cleave_capdl::model::{Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, Spec, TcbParams};
 use std::collections::BTreeMap;
+
+/// The restart period of a component restarted only when asked (an on-request guest's
+/// VMM): never reached.
+pub const ON_REQUEST: u64 = u64::MAX;
 
 /// TCB slots as seL4 numbers them (`cleave_capdl::model::TCB_SLOT_NAMES`): the fault
 /// endpoint and the bound notification.
@@ -42,7 +46,7 @@ pub(super) fn supervisor(
 ) -> (Vec<RestartPlace>, Vec<DisposablePlace>) {
     let disposable: Vec<&String> =
         file.components.iter().filter(|(_, c)| c.is_disposable()).map(|(k, _)| k.get_ref()).collect();
-    let restartable: Vec<(&String, u64, u64)> = file
+    let mut restartable: Vec<(&String, u64, u64)> = file
         .components
         .iter()
         .filter_map(|(k, c)| match lifetime_of(c) {
@@ -55,6 +59,11 @@ pub(super) fn supervisor(
             _ => None,
         })
         .collect();
+    // An on-request guest's VMM is started, and started afresh after a `destroy`, by the
+    // supervisor when the toolstack asks ([`ON_REQUEST`]: never on a timer).
+    let on_request_vmms: Vec<String> =
+        file.guests.iter().filter(|(_, g)| g.on_request()).map(|(k, _)| vmm_name(k.get_ref())).collect();
+    restartable.extend(on_request_vmms.iter().map(|v| (v, ON_REQUEST, ON_REQUEST_VMM_MEMORY)));
     if disposable.is_empty() && restartable.is_empty() {
         return (Vec::new(), Vec::new());
     }
@@ -217,7 +226,9 @@ pub(super) fn supervisor(
         }
         window = pristine + bytes + PAGE_SIZE;
         let tcb_slot = entries.len() as u64 + 1;
-        let policy = if period_ms == 0 {
+        let policy = if period_ms == ON_REQUEST {
+            "started and restarted when the toolstack asks".to_string()
+        } else if period_ms == 0 {
             "rolled back after every request".to_string()
         } else {
             format!("restarted every {period_ms} ms")

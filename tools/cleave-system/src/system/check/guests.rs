@@ -217,6 +217,75 @@ fn check_network(
 
 /// Each guest's command line, memory, VMM name and backends, against the components
 /// there are.
+/// `start`: `"boot"` or `"on-request"`; a guest made on request needs the Builder (one
+/// component running the `builder` program, rolled back after every request, as Xoar's
+/// Builder is), and for now no disk or network and at most
+/// [`crate::layout::BUILD_MAX_FRAMES`] 2 MiB frames of RAM.
+fn check_on_request(
+    file: &SystemFile,
+    guest: &str,
+    g: &crate::schema::Guest,
+    start: &toml::Spanned<String>,
+    errors: &mut Vec<SystemError>,
+) {
+    let key = format!("guests.{guest}.start");
+    match start.get_ref().as_str() {
+        "boot" => return,
+        "on-request" => {}
+        other => {
+            errors.push(SystemError::new(
+                key,
+                span(start),
+                format!("start `{other}`: say \"boot\" (the loader starts it) or \"on-request\" (the Builder makes it when asked)"),
+            ));
+            return;
+        }
+    }
+    let builders: Vec<(&String, &crate::schema::Component)> = file
+        .components
+        .iter()
+        .filter(|(k, c)| c.package(k.get_ref()) == crate::layout::BUILDER_PROGRAM)
+        .map(|(k, c)| (k.get_ref(), c))
+        .collect();
+    match builders.as_slice() {
+        [] => errors.push(
+            SystemError::new(key.clone(), span(start), format!("guest `{guest}` starts on request, but no component is the Builder"))
+                .help("add [components.builder] with restart = \"per-request\", serving an endpoint the toolstack calls"),
+        ),
+        [(name, c)] if !c.restart.as_ref().is_some_and(|r| matches!(r.get_ref(), crate::schema::Restart::Keyword(k) if k == "per-request")) => {
+            errors.push(
+                SystemError::new(
+                    key.clone(),
+                    span(start),
+                    format!("the Builder `{name}` must be rolled back after every request, so that a request that compromises it cannot reach the next"),
+                )
+                .help(format!("give [components.{name}] restart = \"per-request\"")),
+            )
+        }
+        [_] => {}
+        _ => errors.push(SystemError::new(key.clone(), span(start), "more than one component is the Builder".to_string())),
+    }
+    if g.disk.is_some() || g.network.is_some() {
+        errors.push(SystemError::new(
+            key.clone(),
+            span(start),
+            format!("guest `{guest}` starts on request and has a disk or network: the Builder makes guests without I/O for now"),
+        ));
+    }
+    let frames = parse_size(g.memory.get_ref()).unwrap_or(0).div_ceil(cleave_abi::layout::LARGE_PAGE_SIZE);
+    if frames > crate::layout::BUILD_MAX_FRAMES {
+        errors.push(SystemError::new(
+            key,
+            span(start),
+            format!(
+                "guest `{guest}` starts on request with {} MiB of RAM; the Builder makes at most {} MiB per guest",
+                frames * 2,
+                crate::layout::BUILD_MAX_FRAMES * 2
+            ),
+        ));
+    }
+}
+
 pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut Vec<SystemError>) {
     let is_component = |n: &str| components.contains(n);
     let mut gone_guests = 0usize;
@@ -242,6 +311,9 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
                     ),
                 ));
             }
+        }
+        if let Some(s) = &g.start {
+            check_on_request(file, name.get_ref(), g, s, errors);
         }
         if let Some(c) = &g.console
             && !matches!(c.get_ref().as_str(), "log" | "com2")
