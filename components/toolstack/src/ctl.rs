@@ -365,3 +365,40 @@ fn destroy(guest: &str, reply: &mut Reply) {
         Err(why) => reply.error(format_args!("{why}")),
     }
 }
+
+/// Hostile requests straight to the Builder (as a compromised toolstack could send them): a
+/// label it does not have, words that are no name, a guest it has not, and a destroy of a
+/// guest not built. Each must be refused, and each request must be served by a fresh
+/// instance (the supervisor rolls the Builder back after every one). Returns (refused as
+/// expected, served by a fresh instance, asked); `None` without a Builder.
+pub fn hostile_builder_requests() -> Option<(usize, usize, usize)> {
+    use cleave_ctl::builder::{DESTROY, MALFORMED, UNKNOWN, WRONG_STATE};
+    let builder = builder()?;
+    let name = |n: &str| cleave_ctl::pack_name(n).unwrap_or_default();
+    let requests: [(u64, [u64; 4], u64); 4] = [
+        (0x7777, name("carol"), MALFORMED),
+        (cleave_ctl::builder::BUILD, [u64::MAX; 4], MALFORMED),
+        (cleave_ctl::builder::BUILD, name("nobody"), UNKNOWN),
+        (DESTROY, name("carol"), WRONG_STATE),
+    ];
+    let instance = || match ask_supervisor(cleave_ctl::supervisor::STATUS, "builder") {
+        Ok((0, [_, n, ..])) => n,
+        _ => 0,
+    };
+    let (mut refused, mut fresh) = (0, 0);
+    for (label, words, want) in requests {
+        let before = instance();
+        let got = builder.call(MessageInfo::new(label, 0, 0, 4), words).map(|m| m.info.label());
+        if got == Ok(want) {
+            refused += 1;
+        } else {
+            println!(
+                "toolstack: the Builder answered {got:?} to a hostile request (label {label:#x}), not {want}"
+            );
+        }
+        if instance() == before + 1 {
+            fresh += 1;
+        }
+    }
+    Some((refused, fresh, requests.len()))
+}

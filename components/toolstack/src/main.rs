@@ -350,6 +350,16 @@ fn main() -> i32 {
         "toolstack: xenstore under Logic restarts: {acked} writes acknowledged in {LOAD_MS} ms; {present} of {keys} keys hold their last acknowledged value"
     );
     let durable = acked > 0 && present == keys;
+    // A compromised toolstack's requests to the Builder: refused, each by a fresh instance.
+    let builder_holds = match ctl::hostile_builder_requests() {
+        Some((refused, fresh, asked)) => {
+            println!(
+                "toolstack: builder: {refused} of {asked} hostile requests refused; {fresh} of {asked} served by a fresh instance"
+            );
+            refused == asked && fresh == asked
+        }
+        None => true,
+    };
     // Every other slot of its CNode is empty: probing them must fail.
     let alone = cleave_rt::cap::report_ungiven("toolstack", caps::CAPS);
     let host = wait_for_host(&mut xs);
@@ -361,6 +371,7 @@ fn main() -> i32 {
         ("driver-publishes", published),
         ("bootstrap-disposed", disposed),
         ("xenstore-under-restarts", durable),
+        ("builder-refuses-hostile-requests", builder_holds),
         ("no-ungiven-capability", alone),
         ("host-done", host.is_some()),
     ];

@@ -377,7 +377,7 @@ pub const BUILD_SLOTS: u64 = 64;
 pub const BUILD_SLOTS_PER_GUEST: u64 = 1 + 2 * BUILD_MAX_FRAMES;
 /// A VMM restarted on request (an on-request guest's): its writable memory, which the
 /// supervisor restores from a pristine copy before each start.
-pub const ON_REQUEST_VMM_MEMORY: u64 = 512 << 10;
+pub const ON_REQUEST_VMM_MEMORY: u64 = 448 << 10;
 
 /// The program and component that disposes of disposable components and restarts
 /// restartable ones.

@@ -66,6 +66,8 @@ pub struct Table {
     pub asid_pools: u64,
     /// Each guest's RAM, by guest.
     pub guests: Vec<(String, u64)>,
+    /// The Builder's pool: the on-request guests' RAM, not the control plane's.
+    pub pool: u64,
 }
 
 impl Table {
@@ -83,7 +85,7 @@ impl Table {
 
     /// All the memory the loader makes the system from: the control plane and the guests.
     pub fn machine(&self) -> u64 {
-        self.control_plane() + self.guests.iter().map(|(_, b)| b).sum::<u64>()
+        self.control_plane() + self.guests.iter().map(|(_, b)| b).sum::<u64>() + self.pool
     }
 
     /// The table as text: a row per component, then the shared memory, the guests and the
@@ -133,6 +135,9 @@ impl Table {
         ));
         for (guest, bytes) in &self.guests {
             out.push_str(&format!("guest {guest}: {} MiB of RAM\n", bytes >> 20));
+        }
+        if self.pool > 0 {
+            out.push_str(&format!("the Builder's pool (on-request guests' RAM): {} MiB\n", self.pool >> 20));
         }
         out.push_str(&format!("machine memory the loader makes the system from: {} bytes\n", self.machine()));
         out
@@ -255,9 +260,18 @@ pub fn table(
         }
         let Some(one) = bytes(&o.kind) else { continue };
         let total = one * u64::from(o.count.unwrap_or(1));
-        // A guest's RAM is the guest's, not its VMM's.
+        // A guest's RAM is the guest's, not its VMM's; the Builder's pool is the on-request
+        // guests' RAM, not the Builder's.
         if let Some(guest) = o.name.strip_suffix("_ram").filter(|g| guests.contains(g)) {
             table.guests.push((guest.to_string(), total));
+            continue;
+        }
+        if o.name.strip_suffix("_pool").is_some_and(|c| {
+            file.components
+                .iter()
+                .any(|(k, c2)| k.get_ref() == c && c2.package(c) == crate::layout::BUILDER_PROGRAM)
+        }) {
+            table.pool += total;
             continue;
         }
         let Some(row) =
@@ -482,6 +496,21 @@ mod tests {
                 && error.ends_with("than the 128 KiB untyped a disposable component is made from"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_builders_pool_is_the_on_request_guests_ram_not_the_control_planes() {
+        let text = "[components.builder]\nrestart = \"per-request\"\nmemory = \"24K\"\n[components.toolstack]\n\
+            [channels.build]\nkind = \"endpoint\"\nserver = \"builder\"\nclients = [\"toolstack\"]\n\
+            [guests.c]\nmemory = \"4M\"\nimage = \"guest-hello\"\nstart = \"on-request\"\n";
+        let t = table_of(text, &|_| Some(program())).unwrap();
+        assert_eq!(t.pool, 4 << 20);
+        // No RAM of its own at boot; the Builder's row is its own memory only.
+        assert!(t.guests.is_empty(), "{t:?}");
+        let builder = t.rows.iter().find(|r| r.component == "builder").unwrap();
+        assert!(builder.total() < 1 << 20, "{builder:?}");
+        assert_eq!(t.machine(), t.control_plane() + (4 << 20));
+        assert!(t.render().contains("the Builder's pool (on-request guests' RAM): 4 MiB"), "{}", t.render());
     }
 
     #[test]

@@ -265,6 +265,17 @@ fn check_on_request(
         [_] => {}
         _ => errors.push(SystemError::new(key.clone(), span(start), "more than one component is the Builder".to_string())),
     }
+    let place = file.guests.iter().filter(|(_, g)| g.on_request()).position(|(k, _)| k.get_ref() == guest);
+    if place.is_some_and(|p| p >= crate::layout::BUILD_MAX_GUESTS) {
+        errors.push(SystemError::new(
+            key.clone(),
+            span(start),
+            format!(
+                "more than {} guests start on request: the Builder has slots for that many",
+                crate::layout::BUILD_MAX_GUESTS
+            ),
+        ));
+    }
     if g.disk.is_some() || g.network.is_some() {
         errors.push(SystemError::new(
             key.clone(),
