@@ -1,14 +1,15 @@
 //! The Builder, as Xoar cut it out of Xen's control VM: the only component that can make
-//! guest memory. It holds a pool (an untyped object) and, per on-request guest
-//! (`start = "on-request"`), the roots of the guest's guest-physical space and of its
+//! guest memory. Per on-request guest (`start = "on-request"`) it holds an untyped the
+//! size of the guest's RAM and the roots of the guest's guest-physical space and of its
 //! VMM's address space, whose tables the loader made empty. On the toolstack's `BUILD` it
-//! makes the guest's RAM from the pool (an untyped of its own, then 2 MiB frames) and maps
-//! each frame into both; on `DESTROY` it revokes that untyped: the kernel deletes every
-//! frame and with them every mapping, and the memory is the pool's again.
+//! makes 2 MiB frames from that untyped and maps each into both; on `DESTROY` it revokes
+//! the untyped: the kernel deletes every frame and with them every mapping, and the
+//! untyped is whole again.
 //!
-//! It keeps no state of its own: whether a guest is built is whether its RAM's untyped
-//! is in its slot, so the supervisor can roll it back after every request (`restart =
-//! "per-request"`) and a request that compromised it cannot reach the next.
+//! Whether a guest is built is whether its first frame's slot is occupied: no state of
+//! its own in memory, so the supervisor rolls it back after every request (`restart =
+//! "per-request"`). What a compromised instance leaves in its CNode, though, the next one
+//! inherits (doc/ctl.md says what that allows, and what would close it).
 #![no_std]
 #![no_main]
 
@@ -33,8 +34,8 @@ const SCRATCH: u64 = 255;
 const FRAME: u64 = 2 << 20;
 
 /// Whether `slot` of its CNode holds a capability: copying from an empty slot is refused
-/// as an invalid capability; any other refusal (an untyped with children may not be
-/// copied) is about what is there.
+/// as an invalid capability; any other refusal (an untyped may not be copied at all) is
+/// about what is there, and reads as occupied, which refuses the request.
 fn occupied(cnode: Cap<CNode>, slot: u64) -> bool {
     match cnode.copy(cnode.slot(SCRATCH, DEPTH), cnode.slot(slot, DEPTH), Rights::READ) {
         Ok(()) => {
@@ -49,25 +50,18 @@ fn occupied(cnode: Cap<CNode>, slot: u64) -> bool {
 /// Steps of a build, for a refusal's first word.
 #[derive(Clone, Copy)]
 enum Step {
-    Untyped = 1,
     Frames = 2,
     Copy = 3,
     MapGuest = 4,
     MapVmm = 5,
 }
 
-/// Makes guest `g`'s RAM and maps it; on a refusal, takes back what it made.
+/// Makes guest `g`'s RAM from its untyped and maps it; on a refusal, takes back what it
+/// made.
 fn build(cnode: Cap<CNode>, g: &(&str, u64, u64, u64, u64, u64)) -> (u64, [u64; 4]) {
     let &(name, bytes, ept, vspace, untyped_slot, frames_slot) = g;
-    if occupied(cnode, untyped_slot) {
+    if occupied(cnode, frames_slot) {
         return (WRONG_STATE, [0; 4]);
-    }
-    let pool: Cap<Untyped> = caps::POOL;
-    let bits = u64::from(bytes.next_power_of_two().trailing_zeros());
-    match pool.retype(ObjectType::Untyped, bits, cnode, 0, 0, untyped_slot, 1) {
-        Ok(()) => {}
-        Err(cleave_abi::Error::NotEnoughMemory) => return (NO_MEMORY, [bytes, 0, 0, 0]),
-        Err(e) => return (REFUSED, [Step::Untyped as u64, e as u64, 0, 0]),
     }
     let frames = bytes / FRAME;
     let ram: Cap<Untyped> = Cap::from_cptr(untyped_slot);
@@ -94,35 +88,33 @@ fn build(cnode: Cap<CNode>, g: &(&str, u64, u64, u64, u64, u64)) -> (u64, [u64; 
         Ok(()) => {
             cleave_rt::audit!("build {name} {}#{}", caps::COMPONENT, cleave_rt::instance());
             println!(
-                "builder: built guest `{name}`: {} MiB of RAM from the pool, mapped into its guest-physical space and its VMM",
+                "builder: built guest `{name}`: {} MiB of RAM, mapped into its guest-physical space and its VMM",
                 bytes >> 20
             );
             (OK, [bytes, 0, 0, 0])
         }
         Err((step, e)) => {
-            // Nothing half built stays: the RAM's untyped and all made from it go.
+            // Nothing half built stays: every frame made from the guest's untyped goes.
             let _ = Cap::<CNode>::revoke(cnode.slot(untyped_slot, DEPTH));
-            let _ = Cap::<CNode>::delete(cnode.slot(untyped_slot, DEPTH));
             println!("builder: cannot build guest `{name}`: step {} refused: {e}", step as u64);
-            (REFUSED, [step as u64, e as u64, 0, 0])
+            let code = if matches!(e, cleave_abi::Error::NotEnoughMemory) { NO_MEMORY } else { REFUSED };
+            (code, [step as u64, e as u64, 0, 0])
         }
     }
 }
 
-/// Takes guest `g`'s RAM back: every frame made from it, and every mapping, goes.
+/// Takes guest `g`'s RAM back: every frame made from its untyped, and every mapping of
+/// them, goes; the untyped is whole again for the next build.
 fn destroy(cnode: Cap<CNode>, g: &(&str, u64, u64, u64, u64, u64)) -> (u64, [u64; 4]) {
-    let &(name, bytes, _, _, untyped_slot, _) = g;
-    if !occupied(cnode, untyped_slot) {
+    let &(name, bytes, _, _, untyped_slot, frames_slot) = g;
+    if !occupied(cnode, frames_slot) {
         return (WRONG_STATE, [0; 4]);
     }
     if let Err(e) = Cap::<CNode>::revoke(cnode.slot(untyped_slot, DEPTH)) {
-        return (REFUSED, [Step::Untyped as u64, e as u64, 0, 0]);
-    }
-    if let Err(e) = Cap::<CNode>::delete(cnode.slot(untyped_slot, DEPTH)) {
-        return (REFUSED, [Step::Untyped as u64, e as u64, 0, 0]);
+        return (REFUSED, [Step::Frames as u64, e as u64, 0, 0]);
     }
     cleave_rt::audit!("destroy {name} {}#{}", caps::COMPONENT, cleave_rt::instance());
-    println!("builder: destroyed guest `{name}`: its {} MiB of RAM are the pool's again", bytes >> 20);
+    println!("builder: destroyed guest `{name}`: its {} MiB of RAM are free for it again", bytes >> 20);
     (OK, [bytes, 0, 0, 0])
 }
 

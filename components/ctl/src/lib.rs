@@ -305,6 +305,9 @@ pub mod supervisor {
         pub const ENDED: u64 = 4;
         /// Restartable, crashed, and stopped until its backoff is over.
         pub const CRASHED: u64 = 5;
+        /// Started only when asked (an on-request guest's VMM), and stopped now: not
+        /// started yet, stopped by the toolstack, or crashed.
+        pub const STOPPED: u64 = 6;
     }
 }
 

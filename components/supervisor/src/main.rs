@@ -48,7 +48,8 @@ const CLOCK: u64 = 1 << 63;
 /// Where `rsi` is among the registers `read_registers` gives (rip, rsp, rflags, rax, rbx,
 /// rcx, rdx, rsi, ...).
 const RSI: usize = 7;
-/// Most restartable components.
+/// Most restartable components (`cleave_system::layout::MAX_RESTARTABLE`; `cleave check`
+/// refuses more when guests start on request).
 const MAX_RESTARTS: usize = 16;
 
 /// A component restarted on a timer or rolled back after every request.
@@ -155,6 +156,15 @@ fn on_fault(r: &mut Restartable, label: u64, words: [u64; 4], now_ms: u64, gone:
                 r.name, words[0] as i64
             );
         }
+        OnFault::Stopped => {
+            let _ = r.tcb.suspend();
+            println!(
+                "supervisor: `{}` (instance {}) crashed at {now_ms} ms: {}; it stays stopped until the toolstack starts it again",
+                r.name,
+                r.restarts.instance(),
+                Described { label, words },
+            );
+        }
         OnFault::Restart(why) => {
             let (ticks, show) = restart(r, why, now_ms);
             if show {
@@ -247,6 +257,8 @@ fn on_request(
         let state = |r: &Restartable| {
             let k = if r.restarts.finished() {
                 kind::ENDED
+            } else if r.restarts.stopped() {
+                kind::STOPPED
             } else if r.restarts.due().is_some() {
                 kind::CRASHED
             } else {
@@ -257,8 +269,14 @@ fn on_request(
         return match label {
             STATUS => (reply::OK, state(r)),
             // Stopped until the next restart: an on-request guest's VMM, before its RAM goes.
+            // Any other component is refused (a timed one would only come back at its
+            // next period, a per-request one not at all).
+            STOP if r.restarts.period_ms() != cleave_supervisor_policy::ON_REQUEST => {
+                (reply::NOT_RESTARTABLE, state(r))
+            }
             STOP => match r.tcb.suspend() {
                 Ok(()) => {
+                    r.restarts.stop();
                     println!(
                         "supervisor: stopped `{}` (instance {}), as the toolstack asked",
                         r.name,

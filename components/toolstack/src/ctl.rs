@@ -182,6 +182,7 @@ fn state(name: &str) -> alloc::string::String {
             )
         }
         Ok((reply::OK, [kind::ENDED, instance, ..])) => alloc::format!("ended (instance {instance})"),
+        Ok((reply::OK, [kind::STOPPED, instance, ..])) => alloc::format!("stopped (instance {instance})"),
         Ok((reply::OK, [kind::CRASHED, instance, crashes, _])) => alloc::format!(
             "crashed (instance {instance}, {crashes} crashes), restarted when its backoff is over"
         ),
@@ -242,6 +243,11 @@ fn restart(name: &str, reply: &mut Reply) {
     let Some((_, what)) = facts::COMPONENTS.iter().find(|(n, _)| *n == name) else {
         return reply.error(format_args!("no component named `{name}`"));
     };
+    if let Some((guest, ..)) = facts::GUESTS.iter().find(|g| g.3 && alloc::format!("vmm-{}", g.0) == name) {
+        return reply.error(format_args!(
+            "`{name}` runs on-request guest `{guest}`: `create {guest}` and `destroy {guest}` start and stop it"
+        ));
+    }
     match ask_supervisor(RESTART, name) {
         Ok((r::OK, [_, instance, ..])) => {
             reply.body(format_args!("restarted `{name}` from its pristine image: now instance {instance}"));
@@ -333,10 +339,14 @@ fn create(guest: &str, reply: &mut Reply) {
         }
         _ => {
             // Nothing half done: the RAM goes back.
-            let _ = ask_builder(cleave_ctl::builder::DESTROY, guest);
-            reply.error(format_args!(
-                "the supervisor did not start `{vmm}`; the guest's RAM went back to the pool"
-            ));
+            match ask_builder(cleave_ctl::builder::DESTROY, guest) {
+                Ok((cleave_ctl::builder::OK, _)) => reply.error(format_args!(
+                    "the supervisor did not start `{vmm}`; the guest's RAM went back to the Builder"
+                )),
+                _ => reply.error(format_args!(
+                    "the supervisor did not start `{vmm}`, and the Builder did not take the guest's RAM back: `destroy {guest}` again"
+                )),
+            }
         }
     }
 }

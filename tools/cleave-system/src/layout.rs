@@ -368,6 +368,9 @@ pub const BUILDER_PROGRAM: &str = "builder";
 /// Most 2 MiB frames of RAM the Builder makes for one guest (its CNode has a slot range
 /// per guest: the RAM's untyped, each frame, and each frame's second capability).
 pub const BUILD_MAX_FRAMES: u64 = 8;
+/// Most components the supervisor restarts (its table's size; an on-request guest's VMM
+/// counts).
+pub const MAX_RESTARTABLE: usize = 16;
 /// Most on-request guests.
 pub const BUILD_MAX_GUESTS: usize = 8;
 /// Where the Builder's per-guest slots start in its CNode: guest `k`'s RAM untyped is at

@@ -66,7 +66,8 @@ pub struct Table {
     pub asid_pools: u64,
     /// Each guest's RAM, by guest.
     pub guests: Vec<(String, u64)>,
-    /// The Builder's pool: the on-request guests' RAM, not the control plane's.
+    /// The Builder's pool (an untyped per on-request guest): those guests' RAM, not the
+    /// control plane's.
     pub pool: u64,
 }
 
@@ -266,11 +267,8 @@ pub fn table(
             table.guests.push((guest.to_string(), total));
             continue;
         }
-        if o.name.strip_suffix("_pool").is_some_and(|c| {
-            file.components
-                .iter()
-                .any(|(k, c2)| k.get_ref() == c && c2.package(c) == crate::layout::BUILDER_PROGRAM)
-        }) {
+        let on_request = |g: &str| file.guests.iter().any(|(k, x)| k.get_ref() == g && x.on_request());
+        if o.name.strip_suffix("_ram_pool").is_some_and(on_request) {
             table.pool += total;
             continue;
         }

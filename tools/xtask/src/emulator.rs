@@ -360,7 +360,8 @@ pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
     show(emit, "exposure bob", cleave::ctl::request(ctl, &words("exposure bob"), timeout));
     // An on-request guest, made, refused twice over, destroyed, refused, made again; and
     // guests the Builder cannot make. Each `create` gives the guest a moment to run.
-    let steps: [(&str, u64); 8] = [
+    let steps: [(&str, u64); 9] = [
+        ("restart vmm-carol", 0),
         ("create alice", 0),
         ("create nobody", 0),
         ("create carol", 1500),

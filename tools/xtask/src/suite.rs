@@ -111,12 +111,15 @@ const TESTS: &[EmulatorTest] = &[
                 "[host] error: a request longer than 200 bytes, or not UTF-8, was dropped",
                 "[host] vmm-bob: runs guest `bob` (its Vcpu, guest-physical space and memory)",
                 "toolstack: ctl: exposure bob",
-                // The Builder: its CNode, its pool, and per on-request guest the roots of the
-                // guest's guest-physical space and of its VMM's address space; nothing else.
+                // The Builder: its CNode, and per on-request guest the roots of the guest's
+                // guest-physical space and of its VMM's address space and the untyped its RAM
+                // is made from; nothing else.
                 "builder: cap 2: cnode (its own CNode (to make the guests' RAM in and revoke it))",
-                "builder: cap 3: pool (untyped 2048 KiB: the on-request guests' RAM)",
-                "builder: cap 4: carol-ept (EPT root of guest `carol` (2 MiB of RAM on request))",
-                "builder: cap 5: carol-vspace (VSpace of `vmm-carol` (where it sees its guest's RAM))",
+                "builder: cap 3: carol-ept (EPT root of guest `carol` (2 MiB of RAM on request))",
+                "builder: cap 4: carol-vspace (VSpace of `vmm-carol` (where it sees its guest's RAM))",
+                "builder: cap 64: carol-ram (untyped 2048 KiB: guest `carol`'s RAM, made on request)",
+                "[host] vmm-carol        device emulation for guest carol; stopped (instance 1)",
+                "[host] error: `vmm-carol` runs on-request guest `carol`: `create carol` and `destroy carol` start and stop it",
                 // The Builder: an on-request guest made from its pool and run, refused while
                 // built, destroyed (its RAM back in the pool), refused while not built, and
                 // made and run again by a fresh VMM instance; guests it cannot make refused.

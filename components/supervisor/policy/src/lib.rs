@@ -24,6 +24,9 @@
 
 /// A crashed component waits this long before its first restart.
 pub const BACKOFF_FIRST_MS: u64 = 10;
+/// The period of a component started only when asked (an on-request guest's VMM): never
+/// restarted on a timer, and after a crash it stays stopped until asked again.
+pub const ON_REQUEST: u64 = u64::MAX;
 /// The longest a crashed component waits.
 pub const BACKOFF_MAX_MS: u64 = 1000;
 /// A component that ran this long before crashing starts its backoff afresh.
@@ -72,6 +75,8 @@ pub enum OnFault {
     Restart(Restart),
     /// Its program ended: it stays stopped for good.
     Finished,
+    /// A component started only when asked crashed: it stays stopped until asked again.
+    Stopped,
     /// It crashed: it stays stopped until `due`, `wait` ms from now.
     Backoff {
         /// Its crashes in all, this one included.
@@ -104,6 +109,9 @@ pub struct Restarts {
     rollbacks: u64,
     /// Its program ended: never restarted again.
     finished: bool,
+    /// Stopped until asked again (`stop`, or a crash of an on-request component): no
+    /// timer and no backoff restarts it.
+    stopped: bool,
 }
 
 impl Restarts {
@@ -119,6 +127,8 @@ impl Restarts {
             due: None,
             rollbacks: 0,
             finished: false,
+            // One started only when asked has not been asked yet.
+            stopped: period_ms == ON_REQUEST,
         }
     }
 
@@ -140,6 +150,17 @@ impl Restarts {
     /// Its restart period in ms (0: rolled back after every request).
     pub fn period_ms(&self) -> u64 {
         self.period_ms
+    }
+
+    /// Whether it is stopped until asked again.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Stopped until asked again: a pending backoff restart is dropped.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        self.due = None;
     }
 
     /// Whether its program ended (it is not restarted again).
@@ -164,6 +185,11 @@ impl Restarts {
         if fault == Fault::RequestDone && self.period_ms == 0 {
             return OnFault::Restart(Restart::RollBack);
         }
+        if self.period_ms == ON_REQUEST {
+            self.crashes_total = self.crashes_total.saturating_add(1);
+            self.stop();
+            return OnFault::Stopped;
+        }
         let quick = now.saturating_sub(self.started) < STABLE_MS;
         self.crashes = if quick { self.crashes.saturating_add(1) } else { 1 };
         self.crashes_total = self.crashes_total.saturating_add(1);
@@ -177,7 +203,7 @@ impl Restarts {
     /// A clock tick at `now`: whether to restart it. `quiet` says whether it waits for a
     /// request now; it is asked only when a timed restart is due.
     pub fn on_tick(&self, now: u64, quiet: impl FnOnce() -> bool) -> Option<Restart> {
-        if self.finished {
+        if self.finished || self.stopped {
             return None;
         }
         if let Some(due) = self.due {
@@ -207,6 +233,7 @@ impl Restarts {
             self.instance = self.instance.saturating_add(1);
             self.started = now;
             self.due = None;
+            self.stopped = false;
         }
         match restart {
             Restart::RollBack => {

@@ -159,7 +159,8 @@ fn time_going_backwards_neither_wraps_nor_restarts_early() {
 
 #[test]
 fn times_near_the_end_of_the_clock_saturate() {
-    let mut r = Restarts::new(u64::MAX);
+    // (u64::MAX itself is ON_REQUEST: never timed, and a crash stops it.)
+    let mut r = Restarts::new(u64::MAX - 1);
     // A crash at the very end is due at the very end, not at a wrapped early time.
     match r.on_fault(Fault::Crash, u64::MAX - 1) {
         OnFault::Backoff { due, .. } => assert_eq!(due, u64::MAX),
@@ -231,4 +232,33 @@ fn an_operators_restart_starts_a_new_period_and_ends_a_backoff_but_not_an_end() 
     // A failed one changes nothing.
     r.restarted(Restart::Operator, 300, false);
     assert_eq!(r.instance(), 8);
+}
+
+#[test]
+fn an_on_request_component_runs_only_when_asked_and_a_crash_stops_it() {
+    let mut r = Restarts::new(ON_REQUEST);
+    // Never on a timer, however long.
+    assert_eq!(r.on_tick(u64::MAX - 1, || true), None);
+    // Asked: instance 2. A crash stops it (no backoff restart), counted.
+    r.restarted(Restart::Operator, 10, true);
+    assert_eq!(r.on_fault(Fault::Crash, 11), OnFault::Stopped);
+    assert!(r.stopped() && r.due().is_none() && r.total_crashes() == 1);
+    for now in 11..5000 {
+        assert_eq!(r.on_tick(now, || true), None, "at {now}");
+    }
+    // Asked again: it runs again.
+    r.restarted(Restart::Operator, 5000, true);
+    assert!(!r.stopped() && r.instance() == 3);
+}
+
+#[test]
+fn a_stopped_component_is_not_restarted_by_its_backoff() {
+    let mut r = Restarts::new(100);
+    crash(&mut r, 0);
+    r.stop();
+    for now in 0..5000 {
+        assert_eq!(r.on_tick(now, || true), None, "at {now}");
+    }
+    r.restarted(Restart::Operator, 5000, true);
+    assert_eq!(r.on_tick(5100, || true), Some(Restart::Timed));
 }

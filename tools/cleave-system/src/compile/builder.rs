@@ -1,10 +1,10 @@
 //! The Builder (Xoar's): what the component running the `builder` program holds to make
-//! on-request guests (`start = "on-request"`): a pool of memory and, per such guest, the
-//! roots of its guest-physical space and of its VMM's address space, whose tables the
-//! loader made empty for the guest's RAM.
+//! on-request guests (`start = "on-request"`): per such guest, the memory its RAM is made
+//! from and the roots of its guest-physical space and of its VMM's address space, whose
+//! tables the loader made empty for the guest's RAM.
 
 use super::{CapTable, cap};
-use crate::layout::{BUILD_MAX_GUESTS, BUILDER_PROGRAM, vmm_name};
+use crate::layout::{BUILD_MAX_GUESTS, BUILD_SLOTS, BUILD_SLOTS_PER_GUEST, BUILDER_PROGRAM, vmm_name};
 use crate::schema::{SystemFile, parse_size};
 use cleave_abi::layout::LARGE_PAGE_SIZE;
 use cleave_capdl::model::{Cap, CapParams, Object, ObjectKind, Spec};
@@ -24,27 +24,28 @@ pub fn on_request_guests(file: &SystemFile) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Log2 of the Builder's pool: room for every on-request guest at once, each guest's RAM
-/// an untyped of its own (a power of two) made from it.
-pub fn pool_bits(file: &SystemFile) -> Option<u32> {
-    let guests = on_request_guests(file);
-    if guests.is_empty() {
-        return None;
-    }
-    let total: u64 = guests.iter().map(|(_, b)| b.next_power_of_two()).sum();
-    Some(total.next_power_of_two().trailing_zeros())
+/// The name of the untyped guest `guest`'s RAM is made from (the Builder's, in the
+/// guest's slot range).
+pub fn ram_untyped(guest: &str) -> String {
+    format!("{guest}_ram_pool")
 }
 
 /// The Builder's capabilities, after those its description gives it: its own CNode (to
-/// make objects in and revoke them), the pool, and per on-request guest `GUEST-ept` and
-/// `GUEST-vspace` (its VMM's).
+/// make objects in and revoke them), and per on-request guest `GUEST-ept` and
+/// `GUEST-vspace` (its VMM's) and, at the first slot of the guest's range
+/// ([`BUILD_SLOTS`] on), `GUEST-ram`: an untyped of the guest's RAM (rounded up to a power
+/// of two) that only that guest's frames are made from. One per guest, so destroying one
+/// guest gives its memory back for that guest whatever the others do.
 pub(super) fn builder(
     file: &SystemFile,
     spec: &mut Spec,
     slots: &mut BTreeMap<String, BTreeMap<u64, Cap>>,
     tables: &mut BTreeMap<String, CapTable>,
 ) {
-    let Some(bits) = pool_bits(file) else { return };
+    let guests = on_request_guests(file);
+    if guests.is_empty() {
+        return;
+    }
     let Some(name) = file
         .components
         .iter()
@@ -53,31 +54,18 @@ pub(super) fn builder(
     else {
         return;
     };
-    let pool = format!("{name}_pool");
-    spec.objects.push(Object {
-        name: pool.clone(),
-        count: None,
-        kind: ObjectKind::Untyped { size_bits: Some(bits), paddr: None },
-    });
-    let mut entries = vec![
-        (
-            "cnode".to_string(),
-            "its own CNode (to make the guests' RAM in and revoke it)".to_string(),
-            cap(&format!("{name}_cnode"), None, CapParams::default()),
-        ),
-        (
-            "pool".to_string(),
-            format!("untyped {} KiB: the on-request guests' RAM", (1u64 << bits) >> 10),
-            cap(&pool, None, CapParams::default()),
-        ),
-    ];
-    for (guest, bytes) in on_request_guests(file) {
+    let mut entries = vec![(
+        "cnode".to_string(),
+        "its own CNode (to make the guests' RAM in and revoke it)".to_string(),
+        cap(&format!("{name}_cnode"), None, CapParams::default()),
+    )];
+    for (guest, bytes) in &guests {
         entries.push((
             format!("{guest}-ept"),
             format!("EPT root of guest `{guest}` ({} MiB of RAM on request)", bytes >> 20),
             cap(&format!("{guest}_ept"), None, CapParams::default()),
         ));
-        let vmm = vmm_name(&guest);
+        let vmm = vmm_name(guest);
         entries.push((
             format!("{guest}-vspace"),
             format!("VSpace of `{vmm}` (where it sees its guest's RAM)"),
@@ -91,5 +79,22 @@ pub(super) fn builder(
         slot += 1;
         table.entries.push((slot, what_name, what));
         cnode.insert(slot, c);
+    }
+    assert!(slot < BUILD_SLOTS, "the Builder's own capabilities stay below its guests' slots (cleave check)");
+    for (k, (guest, bytes)) in guests.iter().enumerate() {
+        let untyped = ram_untyped(guest);
+        let bits = bytes.next_power_of_two().trailing_zeros();
+        spec.objects.push(Object {
+            name: untyped.clone(),
+            count: None,
+            kind: ObjectKind::Untyped { size_bits: Some(bits), paddr: None },
+        });
+        let at = BUILD_SLOTS + k as u64 * BUILD_SLOTS_PER_GUEST;
+        table.entries.push((
+            at,
+            format!("{guest}-ram"),
+            format!("untyped {} KiB: guest `{guest}`'s RAM, made on request", (1u64 << bits) >> 10),
+        ));
+        cnode.insert(at, cap(&untyped, None, CapParams::default()));
     }
 }

@@ -262,6 +262,35 @@ fn check_on_request(
                 .help(format!("give [components.{name}] restart = \"per-request\"")),
             )
         }
+        [(name, _)] if file.guests.iter().find(|(_, g)| g.on_request()).is_some_and(|(k, _)| k.get_ref() == guest) => {
+            // (Said once, at the first on-request guest.) Only the toolstack may ask it (it
+            // does not tell its clients apart); the supervisor watches at most 16
+            // restartable components, and each on-request guest's VMM is one.
+            let restarted = file.components.values().filter(|c| c.restart.is_some()).count()
+                + file.guests.values().filter(|g| g.on_request()).count();
+            if restarted > crate::layout::MAX_RESTARTABLE {
+                errors.push(SystemError::new(
+                    key.clone(),
+                    span(start),
+                    format!(
+                        "{restarted} components are restarted (each on-request guest's VMM is one); the supervisor watches at most {}",
+                        crate::layout::MAX_RESTARTABLE
+                    ),
+                ));
+            }
+            for (ch_name, ch) in file.channels.iter().filter(|(_, ch)| ch.server.get_ref() == *name) {
+                for client in ch.clients.get_ref() {
+                    let program = file.components.iter().find(|(k, _)| k.get_ref() == client.get_ref()).map(|(k, c)| c.package(k.get_ref()));
+                    if program.as_deref() != Some("toolstack") {
+                        errors.push(SystemError::new(
+                            format!("channels.{}.clients", ch_name.get_ref()),
+                            span(client),
+                            format!("`{}` may not call the Builder: only the toolstack asks it to build and destroy guests", client.get_ref()),
+                        ));
+                    }
+                }
+            }
+        }
         [_] => {}
         _ => errors.push(SystemError::new(key.clone(), span(start), "more than one component is the Builder".to_string())),
     }
