@@ -118,6 +118,32 @@ fn destroy(cnode: Cap<CNode>, g: &(&str, u64, u64, u64, u64, u64)) -> (u64, [u64
     (OK, [bytes, 0, 0, 0])
 }
 
+/// Whether `slot` is one a capability may be in: one it was given, or, in a guest's
+/// range, the guest's untyped or one of its frames' two capabilities.
+fn expected(slot: u64) -> bool {
+    if caps::CAPS.iter().any(|(_, s, _)| *s == slot) {
+        return true;
+    }
+    caps::BUILD_GUESTS.iter().any(|&(_, bytes, _, _, untyped, frames)| {
+        slot == untyped || (frames..frames + 2 * (bytes / FRAME)).contains(&slot)
+    })
+}
+
+/// Deletes every capability in a slot where none belongs (the scratch slot first): what
+/// an earlier instance, compromised by its request, left in its CNode beyond the slots it
+/// uses. Objects only those capabilities named (a thread, a CNode made from a guest's
+/// untyped) are destroyed with them. Returns how many it deleted.
+fn sweep(cnode: Cap<CNode>) -> u32 {
+    let _ = Cap::<CNode>::delete(cnode.slot(SCRATCH, DEPTH));
+    let mut deleted = 0;
+    for slot in (1..SCRATCH).filter(|s| !expected(*s)) {
+        if occupied(cnode, slot) && Cap::<CNode>::delete(cnode.slot(slot, DEPTH)).is_ok() {
+            deleted += 1;
+        }
+    }
+    deleted
+}
+
 /// One request: `label` with a guest's name in `words`.
 fn serve(label: u64, words: [u64; 4]) -> (u64, [u64; 4]) {
     let cnode: Cap<CNode> = caps::CNODE;
@@ -136,6 +162,13 @@ fn main() -> i32 {
     let instance = cleave_rt::instance();
     if instance == 1 {
         cleave_rt::cap::report_authority("builder", caps::CAPS, caps::REGIONS);
+    }
+    // The memory a rollback restores; the CNode it does not: clear what does not belong.
+    let stray = sweep(caps::CNODE);
+    if stray > 0 {
+        println!(
+            "builder: instance {instance}: deleted {stray} capabilities an earlier instance left where none belong"
+        );
     }
     // One request per instance: the supervisor rolls it back at its next receive.
     let mut request = endpoint.recv();
