@@ -19,6 +19,7 @@ pub mod console;
 pub mod heap;
 pub mod shm;
 pub mod syscall;
+pub mod uart;
 
 pub use cap::{Cap, SlotRef, kind};
 

@@ -6,21 +6,13 @@ use crate::facts;
 use cleave_abi::MessageInfo;
 use cleave_ctl::{LineReader, Pushed, Request};
 use cleave_rt::cap::kind::{Endpoint, IoPort};
+use cleave_rt::uart::{LSR_DATA, LSR_THR_EMPTY, Uart, reg};
 use cleave_rt::{Cap, println};
 use core::fmt::Write;
 
-/// The serial port's registers (16550), from its first port.
-const DATA: u16 = 0;
-const IER: u16 = 1;
-const FCR: u16 = 2;
-const LCR: u16 = 3;
-const MCR: u16 = 4;
-const LSR: u16 = 5;
-
 /// The operator's line and what it has received so far.
 pub struct Line {
-    port: Cap<IoPort>,
-    base: u16,
+    uart: Uart,
     reader: LineReader,
 }
 
@@ -37,12 +29,9 @@ impl Line {
     /// The port at `base` (its eight registers held through `port`), set up as 115200
     /// baud, 8N1, FIFOs on, interrupts off (the toolstack polls it).
     pub fn new(port: Cap<IoPort>, base: u16) -> Self {
-        for (register, value) in
-            [(IER, 0), (LCR, 0x80), (DATA, 1), (IER, 0), (LCR, 0x03), (FCR, 0x07), (MCR, 0x03)]
-        {
-            let _ = port.write(base + register, 1, value);
-        }
-        Self { port, base, reader: LineReader::new() }
+        let uart = Uart::new(port, base);
+        let _ = uart.init(false);
+        Self { uart, reader: LineReader::new() }
     }
 
     /// Takes what has arrived and answers every whole request in it.
@@ -50,13 +39,13 @@ impl Line {
         let mut next = Next::Serve;
         // At most a line's worth at a time, so XenStore's watch is looked at too.
         for _ in 0..cleave_ctl::MAX_LINE + 2 {
-            let Ok(lsr) = self.port.read(self.base + LSR, 1) else { return next };
-            if lsr & 1 == 0 {
+            let Some(lsr) = self.uart.read(reg::LSR) else { return next };
+            if lsr & LSR_DATA == 0 {
                 break;
             }
-            let Ok(byte) = self.port.read(self.base + DATA, 1) else { return next };
+            let Some(byte) = self.uart.read(reg::DATA) else { return next };
             let mut reply = Reply::default();
-            match self.reader.push(byte as u8) {
+            match self.reader.push(byte) {
                 Pushed::More => continue,
                 Pushed::Refused => reply.refused(format_args!(
                     "a request longer than {} bytes, or not UTF-8, was dropped",
@@ -90,13 +79,13 @@ impl Line {
             // A transmitter that never empties (no such port) loses the reply, not the
             // toolstack: give up on the byte after a while.
             for _ in 0..100_000 {
-                match self.port.read(self.base + LSR, 1) {
-                    Ok(lsr) if lsr & 0x20 != 0 => break,
-                    Ok(_) => continue,
-                    Err(_) => return,
+                match self.uart.read(reg::LSR) {
+                    Some(lsr) if lsr & LSR_THR_EMPTY != 0 => break,
+                    Some(_) => continue,
+                    None => return,
                 }
             }
-            let _ = self.port.write(self.base + DATA, 1, u32::from(b));
+            let _ = self.uart.write(reg::DATA, b);
         }
     }
 }
@@ -151,24 +140,50 @@ impl Reply {
     }
 }
 
-/// The toolstack's capability to the supervisor, if the system has one (it does when a
-/// component is restarted): found by name among what the toolstack was given.
-fn supervisor() -> Option<Cap<Endpoint>> {
-    crate::caps::CAPS
-        .iter()
-        .find(|(name, _, _)| *name == "supervisor")
-        .map(|(_, slot, _)| Cap::from_cptr(*slot))
+/// The endpoint the toolstack was given as `name`, if any: the supervisor's
+/// (`supervisor`, when a component is restarted) and the Builder's (`build`, when a guest
+/// starts on request) are found by name, since a system may have neither.
+fn given(name: &str) -> Option<Cap<Endpoint>> {
+    crate::caps::CAPS.iter().find(|(n, _, _)| *n == name).map(|(_, slot, _)| Cap::from_cptr(*slot))
 }
 
-/// The supervisor's answer about `name`: (reply label, words), or why it could not be asked.
-fn ask_supervisor(label: u64, name: &str) -> Result<(u64, [u64; 4]), &'static str> {
-    let supervisor =
-        supervisor().ok_or("nothing in this system is restarted, so there is no supervisor to ask")?;
+/// Calls `endpoint` (`None`: say `absent`) with `label` and `name` packed in the words:
+/// (reply label, words), or why it could not be asked (`silent`: it did not answer).
+fn ask(
+    endpoint: Option<Cap<Endpoint>>,
+    absent: &'static str,
+    silent: &'static str,
+    label: u64,
+    name: &str,
+) -> Result<(u64, [u64; 4]), &'static str> {
+    let endpoint = endpoint.ok_or(absent)?;
     let words = cleave_ctl::pack_name(name).ok_or("the name does not fit a request")?;
-    match supervisor.call(MessageInfo::new(label, 0, 0, 4), words) {
+    match endpoint.call(MessageInfo::new(label, 0, 0, 4), words) {
         Ok(m) => Ok((m.info.label(), m.words)),
-        Err(_) => Err("the supervisor did not answer"),
+        Err(_) => Err(silent),
     }
+}
+
+/// The supervisor's answer to `label` about component `name`.
+fn ask_supervisor(label: u64, name: &str) -> Result<(u64, [u64; 4]), &'static str> {
+    ask(
+        given("supervisor"),
+        "nothing in this system is restarted, so there is no supervisor to ask",
+        "the supervisor did not answer",
+        label,
+        name,
+    )
+}
+
+/// The Builder's answer to `label` about `guest`.
+fn ask_builder(label: u64, guest: &str) -> Result<(u64, [u64; 4]), &'static str> {
+    ask(
+        given("build"),
+        "this system has no Builder (no guest starts on request)",
+        "the Builder did not answer",
+        label,
+        guest,
+    )
 }
 
 /// A component's state as the supervisor sees it, for `list`.
@@ -265,22 +280,6 @@ fn restart(name: &str, reply: &mut Reply) {
         )),
         Ok(_) => reply.error(format_args!("the supervisor refused the request")),
         Err(why) => reply.error(format_args!("{why}")),
-    }
-}
-
-/// The toolstack's capability to the Builder's endpoint (channel `build`), if the system
-/// has on-request guests.
-fn builder() -> Option<Cap<Endpoint>> {
-    crate::caps::CAPS.iter().find(|(name, _, _)| *name == "build").map(|(_, slot, _)| Cap::from_cptr(*slot))
-}
-
-/// The Builder's answer to `label` about `guest`.
-fn ask_builder(label: u64, guest: &str) -> Result<(u64, [u64; 4]), &'static str> {
-    let builder = builder().ok_or("this system has no Builder (no guest starts on request)")?;
-    let words = cleave_ctl::pack_name(guest).ok_or("the name does not fit a request")?;
-    match builder.call(MessageInfo::new(label, 0, 0, 4), words) {
-        Ok(m) => Ok((m.info.label(), m.words)),
-        Err(_) => Err("the Builder did not answer"),
     }
 }
 
@@ -383,7 +382,7 @@ fn destroy(guest: &str, reply: &mut Reply) {
 /// expected, served by a fresh instance, asked); `None` without a Builder.
 pub fn hostile_builder_requests() -> Option<(usize, usize, usize)> {
     use cleave_ctl::builder::{DESTROY, MALFORMED, UNKNOWN, WRONG_STATE};
-    let builder = builder()?;
+    let builder = given("build")?;
     let name = |n: &str| cleave_ctl::pack_name(n).unwrap_or_default();
     let requests: [(u64, [u64; 4], u64); 4] = [
         (0x7777, name("carol"), MALFORMED),

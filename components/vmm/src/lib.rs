@@ -141,23 +141,11 @@ impl Named {
     }
 
     /// A console on the machine's second serial port, `port` (COM2's eight I/O ports),
-    /// set up as 115200 baud, 8 data bits, no parity, one stop bit, FIFOs on, its
-    /// interrupts off (the VMM polls it). Left as the firmware left it, a UART may frame
-    /// five-bit characters (Bochs's does: its line control register starts at zero).
+    /// set up as `cleave_rt::uart::Uart::init` sets one up, its interrupts off (the VMM
+    /// polls it).
     pub fn com2(name: &'static str, port: Cap<IoPort>) -> Self {
-        let setup = [
-            (COM2_IER, 0x00),
-            (COM2_LCR, 0x80), // divisor latch access
-            (COM2_DATA, 0x01),
-            (COM2_IER, 0x00), // divisor 1: 115200 baud
-            (COM2_LCR, 0x03), // 8 data bits, no parity, one stop bit
-            (COM2_FCR, 0x07), // FIFOs on and cleared
-            (COM2_MCR, 0x03), // DTR and RTS
-        ];
-        for (register, value) in setup {
-            // A port the VMM cannot write leaves the UART as it was; bytes still go out.
-            let _ = port.write(register, 1, value);
-        }
+        // A port the VMM cannot write leaves the UART as it was; bytes still go out.
+        let _ = cleave_rt::uart::Uart::new(port, COM2_DATA).init(false);
         Self { name, serial: Some(port), input: Typed::new(), typed: 0, overruns: 0 }
     }
 
@@ -188,13 +176,9 @@ impl Named {
     }
 }
 
-/// COM2's registers (16550).
+/// COM2's registers (16550) the VMM reads and writes after setting it up.
 const COM2_DATA: u16 = 0x2f8;
-const COM2_IER: u16 = 0x2f9;
-const COM2_FCR: u16 = 0x2fa;
-const COM2_LCR: u16 = 0x2fb;
-const COM2_MCR: u16 = 0x2fc;
-const COM2_LSR: u16 = 0x2fd;
+const COM2_LSR: u16 = COM2_DATA + cleave_rt::uart::reg::LSR;
 
 impl Console for Named {
     fn line(&mut self, text: &[u8]) {

@@ -17,8 +17,9 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use cleave_rt::cap::kind::{Endpoint, IoPort, IrqHandler, Notification};
+use cleave_rt::cap::kind::{Endpoint, IrqHandler, Notification};
 use cleave_rt::shm::Shared;
+use cleave_rt::uart::{LSR_DATA, LSR_THR_EMPTY, Uart, reg};
 use cleave_rt::{Cap, println};
 use cleave_xenstore::connection::Client;
 use cleave_xenstore::wire::{self, Framed, MsgType};
@@ -30,48 +31,31 @@ mod caps {
 cleave_rt::entry!(main);
 cleave_rt::heap!(64 * 1024);
 
-/// COM2's registers (16550): receive/transmit, interrupt enable, FIFO control, line
-/// control, modem control, line status.
+/// COM2's first port.
 const COM2: u16 = 0x2f8;
-const IER: u16 = COM2 + 1;
-const FCR: u16 = COM2 + 2;
-const LCR: u16 = COM2 + 3;
-const MCR: u16 = COM2 + 4;
-const LSR: u16 = COM2 + 5;
-const SCRATCH: u16 = COM2 + 7;
-/// Line status: a byte has arrived; the transmitter can take one.
-const LSR_DATA: u32 = 0x01;
-const LSR_THR_EMPTY: u32 = 0x20;
 
-struct Port(Cap<IoPort>);
+struct Port(Uart);
 
 impl Port {
-    fn read(&self, port: u16) -> Option<u8> {
-        self.0.read(port, 1).ok().map(|v| v as u8)
-    }
-
-    fn write(&self, port: u16, value: u8) -> bool {
-        self.0.write(port, 1, u32::from(value)).is_ok()
+    fn read(&self, reg: u16) -> Option<u8> {
+        self.0.read(reg)
     }
 
     /// Whether a UART answers at COM2 (its scratch register keeps what is written; absent
     /// ports read 0xff).
     fn present(&self) -> bool {
-        [0x5a, 0xa5].iter().all(|&v| self.write(SCRATCH, v) && self.read(SCRATCH) == Some(v))
+        [0x5a, 0xa5].iter().all(|&v| self.0.write(reg::SCRATCH, v) && self.read(reg::SCRATCH) == Some(v))
     }
 
-    /// 115200 8N1, FIFOs on and cleared, an interrupt for each byte received (OUT2 routes
-    /// the UART's interrupt to the PIC on PCs).
+    /// 115200 8N1, FIFOs on and cleared, an interrupt for each byte received.
     fn init(&self) -> bool {
-        [(IER, 0), (LCR, 0x80), (COM2, 1), (IER, 0), (LCR, 0x03), (FCR, 0x07), (MCR, 0x0b), (IER, 0x01)]
-            .iter()
-            .all(|&(port, value)| self.write(port, value))
+        self.0.init(true)
     }
 
     fn send(&self, bytes: &[u8]) -> bool {
         bytes.iter().all(|&b| {
-            while self.read(LSR).is_some_and(|s| u32::from(s) & LSR_THR_EMPTY == 0) {}
-            self.write(COM2, b)
+            while self.read(reg::LSR).is_some_and(|s| s & LSR_THR_EMPTY == 0) {}
+            self.0.write(reg::DATA, b)
         })
     }
 }
@@ -81,7 +65,7 @@ fn main() -> i32 {
     if !cleave_rt::cap::report_ungiven("xenstore-bridge", caps::CAPS) {
         return 1;
     }
-    let port = Port(caps::HOST_SERIAL_PORTS);
+    let port = Port(Uart::new(caps::HOST_SERIAL_PORTS, COM2));
     let irq: Cap<IrqHandler> = caps::HOST_SERIAL_IRQ;
     let signal: Cap<Notification> = caps::HOST_SERIAL_IRQ_SIGNAL;
     let logic: Cap<Endpoint> = caps::XS_REQUEST;
@@ -116,11 +100,11 @@ fn main() -> i32 {
             println!("xenstore-bridge: waiting for COM2 failed");
             return 1;
         }
-        while let Some(status) = port.read(LSR) {
-            if u32::from(status) & LSR_DATA == 0 {
+        while let Some(status) = port.read(reg::LSR) {
+            if status & LSR_DATA == 0 {
                 break;
             }
-            pending.extend(port.read(COM2));
+            pending.extend(port.read(reg::DATA));
         }
         let _ = irq.ack();
         loop {

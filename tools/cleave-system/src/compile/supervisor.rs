@@ -12,8 +12,8 @@ use cleave_capdl::model::{Cap, CapParams, Lifetime, ObjRef, Object, ObjectKind, 
 use std::collections::BTreeMap;
 
 /// The restart period of a component restarted only when asked (an on-request guest's
-/// VMM): never reached.
-pub const ON_REQUEST: u64 = u64::MAX;
+/// VMM), as the supervisor's policy reads it.
+pub use cleave_supervisor_policy::ON_REQUEST;
 
 /// TCB slots as seL4 numbers them (`cleave_capdl::model::TCB_SLOT_NAMES`): the fault
 /// endpoint and the bound notification.
