@@ -41,6 +41,10 @@ pub(crate) mod offset {
     /// Non-zero once the VMM closed the region (a disk ring) or the pipe (its tx pipe) for
     /// good: its guest is gone.
     pub const CLOSED: usize = 0x1c0;
+    /// Disk: how many times a VMM formatted the region (VMM): a guest's new VMM (a guest
+    /// destroyed and made again) counts one more, and the backend then starts a new epoch
+    /// for it alone.
+    pub const SESSION: usize = 0x200;
     /// Where the entry arrays start: the page after the header.
     pub const ENTRIES: usize = super::PAGE;
 }

@@ -34,6 +34,8 @@
 //! | 0x100 | u64 | disk: response consumer index | VMM |
 //! | 0x140 | u32 | disk: epoch | backend |
 //! | 0x180 | u32 | disk: ack, the epoch the VMM acknowledged | VMM |
+//! | 0x1c0 | u32 | closed: non-zero once the VMM closed the region for good | VMM |
+//! | 0x200 | u32 | disk: session, one more at each format (a guest's new VMM) | VMM |
 //!
 //! Indexes run free (they wrap at 2^32; an entry's position is the index modulo the slot
 //! count). A disk index word holds the generation it belongs to (the acknowledged epoch)
@@ -74,6 +76,7 @@
 extern crate std;
 
 pub mod blk;
+pub mod console;
 pub mod error;
 mod layout;
 pub mod pipe;

@@ -235,10 +235,17 @@ impl<P: PortIo, D: Dma> Server<P, D> {
     /// a poll with nothing to do is harmless. (Requests left in the rings because the
     /// driver is full are taken at the poll after the device's next interrupt.)
     pub fn poll(&mut self) -> Polled {
+        // A client whose guest has a new VMM (made again on request) starts over: its
+        // requests still at the device are answered to no one (their epoch is gone).
+        let mut signals = 0u64;
+        for (i, client) in self.clients.iter_mut().enumerate() {
+            if client.backend.check_session() {
+                signals |= 1 << i;
+            }
+        }
         self.answer_completions();
         let again = self.take_requests();
         self.driver.notify();
-        let mut signals = 0u64;
         for (i, client) in self.clients.iter_mut().enumerate() {
             if let Ok(true) = client.backend.publish() {
                 signals |= 1 << i;

@@ -13,6 +13,14 @@ use crate::error::{Error, ProtocolError, RegionError, RequestError, Ring};
 use crate::layout::{self, Kind, NO_BACKEND, offset, tagged, untag};
 use crate::shared::Shared;
 
+/// The epoch after `epoch` (never [`NO_BACKEND`]).
+fn next_epoch(epoch: u32) -> u32 {
+    match epoch.wrapping_add(1) {
+        NO_BACKEND => NO_BACKEND + 1,
+        epoch => epoch,
+    }
+}
+
 /// The indexes of a serving backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Indexes {
@@ -86,6 +94,8 @@ pub struct Backend {
     layout: Layout,
     /// This instance's epoch.
     epoch: u32,
+    /// The VMM's session word when this epoch was published.
+    session: u32,
     state: State,
 }
 
@@ -99,12 +109,31 @@ impl Backend {
         layout.fits(shared.len())?;
         // `fits` covers the header page these words are in.
         let old = shared.load_u32(offset::EPOCH).map_err(|_| RegionError::Length)?;
-        let epoch = match old.wrapping_add(1) {
-            NO_BACKEND => NO_BACKEND + 1,
-            epoch => epoch,
-        };
+        let epoch = next_epoch(old);
+        let session = shared.load_u32(offset::SESSION).map_err(|_| RegionError::Length)?;
         shared.store_u32(offset::EPOCH, epoch).map_err(|_| RegionError::Length)?;
-        Ok(Self { shared, layout, epoch, state: State::Waiting })
+        Ok(Self { shared, layout, epoch, session, state: State::Waiting })
+    }
+
+    /// Whether the region was formatted again since this epoch was published (its guest's
+    /// VMM is a new one: an on-request guest destroyed and made again): then it starts
+    /// over with the new VMM as a restarted backend would, whatever it was doing (even
+    /// refusing the old VMM for a protocol error), and returns `true`: signal the VMM,
+    /// which acknowledges the new epoch. Requests the old VMM left are not answered (the
+    /// new one did not send them). Call it before taking requests.
+    pub fn check_session(&mut self) -> bool {
+        let Ok(session) = self.shared.load_u32(offset::SESSION) else { return false };
+        if session == self.session {
+            return false;
+        }
+        let epoch = next_epoch(self.epoch);
+        if self.shared.store_u32(offset::EPOCH, epoch).is_err() {
+            return false;
+        }
+        self.session = session;
+        self.epoch = epoch;
+        self.state = State::Waiting;
+        true
     }
 
     /// This instance's epoch.

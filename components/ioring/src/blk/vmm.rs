@@ -150,7 +150,8 @@ pub struct Vmm {
 
 impl Vmm {
     /// Formats `shared` as a disk region with `geometry` (the VMM does this once, when it
-    /// starts, over a region no one has used yet) and returns the VMM's side of it. The
+    /// starts: over a region no one has used yet, or one its guest's earlier VMM used) and
+    /// returns the VMM's side of it. The
     /// current epoch is taken as acknowledged: a backend that started earlier is served at
     /// once, one that starts later changes the epoch and is resynchronised.
     pub fn format(shared: Shared, geometry: Geometry) -> Result<Self, RegionError> {
@@ -165,6 +166,13 @@ impl Vmm {
     ) -> Result<Self, RegionError> {
         let layout = geometry.layout()?;
         layout.fits(shared.len())?;
+        // A region its guest's earlier VMM used: the rings start where the backend's
+        // published responses end, so that none of them (the old VMM's) is taken for this
+        // one's. (`fits` covers the header.)
+        let epoch = shared.load_u32(offset::EPOCH).map_err(|_| RegionError::Length)?;
+        let (generation, published) =
+            untag(shared.load_u64(offset::RSP_PROD).map_err(|_| RegionError::Length)?);
+        let base = if generation == epoch { base.wrapping_add(published) } else { base };
         let vmm = Self {
             shared,
             layout,
@@ -179,7 +187,11 @@ impl Vmm {
             next_seq: 0,
             next_slot: 0,
         };
-        // `fits` checked every offset written here.
+        // `fits` checked every offset written here. A VMM that formats a region another
+        // VMM of the same guest used (an on-request guest made again) says so: the backend
+        // starts over with it (a new epoch, its rings from their start).
+        let session = vmm.shared.load_u32(offset::SESSION).map_err(|_| RegionError::Length)?;
+        vmm.shared.store_u32(offset::SESSION, session.wrapping_add(1)).map_err(|_| RegionError::Length)?;
         vmm.shared.store_u32(offset::CLOSED, 0).map_err(|_| RegionError::Length)?;
         let epoch = vmm.write_format().map_err(|_| RegionError::Length)?;
         Ok(Self { ack: epoch, ..vmm })

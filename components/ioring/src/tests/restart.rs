@@ -236,3 +236,62 @@ fn a_closed_region_stays_closed_for_every_backend_until_formatted_again() {
     assert!(!restarted.vmm_closed());
     assert!(region.guards_intact());
 }
+
+/// A guest made again (an on-request guest destroyed and created): a new VMM formats the
+/// region its guest's old VMM left mid-story, while the backend keeps running. The backend
+/// sees the new session, starts a new epoch for it, and the new VMM's requests are served
+/// from the rings' start; what the old VMM left is answered to no one.
+#[test]
+fn a_new_vmm_over_a_used_region_is_served_by_the_running_backend() {
+    let (region, _old, mut backend) = ten_in_flight();
+    let mut disk = Disk::new(256);
+    // The old VMM is gone with requests taken, one answered and published.
+    serve_partly(&mut backend, &mut disk, 4, 1, 1);
+    let left: Vec<_> = std::iter::from_fn(|| backend.next_request().unwrap()).collect();
+    assert_eq!(left.len(), 6);
+    let mut vmm = Vmm::format(region.shared(), GEOMETRY).unwrap();
+    // Before the backend looks, it reads the new VMM's indexes as wrong: that stops it...
+    assert!(backend.next_request().is_err(), "the new VMM's indexes restart from 0");
+    assert!(backend.failed().is_some());
+    // ...until it sees the session, which starts it over whatever it was doing.
+    assert!(backend.check_session());
+    assert!(!backend.check_session(), "once per format");
+    assert_eq!(backend.epoch(), 2);
+    for request in left {
+        assert!(backend.respond(request, Status::Ok, &[]).is_err(), "the old VMM's request is nobody's");
+    }
+    let mut buf = vec![0; GEOMETRY.slot_size as usize];
+    assert_eq!(vmm.poll(&mut buf), Ok(Some(Event::Resynced { epoch: 2, resent: 0 })));
+    for id in 0..10 {
+        let (request, data) = story_request(id);
+        assert_eq!(vmm.submit(request, &data), Ok(true));
+    }
+    assert_eq!(vmm.publish(), Ok(true));
+    assert_eq!(serve_all(&mut backend, &mut disk), 10);
+    let mut seen = Completions::default();
+    seen.drain(&mut vmm);
+    check_story(&seen, &disk, 10);
+    assert!(region.guards_intact());
+}
+
+/// A hostile VMM that bumps the session word over and over only starts its own ring over
+/// each time (a new epoch it must acknowledge); a VMM that acknowledges then gets served.
+#[test]
+fn a_vmm_that_keeps_bumping_the_session_only_restarts_its_own_ring() {
+    let (region, mut vmm, mut backend) = super::pair(GEOMETRY, 0);
+    let mut buf = vec![0; GEOMETRY.slot_size as usize];
+    for round in 0..5u32 {
+        let session = region.shared().load_u32(0x200).unwrap();
+        region.shared().store_u32(0x200, session.wrapping_add(7)).unwrap();
+        assert!(backend.check_session(), "round {round}");
+        assert_eq!(backend.next_request(), Ok(None), "not acknowledged: nothing is served");
+    }
+    assert_eq!(backend.epoch(), 6);
+    assert_eq!(vmm.poll(&mut buf), Ok(Some(Event::Resynced { epoch: 6, resent: 0 })));
+    let (request, data) = story_request(0);
+    assert_eq!(vmm.submit(request, &data), Ok(true));
+    assert_eq!(vmm.publish(), Ok(true));
+    let mut disk = Disk::new(256);
+    assert_eq!(serve_all(&mut backend, &mut disk), 1);
+    assert!(region.guards_intact());
+}
