@@ -196,7 +196,8 @@ fn main() -> i32 {
         if interrupted {
             let _ = caps::MACHINE_DISK_IRQ.ack();
         }
-        if server.all_closed() {
+        // (A guest made on request may be made again: its disk is served until then.)
+        if server.all_closed() && !caps::SERVES_ON_REQUEST_GUESTS {
             for &(guest, ..) in caps::DISKS {
                 cleave_rt::audit!("unserve {guest} {}#{}", caps::COMPONENT, cleave_rt::instance());
             }

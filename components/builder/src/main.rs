@@ -14,7 +14,7 @@
 #![no_main]
 
 use cleave_abi::{MessageInfo, ObjectType, Rights};
-use cleave_ctl::builder::{BUILD, DESTROY, MALFORMED, NO_MEMORY, OK, REFUSED, UNKNOWN, WRONG_STATE};
+use cleave_ctl::builder::{BUILD, DESTROY, MALFORMED, NO_MEMORY, OK, REFUSED, STATUS, UNKNOWN, WRONG_STATE};
 use cleave_rt::cap::kind::{CNode, Endpoint, EptRoot, Frame, Untyped, VSpace};
 use cleave_rt::{Cap, println};
 
@@ -25,11 +25,12 @@ mod caps {
 
 cleave_rt::entry!(main);
 
-/// Radix of its CNode (the slot depth for CNode invocations on it).
-const DEPTH: u64 = 8;
-/// A slot nothing is given in: where a capability is copied for a moment to see whether
-/// a slot holds one.
-const SCRATCH: u64 = 255;
+/// Radix of its CNode (the slot depth for CNode invocations on it): as large as the
+/// guests' frames need.
+const DEPTH: u64 = caps::CNODE_BITS;
+/// A slot nothing is given in (its CNode's last): where a capability is copied for a
+/// moment to see whether a slot holds one.
+const SCRATCH: u64 = (1 << DEPTH) - 1;
 /// A large page.
 const FRAME: u64 = 2 << 20;
 
@@ -153,6 +154,7 @@ fn serve(label: u64, words: [u64; 4]) -> (u64, [u64; 4]) {
     match label {
         BUILD => build(cnode, g),
         DESTROY => destroy(cnode, g),
+        STATUS => (OK, [u64::from(occupied(cnode, g.5)), g.1, 0, 0]),
         _ => (MALFORMED, [0; 4]),
     }
 }

@@ -46,6 +46,8 @@ pub enum Request<'a> {
     Create(&'a str),
     /// Stop a guest and give its RAM back to the Builder's pool.
     Destroy(&'a str),
+    /// Attach the line to a guest's console (`console = "ctl"`) until [`DETACH`].
+    Console(&'a str),
 }
 
 /// Why a request line is refused.
@@ -79,14 +81,14 @@ impl core::fmt::Display for ParseError<'_> {
 }
 
 /// The commands, for help and errors.
-pub const COMMANDS: &str =
-    "help, list, create GUEST, destroy GUEST, restart COMPONENT, privileges, exposure GUEST, shutdown";
+pub const COMMANDS: &str = "help, list, create GUEST, destroy GUEST, console GUEST, restart COMPONENT, privileges, exposure GUEST, shutdown";
 
 /// What each command does, one line each (the reply to `help`).
 pub const HELP: &[&str] = &[
     "list                 every component and guest: kind, lifetime, instance, restarts",
     "create GUEST         build an on-request guest from the Builder's pool and start it",
     "destroy GUEST        stop an on-request guest and give its RAM back to the pool",
+    "console GUEST        attach to the guest's serial console; Ctrl-] detaches",
     "restart COMPONENT    restart a restartable component from its pristine image now",
     "privileges           the privilege table the system was built with",
     "exposure GUEST       what the guest relies on, and through what",
@@ -120,6 +122,7 @@ impl<'a> Request<'a> {
             "shutdown" => Request::Shutdown,
             "create" => Request::Create(name("a guest's name")?),
             "destroy" => Request::Destroy(name("a guest's name")?),
+            "console" => Request::Console(name("a guest's name")?),
             other => return Err(ParseError::Unknown(other)),
         };
         match words.next() {
@@ -136,6 +139,7 @@ fn command_name(command: &str) -> &'static str {
         "exposure" => "exposure",
         "create" => "create",
         "destroy" => "destroy",
+        "console" => "console",
         _ => "the command",
     }
 }
@@ -156,6 +160,17 @@ pub enum Pushed<'a> {
 /// the middle of a request left its bytes in the reader, and they must not be completed,
 /// and so carried out, by the next client's newline.
 pub const CANCEL: u8 = 0x15;
+
+/// The byte that ends a console session (Ctrl-], as telnet's escape): after `console
+/// GUEST` was answered `ok`, the line carries the guest's console both ways, byte for
+/// byte, until this byte arrives; the toolstack then sends [`DETACHED`] and reads requests
+/// again. Outside a session it is ignored, so a client sends it first (with [`CANCEL`]):
+/// a client that went away attached leaves no session for the next one to type into.
+pub const DETACH: u8 = 0x1d;
+
+/// What the toolstack sends when a console session ends, on a line of its own. A client
+/// looks for it only after it sent [`DETACH`] (a guest could print it too).
+pub const DETACHED: &str = "[cleave ctl: detached]";
 
 /// Gathers request bytes into lines, with the limits above: a carriage return is
 /// ignored, [`CANCEL`] drops the line so far, a NUL or other control byte ends nothing and
@@ -319,6 +334,9 @@ pub mod builder {
     pub const BUILD: u64 = 0xb1_0001;
     /// Label: give the guest's RAM back to the pool (revoke it: every mapping goes).
     pub const DESTROY: u64 = 0xb1_0002;
+    /// Label: whether the guest is built; the reply's words are (1 if it is, else 0, its
+    /// RAM's bytes).
+    pub const STATUS: u64 = 0xb1_0003;
     /// Done.
     pub const OK: u64 = 0;
     /// No on-request guest of that name.

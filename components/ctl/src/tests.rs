@@ -23,6 +23,8 @@ fn requests_parse_and_every_refusal_says_why() {
     assert_eq!(Request::parse("exposure alice"), Ok(Request::Exposure("alice")));
     assert_eq!(Request::parse("create carol"), Ok(Request::Create("carol")));
     assert_eq!(Request::parse("destroy carol"), Ok(Request::Destroy("carol")));
+    assert_eq!(Request::parse("console debian"), Ok(Request::Console("debian")));
+    assert_eq!(Request::parse("console"), Err(ParseError::Missing("console", "a guest's name")));
     assert_eq!(Request::parse("create"), Err(ParseError::Missing("create", "a guest's name")));
     assert_eq!(Request::parse("destroy carol now"), Err(ParseError::Extra("now")));
     assert_eq!(Request::parse(""), Err(ParseError::Empty));
@@ -40,7 +42,7 @@ fn requests_parse_and_every_refusal_says_why() {
 fn the_reader_drops_overlong_lines_and_control_bytes_and_goes_on() {
     let mut r = LineReader::new();
     let mut bytes = std::vec![b'x'; MAX_LINE + 50];
-    bytes.extend_from_slice(b"\nlist\r\n\x00\x1bli\x07st\n");
+    bytes.extend_from_slice(b"\nlist\r\n\x00\x1bli\x07s\x1dt\n");
     // The overlong line is refused once, at its newline; the next ones are whole.
     assert_eq!(lines(&mut r, &bytes), [Err(()), Ok("list".into()), Ok("list".into())]);
     // Exactly MAX_LINE bytes is a line; invalid UTF-8 is refused; an empty line is one.

@@ -10,10 +10,25 @@ use cleave_rt::uart::{LSR_DATA, LSR_THR_EMPTY, Uart, reg};
 use cleave_rt::{Cap, println};
 use core::fmt::Write;
 
+/// A guest's console the toolstack relays (`console = "ctl"`): its side of the page it
+/// shares with the guest's VMM, and the guest's latest output, shown first when an
+/// operator attaches.
+struct Console {
+    name: &'static str,
+    ring: cleave_ioring::console::HostConsole,
+    tail: alloc::collections::VecDeque<u8>,
+}
+
+/// Bytes of each guest's latest output the toolstack keeps (on its heap).
+const TAIL: usize = 4096;
+
 /// The operator's line and what it has received so far.
 pub struct Line {
     uart: Uart,
     reader: LineReader,
+    consoles: alloc::vec::Vec<Console>,
+    /// The console the line is attached to, if one is (by index in `consoles`).
+    attached: Option<usize>,
 }
 
 /// What the loop that calls [`Line::poll`] does next.
@@ -31,12 +46,79 @@ impl Line {
     pub fn new(port: Cap<IoPort>, base: u16) -> Self {
         let uart = Uart::new(port, base);
         let _ = uart.init(false);
-        Self { uart, reader: LineReader::new() }
+        let mut consoles = alloc::vec::Vec::new();
+        for &(name, address, bytes) in facts::CONSOLES {
+            // SAFETY: cleave maps guest `name`'s console page read-write at `address`,
+            // `bytes` long, into this component and the guest's VMM only, for as long as
+            // this component runs; only `Shared` values (here and in the VMM) touch it.
+            let ring = unsafe { cleave_ioring::Shared::new(address as *mut u8, bytes) }
+                .ok()
+                .and_then(|shared| cleave_ioring::console::HostConsole::start(shared).ok());
+            match ring {
+                Some(ring) => {
+                    consoles.push(Console { name, ring, tail: alloc::collections::VecDeque::new() })
+                }
+                None => println!("toolstack: guest `{name}`'s console page cannot be used"),
+            }
+        }
+        Self { uart, reader: LineReader::new(), consoles, attached: None }
+    }
+
+    /// Takes what each relayed console's guest printed: into its tail, and out on the line
+    /// if the line is attached to it.
+    fn pump_consoles(&mut self) {
+        let mut buf = [0u8; 256];
+        for k in 0..self.consoles.len() {
+            loop {
+                let n = self.consoles[k].ring.read(&mut buf);
+                if n == 0 {
+                    break;
+                }
+                let tail = &mut self.consoles[k].tail;
+                tail.extend(&buf[..n]);
+                let excess = tail.len().saturating_sub(TAIL);
+                tail.drain(..excess);
+                if self.attached == Some(k) {
+                    self.send_bytes(&buf[..n]);
+                }
+            }
+        }
+    }
+
+    /// A byte from the line while it is attached to console `k`.
+    fn console_byte(&mut self, k: usize, byte: u8) {
+        if byte == cleave_ctl::DETACH {
+            self.attached = None;
+            let name = self.consoles[k].name;
+            println!("toolstack: ctl: detached from guest `{name}`'s console");
+            self.send(&alloc::format!("\r\n{}\r\n", cleave_ctl::DETACHED));
+            return;
+        }
+        // Typed faster than the guest reads: what does not fit its 1 KiB ring is lost,
+        // as on a real serial line.
+        let _ = self.consoles[k].ring.write(&[byte]);
+    }
+
+    /// Attaches the line to guest `name`'s console, if the toolstack relays it; the
+    /// request's reply says whether.
+    fn attach(&mut self, name: &str, reply: &mut Reply) {
+        if !facts::GUESTS.iter().any(|g| g.0 == name) {
+            return reply.error(format_args!("no guest named `{name}`"));
+        }
+        let Some(k) = self.consoles.iter().position(|c| c.name == name) else {
+            return reply.error(format_args!(
+                "guest `{name}`'s console is not relayed by the toolstack (its system.toml has no console = \"ctl\")"
+            ));
+        };
+        reply.body(format_args!("attached to guest `{name}`'s console; Ctrl-] detaches"));
+        reply.ok();
+        self.attached = Some(k);
     }
 
     /// Takes what has arrived and answers every whole request in it.
     pub fn poll(&mut self) -> Next {
         let mut next = Next::Serve;
+        self.pump_consoles();
         // At most a line's worth at a time, so XenStore's watch is looked at too.
         for _ in 0..cleave_ctl::MAX_LINE + 2 {
             let Some(lsr) = self.uart.read(reg::LSR) else { return next };
@@ -44,6 +126,10 @@ impl Line {
                 break;
             }
             let Some(byte) = self.uart.read(reg::DATA) else { return next };
+            if let Some(k) = self.attached {
+                self.console_byte(k, byte);
+                continue;
+            }
             let mut reply = Reply::default();
             match self.reader.push(byte) {
                 Pushed::More => continue,
@@ -58,9 +144,26 @@ impl Line {
                     println!("toolstack: ctl: {}", shortened(line));
                     let _ = writeln!(reply.text, "{}{line}", cleave_ctl::ECHO);
                     match Request::parse(line) {
+                        Ok(Request::Console(guest)) => {
+                            let guest = alloc::string::String::from(guest);
+                            self.attach(&guest, &mut reply);
+                        }
                         Ok(request) => {
+                            // A guest made or taken apart: its console's past output is
+                            // its old VMM's, not the next one's.
+                            let fresh = match request {
+                                Request::Create(g) | Request::Destroy(g) => {
+                                    Some(alloc::string::String::from(g))
+                                }
+                                _ => None,
+                            };
                             if answer(request, &mut reply) == Next::Shutdown {
                                 next = Next::Shutdown;
+                            }
+                            if let Some(c) =
+                                fresh.and_then(|g| self.consoles.iter_mut().find(|c| c.name == g))
+                            {
+                                c.tail.clear();
                             }
                         }
                         Err(e) => reply.error(format_args!("{e}")),
@@ -69,13 +172,23 @@ impl Line {
             }
             println!("toolstack: ctl: {}", shortened(reply.status()));
             self.send(&reply.text);
+            if let Some(k) = self.attached {
+                // What the guest printed lately, then whatever it prints next.
+                let tail: alloc::vec::Vec<u8> = self.consoles[k].tail.iter().copied().collect();
+                self.send_bytes(&tail);
+            }
         }
         next
     }
 
     /// Writes `text` out, each byte once the transmitter has room.
     fn send(&self, text: &str) {
-        for &b in text.as_bytes() {
+        self.send_bytes(text.as_bytes());
+    }
+
+    /// Writes `bytes` out, each once the transmitter has room.
+    fn send_bytes(&self, bytes: &[u8]) {
+        for &b in bytes {
             // A transmitter that never empties (no such port) loses the reply, not the
             // toolstack: give up on the byte after a while.
             for _ in 0..100_000 {
@@ -221,10 +334,22 @@ fn answer(request: Request<'_>, reply: &mut Reply) -> Next {
                 reply.body(format_args!("{name:width$}  {what}; {}", state(name)));
             }
             for (name, bytes, image, on_request) in facts::GUESTS {
+                let how = if *on_request {
+                    match ask_builder(cleave_ctl::builder::STATUS, name) {
+                        Ok((cleave_ctl::builder::OK, [1, ..])) => {
+                            "built by the Builder on request: built, its RAM taken from the Builder's pool"
+                        }
+                        Ok((cleave_ctl::builder::OK, [0, ..])) => {
+                            "built by the Builder on request: not built, its RAM is in the Builder's pool"
+                        }
+                        _ => "built by the Builder on request: the Builder did not say whether it is built",
+                    }
+                } else {
+                    "built at boot"
+                };
                 reply.body(format_args!(
-                    "guest {name}: {} KiB of RAM, image {image}, devices emulated by vmm-{name}, {}",
-                    bytes >> 10,
-                    if *on_request { "built by the Builder on request" } else { "built at boot" }
+                    "guest {name}: {} KiB of RAM, image {image}, devices emulated by vmm-{name}, {how}",
+                    bytes >> 10
                 ));
             }
             reply.ok();
@@ -243,6 +368,8 @@ fn answer(request: Request<'_>, reply: &mut Reply) -> Next {
             }
             None => reply.error(format_args!("no guest named `{guest}`")),
         },
+        // Answered by the line itself, which attaches.
+        Request::Console(_) => reply.error(format_args!("the console is attached by the line")),
         Request::Shutdown => {
             reply.body(format_args!("the run ends"));
             reply.ok();
@@ -384,11 +511,13 @@ pub fn hostile_builder_requests() -> Option<(usize, usize, usize)> {
     use cleave_ctl::builder::{DESTROY, MALFORMED, UNKNOWN, WRONG_STATE};
     let builder = given("build")?;
     let name = |n: &str| cleave_ctl::pack_name(n).unwrap_or_default();
+    // A guest the Builder makes (none is built yet).
+    let guest = facts::GUESTS.iter().find(|g| g.3)?.0;
     let requests: [(u64, [u64; 4], u64); 4] = [
-        (0x7777, name("carol"), MALFORMED),
+        (0x7777, name(guest), MALFORMED),
         (cleave_ctl::builder::BUILD, [u64::MAX; 4], MALFORMED),
         (cleave_ctl::builder::BUILD, name("nobody"), UNKNOWN),
-        (DESTROY, name("carol"), WRONG_STATE),
+        (DESTROY, name(guest), WRONG_STATE),
     ];
     let instance = || match ask_supervisor(cleave_ctl::supervisor::STATUS, "builder") {
         Ok((0, [_, n, ..])) => n,

@@ -89,12 +89,17 @@ impl GuestMemory for Ram {
 
 /// A guest's console: each line printed into the system's log with the guest's name, or,
 /// with a serial port of its own (`console = "com2"`), every byte out through that port
-/// and what arrives there typed at the guest's UART.
+/// and what arrives there typed at the guest's UART, or, relayed by the toolstack
+/// (`console = "ctl"`), every byte out through the page shared with it and what the
+/// toolstack puts there typed.
 pub struct Named {
     /// The guest's name.
     pub name: &'static str,
     /// The second serial port's I/O ports, when the console is there.
     pub serial: Option<Cap<IoPort>>,
+    /// The page shared with the toolstack, when the console is relayed by it
+    /// (`console = "ctl"`).
+    pub relayed: Option<cleave_ioring::console::VmmConsole>,
     /// Bytes taken from the serial port that the guest's UART had no room for yet.
     input: Typed,
     /// Bytes taken from the serial port.
@@ -137,7 +142,14 @@ impl Typed {
 impl Named {
     /// A console into the system's log.
     pub fn log(name: &'static str) -> Self {
-        Self { name, serial: None, input: Typed::new(), typed: 0, overruns: 0 }
+        Self { name, serial: None, relayed: None, input: Typed::new(), typed: 0, overruns: 0 }
+    }
+
+    /// A console relayed by the toolstack through `shared`, the page cleave shares between
+    /// this VMM and the toolstack (`console = "ctl"`).
+    pub fn relayed(name: &'static str, shared: cleave_ioring::Shared) -> Option<Self> {
+        let ring = cleave_ioring::console::VmmConsole::start(shared).ok()?;
+        Some(Self { relayed: Some(ring), ..Self::log(name) })
     }
 
     /// A console on the machine's second serial port, `port` (COM2's eight I/O ports),
@@ -146,7 +158,7 @@ impl Named {
     pub fn com2(name: &'static str, port: Cap<IoPort>) -> Self {
         // A port the VMM cannot write leaves the UART as it was; bytes still go out.
         let _ = cleave_rt::uart::Uart::new(port, COM2_DATA).init(false);
-        Self { name, serial: Some(port), input: Typed::new(), typed: 0, overruns: 0 }
+        Self { name, serial: Some(port), relayed: None, input: Typed::new(), typed: 0, overruns: 0 }
     }
 
     /// Empties the serial port's receiver into [`Named::input`] (what does not fit stays
@@ -169,6 +181,11 @@ impl Named {
     /// What has been typed at the console, oldest first, up to `out.len()` bytes (what the
     /// guest's UART can take).
     fn typed(&mut self, out: &mut [u8]) -> usize {
+        if let Some(ring) = &mut self.relayed {
+            let n = ring.read(out);
+            self.typed += n as u64;
+            return n;
+        }
         if let Some(port) = self.serial {
             self.drain(port);
         }
@@ -187,10 +204,22 @@ impl Console for Named {
     }
 
     fn raw(&self) -> bool {
-        self.serial.is_some()
+        self.serial.is_some() || self.relayed.is_some()
     }
 
     fn byte(&mut self, byte: u8) {
+        if let Some(ring) = &mut self.relayed {
+            // The toolstack takes the output as it polls its line: give it a moment when
+            // the page is full; a toolstack that never takes it loses the output, not the
+            // guest its progress.
+            for _ in 0..1000 {
+                if ring.write(&[byte]) == 1 {
+                    return;
+                }
+                cleave_rt::syscall::yield_now();
+            }
+            return;
+        }
         let Some(port) = self.serial else { return };
         // Wait (a bounded while) for the transmitter to take it, keeping what arrives
         // meanwhile; a port that never takes it drops the output rather than the guest.
@@ -495,7 +524,7 @@ pub fn run(
 ) -> Result<(Stop, Vm<Named>), Error> {
     let mut vm = Vm::new(console);
     vm.msr_policy = msr_policy;
-    vm.console_input = vm.console.serial.is_some();
+    vm.console_input = vm.console.serial.is_some() || vm.console.relayed.is_some();
     if let Some(d) = &io.disk
         && let Err(e) = vm.attach_virtio_blk(DISK_SLOT, DISK_IRQ, d.sectors, b"cleave-disk")
     {

@@ -131,6 +131,28 @@ fn format_ring(
         .map_err(|_| "the ring's geometry does not fit its region")
 }
 
+/// The console the toolstack relays: `ctl,ADDRESS,BYTES` names the page cleave shares
+/// between this VMM and the toolstack.
+fn relayed_console(name: &'static str, text: &str) -> Result<vmm::Named, &'static str> {
+    let mut fields = text.split(',');
+    let (Some("ctl"), Some(address), Some(bytes), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err("the configuration names no console page");
+    };
+    let address = address.strip_prefix("0x").and_then(|a| usize::from_str_radix(a, 16).ok());
+    let (Some(address), Ok(bytes)) = (address, bytes.parse::<usize>()) else {
+        return Err("the console page's address or size does not read");
+    };
+    // SAFETY: cleave maps the guest's console page read-write at `address`, `bytes` long
+    // (the configuration page says where), into this VMM and the toolstack only, for as
+    // long as this component runs; only `Shared` values (here and in the toolstack) touch
+    // it.
+    let shared = unsafe { cleave_ioring::Shared::new(address as *mut u8, bytes) }
+        .map_err(|_| "the console page is not page-aligned whole pages")?;
+    vmm::Named::relayed(name, shared).ok_or("the console page is too small")
+}
+
 /// The guest's disk: the ring cleave laid out for it, formatted, and the notifications.
 fn disk(name: &str, config: &DiskConfig) -> Result<vmm::Disk, &'static str> {
     use cleave_ioring::blk::Geometry;
@@ -223,10 +245,16 @@ fn component() -> i32 {
     // (An on-request guest's VMM is started by the supervisor, as a later instance.)
     let instance = cleave_rt::instance();
     cleave_rt::audit!("serve {name} vmm-{name}#{instance}");
-    let console = if config.console == "com2" {
-        vmm::Named::com2(name, layout::CONSOLE)
-    } else {
-        vmm::Named::log(name)
+    let console = match config.console {
+        "com2" => vmm::Named::com2(name, layout::CONSOLE),
+        "log" => vmm::Named::log(name),
+        relayed => match relayed_console(name, relayed) {
+            Ok(console) => console,
+            Err(why) => {
+                println!("vmm: guest '{name}': its console goes to the system's log: {why}");
+                vmm::Named::log(name)
+            }
+        },
     };
     let disk = match config.disk.as_ref().map(|d| disk(name, d)) {
         Some(Ok(disk)) => Some(disk),
@@ -275,6 +303,13 @@ fn component() -> i32 {
                 println!(
                     "vmm: guest '{name}': console: {} bytes typed, {} overruns reported by the serial port",
                     vm.console.typed, vm.console.overruns
+                );
+            }
+            if let Some(ring) = &vm.console.relayed {
+                println!(
+                    "vmm: guest '{name}': console relayed by the toolstack: {} bytes typed; its index words were impossible {} times",
+                    vm.console.typed,
+                    ring.broken()
                 );
             }
         }

@@ -48,8 +48,8 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         out.push_str(
             "/// The on-request guests the Builder makes: (name, RAM bytes, its EPT root's slot, its VMM's VSpace's slot, the slot its RAM's untyped goes in, the first of the slots its frames go in: two capabilities each, the guest's and the VMM's).\npub const BUILD_GUESTS: &[(&str, u64, u64, u64, u64, u64)] = &[\n",
         );
-        for (k, (guest, bytes)) in crate::compile::builder::on_request_guests(&file).iter().enumerate() {
-            let base = layout::BUILD_SLOTS + k as u64 * layout::BUILD_SLOTS_PER_GUEST;
+        let (places, bits) = layout::builder_slots(&file);
+        for (guest, bytes, base, _) in &places {
             let _ = writeln!(
                 out,
                 "    ({guest:?}, {bytes:#x}, {}, {}, {base}, {}),",
@@ -60,7 +60,7 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
         }
         let _ = writeln!(
             out,
-            "];\n/// Where a VMM sees its guest's RAM.\npub const GUEST_RAM_BASE: u64 = {:#x};",
+            "];\n/// Where a VMM sees its guest's RAM.\npub const GUEST_RAM_BASE: u64 = {:#x};\n/// Its CNode's radix (the depth of a slot in it); its last slot is the scratch slot.\npub const CNODE_BITS: u64 = {bits};",
             layout::GUEST_RAM_BASE
         );
     }
@@ -246,6 +246,13 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             }
         }
         let _ = writeln!(out, "];");
+        let on_request = slices
+            .iter()
+            .any(|slice| file.guests.iter().any(|(k, g)| *k.get_ref() == slice.guest && g.on_request()));
+        let _ = writeln!(
+            out,
+            "/// Whether a guest it serves starts on request: its VMM comes and goes, so the component keeps serving when every VMM closed its ring.\npub const SERVES_ON_REQUEST_GUESTS: bool = {on_request};"
+        );
     }
     // PCIBack: the devices it places.
     if component == system::pci::PCIBACK {
@@ -368,6 +375,19 @@ pub fn toolstack_facts_source(system_toml: &Path) -> Result<String, String> {
             g.image.get_ref(),
             g.on_request()
         );
+    }
+    out.push_str(
+        "];\n/// Every guest whose console the toolstack relays (`console = \"ctl\"`): (name, its console page's address, bytes).\npub const CONSOLES: &[(&str, usize, usize)] = &[\n",
+    );
+    let places = layout::region_layout(&file);
+    for (name, g) in &file.guests {
+        if !g.console_relayed() {
+            continue;
+        }
+        let region = crate::schema::console_region_name(name.get_ref());
+        if let Some(place) = places.iter().find(|p| p.name == region) {
+            let _ = writeln!(out, "    ({:?}, {:#x}, {:#x}),", name.get_ref(), place.vaddr, place.bytes());
+        }
     }
     let privileges = crate::privileges::table(&compiled.spec);
     let _ = writeln!(out, "];\n/// `cleave privileges`.\npub const PRIVILEGES: &str = {privileges:?};");

@@ -323,7 +323,8 @@ pub fn vmm_name(guest: &str) -> String {
 }
 
 /// A VMM's configuration page: `key=value` lines (`name`, `memory` in bytes, `image`,
-/// `console`, and for a guest with a disk `disk` = the ring's address, its bytes, slots,
+/// `console` (`log`, `com2`, or `ctl,ADDRESS,BYTES`: the console page shared with the
+/// toolstack), and for a guest with a disk `disk` = the ring's address, its bytes, slots,
 /// slot size and the disk's sectors, comma-separated; for a guest with a network `net` =
 /// the region's address, its bytes, each pipe's slots and the card's MAC; `cmdline` last).
 pub fn vmm_config(file: &SystemFile, guest: &str, g: &Guest) -> Vec<u8> {
@@ -355,6 +356,11 @@ pub fn vmm_config(file: &SystemFile, guest: &str, g: &Guest) -> Vec<u8> {
         }
         _ => String::new(),
     };
+    let console_region = crate::schema::console_region_name(guest);
+    let console = match region_layout(file).into_iter().find(|p| p.name == console_region) {
+        Some(place) if console == "ctl" => format!("ctl,{:#x},{}", place.vaddr, place.bytes()),
+        _ => console.to_string(),
+    };
     format!(
         "name={guest}\nmemory={memory}\nimage={}\nconsole={console}\n{disk}{net}cmdline={cmdline}\n",
         g.image.get_ref()
@@ -367,17 +373,31 @@ pub fn vmm_config(file: &SystemFile, guest: &str, g: &Guest) -> Vec<u8> {
 pub const BUILDER_PROGRAM: &str = "builder";
 /// Most 2 MiB frames of RAM the Builder makes for one guest (its CNode has a slot range
 /// per guest: the RAM's untyped, each frame, and each frame's second capability).
-pub const BUILD_MAX_FRAMES: u64 = 8;
+pub const BUILD_MAX_FRAMES: u64 = 64;
 /// Most components the supervisor restarts (its table's size; an on-request guest's VMM
 /// counts).
 pub const MAX_RESTARTABLE: usize = 16;
 /// Most on-request guests.
 pub const BUILD_MAX_GUESTS: usize = 8;
-/// Where the Builder's per-guest slots start in its CNode: guest `k`'s RAM untyped is at
-/// `BUILD_SLOTS + k * BUILD_SLOTS_PER_GUEST`, its frames after it (two capabilities each).
+/// Where the Builder's per-guest slots start in its CNode ([`builder_slots`]).
 pub const BUILD_SLOTS: u64 = 64;
-/// Slots per on-request guest in the Builder's CNode.
-pub const BUILD_SLOTS_PER_GUEST: u64 = 1 + 2 * BUILD_MAX_FRAMES;
+/// The Builder's CNode's slots for guest RAM: per on-request guest, in order, its RAM's
+/// untyped, then two capabilities per 2 MiB frame (the guest's and the VMM's); then the
+/// CNode's radix, the smallest that holds them and a scratch slot (its last), at least
+/// [`COMPONENT_CNODE_BITS`]. Returns ((guest, RAM bytes, untyped slot, first frame slot),
+/// radix).
+pub fn builder_slots(file: &SystemFile) -> (Vec<(String, u64, u64, u64)>, u32) {
+    let mut next = BUILD_SLOTS;
+    let mut out = Vec::new();
+    for (guest, bytes) in crate::compile::builder::on_request_guests(file) {
+        let frames = bytes / cleave_abi::layout::LARGE_PAGE_SIZE;
+        out.push((guest, bytes, next, next + 1));
+        next += 1 + 2 * frames;
+    }
+    // `next` slots in use, and the scratch slot after them.
+    let bits = (next + 1).next_power_of_two().trailing_zeros().max(COMPONENT_CNODE_BITS);
+    (out, bits)
+}
 /// A VMM restarted on request (an on-request guest's): its writable memory, which the
 /// supervisor restores from a pristine copy before each start.
 pub const ON_REQUEST_VMM_MEMORY: u64 = 448 << 10;

@@ -139,8 +139,9 @@ pub struct SharedRegion {
 
 /// Every shared region in layout order: the declared regions by name, then each channel's
 /// per-client rings (by channel, then client order), then each guest's disk ring (shared
-/// by its VMM and its disk's backend), by guest, then each guest's network pipes (shared by
-/// its VMM and its network's backend), by guest.
+/// by its VMM and its disk's backend), by guest, then each `console = "ctl"` guest's
+/// console page (shared by its VMM and the toolstack), then each guest's network pipes
+/// (shared by its VMM and its network's backend), by guest.
 pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion> {
     let mut out: Vec<SharedRegion> = file
         .regions
@@ -180,6 +181,21 @@ pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion> {
         });
     }
     for (name, g) in &file.guests {
+        if !g.console_relayed() {
+            continue;
+        }
+        let Some(toolstack) = toolstack_component(file) else { continue };
+        out.push(SharedRegion {
+            name: console_region_name(name.get_ref()),
+            size: Spanned::new(g.console.as_ref().map_or(0..0, |c| c.span()), "4K".to_string()),
+            key: format!("guests.{}.console", name.get_ref()),
+            map: vec![
+                (crate::layout::vmm_name(name.get_ref()), "rw".to_string()),
+                (toolstack, "rw".to_string()),
+            ],
+        });
+    }
+    for (name, g) in &file.guests {
         let Some(network) = &g.network else { continue };
         let bytes = crate::layout::net_region_bytes();
         out.push(SharedRegion {
@@ -198,6 +214,21 @@ pub fn shared_regions(file: &SystemFile) -> Vec<SharedRegion> {
 /// The region that holds guest `guest`'s network pipes (tx, then rx).
 pub fn net_region_name(guest: &str) -> String {
     format!("net-{guest}")
+}
+
+/// The page guest `guest`'s console (`console = "ctl"`) is, shared by its VMM and the
+/// toolstack.
+pub fn console_region_name(guest: &str) -> String {
+    format!("console-{guest}")
+}
+
+/// The component running the `toolstack` program, if one does (`cleave check` allows one
+/// when a guest's console is `"ctl"`).
+pub fn toolstack_component(file: &SystemFile) -> Option<String> {
+    file.components
+        .iter()
+        .find(|(k, c)| c.package(k.get_ref()) == "toolstack")
+        .map(|(k, _)| k.get_ref().clone())
 }
 
 /// The region guest `guest`'s disk ring is.
@@ -347,9 +378,10 @@ pub struct Guest {
     #[serde(default)]
     pub cmdline: Option<Spanned<String>>,
     /// Where the guest's serial console goes: `"log"` (the default: each line into the
-    /// system's log with the guest's name in front) or `"com2"` (the machine's second
+    /// system's log with the guest's name in front), `"com2"` (the machine's second
     /// serial port, both ways, byte for byte: `cargo xtask run` connects it to the
-    /// terminal).
+    /// terminal) or `"ctl"` (a page shared with the toolstack, which keeps the output and
+    /// relays it, both ways, to `cleave ctl console GUEST`).
     #[serde(default)]
     pub console: Option<Spanned<String>>,
     /// A virtio disk, served by a backend component from a slice of the machine's disk.
@@ -366,6 +398,11 @@ pub struct Guest {
 }
 
 impl Guest {
+    /// Whether its console is relayed by the toolstack (`console = "ctl"`).
+    pub fn console_relayed(&self) -> bool {
+        self.console.as_ref().is_some_and(|c| c.get_ref() == "ctl")
+    }
+
     /// Whether the Builder makes it on request (`start = "on-request"`).
     pub fn on_request(&self) -> bool {
         self.start.as_ref().is_some_and(|s| s.get_ref() == "on-request")

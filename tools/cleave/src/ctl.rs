@@ -1,6 +1,8 @@
 //! `cleave ctl`: the operator's client of the toolstack's line (`cleave_ctl` is the
 //! protocol), over the Unix socket `cargo xtask run` connects the machine's third serial
-//! port to. One request per connection: connect, send the line, read the reply.
+//! port to. One request per connection: connect, send the line, read the reply; after
+//! `console GUEST` the connection carries the guest's console until the client detaches
+//! ([`Console`]).
 
 use cleave_ctl::{ReplyLine, Request, Status};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,6 +37,12 @@ pub fn request(socket: &Path, words: &[String], timeout: Duration) -> Result<Rep
 /// reads the reply to it: the lines after the echo of `raw` (or of a dropped line) up to
 /// and with the status line.
 pub fn exchange(socket: &Path, raw: &[u8], timeout: Duration) -> Result<Reply, String> {
+    exchange_on(socket, raw, timeout).map(|(reply, ..)| reply)
+}
+
+/// [`exchange`], also returning the connection and what arrived after the reply's status
+/// line (a console's first bytes).
+fn exchange_on(socket: &Path, raw: &[u8], timeout: Duration) -> Result<(Reply, UnixStream, Vec<u8>), String> {
     let deadline = Instant::now() + timeout;
     let stream = UnixStream::connect(socket).map_err(|e| {
         format!("cleave ctl: cannot connect to {}: {e} (is `cargo xtask run` running?)", socket.display())
@@ -51,9 +59,10 @@ pub fn exchange(socket: &Path, raw: &[u8], timeout: Duration) -> Result<Reply, S
             return Err(format!("cleave ctl: the line never fell quiet within {} s", timeout.as_secs()));
         }
     }
-    // CANCEL first: bytes an earlier client left without a newline are dropped, never
-    // completed into a request by this one's.
-    let mut out = vec![cleave_ctl::CANCEL];
+    // DETACH and CANCEL first: a console session an earlier client left attached ends,
+    // and bytes an earlier client left without a newline are dropped, never completed
+    // into a request by this one's.
+    let mut out = vec![cleave_ctl::DETACH, cleave_ctl::CANCEL];
     out.extend_from_slice(raw);
     out.push(b'\n');
     (&stream).write_all(&out).map_err(|e| format!("cleave ctl: cannot send the request: {e}"))?;
@@ -95,11 +104,185 @@ pub fn exchange(socket: &Path, raw: &[u8], timeout: Duration) -> Result<Reply, S
                     Status::Ok => Ok(()),
                     Status::Error(why) => Err(why.to_string()),
                 };
-                return Ok(Reply { body, status });
+                let rest = reader.buffer().to_vec();
+                return Ok((Reply { body, status }, stream, rest));
             }
             _ => {}
         }
     }
+}
+
+/// A guest's console, attached (`console GUEST` answered `ok`): what the guest prints
+/// arrives, what is sent is typed at it, until [`Console::detach`].
+pub struct Console {
+    stream: UnixStream,
+    /// What arrived and was not looked for yet.
+    pending: Vec<u8>,
+}
+
+impl Console {
+    /// Attaches to `guest`'s console. The toolstack first sends the guest's latest
+    /// output (up to 4 KiB), then whatever it prints.
+    pub fn attach(socket: &Path, guest: &str, timeout: Duration) -> Result<Self, String> {
+        let line = format!("console {guest}");
+        if let Err(e) = Request::parse(&line) {
+            return Err(format!("cleave ctl: {e}"));
+        }
+        let (reply, stream, pending) = exchange_on(socket, line.as_bytes(), timeout)?;
+        reply.status.map_err(|why| format!("cleave ctl: {why}"))?;
+        Ok(Self { stream, pending })
+    }
+
+    /// Types `bytes` at the guest.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        (&self.stream).write_all(bytes).map_err(|e| format!("cleave ctl: the line: {e}"))
+    }
+
+    /// Reads until the output holds `text`; returns everything up to and with it (what
+    /// follows stays for the next call).
+    pub fn wait_for(&mut self, text: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(at) = find(&self.pending, text.as_bytes()) {
+                let rest = self.pending.split_off(at + text.len());
+                let got = std::mem::replace(&mut self.pending, rest);
+                return Ok(String::from_utf8_lossy(&got).into_owned());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let seen = String::from_utf8_lossy(&self.pending[self.pending.len().saturating_sub(300)..])
+                    .into_owned();
+                return Err(format!(
+                    "cleave ctl: `{text}` did not appear within {} s; the console's last output: {seen:?}",
+                    timeout.as_secs()
+                ));
+            }
+            self.stream.set_read_timeout(Some(left)).map_err(|e| format!("cleave ctl: {e}"))?;
+            match (&self.stream).read(&mut buf) {
+                Ok(0) => return Err("cleave ctl: the machine closed the line".into()),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(format!("cleave ctl: {e}")),
+            }
+        }
+    }
+
+    /// What arrived and was not waited for.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Reads what arrives now (waiting at most `wait`).
+    pub fn read_some(&mut self, wait: Duration) -> Result<Vec<u8>, String> {
+        if !self.pending.is_empty() {
+            return Ok(self.take_pending());
+        }
+        let mut buf = [0u8; 4096];
+        self.stream
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .map_err(|e| format!("cleave ctl: {e}"))?;
+        match (&self.stream).read(&mut buf) {
+            Ok(0) => Err("cleave ctl: the machine closed the line".into()),
+            Ok(n) => Ok(buf[..n].to_vec()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(format!("cleave ctl: {e}")),
+        }
+    }
+
+    /// Detaches: sends [`cleave_ctl::DETACH`] and reads up to the toolstack's
+    /// [`cleave_ctl::DETACHED`]; returns the guest's output that came before it.
+    pub fn detach(mut self, timeout: Duration) -> Result<String, String> {
+        self.send(&[cleave_ctl::DETACH])?;
+        let got = self.wait_for(cleave_ctl::DETACHED, timeout)?;
+        Ok(got.strip_suffix(cleave_ctl::DETACHED).unwrap_or(&got).to_string())
+    }
+}
+
+/// Where `needle` first is in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `cleave ctl --socket PATH console GUEST` on a terminal: the guest's console on this
+/// program's standard input and output, byte for byte (the terminal in raw mode), until
+/// Ctrl-] is typed.
+pub fn interactive_console(socket: &Path, guest: &str) -> Result<(), String> {
+    let mut console = Console::attach(socket, guest, TIMEOUT)?;
+    eprintln!("cleave ctl: attached to guest `{guest}`'s console; Ctrl-] detaches\r");
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let saved = terminal
+        .then(|| {
+            std::process::Command::new("stty").arg("-g").stdin(std::process::Stdio::inherit()).output().ok()
+        })
+        .flatten()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if terminal {
+        let _ = std::process::Command::new("stty")
+            .args(["raw", "-echo"])
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    }
+    let restore = || {
+        if let Some(saved) = &saved {
+            let _ =
+                std::process::Command::new("stty").arg(saved).stdin(std::process::Stdio::inherit()).status();
+        }
+    };
+    // Standard input on a thread of its own: each read's bytes, until Ctrl-] or its end.
+    let (typed, keys) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        loop {
+            match std::io::stdin().read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = typed.send(vec![cleave_ctl::DETACH]);
+                    return;
+                }
+                Ok(n) => {
+                    let done = buf[..n].contains(&cleave_ctl::DETACH);
+                    if typed.send(buf[..n].to_vec()).is_err() || done {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut out = std::io::stdout();
+    let result = loop {
+        match keys.try_recv() {
+            Ok(bytes) => {
+                if let Some(at) = bytes.iter().position(|&b| b == cleave_ctl::DETACH) {
+                    if let Err(e) = console.send(&bytes[..at]) {
+                        break Err(e);
+                    }
+                    break console.detach(TIMEOUT).map(|rest| {
+                        let _ = out.write_all(rest.as_bytes());
+                    });
+                }
+                if let Err(e) = console.send(&bytes) {
+                    break Err(e);
+                }
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break console.detach(TIMEOUT).map(|_| ()),
+        }
+        match console.read_some(Duration::from_millis(20)) {
+            Ok(bytes) => {
+                let _ = out.write_all(&bytes).and_then(|()| out.flush());
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    restore();
+    eprintln!("\ncleave ctl: detached from guest `{guest}`'s console");
+    result
 }
 
 #[cfg(test)]
@@ -152,8 +335,9 @@ mod tests {
             serve(b"| old body\nok\n", false, |r| format!("> {r}\n| one\n| two\nerror: no\n").into_bytes());
         let reply = request(&path, &["exposure".into(), "bob".into()], Duration::from_secs(5)).unwrap();
         assert_eq!(reply, Reply { body: vec!["one".into(), "two".into()], status: Err("no".into()) });
-        // The request went out after CANCEL, which drops a half-sent earlier one.
-        assert_eq!(server.join().unwrap(), b"\x15exposure bob");
+        // The request went out after DETACH and CANCEL, which end a console session and
+        // drop a half-sent request an earlier client left.
+        assert_eq!(server.join().unwrap(), b"\x1d\x15exposure bob");
     }
 
     #[test]

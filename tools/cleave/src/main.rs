@@ -52,8 +52,8 @@ enum Command {
         output: PathBuf,
     },
     /// Drive a running system as its operator, through the toolstack's line (`cargo
-    /// xtask run` prints the socket): list, restart COMPONENT, privileges, exposure GUEST,
-    /// shutdown, help.
+    /// xtask run` prints the socket): list, create GUEST, destroy GUEST, console GUEST
+    /// (Ctrl-] detaches), restart COMPONENT, privileges, exposure GUEST, shutdown, help.
     Ctl {
         /// The Unix socket the machine's third serial port is connected to.
         #[arg(long)]
@@ -232,6 +232,14 @@ fn run(cli: Cli) -> Result<String, String> {
                     Ok(log_data.relied_at(&g, t).iter().map(|i| format!("{i}\n")).collect())
                 }
                 _ => Err("cleave audit: ask --component C --from T1 --to T2, or --guest G --at T\n".into()),
+            }
+        }
+        Command::Ctl { socket, request } if request.first().is_some_and(|w| w == "console") => {
+            match request.as_slice() {
+                [_, guest] => cleave::ctl::interactive_console(&socket, guest)
+                    .map(|()| String::new())
+                    .map_err(|e| format!("{e}\n")),
+                _ => Err("cleave ctl: `console` needs a guest's name\n".into()),
             }
         }
         Command::Ctl { socket, request } => {

@@ -60,6 +60,10 @@ pub struct Run {
     /// `cleave ctl` on the third serial port's socket; the host session neither runs its
     /// own `cleave ctl` steps nor ends the run (`cleave ctl --socket PATH shutdown` does).
     pub operator: bool,
+    /// With `host_xenstore` and not `operator`: the host's `cleave ctl` session drives
+    /// this on-request guest (its console relayed by the toolstack) through a whole life
+    /// ([`host_guest_session`]) instead of the system test's steps.
+    pub ctl_guest: Option<String>,
     /// Serial texts that must all have appeared before the host session starts (and so
     /// before it ends the run): each guest's last line, so that a run ends only after its
     /// guests did ([`guests_done`]).
@@ -284,7 +288,12 @@ pub const HOST_XENSTORE_CUE: &str = "toolstack: waiting for the host to write /t
 /// driver published, and write `/tool/host-done`, which ends the run. Each line to log goes
 /// to `emit` as soon as it exists, before the next tool starts, so every line of a step is
 /// logged before anything the system prints in reaction to a later step.
-pub fn host_xenstore_session(socket: &Path, ctl: Option<&Path>, mut emit: impl FnMut(String)) {
+pub fn host_xenstore_session(
+    socket: &Path,
+    ctl: Option<&Path>,
+    guest: Option<&str>,
+    mut emit: impl FnMut(String),
+) {
     let steps: [&[&str]; 3] = [
         &["xenstore-ls", "-f"],
         &["xenstore-read", "/local/domain/1/display/vbe-id"],
@@ -294,7 +303,10 @@ pub fn host_xenstore_session(socket: &Path, ctl: Option<&Path>, mut emit: impl F
         if k == 2
             && let Some(ctl) = ctl
         {
-            host_ctl_session(ctl, &mut emit);
+            match guest {
+                Some(guest) => host_guest_session(ctl, guest, &mut emit),
+                None => host_ctl_session(ctl, &mut emit),
+            }
         }
         emit(format!("[host] $ XENSTORED_PATH={} {}", socket.display(), step.join(" ")));
         match Command::new(step[0]).args(&step[1..]).env("XENSTORED_PATH", socket).output() {
@@ -375,6 +387,149 @@ pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
         show(emit, request, cleave::ctl::request(ctl, &words(request), timeout));
         std::thread::sleep(Duration::from_millis(wait_ms));
     }
+}
+
+/// What the host's guest session prints when a check held (`ctl-linux` looks for them).
+pub mod guest_session {
+    /// The shell answered through the relayed console.
+    pub const SHELL: &str = "[host] console: the shell answered SUM=42";
+    /// The disk loop ran across blkback's restarts with every read-back right.
+    pub const IO: &str = "[host] disk under blkback restarts: every read-back matched";
+    /// The disk held the data after the guest was destroyed and made again.
+    pub const KEPT: &str = "[host] the guest made again reads its disk as the first one left it";
+}
+
+/// Types `command` at the console and returns its output's value, printed as
+/// `key=VALUE` up to the line's end (the typed line's echo shows `"key""=`, which does
+/// not match; a key is one no output of the command holds).
+fn console_value(
+    console: &mut cleave::ctl::Console,
+    key: &str,
+    command: &str,
+    timeout: std::time::Duration,
+    emit: &mut impl FnMut(String),
+) -> Result<String, String> {
+    console.send(format!("echo \"{key}\"\"=$({command})\"\n").as_bytes())?;
+    let before = console.wait_for(&format!("{key}="), timeout)?;
+    let value = console.wait_for("\n", timeout)?;
+    let text = before + &value;
+    for line in text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()) {
+        emit(format!("[host] | {line}"));
+    }
+    Ok(value.trim().to_string())
+}
+
+/// The host's side of a whole guest life through `cleave ctl` (`systems/ctl-linux.toml`):
+/// `list`; `create GUEST` (the Builder makes its RAM, the supervisor starts its VMM);
+/// `console GUEST` reaches the shell, which answers, writes 1 MiB of random data to its
+/// disk and goes on writing and reading it back in a loop; detached, `restart blkback`
+/// twice under that I/O; attached again, the loop stops and says whether every read-back
+/// matched; `destroy GUEST` and `list` (its RAM back in the Builder's pool); `create
+/// GUEST` again (a fresh Builder instance, a fresh VMM), whose disk still holds the data;
+/// `destroy GUEST`. Each check that holds prints one of [`guest_session`]'s lines.
+pub fn host_guest_session(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) {
+    if let Err(e) = guest_life(ctl, guest, emit) {
+        emit(format!("[host] the guest session stopped: {e}"));
+        // The guest goes (so the run can end).
+        let _ =
+            cleave::ctl::request(ctl, &[String::from("destroy"), guest.to_string()], Duration::from_secs(10));
+    }
+}
+
+fn guest_life(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) -> Result<(), String> {
+    use std::time::Duration;
+    let short = Duration::from_secs(30);
+    let boot = Duration::from_secs(600);
+    let ask = |emit: &mut dyn FnMut(String), words: &[&str]| -> Result<(), String> {
+        emit(format!("[host] $ cleave ctl {}", words.join(" ")));
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let reply = cleave::ctl::request(ctl, &words, short)?;
+        reply.body.iter().for_each(|l| emit(format!("[host] {l}")));
+        match reply.status {
+            Ok(()) => {
+                emit("[host] ok".into());
+                Ok(())
+            }
+            Err(why) => {
+                emit(format!("[host] error: {why}"));
+                Err(why)
+            }
+        }
+    };
+    let mut e = |line: String| emit(line);
+    ask(&mut e, &["list"])?;
+    ask(&mut e, &["create", guest])?;
+    e(format!("[host] $ cleave ctl console {guest}"));
+    let mut console = cleave::ctl::Console::attach(ctl, guest, short)?;
+    console.wait_for(crate::linux::initramfs::INIT_DONE, boot)?;
+    console.wait_for(crate::linux::initramfs::PROMPT, short)?;
+    if console_value(&mut console, "SUM", "echo $((6*7))", short, &mut e)? == "42" {
+        e(guest_session::SHELL.into());
+    }
+    let wrote = console_value(
+        &mut console,
+        "R",
+        "dd if=/dev/urandom of=/tmp/r bs=65536 count=16 2>/dev/null; dd if=/tmp/r of=/dev/vda bs=65536 oflag=direct 2>/dev/null; sha256sum /tmp/r | cut -c1-16",
+        short,
+        &mut e,
+    )?;
+    // The loop: the whole 1 MiB written and read back, round after round, until told to
+    // stop; the count of read-backs that did not match at the end.
+    console.send(
+        format!(
+            "(n=0; b=0; while [ ! -e /tmp/stop ]; do dd if=/tmp/r of=/dev/vda bs=65536 oflag=direct 2>/dev/null; s=$(dd if=/dev/vda bs=65536 count=16 iflag=direct 2>/dev/null | sha256sum | cut -c1-16); [ \"$s\" = \"{wrote}\" ] || b=$((b+1)); n=$((n+1)); done; echo \"IO\"\"=$n $b\") &\n"
+        )
+        .as_bytes(),
+    )?;
+    console.wait_for(crate::linux::initramfs::PROMPT, short)?;
+    std::thread::sleep(Duration::from_secs(2));
+    e(format!("[host] (detached from {guest}'s console; its disk loop runs on)"));
+    console.detach(short)?;
+    for _ in 0..2 {
+        ask(&mut e, &["restart", "blkback"])?;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    e(format!("[host] $ cleave ctl console {guest}"));
+    let mut console = cleave::ctl::Console::attach(ctl, guest, short)?;
+    console.send(b"touch /tmp/stop\n")?;
+    // (The typed loop shows `"IO""=`: only its output has `IO=`.)
+    let before = console.wait_for("IO=", Duration::from_secs(120))?;
+    let counts = console.wait_for("\n", short)?;
+    let text = before + &counts;
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .for_each(|l| e(format!("[host] | {l}")));
+    let (rounds, bad) = counts.trim().split_once(' ').ok_or("the loop's counts do not read")?;
+    e(format!(
+        "[host] the disk loop: {rounds} rounds of 1 MiB written and read back, {bad} read-backs wrong"
+    ));
+    if bad == "0" && rounds.parse::<u32>().is_ok_and(|n| n > 0) {
+        e(guest_session::IO.into());
+    }
+    console.detach(short)?;
+    ask(&mut e, &["destroy", guest])?;
+    ask(&mut e, &["list"])?;
+    ask(&mut e, &["create", guest])?;
+    e(format!("[host] $ cleave ctl console {guest}"));
+    let mut console = cleave::ctl::Console::attach(ctl, guest, short)?;
+    console.wait_for(crate::linux::initramfs::INIT_DONE, boot)?;
+    console.wait_for(crate::linux::initramfs::PROMPT, short)?;
+    let read = console_value(
+        &mut console,
+        "D",
+        "dd if=/dev/vda bs=65536 count=16 iflag=direct 2>/dev/null | sha256sum | cut -c1-16",
+        short,
+        &mut e,
+    )?;
+    e(format!("[host] the first guest wrote {wrote}; the one made again read {read}"));
+    if read == wrote {
+        e(guest_session::KEPT.into());
+    }
+    console.detach(short)?;
+    ask(&mut e, &["destroy", guest])?;
+    ask(&mut e, &["list"])?;
+    Ok(())
 }
 
 /// How a run went.
@@ -527,7 +682,7 @@ impl Run {
                     let ready = cue_seen && awaited.is_empty() && !was_ready;
                     if let Some(socket) = socket.as_ref().filter(|_| ready) {
                         let (socket, sender) = (socket.clone(), host_sender.clone());
-                        let (ctl, operator) = (ctl.clone(), self.operator);
+                        let (ctl, operator, guest) = (ctl.clone(), self.operator, self.ctl_guest.clone());
                         std::thread::spawn(move || {
                             let emit = |line: String| {
                                 let _ = sender.send((line + "\n", start.elapsed()));
@@ -537,7 +692,7 @@ impl Run {
                                     "[host] the operator's line is up: cleave ctl --socket {} list (help lists the commands; shutdown ends the run)",
                                     ctl.display()
                                 )),
-                                _ => host_xenstore_session(&socket, ctl.as_deref(), emit),
+                                _ => host_xenstore_session(&socket, ctl.as_deref(), guest.as_deref(), emit),
                             }
                         });
                     }
@@ -867,6 +1022,7 @@ fn system_run(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Result<(R
         host_xenstore: !bochs && !guest_console,
         operator: false,
         host_waits_for: guests_done(system)?,
+        ctl_guest: system::ctl_console_guest(system)?,
         memory_mib: memory_for(system)?,
         guest_console,
         disks: disk_images_for(system)?,

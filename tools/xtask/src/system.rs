@@ -40,6 +40,16 @@ pub fn has_linux_guest(path: &Path) -> Result<bool> {
     Ok(load(path)?.guests.values().any(|g| g.image.get_ref() == crate::artifacts::LINUX_IMAGE))
 }
 
+/// The first guest of `path` that starts on request with its console relayed by the
+/// toolstack (`console = "ctl"`), if any: the host's `cleave ctl` session drives it.
+pub fn ctl_console_guest(path: &Path) -> Result<Option<String>> {
+    Ok(load(path)?
+        .guests
+        .iter()
+        .find(|(_, g)| g.on_request() && g.console_relayed())
+        .map(|(k, _)| k.get_ref().clone()))
+}
+
 /// Whether a component of `path` may end the run (`ends-run = true`).
 pub fn ends_run(path: &Path) -> Result<bool> {
     Ok(load(path)?.components.values().any(|c| c.ends_run.as_ref().is_some_and(|e| *e.get_ref())))

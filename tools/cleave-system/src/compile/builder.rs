@@ -4,7 +4,9 @@
 //! tables the loader made empty for the guest's RAM.
 
 use super::{CapTable, cap};
-use crate::layout::{BUILD_MAX_GUESTS, BUILD_SLOTS, BUILD_SLOTS_PER_GUEST, BUILDER_PROGRAM, vmm_name};
+use crate::layout::{
+    BUILD_MAX_GUESTS, BUILD_SLOTS, BUILDER_PROGRAM, COMPONENT_CNODE_BITS, builder_slots, vmm_name,
+};
 use crate::schema::{SystemFile, parse_size};
 use cleave_abi::layout::LARGE_PAGE_SIZE;
 use cleave_capdl::model::{Cap, CapParams, Object, ObjectKind, Spec};
@@ -72,6 +74,21 @@ pub(super) fn builder(
             cap(&format!("{vmm}_vspace"), None, CapParams::default()),
         ));
     }
+    // Its CNode holds every guest's frames: as large as they need.
+    let (places, bits) = builder_slots(file);
+    if bits != COMPONENT_CNODE_BITS {
+        let cnode_name = format!("{name}_cnode");
+        if let Some(o) = spec.objects.iter_mut().find(|o| o.name == cnode_name) {
+            o.kind = ObjectKind::CNode { size_bits: bits };
+        }
+        if let Some(root) = spec
+            .caps
+            .get_mut(&cleave_capdl::model::ObjRef::named(&format!("{name}_tcb")))
+            .and_then(|t| t.get_mut(&0))
+        {
+            root.params.guard_size = u64::from(64 - bits);
+        }
+    }
     let table = tables.entry(name.clone()).or_default();
     let cnode = slots.entry(name).or_default();
     let mut slot = table.entries.iter().map(|e| e.0).max().unwrap_or(0);
@@ -81,7 +98,7 @@ pub(super) fn builder(
         cnode.insert(slot, c);
     }
     assert!(slot < BUILD_SLOTS, "the Builder's own capabilities stay below its guests' slots (cleave check)");
-    for (k, (guest, bytes)) in guests.iter().enumerate() {
+    for (guest, bytes, at, _) in &places {
         let untyped = ram_untyped(guest);
         let bits = bytes.next_power_of_two().trailing_zeros();
         spec.objects.push(Object {
@@ -89,7 +106,7 @@ pub(super) fn builder(
             count: None,
             kind: ObjectKind::Untyped { size_bits: Some(bits), paddr: None },
         });
-        let at = BUILD_SLOTS + k as u64 * BUILD_SLOTS_PER_GUEST;
+        let at = *at;
         table.entries.push((
             at,
             format!("{guest}-ram"),

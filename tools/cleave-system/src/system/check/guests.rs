@@ -219,7 +219,7 @@ fn check_network(
 /// there are.
 /// `start`: `"boot"` or `"on-request"`; a guest made on request needs the Builder (one
 /// component running the `builder` program, rolled back after every request, as Xoar's
-/// Builder is), and for now no disk or network and at most
+/// Builder is), and for now no network and at most
 /// [`crate::layout::BUILD_MAX_FRAMES`] 2 MiB frames of RAM.
 fn check_on_request(
     file: &SystemFile,
@@ -305,11 +305,11 @@ fn check_on_request(
             ),
         ));
     }
-    if g.disk.is_some() || g.network.is_some() {
+    if g.network.is_some() {
         errors.push(SystemError::new(
             key.clone(),
             span(start),
-            format!("guest `{guest}` starts on request and has a disk or network: the Builder makes guests without I/O for now"),
+            format!("guest `{guest}` starts on request and has a network: the Builder makes guests with a disk at most, for now (netback does not yet take a guest's new VMM over the pipes its old one used)"),
         ));
     }
     let frames = parse_size(g.memory.get_ref()).unwrap_or(0).div_ceil(cleave_abi::layout::LARGE_PAGE_SIZE);
@@ -355,17 +355,26 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
         if let Some(s) = &g.start {
             check_on_request(file, name.get_ref(), g, s, errors);
         }
-        if let Some(c) = &g.console
-            && !matches!(c.get_ref().as_str(), "log" | "com2")
-        {
-            errors.push(SystemError::new(
-                key("console"),
-                span(c),
-                format!(
-                    "console `{}`: say \"log\" (the system's log) or \"com2\" (the second serial port)",
-                    c.get_ref()
+        if let Some(c) = &g.console {
+            match c.get_ref().as_str() {
+                "log" | "com2" => {}
+                "ctl" if crate::schema::toolstack_component(file).is_some() => {}
+                "ctl" => errors.push(
+                    SystemError::new(
+                        key("console"),
+                        span(c),
+                        "console `ctl` is relayed by the toolstack, and no component runs the toolstack".to_string(),
+                    )
+                    .help("add the toolstack ([components.toolstack]), or say \"log\" or \"com2\""),
                 ),
-            ));
+                other => errors.push(SystemError::new(
+                    key("console"),
+                    span(c),
+                    format!(
+                        "console `{other}`: say \"log\" (the system's log), \"com2\" (the second serial port) or \"ctl\" (relayed by the toolstack to `cleave ctl console`)"
+                    ),
+                )),
+            }
         }
         match parse_size(g.memory.get_ref()) {
             Some(n) if n > GUEST_RAM_MAX => errors.push(SystemError::new(
@@ -565,7 +574,7 @@ mod tests {
         assert_eq!(
             messages,
             [
-                "console `tty`: say \"log\" (the system's log) or \"com2\" (the second serial port)",
+                "console `tty`: say \"log\" (the system's log), \"com2\" (the second serial port) or \"ctl\" (relayed by the toolstack to `cleave ctl console`)",
                 "device `serial` (owned by `drv`) holds COM2's ports",
                 "guest `a` already has COM2 as its console",
                 "device `serial` (owned by `drv`) holds COM2's ports",
