@@ -16,7 +16,7 @@
 //! (a restartable component's program ended: it is not restarted again); `serve`/`unserve` begin and
 //! end a guest's reliance on an instance; `build GUEST builder#N` and `destroy GUEST
 //! builder#N` record which instance of the Builder made or took back an on-request guest's
-//! RAM. The running system writes it as `audit: TIME
+//! RAM, and a `destroy` ends the guest's reliance on its VMM (stopped before it). The running system writes it as `audit: TIME
 //! EVENT` console lines (`cleave_rt::audit!`): today the loader (`boot`, a `start` per
 //! component) and each guest's VMM (`serve`/`unserve`); restarts and disposals come with
 //! the supervisor (issue 7). `cargo xtask` collects the lines of a run, in time order,
@@ -172,7 +172,23 @@ pub fn read(text: &str) -> Result<Log, String> {
                 if !live.contains_key(&i) {
                     return Err(err(format!("{i} is not running")));
                 }
-                log.builds.push((time, words[2].to_string(), verb == "build", i));
+                let guest = words[2].to_string();
+                if verb == "destroy" {
+                    // Its VMM was stopped before the Builder took its RAM: the guest no
+                    // longer relies on it (a later `create` starts a new instance, which
+                    // says `serve` again).
+                    let vmm = format!("vmm-{guest}");
+                    for (_, served) in live.iter_mut().filter(|(k, _)| k.component == vmm) {
+                        served.retain(|&r| {
+                            let ends = log.reliances[r].guest == guest;
+                            if ends {
+                                log.reliances[r].to = Some(time);
+                            }
+                            !ends
+                        });
+                    }
+                }
+                log.builds.push((time, guest, verb == "build", i));
             }
             _ => {
                 return Err(err(
@@ -267,6 +283,23 @@ mod tests {
         .unwrap();
         let b = |n| Instance { component: "builder".into(), number: n };
         assert_eq!(log.builds, [(2, "carol".into(), true, b(1)), (4, "carol".into(), false, b(2))]);
+    }
+
+    /// An on-request guest made, destroyed and made again: its VMM is restarted for each
+    /// `create` and says `serve` each time; a destroy ends the guest's reliance on it (and
+    /// only on it), so the next instance's `serve` is no repeat.
+    #[test]
+    fn a_destroyed_guest_no_longer_relies_on_its_vmm() {
+        let log = read(
+            "0 boot\n1 start builder#1\n1 start vmm-carol#1\n1 start blk#1\n2 serve carol blk#1\n\
+             3 build carol builder#1\n4 restart vmm-carol#1 vmm-carol#2\n5 serve carol vmm-carol#2\n\
+             6 destroy carol builder#1\n7 restart vmm-carol#2 vmm-carol#3\n8 serve carol vmm-carol#3\n",
+        )
+        .unwrap();
+        let names = |v: Vec<&Instance>| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(log.relied_at("carol", 5)), ["blk#1", "vmm-carol#2"]);
+        assert_eq!(names(log.relied_at("carol", 6)), ["blk#1"]);
+        assert_eq!(names(log.relied_at("carol", 8)), ["blk#1", "vmm-carol#3"]);
     }
 
     #[test]

@@ -681,6 +681,9 @@ pub fn run(filter: Option<&str>, host: bool, emulator: bool) -> Result<bool> {
         if filter.is_none_or(|f| "linux-io-hostile".contains(f)) {
             run_hostile_test(&mut tally)?;
         }
+        if filter.is_none_or(|f| "ctl-linux".contains(f)) {
+            run_ctl_linux_test(&mut tally)?;
+        }
     }
     println!();
     for (name, tail) in tally.tails.iter().take(SUMMARY_RUNS) {
@@ -1291,6 +1294,87 @@ fn run_restart_test(tally: &mut Tally) -> Result<()> {
         check_restarts(&output)
     });
     tally_run(tally, name, start, verdict, &output);
+    Ok(())
+}
+
+/// The system of the operator test (doc/ctl.md).
+const CTL_LINUX_SYSTEM: &str = "systems/ctl-linux.toml";
+
+/// One run of `systems/ctl-linux.toml` on a fresh disk image, the host driving the guest's
+/// whole life through `cleave ctl` ([`emulator::host_guest_session`]): the shell answered
+/// through the relayed console, the disk loop saw every read-back right across two
+/// operator restarts of blkback, and the guest made again read the disk the first left;
+/// `list` showed its RAM back in the Builder's pool; the audit log shows each build and
+/// destroy by its own Builder instance, blkback restarted as the toolstack asked, and the
+/// guest relying on several blkback instances.
+fn run_ctl_linux_test(tally: &mut Tally) -> Result<()> {
+    let name = "ctl-linux";
+    println!(
+        "== {name}: cargo xtask run --system {CTL_LINUX_SYSTEM}, a Linux guest's life through cleave ctl"
+    );
+    let start = Instant::now();
+    let _ = std::fs::remove_file(workspace_root().join("target/cleave/disks/ctl-linux.img"));
+    let (ran, output) = run_xtask(&["run", "--system", CTL_LINUX_SYSTEM])?;
+    let verdict = ran.and_then(|()| check_ctl_linux(&output));
+    tally_run(tally, name, start, verdict, &output);
+    Ok(())
+}
+
+/// The operator test's checks (see [`run_ctl_linux_test`]).
+fn check_ctl_linux(output: &str) -> Result<(), String> {
+    use emulator::guest_session::{IO, KEPT, SHELL};
+    for (line, what) in [
+        (SHELL, "the shell did not answer through the relayed console"),
+        (IO, "the disk loop under blkback restarts did not see every read-back right"),
+        (KEPT, "the guest made again did not read what the first one wrote"),
+        (
+            "its RAM is in the Builder's pool",
+            "`list` never showed the guest's RAM back in the Builder's pool",
+        ),
+        ("TEST PASS (9 cases)", "the toolstack's own checks did not all pass"),
+    ] {
+        if !output.contains(line) {
+            return Err(what.to_string());
+        }
+    }
+    let text = emulator::audit_log(output);
+    let instances = |verb: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.split_once(&format!(" {verb} debian builder#")).map(|(_, n)| n.to_string()))
+            .collect()
+    };
+    let (built, destroyed) = (instances("build"), instances("destroy"));
+    let mut all: Vec<&String> = built.iter().chain(&destroyed).collect();
+    all.sort();
+    all.dedup();
+    if built.len() != 2 || destroyed.len() != 2 || all.len() != 4 {
+        return Err(format!(
+            "the audit log shows builds by Builder instances {built:?} and destroys by {destroyed:?}, not two of each by four instances"
+        ));
+    }
+    let asked = output
+        .lines()
+        .filter(|l| l.contains("restarted `blkback`") && l.contains("as the toolstack asked"))
+        .count();
+    if asked != 2 {
+        return Err(format!("the supervisor restarted blkback {asked} times as the toolstack asked, not 2"));
+    }
+    let log = cleave::audit::read(&text).map_err(|e| format!("the run's audit log does not read: {e}"))?;
+    let relied: std::collections::BTreeSet<u64> = log
+        .relied_on("blkback", 0, u64::MAX)
+        .iter()
+        .filter(|r| r.guest == "debian")
+        .map(|r| r.instance.number)
+        .collect();
+    if relied.len() < 3 {
+        return Err(format!(
+            "the audit log shows debian relying on blkback instances {relied:?}, not at least 3"
+        ));
+    }
+    println!(
+        "   debian: built by builder#{} and #{}, destroyed by #{} and #{}; relied on blkback instances {relied:?}",
+        built[0], built[1], destroyed[0], destroyed[1]
+    );
     Ok(())
 }
 
