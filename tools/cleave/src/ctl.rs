@@ -355,4 +355,57 @@ mod tests {
         let error = exchange(&path, b"list", Duration::from_secs(5)).unwrap_err();
         assert!(error.contains("closed the line"), "{error}");
     }
+
+    /// A console session against a line that plays the toolstack: the reply, the guest's
+    /// last output, then an echo of what is typed; DETACH answered with the marker. A
+    /// guest that prints the marker before the client detached does not end the session.
+    #[test]
+    fn a_console_session_reads_types_and_detaches() {
+        let dir = std::env::temp_dir().join(format!("cleave-ctl-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("line.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut byte = [0u8; 1];
+            while stream.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+                got.push(byte[0]);
+            }
+            assert_eq!(got, b"\x1d\x15console debian");
+            let marker = cleave_ctl::DETACHED;
+            stream
+                .write_all(
+                    format!("> console debian\n| attached\nok\nold output\n{marker}\ncleave# ").as_bytes(),
+                )
+                .unwrap();
+            // Echo what is typed until DETACH, then the marker.
+            loop {
+                if stream.read(&mut byte).unwrap() == 0 {
+                    return;
+                }
+                if byte[0] == cleave_ctl::DETACH {
+                    stream.write_all(format!("\r\n{marker}\r\n").as_bytes()).unwrap();
+                    return;
+                }
+                let reply = if byte[0] == b'\n' { b"\r\nSUM=42\r\ncleave# ".to_vec() } else { vec![byte[0]] };
+                stream.write_all(&reply).unwrap();
+            }
+        });
+        let mut console = Console::attach(&path, "debian", Duration::from_secs(5)).unwrap();
+        let first = console.wait_for("cleave# ", Duration::from_secs(5)).unwrap();
+        assert!(first.starts_with("old output"), "{first:?}");
+        console.send(b"echo $((6*7))\n").unwrap();
+        let out = console.wait_for("SUM=42", Duration::from_secs(5)).unwrap();
+        assert!(out.contains("echo $((6*7))"), "{out:?}");
+        let rest = console.detach(Duration::from_secs(5)).unwrap();
+        assert!(!rest.contains(cleave_ctl::DETACHED), "{rest:?}");
+        server.join().unwrap();
+        assert!(Console::attach(Path::new("/nonexistent.sock"), "debian", TIMEOUT).is_err());
+        assert_eq!(
+            Console::attach(Path::new("/nonexistent.sock"), "De bian", TIMEOUT).err().unwrap(),
+            "cleave ctl: `De` is no component or guest name (at most 32 of a-z, 0-9, `-` and `_`)"
+        );
+    }
 }

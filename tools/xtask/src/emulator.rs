@@ -372,7 +372,9 @@ pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
     show(emit, "exposure bob", cleave::ctl::request(ctl, &words("exposure bob"), timeout));
     // An on-request guest, made, refused twice over, destroyed, refused, made again; and
     // guests the Builder cannot make. Each `create` gives the guest a moment to run.
-    let steps: [(&str, u64); 9] = [
+    let steps: [(&str, u64); 11] = [
+        ("console alice", 0),
+        ("console nobody", 0),
         ("restart vmm-carol", 0),
         ("create alice", 0),
         ("create nobody", 0),
@@ -489,9 +491,20 @@ fn guest_life(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) -> Result<
         ask(&mut e, &["restart", "blkback"])?;
         std::thread::sleep(Duration::from_secs(2));
     }
+    // A client that attaches, types half a line and leaves attached: the next client's
+    // request is answered (it detaches first: without that, its request would be typed at
+    // the guest).
+    e(format!(
+        "[host] $ (a client attaches to {guest}'s console, types `echo half-typed` without its newline and leaves)"
+    ));
+    let mut gone = cleave::ctl::Console::attach(ctl, guest, short)?;
+    gone.send(b"echo half-typed")?;
+    drop(gone);
+    ask(&mut e, &["list"])?;
     e(format!("[host] $ cleave ctl console {guest}"));
     let mut console = cleave::ctl::Console::attach(ctl, guest, short)?;
-    console.send(b"touch /tmp/stop\n")?;
+    // (The newline ends the half-typed line the client that left attached typed.)
+    console.send(b"\ntouch /tmp/stop\n")?;
     // (The typed loop shows `"IO""=`: only its output has `IO=`.)
     let before = console.wait_for("IO=", Duration::from_secs(120))?;
     let counts = console.wait_for("\n", short)?;

@@ -125,6 +125,7 @@ const TESTS: &[EmulatorTest] = &[
                 // made and run again by a fresh VMM instance; guests it cannot make refused.
                 "[host] error: guest `alice` is built at boot: only a guest with start = \"on-request\" is created and destroyed",
                 "[host] error: no guest named `nobody`",
+                "[host] error: guest `alice`'s console is not relayed by the toolstack (its system.toml has no console = \"ctl\")",
                 "toolstack: builder: 4 of 4 hostile requests refused; 4 of 4 served by a fresh instance",
                 "[host] the Builder made 2048 KiB of RAM for `carol` from its pool",
                 "[host] started `vmm-carol` (instance 2), which loads and runs the guest",
