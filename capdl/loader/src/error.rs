@@ -61,6 +61,8 @@ pub enum LoadError {
     StackExceedsMemory(Name),
     /// a restartable component without its pristine copy
     NoPristineCopy(Name),
+    /// its program's initialized data passes the pages its pristine copy holds
+    DataExceedsPristineCopy(Name),
     /// a TCB's fault endpoint must be an endpoint
     FaultEndpointKind(Name),
     /// a TCB's bound notification must be a notification
@@ -184,6 +186,11 @@ impl LoadError {
             WritableExceedsMemory(o) => ("its writable pages exceed its `memory`", o, None),
             StackExceedsMemory(o) => ("its writable pages and stack exceed its `memory`", o, None),
             NoPristineCopy(o) => ("a restartable component without its pristine copy", o, None),
+            DataExceedsPristineCopy(o) => (
+                "its program's initialized data passes the first page, all its pristine copy holds (make the statics zero-initialized)",
+                o,
+                None,
+            ),
             FaultEndpointKind(o) => ("a TCB's fault endpoint must be an endpoint", o, None),
             BoundNotificationKind(o) => ("a TCB's bound notification must be a notification", o, None),
             Thread(o, step, e) => (step.message(), o, Some(e)),

@@ -59,6 +59,8 @@ struct Restartable {
     tcb: Cap<Tcb>,
     memory: usize,
     pristine: usize,
+    /// Bytes of the pristine copy (the first of `bytes`).
+    pristine_bytes: usize,
     bytes: usize,
     /// The badge its faults arrive with.
     badge: u64,
@@ -86,10 +88,17 @@ fn start_clock() -> bool {
 fn restart(r: &mut Restartable, why: Restart, now_ms: u64) -> (u64, bool) {
     let t0 = cleave_rt::syscall::rdtsc();
     let _ = r.tcb.suspend();
+    // Its first pages from the pristine copy (its program's initialized data), the rest
+    // zero, as the loader made them.
+    let copied = r.pristine_bytes.min(r.bytes);
     // SAFETY: RESTARTS names where cleave mapped this component's writable memory (read
-    // write) and its pristine copy (read only) in this address space, `bytes` each; the
-    // component is suspended, so nothing else touches its memory while it is copied.
-    unsafe { core::ptr::copy_nonoverlapping(r.pristine as *const u8, r.memory as *mut u8, r.bytes) }
+    // write, `bytes`) and the pristine copy of its first `pristine_bytes` (read only) in
+    // this address space; the component is suspended, so nothing else touches its memory
+    // while it is written.
+    unsafe {
+        core::ptr::copy_nonoverlapping(r.pristine as *const u8, r.memory as *mut u8, copied);
+        core::ptr::write_bytes((r.memory + copied) as *mut u8, 0, r.bytes - copied);
+    }
     // The same registers, and the instance it is in `rsi` (`cleave_rt::instance`).
     let instance = r.restarts.instance();
     let mut registers = r.registers;
@@ -340,6 +349,7 @@ fn main() -> i32 {
                     tcb: r.tcb,
                     memory: r.memory,
                     pristine: r.pristine,
+                    pristine_bytes: r.pristine_bytes,
                     bytes: r.bytes,
                     badge: r.fault_badge,
                     guests: r.guests,

@@ -535,9 +535,11 @@ pub struct Restart {{
     pub tcb: {tcb},
     /// Where its writable memory is mapped here.
     pub memory: usize,
-    /// Where the pristine copy of that memory is mapped here (read only).
+    /// Where the pristine copy of that memory's first pages is mapped here (read only).
     pub pristine: usize,
-    /// Bytes of each.
+    /// Bytes of the pristine copy (the rest of the memory is zero at start).
+    pub pristine_bytes: usize,
+    /// Bytes of writable memory.
     pub bytes: usize,
     /// The period in ms; 0 for a rollback after every request.
     pub period_ms: u64,
@@ -571,11 +573,12 @@ pub const RESTARTS: &[Restart] = &[",
     for r in &compiled.restarts {
         let _ = writeln!(
             out,
-            "    Restart {{ component: {:?}, tcb: {}, memory: {:#x}, pristine: {:#x}, bytes: {:#x}, period_ms: {}, fault_badge: {}, guests: {:#x} }},",
+            "    Restart {{ component: {:?}, tcb: {}, memory: {:#x}, pristine: {:#x}, pristine_bytes: {:#x}, bytes: {:#x}, period_ms: {}, fault_badge: {}, guests: {:#x} }},",
             r.component,
             cap_value(r.tcb_slot),
             r.memory,
             r.pristine,
+            r.pristine_bytes,
             r.bytes,
             r.period_ms,
             r.badge,

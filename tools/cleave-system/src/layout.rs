@@ -398,6 +398,13 @@ pub fn builder_slots(file: &SystemFile) -> (Vec<(String, u64, u64, u64)>, u32) {
     let bits = (next + 1).next_power_of_two().trailing_zeros().max(COMPONENT_CNODE_BITS);
     (out, bits)
 }
+/// Pages of a restartable component's writable memory its pristine copy holds: the first,
+/// where its program's initialized data is (Rust programs here have a few bytes of it; the
+/// rest of their writable memory is `.bss`, heap and stack, all zero at start). A restart
+/// copies them back and zeroes the rest; the loader refuses a program whose initialized
+/// data does not fit them.
+pub const PRISTINE_PAGES: u64 = 1;
+
 /// A VMM restarted on request (an on-request guest's): its writable memory, which the
 /// supervisor restores from a pristine copy before each start.
 pub const ON_REQUEST_VMM_MEMORY: u64 = 448 << 10;

@@ -317,6 +317,23 @@ pub fn table(
             programs.push((elf.to_string(), component.to_string()));
         }
         row.shares_code_with = made_by;
+        // A restartable component's pristine copy holds the first writable pages only:
+        // its program's initialized data must lie in them (the loader refuses it too).
+        if restartable {
+            let mut writable = 0u64;
+            for segment in plan.segments.iter().filter(|s| s.writable) {
+                let file_end = segment.vaddr.0 + segment.file.len() as u64;
+                for page in segment.pages().step_by(PAGE_SIZE as usize) {
+                    writable += 1;
+                    if page < file_end && writable > crate::layout::PRISTINE_PAGES {
+                        return Err(format!(
+                            "program `{elf}` of restartable `{component}` has initialized data past its first {} KiB of writable memory, all its pristine copy holds (make the statics zero-initialized)",
+                            crate::layout::PRISTINE_PAGES * PAGE_SIZE >> 10
+                        ));
+                    }
+                }
+            }
+        }
         let mut pages = Vec::new();
         for segment in &plan.segments {
             for page in segment.pages().step_by(PAGE_SIZE as usize) {
@@ -411,6 +428,25 @@ mod tests {
         table(&file, &crate::compile::compile(&file), programs)
     }
 
+    /// A restartable component whose program has initialized data past its first page:
+    /// the pristine copy (one page) could not restore it, so the table refuses it.
+    #[test]
+    fn initialized_data_past_the_pristine_copy_is_refused() {
+        const LOAD: u32 = 1;
+        let big_data = elf(
+            2,
+            62,
+            0x40_1000,
+            &[(LOAD, 5, 0x1000, 0x40_1000, 0x1000, 0x1000), (LOAD, 6, 0x2000, 0x40_2000, 0x1800, 0x3000)],
+            &[0x90; 0x3800],
+        );
+        let error = table_of(SYSTEM, &|_| Some(big_data.clone())).unwrap_err();
+        assert!(
+            error.contains("of restartable `again` has initialized data past its first 4 KiB"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn each_component_costs_its_pages_objects_and_tables() {
         let t = table_of(SYSTEM, &|_| Some(program())).unwrap();
@@ -423,11 +459,14 @@ mod tests {
         // Its thread (2 KiB), CNode and notification-free rest are kernel objects.
         assert!(plain.kernel >= 2048, "{plain:?}");
         // A restartable component's writable pages and stack are its `_rw` frames, and
-        // their pristine copy as many again: both its data, with the IPC buffer.
+        // the pristine copy of the first of them: its data, with the IPC buffer.
         let again = row("again");
         let rw = compile_frames(SYSTEM, "again_rw");
         assert!(rw >= 6, "{rw}");
-        assert_eq!((again.code, again.data), (2 * PAGE_SIZE, (2 * rw + 1) * PAGE_SIZE));
+        assert_eq!(
+            (again.code, again.data),
+            (2 * PAGE_SIZE, (rw + crate::layout::PRISTINE_PAGES + 1) * PAGE_SIZE)
+        );
         assert_eq!(again.shares_code_with, None);
         // The region, once; the guest's RAM apart; the totals add up.
         assert_eq!(t.shared, 2 * PAGE_SIZE);

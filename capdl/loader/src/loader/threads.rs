@@ -105,6 +105,8 @@ impl Loader {
         let component = spec.name(o.name).and_then(|n| n.strip_suffix("_tcb"));
         let rw_frames = component.and_then(|c| spec.array(&[c, "_rw"]));
         let mut next_rw = 0u32;
+        // How many of the writable frames hold some of the program's initialized data.
+        let mut data_frames = 0u32;
         let name = spec.name(o.name);
         let err = |step| move |e: Error| LoadError::Thread(name, step, e);
         let elf_name = spec.name(o.elf_name()).ok_or(LoadError::NoElf(name))?;
@@ -158,6 +160,9 @@ impl Loader {
                         }
                         let frame = self.slots[(first + next_rw) as usize];
                         next_rw += 1;
+                        if !data.is_empty() {
+                            data_frames = next_rw;
+                        }
                         self.page_into(frame, vspace_slot, page, data, offset, true, segment.executable)
                     }
                     _ => self.page(vspace_slot, page, data, offset, segment.writable, segment.executable),
@@ -180,13 +185,18 @@ impl Loader {
             }
             .map_err(err(ThreadStep::Stack))?;
         }
-        // The pristine copy: what the writable memory holds now, before the thread runs.
+        // The pristine copy: what the first writable frames hold now, before the thread
+        // runs (the program's initialized data; every later frame is zero, and a restart
+        // zeroes it again).
         if let (Some((first, count)), Some(c)) = (rw_frames, component) {
             let copy = spec.array(&[c, "_pristine"]);
-            let Some((copy_first, _)) = copy.filter(|&(_, n)| n == count) else {
+            let Some((copy_first, copies)) = copy.filter(|&(_, n)| n >= 1 && n <= count) else {
                 return Err(LoadError::NoPristineCopy(name));
             };
-            for k in 0..count {
+            if data_frames > copies {
+                return Err(LoadError::DataExceedsPristineCopy(name));
+            }
+            for k in 0..copies {
                 let (from, to) = (self.slots[(first + k) as usize], self.slots[(copy_first + k) as usize]);
                 self.copy_frame(from, to).map_err(err(ThreadStep::PristineCopy))?;
             }

@@ -31,8 +31,8 @@ const BOUND_NOTIFICATION_SLOT: u64 = cleave_capdl::binary::tcb_slot::BOUND_NOTIF
 ///   badge bit N for its N-th place;
 /// - per restartable component (`restart = { every = … }` or `"per-request"`): its TCB;
 ///   its writable memory (`NAME_rw`: frames the loader puts its program's writable pages
-///   and stack in) and a pristine copy (`NAME_pristine`, filled by the loader), both
-///   mapped into the supervisor; the component's fault endpoint is the supervisor's
+///   and stack in) and a pristine copy of its first pages (`NAME_pristine`, filled by the
+///   loader: the program's initialized data), both mapped into the supervisor; the component's fault endpoint is the supervisor's
 ///   `faults` endpoint with badge N + 1 for its N-th place, so that a crash (and, per
 ///   request, the end of each request) reaches the supervisor;
 /// - with any restartable component: the `faults` endpoint (receive) and the PIT (ports
@@ -210,21 +210,27 @@ pub(super) fn supervisor(
             .or_default()
             .insert(FAULT_ENDPOINT_SLOT, cap(&faults, None, fault));
         let pages = (bytes / PAGE_SIZE) as u32;
-        for what in ["rw", "pristine"] {
+        // The pristine copy: the first pages only (the program's initialized data); the
+        // rest starts zero and a restart zeroes it.
+        let pristine_pages = (crate::layout::PRISTINE_PAGES as u32).min(pages);
+        for (what, count) in [("rw", pages), ("pristine", pristine_pages)] {
             spec.objects.push(Object {
                 name: format!("{c}_{what}"),
-                count: Some(pages),
+                count: Some(count),
                 kind: ObjectKind::Frame { size: PAGE_SIZE, paddr: None, fill: Vec::new() },
             });
         }
+        let pristine_bytes = u64::from(pristine_pages) * PAGE_SIZE;
         let (memory, pristine) = (window, window + bytes + PAGE_SIZE);
         for page in 0..pages {
             let at = u64::from(page) * PAGE_SIZE;
             let frame = |what: &str| ObjRef { name: format!("{c}_{what}"), index: Some(page) };
             mappings.push((n.to_string(), memory + at, frame("rw"), rights(true, true, false)));
-            mappings.push((n.to_string(), pristine + at, frame("pristine"), rights(true, false, false)));
+            if page < pristine_pages {
+                mappings.push((n.to_string(), pristine + at, frame("pristine"), rights(true, false, false)));
+            }
         }
-        window = pristine + bytes + PAGE_SIZE;
+        window = pristine + pristine_bytes + PAGE_SIZE;
         let tcb_slot = entries.len() as u64 + 1;
         let policy = if period_ms == ON_REQUEST {
             "started and restarted when the toolstack asks".to_string()
@@ -245,6 +251,7 @@ pub(super) fn supervisor(
             tcb_slot,
             memory,
             pristine,
+            pristine_bytes,
             bytes,
             period_ms,
             badge,
@@ -322,7 +329,10 @@ pub struct RestartPlace {
     pub memory: u64,
     /// Where the pristine copy is mapped in the supervisor (read only).
     pub pristine: u64,
-    /// Bytes of each.
+    /// Bytes of the pristine copy: the first of the writable memory's
+    /// ([`crate::layout::PRISTINE_PAGES`]).
+    pub pristine_bytes: u64,
+    /// Bytes of writable memory.
     pub bytes: u64,
     /// The period; 0 for a component rolled back after every request.
     pub period_ms: u64,

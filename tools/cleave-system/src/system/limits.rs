@@ -113,9 +113,9 @@ mod tests {
 
     #[test]
     fn too_many_objects_are_refused_at_the_component_with_the_most() {
-        // A restartable component's memory is a frame object per page, twice (writable and
-        // pristine): 4 MiB is 2,048 objects, as many as the loader builds in all.
-        let text = "[components.small]\n[components.big]\nrestart = { every = \"1s\" }\nmemory = \"4M\"\n";
+        // A restartable component's memory is a frame object per page (and one pristine):
+        // 8 MiB is 2,049 objects, more than the loader builds in all.
+        let text = "[components.small]\n[components.big]\nrestart = { every = \"1s\" }\nmemory = \"8M\"\n";
         let errors = loader_limits(&parse(text));
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
