@@ -328,7 +328,7 @@ pub fn table(
                     if page < file_end && writable > crate::layout::PRISTINE_PAGES {
                         return Err(format!(
                             "program `{elf}` of restartable `{component}` has initialized data past its first {} KiB of writable memory, all its pristine copy holds (make the statics zero-initialized)",
-                            crate::layout::PRISTINE_PAGES * PAGE_SIZE >> 10
+                            (crate::layout::PRISTINE_PAGES * PAGE_SIZE) >> 10
                         ));
                     }
                 }
