@@ -299,6 +299,16 @@ fn ask_builder(label: u64, guest: &str) -> Result<(u64, [u64; 4]), &'static str>
     )
 }
 
+/// The memory table the system was built with (`COMPONENT BYTES` lines, then
+/// `control-plane BYTES`), from the page cleave maps for it; empty if it does not read.
+fn memory_table() -> &'static str {
+    // SAFETY: cleave maps one page read-only at MEMORY_PAGE in the toolstack, filled from
+    // the table `cargo xtask` generated (NUL after the text); nothing writes it.
+    let page = unsafe { core::slice::from_raw_parts(facts::MEMORY_PAGE as *const u8, 4096) };
+    let end = page.iter().position(|&b| b == 0).unwrap_or(page.len());
+    core::str::from_utf8(&page[..end]).unwrap_or("")
+}
+
 /// A component's state as the supervisor sees it, for `list`.
 fn state(name: &str) -> alloc::string::String {
     use cleave_ctl::supervisor::{STATUS, kind, reply};
@@ -330,8 +340,22 @@ fn answer(request: Request<'_>, reply: &mut Reply) -> Next {
         }
         Request::List => {
             let width = facts::COMPONENTS.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+            let table = memory_table();
+            let memory = |name: &str| match table
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            {
+                Some(bytes) => alloc::format!("; {} KiB", bytes.parse::<u64>().unwrap_or(0).div_ceil(1024)),
+                None => alloc::string::String::new(),
+            };
             for (name, what) in facts::COMPONENTS {
-                reply.body(format_args!("{name:width$}  {what}; {}", state(name)));
+                reply.body(format_args!("{name:width$}  {what}; {}{}", state(name), memory(name)));
+            }
+            if let Some(total) = table.lines().find_map(|l| l.strip_prefix("control-plane ")) {
+                reply.body(format_args!(
+                    "control plane: {} KiB (components, what they share, kernel objects and tables: `cleave memory`)",
+                    total.parse::<u64>().unwrap_or(0).div_ceil(1024)
+                ));
             }
             for (name, bytes, image, on_request) in facts::GUESTS {
                 let how = if *on_request {

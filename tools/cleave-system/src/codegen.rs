@@ -389,8 +389,13 @@ pub fn toolstack_facts_source(system_toml: &Path) -> Result<String, String> {
             let _ = writeln!(out, "    ({:?}, {:#x}, {:#x}),", name.get_ref(), place.vaddr, place.bytes());
         }
     }
+    let _ = writeln!(
+        out,
+        "];\n/// Where the memory table's page is mapped (`COMPONENT BYTES` lines, then `control-plane BYTES`; NUL after).\npub const MEMORY_PAGE: usize = {:#x};",
+        layout::TOOLSTACK_MEMORY_PAGE
+    );
     let privileges = crate::privileges::table(&compiled.spec);
-    let _ = writeln!(out, "];\n/// `cleave privileges`.\npub const PRIVILEGES: &str = {privileges:?};");
+    let _ = writeln!(out, "/// `cleave privileges`.\npub const PRIVILEGES: &str = {privileges:?};");
     out.push_str("/// Per guest, `cleave exposure GUEST`.\npub const EXPOSURE: &[(&str, &str)] = &[\n");
     for name in file.guests.keys() {
         let list = crate::exposure::exposure(&file, name.get_ref()).unwrap_or_default();

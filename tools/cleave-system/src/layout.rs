@@ -30,6 +30,14 @@ pub const DMA_BASE: u64 = GUEST_RAM_BASE + GUEST_RAM_MAX;
 /// How much DMA memory an owner may have, all its devices together.
 pub const DMA_WINDOW: u64 = 1 << 30;
 
+/// Where the toolstack finds the memory table of the system it runs in (one page, read
+/// only, after the DMA window: it has no DMA memory), which `list` shows per component.
+pub const TOOLSTACK_MEMORY_PAGE: u64 = DMA_BASE + DMA_WINDOW;
+/// The generated file that page is filled from: `cargo xtask` writes the memory table
+/// into it once the programs are built; until then (a spec `cleave` compiled alone) it
+/// says it was not computed.
+pub const TOOLSTACK_MEMORY_FILE: &str = "toolstack.memory";
+
 /// A disk ring's data slots (requests in flight between a VMM and its disk's backend).
 pub const DISK_RING_SLOTS: u32 = 16;
 /// Bytes per disk ring slot: the most one forwarded request carries (the VMM splits

@@ -72,6 +72,19 @@ pub struct Table {
 }
 
 impl Table {
+    /// The page the toolstack shows per component (`cleave ctl list`): a line
+    /// `COMPONENT BYTES` per component, then `control-plane BYTES`; at most a page.
+    pub fn toolstack_page(&self) -> Vec<u8> {
+        let mut out = String::new();
+        for r in &self.rows {
+            out.push_str(&format!("{} {}\n", r.component, r.total()));
+        }
+        out.push_str(&format!("control-plane {}\n", self.control_plane()));
+        let mut bytes = out.into_bytes();
+        bytes.truncate(cleave_abi::layout::PAGE_SIZE as usize - 1);
+        bytes
+    }
+
     /// The control plane's memory: every component, what they share and the ASID pools;
     /// not the guests' RAM.
     pub fn control_plane(&self) -> u64 {

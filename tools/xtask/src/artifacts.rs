@@ -245,7 +245,16 @@ pub fn build(system: &Path, scope: Scope) -> Result<Artifacts> {
         std::fs::write(&image, bytes).with_context(|| format!("writing {}", image.display()))?;
         // What the loader would find out at boot (a disposable component's program that does
         // not fit its untyped), said now.
-        memory_table(&planned.path, &image)?;
+        let table = memory_table(&planned.path, &image)?;
+        // The toolstack's page of it (`cleave ctl list`): the same image with the table in
+        // (the page's size is fixed, so the table does not change with it).
+        if planned.generated.contains_key(cleave::layout::TOOLSTACK_MEMORY_FILE) {
+            let mut generated = planned.generated.clone();
+            generated.insert(cleave::layout::TOOLSTACK_MEMORY_FILE.to_string(), table.toolstack_page());
+            let bytes = cleave::image::build(&planned.encoded, &programs, &generated)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            std::fs::write(&image, bytes).with_context(|| format!("writing {}", image.display()))?;
+        }
         if !cargo_with_env(&root, &loader_args(), &[("CLEAVE_IMAGE", &image)])? {
             bail!("building the capDL loader for {} failed", planned.path.display());
         }

@@ -99,6 +99,9 @@ const TESTS: &[EmulatorTest] = &[
                 // refusals that leave the line answering.
                 "[host] $ cleave ctl list",
                 "[host] xenstore-logic   restarted every 100 ms; running, instance ",
+                // Each component's memory and the control plane's, from the table the
+                // system was built with (the same as `cleave memory`'s).
+                "[host] control plane: ",
                 "[host] bootstrap        disposable; gone (disposed of)",
                 "[host] guest alice: 2048 KiB of RAM, image guest-hello, devices emulated by vmm-alice",
                 "[host] restarted `xenstore-logic` from its pristine image: now instance ",

@@ -50,13 +50,37 @@ pub fn compile(file: &SystemFile) -> Compiled {
     let mut slots: BTreeMap<String, BTreeMap<u64, Cap>> = BTreeMap::new();
     let mut tables: BTreeMap<String, CapTable> = BTreeMap::new();
     component::components(file, &mut spec, &mut slots, &mut tables);
-    let files = guest::guests(file, &mut spec, &mut slots, &mut tables);
+    let mut files = guest::guests(file, &mut spec, &mut slots, &mut tables);
+    toolstack_memory_page(file, &mut spec, &mut files);
     builder::builder(file, &mut spec, &mut slots, &mut tables);
     let (restarts, disposables) = supervisor::supervisor(file, &mut spec, &mut slots, &mut tables);
     for (component, caps) in slots {
         spec.caps.insert(ObjRef::named(&format!("{component}_cnode")), caps);
     }
     Compiled { spec, tables, files, restarts, disposables }
+}
+
+/// The toolstack's page of the memory table ([`crate::layout::TOOLSTACK_MEMORY_PAGE`]),
+/// read only, filled from [`crate::layout::TOOLSTACK_MEMORY_FILE`] (here a placeholder;
+/// `cargo xtask` writes the table once the programs are built).
+fn toolstack_memory_page(file: &SystemFile, spec: &mut Spec, files: &mut BTreeMap<String, Vec<u8>>) {
+    use crate::layout::{TOOLSTACK_MEMORY_FILE, TOOLSTACK_MEMORY_PAGE};
+    let Some(toolstack) = crate::schema::toolstack_component(file) else { return };
+    let name = format!("{toolstack}_memory");
+    spec.objects.push(Object {
+        name: name.clone(),
+        count: None,
+        kind: ObjectKind::Frame {
+            size: cleave_abi::layout::PAGE_SIZE,
+            paddr: None,
+            fill: vec![TOOLSTACK_MEMORY_FILE.to_string()],
+        },
+    });
+    files.insert(TOOLSTACK_MEMORY_FILE.to_string(), b"not computed\n".to_vec());
+    map_pages(
+        spec,
+        vec![(toolstack, TOOLSTACK_MEMORY_PAGE, ObjRef::named(&name), rights(true, false, false))],
+    );
 }
 
 /// A page to map: in whose VSpace, where, which frame, with what rights.
