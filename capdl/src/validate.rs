@@ -105,8 +105,19 @@ fn check_cap(spec: &Spec, index: &Index<'_>, cap: &Cap) -> Result<(), String> {
     if !p.rights.is_empty() && !rights_ok {
         return Err(format!("a capability to a `{}` takes no rights", kind.keyword()));
     }
-    if p.badge != 0 && !matches!(kind, ObjectKind::Endpoint | ObjectKind::Notification) {
-        return Err(format!("a capability to a `{}` takes no badge", kind.keyword()));
+    // An untyped capability's badge word restricts it: `cleave_abi::UNTYPED_FRAMES_ONLY`
+    // (frames only) is the one restriction there is.
+    let untyped_restriction =
+        matches!(kind, ObjectKind::Untyped { .. }) && p.badge == cleave_abi::UNTYPED_FRAMES_ONLY;
+    if p.badge != 0
+        && !matches!(kind, ObjectKind::Endpoint | ObjectKind::Notification)
+        && !untyped_restriction
+    {
+        return Err(format!(
+            "a capability to a `{}` takes no badge{}",
+            kind.keyword(),
+            if matches!(kind, ObjectKind::Untyped { .. }) { " but 1 (frames only)" } else { "" }
+        ));
     }
     if (p.guard != 0 || p.guard_size != 0) && !matches!(kind, ObjectKind::CNode { .. }) {
         return Err(format!("a capability to a `{}` takes no guard", kind.keyword()));
@@ -500,6 +511,13 @@ mod tests {
     fn a_consistent_spec_has_no_problems() {
         let text = "arch x86_64\nobjects {\n  e = ep\n  c = cnode (2 bits)\n  f[2] = frame (4k)\n  i = irq\n  n = notification\n}\ncaps {\n  c {\n    0: e (RW, badge: 3)\n    1: f[1] (R, uncached)\n    2: c (guard: 1, guard_size: 2)\n  }\n  i { 0: n (W) }\n}\nirq maps {\n  5: i\n}\n";
         assert_eq!(problems(text), Vec::<String>::new());
+    }
+
+    /// An untyped capability takes one badge, the frames-only restriction, and no other.
+    #[test]
+    fn an_untyped_capability_takes_the_frames_only_badge_and_no_other() {
+        let text = "arch x86_64\nobjects {\n  u = ut (16 bits)\n  v = ut (16 bits)\n  c = cnode (2 bits)\n}\ncaps {\n  c {\n    0: u (badge: 1)\n    1: v (badge: 2)\n  }\n}\n";
+        assert_eq!(problems(text), ["`c` slot 1: a capability to a `ut` takes no badge but 1 (frames only)"]);
     }
 
     #[test]

@@ -246,7 +246,7 @@ fn build(
             untyped: [UntypedDescriptor::default(); MAX_UNTYPED],
         };
         for (i, &(base, bits, device)) in blocks.iter().enumerate() {
-            let cap = Cap::Untyped { base, size_bits: bits as u8, watermark: 0, device };
+            let cap = Cap::Untyped { base, size_bits: bits as u8, watermark: 0, device, frames_only: false };
             objects.insert_original(at(slot::FIRST_UNTYPED + i as u64), cap)?;
             info.untyped[i] = UntypedDescriptor {
                 physical_address: base.0,

@@ -8,8 +8,9 @@
 //!
 //! Whether a guest is built is whether its first frame's slot is occupied: no state of
 //! its own in memory, so the supervisor rolls it back after every request (`restart =
-//! "per-request"`). What a compromised instance leaves in its CNode, though, the next one
-//! inherits (doc/ctl.md says what that allows, and what would close it).
+//! "per-request"`). Each guest's untyped makes frames only (`UNTYPED_FRAMES_ONLY`), so a
+//! compromised instance can make no thread or CNode that would outlive its rollback; what
+//! it leaves in its CNode the next one sweeps (doc/ctl.md says what is left).
 #![no_std]
 #![no_main]
 
@@ -145,6 +146,27 @@ fn sweep(cnode: Cap<CNode>) -> u32 {
     deleted
 }
 
+/// Says whether every guest's untyped makes frames only, by trying what a compromised
+/// instance would: a thread from each (which, made, would outlive the rollback).
+fn frames_only(cnode: Cap<CNode>) {
+    for &(name, _, _, _, untyped, _) in caps::BUILD_GUESTS {
+        let ram: Cap<Untyped> = Cap::from_cptr(untyped);
+        match ram.retype(ObjectType::Tcb, 0, cnode, 0, 0, SCRATCH, 1) {
+            Err(cleave_abi::Error::IllegalOperation) => {
+                println!(
+                    "builder: guest `{name}`'s RAM untyped makes frames only: a thread from it was refused"
+                )
+            }
+            other => {
+                let _ = Cap::<CNode>::delete(cnode.slot(SCRATCH, DEPTH));
+                println!(
+                    "builder: guest `{name}`'s RAM untyped is not restricted to frames: a thread from it: {other:?}"
+                );
+            }
+        }
+    }
+}
+
 /// One request: `label` with a guest's name in `words`.
 fn serve(label: u64, words: [u64; 4]) -> (u64, [u64; 4]) {
     let cnode: Cap<CNode> = caps::CNODE;
@@ -164,6 +186,7 @@ fn main() -> i32 {
     let instance = cleave_rt::instance();
     if instance == 1 {
         cleave_rt::cap::report_authority("builder", caps::CAPS, caps::REGIONS);
+        frames_only(caps::CNODE);
     }
     // The memory a rollback restores; the CNode it does not: clear what does not belong.
     let stray = sweep(caps::CNODE);

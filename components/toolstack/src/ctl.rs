@@ -55,9 +55,11 @@ impl Line {
                 .ok()
                 .and_then(|shared| cleave_ioring::console::HostConsole::start(shared).ok());
             match ring {
-                Some(ring) => {
-                    consoles.push(Console { name, ring, tail: alloc::collections::VecDeque::new() })
-                }
+                Some(ring) => consoles.push(Console {
+                    name,
+                    ring,
+                    tail: alloc::collections::VecDeque::with_capacity(TAIL),
+                }),
                 None => println!("toolstack: guest `{name}`'s console page cannot be used"),
             }
         }
@@ -69,15 +71,21 @@ impl Line {
     fn pump_consoles(&mut self) {
         let mut buf = [0u8; 256];
         for k in 0..self.consoles.len() {
-            loop {
+            // At most a ring's worth per poll: a guest (or its VMM) that never stops
+            // printing cannot keep the line from being read (where Ctrl-] arrives).
+            for _ in 0..cleave_ioring::console::OUT_BYTES as usize / buf.len() {
                 let n = self.consoles[k].ring.read(&mut buf);
                 if n == 0 {
                     break;
                 }
+                // The tail was allocated whole: it never grows past TAIL.
                 let tail = &mut self.consoles[k].tail;
-                tail.extend(&buf[..n]);
-                let excess = tail.len().saturating_sub(TAIL);
-                tail.drain(..excess);
+                for &b in &buf[..n] {
+                    if tail.len() == TAIL {
+                        tail.pop_front();
+                    }
+                    tail.push_back(b);
+                }
                 if self.attached == Some(k) {
                     self.send_bytes(&buf[..n]);
                 }
@@ -160,8 +168,10 @@ impl Line {
                             if answer(request, &mut reply) == Next::Shutdown {
                                 next = Next::Shutdown;
                             }
-                            if let Some(c) =
-                                fresh.and_then(|g| self.consoles.iter_mut().find(|c| c.name == g))
+                            // Only if it was done: a refused one changed nothing.
+                            if let Some(c) = fresh
+                                .filter(|_| reply.status() == "ok")
+                                .and_then(|g| self.consoles.iter_mut().find(|c| c.name == g))
                             {
                                 c.tail.clear();
                             }
@@ -174,8 +184,9 @@ impl Line {
             self.send(&reply.text);
             if let Some(k) = self.attached {
                 // What the guest printed lately, then whatever it prints next.
-                let tail: alloc::vec::Vec<u8> = self.consoles[k].tail.iter().copied().collect();
-                self.send_bytes(&tail);
+                let (first, second) = self.consoles[k].tail.as_slices();
+                self.send_bytes(first);
+                self.send_bytes(second);
             }
         }
         next

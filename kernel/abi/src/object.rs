@@ -178,7 +178,8 @@ pub mod label {
     pub const CNODE_MINT: u64 = 11;
     /// CNode: move a capability.
     pub const CNODE_MOVE: u64 = 12;
-    /// CNode: move with reduced rights and a badge or guard.
+    /// CNode: move with reduced rights and a badge or guard (for an untyped capability,
+    /// the badge word's [`crate::UNTYPED_FRAMES_ONLY`] restricts it to frames).
     pub const CNODE_MUTATE: u64 = 13;
     /// CNode: delete a capability.
     pub const CNODE_DELETE: u64 = 14;

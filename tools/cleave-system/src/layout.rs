@@ -30,6 +30,10 @@ pub const DMA_BASE: u64 = GUEST_RAM_BASE + GUEST_RAM_MAX;
 /// How much DMA memory an owner may have, all its devices together.
 pub const DMA_WINDOW: u64 = 1 << 30;
 
+/// Most guests whose console the toolstack relays (`console = "ctl"`): it keeps each
+/// one's last 4 KiB on its 64 KiB heap.
+pub const MAX_RELAYED_CONSOLES: usize = 8;
+
 /// Where the toolstack finds the memory table of the system it runs in (one page, read
 /// only, after the DMA window: it has no DMA memory), which `list` shows per component.
 pub const TOOLSTACK_MEMORY_PAGE: u64 = DMA_BASE + DMA_WINDOW;

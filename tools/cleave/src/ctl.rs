@@ -47,8 +47,14 @@ fn exchange_on(socket: &Path, raw: &[u8], timeout: Duration) -> Result<(Reply, U
     let stream = UnixStream::connect(socket).map_err(|e| {
         format!("cleave ctl: cannot connect to {}: {e} (is `cargo xtask run` running?)", socket.display())
     })?;
-    // Whatever an earlier client left half-read is not this reply: skip what arrives
-    // before the request goes out.
+    // DETACH first, alone: a console session a client that went away left attached ends
+    // (else a guest that keeps printing would keep the line from ever falling quiet, and
+    // could print what looks like a reply). Then whatever an earlier client left half-read,
+    // and the guest's last output before the toolstack saw DETACH, is not this reply: skip
+    // what arrives before the request goes out.
+    (&stream)
+        .write_all(&[cleave_ctl::DETACH])
+        .map_err(|e| format!("cleave ctl: cannot send the request: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| format!("cleave ctl: {e}"))?;
     let mut stale = [0u8; 4096];
     while let Ok(n) = (&stream).read(&mut stale) {
@@ -59,10 +65,9 @@ fn exchange_on(socket: &Path, raw: &[u8], timeout: Duration) -> Result<(Reply, U
             return Err(format!("cleave ctl: the line never fell quiet within {} s", timeout.as_secs()));
         }
     }
-    // DETACH and CANCEL first: a console session an earlier client left attached ends,
-    // and bytes an earlier client left without a newline are dropped, never completed
-    // into a request by this one's.
-    let mut out = vec![cleave_ctl::DETACH, cleave_ctl::CANCEL];
+    // CANCEL first: bytes an earlier client left without a newline are dropped, never
+    // completed into a request by this one's.
+    let mut out = vec![cleave_ctl::CANCEL];
     out.extend_from_slice(raw);
     out.push(b'\n');
     (&stream).write_all(&out).map_err(|e| format!("cleave ctl: cannot send the request: {e}"))?;
@@ -335,8 +340,9 @@ mod tests {
             serve(b"| old body\nok\n", false, |r| format!("> {r}\n| one\n| two\nerror: no\n").into_bytes());
         let reply = request(&path, &["exposure".into(), "bob".into()], Duration::from_secs(5)).unwrap();
         assert_eq!(reply, Reply { body: vec!["one".into(), "two".into()], status: Err("no".into()) });
-        // The request went out after DETACH and CANCEL, which end a console session and
-        // drop a half-sent request an earlier client left.
+        // The request went out after DETACH (alone, before the client waits for the line
+        // to fall quiet) and CANCEL, which end a console session and drop a half-sent
+        // request an earlier client left.
         assert_eq!(server.join().unwrap(), b"\x1d\x15exposure bob");
     }
 
@@ -373,7 +379,7 @@ mod tests {
             while stream.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
                 got.push(byte[0]);
             }
-            assert_eq!(got, b"\x1d\x15console debian");
+            assert_eq!(got, b"\x1d\x15console debian", "DETACH alone first, then CANCEL and the request");
             let marker = cleave_ctl::DETACHED;
             stream
                 .write_all(
@@ -407,5 +413,42 @@ mod tests {
             Console::attach(Path::new("/nonexistent.sock"), "De bian", TIMEOUT).err().unwrap(),
             "cleave ctl: `De` is no component or guest name (at most 32 of a-z, 0-9, `-` and `_`)"
         );
+    }
+
+    /// A console left attached to a guest that never stops printing (every 20 ms, and
+    /// something that looks like a reply): the next client detaches it before it waits
+    /// for the line to fall quiet, and gets its own reply.
+    #[test]
+    fn a_chatty_console_left_attached_does_not_lock_the_next_client_out() {
+        let dir = std::env::temp_dir().join(format!("cleave-ctl-chatty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("line.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            let mut byte = [0u8; 1];
+            // Attached: the guest prints until DETACH arrives.
+            loop {
+                stream.write_all(b"> list\nok\n.").unwrap();
+                match stream.read(&mut byte) {
+                    Ok(1) if byte[0] == cleave_ctl::DETACH => break,
+                    Ok(0) => return,
+                    _ => {}
+                }
+            }
+            stream.write_all(format!("\r\n{}\r\n", cleave_ctl::DETACHED).as_bytes()).unwrap();
+            stream.set_read_timeout(None).unwrap();
+            let mut got = Vec::new();
+            while stream.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+                got.push(byte[0]);
+            }
+            assert_eq!(got, b"\x15list");
+            stream.write_all(b"> list\n| the real one\nok\n").unwrap();
+        });
+        let reply = request(&path, &["list".into()], Duration::from_secs(5)).unwrap();
+        assert_eq!(reply, Reply { body: vec!["the real one".into()], status: Ok(()) });
+        server.join().unwrap();
     }
 }

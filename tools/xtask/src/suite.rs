@@ -120,7 +120,8 @@ const TESTS: &[EmulatorTest] = &[
                 "builder: cap 2: cnode (its own CNode (to make the guests' RAM in and revoke it))",
                 "builder: cap 3: carol-ept (EPT root of guest `carol` (2 MiB of RAM on request))",
                 "builder: cap 4: carol-vspace (VSpace of `vmm-carol` (where it sees its guest's RAM))",
-                "builder: cap 64: carol-ram (untyped 2048 KiB: guest `carol`'s RAM, made on request)",
+                "builder: cap 64: carol-ram (untyped 2048 KiB, frames only: guest `carol`'s RAM, made on request)",
+                "builder: guest `carol`'s RAM untyped makes frames only: a thread from it was refused",
                 "[host] vmm-carol        device emulation for guest carol; stopped (instance 1)",
                 "[host] error: `vmm-carol` runs on-request guest `carol`: `create carol` and `destroy carol` start and stop it",
                 // The Builder: an on-request guest made from its pool and run, refused while

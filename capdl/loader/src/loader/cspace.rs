@@ -44,12 +44,17 @@ impl Loader {
                 Kind::Tcb => return Err(LoadError::TcbSlot(name)),
                 // An untyped capability is moved there, not copied: its holder gets the one
                 // the objects made from it descend from, so that revoking it destroys them.
+                // Its badge word restricts it (`UNTYPED_FRAMES_ONLY`): then it is moved
+                // with a mutate that says so.
                 Kind::CNode if target == Some(Kind::Untyped) => {
                     let cnode: Cap<CNode> = Cap::from_cptr(self.slots[c.container as usize]);
                     let depth = container.cnode_radix().ok_or(LoadError::CNodeBelowOneSlot(name))?;
-                    cnode
-                        .move_cap(cnode.slot(u64::from(c.slot), depth), ROOT.slot(source, 64))
-                        .map_err(err)?;
+                    let (dest, src) = (cnode.slot(u64::from(c.slot), depth), ROOT.slot(source, 64));
+                    match badge {
+                        0 => cnode.move_cap(dest, src),
+                        restriction => cnode.mutate(dest, src, Rights::ALL, restriction),
+                    }
+                    .map_err(err)?;
                 }
                 Kind::CNode => {
                     // Rights are cut on capabilities to what has them; the rest keep all.

@@ -237,9 +237,13 @@ impl<P: PortIo, D: Dma> Server<P, D> {
     pub fn poll(&mut self) -> Polled {
         // A client whose guest has a new VMM (made again on request) starts over: its
         // requests still at the device are answered to no one (their epoch is gone).
+        // Not while the old VMM's requests are still at the device: a VMM that bumps its
+        // session over and over cannot fill the device's queue with requests nobody will
+        // take (each client keeps its bound on requests in flight).
         let mut signals = 0u64;
         for (i, client) in self.clients.iter_mut().enumerate() {
-            if client.backend.check_session() {
+            let at_device = self.pending.iter().flatten().any(|p| usize::from(p.client) == i);
+            if !at_device && client.backend.check_session() {
                 signals |= 1 << i;
             }
         }

@@ -21,7 +21,10 @@ pub enum Cap {
     /// An empty slot.
     Null,
     /// Untyped memory `[base, base + 2^size_bits)`; objects are carved from `watermark` on.
-    Untyped { base: PhysAddr, size_bits: u8, watermark: u64, device: bool },
+    /// `frames_only`: only frames may be made from it (`cleave_abi::UNTYPED_FRAMES_ONLY`,
+    /// set by a mutate, never cleared), so its holder can make memory but no thread, CNode,
+    /// Vcpu or untyped.
+    Untyped { base: PhysAddr, size_bits: u8, watermark: u64, device: bool, frames_only: bool },
     /// A CNode of 2^radix slots, addressed with `guard_bits` bits of `guard` first.
     CNode { base: PhysAddr, radix: u8, guard: u64, guard_bits: u8 },
     /// A thread.
@@ -128,6 +131,7 @@ pub(crate) const LINK_TAG: u64 = 13;
 const DEVICE: u64 = 1 << 28;
 const MAPPED: u64 = 1 << 29;
 const LARGE: u64 = 1 << 30;
+const FRAMES_ONLY: u64 = 1 << 31;
 
 /// What kind of object a capability names, for "same object" comparisons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -157,8 +161,11 @@ impl Cap {
         };
         let words = match self {
             Self::Null => [tag::NULL, 0, 0, 0],
-            Self::Untyped { base, size_bits, watermark, device } => [
-                tag::UNTYPED | (u64::from(size_bits) << 12) | if device { DEVICE } else { 0 },
+            Self::Untyped { base, size_bits, watermark, device, frames_only } => [
+                tag::UNTYPED
+                    | (u64::from(size_bits) << 12)
+                    | if device { DEVICE } else { 0 }
+                    | if frames_only { FRAMES_ONLY } else { 0 },
                 base.0,
                 watermark,
                 0,
@@ -219,9 +226,13 @@ impl Cap {
             Mapping { asid: w3 & !GUEST_PHYSICAL_MAPPING, at: At::of(space, w2) }
         });
         match w0 & 0xff {
-            tag::UNTYPED => {
-                Self::Untyped { base, size_bits: ((w0 >> 12) & 0xff) as u8, watermark: w2, device }
-            }
+            tag::UNTYPED => Self::Untyped {
+                base,
+                size_bits: ((w0 >> 12) & 0xff) as u8,
+                watermark: w2,
+                device,
+                frames_only: w0 & FRAMES_ONLY != 0,
+            },
             tag::CNODE => Self::CNode {
                 base,
                 radix: ((w0 >> 12) & 0xff) as u8,
@@ -305,7 +316,13 @@ mod tests {
         let g = Some(Mapping { asid: 0x1_0005, at: At::GuestPhys(GuestPhysAddr(0x7000_0000)) });
         let caps = [
             Cap::Null,
-            Cap::Untyped { base: PhysAddr(0x100_0000), size_bits: 24, watermark: 0x3000, device: true },
+            Cap::Untyped {
+                base: PhysAddr(0x100_0000),
+                size_bits: 24,
+                watermark: 0x3000,
+                device: true,
+                frames_only: true,
+            },
             Cap::CNode { base: PhysAddr(0x20_0000), radix: 12, guard: 0x5, guard_bits: 52 },
             Cap::Tcb { base: PhysAddr(0x30_0800) },
             Cap::Endpoint { base: PhysAddr(0x40_0020), badge: u64::MAX, rights: Rights(0b1011) },

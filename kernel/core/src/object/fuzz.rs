@@ -294,6 +294,7 @@ pub fn world_in(format: Format) -> World {
         size_bits: ROOT_UNTYPED_BITS,
         watermark: 0,
         device: false,
+        frames_only: false,
     };
     s.insert_original(root_slot(1), untyped).expect("empty slot");
     let make = |s: &mut ObjectSpace<TestMemory>, ty: ObjectType, bits: u32, dest: u64| {
@@ -338,7 +339,14 @@ pub fn world_in(format: Format) -> World {
         };
         let own = |i: u64| PhysAddr(cnode.0 + (i << SLOT_SIZE_BITS));
         s.mint(root_slot(at), own(0), Rights::ALL, u64::from(64 - COMPONENT_RADIX)).expect("guard");
-        s.move_cap(root_slot(at + 1), own(1)).expect("move");
+        // The second component's untyped makes frames only (as the Builder's guest RAM
+        // does): every retype of anything else from it must be refused.
+        if c == 1 {
+            s.mutate(root_slot(at + 1), own(1), Rights::ALL, cleave_abi::UNTYPED_FRAMES_ONLY)
+                .expect("mutate");
+        } else {
+            s.move_cap(root_slot(at + 1), own(1)).expect("move");
+        }
         s.copy(root_slot(at + 2), own(2)).expect("copy");
         s.copy(root_slot(3), own(5)).expect("copy");
         s.copy(root_slot(4), own(6)).expect("copy");
@@ -1060,7 +1068,9 @@ macro_rules! ensure {
 ///   test relies on; rights never grow along a derivation and a badge never changes.
 /// - Memory: objects lie inside their untyped ancestor, below its watermark (the free
 ///   part holds no live child); no two live objects overlap; every TCB, endpoint and
-///   notification a thread or line refers to is live.
+///   notification a thread or line refers to is live; an untyped restricted to frames
+///   (`cleave_abi::UNTYPED_FRAMES_ONLY`) has made nothing but frames and restricted
+///   untyped.
 /// - Paging: every present entry of every table reachable from a live root points to a
 ///   table or frame a live capability maps exactly there, with no more rights than the
 ///   capability has; a table not reachable from a live root holds no entries; every ASID
@@ -1170,11 +1180,20 @@ pub fn check(w: &World) -> Result<(), String> {
                 continue; // an original (the loader's)
             }
             match m.cap_at(a) {
-                Cap::Untyped { base: ub, watermark, .. } => ensure!(
-                    ub.0 <= base && base + size <= ub.0 + watermark,
-                    "{cap:?} at {slot:#x} lies outside the used part of its untyped (base {:#x}, watermark {watermark:#x})",
-                    ub.0
-                ),
+                Cap::Untyped { base: ub, watermark, frames_only, .. } => {
+                    ensure!(
+                        ub.0 <= base && base + size <= ub.0 + watermark,
+                        "{cap:?} at {slot:#x} lies outside the used part of its untyped (base {:#x}, watermark {watermark:#x})",
+                        ub.0
+                    );
+                    // An untyped restricted to frames has made nothing else (and an untyped
+                    // made from it is restricted too).
+                    ensure!(
+                        !frames_only
+                            || matches!(cap, Cap::Frame { .. } | Cap::Untyped { frames_only: true, .. }),
+                        "{cap:?} at {slot:#x} was made from a frames-only untyped"
+                    );
+                }
                 other => {
                     return Err(format!(
                         "{cap:?} at {slot:#x} derives from {other:?}, not from untyped memory"

@@ -320,7 +320,13 @@ fn asid_pools_confine_exhaustion() {
         .unwrap();
     s.insert_original(
         at(1),
-        Cap::Untyped { base: PhysAddr(0x40_0000), size_bits: 22, watermark: 0, device: false },
+        Cap::Untyped {
+            base: PhysAddr(0x40_0000),
+            size_bits: 22,
+            watermark: 0,
+            device: false,
+            frames_only: false,
+        },
     )
     .unwrap();
     s.insert_original(at(2), Cap::AsidControl).unwrap();

@@ -573,7 +573,13 @@ mod tests {
         TcbRef(PhysAddr(0x1f_0000)).set_mcp(&mut s.mem, 255);
         let root = Cap::CNode { base: PhysAddr(ROOT), radix: 6, guard: 0, guard_bits: 58 };
         s.insert_original(PhysAddr(ROOT), root).unwrap();
-        let ut = Cap::Untyped { base: PhysAddr(0x14_0000), size_bits: 18, watermark: 0, device: false };
+        let ut = Cap::Untyped {
+            base: PhysAddr(0x14_0000),
+            size_bits: 18,
+            watermark: 0,
+            device: false,
+            frames_only: false,
+        };
         s.insert_original(PhysAddr(ROOT + 64), ut).unwrap();
         (s, root)
     }

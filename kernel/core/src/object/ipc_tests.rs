@@ -50,7 +50,13 @@ pub(super) fn world() -> World {
     s.insert_original(slot(0), root).unwrap();
     s.insert_original(
         slot(1),
-        Cap::Untyped { base: PhysAddr(0x20_0000), size_bits: 20, watermark: 0, device: false },
+        Cap::Untyped {
+            base: PhysAddr(0x20_0000),
+            size_bits: 20,
+            watermark: 0,
+            device: false,
+            frames_only: false,
+        },
     )
     .unwrap();
     s.retype(slot(1), ObjectType::Tcb, 0, 1, slot(2)).unwrap();

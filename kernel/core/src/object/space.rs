@@ -336,7 +336,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
         if self.mem.cap_at(control) != Cap::AsidControl {
             return Err(Error::InvalidCapability);
         }
-        let Cap::Untyped { base, size_bits: 12, device: false, .. } = self.mem.cap_at(untyped) else {
+        let Cap::Untyped { base, size_bits: 12, device: false, frames_only: false, .. } =
+            self.mem.cap_at(untyped)
+        else {
             return Err(Error::InvalidCapability);
         };
         if self.mem.first_child(untyped).is_some() {
@@ -346,7 +348,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.mem.zero(base, 4096);
         let high = self.make_asid_pool(base).ok_or(Error::NotEnoughMemory)?;
         self.mem.insert(dst, Cap::AsidPool { base, high: high as u8 }, untyped);
-        self.mem.set_cap(untyped, Cap::Untyped { base, size_bits: 12, watermark: 4096, device: false });
+        self.mem.set_cap(
+            untyped,
+            Cap::Untyped { base, size_bits: 12, watermark: 4096, device: false, frames_only: false },
+        );
         Ok(())
     }
 
@@ -406,8 +411,17 @@ impl<M: KernelMemory> ObjectSpace<M> {
             return Err(Error::RevokeFirst);
         }
         let derived = match cap {
-            // Moving an untyped or page table is fine; only copying them is not.
-            Cap::Untyped { .. } | Cap::PageTable { .. } => cap,
+            // Moving an untyped is fine (only copying it is not); the badge word may
+            // restrict it to frames, and nothing lifts that.
+            Cap::Untyped { base, size_bits, watermark, device, frames_only } => {
+                if badge & !cleave_abi::UNTYPED_FRAMES_ONLY != 0 {
+                    return Err(Error::InvalidArgument);
+                }
+                let frames_only = frames_only || badge & cleave_abi::UNTYPED_FRAMES_ONLY != 0;
+                Cap::Untyped { base, size_bits, watermark, device, frames_only }
+            }
+            // Moving a page table is fine; only copying it is not.
+            Cap::PageTable { .. } => cap,
             Cap::Frame { mapping, .. } => match derive(cap, rights, badge)? {
                 Cap::Frame { base, large, device, rights, .. } => {
                     Cap::Frame { base, large, device, rights, mapping }
@@ -519,8 +533,8 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 return Ok(Progress::Preempted);
             }
         }
-        if let Cap::Untyped { base, size_bits, device, .. } = self.mem.cap_at(slot) {
-            self.mem.set_cap(slot, Cap::Untyped { base, size_bits, watermark: 0, device });
+        if let Cap::Untyped { base, size_bits, device, frames_only, .. } = self.mem.cap_at(slot) {
+            self.mem.set_cap(slot, Cap::Untyped { base, size_bits, watermark: 0, device, frames_only });
         }
         Ok(Progress::Done)
     }
@@ -710,10 +724,14 @@ impl<M: KernelMemory> ObjectSpace<M> {
         first_dest: Slot,
     ) -> Result<(), Error> {
         let dest = |i: u64| PhysAddr(first_dest.0 + (i << SLOT_SIZE_BITS));
-        let Cap::Untyped { base, size_bits: region_bits, watermark, device } = self.mem.cap_at(untyped)
+        let Cap::Untyped { base, size_bits: region_bits, watermark, device, frames_only } =
+            self.mem.cap_at(untyped)
         else {
             return Err(Error::InvalidCapability);
         };
+        if frames_only && !matches!(ty, ObjectType::Frame4K | ObjectType::Frame2M) {
+            return Err(Error::IllegalOperation);
+        }
         let object_bits = ty.size_bits(size_bits).ok_or(Error::RangeError)?;
         if device && !ty.allowed_from_device() {
             return Err(Error::InvalidArgument);
@@ -742,7 +760,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             }
             let cap = match ty {
                 ObjectType::Untyped => {
-                    Cap::Untyped { base: addr, size_bits: size_bits as u8, watermark: 0, device }
+                    Cap::Untyped { base: addr, size_bits: size_bits as u8, watermark: 0, device, frames_only }
                 }
                 ObjectType::CNode => {
                     Cap::CNode { base: addr, radix: size_bits as u8, guard: 0, guard_bits: 0 }
@@ -776,8 +794,10 @@ impl<M: KernelMemory> ObjectSpace<M> {
             };
             self.mem.insert(dest(i), cap, untyped);
         }
-        self.mem
-            .set_cap(untyped, Cap::Untyped { base, size_bits: region_bits, watermark: end - base.0, device });
+        self.mem.set_cap(
+            untyped,
+            Cap::Untyped { base, size_bits: region_bits, watermark: end - base.0, device, frames_only },
+        );
         Ok(())
     }
 }

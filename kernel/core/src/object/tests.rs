@@ -29,8 +29,13 @@ fn space() -> ObjectSpace<TestMemory> {
     let mut s = ObjectSpace::new(TestMemory::new(MEMORY_BASE, 0x10_0000), SENTINEL);
     let root = Cap::CNode { base: PhysAddr(ROOT_CNODE), radix: ROOT_RADIX, guard: 0, guard_bits: 58 };
     s.insert_original(root_slot(0), root).unwrap();
-    let untyped =
-        Cap::Untyped { base: PhysAddr(UNTYPED_BASE), size_bits: UNTYPED_BITS, watermark: 0, device: false };
+    let untyped = Cap::Untyped {
+        base: PhysAddr(UNTYPED_BASE),
+        size_bits: UNTYPED_BITS,
+        watermark: 0,
+        device: false,
+        frames_only: false,
+    };
     s.insert_original(root_slot(1), untyped).unwrap();
     s
 }
@@ -82,9 +87,66 @@ fn retype_rules() {
     // Device memory can only become frames or untyped.
     retype_one(&mut s, ObjectType::Untyped, 12, 4).unwrap();
     let Cap::Untyped { base, .. } = s.mem.cap_at(root_slot(4)) else { panic!() };
-    s.mem.set_cap(root_slot(4), Cap::Untyped { base, size_bits: 12, watermark: 0, device: true });
+    s.mem.set_cap(
+        root_slot(4),
+        Cap::Untyped { base, size_bits: 12, watermark: 0, device: true, frames_only: false },
+    );
     assert_eq!(s.retype(root_slot(4), ObjectType::Tcb, 0, 1, root_slot(5)), Err(Error::InvalidArgument));
     s.retype(root_slot(4), ObjectType::Frame4K, 0, 1, root_slot(5)).unwrap();
+}
+
+/// An untyped restricted to frames (as the Builder's guest RAM is), tried step after
+/// step as its holder would: every other kind is refused, frames come, the restriction
+/// survives a revoke and another move, cannot be lifted, and cannot be put on an untyped
+/// that already made something.
+#[test]
+fn a_frames_only_untyped_makes_frames_and_nothing_else() {
+    use cleave_abi::UNTYPED_FRAMES_ONLY;
+    let mut s = space();
+    // Restricting an untyped that made something is refused: its children were made
+    // without the restriction.
+    retype_one(&mut s, ObjectType::Tcb, 0, 2).unwrap();
+    assert_eq!(
+        s.mutate(root_slot(1), root_slot(3), Rights::ALL, UNTYPED_FRAMES_ONLY),
+        Err(Error::RevokeFirst)
+    );
+    s.revoke(root_slot(1)).unwrap();
+    // Only the one bit exists.
+    assert_eq!(s.mutate(root_slot(1), root_slot(3), Rights::ALL, 2), Err(Error::InvalidArgument));
+    s.mutate(root_slot(1), root_slot(3), Rights::ALL, UNTYPED_FRAMES_ONLY).unwrap();
+    let Cap::Untyped { frames_only: true, .. } = s.mem.cap_at(root_slot(3)) else { panic!("not restricted") };
+    let from = |s: &mut ObjectSpace<TestMemory>, ty, bits, dest| {
+        s.retype(root_slot(3), ty, bits, 1, root_slot(dest))
+    };
+    for (ty, bits) in [
+        (ObjectType::Tcb, 0),
+        (ObjectType::CNode, 4),
+        (ObjectType::Untyped, 12),
+        (ObjectType::Endpoint, 0),
+        (ObjectType::Notification, 0),
+        (ObjectType::Vcpu, 0),
+        (ObjectType::Pml4, 0),
+        (ObjectType::EptPml4, 0),
+        (ObjectType::PageTable, 0),
+    ] {
+        assert_eq!(from(&mut s, ty, bits, 4), Err(Error::IllegalOperation), "{ty:?}");
+        assert!(s.mem.cap_at(root_slot(4)).is_null(), "{ty:?} left something");
+    }
+    from(&mut s, ObjectType::Frame4K, 0, 4).unwrap();
+    from(&mut s, ObjectType::Frame2M, 0, 5).unwrap_err(); // 256 KiB holds no 2 MiB frame
+    assert!(matches!(s.mem.cap_at(root_slot(4)), Cap::Frame { large: false, .. }));
+    // A frame's copy is a frame: mapping authority, nothing more.
+    s.copy(root_slot(4), root_slot(6)).unwrap();
+    // Moving it again keeps the restriction; a mutate with no bit does not lift it.
+    assert_eq!(s.mutate(root_slot(3), root_slot(7), Rights::ALL, 0), Err(Error::RevokeFirst));
+    s.revoke(root_slot(3)).unwrap();
+    assert!(s.mem.cap_at(root_slot(4)).is_null() && s.mem.cap_at(root_slot(6)).is_null());
+    s.mutate(root_slot(3), root_slot(7), Rights::ALL, 0).unwrap();
+    s.move_cap(root_slot(7), root_slot(8)).unwrap();
+    let Cap::Untyped { frames_only: true, watermark: 0, .. } = s.mem.cap_at(root_slot(8)) else {
+        panic!("the restriction was lifted")
+    };
+    assert_eq!(s.retype(root_slot(8), ObjectType::Tcb, 0, 1, root_slot(9)), Err(Error::IllegalOperation));
 }
 
 #[test]

@@ -36,7 +36,8 @@ pub fn ram_untyped(guest: &str) -> String {
 /// make objects in and revoke them), and per on-request guest `GUEST-ept` and
 /// `GUEST-vspace` (its VMM's) and, at the first slot of the guest's range
 /// ([`BUILD_SLOTS`] on), `GUEST-ram`: an untyped of the guest's RAM (rounded up to a power
-/// of two) that only that guest's frames are made from. One per guest, so destroying one
+/// of two), restricted to frames (`cleave_abi::UNTYPED_FRAMES_ONLY`, the capability's
+/// badge word), that only that guest's frames are made from. One per guest, so destroying one
 /// guest gives its memory back for that guest whatever the others do.
 pub(super) fn builder(
     file: &SystemFile,
@@ -110,8 +111,14 @@ pub(super) fn builder(
         table.entries.push((
             at,
             format!("{guest}-ram"),
-            format!("untyped {} KiB: guest `{guest}`'s RAM, made on request", (1u64 << bits) >> 10),
+            format!(
+                "untyped {} KiB, frames only: guest `{guest}`'s RAM, made on request",
+                (1u64 << bits) >> 10
+            ),
         ));
-        cnode.insert(at, cap(&untyped, None, CapParams::default()));
+        // Frames only: nothing the Builder makes from it (a thread, a CNode) can outlive
+        // the rollback of the instance that made it.
+        let frames_only = CapParams { badge: cleave_abi::UNTYPED_FRAMES_ONLY, ..CapParams::default() };
+        cnode.insert(at, cap(&untyped, None, frames_only));
     }
 }

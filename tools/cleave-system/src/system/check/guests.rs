@@ -358,6 +358,18 @@ pub(super) fn check(file: &SystemFile, components: &BTreeSet<&str>, errors: &mut
         if let Some(c) = &g.console {
             match c.get_ref().as_str() {
                 "log" | "com2" => {}
+                "ctl" if file.guests.values().filter(|g| g.console_relayed()).count() > crate::layout::MAX_RELAYED_CONSOLES
+                    && file.guests.iter().filter(|(_, g)| g.console_relayed()).nth(crate::layout::MAX_RELAYED_CONSOLES).is_some_and(|(k, _)| k == name) =>
+                {
+                    errors.push(SystemError::new(
+                        key("console"),
+                        span(c),
+                        format!(
+                            "more than {} guests have console `ctl`: the toolstack keeps each one's last 4 KiB on its heap",
+                            crate::layout::MAX_RELAYED_CONSOLES
+                        ),
+                    ))
+                }
                 "ctl" if crate::schema::toolstack_component(file).is_some() => {}
                 "ctl" => errors.push(
                     SystemError::new(
