@@ -237,13 +237,11 @@ impl<P: PortIo, D: Dma> Server<P, D> {
     pub fn poll(&mut self) -> Polled {
         // A client whose guest has a new VMM (made again on request) starts over: its
         // requests still at the device are answered to no one (their epoch is gone).
-        // Not while the old VMM's requests are still at the device: a VMM that bumps its
-        // session over and over cannot fill the device's queue with requests nobody will
-        // take (each client keeps its bound on requests in flight).
+        // At once, so that nothing the old VMM asked for is answered into the new one's
+        // rings (its requests still at the device are answered to no one).
         let mut signals = 0u64;
         for (i, client) in self.clients.iter_mut().enumerate() {
-            let at_device = self.pending.iter().flatten().any(|p| usize::from(p.client) == i);
-            if !at_device && client.backend.check_session() {
+            if client.backend.check_session() {
                 signals |= 1 << i;
             }
         }
@@ -307,8 +305,12 @@ impl<P: PortIo, D: Dma> Server<P, D> {
                     return false;
                 }
                 let i = (start + k) % count;
+                // A client has at most its ring's slots at the device, whatever its epoch:
+                // a VMM that starts its ring over and over (a new session each time)
+                // cannot fill the device with requests nobody will take.
+                let at_device = self.pending.iter().flatten().filter(|p| usize::from(p.client) == i).count();
                 let client = &mut self.clients[i];
-                if client.backend.failed().is_some() {
+                if client.backend.failed().is_some() || at_device >= client.backend.slots() as usize {
                     continue;
                 }
                 // A protocol error stops the client's ring for good (`failed` above).

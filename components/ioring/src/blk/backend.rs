@@ -136,6 +136,11 @@ impl Backend {
         true
     }
 
+    /// The ring's slots: the most requests the VMM can have in flight.
+    pub fn slots(&self) -> u32 {
+        self.layout.geometry.slots
+    }
+
     /// This instance's epoch.
     pub fn epoch(&self) -> u32 {
         self.epoch

@@ -146,14 +146,20 @@ pub struct Vmm {
     next_seq: u64,
     /// Where the search for a free slot starts.
     next_slot: u32,
+    /// On a region its guest's earlier VMM used: the epoch of the backend instance that
+    /// served that VMM, which this one never acknowledges (its indexes are the old VMM's);
+    /// it waits until the backend starts a new epoch for it.
+    stale: Option<u32>,
 }
 
 impl Vmm {
     /// Formats `shared` as a disk region with `geometry` (the VMM does this once, when it
-    /// starts: over a region no one has used yet, or one its guest's earlier VMM used) and
-    /// returns the VMM's side of it. The
+    /// starts) and returns the VMM's side of it. Over a region no one has used yet the
     /// current epoch is taken as acknowledged: a backend that started earlier is served at
-    /// once, one that starts later changes the epoch and is resynchronised.
+    /// once, one that starts later changes the epoch and is resynchronised. Over a region
+    /// its guest's earlier VMM used (its session word is not 0) no epoch is acknowledged
+    /// until the backend starts a new one for this VMM (it sees the session change):
+    /// requests submitted meanwhile wait in the ring and are sent when it does.
     pub fn format(shared: Shared, geometry: Geometry) -> Result<Self, RegionError> {
         Self::format_with_base(shared, geometry, 0)
     }
@@ -166,13 +172,10 @@ impl Vmm {
     ) -> Result<Self, RegionError> {
         let layout = geometry.layout()?;
         layout.fits(shared.len())?;
-        // A region its guest's earlier VMM used: the rings start where the backend's
-        // published responses end, so that none of them (the old VMM's) is taken for this
-        // one's. (`fits` covers the header.)
+        // (`fits` covers the header.)
         let epoch = shared.load_u32(offset::EPOCH).map_err(|_| RegionError::Length)?;
-        let (generation, published) =
-            untag(shared.load_u64(offset::RSP_PROD).map_err(|_| RegionError::Length)?);
-        let base = if generation == epoch { base.wrapping_add(published) } else { base };
+        let session = shared.load_u32(offset::SESSION).map_err(|_| RegionError::Length)?;
+        let stale = (session != 0 && epoch != NO_BACKEND).then_some(epoch);
         let vmm = Self {
             shared,
             layout,
@@ -186,27 +189,27 @@ impl Vmm {
             in_flight: 0,
             next_seq: 0,
             next_slot: 0,
+            stale,
         };
         // `fits` checked every offset written here. A VMM that formats a region another
         // VMM of the same guest used (an on-request guest made again) says so: the backend
         // starts over with it (a new epoch, its rings from their start).
-        let session = vmm.shared.load_u32(offset::SESSION).map_err(|_| RegionError::Length)?;
         vmm.shared.store_u32(offset::SESSION, session.wrapping_add(1)).map_err(|_| RegionError::Length)?;
         vmm.shared.store_u32(offset::CLOSED, 0).map_err(|_| RegionError::Length)?;
-        let epoch = vmm.write_format().map_err(|_| RegionError::Length)?;
-        Ok(Self { ack: epoch, ..vmm })
+        let ack = if stale.is_some() { NO_BACKEND } else { epoch };
+        vmm.write_format(ack).map_err(|_| RegionError::Length)?;
+        Ok(Self { ack, ..vmm })
     }
 
-    /// Writes the VMM's index words for the current epoch, the header, then the
-    /// acknowledgement (a backend that sees it sees the rest); returns the epoch.
-    fn write_format(&self) -> Result<u32, OutOfRegion> {
-        let epoch = self.shared.load_u32(offset::EPOCH)?;
+    /// Writes the VMM's index words for `epoch`, the header, then the acknowledgement of
+    /// `epoch` (a backend that sees it sees the rest).
+    fn write_format(&self, epoch: u32) -> Result<(), OutOfRegion> {
         self.shared.store_u64(offset::REQ_PROD, tagged(epoch, self.base))?;
         self.shared.store_u64(offset::RSP_CONS, tagged(epoch, self.base))?;
         let geometry = self.layout.geometry;
         layout::format(&self.shared, Kind::Blk, geometry.slots, geometry.slot_size)?;
         self.shared.store_u32(offset::ACK, epoch)?;
-        Ok(epoch)
+        Ok(())
     }
 
     /// Closes the region for good: the guest is gone and will send nothing more (a
@@ -336,6 +339,13 @@ impl Vmm {
 
     fn step(&mut self, data: &mut [u8]) -> Result<Option<Event>, Error> {
         let epoch = self.shared.load_u32(offset::EPOCH)?;
+        // The backend instance that served the old VMM: wait for a new one.
+        if let Some(old) = self.stale {
+            if epoch == old {
+                return Ok(None);
+            }
+            self.stale = None;
+        }
         match self.state {
             State::Failed(e) if epoch == self.ack => return Err(e.into()),
             // A new instance: what the old one wrote is not trusted, everything is resent.

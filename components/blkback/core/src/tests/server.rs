@@ -316,6 +316,45 @@ fn requests_wait_in_their_ring_while_the_device_is_full() {
     }
 }
 
+/// A VMM that starts its ring over (a new session, as a guest made again does) while its
+/// requests are at the device, again and again: the old requests are answered to no one,
+/// the new VMM's are served right, and the client never has more than its ring's slots
+/// at the device, so the other guest is served all along.
+#[test]
+fn a_vmm_that_keeps_starting_over_gets_no_more_of_the_device() {
+    let slices = [Slice { first_sector: 0, sectors: 256 }, Slice { first_sector: 256, sectors: 256 }];
+    // A small ring and a device with room for three of them.
+    let geometry = Geometry { slots: 4, slot_size: 16384 };
+    let mut rig =
+        Rig::with(512, &slices, Quirks::default(), Limits { requests: 12, request_bytes: 16384 }, geometry);
+    rig.settle();
+    rig.machine.hold = true;
+    for round in 0..4u64 {
+        // The hostile guest fills its ring, the server takes it to the device, and the
+        // guest starts over (a new VMM formats the region).
+        for id in 0..geometry.slots as u64 {
+            rig.guests[0].submit(round * 100 + id, Op::Read, 8 * id, 4096, &[]);
+        }
+        let _ = rig.server.poll();
+        rig.machine.run();
+        let held_by_0 = rig.machine.held.iter().filter(|r| r.sector < 256).count();
+        assert!(held_by_0 <= geometry.slots as usize, "round {round}: {held_by_0} at the device");
+        rig.guests[0].vmm = Vmm::format(rig.guests[0].region.shared(), geometry).unwrap();
+        rig.guests[0].done.clear();
+    }
+    // The other guest still gets the device.
+    assert!(rig.guests[1].submit(7, Op::Read, 0, 4096, &[]));
+    rig.machine.hold = false;
+    rig.machine.release_all_reversed();
+    rig.settle();
+    assert_eq!(rig.guests[1].done[&7], (Status::Ok, rig.machine.sectors(256, 8).to_vec()));
+    // The last VMM is served right, and got none of its predecessors' answers.
+    assert!(rig.guests[0].done.is_empty(), "{:?}", rig.guests[0].done.keys());
+    assert!(rig.guests[0].submit(1, Op::Read, 16, 4096, &[]));
+    rig.settle();
+    assert_eq!(rig.guests[0].done[&1], (Status::Ok, rig.machine.sectors(16, 8).to_vec()));
+}
+
 #[test]
 fn a_poll_takes_at_most_its_budget_and_says_so() {
     let slices: Vec<Slice> = (0..5).map(|i| Slice { first_sector: 100 * i, sectors: 100 }).collect();
