@@ -185,6 +185,17 @@ impl HostConsole {
     pub fn broken(&self) -> u64 {
         self.0.broken
     }
+
+    /// Starts over once the VMM is gone (its guest destroyed): drops what it left unread
+    /// and writes this side's two words again, so that whatever a misbehaving VMM wrote
+    /// into them is not what the next VMM adopts.
+    pub fn resync(&mut self) {
+        if let Ok(prod) = self.0.shared.load_u32(offset::OUT_PROD) {
+            self.0.cons = prod;
+        }
+        let _ = self.0.shared.store_u32(offset::OUT_CONS, self.0.cons);
+        let _ = self.0.shared.store_u32(offset::IN_PROD, self.0.prod);
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +261,32 @@ mod tests {
         assert_eq!(host.read(&mut all), 5);
         assert_eq!(&all[..5], b"hello");
         assert_eq!(host.broken() + new.broken(), 0);
+    }
+
+    /// A VMM that, before its guest is destroyed, moves the toolstack's consumer word ahead
+    /// and fills the ring with text of its own: once the toolstack resyncs (at `destroy`),
+    /// the next VMM starts from the toolstack's real position and none of that text is read.
+    #[test]
+    fn a_resync_at_destroy_drops_what_a_misbehaving_vmm_left() {
+        let region = Region::new(REGION_BYTES);
+        let shared = region.shared();
+        let mut host = HostConsole::start(region.shared()).unwrap();
+        let mut old = VmmConsole::start(region.shared()).unwrap();
+        old.write(b"boot");
+        let mut out = [0u8; 4096];
+        assert_eq!(host.read(&mut out), 4);
+        // The old VMM writes the toolstack's words and a fake login prompt.
+        shared.store_u32(offset::OUT_CONS, 4 + OUT_BYTES).unwrap();
+        shared.write(offset::OUT, &[b'!'; 2048]).unwrap();
+        shared.store_u32(offset::IN_PROD, 999).unwrap();
+        host.resync();
+        let mut new = VmmConsole::start(region.shared()).unwrap();
+        assert_eq!(host.read(&mut out), 0, "nothing the old VMM left is read");
+        let mut typed = [0u8; 16];
+        assert_eq!(new.read(&mut typed), 0, "nothing typed");
+        new.write(b"ok");
+        assert_eq!(host.read(&mut out), 2);
+        assert_eq!(&out[..2], b"ok");
     }
 
     /// Either side may write anything into the page: the other reads and writes only

@@ -165,15 +165,20 @@ impl Line {
                                 }
                                 _ => None,
                             };
+                            let destroyed = matches!(request, Request::Destroy(_));
                             if answer(request, &mut reply) == Next::Shutdown {
                                 next = Next::Shutdown;
                             }
-                            // Only if it was done: a refused one changed nothing.
+                            // Only if it was done: a refused one changed nothing. A destroyed
+                            // guest's VMM is gone: its side of the page starts over too.
                             if let Some(c) = fresh
                                 .filter(|_| reply.status() == "ok")
                                 .and_then(|g| self.consoles.iter_mut().find(|c| c.name == g))
                             {
                                 c.tail.clear();
+                                if destroyed {
+                                    c.ring.resync();
+                                }
                             }
                         }
                         Err(e) => reply.error(format_args!("{e}")),
