@@ -23,9 +23,9 @@ pub mod vcpu;
 
 pub use error::Error;
 
-/// The badge word of a mutate of an untyped capability: this bit restricts it (and the
-/// untyped made from it) to making frames: no thread, CNode, Vcpu, endpoint or further
-/// untyped can come from it. Nothing lifts it. Any other bit is refused.
+/// The badge word of a mutate of an untyped capability: this bit restricts it to making
+/// frames: no thread, CNode, Vcpu, endpoint, table or smaller untyped (which could escape
+/// the restriction) can come from it. Nothing lifts it. Any other bit is refused.
 pub const UNTYPED_FRAMES_ONLY: u64 = 1;
 pub use message::MessageInfo;
 pub use object::{ObjectType, Rights};

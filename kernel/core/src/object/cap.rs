@@ -23,7 +23,7 @@ pub enum Cap {
     /// Untyped memory `[base, base + 2^size_bits)`; objects are carved from `watermark` on.
     /// `frames_only`: only frames may be made from it (`cleave_abi::UNTYPED_FRAMES_ONLY`,
     /// set by a mutate, never cleared), so its holder can make memory but no thread, CNode,
-    /// Vcpu or untyped.
+    /// Vcpu or smaller untyped.
     Untyped { base: PhysAddr, size_bits: u8, watermark: u64, device: bool, frames_only: bool },
     /// A CNode of 2^radix slots, addressed with `guard_bits` bits of `guard` first.
     CNode { base: PhysAddr, radix: u8, guard: u64, guard_bits: u8 },

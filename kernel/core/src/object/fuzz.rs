@@ -1069,8 +1069,7 @@ macro_rules! ensure {
 /// - Memory: objects lie inside their untyped ancestor, below its watermark (the free
 ///   part holds no live child); no two live objects overlap; every TCB, endpoint and
 ///   notification a thread or line refers to is live; an untyped restricted to frames
-///   (`cleave_abi::UNTYPED_FRAMES_ONLY`) has made nothing but frames and restricted
-///   untyped.
+///   (`cleave_abi::UNTYPED_FRAMES_ONLY`) has made nothing but frames.
 /// - Paging: every present entry of every table reachable from a live root points to a
 ///   table or frame a live capability maps exactly there, with no more rights than the
 ///   capability has; a table not reachable from a live root holds no entries; every ASID
@@ -1186,11 +1185,10 @@ pub fn check(w: &World) -> Result<(), String> {
                         "{cap:?} at {slot:#x} lies outside the used part of its untyped (base {:#x}, watermark {watermark:#x})",
                         ub.0
                     );
-                    // An untyped restricted to frames has made nothing else (and an untyped
-                    // made from it is restricted too).
+                    // An untyped restricted to frames has made nothing else (not even a
+                    // smaller untyped, which could escape the restriction).
                     ensure!(
-                        !frames_only
-                            || matches!(cap, Cap::Frame { .. } | Cap::Untyped { frames_only: true, .. }),
+                        !frames_only || matches!(cap, Cap::Frame { .. }),
                         "{cap:?} at {slot:#x} was made from a frames-only untyped"
                     );
                 }
