@@ -333,6 +333,16 @@ mod tests {
         (path, handle)
     }
 
+    /// A fresh socket for a test's machine line, named after the test.
+    fn line(name: &str) -> (std::path::PathBuf, UnixListener) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("line.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        (path, listener)
+    }
+
     #[test]
     fn the_reply_is_the_one_after_the_echo_of_this_request() {
         // Stale lines of an earlier exchange, its status included, come before ours.
@@ -367,11 +377,7 @@ mod tests {
     /// guest that prints the marker before the client detached does not end the session.
     #[test]
     fn a_console_session_reads_types_and_detaches() {
-        let dir = std::env::temp_dir().join(format!("cleave-ctl-console-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("line.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
+        let (path, listener) = line("cleave-ctl-console");
         let server = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             let mut got = Vec::new();
@@ -420,11 +426,7 @@ mod tests {
     /// for the line to fall quiet, and gets its own reply.
     #[test]
     fn a_chatty_console_left_attached_does_not_lock_the_next_client_out() {
-        let dir = std::env::temp_dir().join(format!("cleave-ctl-chatty-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("line.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
+        let (path, listener) = line("cleave-ctl-chatty");
         let server = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             stream.set_read_timeout(Some(Duration::from_millis(20))).unwrap();

@@ -328,27 +328,30 @@ pub fn host_xenstore_session(
 /// refuse (a component that is not restartable, a disposable one, an unknown command, a
 /// line too long, bytes that are not text) and a client that leaves in the middle of a
 /// request, after each of which the line must still answer.
+/// Logs a `cleave ctl` request (`what`) and its reply as `[host]` lines, as the operator
+/// would see them.
+fn show(emit: &mut dyn FnMut(String), what: &str, reply: &Result<cleave::ctl::Reply, String>) {
+    emit(format!("[host] $ cleave ctl {what}"));
+    match reply {
+        Ok(reply) => {
+            reply.body.iter().for_each(|l| emit(format!("[host] {l}")));
+            match &reply.status {
+                Ok(()) => emit("[host] ok".into()),
+                Err(why) => emit(format!("[host] error: {why}")),
+            }
+        }
+        Err(e) => emit(format!("[host] {e}")),
+    }
+}
+
 pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
     use std::time::Duration;
     let timeout = Duration::from_secs(10);
-    fn show(emit: &mut impl FnMut(String), what: &str, reply: Result<cleave::ctl::Reply, String>) {
-        emit(format!("[host] $ cleave ctl {what}"));
-        match reply {
-            Ok(reply) => {
-                reply.body.iter().for_each(|l| emit(format!("[host] {l}")));
-                match reply.status {
-                    Ok(()) => emit("[host] ok".into()),
-                    Err(why) => emit(format!("[host] error: {why}")),
-                }
-            }
-            Err(e) => emit(format!("[host] {e}")),
-        }
-    }
     let words = |text: &str| text.split(' ').map(String::from).collect::<Vec<_>>();
     for request in
         ["list", "restart xenstore-logic", "restart vga", "restart bootstrap", "exposure alice", "privileges"]
     {
-        show(emit, request, cleave::ctl::request(ctl, &words(request), timeout));
+        show(emit, request, &cleave::ctl::request(ctl, &words(request), timeout));
     }
     let long = "x".repeat(cleave_ctl::MAX_LINE + 100);
     let raw: [(&str, &[u8]); 3] = [
@@ -357,7 +360,7 @@ pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
         ("(raw) bytes that are not UTF-8", b"list \xff\xfe"),
     ];
     for (what, bytes) in raw {
-        show(emit, what, cleave::ctl::exchange(ctl, bytes, timeout));
+        show(emit, what, &cleave::ctl::exchange(ctl, bytes, timeout));
     }
     // Half a request, then gone: the next client's request is answered, and the half one
     // is never carried out (carried out, it would end the run before this session writes
@@ -369,7 +372,7 @@ pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
         }
         Err(e) => emit(format!("[host] cannot connect to {}: {e}", ctl.display())),
     }
-    show(emit, "exposure bob", cleave::ctl::request(ctl, &words("exposure bob"), timeout));
+    show(emit, "exposure bob", &cleave::ctl::request(ctl, &words("exposure bob"), timeout));
     // An on-request guest, made, refused twice over, destroyed, refused, made again; and
     // guests the Builder cannot make. Each `create` gives the guest a moment to run.
     let steps: [(&str, u64); 11] = [
@@ -386,7 +389,7 @@ pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
         ("list", 0),
     ];
     for (request, wait_ms) in steps {
-        show(emit, request, cleave::ctl::request(ctl, &words(request), timeout));
+        show(emit, request, &cleave::ctl::request(ctl, &words(request), timeout));
         std::thread::sleep(Duration::from_millis(wait_ms));
     }
 }
@@ -442,29 +445,25 @@ fn guest_life(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) -> Result<
     use std::time::Duration;
     let short = Duration::from_secs(30);
     let boot = Duration::from_secs(600);
+    // A request, logged; its refusal (or no reply) stops the session.
     let ask = |emit: &mut dyn FnMut(String), words: &[&str]| -> Result<(), String> {
-        emit(format!("[host] $ cleave ctl {}", words.join(" ")));
-        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-        let reply = cleave::ctl::request(ctl, &words, short)?;
-        reply.body.iter().for_each(|l| emit(format!("[host] {l}")));
-        match reply.status {
-            Ok(()) => {
-                emit("[host] ok".into());
-                Ok(())
-            }
-            Err(why) => {
-                emit(format!("[host] error: {why}"));
-                Err(why)
-            }
-        }
+        let owned: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let reply = cleave::ctl::request(ctl, &owned, short);
+        show(emit, &words.join(" "), &reply);
+        reply?.status
+    };
+    // Attaches to the guest's console and waits for its shell (it was just created).
+    let attach_booted = |emit: &mut dyn FnMut(String)| -> Result<cleave::ctl::Console, String> {
+        emit(format!("[host] $ cleave ctl console {guest}"));
+        let mut console = cleave::ctl::Console::attach(ctl, guest, short)?;
+        console.wait_for(crate::linux::initramfs::INIT_DONE, boot)?;
+        console.wait_for(crate::linux::initramfs::PROMPT, short)?;
+        Ok(console)
     };
     let mut e = |line: String| emit(line);
     ask(&mut e, &["list"])?;
     ask(&mut e, &["create", guest])?;
-    e(format!("[host] $ cleave ctl console {guest}"));
-    let mut console = cleave::ctl::Console::attach(ctl, guest, short)?;
-    console.wait_for(crate::linux::initramfs::INIT_DONE, boot)?;
-    console.wait_for(crate::linux::initramfs::PROMPT, short)?;
+    let mut console = attach_booted(&mut e)?;
     if console_value(&mut console, "SUM", "echo $((6*7))", short, &mut e)? == "42" {
         e(guest_session::SHELL.into());
     }
@@ -524,10 +523,7 @@ fn guest_life(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) -> Result<
     ask(&mut e, &["destroy", guest])?;
     ask(&mut e, &["list"])?;
     ask(&mut e, &["create", guest])?;
-    e(format!("[host] $ cleave ctl console {guest}"));
-    let mut console = cleave::ctl::Console::attach(ctl, guest, short)?;
-    console.wait_for(crate::linux::initramfs::INIT_DONE, boot)?;
-    console.wait_for(crate::linux::initramfs::PROMPT, short)?;
+    let mut console = attach_booted(&mut e)?;
     let read = console_value(
         &mut console,
         "D",
