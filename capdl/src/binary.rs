@@ -245,6 +245,9 @@ pub mod tcb_flag {
     /// The thread may not write to the debug console (otherwise the loader calls
     /// `TCB_ALLOW_CONSOLE`).
     pub const QUIET: u64 = 1 << 33;
+    /// The thread may read the kernel's audit log (the loader calls
+    /// `TCB_ALLOW_READ_AUDIT`).
+    pub const READS_AUDIT: u64 = 1 << 34;
 }
 
 impl ObjectRecord {

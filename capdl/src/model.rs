@@ -68,6 +68,9 @@ pub struct TcbParams {
     /// Cleave: the thread may not write to the debug console (`quiet: True`); otherwise
     /// the loader allows it with `TCB_ALLOW_CONSOLE`.
     pub quiet: bool,
+    /// Cleave: the thread may read the kernel's audit log (`reads_audit: True`; the
+    /// kernel's `AuditRead`, which the loader allows with `TCB_ALLOW_READ_AUDIT`).
+    pub reads_audit: bool,
     /// Cleave: the pages of stack the loader gives the thread (`stack_pages: N`, 1 to
     /// `binary::MAX_STACK_PAGES`); `None` is `cleave_abi::layout::COMPONENT_STACK_PAGES`.
     pub stack_pages: Option<u64>,

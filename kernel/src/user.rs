@@ -98,10 +98,11 @@ pub fn start_root_task(
         t.set_name(&mut s.mem, name);
         t.set_priority(&mut s.mem, 255);
         t.set_mcp(&mut s.mem, 255);
-        // The root task may end the run and write to the debug console, and pass both on
-        // (`TCB_ALLOW_END_RUN`, `TCB_ALLOW_CONSOLE`).
+        // The root task may end the run, write to the debug console and read the audit
+        // log, and pass each on (`TCB_ALLOW_END_RUN`, `TCB_ALLOW_CONSOLE`,
+        // `TCB_ALLOW_READ_AUDIT`).
         use cleave_kernel_core::object::tcb::privilege;
-        t.set_privileges(&mut s.mem, privilege::END_RUN | privilege::CONSOLE);
+        t.set_privileges(&mut s.mem, privilege::END_RUN | privilege::CONSOLE | privilege::READ_AUDIT);
         t.set_ipc_buffer_vaddr(&mut s.mem, boot_info::ROOT_IPC_BUFFER_ADDRESS);
         s.set_current(Some(t));
         s.make_runnable(t);

@@ -118,6 +118,8 @@ pub enum ThreadStep {
     BindNotification,
     /// cannot let it end the run
     EndRun,
+    /// cannot let it read the audit log
+    ReadAudit,
     /// cannot let it write to the console
     Console,
     /// cannot make it serve one request per start
@@ -144,6 +146,7 @@ impl ThreadStep {
             Self::Configure => "cannot configure the thread",
             Self::BindNotification => "cannot bind the notification",
             Self::EndRun => "cannot let it end the run",
+            Self::ReadAudit => "cannot let it read the audit log",
             Self::Console => "cannot let it write to the console",
             Self::OneRequest => "cannot make it serve one request per start",
             Self::Name => "cannot name the thread",

@@ -240,6 +240,7 @@ pub fn encode(spec: &Spec) -> Result<Vec<u8>, EncodeError> {
                     };
                     let flags = if t.ends_run { crate::binary::tcb_flag::ENDS_RUN } else { 0 }
                         | if t.quiet { crate::binary::tcb_flag::QUIET } else { 0 }
+                        | if t.reads_audit { crate::binary::tcb_flag::READS_AUDIT } else { 0 }
                         | stack;
                     (Kind::Tcb, 0, elf | flags, u64::from(t.resume.unwrap_or(false)) | arg << 1)
                 }

@@ -899,6 +899,7 @@ impl Parser {
                 };
                 let ends_run = flag(params, "ends_run")?.unwrap_or(false);
                 let quiet = flag(params, "quiet")?.unwrap_or(false);
+                let reads_audit = flag(params, "reads_audit")?.unwrap_or(false);
                 let mut t = TcbParams {
                     resume,
                     init,
@@ -906,6 +907,7 @@ impl Parser {
                     lifetime,
                     ends_run,
                     quiet,
+                    reads_audit,
                     fpu_disabled,
                     ..TcbParams::default()
                 };

@@ -25,6 +25,7 @@ fn sample() -> Spec {
         lifetime: Some(crate::model::Lifetime::RestartEvery { ms: 250 }),
         ends_run: true,
         quiet: true,
+        reads_audit: true,
         stack_pages: Some(16),
         fpu_disabled: Some(false),
     };

@@ -91,6 +91,9 @@ fn params(kind: &ObjectKind) -> Vec<String> {
             if t.quiet {
                 params.push("quiet: True".into());
             }
+            if t.reads_audit {
+                params.push("reads_audit: True".into());
+            }
             if let Some(pages) = t.stack_pages {
                 params.push(format!("stack_pages: {pages}"));
             }

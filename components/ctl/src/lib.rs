@@ -48,7 +48,16 @@ pub enum Request<'a> {
     Destroy(&'a str),
     /// Attach the line to a guest's console (`console = "ctl"`) until [`DETACH`].
     Console(&'a str),
+    /// The kernel's audit log: [`AUDIT_HEADER`] on the first body line, then one body
+    /// line per event the kernel keeps, `TIME WRITER EVENT`.
+    Audit,
 }
+
+/// The first body line of the reply to `audit`: `kernel audit log: bytes FIRST..END, N
+/// lines dropped`, the offsets of what follows in everything the kernel ever recorded and
+/// how many of the oldest lines it dropped to make room (none: the log is whole, from
+/// `boot`).
+pub const AUDIT_HEADER: &str = "kernel audit log:";
 
 /// Why a request line is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +90,7 @@ impl core::fmt::Display for ParseError<'_> {
 }
 
 /// The commands, for help and errors.
-pub const COMMANDS: &str = "help, list, create GUEST, destroy GUEST, console GUEST, restart COMPONENT, privileges, exposure GUEST, shutdown";
+pub const COMMANDS: &str = "help, list, create GUEST, destroy GUEST, console GUEST, restart COMPONENT, privileges, exposure GUEST, audit, shutdown";
 
 /// What each command does, one line each (the reply to `help`).
 pub const HELP: &[&str] = &[
@@ -92,6 +101,7 @@ pub const HELP: &[&str] = &[
     "restart COMPONENT    restart a restartable component from its pristine image now",
     "privileges           the privilege table the system was built with",
     "exposure GUEST       what the guest relies on, and through what",
+    "audit                the kernel's audit log (cleave ctl audit asks it cleave audit's questions)",
     "shutdown             end the run",
     "help                 this list",
 ];
@@ -123,6 +133,7 @@ impl<'a> Request<'a> {
             "create" => Request::Create(name("a guest's name")?),
             "destroy" => Request::Destroy(name("a guest's name")?),
             "console" => Request::Console(name("a guest's name")?),
+            "audit" => Request::Audit,
             other => return Err(ParseError::Unknown(other)),
         };
         match words.next() {

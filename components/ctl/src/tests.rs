@@ -24,6 +24,9 @@ fn requests_parse_and_every_refusal_says_why() {
     assert_eq!(Request::parse("create carol"), Ok(Request::Create("carol")));
     assert_eq!(Request::parse("destroy carol"), Ok(Request::Destroy("carol")));
     assert_eq!(Request::parse("console debian"), Ok(Request::Console("debian")));
+    assert_eq!(Request::parse("audit"), Ok(Request::Audit));
+    // The questions are the client's: the line carries only the request for the log.
+    assert_eq!(Request::parse("audit --guest alice"), Err(ParseError::Extra("--guest")));
     assert_eq!(Request::parse("console"), Err(ParseError::Missing("console", "a guest's name")));
     assert_eq!(Request::parse("create"), Err(ParseError::Missing("create", "a guest's name")));
     assert_eq!(Request::parse("destroy carol now"), Err(ParseError::Extra("now")));

@@ -375,6 +375,12 @@ impl Cap<kind::Tcb> {
     pub fn allow_end_run(self) -> Result<(), Error> {
         self.invoke(label::TCB_ALLOW_END_RUN, &[]).map(drop)
     }
+
+    /// `TCB::allow_read_audit`: the thread may read the kernel's audit log (`AuditRead`);
+    /// only a thread that may read it itself can give this.
+    pub fn allow_read_audit(self) -> Result<(), Error> {
+        self.invoke(label::TCB_ALLOW_READ_AUDIT, &[]).map(drop)
+    }
     /// `TCB::allow_console`: the thread may write to the debug console (`DebugPutChar`);
     /// only a thread that may itself can give this.
     pub fn allow_console(self) -> Result<(), Error> {

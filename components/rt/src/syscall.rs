@@ -19,6 +19,42 @@ pub fn debug_put_char(byte: u8) {
     }
 }
 
+/// Records this thread's unfinished console line (what it printed since its last
+/// newline) as one event in the kernel's audit log, which stamps it with the time and
+/// this thread's name and writes `audit: TIME EVENT` to the console
+/// ([`crate::audit!`] is the way to call it).
+pub fn audit_event() -> Result<(), cleave_abi::Error> {
+    cleave_abi::Error::check(raw(Syscall::AuditEvent, 0, cleave_abi::MessageInfo::default(), [0; 4]).status)
+}
+
+/// A piece of the kernel's audit log, as [`audit_read`] returns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditPiece {
+    /// The offset of its first byte (the oldest the kernel keeps if the one asked for is
+    /// older).
+    pub first: u64,
+    /// How many bytes it has.
+    pub len: usize,
+    /// The offset past the newest byte recorded.
+    pub end: u64,
+    /// Lines the kernel dropped to make room so far.
+    pub dropped: u64,
+}
+
+/// Reads the kernel's audit log from byte offset `from` into `out` (at most 928 bytes
+/// arrive per call). Only a thread allowed to (`TCB_ALLOW_READ_AUDIT`) may.
+pub fn audit_read(from: u64, out: &mut [u8]) -> Result<AuditPiece, cleave_abi::Error> {
+    let r = raw(Syscall::AuditRead, from, cleave_abi::MessageInfo::default(), [0; 4]);
+    cleave_abi::Error::check(r.status)?;
+    let [first, len, end, dropped] = r.words;
+    let len = (len as usize).min(out.len());
+    for (i, chunk) in out[..len].chunks_mut(8).enumerate() {
+        let word = crate::boot::message_word(4 + i).to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+    Ok(AuditPiece { first, len, end, dropped })
+}
+
 /// Ends the run with `status` (0 = success), if this thread may (the root task may, and
 /// the threads it allows: `TCB_ALLOW_END_RUN`). Otherwise the kernel ends only this
 /// thread: its fault handler, if it has one, hears `fault::EXITED` with the status (a

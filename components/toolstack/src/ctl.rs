@@ -156,6 +156,15 @@ impl Line {
                             let guest = alloc::string::String::from(guest);
                             self.attach(&guest, &mut reply);
                         }
+                        Ok(Request::Audit) => {
+                            // The echo now, the log as it is read, then the status.
+                            self.send(&reply.text);
+                            reply.text.clear();
+                            match self.send_audit() {
+                                Ok(()) => reply.ok(),
+                                Err(e) => reply.error(format_args!("{e}")),
+                            }
+                        }
                         Ok(request) => {
                             // A guest made or taken apart: its console's past output is
                             // its old VMM's, not the next one's.
@@ -195,6 +204,48 @@ impl Line {
             }
         }
         next
+    }
+
+    /// Sends the kernel's audit log as body lines: [`cleave_ctl::AUDIT_HEADER`] with what
+    /// it holds, then every line from the oldest it keeps to the newest there was when
+    /// asked, read a piece at a time (the toolstack keeps none of it).
+    fn send_audit(&self) -> Result<(), &'static str> {
+        let mut piece = [0u8; 928];
+        let mut p = cleave_rt::syscall::audit_read(0, &mut piece)
+            .map_err(|_| "the kernel does not let the toolstack read its audit log")?;
+        let end = p.end;
+        self.send(&alloc::format!(
+            "{}{} bytes {}..{end}, {} lines dropped\n",
+            cleave_ctl::BODY,
+            cleave_ctl::AUDIT_HEADER,
+            p.first,
+            p.dropped
+        ));
+        let mut at = p.first;
+        let mut line_start = true;
+        while at < end {
+            if p.first != at {
+                // New events pushed the next lines out while these were sent.
+                return Err("the kernel dropped lines of its audit log while it was sent; ask again");
+            }
+            let take = p.len.min((end - at) as usize);
+            if take == 0 {
+                return Err("the kernel returned none of its audit log");
+            }
+            for &b in &piece[..take] {
+                if line_start {
+                    self.send(cleave_ctl::BODY);
+                }
+                self.send_bytes(&[b]);
+                line_start = b == b'\n';
+            }
+            at += take as u64;
+            if at < end {
+                p = cleave_rt::syscall::audit_read(at, &mut piece)
+                    .map_err(|_| "the audit log could not be read")?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes `text` out, each byte once the transmitter has room.
@@ -410,6 +461,7 @@ fn answer(request: Request<'_>, reply: &mut Reply) -> Next {
         },
         // Answered by the line itself, which attaches.
         Request::Console(_) => reply.error(format_args!("the console is attached by the line")),
+        Request::Audit => reply.error(format_args!("the audit log is sent by the line")),
         Request::Shutdown => {
             reply.body(format_args!("the run ends"));
             reply.ok();

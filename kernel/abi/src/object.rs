@@ -203,8 +203,10 @@ pub mod label {
     pub const TCB_BIND_NOTIFICATION: u64 = 27;
     /// TCB: unbind its notification.
     pub const TCB_UNBIND_NOTIFICATION: u64 = 28;
-    /// TCB: name the thread in the kernel's reports (up to 32 bytes of UTF-8 in four
-    /// words, little-endian, ended by the first zero byte).
+    /// TCB: name the thread in the kernel's reports and its audit-log events (up to 32
+    /// bytes of UTF-8 in four words, little-endian, ended by the first zero byte). A thread
+    /// is named once: naming one that has a name fails with `IllegalOperation`, so a
+    /// component holding its own TCB cannot take another's name in the audit log.
     pub const TCB_SET_NAME: u64 = 29;
     /// TCB: from now on the thread serves one request per start. Its first receive on an
     /// endpoint after it is started (`TCB_RESUME`, `TCB_WRITE_REGISTERS`) is ordinary;
@@ -225,6 +227,11 @@ pub mod label {
     /// keep quiet); without it `DebugPutChar` fails with `IllegalOperation`, so a
     /// component kept off the console cannot fill the kernel's console queue.
     pub const TCB_ALLOW_CONSOLE: u64 = 33;
+    /// TCB: the thread may read the kernel's audit log (`AuditRead`), and give others this
+    /// privilege. Only a thread that may itself can give it (the root task's first thread
+    /// can; the loader gives it to the threads the spec says read it: the toolstack that
+    /// answers `cleave ctl audit`).
+    pub const TCB_ALLOW_READ_AUDIT: u64 = 34;
     /// Frame: map into an address space.
     pub const FRAME_MAP: u64 = 40;
     /// Frame: unmap.

@@ -55,11 +55,24 @@ pub enum Syscall {
     /// ends itself instead: its fault handler hears `fault::EXITED`, or without one the
     /// thread stops (its program's `main` returned).
     DebugExit = 0x101,
+    /// Record the thread's unfinished debug-console line (what it wrote with
+    /// `DebugPutChar` since its last newline: printable ASCII, at most 200 bytes) as one
+    /// event in the kernel's audit log. The kernel stamps it with the time (microseconds
+    /// since boot, never less than the last event's) and the thread's name, and writes
+    /// `audit: TIME EVENT` to the console. An empty, overlong or unprintable line fails with
+    /// `InvalidArgument` and is discarded.
+    AuditEvent = 0x102,
+    /// Read the kernel's audit log from byte offset `rdi` (a thread allowed to:
+    /// `TCB_ALLOW_READ_AUDIT`; others get `IllegalOperation`). Returns status 0 and words:
+    /// 0, the offset of the first byte returned (the oldest kept if `rdi` is older); 1, how
+    /// many bytes; 2, the offset past the newest byte; 3, lines dropped to make room so far;
+    /// then the bytes, eight to a word, little-endian, in the IPC buffer from word 4.
+    AuditRead = 0x103,
 }
 
 impl Syscall {
     /// Every system call, for tables and tests.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::Call,
         Self::ReplyRecv,
         Self::Send,
@@ -71,6 +84,8 @@ impl Syscall {
         Self::VmEnter,
         Self::DebugPutChar,
         Self::DebugExit,
+        Self::AuditEvent,
+        Self::AuditRead,
     ];
 
     /// Decodes a raw number from `rax`; `None` for numbers the kernel does not implement.
@@ -87,6 +102,8 @@ impl Syscall {
             9 => Self::VmEnter,
             0x100 => Self::DebugPutChar,
             0x101 => Self::DebugExit,
+            0x102 => Self::AuditEvent,
+            0x103 => Self::AuditRead,
             _ => return None,
         })
     }

@@ -8,6 +8,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod audit_log;
 pub mod console_queue;
 pub mod guest_state;
 pub mod memory;

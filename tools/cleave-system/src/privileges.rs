@@ -1,13 +1,13 @@
 //! The Xoar privilege matrix, computed from a capDL specification: which component can
 //! touch arbitrary memory, access PCI configuration space, create VMs, manage VMs, manage
-//! devices, boot the system, or end the run.
+//! devices, boot the system, end the run, or read the kernel's audit log.
 
 use cleave_capdl::model::{ObjRef, ObjectKind, Spec, Target};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The columns of the matrix.
-pub const COLUMNS: [&str; 7] = [
+pub const COLUMNS: [&str; 8] = [
     "arbitrary memory",
     "PCI config",
     "create VMs",
@@ -15,6 +15,7 @@ pub const COLUMNS: [&str; 7] = [
     "manage devices",
     "system boot",
     "end run",
+    "read audit",
 ];
 
 /// One component's row.
@@ -37,10 +38,13 @@ pub struct Row {
     pub system_boot: bool,
     /// Its thread may end the whole run (`ends-run`: the kernel's `DebugExit`).
     pub end_run: bool,
+    /// Its thread may read the kernel's audit log (the toolstack, which answers `cleave
+    /// ctl audit`: the kernel's `AuditRead`).
+    pub read_audit: bool,
 }
 
 impl Row {
-    fn cells(&self) -> [bool; 7] {
+    fn cells(&self) -> [bool; 8] {
         [
             self.arbitrary_memory,
             self.pci_config,
@@ -49,6 +53,7 @@ impl Row {
             self.manage_devices,
             self.system_boot,
             self.end_run,
+            self.read_audit,
         ]
     }
 }
@@ -109,8 +114,12 @@ pub fn matrix(spec: &Spec) -> BTreeMap<String, Row> {
     }
     for (component, row) in &mut rows {
         let tcb = format!("{component}_tcb");
-        row.end_run =
-            matches!(kind_of(&ObjRef { name: tcb, index: None }), Some(ObjectKind::Tcb(t)) if t.ends_run);
+        let thread = match kind_of(&ObjRef { name: tcb, index: None }) {
+            Some(ObjectKind::Tcb(t)) => Some(t),
+            _ => None,
+        };
+        row.end_run = thread.is_some_and(|t| t.ends_run);
+        row.read_audit = thread.is_some_and(|t| t.reads_audit);
     }
     rows
 }

@@ -16,12 +16,17 @@
 //! (a restartable component's program ended: it is not restarted again); `serve`/`unserve` begin and
 //! end a guest's reliance on an instance; `build GUEST builder#N` and `destroy GUEST
 //! builder#N` record which instance of the Builder made or took back an on-request guest's
-//! RAM, and a `destroy` ends the guest's reliance on its VMM (stopped before it). The running system writes it as `audit: TIME
-//! EVENT` console lines (`cleave_rt::audit!`): today the loader (`boot`, a `start` per
-//! component) and each guest's VMM (`serve`/`unserve`); restarts and disposals come with
-//! the supervisor (issue 7). `cargo xtask` collects the lines of a run, in time order,
-//! into `audit.log` next to its serial log. This module reads a log strictly: any
-//! malformed line or impossible event is an error naming the line.
+//! RAM, and a `destroy` ends the guest's reliance on its VMM (stopped before it).
+//!
+//! Components record events with `cleave_rt::audit!`: the loader (`boot`, a `start` per
+//! component), the supervisor (`restart`, `end`, `dispose`), the Builder (`build`,
+//! `destroy`), the backends and each guest's VMM (`serve`, `unserve`). The kernel keeps
+//! them in its audit log, stamped with the time and the writer's thread name, and writes
+//! each to the console as `audit: TIME EVENT`. `cargo xtask` collects those lines of a
+//! run, in time order, into `audit.log` next to its serial log; `cleave ctl audit` reads
+//! the kernel's own copy from the running system ([`MachineLog`]), whose writers it checks.
+//! This module reads a log strictly: any malformed line or impossible event is an error
+//! naming the line.
 
 use std::collections::BTreeMap;
 
@@ -204,6 +209,88 @@ pub fn read(text: &str) -> Result<Log, String> {
     Ok(log)
 }
 
+/// The kernel's audit log as the toolstack sends it (`cleave ctl audit`): its lines, with
+/// who wrote each, and whether it still holds everything since `boot`.
+#[derive(Debug)]
+pub struct MachineLog {
+    /// The offset of its first byte and past its last, in all the kernel recorded.
+    pub bytes: (u64, u64),
+    /// How many of the oldest lines the kernel dropped to make room.
+    pub dropped: u64,
+    /// `TIME WRITER EVENT`, each.
+    pub lines: Vec<String>,
+}
+
+impl MachineLog {
+    /// Reads the body of the toolstack's reply: the header line
+    /// (`cleave_ctl::AUDIT_HEADER`), then the lines.
+    pub fn parse(body: &[String]) -> Result<Self, String> {
+        let header = body.first().ok_or("the reply has no audit log")?;
+        let bad = || format!("the audit log's header is not understood: `{header}`");
+        let rest = header.strip_prefix(cleave_ctl::AUDIT_HEADER).ok_or_else(bad)?;
+        let (range, dropped) =
+            rest.trim().strip_prefix("bytes ").and_then(|r| r.split_once(", ")).ok_or_else(bad)?;
+        let (first, end) = range.split_once("..").ok_or_else(bad)?;
+        let number = |t: &str| t.parse::<u64>().map_err(|_| bad());
+        let dropped = number(dropped.strip_suffix(" lines dropped").ok_or_else(bad)?)?;
+        Ok(Self { bytes: (number(first)?, number(end)?), dropped, lines: body[1..].to_vec() })
+    }
+
+    /// The log in `cleave audit`'s format (`TIME EVENT`), having checked that each event
+    /// was written by the component it speaks for, as the kernel stamped it: `boot` and
+    /// each first `start` by the loader (the root task, whoever wrote `boot`), `restart`,
+    /// `end` and `dispose` by the supervisor, and `serve`, `unserve`, `build` and `destroy`
+    /// by the instance they name. An event in another's name is a forgery: an error that
+    /// names the line.
+    pub fn events(&self) -> Result<String, String> {
+        let mut out = String::new();
+        let mut loader: Option<&str> = None;
+        for (n, line) in self.lines.iter().enumerate() {
+            let err = |what: String| format!("line {} of the machine's log: {what}: `{line}`", n + 1);
+            let mut words = line.splitn(3, ' ');
+            let (Some(time), Some(writer), Some(event)) = (words.next(), words.next(), words.next()) else {
+                return Err(err("expected TIME WRITER EVENT".into()));
+            };
+            let mut fields = event.split_whitespace();
+            let verb = fields.next().unwrap_or("");
+            let speaker = match verb {
+                "boot" => {
+                    loader = Some(writer);
+                    None
+                }
+                "start" => Some(loader.ok_or_else(|| err("a `start` before `boot`".into()))?.to_string()),
+                "restart" | "end" | "dispose" => Some("supervisor".to_string()),
+                "serve" | "unserve" | "build" | "destroy" => match fields.nth(1).and_then(instance) {
+                    Some(i) => Some(i.component),
+                    None => return Err(err("expected GUEST COMPONENT#N".into())),
+                },
+                _ => None,
+            };
+            if let Some(speaker) = speaker.filter(|s| s != writer) {
+                return Err(err(format!(
+                    "written by `{writer}`, not by `{speaker}`: an event in another's name"
+                )));
+            }
+            out.push_str(&format!("{time} {event}\n"));
+        }
+        Ok(out)
+    }
+
+    /// The log, read as `cleave audit` reads one, if the kernel still holds all of it
+    /// (else the answer would miss what began before its oldest line).
+    pub fn read(&self) -> Result<Log, String> {
+        if self.dropped > 0 {
+            return Err(format!(
+                "the machine's audit log no longer holds its {} oldest lines (the kernel keeps the newest 256 KiB), so \
+                 an answer would miss what began before them: ask `cleave audit` of the host's copy (`audit.log` \
+                 next to the run's serial log)",
+                self.dropped
+            ));
+        }
+        read(&self.events()?)
+    }
+}
+
 impl Log {
     /// Every reliance on an instance of `component` that overlaps `[t1, t2]`.
     pub fn relied_on(&self, component: &str, t1: u64, t2: u64) -> Vec<&Reliance> {
@@ -300,6 +387,61 @@ mod tests {
         assert_eq!(names(log.relied_at("carol", 5)), ["blk#1", "vmm-carol#2"]);
         assert_eq!(names(log.relied_at("carol", 6)), ["blk#1"]);
         assert_eq!(names(log.relied_at("carol", 8)), ["blk#1", "vmm-carol#3"]);
+    }
+
+    fn machine(lines: &[&str], dropped: u64) -> MachineLog {
+        let mut body = vec![format!("{} bytes 0..100, {dropped} lines dropped", cleave_ctl::AUDIT_HEADER)];
+        body.extend(lines.iter().map(|l| l.to_string()));
+        MachineLog::parse(&body).unwrap()
+    }
+
+    #[test]
+    fn the_machines_log_is_read_with_its_writers_checked() {
+        let log = machine(
+            &[
+                "0 loader boot",
+                "1 loader start blk#1",
+                "1 loader start vmm-carol#1",
+                "1 loader start builder#1",
+                "2 blk serve carol blk#1",
+                "3 supervisor restart blk#1 blk#2",
+                "4 builder build carol builder#1",
+            ],
+            0,
+        );
+        assert_eq!((log.bytes, log.dropped), ((0, 100), 0));
+        let read = log.read().unwrap();
+        let names = |v: Vec<&Instance>| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(read.relied_at("carol", 3)), ["blk#2"]);
+        assert_eq!(read.builds.len(), 1);
+    }
+
+    /// A component that writes in another's name (a restart that would move a guest's
+    /// reliance, a serve for another backend, a build) is caught by the kernel's stamp.
+    #[test]
+    fn an_event_in_anothers_name_is_a_forgery() {
+        for (forged, message) in [
+            ("2 blk restart blk#1 blk#2", "written by `blk`, not by `supervisor`"),
+            ("2 vmm-carol serve carol blk#1", "written by `vmm-carol`, not by `blk`"),
+            ("2 vmm-carol start other#1", "written by `vmm-carol`, not by `loader`"),
+            ("2 blk build carol builder#1", "written by `blk`, not by `builder`"),
+            ("2 blk", "expected TIME WRITER EVENT"),
+            ("2 blk serve carol", "expected GUEST COMPONENT#N"),
+        ] {
+            let log = machine(&["0 loader boot", "1 loader start blk#1", forged], 0);
+            let e = log.events().unwrap_err();
+            assert!(e.contains(message) && e.contains("line 3"), "{forged}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_log_that_lost_its_oldest_lines_answers_no_question() {
+        let log = machine(&["9 supervisor restart blk#4 blk#5"], 3);
+        let e = log.read().unwrap_err();
+        assert!(e.contains("no longer holds its 3 oldest lines"), "{e}");
+        for header in ["", "kernel audit log: bytes 0..x, 0 lines dropped", "kernel audit log: 0..1"] {
+            assert!(MachineLog::parse(&[header.to_string()]).is_err(), "{header}");
+        }
     }
 
     #[test]

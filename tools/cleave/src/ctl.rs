@@ -33,6 +33,76 @@ pub fn request(socket: &Path, words: &[String], timeout: Duration) -> Result<Rep
     exchange(socket, line.as_bytes(), timeout)
 }
 
+/// How long `audit` may take: the log is up to 256 KiB, sent a byte at a time.
+pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Asks the running system for the kernel's audit log (`audit`), and, with a question,
+/// answers it as `cleave audit` would: `--component C --from T1 --to T2` (which guests
+/// relied on C between two times) or `--guest G --at T` (what G relied on at T). Without
+/// one, the log itself: its header, then `TIME WRITER EVENT` lines. Each event's writer
+/// is checked first (an event in another component's name is an error), and a question
+/// is refused when the kernel no longer holds the whole log.
+pub fn audit(socket: &Path, question: &[String]) -> Result<String, String> {
+    let question = AuditQuestion::parse(question)?;
+    let reply = exchange(socket, b"audit", AUDIT_TIMEOUT)?;
+    if let Err(why) = reply.status {
+        return Err(format!("cleave ctl: {why}"));
+    }
+    let log = crate::audit::MachineLog::parse(&reply.body).map_err(|e| format!("cleave ctl: {e}"))?;
+    let read = |log: &crate::audit::MachineLog| log.read().map_err(|e| format!("cleave ctl audit: {e}"));
+    Ok(match question {
+        AuditQuestion::Log => {
+            log.events().map_err(|e| format!("cleave ctl audit: {e}"))?;
+            let mut out = format!("{}\n", reply.body[0]);
+            log.lines.iter().for_each(|l| out.push_str(&format!("{l}\n")));
+            out
+        }
+        AuditQuestion::Component(c, t1, t2) => crate::audit::describe(&read(&log)?.relied_on(&c, t1, t2)),
+        AuditQuestion::Guest(g, t) => read(&log)?.relied_at(&g, t).iter().map(|i| format!("{i}\n")).collect(),
+    })
+}
+
+/// What `cleave ctl audit` was asked.
+#[derive(Debug, PartialEq, Eq)]
+enum AuditQuestion {
+    /// Nothing: print the log.
+    Log,
+    /// `--component C --from T1 --to T2`.
+    Component(String, u64, u64),
+    /// `--guest G --at T`.
+    Guest(String, u64),
+}
+
+impl AuditQuestion {
+    fn parse(words: &[String]) -> Result<Self, String> {
+        const USAGE: &str = "cleave ctl audit: ask --component C --from T1 --to T2, or --guest G --at T (times in microseconds since boot), or nothing for the log";
+        let mut options = std::collections::BTreeMap::new();
+        let mut it = words.iter();
+        while let Some(flag) = it.next() {
+            let key = match flag.as_str() {
+                k @ ("--component" | "--from" | "--to" | "--guest" | "--at") => k,
+                _ => return Err(format!("{USAGE} (not `{flag}`)")),
+            };
+            let value = it.next().ok_or_else(|| format!("{USAGE} (`{key}` needs a value)"))?;
+            if options.insert(key, value.clone()).is_some() {
+                return Err(format!("{USAGE} (`{key}` twice)"));
+            }
+        }
+        let time = |key: &str| -> Result<u64, String> {
+            options[key].parse().map_err(|_| format!("{USAGE} (`{key} {}` is no time)", options[key]))
+        };
+        let keys: Vec<&str> = options.keys().copied().collect();
+        match keys.as_slice() {
+            [] => Ok(Self::Log),
+            ["--component", "--from", "--to"] => {
+                Ok(Self::Component(options["--component"].clone(), time("--from")?, time("--to")?))
+            }
+            ["--at", "--guest"] => Ok(Self::Guest(options["--guest"].clone(), time("--at")?)),
+            _ => Err(USAGE.into()),
+        }
+    }
+}
+
 /// Sends `raw` (one line, without its newline; anything at all, for hostile tests) and
 /// reads the reply to it: the lines after the echo of `raw` (or of a dropped line) up to
 /// and with the status line.
@@ -452,5 +522,55 @@ mod tests {
         let reply = request(&path, &["list".into()], Duration::from_secs(5)).unwrap();
         assert_eq!(reply, Reply { body: vec!["the real one".into()], status: Ok(()) });
         server.join().unwrap();
+    }
+
+    /// `audit` fetches the machine's log and answers a question from it; a forged line
+    /// or a log that lost its start is an error, and bad questions are never sent.
+    #[test]
+    fn audit_answers_from_the_machines_log_and_checks_its_writers() {
+        fn reply(lines: &[&str], dropped: u64) -> Vec<u8> {
+            let mut out = format!("> audit\n| kernel audit log: bytes 0..200, {dropped} lines dropped\n");
+            lines.iter().for_each(|l| out.push_str(&format!("| {l}\n")));
+            out.push_str("ok\n");
+            out.into_bytes()
+        }
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (path, server) = serve(b"", false, |_| {
+            reply(
+                &[
+                    "0 loader boot",
+                    "1 loader start blk#1",
+                    "2 blk serve alice blk#1",
+                    "5 supervisor restart blk#1 blk#2",
+                ],
+                0,
+            )
+        });
+        let answer = audit(&path, &words(&["--component", "blk", "--from", "0", "--to", "3"])).unwrap();
+        assert_eq!(answer, "alice blk#1 2..5\n");
+        assert_eq!(server.join().unwrap(), b"\x1d\x15audit");
+        let (path, server) = serve(b"", false, |_| reply(&["0 loader boot", "1 loader start blk#1"], 0));
+        let log = audit(&path, &[]).unwrap();
+        assert_eq!(
+            log,
+            "kernel audit log: bytes 0..200, 0 lines dropped\n0 loader boot\n1 loader start blk#1\n"
+        );
+        server.join().unwrap();
+        let (path, server) = serve(b"", false, |_| {
+            reply(&["0 loader boot", "1 loader start blk#1", "2 blk restart blk#1 blk#2"], 0)
+        });
+        let e = audit(&path, &words(&["--guest", "alice", "--at", "1"])).unwrap_err();
+        assert!(e.contains("not by `supervisor`"), "{e}");
+        server.join().unwrap();
+        let (path, server) = serve(b"", false, |_| reply(&["9 supervisor restart blk#4 blk#5"], 12));
+        let e = audit(&path, &words(&["--guest", "alice", "--at", "10"])).unwrap_err();
+        assert!(e.contains("no longer holds its 12 oldest lines"), "{e}");
+        server.join().unwrap();
+        for bad in
+            [&["--guest", "alice"][..], &["--at", "x", "--guest", "a"], &["--from", "1"], &["--who", "x"]]
+        {
+            let e = audit(Path::new("/nonexistent/line.sock"), &words(bad)).unwrap_err();
+            assert!(e.contains("cleave ctl audit: ask"), "{bad:?}: {e}");
+        }
     }
 }

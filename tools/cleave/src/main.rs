@@ -58,8 +58,9 @@ enum Command {
         /// The Unix socket the machine's third serial port is connected to.
         #[arg(long)]
         socket: PathBuf,
-        /// The request: a command and its argument.
-        #[arg(required = true, num_args = 1..)]
+        /// The request: a command and its argument (`audit` takes `cleave audit`'s
+        /// questions: `--component C --from T1 --to T2` or `--guest G --at T`).
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         request: Vec<String>,
     },
     /// Print the Xoar privilege matrix of a system description.
@@ -241,6 +242,9 @@ fn run(cli: Cli) -> Result<String, String> {
                     .map_err(|e| format!("{e}\n")),
                 _ => Err("cleave ctl: `console` needs a guest's name\n".into()),
             }
+        }
+        Command::Ctl { socket, request } if request.first().is_some_and(|w| w == "audit") => {
+            cleave::ctl::audit(&socket, &request[1..]).map_err(|e| format!("{e}\n"))
         }
         Command::Ctl { socket, request } => {
             let reply = cleave::ctl::request(&socket, &request, cleave::ctl::TIMEOUT)

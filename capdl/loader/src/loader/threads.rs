@@ -245,6 +245,10 @@ impl Loader {
         if o.has_flag(tcb_flag::ENDS_RUN) {
             tcb.allow_end_run().map_err(err(ThreadStep::EndRun))?;
         }
+        // Only a thread the spec says reads the audit log can (`AuditRead`).
+        if o.has_flag(tcb_flag::READS_AUDIT) {
+            tcb.allow_read_audit().map_err(err(ThreadStep::ReadAudit))?;
+        }
         // Every thread may write to the debug console unless the spec keeps it quiet.
         if !o.has_flag(tcb_flag::QUIET) {
             tcb.allow_console().map_err(err(ThreadStep::Console))?;

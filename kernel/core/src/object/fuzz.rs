@@ -18,7 +18,7 @@ use super::paging::{ADDRESS, At};
 use super::slot::{Slot, SlotOps};
 use super::space::{ObjectSpace, TCB_SLOT_COUNT};
 use super::syscall::Outcome;
-use super::tcb::{Registers, TcbRef, ThreadState, slot as tcb_slot};
+use super::tcb::{Registers, TcbRef, ThreadState, privilege, slot as tcb_slot};
 use super::vcpu::{IO_BITMAP_OFFSET, IO_GRANT_OFFSET, IO_GRANTS, Layout};
 use super::vspace::{ASIDS_PER_POOL, Format, asid};
 use crate::addr::{PhysAddr, VirtAddr};
@@ -147,6 +147,8 @@ struct FuzzHardware {
     /// The interrupt controller's mask (bit n: line n masked), as the kernel sets it; all
     /// lines start masked, as the PIC's do.
     masked: u16,
+    /// The clock the audit log reads: it runs backwards now and then (the log must not).
+    clock: u64,
 }
 
 /// A Vcpu's processor-side state as the fuzzer keeps it.
@@ -206,7 +208,14 @@ impl crate::vmcb::Vmcb for [u8; 4096] {
 
 impl FuzzHardware {
     fn new(svm: bool) -> Self {
-        Self { active: 0, pending: false, svm, guests: RefCell::new(BTreeMap::new()), masked: 0xffff }
+        Self {
+            active: 0,
+            pending: false,
+            svm,
+            guests: RefCell::new(BTreeMap::new()),
+            masked: 0xffff,
+            clock: 0,
+        }
     }
 
     /// Runs `f` on the synthetic state of the Vcpu at `vcpu` (made fresh on first use).
@@ -230,6 +239,10 @@ impl Hardware for FuzzHardware {
     }
     fn interrupt_pending(&mut self) -> bool {
         self.pending
+    }
+    fn time_us(&mut self) -> u64 {
+        self.clock = (self.clock + 7) % 100;
+        self.clock
     }
     fn vmcs_read(&mut self, vcpu: PhysAddr, _: u32) -> Result<u64, cleave_abi::Error> {
         self.active = vcpu.0;
@@ -381,6 +394,18 @@ pub fn world_in(format: Format) -> World {
             s.copy(own(9 + t), tcb.slot(tcb_slot::IPC_BUFFER)).expect("copy");
             s.copy(own(5), tcb.slot(tcb_slot::FAULT_ENDPOINT)).expect("copy");
             tcb.set_ipc_buffer_vaddr(&mut s.mem, vaddr);
+            // Half the threads may write to the console (so record audit events), the
+            // first may also read the audit log; all but the last are named.
+            let index = c * 2 + t;
+            let bits = match index {
+                0 => privilege::CONSOLE | privilege::READ_AUDIT,
+                i if i % 2 == 0 => privilege::CONSOLE,
+                _ => 0,
+            };
+            tcb.set_privileges(&mut s.mem, bits);
+            if index < 5 {
+                tcb.set_name(&mut s.mem, ["w0", "w1", "w2", "w3", "w4"][index as usize]);
+            }
             tcb.set_mcp(&mut s.mem, 100);
             s.set_priority(tcb, 50 + (c * 2 + t) as u8);
             tcb.set_regs(&mut s.mem, &Registers::user(ENTRY, STACK));
@@ -446,7 +471,7 @@ fn walk_tree(s: &ObjectSpace<TestMemory>, mut f: impl FnMut(Slot, Cap)) {
 // ------------------------------------------------------------------------- generation
 
 /// Invocation labels, each with its argument shape.
-const LABELS: [u64; 53] = [
+const LABELS: [u64; 55] = [
     label::UNTYPED_RETYPE,
     label::UNTYPED_RETYPE,
     label::UNTYPED_RETYPE,
@@ -471,6 +496,8 @@ const LABELS: [u64; 53] = [
     label::TCB_SET_ONE_REQUEST,
     label::TCB_READ_STATE,
     label::TCB_ALLOW_END_RUN,
+    label::TCB_ALLOW_CONSOLE,
+    label::TCB_ALLOW_READ_AUDIT,
     label::FRAME_MAP,
     label::FRAME_MAP,
     label::FRAME_UNMAP,
@@ -647,7 +674,7 @@ pub fn step(r: &mut Rng) -> Step {
             words: [r.next_u64(), r.below(8), ENTRY, STACK],
         },
         _ => {
-            let number = match r.below(20) {
+            let number = match r.below(23) {
                 0..=7 => Syscall::Call as u64,
                 8 => Syscall::ReplyRecv as u64,
                 9 => Syscall::Send as u64,
@@ -657,9 +684,11 @@ pub fn step(r: &mut Rng) -> Step {
                 13 => Syscall::Reply as u64,
                 14 => Syscall::Yield as u64,
                 15 => Syscall::VmEnter as u64,
-                16 => Syscall::DebugPutChar as u64,
+                16 | 21 => Syscall::DebugPutChar as u64,
                 17 => Syscall::DebugExit as u64,
                 18 => r.below(16),
+                19 => Syscall::AuditEvent as u64,
+                20 => Syscall::AuditRead as u64,
                 _ => Syscall::Call as u64,
             };
             let call_label =
@@ -670,7 +699,14 @@ pub fn step(r: &mut Rng) -> Step {
             Step::Syscall {
                 thread: r.below(64) as u16,
                 number,
-                cptr: if r.chance(60) { slot_index(r) } else { [3, 4, 5, 6, 7, 11][r.below(6) as usize] },
+                cptr: if number == Syscall::DebugPutChar as u64 && r.chance(80) {
+                    // Mostly printable, so that lines become audit events.
+                    0x20 + r.below(95)
+                } else if r.chance(60) {
+                    slot_index(r)
+                } else {
+                    [3, 4, 5, 6, 7, 11][r.below(6) as usize]
+                },
                 info: MessageInfo::new(call_label, 0, extra, length).0,
                 words,
                 cap: slot_index(r),
@@ -992,7 +1028,9 @@ fn wants(l: u64) -> (Want, &'static [Want]) {
         | label::TCB_SET_NAME
         | label::TCB_SET_ONE_REQUEST
         | label::TCB_READ_STATE
-        | label::TCB_ALLOW_END_RUN => (Tcb, &[]),
+        | label::TCB_ALLOW_END_RUN
+        | label::TCB_ALLOW_CONSOLE
+        | label::TCB_ALLOW_READ_AUDIT => (Tcb, &[]),
         label::FRAME_MAP => (Frame, &[VSpace]),
         label::FRAME_MAP_EPT => (Frame, &[EptRoot]),
         label::FRAME_UNMAP | label::FRAME_REMAP | label::FRAME_GET_ADDRESS => (Frame, &[]),
@@ -1090,6 +1128,9 @@ pub fn check(w: &World) -> Result<(), String> {
     if let Some(broken) = &w.vm_enter_broken {
         return Err(broken.clone());
     }
+    // The audit log holds whole lines of three fields, within its ring, times never
+    // decreasing (whatever the clock and the writers did).
+    s.audit.check().map_err(|e| std::format!("audit log: {e}"))?;
     // 1. The tree.
     let mut nodes: BTreeMap<u64, Cap> = BTreeMap::new();
     let mut stack = std::vec![SENTINEL];

@@ -54,6 +54,11 @@ impl Invocation<'_> {
 pub trait Hardware {
     /// Reads `width` (1, 2 or 4) bytes from `port`.
     fn read(&mut self, port: u16, width: u8) -> u32;
+    /// Microseconds since boot, for the audit log's stamps (the time-stamp counter taken
+    /// as 1 GHz, as components count it). Machines without a clock say 0.
+    fn time_us(&mut self) -> u64 {
+        0
+    }
     /// Writes the low `width` bytes of `value` to `port`.
     fn write(&mut self, port: u16, width: u8, value: u32);
     /// Masks or unmasks legacy interrupt line `irq` (0-15).
@@ -439,9 +444,12 @@ fn tcb<M: KernelMemory>(
             space.suspend(t);
             done
         }
-        label::TCB_ALLOW_END_RUN | label::TCB_ALLOW_CONSOLE => {
-            let bit =
-                if inv.label == label::TCB_ALLOW_END_RUN { privilege::END_RUN } else { privilege::CONSOLE };
+        label::TCB_ALLOW_END_RUN | label::TCB_ALLOW_CONSOLE | label::TCB_ALLOW_READ_AUDIT => {
+            let bit = match inv.label {
+                label::TCB_ALLOW_END_RUN => privilege::END_RUN,
+                label::TCB_ALLOW_CONSOLE => privilege::CONSOLE,
+                _ => privilege::READ_AUDIT,
+            };
             if caller.privileges(&space.mem) & bit == 0 {
                 return Err(Error::IllegalOperation);
             }
@@ -473,6 +481,10 @@ fn tcb<M: KernelMemory>(
             }
             let length = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             let name = core::str::from_utf8(&bytes[..length]).map_err(|_| Error::InvalidArgument)?;
+            // Named once: the audit log stamps each event with its writer's name.
+            if t.name(&space.mem)[0] != 0 {
+                return Err(Error::IllegalOperation);
+            }
             t.set_name(&mut space.mem, name);
             done
         }

@@ -776,19 +776,22 @@ fn threads_take_names_of_up_to_32_bytes() {
         }
         out
     };
-    w.invoke(20, label::TCB_SET_NAME, &words(b"xenstore-state")).unwrap();
-    assert_eq!(&t.name(&w.s.mem)[..15], b"xenstore-state\0");
-    // A full 32 bytes, no terminator.
-    w.invoke(20, label::TCB_SET_NAME, &words(&[b'a'; 32])).unwrap();
-    assert_eq!(t.name(&w.s.mem), [b'a'; 32]);
     // Too long (this caller has no IPC buffer, so a fifth word cannot even arrive), or not
-    // UTF-8: refused, the name unchanged.
+    // UTF-8: refused, the thread still unnamed.
     assert_eq!(w.invoke(20, label::TCB_SET_NAME, &[0; 5]), Err(Error::TruncatedMessage));
     assert_eq!(w.invoke(20, label::TCB_SET_NAME, &words(&[0xff, 0xfe])), Err(Error::InvalidArgument));
-    assert_eq!(t.name(&w.s.mem), [b'a'; 32]);
-    // Shorter names clear what was there.
-    w.invoke(20, label::TCB_SET_NAME, &words(b"vmm")).unwrap();
-    assert_eq!(&t.name(&w.s.mem)[..4], b"vmm\0");
+    assert_eq!(t.name(&w.s.mem), [0; 32]);
+    w.invoke(20, label::TCB_SET_NAME, &words(b"xenstore-state")).unwrap();
+    assert_eq!(&t.name(&w.s.mem)[..15], b"xenstore-state\0");
+    // Named once: the audit log stamps events with the name, so a thread holding its own
+    // TCB cannot take another's (nor can anyone else rename it).
+    assert_eq!(w.invoke(20, label::TCB_SET_NAME, &words(b"supervisor")), Err(Error::IllegalOperation));
+    assert_eq!(&t.name(&w.s.mem)[..15], b"xenstore-state\0");
+    // A full 32 bytes, no terminator.
+    w.make(ObjectType::Tcb, 21);
+    let Cap::Tcb { base } = w.s.mem.cap_at(slot(21)) else { panic!() };
+    w.invoke(21, label::TCB_SET_NAME, &words(&[b'a'; 32])).unwrap();
+    assert_eq!(TcbRef(base).name(&w.s.mem), [b'a'; 32]);
 }
 
 /// A VMM hears from the components serving it through its bound notification: `VmEnter`
@@ -1164,4 +1167,71 @@ fn a_thread_stopped_in_its_fault_later_replies_with_its_own_words() {
     w.sys(server, Syscall::Reply, 0, MessageInfo::new(0, 0, 0, 2), [25, 1, 0, 0]);
     let r = client.regs(&w.s.mem);
     assert_eq!((MessageInfo(r.rsi).label(), r.rdx, r.r8), (0, 25, 1));
+}
+
+/// The audit log, step by step as a hostile component would try it: an event without the
+/// console, an empty one, one with a control byte (discarded whole), renaming itself to
+/// write in another's name, reading without the privilege, giving itself the privilege;
+/// then a stamped event, and a reader allowed by one that may read, in pieces.
+#[test]
+fn audit_events_are_stamped_and_only_a_privileged_thread_reads_them() {
+    let mut w = world();
+    let a = w.thread(20, 50);
+    let b = w.thread(22, 50);
+    let put = |w: &mut World, t: TcbRef, text: &[u8]| {
+        for &byte in text {
+            w.sys(t, Syscall::DebugPutChar, u64::from(byte), MessageInfo::default(), [0; 4]);
+        }
+    };
+    let event = |w: &mut World, t: TcbRef| w.sys(t, Syscall::AuditEvent, 0, MessageInfo::default(), [0; 4]);
+    // Without the console nothing reaches the line, so there is no event.
+    put(&mut w, a, b"serve alice blkback#1");
+    assert_eq!(event(&mut w, a), Outcome::Done);
+    assert_eq!(w.status(a), Error::InvalidArgument as u64);
+    a.set_privileges(&mut w.s.mem, privilege::CONSOLE);
+    let mut name = [0u64; 4];
+    name[0] = u64::from_le_bytes(*b"blkback\0");
+    w.invoke(20, label::TCB_SET_NAME, &name).unwrap();
+    // A control byte spoils the event: refused, and discarded with it.
+    put(&mut w, a, b"serve alice\x07 blkback#1");
+    assert_eq!(event(&mut w, a), Outcome::Done);
+    assert_eq!(w.status(a), Error::InvalidArgument as u64);
+    assert_eq!(w.s.audit.end(), 0);
+    put(&mut w, a, b"serve alice blkback#1");
+    match event(&mut w, a) {
+        Outcome::DebugLine(line, len) => assert_eq!(&line[..len], b"audit: 0 serve alice blkback#1\n"),
+        other => panic!("the event goes to the console too: {other:?}"),
+    }
+    assert_eq!(w.status(a), 0);
+    // It cannot take the supervisor's name to forge a restart.
+    name[0] = u64::from_le_bytes(*b"supervis");
+    assert_eq!(w.invoke(20, label::TCB_SET_NAME, &name), Err(Error::IllegalOperation));
+    // Nobody reads without the privilege, and only one who has it gives it (the boss,
+    // standing in for the loader, has not yet; `a` calls on its own TCB).
+    let read = |w: &mut World, t: TcbRef, from: u64| {
+        w.sys(t, Syscall::AuditRead, from, MessageInfo::default(), [0; 4]);
+        let r = t.regs(&w.s.mem);
+        (r.rax, [r.rdx, r.r8, r.r9, r.r10])
+    };
+    assert_eq!(read(&mut w, b, 0).0, Error::IllegalOperation as u64);
+    assert_eq!(w.invoke(22, label::TCB_ALLOW_READ_AUDIT, &[]), Err(Error::IllegalOperation));
+    w.sys(a, Syscall::Call, 20, MessageInfo::new(label::TCB_ALLOW_READ_AUDIT, 0, 0, 0), [0; 4]);
+    assert_eq!(w.status(a), Error::IllegalOperation as u64);
+    assert_eq!(read(&mut w, a, 0).0, Error::IllegalOperation as u64);
+    let boss = w.boss;
+    boss.set_privileges(&mut w.s.mem, privilege::READ_AUDIT);
+    w.invoke(22, label::TCB_ALLOW_READ_AUDIT, &[]).unwrap();
+    let text = b"0 blkback serve alice blkback#1\n";
+    let (status, words) = read(&mut w, b, 0);
+    assert_eq!((status, words), (0, [0, text.len() as u64, text.len() as u64, 0]));
+    let mut got = std::vec::Vec::new();
+    for i in 0..text.len().div_ceil(8) {
+        got.extend_from_slice(&w.s.message_word(b, 4 + i).unwrap().to_le_bytes());
+    }
+    assert_eq!(&got[..text.len()], text);
+    // From the middle, and past the end.
+    let (_, words) = read(&mut w, b, 10);
+    assert_eq!(words, [10, text.len() as u64 - 10, text.len() as u64, 0]);
+    assert_eq!(&w.s.message_word(b, 4).unwrap().to_le_bytes(), &text[10..18]);
+    assert_eq!(read(&mut w, b, 1 << 40).1, [text.len() as u64, 0, text.len() as u64, 0]);
 }

@@ -97,6 +97,8 @@ pub struct ObjectSpace<M> {
     /// ([`ObjectSpace::fpu_switch`]). Threads have none of their own: x87 and SSE
     /// instructions fault in ring 3.
     pub fpu_owner: u64,
+    /// The audit log (`AuditEvent`, `AuditRead`).
+    pub audit: crate::audit_log::AuditLog<{ crate::audit_log::AUDIT_LOG_BYTES }>,
 }
 
 /// How far a preemptible operation got.
@@ -213,6 +215,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             clear_active_vmcs: false,
             preempted: false,
             fpu_owner: 0,
+            audit: crate::audit_log::AuditLog::new(),
         }
     }
 

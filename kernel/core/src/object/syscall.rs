@@ -69,6 +69,25 @@ impl<M: KernelMemory> ObjectSpace<M> {
                     None => Outcome::Done,
                 };
             }
+            Syscall::AuditEvent => {
+                let (line, len) = t.console_take(&mut self.mem);
+                let time = io.time_us();
+                match self.audit.append(time, &t.name(&self.mem), &line[..len]) {
+                    Ok(stamped) => {
+                        self.set_status(t, Ok(()));
+                        let (out, n) = audit_line(stamped, &line[..len]);
+                        return Outcome::DebugLine(out, n);
+                    }
+                    Err(_) => Err(Error::InvalidArgument),
+                }
+            }
+            Syscall::AuditRead if t.privileges(&self.mem) & privilege::READ_AUDIT == 0 => {
+                Err(Error::IllegalOperation)
+            }
+            Syscall::AuditRead => {
+                self.audit_read(t, cptr);
+                return Outcome::Done;
+            }
             Syscall::DebugExit if t.privileges(&self.mem) & privilege::END_RUN == 0 => {
                 // A thread that may not end the run ends itself: its fault handler, if it
                 // has one, hears so (`EXITED`, with the status) and the thread waits for
@@ -201,6 +220,25 @@ impl<M: KernelMemory> ObjectSpace<M> {
         invoke(self, io, t, cspace, at, target, Invocation { label: info.label(), words: &words[..length] })
     }
 
+    /// `AuditRead` from byte offset `from`: the offsets in the register words, the bytes in
+    /// `t`'s IPC buffer (none without one).
+    fn audit_read(&mut self, t: TcbRef, from: u64) {
+        let mut bytes = [0u8; (MAX_MESSAGE_WORDS - 4) * 8];
+        let (first, n) = self.audit.read(from, &mut bytes);
+        let mut words = 0;
+        for chunk in bytes[..n].chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            if !self.write_message_word(t, 4 + words, u64::from_le_bytes(word)) {
+                break;
+            }
+            words += 1;
+        }
+        let n = n.min(words * 8) as u64;
+        let (end, dropped) = (self.audit.end(), self.audit.dropped());
+        self.write_message(t, 0, MessageInfo::new(0, 0, 0, 4 + words as u64), [first, n, end, dropped]);
+    }
+
     /// Writes an invocation's result to `t`: status in `rax`, words in registers and the
     /// IPC buffer (cut to the registers when it has none).
     fn write_reply(&mut self, t: TcbRef, reply: Result<Reply, Error>) {
@@ -219,4 +257,19 @@ impl<M: KernelMemory> ObjectSpace<M> {
         self.write_message(t, 0, MessageInfo::new(0, 0, 0, length as u64), words);
         t.set_reg(&mut self.mem, reg::RAX, status);
     }
+}
+
+/// The console line for an audit event, `audit: TIME EVENT` and a newline, and its length
+/// (at most 7 + 20 + 1 + `MAX_EVENT` + 1 bytes: within a console line).
+fn audit_line(time: u64, event: &[u8]) -> ([u8; CONSOLE_LINE], usize) {
+    const _: () = assert!(7 + 20 + 1 + crate::audit_log::MAX_EVENT < CONSOLE_LINE);
+    let mut line = [0u8; CONSOLE_LINE];
+    let mut digits = [0u8; 20];
+    let time = crate::audit_log::decimal(time, &mut digits);
+    let mut len = 0;
+    for part in [&b"audit: "[..], time, b" ", event, b"\n"] {
+        line[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
+    (line, len)
 }

@@ -303,6 +303,9 @@ pub mod privilege {
     /// It may write to the debug console (`DebugPutChar`), and give other threads this
     /// privilege (`TCB_ALLOW_CONSOLE`). The root task's first thread has it.
     pub const CONSOLE: u64 = 2;
+    /// It may read the kernel's audit log (`AuditRead`), and give other threads this
+    /// privilege (`TCB_ALLOW_READ_AUDIT`). The root task's first thread has it.
+    pub const READ_AUDIT: u64 = 4;
 }
 
 /// Bits of [`Tcb::one_request`].

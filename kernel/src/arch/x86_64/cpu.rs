@@ -191,6 +191,12 @@ pub fn self_test_page_fault() -> ! {
 pub struct Machine;
 
 impl cleave_kernel_core::object::invoke::Hardware for Machine {
+    fn time_us(&mut self) -> u64 {
+        // The time-stamp counter taken as 1 GHz, as components count it
+        // (`cleave_rt::console::audit_time`).
+        rdtsc() / 1000
+    }
+
     fn read(&mut self, port: u16, width: u8) -> u32 {
         // SAFETY: the caller holds an IoPort capability covering these ports, issued only
         // for ports the kernel does not use itself (COM1 and the PICs are reserved), so the

@@ -64,6 +64,8 @@ pub(super) fn components(
             lifetime: lifetime_of(c),
             ends_run: c.ends_run.as_ref().is_some_and(|e| *e.get_ref()),
             quiet: c.console.as_ref().is_some_and(|e| !*e.get_ref()),
+            // The toolstack answers `cleave ctl audit` from the kernel's audit log.
+            reads_audit: c.package(n) == "toolstack",
             // `check` holds it to whole pages within the loader's limit.
             stack_pages: c.stack.as_ref().and_then(|s| parse_size(s.get_ref())).map(|b| b / PAGE_SIZE),
             ..TcbParams::default()
