@@ -392,6 +392,35 @@ pub fn host_ctl_session(ctl: &Path, emit: &mut impl FnMut(String)) {
         show(emit, request, &cleave::ctl::request(ctl, &words(request), timeout));
         std::thread::sleep(Duration::from_millis(wait_ms));
     }
+    // The running system's audit log: every writer checked, then a question of it.
+    show_audit(emit, ctl, &[]);
+    show_audit(emit, ctl, &["--component", "vmm-carol", "--from", "0", "--to", "18446744073709551615"]);
+}
+
+/// Logs `cleave ctl audit QUESTION` and its answer as `[host]` lines; of the whole log
+/// (no question), its header, how many lines it has, and the lines that show who wrote
+/// them: the loader's `boot`, the supervisor's first restart of XenStore-Logic, and the
+/// Builder's builds and destroys.
+fn show_audit(emit: &mut dyn FnMut(String), ctl: &Path, question: &[&str]) {
+    let words: Vec<String> = question.iter().map(|w| w.to_string()).collect();
+    emit(format!("[host] $ cleave ctl audit {}", question.join(" ")));
+    match cleave::ctl::audit(ctl, &words) {
+        Ok(text) if question.is_empty() => {
+            let mut lines = text.lines();
+            lines.next().into_iter().for_each(|header| emit(format!("[host] {header}")));
+            let events: Vec<&str> = lines.collect();
+            emit(format!("[host] ({} events, each writer checked)", events.len()));
+            let shown = |l: &&&str| {
+                l.ends_with(" boot")
+                    || l.ends_with(" restart xenstore-logic#1 xenstore-logic#2")
+                    || l.contains(" builder build ")
+                    || l.contains(" builder destroy ")
+            };
+            events.iter().filter(shown).for_each(|l| emit(format!("[host] {l}")));
+        }
+        Ok(text) => text.lines().for_each(|l| emit(format!("[host] {l}"))),
+        Err(e) => emit(format!("[host] {}", e.trim_end())),
+    }
 }
 
 /// What the host's guest session prints when a check held (`ctl-linux` looks for them).

@@ -144,6 +144,17 @@ const TESTS: &[EmulatorTest] = &[
                 "destroy carol builder#",
                 "supervisor: rolled back `builder` after request 1: ",
                 "[host] guest carol: 2048 KiB of RAM, image guest-hello, devices emulated by vmm-carol, built by the Builder on request",
+                // The kernel's audit log, read over the line: every event stamped with its
+                // writer (checked), and cleave audit's question answered from it.
+                "[host] $ cleave ctl audit ",
+                "[host] kernel audit log: bytes 0..",
+                ", 0 lines dropped",
+                " events, each writer checked)",
+                " supervisor restart xenstore-logic#1 xenstore-logic#2",
+                " builder build carol builder#",
+                " builder destroy carol builder#",
+                "[host] carol vmm-carol#2 ",
+                "[host] carol vmm-carol#3 ",
             ],
             patterns: &[
                 "loader: specification with",
