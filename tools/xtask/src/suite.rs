@@ -1387,8 +1387,22 @@ fn check_ctl_linux(output: &str) -> Result<(), String> {
             "the audit log shows debian relying on blkback instances {relied:?}, not at least 3"
         ));
     }
+    // The running system's own log (`cleave ctl audit`) gave the same answer, to the
+    // microsecond: the kernel stamped both copies.
+    let expected = cleave::audit::describe(&log.relied_on("blkback", 0, u64::MAX));
+    let asked = output
+        .split("[host] $ cleave ctl audit --component blkback")
+        .nth(1)
+        .ok_or("the host never asked the running system's audit log about blkback")?;
+    for line in expected.lines() {
+        if !asked.contains(&format!("[host] {line}\n")) {
+            return Err(format!(
+                "`cleave ctl audit` did not answer `{line}`, which the host's copy of the log gives"
+            ));
+        }
+    }
     println!(
-        "   debian: built by builder#{} and #{}, destroyed by #{} and #{}; relied on blkback instances {relied:?}",
+        "   debian: built by builder#{} and #{}, destroyed by #{} and #{}; relied on blkback instances {relied:?} (the machine's log agrees)",
         built[0], built[1], destroyed[0], destroyed[1]
     );
     Ok(())
