@@ -236,6 +236,21 @@ pub(super) fn check(file: &SystemFile, errors: &mut Vec<SystemError>) {
                 ),
             );
         }
+        // Audit events are console lines the kernel also keeps (`AuditEvent`): a component
+        // kept off the console records none, and the log would not say whom it served.
+        let n = name.get_ref();
+        if let Some(e) = c.console.as_ref().filter(|e| !*e.get_ref())
+            && (crate::layout::serves_guest_io(file, n) || c.package(n) == crate::layout::BUILDER_PROGRAM)
+        {
+            errors.push(
+                SystemError::new(
+                    key("console"),
+                    span(e),
+                    format!("`{n}` records audit events (the guests it serves or builds), which a component kept off the console cannot"),
+                )
+                .help("remove `console = false`: the audit log must say which guests relied on it"),
+            );
+        }
         if let Some(d) = &c.deadline {
             if !c.is_disposable() {
                 errors.push(
@@ -276,6 +291,33 @@ mod tests {
         check_binaries(&file, &mut errors);
         check(&file, &mut errors);
         assert_eq!(errors, []);
+    }
+
+    /// A backend or a Builder kept off the console would leave the audit log silent
+    /// about the guests it serves or builds; any other component may be quiet.
+    #[test]
+    fn components_that_record_audit_events_keep_the_console() {
+        let text = "[components.blk]\nconsole = false\n\
+                    [components.builder]\nconsole = false\n\
+                    [components.quiet]\nconsole = false\n\
+                    [guests.a]\nmemory = \"2M\"\nimage = \"guest-hello\"\ndisk = { backend = \"blk\", size = \"1M\" }\n";
+        let mut errors = Vec::new();
+        check(&parse(text), &mut errors);
+        assert_eq!(
+            found(&errors, text),
+            [
+                error(
+                    "components.blk.console",
+                    "false",
+                    "`blk` records audit events (the guests it serves or builds), which a component kept off the console cannot"
+                ),
+                error(
+                    "components.builder.console",
+                    "false",
+                    "`builder` records audit events (the guests it serves or builds), which a component kept off the console cannot"
+                ),
+            ]
+        );
     }
 
     #[test]
