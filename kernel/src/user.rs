@@ -100,9 +100,12 @@ pub fn start_root_task(
         t.set_mcp(&mut s.mem, 255);
         // The root task may end the run, write to the debug console and read the audit
         // log, and pass each on (`TCB_ALLOW_END_RUN`, `TCB_ALLOW_CONSOLE`,
-        // `TCB_ALLOW_READ_AUDIT`).
+        // `TCB_ALLOW_READ_AUDIT`); and it alone names threads (`TCB_SET_NAME`).
         use cleave_kernel_core::object::tcb::privilege;
-        t.set_privileges(&mut s.mem, privilege::END_RUN | privilege::CONSOLE | privilege::READ_AUDIT);
+        t.set_privileges(
+            &mut s.mem,
+            privilege::END_RUN | privilege::CONSOLE | privilege::READ_AUDIT | privilege::NAME_THREADS,
+        );
         t.set_ipc_buffer_vaddr(&mut s.mem, boot_info::ROOT_IPC_BUFFER_ADDRESS);
         s.set_current(Some(t));
         s.make_runnable(t);

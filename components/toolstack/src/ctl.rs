@@ -223,25 +223,43 @@ impl Line {
         ));
         let mut at = p.first;
         let mut line_start = true;
-        while at < end {
-            if p.first != at {
+        let sent = self.send_audit_lines(&mut p, &mut piece, &mut at, end, &mut line_start);
+        // A piece ends anywhere: the status line must start a line of its own.
+        if !line_start {
+            self.send("\n");
+        }
+        sent
+    }
+
+    /// Sends the log's bytes from `at` to `end` as body lines, piece by piece (`p` is the
+    /// piece in `piece`); `line_start` says whether the next byte starts a line.
+    fn send_audit_lines(
+        &self,
+        p: &mut cleave_rt::syscall::AuditPiece,
+        piece: &mut [u8; 928],
+        at: &mut u64,
+        end: u64,
+        line_start: &mut bool,
+    ) -> Result<(), &'static str> {
+        while *at < end {
+            if p.first != *at {
                 // New events pushed the next lines out while these were sent.
                 return Err("the kernel dropped lines of its audit log while it was sent; ask again");
             }
-            let take = p.len.min((end - at) as usize);
+            let take = p.len.min((end - *at) as usize);
             if take == 0 {
                 return Err("the kernel returned none of its audit log");
             }
             for &b in &piece[..take] {
-                if line_start {
+                if *line_start {
                     self.send(cleave_ctl::BODY);
                 }
                 self.send_bytes(&[b]);
-                line_start = b == b'\n';
+                *line_start = b == b'\n';
             }
-            at += take as u64;
-            if at < end {
-                p = cleave_rt::syscall::audit_read(at, &mut piece)
+            *at += take as u64;
+            if *at < end {
+                *p = cleave_rt::syscall::audit_read(*at, piece)
                     .map_err(|_| "the audit log could not be read")?;
             }
         }

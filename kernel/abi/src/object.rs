@@ -204,9 +204,10 @@ pub mod label {
     /// TCB: unbind its notification.
     pub const TCB_UNBIND_NOTIFICATION: u64 = 28;
     /// TCB: name the thread in the kernel's reports and its audit-log events (up to 32
-    /// bytes of UTF-8 in four words, little-endian, ended by the first zero byte). A thread
-    /// is named once: naming one that has a name fails with `IllegalOperation`, so a
-    /// component holding its own TCB cannot take another's name in the audit log.
+    /// bytes of UTF-8 in four words, little-endian, ended by the first zero byte). Only the
+    /// root task's first thread (the loader) names threads, each once: anyone else, or
+    /// naming a named thread, fails with `IllegalOperation`, so no component can take
+    /// another's name in the audit log.
     pub const TCB_SET_NAME: u64 = 29;
     /// TCB: from now on the thread serves one request per start. Its first receive on an
     /// endpoint after it is started (`TCB_RESUME`, `TCB_WRITE_REGISTERS`) is ordinary;

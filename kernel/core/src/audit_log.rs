@@ -19,15 +19,29 @@ pub const AUDIT_LOG_BYTES: usize = 256 * 1024;
 #[cfg(any(test, feature = "fuzz"))]
 pub const AUDIT_LOG_BYTES: usize = 4 * 1024;
 
-/// The longest event a thread may record (so that `audit: TIME EVENT` fits one console
-/// line).
-pub const MAX_EVENT: usize = 200;
+/// The longest event a thread may record (so that `audit: TIME WRITER EVENT` fits one
+/// console line).
+pub const MAX_EVENT: usize = 160;
 
 /// The longest writer name (a thread's name).
 const MAX_WRITER: usize = 32;
 
 /// The longest line: a 20-digit time, the writer, the event, two spaces and the newline.
-const MAX_RECORD: usize = 20 + 1 + MAX_WRITER + 1 + MAX_EVENT + 1;
+pub const MAX_RECORD: usize = 20 + 1 + MAX_WRITER + 1 + MAX_EVENT + 1;
+
+/// A line as the log keeps it, `TIME WRITER EVENT` and its newline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    bytes: [u8; MAX_RECORD],
+    len: usize,
+}
+
+impl Record {
+    /// Its bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
 
 /// Why an event is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,9 +97,9 @@ impl<const N: usize> AuditLog<N> {
     }
 
     /// Records `event`, written by the thread named `writer` (its name bytes, up to the
-    /// first zero) at `time`; returns the time it was stamped with (`time`, or the last
-    /// line's if that is later).
-    pub fn append(&mut self, time: u64, writer: &[u8], event: &[u8]) -> Result<u64, Refused> {
+    /// first zero) at `time` (or the last line's time, if that is later); returns the line
+    /// as kept.
+    pub fn append(&mut self, time: u64, writer: &[u8], event: &[u8]) -> Result<Record, Refused> {
         if event.is_empty() {
             return Err(Refused::Empty);
         }
@@ -131,7 +145,7 @@ impl<const N: usize> AuditLog<N> {
             self.end += 1;
         }
         self.last_time = time;
-        Ok(time)
+        Ok(Record { bytes: record, len })
     }
 
     /// Copies the bytes from offset `from` on (from the oldest kept if `from` is older)
@@ -230,11 +244,19 @@ mod tests {
     #[test]
     fn events_are_stamped_with_the_time_and_the_writer() {
         let mut log = AuditLog::<1024>::new();
-        assert_eq!(log.append(5, b"supervisor\0\0", b"restart a#1 a#2"), Ok(5));
+        let kept =
+            |r: Result<Record, Refused>| std::string::String::from_utf8(r.unwrap().bytes().to_vec()).unwrap();
+        assert_eq!(
+            kept(log.append(5, b"supervisor\0\0", b"restart a#1 a#2")),
+            "5 supervisor restart a#1 a#2\n"
+        );
         // A time before the last is raised to it: the log's times never go backwards.
-        assert_eq!(log.append(3, b"vmm-alice", b"serve alice vmm-alice#1"), Ok(5));
-        assert_eq!(log.append(9, b"", b"x"), Ok(9));
-        assert_eq!(log.append(10, b"a b\n", b"y"), Ok(10));
+        assert_eq!(
+            kept(log.append(3, b"vmm-alice", b"serve alice vmm-alice#1")),
+            "5 vmm-alice serve alice vmm-alice#1\n"
+        );
+        assert_eq!(kept(log.append(9, b"", b"x")), "9 ? x\n");
+        assert_eq!(kept(log.append(10, b"a b\n", b"y")), "10 a?b? y\n");
         assert_eq!(
             text(&log),
             "5 supervisor restart a#1 a#2\n5 vmm-alice serve alice vmm-alice#1\n9 ? x\n10 a?b? y\n"
@@ -251,7 +273,7 @@ mod tests {
         assert_eq!(log.append(2, b"w", b"two\nlines"), Err(Refused::NotPrintable));
         assert_eq!(log.append(2, b"w", "caf\u{e9}".as_bytes()), Err(Refused::NotPrintable));
         assert_eq!(log.append(2, b"w", &[b'a'; MAX_EVENT + 1]), Err(Refused::TooLong));
-        assert_eq!(log.append(2, b"w", &[b'a'; MAX_EVENT]), Ok(2));
+        assert!(log.append(2, b"w", &[b'a'; MAX_EVENT]).is_ok());
         assert!(text(&log).starts_with(&before));
         assert_eq!(log.check(), Ok(()));
     }

@@ -81,101 +81,105 @@ fn instance(text: &str) -> Option<Instance> {
     (!component.is_empty()).then(|| Instance { component: component.to_string(), number })
 }
 
-/// Reads a log; errors name the line (1-based) and what is wrong.
-pub fn read(text: &str) -> Result<Log, String> {
-    let mut log = Log::default();
-    let mut last = 0u64;
-    // Live instances, and per live instance the guests it serves (index into reliances).
-    let mut live: BTreeMap<Instance, Vec<usize>> = BTreeMap::new();
-    let mut ever: BTreeMap<Instance, ()> = BTreeMap::new();
-    let mut booted = false;
-    for (n, line) in text.lines().enumerate() {
-        let at = n + 1;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.is_empty() {
-            continue;
-        }
-        let err = |what: String| format!("line {at}: {what}: `{line}`");
+/// What a reader knows so far.
+#[derive(Default)]
+struct Reader {
+    log: Log,
+    last: u64,
+    booted: bool,
+    /// Live instances, and per live instance the guests it serves (index into reliances).
+    live: BTreeMap<Instance, Vec<usize>>,
+    ever: BTreeMap<Instance, ()>,
+}
+
+impl Reader {
+    /// Takes one event (`words`: its time, then the event's words). Nothing changes unless
+    /// the event is possible: an error leaves the reader as it was.
+    fn event(&mut self, words: &[&str]) -> Result<(), String> {
         let time: u64 =
-            words[0].parse().map_err(|_| err("the time is not a number of microseconds".into()))?;
-        if time < last {
-            return Err(err(format!("time goes backwards (after {last})")));
+            words[0].parse().map_err(|_| "the time is not a number of microseconds".to_string())?;
+        if time < self.last {
+            return Err(format!("time goes backwards (after {})", self.last));
         }
-        last = time;
         let inst = |i: usize| -> Result<Instance, String> {
-            words.get(i).and_then(|w| instance(w)).ok_or_else(|| err("expected COMPONENT#N".into()))
+            words.get(i).and_then(|w| instance(w)).ok_or_else(|| "expected COMPONENT#N".to_string())
         };
-        let arity = |k: usize| {
-            if words.len() == k { Ok(()) } else { Err(err(format!("`{}` takes {} words", words[1], k - 2))) }
-        };
-        match words.get(1).copied() {
-            Some("boot") => {
+        let verb = words.get(1).copied().unwrap_or("");
+        let arity =
+            |k: usize| if words.len() == k { Ok(()) } else { Err(format!("`{verb}` takes {} words", k - 2)) };
+        match verb {
+            "boot" => {
                 arity(2)?;
-                if booted {
-                    return Err(err("a second boot".into()));
+                if self.booted {
+                    return Err("a second boot".into());
                 }
-                booted = true;
+                self.booted = true;
             }
-            _ if !booted => return Err(err("events before `boot`".into())),
-            Some("start") => {
+            _ if !self.booted => return Err("events before `boot`".into()),
+            "start" => {
                 arity(3)?;
                 let i = inst(2)?;
-                if ever.insert(i.clone(), ()).is_some() {
-                    return Err(err(format!("{i} started before")));
+                if self.ever.contains_key(&i) {
+                    return Err(format!("{i} started before"));
                 }
-                live.insert(i, Vec::new());
+                self.ever.insert(i.clone(), ());
+                self.live.insert(i, Vec::new());
             }
-            Some("restart") => {
+            "restart" => {
                 arity(4)?;
                 let (old, new) = (inst(2)?, inst(3)?);
                 if old.component != new.component {
-                    return Err(err("a restart keeps the component".into()));
+                    return Err("a restart keeps the component".into());
                 }
-                let served = live.remove(&old).ok_or_else(|| err(format!("{old} is not running")))?;
-                if ever.insert(new.clone(), ()).is_some() {
-                    return Err(err(format!("{new} started before")));
+                if !self.live.contains_key(&old) {
+                    return Err(format!("{old} is not running"));
                 }
+                if self.ever.contains_key(&new) {
+                    return Err(format!("{new} started before"));
+                }
+                let served = self.live.remove(&old).unwrap_or_default();
+                self.ever.insert(new.clone(), ());
                 let mut moved = Vec::new();
                 for r in served {
-                    let guest = log.reliances[r].guest.clone();
-                    log.reliances[r].to = Some(time);
-                    moved.push(log.reliances.len());
-                    log.reliances.push(Reliance { guest, instance: new.clone(), from: time, to: None });
+                    let guest = self.log.reliances[r].guest.clone();
+                    self.log.reliances[r].to = Some(time);
+                    moved.push(self.log.reliances.len());
+                    self.log.reliances.push(Reliance { guest, instance: new.clone(), from: time, to: None });
                 }
-                live.insert(new, moved);
+                self.live.insert(new, moved);
             }
-            Some("dispose" | "end") => {
+            "dispose" | "end" => {
                 arity(3)?;
                 let i = inst(2)?;
-                let served = live.remove(&i).ok_or_else(|| err(format!("{i} is not running")))?;
+                let served = self.live.remove(&i).ok_or_else(|| format!("{i} is not running"))?;
                 for r in served {
-                    log.reliances[r].to = Some(time);
+                    self.log.reliances[r].to = Some(time);
                 }
             }
-            Some(verb @ ("serve" | "unserve")) => {
+            "serve" | "unserve" => {
                 arity(4)?;
                 let guest = words[2].to_string();
                 let i = inst(3)?;
-                let served = live.get_mut(&i).ok_or_else(|| err(format!("{i} is not running")))?;
-                let current = served.iter().position(|&r| log.reliances[r].guest == guest);
+                let served = self.live.get_mut(&i).ok_or_else(|| format!("{i} is not running"))?;
+                let current = served.iter().position(|&r| self.log.reliances[r].guest == guest);
                 match (verb, current) {
                     ("serve", None) => {
-                        served.push(log.reliances.len());
-                        log.reliances.push(Reliance { guest, instance: i, from: time, to: None });
+                        served.push(self.log.reliances.len());
+                        self.log.reliances.push(Reliance { guest, instance: i, from: time, to: None });
                     }
-                    ("serve", Some(_)) => return Err(err(format!("{i} already serves {guest}"))),
+                    ("serve", Some(_)) => return Err(format!("{i} already serves {guest}")),
                     (_, Some(k)) => {
                         let r = served.remove(k);
-                        log.reliances[r].to = Some(time);
+                        self.log.reliances[r].to = Some(time);
                     }
-                    (_, None) => return Err(err(format!("{i} does not serve {guest}"))),
+                    (_, None) => return Err(format!("{i} does not serve {guest}")),
                 }
             }
-            Some(verb @ ("build" | "destroy")) => {
+            "build" | "destroy" => {
                 arity(4)?;
                 let i = inst(3)?;
-                if !live.contains_key(&i) {
-                    return Err(err(format!("{i} is not running")));
+                if !self.live.contains_key(&i) {
+                    return Err(format!("{i} is not running"));
                 }
                 let guest = words[2].to_string();
                 if verb == "destroy" {
@@ -183,30 +187,121 @@ pub fn read(text: &str) -> Result<Log, String> {
                     // longer relies on it (a later `create` starts a new instance, which
                     // says `serve` again).
                     let vmm = format!("vmm-{guest}");
-                    for (_, served) in live.iter_mut().filter(|(k, _)| k.component == vmm) {
+                    let reliances = &mut self.log.reliances;
+                    for (_, served) in self.live.iter_mut().filter(|(k, _)| k.component == vmm) {
                         served.retain(|&r| {
-                            let ends = log.reliances[r].guest == guest;
+                            let ends = reliances[r].guest == guest;
                             if ends {
-                                log.reliances[r].to = Some(time);
+                                reliances[r].to = Some(time);
                             }
                             !ends
                         });
                     }
                 }
-                log.builds.push((time, guest, verb == "build", i));
+                self.log.builds.push((time, guest, verb == "build", i));
             }
             _ => {
-                return Err(err(
+                return Err(
                     "unknown event (boot, start, restart, dispose, end, serve, unserve, build, destroy)"
                         .into(),
-                ));
+                );
             }
         }
+        self.last = time;
+        Ok(())
     }
-    if !booted {
-        return Err("the log has no `boot` line".into());
+
+    fn finish(self) -> Result<Log, String> {
+        if !self.booted {
+            return Err("the log has no `boot` line".into());
+        }
+        Ok(self.log)
     }
-    Ok(log)
+}
+
+/// Reads a log in the plain format (`TIME EVENT`, as the module's example); errors name
+/// the line (1-based) and what is wrong.
+pub fn read(text: &str) -> Result<Log, String> {
+    let mut reader = Reader::default();
+    for (n, line) in text.lines().enumerate() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if !words.is_empty() {
+            reader.event(&words).map_err(|what| format!("line {}: {what}: `{line}`", n + 1))?;
+        }
+    }
+    reader.finish()
+}
+
+/// The Builder's component name: `cleave check` holds the component that runs the
+/// Builder's program to it, so that the log's `build` and `destroy` events can be taken
+/// only from it.
+pub const BUILDER: &str = "builder";
+
+/// A log of stamped lines, read.
+#[derive(Debug)]
+pub struct Checked {
+    /// What the accepted lines say.
+    pub log: Log,
+    /// The lines refused, each `line N: why: `LINE``: in another's name, malformed, or
+    /// impossible after the lines before it.
+    pub refused: Vec<String>,
+}
+
+/// Reads a log of stamped lines, `TIME WRITER EVENT`, as the kernel keeps them (`cleave
+/// ctl audit` reads its copy) and writes them to the console as `audit: TIME WRITER
+/// EVENT` (`cargo xtask`'s `audit.log` holds those, without the prefix). The kernel
+/// stamped the time and the writer, so each event is checked against who wrote it:
+/// `boot` must be the first line, and its writer is the loader (the root task), which
+/// alone writes the first `start`s; `restart`, `end` and `dispose` come from the
+/// supervisor; `serve` and `unserve` from the instance they name; `build` and `destroy`
+/// from the Builder ([`BUILDER`]). A line that fails (another's name, malformed,
+/// impossible) is refused and listed, and the rest is read without it: a component that
+/// writes nonsense in its own name spoils only its own lines.
+pub fn read_stamped(text: &str) -> Result<Checked, String> {
+    let mut reader = Reader::default();
+    let mut refused = Vec::new();
+    let mut loader: Option<&str> = None;
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if n == 0 {
+            if words.get(2) != Some(&"boot") {
+                return Err(format!("line 1: the log does not begin with `boot`: `{line}`"));
+            }
+            loader = words.get(1).copied();
+        }
+        let check = || -> Result<Vec<&str>, String> {
+            let &[time, writer, verb, ..] = words.as_slice() else {
+                return Err("expected TIME WRITER EVENT".into());
+            };
+            let speaker = match verb {
+                "boot" if n == 0 => None,
+                "boot" => return Err(format!("a second boot, by `{writer}`")),
+                "start" => loader.map(str::to_string),
+                "restart" | "end" | "dispose" => Some("supervisor".to_string()),
+                "serve" | "unserve" => Some(
+                    words.get(4).and_then(|w| instance(w)).ok_or("expected GUEST COMPONENT#N")?.component,
+                ),
+                "build" | "destroy" => {
+                    let i = words.get(4).and_then(|w| instance(w)).ok_or("expected GUEST COMPONENT#N")?;
+                    if i.component != BUILDER {
+                        return Err(format!("only the Builder (`{BUILDER}`) builds and destroys guests"));
+                    }
+                    Some(i.component)
+                }
+                _ => None,
+            };
+            if let Some(speaker) = speaker.filter(|s| s != writer) {
+                return Err(format!("written by `{writer}`, not by `{speaker}`: an event in another's name"));
+            }
+            let mut event = std::vec![time];
+            event.extend_from_slice(&words[2..]);
+            Ok(event)
+        };
+        if let Err(why) = check().and_then(|event| reader.event(&event)) {
+            refused.push(format!("line {}: {why}: `{line}`", n + 1));
+        }
+    }
+    Ok(Checked { log: reader.finish()?, refused })
 }
 
 /// The kernel's audit log as the toolstack sends it (`cleave ctl audit`): its lines, with
@@ -233,53 +328,22 @@ impl MachineLog {
         let (first, end) = range.split_once("..").ok_or_else(bad)?;
         let number = |t: &str| t.parse::<u64>().map_err(|_| bad());
         let dropped = number(dropped.strip_suffix(" lines dropped").ok_or_else(bad)?)?;
-        Ok(Self { bytes: (number(first)?, number(end)?), dropped, lines: body[1..].to_vec() })
-    }
-
-    /// The log in `cleave audit`'s format (`TIME EVENT`), having checked that each event
-    /// was written by the component it speaks for, as the kernel stamped it: `boot` and
-    /// each first `start` by the loader (the root task, whoever wrote `boot`), `restart`,
-    /// `end` and `dispose` by the supervisor, and `serve`, `unserve`, `build` and `destroy`
-    /// by the instance they name. An event in another's name is a forgery: an error that
-    /// names the line.
-    pub fn events(&self) -> Result<String, String> {
-        let mut out = String::new();
-        let mut loader: Option<&str> = None;
-        for (n, line) in self.lines.iter().enumerate() {
-            let err = |what: String| format!("line {} of the machine's log: {what}: `{line}`", n + 1);
-            let mut words = line.splitn(3, ' ');
-            let (Some(time), Some(writer), Some(event)) = (words.next(), words.next(), words.next()) else {
-                return Err(err("expected TIME WRITER EVENT".into()));
-            };
-            let mut fields = event.split_whitespace();
-            let verb = fields.next().unwrap_or("");
-            let speaker = match verb {
-                "boot" => {
-                    loader = Some(writer);
-                    None
-                }
-                "start" => Some(loader.ok_or_else(|| err("a `start` before `boot`".into()))?.to_string()),
-                "restart" | "end" | "dispose" => Some("supervisor".to_string()),
-                "serve" | "unserve" | "build" | "destroy" => match fields.nth(1).and_then(instance) {
-                    Some(i) => Some(i.component),
-                    None => return Err(err("expected GUEST COMPONENT#N".into())),
-                },
-                _ => None,
-            };
-            if let Some(speaker) = speaker.filter(|s| s != writer) {
-                return Err(err(format!(
-                    "written by `{writer}`, not by `{speaker}`: an event in another's name"
-                )));
-            }
-            out.push_str(&format!("{time} {event}\n"));
+        let log = Self { bytes: (number(first)?, number(end)?), dropped, lines: body[1..].to_vec() };
+        // Every byte the header promises arrived (each line and its newline).
+        let arrived: u64 = log.lines.iter().map(|l| l.len() as u64 + 1).sum();
+        if log.bytes.1.checked_sub(log.bytes.0) != Some(arrived) {
+            return Err(format!(
+                "the audit log's header promises bytes {}..{}, but {arrived} arrived",
+                log.bytes.0, log.bytes.1
+            ));
         }
-        Ok(out)
+        Ok(log)
     }
 
-    /// The log, read as `cleave audit` reads one, if the kernel still holds all of it
+    /// The log, read as [`read_stamped`] reads one, if the kernel still holds all of it
     /// (else the answer would miss what began before its oldest line).
-    pub fn read(&self) -> Result<Log, String> {
-        if self.dropped > 0 {
+    pub fn read(&self) -> Result<Checked, String> {
+        if self.dropped > 0 || self.bytes.0 > 0 {
             return Err(format!(
                 "the machine's audit log no longer holds its {} oldest lines (the kernel keeps the newest 256 KiB), so \
                  an answer would miss what began before them: ask `cleave audit` of the host's copy (`audit.log` \
@@ -287,7 +351,7 @@ impl MachineLog {
                 self.dropped
             ));
         }
-        read(&self.events()?)
+        read_stamped(&self.lines.join("\n"))
     }
 }
 
@@ -390,48 +454,76 @@ mod tests {
     }
 
     fn machine(lines: &[&str], dropped: u64) -> MachineLog {
-        let mut body = vec![format!("{} bytes 0..100, {dropped} lines dropped", cleave_ctl::AUDIT_HEADER)];
+        let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+        let first = if dropped > 0 { 1000 } else { 0 };
+        let mut body = vec![format!(
+            "{} bytes {first}..{}, {dropped} lines dropped",
+            cleave_ctl::AUDIT_HEADER,
+            first + bytes
+        )];
         body.extend(lines.iter().map(|l| l.to_string()));
         MachineLog::parse(&body).unwrap()
     }
 
+    const STAMPED: [&str; 7] = [
+        "0 loader boot",
+        "1 loader start blk#1",
+        "1 loader start vmm-carol#1",
+        "1 loader start builder#1",
+        "2 blk serve carol blk#1",
+        "3 supervisor restart blk#1 blk#2",
+        "4 builder build carol builder#1",
+    ];
+
     #[test]
     fn the_machines_log_is_read_with_its_writers_checked() {
-        let log = machine(
-            &[
-                "0 loader boot",
-                "1 loader start blk#1",
-                "1 loader start vmm-carol#1",
-                "1 loader start builder#1",
-                "2 blk serve carol blk#1",
-                "3 supervisor restart blk#1 blk#2",
-                "4 builder build carol builder#1",
-            ],
-            0,
-        );
-        assert_eq!((log.bytes, log.dropped), ((0, 100), 0));
+        let log = machine(&STAMPED, 0);
+        assert_eq!(log.dropped, 0);
         let read = log.read().unwrap();
+        assert_eq!(read.refused, Vec::<String>::new());
         let names = |v: Vec<&Instance>| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(read.relied_at("carol", 3)), ["blk#2"]);
-        assert_eq!(read.builds.len(), 1);
+        assert_eq!(names(read.log.relied_at("carol", 3)), ["blk#2"]);
+        assert_eq!(read.log.builds.len(), 1);
     }
 
     /// A component that writes in another's name (a restart that would move a guest's
-    /// reliance, a serve for another backend, a build) is caught by the kernel's stamp.
+    /// reliance, a serve for another backend, a build, a second boot and the starts after
+    /// it) is caught by the kernel's stamp: its lines are refused, the rest still read. So
+    /// are its malformed and impossible lines, one at a time.
     #[test]
-    fn an_event_in_anothers_name_is_a_forgery() {
+    fn an_event_in_anothers_name_is_refused_and_the_rest_read() {
         for (forged, message) in [
             ("2 blk restart blk#1 blk#2", "written by `blk`, not by `supervisor`"),
             ("2 vmm-carol serve carol blk#1", "written by `vmm-carol`, not by `blk`"),
             ("2 vmm-carol start other#1", "written by `vmm-carol`, not by `loader`"),
             ("2 blk build carol builder#1", "written by `blk`, not by `builder`"),
+            ("2 blk destroy carol blk#1", "only the Builder (`builder`) builds and destroys guests"),
+            ("2 blk boot", "a second boot, by `blk`"),
             ("2 blk", "expected TIME WRITER EVENT"),
             ("2 blk serve carol", "expected GUEST COMPONENT#N"),
+            ("2 blk explode now", "unknown event"),
+            ("2 blk serve carol blk#1", "blk#1 already serves carol"),
+            ("2 blk unserve dave blk#1", "blk#1 does not serve dave"),
+            ("0 blk unserve carol blk#1", "time goes backwards"),
         ] {
-            let log = machine(&["0 loader boot", "1 loader start blk#1", forged], 0);
-            let e = log.events().unwrap_err();
-            assert!(e.contains(message) && e.contains("line 3"), "{forged}: {e}");
+            let mut lines = STAMPED.to_vec();
+            lines.insert(5, forged);
+            let read = read_stamped(&lines.join("\n")).unwrap();
+            assert_eq!(read.refused.len(), 1, "{forged}: {:?}", read.refused);
+            assert!(
+                read.refused[0].contains(message) && read.refused[0].starts_with("line 6: "),
+                "{forged}: {read:?}"
+            );
+            // Carol's reliance is what the honest lines say.
+            let names = |v: Vec<&Instance>| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+            assert_eq!(names(read.log.relied_at("carol", 3)), ["blk#2"], "{forged}");
         }
+        // A log that does not begin with the loader's boot is no log.
+        assert!(
+            read_stamped("1 blk start blk#1\n0 loader boot\n")
+                .unwrap_err()
+                .contains("does not begin with `boot`")
+        );
     }
 
     #[test]
@@ -442,6 +534,10 @@ mod tests {
         for header in ["", "kernel audit log: bytes 0..x, 0 lines dropped", "kernel audit log: 0..1"] {
             assert!(MachineLog::parse(&[header.to_string()]).is_err(), "{header}");
         }
+        // A header promising more than arrived (a line lost on the way) is refused.
+        let short =
+            [format!("{} bytes 0..50, 0 lines dropped", cleave_ctl::AUDIT_HEADER), "0 loader boot".into()];
+        assert!(MachineLog::parse(&short).unwrap_err().contains("but 14 arrived"));
     }
 
     #[test]

@@ -49,17 +49,27 @@ pub fn audit(socket: &Path, question: &[String]) -> Result<String, String> {
         return Err(format!("cleave ctl: {why}"));
     }
     let log = crate::audit::MachineLog::parse(&reply.body).map_err(|e| format!("cleave ctl: {e}"))?;
-    let read = |log: &crate::audit::MachineLog| log.read().map_err(|e| format!("cleave ctl audit: {e}"));
-    Ok(match question {
-        AuditQuestion::Log => {
-            log.events().map_err(|e| format!("cleave ctl audit: {e}"))?;
-            let mut out = format!("{}\n", reply.body[0]);
-            log.lines.iter().for_each(|l| out.push_str(&format!("{l}\n")));
-            out
+    let refusals =
+        |refused: &[String]| -> String { refused.iter().map(|r| format!("refused: {r}\n")).collect() };
+    if let AuditQuestion::Log = question {
+        let mut out = format!("{}\n", reply.body[0]);
+        log.lines.iter().for_each(|l| out.push_str(&format!("{l}\n")));
+        match log.read() {
+            Ok(read) => out.push_str(&refusals(&read.refused)),
+            Err(_) => out.push_str(&format!(
+                "(the kernel dropped the log's {} oldest lines, `boot` with them: who wrote the rest is not checked)\n",
+                log.dropped
+            )),
         }
-        AuditQuestion::Component(c, t1, t2) => crate::audit::describe(&read(&log)?.relied_on(&c, t1, t2)),
-        AuditQuestion::Guest(g, t) => read(&log)?.relied_at(&g, t).iter().map(|i| format!("{i}\n")).collect(),
-    })
+        return Ok(out);
+    }
+    let read = log.read().map_err(|e| format!("cleave ctl audit: {e}"))?;
+    let answer = match question {
+        AuditQuestion::Component(c, t1, t2) => crate::audit::describe(&read.log.relied_on(&c, t1, t2)),
+        AuditQuestion::Guest(g, t) => read.log.relied_at(&g, t).iter().map(|i| format!("{i}\n")).collect(),
+        AuditQuestion::Log => String::new(),
+    };
+    Ok(answer + &refusals(&read.refused))
 }
 
 /// What `cleave ctl audit` was asked.
@@ -524,12 +534,18 @@ mod tests {
         server.join().unwrap();
     }
 
-    /// `audit` fetches the machine's log and answers a question from it; a forged line
-    /// or a log that lost its start is an error, and bad questions are never sent.
+    /// `audit` fetches the machine's log and answers a question from it, listing the lines
+    /// it refused (a forged one); a log that lost its start answers nothing, and bad
+    /// questions are never sent.
     #[test]
     fn audit_answers_from_the_machines_log_and_checks_its_writers() {
         fn reply(lines: &[&str], dropped: u64) -> Vec<u8> {
-            let mut out = format!("> audit\n| kernel audit log: bytes 0..200, {dropped} lines dropped\n");
+            let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+            let first = if dropped > 0 { 500 } else { 0 };
+            let mut out = format!(
+                "> audit\n| kernel audit log: bytes {first}..{}, {dropped} lines dropped\n",
+                first + bytes
+            );
             lines.iter().for_each(|l| out.push_str(&format!("| {l}\n")));
             out.push_str("ok\n");
             out.into_bytes()
@@ -553,14 +569,26 @@ mod tests {
         let log = audit(&path, &[]).unwrap();
         assert_eq!(
             log,
-            "kernel audit log: bytes 0..200, 0 lines dropped\n0 loader boot\n1 loader start blk#1\n"
+            "kernel audit log: bytes 0..35, 0 lines dropped\n0 loader boot\n1 loader start blk#1\n"
         );
         server.join().unwrap();
+        // A restart blk wrote itself: refused, said so, and not believed.
         let (path, server) = serve(b"", false, |_| {
-            reply(&["0 loader boot", "1 loader start blk#1", "2 blk restart blk#1 blk#2"], 0)
+            reply(
+                &[
+                    "0 loader boot",
+                    "1 loader start blk#1",
+                    "2 blk serve alice blk#1",
+                    "3 blk restart blk#1 blk#2",
+                ],
+                0,
+            )
         });
-        let e = audit(&path, &words(&["--guest", "alice", "--at", "1"])).unwrap_err();
-        assert!(e.contains("not by `supervisor`"), "{e}");
+        let answer = audit(&path, &words(&["--guest", "alice", "--at", "4"])).unwrap();
+        assert!(
+            answer.starts_with("blk#1\nrefused: line 4: written by `blk`, not by `supervisor`"),
+            "{answer}"
+        );
         server.join().unwrap();
         let (path, server) = serve(b"", false, |_| reply(&["9 supervisor restart blk#4 blk#5"], 12));
         let e = audit(&path, &words(&["--guest", "alice", "--at", "10"])).unwrap_err();

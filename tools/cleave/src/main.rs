@@ -224,16 +224,21 @@ fn run(cli: Cli) -> Result<String, String> {
         }
         Command::Audit { log, component, from, to, guest, at } => {
             let text = read(&log)?;
-            let log_data = audit::read(&text).map_err(|e| format!("{}: {e}\n", log.display()))?;
-            match (component, from, to, guest, at) {
-                (Some(c), Some(t1), Some(t2), None, None) => {
-                    Ok(audit::describe(&log_data.relied_on(&c, t1, t2)))
-                }
+            let checked = audit::read_stamped(&text).map_err(|e| format!("{}: {e}\n", log.display()))?;
+            let log_data = &checked.log;
+            let answer: String = match (component, from, to, guest, at) {
+                (Some(c), Some(t1), Some(t2), None, None) => audit::describe(&log_data.relied_on(&c, t1, t2)),
                 (None, None, None, Some(g), Some(t)) => {
-                    Ok(log_data.relied_at(&g, t).iter().map(|i| format!("{i}\n")).collect())
+                    log_data.relied_at(&g, t).iter().map(|i| format!("{i}\n")).collect()
                 }
-                _ => Err("cleave audit: ask --component C --from T1 --to T2, or --guest G --at T\n".into()),
-            }
+                _ => {
+                    return Err(
+                        "cleave audit: ask --component C --from T1 --to T2, or --guest G --at T\n".into()
+                    );
+                }
+            };
+            let refused: String = checked.refused.iter().map(|r| format!("refused: {r}\n")).collect();
+            Ok(answer + &refused)
         }
         Command::Ctl { socket, request } if request.first().is_some_and(|w| w == "console") => {
             match request.as_slice() {

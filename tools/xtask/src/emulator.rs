@@ -948,9 +948,9 @@ fn bochs_config(iso: &Path, serial: &Path, log: &Path, memory_mib: u32) -> Strin
     )
 }
 
-/// The audit log a run's serial output carries: its `audit: TIME EVENT` lines, without the
-/// prefix, in time order (components print them as they happen; two components' lines
-/// may reach the console out of order). Empty if there are none.
+/// The audit log a run's serial output carries: the kernel's `audit: TIME WRITER EVENT`
+/// lines, without the prefix, in time order (as the kernel stamped them; a component's own
+/// line that starts so reaches the console as `audit? ...`). Empty if there are none.
 pub fn audit_log(serial: &str) -> String {
     let mut events: Vec<(u64, &str)> = serial
         .lines()
@@ -1077,8 +1077,8 @@ mod tests {
 
     #[test]
     fn the_audit_log_is_the_prefixed_lines_in_time_order() {
-        let serial = "loader: built\naudit: 10 boot\nvmm: x\naudit: 30 serve a vmm-a#1\naudit: 20 start vmm-a#1\naudit: junk\n";
-        assert_eq!(audit_log(serial), "10 boot\n20 start vmm-a#1\n30 serve a vmm-a#1\n");
+        let serial = "loader: built\naudit: 10 loader boot\nvmm: x\naudit: 30 vmm-a serve a vmm-a#1\naudit: 20 loader start vmm-a#1\naudit: junk\naudit? 5 loader boot\n";
+        assert_eq!(audit_log(serial), "10 loader boot\n20 loader start vmm-a#1\n30 vmm-a serve a vmm-a#1\n");
         assert_eq!(audit_log("no events\n"), "");
     }
 }

@@ -1024,9 +1024,23 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
     Ok(())
 }
 
+/// Reads a run's audit log (the kernel's stamped lines the serial log carries), every
+/// writer checked: a line refused (in another's name, malformed, impossible) fails the test.
+fn read_audit(text: &str) -> Result<cleave::audit::Log, String> {
+    let checked =
+        cleave::audit::read_stamped(text).map_err(|e| format!("the run's audit log does not read: {e}"))?;
+    match checked.refused.first() {
+        Some(first) => Err(format!(
+            "the run's audit log has {} refused lines, the first: {first}",
+            checked.refused.len()
+        )),
+        None => Ok(checked.log),
+    }
+}
+
 /// Asks the audit log `cleave audit`'s two questions for each (component, guest) pair.
 fn check_audit(log: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
-    let log = cleave::audit::read(log).map_err(|e| format!("the run's audit log does not read: {e}"))?;
+    let log = read_audit(log)?;
     for &(component, guest) in pairs {
         let relied = log.relied_on(component, 0, u64::MAX);
         println!(
@@ -1149,7 +1163,7 @@ fn run_disk_test(tally: &mut Tally, name: &str, system: &str, restarted: &[&str]
 /// disk backend.
 fn check_disk_reliance(output: &str, system: &str) -> Result<(), String> {
     let text = emulator::audit_log(output);
-    let log = cleave::audit::read(&text).map_err(|e| format!("the run's audit log does not read: {e}"))?;
+    let log = read_audit(&text)?;
     let file = std::fs::read_to_string(system)
         .ok()
         .and_then(|t| cleave::system::load(&t).ok())
@@ -1375,7 +1389,7 @@ fn check_ctl_linux(output: &str) -> Result<(), String> {
     if asked != 2 {
         return Err(format!("the supervisor restarted blkback {asked} times as the toolstack asked, not 2"));
     }
-    let log = cleave::audit::read(&text).map_err(|e| format!("the run's audit log does not read: {e}"))?;
+    let log = read_audit(&text)?;
     let relied: std::collections::BTreeSet<u64> = log
         .relied_on("blkback", 0, u64::MAX)
         .iter()
@@ -1490,7 +1504,7 @@ fn check_roundtrip(output: &str) -> Result<(), String> {
 /// alice and bob each relying on many instances of both.
 fn check_restarts(output: &str) -> Result<(), String> {
     let text = emulator::audit_log(output);
-    let log = cleave::audit::read(&text).map_err(|e| format!("the run's audit log does not read: {e}"))?;
+    let log = read_audit(&text)?;
     for component in ["blkback", "netback"] {
         let restarts = text.lines().filter(|l| l.contains(&format!(" restart {component}#"))).count();
         if restarts < MIN_RESTARTS {

@@ -395,10 +395,11 @@ pub fn world_in(format: Format) -> World {
             s.copy(own(5), tcb.slot(tcb_slot::FAULT_ENDPOINT)).expect("copy");
             tcb.set_ipc_buffer_vaddr(&mut s.mem, vaddr);
             // Half the threads may write to the console (so record audit events), the
-            // first may also read the audit log; all but the last are named.
+            // first may also read the audit log and name threads; the first five are
+            // named.
             let index = c * 2 + t;
             let bits = match index {
-                0 => privilege::CONSOLE | privilege::READ_AUDIT,
+                0 => privilege::CONSOLE | privilege::READ_AUDIT | privilege::NAME_THREADS,
                 i if i % 2 == 0 => privilege::CONSOLE,
                 _ => 0,
             };
@@ -1131,6 +1132,18 @@ pub fn check(w: &World) -> Result<(), String> {
     // The audit log holds whole lines of three fields, within its ring, times never
     // decreasing (whatever the clock and the writers did).
     s.audit.check().map_err(|e| std::format!("audit log: {e}"))?;
+    // Every event is stamped with a name the world's threads were given (w0-w4, and the
+    // names thread 0 gives: `TCB_SET_NAME`'s arguments are slot numbers, so their bytes
+    // show as `?` or short) or `?` for an unnamed thread: never text a thread wrote.
+    let mut kept = std::vec![0u8; (s.audit.end() - s.audit.start()) as usize];
+    let (_, n) = s.audit.read(0, &mut kept);
+    for line in kept[..n].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let writer = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        let named = [&b"w0"[..], b"w1", b"w2", b"w3", b"w4"].contains(&writer);
+        if !named && !writer.iter().all(|&b| b == b'?' || b.is_ascii_alphanumeric()) {
+            return Err(std::format!("audit log: an event stamped `{}`", String::from_utf8_lossy(writer)));
+        }
+    }
     // 1. The tree.
     let mut nodes: BTreeMap<u64, Cap> = BTreeMap::new();
     let mut stack = std::vec![SENTINEL];

@@ -481,8 +481,9 @@ fn tcb<M: KernelMemory>(
             }
             let length = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             let name = core::str::from_utf8(&bytes[..length]).map_err(|_| Error::InvalidArgument)?;
-            // Named once: the audit log stamps each event with its writer's name.
-            if t.name(&space.mem)[0] != 0 {
+            // Named by the loader, once: the audit log stamps each event with its
+            // writer's name.
+            if caller.privileges(&space.mem) & privilege::NAME_THREADS == 0 || t.name(&space.mem)[0] != 0 {
                 return Err(Error::IllegalOperation);
             }
             t.set_name(&mut space.mem, name);

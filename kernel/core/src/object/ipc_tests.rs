@@ -781,6 +781,10 @@ fn threads_take_names_of_up_to_32_bytes() {
     assert_eq!(w.invoke(20, label::TCB_SET_NAME, &[0; 5]), Err(Error::TruncatedMessage));
     assert_eq!(w.invoke(20, label::TCB_SET_NAME, &words(&[0xff, 0xfe])), Err(Error::InvalidArgument));
     assert_eq!(t.name(&w.s.mem), [0; 32]);
+    // Only the loader names threads: the boss may not until it has the privilege.
+    assert_eq!(w.invoke(20, label::TCB_SET_NAME, &words(b"xenstore-state")), Err(Error::IllegalOperation));
+    let boss = w.boss;
+    boss.set_privileges(&mut w.s.mem, privilege::NAME_THREADS);
     w.invoke(20, label::TCB_SET_NAME, &words(b"xenstore-state")).unwrap();
     assert_eq!(&t.name(&w.s.mem)[..15], b"xenstore-state\0");
     // Named once: the audit log stamps events with the name, so a thread holding its own
@@ -1191,6 +1195,11 @@ fn audit_events_are_stamped_and_only_a_privileged_thread_reads_them() {
     a.set_privileges(&mut w.s.mem, privilege::CONSOLE);
     let mut name = [0u64; 4];
     name[0] = u64::from_le_bytes(*b"blkback\0");
+    // The thread cannot name itself (only the loader names threads); the loader can.
+    w.sys(a, Syscall::Call, 20, MessageInfo::new(label::TCB_SET_NAME, 0, 0, 4), name);
+    assert_eq!(w.status(a), Error::IllegalOperation as u64);
+    let boss = w.boss;
+    boss.set_privileges(&mut w.s.mem, privilege::NAME_THREADS);
     w.invoke(20, label::TCB_SET_NAME, &name).unwrap();
     // A control byte spoils the event: refused, and discarded with it.
     put(&mut w, a, b"serve alice\x07 blkback#1");
@@ -1199,10 +1208,21 @@ fn audit_events_are_stamped_and_only_a_privileged_thread_reads_them() {
     assert_eq!(w.s.audit.end(), 0);
     put(&mut w, a, b"serve alice blkback#1");
     match event(&mut w, a) {
-        Outcome::DebugLine(line, len) => assert_eq!(&line[..len], b"audit: 0 serve alice blkback#1\n"),
+        Outcome::DebugLine(line, len) => {
+            assert_eq!(&line[..len], b"audit: 0 blkback serve alice blkback#1\n")
+        }
         other => panic!("the event goes to the console too: {other:?}"),
     }
     assert_eq!(w.status(a), 0);
+    // Nor can it pass a console line of its own for an audit line: the console shows it
+    // changed.
+    put(&mut w, a, b"audit: 0 supervisor restart blkback#1 blkback#2");
+    match w.sys(a, Syscall::DebugPutChar, u64::from(b'\n'), MessageInfo::default(), [0; 4]) {
+        Outcome::DebugLine(line, len) => {
+            assert_eq!(&line[..len], b"audit? 0 supervisor restart blkback#1 blkback#2\n")
+        }
+        other => panic!("a newline ends the line: {other:?}"),
+    }
     // It cannot take the supervisor's name to forge a restart.
     name[0] = u64::from_le_bytes(*b"supervis");
     assert_eq!(w.invoke(20, label::TCB_SET_NAME, &name), Err(Error::IllegalOperation));
@@ -1219,7 +1239,7 @@ fn audit_events_are_stamped_and_only_a_privileged_thread_reads_them() {
     assert_eq!(w.status(a), Error::IllegalOperation as u64);
     assert_eq!(read(&mut w, a, 0).0, Error::IllegalOperation as u64);
     let boss = w.boss;
-    boss.set_privileges(&mut w.s.mem, privilege::READ_AUDIT);
+    boss.set_privileges(&mut w.s.mem, privilege::READ_AUDIT | privilege::NAME_THREADS);
     w.invoke(22, label::TCB_ALLOW_READ_AUDIT, &[]).unwrap();
     let text = b"0 blkback serve alice blkback#1\n";
     let (status, words) = read(&mut w, b, 0);

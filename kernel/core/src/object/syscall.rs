@@ -65,7 +65,7 @@ impl<M: KernelMemory> ObjectSpace<M> {
             Syscall::DebugPutChar => {
                 self.set_status(t, Ok(()));
                 return match t.console_put(&mut self.mem, cptr as u8) {
-                    Some((line, len)) => Outcome::DebugLine(line, len),
+                    Some((line, len)) => Outcome::DebugLine(defanged(line, len), len),
                     None => Outcome::Done,
                 };
             }
@@ -73,9 +73,9 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 let (line, len) = t.console_take(&mut self.mem);
                 let time = io.time_us();
                 match self.audit.append(time, &t.name(&self.mem), &line[..len]) {
-                    Ok(stamped) => {
+                    Ok(record) => {
                         self.set_status(t, Ok(()));
-                        let (out, n) = audit_line(stamped, &line[..len]);
+                        let (out, n) = audit_line(record.bytes());
                         return Outcome::DebugLine(out, n);
                     }
                     Err(_) => Err(Error::InvalidArgument),
@@ -98,13 +98,13 @@ impl<M: KernelMemory> ObjectSpace<M> {
                 } else {
                     let (line, len) = t.console_take(&mut self.mem);
                     self.suspend(t);
-                    return Outcome::Ended(t, cptr as i64, line, len);
+                    return Outcome::Ended(t, cptr as i64, defanged(line, len), len);
                 }
             }
             Syscall::DebugExit => {
                 // The unfinished line goes out before the run ends.
                 let (line, len) = t.console_take(&mut self.mem);
-                return Outcome::DebugExit(cptr as i64, line, len);
+                return Outcome::DebugExit(cptr as i64, defanged(line, len), len);
             }
             Syscall::Yield => {
                 self.set_status(t, Ok(()));
@@ -259,17 +259,25 @@ impl<M: KernelMemory> ObjectSpace<M> {
     }
 }
 
-/// The console line for an audit event, `audit: TIME EVENT` and a newline, and its length
-/// (at most 7 + 20 + 1 + `MAX_EVENT` + 1 bytes: within a console line).
-fn audit_line(time: u64, event: &[u8]) -> ([u8; CONSOLE_LINE], usize) {
-    const _: () = assert!(7 + 20 + 1 + crate::audit_log::MAX_EVENT < CONSOLE_LINE);
+/// The console line for an audit event: `audit: ` and the line the log keeps (`TIME
+/// WRITER EVENT` and its newline), and its length.
+fn audit_line(record: &[u8]) -> ([u8; CONSOLE_LINE], usize) {
+    const _: () = assert!(AUDIT_PREFIX.len() + crate::audit_log::MAX_RECORD <= CONSOLE_LINE);
     let mut line = [0u8; CONSOLE_LINE];
-    let mut digits = [0u8; 20];
-    let time = crate::audit_log::decimal(time, &mut digits);
-    let mut len = 0;
-    for part in [&b"audit: "[..], time, b" ", event, b"\n"] {
-        line[len..len + part.len()].copy_from_slice(part);
-        len += part.len();
+    line[..AUDIT_PREFIX.len()].copy_from_slice(AUDIT_PREFIX);
+    line[AUDIT_PREFIX.len()..AUDIT_PREFIX.len() + record.len()].copy_from_slice(record);
+    (line, AUDIT_PREFIX.len() + record.len())
+}
+
+/// How the kernel's audit lines start on the console.
+const AUDIT_PREFIX: &[u8] = b"audit: ";
+
+/// A thread's console line (or a piece of one: any piece may start a line on the
+/// console), with a start that would pass for an audit line (`audit:`) changed to
+/// `audit?`: on the console, only the kernel writes audit lines.
+pub(crate) fn defanged(mut line: [u8; CONSOLE_LINE], len: usize) -> [u8; CONSOLE_LINE] {
+    if line[..len].starts_with(&AUDIT_PREFIX[..6]) {
+        line[5] = b'?';
     }
-    (line, len)
+    line
 }

@@ -306,6 +306,10 @@ pub mod privilege {
     /// It may read the kernel's audit log (`AuditRead`), and give other threads this
     /// privilege (`TCB_ALLOW_READ_AUDIT`). The root task's first thread has it.
     pub const READ_AUDIT: u64 = 4;
+    /// It may name threads (`TCB_SET_NAME`): the audit log stamps each event with its
+    /// writer's name, so only the root task's first thread (the loader) has this, and
+    /// nothing passes it on.
+    pub const NAME_THREADS: u64 = 8;
 }
 
 /// Bits of [`Tcb::one_request`].

@@ -37,6 +37,7 @@ pub fn check(file: &SystemFile) -> Vec<SystemError> {
     components::check_binaries(file, &mut errors);
     guests::check_images(file, &mut errors);
     names::check_supervisor(file, &mut errors);
+    names::check_audit_names(file, &instances, &mut errors);
     components::check(file, &mut errors);
     channels::check(file, &components, &mut errors);
     regions::check(file, &components, &seen, &mut errors);

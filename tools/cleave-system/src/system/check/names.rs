@@ -1,5 +1,6 @@
 //! Rules across sections about names: components, channels, regions, devices and guests
-//! share one namespace, and nothing may take the name of the supervisor cleave adds.
+//! share one namespace, nothing may take the name of the supervisor cleave adds, and the
+//! names the audit log trusts (its writers' thread names) are what they say.
 
 use crate::error::SystemError;
 use crate::layout::SUPERVISOR;
@@ -59,7 +60,9 @@ pub(super) fn check_supervisor(file: &SystemFile, errors: &mut Vec<SystemError>)
         ("devices", file.devices.keys().find(|k| k.get_ref() == SUPERVISOR)),
     ];
     for (section, name) in named {
-        if let Some(name) = name.filter(|_| supervised) {
+        // A component may never have the name: the audit log takes restarts only from
+        // the thread named so.
+        if let Some(name) = name.filter(|_| supervised || section == "components") {
             errors.push(SystemError::new(
                 format!("{section}.{}", name.get_ref()),
                 span(name),
@@ -67,6 +70,62 @@ pub(super) fn check_supervisor(file: &SystemFile, errors: &mut Vec<SystemError>)
                     "`{}` is the name of the supervisor this system's lifetimes need, which cleave adds itself",
                     name.get_ref()
                 ),
+            ));
+        }
+    }
+}
+
+/// The audit log stamps each event with its writer's thread name, which the loader sets to
+/// the component's name (the kernel keeps 32 bytes of it), and trusts some names for some
+/// events: the root task's for `boot` and the first `start`s, the Builder's (`builder`)
+/// for `build` and `destroy`. So every component's name, per-guest instance's and guest's
+/// VMM's (`vmm-GUEST`) fits 32 bytes, no component takes the root task's name, and the
+/// component that runs the Builder's program is the one named `builder`.
+pub(super) fn check_audit_names(
+    file: &SystemFile,
+    instances: &[(String, String, String)],
+    errors: &mut Vec<SystemError>,
+) {
+    const MAX: usize = 32;
+    let root = file.system.as_ref().map(|s| s.root.get_ref().as_str());
+    let builder = crate::layout::BUILDER_PROGRAM;
+    for (name, c) in &file.components {
+        let n = name.get_ref().as_str();
+        let key = format!("components.{n}");
+        let mut refuse = |why: String| errors.push(SystemError::new(key.clone(), span(name), why));
+        if n.len() > MAX {
+            refuse(format!(
+                "`{n}` is longer than the {MAX} bytes of a thread's name, which the audit log stamps its events with"
+            ));
+        }
+        for (.., instance) in instances.iter().filter(|(of, _, i)| of == n && i.len() > MAX) {
+            refuse(format!("its instance `{instance}` is longer than the {MAX} bytes of a thread's name"));
+        }
+        if Some(n) == root {
+            refuse(format!(
+                "`{n}` is the root task's name, which the audit log trusts for `boot` and the first `start`s"
+            ));
+        }
+        let program = c.package(n);
+        if (program == builder) != (n == builder) {
+            refuse(if n == builder {
+                format!(
+                    "`{builder}` is the Builder's name (the audit log takes `build` and `destroy` only from it), but this component runs `{program}`"
+                )
+            } else {
+                format!(
+                    "the component that runs the Builder's program must be named `{builder}`: the audit log takes `build` and `destroy` only from that name"
+                )
+            });
+        }
+    }
+    for guest in file.guests.keys() {
+        let vmm = crate::layout::vmm_name(guest.get_ref());
+        if vmm.len() > MAX {
+            errors.push(SystemError::new(
+                format!("guests.{}", guest.get_ref()),
+                span(guest),
+                format!("its VMM's name `{vmm}` is longer than the {MAX} bytes of a thread's name"),
             ));
         }
     }
@@ -143,11 +202,46 @@ mod tests {
                 ),
             ]
         );
-        // Without lifetimes no supervisor is added, and the name is free.
+        // Without lifetimes no supervisor is added, and the name is free, but not for a
+        // component: the audit log takes restarts only from a thread named so.
         let mut errors = Vec::new();
-        let file = parse("[components.supervisor]\n[components.w]\n");
+        let text = "[components.supervisor]\n[components.w]\n[channels.c]\nkind = \"endpoint\"\nserver = \"w\"\nclients = [\"supervisor\"]\n";
+        let file = parse(text);
         check_supervisor(&file, &mut errors);
         check_disposer(&file, &mut errors);
+        assert_eq!(found(&errors, text).len(), 1);
+        let mut errors = Vec::new();
+        let file = parse(
+            "[channels.supervisor]\nkind = \"endpoint\"\nserver = \"w\"\nclients = [\"x\"]\n[components.w]\n[components.x]\n",
+        );
+        check_supervisor(&file, &mut errors);
         assert_eq!(errors, []);
+    }
+
+    /// The names the audit log trusts: the root task's, the Builder's, and none longer
+    /// than a thread's name.
+    #[test]
+    fn names_the_audit_log_trusts_are_kept_for_what_it_trusts_them_with() {
+        let long = "c".repeat(33);
+        let guest = "g".repeat(29);
+        let text = format!(
+            "[system]\nroot = \"loader\"\n[components.loader]\n[components.builder]\nbinary = \"toolstack\"\n[components.mybuilder]\nbinary = \"builder\"\n\
+             [components.{long}]\n[guests.{guest}]\nmemory = \"2M\"\nimage = \"guest-hello\"\n"
+        );
+        let file = parse(&text);
+        let mut errors = Vec::new();
+        check_audit_names(&file, &[], &mut errors);
+        let whys: Vec<String> = found(&errors, &text).into_iter().map(|(_, _, why)| why).collect();
+        assert_eq!(whys.len(), 5, "{whys:#?}");
+        assert!(whys.iter().any(|w| w.contains("is the Builder's name") && w.contains("runs `toolstack`")));
+        assert!(whys.iter().any(|w| w.contains("`loader` is the root task's name")));
+        assert!(whys.iter().any(|w| w.contains("must be named `builder`")));
+        assert!(whys.iter().any(|w| w.contains(&format!("`{long}` is longer than the 32 bytes"))));
+        assert!(whys.iter().any(|w| w.contains(&format!("`vmm-{guest}` is longer than the 32 bytes"))));
+        // Per-guest instances too.
+        let mut errors = Vec::new();
+        let instance = ("blk".to_string(), guest.clone(), format!("blk-{guest}"));
+        check_audit_names(&parse("[components.blk]\n"), &[instance], &mut errors);
+        assert_eq!(errors.len(), 1);
     }
 }
