@@ -15,13 +15,14 @@ use cleave_rt::{Cap, println};
 use vmm::{Ram, run, start};
 
 cleave_rt::entry!(main);
-// Its devices' state, the disk ring's VMM side and the network card's frame buffer, and
-// the instruction decoder's tables (built at the first MMIO exit, 112 KiB): at most 204 KiB
-// were in use at once in the I/O restart test (Linux with a disk and a network under 200 ms
-// backend restarts) and in the hostile-guest test, 113 KiB with the test guest; each VMM
-// reports its own at the end (`heap: at most N KiB`). Every byte of it is memory the
-// control plane holds (a VMM per guest); running out stops this VMM's guest, nothing else.
-cleave_rt::heap!(256 * 1024);
+// Its devices' state, the disk ring's VMM side and the network card's frame buffer (the
+// MMIO decoder needs none: `cleave_vmm_core::mmio`): with iced-x86's decoder tables
+// (112 KiB) at most 204 KiB were in use at once in the I/O restart test (Linux with a disk
+// and a network under 200 ms backend restarts) and in the hostile-guest test; without them,
+// 1 KiB with the test guest. Each VMM reports its own at the end (`heap: at most N KiB`).
+// Every byte of it is memory the control plane holds (a VMM per guest); running out stops
+// this VMM's guest, nothing else.
+cleave_rt::heap!(128 * 1024);
 
 /// The guest image built in.
 static GUEST_IMAGE: &[u8] = vmm::guest_image!();

@@ -419,7 +419,7 @@ pub const PRISTINE_PAGES: u64 = 1;
 
 /// A VMM restarted on request (an on-request guest's): its writable memory, which the
 /// supervisor restores from a pristine copy before each start.
-pub const ON_REQUEST_VMM_MEMORY: u64 = 320 << 10;
+pub const ON_REQUEST_VMM_MEMORY: u64 = 192 << 10;
 
 /// The program and component that disposes of disposable components and restarts
 /// restartable ones.
