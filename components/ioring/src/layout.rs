@@ -36,14 +36,17 @@ pub(crate) mod offset {
     pub const RSP_CONS: usize = 0x100;
     /// Disk: the backend's epoch (backend).
     pub const EPOCH: usize = 0x140;
+    /// Pipe: the session netback attached to (netback): the VMM produces and consumes
+    /// nothing until it reads its own session here.
+    pub const PIPE_ATTACHED: usize = 0x140;
     /// Disk: the epoch the VMM acknowledged (VMM).
     pub const ACK: usize = 0x180;
     /// Non-zero once the VMM closed the region (a disk ring) or the pipe (its tx pipe) for
     /// good: its guest is gone.
     pub const CLOSED: usize = 0x1c0;
-    /// Disk: how many times a VMM formatted the region (VMM): a guest's new VMM (a guest
-    /// destroyed and made again) counts one more, and the backend then starts a new epoch
-    /// for it alone.
+    /// How many times a VMM formatted the region (VMM): a guest's new VMM (a guest
+    /// destroyed and made again) counts one more. Disk: the backend then starts a new
+    /// epoch for it alone. Pipe: netback attaches again (never 0 for a formatted pipe).
     pub const SESSION: usize = 0x200;
     /// Where the entry arrays start: the page after the header.
     pub const ENTRIES: usize = super::PAGE;

@@ -32,10 +32,10 @@
 //! | 0x080 | u64 | disk: request consumer index; pipe: consumer index (u32) | backend; the consumer |
 //! | 0x0c0 | u64 | disk: response producer index | backend |
 //! | 0x100 | u64 | disk: response consumer index | VMM |
-//! | 0x140 | u32 | disk: epoch | backend |
+//! | 0x140 | u32 | disk: epoch; pipe: the session netback attached to | backend |
 //! | 0x180 | u32 | disk: ack, the epoch the VMM acknowledged | VMM |
 //! | 0x1c0 | u32 | closed: non-zero once the VMM closed the region for good | VMM |
-//! | 0x200 | u32 | disk: session, one more at each format (a guest's new VMM) | VMM |
+//! | 0x200 | u32 | session, one more at each format (a guest's new VMM); a pipe's is never 0 | VMM |
 //!
 //! Indexes run free (they wrap at 2^32; an entry's position is the index modulo the slot
 //! count). A disk index word holds the generation it belongs to (the acknowledged epoch)

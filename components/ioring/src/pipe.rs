@@ -2,13 +2,20 @@
 //! Ethernet frame with its virtio-net header (at most [`MAX_FRAME`] bytes). Two per
 //! (guest, netback) pair: tx, where the VMM produces, and rx, where netback produces.
 //!
-//! There is no handshake. The VMM formats both pipes when it starts; netback attaches
-//! ([`Producer::attach`], [`Consumer::attach`]) and takes its index from the region, where
-//! its previous instance left it, so a restart loses at most the frames in flight: the
-//! consumer publishes its index as soon as it has copied a frame out (a frame being
-//! forwarded when netback restarts is lost, none is delivered twice), and the producer
-//! publishes only whole frames (a half-written one is written again by the next
-//! instance). A full pipe drops the frame and counts it; a producer never waits.
+//! The VMM formats both pipes when it starts, each a new session (the region's session
+//! word, one more than the last VMM's: a guest destroyed and made again gets a new VMM
+//! over the same pipes). Netback attaches ([`Producer::attach`], [`Consumer::attach`]):
+//! to a session it attached to before (it was restarted), it takes its index from the
+//! region, where its previous instance left it, so a restart loses at most the frames in
+//! flight: the consumer publishes its index as soon as it has copied a frame out (a frame
+//! being forwarded when netback restarts is lost, none is delivered twice), and the
+//! producer publishes only whole frames (a half-written one is written again by the next
+//! instance). To a new session it starts at the VMM's index (what its old self may have
+//! written meanwhile is overwritten), then says so in the region's attached word; the VMM
+//! produces and consumes nothing until it reads its session there. Netback looks at the
+//! session before every operation, so a new VMM is taken over at once, even after the
+//! old one broke the protocol. A full pipe drops the frame and counts it; a producer never
+//! waits.
 
 use crate::error::{Error, ProtocolError, RegionError, RequestError, Ring};
 use crate::layout::{self, Kind, offset, page_align, valid_slots};
@@ -71,23 +78,70 @@ pub fn region_size(slots: u32) -> Result<usize, RegionError> {
     Ok(Layout::new(slots)?.size)
 }
 
-/// Writes a fresh pipe: both indexes at `base`, then the header.
-fn format(shared: &Shared, layout: &Layout, base: u32) -> Result<(), RegionError> {
-    let write = || -> Result<(), OutOfRegion> {
+/// Writes a fresh pipe for a new session: the magic cleared first (netback waits), the
+/// session one more than the region held (never 0), both indexes at `base`, then the
+/// header, magic last. Returns the session.
+fn format(shared: &Shared, layout: &Layout, base: u32) -> Result<u32, RegionError> {
+    let write = || -> Result<u32, OutOfRegion> {
+        shared.store_u32(offset::MAGIC, 0)?;
+        let session = match shared.load_u32(offset::SESSION)?.wrapping_add(1) {
+            0 => 1,
+            s => s,
+        };
+        shared.store_u32(offset::SESSION, session)?;
         shared.store_u32(offset::PIPE_PROD, base)?;
         shared.store_u32(offset::PIPE_CONS, base)?;
         shared.store_u32(offset::CLOSED, 0)?;
-        layout::format(shared, Kind::Pipe, layout.slots, FRAME_SLOT)
+        layout::format(shared, Kind::Pipe, layout.slots, FRAME_SLOT)?;
+        Ok(session)
     };
     // `fitting` checked the header page is inside the region.
     write().map_err(|_| RegionError::Length)
 }
 
+/// Whether netback attached to `session` (the VMM's side waits for it).
+fn attached(shared: &Shared, session: u32) -> Result<bool, ProtocolError> {
+    Ok(shared.load_u32(offset::PIPE_ATTACHED)? == session)
+}
+
+/// Netback's side of a pipe the VMM formatted: the session and the index netback goes on
+/// at, its own (`own`: a word netback writes) if it attached to this session before, else
+/// the VMM's (`theirs`), written to its own word before it says it attached.
+fn attach_session(
+    shared: &Shared,
+    slots: u32,
+    own: usize,
+    theirs: usize,
+) -> Result<(u32, u32), ProtocolError> {
+    let session = shared.load_u32(offset::SESSION)?;
+    let prod = shared.load_u32(offset::PIPE_PROD)?;
+    let cons = shared.load_u32(offset::PIPE_CONS)?;
+    let index = if session != 0 && attached(shared, session)? {
+        shared.load_u32(own)?
+    } else {
+        let index = shared.load_u32(theirs)?;
+        shared.store_u32(own, index)?;
+        shared.store_u32(offset::PIPE_ATTACHED, session)?;
+        return Ok((session, index));
+    };
+    if prod.wrapping_sub(cons) > slots {
+        return Err(if own == offset::PIPE_PROD {
+            ProtocolError::ConsumerAhead(Ring::Pipe)
+        } else {
+            ProtocolError::ProducerAhead(Ring::Pipe)
+        });
+    }
+    Ok((session, index))
+}
+
 /// Where one side of a pipe is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Netback before the VMM formatted the pipe.
+    /// Netback before the VMM formatted the pipe, or before it attached to the VMM's
+    /// session.
     Attaching,
+    /// The VMM before netback attached to its session.
+    Unacknowledged,
     Ready,
     /// The peer broke the protocol.
     Failed(ProtocolError),
@@ -98,6 +152,10 @@ pub struct Producer {
     shared: Shared,
     layout: Layout,
     state: State,
+    /// Netback's side (it attaches to the VMM's sessions), not the VMM's.
+    netback: bool,
+    /// The session this side is in (0: none yet).
+    session: u32,
     /// The producer index (this side's copy, ahead of what is published).
     prod: u32,
     published: u32,
@@ -106,7 +164,7 @@ pub struct Producer {
 
 impl Producer {
     /// Formats `shared` as a pipe of `slots` slots that this side produces into (the VMM's
-    /// tx pipe).
+    /// tx pipe), a new session: frames sent before netback attached to it are dropped.
     pub fn format(shared: Shared, slots: u32) -> Result<Self, RegionError> {
         Self::format_with_base(shared, slots, 0)
     }
@@ -114,18 +172,21 @@ impl Producer {
     /// [`Producer::format`] with both indexes starting at `base`.
     pub(crate) fn format_with_base(shared: Shared, slots: u32, base: u32) -> Result<Self, RegionError> {
         let layout = Layout::fitting(slots, &shared)?;
-        format(&shared, &layout, base)?;
-        Ok(Self { shared, layout, state: State::Ready, prod: base, published: base, dropped: 0 })
+        let session = format(&shared, &layout, base)?;
+        let state = State::Unacknowledged;
+        Ok(Self { shared, layout, state, netback: false, session, prod: base, published: base, dropped: 0 })
     }
 
-    /// The producing side of a pipe the VMM formats (netback's rx pipe), continuing at the
-    /// producer index in the region once it is formatted.
+    /// The producing side of a pipe the VMM formats (netback's rx pipe): once it is
+    /// formatted, at the producer index in the region (a session netback attached to
+    /// before) or at the VMM's consumer index (a new one).
     pub fn attach(shared: Shared, slots: u32) -> Result<Self, RegionError> {
         let layout = Layout::fitting(slots, &shared)?;
-        Ok(Self { shared, layout, state: State::Attaching, prod: 0, published: 0, dropped: 0 })
+        let state = State::Attaching;
+        Ok(Self { shared, layout, state, netback: true, session: 0, prod: 0, published: 0, dropped: 0 })
     }
 
-    /// Frames dropped because the pipe was full (or not formatted yet).
+    /// Frames dropped because the pipe was full (or not formatted, or not attached yet).
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -138,8 +199,9 @@ impl Producer {
         }
     }
 
-    /// Puts `frame` in the pipe: `false` if it was dropped (the pipe is full). The frame
-    /// reaches the consumer at the next [`Producer::publish`].
+    /// Puts `frame` in the pipe: `false` if it was dropped (the pipe is full, or the two
+    /// sides are not in one session yet). The frame reaches the consumer at the next
+    /// [`Producer::publish`].
     pub fn send(&mut self, frame: &[u8]) -> Result<bool, Error> {
         if frame.len() > MAX_FRAME {
             return Err(RequestError::FrameTooLong(frame.len()).into());
@@ -156,14 +218,8 @@ impl Producer {
     }
 
     fn put(&mut self, frame: &[u8]) -> Result<bool, ProtocolError> {
-        match self.state {
-            State::Failed(e) => return Err(e),
-            State::Attaching => {
-                if !self.attach_now()? {
-                    return Ok(false);
-                }
-            }
-            State::Ready => {}
+        if !self.ready()? {
+            return Ok(false);
         }
         let cons = self.shared.load_u32(offset::PIPE_CONS)?;
         let used = self.prod.wrapping_sub(cons);
@@ -179,18 +235,40 @@ impl Producer {
         Ok(true)
     }
 
-    /// Takes the producer index from the region if the VMM has formatted it.
-    fn attach_now(&mut self) -> Result<bool, ProtocolError> {
-        if !layout::check(&self.shared, Kind::Pipe, self.layout.slots, FRAME_SLOT)? {
-            return Ok(false);
+    /// Whether this side may produce now. Netback first looks for a new session (a
+    /// guest's new VMM, which starts over whatever happened before) and attaches to it;
+    /// the VMM waits until netback attached to its session. [`Producer::send`] asks it
+    /// first; netback may ask it on its own to attach before it has a frame to send.
+    pub fn ready(&mut self) -> Result<bool, ProtocolError> {
+        if self.netback && self.shared.load_u32(offset::SESSION)? != self.session {
+            self.state = State::Attaching;
         }
-        let prod = self.shared.load_u32(offset::PIPE_PROD)?;
-        let cons = self.shared.load_u32(offset::PIPE_CONS)?;
-        if prod.wrapping_sub(cons) > self.layout.slots {
-            return Err(ProtocolError::ConsumerAhead(Ring::Pipe));
+        match self.state {
+            State::Failed(e) => Err(e),
+            State::Ready => Ok(true),
+            State::Unacknowledged => {
+                let acknowledged = attached(&self.shared, self.session)?;
+                if acknowledged {
+                    self.state = State::Ready;
+                }
+                Ok(acknowledged)
+            }
+            State::Attaching => {
+                if !layout::check(&self.shared, Kind::Pipe, self.layout.slots, FRAME_SLOT)? {
+                    return Ok(false);
+                }
+                let (session, prod) =
+                    attach_session(&self.shared, self.layout.slots, offset::PIPE_PROD, offset::PIPE_CONS)?;
+                (self.session, self.prod, self.published, self.state) = (session, prod, prod, State::Ready);
+                Ok(true)
+            }
         }
-        (self.prod, self.published, self.state) = (prod, prod, State::Ready);
-        Ok(true)
+    }
+
+    /// Netback's side: whether the VMM began a session this side has not attached to (a
+    /// guest's new VMM), which the next operation attaches to, whatever happened before.
+    pub fn renewed(&self) -> bool {
+        self.netback && self.shared.load_u32(offset::SESSION).is_ok_and(|s| s != self.session)
     }
 
     /// Closes the pipe for good: from now on the consumer's [`Consumer::closed`] says so.
@@ -221,12 +299,16 @@ pub struct Consumer {
     shared: Shared,
     layout: Layout,
     state: State,
+    /// Netback's side (it attaches to the VMM's sessions), not the VMM's.
+    netback: bool,
+    /// The session this side is in (0: none yet).
+    session: u32,
     cons: u32,
 }
 
 impl Consumer {
     /// Formats `shared` as a pipe of `slots` slots that this side consumes (the VMM's rx
-    /// pipe).
+    /// pipe), a new session: nothing arrives before netback attached to it.
     pub fn format(shared: Shared, slots: u32) -> Result<Self, RegionError> {
         Self::format_with_base(shared, slots, 0)
     }
@@ -234,15 +316,21 @@ impl Consumer {
     /// [`Consumer::format`] with both indexes starting at `base`.
     pub(crate) fn format_with_base(shared: Shared, slots: u32, base: u32) -> Result<Self, RegionError> {
         let layout = Layout::fitting(slots, &shared)?;
-        format(&shared, &layout, base)?;
-        Ok(Self { shared, layout, state: State::Ready, cons: base })
+        let session = format(&shared, &layout, base)?;
+        Ok(Self { shared, layout, state: State::Unacknowledged, netback: false, session, cons: base })
     }
 
-    /// The consuming side of a pipe the VMM formats (netback's tx pipe), continuing at the
-    /// consumer index in the region once it is formatted.
+    /// The consuming side of a pipe the VMM formats (netback's tx pipe): once it is
+    /// formatted, at the consumer index in the region (a session netback attached to
+    /// before) or at the VMM's producer index (a new one).
     pub fn attach(shared: Shared, slots: u32) -> Result<Self, RegionError> {
         let layout = Layout::fitting(slots, &shared)?;
-        Ok(Self { shared, layout, state: State::Attaching, cons: 0 })
+        Ok(Self { shared, layout, state: State::Attaching, netback: true, session: 0, cons: 0 })
+    }
+
+    /// Netback's side: as [`Producer::renewed`].
+    pub fn renewed(&self) -> bool {
+        self.netback && self.shared.load_u32(offset::SESSION).is_ok_and(|s| s != self.session)
     }
 
     /// Whether the producer closed the pipe for good ([`Producer::close`]).
@@ -259,8 +347,9 @@ impl Consumer {
     }
 
     /// Copies the next frame into `out` and returns its length; `None` if the pipe is
-    /// empty. Call it until `None` when signalled. An `out` shorter than the frame is
-    /// refused and the frame stays (an `out` of [`MAX_FRAME`] bytes always fits).
+    /// empty (or the two sides are not in one session yet). Call it until `None` when
+    /// signalled. An `out` shorter than the frame is refused and the frame stays (an `out`
+    /// of [`MAX_FRAME`] bytes always fits).
     pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<usize>, Error> {
         let result = self.take(out);
         if let Err(Error::Protocol(e)) = result {
@@ -270,14 +359,8 @@ impl Consumer {
     }
 
     fn take(&mut self, out: &mut [u8]) -> Result<Option<usize>, Error> {
-        match self.state {
-            State::Failed(e) => return Err(e.into()),
-            State::Attaching => {
-                if !self.attach_now()? {
-                    return Ok(None);
-                }
-            }
-            State::Ready => {}
+        if !self.ready()? {
+            return Ok(None);
         }
         let prod = self.shared.load_u32(offset::PIPE_PROD)?;
         let waiting = prod.wrapping_sub(self.cons);
@@ -298,17 +381,32 @@ impl Consumer {
         Ok(Some(len as usize))
     }
 
-    /// Takes the consumer index from the region if the VMM has formatted it.
-    fn attach_now(&mut self) -> Result<bool, ProtocolError> {
-        if !layout::check(&self.shared, Kind::Pipe, self.layout.slots, FRAME_SLOT)? {
-            return Ok(false);
+    /// Whether this side may consume now: as [`Producer::ready`]. [`Consumer::receive`]
+    /// asks it first; netback may ask it on its own to attach (the VMM's frames are
+    /// dropped until it has).
+    pub fn ready(&mut self) -> Result<bool, ProtocolError> {
+        if self.netback && self.shared.load_u32(offset::SESSION)? != self.session {
+            self.state = State::Attaching;
         }
-        let prod = self.shared.load_u32(offset::PIPE_PROD)?;
-        let cons = self.shared.load_u32(offset::PIPE_CONS)?;
-        if prod.wrapping_sub(cons) > self.layout.slots {
-            return Err(ProtocolError::ProducerAhead(Ring::Pipe));
+        match self.state {
+            State::Failed(e) => Err(e),
+            State::Ready => Ok(true),
+            State::Unacknowledged => {
+                let acknowledged = attached(&self.shared, self.session)?;
+                if acknowledged {
+                    self.state = State::Ready;
+                }
+                Ok(acknowledged)
+            }
+            State::Attaching => {
+                if !layout::check(&self.shared, Kind::Pipe, self.layout.slots, FRAME_SLOT)? {
+                    return Ok(false);
+                }
+                let (session, cons) =
+                    attach_session(&self.shared, self.layout.slots, offset::PIPE_CONS, offset::PIPE_PROD)?;
+                (self.session, self.cons, self.state) = (session, cons, State::Ready);
+                Ok(true)
+            }
         }
-        (self.cons, self.state) = (cons, State::Ready);
-        Ok(true)
     }
 }

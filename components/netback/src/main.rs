@@ -144,8 +144,16 @@ fn main() -> i32 {
                 cleave_rt::syscall::yield_now();
             }
         }
-        // Every guest is gone: nothing can come any more.
-        if PORTS > 0 && switch.ports().iter().all(Port::closed) {
+        // A port cut off by a guest's old VMM and open again to a new one is reported
+        // again if that one breaks the protocol too.
+        for (i, done) in reported.iter_mut().enumerate() {
+            if switch.port(PortId(i)).is_some_and(|p| p.cut_off().is_none()) {
+                *done = false;
+            }
+        }
+        // Every guest is gone: nothing can come any more (unless a guest starts on
+        // request: its next VMM takes its pipes over).
+        if PORTS > 0 && !caps::SERVES_ON_REQUEST_GUESTS && switch.ports().iter().all(Port::closed) {
             for &(guest, ..) in caps::NETS {
                 cleave_rt::audit!("unserve {guest} {}#{instance}", caps::COMPONENT);
             }

@@ -10,7 +10,7 @@
 
 extern crate alloc;
 
-use cleave_rt::cap::kind::{Tcb, Vcpu};
+use cleave_rt::cap::kind::{Notification, Tcb, Vcpu};
 use cleave_rt::{Cap, println};
 use vmm::{Ram, run, start};
 
@@ -202,7 +202,11 @@ fn net(name: &str, config: &NetConfig) -> Result<vmm::Net, &'static str> {
         vmm::NET_IRQ,
         config.slots
     );
-    Ok(vmm::Net { bridge, backend: layout::NET, mac: config.mac })
+    // The pipes are a new session, which netback attaches to when it next looks: the
+    // guest's frames go once it has (a guest made again on request gets its old pipes).
+    let backend: Cap<Notification> = layout::NET;
+    let _ = backend.signal();
+    Ok(vmm::Net { bridge, backend, mac: config.mac })
 }
 
 /// A VMM component, as the loader starts one per `[guests.NAME]`: its guest's Vcpu (bound

@@ -318,6 +318,12 @@ pub fn caps_source(system_toml: &Path, component: &str) -> Result<String, String
             }
         }
         let _ = writeln!(out, "];");
+        let on_request =
+            ports.iter().any(|p| file.guests.iter().any(|(k, g)| *k.get_ref() == p.guest && g.on_request()));
+        let _ = writeln!(
+            out,
+            "/// Whether a guest it serves starts on request: its VMM comes and goes, so the component keeps serving when every VMM closed its pipes.\npub const SERVES_ON_REQUEST_GUESTS: bool = {on_request};"
+        );
     }
     let _ = writeln!(
         out,

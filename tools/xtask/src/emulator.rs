@@ -431,6 +431,24 @@ pub mod guest_session {
     pub const IO: &str = "[host] disk under blkback restarts: every read-back matched";
     /// The disk held the data after the guest was destroyed and made again.
     pub const KEPT: &str = "[host] the guest made again reads its disk as the first one left it";
+    /// The guest reached its peer over the network (said once for each VMM it had).
+    pub const NET: &str = "[host] network: the guest's pings reached its peer";
+}
+
+/// Has the guest ping its peer on the switch (`systems/ctl-linux.toml`'s `peer`, which may
+/// still be booting: up to 60 tries) and says [`guest_session::NET`] if one came back.
+fn ping_peer(console: &mut cleave::ctl::Console, e: &mut impl FnMut(String)) -> Result<(), String> {
+    let answer = console_value(
+        console,
+        "PING",
+        "n=0; while [ $n -lt 60 ]; do ping -c 1 -W 2 169.254.0.2 >/dev/null 2>&1 && break; n=$((n+1)); done; echo $n",
+        std::time::Duration::from_secs(300),
+        e,
+    )?;
+    if answer.parse::<u32>().is_ok_and(|n| n < 60) {
+        e(guest_session::NET.into());
+    }
+    Ok(())
 }
 
 /// Types `command` at the console and returns its output's value, printed as
@@ -496,6 +514,7 @@ fn guest_life(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) -> Result<
     if console_value(&mut console, "SUM", "echo $((6*7))", short, &mut e)? == "42" {
         e(guest_session::SHELL.into());
     }
+    ping_peer(&mut console, &mut e)?;
     let wrote = console_value(
         &mut console,
         "R",
@@ -561,6 +580,8 @@ fn guest_life(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) -> Result<
         &mut e,
     )?;
     e(format!("[host] the first guest wrote {wrote}; the one made again read {read}"));
+    // Its new VMM has the old one's pipes, which netback takes over.
+    ping_peer(&mut console, &mut e)?;
     if read == wrote {
         e(guest_session::KEPT.into());
     }

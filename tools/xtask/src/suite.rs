@@ -1352,7 +1352,13 @@ fn run_ctl_linux_test(tally: &mut Tally) -> Result<()> {
 
 /// The operator test's checks (see [`run_ctl_linux_test`]).
 fn check_ctl_linux(output: &str) -> Result<(), String> {
-    use emulator::guest_session::{IO, KEPT, SHELL};
+    use emulator::guest_session::{IO, KEPT, NET, SHELL};
+    // Both of the guest's VMMs reached the peer: netback took the second over the pipes
+    // the first had used.
+    let pings = output.matches(NET).count();
+    if pings != 2 {
+        return Err(format!("the guest reached its peer with {pings} of its 2 VMMs"));
+    }
     for (line, what) in [
         (SHELL, "the shell did not answer through the relayed console"),
         (IO, "the disk loop under blkback restarts did not see every read-back right"),

@@ -1,5 +1,5 @@
-//! Frame pipes: both directions, wrap-around, full pipes, netback restarts, and hostile
-//! peers on either side.
+//! Frame pipes: both directions, wrap-around, full pipes, netback restarts, a guest's new
+//! VMM taken over, and hostile peers on either side.
 
 use super::Rng;
 use crate::error::{Error, ProtocolError, RegionError, RequestError, Ring};
@@ -21,6 +21,13 @@ fn frame(n: u64) -> Vec<u8> {
     (0..len).map(|i| (n as u8).wrapping_add(i as u8).wrapping_mul(3)).collect()
 }
 
+/// What netback does when it attaches to the VMM's session: says so in the region (for
+/// tests of the VMM's side alone).
+fn acknowledge(region: &Region) {
+    let session = region.shared().load_u32(offset::SESSION).unwrap();
+    region.shared().store_u32(offset::PIPE_ATTACHED, session).unwrap();
+}
+
 fn receive(consumer: &mut Consumer) -> Option<Vec<u8>> {
     let mut buf = vec![0; MAX_FRAME];
     consumer.receive(&mut buf).unwrap().map(|len| buf[..len].to_vec())
@@ -32,6 +39,9 @@ fn frames_go_through_in_order_past_u32_max() {
     let region = self::region();
     let mut vmm = Producer::format_with_base(region.shared(), SLOTS, u32::MAX - 10).unwrap();
     let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    // Until netback attached to the VMM's session, the VMM's frames are dropped.
+    assert_eq!(vmm.send(&frame(100)), Ok(false));
+    assert_eq!(receive(&mut netback), None, "attaches");
     let mut next = 0;
     for round in 0..10u64 {
         let batch = round % 5 + 1;
@@ -52,6 +62,7 @@ fn frames_go_through_in_order_past_u32_max() {
     let region = self::region();
     let mut netback = Producer::attach(region.shared(), SLOTS).unwrap();
     let mut vmm = Consumer::format_with_base(region.shared(), SLOTS, u32::MAX - 2).unwrap();
+    assert_eq!(receive(&mut vmm), None);
     for n in 0..20 {
         assert_eq!(netback.send(&frame(n)), Ok(true));
         netback.publish().unwrap();
@@ -65,6 +76,7 @@ fn a_full_pipe_drops_and_counts() {
     let region = self::region();
     let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
     let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(receive(&mut netback), None, "attaches");
     for n in 0..SLOTS as u64 + 3 {
         assert_eq!(vmm.send(&frame(n)), Ok(n < SLOTS as u64), "frame {n}");
     }
@@ -84,6 +96,7 @@ fn long_frames_and_short_buffers_are_refused() {
     let region = self::region();
     let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
     let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(receive(&mut netback), None, "attaches");
     let long = vec![0; MAX_FRAME + 1];
     assert_eq!(vmm.send(&long), Err(Error::Request(RequestError::FrameTooLong(MAX_FRAME + 1))));
     assert_eq!(vmm.dropped(), 0);
@@ -130,6 +143,7 @@ fn a_netback_restart_loses_at_most_the_frames_in_flight() {
     let region = self::region();
     let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
     let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(receive(&mut netback), None, "attaches");
     for n in 0..5 {
         vmm.send(&frame(n)).unwrap();
     }
@@ -150,18 +164,21 @@ fn hostile_indexes_and_lengths() {
     // A producer index far ahead, seen by a consumer.
     let region = self::region();
     let mut vmm = Consumer::format(region.shared(), SLOTS).unwrap();
+    acknowledge(&region);
     region.shared().store_u32(offset::PIPE_PROD, SLOTS + 1).unwrap();
     assert_eq!(vmm.receive(&mut [0; MAX_FRAME]), error(ProtocolError::ProducerAhead(Ring::Pipe)));
     assert_eq!(vmm.receive(&mut [0; MAX_FRAME]), error(ProtocolError::ProducerAhead(Ring::Pipe)), "for good");
     // A frame length over the maximum.
     let region = self::region();
     let mut vmm = Consumer::format(region.shared(), SLOTS).unwrap();
+    acknowledge(&region);
     region.shared().store_u32(offset::ENTRIES, 5000).unwrap();
     region.shared().store_u32(offset::PIPE_PROD, 1).unwrap();
     assert_eq!(vmm.receive(&mut [0; MAX_FRAME]), error(ProtocolError::FrameTooLong(5000)));
     // A consumer index ahead of the producer's.
     let region = self::region();
     let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
+    acknowledge(&region);
     region.shared().store_u32(offset::PIPE_CONS, 3).unwrap();
     assert_eq!(vmm.send(&frame(1)), error(ProtocolError::ConsumerAhead(Ring::Pipe)));
     // A netback attaching to a pipe whose header disagrees, or whose indexes do.
@@ -172,8 +189,11 @@ fn hostile_indexes_and_lengths() {
         netback.receive(&mut [0; MAX_FRAME]),
         error(ProtocolError::GeometryMismatch { slots: SLOTS / 2, slot_size: FRAME_SLOT })
     );
+    // A netback restarted into a session its predecessor attached to, whose indexes the
+    // VMM moved far apart meanwhile.
     let region = self::region();
     Consumer::format(region.shared(), SLOTS).unwrap();
+    acknowledge(&region);
     region.shared().store_u32(offset::PIPE_CONS, 1000).unwrap();
     let mut netback = Producer::attach(region.shared(), SLOTS).unwrap();
     assert_eq!(netback.send(&frame(1)), error(ProtocolError::ConsumerAhead(Ring::Pipe)));
@@ -247,6 +267,7 @@ fn a_closed_pipe_says_so_and_a_new_format_opens_it() {
     let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
     let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
     assert!(!netback.closed());
+    assert_eq!(receive(&mut netback), None, "attaches");
     assert_eq!(vmm.send(&frame(3)), Ok(true));
     assert_eq!(vmm.publish(), Ok(true));
     vmm.close();
@@ -257,4 +278,139 @@ fn a_closed_pipe_says_so_and_a_new_format_opens_it() {
     let _ = Producer::format(region.shared(), SLOTS).unwrap();
     assert!(!netback.closed());
     assert_eq!(region.shared().load_u32(offset::CLOSED), Ok(0));
+}
+
+/// An on-request guest destroyed and made again: its new VMM formats the same pipes, a
+/// new session, while netback still holds the old one's indexes. Netback takes it over at
+/// its next operation, starting at the new VMM's indexes; the new VMM sends and receives
+/// nothing before that; and what netback's old self wrote in between (a frame published
+/// after the new format) is overwritten, never delivered.
+#[test]
+fn a_guests_new_vmm_is_taken_over_by_netback() {
+    // tx: the old VMM sent five frames, netback took three; the guest is destroyed.
+    let region = self::region();
+    let mut old = Producer::format(region.shared(), SLOTS).unwrap();
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(receive(&mut netback), None);
+    for n in 0..5 {
+        assert_eq!(old.send(&frame(n)), Ok(true));
+    }
+    old.publish().unwrap();
+    for n in 0..3 {
+        assert_eq!(receive(&mut netback), Some(frame(n)));
+    }
+    old.close();
+    assert!(netback.closed() && !netback.renewed());
+    // The new VMM: its frames are dropped until netback attached.
+    let mut new = Producer::format(region.shared(), SLOTS).unwrap();
+    assert!(netback.renewed() && !netback.closed());
+    assert_eq!(new.send(&frame(50)), Ok(false));
+    assert_eq!(new.publish(), Ok(false));
+    // Netback attaches (the old VMM's last two frames are gone with it) ...
+    assert_eq!(receive(&mut netback), None);
+    assert!(!netback.renewed());
+    // ... and the new VMM's frames go through.
+    for n in 60..63 {
+        assert_eq!(new.send(&frame(n)), Ok(true));
+    }
+    new.publish().unwrap();
+    let got: Vec<Vec<u8>> = core::iter::from_fn(|| receive(&mut netback)).collect();
+    assert_eq!(got, [frame(60), frame(61), frame(62)]);
+    // rx: netback writes and publishes a frame for the old VMM after the new one formatted
+    // (it had not looked yet): the new VMM never sees it.
+    let region = self::region();
+    let mut netback = Producer::attach(region.shared(), SLOTS).unwrap();
+    let mut old = Consumer::format(region.shared(), SLOTS).unwrap();
+    for n in 0..4 {
+        assert_eq!(netback.send(&frame(n)), Ok(true));
+    }
+    netback.publish().unwrap();
+    assert_eq!(receive(&mut old), Some(frame(0)));
+    assert_eq!(netback.send(&frame(9)), Ok(true));
+    let mut new = Consumer::format(region.shared(), SLOTS).unwrap();
+    assert_eq!(netback.publish(), Ok(true), "the old session's frame, published late");
+    assert_eq!(receive(&mut new), None, "not before netback attached");
+    assert!(netback.renewed());
+    assert_eq!(netback.send(&frame(20)), Ok(true), "attaches, then sends");
+    netback.publish().unwrap();
+    let got: Vec<Vec<u8>> = core::iter::from_fn(|| receive(&mut new)).collect();
+    assert_eq!(got, [frame(20)]);
+    assert!(region.guards_intact());
+}
+
+/// Netback's restart within a session goes on where its predecessor was; a restart that
+/// finds a session its predecessor never attached to starts at the VMM's indexes.
+#[test]
+fn a_restarted_netback_continues_a_session_and_starts_a_new_one_over() {
+    let region = self::region();
+    let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(receive(&mut netback), None);
+    for n in 0..4 {
+        vmm.send(&frame(n)).unwrap();
+    }
+    vmm.publish().unwrap();
+    assert_eq!(receive(&mut netback), Some(frame(0)));
+    // Restarted: the same session, so the next frame is the predecessor's next.
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(receive(&mut netback), Some(frame(1)));
+    // A new VMM before the next restart: the restarted netback starts at its index.
+    let mut vmm = Producer::format(region.shared(), SLOTS).unwrap();
+    let mut netback = Consumer::attach(region.shared(), SLOTS).unwrap();
+    assert_eq!(receive(&mut netback), None);
+    vmm.send(&frame(7)).unwrap();
+    vmm.publish().unwrap();
+    assert_eq!(receive(&mut netback), Some(frame(7)));
+}
+
+/// A hostile VMM breaks the protocol: netback's side fails and stays failed; the guest's
+/// next VMM (a new session) gets a fresh start. Then the VMM, step after step, bumps the
+/// session, writes netback's attached word itself, unformats the pipe and moves the
+/// indexes: netback re-attaches, waits or fails, and never reads or writes outside the
+/// region.
+#[test]
+fn a_failed_pipe_is_open_to_the_next_session_and_session_games_stay_in_the_region() {
+    let region = self::region();
+    let shared = region.shared();
+    let mut hostile = Producer::format(shared, SLOTS).unwrap();
+    let mut netback = Consumer::attach(shared, SLOTS).unwrap();
+    assert_eq!(receive(&mut netback), None);
+    hostile.send(&frame(1)).unwrap();
+    hostile.publish().unwrap();
+    shared.store_u32(offset::PIPE_PROD, 5000).unwrap();
+    assert_eq!(
+        netback.receive(&mut [0; MAX_FRAME]),
+        Err(Error::Protocol(ProtocolError::ProducerAhead(Ring::Pipe)))
+    );
+    assert!(netback.failed().is_some() && !netback.renewed());
+    assert!(netback.receive(&mut [0; MAX_FRAME]).is_err(), "failed for good within the session");
+    let mut next = Producer::format(shared, SLOTS).unwrap();
+    assert!(netback.renewed());
+    assert_eq!(receive(&mut netback), None);
+    assert!(netback.failed().is_none());
+    next.send(&frame(2)).unwrap();
+    next.publish().unwrap();
+    assert_eq!(receive(&mut netback), Some(frame(2)));
+    // Session games.
+    let mut rng = Rng::new(0x5e55);
+    let mut buf = vec![0; MAX_FRAME];
+    for _ in 0..5000 {
+        match rng.below(6) {
+            0 => shared.store_u32(offset::SESSION, rng.below(4) as u32).unwrap(),
+            1 => shared.store_u32(offset::PIPE_ATTACHED, rng.below(4) as u32).unwrap(),
+            2 => shared.store_u32(offset::MAGIC, if rng.one_in(2) { 0 } else { rng.next() as u32 }).unwrap(),
+            3 => shared.store_u32(offset::PIPE_PROD, rng.next() as u32).unwrap(),
+            4 => {
+                let _ = next.send(&frame(rng.below(100)));
+                let _ = next.publish();
+            }
+            _ => next = Producer::format(shared, SLOTS).unwrap(),
+        }
+        match netback.receive(&mut buf) {
+            Ok(Some(len)) => assert!(len <= MAX_FRAME),
+            Ok(None) => {}
+            Err(e) => assert_ne!(e, Error::Protocol(ProtocolError::OutOfRegion)),
+        }
+    }
+    assert!(region.guards_intact());
 }

@@ -137,6 +137,13 @@ impl<const PORTS: usize, const ENTRIES: usize> Switch<PORTS, ENTRIES> {
     /// pipe that got frames. A port that floods its pipe gets its budget and no more, and
     /// cannot keep the others' frames out of a destination's rx pipe.
     pub fn poll(&mut self) -> Poll<PORTS> {
+        // A port cut off by its guest's old VMM is open again to a new one (an on-request
+        // guest destroyed and made again): its pipes attach to the new session.
+        for port in &mut self.ports {
+            if port.cut_off.is_some() && (port.tx.renewed() || port.rx.renewed()) {
+                port.cut_off = None;
+            }
+        }
         let mut taken = [0usize; PORTS];
         let mut cut_before = [false; PORTS];
         for (cut, port) in cut_before.iter_mut().zip(&self.ports) {

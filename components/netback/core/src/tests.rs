@@ -70,12 +70,13 @@ impl Guest {
         Self::rx_part(&self.region)
     }
 
-    /// Netback's side of this guest, attached as a (re)started netback attaches.
+    /// Netback's side of this guest, attached as a (re)started netback attaches (its tx
+    /// side at once, as a switch's first poll would: the VMM's frames are dropped until
+    /// netback attached to its session).
     pub fn port(&self) -> Port {
-        Port::new(
-            Consumer::attach(self.tx_shared(), SLOTS).unwrap(),
-            Producer::attach(self.rx_shared(), SLOTS).unwrap(),
-        )
+        let mut tx = Consumer::attach(self.tx_shared(), SLOTS).unwrap();
+        let _ = tx.ready();
+        Port::new(tx, Producer::attach(self.rx_shared(), SLOTS).unwrap())
     }
 
     /// Sends a pipe frame (header included) and publishes it.

@@ -65,13 +65,17 @@ fn a_switch_started_before_a_vmm_waits_for_its_pipes() {
     assert_eq!(poll.cut_off, [false, false], "an unformatted pipe is not a broken one");
     assert_eq!(poll.signal, [false, false]);
     assert_eq!(switch.port(PortId(0)).unwrap().counters().drops.rx_full, 1, "nowhere to put it yet");
-    // The VMM formats its pipes and sends; both directions work.
+    // The VMM formats its pipes and, once netback attached, sends; both directions work.
     let mut late = Guest {
         tx: Producer::format(Guest::tx_part(&region), SLOTS).unwrap(),
         rx: Consumer::format(Guest::rx_part(&region), SLOTS).unwrap(),
         region,
     };
     let hello = test_frame(mac(1), mac(0), 2);
+    // Its frames wait for netback to attach to its session (the VMM signals netback once
+    // it has formatted): one poll.
+    assert_eq!(late.tx.send(&super::piped(&hello)), Ok(false));
+    poll_all(&mut switch);
     late.send(&hello);
     poll_all(&mut switch);
     assert_eq!(other.receive_all(), [delivered(&hello)]);
@@ -79,4 +83,33 @@ fn a_switch_started_before_a_vmm_waits_for_its_pipes() {
     other.send(&reply);
     assert_eq!(poll_all(&mut switch).signal, [true, false]);
     assert_eq!(late.receive_all(), [delivered(&reply)]);
+}
+
+/// An on-request guest's VMM broke its pipe and was destroyed; the guest's next VMM gets
+/// the same pipes (a new session): the switch opens the port again at its next poll and
+/// frames flow both ways, while the other port never stopped. A second break cuts it off
+/// again, and a third VMM is taken over too.
+#[test]
+fn a_port_cut_off_is_open_again_to_the_guests_next_vmm() {
+    let mut guests = guests::<2>();
+    let mut switch = plain(&guests);
+    for round in 0..2u8 {
+        // The VMM breaks its tx pipe: a producer index far ahead (the pipe's word at 0x40).
+        guests[0].tx_shared().store_u32(0x40, 5000 + u32::from(round)).unwrap();
+        assert_eq!(poll_all(&mut switch).cut_off, [true, false], "round {round}");
+        // Destroyed and made again: a new VMM formats the same region.
+        let tx = Producer::format(Guest::tx_part(&guests[0].region), SLOTS).unwrap();
+        let rx = Consumer::format(Guest::rx_part(&guests[0].region), SLOTS).unwrap();
+        (guests[0].tx, guests[0].rx) = (tx, rx);
+        poll_all(&mut switch);
+        assert!(switch.port(PortId(0)).unwrap().cut_off().is_none(), "round {round}");
+        let hello = test_frame(mac(1), mac(0), 5 + u32::from(round));
+        guests[0].send(&hello);
+        poll_all(&mut switch);
+        assert_eq!(guests[1].receive_all(), [delivered(&hello)], "round {round}");
+        let reply = test_frame(mac(0), mac(1), 7 + u32::from(round));
+        guests[1].send(&reply);
+        poll_all(&mut switch);
+        assert_eq!(guests[0].receive_all(), [delivered(&reply)], "round {round}");
+    }
 }

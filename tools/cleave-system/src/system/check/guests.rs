@@ -305,13 +305,6 @@ fn check_on_request(
             ),
         ));
     }
-    if g.network.is_some() {
-        errors.push(SystemError::new(
-            key.clone(),
-            span(start),
-            format!("guest `{guest}` starts on request and has a network: the Builder makes guests with a disk at most, for now (netback does not yet take a guest's new VMM over the pipes its old one used)"),
-        ));
-    }
     let frames = parse_size(g.memory.get_ref()).unwrap_or(0).div_ceil(cleave_abi::layout::LARGE_PAGE_SIZE);
     if frames > crate::layout::BUILD_MAX_FRAMES {
         errors.push(SystemError::new(
