@@ -64,6 +64,9 @@ pub struct Run {
     /// this on-request guest (its console relayed by the toolstack) through a whole life
     /// ([`host_guest_session`]) instead of the system test's steps.
     pub ctl_guest: Option<String>,
+    /// With `ctl_guest`: on-request guests the session makes first and takes apart last,
+    /// for its guest to reach over the network.
+    pub ctl_peers: Vec<String>,
     /// Serial texts that must all have appeared before the host session starts (and so
     /// before it ends the run): each guest's last line, so that a run ends only after its
     /// guests did ([`guests_done`]).
@@ -292,6 +295,7 @@ pub fn host_xenstore_session(
     socket: &Path,
     ctl: Option<&Path>,
     guest: Option<&str>,
+    peers: &[String],
     mut emit: impl FnMut(String),
 ) {
     let steps: [&[&str]; 3] = [
@@ -304,7 +308,7 @@ pub fn host_xenstore_session(
             && let Some(ctl) = ctl
         {
             match guest {
-                Some(guest) => host_guest_session(ctl, guest, &mut emit),
+                Some(guest) => host_guest_session(ctl, guest, peers, &mut emit),
                 None => host_ctl_session(ctl, &mut emit),
             }
         }
@@ -479,16 +483,23 @@ fn console_value(
 /// matched; `destroy GUEST` and `list` (its RAM back in the Builder's pool); `create
 /// GUEST` again (a fresh Builder instance, a fresh VMM), whose disk still holds the data;
 /// `destroy GUEST`. Each check that holds prints one of [`guest_session`]'s lines.
-pub fn host_guest_session(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) {
-    if let Err(e) = guest_life(ctl, guest, emit) {
+pub fn host_guest_session(ctl: &Path, guest: &str, peers: &[String], emit: &mut impl FnMut(String)) {
+    if let Err(e) = guest_life(ctl, guest, peers, emit) {
         emit(format!("[host] the guest session stopped: {e}"));
-        // The guest goes (so the run can end).
-        let _ =
-            cleave::ctl::request(ctl, &[String::from("destroy"), guest.to_string()], Duration::from_secs(10));
+        // The guests go (so the run can end).
+        for g in peers.iter().map(String::as_str).chain([guest]) {
+            let _ =
+                cleave::ctl::request(ctl, &[String::from("destroy"), g.to_string()], Duration::from_secs(10));
+        }
     }
 }
 
-fn guest_life(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) -> Result<(), String> {
+fn guest_life(
+    ctl: &Path,
+    guest: &str,
+    peers: &[String],
+    emit: &mut impl FnMut(String),
+) -> Result<(), String> {
     use std::time::Duration;
     let short = Duration::from_secs(30);
     let boot = Duration::from_secs(600);
@@ -509,6 +520,9 @@ fn guest_life(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) -> Result<
     };
     let mut e = |line: String| emit(line);
     ask(&mut e, &["list"])?;
+    for peer in peers {
+        ask(&mut e, &["create", peer])?;
+    }
     ask(&mut e, &["create", guest])?;
     let mut console = attach_booted(&mut e)?;
     if console_value(&mut console, "SUM", "echo $((6*7))", short, &mut e)? == "42" {
@@ -587,6 +601,9 @@ fn guest_life(ctl: &Path, guest: &str, emit: &mut impl FnMut(String)) -> Result<
     }
     console.detach(short)?;
     ask(&mut e, &["destroy", guest])?;
+    for peer in peers {
+        ask(&mut e, &["destroy", peer])?;
+    }
     ask(&mut e, &["list"])?;
     // Who relied on blkback, asked of the running system's own audit log (the test
     // compares the answer with the one the host's copy gives).
@@ -745,6 +762,7 @@ impl Run {
                     if let Some(socket) = socket.as_ref().filter(|_| ready) {
                         let (socket, sender) = (socket.clone(), host_sender.clone());
                         let (ctl, operator, guest) = (ctl.clone(), self.operator, self.ctl_guest.clone());
+                        let peers = self.ctl_peers.clone();
                         std::thread::spawn(move || {
                             let emit = |line: String| {
                                 let _ = sender.send((line + "\n", start.elapsed()));
@@ -754,7 +772,13 @@ impl Run {
                                     "[host] the operator's line is up: cleave ctl --socket {} list (help lists the commands; shutdown ends the run)",
                                     ctl.display()
                                 )),
-                                _ => host_xenstore_session(&socket, ctl.as_deref(), guest.as_deref(), emit),
+                                _ => host_xenstore_session(
+                                    &socket,
+                                    ctl.as_deref(),
+                                    guest.as_deref(),
+                                    &peers,
+                                    emit,
+                                ),
                             }
                         });
                     }
@@ -1085,6 +1109,7 @@ fn system_run(system: &Path, gdb: bool, bochs: bool, cmdline: &str) -> Result<(R
         operator: false,
         host_waits_for: guests_done(system)?,
         ctl_guest: system::ctl_console_guest(system)?,
+        ctl_peers: system::ctl_peer_guests(system)?,
         memory_mib: memory_for(system)?,
         guest_console,
         disks: disk_images_for(system)?,

@@ -974,6 +974,7 @@ fn run_emulator_test(test: &EmulatorTest, artifacts: &Artifacts, tally: &mut Tal
         operator: false,
         // A system run ends (the host ends it) only after its guests did.
         ctl_guest: None,
+        ctl_peers: Vec::new(),
         host_waits_for: match test.digest_of {
             Some(system) if test.host_xenstore => emulator::guests_done(&workspace_root().join(system))?,
             _ => Vec::new(),

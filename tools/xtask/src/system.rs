@@ -50,6 +50,18 @@ pub fn ctl_console_guest(path: &Path) -> Result<Option<String>> {
         .map(|(k, _)| k.get_ref().clone()))
 }
 
+/// The other guests of `path` that start on request (beside [`ctl_console_guest`]'s): the
+/// host's guest session makes them first, for its guest to reach.
+pub fn ctl_peer_guests(path: &Path) -> Result<Vec<String>> {
+    let file = load(path)?;
+    Ok(file
+        .guests
+        .iter()
+        .filter(|(_, g)| g.on_request() && !g.console_relayed())
+        .map(|(k, _)| k.get_ref().clone())
+        .collect())
+}
+
 /// Whether a component of `path` may end the run (`ends-run = true`).
 pub fn ends_run(path: &Path) -> Result<bool> {
     Ok(load(path)?.components.values().any(|c| c.ends_run.as_ref().is_some_and(|e| *e.get_ref())))
