@@ -78,12 +78,16 @@ pub fn region_size(slots: u32) -> Result<usize, RegionError> {
     Ok(Layout::new(slots)?.size)
 }
 
-/// Writes a fresh pipe for a new session: the magic cleared first (netback waits), the
-/// session one more than the region held (never 0), both indexes at `base`, then the
-/// header, magic last. Returns the session.
+/// Writes a fresh pipe for a new session: the magic cleared first (netback waits), then
+/// netback's attached word (what the region's previous VMM, if it was hostile, may have
+/// written there in advance must not pass for netback's word on this session; and netback
+/// attaches again whenever that word is not what it wrote), the session one more than the
+/// region held (never 0), both indexes at `base`, then the header, magic last. Returns the
+/// session.
 fn format(shared: &Shared, layout: &Layout, base: u32) -> Result<u32, RegionError> {
     let write = || -> Result<u32, OutOfRegion> {
         shared.store_u32(offset::MAGIC, 0)?;
+        shared.store_u32(offset::PIPE_ATTACHED, 0)?;
         let session = match shared.load_u32(offset::SESSION)?.wrapping_add(1) {
             0 => 1,
             s => s,
@@ -104,26 +108,42 @@ fn attached(shared: &Shared, session: u32) -> Result<bool, ProtocolError> {
     Ok(shared.load_u32(offset::PIPE_ATTACHED)? == session)
 }
 
-/// Netback's side of a pipe the VMM formatted: the session and the index netback goes on
-/// at, its own (`own`: a word netback writes) if it attached to this session before, else
-/// the VMM's (`theirs`), written to its own word before it says it attached.
+/// Netback's side of a pipe: whether it must attach (again) before its next operation: the
+/// region's session is not the one it is in, or its attached word is not what it wrote
+/// (a new VMM cleared it; a hostile one may have written anything).
+fn must_attach(shared: &Shared, session: u32) -> Result<bool, ProtocolError> {
+    Ok(shared.load_u32(offset::SESSION)? != session || !attached(shared, session)?)
+}
+
+/// Netback's side of a pipe the VMM formatted, attaching: `Ok(None)` while the VMM is
+/// formatting it (the magic is not there, or the session or the magic changed while this
+/// looked), else the session and the index netback goes on at: its own (`own`: a word
+/// netback writes) if it attached to this session before, else the VMM's (`theirs`),
+/// written to its own word before it says it attached.
 fn attach_session(
     shared: &Shared,
     slots: u32,
     own: usize,
     theirs: usize,
-) -> Result<(u32, u32), ProtocolError> {
+) -> Result<Option<(u32, u32)>, ProtocolError> {
+    // The session first: a session the VMM wrote came after it cleared the magic, so a
+    // magic seen after it is this session's (the VMM writes it last).
     let session = shared.load_u32(offset::SESSION)?;
-    let prod = shared.load_u32(offset::PIPE_PROD)?;
-    let cons = shared.load_u32(offset::PIPE_CONS)?;
-    let index = if session != 0 && attached(shared, session)? {
-        shared.load_u32(own)?
-    } else {
-        let index = shared.load_u32(theirs)?;
+    if !layout::check(shared, Kind::Pipe, slots, FRAME_SLOT)? {
+        return Ok(None);
+    }
+    let continuing = session != 0 && attached(shared, session)?;
+    let (prod, cons) = (shared.load_u32(offset::PIPE_PROD)?, shared.load_u32(offset::PIPE_CONS)?);
+    let index = shared.load_u32(if continuing { own } else { theirs })?;
+    // A format that began meanwhile: what was read may be the old session's.
+    if shared.load_u32(offset::SESSION)? != session || shared.load_u32(offset::MAGIC)? != layout::MAGIC {
+        return Ok(None);
+    }
+    if !continuing {
         shared.store_u32(own, index)?;
         shared.store_u32(offset::PIPE_ATTACHED, session)?;
-        return Ok((session, index));
-    };
+        return Ok(Some((session, index)));
+    }
     if prod.wrapping_sub(cons) > slots {
         return Err(if own == offset::PIPE_PROD {
             ProtocolError::ConsumerAhead(Ring::Pipe)
@@ -131,7 +151,7 @@ fn attach_session(
             ProtocolError::ProducerAhead(Ring::Pipe)
         });
     }
-    Ok((session, index))
+    Ok(Some((session, index)))
 }
 
 /// Where one side of a pipe is.
@@ -206,9 +226,20 @@ impl Producer {
         if frame.len() > MAX_FRAME {
             return Err(RequestError::FrameTooLong(frame.len()).into());
         }
-        let result = self.put(frame);
+        let mut result = self.put(frame);
         if let Err(e) = result {
-            self.state = State::Failed(e);
+            // A new VMM that formatted the pipe during this operation (on a pipe this side
+            // was using, not one it was attaching to) is not to blame: netback attaches to
+            // it at the next one.
+            if self.netback
+                && self.state == State::Ready
+                && must_attach(&self.shared, self.session).unwrap_or(false)
+            {
+                self.state = State::Attaching;
+                result = Ok(false);
+            } else {
+                self.state = State::Failed(e);
+            }
         }
         let sent = result?;
         if !sent {
@@ -240,7 +271,7 @@ impl Producer {
     /// the VMM waits until netback attached to its session. [`Producer::send`] asks it
     /// first; netback may ask it on its own to attach before it has a frame to send.
     pub fn ready(&mut self) -> Result<bool, ProtocolError> {
-        if self.netback && self.shared.load_u32(offset::SESSION)? != self.session {
+        if self.netback && self.state != State::Attaching && must_attach(&self.shared, self.session)? {
             self.state = State::Attaching;
         }
         match self.state {
@@ -254,21 +285,19 @@ impl Producer {
                 Ok(acknowledged)
             }
             State::Attaching => {
-                if !layout::check(&self.shared, Kind::Pipe, self.layout.slots, FRAME_SLOT)? {
-                    return Ok(false);
-                }
-                let (session, prod) =
+                let attached =
                     attach_session(&self.shared, self.layout.slots, offset::PIPE_PROD, offset::PIPE_CONS)?;
+                let Some((session, prod)) = attached else { return Ok(false) };
                 (self.session, self.prod, self.published, self.state) = (session, prod, prod, State::Ready);
                 Ok(true)
             }
         }
     }
 
-    /// Netback's side: whether the VMM began a session this side has not attached to (a
-    /// guest's new VMM), which the next operation attaches to, whatever happened before.
-    pub fn renewed(&self) -> bool {
-        self.netback && self.shared.load_u32(offset::SESSION).is_ok_and(|s| s != self.session)
+    /// The region's session word (a new VMM's format changes it; netback reopens a port it
+    /// cut off when it has).
+    pub fn session_word(&self) -> u32 {
+        self.shared.load_u32(offset::SESSION).unwrap_or(0)
     }
 
     /// Closes the pipe for good: from now on the consumer's [`Consumer::closed`] says so.
@@ -328,9 +357,9 @@ impl Consumer {
         Ok(Self { shared, layout, state: State::Attaching, netback: true, session: 0, cons: 0 })
     }
 
-    /// Netback's side: as [`Producer::renewed`].
-    pub fn renewed(&self) -> bool {
-        self.netback && self.shared.load_u32(offset::SESSION).is_ok_and(|s| s != self.session)
+    /// The region's session word: as [`Producer::session_word`].
+    pub fn session_word(&self) -> u32 {
+        self.shared.load_u32(offset::SESSION).unwrap_or(0)
     }
 
     /// Whether the producer closed the pipe for good ([`Producer::close`]).
@@ -353,6 +382,14 @@ impl Consumer {
     pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<usize>, Error> {
         let result = self.take(out);
         if let Err(Error::Protocol(e)) = result {
+            // As in `Producer::send`: a format during the operation is not the VMM's fault.
+            if self.netback
+                && self.state == State::Ready
+                && must_attach(&self.shared, self.session).unwrap_or(false)
+            {
+                self.state = State::Attaching;
+                return Ok(None);
+            }
             self.state = State::Failed(e);
         }
         result
@@ -385,7 +422,7 @@ impl Consumer {
     /// asks it first; netback may ask it on its own to attach (the VMM's frames are
     /// dropped until it has).
     pub fn ready(&mut self) -> Result<bool, ProtocolError> {
-        if self.netback && self.shared.load_u32(offset::SESSION)? != self.session {
+        if self.netback && self.state != State::Attaching && must_attach(&self.shared, self.session)? {
             self.state = State::Attaching;
         }
         match self.state {
@@ -399,11 +436,9 @@ impl Consumer {
                 Ok(acknowledged)
             }
             State::Attaching => {
-                if !layout::check(&self.shared, Kind::Pipe, self.layout.slots, FRAME_SLOT)? {
-                    return Ok(false);
-                }
-                let (session, cons) =
+                let attached =
                     attach_session(&self.shared, self.layout.slots, offset::PIPE_CONS, offset::PIPE_PROD)?;
+                let Some((session, cons)) = attached else { return Ok(false) };
                 (self.session, self.cons, self.state) = (session, cons, State::Ready);
                 Ok(true)
             }

@@ -82,6 +82,9 @@ fn switch() -> Option<Box<Switch<PORTS, TABLE>>> {
     }
 }
 
+/// Cut-offs reported per port (each later one is only counted).
+const REPORTS_PER_PORT: u32 = 4;
+
 fn main() -> i32 {
     let signal: Cap<Notification> = caps::SIGNAL;
     let instance = cleave_rt::instance();
@@ -112,7 +115,11 @@ fn main() -> i32 {
         // deliver: the VMM looks.
         let _ = vmm.signal();
     }
+    // Per port: whether its current cut-off was reported, and how many were (a VMM that
+    // breaks its pipes, is made again and breaks them again is reported a few times, then
+    // counted in silence).
     let mut reported = [false; PORTS];
+    let mut reports = [0u32; PORTS];
     loop {
         // Frames left in a pipe (by a previous instance, or behind a budget) bring no new
         // signal: poll first, then wait.
@@ -124,12 +131,18 @@ fn main() -> i32 {
                     let _ = vmm.signal();
                 }
             }
-            for (i, done) in reported.iter_mut().enumerate() {
+            for (i, (done, count)) in reported.iter_mut().zip(&mut reports).enumerate() {
                 let Some(why) = switch.port(PortId(i)).and_then(Port::cut_off) else { continue };
                 if !*done {
                     *done = true;
+                    *count += 1;
                     let guest = caps::NETS.get(i).map_or("?", |n| n.0);
-                    println!("{}#{instance}: guest '{guest}': {why}; the other ports go on", caps::COMPONENT);
+                    if *count <= REPORTS_PER_PORT {
+                        println!(
+                            "{}#{instance}: guest '{guest}': {why}; the other ports go on",
+                            caps::COMPONENT
+                        );
+                    }
                 }
             }
             if !polled.more {

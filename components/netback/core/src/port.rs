@@ -109,6 +109,9 @@ pub struct Port {
     pub(crate) mac: Option<Mac>,
     pub(crate) anti_spoofing: bool,
     pub(crate) cut_off: Option<CutOff>,
+    /// The region's session word when it was cut off: a new VMM's format changes it, and
+    /// only then does the switch open the port again.
+    pub(crate) cut_session: u32,
     pub(crate) counters: Counters,
 }
 
@@ -116,7 +119,15 @@ impl Port {
     /// A port over a guest's pipes: `tx` the one its VMM produces into (netback attaches
     /// with [`Consumer::attach`]), `rx` the one it consumes ([`Producer::attach`]).
     pub fn new(tx: Consumer, rx: Producer) -> Self {
-        Self { tx, rx, mac: None, anti_spoofing: false, cut_off: None, counters: Counters::default() }
+        Self {
+            tx,
+            rx,
+            mac: None,
+            anti_spoofing: false,
+            cut_off: None,
+            cut_session: 0,
+            counters: Counters::default(),
+        }
     }
 
     /// Gives the port the guest's configured address (from the system description): the

@@ -138,9 +138,10 @@ impl<const PORTS: usize, const ENTRIES: usize> Switch<PORTS, ENTRIES> {
     /// cannot keep the others' frames out of a destination's rx pipe.
     pub fn poll(&mut self) -> Poll<PORTS> {
         // A port cut off by its guest's old VMM is open again to a new one (an on-request
-        // guest destroyed and made again): its pipes attach to the new session.
+        // guest destroyed and made again: its format changed the session word), whose
+        // pipes attach to the new session.
         for port in &mut self.ports {
-            if port.cut_off.is_some() && (port.tx.renewed() || port.rx.renewed()) {
+            if port.cut_off.is_some() && port.tx.session_word() != port.cut_session {
                 port.cut_off = None;
             }
         }
@@ -277,6 +278,7 @@ impl<const PORTS: usize, const ENTRIES: usize> Switch<PORTS, ENTRIES> {
     fn cut(&mut self, id: PortId, reason: CutOff) {
         if let Some(port) = self.ports.get_mut(id.0) {
             port.cut_off = Some(reason);
+            port.cut_session = port.tx.session_word();
             self.table.forget(id);
         }
     }

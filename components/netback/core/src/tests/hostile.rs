@@ -321,8 +321,10 @@ fn garbage_over_every_pipe() {
     for guest in &guests {
         assert!(guest.region.guards_intact());
     }
+    // (A fresh VMM's frames are dropped until netback attached to its session, so fewer
+    // get through than the rounds would carry.)
     assert!(
-        delivered > 2000 && cuts > 50 && restarts > 20,
+        delivered > 1500 && cuts > 50 && restarts > 20,
         "{delivered} delivered, {cuts} cuts, {restarts} restarts"
     );
 }

@@ -113,3 +113,26 @@ fn a_port_cut_off_is_open_again_to_the_guests_next_vmm() {
         assert_eq!(guests[0].receive_all(), [delivered(&reply)], "round {round}");
     }
 }
+
+/// A port cut off stays cut off, poll after poll, until its VMM's format changes the
+/// session word: whatever its pipes' other words say (here its rx pipe never carried a
+/// frame, so netback never attached to it), and however often its VMM signals.
+#[test]
+fn a_port_cut_off_stays_so_until_a_new_session() {
+    let mut guests = guests::<2>();
+    let mut switch = plain(&guests);
+    guests[0].tx_shared().store_u32(0x40, 9000).unwrap();
+    assert_eq!(poll_all(&mut switch).cut_off, [true, false]);
+    for _ in 0..5 {
+        assert_eq!(poll_all(&mut switch).cut_off, [false, false], "no new cut: it stays cut");
+        assert!(switch.port(PortId(0)).unwrap().cut_off().is_some());
+    }
+    let before = switch.port(PortId(0)).unwrap().counters().rx_frames;
+    guests[1].send(&test_frame(mac(0), mac(1), 3));
+    poll_all(&mut switch);
+    assert_eq!(switch.port(PortId(0)).unwrap().counters().rx_frames, before, "nothing delivered to it");
+    guests[0].tx = Producer::format(Guest::tx_part(&guests[0].region), SLOTS).unwrap();
+    guests[0].rx = Consumer::format(Guest::rx_part(&guests[0].region), SLOTS).unwrap();
+    poll_all(&mut switch);
+    assert!(switch.port(PortId(0)).unwrap().cut_off().is_none());
+}

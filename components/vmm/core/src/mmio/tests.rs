@@ -6,6 +6,7 @@
 
 use super::*;
 use alloc::format;
+use alloc::vec;
 use alloc::vec::Vec;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 
@@ -134,7 +135,9 @@ fn case(r: &mut Rng) -> Vec<u8> {
         [0x66, 0x67, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0xf2, 0xf3, 0xf0, 0x40, 0x48, 0x4d];
     const OPCODES: [u8; 11] = [0x88, 0x89, 0x8a, 0x8b, 0xc6, 0xc7, 0xa0, 0xa1, 0xa2, 0xa3, 0x0f];
     let mut bytes = Vec::new();
-    for _ in 0..r.below(5) {
+    // Up to four prefixes, and now and then up to fifteen (past the longest instruction).
+    let prefixes = if r.below(16) == 0 { r.below(16) } else { r.below(5) };
+    for _ in 0..prefixes {
         bytes.push(match r.below(4) {
             0 => 0x40 + r.below(16) as u8,
             1 => r.next() as u8,
@@ -149,7 +152,7 @@ fn case(r: &mut Rng) -> Vec<u8> {
     // ModRM: a register form a quarter of the time; then a SIB byte.
     let mode = if r.below(4) == 0 { 3 } else { r.below(3) as u8 };
     bytes.push((mode << 6) | (r.next() as u8 & 0x3f));
-    while bytes.len() < 20 {
+    while bytes.len() < 24 {
         bytes.push(r.next() as u8);
     }
     if r.below(6) == 0 {
@@ -246,4 +249,19 @@ fn device_register_accesses_decode() {
     // mov cr3, rax; mov dr7, rcx
     assert_eq!(mov_to_cr(&[0x0f, 0x22, 0xd8], 64), Some((3, Some(0), 3)));
     assert_eq!(mov_dr(&[0x0f, 0x23, 0xf9], 64), Some((7, Some(2), true, 3)));
+    // mov cr8, rax (REX.R) in 64-bit code, not in 32-bit; a debug register with REX.R is no
+    // register at all.
+    assert_eq!(mov_to_cr(&[0x44, 0x0f, 0x22, 0xc0], 64), Some((8, Some(0), 4)));
+    assert_eq!(mov_to_cr(&[0x44, 0x0f, 0x22, 0xc0], 32), None);
+    assert_eq!(mov_dr(&[0x44, 0x0f, 0x23, 0xf8], 64), None);
+    // mov eax, [moffs32] with 67 in 64-bit code (a 4-byte address); mov rax, [moffs64].
+    assert_eq!(emulate(&[0x67, 0xa1, 1, 2, 3, 4], 64, &mut cpu, |_| 5), Some(6));
+    assert_eq!(emulate(&[0x48, 0xa1, 1, 2, 3, 4, 5, 6, 7, 8], 64, &mut cpu, |_| 5), Some(10));
+    // Fifteen bytes at most: fourteen prefixes and a one-byte opcode would fit, but no mov
+    // is that short; eleven prefixes and `mov [rax], eax` make sixteen.
+    let mut long = vec![0x3e; 11];
+    long.extend_from_slice(&[0x89, 0x80, 0, 0, 0, 0]);
+    assert_eq!(emulate(&long, 64, &mut cpu, |_| 0), None);
+    long.drain(..2);
+    assert_eq!(emulate(&long, 64, &mut cpu, |_| 0), Some(15));
 }
