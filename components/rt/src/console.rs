@@ -46,10 +46,10 @@ pub fn audit_time() -> u64 {
 
 /// Records one audit-log event (`cleave::audit`'s format, without the time): the kernel
 /// keeps it in its audit log stamped with the time and this thread's name (`cleave ctl
-/// audit` reads it there) and writes `audit: TIME EVENT` to the console, from which the
-/// host collects its own copy. The event is this thread's console line so far: call it at
-/// the start of a line. An event the kernel refuses (longer than 200 bytes, not printable
-/// ASCII) is reported on the console instead.
+/// audit` reads it there) and writes `audit: TIME WRITER EVENT` to the console, from which
+/// the host collects its own copy. The event is this thread's console line so far: call it
+/// at the start of a line. An event the kernel refuses (longer than 160 bytes, not
+/// printable ASCII) is reported on the console instead.
 #[macro_export]
 macro_rules! audit {
     ($($arg:tt)*) => {{

@@ -21,7 +21,7 @@ pub fn debug_put_char(byte: u8) {
 
 /// Records this thread's unfinished console line (what it printed since its last
 /// newline) as one event in the kernel's audit log, which stamps it with the time and
-/// this thread's name and writes `audit: TIME EVENT` to the console
+/// this thread's name and writes `audit: TIME WRITER EVENT` to the console
 /// ([`crate::audit!`] is the way to call it).
 pub fn audit_event() -> Result<(), cleave_abi::Error> {
     cleave_abi::Error::check(raw(Syscall::AuditEvent, 0, cleave_abi::MessageInfo::default(), [0; 4]).status)

@@ -56,10 +56,10 @@ pub enum Syscall {
     /// thread stops (its program's `main` returned).
     DebugExit = 0x101,
     /// Record the thread's unfinished debug-console line (what it wrote with
-    /// `DebugPutChar` since its last newline: printable ASCII, at most 200 bytes) as one
+    /// `DebugPutChar` since its last newline: printable ASCII, at most 160 bytes) as one
     /// event in the kernel's audit log. The kernel stamps it with the time (microseconds
     /// since boot, never less than the last event's) and the thread's name, and writes
-    /// `audit: TIME EVENT` to the console. An empty, overlong or unprintable line fails with
+    /// `audit: TIME NAME EVENT` to the console. An empty, overlong or unprintable line fails with
     /// `InvalidArgument` and is discarded.
     AuditEvent = 0x102,
     /// Read the kernel's audit log from byte offset `rdi` (a thread allowed to:

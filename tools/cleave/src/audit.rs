@@ -22,11 +22,12 @@
 //! component), the supervisor (`restart`, `end`, `dispose`), the Builder (`build`,
 //! `destroy`), the backends and each guest's VMM (`serve`, `unserve`). The kernel keeps
 //! them in its audit log, stamped with the time and the writer's thread name, and writes
-//! each to the console as `audit: TIME EVENT`. `cargo xtask` collects those lines of a
-//! run, in time order, into `audit.log` next to its serial log; `cleave ctl audit` reads
-//! the kernel's own copy from the running system ([`MachineLog`]), whose writers it checks.
-//! This module reads a log strictly: any malformed line or impossible event is an error
-//! naming the line.
+//! each to the console as `audit: TIME WRITER EVENT`. `cargo xtask` collects those lines
+//! of a run, in time order, into `audit.log` next to its serial log; `cleave ctl audit`
+//! reads the kernel's own copy from the running system ([`MachineLog`]). Both are read by
+//! [`read_stamped`], which checks each event against its writer and refuses (and lists)
+//! the lines that fail; [`read`] reads the plain format above strictly: any malformed line
+//! or impossible event is an error naming the line.
 
 use std::collections::BTreeMap;
 

@@ -44,14 +44,19 @@ impl World {
         assert_eq!(device.take_notified(), 0b11);
         let tx_driver = drivers.pop().unwrap();
         let rx_driver = drivers.pop().unwrap();
+        // The switch attaches to the bridge's session at once, as netback does when the VMM
+        // signals it after formatting (until then the guest's frames are dropped).
+        let (mut switch_tx, mut switch_rx) =
+            (Consumer::attach(tx_pipe, SLOTS).unwrap(), Producer::attach(rx_pipe, SLOTS).unwrap());
+        assert_eq!((switch_tx.ready(), switch_rx.ready()), (Ok(true), Ok(true)));
         World {
             ram: Ram::new(RAM),
             device,
             rx_driver,
             tx_driver,
             bridge,
-            switch_tx: Consumer::attach(tx_pipe, SLOTS).unwrap(),
-            switch_rx: Producer::attach(rx_pipe, SLOTS).unwrap(),
+            switch_tx,
+            switch_rx,
             _region: region,
             tx_pipe,
             rx_pipe,
