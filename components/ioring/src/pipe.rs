@@ -167,15 +167,80 @@ enum State {
     Failed(ProtocolError),
 }
 
-/// The producing side of a pipe: the VMM's on tx, netback's on rx.
-pub struct Producer {
-    shared: Shared,
-    layout: Layout,
+/// Where one side of a pipe is in the sessions: what [`Producer`] and [`Consumer`] share.
+struct Side {
     state: State,
     /// Netback's side (it attaches to the VMM's sessions), not the VMM's.
     netback: bool,
     /// The session this side is in (0: none yet).
     session: u32,
+}
+
+/// What [`Side::ready`] found.
+enum Go {
+    /// Not yet (the VMM formats, or waits for netback to attach).
+    Wait,
+    Go,
+    /// Netback attached just now: its index is this.
+    Attached(u32),
+}
+
+impl Side {
+    /// The VMM's side of a pipe it formatted as `session`.
+    fn vmm(session: u32) -> Self {
+        Self { state: State::Unacknowledged, netback: false, session }
+    }
+
+    /// Netback's side, before it attached.
+    fn netback() -> Self {
+        Self { state: State::Attaching, netback: true, session: 0 }
+    }
+
+    /// Whether this side may use the pipe now. Netback first looks for a new session (a
+    /// guest's new VMM, which starts over whatever happened before) and attaches to it,
+    /// its index in the word at `own` (the VMM's in `theirs` for a new session); the VMM
+    /// waits until netback attached to its session.
+    fn ready(&mut self, shared: &Shared, slots: u32, own: usize, theirs: usize) -> Result<Go, ProtocolError> {
+        if self.netback && self.state != State::Attaching && must_attach(shared, self.session)? {
+            self.state = State::Attaching;
+        }
+        match self.state {
+            State::Failed(e) => Err(e),
+            State::Ready => Ok(Go::Go),
+            State::Unacknowledged => {
+                if !attached(shared, self.session)? {
+                    return Ok(Go::Wait);
+                }
+                self.state = State::Ready;
+                Ok(Go::Go)
+            }
+            State::Attaching => {
+                let Some((session, index)) = attach_session(shared, slots, own, theirs)? else {
+                    return Ok(Go::Wait);
+                };
+                (self.session, self.state) = (session, State::Ready);
+                Ok(Go::Attached(index))
+            }
+        }
+    }
+
+    /// Takes `error` from an operation: this side is refused for good, unless a new VMM
+    /// that formatted the pipe during the operation (on a pipe netback was using, not one
+    /// it was attaching to) explains it: that one is not to blame, and netback attaches to
+    /// it at the next operation (`true`).
+    fn failed(&mut self, shared: &Shared, error: ProtocolError) -> bool {
+        let explained =
+            self.netback && self.state == State::Ready && must_attach(shared, self.session).unwrap_or(false);
+        self.state = if explained { State::Attaching } else { State::Failed(error) };
+        explained
+    }
+}
+
+/// The producing side of a pipe: the VMM's on tx, netback's on rx.
+pub struct Producer {
+    shared: Shared,
+    layout: Layout,
+    side: Side,
     /// The producer index (this side's copy, ahead of what is published).
     prod: u32,
     published: u32,
@@ -193,8 +258,7 @@ impl Producer {
     pub(crate) fn format_with_base(shared: Shared, slots: u32, base: u32) -> Result<Self, RegionError> {
         let layout = Layout::fitting(slots, &shared)?;
         let session = format(&shared, &layout, base)?;
-        let state = State::Unacknowledged;
-        Ok(Self { shared, layout, state, netback: false, session, prod: base, published: base, dropped: 0 })
+        Ok(Self { shared, layout, side: Side::vmm(session), prod: base, published: base, dropped: 0 })
     }
 
     /// The producing side of a pipe the VMM formats (netback's rx pipe): once it is
@@ -202,8 +266,7 @@ impl Producer {
     /// before) or at the VMM's consumer index (a new one).
     pub fn attach(shared: Shared, slots: u32) -> Result<Self, RegionError> {
         let layout = Layout::fitting(slots, &shared)?;
-        let state = State::Attaching;
-        Ok(Self { shared, layout, state, netback: true, session: 0, prod: 0, published: 0, dropped: 0 })
+        Ok(Self { shared, layout, side: Side::netback(), prod: 0, published: 0, dropped: 0 })
     }
 
     /// Frames dropped because the pipe was full (or not formatted, or not attached yet).
@@ -213,7 +276,7 @@ impl Producer {
 
     /// The protocol error the consumer is refused for, if it is.
     pub fn failed(&self) -> Option<ProtocolError> {
-        match self.state {
+        match self.side.state {
             State::Failed(e) => Some(e),
             _ => None,
         }
@@ -227,19 +290,10 @@ impl Producer {
             return Err(RequestError::FrameTooLong(frame.len()).into());
         }
         let mut result = self.put(frame);
-        if let Err(e) = result {
-            // A new VMM that formatted the pipe during this operation (on a pipe this side
-            // was using, not one it was attaching to) is not to blame: netback attaches to
-            // it at the next one.
-            if self.netback
-                && self.state == State::Ready
-                && must_attach(&self.shared, self.session).unwrap_or(false)
-            {
-                self.state = State::Attaching;
-                result = Ok(false);
-            } else {
-                self.state = State::Failed(e);
-            }
+        if let Err(e) = result
+            && self.side.failed(&self.shared, e)
+        {
+            result = Ok(false);
         }
         let sent = result?;
         if !sent {
@@ -266,32 +320,18 @@ impl Producer {
         Ok(true)
     }
 
-    /// Whether this side may produce now. Netback first looks for a new session (a
-    /// guest's new VMM, which starts over whatever happened before) and attaches to it;
-    /// the VMM waits until netback attached to its session. [`Producer::send`] asks it
-    /// first; netback may ask it on its own to attach before it has a frame to send.
+    /// Whether this side may produce now ([`Side::ready`]: netback attaches to a new
+    /// session, the VMM waits for it to). [`Producer::send`] asks it first; netback may
+    /// ask it on its own to attach before it has a frame to send.
     pub fn ready(&mut self) -> Result<bool, ProtocolError> {
-        if self.netback && self.state != State::Attaching && must_attach(&self.shared, self.session)? {
-            self.state = State::Attaching;
-        }
-        match self.state {
-            State::Failed(e) => Err(e),
-            State::Ready => Ok(true),
-            State::Unacknowledged => {
-                let acknowledged = attached(&self.shared, self.session)?;
-                if acknowledged {
-                    self.state = State::Ready;
-                }
-                Ok(acknowledged)
+        Ok(match self.side.ready(&self.shared, self.layout.slots, offset::PIPE_PROD, offset::PIPE_CONS)? {
+            Go::Wait => false,
+            Go::Go => true,
+            Go::Attached(prod) => {
+                (self.prod, self.published) = (prod, prod);
+                true
             }
-            State::Attaching => {
-                let attached =
-                    attach_session(&self.shared, self.layout.slots, offset::PIPE_PROD, offset::PIPE_CONS)?;
-                let Some((session, prod)) = attached else { return Ok(false) };
-                (self.session, self.prod, self.published, self.state) = (session, prod, prod, State::Ready);
-                Ok(true)
-            }
-        }
+        })
     }
 
     /// The region's session word (a new VMM's format changes it; netback reopens a port it
@@ -311,11 +351,11 @@ impl Producer {
     /// Publishes the frames sent since the last call: `true` if there were any (signal the
     /// consumer).
     pub fn publish(&mut self) -> Result<bool, Error> {
-        if self.state != State::Ready || self.prod == self.published {
+        if self.side.state != State::Ready || self.prod == self.published {
             return Ok(false);
         }
         if let Err(e) = self.shared.store_u32(offset::PIPE_PROD, self.prod) {
-            self.state = State::Failed(e.into());
+            self.side.state = State::Failed(e.into());
             return Err(e.into());
         }
         self.published = self.prod;
@@ -327,11 +367,7 @@ impl Producer {
 pub struct Consumer {
     shared: Shared,
     layout: Layout,
-    state: State,
-    /// Netback's side (it attaches to the VMM's sessions), not the VMM's.
-    netback: bool,
-    /// The session this side is in (0: none yet).
-    session: u32,
+    side: Side,
     cons: u32,
 }
 
@@ -346,7 +382,7 @@ impl Consumer {
     pub(crate) fn format_with_base(shared: Shared, slots: u32, base: u32) -> Result<Self, RegionError> {
         let layout = Layout::fitting(slots, &shared)?;
         let session = format(&shared, &layout, base)?;
-        Ok(Self { shared, layout, state: State::Unacknowledged, netback: false, session, cons: base })
+        Ok(Self { shared, layout, side: Side::vmm(session), cons: base })
     }
 
     /// The consuming side of a pipe the VMM formats (netback's tx pipe): once it is
@@ -354,7 +390,7 @@ impl Consumer {
     /// before) or at the VMM's producer index (a new one).
     pub fn attach(shared: Shared, slots: u32) -> Result<Self, RegionError> {
         let layout = Layout::fitting(slots, &shared)?;
-        Ok(Self { shared, layout, state: State::Attaching, netback: true, session: 0, cons: 0 })
+        Ok(Self { shared, layout, side: Side::netback(), cons: 0 })
     }
 
     /// The region's session word: as [`Producer::session_word`].
@@ -369,7 +405,7 @@ impl Consumer {
 
     /// The protocol error the producer is refused for, if it is.
     pub fn failed(&self) -> Option<ProtocolError> {
-        match self.state {
+        match self.side.state {
             State::Failed(e) => Some(e),
             _ => None,
         }
@@ -381,16 +417,10 @@ impl Consumer {
     /// of [`MAX_FRAME`] bytes always fits).
     pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<usize>, Error> {
         let result = self.take(out);
-        if let Err(Error::Protocol(e)) = result {
-            // As in `Producer::send`: a format during the operation is not the VMM's fault.
-            if self.netback
-                && self.state == State::Ready
-                && must_attach(&self.shared, self.session).unwrap_or(false)
-            {
-                self.state = State::Attaching;
-                return Ok(None);
-            }
-            self.state = State::Failed(e);
+        if let Err(Error::Protocol(e)) = result
+            && self.side.failed(&self.shared, e)
+        {
+            return Ok(None);
         }
         result
     }
@@ -422,26 +452,13 @@ impl Consumer {
     /// asks it first; netback may ask it on its own to attach (the VMM's frames are
     /// dropped until it has).
     pub fn ready(&mut self) -> Result<bool, ProtocolError> {
-        if self.netback && self.state != State::Attaching && must_attach(&self.shared, self.session)? {
-            self.state = State::Attaching;
-        }
-        match self.state {
-            State::Failed(e) => Err(e),
-            State::Ready => Ok(true),
-            State::Unacknowledged => {
-                let acknowledged = attached(&self.shared, self.session)?;
-                if acknowledged {
-                    self.state = State::Ready;
-                }
-                Ok(acknowledged)
+        Ok(match self.side.ready(&self.shared, self.layout.slots, offset::PIPE_CONS, offset::PIPE_PROD)? {
+            Go::Wait => false,
+            Go::Go => true,
+            Go::Attached(cons) => {
+                self.cons = cons;
+                true
             }
-            State::Attaching => {
-                let attached =
-                    attach_session(&self.shared, self.layout.slots, offset::PIPE_CONS, offset::PIPE_PROD)?;
-                let Some((session, cons)) = attached else { return Ok(false) };
-                (self.session, self.cons, self.state) = (session, cons, State::Ready);
-                Ok(true)
-            }
-        }
+        })
     }
 }
