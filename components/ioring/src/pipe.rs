@@ -177,10 +177,11 @@ struct Side {
 }
 
 /// What [`Side::ready`] found.
-enum Go {
+enum Readiness {
     /// Not yet (the VMM formats, or waits for netback to attach).
     Wait,
-    Go,
+    /// Now.
+    Now,
     /// Netback attached just now: its index is this.
     Attached(u32),
 }
@@ -200,26 +201,32 @@ impl Side {
     /// guest's new VMM, which starts over whatever happened before) and attaches to it,
     /// its index in the word at `own` (the VMM's in `theirs` for a new session); the VMM
     /// waits until netback attached to its session.
-    fn ready(&mut self, shared: &Shared, slots: u32, own: usize, theirs: usize) -> Result<Go, ProtocolError> {
+    fn ready(
+        &mut self,
+        shared: &Shared,
+        slots: u32,
+        own: usize,
+        theirs: usize,
+    ) -> Result<Readiness, ProtocolError> {
         if self.netback && self.state != State::Attaching && must_attach(shared, self.session)? {
             self.state = State::Attaching;
         }
         match self.state {
             State::Failed(e) => Err(e),
-            State::Ready => Ok(Go::Go),
+            State::Ready => Ok(Readiness::Now),
             State::Unacknowledged => {
                 if !attached(shared, self.session)? {
-                    return Ok(Go::Wait);
+                    return Ok(Readiness::Wait);
                 }
                 self.state = State::Ready;
-                Ok(Go::Go)
+                Ok(Readiness::Now)
             }
             State::Attaching => {
                 let Some((session, index)) = attach_session(shared, slots, own, theirs)? else {
-                    return Ok(Go::Wait);
+                    return Ok(Readiness::Wait);
                 };
                 (self.session, self.state) = (session, State::Ready);
-                Ok(Go::Attached(index))
+                Ok(Readiness::Attached(index))
             }
         }
     }
@@ -325,9 +332,9 @@ impl Producer {
     /// ask it on its own to attach before it has a frame to send.
     pub fn ready(&mut self) -> Result<bool, ProtocolError> {
         Ok(match self.side.ready(&self.shared, self.layout.slots, offset::PIPE_PROD, offset::PIPE_CONS)? {
-            Go::Wait => false,
-            Go::Go => true,
-            Go::Attached(prod) => {
+            Readiness::Wait => false,
+            Readiness::Now => true,
+            Readiness::Attached(prod) => {
                 (self.prod, self.published) = (prod, prod);
                 true
             }
@@ -453,9 +460,9 @@ impl Consumer {
     /// dropped until it has).
     pub fn ready(&mut self) -> Result<bool, ProtocolError> {
         Ok(match self.side.ready(&self.shared, self.layout.slots, offset::PIPE_CONS, offset::PIPE_PROD)? {
-            Go::Wait => false,
-            Go::Go => true,
-            Go::Attached(cons) => {
+            Readiness::Wait => false,
+            Readiness::Now => true,
+            Readiness::Attached(cons) => {
                 self.cons = cons;
                 true
             }
